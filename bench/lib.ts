@@ -1,0 +1,69 @@
+/** Shared benchmark helpers: every figure is printed as one JSON line. */
+export interface Figure {
+  metric: string
+  value: number
+  baseline: number | null
+  ratio: number | null
+  unit: string
+}
+
+export function report(metric: string, value: number, baseline: number | null, unit: string, extra: Record<string, unknown> = {}): Figure {
+  const fig: Figure = {
+    metric,
+    value: round(value),
+    baseline: baseline === null ? null : round(baseline),
+    ratio: baseline === null || baseline === 0 ? null : round(value / baseline, 4),
+    unit,
+  }
+  process.stdout.write(`${JSON.stringify({ ...fig, ...extra })}\n`)
+  return fig
+}
+
+function round(n: number, digits = 3): number {
+  const f = 10 ** digits
+  return Math.round(n * f) / f
+}
+
+/**
+ * Runs `fn` repeatedly for about `ms` milliseconds (after a warm-up) and
+ * returns operations per second. `fn` may do `batch` operations per call.
+ */
+export async function opsPerSecond(fn: () => unknown | Promise<unknown>, opts: { ms?: number; warmupMs?: number; batch?: number } = {}): Promise<number> {
+  const ms = opts.ms ?? 2000
+  const warm = opts.warmupMs ?? 300
+  const batch = opts.batch ?? 1
+  let end = performance.now() + warm
+  while (performance.now() < end) await fn()
+  let n = 0
+  const start = performance.now()
+  end = start + ms
+  while (performance.now() < end) {
+    await fn()
+    n += batch
+  }
+  return (n * 1000) / (performance.now() - start)
+}
+
+/** Synchronous variant, for baselines that must not pay for a Promise per call. */
+export function opsPerSecondSync(fn: () => unknown, opts: { ms?: number; warmupMs?: number; batch?: number } = {}): number {
+  const ms = opts.ms ?? 2000
+  const warm = opts.warmupMs ?? 300
+  const batch = opts.batch ?? 1
+  let end = performance.now() + warm
+  while (performance.now() < end) fn()
+  let n = 0
+  const start = performance.now()
+  end = start + ms
+  while (performance.now() < end) {
+    fn()
+    n += batch
+  }
+  return (n * 1000) / (performance.now() - start)
+}
+
+export function percentile(samples: number[], p: number): number {
+  if (samples.length === 0) return NaN
+  const s = [...samples].sort((a, b) => a - b)
+  const idx = Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))
+  return s[idx]!
+}

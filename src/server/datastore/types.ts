@@ -1,0 +1,181 @@
+/**
+ * Domain records and the small repository interfaces of the server's datastore.
+ * Plain data only: IDs are strings (validated above this layer), times are epoch
+ * milliseconds, TTLs are seconds. Implementations: sqlite (default), memory (tests).
+ */
+
+export interface Selector {
+  type: string
+  value: string
+}
+
+export interface RegistrationEntry {
+  /** Opaque, server-generated (UUID v4). */
+  id: string
+  spiffeId: string
+  parentId: string
+  /** Sorted, unique by (type, value). */
+  selectors: Selector[]
+  /** 0 = the server default. */
+  x509SvidTtl: number
+  jwtSvidTtl: number
+  dnsNames: string[]
+  /** Trust domain names (`partner.example`). */
+  federatesWith: string[]
+  hint: string
+  admin: boolean
+  downstream: boolean
+  /** The entry itself expires (epoch ms); null = never. */
+  expiresAt: number | null
+  createdAt: number
+  updatedAt: number
+  /** Incremented on every update; starts at 1. */
+  revision: number
+}
+
+/** What a caller supplies to create an entry; the store fills id, times and revision. */
+export type NewEntry = Omit<RegistrationEntry, 'id' | 'createdAt' | 'updatedAt' | 'revision'> & { id?: string }
+
+/** Fields an update may change. */
+export type EntryPatch = Partial<Omit<RegistrationEntry, 'id' | 'createdAt' | 'updatedAt' | 'revision'>>
+
+export type SelectorMatch = 'exact' | 'subset' | 'superset' | 'any'
+
+export interface EntryFilter {
+  spiffeId?: string
+  parentId?: string
+  /**
+   * exact: the entry's selectors equal the set; subset: the entry's selectors are
+   * a subset of the set (what a workload with these selectors may have);
+   * superset: the entry has at least these; any: shares at least one.
+   */
+  selectors?: { set: Selector[]; match: SelectorMatch }
+  federatesWith?: string
+  hint?: string
+}
+
+export interface Page {
+  pageSize?: number
+  /** Opaque token returned by the previous page. */
+  pageToken?: string
+}
+
+export interface EntryStore {
+  /** Throws ERR_ALREADY_EXISTS when an entry with the same spiffeId, parentId and selectors exists. */
+  create(entry: NewEntry): Promise<RegistrationEntry>
+  /** Throws ERR_ENTRY_NOT_FOUND. */
+  get(id: string): Promise<RegistrationEntry>
+  /** Returns undefined instead of throwing. */
+  find(id: string): Promise<RegistrationEntry | undefined>
+  /** Throws ERR_ENTRY_NOT_FOUND; with `expectedRevision`, ERR_INVALID_ARGUMENT when the stored revision differs. */
+  update(id: string, patch: EntryPatch, opts?: { expectedRevision?: number }): Promise<RegistrationEntry>
+  /** Throws ERR_ENTRY_NOT_FOUND. Returns the deleted entry. */
+  delete(id: string): Promise<RegistrationEntry>
+  list(filter?: EntryFilter, page?: Page): Promise<{ entries: RegistrationEntry[]; nextPageToken: string }>
+  count(filter?: EntryFilter): Promise<number>
+  /** Deletes entries whose expiresAt < now; returns them. */
+  pruneExpired(now: number): Promise<RegistrationEntry[]>
+}
+
+export interface AttestedNode {
+  /** spiffe://<td>/warrant/agent/<attestor>/<id> */
+  agentId: string
+  attestor: string
+  selectors: Selector[]
+  /** Serial number (hex) of the agent's current X.509-SVID; '' once evicted. */
+  serial: string
+  /** Expiry of the current agent SVID (epoch ms). */
+  expiresAt: number
+  /** Serial of the agent SVID before the last renewal, accepted until the new one is used. */
+  previousSerial: string
+  banned: boolean
+  canReattest: boolean
+  createdAt: number
+  updatedAt: number
+}
+
+export interface AttestedNodeFilter {
+  attestor?: string
+  banned?: boolean
+  /** Nodes whose selectors include all of these. */
+  selectors?: Selector[]
+  expiresBefore?: number
+}
+
+export interface AttestedNodeStore {
+  /** Inserts, or replaces an existing record with the same agentId (re-attestation). */
+  upsert(node: Omit<AttestedNode, 'createdAt' | 'updatedAt'>): Promise<AttestedNode>
+  find(agentId: string): Promise<AttestedNode | undefined>
+  /** Throws ERR_NOT_FOUND. */
+  get(agentId: string): Promise<AttestedNode>
+  /** Throws ERR_NOT_FOUND. */
+  update(agentId: string, patch: Partial<Pick<AttestedNode, 'serial' | 'previousSerial' | 'expiresAt' | 'banned' | 'selectors'>>): Promise<AttestedNode>
+  /** Throws ERR_NOT_FOUND. */
+  delete(agentId: string): Promise<AttestedNode>
+  list(filter?: AttestedNodeFilter, page?: Page): Promise<{ nodes: AttestedNode[]; nextPageToken: string }>
+  count(filter?: AttestedNodeFilter): Promise<number>
+}
+
+export interface JoinToken {
+  /** SHA-256 hex of the token: the token itself is never stored. */
+  tokenHash: string
+  expiresAt: number
+  /** Optional SPIFFE ID alias the operator asked for (`token generate -spiffeID`). */
+  spiffeId: string
+  createdAt: number
+}
+
+export interface JoinTokenStore {
+  create(token: Omit<JoinToken, 'createdAt'>): Promise<JoinToken>
+  /**
+   * Atomically deletes and returns the token (one use). Returns undefined when
+   * it does not exist (never issued, or already used). Expiry is the caller's check.
+   */
+  consume(tokenHash: string): Promise<JoinToken | undefined>
+  pruneExpired(now: number): Promise<number>
+  count(): Promise<number>
+}
+
+export interface BundleRecord {
+  /** Trust domain name (`corp.example`). */
+  trustDomain: string
+  /** The SPIFFE bundle document (JSON text). */
+  document: string
+  sequence: number
+  updatedAt: number
+}
+
+export interface BundleStore {
+  /** Replaces the stored bundle for that trust domain. */
+  put(record: Omit<BundleRecord, 'updatedAt'>): Promise<BundleRecord>
+  get(trustDomain: string): Promise<BundleRecord | undefined>
+  list(): Promise<BundleRecord[]>
+  /** Throws ERR_NOT_FOUND. */
+  delete(trustDomain: string): Promise<void>
+}
+
+/** The CA's rotation journal: opaque JSON kept under a name (one per CA kind). */
+export interface CaJournalStore {
+  get(name: string): Promise<string | undefined>
+  put(name: string, json: string): Promise<void>
+}
+
+/** Generic key/value for small server state (federation relationships, bounds…). */
+export interface KvStore {
+  get(namespace: string, key: string): Promise<string | undefined>
+  put(namespace: string, key: string, value: string): Promise<void>
+  delete(namespace: string, key: string): Promise<boolean>
+  list(namespace: string): Promise<{ key: string; value: string }[]>
+}
+
+export interface DataStore {
+  entries: EntryStore
+  nodes: AttestedNodeStore
+  joinTokens: JoinTokenStore
+  bundles: BundleStore
+  journal: CaJournalStore
+  kv: KvStore
+  /** Runs `fn` in one transaction: all of its writes happen, or none. */
+  tx<T>(fn: (ds: DataStore) => Promise<T>): Promise<T>
+  close(): Promise<void>
+}

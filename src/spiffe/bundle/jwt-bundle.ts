@@ -1,0 +1,64 @@
+import { createPublicKey, type JsonWebKey, type KeyObject } from 'node:crypto'
+import { IdentityError } from '../../errors/identity-error.js'
+import type { TrustDomain } from '../trust-domain.js'
+import type { JwtBundleSource } from './sources.js'
+
+/** The JWT authorities (public JWKs by key id) of one trust domain. Immutable. */
+export class JwtBundle implements JwtBundleSource {
+  readonly trustDomain: TrustDomain
+  readonly #keys: ReadonlyMap<string, JsonWebKey>
+  readonly #keyObjects = new Map<string, KeyObject>()
+
+  /** `keys` maps kid → public JWK. Throws ERR_BUNDLE_INVALID for an empty kid or a key that cannot be imported. */
+  constructor(trustDomain: TrustDomain, keys: ReadonlyMap<string, JsonWebKey> | Iterable<[string, JsonWebKey]>) {
+    this.trustDomain = trustDomain
+    const m = new Map<string, JsonWebKey>()
+    for (const [kid, jwk] of keys) {
+      if (typeof kid !== 'string' || kid.length === 0) throw new IdentityError('ERR_BUNDLE_INVALID', 'JWT authority has an empty key id')
+      const pub = publicOnly(jwk)
+      m.set(kid, pub)
+    }
+    this.#keys = m
+  }
+
+  /** kid → public JWK (no private members). */
+  get keys(): ReadonlyMap<string, JsonWebKey> {
+    return this.#keys
+  }
+
+  /** The public key for `kid` as a KeyObject (imported once, then cached), or undefined. */
+  findKey(kid: string): KeyObject | undefined {
+    const cached = this.#keyObjects.get(kid)
+    if (cached) return cached
+    const jwk = this.#keys.get(kid)
+    if (!jwk) return undefined
+    let key: KeyObject
+    try {
+      key = createPublicKey({ key: jwk, format: 'jwk' })
+    } catch (cause) {
+      throw new IdentityError('ERR_BUNDLE_INVALID', `JWT authority "${kid}" cannot be imported`, { cause })
+    }
+    this.#keyObjects.set(kid, key)
+    return key
+  }
+
+  isEmpty(): boolean {
+    return this.#keys.size === 0
+  }
+
+  getJwtBundleForTrustDomain(td: TrustDomain): JwtBundle {
+    if (!td.equals(this.trustDomain)) {
+      throw new IdentityError('ERR_BUNDLE_NOT_FOUND', `no JWT bundle for trust domain "${td.name}"`)
+    }
+    return this
+  }
+}
+
+const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'] as const
+
+function publicOnly(jwk: JsonWebKey): JsonWebKey {
+  if (jwk === null || typeof jwk !== 'object') throw new IdentityError('ERR_BUNDLE_INVALID', 'JWT authority is not a JWK object')
+  const out: JsonWebKey = { ...jwk }
+  for (const k of PRIVATE_MEMBERS) delete (out as Record<string, unknown>)[k]
+  return out
+}

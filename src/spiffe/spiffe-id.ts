@@ -1,0 +1,149 @@
+import { IdentityError } from '../errors/identity-error.js'
+import { TrustDomain, trustDomainNameProblem, truncate } from './trust-domain.js'
+
+/** SPIFFE IDs must be supported up to this many bytes (SPIFFE-ID §2.3). */
+export const MAX_SPIFFE_ID_BYTES = 2048
+const SCHEME = 'spiffe://'
+
+/**
+ * A SPIFFE ID, `spiffe://<trust domain><path>`. Parsed once and immutable.
+ * `toString()` is the canonical form and the key to use in maps.
+ */
+export class SpiffeId {
+  readonly trustDomain: TrustDomain
+  /** The path, `''` for a trust-domain ID, else starting with `/`. */
+  readonly path: string
+  readonly #str: string
+
+  private constructor(td: TrustDomain, path: string) {
+    this.trustDomain = td
+    this.path = path
+    this.#str = `${SCHEME}${td.name}${path}`
+  }
+
+  /** Parses and validates. Throws ERR_SPIFFE_ID_INVALID with a reason. */
+  static fromString(s: string): SpiffeId {
+    if (typeof s !== 'string') throw new TypeError('SPIFFE ID must be a string')
+    const fail = (reason: string): never => {
+      throw new IdentityError('ERR_SPIFFE_ID_INVALID', `invalid SPIFFE ID: ${reason}`, { details: { value: truncate(s) } })
+    }
+    if (s.length === 0) fail('cannot be empty')
+    if (Buffer.byteLength(s) > MAX_SPIFFE_ID_BYTES) fail(`exceeds ${MAX_SPIFFE_ID_BYTES} bytes`)
+    // Scheme is case-insensitive per RFC 3986; we normalise to lowercase.
+    if (s.length < SCHEME.length || s.slice(0, SCHEME.length).toLowerCase() !== SCHEME) fail('scheme is missing or invalid')
+    const rest = s.slice(SCHEME.length)
+    const slash = rest.indexOf('/')
+    const rawTd = slash === -1 ? rest : rest.slice(0, slash)
+    const path = slash === -1 ? '' : rest.slice(slash)
+    if (rawTd.length === 0) fail('trust domain is missing')
+    // Trust domain is case-insensitive in the spec but must be lowercase on the wire (go-spiffe rejects uppercase).
+    const tdProblem = trustDomainNameProblem(rawTd)
+    if (tdProblem) fail(`trust domain ${tdProblem}`)
+    const pathProblem = pathProblemOf(path)
+    if (pathProblem) fail(pathProblem)
+    return new SpiffeId(TrustDomain.unsafe(rawTd), path)
+  }
+
+  /** Builds an ID from a trust domain and an absolute path (`/ns/web`). */
+  static fromPath(td: TrustDomain, path: string): SpiffeId {
+    const problem = pathProblemOf(path)
+    if (problem) throw new IdentityError('ERR_SPIFFE_ID_INVALID', `invalid SPIFFE ID path: ${problem}`, { details: { value: truncate(path) } })
+    const id = new SpiffeId(td, path)
+    if (Buffer.byteLength(id.#str) > MAX_SPIFFE_ID_BYTES) {
+      throw new IdentityError('ERR_SPIFFE_ID_INVALID', `invalid SPIFFE ID: exceeds ${MAX_SPIFFE_ID_BYTES} bytes`)
+    }
+    return id
+  }
+
+  /** Builds an ID from path segments, each validated (`fromSegments(td, 'ns', 'web')`). */
+  static fromSegments(td: TrustDomain, ...segments: string[]): SpiffeId {
+    for (const seg of segments) {
+      const p = segmentProblem(seg)
+      if (p) throw new IdentityError('ERR_SPIFFE_ID_INVALID', `invalid SPIFFE ID path segment: ${p}`, { details: { value: truncate(seg) } })
+    }
+    return SpiffeId.fromPath(td, segments.length === 0 ? '' : `/${segments.join('/')}`)
+  }
+
+  static isValid(s: string): boolean {
+    try {
+      SpiffeId.fromString(s)
+      return true
+    } catch {
+      return false
+    }
+  }
+
+  /** Path segments (`['ns', 'web']`). */
+  segments(): string[] {
+    return this.path === '' ? [] : this.path.slice(1).split('/')
+  }
+
+  isTrustDomainId(): boolean {
+    return this.path === ''
+  }
+
+  memberOf(td: TrustDomain): boolean {
+    return this.trustDomain.equals(td)
+  }
+
+  /**
+   * True when this ID's path equals `prefix` or lies below it on a segment
+   * boundary: `/agents/pay` is a prefix of `/agents/pay/bot` but not of `/agents/payments`.
+   */
+  hasPathPrefix(prefix: string): boolean {
+    if (prefix === '' || prefix === '/') return true
+    const p = prefix.endsWith('/') ? prefix.slice(0, -1) : prefix
+    return this.path === p || this.path.startsWith(`${p}/`)
+  }
+
+  /** A child ID: `id.append('instance-1')`. */
+  append(...segments: string[]): SpiffeId {
+    return SpiffeId.fromSegments(this.trustDomain, ...this.segments(), ...segments)
+  }
+
+  toString(): string {
+    return this.#str
+  }
+
+  toJSON(): string {
+    return this.#str
+  }
+
+  equals(other: SpiffeId | undefined | null): boolean {
+    return !!other && other.#str === this.#str
+  }
+}
+
+function pathProblemOf(path: string): string | undefined {
+  if (path === '') return undefined
+  if (path[0] !== '/') return 'path must have a leading slash'
+  if (path.endsWith('/')) return 'path cannot have a trailing slash'
+  const segs = path.slice(1).split('/')
+  for (const seg of segs) {
+    const p = segmentProblem(seg)
+    if (p) return p
+  }
+  return undefined
+}
+
+function segmentProblem(seg: string): string | undefined {
+  if (seg.length === 0) return 'path cannot contain empty segments'
+  if (seg === '.' || seg === '..') return 'path cannot contain dot segments'
+  for (let i = 0; i < seg.length; i++) {
+    const c = seg.charCodeAt(i)
+    const ok =
+      (c >= 0x61 && c <= 0x7a) ||
+      (c >= 0x41 && c <= 0x5a) ||
+      (c >= 0x30 && c <= 0x39) ||
+      c === 0x2e ||
+      c === 0x2d ||
+      c === 0x5f
+    if (!ok) {
+      if (c === 0x25) return 'path cannot be percent-encoded'
+      if (c === 0x3f) return 'must not include a query'
+      if (c === 0x23) return 'must not include a fragment'
+      return 'path segment characters are limited to letters, numbers, dots, dashes, and underscores'
+    }
+  }
+  return undefined
+}

@@ -30,7 +30,7 @@ export class SpiffeId {
     if (s.length === 0) fail('cannot be empty')
     if (Buffer.byteLength(s) > MAX_SPIFFE_ID_BYTES) fail(`exceeds ${MAX_SPIFFE_ID_BYTES} bytes`)
     // Scheme is case-insensitive per RFC 3986; we normalise to lowercase.
-    if (s.length < SCHEME.length || s.slice(0, SCHEME.length).toLowerCase() !== SCHEME) fail('scheme is missing or invalid')
+    if (!hasSpiffeScheme(s)) fail('scheme is missing or invalid')
     const rest = s.slice(SCHEME.length)
     const slash = rest.indexOf('/')
     const rawTd = slash === -1 ? rest : rest.slice(0, slash)
@@ -112,6 +112,17 @@ export class SpiffeId {
   equals(other: SpiffeId | undefined | null): boolean {
     return !!other && other.#str === this.#str
   }
+}
+
+/** ASCII case-insensitive match of `spiffe://` (no Unicode case folding). */
+function hasSpiffeScheme(s: string): boolean {
+  if (s.length < SCHEME.length) return false
+  for (let i = 0; i < SCHEME.length; i++) {
+    let c = s.charCodeAt(i)
+    if (c >= 0x41 && c <= 0x5a) c += 0x20
+    if (c !== SCHEME.charCodeAt(i)) return false
+  }
+  return true
 }
 
 function pathProblemOf(path: string): string | undefined {

@@ -18,7 +18,13 @@ export class TrustDomain {
   static fromString(s: string): TrustDomain {
     if (typeof s !== 'string') throw new TypeError('trust domain must be a string')
     if (s.includes(':/')) {
-      const id = SpiffeId.fromString(s)
+      let id: SpiffeId
+      try {
+        id = SpiffeId.fromString(s)
+      } catch (cause) {
+        const reason = cause instanceof IdentityError ? cause.message.replace(/^invalid SPIFFE ID: /, '') : 'invalid'
+        throw new IdentityError('ERR_TRUST_DOMAIN_INVALID', `invalid trust domain ID: ${reason}`, { cause, details: { value: truncate(s) } })
+      }
       if (id.path !== '') {
         throw new IdentityError('ERR_TRUST_DOMAIN_INVALID', 'trust domain ID must not have a path', {
           details: { value: truncate(s) },

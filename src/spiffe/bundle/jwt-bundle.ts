@@ -1,6 +1,7 @@
 import { createPublicKey, type JsonWebKey, type KeyObject } from 'node:crypto'
 import { IdentityError } from '../../errors/identity-error.js'
 import type { TrustDomain } from '../trust-domain.js'
+import { bundleError, importPublicJwk, inputText, isPlainObject, KNOWN_KTY, orderedJwk, parseJsonObject } from './encoding.js'
 import type { JwtBundleSource } from './sources.js'
 
 /** The JWT authorities (public JWKs by key id) of one trust domain. Immutable. */
@@ -19,6 +20,37 @@ export class JwtBundle implements JwtBundleSource {
       m.set(kid, pub)
     }
     this.#keys = m
+  }
+
+  /**
+   * Parses a standard JWKS, as the Workload API's FetchJWTBundles sends it.
+   * `use` may be absent (or `jwt-svid` / `sig`); keys with another `use`
+   * (e.g. `x509-svid`) and keys of unknown `kty` are ignored. Every key needs
+   * a unique `kid` and must import as a public key. Throws ERR_BUNDLE_INVALID.
+   */
+  static parseJwks(trustDomain: TrustDomain, json: string | Uint8Array): JwtBundle {
+    const doc = parseJsonObject(inputText(json, 'JWKS'), 'JWKS')
+    const keys = doc.keys
+    if (!Array.isArray(keys)) throw bundleError('JWKS "keys" must be an array')
+    const m = new Map<string, JsonWebKey>()
+    keys.forEach((k: unknown, i) => {
+      const what = `JWKS key ${i}`
+      if (!isPlainObject(k)) throw bundleError(`${what} must be an object`)
+      if (typeof k.kty !== 'string') throw bundleError(`${what} has no "kty"`)
+      if (k.use !== undefined && typeof k.use !== 'string') throw bundleError(`${what} has a non-string "use"`)
+      if (!KNOWN_KTY.has(k.kty)) return
+      if (k.use !== undefined && k.use !== 'jwt-svid' && k.use !== 'sig') return
+      if (typeof k.kid !== 'string' || k.kid.length === 0) throw bundleError(`${what} has no "kid"`)
+      if (m.has(k.kid)) throw bundleError(`${what} repeats key id "${k.kid}"`)
+      m.set(k.kid, importPublicJwk(k, what).jwk)
+    })
+    return new JwtBundle(trustDomain, m)
+  }
+
+  /** A standard JWKS with no `use` member, as SPIRE's Workload API sends: `{"keys":[{kty,kid,crv,x,y}]}`. */
+  toJwks(): string {
+    const keys = [...this.#keys].map(([kid, jwk]) => orderedJwk({ kid }, jwk))
+    return JSON.stringify({ keys })
   }
 
   /** kid → public JWK (no private members). */

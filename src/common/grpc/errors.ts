@@ -1,0 +1,82 @@
+import { Metadata, status as Status, type ServiceError } from '@grpc/grpc-js'
+import { ERROR_CODES, type ErrorCode } from '../../errors/codes.js'
+import { IdentityError } from '../../errors/identity-error.js'
+import { F, type Logger } from '../log/logger.js'
+
+/**
+ * Codes whose reason the caller must not learn: the real reason is logged,
+ * the caller gets a fixed generic message.
+ */
+const GENERIC_MESSAGES: Partial<Record<ErrorCode, string>> = {
+  ERR_NODE_ATTESTATION_FAILED: 'attestation failed',
+  ERR_JOIN_TOKEN_INVALID: 'attestation failed',
+  ERR_ATTESTATION_PAYLOAD_INVALID: 'attestation failed',
+  ERR_TPM_VERIFICATION_FAILED: 'attestation failed',
+  ERR_TPM_PAYLOAD_INVALID: 'attestation failed',
+  ERR_AGENT_BANNED: 'permission denied',
+  ERR_AGENT_EVICTED: 'permission denied',
+  ERR_UNAUTHENTICATED: 'unauthenticated',
+  ERR_NO_IDENTITY_ISSUED: 'no identity issued',
+  ERR_WORKLOAD_ATTESTATION_FAILED: 'workload attestation failed',
+  ERR_ID_NOT_AUTHORIZED: 'permission denied',
+  ERR_X509_SVID_UNTRUSTED: 'permission denied',
+}
+
+export interface GrpcErrorObject extends Partial<ServiceError> {
+  code: number
+  details: string
+  metadata: Metadata
+}
+
+/**
+ * The one boundary between our errors and gRPC statuses (SPIRE's MakeErr):
+ * logs once with fields, maps the code to a status, sets the `x-error-code`
+ * trailer, hides attestation/authorization reasons, and turns anything
+ * unexpected into INTERNAL "internal error".
+ */
+export function toGrpcError(err: unknown, log: Logger, fields: Record<string, unknown> = {}): GrpcErrorObject {
+  const metadata = new Metadata()
+  if (err instanceof IdentityError) {
+    const code = ERROR_CODES[err.code]
+    const generic = GENERIC_MESSAGES[err.code]
+    metadata.set('x-error-code', err.code)
+    const level = code === Status.INTERNAL ? 'error' : generic ? 'warn' : 'info'
+    log[level]({ ...fields, [F.ERROR_CODE]: err.code, [F.ERR]: describe(err) }, generic ? 'Request denied' : 'Request failed')
+    return { code, details: generic ?? err.message, metadata, message: generic ?? err.message }
+  }
+  if (isStatusLike(err)) {
+    log.info({ ...fields, grpc_code: err.code, [F.ERR]: err.details }, 'Request failed')
+    return { code: err.code, details: err.details, metadata: err.metadata ?? metadata, message: err.details }
+  }
+  metadata.set('x-error-code', 'ERR_INTERNAL')
+  log.error({ ...fields, [F.ERR]: describe(err) }, 'Internal error')
+  return { code: Status.INTERNAL, details: 'internal error', metadata, message: 'internal error' }
+}
+
+/** A gRPC status to throw from a handler when no IdentityError fits (e.g. header checks). */
+export class GrpcStatusError extends Error {
+  readonly code: number
+  readonly details: string
+  readonly metadata: Metadata | undefined
+  constructor(code: number, details: string) {
+    super(details)
+    this.code = code
+    this.details = details
+    this.metadata = undefined
+  }
+}
+
+function isStatusLike(e: unknown): e is { code: number; details: string; metadata?: Metadata } {
+  return e instanceof GrpcStatusError
+}
+
+function describe(err: unknown): Record<string, unknown> | string {
+  if (err instanceof Error) {
+    const out: Record<string, unknown> = { type: err.name, message: err.message }
+    if (err instanceof IdentityError && err.details) out.details = err.details
+    if (err.cause instanceof Error) out.cause = `${err.cause.name}: ${err.cause.message}`
+    if (!(err instanceof IdentityError) && err.stack) out.stack = err.stack
+    return out
+  }
+  return String(err)
+}

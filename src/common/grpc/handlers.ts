@@ -1,0 +1,129 @@
+import type {
+  ServerDuplexStream,
+  ServerUnaryCall,
+  ServerWritableStream,
+  sendUnaryData,
+  handleBidiStreamingCall,
+  handleServerStreamingCall,
+  handleUnaryCall,
+} from '@grpc/grpc-js'
+import { F, type Logger } from '../log/logger.js'
+import { toGrpcError } from './errors.js'
+
+export interface CallContext<Req = unknown> {
+  /** Aborted when the client cancels or the deadline passes. */
+  signal: AbortSignal
+  call: ServerUnaryCall<Req, unknown> | ServerWritableStream<Req, unknown> | ServerDuplexStream<Req, unknown>
+  log: Logger
+}
+
+function callSignal(call: { on(ev: 'cancelled', f: () => void): unknown }): AbortController {
+  const ac = new AbortController()
+  call.on('cancelled', () => ac.abort())
+  return ac
+}
+
+/** Adapts `async (req, ctx) => res` to a grpc-js unary handler; errors go through toGrpcError. */
+export function unary<Req, Res>(log: Logger, method: string, fn: (req: Req, ctx: CallContext<Req>) => Promise<Res>): handleUnaryCall<Req, Res> {
+  const mlog = log.child({ [F.METHOD]: method })
+  return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
+    const ac = callSignal(call)
+    fn(call.request, { signal: ac.signal, call: call as ServerUnaryCall<Req, unknown>, log: mlog }).then(
+      (res) => callback(null, res),
+      (err: unknown) => {
+        const e = toGrpcError(err, mlog)
+        callback(e as never)
+      },
+    )
+  }
+}
+
+export interface StreamSink<Res> {
+  send(msg: Res): void
+  signal: AbortSignal
+}
+
+/**
+ * Adapts `async (req, sink, ctx) => void` to a server-streaming handler. The
+ * stream ends when `fn` resolves; errors become a status.
+ */
+export function serverStream<Req, Res>(
+  log: Logger,
+  method: string,
+  fn: (req: Req, sink: StreamSink<Res>, ctx: CallContext<Req>) => Promise<void>,
+): handleServerStreamingCall<Req, Res> {
+  const mlog = log.child({ [F.METHOD]: method })
+  return (call: ServerWritableStream<Req, Res>) => {
+    const ac = callSignal(call)
+    const sink: StreamSink<Res> = {
+      send: (msg) => {
+        if (!ac.signal.aborted && !call.writableEnded) call.write(msg)
+      },
+      signal: ac.signal,
+    }
+    fn(call.request, sink, { signal: ac.signal, call: call as ServerWritableStream<Req, unknown>, log: mlog }).then(
+      () => {
+        if (!call.writableEnded) call.end()
+      },
+      (err: unknown) => {
+        if (ac.signal.aborted) return
+        call.emit('error', toGrpcError(err, mlog))
+      },
+    )
+  }
+}
+
+/** A pull-based reader over a bidi stream's incoming messages. */
+export interface StreamSource<Req> {
+  /** Next message; rejects when the stream ends or is cancelled. */
+  next(): Promise<Req>
+}
+
+export function bidi<Req, Res>(
+  log: Logger,
+  method: string,
+  fn: (source: StreamSource<Req>, sink: StreamSink<Res>, ctx: CallContext<Req>) => Promise<void>,
+): handleBidiStreamingCall<Req, Res> {
+  const mlog = log.child({ [F.METHOD]: method })
+  return (call: ServerDuplexStream<Req, Res>) => {
+    const ac = callSignal(call)
+    const queue: Req[] = []
+    const waiters: { resolve: (r: Req) => void; reject: (e: Error) => void }[] = []
+    let ended: Error | undefined
+    call.on('data', (m: Req) => {
+      const w = waiters.shift()
+      if (w) w.resolve(m)
+      else if (queue.length < 16) queue.push(m)
+    })
+    const end = (e: Error) => {
+      ended = e
+      for (const w of waiters.splice(0)) w.reject(e)
+    }
+    call.on('end', () => end(new Error('stream ended by client')))
+    call.on('error', () => end(new Error('stream error')))
+    ac.signal.addEventListener('abort', () => end(new Error('cancelled')))
+    const source: StreamSource<Req> = {
+      next: () => {
+        const m = queue.shift()
+        if (m !== undefined) return Promise.resolve(m)
+        if (ended) return Promise.reject(ended)
+        return new Promise((resolve, reject) => waiters.push({ resolve, reject }))
+      },
+    }
+    const sink: StreamSink<Res> = {
+      send: (msg) => {
+        if (!ac.signal.aborted && !call.writableEnded) call.write(msg)
+      },
+      signal: ac.signal,
+    }
+    fn(source, sink, { signal: ac.signal, call: call as ServerDuplexStream<Req, unknown>, log: mlog }).then(
+      () => {
+        if (!call.writableEnded) call.end()
+      },
+      (err: unknown) => {
+        if (ac.signal.aborted) return
+        call.emit('error', toGrpcError(err, mlog))
+      },
+    )
+  }
+}

@@ -1,0 +1,1 @@
+export { DiskKeyManager } from './disk-key-manager.js'

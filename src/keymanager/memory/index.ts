@@ -1,0 +1,14 @@
+export { MemoryKeyManager } from './memory-key-manager.js'
+export {
+  SoftwareKey,
+  assertKeyId,
+  assertKeyType,
+  algorithmsForKeyType,
+  hashForAlgorithm,
+  keyTypeOf,
+  generateSoftwareKey,
+  parsePrivateKeyPem,
+  signWithKeyObject,
+  HASH_LENGTH,
+  type HashName,
+} from './software-key.js'

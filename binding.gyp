@@ -1,0 +1,13 @@
+{
+  "targets": [
+    {
+      "target_name": "peercred",
+      "sources": ["native/peercred.c"],
+      "cflags": ["-Wall", "-Wextra", "-O2"],
+      "defines": ["NAPI_VERSION=8"],
+      "conditions": [
+        ["OS!='linux'", { "sources!": ["native/peercred.c"] }]
+      ]
+    }
+  ]
+}

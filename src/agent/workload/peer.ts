@@ -1,0 +1,295 @@
+/**
+ * Caller identification on the Workload API Unix socket.
+ *
+ * grpc-js cannot see the credentials of a Unix-socket peer, so we accept the
+ * connections ourselves on a plain `net.Server`, read the peer's pid/uid/gid
+ * with SO_PEERCRED (native addon `build/Release/peercred.node`, source in
+ * `native/peercred.c`) and the process start time from `/proc/<pid>/stat`, and
+ * only then hand the socket to grpc-js through `createConnectionInjector`.
+ *
+ * How a handler finds its peer: grpc-js derives `call.getPeer()` from the
+ * HTTP/2 session's socket `remoteAddress`/`remotePort` (server-interceptors.js
+ * `getPeer()`), and the session keeps the socket we injected for its whole
+ * life. For a Unix socket both are normally undefined ("unknown"), so we give
+ * each accepted socket an own `remoteAddress` property holding a unique,
+ * unguessable connection id and `remotePort` 0; `getPeer()` then returns that id,
+ * which keys the credentials recorded at accept time. Clients cannot influence
+ * the id: it is set on our side of the socket.
+ *
+ * PID reuse: the start time read at accept is compared again after workload
+ * attestation (`assertPeerAlive`); a process that exited, or a pid that now
+ * belongs to another process, fails attestation.
+ */
+import { randomBytes } from 'node:crypto'
+import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, unlinkSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import net from 'node:net'
+import * as grpc from '@grpc/grpc-js'
+import { IdentityError } from '../../errors/index.js'
+import { F, type Logger } from '../../common/log/logger.js'
+
+/** Kernel-reported credentials of the process that connected (at connect time). */
+export interface PeerCred {
+  pid: number
+  uid: number
+  gid: number
+}
+
+/** A connected caller: its credentials plus what we need to detect PID reuse. */
+export interface PeerInfo extends PeerCred {
+  /** Synthetic connection id, also what grpc-js reports as `call.getPeer()`. */
+  readonly id: string
+  /** `/proc/<pid>/stat` field 22 (starttime, clock ticks since boot) read at accept time. */
+  readonly startTime: string
+}
+
+/** Returns the start time of `pid` (`/proc/<pid>/stat` field 22), or undefined if there is no such process. */
+export type StartTimeReader = (pid: number) => string | undefined
+
+interface PeerCredAddon {
+  getPeerCred(fd: number): PeerCred
+}
+
+let addon: PeerCredAddon | undefined
+
+/** Walks up from this module to the repository root (the directory holding `marker`). */
+function findUp(marker: string): string | undefined {
+  let dir = dirname(fileURLToPath(import.meta.url))
+  for (;;) {
+    const candidate = join(dir, marker)
+    if (existsSync(candidate)) return candidate
+    const parent = dirname(dir)
+    if (parent === dir) return undefined
+    dir = parent
+  }
+}
+
+/** Loads the SO_PEERCRED addon once; throws ERR_NOT_CONFIGURED with the fix if it was never built. */
+export function loadPeerCredAddon(): PeerCredAddon {
+  if (addon !== undefined) return addon
+  if (process.platform !== 'linux') {
+    throw new IdentityError('ERR_UNSUPPORTED', `peer credentials (SO_PEERCRED) are only supported on Linux, not ${process.platform}`)
+  }
+  const path = findUp(join('build', 'Release', 'peercred.node'))
+  if (path === undefined) {
+    throw new IdentityError(
+      'ERR_NOT_CONFIGURED',
+      'native addon build/Release/peercred.node is missing: run `npm ci` (or `npm rebuild`, or `npx node-gyp rebuild`) in the warrant directory',
+    )
+  }
+  try {
+    const require = createRequire(import.meta.url)
+    const mod = require(path) as Partial<PeerCredAddon>
+    if (typeof mod.getPeerCred !== 'function') throw new TypeError('getPeerCred export missing')
+    addon = mod as PeerCredAddon
+    return addon
+  } catch (cause) {
+    throw new IdentityError(
+      'ERR_NOT_CONFIGURED',
+      `native addon ${path} failed to load: rebuild it with \`npm rebuild\` or \`npx node-gyp rebuild\``,
+      { cause },
+    )
+  }
+}
+
+/** The OS file descriptor behind a connected net.Socket (Unix socket accepted by a net.Server). */
+function socketFd(socket: net.Socket): number {
+  const handle = (socket as unknown as { _handle?: { fd?: unknown } })._handle
+  const fd = handle?.fd
+  if (typeof fd !== 'number' || fd < 0) {
+    throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', 'connection has no file descriptor')
+  }
+  return fd
+}
+
+/** SO_PEERCRED of a connected Unix socket. */
+export function getSocketPeerCred(socket: net.Socket): PeerCred {
+  const fd = socketFd(socket)
+  try {
+    return loadPeerCredAddon().getPeerCred(fd)
+  } catch (cause) {
+    if (cause instanceof IdentityError) throw cause
+    throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', 'cannot read peer credentials', { cause })
+  }
+}
+
+/**
+ * Reads field 22 (starttime) of `/proc/<pid>/stat`. The second field (comm) may
+ * contain spaces and parentheses, so fields are counted after the last ')'.
+ */
+export function readProcessStartTime(pid: number, procRoot = '/proc'): string | undefined {
+  if (!Number.isInteger(pid) || pid <= 0) throw new RangeError(`invalid pid ${pid}`)
+  let stat: string
+  try {
+    stat = readFileSync(join(procRoot, String(pid), 'stat'), 'utf8')
+  } catch {
+    return undefined
+  }
+  const close = stat.lastIndexOf(')')
+  if (close < 0) return undefined
+  // After ") " come fields 3.. ; starttime (22) is index 19 of that list.
+  const rest = stat.slice(close + 2).split(' ')
+  const start = rest[19]
+  return start !== undefined && /^\d+$/.test(start) ? start : undefined
+}
+
+export interface PeerTrackingServerOptions {
+  socketPath: string
+  /** The grpc-js server whose services answer the calls; it need not be bound to any port. */
+  grpcServer: grpc.Server
+  log: Logger
+  /** Injected for tests; defaults to `readProcessStartTime`. */
+  readStartTime?: StartTimeReader
+  /** Injected for tests; defaults to SO_PEERCRED through the native addon. */
+  getPeerCred?: (socket: net.Socket) => PeerCred
+}
+
+/**
+ * Listens on a Unix socket, records each caller's peer credentials at accept
+ * time and injects the connection into grpc-js.
+ */
+export class PeerTrackingServer {
+  readonly socketPath: string
+  readonly #grpcServer: grpc.Server
+  readonly #log: Logger
+  readonly #readStartTime: StartTimeReader
+  readonly #getPeerCred: (socket: net.Socket) => PeerCred
+  readonly #peers = new Map<string, PeerInfo>()
+  readonly #sockets = new Set<net.Socket>()
+  readonly #idPrefix = `warrant-peer-${randomBytes(8).toString('hex')}-`
+  #nextId = 0
+  #server: net.Server | undefined
+  #injector: ReturnType<grpc.Server['createConnectionInjector']> | undefined
+
+  constructor(opts: PeerTrackingServerOptions) {
+    this.socketPath = opts.socketPath
+    this.#grpcServer = opts.grpcServer
+    this.#log = opts.log
+    this.#readStartTime = opts.readStartTime ?? ((pid) => readProcessStartTime(pid))
+    this.#getPeerCred = opts.getPeerCred ?? getSocketPeerCred
+  }
+
+  /** Number of connections currently tracked. */
+  get connectionCount(): number {
+    return this.#peers.size
+  }
+
+  /**
+   * Creates the socket directory (0755) if needed, removes a stale socket file
+   * (only if it is a socket), listens, and makes the socket world-connectable (0777).
+   */
+  async listen(): Promise<void> {
+    if (this.#server !== undefined) throw new TypeError('PeerTrackingServer is already listening')
+    if (this.#getPeerCred === getSocketPeerCred) loadPeerCredAddon() // fail fast when the addon is missing
+    const dir = dirname(this.socketPath)
+    mkdirSync(dir, { recursive: true, mode: 0o755 })
+    chmodSync(dir, 0o755)
+    removeStaleSocket(this.socketPath)
+
+    this.#injector = this.#grpcServer.createConnectionInjector(grpc.ServerCredentials.createInsecure())
+    const server = net.createServer((socket) => this.#onConnection(socket))
+    this.#server = server
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: Error) => reject(err)
+      server.once('error', onError)
+      server.listen(this.socketPath, () => {
+        server.off('error', onError)
+        resolve()
+      })
+    })
+    chmodSync(this.socketPath, 0o777)
+    server.on('error', (err) => this.#log.error({ [F.ERR]: err, [F.PATH]: this.socketPath }, 'Workload socket error'))
+  }
+
+  #onConnection(socket: net.Socket): void {
+    let cred: PeerCred
+    let startTime: string | undefined
+    try {
+      cred = this.#getPeerCred(socket)
+      startTime = this.#readStartTime(cred.pid)
+    } catch (err) {
+      this.#log.warn({ [F.ERR]: err }, 'Cannot identify workload connection; closing it')
+      socket.destroy()
+      return
+    }
+    if (startTime === undefined) {
+      this.#log.warn({ [F.PID]: cred.pid }, 'Workload exited before its connection was accepted; closing it')
+      socket.destroy()
+      return
+    }
+    const id = this.#idPrefix + String(this.#nextId++)
+    const peer: PeerInfo = { id, pid: cred.pid, uid: cred.uid, gid: cred.gid, startTime }
+    this.#peers.set(id, peer)
+    this.#sockets.add(socket)
+    socket.once('close', () => {
+      this.#peers.delete(id)
+      this.#sockets.delete(socket)
+    })
+    // grpc-js reports `${remoteAddress}` as call.getPeer() when remotePort is falsy.
+    Object.defineProperty(socket, 'remoteAddress', { value: id, configurable: true, enumerable: true })
+    Object.defineProperty(socket, 'remotePort', { value: 0, configurable: true, enumerable: true })
+    this.#log.debug({ [F.PID]: peer.pid, [F.UID]: peer.uid, [F.PEER]: id }, 'Workload connected')
+    this.#injector?.injectConnection(socket)
+  }
+
+  /** The credentials of the connection a call arrived on; ERR_WORKLOAD_ATTESTATION_FAILED if unknown. */
+  peerOf(call: { getPeer(): string }): PeerInfo {
+    const peer = this.#peers.get(call.getPeer())
+    if (peer === undefined) {
+      throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', 'call did not arrive on a tracked connection')
+    }
+    return peer
+  }
+
+  /**
+   * Guards against PID reuse: throws ERR_WORKLOAD_ATTESTATION_FAILED if the
+   * caller's process has exited or its pid now belongs to another process.
+   */
+  assertPeerAlive(peer: PeerInfo): void {
+    let now: string | undefined
+    try {
+      now = this.#readStartTime(peer.pid)
+    } catch (cause) {
+      throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', 'cannot re-check caller process', { cause, details: { pid: peer.pid } })
+    }
+    if (now === undefined) {
+      throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', 'caller process exited during attestation', { details: { pid: peer.pid } })
+    }
+    if (now !== peer.startTime) {
+      throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', 'caller pid was reused by another process during attestation', {
+        details: { pid: peer.pid },
+      })
+    }
+  }
+
+  /** Stops accepting, closes every connection and removes the socket file. */
+  async close(): Promise<void> {
+    const server = this.#server
+    if (server === undefined) return
+    this.#server = undefined
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+    this.#injector?.destroy()
+    for (const s of this.#sockets) s.destroy()
+    await closed
+    this.#peers.clear()
+    this.#sockets.clear()
+    removeStaleSocket(this.socketPath)
+  }
+}
+
+/** Removes `path` if it is a socket; refuses to remove anything else. */
+function removeStaleSocket(path: string): void {
+  let st
+  try {
+    st = lstatSync(path)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return
+    throw err
+  }
+  if (!st.isSocket()) {
+    throw new IdentityError('ERR_CONFIG_INVALID', `socket path ${path} exists and is not a socket; refusing to remove it`)
+  }
+  unlinkSync(path)
+}

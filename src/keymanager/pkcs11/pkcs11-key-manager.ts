@@ -1,0 +1,458 @@
+/**
+ * KeyManager over a PKCS#11 token (an HSM, or SoftHSM2), through pkcs11js.
+ * Keys are generated inside the token, are sensitive and non-extractable, and
+ * are found again by label (`<key_label_prefix><id>`) after a restart.
+ */
+import { createHash, createPublicKey, type KeyObject } from 'node:crypto'
+import { IdentityError } from '../../errors/index.js'
+import { F, nullLogger, type Logger } from '../../common/log/logger.js'
+import type { SignatureAlgorithm } from '../../spiffe/signer.js'
+import type { KeyManager, KeyType, ManagedKey } from '../key-manager.js'
+import { assertKeyId, assertKeyType, hashForAlgorithm, HASH_LENGTH, type HashName } from '../memory/software-key.js'
+import { acquireModule, ckrName, isCkr, isLastReference, pkcs11js, releaseModule, type Handle, type Pkcs11 } from './module.js'
+import { SessionPool } from './session-pool.js'
+
+/** Typed configuration (the file config's `pin_file` / `pin_env` already resolved to `pin`). */
+export interface Pkcs11Config {
+  module_path: string
+  /** Token label; exactly one of token_label and slot. */
+  token_label?: string
+  /** Slot id; exactly one of token_label and slot. */
+  slot?: number
+  /** Label prefix of our objects; default `warrant-`. */
+  key_label_prefix?: string
+  /** User PIN. Never logged, never put in an error. */
+  pin: string
+  /** Logged-in sessions kept open; default 4. */
+  session_pool_size?: number
+}
+
+export const DEFAULT_KEY_LABEL_PREFIX = 'warrant-'
+export const DEFAULT_SESSION_POOL_SIZE = 4
+
+const EC_PARAMS: Record<'ec-p256' | 'ec-p384', { oid: Buffer; crv: string; size: number }> = {
+  'ec-p256': { oid: Buffer.from('06082a8648ce3d030107', 'hex'), crv: 'P-256', size: 32 },
+  'ec-p384': { oid: Buffer.from('06052b81040022', 'hex'), crv: 'P-384', size: 48 },
+}
+
+const HASH_MECHS: Record<HashName, { hash: number; rsa: number; pss: number; mgf: number }> = {
+  sha256: { hash: pkcs11js.CKM_SHA256, rsa: pkcs11js.CKM_SHA256_RSA_PKCS, pss: pkcs11js.CKM_SHA256_RSA_PKCS_PSS, mgf: pkcs11js.CKG_MGF1_SHA256 },
+  sha384: { hash: pkcs11js.CKM_SHA384, rsa: pkcs11js.CKM_SHA384_RSA_PKCS, pss: pkcs11js.CKM_SHA384_RSA_PKCS_PSS, mgf: pkcs11js.CKG_MGF1_SHA384 },
+  sha512: { hash: pkcs11js.CKM_SHA512, rsa: pkcs11js.CKM_SHA512_RSA_PKCS, pss: pkcs11js.CKM_SHA512_RSA_PKCS_PSS, mgf: pkcs11js.CKG_MGF1_SHA512 },
+}
+
+function notFound(id: string): IdentityError {
+  return new IdentityError('ERR_KEY_NOT_FOUND', `key "${id}" not found`, { details: { key_id: id } })
+}
+
+function hsmError(op: string, cause: unknown): unknown {
+  if (cause instanceof IdentityError || cause instanceof TypeError || cause instanceof RangeError) return cause
+  const name = ckrName(cause)
+  return new IdentityError('ERR_HSM_UNAVAILABLE', `PKCS#11 ${op} failed: ${name ?? 'error'}`, { cause, details: { reason: name } })
+}
+
+function ulong(buf: Buffer): number {
+  if (buf.length >= 8) return Number(buf.readBigUInt64LE(0))
+  if (buf.length >= 4) return buf.readUInt32LE(0)
+  return buf.readUIntLE(0, buf.length)
+}
+
+function slotId(handle: Handle): bigint {
+  let v = 0n
+  for (let i = handle.length - 1; i >= 0; i--) v = (v << 8n) | BigInt(handle[i]!)
+  return v
+}
+
+function b64u(buf: Buffer): string {
+  return buf.toString('base64url')
+}
+
+/** Unwraps a DER OCTET STRING around an EC point (CKA_EC_POINT); accepts a bare point too. */
+function unwrapEcPoint(raw: Buffer, size: number): Buffer {
+  const pointLen = 1 + 2 * size
+  if (raw.length === pointLen && raw[0] === 0x04) return raw
+  if (raw[0] === 0x04) {
+    let off = 2
+    let len = raw[1]!
+    if (len & 0x80) {
+      const n = len & 0x7f
+      len = raw.readUIntBE(2, n)
+      off = 2 + n
+    }
+    const inner = raw.subarray(off, off + len)
+    if (inner.length === pointLen && inner[0] === 0x04) return inner
+  }
+  throw new IdentityError('ERR_HSM_UNAVAILABLE', 'PKCS#11 token returned an EC point that is not an uncompressed point')
+}
+
+function ecTypeFromParams(params: Buffer): 'ec-p256' | 'ec-p384' | undefined {
+  if (params.equals(EC_PARAMS['ec-p256'].oid)) return 'ec-p256'
+  if (params.equals(EC_PARAMS['ec-p384'].oid)) return 'ec-p384'
+  return undefined
+}
+
+interface KeyInfo {
+  type: KeyType
+  publicKey: KeyObject
+}
+
+/** A key held in the token. Signing runs C_Sign on a pooled session; the private key never leaves the token. */
+export class Pkcs11Key implements ManagedKey {
+  readonly id: string
+  readonly type: KeyType
+  readonly publicKey: KeyObject
+  #handle: Handle
+  readonly #km: Pkcs11KeyManager
+  readonly #modulusBytes: number
+
+  /** @internal created by Pkcs11KeyManager */
+  constructor(km: Pkcs11KeyManager, id: string, info: KeyInfo, handle: Handle) {
+    this.#km = km
+    this.id = id
+    this.type = info.type
+    this.publicKey = info.publicKey
+    this.#handle = handle
+    this.#modulusBytes = info.type.startsWith('rsa-') ? Number(info.type.slice(4)) / 8 : 0
+  }
+
+  async sign(data: Uint8Array, alg: SignatureAlgorithm): Promise<Uint8Array> {
+    const hash = hashForAlgorithm(this.type, alg)
+    let mechanism: { mechanism: number; parameter?: { type: number; hashAlg: number; mgf: number; saltLen: number } }
+    let input: Buffer
+    let outLen: number
+    if (this.type === 'ec-p256' || this.type === 'ec-p384') {
+      // SoftHSM2 2.6 has no CKM_ECDSA_SHA*: hash here, sign the digest in the token. The result is raw r||s.
+      mechanism = { mechanism: pkcs11js.CKM_ECDSA }
+      input = createHash(hash).update(data).digest()
+      outLen = 2 * EC_PARAMS[this.type].size
+    } else if (alg.startsWith('PS')) {
+      const m = HASH_MECHS[hash]
+      mechanism = { mechanism: m.pss, parameter: { type: pkcs11js.CK_PARAMS_RSA_PSS, hashAlg: m.hash, mgf: m.mgf, saltLen: HASH_LENGTH[hash] } }
+      input = Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+      outLen = this.#modulusBytes
+    } else {
+      mechanism = { mechanism: HASH_MECHS[hash].rsa }
+      input = Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+      outLen = this.#modulusBytes
+    }
+    const run = (handle: Handle) =>
+      this.#km._withSession((p, session) => {
+        p.C_SignInit(session, mechanism, handle)
+        return p.C_SignAsync(session, input, Buffer.alloc(outLen))
+      })
+    try {
+      return await run(this.#handle)
+    } catch (err) {
+      if (!isCkr(err, 'CKR_KEY_HANDLE_INVALID', 'CKR_OBJECT_HANDLE_INVALID')) throw hsmError('C_Sign', err)
+      // Handle gone: the key was deleted, replaced, or the token re-indexed its objects. Look it up again by
+      // label, but only sign with it if it is still the same key pair.
+      this.#handle = await this.#km._findSameKey(this)
+      try {
+        return await run(this.#handle)
+      } catch (err2) {
+        throw hsmError('C_Sign', err2)
+      }
+    }
+  }
+
+  toJSON(): { id: string; type: KeyType } {
+    return { id: this.id, type: this.type }
+  }
+}
+
+/**
+ * PKCS#11 KeyManager. Open with `Pkcs11KeyManager.open(config)`; close it to
+ * log out, close its sessions and (when it is the module's last user) C_Finalize.
+ */
+export class Pkcs11KeyManager implements KeyManager {
+  readonly #p: Pkcs11
+  readonly #modulePath: string
+  readonly #pool: SessionPool
+  readonly #prefix: string
+  readonly #log: Logger
+  readonly #tokenLabel: string
+  #closed = false
+
+  private constructor(p: Pkcs11, modulePath: string, pool: SessionPool, prefix: string, tokenLabel: string, log: Logger) {
+    this.#p = p
+    this.#modulePath = modulePath
+    this.#pool = pool
+    this.#prefix = prefix
+    this.#tokenLabel = tokenLabel
+    this.#log = log
+  }
+
+  /**
+   * Loads the module, finds the token, opens the session pool and logs in.
+   * Errors: ERR_HSM_UNAVAILABLE (module cannot be loaded, no such token),
+   * ERR_HSM_LOGIN_FAILED (wrong or locked PIN).
+   */
+  static async open(config: Pkcs11Config, opts: { log?: Logger } = {}): Promise<Pkcs11KeyManager> {
+    if (typeof config?.module_path !== 'string' || config.module_path === '') throw new TypeError('pkcs11: module_path is required')
+    if (typeof config.pin !== 'string') throw new TypeError('pkcs11: pin must be a string')
+    if ((config.token_label === undefined) === (config.slot === undefined)) {
+      throw new TypeError('pkcs11: set exactly one of token_label and slot')
+    }
+    const size = config.session_pool_size ?? DEFAULT_SESSION_POOL_SIZE
+    if (!Number.isInteger(size) || size < 1 || size > 256) throw new RangeError('pkcs11: session_pool_size must be an integer in 1..256')
+    const prefix = config.key_label_prefix ?? DEFAULT_KEY_LABEL_PREFIX
+    const log = opts.log ?? nullLogger
+
+    const p = acquireModule(config.module_path)
+    try {
+      const { slot, label } = findSlot(p, config)
+      const pool = SessionPool.open(p, slot, { pin: config.pin, size, log })
+      log.info({ token_label: label, slot: slotId(slot).toString(), session_pool_size: size }, 'PKCS#11 key manager ready')
+      return new Pkcs11KeyManager(p, config.module_path, pool, prefix, label, log)
+    } catch (err) {
+      releaseModule(config.module_path)
+      throw err
+    }
+  }
+
+  get tokenLabel(): string {
+    return this.#tokenLabel
+  }
+
+  #label(id: string): string {
+    return this.#prefix + id
+  }
+
+  /** @internal runs `fn` on a pooled session */
+  _withSession<T>(fn: (p: Pkcs11, session: Handle) => T | Promise<T>): Promise<T> {
+    return this.#pool.use((s) => fn(this.#p, s))
+  }
+
+  /** @internal re-finds `key` by label; ERR_KEY_NOT_FOUND unless it is still the same key pair */
+  async _findSameKey(key: Pkcs11Key): Promise<Handle> {
+    const found = await this.#pool.use((s) => this.#lookup(s, key.id))
+    if (found === undefined) throw notFound(key.id)
+    const a = found.info.publicKey.export({ format: 'der', type: 'spki' })
+    const b = key.publicKey.export({ format: 'der', type: 'spki' })
+    if (!a.equals(b)) throw notFound(key.id)
+    return found.handle
+  }
+
+  async generateKey(id: string, type: KeyType): Promise<ManagedKey> {
+    assertKeyId(id)
+    assertKeyType(type)
+    try {
+      return await this.#pool.use(async (s) => {
+        const label = this.#label(id)
+        const old = [
+          ...this.#find(s, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY }, { type: pkcs11js.CKA_LABEL, value: label }]),
+          ...this.#find(s, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PUBLIC_KEY }, { type: pkcs11js.CKA_LABEL, value: label }]),
+        ]
+        const { mechanism, pub, priv } = templates(type, label, Buffer.from(id, 'utf8'))
+        const kp = await this.#p.C_GenerateKeyPairAsync(s, mechanism, pub, priv)
+        // The new pair exists before the old one is destroyed: there is never a moment with no key under this id.
+        for (const h of old) {
+          try {
+            this.#p.C_DestroyObject(s, h)
+          } catch (err) {
+            this.#log.warn({ [F.KEY_ID]: id, [F.REASON]: ckrName(err) }, 'PKCS#11: could not destroy a replaced key object')
+          }
+        }
+        const info = this.#readKeyInfo(s, kp.privateKey, kp.publicKey)
+        this.#log.info({ [F.KEY_ID]: id, key_type: type }, 'PKCS#11 key generated')
+        return new Pkcs11Key(this, id, info, kp.privateKey)
+      })
+    } catch (err) {
+      throw hsmError('C_GenerateKeyPair', err)
+    }
+  }
+
+  async getKey(id: string): Promise<ManagedKey> {
+    assertKeyId(id)
+    let found: { handle: Handle; info: KeyInfo } | undefined
+    try {
+      found = await this.#pool.use((s) => this.#lookup(s, id))
+    } catch (err) {
+      throw hsmError('C_FindObjects', err)
+    }
+    if (found === undefined) throw notFound(id)
+    return new Pkcs11Key(this, id, found.info, found.handle)
+  }
+
+  async listKeys(): Promise<ManagedKey[]> {
+    try {
+      return await this.#pool.use((s) => {
+        const keys: ManagedKey[] = []
+        const seen = new Set<string>()
+        for (const h of this.#find(s, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY }])) {
+          const [labelAttr] = this.#p.C_GetAttributeValue(s, h, [{ type: pkcs11js.CKA_LABEL }])
+          const label = labelAttr?.value.toString('utf8') ?? ''
+          if (!label.startsWith(this.#prefix)) continue
+          const id = label.slice(this.#prefix.length)
+          if (seen.has(id) || !/^[A-Za-z0-9._-]{1,64}$/.test(id)) continue
+          const found = this.#lookup(s, id)
+          if (found === undefined) continue
+          seen.add(id)
+          keys.push(new Pkcs11Key(this, id, found.info, found.handle))
+        }
+        return keys.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+      })
+    } catch (err) {
+      throw hsmError('C_FindObjects', err)
+    }
+  }
+
+  async deleteKey(id: string): Promise<void> {
+    assertKeyId(id)
+    try {
+      await this.#pool.use((s) => {
+        const label = this.#label(id)
+        for (const cls of [pkcs11js.CKO_PRIVATE_KEY, pkcs11js.CKO_PUBLIC_KEY]) {
+          for (const h of this.#find(s, [{ type: pkcs11js.CKA_CLASS, value: cls }, { type: pkcs11js.CKA_LABEL, value: label }])) {
+            this.#p.C_DestroyObject(s, h)
+          }
+        }
+      })
+    } catch (err) {
+      throw hsmError('C_DestroyObject', err)
+    }
+    this.#log.info({ [F.KEY_ID]: id }, 'PKCS#11 key deleted')
+  }
+
+  /** Logs out (when no other manager shares the module), closes the sessions, C_Finalize. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
+    try {
+      await this.#pool.close({ logout: isLastReference(this.#modulePath) })
+    } finally {
+      releaseModule(this.#modulePath)
+    }
+  }
+
+  #find(session: Handle, template: Array<{ type: number; value: number | string | boolean | Buffer }>): Handle[] {
+    this.#p.C_FindObjectsInit(session, template)
+    try {
+      const out: Handle[] = []
+      for (;;) {
+        const batch = this.#p.C_FindObjects(session, 64)
+        if (batch.length === 0) break
+        out.push(...batch)
+      }
+      return out
+    } finally {
+      this.#p.C_FindObjectsFinal(session)
+    }
+  }
+
+  #lookup(session: Handle, id: string): { handle: Handle; info: KeyInfo } | undefined {
+    const label = this.#label(id)
+    const [priv] = this.#find(session, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY }, { type: pkcs11js.CKA_LABEL, value: label }])
+    if (priv === undefined) return undefined
+    const [pub] = this.#find(session, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PUBLIC_KEY }, { type: pkcs11js.CKA_LABEL, value: label }])
+    try {
+      return { handle: priv, info: this.#readKeyInfo(session, priv, pub) }
+    } catch (err) {
+      if (err instanceof IdentityError && err.code === 'ERR_KEY_INVALID') {
+        this.#log.warn({ [F.KEY_ID]: id, [F.REASON]: err.message }, 'PKCS#11: ignoring an unusable key object')
+        return undefined
+      }
+      throw err
+    }
+  }
+
+  /** Reads the key type and public key back from the token. */
+  #readKeyInfo(session: Handle, priv: Handle, pub: Handle | undefined): KeyInfo {
+    const [kt] = this.#p.C_GetAttributeValue(session, priv, [{ type: pkcs11js.CKA_KEY_TYPE }])
+    const keyType = kt === undefined ? -1 : ulong(kt.value)
+    if (keyType === pkcs11js.CKK_RSA) {
+      // Modulus and public exponent are public attributes of the private key object as well.
+      const attrs = this.#p.C_GetAttributeValue(session, priv, [{ type: pkcs11js.CKA_MODULUS }, { type: pkcs11js.CKA_PUBLIC_EXPONENT }])
+      const n = stripZeros(attrs[0]!.value)
+      const e = stripZeros(attrs[1]!.value)
+      const bits = n.length * 8
+      const type = bits === 2048 ? 'rsa-2048' : bits === 3072 ? 'rsa-3072' : bits === 4096 ? 'rsa-4096' : undefined
+      if (type === undefined) throw new IdentityError('ERR_KEY_INVALID', `unsupported RSA modulus size ${bits}`)
+      return { type, publicKey: createPublicKey({ key: { kty: 'RSA', n: b64u(n), e: b64u(e) }, format: 'jwk' }) }
+    }
+    if (keyType === pkcs11js.CKK_EC) {
+      if (pub === undefined) throw new IdentityError('ERR_KEY_INVALID', 'EC key has no public key object')
+      const attrs = this.#p.C_GetAttributeValue(session, pub, [{ type: pkcs11js.CKA_EC_PARAMS }, { type: pkcs11js.CKA_EC_POINT }])
+      const type = ecTypeFromParams(attrs[0]!.value)
+      if (type === undefined) throw new IdentityError('ERR_KEY_INVALID', 'unsupported EC curve')
+      const { crv, size } = EC_PARAMS[type]
+      const point = unwrapEcPoint(attrs[1]!.value, size)
+      const x = point.subarray(1, 1 + size)
+      const y = point.subarray(1 + size)
+      return { type, publicKey: createPublicKey({ key: { kty: 'EC', crv, x: b64u(x), y: b64u(y) }, format: 'jwk' }) }
+    }
+    throw new IdentityError('ERR_KEY_INVALID', 'unsupported PKCS#11 key type')
+  }
+}
+
+function stripZeros(b: Buffer): Buffer {
+  let i = 0
+  while (i < b.length - 1 && b[i] === 0) i++
+  return b.subarray(i)
+}
+
+function templates(type: KeyType, label: string, ckaId: Buffer) {
+  const common = [
+    { type: pkcs11js.CKA_TOKEN, value: true },
+    { type: pkcs11js.CKA_LABEL, value: label },
+    { type: pkcs11js.CKA_ID, value: ckaId },
+  ]
+  const priv = [
+    ...common,
+    { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY },
+    { type: pkcs11js.CKA_PRIVATE, value: true },
+    { type: pkcs11js.CKA_SENSITIVE, value: true },
+    { type: pkcs11js.CKA_EXTRACTABLE, value: false },
+    { type: pkcs11js.CKA_SIGN, value: true },
+    { type: pkcs11js.CKA_DECRYPT, value: false },
+    { type: pkcs11js.CKA_DERIVE, value: false },
+  ]
+  const pubBase = [
+    ...common,
+    { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PUBLIC_KEY },
+    { type: pkcs11js.CKA_PRIVATE, value: false },
+    { type: pkcs11js.CKA_VERIFY, value: true },
+    { type: pkcs11js.CKA_ENCRYPT, value: false },
+  ]
+  if (type === 'ec-p256' || type === 'ec-p384') {
+    return {
+      mechanism: { mechanism: pkcs11js.CKM_EC_KEY_PAIR_GEN },
+      pub: [...pubBase, { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_EC }, { type: pkcs11js.CKA_EC_PARAMS, value: EC_PARAMS[type].oid }],
+      priv: [...priv, { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_EC }],
+    }
+  }
+  return {
+    mechanism: { mechanism: pkcs11js.CKM_RSA_PKCS_KEY_PAIR_GEN },
+    pub: [
+      ...pubBase,
+      { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_RSA },
+      { type: pkcs11js.CKA_MODULUS_BITS, value: Number(type.slice(4)) },
+      { type: pkcs11js.CKA_PUBLIC_EXPONENT, value: Buffer.from([1, 0, 1]) },
+    ],
+    priv: [...priv, { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_RSA }],
+  }
+}
+
+function findSlot(p: Pkcs11, config: Pkcs11Config): { slot: Handle; label: string } {
+  let slots: Handle[]
+  try {
+    slots = p.C_GetSlotList(true)
+  } catch (cause) {
+    throw new IdentityError('ERR_HSM_UNAVAILABLE', `cannot list PKCS#11 slots: ${ckrName(cause) ?? 'error'}`, { cause })
+  }
+  for (const slot of slots) {
+    let label: string
+    try {
+      label = p.C_GetTokenInfo(slot).label.replace(/[\s\0]+$/, '')
+    } catch {
+      continue
+    }
+    if (config.token_label !== undefined ? label === config.token_label : slotId(slot) === BigInt(config.slot ?? -1)) {
+      return { slot, label }
+    }
+  }
+  const what = config.token_label !== undefined ? `label "${config.token_label}"` : `slot ${String(config.slot)}`
+  throw new IdentityError('ERR_HSM_UNAVAILABLE', `no PKCS#11 token with ${what}`, {
+    details: config.token_label !== undefined ? { token_label: config.token_label } : { slot: config.slot },
+  })
+}

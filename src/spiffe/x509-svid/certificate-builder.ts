@@ -129,14 +129,15 @@ const ATTR = {
 
 // ------------------------------------------------------------ caches
 
-interface SignerKeyInfo {
+export interface SignerKeyInfo {
   alg: SignatureAlgorithm
   algId: Buffer
   spki: Buffer
 }
 const signerKeyCache = new WeakMap<KeyObject, SignerKeyInfo>()
 
-function signerKeyInfo(publicKey: KeyObject): SignerKeyInfo {
+/** @internal */
+export function signerKeyInfo(publicKey: KeyObject): SignerKeyInfo {
   let info = signerKeyCache.get(publicKey)
   if (!info) {
     const alg = defaultAlgorithmFor(publicKey)
@@ -195,7 +196,7 @@ function issuerInfo(certificate: Uint8Array): IssuerInfo {
 
 // ------------------------------------------------------------ helpers
 
-function exportSpki(publicKey: KeyObject): Buffer {
+export function exportSpki(publicKey: KeyObject): Buffer {
   if (!publicKey || typeof publicKey !== 'object' || publicKey.type !== 'public') {
     throw new TypeError('publicKey must be a public KeyObject')
   }
@@ -258,7 +259,8 @@ function checkDate(d: unknown, what: string): Date {
 }
 
 /** Signs `tbs` with `signer` and wraps it into a Certificate. */
-async function signTbs(tbs: Buffer, signer: Signer, key: SignerKeyInfo): Promise<Uint8Array> {
+/** @internal */
+export async function signTbs(tbs: Buffer, signer: Signer, key: SignerKeyInfo): Promise<Uint8Array> {
   const raw = await signer.sign(tbs, key.alg)
   let sig: Uint8Array
   if (key.alg.startsWith('ES')) {

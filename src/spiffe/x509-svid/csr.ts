@@ -1,0 +1,144 @@
+import { createPublicKey, verify as cryptoVerify, type KeyObject } from 'node:crypto'
+import { IdentityError } from '../../errors/identity-error.js'
+import { KeyObjectSigner } from '../key-signer.js'
+import type { Signer } from '../signer.js'
+import { SpiffeId } from '../spiffe-id.js'
+import { exportSpki, signerKeyInfo, signTbs } from './certificate-builder.js'
+import { decodeSubjectAltName, OID, readExtensions, readSigned, type Extension } from './certificate-fields.js'
+import { children, DerError, expect, octetString, oid, readOid, readSmallInteger, seq, set, TAG, tlv, whole } from './der.js'
+
+/** Largest CSR `parseCsr` reads. */
+export const MAX_CSR_BYTES = 16 * 1024
+
+export interface ParsedCsr {
+  publicKey: KeyObject
+  /** The URI SAN, when the CSR carries one. */
+  spiffeId: SpiffeId | undefined
+  dnsNames: string[]
+}
+
+const SIG_HASH: Readonly<Record<string, { hash: string; kty: 'ec' | 'rsa' }>> = {
+  '1.2.840.10045.4.3.2': { hash: 'sha256', kty: 'ec' },
+  '1.2.840.10045.4.3.3': { hash: 'sha384', kty: 'ec' },
+  '1.2.840.10045.4.3.4': { hash: 'sha512', kty: 'ec' },
+  '1.2.840.113549.1.1.11': { hash: 'sha256', kty: 'rsa' },
+  '1.2.840.113549.1.1.12': { hash: 'sha384', kty: 'rsa' },
+  '1.2.840.113549.1.1.13': { hash: 'sha512', kty: 'rsa' },
+}
+const CURVES = new Set(['prime256v1', 'secp384r1'])
+const MIN_RSA_BITS = 2048
+const MAX_RSA_BITS = 8192
+
+function csrError(reason: string, cause?: unknown): IdentityError {
+  return new IdentityError('ERR_CSR_INVALID', `invalid CSR: ${reason}`, cause === undefined ? undefined : { cause })
+}
+
+/**
+ * Parses a PKCS#10 certificate request (DER) as the server receives it from
+ * an agent: checks its self-signature, accepts EC P-256/P-384 and RSA ≥ 2048
+ * keys, and reads the URI and DNS SANs of its extensionRequest. Throws
+ * ERR_CSR_INVALID with a reason for anything else.
+ */
+export function parseCsr(der: Uint8Array): ParsedCsr {
+  if (!(der instanceof Uint8Array)) throw new TypeError('CSR must be a Uint8Array')
+  if (der.length > MAX_CSR_BYTES) throw csrError(`exceeds ${MAX_CSR_BYTES} bytes`)
+  let signed: ReturnType<typeof readSigned>
+  let spkiRaw: Uint8Array
+  const extensions = new Map<string, Extension>()
+  try {
+    signed = readSigned(der)
+    const info = children(der, signed.tbs)
+    if (info.length !== 4) throw new DerError('CertificationRequestInfo must have 4 elements')
+    if (readSmallInteger(der, expect(info[0], TAG.INTEGER, 'version')) !== 0) throw new DerError('unsupported version')
+    expect(info[1], TAG.SEQUENCE, 'subject')
+    spkiRaw = whole(der, expect(info[2], TAG.SEQUENCE, 'subjectPKInfo'))
+    const attrs = expect(info[3], 0xa0, 'attributes')
+    for (const attr of children(der, attrs)) {
+      const parts = children(der, expect(attr, TAG.SEQUENCE, 'Attribute'))
+      if (parts.length !== 2) throw new DerError('bad Attribute')
+      const type = readOid(der, parts[0]!)
+      const values = children(der, expect(parts[1], TAG.SET, 'Attribute values'))
+      if (type !== OID.EXTENSION_REQUEST) continue
+      if (values.length !== 1) throw new DerError('extensionRequest must have one value')
+      readExtensions(der, expect(values[0], TAG.SEQUENCE, 'Extensions'), extensions)
+    }
+  } catch (cause) {
+    if (cause instanceof IdentityError) throw cause
+    throw csrError('malformed DER', cause)
+  }
+  const alg = SIG_HASH[signed.algorithm]
+  if (!alg) throw csrError('unsupported signature algorithm')
+  let publicKey: KeyObject
+  try {
+    publicKey = createPublicKey({ key: Buffer.from(spkiRaw), format: 'der', type: 'spki' })
+  } catch (cause) {
+    throw csrError('public key cannot be parsed', cause)
+  }
+  const details = publicKey.asymmetricKeyDetails
+  if (publicKey.asymmetricKeyType === 'ec') {
+    if (!CURVES.has(details?.namedCurve ?? '')) throw csrError('unsupported EC curve (P-256 or P-384 required)')
+  } else if (publicKey.asymmetricKeyType === 'rsa') {
+    const bits = details?.modulusLength ?? 0
+    if (bits < MIN_RSA_BITS || bits > MAX_RSA_BITS) throw csrError(`RSA key must be ${MIN_RSA_BITS} to ${MAX_RSA_BITS} bits`)
+  } else {
+    throw csrError('unsupported public key type')
+  }
+  if (alg.kty !== publicKey.asymmetricKeyType) throw csrError('signature algorithm does not match the public key')
+  let ok = false
+  try {
+    ok = cryptoVerify(alg.hash, whole(der, signed.tbs), { key: publicKey, dsaEncoding: 'der' }, signed.signature)
+  } catch (cause) {
+    throw csrError('signature cannot be checked', cause)
+  }
+  if (!ok) throw csrError('signature verification failed')
+
+  let spiffeId: SpiffeId | undefined
+  let dnsNames: string[] = []
+  const sanExt = extensions.get(OID.SUBJECT_ALT_NAME)
+  if (sanExt) {
+    let san
+    try {
+      san = decodeSubjectAltName(sanExt.value)
+    } catch (cause) {
+      throw csrError('subjectAltName is malformed', cause)
+    }
+    if (san.uris.length > 1) throw csrError('more than one URI SAN')
+    if (san.uris[0] !== undefined) {
+      try {
+        spiffeId = SpiffeId.fromString(san.uris[0])
+      } catch (cause) {
+        throw csrError('URI SAN is not a valid SPIFFE ID', cause)
+      }
+    }
+    dnsNames = san.dnsNames
+  }
+  return { publicKey, spiffeId, dnsNames }
+}
+
+export type CreateCsrOptions = ({ privateKey: KeyObject } | { signer: Signer }) & {
+  spiffeId?: SpiffeId
+  dnsNames?: readonly string[]
+}
+
+/** Builds a PKCS#10 request (DER) with an empty subject and the SPIFFE ID / DNS names as SANs. */
+export async function createCsr(opts: CreateCsrOptions): Promise<Uint8Array> {
+  const signer: Signer = 'signer' in opts ? opts.signer : new KeyObjectSigner(opts.privateKey)
+  const keyInfo = signerKeyInfo(signer.publicKey)
+  const spki = exportSpki(signer.publicKey)
+  const names: Buffer[] = []
+  if (opts.spiffeId !== undefined) {
+    if (!(opts.spiffeId instanceof SpiffeId)) throw new TypeError('spiffeId must be a SpiffeId')
+    names.push(tlv(0x86, Buffer.from(opts.spiffeId.toString(), 'latin1')))
+  }
+  for (const d of opts.dnsNames ?? []) {
+    if (typeof d !== 'string' || !/^[\x21-\x7e]{1,253}$/.test(d)) throw new TypeError('invalid DNS name')
+    names.push(tlv(0x82, Buffer.from(d, 'latin1')))
+  }
+  const attrs: Buffer[] = []
+  if (names.length > 0) {
+    const san = seq(oid(OID.SUBJECT_ALT_NAME), octetString(seq(...names)))
+    attrs.push(seq(oid(OID.EXTENSION_REQUEST), set(seq(san))))
+  }
+  const info = seq(Buffer.from([0x02, 0x01, 0x00]), seq(), spki, tlv(0xa0, ...attrs))
+  return signTbs(info, signer, keyInfo)
+}

@@ -2,11 +2,11 @@ import 'reflect-metadata'
 import * as x509 from '@peculiar/x509'
 import { generateKeyPairSync, webcrypto, type JsonWebKey } from 'node:crypto'
 
-x509.cryptoProvider.set(webcrypto as unknown as Crypto)
+x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0])
 
 export type TestKeyType = 'ec-p256' | 'ec-p384' | 'rsa-2048' | 'ed25519'
 
-const ALGS: Record<TestKeyType, Algorithm & Record<string, unknown>> = {
+const ALGS: Record<TestKeyType, { name: string } & Record<string, unknown>> = {
   'ec-p256': { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' },
   'ec-p384': { name: 'ECDSA', namedCurve: 'P-384', hash: 'SHA-384' },
   'rsa-2048': { name: 'RSASSA-PKCS1-v1_5', modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]), hash: 'SHA-256' },
@@ -18,7 +18,7 @@ let serial = 1
 /** A self-signed CA certificate (DER) for the trust domain, as a SPIRE root CA would look. */
 export async function makeCaCert(type: TestKeyType = 'ec-p256', td = 'domain.test'): Promise<Uint8Array> {
   const alg = ALGS[type]
-  const keys = (await webcrypto.subtle.generateKey(alg as never, true, ['sign', 'verify'])) as CryptoKeyPair
+  const keys = (await webcrypto.subtle.generateKey(alg as never, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
     serialNumber: (serial++).toString(16).padStart(2, '0'),
     name: 'O=SPIFFE',

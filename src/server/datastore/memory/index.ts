@@ -1,0 +1,1 @@
+export { createMemoryDataStore, type MemoryDataStoreOptions } from './memory-data-store.js'

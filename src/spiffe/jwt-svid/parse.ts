@@ -49,7 +49,11 @@ function decodeJsonObject(segment: string, what: string): Record<string, unknown
   if (!B64URL.test(segment) || segment.length % 4 === 1) fail('ERR_JWT_SVID_INVALID', `malformed token: ${what} is not base64url`)
   let value: unknown
   try {
-    value = JSON.parse(utf8.decode(Buffer.from(segment, 'base64url')))
+    const bytes = Buffer.from(segment, 'base64url')
+    let text = bytes.toString('utf8')
+    // toString is lenient; only when it produced U+FFFD re-decode strictly to reject invalid UTF-8.
+    if (text.includes('\uFFFD')) text = utf8.decode(bytes)
+    value = JSON.parse(text)
   } catch {
     fail('ERR_JWT_SVID_INVALID', `malformed token: ${what} is not a JSON object`)
   }
@@ -91,7 +95,49 @@ export function parseJwtSvidToken(token: string): ParsedJwtSvid & { readonly sig
   const s = token.slice(d2 + 1)
   if (s.length === 0 || !B64URL.test(s) || s.length % 4 === 1) fail('ERR_JWT_SVID_INVALID', 'malformed token: signature is not base64url')
 
-  const header = decodeJsonObject(h, 'header')
+  const { alg, kid } = parseHeader(h)
+
+  const claims = decodeJsonObject(p, 'payload')
+  const sub = claims.sub
+  if (sub === undefined || sub === '') fail('ERR_JWT_SVID_INVALID', 'token missing subject claim')
+  if (typeof sub !== 'string') fail('ERR_JWT_SVID_INVALID', 'token has an invalid subject claim')
+  const id = subjectId(sub)
+  const exp = numericDate(claims, 'exp', true) as number
+  const iat = numericDate(claims, 'iat', false)
+  const nbf = numericDate(claims, 'nbf', false)
+  const audience = audienceOf(claims.aud)
+  if (claims.iss !== undefined && typeof claims.iss !== 'string') fail('ERR_JWT_SVID_INVALID', 'token has an invalid iss claim')
+  Object.freeze(claims)
+  return {
+    token,
+    alg,
+    kid,
+    id,
+    claims,
+    audience,
+    exp,
+    iat,
+    nbf,
+    signingParts: [h, p, s],
+  }
+}
+
+/*
+ * Hot-path caches. Tokens from one issuer share a header segment and workloads
+ * present the same `sub` again and again, so the decoded header and the parsed
+ * SpiffeId are memoised by their exact input string. Both maps are bounded
+ * (cleared when full), so hostile input can only make them miss.
+ */
+const CACHE_LIMIT = 1024
+/** Longer keys are not cached, so the caches stay under ~1 MiB each. */
+const CACHE_KEY_MAX = 512
+const headerCache = new Map<string, { alg: SignatureAlgorithm; kid: string }>()
+const subjectCache = new Map<string, SpiffeId>()
+
+function parseHeader(segment: string): { alg: SignatureAlgorithm; kid: string } {
+  const cached = headerCache.get(segment)
+  if (cached) return cached
+  const header = decodeJsonObject(segment, 'header')
   for (const name of Object.keys(header)) {
     if (!ALLOWED_HEADERS.has(name)) fail('ERR_JWT_SVID_INVALID', `token header member "${name.slice(0, 32)}" is not allowed`)
   }
@@ -103,35 +149,28 @@ export function parseJwtSvidToken(token: string): ParsedJwtSvid & { readonly sig
   if (typ !== undefined && typ !== 'JWT' && typ !== 'JOSE') fail('ERR_JWT_SVID_INVALID', 'token header typ must be "JWT" or "JOSE"')
   const kid = header.kid
   if (kid !== undefined && (typeof kid !== 'string' || kid.length === 0)) fail('ERR_JWT_SVID_INVALID', 'token header has an invalid key id')
+  const result = Object.freeze({ alg: alg as SignatureAlgorithm, kid: typeof kid === 'string' ? kid : '' })
+  if (segment.length <= CACHE_KEY_MAX) {
+    if (headerCache.size >= CACHE_LIMIT) headerCache.clear()
+    headerCache.set(segment, result)
+  }
+  return result
+}
 
-  const claims = decodeJsonObject(p, 'payload')
-  const sub = claims.sub
-  if (sub === undefined || sub === '') fail('ERR_JWT_SVID_INVALID', 'token missing subject claim')
-  if (typeof sub !== 'string') fail('ERR_JWT_SVID_INVALID', 'token has an invalid subject claim')
+function subjectId(sub: string): SpiffeId {
+  const cached = subjectCache.get(sub)
+  if (cached) return cached
   let id: SpiffeId
   try {
     id = SpiffeId.fromString(sub)
   } catch (cause) {
     fail('ERR_JWT_SVID_INVALID', 'token has an invalid subject claim', cause)
   }
-  const exp = numericDate(claims, 'exp', true) as number
-  const iat = numericDate(claims, 'iat', false)
-  const nbf = numericDate(claims, 'nbf', false)
-  const audience = audienceOf(claims.aud)
-  if (claims.iss !== undefined && typeof claims.iss !== 'string') fail('ERR_JWT_SVID_INVALID', 'token has an invalid iss claim')
-  Object.freeze(claims)
-  return {
-    token,
-    alg: alg as SignatureAlgorithm,
-    kid: typeof kid === 'string' ? kid : '',
-    id,
-    claims,
-    audience,
-    exp,
-    iat,
-    nbf,
-    signingParts: [h, p, s],
+  if (sub.length <= CACHE_KEY_MAX) {
+    if (subjectCache.size >= CACHE_LIMIT) subjectCache.clear()
+    subjectCache.set(sub, id)
   }
+  return id
 }
 
 function audienceOf(aud: unknown): readonly string[] {

@@ -10,7 +10,7 @@ const execFileP = promisify(execFile)
 export interface SwtpmInstance {
   /** Data (command) port on 127.0.0.1. */
   port: number
-  /** swtpm control port on 127.0.0.1. */
+  /** swtpm control port on 127.0.0.1 (always port + 1, as the tpm2-tss swtpm TCTI expects). */
   ctrlPort: number
   stateDir: string
   /** The local CA: swtpm-localca-rootca-cert.pem (root) and issuercert.pem (intermediate). */
@@ -24,16 +24,25 @@ export interface SwtpmInstance {
   stop(): Promise<void>
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+function tryListen(port: number): Promise<number | undefined> {
+  return new Promise((resolve) => {
     const srv = createServer()
-    srv.once('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
+    srv.once('error', () => resolve(undefined))
+    srv.listen(port, '127.0.0.1', () => {
       const addr = srv.address()
-      const port = typeof addr === 'object' && addr !== null ? addr.port : 0
-      srv.close(() => resolve(port))
+      const got = typeof addr === 'object' && addr !== null ? addr.port : undefined
+      srv.close(() => resolve(got))
     })
   })
+}
+
+/** A free port p whose neighbour p+1 is free too (the swtpm TCTI expects the control port at data port + 1). */
+async function freePortPair(): Promise<number> {
+  for (let i = 0; i < 50; i++) {
+    const p = await tryListen(0)
+    if (p !== undefined && p < 65535 && (await tryListen(p + 1)) !== undefined) return p
+  }
+  throw new Error('no free port pair')
 }
 
 function canConnect(port: number): Promise<boolean> {
@@ -105,9 +114,8 @@ export async function startSwtpm(opts: { withEkCert?: boolean } = {}): Promise<S
     throw new Error(`swtpm_setup failed: ${(err as { stderr?: string }).stderr ?? String(err)}`)
   }
 
-  const port = await freePort()
-  let ctrlPort = await freePort()
-  while (ctrlPort === port) ctrlPort = await freePort()
+  const port = await freePortPair()
+  const ctrlPort = port + 1
   const child = spawn(
     'swtpm',
     [

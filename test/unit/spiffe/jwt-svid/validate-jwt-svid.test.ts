@@ -172,6 +172,19 @@ describe('validateJwtSvid: rules', () => {
     expect((await rejection(validate(token))).code).toBe('ERR_JWT_SVID_UNTRUSTED')
   })
 
+  it('memoised header and subject do not carry over between tokens', async () => {
+    const good = forge(H, baseClaims())
+    await validate(good)
+    await validate(good)
+    // same header segment, same sub, but a forged payload and a bad sub in turn
+    const [h, , s] = good.split('.')
+    expect((await rejection(validate(`${h}.${b64({ ...baseClaims(), exp: NOW_S + 9999 })}.${s}`))).code).toBe('ERR_JWT_SVID_UNTRUSTED')
+    expect((await rejection(validate(forge(H, { ...baseClaims(), sub: `${ID.toString()}/` })))).code).toBe('ERR_JWT_SVID_INVALID')
+    // a rejected header is never remembered as valid
+    const badHeader = forge({ ...H, typ: 'foo' }, baseClaims())
+    for (let i = 0; i < 2; i++) expect((await rejection(validate(badHeader))).code).toBe('ERR_JWT_SVID_INVALID')
+  })
+
   it('programming errors throw TypeError / RangeError', async () => {
     const t = forge(H, baseClaims())
     await expect(validateJwtSvid(t, bundles, { audience: [] })).rejects.toBeInstanceOf(TypeError)

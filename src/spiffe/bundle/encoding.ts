@@ -210,8 +210,13 @@ export function orderedJwk(opts: { use?: string; kid?: string }, jwk: JsonWebKey
   if (opts.use !== undefined) out.use = opts.use
   out.kty = jwk.kty
   if (opts.kid !== undefined) out.kid = opts.kid
-  const members = jwk.kty !== undefined && Object.hasOwn(PUBLIC_MEMBERS, jwk.kty) ? PUBLIC_MEMBERS[jwk.kty]! : []
-  for (const m of members) out[m] = (jwk as Record<string, unknown>)[m]
+  const src = jwk as Record<string, unknown>
+  if (jwk.kty !== undefined && Object.hasOwn(PUBLIC_MEMBERS, jwk.kty)) {
+    for (const m of PUBLIC_MEMBERS[jwk.kty]!) out[m] = src[m]
+  } else {
+    // A JWK of a type we do not canonicalise (only reachable through a constructor): keep its members.
+    for (const [m, v] of Object.entries(src)) if (!(m in out) && m !== 'use' && m !== 'kid') out[m] = v
+  }
   if (tail) Object.assign(out, tail)
   return out
 }

@@ -1,0 +1,84 @@
+import * as grpc from '@grpc/grpc-js'
+import type { ServiceDefinition } from '@grpc/grpc-js'
+import { loadProto } from '../../common/grpc/proto.js'
+import { F, type Logger } from '../../common/log/logger.js'
+import { PeerTrackingServer, type PeerCred, type StartTimeReader } from '../workload/peer.js'
+import { HealthService } from './health.js'
+import type { WorkloadManager } from './manager.js'
+import { workloadApiHandlers } from './workload-api.js'
+import type net from 'node:net'
+
+export interface StartWorkloadApiOptions {
+  /** Absolute path of the Unix socket, e.g. `/tmp/warrant-agent/public/api.sock`. */
+  socketPath: string
+  manager: WorkloadManager
+  log: Logger
+  /** SPIRE's `allow_unauthenticated_verifiers`. Default false. */
+  allowUnauthenticatedVerifiers?: boolean
+  /** Tests only: replaces the `/proc/<pid>/stat` start-time reader (PID-reuse guard). */
+  readStartTime?: StartTimeReader
+  /** Tests only: replaces SO_PEERCRED. */
+  getPeerCred?: (socket: net.Socket) => PeerCred
+}
+
+export interface WorkloadApiServer {
+  readonly socketPath: string
+  /** Open connections (for tests and metrics). */
+  readonly connectionCount: number
+  /** Stops accepting, ends every stream and connection, removes the socket. */
+  close(): Promise<void>
+}
+
+interface ServiceCtor {
+  service: ServiceDefinition
+}
+
+/**
+ * Serves the SPIFFE Workload API and grpc.health.v1.Health on a Unix socket
+ * (directory 0755, socket 0777), identifying each caller by SO_PEERCRED.
+ */
+export async function startWorkloadApi(opts: StartWorkloadApiOptions): Promise<WorkloadApiServer> {
+  const log = opts.log.child({ [F.SUBSYSTEM]: 'workload_api' })
+  const workload = loadProto('spiffe/workload/workload.proto').SpiffeWorkloadAPI as unknown as ServiceCtor
+  const healthPkg = loadProto('grpc/health/v1/health.proto') as unknown as { grpc: { health: { v1: { Health: ServiceCtor } } } }
+
+  const grpcServer = new grpc.Server()
+  const peers = new PeerTrackingServer({
+    socketPath: opts.socketPath,
+    grpcServer,
+    log,
+    ...(opts.readStartTime ? { readStartTime: opts.readStartTime } : {}),
+    ...(opts.getPeerCred ? { getPeerCred: opts.getPeerCred } : {}),
+  })
+  const health = new HealthService(['SpiffeWorkloadAPI'])
+  grpcServer.addService(
+    workload.service,
+    workloadApiHandlers({
+      manager: opts.manager,
+      peers,
+      log,
+      ...(opts.allowUnauthenticatedVerifiers !== undefined ? { allowUnauthenticatedVerifiers: opts.allowUnauthenticatedVerifiers } : {}),
+    }),
+  )
+  grpcServer.addService(healthPkg.grpc.health.v1.Health.service, health.handlers(log))
+
+  await peers.listen()
+  log.info({ [F.PATH]: opts.socketPath }, 'Workload API listening')
+
+  let closing: Promise<void> | undefined
+  return {
+    socketPath: opts.socketPath,
+    get connectionCount() {
+      return peers.connectionCount
+    },
+    close() {
+      closing ??= (async () => {
+        health.shutdown()
+        await peers.close()
+        grpcServer.forceShutdown()
+        log.info({ [F.PATH]: opts.socketPath }, 'Workload API stopped')
+      })()
+      return closing
+    },
+  }
+}

@@ -1,0 +1,262 @@
+/**
+ * The SPIFFE Workload API (`/SpiffeWorkloadAPI/<Method>`), following the
+ * SPIFFE Workload API spec and SPIRE's agent handler:
+ *  - every call needs the metadata `workload.spiffe.io: true` (exactly one
+ *    value) or gets InvalidArgument "security header missing from request";
+ *  - the caller is attested from the peer credentials of its connection;
+ *    failure (or PID reuse detected afterwards) → Unavailable "workload attestation failed";
+ *  - no entitled identity → PermissionDenied "no identity issued";
+ *  - streams send the full state at once and on every change, and unsubscribe
+ *    when the client cancels;
+ *  - the WIT RPCs answer Unimplemented.
+ */
+import { status as Status, type Metadata, type UntypedServiceImplementation } from '@grpc/grpc-js'
+import { GrpcStatusError } from '../../common/grpc/errors.js'
+import { serverStream, unary, type CallContext, type StreamSink } from '../../common/grpc/handlers.js'
+import { F, type Logger } from '../../common/log/logger.js'
+import { IdentityError } from '../../errors/identity-error.js'
+import { SpiffeId } from '../../spiffe/spiffe-id.js'
+import type { PeerInfo } from '../workload/peer.js'
+import type { WorkloadManager, WorkloadUpdate } from './manager.js'
+import { toStruct } from './struct.js'
+
+export const SECURITY_HEADER = 'workload.spiffe.io'
+
+/** Wire shapes (proto-loader objects, keepCase). */
+export interface X509SVIDMessage {
+  spiffe_id: string
+  x509_svid: Buffer
+  x509_svid_key: Buffer
+  bundle: Buffer
+  hint: string
+}
+export interface X509SVIDResponseMessage {
+  svids: X509SVIDMessage[]
+  crl: Buffer[]
+  federated_bundles: Record<string, Buffer>
+}
+export interface X509BundlesResponseMessage {
+  crl: Buffer[]
+  bundles: Record<string, Buffer>
+}
+export interface JWTBundlesResponseMessage {
+  bundles: Record<string, Buffer>
+}
+interface JWTSVIDRequestMessage {
+  audience?: string[]
+  spiffe_id?: string
+}
+interface ValidateJWTSVIDRequestMessage {
+  audience?: string
+  svid?: string
+}
+
+/** How handlers reach the peer tracker (implemented by PeerTrackingServer). */
+export interface PeerResolver {
+  peerOf(call: { getPeer(): string }): PeerInfo
+  assertPeerAlive(peer: PeerInfo): void
+}
+
+export interface WorkloadApiHandlerOptions {
+  manager: WorkloadManager
+  peers: PeerResolver
+  log: Logger
+  /** SPIRE's `allow_unauthenticated_verifiers`: bundle RPCs and ValidateJWTSVID work without an identity. Default false. */
+  allowUnauthenticatedVerifiers?: boolean
+}
+
+function checkSecurityHeader(metadata: Metadata): void {
+  const values = metadata.get(SECURITY_HEADER)
+  if (values.length !== 1 || String(values[0]) !== 'true') {
+    throw new IdentityError('ERR_SECURITY_HEADER_MISSING', 'security header missing from request')
+  }
+}
+
+function concat(parts: readonly Uint8Array[]): Buffer {
+  return Buffer.concat(parts.map((p) => Buffer.from(p.buffer, p.byteOffset, p.byteLength)))
+}
+
+function buf(u: Uint8Array): Buffer {
+  return Buffer.from(u.buffer, u.byteOffset, u.byteLength)
+}
+
+function noIdentity(): IdentityError {
+  return new IdentityError('ERR_NO_IDENTITY_ISSUED', 'no identity issued')
+}
+
+export function x509SvidResponse(u: WorkloadUpdate): X509SVIDResponseMessage {
+  const bundle = buf(u.bundle.x509)
+  const federated: Record<string, Buffer> = {}
+  for (const [td, b] of u.federatedBundles) federated[td] = buf(b.x509)
+  return {
+    svids: u.identities.map((id) => ({
+      spiffe_id: id.spiffeId,
+      x509_svid: concat(id.x509Svid),
+      x509_svid_key: buf(id.x509SvidKey),
+      bundle,
+      hint: id.hint,
+    })),
+    crl: [],
+    federated_bundles: federated,
+  }
+}
+
+export function x509BundlesResponse(u: WorkloadUpdate): X509BundlesResponseMessage {
+  const bundles: Record<string, Buffer> = { [u.trustDomainId]: buf(u.bundle.x509) }
+  for (const [td, b] of u.federatedBundles) if (td !== u.trustDomainId) bundles[td] = buf(b.x509)
+  return { crl: [], bundles }
+}
+
+export function jwtBundlesResponse(u: WorkloadUpdate): JWTBundlesResponseMessage {
+  const bundles: Record<string, Buffer> = { [u.trustDomainId]: Buffer.from(u.bundle.jwks, 'utf8') }
+  for (const [td, b] of u.federatedBundles) if (td !== u.trustDomainId) bundles[td] = Buffer.from(b.jwks, 'utf8')
+  return { bundles }
+}
+
+/** The SpiffeWorkloadAPI service implementation for `grpc.Server.addService`. */
+export function workloadApiHandlers(opts: WorkloadApiHandlerOptions): UntypedServiceImplementation {
+  const { manager, peers } = opts
+  const log = opts.log.child({ [F.SUBSYSTEM]: 'workload_api' })
+  const allowUnauthenticated = opts.allowUnauthenticatedVerifiers ?? false
+
+  /** Header check, then attestation of the caller and the PID-reuse re-check. */
+  async function attestCaller(ctx: CallContext<unknown>): Promise<string[]> {
+    checkSecurityHeader(ctx.call.metadata)
+    const peer = peers.peerOf(ctx.call)
+    let selectors: string[]
+    try {
+      selectors = await manager.attest({ pid: peer.pid, uid: peer.uid, gid: peer.gid }, { signal: ctx.signal })
+    } catch (cause) {
+      throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', `workload attestation failed for pid ${peer.pid}`, {
+        cause,
+        details: { pid: peer.pid },
+      })
+    }
+    peers.assertPeerAlive(peer)
+    ctx.log.debug({ [F.PID]: peer.pid, [F.UID]: peer.uid, [F.SELECTORS]: selectors }, 'Workload attested')
+    return selectors
+  }
+
+  /**
+   * Streams `render(update)` for every update until the client cancels; ends
+   * the stream with the error `render` returns instead of a message.
+   */
+  function follow<Res>(
+    selectors: string[],
+    sink: StreamSink<Res>,
+    render: (u: WorkloadUpdate) => Res | IdentityError,
+  ): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      let done = false
+      let unsubscribe: (() => void) | undefined
+      const finish = (err?: IdentityError) => {
+        if (done) return
+        done = true
+        sink.signal.removeEventListener('abort', onAbort)
+        unsubscribe?.()
+        if (err) reject(err)
+        else resolve()
+      }
+      const onAbort = () => finish()
+      sink.signal.addEventListener('abort', onAbort)
+      const u = manager.subscribe(selectors, (update) => {
+        if (done) return
+        let msg: Res | IdentityError
+        try {
+          msg = render(update)
+        } catch (err) {
+          finish(err instanceof IdentityError ? err : new IdentityError('ERR_INTERNAL', 'cannot encode update', { cause: err }))
+          return
+        }
+        if (msg instanceof IdentityError) finish(msg)
+        else sink.send(msg)
+      })
+      if (done) u()
+      else unsubscribe = u
+      if (sink.signal.aborted) finish()
+    })
+  }
+
+  return {
+    FetchX509SVID: serverStream(log, 'FetchX509SVID', async (_req, sink, ctx) => {
+      const selectors = await attestCaller(ctx)
+      await follow(selectors, sink, (u) => (u.identities.length === 0 ? noIdentity() : x509SvidResponse(u)))
+    }),
+
+    FetchX509Bundles: serverStream(log, 'FetchX509Bundles', async (_req, sink, ctx) => {
+      const selectors = await attestCaller(ctx)
+      await follow(selectors, sink, (u) =>
+        u.identities.length === 0 && !allowUnauthenticated ? noIdentity() : x509BundlesResponse(u),
+      )
+    }),
+
+    FetchJWTBundles: serverStream(log, 'FetchJWTBundles', async (_req, sink, ctx) => {
+      const selectors = await attestCaller(ctx)
+      await follow(selectors, sink, (u) =>
+        u.identities.length === 0 && !allowUnauthenticated ? noIdentity() : jwtBundlesResponse(u),
+      )
+    }),
+
+    FetchJWTSVID: unary(log, 'FetchJWTSVID', async (req: JWTSVIDRequestMessage, ctx) => {
+      checkSecurityHeader(ctx.call.metadata)
+      const audience = (req.audience ?? []).filter((a) => a !== '')
+      if (audience.length === 0) throw new IdentityError('ERR_INVALID_ARGUMENT', 'audience must be specified')
+      const spiffeId = req.spiffe_id ?? ''
+      if (spiffeId !== '') SpiffeId.fromString(spiffeId) // ERR_SPIFFE_ID_INVALID → InvalidArgument
+      const selectors = await attestCaller(ctx)
+      const svids = await manager.fetchJwtSvids(
+        selectors,
+        spiffeId === '' ? { audience } : { audience, spiffeId },
+        { signal: ctx.signal },
+      )
+      if (svids.length === 0) throw noIdentity()
+      return { svids: svids.map((s) => ({ spiffe_id: s.spiffeId, svid: s.token, hint: s.hint })) }
+    }),
+
+    ValidateJWTSVID: unary(log, 'ValidateJWTSVID', async (req: ValidateJWTSVIDRequestMessage, ctx) => {
+      checkSecurityHeader(ctx.call.metadata)
+      const audience = req.audience ?? ''
+      const token = req.svid ?? ''
+      if (audience === '') throw new IdentityError('ERR_INVALID_ARGUMENT', 'audience must be specified')
+      if (token === '') throw new IdentityError('ERR_INVALID_ARGUMENT', 'svid must be specified')
+      const selectors = await attestCaller(ctx)
+      if (!allowUnauthenticated) await requireIdentity(selectors)
+      let result
+      try {
+        result = await manager.validateJwtSvid(selectors, { token, audience }, { signal: ctx.signal })
+      } catch (err) {
+        // SPIRE answers every validation failure with InvalidArgument.
+        const message = err instanceof IdentityError ? err.message : 'JWT-SVID validation failed'
+        throw new IdentityError('ERR_JWT_SVID_INVALID', message, { cause: err })
+      }
+      const claims: Record<string, unknown> = { ...result.claims }
+      if (claims.aud !== undefined && !Array.isArray(claims.aud)) claims.aud = [claims.aud]
+      return { spiffe_id: result.spiffeId, claims: toStruct(claims) }
+    }),
+
+    FetchWITSVID: serverStream(log, 'FetchWITSVID', async () => {
+      throw new GrpcStatusError(Status.UNIMPLEMENTED, 'WIT-SVIDs are not supported')
+    }),
+
+    FetchWITBundles: serverStream(log, 'FetchWITBundles', async () => {
+      throw new GrpcStatusError(Status.UNIMPLEMENTED, 'WIT bundles are not supported')
+    }),
+  }
+
+  /** PermissionDenied "no identity issued" unless the selectors map to at least one identity. */
+  function requireIdentity(selectors: string[]): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      let settled = false
+      let unsubscribe: (() => void) | undefined
+      const u = manager.subscribe(selectors, (update) => {
+        if (settled) return
+        settled = true
+        unsubscribe?.()
+        if (update.identities.length === 0) reject(noIdentity())
+        else resolve()
+      })
+      if (settled) u()
+      else unsubscribe = u
+    })
+  }
+}

@@ -1,0 +1,52 @@
+import { IdentityError } from '../../errors/identity-error.js'
+import { F, type Logger } from '../../common/log/logger.js'
+import type { CallOpts, WorkloadAttestor } from '../../plugin/contracts.js'
+
+/** A configured workload attestor and its plugin name (the selector type). */
+export interface NamedWorkloadAttestor {
+  name: string
+  attestor: WorkloadAttestor
+}
+
+/**
+ * Runs every workload attestor on `pid` at the same time and merges their
+ * selectors as `<name>:<value>` (deduplicated, in attestor order). As in
+ * SPIRE, the call fails only when every attestor fails; single failures are
+ * logged. The failure is ERR_WORKLOAD_ATTESTATION_FAILED, whose message the
+ * API boundary replaces with "workload attestation failed".
+ */
+export async function attestWorkload(
+  pid: number,
+  attestors: readonly NamedWorkloadAttestor[],
+  opts: CallOpts & { log: Logger },
+): Promise<string[]> {
+  if (attestors.length === 0) throw new TypeError('attestWorkload: no workload attestors configured')
+  const callOpts: CallOpts = opts.signal ? { signal: opts.signal } : {}
+  const results = await Promise.allSettled(attestors.map((a) => a.attestor.attest(pid, callOpts)))
+  const selectors: string[] = []
+  const seen = new Set<string>()
+  let failures = 0
+  results.forEach((r, i) => {
+    const name = attestors[i]!.name
+    if (r.status === 'rejected') {
+      failures++
+      opts.log.warn({ [F.PID]: pid, [F.PLUGIN_NAME]: name, [F.ERR]: r.reason }, 'Workload attestor failed')
+      return
+    }
+    for (const v of r.value) {
+      const s = `${name}:${v}`
+      if (!seen.has(s)) {
+        seen.add(s)
+        selectors.push(s)
+      }
+    }
+  })
+  if (failures === attestors.length) {
+    const first = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
+    throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', `all ${failures} workload attestors failed for pid ${pid}`, {
+      cause: first?.reason,
+      details: { pid },
+    })
+  }
+  return selectors
+}

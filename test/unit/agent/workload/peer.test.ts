@@ -1,0 +1,226 @@
+import { spawn } from 'node:child_process'
+import { chmodSync, closeSync, lstatSync, mkdirSync, openSync, writeFileSync } from 'node:fs'
+import net from 'node:net'
+import { join } from 'node:path'
+import * as grpc from '@grpc/grpc-js'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import {
+  PeerTrackingServer,
+  getSocketPeerCred,
+  loadPeerCredAddon,
+  readProcessStartTime,
+  type PeerInfo,
+} from '../../../../src/agent/workload/peer.js'
+import { nullLogger } from '../../../../src/common/log/logger.js'
+import { isIdentityError } from '../../../../src/errors/index.js'
+import { tempDir } from '../../../helpers/temp.js'
+
+const isRoot = process.getuid?.() === 0
+if (process.env.CI === 'true' && !isRoot) throw new Error('CI must run these tests as root (they spawn clients as uid 65534)')
+
+/** Starts a child that connects to `socketPath` and prints its own pid/uid/gid, then waits to be killed. */
+function connectChild(socketPath: string, ids?: { uid: number; gid: number }) {
+  const script = `
+    const s = require('node:net').connect(process.argv[1], () => {
+      process.stdout.write(JSON.stringify({ pid: process.pid, uid: process.getuid(), gid: process.getgid() }) + '\\n')
+    })
+    s.on('error', (e) => { console.error(e.message); process.exit(1) })`
+  const child = spawn(process.execPath, ['-e', script, socketPath], { stdio: ['ignore', 'pipe', 'inherit'], ...(ids ?? {}) })
+  const reported = new Promise<{ pid: number; uid: number; gid: number }>((resolve, reject) => {
+    let out = ''
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString()
+      if (out.includes('\n')) resolve(JSON.parse(out))
+    })
+    child.on('exit', (code) => reject(new Error(`child exited with ${code}`)))
+  })
+  return { child, reported }
+}
+
+describe('SO_PEERCRED addon', () => {
+  let tmp: ReturnType<typeof tempDir>
+  beforeEach(() => {
+    tmp = tempDir('pc-')
+    chmodSync(tmp.dir, 0o755)
+  })
+  afterEach(() => tmp.cleanup())
+
+  const cases = [
+    { title: 'same user as the test', ids: undefined },
+    ...(isRoot ? [{ title: 'uid/gid 65534 (nobody)', ids: { uid: 65534, gid: 65534 } }] : []),
+  ]
+  it.each(cases)('reports the pid, uid and gid of a connecting child: $title', async ({ ids }) => {
+    const path = join(tmp.dir, 'a.sock')
+    const accepted = new Promise<net.Socket>((resolve) => {
+      const srv = net.createServer((s) => {
+        resolve(s)
+        srv.close()
+      })
+      srv.listen(path, () => chmodSync(path, 0o777))
+    })
+    const { child, reported } = connectChild(path, ids)
+    try {
+      const [sock, childIds] = await Promise.all([accepted, reported])
+      const cred = getSocketPeerCred(sock)
+      expect(cred).toEqual({ pid: child.pid, uid: childIds.uid, gid: childIds.gid })
+      if (ids) expect(cred).toMatchObject(ids)
+      sock.destroy()
+    } finally {
+      child.kill()
+    }
+  })
+
+  it.each([
+    { title: 'a closed fd', file: false, code: 'EBADF' },
+    { title: 'a regular file', file: true, code: 'ENOTSOCK' },
+  ])('throws an errno-coded error for $title', ({ file, code }) => {
+    const path = join(tmp.dir, 'f')
+    writeFileSync(path, 'x')
+    const fd = openSync(path, 'r')
+    if (!file) closeSync(fd)
+    let err: unknown
+    try {
+      loadPeerCredAddon().getPeerCred(fd)
+    } catch (e) {
+      err = e
+    } finally {
+      if (file) closeSync(fd)
+    }
+    expect(err).toBeInstanceOf(Error)
+    expect((err as NodeJS.ErrnoException).code).toBe(code)
+  })
+
+  it.each([
+    { title: 'a string', arg: 'x', type: TypeError },
+    { title: 'a negative fd', arg: -1, type: RangeError },
+  ])('rejects $title as fd', ({ arg, type }) => {
+    expect(() => loadPeerCredAddon().getPeerCred(arg as number)).toThrow(type)
+  })
+})
+
+describe('readProcessStartTime', () => {
+  let tmp: ReturnType<typeof tempDir>
+  beforeEach(() => {
+    tmp = tempDir('st-')
+  })
+  afterEach(() => tmp.cleanup())
+
+  const fields = (comm: string, start: string) => {
+    // pid (comm) state ppid ... : 52 fields; field 22 is starttime.
+    const rest = Array.from({ length: 50 }, (_, i) => String(i + 3))
+    rest[0] = 'S'
+    rest[19] = start
+    return `42 (${comm}) ${rest.join(' ')}\n`
+  }
+
+  it.each([
+    { title: 'plain comm', comm: 'node', start: '123456' },
+    { title: 'comm with spaces and parentheses', comm: 'a b) (c', start: '987' },
+  ])('reads field 22 with $title', ({ comm, start }) => {
+    mkdirSync(join(tmp.dir, '42'))
+    writeFileSync(join(tmp.dir, '42', 'stat'), fields(comm, start))
+    expect(readProcessStartTime(42, tmp.dir)).toBe(start)
+  })
+
+  it('returns undefined for a process that does not exist', () => {
+    expect(readProcessStartTime(42, tmp.dir)).toBeUndefined()
+  })
+
+  it('reads a real start time for this process, stable across reads', () => {
+    const a = readProcessStartTime(process.pid)
+    expect(a).toMatch(/^\d+$/)
+    expect(readProcessStartTime(process.pid)).toBe(a)
+  })
+})
+
+describe('PeerTrackingServer', () => {
+  let tmp: ReturnType<typeof tempDir>
+  let pts: PeerTrackingServer | undefined
+  let grpcServer: grpc.Server
+  beforeEach(() => {
+    tmp = tempDir('pt-')
+    grpcServer = new grpc.Server()
+  })
+  afterEach(async () => {
+    await pts?.close()
+    pts = undefined
+    grpcServer.forceShutdown()
+    tmp.cleanup()
+  })
+
+  it('creates the directory 0755 and the socket 0777', async () => {
+    const socketPath = join(tmp.dir, 'public', 'api.sock')
+    pts = new PeerTrackingServer({ socketPath, grpcServer, log: nullLogger })
+    await pts.listen()
+    const dir = lstatSync(join(tmp.dir, 'public'))
+    const sock = lstatSync(socketPath)
+    expect(dir.mode & 0o777).toBe(0o755)
+    expect(sock.isSocket()).toBe(true)
+    expect(sock.mode & 0o777).toBe(0o777)
+  })
+
+  it('replaces a stale socket file', async () => {
+    const socketPath = join(tmp.dir, 'api.sock')
+    // A listener killed with SIGKILL leaves its socket file behind, as a crashed agent would.
+    const script = `require('node:net').createServer().listen(process.argv[1], () => console.log('ready'))`
+    const child = spawn(process.execPath, ['-e', script, socketPath], { stdio: ['ignore', 'pipe', 'inherit'] })
+    await new Promise<void>((resolve) => child.stdout.once('data', () => resolve()))
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
+    child.kill('SIGKILL')
+    await exited
+    expect(lstatSync(socketPath).isSocket()).toBe(true)
+    pts = new PeerTrackingServer({ socketPath, grpcServer, log: nullLogger })
+    await pts.listen()
+    expect(lstatSync(socketPath).isSocket()).toBe(true)
+  })
+
+  it('refuses to remove a path that is not a socket', async () => {
+    const socketPath = join(tmp.dir, 'api.sock')
+    writeFileSync(socketPath, 'not a socket')
+    const p = new PeerTrackingServer({ socketPath, grpcServer, log: nullLogger })
+    await expect(p.listen()).rejects.toMatchObject({ code: 'ERR_CONFIG_INVALID' })
+    expect(lstatSync(socketPath).isFile()).toBe(true)
+  })
+
+  it('closes connections whose process is already gone at accept time', async () => {
+    const socketPath = join(tmp.dir, 'api.sock')
+    pts = new PeerTrackingServer({ socketPath, grpcServer, log: nullLogger, readStartTime: () => undefined })
+    await pts.listen()
+    const closed = await new Promise<boolean>((resolve) => {
+      const c = net.connect(socketPath)
+      c.on('close', () => resolve(true))
+      c.on('error', () => {})
+      c.resume()
+    })
+    expect(closed).toBe(true)
+    expect(pts.connectionCount).toBe(0)
+  })
+
+  it('rejects calls that did not come through a tracked connection', () => {
+    pts = new PeerTrackingServer({ socketPath: join(tmp.dir, 'x.sock'), grpcServer, log: nullLogger })
+    let err: unknown
+    try {
+      pts.peerOf({ getPeer: () => 'unknown' })
+    } catch (e) {
+      err = e
+    }
+    expect(isIdentityError(err, 'ERR_WORKLOAD_ATTESTATION_FAILED')).toBe(true)
+  })
+
+  const peer: PeerInfo = { id: 'p', pid: 4242, uid: 1, gid: 1, startTime: '100' }
+  it.each([
+    { title: 'same start time', now: '100', ok: true },
+    { title: 'pid reused by a newer process', now: '200', ok: false },
+    { title: 'process exited', now: undefined, ok: false },
+  ])('assertPeerAlive: $title', ({ now, ok }) => {
+    pts = new PeerTrackingServer({ socketPath: join(tmp.dir, 'y.sock'), grpcServer, log: nullLogger, readStartTime: () => now })
+    let err: unknown
+    try {
+      pts.assertPeerAlive(peer)
+    } catch (e) {
+      err = e
+    }
+    if (ok) expect(err).toBeUndefined()
+    else expect(isIdentityError(err, 'ERR_WORKLOAD_ATTESTATION_FAILED')).toBe(true)
+  })
+})

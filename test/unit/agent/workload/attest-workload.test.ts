@@ -1,0 +1,49 @@
+import { describe, expect, it } from 'vitest'
+import { attestWorkload, type NamedWorkloadAttestor } from '../../../../src/agent/workload/attest-workload.js'
+import { IdentityError } from '../../../../src/errors/index.js'
+import { captureLogger } from '../../../helpers/capture-logger.js'
+
+const ok = (name: string, values: string[]): NamedWorkloadAttestor => ({ name, attestor: { attest: async () => values } })
+const fail = (name: string): NamedWorkloadAttestor => ({
+  name,
+  attestor: {
+    attest: async () => {
+      throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', `${name} broke`)
+    },
+  },
+})
+
+describe('attestWorkload', () => {
+  it.each([
+    { title: 'one attestor', attestors: [ok('unix', ['uid:1', 'gid:2'])], expected: ['unix:uid:1', 'unix:gid:2'], warns: 0 },
+    {
+      title: 'merged in attestor order, deduplicated',
+      attestors: [ok('unix', ['uid:1', 'uid:1']), ok('docker', ['label:a:b'])],
+      expected: ['unix:uid:1', 'docker:label:a:b'],
+      warns: 0,
+    },
+    { title: 'one of two fails: the rest still count', attestors: [fail('k8s'), ok('unix', ['uid:1'])], expected: ['unix:uid:1'], warns: 1 },
+  ])('$title', async ({ attestors, expected, warns }) => {
+    const log = captureLogger()
+    expect(await attestWorkload(42, attestors, { log })).toEqual(expected)
+    expect(log.lines.filter((l) => l.level === 'warn')).toHaveLength(warns)
+  })
+
+  it('fails with ERR_WORKLOAD_ATTESTATION_FAILED when all attestors fail', async () => {
+    const log = captureLogger()
+    await expect(attestWorkload(42, [fail('a'), fail('b')], { log })).rejects.toMatchObject({ code: 'ERR_WORKLOAD_ATTESTATION_FAILED' })
+    expect(log.lines.filter((l) => l.fields.plugin_name !== undefined).map((l) => l.fields.plugin_name)).toEqual(['a', 'b'])
+  })
+
+  it('passes the abort signal to every attestor', async () => {
+    const ac = new AbortController()
+    const seen: (AbortSignal | undefined)[] = []
+    const spy: NamedWorkloadAttestor = { name: 'unix', attestor: { attest: async (_pid, o) => (seen.push(o.signal), []) } }
+    await attestWorkload(1, [spy], { log: captureLogger(), signal: ac.signal })
+    expect(seen).toEqual([ac.signal])
+  })
+
+  it('throws TypeError with no attestors', async () => {
+    await expect(attestWorkload(1, [], { log: captureLogger() })).rejects.toBeInstanceOf(TypeError)
+  })
+})

@@ -1,0 +1,189 @@
+import { createHash } from 'node:crypto'
+import { mkdirSync, readFileSync, realpathSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import {
+  DEFAULT_WORKLOAD_SIZE_LIMIT,
+  UnixWorkloadAttestor,
+  parseProcStatus,
+  parseUnixAttestorConfig,
+  unixWorkloadAttestorPlugin,
+} from '../../../../attestors/workload/unix/index.js'
+import { NameDb, parseAccountFile } from '../../../../attestors/workload/unix/name-db.js'
+import { nullLogger } from '../../../../src/common/log/logger.js'
+import { TrustDomain } from '../../../../src/spiffe/trust-domain.js'
+import { captureLogger } from '../../../helpers/capture-logger.js'
+import { FakeClock } from '../../../helpers/fake-clock.js'
+import { tempDir } from '../../../helpers/temp.js'
+
+/** Builds a fake /proc/<pid> with a status file and an exe symlink, plus passwd/group files. */
+function fakeSystem(dir: string, opts: { status: string; exeContent?: Buffer }) {
+  const proc = join(dir, 'proc')
+  mkdirSync(join(proc, '77'), { recursive: true })
+  writeFileSync(join(proc, '77', 'status'), opts.status)
+  const exe = join(dir, 'bin', 'agent-tool')
+  mkdirSync(join(dir, 'bin'))
+  writeFileSync(exe, opts.exeContent ?? Buffer.from('#!/bin/true\n'))
+  symlinkSync(exe, join(proc, '77', 'exe'))
+  const passwd = join(dir, 'passwd')
+  const group = join(dir, 'group')
+  writeFileSync(passwd, 'root:x:0:0:root:/root:/bin/sh\n# comment\nalice:x:1000:1000::/home/alice:/bin/sh\nbad line\nalice2:x:1000:1000::/:/bin/sh\n')
+  writeFileSync(group, 'root:x:0:\nalice:x:1000:\ndocker:x:999:alice\n')
+  return { proc, exe, passwd, group }
+}
+
+const STATUS = 'Name:\tagent-tool\nUid:\t1000\t1001\t1000\t1001\nGid:\t1000\t1000\t1000\t1000\nGroups:\t999 4242 \n'
+
+describe('unix workload attestor: fake /proc', () => {
+  let tmp: ReturnType<typeof tempDir>
+  beforeEach(() => {
+    tmp = tempDir('ux-')
+  })
+  afterEach(() => tmp.cleanup())
+
+  it.each([
+    {
+      title: 'ids, names (first passwd line wins), supplementary groups, path and sha256',
+      cfg: { discoverWorkloadPath: true, workloadSizeLimit: DEFAULT_WORKLOAD_SIZE_LIMIT },
+      status: 'Uid:\t1000\t1000\t1000\t1000\nGid:\t1000\t1000\t1000\t1000\nGroups:\t999 4242 \n',
+      expected: (exe: string, sha: string) => [
+        'uid:1000',
+        'user:alice',
+        'gid:1000',
+        'group:alice',
+        'supplementary_gid:999',
+        'supplementary_group:docker',
+        'supplementary_gid:4242',
+        `path:${exe}`,
+        `sha256:${sha}`,
+      ],
+    },
+    {
+      title: 'effective uid is used (real 1000, effective 1001 without a passwd line)',
+      cfg: { discoverWorkloadPath: false, workloadSizeLimit: 0 },
+      status: STATUS,
+      expected: () => ['uid:1001', 'gid:1000', 'group:alice', 'supplementary_gid:999', 'supplementary_group:docker', 'supplementary_gid:4242'],
+    },
+    {
+      title: 'no Groups values, hashing off (-1)',
+      cfg: { discoverWorkloadPath: true, workloadSizeLimit: -1 },
+      status: 'Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\t\n',
+      expected: (exe: string) => ['uid:0', 'user:root', 'gid:0', 'group:root', `path:${exe}`],
+    },
+    {
+      title: 'binary over the size limit: path but no sha256',
+      cfg: { discoverWorkloadPath: true, workloadSizeLimit: 4 },
+      status: 'Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\n',
+      expected: (exe: string) => ['uid:0', 'user:root', 'gid:0', 'group:root', `path:${exe}`],
+    },
+  ])('$title', async ({ cfg, status, expected }) => {
+    const sys = fakeSystem(tmp.dir, { status })
+    const a = new UnixWorkloadAttestor({ ...cfg, log: nullLogger, procRoot: sys.proc, passwdPath: sys.passwd, groupPath: sys.group })
+    const sha = createHash('sha256').update(readFileSync(sys.exe)).digest('hex')
+    expect(await a.attest(77, {})).toEqual(expected(sys.exe, sha))
+  })
+
+  it('logs when the size limit skips hashing', async () => {
+    const sys = fakeSystem(tmp.dir, { status: STATUS, exeContent: Buffer.alloc(64) })
+    const log = captureLogger()
+    const a = new UnixWorkloadAttestor({ discoverWorkloadPath: true, workloadSizeLimit: 10, log, procRoot: sys.proc, passwdPath: sys.passwd, groupPath: sys.group })
+    const sel = await a.attest(77, {})
+    expect(sel.some((s) => s.startsWith('sha256:'))).toBe(false)
+    expect(log.lines.some((l) => l.level === 'warn' && l.fields.pid === 77)).toBe(true)
+  })
+
+  it.each([
+    { title: 'missing process', pid: 78, status: STATUS },
+    { title: 'status without Uid line', pid: 77, status: 'Name:\tx\nGid:\t1\t1\t1\t1\n' },
+  ])('fails with ERR_WORKLOAD_ATTESTATION_FAILED: $title', async ({ pid, status }) => {
+    const sys = fakeSystem(tmp.dir, { status })
+    const a = new UnixWorkloadAttestor({ discoverWorkloadPath: false, workloadSizeLimit: 0, log: nullLogger, procRoot: sys.proc, passwdPath: sys.passwd, groupPath: sys.group })
+    await expect(a.attest(pid, {})).rejects.toMatchObject({ code: 'ERR_WORKLOAD_ATTESTATION_FAILED' })
+  })
+
+  it('throws RangeError for an invalid pid', async () => {
+    const a = new UnixWorkloadAttestor({ discoverWorkloadPath: false, workloadSizeLimit: 0, log: nullLogger })
+    await expect(a.attest(0, {})).rejects.toBeInstanceOf(RangeError)
+  })
+})
+
+describe('unix workload attestor: the test process itself', () => {
+  it('returns the selectors of this process from the real /proc and /etc files', async () => {
+    const a = new UnixWorkloadAttestor({ discoverWorkloadPath: true, workloadSizeLimit: 0, log: nullLogger })
+    const sel = await a.attest(process.pid, {})
+    const uid = process.geteuid!()
+    const gid = process.getegid!()
+    expect(sel[0]).toBe(`uid:${uid}`)
+    expect(sel).toContain(`gid:${gid}`)
+    const passwd = parseAccountFile(readFileSync('/etc/passwd', 'utf8'))
+    expect(passwd.has(uid)).toBe(true)
+    expect(sel).toContain(`user:${passwd.get(uid)}`)
+    const exe = realpathSync(process.execPath)
+    expect(sel).toContain(`path:${exe}`)
+    expect(sel).toContain(`sha256:${createHash('sha256').update(readFileSync(exe)).digest('hex')}`)
+    const statusGroups = parseProcStatus(readFileSync(`/proc/${process.pid}/status`, 'utf8')).groups
+    for (const g of statusGroups) expect(sel).toContain(`supplementary_gid:${g}`)
+  })
+})
+
+describe('parseProcStatus', () => {
+  it.each([
+    { title: 'four ids: effective wins', text: 'Uid:\t1\t2\t3\t4\nGid:\t5\t6\t7\t8\nGroups:\t9 10\n', expected: { uid: 2, gid: 6, groups: [9, 10] } },
+    { title: 'single id', text: 'Uid:\t7\nGid:\t8\n', expected: { uid: 7, gid: 8, groups: [] } },
+  ])('$title', ({ text, expected }) => {
+    expect(parseProcStatus(text)).toEqual(expected)
+  })
+})
+
+describe('NameDb', () => {
+  let tmp: ReturnType<typeof tempDir>
+  beforeEach(() => {
+    tmp = tempDir('nd-')
+  })
+  afterEach(() => tmp.cleanup())
+
+  it('re-reads the file only when it changes', async () => {
+    const path = join(tmp.dir, 'group')
+    writeFileSync(path, 'a:x:1:\n')
+    utimesSync(path, 1000, 1000)
+    const db = new NameDb(path)
+    expect(await db.lookup(1)).toBe('a')
+    writeFileSync(path, 'b:x:1:\n') // same size
+    utimesSync(path, 1000, 1000) // same mtime: cached value kept
+    expect(await db.lookup(1)).toBe('a')
+    utimesSync(path, 2000, 2000)
+    expect(await db.lookup(1)).toBe('b')
+  })
+
+  it('yields no names for a missing file', async () => {
+    expect(await new NameDb(join(tmp.dir, 'none')).lookup(0)).toBeUndefined()
+  })
+})
+
+describe('unix plugin definition and config', () => {
+  it.each([
+    { title: 'defaults', raw: undefined, expected: { discoverWorkloadPath: true, workloadSizeLimit: 128 * 1024 * 1024 } },
+    { title: 'explicit', raw: { discover_workload_path: false, workload_size_limit: -1 }, expected: { discoverWorkloadPath: false, workloadSizeLimit: -1 } },
+  ])('parses $title', ({ raw, expected }) => {
+    expect(parseUnixAttestorConfig(raw)).toEqual(expected)
+  })
+
+  it.each([
+    { title: 'unknown key', raw: { discover_workload_paths: true } },
+    { title: 'wrong type', raw: { workload_size_limit: '1MiB' } },
+    { title: 'below -1', raw: { workload_size_limit: -2 } },
+  ])('rejects $title with ERR_CONFIG_INVALID', ({ raw }) => {
+    expect(() => parseUnixAttestorConfig(raw)).toThrow(expect.objectContaining({ code: 'ERR_CONFIG_INVALID' }))
+  })
+
+  it('creates a working attestor', async () => {
+    expect(unixWorkloadAttestorPlugin).toMatchObject({ type: 'workload_attestor', name: 'unix' })
+    const a = await unixWorkloadAttestorPlugin.create(unixWorkloadAttestorPlugin.parseConfig({ discover_workload_path: false }), {
+      log: nullLogger,
+      clock: new FakeClock(),
+      trustDomain: TrustDomain.fromString('example.org'),
+      dataDir: '/nonexistent',
+    })
+    expect(await a.attest(process.pid, {})).toContain(`uid:${process.geteuid!()}`)
+  })
+})

@@ -48,26 +48,37 @@ export interface EntryFilter {
    * exact: the entry's selectors equal the set; subset: the entry's selectors are
    * a subset of the set (what a workload with these selectors may have);
    * superset: the entry has at least these; any: shares at least one.
+   * An entry without selectors never matches `subset` (it would match everyone),
+   * and an empty set matches nothing under `subset` and `any`, everything under `superset`.
    */
   selectors?: { set: Selector[]; match: SelectorMatch }
   federatesWith?: string
   hint?: string
 }
 
+/** Lists are ordered by key (entry id, agent id); '' as nextPageToken means the last page. */
 export interface Page {
+  /** 0 or absent = everything; negative → RangeError. */
   pageSize?: number
-  /** Opaque token returned by the previous page. */
+  /** Opaque token returned by the previous page; a malformed one → ERR_INVALID_ARGUMENT. */
   pageToken?: string
 }
 
 export interface EntryStore {
-  /** Throws ERR_ALREADY_EXISTS when an entry with the same spiffeId, parentId and selectors exists. */
+  /**
+   * Throws ERR_ALREADY_EXISTS (details.entryId = the existing entry) when an entry with
+   * the same spiffeId, parentId and selectors exists, or when `id` is taken.
+   * Malformed input (negative TTL, non-boolean flag…) throws TypeError / RangeError.
+   */
   create(entry: NewEntry): Promise<RegistrationEntry>
   /** Throws ERR_ENTRY_NOT_FOUND. */
   get(id: string): Promise<RegistrationEntry>
   /** Returns undefined instead of throwing. */
   find(id: string): Promise<RegistrationEntry | undefined>
-  /** Throws ERR_ENTRY_NOT_FOUND; with `expectedRevision`, ERR_INVALID_ARGUMENT when the stored revision differs. */
+  /**
+   * Throws ERR_ENTRY_NOT_FOUND; with `expectedRevision`, ERR_INVALID_ARGUMENT when the stored
+   * revision differs; ERR_ALREADY_EXISTS when the result would duplicate another entry.
+   */
   update(id: string, patch: EntryPatch, opts?: { expectedRevision?: number }): Promise<RegistrationEntry>
   /** Throws ERR_ENTRY_NOT_FOUND. Returns the deleted entry. */
   delete(id: string): Promise<RegistrationEntry>
@@ -126,6 +137,7 @@ export interface JoinToken {
 }
 
 export interface JoinTokenStore {
+  /** Throws ERR_ALREADY_EXISTS for a tokenHash already stored. */
   create(token: Omit<JoinToken, 'createdAt'>): Promise<JoinToken>
   /**
    * Atomically deletes and returns the token (one use). Returns undefined when
@@ -175,7 +187,15 @@ export interface DataStore {
   bundles: BundleStore
   journal: CaJournalStore
   kv: KvStore
-  /** Runs `fn` in one transaction: all of its writes happen, or none. */
+  /**
+   * Runs `fn` in one transaction: all of its writes happen, or none (a throw rolls
+   * back and rethrows the same error). Transactions run one at a time and other
+   * callers wait until it ends. Inside `fn` use only the store passed to it: the
+   * outer store throws TypeError there (instead of deadlocking), and the passed
+   * store throws TypeError once the transaction is over. `tx` on the passed store
+   * nests (a savepoint: its throw undoes only its own writes).
+   */
   tx<T>(fn: (ds: DataStore) => Promise<T>): Promise<T>
+  /** Waits for the running transaction, then closes; idempotent. Later calls reject with ERR_DATASTORE. */
   close(): Promise<void>
 }

@@ -126,7 +126,7 @@ export class SwtpmTcpTransport implements TpmTransport {
   readonly #queue = new Queue()
   #socket: Socket | undefined
   #buf: Buffer = Buffer.alloc(0)
-  #waiter: { onData: () => void; fail: (err: Error) => void } | undefined
+  #waiter: { sock: Socket; onData: () => void; fail: (err: Error) => void } | undefined
   #closed = false
 
   constructor(opts: SwtpmTcpOptions) {
@@ -162,14 +162,17 @@ export class SwtpmTcpTransport implements TpmTransport {
       s.connect(this.port, this.host, () => {
         cleanup()
         s.removeAllListeners('error')
+        // Events of a dropped socket must not touch the next command.
+        const waiter = () => (this.#waiter?.sock === s ? this.#waiter : undefined)
         s.on('data', (chunk: Buffer) => {
+          if (this.#socket !== s) return
           this.#buf = this.#buf.length === 0 ? chunk : Buffer.concat([this.#buf, chunk])
-          this.#waiter?.onData()
+          waiter()?.onData()
         })
-        s.on('error', (err) => this.#waiter?.fail(transportError('TPM connection error', err)))
+        s.on('error', (err) => waiter()?.fail(transportError('TPM connection error', err)))
         s.on('close', () => {
           if (this.#socket === s) this.#socket = undefined
-          this.#waiter?.fail(transportError('TPM connection closed'))
+          waiter()?.fail(transportError('TPM connection closed'))
         })
         this.#socket = s
         this.#buf = Buffer.alloc(0)
@@ -236,6 +239,7 @@ export class SwtpmTcpTransport implements TpmTransport {
         const timer = setTimeout(() => finish(transportError(`TPM command timed out after ${this.#timeoutMs} ms`)), this.#timeoutMs)
         signal?.addEventListener('abort', onAbort, { once: true })
         this.#waiter = {
+          sock,
           onData: () => {
             try {
               const c = this.#complete()

@@ -11,7 +11,12 @@ import {
   DerError,
   octetString,
   oid,
-  p1363ToDer,
+  p1363ToDerNode,
+  cons,
+  encode,
+  timeMemo,
+  unsignedIntegerNode,
+  type DerNode,
   seq,
   set,
   smallInteger,
@@ -21,6 +26,7 @@ import {
   tlv,
   unsignedInteger,
 } from './der.js'
+import { keyIds, spkiOf } from './spki.js'
 import {
   decodeBasicConstraints,
   decodeKeyUsage,
@@ -108,6 +114,7 @@ const LEAF_KEY_USAGE = extension(EXT_OID.ku, true, Buffer.from([0x03, 0x02, 0x03
 const CA_KEY_USAGE = extension(EXT_OID.ku, true, Buffer.from([0x03, 0x02, 0x01, 0x86]))
 const LEAF_EXT_KEY_USAGE = extension(EXT_OID.eku, false, seq(oid(OID.EKU_SERVER_AUTH), oid(OID.EKU_CLIENT_AUTH)))
 const LEAF_BASIC_CONSTRAINTS = extension(EXT_OID.bc, true, seq())
+const ZERO_BYTE = Uint8Array.of(0)
 const VERSION_3 = Buffer.from([0xa0, 0x03, 0x02, 0x01, 0x02])
 
 const SIG_ALG_ID: Readonly<Partial<Record<SignatureAlgorithm, Buffer>>> = {
@@ -133,6 +140,7 @@ export interface SignerKeyInfo {
   alg: SignatureAlgorithm
   algId: Buffer
   spki: Buffer
+  ecdsa: boolean
 }
 const signerKeyCache = new WeakMap<KeyObject, SignerKeyInfo>()
 
@@ -144,7 +152,7 @@ export function signerKeyInfo(publicKey: KeyObject): SignerKeyInfo {
     const algId = SIG_ALG_ID[alg]
     if (!algId) throw new TypeError(`signer key type is not supported for certificates (${alg})`)
     checkKeyAlgorithm(publicKey, alg)
-    info = { alg, algId, spki: exportSpki(publicKey) }
+    info = { alg, algId, spki: exportSpki(publicKey), ecdsa: alg.startsWith('ES') }
     signerKeyCache.set(publicKey, info)
   }
   return info
@@ -197,12 +205,7 @@ function issuerInfo(certificate: Uint8Array): IssuerInfo {
 // ------------------------------------------------------------ helpers
 
 export function exportSpki(publicKey: KeyObject): Buffer {
-  if (!publicKey || typeof publicKey !== 'object' || publicKey.type !== 'public') {
-    throw new TypeError('publicKey must be a public KeyObject')
-  }
-  const t = publicKey.asymmetricKeyType
-  if (t !== 'ec' && t !== 'rsa') throw new TypeError(`unsupported public key type ${t ?? '?'}`)
-  return publicKey.export({ type: 'spki', format: 'der' })
+  return spkiOf(publicKey)
 }
 
 /** RFC 5280 §4.2.1.2 method (1): SHA-1 of the subjectPublicKey bits. */
@@ -262,17 +265,17 @@ function checkDate(d: unknown, what: string): Date {
 /** @internal */
 export async function signTbs(tbs: Buffer, signer: Signer, key: SignerKeyInfo): Promise<Uint8Array> {
   const raw = await signer.sign(tbs, key.alg)
-  let sig: Uint8Array
-  if (key.alg.startsWith('ES')) {
+  let sig: DerNode
+  if (key.ecdsa) {
     try {
-      sig = p1363ToDer(raw)
+      sig = p1363ToDerNode(raw)
     } catch (cause) {
       throw new IdentityError('ERR_INTERNAL', 'signer returned a malformed ECDSA signature', { cause })
     }
   } else {
     sig = raw
   }
-  const cert = seq(tbs, key.algId, bitString(sig))
+  const cert = encode(cons(TAG.SEQUENCE, tbs, key.algId, cons(TAG.BIT_STRING, ZERO_BYTE, sig)))
   return new Uint8Array(cert.buffer, cert.byteOffset, cert.byteLength)
 }
 
@@ -355,6 +358,11 @@ export async function createCaCertificate(opts: CreateCaCertificateOptions): Pro
 
 // ------------------------------------------------------------ X.509-SVIDs
 
+const SKI_OID = oid(OID.SUBJECT_KEY_ID)
+const SAN_OID = oid(OID.SUBJECT_ALT_NAME)
+const SERIAL_NUMBER_HEADER = Uint8Array.of(0x31, 0x29, 0x30, 0x27, 0x06, 0x03, 0x55, 0x04, 0x05, 0x13, 0x20)
+const DEFAULT_O_RDN = encodeName({ organization: DEFAULT_ORGANIZATION })
+
 /** Builds and signs an X.509-SVID leaf certificate. Returns DER. */
 export async function createX509Svid(opts: CreateX509SvidOptions): Promise<Uint8Array> {
   const id = opts.spiffeId
@@ -363,39 +371,46 @@ export async function createX509Svid(opts: CreateX509SvidOptions): Promise<Uint8
   const keyInfo = signerKeyInfo(opts.signer.publicKey)
   const issuer = issuerInfo(opts.issuer.certificate)
   checkSignerMatchesIssuer(opts.issuer.certificate, issuer, opts.signer.publicKey, keyInfo)
-  const notBefore = opts.notBefore === undefined ? new Date(Math.floor((Date.now() - NOT_BEFORE_BACKDATE_MS) / 1000) * 1000) : checkDate(opts.notBefore, 'notBefore')
+  const notBefore = opts.notBefore === undefined ? new Date(Date.now() - NOT_BEFORE_BACKDATE_MS) : checkDate(opts.notBefore, 'notBefore')
   let notAfter = checkDate(opts.notAfter, 'notAfter')
   if (notAfter.getTime() > issuer.notAfter.getTime()) notAfter = issuer.notAfter
+  if (Math.floor(notAfter.getTime() / 1000) <= Math.floor(notBefore.getTime() / 1000)) throw new RangeError('notAfter must be later than notBefore')
   const dnsNames = opts.dnsNames
   if (dnsNames) for (const d of dnsNames) checkDnsName(d)
-  const spki = exportSpki(opts.publicKey)
-  let ski: Buffer
-  try {
-    ski = subjectKeyId(spki)
-  } catch (cause) {
-    if (cause instanceof DerError) throw new TypeError('publicKey cannot be encoded', { cause })
-    throw cause
-  }
+  const { spki, ski } = keyIds(opts.publicKey)
   const serial = randomSerial()
-  const subjectFields: X509Subject = opts.subject ?? {
-    organization: DEFAULT_ORGANIZATION,
-    ...(dnsNames && dnsNames[0] !== undefined ? { commonName: dnsNames[0] } : {}),
-    serialNumber: serial.toString('hex'),
+
+  let subject: DerNode
+  if (opts.subject === undefined) {
+    // O=warrant[, CN=<first DNS name>], serialNumber=<32 hex digits> (the serial is always 16 bytes)
+    const rdns: DerNode[] = [DEFAULT_O_RDN.subarray(2)]
+    if (dnsNames && dnsNames[0] !== undefined) rdns.push(encodeName({ commonName: dnsNames[0] }).subarray(2))
+    rdns.push(SERIAL_NUMBER_HEADER, Buffer.from(serial.toString('hex'), 'latin1'))
+    subject = cons(TAG.SEQUENCE, ...rdns)
+  } else {
+    subject = encodeName(opts.subject)
   }
-  const subject = encodeName(subjectFields)
-  const subjectEmpty = subject.length === 2
-  const exts: Buffer[] = [LEAF_KEY_USAGE, LEAF_EXT_KEY_USAGE, LEAF_BASIC_CONSTRAINTS, extension(EXT_OID.ski, false, octetString(ski))]
+  const subjectEmpty = opts.subject !== undefined && (subject as Buffer).length === 2
+
+  const names: DerNode[] = [cons(0x86, Buffer.from(id.toString(), 'latin1'))]
+  if (dnsNames) for (const d of dnsNames) names.push(cons(0x82, Buffer.from(d, 'latin1')))
+  const sanValue = cons(TAG.OCTET_STRING, cons(TAG.SEQUENCE, ...names))
+  const san = subjectEmpty ? cons(TAG.SEQUENCE, SAN_OID, DER_TRUE, sanValue) : cons(TAG.SEQUENCE, SAN_OID, sanValue)
+  const exts: DerNode[] = [LEAF_KEY_USAGE, LEAF_EXT_KEY_USAGE, LEAF_BASIC_CONSTRAINTS, cons(TAG.SEQUENCE, SKI_OID, cons(TAG.OCTET_STRING, cons(TAG.OCTET_STRING, ski)))]
   if (issuer.akiExtension) exts.push(issuer.akiExtension)
-  exts.push(extension(EXT_OID.san, subjectEmpty, uriSan(id.toString(), dnsNames)))
-  const tbs = seq(
-    VERSION_3,
-    unsignedInteger(serial),
-    keyInfo.algId,
-    issuer.subjectRaw,
-    validity(notBefore, notAfter),
-    subject,
-    spki,
-    tlv(0xa3, seq(...exts)),
+  exts.push(san)
+  const tbs = encode(
+    cons(
+      TAG.SEQUENCE,
+      VERSION_3,
+      unsignedIntegerNode(serial),
+      keyInfo.algId,
+      issuer.subjectRaw,
+      cons(TAG.SEQUENCE, timeMemo(notBefore), timeMemo(notAfter)),
+      subject,
+      spki,
+      cons(0xa3, cons(TAG.SEQUENCE, ...exts)),
+    ),
   )
   return signTbs(tbs, opts.signer, keyInfo)
 }

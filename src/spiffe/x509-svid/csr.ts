@@ -3,6 +3,7 @@ import { IdentityError } from '../../errors/identity-error.js'
 import { KeyObjectSigner } from '../key-signer.js'
 import type { Signer } from '../signer.js'
 import { SpiffeId } from '../spiffe-id.js'
+import { rememberSpki } from './spki.js'
 import { exportSpki, signerKeyInfo, signTbs } from './certificate-builder.js'
 import { decodeSubjectAltName, OID, readExtensions, readSigned, type Extension } from './certificate-fields.js'
 import { children, DerError, expect, octetString, oid, readOid, readSmallInteger, seq, set, TAG, tlv, whole } from './der.js'
@@ -91,6 +92,7 @@ export function parseCsr(der: Uint8Array): ParsedCsr {
     throw csrError('signature cannot be checked', cause)
   }
   if (!ok) throw csrError('signature verification failed')
+  rememberSpki(publicKey, spkiRaw)
 
   let spiffeId: SpiffeId | undefined
   let dnsNames: string[] = []

@@ -274,3 +274,82 @@ export function readTime(buf: Uint8Array, t: Tlv): Date {
   if (date.getUTCDate() !== d) throw new DerError('bad time')
   return date
 }
+
+// ---------------------------------------------------------------- one-pass encoding
+
+/**
+ * A DER tree encoded in one allocation: leaves are already-encoded bytes (or
+ * raw contents inside a `cons`), inner nodes are `cons(tag, ...items)`.
+ * Used on the hot path (leaf certificates), where many small Buffers cost
+ * more than the encoding itself.
+ */
+export type DerNode = Uint8Array | DerCons
+export interface DerCons {
+  readonly tag: number
+  readonly items: readonly DerNode[]
+  len: number
+}
+
+export function cons(tag: number, ...items: DerNode[]): DerCons {
+  return { tag, items, len: -1 }
+}
+
+function measure(n: DerNode): number {
+  if (n instanceof Uint8Array) return n.length
+  let len = 0
+  for (const it of n.items) len += measure(it)
+  n.len = len
+  return 1 + lengthBytes(len) + len
+}
+
+function writeNode(out: Buffer, off: number, n: DerNode): number {
+  if (n instanceof Uint8Array) {
+    out.set(n, off)
+    return off + n.length
+  }
+  off = writeHeader(out, off, n.tag, n.len)
+  for (const it of n.items) off = writeNode(out, off, it)
+  return off
+}
+
+export function encode(n: DerNode): Buffer {
+  const out = Buffer.allocUnsafe(measure(n))
+  writeNode(out, 0, n)
+  return out
+}
+
+const ZERO = Uint8Array.of(0)
+
+/** INTEGER node from unsigned big-endian magnitude (no copy). */
+export function unsignedIntegerNode(magnitude: Uint8Array): DerNode {
+  let i = 0
+  while (i < magnitude.length - 1 && magnitude[i] === 0) i++
+  const m = magnitude.subarray(i)
+  if (m.length === 0) return Uint8Array.of(0x02, 0x01, 0x00)
+  return (m[0]! & 0x80) !== 0 ? cons(TAG.INTEGER, ZERO, m) : cons(TAG.INTEGER, m)
+}
+
+/** ECDSA P1363 (r||s) → DER `ECDSA-Sig-Value` node. */
+export function p1363ToDerNode(sig: Uint8Array): DerNode {
+  if (sig.length === 0 || sig.length % 2 !== 0) throw new DerError('malformed ECDSA signature')
+  const half = sig.length / 2
+  return cons(TAG.SEQUENCE, unsignedIntegerNode(sig.subarray(0, half)), unsignedIntegerNode(sig.subarray(half)))
+}
+
+let lastTimeMs = NaN
+let lastTime: Buffer = Buffer.alloc(0)
+let prevTimeMs = NaN
+let prevTime: Buffer = Buffer.alloc(0)
+
+/** `time()` with a two-entry memo (notBefore/notAfter repeat within a second). */
+export function timeMemo(d: Date): Buffer {
+  const ms = Math.floor(d.getTime() / 1000)
+  if (ms === lastTimeMs) return lastTime
+  if (ms === prevTimeMs) return prevTime
+  const t = time(d)
+  prevTimeMs = lastTimeMs
+  prevTime = lastTime
+  lastTimeMs = ms
+  lastTime = t
+  return t
+}

@@ -147,7 +147,7 @@ describe('verifyX509Svid: chains and trust', () => {
   it('rejects a leaf whose signature was tampered with', async () => {
     const leaf = await mk(root)
     const bad = new Uint8Array(leaf)
-    bad[bad.length - 5] ^= 0x01
+    bad[bad.length - 5] = bad[bad.length - 5]! ^ 0x01
     expect(await codeOf(verifyX509Svid([bad], bundle, { now: NOW }))).toBe('ERR_X509_SVID_UNTRUSTED')
   })
 

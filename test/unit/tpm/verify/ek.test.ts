@@ -12,7 +12,9 @@ import {
 } from '../../../../src/tpm/verify/ek.js'
 import { softRsaKey, type SoftKey } from './soft-tpm.js'
 
-x509.cryptoProvider.set(webcrypto as unknown as Crypto)
+type CryptoKey = webcrypto.CryptoKey
+type CryptoKeyPair = webcrypto.CryptoKeyPair
+x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0])
 
 const FAILED = { code: 'ERR_TPM_VERIFICATION_FAILED' }
 const EC = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' }

@@ -14,6 +14,8 @@ export const MIGRATIONS: readonly Migration[] = [
   {
     version: 1,
     name: 'initial schema',
+    // Tables keyed by text are WITHOUT ROWID: secondary indexes then carry the key,
+    // so a list by parent_id (or attestor) comes out in key order without a sort.
     sql: `
 CREATE TABLE entries (
   id TEXT PRIMARY KEY NOT NULL,
@@ -32,7 +34,7 @@ CREATE TABLE entries (
   selector_count INTEGER NOT NULL,
   -- sha256 of the canonical [spiffe_id, parent_id, sorted selectors]: no duplicate entries
   unique_key TEXT NOT NULL UNIQUE
-) STRICT;
+) STRICT, WITHOUT ROWID;
 CREATE INDEX entries_spiffe_id ON entries (spiffe_id);
 CREATE INDEX entries_parent_id ON entries (parent_id);
 CREATE INDEX entries_expires_at ON entries (expires_at) WHERE expires_at IS NOT NULL;
@@ -71,7 +73,7 @@ CREATE TABLE attested_nodes (
   can_reattest INTEGER NOT NULL CHECK (can_reattest IN (0, 1)),
   created_at INTEGER NOT NULL,
   updated_at INTEGER NOT NULL
-) STRICT;
+) STRICT, WITHOUT ROWID;
 CREATE INDEX attested_nodes_attestor ON attested_nodes (attestor);
 CREATE INDEX attested_nodes_expires_at ON attested_nodes (expires_at);
 
@@ -88,7 +90,7 @@ CREATE TABLE join_tokens (
   spiffe_id TEXT NOT NULL,
   expires_at INTEGER NOT NULL,
   created_at INTEGER NOT NULL
-) STRICT;
+) STRICT, WITHOUT ROWID;
 CREATE INDEX join_tokens_expires_at ON join_tokens (expires_at);
 
 CREATE TABLE bundles (
@@ -96,12 +98,12 @@ CREATE TABLE bundles (
   document TEXT NOT NULL,
   sequence INTEGER NOT NULL,
   updated_at INTEGER NOT NULL
-) STRICT;
+) STRICT, WITHOUT ROWID;
 
 CREATE TABLE ca_journal (
   name TEXT PRIMARY KEY NOT NULL,
   json TEXT NOT NULL
-) STRICT;
+) STRICT, WITHOUT ROWID;
 
 CREATE TABLE kv (
   namespace TEXT NOT NULL,

@@ -87,8 +87,10 @@ const NODE_COLUMNS = `n.agent_id, n.attestor, n.serial, n.previous_serial, n.exp
   (SELECT json_group_array(json_array(s.type, s.value)) FROM node_selectors s WHERE s.agent_id = n.agent_id) AS selectors`
 
 /** Entry ids whose selectors include members of @sel (a JSON array of [type, value]), via the (type, value) index. */
+// CROSS JOIN pins json_each as the outer loop (SQLite never reorders it), so every
+// given selector is one lookup in the (type, value) index whatever the statistics say.
 const ENTRY_SELECTOR_HITS = `SELECT s.entry_id FROM json_each(@sel) j
-  JOIN entry_selectors s ON s.type = j.value ->> 0 AND s.value = j.value ->> 1`
+  CROSS JOIN entry_selectors s ON s.type = j.value ->> 0 AND s.value = j.value ->> 1`
 
 function parseSelectors(json: string): Selector[] {
   const pairs = JSON.parse(json) as [string, string][]
@@ -187,7 +189,7 @@ function nodeWhere(f: NormalizedNodeFilter): { clauses: string[]; params: Record
   if (f.expiresBefore !== undefined) (clauses.push('n.expires_at < @expiresBefore'), (params.expiresBefore = f.expiresBefore))
   if (f.selectors !== undefined && f.selectors.length > 0) {
     clauses.push(`n.agent_id IN (SELECT s.agent_id FROM json_each(@sel) j
-      JOIN node_selectors s ON s.type = j.value ->> 0 AND s.value = j.value ->> 1
+      CROSS JOIN node_selectors s ON s.type = j.value ->> 0 AND s.value = j.value ->> 1
       GROUP BY s.agent_id HAVING COUNT(*) = @n)`)
     params.sel = selectorJson(f.selectors)
     params.n = f.selectors.length
@@ -290,6 +292,7 @@ export async function openSqliteDataStore(opts: SqliteDataStoreOptions): Promise
       if (mode !== 'wal') throw new Error(`journal_mode is ${String(mode)}, expected wal`)
     }
     db.pragma('synchronous = FULL')
+    db.pragma('temp_store = MEMORY')
     db.pragma('foreign_keys = ON')
     if (db.pragma('foreign_keys', { simple: true }) !== 1) throw new Error('foreign keys are not enforced')
     version = migrate(db, log, MIGRATIONS)

@@ -84,12 +84,26 @@ function noIdentity(): IdentityError {
   return new IdentityError('ERR_NO_IDENTITY_ISSUED', 'no identity issued')
 }
 
+/**
+ * Keeps the first item of each non-empty hint: the spec requires hints to be
+ * unique within a response, and clients keep the first anyway.
+ */
+export function uniqueHints<T extends { hint: string }>(items: readonly T[]): T[] {
+  const seen = new Set<string>()
+  return items.filter((i) => {
+    if (i.hint === '') return true
+    if (seen.has(i.hint)) return false
+    seen.add(i.hint)
+    return true
+  })
+}
+
 export function x509SvidResponse(u: WorkloadUpdate): X509SVIDResponseMessage {
   const bundle = buf(u.bundle.x509)
   const federated: Record<string, Buffer> = {}
   for (const [td, b] of u.federatedBundles) federated[td] = buf(b.x509)
   return {
-    svids: u.identities.map((id) => ({
+    svids: uniqueHints(u.identities).map((id) => ({
       spiffe_id: id.spiffeId,
       x509_svid: concat(id.x509Svid),
       x509_svid_key: buf(id.x509SvidKey),
@@ -159,7 +173,7 @@ export function workloadApiHandlers(opts: WorkloadApiHandlerOptions): UntypedSer
       }
       const onAbort = () => finish()
       sink.signal.addEventListener('abort', onAbort)
-      const u = manager.subscribe(selectors, (update) => {
+      const onUpdate = (update: WorkloadUpdate) => {
         if (done) return
         let msg: Res | IdentityError
         try {
@@ -170,7 +184,14 @@ export function workloadApiHandlers(opts: WorkloadApiHandlerOptions): UntypedSer
         }
         if (msg instanceof IdentityError) finish(msg)
         else sink.send(msg)
-      })
+      }
+      let u: () => void
+      try {
+        u = manager.subscribe(selectors, onUpdate)
+      } catch (err) {
+        finish(new IdentityError('ERR_INTERNAL', 'cannot subscribe to workload updates', { cause: err }))
+        return
+      }
       if (done) u()
       else unsubscribe = u
       if (sink.signal.aborted) finish()
@@ -210,7 +231,7 @@ export function workloadApiHandlers(opts: WorkloadApiHandlerOptions): UntypedSer
         { signal: ctx.signal },
       )
       if (svids.length === 0) throw noIdentity()
-      return { svids: svids.map((s) => ({ spiffe_id: s.spiffeId, svid: s.token, hint: s.hint })) }
+      return { svids: uniqueHints(svids).map((s) => ({ spiffe_id: s.spiffeId, svid: s.token, hint: s.hint })) }
     }),
 
     ValidateJWTSVID: unary(log, 'ValidateJWTSVID', async (req: ValidateJWTSVIDRequestMessage, ctx) => {

@@ -292,6 +292,7 @@ export async function openSqliteDataStore(opts: SqliteDataStoreOptions): Promise
       if (mode !== 'wal') throw new Error(`journal_mode is ${String(mode)}, expected wal`)
     }
     db.pragma('synchronous = FULL')
+    if (db.pragma('synchronous', { simple: true }) !== 2) throw new Error('synchronous=FULL was not applied')
     db.pragma('temp_store = MEMORY')
     db.pragma('foreign_keys = ON')
     if (db.pragma('foreign_keys', { simple: true }) !== 1) throw new Error('foreign keys are not enforced')

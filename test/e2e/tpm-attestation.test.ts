@@ -65,6 +65,15 @@ describe.runIf(requireTools('swtpm', 'swtpm_setup'))('tpm node attestation again
     expect(again.agentId.equals(res.agentId)).toBe(true)
   })
 
+  it("parses swtpm's EK certificate with its critical TCG SAN and chains it to the local CA", async () => {
+    const { parseEkCertificate, trustAnchorsFrom, verifyEkChain, parsePemCertificates } = await import('../../src/tpm/verify/ek.js')
+    const ek = parseEkCertificate(readFileSync(join(tpm.ekCertDir, 'ek-rsa2048.crt')))
+    expect(ek.tcg.model).toBe('swtpm')
+    expect(ek.tcg.manufacturer).toMatch(/^id:/)
+    const anchors = trustAnchorsFrom(caFiles.flatMap((file) => parsePemCertificates(readFileSync(file, 'utf8'))))
+    expect(verifyEkChain(ek.cert, anchors, Date.now()).length).toBe(2)
+  })
+
   it('attests an allow-listed ECC EK without a certificate chain', async () => {
     const probe = await tpmServerPlugin.create(parseTpmServerConfig({ ek_hash_allow_list: ['0'.repeat(64)], pcrs: [16] }), deps)
     const agent = agentFor('ecc')

@@ -5,10 +5,8 @@ import type { SignatureAlgorithm, Signer } from '../signer.js'
 import { SpiffeId } from '../spiffe-id.js'
 import { TrustDomain } from '../trust-domain.js'
 import {
-  bitString,
   DER_NULL,
   DER_TRUE,
-  DerError,
   octetString,
   oid,
   p1363ToDerNode,

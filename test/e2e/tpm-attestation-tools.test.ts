@@ -76,6 +76,19 @@ describe.runIf(requireTools('swtpm', 'swtpm_setup', 'tpm2_quote', 'tpm2_checkquo
     expect((await activate(toolsCredentialFile(cred))).equals(secret)).toBe(true)
   })
 
+  it("a credential for swtpm's high-range P-384 EK (SHA-384, AES-256) is activated by tpm2_activatecredential", async () => {
+    const ek = await withClient((c) => c.readPublic(0x81010016))
+    const secret = randomBytes(32)
+    const cred = makeCredential({ ekPublic: ek.publicBytes, akName: readFileSync(f('ak.name')), secret })
+    writeFileSync(f('cred384.in'), toolsCredentialFile(cred))
+    try {
+      await tools('tpm2_activatecredential', '-c', f('ak.ctx'), '-C', '0x81010016', '-i', f('cred384.in'), '-o', f('cred384.out'), '-p', '', '-P', '')
+    } finally {
+      await tools('tpm2_flushcontext', '-t')
+    }
+    expect(readFileSync(f('cred384.out')).equals(secret)).toBe(true)
+  })
+
   it('a credential bound to another AK name fails activation with TPM_RC_INTEGRITY', async () => {
     const name = Buffer.from(readFileSync(f('ak.name')))
     name[5]! ^= 1

@@ -62,7 +62,12 @@ export async function startWorkloadApi(opts: StartWorkloadApiOptions): Promise<W
   )
   grpcServer.addService(healthPkg.grpc.health.v1.Health.service, health.handlers(log))
 
-  await peers.listen()
+  try {
+    await peers.listen()
+  } catch (err) {
+    grpcServer.forceShutdown()
+    throw err
+  }
   log.info({ [F.PATH]: opts.socketPath }, 'Workload API listening')
 
   let closing: Promise<void> | undefined

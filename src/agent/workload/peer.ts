@@ -177,15 +177,16 @@ export class PeerTrackingServer {
   }
 
   /**
-   * Creates the socket directory (0755) if needed, removes a stale socket file
+   * Creates the socket directory (0755) if it does not exist, removes a stale socket file
    * (only if it is a socket), listens, and makes the socket world-connectable (0777).
    */
   async listen(): Promise<void> {
     if (this.#server !== undefined) throw new TypeError('PeerTrackingServer is already listening')
     if (this.#getPeerCred === getSocketPeerCred) loadPeerCredAddon() // fail fast when the addon is missing
     const dir = dirname(this.socketPath)
-    mkdirSync(dir, { recursive: true, mode: 0o755 })
-    chmodSync(dir, 0o755)
+    // A directory we create gets 0755 regardless of umask; an existing one
+    // (which may be shared, such as /tmp) is left as it is.
+    if (mkdirSync(dir, { recursive: true, mode: 0o755 }) !== undefined) chmodSync(dir, 0o755)
     removeStaleSocket(this.socketPath)
 
     this.#injector = this.#grpcServer.createConnectionInjector(grpc.ServerCredentials.createInsecure())

@@ -159,6 +159,15 @@ describe('PeerTrackingServer', () => {
     expect(sock.mode & 0o777).toBe(0o777)
   })
 
+  it('leaves the mode of an existing directory alone', async () => {
+    const dir = join(tmp.dir, 'shared')
+    mkdirSync(dir, { mode: 0o1777 })
+    chmodSync(dir, 0o1777)
+    pts = new PeerTrackingServer({ socketPath: join(dir, 'api.sock'), grpcServer, log: nullLogger })
+    await pts.listen()
+    expect(lstatSync(dir).mode & 0o7777).toBe(0o1777)
+  })
+
   it('replaces a stale socket file', async () => {
     const socketPath = join(tmp.dir, 'api.sock')
     // A listener killed with SIGKILL leaves its socket file behind, as a crashed agent would.

@@ -95,6 +95,18 @@ describe('verifyX509Svid: chains and trust', () => {
     expect(r.verifiedChain).toHaveLength(4)
   })
 
+  it('accepts a chain that also carries the root, and returns each certificate once', async () => {
+    const leaf = await mk(inter)
+    const r = await verifyX509Svid([leaf, inter.certificate, root.certificate], bundle, { now: NOW })
+    expect(r.verifiedChain).toEqual([leaf, inter.certificate, root.certificate])
+  })
+
+  it('accepts the expiring-root chain before the root expires', async () => {
+    const shortRoot = await makeRoot('example.org', 'ec-p256', { notAfter: new Date(NOW.getTime() + HOUR / 2) })
+    const leaf = await peculiarLeaf(shortRoot, leafKey.publicKey, { uris: [ID], keyUsage: KU.digitalSignature, notAfter: new Date(NOW.getTime() + 2 * HOUR) })
+    expect(await codeOf(verifyX509Svid([leaf], new X509Bundle(td, [shortRoot.certificate]), { now: NOW }))).toBe('ok')
+  })
+
   it('honours pathLenConstraint', async () => {
     const limited = await makeIntermediate(root, 'example.org', 'ec-p256', { maxPathLength: 0 })
     const below = await makeIntermediate(limited, 'example.org', 'ec-p256')

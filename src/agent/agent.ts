@@ -1,0 +1,276 @@
+/**
+ * The agent, wired: node attestation (or the persisted SVID), the server
+ * client, the cache manager, the Sync loop with reconnect backoff, agent SVID
+ * renewal at half-life, and the Workload API socket.
+ */
+import { generateKeyPairSync, type KeyObject } from 'node:crypto'
+import { systemClock, type Clock } from '../common/clock.js'
+import { F, type Logger } from '../common/log/logger.js'
+import { IdentityError } from '../errors/identity-error.js'
+import type { AgentNodeAttestor, PluginDeps, WorkloadAttestor } from '../plugin/contracts.js'
+import type { SpiffeBundle } from '../spiffe/bundle/spiffe-bundle.js'
+import { SpiffeBundle as Bundle } from '../spiffe/bundle/spiffe-bundle.js'
+import { createCsr } from '../spiffe/x509-svid/csr.js'
+import { X509Svid } from '../spiffe/x509-svid/x509-svid.js'
+import { attestWorkload, type NamedWorkloadAttestor } from './workload/attest-workload.js'
+import { startWorkloadApi, type WorkloadApiServer } from './workload-api/start-workload-api.js'
+import { AgentStore, readTrustBundle } from './agent-store.js'
+import type { AgentConfig } from './config.js'
+import { AgentManager } from './manager/manager.js'
+import { Backoff, renewalTime } from './manager/backoff.js'
+import { attestNode, canReattest } from './node-attestation.js'
+import { GrpcServerClient, isAgentRejected, type BundleDoc, type ClientCredentials, type SyncMessage } from './server-client.js'
+
+export interface StartAgentOptions {
+  config: AgentConfig<AgentNodeAttestor, WorkloadAttestor, unknown>
+  log: Logger
+  clock?: Clock
+  random?: () => number
+  /** Tests: start without the Workload API socket. */
+  workloadApi?: boolean
+}
+
+export interface RunningAgent {
+  readonly manager: AgentManager
+  readonly agentId: string
+  readonly workloadApi: WorkloadApiServer | undefined
+  close(): Promise<void>
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve()
+    const t = setTimeout(done, ms)
+    function done() {
+      clearTimeout(t)
+      signal.removeEventListener('abort', done)
+      resolve()
+    }
+    signal.addEventListener('abort', done, { once: true })
+  })
+}
+
+function newKey(): KeyObject {
+  return generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey
+}
+
+export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent> {
+  const cfg = opts.config
+  const clock = opts.clock ?? systemClock
+  const random = opts.random ?? Math.random
+  const log = opts.log.child({ [F.SUBSYSTEM]: 'agent' })
+  const td = cfg.trustDomain
+  const deps = (name: string, type: string): PluginDeps => ({
+    log: opts.log.child({ [F.PLUGIN_TYPE]: type, [F.PLUGIN_NAME]: name }),
+    clock,
+    trustDomain: td,
+    dataDir: cfg.dataDir,
+  })
+
+  const store = new AgentStore({ dir: cfg.dataDir, trustDomain: td, persist: cfg.keyManager?.name !== 'memory' })
+  const nodeAttestor = await cfg.nodeAttestor.definition.create(cfg.nodeAttestor.config, deps(cfg.nodeAttestor.name, 'node_attestor'))
+  const workloadAttestors: NamedWorkloadAttestor[] = []
+  for (const w of cfg.workloadAttestors) {
+    workloadAttestors.push({ name: w.name, attestor: await w.definition.create(w.config, deps(w.name, 'workload_attestor')) })
+  }
+  const closeables: { close?(): Promise<void> }[] = [nodeAttestor, ...workloadAttestors.map((w) => w.attestor as { close?(): Promise<void> })]
+
+  // Trust: the persisted bundle, else the bootstrap bundle, else (insecure) none.
+  let bundle: SpiffeBundle | undefined = store.loadBundle()
+  if (!bundle && cfg.trustBundlePath) bundle = readTrustBundle(cfg.trustBundlePath, td)
+  if (!bundle && !cfg.insecureBootstrap) throw new IdentityError('ERR_CONFIG_INVALID', 'no trust bundle: set trust_bundle_path or insecure_bootstrap')
+  const rootsPem = () => (bundle ? bundle.x509Bundle().toPem() : undefined)
+
+  let svid!: X509Svid
+  let key!: KeyObject
+  const attestorName = cfg.nodeAttestor.name
+
+  async function attest(signal?: AbortSignal): Promise<void> {
+    const k = newKey()
+    const boot = new GrpcServerClient({ address: cfg.serverAddress, trustDomain: td, credentials: { rootsPem: rootsPem() } })
+    try {
+      const out = await attestNode({
+        client: boot,
+        attestorName,
+        attestor: nodeAttestor,
+        privateKey: k,
+        trustDomain: td,
+        log,
+        ...(signal ? { signal } : {}),
+      })
+      svid = X509Svid.fromChain(out.svidChain, k)
+      key = k
+      store.saveSvid(svid, key)
+      if (out.bundle) updateBundle(out.bundle)
+    } finally {
+      boot.close()
+    }
+  }
+
+  function updateBundle(doc: BundleDoc): boolean {
+    let b: SpiffeBundle
+    try {
+      b = Bundle.parse(td, doc.document)
+    } catch (err) {
+      log.warn({ [F.ERR]: err }, 'Ignoring invalid bundle from the server')
+      return false
+    }
+    if (b.x509Authorities.length === 0) return false
+    const changed = !bundle || bundle.x509Bundle().toPem() !== b.x509Bundle().toPem()
+    bundle = b
+    store.saveBundle(b)
+    return changed
+  }
+
+  const loaded = store.load()
+  if (loaded.state && loaded.state.svid.notAfter.getTime() > clock.now() + 1000) {
+    svid = loaded.state.svid
+    key = loaded.state.key
+    log.info({ [F.AGENT_ID]: svid.id.toString(), not_after: svid.notAfter.toISOString() }, 'Reusing persisted agent SVID; skipping node attestation')
+  } else {
+    log.info({ [F.REASON]: loaded.state ? 'persisted agent SVID expired' : loaded.reason }, 'Attesting node')
+    await attest()
+  }
+
+  const creds = (): ClientCredentials => ({
+    rootsPem: rootsPem(),
+    keyPem: key.export({ type: 'pkcs8', format: 'pem' }) as string,
+    chainPem: svid.certificatesPem(),
+  })
+  const client = new GrpcServerClient({ address: cfg.serverAddress, trustDomain: td, credentials: creds() })
+
+  const manager = new AgentManager({
+    trustDomain: td,
+    signer: client,
+    clock,
+    log: opts.log,
+    random,
+    x509SvidCacheMaxSize: cfg.x509SvidCacheMaxSize,
+    jwtSvidCacheMaxSize: cfg.jwtSvidCacheMaxSize,
+    attestWorkload: (peer, o) => attestWorkload(peer.pid, workloadAttestors, { ...o, log: opts.log }),
+  })
+  if (bundle) manager.setBundle({ trustDomain: td.name, document: bundle.marshal(), sequence: bundle.sequenceNumber ?? 0 })
+
+  const stop = new AbortController()
+  let syncAbort = new AbortController()
+  let rejected = false
+
+  /** The server no longer accepts our SVID: attest again when the attestor can, else stop asking. */
+  async function onRejected(err: unknown): Promise<void> {
+    if (!canReattest(attestorName)) {
+      if (!rejected) {
+        log.error({ [F.ERR]: err, [F.PLUGIN_NAME]: attestorName }, 'The server rejected the agent SVID; a new join token is needed to attest this agent again')
+      }
+      rejected = true
+      return
+    }
+    log.warn({ [F.ERR]: err }, 'The server rejected the agent SVID; attesting again')
+    await attest(stop.signal)
+    client.setCredentials(creds())
+    scheduleRenewal()
+  }
+
+  // ---- Sync loop ----
+  const syncBackoff = new Backoff({ initialMs: 250, maxMs: 15_000, random })
+  const syncLoop = (async () => {
+    while (!stop.signal.aborted) {
+      syncAbort = new AbortController()
+      const signal = AbortSignal.any([stop.signal, syncAbort.signal])
+      try {
+        await client.sync(
+          (msg: SyncMessage) => {
+            syncBackoff.reset()
+            rejected = false
+            if (msg.bundle && updateBundle(msg.bundle)) {
+              log.info({ [F.TRUST_DOMAIN]: td.name }, 'Trust bundle changed')
+              queueMicrotask(() => client.setCredentials(creds()))
+            }
+            manager.applySync(msg).catch((err: unknown) => log.warn({ [F.ERR]: err }, 'Applying a sync message failed'))
+          },
+          { signal },
+        )
+        if (syncAbort.signal.aborted && !stop.signal.aborted) continue // restart on the new channel at once
+      } catch (err) {
+        if (stop.signal.aborted) break
+        if (isAgentRejected(err)) {
+          try {
+            await onRejected(err)
+          } catch (e) {
+            log.warn({ [F.ERR]: e }, 'Re-attestation failed')
+          }
+        } else {
+          log.warn({ [F.ERR]: err }, 'Sync stream failed; reconnecting')
+        }
+      }
+      await sleep(syncBackoff.next(), stop.signal)
+    }
+  })()
+
+  // ---- agent SVID renewal ----
+  let renewTimer: NodeJS.Timeout | undefined
+  const renewBackoff = new Backoff({ initialMs: 1000, maxMs: 30_000, random })
+  function scheduleRenewal(delayOverride?: number): void {
+    if (renewTimer) clearTimeout(renewTimer)
+    if (stop.signal.aborted) return
+    const at = renewalTime(svid.notBefore.getTime(), svid.notAfter.getTime(), random)
+    const delay = delayOverride ?? Math.max(0, at - clock.now())
+    renewTimer = setTimeout(() => void renew(), Math.min(delay, 2 ** 31 - 1))
+  }
+  async function renew(): Promise<void> {
+    try {
+      const k = newKey()
+      const chain = await client.renewAgent(await createCsr({ privateKey: k }), { signal: stop.signal })
+      const next = X509Svid.fromChain(chain, k)
+      svid = next
+      key = k
+      store.saveSvid(svid, key)
+      client.setCredentials(creds())
+      renewBackoff.reset()
+      log.info({ [F.AGENT_ID]: svid.id.toString(), not_after: svid.notAfter.toISOString() }, 'Agent SVID renewed')
+      syncAbort.abort() // the Sync stream moves to the new certificate
+      scheduleRenewal()
+    } catch (err) {
+      if (stop.signal.aborted) return
+      if (isAgentRejected(err)) {
+        try {
+          await onRejected(err)
+          return
+        } catch (e) {
+          log.warn({ [F.ERR]: e }, 'Re-attestation failed')
+        }
+      }
+      const delay = renewBackoff.next()
+      log.warn({ [F.ERR]: err, retry_in_ms: delay }, 'Agent SVID renewal failed')
+      scheduleRenewal(delay)
+    }
+  }
+  scheduleRenewal()
+
+  let api: WorkloadApiServer | undefined
+  if (opts.workloadApi ?? true) {
+    api = await startWorkloadApi({ socketPath: cfg.socketPath, manager, log: opts.log })
+  }
+  log.info({ [F.AGENT_ID]: svid.id.toString(), [F.ADDRESS]: cfg.serverAddress }, 'Agent started')
+
+  let closing: Promise<void> | undefined
+  return {
+    manager,
+    get agentId() {
+      return svid.id.toString()
+    },
+    workloadApi: api,
+    close() {
+      closing ??= (async () => {
+        stop.abort()
+        if (renewTimer) clearTimeout(renewTimer)
+        await api?.close()
+        manager.close()
+        await syncLoop
+        client.close()
+        for (const c of closeables) await c.close?.()
+        log.info({}, 'Agent stopped')
+      })()
+      return closing
+    },
+  }
+}

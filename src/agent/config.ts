@@ -1,0 +1,175 @@
+/**
+ * agent.toml: a strict file schema (unknown keys are errors), then the typed
+ * runtime config. Every problem of the core block and of every plugin block
+ * is reported together, with its path. Relative paths resolve against the
+ * config file's directory.
+ */
+import { dirname, isAbsolute, resolve } from 'node:path'
+import { z } from 'zod'
+import { configError, type ConfigIssue } from '../common/config/issues.js'
+import { hostPort, logLevel, trustDomain } from '../common/config/refinements.js'
+import { readTomlFile } from '../common/config/toml.js'
+import { IdentityError } from '../errors/identity-error.js'
+import type { PluginDefinition } from '../plugin/contracts.js'
+import type { TrustDomain } from '../spiffe/trust-domain.js'
+
+export const DEFAULT_X509_SVID_CACHE_MAX_SIZE = 1000
+export const DEFAULT_JWT_SVID_CACHE_MAX_SIZE = 1000
+
+const AgentBlockSchema = z
+  .object({
+    trust_domain: trustDomain(),
+    server_address: hostPort(),
+    socket_path: z.string().min(1, 'must not be empty'),
+    data_dir: z.string().min(1, 'must not be empty'),
+    log_level: logLevel().optional(),
+    trust_bundle_path: z.string().min(1, 'must not be empty').optional(),
+    insecure_bootstrap: z.boolean().optional(),
+    x509_svid_cache_max_size: z.number().int('must be an integer').min(1, 'must be at least 1').max(1_000_000).optional(),
+    jwt_svid_cache_max_size: z.number().int('must be an integer').min(1, 'must be at least 1').max(1_000_000).optional(),
+  })
+  .strict()
+
+const PluginsSchema = z
+  .object({
+    node_attestor: z.record(z.string(), z.unknown()).optional(),
+    workload_attestor: z.record(z.string(), z.unknown()).optional(),
+    key_manager: z.record(z.string(), z.unknown()).optional(),
+  })
+  .strict()
+
+const FileSchema = z.object({ agent: AgentBlockSchema, plugins: PluginsSchema.optional() }).strict()
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- PluginDefinition is invariant in its config type
+export type AnyPlugin<I> = PluginDefinition<any, I>
+
+/** The plugin definitions the agent may use, supplied by the composition root. */
+export interface AgentPluginRegistry<NA, WA, KM> {
+  nodeAttestors: readonly AnyPlugin<NA>[]
+  workloadAttestors: readonly AnyPlugin<WA>[]
+  keyManagers: readonly AnyPlugin<KM>[]
+}
+
+/** A plugin chosen by the config, with its validated config. */
+export interface ConfiguredPlugin<I> {
+  name: string
+  definition: AnyPlugin<I>
+  config: unknown
+}
+
+export interface AgentConfig<NA = unknown, WA = unknown, KM = unknown> {
+  trustDomain: TrustDomain
+  /** `host:port` of the server's agent API. */
+  serverAddress: string
+  socketPath: string
+  dataDir: string
+  logLevel: 'debug' | 'info' | 'warn' | 'error'
+  /** PEM or SPIFFE bundle document used to trust the server on the first connection. */
+  trustBundlePath: string | undefined
+  insecureBootstrap: boolean
+  x509SvidCacheMaxSize: number
+  jwtSvidCacheMaxSize: number
+  nodeAttestor: ConfiguredPlugin<NA>
+  workloadAttestors: ConfiguredPlugin<WA>[]
+  /** Undefined: no key manager block (the agent key is kept in a 0600 file in data_dir). */
+  keyManager: ConfiguredPlugin<KM> | undefined
+}
+
+function issuesOf(err: z.ZodError, prefix: string): ConfigIssue[] {
+  const out: ConfigIssue[] = []
+  for (const i of err.issues) {
+    const base = [prefix, ...i.path.map(String)].filter((p) => p !== '')
+    if (i.code === 'unrecognized_keys') {
+      for (const k of i.keys) out.push({ path: [...base, k].join('.'), message: 'unknown key' })
+    } else {
+      out.push({ path: base.join('.') || '(root)', message: i.message })
+    }
+  }
+  return out
+}
+
+function pluginIssues(err: unknown, prefix: string): ConfigIssue[] {
+  if (err instanceof IdentityError && Array.isArray(err.details?.issues)) {
+    return (err.details.issues as ConfigIssue[]).map((i) => ({
+      path: i.path.startsWith(prefix) ? i.path : `${prefix}.${i.path}`,
+      message: i.message,
+    }))
+  }
+  return [{ path: prefix, message: err instanceof Error ? err.message : String(err) }]
+}
+
+/**
+ * Validates a parsed agent.toml. `baseDir` is the config file's directory.
+ * Throws ERR_CONFIG_INVALID listing every issue (core and plugins).
+ */
+export function parseAgentConfig<NA, WA, KM>(
+  raw: unknown,
+  opts: { baseDir: string; plugins: AgentPluginRegistry<NA, WA, KM> },
+): AgentConfig<NA, WA, KM> {
+  const issues: ConfigIssue[] = []
+  const r = FileSchema.safeParse(raw)
+  if (!r.success) issues.push(...issuesOf(r.error, ''))
+  const rawObj = (typeof raw === 'object' && raw !== null ? raw : {}) as Record<string, unknown>
+  const rawPlugins = (typeof rawObj.plugins === 'object' && rawObj.plugins !== null ? rawObj.plugins : {}) as Record<string, unknown>
+
+  function pick<I>(kind: 'node_attestor' | 'workload_attestor' | 'key_manager', defs: readonly AnyPlugin<I>[]): ConfiguredPlugin<I>[] {
+    const block = rawPlugins[kind]
+    if (block === undefined || typeof block !== 'object' || block === null) return []
+    const out: ConfiguredPlugin<I>[] = []
+    for (const [name, cfg] of Object.entries(block as Record<string, unknown>)) {
+      const prefix = `plugins.${kind}.${name}`
+      const def = defs.find((d) => d.name === name)
+      if (!def) {
+        issues.push({ path: prefix, message: `unknown ${kind} plugin (known: ${defs.map((d) => d.name).join(', ') || 'none'})` })
+        continue
+      }
+      try {
+        out.push({ name, definition: def, config: def.parseConfig(cfg ?? {}) })
+      } catch (err) {
+        issues.push(...pluginIssues(err, prefix))
+      }
+    }
+    return out
+  }
+  const nodeAttestors = pick('node_attestor', opts.plugins.nodeAttestors)
+  const workloadAttestors = pick('workload_attestor', opts.plugins.workloadAttestors)
+  const keyManagers = pick('key_manager', opts.plugins.keyManagers)
+
+  const count = (kind: string) => Object.keys((rawPlugins[kind] as Record<string, unknown> | undefined) ?? {}).length
+  if (count('node_attestor') !== 1) issues.push({ path: 'plugins.node_attestor', message: 'exactly one node attestor must be configured' })
+  if (count('workload_attestor') < 1) issues.push({ path: 'plugins.workload_attestor', message: 'at least one workload attestor must be configured' })
+  if (count('key_manager') > 1) issues.push({ path: 'plugins.key_manager', message: 'at most one key manager may be configured' })
+
+  const a = r.success ? r.data.agent : undefined
+  if (a) {
+    if (a.trust_bundle_path === undefined && a.insecure_bootstrap !== true) {
+      issues.push({ path: 'agent.trust_bundle_path', message: 'set trust_bundle_path or insecure_bootstrap = true' })
+    }
+    if (a.trust_bundle_path !== undefined && a.insecure_bootstrap === true) {
+      issues.push({ path: 'agent.insecure_bootstrap', message: 'cannot be combined with trust_bundle_path' })
+    }
+  }
+  if (issues.length > 0 || !a) throw configError(issues, 'agent configuration')
+
+  const abs = (p: string) => (isAbsolute(p) ? p : resolve(opts.baseDir, p))
+  return {
+    trustDomain: a.trust_domain,
+    serverAddress: a.server_address,
+    socketPath: abs(a.socket_path),
+    dataDir: abs(a.data_dir),
+    logLevel: a.log_level ?? 'info',
+    trustBundlePath: a.trust_bundle_path === undefined ? undefined : abs(a.trust_bundle_path),
+    insecureBootstrap: a.insecure_bootstrap ?? false,
+    x509SvidCacheMaxSize: a.x509_svid_cache_max_size ?? DEFAULT_X509_SVID_CACHE_MAX_SIZE,
+    jwtSvidCacheMaxSize: a.jwt_svid_cache_max_size ?? DEFAULT_JWT_SVID_CACHE_MAX_SIZE,
+    nodeAttestor: nodeAttestors[0]!,
+    workloadAttestors,
+    keyManager: keyManagers[0],
+  }
+}
+
+/** Reads and validates an agent.toml file. */
+export function loadAgentConfig<NA, WA, KM>(path: string, plugins: AgentPluginRegistry<NA, WA, KM>): AgentConfig<NA, WA, KM> {
+  const abs = resolve(path)
+  return parseAgentConfig(readTomlFile(abs), { baseDir: dirname(abs), plugins })
+}

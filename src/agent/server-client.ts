@@ -1,0 +1,358 @@
+/**
+ * Client of the server's agent API (`warrant.agent.v1.Node`) over TCP+TLS.
+ *
+ * The server presents an X.509-SVID for `spiffe://<td>/warrant/server` (URI
+ * SAN only): the client trusts the given roots and checks that URI SAN itself
+ * (the host name does not matter). Every RPC but Attest presents the agent's
+ * SVID as client certificate; `setCredentials` builds a new channel, so a
+ * renewed SVID or a new bundle is used from the next call on.
+ */
+import * as grpc from '@grpc/grpc-js'
+import type { PeerCertificate } from 'node:tls'
+import { loadProto } from '../common/grpc/proto.js'
+import { ERROR_CODES, type ErrorCode } from '../errors/codes.js'
+import { IdentityError } from '../errors/identity-error.js'
+import type { NodeClient } from '../gen/warrant/agent/v1/Node.js'
+import type { SyncResponse__Output } from '../gen/warrant/agent/v1/SyncResponse.js'
+import type { Entry__Output } from '../gen/warrant/types/v1/Entry.js'
+import type { Bundle__Output } from '../gen/warrant/types/v1/Bundle.js'
+import type { CallOpts } from '../plugin/contracts.js'
+import type { TrustDomain } from '../spiffe/trust-domain.js'
+
+/** A registration entry as the agent keeps it. Selectors are `type:value`. */
+export interface AgentEntry {
+  id: string
+  spiffeId: string
+  parentId: string
+  selectors: string[]
+  /** Seconds; 0 = server default. */
+  x509SvidTtl: number
+  jwtSvidTtl: number
+  dnsNames: string[]
+  /** Trust domain names. */
+  federatesWith: string[]
+  hint: string
+  revision: number
+}
+
+/** One trust domain's SPIFFE bundle document. */
+export interface BundleDoc {
+  trustDomain: string
+  document: string
+  sequence: number
+}
+
+export interface SyncMessage {
+  full: boolean
+  entries: AgentEntry[]
+  deletedEntryIds: string[]
+  /** Set when the local bundle changed (always on the first message). */
+  bundle: BundleDoc | undefined
+  /** The full federated set, set only when it changed. */
+  federatedBundles: BundleDoc[] | undefined
+}
+
+export interface AttestOutcome {
+  agentId: string
+  /** DER, leaf first. */
+  svidChain: Uint8Array[]
+  bundle: BundleDoc | undefined
+}
+
+export interface X509SvidResultItem {
+  entryId: string
+  /** Undefined when signed; otherwise the failure. */
+  error: IdentityError | undefined
+  svidChain: Uint8Array[]
+  /** Epoch ms. */
+  expiresAt: number
+}
+
+export interface JwtSvidMint {
+  token: string
+  /** Epoch ms. */
+  expiresAt: number
+  issuedAt: number
+}
+
+/** What the manager needs to sign workload SVIDs (fakes implement it in tests). */
+export interface SvidSigner {
+  batchNewX509Svid(params: { entryId: string; csr: Uint8Array }[], opts?: CallOpts): Promise<X509SvidResultItem[]>
+  newJwtSvid(entryId: string, audience: string[], opts?: CallOpts): Promise<JwtSvidMint>
+}
+
+/** The whole agent API. */
+export interface ServerClient extends SvidSigner {
+  attest(
+    params: { attestor: string; payload: Uint8Array; csr: Uint8Array },
+    answer: (challenge: Uint8Array) => Promise<Uint8Array>,
+    opts?: CallOpts,
+  ): Promise<AttestOutcome>
+  renewAgent(csr: Uint8Array, opts?: CallOpts): Promise<Uint8Array[]>
+  /** Follows the Sync stream until it ends (rejects with the error) or `signal` aborts (resolves). */
+  sync(onMessage: (m: SyncMessage) => void, opts?: CallOpts): Promise<void>
+}
+
+export interface ClientCredentials {
+  /** PEM of the trusted roots; undefined only for the insecure bootstrap (no chain verification). */
+  rootsPem: string | undefined
+  /** The agent SVID (PEM key and chain); undefined for attestation without a client certificate. */
+  keyPem?: string | undefined
+  chainPem?: string | undefined
+}
+
+export const MAX_X509_BATCH = 500
+const UNARY_DEADLINE_MS = 30_000
+
+/** The server's SPIFFE ID for a trust domain. */
+export function serverSpiffeId(td: TrustDomain): string {
+  return `${td.idString()}/warrant/server`
+}
+
+/** Turns a gRPC client error into an IdentityError (code from `x-error-code`, else from the status). */
+export function fromGrpcError(err: unknown, what: string): IdentityError {
+  if (err instanceof IdentityError) return err
+  const e = err as Partial<grpc.ServiceError>
+  if (typeof e?.code !== 'number') return new IdentityError('ERR_INTERNAL', `${what}: ${(err as Error)?.message ?? String(err)}`, { cause: err })
+  const trailer = e.metadata?.get('x-error-code')?.[0]
+  const named = typeof trailer === 'string' && Object.hasOwn(ERROR_CODES, trailer) ? (trailer as ErrorCode) : undefined
+  const byStatus: Partial<Record<number, ErrorCode>> = {
+    [grpc.status.UNAVAILABLE]: 'ERR_UNAVAILABLE',
+    [grpc.status.DEADLINE_EXCEEDED]: 'ERR_UNAVAILABLE',
+    [grpc.status.CANCELLED]: 'ERR_UNAVAILABLE',
+    [grpc.status.UNAUTHENTICATED]: 'ERR_UNAUTHENTICATED',
+    [grpc.status.PERMISSION_DENIED]: 'ERR_AGENT_EVICTED',
+    [grpc.status.INVALID_ARGUMENT]: 'ERR_INVALID_ARGUMENT',
+    [grpc.status.NOT_FOUND]: 'ERR_NOT_FOUND',
+    [grpc.status.UNIMPLEMENTED]: 'ERR_UNSUPPORTED',
+  }
+  const code = named ?? byStatus[e.code] ?? 'ERR_INTERNAL'
+  return new IdentityError(code, `${what}: ${e.details ?? e.message ?? 'failed'}`, { cause: err, details: { grpc_code: e.code } })
+}
+
+/** True for errors that mean "this agent is not (or no longer) accepted": re-attest or give up. */
+export function isAgentRejected(err: unknown): boolean {
+  if (!(err instanceof IdentityError)) return false
+  const g = err.details?.grpc_code
+  if (g === grpc.status.PERMISSION_DENIED || g === grpc.status.UNAUTHENTICATED) return true
+  return err.code === 'ERR_AGENT_EVICTED' || err.code === 'ERR_AGENT_BANNED' || err.code === 'ERR_UNAUTHENTICATED'
+}
+
+function num(v: string | number | undefined | null): number {
+  const n = Number(v ?? 0)
+  return Number.isFinite(n) ? n : 0
+}
+
+export function entryFromMsg(m: Entry__Output): AgentEntry {
+  return {
+    id: m.id,
+    spiffeId: m.spiffe_id,
+    parentId: m.parent_id,
+    selectors: (m.selectors ?? []).map((s) => `${s.type}:${s.value}`),
+    x509SvidTtl: m.x509_svid_ttl ?? 0,
+    jwtSvidTtl: m.jwt_svid_ttl ?? 0,
+    dnsNames: m.dns_names ?? [],
+    federatesWith: m.federates_with ?? [],
+    hint: m.hint ?? '',
+    revision: num(m.revision),
+  }
+}
+
+function bundleFromMsg(b: Bundle__Output | null | undefined): BundleDoc | undefined {
+  if (!b || !b.document) return undefined
+  return { trustDomain: b.trust_domain, document: b.document, sequence: num(b.sequence) }
+}
+
+export function syncFromMsg(m: SyncResponse__Output): SyncMessage {
+  return {
+    full: !!m.full,
+    entries: (m.entries ?? []).map(entryFromMsg),
+    deletedEntryIds: m.deleted_entry_ids ?? [],
+    bundle: bundleFromMsg(m.bundle),
+    federatedBundles: m.federated_bundles_changed ? (m.federated_bundles ?? []).map((b) => bundleFromMsg(b)!).filter(Boolean) : undefined,
+  }
+}
+
+type NodeCtor = new (address: string, creds: grpc.ChannelCredentials, options?: grpc.ChannelOptions) => NodeClient
+
+/** The gRPC implementation of ServerClient. */
+export class GrpcServerClient implements ServerClient {
+  readonly #address: string
+  readonly #serverId: string
+  readonly #td: TrustDomain
+  #client: NodeClient
+  readonly #ctor: NodeCtor
+
+  constructor(opts: { address: string; trustDomain: TrustDomain; credentials: ClientCredentials }) {
+    this.#address = opts.address
+    this.#td = opts.trustDomain
+    this.#serverId = serverSpiffeId(opts.trustDomain)
+    const pkg = loadProto('warrant/agent/v1/node.proto') as unknown as { warrant: { agent: { v1: { Node: NodeCtor } } } }
+    this.#ctor = pkg.warrant.agent.v1.Node
+    this.#client = this.#build(opts.credentials)
+  }
+
+  /** Replaces the channel (new client certificate or trusted roots). Calls in flight finish on the old one. */
+  setCredentials(c: ClientCredentials): void {
+    const old = this.#client
+    this.#client = this.#build(c)
+    old.close()
+  }
+
+  close(): void {
+    this.#client.close()
+  }
+
+  #build(c: ClientCredentials): NodeClient {
+    const serverId = this.#serverId
+    const checkServerIdentity = (_host: string, cert: PeerCertificate): Error | undefined => {
+      const uris = (cert.subjectaltname ?? '')
+        .split(', ')
+        .filter((s) => s.startsWith('URI:'))
+        .map((s) => s.slice(4))
+      if (uris.length === 1 && uris[0] === serverId) return undefined
+      return new Error(`server certificate is not for ${serverId}`)
+    }
+    const creds = grpc.credentials.createSsl(
+      c.rootsPem === undefined ? null : Buffer.from(c.rootsPem),
+      c.keyPem === undefined ? null : Buffer.from(c.keyPem),
+      c.chainPem === undefined ? null : Buffer.from(c.chainPem),
+      { checkServerIdentity, ...(c.rootsPem === undefined ? { rejectUnauthorized: false } : {}) },
+    )
+    return new this.#ctor(this.#address, creds, {
+      'grpc.ssl_target_name_override': this.#td.name,
+      'grpc.default_authority': this.#td.name,
+      'grpc.max_receive_message_length': 64 * 1024 * 1024,
+      'grpc.initial_reconnect_backoff_ms': 200,
+      'grpc.max_reconnect_backoff_ms': 5000,
+    })
+  }
+
+  attest(
+    params: { attestor: string; payload: Uint8Array; csr: Uint8Array },
+    answer: (challenge: Uint8Array) => Promise<Uint8Array>,
+    opts: CallOpts = {},
+  ): Promise<AttestOutcome> {
+    return new Promise<AttestOutcome>((resolve, reject) => {
+      const call = this.#client.Attest({ deadline: Date.now() + 120_000 })
+      let settled = false
+      const finish = (err: unknown, out?: AttestOutcome) => {
+        if (settled) return
+        settled = true
+        opts.signal?.removeEventListener('abort', onAbort)
+        if (err) {
+          call.cancel()
+          reject(fromGrpcError(err, 'attestation'))
+        } else {
+          call.end()
+          resolve(out!)
+        }
+      }
+      const onAbort = () => finish(new IdentityError('ERR_UNAVAILABLE', 'attestation aborted'))
+      opts.signal?.addEventListener('abort', onAbort)
+      call.on('data', (m: { challenge?: Buffer; result?: { agent_id: string; svid_chain: Buffer[]; bundle: Bundle__Output | null } }) => {
+        if (m.result) {
+          finish(undefined, {
+            agentId: m.result.agent_id,
+            svidChain: (m.result.svid_chain ?? []).map((d) => new Uint8Array(d)),
+            bundle: bundleFromMsg(m.result.bundle),
+          })
+        } else if (m.challenge) {
+          answer(new Uint8Array(m.challenge)).then(
+            (resp) => {
+              if (!settled) call.write({ challenge_response: Buffer.from(resp) })
+            },
+            (err: unknown) => finish(err),
+          )
+        }
+      })
+      call.on('error', (err) => finish(err))
+      call.on('end', () => finish(new IdentityError('ERR_NODE_ATTESTATION_FAILED', 'attestation: server ended the stream without a result')))
+      call.write({ params: { attestor: params.attestor, payload: Buffer.from(params.payload), csr: Buffer.from(params.csr) } })
+    })
+  }
+
+  renewAgent(csr: Uint8Array, opts: CallOpts = {}): Promise<Uint8Array[]> {
+    return this.#unary('RenewAgent', { csr: Buffer.from(csr) }, opts, (r: { svid_chain: Buffer[] }) =>
+      (r.svid_chain ?? []).map((d) => new Uint8Array(d)),
+    )
+  }
+
+  batchNewX509Svid(params: { entryId: string; csr: Uint8Array }[], opts: CallOpts = {}): Promise<X509SvidResultItem[]> {
+    if (params.length > MAX_X509_BATCH) throw new RangeError(`at most ${MAX_X509_BATCH} CSRs per batch`)
+    const req = { params: params.map((p) => ({ entry_id: p.entryId, csr: Buffer.from(p.csr) })) }
+    return this.#unary(
+      'BatchNewX509SVID',
+      req,
+      opts,
+      (r: { results: { entry_id: string; status: { code: number; error_code: string; message: string } | null; svid_chain: Buffer[]; expires_at: string }[] }) =>
+        (r.results ?? []).map((x) => {
+          const st = x.status
+          let error: IdentityError | undefined
+          if (st && st.code !== 0) {
+            const code = Object.hasOwn(ERROR_CODES, st.error_code) ? (st.error_code as ErrorCode) : 'ERR_INTERNAL'
+            error = new IdentityError(code, st.message || 'X509-SVID not signed', { details: { grpc_code: st.code } })
+          }
+          return { entryId: x.entry_id, error, svidChain: (x.svid_chain ?? []).map((d) => new Uint8Array(d)), expiresAt: num(x.expires_at) }
+        }),
+    )
+  }
+
+  newJwtSvid(entryId: string, audience: string[], opts: CallOpts = {}): Promise<JwtSvidMint> {
+    return this.#unary('NewJWTSVID', { entry_id: entryId, audience }, opts, (r: { token: string; expires_at: string; issued_at: string }) => ({
+      token: r.token,
+      expiresAt: num(r.expires_at),
+      issuedAt: num(r.issued_at),
+    }))
+  }
+
+  sync(onMessage: (m: SyncMessage) => void, opts: CallOpts = {}): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const call = this.#client.Sync({})
+      let settled = false
+      const finish = (err?: unknown) => {
+        if (settled) return
+        settled = true
+        opts.signal?.removeEventListener('abort', onAbort)
+        if (err) reject(fromGrpcError(err, 'sync'))
+        else resolve()
+      }
+      const onAbort = () => {
+        call.cancel()
+        finish()
+      }
+      if (opts.signal?.aborted) return onAbort()
+      opts.signal?.addEventListener('abort', onAbort)
+      call.on('data', (m: SyncResponse__Output) => {
+        if (settled) return
+        try {
+          onMessage(syncFromMsg(m))
+        } catch (err) {
+          call.cancel()
+          finish(err)
+        }
+      })
+      call.on('error', (err) => finish(err))
+      call.on('end', () => finish(new IdentityError('ERR_UNAVAILABLE', 'sync: server ended the stream')))
+    })
+  }
+
+  #unary<Req, Raw, Out>(method: 'RenewAgent' | 'BatchNewX509SVID' | 'NewJWTSVID', req: Req, opts: CallOpts, map: (r: Raw) => Out): Promise<Out> {
+    return new Promise<Out>((resolve, reject) => {
+      const fn = (this.#client as unknown as Record<string, (...a: unknown[]) => grpc.ClientUnaryCall>)[method]!
+      const call = fn.call(this.#client, req, new grpc.Metadata(), { deadline: Date.now() + UNARY_DEADLINE_MS }, (err: grpc.ServiceError | null, res: Raw) => {
+        opts.signal?.removeEventListener('abort', onAbort)
+        if (err) reject(fromGrpcError(err, method))
+        else {
+          try {
+            resolve(map(res))
+          } catch (e) {
+            reject(e)
+          }
+        }
+      })
+      const onAbort = () => call.cancel()
+      opts.signal?.addEventListener('abort', onAbort)
+    })
+  }
+}

@@ -24,19 +24,26 @@ function callSignal(call: { on(ev: 'cancelled', f: () => void): unknown }): Abor
 }
 
 /** Adapts `async (req, ctx) => res` to a grpc-js unary handler; errors go through toGrpcError. */
-export function unary<Req, Res>(log: Logger, method: string, fn: (req: Req, ctx: CallContext<Req>) => Promise<Res>): handleUnaryCall<Req, Res> {
+export function unary<Req, Res>(log: Logger, method: string, fn: (req: Req, ctx: CallContext<Req>) => Promise<Res>, observe?: Observe): handleUnaryCall<Req, Res> {
   const mlog = log.child({ [F.METHOD]: method })
   return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
     const ac = callSignal(call)
     fn(call.request, { signal: ac.signal, call: call as ServerUnaryCall<Req, unknown>, log: mlog }).then(
-      (res) => callback(null, res),
+      (res) => {
+        observe?.(method, 0)
+        callback(null, res)
+      },
       (err: unknown) => {
         const e = toGrpcError(err, mlog)
+        observe?.(method, e.code)
         callback(e as never)
       },
     )
   }
 }
+
+/** Called once per finished RPC with its method and gRPC status code (for metrics). */
+export type Observe = (method: string, code: number) => void
 
 export interface StreamSink<Res> {
   send(msg: Res): void
@@ -51,6 +58,7 @@ export function serverStream<Req, Res>(
   log: Logger,
   method: string,
   fn: (req: Req, sink: StreamSink<Res>, ctx: CallContext<Req>) => Promise<void>,
+  observe?: Observe,
 ): handleServerStreamingCall<Req, Res> {
   const mlog = log.child({ [F.METHOD]: method })
   return (call: ServerWritableStream<Req, Res>) => {
@@ -63,11 +71,17 @@ export function serverStream<Req, Res>(
     }
     fn(call.request, sink, { signal: ac.signal, call: call as ServerWritableStream<Req, unknown>, log: mlog }).then(
       () => {
+        observe?.(method, 0)
         if (!call.writableEnded) call.end()
       },
       (err: unknown) => {
-        if (ac.signal.aborted) return
-        call.emit('error', toGrpcError(err, mlog))
+        if (ac.signal.aborted) {
+          observe?.(method, 1)
+          return
+        }
+        const e = toGrpcError(err, mlog)
+        observe?.(method, e.code)
+        call.emit('error', e)
       },
     )
   }
@@ -83,6 +97,7 @@ export function bidi<Req, Res>(
   log: Logger,
   method: string,
   fn: (source: StreamSource<Req>, sink: StreamSink<Res>, ctx: CallContext<Req>) => Promise<void>,
+  observe?: Observe,
 ): handleBidiStreamingCall<Req, Res> {
   const mlog = log.child({ [F.METHOD]: method })
   return (call: ServerDuplexStream<Req, Res>) => {
@@ -118,11 +133,17 @@ export function bidi<Req, Res>(
     }
     fn(source, sink, { signal: ac.signal, call: call as ServerDuplexStream<Req, unknown>, log: mlog }).then(
       () => {
+        observe?.(method, 0)
         if (!call.writableEnded) call.end()
       },
       (err: unknown) => {
-        if (ac.signal.aborted) return
-        call.emit('error', toGrpcError(err, mlog))
+        if (ac.signal.aborted) {
+          observe?.(method, 1)
+          return
+        }
+        const e = toGrpcError(err, mlog)
+        observe?.(method, e.code)
+        call.emit('error', e)
       },
     )
   }

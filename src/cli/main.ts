@@ -1,0 +1,64 @@
+/**
+ * `warrant <group> <command> [flags]`. Each group lives in its own module under
+ * commands/ and is loaded only when used, so `warrant api fetch` does not load
+ * the server.
+ */
+import { IdentityError } from '../errors/identity-error.js'
+
+export interface CommandModule {
+  /** Runs `args` (after the group name); resolves with the exit code. */
+  run(args: string[]): Promise<number>
+  /** One line per command, for `warrant --help`. */
+  usage: string
+}
+
+const GROUPS: Record<string, () => Promise<CommandModule>> = {
+  server: () => import('./commands/server.js'),
+  entry: () => import('./commands/entry.js'),
+  token: () => import('./commands/token.js'),
+  bundle: () => import('./commands/bundle.js'),
+  agent: () => import('./commands/agent.js'),
+  api: () => import('./commands/api.js'),
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [group, ...rest] = argv
+  if (!group || group === '--help' || group === '-h' || group === 'help') {
+    const lines = ['usage: warrant <command> [flags]', '']
+    for (const g of Object.keys(GROUPS)) {
+      try {
+        lines.push((await GROUPS[g]!()).usage)
+      } catch {
+        // a group that failed to load is not listed
+      }
+    }
+    process.stdout.write(`${lines.join('\n')}\n`)
+    return group ? 0 : 2
+  }
+  const load = GROUPS[group]
+  if (!load) {
+    process.stderr.write(`warrant: unknown command "${group}" (see warrant --help)\n`)
+    return 2
+  }
+  try {
+    return await (await load()).run(rest)
+  } catch (err) {
+    return reportError(err)
+  }
+}
+
+/** Prints an error for a human (or JSON with --output json handled by commands) and picks the exit code. */
+export function reportError(err: unknown): number {
+  if (err instanceof IdentityError) {
+    process.stderr.write(`warrant: ${err.message} [${err.code}]\n`)
+    return 1
+  }
+  const e = err as { code?: number; details?: string; message?: string }
+  if (typeof e?.code === 'number' && typeof e.details === 'string') {
+    const code = (err as { metadata?: { get(k: string): unknown[] } }).metadata?.get('x-error-code')?.[0]
+    process.stderr.write(`warrant: ${e.details}${code ? ` [${String(code)}]` : ''}\n`)
+    return 1
+  }
+  process.stderr.write(`warrant: ${e?.message ?? String(err)}\n`)
+  return 1
+}

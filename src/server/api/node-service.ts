@@ -1,0 +1,259 @@
+import type { ServerDuplexStream, ServerUnaryCall, ServerWritableStream, UntypedServiceImplementation } from '@grpc/grpc-js'
+import { IdentityError } from '../../errors/identity-error.js'
+import type { Clock } from '../../common/clock.js'
+import { bidi, serverStream, unary, type Observe } from '../../common/grpc/handlers.js'
+import { F, type Logger } from '../../common/log/logger.js'
+import { SpiffeId } from '../../spiffe/spiffe-id.js'
+import { parseCsr } from '../../spiffe/x509-svid/csr.js'
+import type { AttestRequest__Output } from '../../gen/warrant/agent/v1/AttestRequest.js'
+import type { AttestResponse } from '../../gen/warrant/agent/v1/AttestResponse.js'
+import type { BatchNewX509SVIDRequest__Output } from '../../gen/warrant/agent/v1/BatchNewX509SVIDRequest.js'
+import type { BatchNewX509SVIDResponse } from '../../gen/warrant/agent/v1/BatchNewX509SVIDResponse.js'
+import type { NewJWTSVIDRequest__Output } from '../../gen/warrant/agent/v1/NewJWTSVIDRequest.js'
+import type { NewJWTSVIDResponse } from '../../gen/warrant/agent/v1/NewJWTSVIDResponse.js'
+import type { RenewAgentRequest__Output } from '../../gen/warrant/agent/v1/RenewAgentRequest.js'
+import type { RenewAgentResponse } from '../../gen/warrant/agent/v1/RenewAgentResponse.js'
+import type { SyncRequest__Output } from '../../gen/warrant/agent/v1/SyncRequest.js'
+import type { SyncResponse } from '../../gen/warrant/agent/v1/SyncResponse.js'
+import type { X509SVIDResult } from '../../gen/warrant/agent/v1/X509SVIDResult.js'
+import type { NodeAttestationService } from '../attestation/service.js'
+import type { FederatedBundles } from '../bundle/federated.js'
+import type { CaManager } from '../ca/manager.js'
+import type { AttestedNode, RegistrationEntry } from '../datastore/types.js'
+import type { Metrics } from '../metrics.js'
+import { asIdentityError, type RegistrationService } from '../registration/service.js'
+import { bundleToMsg, entryToMsg, errorStatus, OK_STATUS } from './convert.js'
+
+export interface NodeServiceDeps {
+  attestation: NodeAttestationService
+  registration: RegistrationService
+  ca: CaManager
+  federated: FederatedBundles
+  clock: Clock
+  log: Logger
+  metrics: Metrics
+  defaultX509TtlMs: number
+  defaultJwtTtlMs: number
+}
+
+const CHALLENGE_TIMEOUT_MS = 60_000
+const MAX_BATCH = 500
+const RECHECK_MS = 30_000
+
+type AnyCall = ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown> | ServerDuplexStream<unknown, unknown>
+
+function peerChain(call: AnyCall): Uint8Array[] | undefined {
+  const cert = call.getAuthContext?.()?.sslPeerCertificate
+  if (!cert?.raw) return undefined
+  return [new Uint8Array(cert.raw)]
+}
+
+/** The agent-facing `warrant.agent.v1.Node` service. */
+export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
+  const log = d.log.child({ [F.SUBSYSTEM]: 'node_api' })
+  const observe: Observe = (method, code) => d.metrics.requests.inc({ method: `Node/${method}`, code: String(code) })
+  const auth = (call: AnyCall) => d.attestation.authenticate(peerChain(call))
+
+  return {
+    Attest: bidi<AttestRequest__Output, AttestResponse>(
+      log,
+      'Attest',
+      async (source, sink, ctx) => {
+        const first = await source.next()
+        if (first.step !== 'params' || !first.params) throw new IdentityError('ERR_ATTESTATION_PAYLOAD_INVALID', 'first message must carry attestation params')
+        const p = first.params
+        const challenge = async (c: Uint8Array): Promise<Uint8Array> => {
+          sink.send({ challenge: Buffer.from(c) })
+          let timer: NodeJS.Timeout | undefined
+          const timeout = new Promise<never>((_, reject) => {
+            timer = setTimeout(() => reject(new IdentityError('ERR_NODE_ATTESTATION_FAILED', 'challenge response timed out')), CHALLENGE_TIMEOUT_MS)
+          })
+          try {
+            const m = await Promise.race([source.next(), timeout])
+            if (m.step !== 'challenge_response' || !m.challenge_response) {
+              throw new IdentityError('ERR_ATTESTATION_PAYLOAD_INVALID', 'expected a challenge response')
+            }
+            return new Uint8Array(m.challenge_response)
+          } finally {
+            clearTimeout(timer)
+          }
+        }
+        const out = await d.attestation.attest(
+          { attestor: p.attestor ?? '', payload: new Uint8Array(p.payload ?? []), csr: new Uint8Array(p.csr ?? []) },
+          challenge,
+          { signal: ctx.signal },
+        )
+        d.metrics.signings.inc({ kind: 'agent' })
+        sink.send({
+          result: {
+            agent_id: out.node.agentId,
+            svid_chain: out.chain.map((c) => Buffer.from(c)),
+            bundle: { trust_domain: d.ca.bundle().trustDomain.name, document: d.ca.bundle().marshal(), sequence: String(d.ca.bundle().sequenceNumber ?? 0) },
+          },
+        })
+      },
+      observe,
+    ),
+
+    RenewAgent: unary<RenewAgentRequest__Output, RenewAgentResponse>(
+      log,
+      'RenewAgent',
+      async (req, ctx) => {
+        const node = await auth(ctx.call)
+        const chain = await d.attestation.renew(node, new Uint8Array(req.csr ?? []))
+        d.metrics.signings.inc({ kind: 'agent' })
+        return { svid_chain: chain.map((c) => Buffer.from(c)) }
+      },
+      observe,
+    ),
+
+    Sync: serverStream<SyncRequest__Output, SyncResponse>(
+      log,
+      'Sync',
+      async (_req, sink, ctx) => {
+        let node = await auth(ctx.call)
+        const slog = log.child({ [F.AGENT_ID]: node.agentId })
+        let sent = new Map<string, number>() // entry id → revision
+        let first = true
+        let pending: Promise<void> = Promise.resolve()
+        let dirtyEntries = true
+        let dirtyBundle = true
+        let dirtyFederated = true
+
+        const push = async () => {
+          const msg: SyncResponse = { full: first }
+          if (dirtyEntries) {
+            dirtyEntries = false
+            const entries = await d.registration.authorizedEntries(node)
+            const next = new Map(entries.map((e) => [e.id, e.revision]))
+            const changed: RegistrationEntry[] = first ? entries : entries.filter((e) => sent.get(e.id) !== e.revision)
+            const deleted = first ? [] : [...sent.keys()].filter((id) => !next.has(id))
+            sent = next
+            msg.entries = changed.map(entryToMsg)
+            msg.deleted_entry_ids = deleted
+          }
+          if (dirtyBundle) {
+            dirtyBundle = false
+            const b = d.ca.bundle()
+            msg.bundle = { trust_domain: b.trustDomain.name, document: b.marshal(), sequence: String(b.sequenceNumber ?? 0) }
+          }
+          if (dirtyFederated) {
+            dirtyFederated = false
+            msg.federated_bundles = (await d.federated.list()).map(bundleToMsg)
+            msg.federated_bundles_changed = true
+          }
+          const empty = !first && !msg.bundle && !msg.federated_bundles_changed && (msg.entries?.length ?? 0) === 0 && (msg.deleted_entry_ids?.length ?? 0) === 0
+          first = false
+          if (!empty) sink.send(msg)
+        }
+        await new Promise<void>((resolve, reject) => {
+          const unsubs: (() => void)[] = []
+          let finished = false
+          const done = (err?: unknown) => {
+            if (finished) return
+            finished = true
+            for (const u of unsubs) u()
+            clearInterval(timer)
+            if (err) reject(err)
+            else resolve()
+          }
+          // Pushes are serialised; a failing push ends the stream with its error.
+          const schedule = () => {
+            pending = pending.then(() => (finished ? undefined : push())).catch((err: unknown) => done(err))
+          }
+          unsubs.push(d.registration.onChange(() => {
+            dirtyEntries = true
+            schedule()
+          }))
+          unsubs.push(d.ca.onBundleChange(() => {
+            dirtyBundle = true
+            schedule()
+          }))
+          unsubs.push(d.federated.onChange(() => {
+            dirtyFederated = true
+            schedule()
+          }))
+          // An evicted or banned agent loses its stream; node selectors may also change on re-attestation.
+          const timer = setInterval(() => {
+            d.attestation
+              .authenticate(peerChain(ctx.call))
+              .then((n) => {
+                if (JSON.stringify(n.selectors) !== JSON.stringify(node.selectors)) {
+                  node = n
+                  dirtyEntries = true
+                  schedule()
+                }
+              })
+              .catch((err: unknown) => done(err))
+          }, RECHECK_MS)
+          timer.unref()
+          sink.signal.addEventListener('abort', () => done())
+          slog.debug({}, 'Sync stream opened')
+          schedule()
+        })
+      },
+      observe,
+    ),
+
+    BatchNewX509SVID: unary<BatchNewX509SVIDRequest__Output, BatchNewX509SVIDResponse>(
+      log,
+      'BatchNewX509SVID',
+      async (req, ctx) => {
+        const node = await auth(ctx.call)
+        const params = req.params ?? []
+        if (params.length === 0 || params.length > MAX_BATCH) throw new IdentityError('ERR_INVALID_ARGUMENT', `batch must hold 1-${MAX_BATCH} requests`)
+        const authorized = new Map((await d.registration.authorizedEntries(node)).map((e) => [e.id, e]))
+        const results: X509SVIDResult[] = []
+        for (const p of params) {
+          const entryId = p.entry_id ?? ''
+          try {
+            const entry = authorized.get(entryId)
+            if (!entry) throw new IdentityError('ERR_ID_NOT_AUTHORIZED', `entry ${entryId.slice(0, 64)} is not authorized for agent ${node.agentId}`)
+            const csr = parseCsr(new Uint8Array(p.csr ?? []))
+            const t0 = performance.now()
+            const svid = await d.ca.signX509Svid({
+              spiffeId: SpiffeId.fromString(entry.spiffeId),
+              publicKey: csr.publicKey,
+              ttlMs: entry.x509SvidTtl > 0 ? entry.x509SvidTtl * 1000 : d.defaultX509TtlMs,
+              dnsNames: entry.dnsNames,
+            })
+            d.metrics.signLatency.observe({ kind: 'x509' }, (performance.now() - t0) / 1000)
+            d.metrics.signings.inc({ kind: 'x509' })
+            results.push({ entry_id: entryId, status: OK_STATUS, svid_chain: svid.chain.map((c) => Buffer.from(c)), expires_at: String(svid.notAfter) })
+          } catch (err) {
+            const e = asIdentityError(err)
+            ctx.log.warn({ [F.AGENT_ID]: node.agentId, [F.ENTRY_ID]: entryId.slice(0, 64), [F.ERROR_CODE]: e.code, [F.ERR]: e.message }, 'X509-SVID not signed')
+            // Authorization failures tell the caller little.
+            const shown = e.code === 'ERR_ID_NOT_AUTHORIZED' ? new IdentityError('ERR_ID_NOT_AUTHORIZED', 'permission denied') : e
+            results.push({ entry_id: entryId, status: errorStatus(shown), svid_chain: [], expires_at: '0' })
+          }
+        }
+        return { results }
+      },
+      observe,
+    ),
+
+    NewJWTSVID: unary<NewJWTSVIDRequest__Output, NewJWTSVIDResponse>(
+      log,
+      'NewJWTSVID',
+      async (req, ctx) => {
+        const node: AttestedNode = await auth(ctx.call)
+        const audience = (req.audience ?? []).filter((a) => a.length > 0)
+        if (audience.length === 0) throw new IdentityError('ERR_INVALID_ARGUMENT', 'audience must be specified')
+        if (audience.some((a) => a.length > 2048) || audience.length > 32) throw new IdentityError('ERR_INVALID_ARGUMENT', 'audience too large')
+        const entry = await d.registration.authorizedEntry(node, req.entry_id ?? '')
+        const t0 = performance.now()
+        const r = await d.ca.mintJwtSvid({
+          spiffeId: SpiffeId.fromString(entry.spiffeId),
+          audience,
+          ttlMs: entry.jwtSvidTtl > 0 ? entry.jwtSvidTtl * 1000 : d.defaultJwtTtlMs,
+        })
+        d.metrics.signLatency.observe({ kind: 'jwt' }, (performance.now() - t0) / 1000)
+        d.metrics.signings.inc({ kind: 'jwt' })
+        ctx.log.debug({ [F.AGENT_ID]: node.agentId, [F.SPIFFE_ID]: entry.spiffeId, [F.KID]: r.kid }, 'JWT-SVID minted')
+        return { token: r.token, expires_at: String(r.expiresAt), issued_at: String(r.issuedAt) }
+      },
+      observe,
+    ),
+  }
+}

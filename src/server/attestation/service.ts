@@ -1,0 +1,238 @@
+import { createHash, randomBytes } from 'node:crypto'
+import { IdentityError } from '../../errors/identity-error.js'
+import type { Clock } from '../../common/clock.js'
+import { F, type Logger } from '../../common/log/logger.js'
+import type { CallOpts, ServerNodeAttestor } from '../../plugin/contracts.js'
+import { SpiffeId } from '../../spiffe/spiffe-id.js'
+import type { TrustDomain } from '../../spiffe/trust-domain.js'
+import { parseCsr } from '../../spiffe/x509-svid/csr.js'
+import { verifyX509Svid } from '../../spiffe/x509-svid/verify.js'
+import { serialOf, type CaManager } from '../ca/manager.js'
+import type { AttestedNode, DataStore, Selector } from '../datastore/types.js'
+import type { Metrics } from '../metrics.js'
+import type { RegistrationService } from '../registration/service.js'
+import { isAgentId, serverIdOf } from '../registration/validate.js'
+
+export const JOIN_TOKEN = 'join_token'
+const MAX_JOIN_TOKEN_TTL_S = 30 * 86_400
+
+export interface AttestOutcome {
+  node: AttestedNode
+  chain: Uint8Array[]
+}
+
+/**
+ * Node attestation and agent authentication: runs the named attestor's
+ * challenge/response, issues the agent SVID from the agent's CSR, records the
+ * attested node, and checks each later call's client certificate against that
+ * record (evicted or banned agents fail on their next call).
+ */
+export class NodeAttestationService {
+  readonly #td: TrustDomain
+  readonly #ds: DataStore
+  readonly #ca: CaManager
+  readonly #reg: RegistrationService
+  readonly #attestors: ReadonlyMap<string, ServerNodeAttestor>
+  readonly #clock: Clock
+  readonly #log: Logger
+  readonly #agentTtlMs: number
+  readonly #metrics: Metrics | undefined
+
+  constructor(o: {
+    trustDomain: TrustDomain
+    ds: DataStore
+    ca: CaManager
+    registration: RegistrationService
+    attestors: ReadonlyMap<string, ServerNodeAttestor>
+    clock: Clock
+    log: Logger
+    agentTtlMs: number
+    metrics?: Metrics
+  }) {
+    this.#td = o.trustDomain
+    this.#ds = o.ds
+    this.#ca = o.ca
+    this.#reg = o.registration
+    this.#attestors = o.attestors
+    this.#clock = o.clock
+    this.#log = o.log.child({ [F.SUBSYSTEM]: 'node_attestation' })
+    this.#agentTtlMs = o.agentTtlMs
+    this.#metrics = o.metrics
+  }
+
+  attestorNames(): string[] {
+    return [JOIN_TOKEN, ...this.#attestors.keys()]
+  }
+
+  /** Creates a one-use join token; only its SHA-256 is stored. */
+  async createJoinToken(opts: { ttlSeconds?: number; spiffeId?: string }): Promise<{ token: string; expiresAt: number }> {
+    const ttl = opts.ttlSeconds && opts.ttlSeconds > 0 ? opts.ttlSeconds : 600
+    if (!Number.isInteger(ttl) || ttl > MAX_JOIN_TOKEN_TTL_S) {
+      throw new IdentityError('ERR_INVALID_ARGUMENT', `ttl must be an integer between 1 and ${MAX_JOIN_TOKEN_TTL_S} seconds`)
+    }
+    let alias = ''
+    if (opts.spiffeId) {
+      const id = SpiffeId.fromString(opts.spiffeId)
+      if (!id.memberOf(this.#td) || id.isTrustDomainId() || id.path.startsWith('/warrant/')) {
+        throw new IdentityError('ERR_INVALID_ARGUMENT', 'spiffe_id must be a non-reserved ID in the local trust domain')
+      }
+      alias = id.toString()
+    }
+    const token = randomBytes(24).toString('base64url')
+    const expiresAt = this.#clock.now() + ttl * 1000
+    await this.#ds.joinTokens.create({ tokenHash: hashToken(token), expiresAt, spiffeId: alias })
+    this.#log.info({ token_id: tokenId(token), expires_at: new Date(expiresAt).toISOString() }, 'Join token created')
+    return { token, expiresAt }
+  }
+
+  /**
+   * Runs attestation. `challenge` sends bytes to the agent and waits for its answer.
+   * Failures throw IdentityError with the reason (logged by the API boundary; the
+   * agent only learns "attestation failed"). Nothing is recorded on failure.
+   */
+  async attest(
+    params: { attestor: string; payload: Uint8Array; csr: Uint8Array },
+    challenge: (c: Uint8Array) => Promise<Uint8Array>,
+    opts: CallOpts,
+  ): Promise<AttestOutcome> {
+    const started = this.#clock.now()
+    const attestor = params.attestor
+    try {
+      const csr = parseCsr(params.csr)
+      let agentId: SpiffeId
+      let selectors: Selector[]
+      let canReattest: boolean
+      let alias = ''
+      if (attestor === JOIN_TOKEN) {
+        const token = Buffer.from(params.payload).toString('utf8')
+        if (token.length === 0 || token.length > 256) throw new IdentityError('ERR_JOIN_TOKEN_INVALID', 'join_token: malformed token')
+        const rec = await this.#ds.joinTokens.consume(hashToken(token))
+        if (!rec) throw new IdentityError('ERR_JOIN_TOKEN_INVALID', `join_token: token ${tokenId(token)} does not exist or was already used`)
+        if (rec.expiresAt <= this.#clock.now()) throw new IdentityError('ERR_JOIN_TOKEN_INVALID', `join_token: token ${tokenId(token)} expired`)
+        agentId = SpiffeId.fromSegments(this.#td, 'warrant', 'agent', JOIN_TOKEN, tokenId(token))
+        selectors = [{ type: JOIN_TOKEN, value: tokenId(token) }]
+        canReattest = false
+        alias = rec.spiffeId
+      } else {
+        const plugin = this.#attestors.get(attestor)
+        if (!plugin) throw new IdentityError('ERR_NODE_ATTESTATION_FAILED', `no node attestor named "${attestor.slice(0, 64)}" is configured`)
+        let res
+        try {
+          res = await plugin.attest(params.payload, challenge, opts)
+        } catch (err) {
+          if (err instanceof IdentityError) {
+            const code = err.code === 'ERR_ATTESTATION_PAYLOAD_INVALID' || err.code === 'ERR_TPM_PAYLOAD_INVALID' ? err.code : 'ERR_NODE_ATTESTATION_FAILED'
+            throw new IdentityError(code, `nodeattestor(${attestor}): ${err.message}`, { cause: err })
+          }
+          throw new IdentityError('ERR_NODE_ATTESTATION_FAILED', `nodeattestor(${attestor}): ${(err as Error).message}`, { cause: err })
+        }
+        agentId = res.agentId
+        if (!agentId.memberOf(this.#td) || !isAgentId(agentId)) {
+          throw new IdentityError('ERR_NODE_ATTESTATION_FAILED', `nodeattestor(${attestor}): returned an agent ID outside ${this.#td.idString()}/warrant/agent/`)
+        }
+        selectors = res.selectorValues.map((v) => ({ type: attestor, value: v }))
+        canReattest = res.canReattest
+      }
+      const existing = await this.#ds.nodes.find(agentId.toString())
+      if (existing?.banned) throw new IdentityError('ERR_AGENT_BANNED', `agent ${agentId.toString()} is banned`)
+      const svid = await this.#ca.signX509Svid({ spiffeId: agentId, publicKey: csr.publicKey, ttlMs: this.#agentTtlMs })
+      const node = await this.#ds.nodes.upsert({
+        agentId: agentId.toString(),
+        attestor,
+        selectors,
+        serial: svid.serial,
+        previousSerial: '',
+        expiresAt: svid.notAfter,
+        banned: false,
+        canReattest,
+      })
+      if (alias) {
+        await this.#reg
+          .createInternal({
+            spiffeId: alias,
+            parentId: serverIdOf(this.#td).toString(),
+            selectors,
+            x509SvidTtl: 0,
+            jwtSvidTtl: 0,
+            dnsNames: [],
+            federatesWith: [],
+            hint: '',
+            admin: false,
+            downstream: false,
+            expiresAt: null,
+          })
+          .catch((err: unknown) => {
+            if (!(err instanceof IdentityError && err.code === 'ERR_ALREADY_EXISTS')) throw err
+          })
+      }
+      this.#log.info({ [F.AGENT_ID]: node.agentId, attestor, [F.SELECTORS]: selectors.length, [F.DURATION_MS]: this.#clock.now() - started }, 'Node attested')
+      this.#metrics?.attestations.inc({ attestor, outcome: 'success' })
+      return { node, chain: svid.chain }
+    } catch (err) {
+      this.#metrics?.attestations.inc({ attestor: attestor.slice(0, 32), outcome: 'failure' })
+      throw err
+    }
+  }
+
+  /**
+   * Authenticates an agent from its TLS client certificate chain: a valid
+   * X.509-SVID of our trust domain with an agent ID, a node record that is not
+   * banned, and the certificate's serial equal to the current (or previous) one.
+   */
+  async authenticate(chain: Uint8Array[] | undefined): Promise<AttestedNode> {
+    if (!chain || chain.length === 0) throw new IdentityError('ERR_UNAUTHENTICATED', 'no client certificate')
+    let id: SpiffeId
+    try {
+      const v = await verifyX509Svid(chain, this.#ca.bundle(), { now: new Date(this.#clock.now()) })
+      id = v.id
+    } catch (err) {
+      throw new IdentityError('ERR_UNAUTHENTICATED', `client certificate rejected: ${(err as Error).message}`, { cause: err })
+    }
+    if (!isAgentId(id)) throw new IdentityError('ERR_UNAUTHENTICATED', `caller ${id.toString()} is not an agent`)
+    const node = await this.#ds.nodes.find(id.toString())
+    if (!node) throw new IdentityError('ERR_AGENT_EVICTED', `agent ${id.toString()} is not attested (evicted?)`)
+    if (node.banned) throw new IdentityError('ERR_AGENT_BANNED', `agent ${id.toString()} is banned`)
+    const serial = serialOf(chain[0]!)
+    if (serial !== node.serial && serial !== node.previousSerial) {
+      throw new IdentityError('ERR_AGENT_EVICTED', `agent ${id.toString()} presented a superseded SVID`)
+    }
+    return node
+  }
+
+  /** Issues a new agent SVID for an authenticated agent; the old serial stays valid until the new one is used. */
+  async renew(node: AttestedNode, csrDer: Uint8Array): Promise<Uint8Array[]> {
+    const csr = parseCsr(csrDer)
+    const svid = await this.#ca.signX509Svid({ spiffeId: SpiffeId.fromString(node.agentId), publicKey: csr.publicKey, ttlMs: this.#agentTtlMs })
+    await this.#ds.nodes.update(node.agentId, { serial: svid.serial, previousSerial: node.serial, expiresAt: svid.notAfter })
+    this.#log.info({ [F.AGENT_ID]: node.agentId, [F.SERIAL]: svid.serial }, 'Agent SVID renewed')
+    return svid.chain
+  }
+
+  async evict(agentId: string): Promise<AttestedNode> {
+    const n = await this.#ds.nodes.delete(checkAgentId(agentId, this.#td))
+    this.#log.info({ [F.AGENT_ID]: agentId }, 'Agent evicted')
+    return n
+  }
+
+  async ban(agentId: string): Promise<AttestedNode> {
+    const n = await this.#ds.nodes.update(checkAgentId(agentId, this.#td), { banned: true, serial: '', previousSerial: '' })
+    this.#log.info({ [F.AGENT_ID]: agentId }, 'Agent banned')
+    return n
+  }
+}
+
+function checkAgentId(agentId: string, td: TrustDomain): string {
+  const id = SpiffeId.fromString(agentId)
+  if (!id.memberOf(td) || !isAgentId(id)) throw new IdentityError('ERR_INVALID_ARGUMENT', 'not an agent ID of this trust domain')
+  return id.toString()
+}
+
+export function hashToken(token: string): string {
+  return createHash('sha256').update(token, 'utf8').digest('hex')
+}
+
+/** A non-secret identifier for a token (for agent IDs and logs): the first 32 hex of its SHA-256. */
+export function tokenId(token: string): string {
+  return hashToken(token).slice(0, 32)
+}
+

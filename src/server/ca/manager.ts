@@ -1,0 +1,358 @@
+import { X509Certificate, createHash, randomBytes, type JsonWebKey, type KeyObject } from 'node:crypto'
+import { EventEmitter } from 'node:events'
+import { IdentityError } from '../../errors/identity-error.js'
+import type { Clock } from '../../common/clock.js'
+import { F, type Logger } from '../../common/log/logger.js'
+import type { KeyManager, KeyType, ManagedKey } from '../../keymanager/key-manager.js'
+import { SpiffeBundle } from '../../spiffe/bundle/spiffe-bundle.js'
+import { mintJwtSvid } from '../../spiffe/jwt-svid/mint-jwt-svid.js'
+import type { Signer } from '../../spiffe/signer.js'
+import type { SpiffeId } from '../../spiffe/spiffe-id.js'
+import type { TrustDomain } from '../../spiffe/trust-domain.js'
+import { createCaCertificate, createX509Svid, type X509Subject } from '../../spiffe/x509-svid/certificate-builder.js'
+import type { DataStore } from '../datastore/types.js'
+
+/** An upstream CA: our X.509 CA certificates become intermediates it signs. */
+export interface UpstreamAuthority {
+  certificate: Uint8Array
+  signer: Signer
+  /** Roots published in our bundle (default: the upstream certificate itself). */
+  roots: Uint8Array[]
+  /** Certificates between the upstream and its roots, sent in SVID chains. */
+  intermediates: Uint8Array[]
+}
+
+export interface CaManagerOptions {
+  trustDomain: TrustDomain
+  keyManager: KeyManager
+  ds: DataStore
+  clock: Clock
+  log: Logger
+  caTtlMs: number
+  caKeyType: KeyType
+  jwtKeyType: KeyType
+  caSubject?: X509Subject
+  jwtIssuer?: string
+  refreshHintSeconds: number
+  upstream?: UpstreamAuthority
+}
+
+type SlotStatus = 'prepared' | 'active' | 'old'
+
+interface X509Slot {
+  keyId: string
+  cert: string // base64 DER
+  notBefore: number
+  notAfter: number
+  status: SlotStatus
+}
+
+interface JwtSlot {
+  keyId: string
+  kid: string
+  jwk: JsonWebKey
+  notBefore: number
+  notAfter: number
+  status: SlotStatus
+}
+
+interface Journal {
+  version: 1
+  counter: number
+  x509: X509Slot[]
+  jwt: JwtSlot[]
+}
+
+interface ActiveX509 {
+  slot: X509Slot
+  der: Uint8Array
+  key: ManagedKey
+  /** Certificates after the leaf in an SVID chain: for an upstream CA, our intermediate and the upstream's. */
+  chainTail: Uint8Array[]
+}
+
+interface ActiveJwt {
+  slot: JwtSlot
+  key: ManagedKey
+}
+
+const JOURNAL_NAME = 'ca'
+
+/**
+ * The server CA and its key rotation, modelled on SPIRE's ca/manager: each of
+ * the X.509 CA and the JWT key has slots; the next key is prepared (and
+ * published in the bundle) at half of the active one's life, activated at five
+ * sixths, and a retired key stays in the bundle until it expires. Keys live in
+ * the KeyManager; the CA only ever holds a Signer. Every bundle change bumps
+ * `spiffe_sequence`.
+ */
+export class CaManager {
+  readonly #o: CaManagerOptions
+  readonly #log: Logger
+  readonly #events = new EventEmitter()
+  #journal: Journal = { version: 1, counter: 0, x509: [], jwt: [] }
+  #x509: ActiveX509 | undefined
+  #jwt: ActiveJwt | undefined
+  #bundle: SpiffeBundle | undefined
+  #busy: Promise<unknown> = Promise.resolve()
+
+  constructor(opts: CaManagerOptions) {
+    if (opts.caTtlMs < 60_000) throw new RangeError('ca_ttl must be at least 1m')
+    this.#o = opts
+    this.#log = opts.log.child({ [F.SUBSYSTEM]: 'ca' })
+    this.#events.setMaxListeners(0)
+  }
+
+  /** Loads the journal (or creates the first keys) and publishes the bundle. */
+  async init(): Promise<void> {
+    const raw = await this.#o.ds.journal.get(JOURNAL_NAME)
+    if (raw) {
+      try {
+        const j = JSON.parse(raw) as Journal
+        if (j.version === 1 && Array.isArray(j.x509) && Array.isArray(j.jwt)) this.#journal = j
+      } catch (cause) {
+        throw new IdentityError('ERR_DATASTORE', 'CA journal is corrupt', { cause })
+      }
+    }
+    await this.#serial(() => this.#rotateLocked(true))
+  }
+
+  /** Runs one rotation step (prepare / activate / retire / prune). Returns true when the bundle changed. */
+  rotate(): Promise<boolean> {
+    return this.#serial(() => this.#rotateLocked(false))
+  }
+
+  /** Forces the next key of both kinds to be prepared now and activated now (operator rotation). */
+  forceRotate(): Promise<boolean> {
+    return this.#serial(async () => {
+      const now = this.#o.clock.now()
+      for (const s of this.#journal.x509) if (s.status === 'active') s.status = 'old'
+      for (const s of this.#journal.jwt) if (s.status === 'active') s.status = 'old'
+      if (!this.#journal.x509.some((s) => s.status === 'prepared')) await this.#prepareX509(now)
+      if (!this.#journal.jwt.some((s) => s.status === 'prepared')) await this.#prepareJwt(now)
+      return this.#rotateLocked(true)
+    })
+  }
+
+  #serial<T>(fn: () => Promise<T>): Promise<T> {
+    const p = this.#busy.then(fn, fn)
+    this.#busy = p.catch(() => undefined)
+    return p
+  }
+
+  async #rotateLocked(forcePublish: boolean): Promise<boolean> {
+    const now = this.#o.clock.now()
+    let changed = forcePublish
+    const j = this.#journal
+
+    // X.509 CA
+    let active = j.x509.find((s) => s.status === 'active' && s.notAfter > now)
+    let prepared = j.x509.find((s) => s.status === 'prepared' && s.notAfter > now)
+    if (!active) {
+      if (!prepared) prepared = await this.#prepareX509(now)
+      prepared.status = 'active'
+      active = prepared
+      prepared = undefined
+      changed = true
+      this.#log.info({ [F.KEY_ID]: active.keyId }, 'X509 CA activated')
+    }
+    const life = active.notAfter - active.notBefore
+    if (!prepared && now >= active.notAfter - Math.min(life / 2, 30 * 86_400_000)) {
+      prepared = await this.#prepareX509(now)
+      changed = true
+    }
+    if (prepared && now >= active.notAfter - Math.min(life / 6, 7 * 86_400_000)) {
+      active.status = 'old'
+      prepared.status = 'active'
+      this.#log.info({ [F.KEY_ID]: prepared.keyId }, 'X509 CA activated')
+      changed = true
+    }
+
+    // JWT signing key
+    let jactive = j.jwt.find((s) => s.status === 'active' && s.notAfter > now)
+    let jprepared = j.jwt.find((s) => s.status === 'prepared' && s.notAfter > now)
+    if (!jactive) {
+      if (!jprepared) jprepared = await this.#prepareJwt(now)
+      jprepared.status = 'active'
+      jactive = jprepared
+      jprepared = undefined
+      changed = true
+      this.#log.info({ [F.KID]: jactive.kid }, 'JWT key activated')
+    }
+    const jlife = jactive.notAfter - jactive.notBefore
+    if (!jprepared && now >= jactive.notAfter - Math.min(jlife / 2, 30 * 86_400_000)) {
+      jprepared = await this.#prepareJwt(now)
+      changed = true
+    }
+    if (jprepared && now >= jactive.notAfter - Math.min(jlife / 6, 7 * 86_400_000)) {
+      jactive.status = 'old'
+      jprepared.status = 'active'
+      this.#log.info({ [F.KID]: jprepared.kid }, 'JWT key activated')
+      changed = true
+    }
+
+    // Expired slots leave the bundle; their keys are destroyed.
+    const expired = [...j.x509.filter((s) => s.notAfter <= now), ...j.jwt.filter((s) => s.notAfter <= now)]
+    if (expired.length > 0) {
+      j.x509 = j.x509.filter((s) => s.notAfter > now)
+      j.jwt = j.jwt.filter((s) => s.notAfter > now)
+      changed = true
+    }
+
+    if (changed) {
+      await this.#o.ds.journal.put(JOURNAL_NAME, JSON.stringify(j))
+      await this.#loadActive()
+      await this.#publish()
+      for (const s of expired) {
+        await this.#o.keyManager.deleteKey(s.keyId).catch((err: unknown) => this.#log.warn({ [F.KEY_ID]: s.keyId, [F.ERR]: String(err) }, 'Retired key could not be destroyed'))
+        this.#log.info({ [F.KEY_ID]: s.keyId }, 'Retired key destroyed')
+      }
+    } else if (!this.#x509 || !this.#jwt) {
+      await this.#loadActive()
+      if (!this.#bundle) await this.#publish()
+    }
+    return changed
+  }
+
+  async #prepareX509(now: number): Promise<X509Slot> {
+    const keyId = `x509-ca-${++this.#journal.counter}`
+    const key = await this.#o.keyManager.generateKey(keyId, this.#o.caKeyType)
+    const notBefore = now - 10_000
+    let notAfter = now + this.#o.caTtlMs
+    const up = this.#o.upstream
+    if (up) {
+      const upNotAfter = Date.parse(new X509Certificate(up.certificate).validTo)
+      notAfter = Math.min(notAfter, upNotAfter)
+    }
+    const der = await createCaCertificate({
+      trustDomain: this.#o.trustDomain,
+      publicKey: key.publicKey,
+      signer: up ? up.signer : key,
+      ...(up ? { issuer: { certificate: up.certificate } } : {}),
+      notBefore: new Date(notBefore),
+      notAfter: new Date(notAfter),
+      ...(this.#o.caSubject ? { subject: this.#o.caSubject } : {}),
+    })
+    const slot: X509Slot = { keyId, cert: Buffer.from(der).toString('base64'), notBefore, notAfter, status: 'prepared' }
+    this.#journal.x509.push(slot)
+    this.#log.info({ [F.KEY_ID]: keyId, not_after: new Date(notAfter).toISOString() }, 'X509 CA prepared')
+    return slot
+  }
+
+  async #prepareJwt(now: number): Promise<JwtSlot> {
+    const keyId = `jwt-${++this.#journal.counter}`
+    const key = await this.#o.keyManager.generateKey(keyId, this.#o.jwtKeyType)
+    const jwk = key.publicKey.export({ format: 'jwk' }) as JsonWebKey
+    const kid = randomBytes(16).toString('base64url')
+    const slot: JwtSlot = { keyId, kid, jwk, notBefore: now, notAfter: now + this.#o.caTtlMs, status: 'prepared' }
+    this.#journal.jwt.push(slot)
+    this.#log.info({ [F.KID]: kid }, 'JWT key prepared')
+    return slot
+  }
+
+  async #loadActive(): Promise<void> {
+    const xs = this.#journal.x509.find((s) => s.status === 'active')
+    const js = this.#journal.jwt.find((s) => s.status === 'active')
+    if (!xs || !js) throw new IdentityError('ERR_INTERNAL', 'CA has no active key')
+    const der = new Uint8Array(Buffer.from(xs.cert, 'base64'))
+    const up = this.#o.upstream
+    this.#x509 = {
+      slot: xs,
+      der,
+      key: await this.#o.keyManager.getKey(xs.keyId),
+      chainTail: up ? [der, up.certificate, ...up.intermediates].filter((c) => !up.roots.some((r) => Buffer.compare(r, c) === 0)) : [],
+    }
+    this.#jwt = { slot: js, key: await this.#o.keyManager.getKey(js.keyId) }
+  }
+
+  async #publish(): Promise<void> {
+    const td = this.#o.trustDomain
+    const prev = await this.#o.ds.bundles.get(td.name)
+    const sequence = (prev?.sequence ?? 0) + 1
+    const x509Authorities = this.#o.upstream
+      ? this.#o.upstream.roots
+      : this.#journal.x509.map((s) => new Uint8Array(Buffer.from(s.cert, 'base64')))
+    const bundle = SpiffeBundle.from({
+      trustDomain: td,
+      x509Authorities,
+      jwtAuthorities: new Map(this.#journal.jwt.map((s) => [s.kid, s.jwk])),
+      sequenceNumber: sequence,
+      refreshHintSeconds: this.#o.refreshHintSeconds,
+    })
+    await this.#o.ds.bundles.put({ trustDomain: td.name, document: bundle.marshal(), sequence })
+    this.#bundle = bundle
+    this.#log.info({ [F.TRUST_DOMAIN]: td.name, sequence }, 'Bundle published')
+    this.#events.emit('bundle', bundle)
+  }
+
+  /** The local trust domain's current bundle. */
+  bundle(): SpiffeBundle {
+    if (!this.#bundle) throw new IdentityError('ERR_NOT_CONFIGURED', 'CA is not initialised')
+    return this.#bundle
+  }
+
+  onBundleChange(fn: (b: SpiffeBundle) => void): () => void {
+    this.#events.on('bundle', fn)
+    return () => this.#events.off('bundle', fn)
+  }
+
+  /** Longest lifetime an SVID signed now can have (it never outlives the active CA). */
+  remainingCaLifetimeMs(): number {
+    return Math.max(0, (this.#x509?.slot.notAfter ?? 0) - this.#o.clock.now())
+  }
+
+  /** Signs an X.509-SVID with the active CA. Returns the chain (leaf first). */
+  async signX509Svid(opts: { spiffeId: SpiffeId; publicKey: KeyObject; ttlMs: number; dnsNames?: readonly string[] }): Promise<{ chain: Uint8Array[]; serial: string; notAfter: number }> {
+    const ca = this.#x509
+    if (!ca) throw new IdentityError('ERR_NOT_CONFIGURED', 'CA is not initialised')
+    const now = this.#o.clock.now()
+    const notAfter = Math.min(now + opts.ttlMs, ca.slot.notAfter)
+    const leaf = await createX509Svid({
+      spiffeId: opts.spiffeId,
+      publicKey: opts.publicKey,
+      signer: ca.key,
+      issuer: { certificate: ca.der },
+      notBefore: new Date(now - 10_000),
+      notAfter: new Date(notAfter),
+      ...(opts.dnsNames && opts.dnsNames.length > 0 ? { dnsNames: opts.dnsNames } : {}),
+    })
+    return { chain: [leaf, ...ca.chainTail], serial: serialOf(leaf), notAfter }
+  }
+
+  /** Mints a JWT-SVID with the active JWT key; `exp` never passes the key's own expiry. */
+  async mintJwtSvid(opts: { spiffeId: SpiffeId; audience: readonly string[]; ttlMs: number }): Promise<{ token: string; expiresAt: number; issuedAt: number; kid: string }> {
+    const jwt = this.#jwt
+    if (!jwt) throw new IdentityError('ERR_NOT_CONFIGURED', 'CA is not initialised')
+    const now = this.#o.clock.now()
+    const issuedAt = Math.floor(now / 1000) * 1000
+    const expiresAt = Math.floor(Math.min(now + opts.ttlMs, jwt.slot.notAfter) / 1000) * 1000
+    if (expiresAt <= issuedAt) throw new IdentityError('ERR_UNAVAILABLE', 'JWT key is about to expire; retry after rotation')
+    const token = await mintJwtSvid({
+      spiffeId: opts.spiffeId,
+      audience: [...opts.audience],
+      expiresAt: new Date(expiresAt),
+      issuedAt: new Date(issuedAt),
+      signer: jwt.key,
+      kid: jwt.slot.kid,
+      ...(this.#o.jwtIssuer ? { issuer: this.#o.jwtIssuer } : {}),
+    })
+    return { token, expiresAt, issuedAt, kid: jwt.slot.kid }
+  }
+
+  /** A summary of the slots, for `bundle show`-style diagnostics and tests. */
+  slots(): { x509: { keyId: string; status: SlotStatus; notAfter: number; fingerprint: string }[]; jwt: { kid: string; status: SlotStatus; notAfter: number }[] } {
+    return {
+      x509: this.#journal.x509.map((s) => ({
+        keyId: s.keyId,
+        status: s.status,
+        notAfter: s.notAfter,
+        fingerprint: createHash('sha256').update(Buffer.from(s.cert, 'base64')).digest('hex'),
+      })),
+      jwt: this.#journal.jwt.map((s) => ({ kid: s.kid, status: s.status, notAfter: s.notAfter })),
+    }
+  }
+}
+
+export function serialOf(der: Uint8Array): string {
+  return new X509Certificate(der).serialNumber.toLowerCase()
+}

@@ -1,0 +1,187 @@
+import { existsSync } from 'node:fs'
+import { dirname, isAbsolute, join, resolve } from 'node:path'
+import { z } from 'zod'
+import { duration } from '../common/config/duration.js'
+import { configError, zodIssues, type ConfigIssue } from '../common/config/issues.js'
+import { hostPort, logLevel, trustDomain } from '../common/config/refinements.js'
+import { IdentityError } from '../errors/identity-error.js'
+import type { KeyType } from '../keymanager/key-manager.js'
+import type { TrustDomain } from '../spiffe/trust-domain.js'
+
+const KEY_TYPE = z.enum(['ec-p256', 'ec-p384', 'rsa-2048', 'rsa-3072', 'rsa-4096'])
+
+const ServerSection = z
+  .object({
+    trust_domain: trustDomain(),
+    bind_address: hostPort().default('127.0.0.1:8081'),
+    socket_path: z.string().min(1).optional(),
+    data_dir: z.string().min(1).default('./.warrant/server'),
+    log_level: logLevel().default('info'),
+    log_format: z.enum(['json', 'pretty']).default('json'),
+    ca_ttl: duration().default(24 * 3_600_000),
+    default_x509_svid_ttl: duration().default(3_600_000),
+    default_jwt_svid_ttl: duration().default(300_000),
+    agent_ttl: duration().optional(),
+    ca_key_type: KEY_TYPE.default('ec-p256'),
+    jwt_key_type: KEY_TYPE.default('ec-p256'),
+    jwt_issuer: z.string().url().optional(),
+    refresh_hint: duration().default(300_000),
+    rotation_check_interval: duration().default(10_000),
+    ca_subject: z.object({ organization: z.string().min(1).optional(), common_name: z.string().min(1).optional() }).strict().optional(),
+    upstream_authority: z
+      .object({ cert_file: z.string().min(1), key_file: z.string().min(1), bundle_file: z.string().min(1).optional() })
+      .strict()
+      .optional(),
+    health_checks: z.object({ bind_address: hostPort(), live_path: z.string().default('/live'), ready_path: z.string().default('/ready') }).strict().optional(),
+    metrics: z.object({ bind_address: hostPort() }).strict().optional(),
+    federation: z.record(z.string(), z.unknown()).optional(),
+  })
+  .strict()
+
+const PluginBlocks = z.record(z.string(), z.record(z.string(), z.unknown()).default({}))
+
+const FileConfig = z
+  .object({
+    server: ServerSection,
+    plugins: z
+      .object({
+        key_manager: PluginBlocks.optional(),
+        datastore: PluginBlocks.optional(),
+        node_attestor: PluginBlocks.optional(),
+      })
+      .strict()
+      .default({}),
+  })
+  .strict()
+
+export interface PluginSelection {
+  name: string
+  raw: unknown
+}
+
+export interface ServerConfig {
+  trustDomain: TrustDomain
+  bindAddress: { host: string; port: number }
+  socketPath: string
+  dataDir: string
+  logLevel: 'debug' | 'info' | 'warn' | 'error'
+  logFormat: 'json' | 'pretty'
+  caTtlMs: number
+  defaultX509TtlMs: number
+  defaultJwtTtlMs: number
+  agentTtlMs: number
+  caKeyType: KeyType
+  jwtKeyType: KeyType
+  jwtIssuer: string | undefined
+  refreshHintSeconds: number
+  rotationCheckIntervalMs: number
+  caSubject: { organization?: string; commonName?: string } | undefined
+  upstream: { certFile: string; keyFile: string; bundleFile: string | undefined } | undefined
+  health: { host: string; port: number; livePath: string; readyPath: string } | undefined
+  metrics: { host: string; port: number } | undefined
+  federation: Record<string, unknown> | undefined
+  keyManager: PluginSelection
+  datastore: { kind: 'sqlite'; path: string } | { kind: 'memory' }
+  nodeAttestors: PluginSelection[]
+  /** Cross-field notes for `server validate` (not errors). */
+  notes: string[]
+}
+
+export function splitHostPort(s: string): { host: string; port: number } {
+  const i = s.lastIndexOf(':')
+  const host = s.slice(0, i).replace(/^\[|\]$/g, '') || '127.0.0.1'
+  return { host, port: Number(s.slice(i + 1)) }
+}
+
+/**
+ * Validates a parsed server.toml as a whole: every problem (core keys and the
+ * plugin choice) is reported together with its path. `baseDir` resolves
+ * relative paths (the config file's directory).
+ */
+export function toServerConfig(raw: unknown, baseDir: string): ServerConfig {
+  const issues: ConfigIssue[] = []
+  const r = FileConfig.safeParse(raw)
+  if (!r.success) throw configError(zodIssues(r.error), 'server configuration')
+  const f = r.data
+  const s = f.server
+  const abs = (p: string) => (isAbsolute(p) ? p : resolve(baseDir, p))
+  const dataDir = abs(s.data_dir)
+
+  const pick = (kind: string, blocks: Record<string, unknown> | undefined, allowed: readonly string[], def: string): PluginSelection | undefined => {
+    const names = Object.keys(blocks ?? {})
+    if (names.length === 0) return { name: def, raw: {} }
+    if (names.length > 1) {
+      issues.push({ path: `plugins.${kind}`, message: `exactly one ${kind} is allowed (found ${names.join(', ')})` })
+      return undefined
+    }
+    const name = names[0]!
+    if (!allowed.includes(name)) {
+      issues.push({ path: `plugins.${kind}.${name}`, message: `unknown ${kind} "${name}" (known: ${allowed.join(', ')})` })
+      return undefined
+    }
+    return { name, raw: blocks![name] }
+  }
+  const keyManager = pick('key_manager', f.plugins.key_manager, ['memory', 'disk', 'pkcs11'], 'disk')
+  const dsSel = pick('datastore', f.plugins.datastore, ['sqlite', 'memory'], 'sqlite')
+  let datastore: ServerConfig['datastore'] = { kind: 'sqlite', path: join(dataDir, 'datastore.sqlite3') }
+  if (dsSel?.name === 'memory') datastore = { kind: 'memory' }
+  else if (dsSel?.name === 'sqlite') {
+    const b = z.object({ path: z.string().min(1).optional() }).strict().safeParse(dsSel.raw ?? {})
+    if (!b.success) issues.push(...zodIssues(b.error, 'plugins.datastore.sqlite'))
+    else if (b.data.path) datastore = { kind: 'sqlite', path: isAbsolute(b.data.path) ? b.data.path : resolve(dataDir, b.data.path) }
+  }
+  const nodeBlocks = f.plugins.node_attestor ?? { join_token: {} }
+  const nodeAttestors = Object.entries(nodeBlocks).map(([name, raw]) => ({ name, raw }))
+  if (nodeAttestors.length === 0) issues.push({ path: 'plugins.node_attestor', message: 'at least one node attestor is required' })
+
+  const notes: string[] = []
+  if (s.default_x509_svid_ttl > s.ca_ttl / 6) notes.push(`default_x509_svid_ttl (${s.default_x509_svid_ttl / 1000}s) is longer than ca_ttl/6: SVIDs will be cut short at CA rotation`)
+  if (s.default_jwt_svid_ttl > s.ca_ttl / 6) notes.push('default_jwt_svid_ttl is longer than ca_ttl/6')
+  if (s.ca_ttl < 60_000) issues.push({ path: 'server.ca_ttl', message: 'must be at least 1m' })
+  if (s.default_x509_svid_ttl < 1000) issues.push({ path: 'server.default_x509_svid_ttl', message: 'must be at least 1s' })
+  if (s.default_jwt_svid_ttl < 1000) issues.push({ path: 'server.default_jwt_svid_ttl', message: 'must be at least 1s' })
+
+  let upstream: ServerConfig['upstream']
+  if (s.upstream_authority) {
+    upstream = { certFile: abs(s.upstream_authority.cert_file), keyFile: abs(s.upstream_authority.key_file), bundleFile: s.upstream_authority.bundle_file ? abs(s.upstream_authority.bundle_file) : undefined }
+    for (const [k, p] of [['cert_file', upstream.certFile], ['key_file', upstream.keyFile], ['bundle_file', upstream.bundleFile]] as const) {
+      if (p && !existsSync(p)) issues.push({ path: `server.upstream_authority.${k}`, message: `file not found: ${p}` })
+    }
+  }
+  const socketPath = abs(s.socket_path ?? join(s.data_dir, 'private', 'admin.sock'))
+  if (Buffer.byteLength(socketPath) > 100) issues.push({ path: 'server.socket_path', message: 'path too long for a Unix socket (max ~100 bytes)' })
+  if (issues.length > 0 || !keyManager) throw configError(issues, 'server configuration')
+  const h = s.health_checks
+  return {
+    trustDomain: s.trust_domain,
+    bindAddress: splitHostPort(s.bind_address),
+    socketPath,
+    dataDir,
+    logLevel: s.log_level,
+    logFormat: s.log_format,
+    caTtlMs: s.ca_ttl,
+    defaultX509TtlMs: s.default_x509_svid_ttl,
+    defaultJwtTtlMs: s.default_jwt_svid_ttl,
+    agentTtlMs: s.agent_ttl ?? s.default_x509_svid_ttl,
+    caKeyType: s.ca_key_type,
+    jwtKeyType: s.jwt_key_type,
+    jwtIssuer: s.jwt_issuer,
+    refreshHintSeconds: Math.max(1, Math.round(s.refresh_hint / 1000)),
+    rotationCheckIntervalMs: s.rotation_check_interval,
+    caSubject: s.ca_subject ? { ...(s.ca_subject.organization ? { organization: s.ca_subject.organization } : {}), ...(s.ca_subject.common_name ? { commonName: s.ca_subject.common_name } : {}) } : undefined,
+    upstream,
+    health: h ? { ...splitHostPort(h.bind_address), livePath: h.live_path, readyPath: h.ready_path } : undefined,
+    metrics: s.metrics ? splitHostPort(s.metrics.bind_address) : undefined,
+    federation: s.federation,
+    keyManager,
+    datastore,
+    nodeAttestors,
+    notes,
+  }
+}
+
+export function configDir(path: string): string {
+  return dirname(resolve(path))
+}
+
+export { IdentityError }

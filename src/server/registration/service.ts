@@ -1,0 +1,207 @@
+import { EventEmitter } from 'node:events'
+import { IdentityError } from '../../errors/identity-error.js'
+import type { Clock } from '../../common/clock.js'
+import { F, type Logger } from '../../common/log/logger.js'
+import { SpiffeId } from '../../spiffe/spiffe-id.js'
+import type { AttestedNode, DataStore, EntryFilter, EntryPatch, NewEntry, Page, RegistrationEntry } from '../datastore/types.js'
+import { formatSelector } from './selectors.js'
+import { isAgentId, serverIdOf, validateEntry, type EntryLimits } from './validate.js'
+
+export interface EntryChange {
+  upserted: RegistrationEntry[]
+  deleted: RegistrationEntry[]
+}
+
+export type ItemResult<T> = { ok: true; value: T } | { ok: false; error: IdentityError }
+
+const MAX_BATCH = 500
+
+/**
+ * Registration entries: validation on write, batches, the change feed that
+ * agents' Sync streams follow, and the set of entries each agent may serve.
+ */
+export class RegistrationService {
+  readonly #ds: DataStore
+  readonly #limits: EntryLimits
+  readonly #log: Logger
+  readonly #clock: Clock
+  readonly #events = new EventEmitter()
+  readonly #serverId: string
+
+  constructor(opts: { ds: DataStore; limits: EntryLimits; log: Logger; clock: Clock }) {
+    this.#ds = opts.ds
+    this.#limits = opts.limits
+    this.#log = opts.log.child({ [F.SUBSYSTEM]: 'registration' })
+    this.#clock = opts.clock
+    this.#serverId = serverIdOf(opts.limits.trustDomain).toString()
+    this.#events.setMaxListeners(0)
+  }
+
+  /** Subscribes to entry changes; returns the unsubscribe function. */
+  onChange(fn: (c: EntryChange) => void): () => void {
+    this.#events.on('change', fn)
+    return () => this.#events.off('change', fn)
+  }
+
+  #emit(c: EntryChange): void {
+    if (c.upserted.length + c.deleted.length > 0) this.#events.emit('change', c)
+  }
+
+  async #checkParent(ds: DataStore, e: NewEntry): Promise<void> {
+    if (e.parentId === this.#serverId) return
+    const parent = SpiffeId.fromString(e.parentId)
+    if (isAgentId(parent)) return
+    const { entries } = await ds.entries.list({ spiffeId: e.parentId }, { pageSize: 1 })
+    if (entries.length === 0) {
+      throw new IdentityError('ERR_ENTRY_INVALID', `invalid entry: parent_id: "${e.parentId}" is neither the server, an agent ID nor the SPIFFE ID of an existing entry`, {
+        details: { issues: [{ path: 'parent_id', message: 'parent does not exist' }] },
+      })
+    }
+  }
+
+  async createEntries(batch: NewEntry[]): Promise<ItemResult<RegistrationEntry>[]> {
+    checkBatch(batch.length)
+    const out: ItemResult<RegistrationEntry>[] = []
+    const created: RegistrationEntry[] = []
+    for (const raw of batch) {
+      try {
+        const e = validateEntry(raw, this.#limits)
+        const entry = await this.#ds.tx(async (ds) => {
+          await this.#checkParent(ds, e)
+          return ds.entries.create(e)
+        })
+        created.push(entry)
+        out.push({ ok: true, value: entry })
+        this.#log.info({ [F.ENTRY_ID]: entry.id, [F.SPIFFE_ID]: entry.spiffeId }, 'Entry created')
+      } catch (err) {
+        out.push({ ok: false, error: asIdentityError(err) })
+      }
+    }
+    this.#emit({ upserted: created, deleted: [] })
+    return out
+  }
+
+  async updateEntries(batch: (EntryPatch & { id: string })[]): Promise<ItemResult<RegistrationEntry>[]> {
+    checkBatch(batch.length)
+    const out: ItemResult<RegistrationEntry>[] = []
+    const changed: RegistrationEntry[] = []
+    for (const patch of batch) {
+      try {
+        const entry = await this.#ds.tx(async (ds) => {
+          const current = await ds.entries.get(patch.id)
+          const { id: _id, ...rest } = patch
+          const merged = validateEntry({ ...stripMeta(current), ...definedOnly(rest) }, this.#limits)
+          if (merged.parentId !== current.parentId) await this.#checkParent(ds, merged)
+          return ds.entries.update(patch.id, stripMeta({ ...current, ...merged }))
+        })
+        changed.push(entry)
+        out.push({ ok: true, value: entry })
+        this.#log.info({ [F.ENTRY_ID]: entry.id, [F.SPIFFE_ID]: entry.spiffeId }, 'Entry updated')
+      } catch (err) {
+        out.push({ ok: false, error: asIdentityError(err) })
+      }
+    }
+    this.#emit({ upserted: changed, deleted: [] })
+    return out
+  }
+
+  async deleteEntries(ids: string[]): Promise<ItemResult<RegistrationEntry>[]> {
+    checkBatch(ids.length)
+    const out: ItemResult<RegistrationEntry>[] = []
+    const deleted: RegistrationEntry[] = []
+    for (const id of ids) {
+      try {
+        const e = await this.#ds.entries.delete(id)
+        deleted.push(e)
+        out.push({ ok: true, value: e })
+        this.#log.info({ [F.ENTRY_ID]: e.id, [F.SPIFFE_ID]: e.spiffeId }, 'Entry deleted')
+      } catch (err) {
+        out.push({ ok: false, error: asIdentityError(err) })
+      }
+    }
+    this.#emit({ deleted, upserted: [] })
+    return out
+  }
+
+  get(id: string): Promise<RegistrationEntry> {
+    return this.#ds.entries.get(id)
+  }
+
+  list(filter: EntryFilter, page: Page): Promise<{ entries: RegistrationEntry[]; nextPageToken: string }> {
+    return this.#ds.entries.list(filter, page)
+  }
+
+  count(filter: EntryFilter): Promise<number> {
+    return this.#ds.entries.count(filter)
+  }
+
+  /** Creates an entry without the admin parent check (server-internal, e.g. join-token aliases). */
+  async createInternal(e: NewEntry): Promise<RegistrationEntry> {
+    const v = validateEntry(e, this.#limits)
+    const entry = await this.#ds.entries.create(v)
+    this.#emit({ upserted: [entry], deleted: [] })
+    return entry
+  }
+
+  /**
+   * Entries an agent may serve: those whose parent is the agent, plus those whose
+   * parent is a node alias the agent matches (alias entries have the server as
+   * parent and selectors that are a subset of the agent's node selectors),
+   * following downstream parents transitively. Expired entries are left out.
+   */
+  async authorizedEntries(node: Pick<AttestedNode, 'agentId' | 'selectors'>): Promise<RegistrationEntry[]> {
+    const now = this.#clock.now()
+    const parents: string[] = [node.agentId]
+    if (node.selectors.length > 0) {
+      const { entries: aliases } = await this.#ds.entries.list({ parentId: this.#serverId, selectors: { set: node.selectors, match: 'subset' } })
+      for (const a of aliases) if (a.expiresAt === null || a.expiresAt > now) parents.push(a.spiffeId)
+    }
+    const seenParents = new Set<string>()
+    const out = new Map<string, RegistrationEntry>()
+    while (parents.length > 0 && seenParents.size < 10_000) {
+      const p = parents.shift()!
+      if (seenParents.has(p)) continue
+      seenParents.add(p)
+      const { entries } = await this.#ds.entries.list({ parentId: p })
+      for (const e of entries) {
+        if (e.expiresAt !== null && e.expiresAt <= now) continue
+        if (!out.has(e.id)) {
+          out.set(e.id, e)
+          parents.push(e.spiffeId)
+        }
+      }
+    }
+    return [...out.values()]
+  }
+
+  /** Is entry `entryId` one this agent may serve? Returns it, or throws ERR_ID_NOT_AUTHORIZED. */
+  async authorizedEntry(node: Pick<AttestedNode, 'agentId' | 'selectors'>, entryId: string): Promise<RegistrationEntry> {
+    const entries = await this.authorizedEntries(node)
+    const e = entries.find((x) => x.id === entryId)
+    if (!e) {
+      throw new IdentityError('ERR_ID_NOT_AUTHORIZED', `entry ${entryId.slice(0, 64)} is not authorized for agent ${node.agentId}`)
+    }
+    return e
+  }
+
+  static selectorKey = formatSelector
+}
+
+function checkBatch(n: number): void {
+  if (n === 0) throw new IdentityError('ERR_INVALID_ARGUMENT', 'batch is empty')
+  if (n > MAX_BATCH) throw new IdentityError('ERR_INVALID_ARGUMENT', `batch exceeds ${MAX_BATCH} items`)
+}
+
+function stripMeta(e: RegistrationEntry | NewEntry): NewEntry {
+  const { createdAt: _c, updatedAt: _u, revision: _r, id: _i, ...rest } = e as RegistrationEntry
+  return rest
+}
+
+function definedOnly<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>
+}
+
+export function asIdentityError(err: unknown): IdentityError {
+  if (err instanceof IdentityError) return err
+  return new IdentityError('ERR_INTERNAL', 'internal error', { cause: err })
+}

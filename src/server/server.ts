@@ -1,0 +1,378 @@
+import * as grpc from '@grpc/grpc-js'
+import { createPrivateKey, generateKeyPairSync, type KeyObject } from 'node:crypto'
+import { chmodSync, lstatSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http'
+import { dirname, join } from 'node:path'
+import { IdentityError } from '../errors/identity-error.js'
+import { systemClock, type Clock } from '../common/clock.js'
+import { configError, type ConfigIssue } from '../common/config/issues.js'
+import { HealthService } from '../common/grpc/health.js'
+import { loadProto } from '../common/grpc/proto.js'
+import { F, type Logger } from '../common/log/logger.js'
+import type { KeyManager } from '../keymanager/key-manager.js'
+import type { PluginDefinition, ServerNodeAttestor } from '../plugin/contracts.js'
+import { X509Bundle } from '../spiffe/bundle/x509-bundle.js'
+import { KeyObjectSigner } from '../spiffe/key-signer.js'
+import { pemCertificates } from '../../attestors/node/x509pop/server.js'
+import { NodeAttestationService } from './attestation/service.js'
+import { adminServices } from './api/admin-service.js'
+import { nodeService } from './api/node-service.js'
+import { FederatedBundles } from './bundle/federated.js'
+import { CaManager, type UpstreamAuthority } from './ca/manager.js'
+import type { ServerConfig } from './config.js'
+import { createMemoryDataStore } from './datastore/memory/index.js'
+import { openSqliteDataStore } from './datastore/sqlite/index.js'
+import type { DataStore } from './datastore/types.js'
+import { createServerMetrics, type Metrics } from './metrics.js'
+import { RegistrationService } from './registration/service.js'
+import { serverIdOf } from './registration/validate.js'
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type AnyPlugin<I> = PluginDefinition<any, I>
+
+/** Plugins the composition root offers; core code never imports a concrete plugin. */
+export interface ServerCatalog {
+  keyManagers: readonly AnyPlugin<KeyManager>[]
+  nodeAttestors: readonly AnyPlugin<ServerNodeAttestor>[]
+}
+
+export interface RunningServer {
+  /** Bound TCP address of the agent API. */
+  address: { host: string; port: number }
+  socketPath: string
+  ca: CaManager
+  registration: RegistrationService
+  attestation: NodeAttestationService
+  federated: FederatedBundles
+  ds: DataStore
+  metrics: Metrics
+  /** Drains in-flight calls (up to `graceMs`), then closes everything. */
+  stop(graceMs?: number): Promise<void>
+}
+
+/**
+ * Validates every plugin block against its plugin's schema and reports all
+ * problems together (used by `server run` and `server validate`).
+ */
+export function resolvePlugins(cfg: ServerConfig, catalog: ServerCatalog) {
+  const issues: ConfigIssue[] = []
+  const parse = <I>(kind: string, list: readonly AnyPlugin<I>[], sel: { name: string; raw: unknown }) => {
+    const def = list.find((p) => p.name === sel.name)
+    if (!def) {
+      issues.push({ path: `plugins.${kind}.${sel.name}`, message: `unknown ${kind} "${sel.name}" (known: ${list.map((p) => p.name).join(', ')})` })
+      return undefined
+    }
+    try {
+      return { def, config: def.parseConfig(sel.raw) as unknown }
+    } catch (err) {
+      const e = err as IdentityError
+      const sub = (e.details?.issues as ConfigIssue[] | undefined) ?? [{ path: `plugins.${kind}.${sel.name}`, message: e.message }]
+      issues.push(...sub)
+      return undefined
+    }
+  }
+  const keyManager = parse('key_manager', catalog.keyManagers, cfg.keyManager)
+  const nodeAttestors = cfg.nodeAttestors
+    .filter((s) => s.name !== 'join_token')
+    .map((s) => parse('node_attestor', catalog.nodeAttestors, s))
+  for (const s of cfg.nodeAttestors) {
+    if (s.name === 'join_token' && s.raw && Object.keys(s.raw as object).length > 0) {
+      issues.push({ path: 'plugins.node_attestor.join_token', message: 'join_token takes no settings' })
+    }
+  }
+  if (issues.length > 0) throw configError(issues, 'server configuration')
+  return { keyManager: keyManager!, nodeAttestors: nodeAttestors.map((n) => n!), joinToken: cfg.nodeAttestors.some((s) => s.name === 'join_token') }
+}
+
+/** A grpc-js CertificateProvider fed by us (server SVID and bundle rotate in place). */
+class PushCertificateProvider implements grpc.experimental.CertificateProvider {
+  #ca: grpc.experimental.CaCertificateUpdate | null = null
+  #id: grpc.experimental.IdentityCertificateUpdate | null = null
+  readonly #caL = new Set<grpc.experimental.CaCertificateUpdateListener>()
+  readonly #idL = new Set<grpc.experimental.IdentityCertificateUpdateListener>()
+  setCa(pem: string) {
+    this.#ca = { caCertificate: Buffer.from(pem) }
+    for (const l of this.#caL) l(this.#ca)
+  }
+  setIdentity(certPem: string, keyPem: string) {
+    this.#id = { certificate: Buffer.from(certPem), privateKey: Buffer.from(keyPem) }
+    for (const l of this.#idL) l(this.#id)
+  }
+  addCaCertificateListener(l: grpc.experimental.CaCertificateUpdateListener) {
+    this.#caL.add(l)
+    if (this.#ca) l(this.#ca)
+  }
+  removeCaCertificateListener(l: grpc.experimental.CaCertificateUpdateListener) {
+    this.#caL.delete(l)
+  }
+  addIdentityCertificateListener(l: grpc.experimental.IdentityCertificateUpdateListener) {
+    this.#idL.add(l)
+    if (this.#id) l(this.#id)
+  }
+  removeIdentityCertificateListener(l: grpc.experimental.IdentityCertificateUpdateListener) {
+    this.#idL.delete(l)
+  }
+}
+
+const pem = (label: string, der: Uint8Array) => `-----BEGIN ${label}-----\n${Buffer.from(der).toString('base64').replace(/.{1,64}/g, '$&\n')}-----END ${label}-----\n`
+
+function writeAtomic(path: string, data: string, mode = 0o644): void {
+  const tmp = `${path}.tmp-${process.pid}`
+  writeFileSync(tmp, data, { mode })
+  renameSync(tmp, path)
+}
+
+/** Creates a private directory (0700), refusing a symlink in its place. */
+export function ensurePrivateDir(dir: string): void {
+  mkdirSync(dir, { recursive: true, mode: 0o700 })
+  const st = lstatSync(dir)
+  if (!st.isDirectory()) throw new IdentityError('ERR_CONFIG_INVALID', `${dir} is not a directory`)
+  chmodSync(dir, 0o700)
+}
+
+function loadUpstream(cfg: NonNullable<ServerConfig['upstream']>): UpstreamAuthority {
+  try {
+    const certs = pemCertificates(readFileSync(cfg.certFile, 'utf8'))
+    const key: KeyObject = createPrivateKey(readFileSync(cfg.keyFile))
+    if (certs.length === 0) throw new Error('cert_file holds no certificate')
+    const cert = certs[0]!
+    if (!cert.checkPrivateKey(key)) throw new Error('key_file does not match cert_file')
+    if (!cert.ca) throw new Error('upstream certificate is not a CA')
+    const roots = cfg.bundleFile ? pemCertificates(readFileSync(cfg.bundleFile, 'utf8')) : [certs[certs.length - 1]!]
+    return {
+      certificate: new Uint8Array(cert.raw),
+      signer: new KeyObjectSigner(key),
+      roots: roots.map((c) => new Uint8Array(c.raw)),
+      intermediates: certs.slice(1).map((c) => new Uint8Array(c.raw)),
+    }
+  } catch (cause) {
+    throw new IdentityError('ERR_CONFIG_INVALID', `upstream_authority: ${(cause as Error).message}`, { cause })
+  }
+}
+
+/** Starts the server: datastore, key manager, CA, agent API (TCP, TLS), admin API (Unix socket), health and metrics. */
+export async function startServer(cfg: ServerConfig, opts: { log: Logger; catalog: ServerCatalog; clock?: Clock }): Promise<RunningServer> {
+  const clock = opts.clock ?? systemClock
+  const log = opts.log
+  const plugins = resolvePlugins(cfg, opts.catalog)
+  ensurePrivateDir(cfg.dataDir)
+  const deps = (name: string, type: string) => ({ log: log.child({ [F.PLUGIN_TYPE]: type, [F.PLUGIN_NAME]: name }), clock, trustDomain: cfg.trustDomain, dataDir: cfg.dataDir })
+  const closers: (() => Promise<void>)[] = []
+  const closeAll = async () => {
+    for (const c of closers.reverse()) await c().catch((err: unknown) => log.warn({ [F.ERR]: String(err) }, 'Close failed'))
+  }
+  try {
+    const km = await plugins.keyManager.def.create(plugins.keyManager.config, deps(plugins.keyManager.def.name, 'key_manager'))
+    closers.push(async () => km.close?.())
+    const ds = cfg.datastore.kind === 'sqlite' ? await openSqliteDataStore({ path: cfg.datastore.path, log, clock }) : createMemoryDataStore({ clock })
+    closers.push(() => ds.close())
+    const metrics = createServerMetrics({ defaults: true, countEntries: () => ds.entries.count(), countAgents: () => ds.nodes.count() })
+    const attestors = new Map<string, ServerNodeAttestor>()
+    for (const a of plugins.nodeAttestors) {
+      const inst = await a.def.create(a.config, deps(a.def.name, 'node_attestor'))
+      attestors.set(a.def.name, inst)
+      closers.push(async () => inst.close?.())
+    }
+
+    const ca = new CaManager({
+      trustDomain: cfg.trustDomain,
+      keyManager: km,
+      ds,
+      clock,
+      log,
+      caTtlMs: cfg.caTtlMs,
+      caKeyType: cfg.caKeyType,
+      jwtKeyType: cfg.jwtKeyType,
+      ...(cfg.caSubject ? { caSubject: cfg.caSubject } : {}),
+      ...(cfg.jwtIssuer ? { jwtIssuer: cfg.jwtIssuer } : {}),
+      refreshHintSeconds: cfg.refreshHintSeconds,
+      ...(cfg.upstream ? { upstream: loadUpstream(cfg.upstream) } : {}),
+    })
+    await ca.init()
+    const registration = new RegistrationService({
+      ds,
+      clock,
+      log,
+      limits: { trustDomain: cfg.trustDomain, maxX509TtlSeconds: Math.floor(cfg.caTtlMs / 1000), maxJwtTtlSeconds: Math.floor(cfg.caTtlMs / 1000) },
+    })
+    const federated = new FederatedBundles({ ds, localTrustDomain: cfg.trustDomain, log })
+    const attestation = new NodeAttestationService({ trustDomain: cfg.trustDomain, ds, ca, registration, attestors, clock, log, agentTtlMs: cfg.agentTtlMs, metrics })
+    if (!plugins.joinToken) {
+      // join_token not configured: refuse it like any unknown attestor.
+      log.info({}, 'join_token attestation disabled')
+    }
+    const attestationGuard = plugins.joinToken ? attestation : withoutJoinToken(attestation)
+
+    // The server's own X.509-SVID for TLS: in-memory key, renewed at half-life and on CA rotation.
+    const tls = new PushCertificateProvider()
+    const serverId = serverIdOf(cfg.trustDomain)
+    let svidTimer: NodeJS.Timeout | undefined
+    const renewServerSvid = async () => {
+      const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' })
+      const svid = await ca.signX509Svid({ spiffeId: serverId, publicKey, ttlMs: cfg.defaultX509TtlMs })
+      tls.setIdentity(svid.chain.map((c) => pem('CERTIFICATE', c)).join(''), privateKey.export({ type: 'pkcs8', format: 'pem' }) as string)
+      const life = svid.notAfter - clock.now()
+      clearTimeout(svidTimer)
+      svidTimer = setTimeout(() => void renewServerSvid().catch((err: unknown) => log.error({ [F.ERR]: String(err) }, 'Server SVID renewal failed')), Math.max(1000, life / 2))
+      svidTimer.unref()
+      log.info({ [F.SPIFFE_ID]: serverId.toString(), [F.SERIAL]: svid.serial }, 'Server SVID issued')
+    }
+    const publishBundleFiles = () => {
+      const b = ca.bundle()
+      const bundlePem = new X509Bundle(cfg.trustDomain, b.x509Authorities).toPem()
+      tls.setCa(bundlePem)
+      writeAtomic(join(cfg.dataDir, 'bundle.pem'), bundlePem)
+      writeAtomic(join(cfg.dataDir, 'bundle.spiffe'), b.marshal({ indent: 2 }))
+      metrics.bundleSequence.set(b.sequenceNumber ?? 0)
+    }
+    publishBundleFiles()
+    await renewServerSvid()
+    closers.push(async () => clearTimeout(svidTimer))
+    const unsubBundle = ca.onBundleChange(() => {
+      publishBundleFiles()
+      void renewServerSvid().catch((err: unknown) => log.error({ [F.ERR]: String(err) }, 'Server SVID renewal failed'))
+    })
+    closers.push(async () => unsubBundle())
+
+    const rotTimer = setInterval(() => {
+      ca.rotate().catch((err: unknown) => log.error({ [F.ERR]: String(err) }, 'CA rotation failed'))
+      ds.joinTokens.pruneExpired(clock.now()).catch(() => undefined)
+    }, cfg.rotationCheckIntervalMs)
+    rotTimer.unref()
+    closers.push(async () => clearInterval(rotTimer))
+
+
+    // Agent API: TCP + TLS, client certificate requested but optional (Attest has none).
+    const health = new HealthService(['warrant.agent.v1.Node'])
+    const nodeProto = loadProto('warrant/agent/v1/node.proto') as unknown as { warrant: { agent: { v1: { Node: grpc.ServiceClientConstructor } } } }
+    const healthProto = loadProto('grpc/health/v1/health.proto') as unknown as { grpc: { health: { v1: { Health: grpc.ServiceClientConstructor } } } }
+    const agentApi = new grpc.Server({ 'grpc.max_receive_message_length': 16 * 1024 * 1024, 'grpc.keepalive_permit_without_calls': 1 })
+    agentApi.addService(nodeProto.warrant.agent.v1.Node.service, nodeService({ attestation: attestationGuard, registration, ca, federated, clock, log, metrics, defaultX509TtlMs: cfg.defaultX509TtlMs, defaultJwtTtlMs: cfg.defaultJwtTtlMs }))
+    agentApi.addService(healthProto.grpc.health.v1.Health.service, health.handlers(log))
+    const creds = grpc.experimental.createCertificateProviderServerCredentials(tls, tls, false)
+    const port = await new Promise<number>((resolve, reject) => {
+      agentApi.bindAsync(`${cfg.bindAddress.host.includes(':') ? `[${cfg.bindAddress.host}]` : cfg.bindAddress.host}:${cfg.bindAddress.port}`, creds, (err, p) => (err ? reject(new IdentityError('ERR_CONFIG_INVALID', `cannot listen on ${cfg.bindAddress.host}:${cfg.bindAddress.port}: ${err.message}`, { cause: err })) : resolve(p)))
+    })
+    closers.push(() => shutdownGrpc(agentApi, 5000))
+    const address = { host: cfg.bindAddress.host, port }
+
+    // Admin API: Unix socket only, directory 0700, socket 0600.
+    ensurePrivateDir(dirname(cfg.socketPath))
+    rmSync(cfg.socketPath, { force: true })
+    const adminProto = loadProto('warrant/admin/v1/admin.proto') as unknown as { warrant: { admin: { v1: Record<string, grpc.ServiceClientConstructor> } } }
+    const admin = adminServices({ ds, registration, attestation, ca, federated, log, metrics })
+    const adminApi = new grpc.Server()
+    adminApi.addService(adminProto.warrant.admin.v1.Entries!.service, admin.entries)
+    adminApi.addService(adminProto.warrant.admin.v1.Agents!.service, admin.agents)
+    adminApi.addService(adminProto.warrant.admin.v1.Bundles!.service, admin.bundles)
+    adminApi.addService(healthProto.grpc.health.v1.Health.service, health.handlers(log))
+    await new Promise<void>((resolve, reject) => {
+      adminApi.bindAsync(`unix:${cfg.socketPath}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(new IdentityError('ERR_CONFIG_INVALID', `cannot listen on ${cfg.socketPath}: ${err.message}`, { cause: err })) : resolve()))
+    })
+    chmodSync(cfg.socketPath, 0o600)
+    closers.push(async () => {
+      await shutdownGrpc(adminApi, 2000)
+      rmSync(cfg.socketPath, { force: true })
+    })
+
+    // Health (/live, /ready) and Prometheus metrics over plain HTTP on loopback (or as configured).
+    let ready = true
+    if (cfg.health) {
+      const h = cfg.health
+      const srv = createHttpServer((req, res) => {
+        const path = (req.url ?? '').split('?')[0]
+        if (path === h.livePath || path === h.readyPath) {
+          const ok = path === h.livePath ? true : ready
+          res.writeHead(ok ? 200 : 500, { 'content-type': 'application/json' })
+          res.end(JSON.stringify(path === h.livePath ? { live: ok } : { ready: ok }))
+        } else {
+          res.writeHead(404).end()
+        }
+      })
+      await listen(srv, h.host, h.port)
+      closers.push(() => closeHttp(srv))
+    }
+    if (cfg.metrics) {
+      const srv = createHttpServer((req, res) => {
+        if ((req.url ?? '').split('?')[0] !== '/metrics') return void res.writeHead(404).end()
+        metrics.registry.metrics().then(
+          (body) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(body),
+          () => res.writeHead(500).end(),
+        )
+      })
+      await listen(srv, cfg.metrics.host, cfg.metrics.port)
+      closers.push(() => closeHttp(srv))
+    }
+
+    writeAtomic(join(cfg.dataDir, 'server.addr'), `${address.host}:${address.port}\n`)
+    log.info({ [F.TRUST_DOMAIN]: cfg.trustDomain.name, [F.ADDRESS]: `${address.host}:${address.port}`, [F.PATH]: cfg.socketPath }, 'Server started')
+
+    let stopped = false
+    return {
+      address,
+      socketPath: cfg.socketPath,
+      ca,
+      registration,
+      attestation,
+      federated,
+      ds,
+      metrics,
+      async stop() {
+        if (stopped) return
+        stopped = true
+        ready = false
+        health.shutdown()
+        log.info({}, 'Server stopping')
+        await closeAll()
+        log.info({}, 'Server stopped')
+      },
+    }
+  } catch (err) {
+    await closeAll()
+    throw err
+  }
+}
+
+function withoutJoinToken(a: NodeAttestationService): NodeAttestationService {
+  return new Proxy(a, {
+    get(target, prop, recv) {
+      if (prop === 'attest') {
+        return (params: { attestor: string }, ...rest: unknown[]) => {
+          if (params.attestor === 'join_token') return Promise.reject(new IdentityError('ERR_NODE_ATTESTATION_FAILED', 'join_token attestation is not enabled'))
+          return (target.attest as (...a: unknown[]) => unknown).call(target, params, ...rest)
+        }
+      }
+      if (prop === 'createJoinToken') return () => Promise.reject(new IdentityError('ERR_NOT_CONFIGURED', 'join_token attestation is not enabled'))
+      const v = Reflect.get(target, prop, recv) as unknown
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v
+    },
+  })
+}
+
+function shutdownGrpc(s: grpc.Server, graceMs: number): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(() => {
+      s.forceShutdown()
+      resolve()
+    }, graceMs)
+    s.tryShutdown(() => {
+      clearTimeout(t)
+      resolve()
+    })
+  })
+}
+
+function listen(srv: HttpServer, host: string, port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    srv.once('error', (err) => reject(new IdentityError('ERR_CONFIG_INVALID', `cannot listen on ${host}:${port}: ${err.message}`, { cause: err })))
+    srv.listen(port, host, () => resolve())
+  })
+}
+
+function closeHttp(srv: HttpServer): Promise<void> {
+  return new Promise((resolve) => {
+    srv.closeAllConnections?.()
+    srv.close(() => resolve())
+  })
+}
+

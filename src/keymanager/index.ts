@@ -55,6 +55,8 @@ export const Pkcs11ConfigSchema = z.strictObject({
   pin_file: z.string().min(1, 'must not be empty').optional(),
   pin_env: z.string().regex(ENV_NAME, 'must be an environment variable name').optional(),
   session_pool_size: z.number().int('must be an integer').min(1, 'must be at least 1').max(64, 'must be at most 64').optional(),
+  /** auto (default) | sync | async: see Pkcs11Config.sign_mode. */
+  sign_mode: z.enum(['auto', 'sync', 'async']).optional(),
 })
 
 /** Cross-field rules of the pkcs11 block (also enforced for the typed config by Pkcs11KeyManager.open). */
@@ -101,6 +103,7 @@ export const pkcs11KeyManagerPlugin: PluginDefinition<Pkcs11FileConfig, KeyManag
         ...(config.slot !== undefined ? { slot: config.slot } : {}),
         key_label_prefix: config.key_label_prefix ?? DEFAULT_KEY_LABEL_PREFIX,
         session_pool_size: config.session_pool_size ?? DEFAULT_SESSION_POOL_SIZE,
+        ...(config.sign_mode !== undefined ? { sign_mode: config.sign_mode } : {}),
         pin,
       },
       { log },

@@ -59,10 +59,10 @@ describe.runIf(haveTools)('Pkcs11KeyManager with SoftHSM2', () => {
       { title: 'missing module file', over: () => ({ module_path: join(tmp.dir, 'nope.so') }), code: 'ERR_HSM_UNAVAILABLE' },
       { title: 'file that is not a module', over: () => ({ module_path: token.confPath }), code: 'ERR_HSM_UNAVAILABLE' },
       { title: 'unknown token label', over: () => ({ token_label: 'no-such-token' }), code: 'ERR_HSM_UNAVAILABLE' },
-      { title: 'unknown slot', over: () => ({ token_label: undefined, slot: 987654 }) as Partial<Pkcs11Config>, code: 'ERR_HSM_UNAVAILABLE' },
+      { title: 'unknown slot', over: (): Partial<Pkcs11Config> => ({ slot: 987654 }), code: 'ERR_HSM_UNAVAILABLE' },
     ])('$title → $code, without the PIN in the error', async ({ over, code }) => {
       const cfg = config(over())
-      if (cfg.token_label === undefined) delete cfg.token_label
+      if (cfg.slot !== undefined) delete cfg.token_label
       const err = await Pkcs11KeyManager.open(cfg).then(
         () => undefined,
         (e: unknown) => e,
@@ -208,6 +208,24 @@ describe.runIf(haveTools)('Pkcs11KeyManager with SoftHSM2', () => {
       } finally {
         await km.close()
       }
+    })
+
+    it.each(['sync', 'async', 'auto'] as const)('signs correctly in sign_mode %s, in parallel, with EC and RSA keys', async (mode) => {
+      const km = await Pkcs11KeyManager.open(config({ sign_mode: mode, session_pool_size: 2 }))
+      try {
+        for (const [type, alg] of [['ec-p256', 'ES256'], ['rsa-2048', 'PS256'], ['rsa-2048', 'RS256']] as const) {
+          const key = await km.generateKey(`mode-${mode}-${type}`, type)
+          const inputs = Array.from({ length: 20 }, (_, i) => Buffer.from(`${mode} ${type} ${i}`))
+          const sigs = await Promise.all(inputs.map((d) => key.sign(d, alg)))
+          sigs.forEach((sig, i) => expect(verifySignature(key.publicKey, alg, inputs[i]!, sig), `${alg} #${i}`).toBe(true))
+        }
+      } finally {
+        await km.close()
+      }
+    })
+
+    it('rejects an unknown sign_mode as a programmer error', async () => {
+      await expect(Pkcs11KeyManager.open(config({ sign_mode: 'fast' as never }))).rejects.toThrow(TypeError)
     })
 
     it('keeps keys apart by label prefix', async () => {

@@ -1,4 +1,4 @@
-export { Pkcs11KeyManager, Pkcs11Key, DEFAULT_KEY_LABEL_PREFIX, DEFAULT_SESSION_POOL_SIZE, type Pkcs11Config } from './pkcs11-key-manager.js'
+export { Pkcs11KeyManager, Pkcs11Key, DEFAULT_KEY_LABEL_PREFIX, DEFAULT_SESSION_POOL_SIZE, type Pkcs11Config, type SignMode } from './pkcs11-key-manager.js'
 export {
   provisionSoftHsm,
   findSoftHsmModule,

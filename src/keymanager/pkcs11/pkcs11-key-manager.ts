@@ -25,6 +25,36 @@ export interface Pkcs11Config {
   pin: string
   /** Logged-in sessions kept open; default 4. */
   session_pool_size?: number
+  /**
+   * How C_Sign is called. `async`: on the libuv thread pool, so sessions sign in
+   * parallel and a slow (network) HSM never blocks the event loop. `sync`: on
+   * the calling thread, cheapest for a fast local token. `auto` (default): sync
+   * while the token answers a key type in under 1 ms on average, async from the
+   * first time it does not (per key type, one way).
+   */
+  sign_mode?: SignMode
+}
+
+export type SignMode = 'auto' | 'sync' | 'async'
+
+/** Average synchronous C_SignInit + C_Sign time above which `auto` switches a key type to async calls. */
+const AUTO_ASYNC_THRESHOLD_MS = 1
+
+class SignTimer {
+  #avg = 0
+  #n = 0
+  readonly #adaptive: boolean
+  async: boolean
+  constructor(mode: SignMode) {
+    this.async = mode === 'async'
+    this.#adaptive = mode === 'auto'
+  }
+  record(ms: number): void {
+    if (!this.#adaptive) return
+    this.#n += 1
+    this.#avg += (ms - this.#avg) / Math.min(this.#n, 16)
+    if (this.#avg > AUTO_ASYNC_THRESHOLD_MS) this.async = true
+  }
 }
 
 export const DEFAULT_KEY_LABEL_PREFIX = 'warrant-'
@@ -135,10 +165,18 @@ export class Pkcs11Key implements ManagedKey {
       input = Buffer.from(data.buffer, data.byteOffset, data.byteLength)
       outLen = this.#modulusBytes
     }
+    const timer = this.#km._signTimer(this.type)
     const run = (handle: Handle) =>
       this.#km._withSession((p, session) => {
+        if (timer === undefined || timer.async) {
+          p.C_SignInit(session, mechanism, handle)
+          return p.C_SignAsync(session, input, Buffer.alloc(outLen))
+        }
+        const t0 = performance.now()
         p.C_SignInit(session, mechanism, handle)
-        return p.C_SignAsync(session, input, Buffer.alloc(outLen))
+        const sig = p.C_Sign(session, input, Buffer.alloc(outLen))
+        timer.record(performance.now() - t0)
+        return sig
       })
     try {
       return await run(this.#handle)
@@ -171,10 +209,13 @@ export class Pkcs11KeyManager implements KeyManager {
   readonly #prefix: string
   readonly #log: Logger
   readonly #tokenLabel: string
+  readonly #signMode: SignMode
+  readonly #timers = new Map<KeyType, SignTimer>()
   #closed = false
 
-  private constructor(p: Pkcs11, modulePath: string, pool: SessionPool, prefix: string, tokenLabel: string, log: Logger) {
+  private constructor(p: Pkcs11, modulePath: string, pool: SessionPool, prefix: string, tokenLabel: string, signMode: SignMode, log: Logger) {
     this.#p = p
+    this.#signMode = signMode
     this.#modulePath = modulePath
     this.#pool = pool
     this.#prefix = prefix
@@ -196,6 +237,8 @@ export class Pkcs11KeyManager implements KeyManager {
     const size = config.session_pool_size ?? DEFAULT_SESSION_POOL_SIZE
     if (!Number.isInteger(size) || size < 1 || size > 256) throw new RangeError('pkcs11: session_pool_size must be an integer in 1..256')
     const prefix = config.key_label_prefix ?? DEFAULT_KEY_LABEL_PREFIX
+    const signMode = config.sign_mode ?? 'auto'
+    if (signMode !== 'auto' && signMode !== 'sync' && signMode !== 'async') throw new TypeError('pkcs11: sign_mode must be auto, sync or async')
     const log = opts.log ?? nullLogger
 
     const p = acquireModule(config.module_path)
@@ -203,7 +246,7 @@ export class Pkcs11KeyManager implements KeyManager {
       const { slot, label } = findSlot(p, config)
       const pool = SessionPool.open(p, slot, { pin: config.pin, size, log })
       log.info({ token_label: label, slot: slotId(slot).toString(), session_pool_size: size }, 'PKCS#11 key manager ready')
-      return new Pkcs11KeyManager(p, config.module_path, pool, prefix, label, log)
+      return new Pkcs11KeyManager(p, config.module_path, pool, prefix, label, signMode, log)
     } catch (err) {
       releaseModule(config.module_path)
       throw err
@@ -221,6 +264,17 @@ export class Pkcs11KeyManager implements KeyManager {
   /** @internal runs `fn` on a pooled session */
   _withSession<T>(fn: (p: Pkcs11, session: Handle) => T | Promise<T>): Promise<T> {
     return this.#pool.use((s) => fn(this.#p, s))
+  }
+
+  /** @internal the sync/async decision for a key type; undefined means always async */
+  _signTimer(type: KeyType): SignTimer | undefined {
+    if (this.#signMode === 'async') return undefined
+    let t = this.#timers.get(type)
+    if (t === undefined) {
+      t = new SignTimer(this.#signMode)
+      this.#timers.set(type, t)
+    }
+    return t
   }
 
   /** @internal re-finds `key` by label; ERR_KEY_NOT_FOUND unless it is still the same key pair */

@@ -54,8 +54,8 @@ describe('parseConfig', () => {
     {
       title: 'pkcs11 with slot, pin_env and options',
       plugin: pkcs11KeyManagerPlugin,
-      raw: { module_path: '/m.so', slot: 0, pin_env: 'HSM_PIN', key_label_prefix: 'x-', session_pool_size: 8 },
-      expected: { module_path: '/m.so', slot: 0, pin_env: 'HSM_PIN', key_label_prefix: 'x-', session_pool_size: 8 },
+      raw: { module_path: '/m.so', slot: 0, pin_env: 'HSM_PIN', key_label_prefix: 'x-', session_pool_size: 8, sign_mode: 'async' },
+      expected: { module_path: '/m.so', slot: 0, pin_env: 'HSM_PIN', key_label_prefix: 'x-', session_pool_size: 8, sign_mode: 'async' },
     },
   ])('accepts $title', ({ plugin, raw, expected }) => {
     expect((plugin.parseConfig as (r: unknown) => unknown)(raw)).toEqual(expected)
@@ -81,8 +81,8 @@ describe('parseConfig', () => {
     {
       title: 'pkcs11: every problem at once',
       plugin: pkcs11KeyManagerPlugin,
-      raw: { slot: -1, session_pool_size: 0, pin_env: '1BAD', extra: true },
-      paths: ['module_path', 'slot', 'pin_env', 'session_pool_size', 'extra'],
+      raw: { slot: -1, session_pool_size: 0, pin_env: '1BAD', extra: true, sign_mode: 'fast' },
+      paths: ['module_path', 'slot', 'pin_env', 'session_pool_size', 'sign_mode', 'extra'],
     },
     {
       title: 'pkcs11: token label longer than 32',

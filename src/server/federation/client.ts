@@ -183,21 +183,24 @@ function readCapped(res: IncomingMessage, maxBytes: number, signal: AbortSignal)
     const chunks: Buffer[] = []
     let size = 0
     const onAbort = () => {
+      done(abortReason(signal))
       res.destroy()
-      reject(abortReason(signal))
     }
-    if (signal.aborted) return onAbort()
-    signal.addEventListener('abort', onAbort, { once: true })
+    let finished = false
     const done = (err: IdentityError | undefined, body?: Buffer) => {
+      if (finished) return
+      finished = true
       signal.removeEventListener('abort', onAbort)
       if (err) reject(err)
       else resolve(body!)
     }
+    if (signal.aborted) return onAbort()
+    signal.addEventListener('abort', onAbort, { once: true })
     res.on('data', (c: Buffer) => {
       size += c.length
       if (size > maxBytes) {
-        res.destroy()
         done(invalid(`bundle document exceeds ${maxBytes} bytes`))
+        res.destroy()
         return
       }
       chunks.push(c)

@@ -178,6 +178,16 @@ export class FederationRefresher {
     }
   }
 
+  /** Resolves once no poll is in flight (tests, graceful shutdown). */
+  async idle(): Promise<void> {
+    await this.#syncing
+    for (;;) {
+      const running = [...this.#slots.values()].flatMap((s) => (s.running ? [s.running] : []))
+      if (running.length === 0) return
+      await Promise.allSettled(running)
+    }
+  }
+
   /** Status of one relationship (undefined when the refresher does not know it). */
   status(trustDomain: string): RefreshStatus | undefined {
     const s = this.#slots.get(TrustDomain.fromString(trustDomain).name)

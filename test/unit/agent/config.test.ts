@@ -1,0 +1,61 @@
+import { describe, expect, it } from 'vitest'
+import { agentNodeAttestors, workloadAttestors } from '../../../attestors/index.js'
+import { parseAgentConfig } from '../../../src/agent/config.js'
+import { parseToml } from '../../../src/common/config/toml.js'
+import { keyManagerPlugins } from '../../../src/keymanager/index.js'
+
+const plugins = { nodeAttestors: agentNodeAttestors, workloadAttestors, keyManagers: keyManagerPlugins }
+const base = `
+[agent]
+trust_domain = "example.org"
+server_address = "127.0.0.1:8081"
+socket_path = "run/api.sock"
+data_dir = "/var/lib/warrant"
+trust_bundle_path = "bundle.pem"
+[plugins.node_attestor.join_token]
+token = "abc"
+[plugins.workload_attestor.unix]
+`
+const parse = (text: string) => parseAgentConfig(parseToml(text), { baseDir: '/etc/warrant', plugins })
+
+function issues(text: string): string[] {
+  try {
+    parse(text)
+  } catch (err) {
+    expect((err as { code: string }).code).toBe('ERR_CONFIG_INVALID')
+    return ((err as { details: { issues: { path: string }[] } }).details.issues).map((i) => i.path)
+  }
+  throw new Error('expected ERR_CONFIG_INVALID')
+}
+
+describe('parseAgentConfig', () => {
+  it('resolves paths against the config directory and applies defaults', () => {
+    const c = parse(base)
+    expect(c.trustDomain.name).toBe('example.org')
+    expect(c.socketPath).toBe('/etc/warrant/run/api.sock')
+    expect(c.dataDir).toBe('/var/lib/warrant')
+    expect(c.trustBundlePath).toBe('/etc/warrant/bundle.pem')
+    expect(c.x509SvidCacheMaxSize).toBe(1000)
+    expect(c.jwtSvidCacheMaxSize).toBe(1000)
+    expect(c.logLevel).toBe('info')
+    expect(c.nodeAttestor.name).toBe('join_token')
+    expect(c.workloadAttestors.map((w) => w.name)).toEqual(['unix'])
+    expect(c.keyManager).toBeUndefined()
+  })
+
+  const cases: [string, string, string[]][] = [
+    ['unknown core key', base.replace('[agent]', '[agent]\nbogus = 1'), ['agent.bogus']],
+    ['bad trust domain and address', base.replace('"example.org"', '"Bad TD!"').replace('"127.0.0.1:8081"', '"nohost"'), ['agent.trust_domain', 'agent.server_address']],
+    ['no trust source', base.replace('trust_bundle_path = "bundle.pem"', ''), ['agent.trust_bundle_path']],
+    ['both trust sources', base.replace('[plugins', 'insecure_bootstrap = true\n[plugins'), ['agent.insecure_bootstrap']],
+    ['unknown plugin', `${base}\n[plugins.node_attestor.nope]`, ['plugins.node_attestor.nope', 'plugins.node_attestor']],
+    ['bad plugin config', base.replace('token = "abc"', 'token = "abc"\nextra = 1'), ['plugins.node_attestor.join_token']],
+    ['no workload attestor', base.replace('[plugins.workload_attestor.unix]', ''), ['plugins.workload_attestor']],
+    ['cache size', base.replace('[plugins', 'x509_svid_cache_max_size = 0\n[plugins'), ['agent.x509_svid_cache_max_size']],
+    ['two key managers', `${base}\n[plugins.key_manager.memory]\n[plugins.key_manager.disk]\nkeys_path = "k"`, ['plugins.key_manager']],
+  ]
+  it.each(cases)('reports every issue with its path: %s', (_title, text, paths) => {
+    const got = issues(text)
+    for (const p of paths) expect(got).toContain(p)
+  })
+})

@@ -18,7 +18,10 @@ class FakeSigner implements SvidSigner {
   batches: string[][] = []
   jwtCalls: { entryId: string; audience: string[] }[] = []
   serial = 0
-  constructor(readonly clock: FakeClock) {}
+  readonly clock: FakeClock
+  constructor(clock: FakeClock) {
+    this.clock = clock
+  }
   async batchNewX509Svid(params: { entryId: string; csr: Uint8Array }[]): Promise<X509SvidResultItem[]> {
     if (this.down) throw new IdentityError('ERR_UNAVAILABLE', 'server down')
     expect(params.length).toBeLessThanOrEqual(500)

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pkcs11js from 'pkcs11js'
 import { opsPerSecond, opsPerSecondSync, percentile, report } from './lib.js'
-import { Pkcs11KeyManager, provisionSoftHsm } from '../src/keymanager/pkcs11/index.js'
+import { findSoftHsmModule, Pkcs11KeyManager, provisionSoftHsm } from '../src/keymanager/pkcs11/index.js'
 import { createCaCertificate, createX509Svid } from '../src/spiffe/x509-svid/index.js'
 import { SpiffeId } from '../src/spiffe/spiffe-id.js'
 import { TrustDomain } from '../src/spiffe/trust-domain.js'
@@ -23,6 +23,10 @@ const ROUNDS = 5
 const ROUND_MS = 1500
 
 export async function run(_args: string[]): Promise<void> {
+  if (findSoftHsmModule() === undefined) {
+    process.stderr.write('hsm: SoftHSM2 is not installed (libsofthsm2.so not found); benchmark not run\n')
+    return
+  }
   const dir = mkdtempSync(join(tmpdir(), 'wbench-hsm-'))
   let km: Pkcs11KeyManager | undefined
   try {

@@ -396,8 +396,13 @@ export class Pkcs11KeyManager implements KeyManager {
 
   #lookup(session: Handle, id: string): { handle: Handle; info: KeyInfo } | undefined {
     const label = this.#label(id)
-    const [priv] = this.#find(session, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY }, { type: pkcs11js.CKA_LABEL, value: label }])
+    const privs = this.#find(session, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY }, { type: pkcs11js.CKA_LABEL, value: label }])
+    const priv = privs[0]
     if (priv === undefined) return undefined
+    if (privs.length > 1) {
+      // Only a crash between C_GenerateKeyPair and destroying the replaced pair leaves two; generateKey again to repair.
+      this.#log.warn({ [F.KEY_ID]: id, [F.COUNT]: privs.length }, 'PKCS#11: several private keys carry this label; using the first')
+    }
     const [pub] = this.#find(session, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PUBLIC_KEY }, { type: pkcs11js.CKA_LABEL, value: label }])
     try {
       return { handle: priv, info: this.#readKeyInfo(session, priv, pub) }

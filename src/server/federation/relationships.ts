@@ -97,6 +97,11 @@ export class RelationshipStore {
     return () => this.#events.off('change', fn)
   }
 
+  /** Validates without writing (the admin API checks before storing a bootstrap bundle). */
+  validate(input: RelationshipInput): Omit<FederationRelationship, 'createdAt' | 'updatedAt'> {
+    return validateRelationship(input, this.#local)
+  }
+
   /** Throws ERR_ALREADY_EXISTS. */
   async create(input: RelationshipInput): Promise<FederationRelationship> {
     const v = validateRelationship(input, this.#local)

@@ -13,7 +13,7 @@ import type { KeyManager } from '../keymanager/key-manager.js'
 import type { PluginDefinition, ServerNodeAttestor } from '../plugin/contracts.js'
 import { X509Bundle } from '../spiffe/bundle/x509-bundle.js'
 import { KeyObjectSigner } from '../spiffe/key-signer.js'
-import { pemCertificates } from '../../attestors/node/x509pop/server.js'
+import { pemCertificates, toPemBlock } from '../common/crypto/pem.js'
 import { NodeAttestationService } from './attestation/service.js'
 import { adminServices } from './api/admin-service.js'
 import { nodeService } from './api/node-service.js'
@@ -112,9 +112,20 @@ class PushCertificateProvider implements grpc.experimental.CertificateProvider {
   removeIdentityCertificateListener(l: grpc.experimental.IdentityCertificateUpdateListener) {
     this.#idL.delete(l)
   }
+  /**
+   * Re-sends the current CA and identity to every listener. grpc-js (1.14)
+   * subscribes to the provider inside `_addWatcher` before it adds the
+   * server's watcher, so the first (synchronous) update never reaches the
+   * server and every TLS connection is dropped as "unloaded credentials"
+   * until the next update: call this once after bindAsync.
+   */
+  republish() {
+    if (this.#ca) for (const l of this.#caL) l(this.#ca)
+    if (this.#id) for (const l of this.#idL) l(this.#id)
+  }
 }
 
-const pem = (label: string, der: Uint8Array) => `-----BEGIN ${label}-----\n${Buffer.from(der).toString('base64').replace(/.{1,64}/g, '$&\n')}-----END ${label}-----\n`
+const pem = toPemBlock
 
 function writeAtomic(path: string, data: string, mode = 0o644): void {
   const tmp = `${path}.tmp-${process.pid}`
@@ -253,6 +264,7 @@ export async function startServer(cfg: ServerConfig, opts: { log: Logger; catalo
     const port = await new Promise<number>((resolve, reject) => {
       agentApi.bindAsync(`${cfg.bindAddress.host.includes(':') ? `[${cfg.bindAddress.host}]` : cfg.bindAddress.host}:${cfg.bindAddress.port}`, creds, (err, p) => (err ? reject(new IdentityError('ERR_CONFIG_INVALID', `cannot listen on ${cfg.bindAddress.host}:${cfg.bindAddress.port}: ${err.message}`, { cause: err })) : resolve(p)))
     })
+    tls.republish()
     closers.push(() => shutdownGrpc(agentApi, 5000))
     const address = { host: cfg.bindAddress.host, port }
 

@@ -5,7 +5,7 @@ import { parseWith } from '../../../src/common/config/issues.js'
 import { IdentityError } from '../../../src/errors/identity-error.js'
 import type { AgentNodeAttestor, PluginDefinition } from '../../../src/plugin/contracts.js'
 import { decodeChallenge, encodeAnswer, encodePayload, signedData } from './payload.js'
-import { pemCertificates } from './server.js'
+import { pemCertificates } from '../../../src/common/crypto/pem.js'
 
 const ConfigSchema = z
   .object({

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { z } from 'zod'
 import { parseWith } from '../../../src/common/config/issues.js'
+import { pemCertificates } from '../../../src/common/crypto/pem.js'
 import { IdentityError } from '../../../src/errors/identity-error.js'
 import type { PluginDefinition, ServerNodeAttestor } from '../../../src/plugin/contracts.js'
 import { SpiffeId } from '../../../src/spiffe/spiffe-id.js'
@@ -24,15 +25,6 @@ const fail = (why: string): never => {
 }
 
 const sha1 = (der: Uint8Array) => createHash('sha1').update(der).digest('hex')
-
-/** Splits a PEM file into DER certificates. */
-export function pemCertificates(pem: string): X509Certificate[] {
-  const out: X509Certificate[] = []
-  const re = /-----BEGIN CERTIFICATE-----([\s\S]*?)-----END CERTIFICATE-----/g
-  let m: RegExpExecArray | null
-  while ((m = re.exec(pem)) !== null) out.push(new X509Certificate(Buffer.from(m[1]!.replace(/\s+/g, ''), 'base64')))
-  return out
-}
 
 /**
  * Builds and checks a path leaf → intermediates → one of `roots`: each link

@@ -29,14 +29,14 @@ export function runCli(args: string[], opts: { timeoutMs?: number; cwd?: string 
 }
 
 /** The server.toml the helper writes: `extra` is appended verbatim (more plugin blocks, settings under [server] are not possible there). */
-export function serverToml(o: { dataDir: string; socketPath: string; trustDomain?: string; serverExtra?: string; extra?: string }): string {
+export function serverToml(o: { dataDir: string; socketPath: string; trustDomain?: string; logLevel?: string; serverExtra?: string; extra?: string }): string {
   return [
     '[server]',
     `trust_domain = "${o.trustDomain ?? 'example.org'}"`,
     'bind_address = "127.0.0.1:0"',
     `data_dir = "${o.dataDir}"`,
     `socket_path = "${o.socketPath}"`,
-    'log_level = "debug"',
+    `log_level = "${o.logLevel ?? 'debug'}"`,
     ...(o.serverExtra ? [o.serverExtra] : []),
     '[plugins.key_manager.disk]',
     'keys_path = "keys"',
@@ -50,6 +50,8 @@ export interface ServerProcessOptions {
   /** Reuse this directory (restart on the same data dir); default a fresh temp dir. */
   dir?: string
   trustDomain?: string
+  /** Default "debug". */
+  logLevel?: 'debug' | 'info' | 'warn' | 'error'
   /** Lines added to [server]. */
   serverExtra?: string
   /** TOML appended after the plugin blocks (e.g. `[plugins.node_attestor.x509pop]`). */
@@ -82,6 +84,7 @@ export class ServerProcess {
       dataDir: this.dataDir,
       socketPath: this.socketPath,
       trustDomain: this.trustDomain,
+      ...(o.logLevel ? { logLevel: o.logLevel } : {}),
       ...(o.serverExtra ? { serverExtra: o.serverExtra } : {}),
       ...(o.extra ? { extra: o.extra } : {}),
     })

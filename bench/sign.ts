@@ -1,0 +1,103 @@
+/**
+ * server_batch_sign_vs_node_crypto: X.509-SVIDs signed per second through the
+ * real agent-facing gRPC API — a `warrant server run` process, and a separate
+ * client process (bench/_sign-client.ts) attested with a join token that sends
+ * BatchNewX509SVID calls of 100 pre-generated CSRs for entries parented to it
+ * (two calls in flight) — against a raw `crypto.sign` P-256 loop over a
+ * TBS-sized buffer in this process. Rounds are interleaved and the median of
+ * each side is reported. Target ratio >= 0.3.
+ *
+ * entry_creations_per_s: entries created per second through the admin API
+ * (Unix socket), in BatchCreate calls of 100 (no baseline).
+ */
+import { spawn } from 'node:child_process'
+import { generateKeyPairSync, sign } from 'node:crypto'
+import { join } from 'node:path'
+import { createInterface } from 'node:readline'
+import { adminClient } from '../src/cli/admin-client.js'
+import { REPO_ROOT, ServerProcess } from '../test/helpers/server-process.js'
+import { opsPerSecondSync, report } from './lib.js'
+
+const TD = 'example.org'
+const BATCH = 100
+const ROUNDS = 5
+const ROUND_MS = 1500
+
+interface EntryResults {
+  results: { status: { code: number; message: string }; entry: { id: string } | null }[]
+}
+
+export async function run(_args: string[]): Promise<void> {
+  const srv = await ServerProcess.start({ logLevel: 'warn' })
+  const admin = adminClient('Entries', srv.socketPath)
+  const agents = adminClient('Agents', srv.socketPath)
+  try {
+    // entry_creations_per_s: server-parented entries, batches of 100 over the admin socket.
+    let k = 0
+    const createBatch = async () => {
+      const entries = Array.from({ length: BATCH }, () => {
+        const i = k++
+        return { spiffe_id: `spiffe://${TD}/bench/e${i}`, parent_id: `spiffe://${TD}/warrant/server`, selectors: [{ type: 'unix', value: `uid:${i}` }, { type: 'unix', value: `gid:${i % 13}` }] }
+      })
+      const r = await admin.call<EntryResults>('BatchCreate', { entries })
+      if (r.results.some((x) => x.status.code !== 0)) throw new Error(`entry creation failed: ${r.results.find((x) => x.status.code !== 0)!.status.message}`)
+    }
+    for (let i = 0; i < 3; i++) await createBatch()
+    const t0 = performance.now()
+    let made = 0
+    while (performance.now() - t0 < 3000) {
+      await createBatch()
+      made += BATCH
+    }
+    const creationsPerS = (made * 1000) / (performance.now() - t0)
+
+    // The client process: token → attest → entries parented to it → rounds.
+    const tok = await agents.call<{ token: string }>('CreateJoinToken', { ttl: 600, spiffe_id: '' })
+    const c = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'bench', '_sign-client.ts'), srv.address, join(srv.dataDir, 'bundle.pem'), tok.token, TD], {
+      cwd: REPO_ROOT,
+      stdio: ['pipe', 'pipe', 'inherit'],
+    })
+    try {
+      const lines = createInterface({ input: c.stdout! })[Symbol.asyncIterator]()
+      const read = async <T>(): Promise<T> => {
+        const n = await lines.next()
+        if (n.done) throw new Error('sign client exited')
+        return JSON.parse(n.value as string) as T
+      }
+      const send = (o: unknown) => c.stdin!.write(`${JSON.stringify(o)}\n`)
+      const { agentId } = await read<{ agentId: string }>()
+      const entries = Array.from({ length: BATCH }, (_, i) => ({ spiffe_id: `spiffe://${TD}/bench/signed/w${i}`, parent_id: agentId, selectors: [{ type: 'unix', value: `uid:${i}` }] }))
+      const r = await admin.call<EntryResults>('BatchCreate', { entries })
+      send({ entries: r.results.map((x) => x.entry!.id) })
+      await read<{ ready: boolean }>()
+
+      // Baseline: crypto.sign over a TBS the size of a leaf (~460 bytes).
+      const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' })
+      const tbs = Buffer.alloc(460, 0x5a)
+      const base: number[] = []
+      const ours: number[] = []
+      send({ round: 500, concurrency: 2 }) // warm-up
+      await read()
+      for (let i = 0; i < ROUNDS; i++) {
+        base.push(opsPerSecondSync(() => sign('sha256', tbs, privateKey), { ms: ROUND_MS, warmupMs: 100 }))
+        send({ round: ROUND_MS, concurrency: 2 })
+        const res = await read<{ signed: number; ms: number }>()
+        ours.push((res.signed * 1000) / res.ms)
+      }
+      send({ exit: true })
+      report('server_batch_sign_vs_node_crypto', median(ours), median(base), 'ops/s', { batch: BATCH, rounds: ROUNDS })
+      report('entry_creations_per_s', creationsPerS, null, 'ops/s', { batch: BATCH, entries: made })
+    } finally {
+      c.kill('SIGKILL')
+    }
+  } finally {
+    admin.close()
+    agents.close()
+    await srv.dispose()
+  }
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b)
+  return s[Math.floor(s.length / 2)]!
+}

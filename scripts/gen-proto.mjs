@@ -6,7 +6,7 @@ import { readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node
 import { join } from 'node:path'
 
 const out = 'src/gen'
-const protos = ['warrant/agent/v1/node.proto', 'warrant/admin/v1/admin.proto', 'warrant/admin/v1/federation.proto']
+const protos = ['warrant/agent/v1/node.proto', 'warrant/admin/v1/admin.proto', 'warrant/admin/v1/federation.proto', 'warrant/admin/v1/bounds.proto']
 rmSync(out, { recursive: true, force: true })
 execFileSync(
   process.execPath,

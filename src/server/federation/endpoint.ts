@@ -37,7 +37,7 @@ export type BundleEndpointProfile =
   | { kind: 'https_web'; certFile: string; keyFile: string }
 
 export interface BundleEndpointOptions {
-  /** `host:port` or `[v6]:port`; port 0 picks a free port. */
+  /** `host:port`, `[v6]:port` or `:port` (all IPv4 interfaces); port 0 picks a free port. */
   address: string
   profile: BundleEndpointProfile
   /** The current local bundle (called per request). */
@@ -54,10 +54,10 @@ export interface BundleEndpoint {
 }
 
 export function parseAddress(address: string): { host: string; port: number } {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(address)
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(address)
   const port = m ? Number(m[3]) : NaN
   if (!m || port > 65535) throw new IdentityError('ERR_CONFIG_INVALID', `bundle endpoint address "${address}" must be host:port`)
-  return { host: (m[1] ?? m[2])!, port }
+  return { host: m[1] ?? (m[2] || '0.0.0.0'), port }
 }
 
 const TLS_OPTIONS = {

@@ -239,9 +239,10 @@ describe('parseAddress', () => {
     ['[::1]:443', { host: '::1', port: 443 }],
     ['0.0.0.0:0', { host: '0.0.0.0', port: 0 }],
     ['bundle.example:443', { host: 'bundle.example', port: 443 }],
+    [':8443', { host: '0.0.0.0', port: 8443 }],
   ])('%s', (a, want) => expect(parseAddress(a)).toEqual(want))
 
-  it.each(['127.0.0.1', ':443', '127.0.0.1:70000', '::1:443', 'host:port'])('rejects %s', (a) => {
+  it.each(['127.0.0.1', '127.0.0.1:70000', '::1:443', 'host:port'])('rejects %s', (a) => {
     expect(() => parseAddress(a)).toThrow(expect.objectContaining({ code: 'ERR_CONFIG_INVALID' }))
   })
 })

@@ -10,6 +10,7 @@ import type { Signer } from '../../spiffe/signer.js'
 import type { SpiffeId } from '../../spiffe/spiffe-id.js'
 import type { TrustDomain } from '../../spiffe/trust-domain.js'
 import { createCaCertificate, createX509Svid, type X509Subject } from '../../spiffe/x509-svid/certificate-builder.js'
+import { readTlv } from '../../spiffe/x509-svid/der.js'
 import type { DataStore } from '../datastore/types.js'
 
 /** An upstream CA: our X.509 CA certificates become intermediates it signs. */
@@ -353,6 +354,23 @@ export class CaManager {
   }
 }
 
+/**
+ * The certificate's serial number as lower-case hex, as `X509Certificate.serialNumber`
+ * prints it (whole bytes, no leading zero bytes). Read straight from the DER
+ * (Certificate → TBSCertificate → [0] version? → serial): parsing the whole
+ * certificate with node for this cost as much as signing it.
+ */
 export function serialOf(der: Uint8Array): string {
-  return new X509Certificate(der).serialNumber.toLowerCase()
+  try {
+    const cert = readTlv(der, 0, der.length)
+    const tbs = readTlv(der, cert.body, cert.end)
+    let t = readTlv(der, tbs.body, tbs.end)
+    if (der[t.start] === 0xa0) t = readTlv(der, t.end, tbs.end)
+    if (der[t.start] !== 0x02 || t.end - t.body < 1) throw new Error('no serial')
+    let i = t.body
+    while (i < t.end - 1 && der[i] === 0) i++
+    return Buffer.from(der.subarray(i, t.end)).toString('hex')
+  } catch {
+    return new X509Certificate(der).serialNumber.toLowerCase()
+  }
 }

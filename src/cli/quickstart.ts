@@ -1,0 +1,283 @@
+/**
+ * `npm run quickstart [-- --data-dir DIR] [--once]`: a server and an agent on
+ * embedded defaults, a demo entry for the current user, and a demo workload
+ * that fetches its X.509-SVID and a JWT-SVID and validates the JWT through the
+ * Workload API. With swtpm installed the agent attests with a (software) TPM;
+ * with softhsm2 installed the CA and JWT keys live in an HSM token.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs'
+import { dirname, join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import * as grpc from '@grpc/grpc-js'
+import { loadProto } from '../common/grpc/proto.js'
+import { provisionSoftHsm, findSoftHsmModule } from '../keymanager/pkcs11/softhsm.js'
+import { adminClient } from './admin-client.js'
+import { startSwtpm, type SwtpmInstance } from '../tpm/swtpm.js'
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
+const CLI = join(ROOT, 'bin', 'warrant.js')
+const TRUST_DOMAIN = 'example.org'
+const DEMO_ID = `spiffe://${TRUST_DOMAIN}/agents/demo/quickstart`
+const DEMO_AUDIENCE = `spiffe://${TRUST_DOMAIN}/svc/demo-api`
+
+const onPath = (cmd: string) => (process.env.PATH ?? '').split(':').some((d) => d && existsSync(join(d, cmd)))
+
+function say(line = ''): void {
+  process.stdout.write(`${line}\n`)
+}
+
+function fail(msg: string): never {
+  process.stderr.write(`quickstart: ${msg}\n`)
+  process.exit(1)
+}
+
+/** Runs the warrant CLI and returns stdout (parsed as JSON when asked). */
+function cli(args: string[], opts: { json?: boolean; env?: NodeJS.ProcessEnv; allowFail?: boolean } = {}): Promise<{ code: number; out: string; err: string; json: unknown }> {
+  return new Promise((resolveP) => {
+    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    let err = ''
+    child.stdout.on('data', (c: Buffer) => (out += c.toString()))
+    child.stderr.on('data', (c: Buffer) => (err += c.toString()))
+    child.on('close', (code) => {
+      let json: unknown
+      if (opts.json && code === 0) {
+        try {
+          json = JSON.parse(out)
+        } catch {
+          json = undefined
+        }
+      }
+      if (code !== 0 && !opts.allowFail) fail(`warrant ${args.slice(0, 2).join(' ')} failed: ${err.trim() || out.trim()}`)
+      resolveP({ code: code ?? 1, out, err, json })
+    })
+  })
+}
+
+function startProcess(name: string, args: string[], logFile: string, env: NodeJS.ProcessEnv = {}): ChildProcess {
+  const fd = openSync(logFile, 'a')
+  const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', fd, fd] })
+  child.on('exit', (code, sig) => {
+    if (!stopping) process.stderr.write(`quickstart: ${name} exited (${sig ?? code}); see ${logFile}\n`)
+  })
+  return child
+}
+
+/** grpc.health.v1 Check on a Unix socket, in-process. */
+async function healthy(socket: string): Promise<boolean> {
+  const proto = loadProto('grpc/health/v1/health.proto') as unknown as { grpc: { health: { v1: { Health: grpc.ServiceClientConstructor } } } }
+  const client = new proto.grpc.health.v1.Health(`unix:${socket}`, grpc.credentials.createInsecure())
+  try {
+    return await new Promise<boolean>((resolveP) =>
+      (client as unknown as { Check: (r: unknown, o: grpc.CallOptions, cb: (e: Error | null, r?: { status: string }) => void) => void }).Check({ service: '' }, { deadline: Date.now() + 2000 }, (e, r) => resolveP(!e && r?.status === 'SERVING')),
+    )
+  } finally {
+    client.close()
+  }
+}
+
+async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 60_000, logHint = ''): Promise<T> {
+  const end = Date.now() + timeoutMs
+  while (Date.now() < end) {
+    const v = await fn()
+    if (v !== undefined) return v
+    await new Promise((r) => setTimeout(r, 250))
+  }
+  return fail(`timed out waiting for ${what}${logHint ? `; see ${logHint}` : ''}`)
+}
+
+let stopping = false
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    args: process.argv.slice(2),
+    options: { 'data-dir': { type: 'string', default: './.warrant' }, once: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h' } },
+    strict: true,
+  })
+  if (values.help) {
+    say('usage: npm run quickstart -- [--data-dir DIR] [--once]')
+    return
+  }
+  const dataDir = resolve(values['data-dir'])
+  const serverDir = join(dataDir, 'server')
+  const agentDir = join(dataDir, 'agent')
+  for (const d of [dataDir, serverDir, agentDir]) mkdirSync(d, { recursive: true, mode: 0o700 })
+  const adminSocket = join(serverDir, 'private', 'admin.sock')
+  const workloadSocket = join(agentDir, 'public', 'api.sock')
+  if (Buffer.byteLength(workloadSocket) > 100) fail(`--data-dir ${dataDir} is too long for a Unix socket path; choose a shorter one`)
+
+  const children: ChildProcess[] = []
+  let swtpm: SwtpmInstance | undefined
+  const shutdown = async () => {
+    stopping = true
+    for (const c of children.reverse()) {
+      if (c.exitCode === null && c.signalCode === null) {
+        c.kill('SIGTERM')
+        await new Promise((r) => c.once('exit', r))
+      }
+    }
+    await swtpm?.stop()
+  }
+  process.once('SIGINT', () => void shutdown().then(() => process.exit(0)))
+  process.once('SIGTERM', () => void shutdown().then(() => process.exit(0)))
+
+  say('warrant quickstart')
+  say(`  data dir          : ${dataDir}`)
+  say(`  trust domain      : ${TRUST_DOMAIN}`)
+
+  // Key manager: an HSM token (SoftHSM2) when available, else key files.
+  const serverEnv: NodeJS.ProcessEnv = {}
+  let keyManagerToml: string
+  if (onPath('softhsm2-util') && findSoftHsmModule()) {
+    const hsm = await provisionSoftHsm(dataDir)
+    serverEnv.SOFTHSM2_CONF = hsm.confPath
+    keyManagerToml = `[plugins.key_manager.pkcs11]\nmodule_path = "${hsm.modulePath}"\ntoken_label = "${hsm.tokenLabel}"\npin_file = "${hsm.pinFile}"\n`
+    say(`  key manager       : pkcs11 — CA and JWT keys generated inside SoftHSM token "${hsm.tokenLabel}" (sensitive, not extractable)`)
+  } else {
+    keyManagerToml = '[plugins.key_manager.disk]\nkeys_path = "keys"\n'
+    say('  key manager       : disk (softhsm2 is not installed: `sudo apt-get install softhsm2` puts the CA keys in an HSM token)')
+  }
+
+  // Node attestation: a TPM (swtpm) when available, else a join token.
+  let serverAttestorToml = '[plugins.node_attestor.join_token]\n'
+  let agentAttestorToml: string
+  let attestor: 'tpm' | 'join_token' = 'join_token'
+  if (onPath('swtpm') && onPath('swtpm_setup')) {
+    swtpm = await startSwtpm({ dir: join(dataDir, 'tpm'), reuse: true })
+    attestor = 'tpm'
+    const cas = [join(swtpm.caDir, 'swtpm-localca-rootca-cert.pem'), join(swtpm.caDir, 'issuercert.pem')]
+    serverAttestorToml += `\n[plugins.node_attestor.tpm]\nek_ca_paths = ${JSON.stringify(cas)}\npcrs = [0, 1, 2, 3, 4, 5, 6, 7]\n`
+    agentAttestorToml = `[plugins.node_attestor.tpm]\nswtpm = "127.0.0.1:${swtpm.port}"\n`
+    say(`  node attestation  : tpm — swtpm on 127.0.0.1:${swtpm.port}, EK certificate chained to its local CA`)
+  } else {
+    agentAttestorToml = ''
+    say('  node attestation  : join_token (swtpm is not installed: `sudo apt-get install swtpm swtpm-tools` enables TPM attestation)')
+  }
+
+  writeFileSync(
+    join(serverDir, 'server.toml'),
+    [
+      '[server]',
+      `trust_domain = "${TRUST_DOMAIN}"`,
+      'bind_address = "127.0.0.1:0"',
+      `data_dir = "${serverDir}"`,
+      `socket_path = "${adminSocket}"`,
+      '',
+      keyManagerToml,
+      serverAttestorToml,
+    ].join('\n'),
+  )
+  const server = startProcess('server', ['server', 'run', '--config', join(serverDir, 'server.toml')], join(serverDir, 'server.log'), serverEnv)
+  children.push(server)
+  const addrFile = join(serverDir, 'server.addr')
+  const startedAt = Date.now()
+  const serverAddr = await waitFor(
+    'the server',
+    async () => {
+      if (!existsSync(addrFile) || !existsSync(adminSocket)) return undefined
+      return (await healthy(adminSocket)) ? readFileSync(addrFile, 'utf8').trim() : undefined
+    },
+    60_000,
+    join(serverDir, 'server.log'),
+  )
+  say(`  server            : ${serverAddr} (admin socket ${adminSocket})`)
+
+  const entries = adminClient('Entries', adminSocket)
+  const agents = adminClient('Agents', adminSocket)
+  if (attestor === 'join_token') {
+    const t = await agents.call<{ token: string }>('CreateJoinToken', { ttl: 600 })
+    agentAttestorToml = `[plugins.node_attestor.join_token]\ntoken = "${t.token}"\n`
+  }
+  writeFileSync(
+    join(agentDir, 'agent.toml'),
+    [
+      '[agent]',
+      `trust_domain = "${TRUST_DOMAIN}"`,
+      `server_address = "${serverAddr}"`,
+      `socket_path = "${workloadSocket}"`,
+      `data_dir = "${agentDir}"`,
+      `trust_bundle_path = "${join(serverDir, 'bundle.pem')}"`,
+      '',
+      agentAttestorToml,
+      '[plugins.workload_attestor.unix]',
+      '',
+    ].join('\n'),
+    { mode: 0o600 },
+  )
+  const agent = startProcess('agent', ['agent', 'run', '--config', join(agentDir, 'agent.toml')], join(agentDir, 'agent.log'))
+  children.push(agent)
+  await waitFor(
+    'the agent',
+    async () => {
+      if (!existsSync(workloadSocket)) return undefined
+      return (await healthy(workloadSocket)) ? true : undefined
+    },
+    90_000,
+    join(agentDir, 'agent.log'),
+  )
+  const agentId = await waitFor(
+    'the agent to attest',
+    async () => {
+      const r = await agents.call<{ agents: { agent_id: string; updated_at: string }[] }>('List', { attestor })
+      const list = r.agents.sort((a, b) => Number(b.updated_at) - Number(a.updated_at))
+      return list[0]?.agent_id
+    },
+    90_000,
+    join(agentDir, 'agent.log'),
+  )
+  say(`  agent             : ${agentId}`)
+
+  // The demo entry: this user's processes on this agent get the demo identity.
+  const uid = process.getuid?.() ?? 0
+  const existing = await entries.call<{ entries: unknown[] }>('List', { spiffe_id: DEMO_ID, parent_id: agentId })
+  if (existing.entries.length === 0) {
+    const r = await entries.call<{ results: { status: { code: number; message: string } }[] }>('BatchCreate', {
+      entries: [{ spiffe_id: DEMO_ID, parent_id: agentId, selectors: [{ type: 'unix', value: `uid:${uid}` }], x509_svid_ttl: 3600, jwt_svid_ttl: 300 }],
+    })
+    if (r.results[0]?.status.code !== 0) fail(`cannot create the demo entry: ${r.results[0]?.status.message}`)
+  }
+  entries.close()
+  agents.close()
+  say(`  demo entry        : ${DEMO_ID} for unix:uid:${uid}`)
+
+  // The demo workload: separate processes talking to the Workload API only.
+  const env = { SPIFFE_ENDPOINT_SOCKET: `unix://${workloadSocket}` }
+  const x509 = await waitFor(
+    'the demo X.509-SVID',
+    async () => {
+      const r = await cli(['api', 'fetch', 'x509', '--output', 'json'], { json: true, env, allowFail: true })
+      const svids = (r.json as { svids?: { spiffe_id: string; not_after: string }[] } | undefined)?.svids
+      return svids?.find((s) => s.spiffe_id === DEMO_ID)
+    },
+    60_000,
+    join(agentDir, 'agent.log'),
+  )
+  const jwt = await cli(['api', 'fetch', 'jwt', '--audience', DEMO_AUDIENCE, '--spiffe-id', DEMO_ID, '--output', 'json'], { json: true, env })
+  const token = (jwt.json as { svids: { token: string }[] }).svids[0]?.token
+  if (!token) fail('the agent returned no JWT-SVID')
+  const valid = await cli(['api', 'validate', 'jwt', '--audience', DEMO_AUDIENCE, '--svid', token, '--output', 'json'], { json: true, env })
+  const claims = (valid.json as { spiffe_id: string; claims: { exp?: number } }).claims
+  say('')
+  say(`Demo workload (uid ${uid}), through the Workload API only (${((Date.now() - startedAt) / 1000).toFixed(1)} s after start):`)
+  say(`  X.509-SVID        : ${x509.spiffe_id}, valid until ${x509.not_after}`)
+  say(`  JWT-SVID          : ${DEMO_ID}, audience ${DEMO_AUDIENCE}, expires ${claims.exp ? new Date(claims.exp * 1000).toISOString() : '?'}`)
+  say(`  JWT validation    : valid (ValidateJWTSVID returned ${(valid.json as { spiffe_id: string }).spiffe_id})`)
+  say('')
+  say('Try it yourself:')
+  say(`  export SPIFFE_ENDPOINT_SOCKET=unix://${workloadSocket}`)
+  say('  npx warrant api fetch x509 --write /tmp/svid')
+  say(`  npx warrant entry show --socket ${adminSocket}`)
+  say('')
+  say(`SPIFFE_ENDPOINT_SOCKET=unix://${workloadSocket}`)
+
+  if (values.once) {
+    await shutdown()
+    return
+  }
+  say('Server and agent keep running; press Ctrl-C to stop them.')
+  await new Promise<void>(() => undefined)
+}
+
+main().catch((err: unknown) => fail((err as Error).message))

@@ -9,6 +9,9 @@
  *
  * entry_creations_per_s: entries created per second through the admin API
  * (Unix socket), in BatchCreate calls of 100 (no baseline).
+ *
+ * WARRANT_SERVER_NODE_ARGS adds node flags to the server process, e.g.
+ * "--cpu-prof --cpu-prof-dir=/tmp/prof" to profile it.
  */
 import { spawn } from 'node:child_process'
 import { generateKeyPairSync, sign } from 'node:crypto'
@@ -28,7 +31,7 @@ interface EntryResults {
 }
 
 export async function run(_args: string[]): Promise<void> {
-  const srv = await ServerProcess.start({ logLevel: 'warn' })
+  const srv = await ServerProcess.start({ logLevel: 'warn', nodeArgs: (process.env.WARRANT_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean) })
   const admin = adminClient('Entries', srv.socketPath)
   const agents = adminClient('Agents', srv.socketPath)
   try {
@@ -93,6 +96,7 @@ export async function run(_args: string[]): Promise<void> {
   } finally {
     admin.close()
     agents.close()
+    await srv.stop()
     await srv.dispose()
   }
 }

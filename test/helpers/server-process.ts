@@ -57,6 +57,8 @@ export interface ServerProcessOptions {
   /** TOML appended after the plugin blocks (e.g. `[plugins.node_attestor.x509pop]`). */
   extra?: string
   startTimeoutMs?: number
+  /** Extra node flags for the server process (e.g. `--cpu-prof`). */
+  nodeArgs?: string[]
 }
 
 export class ServerProcess {
@@ -70,6 +72,7 @@ export class ServerProcess {
   #output: string[] = []
   #ownsDir: boolean
   #cleanup: (() => void) | undefined
+  readonly #nodeArgs: string[]
   address = ''
 
   private constructor(dir: string, ownsDir: boolean, cleanup: (() => void) | undefined, o: ServerProcessOptions) {
@@ -80,6 +83,7 @@ export class ServerProcess {
     this.socketPath = join(this.dataDir, 'private', 'admin.sock')
     this.configPath = join(dir, 'server.toml')
     this.trustDomain = o.trustDomain ?? 'example.org'
+    this.#nodeArgs = o.nodeArgs ?? []
     const cfg = serverToml({
       dataDir: this.dataDir,
       socketPath: this.socketPath,
@@ -125,7 +129,7 @@ export class ServerProcess {
     const addrFile = join(this.dataDir, 'server.addr')
     rmSync(addrFile, { force: true })
     this.#output = []
-    const child = spawn(process.execPath, [WARRANT_BIN, 'server', 'run', '--config', this.configPath], { cwd: this.dir, stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(process.execPath, [...this.#nodeArgs, WARRANT_BIN, 'server', 'run', '--config', this.configPath], { cwd: this.dir, stdio: ['ignore', 'pipe', 'pipe'] })
     this.#child = child
     const keep = (b: Buffer) => {
       this.#output.push(b.toString())

@@ -19,6 +19,7 @@ const GROUPS: Record<string, () => Promise<CommandModule>> = {
   bundle: () => import('./commands/bundle.js'),
   agent: () => import('./commands/agent.js'),
   api: () => import('./commands/api.js'),
+  federation: () => import('./commands/federation.js'),
 }
 
 export async function main(argv: string[]): Promise<number> {

@@ -4,6 +4,7 @@ import { z } from 'zod'
 import { duration } from '../common/config/duration.js'
 import { configError, zodIssues, type ConfigIssue } from '../common/config/issues.js'
 import { hostPort, logLevel, trustDomain } from '../common/config/refinements.js'
+import { federationConfigSchema, type FederationFileConfig } from './federation/config.js'
 import { IdentityError } from '../errors/identity-error.js'
 import type { KeyType } from '../keymanager/key-manager.js'
 import type { TrustDomain } from '../spiffe/trust-domain.js'
@@ -34,7 +35,7 @@ const ServerSection = z
       .optional(),
     health_checks: z.object({ bind_address: hostPort(), live_path: z.string().default('/live'), ready_path: z.string().default('/ready') }).strict().optional(),
     metrics: z.object({ bind_address: hostPort() }).strict().optional(),
-    federation: z.record(z.string(), z.unknown()).optional(),
+    federation: federationConfigSchema.optional(),
   })
   .strict()
 
@@ -79,7 +80,7 @@ export interface ServerConfig {
   upstream: { certFile: string; keyFile: string; bundleFile: string | undefined } | undefined
   health: { host: string; port: number; livePath: string; readyPath: string } | undefined
   metrics: { host: string; port: number } | undefined
-  federation: Record<string, unknown> | undefined
+  federation: FederationFileConfig | undefined
   keyManager: PluginSelection
   datastore: { kind: 'sqlite'; path: string } | { kind: 'memory' }
   nodeAttestors: PluginSelection[]
@@ -172,7 +173,23 @@ export function toServerConfig(raw: unknown, baseDir: string): ServerConfig {
     upstream,
     health: h ? { ...splitHostPort(h.bind_address), livePath: h.live_path, readyPath: h.ready_path } : undefined,
     metrics: s.metrics ? splitHostPort(s.metrics.bind_address) : undefined,
-    federation: s.federation,
+    federation: s.federation
+      ? {
+          ...s.federation,
+          ...(s.federation.bundle_endpoint
+            ? {
+                bundle_endpoint: {
+                  ...s.federation.bundle_endpoint,
+                  ...(s.federation.bundle_endpoint.cert_file ? { cert_file: abs(s.federation.bundle_endpoint.cert_file) } : {}),
+                  ...(s.federation.bundle_endpoint.key_file ? { key_file: abs(s.federation.bundle_endpoint.key_file) } : {}),
+                },
+              }
+            : {}),
+          federates_with: Object.fromEntries(
+            Object.entries(s.federation.federates_with).map(([td, f]) => [td, { ...f, ...(f.web_ca_file ? { web_ca_file: abs(f.web_ca_file) } : {}) }]),
+          ),
+        }
+      : undefined,
     keyManager,
     datastore,
     nodeAttestors,

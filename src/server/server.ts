@@ -18,6 +18,7 @@ import { NodeAttestationService } from './attestation/service.js'
 import { adminServices } from './api/admin-service.js'
 import { nodeService } from './api/node-service.js'
 import { FederatedBundles } from './bundle/federated.js'
+import { FederationRefresher, RelationshipStore, federationAdminService, relationshipsFromConfig, startBundleEndpoint } from './federation/index.js'
 import { CaManager, type UpstreamAuthority } from './ca/manager.js'
 import type { ServerConfig } from './config.js'
 import { createMemoryDataStore } from './datastore/memory/index.js'
@@ -39,6 +40,8 @@ export interface ServerCatalog {
 export interface RunningServer {
   /** Bound TCP address of the agent API. */
   address: { host: string; port: number }
+  /** Port of the SPIFFE bundle endpoint, when federation.bundle_endpoint is configured. */
+  bundleEndpointPort: number | undefined
   socketPath: string
   ca: CaManager
   registration: RegistrationService
@@ -214,14 +217,21 @@ export async function startServer(cfg: ServerConfig, opts: { log: Logger; catalo
     }
     const attestationGuard = plugins.joinToken ? attestation : withoutJoinToken(attestation)
 
+    // Federation: relationships (config + admin API) and the refresher that polls foreign bundle endpoints.
+    const relationships = new RelationshipStore({ kv: ds.kv, localTrustDomain: cfg.trustDomain, clock })
+    for (const r of relationshipsFromConfig(cfg.federation ?? { federates_with: {} })) await relationships.upsert(r)
+    const refresher = new FederationRefresher({ relationships, federated, clock, log, registry: metrics.registry })
+
     // The server's own X.509-SVID for TLS: in-memory key, renewed at half-life and on CA rotation.
     const tls = new PushCertificateProvider()
+    let serverSvidPem = { certChainPem: '', keyPem: '' }
     const serverId = serverIdOf(cfg.trustDomain)
     let svidTimer: NodeJS.Timeout | undefined
     const renewServerSvid = async () => {
       const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' })
       const svid = await ca.signX509Svid({ spiffeId: serverId, publicKey, ttlMs: cfg.defaultX509TtlMs })
-      tls.setIdentity(svid.chain.map((c) => pem('CERTIFICATE', c)).join(''), privateKey.export({ type: 'pkcs8', format: 'pem' }) as string)
+      serverSvidPem = { certChainPem: svid.chain.map((c) => pem('CERTIFICATE', c)).join(''), keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }) as string }
+      tls.setIdentity(serverSvidPem.certChainPem, serverSvidPem.keyPem)
       const life = svid.notAfter - clock.now()
       clearTimeout(svidTimer)
       svidTimer = setTimeout(() => void renewServerSvid().catch((err: unknown) => log.error({ [F.ERR]: String(err) }, 'Server SVID renewal failed')), Math.max(1000, life / 2))
@@ -277,6 +287,8 @@ export async function startServer(cfg: ServerConfig, opts: { log: Logger; catalo
     adminApi.addService(adminProto.warrant.admin.v1.Entries!.service, admin.entries)
     adminApi.addService(adminProto.warrant.admin.v1.Agents!.service, admin.agents)
     adminApi.addService(adminProto.warrant.admin.v1.Bundles!.service, admin.bundles)
+    const federationProto = loadProto('warrant/admin/v1/federation.proto') as unknown as { warrant: { admin: { v1: { Federation: grpc.ServiceClientConstructor } } } }
+    adminApi.addService(federationProto.warrant.admin.v1.Federation.service, federationAdminService({ relationships, refresher, federated, log }))
     adminApi.addService(healthProto.grpc.health.v1.Health.service, health.handlers(log))
     await new Promise<void>((resolve, reject) => {
       adminApi.bindAsync(`unix:${cfg.socketPath}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(new IdentityError('ERR_CONFIG_INVALID', `cannot listen on ${cfg.socketPath}: ${err.message}`, { cause: err })) : resolve()))
@@ -316,12 +328,31 @@ export async function startServer(cfg: ServerConfig, opts: { log: Logger; catalo
       closers.push(() => closeHttp(srv))
     }
 
+    // SPIFFE bundle endpoint (federation), on its own TCP port.
+    let bundleEndpoint: { port: number } | undefined
+    const be = cfg.federation?.bundle_endpoint
+    if (be) {
+      const ep = await startBundleEndpoint({
+        address: be.address,
+        profile: be.profile === 'https_web' ? { kind: 'https_web', certFile: be.cert_file!, keyFile: be.key_file! } : { kind: 'https_spiffe', getServerSvid: () => serverSvidPem },
+        getBundle: () => ca.bundle(),
+        log,
+        ...(be.refresh_hint !== undefined ? { refreshHintSeconds: Math.max(1, Math.round(be.refresh_hint / 1000)) } : {}),
+      })
+      bundleEndpoint = { port: ep.port }
+      closers.push(() => ep.close())
+      writeAtomic(join(cfg.dataDir, 'bundle-endpoint.addr'), `${ep.host}:${ep.port}\n`)
+    }
+    refresher.start()
+    closers.push(async () => refresher.stop())
+
     writeAtomic(join(cfg.dataDir, 'server.addr'), `${address.host}:${address.port}\n`)
     log.info({ [F.TRUST_DOMAIN]: cfg.trustDomain.name, [F.ADDRESS]: `${address.host}:${address.port}`, [F.PATH]: cfg.socketPath }, 'Server started')
 
     let stopped = false
     return {
       address,
+      bundleEndpointPort: bundleEndpoint?.port,
       socketPath: cfg.socketPath,
       ca,
       registration,

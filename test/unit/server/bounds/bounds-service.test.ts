@@ -1,0 +1,233 @@
+import { describe, expect, it } from 'vitest'
+import { nullLogger } from '../../../../src/common/log/logger.js'
+import { BOUNDS_KV_NAMESPACE, BoundsService, type BoundsChange } from '../../../../src/server/bounds/bounds-service.js'
+import { createMemoryDataStore } from '../../../../src/server/datastore/memory/index.js'
+import type { DataStore, NewEntry } from '../../../../src/server/datastore/types.js'
+import { RegistrationService } from '../../../../src/server/registration/service.js'
+import { BoundsSet, parseBounds, verifyBoundsDocument } from '../../../../src/spiffe/bounds/index.js'
+import { TrustDomain } from '../../../../src/spiffe/trust-domain.js'
+import { FakeClock } from '../../../helpers/fake-clock.js'
+import { caWithJwtSigner } from './helpers.js'
+
+const td = TrustDomain.fromString('corp.example')
+const API = 'spiffe://corp.example/svc/payments-api'
+const WEB = 'https://payments.corp.example'
+const PAYMENTS = { x509_svid_ttl: 900, jwt_svid_ttl: 300, jwt_audiences: [API, WEB], dns_suffixes: [], federates_with: ['partner.example'], max_instances: 2, require_node_selectors: ['tpm:pcr_policy:prod'] }
+const config = BoundsSet.parse(td, { '/agents': { x509_svid_ttl: 3600, max_instances: 100 } })
+const PROD = [{ type: 'tpm', value: 'pcr_policy:prod' }, { type: 'tpm', value: 'ek_hash:ab' }]
+
+async function setup(ds: DataStore = createMemoryDataStore(), clock = new FakeClock()) {
+  const svc = new BoundsService({ trustDomain: td, ds, config, clock, log: nullLogger })
+  await svc.init()
+  return { svc, ds, clock }
+}
+
+async function codeOf(p: Promise<unknown> | (() => unknown)): Promise<{ code: string; message: string; issues?: { path: string }[] }> {
+  try {
+    await (typeof p === 'function' ? p() : p)
+  } catch (err) {
+    const e = err as { code: string; message: string; details?: { issues?: { path: string }[] } }
+    return { code: e.code, message: e.message, ...(e.details?.issues ? { issues: e.details.issues } : {}) }
+  }
+  return { code: 'OK', message: '' }
+}
+
+const entry = (o: Partial<NewEntry> = {}): NewEntry => ({
+  spiffeId: 'spiffe://corp.example/agents/payments/bot-1',
+  parentId: 'spiffe://corp.example/warrant/agent/join_token/n1',
+  selectors: [{ type: 'unix', value: 'uid:1000' }],
+  x509SvidTtl: 0,
+  jwtSvidTtl: 0,
+  dnsNames: [],
+  federatesWith: [],
+  hint: '',
+  admin: false,
+  downstream: false,
+  expiresAt: null,
+  ...o,
+})
+
+describe('BoundsService: set, delete, persistence', () => {
+  it('sets bounds under a config prefix, persists them, and bumps the sequence', async () => {
+    const { svc, ds, clock } = await setup()
+    const changes: BoundsChange[] = []
+    svc.onChange((c) => changes.push(c))
+    const seq0 = svc.sequence
+    const r = await svc.set('/agents/payments/', parseBounds(PAYMENTS))
+    expect(r.prefix).toBe('/agents/payments')
+    expect(svc.sequence).toBe(seq0 + 1)
+    expect(changes.map((c) => [c.kind, c.prefix, c.sequence])).toEqual([['set', '/agents/payments', seq0 + 1]])
+    expect(svc.effective('spiffe://corp.example/agents/payments/bot-1')?.prefixes).toEqual(['/agents', '/agents/payments'])
+    expect(svc.list().map((d) => [d.prefix, d.source])).toEqual([['/agents', 'config'], ['/agents/payments', 'api']])
+
+    // A restart on the same datastore sees the same bounds and sequence.
+    const again = new BoundsService({ trustDomain: td, ds, config, clock, log: nullLogger })
+    await again.init()
+    expect(again.sequence).toBe(svc.sequence)
+    expect(again.current().toJSON()).toEqual(svc.current().toJSON())
+
+    await again.delete('/agents/payments')
+    expect(again.get('/agents/payments')).toBeUndefined()
+    expect((await ds.kv.list(BOUNDS_KV_NAMESPACE)).map((r) => r.key).sort()).toEqual(['config_digest', 'sequence'])
+  })
+
+  it.each([
+    ['a prefix that widens its ancestor', '/agents/x', { x509_svid_ttl: 7200 }, '/agents/x.x509_svid_ttl'],
+    ['a prefix declared in the config', '/agents', { x509_svid_ttl: 60 }, '/agents'],
+    ['a relative prefix', 'agents/x', {}, 'agents/x'],
+    ['a prefix with dot segments', '/agents/../x', {}, '/agents/../x'],
+  ])('refuses %s and stores nothing', async (_t, prefix, raw, path) => {
+    const { svc, ds } = await setup()
+    const before = await ds.kv.list(BOUNDS_KV_NAMESPACE)
+    const seq = svc.sequence
+    const r = await codeOf(svc.set(prefix, parseBounds(raw)))
+    expect(r.code).toBe('ERR_BOUNDS_INVALID')
+    expect(r.issues?.map((i) => i.path)).toEqual([path])
+    expect(await ds.kv.list(BOUNDS_KV_NAMESPACE)).toEqual(before)
+    expect(svc.sequence).toBe(seq)
+  })
+
+  it('refuses a parent change that would leave an existing child wider', async () => {
+    const { svc } = await setup()
+    await svc.set('/agents/payments', parseBounds(PAYMENTS))
+    const r = await codeOf(svc.set('/agents/payments', parseBounds({ ...PAYMENTS, ...{ jwt_svid_ttl: 300 } })))
+    expect(r.code).toBe('OK')
+    await svc.set('/agents/payments/refunds', parseBounds({ jwt_svid_ttl: 120 }))
+    const bad = await codeOf(svc.set('/agents/payments', parseBounds({ ...PAYMENTS, jwt_svid_ttl: 60 })))
+    expect(bad.code).toBe('ERR_BOUNDS_INVALID')
+    expect(bad.message).toContain('/agents/payments/refunds.jwt_svid_ttl: widens ancestor "/agents/payments"')
+    expect(svc.get('/agents/payments')?.bounds.jwtSvidTtlSeconds).toBe(300)
+  })
+
+  it('delete of unknown or config prefixes is refused', async () => {
+    const { svc } = await setup()
+    expect((await codeOf(svc.delete('/agents/none'))).code).toBe('ERR_NOT_FOUND')
+    expect((await codeOf(svc.delete('/agents'))).code).toBe('ERR_BOUNDS_INVALID')
+  })
+
+  it('stored bounds that clash with a tighter config stop the start, naming each', async () => {
+    const { svc, ds, clock } = await setup()
+    await svc.set('/agents/payments', parseBounds({ x509_svid_ttl: 3000 }))
+    const tighter = BoundsSet.parse(td, { '/agents': { x509_svid_ttl: 600 } })
+    const next = new BoundsService({ trustDomain: td, ds, config: tighter, clock, log: nullLogger })
+    const r = await codeOf(next.init())
+    expect(r.code).toBe('ERR_CONFIG_INVALID')
+    expect(r.issues?.map((i) => i.path)).toEqual(['bounds./agents/payments.x509_svid_ttl'])
+  })
+
+  it('a changed config publishes under a new sequence', async () => {
+    const { svc, ds, clock } = await setup()
+    const other = new BoundsService({ trustDomain: td, ds, config: BoundsSet.parse(td, { '/agents': { x509_svid_ttl: 1800 } }), clock, log: nullLogger })
+    await other.init()
+    expect(other.sequence).toBe(svc.sequence + 1)
+  })
+})
+
+describe('BoundsService: registration hook', () => {
+  it.each([
+    ['within bounds', {}, 'OK', undefined],
+    ['server-default TTLs (0) are clamped later, not refused', { x509SvidTtl: 0, jwtSvidTtl: 0 }, 'OK', undefined],
+    ['X.509 TTL above the bound', { x509SvidTtl: 901 }, 'ERR_ENTRY_INVALID', 'x509_svid_ttl'],
+    ['JWT TTL above the bound', { jwtSvidTtl: 600 }, 'ERR_ENTRY_INVALID', 'jwt_svid_ttl'],
+    ['a DNS name where none are allowed', { dnsNames: ['bot.corp.example'] }, 'ERR_ENTRY_INVALID', 'dns_names'],
+    ['federation outside the bounds', { federatesWith: ['other.example'] }, 'ERR_ENTRY_INVALID', 'federates_with'],
+    ['an unbounded ID', { spiffeId: 'spiffe://corp.example/svc/web', x509SvidTtl: 86_400 }, 'OK', undefined],
+  ])('%s', async (_t, o, code, path) => {
+    const { svc } = await setup()
+    await svc.set('/agents/payments', parseBounds(PAYMENTS))
+    const r = await codeOf(() => svc.checkEntry(entry(o)))
+    expect(r.code).toBe(code)
+    if (path) {
+      expect(r.issues?.map((i) => i.path)).toEqual([path])
+      expect(r.message).toContain('"/agents/payments"')
+    }
+  })
+
+  it('composes with RegistrationService: a refused entry is not stored', async () => {
+    const { svc, ds, clock } = await setup()
+    await svc.set('/agents/payments', parseBounds(PAYMENTS))
+    const reg = new RegistrationService({ ds, clock, log: nullLogger, limits: { trustDomain: td, maxX509TtlSeconds: 86_400, maxJwtTtlSeconds: 86_400 } })
+    // What the lead's hook does: check before createEntries / updateEntries.
+    const create = async (e: NewEntry) => {
+      svc.checkEntry(e)
+      return reg.createEntries([e])
+    }
+    expect((await codeOf(create(entry({ x509SvidTtl: 3600 })))).code).toBe('ERR_ENTRY_INVALID')
+    expect(await ds.entries.count()).toBe(0)
+    const [ok] = await create(entry({ x509SvidTtl: 600 }))
+    expect(ok?.ok).toBe(true)
+  })
+})
+
+describe('BoundsService: issuance hooks', () => {
+  it('clamps TTLs, drops disallowed DNS names and requires node selectors', async () => {
+    const { svc } = await setup()
+    await svc.set('/agents/payments', parseBounds(PAYMENTS))
+    const id = 'spiffe://corp.example/agents/payments/bot-1'
+    expect(svc.admitX509({ spiffeId: id, ttlMs: 3_600_000, dnsNames: ['bot.corp.example'], nodeSelectors: PROD, instanceKey: 'a1|e1' })).toEqual({ ttlMs: 900_000, dnsNames: [] })
+    expect(svc.clampJwtTtlMs(id, 3_600_000)).toBe(300_000)
+    expect(svc.clampX509TtlMs('spiffe://corp.example/svc/web', 3_600_000)).toBe(3_600_000)
+    const r = await codeOf(() => svc.admitX509({ spiffeId: id, ttlMs: 1000, dnsNames: [], nodeSelectors: [{ type: 'tpm', value: 'pcr_policy:dev' }], instanceKey: 'a2|e1' }))
+    expect(r).toMatchObject({ code: 'ERR_ID_NOT_AUTHORIZED' })
+    expect(r.message).toContain('require_node_selectors')
+    expect(svc.allowsNode(id, PROD)).toBe(true)
+    expect(svc.allowsNode(id, [])).toBe(false)
+  })
+
+  it('refuses JWT audiences outside the bounds', async () => {
+    const { svc } = await setup()
+    await svc.set('/agents/payments', parseBounds(PAYMENTS))
+    const id = 'spiffe://corp.example/agents/payments/bot-1'
+    expect(svc.admitJwt({ spiffeId: id, ttlMs: 3_600_000, audience: [WEB], nodeSelectors: PROD, instanceKey: 'a1|e1' })).toEqual({ ttlMs: 300_000 })
+    const r = await codeOf(() => svc.admitJwt({ spiffeId: id, ttlMs: 60_000, audience: [WEB, 'https://evil.example'], nodeSelectors: PROD, instanceKey: 'a1|e1' }))
+    expect(r.code).toBe('ERR_ID_NOT_AUTHORIZED')
+    expect(r.message).toContain('jwt_audiences of "/agents/payments"')
+    expect((await codeOf(() => svc.checkAudience(id, ['x']))).code).toBe('ERR_ID_NOT_AUTHORIZED')
+    expect(svc.allowedFederation(id, ['partner.example', 'other.example'])).toEqual(['partner.example'])
+  })
+
+  it('holds the instance limit until SVIDs expire; renewals are the same instance', async () => {
+    const { svc, clock } = await setup()
+    await svc.set('/agents/payments', parseBounds(PAYMENTS)) // max_instances 2
+    const admit = (key: string, n = 1) => svc.admitX509({ spiffeId: `spiffe://corp.example/agents/payments/bot-${n}`, ttlMs: 600_000, dnsNames: [], nodeSelectors: PROD, instanceKey: key })
+    admit('a1|e1', 1)
+    admit('a2|e2', 2)
+    admit('a1|e1', 1) // renewal
+    expect(svc.instances('/agents/payments')).toBe(2)
+    expect(svc.instances('/agents')).toBe(2)
+    const r = await codeOf(() => admit('a3|e3', 3))
+    expect(r.code).toBe('ERR_ID_NOT_AUTHORIZED')
+    expect(r.message).toContain('max_instances of "/agents/payments"')
+    clock.advance(600_001)
+    expect(svc.instances('/agents/payments')).toBe(0)
+    admit('a3|e3', 3)
+    expect(svc.instances('/agents/payments')).toBe(1)
+  })
+})
+
+describe('BoundsService: signed document', () => {
+  it('is signed with the CA JWT key, verifies against the bundle, and is re-signed on change', async () => {
+    const ds = createMemoryDataStore()
+    const clock = new FakeClock()
+    const { ca, jwtSigner } = await caWithJwtSigner(td, ds, clock)
+    const svc = new BoundsService({ trustDomain: td, ds, config, clock, log: nullLogger, jwtSigner })
+    await svc.init()
+    await svc.set('/agents/payments', parseBounds(PAYMENTS))
+    const doc = await svc.signedDocument()
+    expect(await svc.signedDocument()).toBe(doc)
+    const v = await verifyBoundsDocument(doc, ca.bundle(), { trustDomain: td, now: new Date(clock.now()), maxAgeSeconds: 600 })
+    expect(v.sequence).toBe(svc.sequence)
+    expect(v.kid).toBe(ca.slots().jwt.find((s) => s.status === 'active')!.kid)
+    expect(v.set.toJSON()).toEqual(svc.current().toJSON())
+
+    await svc.set('/agents/payments/refunds', parseBounds({ max_instances: 1 }))
+    const doc2 = await svc.signedDocument()
+    expect(doc2).not.toBe(doc)
+    expect((await verifyBoundsDocument(doc2, ca.bundle(), { minSequence: v.sequence + 1 })).set.has('/agents/payments/refunds')).toBe(true)
+  })
+
+  it('without a signer the document is not configured', async () => {
+    const { svc } = await setup()
+    expect((await codeOf(svc.signedDocument())).code).toBe('ERR_NOT_CONFIGURED')
+  })
+})

@@ -20,6 +20,7 @@ const GROUPS: Record<string, () => Promise<CommandModule>> = {
   agent: () => import('./commands/agent.js'),
   api: () => import('./commands/api.js'),
   federation: () => import('./commands/federation.js'),
+  bounds: () => import('./commands/bounds.js'),
 }
 
 export async function main(argv: string[]): Promise<number> {

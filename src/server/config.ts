@@ -5,6 +5,8 @@ import { duration } from '../common/config/duration.js'
 import { configError, zodIssues, type ConfigIssue } from '../common/config/issues.js'
 import { hostPort, logLevel, trustDomain } from '../common/config/refinements.js'
 import { federationConfigSchema, type FederationFileConfig } from './federation/config.js'
+import { BoundsConfigSchema, boundsFromConfig } from './bounds/config.js'
+import type { BoundsSet } from '../spiffe/bounds/index.js'
 import { IdentityError } from '../errors/identity-error.js'
 import type { KeyType } from '../keymanager/key-manager.js'
 import type { TrustDomain } from '../spiffe/trust-domain.js'
@@ -36,6 +38,7 @@ const ServerSection = z
     health_checks: z.object({ bind_address: hostPort(), live_path: z.string().default('/live'), ready_path: z.string().default('/ready') }).strict().optional(),
     metrics: z.object({ bind_address: hostPort() }).strict().optional(),
     federation: federationConfigSchema.optional(),
+    bounds: BoundsConfigSchema.optional(),
   })
   .strict()
 
@@ -81,6 +84,8 @@ export interface ServerConfig {
   health: { host: string; port: number; livePath: string; readyPath: string } | undefined
   metrics: { host: string; port: number } | undefined
   federation: FederationFileConfig | undefined
+  /** Namespace operating bounds declared in the config (`[server.bounds."/prefix"]`). */
+  bounds: BoundsSet
   keyManager: PluginSelection
   datastore: { kind: 'sqlite'; path: string } | { kind: 'memory' }
   nodeAttestors: PluginSelection[]
@@ -149,6 +154,7 @@ export function toServerConfig(raw: unknown, baseDir: string): ServerConfig {
       if (p && !existsSync(p)) issues.push({ path: `server.upstream_authority.${k}`, message: `file not found: ${p}` })
     }
   }
+  const bounds = boundsFromConfig(s.bounds, s.trust_domain, issues)
   const socketPath = abs(s.socket_path ?? join(s.data_dir, 'private', 'admin.sock'))
   if (Buffer.byteLength(socketPath) > 100) issues.push({ path: 'server.socket_path', message: 'path too long for a Unix socket (max ~100 bytes)' })
   if (issues.length > 0 || !keyManager) throw configError(issues, 'server configuration')
@@ -190,6 +196,7 @@ export function toServerConfig(raw: unknown, baseDir: string): ServerConfig {
           ),
         }
       : undefined,
+    bounds,
     keyManager,
     datastore,
     nodeAttestors,

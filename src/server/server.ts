@@ -18,6 +18,8 @@ import { NodeAttestationService } from './attestation/service.js'
 import { adminServices } from './api/admin-service.js'
 import { nodeService } from './api/node-service.js'
 import { FederatedBundles } from './bundle/federated.js'
+import { BoundsService } from './bounds/bounds-service.js'
+import { boundsAdminService } from './bounds/admin-service.js'
 import { FederationRefresher, RelationshipStore, federationAdminService, relationshipsFromConfig, startBundleEndpoint } from './federation/index.js'
 import { CaManager, type UpstreamAuthority } from './ca/manager.js'
 import type { ServerConfig } from './config.js'
@@ -203,10 +205,13 @@ export async function startServer(cfg: ServerConfig, opts: { log: Logger; catalo
       ...(cfg.upstream ? { upstream: loadUpstream(cfg.upstream) } : {}),
     })
     await ca.init()
+    const bounds = new BoundsService({ trustDomain: cfg.trustDomain, ds, config: cfg.bounds, clock, log, jwtSigner: () => ca.jwtSigner() })
+    await bounds.init()
     const registration = new RegistrationService({
       ds,
       clock,
       log,
+      bounds,
       limits: { trustDomain: cfg.trustDomain, maxX509TtlSeconds: Math.floor(cfg.caTtlMs / 1000), maxJwtTtlSeconds: Math.floor(cfg.caTtlMs / 1000) },
     })
     const federated = new FederatedBundles({ ds, localTrustDomain: cfg.trustDomain, log })
@@ -248,6 +253,19 @@ export async function startServer(cfg: ServerConfig, opts: { log: Logger; catalo
     }
     publishBundleFiles()
     await renewServerSvid()
+    // The signed bounds document, beside the bundle (re-signed when bounds or the JWT key change).
+    const publishBounds = () =>
+      bounds.signedDocument().then(
+        (doc) => writeAtomic(join(cfg.dataDir, 'bounds.jws'), `${doc}\n`),
+        (err: unknown) => log.error({ [F.ERR]: String(err) }, 'Signed bounds document not written'),
+      )
+    await publishBounds()
+    const unsubBounds = bounds.onChange(() => void publishBounds())
+    const unsubBoundsKey = ca.onBundleChange(() => void publishBounds())
+    closers.push(async () => {
+      unsubBounds()
+      unsubBoundsKey()
+    })
     closers.push(async () => clearTimeout(svidTimer))
     const unsubBundle = ca.onBundleChange(() => {
       publishBundleFiles()
@@ -268,7 +286,7 @@ export async function startServer(cfg: ServerConfig, opts: { log: Logger; catalo
     const nodeProto = loadProto('warrant/agent/v1/node.proto') as unknown as { warrant: { agent: { v1: { Node: grpc.ServiceClientConstructor } } } }
     const healthProto = loadProto('grpc/health/v1/health.proto') as unknown as { grpc: { health: { v1: { Health: grpc.ServiceClientConstructor } } } }
     const agentApi = new grpc.Server({ 'grpc.max_receive_message_length': 16 * 1024 * 1024, 'grpc.keepalive_permit_without_calls': 1 })
-    agentApi.addService(nodeProto.warrant.agent.v1.Node.service, nodeService({ attestation: attestationGuard, registration, ca, federated, clock, log, metrics, defaultX509TtlMs: cfg.defaultX509TtlMs, defaultJwtTtlMs: cfg.defaultJwtTtlMs }))
+    agentApi.addService(nodeProto.warrant.agent.v1.Node.service, nodeService({ attestation: attestationGuard, registration, ca, federated, clock, log, metrics, defaultX509TtlMs: cfg.defaultX509TtlMs, defaultJwtTtlMs: cfg.defaultJwtTtlMs, bounds }))
     agentApi.addService(healthProto.grpc.health.v1.Health.service, health.handlers(log))
     const creds = grpc.experimental.createCertificateProviderServerCredentials(tls, tls, false)
     const port = await new Promise<number>((resolve, reject) => {
@@ -288,6 +306,8 @@ export async function startServer(cfg: ServerConfig, opts: { log: Logger; catalo
     adminApi.addService(adminProto.warrant.admin.v1.Agents!.service, admin.agents)
     adminApi.addService(adminProto.warrant.admin.v1.Bundles!.service, admin.bundles)
     const federationProto = loadProto('warrant/admin/v1/federation.proto') as unknown as { warrant: { admin: { v1: { Federation: grpc.ServiceClientConstructor } } } }
+    const boundsProto = loadProto('warrant/admin/v1/bounds.proto') as unknown as { warrant: { admin: { v1: { Bounds: grpc.ServiceClientConstructor } } } }
+    adminApi.addService(boundsProto.warrant.admin.v1.Bounds.service, boundsAdminService({ bounds, log }))
     adminApi.addService(federationProto.warrant.admin.v1.Federation.service, federationAdminService({ relationships, refresher, federated, log }))
     adminApi.addService(healthProto.grpc.health.v1.Health.service, health.handlers(log))
     await new Promise<void>((resolve, reject) => {

@@ -17,3 +17,4 @@ export { MAX_BUNDLE_BYTES } from './bundle/encoding.js'
 
 export * from './x509-svid/index.js'
 export * from './jwt-svid/index.js'
+export * from './bounds/index.js'

@@ -17,6 +17,7 @@ import type { SyncRequest__Output } from '../../gen/warrant/agent/v1/SyncRequest
 import type { SyncResponse } from '../../gen/warrant/agent/v1/SyncResponse.js'
 import type { X509SVIDResult } from '../../gen/warrant/agent/v1/X509SVIDResult.js'
 import type { NodeAttestationService } from '../attestation/service.js'
+import type { BoundsService } from '../bounds/bounds-service.js'
 import type { FederatedBundles } from '../bundle/federated.js'
 import type { CaManager } from '../ca/manager.js'
 import type { AttestedNode, RegistrationEntry } from '../datastore/types.js'
@@ -34,6 +35,7 @@ export interface NodeServiceDeps {
   metrics: Metrics
   defaultX509TtlMs: number
   defaultJwtTtlMs: number
+  bounds: BoundsService
 }
 
 const CHALLENGE_TIMEOUT_MS = 60_000
@@ -124,7 +126,8 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
           const msg: SyncResponse = { full: first }
           if (dirtyEntries) {
             dirtyEntries = false
-            const entries = await d.registration.authorizedEntries(node)
+            // Entries whose namespace bounds the node does not meet are not served to it.
+            const entries = (await d.registration.authorizedEntries(node)).filter((e) => d.bounds.allowsNode(e.spiffeId, node.selectors))
             const next = new Map(entries.map((e) => [e.id, e.revision]))
             const changed: RegistrationEntry[] = first ? entries : entries.filter((e) => sent.get(e.id) !== e.revision)
             const deleted = first ? [] : [...sent.keys()].filter((id) => !next.has(id))
@@ -210,12 +213,19 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
             const entry = authorized.get(entryId)
             if (!entry) throw new IdentityError('ERR_ID_NOT_AUTHORIZED', `entry ${entryId.slice(0, 64)} is not authorized for agent ${node.agentId}`)
             const csr = parseCsr(new Uint8Array(p.csr ?? []))
+            const admitted = d.bounds.admitX509({
+              spiffeId: entry.spiffeId,
+              ttlMs: entry.x509SvidTtl > 0 ? entry.x509SvidTtl * 1000 : d.defaultX509TtlMs,
+              dnsNames: entry.dnsNames,
+              nodeSelectors: node.selectors,
+              instanceKey: `${node.agentId}|${entry.id}`,
+            })
             const t0 = performance.now()
             const svid = await d.ca.signX509Svid({
               spiffeId: SpiffeId.fromString(entry.spiffeId),
               publicKey: csr.publicKey,
-              ttlMs: entry.x509SvidTtl > 0 ? entry.x509SvidTtl * 1000 : d.defaultX509TtlMs,
-              dnsNames: entry.dnsNames,
+              ttlMs: admitted.ttlMs,
+              dnsNames: admitted.dnsNames,
             })
             d.metrics.signLatency.observe({ kind: 'x509' }, (performance.now() - t0) / 1000)
             d.metrics.signings.inc({ kind: 'x509' })
@@ -242,12 +252,15 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
         if (audience.length === 0) throw new IdentityError('ERR_INVALID_ARGUMENT', 'audience must be specified')
         if (audience.some((a) => a.length > 2048) || audience.length > 32) throw new IdentityError('ERR_INVALID_ARGUMENT', 'audience too large')
         const entry = await d.registration.authorizedEntry(node, req.entry_id ?? '')
-        const t0 = performance.now()
-        const r = await d.ca.mintJwtSvid({
-          spiffeId: SpiffeId.fromString(entry.spiffeId),
-          audience,
+        const admitted = d.bounds.admitJwt({
+          spiffeId: entry.spiffeId,
           ttlMs: entry.jwtSvidTtl > 0 ? entry.jwtSvidTtl * 1000 : d.defaultJwtTtlMs,
+          audience,
+          nodeSelectors: node.selectors,
+          instanceKey: `${node.agentId}|${entry.id}`,
         })
+        const t0 = performance.now()
+        const r = await d.ca.mintJwtSvid({ spiffeId: SpiffeId.fromString(entry.spiffeId), audience, ttlMs: admitted.ttlMs })
         d.metrics.signLatency.observe({ kind: 'jwt' }, (performance.now() - t0) / 1000)
         d.metrics.signings.inc({ kind: 'jwt' })
         ctx.log.debug({ [F.AGENT_ID]: node.agentId, [F.SPIFFE_ID]: entry.spiffeId, [F.KID]: r.kid }, 'JWT-SVID minted')

@@ -340,6 +340,13 @@ export class CaManager {
     return { token, expiresAt, issuedAt, kid: jwt.slot.kid }
   }
 
+  /** The active JWT key as a Signer and its kid (for documents signed with the trust domain's JWT key). */
+  jwtSigner(): { signer: Signer; kid: string } {
+    const j = this.#jwt
+    if (!j) throw new IdentityError('ERR_NOT_CONFIGURED', 'CA is not initialised')
+    return { signer: j.key, kid: j.slot.kid }
+  }
+
   /** A summary of the slots, for `bundle show`-style diagnostics and tests. */
   slots(): { x509: { keyId: string; status: SlotStatus; notAfter: number; fingerprint: string }[]; jwt: { kid: string; status: SlotStatus; notAfter: number }[] } {
     return {

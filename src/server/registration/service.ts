@@ -7,6 +7,11 @@ import type { AttestedNode, DataStore, EntryFilter, EntryPatch, NewEntry, Page, 
 import { formatSelector } from './selectors.js'
 import { isAgentId, serverIdOf, validateEntry, type EntryLimits } from './validate.js'
 
+/** Namespace bounds check on entry writes (BoundsService); throws ERR_ENTRY_INVALID naming the bound. */
+export interface EntryBoundsCheck {
+  checkEntry(entry: NewEntry): void
+}
+
 export interface EntryChange {
   upserted: RegistrationEntry[]
   deleted: RegistrationEntry[]
@@ -27,8 +32,10 @@ export class RegistrationService {
   readonly #clock: Clock
   readonly #events = new EventEmitter()
   readonly #serverId: string
+  readonly #bounds: EntryBoundsCheck | undefined
 
-  constructor(opts: { ds: DataStore; limits: EntryLimits; log: Logger; clock: Clock }) {
+  constructor(opts: { ds: DataStore; limits: EntryLimits; log: Logger; clock: Clock; bounds?: EntryBoundsCheck }) {
+    this.#bounds = opts.bounds
     this.#ds = opts.ds
     this.#limits = opts.limits
     this.#log = opts.log.child({ [F.SUBSYSTEM]: 'registration' })
@@ -66,6 +73,7 @@ export class RegistrationService {
     for (const raw of batch) {
       try {
         const e = validateEntry(raw, this.#limits)
+        this.#bounds?.checkEntry(e)
         const entry = await this.#ds.tx(async (ds) => {
           await this.#checkParent(ds, e)
           return ds.entries.create(e)
@@ -91,6 +99,7 @@ export class RegistrationService {
           const current = await ds.entries.get(patch.id)
           const { id: _id, ...rest } = patch
           const merged = validateEntry({ ...stripMeta(current), ...definedOnly(rest) }, this.#limits)
+          this.#bounds?.checkEntry(merged)
           if (merged.parentId !== current.parentId) await this.#checkParent(ds, merged)
           return ds.entries.update(patch.id, stripMeta({ ...current, ...merged }))
         })
@@ -138,6 +147,7 @@ export class RegistrationService {
   /** Creates an entry without the admin parent check (server-internal, e.g. join-token aliases). */
   async createInternal(e: NewEntry): Promise<RegistrationEntry> {
     const v = validateEntry(e, this.#limits)
+    this.#bounds?.checkEntry(v)
     const entry = await this.#ds.entries.create(v)
     this.#emit({ upserted: [entry], deleted: [] })
     return entry

@@ -387,6 +387,7 @@ export async function startServer(cfg: ServerConfig, opts: { log: Logger; catalo
         health.shutdown()
         log.info({}, 'Server stopping')
         await closeAll()
+        rmSync(join(cfg.dataDir, 'server.addr'), { force: true })
         log.info({}, 'Server stopped')
       },
     }

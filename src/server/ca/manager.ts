@@ -269,17 +269,27 @@ export class CaManager {
   async #publish(): Promise<void> {
     const td = this.#o.trustDomain
     const prev = await this.#o.ds.bundles.get(td.name)
-    const sequence = (prev?.sequence ?? 0) + 1
     const x509Authorities = this.#o.upstream
       ? this.#o.upstream.roots
       : this.#journal.x509.map((s) => new Uint8Array(Buffer.from(s.cert, 'base64')))
-    const bundle = SpiffeBundle.from({
-      trustDomain: td,
-      x509Authorities,
-      jwtAuthorities: new Map(this.#journal.jwt.map((s) => [s.kid, s.jwk])),
-      sequenceNumber: sequence,
-      refreshHintSeconds: this.#o.refreshHintSeconds,
-    })
+    const build = (sequenceNumber: number) =>
+      SpiffeBundle.from({
+        trustDomain: td,
+        x509Authorities,
+        jwtAuthorities: new Map(this.#journal.jwt.map((s) => [s.kid, s.jwk])),
+        sequenceNumber,
+        refreshHintSeconds: this.#o.refreshHintSeconds,
+      })
+    // Unchanged content (e.g. a restart) keeps its sequence: spiffe_sequence changes only with the bundle.
+    if (prev) {
+      const same = build(prev.sequence)
+      if (same.marshal() === prev.document) {
+        this.#bundle = same
+        return
+      }
+    }
+    const sequence = (prev?.sequence ?? 0) + 1
+    const bundle = build(sequence)
     await this.#o.ds.bundles.put({ trustDomain: td.name, document: bundle.marshal(), sequence })
     this.#bundle = bundle
     this.#log.info({ [F.TRUST_DOMAIN]: td.name, sequence }, 'Bundle published')

@@ -29,6 +29,7 @@ import { nullLogger } from '../../src/common/log/logger.js'
 import { IdentityError } from '../../src/errors/index.js'
 import { captureLogger } from '../helpers/capture-logger.js'
 import { tempDir } from '../helpers/temp.js'
+import { foreignUserKit } from '../helpers/foreign-user.js'
 
 const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
 const PROTO_DIR = join(REPO, 'proto')
@@ -157,9 +158,11 @@ function openStream(client: Client, method: string, md: grpc.Metadata) {
 }
 
 /** Runs a Workload API client as uid/gid 65534 in a child process and returns its JSON result. */
-function runAsNobody(socketPath: string, method: 'FetchX509SVID' | 'FetchJWTSVID'): Promise<{ ok?: unknown; code?: number; details?: string }> {
+async function runAsNobody(socketPath: string, method: 'FetchX509SVID' | 'FetchJWTSVID'): Promise<{ ok?: unknown; code?: number; details?: string }> {
+  // The repository may not be readable by uid 65534 (CI clones into a 0700 dir): use the bundled kit.
+  const kit = await foreignUserKit()
   const script = `
-    const grpc = require('@grpc/grpc-js'); const pl = require('@grpc/proto-loader')
+    const { grpc, protoLoader: pl } = require(process.argv[4])
     const [sock, protoDir, method] = process.argv.slice(1)
     const def = pl.loadSync('spiffe/workload/workload.proto', { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true, includeDirs: [protoDir] })
     const C = grpc.loadPackageDefinition(def).SpiffeWorkloadAPI
@@ -173,9 +176,9 @@ function runAsNobody(socketPath: string, method: 'FetchX509SVID' | 'FetchJWTSVID
       s.on('data', (m) => done({ ok: m.svids.map((x) => x.spiffe_id) }))
       s.on('error', (err) => done({ code: err.code, details: err.details }))
     }`
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['-e', script, socketPath, PROTO_DIR, method], {
-      cwd: REPO,
+  return await new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['-e', script, socketPath, kit.protoDir, method, kit.grpc], {
+      cwd: kit.dir,
       uid: 65534,
       gid: 65534,
       stdio: ['ignore', 'pipe', 'pipe'],

@@ -3,8 +3,8 @@ import { loadSync, type Options } from '@grpc/proto-loader'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
-/** Absolute path of the repository's proto/ directory. */
-export const PROTO_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'proto')
+/** Absolute path of the repository's proto/ directory (WARRANT_PROTO_DIR overrides it, for bundled builds). */
+export const PROTO_DIR = process.env.WARRANT_PROTO_DIR || join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'proto')
 
 export const PROTO_LOADER_OPTIONS: Options = {
   keepCase: true,

@@ -114,6 +114,8 @@ export interface E2eServerOptions {
   /** Lines added to [server] (e.g. `ca_ttl = "1m"`). */
   serverExtra?: string[]
   bundleEndpoint?: BundleEndpointConfig
+  /** Raw sub-tables of [server] written after the bundle endpoint (e.g. `[server.federation.federates_with."b.example"]`). */
+  serverTables?: string
   /** Plugin tables; default disk key manager + join_token attestor. */
   plugins?: string
   /** Extra environment of the server process (e.g. SOFTHSM2_CONF). */
@@ -141,6 +143,7 @@ export function e2eServerToml(o: E2eServerOptions, ports: { bind?: string; bundl
     if (be.refreshHint) lines.push(`refresh_hint = "${be.refreshHint}"`)
     if (be.profile === 'https_web') lines.push(`cert_file = "${be.certFile}"`, `key_file = "${be.keyFile}"`)
   }
+  if (o.serverTables) lines.push('', o.serverTables)
   lines.push('', o.plugins ?? DEFAULT_PLUGINS, '')
   return lines.join('\n')
 }

@@ -77,7 +77,7 @@ describe('toServerConfig durations', () => {
     ['250ms', 250],
     [3600, 3_600_000],
     [1.5, 1_500],
-  ])('ca-independent refresh_hint %s → %s ms', (v, ms) => {
+  ])('rotation_check_interval %s → %s ms', (v, ms) => {
     expect(cfg({ rotation_check_interval: v }).rotationCheckIntervalMs).toBe(ms)
   })
 

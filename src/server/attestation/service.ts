@@ -66,8 +66,9 @@ export class NodeAttestationService {
 
   /** Creates a one-use join token; only its SHA-256 is stored. */
   async createJoinToken(opts: { ttlSeconds?: number; spiffeId?: string }): Promise<{ token: string; expiresAt: number }> {
-    const ttl = opts.ttlSeconds && opts.ttlSeconds > 0 ? opts.ttlSeconds : 600
-    if (!Number.isInteger(ttl) || ttl > MAX_JOIN_TOKEN_TTL_S) {
+    // undefined or 0 = the default; anything else (negative, NaN, fractional, too long) is refused
+    const ttl = opts.ttlSeconds === undefined || opts.ttlSeconds === 0 ? 600 : opts.ttlSeconds
+    if (!Number.isInteger(ttl) || ttl < 1 || ttl > MAX_JOIN_TOKEN_TTL_S) {
       throw new IdentityError('ERR_INVALID_ARGUMENT', `ttl must be an integer between 1 and ${MAX_JOIN_TOKEN_TTL_S} seconds`)
     }
     let alias = ''

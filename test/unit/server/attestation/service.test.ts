@@ -111,7 +111,7 @@ describe('createJoinToken', () => {
     expect(expiresAt).toBe(clock.now() + expected * 1000)
   })
 
-  it.each([30 * 86_400 + 1, 1.5, Number.POSITIVE_INFINITY])('refuses TTL %s with ERR_INVALID_ARGUMENT', async (ttlSeconds) => {
+  it.each([30 * 86_400 + 1, 1.5, -1, -600, Number.NaN, Number.POSITIVE_INFINITY])('refuses TTL %s with ERR_INVALID_ARGUMENT', async (ttlSeconds) => {
     await expect(svc.createJoinToken({ ttlSeconds })).rejects.toMatchObject({ code: 'ERR_INVALID_ARGUMENT' })
     expect(await ds.joinTokens.count()).toBe(0)
   })

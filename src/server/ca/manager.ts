@@ -118,7 +118,11 @@ export class CaManager {
     await this.#serial(() => this.#rotateLocked(true))
   }
 
-  /** Runs one rotation step (prepare / activate / retire / prune). Returns true when the bundle changed. */
+  /**
+   * Runs one rotation step (prepare / activate / retire / prune). Returns true when
+   * the CA state changed; an activation alone leaves the published keys, and so the
+   * bundle and its sequence, as they were (onBundleChange fires only for bundle changes).
+   */
   rotate(): Promise<boolean> {
     return this.#serial(() => this.#rotateLocked(false))
   }

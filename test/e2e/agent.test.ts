@@ -15,6 +15,7 @@ import type * as grpc from '@grpc/grpc-js'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { securityHeader, splitDer, workloadClient, type X509SvidResponseMsg } from '../../src/cli/commands/api.js'
 import { tempDir } from '../helpers/temp.js'
+import { foreignUserKit } from '../helpers/foreign-user.js'
 
 const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
 const BIN = join(REPO, 'bin', 'warrant.js')
@@ -41,11 +42,13 @@ async function stop(p: Proc | undefined, signal: NodeJS.Signals = 'SIGTERM'): Pr
   await exited
 }
 
-function cli(args: string[], opts: { uid?: number; env?: NodeJS.ProcessEnv } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], {
-      cwd: REPO,
-      env: { ...process.env, ...opts.env, ...(opts.uid !== undefined ? { HOME: '/tmp' } : {}) },
+async function cli(args: string[], opts: { uid?: number; env?: NodeJS.ProcessEnv } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  // Another user may not be able to read the repository (CI clones into a 0700 dir): run the bundled CLI then.
+  const kit = opts.uid !== undefined ? await foreignUserKit() : undefined
+  return await new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [kit ? kit.cli : BIN, ...args], {
+      cwd: kit ? kit.dir : REPO,
+      env: { ...process.env, ...opts.env, ...(kit ? { HOME: '/tmp', ...kit.env } : {}) },
       ...(opts.uid !== undefined ? { uid: opts.uid, gid: opts.uid } : {}),
     })
     let stdout = ''

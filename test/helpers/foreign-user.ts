@@ -1,5 +1,5 @@
 import { build } from 'esbuild'
-import { chmodSync, cpSync, mkdtempSync, writeFileSync } from 'node:fs'
+import { chmodSync, cpSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -40,16 +40,21 @@ export function foreignUserKit(): Promise<ForeignUserKit> {
     const common = { bundle: true, platform: 'node' as const, target: 'node20', logLevel: 'error' as const, nodePaths: [join(REPO, 'node_modules')] }
     await build({
       ...common,
-      entryPoints: [entry],
-      outfile: join(dir, 'warrant.mjs'),
+      entryPoints: { warrant: entry },
+      outdir: join(dir, 'cli'),
+      outExtension: { '.js': '.mjs' },
+      // Each lazily loaded command group becomes its own chunk, so `warrant api` never loads the server's native modules.
+      splitting: true,
       format: 'esm',
       // Native modules are only needed by the server and HSM paths, never by `warrant api`.
       external: ['better-sqlite3', 'pkcs11js', '*.node'],
       banner: { js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" },
     })
     await build({ ...common, entryPoints: [grpcEntry], outfile: join(dir, 'grpc.cjs'), format: 'cjs' })
-    for (const f of ['warrant.mjs', 'grpc.cjs']) chmodSync(join(dir, f), 0o644)
-    return { dir, cli: join(dir, 'warrant.mjs'), grpc: join(dir, 'grpc.cjs'), protoDir, env: { WARRANT_PROTO_DIR: protoDir } }
+    chmodSync(join(dir, 'grpc.cjs'), 0o644)
+    chmodSync(join(dir, 'cli'), 0o755)
+    for (const f of readdirSync(join(dir, 'cli'))) chmodSync(join(dir, 'cli', f), 0o644)
+    return { dir, cli: join(dir, 'cli', 'warrant.mjs'), grpc: join(dir, 'grpc.cjs'), protoDir, env: { WARRANT_PROTO_DIR: protoDir } }
   })()
   return kit
 }

@@ -21,6 +21,7 @@ const GROUPS: Record<string, () => Promise<CommandModule>> = {
   api: () => import('./commands/api.js'),
   federation: () => import('./commands/federation.js'),
   bounds: () => import('./commands/bounds.js'),
+  instance: () => import('./commands/instance.js'),
 }
 
 export async function main(argv: string[]): Promise<number> {

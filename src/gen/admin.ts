@@ -18,12 +18,17 @@ import type { EntryResult as _warrant_admin_v1_EntryResult, EntryResult__Output 
 import type { GetAgentRequest as _warrant_admin_v1_GetAgentRequest, GetAgentRequest__Output as _warrant_admin_v1_GetAgentRequest__Output } from './warrant/admin/v1/GetAgentRequest.js';
 import type { GetBundleRequest as _warrant_admin_v1_GetBundleRequest, GetBundleRequest__Output as _warrant_admin_v1_GetBundleRequest__Output } from './warrant/admin/v1/GetBundleRequest.js';
 import type { GetEntryRequest as _warrant_admin_v1_GetEntryRequest, GetEntryRequest__Output as _warrant_admin_v1_GetEntryRequest__Output } from './warrant/admin/v1/GetEntryRequest.js';
+import type { GetInstanceRequest as _warrant_admin_v1_GetInstanceRequest, GetInstanceRequest__Output as _warrant_admin_v1_GetInstanceRequest__Output } from './warrant/admin/v1/GetInstanceRequest.js';
+import type { Instance as _warrant_admin_v1_Instance, Instance__Output as _warrant_admin_v1_Instance__Output } from './warrant/admin/v1/Instance.js';
+import type { InstancesClient as _warrant_admin_v1_InstancesClient, InstancesDefinition as _warrant_admin_v1_InstancesDefinition } from './warrant/admin/v1/Instances.js';
 import type { ListAgentsRequest as _warrant_admin_v1_ListAgentsRequest, ListAgentsRequest__Output as _warrant_admin_v1_ListAgentsRequest__Output } from './warrant/admin/v1/ListAgentsRequest.js';
 import type { ListAgentsResponse as _warrant_admin_v1_ListAgentsResponse, ListAgentsResponse__Output as _warrant_admin_v1_ListAgentsResponse__Output } from './warrant/admin/v1/ListAgentsResponse.js';
 import type { ListEntriesRequest as _warrant_admin_v1_ListEntriesRequest, ListEntriesRequest__Output as _warrant_admin_v1_ListEntriesRequest__Output } from './warrant/admin/v1/ListEntriesRequest.js';
 import type { ListEntriesResponse as _warrant_admin_v1_ListEntriesResponse, ListEntriesResponse__Output as _warrant_admin_v1_ListEntriesResponse__Output } from './warrant/admin/v1/ListEntriesResponse.js';
 import type { ListFederatedBundlesRequest as _warrant_admin_v1_ListFederatedBundlesRequest, ListFederatedBundlesRequest__Output as _warrant_admin_v1_ListFederatedBundlesRequest__Output } from './warrant/admin/v1/ListFederatedBundlesRequest.js';
 import type { ListFederatedBundlesResponse as _warrant_admin_v1_ListFederatedBundlesResponse, ListFederatedBundlesResponse__Output as _warrant_admin_v1_ListFederatedBundlesResponse__Output } from './warrant/admin/v1/ListFederatedBundlesResponse.js';
+import type { ListInstancesRequest as _warrant_admin_v1_ListInstancesRequest, ListInstancesRequest__Output as _warrant_admin_v1_ListInstancesRequest__Output } from './warrant/admin/v1/ListInstancesRequest.js';
+import type { ListInstancesResponse as _warrant_admin_v1_ListInstancesResponse, ListInstancesResponse__Output as _warrant_admin_v1_ListInstancesResponse__Output } from './warrant/admin/v1/ListInstancesResponse.js';
 import type { SetBundleRequest as _warrant_admin_v1_SetBundleRequest, SetBundleRequest__Output as _warrant_admin_v1_SetBundleRequest__Output } from './warrant/admin/v1/SetBundleRequest.js';
 import type { AttestedNode as _warrant_types_v1_AttestedNode, AttestedNode__Output as _warrant_types_v1_AttestedNode__Output } from './warrant/types/v1/AttestedNode.js';
 import type { Bundle as _warrant_types_v1_Bundle, Bundle__Output as _warrant_types_v1_Bundle__Output } from './warrant/types/v1/Bundle.js';
@@ -54,12 +59,17 @@ export interface ProtoGrpcType {
         GetAgentRequest: MessageTypeDefinition<_warrant_admin_v1_GetAgentRequest, _warrant_admin_v1_GetAgentRequest__Output>
         GetBundleRequest: MessageTypeDefinition<_warrant_admin_v1_GetBundleRequest, _warrant_admin_v1_GetBundleRequest__Output>
         GetEntryRequest: MessageTypeDefinition<_warrant_admin_v1_GetEntryRequest, _warrant_admin_v1_GetEntryRequest__Output>
+        GetInstanceRequest: MessageTypeDefinition<_warrant_admin_v1_GetInstanceRequest, _warrant_admin_v1_GetInstanceRequest__Output>
+        Instance: MessageTypeDefinition<_warrant_admin_v1_Instance, _warrant_admin_v1_Instance__Output>
+        Instances: SubtypeConstructor<typeof grpc.Client, _warrant_admin_v1_InstancesClient> & { service: _warrant_admin_v1_InstancesDefinition }
         ListAgentsRequest: MessageTypeDefinition<_warrant_admin_v1_ListAgentsRequest, _warrant_admin_v1_ListAgentsRequest__Output>
         ListAgentsResponse: MessageTypeDefinition<_warrant_admin_v1_ListAgentsResponse, _warrant_admin_v1_ListAgentsResponse__Output>
         ListEntriesRequest: MessageTypeDefinition<_warrant_admin_v1_ListEntriesRequest, _warrant_admin_v1_ListEntriesRequest__Output>
         ListEntriesResponse: MessageTypeDefinition<_warrant_admin_v1_ListEntriesResponse, _warrant_admin_v1_ListEntriesResponse__Output>
         ListFederatedBundlesRequest: MessageTypeDefinition<_warrant_admin_v1_ListFederatedBundlesRequest, _warrant_admin_v1_ListFederatedBundlesRequest__Output>
         ListFederatedBundlesResponse: MessageTypeDefinition<_warrant_admin_v1_ListFederatedBundlesResponse, _warrant_admin_v1_ListFederatedBundlesResponse__Output>
+        ListInstancesRequest: MessageTypeDefinition<_warrant_admin_v1_ListInstancesRequest, _warrant_admin_v1_ListInstancesRequest__Output>
+        ListInstancesResponse: MessageTypeDefinition<_warrant_admin_v1_ListInstancesResponse, _warrant_admin_v1_ListInstancesResponse__Output>
         SetBundleRequest: MessageTypeDefinition<_warrant_admin_v1_SetBundleRequest, _warrant_admin_v1_SetBundleRequest__Output>
       }
     }

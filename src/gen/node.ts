@@ -9,9 +9,14 @@ import type { AttestResponse as _warrant_agent_v1_AttestResponse, AttestResponse
 import type { AttestResult as _warrant_agent_v1_AttestResult, AttestResult__Output as _warrant_agent_v1_AttestResult__Output } from './warrant/agent/v1/AttestResult.js';
 import type { BatchNewX509SVIDRequest as _warrant_agent_v1_BatchNewX509SVIDRequest, BatchNewX509SVIDRequest__Output as _warrant_agent_v1_BatchNewX509SVIDRequest__Output } from './warrant/agent/v1/BatchNewX509SVIDRequest.js';
 import type { BatchNewX509SVIDResponse as _warrant_agent_v1_BatchNewX509SVIDResponse, BatchNewX509SVIDResponse__Output as _warrant_agent_v1_BatchNewX509SVIDResponse__Output } from './warrant/agent/v1/BatchNewX509SVIDResponse.js';
+import type { EndAllInstancesRequest as _warrant_agent_v1_EndAllInstancesRequest, EndAllInstancesRequest__Output as _warrant_agent_v1_EndAllInstancesRequest__Output } from './warrant/agent/v1/EndAllInstancesRequest.js';
+import type { EndInstanceRequest as _warrant_agent_v1_EndInstanceRequest, EndInstanceRequest__Output as _warrant_agent_v1_EndInstanceRequest__Output } from './warrant/agent/v1/EndInstanceRequest.js';
+import type { EndInstanceResponse as _warrant_agent_v1_EndInstanceResponse, EndInstanceResponse__Output as _warrant_agent_v1_EndInstanceResponse__Output } from './warrant/agent/v1/EndInstanceResponse.js';
 import type { NewJWTSVIDRequest as _warrant_agent_v1_NewJWTSVIDRequest, NewJWTSVIDRequest__Output as _warrant_agent_v1_NewJWTSVIDRequest__Output } from './warrant/agent/v1/NewJWTSVIDRequest.js';
 import type { NewJWTSVIDResponse as _warrant_agent_v1_NewJWTSVIDResponse, NewJWTSVIDResponse__Output as _warrant_agent_v1_NewJWTSVIDResponse__Output } from './warrant/agent/v1/NewJWTSVIDResponse.js';
 import type { NodeClient as _warrant_agent_v1_NodeClient, NodeDefinition as _warrant_agent_v1_NodeDefinition } from './warrant/agent/v1/Node.js';
+import type { RegisterInstanceRequest as _warrant_agent_v1_RegisterInstanceRequest, RegisterInstanceRequest__Output as _warrant_agent_v1_RegisterInstanceRequest__Output } from './warrant/agent/v1/RegisterInstanceRequest.js';
+import type { RegisterInstanceResponse as _warrant_agent_v1_RegisterInstanceResponse, RegisterInstanceResponse__Output as _warrant_agent_v1_RegisterInstanceResponse__Output } from './warrant/agent/v1/RegisterInstanceResponse.js';
 import type { RenewAgentRequest as _warrant_agent_v1_RenewAgentRequest, RenewAgentRequest__Output as _warrant_agent_v1_RenewAgentRequest__Output } from './warrant/agent/v1/RenewAgentRequest.js';
 import type { RenewAgentResponse as _warrant_agent_v1_RenewAgentResponse, RenewAgentResponse__Output as _warrant_agent_v1_RenewAgentResponse__Output } from './warrant/agent/v1/RenewAgentResponse.js';
 import type { SyncRequest as _warrant_agent_v1_SyncRequest, SyncRequest__Output as _warrant_agent_v1_SyncRequest__Output } from './warrant/agent/v1/SyncRequest.js';
@@ -38,9 +43,14 @@ export interface ProtoGrpcType {
         AttestResult: MessageTypeDefinition<_warrant_agent_v1_AttestResult, _warrant_agent_v1_AttestResult__Output>
         BatchNewX509SVIDRequest: MessageTypeDefinition<_warrant_agent_v1_BatchNewX509SVIDRequest, _warrant_agent_v1_BatchNewX509SVIDRequest__Output>
         BatchNewX509SVIDResponse: MessageTypeDefinition<_warrant_agent_v1_BatchNewX509SVIDResponse, _warrant_agent_v1_BatchNewX509SVIDResponse__Output>
+        EndAllInstancesRequest: MessageTypeDefinition<_warrant_agent_v1_EndAllInstancesRequest, _warrant_agent_v1_EndAllInstancesRequest__Output>
+        EndInstanceRequest: MessageTypeDefinition<_warrant_agent_v1_EndInstanceRequest, _warrant_agent_v1_EndInstanceRequest__Output>
+        EndInstanceResponse: MessageTypeDefinition<_warrant_agent_v1_EndInstanceResponse, _warrant_agent_v1_EndInstanceResponse__Output>
         NewJWTSVIDRequest: MessageTypeDefinition<_warrant_agent_v1_NewJWTSVIDRequest, _warrant_agent_v1_NewJWTSVIDRequest__Output>
         NewJWTSVIDResponse: MessageTypeDefinition<_warrant_agent_v1_NewJWTSVIDResponse, _warrant_agent_v1_NewJWTSVIDResponse__Output>
         Node: SubtypeConstructor<typeof grpc.Client, _warrant_agent_v1_NodeClient> & { service: _warrant_agent_v1_NodeDefinition }
+        RegisterInstanceRequest: MessageTypeDefinition<_warrant_agent_v1_RegisterInstanceRequest, _warrant_agent_v1_RegisterInstanceRequest__Output>
+        RegisterInstanceResponse: MessageTypeDefinition<_warrant_agent_v1_RegisterInstanceResponse, _warrant_agent_v1_RegisterInstanceResponse__Output>
         RenewAgentRequest: MessageTypeDefinition<_warrant_agent_v1_RenewAgentRequest, _warrant_agent_v1_RenewAgentRequest__Output>
         RenewAgentResponse: MessageTypeDefinition<_warrant_agent_v1_RenewAgentResponse, _warrant_agent_v1_RenewAgentResponse__Output>
         SyncRequest: MessageTypeDefinition<_warrant_agent_v1_SyncRequest, _warrant_agent_v1_SyncRequest__Output>

@@ -20,6 +20,7 @@ import { nodeService } from './api/node-service.js'
 import { FederatedBundles } from './bundle/federated.js'
 import { BoundsService } from './bounds/bounds-service.js'
 import { boundsAdminService } from './bounds/admin-service.js'
+import { InstanceService } from './instances/instance-service.js'
 import { FederationRefresher, RelationshipStore, federationAdminService, relationshipsFromConfig, startBundleEndpoint } from './federation/index.js'
 import { CaManager, type UpstreamAuthority } from './ca/manager.js'
 import type { ServerConfig } from './config.js'
@@ -214,6 +215,7 @@ export async function startServer(cfg: ServerConfig, opts: { log: Logger; catalo
       bounds,
       limits: { trustDomain: cfg.trustDomain, maxX509TtlSeconds: Math.floor(cfg.caTtlMs / 1000), maxJwtTtlSeconds: Math.floor(cfg.caTtlMs / 1000) },
     })
+    const instances = new InstanceService({ ds, clock, log })
     const federated = new FederatedBundles({ ds, localTrustDomain: cfg.trustDomain, log })
     const attestation = new NodeAttestationService({ trustDomain: cfg.trustDomain, ds, ca, registration, attestors, clock, log, agentTtlMs: cfg.agentTtlMs, metrics })
     if (!plugins.joinToken) {
@@ -286,7 +288,7 @@ export async function startServer(cfg: ServerConfig, opts: { log: Logger; catalo
     const nodeProto = loadProto('warrant/agent/v1/node.proto') as unknown as { warrant: { agent: { v1: { Node: grpc.ServiceClientConstructor } } } }
     const healthProto = loadProto('grpc/health/v1/health.proto') as unknown as { grpc: { health: { v1: { Health: grpc.ServiceClientConstructor } } } }
     const agentApi = new grpc.Server({ 'grpc.max_receive_message_length': 16 * 1024 * 1024, 'grpc.keepalive_permit_without_calls': 1 })
-    agentApi.addService(nodeProto.warrant.agent.v1.Node.service, nodeService({ attestation: attestationGuard, registration, ca, federated, clock, log, metrics, defaultX509TtlMs: cfg.defaultX509TtlMs, defaultJwtTtlMs: cfg.defaultJwtTtlMs, bounds }))
+    agentApi.addService(nodeProto.warrant.agent.v1.Node.service, nodeService({ attestation: attestationGuard, registration, ca, federated, clock, log, metrics, defaultX509TtlMs: cfg.defaultX509TtlMs, defaultJwtTtlMs: cfg.defaultJwtTtlMs, bounds, instances }))
     agentApi.addService(healthProto.grpc.health.v1.Health.service, health.handlers(log))
     const creds = grpc.experimental.createCertificateProviderServerCredentials(tls, tls, false)
     const port = await new Promise<number>((resolve, reject) => {
@@ -300,11 +302,12 @@ export async function startServer(cfg: ServerConfig, opts: { log: Logger; catalo
     ensurePrivateDir(dirname(cfg.socketPath))
     rmSync(cfg.socketPath, { force: true })
     const adminProto = loadProto('warrant/admin/v1/admin.proto') as unknown as { warrant: { admin: { v1: Record<string, grpc.ServiceClientConstructor> } } }
-    const admin = adminServices({ ds, registration, attestation, ca, federated, log, metrics })
+    const admin = adminServices({ ds, registration, attestation, ca, federated, instances, log, metrics })
     const adminApi = new grpc.Server()
     adminApi.addService(adminProto.warrant.admin.v1.Entries!.service, admin.entries)
     adminApi.addService(adminProto.warrant.admin.v1.Agents!.service, admin.agents)
     adminApi.addService(adminProto.warrant.admin.v1.Bundles!.service, admin.bundles)
+    adminApi.addService(adminProto.warrant.admin.v1.Instances!.service, admin.instances)
     const federationProto = loadProto('warrant/admin/v1/federation.proto') as unknown as { warrant: { admin: { v1: { Federation: grpc.ServiceClientConstructor } } } }
     const boundsProto = loadProto('warrant/admin/v1/bounds.proto') as unknown as { warrant: { admin: { v1: { Bounds: grpc.ServiceClientConstructor } } } }
     adminApi.addService(boundsProto.warrant.admin.v1.Bounds.service, boundsAdminService({ bounds, log }))

@@ -169,9 +169,14 @@ export class TestAgentClient {
     })
   }
 
+  /** Any unary RPC of the Node service over mTLS (for RPCs without a dedicated helper). */
+  call<T>(method: string, req: unknown): Promise<T> {
+    return this.#unary<T>(method, req)
+  }
+
   /** BatchNewX509SVID; `anonymous` sends no client certificate. */
-  batchNewX509Svid(params: { entryId: string; csr: Uint8Array }[], o: { anonymous?: boolean } = {}): Promise<X509SvidResult[]> {
-    return this.#unary<{ results: X509SvidResult[] }>('BatchNewX509SVID', { params: params.map((p) => ({ entry_id: p.entryId, csr: Buffer.from(p.csr) })) }, !o.anonymous).then((r) => r.results)
+  batchNewX509Svid(params: { entryId: string; csr: Uint8Array; instanceId?: string }[], o: { anonymous?: boolean } = {}): Promise<X509SvidResult[]> {
+    return this.#unary<{ results: X509SvidResult[] }>('BatchNewX509SVID', { params: params.map((p) => ({ entry_id: p.entryId, csr: Buffer.from(p.csr), instance_id: p.instanceId ?? '' })) }, !o.anonymous).then((r) => r.results)
   }
 
   newJwtSvid(entryId: string, audience: string[], o: { anonymous?: boolean } = {}): Promise<{ token: string; expires_at: string; issued_at: string }> {

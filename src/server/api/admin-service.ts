@@ -28,6 +28,11 @@ import type { CaManager } from '../ca/manager.js'
 import type { DataStore, EntryFilter, EntryPatch, SelectorMatch } from '../datastore/types.js'
 import type { Metrics } from '../metrics.js'
 import type { RegistrationService } from '../registration/service.js'
+import type { InstanceRecord, InstanceService } from '../instances/instance-service.js'
+import type { Instance } from '../../gen/warrant/admin/v1/Instance.js'
+import type { ListInstancesRequest__Output } from '../../gen/warrant/admin/v1/ListInstancesRequest.js'
+import type { ListInstancesResponse } from '../../gen/warrant/admin/v1/ListInstancesResponse.js'
+import type { GetInstanceRequest__Output } from '../../gen/warrant/admin/v1/GetInstanceRequest.js'
 import { checkSelector } from '../registration/selectors.js'
 import { bundleToMsg, entryToMsg, errorStatus, msgToNewEntry, nodeToMsg, OK_STATUS } from './convert.js'
 
@@ -37,6 +42,7 @@ export interface AdminDeps {
   attestation: NodeAttestationService
   ca: CaManager
   federated: FederatedBundles
+  instances: InstanceService
   log: Logger
   metrics: Metrics
 }
@@ -78,7 +84,7 @@ function pageSize(n: number | undefined): number {
 }
 
 /** The admin services (Entries, Agents, Bundles). Served only on the local Unix socket. */
-export function adminServices(d: AdminDeps): { entries: UntypedServiceImplementation; agents: UntypedServiceImplementation; bundles: UntypedServiceImplementation } {
+export function adminServices(d: AdminDeps): { entries: UntypedServiceImplementation; agents: UntypedServiceImplementation; bundles: UntypedServiceImplementation; instances: UntypedServiceImplementation } {
   const log = d.log.child({ [F.SUBSYSTEM]: 'admin_api' })
   const observe: Observe = (method, code) => d.metrics.requests.inc({ method: `Admin/${method}`, code: String(code) })
 
@@ -175,7 +181,27 @@ export function adminServices(d: AdminDeps): { entries: UntypedServiceImplementa
       return {}
     }, observe),
   }
-  return { entries, agents, bundles }
+  const instanceMsg = (r: InstanceRecord): Instance => ({
+    instance_id: r.instanceId,
+    spiffe_id: r.spiffeId,
+    entry_id: r.entryId,
+    agent_id: r.agentId,
+    pid: r.pid,
+    start_time: r.startTime,
+    created_at: String(r.createdAt),
+    ended_at: String(r.endedAt ?? 0),
+  })
+  const instances: UntypedServiceImplementation = {
+    List: unary<ListInstancesRequest__Output, ListInstancesResponse>(log, 'Instances/List', async (req) => {
+      const list = await d.instances.list({ ...(req.agent_id ? { agentId: req.agent_id } : {}), ...(req.entry_id ? { entryId: req.entry_id } : {}), liveOnly: !!req.live_only })
+      return { instances: list.map(instanceMsg) }
+    }, observe),
+    Get: unary<GetInstanceRequest__Output, Instance>(log, 'Instances/Get', async (req) => {
+      if (!req.instance_id) throw new IdentityError('ERR_INVALID_ARGUMENT', 'instance_id is required')
+      return instanceMsg(await d.instances.get(req.instance_id))
+    }, observe),
+  }
+  return { entries, agents, bundles, instances }
 }
 
 function requireAgent(req: GetAgentRequest__Output): string {

@@ -18,6 +18,12 @@ import type { SyncResponse } from '../../gen/warrant/agent/v1/SyncResponse.js'
 import type { X509SVIDResult } from '../../gen/warrant/agent/v1/X509SVIDResult.js'
 import type { NodeAttestationService } from '../attestation/service.js'
 import type { BoundsService } from '../bounds/bounds-service.js'
+import type { InstanceService } from '../instances/instance-service.js'
+import { INSTANCE_SAMPLE, instanceSpiffeId, isTemplateId } from '../registration/validate.js'
+import type { RegisterInstanceRequest__Output } from '../../gen/warrant/agent/v1/RegisterInstanceRequest.js'
+import type { RegisterInstanceResponse } from '../../gen/warrant/agent/v1/RegisterInstanceResponse.js'
+import type { EndInstanceRequest__Output } from '../../gen/warrant/agent/v1/EndInstanceRequest.js'
+import type { EndInstanceResponse } from '../../gen/warrant/agent/v1/EndInstanceResponse.js'
 import type { FederatedBundles } from '../bundle/federated.js'
 import type { CaManager } from '../ca/manager.js'
 import type { AttestedNode, RegistrationEntry } from '../datastore/types.js'
@@ -36,7 +42,11 @@ export interface NodeServiceDeps {
   defaultX509TtlMs: number
   defaultJwtTtlMs: number
   bounds: BoundsService
+  instances: InstanceService
 }
+
+/** The ID bounds are evaluated for: a template's bounds are those of any instance it can produce. */
+const boundsId = (spiffeId: string) => (isTemplateId(spiffeId) ? instanceSpiffeId(spiffeId, INSTANCE_SAMPLE) : spiffeId)
 
 const CHALLENGE_TIMEOUT_MS = 60_000
 const MAX_BATCH = 500
@@ -55,6 +65,20 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
   const log = d.log.child({ [F.SUBSYSTEM]: 'node_api' })
   const observe: Observe = (method, code) => d.metrics.requests.inc({ method: `Node/${method}`, code: String(code) })
   const auth = (call: AnyCall) => d.attestation.authenticate(peerChain(call))
+
+  /**
+   * The SPIFFE ID to sign for an entry: the entry's own, or for a per-instance
+   * template the recorded, live instance's (ERR_ID_NOT_AUTHORIZED otherwise).
+   */
+  const subjectFor = async (entry: RegistrationEntry, agentId: string, instanceId: string): Promise<{ spiffeId: string; instanceKey: string }> => {
+    if (!isTemplateId(entry.spiffeId)) {
+      if (instanceId) throw new IdentityError('ERR_INVALID_ARGUMENT', 'instance_id is only for per-instance template entries')
+      return { spiffeId: entry.spiffeId, instanceKey: `${agentId}|${entry.id}` }
+    }
+    if (!instanceId) throw new IdentityError('ERR_INVALID_ARGUMENT', 'instance_id is required for a per-instance template entry')
+    const inst = await d.instances.authorize(agentId, entry.id, instanceId)
+    return { spiffeId: inst.spiffeId, instanceKey: `${agentId}|${inst.instanceId}` }
+  }
 
   return {
     Attest: bidi<AttestRequest__Output, AttestResponse>(
@@ -127,7 +151,7 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
           if (dirtyEntries) {
             dirtyEntries = false
             // Entries whose namespace bounds the node does not meet are not served to it.
-            const entries = (await d.registration.authorizedEntries(node)).filter((e) => d.bounds.allowsNode(e.spiffeId, node.selectors))
+            const entries = (await d.registration.authorizedEntries(node)).filter((e) => d.bounds.allowsNode(boundsId(e.spiffeId), node.selectors))
             const next = new Map(entries.map((e) => [e.id, e.revision]))
             const changed: RegistrationEntry[] = first ? entries : entries.filter((e) => sent.get(e.id) !== e.revision)
             const deleted = first ? [] : [...sent.keys()].filter((id) => !next.has(id))
@@ -213,16 +237,17 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
             const entry = authorized.get(entryId)
             if (!entry) throw new IdentityError('ERR_ID_NOT_AUTHORIZED', `entry ${entryId.slice(0, 64)} is not authorized for agent ${node.agentId}`)
             const csr = parseCsr(new Uint8Array(p.csr ?? []))
+            const subject = await subjectFor(entry, node.agentId, p.instance_id ?? '')
             const admitted = d.bounds.admitX509({
-              spiffeId: entry.spiffeId,
+              spiffeId: subject.spiffeId,
               ttlMs: entry.x509SvidTtl > 0 ? entry.x509SvidTtl * 1000 : d.defaultX509TtlMs,
               dnsNames: entry.dnsNames,
               nodeSelectors: node.selectors,
-              instanceKey: `${node.agentId}|${entry.id}`,
+              instanceKey: subject.instanceKey,
             })
             const t0 = performance.now()
             const svid = await d.ca.signX509Svid({
-              spiffeId: SpiffeId.fromString(entry.spiffeId),
+              spiffeId: SpiffeId.fromString(subject.spiffeId),
               publicKey: csr.publicKey,
               ttlMs: admitted.ttlMs,
               dnsNames: admitted.dnsNames,
@@ -252,19 +277,58 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
         if (audience.length === 0) throw new IdentityError('ERR_INVALID_ARGUMENT', 'audience must be specified')
         if (audience.some((a) => a.length > 2048) || audience.length > 32) throw new IdentityError('ERR_INVALID_ARGUMENT', 'audience too large')
         const entry = await d.registration.authorizedEntry(node, req.entry_id ?? '')
+        const subject = await subjectFor(entry, node.agentId, req.instance_id ?? '')
         const admitted = d.bounds.admitJwt({
-          spiffeId: entry.spiffeId,
+          spiffeId: subject.spiffeId,
           ttlMs: entry.jwtSvidTtl > 0 ? entry.jwtSvidTtl * 1000 : d.defaultJwtTtlMs,
           audience,
           nodeSelectors: node.selectors,
-          instanceKey: `${node.agentId}|${entry.id}`,
+          instanceKey: subject.instanceKey,
         })
         const t0 = performance.now()
-        const r = await d.ca.mintJwtSvid({ spiffeId: SpiffeId.fromString(entry.spiffeId), audience, ttlMs: admitted.ttlMs })
+        const r = await d.ca.mintJwtSvid({ spiffeId: SpiffeId.fromString(subject.spiffeId), audience, ttlMs: admitted.ttlMs })
         d.metrics.signLatency.observe({ kind: 'jwt' }, (performance.now() - t0) / 1000)
         d.metrics.signings.inc({ kind: 'jwt' })
-        ctx.log.debug({ [F.AGENT_ID]: node.agentId, [F.SPIFFE_ID]: entry.spiffeId, [F.KID]: r.kid }, 'JWT-SVID minted')
+        ctx.log.debug({ [F.AGENT_ID]: node.agentId, [F.SPIFFE_ID]: subject.spiffeId, [F.KID]: r.kid }, 'JWT-SVID minted')
         return { token: r.token, expires_at: String(r.expiresAt), issued_at: String(r.issuedAt) }
+      },
+      observe,
+    ),
+
+    RegisterInstance: unary<RegisterInstanceRequest__Output, RegisterInstanceResponse>(
+      log,
+      'RegisterInstance',
+      async (req, ctx) => {
+        const node = await auth(ctx.call)
+        const entry = await d.registration.authorizedEntry(node, req.entry_id ?? '')
+        if (!isTemplateId(entry.spiffeId)) throw new IdentityError('ERR_INVALID_ARGUMENT', 'entry is not a per-instance template')
+        if (!d.bounds.allowsNode(boundsId(entry.spiffeId), node.selectors)) throw new IdentityError('ERR_ID_NOT_AUTHORIZED', `node does not meet the bounds of ${entry.spiffeId}`)
+        const r = await d.instances.register(node.agentId, entry, { pid: req.pid ?? 0, startTime: req.start_time ?? '' })
+        return { instance_id: r.instanceId, spiffe_id: r.spiffeId }
+      },
+      observe,
+    ),
+
+    EndInstance: unary<EndInstanceRequest__Output, EndInstanceResponse>(
+      log,
+      'EndInstance',
+      async (req, ctx) => {
+        const node = await auth(ctx.call)
+        await d.instances.end(node.agentId, req.instance_id ?? '')
+        d.bounds.releaseInstance(`${node.agentId}|${req.instance_id ?? ''}`)
+        return { ended: 1 }
+      },
+      observe,
+    ),
+
+    EndAllInstances: unary<unknown, EndInstanceResponse>(
+      log,
+      'EndAllInstances',
+      async (_req, ctx) => {
+        const node = await auth(ctx.call)
+        const ended = await d.instances.endAll(node.agentId)
+        for (const r of ended) d.bounds.releaseInstance(`${node.agentId}|${r.instanceId}`)
+        return { ended: ended.length }
       },
       observe,
     ),

@@ -353,6 +353,11 @@ export class BoundsService {
     for (const live of limited) live.set(key, Math.max(live.get(key) ?? 0, expiresAt))
   }
 
+  /** Frees an instance's place under every `max_instances` limit (its process ended). */
+  releaseInstance(key: string): void {
+    for (const live of this.#live.values()) live.delete(key)
+  }
+
   /** Live instances (unexpired SVIDs by distinct instance key) counted under a `max_instances` prefix. */
   instances(prefix: string): number {
     const live = this.#live.get(this.#prefix(prefix))

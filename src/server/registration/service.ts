@@ -5,7 +5,7 @@ import { F, type Logger } from '../../common/log/logger.js'
 import { SpiffeId } from '../../spiffe/spiffe-id.js'
 import type { AttestedNode, DataStore, EntryFilter, EntryPatch, NewEntry, Page, RegistrationEntry } from '../datastore/types.js'
 import { formatSelector } from './selectors.js'
-import { isAgentId, serverIdOf, validateEntry, type EntryLimits } from './validate.js'
+import { INSTANCE_SAMPLE, instanceSpiffeId, isAgentId, isTemplateId, serverIdOf, validateEntry, type EntryLimits } from './validate.js'
 
 /** Namespace bounds check on entry writes (BoundsService); throws ERR_ENTRY_INVALID naming the bound. */
 export interface EntryBoundsCheck {
@@ -73,7 +73,7 @@ export class RegistrationService {
     for (const raw of batch) {
       try {
         const e = validateEntry(raw, this.#limits)
-        this.#bounds?.checkEntry(e)
+        this.#bounds?.checkEntry(boundsView(e))
         const entry = await this.#ds.tx(async (ds) => {
           await this.#checkParent(ds, e)
           return ds.entries.create(e)
@@ -99,7 +99,7 @@ export class RegistrationService {
           const current = await ds.entries.get(patch.id)
           const { id: _id, ...rest } = patch
           const merged = validateEntry({ ...stripMeta(current), ...definedOnly(rest) }, this.#limits)
-          this.#bounds?.checkEntry(merged)
+          this.#bounds?.checkEntry(boundsView(merged))
           if (merged.parentId !== current.parentId) await this.#checkParent(ds, merged)
           return ds.entries.update(patch.id, stripMeta({ ...current, ...merged }))
         })
@@ -147,7 +147,7 @@ export class RegistrationService {
   /** Creates an entry without the admin parent check (server-internal, e.g. join-token aliases). */
   async createInternal(e: NewEntry): Promise<RegistrationEntry> {
     const v = validateEntry(e, this.#limits)
-    this.#bounds?.checkEntry(v)
+    this.#bounds?.checkEntry(boundsView(v))
     const entry = await this.#ds.entries.create(v)
     this.#emit({ upserted: [entry], deleted: [] })
     return entry
@@ -195,6 +195,11 @@ export class RegistrationService {
   }
 
   static selectorKey = formatSelector
+}
+
+/** Bounds apply to a template as to any instance it can produce. */
+function boundsView(e: NewEntry): NewEntry {
+  return isTemplateId(e.spiffeId) ? { ...e, spiffeId: instanceSpiffeId(e.spiffeId, INSTANCE_SAMPLE) } : e
 }
 
 function checkBatch(n: number): void {

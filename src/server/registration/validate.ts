@@ -15,6 +15,36 @@ const DNS_RE = /^(?=.{1,253}$)(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])
 const MAX_HINT = 1024
 
 export const serverIdOf = (td: TrustDomain): SpiffeId => SpiffeId.fromPath(td, '/warrant/server')
+
+/** The placeholder of a per-instance entry template: one whole path segment, e.g. `/agents/refund-bot/{instance}`. */
+export const INSTANCE_PLACEHOLDER = '{instance}'
+/** A representative value used to validate templates (same character class as real instance IDs). */
+export const INSTANCE_SAMPLE = 'i0000000000000000000000000'
+
+export function isTemplateId(spiffeId: string): boolean {
+  return spiffeId.includes(INSTANCE_PLACEHOLDER)
+}
+
+/** Substitutes an instance ID into a template. */
+export function instanceSpiffeId(template: string, instanceId: string): string {
+  return template.replace(INSTANCE_PLACEHOLDER, instanceId)
+}
+
+/**
+ * Checks a template can only produce valid SPIFFE IDs: exactly one
+ * `{instance}`, as a whole path segment, and valid with a sample instance ID
+ * of the longest length we generate. Returns a reason or undefined.
+ */
+export function templateProblem(spiffeId: string): string | undefined {
+  const n = spiffeId.split(INSTANCE_PLACEHOLDER).length - 1
+  if (n === 0) return undefined
+  if (n > 1) return `a template may hold ${INSTANCE_PLACEHOLDER} only once`
+  if (/[{}]/.test(spiffeId.replace(INSTANCE_PLACEHOLDER, ''))) return 'braces are only allowed as {instance}'
+  const i = spiffeId.indexOf(INSTANCE_PLACEHOLDER)
+  const after = spiffeId.slice(i + INSTANCE_PLACEHOLDER.length)
+  if (spiffeId[i - 1] !== '/' || (after !== '' && !after.startsWith('/'))) return `${INSTANCE_PLACEHOLDER} must be a whole path segment`
+  return undefined
+}
 export const AGENT_PATH_PREFIX = '/warrant/agent/'
 export const isAgentId = (id: SpiffeId): boolean => id.path.startsWith(AGENT_PATH_PREFIX)
 
@@ -27,8 +57,11 @@ export function validateEntry(e: NewEntry, limits: EntryLimits): NewEntry {
   const bad = (path: string, message: string) => issues.push({ path, message })
   let spiffeId: SpiffeId | undefined
   let parentId: SpiffeId | undefined
+  const tpl = typeof e.spiffeId === 'string' ? templateProblem(e.spiffeId) : undefined
+  if (tpl) bad('spiffe_id', tpl)
+  const template = typeof e.spiffeId === 'string' && isTemplateId(e.spiffeId)
   try {
-    spiffeId = SpiffeId.fromString(e.spiffeId)
+    spiffeId = SpiffeId.fromString(template ? instanceSpiffeId(e.spiffeId, INSTANCE_SAMPLE) : e.spiffeId)
     if (!spiffeId.memberOf(limits.trustDomain)) bad('spiffe_id', `must be in trust domain "${limits.trustDomain.name}"`)
     else if (spiffeId.isTrustDomainId()) bad('spiffe_id', 'must have a path')
     else if (spiffeId.path.startsWith('/warrant/')) bad('spiffe_id', 'paths under /warrant/ are reserved for the server and agents')
@@ -80,7 +113,7 @@ export function validateEntry(e: NewEntry, limits: EntryLimits): NewEntry {
   }
   return {
     ...e,
-    spiffeId: spiffeId!.toString(),
+    spiffeId: template ? e.spiffeId : spiffeId!.toString(),
     parentId: parentId!.toString(),
     selectors,
     dnsNames: [...new Set(e.dnsNames)],

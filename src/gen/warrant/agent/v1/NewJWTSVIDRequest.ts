@@ -6,9 +6,11 @@
 export interface NewJWTSVIDRequest {
   'entry_id'?: (string);
   'audience'?: (string)[];
+  'instance_id'?: (string);
 }
 
 export interface NewJWTSVIDRequest__Output {
   'entry_id': (string);
   'audience': (string)[];
+  'instance_id': (string);
 }

@@ -8,8 +8,13 @@ import type { AttestRequest as _warrant_agent_v1_AttestRequest, AttestRequest__O
 import type { AttestResponse as _warrant_agent_v1_AttestResponse, AttestResponse__Output as _warrant_agent_v1_AttestResponse__Output } from '../../../warrant/agent/v1/AttestResponse.js';
 import type { BatchNewX509SVIDRequest as _warrant_agent_v1_BatchNewX509SVIDRequest, BatchNewX509SVIDRequest__Output as _warrant_agent_v1_BatchNewX509SVIDRequest__Output } from '../../../warrant/agent/v1/BatchNewX509SVIDRequest.js';
 import type { BatchNewX509SVIDResponse as _warrant_agent_v1_BatchNewX509SVIDResponse, BatchNewX509SVIDResponse__Output as _warrant_agent_v1_BatchNewX509SVIDResponse__Output } from '../../../warrant/agent/v1/BatchNewX509SVIDResponse.js';
+import type { EndAllInstancesRequest as _warrant_agent_v1_EndAllInstancesRequest, EndAllInstancesRequest__Output as _warrant_agent_v1_EndAllInstancesRequest__Output } from '../../../warrant/agent/v1/EndAllInstancesRequest.js';
+import type { EndInstanceRequest as _warrant_agent_v1_EndInstanceRequest, EndInstanceRequest__Output as _warrant_agent_v1_EndInstanceRequest__Output } from '../../../warrant/agent/v1/EndInstanceRequest.js';
+import type { EndInstanceResponse as _warrant_agent_v1_EndInstanceResponse, EndInstanceResponse__Output as _warrant_agent_v1_EndInstanceResponse__Output } from '../../../warrant/agent/v1/EndInstanceResponse.js';
 import type { NewJWTSVIDRequest as _warrant_agent_v1_NewJWTSVIDRequest, NewJWTSVIDRequest__Output as _warrant_agent_v1_NewJWTSVIDRequest__Output } from '../../../warrant/agent/v1/NewJWTSVIDRequest.js';
 import type { NewJWTSVIDResponse as _warrant_agent_v1_NewJWTSVIDResponse, NewJWTSVIDResponse__Output as _warrant_agent_v1_NewJWTSVIDResponse__Output } from '../../../warrant/agent/v1/NewJWTSVIDResponse.js';
+import type { RegisterInstanceRequest as _warrant_agent_v1_RegisterInstanceRequest, RegisterInstanceRequest__Output as _warrant_agent_v1_RegisterInstanceRequest__Output } from '../../../warrant/agent/v1/RegisterInstanceRequest.js';
+import type { RegisterInstanceResponse as _warrant_agent_v1_RegisterInstanceResponse, RegisterInstanceResponse__Output as _warrant_agent_v1_RegisterInstanceResponse__Output } from '../../../warrant/agent/v1/RegisterInstanceResponse.js';
 import type { RenewAgentRequest as _warrant_agent_v1_RenewAgentRequest, RenewAgentRequest__Output as _warrant_agent_v1_RenewAgentRequest__Output } from '../../../warrant/agent/v1/RenewAgentRequest.js';
 import type { RenewAgentResponse as _warrant_agent_v1_RenewAgentResponse, RenewAgentResponse__Output as _warrant_agent_v1_RenewAgentResponse__Output } from '../../../warrant/agent/v1/RenewAgentResponse.js';
 import type { SyncRequest as _warrant_agent_v1_SyncRequest, SyncRequest__Output as _warrant_agent_v1_SyncRequest__Output } from '../../../warrant/agent/v1/SyncRequest.js';
@@ -30,6 +35,24 @@ export interface NodeClient extends grpc.Client {
   batchNewX509Svid(argument: _warrant_agent_v1_BatchNewX509SVIDRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_warrant_agent_v1_BatchNewX509SVIDResponse__Output>): grpc.ClientUnaryCall;
   batchNewX509Svid(argument: _warrant_agent_v1_BatchNewX509SVIDRequest, callback: grpc.requestCallback<_warrant_agent_v1_BatchNewX509SVIDResponse__Output>): grpc.ClientUnaryCall;
   
+  EndAllInstances(argument: _warrant_agent_v1_EndAllInstancesRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_warrant_agent_v1_EndInstanceResponse__Output>): grpc.ClientUnaryCall;
+  EndAllInstances(argument: _warrant_agent_v1_EndAllInstancesRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_warrant_agent_v1_EndInstanceResponse__Output>): grpc.ClientUnaryCall;
+  EndAllInstances(argument: _warrant_agent_v1_EndAllInstancesRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_warrant_agent_v1_EndInstanceResponse__Output>): grpc.ClientUnaryCall;
+  EndAllInstances(argument: _warrant_agent_v1_EndAllInstancesRequest, callback: grpc.requestCallback<_warrant_agent_v1_EndInstanceResponse__Output>): grpc.ClientUnaryCall;
+  endAllInstances(argument: _warrant_agent_v1_EndAllInstancesRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_warrant_agent_v1_EndInstanceResponse__Output>): grpc.ClientUnaryCall;
+  endAllInstances(argument: _warrant_agent_v1_EndAllInstancesRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_warrant_agent_v1_EndInstanceResponse__Output>): grpc.ClientUnaryCall;
+  endAllInstances(argument: _warrant_agent_v1_EndAllInstancesRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_warrant_agent_v1_EndInstanceResponse__Output>): grpc.ClientUnaryCall;
+  endAllInstances(argument: _warrant_agent_v1_EndAllInstancesRequest, callback: grpc.requestCallback<_warrant_agent_v1_EndInstanceResponse__Output>): grpc.ClientUnaryCall;
+  
+  EndInstance(argument: _warrant_agent_v1_EndInstanceRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_warrant_agent_v1_EndInstanceResponse__Output>): grpc.ClientUnaryCall;
+  EndInstance(argument: _warrant_agent_v1_EndInstanceRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_warrant_agent_v1_EndInstanceResponse__Output>): grpc.ClientUnaryCall;
+  EndInstance(argument: _warrant_agent_v1_EndInstanceRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_warrant_agent_v1_EndInstanceResponse__Output>): grpc.ClientUnaryCall;
+  EndInstance(argument: _warrant_agent_v1_EndInstanceRequest, callback: grpc.requestCallback<_warrant_agent_v1_EndInstanceResponse__Output>): grpc.ClientUnaryCall;
+  endInstance(argument: _warrant_agent_v1_EndInstanceRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_warrant_agent_v1_EndInstanceResponse__Output>): grpc.ClientUnaryCall;
+  endInstance(argument: _warrant_agent_v1_EndInstanceRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_warrant_agent_v1_EndInstanceResponse__Output>): grpc.ClientUnaryCall;
+  endInstance(argument: _warrant_agent_v1_EndInstanceRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_warrant_agent_v1_EndInstanceResponse__Output>): grpc.ClientUnaryCall;
+  endInstance(argument: _warrant_agent_v1_EndInstanceRequest, callback: grpc.requestCallback<_warrant_agent_v1_EndInstanceResponse__Output>): grpc.ClientUnaryCall;
+  
   NewJWTSVID(argument: _warrant_agent_v1_NewJWTSVIDRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_warrant_agent_v1_NewJWTSVIDResponse__Output>): grpc.ClientUnaryCall;
   NewJWTSVID(argument: _warrant_agent_v1_NewJWTSVIDRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_warrant_agent_v1_NewJWTSVIDResponse__Output>): grpc.ClientUnaryCall;
   NewJWTSVID(argument: _warrant_agent_v1_NewJWTSVIDRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_warrant_agent_v1_NewJWTSVIDResponse__Output>): grpc.ClientUnaryCall;
@@ -38,6 +61,15 @@ export interface NodeClient extends grpc.Client {
   newJwtsvid(argument: _warrant_agent_v1_NewJWTSVIDRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_warrant_agent_v1_NewJWTSVIDResponse__Output>): grpc.ClientUnaryCall;
   newJwtsvid(argument: _warrant_agent_v1_NewJWTSVIDRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_warrant_agent_v1_NewJWTSVIDResponse__Output>): grpc.ClientUnaryCall;
   newJwtsvid(argument: _warrant_agent_v1_NewJWTSVIDRequest, callback: grpc.requestCallback<_warrant_agent_v1_NewJWTSVIDResponse__Output>): grpc.ClientUnaryCall;
+  
+  RegisterInstance(argument: _warrant_agent_v1_RegisterInstanceRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_warrant_agent_v1_RegisterInstanceResponse__Output>): grpc.ClientUnaryCall;
+  RegisterInstance(argument: _warrant_agent_v1_RegisterInstanceRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_warrant_agent_v1_RegisterInstanceResponse__Output>): grpc.ClientUnaryCall;
+  RegisterInstance(argument: _warrant_agent_v1_RegisterInstanceRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_warrant_agent_v1_RegisterInstanceResponse__Output>): grpc.ClientUnaryCall;
+  RegisterInstance(argument: _warrant_agent_v1_RegisterInstanceRequest, callback: grpc.requestCallback<_warrant_agent_v1_RegisterInstanceResponse__Output>): grpc.ClientUnaryCall;
+  registerInstance(argument: _warrant_agent_v1_RegisterInstanceRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_warrant_agent_v1_RegisterInstanceResponse__Output>): grpc.ClientUnaryCall;
+  registerInstance(argument: _warrant_agent_v1_RegisterInstanceRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_warrant_agent_v1_RegisterInstanceResponse__Output>): grpc.ClientUnaryCall;
+  registerInstance(argument: _warrant_agent_v1_RegisterInstanceRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_warrant_agent_v1_RegisterInstanceResponse__Output>): grpc.ClientUnaryCall;
+  registerInstance(argument: _warrant_agent_v1_RegisterInstanceRequest, callback: grpc.requestCallback<_warrant_agent_v1_RegisterInstanceResponse__Output>): grpc.ClientUnaryCall;
   
   RenewAgent(argument: _warrant_agent_v1_RenewAgentRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_warrant_agent_v1_RenewAgentResponse__Output>): grpc.ClientUnaryCall;
   RenewAgent(argument: _warrant_agent_v1_RenewAgentRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_warrant_agent_v1_RenewAgentResponse__Output>): grpc.ClientUnaryCall;
@@ -60,7 +92,13 @@ export interface NodeHandlers extends grpc.UntypedServiceImplementation {
   
   BatchNewX509SVID: grpc.handleUnaryCall<_warrant_agent_v1_BatchNewX509SVIDRequest__Output, _warrant_agent_v1_BatchNewX509SVIDResponse>;
   
+  EndAllInstances: grpc.handleUnaryCall<_warrant_agent_v1_EndAllInstancesRequest__Output, _warrant_agent_v1_EndInstanceResponse>;
+  
+  EndInstance: grpc.handleUnaryCall<_warrant_agent_v1_EndInstanceRequest__Output, _warrant_agent_v1_EndInstanceResponse>;
+  
   NewJWTSVID: grpc.handleUnaryCall<_warrant_agent_v1_NewJWTSVIDRequest__Output, _warrant_agent_v1_NewJWTSVIDResponse>;
+  
+  RegisterInstance: grpc.handleUnaryCall<_warrant_agent_v1_RegisterInstanceRequest__Output, _warrant_agent_v1_RegisterInstanceResponse>;
   
   RenewAgent: grpc.handleUnaryCall<_warrant_agent_v1_RenewAgentRequest__Output, _warrant_agent_v1_RenewAgentResponse>;
   
@@ -71,7 +109,10 @@ export interface NodeHandlers extends grpc.UntypedServiceImplementation {
 export interface NodeDefinition extends grpc.ServiceDefinition {
   Attest: MethodDefinition<_warrant_agent_v1_AttestRequest, _warrant_agent_v1_AttestResponse, _warrant_agent_v1_AttestRequest__Output, _warrant_agent_v1_AttestResponse__Output>
   BatchNewX509SVID: MethodDefinition<_warrant_agent_v1_BatchNewX509SVIDRequest, _warrant_agent_v1_BatchNewX509SVIDResponse, _warrant_agent_v1_BatchNewX509SVIDRequest__Output, _warrant_agent_v1_BatchNewX509SVIDResponse__Output>
+  EndAllInstances: MethodDefinition<_warrant_agent_v1_EndAllInstancesRequest, _warrant_agent_v1_EndInstanceResponse, _warrant_agent_v1_EndAllInstancesRequest__Output, _warrant_agent_v1_EndInstanceResponse__Output>
+  EndInstance: MethodDefinition<_warrant_agent_v1_EndInstanceRequest, _warrant_agent_v1_EndInstanceResponse, _warrant_agent_v1_EndInstanceRequest__Output, _warrant_agent_v1_EndInstanceResponse__Output>
   NewJWTSVID: MethodDefinition<_warrant_agent_v1_NewJWTSVIDRequest, _warrant_agent_v1_NewJWTSVIDResponse, _warrant_agent_v1_NewJWTSVIDRequest__Output, _warrant_agent_v1_NewJWTSVIDResponse__Output>
+  RegisterInstance: MethodDefinition<_warrant_agent_v1_RegisterInstanceRequest, _warrant_agent_v1_RegisterInstanceResponse, _warrant_agent_v1_RegisterInstanceRequest__Output, _warrant_agent_v1_RegisterInstanceResponse__Output>
   RenewAgent: MethodDefinition<_warrant_agent_v1_RenewAgentRequest, _warrant_agent_v1_RenewAgentResponse, _warrant_agent_v1_RenewAgentRequest__Output, _warrant_agent_v1_RenewAgentResponse__Output>
   Sync: MethodDefinition<_warrant_agent_v1_SyncRequest, _warrant_agent_v1_SyncResponse, _warrant_agent_v1_SyncRequest__Output, _warrant_agent_v1_SyncResponse__Output>
 }

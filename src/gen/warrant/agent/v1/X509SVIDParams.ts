@@ -6,9 +6,11 @@
 export interface X509SVIDParams {
   'entry_id'?: (string);
   'csr'?: (Buffer | Uint8Array | string);
+  'instance_id'?: (string);
 }
 
 export interface X509SVIDParams__Output {
   'entry_id': (string);
   'csr': (Buffer);
+  'instance_id': (string);
 }

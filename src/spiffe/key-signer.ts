@@ -1,5 +1,5 @@
 import { generateKeyPairSync, sign as cryptoSign, createPublicKey, constants, type KeyObject } from 'node:crypto'
-import type { SignatureAlgorithm, Signer } from './signer.js'
+import { HASH_FOR_ALGORITHM, HASH_LENGTH, type SignatureAlgorithm, type Signer } from './signer.js'
 
 /** Key types this module can generate; the names match the KeyManager's `KeyType`. */
 export type KeyPairType = 'ec-p256' | 'ec-p384' | 'ec-p521' | 'rsa-2048' | 'rsa-3072' | 'rsa-4096'
@@ -9,18 +9,8 @@ const CURVE_ALG: Readonly<Record<string, SignatureAlgorithm>> = {
   secp384r1: 'ES384',
   secp521r1: 'ES512',
 }
-const HASH: Readonly<Record<SignatureAlgorithm, string>> = {
-  ES256: 'sha256',
-  ES384: 'sha384',
-  ES512: 'sha512',
-  RS256: 'sha256',
-  RS384: 'sha384',
-  RS512: 'sha512',
-  PS256: 'sha256',
-  PS384: 'sha384',
-  PS512: 'sha512',
-}
-const HASH_LEN: Readonly<Record<string, number>> = { sha256: 32, sha384: 48, sha512: 64 }
+const HASH = HASH_FOR_ALGORITHM
+const HASH_LEN = HASH_LENGTH
 
 /** The natural algorithm for a public key: P-256→ES256, P-384→ES384, P-521→ES512, RSA→RS256, RSA-PSS→PS256. */
 export function defaultAlgorithmFor(publicKey: KeyObject): SignatureAlgorithm {

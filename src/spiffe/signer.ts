@@ -20,3 +20,21 @@ export interface Signer {
   readonly publicKey: KeyObject
   sign(data: Uint8Array, alg: SignatureAlgorithm): Promise<Uint8Array>
 }
+
+export type HashName = 'sha256' | 'sha384' | 'sha512'
+
+/** The hash each JOSE algorithm signs with. */
+export const HASH_FOR_ALGORITHM: Readonly<Record<SignatureAlgorithm, HashName>> = {
+  ES256: 'sha256',
+  ES384: 'sha384',
+  ES512: 'sha512',
+  RS256: 'sha256',
+  RS384: 'sha384',
+  RS512: 'sha512',
+  PS256: 'sha256',
+  PS384: 'sha384',
+  PS512: 'sha512',
+}
+
+/** Digest sizes in bytes (also the PSS salt length we use). */
+export const HASH_LENGTH: Readonly<Record<HashName, number>> = { sha256: 32, sha384: 48, sha512: 64 }

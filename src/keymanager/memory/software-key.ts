@@ -7,7 +7,7 @@ import { createPrivateKey, createPublicKey, generateKeyPair, sign as cryptoSign,
 import { promisify } from 'node:util'
 import { IdentityError } from '../../errors/index.js'
 import type { KeyType, ManagedKey } from '../key-manager.js'
-import type { SignatureAlgorithm } from '../../spiffe/signer.js'
+import { HASH_FOR_ALGORITHM, HASH_LENGTH, type HashName, type SignatureAlgorithm } from '../../spiffe/signer.js'
 
 const KEY_ID_RE = /^[A-Za-z0-9._-]{1,64}$/
 
@@ -27,21 +27,8 @@ export function assertKeyType(type: unknown): asserts type is KeyType {
   }
 }
 
-export type HashName = 'sha256' | 'sha384' | 'sha512'
-
-const ALG_HASH: Record<SignatureAlgorithm, HashName> = {
-  ES256: 'sha256',
-  ES384: 'sha384',
-  ES512: 'sha512',
-  RS256: 'sha256',
-  RS384: 'sha384',
-  RS512: 'sha512',
-  PS256: 'sha256',
-  PS384: 'sha384',
-  PS512: 'sha512',
-}
-
-export const HASH_LENGTH: Record<HashName, number> = { sha256: 32, sha384: 48, sha512: 64 }
+export { HASH_LENGTH, type HashName }
+const ALG_HASH = HASH_FOR_ALGORITHM
 
 /** The signature algorithms a key of `type` can produce. */
 export function algorithmsForKeyType(type: KeyType): readonly SignatureAlgorithm[] {

@@ -1,4 +1,4 @@
-import { createHash, randomFillSync, type KeyObject } from 'node:crypto'
+import { createHash, KeyObject, randomFillSync } from 'node:crypto'
 import { IdentityError } from '../../errors/identity-error.js'
 import { checkKeyAlgorithm, defaultAlgorithmFor } from '../key-signer.js'
 import type { SignatureAlgorithm, Signer } from '../signer.js'
@@ -73,8 +73,13 @@ export interface CreateCaCertificateOptions {
 
 export interface CreateX509SvidOptions {
   spiffeId: SpiffeId
-  /** The workload's (or agent's) public key. */
-  publicKey: KeyObject
+  /**
+   * The workload's (or agent's) public key: a KeyObject, or its
+   * SubjectPublicKeyInfo DER as `{ spki }` (e.g. from `verifyCsr`), which
+   * needs no KeyObject at all. The SPKI is copied into the certificate as is;
+   * only its structure is checked, so it must come from a verified source.
+   */
+  publicKey: KeyObject | SubjectPublicKey
   /** The issuing CA's signer; its public key must be the issuer certificate's. */
   signer: Signer
   issuer: { certificate: Uint8Array }
@@ -89,6 +94,11 @@ export interface CreateX509SvidOptions {
    * Pass `{}` for an empty subject; the URI SAN is then marked critical.
    */
   subject?: X509Subject
+}
+
+/** A subject public key given as SubjectPublicKeyInfo DER. */
+export interface SubjectPublicKey {
+  spki: Uint8Array
 }
 
 // ------------------------------------------------------------ constants
@@ -361,6 +371,22 @@ const SAN_OID = oid(OID.SUBJECT_ALT_NAME)
 const SERIAL_NUMBER_HEADER = Uint8Array.of(0x31, 0x29, 0x30, 0x27, 0x06, 0x03, 0x55, 0x04, 0x05, 0x13, 0x20)
 const DEFAULT_O_RDN = encodeName({ organization: DEFAULT_ORGANIZATION })
 
+/** SPKI DER and SKI of a KeyObject (memoised per key) or of `{ spki }` bytes. */
+function subjectKeyIds(key: KeyObject | SubjectPublicKey): { spki: Uint8Array; ski: Buffer } {
+  if (!(key instanceof KeyObject) && key !== null && typeof key === 'object' && 'spki' in key) {
+    const spki: unknown = key.spki
+    if (!(spki instanceof Uint8Array)) throw new TypeError('publicKey.spki must be DER bytes (Uint8Array)')
+    let bits: Uint8Array
+    try {
+      bits = spkiKeyBits(spki)
+    } catch (cause) {
+      throw new TypeError('publicKey.spki is not a DER SubjectPublicKeyInfo', { cause })
+    }
+    return { spki, ski: createHash('sha1').update(bits).digest() }
+  }
+  return keyIds(key as KeyObject)
+}
+
 /** Builds and signs an X.509-SVID leaf certificate. Returns DER. */
 export async function createX509Svid(opts: CreateX509SvidOptions): Promise<Uint8Array> {
   const id = opts.spiffeId
@@ -375,7 +401,7 @@ export async function createX509Svid(opts: CreateX509SvidOptions): Promise<Uint8
   if (Math.floor(notAfter.getTime() / 1000) <= Math.floor(notBefore.getTime() / 1000)) throw new RangeError('notAfter must be later than notBefore')
   const dnsNames = opts.dnsNames
   if (dnsNames) for (const d of dnsNames) checkDnsName(d)
-  const { spki, ski } = keyIds(opts.publicKey)
+  const { spki, ski } = subjectKeyIds(opts.publicKey)
   const serial = randomSerial()
 
   let subject: DerNode

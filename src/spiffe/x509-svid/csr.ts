@@ -6,7 +6,7 @@ import { SpiffeId } from '../spiffe-id.js'
 import { rememberSpki } from './spki.js'
 import { exportSpki, signerKeyInfo, signTbs } from './certificate-builder.js'
 import { decodeSubjectAltName, OID, readExtensions, readSigned, type Extension } from './certificate-fields.js'
-import { children, DerError, expect, octetString, oid, readOid, readSmallInteger, seq, set, TAG, tlv, whole } from './der.js'
+import { children, DerError, expect, octetString, oid, readBitString, readOid, readRoot, readSmallInteger, seq, set, TAG, tlv, whole } from './der.js'
 
 /** Largest CSR `parseCsr` reads. */
 export const MAX_CSR_BYTES = 16 * 1024
@@ -41,6 +41,42 @@ function csrError(reason: string, cause?: unknown): IdentityError {
  * ERR_CSR_INVALID with a reason for anything else.
  */
 export function parseCsr(der: Uint8Array): ParsedCsr {
+  const c = checkCsr(der)
+  rememberSpki(c.publicKey, c.spki)
+  return { publicKey: c.publicKey, spiffeId: c.spiffeId, dnsNames: c.dnsNames }
+}
+
+/**
+ * A CSR that passed every check of `parseCsr`, as plain data that can cross a
+ * worker-thread boundary (structured clone): the subject public key as SPKI
+ * DER, the URI SAN as a string, the DNS SANs.
+ */
+export interface VerifiedCsr {
+  /** SubjectPublicKeyInfo DER of the requested key (pass it to `createX509Svid` as `{ spki }`). */
+  spki: Uint8Array
+  /** The URI SAN (a valid SPIFFE ID) when the CSR carries one. */
+  spiffeId: string | undefined
+  dnsNames: string[]
+}
+
+/**
+ * Same checks as `parseCsr` (size cap, DER, key type and size, self-signature,
+ * SANs; ERR_CSR_INVALID for anything wrong) without handing back a KeyObject:
+ * for verifying CSRs on worker threads.
+ */
+export function verifyCsr(der: Uint8Array): VerifiedCsr {
+  const c = checkCsr(der)
+  return { spki: c.spki, spiffeId: c.spiffeId?.toString(), dnsNames: c.dnsNames }
+}
+
+interface CheckedCsr {
+  publicKey: KeyObject
+  spki: Uint8Array
+  spiffeId: SpiffeId | undefined
+  dnsNames: string[]
+}
+
+function checkCsr(der: Uint8Array): CheckedCsr {
   if (!(der instanceof Uint8Array)) throw new TypeError('CSR must be a Uint8Array')
   if (der.length > MAX_CSR_BYTES) throw csrError(`exceeds ${MAX_CSR_BYTES} bytes`)
   let signed: ReturnType<typeof readSigned>
@@ -71,7 +107,7 @@ export function parseCsr(der: Uint8Array): ParsedCsr {
   if (!alg) throw csrError('unsupported signature algorithm')
   let publicKey: KeyObject
   try {
-    publicKey = createPublicKey({ key: Buffer.from(spkiRaw), format: 'der', type: 'spki' })
+    publicKey = importSpki(spkiRaw)
   } catch (cause) {
     throw csrError('public key cannot be parsed', cause)
   }
@@ -92,7 +128,6 @@ export function parseCsr(der: Uint8Array): ParsedCsr {
     throw csrError('signature cannot be checked', cause)
   }
   if (!ok) throw csrError('signature verification failed')
-  rememberSpki(publicKey, spkiRaw)
 
   let spiffeId: SpiffeId | undefined
   let dnsNames: string[] = []
@@ -114,7 +149,44 @@ export function parseCsr(der: Uint8Array): ParsedCsr {
     }
     dnsNames = san.dnsNames
   }
-  return { publicKey, spiffeId, dnsNames }
+  return { publicKey, spki: new Uint8Array(spkiRaw), spiffeId, dnsNames }
+}
+
+const EC_PUBLIC_KEY_OID = '1.2.840.10045.2.1'
+const JWK_CURVES: Readonly<Record<string, { crv: string; len: number }>> = {
+  '1.2.840.10045.3.1.7': { crv: 'P-256', len: 32 },
+  '1.3.132.0.34': { crv: 'P-384', len: 48 },
+}
+
+/**
+ * A public KeyObject from SPKI DER. An EC key on P-256/P-384 with an
+ * uncompressed point is imported as a JWK built from its coordinates: OpenSSL
+ * 3's SPKI decoder costs about twice that (and more than the ECDSA
+ * verification itself). OpenSSL still checks the point is on the curve.
+ * Anything else goes through the SPKI decoder.
+ */
+function importSpki(spki: Uint8Array): KeyObject {
+  const jwk = ecJwkOf(spki)
+  if (jwk) return createPublicKey({ key: jwk, format: 'jwk' })
+  return createPublicKey({ key: Buffer.from(spki), format: 'der', type: 'spki' })
+}
+
+function ecJwkOf(spki: Uint8Array): { kty: 'EC'; crv: string; x: string; y: string } | undefined {
+  try {
+    const top = children(spki, readRoot(spki, TAG.SEQUENCE))
+    if (top.length !== 2) return undefined
+    const algParts = children(spki, expect(top[0], TAG.SEQUENCE, 'AlgorithmIdentifier'))
+    if (algParts.length !== 2 || readOid(spki, algParts[0]!) !== EC_PUBLIC_KEY_OID || spki[algParts[1]!.start] !== TAG.OID) return undefined
+    const curve = JWK_CURVES[readOid(spki, algParts[1]!)]
+    if (!curve) return undefined
+    const bits = readBitString(spki, expect(top[1], TAG.BIT_STRING, 'subjectPublicKey'))
+    const p = bits.bytes
+    if (bits.unused !== 0 || p.length !== 1 + 2 * curve.len || p[0] !== 0x04) return undefined
+    const b = Buffer.from(p.buffer, p.byteOffset, p.byteLength)
+    return { kty: 'EC', crv: curve.crv, x: b.toString('base64url', 1, 1 + curve.len), y: b.toString('base64url', 1 + curve.len) }
+  } catch {
+    return undefined
+  }
 }
 
 export type CreateCsrOptions = ({ privateKey: KeyObject } | { signer: Signer }) & {

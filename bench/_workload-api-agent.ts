@@ -1,0 +1,82 @@
+/**
+ * Child process of bench/workload-api.ts: an AgentManager fed by an in-process
+ * fake server, behind the real Workload API socket, plus a bare grpc-js unary
+ * echo on another Unix socket (the baseline). Talks to the parent over IPC.
+ */
+import * as grpc from '@grpc/grpc-js'
+import { randomBytes } from 'node:crypto'
+import { AgentManager } from '../src/agent/manager/manager.js'
+import type { AgentEntry, SvidSigner } from '../src/agent/server-client.js'
+import { startWorkloadApi } from '../src/agent/workload-api/start-workload-api.js'
+import { systemClock } from '../src/common/clock.js'
+import { nullLogger } from '../src/common/log/logger.js'
+import { generateKeyPair, KeyObjectSigner, SpiffeBundle, TrustDomain } from '../src/spiffe/index.js'
+
+const [dir, nArg] = process.argv.slice(2)
+const n = Number(nArg)
+const td = TrustDomain.fromString('example.org')
+const FAKE_CERT = randomBytes(650) // a typical EC P-256 leaf is 550-750 bytes
+FAKE_CERT[0] = 0x30
+const signer: SvidSigner = {
+  async batchNewX509Svid(params) {
+    return params.map((p) => ({ entryId: p.entryId, error: undefined, svidChain: [new Uint8Array(FAKE_CERT)], expiresAt: Date.now() + 3_600_000 }))
+  },
+  async newJwtSvid(entryId, audience) {
+    return { token: `tok.${entryId}.${audience.join(',')}`, issuedAt: Date.now(), expiresAt: Date.now() + 300_000 }
+  },
+}
+const jwk = new KeyObjectSigner(generateKeyPair('ec-p256').privateKey).publicKey.export({ format: 'jwk' })
+const bundle = { trustDomain: td.name, document: SpiffeBundle.from({ trustDomain: td, jwtAuthorities: [['k', jwk]] }).marshal(), sequence: 1 }
+const uid = process.getuid!()
+const entry = (i: number, revision = 1): AgentEntry => ({
+  id: `e${i}`,
+  spiffeId: `spiffe://example.org/w${i}`,
+  parentId: 'spiffe://example.org/agent',
+  selectors: [i === 0 ? `unix:uid:${uid}` : `unix:uid:${100_000 + i}`],
+  x509SvidTtl: 0,
+  jwtSvidTtl: 0,
+  dnsNames: [],
+  federatesWith: [],
+  hint: '',
+  revision,
+})
+
+const gc = (globalThis as { gc?: () => void }).gc!
+const mem = () => {
+  gc()
+  gc()
+  const m = process.memoryUsage()
+  return m.heapUsed + m.arrayBuffers
+}
+
+const manager = new AgentManager({
+  trustDomain: td,
+  signer,
+  clock: systemClock,
+  log: nullLogger,
+  attestWorkload: async (peer) => [`unix:uid:${peer.uid}`],
+  x509SvidCacheMaxSize: Math.max(1000, n),
+  tickIntervalMs: 50,
+})
+const before = mem()
+await manager.applySync({ full: true, entries: Array.from({ length: n }, (_, i) => entry(i)), deletedEntryIds: [], bundle, federatedBundles: [] })
+const after = mem()
+
+const echo = new grpc.Server()
+const id = (b: Buffer) => b
+echo.addService(
+  { Echo: { path: '/bench.Echo/Echo', requestStream: false, responseStream: false, requestSerialize: id, requestDeserialize: id, responseSerialize: id, responseDeserialize: id, originalName: 'Echo' } } as unknown as grpc.ServiceDefinition,
+  { Echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => cb(null, call.request) },
+)
+await new Promise<void>((res, rej) => echo.bindAsync(`unix:${dir}/echo.sock`, grpc.ServerCredentials.createInsecure(), (e) => (e ? rej(e) : res())))
+await startWorkloadApi({ socketPath: `${dir}/api.sock`, manager, log: nullLogger })
+
+let revision = 1
+process.on('message', async (m: string) => {
+  if (m === 'rotate') {
+    revision++
+    await manager.applySync({ full: false, entries: [entry(0, revision)], deletedEntryIds: [], bundle: undefined, federatedBundles: undefined })
+    await manager.tick()
+  } else if (m === 'exit') process.exit(0)
+})
+process.send!({ ready: true, cached: manager.stats().cachedX509Svids, heapGrowth: after - before })

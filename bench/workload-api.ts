@@ -1,0 +1,121 @@
+/**
+ * `npm run bench -- workload-api`: the agent's Workload API against a bare
+ * grpc-js unary echo over a Unix socket, client and agent in separate
+ * processes (the agent side is bench/_workload-api-agent.ts).
+ */
+import * as grpc from '@grpc/grpc-js'
+import { fork, type ChildProcess } from 'node:child_process'
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { securityHeader, workloadClient } from '../src/cli/commands/api.js'
+import { percentile, report } from './lib.js'
+
+const here = dirname(fileURLToPath(import.meta.url))
+
+async function startAgent(dir: string, entries: number): Promise<{ child: ChildProcess; info: { cached: number; heapGrowth: number } }> {
+  const child = fork(join(here, '_workload-api-agent.ts'), [dir, String(entries)], { execArgv: ['--import', 'tsx', '--expose-gc'], stdio: 'inherit' })
+  const info = await new Promise<{ cached: number; heapGrowth: number }>((resolve, reject) => {
+    child.once('message', (m) => resolve(m as { cached: number; heapGrowth: number }))
+    child.once('exit', (code) => reject(new Error(`agent exited with ${code}`)))
+  })
+  return { child, info }
+}
+
+async function stopAgent(child: ChildProcess): Promise<void> {
+  const done = new Promise((r) => child.once('exit', r))
+  child.kill('SIGTERM')
+  await done
+}
+
+async function samples(n: number, fn: () => Promise<unknown>): Promise<number[]> {
+  for (let i = 0; i < Math.min(200, n); i++) await fn()
+  const out: number[] = []
+  for (let i = 0; i < n; i++) {
+    const t = performance.now()
+    await fn()
+    out.push(performance.now() - t)
+  }
+  return out
+}
+
+export async function run(_args: string[]): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'wb-'))
+  try {
+    const { child } = await startAgent(dir, 10)
+    const echo = new grpc.Client(`unix:${dir}/echo.sock`, grpc.credentials.createInsecure())
+    const id = (b: Buffer) => b
+    const echoCall = () =>
+      new Promise<void>((res, rej) => echo.makeUnaryRequest('/bench.Echo/Echo', id, id, Buffer.from('ping'), (e) => (e ? rej(e) : res())))
+    const wl = workloadClient(`unix:${dir}/api.sock`)
+    const jwtCall = () =>
+      new Promise<void>((res, rej) => wl.FetchJWTSVID!({ audience: ['bench'] }, securityHeader(), (e: Error | null) => (e ? rej(e) : res())))
+    let streamErrors = 0
+    const x509Times: number[] = []
+    /** Time to the first message; a stream that fails is counted, not timed. */
+    const firstX509 = () =>
+      new Promise<void>((res) => {
+        const t = performance.now()
+        const call = wl.FetchX509SVID!({}, securityHeader()) as grpc.ClientReadableStream<unknown>
+        let got = false
+        call.once('data', () => {
+          got = true
+          x509Times.push(performance.now() - t)
+          call.cancel()
+          res()
+        })
+        call.on('error', (e: grpc.ServiceError) => {
+          if (!got && e.code !== grpc.status.CANCELLED) streamErrors++
+          res()
+        })
+      })
+
+    const N = 2000
+    const echoP50 = percentile(await samples(N, echoCall), 50)
+    const jwtP50 = percentile(await samples(N, jwtCall), 50)
+    report('fetch_jwt_svid_p50_vs_grpc_echo', jwtP50, echoP50, 'ms', { target_ratio: 1.5 })
+    const echoP50b = percentile(await samples(N, echoCall), 50)
+    await samples(1000, firstX509)
+    const x509P50 = percentile(x509Times.slice(200), 50)
+    report('x509_stream_first_p50_vs_grpc_echo', x509P50, echoP50b, 'ms', { target_ratio: 2, failed_streams: streamErrors })
+
+    // 1,000 open streams; time until every one has received the rotated SVID.
+    const clients = Array.from({ length: 8 }, () => workloadClient(`unix:${dir}/api.sock`))
+    const counts: number[] = []
+    let onMessage: () => void = () => {}
+    const calls = Array.from({ length: 1000 }, (_, i) => {
+      counts.push(0)
+      const call = clients[i % clients.length]!.FetchX509SVID!({}, securityHeader()) as grpc.ClientReadableStream<unknown>
+      call.on('data', () => {
+        counts[i]!++
+        onMessage()
+      })
+      call.on('error', () => {})
+      return call
+    })
+    const until = (pred: () => boolean) =>
+      new Promise<void>((res) => {
+        onMessage = () => pred() && res()
+        if (pred()) res()
+      })
+    await until(() => counts.every((c) => c >= 1))
+    const t0 = performance.now()
+    child.send('rotate')
+    await until(() => counts.every((c) => c >= 2))
+    report('rotation_fanout_ms', performance.now() - t0, null, 'ms', { streams: 1000 })
+    for (const c of calls) c.cancel()
+    for (const c of clients) c.close()
+    wl.close()
+    echo.close()
+    await stopAgent(child)
+
+    const bigDir = join(dir, 'big')
+    mkdirSync(bigDir)
+    const big = await startAgent(bigDir, 10_000)
+    report('bytes_per_cached_x509_svid', big.info.heapGrowth / big.info.cached, null, 'bytes', { cached: big.info.cached, target: 3072 })
+    await stopAgent(big.child)
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+}

@@ -22,6 +22,7 @@ import { BoundsService } from './bounds/bounds-service.js'
 import { boundsAdminService } from './bounds/admin-service.js'
 import { InstanceService } from './instances/instance-service.js'
 import { FederationRefresher, RelationshipStore, federationAdminService, relationshipsFromConfig, startBundleEndpoint } from './federation/index.js'
+import { CsrVerifierPool } from './ca/csr-verifier.js'
 import { CaManager, type UpstreamAuthority } from './ca/manager.js'
 import type { ServerConfig } from './config.js'
 import { createMemoryDataStore } from './datastore/memory/index.js'
@@ -139,12 +140,21 @@ function writeAtomic(path: string, data: string, mode = 0o644): void {
   renameSync(tmp, path)
 }
 
-/** Creates a private directory (0700), refusing a symlink in its place. */
+/**
+ * Creates a private directory (0700). An existing directory is left as it is
+ * (it may be shared, e.g. /tmp: the admin socket itself is 0600), but it must
+ * be a real directory, not a symlink or a file.
+ */
 export function ensurePrivateDir(dir: string): void {
-  mkdirSync(dir, { recursive: true, mode: 0o700 })
-  const st = lstatSync(dir)
+  let st
+  try {
+    st = lstatSync(dir)
+  } catch {
+    mkdirSync(dir, { recursive: true, mode: 0o700 })
+    chmodSync(dir, 0o700)
+    return
+  }
   if (!st.isDirectory()) throw new IdentityError('ERR_CONFIG_INVALID', `${dir} is not a directory`)
-  chmodSync(dir, 0o700)
 }
 
 function loadUpstream(cfg: NonNullable<ServerConfig['upstream']>): UpstreamAuthority {
@@ -288,7 +298,10 @@ export async function startServer(cfg: ServerConfig, opts: { log: Logger; catalo
     const nodeProto = loadProto('warrant/agent/v1/node.proto') as unknown as { warrant: { agent: { v1: { Node: grpc.ServiceClientConstructor } } } }
     const healthProto = loadProto('grpc/health/v1/health.proto') as unknown as { grpc: { health: { v1: { Health: grpc.ServiceClientConstructor } } } }
     const agentApi = new grpc.Server({ 'grpc.max_receive_message_length': 16 * 1024 * 1024, 'grpc.keepalive_permit_without_calls': 1 })
-    agentApi.addService(nodeProto.warrant.agent.v1.Node.service, nodeService({ attestation: attestationGuard, registration, ca, federated, clock, log, metrics, defaultX509TtlMs: cfg.defaultX509TtlMs, defaultJwtTtlMs: cfg.defaultJwtTtlMs, bounds, instances }))
+    // CSRs of BatchNewX509SVID are verified on a worker pool (one thread per core), stopped after the gRPC server.
+    const csrVerifier = await CsrVerifierPool.start()
+    closers.push(() => csrVerifier.close())
+    agentApi.addService(nodeProto.warrant.agent.v1.Node.service, nodeService({ attestation: attestationGuard, registration, ca, federated, clock, log, metrics, defaultX509TtlMs: cfg.defaultX509TtlMs, defaultJwtTtlMs: cfg.defaultJwtTtlMs, bounds, instances, csrVerifier }))
     agentApi.addService(healthProto.grpc.health.v1.Health.service, health.handlers(log))
     const creds = grpc.experimental.createCertificateProviderServerCredentials(tls, tls, false)
     const port = await new Promise<number>((resolve, reject) => {

@@ -4,7 +4,6 @@ import type { Clock } from '../../common/clock.js'
 import { bidi, serverStream, unary, type Observe } from '../../common/grpc/handlers.js'
 import { F, type Logger } from '../../common/log/logger.js'
 import { SpiffeId } from '../../spiffe/spiffe-id.js'
-import { parseCsr } from '../../spiffe/x509-svid/csr.js'
 import type { AttestRequest__Output } from '../../gen/warrant/agent/v1/AttestRequest.js'
 import type { AttestResponse } from '../../gen/warrant/agent/v1/AttestResponse.js'
 import type { BatchNewX509SVIDRequest__Output } from '../../gen/warrant/agent/v1/BatchNewX509SVIDRequest.js'
@@ -25,6 +24,7 @@ import type { RegisterInstanceResponse } from '../../gen/warrant/agent/v1/Regist
 import type { EndInstanceRequest__Output } from '../../gen/warrant/agent/v1/EndInstanceRequest.js'
 import type { EndInstanceResponse } from '../../gen/warrant/agent/v1/EndInstanceResponse.js'
 import type { FederatedBundles } from '../bundle/federated.js'
+import { inlineCsrVerifier, type CsrVerifier } from '../ca/csr-verifier.js'
 import type { CaManager } from '../ca/manager.js'
 import type { AttestedNode, RegistrationEntry } from '../datastore/types.js'
 import type { Metrics } from '../metrics.js'
@@ -43,6 +43,8 @@ export interface NodeServiceDeps {
   defaultJwtTtlMs: number
   bounds: BoundsService
   instances: InstanceService
+  /** Checks CSRs of BatchNewX509SVID (default: on the main thread; the server passes a worker pool). */
+  csrVerifier?: CsrVerifier
 }
 
 /** The ID bounds are evaluated for: a template's bounds are those of any instance it can produce. */
@@ -51,6 +53,10 @@ const boundsId = (spiffeId: string) => (isTemplateId(spiffeId) ? instanceSpiffeI
 const CHALLENGE_TIMEOUT_MS = 60_000
 const MAX_BATCH = 500
 const RECHECK_MS = 30_000
+const EMPTY = new Uint8Array(0)
+
+/** A Buffer over the same bytes (no copy) for gRPC's bytes fields. */
+const asBuffer = (u: Uint8Array): Buffer => (Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength))
 
 type AnyCall = ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown> | ServerDuplexStream<unknown, unknown>
 
@@ -65,6 +71,7 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
   const log = d.log.child({ [F.SUBSYSTEM]: 'node_api' })
   const observe: Observe = (method, code) => d.metrics.requests.inc({ method: `Node/${method}`, code: String(code) })
   const auth = (call: AnyCall) => d.attestation.authenticate(peerChain(call))
+  const csrVerifier = d.csrVerifier ?? inlineCsrVerifier
 
   /**
    * The SPIFFE ID to sign for an entry: the entry's own, or for a per-instance
@@ -230,14 +237,30 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
         const params = req.params ?? []
         if (params.length === 0 || params.length > MAX_BATCH) throw new IdentityError('ERR_INVALID_ARGUMENT', `batch must hold 1-${MAX_BATCH} requests`)
         const authorized = new Map((await d.registration.authorizedEntries(node)).map((e) => [e.id, e]))
-        const results: X509SVIDResult[] = []
-        for (const p of params) {
-          const entryId = p.entry_id ?? ''
+        // Authorized items' CSRs are verified off the main thread, all at once; each is signed as soon as its check is back.
+        const entries = params.map((p) => authorized.get(p.entry_id ?? ''))
+        const wanted: number[] = []
+        for (let i = 0; i < params.length; i++) if (entries[i]) wanted.push(i)
+        const checks = csrVerifier.verify(wanted.map((i) => params[i]!.csr ?? EMPTY))
+        const checkOf = new Map(wanted.map((i, k) => [i, checks[k]!]))
+        const ids = new Map<string, SpiffeId>()
+        const failed = (entryId: string, err: unknown): X509SVIDResult => {
+          const e = asIdentityError(err)
+          ctx.log.warn({ [F.AGENT_ID]: node.agentId, [F.ENTRY_ID]: entryId.slice(0, 64), [F.ERROR_CODE]: e.code, [F.ERR]: e.message }, 'X509-SVID not signed')
+          // Authorization failures tell the caller little.
+          const shown = e.code === 'ERR_ID_NOT_AUTHORIZED' ? new IdentityError('ERR_ID_NOT_AUTHORIZED', 'permission denied') : e
+          return { entry_id: entryId, status: errorStatus(shown), svid_chain: [], expires_at: '0' }
+        }
+        // Checks and admissions run in item order; the CA signatures (async behind the Signer) overlap.
+        const pending: Promise<X509SVIDResult>[] = []
+        for (let i = 0; i < params.length; i++) {
+          const entryId = params[i]!.entry_id ?? ''
           try {
-            const entry = authorized.get(entryId)
+            const entry = entries[i]
             if (!entry) throw new IdentityError('ERR_ID_NOT_AUTHORIZED', `entry ${entryId.slice(0, 64)} is not authorized for agent ${node.agentId}`)
-            const csr = parseCsr(new Uint8Array(p.csr ?? []))
-            const subject = await subjectFor(entry, node.agentId, p.instance_id ?? '')
+            const check = await checkOf.get(i)!
+            if (!check.ok) throw check.error
+            const subject = await subjectFor(entry, node.agentId, params[i]!.instance_id ?? '')
             const admitted = d.bounds.admitX509({
               spiffeId: subject.spiffeId,
               ttlMs: entry.x509SvidTtl > 0 ? entry.x509SvidTtl * 1000 : d.defaultX509TtlMs,
@@ -245,24 +268,27 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
               nodeSelectors: node.selectors,
               instanceKey: subject.instanceKey,
             })
+            let spiffeId = ids.get(subject.spiffeId)
+            if (!spiffeId) {
+              spiffeId = SpiffeId.fromString(subject.spiffeId)
+              ids.set(subject.spiffeId, spiffeId)
+            }
             const t0 = performance.now()
-            const svid = await d.ca.signX509Svid({
-              spiffeId: SpiffeId.fromString(subject.spiffeId),
-              publicKey: csr.publicKey,
-              ttlMs: admitted.ttlMs,
-              dnsNames: admitted.dnsNames,
-            })
-            d.metrics.signLatency.observe({ kind: 'x509' }, (performance.now() - t0) / 1000)
-            d.metrics.signings.inc({ kind: 'x509' })
-            results.push({ entry_id: entryId, status: OK_STATUS, svid_chain: svid.chain.map((c) => Buffer.from(c)), expires_at: String(svid.notAfter) })
+            pending.push(
+              d.ca.signX509Svid({ spiffeId, publicKey: { spki: check.csr.spki }, ttlMs: admitted.ttlMs, dnsNames: admitted.dnsNames }).then(
+                (svid): X509SVIDResult => {
+                  d.metrics.signLatency.observe({ kind: 'x509' }, (performance.now() - t0) / 1000)
+                  d.metrics.signings.inc({ kind: 'x509' })
+                  return { entry_id: entryId, status: OK_STATUS, svid_chain: svid.chain.map(asBuffer), expires_at: String(svid.notAfter) }
+                },
+                (err: unknown) => failed(entryId, err),
+              ),
+            )
           } catch (err) {
-            const e = asIdentityError(err)
-            ctx.log.warn({ [F.AGENT_ID]: node.agentId, [F.ENTRY_ID]: entryId.slice(0, 64), [F.ERROR_CODE]: e.code, [F.ERR]: e.message }, 'X509-SVID not signed')
-            // Authorization failures tell the caller little.
-            const shown = e.code === 'ERR_ID_NOT_AUTHORIZED' ? new IdentityError('ERR_ID_NOT_AUTHORIZED', 'permission denied') : e
-            results.push({ entry_id: entryId, status: errorStatus(shown), svid_chain: [], expires_at: '0' })
+            pending.push(Promise.resolve(failed(entryId, err)))
           }
         }
+        const results = await Promise.all(pending)
         return { results }
       },
       observe,

@@ -9,7 +9,7 @@ import { mintJwtSvid } from '../../spiffe/jwt-svid/mint-jwt-svid.js'
 import type { Signer } from '../../spiffe/signer.js'
 import type { SpiffeId } from '../../spiffe/spiffe-id.js'
 import type { TrustDomain } from '../../spiffe/trust-domain.js'
-import { createCaCertificate, createX509Svid, type X509Subject } from '../../spiffe/x509-svid/certificate-builder.js'
+import { createCaCertificate, createX509Svid, type SubjectPublicKey, type X509Subject } from '../../spiffe/x509-svid/certificate-builder.js'
 import { readTlv } from '../../spiffe/x509-svid/der.js'
 import type { DataStore } from '../datastore/types.js'
 
@@ -316,8 +316,11 @@ export class CaManager {
     return Math.max(0, (this.#x509?.slot.notAfter ?? 0) - this.#o.clock.now())
   }
 
-  /** Signs an X.509-SVID with the active CA. Returns the chain (leaf first). */
-  async signX509Svid(opts: { spiffeId: SpiffeId; publicKey: KeyObject; ttlMs: number; dnsNames?: readonly string[] }): Promise<{ chain: Uint8Array[]; serial: string; notAfter: number }> {
+  /**
+   * Signs an X.509-SVID with the active CA. Returns the chain (leaf first).
+   * `publicKey` may be SPKI DER (`{ spki }`, e.g. from a verified CSR): no KeyObject is needed.
+   */
+  async signX509Svid(opts: { spiffeId: SpiffeId; publicKey: KeyObject | SubjectPublicKey; ttlMs: number; dnsNames?: readonly string[] }): Promise<{ chain: Uint8Array[]; serial: string; notAfter: number }> {
     const ca = this.#x509
     if (!ca) throw new IdentityError('ERR_NOT_CONFIGURED', 'CA is not initialised')
     const now = this.#o.clock.now()

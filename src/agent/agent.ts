@@ -148,7 +148,10 @@ export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent>
     x509SvidCacheMaxSize: cfg.x509SvidCacheMaxSize,
     jwtSvidCacheMaxSize: cfg.jwtSvidCacheMaxSize,
     attestWorkload: (peer, o) => attestWorkload(peer.pid, workloadAttestors, { ...o, log: opts.log }),
+    instances: client,
   })
+  // Instances of a previous run belong to processes this run cannot know: end them before registering new ones.
+  void manager.endPreviousInstances()
   if (bundle) manager.setBundle({ trustDomain: td.name, document: bundle.marshal(), sequence: bundle.sequenceNumber ?? 0 })
 
   const stop = new AbortController()
@@ -218,6 +221,16 @@ export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent>
   }
   async function renew(): Promise<void> {
     try {
+      if (canReattest(attestorName)) {
+        // Re-attestation is the renewal (a TPM agent sends a fresh quote; the server refuses RenewAgent for it).
+        await attest(stop.signal)
+        client.setCredentials(creds())
+        renewBackoff.reset()
+        log.info({ [F.AGENT_ID]: svid.id.toString(), not_after: svid.notAfter.toISOString() }, 'Agent re-attested')
+        syncAbort.abort()
+        scheduleRenewal()
+        return
+      }
       const k = newKey()
       const chain = await client.renewAgent(await createCsr({ privateKey: k }), { signal: stop.signal })
       const next = X509Svid.fromChain(chain, k)

@@ -75,14 +75,38 @@ export interface JwtSvidMint {
   issuedAt: number
 }
 
+/** One CSR to sign; `instanceId` is required for per-instance template entries, absent otherwise. */
+export interface X509SvidParam {
+  entryId: string
+  csr: Uint8Array
+  instanceId?: string
+}
+
 /** What the manager needs to sign workload SVIDs (fakes implement it in tests). */
 export interface SvidSigner {
-  batchNewX509Svid(params: { entryId: string; csr: Uint8Array }[], opts?: CallOpts): Promise<X509SvidResultItem[]>
-  newJwtSvid(entryId: string, audience: string[], opts?: CallOpts): Promise<JwtSvidMint>
+  /** Results come back in the order of `params` (one per item). */
+  batchNewX509Svid(params: X509SvidParam[], opts?: CallOpts): Promise<X509SvidResultItem[]>
+  newJwtSvid(entryId: string, audience: string[], opts?: CallOpts & { instanceId?: string }): Promise<JwtSvidMint>
+}
+
+/** A workload process recorded at the server for a per-instance template entry. */
+export interface RegisteredInstance {
+  instanceId: string
+  /** The template with the instance ID substituted. */
+  spiffeId: string
+}
+
+/** What the manager needs for per-instance identities (fakes implement it in tests). */
+export interface InstanceClient {
+  /** `startTime`: `/proc/<pid>/stat` field 22, decimal. */
+  registerInstance(entryId: string, proc: { pid: number; startTime: string }, opts?: CallOpts): Promise<RegisteredInstance>
+  endInstance(instanceId: string, opts?: CallOpts): Promise<void>
+  /** Ends every live instance of this agent; returns how many. */
+  endAllInstances(opts?: CallOpts): Promise<number>
 }
 
 /** The whole agent API. */
-export interface ServerClient extends SvidSigner {
+export interface ServerClient extends SvidSigner, InstanceClient {
   attest(
     params: { attestor: string; payload: Uint8Array; csr: Uint8Array },
     answer: (challenge: Uint8Array) => Promise<Uint8Array>,
@@ -278,9 +302,9 @@ export class GrpcServerClient implements ServerClient {
     )
   }
 
-  batchNewX509Svid(params: { entryId: string; csr: Uint8Array }[], opts: CallOpts = {}): Promise<X509SvidResultItem[]> {
+  batchNewX509Svid(params: X509SvidParam[], opts: CallOpts = {}): Promise<X509SvidResultItem[]> {
     if (params.length > MAX_X509_BATCH) throw new RangeError(`at most ${MAX_X509_BATCH} CSRs per batch`)
-    const req = { params: params.map((p) => ({ entry_id: p.entryId, csr: Buffer.from(p.csr) })) }
+    const req = { params: params.map((p) => ({ entry_id: p.entryId, csr: Buffer.from(p.csr), instance_id: p.instanceId ?? '' })) }
     return this.#unary(
       'BatchNewX509SVID',
       req,
@@ -298,12 +322,27 @@ export class GrpcServerClient implements ServerClient {
     )
   }
 
-  newJwtSvid(entryId: string, audience: string[], opts: CallOpts = {}): Promise<JwtSvidMint> {
-    return this.#unary('NewJWTSVID', { entry_id: entryId, audience }, opts, (r: { token: string; expires_at: string; issued_at: string }) => ({
+  newJwtSvid(entryId: string, audience: string[], opts: CallOpts & { instanceId?: string } = {}): Promise<JwtSvidMint> {
+    return this.#unary('NewJWTSVID', { entry_id: entryId, audience, instance_id: opts.instanceId ?? '' }, opts, (r: { token: string; expires_at: string; issued_at: string }) => ({
       token: r.token,
       expiresAt: num(r.expires_at),
       issuedAt: num(r.issued_at),
     }))
+  }
+
+  registerInstance(entryId: string, proc: { pid: number; startTime: string }, opts: CallOpts = {}): Promise<RegisteredInstance> {
+    return this.#unary('RegisterInstance', { entry_id: entryId, pid: proc.pid, start_time: proc.startTime }, opts, (r: { instance_id: string; spiffe_id: string }) => {
+      if (!r.instance_id || !r.spiffe_id) throw new IdentityError('ERR_INTERNAL', 'RegisterInstance: server returned no instance')
+      return { instanceId: r.instance_id, spiffeId: r.spiffe_id }
+    })
+  }
+
+  endInstance(instanceId: string, opts: CallOpts = {}): Promise<void> {
+    return this.#unary('EndInstance', { instance_id: instanceId }, opts, () => undefined)
+  }
+
+  endAllInstances(opts: CallOpts = {}): Promise<number> {
+    return this.#unary('EndAllInstances', {}, opts, (r: { ended: number }) => r.ended ?? 0)
   }
 
   sync(onMessage: (m: SyncMessage) => void, opts: CallOpts = {}): Promise<void> {
@@ -337,7 +376,7 @@ export class GrpcServerClient implements ServerClient {
     })
   }
 
-  #unary<Req, Raw, Out>(method: 'RenewAgent' | 'BatchNewX509SVID' | 'NewJWTSVID', req: Req, opts: CallOpts, map: (r: Raw) => Out): Promise<Out> {
+  #unary<Req, Raw, Out>(method: 'RenewAgent' | 'BatchNewX509SVID' | 'NewJWTSVID' | 'RegisterInstance' | 'EndInstance' | 'EndAllInstances', req: Req, opts: CallOpts, map: (r: Raw) => Out): Promise<Out> {
     return new Promise<Out>((resolve, reject) => {
       const fn = (this.#client as unknown as Record<string, (...a: unknown[]) => grpc.ClientUnaryCall>)[method]!
       const call = fn.call(this.#client, req, new grpc.Metadata(), { deadline: Date.now() + UNARY_DEADLINE_MS }, (err: grpc.ServiceError | null, res: Raw) => {

@@ -14,6 +14,13 @@
  *  - caches JWT-SVIDs per (SPIFFE ID, audience set), re-minted at half-life,
  *    bounded LRU; validates JWT-SVIDs against the local and federated bundles.
  *
+ *  - per-instance template entries (SPIFFE ID holding `{instance}`): every
+ *    process (pid + start time) that matches gets its own instance, registered
+ *    at the server, its own key and X.509-SVID (rotated at half-life while the
+ *    process lives) and its own JWT-SVIDs, served to that process only; when
+ *    the process is gone the instance's state is dropped and its end reported
+ *    to the server (queued and retried while the server is unreachable).
+ *
  * Timing is driven by `tick()` and the injected Clock; with `autoTick` a timer
  * calls it, tests call it after advancing a FakeClock.
  */
@@ -34,11 +41,13 @@ import type {
   ValidatedJwtSvid,
   WorkloadBundle,
   WorkloadIdentity,
+  WorkloadCallContext,
   WorkloadManager,
   WorkloadPeer,
   WorkloadUpdate,
 } from '../workload-api/manager.js'
-import { MAX_X509_BATCH, type AgentEntry, type BundleDoc, type SvidSigner, type SyncMessage } from '../server-client.js'
+import { readProcessStartTime, type StartTimeReader } from '../workload/peer.js'
+import { MAX_X509_BATCH, type AgentEntry, type BundleDoc, type InstanceClient, type SvidSigner, type SyncMessage } from '../server-client.js'
 import { Backoff, renewalTime } from './backoff.js'
 
 /** A cached X.509-SVID: DER only (no parsed objects), shaped as the identity the Workload API sends. */
@@ -56,6 +65,52 @@ interface Subscriber {
   onUpdate: (u: WorkloadUpdate) => void
   matched: Set<string>
   closed: boolean
+  /** The caller's process (`pid:startTime`) when known: its per-instance identities are served. */
+  proc: { key: string; pid: number; startTime: string } | undefined
+}
+
+/** One workload process's instance of one template entry. Deleted (with all it holds) when the process ends. */
+interface InstanceState {
+  /** `${procKey}|${entryId}` */
+  key: string
+  procKey: string
+  entryId: string
+  pid: number
+  startTime: string
+  /** Set once the server recorded the instance. */
+  instanceId: string | undefined
+  spiffeId: string | undefined
+  registering: Promise<void> | undefined
+  svid: CachedSvid | undefined
+  inflight: boolean
+  failedUntil: number
+  backoff: Backoff | undefined
+  jwtKeys: Set<string>
+  ended: boolean
+}
+
+/** A process holding instances, watched for its end. */
+interface ProcState {
+  pid: number
+  startTime: string
+  instances: Set<string>
+}
+
+/** The placeholder of per-instance template entries (as the server's `INSTANCE_PLACEHOLDER`). */
+export const INSTANCE_PLACEHOLDER = '{instance}'
+
+/** True for an entry whose SPIFFE ID is a per-instance template. */
+export function isTemplateEntry(e: Pick<AgentEntry, 'spiffeId'>): boolean {
+  return e.spiffeId.includes(INSTANCE_PLACEHOLDER)
+}
+
+/** Could `template` produce `spiffeId` (instance IDs are one path segment)? */
+function templateCovers(template: string, spiffeId: string): boolean {
+  const i = template.indexOf(INSTANCE_PLACEHOLDER)
+  const head = template.slice(0, i)
+  const tail = template.slice(i + INSTANCE_PLACEHOLDER.length)
+  if (!spiffeId.startsWith(head) || !spiffeId.endsWith(tail) || spiffeId.length <= head.length + tail.length) return false
+  return !spiffeId.slice(head.length, spiffeId.length - tail.length).includes('/')
 }
 
 interface CachedJwt {
@@ -86,6 +141,14 @@ export interface AgentManagerOptions {
   autoTick?: boolean
   tickIntervalMs?: number
   retryBackoff?: { initialMs?: number; maxMs?: number }
+  /** Per-instance identities (RegisterInstance/EndInstance/EndAllInstances); without it template entries are not served. */
+  instances?: InstanceClient
+  /** Start time of a process (`/proc/<pid>/stat` field 22), undefined when gone. Default reads /proc. */
+  readStartTime?: StartTimeReader
+  /** How often processes holding instances are checked for their end (default 1000 ms, by the injected clock). */
+  processCheckIntervalMs?: number
+  /** Bound of instance ends waiting to be reported while the server is unreachable (default 10,000; oldest dropped). */
+  maxPendingEnds?: number
 }
 
 export interface ManagerStats {
@@ -94,6 +157,12 @@ export interface ManagerStats {
   cachedJwtSvids: number
   subscribers: number
   inflight: number
+  /** Per-instance identities held (registered or being registered). */
+  instances: number
+  /** Processes watched for their end. */
+  processes: number
+  /** Instance ends not yet reported to the server. */
+  pendingEnds: number
 }
 
 const EMPTY_BUNDLE: WorkloadBundle = { x509: new Uint8Array(0), jwks: '{"keys":[]}' }
@@ -101,6 +170,12 @@ const EMPTY_BUNDLE: WorkloadBundle = { x509: new Uint8Array(0), jwks: '{"keys":[
 function toMs(v: number): number {
   // Tolerates seconds from a server that sends them; the contract is epoch ms.
   return v > 0 && v < 1e11 ? v * 1000 : v
+}
+
+/** The caller's process as a map key, when both pid and start time are known. */
+function procOf(peer: WorkloadPeer | undefined): Subscriber['proc'] {
+  if (!peer || peer.startTime === undefined || !(peer.pid > 0)) return undefined
+  return { key: `${peer.pid}:${peer.startTime}`, pid: peer.pid, startTime: peer.startTime }
 }
 
 export function workloadBundleOf(b: SpiffeBundle): WorkloadBundle {
@@ -142,6 +217,22 @@ export class AgentManager implements WorkloadManager {
   #closed = false
   #ticking: Promise<void> | undefined
 
+  readonly #instClient: InstanceClient | undefined
+  readonly #readStartTime: StartTimeReader
+  readonly #procCheckMs: number
+  readonly #maxPendingEnds: number
+  readonly #retryOpts: { initialMs?: number; maxMs?: number }
+  readonly #instances = new Map<string, InstanceState>()
+  readonly #procs = new Map<string, ProcState>()
+  readonly #subsByProc = new Map<string, Set<Subscriber>>()
+  readonly #pendingEnds = new Set<string>()
+  readonly #endBackoff: Backoff
+  #endRetryAt = 0
+  #ending: Promise<void> | undefined
+  #lastProcCheck = Number.NEGATIVE_INFINITY
+  /** EndAllInstances of a previous run: registrations wait until it succeeded. */
+  #endAll: { done: boolean; retryAt: number; running: Promise<void> | undefined; waiters: (() => void)[]; backoff: Backoff } | undefined
+
   constructor(opts: AgentManagerOptions) {
     this.#td = opts.trustDomain
     this.#tdId = opts.trustDomain.idString()
@@ -154,6 +245,13 @@ export class AgentManager implements WorkloadManager {
     if (!(this.#maxX509 >= 1) || !(this.#maxJwt >= 1)) throw new RangeError('cache sizes must be at least 1')
     this.#random = opts.random ?? Math.random
     this.#backoff = new Backoff({ ...opts.retryBackoff, random: this.#random })
+    this.#retryOpts = { ...opts.retryBackoff }
+    this.#endBackoff = new Backoff({ ...opts.retryBackoff, random: this.#random })
+    this.#instClient = opts.instances
+    this.#readStartTime = opts.readStartTime ?? ((pid) => readProcessStartTime(pid))
+    this.#procCheckMs = opts.processCheckIntervalMs ?? 1000
+    this.#maxPendingEnds = opts.maxPendingEnds ?? 10_000
+    if (!(this.#maxPendingEnds >= 1)) throw new RangeError('maxPendingEnds must be at least 1')
     if (opts.autoTick ?? true) {
       this.#timer = setInterval(() => void this.tick(), opts.tickIntervalMs ?? 250)
       this.#timer.unref()
@@ -209,6 +307,11 @@ export class AgentManager implements WorkloadManager {
       set.add(e.id)
     }
     changed.add(e.id)
+    if (prev && isTemplateEntry(prev) && prev.spiffeId !== e.spiffeId) this.#endInstancesOfEntry(e.id)
+    else if (prev && isTemplateEntry(e) && prev.revision !== e.revision) {
+      const now = this.#clock.now()
+      for (const inst of this.#instances.values()) if (inst.entryId === e.id && inst.svid) inst.svid.rotateAt = now
+    }
     const svid = this.#svids.get(e.id)
     if (svid) {
       if (svid.spiffeId !== e.spiffeId) this.#svids.delete(e.id)
@@ -228,6 +331,7 @@ export class AgentManager implements WorkloadManager {
     this.#entries.delete(id)
     this.#svids.delete(id)
     this.#failedUntil.delete(id)
+    if (isTemplateEntry(prev)) this.#endInstancesOfEntry(id)
     changed.add(id)
   }
 
@@ -343,10 +447,16 @@ export class AgentManager implements WorkloadManager {
     return this.#attest(peer, opts)
   }
 
-  subscribe(selectors: string[], onUpdate: (update: WorkloadUpdate) => void): () => void {
-    const sub: Subscriber = { selectors: new Set(selectors), onUpdate, matched: new Set(), closed: false }
+  subscribe(selectors: string[], onUpdate: (update: WorkloadUpdate) => void, ctx: WorkloadCallContext = {}): () => void {
+    const proc = procOf(ctx.peer)
+    const sub: Subscriber = { selectors: new Set(selectors), onUpdate, matched: new Set(), closed: false, proc }
     this.#setMatched(sub, this.#match(sub.selectors))
     this.#subs.add(sub)
+    if (proc) {
+      let set = this.#subsByProc.get(proc.key)
+      if (!set) this.#subsByProc.set(proc.key, (set = new Set()))
+      set.add(sub)
+    }
     if (!this.#tryDeliver(sub)) this.#dirty.add(sub)
     return () => {
       if (sub.closed) return
@@ -354,6 +464,11 @@ export class AgentManager implements WorkloadManager {
       this.#subs.delete(sub)
       this.#dirty.delete(sub)
       for (const id of sub.matched) this.#subsByEntry.get(id)?.delete(sub)
+      if (proc) {
+        const set = this.#subsByProc.get(proc.key)
+        set?.delete(sub)
+        if (set?.size === 0) this.#subsByProc.delete(proc.key)
+      }
     }
   }
 
@@ -374,8 +489,17 @@ export class AgentManager implements WorkloadManager {
     if (!this.#ready) return false
     const now = this.#clock.now()
     const missing: string[] = []
+    const missingInstances: InstanceState[] = []
     let waiting = false
     for (const id of sub.matched) {
+      const entry = this.#entries.get(id)
+      if (entry && isTemplateEntry(entry)) {
+        const inst = this.#instanceFor(sub.proc, entry)
+        if (!inst) continue
+        if (inst.inflight) waiting = true
+        else if (!(inst.svid && inst.svid.expiresAt > now) && inst.failedUntil <= now) missingInstances.push(inst)
+        continue
+      }
       if (this.#inflight.has(id)) {
         waiting = true
         continue
@@ -384,8 +508,9 @@ export class AgentManager implements WorkloadManager {
       if (svid && svid.expiresAt > now) continue
       if ((this.#failedUntil.get(id) ?? 0) <= now) missing.push(id)
     }
-    if (missing.length > 0) {
-      void this.#mint(missing)
+    if (missing.length > 0 || missingInstances.length > 0) {
+      if (missing.length > 0) void this.#mint(missing)
+      if (missingInstances.length > 0) void this.#mintInstances(missingInstances)
       return false
     }
     if (waiting) return false
@@ -402,7 +527,7 @@ export class AgentManager implements WorkloadManager {
     const identities: CachedSvid[] = []
     const feds = new Set<string>()
     for (const id of sub.matched) {
-      const svid = this.#svids.get(id)
+      const svid = sub.proc ? (this.#instances.get(`${sub.proc.key}|${id}`)?.svid ?? this.#svids.get(id)) : this.#svids.get(id)
       if (!svid || svid.expiresAt <= now) continue
       svid.lastUsed = now
       identities.push(svid)
@@ -454,9 +579,17 @@ export class AgentManager implements WorkloadManager {
    */
   tick(): Promise<void> {
     if (this.#closed) return Promise.resolve()
-    const p = this.#maintain()
+    const now = this.#clock.now()
+    if (this.#procs.size > 0 && now - this.#lastProcCheck >= this.#procCheckMs) {
+      this.#lastProcCheck = now
+      this.checkProcesses()
+    }
+    const work = [this.#maintain(), this.#maintainInstances(now)]
+    const ea = this.#endAll
+    if (ea && !ea.done && !ea.running && ea.retryAt <= now) work.push(this.#runEndAll())
+    if (this.#pendingEnds.size > 0 && this.#endRetryAt <= now) work.push(this.#flushEnds())
     this.#queueFlush()
-    return p
+    return Promise.all(work).then(() => undefined)
   }
 
   #maintain(): Promise<void> {
@@ -474,7 +607,7 @@ export class AgentManager implements WorkloadManager {
     }
     let room = this.#maxX509 - this.#svids.size - this.#inflight.size
     for (const [id, e] of this.#entries) {
-      if (this.#svids.has(id) || this.#inflight.has(id) || e.selectors.length === 0) continue
+      if (this.#svids.has(id) || this.#inflight.has(id) || e.selectors.length === 0 || isTemplateEntry(e)) continue
       if ((this.#failedUntil.get(id) ?? 0) > now) continue
       const pinned = (this.#subsByEntry.get(id)?.size ?? 0) > 0
       if (pinned) due.push(id)
@@ -503,7 +636,7 @@ export class AgentManager implements WorkloadManager {
   }
 
   async #mint(ids: string[]): Promise<void> {
-    const todo = ids.filter((id) => !this.#inflight.has(id) && this.#entries.has(id))
+    const todo = ids.filter((id) => !this.#inflight.has(id) && this.#entries.has(id) && !isTemplateEntry(this.#entries.get(id)!))
     if (todo.length === 0) return
     for (const id of todo) this.#inflight.add(id)
     try {
@@ -593,24 +726,362 @@ export class AgentManager implements WorkloadManager {
     this.#log.warn({ [F.COUNT]: ids.length, retry_in_ms: delay, [F.ERR]: err }, 'X509-SVID signing failed; will retry')
   }
 
+  // ---- per-instance identities -------------------------------------------------
+
+  /**
+   * Ends, at the server, every instance a previous run of this agent left
+   * live (EndAllInstances), retrying until it succeeds; registrations of new
+   * instances wait for it, so a restarted agent never reuses an instance ID.
+   * Call once when the agent starts.
+   */
+  endPreviousInstances(): Promise<void> {
+    if (!this.#instClient) return Promise.resolve()
+    this.#endAll ??= { done: false, retryAt: 0, running: undefined, waiters: [], backoff: new Backoff({ ...this.#retryOpts, random: this.#random }) }
+    return this.#endAll.running ?? (this.#endAll.done ? Promise.resolve() : this.#runEndAll())
+  }
+
+  #runEndAll(): Promise<void> {
+    const ea = this.#endAll!
+    if (ea.running) return ea.running
+    const p = (async () => {
+      try {
+        const n = await this.#instClient!.endAllInstances()
+        ea.done = true
+        ea.backoff.reset()
+        for (const w of ea.waiters.splice(0)) w()
+        this.#log.info({ [F.COUNT]: n }, 'Ended the instances of a previous run')
+      } catch (err) {
+        const delay = ea.backoff.next()
+        ea.retryAt = this.#clock.now() + delay
+        this.#log.warn({ retry_in_ms: delay, [F.ERR]: err }, 'Ending the instances of a previous run failed; will retry')
+      } finally {
+        ea.running = undefined
+      }
+    })()
+    ea.running = p
+    return p
+  }
+
+  #instancesReady(): Promise<void> {
+    const ea = this.#endAll
+    if (!ea || ea.done) return Promise.resolve()
+    return new Promise<void>((resolve) => ea.waiters.push(resolve))
+  }
+
+  /** The caller's instance of a template entry, created (not yet registered) on first use; undefined without a live process. */
+  #instanceFor(proc: Subscriber['proc'], entry: AgentEntry): InstanceState | undefined {
+    if (!proc || !this.#instClient || this.#closed) return undefined
+    const key = `${proc.key}|${entry.id}`
+    const existing = this.#instances.get(key)
+    if (existing) return existing
+    let p = this.#procs.get(proc.key)
+    if (!p) {
+      // A stream of a process that has already gone must not open a new instance.
+      let now: string | undefined
+      try {
+        now = this.#readStartTime(proc.pid)
+      } catch {
+        now = undefined
+      }
+      if (now !== proc.startTime) return undefined
+      p = { pid: proc.pid, startTime: proc.startTime, instances: new Set() }
+      this.#procs.set(proc.key, p)
+    }
+    const inst: InstanceState = {
+      key,
+      procKey: proc.key,
+      entryId: entry.id,
+      pid: proc.pid,
+      startTime: proc.startTime,
+      instanceId: undefined,
+      spiffeId: undefined,
+      registering: undefined,
+      svid: undefined,
+      inflight: false,
+      failedUntil: 0,
+      backoff: undefined,
+      jwtKeys: new Set(),
+      ended: false,
+    }
+    this.#instances.set(key, inst)
+    p.instances.add(key)
+    return inst
+  }
+
+  /** Registers the instance at the server once (shared by concurrent callers); failures set its retry time. */
+  #ensureRegistered(inst: InstanceState): Promise<void> {
+    if (inst.instanceId !== undefined || inst.ended) return Promise.resolve()
+    inst.registering ??= (async () => {
+      try {
+        await this.#instancesReady()
+        if (inst.ended || this.#closed) return
+        const r = await this.#instClient!.registerInstance(inst.entryId, { pid: inst.pid, startTime: inst.startTime })
+        if (inst.ended) {
+          // The process ended while it was being registered.
+          this.#queueEnd(r.instanceId)
+          return
+        }
+        inst.instanceId = r.instanceId
+        inst.spiffeId = r.spiffeId
+        this.#log.debug({ instance_id: r.instanceId, [F.ENTRY_ID]: inst.entryId, [F.PID]: inst.pid }, 'Instance registered')
+      } catch (err) {
+        this.#instanceFailed(inst, err, 'Instance registration failed; will retry')
+        throw err
+      } finally {
+        inst.registering = undefined
+      }
+    })()
+    return inst.registering
+  }
+
+  #instanceFailed(inst: InstanceState, err: unknown, msg: string): void {
+    inst.backoff ??= new Backoff({ ...this.#retryOpts, random: this.#random })
+    const delay = inst.backoff.next()
+    inst.failedUntil = this.#clock.now() + delay
+    if (inst.svid) inst.svid.rotateAt = inst.failedUntil
+    this.#log.warn({ [F.ENTRY_ID]: inst.entryId, [F.PID]: inst.pid, retry_in_ms: delay, [F.ERR]: err }, msg)
+  }
+
+  /** Rotation and expiry of instance SVIDs. */
+  #maintainInstances(now: number): Promise<void> {
+    const due: InstanceState[] = []
+    for (const inst of this.#instances.values()) {
+      if (inst.svid && inst.svid.expiresAt <= now) {
+        inst.svid = undefined
+        this.#markInstance(inst)
+        this.#log.warn({ [F.ENTRY_ID]: inst.entryId, instance_id: inst.instanceId }, 'Instance X509-SVID expired before it could be rotated')
+      }
+      if (inst.svid && inst.svid.rotateAt <= now && !inst.inflight && inst.failedUntil <= now) due.push(inst)
+    }
+    return due.length > 0 ? this.#mintInstances(due) : Promise.resolve()
+  }
+
+  async #mintInstances(list: InstanceState[]): Promise<void> {
+    const todo = list.filter((i) => !i.inflight && !i.ended)
+    if (todo.length === 0) return
+    for (const i of todo) i.inflight = true
+    try {
+      await Promise.all(todo.map((i) => this.#ensureRegistered(i).catch(() => undefined)))
+      const ready = todo.filter((i) => i.instanceId !== undefined && !i.ended && this.#entries.has(i.entryId))
+      for (let k = 0; k < ready.length; k += MAX_X509_BATCH) {
+        if (this.#closed) return
+        await this.#mintInstanceBatch(ready.slice(k, k + MAX_X509_BATCH))
+      }
+    } finally {
+      for (const i of todo) {
+        i.inflight = false
+        this.#markInstance(i)
+      }
+      this.#queueFlush()
+    }
+  }
+
+  async #mintInstanceBatch(list: InstanceState[]): Promise<void> {
+    const items: { inst: InstanceState; entry: AgentEntry; key: Uint8Array; csr: Uint8Array }[] = []
+    for (const inst of list) {
+      const entry = this.#entries.get(inst.entryId)
+      if (!entry) continue
+      const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' })
+      const csr = await createCsr({ privateKey })
+      items.push({ inst, entry, key: privateKey.export({ type: 'pkcs8', format: 'der' }), csr })
+    }
+    if (items.length === 0) return
+    let results
+    try {
+      results = await this.#signer.batchNewX509Svid(items.map((it) => ({ entryId: it.entry.id, csr: it.csr, instanceId: it.inst.instanceId! })))
+    } catch (err) {
+      for (const it of items) this.#instanceFailed(it.inst, err, 'Instance X509-SVID signing failed; will retry')
+      return
+    }
+    const now = this.#clock.now()
+    for (let k = 0; k < items.length; k++) {
+      const { inst, entry, key } = items[k]!
+      const r = results[k]
+      if (inst.ended) continue
+      if (!r || r.entryId !== entry.id || r.error || r.svidChain.length === 0) {
+        this.#instanceFailed(inst, r?.error ?? new IdentityError('ERR_INTERNAL', 'server returned no X509-SVID'), 'Instance X509-SVID signing failed; will retry')
+        continue
+      }
+      let expiresAt = toMs(r.expiresAt)
+      if (!(expiresAt > 0)) {
+        try {
+          expiresAt = Date.parse(new X509Certificate(r.svidChain[0]!).validTo)
+        } catch {
+          this.#instanceFailed(inst, new IdentityError('ERR_INTERNAL', 'unreadable X509-SVID'), 'Instance X509-SVID signing failed; will retry')
+          continue
+        }
+      }
+      const current = this.#entries.get(entry.id)
+      inst.svid = {
+        entryId: entry.id,
+        spiffeId: inst.spiffeId!,
+        hint: current?.hint ?? entry.hint,
+        x509Svid: r.svidChain,
+        x509SvidKey: key,
+        revision: entry.revision,
+        issuedAt: now,
+        expiresAt,
+        rotateAt: current && current.revision !== entry.revision ? now : renewalTime(now, expiresAt, this.#random),
+        lastUsed: now,
+      }
+      inst.failedUntil = 0
+      inst.backoff = undefined
+    }
+  }
+
+  #markInstance(inst: InstanceState): void {
+    const subs = this.#subsByProc.get(inst.procKey)
+    if (subs) for (const s of subs) if (s.matched.has(inst.entryId)) this.#dirty.add(s)
+  }
+
+  /**
+   * Checks every process holding instances (`tick()` does so every
+   * `processCheckIntervalMs`); a process that is gone, or whose pid now has
+   * another start time, loses its instances. Returns how many processes ended.
+   */
+  checkProcesses(): number {
+    let ended = 0
+    for (const [key, p] of [...this.#procs]) {
+      let now: string | undefined
+      try {
+        now = this.#readStartTime(p.pid)
+      } catch {
+        now = undefined
+      }
+      if (now === p.startTime) continue
+      this.#endProcess(key)
+      ended++
+    }
+    if (ended > 0) this.#queueFlush()
+    return ended
+  }
+
+  #endProcess(procKey: string): void {
+    const p = this.#procs.get(procKey)
+    if (!p) return
+    this.#procs.delete(procKey)
+    for (const key of p.instances) {
+      const inst = this.#instances.get(key)
+      if (inst) this.#endInstanceState(inst, 'process exited')
+    }
+  }
+
+  #endInstancesOfEntry(entryId: string): void {
+    for (const inst of [...this.#instances.values()]) if (inst.entryId === entryId) this.#endInstanceState(inst, 'entry changed')
+  }
+
+  /** Drops everything an instance holds, stops serving it and queues the report of its end. */
+  #endInstanceState(inst: InstanceState, reason: string): void {
+    if (inst.ended) return
+    inst.ended = true
+    this.#instances.delete(inst.key)
+    const p = this.#procs.get(inst.procKey)
+    if (p) {
+      p.instances.delete(inst.key)
+      if (p.instances.size === 0) this.#procs.delete(inst.procKey)
+    }
+    for (const k of inst.jwtKeys) this.#jwts.delete(k)
+    inst.jwtKeys.clear()
+    inst.svid = undefined
+    this.#markInstance(inst)
+    if (inst.instanceId !== undefined) {
+      this.#log.info({ instance_id: inst.instanceId, [F.ENTRY_ID]: inst.entryId, [F.PID]: inst.pid, [F.REASON]: reason }, 'Instance ended')
+      this.#queueEnd(inst.instanceId)
+    }
+  }
+
+  #queueEnd(instanceId: string): void {
+    this.#pendingEnds.add(instanceId)
+    while (this.#pendingEnds.size > this.#maxPendingEnds) {
+      const oldest = this.#pendingEnds.values().next().value!
+      this.#pendingEnds.delete(oldest)
+      this.#log.warn({ instance_id: oldest }, 'Too many unreported instance ends; dropping the oldest (the next agent start ends it)')
+    }
+    if (this.#endRetryAt <= this.#clock.now()) void this.#flushEnds()
+  }
+
+  /** Reports queued instance ends (8 at a time) until none is left or one fails; then waits for the backoff. */
+  #flushEnds(): Promise<void> {
+    if (this.#ending) return this.#ending
+    const client = this.#instClient
+    if (!client || this.#pendingEnds.size === 0) return Promise.resolve()
+    const p = (async () => {
+      try {
+        while (this.#pendingEnds.size > 0 && !this.#closed) {
+          const batch = [...this.#pendingEnds].slice(0, 8)
+          const outcomes = await Promise.all(
+            batch.map((id) =>
+              client.endInstance(id).then(
+                () => true,
+                (err: unknown) => (err instanceof IdentityError && err.code === 'ERR_NOT_FOUND' ? true : err),
+              ),
+            ),
+          )
+          let firstErr: unknown
+          for (let k = 0; k < batch.length; k++) {
+            if (outcomes[k] === true) this.#pendingEnds.delete(batch[k]!)
+            else firstErr ??= outcomes[k]
+          }
+          if (firstErr !== undefined) {
+            const delay = this.#endBackoff.next()
+            this.#endRetryAt = this.#clock.now() + delay
+            this.#log.warn({ [F.COUNT]: this.#pendingEnds.size, retry_in_ms: delay, [F.ERR]: firstErr }, 'Reporting instance ends failed; will retry')
+            return
+          }
+          this.#endBackoff.reset()
+          this.#endRetryAt = 0
+        }
+      } finally {
+        this.#ending = undefined
+      }
+    })()
+    this.#ending = p
+    return p
+  }
+
+  /** Instance IDs of the live instances of a process (pid + start time), for diagnostics and tests. */
+  instancesOf(pid: number, startTime: string): { entryId: string; instanceId: string | undefined; spiffeId: string | undefined }[] {
+    const p = this.#procs.get(`${pid}:${startTime}`)
+    if (!p) return []
+    return [...p.instances].map((k) => this.#instances.get(k)!).map((i) => ({ entryId: i.entryId, instanceId: i.instanceId, spiffeId: i.spiffeId }))
+  }
+
   // ---- JWT-SVIDs ---------------------------------------------------------------
 
-  async fetchJwtSvids(selectors: string[], req: { audience: string[]; spiffeId?: string }, opts: CallOpts): Promise<JwtSvidResult[]> {
+  async fetchJwtSvids(selectors: string[], req: { audience: string[]; spiffeId?: string }, opts: CallOpts & WorkloadCallContext): Promise<JwtSvidResult[]> {
     const audience = [...new Set(req.audience.filter((a) => a !== ''))].sort()
     if (audience.length === 0) throw new IdentityError('ERR_INVALID_ARGUMENT', 'audience must be specified')
     await this.whenReady(opts.signal)
-    const entries = [...this.#match(new Set(selectors))]
-      .map((id) => this.#entries.get(id)!)
-      .filter((e) => req.spiffeId === undefined || e.spiffeId === req.spiffeId)
-      .sort((a, b) => (a.spiffeId < b.spiffeId ? -1 : a.spiffeId > b.spiffeId ? 1 : a.id < b.id ? -1 : 1))
+    const proc = procOf(opts.peer)
+    const targets: { entry: AgentEntry; spiffeId: string; inst: InstanceState | undefined }[] = []
+    for (const id of this.#match(new Set(selectors))) {
+      const e = this.#entries.get(id)!
+      if (!isTemplateEntry(e)) {
+        if (req.spiffeId === undefined || e.spiffeId === req.spiffeId) targets.push({ entry: e, spiffeId: e.spiffeId, inst: undefined })
+        continue
+      }
+      if (req.spiffeId !== undefined && !templateCovers(e.spiffeId, req.spiffeId)) continue
+      const inst = this.#instanceFor(proc, e)
+      if (!inst) continue
+      if (inst.instanceId === undefined) {
+        try {
+          await this.#ensureRegistered(inst)
+        } catch (err) {
+          throw err instanceof IdentityError ? err : new IdentityError('ERR_UNAVAILABLE', 'cannot register instance', { cause: err })
+        }
+      }
+      if (inst.ended || inst.spiffeId === undefined) continue
+      if (req.spiffeId === undefined || inst.spiffeId === req.spiffeId) targets.push({ entry: e, spiffeId: inst.spiffeId, inst })
+    }
+    targets.sort((a, b) => (a.spiffeId < b.spiffeId ? -1 : a.spiffeId > b.spiffeId ? 1 : a.entry.id < b.entry.id ? -1 : 1))
     const seen = new Set<string>()
-    const unique = entries.filter((e) => (seen.has(e.spiffeId) ? false : (seen.add(e.spiffeId), true)))
-    const out = await Promise.all(unique.map((e) => this.#jwtFor(e, audience, opts)))
-    return out.map((j, i) => ({ spiffeId: unique[i]!.spiffeId, token: j.token, hint: unique[i]!.hint }))
+    const unique = targets.filter((t) => (seen.has(t.spiffeId) ? false : (seen.add(t.spiffeId), true)))
+    const out = await Promise.all(unique.map((t) => this.#jwtFor(t.entry, audience, opts, t.inst)))
+    return out.map((j, i) => ({ spiffeId: unique[i]!.spiffeId, token: j.token, hint: unique[i]!.entry.hint }))
   }
 
-  async #jwtFor(entry: AgentEntry, audience: string[], opts: CallOpts): Promise<CachedJwt> {
-    const key = `${entry.spiffeId}\n${audience.join('\n')}`
+  async #jwtFor(entry: AgentEntry, audience: string[], opts: CallOpts, inst?: InstanceState): Promise<CachedJwt> {
+    const key = `${inst ? `${inst.instanceId}` : entry.spiffeId}\n${audience.join('\n')}`
     const now = this.#clock.now()
     const cached = this.#jwts.get(key)
     if (cached && now < cached.refreshAt) {
@@ -620,13 +1091,17 @@ export class AgentManager implements WorkloadManager {
     }
     let pending = this.#jwtInflight.get(key)
     if (!pending) {
+      const callOpts: CallOpts & { instanceId?: string } = opts.signal ? { signal: opts.signal } : {}
+      if (inst) callOpts.instanceId = inst.instanceId!
       pending = this.#signer
-        .newJwtSvid(entry.id, audience, opts.signal ? { signal: opts.signal } : {})
+        .newJwtSvid(entry.id, audience, callOpts)
         .then((r) => {
           const t = this.#clock.now()
           const issuedAt = r.issuedAt > 0 ? toMs(r.issuedAt) : t
           const expiresAt = toMs(r.expiresAt)
           const j: CachedJwt = { token: r.token, issuedAt, expiresAt, refreshAt: issuedAt + (expiresAt - issuedAt) / 2 }
+          if (inst?.ended) return j // the process is gone: nothing of it is kept
+          inst?.jwtKeys.add(key)
           this.#jwts.delete(key)
           this.#jwts.set(key, j)
           while (this.#jwts.size > this.#maxJwt) this.#jwts.delete(this.#jwts.keys().next().value!)
@@ -672,6 +1147,9 @@ export class AgentManager implements WorkloadManager {
       cachedJwtSvids: this.#jwts.size,
       subscribers: this.#subs.size,
       inflight: this.#inflight.size,
+      instances: this.#instances.size,
+      processes: this.#procs.size,
+      pendingEnds: this.#pendingEnds.size,
     }
   }
 
@@ -686,5 +1164,7 @@ export class AgentManager implements WorkloadManager {
     if (this.#timer) clearInterval(this.#timer)
     this.#subs.clear()
     this.#dirty.clear()
+    this.#subsByProc.clear()
+    for (const w of this.#endAll?.waiters.splice(0) ?? []) w()
   }
 }

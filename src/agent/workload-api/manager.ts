@@ -10,6 +10,18 @@ export interface WorkloadPeer {
   pid: number
   uid: number
   gid: number
+  /**
+   * `/proc/<pid>/stat` start time of the caller (clock ticks since boot), read
+   * when its connection was accepted: with `pid` it names one process, which
+   * per-instance template entries are bound to. Absent for callers the
+   * transport could not identify that precisely.
+   */
+  startTime?: string
+}
+
+/** Who is calling: lets the manager bind per-instance identities to the caller's process. */
+export interface WorkloadCallContext {
+  peer?: WorkloadPeer
 }
 
 /** One X509-SVID a workload is entitled to. */
@@ -73,14 +85,17 @@ export interface WorkloadManager {
    * Calls `onUpdate` with the current state for `selectors` — synchronously
    * during `subscribe` or soon after — and again on every change (SVID
    * rotation, entry or bundle change). Returns the unsubscribe function.
+   * `ctx.peer` (pid and start time) selects the caller's own per-instance
+   * identities; without it, per-instance template entries are not served.
    */
-  subscribe(selectors: string[], onUpdate: (update: WorkloadUpdate) => void): () => void
+  subscribe(selectors: string[], onUpdate: (update: WorkloadUpdate) => void, ctx?: WorkloadCallContext): () => void
 
   /**
    * JWT-SVIDs for `audience` (non-empty) for every identity of `selectors`,
    * or only `spiffeId` if given. An empty result means "no identity issued".
+   * `opts.peer` as for `subscribe` (per-instance JWT-SVIDs).
    */
-  fetchJwtSvids(selectors: string[], req: { audience: string[]; spiffeId?: string }, opts: CallOpts): Promise<JwtSvidResult[]>
+  fetchJwtSvids(selectors: string[], req: { audience: string[]; spiffeId?: string }, opts: CallOpts & WorkloadCallContext): Promise<JwtSvidResult[]>
 
   /**
    * Validates `token` for `audience` against the bundles visible to

@@ -17,7 +17,7 @@ import { F, type Logger } from '../../common/log/logger.js'
 import { IdentityError } from '../../errors/identity-error.js'
 import { SpiffeId } from '../../spiffe/spiffe-id.js'
 import type { PeerInfo } from '../workload/peer.js'
-import type { WorkloadManager, WorkloadUpdate } from './manager.js'
+import type { WorkloadManager, WorkloadPeer, WorkloadUpdate } from './manager.js'
 import { toStruct } from './struct.js'
 
 export const SECURITY_HEADER = 'workload.spiffe.io'
@@ -134,7 +134,7 @@ export function workloadApiHandlers(opts: WorkloadApiHandlerOptions): UntypedSer
   const allowUnauthenticated = opts.allowUnauthenticatedVerifiers ?? false
 
   /** Header check, then attestation of the caller and the PID-reuse re-check. */
-  async function attestCaller(ctx: CallContext<unknown>): Promise<string[]> {
+  async function attestCaller(ctx: CallContext<unknown>): Promise<{ selectors: string[]; peer: WorkloadPeer }> {
     checkSecurityHeader(ctx.call.metadata)
     const peer = peers.peerOf(ctx.call)
     let selectors: string[]
@@ -148,7 +148,7 @@ export function workloadApiHandlers(opts: WorkloadApiHandlerOptions): UntypedSer
     }
     peers.assertPeerAlive(peer)
     ctx.log.debug({ [F.PID]: peer.pid, [F.UID]: peer.uid, [F.SELECTORS]: selectors }, 'Workload attested')
-    return selectors
+    return { selectors, peer: { pid: peer.pid, uid: peer.uid, gid: peer.gid, startTime: peer.startTime } }
   }
 
   /**
@@ -156,7 +156,7 @@ export function workloadApiHandlers(opts: WorkloadApiHandlerOptions): UntypedSer
    * the stream with the error `render` returns instead of a message.
    */
   function follow<Res>(
-    selectors: string[],
+    { selectors, peer }: { selectors: string[]; peer: WorkloadPeer },
     sink: StreamSink<Res>,
     render: (u: WorkloadUpdate) => Res | IdentityError,
   ): Promise<void> {
@@ -187,7 +187,7 @@ export function workloadApiHandlers(opts: WorkloadApiHandlerOptions): UntypedSer
       }
       let u: () => void
       try {
-        u = manager.subscribe(selectors, onUpdate)
+        u = manager.subscribe(selectors, onUpdate, { peer })
       } catch (err) {
         finish(new IdentityError('ERR_INTERNAL', 'cannot subscribe to workload updates', { cause: err }))
         return
@@ -200,20 +200,20 @@ export function workloadApiHandlers(opts: WorkloadApiHandlerOptions): UntypedSer
 
   return {
     FetchX509SVID: serverStream(log, 'FetchX509SVID', async (_req, sink, ctx) => {
-      const selectors = await attestCaller(ctx)
-      await follow(selectors, sink, (u) => (u.identities.length === 0 ? noIdentity() : x509SvidResponse(u)))
+      const caller = await attestCaller(ctx)
+      await follow(caller, sink, (u) => (u.identities.length === 0 ? noIdentity() : x509SvidResponse(u)))
     }),
 
     FetchX509Bundles: serverStream(log, 'FetchX509Bundles', async (_req, sink, ctx) => {
-      const selectors = await attestCaller(ctx)
-      await follow(selectors, sink, (u) =>
+      const caller = await attestCaller(ctx)
+      await follow(caller, sink, (u) =>
         u.identities.length === 0 && !allowUnauthenticated ? noIdentity() : x509BundlesResponse(u),
       )
     }),
 
     FetchJWTBundles: serverStream(log, 'FetchJWTBundles', async (_req, sink, ctx) => {
-      const selectors = await attestCaller(ctx)
-      await follow(selectors, sink, (u) =>
+      const caller = await attestCaller(ctx)
+      await follow(caller, sink, (u) =>
         u.identities.length === 0 && !allowUnauthenticated ? noIdentity() : jwtBundlesResponse(u),
       )
     }),
@@ -224,11 +224,11 @@ export function workloadApiHandlers(opts: WorkloadApiHandlerOptions): UntypedSer
       if (audience.length === 0) throw new IdentityError('ERR_INVALID_ARGUMENT', 'audience must be specified')
       const spiffeId = req.spiffe_id ?? ''
       if (spiffeId !== '') SpiffeId.fromString(spiffeId) // ERR_SPIFFE_ID_INVALID → InvalidArgument
-      const selectors = await attestCaller(ctx)
+      const { selectors, peer } = await attestCaller(ctx)
       const svids = await manager.fetchJwtSvids(
         selectors,
         spiffeId === '' ? { audience } : { audience, spiffeId },
-        { signal: ctx.signal },
+        { signal: ctx.signal, peer },
       )
       if (svids.length === 0) throw noIdentity()
       return { svids: uniqueHints(svids).map((s) => ({ spiffe_id: s.spiffeId, svid: s.token, hint: s.hint })) }
@@ -240,8 +240,8 @@ export function workloadApiHandlers(opts: WorkloadApiHandlerOptions): UntypedSer
       const token = req.svid ?? ''
       if (audience === '') throw new IdentityError('ERR_INVALID_ARGUMENT', 'audience must be specified')
       if (token === '') throw new IdentityError('ERR_INVALID_ARGUMENT', 'svid must be specified')
-      const selectors = await attestCaller(ctx)
-      if (!allowUnauthenticated) await requireIdentity(selectors)
+      const { selectors, peer } = await attestCaller(ctx)
+      if (!allowUnauthenticated) await requireIdentity(selectors, peer)
       let result
       try {
         result = await manager.validateJwtSvid(selectors, { token, audience }, { signal: ctx.signal })
@@ -265,7 +265,7 @@ export function workloadApiHandlers(opts: WorkloadApiHandlerOptions): UntypedSer
   }
 
   /** PermissionDenied "no identity issued" unless the selectors map to at least one identity. */
-  function requireIdentity(selectors: string[]): Promise<void> {
+  function requireIdentity(selectors: string[], peer: WorkloadPeer): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       let settled = false
       let unsubscribe: (() => void) | undefined
@@ -275,7 +275,7 @@ export function workloadApiHandlers(opts: WorkloadApiHandlerOptions): UntypedSer
         unsubscribe?.()
         if (update.identities.length === 0) reject(noIdentity())
         else resolve()
-      })
+      }, { peer })
       if (settled) u()
       else unsubscribe = u
     })

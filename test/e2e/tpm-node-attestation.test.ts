@@ -4,12 +4,17 @@
  * attesting with swtpm; the agent is listed with its tpm selectors, and an
  * entry parented to it reaches a workload through the Workload API. A second
  * server requiring a PCR policy the swtpm does not satisfy refuses the agent.
+ * Renewal is re-attestation: a PCR extended after attestation shows up in the
+ * agent's selectors at its next renewal.
  */
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { E2eAgent, E2eServer, fetchX509Until } from '../helpers/e2e-cluster.js'
+import { TpmClient } from '../../src/tpm/client.js'
+import { TPM_ALG } from '../../src/tpm/structures.js'
+import { openTransport } from '../../src/tpm/transport.js'
+import { E2eAgent, E2eServer, fetchX509Until, waitFor } from '../helpers/e2e-cluster.js'
 import { startSwtpm, type SwtpmInstance } from '../helpers/swtpm.js'
 import { tempDir } from '../helpers/temp.js'
 import { requireTools } from '../helpers/tools.js'
@@ -79,6 +84,40 @@ describe.runIf(requireTools('swtpm', 'swtpm_setup'))('tpm node attestation: serv
     const svids = await fetchX509Until(agent, workloadId)
     expect(svids.svids.map((s) => s.spiffe_id)).toEqual([workloadId])
     expect(Date.parse(svids.svids[0]!.not_after)).toBeGreaterThan(Date.now())
+    await agent.stop()
+  }, 120_000)
+
+  it('renews by attesting again: a PCR changed after attestation is noticed at the next renewal', async () => {
+    const server = await E2eServer.start({
+      dir: join(tmp.dir, 's3'),
+      trustDomain: TD,
+      serverExtra: ['agent_ttl = "12s"'],
+      plugins: ['[plugins.key_manager.disk]', 'keys_path = "keys"', '[plugins.node_attestor.tpm]', `ek_ca_paths = ${JSON.stringify(caFiles)}`, 'pcrs = [0, 16]'].join('\n'),
+    })
+    servers.push(server)
+    const agent = E2eAgent.start({ dir: join(tmp.dir, 'a3'), server, nodeAttestor: `[plugins.node_attestor.tpm]\nswtpm = "127.0.0.1:${tpm.port}"\n` })
+    agents.push(agent)
+    const agentId = await agent.attested()
+    const pcr16 = async () => {
+      const node = (await server.cliJson<AgentsJson & { agents: { serial: string }[] }>(['agent', 'list'])).agents.find((a) => a.agent_id === agentId)!
+      return { value: node.selectors.find((s) => s.value.startsWith('pcr:sha256:16:'))?.value.split(':')[3], serial: (node as unknown as { serial: string }).serial }
+    }
+    const before = await pcr16()
+    expect(before.value).toMatch(/^[0-9a-f]{64}$/)
+    // Extend PCR 16 behind the agent's back (swtpm serves one client at a time; the agent connects only per step).
+    const client = new TpmClient(openTransport(tpm.transportUri))
+    try {
+      await client.pcrExtend(16, TPM_ALG.SHA256, createHash('sha256').update('warrant e2e: changed boot state').digest())
+    } finally {
+      await client.close()
+    }
+    const after = await waitFor('the renewal quote to report the new PCR 16', async () => {
+      const now = await pcr16()
+      return now.value !== before.value ? now : undefined
+    }, { timeoutMs: 45_000, hint: () => server.output() })
+    expect(after.value).toMatch(/^[0-9a-f]{64}$/)
+    expect(after.serial).not.toBe(before.serial)
+    expect(agent.output()).toContain('Agent re-attested')
     await agent.stop()
   }, 120_000)
 

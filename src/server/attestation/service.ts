@@ -200,8 +200,16 @@ export class NodeAttestationService {
     return node
   }
 
-  /** Issues a new agent SVID for an authenticated agent; the old serial stays valid until the new one is used. */
+  /**
+   * Issues a new agent SVID for an authenticated agent; the old serial stays
+   * valid until the new one is used. Agents whose attestor can attest again
+   * (tpm, x509pop) must do so instead, as in SPIRE: a TPM agent's renewal is
+   * a fresh quote, so a changed PCR is noticed at the next renewal.
+   */
   async renew(node: AttestedNode, csrDer: Uint8Array): Promise<Uint8Array[]> {
+    if (node.canReattest) {
+      throw new IdentityError('ERR_REATTESTATION_REQUIRED', `agent ${node.agentId} renews by attesting again (${node.attestor})`)
+    }
     const csr = parseCsr(csrDer)
     const svid = await this.#ca.signX509Svid({ spiffeId: SpiffeId.fromString(node.agentId), publicKey: csr.publicKey, ttlMs: this.#agentTtlMs })
     await this.#ds.nodes.update(node.agentId, { serial: svid.serial, previousSerial: node.serial, expiresAt: svid.notAfter })

@@ -275,8 +275,16 @@ describe('authenticate', () => {
     await expect(svc.authenticate(await chain())).rejects.toMatchObject({ code })
   })
 
-  it('accepts the current SVID; after renew the current and previous ones; an older one is superseded', async () => {
+  it('refuses RenewAgent for an agent whose attestor can attest again: it must re-attest (fresh TPM quote)', async () => {
     const a = await attestFake()
+    const node = await svc.authenticate(a.chain)
+    await expect(svc.renew(node, await csr())).rejects.toMatchObject({ code: 'ERR_REATTESTATION_REQUIRED' })
+    expect((await ds.nodes.get(a.node.agentId)).serial).toBe(a.node.serial)
+  })
+
+  it('accepts the current SVID; after renew the current and previous ones; an older one is superseded', async () => {
+    const { token } = await svc.createJoinToken({})
+    const a = await attestJoin(token)
     expect((await svc.authenticate(a.chain)).agentId).toBe(a.node.agentId)
     const node1 = await svc.authenticate(a.chain)
     const b = await svc.renew(node1, await csr())

@@ -54,6 +54,8 @@ const CHALLENGE_TIMEOUT_MS = 60_000
 const MAX_BATCH = 500
 const RECHECK_MS = 30_000
 const EMPTY = new Uint8Array(0)
+const AUTHZ_CACHE_MS = 1000
+const AUTHZ_CACHE_MAX = 10_000
 
 /** A Buffer over the same bytes (no copy) for gRPC's bytes fields. */
 const asBuffer = (u: Uint8Array): Buffer => (Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength))
@@ -72,6 +74,37 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
   const observe: Observe = (method, code) => d.metrics.requests.inc({ method: `Node/${method}`, code: String(code) })
   const auth = (call: AnyCall) => d.attestation.authenticate(peerChain(call))
   const csrVerifier = d.csrVerifier ?? inlineCsrVerifier
+
+  /**
+   * The entries an agent may sign for, as BatchNewX509SVID needs them. Looking
+   * them up costs a query per entry in the agent's subtree, so the answer is
+   * kept per agent and selector set until any entry changes (every write goes
+   * through the registration service, which announces it), until the first of
+   * the entries expires, and for AUTHZ_CACHE_MS at most (alias entries'
+   * expiries are not part of the answer).
+   */
+  const authzCache = new Map<string, { entries: Map<string, RegistrationEntry>; until: number }>()
+  let authzGeneration = 0
+  d.registration.onChange(() => {
+    authzGeneration++
+    authzCache.clear()
+  })
+  const authorizedFor = async (node: AttestedNode): Promise<Map<string, RegistrationEntry>> => {
+    const key = `${node.agentId}\n${JSON.stringify(node.selectors)}`
+    const now = d.clock.now()
+    const hit = authzCache.get(key)
+    if (hit && now < hit.until) return hit.entries
+    const generation = authzGeneration
+    const list = await d.registration.authorizedEntries(node)
+    const entries = new Map(list.map((e) => [e.id, e]))
+    let until = now + AUTHZ_CACHE_MS
+    for (const e of list) if (e.expiresAt !== null && e.expiresAt < until) until = e.expiresAt
+    if (generation === authzGeneration) {
+      if (authzCache.size >= AUTHZ_CACHE_MAX) authzCache.clear()
+      authzCache.set(key, { entries, until })
+    }
+    return entries
+  }
 
   /**
    * The SPIFFE ID to sign for an entry: the entry's own, or for a per-instance
@@ -236,13 +269,11 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
         const node = await auth(ctx.call)
         const params = req.params ?? []
         if (params.length === 0 || params.length > MAX_BATCH) throw new IdentityError('ERR_INVALID_ARGUMENT', `batch must hold 1-${MAX_BATCH} requests`)
-        const authorized = new Map((await d.registration.authorizedEntries(node)).map((e) => [e.id, e]))
-        // Authorized items' CSRs are verified off the main thread, all at once; each is signed as soon as its check is back.
+        // The (authenticated) agent's CSRs are verified off the main thread, all at once, while its entries are looked
+        // up; each item is signed as soon as its own check is back. Checks never reject: an unauthorized item's is ignored.
+        const checks = csrVerifier.verify(params.map((p) => p.csr ?? EMPTY))
+        const authorized = await authorizedFor(node)
         const entries = params.map((p) => authorized.get(p.entry_id ?? ''))
-        const wanted: number[] = []
-        for (let i = 0; i < params.length; i++) if (entries[i]) wanted.push(i)
-        const checks = csrVerifier.verify(wanted.map((i) => params[i]!.csr ?? EMPTY))
-        const checkOf = new Map(wanted.map((i, k) => [i, checks[k]!]))
         const ids = new Map<string, SpiffeId>()
         const failed = (entryId: string, err: unknown): X509SVIDResult => {
           const e = asIdentityError(err)
@@ -258,7 +289,7 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
           try {
             const entry = entries[i]
             if (!entry) throw new IdentityError('ERR_ID_NOT_AUTHORIZED', `entry ${entryId.slice(0, 64)} is not authorized for agent ${node.agentId}`)
-            const check = await checkOf.get(i)!
+            const check = await checks[i]!
             if (!check.ok) throw check.error
             const subject = await subjectFor(entry, node.agentId, params[i]!.instance_id ?? '')
             const admitted = d.bounds.admitX509({

@@ -9,7 +9,7 @@ const p256 = () => generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey
 
 function tamper(der: Uint8Array): Uint8Array {
   const out = der.slice()
-  out[out.length - 3] ^= 0x01
+  out[out.length - 3] = out[out.length - 3]! ^ 0x01
   return out
 }
 

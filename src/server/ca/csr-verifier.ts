@@ -103,7 +103,8 @@ function workerSpec(): { entry: URL | string; eval: boolean; workerData?: unknow
 /**
  * A fixed pool of worker threads that verify CSRs. Start it with the server
  * and `close()` it on stop; a worker that dies is replaced, and the checks it
- * held settle with ERR_INTERNAL.
+ * held settle with ERR_INTERNAL (with no worker left, CSRs are checked on the
+ * calling thread).
  */
 export class CsrVerifierPool implements CsrVerifier {
   readonly size: number
@@ -187,9 +188,9 @@ export class CsrVerifierPool implements CsrVerifier {
   }
 
   verify(csrs: readonly Uint8Array[]): Promise<CsrCheck>[] {
-    if (this.#closed || this.#slots.length === 0) {
-      return csrs.map(() => Promise.resolve({ ok: false, error: new IdentityError('ERR_UNAVAILABLE', 'CSR verifier is closed') }))
-    }
+    if (this.#closed) return csrs.map(() => Promise.resolve({ ok: false, error: new IdentityError('ERR_UNAVAILABLE', 'CSR verifier is closed') }))
+    // Every worker lost and none could be restarted: check on this thread rather than refuse.
+    if (this.#slots.length === 0) return inlineCsrVerifier.verify(csrs)
     const out: Promise<CsrCheck>[] = new Array(csrs.length)
     // Anything that is not a plausible CSR (not bytes, over the size cap) is refused here, without a copy to a worker.
     const sent: number[] = []

@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto'
+import { X509Certificate, createHash, randomBytes } from 'node:crypto'
 import { IdentityError } from '../../errors/identity-error.js'
 import type { Clock } from '../../common/clock.js'
 import { F, type Logger } from '../../common/log/logger.js'
@@ -15,6 +15,7 @@ import { isAgentId, serverIdOf } from '../registration/validate.js'
 
 export const JOIN_TOKEN = 'join_token'
 const MAX_JOIN_TOKEN_TTL_S = 30 * 86_400
+const VERIFIED_CACHE_MAX = 10_000
 
 export interface AttestOutcome {
   node: AttestedNode
@@ -37,6 +38,7 @@ export class NodeAttestationService {
   readonly #log: Logger
   readonly #agentTtlMs: number
   readonly #metrics: Metrics | undefined
+  readonly #verified = new Map<string, { id: SpiffeId; sequence: number | undefined; notAfter: number }>()
 
   constructor(o: {
     trustDomain: TrustDomain
@@ -182,13 +184,7 @@ export class NodeAttestationService {
    */
   async authenticate(chain: Uint8Array[] | undefined): Promise<AttestedNode> {
     if (!chain || chain.length === 0) throw new IdentityError('ERR_UNAUTHENTICATED', 'no client certificate')
-    let id: SpiffeId
-    try {
-      const v = await verifyX509Svid(chain, this.#ca.bundle(), { now: new Date(this.#clock.now()) })
-      id = v.id
-    } catch (err) {
-      throw new IdentityError('ERR_UNAUTHENTICATED', `client certificate rejected: ${(err as Error).message}`, { cause: err })
-    }
+    const id = await this.#verifyClientSvid(chain)
     if (!isAgentId(id)) throw new IdentityError('ERR_UNAUTHENTICATED', `caller ${id.toString()} is not an agent`)
     const node = await this.#ds.nodes.find(id.toString())
     if (!node) throw new IdentityError('ERR_AGENT_EVICTED', `agent ${id.toString()} is not attested (evicted?)`)
@@ -198,6 +194,30 @@ export class NodeAttestationService {
       throw new IdentityError('ERR_AGENT_EVICTED', `agent ${id.toString()} presented a superseded SVID`)
     }
     return node
+  }
+
+  /**
+   * Path validation of an agent's client certificate, cached per certificate
+   * and bundle sequence until the certificate expires: a chain verified
+   * against an unchanged bundle stays valid, while the node record (evicted,
+   * banned, superseded serial) is still checked on every call.
+   */
+  async #verifyClientSvid(chain: Uint8Array[]): Promise<SpiffeId> {
+    const now = this.#clock.now()
+    const bundle = this.#ca.bundle()
+    const key = createHash('sha256').update(chain[0]!).digest('base64')
+    const hit = this.#verified.get(key)
+    if (hit && hit.sequence === bundle.sequenceNumber && now < hit.notAfter) return hit.id
+    let v
+    try {
+      v = await verifyX509Svid(chain, bundle, { now: new Date(now) })
+    } catch (err) {
+      throw new IdentityError('ERR_UNAUTHENTICATED', `client certificate rejected: ${(err as Error).message}`, { cause: err })
+    }
+    if (this.#verified.size >= VERIFIED_CACHE_MAX) this.#verified.delete(this.#verified.keys().next().value!)
+    const notAfter = Date.parse(new X509Certificate(chain[0]!).validTo)
+    this.#verified.set(key, { id: v.id, sequence: bundle.sequenceNumber, notAfter })
+    return v.id
   }
 
   /**

@@ -49,7 +49,7 @@ function probeOnce(probe: string, socket: string, uid?: number): Promise<ProbeOu
 
 export async function run(args: string[]): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('bench instances must run as root (the cached-entry client runs as uid 65534)')
-  const samples = Number(args[0] ?? 40)
+  const samples = Number(args.find((a) => /^\d+$/.test(a)) ?? 40)
   const dir = mkdtempSync(join(tmpdir(), 'wbi-'))
   chmodSync(dir, 0o755)
   let server: E2eServer | undefined

@@ -249,6 +249,10 @@ export class GrpcServerClient implements ServerClient {
       'grpc.max_receive_message_length': 64 * 1024 * 1024,
       'grpc.initial_reconnect_backoff_ms': 200,
       'grpc.max_reconnect_backoff_ms': 5000,
+      // Keepalive pings notice a silent partition on the long-lived Sync stream.
+      'grpc.keepalive_time_ms': 30_000,
+      'grpc.keepalive_timeout_ms': 10_000,
+      'grpc.keepalive_permit_without_calls': 1,
     })
   }
 

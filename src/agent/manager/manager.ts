@@ -97,6 +97,9 @@ interface ProcState {
 }
 
 /** The placeholder of per-instance template entries (as the server's `INSTANCE_PLACEHOLDER`). */
+
+/** Claims of a federated trust domain's JWT-SVID that ValidateJWTSVID returns (the registered ones). */
+const FOREIGN_JWT_CLAIMS: ReadonlySet<string> = new Set(['sub', 'aud', 'exp', 'iat', 'nbf', 'iss', 'jti'])
 export const INSTANCE_PLACEHOLDER = '{instance}'
 
 /** True for an entry whose SPIFFE ID is a per-instance template. */
@@ -1135,7 +1138,10 @@ export class AgentManager implements WorkloadManager {
       },
     }
     const svid = await validateJwtSvid(req.token, source, { audience: req.audience, now: new Date(this.#clock.now()) })
-    return { spiffeId: svid.id.toString(), claims: { ...svid.claims } }
+    if (svid.id.memberOf(this.#td)) return { spiffeId: svid.id.toString(), claims: { ...svid.claims } }
+    // A foreign trust domain's token: only the registered JWT claims are passed on, as SPIRE does.
+    const claims = Object.fromEntries(Object.entries(svid.claims).filter(([k]) => FOREIGN_JWT_CLAIMS.has(k)))
+    return { spiffeId: svid.id.toString(), claims }
   }
 
   // ---- introspection and shutdown ----------------------------------------------

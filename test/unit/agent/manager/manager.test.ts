@@ -347,13 +347,18 @@ describe('AgentManager: JWT-SVIDs', () => {
         issuedAt: new Date(clock.now()),
         signer: new KeyObjectSigner(key),
         kid,
+        extraClaims: { tenant: 'acme', roles: ['refund'] },
       })
     const local = await mint('example.org', jwtKey, 'k1')
     const foreign = await mint('partner.test', fedKey, 'f1')
     const ok = await manager.validateJwtSvid(['unix:uid:2'], { token: local, audience: 'svc' }, {})
     expect(ok.spiffeId).toBe('spiffe://example.org/w')
     expect(ok.claims.aud).toBe('svc')
-    expect((await manager.validateJwtSvid(['unix:uid:1'], { token: foreign, audience: 'svc' }, {})).spiffeId).toBe('spiffe://partner.test/w')
+    expect(ok.claims.tenant).toBe('acme')
+    const fed = await manager.validateJwtSvid(['unix:uid:1'], { token: foreign, audience: 'svc' }, {})
+    expect(fed.spiffeId).toBe('spiffe://partner.test/w')
+    // A federated trust domain's token: only the registered claims come back (as SPIRE filters them).
+    expect(Object.keys(fed.claims).sort()).toEqual(['aud', 'exp', 'iat', 'sub'])
 
     const cases: [string, string[], { token: string; audience: string }, string][] = [
       ['foreign bundle not visible to this caller', ['unix:uid:2'], { token: foreign, audience: 'svc' }, 'ERR_JWT_SVID_UNTRUSTED'],

@@ -13,6 +13,7 @@ import { outputFormat, parseFlags, printJson } from '../args.js'
 import { createLogger } from '../logging.js'
 import { reportError } from '../main.js'
 import { resolveSocket } from './api.js'
+import { runUntilSignal } from '../signals.js'
 
 export const usage = [
   '  agent run --config agent.toml          start the agent',
@@ -35,17 +36,7 @@ export async function runAgentCommand(args: string[]): Promise<number> {
       const cfg = load(values.config)
       const log = createLogger({ name: 'warrant-agent', level: cfg.logLevel })
       const agent = await startAgent({ config: cfg, log })
-      await new Promise<void>((resolve) => {
-        let stopping = false
-        const stop = (sig: string) => {
-          if (stopping) return
-          stopping = true
-          log.info({ signal: sig }, 'Signal received')
-          agent.close().then(resolve, resolve)
-        }
-        process.once('SIGTERM', () => stop('SIGTERM'))
-        process.once('SIGINT', () => stop('SIGINT'))
-      })
+      await runUntilSignal(log, () => agent.close())
       return 0
     }
     case 'validate': {

@@ -8,6 +8,7 @@ import { resolvePlugins, startServer } from '../../server/server.js'
 import { outputFormat, parseFlags, printJson } from '../args.js'
 import { DEFAULT_ADMIN_SOCKET } from '../admin-client.js'
 import { createLogger } from '../logging.js'
+import { runUntilSignal } from '../signals.js'
 import { reportError } from '../main.js'
 
 
@@ -33,17 +34,7 @@ export async function run(args: string[]): Promise<number> {
       const log = createLogger({ name: 'warrant-server', level: cfg.logLevel })
       for (const n of cfg.notes) log.warn({ note: n }, 'Configuration note')
       const server = await startServer(cfg, { log, catalog })
-      await new Promise<void>((resolve) => {
-        let stopping = false
-        const stop = (sig: string) => {
-          if (stopping) return
-          stopping = true
-          log.info({ signal: sig }, 'Signal received')
-          server.stop().then(resolve, resolve)
-        }
-        process.once('SIGTERM', () => stop('SIGTERM'))
-        process.once('SIGINT', () => stop('SIGINT'))
-      })
+      await runUntilSignal(log, () => server.stop())
       return 0
     }
     case 'validate': {

@@ -5,8 +5,10 @@
  */
 import * as grpc from '@grpc/grpc-js'
 import { randomBytes } from 'node:crypto'
+import { parseUnixAttestorConfig, UnixWorkloadAttestor } from '../attestors/workload/unix/index.js'
 import { AgentManager } from '../src/agent/manager/manager.js'
 import type { AgentEntry, SvidSigner } from '../src/agent/server-client.js'
+import { attestWorkload } from '../src/agent/workload/attest-workload.js'
 import { startWorkloadApi } from '../src/agent/workload-api/start-workload-api.js'
 import { systemClock } from '../src/common/clock.js'
 import { nullLogger } from '../src/common/log/logger.js'
@@ -41,6 +43,8 @@ const entry = (i: number, revision = 1): AgentEntry => ({
   revision,
 })
 
+const attestors = [{ name: 'unix', attestor: new UnixWorkloadAttestor({ ...parseUnixAttestorConfig({}), log: nullLogger }) }]
+
 const gc = (globalThis as { gc?: () => void }).gc!
 const mem = () => {
   gc()
@@ -54,7 +58,10 @@ const manager = new AgentManager({
   signer,
   clock: systemClock,
   log: nullLogger,
-  attestWorkload: async (peer) => [`unix:uid:${peer.uid}`],
+  // Full workload attestation per call, as the agent wires it (agent.ts): the
+  // unix attestor with its default config (uid/gid/groups and names, path and
+  // sha256 of the caller's executable).
+  attestWorkload: (peer, o) => attestWorkload(peer.pid, attestors, { ...o, log: nullLogger }),
   x509SvidCacheMaxSize: Math.max(1000, n),
   tickIntervalMs: 50,
 })
@@ -70,6 +77,9 @@ echo.addService(
 )
 await new Promise<void>((res, rej) => echo.bindAsync(`unix:${dir}/echo.sock`, grpc.ServerCredentials.createInsecure(), (e) => (e ? rej(e) : res())))
 await startWorkloadApi({ socketPath: `${dir}/api.sock`, manager, log: nullLogger })
+
+// A clean exit on SIGTERM lets --cpu-prof write its profile.
+process.on('SIGTERM', () => process.exit(0))
 
 let revision = 1
 process.on('message', async (m: string) => {

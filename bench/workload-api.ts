@@ -14,8 +14,9 @@ import { percentile, report } from './lib.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
 
-async function startAgent(dir: string, entries: number): Promise<{ child: ChildProcess; info: { cached: number; heapGrowth: number } }> {
-  const child = fork(join(here, '_workload-api-agent.ts'), [dir, String(entries)], { execArgv: ['--import', 'tsx', '--expose-gc'], stdio: 'inherit' })
+async function startAgent(dir: string, entries: number, profileDir?: string): Promise<{ child: ChildProcess; info: { cached: number; heapGrowth: number } }> {
+  const execArgv = ['--import', 'tsx', '--expose-gc', ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [])]
+  const child = fork(join(here, '_workload-api-agent.ts'), [dir, String(entries)], { execArgv, stdio: 'inherit' })
   const info = await new Promise<{ cached: number; heapGrowth: number }>((resolve, reject) => {
     child.once('message', (m) => resolve(m as { cached: number; heapGrowth: number }))
     child.once('exit', (code) => reject(new Error(`agent exited with ${code}`)))
@@ -40,10 +41,16 @@ async function samples(n: number, fn: () => Promise<unknown>): Promise<number[]>
   return out
 }
 
-export async function run(_args: string[]): Promise<void> {
+/**
+ * Flags: `--cpu-prof-agent=<dir>` writes a CPU profile of the agent process;
+ * `--latency-only` stops after the two latency figures.
+ */
+export async function run(args: string[]): Promise<void> {
+  const profileDir = args.find((a) => a.startsWith('--cpu-prof-agent='))?.slice('--cpu-prof-agent='.length)
+  const latencyOnly = args.includes('--latency-only')
   const dir = mkdtempSync(join(tmpdir(), 'wb-'))
   try {
-    const { child } = await startAgent(dir, 10)
+    const { child } = await startAgent(dir, 10, profileDir)
     const echo = new grpc.Client(`unix:${dir}/echo.sock`, grpc.credentials.createInsecure())
     const id = (b: Buffer) => b
     const echoCall = () =>
@@ -79,6 +86,12 @@ export async function run(_args: string[]): Promise<void> {
     await samples(1000, firstX509)
     const x509P50 = percentile(x509Times.slice(200), 50)
     report('x509_stream_first_p50_vs_grpc_echo', x509P50, echoP50b, 'ms', { target_ratio: 2, failed_streams: streamErrors })
+    if (latencyOnly) {
+      wl.close()
+      echo.close()
+      await stopAgent(child)
+      return
+    }
 
     // 1,000 open streams; time until every one has received the rotated SVID.
     const clients = Array.from({ length: 8 }, () => workloadClient(`unix:${dir}/api.sock`))

@@ -15,9 +15,22 @@ export class NameDb {
     this.path = path
   }
 
+  #refreshing: Promise<void> | undefined
+
   async lookup(id: number): Promise<string | undefined> {
-    await this.#refresh()
-    return this.#byId.get(id)
+    return (await this.snapshot()).get(id)
+  }
+
+  /**
+   * The current id → name map (checked against the file's stat first).
+   * Concurrent callers share one check. Treat the map as read-only.
+   */
+  async snapshot(): Promise<ReadonlyMap<number, string>> {
+    this.#refreshing ??= this.#refresh().finally(() => {
+      this.#refreshing = undefined
+    })
+    await this.#refreshing
+    return this.#byId
   }
 
   async #refresh(): Promise<void> {

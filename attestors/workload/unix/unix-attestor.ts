@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import { open, readFile, readlink } from 'node:fs/promises'
+import { open, readFile, readlink, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { IdentityError } from '../../../src/errors/identity-error.js'
 import { F, type Logger } from '../../../src/common/log/logger.js'
@@ -14,6 +14,9 @@ export interface UnixAttestorOptions extends UnixAttestorConfig {
   passwdPath?: string
   groupPath?: string
 }
+
+/** Distinct executables whose digests are kept. */
+const DIGEST_CACHE_SIZE = 256
 
 /** The ids of a process from `/proc/<pid>/status`. */
 export interface ProcessIds {
@@ -59,6 +62,9 @@ export class UnixWorkloadAttestor implements WorkloadAttestor {
   readonly #procRoot: string
   readonly #users: NameDb
   readonly #groups: NameDb
+  /** sha256 hex by `dev:ino:size:mtime:ctime` of the executable, least recently used first. */
+  readonly #digests = new Map<string, string>()
+  readonly #hashing = new Map<string, Promise<string | undefined>>()
 
   constructor(opts: UnixAttestorOptions) {
     this.#cfg = { discoverWorkloadPath: opts.discoverWorkloadPath, workloadSizeLimit: opts.workloadSizeLimit }
@@ -71,12 +77,16 @@ export class UnixWorkloadAttestor implements WorkloadAttestor {
   async attest(pid: number, opts: CallOpts = {}): Promise<string[]> {
     if (!Number.isInteger(pid) || pid <= 0) throw new RangeError(`invalid pid ${pid}`)
     const procDir = join(this.#procRoot, String(pid))
-    let status: string
-    try {
-      status = await readFile(join(procDir, 'status'), { encoding: 'utf8', ...(opts.signal ? { signal: opts.signal } : {}) })
-    } catch (cause) {
-      throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', `unix: cannot read status of process ${pid}`, { cause, details: { pid } })
-    }
+    const exeLink = join(procDir, 'exe')
+    // The reads are independent: issue them together, then assemble in a fixed order.
+    const statusP = readFile(join(procDir, 'status'), { encoding: 'utf8', ...(opts.signal ? { signal: opts.signal } : {}) }).catch(
+      (cause: unknown) => {
+        throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', `unix: cannot read status of process ${pid}`, { cause, details: { pid } })
+      },
+    )
+    const exeP = this.#cfg.discoverWorkloadPath ? this.#executable(exeLink, pid, opts) : undefined
+    exeP?.catch(() => {}) // awaited below; avoids an unhandled rejection when status fails first
+    const [status, users, groups] = await Promise.all([statusP, this.#users.snapshot(), this.#groups.snapshot()])
     const ids = parseProcStatus(status)
     const out: string[] = []
     const add = (v: string) => {
@@ -84,39 +94,49 @@ export class UnixWorkloadAttestor implements WorkloadAttestor {
     }
 
     add(`uid:${ids.uid}`)
-    const user = await this.#users.lookup(ids.uid)
+    const user = users.get(ids.uid)
     if (user !== undefined) add(`user:${user}`)
     add(`gid:${ids.gid}`)
-    const group = await this.#groups.lookup(ids.gid)
+    const group = groups.get(ids.gid)
     if (group !== undefined) add(`group:${group}`)
     for (const g of ids.groups) {
       add(`supplementary_gid:${g}`)
-      const name = await this.#groups.lookup(g)
+      const name = groups.get(g)
       if (name !== undefined) add(`supplementary_group:${name}`)
     }
 
-    if (this.#cfg.discoverWorkloadPath) {
-      const exeLink = join(procDir, 'exe')
-      let path: string
-      try {
-        path = await readlink(exeLink)
-      } catch (cause) {
+    if (exeP !== undefined) {
+      const { path, digest } = await exeP
+      add(`path:${path}`)
+      if (digest !== undefined) add(`sha256:${digest}`)
+    }
+    return out
+  }
+
+  /** Path (readlink) and, unless hashing is off or the file is too big, SHA-256 of the running binary. */
+  async #executable(exeLink: string, pid: number, opts: CallOpts): Promise<{ path: string; digest: string | undefined }> {
+    const [path, digest] = await Promise.all([
+      readlink(exeLink).catch((cause: unknown) => {
         throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', `unix: cannot read executable path of process ${pid}`, {
           cause,
           details: { pid },
         })
-      }
-      add(`path:${path}`)
-      const digest = await this.#hash(exeLink, pid, opts)
-      if (digest !== undefined) add(`sha256:${digest}`)
-    }
-    return out
+      }),
+      this.#hash(exeLink, pid, opts),
+    ])
+    return { path, digest }
   }
 
   /**
    * SHA-256 of the running binary, read through `/proc/<pid>/exe` (the file
    * actually mapped, even if the path was replaced since). Undefined when
    * hashing is off (-1) or the binary exceeds the size limit.
+   *
+   * Digests are cached by the identity and version of the opened file: device,
+   * inode, size, mtime and ctime (fstat of the descriptor we would hash). Any
+   * write to the file, a utimes() to hide one, or a replacement changes at
+   * least one of them, so a cached digest is always the digest of the
+   * current content of that very file. Concurrent callers share one hashing pass.
    */
   async #hash(exeLink: string, pid: number, opts: CallOpts): Promise<string | undefined> {
     const limit = this.#cfg.workloadSizeLimit
@@ -128,16 +148,45 @@ export class UnixWorkloadAttestor implements WorkloadAttestor {
       throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', `unix: cannot open executable of process ${pid}`, { cause, details: { pid } })
     }
     try {
-      const { size } = await fh.stat()
+      const st = await fh.stat({ bigint: true })
+      const size = Number(st.size)
       if (limit > 0 && size > limit) {
         this.#log.warn({ [F.PID]: pid, size, limit }, 'Workload binary exceeds workload_size_limit; sha256 selector skipped')
         return undefined
       }
+      const key = `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`
+      const cached = this.#digests.get(key)
+      if (cached !== undefined) {
+        // Refresh LRU position.
+        this.#digests.delete(key)
+        this.#digests.set(key, cached)
+        return cached
+      }
+      let pending = this.#hashing.get(key)
+      if (pending === undefined) {
+        const fd = fh
+        fh = undefined // the hashing pass owns and closes it
+        pending = this.#hashFile(fd, pid, limit).finally(() => this.#hashing.delete(key))
+        this.#hashing.set(key, pending)
+      }
+      const digest = await (opts.signal ? raceAbort(pending, opts.signal) : pending)
+      if (digest !== undefined) {
+        this.#digests.set(key, digest)
+        if (this.#digests.size > DIGEST_CACHE_SIZE) this.#digests.delete(this.#digests.keys().next().value!)
+      }
+      return digest
+    } finally {
+      await fh?.close()
+    }
+  }
+
+  /** Reads and hashes an open file, then closes it. */
+  async #hashFile(fh: FileHandle, pid: number, limit: number): Promise<string | undefined> {
+    try {
       const h = createHash('sha256')
       const buf = Buffer.allocUnsafe(1 << 20)
       let total = 0
       for (;;) {
-        opts.signal?.throwIfAborted()
         const { bytesRead } = await fh.read(buf, 0, buf.length, null)
         if (bytesRead === 0) break
         total += bytesRead
@@ -152,4 +201,23 @@ export class UnixWorkloadAttestor implements WorkloadAttestor {
       await fh.close()
     }
   }
+}
+
+/** Rejects with the signal's reason when it aborts first (the shared work goes on for other callers). */
+function raceAbort<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason as Error)
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason as Error)
+    signal.addEventListener('abort', onAbort, { once: true })
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort)
+        resolve(v)
+      },
+      (e: unknown) => {
+        signal.removeEventListener('abort', onAbort)
+        reject(e as Error)
+      },
+    )
+  })
 }

@@ -1,4 +1,4 @@
-import { readFile, stat } from 'node:fs/promises'
+import { readFileSync, statSync } from 'node:fs'
 
 /**
  * Id → name lookups in a colon-separated account file (`/etc/passwd`,
@@ -15,43 +15,35 @@ export class NameDb {
     this.path = path
   }
 
-  #refreshing: Promise<void> | undefined
-
   async lookup(id: number): Promise<string | undefined> {
-    return (await this.snapshot()).get(id)
+    return this.current().get(id)
   }
 
   /**
-   * The current id → name map (checked against the file's stat first).
-   * Concurrent callers share one check. Treat the map as read-only.
+   * The current id → name map, re-parsed only when the file's stat changed.
+   * Synchronous: a stat of a small local file is cheaper than a thread-pool
+   * round trip. Treat the map as read-only.
    */
-  async snapshot(): Promise<ReadonlyMap<number, string>> {
-    this.#refreshing ??= this.#refresh().finally(() => {
-      this.#refreshing = undefined
-    })
-    await this.#refreshing
-    return this.#byId
-  }
-
-  async #refresh(): Promise<void> {
+  current(): ReadonlyMap<number, string> {
     let stamp: string
     try {
-      const st = await stat(this.path)
+      const st = statSync(this.path)
       stamp = `${st.mtimeMs}:${st.size}:${st.ino}`
     } catch {
       this.#byId = new Map()
       this.#stamp = undefined
-      return
+      return this.#byId
     }
-    if (stamp === this.#stamp) return
+    if (stamp === this.#stamp) return this.#byId
     let text: string
     try {
-      text = await readFile(this.path, 'utf8')
+      text = readFileSync(this.path, 'utf8')
     } catch {
-      return
+      return this.#byId
     }
     this.#byId = parseAccountFile(text)
     this.#stamp = stamp
+    return this.#byId
   }
 }
 

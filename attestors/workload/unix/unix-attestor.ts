@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import { open, readFile, readlink, type FileHandle } from 'node:fs/promises'
+import { close, closeSync, fstatSync, openSync, read, readFileSync, readlinkSync } from 'node:fs'
 import { join } from 'node:path'
 import { IdentityError } from '../../../src/errors/identity-error.js'
 import { F, type Logger } from '../../../src/common/log/logger.js'
@@ -74,20 +74,27 @@ export class UnixWorkloadAttestor implements WorkloadAttestor {
     this.#groups = new NameDb(opts.groupPath ?? '/etc/group')
   }
 
+  /**
+   * The small reads (`/proc/<pid>/status`, the `exe` link, fstat of the
+   * executable, a stat of passwd/group) are synchronous on purpose: they are
+   * served from kernel memory or the page cache in microseconds, while each
+   * asynchronous fs call costs a libuv thread-pool round trip that dominated
+   * the first-message latency of a Workload API stream. Only hashing an
+   * executable not seen before reads asynchronously.
+   */
   async attest(pid: number, opts: CallOpts = {}): Promise<string[]> {
     if (!Number.isInteger(pid) || pid <= 0) throw new RangeError(`invalid pid ${pid}`)
+    opts.signal?.throwIfAborted()
     const procDir = join(this.#procRoot, String(pid))
-    const exeLink = join(procDir, 'exe')
-    // The reads are independent: issue them together, then assemble in a fixed order.
-    const statusP = readFile(join(procDir, 'status'), { encoding: 'utf8', ...(opts.signal ? { signal: opts.signal } : {}) }).catch(
-      (cause: unknown) => {
-        throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', `unix: cannot read status of process ${pid}`, { cause, details: { pid } })
-      },
-    )
-    const exeP = this.#cfg.discoverWorkloadPath ? this.#executable(exeLink, pid, opts) : undefined
-    exeP?.catch(() => {}) // awaited below; avoids an unhandled rejection when status fails first
-    const [status, users, groups] = await Promise.all([statusP, this.#users.snapshot(), this.#groups.snapshot()])
+    let status: string
+    try {
+      status = readFileSync(join(procDir, 'status'), 'utf8')
+    } catch (cause) {
+      throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', `unix: cannot read status of process ${pid}`, { cause, details: { pid } })
+    }
     const ids = parseProcStatus(status)
+    const users = this.#users.current()
+    const groups = this.#groups.current()
     const out: string[] = []
     const add = (v: string) => {
       if (!out.includes(v)) out.push(v)
@@ -105,26 +112,22 @@ export class UnixWorkloadAttestor implements WorkloadAttestor {
       if (name !== undefined) add(`supplementary_group:${name}`)
     }
 
-    if (exeP !== undefined) {
-      const { path, digest } = await exeP
-      add(`path:${path}`)
-      if (digest !== undefined) add(`sha256:${digest}`)
-    }
-    return out
-  }
-
-  /** Path (readlink) and, unless hashing is off or the file is too big, SHA-256 of the running binary. */
-  async #executable(exeLink: string, pid: number, opts: CallOpts): Promise<{ path: string; digest: string | undefined }> {
-    const [path, digest] = await Promise.all([
-      readlink(exeLink).catch((cause: unknown) => {
+    if (this.#cfg.discoverWorkloadPath) {
+      const exeLink = join(procDir, 'exe')
+      let path: string
+      try {
+        path = readlinkSync(exeLink)
+      } catch (cause) {
         throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', `unix: cannot read executable path of process ${pid}`, {
           cause,
           details: { pid },
         })
-      }),
-      this.#hash(exeLink, pid, opts),
-    ])
-    return { path, digest }
+      }
+      add(`path:${path}`)
+      const digest = await this.#hash(exeLink, pid, opts)
+      if (digest !== undefined) add(`sha256:${digest}`)
+    }
+    return out
   }
 
   /**
@@ -138,17 +141,17 @@ export class UnixWorkloadAttestor implements WorkloadAttestor {
    * least one of them, so a cached digest is always the digest of the
    * current content of that very file. Concurrent callers share one hashing pass.
    */
-  async #hash(exeLink: string, pid: number, opts: CallOpts): Promise<string | undefined> {
+  #hash(exeLink: string, pid: number, opts: CallOpts): Promise<string | undefined> | undefined {
     const limit = this.#cfg.workloadSizeLimit
     if (limit < 0) return undefined
-    let fh
+    let fd: number | undefined
     try {
-      fh = await open(exeLink, 'r')
+      fd = openSync(exeLink, 'r')
     } catch (cause) {
       throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', `unix: cannot open executable of process ${pid}`, { cause, details: { pid } })
     }
     try {
-      const st = await fh.stat({ bigint: true })
+      const st = fstatSync(fd, { bigint: true })
       const size = Number(st.size)
       if (limit > 0 && size > limit) {
         this.#log.warn({ [F.PID]: pid, size, limit }, 'Workload binary exceeds workload_size_limit; sha256 selector skipped')
@@ -157,37 +160,48 @@ export class UnixWorkloadAttestor implements WorkloadAttestor {
       const key = `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`
       const cached = this.#digests.get(key)
       if (cached !== undefined) {
-        // Refresh LRU position.
+        // Most recently used last.
         this.#digests.delete(key)
         this.#digests.set(key, cached)
-        return cached
+        return Promise.resolve(cached)
       }
       let pending = this.#hashing.get(key)
       if (pending === undefined) {
-        const fd = fh
-        fh = undefined // the hashing pass owns and closes it
-        pending = this.#hashFile(fd, pid, limit).finally(() => this.#hashing.delete(key))
+        const owned = fd
+        fd = undefined // the hashing pass owns and closes it
+        pending = this.#hashFile(owned, pid, limit).then(
+          (digest) => {
+            this.#hashing.delete(key)
+            if (digest !== undefined) {
+              this.#digests.set(key, digest)
+              if (this.#digests.size > DIGEST_CACHE_SIZE) this.#digests.delete(this.#digests.keys().next().value!)
+            }
+            return digest
+          },
+          (err: unknown) => {
+            this.#hashing.delete(key)
+            throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', `unix: cannot read executable of process ${pid}`, {
+              cause: err,
+              details: { pid },
+            })
+          },
+        )
         this.#hashing.set(key, pending)
       }
-      const digest = await (opts.signal ? raceAbort(pending, opts.signal) : pending)
-      if (digest !== undefined) {
-        this.#digests.set(key, digest)
-        if (this.#digests.size > DIGEST_CACHE_SIZE) this.#digests.delete(this.#digests.keys().next().value!)
-      }
-      return digest
+      return opts.signal ? raceAbort(pending, opts.signal) : pending
     } finally {
-      await fh?.close()
+      if (fd !== undefined) closeSync(fd)
     }
   }
 
   /** Reads and hashes an open file, then closes it. */
-  async #hashFile(fh: FileHandle, pid: number, limit: number): Promise<string | undefined> {
+  async #hashFile(fd: number, pid: number, limit: number): Promise<string | undefined> {
     try {
       const h = createHash('sha256')
       const buf = Buffer.allocUnsafe(1 << 20)
       let total = 0
       for (;;) {
-        const { bytesRead } = await fh.read(buf, 0, buf.length, null)
+        const bytesRead = await readAsync(fd, buf)
         if (bytesRead === 0) break
         total += bytesRead
         if (limit > 0 && total > limit) {
@@ -198,9 +212,13 @@ export class UnixWorkloadAttestor implements WorkloadAttestor {
       }
       return h.digest('hex')
     } finally {
-      await fh.close()
+      close(fd, () => {})
     }
   }
+}
+
+function readAsync(fd: number, buf: Buffer): Promise<number> {
+  return new Promise((resolve, reject) => read(fd, buf, 0, buf.length, null, (err, n) => (err ? reject(err) : resolve(n))))
 }
 
 /** Rejects with the signal's reason when it aborts first (the shared work goes on for other callers). */

@@ -55,6 +55,8 @@ interface ValidateJWTSVIDRequestMessage {
 export interface PeerResolver {
   peerOf(call: { getPeer(): string }): PeerInfo
   assertPeerAlive(peer: PeerInfo): void
+  /** Watches a call for client resets (see PeerTrackingServer.watchResets). */
+  watchResets?(call: { getPeer(): string }): void
 }
 
 export interface WorkloadApiHandlerOptions {
@@ -137,6 +139,7 @@ export function workloadApiHandlers(opts: WorkloadApiHandlerOptions): UntypedSer
   async function attestCaller(ctx: CallContext<unknown>): Promise<{ selectors: string[]; peer: WorkloadPeer }> {
     checkSecurityHeader(ctx.call.metadata)
     const peer = peers.peerOf(ctx.call)
+    peers.watchResets?.(ctx.call)
     let selectors: string[]
     try {
       selectors = await manager.attest({ pid: peer.pid, uid: peer.uid, gid: peer.gid }, { signal: ctx.signal })

@@ -19,6 +19,16 @@
  * PID reuse: the start time read at accept is compared again after workload
  * attestation (`assertPeerAlive`); a process that exited, or a pid that now
  * belongs to another process, fails attestation.
+ *
+ * Stream resets: nghttp2 (since 1.57, the HTTP/2 "rapid reset" fix) lets a
+ * client reset at most 1,000 streams in a burst, refilled at 33 per second,
+ * and then kills the connection with GOAWAY INTERNAL_ERROR, which fails every
+ * call on it ("Session closed with error code 2"). Node does not expose that
+ * limit. A Workload API client legitimately opens and cancels streams (each
+ * FetchX509SVID ends with a cancel), so we keep our own, smaller budget per
+ * connection (`noteCancelled`) and, when it runs out, close the connection
+ * gracefully first: GOAWAY NO_ERROR, calls in flight finish, the client opens
+ * a new connection for new calls (and retries refused ones transparently).
  */
 import { randomBytes } from 'node:crypto'
 import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, unlinkSync } from 'node:fs'
@@ -135,6 +145,42 @@ export function readProcessStartTime(pid: number, procRoot = '/proc'): string | 
   return start !== undefined && /^\d+$/.test(start) ? start : undefined
 }
 
+/** Client-cancelled calls a connection may have in a burst before we close it gracefully (nghttp2's own burst is 1,000). */
+export const RESET_BURST = 500
+/** Refill of that budget per second (nghttp2's rate). */
+export const RESET_RATE_PER_S = 33
+
+interface ResetBudget {
+  tokens: number
+  at: number
+  closing: boolean
+}
+
+/** What we need of node:http2's ServerHttp2Stream and its session. */
+interface ResettableStream {
+  readonly rstCode?: number
+  readonly session?: { close(): void; readonly closed: boolean; readonly destroyed: boolean } | undefined
+  once(event: 'close', listener: () => void): unknown
+}
+
+/**
+ * The HTTP/2 stream of a grpc-js server call. grpc-js does not expose it, so
+ * this walks its internals (stable since 1.10): the surface call's `call`,
+ * then `nextCall` through interceptors, to the base call's `stream`.
+ * Undefined when that shape is not found.
+ */
+export function http2StreamOfCall(call: unknown): ResettableStream | undefined {
+  let c = (call as { call?: unknown } | undefined)?.call
+  for (let i = 0; i < 8 && c !== undefined && c !== null; i++) {
+    const stream = (c as { stream?: Partial<ResettableStream> }).stream
+    if (stream && typeof stream.once === 'function' && stream.session && typeof stream.session.close === 'function') {
+      return stream as ResettableStream
+    }
+    c = (c as { nextCall?: unknown }).nextCall
+  }
+  return undefined
+}
+
 export interface PeerTrackingServerOptions {
   socketPath: string
   /** The grpc-js server whose services answer the calls; it need not be bound to any port. */
@@ -144,6 +190,8 @@ export interface PeerTrackingServerOptions {
   readStartTime?: StartTimeReader
   /** Injected for tests; defaults to SO_PEERCRED through the native addon. */
   getPeerCred?: (socket: net.Socket) => PeerCred
+  /** Injected for tests: monotonic milliseconds for the reset budget; defaults to `performance.now`. */
+  now?: () => number
 }
 
 /**
@@ -157,6 +205,8 @@ export class PeerTrackingServer {
   readonly #readStartTime: StartTimeReader
   readonly #getPeerCred: (socket: net.Socket) => PeerCred
   readonly #peers = new Map<string, PeerInfo>()
+  readonly #resets = new Map<string, ResetBudget>()
+  readonly #now: () => number
   readonly #sockets = new Set<net.Socket>()
   readonly #idPrefix = `warrant-peer-${randomBytes(8).toString('hex')}-`
   #nextId = 0
@@ -169,6 +219,7 @@ export class PeerTrackingServer {
     this.#log = opts.log
     this.#readStartTime = opts.readStartTime ?? ((pid) => readProcessStartTime(pid))
     this.#getPeerCred = opts.getPeerCred ?? getSocketPeerCred
+    this.#now = opts.now ?? (() => performance.now())
   }
 
   /** Number of connections currently tracked. */
@@ -226,6 +277,7 @@ export class PeerTrackingServer {
     this.#sockets.add(socket)
     socket.once('close', () => {
       this.#peers.delete(id)
+      this.#resets.delete(id)
       this.#sockets.delete(socket)
     })
     // grpc-js reports `${remoteAddress}` as call.getPeer() when remotePort is falsy.
@@ -242,6 +294,41 @@ export class PeerTrackingServer {
       throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', 'call did not arrive on a tracked connection')
     }
     return peer
+  }
+
+  /**
+   * Watches a call for a reset by the client (its HTTP/2 stream closing with
+   * an RST_STREAM code). When the connection's reset budget ({@link RESET_BURST},
+   * refilled at {@link RESET_RATE_PER_S}) is spent, its HTTP/2 session is
+   * closed gracefully, before nghttp2's own limit would kill it with an error.
+   * Call it when a call starts (the stream leaves its session when it closes).
+   */
+  watchResets(call: { getPeer(): string }): void {
+    const id = call.getPeer()
+    if (!this.#peers.has(id)) return
+    const stream = http2StreamOfCall(call)
+    const session = stream?.session
+    if (stream === undefined || session === undefined) return
+    stream.once('close', () => {
+      if (stream.rstCode !== undefined && stream.rstCode !== 0) this.#onReset(id, session)
+    })
+  }
+
+  #onReset(id: string, session: NonNullable<ResettableStream['session']>): void {
+    const now = this.#now()
+    let b = this.#resets.get(id)
+    if (b === undefined) {
+      b = { tokens: RESET_BURST, at: now, closing: false }
+      this.#resets.set(id, b)
+    } else {
+      b.tokens = Math.min(RESET_BURST, b.tokens + ((now - b.at) / 1000) * RESET_RATE_PER_S)
+      b.at = now
+    }
+    b.tokens -= 1
+    if (b.tokens >= 0 || b.closing || session.closed || session.destroyed) return
+    b.closing = true
+    this.#log.debug({ [F.PEER]: id }, 'Workload connection reset many streams; closing it gracefully')
+    session.close() // GOAWAY NO_ERROR; calls in flight finish
   }
 
   /**

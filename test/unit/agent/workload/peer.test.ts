@@ -6,6 +6,7 @@ import * as grpc from '@grpc/grpc-js'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import {
   PeerTrackingServer,
+  RESET_BURST,
   getSocketPeerCred,
   loadPeerCredAddon,
   readProcessStartTime,
@@ -232,4 +233,49 @@ describe('PeerTrackingServer', () => {
     if (ok) expect(err).toBeUndefined()
     else expect(isIdentityError(err, 'ERR_WORKLOAD_ATTESTATION_FAILED')).toBe(true)
   })
+
+  it('closes a connection gracefully once its client has reset RESET_BURST streams, so no call fails', async () => {
+    const socketPath = join(tmp.dir, 'r.sock')
+    const id = (b: Buffer) => b
+    let accepted = 0
+    pts = new PeerTrackingServer({
+      socketPath,
+      grpcServer,
+      log: nullLogger,
+      getPeerCred: () => {
+        accepted++
+        return { pid: process.pid, uid: 0, gid: 0 }
+      },
+      now: () => 0, // no refill: the budget is exactly RESET_BURST
+    })
+    const tracker = pts
+    const method = { path: '/t.T/S', requestStream: false, responseStream: true, requestSerialize: id, requestDeserialize: id, responseSerialize: id, responseDeserialize: id }
+    grpcServer.addService({ S: method } as unknown as grpc.ServiceDefinition, {
+      S: (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
+        tracker.watchResets(call)
+        call.write(Buffer.from('m'))
+      },
+    })
+    await pts.listen()
+    const client = new grpc.Client(`unix:${socketPath}`, grpc.credentials.createInsecure())
+    const n = RESET_BURST * 2 + 200 // past nghttp2's own burst of 1,000 resets
+    const outcomes: string[] = []
+    for (let i = 0; i < n; i++) {
+      outcomes.push(
+        await new Promise<string>((resolve) => {
+          const call = client.makeServerStreamRequest(method.path, id, id, Buffer.alloc(0))
+          call.once('data', () => {
+            call.cancel()
+            resolve('message')
+          })
+          call.on('error', (e: grpc.ServiceError) => {
+            if (e.code !== grpc.status.CANCELLED) resolve(`error ${e.code}: ${e.details}`)
+          })
+        }),
+      )
+    }
+    client.close()
+    expect(outcomes.filter((o) => o !== 'message')).toEqual([])
+    expect(accepted).toBeGreaterThanOrEqual(3) // the client moved to a new connection after each graceful close
+  }, 60_000)
 })

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import { close, closeSync, fstatSync, openSync, read, readFileSync, readlinkSync } from 'node:fs'
+import { close, closeSync, fstatSync, openSync, read, readFileSync, readlinkSync, statSync, type BigIntStats } from 'node:fs'
 import { join } from 'node:path'
 import { IdentityError } from '../../../src/errors/identity-error.js'
 import { F, type Logger } from '../../../src/common/log/logger.js'
@@ -144,6 +144,25 @@ export class UnixWorkloadAttestor implements WorkloadAttestor {
   #hash(exeLink: string, pid: number, opts: CallOpts): Promise<string | undefined> | undefined {
     const limit = this.#cfg.workloadSizeLimit
     if (limit < 0) return undefined
+    // stat() follows the magic link to the very file the process runs; on a
+    // cache hit that is all we need. A miss opens it and keys the digest by
+    // the fstat of the descriptor actually hashed.
+    let st
+    try {
+      st = statSync(exeLink, { bigint: true })
+    } catch (cause) {
+      throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', `unix: cannot open executable of process ${pid}`, { cause, details: { pid } })
+    }
+    if (limit > 0 && Number(st.size) > limit) {
+      this.#log.warn({ [F.PID]: pid, size: Number(st.size), limit }, 'Workload binary exceeds workload_size_limit; sha256 selector skipped')
+      return undefined
+    }
+    const hit = this.#digests.get(digestKey(st))
+    if (hit !== undefined) {
+      this.#digests.delete(digestKey(st))
+      this.#digests.set(digestKey(st), hit)
+      return Promise.resolve(hit)
+    }
     let fd: number | undefined
     try {
       fd = openSync(exeLink, 'r')
@@ -151,13 +170,13 @@ export class UnixWorkloadAttestor implements WorkloadAttestor {
       throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', `unix: cannot open executable of process ${pid}`, { cause, details: { pid } })
     }
     try {
-      const st = fstatSync(fd, { bigint: true })
+      st = fstatSync(fd, { bigint: true })
       const size = Number(st.size)
       if (limit > 0 && size > limit) {
         this.#log.warn({ [F.PID]: pid, size, limit }, 'Workload binary exceeds workload_size_limit; sha256 selector skipped')
         return undefined
       }
-      const key = `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`
+      const key = digestKey(st)
       const cached = this.#digests.get(key)
       if (cached !== undefined) {
         // Most recently used last.
@@ -215,6 +234,10 @@ export class UnixWorkloadAttestor implements WorkloadAttestor {
       close(fd, () => {})
     }
   }
+}
+
+function digestKey(st: BigIntStats): string {
+  return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`
 }
 
 function readAsync(fd: number, buf: Buffer): Promise<number> {

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import { mkdirSync, readFileSync, realpathSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, realpathSync, renameSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import {
@@ -81,6 +81,24 @@ describe('unix workload attestor: fake /proc', () => {
     const a = new UnixWorkloadAttestor({ ...cfg, log: nullLogger, procRoot: sys.proc, passwdPath: sys.passwd, groupPath: sys.group })
     const sha = createHash('sha256').update(readFileSync(sys.exe)).digest('hex')
     expect(await a.attest(77, {})).toEqual(expected(sys.exe, sha))
+  })
+
+  it('caches the digest per file version: same-size rewrite, new file and concurrent callers', async () => {
+    const sys = fakeSystem(tmp.dir, { status: STATUS, exeContent: Buffer.from('version-1') })
+    const a = new UnixWorkloadAttestor({ discoverWorkloadPath: true, workloadSizeLimit: 0, log: nullLogger, procRoot: sys.proc, passwdPath: sys.passwd, groupPath: sys.group })
+    const shaOf = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`
+    const digest = async () => (await a.attest(77, {})).find((s) => s.startsWith('sha256:'))
+    utimesSync(sys.exe, 1000, 1000)
+    const both = await Promise.all([digest(), digest()])
+    expect(both).toEqual([shaOf(Buffer.from('version-1')), shaOf(Buffer.from('version-1'))])
+    expect(await digest()).toBe(shaOf(Buffer.from('version-1')))
+    // Same size and mtime forced back: ctime still changes, so the cache must not answer.
+    writeFileSync(sys.exe, 'version-2')
+    utimesSync(sys.exe, 1000, 1000)
+    expect(await digest()).toBe(shaOf(Buffer.from('version-2')))
+    writeFileSync(sys.exe + '.new', 'other binary')
+    renameSync(sys.exe + '.new', sys.exe)
+    expect(await digest()).toBe(shaOf(Buffer.from('other binary')))
   })
 
   it('logs when the size limit skips hashing', async () => {

@@ -5,7 +5,7 @@
  * template get their own IDs and keys; an ended process's instance is ended
  * at the server and never served again, also after an agent restart;
  * `[server.bounds]` limits (max_instances, TTL narrowing) hold at issuance and
- * entry creation; 600 (WARRANT_E2E_CHURN) instances started and ended leave the agent's RSS and
+ * entry creation; 1,000 (WARRANT_E2E_CHURN) instances started and ended leave the agent's RSS and
  * open descriptors near where they were.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
@@ -20,11 +20,11 @@ const isRoot = process.getuid?.() === 0
 if (process.env.CI === 'true' && !isRoot) throw new Error('CI must run the instance e2e tests as root (workloads are spawned as uid 65534)')
 
 /**
- * Instances started and ended in step 6. Each is a real node process (about
- * 150 ms of CPU each on a 2-core runner, 20 at a time), so 1,000 take over
- * three minutes; WARRANT_E2E_CHURN=1000 runs the full count.
+ * Instances started and ended in step 6: 1,000 as the issue asks. Each is a
+ * real node process (about 150 ms of CPU on a 2-core runner, 20 at a time),
+ * so this step takes a few minutes; WARRANT_E2E_CHURN lowers it for local runs.
  */
-const CHURN_COUNT = Number(process.env.WARRANT_E2E_CHURN ?? 600)
+const CHURN_COUNT = Number(process.env.WARRANT_E2E_CHURN ?? 1000)
 const TD = 'example.org'
 const PAY = `spiffe://${TD}/agents/payments/refund-bot/{instance}`
 const CHURN = `spiffe://${TD}/agents/churn/{instance}`
@@ -305,5 +305,5 @@ describe.runIf(isRoot || process.env.CI === 'true')('per-instance identities e2e
     }, { timeoutMs: 20_000, hint: () => JSON.stringify({ before, now: agentUsage(pid) }) })
     expect(after.fds - before.fds).toBeLessThanOrEqual(10)
     expect(after.rssKb - before.rssKb).toBeLessThanOrEqual(30 * 1024)
-  }, 300_000)
+  }, 900_000)
 })

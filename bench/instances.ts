@@ -18,7 +18,7 @@ import { spawn } from 'node:child_process'
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { E2eServer, waitFor, warrant, WarrantProcess } from '../test/helpers/e2e-cluster.js'
+import { E2eServer, joinTokenAgentToml, waitFor, warrant, WarrantProcess } from '../test/helpers/e2e-cluster.js'
 import { writeWorkloadProbe } from '../test/helpers/workload-probe.js'
 import { percentile, report } from './lib.js'
 
@@ -65,20 +65,7 @@ export async function run(args: string[]): Promise<void> {
     const config = join(adir, 'agent.toml')
     writeFileSync(
       config,
-      [
-        '[agent]',
-        `trust_domain = "${TD}"`,
-        `server_address = "${server.address}"`,
-        `socket_path = "${socket}"`,
-        `data_dir = "${join(adir, 'data')}"`,
-        'log_level = "warn"',
-        `trust_bundle_path = "${server.bundlePemPath}"`,
-        '[plugins.node_attestor.join_token]',
-        `token = "${token}"`,
-        '[plugins.workload_attestor.unix]',
-        'workload_size_limit = -1',
-        '',
-      ].join('\n'),
+      joinTokenAgentToml({ trustDomain: TD, serverAddress: server.address, socketPath: socket, dataDir: join(adir, 'data'), bundlePemPath: server.bundlePemPath, token, logLevel: 'warn' }),
     )
     const a = new WarrantProcess(['agent', 'run', '--config', config])
     agent = a

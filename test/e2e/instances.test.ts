@@ -12,7 +12,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { chmodSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { E2eServer, e2eServerToml, waitFor, warrant, WarrantProcess } from '../helpers/e2e-cluster.js'
+import { E2eServer, e2eServerToml, waitFor, warrant, WarrantProcess, joinTokenAgentToml } from '../helpers/e2e-cluster.js'
 import { tempDir } from '../helpers/temp.js'
 import { writeWorkloadProbe } from '../helpers/workload-probe.js'
 
@@ -104,20 +104,7 @@ class InstancesAgent {
     const config = join(dir, 'agent.toml')
     writeFileSync(
       config,
-      [
-        '[agent]',
-        `trust_domain = "${server.trustDomain}"`,
-        `server_address = "${server.address}"`,
-        `socket_path = "${this.socketPath}"`,
-        `data_dir = "${join(dir, 'data')}"`,
-        'log_level = "debug"',
-        `trust_bundle_path = "${server.bundlePemPath}"`,
-        '[plugins.node_attestor.join_token]',
-        `token = "${token}"`,
-        '[plugins.workload_attestor.unix]',
-        'workload_size_limit = -1',
-        '',
-      ].join('\n'),
+      joinTokenAgentToml({ trustDomain: server.trustDomain, serverAddress: server.address, socketPath: this.socketPath, dataDir: join(dir, 'data'), bundlePemPath: server.bundlePemPath, token, logLevel: 'debug' }),
       { mode: 0o600 },
     )
     this.proc = new WarrantProcess(['agent', 'run', '--config', config])

@@ -67,6 +67,27 @@ export async function waitFor<T>(what: string, fn: () => T | undefined | false |
 }
 
 /** One long-running warrant process (stdout and stderr kept in memory). */
+/**
+ * agent.toml for a join-token agent whose unix attestor does not hash binaries
+ * (workload_size_limit = -1), as the instance tests and benchmark use it.
+ */
+export function joinTokenAgentToml(o: { trustDomain: string; serverAddress: string; socketPath: string; dataDir: string; bundlePemPath: string; token: string; logLevel: string }): string {
+  return [
+    '[agent]',
+    `trust_domain = "${o.trustDomain}"`,
+    `server_address = "${o.serverAddress}"`,
+    `socket_path = "${o.socketPath}"`,
+    `data_dir = "${o.dataDir}"`,
+    `log_level = "${o.logLevel}"`,
+    `trust_bundle_path = "${o.bundlePemPath}"`,
+    '[plugins.node_attestor.join_token]',
+    `token = "${o.token}"`,
+    '[plugins.workload_attestor.unix]',
+    'workload_size_limit = -1',
+    '',
+  ].join('\n')
+}
+
 export class WarrantProcess {
   readonly child: ChildProcess
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>

@@ -120,6 +120,12 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
     return { spiffeId: inst.spiffeId, instanceKey: `${agentId}|${inst.instanceId}` }
   }
 
+  /** The local trust domain's current bundle as a wire message. */
+  const localBundleMsg = () => {
+    const b = d.ca.bundle()
+    return { trust_domain: b.trustDomain.name, document: b.marshal(), sequence: String(b.sequenceNumber ?? 0) }
+  }
+
   return {
     Attest: bidi<AttestRequest__Output, AttestResponse>(
       log,
@@ -154,7 +160,7 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
           result: {
             agent_id: out.node.agentId,
             svid_chain: out.chain.map((c) => Buffer.from(c)),
-            bundle: { trust_domain: d.ca.bundle().trustDomain.name, document: d.ca.bundle().marshal(), sequence: String(d.ca.bundle().sequenceNumber ?? 0) },
+            bundle: localBundleMsg(),
           },
         })
       },
@@ -201,8 +207,7 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
           }
           if (dirtyBundle) {
             dirtyBundle = false
-            const b = d.ca.bundle()
-            msg.bundle = { trust_domain: b.trustDomain.name, document: b.marshal(), sequence: String(b.sequenceNumber ?? 0) }
+            msg.bundle = localBundleMsg()
           }
           if (dirtyFederated) {
             dirtyFederated = false

@@ -8,5 +8,5 @@ export type {
   JwtSvidResult,
   ValidatedJwtSvid,
 } from './manager.js'
-export { SECURITY_HEADER, workloadApiHandlers, type PeerResolver } from './workload-api.js'
+export { SECURITY_HEADER, workloadApiHandlers, workloadApiService, type PeerResolver } from './workload-api.js'
 export { HealthService } from './health.js'

@@ -5,7 +5,7 @@ import { F, type Logger } from '../../common/log/logger.js'
 import { PeerTrackingServer, type PeerCred, type StartTimeReader } from '../workload/peer.js'
 import { HealthService } from './health.js'
 import type { WorkloadManager } from './manager.js'
-import { workloadApiHandlers } from './workload-api.js'
+import { workloadApiHandlers, workloadApiService } from './workload-api.js'
 import type net from 'node:net'
 
 export interface StartWorkloadApiOptions {
@@ -52,7 +52,7 @@ export async function startWorkloadApi(opts: StartWorkloadApiOptions): Promise<W
   })
   const health = new HealthService(['SpiffeWorkloadAPI'])
   grpcServer.addService(
-    workload.service,
+    workloadApiService(workload.service),
     workloadApiHandlers({
       manager: opts.manager,
       peers,

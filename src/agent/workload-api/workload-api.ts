@@ -10,14 +10,21 @@
  *    when the client cancels;
  *  - the WIT RPCs answer Unimplemented.
  */
-import { status as Status, type Metadata, type UntypedServiceImplementation } from '@grpc/grpc-js'
-import { GrpcStatusError } from '../../common/grpc/errors.js'
-import { serverStream, unary, type CallContext, type StreamSink } from '../../common/grpc/handlers.js'
+import {
+  status as Status,
+  type handleServerStreamingCall,
+  type Metadata,
+  type ServerWritableStream,
+  type ServiceDefinition,
+  type UntypedServiceImplementation,
+} from '@grpc/grpc-js'
+import { GrpcStatusError, toGrpcError } from '../../common/grpc/errors.js'
+import { serverStream, unary, type CallContext } from '../../common/grpc/handlers.js'
 import { F, type Logger } from '../../common/log/logger.js'
 import { IdentityError } from '../../errors/identity-error.js'
 import { SpiffeId } from '../../spiffe/spiffe-id.js'
 import type { PeerInfo } from '../workload/peer.js'
-import type { WorkloadManager, WorkloadPeer, WorkloadUpdate } from './manager.js'
+import type { WorkloadIdentity, WorkloadManager, WorkloadPeer, WorkloadUpdate } from './manager.js'
 import { toStruct } from './struct.js'
 
 export const SECURITY_HEADER = 'workload.spiffe.io'
@@ -66,6 +73,9 @@ export interface WorkloadApiHandlerOptions {
   /** SPIRE's `allow_unauthenticated_verifiers`: bundle RPCs and ValidateJWTSVID work without an identity. Default false. */
   allowUnauthenticatedVerifiers?: boolean
 }
+
+/** The abort reason of a call the client cancelled (one object: `abort()` without a reason builds a DOMException, with a stack, each time). */
+const CANCELLED = new DOMException('the client cancelled the call', 'AbortError')
 
 function checkSecurityHeader(metadata: Metadata): void {
   const values = metadata.get(SECURITY_HEADER)
@@ -117,6 +127,96 @@ export function x509SvidResponse(u: WorkloadUpdate): X509SVIDResponseMessage {
   }
 }
 
+/**
+ * Messages {@link X509ResponseCache} built (frozen, never changed), whose
+ * serialized bytes the serializer of {@link workloadApiService} keeps.
+ */
+const reusable = new WeakSet<object>()
+const serialized = new WeakMap<object, Buffer>()
+
+/**
+ * X509SVIDResponses already built, kept by the first identity of the update
+ * they were built from. The manager hands out the same identity, chain, key
+ * and bundle objects until one of them changes (rotation, entry or bundle
+ * change), so an update whose sources are all the same objects (and the same
+ * SPIFFE IDs and hints) as last time gets the same message again, and with
+ * {@link workloadApiService} the same serialized bytes. Anything different
+ * builds a new message. Entries go away with their identity object.
+ */
+export class X509ResponseCache {
+  readonly #entries = new WeakMap<WorkloadIdentity, { sources: unknown[]; msg: X509SVIDResponseMessage }>()
+
+  get(u: WorkloadUpdate): X509SVIDResponseMessage {
+    const first = u.identities[0]
+    if (first === undefined) return x509SvidResponse(u)
+    const e = this.#entries.get(first)
+    if (e !== undefined && sameSources(e.sources, u)) return e.msg
+    const msg = freezeX509Response(x509SvidResponse(u))
+    reusable.add(msg)
+    this.#entries.set(first, { sources: x509Sources(u), msg })
+    return msg
+  }
+}
+
+/** Everything an X509SVIDResponse is built from, flattened: compared element by element with `===`. */
+function x509Sources(u: WorkloadUpdate): unknown[] {
+  const out: unknown[] = [u.bundle.x509, u.identities.length]
+  for (const id of u.identities) {
+    out.push(id.spiffeId, id.hint, id.x509SvidKey, id.x509Svid.length)
+    for (const c of id.x509Svid) out.push(c)
+  }
+  out.push(u.federatedBundles.size)
+  for (const [td, b] of u.federatedBundles) out.push(td, b.x509)
+  return out
+}
+
+function sameSources(s: readonly unknown[], u: WorkloadUpdate): boolean {
+  if (s[0] !== u.bundle.x509 || s[1] !== u.identities.length) return false
+  let i = 2
+  for (const id of u.identities) {
+    if (s[i] !== id.spiffeId || s[i + 1] !== id.hint || s[i + 2] !== id.x509SvidKey || s[i + 3] !== id.x509Svid.length) return false
+    i += 4
+    for (const c of id.x509Svid) if (s[i++] !== c) return false
+  }
+  if (s[i++] !== u.federatedBundles.size) return false
+  for (const [td, b] of u.federatedBundles) {
+    if (s[i] !== td || s[i + 1] !== b.x509) return false
+    i += 2
+  }
+  return i === s.length
+}
+
+function freezeX509Response(m: X509SVIDResponseMessage): X509SVIDResponseMessage {
+  for (const s of m.svids) Object.freeze(s)
+  Object.freeze(m.svids)
+  Object.freeze(m.crl)
+  Object.freeze(m.federated_bundles)
+  return Object.freeze(m)
+}
+
+/**
+ * The SpiffeWorkloadAPI service definition to register the handlers with:
+ * FetchX509SVID's serializer encodes a message from {@link X509ResponseCache}
+ * once and then hands grpc-js the same bytes (grpc-js copies them into each
+ * frame). Every other message is serialized as before, so the wire bytes are
+ * the same either way.
+ */
+export function workloadApiService(def: ServiceDefinition): ServiceDefinition {
+  const m = def.FetchX509SVID
+  if (m === undefined) return def
+  const serialize = m.responseSerialize
+  const responseSerialize = (msg: unknown): Buffer => {
+    if (typeof msg !== 'object' || msg === null || !reusable.has(msg)) return serialize(msg)
+    let bytes = serialized.get(msg)
+    if (bytes === undefined) {
+      bytes = serialize(msg)
+      serialized.set(msg, bytes)
+    }
+    return bytes
+  }
+  return { ...def, FetchX509SVID: { ...m, responseSerialize } }
+}
+
 export function x509BundlesResponse(u: WorkloadUpdate): X509BundlesResponseMessage {
   const bundles: Record<string, Buffer> = { [u.trustDomainId]: buf(u.bundle.x509) }
   for (const [td, b] of u.federatedBundles) if (td !== u.trustDomainId) bundles[td] = buf(b.x509)
@@ -134,15 +234,20 @@ export function workloadApiHandlers(opts: WorkloadApiHandlerOptions): UntypedSer
   const { manager, peers } = opts
   const log = opts.log.child({ [F.SUBSYSTEM]: 'workload_api' })
   const allowUnauthenticated = opts.allowUnauthenticatedVerifiers ?? false
+  const x509Responses = new X509ResponseCache()
 
   /** Header check, then attestation of the caller and the PID-reuse re-check. */
-  async function attestCaller(ctx: CallContext<unknown>): Promise<{ selectors: string[]; peer: WorkloadPeer }> {
-    checkSecurityHeader(ctx.call.metadata)
-    const peer = peers.peerOf(ctx.call)
-    peers.watchResets?.(ctx.call)
+  async function attestCaller(
+    call: CallContext<unknown>['call'],
+    signal: AbortSignal,
+    mlog: Logger,
+  ): Promise<{ selectors: string[]; peer: WorkloadPeer }> {
+    checkSecurityHeader(call.metadata)
+    const peer = peers.peerOf(call)
+    peers.watchResets?.(call)
     let selectors: string[]
     try {
-      selectors = await manager.attest({ pid: peer.pid, uid: peer.uid, gid: peer.gid }, { signal: ctx.signal })
+      selectors = await manager.attest({ pid: peer.pid, uid: peer.uid, gid: peer.gid }, { signal })
     } catch (cause) {
       throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', `workload attestation failed for pid ${peer.pid}`, {
         cause,
@@ -150,76 +255,80 @@ export function workloadApiHandlers(opts: WorkloadApiHandlerOptions): UntypedSer
       })
     }
     peers.assertPeerAlive(peer)
-    ctx.log.debug({ [F.PID]: peer.pid, [F.UID]: peer.uid, [F.SELECTORS]: selectors }, 'Workload attested')
+    mlog.debug({ [F.PID]: peer.pid, [F.UID]: peer.uid, [F.SELECTORS]: selectors }, 'Workload attested')
     return { selectors, peer: { pid: peer.pid, uid: peer.uid, gid: peer.gid, startTime: peer.startTime } }
   }
 
   /**
-   * Streams `render(update)` for every update until the client cancels; ends
-   * the stream with the error `render` returns instead of a message.
+   * A Workload API stream: attests the caller, then sends `render(update)` for
+   * every update until the client cancels; ends the stream with the error
+   * `render` returns instead of a message. The first message is written
+   * synchronously from the manager's first delivery. Cancellation aborts the
+   * attestation if it is still running, and unsubscribes.
    */
-  function follow<Res>(
-    { selectors, peer }: { selectors: string[]; peer: WorkloadPeer },
-    sink: StreamSink<Res>,
-    render: (u: WorkloadUpdate) => Res | IdentityError,
-  ): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
+  function watch<Res>(method: string, render: (u: WorkloadUpdate) => Res | IdentityError): handleServerStreamingCall<unknown, Res> {
+    const mlog = log.child({ [F.METHOD]: method })
+    return (call: ServerWritableStream<unknown, Res>) => {
       let done = false
+      let attesting: AbortController | undefined = new AbortController()
       let unsubscribe: (() => void) | undefined
-      const finish = (err?: IdentityError) => {
+      const fail = (err: unknown) => {
         if (done) return
         done = true
-        sink.signal.removeEventListener('abort', onAbort)
-        unsubscribe?.()
-        if (err) reject(err)
-        else resolve()
+        const u = unsubscribe
+        unsubscribe = undefined
+        u?.()
+        call.emit('error', toGrpcError(err, mlog))
       }
-      const onAbort = () => finish()
-      sink.signal.addEventListener('abort', onAbort)
+      call.on('cancelled', () => {
+        if (done) return
+        done = true
+        attesting?.abort(CANCELLED)
+        const u = unsubscribe
+        unsubscribe = undefined
+        u?.()
+      })
       const onUpdate = (update: WorkloadUpdate) => {
         if (done) return
         let msg: Res | IdentityError
         try {
           msg = render(update)
         } catch (err) {
-          finish(err instanceof IdentityError ? err : new IdentityError('ERR_INTERNAL', 'cannot encode update', { cause: err }))
+          fail(err instanceof IdentityError ? err : new IdentityError('ERR_INTERNAL', 'cannot encode update', { cause: err }))
           return
         }
-        if (msg instanceof IdentityError) finish(msg)
-        else sink.send(msg)
+        if (msg instanceof IdentityError) fail(msg)
+        else if (!call.writableEnded) call.write(msg)
       }
-      let u: () => void
-      try {
-        u = manager.subscribe(selectors, onUpdate, { peer })
-      } catch (err) {
-        finish(new IdentityError('ERR_INTERNAL', 'cannot subscribe to workload updates', { cause: err }))
-        return
-      }
-      if (done) u()
-      else unsubscribe = u
-      if (sink.signal.aborted) finish()
-    })
+      attestCaller(call, attesting.signal, mlog).then(({ selectors, peer }) => {
+        attesting = undefined
+        if (done) return
+        let u: () => void
+        try {
+          u = manager.subscribe(selectors, onUpdate, { peer })
+        } catch (err) {
+          fail(new IdentityError('ERR_INTERNAL', 'cannot subscribe to workload updates', { cause: err }))
+          return
+        }
+        if (done) u()
+        else unsubscribe = u
+      }, (err: unknown) => {
+        attesting = undefined
+        fail(err)
+      })
+    }
   }
 
   return {
-    FetchX509SVID: serverStream(log, 'FetchX509SVID', async (_req, sink, ctx) => {
-      const caller = await attestCaller(ctx)
-      await follow(caller, sink, (u) => (u.identities.length === 0 ? noIdentity() : x509SvidResponse(u)))
-    }),
+    FetchX509SVID: watch('FetchX509SVID', (u) => (u.identities.length === 0 ? noIdentity() : x509Responses.get(u))),
 
-    FetchX509Bundles: serverStream(log, 'FetchX509Bundles', async (_req, sink, ctx) => {
-      const caller = await attestCaller(ctx)
-      await follow(caller, sink, (u) =>
-        u.identities.length === 0 && !allowUnauthenticated ? noIdentity() : x509BundlesResponse(u),
-      )
-    }),
+    FetchX509Bundles: watch('FetchX509Bundles', (u) =>
+      u.identities.length === 0 && !allowUnauthenticated ? noIdentity() : x509BundlesResponse(u),
+    ),
 
-    FetchJWTBundles: serverStream(log, 'FetchJWTBundles', async (_req, sink, ctx) => {
-      const caller = await attestCaller(ctx)
-      await follow(caller, sink, (u) =>
-        u.identities.length === 0 && !allowUnauthenticated ? noIdentity() : jwtBundlesResponse(u),
-      )
-    }),
+    FetchJWTBundles: watch('FetchJWTBundles', (u) =>
+      u.identities.length === 0 && !allowUnauthenticated ? noIdentity() : jwtBundlesResponse(u),
+    ),
 
     FetchJWTSVID: unary(log, 'FetchJWTSVID', async (req: JWTSVIDRequestMessage, ctx) => {
       checkSecurityHeader(ctx.call.metadata)
@@ -227,7 +336,7 @@ export function workloadApiHandlers(opts: WorkloadApiHandlerOptions): UntypedSer
       if (audience.length === 0) throw new IdentityError('ERR_INVALID_ARGUMENT', 'audience must be specified')
       const spiffeId = req.spiffe_id ?? ''
       if (spiffeId !== '') SpiffeId.fromString(spiffeId) // ERR_SPIFFE_ID_INVALID → InvalidArgument
-      const { selectors, peer } = await attestCaller(ctx)
+      const { selectors, peer } = await attestCaller(ctx.call, ctx.signal, ctx.log)
       const svids = await manager.fetchJwtSvids(
         selectors,
         spiffeId === '' ? { audience } : { audience, spiffeId },
@@ -243,7 +352,7 @@ export function workloadApiHandlers(opts: WorkloadApiHandlerOptions): UntypedSer
       const token = req.svid ?? ''
       if (audience === '') throw new IdentityError('ERR_INVALID_ARGUMENT', 'audience must be specified')
       if (token === '') throw new IdentityError('ERR_INVALID_ARGUMENT', 'svid must be specified')
-      const { selectors, peer } = await attestCaller(ctx)
+      const { selectors, peer } = await attestCaller(ctx.call, ctx.signal, ctx.log)
       if (!allowUnauthenticated) await requireIdentity(selectors, peer)
       let result
       try {

@@ -23,6 +23,7 @@ import { boundsAdminService } from './bounds/admin-service.js'
 import { InstanceService } from './instances/instance-service.js'
 import { FederationRefresher, RelationshipStore, federationAdminService, relationshipsFromConfig, startBundleEndpoint } from './federation/index.js'
 import { CsrVerifierPool } from './ca/csr-verifier.js'
+import { nativeEcdsaError } from './ca/native-ecdsa.js'
 import { CaManager, type UpstreamAuthority } from './ca/manager.js'
 import type { ServerConfig } from './config.js'
 import { createMemoryDataStore } from './datastore/memory/index.js'
@@ -301,6 +302,7 @@ export async function startServer(cfg: ServerConfig, opts: { log: Logger; catalo
     // CSRs of BatchNewX509SVID are verified on a worker pool (one thread per core), stopped after the gRPC server.
     const csrVerifier = await CsrVerifierPool.start()
     closers.push(() => csrVerifier.close())
+    if (!csrVerifier.nativeEcdsa) log.warn({ [F.ERR]: String(nativeEcdsaError()) }, 'Native ECDSA addon not loaded: CSRs are verified with node:crypto (slower)')
     agentApi.addService(nodeProto.warrant.agent.v1.Node.service, nodeService({ attestation: attestationGuard, registration, ca, federated, clock, log, metrics, defaultX509TtlMs: cfg.defaultX509TtlMs, defaultJwtTtlMs: cfg.defaultJwtTtlMs, bounds, instances, csrVerifier }))
     agentApi.addService(healthProto.grpc.health.v1.Health.service, health.handlers(log))
     const creds = grpc.experimental.createCertificateProviderServerCredentials(tls, tls, false)

@@ -4,14 +4,17 @@ import { pathToFileURL } from 'node:url'
 import { Worker } from 'node:worker_threads'
 import type { ErrorCode } from '../../errors/codes.js'
 import { IdentityError } from '../../errors/identity-error.js'
-import { MAX_CSR_BYTES, verifyCsr, type VerifiedCsr } from '../../spiffe/x509-svid/csr.js'
+import { MAX_CSR_BYTES, verifyCsr, type VerifiedCsr, type VerifyCsrOptions } from '../../spiffe/x509-svid/csr.js'
+import { nativeEcdsa } from './native-ecdsa.js'
 
 /**
  * Checks agents' CSRs (PKCS#10 self-signature, key type, SANs) off the main
  * thread. Importing a CSR's public key and verifying its signature cost about
  * four ECDSA signatures; on a worker pool they run on every core while the
  * main thread signs with the CA (whose key may sit in an HSM, so signing
- * stays behind the `Signer` interface on the main thread).
+ * stays behind the `Signer` interface on the main thread). ECDSA signatures
+ * are checked with the native `ecverify` addon when it is built (see
+ * native-ecdsa.ts), with node:crypto otherwise.
  */
 
 /** The outcome of one CSR check. Never a rejected promise: a bad CSR is `{ ok: false }`. */
@@ -28,9 +31,15 @@ export interface CsrVerifier {
   close(): Promise<void>
 }
 
+let inlineOptions: VerifyCsrOptions | undefined
+
 function outcome(der: Uint8Array): CsrCheck {
   try {
-    return { ok: true, csr: verifyCsr(der) }
+    if (inlineOptions === undefined) {
+      const ecdsa = nativeEcdsa()
+      inlineOptions = ecdsa ? { ecdsa } : {}
+    }
+    return { ok: true, csr: verifyCsr(der, inlineOptions) }
   } catch (err) {
     if (err instanceof IdentityError) return { ok: false, error: err }
     if (err instanceof TypeError) return { ok: false, error: new IdentityError('ERR_CSR_INVALID', 'invalid CSR: not DER bytes', { cause: err }) }
@@ -57,6 +66,8 @@ export type CsrOutcome = { ok: true; spki: Uint8Array; spiffeId: string | undefi
 export interface CsrJobResult {
   id: number
   results: CsrOutcome[]
+  /** In the answer to the start-up probe: whether the worker verifies ECDSA with the native addon. */
+  native?: boolean
 }
 
 function fromWire(o: CsrOutcome): CsrCheck {
@@ -108,6 +119,8 @@ function workerSpec(): { entry: URL | string; eval: boolean; workerData?: unknow
  */
 export class CsrVerifierPool implements CsrVerifier {
   readonly size: number
+  /** Whether the workers verify ECDSA signatures with the native addon (else with node:crypto). */
+  nativeEcdsa = false
   readonly #chunkSize: number
   readonly #slots: Slot[] = []
   #nextId = 1
@@ -148,6 +161,7 @@ export class CsrVerifierPool implements CsrVerifier {
       const onFirst = (m: CsrJobResult) => {
         if (m.id !== 0) return
         online = true
+        this.nativeEcdsa = m.native === true
         worker.off('message', onFirst)
         resolve()
       }

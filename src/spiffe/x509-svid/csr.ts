@@ -18,7 +18,8 @@ export interface ParsedCsr {
   dnsNames: string[]
 }
 
-const SIG_HASH: Readonly<Record<string, { hash: string; kty: 'ec' | 'rsa' }>> = {
+type Hash = 'sha256' | 'sha384' | 'sha512'
+const SIG_HASH: Readonly<Record<string, { hash: Hash; kty: 'ec' | 'rsa' }>> = {
   '1.2.840.10045.4.3.2': { hash: 'sha256', kty: 'ec' },
   '1.2.840.10045.4.3.3': { hash: 'sha384', kty: 'ec' },
   '1.2.840.10045.4.3.4': { hash: 'sha512', kty: 'ec' },
@@ -64,19 +65,40 @@ export interface VerifiedCsr {
  * SANs; ERR_CSR_INVALID for anything wrong) without handing back a KeyObject:
  * for verifying CSRs on worker threads.
  */
-export function verifyCsr(der: Uint8Array): VerifiedCsr {
-  const c = checkCsr(der)
+export function verifyCsr(der: Uint8Array, opts: VerifyCsrOptions = {}): VerifiedCsr {
+  const c = checkCsr(der, opts.ecdsa)
   return { spki: c.spki, spiffeId: c.spiffeId?.toString(), dnsNames: c.dnsNames }
 }
 
-interface CheckedCsr {
-  publicKey: KeyObject
+/**
+ * An ECDSA verification done outside node:crypto (the server passes a native
+ * OpenSSL binding that skips the per-key import cost): `point` is the
+ * uncompressed public point, `signature` the DER Ecdsa-Sig-Value, which must
+ * be strict DER. Answers 'bad-key' when the point is not on the curve.
+ */
+export type EcdsaVerify = (
+  curve: 'P-256' | 'P-384',
+  point: Uint8Array,
+  hash: Hash,
+  data: Uint8Array,
+  signature: Uint8Array,
+) => 'valid' | 'invalid' | 'bad-key'
+
+export interface VerifyCsrOptions {
+  /** Checks EC signatures on P-256/P-384 keys with uncompressed points; other keys still go through node:crypto. */
+  ecdsa?: EcdsaVerify
+}
+
+interface CheckedCsr<K> {
+  publicKey: K
   spki: Uint8Array
   spiffeId: SpiffeId | undefined
   dnsNames: string[]
 }
 
-function checkCsr(der: Uint8Array): CheckedCsr {
+function checkCsr(der: Uint8Array): CheckedCsr<KeyObject>
+function checkCsr(der: Uint8Array, ecdsa: EcdsaVerify | undefined): CheckedCsr<KeyObject | undefined>
+function checkCsr(der: Uint8Array, ecdsa?: EcdsaVerify): CheckedCsr<KeyObject | undefined> {
   if (!(der instanceof Uint8Array)) throw new TypeError('CSR must be a Uint8Array')
   if (der.length > MAX_CSR_BYTES) throw csrError(`exceeds ${MAX_CSR_BYTES} bytes`)
   let signed: ReturnType<typeof readSigned>
@@ -105,30 +127,8 @@ function checkCsr(der: Uint8Array): CheckedCsr {
   }
   const alg = SIG_HASH[signed.algorithm]
   if (!alg) throw csrError('unsupported signature algorithm')
-  let publicKey: KeyObject
-  try {
-    publicKey = importSpki(spkiRaw)
-  } catch (cause) {
-    throw csrError('public key cannot be parsed', cause)
-  }
-  const details = publicKey.asymmetricKeyDetails
-  if (publicKey.asymmetricKeyType === 'ec') {
-    if (!CURVES.has(details?.namedCurve ?? '')) throw csrError('unsupported EC curve (P-256 or P-384 required)')
-  } else if (publicKey.asymmetricKeyType === 'rsa') {
-    const bits = details?.modulusLength ?? 0
-    if (bits < MIN_RSA_BITS || bits > MAX_RSA_BITS) throw csrError(`RSA key must be ${MIN_RSA_BITS} to ${MAX_RSA_BITS} bits`)
-  } else {
-    throw csrError('unsupported public key type')
-  }
-  if (alg.kty !== publicKey.asymmetricKeyType) throw csrError('signature algorithm does not match the public key')
-  let ok = false
-  try {
-    ok = cryptoVerify(alg.hash, whole(der, signed.tbs), { key: publicKey, dsaEncoding: 'der' }, signed.signature)
-  } catch (cause) {
-    throw csrError('signature cannot be checked', cause)
-  }
-  if (!ok) throw csrError('signature verification failed')
-
+  const ec = ecdsa && alg.kty === 'ec' ? ecPointOf(spkiRaw) : undefined
+  const publicKey = ec ? checkWith(ecdsa!, ec, alg.hash, der, signed) : checkWithNode(alg, spkiRaw, der, signed)
   let spiffeId: SpiffeId | undefined
   let dnsNames: string[] = []
   const sanExt = extensions.get(OID.SUBJECT_ALT_NAME)
@@ -152,8 +152,51 @@ function checkCsr(der: Uint8Array): CheckedCsr {
   return { publicKey, spki: new Uint8Array(spkiRaw), spiffeId, dnsNames }
 }
 
+type Signed = ReturnType<typeof readSigned>
+
+/** The signature check by an outside ECDSA implementation (see `EcdsaVerify`). */
+function checkWith(ecdsa: EcdsaVerify, ec: EcPoint, hash: Hash, der: Uint8Array, signed: Signed): undefined {
+  let r: ReturnType<EcdsaVerify>
+  try {
+    r = ecdsa(ec.crv, ec.point, hash, whole(der, signed.tbs), signed.signature)
+  } catch (cause) {
+    throw csrError('signature cannot be checked', cause)
+  }
+  if (r === 'bad-key') throw csrError('public key cannot be parsed')
+  if (r !== 'valid') throw csrError('signature verification failed')
+  return undefined
+}
+
+/** Key import, key type and size checks and the signature check with node:crypto. */
+function checkWithNode(alg: { hash: Hash; kty: 'ec' | 'rsa' }, spkiRaw: Uint8Array, der: Uint8Array, signed: Signed): KeyObject {
+  let publicKey: KeyObject
+  try {
+    publicKey = importSpki(spkiRaw)
+  } catch (cause) {
+    throw csrError('public key cannot be parsed', cause)
+  }
+  const details = publicKey.asymmetricKeyDetails
+  if (publicKey.asymmetricKeyType === 'ec') {
+    if (!CURVES.has(details?.namedCurve ?? '')) throw csrError('unsupported EC curve (P-256 or P-384 required)')
+  } else if (publicKey.asymmetricKeyType === 'rsa') {
+    const bits = details?.modulusLength ?? 0
+    if (bits < MIN_RSA_BITS || bits > MAX_RSA_BITS) throw csrError(`RSA key must be ${MIN_RSA_BITS} to ${MAX_RSA_BITS} bits`)
+  } else {
+    throw csrError('unsupported public key type')
+  }
+  if (alg.kty !== publicKey.asymmetricKeyType) throw csrError('signature algorithm does not match the public key')
+  let ok = false
+  try {
+    ok = cryptoVerify(alg.hash, whole(der, signed.tbs), { key: publicKey, dsaEncoding: 'der' }, signed.signature)
+  } catch (cause) {
+    throw csrError('signature cannot be checked', cause)
+  }
+  if (!ok) throw csrError('signature verification failed')
+  return publicKey
+}
+
 const EC_PUBLIC_KEY_OID = '1.2.840.10045.2.1'
-const JWK_CURVES: Readonly<Record<string, { crv: string; len: number }>> = {
+const JWK_CURVES: Readonly<Record<string, { crv: 'P-256' | 'P-384'; len: number }>> = {
   '1.2.840.10045.3.1.7': { crv: 'P-256', len: 32 },
   '1.3.132.0.34': { crv: 'P-384', len: 48 },
 }
@@ -171,7 +214,16 @@ function importSpki(spki: Uint8Array): KeyObject {
   return createPublicKey({ key: Buffer.from(spki), format: 'der', type: 'spki' })
 }
 
-function ecJwkOf(spki: Uint8Array): { kty: 'EC'; crv: string; x: string; y: string } | undefined {
+interface EcPoint {
+  crv: 'P-256' | 'P-384'
+  /** Coordinate length in bytes. */
+  len: number
+  /** The uncompressed point (0x04 || X || Y). */
+  point: Uint8Array
+}
+
+/** The curve and uncompressed point of an EC SPKI on P-256/P-384; undefined for anything else. */
+function ecPointOf(spki: Uint8Array): EcPoint | undefined {
   try {
     const top = children(spki, readRoot(spki, TAG.SEQUENCE))
     if (top.length !== 2) return undefined
@@ -182,11 +234,17 @@ function ecJwkOf(spki: Uint8Array): { kty: 'EC'; crv: string; x: string; y: stri
     const bits = readBitString(spki, expect(top[1], TAG.BIT_STRING, 'subjectPublicKey'))
     const p = bits.bytes
     if (bits.unused !== 0 || p.length !== 1 + 2 * curve.len || p[0] !== 0x04) return undefined
-    const b = Buffer.from(p.buffer, p.byteOffset, p.byteLength)
-    return { kty: 'EC', crv: curve.crv, x: b.toString('base64url', 1, 1 + curve.len), y: b.toString('base64url', 1 + curve.len) }
+    return { crv: curve.crv, len: curve.len, point: p }
   } catch {
     return undefined
   }
+}
+
+function ecJwkOf(spki: Uint8Array): { kty: 'EC'; crv: string; x: string; y: string } | undefined {
+  const ec = ecPointOf(spki)
+  if (!ec) return undefined
+  const b = Buffer.from(ec.point.buffer, ec.point.byteOffset, ec.point.byteLength)
+  return { kty: 'EC', crv: ec.crv, x: b.toString('base64url', 1, 1 + ec.len), y: b.toString('base64url', 1 + ec.len) }
 }
 
 export type CreateCsrOptions = ({ privateKey: KeyObject } | { signer: Signer }) & {

@@ -66,6 +66,8 @@ describe('CsrVerifierPool lifecycle', () => {
   it('settles checks with ERR_UNAVAILABLE once closed, and closes twice safely', async () => {
     const pool = await CsrVerifierPool.start({ size: 1 })
     expect(pool.size).toBe(1)
+    // The workers load the native ECDSA addon that npm ci builds.
+    expect(pool.nativeEcdsa).toBe(true)
     const inFlight = pool.verify(good.slice(0, 20))
     await pool.close()
     for (const c of await Promise.all(inFlight)) if (!c.ok) expect(c.error.code).toBe('ERR_UNAVAILABLE')

@@ -109,6 +109,17 @@ export function signWithKeyObject(privateKey: KeyObject, type: KeyType, data: Ui
       : alg.startsWith('PS')
         ? { key: privateKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: HASH_LENGTH[hash] }
         : { key: privateKey, padding: constants.RSA_PKCS1_PADDING }
+  // An EC signature takes ~30 µs: handing it to the libuv thread pool costs more than it saves (two thread
+  // switches per signature, and on a busy server the pool competes with the calling thread for the same cores).
+  // RSA signatures take milliseconds and stay off the event loop.
+  if (type === 'ec-p256' || type === 'ec-p384') {
+    try {
+      const sig = cryptoSign(hash, data, opts)
+      return Promise.resolve(new Uint8Array(sig.buffer, sig.byteOffset, sig.byteLength))
+    } catch (err) {
+      return Promise.reject(err as Error)
+    }
+  }
   return new Promise((resolve, reject) => {
     cryptoSign(hash, data, opts, (err, sig) => (err ? reject(err) : resolve(new Uint8Array(sig.buffer, sig.byteOffset, sig.byteLength))))
   })

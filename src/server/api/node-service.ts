@@ -55,6 +55,7 @@ const MAX_BATCH = 500
 const RECHECK_MS = 30_000
 const EMPTY = new Uint8Array(0)
 const AUTHZ_CACHE_MS = 1000
+const ID_CACHE_MAX = 10_000
 const AUTHZ_CACHE_MAX = 10_000
 
 /** A Buffer over the same bytes (no copy) for gRPC's bytes fields. */
@@ -74,6 +75,20 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
   const observe: Observe = (method, code) => d.metrics.requests.inc({ method: `Node/${method}`, code: String(code) })
   const auth = (call: AnyCall) => d.attestation.authenticate(peerChain(call))
   const csrVerifier = d.csrVerifier ?? inlineCsrVerifier
+  const x509Latency = d.metrics.signLatency.labels({ kind: 'x509' })
+  const x509Signed = d.metrics.signings.labels({ kind: 'x509' })
+
+  /** SPIFFE IDs of entries and instances, parsed once (they were validated when written). */
+  const idCache = new Map<string, SpiffeId>()
+  const parsedId = (id: string): SpiffeId => {
+    let sid = idCache.get(id)
+    if (sid === undefined) {
+      sid = SpiffeId.fromString(id)
+      if (idCache.size >= ID_CACHE_MAX) idCache.clear()
+      idCache.set(id, sid)
+    }
+    return sid
+  }
 
   /**
    * The entries an agent may sign for, as BatchNewX509SVID needs them. Looking
@@ -279,7 +294,6 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
         const checks = csrVerifier.verify(params.map((p) => p.csr ?? EMPTY))
         const authorized = await authorizedFor(node)
         const entries = params.map((p) => authorized.get(p.entry_id ?? ''))
-        const ids = new Map<string, SpiffeId>()
         const failed = (entryId: string, err: unknown): X509SVIDResult => {
           const e = asIdentityError(err)
           ctx.log.warn({ [F.AGENT_ID]: node.agentId, [F.ENTRY_ID]: entryId.slice(0, 64), [F.ERROR_CODE]: e.code, [F.ERR]: e.message }, 'X509-SVID not signed')
@@ -297,24 +311,20 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
             const check = await checks[i]!
             if (!check.ok) throw check.error
             const subject = await subjectFor(entry, node.agentId, params[i]!.instance_id ?? '')
+            const spiffeId = parsedId(subject.spiffeId)
             const admitted = d.bounds.admitX509({
-              spiffeId: subject.spiffeId,
+              spiffeId,
               ttlMs: entry.x509SvidTtl > 0 ? entry.x509SvidTtl * 1000 : d.defaultX509TtlMs,
               dnsNames: entry.dnsNames,
               nodeSelectors: node.selectors,
               instanceKey: subject.instanceKey,
             })
-            let spiffeId = ids.get(subject.spiffeId)
-            if (!spiffeId) {
-              spiffeId = SpiffeId.fromString(subject.spiffeId)
-              ids.set(subject.spiffeId, spiffeId)
-            }
             const t0 = performance.now()
             pending.push(
               d.ca.signX509Svid({ spiffeId, publicKey: { spki: check.csr.spki }, ttlMs: admitted.ttlMs, dnsNames: admitted.dnsNames }).then(
                 (svid): X509SVIDResult => {
-                  d.metrics.signLatency.observe({ kind: 'x509' }, (performance.now() - t0) / 1000)
-                  d.metrics.signings.inc({ kind: 'x509' })
+                  x509Latency.observe((performance.now() - t0) / 1000)
+                  x509Signed.inc()
                   return { entry_id: entryId, status: OK_STATUS, svid_chain: svid.chain.map(asBuffer), expires_at: String(svid.notAfter) }
                 },
                 (err: unknown) => failed(entryId, err),

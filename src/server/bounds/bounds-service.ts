@@ -315,12 +315,14 @@ export class BoundsService {
    */
   admitX509(a: { spiffeId: string | SpiffeId; ttlMs: number; dnsNames: readonly string[]; nodeSelectors: readonly Selector[]; instanceKey: string }): { ttlMs: number; dnsNames: string[] } {
     const id = asId(a.spiffeId)
+    const eff = this.#set.boundsFor(id)
+    // No prefix bounds this ID (the common case): nothing to check, clamp or count.
+    if (!eff) return { ttlMs: a.ttlMs, dnsNames: [...a.dnsNames] }
     this.checkNode(id, a.nodeSelectors)
     const ttlMs = this.clampX509TtlMs(id, a.ttlMs)
-    const eff = this.#set.boundsFor(id)
     const dnsNames = a.dnsNames.filter((d) => checkBounds(this.#set, id, { dnsNames: [d] }) === undefined)
     if (dnsNames.length !== a.dnsNames.length) this.#log.warn({ [F.SPIFFE_ID]: id.toString() }, 'DNS names outside the namespace bounds left out of the SVID')
-    if (eff) this.#admit(id, eff, a.instanceKey, this.#o.clock.now() + ttlMs)
+    this.#admit(id, eff, a.instanceKey, this.#o.clock.now() + ttlMs)
     return { ttlMs, dnsNames }
   }
 

@@ -3,13 +3,16 @@ import { readFileSync, statSync } from 'node:fs'
 /**
  * Id → name lookups in a colon-separated account file (`/etc/passwd`,
  * `/etc/group`: `name:password:id:...`). The file is parsed once and parsed
- * again only when its mtime or size changes. The first line for an id wins,
+ * again only when its mtime, size or inode changes. The first line for an id wins,
  * as with getpwuid(3). A missing or unreadable file yields no names.
  */
 export class NameDb {
   readonly path: string
   #byId = new Map<number, string>()
-  #stamp: string | undefined
+  /** mtime, size and inode of the parsed file; mtimeMs is NaN when nothing was parsed. */
+  #mtimeMs = Number.NaN
+  #size = -1
+  #ino = -1
 
   constructor(path: string) {
     this.path = path
@@ -25,16 +28,18 @@ export class NameDb {
    * round trip. Treat the map as read-only.
    */
   current(): ReadonlyMap<number, string> {
-    let stamp: string
+    let st
     try {
-      const st = statSync(this.path)
-      stamp = `${st.mtimeMs}:${st.size}:${st.ino}`
+      st = statSync(this.path, { throwIfNoEntry: false })
     } catch {
+      st = undefined
+    }
+    if (st === undefined) {
       this.#byId = new Map()
-      this.#stamp = undefined
+      this.#mtimeMs = Number.NaN
       return this.#byId
     }
-    if (stamp === this.#stamp) return this.#byId
+    if (st.mtimeMs === this.#mtimeMs && st.size === this.#size && st.ino === this.#ino) return this.#byId
     let text: string
     try {
       text = readFileSync(this.path, 'utf8')
@@ -42,7 +47,9 @@ export class NameDb {
       return this.#byId
     }
     this.#byId = parseAccountFile(text)
-    this.#stamp = stamp
+    this.#mtimeMs = st.mtimeMs
+    this.#size = st.size
+    this.#ino = st.ino
     return this.#byId
   }
 }

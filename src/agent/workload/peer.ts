@@ -18,7 +18,10 @@
  *
  * PID reuse: the start time read at accept is compared again after workload
  * attestation (`assertPeerAlive`); a process that exited, or a pid that now
- * belongs to another process, fails attestation.
+ * belongs to another process, fails attestation. The re-check reads the
+ * `/proc/<pid>/stat` file opened at accept and kept open with the connection:
+ * procfs ties an open file to its process, so reads fail (ESRCH) once that
+ * process is gone, whatever process the pid names by then.
  *
  * Stream resets: nghttp2 (since 1.57, the HTTP/2 "rapid reset" fix) lets a
  * client reset at most 1,000 streams in a burst, refilled at 33 per second,
@@ -31,7 +34,7 @@
  * a new connection for new calls (and retries refused ones transparently).
  */
 import { randomBytes } from 'node:crypto'
-import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, unlinkSync } from 'node:fs'
+import { chmodSync, closeSync, existsSync, lstatSync, mkdirSync, openSync, readSync, unlinkSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -131,18 +134,76 @@ export function getSocketPeerCred(socket: net.Socket): PeerCred {
  */
 export function readProcessStartTime(pid: number, procRoot = '/proc'): string | undefined {
   if (!Number.isInteger(pid) || pid <= 0) throw new RangeError(`invalid pid ${pid}`)
-  let stat: string
+  let fd: number
   try {
-    stat = readFileSync(join(procRoot, String(pid), 'stat'), 'utf8')
+    fd = openSync(`${procRoot}/${pid}/stat`, 'r')
   } catch {
     return undefined
   }
-  const close = stat.lastIndexOf(')')
+  try {
+    return readStartTimeFd(fd)
+  } catch {
+    return undefined
+  } finally {
+    closeSync(fd)
+  }
+}
+
+/** Shared by every start-time read (they are synchronous, so never concurrent). */
+let statBuf = Buffer.allocUnsafe(1024)
+
+/**
+ * Field 22 of the `/proc/<pid>/stat` open as `fd`, read from offset 0 (procfs
+ * generates the text afresh on each such read). Undefined when the text has
+ * no such field. Throws the read error; ESRCH means the process the file was
+ * opened for is gone (a reused pid is another process: its file is another).
+ */
+function readStartTimeFd(fd: number): string | undefined {
+  let n = 0
+  for (;;) {
+    if (n === statBuf.length) {
+      const bigger = Buffer.allocUnsafe(statBuf.length * 2)
+      statBuf.copy(bigger, 0, 0, n)
+      statBuf = bigger
+    }
+    const r = readSync(fd, statBuf, n, statBuf.length - n, n)
+    if (r === 0) break
+    n += r
+  }
+  if (n === 0) return undefined
+  const close = statBuf.lastIndexOf(0x29 /* ')' */, n - 1)
   if (close < 0) return undefined
   // After ") " come fields 3.. ; starttime (22) is index 19 of that list.
-  const rest = stat.slice(close + 2).split(' ')
-  const start = rest[19]
-  return start !== undefined && /^\d+$/.test(start) ? start : undefined
+  let at = close + 2
+  for (let field = 0; field < 19; field++) {
+    const sp = statBuf.indexOf(0x20, at)
+    if (sp < 0 || sp >= n) return undefined
+    at = sp + 1
+  }
+  let end = at
+  while (end < n && statBuf[end]! >= 0x30 && statBuf[end]! <= 0x39) end++
+  if (end === at || (end < n && statBuf[end] !== 0x20 && statBuf[end] !== 0x0a)) return undefined
+  return statBuf.toString('latin1', at, end)
+}
+
+/** Opens `/proc/<pid>/stat` for reading; undefined if that fails (then the path is read each time). */
+function openProcStat(pid: number): number | undefined {
+  if (!Number.isInteger(pid) || pid <= 0) throw new RangeError(`invalid pid ${pid}`)
+  try {
+    return openSync(`/proc/${pid}/stat`, 'r')
+  } catch {
+    return undefined
+  }
+}
+
+/** The start time from a held stat file; undefined when its process is gone (ESRCH). */
+function readStartTimeOrGone(fd: number): string | undefined {
+  try {
+    return readStartTimeFd(fd)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return undefined
+    throw err
+  }
 }
 
 /** Client-cancelled calls a connection may have in a burst before we close it gracefully (nghttp2's own burst is 1,000). */
@@ -205,6 +266,15 @@ export class PeerTrackingServer {
   readonly #readStartTime: StartTimeReader
   readonly #getPeerCred: (socket: net.Socket) => PeerCred
   readonly #peers = new Map<string, PeerInfo>()
+  /**
+   * `/proc/<pid>/stat` of each connection's caller, opened at accept and kept
+   * open for the connection's life (default start-time reader only). Procfs
+   * binds an open file to the process it was opened for: once that process is
+   * gone, reads fail with ESRCH even if its pid now names another process, and
+   * re-reading it skips the path lookup of every call.
+   */
+  readonly #statFds = new Map<PeerInfo, number>()
+  readonly #holdStatFiles: boolean
   readonly #resets = new Map<string, ResetBudget>()
   readonly #now: () => number
   readonly #sockets = new Set<net.Socket>()
@@ -218,6 +288,7 @@ export class PeerTrackingServer {
     this.#grpcServer = opts.grpcServer
     this.#log = opts.log
     this.#readStartTime = opts.readStartTime ?? ((pid) => readProcessStartTime(pid))
+    this.#holdStatFiles = opts.readStartTime === undefined
     this.#getPeerCred = opts.getPeerCred ?? getSocketPeerCred
     this.#now = opts.now ?? (() => performance.now())
   }
@@ -258,15 +329,26 @@ export class PeerTrackingServer {
   #onConnection(socket: net.Socket): void {
     let cred: PeerCred
     let startTime: string | undefined
+    let statFd: number | undefined
     try {
       cred = this.#getPeerCred(socket)
-      startTime = this.#readStartTime(cred.pid)
+      statFd = this.#holdStatFiles ? openProcStat(cred.pid) : undefined
+      if (statFd === undefined) startTime = this.#readStartTime(cred.pid)
+      else {
+        try {
+          startTime = readStartTimeFd(statFd)
+        } catch {
+          startTime = undefined
+        }
+      }
     } catch (err) {
+      if (statFd !== undefined) closeSync(statFd)
       this.#log.warn({ [F.ERR]: err }, 'Cannot identify workload connection; closing it')
       socket.destroy()
       return
     }
     if (startTime === undefined) {
+      if (statFd !== undefined) closeSync(statFd)
       this.#log.warn({ [F.PID]: cred.pid }, 'Workload exited before its connection was accepted; closing it')
       socket.destroy()
       return
@@ -274,9 +356,15 @@ export class PeerTrackingServer {
     const id = this.#idPrefix + String(this.#nextId++)
     const peer: PeerInfo = { id, pid: cred.pid, uid: cred.uid, gid: cred.gid, startTime }
     this.#peers.set(id, peer)
+    if (statFd !== undefined) this.#statFds.set(peer, statFd)
     this.#sockets.add(socket)
     socket.once('close', () => {
       this.#peers.delete(id)
+      const fd = this.#statFds.get(peer)
+      if (fd !== undefined) {
+        this.#statFds.delete(peer)
+        closeSync(fd)
+      }
       this.#resets.delete(id)
       this.#sockets.delete(socket)
     })
@@ -338,7 +426,8 @@ export class PeerTrackingServer {
   assertPeerAlive(peer: PeerInfo): void {
     let now: string | undefined
     try {
-      now = this.#readStartTime(peer.pid)
+      const fd = this.#statFds.get(peer)
+      now = fd === undefined ? this.#readStartTime(peer.pid) : readStartTimeOrGone(fd)
     } catch (cause) {
       throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', 'cannot re-check caller process', { cause, details: { pid: peer.pid } })
     }
@@ -361,6 +450,8 @@ export class PeerTrackingServer {
     this.#injector?.destroy()
     for (const s of this.#sockets) s.destroy()
     await closed
+    for (const fd of this.#statFds.values()) closeSync(fd)
+    this.#statFds.clear()
     this.#peers.clear()
     this.#sockets.clear()
     removeStaleSocket(this.socketPath)

@@ -234,6 +234,45 @@ describe('PeerTrackingServer', () => {
     else expect(isIdentityError(err, 'ERR_WORKLOAD_ATTESTATION_FAILED')).toBe(true)
   })
 
+  it("assertPeerAlive re-reads the stat file opened at accept: alive while the caller runs, fails once it has exited", async () => {
+    const socketPath = join(tmp.dir, 'alive.sock')
+    const id = (b: Buffer) => b
+    const caller = spawn('sleep', ['30'], { stdio: 'ignore' })
+    const callerExited = new Promise((resolve) => caller.once('exit', resolve))
+    // The connection is credited to `caller`; the default start-time reader keeps its /proc/<pid>/stat open.
+    pts = new PeerTrackingServer({ socketPath, grpcServer, log: nullLogger, getPeerCred: () => ({ pid: caller.pid!, uid: 0, gid: 0 }) })
+    const tracker = pts
+    const method = { path: '/t.T/Alive', requestStream: false, responseStream: false, requestSerialize: id, requestDeserialize: id, responseSerialize: id, responseDeserialize: id }
+    grpcServer.addService({ Alive: method } as unknown as grpc.ServiceDefinition, {
+      Alive: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
+        try {
+          const peer = tracker.peerOf(call)
+          tracker.assertPeerAlive(peer)
+          cb(null, Buffer.from(`ok ${peer.pid}`))
+        } catch (err) {
+          cb(null, Buffer.from(isIdentityError(err, 'ERR_WORKLOAD_ATTESTATION_FAILED') ? 'failed' : `other ${String(err)}`))
+        }
+      },
+    })
+    await pts.listen()
+    const client = new grpc.Client(`unix:${socketPath}`, grpc.credentials.createInsecure())
+    const ask = () =>
+      new Promise<string>((resolve, reject) =>
+        client.makeUnaryRequest(method.path, id, id, Buffer.alloc(0), (e, r) => (e ? reject(e) : resolve(r!.toString()))),
+      )
+    try {
+      expect(await ask()).toBe(`ok ${caller.pid}`)
+      expect(await ask()).toBe(`ok ${caller.pid}`)
+      caller.kill()
+      await callerExited // reaped: its /proc entry is gone, the same connection stays open
+      expect(await ask()).toBe('failed')
+      expect(pts.connectionCount).toBe(1)
+    } finally {
+      client.close()
+      caller.kill()
+    }
+  })
+
   it('closes a connection gracefully once its client has reset RESET_BURST streams, so no call fails', async () => {
     const socketPath = join(tmp.dir, 'r.sock')
     const id = (b: Buffer) => b

@@ -22,6 +22,21 @@ export async function attestWorkload(
 ): Promise<string[]> {
   if (attestors.length === 0) throw new TypeError('attestWorkload: no workload attestors configured')
   const callOpts: CallOpts = opts.signal ? { signal: opts.signal } : {}
+  if (attestors.length === 1) {
+    // The usual case (one attestor, often answering without I/O): no allSettled round.
+    const { name, attestor } = attestors[0]!
+    let values: string[]
+    try {
+      values = await attestor.attest(pid, callOpts)
+    } catch (reason) {
+      opts.log.warn({ [F.PID]: pid, [F.PLUGIN_NAME]: name, [F.ERR]: reason }, 'Workload attestor failed')
+      throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', `all 1 workload attestors failed for pid ${pid}`, {
+        cause: reason,
+        details: { pid },
+      })
+    }
+    return prefixed(name, values)
+  }
   const results = await Promise.allSettled(attestors.map((a) => a.attestor.attest(pid, callOpts)))
   const selectors: string[] = []
   const seen = new Set<string>()
@@ -49,4 +64,25 @@ export async function attestWorkload(
     })
   }
   return selectors
+}
+
+/** `<name>:<value>` for each value, deduplicated, in order. */
+function prefixed(name: string, values: readonly string[]): string[] {
+  const out: string[] = []
+  if (values.length <= 32) {
+    for (const v of values) {
+      const s = `${name}:${v}`
+      if (!out.includes(s)) out.push(s)
+    }
+    return out
+  }
+  const seen = new Set<string>()
+  for (const v of values) {
+    const s = `${name}:${v}`
+    if (!seen.has(s)) {
+      seen.add(s)
+      out.push(s)
+    }
+  }
+  return out
 }

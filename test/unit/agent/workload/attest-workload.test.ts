@@ -16,6 +16,13 @@ const fail = (name: string): NamedWorkloadAttestor => ({
 describe('attestWorkload', () => {
   it.each([
     { title: 'one attestor', attestors: [ok('unix', ['uid:1', 'gid:2'])], expected: ['unix:uid:1', 'unix:gid:2'], warns: 0 },
+    { title: 'one attestor, duplicates dropped', attestors: [ok('unix', ['uid:1', 'gid:2', 'uid:1'])], expected: ['unix:uid:1', 'unix:gid:2'], warns: 0 },
+    {
+      title: 'one attestor, many values',
+      attestors: [ok('unix', [...Array.from({ length: 40 }, (_, i) => `supplementary_gid:${i}`), 'supplementary_gid:3'])],
+      expected: Array.from({ length: 40 }, (_, i) => `unix:supplementary_gid:${i}`),
+      warns: 0,
+    },
     {
       title: 'merged in attestor order, deduplicated',
       attestors: [ok('unix', ['uid:1', 'uid:1']), ok('docker', ['label:a:b'])],
@@ -29,10 +36,16 @@ describe('attestWorkload', () => {
     expect(log.lines.filter((l) => l.level === 'warn')).toHaveLength(warns)
   })
 
-  it('fails with ERR_WORKLOAD_ATTESTATION_FAILED when all attestors fail', async () => {
+  it.each([
+    { title: 'both of two', attestors: [fail('a'), fail('b')], logged: ['a', 'b'] },
+    { title: 'the only one', attestors: [fail('a')], logged: ['a'] },
+  ])('fails with ERR_WORKLOAD_ATTESTATION_FAILED when all attestors fail: $title', async ({ attestors, logged }) => {
     const log = captureLogger()
-    await expect(attestWorkload(42, [fail('a'), fail('b')], { log })).rejects.toMatchObject({ code: 'ERR_WORKLOAD_ATTESTATION_FAILED' })
-    expect(log.lines.filter((l) => l.fields.plugin_name !== undefined).map((l) => l.fields.plugin_name)).toEqual(['a', 'b'])
+    await expect(attestWorkload(42, attestors, { log })).rejects.toMatchObject({
+      code: 'ERR_WORKLOAD_ATTESTATION_FAILED',
+      cause: { message: 'a broke' },
+    })
+    expect(log.lines.filter((l) => l.fields.plugin_name !== undefined).map((l) => l.fields.plugin_name)).toEqual(logged)
   })
 
   it('passes the abort signal to every attestor', async () => {

@@ -70,20 +70,72 @@ let procBuf = Buffer.allocUnsafe(4096)
 export function readSmallFileSync(path: string): string {
   const fd = openSync(path, 'r')
   try {
-    let n = 0
-    for (;;) {
-      if (n === procBuf.length) {
-        const bigger = Buffer.allocUnsafe(procBuf.length * 2)
-        procBuf.copy(bigger, 0, 0, n)
-        procBuf = bigger
-      }
-      const r = readSync(fd, procBuf, n, procBuf.length - n, null)
-      if (r === 0) break
-      n += r
-    }
-    return procBuf.toString('latin1', 0, n)
+    return readFromStart(fd)
   } finally {
     closeSync(fd)
+  }
+}
+
+/** The whole content of an open file, read from offset 0, as latin1 text. */
+function readFromStart(fd: number): string {
+  let n = 0
+  for (;;) {
+    if (n === procBuf.length) {
+      const bigger = Buffer.allocUnsafe(procBuf.length * 2)
+      procBuf.copy(bigger, 0, 0, n)
+      procBuf = bigger
+    }
+    const r = readSync(fd, procBuf, n, procBuf.length - n, n)
+    if (r === 0) break
+    n += r
+  }
+  return procBuf.toString('latin1', 0, n)
+}
+
+/** `/proc/<pid>/status` files kept open (see {@link ProcStatusFiles}). */
+const STATUS_FILES_KEPT = 64
+
+/**
+ * Open `/proc/<pid>/status` files of recent callers, by pid, least recently
+ * used first. Procfs generates the text afresh on every read from offset 0,
+ * so re-reading an open file gives exactly what opening the path again would,
+ * without the path lookup: the current credentials of the process that holds
+ * the pid. An open file stays bound to the process it was opened for; once
+ * that process is gone, reads fail with ESRCH and the path is opened again
+ * (the pid may name another process by then). Only the text is kept per call,
+ * never what it said.
+ */
+class ProcStatusFiles {
+  readonly #fds = new Map<number, number>()
+
+  read(procRoot: string, pid: number): string {
+    const held = this.#fds.get(pid)
+    if (held !== undefined) {
+      this.#fds.delete(pid)
+      try {
+        const text = readFromStart(held)
+        this.#fds.set(pid, held)
+        return text
+      } catch (err) {
+        closeSync(held)
+        if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err
+      }
+    }
+    const fd = openSync(`${procRoot}/${pid}/status`, 'r')
+    let text: string
+    try {
+      text = readFromStart(fd)
+    } catch (err) {
+      closeSync(fd)
+      throw err
+    }
+    this.#fds.set(pid, fd)
+    if (this.#fds.size > STATUS_FILES_KEPT) {
+      const [oldPid, oldFd] = this.#fds.entries().next().value!
+      this.#fds.delete(oldPid)
+      closeSync(oldFd)
+    }
+    return text
   }
 }
 
@@ -97,6 +149,8 @@ export class UnixWorkloadAttestor implements WorkloadAttestor {
   readonly #cfg: UnixAttestorConfig
   readonly #log: Logger
   readonly #procRoot: string
+  /** Kept open on the real /proc only: files elsewhere (tests) are not bound to a process. */
+  readonly #statusFiles: ProcStatusFiles | undefined
   readonly #users: NameDb
   readonly #groups: NameDb
   /** sha256 hex by `dev:ino:size:mtime:ctime` of the executable, least recently used first. */
@@ -107,6 +161,7 @@ export class UnixWorkloadAttestor implements WorkloadAttestor {
     this.#cfg = { discoverWorkloadPath: opts.discoverWorkloadPath, workloadSizeLimit: opts.workloadSizeLimit }
     this.#log = opts.log
     this.#procRoot = opts.procRoot ?? '/proc'
+    this.#statusFiles = opts.procRoot === undefined ? new ProcStatusFiles() : undefined
     this.#users = new NameDb(opts.passwdPath ?? '/etc/passwd')
     this.#groups = new NameDb(opts.groupPath ?? '/etc/group')
   }
@@ -125,7 +180,7 @@ export class UnixWorkloadAttestor implements WorkloadAttestor {
     const procDir = `${this.#procRoot}/${pid}`
     let status: string
     try {
-      status = readSmallFileSync(`${procDir}/status`)
+      status = this.#statusFiles ? this.#statusFiles.read(this.#procRoot, pid) : readSmallFileSync(`${procDir}/status`)
     } catch (cause) {
       throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', `unix: cannot read status of process ${pid}`, { cause, details: { pid } })
     }

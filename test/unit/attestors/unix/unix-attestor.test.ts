@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { mkdirSync, readFileSync, realpathSync, renameSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -144,8 +145,60 @@ describe('unix workload attestor: the test process itself', () => {
   })
 })
 
+describe('unix workload attestor: a child process', () => {
+  const isRoot = process.getuid?.() === 0
+  /** A child that prints "ready", and on SIGUSR1 (as root) takes other ids and prints "changed". */
+  function child() {
+    const script = `
+      process.on('SIGUSR1', () => {
+        process.setgroups([4242]); process.setegid(65534); process.seteuid(65534)
+        process.stdout.write('changed\\n')
+      })
+      process.stdout.write('ready\\n')
+      setInterval(() => {}, 1000)`
+    const c = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] })
+    let out = ''
+    const said = (word: string) =>
+      new Promise<void>((resolve) => {
+        const check = () => out.includes(word) && resolve()
+        c.stdout.on('data', (d: Buffer) => {
+          out += d.toString()
+          check()
+        })
+        check()
+      })
+    const exited = new Promise((resolve) => c.once('exit', resolve))
+    return { c, said, exited }
+  }
+
+  it(`reads the process afresh on every call: ${isRoot ? 'new ids after it changes them, ' : ''}failure once it has exited`, async () => {
+    const a = new UnixWorkloadAttestor({ discoverWorkloadPath: false, workloadSizeLimit: 0, log: nullLogger })
+    const { c, said, exited } = child()
+    try {
+      await said('ready')
+      const pid = c.pid!
+      const first = await a.attest(pid, {})
+      expect(first[0]).toBe(`uid:${process.geteuid!()}`)
+      expect(await a.attest(pid, {})).toEqual(first)
+      if (isRoot) {
+        c.kill('SIGUSR1')
+        await said('changed')
+        const after = await a.attest(pid, {})
+        expect(after).toEqual(expect.arrayContaining(['uid:65534', 'gid:65534', 'supplementary_gid:4242']))
+        expect(after).not.toContain('uid:0')
+      }
+      c.kill()
+      await exited
+      await expect(a.attest(pid, {})).rejects.toMatchObject({ code: 'ERR_WORKLOAD_ATTESTATION_FAILED' })
+    } finally {
+      c.kill()
+    }
+  })
+})
+
 describe('parseProcStatus', () => {
   it.each([
+    { title: 'field names inside other lines are not lines', text: 'Name:\tUid:\t9\nUid:\t1\t2\t3\t4\nGid:\t5\t6\t7\t8\n', expected: { uid: 2, gid: 6, groups: [] } },
     { title: 'four ids: effective wins', text: 'Uid:\t1\t2\t3\t4\nGid:\t5\t6\t7\t8\nGroups:\t9 10\n', expected: { uid: 2, gid: 6, groups: [9, 10] } },
     { title: 'single id', text: 'Uid:\t7\nGid:\t8\n', expected: { uid: 7, gid: 8, groups: [] } },
   ])('$title', ({ text, expected }) => {

@@ -76,7 +76,11 @@ export function readSmallFileSync(path: string): string {
   }
 }
 
-/** The whole content of an open file, read from offset 0, as latin1 text. */
+/**
+ * The whole content of an open file, read from offset 0, as latin1 text. A
+ * read that does not fill the space it was given has reached the end (procfs
+ * hands out a generated file whole), so no further read is made to see 0.
+ */
 function readFromStart(fd: number): string {
   let n = 0
   for (;;) {
@@ -85,9 +89,10 @@ function readFromStart(fd: number): string {
       procBuf.copy(bigger, 0, 0, n)
       procBuf = bigger
     }
-    const r = readSync(fd, procBuf, n, procBuf.length - n, n)
-    if (r === 0) break
+    const space = procBuf.length - n
+    const r = readSync(fd, procBuf, n, space, n)
     n += r
+    if (r < space) break
   }
   return procBuf.toString('latin1', 0, n)
 }

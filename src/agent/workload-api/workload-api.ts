@@ -229,6 +229,93 @@ export function jwtBundlesResponse(u: WorkloadUpdate): JWTBundlesResponseMessage
   return { bundles }
 }
 
+interface WatchDeps<Res> {
+  attest(call: ServerWritableStream<unknown, Res>, signal: AbortSignal, log: Logger): Promise<{ selectors: string[]; peer: WorkloadPeer }>
+  manager: WorkloadManager
+  render: (u: WorkloadUpdate) => Res | IdentityError
+  log: Logger
+}
+
+/**
+ * One Workload API stream: attests the caller, then sends `render(update)` for
+ * every update until the client cancels; ends the stream with the error
+ * `render` returns instead of a message. The first message is written
+ * synchronously from the manager's first delivery. Cancellation aborts the
+ * attestation if it is still running, and unsubscribes. (A class rather than
+ * closures: a call allocates one object and two small callbacks.)
+ */
+class WatchCall<Res> {
+  readonly #call: ServerWritableStream<unknown, Res>
+  readonly #deps: WatchDeps<Res>
+  #done = false
+  #attesting: AbortController | undefined
+  #unsubscribe: (() => void) | undefined
+
+  constructor(call: ServerWritableStream<unknown, Res>, deps: WatchDeps<Res>) {
+    this.#call = call
+    this.#deps = deps
+    call.on('cancelled', () => this.#cancel())
+  }
+
+  /** Never rejects: every failure ends the stream with a status. */
+  async run(): Promise<void> {
+    const ac = new AbortController()
+    this.#attesting = ac
+    let caller: { selectors: string[]; peer: WorkloadPeer }
+    try {
+      caller = await this.#deps.attest(this.#call, ac.signal, this.#deps.log)
+    } catch (err) {
+      this.#attesting = undefined
+      this.#fail(err)
+      return
+    }
+    this.#attesting = undefined
+    if (this.#done) return
+    let u: () => void
+    try {
+      u = this.#deps.manager.subscribe(caller.selectors, (update) => this.#update(update), { peer: caller.peer })
+    } catch (err) {
+      this.#fail(new IdentityError('ERR_INTERNAL', 'cannot subscribe to workload updates', { cause: err }))
+      return
+    }
+    if (this.#done) u()
+    else this.#unsubscribe = u
+  }
+
+  #update(update: WorkloadUpdate): void {
+    if (this.#done) return
+    let msg: Res | IdentityError
+    try {
+      msg = this.#deps.render(update)
+    } catch (err) {
+      this.#fail(err instanceof IdentityError ? err : new IdentityError('ERR_INTERNAL', 'cannot encode update', { cause: err }))
+      return
+    }
+    if (msg instanceof IdentityError) this.#fail(msg)
+    else if (!this.#call.writableEnded) this.#call.write(msg)
+  }
+
+  #cancel(): void {
+    if (this.#done) return
+    this.#done = true
+    this.#attesting?.abort(CANCELLED)
+    this.#unsubscribeNow()
+  }
+
+  #fail(err: unknown): void {
+    if (this.#done) return
+    this.#done = true
+    this.#unsubscribeNow()
+    this.#call.emit('error', toGrpcError(err, this.#deps.log))
+  }
+
+  #unsubscribeNow(): void {
+    const u = this.#unsubscribe
+    this.#unsubscribe = undefined
+    u?.()
+  }
+}
+
 /** The SpiffeWorkloadAPI service implementation for `grpc.Server.addService`. */
 export function workloadApiHandlers(opts: WorkloadApiHandlerOptions): UntypedServiceImplementation {
   const { manager, peers } = opts
@@ -259,63 +346,11 @@ export function workloadApiHandlers(opts: WorkloadApiHandlerOptions): UntypedSer
     return { selectors, peer: { pid: peer.pid, uid: peer.uid, gid: peer.gid, startTime: peer.startTime } }
   }
 
-  /**
-   * A Workload API stream: attests the caller, then sends `render(update)` for
-   * every update until the client cancels; ends the stream with the error
-   * `render` returns instead of a message. The first message is written
-   * synchronously from the manager's first delivery. Cancellation aborts the
-   * attestation if it is still running, and unsubscribes.
-   */
+  /** A Workload API stream handler sending `render(update)` (see {@link WatchCall}). */
   function watch<Res>(method: string, render: (u: WorkloadUpdate) => Res | IdentityError): handleServerStreamingCall<unknown, Res> {
-    const mlog = log.child({ [F.METHOD]: method })
+    const deps: WatchDeps<Res> = { attest: attestCaller, manager, render, log: log.child({ [F.METHOD]: method }) }
     return (call: ServerWritableStream<unknown, Res>) => {
-      let done = false
-      let attesting: AbortController | undefined = new AbortController()
-      let unsubscribe: (() => void) | undefined
-      const fail = (err: unknown) => {
-        if (done) return
-        done = true
-        const u = unsubscribe
-        unsubscribe = undefined
-        u?.()
-        call.emit('error', toGrpcError(err, mlog))
-      }
-      call.on('cancelled', () => {
-        if (done) return
-        done = true
-        attesting?.abort(CANCELLED)
-        const u = unsubscribe
-        unsubscribe = undefined
-        u?.()
-      })
-      const onUpdate = (update: WorkloadUpdate) => {
-        if (done) return
-        let msg: Res | IdentityError
-        try {
-          msg = render(update)
-        } catch (err) {
-          fail(err instanceof IdentityError ? err : new IdentityError('ERR_INTERNAL', 'cannot encode update', { cause: err }))
-          return
-        }
-        if (msg instanceof IdentityError) fail(msg)
-        else if (!call.writableEnded) call.write(msg)
-      }
-      attestCaller(call, attesting.signal, mlog).then(({ selectors, peer }) => {
-        attesting = undefined
-        if (done) return
-        let u: () => void
-        try {
-          u = manager.subscribe(selectors, onUpdate, { peer })
-        } catch (err) {
-          fail(new IdentityError('ERR_INTERNAL', 'cannot subscribe to workload updates', { cause: err }))
-          return
-        }
-        if (done) u()
-        else unsubscribe = u
-      }, (err: unknown) => {
-        attesting = undefined
-        fail(err)
-      })
+      void new WatchCall(call, deps).run()
     }
   }
 

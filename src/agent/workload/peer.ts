@@ -166,9 +166,10 @@ function readStartTimeFd(fd: number): string | undefined {
       statBuf.copy(bigger, 0, 0, n)
       statBuf = bigger
     }
-    const r = readSync(fd, statBuf, n, statBuf.length - n, n)
-    if (r === 0) break
+    const space = statBuf.length - n
+    const r = readSync(fd, statBuf, n, space, n)
     n += r
+    if (r < space) break // short read: the end (procfs hands out a generated file whole)
   }
   if (n === 0) return undefined
   const close = statBuf.lastIndexOf(0x29 /* ')' */, n - 1)

@@ -84,6 +84,17 @@ describe('unix workload attestor: fake /proc', () => {
     expect(await a.attest(77, {})).toEqual(expected(sys.exe, sha))
   })
 
+  it('reads a status larger than its first read buffer (thousands of groups), and again after it changes', async () => {
+    const groups = Array.from({ length: 3000 }, (_, i) => 20000 + i)
+    const sys = fakeSystem(tmp.dir, { status: `Name:\tbig\nUid:\t5\t5\t5\t5\nGid:\t6\t6\t6\t6\nGroups:\t${groups.join(' ')}\n` })
+    const a = new UnixWorkloadAttestor({ discoverWorkloadPath: false, workloadSizeLimit: 0, log: nullLogger, procRoot: sys.proc, passwdPath: sys.passwd, groupPath: sys.group })
+    const sel = await a.attest(77, {})
+    expect(sel.filter((s) => s.startsWith('supplementary_gid:'))).toEqual(groups.map((g) => `supplementary_gid:${g}`))
+    expect(sel.slice(0, 2)).toEqual(['uid:5', 'gid:6'])
+    writeFileSync(join(sys.proc, '77', 'status'), 'Uid:\t7\t7\t7\t7\nGid:\t8\t8\t8\t8\n')
+    expect(await a.attest(77, {})).toEqual(['uid:7', 'gid:8'])
+  })
+
   it('caches the digest per file version: same-size rewrite, new file and concurrent callers', async () => {
     const sys = fakeSystem(tmp.dir, { status: STATUS, exeContent: Buffer.from('version-1') })
     const a = new UnixWorkloadAttestor({ discoverWorkloadPath: true, workloadSizeLimit: 0, log: nullLogger, procRoot: sys.proc, passwdPath: sys.passwd, groupPath: sys.group })

@@ -42,7 +42,9 @@ export async function startWorkloadApi(opts: StartWorkloadApiOptions): Promise<W
   const workload = loadProto('spiffe/workload/workload.proto').SpiffeWorkloadAPI as unknown as ServiceCtor
   const healthPkg = loadProto('grpc/health/v1/health.proto') as unknown as { grpc: { health: { v1: { Health: ServiceCtor } } } }
 
-  const grpcServer = new grpc.Server()
+  // No channelz: nothing serves it on this socket, and it costs every call
+  // (counters, timestamps, a tracker object with four closures).
+  const grpcServer = new grpc.Server({ 'grpc.enable_channelz': 0 })
   const peers = new PeerTrackingServer({
     socketPath: opts.socketPath,
     grpcServer,

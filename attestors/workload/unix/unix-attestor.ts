@@ -97,8 +97,10 @@ function readFromStart(fd: number): string {
   return procBuf.toString('latin1', 0, n)
 }
 
-/** `/proc/<pid>/status` files kept open (see {@link ProcStatusFiles}). */
+/** `/proc/<pid>/status` files kept open at most (see {@link ProcStatusFiles}). */
 const STATUS_FILES_KEPT = 64
+/** A kept file not read for this long is closed (by a sweep every as often). */
+const STATUS_FILE_IDLE_MS = 5_000
 
 /**
  * Open `/proc/<pid>/status` files of recent callers, by pid, least recently
@@ -107,22 +109,26 @@ const STATUS_FILES_KEPT = 64
  * without the path lookup: the current credentials of the process that holds
  * the pid. An open file stays bound to the process it was opened for; once
  * that process is gone, reads fail with ESRCH and the path is opened again
- * (the pid may name another process by then). Only the text is kept per call,
- * never what it said.
+ * (the pid may name another process by then). Only the file is kept, never
+ * what it said. Files idle for {@link STATUS_FILE_IDLE_MS} are closed, so the
+ * descriptors of processes that stopped calling (or exited) do not linger.
  */
 class ProcStatusFiles {
-  readonly #fds = new Map<number, number>()
+  readonly #files = new Map<number, { fd: number; usedAt: number }>()
+  #sweeper: ReturnType<typeof setInterval> | undefined
 
   read(procRoot: string, pid: number): string {
-    const held = this.#fds.get(pid)
+    const now = performance.now()
+    const held = this.#files.get(pid)
     if (held !== undefined) {
-      this.#fds.delete(pid)
+      this.#files.delete(pid)
       try {
-        const text = readFromStart(held)
-        this.#fds.set(pid, held)
+        const text = readFromStart(held.fd)
+        held.usedAt = now
+        this.#files.set(pid, held)
         return text
       } catch (err) {
-        closeSync(held)
+        closeSync(held.fd)
         if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err
       }
     }
@@ -134,13 +140,31 @@ class ProcStatusFiles {
       closeSync(fd)
       throw err
     }
-    this.#fds.set(pid, fd)
-    if (this.#fds.size > STATUS_FILES_KEPT) {
-      const [oldPid, oldFd] = this.#fds.entries().next().value!
-      this.#fds.delete(oldPid)
-      closeSync(oldFd)
+    this.#files.set(pid, { fd, usedAt: now })
+    if (this.#files.size > STATUS_FILES_KEPT) {
+      const [oldPid, old] = this.#files.entries().next().value!
+      this.#files.delete(oldPid)
+      closeSync(old.fd)
+    }
+    if (this.#sweeper === undefined) {
+      this.#sweeper = setInterval(() => this.#sweep(), STATUS_FILE_IDLE_MS)
+      this.#sweeper.unref()
     }
     return text
+  }
+
+  /** Closes the files idle for STATUS_FILE_IDLE_MS or more (least recently used come first). */
+  #sweep(): void {
+    const stale = performance.now() - STATUS_FILE_IDLE_MS
+    for (const [pid, f] of this.#files) {
+      if (f.usedAt > stale) break
+      this.#files.delete(pid)
+      closeSync(f.fd)
+    }
+    if (this.#files.size === 0 && this.#sweeper !== undefined) {
+      clearInterval(this.#sweeper)
+      this.#sweeper = undefined
+    }
   }
 }
 

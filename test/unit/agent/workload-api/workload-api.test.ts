@@ -1,9 +1,12 @@
+import type * as grpc from '@grpc/grpc-js'
 import { describe, expect, it } from 'vitest'
 import { fromStruct, toStruct, toValue } from '../../../../src/agent/workload-api/struct.js'
 import type { WorkloadUpdate } from '../../../../src/agent/workload-api/manager.js'
 import {
+  X509ResponseCache,
   jwtBundlesResponse,
   uniqueHints,
+  workloadApiService,
   x509BundlesResponse,
   x509SvidResponse,
 } from '../../../../src/agent/workload-api/workload-api.js'
@@ -44,6 +47,56 @@ describe('Workload API response builders', () => {
     { title: 'duplicates', hints: ['a', 'a', '', 'b', 'b'], kept: 3 },
   ])('uniqueHints: $title', ({ hints, kept }) => {
     expect(uniqueHints(hints.map((hint) => ({ hint })))).toHaveLength(kept)
+  })
+})
+
+describe('X509ResponseCache and workloadApiService', () => {
+  const svc = () =>
+    (loadProto('spiffe/workload/workload.proto').SpiffeWorkloadAPI as unknown as { service: grpc.ServiceDefinition }).service
+  /** A fresh update sharing nothing with `update` but what `change` keeps. */
+  const copy = (u: WorkloadUpdate): WorkloadUpdate => ({ ...u, identities: [...u.identities], federatedBundles: new Map(u.federatedBundles) })
+
+  it('gives the same message while the sources are the same objects, a new one when any changes', () => {
+    const cache = new X509ResponseCache()
+    const first = cache.get(update)
+    expect(cache.get(copy(update))).toBe(first) // a new update object, same identities and bundles
+    expect(first).toEqual(x509SvidResponse(update))
+    const id0 = update.identities[0]!
+    const changes: { title: string; u: () => WorkloadUpdate }[] = [
+      { title: 'hint changed in place', u: () => copy(update) },
+      { title: 'new local bundle', u: () => ({ ...copy(update), bundle: { x509: u8(0xcc), jwks: '{}' } }) },
+      { title: 'new key', u: () => ({ ...copy(update), identities: [{ ...id0, x509SvidKey: u8(1) }, ...update.identities.slice(1)] }) },
+      { title: 'one identity fewer', u: () => ({ ...copy(update), identities: update.identities.slice(0, 2) }) },
+      { title: 'no federated bundle', u: () => ({ ...copy(update), federatedBundles: new Map() }) },
+      { title: 'new chain element', u: () => ({ ...copy(update), identities: [{ ...id0, x509Svid: [u8(1, 2), u8(4)] }, ...update.identities.slice(1)] }) },
+    ]
+    const savedHint = id0.hint
+    try {
+      for (const { title, u } of changes) {
+        const before = cache.get(copy(update))
+        if (title === 'hint changed in place') id0.hint = 'other'
+        const next = u()
+        const got = cache.get(next)
+        expect(got, title).not.toBe(before)
+        expect(got, title).toEqual(x509SvidResponse(next))
+        id0.hint = savedHint
+      }
+    } finally {
+      id0.hint = savedHint
+    }
+  })
+
+  it('serializes a cached message once, to the same bytes as the plain serializer; other messages as before', () => {
+    const plain = svc().FetchX509SVID!.responseSerialize
+    const wrapped = workloadApiService(svc()).FetchX509SVID!.responseSerialize
+    const msg = new X509ResponseCache().get(update)
+    const a = wrapped(msg)
+    expect(wrapped(msg)).toBe(a)
+    expect(Buffer.compare(a, plain(x509SvidResponse(update)))).toBe(0)
+    const other = x509SvidResponse(update)
+    expect(wrapped(other)).not.toBe(wrapped(other))
+    expect(Buffer.compare(wrapped(other), a)).toBe(0)
+    expect(workloadApiService(svc()).FetchJWTSVID).toBe(svc().FetchJWTSVID)
   })
 })
 

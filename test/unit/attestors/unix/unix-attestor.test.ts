@@ -1,8 +1,8 @@
 import { spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { mkdirSync, readFileSync, realpathSync, renameSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readdirSync, readFileSync, readlinkSync, realpathSync, renameSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import {
   DEFAULT_WORKLOAD_SIZE_LIMIT,
   UnixWorkloadAttestor,
@@ -201,6 +201,42 @@ describe('unix workload attestor: a child process', () => {
       c.kill()
       await exited
       await expect(a.attest(pid, {})).rejects.toMatchObject({ code: 'ERR_WORKLOAD_ATTESTATION_FAILED' })
+    } finally {
+      c.kill()
+    }
+  })
+})
+
+describe('unix workload attestor: kept /proc/<pid>/status files', () => {
+  afterEach(() => {
+    vi.useRealTimers()
+  })
+
+  /** Descriptors of this process open on `/proc/<pid>/status`. */
+  const statusFds = (pid: number) =>
+    readdirSync('/proc/self/fd').filter((fd) => {
+      try {
+        return readlinkSync(`/proc/self/fd/${fd}`) === `/proc/${pid}/status`
+      } catch {
+        return false
+      }
+    }).length
+
+  it('keeps one file per calling process and closes it once that process stops calling', async () => {
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval', 'performance'] })
+    const c = spawn('sleep', ['30'], { stdio: 'ignore' })
+    try {
+      const a = new UnixWorkloadAttestor({ discoverWorkloadPath: false, workloadSizeLimit: 0, log: nullLogger })
+      const first = await a.attest(c.pid!, {})
+      expect(await a.attest(c.pid!, {})).toEqual(first)
+      expect(statusFds(c.pid!)).toBe(1)
+      vi.advanceTimersByTime(3_000)
+      expect(await a.attest(c.pid!, {})).toEqual(first) // still in use: kept
+      vi.advanceTimersByTime(3_000)
+      expect(statusFds(c.pid!)).toBe(1)
+      vi.advanceTimersByTime(10_000)
+      expect(statusFds(c.pid!)).toBe(0)
+      expect(await a.attest(c.pid!, {})).toEqual(first) // opened again when it calls again
     } finally {
       c.kill()
     }

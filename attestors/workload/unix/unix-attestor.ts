@@ -32,16 +32,18 @@ export interface ProcessIds {
  * only one is present.
  */
 export function parseProcStatus(text: string): ProcessIds {
-  const pick = (name: string): number => {
-    const ids = statusField(text, name)
-    const v = ids?.[1] ?? ids?.[0]
-    if (v === undefined || !/^\d+$/.test(v)) {
-      throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', `unix: no ${name} line in process status`)
-    }
-    return Number(v)
-  }
   const groups = (statusField(text, 'Groups') ?? []).filter((g) => /^\d+$/.test(g)).map(Number)
-  return { uid: pick('Uid'), gid: pick('Gid'), groups }
+  return { uid: pickId(text, 'Uid'), gid: pickId(text, 'Gid'), groups }
+}
+
+/** The effective id of a `Uid:`/`Gid:` line (the first value if it has only one). */
+function pickId(text: string, name: string): number {
+  const ids = statusField(text, name)
+  const v = ids?.[1] ?? ids?.[0]
+  if (v === undefined || !/^\d+$/.test(v)) {
+    throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', `unix: no ${name} line in process status`)
+  }
+  return Number(v)
 }
 
 /** The whitespace-separated values of the first `<name>:` line, or undefined without one. */
@@ -217,20 +219,17 @@ export class UnixWorkloadAttestor implements WorkloadAttestor {
     const users = this.#users.current()
     const groups = this.#groups.current()
     const out: string[] = []
-    const add = (v: string) => {
-      if (!out.includes(v)) out.push(v)
-    }
 
-    add(`uid:${ids.uid}`)
+    addUnique(out, `uid:${ids.uid}`)
     const user = users.get(ids.uid)
-    if (user !== undefined) add(`user:${user}`)
-    add(`gid:${ids.gid}`)
+    if (user !== undefined) addUnique(out, `user:${user}`)
+    addUnique(out, `gid:${ids.gid}`)
     const group = groups.get(ids.gid)
-    if (group !== undefined) add(`group:${group}`)
+    if (group !== undefined) addUnique(out, `group:${group}`)
     for (const g of ids.groups) {
-      add(`supplementary_gid:${g}`)
+      addUnique(out, `supplementary_gid:${g}`)
       const name = groups.get(g)
-      if (name !== undefined) add(`supplementary_group:${name}`)
+      if (name !== undefined) addUnique(out, `supplementary_group:${name}`)
     }
 
     if (this.#cfg.discoverWorkloadPath) {
@@ -244,9 +243,9 @@ export class UnixWorkloadAttestor implements WorkloadAttestor {
           details: { pid },
         })
       }
-      add(`path:${path}`)
+      addUnique(out, `path:${path}`)
       const digest = await this.#hash(exeLink, pid, opts)
-      if (digest !== undefined) add(`sha256:${digest}`)
+      if (digest !== undefined) addUnique(out, `sha256:${digest}`)
     }
     return out
   }
@@ -357,6 +356,10 @@ export class UnixWorkloadAttestor implements WorkloadAttestor {
       close(fd, () => {})
     }
   }
+}
+
+function addUnique(out: string[], v: string): void {
+  if (!out.includes(v)) out.push(v)
 }
 
 function digestKey(st: BigIntStats): string {

@@ -17,9 +17,16 @@ export interface CallContext<Req = unknown> {
   log: Logger
 }
 
+/**
+ * The abort reason of every cancelled call. grpc-js reports 'cancelled' at the
+ * end of most calls, so a reason made per call (a DOMException with its stack)
+ * would be paid on nearly every RPC.
+ */
+const CALL_CANCELLED = new DOMException('the call was cancelled', 'AbortError')
+
 function callSignal(call: { on(ev: 'cancelled', f: () => void): unknown }): AbortController {
   const ac = new AbortController()
-  call.on('cancelled', () => ac.abort())
+  call.on('cancelled', () => ac.abort(CALL_CANCELLED))
   return ac
 }
 

@@ -34,13 +34,18 @@ function callSignal(call: { on(ev: 'cancelled', f: () => void): unknown }): Abor
 export function unary<Req, Res>(log: Logger, method: string, fn: (req: Req, ctx: CallContext<Req>) => Promise<Res>, observe?: Observe): handleUnaryCall<Req, Res> {
   const mlog = log.child({ [F.METHOD]: method })
   return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
-    const ac = callSignal(call)
+    const ac = new AbortController()
+    const onCancelled = () => ac.abort(CALL_CANCELLED)
+    call.on('cancelled', onCancelled)
     fn(call.request, { signal: ac.signal, call: call as ServerUnaryCall<Req, unknown>, log: mlog }).then(
       (res) => {
+        // The answer is ready: the 'cancelled' grpc-js reports as the stream closes has nothing left to stop.
+        call.removeListener('cancelled', onCancelled)
         observe?.(method, 0)
         callback(null, res)
       },
       (err: unknown) => {
+        call.removeListener('cancelled', onCancelled)
         const e = toGrpcError(err, mlog)
         observe?.(method, e.code)
         callback(e as never)

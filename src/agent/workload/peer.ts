@@ -34,14 +34,14 @@
  * a new connection for new calls (and retries refused ones transparently).
  */
 import { randomBytes } from 'node:crypto'
-import { chmodSync, closeSync, existsSync, lstatSync, mkdirSync, openSync, readSync, unlinkSync } from 'node:fs'
-import { createRequire } from 'node:module'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { chmodSync, closeSync, lstatSync, mkdirSync, openSync, readSync, unlinkSync } from 'node:fs'
+import { dirname } from 'node:path'
 import net from 'node:net'
 import * as grpc from '@grpc/grpc-js'
 import { IdentityError } from '../../errors/index.js'
 import { F, type Logger } from '../../common/log/logger.js'
+import { findNativeAddon, requireNativeAddon } from '../../common/native/addon.js'
+import { ProcFileReader } from '../../common/procfs.js'
 
 /** Kernel-reported credentials of the process that connected (at connect time). */
 export interface PeerCred {
@@ -67,25 +67,13 @@ interface PeerCredAddon {
 
 let addon: PeerCredAddon | undefined
 
-/** Walks up from this module to the repository root (the directory holding `marker`). */
-function findUp(marker: string): string | undefined {
-  let dir = dirname(fileURLToPath(import.meta.url))
-  for (;;) {
-    const candidate = join(dir, marker)
-    if (existsSync(candidate)) return candidate
-    const parent = dirname(dir)
-    if (parent === dir) return undefined
-    dir = parent
-  }
-}
-
 /** Loads the SO_PEERCRED addon once; throws ERR_NOT_CONFIGURED with the fix if it was never built. */
 export function loadPeerCredAddon(): PeerCredAddon {
   if (addon !== undefined) return addon
   if (process.platform !== 'linux') {
     throw new IdentityError('ERR_UNSUPPORTED', `peer credentials (SO_PEERCRED) are only supported on Linux, not ${process.platform}`)
   }
-  const path = findUp(join('build', 'Release', 'peercred.node'))
+  const path = findNativeAddon('peercred')
   if (path === undefined) {
     throw new IdentityError(
       'ERR_NOT_CONFIGURED',
@@ -93,8 +81,7 @@ export function loadPeerCredAddon(): PeerCredAddon {
     )
   }
   try {
-    const require = createRequire(import.meta.url)
-    const mod = require(path) as Partial<PeerCredAddon>
+    const mod = requireNativeAddon(path) as Partial<PeerCredAddon>
     if (typeof mod.getPeerCred !== 'function') throw new TypeError('getPeerCred export missing')
     addon = mod as PeerCredAddon
     return addon
@@ -150,7 +137,7 @@ export function readProcessStartTime(pid: number, procRoot = '/proc'): string | 
 }
 
 /** Shared by every start-time read (they are synchronous, so never concurrent). */
-let statBuf = Buffer.allocUnsafe(1024)
+const statReader = new ProcFileReader(1024)
 
 /**
  * Field 22 of the `/proc/<pid>/stat` open as `fd`, read from offset 0 (procfs
@@ -159,18 +146,8 @@ let statBuf = Buffer.allocUnsafe(1024)
  * opened for is gone (a reused pid is another process: its file is another).
  */
 function readStartTimeFd(fd: number): string | undefined {
-  let n = 0
-  for (;;) {
-    if (n === statBuf.length) {
-      const bigger = Buffer.allocUnsafe(statBuf.length * 2)
-      statBuf.copy(bigger, 0, 0, n)
-      statBuf = bigger
-    }
-    const space = statBuf.length - n
-    const r = readSync(fd, statBuf, n, space, n)
-    n += r
-    if (r < space) break // short read: the end (procfs hands out a generated file whole)
-  }
+  const n = statReader.read(fd)
+  const statBuf = statReader.buffer
   if (n === 0) return undefined
   const close = statBuf.lastIndexOf(0x29 /* ')' */, n - 1)
   if (close < 0) return undefined

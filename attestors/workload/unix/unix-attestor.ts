@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import { close, closeSync, fstatSync, openSync, read, readlinkSync, readSync, statSync, type BigIntStats } from 'node:fs'
+import { close, closeSync, fstatSync, openSync, read, readlinkSync, statSync, type BigIntStats } from 'node:fs'
 import { IdentityError } from '../../../src/errors/identity-error.js'
 import { F, type Logger } from '../../../src/common/log/logger.js'
 import { ProcFileReader } from '../../../src/common/procfs.js'

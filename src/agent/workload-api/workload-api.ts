@@ -19,7 +19,7 @@ import {
   type UntypedServiceImplementation,
 } from '@grpc/grpc-js'
 import { GrpcStatusError, toGrpcError } from '../../common/grpc/errors.js'
-import { serverStream, unary, type CallContext } from '../../common/grpc/handlers.js'
+import { CALL_CANCELLED, serverStream, unary, type CallContext } from '../../common/grpc/handlers.js'
 import { F, type Logger } from '../../common/log/logger.js'
 import { IdentityError } from '../../errors/identity-error.js'
 import { SpiffeId } from '../../spiffe/spiffe-id.js'
@@ -73,9 +73,6 @@ export interface WorkloadApiHandlerOptions {
   /** SPIRE's `allow_unauthenticated_verifiers`: bundle RPCs and ValidateJWTSVID work without an identity. Default false. */
   allowUnauthenticatedVerifiers?: boolean
 }
-
-/** The abort reason of a call the client cancelled (one object: `abort()` without a reason builds a DOMException, with a stack, each time). */
-const CANCELLED = new DOMException('the client cancelled the call', 'AbortError')
 
 function checkSecurityHeader(metadata: Metadata): void {
   const values = metadata.get(SECURITY_HEADER)
@@ -298,7 +295,7 @@ class WatchCall<Res> {
   #cancel(): void {
     if (this.#done) return
     this.#done = true
-    this.#attesting?.abort(CANCELLED)
+    this.#attesting?.abort(CALL_CANCELLED)
     this.#unsubscribeNow()
   }
 

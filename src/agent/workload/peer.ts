@@ -34,7 +34,7 @@
  * a new connection for new calls (and retries refused ones transparently).
  */
 import { randomBytes } from 'node:crypto'
-import { chmodSync, closeSync, lstatSync, mkdirSync, openSync, readSync, unlinkSync } from 'node:fs'
+import { chmodSync, closeSync, lstatSync, mkdirSync, openSync, unlinkSync } from 'node:fs'
 import { dirname } from 'node:path'
 import net from 'node:net'
 import * as grpc from '@grpc/grpc-js'

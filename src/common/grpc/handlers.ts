@@ -22,7 +22,7 @@ export interface CallContext<Req = unknown> {
  * end of most calls, so a reason made per call (a DOMException with its stack)
  * would be paid on nearly every RPC.
  */
-const CALL_CANCELLED = new DOMException('the call was cancelled', 'AbortError')
+export const CALL_CANCELLED = new DOMException('the call was cancelled', 'AbortError')
 
 function callSignal(call: { on(ev: 'cancelled', f: () => void): unknown }): AbortController {
   const ac = new AbortController()

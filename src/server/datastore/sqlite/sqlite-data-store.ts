@@ -30,7 +30,7 @@ import {
   revisionMismatch,
 } from '../internal/normalize.js'
 import type { AttestedNode, BundleRecord, DataStore, JoinToken, Page, RegistrationEntry, Selector } from '../types.js'
-import { MIGRATIONS, type Migration, SQLITE_SCHEMA_VERSION } from './migrations.js'
+import { MIGRATIONS, type Migration } from './migrations.js'
 
 export interface SqliteDataStoreOptions {
   /** Database file; created (0600, directory 0700) when missing. ':memory:' for a throwaway store. */

@@ -21,7 +21,6 @@ async function rejection(p: Promise<unknown>): Promise<IdentityError> {
 const validate = (token: string, extra: { audience?: string | string[]; now?: Date; leewaySeconds?: number } = {}): Promise<JwtSvid> =>
   validateJwtSvid(token, bundles, { audience: 'svc', now: NOW, ...extra })
 
-const es256 = { key: keys.es256.privateKey, alg: 'ES256' }
 const H = { alg: 'ES256', kid: 'k-es256', typ: 'JWT' }
 const without = (o: Record<string, unknown>, k: string): Record<string, unknown> => {
   const c = { ...o }

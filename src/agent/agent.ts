@@ -3,7 +3,8 @@
  * client, the cache manager, the Sync loop with reconnect backoff, agent SVID
  * renewal at half-life, and the Workload API socket.
  */
-import { generateKeyPairSync, type KeyObject } from 'node:crypto'
+import type { KeyObject } from 'node:crypto'
+import { newEcPrivateKey } from '../common/crypto/new-key.js'
 import { systemClock, type Clock } from '../common/clock.js'
 import { F, type Logger } from '../common/log/logger.js'
 import { IdentityError } from '../errors/identity-error.js'
@@ -51,7 +52,7 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
 }
 
 function newKey(): KeyObject {
-  return generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey
+  return newEcPrivateKey('P-256')
 }
 
 export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent> {

@@ -1,5 +1,6 @@
 import * as grpc from '@grpc/grpc-js'
-import { createPrivateKey, generateKeyPairSync, type KeyObject } from 'node:crypto'
+import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto'
+import { newEcPrivateKey } from '../common/crypto/new-key.js'
 import { chmodSync, lstatSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http'
 import { dirname, join } from 'node:path'
@@ -246,7 +247,8 @@ export async function startServer(cfg: ServerConfig, opts: { log: Logger; catalo
     const serverId = serverIdOf(cfg.trustDomain)
     let svidTimer: NodeJS.Timeout | undefined
     const renewServerSvid = async () => {
-      const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' })
+      const privateKey = newEcPrivateKey('P-256')
+      const publicKey = createPublicKey(privateKey)
       const svid = await ca.signX509Svid({ spiffeId: serverId, publicKey, ttlMs: cfg.defaultX509TtlMs })
       serverSvidPem = { certChainPem: svid.chain.map((c) => pem('CERTIFICATE', c)).join(''), keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }) as string }
       tls.setIdentity(serverSvidPem.certChainPem, serverSvidPem.keyPem)

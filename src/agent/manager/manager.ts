@@ -24,7 +24,8 @@
  * Timing is driven by `tick()` and the injected Clock; with `autoTick` a timer
  * calls it, tests call it after advancing a FakeClock.
  */
-import { generateKeyPairSync, X509Certificate } from 'node:crypto'
+import { X509Certificate } from 'node:crypto'
+import { newEcPrivateKey } from '../../common/crypto/new-key.js'
 import type { Clock } from '../../common/clock.js'
 import { F, type Logger } from '../../common/log/logger.js'
 import { IdentityError } from '../../errors/identity-error.js'
@@ -662,7 +663,7 @@ export class AgentManager implements WorkloadManager {
     for (const id of ids) {
       const entry = this.#entries.get(id)
       if (!entry) continue
-      const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' })
+      const privateKey = newEcPrivateKey('P-256')
       const csr = await createCsr({ privateKey })
       items.push({ entry, key: privateKey.export({ type: 'pkcs8', format: 'der' }), csr })
     }
@@ -884,7 +885,7 @@ export class AgentManager implements WorkloadManager {
     for (const inst of list) {
       const entry = this.#entries.get(inst.entryId)
       if (!entry) continue
-      const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' })
+      const privateKey = newEcPrivateKey('P-256')
       const csr = await createCsr({ privateKey })
       items.push({ inst, entry, key: privateKey.export({ type: 'pkcs8', format: 'der' }), csr })
     }

@@ -3,8 +3,8 @@
  * argument checks, by pkcs11: key-id validation, which signature algorithms a
  * key type accepts, and a ManagedKey over a node:crypto private KeyObject.
  */
-import { createPrivateKey, createPublicKey, generateKeyPair, sign as cryptoSign, constants, type KeyObject } from 'node:crypto'
-import { promisify } from 'node:util'
+import { createPrivateKey, createPublicKey, sign as cryptoSign, constants, type KeyObject } from 'node:crypto'
+import { newPrivateKeyAsync } from '../../common/crypto/new-key.js'
 import { IdentityError } from '../../errors/index.js'
 import type { KeyType, ManagedKey } from '../key-manager.js'
 import { HASH_FOR_ALGORITHM, HASH_LENGTH, type HashName, type SignatureAlgorithm } from '../../spiffe/signer.js'
@@ -73,18 +73,11 @@ export function keyTypeOf(key: KeyObject): KeyType | undefined {
   return undefined
 }
 
-const generateKeyPairAsync = promisify(generateKeyPair)
-
-/** Generates a private key of `type` with node:crypto (off the main thread). */
+/** Generates a private key of `type` with node:crypto (off the main thread; see new-key.ts for why it is imported back). */
 export async function generateSoftwareKey(type: KeyType): Promise<KeyObject> {
   assertKeyType(type)
-  if (type === 'ec-p256' || type === 'ec-p384') {
-    const { privateKey } = await generateKeyPairAsync('ec', { namedCurve: type === 'ec-p256' ? 'P-256' : 'P-384' })
-    return privateKey
-  }
-  const modulusLength = Number(type.slice(4))
-  const { privateKey } = await generateKeyPairAsync('rsa', { modulusLength, publicExponent: 0x10001 })
-  return privateKey
+  if (type === 'ec-p256' || type === 'ec-p384') return newPrivateKeyAsync({ ec: type === 'ec-p256' ? 'P-256' : 'P-384' })
+  return newPrivateKeyAsync({ rsa: Number(type.slice(4)) })
 }
 
 /** Parses a PKCS#8 PEM private key; throws ERR_KEY_INVALID when it is unreadable or of an unsupported type. */

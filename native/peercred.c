@@ -4,16 +4,38 @@
  *
  *   getPeerCred(fd: number): { pid: number, uid: number, gid: number }
  *
- * Throws an Error whose `code` is the errno name ("EBADF", "ENOTSOCK", ...)
- * when getsockopt fails.
+ *   getPeerPidfd(fd: number): number
+ *     A pidfd of the process that connected (SO_PEERPIDFD, Linux 6.5+): it
+ *     names that very process, whatever its pid names later. Close it with
+ *     fs.closeSync.
+ *   openPidfd(pid: number): number
+ *     pidfd_open(2) (Linux 5.3+): a pidfd of the process `pid` names now.
+ *   pidfdExited(pidfd: number): boolean
+ *     Whether the process of a pidfd has exited (poll(2) reports it readable).
+ *     While it has not, its pid cannot name any other process.
+ *
+ * Throws an Error whose `code` is the errno name ("EBADF", "ENOTSOCK",
+ * "ENOPROTOOPT" from a kernel without SO_PEERPIDFD, "ENOSYS" without
+ * pidfd_open, "ESRCH", ...) when the system call fails.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
+#include <unistd.h>
 #include <node_api.h>
+
+/* Older C library headers lack these; the numbers are the kernel's ABI. */
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77
+#endif
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
 
 #define CHECK(env, call)                                              \
   do {                                                                \
@@ -31,6 +53,11 @@ static const char *errno_name(int e) {
     case EINVAL: return "EINVAL";
     case ENOTCONN: return "ENOTCONN";
     case EFAULT: return "EFAULT";
+    case ESRCH: return "ESRCH";
+    case ENOSYS: return "ENOSYS";
+    case EMFILE: return "EMFILE";
+    case ENFILE: return "ENFILE";
+    case ENOMEM: return "ENOMEM";
     default: return "EIO";
   }
 }
@@ -86,10 +113,104 @@ static napi_value get_peer_cred(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* The single non-negative int32 argument of `name`, or -1 with a TypeError/RangeError thrown. */
+static int32_t fd_arg(napi_env env, napi_callback_info info, const char *name) {
+  size_t argc = 1;
+  napi_value argv[1];
+  char msg[96];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) {
+    napi_throw_error(env, NULL, "peercred: Node-API call failed");
+    return -1;
+  }
+  napi_valuetype t = napi_undefined;
+  if (argc >= 1 && napi_typeof(env, argv[0], &t) != napi_ok) t = napi_undefined;
+  if (t != napi_number) {
+    snprintf(msg, sizeof(msg), "%s: argument must be a number", name);
+    napi_throw_type_error(env, NULL, msg);
+    return -1;
+  }
+  int32_t v;
+  if (napi_get_value_int32(env, argv[0], &v) != napi_ok || v < 0) {
+    snprintf(msg, sizeof(msg), "%s: argument must be a non-negative integer", name);
+    napi_throw_range_error(env, NULL, msg);
+    return -1;
+  }
+  return v;
+}
+
+static napi_value throw_errno(napi_env env, const char *what, int e) {
+  char msg[160];
+  snprintf(msg, sizeof(msg), "%s failed: %s", what, strerror(e));
+  napi_throw_error(env, errno_name(e), msg);
+  return NULL;
+}
+
+static napi_value make_fd(napi_env env, int fd) {
+  napi_value n;
+  if (napi_create_int32(env, fd, &n) != napi_ok) {
+    close(fd);
+    napi_throw_error(env, NULL, "peercred: Node-API call failed");
+    return NULL;
+  }
+  return n;
+}
+
+static napi_value get_peer_pidfd(napi_env env, napi_callback_info info) {
+  int32_t fd = fd_arg(env, info, "getPeerPidfd");
+  if (fd < 0) return NULL;
+  int pidfd = -1;
+  socklen_t len = sizeof(pidfd);
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) != 0) return throw_errno(env, "getsockopt(SO_PEERPIDFD)", errno);
+  if (len != sizeof(pidfd) || pidfd < 0) {
+    if (pidfd >= 0) close(pidfd);
+    napi_throw_error(env, "EIO", "getsockopt(SO_PEERPIDFD) returned no descriptor");
+    return NULL;
+  }
+  return make_fd(env, pidfd);
+}
+
+static napi_value open_pidfd(napi_env env, napi_callback_info info) {
+  int32_t pid = fd_arg(env, info, "openPidfd");
+  if (pid < 0) return NULL;
+  if (pid == 0) {
+    napi_throw_range_error(env, NULL, "openPidfd: pid must be positive");
+    return NULL;
+  }
+  long pidfd = syscall(SYS_pidfd_open, (pid_t)pid, 0);
+  if (pidfd < 0) return throw_errno(env, "pidfd_open", errno);
+  return make_fd(env, (int)pidfd);
+}
+
+static napi_value pidfd_exited(napi_env env, napi_callback_info info) {
+  int32_t pidfd = fd_arg(env, info, "pidfdExited");
+  if (pidfd < 0) return NULL;
+  struct pollfd p = {.fd = pidfd, .events = POLLIN, .revents = 0};
+  int r;
+  do {
+    r = poll(&p, 1, 0);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) return throw_errno(env, "poll(pidfd)", errno);
+  if (r > 0 && (p.revents & POLLNVAL)) return throw_errno(env, "poll(pidfd)", EBADF);
+  napi_value out;
+  CHECK(env, napi_get_boolean(env, r > 0 && (p.revents & (POLLIN | POLLHUP | POLLERR)) != 0, &out));
+  return out;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
-  napi_value fn;
-  CHECK(env, napi_create_function(env, "getPeerCred", NAPI_AUTO_LENGTH, get_peer_cred, NULL, &fn));
-  CHECK(env, napi_set_named_property(env, exports, "getPeerCred", fn));
+  static const struct {
+    const char *name;
+    napi_callback fn;
+  } fns[] = {
+      {"getPeerCred", get_peer_cred},
+      {"getPeerPidfd", get_peer_pidfd},
+      {"openPidfd", open_pidfd},
+      {"pidfdExited", pidfd_exited},
+  };
+  for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
+    napi_value fn;
+    CHECK(env, napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &fn));
+    CHECK(env, napi_set_named_property(env, exports, fns[i].name, fn));
+  }
   return exports;
 }
 

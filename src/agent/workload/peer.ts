@@ -16,12 +16,17 @@
  * which keys the credentials recorded at accept time. Clients cannot influence
  * the id: it is set on our side of the socket.
  *
- * PID reuse: the start time read at accept is compared again after workload
- * attestation (`assertPeerAlive`); a process that exited, or a pid that now
- * belongs to another process, fails attestation. The re-check reads the
- * `/proc/<pid>/stat` file opened at accept and kept open with the connection:
- * procfs ties an open file to its process, so reads fail (ESRCH) once that
- * process is gone, whatever process the pid names by then.
+ * PID reuse: after workload attestation (`assertPeerAlive`), a caller that
+ * has exited, or whose pid now names another process, fails attestation.
+ * Where the kernel has pidfds, each connection holds a pidfd of its caller:
+ * from SO_PEERPIDFD (Linux 6.5+), which names the very process that
+ * connected, or else from pidfd_open(2) at accept. The re-check is one
+ * poll(2) of it: while the process has not exited, its pid cannot name any
+ * other process, so everything read through `/proc/<pid>` before the check
+ * was that process's. Without pidfds, the start time read at accept is
+ * compared with the `/proc/<pid>/stat` file opened at accept and kept open
+ * with the connection: procfs ties an open file to its process, so reads fail
+ * (ESRCH) once that process is gone, whatever process the pid names by then.
  *
  * Stream resets: nghttp2 (since 1.57, the HTTP/2 "rapid reset" fix) lets a
  * client reset at most 1,000 streams in a burst, refilled at 33 per second,
@@ -63,6 +68,12 @@ export type StartTimeReader = (pid: number) => string | undefined
 
 interface PeerCredAddon {
   getPeerCred(fd: number): PeerCred
+  /** SO_PEERPIDFD: a pidfd of the process that connected (throws ENOPROTOOPT on kernels before 6.5). */
+  getPeerPidfd?(fd: number): number
+  /** pidfd_open(2) (throws ENOSYS on kernels before 5.3). */
+  openPidfd?(pid: number): number
+  /** Whether the process of a pidfd has exited. */
+  pidfdExited?(pidfd: number): boolean
 }
 
 let addon: PeerCredAddon | undefined
@@ -184,6 +195,33 @@ function readStartTimeOrGone(fd: number): string | undefined {
   }
 }
 
+/**
+ * A pidfd of the caller of a connection, or undefined where the kernel (or
+ * the addon build) has none. `socket` is given when the connection's own
+ * credentials are used (SO_PEERPIDFD names exactly the process that
+ * connected); otherwise, or on kernels before 6.5, the process `pid` names
+ * now is opened. Throws ESRCH when that process is gone.
+ */
+function openCallerPidfd(pid: number, socket: net.Socket | undefined): number | undefined {
+  const a = loadPeerCredAddon()
+  if (!a.pidfdExited) return undefined
+  if (socket !== undefined && a.getPeerPidfd) {
+    try {
+      return a.getPeerPidfd(socketFd(socket))
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      if (code !== 'ENOPROTOOPT' && code !== 'EINVAL') throw err
+    }
+  }
+  if (!a.openPidfd) return undefined
+  try {
+    return a.openPidfd(pid)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOSYS') return undefined
+    throw err
+  }
+}
+
 /** Client-cancelled calls a connection may have in a burst before we close it gracefully (nghttp2's own burst is 1,000). */
 export const RESET_BURST = 500
 /** Refill of that budget per second (nghttp2's rate). */
@@ -252,7 +290,10 @@ export class PeerTrackingServer {
    * re-reading it skips the path lookup of every call.
    */
   readonly #statFds = new Map<PeerInfo, number>()
+  /** A pidfd of each connection's caller, where the kernel has pidfds (then no stat file is held). */
+  readonly #pidfds = new Map<PeerInfo, number>()
   readonly #holdStatFiles: boolean
+  readonly #ownCreds: boolean
   readonly #resets = new Map<string, ResetBudget>()
   readonly #now: () => number
   readonly #sockets = new Set<net.Socket>()
@@ -268,6 +309,7 @@ export class PeerTrackingServer {
     this.#readStartTime = opts.readStartTime ?? ((pid) => readProcessStartTime(pid))
     this.#holdStatFiles = opts.readStartTime === undefined
     this.#getPeerCred = opts.getPeerCred ?? getSocketPeerCred
+    this.#ownCreds = opts.getPeerCred === undefined
     this.#now = opts.now ?? (() => performance.now())
   }
 
@@ -308,10 +350,26 @@ export class PeerTrackingServer {
     let cred: PeerCred
     let startTime: string | undefined
     let statFd: number | undefined
+    let pidfd: number | undefined
+    let gone = false
+    const release = () => {
+      if (statFd !== undefined) closeSync(statFd)
+      if (pidfd !== undefined) closeSync(pidfd)
+      statFd = pidfd = undefined
+    }
     try {
       cred = this.#getPeerCred(socket)
-      statFd = this.#holdStatFiles ? openProcStat(cred.pid) : undefined
-      if (statFd === undefined) startTime = this.#readStartTime(cred.pid)
+      if (this.#holdStatFiles) {
+        try {
+          pidfd = openCallerPidfd(cred.pid, this.#ownCreds ? socket : undefined)
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err
+          gone = true // refused below
+        }
+        if (!gone) statFd = openProcStat(cred.pid)
+      }
+      if (gone) startTime = undefined
+      else if (statFd === undefined) startTime = this.#readStartTime(cred.pid)
       else {
         try {
           startTime = readStartTimeFd(statFd)
@@ -319,14 +377,23 @@ export class PeerTrackingServer {
           startTime = undefined
         }
       }
+      if (pidfd !== undefined && statFd !== undefined) {
+        // The stat file was opened by pid: it is the caller's if the caller was still running after it was read.
+        if (loadPeerCredAddon().pidfdExited!(pidfd)) startTime = undefined
+        closeSync(statFd) // the pidfd answers the re-checks
+        statFd = undefined
+      } else if (pidfd !== undefined) {
+        closeSync(pidfd)
+        pidfd = undefined
+      }
     } catch (err) {
-      if (statFd !== undefined) closeSync(statFd)
+      release()
       this.#log.warn({ [F.ERR]: err }, 'Cannot identify workload connection; closing it')
       socket.destroy()
       return
     }
     if (startTime === undefined) {
-      if (statFd !== undefined) closeSync(statFd)
+      release()
       this.#log.warn({ [F.PID]: cred.pid }, 'Workload exited before its connection was accepted; closing it')
       socket.destroy()
       return
@@ -335,6 +402,7 @@ export class PeerTrackingServer {
     const peer: PeerInfo = { id, pid: cred.pid, uid: cred.uid, gid: cred.gid, startTime }
     this.#peers.set(id, peer)
     if (statFd !== undefined) this.#statFds.set(peer, statFd)
+    if (pidfd !== undefined) this.#pidfds.set(peer, pidfd)
     this.#sockets.add(socket)
     socket.once('close', () => {
       this.#peers.delete(id)
@@ -342,6 +410,11 @@ export class PeerTrackingServer {
       if (fd !== undefined) {
         this.#statFds.delete(peer)
         closeSync(fd)
+      }
+      const pfd = this.#pidfds.get(peer)
+      if (pfd !== undefined) {
+        this.#pidfds.delete(peer)
+        closeSync(pfd)
       }
       this.#resets.delete(id)
       this.#sockets.delete(socket)
@@ -402,6 +475,17 @@ export class PeerTrackingServer {
    * caller's process has exited or its pid now belongs to another process.
    */
   assertPeerAlive(peer: PeerInfo): void {
+    const pidfd = this.#pidfds.get(peer)
+    if (pidfd !== undefined) {
+      let exited: boolean
+      try {
+        exited = loadPeerCredAddon().pidfdExited!(pidfd)
+      } catch (cause) {
+        throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', 'cannot re-check caller process', { cause, details: { pid: peer.pid } })
+      }
+      if (exited) throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', 'caller process exited during attestation', { details: { pid: peer.pid } })
+      return
+    }
     let now: string | undefined
     try {
       const fd = this.#statFds.get(peer)
@@ -430,6 +514,8 @@ export class PeerTrackingServer {
     await closed
     for (const fd of this.#statFds.values()) closeSync(fd)
     this.#statFds.clear()
+    for (const fd of this.#pidfds.values()) closeSync(fd)
+    this.#pidfds.clear()
     this.#peers.clear()
     this.#sockets.clear()
     removeStaleSocket(this.socketPath)

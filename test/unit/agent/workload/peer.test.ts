@@ -97,6 +97,67 @@ describe('SO_PEERCRED addon', () => {
   ])('rejects $title as fd', ({ arg, type }) => {
     expect(() => loadPeerCredAddon().getPeerCred(arg as number)).toThrow(type)
   })
+  it('gives a pidfd of the process that connected (SO_PEERPIDFD) and of a pid (pidfd_open); both report its exit', async () => {
+    const a = loadPeerCredAddon()
+    const path = join(tmp.dir, 'p.sock')
+    const accepted = new Promise<net.Socket>((resolve) => {
+      const srv = net.createServer((s) => {
+        resolve(s)
+        srv.close()
+      })
+      srv.listen(path, () => chmodSync(path, 0o777))
+    })
+    const { child, reported } = connectChild(path)
+    const exited = new Promise((resolve) => child.once('exit', resolve))
+    const fds: number[] = []
+    try {
+      const [sock] = await Promise.all([accepted, reported])
+      const fd = (sock as unknown as { _handle: { fd: number } })._handle.fd
+      fds.push(a.getPeerPidfd!(fd), a.openPidfd!(child.pid!))
+      for (const p of fds) expect(a.pidfdExited!(p)).toBe(false)
+      child.kill()
+      await exited
+      for (const p of fds) expect(a.pidfdExited!(p)).toBe(true)
+      let err: unknown
+      try {
+        a.openPidfd!(child.pid!)
+      } catch (e) {
+        err = e
+      }
+      expect((err as NodeJS.ErrnoException).code).toBe('ESRCH')
+      sock.destroy()
+    } finally {
+      child.kill()
+      for (const p of fds) closeSync(p)
+    }
+  })
+
+  it.each([
+    { title: 'getPeerPidfd of a regular file', call: (fd: number) => loadPeerCredAddon().getPeerPidfd!(fd), code: 'ENOTSOCK' },
+    { title: 'pidfdExited of a file that is not a pidfd', call: (fd: number) => loadPeerCredAddon().pidfdExited!(fd), code: 'EBADF' },
+  ])('pidfd calls throw errno-coded errors: $title', ({ call, code }) => {
+    const path = join(tmp.dir, 'g')
+    writeFileSync(path, 'x')
+    const fd = openSync(path, 'r')
+    let err: unknown
+    try {
+      if (code === 'EBADF') closeSync(fd)
+      call(fd)
+    } catch (e) {
+      err = e
+    } finally {
+      if (code !== 'EBADF') closeSync(fd)
+    }
+    expect((err as NodeJS.ErrnoException).code).toBe(code)
+  })
+
+  it.each([
+    { title: 'a string pid', call: () => loadPeerCredAddon().openPidfd!('1' as unknown as number), type: TypeError },
+    { title: 'pid 0', call: () => loadPeerCredAddon().openPidfd!(0), type: RangeError },
+    { title: 'a negative pidfd', call: () => loadPeerCredAddon().pidfdExited!(-1), type: RangeError },
+  ])('pidfd calls reject $title', ({ call, type }) => {
+    expect(call).toThrow(type)
+  })
 })
 
 describe('readProcessStartTime', () => {

@@ -187,9 +187,15 @@ export class UnixWorkloadAttestor implements WorkloadAttestor {
     this.#groups = new NameDb(opts.groupPath ?? '/etc/group')
   }
 
+  /** Stops watching the account files. */
+  async close(): Promise<void> {
+    this.#users.close()
+    this.#groups.close()
+  }
+
   /**
    * The small reads (`/proc/<pid>/status`, the `exe` link, fstat of the
-   * executable, a stat of passwd/group) are synchronous on purpose: they are
+   * executable, passwd/group when they changed) are synchronous on purpose: they are
    * served from kernel memory or the page cache in microseconds, while each
    * asynchronous fs call costs a libuv thread-pool round trip that dominated
    * the first-message latency of a Workload API stream. Only hashing an

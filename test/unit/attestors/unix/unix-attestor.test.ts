@@ -260,17 +260,65 @@ describe('NameDb', () => {
   })
   afterEach(() => tmp.cleanup())
 
-  it('re-reads the file only when it changes', async () => {
+  it('re-reads the file only when its stat changes', async () => {
     const path = join(tmp.dir, 'group')
     writeFileSync(path, 'a:x:1:\n')
     utimesSync(path, 1000, 1000)
-    const db = new NameDb(path)
+    const db = new NameDb(path, { watch: false })
     expect(await db.lookup(1)).toBe('a')
     writeFileSync(path, 'b:x:1:\n') // same size
     utimesSync(path, 1000, 1000) // same mtime: cached value kept
     expect(await db.lookup(1)).toBe('a')
     utimesSync(path, 2000, 2000)
     expect(await db.lookup(1)).toBe('b')
+  })
+
+  it('sees edits and replacements through its directory watch, with no stat per lookup', async () => {
+    const path = join(tmp.dir, 'passwd')
+    writeFileSync(path, 'a:x:1:1::/:/bin/sh\n')
+    const now = 0 // frozen: the periodic re-check never comes due
+    const db = new NameDb(path, { now: () => now })
+    try {
+      expect(await db.lookup(1)).toBe('a')
+      writeFileSync(path, 'bb:x:1:1::/:/bin/sh\n') // edited in place
+      await vi.waitFor(async () => expect(await db.lookup(1)).toBe('bb'), { timeout: 5000, interval: 10 })
+      writeFileSync(`${path}+`, 'ccc:x:1:1::/:/bin/sh\n') // replaced, as useradd/vipw do
+      renameSync(`${path}+`, path)
+      await vi.waitFor(async () => expect(await db.lookup(1)).toBe('ccc'), { timeout: 5000, interval: 10 })
+    } finally {
+      db.close()
+    }
+  })
+
+  it('re-checks a file its watch cannot see (a symlink elsewhere) once the re-check interval has passed', async () => {
+    mkdirSync(join(tmp.dir, 'real'))
+    const real = join(tmp.dir, 'real', 'group')
+    writeFileSync(real, 'a:x:1:\n')
+    mkdirSync(join(tmp.dir, 'etc'))
+    const path = join(tmp.dir, 'etc', 'group')
+    symlinkSync(real, path)
+    const clock = new FakeClock(0)
+    const db = new NameDb(path, { now: () => clock.now(), recheckMs: 1000 })
+    try {
+      expect(await db.lookup(1)).toBe('a')
+      writeFileSync(real, 'bb:x:1:\n')
+      await new Promise((r) => setTimeout(r, 100)) // any event would have arrived
+      expect(await db.lookup(1)).toBe('a') // no event in etc/, not yet due
+      clock.advance(1000)
+      expect(await db.lookup(1)).toBe('bb')
+    } finally {
+      db.close()
+    }
+  })
+
+  it('checks the stat on every lookup once closed', async () => {
+    const path = join(tmp.dir, 'group')
+    writeFileSync(path, 'a:x:1:\n')
+    const db = new NameDb(path, { now: () => 0 })
+    expect(await db.lookup(1)).toBe('a')
+    db.close()
+    writeFileSync(path, 'bb:x:1:\n')
+    expect(await db.lookup(1)).toBe('bb')
   })
 
   it('yields no names for a missing file', async () => {

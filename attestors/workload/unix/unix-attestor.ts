@@ -32,34 +32,67 @@ export interface ProcessIds {
  * the kernel checks permissions against, falling back to the first field if
  * only one is present.
  */
-export function parseProcStatus(text: string): ProcessIds {
-  const groups = (statusField(text, 'Groups') ?? []).filter((g) => /^\d+$/.test(g)).map(Number)
-  return { uid: pickId(text, 'Uid'), gid: pickId(text, 'Gid'), groups }
+export function parseProcStatus(text: string | Buffer, length?: number): ProcessIds {
+  const buf = typeof text === 'string' ? Buffer.from(text, 'latin1') : text
+  const end = length ?? buf.length
+  const groups: number[] = []
+  const g = fieldStart(buf, end, GROUPS)
+  if (g >= 0) scanIds(buf, g, end, groups)
+  for (let i = groups.length - 1; i >= 0; i--) if (Number.isNaN(groups[i])) groups.splice(i, 1)
+  return { uid: pickId(buf, end, UID, 'Uid'), gid: pickId(buf, end, GID, 'Gid'), groups }
 }
+
+const UID = Buffer.from('Uid:', 'latin1')
+const GID = Buffer.from('Gid:', 'latin1')
+const GROUPS = Buffer.from('Groups:', 'latin1')
 
 /** The effective id of a `Uid:`/`Gid:` line (the first value if it has only one). */
-function pickId(text: string, name: string): number {
-  const ids = statusField(text, name)
-  const v = ids?.[1] ?? ids?.[0]
-  if (v === undefined || !/^\d+$/.test(v)) {
-    throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', `unix: no ${name} line in process status`)
-  }
-  return Number(v)
+function pickId(buf: Buffer, end: number, key: Buffer, name: string): number {
+  const at = fieldStart(buf, end, key)
+  const ids: number[] = []
+  if (at >= 0) scanIds(buf, at, end, ids, 2)
+  const v = ids[1] ?? ids[0]
+  if (v === undefined || Number.isNaN(v)) throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', `unix: no ${name} line in process status`)
+  return v
 }
 
-/** The whitespace-separated values of the first `<name>:` line, or undefined without one. */
-function statusField(text: string, name: string): string[] | undefined {
-  const key = `${name}:`
-  let at: number
-  if (text.startsWith(key)) at = 0
-  else {
-    at = text.indexOf(`\n${key}`)
-    if (at < 0) return undefined
-    at += 1
+/** Offset just after `<key>` where it starts a line (before `end`), or -1. */
+function fieldStart(buf: Buffer, end: number, key: Buffer): number {
+  let at = 0
+  while (at < end) {
+    const i = buf.indexOf(key, at)
+    if (i < 0 || i + key.length > end) return -1
+    if (i === 0 || buf[i - 1] === 0x0a) return i + key.length
+    at = i + 1
   }
-  const end = text.indexOf('\n', at)
-  const line = text.slice(at + key.length, end < 0 ? text.length : end)
-  return line.trim().split(/\s+/).filter((s) => s !== '')
+  return -1
+}
+
+/**
+ * Appends the whitespace-separated decimal values of the line from `at` to
+ * `out` (at most `max`); a value that is not all digits (or too long for an
+ * id) is appended as NaN.
+ */
+function scanIds(buf: Buffer, at: number, end: number, out: number[], max = Number.POSITIVE_INFINITY): void {
+  let i = at
+  while (i < end && out.length < max) {
+    let c = buf[i]!
+    if (c === 0x0a) return
+    if (c === 0x20 || c === 0x09 || c === 0x0d) {
+      i++
+      continue
+    }
+    let v = 0
+    let digits = true
+    const from = i
+    for (; i < end; i++) {
+      c = buf[i]!
+      if (c === 0x20 || c === 0x09 || c === 0x0d || c === 0x0a) break
+      if (c < 0x30 || c > 0x39) digits = false
+      else v = v * 10 + (c - 0x30)
+    }
+    out.push(digits && i - from <= 10 ? v : Number.NaN)
+  }
 }
 
 /** Reused by every read of a small /proc file (reads are synchronous, so never shared by two). */
@@ -73,20 +106,11 @@ const procReader = new ProcFileReader(4096)
 export function readSmallFileSync(path: string): string {
   const fd = openSync(path, 'r')
   try {
-    return readFromStart(fd)
+    const n = procReader.read(fd) // may grow the buffer: take it after
+    return procReader.buffer.toString('latin1', 0, n)
   } finally {
     closeSync(fd)
   }
-}
-
-/**
- * The whole content of an open file, read from offset 0, as latin1 text. A
- * read that does not fill the space it was given has reached the end (procfs
- * hands out a generated file whole), so no further read is made to see 0.
- */
-function readFromStart(fd: number): string {
-  const n = procReader.read(fd)
-  return procReader.buffer.toString('latin1', 0, n)
 }
 
 /** `/proc/<pid>/status` files kept open at most (see {@link ProcStatusFiles}). */
@@ -109,25 +133,26 @@ class ProcStatusFiles {
   readonly #files = new Map<number, { fd: number; usedAt: number }>()
   #sweeper: ReturnType<typeof setInterval> | undefined
 
-  read(procRoot: string, pid: number): string {
+  /** Reads the status of `pid` into the shared reader's buffer; returns its length. */
+  read(procRoot: string, pid: number): number {
     const now = performance.now()
     const held = this.#files.get(pid)
     if (held !== undefined) {
       this.#files.delete(pid)
       try {
-        const text = readFromStart(held.fd)
+        const n = procReader.read(held.fd)
         held.usedAt = now
         this.#files.set(pid, held)
-        return text
+        return n
       } catch (err) {
         closeSync(held.fd)
         if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err
       }
     }
     const fd = openSync(`${procRoot}/${pid}/status`, 'r')
-    let text: string
+    let n: number
     try {
-      text = readFromStart(fd)
+      n = procReader.read(fd)
     } catch (err) {
       closeSync(fd)
       throw err
@@ -142,7 +167,7 @@ class ProcStatusFiles {
       this.#sweeper = setInterval(() => this.#sweep(), STATUS_FILE_IDLE_MS)
       this.#sweeper.unref()
     }
-    return text
+    return n
   }
 
   /** Closes the files idle for STATUS_FILE_IDLE_MS or more (least recently used come first). */
@@ -205,13 +230,17 @@ export class UnixWorkloadAttestor implements WorkloadAttestor {
     if (!Number.isInteger(pid) || pid <= 0) throw new RangeError(`invalid pid ${pid}`)
     opts.signal?.throwIfAborted()
     const procDir = `${this.#procRoot}/${pid}`
-    let status: string
+    let ids: ProcessIds
     try {
-      status = this.#statusFiles ? this.#statusFiles.read(this.#procRoot, pid) : readSmallFileSync(`${procDir}/status`)
+      // Parsed straight from the shared read buffer (no text made of it).
+      if (this.#statusFiles) {
+        const n = this.#statusFiles.read(this.#procRoot, pid) // may grow the buffer: read it after
+        ids = parseProcStatus(procReader.buffer, n)
+      } else ids = parseProcStatus(readSmallFileSync(`${procDir}/status`))
     } catch (cause) {
+      if (cause instanceof IdentityError) throw cause
       throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', `unix: cannot read status of process ${pid}`, { cause, details: { pid } })
     }
-    const ids = parseProcStatus(status)
     const users = this.#users.current()
     const groups = this.#groups.current()
     const out: string[] = []

@@ -158,11 +158,13 @@ describe('unix workload attestor: the test process itself', () => {
 
 describe('unix workload attestor: a child process', () => {
   const isRoot = process.getuid?.() === 0
+  /** Supplementary groups the child takes: their Groups: line alone outgrows the 4 KiB first read. */
+  const manyGroups = Array.from({ length: 1500 }, (_, i) => 100_000 + i)
   /** A child that prints "ready", and on SIGUSR1 (as root) takes other ids and prints "changed". */
   function child() {
     const script = `
       process.on('SIGUSR1', () => {
-        process.setgroups([4242]); process.setegid(65534); process.seteuid(65534)
+        process.setgroups([4242, ...${JSON.stringify(manyGroups)}]); process.setegid(65534); process.seteuid(65534)
         process.stdout.write('changed\\n')
       })
       process.stdout.write('ready\\n')
@@ -196,6 +198,7 @@ describe('unix workload attestor: a child process', () => {
         await said('changed')
         const after = await a.attest(pid, {})
         expect(after).toEqual(expect.arrayContaining(['uid:65534', 'gid:65534', 'supplementary_gid:4242']))
+        expect(after.filter((s) => s.startsWith('supplementary_gid:'))).toEqual(['supplementary_gid:4242', ...manyGroups.map((g) => `supplementary_gid:${g}`)])
         expect(after).not.toContain('uid:0')
       }
       c.kill()
@@ -248,8 +251,19 @@ describe('parseProcStatus', () => {
     { title: 'field names inside other lines are not lines', text: 'Name:\tUid:\t9\nUid:\t1\t2\t3\t4\nGid:\t5\t6\t7\t8\n', expected: { uid: 2, gid: 6, groups: [] } },
     { title: 'four ids: effective wins', text: 'Uid:\t1\t2\t3\t4\nGid:\t5\t6\t7\t8\nGroups:\t9 10\n', expected: { uid: 2, gid: 6, groups: [9, 10] } },
     { title: 'single id', text: 'Uid:\t7\nGid:\t8\n', expected: { uid: 7, gid: 8, groups: [] } },
+    { title: 'empty Groups line, last line without newline', text: 'Groups:\t\nUid:\t0\t0\t0\t0\nGid:\t4294967294', expected: { uid: 0, gid: 4294967294, groups: [] } },
+    { title: 'malformed group values are dropped', text: 'Uid:\t1\t2\nGid:\t3\t4\nGroups:\t5 x6 7 99999999999 \n', expected: { uid: 2, gid: 4, groups: [5, 7] } },
   ])('$title', ({ text, expected }) => {
     expect(parseProcStatus(text)).toEqual(expected)
+    expect(parseProcStatus(Buffer.from(`${text}\nUid:\t5\t5\t5\t5\nGroups:\t8\n`), Buffer.byteLength(text))).toEqual(expected) // bytes past the length are not read
+  })
+
+  it.each([
+    { title: 'no Uid line', text: 'Gid:\t1\n' },
+    { title: 'non-numeric effective uid', text: 'Uid:\t1\t-2\t3\t4\nGid:\t1\n' },
+    { title: 'Uid only inside another line', text: 'Name:\tUid:\t9\nGid:\t1\n' },
+  ])('rejects $title', ({ text }) => {
+    expect(() => parseProcStatus(text)).toThrow(expect.objectContaining({ code: 'ERR_WORKLOAD_ATTESTATION_FAILED' }))
   })
 })
 

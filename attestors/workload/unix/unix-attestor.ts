@@ -228,7 +228,8 @@ export class UnixWorkloadAttestor implements WorkloadAttestor {
    */
   async attest(pid: number, opts: CallOpts = {}): Promise<string[]> {
     if (!Number.isInteger(pid) || pid <= 0) throw new RangeError(`invalid pid ${pid}`)
-    opts.signal?.throwIfAborted()
+    // opts.signal is read only where we wait (hashing a new executable): the
+    // reads before it are synchronous, and a call context makes its signal lazily.
     const procDir = `${this.#procRoot}/${pid}`
     let ids: ProcessIds
     try {

@@ -1055,7 +1055,7 @@ export class AgentManager implements WorkloadManager {
   async fetchJwtSvids(selectors: string[], req: { audience: string[]; spiffeId?: string }, opts: CallOpts & WorkloadCallContext): Promise<JwtSvidResult[]> {
     const audience = [...new Set(req.audience.filter((a) => a !== ''))].sort()
     if (audience.length === 0) throw new IdentityError('ERR_INVALID_ARGUMENT', 'audience must be specified')
-    await this.whenReady(opts.signal)
+    if (!this.#ready) await this.whenReady(opts.signal)
     const proc = procOf(opts.peer)
     const targets: { entry: AgentEntry; spiffeId: string; inst: InstanceState | undefined }[] = []
     for (const id of this.#match(new Set(selectors))) {
@@ -1080,12 +1080,31 @@ export class AgentManager implements WorkloadManager {
     targets.sort((a, b) => (a.spiffeId < b.spiffeId ? -1 : a.spiffeId > b.spiffeId ? 1 : a.entry.id < b.entry.id ? -1 : 1))
     const seen = new Set<string>()
     const unique = targets.filter((t) => (seen.has(t.spiffeId) ? false : (seen.add(t.spiffeId), true)))
-    const out = await Promise.all(unique.map((t) => this.#jwtFor(t.entry, audience, opts, t.inst)))
+    // Fresh cached tokens are answered without a round of promises per identity.
+    const fresh = unique.map((t) => this.#freshJwt(t.entry, audience, t.inst))
+    const out = fresh.every((j) => j !== undefined)
+      ? (fresh as CachedJwt[])
+      : await Promise.all(unique.map((t, i) => fresh[i] ?? this.#jwtFor(t.entry, audience, opts, t.inst)))
     return out.map((j, i) => ({ spiffeId: unique[i]!.spiffeId, token: j.token, hint: unique[i]!.entry.hint }))
   }
 
+  /** The cache key of a JWT-SVID for an entry (or instance) and a sorted audience. */
+  #jwtKey(entry: AgentEntry, audience: string[], inst?: InstanceState): string {
+    return `${inst ? `${inst.instanceId}` : entry.spiffeId}\n${audience.join('\n')}`
+  }
+
+  /** A cached JWT-SVID not yet due for refresh (marked most recently used), or undefined. */
+  #freshJwt(entry: AgentEntry, audience: string[], inst?: InstanceState): CachedJwt | undefined {
+    const key = this.#jwtKey(entry, audience, inst)
+    const cached = this.#jwts.get(key)
+    if (cached === undefined || this.#clock.now() >= cached.refreshAt) return undefined
+    this.#jwts.delete(key)
+    this.#jwts.set(key, cached)
+    return cached
+  }
+
   async #jwtFor(entry: AgentEntry, audience: string[], opts: CallOpts, inst?: InstanceState): Promise<CachedJwt> {
-    const key = `${inst ? `${inst.instanceId}` : entry.spiffeId}\n${audience.join('\n')}`
+    const key = this.#jwtKey(entry, audience, inst)
     const now = this.#clock.now()
     const cached = this.#jwts.get(key)
     if (cached && now < cached.refreshAt) {

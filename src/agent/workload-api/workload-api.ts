@@ -23,6 +23,7 @@ import { CALL_CANCELLED, serverStream, unary, type CallContext } from '../../com
 import { F, type Logger } from '../../common/log/logger.js'
 import { IdentityError } from '../../errors/identity-error.js'
 import { SpiffeId } from '../../spiffe/spiffe-id.js'
+import type { CallOpts } from '../../plugin/contracts.js'
 import type { PeerInfo } from '../workload/peer.js'
 import type { WorkloadIdentity, WorkloadManager, WorkloadPeer, WorkloadUpdate } from './manager.js'
 import { toStruct } from './struct.js'
@@ -227,7 +228,7 @@ export function jwtBundlesResponse(u: WorkloadUpdate): JWTBundlesResponseMessage
 }
 
 interface WatchDeps<Res> {
-  attest(call: ServerWritableStream<unknown, Res>, signal: AbortSignal, log: Logger): Promise<{ selectors: string[]; peer: WorkloadPeer }>
+  attest(call: ServerWritableStream<unknown, Res>, opts: CallOpts, log: Logger): Promise<{ selectors: string[]; peer: WorkloadPeer }>
   manager: WorkloadManager
   render: (u: WorkloadUpdate) => Res | IdentityError
   log: Logger
@@ -260,7 +261,7 @@ class WatchCall<Res> {
     this.#attesting = ac
     let caller: { selectors: string[]; peer: WorkloadPeer }
     try {
-      caller = await this.#deps.attest(this.#call, ac.signal, this.#deps.log)
+      caller = await this.#deps.attest(this.#call, { signal: ac.signal }, this.#deps.log)
     } catch (err) {
       this.#attesting = undefined
       this.#fail(err)
@@ -323,7 +324,7 @@ export function workloadApiHandlers(opts: WorkloadApiHandlerOptions): UntypedSer
   /** Header check, then attestation of the caller and the PID-reuse re-check. */
   async function attestCaller(
     call: CallContext<unknown>['call'],
-    signal: AbortSignal,
+    opts: CallOpts,
     mlog: Logger,
   ): Promise<{ selectors: string[]; peer: WorkloadPeer }> {
     checkSecurityHeader(call.metadata)
@@ -331,7 +332,7 @@ export function workloadApiHandlers(opts: WorkloadApiHandlerOptions): UntypedSer
     peers.watchResets?.(call)
     let selectors: string[]
     try {
-      selectors = await manager.attest({ pid: peer.pid, uid: peer.uid, gid: peer.gid }, { signal })
+      selectors = await manager.attest({ pid: peer.pid, uid: peer.uid, gid: peer.gid }, opts)
     } catch (cause) {
       throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', `workload attestation failed for pid ${peer.pid}`, {
         cause,
@@ -368,12 +369,13 @@ export function workloadApiHandlers(opts: WorkloadApiHandlerOptions): UntypedSer
       if (audience.length === 0) throw new IdentityError('ERR_INVALID_ARGUMENT', 'audience must be specified')
       const spiffeId = req.spiffe_id ?? ''
       if (spiffeId !== '') SpiffeId.fromString(spiffeId) // ERR_SPIFFE_ID_INVALID → InvalidArgument
-      const { selectors, peer } = await attestCaller(ctx.call, ctx.signal, ctx.log)
-      const svids = await manager.fetchJwtSvids(
-        selectors,
-        spiffeId === '' ? { audience } : { audience, spiffeId },
-        { signal: ctx.signal, peer },
-      )
+      const { selectors, peer } = await attestCaller(ctx.call, ctx, ctx.log)
+      const svids = await manager.fetchJwtSvids(selectors, spiffeId === '' ? { audience } : { audience, spiffeId }, {
+        get signal() {
+          return ctx.signal
+        },
+        peer,
+      })
       if (svids.length === 0) throw noIdentity()
       return { svids: uniqueHints(svids).map((s) => ({ spiffe_id: s.spiffeId, svid: s.token, hint: s.hint })) }
     }),
@@ -384,7 +386,7 @@ export function workloadApiHandlers(opts: WorkloadApiHandlerOptions): UntypedSer
       const token = req.svid ?? ''
       if (audience === '') throw new IdentityError('ERR_INVALID_ARGUMENT', 'audience must be specified')
       if (token === '') throw new IdentityError('ERR_INVALID_ARGUMENT', 'svid must be specified')
-      const { selectors, peer } = await attestCaller(ctx.call, ctx.signal, ctx.log)
+      const { selectors, peer } = await attestCaller(ctx.call, ctx, ctx.log)
       if (!allowUnauthenticated) await requireIdentity(selectors, peer)
       let result
       try {

@@ -12,16 +12,18 @@ export interface NamedWorkloadAttestor {
  * Runs every workload attestor on `pid` at the same time and merges their
  * selectors as `<name>:<value>` (deduplicated, in attestor order). As in
  * SPIRE, the call fails only when every attestor fails; single failures are
- * logged. The failure is ERR_WORKLOAD_ATTESTATION_FAILED, whose message the
+ * logged to `log`. `opts` goes to each attestor as it is (its signal is not
+ * read here: a call context makes one only when something needs it). The failure is ERR_WORKLOAD_ATTESTATION_FAILED, whose message the
  * API boundary replaces with "workload attestation failed".
  */
 export async function attestWorkload(
   pid: number,
   attestors: readonly NamedWorkloadAttestor[],
-  opts: CallOpts & { log: Logger },
+  opts: CallOpts,
+  log: Logger,
 ): Promise<string[]> {
   if (attestors.length === 0) throw new TypeError('attestWorkload: no workload attestors configured')
-  const callOpts: CallOpts = opts.signal ? { signal: opts.signal } : {}
+  const callOpts = opts
   if (attestors.length === 1) {
     // The usual case (one attestor, often answering without I/O): no allSettled round.
     const { name, attestor } = attestors[0]!
@@ -29,7 +31,7 @@ export async function attestWorkload(
     try {
       values = await attestor.attest(pid, callOpts)
     } catch (reason) {
-      opts.log.warn({ [F.PID]: pid, [F.PLUGIN_NAME]: name, [F.ERR]: reason }, 'Workload attestor failed')
+      log.warn({ [F.PID]: pid, [F.PLUGIN_NAME]: name, [F.ERR]: reason }, 'Workload attestor failed')
       throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', `all 1 workload attestors failed for pid ${pid}`, {
         cause: reason,
         details: { pid },
@@ -45,7 +47,7 @@ export async function attestWorkload(
     const name = attestors[i]!.name
     if (r.status === 'rejected') {
       failures++
-      opts.log.warn({ [F.PID]: pid, [F.PLUGIN_NAME]: name, [F.ERR]: r.reason }, 'Workload attestor failed')
+      log.warn({ [F.PID]: pid, [F.PLUGIN_NAME]: name, [F.ERR]: r.reason }, 'Workload attestor failed')
       return
     }
     for (const v of r.value) {

@@ -11,8 +11,12 @@ import { F, type Logger } from '../log/logger.js'
 import { toGrpcError } from './errors.js'
 
 export interface CallContext<Req = unknown> {
-  /** Aborted when the client cancels or the deadline passes. */
-  signal: AbortSignal
+  /**
+   * Aborted when the client cancels or the deadline passes. In unary calls it
+   * is made on first read (most answers never need one), so pass the context
+   * itself where a `CallOpts` is wanted rather than reading it eagerly.
+   */
+  readonly signal: AbortSignal
   call: ServerUnaryCall<Req, unknown> | ServerWritableStream<Req, unknown> | ServerDuplexStream<Req, unknown>
   log: Logger
 }
@@ -30,14 +34,40 @@ function callSignal(call: { on(ev: 'cancelled', f: () => void): unknown }): Abor
   return ac
 }
 
+/** The context of a unary call: its AbortSignal exists once something reads it. */
+class UnaryContext<Req> implements CallContext<Req> {
+  readonly call: ServerUnaryCall<Req, unknown>
+  readonly log: Logger
+  #ac: AbortController | undefined
+  #cancelled = false
+
+  constructor(call: ServerUnaryCall<Req, unknown>, log: Logger) {
+    this.call = call
+    this.log = log
+  }
+
+  get signal(): AbortSignal {
+    if (this.#ac === undefined) {
+      this.#ac = new AbortController()
+      if (this.#cancelled) this.#ac.abort(CALL_CANCELLED)
+    }
+    return this.#ac.signal
+  }
+
+  cancel(): void {
+    this.#cancelled = true
+    this.#ac?.abort(CALL_CANCELLED)
+  }
+}
+
 /** Adapts `async (req, ctx) => res` to a grpc-js unary handler; errors go through toGrpcError. */
 export function unary<Req, Res>(log: Logger, method: string, fn: (req: Req, ctx: CallContext<Req>) => Promise<Res>, observe?: Observe): handleUnaryCall<Req, Res> {
   const mlog = log.child({ [F.METHOD]: method })
   return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
-    const ac = new AbortController()
-    const onCancelled = () => ac.abort(CALL_CANCELLED)
+    const ctx = new UnaryContext(call as ServerUnaryCall<Req, unknown>, mlog)
+    const onCancelled = () => ctx.cancel()
     call.on('cancelled', onCancelled)
-    fn(call.request, { signal: ac.signal, call: call as ServerUnaryCall<Req, unknown>, log: mlog }).then(
+    fn(call.request, ctx).then(
       (res) => {
         // The answer is ready: the 'cancelled' grpc-js reports as the stream closes has nothing left to stop.
         call.removeListener('cancelled', onCancelled)

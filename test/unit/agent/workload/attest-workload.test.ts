@@ -32,7 +32,7 @@ describe('attestWorkload', () => {
     { title: 'one of two fails: the rest still count', attestors: [fail('k8s'), ok('unix', ['uid:1'])], expected: ['unix:uid:1'], warns: 1 },
   ])('$title', async ({ attestors, expected, warns }) => {
     const log = captureLogger()
-    expect(await attestWorkload(42, attestors, { log })).toEqual(expected)
+    expect(await attestWorkload(42, attestors, {}, log)).toEqual(expected)
     expect(log.lines.filter((l) => l.level === 'warn')).toHaveLength(warns)
   })
 
@@ -41,7 +41,7 @@ describe('attestWorkload', () => {
     { title: 'the only one', attestors: [fail('a')], logged: ['a'] },
   ])('fails with ERR_WORKLOAD_ATTESTATION_FAILED when all attestors fail: $title', async ({ attestors, logged }) => {
     const log = captureLogger()
-    await expect(attestWorkload(42, attestors, { log })).rejects.toMatchObject({
+    await expect(attestWorkload(42, attestors, {}, log)).rejects.toMatchObject({
       code: 'ERR_WORKLOAD_ATTESTATION_FAILED',
       cause: { message: 'a broke' },
     })
@@ -52,11 +52,11 @@ describe('attestWorkload', () => {
     const ac = new AbortController()
     const seen: (AbortSignal | undefined)[] = []
     const spy: NamedWorkloadAttestor = { name: 'unix', attestor: { attest: async (_pid, o) => (seen.push(o.signal), []) } }
-    await attestWorkload(1, [spy], { log: captureLogger(), signal: ac.signal })
+    await attestWorkload(1, [spy], { signal: ac.signal }, captureLogger())
     expect(seen).toEqual([ac.signal])
   })
 
   it('throws TypeError with no attestors', async () => {
-    await expect(attestWorkload(1, [], { log: captureLogger() })).rejects.toBeInstanceOf(TypeError)
+    await expect(attestWorkload(1, [], {}, captureLogger())).rejects.toBeInstanceOf(TypeError)
   })
 })

@@ -1,3 +1,4 @@
+import type { KeyObject } from 'node:crypto'
 import type { Signer } from '../spiffe/signer.js'
 
 export type KeyType = 'ec-p256' | 'ec-p384' | 'rsa-2048' | 'rsa-3072' | 'rsa-4096'
@@ -7,6 +8,13 @@ export const KEY_TYPES: readonly KeyType[] = ['ec-p256', 'ec-p384', 'rsa-2048', 
 export interface ManagedKey extends Signer {
   readonly id: string
   readonly type: KeyType
+  /**
+   * Software keys only (memory, disk): the private key as a node:crypto
+   * KeyObject, so that this process's worker threads can sign with it (a
+   * KeyObject posted to a worker shares the key, it is never exported). HSM
+   * keys have no such handle: their signatures stay behind `sign`.
+   */
+  inProcessKey?(): KeyObject
 }
 
 /**

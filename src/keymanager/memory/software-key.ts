@@ -136,6 +136,10 @@ export class SoftwareKey implements ManagedKey {
     return signWithKeyObject(this.#privateKey, this.type, data, alg)
   }
 
+  inProcessKey(): KeyObject {
+    return this.#privateKey
+  }
+
   /** Never serialise the private key through JSON or util.inspect. */
   toJSON(): { id: string; type: KeyType } {
     return { id: this.id, type: this.type }

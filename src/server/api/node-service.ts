@@ -24,7 +24,7 @@ import type { RegisterInstanceResponse } from '../../gen/warrant/agent/v1/Regist
 import type { EndInstanceRequest__Output } from '../../gen/warrant/agent/v1/EndInstanceRequest.js'
 import type { EndInstanceResponse } from '../../gen/warrant/agent/v1/EndInstanceResponse.js'
 import type { FederatedBundles } from '../bundle/federated.js'
-import { inlineCsrVerifier, type CsrVerifier } from '../ca/csr-verifier.js'
+import { inlineCsrVerifier, type CsrVerifier, type SignItem } from '../ca/csr-verifier.js'
 import type { CaManager } from '../ca/manager.js'
 import type { AttestedNode, RegistrationEntry } from '../datastore/types.js'
 import type { Metrics } from '../metrics.js'
@@ -75,6 +75,7 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
   const observe: Observe = (method, code) => d.metrics.requests.inc({ method: `Node/${method}`, code: String(code) })
   const auth = (call: AnyCall) => d.attestation.authenticate(peerChain(call))
   const csrVerifier = d.csrVerifier ?? inlineCsrVerifier
+  const ttlOf = (entry: RegistrationEntry): number => (entry.x509SvidTtl > 0 ? entry.x509SvidTtl * 1000 : d.defaultX509TtlMs)
   const x509Latency = d.metrics.signLatency.labels({ kind: 'x509' })
   const x509Signed = d.metrics.signings.labels({ kind: 'x509' })
 
@@ -289,11 +290,6 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
         const node = await auth(ctx.call)
         const params = req.params ?? []
         if (params.length === 0 || params.length > MAX_BATCH) throw new IdentityError('ERR_INVALID_ARGUMENT', `batch must hold 1-${MAX_BATCH} requests`)
-        // The (authenticated) agent's CSRs are verified off the main thread, all at once, while its entries are looked
-        // up; each item is signed as soon as its own check is back. Checks never reject: an unauthorized item's is ignored.
-        const checks = csrVerifier.verify(params.map((p) => p.csr ?? EMPTY))
-        const authorized = await authorizedFor(node)
-        const entries = params.map((p) => authorized.get(p.entry_id ?? ''))
         const failed = (entryId: string, err: unknown): X509SVIDResult => {
           const e = asIdentityError(err)
           ctx.log.warn({ [F.AGENT_ID]: node.agentId, [F.ENTRY_ID]: entryId.slice(0, 64), [F.ERROR_CODE]: e.code, [F.ERR]: e.message }, 'X509-SVID not signed')
@@ -301,41 +297,71 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
           const shown = e.code === 'ERR_ID_NOT_AUTHORIZED' ? new IdentityError('ERR_ID_NOT_AUTHORIZED', 'permission denied') : e
           return { entry_id: entryId, status: errorStatus(shown), svid_chain: [], expires_at: '0' }
         }
-        // Checks and admissions run in item order; the CA signatures (async behind the Signer) overlap.
-        const pending: Promise<X509SVIDResult>[] = []
+        const signedOk = (entryId: string, chain: readonly Uint8Array[], notAfter: number, t0: number): X509SVIDResult => {
+          x509Latency.observe((performance.now() - t0) / 1000)
+          x509Signed.inc()
+          return { entry_id: entryId, status: OK_STATUS, svid_chain: chain.map(asBuffer), expires_at: String(notAfter) }
+        }
+        // With a software CA key and a worker pool, a leaf whose ID no namespace bounds (nothing to count, so admission
+        // needs no checked CSR first) is checked and signed on a worker in one go; the rest (bounded IDs, HSM keys) have
+        // their CSRs checked first, then are admitted and signed here.
+        const authorized = await authorizedFor(node)
+        const delegate = csrVerifier.verifyAndSign ? d.ca.x509Delegate() : undefined
+        const out: Promise<X509SVIDResult>[] = new Array(params.length)
+        const direct: { at: number; entryId: string; item: SignItem }[] = []
+        const here: { at: number; entryId: string; spiffeId: SpiffeId; entry: RegistrationEntry; instanceKey: string }[] = []
         for (let i = 0; i < params.length; i++) {
           const entryId = params[i]!.entry_id ?? ''
           try {
-            const entry = entries[i]
+            const entry = authorized.get(entryId)
             if (!entry) throw new IdentityError('ERR_ID_NOT_AUTHORIZED', `entry ${entryId.slice(0, 64)} is not authorized for agent ${node.agentId}`)
-            const check = await checks[i]!
-            if (!check.ok) throw check.error
             const subject = await subjectFor(entry, node.agentId, params[i]!.instance_id ?? '')
             const spiffeId = parsedId(subject.spiffeId)
-            const admitted = d.bounds.admitX509({
-              spiffeId,
-              ttlMs: entry.x509SvidTtl > 0 ? entry.x509SvidTtl * 1000 : d.defaultX509TtlMs,
-              dnsNames: entry.dnsNames,
-              nodeSelectors: node.selectors,
-              instanceKey: subject.instanceKey,
-            })
-            const t0 = performance.now()
-            pending.push(
-              d.ca.signX509Svid({ spiffeId, publicKey: { spki: check.csr.spki }, ttlMs: admitted.ttlMs, dnsNames: admitted.dnsNames }).then(
-                (svid): X509SVIDResult => {
-                  x509Latency.observe((performance.now() - t0) / 1000)
-                  x509Signed.inc()
-                  return { entry_id: entryId, status: OK_STATUS, svid_chain: svid.chain.map(asBuffer), expires_at: String(svid.notAfter) }
-                },
-                (err: unknown) => failed(entryId, err),
-              ),
-            )
+            if (delegate === undefined || d.bounds.effective(spiffeId) !== undefined) {
+              here.push({ at: i, entryId, spiffeId, entry, instanceKey: subject.instanceKey })
+              continue
+            }
+            const admitted = d.bounds.admitX509({ spiffeId, ttlMs: ttlOf(entry), dnsNames: entry.dnsNames, nodeSelectors: node.selectors, instanceKey: subject.instanceKey })
+            const v = delegate.validity(admitted.ttlMs)
+            direct.push({ at: i, entryId, item: { csr: params[i]!.csr ?? EMPTY, spiffeId: subject.spiffeId, notBefore: v.notBefore, notAfter: v.notAfter, dnsNames: admitted.dnsNames } })
           } catch (err) {
-            pending.push(Promise.resolve(failed(entryId, err)))
+            out[i] = Promise.resolve(failed(entryId, err))
           }
         }
-        const results = await Promise.all(pending)
-        return { results }
+        if (direct.length > 0) {
+          const t0 = performance.now()
+          const signed = csrVerifier.verifyAndSign!(direct.map((x) => x.item), delegate!)
+          const tail = delegate!.chainTail
+          for (let k = 0; k < direct.length; k++) {
+            const { at, entryId, item } = direct[k]!
+            out[at] = signed[k]!.then((o) => (o.ok ? signedOk(entryId, tail.length === 0 ? [o.leaf] : [o.leaf, ...tail], item.notAfter, t0) : failed(entryId, o.error)))
+          }
+        }
+        if (here.length > 0) {
+          // Admissions (which count live instances) run in item order, each once its own check is back; the CA
+          // signatures (async behind the Signer) overlap. Checks never reject.
+          const checks = csrVerifier.verify(here.map((x) => params[x.at]!.csr ?? EMPTY))
+          let gate: Promise<unknown> = Promise.resolve()
+          for (let k = 0; k < here.length; k++) {
+            const { at, entryId, spiffeId, entry, instanceKey } = here[k]!
+            const admitted = gate
+              .then(() => checks[k]!)
+              .then((check) => {
+                if (!check.ok) throw check.error
+                const a = d.bounds.admitX509({ spiffeId, ttlMs: ttlOf(entry), dnsNames: entry.dnsNames, nodeSelectors: node.selectors, instanceKey })
+                return { spki: check.csr.spki, ...a }
+              })
+            gate = admitted.catch(() => undefined)
+            out[at] = admitted
+              .then(async (a) => {
+                const t0 = performance.now()
+                const svid = await d.ca.signX509Svid({ spiffeId, publicKey: { spki: a.spki }, ttlMs: a.ttlMs, dnsNames: a.dnsNames })
+                return signedOk(entryId, svid.chain, svid.notAfter, t0)
+              })
+              .catch((err: unknown) => failed(entryId, err))
+          }
+        }
+        return { results: await Promise.all(out) }
       },
       observe,
     ),

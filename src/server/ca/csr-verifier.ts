@@ -1,3 +1,4 @@
+import type { KeyObject } from 'node:crypto'
 import { availableParallelism } from 'node:os'
 import { createRequire } from 'node:module'
 import { pathToFileURL } from 'node:url'
@@ -5,6 +6,7 @@ import { Worker } from 'node:worker_threads'
 import type { ErrorCode } from '../../errors/codes.js'
 import { IdentityError } from '../../errors/identity-error.js'
 import { MAX_CSR_BYTES, verifyCsr, type VerifiedCsr, type VerifyCsrOptions } from '../../spiffe/x509-svid/csr.js'
+import type { X509CaDelegate } from './manager.js'
 import { nativeEcdsa } from './native-ecdsa.js'
 
 /**
@@ -15,6 +17,12 @@ import { nativeEcdsa } from './native-ecdsa.js'
  * stays behind the `Signer` interface on the main thread). ECDSA signatures
  * are checked with the native `ecverify` addon when it is built (see
  * native-ecdsa.ts), with node:crypto otherwise.
+ *
+ * When the CA's key is a software key (memory, disk key managers), the pool
+ * also signs: `verifyAndSign` checks each CSR and builds and signs its leaf on
+ * the same worker, so a batch's whole cost spreads over every core instead of
+ * queueing its signatures on the main thread. HSM keys never leave their key
+ * manager; their leaves are signed on the main thread after `verify`.
  */
 
 /** The outcome of one CSR check. Never a rejected promise: a bad CSR is `{ ok: false }`. */
@@ -27,9 +35,30 @@ export interface CsrVerifier {
    * so a caller can sign the first ones while the rest are still verified.
    */
   verify(csrs: readonly Uint8Array[]): Promise<CsrCheck>[]
+  /**
+   * Checks each item's CSR like `verify` and, when it passes, signs the item's
+   * X.509-SVID leaf with `ca` (the CSR's public key, the item's SPIFFE ID,
+   * validity and DNS names; nothing else of the CSR). One promise per item, in
+   * order, each settling (never rejecting) with the leaf's DER or the error.
+   * Optional: verifiers without it leave signing to the caller.
+   */
+  verifyAndSign?(items: readonly SignItem[], ca: X509CaDelegate): Promise<SignOutcome>[]
   /** Stops the workers; checks still pending settle with ERR_UNAVAILABLE. */
   close(): Promise<void>
 }
+
+/** One leaf for `verifyAndSign`: what the server decided (ID, validity, DNS names) and the agent's CSR. */
+export interface SignItem {
+  csr: Uint8Array
+  spiffeId: string
+  /** ms since the epoch, from `X509CaDelegate.validity`. */
+  notBefore: number
+  notAfter: number
+  dnsNames: readonly string[]
+}
+
+/** The outcome of one `verifyAndSign` item. Never a rejected promise. */
+export type SignOutcome = { ok: true; leaf: Uint8Array } | { ok: false; error: IdentityError }
 
 let inlineOptions: VerifyCsrOptions | undefined
 
@@ -55,13 +84,26 @@ export const inlineCsrVerifier: CsrVerifier = {
 
 // ------------------------------------------------------------ wire format (worker ↔ pool)
 
-/** @internal A job posted to a worker. */
-export interface CsrJob {
-  id: number
-  csrs: Uint8Array[]
+/** @internal A leaf to sign, as posted to a worker (its CSR a compact copy). */
+export interface WireSignItem {
+  csr: Uint8Array
+  spiffeId: string
+  notBefore: number
+  notAfter: number
+  dnsNames: readonly string[]
 }
-/** @internal A check as a worker reports it (plain data). */
-export type CsrOutcome = { ok: true; spki: Uint8Array; spiffeId: string | undefined; dnsNames: string[] } | { ok: false; code: ErrorCode; message: string }
+/**
+ * @internal A message to a worker: a job (CSRs to check, or leaves to check
+ * and sign with CA generation `gen`), answered by a CsrJobResult with its id;
+ * or the CA to sign with from now on (no answer). Messages on a port arrive in
+ * order, so a CA is always in place before the first job that names it.
+ */
+export type WorkerMessage = { id: number; csrs: Uint8Array[] } | { id: number; gen: number; sign: WireSignItem[] } | { ca: { gen: number; certificate: Uint8Array; privateKey: KeyObject } }
+/** @internal An outcome as a worker reports it (plain data): a checked CSR, a signed leaf, or an error. */
+export type CsrOutcome =
+  | { ok: true; spki: Uint8Array; spiffeId: string | undefined; dnsNames: string[] }
+  | { ok: true; leaf: Uint8Array }
+  | { ok: false; code: ErrorCode; message: string }
 /** @internal */
 export interface CsrJobResult {
   id: number
@@ -70,9 +112,18 @@ export interface CsrJobResult {
   native?: boolean
 }
 
-function fromWire(o: CsrOutcome): CsrCheck {
-  if (o.ok) return { ok: true, csr: { spki: o.spki, spiffeId: o.spiffeId, dnsNames: o.dnsNames } }
-  return { ok: false, error: new IdentityError(o.code, o.message) }
+function checkFromWire(o: CsrOutcome | undefined): CsrCheck {
+  if (o === undefined) return { ok: false, error: new IdentityError('ERR_INTERNAL', 'CSR verifier worker answered short') }
+  if (!o.ok) return { ok: false, error: new IdentityError(o.code, o.message) }
+  if ('leaf' in o) return { ok: false, error: new IdentityError('ERR_INTERNAL', 'CSR verifier worker answered a check with a leaf') }
+  return { ok: true, csr: { spki: o.spki, spiffeId: o.spiffeId, dnsNames: o.dnsNames } }
+}
+
+function signFromWire(o: CsrOutcome | undefined): SignOutcome {
+  if (o === undefined) return { ok: false, error: new IdentityError('ERR_INTERNAL', 'CSR verifier worker answered short') }
+  if (!o.ok) return { ok: false, error: new IdentityError(o.code, o.message) }
+  if (!('leaf' in o)) return { ok: false, error: new IdentityError('ERR_INTERNAL', 'CSR verifier worker answered a signing job without a leaf') }
+  return { ok: true, leaf: o.leaf }
 }
 
 // ------------------------------------------------------------ pool
@@ -85,7 +136,7 @@ export interface CsrVerifierPoolOptions {
 }
 
 interface Pending {
-  deliver: ((c: CsrCheck) => void)[]
+  deliver: ((o: CsrOutcome | undefined) => void)[]
 }
 
 interface Slot {
@@ -93,9 +144,14 @@ interface Slot {
   /** CSRs sent and not answered yet. */
   load: number
   jobs: Map<number, Pending>
+  /** The CA generation this worker signs with (0: none yet). */
+  caGen: number
 }
 
 const MAX_POOL = 16
+
+/** A compact copy: structured clone would otherwise copy a view's whole underlying buffer. */
+const compact = (u: Uint8Array): Uint8Array => Uint8Array.prototype.slice.call(u)
 
 /** The worker's entry point; from TypeScript sources, the worker first registers tsx (as bin/warrant.js does). */
 function workerSpec(): { entry: URL | string; eval: boolean; workerData?: unknown } {
@@ -123,6 +179,9 @@ export class CsrVerifierPool implements CsrVerifier {
   nativeEcdsa = false
   readonly #chunkSize: number
   readonly #slots: Slot[] = []
+  /** A generation number per CA the workers have been given (a rotation makes a new delegate). */
+  readonly #caGens = new WeakMap<X509CaDelegate, number>()
+  #nextGen = 1
   #nextId = 1
   #closed = false
 
@@ -150,13 +209,13 @@ export class CsrVerifierPool implements CsrVerifier {
   #spawn(): Promise<void> {
     const spec = workerSpec()
     const worker = new Worker(spec.entry, { eval: spec.eval, ...(spec.workerData === undefined ? {} : { workerData: spec.workerData }) })
-    const slot: Slot = { worker, load: 0, jobs: new Map() }
+    const slot: Slot = { worker, load: 0, jobs: new Map(), caGen: 0 }
     this.#slots.push(slot)
     worker.unref()
     let online = false
     const ready = new Promise<void>((resolve, reject) => {
       // The worker answers a zero-CSR job once its module graph has loaded.
-      const probe: CsrJob = { id: 0, csrs: [] }
+      const probe: WorkerMessage = { id: 0, csrs: [] }
       worker.once('online', () => worker.postMessage(probe))
       const onFirst = (m: CsrJobResult) => {
         if (m.id !== 0) return
@@ -189,14 +248,11 @@ export class CsrVerifierPool implements CsrVerifier {
     slot.jobs.delete(m.id)
     slot.load -= job.deliver.length
     if (slot.load === 0) slot.worker.unref()
-    for (let i = 0; i < job.deliver.length; i++) {
-      const r = m.results[i]
-      job.deliver[i]!(r ? fromWire(r) : { ok: false, error: new IdentityError('ERR_INTERNAL', 'CSR verifier worker answered short') })
-    }
+    for (let i = 0; i < job.deliver.length; i++) job.deliver[i]!(m.results[i])
   }
 
   #fail(slot: Slot, code: ErrorCode, message: string): void {
-    for (const job of slot.jobs.values()) for (const d of job.deliver) d({ ok: false, error: new IdentityError(code, message) })
+    for (const job of slot.jobs.values()) for (const d of job.deliver) d({ ok: false, code, message })
     slot.jobs.clear()
     slot.load = 0
   }
@@ -205,28 +261,66 @@ export class CsrVerifierPool implements CsrVerifier {
     if (this.#closed) return csrs.map(() => Promise.resolve({ ok: false, error: new IdentityError('ERR_UNAVAILABLE', 'CSR verifier is closed') }))
     // Every worker lost and none could be restarted: check on this thread rather than refuse.
     if (this.#slots.length === 0) return inlineCsrVerifier.verify(csrs)
-    const out: Promise<CsrCheck>[] = new Array(csrs.length)
-    // Anything that is not a plausible CSR (not bytes, over the size cap) is refused here, without a copy to a worker.
+    return this.#dispatch(csrs, (c) => c, outcome, checkFromWire, (id, idx) => ({ id, csrs: idx.map((i) => compact(csrs[i]!)) }))
+  }
+
+  verifyAndSign(items: readonly SignItem[], ca: X509CaDelegate): Promise<SignOutcome>[] {
+    if (this.#closed) return items.map(() => Promise.resolve({ ok: false, error: new IdentityError('ERR_UNAVAILABLE', 'CSR verifier is closed') }))
+    if (this.#slots.length === 0) return items.map(() => Promise.resolve({ ok: false, error: new IdentityError('ERR_UNAVAILABLE', 'no CSR worker is running; retry') }))
+    let gen = this.#caGens.get(ca)
+    if (gen === undefined) this.#caGens.set(ca, (gen = this.#nextGen++))
+    const caGen = gen
+    // An implausible CSR is refused here with the error `verify` would give (the check never passes).
+    const refused = (item: SignItem): SignOutcome => {
+      const c = outcome(item.csr)
+      return c.ok ? { ok: false, error: new IdentityError('ERR_CSR_INVALID', 'invalid CSR') } : c
+    }
+    return this.#dispatch(items, (item) => item.csr, refused, signFromWire, (id, idx, slot) => {
+      if (slot.caGen !== caGen) {
+        const msg: WorkerMessage = { ca: { gen: caGen, certificate: ca.certificate, privateKey: ca.privateKey } }
+        slot.worker.postMessage(msg)
+        slot.caGen = caGen
+      }
+      const sign = idx.map((i): WireSignItem => {
+        const it = items[i]!
+        return { csr: compact(it.csr), spiffeId: it.spiffeId, notBefore: it.notBefore, notAfter: it.notAfter, dnsNames: it.dnsNames }
+      })
+      return { id, gen: caGen, sign }
+    })
+  }
+
+  /**
+   * Spreads items over the workers in chunks (to the least loaded worker
+   * each), one promise per item in order. Anything whose CSR is not a
+   * plausible CSR (not bytes, over the size cap) is answered by `refuse` here,
+   * without a copy to a worker.
+   */
+  #dispatch<I, R>(
+    items: readonly I[],
+    csrOf: (item: I) => unknown,
+    refuse: (item: I) => R,
+    fromWire: (o: CsrOutcome | undefined) => R,
+    makeJob: (id: number, idx: number[], slot: Slot) => WorkerMessage,
+  ): Promise<R>[] {
+    const out: Promise<R>[] = new Array(items.length)
     const sent: number[] = []
-    for (let i = 0; i < csrs.length; i++) {
-      const c = csrs[i]
+    for (let i = 0; i < items.length; i++) {
+      const c = csrOf(items[i]!)
       if (c instanceof Uint8Array && c.length <= MAX_CSR_BYTES) sent.push(i)
-      else out[i] = Promise.resolve(outcome(c as Uint8Array))
+      else out[i] = Promise.resolve(refuse(items[i]!))
     }
     const chunk = Math.max(1, Math.min(this.#chunkSize, Math.ceil(sent.length / this.#slots.length)))
     for (let start = 0; start < sent.length; start += chunk) {
       const idx = sent.slice(start, start + chunk)
-      // A compact copy each: structured clone would otherwise copy a view's whole underlying buffer.
-      const part = idx.map((i) => Uint8Array.prototype.slice.call(csrs[i]!))
-      const deliver: ((c: CsrCheck) => void)[] = []
-      for (const i of idx) out[i] = new Promise<CsrCheck>((resolve) => deliver.push(resolve))
+      const deliver: ((o: CsrOutcome | undefined) => void)[] = []
+      for (const i of idx) out[i] = new Promise<R>((resolve) => deliver.push((o) => resolve(fromWire(o))))
       let slot = this.#slots[0]!
       for (const s of this.#slots) if (s.load < slot.load) slot = s
       const id = this.#nextId++
+      const job = makeJob(id, idx, slot)
       slot.jobs.set(id, { deliver })
       if (slot.load === 0) slot.worker.ref()
-      slot.load += part.length
-      const job: CsrJob = { id, csrs: part }
+      slot.load += idx.length
       slot.worker.postMessage(job)
     }
     return out

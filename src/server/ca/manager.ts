@@ -70,6 +70,20 @@ interface ActiveX509 {
   key: ManagedKey
   /** Certificates after the leaf in an SVID chain: for an upstream CA, our intermediate and the upstream's. */
   chainTail: Uint8Array[]
+  /** Made on first use by x509Delegate(); null when the key stays in its key manager. */
+  delegate?: X509CaDelegate | null
+}
+
+/** The active X.509 CA as worker threads can sign with it (see CaManager.x509Delegate). */
+export interface X509CaDelegate {
+  /** The CA certificate (DER): the issuer of the leaves. */
+  readonly certificate: Uint8Array
+  /** Certificates after the leaf in an SVID chain. */
+  readonly chainTail: readonly Uint8Array[]
+  /** The CA's private key, in this process (software key managers only). */
+  readonly privateKey: KeyObject
+  /** notBefore and notAfter (ms since the epoch) for a leaf of `ttlMs`: never past the CA's own notAfter. */
+  validity(ttlMs: number): { notBefore: number; notAfter: number }
 }
 
 interface ActiveJwt {
@@ -335,6 +349,36 @@ export class CaManager {
       ...(opts.dnsNames && opts.dnsNames.length > 0 ? { dnsNames: opts.dnsNames } : {}),
     })
     return { chain: [leaf, ...ca.chainTail], serial: serialOf(leaf), notAfter }
+  }
+
+  /**
+   * The active X.509 CA for signing on this process's worker threads, or
+   * undefined when its key cannot leave the key manager (an HSM key) or no CA
+   * is active. The object stays the same until the next activation, so a
+   * holder can tell a rotation by identity. Leaves signed with it must use
+   * `validity()`, which keeps them within the CA's own lifetime, and carry
+   * `chainTail` after them.
+   */
+  x509Delegate(): X509CaDelegate | undefined {
+    const ca = this.#x509
+    if (!ca) return undefined
+    if (ca.delegate === undefined) {
+      const privateKey = ca.key.inProcessKey?.()
+      const caNotAfter = ca.slot.notAfter
+      const clock = this.#o.clock
+      ca.delegate = privateKey
+        ? {
+            certificate: ca.der,
+            chainTail: ca.chainTail,
+            privateKey,
+            validity: (ttlMs) => {
+              const now = clock.now()
+              return { notBefore: now - 10_000, notAfter: Math.min(now + ttlMs, caNotAfter) }
+            },
+          }
+        : null
+    }
+    return ca.delegate ?? undefined
   }
 
   /** Mints a JWT-SVID with the active JWT key; `exp` never passes the key's own expiry. */

@@ -331,6 +331,16 @@ describe('CaManager with an upstream authority', () => {
     await expect(verifyX509Svid([svid.chain[0]!], b, { now: new Date(clock.now()) })).rejects.toMatchObject({ code: 'ERR_X509_SVID_UNTRUSTED' })
   })
 
+  it('hands worker threads the intermediate as the issuer and the same chain tail as signX509Svid', async () => {
+    const up = await upstreamRoot(t0 + 10 * CA_TTL)
+    const ca = await started({ upstream: up })
+    const d = ca.x509Delegate()!
+    const svid = await ca.signX509Svid({ spiffeId: workload, publicKey: leafKey(), ttlMs: 5 * MIN })
+    expect(d.chainTail.map(fp)).toEqual(svid.chain.slice(1).map(fp))
+    expect(fp(d.certificate)).toBe(fp(svid.chain[1]!))
+    expect(signedBy(new X509Certificate(svid.chain[0]!), d.certificate)).toBe(true)
+  })
+
   it('rotation keeps publishing the upstream root only; the JWT keys still change', async () => {
     const up = await upstreamRoot(t0 + 10 * CA_TTL)
     const ca = await started({ upstream: up })

@@ -269,6 +269,8 @@ export interface PeerTrackingServerOptions {
   getPeerCred?: (socket: net.Socket) => PeerCred
   /** Injected for tests: monotonic milliseconds for the reset budget; defaults to `performance.now`. */
   now?: () => number
+  /** For tests: false behaves as on a kernel without pidfds (the kept stat file answers the re-checks). Default true. */
+  pidfds?: boolean
 }
 
 /**
@@ -293,6 +295,7 @@ export class PeerTrackingServer {
   /** A pidfd of each connection's caller, where the kernel has pidfds (then no stat file is held). */
   readonly #pidfds = new Map<PeerInfo, number>()
   readonly #holdStatFiles: boolean
+  readonly #usePidfds: boolean
   readonly #ownCreds: boolean
   readonly #resets = new Map<string, ResetBudget>()
   readonly #now: () => number
@@ -308,6 +311,7 @@ export class PeerTrackingServer {
     this.#log = opts.log
     this.#readStartTime = opts.readStartTime ?? ((pid) => readProcessStartTime(pid))
     this.#holdStatFiles = opts.readStartTime === undefined
+    this.#usePidfds = opts.pidfds !== false
     this.#getPeerCred = opts.getPeerCred ?? getSocketPeerCred
     this.#ownCreds = opts.getPeerCred === undefined
     this.#now = opts.now ?? (() => performance.now())
@@ -361,7 +365,7 @@ export class PeerTrackingServer {
       cred = this.#getPeerCred(socket)
       if (this.#holdStatFiles) {
         try {
-          pidfd = openCallerPidfd(cred.pid, this.#ownCreds ? socket : undefined)
+          pidfd = this.#usePidfds ? openCallerPidfd(cred.pid, this.#ownCreds ? socket : undefined) : undefined
         } catch (err) {
           if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err
           gone = true // refused below

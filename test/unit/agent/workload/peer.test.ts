@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process'
-import { chmodSync, closeSync, lstatSync, mkdirSync, openSync, writeFileSync } from 'node:fs'
+import { chmodSync, closeSync, lstatSync, mkdirSync, openSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
 import { join } from 'node:path'
 import * as grpc from '@grpc/grpc-js'
@@ -295,13 +295,19 @@ describe('PeerTrackingServer', () => {
     else expect(isIdentityError(err, 'ERR_WORKLOAD_ATTESTATION_FAILED')).toBe(true)
   })
 
-  it("assertPeerAlive re-reads the stat file opened at accept: alive while the caller runs, fails once it has exited", async () => {
-    const socketPath = join(tmp.dir, 'alive.sock')
+  it.each([
+    { pidfds: true, held: 'a pidfd of the caller' },
+    { pidfds: false, held: "the caller's stat file (as on a kernel without pidfds)" },
+  ])('assertPeerAlive checks $held: alive while the caller runs, fails once it has exited', async ({ pidfds }) => {
+    const socketPath = join(tmp.dir, `alive-${pidfds}.sock`)
     const id = (b: Buffer) => b
     const caller = spawn('sleep', ['30'], { stdio: 'ignore' })
     const callerExited = new Promise((resolve) => caller.once('exit', resolve))
-    // The connection is credited to `caller`; the default start-time reader keeps its /proc/<pid>/stat open.
-    pts = new PeerTrackingServer({ socketPath, grpcServer, log: nullLogger, getPeerCred: () => ({ pid: caller.pid!, uid: 0, gid: 0 }) })
+    const ownFds = () => readdirSync('/proc/self/fd').map((fd) => { try { return readlinkSync(`/proc/self/fd/${fd}`) } catch { return '' } })
+    const held = () => ({ pidfds: ownFds().filter((l) => l === 'anon_inode:[pidfd]').length, statFiles: ownFds().filter((l) => l === `/proc/${caller.pid}/stat`).length })
+    const before = held()
+    // The connection is credited to `caller` (pidfd_open of its pid, or its /proc/<pid>/stat kept open).
+    pts = new PeerTrackingServer({ socketPath, grpcServer, log: nullLogger, getPeerCred: () => ({ pid: caller.pid!, uid: 0, gid: 0 }), pidfds })
     const tracker = pts
     const method = { path: '/t.T/Alive', requestStream: false, responseStream: false, requestSerialize: id, requestDeserialize: id, responseSerialize: id, responseDeserialize: id }
     grpcServer.addService({ Alive: method } as unknown as grpc.ServiceDefinition, {
@@ -324,6 +330,7 @@ describe('PeerTrackingServer', () => {
     try {
       expect(await ask()).toBe(`ok ${caller.pid}`)
       expect(await ask()).toBe(`ok ${caller.pid}`)
+      expect(held()).toEqual(pidfds ? { pidfds: before.pidfds + 1, statFiles: 0 } : { pidfds: before.pidfds, statFiles: 1 })
       caller.kill()
       await callerExited // reaped: its /proc entry is gone, the same connection stays open
       expect(await ask()).toBe('failed')

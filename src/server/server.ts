@@ -301,8 +301,8 @@ export async function startServer(cfg: ServerConfig, opts: { log: Logger; catalo
     const nodeProto = loadProto('warrant/agent/v1/node.proto') as unknown as { warrant: { agent: { v1: { Node: grpc.ServiceClientConstructor } } } }
     const healthProto = loadProto('grpc/health/v1/health.proto') as unknown as { grpc: { health: { v1: { Health: grpc.ServiceClientConstructor } } } }
     const agentApi = new grpc.Server({ 'grpc.max_receive_message_length': 16 * 1024 * 1024, 'grpc.keepalive_permit_without_calls': 1 })
-    // CSRs of BatchNewX509SVID are verified on a worker pool (one thread per core), which also signs their leaves when
-    // the CA key is a software key; stopped after the gRPC server.
+    // CSRs of BatchNewX509SVID are verified on a worker pool (one thread fewer than the cores, with this thread taking a
+    // share when idle), which also signs their leaves when the CA key is a software key; stopped after the gRPC server.
     const csrVerifier = await CsrVerifierPool.start()
     closers.push(() => csrVerifier.close())
     if (!csrVerifier.nativeEcdsa) log.warn({ [F.ERR]: String(nativeEcdsaError()) }, 'Native ECDSA addon not loaded: CSRs are verified with node:crypto (slower)')

@@ -35,6 +35,7 @@ describe.each([
   { name: 'inline', make: async (): Promise<CsrVerifier> => inlineCsrVerifier },
   { name: 'pool of 2, chunks of 3', make: async (): Promise<CsrVerifier> => CsrVerifierPool.start({ size: 2, chunkSize: 3 }) },
   { name: 'pool of 1', make: async (): Promise<CsrVerifier> => CsrVerifierPool.start({ size: 1 }) },
+  { name: 'pool of 1, chunks of 1, workers only', make: async (): Promise<CsrVerifier> => CsrVerifierPool.start({ size: 1, chunkSize: 1, callerRuns: false }) },
 ])('$name', ({ make }) => {
   let v: CsrVerifier
   beforeAll(async () => {
@@ -73,6 +74,33 @@ describe('CsrVerifierPool lifecycle', () => {
     for (const c of await Promise.all(inFlight)) if (!c.ok) expect(c.error.code).toBe('ERR_UNAVAILABLE')
     expect((await Promise.all(pool.verify([good[0]!]))).map(summary)).toEqual(['ERR_UNAVAILABLE'])
     await pool.close()
+  })
+
+  it('shares the work: the worker holds a few chunks, the calling thread takes queued ones when idle', async () => {
+    const shared = await CsrVerifierPool.start({ size: 1, chunkSize: 1 })
+    const only = await CsrVerifierPool.start({ size: 1, chunkSize: 1, callerRuns: false })
+    try {
+      const want = good.map(() => `ok:${id}`)
+      expect((await Promise.all(shared.verify(good))).map(summary)).toEqual(want)
+      expect(shared.stats.worker).toBeGreaterThan(0)
+      expect(shared.stats.caller).toBeGreaterThan(0)
+      expect(shared.stats.worker + shared.stats.caller).toBe(good.length)
+      expect((await Promise.all(only.verify(good))).map(summary)).toEqual(want)
+      expect(only.stats).toEqual({ worker: good.length, caller: 0 })
+    } finally {
+      await shared.close()
+      await only.close()
+    }
+  })
+
+  it('settles queued chunks with ERR_UNAVAILABLE once closed', async () => {
+    const pool = await CsrVerifierPool.start({ size: 1, chunkSize: 1, callerRuns: false })
+    const inFlight = pool.verify(good)
+    await pool.close()
+    const got = (await Promise.all(inFlight)).map(summary)
+    // The worker held at most a few chunks; everything still queued is refused, nothing is lost.
+    expect(got.filter((c) => c === 'ERR_UNAVAILABLE').length).toBeGreaterThanOrEqual(good.length - 6)
+    expect(got.every((c) => c === 'ERR_UNAVAILABLE' || c === `ok:${id}`)).toBe(true)
   })
 
   it.each([{ size: 0 }, { size: 1.5 }, { size: 99 }, { chunkSize: 0 }])('RangeError for %o', async (opts) => {

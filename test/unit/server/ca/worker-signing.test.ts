@@ -92,10 +92,13 @@ describe('CaManager.x509Delegate', () => {
   })
 })
 
-describe('CsrVerifierPool.verifyAndSign', () => {
+describe.each([
+  { name: 'workers only', opts: { size: 2, chunkSize: 3, callerRuns: false } },
+  { name: 'a worker and the calling thread', opts: { size: 1, chunkSize: 1 } },
+])('CsrVerifierPool.verifyAndSign, $name', ({ opts }) => {
   let pool: CsrVerifierPool
   beforeAll(async () => {
-    pool = await CsrVerifierPool.start({ size: 2, chunkSize: 3 })
+    pool = await CsrVerifierPool.start(opts)
   })
   afterAll(async () => {
     await pool.close()
@@ -129,6 +132,10 @@ describe('CsrVerifierPool.verifyAndSign', () => {
       expect(Date.parse(leaf.validTo)).toBe(Math.floor(items[i]!.notAfter / 1000) * 1000)
     }
     expect(pool.verifyAndSign([], d)).toEqual([])
+    // Who signed: the workers alone, or both the worker and the calling thread.
+    expect(pool.stats.worker).toBeGreaterThan(0)
+    if (opts.callerRuns === false) expect(pool.stats.caller).toBe(0)
+    else expect(pool.stats.caller).toBeGreaterThan(0)
   })
 
   it('signs with the CA it is handed: after a rotation the workers sign with the new one, and with the old one on request', async () => {

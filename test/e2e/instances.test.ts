@@ -25,6 +25,7 @@ if (process.env.CI === 'true' && !isRoot) throw new Error('CI must run the insta
  * so this step takes a few minutes; WARRANT_E2E_CHURN lowers it for local runs.
  */
 const CHURN_COUNT = Number(process.env.WARRANT_E2E_CHURN ?? 1000)
+const WARMUP_COUNT = CHURN_COUNT
 const TD = 'example.org'
 const PAY = `spiffe://${TD}/agents/payments/refund-bot/{instance}`
 const CHURN = `spiffe://${TD}/agents/churn/{instance}`
@@ -279,16 +280,17 @@ describe.runIf(isRoot || process.env.CI === 'true')('per-instance identities e2e
       return ids
     }
     const allEnded = () => waitFor('every churn instance to be ended', async () => ((await list({ entryId: payIds.churn!, live: true })).length === 0 ? true : undefined), { timeoutMs: 60_000, hint: () => agent.output() })
-    // Warm-up: code paths, pools, caches and the V8 heap reach their working size (ten batches). V8 keeps
-    // the heap it has grown to; after a 50-instance warm-up, full-suite runs under load sometimes ended
-    // ~48 MB above the start while standalone runs stayed within 1 MB.
-    await churn(200)
+    // Warm-up with as many instances as the measured run: code paths, pools, caches, the V8 heap and the
+    // allocator's arenas reach their working size, which they keep. A leak grows with every instance and
+    // shows in the second run; working-size growth does not. (After 50- and 200-instance warm-ups, full-suite
+    // runs under load sometimes ended 48-65 MB above the start, while standalone runs stayed within 1 MB.)
+    await churn(WARMUP_COUNT)
     await allEnded()
     const before = agentUsage(pid)
     const ids = await churn(CHURN_COUNT)
     expect(ids.size).toBe(CHURN_COUNT)
     await allEnded()
-    expect((await list({ entryId: payIds.churn! })).length).toBe(CHURN_COUNT + 200)
+    expect((await list({ entryId: payIds.churn! })).length).toBe(CHURN_COUNT + WARMUP_COUNT)
     const after = await waitFor('agent usage back near the start', () => {
       const u = agentUsage(pid)
       return u.fds <= before.fds + 10 && u.rssKb <= before.rssKb + 30 * 1024 ? u : undefined

@@ -13,8 +13,9 @@ export interface NamedWorkloadAttestor {
  * selectors as `<name>:<value>` (deduplicated, in attestor order). As in
  * SPIRE, the call fails only when every attestor fails; single failures are
  * logged to `log`. `opts` goes to each attestor as it is (its signal is not
- * read here: a call context makes one only when something needs it). The failure is ERR_WORKLOAD_ATTESTATION_FAILED, whose message the
- * API boundary replaces with "workload attestation failed".
+ * read here: a call context makes one only when something needs it). The
+ * failure is ERR_WORKLOAD_ATTESTATION_FAILED, whose message the API boundary
+ * replaces with "workload attestation failed".
  */
 export async function attestWorkload(
   pid: number,
@@ -23,13 +24,12 @@ export async function attestWorkload(
   log: Logger,
 ): Promise<string[]> {
   if (attestors.length === 0) throw new TypeError('attestWorkload: no workload attestors configured')
-  const callOpts = opts
   if (attestors.length === 1) {
     // The usual case (one attestor, often answering without I/O): no allSettled round.
     const { name, attestor } = attestors[0]!
     let values: string[]
     try {
-      values = await attestor.attest(pid, callOpts)
+      values = await attestor.attest(pid, opts)
     } catch (reason) {
       log.warn({ [F.PID]: pid, [F.PLUGIN_NAME]: name, [F.ERR]: reason }, 'Workload attestor failed')
       throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', `all 1 workload attestors failed for pid ${pid}`, {
@@ -39,7 +39,7 @@ export async function attestWorkload(
     }
     return prefixed(name, values)
   }
-  const results = await Promise.allSettled(attestors.map((a) => a.attestor.attest(pid, callOpts)))
+  const results = await Promise.allSettled(attestors.map((a) => a.attestor.attest(pid, opts)))
   const selectors: string[] = []
   const seen = new Set<string>()
   let failures = 0

@@ -38,6 +38,18 @@ function connectChild(socketPath: string, ids?: { uid: number; gid: number }) {
   return { child, reported }
 }
 
+
+/** A server on `path` (world-connectable) that takes one connection and stops listening. */
+function acceptOne(path: string): Promise<net.Socket> {
+  return new Promise<net.Socket>((resolve) => {
+    const srv = net.createServer((s) => {
+      resolve(s)
+      srv.close()
+    })
+    srv.listen(path, () => chmodSync(path, 0o777))
+  })
+}
+
 describe('SO_PEERCRED addon', () => {
   let tmp: ReturnType<typeof tempDir>
   beforeEach(() => {
@@ -52,13 +64,7 @@ describe('SO_PEERCRED addon', () => {
   ]
   it.each(cases)('reports the pid, uid and gid of a connecting child: $title', async ({ ids }) => {
     const path = join(tmp.dir, 'a.sock')
-    const accepted = new Promise<net.Socket>((resolve) => {
-      const srv = net.createServer((s) => {
-        resolve(s)
-        srv.close()
-      })
-      srv.listen(path, () => chmodSync(path, 0o777))
-    })
+    const accepted = acceptOne(path)
     const { child, reported } = connectChild(path, ids)
     try {
       const [sock, childIds] = await Promise.all([accepted, reported])
@@ -100,13 +106,7 @@ describe('SO_PEERCRED addon', () => {
   it('gives a pidfd of the process that connected (SO_PEERPIDFD) and of a pid (pidfd_open); both report its exit', async () => {
     const a = loadPeerCredAddon()
     const path = join(tmp.dir, 'p.sock')
-    const accepted = new Promise<net.Socket>((resolve) => {
-      const srv = net.createServer((s) => {
-        resolve(s)
-        srv.close()
-      })
-      srv.listen(path, () => chmodSync(path, 0o777))
-    })
+    const accepted = acceptOne(path)
     const { child, reported } = connectChild(path)
     const exited = new Promise((resolve) => child.once('exit', resolve))
     const fds: number[] = []

@@ -9,6 +9,7 @@
  */
 import * as grpc from '@grpc/grpc-js'
 import type { PeerCertificate } from 'node:tls'
+import { directClientConstructor, int64, protoTypes } from '../common/grpc/direct-codec.js'
 import { loadProto } from '../common/grpc/proto.js'
 import { ERROR_CODES, type ErrorCode } from '../errors/codes.js'
 import { IdentityError } from '../errors/identity-error.js'
@@ -126,7 +127,10 @@ export interface ClientCredentials {
 }
 
 export const MAX_X509_BATCH = 500
+/** Methods whose messages skip proto-loader's object conversion (common/grpc/direct-codec.ts); the server does the same. */
+const DIRECT_METHODS = ['BatchNewX509SVID'] as const
 const UNARY_DEADLINE_MS = 30_000
+const FLOW_CONTROL_WINDOW = 4 * 1024 * 1024
 
 /** The server's SPIFFE ID for a trust domain. */
 export function serverSpiffeId(td: TrustDomain): string {
@@ -211,8 +215,8 @@ export class GrpcServerClient implements ServerClient {
     this.#address = opts.address
     this.#td = opts.trustDomain
     this.#serverId = serverSpiffeId(opts.trustDomain)
-    const pkg = loadProto('warrant/agent/v1/node.proto') as unknown as { warrant: { agent: { v1: { Node: NodeCtor } } } }
-    this.#ctor = pkg.warrant.agent.v1.Node
+    const pkg = loadProto('warrant/agent/v1/node.proto') as unknown as { warrant: { agent: { v1: { Node: grpc.ServiceClientConstructor } } } }
+    this.#ctor = directClientConstructor(pkg.warrant.agent.v1.Node.service, protoTypes('warrant/agent/v1/node.proto'), DIRECT_METHODS, 'warrant.agent.v1.Node') as unknown as NodeCtor
     this.#client = this.#build(opts.credentials)
   }
 
@@ -247,6 +251,10 @@ export class GrpcServerClient implements ServerClient {
       'grpc.ssl_target_name_override': this.#td.name,
       'grpc.default_authority': this.#td.name,
       'grpc.max_receive_message_length': 64 * 1024 * 1024,
+      // HTTP/2 flow-control window of the connection and of each stream (default 64 KiB): a batch of 100 X.509-SVIDs
+      // is ~100 KiB, which a 64 KiB window splits into round trips of WINDOW_UPDATE; measured on 2 cores, the
+      // larger window cut the client's CPU per such call by a quarter.
+      'grpc-node.flow_control_window': FLOW_CONTROL_WINDOW,
       'grpc.initial_reconnect_backoff_ms': 200,
       'grpc.max_reconnect_backoff_ms': 5000,
       // Keepalive pings notice a silent partition on the long-lived Sync stream.
@@ -308,20 +316,22 @@ export class GrpcServerClient implements ServerClient {
 
   batchNewX509Svid(params: X509SvidParam[], opts: CallOpts = {}): Promise<X509SvidResultItem[]> {
     if (params.length > MAX_X509_BATCH) throw new RangeError(`at most ${MAX_X509_BATCH} CSRs per batch`)
-    const req = { params: params.map((p) => ({ entry_id: p.entryId, csr: Buffer.from(p.csr), instance_id: p.instanceId ?? '' })) }
+    // Direct codec (see DIRECT_METHODS): the request is encoded as built here, the response is protobufjs' decoded message.
+    // Each certificate is copied out of the response's buffer, so a cached SVID keeps only its own bytes.
+    const req = { params: params.map((p) => ({ entry_id: p.entryId, csr: p.csr, instance_id: p.instanceId ?? '' })) }
     return this.#unary(
       'BatchNewX509SVID',
       req,
       opts,
-      (r: { results: { entry_id: string; status: { code: number; error_code: string; message: string } | null; svid_chain: Buffer[]; expires_at: string }[] }) =>
-        (r.results ?? []).map((x) => {
+      (r: { results: readonly { entry_id: string; status: { code: number; error_code: string; message: string } | null; svid_chain: readonly Uint8Array[]; expires_at: unknown }[] }) =>
+        r.results.map((x) => {
           const st = x.status
           let error: IdentityError | undefined
           if (st && st.code !== 0) {
             const code = Object.hasOwn(ERROR_CODES, st.error_code) ? (st.error_code as ErrorCode) : 'ERR_INTERNAL'
             error = new IdentityError(code, st.message || 'X509-SVID not signed', { details: { grpc_code: st.code } })
           }
-          return { entryId: x.entry_id, error, svidChain: (x.svid_chain ?? []).map((d) => new Uint8Array(d)), expiresAt: num(x.expires_at) }
+          return { entryId: x.entry_id, error, svidChain: x.svid_chain.map((d) => new Uint8Array(d)), expiresAt: int64(x.expires_at) }
         }),
     )
   }

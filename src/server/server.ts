@@ -17,7 +17,7 @@ import { KeyObjectSigner } from '../spiffe/key-signer.js'
 import { pemCertificates, toPemBlock } from '../common/crypto/pem.js'
 import { NodeAttestationService } from './attestation/service.js'
 import { adminServices } from './api/admin-service.js'
-import { nodeService } from './api/node-service.js'
+import { nodeService, nodeServiceDefinition } from './api/node-service.js'
 import { FederatedBundles } from './bundle/federated.js'
 import { BoundsService } from './bounds/bounds-service.js'
 import { boundsAdminService } from './bounds/admin-service.js'
@@ -298,7 +298,6 @@ export async function startServer(cfg: ServerConfig, opts: { log: Logger; catalo
 
     // Agent API: TCP + TLS, client certificate requested but optional (Attest has none).
     const health = new HealthService(['warrant.agent.v1.Node'])
-    const nodeProto = loadProto('warrant/agent/v1/node.proto') as unknown as { warrant: { agent: { v1: { Node: grpc.ServiceClientConstructor } } } }
     const healthProto = loadProto('grpc/health/v1/health.proto') as unknown as { grpc: { health: { v1: { Health: grpc.ServiceClientConstructor } } } }
     const agentApi = new grpc.Server({ 'grpc.max_receive_message_length': 16 * 1024 * 1024, 'grpc.keepalive_permit_without_calls': 1 })
     // CSRs of BatchNewX509SVID are verified on a worker pool (one thread fewer than the cores, with this thread taking a
@@ -306,7 +305,7 @@ export async function startServer(cfg: ServerConfig, opts: { log: Logger; catalo
     const csrVerifier = await CsrVerifierPool.start()
     closers.push(() => csrVerifier.close())
     if (!csrVerifier.nativeEcdsa) log.warn({ [F.ERR]: String(nativeEcdsaError()) }, 'Native ECDSA addon not loaded: CSRs are verified with node:crypto (slower)')
-    agentApi.addService(nodeProto.warrant.agent.v1.Node.service, nodeService({ attestation: attestationGuard, registration, ca, federated, clock, log, metrics, defaultX509TtlMs: cfg.defaultX509TtlMs, defaultJwtTtlMs: cfg.defaultJwtTtlMs, bounds, instances, csrVerifier }))
+    agentApi.addService(nodeServiceDefinition(), nodeService({ attestation: attestationGuard, registration, ca, federated, clock, log, metrics, defaultX509TtlMs: cfg.defaultX509TtlMs, defaultJwtTtlMs: cfg.defaultJwtTtlMs, bounds, instances, csrVerifier }))
     agentApi.addService(healthProto.grpc.health.v1.Health.service, health.handlers(log))
     const creds = grpc.experimental.createCertificateProviderServerCredentials(tls, tls, false)
     const port = await new Promise<number>((resolve, reject) => {

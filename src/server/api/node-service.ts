@@ -1,20 +1,20 @@
-import type { ServerDuplexStream, ServerUnaryCall, ServerWritableStream, UntypedServiceImplementation } from '@grpc/grpc-js'
+import type { ServerDuplexStream, ServerUnaryCall, ServerWritableStream, ServiceDefinition, UntypedServiceImplementation } from '@grpc/grpc-js'
 import { IdentityError } from '../../errors/identity-error.js'
 import type { Clock } from '../../common/clock.js'
+import { protoTypes, withDirectCodecs } from '../../common/grpc/direct-codec.js'
 import { bidi, serverStream, unary, type Observe } from '../../common/grpc/handlers.js'
+import { loadProto } from '../../common/grpc/proto.js'
 import { F, type Logger } from '../../common/log/logger.js'
 import { SpiffeId } from '../../spiffe/spiffe-id.js'
 import type { AttestRequest__Output } from '../../gen/warrant/agent/v1/AttestRequest.js'
 import type { AttestResponse } from '../../gen/warrant/agent/v1/AttestResponse.js'
-import type { BatchNewX509SVIDRequest__Output } from '../../gen/warrant/agent/v1/BatchNewX509SVIDRequest.js'
-import type { BatchNewX509SVIDResponse } from '../../gen/warrant/agent/v1/BatchNewX509SVIDResponse.js'
 import type { NewJWTSVIDRequest__Output } from '../../gen/warrant/agent/v1/NewJWTSVIDRequest.js'
 import type { NewJWTSVIDResponse } from '../../gen/warrant/agent/v1/NewJWTSVIDResponse.js'
 import type { RenewAgentRequest__Output } from '../../gen/warrant/agent/v1/RenewAgentRequest.js'
 import type { RenewAgentResponse } from '../../gen/warrant/agent/v1/RenewAgentResponse.js'
 import type { SyncRequest__Output } from '../../gen/warrant/agent/v1/SyncRequest.js'
 import type { SyncResponse } from '../../gen/warrant/agent/v1/SyncResponse.js'
-import type { X509SVIDResult } from '../../gen/warrant/agent/v1/X509SVIDResult.js'
+import type { Status } from '../../gen/warrant/types/v1/Status.js'
 import type { NodeAttestationService } from '../attestation/service.js'
 import type { BoundsService } from '../bounds/bounds-service.js'
 import type { InstanceService } from '../instances/instance-service.js'
@@ -54,12 +54,12 @@ const CHALLENGE_TIMEOUT_MS = 60_000
 const MAX_BATCH = 500
 const RECHECK_MS = 30_000
 const EMPTY = new Uint8Array(0)
+/** A request item's CSR (an unset bytes field decodes as an empty array). */
+type Subject = { spiffeId: string; instanceKey: string }
+const csrOf = (p: { csr: Uint8Array | readonly never[] }): Uint8Array => (p.csr instanceof Uint8Array ? p.csr : EMPTY)
 const AUTHZ_CACHE_MS = 1000
 const ID_CACHE_MAX = 10_000
 const AUTHZ_CACHE_MAX = 10_000
-
-/** A Buffer over the same bytes (no copy) for gRPC's bytes fields. */
-const asBuffer = (u: Uint8Array): Buffer => (Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength))
 
 type AnyCall = ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown> | ServerDuplexStream<unknown, unknown>
 
@@ -69,7 +69,35 @@ function peerChain(call: AnyCall): Uint8Array[] | undefined {
   return [new Uint8Array(cert.raw)]
 }
 
-/** The agent-facing `warrant.agent.v1.Node` service. */
+/**
+ * BatchNewX509SVID as its direct codec (common/grpc/direct-codec.ts) carries
+ * it: the request is protobufjs' decoded message (an unset CSR reads as an
+ * empty array, not a Buffer); the response is encoded as built here (int64 as
+ * a number).
+ */
+interface BatchNewX509SVIDRequestWire {
+  params: readonly { entry_id: string; csr: Uint8Array | readonly never[]; instance_id: string }[]
+}
+interface X509SVIDResultWire {
+  entry_id: string
+  status: Status
+  svid_chain: readonly Uint8Array[]
+  /** Epoch ms. */
+  expires_at: number
+}
+interface BatchNewX509SVIDResponseWire {
+  results: X509SVIDResultWire[]
+}
+/** Methods whose requests and responses skip proto-loader's object conversion (the hot path of every agent). */
+const DIRECT_METHODS = ['BatchNewX509SVID'] as const
+
+/** The `warrant.agent.v1.Node` service definition to serve `nodeService` with (direct codecs on DIRECT_METHODS). */
+export function nodeServiceDefinition(): ServiceDefinition {
+  const pkg = loadProto('warrant/agent/v1/node.proto') as unknown as { warrant: { agent: { v1: { Node: { service: ServiceDefinition } } } } }
+  return withDirectCodecs(pkg.warrant.agent.v1.Node.service, protoTypes('warrant/agent/v1/node.proto'), DIRECT_METHODS, 'server')
+}
+
+/** The agent-facing `warrant.agent.v1.Node` service (serve it with `nodeServiceDefinition()`). */
 export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
   const log = d.log.child({ [F.SUBSYSTEM]: 'node_api' })
   const observe: Observe = (method, code) => d.metrics.requests.inc({ method: `Node/${method}`, code: String(code) })
@@ -125,16 +153,17 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
   /**
    * The SPIFFE ID to sign for an entry: the entry's own, or for a per-instance
    * template the recorded, live instance's (ERR_ID_NOT_AUTHORIZED otherwise).
+   * Synchronous for plain entries (no promise per item of a batch).
    */
-  const subjectFor = async (entry: RegistrationEntry, agentId: string, instanceId: string): Promise<{ spiffeId: string; instanceKey: string }> => {
+  const subjectFor = (entry: RegistrationEntry, agentId: string, instanceId: string): Subject | Promise<Subject> => {
     if (!isTemplateId(entry.spiffeId)) {
       if (instanceId) throw new IdentityError('ERR_INVALID_ARGUMENT', 'instance_id is only for per-instance template entries')
       return { spiffeId: entry.spiffeId, instanceKey: `${agentId}|${entry.id}` }
     }
     if (!instanceId) throw new IdentityError('ERR_INVALID_ARGUMENT', 'instance_id is required for a per-instance template entry')
-    const inst = await d.instances.authorize(agentId, entry.id, instanceId)
-    return { spiffeId: inst.spiffeId, instanceKey: `${agentId}|${inst.instanceId}` }
+    return d.instances.authorize(agentId, entry.id, instanceId).then((inst) => ({ spiffeId: inst.spiffeId, instanceKey: `${agentId}|${inst.instanceId}` }))
   }
+
 
   /** The local trust domain's current bundle as a wire message. */
   const localBundleMsg = () => {
@@ -283,39 +312,41 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
       observe,
     ),
 
-    BatchNewX509SVID: unary<BatchNewX509SVIDRequest__Output, BatchNewX509SVIDResponse>(
+    BatchNewX509SVID: unary<BatchNewX509SVIDRequestWire, BatchNewX509SVIDResponseWire>(
       log,
       'BatchNewX509SVID',
       async (req, ctx) => {
         const node = await auth(ctx.call)
         const params = req.params ?? []
         if (params.length === 0 || params.length > MAX_BATCH) throw new IdentityError('ERR_INVALID_ARGUMENT', `batch must hold 1-${MAX_BATCH} requests`)
-        const failed = (entryId: string, err: unknown): X509SVIDResult => {
+        const failed = (entryId: string, err: unknown): X509SVIDResultWire => {
           const e = asIdentityError(err)
           ctx.log.warn({ [F.AGENT_ID]: node.agentId, [F.ENTRY_ID]: entryId.slice(0, 64), [F.ERROR_CODE]: e.code, [F.ERR]: e.message }, 'X509-SVID not signed')
           // Authorization failures tell the caller little.
           const shown = e.code === 'ERR_ID_NOT_AUTHORIZED' ? new IdentityError('ERR_ID_NOT_AUTHORIZED', 'permission denied') : e
-          return { entry_id: entryId, status: errorStatus(shown), svid_chain: [], expires_at: '0' }
+          return { entry_id: entryId, status: errorStatus(shown), svid_chain: [], expires_at: 0 }
         }
-        const signedOk = (entryId: string, chain: readonly Uint8Array[], notAfter: number, t0: number): X509SVIDResult => {
+        const signedOk = (entryId: string, chain: readonly Uint8Array[], notAfter: number, t0: number): X509SVIDResultWire => {
           x509Latency.observe((performance.now() - t0) / 1000)
           x509Signed.inc()
-          return { entry_id: entryId, status: OK_STATUS, svid_chain: chain.map(asBuffer), expires_at: String(notAfter) }
+          return { entry_id: entryId, status: OK_STATUS, svid_chain: chain, expires_at: notAfter }
         }
         // With a software CA key and a worker pool, a leaf whose ID no namespace bounds (nothing to count, so admission
         // needs no checked CSR first) is checked and signed on a worker in one go; the rest (bounded IDs, HSM keys) have
         // their CSRs checked first, then are admitted and signed here.
         const authorized = await authorizedFor(node)
         const delegate = csrVerifier.verifyAndSign ? d.ca.x509Delegate() : undefined
-        const out: Promise<X509SVIDResult>[] = new Array(params.length)
+        const results: X509SVIDResultWire[] = new Array(params.length)
+        const pending: Promise<void>[] = []
         const direct: { at: number; entryId: string; item: SignItem }[] = []
         const here: { at: number; entryId: string; spiffeId: SpiffeId; entry: RegistrationEntry; instanceKey: string }[] = []
         for (let i = 0; i < params.length; i++) {
-          const entryId = params[i]!.entry_id ?? ''
+          const entryId = params[i]!.entry_id
           try {
             const entry = authorized.get(entryId)
             if (!entry) throw new IdentityError('ERR_ID_NOT_AUTHORIZED', `entry ${entryId.slice(0, 64)} is not authorized for agent ${node.agentId}`)
-            const subject = await subjectFor(entry, node.agentId, params[i]!.instance_id ?? '')
+            const s = subjectFor(entry, node.agentId, params[i]!.instance_id)
+            const subject = s instanceof Promise ? await s : s
             const spiffeId = parsedId(subject.spiffeId)
             if (delegate === undefined || d.bounds.effective(spiffeId) !== undefined) {
               here.push({ at: i, entryId, spiffeId, entry, instanceKey: subject.instanceKey })
@@ -323,24 +354,31 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
             }
             const admitted = d.bounds.admitX509({ spiffeId, ttlMs: ttlOf(entry), dnsNames: entry.dnsNames, nodeSelectors: node.selectors, instanceKey: subject.instanceKey })
             const v = delegate.validity(admitted.ttlMs)
-            direct.push({ at: i, entryId, item: { csr: params[i]!.csr ?? EMPTY, spiffeId: subject.spiffeId, notBefore: v.notBefore, notAfter: v.notAfter, dnsNames: admitted.dnsNames } })
+            direct.push({ at: i, entryId, item: { csr: csrOf(params[i]!), spiffeId: subject.spiffeId, notBefore: v.notBefore, notAfter: v.notAfter, dnsNames: admitted.dnsNames } })
           } catch (err) {
-            out[i] = Promise.resolve(failed(entryId, err))
+            results[i] = failed(entryId, err)
           }
         }
         if (direct.length > 0) {
           const t0 = performance.now()
-          const signed = csrVerifier.verifyAndSign!(direct.map((x) => x.item), delegate!)
           const tail = delegate!.chainTail
-          for (let k = 0; k < direct.length; k++) {
-            const { at, entryId, item } = direct[k]!
-            out[at] = signed[k]!.then((o) => (o.ok ? signedOk(entryId, tail.length === 0 ? [o.leaf] : [o.leaf, ...tail], item.notAfter, t0) : failed(entryId, o.error)))
-          }
+          pending.push(
+            csrVerifier.verifyAndSign!(
+              direct.map((x) => x.item),
+              delegate!,
+            ).then((signed) => {
+              for (let k = 0; k < direct.length; k++) {
+                const { at, entryId, item } = direct[k]!
+                const o = signed[k]!
+                results[at] = o.ok ? signedOk(entryId, tail.length === 0 ? [o.leaf] : [o.leaf, ...tail], item.notAfter, t0) : failed(entryId, o.error)
+              }
+            }),
+          )
         }
         if (here.length > 0) {
           // Admissions (which count live instances) run in item order, each once its own check is back; the CA
           // signatures (async behind the Signer) overlap. Checks never reject.
-          const checks = csrVerifier.verify(here.map((x) => params[x.at]!.csr ?? EMPTY))
+          const checks = csrVerifier.verify(here.map((x) => csrOf(params[x.at]!)))
           let gate: Promise<unknown> = Promise.resolve()
           for (let k = 0; k < here.length; k++) {
             const { at, entryId, spiffeId, entry, instanceKey } = here[k]!
@@ -352,16 +390,22 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
                 return { spki: check.csr.spki, ...a }
               })
             gate = admitted.catch(() => undefined)
-            out[at] = admitted
-              .then(async (a) => {
-                const t0 = performance.now()
-                const svid = await d.ca.signX509Svid({ spiffeId, publicKey: { spki: a.spki }, ttlMs: a.ttlMs, dnsNames: a.dnsNames })
-                return signedOk(entryId, svid.chain, svid.notAfter, t0)
-              })
-              .catch((err: unknown) => failed(entryId, err))
+            pending.push(
+              admitted
+                .then(async (a) => {
+                  const t0 = performance.now()
+                  const svid = await d.ca.signX509Svid({ spiffeId, publicKey: { spki: a.spki }, ttlMs: a.ttlMs, dnsNames: a.dnsNames })
+                  return signedOk(entryId, svid.chain, svid.notAfter, t0)
+                })
+                .catch((err: unknown) => failed(entryId, err))
+                .then((r) => {
+                  results[at] = r
+                }),
+            )
           }
         }
-        return { results: await Promise.all(out) }
+        if (pending.length > 0) await Promise.all(pending)
+        return { results }
       },
       observe,
     ),

@@ -1,16 +1,17 @@
 /**
- * The work of one CSR-pool item, shared by the pool's worker threads and its
- * calling thread (which takes queued chunks when it is idle): check a CSR,
- * or check it and sign its X.509-SVID leaf. Answers are plain data.
+ * The work of the CSR pool, shared by its worker threads and its calling
+ * thread (which takes queued chunks when it is idle): check a CSR, or check
+ * it and sign its X.509-SVID leaf; and the compact message form of a chunk of
+ * leaves to sign and of their answers.
  */
+import type { ErrorCode } from '../../errors/codes.js'
 import { IdentityError } from '../../errors/identity-error.js'
-import type { Signer } from '../../spiffe/signer.js'
 import { SpiffeId } from '../../spiffe/spiffe-id.js'
-import { createX509Svid } from '../../spiffe/x509-svid/certificate-builder.js'
+import { createX509SvidSync, type SyncSigner } from '../../spiffe/x509-svid/certificate-builder.js'
 import { verifyCsr, type VerifyCsrOptions } from '../../spiffe/x509-svid/csr.js'
-import type { CsrOutcome, WireSignItem } from './csr-verifier.js'
+import type { CsrOutcome } from './csr-verifier.js'
 
-function failure(err: unknown, what: string): CsrOutcome {
+function failure(err: unknown, what: string): { ok: false; code: ErrorCode; message: string } {
   if (err instanceof IdentityError) return { ok: false, code: err.code, message: err.message }
   if (err instanceof TypeError) return { ok: false, code: 'ERR_CSR_INVALID', message: 'invalid CSR: not DER bytes' }
   return { ok: false, code: 'ERR_INTERNAL', message: `${what} failed unexpectedly` }
@@ -26,35 +27,147 @@ export function checkJob(der: Uint8Array, options: VerifyCsrOptions): CsrOutcome
   }
 }
 
+/** One leaf to check and sign: what the server decided (ID, validity in ms since the epoch, DNS names) and the agent's CSR. */
+export interface LeafJob {
+  csr: Uint8Array
+  spiffeId: string
+  notBefore: number
+  notAfter: number
+  dnsNames: readonly string[]
+}
+
+/** A signed leaf's DER, or why there is none. */
+export type LeafOutcome = Uint8Array | { code: ErrorCode; message: string }
+
 /** SPIFFE IDs parsed once per thread (the server validated them when written); cleared when large. */
 const ids = new Map<string, SpiffeId>()
 
-/** Checks one CSR and signs its leaf with `ca` (the item's ID, validity and DNS names; only the CSR's key). */
-export async function signJob(item: WireSignItem, ca: { certificate: Uint8Array; signer: Signer }, options: VerifyCsrOptions): Promise<CsrOutcome> {
+/** Checks one CSR and signs its leaf with `ca` (the job's ID, validity and DNS names; only the CSR's key). */
+export function signJob(job: LeafJob, ca: { certificate: Uint8Array; signer: SyncSigner }, options: VerifyCsrOptions): LeafOutcome {
   let spki: Uint8Array
   try {
-    spki = verifyCsr(item.csr, options).spki
+    spki = verifyCsr(job.csr, options).spki
   } catch (err) {
-    return failure(err, 'CSR verification')
+    const f = failure(err, 'CSR verification')
+    return { code: f.code, message: f.message }
   }
   try {
-    let id = ids.get(item.spiffeId)
+    let id = ids.get(job.spiffeId)
     if (id === undefined) {
       if (ids.size >= 10_000) ids.clear()
-      ids.set(item.spiffeId, (id = SpiffeId.fromString(item.spiffeId)))
+      ids.set(job.spiffeId, (id = SpiffeId.fromString(job.spiffeId)))
     }
-    const leaf = await createX509Svid({
+    return createX509SvidSync({
       spiffeId: id,
       publicKey: { spki },
       signer: ca.signer,
       issuer: { certificate: ca.certificate },
-      notBefore: new Date(item.notBefore),
-      notAfter: new Date(item.notAfter),
-      ...(item.dnsNames.length > 0 ? { dnsNames: item.dnsNames } : {}),
+      notBefore: new Date(job.notBefore),
+      notAfter: new Date(job.notAfter),
+      ...(job.dnsNames.length > 0 ? { dnsNames: job.dnsNames } : {}),
     })
-    return { ok: true, leaf }
   } catch (err) {
-    if (err instanceof IdentityError) return { ok: false, code: err.code, message: err.message }
-    return { ok: false, code: 'ERR_INTERNAL', message: 'X.509-SVID signing failed unexpectedly' }
+    if (err instanceof IdentityError) return { code: err.code, message: err.message }
+    return { code: 'ERR_INTERNAL', message: 'X.509-SVID signing failed unexpectedly' }
   }
+}
+
+// ------------------------------------------------------------ compact messages
+
+/**
+ * A chunk of leaf jobs as posted to a worker: the CSRs back to back in one
+ * buffer and the validity times in another (both transferred, not copied),
+ * so a message is a handful of objects however many leaves it holds.
+ */
+export interface PackedLeafJobs {
+  csrs: Uint8Array
+  /** End offset of each CSR in `csrs`. */
+  ends: Uint32Array
+  spiffeIds: string[]
+  /** notBefore, notAfter of each job (ms since the epoch). */
+  times: Float64Array
+  /** DNS names per job; omitted when no job has any. */
+  dnsNames?: (readonly string[])[]
+}
+
+export function packLeafJobs(jobs: readonly LeafJob[]): { packed: PackedLeafJobs; transfer: ArrayBuffer[] } {
+  let total = 0
+  for (const j of jobs) total += j.csr.length
+  const csrs = new Uint8Array(total)
+  const ends = new Uint32Array(jobs.length)
+  const times = new Float64Array(jobs.length * 2)
+  const spiffeIds: string[] = new Array(jobs.length)
+  let anyDns = false
+  let at = 0
+  for (let i = 0; i < jobs.length; i++) {
+    const j = jobs[i]!
+    csrs.set(j.csr, at)
+    at += j.csr.length
+    ends[i] = at
+    times[2 * i] = j.notBefore
+    times[2 * i + 1] = j.notAfter
+    spiffeIds[i] = j.spiffeId
+    if (j.dnsNames.length > 0) anyDns = true
+  }
+  const packed: PackedLeafJobs = { csrs, ends, spiffeIds, times, ...(anyDns ? { dnsNames: jobs.map((j) => j.dnsNames) } : {}) }
+  return { packed, transfer: [csrs.buffer as ArrayBuffer, ends.buffer as ArrayBuffer, times.buffer as ArrayBuffer] }
+}
+
+const NO_DNS: readonly string[] = []
+
+export function unpackLeafJobs(p: PackedLeafJobs): LeafJob[] {
+  const jobs: LeafJob[] = new Array(p.ends.length)
+  let start = 0
+  for (let i = 0; i < p.ends.length; i++) {
+    const end = p.ends[i]!
+    jobs[i] = { csr: p.csrs.subarray(start, end), spiffeId: p.spiffeIds[i]!, notBefore: p.times[2 * i]!, notAfter: p.times[2 * i + 1]!, dnsNames: p.dnsNames?.[i] ?? NO_DNS }
+    start = end
+  }
+  return jobs
+}
+
+/** A chunk's answers as a worker posts them: the leaves back to back (transferred), and the errors by position. */
+export interface PackedLeafOutcomes {
+  leaves: Uint8Array
+  /** End offset of each leaf in `leaves` (an item with an error has an empty leaf). */
+  ends: Uint32Array
+  /** [position, code, message] of each item that has no leaf. */
+  errors: [number, ErrorCode, string][]
+}
+
+export function packLeafOutcomes(outcomes: readonly LeafOutcome[]): { packed: PackedLeafOutcomes; transfer: ArrayBuffer[] } {
+  let total = 0
+  for (const o of outcomes) if (o instanceof Uint8Array) total += o.length
+  const leaves = new Uint8Array(total)
+  const ends = new Uint32Array(outcomes.length)
+  const errors: [number, ErrorCode, string][] = []
+  let at = 0
+  for (let i = 0; i < outcomes.length; i++) {
+    const o = outcomes[i]!
+    if (o instanceof Uint8Array) {
+      leaves.set(o, at)
+      at += o.length
+    } else {
+      errors.push([i, o.code, o.message])
+    }
+    ends[i] = at
+  }
+  return { packed: { leaves, ends, errors }, transfer: [leaves.buffer as ArrayBuffer, ends.buffer as ArrayBuffer] }
+}
+
+/** The outcomes of a packed answer; leaves are views of its one buffer. `n` items are expected (missing ones are ERR_INTERNAL). */
+export function unpackLeafOutcomes(p: PackedLeafOutcomes, n: number): LeafOutcome[] {
+  const out: LeafOutcome[] = new Array(n)
+  let start = 0
+  for (let i = 0; i < n; i++) {
+    if (i >= p.ends.length) {
+      out[i] = { code: 'ERR_INTERNAL', message: 'CSR verifier worker answered short' }
+      continue
+    }
+    const end = p.ends[i]!
+    out[i] = p.leaves.subarray(start, end)
+    start = end
+  }
+  for (const [i, code, message] of p.errors) if (i >= 0 && i < n) out[i] = { code, message }
+  return out
 }

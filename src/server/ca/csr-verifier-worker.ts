@@ -2,12 +2,12 @@
  * Worker-thread side of `CsrVerifierPool`: checks CSRs and, for a signing
  * job, builds and signs each checked CSR's leaf with the CA it was given (a
  * software key, posted as a KeyObject; no key bytes cross the thread
- * boundary). The work itself is in csr-jobs.ts.
+ * boundary). Leaves come and go packed; the work itself is in csr-jobs.ts.
  */
 import { parentPort } from 'node:worker_threads'
 import { KeyObjectSigner } from '../../spiffe/key-signer.js'
-import { checkJob, signJob } from './csr-jobs.js'
-import type { CsrJobResult, CsrOutcome, WorkerMessage } from './csr-verifier.js'
+import { checkJob, packLeafOutcomes, signJob, unpackLeafJobs, type LeafOutcome } from './csr-jobs.js'
+import type { CsrJobResult, WorkerMessage } from './csr-verifier.js'
 import { nativeEcdsa } from './native-ecdsa.js'
 
 const ecdsa = nativeEcdsa()
@@ -19,8 +19,7 @@ let ca: Ca | undefined
 
 const port = parentPort
 if (!port) throw new Error('csr-verifier-worker must run in a worker thread')
-// Signing jobs run one after another; each signs with the CA in place when it arrived (messages keep their order).
-let queue: Promise<void> = Promise.resolve()
+// Jobs run one at a time, in order; each signs with the CA in place when it arrived (messages keep their order).
 port.on('message', (m: WorkerMessage) => {
   if ('ca' in m) {
     ca = { gen: m.ca.gen, certificate: m.ca.certificate, signer: new KeyObjectSigner(m.ca.privateKey) }
@@ -28,14 +27,12 @@ port.on('message', (m: WorkerMessage) => {
   }
   if ('sign' in m) {
     const c = ca
-    queue = queue.then(async () => {
-      const results: CsrOutcome[] = []
-      for (const item of m.sign) {
-        results.push(c === undefined || c.gen !== m.gen ? { ok: false, code: 'ERR_UNAVAILABLE', message: 'CA changed while signing; retry' } : await signJob(item, c, options))
-      }
-      const reply: CsrJobResult = { id: m.id, results }
-      port.postMessage(reply)
-    })
+    const jobs = unpackLeafJobs(m.sign)
+    const outcomes: LeafOutcome[] =
+      c === undefined || c.gen !== m.gen ? jobs.map(() => ({ code: 'ERR_UNAVAILABLE', message: 'CA changed while signing; retry' })) : jobs.map((job) => signJob(job, c, options))
+    const { packed, transfer } = packLeafOutcomes(outcomes)
+    const reply: CsrJobResult = { id: m.id, leaves: packed }
+    port.postMessage(reply, transfer)
     return
   }
   const reply: CsrJobResult = { id: m.id, results: m.csrs.map((der) => checkJob(der, options)), ...(m.id === 0 ? { native: ecdsa !== undefined } : {}) }

@@ -7,7 +7,7 @@ import type { ErrorCode } from '../../errors/codes.js'
 import { IdentityError } from '../../errors/identity-error.js'
 import { MAX_CSR_BYTES, verifyCsr, type VerifiedCsr, type VerifyCsrOptions } from '../../spiffe/x509-svid/csr.js'
 import { KeyObjectSigner } from '../../spiffe/key-signer.js'
-import { checkJob, signJob } from './csr-jobs.js'
+import { checkJob, packLeafJobs, signJob, unpackLeafOutcomes, type LeafJob, type LeafOutcome, type PackedLeafJobs, type PackedLeafOutcomes } from './csr-jobs.js'
 import type { X509CaDelegate } from './manager.js'
 import { nativeEcdsa } from './native-ecdsa.js'
 
@@ -40,24 +40,17 @@ export interface CsrVerifier {
   /**
    * Checks each item's CSR like `verify` and, when it passes, signs the item's
    * X.509-SVID leaf with `ca` (the CSR's public key, the item's SPIFFE ID,
-   * validity and DNS names; nothing else of the CSR). One promise per item, in
-   * order, each settling (never rejecting) with the leaf's DER or the error.
-   * Optional: verifiers without it leave signing to the caller.
+   * validity and DNS names; nothing else of the CSR). One promise for the
+   * batch, settling (never rejecting) with each item's leaf DER or error, in
+   * order. Optional: verifiers without it leave signing to the caller.
    */
-  verifyAndSign?(items: readonly SignItem[], ca: X509CaDelegate): Promise<SignOutcome>[]
+  verifyAndSign?(items: readonly SignItem[], ca: X509CaDelegate): Promise<SignOutcome[]>
   /** Stops the workers; checks still pending settle with ERR_UNAVAILABLE. */
   close(): Promise<void>
 }
 
-/** One leaf for `verifyAndSign`: what the server decided (ID, validity, DNS names) and the agent's CSR. */
-export interface SignItem {
-  csr: Uint8Array
-  spiffeId: string
-  /** ms since the epoch, from `X509CaDelegate.validity`. */
-  notBefore: number
-  notAfter: number
-  dnsNames: readonly string[]
-}
+/** One leaf for `verifyAndSign`: what the server decided (ID, validity in ms since the epoch from `X509CaDelegate.validity`, DNS names) and the agent's CSR. */
+export type SignItem = LeafJob
 
 /** The outcome of one `verifyAndSign` item. Never a rejected promise. */
 export type SignOutcome = { ok: true; leaf: Uint8Array } | { ok: false; error: IdentityError }
@@ -91,30 +84,24 @@ export const inlineCsrVerifier: CsrVerifier = {
 
 // ------------------------------------------------------------ wire format (worker ↔ pool)
 
-/** @internal A leaf to sign, as posted to a worker (its CSR a compact copy). */
-export interface WireSignItem {
-  csr: Uint8Array
-  spiffeId: string
-  notBefore: number
-  notAfter: number
-  dnsNames: readonly string[]
-}
 /**
- * @internal A message to a worker: a job (CSRs to check, or leaves to check
- * and sign with CA generation `gen`), answered by a CsrJobResult with its id;
- * or the CA to sign with from now on (no answer). Messages on a port arrive in
- * order, so a CA is always in place before the first job that names it.
+ * @internal A message to a worker: a job (CSRs to check, or packed leaves to
+ * check and sign with CA generation `gen`), answered by a CsrJobResult with
+ * its id; or the CA to sign with from now on (no answer). Messages on a port
+ * arrive in order, so a CA is always in place before the first job that names
+ * it.
  */
-export type WorkerMessage = { id: number; csrs: Uint8Array[] } | { id: number; gen: number; sign: WireSignItem[] } | { ca: { gen: number; certificate: Uint8Array; privateKey: KeyObject } }
-/** @internal An outcome as a worker reports it (plain data): a checked CSR, a signed leaf, or an error. */
-export type CsrOutcome =
-  | { ok: true; spki: Uint8Array; spiffeId: string | undefined; dnsNames: string[] }
-  | { ok: true; leaf: Uint8Array }
-  | { ok: false; code: ErrorCode; message: string }
-/** @internal */
+export type WorkerMessage =
+  | { id: number; csrs: Uint8Array[] }
+  | { id: number; gen: number; sign: PackedLeafJobs }
+  | { ca: { gen: number; certificate: Uint8Array; privateKey: KeyObject } }
+/** @internal An outcome of a CSR check as a worker reports it (plain data). */
+export type CsrOutcome = { ok: true; spki: Uint8Array; spiffeId: string | undefined; dnsNames: string[] } | { ok: false; code: ErrorCode; message: string }
+/** @internal A worker's answer: checks, or packed leaves. */
 export interface CsrJobResult {
   id: number
-  results: CsrOutcome[]
+  results?: CsrOutcome[]
+  leaves?: PackedLeafOutcomes
   /** In the answer to the start-up probe: whether the worker verifies ECDSA with the native addon. */
   native?: boolean
 }
@@ -122,15 +109,11 @@ export interface CsrJobResult {
 function checkFromWire(o: CsrOutcome | undefined): CsrCheck {
   if (o === undefined) return { ok: false, error: new IdentityError('ERR_INTERNAL', 'CSR verifier worker answered short') }
   if (!o.ok) return { ok: false, error: new IdentityError(o.code, o.message) }
-  if ('leaf' in o) return { ok: false, error: new IdentityError('ERR_INTERNAL', 'CSR verifier worker answered a check with a leaf') }
   return { ok: true, csr: { spki: o.spki, spiffeId: o.spiffeId, dnsNames: o.dnsNames } }
 }
 
-function signFromWire(o: CsrOutcome | undefined): SignOutcome {
-  if (o === undefined) return { ok: false, error: new IdentityError('ERR_INTERNAL', 'CSR verifier worker answered short') }
-  if (!o.ok) return { ok: false, error: new IdentityError(o.code, o.message) }
-  if (!('leaf' in o)) return { ok: false, error: new IdentityError('ERR_INTERNAL', 'CSR verifier worker answered a signing job without a leaf') }
-  return { ok: true, leaf: o.leaf }
+function signFromWire(o: LeafOutcome): SignOutcome {
+  return o instanceof Uint8Array ? { ok: true, leaf: o } : { ok: false, error: new IdentityError(o.code, o.message) }
 }
 
 // ------------------------------------------------------------ pool
@@ -155,22 +138,24 @@ export interface CsrVerifierPoolOptions {
  */
 const WORKER_CHUNKS = 6
 
-/** A chunk of work waiting for a thread: what to post to a worker, or what to run on the calling thread. */
+/** A chunk of work waiting for a thread, or held by a worker. It settles exactly once. */
 interface Chunk {
-  deliver: ((o: CsrOutcome | undefined) => void)[]
-  job: (id: number, slot: Slot) => WorkerMessage
-  inline: () => CsrOutcome[] | Promise<CsrOutcome[]>
-}
-
-interface Pending {
-  deliver: ((o: CsrOutcome | undefined) => void)[]
+  readonly size: number
+  /** The message that hands it to a worker (and what to transfer with it). */
+  post(id: number, slot: Slot): { msg: WorkerMessage; transfer: ArrayBuffer[] }
+  /** Runs it on the calling thread. */
+  runInline(): void
+  /** Settles it with a worker's answer. */
+  onReply(m: CsrJobResult): void
+  /** Settles every item with this error. */
+  fail(code: ErrorCode, message: string): void
 }
 
 interface Slot {
   worker: Worker
   /** Items sent and not answered yet. */
   load: number
-  jobs: Map<number, Pending>
+  jobs: Map<number, Chunk>
   /** The CA generation this worker signs with (0: none yet). */
   caGen: number
 }
@@ -179,6 +164,8 @@ const MAX_POOL = 16
 
 /** A compact copy: structured clone would otherwise copy a view's whole underlying buffer. */
 const compact = (u: Uint8Array): Uint8Array => Uint8Array.prototype.slice.call(u)
+
+const plausibleCsr = (c: unknown): c is Uint8Array => c instanceof Uint8Array && c.length <= MAX_CSR_BYTES
 
 /** The worker's entry point; from TypeScript sources, the worker first registers tsx (as bin/warrant.js does). */
 function workerSpec(): { entry: URL | string; eval: boolean; workerData?: unknown } {
@@ -197,12 +184,13 @@ function workerSpec(): { entry: URL | string; eval: boolean; workerData?: unknow
 /**
  * A fixed pool of worker threads that verify CSRs (and sign leaves), with
  * the calling thread as one more member: work is cut into chunks, each
- * worker holds at most two, and the calling thread runs queued chunks when
- * its event loop is idle, so on a machine with as many busy threads as cores
- * no core is shared by two of ours. Start it with the server and `close()`
- * it on stop; a worker that dies is replaced, and the checks it held settle
- * with ERR_INTERNAL (with no worker left, CSRs are checked on the calling
- * thread).
+ * worker holds at most WORKER_CHUNKS of them, and the calling thread runs
+ * queued chunks when its event loop is idle, so on a machine with as many
+ * busy threads as cores no core is shared by two of ours. Leaves to sign
+ * travel packed (csr-jobs.ts): each chunk is a few transferred buffers, not
+ * an object per leaf. Start it with the server and `close()` it on stop; a
+ * worker that dies is replaced, and the work it held settles with
+ * ERR_INTERNAL (with no worker left, everything runs on the calling thread).
  */
 export class CsrVerifierPool implements CsrVerifier {
   readonly size: number
@@ -289,18 +277,18 @@ export class CsrVerifierPool implements CsrVerifier {
   }
 
   #onResult(slot: Slot, m: CsrJobResult): void {
-    const job = slot.jobs.get(m.id)
-    if (!job) return
+    const chunk = slot.jobs.get(m.id)
+    if (!chunk) return
     slot.jobs.delete(m.id)
-    slot.load -= job.deliver.length
+    slot.load -= chunk.size
     if (slot.load === 0) slot.worker.unref()
-    this.#done.worker += job.deliver.length
-    for (let i = 0; i < job.deliver.length; i++) job.deliver[i]!(m.results[i])
+    this.#done.worker += chunk.size
+    chunk.onReply(m)
     this.#pump()
   }
 
   #fail(slot: Slot, code: ErrorCode, message: string): void {
-    for (const job of slot.jobs.values()) for (const d of job.deliver) d({ ok: false, code, message })
+    for (const chunk of slot.jobs.values()) chunk.fail(code, message)
     slot.jobs.clear()
     slot.load = 0
   }
@@ -309,83 +297,91 @@ export class CsrVerifierPool implements CsrVerifier {
     if (this.#closed) return csrs.map(() => Promise.resolve({ ok: false, error: new IdentityError('ERR_UNAVAILABLE', 'CSR verifier is closed') }))
     // Every worker lost and none could be restarted: check on this thread rather than refuse.
     if (this.#slots.length === 0) return inlineCsrVerifier.verify(csrs)
-    return this.#dispatch(
-      csrs,
-      (c) => c,
-      outcome,
-      checkFromWire,
-      (idx) => (id) => ({ id, csrs: idx.map((i) => compact(csrs[i]!)) }),
-      (idx) => () => idx.map((i) => checkJob(csrs[i]!, inlineVerifyOptions())),
-    )
+    const out: Promise<CsrCheck>[] = new Array(csrs.length)
+    const sent: number[] = []
+    for (let i = 0; i < csrs.length; i++) {
+      if (plausibleCsr(csrs[i])) sent.push(i)
+      else out[i] = Promise.resolve(outcome(csrs[i]!))
+    }
+    for (const idx of this.#cut(sent)) {
+      const deliver: ((c: CsrCheck) => void)[] = []
+      for (const i of idx) out[i] = new Promise<CsrCheck>((resolve) => deliver.push(resolve))
+      let settled = false
+      const settle = (checks: (CsrOutcome | undefined)[]) => {
+        if (settled) return
+        settled = true
+        for (let k = 0; k < deliver.length; k++) deliver[k]!(checkFromWire(checks[k]))
+      }
+      this.#queue.push({
+        size: idx.length,
+        post: (id) => ({ msg: { id, csrs: idx.map((i) => compact(csrs[i]!)) }, transfer: [] }),
+        runInline: () => settle(idx.map((i) => checkJob(csrs[i]!, inlineVerifyOptions()))),
+        onReply: (m) => settle(m.results ?? []),
+        fail: (code, message) => settle(idx.map(() => ({ ok: false, code, message }))),
+      })
+    }
+    this.#pump()
+    return out
   }
 
-  verifyAndSign(items: readonly SignItem[], ca: X509CaDelegate): Promise<SignOutcome>[] {
-    if (this.#closed) return items.map(() => Promise.resolve({ ok: false, error: new IdentityError('ERR_UNAVAILABLE', 'CSR verifier is closed') }))
+  verifyAndSign(items: readonly SignItem[], ca: X509CaDelegate): Promise<SignOutcome[]> {
+    if (this.#closed) return Promise.resolve(items.map(() => ({ ok: false, error: new IdentityError('ERR_UNAVAILABLE', 'CSR verifier is closed') })))
     let gen = this.#caGens.get(ca)
     if (gen === undefined) this.#caGens.set(ca, (gen = this.#nextGen++))
     const caGen = gen
-    // An implausible CSR is refused here with the error `verify` would give (the check never passes).
-    const refused = (item: SignItem): SignOutcome => {
-      const c = outcome(item.csr)
-      return c.ok ? { ok: false, error: new IdentityError('ERR_CSR_INVALID', 'invalid CSR') } : c
-    }
-    return this.#dispatch(
-      items,
-      (item) => item.csr,
-      refused,
-      signFromWire,
-      (idx) => (id, slot) => {
-        if (slot.caGen !== caGen) {
-          const msg: WorkerMessage = { ca: { gen: caGen, certificate: ca.certificate, privateKey: ca.privateKey } }
-          slot.worker.postMessage(msg)
-          slot.caGen = caGen
-        }
-        const sign = idx.map((i): WireSignItem => {
-          const it = items[i]!
-          return { csr: compact(it.csr), spiffeId: it.spiffeId, notBefore: it.notBefore, notAfter: it.notAfter, dnsNames: it.dnsNames }
-        })
-        return { id, gen: caGen, sign }
-      },
-      (idx) => async () => {
-        let signer = this.#inlineSigners.get(ca)
-        if (signer === undefined) this.#inlineSigners.set(ca, (signer = new KeyObjectSigner(ca.privateKey)))
-        const c = { certificate: ca.certificate, signer }
-        const out: CsrOutcome[] = []
-        for (const i of idx) out.push(await signJob(items[i]!, c, inlineVerifyOptions()))
-        return out
-      },
-    )
-  }
-
-  /**
-   * Cuts items into chunks and queues them (see the class comment), one
-   * promise per item in order. Anything whose CSR is not a plausible CSR (not
-   * bytes, over the size cap) is answered by `refuse` here, without a copy to
-   * a worker.
-   */
-  #dispatch<I, R>(
-    items: readonly I[],
-    csrOf: (item: I) => unknown,
-    refuse: (item: I) => R,
-    fromWire: (o: CsrOutcome | undefined) => R,
-    job: (idx: number[]) => Chunk['job'],
-    inline: (idx: number[]) => Chunk['inline'],
-  ): Promise<R>[] {
-    const out: Promise<R>[] = new Array(items.length)
+    const out: SignOutcome[] = new Array(items.length)
     const sent: number[] = []
     for (let i = 0; i < items.length; i++) {
-      const c = csrOf(items[i]!)
-      if (c instanceof Uint8Array && c.length <= MAX_CSR_BYTES) sent.push(i)
-      else out[i] = Promise.resolve(refuse(items[i]!))
+      if (plausibleCsr(items[i]!.csr)) {
+        sent.push(i)
+      } else {
+        // An implausible CSR is refused here with the error `verify` would give (the check never passes).
+        const c = outcome(items[i]!.csr)
+        out[i] = c.ok ? { ok: false, error: new IdentityError('ERR_CSR_INVALID', 'invalid CSR') } : c
+      }
     }
+    if (sent.length === 0) return Promise.resolve(out)
+    return new Promise<SignOutcome[]>((resolve) => {
+      const chunks = this.#cut(sent)
+      let left = chunks.length
+      for (const idx of chunks) {
+        let settled = false
+        const settle = (leaves: readonly LeafOutcome[]) => {
+          if (settled) return
+          settled = true
+          for (let k = 0; k < idx.length; k++) out[idx[k]!] = signFromWire(leaves[k] ?? { code: 'ERR_INTERNAL', message: 'CSR verifier worker answered short' })
+          if (--left === 0) resolve(out)
+        }
+        this.#queue.push({
+          size: idx.length,
+          post: (id, slot) => {
+            if (slot.caGen !== caGen) {
+              const msg: WorkerMessage = { ca: { gen: caGen, certificate: ca.certificate, privateKey: ca.privateKey } }
+              slot.worker.postMessage(msg)
+              slot.caGen = caGen
+            }
+            const { packed, transfer } = packLeafJobs(idx.map((i) => items[i]!))
+            return { msg: { id, gen: caGen, sign: packed }, transfer }
+          },
+          runInline: () => {
+            let signer = this.#inlineSigners.get(ca)
+            if (signer === undefined) this.#inlineSigners.set(ca, (signer = new KeyObjectSigner(ca.privateKey)))
+            const c = { certificate: ca.certificate, signer }
+            settle(idx.map((i) => signJob(items[i]!, c, inlineVerifyOptions())))
+          },
+          onReply: (m) => settle(m.leaves ? unpackLeafOutcomes(m.leaves, idx.length) : []),
+          fail: (code, message) => settle(idx.map(() => ({ code, message }))),
+        })
+      }
+      this.#pump()
+    })
+  }
+
+  /** Cuts the positions of plausible items into chunks: at most chunkSize, and spread over every thread for a small batch. */
+  #cut(sent: readonly number[]): number[][] {
     const chunk = Math.max(1, Math.min(this.#chunkSize, Math.ceil(sent.length / (this.#slots.length + (this.#callerRuns ? 1 : 0)))))
-    for (let start = 0; start < sent.length; start += chunk) {
-      const idx = sent.slice(start, start + chunk)
-      const deliver: ((o: CsrOutcome | undefined) => void)[] = []
-      for (const i of idx) out[i] = new Promise<R>((resolve) => deliver.push((o) => resolve(fromWire(o))))
-      this.#queue.push({ deliver, job: job(idx), inline: inline(idx) })
-    }
-    this.#pump()
+    const out: number[][] = []
+    for (let start = 0; start < sent.length; start += chunk) out.push(sent.slice(start, start + chunk))
     return out
   }
 
@@ -397,33 +393,31 @@ export class CsrVerifierPool implements CsrVerifier {
       if (slot === undefined) break
       const c = this.#queue.shift()!
       const id = this.#nextId++
-      const msg = c.job(id, slot)
-      slot.jobs.set(id, { deliver: c.deliver })
+      const { msg, transfer } = c.post(id, slot)
+      slot.jobs.set(id, c)
       if (slot.load === 0) slot.worker.ref()
-      slot.load += c.deliver.length
-      slot.worker.postMessage(msg)
+      slot.load += c.size
+      slot.worker.postMessage(msg, transfer)
     }
     // No worker left at all: the calling thread runs everything. Otherwise it helps when callerRuns is on.
     if (this.#queue.length > 0 && !this.#inlineScheduled && (this.#callerRuns || this.#slots.length === 0)) {
       this.#inlineScheduled = true
       // setImmediate: after the I/O this turn of the event loop has, so answers from workers are taken first.
-      setImmediate(() => void this.#runInline())
+      setImmediate(() => this.#runInline())
     }
   }
 
   /** The calling thread's turn: one queued chunk, then the next turn if work is left. */
-  async #runInline(): Promise<void> {
+  #runInline(): void {
     this.#inlineScheduled = false
     const c = this.#queue.shift()
     if (c === undefined) return
-    let results: CsrOutcome[]
     try {
-      results = await c.inline()
+      c.runInline()
     } catch {
-      results = []
+      c.fail('ERR_INTERNAL', 'CSR check failed unexpectedly')
     }
-    this.#done.caller += c.deliver.length
-    for (let i = 0; i < c.deliver.length; i++) c.deliver[i]!(results[i] ?? { ok: false, code: 'ERR_INTERNAL', message: 'CSR check failed unexpectedly' })
+    this.#done.caller += c.size
     this.#pump()
   }
 
@@ -432,7 +426,7 @@ export class CsrVerifierPool implements CsrVerifier {
     this.#closed = true
     const slots = this.#slots.splice(0)
     for (const s of slots) this.#fail(s, 'ERR_UNAVAILABLE', 'CSR verifier is closed')
-    for (const c of this.#queue.splice(0)) for (const d of c.deliver) d({ ok: false, code: 'ERR_UNAVAILABLE', message: 'CSR verifier is closed' })
+    for (const c of this.#queue.splice(0)) c.fail('ERR_UNAVAILABLE', 'CSR verifier is closed')
     await Promise.all(slots.map((s) => s.worker.terminate()))
   }
 }

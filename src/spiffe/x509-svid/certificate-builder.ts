@@ -272,7 +272,11 @@ function checkDate(d: unknown, what: string): Date {
 /** Signs `tbs` with `signer` and wraps it into a Certificate. */
 /** @internal */
 export async function signTbs(tbs: Buffer, signer: Signer, key: SignerKeyInfo): Promise<Uint8Array> {
-  const raw = await signer.sign(tbs, key.alg)
+  return assembleCertificate(tbs, await signer.sign(tbs, key.alg), key)
+}
+
+/** The certificate of a TBS and the signer's raw signature over it (P1363 for ECDSA). */
+function assembleCertificate(tbs: Buffer, raw: Uint8Array, key: SignerKeyInfo): Uint8Array {
   let sig: DerNode
   if (key.ecdsa) {
     try {
@@ -389,6 +393,27 @@ function subjectKeyIds(key: KeyObject | SubjectPublicKey): { spki: Uint8Array; s
 
 /** Builds and signs an X.509-SVID leaf certificate. Returns DER. */
 export async function createX509Svid(opts: CreateX509SvidOptions): Promise<Uint8Array> {
+  const { tbs, keyInfo } = leafTbs(opts)
+  return signTbs(tbs, opts.signer, keyInfo)
+}
+
+/** A signer that can also sign synchronously (an in-process key, e.g. `KeyObjectSigner`). */
+export interface SyncSigner extends Signer {
+  signSync(data: Uint8Array, alg: SignatureAlgorithm): Uint8Array
+}
+
+/**
+ * `createX509Svid` for a signer that signs synchronously: the same
+ * certificate, with no promise per leaf (the CSR workers sign thousands of
+ * leaves a second this way).
+ */
+export function createX509SvidSync(opts: CreateX509SvidOptions & { signer: SyncSigner }): Uint8Array {
+  const { tbs, keyInfo } = leafTbs(opts)
+  return assembleCertificate(tbs, opts.signer.signSync(tbs, keyInfo.alg), keyInfo)
+}
+
+/** The TBSCertificate of a leaf, and the signer's key facts to sign it with. */
+function leafTbs(opts: CreateX509SvidOptions): { tbs: Buffer; keyInfo: SignerKeyInfo } {
   const id = opts.spiffeId
   if (!(id instanceof SpiffeId)) throw new TypeError('spiffeId must be a SpiffeId')
   if (id.isTrustDomainId()) throw new TypeError('an X.509-SVID needs a SPIFFE ID with a path')
@@ -436,5 +461,5 @@ export async function createX509Svid(opts: CreateX509SvidOptions): Promise<Uint8
       cons(0xa3, cons(TAG.SEQUENCE, ...exts)),
     ),
   )
-  return signTbs(tbs, opts.signer, keyInfo)
+  return { tbs, keyInfo }
 }

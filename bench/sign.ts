@@ -13,11 +13,13 @@
  * (Unix socket), in BatchCreate calls of 100 (no baseline).
  *
  * WARRANT_SERVER_NODE_ARGS adds node flags to the server process, e.g.
- * "--cpu-prof --cpu-prof-dir=/tmp/prof" to profile it.
+ * "--cpu-prof --cpu-prof-dir=/tmp/prof" to profile it;
+ * WARRANT_CLIENT_NODE_ARGS does the same for the client process.
  */
 import { spawn } from 'node:child_process'
 import { generateKeyPairSync, sign } from 'node:crypto'
-import { readFileSync } from 'node:fs'
+import { once } from 'node:events'
+import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { adminClient } from '../src/cli/admin-client.js'
@@ -60,7 +62,8 @@ export async function run(_args: string[]): Promise<void> {
 
     // The client process: token → attest → entries parented to it → rounds.
     const tok = await agents.call<{ token: string }>('CreateJoinToken', { ttl: 600, spiffe_id: '' })
-    const c = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'bench', '_sign-client.ts'), srv.address, join(srv.dataDir, 'bundle.pem'), tok.token, TD], {
+    const clientArgs = (process.env.WARRANT_CLIENT_NODE_ARGS ?? '').split(' ').filter(Boolean)
+    const c = spawn(process.execPath, [...clientArgs, '--import', 'tsx', join(REPO_ROOT, 'bench', '_sign-client.ts'), srv.address, join(srv.dataDir, 'bundle.pem'), tok.token, TD], {
       cwd: REPO_ROOT,
       stdio: ['pipe', 'pipe', 'inherit'],
     })
@@ -88,11 +91,18 @@ export async function run(_args: string[]): Promise<void> {
       const cpu = { server: 0, serverMain: 0, client: 0, signed: 0 }
       for (let i = 0; i < ROUNDS; i++) {
         base.push(opsPerSecondSync(() => sign('sha256', tbs, privateKey), { ms: ROUND_MS, warmupMs: 100 }))
+        const st0 = process.env.WARRANT_BENCH_THREADS ? threadsOf(srv.pid) : undefined
         const m0 = cpuMicros(srv.pid, srv.pid)
         const s0 = cpuMicros(srv.pid)
         const c0 = cpuMicros(c.pid)
         send({ round: ROUND_MS, concurrency: CONCURRENCY })
-        const res = await read<{ signed: number; ms: number }>()
+        const res = await read<{ signed: number; ms: number; threads: Record<string, number> }>()
+        if (st0) {
+          const st1 = threadsOf(srv.pid)
+          const server = Object.fromEntries([...st1].map(([t, v]) => [t === String(srv.pid) ? 'main' : t, Math.round((v - (st0.get(t) ?? 0)) / res.signed)]).filter(([, v]) => (v as number) > 0))
+          const client = Object.fromEntries(Object.entries(res.threads).map(([k, v]) => [k, Math.round(v / res.signed)]))
+          console.error(JSON.stringify({ signed: res.signed, serverUsPerSvid: server, clientUsPerSvid: client }))
+        }
         cpu.server += cpuMicros(srv.pid) - s0
         cpu.serverMain += cpuMicros(srv.pid, srv.pid) - m0
         cpu.client += cpuMicros(c.pid) - c0
@@ -100,6 +110,8 @@ export async function run(_args: string[]): Promise<void> {
         ours.push((res.signed * 1000) / res.ms)
       }
       send({ exit: true })
+      // Let it exit on its own (a profiler writes its profile at exit); killed in `finally` otherwise.
+      await Promise.race([once(c, 'exit'), new Promise((r) => setTimeout(r, 5000).unref())])
       // CPU time per SVID (the server's main thread, the server's threads, the client), to show where the two cores go.
       report('server_batch_sign_vs_node_crypto', median(ours), median(base), 'ops/s', {
         batch: BATCH,
@@ -132,6 +144,14 @@ function cpuMicros(pid: number | undefined, tid?: number): number {
   }
 }
 const CLOCK_TICKS = 100 // USER_HZ on Linux
+
+/** CPU time of each thread of a process, in microseconds, by thread id. */
+function threadsOf(pid: number | undefined): Map<string, number> {
+  const m = new Map<string, number>()
+  if (pid === undefined) return m
+  for (const tid of readdirSync(`/proc/${pid}/task`)) m.set(tid, cpuMicros(pid, Number(tid)))
+  return m
+}
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b)

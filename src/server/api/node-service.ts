@@ -57,7 +57,7 @@ const EMPTY = new Uint8Array(0)
 /** A request item's CSR (an unset bytes field decodes as an empty array). */
 type Subject = { spiffeId: string; instanceKey: string }
 const csrOf = (p: { csr: Uint8Array | readonly never[] }): Uint8Array => (p.csr instanceof Uint8Array ? p.csr : EMPTY)
-const AUTHZ_CACHE_MS = 1000
+const AUTHZ_CACHE_MS = 30_000
 const ID_CACHE_MAX = 10_000
 const AUTHZ_CACHE_MAX = 10_000
 
@@ -124,8 +124,8 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
    * them up costs a query per entry in the agent's subtree, so the answer is
    * kept per agent and selector set until any entry changes (every write goes
    * through the registration service, which announces it), until the first of
-   * the entries expires, and for AUTHZ_CACHE_MS at most (alias entries'
-   * expiries are not part of the answer).
+   * the entries, or of the node aliases that led to them, expires, and for
+   * AUTHZ_CACHE_MS at most (a backstop: nothing else changes the answer).
    */
   const authzCache = new Map<string, { entries: Map<string, RegistrationEntry>; until: number }>()
   let authzGeneration = 0
@@ -139,10 +139,9 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
     const hit = authzCache.get(key)
     if (hit && now < hit.until) return hit.entries
     const generation = authzGeneration
-    const list = await d.registration.authorizedEntries(node)
+    const { entries: list, validUntil } = await d.registration.authorizedSet(node)
     const entries = new Map(list.map((e) => [e.id, e]))
-    let until = now + AUTHZ_CACHE_MS
-    for (const e of list) if (e.expiresAt !== null && e.expiresAt < until) until = e.expiresAt
+    const until = validUntil === null ? now + AUTHZ_CACHE_MS : Math.min(validUntil, now + AUTHZ_CACHE_MS)
     if (generation === authzGeneration) {
       if (authzCache.size >= AUTHZ_CACHE_MAX) authzCache.clear()
       authzCache.set(key, { entries, until })

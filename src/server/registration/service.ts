@@ -160,11 +160,28 @@ export class RegistrationService {
    * following downstream parents transitively. Expired entries are left out.
    */
   async authorizedEntries(node: Pick<AttestedNode, 'agentId' | 'selectors'>): Promise<RegistrationEntry[]> {
+    return (await this.authorizedSet(node)).entries
+  }
+
+  /**
+   * `authorizedEntries`, and until when that answer holds if no entry is
+   * written: the earliest expiry among the entries and the node aliases that
+   * led to them (null when none of them expires).
+   */
+  async authorizedSet(node: Pick<AttestedNode, 'agentId' | 'selectors'>): Promise<{ entries: RegistrationEntry[]; validUntil: number | null }> {
     const now = this.#clock.now()
+    let validUntil: number | null = null
+    const consider = (expiresAt: number | null) => {
+      if (expiresAt !== null && (validUntil === null || expiresAt < validUntil)) validUntil = expiresAt
+    }
     const parents: string[] = [node.agentId]
     if (node.selectors.length > 0) {
       const { entries: aliases } = await this.#ds.entries.list({ parentId: this.#serverId, selectors: { set: node.selectors, match: 'subset' } })
-      for (const a of aliases) if (a.expiresAt === null || a.expiresAt > now) parents.push(a.spiffeId)
+      for (const a of aliases) {
+        if (a.expiresAt !== null && a.expiresAt <= now) continue
+        parents.push(a.spiffeId)
+        consider(a.expiresAt)
+      }
     }
     const seenParents = new Set<string>()
     const out = new Map<string, RegistrationEntry>()
@@ -178,10 +195,11 @@ export class RegistrationService {
         if (!out.has(e.id)) {
           out.set(e.id, e)
           parents.push(e.spiffeId)
+          consider(e.expiresAt)
         }
       }
     }
-    return [...out.values()]
+    return { entries: [...out.values()], validUntil }
   }
 
   /** Is entry `entryId` one this agent may serve? Returns it, or throws ERR_ID_NOT_AUTHORIZED. */

@@ -277,6 +277,23 @@ describe('RegistrationService.authorizedEntries', () => {
     expect(await ids()).toEqual(['/ns/long'])
   })
 
+  it('authorizedSet holds until the earliest expiry among the entries and the aliases that led to them', async () => {
+    const t = clock.now()
+    await createOk(entry('/ns/long', AGENT))
+    expect((await reg.authorizedSet(node)).validUntil).toBeNull()
+    await createOk(entry('/alias/soon', SERVER, { selectors: [sel('tpm', 'ek:1')], expiresAt: t + 40_000 }))
+    await createOk(entry('/ns/under-alias', 'spiffe://example.org/alias/soon', { expiresAt: t + 90_000 }))
+    await createOk(entry('/ns/later', AGENT, { expiresAt: t + 70_000 }))
+    // An alias that does not match, and an entry of another agent, do not count.
+    await createOk(entry('/alias/other', SERVER, { selectors: [sel('tpm', 'ek:2')], expiresAt: t + 10_000 }))
+    await createOk(entry('/ns/theirs', OTHER_AGENT, { expiresAt: t + 5_000 }))
+    const set = await reg.authorizedSet(node)
+    expect(set.validUntil).toBe(t + 40_000)
+    expect(set.entries.map((e) => e.spiffeId.replace('spiffe://example.org', '')).sort()).toEqual(['/ns/later', '/ns/long', '/ns/under-alias'])
+    clock.advance(40_000)
+    expect((await reg.authorizedSet(node)).validUntil).toBe(t + 70_000)
+  })
+
   it('authorizedEntry returns an authorized entry and throws ERR_ID_NOT_AUTHORIZED otherwise', async () => {
     const mine = await createOk(entry('/ns/mine', AGENT))
     const theirs = await createOk(entry('/ns/theirs', OTHER_AGENT))

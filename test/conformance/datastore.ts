@@ -720,6 +720,26 @@ export function dataStoreConformance(name: string, opts: DataStoreConformanceOpt
         expect(await ds.kv.get('ns', 'k')).toBeUndefined()
       })
 
+      it('still refuses the outer store inside a later transaction, and inside one of two concurrent ones after the other ended', async () => {
+        await ds.tx(async (t) => t.kv.put('ns', 'a', '1'))
+        await ds.tx(async () => {
+          await expect(ds.kv.get('ns', 'a')).rejects.toBeInstanceOf(TypeError)
+        })
+        let finishFirst!: () => void
+        const first = ds.tx(() => new Promise<void>((r) => (finishFirst = r)))
+        // The second waits for the first (one writer at a time), then runs alone.
+        const second = ds.tx(async () => {
+          await expect(ds.kv.get('ns', 'a')).rejects.toBeInstanceOf(TypeError)
+          return 'second'
+        })
+        await new Promise((r) => setImmediate(r))
+        finishFirst()
+        await first
+        expect(await second).toBe('second')
+        // Outside every transaction the outer store works.
+        expect(await ds.kv.get('ns', 'a')).toBe('1')
+      })
+
       it('a transaction store cannot be used after the transaction ends', async () => {
         let leaked: DataStore | undefined
         await ds.tx(async (t) => {

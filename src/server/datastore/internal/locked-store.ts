@@ -94,7 +94,11 @@ function isAncestor(level: Level, of: Level | undefined): boolean {
  * to COMMIT, so no outside write ever joins an open transaction.
  */
 export function createLockedDataStore(sync: SyncStores, driver: TxDriver): DataStore {
+  // Tells which transaction (if any) a call comes from, to refuse an outer store used inside tx(). It is enabled only
+  // while a transaction is open: an enabled AsyncLocalStorage hooks every promise of the process, which costs the hot
+  // paths (which never open one) for nothing.
   const als = new AsyncLocalStorage<Level>()
+  let openTx = 0
   let closed = false
 
   const closedError = (): IdentityError => new IdentityError('ERR_DATASTORE', 'datastore is closed')
@@ -134,12 +138,15 @@ export function createLockedDataStore(sync: SyncStores, driver: TxDriver): DataS
       const child: Level = { depth: level.depth + 1, parent: level, lock: new Mutex(), active: true }
       driver.begin(child.depth - 1)
       let result: T
+      openTx++
       try {
         result = await als.run(child, () => fn(view(child)))
       } catch (err) {
         child.active = false
         if (alive(level)) driver.rollback(child.depth - 1)
         throw err
+      } finally {
+        if (--openTx === 0) als.disable()
       }
       child.active = false
       // Wait for a nested transaction the callback started but did not await.

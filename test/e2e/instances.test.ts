@@ -70,7 +70,8 @@ class Workload {
     this.child = spawn(process.execPath, [probe, socket, mode], { stdio: ['ignore', 'pipe', 'pipe'], ...(uid !== undefined ? { uid, gid: uid, cwd: '/' } : {}) })
     let out = ''
     let err = ''
-    this.exited = new Promise((r) => this.child.once('exit', () => r()))
+    // 'close', not 'exit': a quick process can exit before its stdout has been read.
+    this.exited = new Promise((r) => this.child.once('close', () => r()))
     this.first = new Promise((resolve, reject) => {
       this.child.stdout!.on('data', (d: Buffer) => {
         out += d.toString()

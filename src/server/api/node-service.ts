@@ -54,8 +54,9 @@ const CHALLENGE_TIMEOUT_MS = 60_000
 const MAX_BATCH = 500
 const RECHECK_MS = 30_000
 const EMPTY = new Uint8Array(0)
-/** A request item's CSR (an unset bytes field decodes as an empty array). */
+/** The SPIFFE ID to sign for an item, and the key its live instance is counted under. */
 type Subject = { spiffeId: string; instanceKey: string }
+/** A request item's CSR (an unset bytes field decodes as an empty array). */
 const csrOf = (p: { csr: Uint8Array | readonly never[] }): Uint8Array => (p.csr instanceof Uint8Array ? p.csr : EMPTY)
 const AUTHZ_CACHE_MS = 30_000
 const ID_CACHE_MAX = 10_000
@@ -162,7 +163,6 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
     if (!instanceId) throw new IdentityError('ERR_INVALID_ARGUMENT', 'instance_id is required for a per-instance template entry')
     return d.instances.authorize(agentId, entry.id, instanceId).then((inst) => ({ spiffeId: inst.spiffeId, instanceKey: `${agentId}|${inst.instanceId}` }))
   }
-
 
   /** The local trust domain's current bundle as a wire message. */
   const localBundleMsg = () => {

@@ -1,8 +1,8 @@
 /**
  * The work of the CSR pool, shared by its worker threads and its calling
- * thread (which takes queued chunks when it is idle): check a CSR, or check
- * it and sign its X.509-SVID leaf; and the compact message form of a chunk of
- * leaves to sign and of their answers.
+ * thread (which takes its share when it is idle): check a CSR, or check it
+ * and sign its X.509-SVID leaf; the shared form of a batch of leaves to sign,
+ * the claiming of its positions, and the compact form of a worker's answers.
  */
 import type { ErrorCode } from '../../errors/codes.js'
 import { IdentityError } from '../../errors/identity-error.js'
@@ -75,9 +75,11 @@ export function signJob(job: LeafJob, ca: { certificate: Uint8Array; signer: Syn
 // ------------------------------------------------------------ compact messages
 
 /**
- * A chunk of leaf jobs as posted to a worker: the CSRs back to back in one
- * buffer and the validity times in another (both transferred, not copied),
- * so a message is a handful of objects however many leaves it holds.
+ * A batch of leaf jobs as the pool shares it with its workers: the CSRs back
+ * to back in one buffer and the validity times in another, both on shared
+ * memory (every worker reads the same bytes; nothing is copied per worker),
+ * plus the ID strings. Threads claim runs of positions from a shared counter
+ * and read the jobs they claimed with `leafJobAt`.
  */
 export interface PackedLeafJobs {
   csrs: Uint8Array
@@ -90,12 +92,12 @@ export interface PackedLeafJobs {
   dnsNames?: (readonly string[])[]
 }
 
-export function packLeafJobs(jobs: readonly LeafJob[]): { packed: PackedLeafJobs; transfer: ArrayBuffer[] } {
+export function packLeafJobs(jobs: readonly LeafJob[]): PackedLeafJobs {
   let total = 0
   for (const j of jobs) total += j.csr.length
-  const csrs = new Uint8Array(total)
-  const ends = new Uint32Array(jobs.length)
-  const times = new Float64Array(jobs.length * 2)
+  const csrs = new Uint8Array(new SharedArrayBuffer(total))
+  const ends = new Uint32Array(new SharedArrayBuffer(4 * jobs.length))
+  const times = new Float64Array(new SharedArrayBuffer(16 * jobs.length))
   const spiffeIds: string[] = new Array(jobs.length)
   let anyDns = false
   let at = 0
@@ -109,24 +111,36 @@ export function packLeafJobs(jobs: readonly LeafJob[]): { packed: PackedLeafJobs
     spiffeIds[i] = j.spiffeId
     if (j.dnsNames.length > 0) anyDns = true
   }
-  const packed: PackedLeafJobs = { csrs, ends, spiffeIds, times, ...(anyDns ? { dnsNames: jobs.map((j) => j.dnsNames) } : {}) }
-  return { packed, transfer: [csrs.buffer as ArrayBuffer, ends.buffer as ArrayBuffer, times.buffer as ArrayBuffer] }
+  return { csrs, ends, spiffeIds, times, ...(anyDns ? { dnsNames: jobs.map((j) => j.dnsNames) } : {}) }
 }
 
 const NO_DNS: readonly string[] = []
 
-export function unpackLeafJobs(p: PackedLeafJobs): LeafJob[] {
-  const jobs: LeafJob[] = new Array(p.ends.length)
-  let start = 0
-  for (let i = 0; i < p.ends.length; i++) {
-    const end = p.ends[i]!
-    jobs[i] = { csr: p.csrs.subarray(start, end), spiffeId: p.spiffeIds[i]!, notBefore: p.times[2 * i]!, notAfter: p.times[2 * i + 1]!, dnsNames: p.dnsNames?.[i] ?? NO_DNS }
-    start = end
-  }
-  return jobs
+/** Job `i` of a packed batch (its CSR is a view of the shared buffer). */
+export function leafJobAt(p: PackedLeafJobs, i: number): LeafJob {
+  const start = i === 0 ? 0 : p.ends[i - 1]!
+  return { csr: p.csrs.subarray(start, p.ends[i]!), spiffeId: p.spiffeIds[i]!, notBefore: p.times[2 * i]!, notAfter: p.times[2 * i + 1]!, dnsNames: p.dnsNames?.[i] ?? NO_DNS }
 }
 
-/** A chunk's answers as a worker posts them: the leaves back to back (transferred), and the errors by position. */
+/**
+ * Claims runs of `chunk` positions of a batch of `n` jobs from the shared
+ * counter `claim[0]` and calls `each(i)` for every position claimed, until
+ * none is left or `max` runs were taken. Returns the runs, as start, end
+ * pairs. Every thread claiming from the same counter gets disjoint runs.
+ */
+export function claimRuns(claim: Int32Array, n: number, chunk: number, each: (i: number) => void, max = Infinity): number[] {
+  const runs: number[] = []
+  while (runs.length < 2 * max) {
+    const start = Atomics.add(claim, 0, chunk)
+    if (start >= n) break
+    const end = Math.min(n, start + chunk)
+    for (let i = start; i < end; i++) each(i)
+    runs.push(start, end)
+  }
+  return runs
+}
+
+/** A worker's answers, in the order it signed them: the leaves back to back (transferred), and the errors by position. */
 export interface PackedLeafOutcomes {
   leaves: Uint8Array
   /** End offset of each leaf in `leaves` (an item with an error has an empty leaf). */

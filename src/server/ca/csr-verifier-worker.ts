@@ -2,18 +2,22 @@
  * Worker-thread side of `CsrVerifierPool`: checks CSRs and, for a signing
  * job, builds and signs each checked CSR's leaf with the CA it was given (a
  * software key, posted as a KeyObject; no key bytes cross the thread
- * boundary). Leaves come and go packed; the work itself is in csr-jobs.ts.
+ * boundary). A signing batch arrives on shared memory: the worker claims
+ * runs of it from the batch's counter, as the calling thread does, until
+ * none is left, and answers once with what it signed, packed. The work itself
+ * is in csr-jobs.ts.
  */
 import { parentPort } from 'node:worker_threads'
 import { KeyObjectSigner } from '../../spiffe/key-signer.js'
-import { checkJob, packLeafOutcomes, signJob, unpackLeafJobs, type LeafOutcome } from './csr-jobs.js'
+import type { SyncSigner } from '../../spiffe/x509-svid/certificate-builder.js'
+import { checkJob, claimRuns, leafJobAt, packLeafOutcomes, signJob, type LeafOutcome } from './csr-jobs.js'
 import type { CsrJobResult, WorkerMessage } from './csr-verifier.js'
 import { nativeEcdsa } from './native-ecdsa.js'
 
 const ecdsa = nativeEcdsa()
 const options = ecdsa ? { ecdsa } : {}
 
-type Ca = { gen: number; certificate: Uint8Array; signer: KeyObjectSigner }
+type Ca = { gen: number; certificate: Uint8Array; signer: SyncSigner }
 /** The CA this worker signs with, by generation (the pool sends a new one after each rotation). */
 let ca: Ca | undefined
 
@@ -25,13 +29,17 @@ port.on('message', (m: WorkerMessage) => {
     ca = { gen: m.ca.gen, certificate: m.ca.certificate, signer: new KeyObjectSigner(m.ca.privateKey) }
     return
   }
-  if ('sign' in m) {
+  if ('batch' in m) {
     const c = ca
-    const jobs = unpackLeafJobs(m.sign)
-    const outcomes: LeafOutcome[] =
-      c === undefined || c.gen !== m.gen ? jobs.map(() => ({ code: 'ERR_UNAVAILABLE', message: 'CA changed while signing; retry' })) : jobs.map((job) => signJob(job, c, options))
+    const p = m.batch
+    const outcomes: LeafOutcome[] = []
+    const sign =
+      c === undefined || c.gen !== m.gen
+        ? () => outcomes.push({ code: 'ERR_UNAVAILABLE', message: 'CA changed while signing; retry' })
+        : (i: number) => outcomes.push(signJob(leafJobAt(p, i), c, options))
+    const runs = claimRuns(m.claim, p.ends.length, m.chunk, sign)
     const { packed, transfer } = packLeafOutcomes(outcomes)
-    const reply: CsrJobResult = { id: m.id, leaves: packed }
+    const reply: CsrJobResult = { id: m.id, leaves: packed, runs }
     port.postMessage(reply, transfer)
     return
   }

@@ -7,7 +7,8 @@ import type { ErrorCode } from '../../errors/codes.js'
 import { IdentityError } from '../../errors/identity-error.js'
 import { MAX_CSR_BYTES, verifyCsr, type VerifiedCsr, type VerifyCsrOptions } from '../../spiffe/x509-svid/csr.js'
 import { KeyObjectSigner } from '../../spiffe/key-signer.js'
-import { checkJob, packLeafJobs, signJob, unpackLeafOutcomes, type LeafJob, type LeafOutcome, type PackedLeafJobs, type PackedLeafOutcomes } from './csr-jobs.js'
+import type { SyncSigner } from '../../spiffe/x509-svid/certificate-builder.js'
+import { checkJob, claimRuns, leafJobAt, packLeafJobs, signJob, unpackLeafOutcomes, type LeafJob, type LeafOutcome, type PackedLeafJobs, type PackedLeafOutcomes } from './csr-jobs.js'
 import type { X509CaDelegate } from './manager.js'
 import { nativeEcdsa } from './native-ecdsa.js'
 
@@ -85,23 +86,26 @@ export const inlineCsrVerifier: CsrVerifier = {
 // ------------------------------------------------------------ wire format (worker ↔ pool)
 
 /**
- * @internal A message to a worker: a job (CSRs to check, or packed leaves to
- * check and sign with CA generation `gen`), answered by a CsrJobResult with
- * its id; or the CA to sign with from now on (no answer). Messages on a port
+ * @internal A message to a worker: a job (CSRs to check, or a shared batch of
+ * leaves to check and sign with CA generation `gen`, claimed `chunk` positions
+ * at a time from the counter `claim[0]`), answered by a CsrJobResult with its
+ * id; or the CA to sign with from now on (no answer). Messages on a port
  * arrive in order, so a CA is always in place before the first job that names
  * it.
  */
 export type WorkerMessage =
   | { id: number; csrs: Uint8Array[] }
-  | { id: number; gen: number; sign: PackedLeafJobs }
+  | { id: number; gen: number; batch: PackedLeafJobs; claim: Int32Array; chunk: number }
   | { ca: { gen: number; certificate: Uint8Array; privateKey: KeyObject } }
 /** @internal An outcome of a CSR check as a worker reports it (plain data). */
 export type CsrOutcome = { ok: true; spki: Uint8Array; spiffeId: string | undefined; dnsNames: string[] } | { ok: false; code: ErrorCode; message: string }
-/** @internal A worker's answer: checks, or packed leaves. */
+/** @internal A worker's answer: checks, or packed leaves (in the order signed) with the runs of batch positions they are for. */
 export interface CsrJobResult {
   id: number
   results?: CsrOutcome[]
   leaves?: PackedLeafOutcomes
+  /** Start, end pairs of the batch positions the worker claimed, in order. */
+  runs?: number[]
   /** In the answer to the start-up probe: whether the worker verifies ECDSA with the native addon. */
   native?: boolean
 }
@@ -138,24 +142,102 @@ export interface CsrVerifierPoolOptions {
  */
 const WORKER_CHUNKS = 6
 
-/** A chunk of work waiting for a thread, or held by a worker. It settles exactly once. */
-interface Chunk {
+/** Work a worker holds: answered by one message, or failed when the worker is lost. */
+interface Held {
   readonly size: number
-  /** The message that hands it to a worker (and what to transfer with it). */
-  post(id: number, slot: Slot): { msg: WorkerMessage; transfer: ArrayBuffer[] }
+  /** Takes the worker's answer; returns how many items it answered. */
+  onReply(m: CsrJobResult): number
+  /** The worker will not answer (lost, or the pool closed). */
+  fail(code: ErrorCode, message: string): void
+}
+
+/** A chunk of CSR checks waiting for a thread, or held by a worker. It settles exactly once. */
+interface Chunk extends Held {
+  /** The message that hands it to a worker. */
+  post(id: number): WorkerMessage
   /** Runs it on the calling thread. */
   runInline(): void
-  /** Settles it with a worker's answer. */
-  onReply(m: CsrJobResult): void
-  /** Settles every item with this error. */
-  fail(code: ErrorCode, message: string): void
+}
+
+/**
+ * A batch of leaves to sign, shared with the workers it was posted to. Every
+ * thread working on it claims runs of positions from one shared counter, so
+ * the split follows whoever is free, and a worker answers once per batch. It
+ * settles when every position is claimed and every worker it was posted to
+ * has answered (or is lost: what that worker had claimed fails).
+ */
+class SignBatch {
+  readonly claim = new Int32Array(new SharedArrayBuffer(4))
+  /** Workers that will answer. */
+  readonly waiting = new Set<Slot>()
+  /** A worker was lost: the calling thread claims what is left whatever callerRuns says. */
+  orphaned = false
+  #lost: { code: ErrorCode; message: string } | undefined
+  #settled = false
+
+  readonly packed: PackedLeafJobs
+  /** Positions per claim. */
+  readonly chunk: number
+  /** The item position of each batch position. */
+  readonly positions: readonly number[]
+  readonly ca: X509CaDelegate
+  readonly #out: SignOutcome[]
+  readonly #resolve: (out: SignOutcome[]) => void
+
+  constructor(packed: PackedLeafJobs, chunk: number, positions: readonly number[], ca: X509CaDelegate, out: SignOutcome[], resolve: (out: SignOutcome[]) => void) {
+    this.packed = packed
+    this.chunk = chunk
+    this.positions = positions
+    this.ca = ca
+    this.#out = out
+    this.#resolve = resolve
+  }
+
+  get n(): number {
+    return this.positions.length
+  }
+
+  get exhausted(): boolean {
+    return Atomics.load(this.claim, 0) >= this.n
+  }
+
+  put(i: number, o: LeafOutcome): void {
+    this.#out[this.positions[i]!] = signFromWire(o)
+  }
+
+  workerLost(slot: Slot, code: ErrorCode, message: string): void {
+    this.waiting.delete(slot)
+    this.orphaned = true
+    this.#lost ??= { code, message }
+  }
+
+  /** Settles when nothing is left to claim or to wait for; true when settled (now or before). */
+  settleIfDone(): boolean {
+    if (this.#settled) return true
+    if (!this.exhausted || this.waiting.size > 0) return false
+    this.#settle(this.#lost ?? { code: 'ERR_INTERNAL', message: 'CSR verifier worker answered short' })
+    return true
+  }
+
+  /** Settles now: every item without an outcome gets this error. */
+  failRest(code: ErrorCode, message: string): void {
+    if (this.#settled) return
+    Atomics.store(this.claim, 0, this.n)
+    this.#settle({ code, message })
+  }
+
+  #settle(missing: { code: ErrorCode; message: string }): void {
+    this.#settled = true
+    for (const at of this.positions) if (this.#out[at] === undefined) this.#out[at] = { ok: false, error: new IdentityError(missing.code, missing.message) }
+    this.#resolve(this.#out)
+  }
 }
 
 interface Slot {
   worker: Worker
   /** Items sent and not answered yet. */
   load: number
-  jobs: Map<number, Chunk>
+  jobs: Map<number, Held>
   /** The CA generation this worker signs with (0: none yet). */
   caGen: number
 }
@@ -183,14 +265,19 @@ function workerSpec(): { entry: URL | string; eval: boolean; workerData?: unknow
 
 /**
  * A fixed pool of worker threads that verify CSRs (and sign leaves), with
- * the calling thread as one more member: work is cut into chunks, each
- * worker holds at most WORKER_CHUNKS of them, and the calling thread runs
- * queued chunks when its event loop is idle, so on a machine with as many
- * busy threads as cores no core is shared by two of ours. Leaves to sign
- * travel packed (csr-jobs.ts): each chunk is a few transferred buffers, not
- * an object per leaf. Start it with the server and `close()` it on stop; a
- * worker that dies is replaced, and the work it held settles with
- * ERR_INTERNAL (with no worker left, everything runs on the calling thread).
+ * the calling thread as one more member, so on a machine with as many busy
+ * threads as cores no core is shared by two of ours.
+ * - CSR checks are cut into chunks; each worker holds at most WORKER_CHUNKS
+ *   of them, and the calling thread runs queued chunks when its event loop is
+ *   idle.
+ * - A batch of leaves to sign is packed on shared memory (csr-jobs.ts) and
+ *   posted once to each worker it needs; the workers and the calling thread
+ *   (one run per turn of its event loop) claim runs of it from a shared
+ *   counter until none is left, and each worker answers once. Two messages
+ *   per worker per batch, however the work splits.
+ * Start it with the server and `close()` it on stop; a worker that dies is
+ * replaced, and the work it held settles with ERR_INTERNAL (with no worker
+ * left, everything runs on the calling thread).
  */
 export class CsrVerifierPool implements CsrVerifier {
   readonly size: number
@@ -201,11 +288,15 @@ export class CsrVerifierPool implements CsrVerifier {
   readonly #slots: Slot[] = []
   /** Chunks no thread has taken yet, oldest first. */
   readonly #queue: Chunk[] = []
+  /** Signing batches with positions left to claim, oldest first. */
+  readonly #batches: SignBatch[] = []
+  /** Signing batches not settled yet. */
+  readonly #open = new Set<SignBatch>()
   #inlineScheduled = false
   /** Items done by the workers and by the calling thread (for tests and diagnostics). */
   readonly #done = { worker: 0, caller: 0 }
   /** The calling thread's signer per CA. */
-  readonly #inlineSigners = new WeakMap<X509CaDelegate, KeyObjectSigner>()
+  readonly #inlineSigners = new WeakMap<X509CaDelegate, SyncSigner>()
   /** A generation number per CA the workers have been given (a rotation makes a new delegate). */
   readonly #caGens = new WeakMap<X509CaDelegate, number>()
   #nextGen = 1
@@ -277,13 +368,12 @@ export class CsrVerifierPool implements CsrVerifier {
   }
 
   #onResult(slot: Slot, m: CsrJobResult): void {
-    const chunk = slot.jobs.get(m.id)
-    if (!chunk) return
+    const held = slot.jobs.get(m.id)
+    if (!held) return
     slot.jobs.delete(m.id)
-    slot.load -= chunk.size
+    slot.load -= held.size
     if (slot.load === 0) slot.worker.unref()
-    this.#done.worker += chunk.size
-    chunk.onReply(m)
+    this.#done.worker += held.onReply(m)
     this.#pump()
   }
 
@@ -314,9 +404,12 @@ export class CsrVerifierPool implements CsrVerifier {
       }
       this.#queue.push({
         size: idx.length,
-        post: (id) => ({ msg: { id, csrs: idx.map((i) => compact(csrs[i]!)) }, transfer: [] }),
+        post: (id) => ({ id, csrs: idx.map((i) => compact(csrs[i]!)) }),
         runInline: () => settle(idx.map((i) => checkJob(csrs[i]!, inlineVerifyOptions()))),
-        onReply: (m) => settle(m.results ?? []),
+        onReply: (m) => {
+          settle(m.results ?? [])
+          return idx.length
+        },
         fail: (code, message) => settle(idx.map(() => ({ ok: false, code, message }))),
       })
     }
@@ -342,39 +435,64 @@ export class CsrVerifierPool implements CsrVerifier {
     }
     if (sent.length === 0) return Promise.resolve(out)
     return new Promise<SignOutcome[]>((resolve) => {
-      const chunks = this.#cut(sent)
-      let left = chunks.length
-      for (const idx of chunks) {
-        let settled = false
-        const settle = (leaves: readonly LeafOutcome[]) => {
-          if (settled) return
-          settled = true
-          for (let k = 0; k < idx.length; k++) out[idx[k]!] = signFromWire(leaves[k] ?? { code: 'ERR_INTERNAL', message: 'CSR verifier worker answered short' })
-          if (--left === 0) resolve(out)
+      const threads = this.#slots.length + (this.#callerRuns ? 1 : 0)
+      const chunk = Math.max(1, Math.min(this.#chunkSize, Math.ceil(sent.length / Math.max(1, threads))))
+      const b = new SignBatch(packLeafJobs(sent.map((i) => items[i]!)), chunk, sent, ca, out, resolve)
+      this.#open.add(b)
+      this.#batches.push(b)
+      // The least busy workers, as many as the batch has runs for.
+      const workers = [...this.#slots].sort((x, y) => x.jobs.size - y.jobs.size).slice(0, Math.ceil(sent.length / chunk))
+      for (const slot of workers) {
+        if (slot.caGen !== caGen) {
+          const msg: WorkerMessage = { ca: { gen: caGen, certificate: ca.certificate, privateKey: ca.privateKey } }
+          slot.worker.postMessage(msg)
+          slot.caGen = caGen
         }
-        this.#queue.push({
-          size: idx.length,
-          post: (id, slot) => {
-            if (slot.caGen !== caGen) {
-              const msg: WorkerMessage = { ca: { gen: caGen, certificate: ca.certificate, privateKey: ca.privateKey } }
-              slot.worker.postMessage(msg)
-              slot.caGen = caGen
+        const id = this.#nextId++
+        b.waiting.add(slot)
+        slot.jobs.set(id, {
+          size: b.n,
+          onReply: (m) => {
+            b.waiting.delete(slot)
+            const runs = m.runs ?? []
+            let count = 0
+            for (let r = 0; r + 1 < runs.length; r += 2) count += runs[r + 1]! - runs[r]!
+            const leaves = m.leaves ? unpackLeafOutcomes(m.leaves, count) : []
+            let k = 0
+            for (let r = 0; r + 1 < runs.length; r += 2) {
+              for (let i = runs[r]!; i < runs[r + 1]! && i < b.n; i++) b.put(i, leaves[k++] ?? { code: 'ERR_INTERNAL', message: 'CSR verifier worker answered short' })
             }
-            const { packed, transfer } = packLeafJobs(idx.map((i) => items[i]!))
-            return { msg: { id, gen: caGen, sign: packed }, transfer }
+            this.#settleBatch(b)
+            return count
           },
-          runInline: () => {
-            let signer = this.#inlineSigners.get(ca)
-            if (signer === undefined) this.#inlineSigners.set(ca, (signer = new KeyObjectSigner(ca.privateKey)))
-            const c = { certificate: ca.certificate, signer }
-            settle(idx.map((i) => signJob(items[i]!, c, inlineVerifyOptions())))
+          fail: (code, message) => {
+            b.workerLost(slot, code, message)
+            this.#settleBatch(b)
           },
-          onReply: (m) => settle(m.leaves ? unpackLeafOutcomes(m.leaves, idx.length) : []),
-          fail: (code, message) => settle(idx.map(() => ({ code, message }))),
         })
+        if (slot.load === 0) slot.worker.ref()
+        slot.load += b.n
+        const msg: WorkerMessage = { id, gen: caGen, batch: b.packed, claim: b.claim, chunk }
+        slot.worker.postMessage(msg)
       }
       this.#pump()
     })
+  }
+
+  /** Settles a batch that is done; for one with positions left that only this thread can take, schedules its turn. */
+  #settleBatch(b: SignBatch): void {
+    if (b.settleIfDone()) {
+      this.#open.delete(b)
+      const i = this.#batches.indexOf(b)
+      if (i >= 0) this.#batches.splice(i, 1)
+      return
+    }
+    this.#pump()
+  }
+
+  /** Whether the calling thread claims positions of this batch. */
+  #claimsHere(b: SignBatch): boolean {
+    return this.#callerRuns || b.orphaned || this.#slots.length === 0
   }
 
   /** Cuts the positions of plausible items into chunks: at most chunkSize, and spread over every thread for a small batch. */
@@ -393,23 +511,53 @@ export class CsrVerifierPool implements CsrVerifier {
       if (slot === undefined) break
       const c = this.#queue.shift()!
       const id = this.#nextId++
-      const { msg, transfer } = c.post(id, slot)
+      const msg = c.post(id)
       slot.jobs.set(id, c)
       if (slot.load === 0) slot.worker.ref()
       slot.load += c.size
-      slot.worker.postMessage(msg, transfer)
+      slot.worker.postMessage(msg)
     }
     // No worker left at all: the calling thread runs everything. Otherwise it helps when callerRuns is on.
-    if (this.#queue.length > 0 && !this.#inlineScheduled && (this.#callerRuns || this.#slots.length === 0)) {
+    const inline = (this.#queue.length > 0 && (this.#callerRuns || this.#slots.length === 0)) || this.#batches.some((b) => this.#claimsHere(b))
+    if (inline && !this.#inlineScheduled) {
       this.#inlineScheduled = true
       // setImmediate: after the I/O this turn of the event loop has, so answers from workers are taken first.
       setImmediate(() => this.#runInline())
     }
   }
 
-  /** The calling thread's turn: one queued chunk, then the next turn if work is left. */
+  /** The calling thread's turn: one run of the oldest signing batch it claims from, else one queued chunk; then the next turn if work is left. */
   #runInline(): void {
     this.#inlineScheduled = false
+    for (let k = 0; k < this.#batches.length; ) {
+      const b = this.#batches[k]!
+      if (!this.#claimsHere(b)) {
+        k++
+        continue
+      }
+      let signer = this.#inlineSigners.get(b.ca)
+      if (signer === undefined) this.#inlineSigners.set(b.ca, (signer = new KeyObjectSigner(b.ca.privateKey)))
+      const c = { certificate: b.ca.certificate, signer }
+      const options = inlineVerifyOptions()
+      let count = 0
+      try {
+        claimRuns(b.claim, b.n, b.chunk, (i) => {
+          b.put(i, signJob(leafJobAt(b.packed, i), c, options))
+          count++
+        }, 1)
+      } catch {
+        b.failRest('ERR_INTERNAL', 'X.509-SVID signing failed unexpectedly')
+      }
+      this.#done.caller += count
+      if (b.exhausted) {
+        this.#batches.splice(k, 1)
+        this.#settleBatch(b)
+      }
+      if (count > 0) {
+        this.#pump()
+        return
+      }
+    }
     const c = this.#queue.shift()
     if (c === undefined) return
     try {
@@ -421,12 +569,20 @@ export class CsrVerifierPool implements CsrVerifier {
     this.#pump()
   }
 
+  /** @internal Stops every worker as a crash would (they are replaced); for tests of the recovery. */
+  async crashWorkersForTest(): Promise<void> {
+    await Promise.all(this.#slots.map((s) => s.worker.terminate()))
+  }
+
   async close(): Promise<void> {
     if (this.#closed) return
     this.#closed = true
     const slots = this.#slots.splice(0)
     for (const s of slots) this.#fail(s, 'ERR_UNAVAILABLE', 'CSR verifier is closed')
     for (const c of this.#queue.splice(0)) c.fail('ERR_UNAVAILABLE', 'CSR verifier is closed')
+    this.#batches.splice(0)
+    for (const b of this.#open) b.failRest('ERR_UNAVAILABLE', 'CSR verifier is closed')
+    this.#open.clear()
     await Promise.all(slots.map((s) => s.worker.terminate()))
   }
 }

@@ -1,6 +1,6 @@
 import { generateKeyPairSync, X509Certificate } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
-import { packLeafJobs, packLeafOutcomes, signJob, unpackLeafJobs, unpackLeafOutcomes, type LeafJob, type LeafOutcome } from '../../../../src/server/ca/csr-jobs.js'
+import { claimRuns, leafJobAt, packLeafJobs, packLeafOutcomes, signJob, unpackLeafOutcomes, type LeafJob, type LeafOutcome } from '../../../../src/server/ca/csr-jobs.js'
 import { KeyObjectSigner } from '../../../../src/spiffe/key-signer.js'
 import { SpiffeId } from '../../../../src/spiffe/spiffe-id.js'
 import { TrustDomain } from '../../../../src/spiffe/trust-domain.js'
@@ -18,21 +18,32 @@ async function newCa() {
 }
 
 describe('packed leaf jobs', () => {
-  it('round-trip: CSR bytes, IDs, times and DNS names per job, in three transferable buffers', () => {
+  it('round-trip: CSR bytes, IDs, times and DNS names per job, on shared memory that a clone does not copy', () => {
     const jobs = [job(bytes(200, 1), 'spiffe://example.org/a', ['a.example.org', 'b.example.org']), job(bytes(1, 2), 'spiffe://example.org/b'), job(bytes(333, 3), 'spiffe://example.org/c')]
-    const { packed, transfer } = packLeafJobs(jobs)
-    expect(transfer).toEqual([packed.csrs.buffer, packed.ends.buffer, packed.times.buffer])
-    // A structured clone with the buffers transferred, as postMessage does.
-    const received = structuredClone(packed, { transfer })
-    expect(packed.csrs.byteLength).toBe(0) // detached: moved, not copied
-    const back = unpackLeafJobs(received)
+    const packed = packLeafJobs(jobs)
+    for (const a of [packed.csrs, packed.ends, packed.times]) expect(a.buffer).toBeInstanceOf(SharedArrayBuffer)
+    // A structured clone, as postMessage does: the clone sees the same memory.
+    const received = structuredClone(packed)
+    received.csrs[0] = 0xee
+    expect(packed.csrs[0]).toBe(0xee)
+    received.csrs[0] = jobs[0]!.csr[0]!
+    const back = jobs.map((_, i) => leafJobAt(received, i))
     expect(back.map((j) => ({ ...j, csr: Buffer.from(j.csr).toString('hex') }))).toEqual(jobs.map((j) => ({ ...j, csr: Buffer.from(j.csr).toString('hex') })))
   })
 
   it('leave DNS names out when no job has any', () => {
-    const { packed } = packLeafJobs([job(bytes(10, 1), 'spiffe://example.org/a')])
+    const packed = packLeafJobs([job(bytes(10, 1), 'spiffe://example.org/a')])
     expect(packed.dnsNames).toBeUndefined()
-    expect(unpackLeafJobs(packed)[0]!.dnsNames).toEqual([])
+    expect(leafJobAt(packed, 0).dnsNames).toEqual([])
+  })
+
+  it('claims: disjoint runs of the chunk size until every position is taken, and at most `max` runs per call', () => {
+    const claim = new Int32Array(new SharedArrayBuffer(4))
+    const seen: number[] = []
+    expect(claimRuns(claim, 10, 4, (i) => seen.push(i), 1)).toEqual([0, 4])
+    expect(claimRuns(claim, 10, 4, (i) => seen.push(i))).toEqual([4, 8, 8, 10])
+    expect(claimRuns(claim, 10, 4, (i) => seen.push(i))).toEqual([])
+    expect(seen).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
   })
 
   it('answers: leaves by position with errors in place, and a short answer is ERR_INTERNAL for the missing items', () => {

@@ -172,3 +172,32 @@ describe.each([
     expect(after.map((o) => (o.ok ? 'ok' : o.error.code))).toEqual(['ERR_UNAVAILABLE'])
   })
 })
+
+describe('CsrVerifierPool.verifyAndSign, a worker lost', () => {
+  it('a worker lost mid-batch: what it had claimed fails with ERR_INTERNAL, the calling thread signs the rest, the next batch is whole', async () => {
+    const ca = newCa(new MemoryKeyManager())
+    await ca.init()
+    const d = ca.x509Delegate()!
+    const own = await CsrVerifierPool.start({ size: 1, chunkSize: 2, callerRuns: false })
+    try {
+      const csrs = await Promise.all(Array.from({ length: 200 }, csrFor))
+      const items = csrs.map((c, i) => item(c, `spiffe://example.org/l${i}`, d))
+      const inFlight = own.verifyAndSign(items, d)
+      await new Promise((r) => setTimeout(r, 5))
+      await own.crashWorkersForTest()
+      const out = await inFlight
+      expect(out).toHaveLength(200)
+      for (const [i, o] of out.entries()) {
+        if (o.ok) expect(leafOf(o).subjectAltName).toBe(`URI:spiffe://example.org/l${i}`)
+        else expect([o.error.code, o.error.message]).toEqual(['ERR_INTERNAL', 'CSR verifier worker exited'])
+      }
+      // The worker never answered, so nothing it signed counts; the calling thread took over what was left.
+      expect(own.stats.worker).toBe(0)
+      expect(own.stats.caller).toBe(out.filter((o) => o.ok).length)
+      const again = await own.verifyAndSign(items.slice(0, 8), d)
+      expect(again.map((o) => o.ok)).toEqual(Array(8).fill(true))
+    } finally {
+      await own.close()
+    }
+  })
+})

@@ -37,6 +37,20 @@
       "defines": [
         "NAPI_VERSION=8"
       ]
+    },
+    {
+      "target_name": "ecsign",
+      "sources": [
+        "native/ecsign.c"
+      ],
+      "cflags": [
+        "-Wall",
+        "-Wextra",
+        "-O2"
+      ],
+      "defines": [
+        "NAPI_VERSION=8"
+      ]
     }
   ]
 }

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <node_api.h>
+#include "napi_bytes.h"
 #include <openssl/ec.h>
 #include <openssl/ecdsa.h>
 #include <openssl/obj_mac.h>
@@ -53,19 +54,6 @@ static void free_state(napi_env env, void *data, void *hint) {
 static napi_value fail(napi_env env, const char *msg) {
   napi_throw_type_error(env, NULL, msg);
   return NULL;
-}
-
-static int get_bytes(napi_env env, napi_value v, const uint8_t **out, size_t *len) {
-  bool is;
-  if (napi_is_typedarray(env, v, &is) != napi_ok || !is) return 0;
-  napi_typedarray_type type;
-  void *data;
-  napi_value buf;
-  size_t off;
-  if (napi_get_typedarray_info(env, v, &type, len, &data, &buf, &off) != napi_ok) return 0;
-  if (type != napi_uint8_array) return 0;
-  *out = (const uint8_t *)data;
-  return 1;
 }
 
 static int get_small(napi_env env, napi_value v, int32_t max, int32_t *out) {

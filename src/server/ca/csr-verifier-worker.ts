@@ -2,7 +2,7 @@
  * Worker-thread side of `CsrVerifierPool`: checks CSRs and, for a signing
  * job, builds and signs each checked CSR's leaf with the CA it was given (a
  * software key, posted as a KeyObject; no key bytes cross the thread
- * boundary). A signing batch arrives on shared memory: the worker claims
+ * boundary), through the native signer when it takes the key. A signing batch arrives on shared memory: the worker claims
  * runs of it from the batch's counter, as the calling thread does, until
  * none is left, and answers once with what it signed, packed. The work itself
  * is in csr-jobs.ts.
@@ -12,6 +12,7 @@ import { KeyObjectSigner } from '../../spiffe/key-signer.js'
 import type { SyncSigner } from '../../spiffe/x509-svid/certificate-builder.js'
 import { checkJob, claimRuns, leafJobAt, packLeafOutcomes, signJob, type LeafOutcome } from './csr-jobs.js'
 import type { CsrJobResult, WorkerMessage } from './csr-verifier.js'
+import { nativeEcSigner } from './native-ec-signer.js'
 import { nativeEcdsa } from './native-ecdsa.js'
 
 const ecdsa = nativeEcdsa()
@@ -26,7 +27,7 @@ if (!port) throw new Error('csr-verifier-worker must run in a worker thread')
 // Jobs run one at a time, in order; each signs with the CA in place when it arrived (messages keep their order).
 port.on('message', (m: WorkerMessage) => {
   if ('ca' in m) {
-    ca = { gen: m.ca.gen, certificate: m.ca.certificate, signer: new KeyObjectSigner(m.ca.privateKey) }
+    ca = { gen: m.ca.gen, certificate: m.ca.certificate, signer: nativeEcSigner(m.ca.privateKey) ?? new KeyObjectSigner(m.ca.privateKey) }
     return
   }
   if ('batch' in m) {

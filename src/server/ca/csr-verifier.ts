@@ -10,6 +10,7 @@ import { KeyObjectSigner } from '../../spiffe/key-signer.js'
 import type { SyncSigner } from '../../spiffe/x509-svid/certificate-builder.js'
 import { checkJob, claimRuns, leafJobAt, packLeafJobs, signJob, unpackLeafOutcomes, type LeafJob, type LeafOutcome, type PackedLeafJobs, type PackedLeafOutcomes } from './csr-jobs.js'
 import type { X509CaDelegate } from './manager.js'
+import { nativeEcSigner } from './native-ec-signer.js'
 import { nativeEcdsa } from './native-ecdsa.js'
 
 /**
@@ -536,7 +537,7 @@ export class CsrVerifierPool implements CsrVerifier {
         continue
       }
       let signer = this.#inlineSigners.get(b.ca)
-      if (signer === undefined) this.#inlineSigners.set(b.ca, (signer = new KeyObjectSigner(b.ca.privateKey)))
+      if (signer === undefined) this.#inlineSigners.set(b.ca, (signer = nativeEcSigner(b.ca.privateKey) ?? new KeyObjectSigner(b.ca.privateKey)))
       const c = { certificate: b.ca.certificate, signer }
       const options = inlineVerifyOptions()
       let count = 0

@@ -2,10 +2,11 @@
  * Worker-thread side of `CsrVerifierPool`: checks CSRs and, for a signing
  * job, builds and signs each checked CSR's leaf with the CA it was given (a
  * software key, posted as a KeyObject; no key bytes cross the thread
- * boundary), through the native signer when it takes the key. A signing batch arrives on shared memory: the worker claims
- * runs of it from the batch's counter, as the calling thread does, until
- * none is left, and answers once with what it signed, packed. The work itself
- * is in csr-jobs.ts.
+ * boundary), through the native signer when it takes the key. A signing
+ * batch arrives on shared memory: the worker claims runs of it from the
+ * batch's counter, as the calling thread does, until none is left, and
+ * answers once with what it signed, packed. The work itself is in
+ * csr-jobs.ts.
  */
 import { parentPort } from 'node:worker_threads'
 import { KeyObjectSigner } from '../../spiffe/key-signer.js'

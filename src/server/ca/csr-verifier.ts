@@ -236,7 +236,7 @@ class SignBatch {
 
 interface Slot {
   worker: Worker
-  /** Items sent and not answered yet. */
+  /** Items sent and not answered yet (a shared signing batch counts whole for each worker it went to); the worker is ref'd while above 0. */
   load: number
   jobs: Map<number, Held>
   /** The CA generation this worker signs with (0: none yet). */
@@ -436,8 +436,7 @@ export class CsrVerifierPool implements CsrVerifier {
     }
     if (sent.length === 0) return Promise.resolve(out)
     return new Promise<SignOutcome[]>((resolve) => {
-      const threads = this.#slots.length + (this.#callerRuns ? 1 : 0)
-      const chunk = Math.max(1, Math.min(this.#chunkSize, Math.ceil(sent.length / Math.max(1, threads))))
+      const chunk = this.#chunkFor(sent.length)
       const b = new SignBatch(packLeafJobs(sent.map((i) => items[i]!)), chunk, sent, ca, out, resolve)
       this.#open.add(b)
       this.#batches.push(b)
@@ -496,9 +495,14 @@ export class CsrVerifierPool implements CsrVerifier {
     return this.#callerRuns || b.orphaned || this.#slots.length === 0
   }
 
-  /** Cuts the positions of plausible items into chunks: at most chunkSize, and spread over every thread for a small batch. */
+  /** Items per chunk or claim: at most chunkSize, and spread over every thread for a small batch. */
+  #chunkFor(n: number): number {
+    return Math.max(1, Math.min(this.#chunkSize, Math.ceil(n / Math.max(1, this.#slots.length + (this.#callerRuns ? 1 : 0)))))
+  }
+
+  /** Cuts the positions of plausible items into chunks of `#chunkFor` items. */
   #cut(sent: readonly number[]): number[][] {
-    const chunk = Math.max(1, Math.min(this.#chunkSize, Math.ceil(sent.length / (this.#slots.length + (this.#callerRuns ? 1 : 0)))))
+    const chunk = this.#chunkFor(sent.length)
     const out: number[][] = []
     for (let start = 0; start < sent.length; start += chunk) out.push(sent.slice(start, start + chunk))
     return out

@@ -46,7 +46,8 @@ export function nativeEcSignerError(): unknown {
 
 /**
  * A SyncSigner for an EC P-256 or P-384 private key, or undefined when the
- * addon is not available or the key is of another kind. Signatures come back
+ * addon is not available, the key is of another kind or the addon refuses
+ * it (never throws). Signatures come back
  * as IEEE P1363 (r || s), as KeyObjectSigner's do; `signSync` accepts only the
  * algorithm of the key's curve (ES256 for P-256, ES384 for P-384).
  */
@@ -62,6 +63,9 @@ export function nativeEcSigner(privateKey: KeyObject): SyncSigner | undefined {
   let handle: object
   try {
     handle = addon.importKey(der)
+  } catch {
+    // Never fatal: the caller signs with node:crypto instead.
+    return undefined
   } finally {
     der.fill(0)
   }

@@ -74,7 +74,9 @@ interface Slot {
  * interval). An accepted bundle is stored through `FederatedBundles.put` only
  * when it changed, which pushes it to agents. A failed fetch changes nothing:
  * the previous bundle stays, the error is logged with the relationship's name
- * and counted in `warrant_server_federation_refresh_failures_total`.
+ * and counted in `warrant_server_federation_refresh_failures_total`. A bundle
+ * whose `spiffe_sequence` is older than the stored one is refused the same way
+ * (and also counted in `warrant_server_federation_bundle_rollbacks_refused_total`).
  */
 export class FederationRefresher {
   readonly #o: FederationRefresherOptions
@@ -86,6 +88,7 @@ export class FederationRefresher {
   readonly #failures: Counter<'relationship' | 'error_code'>
   readonly #successes: Counter<'relationship'>
   readonly #updates: Counter<'relationship'>
+  readonly #rollbacks: Counter<'relationship'>
   readonly #lastSuccess: Gauge<'relationship'>
   #started = false
   #unsubscribe: (() => void) | undefined
@@ -113,6 +116,12 @@ export class FederationRefresher {
     this.#updates = new Counter({
       name: 'warrant_server_federation_bundle_updates_total',
       help: 'Fetched bundles that differed from the stored one and were stored',
+      labelNames: ['relationship'] as const,
+      ...r,
+    })
+    this.#rollbacks = new Counter({
+      name: 'warrant_server_federation_bundle_rollbacks_refused_total',
+      help: 'Fetched bundles refused because their spiffe_sequence was older than the stored one',
       labelNames: ['relationship'] as const,
       ...r,
     })
@@ -173,7 +182,7 @@ export class FederationRefresher {
       if (!seen.has(td)) {
         this.#cancel(slot)
         this.#slots.delete(td)
-        for (const m of [this.#successes, this.#updates, this.#lastSuccess]) m.remove({ relationship: td })
+        for (const m of [this.#successes, this.#updates, this.#rollbacks, this.#lastSuccess]) m.remove({ relationship: td })
       }
     }
   }
@@ -261,7 +270,15 @@ export class FederationRefresher {
           throw new IdentityError('ERR_BUNDLE_INVALID', 'fetched bundle belongs to another trust domain')
         }
         if (stored && fetched.sequenceNumber !== undefined && stored.sequenceNumber !== undefined && fetched.sequenceNumber < stored.sequenceNumber) {
-          log.warn({ sequence: fetched.sequenceNumber, stored_sequence: stored.sequenceNumber }, 'Bundle endpoint served an older spiffe_sequence')
+          // A rollback (a replayed or stale document) would bring back authorities the partner has retired: the stored
+          // bundle stays. Only an operator can go back (`warrant bundle set`, which does not pass through here).
+          this.#rollbacks.inc({ relationship: rel.trustDomain })
+          log.warn({ sequence: fetched.sequenceNumber, stored_sequence: stored.sequenceNumber }, 'Bundle endpoint served an older spiffe_sequence; keeping the stored bundle')
+          throw new IdentityError(
+            'ERR_BUNDLE_INVALID',
+            `bundle endpoint served spiffe_sequence ${fetched.sequenceNumber}, older than the stored ${stored.sequenceNumber}`,
+            { details: { sequence: fetched.sequenceNumber, stored_sequence: stored.sequenceNumber } },
+          )
         }
         if (!fetched.equals(stored)) {
           await this.#o.federated.put(fetched)

@@ -104,7 +104,8 @@ export async function run(args: string[]): Promise<void> {
       })
 
     const jwt = await pairedP50(2000, echoCall, jwtCall)
-    report('fetch_jwt_svid_p50_vs_grpc_echo', jwt.ours, jwt.base, 'ms', { target_ratio: 1.5 })
+    // Every call after the first is answered from the agent's JWT-SVID cache (same audience, token still fresh).
+    report('fetch_jwt_svid_cached_p50_vs_grpc_echo', jwt.ours, jwt.base, 'ms', { target_ratio: 1.5, served_from: 'agent JWT-SVID cache' })
     const x509 = await pairedP50(1000, echoCall, firstX509, x509Times)
     report('x509_stream_first_p50_vs_grpc_echo', x509.ours, x509.base, 'ms', { target_ratio: 2, failed_streams: streamErrors })
     if (latencyOnly) {

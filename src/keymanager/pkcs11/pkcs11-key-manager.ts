@@ -1,7 +1,8 @@
 /**
  * KeyManager over a PKCS#11 token (an HSM, or SoftHSM2), through pkcs11js.
  * Keys are generated inside the token, are sensitive and non-extractable, and
- * are found again by label (`<key_label_prefix><id>`) after a restart.
+ * are found again by label (`<key_label_prefix><id>`) after a restart; a key
+ * found that way is refused unless the token has always kept it secret.
  */
 import { createHash, createPublicKey, type KeyObject } from 'node:crypto'
 import { IdentityError } from '../../errors/index.js'
@@ -316,6 +317,7 @@ export class Pkcs11KeyManager implements KeyManager {
     }
   }
 
+  /** ERR_KEY_NOT_FOUND; ERR_KEY_INVALID for a key under our label that the token does not keep secret. */
   async getKey(id: string): Promise<ManagedKey> {
     assertKeyId(id)
     let found: { handle: Handle; info: KeyInfo } | undefined
@@ -339,7 +341,13 @@ export class Pkcs11KeyManager implements KeyManager {
           if (!label.startsWith(this.#prefix)) continue
           const id = label.slice(this.#prefix.length)
           if (seen.has(id) || !/^[A-Za-z0-9._-]{1,64}$/.test(id)) continue
-          const found = this.#lookup(s, id)
+          let found: { handle: Handle; info: KeyInfo } | undefined
+          try {
+            found = this.#lookup(s, id)
+          } catch (err) {
+            if (err instanceof IdentityError && err.details?.reason === 'key_not_protected') continue // logged; never listed
+            throw err
+          }
           if (found === undefined) continue
           seen.add(id)
           keys.push(new Pkcs11Key(this, id, found.info, found.handle))
@@ -404,8 +412,9 @@ export class Pkcs11KeyManager implements KeyManager {
       this.#log.warn({ [F.KEY_ID]: id, [F.COUNT]: privs.length }, 'PKCS#11: several private keys carry this label; using the first')
     }
     const [pub] = this.#find(session, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PUBLIC_KEY }, { type: pkcs11js.CKA_LABEL, value: label }])
+    let info: KeyInfo
     try {
-      return { handle: priv, info: this.#readKeyInfo(session, priv, pub) }
+      info = this.#readKeyInfo(session, priv, pub)
     } catch (err) {
       if (err instanceof IdentityError && err.code === 'ERR_KEY_INVALID') {
         this.#log.warn({ [F.KEY_ID]: id, [F.REASON]: err.message }, 'PKCS#11: ignoring an unusable key object')
@@ -413,6 +422,35 @@ export class Pkcs11KeyManager implements KeyManager {
       }
       throw err
     }
+    this.#assertProtected(session, priv, id)
+    return { handle: priv, info }
+  }
+
+  /**
+   * A key found again by label is used only if the token has always kept it
+   * secret: CKA_SENSITIVE true, CKA_EXTRACTABLE false, and it never was
+   * otherwise (CKA_ALWAYS_SENSITIVE, CKA_NEVER_EXTRACTABLE). A key planted under
+   * our label, or imported from outside, fails with ERR_KEY_INVALID
+   * (`details.reason = 'key_not_protected'`).
+   */
+  #assertProtected(session: Handle, priv: Handle, id: string): void {
+    const a = this.#p.C_GetAttributeValue(session, priv, [
+      { type: pkcs11js.CKA_SENSITIVE },
+      { type: pkcs11js.CKA_EXTRACTABLE },
+      { type: pkcs11js.CKA_ALWAYS_SENSITIVE },
+      { type: pkcs11js.CKA_NEVER_EXTRACTABLE },
+    ])
+    const isTrue = (i: number): boolean => (a[i]?.value.length ?? 0) > 0 && a[i]!.value[0] !== 0
+    const problems: string[] = []
+    if (!isTrue(0)) problems.push('CKA_SENSITIVE is false')
+    if (isTrue(1)) problems.push('CKA_EXTRACTABLE is true')
+    if (!isTrue(2)) problems.push('CKA_ALWAYS_SENSITIVE is false')
+    if (!isTrue(3)) problems.push('CKA_NEVER_EXTRACTABLE is false')
+    if (problems.length === 0) return
+    this.#log.error({ [F.KEY_ID]: id, [F.REASON]: problems.join(', ') }, 'PKCS#11: refusing a private key the token does not keep secret')
+    throw new IdentityError('ERR_KEY_INVALID', `PKCS#11 key "${id}" is not protected by the token: ${problems.join(', ')}`, {
+      details: { key_id: id, reason: 'key_not_protected', problems },
+    })
   }
 
   /** Reads the key type and public key back from the token. */

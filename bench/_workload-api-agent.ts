@@ -61,7 +61,7 @@ const manager = new AgentManager({
   // Full workload attestation per call, as the agent wires it (agent.ts): the
   // unix attestor with its default config (uid/gid/groups and names, path and
   // sha256 of the caller's executable).
-  attestWorkload: (peer, o) => attestWorkload(peer.pid, attestors, o, nullLogger),
+  attestWorkload: (peer, o) => attestWorkload(peer, attestors, o, nullLogger),
   x509SvidCacheMaxSize: Math.max(1000, n),
   tickIntervalMs: 50,
 })

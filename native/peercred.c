@@ -4,6 +4,10 @@
  *
  *   getPeerCred(fd: number): { pid: number, uid: number, gid: number }
  *
+ *   getPeerGroups(fd: number): number[]
+ *     The supplementary group ids of the process that connected, as the
+ *     kernel recorded them at connect(2) (SO_PEERGROUPS, Linux 4.13+).
+ *
  *   getPeerPidfd(fd: number): number
  *     A pidfd of the process that connected (SO_PEERPIDFD, Linux 6.5+): it
  *     names that very process, whatever its pid names later. Close it with
@@ -22,6 +26,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -32,6 +37,9 @@
 /* Older C library headers lack these; the numbers are the kernel's ABI. */
 #ifndef SO_PEERPIDFD
 #define SO_PEERPIDFD 77
+#endif
+#ifndef SO_PEERGROUPS
+#define SO_PEERGROUPS 59
 #endif
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
@@ -58,6 +66,7 @@ static const char *errno_name(int e) {
     case EMFILE: return "EMFILE";
     case ENFILE: return "ENFILE";
     case ENOMEM: return "ENOMEM";
+    case ERANGE: return "ERANGE";
     default: return "EIO";
   }
 }
@@ -196,12 +205,52 @@ static napi_value pidfd_exited(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* SO_PEERGROUPS: the peer's supplementary groups at connect time. */
+static napi_value get_peer_groups(napi_env env, napi_callback_info info) {
+  int32_t fd = fd_arg(env, info, "getPeerGroups");
+  if (fd < 0) return NULL;
+  gid_t stack[64];
+  gid_t *groups = stack;
+  socklen_t len = sizeof(stack);
+  gid_t *heap = NULL;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) != 0) {
+    if (errno != ERANGE || len == 0 || len > 65536 * sizeof(gid_t)) return throw_errno(env, "getsockopt(SO_PEERGROUPS)", errno);
+    /* The kernel set len to the size needed (NGROUPS_MAX is 65536). */
+    heap = malloc(len);
+    if (heap == NULL) return throw_errno(env, "getsockopt(SO_PEERGROUPS)", ENOMEM);
+    groups = heap;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) != 0) {
+      int e = errno;
+      free(heap);
+      return throw_errno(env, "getsockopt(SO_PEERGROUPS)", e);
+    }
+  }
+  size_t n = len / sizeof(gid_t);
+  napi_value out;
+  if (napi_create_array_with_length(env, n, &out) != napi_ok) {
+    free(heap);
+    napi_throw_error(env, NULL, "peercred: Node-API call failed");
+    return NULL;
+  }
+  for (size_t i = 0; i < n; i++) {
+    napi_value v;
+    if (napi_create_uint32(env, (uint32_t)groups[i], &v) != napi_ok || napi_set_element(env, out, (uint32_t)i, v) != napi_ok) {
+      free(heap);
+      napi_throw_error(env, NULL, "peercred: Node-API call failed");
+      return NULL;
+    }
+  }
+  free(heap);
+  return out;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   static const struct {
     const char *name;
     napi_callback fn;
   } fns[] = {
       {"getPeerCred", get_peer_cred},
+      {"getPeerGroups", get_peer_groups},
       {"getPeerPidfd", get_peer_pidfd},
       {"openPidfd", open_pidfd},
       {"pidfdExited", pidfd_exited},

@@ -148,7 +148,7 @@ export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent>
     random,
     x509SvidCacheMaxSize: cfg.x509SvidCacheMaxSize,
     jwtSvidCacheMaxSize: cfg.jwtSvidCacheMaxSize,
-    attestWorkload: (peer, o) => attestWorkload(peer.pid, workloadAttestors, o, opts.log),
+    attestWorkload: (peer, o) => attestWorkload(peer, workloadAttestors, o, opts.log),
     instances: client,
   })
   // Instances of a previous run belong to processes this run cannot know: end them before registering new ones.

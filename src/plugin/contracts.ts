@@ -58,7 +58,21 @@ export interface AgentNodeAttestor {
   answer(challenge: Uint8Array, opts: CallOpts): Promise<Uint8Array>
 }
 
-/** Returns selector values (no type prefix) for the process `pid`. */
+/**
+ * The caller of a Workload API call as the kernel recorded it when its
+ * connection was made (SO_PEERCRED, SO_PEERGROUPS): the connecting process
+ * and its effective ids and supplementary groups then. Attestors derive
+ * identity selectors from these, never from a later read of `/proc`; the
+ * agent refuses the call when the process's ids or executable changed since.
+ */
+export interface WorkloadCaller {
+  readonly pid: number
+  readonly uid: number
+  readonly gid: number
+  readonly groups: readonly number[]
+}
+
+/** Returns selector values (no type prefix) for the caller. */
 export interface WorkloadAttestor {
-  attest(pid: number, opts: CallOpts): Promise<string[]>
+  attest(caller: WorkloadCaller, opts: CallOpts): Promise<string[]>
 }

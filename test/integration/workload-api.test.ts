@@ -57,7 +57,7 @@ class FakeManager implements WorkloadManager {
   async attest(peer: WorkloadPeer, opts: { signal?: AbortSignal }): Promise<string[]> {
     this.attested.push(peer)
     if (this.attestError) throw this.attestError
-    return attestWorkload(peer.pid, [{ name: 'unix', attestor: this.attestor }], opts, nullLogger)
+    return attestWorkload(peer, [{ name: 'unix', attestor: this.attestor }], opts, nullLogger)
   }
 
   identitiesFor(selectors: string[]): WorkloadIdentity[] {

@@ -3,7 +3,7 @@ import { parseUnixAttestorConfig, type UnixAttestorConfig } from './config.js'
 import { UnixWorkloadAttestor } from './unix-attestor.js'
 
 export { parseUnixAttestorConfig, DEFAULT_WORKLOAD_SIZE_LIMIT, type UnixAttestorConfig } from './config.js'
-export { UnixWorkloadAttestor, parseProcStatus, type ProcessIds, type UnixAttestorOptions } from './unix-attestor.js'
+export { UnixWorkloadAttestor, type UnixAttestorOptions } from './unix-attestor.js'
 
 /** The `unix` workload attestor (Linux): selectors from the caller's uid/gid/groups and executable. */
 export const unixWorkloadAttestorPlugin: PluginDefinition<UnixAttestorConfig, WorkloadAttestor> = {

@@ -8,8 +8,10 @@ import type { CallOpts } from '../../plugin/contracts.js'
 /** Kernel-reported caller of a Workload API connection. */
 export interface WorkloadPeer {
   pid: number
+  /** Effective uid and gid, and the supplementary groups, at connect (from the kernel). */
   uid: number
   gid: number
+  groups: readonly number[]
   /**
    * `/proc/<pid>/stat` start time of the caller (clock ticks since boot), read
    * when its connection was accepted: with `pid` it names one process, which

@@ -332,7 +332,7 @@ export function workloadApiHandlers(opts: WorkloadApiHandlerOptions): UntypedSer
     peers.watchResets?.(call)
     let selectors: string[]
     try {
-      selectors = await manager.attest({ pid: peer.pid, uid: peer.uid, gid: peer.gid }, opts)
+      selectors = await manager.attest(peer, opts)
     } catch (cause) {
       throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', `workload attestation failed for pid ${peer.pid}`, {
         cause,
@@ -341,7 +341,7 @@ export function workloadApiHandlers(opts: WorkloadApiHandlerOptions): UntypedSer
     }
     peers.assertPeerAlive(peer)
     mlog.debug({ [F.PID]: peer.pid, [F.UID]: peer.uid, [F.SELECTORS]: selectors }, 'Workload attested')
-    return { selectors, peer: { pid: peer.pid, uid: peer.uid, gid: peer.gid, startTime: peer.startTime } }
+    return { selectors, peer: { pid: peer.pid, uid: peer.uid, gid: peer.gid, groups: peer.groups, startTime: peer.startTime } }
   }
 
   /** A Workload API stream handler sending `render(update)` (see {@link WatchCall}). */

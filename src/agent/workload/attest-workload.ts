@@ -1,6 +1,6 @@
 import { IdentityError } from '../../errors/identity-error.js'
 import { F, type Logger } from '../../common/log/logger.js'
-import type { CallOpts, WorkloadAttestor } from '../../plugin/contracts.js'
+import type { CallOpts, WorkloadAttestor, WorkloadCaller } from '../../plugin/contracts.js'
 
 /** A configured workload attestor and its plugin name (the selector type). */
 export interface NamedWorkloadAttestor {
@@ -9,7 +9,7 @@ export interface NamedWorkloadAttestor {
 }
 
 /**
- * Runs every workload attestor on `pid` at the same time and merges their
+ * Runs every workload attestor on the caller at the same time and merges their
  * selectors as `<name>:<value>` (deduplicated, in attestor order). As in
  * SPIRE, the call fails only when every attestor fails; single failures are
  * logged to `log`. `opts` goes to each attestor as it is (its signal is not
@@ -18,18 +18,19 @@ export interface NamedWorkloadAttestor {
  * replaces with "workload attestation failed".
  */
 export async function attestWorkload(
-  pid: number,
+  caller: WorkloadCaller,
   attestors: readonly NamedWorkloadAttestor[],
   opts: CallOpts,
   log: Logger,
 ): Promise<string[]> {
   if (attestors.length === 0) throw new TypeError('attestWorkload: no workload attestors configured')
+  const pid = caller.pid
   if (attestors.length === 1) {
     // The usual case (one attestor, often answering without I/O): no allSettled round.
     const { name, attestor } = attestors[0]!
     let values: string[]
     try {
-      values = await attestor.attest(pid, opts)
+      values = await attestor.attest(caller, opts)
     } catch (reason) {
       log.warn({ [F.PID]: pid, [F.PLUGIN_NAME]: name, [F.ERR]: reason }, 'Workload attestor failed')
       throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', `all 1 workload attestors failed for pid ${pid}`, {
@@ -39,7 +40,7 @@ export async function attestWorkload(
     }
     return prefixed(name, values)
   }
-  const results = await Promise.allSettled(attestors.map((a) => a.attestor.attest(pid, opts)))
+  const results = await Promise.allSettled(attestors.map((a) => a.attestor.attest(caller, opts)))
   const selectors: string[] = []
   const seen = new Set<string>()
   let failures = 0

@@ -39,7 +39,7 @@
  * a new connection for new calls (and retries refused ones transparently).
  */
 import { randomBytes } from 'node:crypto'
-import { chmodSync, closeSync, lstatSync, mkdirSync, openSync, unlinkSync } from 'node:fs'
+import { chmodSync, closeSync, lstatSync, mkdirSync, openSync, statSync, unlinkSync } from 'node:fs'
 import { dirname } from 'node:path'
 import net from 'node:net'
 import * as grpc from '@grpc/grpc-js'
@@ -51,8 +51,12 @@ import { ProcFileReader } from '../../common/procfs.js'
 /** Kernel-reported credentials of the process that connected (at connect time). */
 export interface PeerCred {
   pid: number
+  /** Effective uid at connect(2). */
   uid: number
+  /** Effective gid at connect(2). */
   gid: number
+  /** Supplementary groups at connect(2) (SO_PEERGROUPS); absent where the kernel cannot tell. */
+  groups?: readonly number[]
 }
 
 /** A connected caller: its credentials plus what we need to detect PID reuse. */
@@ -61,6 +65,8 @@ export interface PeerInfo extends PeerCred {
   readonly id: string
   /** `/proc/<pid>/stat` field 22 (starttime, clock ticks since boot) read at accept time. */
   readonly startTime: string
+  /** Supplementary groups at connect (SO_PEERGROUPS, else `/proc` read at accept and held unchanged). */
+  readonly groups: readonly number[]
 }
 
 /** Returns the start time of `pid` (`/proc/<pid>/stat` field 22), or undefined if there is no such process. */
@@ -68,6 +74,8 @@ export type StartTimeReader = (pid: number) => string | undefined
 
 interface PeerCredAddon {
   getPeerCred(fd: number): PeerCred
+  /** SO_PEERGROUPS (throws ENOPROTOOPT on kernels before 4.13). */
+  getPeerGroups?(fd: number): number[]
   /** SO_PEERPIDFD: a pidfd of the process that connected (throws ENOPROTOOPT on kernels before 6.5). */
   getPeerPidfd?(fd: number): number
   /** pidfd_open(2) (throws ENOSYS on kernels before 5.3). */
@@ -119,7 +127,16 @@ function socketFd(socket: net.Socket): number {
 export function getSocketPeerCred(socket: net.Socket): PeerCred {
   const fd = socketFd(socket)
   try {
-    return loadPeerCredAddon().getPeerCred(fd)
+    const a = loadPeerCredAddon()
+    const cred = a.getPeerCred(fd)
+    if (a.getPeerGroups) {
+      try {
+        cred.groups = a.getPeerGroups(fd)
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOPROTOOPT') throw err
+      }
+    }
+    return cred
   } catch (cause) {
     if (cause instanceof IdentityError) throw cause
     throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', 'cannot read peer credentials', { cause })
@@ -222,6 +239,56 @@ function openCallerPidfd(pid: number, socket: net.Socket | undefined): number | 
   }
 }
 
+/** What a connection's caller was at accept: its status file (kept open), its ids and its executable. */
+interface ProcState {
+  readonly statusFd: number
+  readonly creds: ProcCreds
+  /** `dev:ino` of the file `/proc/<pid>/exe` names, or the error code its stat gave. */
+  readonly exe: string
+}
+
+/** Shared by every status read (they are synchronous, so never concurrent). */
+const statusReader = new ProcFileReader(2048)
+
+/** The identity of the executable a process runs (`dev:ino` through its `exe` link), or the error code. */
+function exeIdentity(pid: number): string {
+  try {
+    const st = statSync(`/proc/${pid}/exe`, { bigint: true })
+    return `${st.dev}:${st.ino}`
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code ?? 'ERROR'
+  }
+}
+
+/** Plain-data view of ids for logs. */
+function credsView(c: ProcCreds | undefined): Record<string, unknown> | undefined {
+  return c && { uids: c.uids, gids: c.gids, groups: c.groups }
+}
+
+/**
+ * Opens `/proc/<pid>/status` of a caller that just connected, reads its ids
+ * and its executable. Refuses (ERR_WORKLOAD_CREDENTIALS_CHANGED) when the
+ * effective ids there are no longer those the kernel recorded at connect:
+ * the process changed them between connect and accept.
+ */
+function openProcState(cred: PeerCred): ProcState {
+  const fd = openSync(`/proc/${cred.pid}/status`, 'r')
+  try {
+    const n = statusReader.read(fd)
+    const creds = parseProcCreds(statusReader.buffer, n)
+    if (creds === undefined) throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', 'unreadable process status', { details: { pid: cred.pid } })
+    if (creds.uids[1] !== cred.uid || creds.gids[1] !== cred.gid) {
+      throw new IdentityError('ERR_WORKLOAD_CREDENTIALS_CHANGED', 'caller credentials changed between connect and accept', {
+        details: { pid: cred.pid, at_connect: { uid: cred.uid, gid: cred.gid }, now: credsView(creds) },
+      })
+    }
+    return { statusFd: fd, creds, exe: exeIdentity(cred.pid) }
+  } catch (err) {
+    closeSync(fd)
+    throw err
+  }
+}
+
 /** Client-cancelled calls a connection may have in a burst before we close it gracefully (nghttp2's own burst is 1,000). */
 export const RESET_BURST = 500
 /** Refill of that budget per second (nghttp2's rate). */
@@ -294,6 +361,8 @@ export class PeerTrackingServer {
   readonly #statFds = new Map<PeerInfo, number>()
   /** A pidfd of each connection's caller, where the kernel has pidfds (then no stat file is held). */
   readonly #pidfds = new Map<PeerInfo, number>()
+  /** The status file, ids and executable of each connection's caller at accept (real /proc only). */
+  readonly #procs = new Map<PeerInfo, ProcState>()
   readonly #holdStatFiles: boolean
   readonly #usePidfds: boolean
   readonly #ownCreds: boolean
@@ -355,11 +424,13 @@ export class PeerTrackingServer {
     let startTime: string | undefined
     let statFd: number | undefined
     let pidfd: number | undefined
+    let proc: ProcState | undefined
     let gone = false
     const release = () => {
       if (statFd !== undefined) closeSync(statFd)
       if (pidfd !== undefined) closeSync(pidfd)
-      statFd = pidfd = undefined
+      if (proc !== undefined) closeSync(proc.statusFd)
+      statFd = pidfd = proc = undefined
     }
     try {
       cred = this.#getPeerCred(socket)
@@ -371,6 +442,8 @@ export class PeerTrackingServer {
           gone = true // refused below
         }
         if (!gone) statFd = openProcStat(cred.pid)
+        // Read before the liveness check below, so that they are known to be the caller's.
+        if (!gone) proc = openProcState(cred)
       }
       if (gone) startTime = undefined
       else if (statFd === undefined) startTime = this.#readStartTime(cred.pid)
@@ -403,8 +476,10 @@ export class PeerTrackingServer {
       return
     }
     const id = this.#idPrefix + String(this.#nextId++)
-    const peer: PeerInfo = { id, pid: cred.pid, uid: cred.uid, gid: cred.gid, startTime }
+    const groups = cred.groups ?? proc?.creds.groups ?? []
+    const peer: PeerInfo = { id, pid: cred.pid, uid: cred.uid, gid: cred.gid, startTime, groups }
     this.#peers.set(id, peer)
+    if (proc !== undefined) this.#procs.set(peer, proc)
     if (statFd !== undefined) this.#statFds.set(peer, statFd)
     if (pidfd !== undefined) this.#pidfds.set(peer, pidfd)
     this.#sockets.add(socket)
@@ -419,6 +494,11 @@ export class PeerTrackingServer {
       if (pfd !== undefined) {
         this.#pidfds.delete(peer)
         closeSync(pfd)
+      }
+      const ps = this.#procs.get(peer)
+      if (ps !== undefined) {
+        this.#procs.delete(peer)
+        closeSync(ps.statusFd)
       }
       this.#resets.delete(id)
       this.#sockets.delete(socket)
@@ -475,10 +555,17 @@ export class PeerTrackingServer {
   }
 
   /**
-   * Guards against PID reuse: throws ERR_WORKLOAD_ATTESTATION_FAILED if the
-   * caller's process has exited or its pid now belongs to another process.
+   * The re-check after workload attestation. Throws
+   * ERR_WORKLOAD_CREDENTIALS_CHANGED (PermissionDenied) when the process that
+   * connected no longer has the real, effective, saved or filesystem uid or
+   * gid, or the supplementary groups, it had when it connected, or runs
+   * another executable (an execve since connect); ERR_WORKLOAD_ATTESTATION_FAILED
+   * when it has exited or its pid now belongs to another process. The ids are
+   * read before the liveness check, so they were that process's.
    */
   assertPeerAlive(peer: PeerInfo): void {
+    const proc = this.#procs.get(peer)
+    if (proc !== undefined) this.#assertUnchanged(peer, proc)
     const pidfd = this.#pidfds.get(peer)
     if (pidfd !== undefined) {
       let exited: boolean
@@ -507,6 +594,34 @@ export class PeerTrackingServer {
     }
   }
 
+  #assertUnchanged(peer: PeerInfo, proc: ProcState): void {
+    let n: number
+    try {
+      n = statusReader.read(proc.statusFd)
+    } catch (cause) {
+      if ((cause as NodeJS.ErrnoException).code === 'ESRCH') {
+        throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', 'caller process exited during attestation', { details: { pid: peer.pid } })
+      }
+      throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', 'cannot re-check caller process', { cause, details: { pid: peer.pid } })
+    }
+    if (!sameProcCreds(proc.creds, statusReader.buffer, n)) {
+      const now = parseProcCreds(statusReader.buffer, n)
+      this.#log.warn(
+        { [F.PID]: peer.pid, [F.UID]: peer.uid, [F.PEER]: peer.id, at_connect: { uid: peer.uid, gid: peer.gid, groups: peer.groups, ...credsView(proc.creds) }, now: credsView(now) ?? 'unreadable' },
+        'Workload credentials changed since it connected; refusing the call',
+      )
+      throw new IdentityError('ERR_WORKLOAD_CREDENTIALS_CHANGED', 'caller credentials changed since connect', { details: { pid: peer.pid } })
+    }
+    const exe = exeIdentity(peer.pid)
+    if (exe !== proc.exe) {
+      this.#log.warn(
+        { [F.PID]: peer.pid, [F.UID]: peer.uid, [F.PEER]: peer.id, at_connect: { exe: proc.exe }, now: { exe } },
+        'Workload executable changed since it connected; refusing the call',
+      )
+      throw new IdentityError('ERR_WORKLOAD_CREDENTIALS_CHANGED', 'caller executable changed since connect', { details: { pid: peer.pid } })
+    }
+  }
+
   /** Stops accepting, closes every connection and removes the socket file. */
   async close(): Promise<void> {
     const server = this.#server
@@ -520,6 +635,8 @@ export class PeerTrackingServer {
     this.#statFds.clear()
     for (const fd of this.#pidfds.values()) closeSync(fd)
     this.#pidfds.clear()
+    for (const p of this.#procs.values()) closeSync(p.statusFd)
+    this.#procs.clear()
     this.#peers.clear()
     this.#sockets.clear()
     removeStaleSocket(this.socketPath)

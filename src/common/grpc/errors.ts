@@ -18,6 +18,7 @@ const GENERIC_MESSAGES: Partial<Record<ErrorCode, string>> = {
   ERR_UNAUTHENTICATED: 'unauthenticated',
   ERR_NO_IDENTITY_ISSUED: 'no identity issued',
   ERR_WORKLOAD_ATTESTATION_FAILED: 'workload attestation failed',
+  ERR_WORKLOAD_CREDENTIALS_CHANGED: 'permission denied',
   ERR_ID_NOT_AUTHORIZED: 'permission denied',
   ERR_X509_SVID_UNTRUSTED: 'permission denied',
 }

@@ -123,7 +123,7 @@ function setup(o: { endPrevious?: boolean; maxPendingEnds?: number } = {}) {
 
 function watch(manager: AgentManager, pid: number, startTime: string | undefined) {
   const updates: WorkloadUpdate[] = []
-  const peer = startTime === undefined ? { pid, uid: 1000, gid: 1000 } : { pid, uid: 1000, gid: 1000, startTime }
+  const peer = startTime === undefined ? { pid, uid: 1000, gid: 1000, groups: [] } : { pid, uid: 1000, gid: 1000, groups: [], startTime }
   const unsubscribe = manager.subscribe(SEL, (u) => updates.push(u), { peer })
   const last = () => updates.at(-1)
   return {
@@ -195,7 +195,7 @@ describe('AgentManager: per-instance identities', () => {
     const a = watch(manager, 101, '5000')
     const b = watch(manager, 102, '5001')
     await settle()
-    await manager.fetchJwtSvids(SEL, { audience: ['svc'] }, { peer: { pid: 101, uid: 1000, gid: 1000, startTime: '5000' } })
+    await manager.fetchJwtSvids(SEL, { audience: ['svc'] }, { peer: { pid: 101, uid: 1000, gid: 1000, groups: [], startTime: '5000' } })
     const gone = a.instance()!.spiffeId.split('/').at(-1)!
     expect(manager.stats().cachedJwtSvids).toBe(1)
     change(procs)
@@ -223,8 +223,8 @@ describe('AgentManager: per-instance identities', () => {
   it('JWT-SVIDs of a template entry are minted for the caller\'s instance', async () => {
     const { manager, server } = setup()
     await manager.applySync(full([entry('tpl', TEMPLATE), entry('plain', 'spiffe://example.org/plain')]))
-    const peerA = { pid: 101, uid: 1000, gid: 1000, startTime: '5000' }
-    const peerB = { pid: 102, uid: 1000, gid: 1000, startTime: '5001' }
+    const peerA = { pid: 101, uid: 1000, gid: 1000, groups: [], startTime: '5000' }
+    const peerB = { pid: 102, uid: 1000, gid: 1000, groups: [], startTime: '5001' }
     const ja = await manager.fetchJwtSvids(SEL, { audience: ['svc'] }, { peer: peerA })
     const jb = await manager.fetchJwtSvids(SEL, { audience: ['svc'] }, { peer: peerB })
     const instA = ja.find((j) => j.spiffeId !== 'spiffe://example.org/plain')!
@@ -344,7 +344,7 @@ describe('AgentManager: per-instance identities', () => {
         const pid = 1000 + round * 100 + k
         procs.set(pid, String(round))
         subs.push(watch(manager, pid, String(round)).unsubscribe)
-        await manager.fetchJwtSvids(SEL, { audience: ['svc'] }, { peer: { pid, uid: 1000, gid: 1000, startTime: String(round) } })
+        await manager.fetchJwtSvids(SEL, { audience: ['svc'] }, { peer: { pid, uid: 1000, gid: 1000, groups: [], startTime: String(round) } })
       }
       await settle()
       expect(manager.stats().instances).toBe(100)

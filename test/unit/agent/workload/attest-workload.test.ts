@@ -3,6 +3,7 @@ import { attestWorkload, type NamedWorkloadAttestor } from '../../../../src/agen
 import { IdentityError } from '../../../../src/errors/index.js'
 import { captureLogger } from '../../../helpers/capture-logger.js'
 
+const CALLER = { pid: 42, uid: 1000, gid: 1000, groups: [] }
 const ok = (name: string, values: string[]): NamedWorkloadAttestor => ({ name, attestor: { attest: async () => values } })
 const fail = (name: string): NamedWorkloadAttestor => ({
   name,
@@ -32,7 +33,7 @@ describe('attestWorkload', () => {
     { title: 'one of two fails: the rest still count', attestors: [fail('k8s'), ok('unix', ['uid:1'])], expected: ['unix:uid:1'], warns: 1 },
   ])('$title', async ({ attestors, expected, warns }) => {
     const log = captureLogger()
-    expect(await attestWorkload(42, attestors, {}, log)).toEqual(expected)
+    expect(await attestWorkload(CALLER, attestors, {}, log)).toEqual(expected)
     expect(log.lines.filter((l) => l.level === 'warn')).toHaveLength(warns)
   })
 
@@ -41,7 +42,7 @@ describe('attestWorkload', () => {
     { title: 'the only one', attestors: [fail('a')], logged: ['a'] },
   ])('fails with ERR_WORKLOAD_ATTESTATION_FAILED when all attestors fail: $title', async ({ attestors, logged }) => {
     const log = captureLogger()
-    await expect(attestWorkload(42, attestors, {}, log)).rejects.toMatchObject({
+    await expect(attestWorkload(CALLER, attestors, {}, log)).rejects.toMatchObject({
       code: 'ERR_WORKLOAD_ATTESTATION_FAILED',
       cause: { message: 'a broke' },
     })
@@ -51,12 +52,12 @@ describe('attestWorkload', () => {
   it('passes the abort signal to every attestor', async () => {
     const ac = new AbortController()
     const seen: (AbortSignal | undefined)[] = []
-    const spy: NamedWorkloadAttestor = { name: 'unix', attestor: { attest: async (_pid, o) => (seen.push(o.signal), []) } }
-    await attestWorkload(1, [spy], { signal: ac.signal }, captureLogger())
+    const spy: NamedWorkloadAttestor = { name: 'unix', attestor: { attest: async (_caller, o) => (seen.push(o.signal), []) } }
+    await attestWorkload(CALLER, [spy], { signal: ac.signal }, captureLogger())
     expect(seen).toEqual([ac.signal])
   })
 
   it('throws TypeError with no attestors', async () => {
-    await expect(attestWorkload(1, [], {}, captureLogger())).rejects.toBeInstanceOf(TypeError)
+    await expect(attestWorkload(CALLER, [], {}, captureLogger())).rejects.toBeInstanceOf(TypeError)
   })
 })

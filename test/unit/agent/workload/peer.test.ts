@@ -1,9 +1,9 @@
 import { spawn } from 'node:child_process'
-import { chmodSync, closeSync, lstatSync, mkdirSync, openSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs'
+import { chmodSync, closeSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
 import { join } from 'node:path'
 import * as grpc from '@grpc/grpc-js'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import {
   PeerTrackingServer,
   RESET_BURST,
@@ -12,8 +12,10 @@ import {
   readProcessStartTime,
   type PeerInfo,
 } from '../../../../src/agent/workload/peer.js'
+import { parseProcCreds } from '../../../../src/agent/workload/proc-creds.js'
 import { nullLogger } from '../../../../src/common/log/logger.js'
 import { isIdentityError } from '../../../../src/errors/index.js'
+import { captureLogger } from '../../../helpers/capture-logger.js'
 import { tempDir } from '../../../helpers/temp.js'
 
 const isRoot = process.getuid?.() === 0
@@ -69,7 +71,9 @@ describe('SO_PEERCRED addon', () => {
     try {
       const [sock, childIds] = await Promise.all([accepted, reported])
       const cred = getSocketPeerCred(sock)
-      expect(cred).toEqual({ pid: child.pid, uid: childIds.uid, gid: childIds.gid })
+      // Supplementary groups from SO_PEERGROUPS: the same as the child's /proc status shows.
+      const status = parseProcCreds(readFileSync(`/proc/${child.pid}/status`))!
+      expect(cred).toEqual({ pid: child.pid, uid: childIds.uid, gid: childIds.gid, groups: status.groups })
       if (ids) expect(cred).toMatchObject(ids)
       sock.destroy()
     } finally {
@@ -278,7 +282,7 @@ describe('PeerTrackingServer', () => {
     expect(isIdentityError(err, 'ERR_WORKLOAD_ATTESTATION_FAILED')).toBe(true)
   })
 
-  const peer: PeerInfo = { id: 'p', pid: 4242, uid: 1, gid: 1, startTime: '100' }
+  const peer: PeerInfo = { id: 'p', pid: 4242, uid: 1, gid: 1, groups: [], startTime: '100' }
   it.each([
     { title: 'same start time', now: '100', ok: true },
     { title: 'pid reused by a newer process', now: '200', ok: false },
@@ -338,6 +342,116 @@ describe('PeerTrackingServer', () => {
     } finally {
       client.close()
       caller.kill()
+    }
+  })
+
+  /**
+   * A tracker whose connections are credited to `caller` with the ids the
+   * kernel would have recorded at connect (`atConnect`), and a client that
+   * asks it to re-check the caller: 'ok', or the error code it threw.
+   */
+  async function recheckRig(name: string, caller: { readonly pid?: number | undefined }, atConnect: { uid: number; gid: number }, log = nullLogger) {
+    const socketPath = join(tmp.dir, `${name}.sock`)
+    const id = (b: Buffer) => b
+    pts = new PeerTrackingServer({ socketPath, grpcServer, log, getPeerCred: () => ({ pid: caller.pid!, ...atConnect }) })
+    const tracker = pts
+    const method = { path: '/t.T/Recheck', requestStream: false, responseStream: false, requestSerialize: id, requestDeserialize: id, responseSerialize: id, responseDeserialize: id }
+    grpcServer.addService({ Recheck: method } as unknown as grpc.ServiceDefinition, {
+      Recheck: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
+        try {
+          tracker.assertPeerAlive(tracker.peerOf(call))
+          cb(null, Buffer.from('ok'))
+        } catch (err) {
+          cb(null, Buffer.from((err as { code?: string }).code ?? String(err)))
+        }
+      },
+    })
+    await pts.listen()
+    const client = new grpc.Client(`unix:${socketPath}`, grpc.credentials.createInsecure())
+    const ask = () =>
+      new Promise<string>((resolve, reject) => client.makeUnaryRequest(method.path, id, id, Buffer.alloc(0), (e, r) => (e ? reject(e) : resolve(r!.toString()))))
+    return { ask, close: () => client.close() }
+  }
+
+  /** A child that says "ready", and on a line on stdin runs `then` (node code). */
+  function steppedChild(then: string) {
+    const script = `
+      process.stdout.write('ready\\n')
+      process.stdin.once('data', () => { ${then}; process.stdout.write('done\\n') })
+      setInterval(() => {}, 1000)`
+    const c = spawn(process.execPath, ['-e', script], { stdio: ['pipe', 'pipe', 'inherit'] })
+    let out = ''
+    c.stdout.on('data', (d: Buffer) => (out += d.toString()))
+    const said = async (word: string) => {
+      for (let i = 0; i < 400 && !out.includes(word); i++) await new Promise((r) => setTimeout(r, 25))
+      if (!out.includes(word)) throw new Error(`child did not say ${word}`)
+    }
+    return { c, said, step: () => c.stdin.write('go\n') }
+  }
+
+  it.runIf(isRoot).each([
+    { title: 'effective uid (seteuid)', then: 'process.seteuid(65534)' },
+    { title: 'effective gid (setegid)', then: 'process.setegid(65534)' },
+    { title: 'supplementary groups (setgroups)', then: 'process.setgroups([4242])' },
+  ])('refuses with ERR_WORKLOAD_CREDENTIALS_CHANGED once the connecting process changed its $title', async ({ then }) => {
+    const child = steppedChild(then)
+    const log = captureLogger()
+    try {
+      await child.said('ready')
+      const rig = await recheckRig('ids', child.c, { uid: 0, gid: 0 }, log)
+      try {
+        expect(await rig.ask()).toBe('ok')
+        child.step()
+        await child.said('done')
+        expect(await rig.ask()).toBe('ERR_WORKLOAD_CREDENTIALS_CHANGED')
+        const line = log.lines.find((l) => l.msg.includes('credentials changed'))
+        expect(line?.fields).toMatchObject({ pid: child.c.pid, at_connect: { uid: 0, gid: 0 } })
+        expect(line?.fields.now).not.toEqual((line?.fields.at_connect as { uids?: unknown }).uids)
+      } finally {
+        rig.close()
+      }
+    } finally {
+      child.c.kill()
+    }
+  })
+
+  it('refuses with ERR_WORKLOAD_CREDENTIALS_CHANGED once the connecting process exec()ed another executable', async () => {
+    // sh reads a line, then replaces itself with sleep (same pid, same ids, another executable).
+    const c = spawn('/bin/sh', ['-c', 'echo ready; read x; exec sleep 30'], { stdio: ['pipe', 'pipe', 'inherit'] })
+    let out = ''
+    c.stdout.on('data', (d: Buffer) => (out += d.toString()))
+    try {
+      await vi.waitFor(() => expect(out).toContain('ready'), { timeout: 10_000 })
+      const exe = readlinkSync(`/proc/${c.pid}/exe`)
+      const rig = await recheckRig('exe', c, { uid: process.geteuid!(), gid: process.getegid!() })
+      try {
+        expect(await rig.ask()).toBe('ok')
+        c.stdin.write('go\n')
+        await vi.waitFor(() => expect(readlinkSync(`/proc/${c.pid}/exe`)).not.toBe(exe), { timeout: 10_000 })
+        expect(await rig.ask()).toBe('ERR_WORKLOAD_CREDENTIALS_CHANGED')
+      } finally {
+        rig.close()
+      }
+    } finally {
+      c.kill()
+    }
+  })
+
+  it('refuses a connection whose effective ids at accept are not those the kernel recorded at connect', async () => {
+    const c = spawn('sleep', ['30'], { stdio: 'ignore' })
+    const log = captureLogger()
+    try {
+      await vi.waitFor(() => expect(readlinkSync(`/proc/${c.pid}/exe`)).toContain('sleep'), { timeout: 10_000 })
+      const rig = await recheckRig('accept', c, { uid: process.geteuid!() + 1, gid: process.getegid!() }, log)
+      try {
+        await expect(rig.ask()).rejects.toMatchObject({ code: grpc.status.UNAVAILABLE })
+        expect(pts!.connectionCount).toBe(0)
+        expect(log.lines.some((l) => l.msg.includes('Cannot identify workload connection') && String(l.fields.err).includes('changed'))).toBe(true)
+      } finally {
+        rig.close()
+      }
+    } finally {
+      c.kill()
     }
   })
 

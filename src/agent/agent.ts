@@ -262,7 +262,7 @@ export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent>
 
   let api: WorkloadApiServer | undefined
   if (opts.workloadApi ?? true) {
-    api = await startWorkloadApi({ socketPath: cfg.socketPath, manager, log: opts.log })
+    api = await startWorkloadApi({ socketPath: cfg.socketPath, manager, log: opts.log, connectionLimits: cfg.connectionLimits })
   }
   log.info({ [F.AGENT_ID]: svid.id.toString(), [F.ADDRESS]: cfg.serverAddress }, 'Agent started')
 

@@ -9,6 +9,8 @@ import { z } from 'zod'
 import { configError, type ConfigIssue } from '../common/config/issues.js'
 import { hostPort, logLevel, trustDomain } from '../common/config/refinements.js'
 import { readTomlFile } from '../common/config/toml.js'
+import { ConnectionLimitsSchema, toConnectionLimits } from '../common/config/connection-limits.js'
+import type { ConnectionGuardLimits } from '../common/net/connection-guard.js'
 import { IdentityError } from '../errors/identity-error.js'
 import type { PluginDefinition } from '../plugin/contracts.js'
 import type { TrustDomain } from '../spiffe/trust-domain.js'
@@ -27,6 +29,7 @@ const AgentBlockSchema = z
     insecure_bootstrap: z.boolean().optional(),
     x509_svid_cache_max_size: z.number().int('must be an integer').min(1, 'must be at least 1').max(1_000_000).optional(),
     jwt_svid_cache_max_size: z.number().int('must be an integer').min(1, 'must be at least 1').max(1_000_000).optional(),
+    connection_limits: ConnectionLimitsSchema.optional(),
   })
   .strict()
 
@@ -69,6 +72,8 @@ export interface AgentConfig<NA = unknown, WA = unknown, KM = unknown> {
   insecureBootstrap: boolean
   x509SvidCacheMaxSize: number
   jwtSvidCacheMaxSize: number
+  /** Workload API connection limits that were configured (per uid); the rest are defaults. */
+  connectionLimits: Partial<ConnectionGuardLimits>
   nodeAttestor: ConfiguredPlugin<NA>
   workloadAttestors: ConfiguredPlugin<WA>[]
   /** Undefined: no key manager block (the agent key is kept in a 0600 file in data_dir). */
@@ -162,6 +167,7 @@ export function parseAgentConfig<NA, WA, KM>(
     insecureBootstrap: a.insecure_bootstrap ?? false,
     x509SvidCacheMaxSize: a.x509_svid_cache_max_size ?? DEFAULT_X509_SVID_CACHE_MAX_SIZE,
     jwtSvidCacheMaxSize: a.jwt_svid_cache_max_size ?? DEFAULT_JWT_SVID_CACHE_MAX_SIZE,
+    connectionLimits: toConnectionLimits(a.connection_limits),
     nodeAttestor: nodeAttestors[0]!,
     workloadAttestors,
     keyManager: keyManagers[0],

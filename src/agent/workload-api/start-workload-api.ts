@@ -7,6 +7,8 @@ import { HealthService } from './health.js'
 import type { WorkloadManager } from './manager.js'
 import { workloadApiHandlers, workloadApiService } from './workload-api.js'
 import type net from 'node:net'
+import type { Registry } from 'prom-client'
+import type { ConnectionGuardLimits } from '../../common/net/connection-guard.js'
 
 export interface StartWorkloadApiOptions {
   /** Absolute path of the Unix socket, e.g. `/tmp/warrant-agent/public/api.sock`. */
@@ -19,6 +21,10 @@ export interface StartWorkloadApiOptions {
   readStartTime?: StartTimeReader
   /** Tests only: replaces SO_PEERCRED. */
   getPeerCred?: (socket: net.Socket) => PeerCred
+  /** Per-uid connection cap and timeouts (defaults: DEFAULT_WORKLOAD_API_LIMITS). */
+  connectionLimits?: Partial<ConnectionGuardLimits>
+  /** Registry for the connection metrics (warrant_connections_*). */
+  registry?: Registry
 }
 
 export interface WorkloadApiServer {
@@ -51,6 +57,8 @@ export async function startWorkloadApi(opts: StartWorkloadApiOptions): Promise<W
     log,
     ...(opts.readStartTime ? { readStartTime: opts.readStartTime } : {}),
     ...(opts.getPeerCred ? { getPeerCred: opts.getPeerCred } : {}),
+    ...(opts.connectionLimits ? { connectionLimits: opts.connectionLimits } : {}),
+    ...(opts.registry ? { registry: opts.registry } : {}),
   })
   const health = new HealthService(['SpiffeWorkloadAPI'])
   grpcServer.addService(

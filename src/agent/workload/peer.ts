@@ -47,6 +47,8 @@ import { IdentityError } from '../../errors/index.js'
 import { F, type Logger } from '../../common/log/logger.js'
 import { findNativeAddon, requireNativeAddon } from '../../common/native/addon.js'
 import { ProcFileReader } from '../../common/procfs.js'
+import { ConnectionGuard, DEFAULT_WORKLOAD_API_LIMITS, type ConnectionGuardLimits } from '../../common/net/connection-guard.js'
+import type { Registry } from 'prom-client'
 
 /** Kernel-reported credentials of the process that connected (at connect time). */
 export interface PeerCred {
@@ -338,6 +340,10 @@ export interface PeerTrackingServerOptions {
   now?: () => number
   /** For tests: false behaves as on a kernel without pidfds (the kept stat file answers the re-checks). Default true. */
   pidfds?: boolean
+  /** Per-uid connection cap, handshake/idle timeouts and reaping grace (src/common/net/connection-guard.ts). */
+  connectionLimits?: Partial<ConnectionGuardLimits>
+  /** Registry for the connection guard's metrics. */
+  registry?: Registry
 }
 
 /**
@@ -373,8 +379,10 @@ export class PeerTrackingServer {
   #nextId = 0
   #server: net.Server | undefined
   #injector: ReturnType<grpc.Server['createConnectionInjector']> | undefined
+  readonly #guard: ConnectionGuard
 
   constructor(opts: PeerTrackingServerOptions) {
+    this.#guard = new ConnectionGuard({ ...DEFAULT_WORKLOAD_API_LIMITS, ...opts.connectionLimits, listener: 'workload_api', peerKind: 'uid', log: opts.log, ...(opts.registry ? { registry: opts.registry } : {}) })
     this.socketPath = opts.socketPath
     this.#grpcServer = opts.grpcServer
     this.#log = opts.log
@@ -404,7 +412,7 @@ export class PeerTrackingServer {
     if (mkdirSync(dir, { recursive: true, mode: 0o755 }) !== undefined) chmodSync(dir, 0o755)
     removeStaleSocket(this.socketPath)
 
-    this.#injector = this.#grpcServer.createConnectionInjector(grpc.ServerCredentials.createInsecure())
+    this.#injector = this.#guard.createInjector(this.#grpcServer, grpc.ServerCredentials.createInsecure())
     const server = net.createServer((socket) => this.#onConnection(socket))
     this.#server = server
     await new Promise<void>((resolve, reject) => {
@@ -475,6 +483,8 @@ export class PeerTrackingServer {
       socket.destroy()
       return
     }
+    // Per-uid cap, handshake/idle timeouts, reaping of sessions nghttp2 gave up on (destroys the socket when refused).
+    if (!this.#guard.admit(socket, String(cred.uid))) return release()
     const id = this.#idPrefix + String(this.#nextId++)
     const groups = cred.groups ?? proc?.creds.groups ?? []
     const peer: PeerInfo = { id, pid: cred.pid, uid: cred.uid, gid: cred.gid, startTime, groups }
@@ -629,6 +639,7 @@ export class PeerTrackingServer {
     this.#server = undefined
     const closed = new Promise<void>((resolve) => server.close(() => resolve()))
     this.#injector?.destroy()
+    this.#guard.close()
     for (const s of this.#sockets) s.destroy()
     await closed
     for (const fd of this.#statFds.values()) closeSync(fd)

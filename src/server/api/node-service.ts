@@ -235,6 +235,8 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
         let dirtyEntries = true
         let dirtyBundle = true
         let dirtyFederated = true
+        // Trust domains whose bundles this agent gets: those its entries federate with, within the current bounds.
+        let federatesWith = new Set<string>()
 
         const push = async () => {
           const msg: SyncResponse = { full: first }
@@ -248,6 +250,9 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
             sent = next
             msg.entries = changed.map(entryToMsg)
             msg.deleted_entry_ids = deleted
+            const tds = new Set(entries.flatMap((e) => d.bounds.allowedFederation(boundsId(e.spiffeId), e.federatesWith)))
+            if (tds.size !== federatesWith.size || [...tds].some((t) => !federatesWith.has(t))) dirtyFederated = true
+            federatesWith = tds
           }
           if (dirtyBundle) {
             dirtyBundle = false
@@ -255,7 +260,7 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
           }
           if (dirtyFederated) {
             dirtyFederated = false
-            msg.federated_bundles = (await d.federated.list()).map(bundleToMsg)
+            msg.federated_bundles = (await d.federated.list()).filter((b) => federatesWith.has(b.trustDomain)).map(bundleToMsg)
             msg.federated_bundles_changed = true
           }
           const empty = !first && !msg.bundle && !msg.federated_bundles_changed && (msg.entries?.length ?? 0) === 0 && (msg.deleted_entry_ids?.length ?? 0) === 0
@@ -287,6 +292,11 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
           }))
           unsubs.push(d.federated.onChange(() => {
             dirtyFederated = true
+            schedule()
+          }))
+          // Changed bounds can withdraw entries and federated bundles (or give them back).
+          unsubs.push(d.bounds.onChange(() => {
+            dirtyEntries = true
             schedule()
           }))
           // An evicted or banned agent loses its stream; node selectors may also change on re-attestation.

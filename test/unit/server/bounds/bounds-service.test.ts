@@ -186,6 +186,26 @@ describe('BoundsService: issuance hooks', () => {
     expect(svc.allowedFederation(id, ['partner.example', 'other.example'])).toEqual(['partner.example'])
   })
 
+  it('allowedFederation answers from the current bounds: tightening, an ancestor and deleting take effect at once', async () => {
+    const { svc } = await setup()
+    const id = 'spiffe://corp.example/agents/payments/bot-1'
+    const asked = ['partner.example', 'other.example', 'third.example']
+    expect(svc.allowedFederation(id, asked)).toEqual(asked) // no federates_with bound anywhere
+    await svc.set('/agents/payments', parseBounds({ federates_with: ['partner.example', 'other.example'] }))
+    expect(svc.allowedFederation(id, asked)).toEqual(['partner.example', 'other.example'])
+    await svc.set('/agents/payments/bot-1', parseBounds({ federates_with: ['other.example'] }))
+    expect(svc.allowedFederation(id, asked)).toEqual(['other.example'])
+    expect(svc.allowedFederation('spiffe://corp.example/agents/payments/bot-2', asked)).toEqual(['partner.example', 'other.example'])
+    // Narrowing the parent below its child is refused until the child goes.
+    expect((await codeOf(svc.set('/agents/payments', parseBounds({ federates_with: ['partner.example'] })))).code).toBe('ERR_BOUNDS_INVALID')
+    await svc.delete('/agents/payments/bot-1')
+    await svc.set('/agents/payments', parseBounds({ federates_with: ['partner.example'] }))
+    expect(svc.allowedFederation(id, asked)).toEqual(['partner.example'])
+    await svc.delete('/agents/payments')
+    expect(svc.allowedFederation(id, asked)).toEqual(asked)
+    expect(svc.allowedFederation(id, [])).toEqual([])
+  })
+
   it('holds the instance limit until SVIDs expire; renewals are the same instance', async () => {
     const { svc, clock } = await setup()
     await svc.set('/agents/payments', parseBounds(PAYMENTS)) // max_instances 2

@@ -39,6 +39,8 @@ const ServerSection = z
     metrics: z.object({ bind_address: hostPort() }).strict().optional(),
     federation: federationConfigSchema.optional(),
     bounds: BoundsConfigSchema.optional(),
+    max_concurrent_attestations: z.number().int().min(1).max(100_000).default(64),
+    max_concurrent_attestations_per_address: z.number().int().min(1).max(100_000).default(16),
   })
   .strict()
 
@@ -86,6 +88,8 @@ export interface ServerConfig {
   federation: FederationFileConfig | undefined
   /** Namespace operating bounds declared in the config (`[server.bounds."/prefix"]`). */
   bounds: BoundsSet
+  /** Concurrent Attest calls (unauthenticated): in all and per source address. */
+  attestationLimits: { maxConcurrent: number; maxConcurrentPerAddress: number }
   keyManager: PluginSelection
   datastore: { kind: 'sqlite'; path: string } | { kind: 'memory' }
   nodeAttestors: PluginSelection[]
@@ -197,6 +201,7 @@ export function toServerConfig(raw: unknown, baseDir: string): ServerConfig {
         }
       : undefined,
     bounds,
+    attestationLimits: { maxConcurrent: s.max_concurrent_attestations, maxConcurrentPerAddress: s.max_concurrent_attestations_per_address },
     keyManager,
     datastore,
     nodeAttestors,

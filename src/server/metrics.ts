@@ -17,6 +17,13 @@ export function createServerMetrics(opts: { defaults?: boolean; countEntries?: (
       ...r,
     }),
     attestations: new Counter({ name: 'warrant_server_node_attestations_total', help: 'Node attestations, by attestor and outcome', labelNames: ['attestor', 'outcome'] as const, ...r }),
+    attestationsInFlight: new Gauge({ name: 'warrant_server_attestations_in_flight', help: 'Attest calls in flight (unauthenticated; capped by max_concurrent_attestations)', ...r }),
+    attestationsRefused: new Counter({
+      name: 'warrant_server_attestations_refused_total',
+      help: 'Attest calls refused before any of their request was read, by reason (global or per_address cap)',
+      labelNames: ['reason'] as const,
+      ...r,
+    }),
     entries: new Gauge({
       name: 'warrant_server_entries',
       help: 'Registration entries',

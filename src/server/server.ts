@@ -18,6 +18,7 @@ import { pemCertificates, toPemBlock } from '../common/crypto/pem.js'
 import { NodeAttestationService } from './attestation/service.js'
 import { adminServices } from './api/admin-service.js'
 import { nodeService, nodeServiceDefinition } from './api/node-service.js'
+import { AGENT_API_MAX_MESSAGE_BYTES, agentApiCallLimits } from './api/call-limits.js'
 import { FederatedBundles } from './bundle/federated.js'
 import { BoundsService } from './bounds/bounds-service.js'
 import { boundsAdminService } from './bounds/admin-service.js'
@@ -299,7 +300,13 @@ export async function startServer(cfg: ServerConfig, opts: { log: Logger; catalo
     // Agent API: TCP + TLS, client certificate requested but optional (Attest has none).
     const health = new HealthService(['warrant.agent.v1.Node'])
     const healthProto = loadProto('grpc/health/v1/health.proto') as unknown as { grpc: { health: { v1: { Health: grpc.ServiceClientConstructor } } } }
-    const agentApi = new grpc.Server({ 'grpc.max_receive_message_length': 16 * 1024 * 1024, 'grpc.keepalive_permit_without_calls': 1 })
+    // The server-wide receive limit is what authenticated agents need; Attest and peers without a certificate get
+    // far less, per call, before anything is read (api/call-limits.ts).
+    const agentApi = new grpc.Server({
+      'grpc.max_receive_message_length': AGENT_API_MAX_MESSAGE_BYTES,
+      'grpc.keepalive_permit_without_calls': 1,
+      interceptors: [agentApiCallLimits({ limits: cfg.attestationLimits, log, metrics })],
+    })
     // CSRs of BatchNewX509SVID are verified on a worker pool (one thread fewer than the cores, with this thread taking a
     // share when idle), which also signs their leaves when the CA key is a software key; stopped after the gRPC server.
     const csrVerifier = await CsrVerifierPool.start()

@@ -9,6 +9,7 @@ import type {
 } from '@grpc/grpc-js'
 import { F, type Logger } from '../log/logger.js'
 import { toGrpcError } from './errors.js'
+import { MalformedRequest, malformedRequestError } from './request-decoding.js'
 
 export interface CallContext<Req = unknown> {
   /**
@@ -67,7 +68,8 @@ export function unary<Req, Res>(log: Logger, method: string, fn: (req: Req, ctx:
     const ctx = new UnaryContext(call as ServerUnaryCall<Req, unknown>, mlog)
     const onCancelled = () => ctx.cancel()
     call.on('cancelled', onCancelled)
-    fn(call.request, ctx).then(
+    const req = call.request
+    ;(req instanceof MalformedRequest ? Promise.reject(malformedRequestError('undecodable message', req.cause)) : fn(req, ctx)).then(
       (res) => {
         // The answer is ready: the 'cancelled' grpc-js reports as the stream closes has nothing left to stop.
         call.removeListener('cancelled', onCancelled)
@@ -111,7 +113,11 @@ export function serverStream<Req, Res>(
       },
       signal: ac.signal,
     }
-    fn(call.request, sink, { signal: ac.signal, call: call as ServerWritableStream<Req, unknown>, log: mlog }).then(
+    const req = call.request
+    ;(req instanceof MalformedRequest
+      ? Promise.reject(malformedRequestError('undecodable message', req.cause))
+      : fn(req, sink, { signal: ac.signal, call: call as ServerWritableStream<Req, unknown>, log: mlog })
+    ).then(
       () => {
         observe?.(method, 0)
         if (!call.writableEnded) call.end()
@@ -147,16 +153,19 @@ export function bidi<Req, Res>(
     const queue: Req[] = []
     const waiters: { resolve: (r: Req) => void; reject: (e: Error) => void }[] = []
     let ended: Error | undefined
+    const end = (e: Error) => {
+      ended ??= e
+      for (const w of waiters.splice(0)) w.reject(ended)
+    }
     call.on('data', (m: Req) => {
+      if (ended) return
+      if (m instanceof MalformedRequest) return end(malformedRequestError('undecodable message', m.cause))
       const w = waiters.shift()
       if (w) w.resolve(m)
       else if (queue.length < 16) queue.push(m)
     })
-    const end = (e: Error) => {
-      ended = e
-      for (const w of waiters.splice(0)) w.reject(e)
-    }
-    call.on('end', () => end(new Error('stream ended by client')))
+    // A client that half-closes while the handler still waits for a message (or inside one) sent an incomplete request.
+    call.on('end', () => end(malformedRequestError('stream ended before the expected message')))
     call.on('error', () => end(new Error('stream error')))
     ac.signal.addEventListener('abort', () => end(new Error('cancelled')))
     const source: StreamSource<Req> = {

@@ -4,6 +4,7 @@ import type { Clock } from '../../common/clock.js'
 import { protoTypes, withDirectCodecs } from '../../common/grpc/direct-codec.js'
 import { bidi, serverStream, unary, type Observe } from '../../common/grpc/handlers.js'
 import { loadProto } from '../../common/grpc/proto.js'
+import { withRequestDecodeGuard } from '../../common/grpc/request-decoding.js'
 import { F, type Logger } from '../../common/log/logger.js'
 import { SpiffeId } from '../../spiffe/spiffe-id.js'
 import type { AttestRequest__Output } from '../../gen/warrant/agent/v1/AttestRequest.js'
@@ -51,6 +52,8 @@ export interface NodeServiceDeps {
 const boundsId = (spiffeId: string) => (isTemplateId(spiffeId) ? instanceSpiffeId(spiffeId, INSTANCE_SAMPLE) : spiffeId)
 
 const CHALLENGE_TIMEOUT_MS = 60_000
+/** An Attest call holds one of the few attestation slots (api/call-limits.ts): its first message must come soon. */
+const PARAMS_TIMEOUT_MS = 20_000
 const MAX_BATCH = 500
 const RECHECK_MS = 30_000
 const EMPTY = new Uint8Array(0)
@@ -92,10 +95,14 @@ interface BatchNewX509SVIDResponseWire {
 /** Methods whose requests and responses skip proto-loader's object conversion (the hot path of every agent). */
 const DIRECT_METHODS = ['BatchNewX509SVID'] as const
 
-/** The `warrant.agent.v1.Node` service definition to serve `nodeService` with (direct codecs on DIRECT_METHODS). */
+/**
+ * The `warrant.agent.v1.Node` service definition to serve `nodeService` with
+ * (direct codecs on DIRECT_METHODS; a request that does not decode is
+ * INVALID_ARGUMENT ERR_REQUEST_MALFORMED, not grpc-js' INTERNAL).
+ */
 export function nodeServiceDefinition(): ServiceDefinition {
   const pkg = loadProto('warrant/agent/v1/node.proto') as unknown as { warrant: { agent: { v1: { Node: { service: ServiceDefinition } } } } }
-  return withDirectCodecs(pkg.warrant.agent.v1.Node.service, protoTypes('warrant/agent/v1/node.proto'), DIRECT_METHODS, 'server')
+  return withRequestDecodeGuard(withDirectCodecs(pkg.warrant.agent.v1.Node.service, protoTypes('warrant/agent/v1/node.proto'), DIRECT_METHODS, 'server'))
 }
 
 /** The agent-facing `warrant.agent.v1.Node` service (serve it with `nodeServiceDefinition()`). */
@@ -175,24 +182,28 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
       log,
       'Attest',
       async (source, sink, ctx) => {
-        const first = await source.next()
+        /** The next message, or ERR_NODE_ATTESTATION_FAILED after `ms`. */
+        const nextWithin = async (ms: number, what: string): Promise<AttestRequest__Output> => {
+          let timer: NodeJS.Timeout | undefined
+          const timeout = new Promise<never>((_, reject) => {
+            timer = setTimeout(() => reject(new IdentityError('ERR_NODE_ATTESTATION_FAILED', `${what} timed out`)), ms)
+          })
+          try {
+            return await Promise.race([source.next(), timeout])
+          } finally {
+            clearTimeout(timer)
+          }
+        }
+        const first = await nextWithin(PARAMS_TIMEOUT_MS, 'attestation params')
         if (first.step !== 'params' || !first.params) throw new IdentityError('ERR_ATTESTATION_PAYLOAD_INVALID', 'first message must carry attestation params')
         const p = first.params
         const challenge = async (c: Uint8Array): Promise<Uint8Array> => {
           sink.send({ challenge: Buffer.from(c) })
-          let timer: NodeJS.Timeout | undefined
-          const timeout = new Promise<never>((_, reject) => {
-            timer = setTimeout(() => reject(new IdentityError('ERR_NODE_ATTESTATION_FAILED', 'challenge response timed out')), CHALLENGE_TIMEOUT_MS)
-          })
-          try {
-            const m = await Promise.race([source.next(), timeout])
-            if (m.step !== 'challenge_response' || !m.challenge_response) {
-              throw new IdentityError('ERR_ATTESTATION_PAYLOAD_INVALID', 'expected a challenge response')
-            }
-            return new Uint8Array(m.challenge_response)
-          } finally {
-            clearTimeout(timer)
+          const m = await nextWithin(CHALLENGE_TIMEOUT_MS, 'challenge response')
+          if (m.step !== 'challenge_response' || !m.challenge_response) {
+            throw new IdentityError('ERR_ATTESTATION_PAYLOAD_INVALID', 'expected a challenge response')
           }
+          return new Uint8Array(m.challenge_response)
         }
         const out = await d.attestation.attest(
           { attestor: p.attestor ?? '', payload: new Uint8Array(p.payload ?? []), csr: new Uint8Array(p.csr ?? []) },

@@ -124,7 +124,8 @@ export class NodeAttestationService {
           res = await plugin.attest(params.payload, challenge, opts)
         } catch (err) {
           if (err instanceof IdentityError) {
-            const code = err.code === 'ERR_ATTESTATION_PAYLOAD_INVALID' || err.code === 'ERR_TPM_PAYLOAD_INVALID' ? err.code : 'ERR_NODE_ATTESTATION_FAILED'
+            // Malformed input (the payload, or a challenge answer that does not decode) is the caller's fault: INVALID_ARGUMENT.
+            const code = err.code === 'ERR_ATTESTATION_PAYLOAD_INVALID' || err.code === 'ERR_TPM_PAYLOAD_INVALID' || err.code === 'ERR_REQUEST_MALFORMED' ? err.code : 'ERR_NODE_ATTESTATION_FAILED'
             throw new IdentityError(code, `nodeattestor(${attestor}): ${err.message}`, { cause: err })
           }
           throw new IdentityError('ERR_NODE_ATTESTATION_FAILED', `nodeattestor(${attestor}): ${(err as Error).message}`, { cause: err })

@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync, statSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { dirname, join, relative, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
@@ -56,6 +56,68 @@ const ALLOWED: Record<string, readonly string[]> = {
 /** Node built-ins that do I/O: not allowed in the pure SPIFFE core. */
 const IO_MODULES = ['node:fs', 'fs', 'node:net', 'net', 'node:http', 'node:https', 'node:child_process', 'node:dgram', 'node:tls']
 
+/** `x.js` → `x.ts`, a directory → its `index.ts`. */
+function resolveTs(rel: string): string {
+  const ts = rel.replace(/\.js$/, '.ts')
+  if (ts.endsWith('.ts')) return ts
+  return existsSync(join(root, `${ts}.ts`)) ? `${ts}.ts` : `${ts}/index.ts`
+}
+
+/** File → the files it imports (relative imports only). */
+function graph(fs: readonly { file: string; imports: { target: string | undefined }[] }[]): Map<string, string[]> {
+  return new Map(fs.map((f) => [f.file, f.imports.flatMap((i) => (i.target ? [resolveTs(i.target)] : []))]))
+}
+
+/** The strongly connected components of more than one file (Tarjan), each sorted. */
+function importCycles(g: Map<string, string[]>): string[][] {
+  let next = 0
+  const index = new Map<string, number>()
+  const low = new Map<string, number>()
+  const stack: string[] = []
+  const onStack = new Set<string>()
+  const out: string[][] = []
+  const visit = (v: string): void => {
+    index.set(v, next)
+    low.set(v, next++)
+    stack.push(v)
+    onStack.add(v)
+    for (const w of g.get(v) ?? []) {
+      if (!g.has(w)) continue
+      if (!index.has(w)) {
+        visit(w)
+        low.set(v, Math.min(low.get(v)!, low.get(w)!))
+      } else if (onStack.has(w)) low.set(v, Math.min(low.get(v)!, index.get(w)!))
+    }
+    if (low.get(v) === index.get(v)) {
+      const scc: string[] = []
+      let w: string
+      do {
+        w = stack.pop()!
+        onStack.delete(w)
+        scc.push(w)
+      } while (w !== v)
+      if (scc.length > 1) out.push(scc.sort())
+    }
+  }
+  for (const v of g.keys()) if (!index.has(v)) visit(v)
+  return out
+}
+
+/** Files reachable from `start` through imports, following only files for which `within` holds. */
+function reachable(g: Map<string, string[]>, start: string, within: (f: string) => boolean): Set<string> {
+  const seen = new Set<string>()
+  const todo = [start]
+  while (todo.length > 0) {
+    for (const w of g.get(todo.pop()!) ?? []) {
+      if (within(w) && !seen.has(w)) {
+        seen.add(w)
+        todo.push(w)
+      }
+    }
+  }
+  return seen
+}
+
 const all = [...files(join(root, 'src')), ...files(join(root, 'attestors'))].map((f) => ({ file: relative(root, f), imports: imports(f) }))
 
 describe('architecture', () => {
@@ -97,6 +159,35 @@ describe('architecture', () => {
 
   it('pino is created only in cli/', () => {
     const bad = all.filter((f) => layer(f.file) !== 'cli').flatMap((f) => f.imports.filter((i) => i.spec === 'pino').map(() => f.file))
+    expect(bad).toEqual([])
+  })
+
+  it('no import cycles between files (type-only imports count too)', () => {
+    expect(importCycles(graph(all))).toEqual([])
+  })
+
+  it('the cycle check finds a cycle (self-check)', () => {
+    const g = new Map([
+      ['a.ts', ['b.ts']],
+      ['b.ts', ['c.ts']],
+      ['c.ts', ['a.ts']],
+      ['d.ts', ['a.ts']],
+    ])
+    expect(importCycles(g)).toEqual([['a.ts', 'b.ts', 'c.ts']])
+  })
+
+  it("a node attestor's agent and server halves share only their payload module", () => {
+    const g = graph(all)
+    const bad: string[] = []
+    const dirs = new Set(all.flatMap((f) => /^(attestors\/node\/[^/]+)\/(agent|server)\.ts$/.exec(f.file)?.[1] ?? []))
+    expect(dirs.size).toBeGreaterThanOrEqual(2)
+    for (const dir of dirs) {
+      const within = (t: string) => t.startsWith(`${dir}/`)
+      const halves = ['agent', 'server'].map((h) => `${dir}/${h}.ts`).filter((f) => g.has(f))
+      if (halves.length < 2) continue
+      const [agent, server] = halves.map((h) => new Set([h, ...reachable(g, h, within)]))
+      for (const t of agent!) if (server!.has(t) && t !== `${dir}/payload.ts`) bad.push(`${dir}: both halves reach ${t}`)
+    }
     expect(bad).toEqual([])
   })
 

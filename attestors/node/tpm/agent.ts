@@ -9,7 +9,7 @@ import { TpmReader, bytesEqual } from '../../../src/tpm/marshal.js'
 import { TPM_ALG, TPM_PERSISTENT_HANDLE, encodeTpm2bPublic, publicKeyFromTpmtPublic, type TpmtPublic } from '../../../src/tpm/structures.js'
 import { ekTemplate } from '../../../src/tpm/templates.js'
 import { openTransport } from '../../../src/tpm/transport.js'
-import { parseTpmAgentConfig, type TpmAgentConfig } from './config.js'
+import { parseTpmAgentConfig, type TpmAgentConfig } from './agent-config.js'
 import { decodeChallenge, encodeAnswer, encodePayload, type PcrBank } from './payload.js'
 
 const BANK_ALG: Record<PcrBank, number> = { sha1: TPM_ALG.SHA1, sha256: TPM_ALG.SHA256, sha384: TPM_ALG.SHA384 }

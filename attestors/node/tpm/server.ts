@@ -9,7 +9,7 @@ import { makeCredential } from '../../../src/tpm/verify/credential.js'
 import { parsePemCertificates, trustAnchorsFrom, verifyEk, type EkTrustAnchors } from '../../../src/tpm/verify/ek.js'
 import { verifyQuote } from '../../../src/tpm/verify/quote.js'
 import { constantTimeEqual } from '../../../src/tpm/verify/signature.js'
-import { parseTpmServerConfig, type TpmServerConfig } from './config.js'
+import { parseTpmServerConfig, type TpmServerConfig } from './server-config.js'
 import { NONCE_BYTES, decodeAnswer, decodePayload, encodeChallenge } from './payload.js'
 
 const CREDENTIAL_BYTES = 32

@@ -11,7 +11,7 @@ import { IdentityError } from '../../errors/identity-error.js'
 import { keyManagerPlugins } from '../../keymanager/index.js'
 import { outputFormat, parseFlags, printJson } from '../args.js'
 import { createLogger } from '../logging.js'
-import { reportError } from '../main.js'
+import { reportError } from '../report-error.js'
 import { resolveSocket } from './api.js'
 import { runUntilSignal } from '../signals.js'
 

@@ -9,7 +9,7 @@ import { outputFormat, parseFlags, printJson } from '../args.js'
 import { DEFAULT_ADMIN_SOCKET } from '../admin-client.js'
 import { createLogger } from '../logging.js'
 import { runUntilSignal } from '../signals.js'
-import { reportError } from '../main.js'
+import { reportError } from '../report-error.js'
 
 
 export const usage = [

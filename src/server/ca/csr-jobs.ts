@@ -9,13 +9,15 @@ import { IdentityError } from '../../errors/identity-error.js'
 import { SpiffeId } from '../../spiffe/spiffe-id.js'
 import { createX509SvidSync, type SyncSigner } from '../../spiffe/x509-svid/certificate-builder.js'
 import { verifyCsr, type VerifyCsrOptions } from '../../spiffe/x509-svid/csr.js'
-import type { CsrOutcome } from './csr-verifier.js'
 
 function failure(err: unknown, what: string): { ok: false; code: ErrorCode; message: string } {
   if (err instanceof IdentityError) return { ok: false, code: err.code, message: err.message }
   if (err instanceof TypeError) return { ok: false, code: 'ERR_CSR_INVALID', message: 'invalid CSR: not DER bytes' }
   return { ok: false, code: 'ERR_INTERNAL', message: `${what} failed unexpectedly` }
 }
+
+/** @internal An outcome of a CSR check as a worker reports it (plain data). */
+export type CsrOutcome = { ok: true; spki: Uint8Array; spiffeId: string | undefined; dnsNames: string[] } | { ok: false; code: ErrorCode; message: string }
 
 /** Checks one CSR (`verifyCsr`). */
 export function checkJob(der: Uint8Array, options: VerifyCsrOptions): CsrOutcome {

@@ -8,7 +8,7 @@ import { IdentityError } from '../../errors/identity-error.js'
 import { MAX_CSR_BYTES, verifyCsr, type VerifiedCsr, type VerifyCsrOptions } from '../../spiffe/x509-svid/csr.js'
 import { KeyObjectSigner } from '../../spiffe/key-signer.js'
 import type { SyncSigner } from '../../spiffe/x509-svid/certificate-builder.js'
-import { checkJob, claimRuns, leafJobAt, packLeafJobs, signJob, unpackLeafOutcomes, type LeafJob, type LeafOutcome, type PackedLeafJobs, type PackedLeafOutcomes } from './csr-jobs.js'
+import { checkJob, claimRuns, type CsrOutcome, leafJobAt, packLeafJobs, signJob, unpackLeafOutcomes, type LeafJob, type LeafOutcome, type PackedLeafJobs, type PackedLeafOutcomes } from './csr-jobs.js'
 import type { X509CaDelegate } from './manager.js'
 import { nativeEcSigner } from './native-ec-signer.js'
 import { nativeEcdsa } from './native-ecdsa.js'
@@ -98,8 +98,6 @@ export type WorkerMessage =
   | { id: number; csrs: Uint8Array[] }
   | { id: number; gen: number; batch: PackedLeafJobs; claim: Int32Array; chunk: number }
   | { ca: { gen: number; certificate: Uint8Array; privateKey: KeyObject } }
-/** @internal An outcome of a CSR check as a worker reports it (plain data). */
-export type CsrOutcome = { ok: true; spki: Uint8Array; spiffeId: string | undefined; dnsNames: string[] } | { ok: false; code: ErrorCode; message: string }
 /** @internal A worker's answer: checks, or packed leaves (in the order signed) with the runs of batch positions they are for. */
 export interface CsrJobResult {
   id: number

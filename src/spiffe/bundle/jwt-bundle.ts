@@ -2,7 +2,6 @@ import { createPublicKey, type JsonWebKey, type KeyObject } from 'node:crypto'
 import { IdentityError } from '../../errors/identity-error.js'
 import type { TrustDomain } from '../trust-domain.js'
 import { bundleError, importPublicJwk, inputText, isPlainObject, KNOWN_KTY, orderedJwk, parseJsonObject } from './encoding.js'
-import type { JwtBundleSource } from './sources.js'
 
 /** The JWT authorities (public JWKs by key id) of one trust domain. Immutable. */
 export class JwtBundle implements JwtBundleSource {
@@ -93,4 +92,10 @@ function publicOnly(jwk: JsonWebKey): JsonWebKey {
   const out: JsonWebKey = { ...jwk }
   for (const k of PRIVATE_MEMBERS) delete (out as Record<string, unknown>)[k]
   return out
+}
+
+/** Where JWT trust comes from: a static bundle, a set, the agent cache, the workload client. */
+export interface JwtBundleSource {
+  /** Throws IdentityError ERR_BUNDLE_NOT_FOUND when the trust domain is unknown. */
+  getJwtBundleForTrustDomain(td: TrustDomain): JwtBundle
 }

@@ -2,7 +2,6 @@ import { X509Certificate } from 'node:crypto'
 import { IdentityError } from '../../errors/identity-error.js'
 import type { TrustDomain } from '../trust-domain.js'
 import { asBuffer, bundleError, inputText, MAX_BUNDLE_BYTES, parseCertificate, parsePemBlocks, splitDerSequence, toPemBlock } from './encoding.js'
-import type { X509BundleSource } from './sources.js'
 
 /** The X.509 authorities (CA certificates, DER) of one trust domain. Immutable. */
 export class X509Bundle implements X509BundleSource {
@@ -106,4 +105,10 @@ function dedupe(ders: readonly Uint8Array[]): Uint8Array[] {
     out.push(d)
   }
   return out
+}
+
+/** Where X.509 trust comes from: a static bundle, a set, the agent cache, the workload client. */
+export interface X509BundleSource {
+  /** Throws IdentityError ERR_BUNDLE_NOT_FOUND when the trust domain is unknown. */
+  getX509BundleForTrustDomain(td: TrustDomain): X509Bundle
 }

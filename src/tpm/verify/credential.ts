@@ -2,16 +2,9 @@ import { createCipheriv, createECDH, createHmac, createPublicKey, publicEncrypt,
 import { TpmWriter } from '../marshal.js'
 import { digestSizeOf, toHashName } from './hash.js'
 import { kdfa, kdfe } from './kdf.js'
-import { ekTargetFromPublic, type EkPublicInput } from './public-key.js'
+import { ekTargetFromPublic, type CredentialTarget, type EkPublicInput } from './public-key.js'
 
-/**
- * What MakeCredential needs from the EK public area: its nameAlg, its
- * symmetric (AES-CFB) key size and its public key. Built from a TPMT_PUBLIC by
- * `ekTargetFromPublic`.
- */
-export type CredentialTarget =
-  | { kind: 'rsa'; nameAlg: number; symKeyBits: number; publicKey: KeyObject }
-  | { kind: 'ecc'; nameAlg: number; symKeyBits: number; curve: 'P-256' | 'P-384' | 'P-521'; x: Uint8Array; y: Uint8Array }
+export type { CredentialTarget } from './public-key.js'
 
 export interface MakeCredentialParams {
   /** The EK: TPM2B_PUBLIC / TPMT_PUBLIC bytes, a decoded TpmtPublic, or a prepared target. */

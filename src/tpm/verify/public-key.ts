@@ -1,3 +1,4 @@
+import type { KeyObject } from 'node:crypto'
 import {
   ECC_CURVE_INFO,
   TPM_ALG,
@@ -8,7 +9,6 @@ import {
   type TpmtPublic,
 } from '../structures.js'
 import { IdentityError } from '../../errors/index.js'
-import type { CredentialTarget } from './credential.js'
 
 /** A public area given as TPMT_PUBLIC bytes, TPM2B_PUBLIC bytes, or decoded. */
 export type EkPublicInput = Uint8Array | TpmtPublic
@@ -23,6 +23,15 @@ export function decodePublicInput(input: EkPublicInput): { public: TpmtPublic; b
   if (input.length >= 2 && ((input[0]! << 8) | input[1]!) === input.length - 2) return parseTpm2bPublic(input)
   return { public: parseTpmtPublic(input), bytes: input }
 }
+
+/**
+ * What MakeCredential needs from the EK public area: its nameAlg, its
+ * symmetric (AES-CFB) key size and its public key. Built from a TPMT_PUBLIC by
+ * `ekTargetFromPublic`.
+ */
+export type CredentialTarget =
+  | { kind: 'rsa'; nameAlg: number; symKeyBits: number; publicKey: KeyObject }
+  | { kind: 'ecc'; nameAlg: number; symKeyBits: number; curve: 'P-256' | 'P-384' | 'P-521'; x: Uint8Array; y: Uint8Array }
 
 /** The MakeCredential parameters of an EK public area (RSA or ECC, AES-CFB symmetric). */
 export function ekTargetFromPublic(input: EkPublicInput): CredentialTarget {

@@ -18,6 +18,7 @@ import { startWorkloadApi, type WorkloadApiServer } from './workload-api/start-w
 import { AgentStore, readTrustBundle } from './agent-store.js'
 import type { AgentConfig } from './config.js'
 import { AgentManager } from './manager/manager.js'
+import { AgentObservability } from './observability.js'
 import { Backoff, renewalTime } from './manager/backoff.js'
 import { attestNode, canReattest } from './node-attestation.js'
 import { GrpcServerClient, isAgentRejected, type BundleDoc, type ClientCredentials, type SyncMessage } from './server-client.js'
@@ -35,6 +36,8 @@ export interface RunningAgent {
   readonly manager: AgentManager
   readonly agentId: string
   readonly workloadApi: WorkloadApiServer | undefined
+  /** Health and metrics endpoints (ports, metrics registry, readiness). */
+  readonly observability: AgentObservability
   close(): Promise<void>
 }
 
@@ -56,6 +59,17 @@ function newKey(): KeyObject {
 }
 
 export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent> {
+  // Health and metrics first: /live answers and /ready says no while the node attests.
+  const obs = await AgentObservability.start({ health: opts.config.health, metrics: opts.config.metrics, clock: opts.clock ?? systemClock, log: opts.log.child({ [F.SUBSYSTEM]: 'agent' }), workloadApiRequired: opts.workloadApi ?? true })
+  try {
+    return await startAgentWith(opts, obs)
+  } catch (err) {
+    await obs.close()
+    throw err
+  }
+}
+
+async function startAgentWith(opts: StartAgentOptions, obs: AgentObservability): Promise<RunningAgent> {
   const cfg = opts.config
   const clock = opts.clock ?? systemClock
   const random = opts.random ?? Math.random
@@ -98,7 +112,11 @@ export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent>
         trustDomain: td,
         log,
         ...(signal ? { signal } : {}),
+      }).catch((err: unknown) => {
+        obs.nodeAttestation('failure')
+        throw err
       })
+      obs.nodeAttestation('success')
       svid = X509Svid.fromChain(out.svidChain, k)
       key = k
       store.saveSvid(svid, key)
@@ -154,6 +172,12 @@ export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent>
   // Instances of a previous run belong to processes this run cannot know: end them before registering new ones.
   void manager.endPreviousInstances()
   if (bundle) manager.setBundle({ trustDomain: td.name, document: bundle.marshal(), sequence: bundle.sequenceNumber ?? 0 })
+  obs.attach({
+    cacheStats: () => manager.cacheStats,
+    synced: () => manager.ready,
+    svidNotAfter: () => svid.notAfter.getTime(),
+    hasBundle: () => bundle !== undefined,
+  })
 
   const stop = new AbortController()
   let syncAbort = new AbortController()
@@ -183,6 +207,7 @@ export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent>
       try {
         await client.sync(
           (msg: SyncMessage) => {
+            obs.syncMessage()
             syncBackoff.reset()
             rejected = false
             if (msg.bundle && updateBundle(msg.bundle)) {
@@ -193,8 +218,10 @@ export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent>
           },
           { signal },
         )
+        obs.syncDown()
         if (syncAbort.signal.aborted && !stop.signal.aborted) continue // restart on the new channel at once
       } catch (err) {
+        obs.syncDown()
         if (stop.signal.aborted) break
         if (isAgentRejected(err)) {
           try {
@@ -262,7 +289,9 @@ export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent>
 
   let api: WorkloadApiServer | undefined
   if (opts.workloadApi ?? true) {
-    api = await startWorkloadApi({ socketPath: cfg.socketPath, manager, log: opts.log, connectionLimits: cfg.connectionLimits })
+    api = await startWorkloadApi({ socketPath: cfg.socketPath, manager, log: opts.log, connectionLimits: cfg.connectionLimits, ...(obs.onCallEnd ? { onCallEnd: obs.onCallEnd } : {}) })
+    const listening = api
+    obs.workloadApiListening(() => listening.connectionCount)
   }
   log.info({ [F.AGENT_ID]: svid.id.toString(), [F.ADDRESS]: cfg.serverAddress }, 'Agent started')
 
@@ -273,8 +302,10 @@ export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent>
       return svid.id.toString()
     },
     workloadApi: api,
+    observability: obs,
     close() {
       closing ??= (async () => {
+        obs.stopping()
         stop.abort()
         if (renewTimer) clearTimeout(renewTimer)
         await api?.close()
@@ -282,6 +313,7 @@ export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent>
         await syncLoop
         client.close()
         for (const c of closeables) await c.close?.()
+        await obs.close()
         log.info({}, 'Agent stopped')
       })()
       return closing

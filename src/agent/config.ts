@@ -7,6 +7,8 @@
 import { dirname, isAbsolute, resolve } from 'node:path'
 import { z } from 'zod'
 import { configError, type ConfigIssue } from '../common/config/issues.js'
+import { healthChecksSchema, healthEndpoint, metricsEndpoint, metricsSchema, type HealthEndpointConfig, type MetricsEndpointConfig } from '../common/config/observability.js'
+import { resolvePluginBlockPaths } from '../common/config/plugin-paths.js'
 import { hostPort, logLevel, trustDomain } from '../common/config/refinements.js'
 import { readTomlFile } from '../common/config/toml.js'
 import { ConnectionLimitsSchema, toConnectionLimits } from '../common/config/connection-limits.js'
@@ -29,6 +31,8 @@ const AgentBlockSchema = z
     insecure_bootstrap: z.boolean().optional(),
     x509_svid_cache_max_size: z.number().int('must be an integer').min(1, 'must be at least 1').max(1_000_000).optional(),
     jwt_svid_cache_max_size: z.number().int('must be an integer').min(1, 'must be at least 1').max(1_000_000).optional(),
+    health_checks: healthChecksSchema().optional(),
+    metrics: metricsSchema().optional(),
     connection_limits: ConnectionLimitsSchema.optional(),
   })
   .strict()
@@ -72,6 +76,10 @@ export interface AgentConfig<NA = unknown, WA = unknown, KM = unknown> {
   insecureBootstrap: boolean
   x509SvidCacheMaxSize: number
   jwtSvidCacheMaxSize: number
+  /** `[agent.health_checks]`: /live and /ready over HTTP. */
+  health: HealthEndpointConfig | undefined
+  /** `[agent.metrics]`: Prometheus /metrics over HTTP. */
+  metrics: MetricsEndpointConfig | undefined
   /** Workload API connection limits that were configured (per uid); the rest are defaults. */
   connectionLimits: Partial<ConnectionGuardLimits>
   nodeAttestor: ConfiguredPlugin<NA>
@@ -129,7 +137,8 @@ export function parseAgentConfig<NA, WA, KM>(
         continue
       }
       try {
-        out.push({ name, definition: def, config: def.parseConfig(cfg ?? {}) })
+        // Relative file paths resolve against the config file's directory (see plugin-paths.ts).
+        out.push({ name, definition: def, config: def.parseConfig(resolvePluginBlockPaths(kind, name, cfg ?? {}, opts.baseDir)) })
       } catch (err) {
         issues.push(...pluginIssues(err, prefix))
       }
@@ -167,6 +176,8 @@ export function parseAgentConfig<NA, WA, KM>(
     insecureBootstrap: a.insecure_bootstrap ?? false,
     x509SvidCacheMaxSize: a.x509_svid_cache_max_size ?? DEFAULT_X509_SVID_CACHE_MAX_SIZE,
     jwtSvidCacheMaxSize: a.jwt_svid_cache_max_size ?? DEFAULT_JWT_SVID_CACHE_MAX_SIZE,
+    health: healthEndpoint(a.health_checks),
+    metrics: metricsEndpoint(a.metrics),
     connectionLimits: toConnectionLimits(a.connection_limits),
     nodeAttestor: nodeAttestors[0]!,
     workloadAttestors,

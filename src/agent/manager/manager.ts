@@ -560,6 +560,11 @@ export class AgentManager implements WorkloadManager {
     return this.#ready
   }
 
+  /** Sizes of the cache, for metrics: entries from the server, X.509-SVIDs and JWT-SVIDs held. */
+  get cacheStats(): { entries: number; x509Svids: number; jwtSvids: number } {
+    return { entries: this.#entries.size, x509Svids: this.#svids.size, jwtSvids: this.#jwts.size }
+  }
+
   /** Resolves when the first full sync was applied. */
   whenReady(signal?: AbortSignal): Promise<void> {
     if (this.#ready) return Promise.resolve()

@@ -1,5 +1,6 @@
 import * as grpc from '@grpc/grpc-js'
 import type { ServiceDefinition } from '@grpc/grpc-js'
+import { callObserver, type CallEndObserver } from '../../common/grpc/call-observer.js'
 import { loadProto } from '../../common/grpc/proto.js'
 import { F, type Logger } from '../../common/log/logger.js'
 import { PeerTrackingServer, type PeerCred, type StartTimeReader } from '../workload/peer.js'
@@ -17,6 +18,8 @@ export interface StartWorkloadApiOptions {
   log: Logger
   /** SPIRE's `allow_unauthenticated_verifiers`. Default false. */
   allowUnauthenticatedVerifiers?: boolean
+  /** Told how each call ended (metrics); adds a server interceptor only when set. */
+  onCallEnd?: CallEndObserver
   /** Tests only: replaces the `/proc/<pid>/stat` start-time reader (PID-reuse guard). */
   readStartTime?: StartTimeReader
   /** Tests only: replaces SO_PEERCRED. */
@@ -50,7 +53,7 @@ export async function startWorkloadApi(opts: StartWorkloadApiOptions): Promise<W
 
   // No channelz: nothing serves it on this socket, and it costs every call
   // (counters, timestamps, a tracker object with four closures).
-  const grpcServer = new grpc.Server({ 'grpc.enable_channelz': 0 })
+  const grpcServer = new grpc.Server({ 'grpc.enable_channelz': 0, ...(opts.onCallEnd ? { interceptors: [callObserver(opts.onCallEnd)] } : {}) })
   const peers = new PeerTrackingServer({
     socketPath: opts.socketPath,
     grpcServer,

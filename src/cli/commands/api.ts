@@ -18,7 +18,8 @@ export const usage = [
   '  api fetch x509 [--write DIR]           fetch X.509-SVIDs (writes svid.N.pem, svid.N.key, bundle.N.pem, federated_bundle.N.M.pem)',
   '  api fetch jwt --audience A[,B] [--spiffe-id ID]   fetch JWT-SVIDs and JWT bundles',
   '  api validate jwt --audience A --svid TOKEN        validate a JWT-SVID',
-  '  api watch                              print X.509-SVID updates until interrupted',
+  '  api watch                              print X.509-SVID and JWT bundle updates until interrupted',
+  '                                         (--output json: one object per line, "kind" x509_svids or jwt_bundles)',
   '  (all: [--socket PATH] [--timeout 5s] [--output json]; SPIFFE_ENDPOINT_SOCKET is honored)',
 ].join('\n')
 
@@ -130,7 +131,7 @@ function timeoutMs(v: string | undefined): number {
   return m[2] === 'ms' ? n : m[2] === 'm' ? n * 60_000 : n * 1000
 }
 
-function describeX509(resp: X509SvidResponseMsg, elapsedMs: number, fmt: OutputFormat): void {
+function describeX509(resp: X509SvidResponseMsg, elapsedMs: number, fmt: OutputFormat, json: (v: Record<string, unknown>) => void = printJson): void {
   const svids = resp.svids.map((s) => {
     const chain = splitDer(s.x509_svid)
     const bundle = splitDer(s.bundle)
@@ -144,7 +145,7 @@ function describeX509(resp: X509SvidResponseMsg, elapsedMs: number, fmt: OutputF
   })
   const federated = Object.entries(resp.federated_bundles ?? {}).map(([td, der]) => ({ trust_domain: td, authorities: splitDer(der).map(certTimes) }))
   if (fmt === 'json') {
-    printJson({ svids: svids.map(({ notBefore, notAfter, ...rest }) => ({ ...rest, not_before: notBefore, not_after: notAfter })), federated_bundles: federated })
+    json({ svids: svids.map(({ notBefore, notAfter, ...rest }) => ({ ...rest, not_before: notBefore, not_after: notAfter })), federated_bundles: federated })
     return
   }
   const lines = [`Received ${svids.length} svid${svids.length === 1 ? '' : 's'} after ${fmtElapsed(elapsedMs)}`, '']
@@ -160,6 +161,33 @@ function describeX509(resp: X509SvidResponseMsg, elapsedMs: number, fmt: OutputF
     f.authorities.forEach((c, i) => lines.push(`[${f.trust_domain}] CA #${i + 1} Valid After:\t${c.notBefore}`, `[${f.trust_domain}] CA #${i + 1} Valid Until:\t${c.notAfter}`))
   }
   process.stdout.write(`${lines.join('\n')}\n`)
+}
+
+export interface JwtBundlesResponseMsg {
+  bundles: Record<string, Buffer>
+}
+
+/** One FetchJWTBundles message: the JWKS of each trust domain, keyed as the agent sends it. */
+function describeJwtBundles(resp: JwtBundlesResponseMsg, elapsedMs: number, fmt: OutputFormat, json: (v: Record<string, unknown>) => void = printJson): void {
+  const bundles = Object.entries(resp.bundles ?? {}).map(([td, b]) => {
+    let jwks: { keys?: { kid?: string; kty?: string; crv?: string }[] } = {}
+    try {
+      jwks = JSON.parse(Buffer.from(b).toString('utf8')) as typeof jwks
+    } catch {
+      // shown as a bundle without keys
+    }
+    return { td, jwks, keys: (jwks.keys ?? []).map((k) => ({ kid: k.kid ?? '', kty: k.kty ?? '', ...(k.crv ? { crv: k.crv } : {}) })) }
+  })
+  if (fmt === 'json') {
+    json({ bundles: Object.fromEntries(bundles.map((b) => [b.td, b.jwks])) })
+    return
+  }
+  const lines = [`Received JWT bundles for ${bundles.length} trust domain${bundles.length === 1 ? '' : 's'} after ${fmtElapsed(elapsedMs)}`, '']
+  for (const b of bundles) {
+    lines.push(`[${b.td}] ${b.keys.length} JWT authorit${b.keys.length === 1 ? 'y' : 'ies'}`)
+    for (const k of b.keys) lines.push(`\tkid ${k.kid} (${k.kty}${k.crv ? ` ${k.crv}` : ''})`)
+  }
+  process.stdout.write(`${lines.join('\n')}\n\n`)
 }
 
 /** Writes svid.N.pem, svid.N.key (0600), bundle.N.pem and federated_bundle.N.M.pem into `dir`. */
@@ -288,30 +316,47 @@ export async function run(args: string[]): Promise<number> {
       const { values } = parseFlags(restArgs, { socket: common.socket, output: common.output })
       const fmt = outputFormat(values.output)
       const client = workloadClient(resolveSocket(values.socket))
+      // In a watch, JSON is one compact object per line, tagged with the stream it came from.
+      const line = (kind: string) => (v: Record<string, unknown>) => process.stdout.write(`${JSON.stringify({ kind, ...v })}\n`)
       const t0 = performance.now()
       return new Promise<number>((resolve) => {
-        const call = client.FetchX509SVID!({}, securityHeader()) as grpc.ClientReadableStream<X509SvidResponseMsg>
-        let last = t0
-        call.on('data', (m: X509SvidResponseMsg) => {
+        const x509 = client.FetchX509SVID!({}, securityHeader()) as grpc.ClientReadableStream<X509SvidResponseMsg>
+        const jwt = client.FetchJWTBundles!({}, securityHeader()) as grpc.ClientReadableStream<JwtBundlesResponseMsg>
+        let lastX509 = t0
+        let lastJwt = t0
+        x509.on('data', (m: X509SvidResponseMsg) => {
           const now = performance.now()
-          describeX509(m, now - last, fmt)
-          last = now
+          describeX509(m, now - lastX509, fmt, line('x509_svids'))
+          lastX509 = now
         })
-        const stop = () => {
-          call.cancel()
-          client.close()
-          resolve(0)
-        }
-        process.once('SIGINT', stop)
-        process.once('SIGTERM', stop)
-        call.on('error', (err: grpc.ServiceError) => {
+        jwt.on('data', (m: JwtBundlesResponseMsg) => {
+          const now = performance.now()
+          describeJwtBundles(m, now - lastJwt, fmt, line('jwt_bundles'))
+          lastJwt = now
+        })
+        let finished = false
+        const finish = (code: number) => {
+          if (finished) return
+          finished = true
           process.removeListener('SIGINT', stop)
           process.removeListener('SIGTERM', stop)
+          x509.cancel()
+          jwt.cancel()
           client.close()
-          if (err.code === grpc.status.CANCELLED) return resolve(0)
+          resolve(code)
+        }
+        const stop = () => finish(0)
+        process.once('SIGINT', stop)
+        process.once('SIGTERM', stop)
+        // Either stream failing ends the watch (a workload without an identity gets PermissionDenied on both).
+        const onError = (err: grpc.ServiceError) => {
+          if (finished) return
+          if (err.code === grpc.status.CANCELLED) return finish(0)
           process.stderr.write(`warrant: ${err.details}\n`)
-          resolve(1)
-        })
+          finish(1)
+        }
+        x509.on('error', onError)
+        jwt.on('error', onError)
       })
     }
     default:

@@ -39,10 +39,10 @@ export function toGrpcError(err: unknown, log: Logger, fields: Record<string, un
   const metadata = new Metadata()
   if (err instanceof IdentityError) {
     const code = ERROR_CODES[err.code]
-    const generic = GENERIC_MESSAGES[err.code]
+    const generic = GENERIC_MESSAGES[err.code] ?? infrastructureMessage(err, code)
     metadata.set('x-error-code', err.code)
     const level = code === Status.INTERNAL ? 'error' : generic ? 'warn' : 'info'
-    log[level]({ ...fields, [F.ERROR_CODE]: err.code, [F.ERR]: describe(err) }, generic ? 'Request denied' : 'Request failed')
+    log[level]({ ...fields, [F.ERROR_CODE]: err.code, [F.ERR]: describe(err) }, GENERIC_MESSAGES[err.code] ? 'Request denied' : 'Request failed')
     return { code, details: generic ?? err.message, metadata, message: generic ?? err.message }
   }
   if (isStatusLike(err)) {
@@ -52,6 +52,30 @@ export function toGrpcError(err: unknown, log: Logger, fields: Record<string, un
   metadata.set('x-error-code', 'ERR_INTERNAL')
   log.error({ ...fields, [F.ERR]: describe(err) }, 'Internal error')
   return { code: Status.INTERNAL, details: 'internal error', metadata, message: 'internal error' }
+}
+
+/**
+ * The fixed message of an error about our own infrastructure, or undefined:
+ * INTERNAL ones (their message is for the operator), and UNAVAILABLE ones
+ * relayed from a call we made to another gRPC service (the agent's calls to
+ * the server): grpc-js words those itself, with the peer's address ("No
+ * connection established. Last error: connect ECONNREFUSED 10.0.0.5:8081",
+ * "remote_addr=..."), which a caller must not learn. The log keeps it all.
+ */
+function infrastructureMessage(err: IdentityError, code: number): string | undefined {
+  if (code === Status.INTERNAL) return 'internal error'
+  if (code === Status.UNAVAILABLE && relayedGrpcError(err)) return 'service unavailable'
+  return undefined
+}
+
+/** True when `err` was caused (at some depth) by a gRPC client call's error (a ServiceError: numeric code and Metadata). */
+function relayedGrpcError(err: Error): boolean {
+  let c: unknown = err.cause
+  for (let depth = 0; depth < 8 && c instanceof Error; depth++) {
+    if (typeof (c as { code?: unknown }).code === 'number' && (c as { metadata?: unknown }).metadata instanceof Metadata) return true
+    c = c.cause
+  }
+  return false
 }
 
 /** A gRPC status to throw from a handler when no IdentityError fits (e.g. header checks). */

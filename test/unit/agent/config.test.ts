@@ -58,4 +58,33 @@ describe('parseAgentConfig', () => {
     const got = issues(text)
     for (const p of paths) expect(got).toContain(p)
   })
+
+  it('resolves relative plugin file paths against the config directory, not the working directory', () => {
+    const c = parse(
+      base.replace(
+        '[plugins.node_attestor.join_token]\ntoken = "abc"',
+        '[plugins.node_attestor.x509pop]\ncertificate_path = "pki/node.pem"\nprivate_key_path = "/abs/node.key"\nintermediates_path = "../shared/inter.pem"',
+      ) + '\n[plugins.key_manager.disk]\nkeys_path = "keys"\n',
+    )
+    expect(c.nodeAttestor.config).toEqual({ certificatePath: '/etc/warrant/pki/node.pem', privateKeyPath: '/abs/node.key', intermediatesPath: '/etc/shared/inter.pem' })
+    // keys_path names state under data_dir: the disk key manager resolves it there.
+    expect(c.keyManager?.config).toEqual({ keys_path: 'keys' })
+  })
+
+  it('pkcs11 module_path: a relative path resolves against the config directory, a bare library name is left to the loader', () => {
+    const km = (mod: string) =>
+      parse(`${base}\n[plugins.key_manager.pkcs11]\nmodule_path = "${mod}"\ntoken_label = "t"\npin_file = "hsm/pin"\n`).keyManager?.config as { module_path: string; pin_file: string }
+    expect(km('lib/softhsm2.so')).toMatchObject({ module_path: '/etc/warrant/lib/softhsm2.so', pin_file: '/etc/warrant/hsm/pin' })
+    expect(km('libsofthsm2.so').module_path).toBe('libsofthsm2.so')
+  })
+
+  it('health_checks and metrics blocks', () => {
+    const c = parse(base.replace('[plugins', '[agent.health_checks]\nbind_address = "127.0.0.1:8088"\n[agent.metrics]\nbind_address = ":9989"\n[plugins'))
+    expect(c.health).toEqual({ host: '127.0.0.1', port: 8088, livePath: '/live', readyPath: '/ready' })
+    expect(c.metrics).toEqual({ host: '127.0.0.1', port: 9989 })
+    expect(parse(base).health).toBeUndefined()
+    expect(parse(base).metrics).toBeUndefined()
+    const got = issues(base.replace('[plugins', '[agent.health_checks]\nbind_address = "nope"\nextra = 1\n[agent.metrics]\n[plugins'))
+    expect(got).toEqual(expect.arrayContaining(['agent.health_checks.bind_address', 'agent.health_checks.extra', 'agent.metrics.bind_address']))
+  })
 })

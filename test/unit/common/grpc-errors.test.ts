@@ -1,4 +1,4 @@
-import { status as Status } from '@grpc/grpc-js'
+import { Metadata, status as Status } from '@grpc/grpc-js'
 import { describe, expect, it } from 'vitest'
 import { GrpcStatusError, toGrpcError } from '../../../src/common/grpc/errors.js'
 import { ERROR_CODES, type ErrorCode } from '../../../src/errors/codes.js'
@@ -91,6 +91,30 @@ describe('toGrpcError', () => {
     const e = toGrpcError(new IdentityError('ERR_INTERNAL', 'internal error'), log)
     expect(e.code).toBe(Status.INTERNAL)
     expect(log.lines[0]?.level).toBe('error')
+  })
+
+  it('answers INTERNAL IdentityErrors with "internal error" (their message is for the operator) and logs it', () => {
+    const log = captureLogger()
+    const e = toGrpcError(new IdentityError('ERR_DATASTORE', 'datastore: insert failed at /var/lib/warrant/x.sqlite3'), log)
+    expect(e).toMatchObject({ code: Status.INTERNAL, details: 'internal error', message: 'internal error' })
+    expect(trailer(e)).toEqual(['ERR_DATASTORE'])
+    expect(log.lines[0]!.fields.err).toMatchObject({ message: 'datastore: insert failed at /var/lib/warrant/x.sqlite3' })
+  })
+
+  it('hides an UNAVAILABLE relayed from another gRPC service behind "service unavailable"; a local one keeps its message', () => {
+    const log = captureLogger()
+    const upstream = Object.assign(new Error('14 UNAVAILABLE: No connection established. Last error: Error: connect ECONNREFUSED 10.1.2.3:8081'), {
+      code: Status.UNAVAILABLE,
+      details: 'No connection established. Last error: Error: connect ECONNREFUSED 10.1.2.3:8081',
+      metadata: new Metadata(),
+    })
+    const relayed = new IdentityError('ERR_UNAVAILABLE', `NewJWTSVID: ${upstream.details}`, { cause: upstream })
+    const e = toGrpcError(new IdentityError('ERR_UNAVAILABLE', 'cannot mint JWT-SVID', { cause: relayed }), log)
+    expect(e).toMatchObject({ code: Status.UNAVAILABLE, details: 'service unavailable', message: 'service unavailable' })
+    expect(trailer(e)).toEqual(['ERR_UNAVAILABLE'])
+    expect(JSON.stringify(log.lines)).toContain('ECONNREFUSED')
+    expect(toGrpcError(relayed, captureLogger()).details).toBe('service unavailable')
+    expect(toGrpcError(new IdentityError('ERR_UNAVAILABLE', 'agent not ready', { cause: new Error('x') }), captureLogger()).details).toBe('agent not ready')
   })
 
   it('passes a GrpcStatusError through unchanged', () => {

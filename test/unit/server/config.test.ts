@@ -56,7 +56,7 @@ describe('toServerConfig defaults', () => {
     const c = cfg({}, { plugins: { key_manager: { memory: {} }, datastore: { memory: {} }, node_attestor: { join_token: {}, tpm: { ek_ca_path: 'x' } } } })
     expect(c.keyManager).toEqual({ name: 'memory', raw: {} })
     expect(c.datastore).toEqual({ kind: 'memory' })
-    expect(c.nodeAttestors).toEqual([{ name: 'join_token', raw: {} }, { name: 'tpm', raw: { ek_ca_path: 'x' } }])
+    expect(c.nodeAttestors).toEqual([{ name: 'join_token', raw: {} }, { name: 'tpm', raw: { ek_ca_path: '/etc/warrant/x' } }])
   })
 
   it('agent_ttl, health, metrics and ca_subject', () => {
@@ -218,5 +218,18 @@ describe('formatDuration', () => {
 
   it.each([250, 1000, 90_000, 5_400_000, 86_400_000, 3 * 86_400_000, 61_001])('round-trips %d', (ms) => {
     expect(parseDuration(formatDuration(ms))).toBe(ms)
+  })
+})
+
+describe('toServerConfig plugin paths', () => {
+  it('resolves relative plugin file paths against the config directory; keys_path stays under data_dir, a bare module name with the loader', () => {
+    const c = cfg({}, { plugins: { key_manager: { disk: { keys_path: 'keys' } }, node_attestor: { x509pop: { ca_bundle_path: ['pki/ca.pem', '/abs/ca2.pem'] }, tpm: { ek_ca_paths: ['tpm/root.pem'] } } } })
+    expect(c.keyManager).toEqual({ name: 'disk', raw: { keys_path: 'keys' } })
+    expect(c.nodeAttestors).toEqual([
+      { name: 'x509pop', raw: { ca_bundle_path: ['/etc/warrant/pki/ca.pem', '/abs/ca2.pem'] } },
+      { name: 'tpm', raw: { ek_ca_paths: ['/etc/warrant/tpm/root.pem'] } },
+    ])
+    const hsm = cfg({}, { plugins: { key_manager: { pkcs11: { module_path: 'libsofthsm2.so', token_label: 't', pin_file: '../secrets/pin' } } } })
+    expect(hsm.keyManager.raw).toEqual({ module_path: 'libsofthsm2.so', token_label: 't', pin_file: '/etc/secrets/pin' })
   })
 })

@@ -3,6 +3,8 @@ import { dirname, isAbsolute, join, resolve } from 'node:path'
 import { z } from 'zod'
 import { duration } from '../common/config/duration.js'
 import { configError, zodIssues, type ConfigIssue } from '../common/config/issues.js'
+import { healthChecksSchema, healthEndpoint, metricsEndpoint, metricsSchema, splitHostPort, type HealthEndpointConfig, type MetricsEndpointConfig } from '../common/config/observability.js'
+import { resolvePluginBlockPaths } from '../common/config/plugin-paths.js'
 import { hostPort, logLevel, trustDomain } from '../common/config/refinements.js'
 import { federationConfigSchema, type FederationFileConfig } from './federation/config.js'
 import { BoundsConfigSchema, boundsFromConfig } from './bounds/config.js'
@@ -35,8 +37,8 @@ const ServerSection = z
       .object({ cert_file: z.string().min(1), key_file: z.string().min(1), bundle_file: z.string().min(1).optional() })
       .strict()
       .optional(),
-    health_checks: z.object({ bind_address: hostPort(), live_path: z.string().default('/live'), ready_path: z.string().default('/ready') }).strict().optional(),
-    metrics: z.object({ bind_address: hostPort() }).strict().optional(),
+    health_checks: healthChecksSchema().optional(),
+    metrics: metricsSchema().optional(),
     federation: federationConfigSchema.optional(),
     bounds: BoundsConfigSchema.optional(),
     max_concurrent_attestations: z.number().int().min(1).max(100_000).default(64),
@@ -83,8 +85,8 @@ export interface ServerConfig {
   rotationCheckIntervalMs: number
   caSubject: { organization?: string; commonName?: string } | undefined
   upstream: { certFile: string; keyFile: string; bundleFile: string | undefined } | undefined
-  health: { host: string; port: number; livePath: string; readyPath: string } | undefined
-  metrics: { host: string; port: number } | undefined
+  health: HealthEndpointConfig | undefined
+  metrics: MetricsEndpointConfig | undefined
   federation: FederationFileConfig | undefined
   /** Namespace operating bounds declared in the config (`[server.bounds."/prefix"]`). */
   bounds: BoundsSet
@@ -97,11 +99,7 @@ export interface ServerConfig {
   notes: string[]
 }
 
-export function splitHostPort(s: string): { host: string; port: number } {
-  const i = s.lastIndexOf(':')
-  const host = s.slice(0, i).replace(/^\[|\]$/g, '') || '127.0.0.1'
-  return { host, port: Number(s.slice(i + 1)) }
-}
+export { splitHostPort }
 
 /**
  * Validates a parsed server.toml as a whole: every problem (core keys and the
@@ -131,7 +129,9 @@ export function toServerConfig(raw: unknown, baseDir: string): ServerConfig {
     }
     return { name, raw: blocks![name] }
   }
-  const keyManager = pick('key_manager', f.plugins.key_manager, ['memory', 'disk', 'pkcs11'], 'disk')
+  // Relative file paths in plugin blocks resolve against the config file's directory (see plugin-paths.ts).
+  const withPaths = (kind: string, sel: PluginSelection | undefined): PluginSelection | undefined => (sel ? { name: sel.name, raw: resolvePluginBlockPaths(kind, sel.name, sel.raw, baseDir) } : undefined)
+  const keyManager = withPaths('key_manager', pick('key_manager', f.plugins.key_manager, ['memory', 'disk', 'pkcs11'], 'disk'))
   const dsSel = pick('datastore', f.plugins.datastore, ['sqlite', 'memory'], 'sqlite')
   let datastore: ServerConfig['datastore'] = { kind: 'sqlite', path: join(dataDir, 'datastore.sqlite3') }
   if (dsSel?.name === 'memory') datastore = { kind: 'memory' }
@@ -141,7 +141,7 @@ export function toServerConfig(raw: unknown, baseDir: string): ServerConfig {
     else if (b.data.path) datastore = { kind: 'sqlite', path: isAbsolute(b.data.path) ? b.data.path : resolve(dataDir, b.data.path) }
   }
   const nodeBlocks = f.plugins.node_attestor ?? { join_token: {} }
-  const nodeAttestors = Object.entries(nodeBlocks).map(([name, raw]) => ({ name, raw }))
+  const nodeAttestors = Object.entries(nodeBlocks).map(([name, raw]) => ({ name, raw: resolvePluginBlockPaths('node_attestor', name, raw, baseDir) }))
   if (nodeAttestors.length === 0) issues.push({ path: 'plugins.node_attestor', message: 'at least one node attestor is required' })
 
   const notes: string[] = []
@@ -162,7 +162,6 @@ export function toServerConfig(raw: unknown, baseDir: string): ServerConfig {
   const socketPath = abs(s.socket_path ?? join(s.data_dir, 'private', 'admin.sock'))
   if (Buffer.byteLength(socketPath) > 100) issues.push({ path: 'server.socket_path', message: 'path too long for a Unix socket (max ~100 bytes)' })
   if (issues.length > 0 || !keyManager) throw configError(issues, 'server configuration')
-  const h = s.health_checks
   return {
     trustDomain: s.trust_domain,
     bindAddress: splitHostPort(s.bind_address),
@@ -181,8 +180,8 @@ export function toServerConfig(raw: unknown, baseDir: string): ServerConfig {
     rotationCheckIntervalMs: s.rotation_check_interval,
     caSubject: s.ca_subject ? { ...(s.ca_subject.organization ? { organization: s.ca_subject.organization } : {}), ...(s.ca_subject.common_name ? { commonName: s.ca_subject.common_name } : {}) } : undefined,
     upstream,
-    health: h ? { ...splitHostPort(h.bind_address), livePath: h.live_path, readyPath: h.ready_path } : undefined,
-    metrics: s.metrics ? splitHostPort(s.metrics.bind_address) : undefined,
+    health: healthEndpoint(s.health_checks),
+    metrics: metricsEndpoint(s.metrics),
     federation: s.federation
       ? {
           ...s.federation,

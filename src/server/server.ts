@@ -2,12 +2,12 @@ import * as grpc from '@grpc/grpc-js'
 import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto'
 import { newEcPrivateKey } from '../common/crypto/new-key.js'
 import { chmodSync, lstatSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
-import { createServer as createHttpServer, type Server as HttpServer } from 'node:http'
 import { dirname, join } from 'node:path'
 import { IdentityError } from '../errors/identity-error.js'
 import { systemClock, type Clock } from '../common/clock.js'
 import { configError, type ConfigIssue } from '../common/config/issues.js'
 import { HealthService } from '../common/grpc/health.js'
+import { startHealthEndpoint, startMetricsEndpoint } from '../common/http/http-endpoints.js'
 import { loadProto } from '../common/grpc/proto.js'
 import { F, type Logger } from '../common/log/logger.js'
 import type { KeyManager } from '../keymanager/key-manager.js'
@@ -349,30 +349,12 @@ export async function startServer(cfg: ServerConfig, opts: { log: Logger; catalo
     // Health (/live, /ready) and Prometheus metrics over plain HTTP on loopback (or as configured).
     let ready = true
     if (cfg.health) {
-      const h = cfg.health
-      const srv = createHttpServer((req, res) => {
-        const path = (req.url ?? '').split('?')[0]
-        if (path === h.livePath || path === h.readyPath) {
-          const ok = path === h.livePath ? true : ready
-          res.writeHead(ok ? 200 : 500, { 'content-type': 'application/json' })
-          res.end(JSON.stringify(path === h.livePath ? { live: ok } : { ready: ok }))
-        } else {
-          res.writeHead(404).end()
-        }
-      })
-      await listen(srv, h.host, h.port)
-      closers.push(() => closeHttp(srv))
+      const ep = await startHealthEndpoint(cfg.health, { ready: () => ready })
+      closers.push(() => ep.close())
     }
     if (cfg.metrics) {
-      const srv = createHttpServer((req, res) => {
-        if ((req.url ?? '').split('?')[0] !== '/metrics') return void res.writeHead(404).end()
-        metrics.registry.metrics().then(
-          (body) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(body),
-          () => res.writeHead(500).end(),
-        )
-      })
-      await listen(srv, cfg.metrics.host, cfg.metrics.port)
-      closers.push(() => closeHttp(srv))
+      const ep = await startMetricsEndpoint(cfg.metrics, metrics.registry)
+      closers.push(() => ep.close())
     }
 
     // SPIFFE bundle endpoint (federation), on its own TCP port.
@@ -452,18 +434,3 @@ function shutdownGrpc(s: grpc.Server, graceMs: number): Promise<void> {
     })
   })
 }
-
-function listen(srv: HttpServer, host: string, port: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    srv.once('error', (err) => reject(new IdentityError('ERR_CONFIG_INVALID', `cannot listen on ${host}:${port}: ${err.message}`, { cause: err })))
-    srv.listen(port, host, () => resolve())
-  })
-}
-
-function closeHttp(srv: HttpServer): Promise<void> {
-  return new Promise((resolve) => {
-    srv.closeAllConnections?.()
-    srv.close(() => resolve())
-  })
-}
-

@@ -6,6 +6,8 @@ import { configError, zodIssues, type ConfigIssue } from '../common/config/issue
 import { healthChecksSchema, healthEndpoint, metricsEndpoint, metricsSchema, splitHostPort, type HealthEndpointConfig, type MetricsEndpointConfig } from '../common/config/observability.js'
 import { resolvePluginBlockPaths } from '../common/config/plugin-paths.js'
 import { hostPort, logLevel, trustDomain } from '../common/config/refinements.js'
+import { ConnectionLimitsSchema, toConnectionLimits } from '../common/config/connection-limits.js'
+import type { ConnectionGuardLimits } from '../common/net/connection-guard.js'
 import { federationConfigSchema, type FederationFileConfig } from './federation/config.js'
 import { BoundsConfigSchema, boundsFromConfig } from './bounds/config.js'
 import type { BoundsSet } from '../spiffe/bounds/index.js'
@@ -41,6 +43,7 @@ const ServerSection = z
     metrics: metricsSchema().optional(),
     federation: federationConfigSchema.optional(),
     bounds: BoundsConfigSchema.optional(),
+    connection_limits: ConnectionLimitsSchema.optional(),
     max_concurrent_attestations: z.number().int().min(1).max(100_000).default(64),
     max_concurrent_attestations_per_address: z.number().int().min(1).max(100_000).default(16),
   })
@@ -90,6 +93,8 @@ export interface ServerConfig {
   federation: FederationFileConfig | undefined
   /** Namespace operating bounds declared in the config (`[server.bounds."/prefix"]`). */
   bounds: BoundsSet
+  /** Agent API connection limits that were configured (per source address); the rest are defaults. */
+  connectionLimits: Partial<ConnectionGuardLimits>
   /** Concurrent Attest calls (unauthenticated): in all and per source address. */
   attestationLimits: { maxConcurrent: number; maxConcurrentPerAddress: number }
   keyManager: PluginSelection
@@ -200,6 +205,7 @@ export function toServerConfig(raw: unknown, baseDir: string): ServerConfig {
         }
       : undefined,
     bounds,
+    connectionLimits: toConnectionLimits(s.connection_limits),
     attestationLimits: { maxConcurrent: s.max_concurrent_attestations, maxConcurrentPerAddress: s.max_concurrent_attestations_per_address },
     keyManager,
     datastore,

@@ -10,6 +10,8 @@ import { HealthService } from '../common/grpc/health.js'
 import { startHealthEndpoint, startMetricsEndpoint } from '../common/http/http-endpoints.js'
 import { loadProto } from '../common/grpc/proto.js'
 import { F, type Logger } from '../common/log/logger.js'
+import { DEFAULT_AGENT_API_LIMITS } from '../common/net/connection-guard.js'
+import { listenGuardedTcp } from '../common/net/guarded-listener.js'
 import type { KeyManager } from '../keymanager/key-manager.js'
 import type { PluginDefinition, ServerNodeAttestor } from '../plugin/contracts.js'
 import { X509Bundle } from '../spiffe/bundle/x509-bundle.js'
@@ -315,11 +317,17 @@ export async function startServer(cfg: ServerConfig, opts: { log: Logger; catalo
     agentApi.addService(nodeServiceDefinition(), nodeService({ attestation: attestationGuard, registration, ca, federated, clock, log, metrics, defaultX509TtlMs: cfg.defaultX509TtlMs, defaultJwtTtlMs: cfg.defaultJwtTtlMs, bounds, instances, csrVerifier }))
     agentApi.addService(healthProto.grpc.health.v1.Health.service, health.handlers(log))
     const creds = grpc.experimental.createCertificateProviderServerCredentials(tls, tls, false)
-    const port = await new Promise<number>((resolve, reject) => {
-      agentApi.bindAsync(`${cfg.bindAddress.host.includes(':') ? `[${cfg.bindAddress.host}]` : cfg.bindAddress.host}:${cfg.bindAddress.port}`, creds, (err, p) => (err ? reject(new IdentityError('ERR_CONFIG_INVALID', `cannot listen on ${cfg.bindAddress.host}:${cfg.bindAddress.port}: ${err.message}`, { cause: err })) : resolve(p)))
-    })
+    // Accepted by a guarded listener (per-address cap, TLS handshake/preface and idle timeouts, reaping of sessions
+    // Node's HTTP/2 layer gave up on: src/common/net/connection-guard.ts) and injected with the same credentials.
+    const agentListener = await listenGuardedTcp({
+      grpcServer: agentApi, credentials: creds, host: cfg.bindAddress.host, port: cfg.bindAddress.port,
+      limits: { ...DEFAULT_AGENT_API_LIMITS, ...cfg.connectionLimits }, listener: 'agent_api', log, registry: metrics.registry,
+    }).catch((err: Error) => Promise.reject(new IdentityError('ERR_CONFIG_INVALID', `cannot listen on ${cfg.bindAddress.host}:${cfg.bindAddress.port}: ${err.message}`, { cause: err })))
+    const port = agentListener.port
     tls.republish()
+    closers.push(() => agentListener.close())
     closers.push(() => shutdownGrpc(agentApi, 5000))
+    closers.push(() => agentListener.stopAccepting())
     const address = { host: cfg.bindAddress.host, port }
 
     // Admin API: Unix socket only, directory 0700, socket 0600.

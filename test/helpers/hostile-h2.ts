@@ -45,8 +45,9 @@ const stats = { opened: 0, serverClosed: 0, maxOpenMs: 0, errors: 0, settled: 0 
 const sockets = new Set()
 function connect() {
   if (cfg.path) return net.connect(cfg.path)
-  if (cfg.tls && cfg.kind !== 'halfopen') return tls.connect({ host: cfg.host, port: cfg.port, ALPNProtocols: ['h2'], rejectUnauthorized: false, servername: 'localhost' })
-  return net.connect({ host: cfg.host, port: cfg.port })
+  const local = cfg.localAddress ? { localAddress: cfg.localAddress } : {}
+  if (cfg.tls && cfg.kind !== 'halfopen') return tls.connect({ host: cfg.host, port: cfg.port, ALPNProtocols: ['h2'], rejectUnauthorized: false, servername: 'localhost', ...local })
+  return net.connect({ host: cfg.host, port: cfg.port, ...local })
 }
 function one() {
   return new Promise((resolve) => {
@@ -146,6 +147,8 @@ export interface HostileOptions {
   host?: string
   port?: number
   tls?: boolean
+  /** Source address of the TCP connections (e.g. 127.0.0.2 on loopback). */
+  localAddress?: string
   concurrency?: number
   /** Byte interval of `slowpreface` and `trickle`. */
   interval?: number
@@ -154,7 +157,10 @@ export interface HostileOptions {
 }
 
 export interface HostileStats {
+  /** Connections that were set up (TCP/Unix connect, or TLS handshake done). */
   opened: number
+  /** Connections that either opened or were closed before that (refused). */
+  settled: number
   serverClosed: number
   maxOpenMs: number
   errors: number

@@ -2,12 +2,17 @@ import 'reflect-metadata'
 import { X509Certificate, createHash, webcrypto, type KeyObject } from 'node:crypto'
 import * as x509 from '@peculiar/x509'
 import { beforeAll, describe, expect, it } from 'vitest'
+import type { IdentityError } from '../../../../src/errors/index.js'
 import {
+  MAX_EK_CERT_BYTES,
+  certFingerprint,
   parseEkCertificate,
+  parsePemCertificates,
   publicKeyHash,
   trustAnchorsFrom,
   unwrapEkCertificateBytes,
   verifyEk,
+  verifyEkChain,
   type EkTrustAnchors,
 } from '../../../../src/tpm/verify/ek.js'
 import { softRsaKey, type SoftKey } from './soft-tpm.js'
@@ -26,9 +31,9 @@ interface Ca {
   keys: CryptoKeyPair
 }
 
-async function makeCa(name: string, issuer?: Ca, opts: { signingKey?: CryptoKey; notAfter?: number; ca?: boolean } = {}): Promise<Ca> {
+async function makeCa(name: string, issuer?: Ca, opts: { signingKey?: CryptoKey; notAfter?: number; ca?: boolean; extra?: x509.Extension[] } = {}): Promise<Ca> {
   const keys = (await webcrypto.subtle.generateKey(EC, true, ['sign', 'verify'])) as CryptoKeyPair
-  const exts = [new x509.BasicConstraintsExtension(opts.ca ?? true, undefined, true), new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign, true), await x509.SubjectKeyIdentifierExtension.create(keys.publicKey)]
+  const exts: x509.Extension[] = [...(opts.extra ?? []), new x509.BasicConstraintsExtension(opts.ca ?? true, undefined, true), new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign, true), await x509.SubjectKeyIdentifierExtension.create(keys.publicKey)]
   const cert = await x509.X509CertificateGenerator.create({
     serialNumber: '0a',
     subject: name,
@@ -241,5 +246,160 @@ describe('EK verification', () => {
     { title: 'NV framing with a bad length', bytes: new Uint8Array([0x10, 0x01, 0x00, 0xff, 0xff, 0x30, 0x00]) },
   ])('rejects $title as an invalid payload', ({ bytes }) => {
     expect(() => parseEkCertificate(bytes)).toThrow(expect.objectContaining({ code: 'ERR_TPM_PAYLOAD_INVALID' }))
+  })
+})
+
+describe('EK certificate parsing and chain bounds', () => {
+  /** Whole seconds: certificate times have second precision, so validity bounds are exact. */
+  const T = Math.floor(NOW / 1000) * 1000
+  let root: Ca, inter: Ca
+  let ek: SoftKey
+  let der: Uint8Array
+  const invalid = (message: string) => expect.objectContaining({ code: 'ERR_TPM_PAYLOAD_INVALID', message })
+  const failed = (message: string) => expect.objectContaining({ ...FAILED, message })
+
+  async function leafWith(issuer: Ca, extensions: x509.Extension[], times: { notBefore?: number; notAfter?: number } = {}): Promise<Uint8Array> {
+    const cert = await x509.X509CertificateGenerator.create({
+      serialNumber: '02',
+      subject: 'CN=unknown',
+      issuer: issuer.cert.subject,
+      notBefore: new Date(times.notBefore ?? T - DAY),
+      notAfter: new Date(times.notAfter ?? T + DAY),
+      publicKey: await importRsa(ek.publicKey),
+      signingKey: issuer.keys.privateKey,
+      signingAlgorithm: EC,
+      extensions: [await x509.AuthorityKeyIdentifierExtension.create(issuer.keys.publicKey), ...extensions],
+    })
+    return new Uint8Array(cert.rawData)
+  }
+
+  beforeAll(async () => {
+    root = await makeCa('CN=bounds-root')
+    inter = await makeCa('CN=bounds-ca', root)
+    ek = softRsaKey({ ek: true })
+    der = await makeEkCert(ek.publicKey, inter)
+  })
+
+  it.each([
+    { title: 'NV framing with a zero length', bytes: [0x10, 0x01, 0x00, 0x00, 0x00, 0x30, 0x00], message: 'EK certificate NV framing has an invalid length' },
+    { title: 'NV framing one byte longer than its content', bytes: [0x10, 0x01, 0x00, 0x00, 0x03, 0x30, 0x00], message: 'EK certificate NV framing has an invalid length' },
+    { title: 'five bytes that only look like NV framing', bytes: [0x10, 0x01, 0x00, 0x00, 0x00], message: 'EK certificate is not a DER SEQUENCE' },
+    { title: 'NV framing around one byte', bytes: [0x10, 0x01, 0x00, 0x00, 0x01, 0x30], message: 'EK certificate is not a DER SEQUENCE' },
+    { title: 'a lone SEQUENCE tag', bytes: [0x30], message: 'EK certificate is not a DER SEQUENCE' },
+    { title: 'a SET', bytes: [0x31, 0x00], message: 'EK certificate is not a DER SEQUENCE' },
+    { title: 'an indefinite length', bytes: [0x30, 0x80, 0x00, 0x00], message: 'EK certificate has an unsupported DER length' },
+    { title: 'a four-byte length', bytes: [0x30, 0x84, 0x00, 0x00, 0x00, 0x01, 0x00], message: 'EK certificate has an unsupported DER length' },
+    { title: 'a length cut short', bytes: [0x30, 0x82, 0x01], message: 'EK certificate has an unsupported DER length' },
+    { title: 'a short-form length past the end', bytes: [0x30, 0x03, 0x01, 0x01], message: 'EK certificate is truncated' },
+    { title: 'a long-form length past the end', bytes: [0x30, 0x81, 0x03, 0x01, 0x01], message: 'EK certificate is truncated' },
+  ])('unwrapping refuses $title', ({ bytes, message }) => {
+    expect(() => unwrapEkCertificateBytes(new Uint8Array(bytes))).toThrow(invalid(message))
+  })
+
+  it.each([
+    { title: 'a short-form SEQUENCE with padding', bytes: [0x30, 0x03, 0x02, 0x01, 0x05, 0xff, 0xff], out: 5 },
+    { title: 'a short-form SEQUENCE filling the input', bytes: [0x30, 0x01, 0x00], out: 3 },
+    { title: 'a one-byte long-form length', bytes: [0x30, 0x81, 0x02, 0x05, 0x00, 0xff], out: 5 },
+    { title: 'a three-byte long-form length', bytes: [0x30, 0x83, 0x00, 0x00, 0x01, 0x00, 0xff], out: 6 },
+    { title: 'NV framing of exactly its content', bytes: [0x10, 0x01, 0x00, 0x00, 0x02, 0x30, 0x00, 0xff], out: 2 },
+  ])('unwrapping keeps $title', ({ bytes, out }) => {
+    expect(unwrapEkCertificateBytes(new Uint8Array(bytes))).toEqual(new Uint8Array(bytes).subarray(bytes[0] === 0x10 ? 5 : 0, (bytes[0] === 0x10 ? 5 : 0) + out))
+  })
+
+  it('reads a two-byte long-form length (a real certificate) and takes padding up to the size limit', () => {
+    expect(der[1]).toBe(0x82)
+    const max = Buffer.concat([der, Buffer.alloc(MAX_EK_CERT_BYTES + 5 - der.length)])
+    expect(parseEkCertificate(max).der).toEqual(der)
+    expect(() => parseEkCertificate(Buffer.concat([max, Buffer.alloc(1)]))).toThrow(invalid('EK certificate too large'))
+  })
+
+  it('refuses a DER SEQUENCE that is not a certificate', () => {
+    const err = (() => {
+      try {
+        parseEkCertificate(new Uint8Array([0x30, 0x03, 0x02, 0x01, 0x05]))
+      } catch (e) {
+        return e as IdentityError
+      }
+    })()
+    expect(err).toMatchObject({ code: 'ERR_TPM_PAYLOAD_INVALID', message: 'EK certificate could not be parsed' })
+    expect(err?.cause).toBeInstanceOf(Error)
+  })
+
+  it('reads the TCG attributes from a directoryName among other general names, and accepts a certificate without SAN', async () => {
+    const san = new x509.SubjectAlternativeNameExtension(
+      [{ type: 'dns', value: 'tpm.example' }, { type: 'dn', value: '2.23.133.2.2=model-x, 2.5.4.3=ignored, 2.23.133.2.1=id:0000ABCD' } as unknown as x509.JsonGeneralName],
+      true,
+    )
+    expect(parseEkCertificate(await leafWith(inter, [san])).tcg).toEqual({ manufacturer: 'id:0000ABCD', model: 'model-x' })
+    expect(parseEkCertificate(await leafWith(inter, [])).tcg).toEqual({})
+    const nonCritical = await leafWith(inter, [new x509.Extension('1.2.3.4.6', false, new Uint8Array([5, 0]))])
+    expect(parseEkCertificate(nonCritical).cert).toBeInstanceOf(X509Certificate)
+  })
+
+  it.each([
+    { title: 'a SAN that is not BER', value: [0xff], message: 'EK certificate SAN is not valid BER' },
+    { title: 'a SAN that is not a GeneralNames', value: [0x02, 0x01, 0x01], message: 'EK certificate SAN is not a GeneralNames' },
+  ])('refuses $title', async ({ value, message }) => {
+    const cert = await leafWith(inter, [new x509.Extension('2.5.29.17', true, new Uint8Array(value))])
+    expect(() => parseEkCertificate(cert)).toThrow(failed(message))
+  })
+
+  it('parses PEM bundles and names the source of a bad one', () => {
+    const pem = [root, inter].map((c) => c.cert.toString('pem')).join('\n')
+    expect(parsePemCertificates(pem).map((c) => c.subject)).toEqual(['CN=bounds-root', 'CN=bounds-ca'])
+    expect(() => parsePemCertificates('nothing', 'ca.pem')).toThrow(expect.objectContaining({ code: 'ERR_CONFIG_INVALID', message: 'no certificate found in ca.pem' }))
+    expect(() => parsePemCertificates('nothing')).toThrow(expect.objectContaining({ message: 'no certificate found in PEM' }))
+    const broken = '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----'
+    expect(() => parsePemCertificates(broken, 'ca.pem')).toThrow(expect.objectContaining({ code: 'ERR_CONFIG_INVALID', message: 'invalid certificate in ca.pem' }))
+  })
+
+  it('accepts a certificate exactly at the bounds of its validity, and not 1 ms outside', async () => {
+    const cert = parseEkCertificate(await leafWith(inter, [], { notBefore: T - 1000, notAfter: T + 1000 })).cert
+    const anchors = trustAnchorsFrom([node(root), node(inter)])
+    expect(verifyEkChain(cert, anchors, T - 1000)).toEqual([fp(inter), fp(root)])
+    expect(verifyEkChain(cert, anchors, T + 1000)).toEqual([fp(inter), fp(root)])
+    expect(() => verifyEkChain(cert, anchors, T - 1001)).toThrow(failed('EK certificate is not valid at the current time'))
+    expect(() => verifyEkChain(cert, anchors, T + 1001)).toThrow(failed('EK certificate is not valid at the current time'))
+  })
+
+  it('refuses a chain with no root configured', () => {
+    expect(() => verifyEkChain(parseEkCertificate(der).cert, { roots: [], intermediates: [node(inter)] }, NOW)).toThrow(failed('no EK root CA configured'))
+  })
+
+  it('accepts seven intermediates and refuses eight (chain depth bound)', async () => {
+    const cas = [root]
+    for (let i = 0; i < 8; i++) cas.push(await makeCa(`CN=depth-${i}`, cas[cas.length - 1]))
+    const seven = parseEkCertificate(await makeEkCert(ek.publicKey, cas[7]!)).cert
+    expect(verifyEkChain(seven, trustAnchorsFrom(cas.slice(0, 8).map(node)), NOW)).toHaveLength(8)
+    const eight = parseEkCertificate(await makeEkCert(ek.publicKey, cas[8]!)).cert
+    expect(() => verifyEkChain(eight, trustAnchorsFrom(cas.map(node)), NOW)).toThrow(failed('EK certificate chain is too long'))
+  })
+
+  it.each(['intermediate', 'root'] as const)('refuses an unhandled critical extension on the %s CA, and allows critical name constraints', async (which) => {
+    const ext = (oid: string) => new x509.Extension(oid, true, oid === '2.5.29.30' ? new Uint8Array([0x30, 0x00]) : new Uint8Array([5, 0]))
+    for (const [oid, ok] of [['1.2.3.4.7', false], ['2.5.29.30', true]] as const) {
+      const r = which === 'root' ? await makeCa('CN=crit-root', undefined, { extra: [ext(oid)] }) : root
+      const i = await makeCa('CN=crit-ca', r, which === 'intermediate' ? { extra: [ext(oid)] } : {})
+      const cert = parseEkCertificate(await makeEkCert(ek.publicKey, i)).cert
+      const run = () => verifyEkChain(cert, trustAnchorsFrom([node(r), node(i)]), NOW)
+      if (ok) expect(run()).toHaveLength(2)
+      else expect(run).toThrow(expect.objectContaining({ ...FAILED, message: 'EK CA certificate has an unhandled critical extension', details: { oid } }))
+    }
+  })
+
+  it('falls back to the allow-list when there is no CA, or an empty certificate', () => {
+    const hash = publicKeyHash(ek.publicKey)
+    expect(verifyEk({ ekPublicKey: ek.publicKey, ekCert: der, allowList: [hash], now: NOW })).toEqual({ ekHash: hash, caFingerprints: [], method: 'allow_list', tcg: parseEkCertificate(der).tcg })
+    expect(verifyEk({ ekPublicKey: ek.publicKey, ekCert: der, anchors: { roots: [], intermediates: [] }, allowList: [hash], now: NOW }).method).toBe('allow_list')
+    expect(verifyEk({ ekPublicKey: ek.publicKey, ekCert: new Uint8Array(0), allowList: [hash], now: NOW })).toEqual({ ekHash: hash, caFingerprints: [], method: 'allow_list', tcg: {} })
+    expect(() => verifyEk({ ekPublicKey: ek.publicKey, ekCert: new Uint8Array(0), anchors: trustAnchorsFrom([node(root), node(inter)]), now: NOW })).toThrow(
+      failed('no EK certificate and the EK is not allow-listed'),
+    )
+    expect(() => verifyEk({ ekPublicKey: ek.publicKey, ekCert: der, now: NOW })).toThrow(failed('EK certificate cannot be verified: no EK CA configured and the EK is not allow-listed'))
+  })
+
+  it('hashes the EK public key and fingerprints certificates as SHA-256 hex of their DER', () => {
+    expect(publicKeyHash(ek.publicKey)).toBe(createHash('sha256').update(ek.publicKey.export({ format: 'der', type: 'spki' })).digest('hex'))
+    expect(certFingerprint(node(root))).toBe(fp(root))
   })
 })

@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createTpmAgentAttestor } from '../../attestors/node/tpm/agent.js'
 import { parseTpmAgentConfig, parseTpmServerConfig } from '../../attestors/node/tpm/config.js'
-import { decodeAnswer, encodeAnswer } from '../../attestors/node/tpm/payload.js'
+import { decodeAnswer, decodeChallenge, encodeAnswer, encodeChallenge } from '../../attestors/node/tpm/payload.js'
 import { tpmServerPlugin } from '../../attestors/node/tpm/server.js'
 import { nullLogger } from '../../src/common/log/logger.js'
 import { TrustDomain } from '../../src/spiffe/trust-domain.js'
@@ -78,7 +78,7 @@ describe.runIf(requireTools('swtpm', 'swtpm_setup'))('tpm node attestation again
     const probe = await tpmServerPlugin.create(parseTpmServerConfig({ ek_hash_allow_list: ['0'.repeat(64)], pcrs: [16] }), deps)
     const agent = agentFor('ecc')
     const err = await probe.attest(await agent.payload({}), (c) => agent.answer(c, {}), {}).catch((e: unknown) => e)
-    expect(err).toMatchObject({ code: 'ERR_NODE_ATTESTATION_FAILED' })
+    expect(err).toMatchObject({ code: 'ERR_NODE_ATTESTATION_FAILED', message: expect.stringMatching(/the EK is not allow-listed$/) })
     // Learn the EK hash the way an operator would (from the rejected agent's EK), then allow it.
     const payload = JSON.parse(Buffer.from(await agent.payload({})).toString()) as { ek_public: string }
     const { parseTpm2bPublic, publicKeyFromTpmtPublic } = await import('../../src/tpm/structures.js')
@@ -90,11 +90,13 @@ describe.runIf(requireTools('swtpm', 'swtpm_setup'))('tpm node attestation again
     expect(res.selectorValues).toEqual([`ek_hash:${hash}`, `pcr:sha256:16:${pcr16}`])
   })
 
-  it.each([
+  type Tamper = ((a: Uint8Array) => Uint8Array) | 'replay' | 'stale-nonce'
+  const cases: { title: string; config: Record<string, unknown>; tamper: Tamper; reason: string }[] = [
     {
       title: 'a PCR policy that does not match',
       config: { pcr_policies: { golden: { '16': '11'.repeat(32) } }, require_pcr_policy: 'golden' },
       tamper: (a: Uint8Array) => a,
+      reason: 'quoted PCR values do not satisfy the required PCR policy',
     },
     {
       title: 'a wrong activation answer',
@@ -103,6 +105,7 @@ describe.runIf(requireTools('swtpm', 'swtpm_setup'))('tpm node attestation again
         const d = decodeAnswer(a)
         return encodeAnswer({ ...d, activatedSecret: new Uint8Array(randomBytes(32)) })
       },
+      reason: 'activated credential does not match the challenge',
     },
     {
       title: 'tampered PCR values',
@@ -112,27 +115,49 @@ describe.runIf(requireTools('swtpm', 'swtpm_setup'))('tpm node attestation again
         d.pcrValues.set(16, new Uint8Array(32))
         return encodeAnswer(d)
       },
+      reason: 'reported PCR values do not match the quoted digest',
     },
     {
-      title: 'an answer replayed from another attestation (old nonce)',
+      // The whole old answer: its secret was activated for another challenge.
+      title: 'an answer replayed from another attestation',
       config: {},
-      tamper: 'replay' as const,
+      tamper: 'replay',
+      reason: 'activated credential does not match the challenge',
     },
-  ])('rejects $title', async ({ config, tamper }) => {
+    {
+      // The TPM activates this attestation's credential (so the secret is right)
+      // and quotes with this attestation's AK, but over the nonce of an earlier
+      // attestation: only the quote's qualifying data can tell.
+      title: "a genuine quote over an earlier attestation's nonce",
+      config: {},
+      tamper: 'stale-nonce',
+      reason: 'quote nonce does not match the challenge',
+    },
+  ]
+  it.each(cases)('rejects $title, with the reason', async ({ config, tamper, reason }) => {
     const server = await tpmServerPlugin.create(parseTpmServerConfig({ ek_ca_paths: caFiles, pcrs: PCRS, ...config }), deps)
     const agent = agentFor()
-    let old: Uint8Array | undefined
-    if (tamper === 'replay') {
-      await server.attest(await agent.payload({}), async (c) => (old = await agent.answer(c, {})), {})
+    let old: { answer: Uint8Array; nonce: Uint8Array } | undefined
+    if (tamper === 'replay' || tamper === 'stale-nonce') {
+      await server.attest(await agent.payload({}), async (c) => {
+        const answer = await agent.answer(c, {})
+        old = { answer, nonce: decodeChallenge(c).nonce }
+        return answer
+      }, {})
     }
     const payload = await agent.payload({})
     const err = await server
       .attest(payload, async (c) => {
-        const a = await agent.answer(c, {})
-        return tamper === 'replay' ? old! : tamper(a)
+        if (tamper === 'replay') return old!.answer
+        if (tamper === 'stale-nonce') {
+          const challenge = decodeChallenge(c)
+          expect(Buffer.from(challenge.nonce).equals(old!.nonce)).toBe(false)
+          return agent.answer(encodeChallenge({ ...challenge, nonce: old!.nonce }), {})
+        }
+        return tamper(await agent.answer(c, {}))
       }, {})
       .catch((e: unknown) => e)
-    expect(err).toMatchObject({ code: 'ERR_NODE_ATTESTATION_FAILED' })
+    expect(err).toMatchObject({ code: 'ERR_NODE_ATTESTATION_FAILED', message: reason })
   })
 
   it('rejects an EK certificate that does not chain to the configured CA', async () => {
@@ -144,7 +169,7 @@ describe.runIf(requireTools('swtpm', 'swtpm_setup'))('tpm node attestation again
       )
       const agent = agentFor()
       const err = await server.attest(await agent.payload({}), (c) => agent.answer(c, {}), {}).catch((e: unknown) => e)
-      expect(err).toMatchObject({ code: 'ERR_NODE_ATTESTATION_FAILED' })
+      expect(err).toMatchObject({ code: 'ERR_NODE_ATTESTATION_FAILED', message: 'EK certificate does not chain to a configured CA' })
     } finally {
       await other.stop()
     }

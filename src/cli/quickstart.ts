@@ -6,7 +6,7 @@
  * with softhsm2 installed the CA and JWT keys live in an HSM token.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs'
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
@@ -56,13 +56,85 @@ function cli(args: string[], opts: { json?: boolean; env?: NodeJS.ProcessEnv; al
   })
 }
 
-function startProcess(name: string, args: string[], logFile: string, env: NodeJS.ProcessEnv = {}): ChildProcess {
-  const fd = openSync(logFile, 'a')
-  const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', fd, fd] })
-  child.on('exit', (code, sig) => {
-    if (!stopping) process.stderr.write(`quickstart: ${name} exited (${sig ?? code}); see ${logFile}\n`)
-  })
-  return child
+/** Restarts of one process allowed within RESTART_WINDOW_MS; the delay before each doubles from 1 s up to 30 s. */
+const MAX_RESTARTS = 5
+const RESTART_WINDOW_MS = 5 * 60_000
+const RESTART_DELAY_MS = [1000, 2000, 4000, 8000, 16_000, 30_000]
+
+/**
+ * A warrant process the quickstart keeps running: when it exits on its own
+ * (killed, crashed), it is started again with the same arguments after a
+ * backoff, at most MAX_RESTARTS times per RESTART_WINDOW_MS; past that it is
+ * left stopped and the quickstart says so. `onRestart` runs once a restarted
+ * process is up again (e.g. waits for its health check).
+ */
+class Supervised {
+  readonly name: string
+  readonly logFile: string
+  child: ChildProcess
+  readonly #args: string[]
+  readonly #env: NodeJS.ProcessEnv
+  readonly #restarts: number[] = []
+  #timer: NodeJS.Timeout | undefined
+  onRestart: (() => Promise<void>) | undefined
+
+  constructor(name: string, args: string[], logFile: string, env: NodeJS.ProcessEnv = {}) {
+    this.name = name
+    this.logFile = logFile
+    this.#args = args
+    this.#env = env
+    this.child = this.#spawn()
+  }
+
+  #spawn(): ChildProcess {
+    const fd = openSync(this.logFile, 'a')
+    const child = spawn(process.execPath, [CLI, ...this.#args], { env: { ...process.env, ...this.#env }, stdio: ['ignore', fd, fd] })
+    closeSync(fd)
+    child.on('exit', (code, sig) => {
+      if (stopping) return
+      process.stderr.write(`quickstart: ${this.name} exited (${sig ?? code}); see ${this.logFile}\n`)
+      this.#scheduleRestart()
+    })
+    return child
+  }
+
+  #scheduleRestart(): void {
+    const now = Date.now()
+    while (this.#restarts.length > 0 && now - this.#restarts[0]! > RESTART_WINDOW_MS) this.#restarts.shift()
+    if (this.#restarts.length >= MAX_RESTARTS) {
+      process.stderr.write(`quickstart: ${this.name} exited ${MAX_RESTARTS + 1} times within ${RESTART_WINDOW_MS / 60_000} min; not restarting it again (see ${this.logFile}; Ctrl-C and run the quickstart again)\n`)
+      return
+    }
+    const delay = RESTART_DELAY_MS[Math.min(this.#restarts.length, RESTART_DELAY_MS.length - 1)]!
+    this.#restarts.push(now)
+    process.stderr.write(`quickstart: restarting ${this.name} in ${delay / 1000} s (restart ${this.#restarts.length} of at most ${MAX_RESTARTS} per ${RESTART_WINDOW_MS / 60_000} min)\n`)
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined
+      if (stopping) return
+      this.child = this.#spawn()
+      const pid = this.child.pid
+      void (this.onRestart?.() ?? Promise.resolve()).then(
+        () => {
+          if (!stopping && this.child.pid === pid && this.running) process.stderr.write(`quickstart: ${this.name} restarted (pid ${pid})\n`)
+        },
+        (err: unknown) => process.stderr.write(`quickstart: ${this.name} did not come back: ${(err as Error).message}\n`),
+      )
+    }, delay)
+  }
+
+  get running(): boolean {
+    return this.child.exitCode === null && this.child.signalCode === null
+  }
+
+  /** Stops the process (SIGTERM) and any pending restart. */
+  async stop(): Promise<void> {
+    clearTimeout(this.#timer)
+    if (this.running) {
+      const exited = new Promise((r) => this.child.once('exit', r))
+      this.child.kill('SIGTERM')
+      await exited
+    }
+  }
 }
 
 /** grpc.health.v1 Check on a Unix socket, in-process. */
@@ -78,14 +150,15 @@ async function healthy(socket: string): Promise<boolean> {
   }
 }
 
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 60_000, logHint = ''): Promise<T> {
+/** Polls `fn` until it returns a value; after `timeoutMs`, `onTimeout` (default: exit with a message). */
+async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 60_000, logHint = '', onTimeout: (msg: string) => never = fail): Promise<T> {
   const end = Date.now() + timeoutMs
   while (Date.now() < end) {
     const v = await fn()
     if (v !== undefined) return v
     await new Promise((r) => setTimeout(r, 250))
   }
-  return fail(`timed out waiting for ${what}${logHint ? `; see ${logHint}` : ''}`)
+  return onTimeout(`timed out waiting for ${what}${logHint ? `; see ${logHint}` : ''}`)
 }
 
 let stopping = false
@@ -108,16 +181,11 @@ async function main(): Promise<void> {
   const workloadSocket = join(agentDir, 'public', 'api.sock')
   if (Buffer.byteLength(workloadSocket) > 100) fail(`--data-dir ${dataDir} is too long for a Unix socket path; choose a shorter one`)
 
-  const children: ChildProcess[] = []
+  const children: Supervised[] = []
   let swtpm: SwtpmInstance | undefined
   const shutdown = async () => {
     stopping = true
-    for (const c of children.reverse()) {
-      if (c.exitCode === null && c.signalCode === null) {
-        c.kill('SIGTERM')
-        await new Promise((r) => c.once('exit', r))
-      }
-    }
+    for (const c of children.reverse()) await c.stop()
     await swtpm?.stop()
   }
   process.once('SIGINT', () => void shutdown().then(() => process.exit(0)))
@@ -169,19 +237,29 @@ async function main(): Promise<void> {
       serverAttestorToml,
     ].join('\n'),
   )
-  const server = startProcess('server', ['server', 'run', '--config', join(serverDir, 'server.toml')], join(serverDir, 'server.log'), serverEnv)
+  const serverToml = join(serverDir, 'server.toml')
+  const server = new Supervised('server', ['server', 'run', '--config', serverToml], join(serverDir, 'server.log'), serverEnv)
   children.push(server)
   const addrFile = join(serverDir, 'server.addr')
   const startedAt = Date.now()
-  const serverAddr = await waitFor(
-    'the server',
-    async () => {
-      if (!existsSync(addrFile) || !existsSync(adminSocket)) return undefined
-      return (await healthy(adminSocket)) ? readFileSync(addrFile, 'utf8').trim() : undefined
-    },
-    60_000,
-    join(serverDir, 'server.log'),
-  )
+  const serverUp = (onTimeout?: (msg: string) => never) =>
+    waitFor(
+      'the server',
+      async () => {
+        if (!server.running || !existsSync(addrFile) || !existsSync(adminSocket)) return undefined
+        return (await healthy(adminSocket)) ? readFileSync(addrFile, 'utf8').trim() : undefined
+      },
+      60_000,
+      server.logFile,
+      onTimeout,
+    )
+  const serverAddr = await serverUp()
+  // A restarted server must come back on the same port: the agent's config names it.
+  writeFileSync(serverToml, readFileSync(serverToml, 'utf8').replace('bind_address = "127.0.0.1:0"', `bind_address = "${serverAddr}"`))
+  server.onRestart = () =>
+    serverUp((msg) => {
+      throw new Error(msg)
+    }).then(() => undefined)
   say(`  server            : ${serverAddr} (admin socket ${adminSocket})`)
 
   const entries = adminClient('Entries', adminSocket)
@@ -206,7 +284,7 @@ async function main(): Promise<void> {
     ].join('\n'),
     { mode: 0o600 },
   )
-  const agent = startProcess('agent', ['agent', 'run', '--config', join(agentDir, 'agent.toml')], join(agentDir, 'agent.log'))
+  const agent = new Supervised('agent', ['agent', 'run', '--config', join(agentDir, 'agent.toml')], join(agentDir, 'agent.log'))
   children.push(agent)
   await waitFor(
     'the agent',
@@ -276,7 +354,7 @@ async function main(): Promise<void> {
     await shutdown()
     return
   }
-  say('Server and agent keep running; press Ctrl-C to stop them.')
+  say('Server and agent keep running (restarted if they exit); press Ctrl-C to stop them.')
   await new Promise<void>(() => undefined)
 }
 

@@ -1,0 +1,105 @@
+/**
+ * The quickstart as a user runs it (`scripts/quickstart.sh`, not --once) in a
+ * temporary data dir: once it is up, its server is killed with SIGKILL; the
+ * quickstart restarts it on the same port, and a workload then gets a
+ * JWT-SVID for an audience never asked before (which needs the server) and
+ * its X.509-SVID. Ctrl-C (SIGINT) stops the quickstart and its processes.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { existsSync, readdirSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { afterAll, describe, expect, it } from 'vitest'
+import { E2E_REPO, waitFor, warrant } from '../helpers/e2e-cluster.js'
+import { tempDir } from '../helpers/temp.js'
+
+/** Child pids of `pid` (Linux /proc/<pid>/task/<tid>/children). */
+function childrenOf(pid: number): number[] {
+  const out: number[] = []
+  for (const tid of existsSync(`/proc/${pid}/task`) ? readdirSync(`/proc/${pid}/task`) : []) {
+    try {
+      out.push(...readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number))
+    } catch {
+      // the thread ended
+    }
+  }
+  return out
+}
+const cmdline = (pid: number): string => {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ')
+  } catch {
+    return ''
+  }
+}
+const alive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
+
+describe('quickstart (scripts/quickstart.sh, kept running)', () => {
+  const tmp = tempDir('wq-')
+  const dataDir = join(tmp.dir, 'qs')
+  let qs: ChildProcess | undefined
+  let out = ''
+
+  afterAll(async () => {
+    if (qs && qs.exitCode === null && qs.signalCode === null) {
+      const pids = qs.pid ? childrenOf(qs.pid) : []
+      qs.kill('SIGKILL')
+      for (const p of pids) if (alive(p)) process.kill(p, 'SIGKILL')
+    }
+    tmp.cleanup()
+  })
+
+  it('restarts its server after SIGKILL; a workload then gets SVIDs again; SIGINT stops everything', async () => {
+    qs = spawn('bash', [join(E2E_REPO, 'scripts', 'quickstart.sh'), '--data-dir', dataDir], { cwd: E2E_REPO, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env } })
+    const keep = (d: Buffer) => (out += d.toString())
+    qs.stdout!.on('data', keep)
+    qs.stderr!.on('data', keep)
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => qs!.once('exit', (code, signal) => r({ code, signal })))
+    const socket = await waitFor(
+      'the quickstart to be up',
+      () => {
+        if (qs!.exitCode !== null) throw new Error(`quickstart exited:\n${out}`)
+        return out.includes('keep running') ? /^SPIFFE_ENDPOINT_SOCKET=unix:\/\/(.+)$/m.exec(out)?.[1] : undefined
+      },
+      { timeoutMs: 240_000, hint: () => out },
+    )
+    const env = { SPIFFE_ENDPOINT_SOCKET: `unix://${socket}` }
+    const serverPid = () => childrenOf(qs!.pid!).find((p) => / server run /.test(cmdline(p)))
+    const agentPid = childrenOf(qs!.pid!).find((p) => / agent run /.test(cmdline(p)))
+    const first = serverPid()
+    expect(first, `no server child of the quickstart:\n${out}`).toBeDefined()
+    expect(agentPid).toBeDefined()
+
+    process.kill(first!, 'SIGKILL')
+    await waitFor('the quickstart to restart its server', () => /server restarted \(pid (\d+)\)/.exec(out)?.[1], { timeoutMs: 90_000, hint: () => out })
+    const second = serverPid()
+    expect(second).toBeDefined()
+    expect(second).not.toBe(first)
+    expect(out).toContain('server exited (SIGKILL)')
+
+    // A new audience is minted by the server, so this passes only once the agent talks to the restarted server.
+    const jwt = await waitFor(
+      'a JWT-SVID for a new audience after the restart',
+      async () => {
+        const r = await warrant(['api', 'fetch', 'jwt', '--audience', 'https://after-restart.example', '--output', 'json'], { env })
+        return r.code === 0 ? (JSON.parse(r.stdout) as { svids: { spiffe_id: string; token: string }[] }) : undefined
+      },
+      { timeoutMs: 90_000, hint: () => out },
+    )
+    expect(jwt.svids[0]?.spiffe_id).toBe('spiffe://example.org/agents/demo/quickstart')
+    const x509 = await warrant(['api', 'fetch', 'x509', '--output', 'json'], { env })
+    expect(x509.code, x509.stderr).toBe(0)
+    expect((JSON.parse(x509.stdout) as { svids: { spiffe_id: string }[] }).svids.map((s) => s.spiffe_id)).toContain('spiffe://example.org/agents/demo/quickstart')
+
+    qs.kill('SIGINT')
+    const st = await exited
+    expect(st.code, out).toBe(0)
+    await waitFor('the server and agent to be gone', () => !alive(second!) && !alive(agentPid!), { timeoutMs: 30_000 })
+  }, 420_000)
+})

@@ -582,6 +582,57 @@ export function dataStoreConformance(name: string, opts: DataStoreConformanceOpt
       })
     })
 
+    describe('live instances', () => {
+      const P = '/agents/payments'
+      it('put keeps the later expiry; list gives the unexpired ones of a prefix by key; release covers every prefix', async () => {
+        expect(await ds.liveInstances.put({ prefix: P, instanceKey: 'a2|e2', expiresAt: 2_000 })).toEqual({ prefix: P, instanceKey: 'a2|e2', expiresAt: 2_000 })
+        await ds.liveInstances.put({ prefix: P, instanceKey: 'a1|e1', expiresAt: 1_000 })
+        await ds.liveInstances.put({ prefix: '/agents', instanceKey: 'a1|e1', expiresAt: 1_000 })
+        // A renewal extends; an older expiry never shortens.
+        expect(await ds.liveInstances.put({ prefix: P, instanceKey: 'a1|e1', expiresAt: 3_000 })).toMatchObject({ expiresAt: 3_000 })
+        expect(await ds.liveInstances.put({ prefix: P, instanceKey: 'a1|e1', expiresAt: 500 })).toMatchObject({ expiresAt: 3_000 })
+        expect(await ds.liveInstances.list(P, 0)).toEqual([
+          { prefix: P, instanceKey: 'a1|e1', expiresAt: 3_000 },
+          { prefix: P, instanceKey: 'a2|e2', expiresAt: 2_000 },
+        ])
+        expect((await ds.liveInstances.list(P, 2_000)).map((i) => i.instanceKey)).toEqual(['a1|e1']) // expiresAt <= now is not live
+        expect(await ds.liveInstances.list('/agents', 0)).toEqual([{ prefix: '/agents', instanceKey: 'a1|e1', expiresAt: 1_000 }])
+        expect(await ds.liveInstances.list('/none', 0)).toEqual([])
+        expect(await ds.liveInstances.release('a1|e1')).toBe(2)
+        expect(await ds.liveInstances.release('a1|e1')).toBe(0)
+        expect((await ds.liveInstances.list(P, 0)).map((i) => i.instanceKey)).toEqual(['a2|e2'])
+      })
+
+      it('pruneExpired removes the records at or before now, and counts them', async () => {
+        await ds.liveInstances.put({ prefix: P, instanceKey: 'x', expiresAt: 1_000 })
+        await ds.liveInstances.put({ prefix: P, instanceKey: 'y', expiresAt: 2_000 })
+        await ds.liveInstances.put({ prefix: '/other', instanceKey: 'x', expiresAt: 1_500 })
+        expect(await ds.liveInstances.pruneExpired(1_500)).toBe(2)
+        expect(await ds.liveInstances.list(P, 0)).toEqual([{ prefix: P, instanceKey: 'y', expiresAt: 2_000 }])
+        expect(await ds.liveInstances.list('/other', 0)).toEqual([])
+      })
+
+      it('malformed input is a TypeError or RangeError and changes nothing', async () => {
+        await expect(ds.liveInstances.put({ prefix: P, instanceKey: 'k', expiresAt: 1.5 })).rejects.toBeInstanceOf(RangeError)
+        await expect(ds.liveInstances.put({ prefix: P, instanceKey: 7 as unknown as string, expiresAt: 1 })).rejects.toBeInstanceOf(TypeError)
+        await expect(ds.liveInstances.list(P, Number.NaN)).rejects.toBeInstanceOf(RangeError)
+        expect(await ds.liveInstances.list(P, 0)).toEqual([])
+      })
+
+      it('writes inside a transaction that throws are undone', async () => {
+        await ds.liveInstances.put({ prefix: P, instanceKey: 'kept', expiresAt: 5_000 })
+        await expect(
+          ds.tx(async (t) => {
+            await t.liveInstances.put({ prefix: P, instanceKey: 'new', expiresAt: 5_000 })
+            await t.liveInstances.release('kept')
+            expect((await t.liveInstances.list(P, 0)).map((i) => i.instanceKey)).toEqual(['new'])
+            throw new Error('boom')
+          }),
+        ).rejects.toThrow('boom')
+        expect((await ds.liveInstances.list(P, 0)).map((i) => i.instanceKey)).toEqual(['kept'])
+      })
+    })
+
     describe('transactions', () => {
       async function writeOneOfEach(d: DataStore): Promise<void> {
         await d.entries.create(newEntry())
@@ -769,7 +820,9 @@ export function dataStoreConformance(name: string, opts: DataStoreConformanceOpt
       const b = await ds.bundles.put({ trustDomain: 'corp.example', document: '{}', sequence: 3 })
       await ds.journal.put('x509', '{"slots":[]}')
       await ds.kv.put('ns', 'k', 'v')
+      await ds.liveInstances.put({ prefix: '/p', instanceKey: 'a|e', expiresAt: 9_000 })
       ds = await h.reopen()
+      expect(await ds.liveInstances.list('/p', 0)).toEqual([{ prefix: '/p', instanceKey: 'a|e', expiresAt: 9_000 }])
       expect(await ds.entries.get(e.id)).toEqual(u)
       expect(await ds.entries.count({ selectors: { set: u.selectors, match: 'exact' } })).toBe(1)
       expect(await ds.nodes.get(n.agentId)).toEqual(n)

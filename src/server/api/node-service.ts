@@ -372,9 +372,9 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
               here.push({ at: i, entryId, spiffeId, entry, instanceKey: subject.instanceKey })
               continue
             }
-            const admitted = d.bounds.admitX509({ spiffeId, ttlMs: ttlOf(entry), dnsNames: entry.dnsNames, nodeSelectors: node.selectors, instanceKey: subject.instanceKey })
-            const v = delegate.validity(admitted.ttlMs)
-            direct.push({ at: i, entryId, item: { csr: csrOf(params[i]!), spiffeId: subject.spiffeId, notBefore: v.notBefore, notAfter: v.notAfter, dnsNames: admitted.dnsNames } })
+            // No namespace bounds this ID: nothing to check, clamp or count (what admitX509 answers for it).
+            const v = delegate.validity(ttlOf(entry))
+            direct.push({ at: i, entryId, item: { csr: csrOf(params[i]!), spiffeId: subject.spiffeId, notBefore: v.notBefore, notAfter: v.notAfter, dnsNames: [...entry.dnsNames] } })
           } catch (err) {
             results[i] = failed(entryId, err)
           }
@@ -404,9 +404,9 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
             const { at, entryId, spiffeId, entry, instanceKey } = here[k]!
             const admitted = gate
               .then(() => checks[k]!)
-              .then((check) => {
+              .then(async (check) => {
                 if (!check.ok) throw check.error
-                const a = d.bounds.admitX509({ spiffeId, ttlMs: ttlOf(entry), dnsNames: entry.dnsNames, nodeSelectors: node.selectors, instanceKey })
+                const a = await d.bounds.admitX509({ spiffeId, ttlMs: ttlOf(entry), dnsNames: entry.dnsNames, nodeSelectors: node.selectors, instanceKey })
                 return { spki: check.csr.spki, ...a }
               })
             gate = admitted.catch(() => undefined)
@@ -440,7 +440,7 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
         if (audience.some((a) => a.length > 2048) || audience.length > 32) throw new IdentityError('ERR_INVALID_ARGUMENT', 'audience too large')
         const entry = await d.registration.authorizedEntry(node, req.entry_id ?? '')
         const subject = await subjectFor(entry, node.agentId, req.instance_id ?? '')
-        const admitted = d.bounds.admitJwt({
+        const admitted = await d.bounds.admitJwt({
           spiffeId: subject.spiffeId,
           ttlMs: entry.jwtSvidTtl > 0 ? entry.jwtSvidTtl * 1000 : d.defaultJwtTtlMs,
           audience,

@@ -23,7 +23,7 @@ export type JwtSignerSource = () => { signer: Signer; kid: string } | Promise<{ 
 
 export interface BoundsServiceOptions {
   trustDomain: TrustDomain
-  ds: Pick<DataStore, 'kv' | 'tx'>
+  ds: Pick<DataStore, 'kv' | 'tx' | 'liveInstances'>
   /** Bounds declared in the server config (`[server.bounds."/prefix"]`): read-only through the API. */
   config?: BoundsSet
   clock: Clock
@@ -59,6 +59,9 @@ const ENTRY_FIELD: Partial<Record<BoundName, string>> = {
   federates_with: 'federates_with',
 }
 
+/** Expired live-instance records are swept every this many admissions. */
+const PRUNE_EVERY = 256
+
 const asId = (id: string | SpiffeId): SpiffeId => (typeof id === 'string' ? SpiffeId.fromString(id) : id)
 const selectorStrings = (s: readonly Selector[]): string[] => s.map((x) => `${x.type}:${x.value}`)
 
@@ -79,8 +82,8 @@ export class BoundsService {
   #sequence = 0
   #busy: Promise<unknown> = Promise.resolve()
   #doc: { sequence: number; kid: string; at: number; token: string } | undefined
-  /** prefix with max_instances → instance key → expiry (epoch ms). */
-  readonly #live = new Map<string, Map<string, number>>()
+  /** Admissions counted since the start (every PRUNE_EVERY-th also sweeps expired live instances). */
+  #admissions = 0
 
   constructor(opts: BoundsServiceOptions) {
     this.#o = opts
@@ -312,8 +315,9 @@ export class BoundsService {
    * selectors, admits the instance under every `max_instances` prefix (a
    * renewal by the same `instanceKey` is the same instance), clamps the TTL
    * and drops DNS names the bounds no longer allow. Throws ERR_ID_NOT_AUTHORIZED.
+   * The admission is stored before this resolves, so a restart keeps it.
    */
-  admitX509(a: { spiffeId: string | SpiffeId; ttlMs: number; dnsNames: readonly string[]; nodeSelectors: readonly Selector[]; instanceKey: string }): { ttlMs: number; dnsNames: string[] } {
+  async admitX509(a: { spiffeId: string | SpiffeId; ttlMs: number; dnsNames: readonly string[]; nodeSelectors: readonly Selector[]; instanceKey: string }): Promise<{ ttlMs: number; dnsNames: string[] }> {
     const id = asId(a.spiffeId)
     const eff = this.#set.boundsFor(id)
     // No prefix bounds this ID (the common case): nothing to check, clamp or count.
@@ -322,52 +326,61 @@ export class BoundsService {
     const ttlMs = this.clampX509TtlMs(id, a.ttlMs)
     const dnsNames = a.dnsNames.filter((d) => checkBounds(this.#set, id, { dnsNames: [d] }) === undefined)
     if (dnsNames.length !== a.dnsNames.length) this.#log.warn({ [F.SPIFFE_ID]: id.toString() }, 'DNS names outside the namespace bounds left out of the SVID')
-    this.#admit(id, eff, a.instanceKey, this.#o.clock.now() + ttlMs)
+    await this.#admit(id, eff, a.instanceKey, ttlMs)
     return { ttlMs, dnsNames }
   }
 
   /** JWT-SVID issuance in one call: node selectors, audiences, instance limit, clamped TTL. Throws ERR_ID_NOT_AUTHORIZED. */
-  admitJwt(a: { spiffeId: string | SpiffeId; ttlMs: number; audience: readonly string[]; nodeSelectors: readonly Selector[]; instanceKey: string }): { ttlMs: number } {
+  async admitJwt(a: { spiffeId: string | SpiffeId; ttlMs: number; audience: readonly string[]; nodeSelectors: readonly Selector[]; instanceKey: string }): Promise<{ ttlMs: number }> {
     const id = asId(a.spiffeId)
     this.checkNode(id, a.nodeSelectors)
     this.checkAudience(id, a.audience)
     const ttlMs = this.clampJwtTtlMs(id, a.ttlMs)
     const eff = this.#set.boundsFor(id)
-    if (eff) this.#admit(id, eff, a.instanceKey, this.#o.clock.now() + ttlMs)
+    if (eff) await this.#admit(id, eff, a.instanceKey, ttlMs)
     return { ttlMs }
   }
 
-  #admit(id: SpiffeId, eff: EffectiveBounds, key: string, expiresAt: number): void {
-    const now = this.#o.clock.now()
-    const limited: Map<string, number>[] = []
+  /**
+   * Counts the instance under every `max_instances` prefix of `eff`, in one
+   * datastore transaction: the live instances are read from the store, checked
+   * against each limit, and the instance recorded (or its expiry extended) only
+   * if every limit leaves room. The store, not memory, holds the counts, so a
+   * restart keeps them.
+   */
+  async #admit(id: SpiffeId, eff: EffectiveBounds, key: string, ttlMs: number): Promise<void> {
+    const limits: { prefix: string; max: number }[] = []
     for (const p of eff.prefixes) {
       const max = this.#set.get(p)!.maxInstances
-      if (max === undefined) continue
-      let live = this.#live.get(p)
-      if (!live) this.#live.set(p, (live = new Map()))
-      for (const [k, exp] of live) if (exp <= now) live.delete(k)
-      const others = live.size - (live.has(key) ? 1 : 0)
-      if (others >= max) {
-        this.#deny(id, { prefix: p, bound: 'max_instances', message: `${others} live instances already (limit ${max})` })
-      }
-      limited.push(live)
+      if (max !== undefined) limits.push({ prefix: p, max })
     }
-    for (const live of limited) live.set(key, Math.max(live.get(key) ?? 0, expiresAt))
+    if (limits.length === 0) return
+    await this.#o.ds.tx(async (t) => {
+      const now = this.#o.clock.now()
+      for (const { prefix, max } of limits) {
+        const live = await t.liveInstances.list(prefix, now)
+        const others = live.length - (live.some((l) => l.instanceKey === key) ? 1 : 0)
+        if (others >= max) this.#deny(id, { prefix, bound: 'max_instances', message: `${others} live instances already (limit ${max})` })
+      }
+      for (const { prefix } of limits) await t.liveInstances.put({ prefix, instanceKey: key, expiresAt: now + ttlMs })
+      if (++this.#admissions % PRUNE_EVERY === 0) await t.liveInstances.pruneExpired(now)
+    })
   }
 
-  /** Frees an instance's place under every `max_instances` limit (its process ended). */
+  /**
+   * Frees an instance's place under every `max_instances` limit (its process
+   * ended). InstanceService.end already does this in the transaction that ends
+   * the instance; this is for callers outside it and never throws (a failure is logged).
+   */
   releaseInstance(key: string): void {
-    for (const live of this.#live.values()) live.delete(key)
+    this.#o.ds.liveInstances.release(key).catch((err: unknown) => {
+      this.#log.error({ [F.ERR]: err instanceof Error ? err.message : String(err) }, 'Live instance could not be released')
+    })
   }
 
   /** Live instances (unexpired SVIDs by distinct instance key) counted under a `max_instances` prefix. */
-  instances(prefix: string): number {
-    const live = this.#live.get(this.#prefix(prefix))
-    if (!live) return 0
-    const now = this.#o.clock.now()
-    let n = 0
-    for (const exp of live.values()) if (exp > now) n++
-    return n
+  async instances(prefix: string): Promise<number> {
+    return (await this.#o.ds.liveInstances.list(this.#prefix(prefix), this.#o.clock.now())).length
   }
 
   // ---------------------------------------------------------------- relying parties

@@ -180,6 +180,30 @@ export interface KvStore {
   list(namespace: string): Promise<{ key: string; value: string }[]>
 }
 
+/**
+ * One live instance counted under a namespace bound's `max_instances`: the
+ * instance key (`<agent id>|<entry or instance id>`) holds a place under the
+ * prefix until its last SVID expires or its process ends.
+ */
+export interface LiveInstance {
+  prefix: string
+  instanceKey: string
+  /** Expiry of the instance's latest SVID (epoch ms). */
+  expiresAt: number
+}
+
+/** Live instances under `max_instances` limits; kept so a restart keeps every limit. */
+export interface LiveInstanceStore {
+  /** Records the instance under its prefix; an existing record keeps the later of the two expiries. Returns the stored record. */
+  put(instance: LiveInstance): Promise<LiveInstance>
+  /** The instances under `prefix` whose expiresAt is after `now`, ordered by instance key. */
+  list(prefix: string, now: number): Promise<LiveInstance[]>
+  /** Removes the instance under every prefix; returns how many records were removed. */
+  release(instanceKey: string): Promise<number>
+  /** Removes the records whose expiresAt is at or before `now`; returns how many. */
+  pruneExpired(now: number): Promise<number>
+}
+
 export interface DataStore {
   entries: EntryStore
   nodes: AttestedNodeStore
@@ -187,6 +211,7 @@ export interface DataStore {
   bundles: BundleStore
   journal: CaJournalStore
   kv: KvStore
+  liveInstances: LiveInstanceStore
   /**
    * Runs `fn` in one transaction: all of its writes happen, or none (a throw rolls
    * back and rethrows the same error). Transactions run one at a time and other

@@ -23,6 +23,9 @@ export interface InstanceRecord {
 const NS = 'instances'
 const INSTANCE_ID_RE = /^i[0-9a-z]{25}$/
 
+/** The key an instance is counted under for `max_instances` (the node API signs with the same). */
+export const liveInstanceKey = (agentId: string, instanceId: string): string => `${agentId}|${instanceId}`
+
 /** 128 random bits as 25 base-36 characters behind an `i`: unguessable, SPIFFE-path-safe, never reused. */
 export function newInstanceId(): string {
   const n = BigInt(`0x${randomBytes(16).toString('hex')}`)
@@ -91,13 +94,19 @@ export class InstanceService {
     return r
   }
 
-  /** Marks an instance ended (idempotent). Only its agent may end it. */
+  /**
+   * Marks an instance ended (idempotent) and, in the same transaction, frees
+   * its place under every `max_instances` limit. Only its agent may end it.
+   */
   async end(agentId: string, instanceId: string): Promise<InstanceRecord> {
     const r = await this.find(instanceId)
     if (!r || r.agentId !== agentId) throw new IdentityError('ERR_NOT_FOUND', 'instance not found')
     if (r.endedAt !== null) return r
     const ended = { ...r, endedAt: this.#clock.now() }
-    await this.#ds.kv.put(NS, instanceId, JSON.stringify(ended))
+    await this.#ds.tx(async (t) => {
+      await t.kv.put(NS, instanceId, JSON.stringify(ended))
+      await t.liveInstances.release(liveInstanceKey(agentId, instanceId))
+    })
     this.#log.info({ instance_id: instanceId, [F.AGENT_ID]: agentId }, 'Instance ended')
     return ended
   }

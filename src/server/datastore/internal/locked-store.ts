@@ -8,6 +8,7 @@ import type {
   EntryStore,
   JoinTokenStore,
   KvStore,
+  LiveInstanceStore,
 } from '../types.js'
 
 /** The synchronous twin of a store interface: what an implementation writes. */
@@ -26,6 +27,7 @@ export interface SyncStores {
   bundles: Sync<BundleStore>
   journal: Sync<CaJournalStore>
   kv: Sync<KvStore>
+  liveInstances: Sync<LiveInstanceStore>
 }
 
 /** How an implementation opens, commits and rolls back (nested) transactions. depth 0 = outermost. */
@@ -36,7 +38,7 @@ export interface TxDriver {
   close(): void
 }
 
-const STORE_NAMES = ['entries', 'nodes', 'joinTokens', 'bundles', 'journal', 'kv'] as const
+const STORE_NAMES = ['entries', 'nodes', 'joinTokens', 'bundles', 'journal', 'kv', 'liveInstances'] as const
 
 /** A FIFO async lock. */
 class Mutex {

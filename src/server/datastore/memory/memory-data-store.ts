@@ -30,6 +30,8 @@ interface State {
   bundles: Map<string, BundleRecord>
   journal: Map<string, string>
   kv: Map<string, Map<string, string>>
+  /** prefix → instance key → expiresAt */
+  liveInstances: Map<string, Map<string, number>>
 }
 
 export interface MemoryDataStoreOptions {
@@ -46,6 +48,7 @@ function emptyState(): State {
     bundles: new Map(),
     journal: new Map(),
     kv: new Map(),
+    liveInstances: new Map(),
   }
 }
 
@@ -323,6 +326,45 @@ export function createMemoryDataStore(opts: MemoryDataStoreOptions = {}): DataSt
         const ns = state.kv.get(namespace)
         if (ns === undefined) return []
         return [...ns.entries()].sort(([a], [b]) => (a < b ? -1 : 1)).map(([key, value]) => ({ key, value }))
+      },
+    },
+    liveInstances: {
+      put(i) {
+        checkString('prefix', i.prefix)
+        checkString('instanceKey', i.instanceKey)
+        checkTime('expiresAt', i.expiresAt, false)
+        let p = state.liveInstances.get(i.prefix)
+        if (p === undefined) state.liveInstances.set(i.prefix, (p = new Map()))
+        const expiresAt = Math.max(p.get(i.instanceKey) ?? i.expiresAt, i.expiresAt)
+        p.set(i.instanceKey, expiresAt)
+        return { prefix: i.prefix, instanceKey: i.instanceKey, expiresAt }
+      },
+      list(prefix, now) {
+        checkTime('now', now, false)
+        const p = state.liveInstances.get(prefix)
+        if (p === undefined) return []
+        return [...p.entries()]
+          .filter(([, exp]) => exp > now)
+          .sort(([a], [b]) => (a < b ? -1 : 1))
+          .map(([instanceKey, expiresAt]) => ({ prefix, instanceKey, expiresAt }))
+      },
+      release(instanceKey) {
+        let n = 0
+        for (const p of state.liveInstances.values()) if (p.delete(instanceKey)) n++
+        return n
+      },
+      pruneExpired(now) {
+        checkTime('now', now, false)
+        let n = 0
+        for (const p of state.liveInstances.values()) {
+          for (const [k, exp] of p) {
+            if (exp <= now) {
+              p.delete(k)
+              n++
+            }
+          }
+        }
+        return n
       },
     },
   }

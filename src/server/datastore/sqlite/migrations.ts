@@ -113,6 +113,21 @@ CREATE TABLE kv (
 ) STRICT, WITHOUT ROWID;
 `,
   },
+  {
+    version: 2,
+    name: 'live instances under max_instances',
+    // One row per (bound prefix, instance): a restart keeps every max_instances count.
+    sql: `
+CREATE TABLE live_instances (
+  prefix TEXT NOT NULL,
+  instance_key TEXT NOT NULL,
+  expires_at INTEGER NOT NULL,
+  PRIMARY KEY (prefix, instance_key)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX live_instances_instance_key ON live_instances (instance_key);
+CREATE INDEX live_instances_expires_at ON live_instances (expires_at);
+`,
+  },
 ]
 
 /** The schema version this code writes. */

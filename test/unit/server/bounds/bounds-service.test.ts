@@ -164,7 +164,7 @@ describe('BoundsService: issuance hooks', () => {
     const { svc } = await setup()
     await svc.set('/agents/payments', parseBounds(PAYMENTS))
     const id = 'spiffe://corp.example/agents/payments/bot-1'
-    expect(svc.admitX509({ spiffeId: id, ttlMs: 3_600_000, dnsNames: ['bot.corp.example'], nodeSelectors: PROD, instanceKey: 'a1|e1' })).toEqual({ ttlMs: 900_000, dnsNames: [] })
+    expect(await svc.admitX509({ spiffeId: id, ttlMs: 3_600_000, dnsNames: ['bot.corp.example'], nodeSelectors: PROD, instanceKey: 'a1|e1' })).toEqual({ ttlMs: 900_000, dnsNames: [] })
     expect(svc.clampJwtTtlMs(id, 3_600_000)).toBe(300_000)
     expect(svc.clampX509TtlMs('spiffe://corp.example/svc/web', 3_600_000)).toBe(3_600_000)
     const r = await codeOf(() => svc.admitX509({ spiffeId: id, ttlMs: 1000, dnsNames: [], nodeSelectors: [{ type: 'tpm', value: 'pcr_policy:dev' }], instanceKey: 'a2|e1' }))
@@ -178,7 +178,7 @@ describe('BoundsService: issuance hooks', () => {
     const { svc } = await setup()
     await svc.set('/agents/payments', parseBounds(PAYMENTS))
     const id = 'spiffe://corp.example/agents/payments/bot-1'
-    expect(svc.admitJwt({ spiffeId: id, ttlMs: 3_600_000, audience: [WEB], nodeSelectors: PROD, instanceKey: 'a1|e1' })).toEqual({ ttlMs: 300_000 })
+    expect(await svc.admitJwt({ spiffeId: id, ttlMs: 3_600_000, audience: [WEB], nodeSelectors: PROD, instanceKey: 'a1|e1' })).toEqual({ ttlMs: 300_000 })
     const r = await codeOf(() => svc.admitJwt({ spiffeId: id, ttlMs: 60_000, audience: [WEB, 'https://evil.example'], nodeSelectors: PROD, instanceKey: 'a1|e1' }))
     expect(r.code).toBe('ERR_ID_NOT_AUTHORIZED')
     expect(r.message).toContain('jwt_audiences of "/agents/payments"')
@@ -210,18 +210,41 @@ describe('BoundsService: issuance hooks', () => {
     const { svc, clock } = await setup()
     await svc.set('/agents/payments', parseBounds(PAYMENTS)) // max_instances 2
     const admit = (key: string, n = 1) => svc.admitX509({ spiffeId: `spiffe://corp.example/agents/payments/bot-${n}`, ttlMs: 600_000, dnsNames: [], nodeSelectors: PROD, instanceKey: key })
-    admit('a1|e1', 1)
-    admit('a2|e2', 2)
-    admit('a1|e1', 1) // renewal
-    expect(svc.instances('/agents/payments')).toBe(2)
-    expect(svc.instances('/agents')).toBe(2)
+    await admit('a1|e1', 1)
+    await admit('a2|e2', 2)
+    await admit('a1|e1', 1) // renewal
+    expect(await svc.instances('/agents/payments')).toBe(2)
+    expect(await svc.instances('/agents')).toBe(2)
     const r = await codeOf(() => admit('a3|e3', 3))
     expect(r.code).toBe('ERR_ID_NOT_AUTHORIZED')
     expect(r.message).toContain('max_instances of "/agents/payments"')
     clock.advance(600_001)
-    expect(svc.instances('/agents/payments')).toBe(0)
-    admit('a3|e3', 3)
-    expect(svc.instances('/agents/payments')).toBe(1)
+    expect(await svc.instances('/agents/payments')).toBe(0)
+    await admit('a3|e3', 3)
+    expect(await svc.instances('/agents/payments')).toBe(1)
+  })
+
+  it('keeps the instance counts in the datastore: a new service on the same store still holds the limit', async () => {
+    const { svc, ds, clock } = await setup()
+    await svc.set('/agents/payments', parseBounds(PAYMENTS)) // max_instances 2
+    const admit = (s: BoundsService, key: string) =>
+      s.admitX509({ spiffeId: 'spiffe://corp.example/agents/payments/bot-1', ttlMs: 600_000, dnsNames: [], nodeSelectors: PROD, instanceKey: key })
+    await admit(svc, 'a1|e1')
+    await admit(svc, 'a2|e2')
+    const { svc: restarted } = await setup(ds, clock)
+    expect(await restarted.instances('/agents/payments')).toBe(2)
+    expect((await codeOf(admit(restarted, 'a3|e3'))).code).toBe('ERR_ID_NOT_AUTHORIZED')
+    expect(await ds.liveInstances.list('/agents/payments', clock.now())).toHaveLength(2) // the refusal stored nothing
+    await admit(restarted, 'a1|e1') // a renewal of a counted instance still passes
+  })
+
+  it('a refusal under one prefix records nothing under the others', async () => {
+    const { svc, ds, clock } = await setup()
+    await svc.set('/agents/payments', parseBounds({ max_instances: 1 }))
+    const admit = (key: string) => svc.admitJwt({ spiffeId: 'spiffe://corp.example/agents/payments/x', ttlMs: 60_000, audience: [WEB], nodeSelectors: PROD, instanceKey: key })
+    await admit('a1|e1')
+    expect((await codeOf(admit('a2|e2'))).code).toBe('ERR_ID_NOT_AUTHORIZED')
+    expect((await ds.liveInstances.list('/agents', clock.now())).map((i) => i.instanceKey)).toEqual(['a1|e1'])
   })
 })
 

@@ -57,6 +57,23 @@ describe('openSqliteDataStore', () => {
     expect(log2.lines.find((l) => l.msg === 'Opened SQLite datastore')?.fields).toMatchObject({ schemaVersion: SQLITE_SCHEMA_VERSION })
   })
 
+  it('upgrades a version 1 database in place: live_instances is added, the data stays', async () => {
+    const ds = await openSqliteDataStore({ path })
+    await ds.kv.put('ns', 'k', 'v')
+    await ds.close()
+    // Make it what version 1 wrote.
+    const db = raw(false)
+    db.exec('DROP TABLE live_instances; DELETE FROM schema_migrations WHERE version > 1')
+    db.close()
+    const log = captureLogger()
+    const up = await openSqliteDataStore({ path, log })
+    expect(log.lines.filter((l) => l.msg === 'Applied datastore migration')).toHaveLength(MIGRATIONS.length - 1)
+    expect(await up.kv.get('ns', 'k')).toBe('v')
+    await up.liveInstances.put({ prefix: '/p', instanceKey: 'a|e', expiresAt: 10 })
+    expect(await up.liveInstances.list('/p', 0)).toEqual([{ prefix: '/p', instanceKey: 'a|e', expiresAt: 10 }])
+    await up.close()
+  })
+
   it('refuses a database written by a newer schema version with a clear ERR_DATASTORE', async () => {
     await (await openSqliteDataStore({ path })).close()
     const db = raw(false)

@@ -49,6 +49,7 @@ import { findNativeAddon, requireNativeAddon } from '../../common/native/addon.j
 import { ProcFileReader } from '../../common/procfs.js'
 import { ConnectionGuard, DEFAULT_WORKLOAD_API_LIMITS, type ConnectionGuardLimits } from '../../common/net/connection-guard.js'
 import type { Registry } from 'prom-client'
+import { parseProcCreds, sameProcCreds, type ProcCreds } from './proc-creds.js'
 
 /** Kernel-reported credentials of the process that connected (at connect time). */
 export interface PeerCred {
@@ -255,7 +256,9 @@ const statusReader = new ProcFileReader(2048)
 /** The identity of the executable a process runs (`dev:ino` through its `exe` link), or the error code. */
 function exeIdentity(pid: number): string {
   try {
-    const st = statSync(`/proc/${pid}/exe`, { bigint: true })
+    // Numbers, not bigints (a BigIntStats costs more per call): a dev or inode
+    // past 2^53 would only make two files compare equal if both round alike.
+    const st = statSync(`/proc/${pid}/exe`)
     return `${st.dev}:${st.ino}`
   } catch (err) {
     return (err as NodeJS.ErrnoException).code ?? 'ERROR'

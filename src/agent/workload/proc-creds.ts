@@ -15,8 +15,8 @@ export interface ProcCreds {
   readonly uids: readonly number[]
   readonly gids: readonly number[]
   readonly groups: readonly number[]
-  /** The three lines as read, for a cheap comparison with a later read. */
-  readonly key: string
+  /** The three lines as read (after the name), for a cheap comparison with a later read. */
+  readonly lines: readonly [string, string, string]
 }
 
 const UID = Buffer.from('\nUid:', 'latin1')
@@ -60,13 +60,22 @@ export function parseProcCreds(buf: Buffer, end = buf.length): ProcCreds | undef
   const gids = ids(g)
   const groups = ids(gr)
   if (uids?.length !== 4 || gids?.length !== 4 || groups === undefined) return undefined
-  return { uids, gids, groups, key: `${u}\n${g}\n${gr}` }
+  return { uids, gids, groups, lines: [u, g, gr] }
 }
 
-/** Whether a later status text still has exactly the lines of `was` (no parse on the usual path). */
+/** Whether a later status text still has exactly the lines of `was` (bytes compared, nothing parsed or copied). */
 export function sameProcCreds(was: ProcCreds, buf: Buffer, end = buf.length): boolean {
-  const u = lineAfter(buf, end, UID)
-  const g = lineAfter(buf, end, GID)
-  const gr = lineAfter(buf, end, GROUPS)
-  return u !== undefined && g !== undefined && gr !== undefined && `${u}\n${g}\n${gr}` === was.key
+  return sameLine(buf, end, UID, was.lines[0]) && sameLine(buf, end, GID, was.lines[1]) && sameLine(buf, end, GROUPS, was.lines[2])
+}
+
+/** Whether the line that starts with `key` holds exactly `value` (latin1). */
+function sameLine(buf: Buffer, end: number, key: Buffer, value: string): boolean {
+  const i = buf.indexOf(key)
+  if (i < 0 || i + key.length > end) return false
+  const from = i + key.length
+  let to = buf.indexOf(0x0a, from)
+  if (to < 0 || to > end) to = end
+  if (to - from !== value.length) return false
+  for (let k = 0; k < value.length; k++) if (buf[from + k] !== value.charCodeAt(k)) return false
+  return true
 }

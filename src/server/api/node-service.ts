@@ -46,6 +46,8 @@ export interface NodeServiceDeps {
   instances: InstanceService
   /** Checks CSRs of BatchNewX509SVID (default: on the main thread; the server passes a worker pool). */
   csrVerifier?: CsrVerifier
+  /** How long an Attest call waits for its params and for each challenge answer (defaults 20 s and 60 s; tests shorten them). */
+  attestTimeoutsMs?: { params?: number; challenge?: number }
 }
 
 /** The ID bounds are evaluated for: a template's bounds are those of any instance it can produce. */
@@ -194,12 +196,12 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
             clearTimeout(timer)
           }
         }
-        const first = await nextWithin(PARAMS_TIMEOUT_MS, 'attestation params')
+        const first = await nextWithin(d.attestTimeoutsMs?.params ?? PARAMS_TIMEOUT_MS, 'attestation params')
         if (first.step !== 'params' || !first.params) throw new IdentityError('ERR_ATTESTATION_PAYLOAD_INVALID', 'first message must carry attestation params')
         const p = first.params
         const challenge = async (c: Uint8Array): Promise<Uint8Array> => {
           sink.send({ challenge: Buffer.from(c) })
-          const m = await nextWithin(CHALLENGE_TIMEOUT_MS, 'challenge response')
+          const m = await nextWithin(d.attestTimeoutsMs?.challenge ?? CHALLENGE_TIMEOUT_MS, 'challenge response')
           if (m.step !== 'challenge_response' || !m.challenge_response) {
             throw new IdentityError('ERR_ATTESTATION_PAYLOAD_INVALID', 'expected a challenge response')
           }

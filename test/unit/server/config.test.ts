@@ -69,6 +69,13 @@ describe('toServerConfig defaults', () => {
   })
 })
 
+describe('toServerConfig attestation limits', () => {
+  it('defaults to 64 concurrent attestations, 16 per source address; both can be set', () => {
+    expect(cfg().attestationLimits).toEqual({ maxConcurrent: 64, maxConcurrentPerAddress: 16 })
+    expect(cfg({ max_concurrent_attestations: 8, max_concurrent_attestations_per_address: 2 }).attestationLimits).toEqual({ maxConcurrent: 8, maxConcurrentPerAddress: 2 })
+  })
+})
+
 describe('toServerConfig durations', () => {
   it.each([
     ['90s', 90_000],
@@ -118,6 +125,8 @@ describe('toServerConfig refusals', () => {
     { title: 'more than one datastore', raw: { ...server(), plugins: { datastore: { memory: {}, sqlite: {} } } }, path: 'plugins.datastore' },
     { title: 'no node attestor', raw: { ...server(), plugins: { node_attestor: {} } }, path: 'plugins.node_attestor' },
     { title: 'socket path too long', raw: server({ socket_path: `/${'s'.repeat(120)}.sock` }), path: 'server.socket_path' },
+    { title: 'zero concurrent attestations', raw: server({ max_concurrent_attestations: 0 }), path: 'server.max_concurrent_attestations' },
+    { title: 'fractional attestations per address', raw: server({ max_concurrent_attestations_per_address: 1.5 }), path: 'server.max_concurrent_attestations_per_address' },
   ])('$title → ERR_CONFIG_INVALID at $path', ({ raw, path, message }) => {
     const list = issues(raw)
     const hit = list.find((i) => i.path === path)

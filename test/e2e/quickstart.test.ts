@@ -3,7 +3,8 @@
  * temporary data dir: once it is up, its server is killed with SIGKILL; the
  * quickstart restarts it on the same port, and a workload then gets a
  * JWT-SVID for an audience never asked before (which needs the server) and
- * its X.509-SVID. Ctrl-C (SIGINT) stops the quickstart and its processes.
+ * its X.509-SVID. The same for its agent. Ctrl-C (SIGINT) stops the
+ * quickstart and its processes.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
@@ -55,7 +56,7 @@ describe('quickstart (scripts/quickstart.sh, kept running)', () => {
     tmp.cleanup()
   })
 
-  it('restarts its server after SIGKILL; a workload then gets SVIDs again; SIGINT stops everything', async () => {
+  it('restarts its server (and its agent) after SIGKILL; a workload then gets SVIDs again; SIGINT stops everything', async () => {
     qs = spawn('bash', [join(E2E_REPO, 'scripts', 'quickstart.sh'), '--data-dir', dataDir], { cwd: E2E_REPO, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env } })
     const keep = (d: Buffer) => (out += d.toString())
     qs.stdout!.on('data', keep)
@@ -97,9 +98,21 @@ describe('quickstart (scripts/quickstart.sh, kept running)', () => {
     expect(x509.code, x509.stderr).toBe(0)
     expect((JSON.parse(x509.stdout) as { svids: { spiffe_id: string }[] }).svids.map((s) => s.spiffe_id)).toContain('spiffe://example.org/agents/demo/quickstart')
 
+    // The agent is kept running too: killed, it comes back on its persisted SVID and serves again.
+    process.kill(agentPid!, 'SIGKILL')
+    await waitFor('the quickstart to restart its agent', () => /agent restarted \(pid (\d+)\)/.exec(out)?.[1], { timeoutMs: 90_000, hint: () => out })
+    const agentPid2 = childrenOf(qs.pid!).find((p) => / agent run /.test(cmdline(p)))
+    expect(agentPid2).toBeDefined()
+    expect(agentPid2).not.toBe(agentPid)
+    await waitFor(
+      'a JWT-SVID from the restarted agent',
+      async () => (await warrant(['api', 'fetch', 'jwt', '--audience', 'https://after-agent-restart.example', '--output', 'json'], { env })).code === 0,
+      { timeoutMs: 90_000, hint: () => out },
+    )
+
     qs.kill('SIGINT')
     const st = await exited
     expect(st.code, out).toBe(0)
-    await waitFor('the server and agent to be gone', () => !alive(second!) && !alive(agentPid!), { timeoutMs: 30_000 })
+    await waitFor('the server and agent to be gone', () => !alive(second!) && !alive(agentPid2!), { timeoutMs: 30_000 })
   }, 420_000)
 })

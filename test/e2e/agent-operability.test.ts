@@ -201,7 +201,10 @@ describe.runIf(requireTools('openssl'))('agent operability (server and agent pro
     procs.push(p)
     expect(E2E_REPO).not.toBe(dir)
     const health = await loggedAddress(p, 'Health endpoint listening')
-    await waitFor('/ready 200', async () => (await get(`http://${health}/ready`)).status === 200, { timeoutMs: 45_000, hint: () => p.output() })
+    await waitFor('/ready 200', async () => {
+      if (!p.running) throw new Error(`agent exited:\n${p.output().slice(-4000)}`)
+      return (await get(`http://${health}/ready`)).status === 200
+    }, { timeoutMs: 45_000, hint: () => p.output() })
     expect(p.output()).toMatch(/"agent_id":"spiffe:\/\/ops\.example\/warrant\/agent\/x509pop\/[0-9a-f]+"[^\n]*Agent started/)
     await p.stop()
   })

@@ -1,10 +1,15 @@
 /**
  * Sync sends an agent only the federated bundles its authorized entries
  * federate with, within the namespace bounds as they are now: a server process
- * and agents over real gRPC (join-token attestation, mTLS Sync streams).
+ * and agents over real gRPC (join-token attestation, mTLS Sync streams), then a
+ * server and a real agent process, seen from a workload.
  */
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { adminClient } from '../../src/cli/admin-client.js'
+import { E2eAgent, E2eServer, fetchX509Until } from '../helpers/e2e-cluster.js'
+import { tempDir } from '../helpers/temp.js'
 import { ServerProcess } from '../helpers/server-process.js'
 import { TestAgentClient, type SyncMsg, type SyncStream } from '../helpers/test-agent-client.js'
 import { bundleOf, makeRoot } from '../unit/server/federation/pki.js'
@@ -96,4 +101,39 @@ describe('federated bundles in Sync follow entries and the current bounds', () =
     await setFederation([A, B])
     expect(await nextFederated(s)).toEqual([A, B])
   })
+})
+
+describe('a real agent: what a workload sees follows the current bounds', () => {
+  const tmp = tempDir('wsfa-')
+  let server: E2eServer | undefined
+  let agent: E2eAgent | undefined
+  afterAll(async () => {
+    await agent?.stop()
+    await server?.stop()
+    tmp.cleanup()
+  })
+
+  it('the workload gets the bundles its entry federates with; tightening the bounds withdraws one from the agent', async () => {
+    server = await E2eServer.start({ dir: join(tmp.dir, 's'), trustDomain: TD })
+    const ok = async (args: string[]) => {
+      const r = await server!.cli(args)
+      expect(r.code, r.stderr + r.stdout).toBe(0)
+    }
+    for (const td of [A, B, C]) {
+      const file = join(tmp.dir, `${td}.json`)
+      writeFileSync(file, bundleOf(td, [await makeRoot(td)], { sequence: 1 }).marshal())
+      await ok(['bundle', 'set', '--trust-domain', td, '--format', 'spiffe', '--path', file])
+    }
+    await ok(['bounds', 'set', '--prefix', '/agents/pay', '--federates-with', A, '--federates-with', B])
+    const token = await server.joinToken()
+    agent = E2eAgent.start({ dir: join(tmp.dir, 'a'), server, nodeAttestor: `[plugins.node_attestor.join_token]\ntoken = "${token}"` })
+    const agentId = await agent.attested()
+    const workloadId = `spiffe://${TD}/agents/pay/workload`
+    await ok(['entry', 'create', '--spiffe-id', workloadId, '--parent-id', agentId, '--selector', `unix:uid:${process.getuid!()}`, '--federates-with', A, '--federates-with', B])
+    const fed = (j: { federated_bundles: { trust_domain: string }[] }) => j.federated_bundles.map((b) => b.trust_domain.replace(/^spiffe:\/\//, '')).sort().join(',')
+    expect(fed(await fetchX509Until(agent, workloadId, { accept: (j) => fed(j) === `${A},${B}` }))).toBe(`${A},${B}`)
+
+    await ok(['bounds', 'set', '--prefix', '/agents/pay', '--federates-with', A])
+    expect(fed(await fetchX509Until(agent, workloadId, { accept: (j) => fed(j) === A }))).toBe(A)
+  }, 150_000)
 })

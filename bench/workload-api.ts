@@ -11,6 +11,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { securityHeader, workloadClient } from '../src/cli/commands/api.js'
 import { percentile, report } from './lib.js'
+import { hostileConnectionsFdGrowth } from './_hostile-connections.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
 
@@ -143,6 +144,7 @@ export async function run(args: string[]): Promise<void> {
     for (const c of clients) c.close()
     wl.close()
     echo.close()
+    await hostileConnectionsFdGrowth(dir, child.pid!)
     await stopAgent(child)
 
     const bigDir = join(dir, 'big')

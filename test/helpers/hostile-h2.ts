@@ -69,6 +69,8 @@ function one() {
     }
     const clientClose = () => { byClient = true; s.destroy() }
     s.on('error', () => { stats.errors++ })
+    // Read everything, so that the server's close is seen (a socket nobody reads never notices the peer's FIN).
+    s.resume()
     s.on('close', () => { settle(); finish() })
     s.once(cfg.tls && cfg.kind !== 'halfopen' ? 'secureConnect' : 'connect', () => {
       settle()
@@ -129,10 +131,11 @@ async function main() {
 process.on('SIGTERM', () => { for (const s of sockets) s.destroy(); process.stdout.write(JSON.stringify(stats) + '\n'); process.exit(0) })
 if (cfg.kind === 'hold') {
   // Report once every connection is up (or refused), then keep them.
-  const tick = setInterval(() => {
-    if (stats.settled >= cfg.count) { clearInterval(tick); process.stdout.write(JSON.stringify({ ready: true, ...stats }) + '\n') }
-  }, 20)
+  let reported = false
+  const ready = () => { if (!reported) { reported = true; clearInterval(tick); process.stdout.write(JSON.stringify({ ready: true, ...stats }) + '\n') } }
+  const tick = setInterval(() => { if (stats.settled >= cfg.count) ready() }, 20)
   Promise.all(Array.from({ length: cfg.count }, one)).then(() => {
+    ready()
     process.stdout.write(JSON.stringify(stats) + '\n')
     process.exit(0)
   })

@@ -141,15 +141,24 @@ export interface StreamSource<Req> {
   next(): Promise<Req>
 }
 
+/**
+ * Adapts `async (source, sink, ctx) => void` to a bidi-streaming handler. At
+ * most `maxQueued` (default 16) received messages wait unread: a client that
+ * sends more than the method expects is answered INVALID_ARGUMENT
+ * ERR_REQUEST_MALFORMED at once (nothing more of it is kept).
+ */
 export function bidi<Req, Res>(
   log: Logger,
   method: string,
   fn: (source: StreamSource<Req>, sink: StreamSink<Res>, ctx: CallContext<Req>) => Promise<void>,
   observe?: Observe,
+  opts: { maxQueued?: number } = {},
 ): handleBidiStreamingCall<Req, Res> {
   const mlog = log.child({ [F.METHOD]: method })
+  const maxQueued = opts.maxQueued ?? 16
   return (call: ServerDuplexStream<Req, Res>) => {
     const ac = callSignal(call)
+    let answered = false
     const queue: Req[] = []
     const waiters: { resolve: (r: Req) => void; reject: (e: Error) => void }[] = []
     let ended: Error | undefined
@@ -162,7 +171,16 @@ export function bidi<Req, Res>(
       if (m instanceof MalformedRequest) return end(malformedRequestError('undecodable message', m.cause))
       const w = waiters.shift()
       if (w) w.resolve(m)
-      else if (queue.length < 16) queue.push(m)
+      else if (queue.length < maxQueued) queue.push(m)
+      else {
+        const err = malformedRequestError(`more than ${maxQueued} messages sent ahead of the server`)
+        end(err)
+        answered = true
+        const e = toGrpcError(err, mlog)
+        observe?.(method, e.code)
+        call.emit('error', e)
+        ac.abort(CALL_CANCELLED)
+      }
     })
     // A client that half-closes while the handler still waits for a message (or inside one) sent an incomplete request.
     call.on('end', () => end(malformedRequestError('stream ended before the expected message')))
@@ -184,10 +202,12 @@ export function bidi<Req, Res>(
     }
     fn(source, sink, { signal: ac.signal, call: call as ServerDuplexStream<Req, unknown>, log: mlog }).then(
       () => {
+        if (answered) return
         observe?.(method, 0)
         if (!call.writableEnded) call.end()
       },
       (err: unknown) => {
+        if (answered) return
         if (ac.signal.aborted) {
           observe?.(method, 1)
           return

@@ -222,6 +222,8 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
         })
       },
       observe,
+      // A well-behaved agent sends its params, then one answer per challenge, each once asked: one unread message at most.
+      { maxQueued: 2 },
     ),
 
     RenewAgent: unary<RenewAgentRequest__Output, RenewAgentResponse>(

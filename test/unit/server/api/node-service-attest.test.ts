@@ -42,7 +42,10 @@ describe('Node/Attest handler (in-process gRPC)', () => {
     // A node attestor that sends one challenge and accepts any answer it is given.
     const challenger: ServerNodeAttestor = {
       async attest(payload, challenge) {
-        attests.push(Buffer.from(payload).toString())
+        const name = Buffer.from(payload).toString()
+        attests.push(name)
+        // 'slow' takes its time before its challenge (as a TPM does), so what a client sends meanwhile waits unread.
+        if (name === 'slow') await new Promise((r) => setTimeout(r, 1000))
         await challenge(new Uint8Array([1, 2, 3]))
         throw new Error('test attestor never admits a node')
       },
@@ -120,6 +123,20 @@ describe('Node/Attest handler (in-process gRPC)', () => {
     expect(r.received).toHaveLength(1)
     expect(r.err?.code, r.err?.details).toBe(grpc.status.PERMISSION_DENIED)
     expect(r.err?.metadata.get('x-error-code')).toEqual(['ERR_NODE_ATTESTATION_FAILED'])
+  })
+
+  it('ends a call that sends messages ahead of its challenge (INVALID_ARGUMENT ERR_REQUEST_MALFORMED), not waiting for the attestor', async () => {
+    const p = await params('slow')
+    const answer = Buffer.from(AttestRequest.encode(AttestRequest.create({ challenge_response: Buffer.alloc(64 * 1024, 1) })).finish())
+    const r = await attest((call, received) => {
+      if (received.length > 0) return
+      call.write(p)
+      for (let i = 0; i < 4; i++) call.write(answer)
+    })
+    expect(attests).toContain('slow')
+    expect(r.received).toHaveLength(0)
+    expect(r.err?.code, r.err?.details).toBe(grpc.status.INVALID_ARGUMENT)
+    expect(r.err?.metadata.get('x-error-code')).toEqual(['ERR_REQUEST_MALFORMED'])
   })
 
   it('answers a challenge answer that does not decode with INVALID_ARGUMENT ERR_REQUEST_MALFORMED', async () => {

@@ -50,6 +50,7 @@ import type {
 import { readProcessStartTime, type StartTimeReader } from '../workload/peer.js'
 import { MAX_X509_BATCH, type AgentEntry, type BundleDoc, type InstanceClient, type SvidSigner, type SyncMessage } from '../server-client.js'
 import { Backoff, renewalTime } from './backoff.js'
+import { jwtKey, JwtSvidCache, type CachedJwt, type MintedJwt } from './jwt-svid-cache.js'
 
 /** A cached X.509-SVID: DER only (no parsed objects), shaped as the identity the Workload API sends. */
 interface CachedSvid extends WorkloadIdentity {
@@ -115,13 +116,6 @@ function templateCovers(template: string, spiffeId: string): boolean {
   const tail = template.slice(i + INSTANCE_PLACEHOLDER.length)
   if (!spiffeId.startsWith(head) || !spiffeId.endsWith(tail) || spiffeId.length <= head.length + tail.length) return false
   return !spiffeId.slice(head.length, spiffeId.length - tail.length).includes('/')
-}
-
-interface CachedJwt {
-  token: string
-  issuedAt: number
-  expiresAt: number
-  refreshAt: number
 }
 
 interface FederatedState {
@@ -194,7 +188,6 @@ export class AgentManager implements WorkloadManager {
   readonly #log: Logger
   readonly #attest: AgentManagerOptions['attestWorkload']
   readonly #maxX509: number
-  readonly #maxJwt: number
   readonly #random: () => number
   readonly #backoff: Backoff
 
@@ -206,8 +199,7 @@ export class AgentManager implements WorkloadManager {
   readonly #subs = new Set<Subscriber>()
   readonly #subsByEntry = new Map<string, Set<Subscriber>>()
   readonly #dirty = new Set<Subscriber>()
-  readonly #jwts = new Map<string, CachedJwt>()
-  readonly #jwtInflight = new Map<string, Promise<CachedJwt>>()
+  readonly #jwtCache: JwtSvidCache
 
   #localBundle: SpiffeBundle | undefined
   #localWorkload: WorkloadBundle = EMPTY_BUNDLE
@@ -245,8 +237,8 @@ export class AgentManager implements WorkloadManager {
     this.#log = opts.log.child({ [F.SUBSYSTEM]: 'manager' })
     this.#attest = opts.attestWorkload
     this.#maxX509 = opts.x509SvidCacheMaxSize ?? 1000
-    this.#maxJwt = opts.jwtSvidCacheMaxSize ?? 1000
-    if (!(this.#maxX509 >= 1) || !(this.#maxJwt >= 1)) throw new RangeError('cache sizes must be at least 1')
+    if (!(this.#maxX509 >= 1)) throw new RangeError('cache sizes must be at least 1')
+    this.#jwtCache = new JwtSvidCache({ clock: this.#clock, log: this.#log, maxSize: opts.jwtSvidCacheMaxSize ?? 1000 })
     this.#random = opts.random ?? Math.random
     this.#backoff = new Backoff({ ...opts.retryBackoff, random: this.#random })
     this.#retryOpts = { ...opts.retryBackoff }
@@ -562,7 +554,7 @@ export class AgentManager implements WorkloadManager {
 
   /** Sizes of the cache, for metrics: entries from the server, X.509-SVIDs and JWT-SVIDs held. */
   get cacheStats(): { entries: number; x509Svids: number; jwtSvids: number } {
-    return { entries: this.#entries.size, x509Svids: this.#svids.size, jwtSvids: this.#jwts.size }
+    return { entries: this.#entries.size, x509Svids: this.#svids.size, jwtSvids: this.#jwtCache.size }
   }
 
   /** Resolves when the first full sync was applied. */
@@ -989,7 +981,7 @@ export class AgentManager implements WorkloadManager {
       p.instances.delete(inst.key)
       if (p.instances.size === 0) this.#procs.delete(inst.procKey)
     }
-    for (const k of inst.jwtKeys) this.#jwts.delete(k)
+    for (const k of inst.jwtKeys) this.#jwtCache.delete(k)
     inst.jwtKeys.clear()
     inst.svid = undefined
     this.#markInstance(inst)
@@ -1086,7 +1078,7 @@ export class AgentManager implements WorkloadManager {
     const seen = new Set<string>()
     const unique = targets.filter((t) => (seen.has(t.spiffeId) ? false : (seen.add(t.spiffeId), true)))
     // Fresh cached tokens are answered without a round of promises per identity.
-    const fresh = unique.map((t) => this.#freshJwt(t.entry, audience, t.inst))
+    const fresh = unique.map((t) => this.#jwtCache.fresh(this.#jwtKey(t.entry, audience, t.inst)))
     const out = fresh.every((j) => j !== undefined)
       ? (fresh as CachedJwt[])
       : await Promise.all(unique.map((t, i) => fresh[i] ?? this.#jwtFor(t.entry, audience, opts, t.inst)))
@@ -1095,58 +1087,25 @@ export class AgentManager implements WorkloadManager {
 
   /** The cache key of a JWT-SVID for an entry (or instance) and a sorted audience. */
   #jwtKey(entry: AgentEntry, audience: string[], inst?: InstanceState): string {
-    return `${inst ? `${inst.instanceId}` : entry.spiffeId}\n${audience.join('\n')}`
+    return jwtKey(inst ? `${inst.instanceId}` : entry.spiffeId, audience)
   }
 
-  /** A cached JWT-SVID not yet due for refresh (marked most recently used), or undefined. */
-  #freshJwt(entry: AgentEntry, audience: string[], inst?: InstanceState): CachedJwt | undefined {
-    const key = this.#jwtKey(entry, audience, inst)
-    const cached = this.#jwts.get(key)
-    if (cached === undefined || this.#clock.now() >= cached.refreshAt) return undefined
-    this.#jwts.delete(key)
-    this.#jwts.set(key, cached)
-    return cached
-  }
-
-  async #jwtFor(entry: AgentEntry, audience: string[], opts: CallOpts, inst?: InstanceState): Promise<CachedJwt> {
-    const key = this.#jwtKey(entry, audience, inst)
-    const now = this.#clock.now()
-    const cached = this.#jwts.get(key)
-    if (cached && now < cached.refreshAt) {
-      this.#jwts.delete(key)
-      this.#jwts.set(key, cached)
-      return cached
-    }
-    let pending = this.#jwtInflight.get(key)
-    if (!pending) {
+  /** The JWT-SVID of an entry (or instance) for a sorted audience: cached, or minted by the server. */
+  #jwtFor(entry: AgentEntry, audience: string[], opts: CallOpts, inst?: InstanceState): Promise<CachedJwt> {
+    const mint = (): Promise<MintedJwt> => {
       const callOpts: CallOpts & { instanceId?: string } = opts.signal ? { signal: opts.signal } : {}
       if (inst) callOpts.instanceId = inst.instanceId!
-      pending = this.#signer
-        .newJwtSvid(entry.id, audience, callOpts)
-        .then((r) => {
-          const t = this.#clock.now()
-          const issuedAt = r.issuedAt > 0 ? toMs(r.issuedAt) : t
-          const expiresAt = toMs(r.expiresAt)
-          const j: CachedJwt = { token: r.token, issuedAt, expiresAt, refreshAt: issuedAt + (expiresAt - issuedAt) / 2 }
-          if (inst?.ended) return j // the process is gone: nothing of it is kept
-          inst?.jwtKeys.add(key)
-          this.#jwts.delete(key)
-          this.#jwts.set(key, j)
-          while (this.#jwts.size > this.#maxJwt) this.#jwts.delete(this.#jwts.keys().next().value!)
-          return j
-        })
-        .finally(() => this.#jwtInflight.delete(key))
-      this.#jwtInflight.set(key, pending)
+      return this.#signer.newJwtSvid(entry.id, audience, callOpts).then((r) => {
+        const issuedAt = r.issuedAt > 0 ? toMs(r.issuedAt) : this.#clock.now()
+        return { token: r.token, issuedAt, expiresAt: toMs(r.expiresAt) }
+      })
     }
-    try {
-      return await pending
-    } catch (err) {
-      if (cached && this.#clock.now() < cached.expiresAt) {
-        this.#log.warn({ [F.SPIFFE_ID]: entry.spiffeId, [F.ERR]: err }, 'JWT-SVID refresh failed; serving the cached one')
-        return cached
-      }
-      throw err instanceof IdentityError ? err : new IdentityError('ERR_UNAVAILABLE', 'cannot mint JWT-SVID', { cause: err })
-    }
+    return this.#jwtCache.get(this.#jwtKey(entry, audience, inst), mint, {
+      spiffeId: entry.spiffeId,
+      // The process is gone: nothing of it is kept.
+      keep: () => !inst?.ended,
+      onKept: (key) => inst?.jwtKeys.add(key),
+    })
   }
 
   async validateJwtSvid(selectors: string[], req: { token: string; audience: string }, opts: CallOpts): Promise<ValidatedJwtSvid> {
@@ -1175,7 +1134,7 @@ export class AgentManager implements WorkloadManager {
     return {
       entries: this.#entries.size,
       cachedX509Svids: this.#svids.size,
-      cachedJwtSvids: this.#jwts.size,
+      cachedJwtSvids: this.#jwtCache.size,
       subscribers: this.#subs.size,
       inflight: this.#inflight.size,
       instances: this.#instances.size,

@@ -265,7 +265,7 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
             sent = next
             msg.entries = changed.map(entryToMsg)
             msg.deleted_entry_ids = deleted
-            const tds = new Set(entries.flatMap((e) => d.bounds.allowedFederation(boundsId(e.spiffeId), e.federatesWith)))
+            const tds = d.bounds.federationFor(entries, boundsId)
             if (tds.size !== federatesWith.size || [...tds].some((t) => !federatesWith.has(t))) dirtyFederated = true
             federatesWith = tds
           }
@@ -275,7 +275,7 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
           }
           if (dirtyFederated) {
             dirtyFederated = false
-            msg.federated_bundles = (await d.federated.list()).filter((b) => federatesWith.has(b.trustDomain)).map(bundleToMsg)
+            msg.federated_bundles = (await d.federated.listFor(federatesWith)).map(bundleToMsg)
             msg.federated_bundles_changed = true
           }
           const empty = !first && !msg.bundle && !msg.federated_bundles_changed && (msg.entries?.length ?? 0) === 0 && (msg.deleted_entry_ids?.length ?? 0) === 0

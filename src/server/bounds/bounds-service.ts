@@ -306,6 +306,20 @@ export class BoundsService {
     return allowed === undefined ? [...federatesWith] : federatesWith.filter((t) => allowed.includes(t))
   }
 
+  /**
+   * The trust domains whose bundles an agent serving `entries` is sent: each
+   * entry's `federatesWith` within that entry's current bounds. `boundsIdOf`
+   * gives the ID an entry's bounds are evaluated for (a template's sample instance).
+   */
+  federationFor(entries: readonly { spiffeId: string; federatesWith: readonly string[] }[], boundsIdOf: (spiffeId: string) => string = (s) => s): Set<string> {
+    const out = new Set<string>()
+    for (const e of entries) {
+      if (e.federatesWith.length === 0) continue
+      for (const td of this.allowedFederation(boundsIdOf(e.spiffeId), e.federatesWith)) out.add(td)
+    }
+    return out
+  }
+
   #deny(id: string | SpiffeId, f: BoundsFailure | undefined): void {
     if (f) throw new IdentityError('ERR_ID_NOT_AUTHORIZED', `${String(id)} ${describeFailure(f)}`, { details: { bound: f.bound, prefix: f.prefix } })
   }

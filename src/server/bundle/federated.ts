@@ -33,6 +33,12 @@ export class FederatedBundles {
     return (await this.#ds.bundles.list()).filter((b) => b.trustDomain !== this.#local.name)
   }
 
+  /** The stored bundles of exactly these trust domains (what Sync sends an agent), ordered by trust domain. */
+  async listFor(trustDomains: ReadonlySet<string>): Promise<BundleRecord[]> {
+    if (trustDomains.size === 0) return []
+    return (await this.list()).filter((b) => trustDomains.has(b.trustDomain))
+  }
+
   async get(td: string): Promise<BundleRecord> {
     const t = this.#foreign(td)
     const b = await this.#ds.bundles.get(t.name)

@@ -206,6 +206,22 @@ describe('BoundsService: issuance hooks', () => {
     expect(svc.allowedFederation(id, [])).toEqual([])
   })
 
+  it('federationFor: the union of every entry federatesWith, each within the current bounds of that entry', async () => {
+    const { svc } = await setup()
+    const sample = (id: string) => id.replace('{instance}', 'i0')
+    const entries = [
+      { spiffeId: 'spiffe://corp.example/agents/payments/{instance}', federatesWith: ['partner.example', 'other.example'] },
+      { spiffeId: 'spiffe://corp.example/svc/web', federatesWith: ['third.example'] },
+      { spiffeId: 'spiffe://corp.example/svc/none', federatesWith: [] },
+    ]
+    expect([...svc.federationFor(entries, sample)].sort()).toEqual(['other.example', 'partner.example', 'third.example'])
+    await svc.set('/agents/payments', parseBounds({ federates_with: ['partner.example'] }))
+    expect([...svc.federationFor(entries, sample)].sort()).toEqual(['partner.example', 'third.example'])
+    await svc.set('/svc', parseBounds({ federates_with: [] }))
+    expect([...svc.federationFor(entries, sample)]).toEqual(['partner.example'])
+    expect(svc.federationFor([])).toEqual(new Set())
+  })
+
   it('holds the instance limit until SVIDs expire; renewals are the same instance', async () => {
     const { svc, clock } = await setup()
     await svc.set('/agents/payments', parseBounds(PAYMENTS)) // max_instances 2

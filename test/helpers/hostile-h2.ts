@@ -9,6 +9,9 @@
  * - `oversized`: client preface, empty SETTINGS, then a frame header
  *   announcing a 16 MiB frame (the server answers GOAWAY FRAME_SIZE_ERROR);
  *   the client closes once the GOAWAY arrived (or after 1 s).
+ * - `stream-oversized`: preface, SETTINGS, a FetchX509SVID call (HEADERS
+ *   and its request message); once the server answers (its stream stays
+ *   open), the oversized frame header; closes after the GOAWAY.
  * - `hpack`: preface, SETTINGS, a HEADERS frame of garbage HPACK (GOAWAY
  *   COMPRESSION_ERROR); closes as above.
  * - `badpreface`: an HTTP/1.1 request instead of the preface.
@@ -28,7 +31,7 @@ import { chmodSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { spawn } from 'node:child_process'
 
-export type HostileKind = 'oversized' | 'hpack' | 'badpreface' | 'slowpreface' | 'halfopen' | 'trickle' | 'hold'
+export type HostileKind = 'oversized' | 'stream-oversized' | 'hpack' | 'badpreface' | 'slowpreface' | 'halfopen' | 'trickle' | 'hold'
 
 export const HOSTILE_KINDS_CLOSING: readonly HostileKind[] = ['oversized', 'hpack', 'badpreface']
 
@@ -41,6 +44,11 @@ const SETTINGS = Buffer.from('000000040000000000', 'hex')
 const OVERSIZED = Buffer.from('ffffff000000000001', 'hex')
 // HEADERS, END_HEADERS|END_STREAM, stream 1, 4 bytes of HPACK that index far beyond any table.
 const BAD_HPACK = Buffer.from('000004010500000001ffffffff', 'hex')
+// A FetchX509SVID call: HEADERS (HPACK literals without indexing), then an empty request message ending the stream.
+const lit = (n, v) => Buffer.concat([Buffer.from([0, n.length]), Buffer.from(n), Buffer.from([v.length]), Buffer.from(v)])
+const HPACK_CALL = Buffer.concat([[':method', 'POST'], [':scheme', 'http'], [':path', '/SpiffeWorkloadAPI/FetchX509SVID'], [':authority', 'localhost'], ['content-type', 'application/grpc'], ['te', 'trailers'], ['workload.spiffe.io', 'true']].map(([n, v]) => lit(n, v)))
+const frame = (type, flags, stream, payload) => { const h = Buffer.alloc(9); h.writeUIntBE(payload.length, 0, 3); h[3] = type; h[4] = flags; h.writeUInt32BE(stream, 5); return Buffer.concat([h, payload]) }
+const CALL = Buffer.concat([frame(1, 4, 1, HPACK_CALL), frame(0, 1, 1, Buffer.alloc(5))])
 const stats = { opened: 0, serverClosed: 0, maxOpenMs: 0, errors: 0, settled: 0 }
 const sockets = new Set()
 function connect() {
@@ -76,7 +84,22 @@ function one() {
       settle()
       stats.opened++
       const k = cfg.kind
-      if (k === 'oversized' || k === 'hpack') {
+      if (k === 'stream-oversized') {
+        // A call the server answers (its stream stays open), then the oversized frame header.
+        s.write(Buffer.concat([PREFACE, SETTINGS, CALL]))
+        let got = Buffer.alloc(0)
+        let sent = false
+        s.on('data', (d) => {
+          got = Buffer.concat([got, d])
+          for (let i = 0; i + 9 <= got.length; ) {
+            const len = got.readUIntBE(i, 3), type = got[i + 3], sid = got.readUInt32BE(i + 5) & 0x7fffffff
+            if (!sent && type === 1 && sid === 1) { sent = true; s.write(OVERSIZED) }
+            if (type === 7) { s.end(); timers.push(setTimeout(clientClose, 200)); return }
+            i += 9 + len
+          }
+        })
+        timers.push(setTimeout(clientClose, 3000))
+      } else if (k === 'oversized' || k === 'hpack') {
         s.write(Buffer.concat([PREFACE, SETTINGS, k === 'oversized' ? OVERSIZED : BAD_HPACK]))
         let got = Buffer.alloc(0)
         s.on('data', (d) => {

@@ -151,6 +151,10 @@ describe('Workload API under hostile HTTP/2 connections', () => {
     await hostileRound('oversized', 200)
   }, 60_000)
 
+  it('oversized frame header on a connection with a call open: destroyed too (its stream never ends by itself)', async () => {
+    await hostileRound('stream-oversized', 50)
+  }, 60_000)
+
   it('garbage HPACK (GOAWAY COMPRESSION_ERROR): every connection is destroyed', async () => {
     await hostileRound('hpack', 200)
   }, 60_000)

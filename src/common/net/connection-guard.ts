@@ -23,11 +23,12 @@
  *   preface (the client's first SETTINGS frame, Node's 'remoteSettings') must
  *   be done within `handshakeTimeoutMs`, whatever trickles in meanwhile;
  * - liveness: whenever the client has sent bytes since the last probe (the
- *   session socket's `bytesRead` moved), the guard sends an HTTP/2 PING; a session
- *   that does not answer it within `graceMs` is destroyed. This is what
- *   catches the silent GOAWAY above: a terminated session never answers. A
- *   connection whose client sends nothing costs nothing; a busy one costs one
- *   PING per `probeIntervalMs`;
+ *   session socket's `bytesRead` moved), the guard sends an HTTP/2 PING; a
+ *   session that does not answer it within `graceMs` (ten times that while it
+ *   has open streams) is destroyed. This is what catches the silent GOAWAY
+ *   above: a terminated session never answers. A connection whose client
+ *   sends nothing costs nothing; a busy one costs one PING per
+ *   `probeIntervalMs`;
  * - errors: a session that emitted 'error', 'frameError' or 'close', or that
  *   we asked to close gracefully, has its socket destroyed after `graceMs`;
  * - idle: a connection without any open stream for `idleTimeoutMs` is closed
@@ -110,6 +111,9 @@ function guardMetrics(registry: Registry): GuardMetrics {
 }
 
 const kEntry = Symbol('warrant.connectionGuard')
+
+/** A probe on a connection with open streams may go unanswered this many times `graceMs`. */
+export const STREAMS_GRACE_FACTOR = 10
 
 /** An HTTP/2 PING frame: 9-byte header and 8-byte payload. */
 const PING_ACK_BYTES = 17
@@ -352,7 +356,7 @@ export class ConnectionGuard {
       const s = e.session
       if (e.reaped || s === undefined || !e.prefaceDone) continue
       if (e.probeSentAt !== undefined) {
-        if (now - e.probeSentAt >= this.limits.graceMs) overdue = true
+        if (now - e.probeSentAt >= this.#answerWithinMs(e)) overdue = true
         continue
       }
       if (s.closed || s.destroyed) continue
@@ -380,10 +384,20 @@ export class ConnectionGuard {
       setImmediate(() => {
         const at = performance.now()
         for (const e of this.#entries) {
-          if (e.probeSentAt !== undefined && at - e.probeSentAt >= this.limits.graceMs) this.#reap(e, 'unresponsive')
+          if (e.probeSentAt !== undefined && at - e.probeSentAt >= this.#answerWithinMs(e)) this.#reap(e, 'unresponsive')
         }
       })
     }
+  }
+
+  /**
+   * How long a probe may go unanswered. A connection with calls open gets
+   * {@link STREAMS_GRACE_FACTOR} times longer: a client whose process stalls
+   * for a moment should not lose its calls, and a silent one still cannot
+   * keep anything for long (nor more than `maxPerPeer` of them).
+   */
+  #answerWithinMs(e: Entry): number {
+    return e.streams > 0 ? this.limits.graceMs * STREAMS_GRACE_FACTOR : this.limits.graceMs
   }
 
   #reap(entry: Entry, reason: ReapReason): void {

@@ -19,91 +19,16 @@ import type { Entry__Output } from '../gen/warrant/types/v1/Entry.js'
 import type { Bundle__Output } from '../gen/warrant/types/v1/Bundle.js'
 import type { CallOpts } from '../plugin/contracts.js'
 import type { TrustDomain } from '../spiffe/trust-domain.js'
+import { MAX_X509_BATCH, type AgentEntry, type BundleDoc, type InstanceClient, type JwtSvidMint, type RegisteredInstance, type SvidSigner, type SyncMessage, type X509SvidParam, type X509SvidResultItem } from './manager/ports.js'
 
-/** A registration entry as the agent keeps it. Selectors are `type:value`. */
-export interface AgentEntry {
-  id: string
-  spiffeId: string
-  parentId: string
-  selectors: string[]
-  /** Seconds; 0 = server default. */
-  x509SvidTtl: number
-  jwtSvidTtl: number
-  dnsNames: string[]
-  /** Trust domain names. */
-  federatesWith: string[]
-  hint: string
-  revision: number
-}
-
-/** One trust domain's SPIFFE bundle document. */
-export interface BundleDoc {
-  trustDomain: string
-  document: string
-  sequence: number
-}
-
-export interface SyncMessage {
-  full: boolean
-  entries: AgentEntry[]
-  deletedEntryIds: string[]
-  /** Set when the local bundle changed (always on the first message). */
-  bundle: BundleDoc | undefined
-  /** The full federated set, set only when it changed. */
-  federatedBundles: BundleDoc[] | undefined
-}
+export type { AgentEntry, BundleDoc, InstanceClient, JwtSvidMint, RegisteredInstance, SvidSigner, SyncMessage, X509SvidParam, X509SvidResultItem } from './manager/ports.js'
+export { MAX_X509_BATCH } from './manager/ports.js'
 
 export interface AttestOutcome {
   agentId: string
   /** DER, leaf first. */
   svidChain: Uint8Array[]
   bundle: BundleDoc | undefined
-}
-
-export interface X509SvidResultItem {
-  entryId: string
-  /** Undefined when signed; otherwise the failure. */
-  error: IdentityError | undefined
-  svidChain: Uint8Array[]
-  /** Epoch ms. */
-  expiresAt: number
-}
-
-export interface JwtSvidMint {
-  token: string
-  /** Epoch ms. */
-  expiresAt: number
-  issuedAt: number
-}
-
-/** One CSR to sign; `instanceId` is required for per-instance template entries, absent otherwise. */
-export interface X509SvidParam {
-  entryId: string
-  csr: Uint8Array
-  instanceId?: string
-}
-
-/** What the manager needs to sign workload SVIDs (fakes implement it in tests). */
-export interface SvidSigner {
-  /** Results come back in the order of `params` (one per item). */
-  batchNewX509Svid(params: X509SvidParam[], opts?: CallOpts): Promise<X509SvidResultItem[]>
-  newJwtSvid(entryId: string, audience: string[], opts?: CallOpts & { instanceId?: string }): Promise<JwtSvidMint>
-}
-
-/** A workload process recorded at the server for a per-instance template entry. */
-export interface RegisteredInstance {
-  instanceId: string
-  /** The template with the instance ID substituted. */
-  spiffeId: string
-}
-
-/** What the manager needs for per-instance identities (fakes implement it in tests). */
-export interface InstanceClient {
-  /** `startTime`: `/proc/<pid>/stat` field 22, decimal. */
-  registerInstance(entryId: string, proc: { pid: number; startTime: string }, opts?: CallOpts): Promise<RegisteredInstance>
-  endInstance(instanceId: string, opts?: CallOpts): Promise<void>
-  /** Ends every live instance of this agent; returns how many. */
-  endAllInstances(opts?: CallOpts): Promise<number>
 }
 
 /** The whole agent API. */
@@ -126,7 +51,6 @@ export interface ClientCredentials {
   chainPem?: string | undefined
 }
 
-export const MAX_X509_BATCH = 500
 /** Methods whose messages skip proto-loader's object conversion (common/grpc/direct-codec.ts); the server does the same. */
 const DIRECT_METHODS = ['BatchNewX509SVID'] as const
 const UNARY_DEADLINE_MS = 30_000

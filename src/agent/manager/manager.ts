@@ -48,7 +48,7 @@ import type {
   WorkloadUpdate,
 } from '../workload-api/manager.js'
 import { readProcessStartTime, type StartTimeReader } from '../workload/peer.js'
-import { MAX_X509_BATCH, type AgentEntry, type BundleDoc, type InstanceClient, type SvidSigner, type SyncMessage } from '../server-client.js'
+import { MAX_X509_BATCH, type AgentEntry, type BundleDoc, type InstanceClient, type SvidSigner, type SyncMessage } from './ports.js'
 import { Backoff, renewalTime } from './backoff.js'
 import { jwtKey, JwtSvidCache, type CachedJwt, type MintedJwt } from './jwt-svid-cache.js'
 

@@ -289,7 +289,7 @@ async function startAgentWith(opts: StartAgentOptions, obs: AgentObservability):
 
   let api: WorkloadApiServer | undefined
   if (opts.workloadApi ?? true) {
-    api = await startWorkloadApi({ socketPath: cfg.socketPath, manager, log: opts.log, connectionLimits: cfg.connectionLimits, ...(obs.onCallEnd ? { onCallEnd: obs.onCallEnd } : {}) })
+    api = await startWorkloadApi({ socketPath: cfg.socketPath, manager, log: opts.log, connectionLimits: cfg.connectionLimits, ...(obs.onCallEnd ? { onCallEnd: obs.onCallEnd } : {}), ...(obs.metrics ? { registry: obs.metrics.registry } : {}) })
     const listening = api
     obs.workloadApiListening(() => listening.connectionCount)
   }

@@ -167,6 +167,8 @@ describe.runIf(requireTools('openssl'))('agent operability (server and agent pro
     expect(sample(m, 'warrant_agent_last_sync_age_seconds')).toBe(0)
     expect(sample(m, 'warrant_agent_svid_remaining_seconds')).toBeGreaterThan(60)
     expect(sample(m, 'warrant_agent_workload_api_connections')).toBeGreaterThanOrEqual(0)
+    // The connection guard's metrics of the Workload API listener are on the same registry.
+    expect(m).toContain('# TYPE warrant_connections_rejected_total counter')
     expect(m).toContain('warrant_agent_process_cpu_seconds_total')
 
     // Server gone: the Sync stream is down and its age grows; the agent still serves its cache, so it stays ready.

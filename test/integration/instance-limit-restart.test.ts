@@ -13,7 +13,7 @@ import { ServerProcess } from '../helpers/server-process.js'
 import { newP256, TestAgentClient, type AgentCredential } from '../helpers/test-agent-client.js'
 
 const TD = 'example.org'
-const BOUNDS = ['[server.bounds."/agents/solo"]', 'max_instances = 1'].join('\n')
+const BOUNDS = ['[server.bounds."/agents/solo"]', 'max_instances = 1', '[server.bounds."/agents/pair"]', 'max_instances = 2'].join('\n')
 
 describe('max_instances across a server restart', () => {
   let srv: ServerProcess
@@ -55,6 +55,18 @@ describe('max_instances across a server restart', () => {
     const [r] = await c.batchNewX509Svid([{ entryId, csr: await createCsr({ privateKey: newP256().privateKey }) }])
     return r!.status.code
   }
+
+  it('one batch: its items are admitted in item order, those over the limit are refused', async () => {
+    const { c, cred } = await agent()
+    const ids = []
+    for (const n of ['a', 'b', 'c', 'd']) ids.push(await entry(`spiffe://${TD}/agents/pair/${n}`, cred.agentId))
+    const csr = await createCsr({ privateKey: newP256().privateKey })
+    const results = await c.batchNewX509Svid(ids.map((entryId) => ({ entryId, csr })))
+    expect(results.map((r) => r.status.code)).toEqual([Status.OK, Status.OK, Status.PERMISSION_DENIED, Status.PERMISSION_DENIED])
+    // Renewing the admitted two in one batch passes; the refused ones stay refused.
+    const again = await c.batchNewX509Svid([ids[3]!, ids[1]!, ids[0]!].map((entryId) => ({ entryId, csr })))
+    expect(again.map((r) => r.status.code)).toEqual([Status.PERMISSION_DENIED, Status.OK, Status.OK])
+  })
 
   it('the limit holds after the restart; the counted instance still renews', async () => {
     const first = await agent()

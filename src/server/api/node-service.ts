@@ -400,20 +400,24 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
           )
         }
         if (here.length > 0) {
-          // Admissions (which count live instances) run in item order, each once its own check is back; the CA
-          // signatures (async behind the Signer) overlap. Checks never reject.
+          // Admissions (which count live instances) are queued in item order, each once its own check is back; the
+          // bounds service writes what is queued in one transaction, and each item is signed once its admission is
+          // stored. The CA signatures (async behind the Signer) overlap. Checks never reject.
           const checks = csrVerifier.verify(here.map((x) => csrOf(params[x.at]!)))
           let gate: Promise<unknown> = Promise.resolve()
           for (let k = 0; k < here.length; k++) {
             const { at, entryId, spiffeId, entry, instanceKey } = here[k]!
-            const admitted = gate
+            const queued = gate
               .then(() => checks[k]!)
-              .then(async (check) => {
+              .then((check) => {
                 if (!check.ok) throw check.error
-                const a = await d.bounds.admitX509({ spiffeId, ttlMs: ttlOf(entry), dnsNames: entry.dnsNames, nodeSelectors: node.selectors, instanceKey })
-                return { spki: check.csr.spki, ...a }
+                // admitX509 queues the admission before it returns.
+                const admission = d.bounds.admitX509({ spiffeId, ttlMs: ttlOf(entry), dnsNames: entry.dnsNames, nodeSelectors: node.selectors, instanceKey })
+                admission.catch(() => undefined) // handled below, as this item's result
+                return { spki: check.csr.spki, admission }
               })
-            gate = admitted.catch(() => undefined)
+            gate = queued.catch(() => undefined)
+            const admitted = queued.then(async (q) => ({ spki: q.spki, ...(await q.admission) }))
             pending.push(
               admitted
                 .then(async (a) => {

@@ -4,7 +4,7 @@ import type { Clock } from '../../common/clock.js'
 import { configError, type ConfigIssue } from '../../common/config/issues.js'
 import { F, type Logger } from '../../common/log/logger.js'
 import { IdentityError } from '../../errors/identity-error.js'
-import { checkBounds, describeFailure, type BoundsFailure, type BoundsRequest } from '../../spiffe/bounds/authorize.js'
+import { checkBounds, checkEffective, describeFailure, type BoundsFailure, type BoundsRequest } from '../../spiffe/bounds/authorize.js'
 import { boundsError, boundsToJson, collectBounds, type BoundName, type Bounds, type BoundsIssue } from '../../spiffe/bounds/bounds.js'
 import { BoundsSet, normalizePrefix, type EffectiveBounds } from '../../spiffe/bounds/bounds-set.js'
 import { signBoundsDocument } from '../../spiffe/bounds/document.js'
@@ -62,6 +62,15 @@ const ENTRY_FIELD: Partial<Record<BoundName, string>> = {
 /** Expired live-instance records are swept every this many admissions. */
 const PRUNE_EVERY = 256
 
+interface PendingAdmission {
+  id: SpiffeId
+  limits: { prefix: string; max: number }[]
+  key: string
+  ttlMs: number
+  resolve: () => void
+  reject: (err: unknown) => void
+}
+
 const asId = (id: string | SpiffeId): SpiffeId => (typeof id === 'string' ? SpiffeId.fromString(id) : id)
 const selectorStrings = (s: readonly Selector[]): string[] => s.map((x) => `${x.type}:${x.value}`)
 
@@ -82,8 +91,11 @@ export class BoundsService {
   #sequence = 0
   #busy: Promise<unknown> = Promise.resolve()
   #doc: { sequence: number; kid: string; at: number; token: string } | undefined
-  /** Admissions counted since the start (every PRUNE_EVERY-th also sweeps expired live instances). */
+  /** Admissions written since the last sweep of expired live instances (one every PRUNE_EVERY). */
   #admissions = 0
+  /** Admissions waiting for the next round (see #admit). */
+  #pending: PendingAdmission[] = []
+  #writing = false
 
   constructor(opts: BoundsServiceOptions) {
     this.#o = opts
@@ -321,7 +333,11 @@ export class BoundsService {
   }
 
   #deny(id: string | SpiffeId, f: BoundsFailure | undefined): void {
-    if (f) throw new IdentityError('ERR_ID_NOT_AUTHORIZED', `${String(id)} ${describeFailure(f)}`, { details: { bound: f.bound, prefix: f.prefix } })
+    if (f) throw this.#denial(id, f)
+  }
+
+  #denial(id: string | SpiffeId, f: BoundsFailure): IdentityError {
+    return new IdentityError('ERR_ID_NOT_AUTHORIZED', `${String(id)} ${describeFailure(f)}`, { details: { bound: f.bound, prefix: f.prefix } })
   }
 
   /**
@@ -333,12 +349,14 @@ export class BoundsService {
    */
   async admitX509(a: { spiffeId: string | SpiffeId; ttlMs: number; dnsNames: readonly string[]; nodeSelectors: readonly Selector[]; instanceKey: string }): Promise<{ ttlMs: number; dnsNames: string[] }> {
     const id = asId(a.spiffeId)
+    // The effective bounds are looked up once and every check below uses them.
     const eff = this.#set.boundsFor(id)
     // No prefix bounds this ID (the common case): nothing to check, clamp or count.
     if (!eff) return { ttlMs: a.ttlMs, dnsNames: [...a.dnsNames] }
-    this.checkNode(id, a.nodeSelectors)
-    const ttlMs = this.clampX509TtlMs(id, a.ttlMs)
-    const dnsNames = a.dnsNames.filter((d) => checkBounds(this.#set, id, { dnsNames: [d] }) === undefined)
+    this.#deny(id, checkEffective(this.#set, eff, { nodeSelectors: selectorStrings(a.nodeSelectors) }))
+    const bound = eff.bounds.x509SvidTtlSeconds
+    const ttlMs = bound === undefined ? a.ttlMs : Math.min(a.ttlMs, bound * 1000)
+    const dnsNames = a.dnsNames.filter((d) => checkEffective(this.#set, eff, { dnsNames: [d] }) === undefined)
     if (dnsNames.length !== a.dnsNames.length) this.#log.warn({ [F.SPIFFE_ID]: id.toString() }, 'DNS names outside the namespace bounds left out of the SVID')
     await this.#admit(id, eff, a.instanceKey, ttlMs)
     return { ttlMs, dnsNames }
@@ -347,38 +365,91 @@ export class BoundsService {
   /** JWT-SVID issuance in one call: node selectors, audiences, instance limit, clamped TTL. Throws ERR_ID_NOT_AUTHORIZED. */
   async admitJwt(a: { spiffeId: string | SpiffeId; ttlMs: number; audience: readonly string[]; nodeSelectors: readonly Selector[]; instanceKey: string }): Promise<{ ttlMs: number }> {
     const id = asId(a.spiffeId)
-    this.checkNode(id, a.nodeSelectors)
-    this.checkAudience(id, a.audience)
-    const ttlMs = this.clampJwtTtlMs(id, a.ttlMs)
     const eff = this.#set.boundsFor(id)
-    if (eff) await this.#admit(id, eff, a.instanceKey, ttlMs)
+    if (!eff) return { ttlMs: a.ttlMs }
+    this.#deny(id, checkEffective(this.#set, eff, { nodeSelectors: selectorStrings(a.nodeSelectors) }))
+    this.#deny(id, checkEffective(this.#set, eff, { audience: a.audience }))
+    const bound = eff.bounds.jwtSvidTtlSeconds
+    const ttlMs = bound === undefined ? a.ttlMs : Math.min(a.ttlMs, bound * 1000)
+    await this.#admit(id, eff, a.instanceKey, ttlMs)
     return { ttlMs }
   }
 
   /**
-   * Counts the instance under every `max_instances` prefix of `eff`, in one
-   * datastore transaction: the live instances are read from the store, checked
-   * against each limit, and the instance recorded (or its expiry extended) only
-   * if every limit leaves room. The store, not memory, holds the counts, so a
-   * restart keeps them.
+   * Counts the instance under every `max_instances` prefix of `eff`. The store,
+   * not memory, holds the counts, so a restart keeps them. Admissions are
+   * queued in call order and written in one datastore transaction per round
+   * (group commit: those that arrive while a round commits share the next):
+   * each is checked against the live instances the store holds plus those
+   * admitted before it in the round, and recorded (or its expiry extended)
+   * only if every limit leaves room. The promise settles once its round has
+   * committed; a refusal records nothing (ERR_ID_NOT_AUTHORIZED).
    */
-  async #admit(id: SpiffeId, eff: EffectiveBounds, key: string, ttlMs: number): Promise<void> {
+  #admit(id: SpiffeId, eff: EffectiveBounds, key: string, ttlMs: number): Promise<void> {
     const limits: { prefix: string; max: number }[] = []
     for (const p of eff.prefixes) {
       const max = this.#set.get(p)!.maxInstances
       if (max !== undefined) limits.push({ prefix: p, max })
     }
-    if (limits.length === 0) return
-    await this.#o.ds.tx(async (t) => {
-      const now = this.#o.clock.now()
-      for (const { prefix, max } of limits) {
-        const live = await t.liveInstances.list(prefix, now)
-        const others = live.length - (live.some((l) => l.instanceKey === key) ? 1 : 0)
-        if (others >= max) this.#deny(id, { prefix, bound: 'max_instances', message: `${others} live instances already (limit ${max})` })
-      }
-      for (const { prefix } of limits) await t.liveInstances.put({ prefix, instanceKey: key, expiresAt: now + ttlMs })
-      if (++this.#admissions % PRUNE_EVERY === 0) await t.liveInstances.pruneExpired(now)
+    if (limits.length === 0) return Promise.resolve()
+    return new Promise<void>((resolve, reject) => {
+      this.#pending.push({ id, limits, key, ttlMs, resolve, reject })
+      if (!this.#writing) void this.#writeRounds()
     })
+  }
+
+  async #writeRounds(): Promise<void> {
+    this.#writing = true
+    try {
+      while (this.#pending.length > 0) {
+        let round: PendingAdmission[] = []
+        const refused = new Map<PendingAdmission, IdentityError>()
+        try {
+          await this.#o.ds.tx(async (t) => {
+            round = this.#pending.splice(0) // taken once the transaction is open: the later arrivals join this round
+            refused.clear()
+            const now = this.#o.clock.now()
+            const live = new Map<string, Map<string, number>>()
+            for (const a of round) {
+              for (const { prefix } of a.limits) {
+                if (!live.has(prefix)) live.set(prefix, new Map((await t.liveInstances.list(prefix, now)).map((l) => [l.instanceKey, l.expiresAt])))
+              }
+            }
+            for (const a of round) {
+              const full = a.limits.find(({ prefix, max }) => {
+                const l = live.get(prefix)!
+                return l.size - (l.has(a.key) ? 1 : 0) >= max
+              })
+              if (full) {
+                const others = live.get(full.prefix)!.size - (live.get(full.prefix)!.has(a.key) ? 1 : 0)
+                refused.set(a, this.#denial(a.id, { prefix: full.prefix, bound: 'max_instances', message: `${others} live instances already (limit ${full.max})` }))
+                continue
+              }
+              for (const { prefix } of a.limits) {
+                const stored = await t.liveInstances.put({ prefix, instanceKey: a.key, expiresAt: now + a.ttlMs })
+                live.get(prefix)!.set(a.key, stored.expiresAt)
+              }
+            }
+            this.#admissions += round.length
+            if (this.#admissions >= PRUNE_EVERY) {
+              this.#admissions = 0
+              await t.liveInstances.pruneExpired(now)
+            }
+          })
+        } catch (err) {
+          if (round.length === 0) round = this.#pending.splice(0) // the transaction did not open
+          for (const a of round) a.reject(err)
+          continue
+        }
+        for (const a of round) {
+          const e = refused.get(a)
+          if (e) a.reject(e)
+          else a.resolve()
+        }
+      }
+    } finally {
+      this.#writing = false
+    }
   }
 
   /**

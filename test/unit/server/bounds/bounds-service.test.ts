@@ -254,6 +254,42 @@ describe('BoundsService: issuance hooks', () => {
     await admit(restarted, 'a1|e1') // a renewal of a counted instance still passes
   })
 
+  it('concurrent admissions share one transaction, are decided in call order, and a failed write admits none of them', async () => {
+    const clock = new FakeClock()
+    const real = createMemoryDataStore({ clock })
+    let txs = 0
+    let failing = false
+    const ds: DataStore = {
+      ...real,
+      tx: (fn) =>
+        real.tx(async (t) => {
+          txs++
+          const r = await fn(t)
+          if (failing) throw new Error('disk full')
+          return r
+        }),
+    }
+    const { svc } = await setup(ds, clock)
+    await svc.set('/agents/payments', parseBounds({ max_instances: 2 }))
+    const admit = (key: string) =>
+      svc.admitX509({ spiffeId: 'spiffe://corp.example/agents/payments/x', ttlMs: 60_000, dnsNames: [], nodeSelectors: PROD, instanceKey: key }).then(
+        () => 'ok',
+        (e: { code?: string; message: string }) => e.code ?? e.message,
+      )
+    txs = 0
+    expect(await Promise.all([admit('k1'), admit('k2'), admit('k3'), admit('k1')])).toEqual(['ok', 'ok', 'ERR_ID_NOT_AUTHORIZED', 'ok'])
+    expect(txs).toBeLessThanOrEqual(2) // the first round may start alone; the rest join the next
+    expect((await real.liveInstances.list('/agents/payments', clock.now())).map((l) => l.instanceKey)).toEqual(['k1', 'k2'])
+
+    // A round whose transaction fails admits none of its admissions and records nothing.
+    failing = true
+    const failed = await Promise.all([admit('k4'), admit('k1')])
+    failing = false
+    expect(failed).toEqual(['disk full', 'disk full'])
+    expect((await real.liveInstances.list('/agents/payments', clock.now())).map((l) => l.instanceKey)).toEqual(['k1', 'k2'])
+    expect(await admit('k4')).toBe('ERR_ID_NOT_AUTHORIZED') // still two live
+  })
+
   it('a refusal under one prefix records nothing under the others', async () => {
     const { svc, ds, clock } = await setup()
     await svc.set('/agents/payments', parseBounds({ max_instances: 1 }))

@@ -62,20 +62,20 @@ export class RawGrpcSession {
     })
   }
 
-  /** Opens a stream on `path` (sends HEADERS only; write frames with `stream.write`). */
-  open(path: string): RawCall {
+  /** Opens a stream on `path` (sends HEADERS only; write frames with `stream.write`). `keepSending`: see RawCall. */
+  open(path: string, o: { keepSending?: boolean } = {}): RawCall {
     const stream = this.session.request({
       [constants.HTTP2_HEADER_METHOD]: 'POST',
       [constants.HTTP2_HEADER_PATH]: path,
       [constants.HTTP2_HEADER_CONTENT_TYPE]: 'application/grpc',
       [constants.HTTP2_HEADER_TE]: 'trailers',
     })
-    return new RawCall(stream)
+    return new RawCall(stream, o)
   }
 
   /** One call: sends `body` (raw bytes, already framed) then half-closes unless `keepOpen`; resolves with the status. */
-  call(path: string, body: Uint8Array, o: { keepOpen?: boolean } = {}): Promise<RawStatus> {
-    const c = this.open(path)
+  call(path: string, body: Uint8Array, o: { keepOpen?: boolean; keepSending?: boolean } = {}): Promise<RawStatus> {
+    const c = this.open(path, o.keepSending ? { keepSending: true } : {})
     c.stream.write(body)
     if (!o.keepOpen) c.stream.end()
     return c.status
@@ -98,7 +98,8 @@ export class RawCall {
   /** Resolves once the server ends the call with a status (rejects when the stream closes without one). */
   readonly status: Promise<RawStatus>
 
-  constructor(stream: ClientHttp2Stream) {
+  /** `keepSending`: a hostile client that goes on sending its body after the server's status (default: it stops, as grpc-js does). */
+  constructor(stream: ClientHttp2Stream, o: { keepSending?: boolean } = {}) {
     this.stream = stream
     stream.on('error', () => undefined)
     this.status = new Promise((resolve, reject) => {
@@ -113,7 +114,7 @@ export class RawCall {
         const ec = h['x-error-code']
         resolve({ code: Number(s), message: typeof raw === 'string' ? decodeURIComponent(raw) : '', errorCode: typeof ec === 'string' ? ec : undefined, messages })
         // A client that has its answer stops sending (grpc-js clients do the same).
-        if (!stream.closed) stream.close(constants.NGHTTP2_CANCEL)
+        if (!o.keepSending && !stream.closed) stream.close(constants.NGHTTP2_CANCEL)
         return true
       }
       stream.on('response', (h) => void settle(h))

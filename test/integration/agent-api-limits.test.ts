@@ -127,14 +127,23 @@ describe('agent API receive limits (server process, raw HTTP/2 clients without a
     const big = grpcFrame(attestParams(15 * MIB))
     const batch = grpcFrame(Buffer.from(BatchRequest.encode(BatchRequest.create({ params: [{ entry_id: 'x', csr: Buffer.alloc(15 * MIB, 1) }] })).finish()))
     const statuses: RawStatus[] = []
+    let hostileBytes = 0
     const m = await peakGrowth(async () => {
       const s = await session()
       const s2 = await session('127.0.0.2')
-      const calls = [...Array.from({ length: 24 }, (_, i) => (i % 2 ? s : s2).call(ATTEST, big)), ...Array.from({ length: 4 }, () => s.call(BATCH, batch))]
+      // Four of them, on a connection of their own, ignore the refusal and try to send all of their 15 MiB anyway:
+      // the server resets each stream after its status (RST_STREAM NO_ERROR), so the rest never leaves the client.
+      const h4 = await session('127.0.0.4')
+      const hostile = Array.from({ length: 4 }, () => h4.open(ATTEST, { keepSending: true }))
+      const sent = hostile.map((h) => new Promise<void>((r) => h.stream.end(big, () => r())))
+      const calls = [...hostile.map((h) => h.status), ...Array.from({ length: 20 }, (_, i) => (i % 2 ? s : s2).call(ATTEST, big)), ...Array.from({ length: 4 }, () => s.call(BATCH, batch))]
       statuses.push(...(await Promise.all(calls)))
+      await Promise.all(sent)
+      hostileBytes = h4.session.socket.bytesWritten
     })
     console.log(`oversized flood: server RSS ${(m.before / MIB).toFixed(0)} MiB before, peak +${(m.growth / MIB).toFixed(1)} MiB`)
     for (const st of statuses.slice(0, 24)) expect(st.code, st.message).toBe(Status.RESOURCE_EXHAUSTED)
+    expect(hostileBytes, 'the server read the refused bodies to their end').toBeLessThan(8 * MIB)
     for (const st of statuses.slice(24)) {
       expect(st.code, st.message).toBe(Status.UNAUTHENTICATED)
       expect(st.errorCode).toBe('ERR_UNAUTHENTICATED')

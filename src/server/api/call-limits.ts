@@ -1,7 +1,10 @@
 import { Metadata, ServerInterceptingCall, status as Status, type ServerInterceptingCallInterface, type ServerInterceptor } from '@grpc/grpc-js'
+import { constants as http2constants } from 'node:http2'
 import type { ErrorCode } from '../../errors/codes.js'
 import { F, type Logger } from '../../common/log/logger.js'
 import type { Metrics } from '../metrics.js'
+
+type PartialStatusObject = Parameters<ServerInterceptingCallInterface['sendStatus']>[0]
 
 /**
  * Receive limits and admission of the agent API (`warrant.agent.v1.Node`
@@ -59,7 +62,16 @@ export const DEFAULT_ATTESTATION_LIMITS: AttestationLimits = { maxConcurrent: 64
 interface BaseCallInternals {
   decoder: { maxReadMessageLength: number }
   maxReceiveMessageSize: number
-  stream?: { once(ev: 'close', f: () => void): unknown; session?: { socket?: { authorized?: boolean } } }
+  /** Whether response headers went out (a status then goes in trailers, later). */
+  metadataSent?: boolean
+  sendStatus(status: PartialStatusObject): void
+  stream?: {
+    once(ev: 'close', f: () => void): unknown
+    close(code: number): void
+    readonly closed: boolean
+    readonly readableEnded: boolean
+    session?: { socket?: { authorized?: boolean } }
+  }
 }
 
 function baseCallOf(call: ServerInterceptingCallInterface): BaseCallInternals | undefined {
@@ -72,6 +84,26 @@ function baseCallOf(call: ServerInterceptingCallInterface): BaseCallInternals | 
     c = (c as { nextCall?: unknown }).nextCall
   }
   return undefined
+}
+
+/**
+ * Once a call is refused before anything was answered (an oversized or
+ * malformed first message, too many attestations: a trailers-only
+ * response), the rest of what the client sends is of no use, but grpc-js
+ * would go on reading it (and dropping it) for as long as the client sends.
+ * After such a status the stream is reset with NO_ERROR, the way RFC 9113
+ * (8.1) lets a server that has answered stop a request body. (Not after
+ * messages were sent: grpc-js sends those trailers later, and a reset
+ * before them would leave the client without a status.)
+ */
+function stopReadingAfterRefusal(base: BaseCallInternals): void {
+  const send = base.sendStatus
+  base.sendStatus = function (this: BaseCallInternals, status: PartialStatusObject) {
+    const trailersOnly = base.metadataSent === false
+    send.call(this, status)
+    const stream = base.stream
+    if (trailersOnly && status.code !== Status.OK && stream && !stream.closed && !stream.readableEnded) stream.close(http2constants.NGHTTP2_NO_ERROR)
+  }
 }
 
 /** Lowers a call's receive limit (framed and, for compressed messages, decompressed size). */
@@ -134,7 +166,10 @@ export function agentApiCallLimits(o: { limits: AttestationLimits; log: Logger; 
       log.error({}, 'Per-call receive limits are not enforced: this grpc-js has no per-call decoder limit (upgrade path changed)')
     }
     if (path === ATTEST_METHOD) {
-      if (base) limitCall(base, ATTEST_MAX_MESSAGE_BYTES)
+      if (base) {
+        limitCall(base, ATTEST_MAX_MESSAGE_BYTES)
+        stopReadingAfterRefusal(base)
+      }
       const address = call.getConnectionInfo().remoteAddress ?? 'unknown'
       const fromAddress = perAddress.get(address) ?? 0
       if (fromAddress >= maxConcurrentPerAddress) {
@@ -164,6 +199,7 @@ export function agentApiCallLimits(o: { limits: AttestationLimits; log: Logger; 
     }
     const authenticated = base?.stream?.session?.socket ? base.stream.session.socket.authorized === true : call.getAuthContext().sslPeerCertificate !== undefined
     if (authenticated) return unchanged(call)
+    if (base) stopReadingAfterRefusal(base)
     if (path.startsWith(NODE_SERVICE_PREFIX)) return refuse(call, Status.UNAUTHENTICATED, 'ERR_UNAUTHENTICATED', 'unauthenticated')
     if (base) limitCall(base, UNAUTHENTICATED_MAX_MESSAGE_BYTES)
     return unchanged(call)

@@ -31,8 +31,8 @@
  *   `probeIntervalMs`;
  * - errors: a session that emitted 'error', 'frameError' or 'close', or that
  *   we asked to close gracefully, has its socket destroyed after `graceMs`;
- * - idle: a connection without any open stream for `idleTimeoutMs` is closed
- *   gracefully (GOAWAY NO_ERROR: the client reconnects when it needs to), and
+ * - idle: a connection without any open stream for `idleTimeoutMs` (checked
+ *   every `probeIntervalMs`, with no timer per call) is closed gracefully (GOAWAY NO_ERROR: the client reconnects when it needs to), and
  *   destroyed `graceMs` later if it is still there.
  *
  * The HTTP/2 sessions are found on the `http2.Http2Server` grpc-js creates
@@ -68,7 +68,7 @@ export interface ConnectionGuardOptions extends ConnectionGuardLimits {
   log: Logger
   /** Registry for the guard's metrics; a private one is created when absent (see `registry`). */
   registry?: Registry
-  /** How often read activity is checked and pending probes judged. Default min(1000, graceMs / 2). */
+  /** How often the sweep runs (idle connections, read activity, pending probes). Default min(1000, graceMs / 2). */
   probeIntervalMs?: number
 }
 
@@ -143,7 +143,8 @@ interface Entry {
   /** performance.now() when the outstanding probe was sent; undefined when none is. */
   probeSentAt: number | undefined
   handshakeTimer: NodeJS.Timeout | undefined
-  idleTimer: NodeJS.Timeout | undefined
+  /** performance.now() since when the connection has had no open stream; undefined while it has some. */
+  idleSince: number | undefined
   graceTimer: NodeJS.Timeout | undefined
   reaped: boolean
 }
@@ -241,7 +242,7 @@ export class ConnectionGuard {
       lastBytesRead: -1,
       probeSentAt: undefined,
       handshakeTimer: undefined,
-      idleTimer: undefined,
+      idleSince: undefined,
       graceTimer: undefined,
       reaped: false,
     }
@@ -310,15 +311,14 @@ export class ConnectionGuard {
       entry.prefaceDone = true
       if (entry.handshakeTimer !== undefined) clearTimeout(entry.handshakeTimer)
       entry.handshakeTimer = undefined
-      this.#armIdle(entry)
+      if (entry.streams === 0) entry.idleSince = performance.now()
     })
+    // No timer per call: the sweep (#probe) closes connections idle for idleTimeoutMs.
     session.on('stream', (stream: http2.ServerHttp2Stream) => {
       entry.streams++
-      if (entry.idleTimer !== undefined) clearTimeout(entry.idleTimer)
-      entry.idleTimer = undefined
+      entry.idleSince = undefined
       stream.once('close', () => {
-        entry.streams--
-        this.#armIdle(entry)
+        if (--entry.streams === 0) entry.idleSince = performance.now()
       })
     })
     session.on('error', () => this.#condemn(entry, 'session_error'))
@@ -326,20 +326,17 @@ export class ConnectionGuard {
     session.once('close', () => this.#condemn(entry, 'session_closed'))
   }
 
-  #armIdle(entry: Entry): void {
-    if (entry.reaped || entry.streams > 0 || !entry.prefaceDone || entry.idleTimer !== undefined) return
-    entry.idleTimer = setTimeout(() => {
-      entry.idleTimer = undefined
-      if (entry.streams > 0 || entry.reaped) return
-      const s = entry.session
-      this.#log.debug({ [F.SUBSYSTEM]: this.#listener }, 'Closing idle connection')
-      try {
-        if (s !== undefined && !s.closed && !s.destroyed) s.close() // GOAWAY NO_ERROR
-      } catch {
-        // already closing
-      }
-      this.#condemn(entry, 'idle')
-    }, this.limits.idleTimeoutMs).unref()
+  /** Closes an idle connection gracefully (GOAWAY NO_ERROR); destroyed after the grace period if it lingers. */
+  #closeIdle(entry: Entry): void {
+    entry.idleSince = undefined
+    const s = entry.session
+    this.#log.debug({ [F.SUBSYSTEM]: this.#listener }, 'Closing idle connection')
+    try {
+      if (s !== undefined && !s.closed && !s.destroyed) s.close()
+    } catch {
+      // already closing
+    }
+    this.#condemn(entry, 'idle')
   }
 
   /** Destroys the connection after the grace period unless it closes by itself first. */
@@ -348,13 +345,21 @@ export class ConnectionGuard {
     entry.graceTimer = setTimeout(() => this.#reap(entry, reason), this.limits.graceMs).unref()
   }
 
-  /** Sends a PING on each connection that has read bytes since its last probe; reaps those that left one unanswered. */
+  /**
+   * The sweep: closes connections idle for `idleTimeoutMs`, sends a PING on
+   * each connection that has read bytes since its last probe, and reaps those
+   * that left one unanswered.
+   */
   #probe(): void {
     const now = performance.now()
     let overdue = false
     for (const e of this.#entries) {
       const s = e.session
       if (e.reaped || s === undefined || !e.prefaceDone) continue
+      if (e.idleSince !== undefined && e.streams === 0 && now - e.idleSince >= this.limits.idleTimeoutMs) {
+        this.#closeIdle(e)
+        continue
+      }
       if (e.probeSentAt !== undefined) {
         if (now - e.probeSentAt >= this.#answerWithinMs(e)) overdue = true
         continue
@@ -417,8 +422,8 @@ export class ConnectionGuard {
   #release(entry: Entry): void {
     if (!this.#entries.delete(entry)) return
     entry.reaped = true
-    for (const t of [entry.handshakeTimer, entry.idleTimer, entry.graceTimer]) if (t !== undefined) clearTimeout(t)
-    entry.handshakeTimer = entry.idleTimer = entry.graceTimer = undefined
+    for (const t of [entry.handshakeTimer, entry.graceTimer]) if (t !== undefined) clearTimeout(t)
+    entry.handshakeTimer = entry.graceTimer = entry.idleSince = undefined
     entry.probeSentAt = undefined
     const n = (this.#perKey.get(entry.key) ?? 1) - 1
     if (n <= 0) this.#perKey.delete(entry.key)

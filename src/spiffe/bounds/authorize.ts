@@ -64,7 +64,11 @@ function checkOne(prefix: string, b: Bounds, r: BoundsRequest): BoundsFailure | 
  */
 export function checkBounds(set: BoundsSet, id: SpiffeId, req: BoundsRequest): BoundsFailure | undefined {
   const eff = set.boundsFor(id)
-  if (!eff) return undefined
+  return eff ? checkEffective(set, eff, req) : undefined
+}
+
+/** `checkBounds` with the effective bounds already looked up (`set.boundsFor(id)`), for callers that check several things. */
+export function checkEffective(set: BoundsSet, eff: EffectiveBounds, req: BoundsRequest): BoundsFailure | undefined {
   for (let i = eff.prefixes.length - 1; i >= 0; i--) {
     const p = eff.prefixes[i]!
     const f = checkOne(p, set.get(p)!, req)

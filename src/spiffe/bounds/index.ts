@@ -24,6 +24,7 @@ export { BoundsSet, boundsFor, normalizePrefix, type EffectiveBounds, type Prefi
 export {
   authorize,
   checkBounds,
+  checkEffective,
   describeFailure,
   matchBoundedPrefix,
   matchWithinBounds,

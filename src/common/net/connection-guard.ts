@@ -221,7 +221,7 @@ export class ConnectionGuard {
    * an admitted socket is released when it closes.
    */
   admit(socket: net.Socket, key: string): boolean {
-    if (this.#closed) {
+    if (this.#closed || socket.destroyed) {
       socket.destroy()
       return false
     }

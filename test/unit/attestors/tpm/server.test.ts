@@ -1,13 +1,18 @@
-import { randomBytes } from 'node:crypto'
-import { describe, expect, it } from 'vitest'
+import 'reflect-metadata'
+import { createHash, randomBytes, webcrypto } from 'node:crypto'
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import * as x509 from '@peculiar/x509'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { parseTpmAgentConfig, parseTpmServerConfig } from '../../../../attestors/node/tpm/config.js'
 import { decodeChallenge, encodeAnswer, encodePayload } from '../../../../attestors/node/tpm/payload.js'
-import { createTpmServerAttestor } from '../../../../attestors/node/tpm/server.js'
+import { createTpmServerAttestor, loadEkAnchors, tpmServerPlugin } from '../../../../attestors/node/tpm/server.js'
 import { nullLogger } from '../../../../src/common/log/logger.js'
 import { IdentityError } from '../../../../src/errors/index.js'
 import { TrustDomain } from '../../../../src/spiffe/trust-domain.js'
 import { TPM_ALG, TPM_ST, TPMA_OBJECT, encodeTpm2bPublic, encodeTpmsCreationData, pcrSelection, tpmHash } from '../../../../src/tpm/structures.js'
 import { publicKeyHash } from '../../../../src/tpm/verify/ek.js'
+import { tempDir } from '../../../helpers/temp.js'
 import { AK_ATTRS, EK_ATTRS, attestBytes, softActivateCredential, softEccKey, softQuote, softRsaKey, softSign, type SoftKey } from '../../tpm/verify/soft-tpm.js'
 
 const td = TrustDomain.fromString('example.org')
@@ -19,7 +24,7 @@ const PCR16 = new Uint8Array(randomBytes(32))
 function softAgent(
   ek: SoftKey,
   ak: SoftKey,
-  opts: { certifySigner?: SoftKey; creationData?: boolean; badSecret?: boolean; nonce?: Uint8Array; pcr16?: Uint8Array; dropPcr?: number; extraPcr?: number; tamperPcr?: number } = {},
+  opts: { ekCert?: Uint8Array; certifySigner?: SoftKey; creationData?: boolean; badSecret?: boolean; nonce?: Uint8Array; pcr16?: Uint8Array; dropPcr?: number; extraPcr?: number; tamperPcr?: number } = {},
 ) {
   const creationData = encodeTpmsCreationData({
     pcrSelect: pcrSelection([]),
@@ -32,6 +37,7 @@ function softAgent(
   })
   const certify = attestBytes({ type: TPM_ST.ATTEST_CREATION, objectName: ak.name, creationHash: tpmHash(TPM_ALG.SHA256, creationData) }, new Uint8Array(0))
   const payload = encodePayload({
+    ...(opts.ekCert === undefined ? {} : { ekCert: opts.ekCert }),
     ekPublic: encodeTpm2bPublic(ek.bytes),
     akPublic: encodeTpm2bPublic(ak.bytes),
     akCreationData: opts.creationData ? creationData.map((b, i) => (i === creationData.length - 10 ? b ^ 1 : b)) : creationData,
@@ -85,6 +91,8 @@ describe('tpm server attestor (software TPM)', () => {
     { title: 'a wrong activation answer', agent: () => softAgent(ek, ak, { badSecret: true }), reason: 'activated credential does not match the challenge', challenged: true },
     { title: 'a quote over an old nonce', agent: () => softAgent(ek, ak, { nonce: new Uint8Array(randomBytes(32)) }), reason: 'quote nonce does not match the challenge', challenged: true },
     { title: 'a missing PCR value', agent: () => softAgent(ek, ak, { dropPcr: 0 }), reason: 'reported PCRs are not the requested selection', challenged: true },
+    { title: 'a missing last PCR value', agent: () => softAgent(ek, ak, { dropPcr: 16 }), reason: 'reported PCRs are not the requested selection', challenged: true },
+    { title: 'an EK certificate that is not DER', agent: () => softAgent(ek, ak, { ekCert: new Uint8Array([1, 2, 3]) }), reason: 'EK certificate is not a DER SEQUENCE', challenged: false },
     { title: 'an extra PCR value', agent: () => softAgent(ek, ak, { extraPcr: 7 }), reason: 'reported PCRs are not the requested selection', challenged: true },
     { title: 'PCR values reported for other indices', agent: () => softAgent(ek, ak, { dropPcr: 0, extraPcr: 7 }), reason: 'reported PCRs are not the requested selection', challenged: true },
     {
@@ -135,9 +143,23 @@ describe('tpm server attestor (software TPM)', () => {
 
   it('reports every PCR policy the quote satisfies, and attests without a required one', async () => {
     const agent = softAgent(ek, ak)
-    const c = config({ pcr_policies: { golden: { '16': Buffer.from(PCR16).toString('hex') }, zero: { '0': '00'.repeat(32) }, both: { '0': '00'.repeat(32), '16': Buffer.from(PCR16).toString('hex') }, other: { '0': '11'.repeat(32) } } })
+    const c = config({
+      pcr_policies: {
+        golden: { '16': Buffer.from(PCR16).toString('hex') },
+        zero: { '0': '00'.repeat(32) },
+        both: { '0': '00'.repeat(32), '16': Buffer.from(PCR16).toString('hex') },
+        half: { '0': '00'.repeat(32), '16': '11'.repeat(32) },
+        other: { '0': '11'.repeat(32) },
+      },
+    })
     const res = await createTpmServerAttestor(c, { roots: [], intermediates: [] }, deps).attest(agent.payload, agent.answer, {})
     expect(res.selectorValues.filter((v) => v.startsWith('pcr_policy:'))).toEqual(['pcr_policy:golden', 'pcr_policy:zero', 'pcr_policy:both'])
+  })
+
+  it('rejects an EK certificate that is not DER with the payload error as cause', async () => {
+    const agent = softAgent(ek, ak, { ekCert: new Uint8Array([1, 2, 3]) })
+    const err = await createTpmServerAttestor(config(), { roots: [], intermediates: [] }, deps).attest(agent.payload, agent.answer, {}).catch((e: unknown) => e)
+    expect((err as IdentityError).cause).toMatchObject({ code: 'ERR_TPM_PAYLOAD_INVALID' })
   })
 
   it('does not challenge when the call is already aborted', async () => {
@@ -224,5 +246,89 @@ describe('tpm config', () => {
     { title: 'an unknown key', raw: { tcti: 'x' } },
   ])('rejects an agent config with $title', ({ raw }) => {
     expect(() => parseTpmAgentConfig(raw)).toThrow(expect.objectContaining({ code: 'ERR_CONFIG_INVALID' }))
+  })
+})
+
+describe('tpm server attestor with EK CA files', () => {
+  const tmp = tempDir('wtpmca-')
+  const ek = softRsaKey({ ek: true })
+  const ak = softEccKey()
+  const EC = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' }
+  type Ca = { cert: x509.X509Certificate; keys: webcrypto.CryptoKeyPair }
+  let root: Ca, inter: Ca, ekCert: Uint8Array
+  const files = { root: '', inter: '' }
+
+  async function makeCa(name: string, issuer?: Ca): Promise<Ca> {
+    const keys = (await webcrypto.subtle.generateKey(EC, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair
+    const cert = await x509.X509CertificateGenerator.create({
+      serialNumber: '0b',
+      subject: name,
+      issuer: issuer ? issuer.cert.subject : name,
+      notBefore: new Date(Date.now() - 86_400_000),
+      notAfter: new Date(Date.now() + 86_400_000),
+      publicKey: keys.publicKey,
+      signingKey: (issuer ?? { keys }).keys.privateKey,
+      signingAlgorithm: EC,
+      extensions: [
+        new x509.BasicConstraintsExtension(true, undefined, true),
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign, true),
+        await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+        ...(issuer ? [await x509.AuthorityKeyIdentifierExtension.create(issuer.keys.publicKey)] : []),
+      ],
+    })
+    return { cert, keys }
+  }
+
+  beforeAll(async () => {
+    x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0])
+    root = await makeCa('CN=tpm-test-root')
+    inter = await makeCa('CN=tpm-test-ca', root)
+    const cert = await x509.X509CertificateGenerator.create({
+      serialNumber: '01',
+      subject: 'CN=ek',
+      issuer: inter.cert.subject,
+      notBefore: new Date(Date.now() - 86_400_000),
+      notAfter: new Date(Date.now() + 86_400_000),
+      publicKey: await webcrypto.subtle.importKey('spki', ek.publicKey.export({ format: 'der', type: 'spki' }), { name: 'RSA-OAEP', hash: 'SHA-256' }, true, ['encrypt']),
+      signingKey: inter.keys.privateKey,
+      signingAlgorithm: EC,
+      extensions: [await x509.AuthorityKeyIdentifierExtension.create(inter.keys.publicKey)],
+    })
+    ekCert = new Uint8Array(cert.rawData)
+    files.root = join(tmp.dir, 'root.pem')
+    files.inter = join(tmp.dir, 'inter.pem')
+    writeFileSync(files.root, root.cert.toString('pem'))
+    writeFileSync(files.inter, inter.cert.toString('pem'))
+  })
+  afterAll(() => tmp.cleanup())
+
+  const create = (raw: Record<string, unknown>) => tpmServerPlugin.create(parseTpmServerConfig({ pcrs: [0], ...raw }), { ...deps, dataDir: tmp.dir })
+  const fingerprint = (c: Ca) => createHash('sha256').update(Buffer.from(c.cert.rawData)).digest('hex')
+
+  it('attests an EK whose certificate chains to the configured CA files, with ek_ca selectors', async () => {
+    const attestor = await create({ ek_ca_paths: [files.root, files.inter] })
+    const agent = softAgent(ek, ak, { ekCert })
+    const res = await attestor.attest(agent.payload, agent.answer, {})
+    expect(res.selectorValues.slice(0, 3)).toEqual([`ek_hash:${publicKeyHash(ek.publicKey)}`, `ek_ca:${fingerprint(inter)}`, `ek_ca:${fingerprint(root)}`])
+  })
+
+  it('refuses an EK certificate when its intermediate is not configured, with the reason', async () => {
+    const attestor = await create({ ek_ca_paths: [files.root] })
+    const agent = softAgent(ek, ak, { ekCert })
+    await expect(attestor.attest(agent.payload, agent.answer, {})).rejects.toMatchObject({ ...FAILED, message: 'EK certificate does not chain to a configured CA' })
+  })
+
+  it('refuses CA files without a root, or that cannot be read', async () => {
+    await expect(create({ ek_ca_paths: [files.inter] })).rejects.toMatchObject({ code: 'ERR_CONFIG_INVALID', message: 'ek_ca_paths holds no self-signed root CA certificate' })
+    const missing = join(tmp.dir, 'missing.pem')
+    const err = await create({ ek_ca_paths: [missing] }).catch((e: unknown) => e)
+    expect(err).toMatchObject({ code: 'ERR_CONFIG_INVALID', message: `cannot read EK CA file ${missing}` })
+    expect((err as IdentityError).cause).toMatchObject({ code: 'ENOENT' })
+  })
+
+  it('loads no anchors from no files', async () => {
+    expect(await loadEkAnchors([])).toEqual({ roots: [], intermediates: [] })
+    const anchors = await loadEkAnchors([files.root, files.inter])
+    expect([anchors.roots.length, anchors.intermediates.length]).toEqual([1, 1])
   })
 })

@@ -31,7 +31,7 @@ interface Cert {
   name: string
 }
 
-let serial = 1
+let serial = 0xab1
 async function makeCert(
   name: string,
   opts: { issuer?: Cert; ca?: boolean; certSign?: boolean; notBefore?: number; notAfter?: number; signingKey?: CryptoKey; issuerName?: string } = {},
@@ -98,7 +98,9 @@ describe('x509pop server attestor', () => {
   it('attests a leaf issued by a configured CA, with its selectors', async () => {
     const res = await attest([leaf.der], leaf.key).result
     expect(res.agentId.toString()).toBe(`spiffe://example.org/warrant/agent/x509pop/${sha1(leaf.der)}`)
-    expect(res.selectorValues).toEqual(['subject:cn:node-1', `serialnumber:${new x509.X509Certificate(leaf.der).serialNumber.toLowerCase()}`, `ca:fingerprint:${sha1(root.der)}`])
+    const serialHex = new x509.X509Certificate(leaf.der).serialNumber.toLowerCase()
+    expect(serialHex).toMatch(/[a-f]/)
+    expect(res.selectorValues).toEqual(['subject:cn:node-1', `serialnumber:${serialHex}`, `ca:fingerprint:${sha1(root.der)}`])
     expect(res.canReattest).toBe(true)
   })
 
@@ -156,6 +158,23 @@ describe('x509pop server attestor', () => {
       chain: async () => {
         const c = await makeCert('CN=node-x', { issuer: root, issuerName: 'CN=someone else' })
         return { chain: [c.der], key: c.key }
+      },
+      reason: 'certificate does not chain to a trusted CA',
+    },
+    { title: 'a leaf of another CA sent with a genuine intermediate', chain: async () => { const c = await makeCert('CN=node-x', { issuer: otherRoot }); return { chain: [c.der, inter.der], key: c.key } }, reason: 'certificate does not chain to a trusted CA' },
+    {
+      title: "a leaf naming the genuine intermediate (issuer and AKI) but signed by another key",
+      chain: async () => {
+        const c = await makeCert('CN=node-x', { issuer: inter, signingKey: otherRoot.keys.privateKey })
+        return { chain: [c.der, inter.der], key: c.key }
+      },
+      reason: 'certificate does not chain to a trusted CA',
+    },
+    {
+      title: "a leaf signed by the intermediate's key under another issuer name",
+      chain: async () => {
+        const c = await makeCert('CN=node-x', { issuer: inter, issuerName: 'CN=someone else' })
+        return { chain: [c.der, inter.der], key: c.key }
       },
       reason: 'certificate does not chain to a trusted CA',
     },
@@ -228,13 +247,25 @@ describe('x509pop server attestor', () => {
     expect(verifyChain(X(interLeaf), [X(inter)], [X(root)], new Date(NOW)).map((c) => c.fingerprint256)).toEqual([X(inter).fingerprint256, X(root).fingerprint256])
   })
 
+  it('follows at most eight links: seven intermediates chain, eight do not', async () => {
+    const X = (c: Cert) => new X509Certificate(Buffer.from(c.der))
+    const cas = [root]
+    for (let i = 0; i < 8; i++) cas.push(await makeCert(`CN=level ${i}`, { ca: true, issuer: cas[cas.length - 1]! }))
+    const seven = await makeCert('CN=deep', { issuer: cas[7]! })
+    expect(verifyChain(X(seven), cas.slice(1, 8).reverse().map(X), [X(root)], new Date(NOW))).toHaveLength(8)
+    const eight = await makeCert('CN=deeper', { issuer: cas[8]! })
+    expect(() => verifyChain(X(eight), cas.slice(1).reverse().map(X), [X(root)], new Date(NOW))).toThrow(
+      expect.objectContaining({ ...FAILED, message: 'x509pop: certificate does not chain to a trusted CA' }),
+    )
+  })
+
   it.each([
     { title: 'an unknown key', raw: { ca_bundle_path: 'x.pem', other: 1 } },
     { title: 'no CA bundle', raw: {} },
     { title: 'an empty CA bundle path', raw: { ca_bundle_path: '' } },
     { title: 'an empty list of CA bundles', raw: { ca_bundle_path: [] } },
   ])('rejects a config with $title', ({ raw }) => {
-    expect(() => x509popServerPlugin.parseConfig(raw)).toThrow(expect.objectContaining({ code: 'ERR_CONFIG_INVALID' }))
+    expect(() => x509popServerPlugin.parseConfig(raw)).toThrow(expect.objectContaining({ code: 'ERR_CONFIG_INVALID', message: expect.stringContaining('plugins.node_attestor.x509pop') }))
   })
 
   it('reads one or several CA bundle paths', () => {
@@ -243,7 +274,9 @@ describe('x509pop server attestor', () => {
   })
 
   it('refuses to start without a readable CA bundle holding a certificate', async () => {
-    await expect(create(join(tmp.dir, 'missing.pem'))).rejects.toMatchObject({ code: 'ERR_CONFIG_INVALID', message: expect.stringContaining('cannot read ca_bundle_path') })
+    const err = await create(join(tmp.dir, 'missing.pem')).catch((e: unknown) => e)
+    expect(err).toMatchObject({ code: 'ERR_CONFIG_INVALID', message: `x509pop: cannot read ca_bundle_path ${join(tmp.dir, 'missing.pem')}` })
+    expect((err as IdentityError).cause).toMatchObject({ code: 'ENOENT' })
     writeFileSync(join(tmp.dir, 'empty.pem'), 'no certificate here\n')
     await expect(create(join(tmp.dir, 'empty.pem'))).rejects.toMatchObject({ code: 'ERR_CONFIG_INVALID', message: 'x509pop: ca_bundle_path holds no certificate' })
   })

@@ -1,3 +1,4 @@
+import { createHmac } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
 import { kdfa, kdfe } from '../../../../src/tpm/verify/kdf.js'
 
@@ -61,5 +62,26 @@ describe('kdfe', () => {
   it.each(kdfeVectors)('matches $title', ({ hash, z, label, u, v, bits, expected }) => {
     const out = kdfe({ hash, z: hex(z), label, partyUInfo: hex(u), partyVInfo: hex(v), bits })
     expect(toHex(out)).toBe(expected)
+  })
+})
+
+describe('kdf bounds', () => {
+  it('derives a multi-block KDFa output as SP800-108 counter mode defines it', () => {
+    const key = hex(KDFA_KEY)
+    const bits = 512 + 24
+    const block = (i: number) => {
+      const n = Buffer.alloc(4)
+      n.writeUInt32BE(i)
+      const l = Buffer.alloc(4)
+      l.writeUInt32BE(bits)
+      return createHmac('sha256', key).update(n).update('STORAGE\0').update(hex(KDFA_U)).update(l).digest()
+    }
+    const expected = Buffer.concat([block(1), block(2), block(3)]).subarray(0, bits / 8)
+    expect(toHex(kdfa({ hash: 'sha256', key, label: 'STORAGE', contextU: hex(KDFA_U), bits }))).toBe(toHex(expected))
+  })
+
+  it('accepts the largest output size and refuses one bit more', () => {
+    expect(kdfe({ hash: 'sha256', z: hex('01'), label: 'X', bits: 0xffff * 8 }).length).toBe(0xffff)
+    expect(() => kdfe({ hash: 'sha256', z: hex('01'), label: 'X', bits: 0xffff * 8 + 1 })).toThrow(new RangeError(`invalid KDF output size ${0xffff * 8 + 1}`))
   })
 })

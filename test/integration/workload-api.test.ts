@@ -6,7 +6,7 @@
  */
 import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { chmodSync, lstatSync } from 'node:fs'
+import { chmodSync, lstatSync, readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import * as grpc from '@grpc/grpc-js'
@@ -14,6 +14,7 @@ import { loadSync } from '@grpc/proto-loader'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest'
 import { UnixWorkloadAttestor } from '../../attestors/workload/unix/unix-attestor.js'
 import { attestWorkload } from '../../src/agent/workload/attest-workload.js'
+import { parseProcCreds } from '../../src/agent/workload/proc-creds.js'
 import type { StartTimeReader } from '../../src/agent/workload/peer.js'
 import type {
   JwtSvidResult,
@@ -261,7 +262,9 @@ describe('Workload API over a Unix socket', () => {
     expect(svids.map((x) => x.hint)).toEqual(['web', 'batch'])
     expect(m.federated_bundles).toEqual({ [FED_TD]: manager.federated.get(FED_TD)!.x509 })
     expect(m.crl).toEqual([])
-    expect(manager.attested.at(-1)).toEqual({ pid: process.pid, uid: MY_UID, gid: process.getegid!() })
+    // Supplementary groups as the kernel recorded them at connect (SO_PEERGROUPS): this process's.
+    const groups = parseProcCreds(readFileSync('/proc/self/status'))!.groups
+    expect(manager.attested.at(-1)).toEqual({ pid: process.pid, uid: MY_UID, gid: process.getegid!(), groups })
   })
 
   it('FetchX509Bundles and FetchJWTBundles send the local and federated bundles (JWKS for JWT)', async () => {

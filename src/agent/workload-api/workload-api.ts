@@ -332,7 +332,8 @@ export function workloadApiHandlers(opts: WorkloadApiHandlerOptions): UntypedSer
     peers.watchResets?.(call)
     let selectors: string[]
     try {
-      selectors = await manager.attest(peer, opts)
+      // The kernel's record of the caller, not the connection's internals.
+      selectors = await manager.attest({ pid: peer.pid, uid: peer.uid, gid: peer.gid, groups: peer.groups }, opts)
     } catch (cause) {
       throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', `workload attestation failed for pid ${peer.pid}`, {
         cause,

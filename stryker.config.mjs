@@ -59,7 +59,10 @@ export default {
   ignoreStatic: process.env.WARRANT_MUTATE_STATIC !== '1',
   // Only what the unit tests import goes into the sandbox; node_modules is symlinked.
   ignorePatterns: ['/build', '/bench', '/native', '/dist', '/coverage', '/.warrant', '/test/e2e', '/test/integration', '/scripts', '/proto', '*.log'],
-  incremental: true,
+  // WARRANT_MUTATE_INCREMENTAL=1 reuses the previous run's results for unchanged
+  // code and tests. It can keep a stale "survived" for a mutant that a new test
+  // kills, so the recorded scores come from full runs.
+  incremental: process.env.WARRANT_MUTATE_INCREMENTAL === '1',
   incrementalFile: `reports/mutation/${name ?? 'all'}.incremental.json`,
   reporters: ['clear-text', 'progress', 'html'],
   htmlReporter: { fileName: `reports/mutation/${name ?? 'all'}.html` },

@@ -101,12 +101,15 @@ describe('verifyCertifyCreation', () => {
       signature: new Uint8Array(0),
       creationData,
       reason: 'AK creation certification has the wrong attestation type',
+      details: { type: TPM_ST.ATTEST_QUOTE },
     },
     { title: 'a truncated certification', attest: new Uint8Array([0xff, 0x54]), signature: new Uint8Array(0), creationData, reason: 'AK creation certification is malformed' },
   ]
-  it.each(cases)('rejects $title, with the reason', ({ attest, signature, creationData: cd, title, reason }) => {
+  it.each(cases as (typeof cases[number] & { details?: Record<string, unknown> })[])('rejects $title, with the reason', ({ attest, signature, creationData: cd, title, reason, details }) => {
     const sig = title.startsWith('a quote') || title.startsWith('a truncated') ? softSign(ak, attest) : signature
-    expect(() => verifyCertifyCreation({ ak: verified, attest, signature: sig, creationData: cd })).toThrow(expect.objectContaining({ ...FAILED, message: reason }))
+    expect(() => verifyCertifyCreation({ ak: verified, attest, signature: sig, creationData: cd })).toThrow(
+      expect.objectContaining({ ...FAILED, message: reason, ...(details ? { details } : {}) }),
+    )
   })
 
   it('checks qualifying data when the verifier chose it', () => {

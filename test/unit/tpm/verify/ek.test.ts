@@ -299,6 +299,9 @@ describe('EK certificate parsing and chain bounds', () => {
   it.each([
     { title: 'a short-form SEQUENCE with padding', bytes: [0x30, 0x03, 0x02, 0x01, 0x05, 0xff, 0xff], out: 5 },
     { title: 'a short-form SEQUENCE filling the input', bytes: [0x30, 0x01, 0x00], out: 3 },
+    { title: 'an empty long-form SEQUENCE filling the input', bytes: [0x30, 0x81, 0x00], out: 3 },
+    { title: 'a SEQUENCE whose first bytes are 30 01 00 (not NV framing)', bytes: [0x30, 0x01, 0x00, 0x00, 0x01, 0x30], out: 3 },
+    { title: 'a SEQUENCE whose first bytes are 30 01 (not NV framing)', bytes: [0x30, 0x01, 0x05, 0x00, 0x01, 0x30], out: 3 },
     { title: 'a one-byte long-form length', bytes: [0x30, 0x81, 0x02, 0x05, 0x00, 0xff], out: 5 },
     { title: 'a three-byte long-form length', bytes: [0x30, 0x83, 0x00, 0x00, 0x01, 0x00, 0xff], out: 6 },
     { title: 'NV framing of exactly its content', bytes: [0x10, 0x01, 0x00, 0x00, 0x02, 0x30, 0x00, 0xff], out: 2 },
@@ -350,7 +353,7 @@ describe('EK certificate parsing and chain bounds', () => {
     expect(() => parsePemCertificates('nothing', 'ca.pem')).toThrow(expect.objectContaining({ code: 'ERR_CONFIG_INVALID', message: 'no certificate found in ca.pem' }))
     expect(() => parsePemCertificates('nothing')).toThrow(expect.objectContaining({ message: 'no certificate found in PEM' }))
     const broken = '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----'
-    expect(() => parsePemCertificates(broken, 'ca.pem')).toThrow(expect.objectContaining({ code: 'ERR_CONFIG_INVALID', message: 'invalid certificate in ca.pem' }))
+    expect(() => parsePemCertificates(broken, 'ca.pem')).toThrow(expect.objectContaining({ code: 'ERR_CONFIG_INVALID', message: 'invalid certificate in ca.pem', cause: expect.any(Error) }))
   })
 
   it('accepts a certificate exactly at the bounds of its validity, and not 1 ms outside', async () => {
@@ -358,7 +361,9 @@ describe('EK certificate parsing and chain bounds', () => {
     const anchors = trustAnchorsFrom([node(root), node(inter)])
     expect(verifyEkChain(cert, anchors, T - 1000)).toEqual([fp(inter), fp(root)])
     expect(verifyEkChain(cert, anchors, T + 1000)).toEqual([fp(inter), fp(root)])
-    expect(() => verifyEkChain(cert, anchors, T - 1001)).toThrow(failed('EK certificate is not valid at the current time'))
+    expect(() => verifyEkChain(cert, anchors, T - 1001)).toThrow(
+      expect.objectContaining({ ...FAILED, message: 'EK certificate is not valid at the current time', details: { validFrom: cert.validFrom, validTo: cert.validTo } }),
+    )
     expect(() => verifyEkChain(cert, anchors, T + 1001)).toThrow(failed('EK certificate is not valid at the current time'))
   })
 

@@ -111,7 +111,7 @@ req.on('data', (d) => {
   if (data.length >= 5 && data.length >= 5 + data.readUInt32BE(1)) done({ spiffeIds: spiffeIds(data.subarray(5, 5 + data.readUInt32BE(1))) })
 })
 req.on('close', () => done({ spiffeIds: [] }))
-setTimeout(() => done({ error: 'timeout', spiffeIds: [] }), 20000)
+setTimeout(() => done({ error: 'timeout', spiffeIds: [] }), 60000)
 `
 
 interface Outcome {
@@ -139,7 +139,7 @@ describe.runIf(isRoot || process.env.CI === 'true')('setuid exec after connect: 
     child.stdout.on('data', (d: Buffer) => (out += d.toString()))
     child.stderr.on('data', (d: Buffer) => (err += d.toString()))
     try {
-      const line = await waitFor('the attack client to report', () => out.split('\n').find((l) => l.startsWith('{')), { timeoutMs: 30_000, hint: () => err })
+      const line = await waitFor('the attack client to report', () => out.split('\n').find((l) => l.startsWith('{')), { timeoutMs: 90_000, hint: () => err })
       return JSON.parse(line) as Outcome
     } finally {
       child.kill('SIGKILL') // the connecting process (now the target); the client has exited
@@ -181,25 +181,22 @@ describe.runIf(isRoot || process.env.CI === 'true')('setuid exec after connect: 
   it('1. without the exec, the forked child gets the SVID of uid 65534 only', async () => {
     const r = await run('-')
     expect(r).toMatchObject({ parentEuid: NOBODY, spiffeIds: [NOBODY_ID] })
-  })
+  }, 150_000)
 
   it('2. after the connecting process execs a setuid-root binary, no SVID is returned (PermissionDenied)', async () => {
     const r = await run(sleeper)
-    expect(r.parentEuid).toBe(0) // the attack really ran: the connecting pid is now effective root
-    expect(r.grpcStatus).toBe(7) // PERMISSION_DENIED
-    expect(r.spiffeIds).toEqual([])
-    expect(r.bytes).toBe(0)
+    // parentEuid 0: the attack really ran (the connecting pid is now effective root); 7: PERMISSION_DENIED.
+    expect(r).toMatchObject({ parentEuid: 0, grpcStatus: 7, spiffeIds: [], bytes: 0 })
     await waitFor('the refusal in the agent log', () => /Workload credentials changed since it connected/.test(agent.output()) || undefined, { hint: () => agent.output() })
     const line = agent.output().split('\n').find((l) => l.includes('Workload credentials changed since it connected'))!
     // Both views are logged: the kernel's at connect and /proc's now.
     expect(JSON.parse(line)).toMatchObject({ at_connect: { uid: NOBODY }, now: { uids: [NOBODY, 0, 0, 0] } })
-  })
+  }, 150_000)
 
   it('3. after the connecting process execs another (not setuid) executable, the call is refused too', async () => {
     const r = await run(plainSleeper)
-    expect(r.parentEuid).toBe(NOBODY)
-    expect(r.grpcStatus).toBe(7)
-    expect(r.spiffeIds).toEqual([])
+    // The whole outcome in one assertion, so that a failure shows what the client saw.
+    expect(r).toMatchObject({ parentEuid: NOBODY, grpcStatus: 7, spiffeIds: [] })
     await waitFor('the refusal in the agent log', () => /Workload executable changed since it connected/.test(agent.output()) || undefined, { hint: () => agent.output() })
-  })
+  }, 150_000)
 })

@@ -28,7 +28,12 @@ const ROOT_ONLY = `spiffe://${TD}/agents/ops/root-only`
 const NOBODY_ID = `spiffe://${TD}/agents/sandbox/nobody`
 const NOBODY = 65534
 
-/** connect(); fork(): the child execs the gRPC client with the connection as fd 3, the parent execs `target` (or waits). */
+/**
+ * connect(); fork(): the child execs the gRPC client with the connection as
+ * fd 3 and a pipe to its parent as fd 4; the parent waits for a byte on the
+ * pipe (the client's first call has been answered, so the agent has accepted
+ * the connection), then execs `target` (or just waits).
+ */
 const ATTACK_C = String.raw`
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,16 +47,21 @@ int main(int argc, char **argv) {
   struct sockaddr_un a; memset(&a, 0, sizeof a); a.sun_family = AF_UNIX;
   strncpy(a.sun_path, argv[1], sizeof a.sun_path - 1);
   if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof a) != 0) { perror("connect"); return 1; }
+  int p[2];
+  if (pipe(p) != 0) { perror("pipe"); return 1; }
   pid_t pid = fork();
   if (pid < 0) { perror("fork"); return 1; }
   if (pid == 0) {
-    if (dup2(s, 3) < 0) { perror("dup2"); _exit(1); }
+    if (dup2(s, 3) < 0 || dup2(p[1], 4) < 0) { perror("dup2"); _exit(1); }
     char ppid[32]; snprintf(ppid, sizeof ppid, "%d", (int)getppid());
     const char *target = argv[2];
     const char *comm = strcmp(target, "-") == 0 ? "-" : (strrchr(target, '/') ? strrchr(target, '/') + 1 : target);
     execl(argv[3], argv[3], argv[4], ppid, comm, (char *)NULL);
     perror("exec client"); _exit(1);
   }
+  close(p[1]);
+  char b;
+  if (read(p[0], &b, 1) != 1) return 1;
   if (strcmp(argv[2], "-") == 0) { sleep(120); return 0; }
   execl(argv[2], argv[2], (char *)NULL);
   perror("exec target"); return 1;
@@ -65,36 +75,20 @@ int main(void) { sleep(120); return 0; }
 `
 
 /**
- * The child: waits until its parent runs the target (its comm), then sends
- * FetchX509SVID over fd 3 and prints what came back as one JSON line.
+ * The child: calls FetchX509SVID once on the inherited connection (fd 3),
+ * tells its parent to go on (fd 4), waits until the parent runs the target
+ * (its comm), calls again on the same connection and prints both outcomes as
+ * one JSON line.
  */
 const CLIENT_MJS = String.raw`
 import net from 'node:net'
 import http2 from 'node:http2'
-import { readFileSync } from 'node:fs'
+import { readFileSync, writeSync } from 'node:fs'
 const [ppid, comm] = process.argv.slice(2)
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
-if (comm !== '-') {
-  for (let i = 0; ; i++) {
-    let now = ''
-    try { now = readFileSync('/proc/' + ppid + '/comm', 'utf8').trim() } catch {}
-    if (now === comm.slice(0, 15)) break
-    if (i > 800) { console.log(JSON.stringify({ error: 'parent never ran ' + comm })); process.exit(1) }
-    await sleep(25)
-  }
-}
-const uid = Number(/\nUid:\t(\d+)\t(\d+)/.exec(readFileSync('/proc/' + ppid + '/status', 'utf8'))[2])
 const sock = new net.Socket({ fd: 3, readable: true, writable: true })
 const session = http2.connect('http://localhost', { createConnection: () => sock })
 session.on('error', () => {})
-const req = session.request({ ':method': 'POST', ':path': '/SpiffeWorkloadAPI/FetchX509SVID', 'content-type': 'application/grpc', te: 'trailers', 'workload.spiffe.io': 'true' })
-req.end(Buffer.alloc(5))
-let data = Buffer.alloc(0)
-let status
-const done = (extra) => {
-  console.log(JSON.stringify({ parentEuid: uid, grpcStatus: status, bytes: data.length, ...extra }))
-  process.exit(0)
-}
 /** spiffe_id (field 1) of each X509SVID (field 1) in an X509SVIDResponse. */
 function spiffeIds(msg) {
   const out = []
@@ -104,17 +98,50 @@ function spiffeIds(msg) {
   fields(msg, (n, svid) => { if (n === 1) fields(svid, (m, v) => { if (m === 1) out.push(v.toString()) }) })
   return out
 }
-req.on('response', (h) => { if (h['grpc-status'] !== undefined) status = Number(h['grpc-status']) })
-req.on('trailers', (t) => { status = Number(t['grpc-status']) })
-req.on('data', (d) => {
-  data = Buffer.concat([data, d])
-  if (data.length >= 5 && data.length >= 5 + data.readUInt32BE(1)) done({ spiffeIds: spiffeIds(data.subarray(5, 5 + data.readUInt32BE(1))) })
-})
-req.on('close', () => done({ spiffeIds: [] }))
-setTimeout(() => done({ error: 'timeout', spiffeIds: [] }), 60000)
+/** One FetchX509SVID: its first message's SPIFFE IDs, or its status. */
+function fetch() {
+  return new Promise((resolve) => {
+    const req = session.request({ ':method': 'POST', ':path': '/SpiffeWorkloadAPI/FetchX509SVID', 'content-type': 'application/grpc', te: 'trailers', 'workload.spiffe.io': 'true' })
+    req.end(Buffer.alloc(5))
+    let data = Buffer.alloc(0)
+    let status
+    const done = (extra) => { clearTimeout(timer); req.close(); resolve({ grpcStatus: status, bytes: data.length, ...extra }) }
+    const timer = setTimeout(() => done({ error: 'timeout', spiffeIds: [] }), 60000)
+    req.on('response', (h) => { if (h['grpc-status'] !== undefined) status = Number(h['grpc-status']) })
+    req.on('trailers', (t) => { status = Number(t['grpc-status']) })
+    req.on('data', (d) => {
+      data = Buffer.concat([data, d])
+      if (data.length >= 5 && data.length >= 5 + data.readUInt32BE(1)) done({ spiffeIds: spiffeIds(data.subarray(5, 5 + data.readUInt32BE(1))) })
+    })
+    req.on('close', () => done({ spiffeIds: [] }))
+  })
+}
+const before = await fetch()
+writeSync(4, 'x')
+if (comm !== '-') {
+  for (let i = 0; ; i++) {
+    let now = ''
+    try { now = readFileSync('/proc/' + ppid + '/comm', 'utf8').trim() } catch {}
+    if (now === comm.slice(0, 15)) break
+    if (i > 2400) { console.log(JSON.stringify({ error: 'parent never ran ' + comm })); process.exit(1) }
+    await sleep(25)
+  }
+}
+const parentEuid = Number(/\nUid:\t(\d+)\t(\d+)/.exec(readFileSync('/proc/' + ppid + '/status', 'utf8'))[2])
+const after = await fetch()
+console.log(JSON.stringify({ before, parentEuid, ...after }))
+process.exit(0)
 `
 
+interface Fetched {
+  grpcStatus?: number
+  bytes: number
+  spiffeIds: string[]
+  error?: string
+}
 interface Outcome {
+  /** The first call, before the connecting process exec'd. */
+  before: Fetched
   parentEuid: number
   grpcStatus?: number
   bytes: number
@@ -180,13 +207,14 @@ describe.runIf(isRoot || process.env.CI === 'true')('setuid exec after connect: 
 
   it('1. without the exec, the forked child gets the SVID of uid 65534 only', async () => {
     const r = await run('-')
-    expect(r).toMatchObject({ parentEuid: NOBODY, spiffeIds: [NOBODY_ID] })
+    expect(r).toMatchObject({ before: { spiffeIds: [NOBODY_ID] }, parentEuid: NOBODY, spiffeIds: [NOBODY_ID] })
   }, 150_000)
 
   it('2. after the connecting process execs a setuid-root binary, no SVID is returned (PermissionDenied)', async () => {
     const r = await run(sleeper)
     // parentEuid 0: the attack really ran (the connecting pid is now effective root); 7: PERMISSION_DENIED.
-    expect(r).toMatchObject({ parentEuid: 0, grpcStatus: 7, spiffeIds: [], bytes: 0 })
+    // Before the exec the same connection was served uid 65534's SVID.
+    expect(r).toMatchObject({ before: { spiffeIds: [NOBODY_ID] }, parentEuid: 0, grpcStatus: 7, spiffeIds: [], bytes: 0 })
     await waitFor('the refusal in the agent log', () => /Workload credentials changed since it connected/.test(agent.output()) || undefined, { hint: () => agent.output() })
     const line = agent.output().split('\n').find((l) => l.includes('Workload credentials changed since it connected'))!
     // Both views are logged: the kernel's at connect and /proc's now.
@@ -196,7 +224,7 @@ describe.runIf(isRoot || process.env.CI === 'true')('setuid exec after connect: 
   it('3. after the connecting process execs another (not setuid) executable, the call is refused too', async () => {
     const r = await run(plainSleeper)
     // The whole outcome in one assertion, so that a failure shows what the client saw.
-    expect(r).toMatchObject({ parentEuid: NOBODY, grpcStatus: 7, spiffeIds: [] })
+    expect(r).toMatchObject({ before: { spiffeIds: [NOBODY_ID] }, parentEuid: NOBODY, grpcStatus: 7, spiffeIds: [] })
     await waitFor('the refusal in the agent log', () => /Workload executable changed since it connected/.test(agent.output()) || undefined, { hint: () => agent.output() })
   }, 150_000)
 })

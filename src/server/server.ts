@@ -327,7 +327,7 @@ export async function startServer(cfg: ServerConfig, opts: { log: Logger; catalo
     tls.republish()
     closers.push(() => agentListener.close())
     closers.push(() => shutdownGrpc(agentApi, 5000))
-    closers.push(() => agentListener.stopAccepting())
+    closers.push(async () => agentListener.stopAccepting())
     const address = { host: cfg.bindAddress.host, port }
 
     // Admin API: Unix socket only, directory 0700, socket 0600.

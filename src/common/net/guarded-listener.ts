@@ -9,7 +9,7 @@ export interface GuardedTcpListener {
   readonly port: number
   readonly guard: ConnectionGuard
   /** Stops accepting new connections (those open keep going). */
-  stopAccepting(): Promise<void>
+  stopAccepting(): void
   /** Stops accepting and destroys every connection still open. */
   close(): Promise<void>
 }
@@ -61,13 +61,17 @@ export async function listenGuardedTcp(opts: {
   server.on('error', (err) => opts.log.error({ err }, 'Listener error'))
   const port = (server.address() as net.AddressInfo).port
   let stopped: Promise<void> | undefined
-  const stopAccepting = () => (stopped ??= new Promise<void>((resolve) => server.close(() => resolve())))
+  // server.close() calls back only once every accepted connection has ended:
+  // stopAccepting must not wait for that (the connections end only after the
+  // gRPC server has shut down); close() does, after destroying them.
+  const closing = () => (stopped ??= new Promise<void>((resolve) => server.close(() => resolve())))
+  const stopAccepting = (): void => void closing()
   return {
     port,
     guard,
     stopAccepting,
     async close() {
-      const s = stopAccepting()
+      const s = closing()
       injector.destroy()
       guard.close()
       await s

@@ -1,0 +1,37 @@
+import type { ErrorCode } from './codes.js'
+
+/**
+ * How a warrant error code appears on the OAuth 2.0 wire: the `error` value
+ * (RFC 6749 §5.2, RFC 6750 §3.1, RFC 9449 §7 and §12) and the HTTP status.
+ * The token endpoint and the resource-server middleware both answer from this
+ * table, so a code means the same thing wherever it surfaces.
+ */
+export interface OAuthWireError {
+  readonly error: string
+  readonly status: number
+}
+
+export const OAUTH_ERRORS: Partial<Record<ErrorCode, OAuthWireError>> = {
+  ERR_TOKEN_REQUEST_INVALID: { error: 'invalid_request', status: 400 },
+  ERR_REQUEST_MALFORMED: { error: 'invalid_request', status: 400 },
+  ERR_CLIENT_AUTH_FAILED: { error: 'invalid_client', status: 401 },
+  ERR_GRANT_INVALID: { error: 'invalid_grant', status: 400 },
+  ERR_TASK_NOT_FOUND: { error: 'invalid_grant', status: 400 },
+  ERR_TASK_ENDED: { error: 'invalid_grant', status: 400 },
+  ERR_DELEGATION_INVALID: { error: 'invalid_grant', status: 400 },
+  ERR_CLIENT_UNAUTHORIZED: { error: 'unauthorized_client', status: 400 },
+  ERR_GRANT_TYPE_UNSUPPORTED: { error: 'unsupported_grant_type', status: 400 },
+  ERR_SCOPE_INVALID: { error: 'invalid_scope', status: 400 },
+  ERR_TARGET_INVALID: { error: 'invalid_target', status: 400 },
+  ERR_DPOP_PROOF_INVALID: { error: 'invalid_dpop_proof', status: 400 },
+  ERR_DPOP_NONCE_REQUIRED: { error: 'use_dpop_nonce', status: 400 },
+  ERR_ACCESS_TOKEN_INVALID: { error: 'invalid_token', status: 401 },
+  ERR_SCOPE_INSUFFICIENT: { error: 'insufficient_scope', status: 403 },
+  ERR_RESOURCE_EXHAUSTED: { error: 'temporarily_unavailable', status: 503 },
+  ERR_UNAVAILABLE: { error: 'temporarily_unavailable', status: 503 },
+}
+
+/** The wire form of any error: known codes map, everything else is a 500 `server_error` that reveals nothing. */
+export function oauthWireError(code: ErrorCode | undefined): OAuthWireError {
+  return (code !== undefined ? OAUTH_ERRORS[code] : undefined) ?? { error: 'server_error', status: 500 }
+}

@@ -50,7 +50,15 @@ const ALLOWED: Record<string, readonly string[]> = {
   server: ['server', 'gen', 'keymanager', 'plugin', 'common', 'spiffe', 'errors'],
   agent: ['agent', 'gen', 'keymanager', 'plugin', 'common', 'spiffe', 'errors'],
   attestors: ['attestors', 'plugin', 'common', 'spiffe', 'errors', 'tpm'],
-  cli: ['cli', 'server', 'agent', 'gen', 'keymanager', 'plugin', 'common', 'spiffe', 'errors', 'attestors', 'tpm'],
+  /** The token-verification library: pure, like src/spiffe, so any resource server can use it. */
+  tokens: ['tokens', 'spiffe', 'errors'],
+  'workload-client': ['workload-client', 'gen', 'common', 'spiffe', 'errors'],
+  'resource-server': ['resource-server', 'tokens', 'workload-client', 'common', 'spiffe', 'errors'],
+  broker: ['broker', 'tokens', 'workload-client', 'keymanager', 'plugin', 'common', 'spiffe', 'errors', 'gen'],
+  cli: [
+    'cli', 'server', 'agent', 'broker', 'tokens', 'resource-server', 'workload-client',
+    'gen', 'keymanager', 'plugin', 'common', 'spiffe', 'errors', 'attestors', 'tpm',
+  ],
 }
 
 /** Node built-ins that do I/O: not allowed in the pure SPIFFE core. */
@@ -150,10 +158,10 @@ describe('architecture', () => {
     expect(bad).toEqual([])
   })
 
-  it('src/spiffe does no I/O and loads no gRPC or logging library', () => {
+  it('src/spiffe and src/tokens do no I/O and load no gRPC, HTTP framework or logging library', () => {
     const bad = all
-      .filter((f) => layer(f.file) === 'spiffe')
-      .flatMap((f) => f.imports.filter((i) => IO_MODULES.includes(i.spec) || i.spec.startsWith('@grpc/') || i.spec === 'pino').map((i) => `${f.file} → ${i.spec}`))
+      .filter((f) => layer(f.file) === 'spiffe' || layer(f.file) === 'tokens')
+      .flatMap((f) => f.imports.filter((i) => IO_MODULES.includes(i.spec) || i.spec.startsWith('@grpc/') || i.spec === 'pino' || i.spec === 'fastify').map((i) => `${f.file} → ${i.spec}`))
     expect(bad).toEqual([])
   })
 

@@ -7,7 +7,7 @@
 import Database from 'better-sqlite3'
 import type { Clock } from '../../../common/clock.js'
 import { IdentityError } from '../../../errors/index.js'
-import { decodePageToken, encodePageToken, pageSizeOf } from '../internal/normalize.js'
+import { cutPage, pageStart } from '../internal/page.js'
 import type { Page } from '../types.js'
 import type { Where } from './where.js'
 
@@ -88,18 +88,14 @@ export function sqliteContext(db: Db, clock: Clock): SqliteContext {
     map: (r: Row) => T,
     keyOf: (t: T) => string,
   ): { items: T[]; next: string } {
-    const size = pageSizeOf(page)
-    const after = decodePageToken(page?.pageToken)
+    const { size, after } = pageStart(page)
     const clauses = [...where.clauses]
     const params = { ...where.params }
     if (after !== undefined) (clauses.push(`${alias}.${key} > @after`), (params.after = after))
     params.limit = size === 0 ? -1 : size + 1
     const sql = `SELECT ${columns} FROM ${table} ${alias}${clauses.length > 0 ? ` WHERE ${clauses.join(' AND ')}` : ''}
       ORDER BY ${alias}.${key} LIMIT @limit`
-    const items = (stmt(sql).all(params) as Row[]).map(map)
-    if (size === 0 || items.length <= size) return { items, next: '' }
-    items.length = size
-    return { items, next: encodePageToken(keyOf(items[size - 1] as T)) }
+    return cutPage((stmt(sql).all(params) as Row[]).map(map), size, keyOf)
   }
 
   const countWhere = (table: string, alias: string, where: Where): number => {

@@ -18,6 +18,14 @@ import type { TrustDomain } from '../../spiffe/trust-domain.js'
  * federates_with = ["partner.example"]
  * max_instances = 50
  * require_node_selectors = ["tpm:pcr_policy:prod"]
+ * # token broker ceiling for agents under the prefix
+ * scopes = ["payments:read", "payments:refund"]
+ * resources = ["https://payments.corp.example"]
+ * max_token_ttl = "10m"
+ * max_renewals = 20
+ * max_delegation_depth = 2
+ * may_delegate_to = ["spiffe://corp.example/agents/payments/"]
+ * allow_bearer = false
  * ```
  */
 export const BoundsTableSchema = z
@@ -29,6 +37,13 @@ export const BoundsTableSchema = z
     federates_with: z.array(z.string()).optional(),
     max_instances: z.number().int().nonnegative().optional(),
     require_node_selectors: z.array(z.string()).optional(),
+    scopes: z.array(z.string()).optional(),
+    resources: z.array(z.string()).optional(),
+    max_token_ttl: duration().optional(),
+    max_renewals: z.number().int().nonnegative().optional(),
+    max_delegation_depth: z.number().int().nonnegative().optional(),
+    may_delegate_to: z.array(z.string()).optional(),
+    allow_bearer: z.boolean().optional(),
   })
   .strict()
 
@@ -52,7 +67,7 @@ export function boundsFromConfig(cfg: BoundsConfig | undefined, td: TrustDomain,
     const out: Record<string, unknown> = {}
     for (const [k, v] of Object.entries(t)) {
       if (v === undefined) continue
-      if (k === 'x509_svid_ttl' || k === 'jwt_svid_ttl') {
+      if (k === 'x509_svid_ttl' || k === 'jwt_svid_ttl' || k === 'max_token_ttl') {
         const ms = v as number
         if (ms % 1000 !== 0 || ms < 1000) issues.push({ path: `${pathPrefix}.${prefix}.${k}`, message: 'must be a whole number of seconds, at least 1s' })
         else out[k] = ms / 1000

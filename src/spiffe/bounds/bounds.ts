@@ -1,4 +1,5 @@
 import { IdentityError } from '../../errors/identity-error.js'
+import { SpiffeId } from '../spiffe-id.js'
 import { TrustDomain } from '../trust-domain.js'
 
 /**
@@ -21,6 +22,22 @@ export interface Bounds {
   readonly maxInstances?: number
   /** Selectors (`type:value`) the serving node must all have. */
   readonly requireNodeSelectors?: readonly string[]
+  // Permission ceiling of the token broker (agents under the prefix). The
+  // broker treats an absent `scopes` / `resources` / `mayDelegateTo` as empty.
+  /** OAuth scopes a broker token may carry; `[]` = none. */
+  readonly scopes?: readonly string[]
+  /** RFC 8707 resources (absolute URIs) a broker token may name as audience; `[]` = none. */
+  readonly resources?: readonly string[]
+  /** Longest broker access token lifetime, seconds. */
+  readonly maxTokenTtlSeconds?: number
+  /** Most renewals of one broker token chain. */
+  readonly maxRenewals?: number
+  /** Most nested `act` hops of a delegated token (the broker's default is 5). */
+  readonly maxDelegationDepth?: number
+  /** SPIFFE IDs (exact) or ID prefixes (ending in `/`) a token may be delegated to; `[]` = none. */
+  readonly mayDelegateTo?: readonly string[]
+  /** Whether tokens without key binding (`cnf`) may be issued; the broker's default is false. */
+  readonly allowBearer?: boolean
 }
 
 /** The wire / file form of `Bounds` (snake_case, TTLs in seconds), as in the signed document. */
@@ -32,6 +49,13 @@ export interface BoundsJson {
   federates_with?: string[]
   max_instances?: number
   require_node_selectors?: string[]
+  scopes?: string[]
+  resources?: string[]
+  max_token_ttl?: number
+  max_renewals?: number
+  max_delegation_depth?: number
+  may_delegate_to?: string[]
+  allow_bearer?: boolean
 }
 
 /** One problem in bounds input: where (`/agents/payments.jwt_svid_ttl`) and why. */
@@ -51,6 +75,7 @@ export type BoundName = keyof BoundsJson
 
 export const BOUND_NAMES: readonly BoundName[] = [
   'x509_svid_ttl', 'jwt_svid_ttl', 'jwt_audiences', 'dns_suffixes', 'federates_with', 'max_instances', 'require_node_selectors',
+  'scopes', 'resources', 'max_token_ttl', 'max_renewals', 'max_delegation_depth', 'may_delegate_to', 'allow_bearer',
 ]
 
 const FIELD: Record<BoundName, keyof Bounds> = {
@@ -61,6 +86,13 @@ const FIELD: Record<BoundName, keyof Bounds> = {
   federates_with: 'federatesWith',
   max_instances: 'maxInstances',
   require_node_selectors: 'requireNodeSelectors',
+  scopes: 'scopes',
+  resources: 'resources',
+  max_token_ttl: 'maxTokenTtlSeconds',
+  max_renewals: 'maxRenewals',
+  max_delegation_depth: 'maxDelegationDepth',
+  may_delegate_to: 'mayDelegateTo',
+  allow_bearer: 'allowBearer',
 }
 
 const MAX_LIST = 256
@@ -68,6 +100,10 @@ const MAX_STRING = 2048
 /** Ten years: longer TTLs are certainly typos. */
 const MAX_TTL_SECONDS = 10 * 366 * 86_400
 const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/
+/** RFC 6749 §3.3 scope-token: %x21 / %x23-5B / %x5D-7E. */
+const SCOPE_TOKEN = /^[\x21\x23-\x5B\x5D-\x7E]+$/
+/** Deepest delegation chain a ceiling may allow. */
+export const MAX_DELEGATION_DEPTH_LIMIT = 32
 
 export function boundsError(issues: BoundsIssue[], what = 'bounds'): IdentityError {
   return new IdentityError('ERR_BOUNDS_INVALID', `invalid ${what}: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`, {
@@ -117,6 +153,43 @@ function selectorProblem(s: string): string | undefined {
   return undefined
 }
 
+function scopeProblem(s: string): string | undefined {
+  return SCOPE_TOKEN.test(s) ? undefined : `"${s.slice(0, 80)}" is not an OAuth scope token (RFC 6749 §3.3)`
+}
+
+/** RFC 8707 §2: an absolute URI without a fragment. */
+export function resourceProblem(s: string): string | undefined {
+  let u: URL
+  try {
+    u = new URL(s)
+  } catch {
+    return `"${s.slice(0, 80)}" is not an absolute URI`
+  }
+  if (s.includes('#') || u.hash !== '') return `"${s.slice(0, 80)}" must not have a fragment`
+  if (/\s/.test(s)) return `"${s.slice(0, 80)}" must not contain white space`
+  return undefined
+}
+
+/** A SPIFFE ID (`spiffe://td/path`) or an ID prefix ending in `/` (`spiffe://td/agents/`, `spiffe://td/`). */
+export function delegateePatternProblem(s: string): string | undefined {
+  const body = s.endsWith('/') ? s.slice(0, -1) : s
+  const bad = `"${s.slice(0, 80)}" is not a SPIFFE ID or an ID prefix ending in "/"`
+  if (!body.startsWith('spiffe://')) return bad
+  const rest = body.slice('spiffe://'.length)
+  if (!rest.includes('/')) return TrustDomain.isValid(rest) && s.endsWith('/') ? undefined : bad
+  try {
+    SpiffeId.fromString(body)
+  } catch {
+    return bad
+  }
+  return undefined
+}
+
+/** `id` (a SPIFFE ID or a pattern) is covered by `pattern`: equal, or under it when `pattern` ends in `/`. */
+export function delegateeCovered(pattern: string, id: string): boolean {
+  return pattern === id || (pattern.endsWith('/') && id.startsWith(pattern))
+}
+
 function trustDomainProblem(s: string): string | undefined {
   return TrustDomain.isValid(s) && !s.includes(':/') ? undefined : `"${s.slice(0, 80)}" is not a trust domain name`
 }
@@ -154,6 +227,39 @@ export function collectBounds(raw: unknown, path: string, issues: BoundsIssue[])
         if (!Number.isSafeInteger(v) || (v as number) < 0) issues.push({ path: p, message: 'must be a non-negative integer' })
         else out.maxInstances = v as number
         break
+      case 'max_token_ttl':
+        if (!Number.isSafeInteger(v) || (v as number) < 1 || (v as number) > MAX_TTL_SECONDS) {
+          issues.push({ path: p, message: `must be a whole number of seconds between 1 and ${MAX_TTL_SECONDS}` })
+        } else out.maxTokenTtlSeconds = v as number
+        break
+      case 'max_renewals':
+        if (!Number.isSafeInteger(v) || (v as number) < 0) issues.push({ path: p, message: 'must be a non-negative integer' })
+        else out.maxRenewals = v as number
+        break
+      case 'max_delegation_depth':
+        if (!Number.isSafeInteger(v) || (v as number) < 0 || (v as number) > MAX_DELEGATION_DEPTH_LIMIT) {
+          issues.push({ path: p, message: `must be an integer between 0 and ${MAX_DELEGATION_DEPTH_LIMIT}` })
+        } else out.maxDelegationDepth = v as number
+        break
+      case 'allow_bearer':
+        if (typeof v !== 'boolean') issues.push({ path: p, message: 'must be true or false' })
+        else out.allowBearer = v
+        break
+      case 'scopes': {
+        const l = stringList(v, p, issues, scopeProblem)
+        if (l) out.scopes = l
+        break
+      }
+      case 'resources': {
+        const l = stringList(v, p, issues, resourceProblem)
+        if (l) out.resources = l
+        break
+      }
+      case 'may_delegate_to': {
+        const l = stringList(v, p, issues, delegateePatternProblem)
+        if (l) out.mayDelegateTo = l
+        break
+      }
       case 'jwt_audiences': {
         const l = stringList(v, p, issues, () => undefined)
         if (l) out.jwtAudiences = l
@@ -191,6 +297,13 @@ export function boundsToJson(b: Bounds): BoundsJson {
   if (b.federatesWith !== undefined) out.federates_with = [...b.federatesWith]
   if (b.maxInstances !== undefined) out.max_instances = b.maxInstances
   if (b.requireNodeSelectors !== undefined) out.require_node_selectors = [...b.requireNodeSelectors]
+  if (b.scopes !== undefined) out.scopes = [...b.scopes]
+  if (b.resources !== undefined) out.resources = [...b.resources]
+  if (b.maxTokenTtlSeconds !== undefined) out.max_token_ttl = b.maxTokenTtlSeconds
+  if (b.maxRenewals !== undefined) out.max_renewals = b.maxRenewals
+  if (b.maxDelegationDepth !== undefined) out.max_delegation_depth = b.maxDelegationDepth
+  if (b.mayDelegateTo !== undefined) out.may_delegate_to = [...b.mayDelegateTo]
+  if (b.allowBearer !== undefined) out.allow_bearer = b.allowBearer
   return out
 }
 
@@ -230,6 +343,18 @@ function intersectSuffixes(a: readonly string[] | undefined, b: readonly string[
   return [...out].sort()
 }
 
+/** Patterns allowed by both lists: for each pair, the narrower one when one covers the other. */
+function intersectPatterns(a: readonly string[] | undefined, b: readonly string[] | undefined): readonly string[] | undefined {
+  if (a === undefined) return b
+  if (b === undefined) return a
+  const out = new Set<string>()
+  for (const x of a) for (const y of b) {
+    if (delegateeCovered(y, x)) out.add(x)
+    else if (delegateeCovered(x, y)) out.add(y)
+  }
+  return [...out].sort()
+}
+
 /** What both allow: smaller TTLs and limits, common audiences and trust domains, and every required selector. */
 export function intersect(a: Bounds, b: Bounds): Bounds {
   const out: { -readonly [K in keyof Bounds]: Bounds[K] } = {}
@@ -248,6 +373,19 @@ export function intersect(a: Bounds, b: Bounds): Bounds {
   if (a.requireNodeSelectors !== undefined || b.requireNodeSelectors !== undefined) {
     out.requireNodeSelectors = [...new Set([...(a.requireNodeSelectors ?? []), ...(b.requireNodeSelectors ?? [])])].sort()
   }
+  const scopes = intersectLists(a.scopes, b.scopes)
+  if (scopes !== undefined) out.scopes = scopes
+  const resources = intersectLists(a.resources, b.resources)
+  if (resources !== undefined) out.resources = resources
+  const ttl = minDefined(a.maxTokenTtlSeconds, b.maxTokenTtlSeconds)
+  if (ttl !== undefined) out.maxTokenTtlSeconds = ttl
+  const renewals = minDefined(a.maxRenewals, b.maxRenewals)
+  if (renewals !== undefined) out.maxRenewals = renewals
+  const depth = minDefined(a.maxDelegationDepth, b.maxDelegationDepth)
+  if (depth !== undefined) out.maxDelegationDepth = depth
+  const delegates = intersectPatterns(a.mayDelegateTo, b.mayDelegateTo)
+  if (delegates !== undefined) out.mayDelegateTo = delegates
+  if (a.allowBearer !== undefined || b.allowBearer !== undefined) out.allowBearer = (a.allowBearer ?? true) && (b.allowBearer ?? true)
   return out
 }
 
@@ -280,6 +418,16 @@ export function narrows(child: Bounds, parent: Bounds): BoundsViolation[] {
     const missing = parent.requireNodeSelectors.filter((s) => !child.requireNodeSelectors!.includes(s))
     if (missing.length > 0) out.push({ bound: 'require_node_selectors', message: `drops required ${q(missing)}` })
   }
+  subset('scopes', child.scopes, parent.scopes)
+  subset('resources', child.resources, parent.resources)
+  num('max_token_ttl', child.maxTokenTtlSeconds, parent.maxTokenTtlSeconds, 's')
+  num('max_renewals', child.maxRenewals, parent.maxRenewals, '')
+  num('max_delegation_depth', child.maxDelegationDepth, parent.maxDelegationDepth, '')
+  if (child.mayDelegateTo !== undefined && parent.mayDelegateTo !== undefined) {
+    const extra = child.mayDelegateTo.filter((c) => !parent.mayDelegateTo!.some((p) => delegateeCovered(p, c)))
+    if (extra.length > 0) out.push({ bound: 'may_delegate_to', message: `${q(extra)} not covered by ${q(parent.mayDelegateTo)}` })
+  }
+  if (child.allowBearer === true && parent.allowBearer === false) out.push({ bound: 'allow_bearer', message: 'allows bearer tokens the parent forbids' })
   return out
 }
 

@@ -9,11 +9,15 @@ export {
   boundsError,
   boundsToJson,
   collectBounds,
+  delegateeCovered,
+  delegateePatternProblem,
   dnsNameUnder,
   intersect,
   isUnbounded,
+  MAX_DELEGATION_DEPTH_LIMIT,
   narrows,
   parseBounds,
+  resourceProblem,
   type BoundName,
   type Bounds,
   type BoundsIssue,
@@ -32,6 +36,15 @@ export {
   type BoundsFailure,
   type BoundsRequest,
 } from './authorize.js'
+export {
+  ceilingFor,
+  checkCeiling,
+  DEFAULT_MAX_DELEGATION_DEPTH,
+  describeCeilingFailure,
+  type Ceiling,
+  type CeilingFailure,
+  type CeilingRequest,
+} from './ceiling.js'
 export {
   BOUNDS_DOCUMENT_TYPE,
   MAX_BOUNDS_DOCUMENT_LENGTH,

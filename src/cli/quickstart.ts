@@ -12,9 +12,9 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import * as grpc from '@grpc/grpc-js'
 import { loadProto } from '../common/grpc/proto.js'
-import { provisionSoftHsm, findSoftHsmModule } from '../keymanager/pkcs11/softhsm.js'
+import { provisionSoftHsm, findSoftHsmModule } from '../dev/softhsm.js'
 import { adminClient } from './admin-client.js'
-import { startSwtpm, type SwtpmInstance } from '../tpm/swtpm.js'
+import { startSwtpm, type SwtpmInstance } from '../dev/swtpm.js'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
 const CLI = join(ROOT, 'bin', 'warrant.js')

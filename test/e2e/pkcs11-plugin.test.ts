@@ -6,7 +6,7 @@
 import { chmodSync, readFileSync, statSync } from 'node:fs'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { pkcs11KeyManagerPlugin } from '../../src/keymanager/index.js'
-import { listSoftHsmTokenLabels, provisionSoftHsm, type ProvisionedSoftHsm } from '../../src/keymanager/pkcs11/index.js'
+import { listSoftHsmTokenLabels, provisionSoftHsm, type ProvisionedSoftHsm } from '../../src/dev/softhsm.js'
 import { TrustDomain } from '../../src/spiffe/trust-domain.js'
 import { captureLogger } from '../helpers/capture-logger.js'
 import { FakeClock } from '../helpers/fake-clock.js'

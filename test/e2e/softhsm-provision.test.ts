@@ -10,7 +10,8 @@ import { chmodSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'nod
 import { createRequire, syncBuiltinESMExports } from 'node:module'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { findSoftHsmModule, initSoftHsmToken, Pkcs11KeyManager, provisionSoftHsm, writeSoftHsmConf } from '../../src/keymanager/pkcs11/index.js'
+import { Pkcs11KeyManager } from '../../src/keymanager/pkcs11/index.js'
+import { findSoftHsmModule, initSoftHsmToken, provisionSoftHsm, writeSoftHsmConf } from '../../src/dev/softhsm.js'
 import { tempDir } from '../helpers/temp.js'
 import { requireTools } from '../helpers/tools.js'
 

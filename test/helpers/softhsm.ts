@@ -1,5 +1,5 @@
 import { join } from 'node:path'
-import { findSoftHsmModule, initSoftHsmToken, writeSoftHsmConf } from '../../src/keymanager/pkcs11/softhsm.js'
+import { findSoftHsmModule, initSoftHsmToken, writeSoftHsmConf } from '../../src/dev/softhsm.js'
 
 export interface SoftHsmToken {
   confPath: string

@@ -1,4 +1,4 @@
-import { startSwtpm as start, type SwtpmInstance } from '../../src/tpm/swtpm.js'
+import { startSwtpm as start, type SwtpmInstance } from '../../src/dev/swtpm.js'
 import { tempDir } from './temp.js'
 
 export type { SwtpmInstance }

@@ -46,6 +46,8 @@ const ALLOWED: Record<string, readonly string[]> = {
   plugin: ['plugin', 'common', 'spiffe', 'errors'],
   keymanager: ['keymanager', 'plugin', 'common', 'spiffe', 'errors'],
   tpm: ['tpm', 'common', 'spiffe', 'errors'],
+  /** Development helpers (swtpm, SoftHSM2 provisioning) for the quickstart, tests and benchmarks; no production room imports them. */
+  dev: ['dev', 'errors'],
   gen: ['gen'],
   server: ['server', 'gen', 'keymanager', 'plugin', 'common', 'spiffe', 'errors'],
   agent: ['agent', 'gen', 'keymanager', 'plugin', 'common', 'spiffe', 'errors'],
@@ -57,7 +59,7 @@ const ALLOWED: Record<string, readonly string[]> = {
   broker: ['broker', 'tokens', 'workload-client', 'keymanager', 'plugin', 'common', 'spiffe', 'errors', 'gen'],
   cli: [
     'cli', 'server', 'agent', 'broker', 'tokens', 'resource-server', 'workload-client',
-    'gen', 'keymanager', 'plugin', 'common', 'spiffe', 'errors', 'attestors', 'tpm',
+    'gen', 'keymanager', 'plugin', 'common', 'spiffe', 'errors', 'attestors', 'tpm', 'dev',
   ],
 }
 
@@ -168,6 +170,14 @@ describe('architecture', () => {
   it('pino is created only in cli/', () => {
     const bad = all.filter((f) => layer(f.file) !== 'cli').flatMap((f) => f.imports.filter((i) => i.spec === 'pino').map(() => f.file))
     expect(bad).toEqual([])
+  })
+
+  it('dev helpers (src/dev) are imported only by the quickstart, never by a production room', () => {
+    const bad = all
+      .filter((f) => layer(f.file) !== 'dev' && f.file !== 'src/cli/quickstart.ts')
+      .flatMap((f) => f.imports.filter((i) => i.target !== undefined && layer(i.target) === 'dev').map((i) => `${f.file} → ${i.spec}`))
+    expect(bad).toEqual([])
+    expect(all.some((f) => f.file === 'src/cli/quickstart.ts' && f.imports.some((i) => i.target?.startsWith('src/dev/')))).toBe(true)
   })
 
   it('no import cycles between files (type-only imports count too)', () => {

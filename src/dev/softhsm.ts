@@ -11,7 +11,7 @@ import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { join, resolve } from 'node:path'
 import { promisify } from 'node:util'
-import { IdentityError } from '../../errors/index.js'
+import { IdentityError } from '../errors/index.js'
 
 const execFileAsync = promisify(execFile)
 

@@ -16,7 +16,7 @@ export const groups = {
   },
   'spiffe-id': {
     mutate: ['src/spiffe/spiffe-id.ts', 'src/spiffe/trust-domain.ts', 'src/spiffe/match.ts'],
-    tests: ['test/unit/spiffe/spiffe-id.test.ts', 'test/unit/spiffe/trust-domain.test.ts', 'test/unit/spiffe/match.test.ts', 'test/unit/spiffe/properties.test.ts'],
+    tests: ['test/unit/spiffe/spiffe-id.test.ts', 'test/unit/spiffe/trust-domain.test.ts', 'test/unit/spiffe/match.test.ts', 'test/unit/spiffe/properties.test.ts', 'test/unit/spiffe/spiffe-id-reasons.test.ts'],
   },
   'x509-svid': {
     mutate: [

@@ -35,12 +35,5 @@ export class Backoff {
   }
 }
 
-/**
- * When to renew a credential valid from `issuedAt` to `expiresAt`: at half
- * its lifetime, moved by up to ±`jitter` (default 10%) of that half-life.
- */
-export function renewalTime(issuedAt: number, expiresAt: number, random: () => number = Math.random, jitter = 0.1): number {
-  const half = Math.max(0, expiresAt - issuedAt) / 2
-  const offset = half * jitter * (2 * random() - 1)
-  return Math.round(issuedAt + half + offset)
-}
+/** Renewal timing lives with the other rotation decisions; re-exported for the agent's own SVID. */
+export { renewalTime } from './rotation.js'

@@ -1,0 +1,11 @@
+/**
+ * The Workload API client library (go-spiffe's `workloadapi` and `tlsconfig`):
+ * a client of the agent's socket, sources that follow rotation, and mutual
+ * TLS between workloads that authorizes peers by SPIFFE ID.
+ */
+export { ENDPOINT_SOCKET_ENV, resolveWorkloadApiTarget, workloadApiTarget } from './address.js'
+export type { BackoffOptions } from './backoff.js'
+export { fromWorkloadApiError, isRetryable } from './errors.js'
+export { WorkloadApiClient, type CallOptions, type ValidatedJwtSvid, type Watcher, type WorkloadApiClientOptions } from './workload-api-client.js'
+export { parseJwtBundles, parseX509Bundles, parseX509Context, type X509Context } from './x509-context.js'
+export { X509Source, type SvidPicker, type X509SourceEvents, type X509SourceOptions } from './x509-source.js'

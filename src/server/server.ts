@@ -35,6 +35,11 @@ import { openSqliteDataStore } from './datastore/sqlite/index.js'
 import type { DataStore } from './datastore/types.js'
 import { createServerMetrics, type Metrics } from './metrics.js'
 import { RegistrationService } from './registration/service.js'
+import { AuthorizedEntries } from './registration/authorized-entries.js'
+import { JwtIssuance } from './issuance/jwt-issuance.js'
+import { Subjects } from './issuance/subject.js'
+import { X509Issuance } from './issuance/x509-issuance.js'
+import { SyncStreams } from './sync/sync-stream.js'
 import { serverIdOf } from './registration/validate.js'
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -314,7 +319,14 @@ export async function startServer(cfg: ServerConfig, opts: { log: Logger; catalo
     const csrVerifier = await CsrVerifierPool.start()
     closers.push(() => csrVerifier.close())
     if (!csrVerifier.nativeEcdsa) log.warn({ [F.ERR]: String(nativeEcdsaError()) }, 'Native ECDSA addon not loaded: CSRs are verified with node:crypto (slower)')
-    agentApi.addService(nodeServiceDefinition(), nodeService({ attestation: attestationGuard, registration, ca, federated, clock, log, metrics, defaultX509TtlMs: cfg.defaultX509TtlMs, defaultJwtTtlMs: cfg.defaultJwtTtlMs, bounds, instances, csrVerifier }))
+    // The agent API's services; the adapter only decodes, calls them and encodes.
+    const authorized = new AuthorizedEntries({ registration, clock })
+    closers.push(async () => authorized.close())
+    const subjects = new Subjects(instances)
+    const x509 = new X509Issuance({ entries: authorized, subjects, bounds, ca, metrics, defaultTtlMs: cfg.defaultX509TtlMs, csrVerifier })
+    const jwt = new JwtIssuance({ entries: authorized, subjects, bounds, ca, metrics, log: log.child({ [F.SUBSYSTEM]: 'issuance' }), defaultTtlMs: cfg.defaultJwtTtlMs })
+    const sync = new SyncStreams({ registration, bounds, ca, federated, log: log.child({ [F.SUBSYSTEM]: 'sync' }) })
+    agentApi.addService(nodeServiceDefinition(), nodeService({ attestation: attestationGuard, x509, jwt, sync, entries: authorized, instances, bounds, ca, log, metrics }))
     agentApi.addService(healthProto.grpc.health.v1.Health.service, health.handlers(log))
     const creds = grpc.experimental.createCertificateProviderServerCredentials(tls, tls, false)
     // Accepted by a guarded listener (per-address cap, TLS handshake/preface and idle timeouts, reaping of sessions

@@ -29,6 +29,37 @@ export interface GrpcErrorObject extends Partial<ServiceError> {
   metadata: Metadata
 }
 
+/** What the caller of a failed call (or of one failed item of a batch) is told. */
+interface Shown {
+  /** The gRPC status code. */
+  code: number
+  /** The stable error code (`x-error-code`, a batch item's `error_code`). */
+  errorCode: string
+  message: string
+}
+
+/**
+ * Decides what the caller learns of `err` and logs it once, with `fields`:
+ * the one mapping behind `toGrpcError` (whole calls) and `toItemStatus`
+ * (items of a batch). `event` names the log line when the caller has a more
+ * precise one than "Request denied/failed".
+ */
+function shown(err: unknown, log: Logger, fields: Record<string, unknown>, event?: string): Shown & { metadata?: Metadata } {
+  if (err instanceof IdentityError) {
+    const code = ERROR_CODES[err.code]
+    const generic = GENERIC_MESSAGES[err.code] ?? infrastructureMessage(err, code)
+    const level = code === Status.INTERNAL ? 'error' : generic ? 'warn' : 'info'
+    log[level]({ ...fields, [F.ERROR_CODE]: err.code, [F.ERR]: describe(err) }, event ?? (GENERIC_MESSAGES[err.code] ? 'Request denied' : 'Request failed'))
+    return { code, errorCode: err.code, message: generic ?? err.message }
+  }
+  if (isStatusLike(err)) {
+    log.info({ ...fields, grpc_code: err.code, [F.ERR]: err.details }, event ?? 'Request failed')
+    return { code: err.code, errorCode: '', message: err.details, ...(err.metadata ? { metadata: err.metadata } : {}) }
+  }
+  log.error({ ...fields, [F.ERR]: describe(err) }, event ?? 'Internal error')
+  return { code: Status.INTERNAL, errorCode: 'ERR_INTERNAL', message: 'internal error' }
+}
+
 /**
  * The one boundary between our errors and gRPC statuses (SPIRE's MakeErr):
  * logs once with fields, maps the code to a status, sets the `x-error-code`
@@ -36,22 +67,31 @@ export interface GrpcErrorObject extends Partial<ServiceError> {
  * unexpected into INTERNAL "internal error".
  */
 export function toGrpcError(err: unknown, log: Logger, fields: Record<string, unknown> = {}): GrpcErrorObject {
+  const s = shown(err, log, fields)
+  if (s.metadata) return { code: s.code, details: s.message, metadata: s.metadata, message: s.message }
   const metadata = new Metadata()
-  if (err instanceof IdentityError) {
-    const code = ERROR_CODES[err.code]
-    const generic = GENERIC_MESSAGES[err.code] ?? infrastructureMessage(err, code)
-    metadata.set('x-error-code', err.code)
-    const level = code === Status.INTERNAL ? 'error' : generic ? 'warn' : 'info'
-    log[level]({ ...fields, [F.ERROR_CODE]: err.code, [F.ERR]: describe(err) }, GENERIC_MESSAGES[err.code] ? 'Request denied' : 'Request failed')
-    return { code, details: generic ?? err.message, metadata, message: generic ?? err.message }
-  }
-  if (isStatusLike(err)) {
-    log.info({ ...fields, grpc_code: err.code, [F.ERR]: err.details }, 'Request failed')
-    return { code: err.code, details: err.details, metadata: err.metadata ?? metadata, message: err.details }
-  }
-  metadata.set('x-error-code', 'ERR_INTERNAL')
-  log.error({ ...fields, [F.ERR]: describe(err) }, 'Internal error')
-  return { code: Status.INTERNAL, details: 'internal error', metadata, message: 'internal error' }
+  if (s.errorCode) metadata.set('x-error-code', s.errorCode)
+  return { code: s.code, details: s.message, metadata, message: s.message }
+}
+
+/** A batch item's status on the wire (`warrant.types.v1.Status`). */
+export interface ItemStatus {
+  code: number
+  error_code: string
+  message: string
+}
+
+/** The status of a batch item that succeeded. */
+export const OK_ITEM_STATUS: Readonly<ItemStatus> = Object.freeze({ code: Status.OK, error_code: '', message: '' })
+
+/**
+ * `toGrpcError` for one item of a batch call, whose own status stays OK: the
+ * same mapping, generic messages and single log line (with `event` as its
+ * message when given), as the item's `{ code, error_code, message }`.
+ */
+export function toItemStatus(err: unknown, log: Logger, fields: Record<string, unknown> = {}, event?: string): ItemStatus {
+  const s = shown(err, log, fields, event)
+  return { code: s.code, error_code: s.errorCode, message: s.message }
 }
 
 /**

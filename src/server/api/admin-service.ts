@@ -1,6 +1,7 @@
 import type { UntypedServiceImplementation } from '@grpc/grpc-js'
 import { IdentityError } from '../../errors/identity-error.js'
-import { unary, type Observe } from '../../common/grpc/handlers.js'
+import { OK_ITEM_STATUS, toItemStatus } from '../../common/grpc/errors.js'
+import { unary, type CallContext, type Observe } from '../../common/grpc/handlers.js'
 import { F, type Logger } from '../../common/log/logger.js'
 import type { BatchCreateEntriesRequest__Output } from '../../gen/warrant/admin/v1/BatchCreateEntriesRequest.js'
 import type { BatchDeleteEntriesRequest__Output } from '../../gen/warrant/admin/v1/BatchDeleteEntriesRequest.js'
@@ -34,7 +35,7 @@ import type { ListInstancesRequest__Output } from '../../gen/warrant/admin/v1/Li
 import type { ListInstancesResponse } from '../../gen/warrant/admin/v1/ListInstancesResponse.js'
 import type { GetInstanceRequest__Output } from '../../gen/warrant/admin/v1/GetInstanceRequest.js'
 import { checkSelector } from '../registration/selectors.js'
-import { bundleToMsg, entryToMsg, errorStatus, msgToNewEntry, nodeToMsg, OK_STATUS } from './convert.js'
+import { bundleToMsg, entryToMsg, msgToNewEntry, nodeToMsg } from './convert.js'
 
 export interface AdminDeps {
   ds: DataStore
@@ -88,12 +89,13 @@ export function adminServices(d: AdminDeps): { entries: UntypedServiceImplementa
   const log = d.log.child({ [F.SUBSYSTEM]: 'admin_api' })
   const observe: Observe = (method, code) => d.metrics.requests.inc({ method: `Admin/${method}`, code: String(code) })
 
-  const results = (rs: Awaited<ReturnType<RegistrationService['createEntries']>>): BatchEntriesResponse => ({
-    results: rs.map((r) => (r.ok ? { status: OK_STATUS, entry: entryToMsg(r.value) } : { status: errorStatus(r.error) })),
+  // Per-item statuses go through the same boundary as whole calls (one mapping, one log line each).
+  const results = (rs: Awaited<ReturnType<RegistrationService['createEntries']>>, ctx: CallContext): BatchEntriesResponse => ({
+    results: rs.map((r) => (r.ok ? { status: OK_ITEM_STATUS, entry: entryToMsg(r.value) } : { status: toItemStatus(r.error, ctx.log, {}, 'Entry not written') })),
   })
 
   const entries: UntypedServiceImplementation = {
-    BatchCreate: unary<BatchCreateEntriesRequest__Output, BatchEntriesResponse>(log, 'Entries/BatchCreate', async (req) => {
+    BatchCreate: unary<BatchCreateEntriesRequest__Output, BatchEntriesResponse>(log, 'Entries/BatchCreate', async (req, ctx) => {
       const items = req.entries ?? []
       const parsed = items.map((m) => {
         try {
@@ -105,10 +107,10 @@ export function adminServices(d: AdminDeps): { entries: UntypedServiceImplementa
       const good = parsed.filter((p): p is Exclude<typeof p, IdentityError> => !(p instanceof IdentityError))
       const created = good.length > 0 ? await d.registration.createEntries(good) : []
       let i = 0
-      return results(parsed.map((p) => (p instanceof IdentityError ? { ok: false as const, error: p } : created[i++]!)))
+      return results(parsed.map((p) => (p instanceof IdentityError ? { ok: false as const, error: p } : created[i++]!)), ctx)
     }, observe),
 
-    BatchUpdate: unary<BatchUpdateEntriesRequest__Output, BatchEntriesResponse>(log, 'Entries/BatchUpdate', async (req) => {
+    BatchUpdate: unary<BatchUpdateEntriesRequest__Output, BatchEntriesResponse>(log, 'Entries/BatchUpdate', async (req, ctx) => {
       const mask = req.mask && req.mask.length > 0 ? req.mask : Object.keys(MUTABLE)
       for (const m of mask) if (!MUTABLE[m]) throw new IdentityError('ERR_INVALID_ARGUMENT', `unknown field in mask: ${m.slice(0, 64)}`)
       const patches = (req.entries ?? []).map((m: Entry__Output) => {
@@ -118,11 +120,11 @@ export function adminServices(d: AdminDeps): { entries: UntypedServiceImplementa
         for (const k of mask) (patch as Record<string, unknown>)[MUTABLE[k]!] = full[MUTABLE[k]!]
         return patch
       })
-      return results(await d.registration.updateEntries(patches))
+      return results(await d.registration.updateEntries(patches), ctx)
     }, observe),
 
-    BatchDelete: unary<BatchDeleteEntriesRequest__Output, BatchEntriesResponse>(log, 'Entries/BatchDelete', async (req) => {
-      return results(await d.registration.deleteEntries(req.ids ?? []))
+    BatchDelete: unary<BatchDeleteEntriesRequest__Output, BatchEntriesResponse>(log, 'Entries/BatchDelete', async (req, ctx) => {
+      return results(await d.registration.deleteEntries(req.ids ?? []), ctx)
     }, observe),
 
     Get: unary<GetEntryRequest__Output, Entry>(log, 'Entries/Get', async (req) => {

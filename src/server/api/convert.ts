@@ -1,10 +1,8 @@
 import { IdentityError } from '../../errors/identity-error.js'
-import { ERROR_CODES } from '../../errors/codes.js'
 import type { AttestedNode, BundleRecord, NewEntry, RegistrationEntry } from '../datastore/types.js'
 import type { Entry, Entry__Output } from '../../gen/warrant/types/v1/Entry.js'
 import type { AttestedNode as AttestedNodeMsg } from '../../gen/warrant/types/v1/AttestedNode.js'
 import type { Bundle } from '../../gen/warrant/types/v1/Bundle.js'
-import type { Status } from '../../gen/warrant/types/v1/Status.js'
 
 /** Domain ↔ wire conversions for the server APIs (gen types stay in api/). */
 export function entryToMsg(e: RegistrationEntry): Entry {
@@ -61,10 +59,4 @@ export function nodeToMsg(n: AttestedNode): AttestedNodeMsg {
 
 export function bundleToMsg(b: BundleRecord): Bundle {
   return { trust_domain: b.trustDomain, document: b.document, sequence: String(b.sequence) }
-}
-
-export const OK_STATUS: Status = { code: 0, error_code: '', message: '' }
-
-export function errorStatus(err: IdentityError): Status {
-  return { code: ERROR_CODES[err.code], error_code: err.code, message: err.message }
 }

@@ -1,12 +1,12 @@
 import type { ServerDuplexStream, ServerUnaryCall, ServerWritableStream, ServiceDefinition, UntypedServiceImplementation } from '@grpc/grpc-js'
 import { IdentityError } from '../../errors/identity-error.js'
-import type { Clock } from '../../common/clock.js'
 import { protoTypes, withDirectCodecs } from '../../common/grpc/direct-codec.js'
+import { OK_ITEM_STATUS, toItemStatus, type ItemStatus } from '../../common/grpc/errors.js'
 import { bidi, serverStream, unary, type Observe } from '../../common/grpc/handlers.js'
 import { loadProto } from '../../common/grpc/proto.js'
 import { withRequestDecodeGuard } from '../../common/grpc/request-decoding.js'
 import { F, type Logger } from '../../common/log/logger.js'
-import { SpiffeId } from '../../spiffe/spiffe-id.js'
+import type { SpiffeBundle } from '../../spiffe/bundle/spiffe-bundle.js'
 import type { AttestRequest__Output } from '../../gen/warrant/agent/v1/AttestRequest.js'
 import type { AttestResponse } from '../../gen/warrant/agent/v1/AttestResponse.js'
 import type { NewJWTSVIDRequest__Output } from '../../gen/warrant/agent/v1/NewJWTSVIDRequest.js'
@@ -15,57 +15,48 @@ import type { RenewAgentRequest__Output } from '../../gen/warrant/agent/v1/Renew
 import type { RenewAgentResponse } from '../../gen/warrant/agent/v1/RenewAgentResponse.js'
 import type { SyncRequest__Output } from '../../gen/warrant/agent/v1/SyncRequest.js'
 import type { SyncResponse } from '../../gen/warrant/agent/v1/SyncResponse.js'
-import type { Status } from '../../gen/warrant/types/v1/Status.js'
-import type { NodeAttestationService } from '../attestation/service.js'
-import type { BoundsService } from '../bounds/bounds-service.js'
-import type { InstanceService } from '../instances/instance-service.js'
-import { INSTANCE_SAMPLE, instanceSpiffeId, isTemplateId } from '../registration/validate.js'
 import type { RegisterInstanceRequest__Output } from '../../gen/warrant/agent/v1/RegisterInstanceRequest.js'
 import type { RegisterInstanceResponse } from '../../gen/warrant/agent/v1/RegisterInstanceResponse.js'
 import type { EndInstanceRequest__Output } from '../../gen/warrant/agent/v1/EndInstanceRequest.js'
 import type { EndInstanceResponse } from '../../gen/warrant/agent/v1/EndInstanceResponse.js'
-import type { FederatedBundles } from '../bundle/federated.js'
-import { inlineCsrVerifier, type CsrVerifier, type SignItem } from '../ca/csr-verifier.js'
+import type { NodeAttestationService } from '../attestation/service.js'
+import type { BoundsService } from '../bounds/bounds-service.js'
 import type { CaManager } from '../ca/manager.js'
-import type { AttestedNode, RegistrationEntry } from '../datastore/types.js'
+import type { InstanceService } from '../instances/instance-service.js'
+import type { JwtIssuance } from '../issuance/jwt-issuance.js'
+import type { X509Issuance } from '../issuance/x509-issuance.js'
 import type { Metrics } from '../metrics.js'
-import { asIdentityError, type RegistrationService } from '../registration/service.js'
-import { bundleToMsg, entryToMsg, errorStatus, OK_STATUS } from './convert.js'
+import type { AuthorizedEntries } from '../registration/authorized-entries.js'
+import { boundsSpiffeId, isTemplateId } from '../registration/validate.js'
+import type { SyncStreams, SyncUpdate } from '../sync/sync-stream.js'
+import { bundleToMsg, entryToMsg } from './convert.js'
 
+/**
+ * What the agent API calls: each RPC decodes its request, calls one of these
+ * and encodes the answer (authentication by the caller's SVID included).
+ */
 export interface NodeServiceDeps {
-  attestation: NodeAttestationService
-  registration: RegistrationService
-  ca: CaManager
-  federated: FederatedBundles
-  clock: Clock
+  attestation: Pick<NodeAttestationService, 'attest' | 'authenticate' | 'renew'>
+  x509: Pick<X509Issuance, 'issue'>
+  jwt: Pick<JwtIssuance, 'issue'>
+  sync: Pick<SyncStreams, 'serve'>
+  /** The entries each agent may serve (RegisterInstance). */
+  entries: Pick<AuthorizedEntries, 'entry'>
+  instances: Pick<InstanceService, 'register' | 'end' | 'endAll'>
+  bounds: Pick<BoundsService, 'allowsNode' | 'releaseInstance'>
+  ca: Pick<CaManager, 'bundle'>
   log: Logger
-  metrics: Metrics
-  defaultX509TtlMs: number
-  defaultJwtTtlMs: number
-  bounds: BoundsService
-  instances: InstanceService
-  /** Checks CSRs of BatchNewX509SVID (default: on the main thread; the server passes a worker pool). */
-  csrVerifier?: CsrVerifier
+  metrics: Pick<Metrics, 'requests' | 'signings'>
   /** How long an Attest call waits for its params and for each challenge answer (defaults 20 s and 60 s; tests shorten them). */
   attestTimeoutsMs?: { params?: number; challenge?: number }
 }
 
-/** The ID bounds are evaluated for: a template's bounds are those of any instance it can produce. */
-const boundsId = (spiffeId: string) => (isTemplateId(spiffeId) ? instanceSpiffeId(spiffeId, INSTANCE_SAMPLE) : spiffeId)
-
 const CHALLENGE_TIMEOUT_MS = 60_000
 /** An Attest call holds one of the few attestation slots (api/call-limits.ts): its first message must come soon. */
 const PARAMS_TIMEOUT_MS = 20_000
-const MAX_BATCH = 500
-const RECHECK_MS = 30_000
 const EMPTY = new Uint8Array(0)
-/** The SPIFFE ID to sign for an item, and the key its live instance is counted under. */
-type Subject = { spiffeId: string; instanceKey: string }
 /** A request item's CSR (an unset bytes field decodes as an empty array). */
 const csrOf = (p: { csr: Uint8Array | readonly never[] }): Uint8Array => (p.csr instanceof Uint8Array ? p.csr : EMPTY)
-const AUTHZ_CACHE_MS = 30_000
-const ID_CACHE_MAX = 10_000
-const AUTHZ_CACHE_MAX = 10_000
 
 type AnyCall = ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown> | ServerDuplexStream<unknown, unknown>
 
@@ -86,7 +77,7 @@ interface BatchNewX509SVIDRequestWire {
 }
 interface X509SVIDResultWire {
   entry_id: string
-  status: Status
+  status: ItemStatus
   svid_chain: readonly Uint8Array[]
   /** Epoch ms. */
   expires_at: number
@@ -107,77 +98,35 @@ export function nodeServiceDefinition(): ServiceDefinition {
   return withRequestDecodeGuard(withDirectCodecs(pkg.warrant.agent.v1.Node.service, protoTypes('warrant/agent/v1/node.proto'), DIRECT_METHODS, 'server'))
 }
 
-/** The agent-facing `warrant.agent.v1.Node` service (serve it with `nodeServiceDefinition()`). */
+/** A trust domain's SPIFFE bundle as a wire message. */
+function spiffeBundleMsg(b: SpiffeBundle) {
+  return { trust_domain: b.trustDomain.name, document: b.marshal(), sequence: String(b.sequenceNumber ?? 0) }
+}
+
+function syncMsg(u: SyncUpdate): SyncResponse {
+  const msg: SyncResponse = { full: u.full }
+  if (u.entries) msg.entries = u.entries.map(entryToMsg)
+  if (u.deletedEntryIds) msg.deleted_entry_ids = u.deletedEntryIds
+  if (u.bundle) msg.bundle = spiffeBundleMsg(u.bundle)
+  if (u.federatedBundles) {
+    msg.federated_bundles = u.federatedBundles.map(bundleToMsg)
+    msg.federated_bundles_changed = true
+  }
+  return msg
+}
+
+/**
+ * The agent-facing `warrant.agent.v1.Node` service (serve it with
+ * `nodeServiceDefinition()`): decodes each request, authenticates the agent
+ * by its SVID, calls the service that answers (attestation, issuance, Sync,
+ * instances) and encodes the result. Errors, of whole calls and of batch
+ * items, go through the one boundary (common/grpc/errors.ts).
+ */
 export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
   const log = d.log.child({ [F.SUBSYSTEM]: 'node_api' })
   const observe: Observe = (method, code) => d.metrics.requests.inc({ method: `Node/${method}`, code: String(code) })
   const auth = (call: AnyCall) => d.attestation.authenticate(peerChain(call))
-  const csrVerifier = d.csrVerifier ?? inlineCsrVerifier
-  const ttlOf = (entry: RegistrationEntry): number => (entry.x509SvidTtl > 0 ? entry.x509SvidTtl * 1000 : d.defaultX509TtlMs)
-  const x509Latency = d.metrics.signLatency.labels({ kind: 'x509' })
-  const x509Signed = d.metrics.signings.labels({ kind: 'x509' })
-
-  /** SPIFFE IDs of entries and instances, parsed once (they were validated when written). */
-  const idCache = new Map<string, SpiffeId>()
-  const parsedId = (id: string): SpiffeId => {
-    let sid = idCache.get(id)
-    if (sid === undefined) {
-      sid = SpiffeId.fromString(id)
-      if (idCache.size >= ID_CACHE_MAX) idCache.clear()
-      idCache.set(id, sid)
-    }
-    return sid
-  }
-
-  /**
-   * The entries an agent may sign for, as BatchNewX509SVID needs them. Looking
-   * them up costs a query per entry in the agent's subtree, so the answer is
-   * kept per agent and selector set until any entry changes (every write goes
-   * through the registration service, which announces it), until the first of
-   * the entries, or of the node aliases that led to them, expires, and for
-   * AUTHZ_CACHE_MS at most (a backstop: nothing else changes the answer).
-   */
-  const authzCache = new Map<string, { entries: Map<string, RegistrationEntry>; until: number }>()
-  let authzGeneration = 0
-  d.registration.onChange(() => {
-    authzGeneration++
-    authzCache.clear()
-  })
-  const authorizedFor = async (node: AttestedNode): Promise<Map<string, RegistrationEntry>> => {
-    const key = `${node.agentId}\n${JSON.stringify(node.selectors)}`
-    const now = d.clock.now()
-    const hit = authzCache.get(key)
-    if (hit && now < hit.until) return hit.entries
-    const generation = authzGeneration
-    const { entries: list, validUntil } = await d.registration.authorizedSet(node)
-    const entries = new Map(list.map((e) => [e.id, e]))
-    const until = validUntil === null ? now + AUTHZ_CACHE_MS : Math.min(validUntil, now + AUTHZ_CACHE_MS)
-    if (generation === authzGeneration) {
-      if (authzCache.size >= AUTHZ_CACHE_MAX) authzCache.clear()
-      authzCache.set(key, { entries, until })
-    }
-    return entries
-  }
-
-  /**
-   * The SPIFFE ID to sign for an entry: the entry's own, or for a per-instance
-   * template the recorded, live instance's (ERR_ID_NOT_AUTHORIZED otherwise).
-   * Synchronous for plain entries (no promise per item of a batch).
-   */
-  const subjectFor = (entry: RegistrationEntry, agentId: string, instanceId: string): Subject | Promise<Subject> => {
-    if (!isTemplateId(entry.spiffeId)) {
-      if (instanceId) throw new IdentityError('ERR_INVALID_ARGUMENT', 'instance_id is only for per-instance template entries')
-      return { spiffeId: entry.spiffeId, instanceKey: `${agentId}|${entry.id}` }
-    }
-    if (!instanceId) throw new IdentityError('ERR_INVALID_ARGUMENT', 'instance_id is required for a per-instance template entry')
-    return d.instances.authorize(agentId, entry.id, instanceId).then((inst) => ({ spiffeId: inst.spiffeId, instanceKey: `${agentId}|${inst.instanceId}` }))
-  }
-
-  /** The local trust domain's current bundle as a wire message. */
-  const localBundleMsg = () => {
-    const b = d.ca.bundle()
-    return { trust_domain: b.trustDomain.name, document: b.marshal(), sequence: String(b.sequenceNumber ?? 0) }
-  }
+  const localBundleMsg = () => spiffeBundleMsg(d.ca.bundle())
 
   return {
     Attest: bidi<AttestRequest__Output, AttestResponse>(
@@ -242,96 +191,8 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
       log,
       'Sync',
       async (_req, sink, ctx) => {
-        let node = await auth(ctx.call)
-        const slog = log.child({ [F.AGENT_ID]: node.agentId })
-        let sent = new Map<string, number>() // entry id → revision
-        let first = true
-        let pending: Promise<void> = Promise.resolve()
-        let dirtyEntries = true
-        let dirtyBundle = true
-        let dirtyFederated = true
-        // Trust domains whose bundles this agent gets: those its entries federate with, within the current bounds.
-        let federatesWith = new Set<string>()
-
-        const push = async () => {
-          const msg: SyncResponse = { full: first }
-          if (dirtyEntries) {
-            dirtyEntries = false
-            // Entries whose namespace bounds the node does not meet are not served to it.
-            const entries = (await d.registration.authorizedEntries(node)).filter((e) => d.bounds.allowsNode(boundsId(e.spiffeId), node.selectors))
-            const next = new Map(entries.map((e) => [e.id, e.revision]))
-            const changed: RegistrationEntry[] = first ? entries : entries.filter((e) => sent.get(e.id) !== e.revision)
-            const deleted = first ? [] : [...sent.keys()].filter((id) => !next.has(id))
-            sent = next
-            msg.entries = changed.map(entryToMsg)
-            msg.deleted_entry_ids = deleted
-            const tds = d.bounds.federationFor(entries, boundsId)
-            if (tds.size !== federatesWith.size || [...tds].some((t) => !federatesWith.has(t))) dirtyFederated = true
-            federatesWith = tds
-          }
-          if (dirtyBundle) {
-            dirtyBundle = false
-            msg.bundle = localBundleMsg()
-          }
-          if (dirtyFederated) {
-            dirtyFederated = false
-            msg.federated_bundles = (await d.federated.listFor(federatesWith)).map(bundleToMsg)
-            msg.federated_bundles_changed = true
-          }
-          const empty = !first && !msg.bundle && !msg.federated_bundles_changed && (msg.entries?.length ?? 0) === 0 && (msg.deleted_entry_ids?.length ?? 0) === 0
-          first = false
-          if (!empty) sink.send(msg)
-        }
-        await new Promise<void>((resolve, reject) => {
-          const unsubs: (() => void)[] = []
-          let finished = false
-          const done = (err?: unknown) => {
-            if (finished) return
-            finished = true
-            for (const u of unsubs) u()
-            clearInterval(timer)
-            if (err) reject(err)
-            else resolve()
-          }
-          // Pushes are serialised; a failing push ends the stream with its error.
-          const schedule = () => {
-            pending = pending.then(() => (finished ? undefined : push())).catch((err: unknown) => done(err))
-          }
-          unsubs.push(d.registration.onChange(() => {
-            dirtyEntries = true
-            schedule()
-          }))
-          unsubs.push(d.ca.onBundleChange(() => {
-            dirtyBundle = true
-            schedule()
-          }))
-          unsubs.push(d.federated.onChange(() => {
-            dirtyFederated = true
-            schedule()
-          }))
-          // Changed bounds can withdraw entries and federated bundles (or give them back).
-          unsubs.push(d.bounds.onChange(() => {
-            dirtyEntries = true
-            schedule()
-          }))
-          // An evicted or banned agent loses its stream; node selectors may also change on re-attestation.
-          const timer = setInterval(() => {
-            d.attestation
-              .authenticate(peerChain(ctx.call))
-              .then((n) => {
-                if (JSON.stringify(n.selectors) !== JSON.stringify(node.selectors)) {
-                  node = n
-                  dirtyEntries = true
-                  schedule()
-                }
-              })
-              .catch((err: unknown) => done(err))
-          }, RECHECK_MS)
-          timer.unref()
-          sink.signal.addEventListener('abort', () => done())
-          slog.debug({}, 'Sync stream opened')
-          schedule()
-        })
+        const node = await auth(ctx.call)
+        await d.sync.serve(node, { send: (u) => sink.send(syncMsg(u)), reauthenticate: () => auth(ctx.call), signal: sink.signal })
       },
       observe,
     ),
@@ -342,97 +203,18 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
       async (req, ctx) => {
         const node = await auth(ctx.call)
         const params = req.params ?? []
-        if (params.length === 0 || params.length > MAX_BATCH) throw new IdentityError('ERR_INVALID_ARGUMENT', `batch must hold 1-${MAX_BATCH} requests`)
-        const failed = (entryId: string, err: unknown): X509SVIDResultWire => {
-          const e = asIdentityError(err)
-          ctx.log.warn({ [F.AGENT_ID]: node.agentId, [F.ENTRY_ID]: entryId.slice(0, 64), [F.ERROR_CODE]: e.code, [F.ERR]: e.message }, 'X509-SVID not signed')
-          // Authorization failures tell the caller little.
-          const shown = e.code === 'ERR_ID_NOT_AUTHORIZED' ? new IdentityError('ERR_ID_NOT_AUTHORIZED', 'permission denied') : e
-          return { entry_id: entryId, status: errorStatus(shown), svid_chain: [], expires_at: 0 }
-        }
-        const signedOk = (entryId: string, chain: readonly Uint8Array[], notAfter: number, t0: number): X509SVIDResultWire => {
-          x509Latency.observe((performance.now() - t0) / 1000)
-          x509Signed.inc()
-          return { entry_id: entryId, status: OK_STATUS, svid_chain: chain, expires_at: notAfter }
-        }
-        // With a software CA key and a worker pool, a leaf whose ID no namespace bounds (nothing to count, so admission
-        // needs no checked CSR first) is checked and signed on a worker in one go; the rest (bounded IDs, HSM keys) have
-        // their CSRs checked first, then are admitted and signed here.
-        const authorized = await authorizedFor(node)
-        const delegate = csrVerifier.verifyAndSign ? d.ca.x509Delegate() : undefined
-        const results: X509SVIDResultWire[] = new Array(params.length)
-        const pending: Promise<void>[] = []
-        const direct: { at: number; entryId: string; item: SignItem }[] = []
-        const here: { at: number; entryId: string; spiffeId: SpiffeId; entry: RegistrationEntry; instanceKey: string }[] = []
-        for (let i = 0; i < params.length; i++) {
+        const outcomes = await d.x509.issue(
+          node,
+          params.map((p) => ({ entryId: p.entry_id, csr: csrOf(p), instanceId: p.instance_id })),
+        )
+        const results: X509SVIDResultWire[] = new Array(outcomes.length)
+        for (let i = 0; i < outcomes.length; i++) {
+          const o = outcomes[i]!
           const entryId = params[i]!.entry_id
-          try {
-            const entry = authorized.get(entryId)
-            if (!entry) throw new IdentityError('ERR_ID_NOT_AUTHORIZED', `entry ${entryId.slice(0, 64)} is not authorized for agent ${node.agentId}`)
-            const s = subjectFor(entry, node.agentId, params[i]!.instance_id)
-            const subject = s instanceof Promise ? await s : s
-            const spiffeId = parsedId(subject.spiffeId)
-            if (delegate === undefined || d.bounds.effective(spiffeId) !== undefined) {
-              here.push({ at: i, entryId, spiffeId, entry, instanceKey: subject.instanceKey })
-              continue
-            }
-            // No namespace bounds this ID: nothing to check, clamp or count (what admitX509 answers for it).
-            const v = delegate.validity(ttlOf(entry))
-            direct.push({ at: i, entryId, item: { csr: csrOf(params[i]!), spiffeId: subject.spiffeId, notBefore: v.notBefore, notAfter: v.notAfter, dnsNames: [...entry.dnsNames] } })
-          } catch (err) {
-            results[i] = failed(entryId, err)
-          }
+          results[i] = o.ok
+            ? { entry_id: entryId, status: OK_ITEM_STATUS, svid_chain: o.chain, expires_at: o.notAfter }
+            : { entry_id: entryId, status: toItemStatus(o.error, ctx.log, { [F.AGENT_ID]: node.agentId, [F.ENTRY_ID]: entryId.slice(0, 64) }, 'X509-SVID not signed'), svid_chain: [], expires_at: 0 }
         }
-        if (direct.length > 0) {
-          const t0 = performance.now()
-          const tail = delegate!.chainTail
-          pending.push(
-            csrVerifier.verifyAndSign!(
-              direct.map((x) => x.item),
-              delegate!,
-            ).then((signed) => {
-              for (let k = 0; k < direct.length; k++) {
-                const { at, entryId, item } = direct[k]!
-                const o = signed[k]!
-                results[at] = o.ok ? signedOk(entryId, tail.length === 0 ? [o.leaf] : [o.leaf, ...tail], item.notAfter, t0) : failed(entryId, o.error)
-              }
-            }),
-          )
-        }
-        if (here.length > 0) {
-          // Admissions (which count live instances) are queued in item order, each once its own check is back; the
-          // bounds service writes what is queued in one transaction, and each item is signed once its admission is
-          // stored. The CA signatures (async behind the Signer) overlap. Checks never reject.
-          const checks = csrVerifier.verify(here.map((x) => csrOf(params[x.at]!)))
-          let gate: Promise<unknown> = Promise.resolve()
-          for (let k = 0; k < here.length; k++) {
-            const { at, entryId, spiffeId, entry, instanceKey } = here[k]!
-            const queued = gate
-              .then(() => checks[k]!)
-              .then((check) => {
-                if (!check.ok) throw check.error
-                // admitX509 queues the admission before it returns.
-                const admission = d.bounds.admitX509({ spiffeId, ttlMs: ttlOf(entry), dnsNames: entry.dnsNames, nodeSelectors: node.selectors, instanceKey })
-                admission.catch(() => undefined) // handled below, as this item's result
-                return { spki: check.csr.spki, admission }
-              })
-            gate = queued.catch(() => undefined)
-            const admitted = queued.then(async (q) => ({ spki: q.spki, ...(await q.admission) }))
-            pending.push(
-              admitted
-                .then(async (a) => {
-                  const t0 = performance.now()
-                  const svid = await d.ca.signX509Svid({ spiffeId, publicKey: { spki: a.spki }, ttlMs: a.ttlMs, dnsNames: a.dnsNames })
-                  return signedOk(entryId, svid.chain, svid.notAfter, t0)
-                })
-                .catch((err: unknown) => failed(entryId, err))
-                .then((r) => {
-                  results[at] = r
-                }),
-            )
-          }
-        }
-        if (pending.length > 0) await Promise.all(pending)
         return { results }
       },
       observe,
@@ -442,24 +224,8 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
       log,
       'NewJWTSVID',
       async (req, ctx) => {
-        const node: AttestedNode = await auth(ctx.call)
-        const audience = (req.audience ?? []).filter((a) => a.length > 0)
-        if (audience.length === 0) throw new IdentityError('ERR_INVALID_ARGUMENT', 'audience must be specified')
-        if (audience.some((a) => a.length > 2048) || audience.length > 32) throw new IdentityError('ERR_INVALID_ARGUMENT', 'audience too large')
-        const entry = await d.registration.authorizedEntry(node, req.entry_id ?? '')
-        const subject = await subjectFor(entry, node.agentId, req.instance_id ?? '')
-        const admitted = await d.bounds.admitJwt({
-          spiffeId: subject.spiffeId,
-          ttlMs: entry.jwtSvidTtl > 0 ? entry.jwtSvidTtl * 1000 : d.defaultJwtTtlMs,
-          audience,
-          nodeSelectors: node.selectors,
-          instanceKey: subject.instanceKey,
-        })
-        const t0 = performance.now()
-        const r = await d.ca.mintJwtSvid({ spiffeId: SpiffeId.fromString(subject.spiffeId), audience, ttlMs: admitted.ttlMs })
-        d.metrics.signLatency.observe({ kind: 'jwt' }, (performance.now() - t0) / 1000)
-        d.metrics.signings.inc({ kind: 'jwt' })
-        ctx.log.debug({ [F.AGENT_ID]: node.agentId, [F.SPIFFE_ID]: subject.spiffeId, [F.KID]: r.kid }, 'JWT-SVID minted')
+        const node = await auth(ctx.call)
+        const r = await d.jwt.issue(node, { entryId: req.entry_id ?? '', audience: req.audience ?? [], instanceId: req.instance_id ?? '' })
         return { token: r.token, expires_at: String(r.expiresAt), issued_at: String(r.issuedAt) }
       },
       observe,
@@ -470,9 +236,9 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
       'RegisterInstance',
       async (req, ctx) => {
         const node = await auth(ctx.call)
-        const entry = await d.registration.authorizedEntry(node, req.entry_id ?? '')
+        const entry = await d.entries.entry(node, req.entry_id ?? '')
         if (!isTemplateId(entry.spiffeId)) throw new IdentityError('ERR_INVALID_ARGUMENT', 'entry is not a per-instance template')
-        if (!d.bounds.allowsNode(boundsId(entry.spiffeId), node.selectors)) throw new IdentityError('ERR_ID_NOT_AUTHORIZED', `node does not meet the bounds of ${entry.spiffeId}`)
+        if (!d.bounds.allowsNode(boundsSpiffeId(entry.spiffeId), node.selectors)) throw new IdentityError('ERR_ID_NOT_AUTHORIZED', `node does not meet the bounds of ${entry.spiffeId}`)
         const r = await d.instances.register(node.agentId, entry, { pid: req.pid ?? 0, startTime: req.start_time ?? '' })
         return { instance_id: r.instanceId, spiffe_id: r.spiffeId }
       },

@@ -49,6 +49,13 @@ export interface BoundsChange {
   set: BoundsSet
 }
 
+/** An ID's effective bounds as `BoundsService.lookup` found them (`set`: the bounds they were looked up in). */
+export interface BoundsLookup {
+  readonly id: SpiffeId
+  readonly set: BoundsSet
+  readonly effective: EffectiveBounds | undefined
+}
+
 /** The entry fields bounds apply to. */
 export type BoundedEntry = Pick<NewEntry, 'spiffeId' | 'x509SvidTtl' | 'jwtSvidTtl' | 'dnsNames' | 'federatesWith'>
 
@@ -250,6 +257,21 @@ export class BoundsService {
     return this.#set.boundsFor(asId(id))
   }
 
+  /**
+   * The effective bounds of an ID, looked up once for one issuance: a caller
+   * that must know whether an ID is bounded before admitting it passes the
+   * lookup on to `admitX509`, which then does not look again (unless the
+   * bounds changed in between).
+   */
+  lookup(id: SpiffeId): BoundsLookup {
+    return { id, set: this.#set, effective: this.#set.boundsFor(id) }
+  }
+
+  /** `lookup.effective` while the bounds it was made under are current, else a fresh lookup. */
+  #effectiveOf(id: SpiffeId, lookup: BoundsLookup | undefined): EffectiveBounds | undefined {
+    return lookup !== undefined && lookup.set === this.#set && lookup.id.equals(id) ? lookup.effective : this.#set.boundsFor(id)
+  }
+
   /** Effective bounds of a prefix itself (as for an ID at exactly that path). */
   effectiveForPrefix(prefix: string): EffectiveBounds | undefined {
     const p = this.#prefix(prefix)
@@ -347,10 +369,10 @@ export class BoundsService {
    * and drops DNS names the bounds no longer allow. Throws ERR_ID_NOT_AUTHORIZED.
    * The admission is stored before this resolves, so a restart keeps it.
    */
-  async admitX509(a: { spiffeId: string | SpiffeId; ttlMs: number; dnsNames: readonly string[]; nodeSelectors: readonly Selector[]; instanceKey: string }): Promise<{ ttlMs: number; dnsNames: string[] }> {
+  async admitX509(a: { spiffeId: string | SpiffeId; ttlMs: number; dnsNames: readonly string[]; nodeSelectors: readonly Selector[]; instanceKey: string; lookup?: BoundsLookup }): Promise<{ ttlMs: number; dnsNames: string[] }> {
     const id = asId(a.spiffeId)
-    // The effective bounds are looked up once and every check below uses them.
-    const eff = this.#set.boundsFor(id)
+    // The effective bounds are looked up once (or taken from `a.lookup`) and every check below uses them.
+    const eff = this.#effectiveOf(id, a.lookup)
     // No prefix bounds this ID (the common case): nothing to check, clamp or count.
     if (!eff) return { ttlMs: a.ttlMs, dnsNames: [...a.dnsNames] }
     this.#deny(id, checkEffective(this.#set, eff, { nodeSelectors: selectorStrings(a.nodeSelectors) }))

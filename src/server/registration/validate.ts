@@ -30,6 +30,11 @@ export function instanceSpiffeId(template: string, instanceId: string): string {
   return template.replace(INSTANCE_PLACEHOLDER, instanceId)
 }
 
+/** The ID an entry's namespace bounds are evaluated for: a template's bounds are those of any instance it can produce. */
+export function boundsSpiffeId(spiffeId: string): string {
+  return isTemplateId(spiffeId) ? instanceSpiffeId(spiffeId, INSTANCE_SAMPLE) : spiffeId
+}
+
 /**
  * Checks a template can only produce valid SPIFFE IDs: exactly one
  * `{instance}`, as a whole path segment, and valid with a sample instance ID

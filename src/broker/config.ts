@@ -1,0 +1,196 @@
+/**
+ * The broker's configuration: a `[broker]` section, either in server.toml
+ * (embedded: `warrant server run` starts it) or in broker.toml (standalone:
+ * `warrant broker run`, which adds `[workload_api]`). Two layers as elsewhere:
+ * a strict zod file schema (every problem reported with its path), then
+ * `toBrokerConfig`, which resolves relative paths against the config file's
+ * directory and produces the typed runtime config.
+ */
+import { isAbsolute, resolve } from 'node:path'
+import { z } from 'zod'
+import { duration } from '../common/config/duration.js'
+import { configError, zodIssues, type ConfigIssue } from '../common/config/issues.js'
+import { resolvePluginBlockPaths } from '../common/config/plugin-paths.js'
+import { splitHostPort } from '../common/config/observability.js'
+import { hostPort, logLevel, trustDomain } from '../common/config/refinements.js'
+import { SpiffeId } from '../spiffe/spiffe-id.js'
+import type { TrustDomain } from '../spiffe/trust-domain.js'
+
+/** DPoP proof algorithms the broker can verify (asymmetric only, RFC 9449 §4.2). */
+export const DPOP_ALGORITHMS = ['ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512', 'RS256', 'EdDSA', 'Ed25519'] as const
+export type DpopAlgorithm = (typeof DPOP_ALGORITHMS)[number]
+
+/** A SPIFFE ID, or a prefix of IDs when it ends in `/` (`spiffe://td/orchestrators/`). */
+const idOrPrefix = () =>
+  z.string().superRefine((v, ctx) => {
+    const id = v.endsWith('/') ? v.slice(0, -1) : v
+    try {
+      const parsed = SpiffeId.fromString(id)
+      if (v.endsWith('/') && parsed.path === '') ctx.addIssue({ code: 'custom', message: 'a prefix must name a path (use the trust domain list for a whole trust domain)' })
+    } catch (e) {
+      ctx.addIssue({ code: 'custom', message: (e as Error).message })
+    }
+  })
+
+const DpopSection = z
+  .object({
+    /** Require a server nonce in every proof at the token endpoint (RFC 9449 §8). */
+    nonce_required: z.boolean().default(true),
+    /** How far a proof's `iat` may be from now, either way. */
+    iat_window: duration().default(60_000),
+    algorithms: z.array(z.enum(DPOP_ALGORITHMS)).min(1).default(['ES256', 'ES384', 'PS256', 'RS256', 'EdDSA']),
+    /** How long one server nonce is accepted. */
+    nonce_ttl: duration().default(300_000),
+  })
+  .strict()
+
+const LimitsSection = z
+  .object({
+    body_bytes: z.number().int().min(1024).max(1_048_576).default(64 * 1024),
+    header_bytes: z.number().int().min(4096).max(65_536).default(16 * 1024),
+    max_connections_per_address: z.number().int().min(1).max(100_000).default(256),
+    request_timeout: duration().default(10_000),
+  })
+  .strict()
+
+export const BrokerSectionSchema = z
+  .object({
+    /** The issuer identifier (RFC 8414 §2): https, no query or fragment. Metadata, `iss` and client-assertion `aud`. */
+    issuer: z.string().url(),
+    bind_address: hostPort().default('127.0.0.1:8443'),
+    admin_socket_path: z.string().min(1).optional(),
+    store_path: z.string().min(1).optional(),
+    default_token_ttl: duration().default(300_000),
+    /** Workloads that may create and end tasks over HTTPS: SPIFFE IDs, or prefixes ending in `/`. */
+    orchestrators: z.array(idOrPrefix()).default([]),
+    /** Resource servers that may introspect tokens: SPIFFE IDs or prefixes. */
+    introspectors: z.array(idOrPrefix()).default([]),
+    /** Foreign trust domains whose workloads may authenticate (the local one always may). */
+    federated_trust_domains: z.array(trustDomain()).default([]),
+    /** Longest lifetime accepted for a JWT-SVID client assertion (exp - iat, or exp - now). */
+    max_assertion_lifetime: duration().default(300_000),
+    dpop: DpopSection.default(DpopSection.parse({})),
+    limits: LimitsSection.default(LimitsSection.parse({})),
+    /** The broker's signing-key manager: one `[broker.key_manager.<name>]` block. Embedded, the server's is used when absent. */
+    key_manager: z.record(z.string(), z.record(z.string(), z.unknown())).optional(),
+    /** Standalone only. */
+    log_level: logLevel().optional(),
+  })
+  .strict()
+
+const StandaloneFile = z
+  .object({
+    broker: BrokerSectionSchema,
+    workload_api: z.object({ socket_path: z.string().min(1) }).strict(),
+  })
+  .strict()
+
+export interface IdMatcher {
+  readonly ids: readonly string[]
+  readonly prefixes: readonly string[]
+}
+
+export interface BrokerConfig {
+  issuer: string
+  bindAddress: { host: string; port: number }
+  adminSocketPath: string
+  storePath: string
+  defaultTokenTtlSeconds: number
+  orchestrators: IdMatcher
+  introspectors: IdMatcher
+  federatedTrustDomains: readonly TrustDomain[]
+  maxAssertionLifetimeSeconds: number
+  dpop: { nonceRequired: boolean; iatWindowSeconds: number; algorithms: readonly DpopAlgorithm[]; nonceTtlSeconds: number }
+  limits: { bodyBytes: number; headerBytes: number; maxConnectionsPerAddress: number; requestTimeoutMs: number }
+  /** The key manager block, paths resolved; undefined when embedded and the server's is used. */
+  keyManager: { name: string; raw: unknown } | undefined
+  logLevel: 'debug' | 'info' | 'warn' | 'error'
+  /** Standalone: the Workload API socket the broker gets its SVID and bundles from. */
+  workloadApiSocket: string | undefined
+}
+
+/** Does `id` match an entry of the list (exact ID, or under a prefix ending in `/`)? */
+export function matchesIdList(list: IdMatcher, id: string): boolean {
+  return list.ids.includes(id) || list.prefixes.some((p) => id.startsWith(p))
+}
+
+function idList(v: readonly string[]): IdMatcher {
+  return { ids: v.filter((x) => !x.endsWith('/')), prefixes: v.filter((x) => x.endsWith('/')) }
+}
+
+function checkIssuer(issuer: string, issues: ConfigIssue[], path: string): void {
+  let u: URL
+  try {
+    u = new URL(issuer)
+  } catch {
+    return // reported by the schema
+  }
+  if (u.protocol !== 'https:') issues.push({ path, message: 'must be an https URL (RFC 8414 §2)' })
+  if (u.search !== '' || u.hash !== '' || issuer.includes('?') || issuer.includes('#')) issues.push({ path, message: 'must have no query or fragment (RFC 8414 §2)' })
+  if (u.username !== '' || u.password !== '') issues.push({ path, message: 'must not carry credentials' })
+}
+
+function fromSection(b: z.infer<typeof BrokerSectionSchema>, baseDir: string, defaults: { dataDir: string }, prefix: string, issues: ConfigIssue[]): Omit<BrokerConfig, 'workloadApiSocket'> {
+  const abs = (p: string) => (isAbsolute(p) ? p : resolve(baseDir, p))
+  checkIssuer(b.issuer, issues, `${prefix}.issuer`)
+  let keyManager: BrokerConfig['keyManager']
+  const kmNames = Object.keys(b.key_manager ?? {})
+  if (kmNames.length > 1) issues.push({ path: `${prefix}.key_manager`, message: `exactly one key manager is allowed (found ${kmNames.join(', ')})` })
+  else if (kmNames.length === 1) {
+    const name = kmNames[0]!
+    keyManager = { name, raw: resolvePluginBlockPaths('key_manager', name, b.key_manager![name], baseDir) }
+  }
+  const adminSocketPath = abs(b.admin_socket_path ?? resolve(defaults.dataDir, 'private', 'broker-admin.sock'))
+  if (Buffer.byteLength(adminSocketPath) > 100) issues.push({ path: `${prefix}.admin_socket_path`, message: 'path too long for a Unix socket (max ~100 bytes)' })
+  if (b.default_token_ttl < 1000) issues.push({ path: `${prefix}.default_token_ttl`, message: 'must be at least 1s' })
+  if (b.default_token_ttl > 3_600_000) issues.push({ path: `${prefix}.default_token_ttl`, message: 'must be at most 1h' })
+  if (b.dpop.iat_window < 1000 || b.dpop.iat_window > 600_000) issues.push({ path: `${prefix}.dpop.iat_window`, message: 'must be between 1s and 10m' })
+  if (b.max_assertion_lifetime < 1000 || b.max_assertion_lifetime > 3_600_000) issues.push({ path: `${prefix}.max_assertion_lifetime`, message: 'must be between 1s and 1h' })
+  return {
+    issuer: b.issuer,
+    bindAddress: splitHostPort(b.bind_address),
+    adminSocketPath,
+    storePath: abs(b.store_path ?? resolve(defaults.dataDir, 'broker.sqlite3')),
+    defaultTokenTtlSeconds: Math.floor(b.default_token_ttl / 1000),
+    orchestrators: idList(b.orchestrators),
+    introspectors: idList(b.introspectors),
+    federatedTrustDomains: b.federated_trust_domains,
+    maxAssertionLifetimeSeconds: Math.floor(b.max_assertion_lifetime / 1000),
+    dpop: {
+      nonceRequired: b.dpop.nonce_required,
+      iatWindowSeconds: Math.floor(b.dpop.iat_window / 1000),
+      algorithms: [...new Set(b.dpop.algorithms)],
+      nonceTtlSeconds: Math.max(1, Math.floor(b.dpop.nonce_ttl / 1000)),
+    },
+    limits: { bodyBytes: b.limits.body_bytes, headerBytes: b.limits.header_bytes, maxConnectionsPerAddress: b.limits.max_connections_per_address, requestTimeoutMs: b.limits.request_timeout },
+    keyManager,
+    logLevel: b.log_level ?? 'info',
+  }
+}
+
+/**
+ * The `[broker]` section of server.toml (the raw section, or undefined when
+ * the file has none). Paths default under the server's data directory.
+ */
+export function toEmbeddedBrokerConfig(raw: unknown, baseDir: string, serverDataDir: string): BrokerConfig | undefined {
+  if (raw === undefined) return undefined
+  const r = BrokerSectionSchema.safeParse(raw)
+  if (!r.success) throw configError(zodIssues(r.error, 'broker'), 'broker configuration')
+  const issues: ConfigIssue[] = []
+  if (r.data.log_level !== undefined) issues.push({ path: 'broker.log_level', message: 'embedded, the broker logs at the server\'s log_level' })
+  const cfg = fromSection(r.data, baseDir, { dataDir: serverDataDir }, 'broker', issues)
+  if (issues.length > 0) throw configError(issues, 'broker configuration')
+  return { ...cfg, workloadApiSocket: undefined }
+}
+
+/** broker.toml: `[broker]` plus `[workload_api] socket_path`; a key manager is required. Paths default under `<dir>/.warrant/broker`. */
+export function toStandaloneBrokerConfig(raw: unknown, baseDir: string): BrokerConfig {
+  const r = StandaloneFile.safeParse(raw)
+  if (!r.success) throw configError(zodIssues(r.error), 'broker configuration')
+  const issues: ConfigIssue[] = []
+  const cfg = fromSection(r.data.broker, baseDir, { dataDir: resolve(baseDir, '.warrant', 'broker') }, 'broker', issues)
+  if (!cfg.keyManager) issues.push({ path: 'broker.key_manager', message: 'required: one [broker.key_manager.<name>] block (memory, disk or pkcs11)' })
+  if (issues.length > 0) throw configError(issues, 'broker configuration')
+  const sock = r.data.workload_api.socket_path
+  return { ...cfg, workloadApiSocket: isAbsolute(sock) ? sock : resolve(baseDir, sock) }
+}

@@ -303,9 +303,9 @@ describe('token endpoint: request shape', () => {
 })
 
 describe('token endpoint: DPoP', () => {
-  let keys: CryptoKeyPair
+  let keys: Parameters<typeof createDpopProof>[0]
   beforeAll(async () => {
-    keys = (await joseKeyPair('ES256', { extractable: false })) as CryptoKeyPair
+    keys = (await joseKeyPair('ES256', { extractable: false })) as unknown as typeof keys
   })
   const post = (headers: Record<string, string | string[]>) => request(url('/token'), { method: 'POST', headers: { ...FORM, ...headers }, body: form({ grant_type: 'client_credentials' }), client: agent, ca: caPem })
 
@@ -320,7 +320,7 @@ describe('token endpoint: DPoP', () => {
     expect(second.status).toBe(200)
     expect(second.json().token_type).toBe('DPoP')
     expect(second.headers['dpop-nonce']).toBeDefined()
-    expect(lastCall()!.args[2]).toEqual({ kind: 'dpop', jkt: await jwkThumbprint(await crypto.subtle.exportKey('jwk', keys.publicKey)) })
+    expect(lastCall()!.args[2]).toEqual({ kind: 'dpop', jkt: await jwkThumbprint((await crypto.subtle.exportKey('jwk', keys.publicKey)) as Parameters<typeof jwkThumbprint>[0]) })
   })
 
   it('refuses a replayed proof, a proof for another URL or method, a forged nonce and two DPoP headers', async () => {

@@ -41,6 +41,14 @@ export interface TokenRequest {
   readonly authorizationDetails?: readonly AuthorizationDetail[]
   /** warrant extension: the task a client_credentials request is for. */
   readonly taskId?: string
+  /**
+   * warrant extension (form parameter `may_act`, named after the RFC 8693 §4.4
+   * claim): the SPIFFE ID of the sub-agent a delegation grant is for. With a
+   * broker access token as subject_token it asks for a one-time delegation
+   * grant (issued_token_type `...:token-type:jwt`, token_type `N_A`) that only
+   * that sub-agent can exchange for its own token.
+   */
+  readonly mayAct?: string
 }
 
 /** RFC 6749 §5.1 / RFC 8693 §2.2.1 success body. */

@@ -1,0 +1,746 @@
+import { createHash, randomUUID } from 'node:crypto'
+import { compactVerify, decodeProtectedHeader } from 'jose'
+import { systemClock, type Clock } from '../common/clock.js'
+import { F, nullLogger, type Logger } from '../common/log/logger.js'
+import type { ErrorCode } from '../errors/codes.js'
+import { IdentityError } from '../errors/identity-error.js'
+import { resourceProblem } from '../spiffe/bounds/bounds.js'
+import { checkCeiling, describeCeilingFailure, type Ceiling } from '../spiffe/bounds/ceiling.js'
+import { validateJwtSvid } from '../spiffe/jwt-svid/validate-jwt-svid.js'
+import { SpiffeId } from '../spiffe/spiffe-id.js'
+import { ACCESS_TOKEN_TYP, GRANT_TYPE, TOKEN_TYPE, type ActClaim, type AuthorizationDetail } from '../tokens/claims.js'
+import type {
+  AuthenticatedClient,
+  BrokerService,
+  IntrospectionResponse,
+  KeyBinding,
+  Task,
+  TaskSpec,
+  TokenRequest,
+  TokenResponse,
+} from './contract.js'
+import { SigningKeys, type SigningKeysOptions } from './keys.js'
+import { signJwt } from './mint.js'
+import type { BrokerDeps } from './ports.js'
+import { BrokerStore, type TokenRecord } from './store/broker-store.js'
+
+/** JOSE `typ` of a one-time delegation grant: not an access token, so no resource server accepts it. */
+export const DELEGATION_GRANT_TYP = 'warrant-delegation-grant+jwt'
+
+export interface BrokerServiceOptions {
+  /** The issuer URL: `iss` of every token, the audience a JWT-SVID subject token must name. */
+  issuer: string
+  /** The SQLite file (':memory:' for tests). */
+  storePath: string
+  /** Token lifetime unless a ceiling, the task or the chain caps it. Default 300 s. */
+  defaultTokenTtlSeconds?: number
+  /** Hard cap on any token lifetime. Default 3600 s. */
+  maxTokenTtlSeconds?: number
+  /** Lifetime of a one-time delegation grant. Default 60 s. */
+  grantTtlSeconds?: number
+  /** Longest task. Default 7 days. */
+  maxTaskTtlSeconds?: number
+  /** Who may create tasks: SPIFFE IDs, or prefixes ending in `/`. */
+  orchestrators?: readonly string[]
+  /** Resource servers that may introspect: SPIFFE IDs or prefixes. */
+  introspectors?: readonly string[]
+  /** Who may revoke any token (besides each token's own client): SPIFFE IDs or prefixes. */
+  revocationAdmins?: readonly string[]
+  /** client_credentials and JWT-SVID exchanges need a task_id (default true); without one the ceiling alone bounds the token. */
+  requireTask?: boolean
+  /** RFC 9396 `type`s a client may ask for (default none); derived tokens only keep or drop entries. */
+  authorizationDetailsTypes?: readonly string[]
+  /** Clock-skew leeway for JWT-SVID subject tokens. Default 30 s. */
+  leewaySeconds?: number
+  signing?: Omit<SigningKeysOptions, 'maxTokenLifetimeSeconds'>
+}
+
+const MAX_TOKEN_LENGTH = 16 * 1024
+const MAX_LIST = 256
+const NAME = /^[A-Za-z0-9._-]{1,128}$/
+const SCOPE_TOKEN = /^[\x21\x23-\x5B\x5D-\x7E]+$/
+const MAX_RENEWALS_LIMIT = 100_000
+
+/** Matches a SPIFFE ID against a list of IDs and prefixes ending in `/`. */
+function matchesList(list: readonly string[], id: string): boolean {
+  return list.some((p) => p === id || (p.endsWith('/') && id.startsWith(p)))
+}
+
+/** Does a task's agent (an ID, or a prefix ending in `/`) cover `id`? */
+function taskCovers(agent: string, id: string): boolean {
+  return agent === id || (agent.endsWith('/') && id.startsWith(agent))
+}
+
+function canon(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canon).join(',')}]`
+  if (v !== null && typeof v === 'object') {
+    return `{${Object.keys(v)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${canon((v as Record<string, unknown>)[k])}`)
+      .join(',')}}`
+  }
+  return JSON.stringify(v)
+}
+
+function nestAct(actors: readonly string[]): ActClaim | undefined {
+  let act: ActClaim | undefined
+  for (let i = actors.length - 1; i >= 0; i--) act = act ? { sub: actors[i]!, act } : { sub: actors[i]! }
+  return act
+}
+
+const uniq = (l: readonly string[]): string[] => [...new Set(l)]
+const intersect = (a: readonly string[], ...rest: (readonly string[])[]): string[] => a.filter((x) => rest.every((r) => r.includes(x)))
+
+/** Thrown inside a store transaction when a re-check fails; carries the refusal out. */
+class Refusal extends Error {
+  readonly code: ErrorCode
+  readonly publicMessage: string
+  readonly reason: string
+  constructor(code: ErrorCode, publicMessage: string, reason: string) {
+    super(reason)
+    this.code = code
+    this.publicMessage = publicMessage
+    this.reason = reason
+  }
+}
+
+interface Ctx {
+  log: Logger
+  client: AuthenticatedClient
+  grantType: string
+}
+
+interface VerifiedToken {
+  record: TokenRecord
+  payload: Record<string, unknown>
+  typ: string
+}
+
+/**
+ * The broker's domain (see contract.ts): tasks, ceilings, the client
+ * credentials / exchange / renewal / delegation rules, minting and the token
+ * store. Every refusal throws IdentityError with a stable code and a short
+ * message, logs everything (never a token), and writes nothing.
+ */
+export class BrokerServiceImpl implements BrokerService {
+  readonly issuer: string
+  readonly store: BrokerStore
+  readonly keys: SigningKeys
+  readonly #deps: BrokerDeps
+  readonly #log: Logger
+  readonly #clock: Clock
+  readonly #o: Required<Omit<BrokerServiceOptions, 'signing' | 'storePath' | 'issuer'>>
+
+  constructor(deps: BrokerDeps, opts: BrokerServiceOptions, store: BrokerStore, keys: SigningKeys) {
+    this.#deps = deps
+    this.issuer = opts.issuer
+    this.store = store
+    this.keys = keys
+    this.#log = (deps.log ?? nullLogger).child({ [F.SUBSYSTEM]: 'broker' })
+    this.#clock = deps.clock ?? systemClock
+    this.#o = {
+      defaultTokenTtlSeconds: opts.defaultTokenTtlSeconds ?? 300,
+      maxTokenTtlSeconds: opts.maxTokenTtlSeconds ?? 3600,
+      grantTtlSeconds: opts.grantTtlSeconds ?? 60,
+      maxTaskTtlSeconds: opts.maxTaskTtlSeconds ?? 7 * 86_400,
+      orchestrators: opts.orchestrators ?? [],
+      introspectors: opts.introspectors ?? [],
+      revocationAdmins: opts.revocationAdmins ?? [],
+      requireTask: opts.requireTask ?? true,
+      authorizationDetailsTypes: opts.authorizationDetailsTypes ?? [],
+      leewaySeconds: opts.leewaySeconds ?? 30,
+    }
+  }
+
+  #now(): number {
+    return Math.floor(this.#clock.now() / 1000)
+  }
+
+  /** Logs the refusal with everything, throws with little. */
+  #refuse(ctx: Ctx | { log: Logger }, code: ErrorCode, publicMessage: string, reason: string, fields: Record<string, unknown> = {}): never {
+    ctx.log.warn({ [F.ERROR_CODE]: code, [F.REASON]: reason, ...fields }, 'Broker request refused')
+    throw new IdentityError(code, publicMessage)
+  }
+
+  // ---------------------------------------------------------------- token
+
+  async token(req: TokenRequest, client: AuthenticatedClient, binding: KeyBinding): Promise<TokenResponse> {
+    const ctx: Ctx = { log: this.#log.child({ client_id: client.spiffeId, grant_type: req.grantType }), client, grantType: req.grantType }
+    if (!SpiffeId.isValid(client.spiffeId)) this.#refuse(ctx, 'ERR_CLIENT_UNAUTHORIZED', 'client not authorized', 'client ID is not a SPIFFE ID')
+    this.#checkShape(ctx, req)
+    if (req.grantType === GRANT_TYPE.clientCredentials) {
+      if (req.subjectToken !== undefined || req.actorToken !== undefined) this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'unexpected parameters', 'subject or actor token on client_credentials')
+      if (req.requestedTokenType !== undefined && req.requestedTokenType !== TOKEN_TYPE.accessToken) {
+        this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'unsupported requested_token_type', 'requested_token_type on client_credentials')
+      }
+      if (req.mayAct !== undefined) this.#refuse(ctx, 'ERR_DELEGATION_INVALID', 'delegation needs a broker token', 'may_act on client_credentials')
+      return this.#issueDirect(ctx, client.spiffeId, req, binding)
+    }
+    if (req.grantType === GRANT_TYPE.tokenExchange) return this.#exchange(ctx, req, binding)
+    return this.#refuse(ctx, 'ERR_GRANT_TYPE_UNSUPPORTED', 'unsupported grant_type', 'unsupported grant type')
+  }
+
+  #checkShape(ctx: Ctx, req: TokenRequest): void {
+    const lists: [string, readonly unknown[] | undefined][] = [['resource', req.resources], ['audience', req.audiences], ['scope', req.scopes]]
+    for (const [name, l] of lists) {
+      if (l === undefined) continue
+      if (!Array.isArray(l) || l.length > MAX_LIST || l.some((x) => typeof x !== 'string' || x.length === 0 || x.length > 2048)) {
+        this.#refuse(ctx, name === 'scope' ? 'ERR_SCOPE_INVALID' : 'ERR_TOKEN_REQUEST_INVALID', `invalid ${name}`, `malformed ${name} list`)
+      }
+    }
+    for (const s of req.scopes ?? []) if (!SCOPE_TOKEN.test(s)) this.#refuse(ctx, 'ERR_SCOPE_INVALID', 'invalid scope', 'malformed scope token')
+    for (const r of req.resources) {
+      const p = resourceProblem(r)
+      if (p) this.#refuse(ctx, 'ERR_TARGET_INVALID', 'invalid resource', p)
+    }
+    if (req.authorizationDetails !== undefined) {
+      if (!Array.isArray(req.authorizationDetails) || req.authorizationDetails.length > MAX_LIST) this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'invalid authorization_details', 'authorization_details not a list')
+      for (const d of req.authorizationDetails) {
+        if (d === null || typeof d !== 'object' || Array.isArray(d) || typeof d.type !== 'string') {
+          this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'invalid authorization_details', 'authorization_details entry without a type')
+        }
+      }
+    }
+    if (req.taskId !== undefined && (typeof req.taskId !== 'string' || !NAME.test(req.taskId))) this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'invalid task_id', 'malformed task_id')
+  }
+
+  async #exchange(ctx: Ctx, req: TokenRequest, binding: KeyBinding): Promise<TokenResponse> {
+    if (!req.subjectToken || !req.subjectTokenType) this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'subject_token and subject_token_type are required', 'missing subject token')
+    if (req.actorToken !== undefined && req.actorTokenType === undefined) this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'actor_token_type is required with actor_token', 'actor token without type')
+    if (req.actorToken === undefined && req.actorTokenType !== undefined) this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'actor_token_type without actor_token', 'actor token type without token')
+    if (req.actorToken !== undefined) this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'actor_token is not supported; delegate with a may_act grant', 'actor token sent')
+    if (req.subjectToken.length > MAX_TOKEN_LENGTH) this.#refuse(ctx, 'ERR_GRANT_INVALID', 'invalid subject_token', 'subject token too large')
+    const type = req.subjectTokenType
+    let own: boolean
+    if (type === TOKEN_TYPE.jwtSvid) own = false
+    else if (type === TOKEN_TYPE.accessToken) own = true
+    else if (type === TOKEN_TYPE.jwt) {
+      let typ: unknown
+      try {
+        typ = decodeProtectedHeader(req.subjectToken).typ
+      } catch {
+        this.#refuse(ctx, 'ERR_GRANT_INVALID', 'invalid subject_token', 'subject token header is not JOSE')
+      }
+      own = typ === ACCESS_TOKEN_TYP || typ === DELEGATION_GRANT_TYP
+    } else return this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'unsupported subject_token_type', `subject_token_type ${type.slice(0, 100)}`)
+
+    if (!own) {
+      if (req.requestedTokenType !== undefined && req.requestedTokenType !== TOKEN_TYPE.accessToken) {
+        this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'unsupported requested_token_type', 'requested_token_type for a JWT-SVID exchange')
+      }
+      if (req.mayAct !== undefined) this.#refuse(ctx, 'ERR_DELEGATION_INVALID', 'delegation needs a broker token', 'may_act with a JWT-SVID subject token')
+      let svidId: string
+      try {
+        const svid = await validateJwtSvid(req.subjectToken, this.#deps.jwtBundles, {
+          audience: this.issuer,
+          now: new Date(this.#clock.now()),
+          leewaySeconds: this.#o.leewaySeconds,
+        })
+        svidId = svid.id.toString()
+      } catch (err) {
+        if (!(err instanceof IdentityError)) throw err
+        return this.#refuse(ctx, 'ERR_GRANT_INVALID', 'invalid subject_token', `JWT-SVID subject token: ${err.code}: ${err.message}`)
+      }
+      if (svidId !== ctx.client.spiffeId) this.#refuse(ctx, 'ERR_GRANT_INVALID', 'invalid subject_token', 'JWT-SVID subject is not the authenticated client', { subject: svidId })
+      return this.#issueDirect(ctx, svidId, req, binding)
+    }
+
+    const now = this.#now()
+    const v = await this.#verifyOwn(req.subjectToken, now, true)
+    if (!v) return this.#refuse(ctx, 'ERR_GRANT_INVALID', 'invalid subject_token', 'subject token is not a live broker token')
+    const rec = v.record
+    const log = ctx.log.child({ [F.JTI]: rec.jti, ...(rec.taskId ? { task_id: rec.taskId } : {}) })
+    const c: Ctx = { ...ctx, log }
+    if (rec.revokedAt !== undefined) this.#refuse(c, 'ERR_GRANT_INVALID', 'invalid subject_token', 'subject token is revoked')
+    const task = rec.taskId !== undefined ? this.#liveTask(c, rec.taskId, now) : undefined
+    if (rec.kind === 'grant') return this.#redeemGrant(c, req, binding, rec, task, now)
+    if (req.mayAct !== undefined) return this.#delegationGrant(c, req, binding, rec, task, now)
+    return this.#renew(c, req, binding, rec, task, now)
+  }
+
+  /** A broker token this broker signed (signature, `typ`, `iss`, times) and its stored record. Undefined when anything is off. */
+  async #verifyOwn(token: string, now: number, checkTimes: boolean): Promise<VerifiedToken | undefined> {
+    if (typeof token !== 'string' || token.length === 0 || token.length > MAX_TOKEN_LENGTH) return undefined
+    let header: ReturnType<typeof decodeProtectedHeader>
+    try {
+      header = decodeProtectedHeader(token)
+    } catch {
+      return undefined
+    }
+    if (typeof header.kid !== 'string' || (header.typ !== ACCESS_TOKEN_TYP && header.typ !== DELEGATION_GRANT_TYP)) return undefined
+    const k = this.keys.publicKeyFor(header.kid)
+    if (!k || header.alg !== k.alg) return undefined
+    let payload: Record<string, unknown>
+    try {
+      const r = await compactVerify(token, k.key, { algorithms: [k.alg] })
+      payload = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(r.payload)) as Record<string, unknown>
+    } catch {
+      return undefined
+    }
+    if (payload === null || typeof payload !== 'object' || payload.iss !== this.issuer || typeof payload.jti !== 'string') return undefined
+    if (checkTimes) {
+      if (typeof payload.exp !== 'number' || payload.exp <= now) return undefined
+      if (typeof payload.nbf === 'number' && payload.nbf > now) return undefined
+    }
+    const record = this.store.getToken(payload.jti)
+    if (!record || record.kid !== header.kid) return undefined
+    if ((record.kind === 'grant') !== (header.typ === DELEGATION_GRANT_TYP)) return undefined
+    return { record, payload, typ: header.typ }
+  }
+
+  #liveTask(ctx: Ctx | { log: Logger }, taskId: string, now: number): Task {
+    const task = this.store.getTask(taskId)
+    if (!task) return this.#refuse(ctx, 'ERR_TASK_NOT_FOUND', 'unknown task', 'task not found', { task_id: taskId })
+    if (task.endedAt !== undefined) this.#refuse(ctx, 'ERR_TASK_ENDED', 'task ended', 'task was ended', { task_id: taskId })
+    if (task.expiresAt <= now) this.#refuse(ctx, 'ERR_TASK_ENDED', 'task ended', 'task expired', { task_id: taskId })
+    return task
+  }
+
+  async #ceiling(id: string): Promise<Ceiling> {
+    return this.#deps.ceilings.ceilingFor(SpiffeId.fromString(id))
+  }
+
+  /** The scopes to grant: the request (each allowed) or everything allowed; never empty. */
+  #scopes(ctx: Ctx, requested: readonly string[] | undefined, allowed: readonly string[]): string[] {
+    if (requested === undefined) {
+      if (allowed.length === 0) this.#refuse(ctx, 'ERR_SCOPE_INVALID', 'no scope can be granted', 'nothing allowed by task, ceiling and chain')
+      return [...allowed]
+    }
+    const want = uniq(requested)
+    if (want.length === 0) this.#refuse(ctx, 'ERR_SCOPE_INVALID', 'no scope requested', 'empty scope')
+    const bad = want.filter((s) => !allowed.includes(s))
+    if (bad.length > 0) this.#refuse(ctx, 'ERR_SCOPE_INVALID', 'requested scope not allowed', 'scope above task, ceiling or chain', { scopes: bad, allowed })
+    return want
+  }
+
+  /** The audiences: the requested resources and audiences (each allowed) or everything allowed; never empty. */
+  #targets(ctx: Ctx, req: TokenRequest, allowed: readonly string[]): string[] {
+    const want = uniq([...req.resources, ...req.audiences])
+    if (want.length === 0) {
+      if (allowed.length === 0) this.#refuse(ctx, 'ERR_TARGET_INVALID', 'no resource can be granted', 'no resources allowed by task, ceiling and chain')
+      return [...allowed]
+    }
+    const bad = want.filter((r) => !allowed.includes(r))
+    if (bad.length > 0) this.#refuse(ctx, 'ERR_TARGET_INVALID', 'requested resource not allowed', 'resource above task, ceiling or chain', { resources: bad, allowed })
+    return want
+  }
+
+  /** RFC 9396 details: a fresh request may name the configured types; a derived token keeps or drops its parent's entries. */
+  #details(ctx: Ctx, requested: readonly AuthorizationDetail[] | undefined, parent: readonly AuthorizationDetail[] | undefined | 'fresh'): AuthorizationDetail[] | undefined {
+    if (parent === 'fresh') {
+      if (requested === undefined || requested.length === 0) return undefined
+      const bad = requested.find((d) => !this.#o.authorizationDetailsTypes.includes(d.type))
+      if (bad) this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'authorization_details type not supported', 'authorization_details type not configured', { type: bad.type.slice(0, 100) })
+      return requested.map((d) => ({ ...d }))
+    }
+    if (requested === undefined) return parent ? [...parent] : undefined
+    if (requested.length === 0) return undefined
+    const have = new Set((parent ?? []).map(canon))
+    if (requested.some((d) => !have.has(canon(d)))) this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'authorization_details wider than the subject token', 'authorization_details not in the parent token')
+    return requested.map((d) => ({ ...d }))
+  }
+
+  /** The confirmation claim for the proved key; bearer only when every ceiling allows it. */
+  #cnf(ctx: Ctx, binding: KeyBinding, ceilings: readonly Ceiling[]): { jkt?: string; x5t?: string } {
+    if (binding.kind === 'dpop') {
+      if (typeof binding.jkt !== 'string' || !/^[A-Za-z0-9_-]{43}$/.test(binding.jkt)) this.#refuse(ctx, 'ERR_DPOP_PROOF_INVALID', 'invalid DPoP proof', 'jkt is not a SHA-256 thumbprint')
+      return { jkt: binding.jkt }
+    }
+    if (binding.kind === 'mtls') {
+      const cert = ctx.client.certDer
+      if (!cert || ctx.client.method !== 'tls_client_auth') this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'certificate binding needs mutual TLS client authentication', 'mtls binding without a client certificate')
+      const x5t = createHash('sha256').update(cert).digest('base64url')
+      if (x5t !== binding.x5tS256) this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'certificate binding mismatch', 'x5t#S256 is not the client certificate')
+      return { x5t }
+    }
+    if (binding.kind === 'bearer') {
+      for (const c of ceilings) {
+        const f = checkCeiling(c, { bearer: true })
+        if (f) this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'a DPoP proof or a mutual-TLS client certificate is required', describeCeilingFailure(f), { prefixes: c.prefixes })
+      }
+      return {}
+    }
+    return this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'invalid key binding', 'unknown binding kind')
+  }
+
+  /** Same key as the token's `cnf` (renewal and grant requests: proof of possession by the holder). */
+  #sameKey(ctx: Ctx, binding: KeyBinding, rec: TokenRecord): void {
+    const ok =
+      rec.cnfJkt !== undefined
+        ? binding.kind === 'dpop' && binding.jkt === rec.cnfJkt
+        : rec.cnfX5t !== undefined
+          ? binding.kind === 'mtls' && binding.x5tS256 === rec.cnfX5t && ctx.client.certDer !== undefined && createHash('sha256').update(ctx.client.certDer).digest('base64url') === rec.cnfX5t
+          : binding.kind === 'bearer'
+    if (!ok) this.#refuse(ctx, 'ERR_GRANT_INVALID', 'invalid subject_token', 'proof is not of the key the subject token is bound to', { binding: binding.kind })
+  }
+
+  #expiry(ctx: Ctx, now: number, ceilings: readonly Ceiling[], cap: number, ttl = this.#o.defaultTokenTtlSeconds): number {
+    let t = Math.min(ttl, this.#o.maxTokenTtlSeconds)
+    for (const c of ceilings) if (c.maxTokenTtlSeconds !== undefined) t = Math.min(t, c.maxTokenTtlSeconds)
+    const exp = Math.min(now + t, cap)
+    if (exp <= now) this.#refuse(ctx, 'ERR_GRANT_INVALID', 'nothing left to issue', 'the chain or task ends now', { cap })
+    return exp
+  }
+
+  async #issueDirect(ctx: Ctx, sub: string, req: TokenRequest, binding: KeyBinding): Promise<TokenResponse> {
+    const now = this.#now()
+    const ceiling = await this.#ceiling(sub)
+    let task: Task | undefined
+    if (req.taskId !== undefined) {
+      task = this.#liveTask(ctx, req.taskId, now)
+      if (!taskCovers(task.agent, sub)) this.#refuse(ctx, 'ERR_CLIENT_UNAUTHORIZED', 'client not authorized for this task', 'task is for another agent', { task_id: task.taskId, task_agent: task.agent })
+    } else if (this.#o.requireTask) this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'task_id is required', 'no task_id')
+    const log = task ? ctx.log.child({ task_id: task.taskId }) : ctx.log
+    const c: Ctx = { ...ctx, log }
+    const scopes = this.#scopes(c, req.scopes, task ? intersect(task.scopes, ceiling.scopes) : ceiling.scopes)
+    const targets = this.#targets(c, req, task ? intersect(task.resources, ceiling.resources) : ceiling.resources)
+    const details = this.#details(c, req.authorizationDetails, 'fresh')
+    const cnf = this.#cnf(c, binding, [ceiling])
+    const maxExp = task ? task.expiresAt : now + this.#o.maxTokenTtlSeconds
+    const exp = this.#expiry(c, now, [ceiling], maxExp)
+    const jti = randomUUID()
+    const rec: TokenRecord = {
+      jti, kind: 'access', sub, clientId: ctx.client.spiffeId, taskId: task?.taskId, parentJti: undefined, rootJti: jti, actors: [], depth: 0,
+      scopes, resources: targets, audiences: targets, authorizationDetails: details, cnfJkt: cnf.jkt, cnfX5t: cnf.x5t, mayAct: undefined,
+      kid: '', iat: now, exp, maxExp, renewals: 0, renewedBy: undefined, revokedAt: undefined,
+    }
+    return this.#mintAndStore(c, rec, task, () => {
+      if (task) this.#recheckTask(task.taskId, now)
+    })
+  }
+
+  #recheckTask(taskId: string, now: number): void {
+    const t = this.store.getTask(taskId)
+    if (!t || t.endedAt !== undefined || t.expiresAt <= now) throw new Refusal('ERR_TASK_ENDED', 'task ended', 'task ended while the token was minted')
+  }
+
+  #recheckLive(jti: string, what: string): TokenRecord {
+    const r = this.store.getToken(jti)
+    if (!r || r.revokedAt !== undefined) throw new Refusal('ERR_GRANT_INVALID', 'invalid subject_token', `${what} was revoked while the token was minted`)
+    return r
+  }
+
+  async #renew(ctx: Ctx, req: TokenRequest, binding: KeyBinding, rec: TokenRecord, task: Task | undefined, now: number): Promise<TokenResponse> {
+    if (req.requestedTokenType !== undefined && req.requestedTokenType !== TOKEN_TYPE.accessToken) {
+      this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'unsupported requested_token_type', 'requested_token_type on a renewal')
+    }
+    if (req.taskId !== undefined && req.taskId !== rec.taskId) this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'task_id does not match the subject token', 'task_id differs on renewal')
+    if (rec.clientId !== ctx.client.spiffeId) this.#refuse(ctx, 'ERR_GRANT_INVALID', 'invalid subject_token', 'renewal by another client', { token_client: rec.clientId })
+    this.#sameKey(ctx, binding, rec)
+    if (rec.renewedBy !== undefined) this.#refuse(ctx, 'ERR_GRANT_INVALID', 'invalid subject_token', 'token was already renewed', { renewed_by: rec.renewedBy })
+    const ceilings = [await this.#ceiling(rec.sub), ...(rec.actors[0] !== undefined ? [await this.#ceiling(rec.actors[0])] : [])]
+    const renewals = rec.renewals + 1
+    const limits = [...(task ? [task.maxRenewals] : []), ...ceilings.map((c) => c.maxRenewals).filter((x): x is number => x !== undefined)]
+    const limit = limits.length > 0 ? Math.min(...limits) : Infinity
+    if (renewals > limit) this.#refuse(ctx, 'ERR_GRANT_INVALID', 'renewal limit reached', 'max_renewals reached', { renewals: rec.renewals, limit })
+    const allowedScopes = intersect(rec.scopes, ...(task ? [task.scopes] : []), ...ceilings.map((c) => c.scopes))
+    const allowedTargets = intersect(rec.audiences, ...(task ? [task.resources] : []), ...ceilings.map((c) => c.resources))
+    const scopes = this.#scopes(ctx, req.scopes, allowedScopes)
+    const targets = this.#targets(ctx, req, allowedTargets)
+    const details = this.#details(ctx, req.authorizationDetails, rec.authorizationDetails)
+    if (binding.kind === 'bearer') this.#cnf(ctx, binding, ceilings) // bearer must still be allowed
+    const exp = this.#expiry(ctx, now, ceilings, Math.min(rec.maxExp, task?.expiresAt ?? Infinity))
+    const jti = randomUUID()
+    const next: TokenRecord = {
+      ...rec, jti, parentJti: rec.jti, scopes, resources: targets, audiences: targets, authorizationDetails: details,
+      iat: now, exp, renewals, renewedBy: undefined, revokedAt: undefined, kid: '',
+    }
+    return this.#mintAndStore(ctx, next, task, () => {
+      this.#recheckLive(rec.jti, 'subject token')
+      if (task) this.#recheckTask(task.taskId, now)
+      if (!this.store.markRenewed(rec.jti, jti)) throw new Refusal('ERR_GRANT_INVALID', 'invalid subject_token', 'token was renewed concurrently')
+    })
+  }
+
+  async #delegationGrant(ctx: Ctx, req: TokenRequest, binding: KeyBinding, rec: TokenRecord, task: Task | undefined, now: number): Promise<TokenResponse> {
+    if (req.requestedTokenType !== undefined && req.requestedTokenType !== TOKEN_TYPE.jwt) {
+      this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'a delegation grant is issued as urn:ietf:params:oauth:token-type:jwt', 'requested_token_type on a grant request')
+    }
+    const mayAct = req.mayAct!
+    const log = ctx.log.child({ may_act: mayAct })
+    const c: Ctx = { ...ctx, log }
+    if (!SpiffeId.isValid(mayAct)) this.#refuse(c, 'ERR_DELEGATION_INVALID', 'may_act must be a SPIFFE ID', 'may_act is not a SPIFFE ID')
+    if (rec.clientId !== ctx.client.spiffeId) this.#refuse(c, 'ERR_GRANT_INVALID', 'invalid subject_token', 'grant request by another client', { token_client: rec.clientId })
+    this.#sameKey(c, binding, rec)
+    if (mayAct === rec.sub || rec.actors.includes(mayAct)) this.#refuse(c, 'ERR_DELEGATION_INVALID', 'delegation not allowed', 'may_act is already in the chain')
+    const holder = rec.actors[0] ?? rec.sub
+    const subCeiling = await this.#ceiling(rec.sub)
+    const holderCeiling = holder === rec.sub ? subCeiling : await this.#ceiling(holder)
+    const depth = rec.depth + 1
+    for (const ceil of holder === rec.sub ? [subCeiling] : [subCeiling, holderCeiling]) {
+      const f = checkCeiling(ceil, { delegationDepth: depth, delegateTo: mayAct })
+      if (f) this.#refuse(c, 'ERR_DELEGATION_INVALID', 'delegation not allowed', describeCeilingFailure(f), { depth, prefixes: ceil.prefixes })
+    }
+    const ceilings = holder === rec.sub ? [subCeiling] : [subCeiling, holderCeiling]
+    const scopes = this.#scopes(c, req.scopes, intersect(rec.scopes, ...(task ? [task.scopes] : []), ...ceilings.map((x) => x.scopes)))
+    const targets = this.#targets(c, req, intersect(rec.audiences, ...(task ? [task.resources] : []), ...ceilings.map((x) => x.resources)))
+    const details = this.#details(c, req.authorizationDetails, rec.authorizationDetails)
+    const exp = this.#expiry(c, now, [], rec.exp, this.#o.grantTtlSeconds)
+    const jti = randomUUID()
+    const grant: TokenRecord = {
+      jti, kind: 'grant', sub: rec.sub, clientId: ctx.client.spiffeId, taskId: rec.taskId, parentJti: rec.jti, rootJti: rec.rootJti,
+      actors: rec.actors, depth: rec.depth, scopes, resources: targets, audiences: [this.issuer], authorizationDetails: details,
+      cnfJkt: undefined, cnfX5t: undefined, mayAct, kid: '', iat: now, exp, maxExp: rec.exp, renewals: 0, renewedBy: undefined, revokedAt: undefined,
+    }
+    return this.#mintAndStore(c, grant, task, () => {
+      this.#recheckLive(rec.jti, 'subject token')
+      if (task) this.#recheckTask(task.taskId, now)
+    })
+  }
+
+  async #redeemGrant(ctx: Ctx, req: TokenRequest, binding: KeyBinding, grant: TokenRecord, task: Task | undefined, now: number): Promise<TokenResponse> {
+    if (req.requestedTokenType !== undefined && req.requestedTokenType !== TOKEN_TYPE.accessToken) {
+      this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'unsupported requested_token_type', 'requested_token_type on grant redemption')
+    }
+    if (req.mayAct !== undefined) this.#refuse(ctx, 'ERR_DELEGATION_INVALID', 'a grant is exchanged for an access token first', 'may_act with a grant')
+    if (req.taskId !== undefined && req.taskId !== grant.taskId) this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'task_id does not match the subject token', 'task_id differs on redemption')
+    if (grant.mayAct !== ctx.client.spiffeId) this.#refuse(ctx, 'ERR_DELEGATION_INVALID', 'delegation not allowed', 'client is not may_act.sub of the grant', { may_act: grant.mayAct })
+    const used = this.store.grantUse(grant.jti)
+    if (used) this.#refuse(ctx, 'ERR_GRANT_INVALID', 'invalid subject_token', 'grant already used', { used_by: used.usedBy, issued_jti: used.issuedJti })
+    const parent = grant.parentJti !== undefined ? this.store.getToken(grant.parentJti) : undefined
+    if (!parent || parent.revokedAt !== undefined) this.#refuse(ctx, 'ERR_GRANT_INVALID', 'invalid subject_token', 'delegating token is revoked or gone')
+    const actor = ctx.client.spiffeId
+    const subCeiling = await this.#ceiling(grant.sub)
+    const actorCeiling = await this.#ceiling(actor)
+    const ceilings = [subCeiling, actorCeiling]
+    const actors = [actor, ...grant.actors]
+    const depth = grant.depth + 1
+    const f = checkCeiling(subCeiling, { delegationDepth: depth })
+    if (f) this.#refuse(ctx, 'ERR_DELEGATION_INVALID', 'delegation not allowed', describeCeilingFailure(f), { depth })
+    const scopes = this.#scopes(ctx, req.scopes, intersect(grant.scopes, ...(task ? [task.scopes] : []), ...ceilings.map((x) => x.scopes)))
+    const targets = this.#targets(ctx, req, intersect(grant.resources, ...(task ? [task.resources] : []), ...ceilings.map((x) => x.resources)))
+    const details = this.#details(ctx, req.authorizationDetails, grant.authorizationDetails)
+    const cnf = this.#cnf(ctx, binding, ceilings)
+    const exp = this.#expiry(ctx, now, ceilings, Math.min(grant.maxExp, task?.expiresAt ?? Infinity))
+    const jti = randomUUID()
+    const rec: TokenRecord = {
+      jti, kind: 'access', sub: grant.sub, clientId: actor, taskId: grant.taskId, parentJti: grant.jti, rootJti: grant.rootJti, actors, depth,
+      scopes, resources: targets, audiences: targets, authorizationDetails: details, cnfJkt: cnf.jkt, cnfX5t: cnf.x5t, mayAct: undefined,
+      kid: '', iat: now, exp, maxExp: grant.maxExp, renewals: 0, renewedBy: undefined, revokedAt: undefined,
+    }
+    return this.#mintAndStore(ctx, rec, task, () => {
+      this.#recheckLive(grant.jti, 'grant')
+      this.#recheckLive(parent!.jti, 'delegating token')
+      if (task) this.#recheckTask(task.taskId, now)
+    }, () => {
+      if (!this.store.useGrant(grant.jti, actor, now, jti)) throw new Refusal('ERR_GRANT_INVALID', 'invalid subject_token', 'grant used concurrently')
+    })
+  }
+
+  /** Signs `rec` and stores it in one transaction with `before` (re-checks) and `after` (writes that reference it). */
+  async #mintAndStore(ctx: Ctx, rec: TokenRecord, task: Task | undefined, before: () => void, after?: () => void): Promise<TokenResponse> {
+    await this.keys.maintain(rec.iat)
+    const { key, kid, alg } = this.keys.active()
+    const act = nestAct(rec.actors)
+    const cnf = rec.cnfJkt !== undefined ? { jkt: rec.cnfJkt } : rec.cnfX5t !== undefined ? { 'x5t#S256': rec.cnfX5t } : undefined
+    // The claims of tokens/claims.ts AccessTokenClaims (a grant adds may_act, has no cnf).
+    const claims: Record<string, unknown> = {
+      iss: this.issuer,
+      sub: rec.sub,
+      aud: rec.audiences.length === 1 ? rec.audiences[0] : [...rec.audiences],
+      exp: rec.exp,
+      iat: rec.iat,
+      nbf: rec.iat,
+      jti: rec.jti,
+      scope: rec.scopes.join(' '),
+      client_id: rec.clientId,
+      ...(rec.taskId !== undefined ? { task_id: rec.taskId } : {}),
+      ...(task?.orchestrationId !== undefined ? { orchestration_id: task.orchestrationId } : {}),
+      ...(rec.authorizationDetails !== undefined ? { authorization_details: rec.authorizationDetails } : {}),
+      ...(act ? { act } : {}),
+      ...(rec.kind === 'grant' ? { may_act: { sub: rec.mayAct } } : {}),
+      ...(cnf ? { cnf } : {}),
+    }
+    const token = await signJwt(claims, { signer: key, kid, alg, typ: rec.kind === 'grant' ? DELEGATION_GRANT_TYP : ACCESS_TOKEN_TYP })
+    const stored: TokenRecord = { ...rec, kid }
+    try {
+      this.store.tx(() => {
+        before()
+        this.store.insertToken(stored)
+        after?.()
+      })
+    } catch (err) {
+      if (err instanceof Refusal) this.#refuse(ctx, err.code, err.publicMessage, err.reason)
+      throw err
+    }
+    ctx.log.info(
+      { [F.JTI]: rec.jti, kind: rec.kind, sub: rec.sub, [F.KID]: kid, parent_jti: rec.parentJti, depth: rec.actors.length, scope: claims.scope, aud: rec.audiences, exp: rec.exp, renewals: rec.renewals, bound: cnf ? Object.keys(cnf)[0] : 'bearer' },
+      rec.kind === 'grant' ? 'Delegation grant issued' : 'Access token issued',
+    )
+    return {
+      access_token: token,
+      issued_token_type: rec.kind === 'grant' ? TOKEN_TYPE.jwt : TOKEN_TYPE.accessToken,
+      token_type: rec.kind === 'grant' ? 'N_A' : rec.cnfJkt !== undefined ? 'DPoP' : 'Bearer',
+      expires_in: rec.exp - rec.iat,
+      scope: rec.scopes.join(' '),
+    }
+  }
+
+  // ---------------------------------------------------------- introspection
+
+  async introspect(token: string, caller: AuthenticatedClient): Promise<IntrospectionResponse> {
+    const log = this.#log.child({ client_id: caller.spiffeId, [F.METHOD]: 'introspect' })
+    if (!matchesList(this.#o.introspectors, caller.spiffeId)) {
+      log.warn({ [F.REASON]: 'caller is not an allowed introspector' }, 'Introspection refused')
+      return { active: false }
+    }
+    const now = this.#now()
+    const v = await this.#verifyOwn(token, now, true)
+    if (!v || v.record.kind !== 'access') {
+      log.debug({ [F.REASON]: 'not a live broker access token' }, 'Token inactive')
+      return { active: false }
+    }
+    const rec = v.record
+    if (rec.revokedAt !== undefined) {
+      log.debug({ [F.JTI]: rec.jti, [F.REASON]: 'revoked' }, 'Token inactive')
+      return { active: false }
+    }
+    if (rec.taskId !== undefined) {
+      const t = this.store.getTask(rec.taskId)
+      if (!t || t.endedAt !== undefined || t.expiresAt <= now) {
+        log.debug({ [F.JTI]: rec.jti, [F.REASON]: 'task ended' }, 'Token inactive')
+        return { active: false }
+      }
+    }
+    return { ...v.payload, active: true, token_type: rec.cnfJkt !== undefined ? 'DPoP' : 'Bearer' }
+  }
+
+  // ------------------------------------------------------------- revocation
+
+  async revoke(token: string, caller: AuthenticatedClient): Promise<void> {
+    const log = this.#log.child({ client_id: caller.spiffeId, [F.METHOD]: 'revoke' })
+    const v = await this.#verifyOwn(token, this.#now(), false)
+    if (!v) {
+      log.info({ [F.REASON]: 'not a broker token' }, 'Revocation of an unknown token ignored')
+      return
+    }
+    const rec = v.record
+    if (rec.clientId !== caller.spiffeId && !matchesList(this.#o.revocationAdmins, caller.spiffeId)) {
+      this.#refuse({ log: log.child({ [F.JTI]: rec.jti }) }, 'ERR_CLIENT_UNAUTHORIZED', 'not authorized to revoke this token', 'caller is neither the token client nor a revocation admin', { token_client: rec.clientId })
+    }
+    const n = this.store.tx(() => this.store.revokeTree(rec.jti, this.#now()))
+    log.info({ [F.JTI]: rec.jti, [F.COUNT]: n }, 'Token and the tokens derived from it revoked')
+  }
+
+  async jwks(): Promise<{ keys: Record<string, unknown>[] }> {
+    await this.keys.maintain(this.#now())
+    return this.keys.jwks()
+  }
+
+  // ------------------------------------------------------------------ tasks
+
+  #taskRefuse(log: Logger, code: ErrorCode, msg: string, fields: Record<string, unknown> = {}): never {
+    return this.#refuse({ log }, code, msg, msg, fields)
+  }
+
+  async createTask(spec: TaskSpec, creator: AuthenticatedClient | 'admin'): Promise<Task> {
+    const by = creator === 'admin' ? 'admin' : creator.spiffeId
+    const log = this.#log.child({ created_by: by, [F.METHOD]: 'createTask' })
+    if (creator !== 'admin' && !matchesList(this.#o.orchestrators, creator.spiffeId)) this.#taskRefuse(log, 'ERR_CLIENT_UNAUTHORIZED', 'not authorized to create tasks')
+    if (spec === null || typeof spec !== 'object') this.#taskRefuse(log, 'ERR_TASK_INVALID', 'task spec must be an object')
+    const issues: string[] = []
+    const taskId = spec.taskId ?? `task-${randomUUID()}`
+    if (typeof taskId !== 'string' || !NAME.test(taskId)) issues.push('task_id must match [A-Za-z0-9._-]{1,128}')
+    if (spec.orchestrationId !== undefined && (typeof spec.orchestrationId !== 'string' || !NAME.test(spec.orchestrationId))) issues.push('orchestration_id must match [A-Za-z0-9._-]{1,128}')
+    const agent = spec.agent
+    let agentId: SpiffeId | undefined
+    if (typeof agent === 'string') {
+      const body = agent.endsWith('/') ? agent.slice(0, -1) : agent
+      try {
+        agentId = SpiffeId.fromString(body)
+        if (agentId.path === '') issues.push('agent must name a path')
+      } catch {
+        issues.push('agent must be a SPIFFE ID or an ID prefix ending in "/"')
+      }
+    } else issues.push('agent is required')
+    const strList = (name: string, l: unknown, check: (s: string) => string | undefined): string[] => {
+      if (!Array.isArray(l) || l.length > MAX_LIST) {
+        issues.push(`${name} must be a list of at most ${MAX_LIST}`)
+        return []
+      }
+      for (const s of l) {
+        const p = typeof s === 'string' && s.length > 0 && s.length <= 2048 ? check(s) : 'must be a non-empty string'
+        if (p) issues.push(`${name}: ${p}`)
+      }
+      return uniq(l as string[]).sort()
+    }
+    const scopes = strList('scopes', spec.scopes, (s) => (SCOPE_TOKEN.test(s) ? undefined : `"${s.slice(0, 80)}" is not a scope token`))
+    const resources = strList('resources', spec.resources, resourceProblem)
+    if (!Number.isSafeInteger(spec.ttlSeconds) || spec.ttlSeconds < 1 || spec.ttlSeconds > this.#o.maxTaskTtlSeconds) issues.push(`ttl must be between 1 and ${this.#o.maxTaskTtlSeconds} seconds`)
+    if (!Number.isSafeInteger(spec.maxRenewals) || spec.maxRenewals < 0 || spec.maxRenewals > MAX_RENEWALS_LIMIT) issues.push(`max_renewals must be between 0 and ${MAX_RENEWALS_LIMIT}`)
+    if (issues.length > 0) {
+      log.warn({ [F.ERROR_CODE]: 'ERR_TASK_INVALID', issues }, 'Broker request refused')
+      throw new IdentityError('ERR_TASK_INVALID', `invalid task: ${issues.join('; ')}`, { details: { issues } })
+    }
+    const ceiling = await this.#deps.ceilings.ceilingFor(agentId!)
+    const f = checkCeiling(ceiling, { scopes, resources, maxRenewals: spec.maxRenewals })
+    if (f) {
+      log.warn({ [F.ERROR_CODE]: 'ERR_TASK_INVALID', [F.REASON]: describeCeilingFailure(f), agent, prefixes: ceiling.prefixes }, 'Broker request refused')
+      throw new IdentityError('ERR_TASK_INVALID', `task ${describeCeilingFailure(f)} of its agent`, { details: { bound: f.bound } })
+    }
+    const now = this.#now()
+    const task: Task = {
+      taskId, ...(spec.orchestrationId !== undefined ? { orchestrationId: spec.orchestrationId } : {}), agent, scopes, resources,
+      ttlSeconds: spec.ttlSeconds, maxRenewals: spec.maxRenewals, createdBy: by, createdAt: now, expiresAt: now + spec.ttlSeconds,
+    }
+    this.store.tx(() => {
+      if (this.store.getTask(taskId)) throw new IdentityError('ERR_ALREADY_EXISTS', 'task already exists')
+      this.store.insertTask(task)
+    })
+    log.info({ task_id: taskId, agent, scopes, resources, ttl: spec.ttlSeconds, max_renewals: spec.maxRenewals }, 'Task created')
+    return this.store.getTask(taskId)!
+  }
+
+  async getTask(taskId: string): Promise<Task> {
+    const t = typeof taskId === 'string' ? this.store.getTask(taskId) : undefined
+    if (!t) throw new IdentityError('ERR_TASK_NOT_FOUND', 'task not found')
+    return t
+  }
+
+  async listTasks(filter: { agent?: string; orchestrationId?: string; includeEnded?: boolean } = {}): Promise<Task[]> {
+    return this.store.listTasks(filter)
+  }
+
+  async endTask(taskId: string, by: AuthenticatedClient | 'admin'): Promise<Task> {
+    const who = by === 'admin' ? 'admin' : by.spiffeId
+    const log = this.#log.child({ [F.METHOD]: 'endTask', by: who, task_id: taskId })
+    const t = typeof taskId === 'string' ? this.store.getTask(taskId) : undefined
+    if (!t) this.#taskRefuse(log, 'ERR_TASK_NOT_FOUND', 'task not found')
+    if (by !== 'admin' && t.createdBy !== by.spiffeId) this.#taskRefuse(log, 'ERR_CLIENT_UNAUTHORIZED', 'not authorized to end this task', { created_by: t.createdBy })
+    if (this.store.tx(() => this.store.endTask(taskId, this.#now()))) log.info({}, 'Task ended')
+    return this.store.getTask(taskId)!
+  }
+
+  async close(): Promise<void> {
+    this.store.close()
+  }
+}
+
+/**
+ * Opens the store, loads (or generates) the signing keys and returns the
+ * broker's domain. The composition root supplies the ports (`deps`).
+ */
+export async function createBrokerService(deps: BrokerDeps, options: BrokerServiceOptions): Promise<BrokerServiceImpl> {
+  if (!deps || !deps.keyManager || !deps.ceilings || !deps.jwtBundles) throw new TypeError('deps need keyManager, ceilings and jwtBundles')
+  let issuer: URL
+  try {
+    issuer = new URL(options.issuer)
+  } catch {
+    throw new TypeError('issuer must be an absolute URL')
+  }
+  if (issuer.search !== '' || issuer.hash !== '') throw new TypeError('issuer must have no query or fragment')
+  const log = deps.log ?? nullLogger
+  const clock = deps.clock ?? systemClock
+  const store = BrokerStore.open({ path: options.storePath, log })
+  try {
+    const keys = await SigningKeys.open(deps.keyManager, store, log, Math.floor(clock.now() / 1000), {
+      ...options.signing,
+      maxTokenLifetimeSeconds: options.maxTokenTtlSeconds ?? 3600,
+    })
+    return new BrokerServiceImpl(deps, options, store, keys)
+  } catch (err) {
+    store.close()
+    throw err
+  }
+}
+

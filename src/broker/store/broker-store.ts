@@ -1,0 +1,367 @@
+import { chmodSync, closeSync, constants, mkdirSync, openSync, statSync } from 'node:fs'
+import { dirname, resolve } from 'node:path'
+import Database from 'better-sqlite3'
+import { F, type Logger, nullLogger } from '../../common/log/logger.js'
+import { IdentityError } from '../../errors/identity-error.js'
+import type { AuthorizationDetail } from '../../tokens/claims.js'
+import type { Task } from '../contract.js'
+import { BROKER_MIGRATIONS, type Migration } from './migrations.js'
+
+type Db = Database.Database
+
+/** One issued token (access token or delegation grant), as stored. Times in epoch seconds. */
+export interface TokenRecord {
+  readonly jti: string
+  readonly kind: 'access' | 'grant'
+  readonly sub: string
+  readonly clientId: string
+  readonly taskId: string | undefined
+  readonly parentJti: string | undefined
+  readonly rootJti: string
+  /** The delegation chain, current actor first (`act.sub`, then `act.act.sub`, ...). Empty for a direct token. */
+  readonly actors: readonly string[]
+  readonly depth: number
+  readonly scopes: readonly string[]
+  /** The targets this token (and what is exchanged from it) may name. */
+  readonly resources: readonly string[]
+  /** The `aud` claim. */
+  readonly audiences: readonly string[]
+  readonly authorizationDetails: readonly AuthorizationDetail[] | undefined
+  readonly cnfJkt: string | undefined
+  readonly cnfX5t: string | undefined
+  /** Grants only: the SPIFFE ID that may exchange the grant (RFC 8693 §4.4 `may_act.sub`). */
+  readonly mayAct: string | undefined
+  readonly kid: string
+  readonly iat: number
+  readonly exp: number
+  /** No token derived from this one (renewal or delegation) may expire later. */
+  readonly maxExp: number
+  /** Renewals in this token's lineage so far. */
+  readonly renewals: number
+  readonly renewedBy: string | undefined
+  readonly revokedAt: number | undefined
+}
+
+export interface SigningKeyRecord {
+  readonly keyId: string
+  readonly kid: string
+  readonly alg: string
+  readonly state: 'next' | 'current' | 'previous'
+  readonly createdAt: number
+  readonly activatedAt: number | undefined
+  readonly publishUntil: number | undefined
+}
+
+interface TokenRow {
+  jti: string
+  kind: 'access' | 'grant'
+  sub: string
+  client_id: string
+  task_id: string | null
+  parent_jti: string | null
+  root_jti: string
+  actors: string
+  depth: number
+  scopes: string
+  resources: string
+  audiences: string
+  authorization_details: string | null
+  cnf_jkt: string | null
+  cnf_x5t: string | null
+  may_act: string | null
+  kid: string
+  iat: number
+  exp: number
+  max_exp: number
+  renewals: number
+  renewed_by: string | null
+  revoked_at: number | null
+}
+
+interface TaskRow {
+  task_id: string
+  orchestration_id: string | null
+  agent: string
+  scopes: string
+  resources: string
+  ttl_seconds: number
+  max_renewals: number
+  created_by: string
+  created_at: number
+  expires_at: number
+  ended_at: number | null
+}
+
+interface KeyRow {
+  key_id: string
+  kid: string
+  alg: string
+  state: 'next' | 'current' | 'previous'
+  created_at: number
+  activated_at: number | null
+  publish_until: number | null
+}
+
+const opt = <T>(v: T | null): T | undefined => (v === null ? undefined : v)
+const list = (s: string): string[] => JSON.parse(s) as string[]
+
+function toToken(r: TokenRow): TokenRecord {
+  return Object.freeze({
+    jti: r.jti,
+    kind: r.kind,
+    sub: r.sub,
+    clientId: r.client_id,
+    taskId: opt(r.task_id),
+    parentJti: opt(r.parent_jti),
+    rootJti: r.root_jti,
+    actors: list(r.actors),
+    depth: r.depth,
+    scopes: list(r.scopes),
+    resources: list(r.resources),
+    audiences: list(r.audiences),
+    authorizationDetails: r.authorization_details === null ? undefined : (JSON.parse(r.authorization_details) as AuthorizationDetail[]),
+    cnfJkt: opt(r.cnf_jkt),
+    cnfX5t: opt(r.cnf_x5t),
+    mayAct: opt(r.may_act),
+    kid: r.kid,
+    iat: r.iat,
+    exp: r.exp,
+    maxExp: r.max_exp,
+    renewals: r.renewals,
+    renewedBy: opt(r.renewed_by),
+    revokedAt: opt(r.revoked_at),
+  })
+}
+
+function toTask(r: TaskRow): Task {
+  return Object.freeze({
+    taskId: r.task_id,
+    ...(r.orchestration_id !== null ? { orchestrationId: r.orchestration_id } : {}),
+    agent: r.agent,
+    scopes: list(r.scopes),
+    resources: list(r.resources),
+    ttlSeconds: r.ttl_seconds,
+    maxRenewals: r.max_renewals,
+    createdBy: r.created_by,
+    createdAt: r.created_at,
+    expiresAt: r.expires_at,
+    ...(r.ended_at !== null ? { endedAt: r.ended_at } : {}),
+  })
+}
+
+function toKey(r: KeyRow): SigningKeyRecord {
+  return Object.freeze({
+    keyId: r.key_id,
+    kid: r.kid,
+    alg: r.alg,
+    state: r.state,
+    createdAt: r.created_at,
+    activatedAt: opt(r.activated_at),
+    publishUntil: opt(r.publish_until),
+  })
+}
+
+function prepareFile(path: string, log: Logger): void {
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 })
+  closeSync(openSync(path, constants.O_CREAT | constants.O_RDWR, 0o600))
+  for (const p of [path, `${path}-wal`, `${path}-shm`]) {
+    let mode: number
+    try {
+      mode = statSync(p).mode & 0o777
+    } catch {
+      continue
+    }
+    if ((mode & 0o077) !== 0) {
+      chmodSync(p, 0o600)
+      log.warn({ [F.PATH]: p, mode: mode.toString(8) }, 'Tightened broker store file permissions to 0600')
+    }
+  }
+}
+
+function migrate(db: Db, log: Logger, migrations: readonly Migration[]): void {
+  db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY NOT NULL, name TEXT NOT NULL, applied_at INTEGER NOT NULL) STRICT')
+  const latest = migrations[migrations.length - 1]?.version ?? 0
+  db.transaction(() => {
+    const from = (db.prepare('SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations').get() as { v: number }).v
+    if (from > latest) {
+      throw new IdentityError('ERR_DATASTORE', `broker store schema version ${from} is newer than this build supports (${latest}); upgrade warrant`)
+    }
+    for (const m of migrations) {
+      if (m.version <= from) continue
+      db.exec(m.sql)
+      db.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)').run(m.version, m.name, Date.now())
+      log.info({ version: m.version, name: m.name }, 'Applied broker store migration')
+    }
+  }).immediate()
+}
+
+export interface BrokerStoreOptions {
+  /** Database file; created 0600 (directory 0700) when missing. ':memory:' for a throwaway store. */
+  path: string
+  log?: Logger
+}
+
+/**
+ * The broker's SQLite store (one file, WAL, synchronous=FULL: a used grant or
+ * a renewal must survive a crash, or it could be replayed). Synchronous
+ * better-sqlite3 calls; every multi-row write goes through `tx`, which the
+ * service uses to re-check and write in one step.
+ */
+export class BrokerStore {
+  readonly #db: Db
+  readonly #stmts = new Map<string, Database.Statement>()
+
+  private constructor(db: Db) {
+    this.#db = db
+  }
+
+  static open(opts: BrokerStoreOptions): BrokerStore {
+    const log = opts.log ?? nullLogger
+    const inMemory = opts.path === ':memory:'
+    const path = inMemory ? opts.path : resolve(opts.path)
+    let db: Db | undefined
+    try {
+      if (!inMemory) prepareFile(path, log)
+      db = new Database(path)
+      db.pragma('busy_timeout = 5000')
+      if (!inMemory && db.pragma('journal_mode = WAL', { simple: true }) !== 'wal') throw new Error('journal_mode WAL was not applied')
+      db.pragma('synchronous = FULL')
+      db.pragma('foreign_keys = ON')
+      if (db.pragma('foreign_keys', { simple: true }) !== 1) throw new Error('foreign keys are not enforced')
+      migrate(db, log, BROKER_MIGRATIONS)
+    } catch (err) {
+      db?.close()
+      if (err instanceof IdentityError) throw err
+      throw new IdentityError('ERR_DATASTORE', 'cannot open the broker store', { cause: err, details: { path } })
+    }
+    return new BrokerStore(db)
+  }
+
+  #stmt(sql: string): Database.Statement {
+    let s = this.#stmts.get(sql)
+    if (!s) {
+      s = this.#db.prepare(sql)
+      this.#stmts.set(sql, s)
+    }
+    return s
+  }
+
+  /** Runs `fn` in one IMMEDIATE transaction: all of its writes or none. */
+  tx<T>(fn: () => T): T {
+    return this.#db.transaction(fn).immediate()
+  }
+
+  // tasks
+
+  insertTask(t: Task): void {
+    this.#stmt(
+      `INSERT INTO tasks (task_id, orchestration_id, agent, scopes, resources, ttl_seconds, max_renewals, created_by, created_at, expires_at, ended_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)`,
+    ).run(t.taskId, t.orchestrationId ?? null, t.agent, JSON.stringify(t.scopes), JSON.stringify(t.resources), t.ttlSeconds, t.maxRenewals, t.createdBy, t.createdAt, t.expiresAt)
+  }
+
+  getTask(taskId: string): Task | undefined {
+    const r = this.#stmt('SELECT * FROM tasks WHERE task_id = ?').get(taskId) as TaskRow | undefined
+    return r ? toTask(r) : undefined
+  }
+
+  listTasks(filter: { agent?: string; orchestrationId?: string; includeEnded?: boolean } = {}): Task[] {
+    const where: string[] = []
+    const args: unknown[] = []
+    if (filter.agent !== undefined) {
+      where.push('agent = ?')
+      args.push(filter.agent)
+    }
+    if (filter.orchestrationId !== undefined) {
+      where.push('orchestration_id = ?')
+      args.push(filter.orchestrationId)
+    }
+    if (!filter.includeEnded) where.push('ended_at IS NULL')
+    const sql = `SELECT * FROM tasks${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at, task_id`
+    return (this.#stmt(sql).all(...args) as TaskRow[]).map(toTask)
+  }
+
+  /** Marks the task ended; false when it was already ended (or unknown). */
+  endTask(taskId: string, at: number): boolean {
+    return this.#stmt('UPDATE tasks SET ended_at = ? WHERE task_id = ? AND ended_at IS NULL').run(at, taskId).changes === 1
+  }
+
+  // tokens
+
+  insertToken(t: TokenRecord): void {
+    this.#stmt(
+      `INSERT INTO tokens (jti, kind, sub, client_id, task_id, parent_jti, root_jti, actors, depth, scopes, resources, audiences,
+         authorization_details, cnf_jkt, cnf_x5t, may_act, kid, iat, exp, max_exp, renewals, renewed_by, revoked_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)`,
+    ).run(
+      t.jti, t.kind, t.sub, t.clientId, t.taskId ?? null, t.parentJti ?? null, t.rootJti, JSON.stringify(t.actors), t.depth,
+      JSON.stringify(t.scopes), JSON.stringify(t.resources), JSON.stringify(t.audiences),
+      t.authorizationDetails === undefined ? null : JSON.stringify(t.authorizationDetails),
+      t.cnfJkt ?? null, t.cnfX5t ?? null, t.mayAct ?? null, t.kid, t.iat, t.exp, t.maxExp, t.renewals,
+    )
+  }
+
+  getToken(jti: string): TokenRecord | undefined {
+    const r = this.#stmt('SELECT * FROM tokens WHERE jti = ?').get(jti) as TokenRow | undefined
+    return r ? toToken(r) : undefined
+  }
+
+  /** Records `successor` as the one renewal of `jti`; false when it was already renewed. */
+  markRenewed(jti: string, successor: string): boolean {
+    return this.#stmt('UPDATE tokens SET renewed_by = ? WHERE jti = ? AND renewed_by IS NULL').run(successor, jti).changes === 1
+  }
+
+  /** Records a one-time grant as used; false when it was used before. */
+  useGrant(jti: string, usedBy: string, at: number, issuedJti: string): boolean {
+    return this.#stmt('INSERT INTO used_grants (jti, used_by, used_at, issued_jti) VALUES (?, ?, ?, ?) ON CONFLICT (jti) DO NOTHING').run(jti, usedBy, at, issuedJti).changes === 1
+  }
+
+  grantUse(jti: string): { usedBy: string; usedAt: number; issuedJti: string } | undefined {
+    const r = this.#stmt('SELECT used_by, used_at, issued_jti FROM used_grants WHERE jti = ?').get(jti) as { used_by: string; used_at: number; issued_jti: string } | undefined
+    return r ? { usedBy: r.used_by, usedAt: r.used_at, issuedJti: r.issued_jti } : undefined
+  }
+
+  /** Revokes `jti` and every token derived from it (renewals and delegations, transitively); returns how many were newly revoked. */
+  revokeTree(jti: string, at: number): number {
+    return this.#stmt(
+      `WITH RECURSIVE tree(jti) AS (SELECT jti FROM tokens WHERE jti = ? UNION SELECT t.jti FROM tokens t JOIN tree ON t.parent_jti = tree.jti)
+       UPDATE tokens SET revoked_at = ? WHERE jti IN (SELECT jti FROM tree) AND revoked_at IS NULL`,
+    ).run(jti, at).changes
+  }
+
+  /** The latest `exp` of any token signed with `kid` (0 when none). */
+  lastExpiryForKid(kid: string): number {
+    return (this.#stmt('SELECT COALESCE(MAX(exp), 0) AS e FROM tokens WHERE kid = ?').get(kid) as { e: number }).e
+  }
+
+  countTokens(): number {
+    return (this.#stmt('SELECT COUNT(*) AS n FROM tokens').get() as { n: number }).n
+  }
+
+  // signing keys
+
+  listSigningKeys(): SigningKeyRecord[] {
+    return (this.#stmt('SELECT * FROM signing_keys ORDER BY created_at, key_id').all() as KeyRow[]).map(toKey)
+  }
+
+  insertSigningKey(k: SigningKeyRecord): void {
+    this.#stmt('INSERT INTO signing_keys (key_id, kid, alg, state, created_at, activated_at, publish_until) VALUES (?, ?, ?, ?, ?, ?, ?)').run(
+      k.keyId, k.kid, k.alg, k.state, k.createdAt, k.activatedAt ?? null, k.publishUntil ?? null,
+    )
+  }
+
+  updateSigningKey(keyId: string, state: SigningKeyRecord['state'], fields: { activatedAt?: number; publishUntil?: number }): void {
+    this.#stmt('UPDATE signing_keys SET state = ?, activated_at = COALESCE(?, activated_at), publish_until = COALESCE(?, publish_until) WHERE key_id = ?').run(
+      state, fields.activatedAt ?? null, fields.publishUntil ?? null, keyId,
+    )
+  }
+
+  deleteSigningKey(keyId: string): void {
+    this.#stmt('DELETE FROM signing_keys WHERE key_id = ?').run(keyId)
+  }
+
+  close(): void {
+    this.#stmts.clear()
+    if (this.#db.open) this.#db.close()
+  }
+}

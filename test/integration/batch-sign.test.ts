@@ -65,6 +65,8 @@ describe('BatchNewX509SVID through the worker pool (process)', () => {
     const want = items.map((_, i) => (i === 5 ? Status.INVALID_ARGUMENT : i === 60 ? Status.PERMISSION_DENIED : Status.OK))
     expect(results.map((r) => r.status.code)).toEqual(want)
     expect(results[5]!.status.error_code).toBe('ERR_CSR_INVALID')
+    // A refused item's status goes through the server's one error boundary: the reason stays in the server's log.
+    expect(results[60]!.status).toMatchObject({ error_code: 'ERR_ID_NOT_AUTHORIZED', message: 'permission denied' })
     const bundle = X509Bundle.parsePem(td, srv.bundlePem())
     for (const i of [0, 7, 31, 59]) {
       const r = results[i]!

@@ -1,6 +1,6 @@
 import { Metadata, status as Status } from '@grpc/grpc-js'
 import { describe, expect, it } from 'vitest'
-import { GrpcStatusError, toGrpcError } from '../../../src/common/grpc/errors.js'
+import { GrpcStatusError, OK_ITEM_STATUS, toGrpcError, toItemStatus } from '../../../src/common/grpc/errors.js'
 import { ERROR_CODES, type ErrorCode } from '../../../src/errors/codes.js'
 import { IdentityError } from '../../../src/errors/identity-error.js'
 import { captureLogger } from '../../helpers/capture-logger.js'
@@ -124,5 +124,38 @@ describe('toGrpcError', () => {
     expect(trailer(e)).toEqual([])
     expect(log.lines).toHaveLength(1)
     expect(log.lines[0]).toMatchObject({ level: 'info', fields: { grpc_code: Status.INVALID_ARGUMENT } })
+  })
+})
+
+describe('toItemStatus (per-item statuses of batch calls)', () => {
+  const errors: [string, unknown][] = [
+    ...(Object.keys(ERROR_CODES) as ErrorCode[]).map((code): [string, unknown] => [code, new IdentityError(code, `secret reason of ${code} at /var/lib/x`)]),
+    ['a plain Error', new Error('db exploded at /var/lib/x')],
+    ['a GrpcStatusError', new GrpcStatusError(Status.INVALID_ARGUMENT, 'security header missing')],
+  ]
+
+  it.each(errors)('%s: the same code, error code and message as the whole-call boundary', (_t, err) => {
+    const whole = toGrpcError(err, captureLogger())
+    const item = toItemStatus(err, captureLogger())
+    expect(item).toEqual({ code: whole.code, error_code: trailer(whole)[0] ?? '', message: whole.details })
+  })
+
+  it('hides an authorization failure of one item behind "permission denied" and logs the reason once, under the given event', () => {
+    const log = captureLogger()
+    const s = toItemStatus(new IdentityError('ERR_ID_NOT_AUTHORIZED', 'entry e1 is not authorized for agent spiffe://example.org/warrant/agent/x'), log, { entry_id: 'e1' }, 'X509-SVID not signed')
+    expect(s).toEqual({ code: Status.PERMISSION_DENIED, error_code: 'ERR_ID_NOT_AUTHORIZED', message: 'permission denied' })
+    expect(log.lines).toHaveLength(1)
+    expect(log.lines[0]).toMatchObject({ level: 'warn', msg: 'X509-SVID not signed', fields: { entry_id: 'e1', error_code: 'ERR_ID_NOT_AUTHORIZED', err: { message: expect.stringContaining('warrant/agent/x') } } })
+  })
+
+  it('answers an unexpected error with INTERNAL "internal error" and ERR_INTERNAL, keeping the cause in the log only', () => {
+    const log = captureLogger()
+    expect(toItemStatus(new Error('db exploded at /var/lib/x'), log)).toEqual({ code: Status.INTERNAL, error_code: 'ERR_INTERNAL', message: 'internal error' })
+    expect(log.lines[0]).toMatchObject({ level: 'error', fields: { err: { message: 'db exploded at /var/lib/x' } } })
+  })
+
+  it('keeps the reason of a caller mistake (a bad CSR)', () => {
+    expect(toItemStatus(new IdentityError('ERR_CSR_INVALID', 'invalid CSR: bad signature'), captureLogger())).toEqual({ code: Status.INVALID_ARGUMENT, error_code: 'ERR_CSR_INVALID', message: 'invalid CSR: bad signature' })
+    expect(OK_ITEM_STATUS).toEqual({ code: Status.OK, error_code: '', message: '' })
   })
 })

@@ -1,10 +1,11 @@
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 import { nullLogger } from '../../../../src/common/log/logger.js'
 import { BOUNDS_KV_NAMESPACE, BoundsService, type BoundsChange } from '../../../../src/server/bounds/bounds-service.js'
 import { createMemoryDataStore } from '../../../../src/server/datastore/memory/index.js'
 import type { DataStore, NewEntry } from '../../../../src/server/datastore/types.js'
 import { RegistrationService } from '../../../../src/server/registration/service.js'
 import { BoundsSet, parseBounds, verifyBoundsDocument } from '../../../../src/spiffe/bounds/index.js'
+import { SpiffeId } from '../../../../src/spiffe/spiffe-id.js'
 import { TrustDomain } from '../../../../src/spiffe/trust-domain.js'
 import { FakeClock } from '../../../helpers/fake-clock.js'
 import { caWithJwtSigner } from './helpers.js'
@@ -172,6 +173,29 @@ describe('BoundsService: issuance hooks', () => {
     expect(r.message).toContain('require_node_selectors')
     expect(svc.allowsNode(id, PROD)).toBe(true)
     expect(svc.allowsNode(id, [])).toBe(false)
+  })
+
+  it('admitX509 uses a lookup handed to it only while the bounds it was made under are current', async () => {
+    const { svc } = await setup()
+    const id = SpiffeId.fromString('spiffe://corp.example/agents/payments/bot-1')
+    const lookups = vi.spyOn(BoundsSet.prototype, 'boundsFor')
+    try {
+      const fresh = svc.lookup(id)
+      expect(fresh.effective?.prefixes).toEqual(['/agents'])
+      expect(await svc.admitX509({ spiffeId: id, ttlMs: 7_200_000, dnsNames: [], nodeSelectors: [], instanceKey: 'a1|e1', lookup: fresh })).toEqual({ ttlMs: 3_600_000, dnsNames: [] })
+      expect(lookups).toHaveBeenCalledTimes(1) // the lookup was reused
+      // Bounds change between the lookup and the admission: the stale lookup (no /agents/payments) is not trusted.
+      const stale = svc.lookup(id)
+      await svc.set('/agents/payments', parseBounds(PAYMENTS))
+      const r = await codeOf(() => svc.admitX509({ spiffeId: id, ttlMs: 1000, dnsNames: [], nodeSelectors: [], instanceKey: 'a2|e1', lookup: stale }))
+      expect(r).toMatchObject({ code: 'ERR_ID_NOT_AUTHORIZED' })
+      expect(r.message).toContain('require_node_selectors')
+      // A lookup for another ID is not used for this one.
+      const other = svc.lookup(SpiffeId.fromString('spiffe://corp.example/svc/web'))
+      expect((await codeOf(() => svc.admitX509({ spiffeId: id, ttlMs: 1000, dnsNames: [], nodeSelectors: [], instanceKey: 'a3|e1', lookup: other }))).code).toBe('ERR_ID_NOT_AUTHORIZED')
+    } finally {
+      lookups.mockRestore()
+    }
   })
 
   it('refuses JWT audiences outside the bounds', async () => {

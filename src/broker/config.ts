@@ -75,6 +75,8 @@ export const BrokerSectionSchema = z
     key_manager: z.record(z.string(), z.record(z.string(), z.unknown())).optional(),
     /** Standalone only. */
     log_level: logLevel().optional(),
+    /** Standalone only: the server's signed bounds document (bounds.jws), re-read when it changes; the ceilings come from it. */
+    bounds_document_path: z.string().min(1).optional(),
   })
   .strict()
 
@@ -107,6 +109,8 @@ export interface BrokerConfig {
   logLevel: 'debug' | 'info' | 'warn' | 'error'
   /** Standalone: the Workload API socket the broker gets its SVID and bundles from. */
   workloadApiSocket: string | undefined
+  /** Standalone: the signed bounds document file. */
+  boundsDocumentPath: string | undefined
 }
 
 /** Does `id` match an entry of the list (exact ID, or under a prefix ending in `/`)? */
@@ -130,7 +134,7 @@ function checkIssuer(issuer: string, issues: ConfigIssue[], path: string): void 
   if (u.username !== '' || u.password !== '') issues.push({ path, message: 'must not carry credentials' })
 }
 
-function fromSection(b: z.infer<typeof BrokerSectionSchema>, baseDir: string, defaults: { dataDir: string }, prefix: string, issues: ConfigIssue[]): Omit<BrokerConfig, 'workloadApiSocket'> {
+function fromSection(b: z.infer<typeof BrokerSectionSchema>, baseDir: string, defaults: { dataDir: string }, prefix: string, issues: ConfigIssue[]): Omit<BrokerConfig, 'workloadApiSocket' | 'boundsDocumentPath'> {
   const abs = (p: string) => (isAbsolute(p) ? p : resolve(baseDir, p))
   checkIssuer(b.issuer, issues, `${prefix}.issuer`)
   let keyManager: BrokerConfig['keyManager']
@@ -178,9 +182,10 @@ export function toEmbeddedBrokerConfig(raw: unknown, baseDir: string, serverData
   if (!r.success) throw configError(zodIssues(r.error, 'broker'), 'broker configuration')
   const issues: ConfigIssue[] = []
   if (r.data.log_level !== undefined) issues.push({ path: 'broker.log_level', message: 'embedded, the broker logs at the server\'s log_level' })
+  if (r.data.bounds_document_path !== undefined) issues.push({ path: 'broker.bounds_document_path', message: 'embedded, the broker reads the server\'s own bounds document' })
   const cfg = fromSection(r.data, baseDir, { dataDir: serverDataDir }, 'broker', issues)
   if (issues.length > 0) throw configError(issues, 'broker configuration')
-  return { ...cfg, workloadApiSocket: undefined }
+  return { ...cfg, workloadApiSocket: undefined, boundsDocumentPath: undefined }
 }
 
 /** broker.toml: `[broker]` plus `[workload_api] socket_path`; a key manager is required. Paths default under `<dir>/.warrant/broker`. */
@@ -191,6 +196,7 @@ export function toStandaloneBrokerConfig(raw: unknown, baseDir: string): BrokerC
   const cfg = fromSection(r.data.broker, baseDir, { dataDir: resolve(baseDir, '.warrant', 'broker') }, 'broker', issues)
   if (!cfg.keyManager) issues.push({ path: 'broker.key_manager', message: 'required: one [broker.key_manager.<name>] block (memory, disk or pkcs11)' })
   if (issues.length > 0) throw configError(issues, 'broker configuration')
-  const sock = r.data.workload_api.socket_path
-  return { ...cfg, workloadApiSocket: isAbsolute(sock) ? sock : resolve(baseDir, sock) }
+  const abs = (p: string) => (isAbsolute(p) ? p : resolve(baseDir, p))
+  const doc = r.data.broker.bounds_document_path
+  return { ...cfg, workloadApiSocket: abs(r.data.workload_api.socket_path), boundsDocumentPath: doc === undefined ? undefined : abs(doc) }
 }

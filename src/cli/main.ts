@@ -24,6 +24,8 @@ const GROUPS: Record<string, () => Promise<CommandModule>> = {
   federation: () => import('./commands/federation.js'),
   bounds: () => import('./commands/bounds.js'),
   instance: () => import('./commands/instance.js'),
+  broker: () => import('./commands/broker.js'),
+  task: () => import('./commands/task.js'),
 }
 
 export async function main(argv: string[]): Promise<number> {

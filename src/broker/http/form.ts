@@ -123,6 +123,7 @@ export function parseTokenRequest(form: Form): TokenRequest {
   const ad = single(form, 'authorization_details')
   const requestedTokenType = single(form, 'requested_token_type')
   const taskId = single(form, 'task_id')
+  const mayAct = single(form, 'may_act')
   return {
     grantType,
     ...(subjectToken !== undefined ? { subjectToken } : {}),
@@ -135,5 +136,6 @@ export function parseTokenRequest(form: Form): TokenRequest {
     ...(scopes !== undefined ? { scopes } : {}),
     ...(ad !== undefined ? { authorizationDetails: parseAuthorizationDetails(ad) } : {}),
     ...(taskId !== undefined ? { taskId } : {}),
+    ...(mayAct !== undefined ? { mayAct } : {}),
   }
 }

@@ -1,0 +1,94 @@
+/**
+ * The broker's admin API: the task operations as JSON over a Unix socket
+ * (directory 0700, socket 0600, like the server's admin socket), for
+ * `warrant task create|show|list|end`. Whoever can open the socket is the
+ * operator: tasks are created and ended as 'admin'.
+ *
+ *   POST /v1/tasks              create (TaskSpec wire form)
+ *   GET  /v1/tasks[?agent=&orchestration_id=&include_ended=true]
+ *   GET  /v1/tasks/:id
+ *   POST /v1/tasks/:id/end
+ */
+import { chmodSync, mkdirSync, rmSync } from 'node:fs'
+import { dirname } from 'node:path'
+import Fastify, { type FastifyReply } from 'fastify'
+import { F, type Logger } from '../../common/log/logger.js'
+import { IdentityError, isIdentityError } from '../../errors/identity-error.js'
+import type { BrokerService } from '../contract.js'
+import { taskErrorStatus, taskId, taskListFilterFromWire, taskSpecFromWire, taskToWire } from '../http/task-wire.js'
+
+export interface BrokerAdminServer {
+  readonly socketPath: string
+  close(): Promise<void>
+}
+
+export async function startBrokerAdminServer(o: { service: BrokerService; socketPath: string; log: Logger; now?: () => number }): Promise<BrokerAdminServer> {
+  const log = o.log.child({ [F.SUBSYSTEM]: 'broker_admin' })
+  const now = o.now ?? Date.now
+  const app = Fastify({ logger: false, disableRequestLogging: true, bodyLimit: 64 * 1024, onProtoPoisoning: 'error', onConstructorPoisoning: 'error' })
+  const fail = (reply: FastifyReply, err: unknown, endpoint: string) => {
+    const code = isIdentityError(err) ? err.code : undefined
+    const status = code === undefined && (err as { statusCode?: number }).statusCode === 400 ? 400 : taskErrorStatus(code)
+    const fields = { endpoint, [F.ERROR_CODE]: code ?? 'internal', [F.ERR]: err instanceof Error ? err.message : String(err) }
+    if (status >= 500) log.error(fields, 'Admin request failed')
+    else log.info(fields, 'Admin request refused')
+    // The operator gets the message (it is their own socket), never a stack.
+    return reply.code(status).send({ error: code ?? (status === 400 ? 'ERR_REQUEST_MALFORMED' : 'ERR_INTERNAL'), message: status >= 500 ? 'internal error' : err instanceof Error ? err.message : String(err) })
+  }
+  app.setErrorHandler((err, req, reply) => fail(reply, err, req.url))
+  app.setNotFoundHandler((_req, reply) => reply.code(404).send({ error: 'ERR_NOT_FOUND', message: 'no such endpoint' }))
+
+  app.post('/v1/tasks', async (req, reply) => {
+    try {
+      const t = await o.service.createTask(taskSpecFromWire(req.body), 'admin')
+      log.info({ endpoint: 'tasks.create', task_id: t.taskId, agent: t.agent }, 'Task created by admin')
+      return reply.code(201).send(taskToWire(t, now()))
+    } catch (err) {
+      return fail(reply, err, 'tasks.create')
+    }
+  })
+  app.get('/v1/tasks', async (req, reply) => {
+    try {
+      const tasks = await o.service.listTasks(taskListFilterFromWire(req.query))
+      return reply.send({ tasks: tasks.map((t) => taskToWire(t, now())) })
+    } catch (err) {
+      return fail(reply, err, 'tasks.list')
+    }
+  })
+  app.get('/v1/tasks/:id', async (req, reply) => {
+    try {
+      return reply.send(taskToWire(await o.service.getTask(taskId((req.params as { id?: unknown }).id)), now()))
+    } catch (err) {
+      return fail(reply, err, 'tasks.get')
+    }
+  })
+  app.post('/v1/tasks/:id/end', async (req, reply) => {
+    try {
+      const t = await o.service.endTask(taskId((req.params as { id?: unknown }).id), 'admin')
+      log.info({ endpoint: 'tasks.end', task_id: t.taskId }, 'Task ended by admin')
+      return reply.send(taskToWire(t, now()))
+    } catch (err) {
+      return fail(reply, err, 'tasks.end')
+    }
+  })
+
+  mkdirSync(dirname(o.socketPath), { recursive: true, mode: 0o700 })
+  chmodSync(dirname(o.socketPath), 0o700)
+  rmSync(o.socketPath, { force: true })
+  try {
+    await app.listen({ path: o.socketPath })
+  } catch (err) {
+    await app.close().catch(() => undefined)
+    throw new IdentityError('ERR_CONFIG_INVALID', `broker admin API cannot listen on ${o.socketPath}: ${(err as Error).message}`, { cause: err })
+  }
+  // The directory is 0700 already, so nobody else could reach the socket before this.
+  chmodSync(o.socketPath, 0o600)
+  log.info({ [F.PATH]: o.socketPath }, 'Broker admin API listening')
+  return {
+    socketPath: o.socketPath,
+    async close() {
+      await app.close()
+      rmSync(o.socketPath, { force: true })
+    },
+  }
+}

@@ -1,0 +1,321 @@
+/**
+ * Composition of the broker (only the CLI layer wires rooms together):
+ *
+ * - `startBroker`: the domain (createBrokerService), its HTTPS wire and its
+ *   admin socket, from a key manager, trust, a TLS identity and ceilings;
+ * - `startEmbeddedBroker`: inside `warrant server run` — the TLS certificate
+ *   is an X.509-SVID (spiffe://<td>/warrant/broker) the server's CA issues,
+ *   renewed at half-life and on CA rotation; trust bundles come from the CA
+ *   and the server's federated bundle store; ceilings from the signed bounds
+ *   document the server writes (verified with its JWT authorities);
+ * - `startStandaloneBroker`: `warrant broker run` — the broker is a SPIFFE
+ *   workload: its certificate and bundles come from the Workload API through
+ *   an X509Source (rotation followed), JWT bundles from a watch, and ceilings
+ *   from a signed bounds document file.
+ */
+import { createPublicKey } from 'node:crypto'
+import { readFileSync, unwatchFile, watchFile } from 'node:fs'
+import { isIP } from 'node:net'
+import { join } from 'node:path'
+import { toPemBlock } from '../common/crypto/pem.js'
+import { newEcPrivateKey } from '../common/crypto/new-key.js'
+import { systemClock } from '../common/clock.js'
+import { F, type Logger } from '../common/log/logger.js'
+import { configError, type ConfigIssue } from '../common/config/issues.js'
+import { IdentityError } from '../errors/identity-error.js'
+import { startBrokerAdminServer, type BrokerAdminServer } from '../broker/admin/admin-server.js'
+import type { BrokerConfig } from '../broker/config.js'
+import { startBrokerHttpServer, type BrokerHttpServer, type TlsIdentity } from '../broker/http/broker-http-server.js'
+import type { TrustSource } from '../broker/http/client-auth.js'
+import { boundsCeilingSource } from '../broker/ports.js'
+import { createBrokerService, type BrokerServiceImpl } from '../broker/service.js'
+import { diskKeyManagerPlugin, memoryKeyManagerPlugin, pkcs11KeyManagerPlugin } from '../keymanager/index.js'
+import type { KeyManager } from '../keymanager/key-manager.js'
+import type { RunningServer } from '../server/server.js'
+import { BoundsSet } from '../spiffe/bounds/bounds-set.js'
+import { verifyBoundsDocument } from '../spiffe/bounds/document.js'
+import { BundleSet } from '../spiffe/bundle/bundle-set.js'
+import { SpiffeBundle } from '../spiffe/bundle/spiffe-bundle.js'
+import { SpiffeId } from '../spiffe/spiffe-id.js'
+import { TrustDomain } from '../spiffe/trust-domain.js'
+import type { JwtBundleSource } from '../spiffe/bundle/sources.js'
+import { WorkloadApiClient } from '../workload-client/workload-api-client.js'
+import { X509Source } from '../workload-client/x509-source.js'
+
+export interface RunningBroker {
+  readonly http: BrokerHttpServer
+  readonly admin: BrokerAdminServer
+  readonly service: BrokerServiceImpl
+  stop(): Promise<void>
+}
+
+const KEY_MANAGERS = [memoryKeyManagerPlugin, diskKeyManagerPlugin, pkcs11KeyManagerPlugin]
+
+/** Creates the broker's key manager from its `[broker.key_manager.<name>]` block. */
+export async function createBrokerKeyManager(sel: { name: string; raw: unknown }, o: { log: Logger; trustDomain: TrustDomain; dataDir: string }): Promise<KeyManager & { close?(): Promise<void> }> {
+  const def = KEY_MANAGERS.find((p) => p.name === sel.name)
+  if (!def) throw configError([{ path: `broker.key_manager.${sel.name}`, message: `unknown key manager "${sel.name}" (known: ${KEY_MANAGERS.map((p) => p.name).join(', ')})` }], 'broker configuration')
+  let config: unknown
+  try {
+    config = def.parseConfig(sel.raw)
+  } catch (err) {
+    const e = err as IdentityError
+    const issues = (e.details?.issues as ConfigIssue[] | undefined)?.map((i) => ({ ...i, path: `broker.key_manager.${sel.name}.${i.path}` })) ?? [{ path: `broker.key_manager.${sel.name}`, message: e.message }]
+    throw configError(issues, 'broker configuration')
+  }
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  return (def.create as (c: any, d: any) => Promise<KeyManager & { close?(): Promise<void> }>)(config, { log: o.log.child({ [F.PLUGIN_TYPE]: 'key_manager', [F.PLUGIN_NAME]: def.name, [F.SUBSYSTEM]: 'broker' }), clock: systemClock, trustDomain: o.trustDomain, dataDir: o.dataDir })
+}
+
+/**
+ * Ceilings from a signed bounds document on disk, re-read when the file
+ * changes; a document that fails verification (or rolls back) is refused and
+ * the last good one kept. Before the first good one, nothing is allowed.
+ */
+export class BoundsDocumentFile {
+  #set: BoundsSet
+  #sequence = -1
+  readonly #path: string
+  readonly #bundles: () => JwtBundleSource
+  readonly #td: TrustDomain
+  readonly #log: Logger
+
+  constructor(o: { path: string; bundles: () => JwtBundleSource; trustDomain: TrustDomain; log: Logger }) {
+    this.#path = o.path
+    this.#bundles = o.bundles
+    this.#td = o.trustDomain
+    this.#log = o.log
+    this.#set = BoundsSet.empty(o.trustDomain)
+  }
+
+  current(): BoundsSet {
+    return this.#set
+  }
+
+  async reload(): Promise<void> {
+    let doc: string
+    try {
+      doc = readFileSync(this.#path, 'utf8')
+    } catch (err) {
+      this.#log.warn({ [F.PATH]: this.#path, [F.ERR]: (err as NodeJS.ErrnoException).code ?? String(err) }, 'Bounds document not readable: ceilings unchanged')
+      return
+    }
+    try {
+      const d = await verifyBoundsDocument(doc, this.#bundles(), { trustDomain: this.#td, minSequence: this.#sequence })
+      if (d.sequence === this.#sequence) return
+      this.#set = d.set
+      this.#sequence = d.sequence
+      this.#log.info({ [F.PATH]: this.#path, sequence: d.sequence }, 'Broker ceilings loaded from the bounds document')
+    } catch (err) {
+      this.#log.error({ [F.PATH]: this.#path, [F.ERR]: String(err) }, 'Bounds document refused: ceilings unchanged')
+    }
+  }
+
+  /** Re-reads on change (stat polling: works across atomic renames). Returns the stop function. */
+  watch(intervalMs = 1000): () => void {
+    const onChange = () => void this.reload()
+    watchFile(this.#path, { interval: intervalMs, persistent: false }, onChange)
+    return () => unwatchFile(this.#path, onChange)
+  }
+}
+
+export async function startBroker(o: {
+  config: BrokerConfig
+  keyManager: KeyManager
+  trust: TrustSource
+  jwtBundles: JwtBundleSource
+  identity: TlsIdentity
+  bounds: () => BoundsSet
+  log: Logger
+}): Promise<RunningBroker> {
+  const cfg = o.config
+  const log = o.log.child({ [F.SUBSYSTEM]: 'broker' })
+  const list = (m: { ids: readonly string[]; prefixes: readonly string[] }) => [...m.ids, ...m.prefixes]
+  const service = await createBrokerService(
+    { keyManager: o.keyManager, ceilings: boundsCeilingSource(o.bounds), jwtBundles: o.jwtBundles, log },
+    { issuer: cfg.issuer, storePath: cfg.storePath, defaultTokenTtlSeconds: cfg.defaultTokenTtlSeconds, orchestrators: list(cfg.orchestrators), introspectors: list(cfg.introspectors) },
+  )
+  let http: BrokerHttpServer | undefined
+  try {
+    http = await startBrokerHttpServer({ service, config: cfg, trust: o.trust, identity: o.identity, log })
+    const admin = await startBrokerAdminServer({ service, socketPath: cfg.adminSocketPath, log })
+    log.info({ issuer: cfg.issuer, [F.PATH]: cfg.adminSocketPath }, 'Broker started')
+    return {
+      http,
+      admin,
+      service,
+      async stop() {
+        await http!.close().catch((err: unknown) => log.warn({ [F.ERR]: String(err) }, 'Broker HTTPS close failed'))
+        await admin.close().catch((err: unknown) => log.warn({ [F.ERR]: String(err) }, 'Broker admin close failed'))
+        await service.close()
+        log.info({}, 'Broker stopped')
+      },
+    }
+  } catch (err) {
+    await http?.close().catch(() => undefined)
+    await service.close().catch(() => undefined)
+    throw err
+  }
+}
+
+/** `server.toml`'s raw `[broker]` section, and the rest of the file for the server's own config. */
+export function splitBrokerSection(raw: unknown): { server: unknown; broker: unknown } {
+  if (typeof raw !== 'object' || raw === null || !('broker' in raw)) return { server: raw, broker: undefined }
+  const { broker, ...server } = raw as Record<string, unknown>
+  return { server, broker }
+}
+
+/** The broker embedded in a running server (see the module comment). */
+export async function startEmbeddedBroker(server: RunningServer, o: { config: BrokerConfig; trustDomain: TrustDomain; dataDir: string; svidTtlMs: number; log: Logger; keyManager: KeyManager }): Promise<RunningBroker> {
+  const log = o.log.child({ [F.SUBSYSTEM]: 'broker' })
+  const td = o.trustDomain
+  // Trust: the CA's bundle plus every federated bundle the server holds (config decides which are admitted).
+  let bundles = new BundleSet([server.ca.bundle()])
+  const refreshBundles = async () => {
+    const next = new BundleSet([server.ca.bundle()])
+    for (const r of await server.federated.list()) {
+      try {
+        next.set(SpiffeBundle.parse(TrustDomain.fromString(r.trustDomain), r.document))
+      } catch (err) {
+        log.warn({ [F.TRUST_DOMAIN]: r.trustDomain, [F.ERR]: String(err) }, 'Federated bundle unusable for the broker')
+      }
+    }
+    bundles = next
+  }
+  await refreshBundles()
+
+  // TLS identity: an X.509-SVID from the server's CA, with the issuer's host as DNS name so any OAuth client verifies it.
+  const brokerId = SpiffeId.fromString(`spiffe://${td.name}/warrant/broker`)
+  const host = new URL(o.config.issuer).hostname
+  const dnsNames = isIP(host) === 0 ? [host] : []
+  let current = { certChainPem: '', keyPem: '' }
+  const listeners = new Set<() => void>()
+  let timer: NodeJS.Timeout | undefined
+  let stopped = false
+  const renew = async (): Promise<void> => {
+    const privateKey = newEcPrivateKey('P-256')
+    const svid = await server.ca.signX509Svid({ spiffeId: brokerId, publicKey: createPublicKey(privateKey), ttlMs: o.svidTtlMs, dnsNames })
+    current = { certChainPem: svid.chain.map((c) => toPemBlock('CERTIFICATE', c)).join(''), keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }) as string }
+    for (const l of listeners) l()
+    clearTimeout(timer)
+    if (!stopped) {
+      timer = setTimeout(() => void renew().catch((err: unknown) => log.error({ [F.ERR]: String(err) }, 'Broker SVID renewal failed')), Math.max(1000, (svid.notAfter - Date.now()) / 2))
+      timer.unref()
+    }
+    log.info({ [F.SPIFFE_ID]: brokerId.toString(), [F.SERIAL]: svid.serial }, 'Broker SVID issued')
+  }
+  await renew()
+  const identity: TlsIdentity = {
+    current: () => current,
+    onChange: (fn) => {
+      listeners.add(fn)
+      return () => listeners.delete(fn)
+    },
+  }
+  // Ceilings: the signed bounds document the server publishes beside its bundle.
+  const boundsDoc = new BoundsDocumentFile({ path: join(o.dataDir, 'bounds.jws'), bundles: () => server.ca.bundle(), trustDomain: td, log })
+  await boundsDoc.reload()
+  const unwatch = boundsDoc.watch()
+  const unsubCa = server.ca.onBundleChange(() => {
+    void refreshBundles()
+    void renew().catch((err: unknown) => log.error({ [F.ERR]: String(err) }, 'Broker SVID renewal failed'))
+  })
+  const unsubFed = server.federated.onChange(() => void refreshBundles())
+  const cleanup = () => {
+    stopped = true
+    clearTimeout(timer)
+    unwatch()
+    unsubCa()
+    unsubFed()
+  }
+  try {
+    const broker = await startBroker({
+      config: o.config,
+      keyManager: o.keyManager,
+      trust: { localTrustDomain: () => td, bundles: () => bundles },
+      jwtBundles: { getJwtBundleForTrustDomain: (t) => bundles.getJwtBundleForTrustDomain(t) },
+      identity,
+      bounds: () => boundsDoc.current(),
+      log: o.log,
+    })
+    return {
+      ...broker,
+      async stop() {
+        cleanup()
+        await broker.stop()
+      },
+    }
+  } catch (err) {
+    cleanup()
+    throw err
+  }
+}
+
+/** The standalone broker: a SPIFFE workload of a warrant agent (see the module comment). */
+export async function startStandaloneBroker(o: { config: BrokerConfig; log: Logger; signal?: AbortSignal }): Promise<RunningBroker & { source: X509Source }> {
+  const cfg = o.config
+  const log = o.log.child({ [F.SUBSYSTEM]: 'broker' })
+  if (!cfg.workloadApiSocket || !cfg.keyManager) throw new IdentityError('ERR_CONFIG_INVALID', 'standalone broker needs [workload_api] socket_path and [broker.key_manager]')
+  const client = new WorkloadApiClient({ socketPath: cfg.workloadApiSocket, log })
+  const source = await X509Source.create({ client, log, ...(o.signal ? { signal: o.signal } : {}) })
+  const abort = new AbortController()
+  let jwtBundles = new BundleSet()
+  const gotJwt = new Promise<void>((resolve) => {
+    void client.watchJwtBundles(
+      {
+        onUpdate: (b) => {
+          jwtBundles = b
+          resolve()
+        },
+        onError: (err) => log.warn({ [F.ERROR_CODE]: err.code }, 'JWT bundle watch error'),
+      },
+      { signal: abort.signal },
+    )
+  })
+  await Promise.race([gotJwt, new Promise((r) => setTimeout(r, 10_000).unref())])
+  const td = () => source.getX509Svid().id.trustDomain
+  // Bundles for client authentication: X.509 from the source (local and federated), JWT from the watch.
+  const bundles = {
+    getX509BundleForTrustDomain: (t: TrustDomain) => source.getX509BundleForTrustDomain(t),
+    getJwtBundleForTrustDomain: (t: TrustDomain) => jwtBundles.getJwtBundleForTrustDomain(t),
+  }
+  const pemOf = () => {
+    const svid = source.getX509Svid()
+    return { certChainPem: svid.certificates.map((c) => toPemBlock('CERTIFICATE', c)).join(''), keyPem: svid.privateKey!.export({ type: 'pkcs8', format: 'pem' }) as string }
+  }
+  let current = pemOf()
+  const listeners = new Set<() => void>()
+  source.on('update', () => {
+    current = pemOf()
+    for (const l of listeners) l()
+  })
+  const identity: TlsIdentity = { current: () => current, onChange: (fn) => (listeners.add(fn), () => listeners.delete(fn)) }
+  let boundsDoc: BoundsDocumentFile | undefined
+  let unwatch = () => {}
+  if (cfg.boundsDocumentPath) {
+    boundsDoc = new BoundsDocumentFile({ path: cfg.boundsDocumentPath, bundles: () => jwtBundles, trustDomain: td(), log })
+    await boundsDoc.reload()
+    unwatch = boundsDoc.watch()
+  } else log.warn({}, 'No bounds document configured: every agent has the empty ceiling')
+  const keyManager = await createBrokerKeyManager(cfg.keyManager, { log, trustDomain: td(), dataDir: join(cfg.storePath, '..') })
+  try {
+    const broker = await startBroker({ config: cfg, keyManager, trust: { localTrustDomain: td, bundles: () => bundles }, jwtBundles: bundles, identity, bounds: () => boundsDoc?.current() ?? BoundsSet.empty(td()), log: o.log })
+    return {
+      ...broker,
+      source,
+      async stop() {
+        unwatch()
+        abort.abort()
+        await broker.stop()
+        await keyManager.close?.()
+        await source.close()
+      },
+    }
+  } catch (err) {
+    unwatch()
+    abort.abort()
+    await keyManager.close?.()
+    await source.close()
+    throw err
+  }
+}

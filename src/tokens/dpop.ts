@@ -208,12 +208,7 @@ export async function verifyDpopProof(proof: string, check: DpopCheck): Promise<
   if (jwk['kty'] !== 'EC' && jwk['kty'] !== 'RSA' && jwk['kty'] !== 'OKP') throw invalid('jwk_kty')
 
   // 3. signature by that key (jose checks that the key suits alg, e.g. P-256 for ES256, and rejects unknown `crit`)
-  let key: Awaited<ReturnType<typeof importJWK>>
-  try {
-    key = await importJWK(jwk as JWK, alg)
-  } catch (err) {
-    throw invalid('jwk_invalid', {}, err)
-  }
+  const { key, jkt } = await proofKey(jwk, alg)
   let payloadBytes: Uint8Array
   try {
     payloadBytes = (await compactVerify(proof, key, { algorithms: [alg] })).payload
@@ -256,7 +251,6 @@ export async function verifyDpopProof(proof: string, check: DpopCheck): Promise<
   }
 
   // 8. the key the token is bound to
-  const jkt = await jwkThumbprint(jwk as JsonWebKey)
   if (check.expectedJkt !== undefined && !constantTimeEqual(jkt, check.expectedJkt)) throw invalid('jkt')
 
   // 9. server nonce (RFC 9449 §8: missing or stale both answer use_dpop_nonce)
@@ -273,6 +267,35 @@ export async function verifyDpopProof(proof: string, check: DpopCheck): Promise<
   const out: VerifiedDpopProof = { jkt, jti, iat, jwk: jwk as JsonWebKey }
   if (nonce !== undefined) out.nonce = nonce
   return out
+}
+
+type VerifyKey = Awaited<ReturnType<typeof importJWK>>
+
+/**
+ * Imported proof keys and their thumbprints, by algorithm and the header's
+ * exact jwk (a client sends the same key with every proof; importing it
+ * and hashing it again each time was a fifth of a verification). Bounded;
+ * the oldest entry goes first.
+ */
+const PROOF_KEYS = new Map<string, { key: VerifyKey; jkt: string }>()
+const PROOF_KEYS_MAX = 1024
+
+async function proofKey(jwk: Record<string, unknown>, alg: string): Promise<{ key: VerifyKey; jkt: string }> {
+  // keyed by the header's exact jwk, so a hit is a key jose already accepted for this alg
+  const id = `${alg}|${JSON.stringify(jwk)}`
+  const hit = id.length <= 4096 ? PROOF_KEYS.get(id) : undefined
+  if (hit !== undefined) return hit
+  let found: { key: VerifyKey; jkt: string }
+  try {
+    found = { key: await importJWK(jwk as JWK, alg), jkt: await jwkThumbprint(jwk as JsonWebKey) }
+  } catch (err) {
+    throw invalid('jwk_invalid', {}, err)
+  }
+  if (id.length <= 4096) {
+    if (PROOF_KEYS.size >= PROOF_KEYS_MAX) PROOF_KEYS.delete(PROOF_KEYS.keys().next().value as string)
+    PROOF_KEYS.set(id, found)
+  }
+  return found
 }
 
 function constantTimeEqual(a: string, b: string): boolean {

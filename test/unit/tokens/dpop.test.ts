@@ -146,6 +146,13 @@ describe('verifyDpopProof rejects, saying why', () => {
     expect(await reason(verifyDpopProof(await rawProof({ header: { jwk: { ...publicJwk, x: 'AAAA' } } }), check()))).toEqual(bad('jwk_invalid'))
   })
 
+  it('a key accepted once for ES256 is not accepted under another alg (the imported-key cache is per alg)', async () => {
+    await verifyDpopProof(await rawProof({ claims: { jti: 'cache-1' } }), check())
+    const p384 = await generateKeyPair('ES384')
+    const proof = await rawProof({ header: { alg: 'ES384' }, claims: { jti: 'cache-2' }, signer: p384.privateKey })
+    expect(await reason(verifyDpopProof(proof, check()))).toEqual(bad('jwk_invalid'))
+  })
+
   it('a signature that is not by the header jwk, or tampered', async () => {
     const other = await generateKeyPair('ES256')
     expect(await reason(verifyDpopProof(await rawProof({ signer: other.privateKey }), check()))).toEqual(bad('signature'))

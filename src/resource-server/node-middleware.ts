@@ -13,17 +13,23 @@ export type WarrantRequest = IncomingMessage & { warrant?: WarrantContext }
 export function warrantMiddleware(opts: ResourceServerOptions): (req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void) => void {
   const verifier = createRequestVerifier(opts)
   return (req, res, next) => {
-    verifier.verify(req).then(
-      (ctx) => {
+    const refuse = (err: unknown): void => {
+      if (res.headersSent) {
+        res.destroy()
+        return
+      }
+      const r = verifier.refusal(err, req)
+      res.writeHead(r.status, r.headers)
+      res.end(r.body)
+    }
+    verifier
+      .verify(req)
+      .then((ctx) => {
         ;(req as WarrantRequest).warrant = ctx
         if (ctx.dpopNonce !== undefined) res.setHeader('dpop-nonce', ctx.dpopNonce)
         next()
-      },
-      (err: unknown) => {
-        const r = verifier.refusal(err, req)
-        res.writeHead(r.status, r.headers)
-        res.end(r.body)
-      },
-    )
+      }, refuse)
+      // a handler that throws synchronously inside next(): a logged 500, never an unhandled rejection
+      .catch(refuse)
   }
 }

@@ -144,6 +144,33 @@ describe('Node http middleware', () => {
     expect(typeof retry.headers['dpop-nonce']).toBe('string')
   })
 
+  it('htu is checked against the configured origin, not the Host header, and two DPoP header lines are refused', async () => {
+    const log = captureLogger()
+    const origin = `http://${await nodeServer({ origin: 'https://rs.example.com', log })}`
+    const token = await mint()
+    const forOrigin = await createDpopProof(holder.keys, { method: 'GET', url: 'https://rs.example.com/tools/search', accessToken: token })
+    expect((await dpopCall(origin, '/tools/search', token, { proof: forOrigin })).status).toBe(200)
+    expect((await dpopCall(origin, '/tools/search', token)).status).toBe(401)
+    const p1 = await createDpopProof(holder.keys, { method: 'GET', url: 'https://rs.example.com/tools/search', accessToken: token })
+    const p2 = await createDpopProof(holder.keys, { method: 'GET', url: 'https://rs.example.com/tools/search', accessToken: token })
+    const two = await call(`${origin}/tools/search`, { headers: { authorization: `DPoP ${token}`, dpop: [p1, p2] as unknown as string } })
+    expect(two.status).toBe(401)
+    expect(log.lines.map((l) => l.fields['reason'])).toEqual(['htu', 'multiple'])
+  })
+
+  it('a handler that throws inside next() gets a logged 500, not a crash', async () => {
+    const log = captureLogger()
+    const mw = warrantMiddleware({ issuer: ISSUER, audience: AUDIENCE, jwks: { url: jwksUrl, ca: caPem }, log })
+    const server = createHttp((req, res) => mw(req, res, () => {
+      throw new Error('handler bug')
+    }))
+    servers.push(server)
+    const origin = `http://${await listen(server)}`
+    const r = await dpopCall(origin, '/x', await mint())
+    expect([r.status, JSON.parse(r.body)]).toEqual([500, { error: 'server_error' }])
+    expect(log.lines.map((l) => [l.level, l.msg])).toEqual([['error', 'Resource request failed']])
+  })
+
   it('an unreachable JWKS is 503 without a challenge', async () => {
     const origin = `http://${await nodeServer({ jwks: { url: jwksUrl } })}`
     const r = await dpopCall(origin, '/tools/search', await mint())

@@ -22,9 +22,10 @@ import { newEcPrivateKey } from '../common/crypto/new-key.js'
 import { systemClock } from '../common/clock.js'
 import { F, type Logger } from '../common/log/logger.js'
 import { configError, type ConfigIssue } from '../common/config/issues.js'
+import { resolvePluginBlockPaths } from '../common/config/plugin-paths.js'
 import { IdentityError } from '../errors/identity-error.js'
 import { startBrokerAdminServer, type BrokerAdminServer } from '../broker/admin/admin-server.js'
-import type { BrokerConfig } from '../broker/config.js'
+import { toEmbeddedBrokerConfig, type BrokerConfig } from '../broker/config.js'
 import { startBrokerHttpServer, type BrokerHttpServer, type TlsIdentity } from '../broker/http/broker-http-server.js'
 import type { TrustSource } from '../broker/http/client-auth.js'
 import { boundsCeilingSource } from '../broker/ports.js'
@@ -163,6 +164,42 @@ export function splitBrokerSection(raw: unknown): { server: unknown; broker: unk
   if (typeof raw !== 'object' || raw === null || !('broker' in raw)) return { server: raw, broker: undefined }
   const { broker, ...server } = raw as Record<string, unknown>
   return { server, broker }
+}
+
+/**
+ * The `[broker]` section of a server.toml (raw TOML, the file's directory),
+ * or undefined when there is none. Without `[broker.key_manager]`, the
+ * server's `[plugins.key_manager.<name>]` block is used (a second instance of
+ * the same plugin: the same HSM token, the broker's own key ids).
+ */
+export function brokerConfigOfServerToml(raw: unknown, baseDir: string, serverDataDir: string): BrokerConfig | undefined {
+  const { broker } = splitBrokerSection(raw)
+  const cfg = toEmbeddedBrokerConfig(broker, baseDir, serverDataDir)
+  if (!cfg || cfg.keyManager) return cfg
+  const blocks = ((raw as { plugins?: { key_manager?: Record<string, unknown> } }).plugins?.key_manager ?? {}) as Record<string, unknown>
+  const names = Object.keys(blocks)
+  if (names.length !== 1) throw configError([{ path: 'broker.key_manager', message: 'required unless the server has exactly one [plugins.key_manager.<name>] block' }], 'broker configuration')
+  return { ...cfg, keyManager: { name: names[0]!, raw: resolvePluginBlockPaths('key_manager', names[0]!, blocks[names[0]!], baseDir) } }
+}
+
+/** `warrant server run`: starts the broker when server.toml has `[broker]`; undefined otherwise. */
+export async function startBrokerOfServerToml(raw: unknown, baseDir: string, server: RunningServer, s: { trustDomain: TrustDomain; dataDir: string; defaultX509TtlMs: number }, log: Logger): Promise<RunningBroker | undefined> {
+  const cfg = brokerConfigOfServerToml(raw, baseDir, s.dataDir)
+  if (!cfg) return undefined
+  const keyManager = await createBrokerKeyManager(cfg.keyManager!, { log, trustDomain: s.trustDomain, dataDir: s.dataDir })
+  try {
+    const broker = await startEmbeddedBroker(server, { config: cfg, trustDomain: s.trustDomain, dataDir: s.dataDir, svidTtlMs: s.defaultX509TtlMs, log, keyManager })
+    return {
+      ...broker,
+      async stop() {
+        await broker.stop()
+        await keyManager.close?.()
+      },
+    }
+  } catch (err) {
+    await keyManager.close?.()
+    throw err
+  }
 }
 
 /** The broker embedded in a running server (see the module comment). */

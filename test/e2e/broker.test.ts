@@ -1,0 +1,155 @@
+/**
+ * The broker embedded in a real `warrant server run` process (CA and broker
+ * signing keys in a SoftHSM2 token), driven by oauth4webapi, an OAuth client
+ * library nobody here wrote: discovery, client credentials with mutual TLS
+ * (the agent's X.509-SVID from a real agent's Workload API) and DPoP
+ * (including its use_dpop_nonce retry), introspection and revocation.
+ */
+import https from 'node:https'
+import net from 'node:net'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import * as oauth from 'oauth4webapi'
+import { decodeJwt, decodeProtectedHeader, generateKeyPair } from 'jose'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { provisionSoftHsm, type ProvisionedSoftHsm } from '../../src/dev/softhsm.js'
+import { E2eAgent, E2eServer, waitFor, warrant } from '../helpers/e2e-cluster.js'
+import { tempDir } from '../helpers/temp.js'
+import { requireTools } from '../helpers/tools.js'
+
+const TD = 'broker.test'
+const AGENT_ID = `spiffe://${TD}/agents/a1`
+
+async function freePort(): Promise<number> {
+  const s = net.createServer()
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()))
+  const port = (s.address() as net.AddressInfo).port
+  await new Promise<void>((r) => s.close(() => r()))
+  return port
+}
+
+/** oauth4webapi's customFetch over node:https with the agent's SVID as client certificate and the trust bundle as CA. */
+function httpsFetch(tls: { ca: string; cert?: string; key?: string }) {
+  return (url: string, init: oauth.CustomFetchOptions<string, unknown>): Promise<Response> =>
+    new Promise((resolve, reject) => {
+      const headers: Record<string, string> = {}
+      new Headers(init.headers).forEach((v, k) => (headers[k] = v))
+      const body = init.body === undefined || init.body === null ? undefined : String(init.body)
+      const req = https.request(url, { method: init.method, headers, ca: tls.ca, ...(tls.cert ? { cert: tls.cert, key: tls.key } : {}), agent: false }, (res) => {
+        const chunks: Buffer[] = []
+        res.on('data', (c: Buffer) => chunks.push(c))
+        res.on('end', () => {
+          const h = new Headers()
+          for (const [k, v] of Object.entries(res.headers)) if (v !== undefined) h.set(k, Array.isArray(v) ? v.join(', ') : v)
+          const status = res.statusCode ?? 0
+          resolve(new Response(status === 204 || status === 304 ? null : Buffer.concat(chunks), { status, headers: h }))
+        })
+      })
+      req.on('error', reject)
+      if (body !== undefined) req.write(body)
+      req.end()
+    })
+}
+
+describe.runIf(requireTools('softhsm2-util'))('broker embedded in warrant server run, driven by oauth4webapi', () => {
+  const tmp = tempDir('wbk-')
+  let hsm: ProvisionedSoftHsm
+  let server: E2eServer | undefined
+  let agent: E2eAgent | undefined
+  let issuer: string
+  let tls: { ca: string; cert: string; key: string }
+
+  beforeAll(async () => {
+    hsm = await provisionSoftHsm(join(tmp.dir, 'h'))
+    const port = await freePort()
+    issuer = `https://localhost:${port}`
+    server = await E2eServer.start({
+      dir: join(tmp.dir, 's'),
+      trustDomain: TD,
+      serverTables: [
+        '[server.bounds."/agents/"]',
+        'scopes = ["repo:read", "repo:write"]',
+        'resources = ["https://git.broker.test/"]',
+        'max_token_ttl = "10m"',
+        'max_renewals = 3',
+        '',
+        '[broker]',
+        `issuer = "${issuer}"`,
+        `bind_address = "127.0.0.1:${port}"`,
+        `introspectors = ["spiffe://${TD}/agents/"]`,
+        '[broker.dpop]',
+        'nonce_required = true',
+      ].join('\n'),
+      plugins: ['[plugins.key_manager.pkcs11]', `module_path = "${hsm.modulePath}"`, `token_label = "${hsm.tokenLabel}"`, `pin_file = "${hsm.pinFile}"`, '[plugins.node_attestor.join_token]', ''].join('\n'),
+      env: { SOFTHSM2_CONF: hsm.confPath },
+    })
+    agent = E2eAgent.start({ dir: join(tmp.dir, 'a'), server, nodeAttestor: `[plugins.node_attestor.join_token]\ntoken = "${await server.joinToken()}"\n` })
+    const agentId = await agent.attested()
+    const created = await server.cli(['entry', 'create', '--spiffe-id', AGENT_ID, '--parent-id', agentId, '--selector', `unix:uid:${process.getuid!()}`])
+    expect(created.code, created.stderr).toBe(0)
+    const out = join(tmp.dir, 'svid')
+    await waitFor('the agent SVID on disk', async () => (await agent!.api(['fetch', 'x509', '--write', out])).code === 0 && readFileSync(join(out, 'svid.0.pem'), 'utf8').length > 0, { timeoutMs: 30_000, hint: () => agent!.output() })
+    tls = { ca: readFileSync(server.bundlePemPath, 'utf8'), cert: readFileSync(join(out, 'svid.0.pem'), 'utf8'), key: readFileSync(join(out, 'svid.0.key'), 'utf8') }
+    await waitFor('the broker to serve its metadata', async () => {
+      try {
+        return (await httpsFetch({ ca: tls.ca })(`${issuer}/.well-known/oauth-authorization-server`, { method: 'GET', headers: {}, redirect: 'manual' } as never)).status === 200
+      } catch {
+        return false
+      }
+    }, { timeoutMs: 30_000, hint: () => server!.output() })
+  }, 180_000)
+
+  afterAll(async () => {
+    await agent?.stop('SIGKILL')
+    await server?.stop('SIGTERM')
+    tmp.cleanup()
+  })
+
+  it('discovery, a DPoP-bound token over mutual TLS (with the nonce retry), introspection and revocation', async () => {
+    const fetchFn = httpsFetch(tls)
+    const opts = { [oauth.customFetch]: fetchFn }
+    const as = await oauth.processDiscoveryResponse(new URL(issuer), await oauth.discoveryRequest(new URL(issuer), { ...opts, algorithm: 'oauth2' }))
+    expect(as.token_endpoint).toBe(`${issuer}/token`)
+    expect(as.tls_client_certificate_bound_access_tokens).toBe(true)
+    expect(as.dpop_signing_alg_values_supported).toContain('ES256')
+
+    // The task, created by the operator on the broker's admin socket.
+    const socket = join(server!.dataDir, 'private', 'broker-admin.sock')
+    const task = await warrant(['task', 'create', '--socket', socket, '--agent', `spiffe://${TD}/agents/`, '--scope', 'repo:read', '--resource', 'https://git.broker.test/', '--ttl', '1h', '--max-renewals', '2', '--task-id', 'e2e-task', '--output', 'json'])
+    expect(task.code, task.stderr).toBe(0)
+
+    const client: oauth.Client = { client_id: AGENT_ID }
+    const keyPair = (await generateKeyPair('ES256', { extractable: false })) as unknown as CryptoKeyPair
+    const DPoP = oauth.DPoP(client, keyPair)
+    const grant = () => oauth.clientCredentialsGrantRequest(as, client, oauth.TlsClientAuth(), { scope: 'repo:read', task_id: 'e2e-task', resource: 'https://git.broker.test/' }, { ...opts, DPoP })
+    let result: oauth.TokenEndpointResponse
+    let nonceRetries = 0
+    try {
+      result = await oauth.processClientCredentialsResponse(as, client, await grant())
+    } catch (err) {
+      expect(oauth.isDPoPNonceError(err)).toBe(true)
+      nonceRetries++
+      result = await oauth.processClientCredentialsResponse(as, client, await grant())
+    }
+    expect(nonceRetries).toBe(1)
+    expect(result.token_type).toBe('dpop')
+    const claims = decodeJwt(result.access_token)
+    expect(decodeProtectedHeader(result.access_token)).toMatchObject({ typ: 'at+jwt', alg: 'ES256' })
+    expect(claims).toMatchObject({ iss: issuer, sub: AGENT_ID, client_id: AGENT_ID, task_id: 'e2e-task', scope: 'repo:read' })
+    expect((claims.cnf as { jkt?: string }).jkt).toBe(await DPoP.calculateThumbprint())
+
+    const introspect = async () => oauth.processIntrospectionResponse(as, client, await oauth.introspectionRequest(as, client, oauth.TlsClientAuth(), result.access_token, opts))
+    const active = await introspect()
+    expect(active).toMatchObject({ active: true, sub: AGENT_ID })
+
+    await oauth.processRevocationResponse(await oauth.revocationRequest(as, client, oauth.TlsClientAuth(), result.access_token, opts))
+    expect((await introspect()).active).toBe(false)
+
+    // Without its client certificate the same library gets invalid_client.
+    const bare = { [oauth.customFetch]: httpsFetch({ ca: tls.ca }) }
+    const refused = await oauth.clientCredentialsGrantRequest(as, client, oauth.TlsClientAuth(), { scope: 'repo:read', task_id: 'e2e-task' }, bare)
+    expect(refused.status).toBe(401)
+    expect(((await refused.json()) as { error: string }).error).toBe('invalid_client')
+    expect(server!.output()).not.toContain(result.access_token)
+  }, 120_000)
+})

@@ -8,7 +8,8 @@ import { newEcPrivateKey } from '../common/crypto/new-key.js'
 import { systemClock, type Clock } from '../common/clock.js'
 import { F, type Logger } from '../common/log/logger.js'
 import { IdentityError } from '../errors/identity-error.js'
-import type { AgentNodeAttestor, PluginDeps, WorkloadAttestor } from '../plugin/contracts.js'
+import { PluginSet } from '../plugin/catalog.js'
+import type { AgentNodeAttestor, WorkloadAttestor } from '../plugin/contracts.js'
 import type { SpiffeBundle } from '../spiffe/bundle/spiffe-bundle.js'
 import { SpiffeBundle as Bundle } from '../spiffe/bundle/spiffe-bundle.js'
 import { createCsr } from '../spiffe/x509-svid/csr.js'
@@ -20,7 +21,7 @@ import type { AgentConfig } from './config.js'
 import { AgentManager } from './manager/manager.js'
 import { AgentObservability } from './observability.js'
 import { Backoff, renewalTime } from './manager/backoff.js'
-import { attestNode, canReattest } from './node-attestation.js'
+import { attestNode } from './node-attestation.js'
 import { GrpcServerClient, isAgentRejected, type BundleDoc, type ClientCredentials, type SyncMessage } from './server-client.js'
 
 export interface StartAgentOptions {
@@ -75,20 +76,14 @@ async function startAgentWith(opts: StartAgentOptions, obs: AgentObservability):
   const random = opts.random ?? Math.random
   const log = opts.log.child({ [F.SUBSYSTEM]: 'agent' })
   const td = cfg.trustDomain
-  const deps = (name: string, type: string): PluginDeps => ({
-    log: opts.log.child({ [F.PLUGIN_TYPE]: type, [F.PLUGIN_NAME]: name }),
-    clock,
-    trustDomain: td,
-    dataDir: cfg.dataDir,
-  })
-
-  const store = new AgentStore({ dir: cfg.dataDir, trustDomain: td, persist: cfg.keyManager?.name !== 'memory' })
-  const nodeAttestor = await cfg.nodeAttestor.definition.create(cfg.nodeAttestor.config, deps(cfg.nodeAttestor.name, 'node_attestor'))
+  // The agent key and SVID stay in memory only when the key manager keeps nothing across restarts.
+  const store = new AgentStore({ dir: cfg.dataDir, trustDomain: td, persist: cfg.keyManager?.definition.volatile !== true })
+  const plugins = new PluginSet({ log: opts.log, clock, trustDomain: td, dataDir: cfg.dataDir })
+  const nodeAttestor = await plugins.create(cfg.nodeAttestor, {})
   const workloadAttestors: NamedWorkloadAttestor[] = []
-  for (const w of cfg.workloadAttestors) {
-    workloadAttestors.push({ name: w.name, attestor: await w.definition.create(w.config, deps(w.name, 'workload_attestor')) })
-  }
-  const closeables: { close?(): Promise<void> }[] = [nodeAttestor, ...workloadAttestors.map((w) => w.attestor as { close?(): Promise<void> })]
+  for (const w of cfg.workloadAttestors) workloadAttestors.push({ name: w.name, attestor: await plugins.create(w, {}) })
+  // A single-use proof (a join token) cannot be presented again: the agent renews its SVID instead.
+  const canReattest = nodeAttestor.canReattest !== false
 
   // Trust: the persisted bundle, else the bootstrap bundle, else (insecure) none.
   let bundle: SpiffeBundle | undefined = store.loadBundle()
@@ -185,9 +180,9 @@ async function startAgentWith(opts: StartAgentOptions, obs: AgentObservability):
 
   /** The server no longer accepts our SVID: attest again when the attestor can, else stop asking. */
   async function onRejected(err: unknown): Promise<void> {
-    if (!canReattest(attestorName)) {
+    if (!canReattest) {
       if (!rejected) {
-        log.error({ [F.ERR]: err, [F.PLUGIN_NAME]: attestorName }, 'The server rejected the agent SVID; a new join token is needed to attest this agent again')
+        log.error({ [F.ERR]: err, [F.PLUGIN_NAME]: attestorName }, 'The server rejected the agent SVID; its node attestor cannot attest again (single-use proof): a new one is needed')
       }
       rejected = true
       return
@@ -249,7 +244,7 @@ async function startAgentWith(opts: StartAgentOptions, obs: AgentObservability):
   }
   async function renew(): Promise<void> {
     try {
-      if (canReattest(attestorName)) {
+      if (canReattest) {
         // Re-attestation is the renewal (a TPM agent sends a fresh quote; the server refuses RenewAgent for it).
         await attest(stop.signal)
         client.setCredentials(creds())
@@ -312,7 +307,7 @@ async function startAgentWith(opts: StartAgentOptions, obs: AgentObservability):
         manager.close()
         await syncLoop
         client.close()
-        for (const c of closeables) await c.close?.()
+        await plugins.close()
         await obs.close()
         log.info({}, 'Agent stopped')
       })()

@@ -8,13 +8,12 @@ import { dirname, isAbsolute, resolve } from 'node:path'
 import { z } from 'zod'
 import { configError, type ConfigIssue } from '../common/config/issues.js'
 import { healthChecksSchema, healthEndpoint, metricsEndpoint, metricsSchema, type HealthEndpointConfig, type MetricsEndpointConfig } from '../common/config/observability.js'
-import { resolvePluginBlockPaths } from '../common/config/plugin-paths.js'
 import { hostPort, logLevel, trustDomain } from '../common/config/refinements.js'
 import { readTomlFile } from '../common/config/toml.js'
 import { ConnectionLimitsSchema, toConnectionLimits } from '../common/config/connection-limits.js'
 import type { ConnectionGuardLimits } from '../common/net/connection-guard.js'
-import { IdentityError } from '../errors/identity-error.js'
-import type { PluginDefinition } from '../plugin/contracts.js'
+import { errorPrefixing, selectPlugins, type AnyPlugin, type ConfiguredPlugin } from '../plugin/catalog.js'
+import type { AgentNodeAttestor, WorkloadAttestor } from '../plugin/contracts.js'
 import type { TrustDomain } from '../spiffe/trust-domain.js'
 
 export const DEFAULT_X509_SVID_CACHE_MAX_SIZE = 1000
@@ -37,31 +36,38 @@ const AgentBlockSchema = z
   })
   .strict()
 
-const PluginsSchema = z
-  .object({
-    node_attestor: z.record(z.string(), z.unknown()).optional(),
-    workload_attestor: z.record(z.string(), z.unknown()).optional(),
-    key_manager: z.record(z.string(), z.unknown()).optional(),
-  })
-  .strict()
+// The plugins table is the catalog's to check (selectPlugins), block by block.
+const FileSchema = z.object({ agent: AgentBlockSchema, plugins: z.unknown().optional() }).strict()
 
-const FileSchema = z.object({ agent: AgentBlockSchema, plugins: PluginsSchema.optional() }).strict()
+export type { AnyPlugin, ConfiguredPlugin }
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any -- PluginDefinition is invariant in its config type
-export type AnyPlugin<I> = PluginDefinition<any, I>
-
-/** The plugin definitions the agent may use, supplied by the composition root. */
+/** The plugin definitions the agent may use, registered by the composition root (src/cli/plugins.ts). */
 export interface AgentPluginRegistry<NA, WA, KM> {
   nodeAttestors: readonly AnyPlugin<NA>[]
   workloadAttestors: readonly AnyPlugin<WA>[]
   keyManagers: readonly AnyPlugin<KM>[]
 }
 
-/** A plugin chosen by the config, with its validated config. */
-export interface ConfiguredPlugin<I> {
-  name: string
-  definition: AnyPlugin<I>
-  config: unknown
+/**
+ * The agent's plugin types and their cardinality: exactly one node attestor,
+ * at least one workload attestor, at most one key manager (none: the agent
+ * key is kept in a 0600 file in data_dir). Attestor failures are labelled
+ * by the catalog (`workloadattestor(unix): ...`).
+ */
+export function agentCatalog<NA, WA, KM>(r: AgentPluginRegistry<NA, WA, KM>) {
+  return {
+    node_attestor: {
+      cardinality: 'exactly_one' as const,
+      plugins: r.nodeAttestors,
+      adapt: errorPrefixing<NA & object>(['payload', 'answer'], 'ERR_NODE_ATTESTATION_FAILED') as unknown as (i: NA, label: string) => NA,
+    },
+    workload_attestor: {
+      cardinality: 'at_least_one' as const,
+      plugins: r.workloadAttestors,
+      adapt: errorPrefixing<WA & object>(['attest'], 'ERR_WORKLOAD_ATTESTATION_FAILED') as unknown as (i: WA, label: string) => WA,
+    },
+    key_manager: { cardinality: 'at_most_one' as const, plugins: r.keyManagers },
+  }
 }
 
 export interface AgentConfig<NA = unknown, WA = unknown, KM = unknown> {
@@ -101,16 +107,6 @@ function issuesOf(err: z.ZodError, prefix: string): ConfigIssue[] {
   return out
 }
 
-function pluginIssues(err: unknown, prefix: string): ConfigIssue[] {
-  if (err instanceof IdentityError && Array.isArray(err.details?.issues)) {
-    return (err.details.issues as ConfigIssue[]).map((i) => ({
-      path: i.path.startsWith(prefix) ? i.path : `${prefix}.${i.path}`,
-      message: i.message,
-    }))
-  }
-  return [{ path: prefix, message: err instanceof Error ? err.message : String(err) }]
-}
-
 /**
  * Validates a parsed agent.toml. `baseDir` is the config file's directory.
  * Throws ERR_CONFIG_INVALID listing every issue (core and plugins).
@@ -122,37 +118,9 @@ export function parseAgentConfig<NA, WA, KM>(
   const issues: ConfigIssue[] = []
   const r = FileSchema.safeParse(raw)
   if (!r.success) issues.push(...issuesOf(r.error, ''))
-  const rawObj = (typeof raw === 'object' && raw !== null ? raw : {}) as Record<string, unknown>
-  const rawPlugins = (typeof rawObj.plugins === 'object' && rawObj.plugins !== null ? rawObj.plugins : {}) as Record<string, unknown>
-
-  function pick<I>(kind: 'node_attestor' | 'workload_attestor' | 'key_manager', defs: readonly AnyPlugin<I>[]): ConfiguredPlugin<I>[] {
-    const block = rawPlugins[kind]
-    if (block === undefined || typeof block !== 'object' || block === null) return []
-    const out: ConfiguredPlugin<I>[] = []
-    for (const [name, cfg] of Object.entries(block as Record<string, unknown>)) {
-      const prefix = `plugins.${kind}.${name}`
-      const def = defs.find((d) => d.name === name)
-      if (!def) {
-        issues.push({ path: prefix, message: `unknown ${kind} plugin (known: ${defs.map((d) => d.name).join(', ') || 'none'})` })
-        continue
-      }
-      try {
-        // Relative file paths resolve against the config file's directory (see plugin-paths.ts).
-        out.push({ name, definition: def, config: def.parseConfig(resolvePluginBlockPaths(kind, name, cfg ?? {}, opts.baseDir)) })
-      } catch (err) {
-        issues.push(...pluginIssues(err, prefix))
-      }
-    }
-    return out
-  }
-  const nodeAttestors = pick('node_attestor', opts.plugins.nodeAttestors)
-  const workloadAttestors = pick('workload_attestor', opts.plugins.workloadAttestors)
-  const keyManagers = pick('key_manager', opts.plugins.keyManagers)
-
-  const count = (kind: string) => Object.keys((rawPlugins[kind] as Record<string, unknown> | undefined) ?? {}).length
-  if (count('node_attestor') !== 1) issues.push({ path: 'plugins.node_attestor', message: 'exactly one node attestor must be configured' })
-  if (count('workload_attestor') < 1) issues.push({ path: 'plugins.workload_attestor', message: 'at least one workload attestor must be configured' })
-  if (count('key_manager') > 1) issues.push({ path: 'plugins.key_manager', message: 'at most one key manager may be configured' })
+  const rawPlugins = typeof raw === 'object' && raw !== null ? (raw as Record<string, unknown>).plugins : undefined
+  const { selection, issues: pluginIssues } = selectPlugins(agentCatalog(opts.plugins), rawPlugins, { baseDir: opts.baseDir })
+  issues.push(...pluginIssues)
 
   const a = r.success ? r.data.agent : undefined
   if (a) {
@@ -179,9 +147,9 @@ export function parseAgentConfig<NA, WA, KM>(
     health: healthEndpoint(a.health_checks),
     metrics: metricsEndpoint(a.metrics),
     connectionLimits: toConnectionLimits(a.connection_limits),
-    nodeAttestor: nodeAttestors[0]!,
-    workloadAttestors,
-    keyManager: keyManagers[0],
+    nodeAttestor: selection.node_attestor[0]!,
+    workloadAttestors: selection.workload_attestor,
+    keyManager: selection.key_manager[0],
   }
 }
 

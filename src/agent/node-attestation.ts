@@ -12,11 +12,6 @@ import type { TrustDomain } from '../spiffe/trust-domain.js'
 import { createCsr } from '../spiffe/x509-svid/csr.js'
 import type { AttestOutcome, ServerClient } from './server-client.js'
 
-/** Attestors whose proof can be presented again (a join token is single-use). */
-export function canReattest(attestorName: string): boolean {
-  return attestorName !== 'join_token'
-}
-
 export interface AttestNodeOptions extends CallOpts {
   client: Pick<ServerClient, 'attest'>
   attestorName: string

@@ -76,6 +76,7 @@ export type Pkcs11FileConfig = z.infer<typeof Pkcs11ConfigSchema>
 export const memoryKeyManagerPlugin: PluginDefinition<MemoryFileConfig, KeyManager> = {
   type: 'key_manager',
   name: 'memory',
+  volatile: true,
   parseConfig: (raw) => parseStrict(MemoryConfigSchema, raw ?? {}, 'memory'),
   create: async () => new MemoryKeyManager(),
 }
@@ -83,6 +84,7 @@ export const memoryKeyManagerPlugin: PluginDefinition<MemoryFileConfig, KeyManag
 export const diskKeyManagerPlugin: PluginDefinition<DiskFileConfig, KeyManager> = {
   type: 'key_manager',
   name: 'disk',
+  dataDirRelativeKeys: ['keys_path'],
   parseConfig: (raw) => parseStrict(DiskConfigSchema, raw, 'disk'),
   create: async (config, deps) => new DiskKeyManager({ dir: resolve(deps.dataDir, config.keys_path) }),
 }

@@ -19,14 +19,46 @@ export interface PluginDeps {
 
 /**
  * Declares a plugin: its name (also its selector type), a validator for its
- * config block, and a factory. Plugins never parse config themselves.
+ * config block, and a factory. Plugins never read their config block from a
+ * file themselves: the catalog (catalog.ts) hands them the block, with
+ * relative paths resolved, and reports their issues under the block's path.
+ * `D` is what the plugin needs from its host besides the common deps (e.g.
+ * the datastore's join tokens for a server node attestor).
  */
-export interface PluginDefinition<C, I> {
+export interface PluginDefinition<C, I, D extends PluginDeps = PluginDeps> {
   type: PluginType
   name: string
-  /** Validates the raw config block; returns the typed config or throws ERR_CONFIG_INVALID with issue paths. */
+  /**
+   * Keys of the block that name locations under the plugin's data dir (resolved
+   * by the plugin against `deps.dataDir`), not files relative to the config file.
+   */
+  dataDirRelativeKeys?: readonly string[]
+  /** True when the plugin keeps nothing across restarts (the memory key manager and datastore): its host then persists nothing either. */
+  volatile?: boolean
+  /** Validates the raw config block; returns the typed config or throws ERR_CONFIG_INVALID with issue paths (relative to the block). */
   parseConfig(raw: unknown): C
-  create(config: C, deps: PluginDeps): Promise<I & { close?(): Promise<void> }>
+  create(config: C, deps: D): Promise<I & { close?(): Promise<void> }>
+}
+
+/** A stored single-use join token (only its SHA-256 is kept). */
+export interface JoinTokenRecord {
+  tokenHash: string
+  expiresAt: number
+  /** SPIFFE ID the operator asked to alias the node with, or ''. */
+  spiffeId: string
+}
+
+/** The part of the server's datastore a join-token attestor uses. */
+export interface JoinTokenRecords {
+  /** Throws ERR_ALREADY_EXISTS for a tokenHash already stored. */
+  create(token: JoinTokenRecord): Promise<unknown>
+  /** Atomically deletes and returns the token (one use); undefined when it does not exist. */
+  consume(tokenHash: string): Promise<JoinTokenRecord | undefined>
+}
+
+/** What the server lends its node attestors besides the common deps. */
+export interface ServerNodeAttestorDeps extends PluginDeps {
+  joinTokens: JoinTokenRecords
 }
 
 /** Result of a successful node attestation on the server. */
@@ -36,6 +68,12 @@ export interface NodeAttestationResult {
   selectorValues: string[]
   /** True when the agent may re-attest with the same proof (e.g. x509pop, tpm); false for join tokens. */
   canReattest: boolean
+  /**
+   * A SPIFFE ID to register as a node alias of this agent (an entry parented
+   * by the server whose selectors are this agent's), e.g. the ID an operator
+   * attached to a join token. Must be a non-reserved ID of the trust domain.
+   */
+  nodeAlias?: SpiffeId
 }
 
 /**
@@ -52,8 +90,27 @@ export interface ServerNodeAttestor {
   ): Promise<NodeAttestationResult>
 }
 
+/**
+ * A server node attestor that also issues the single-use proofs it accepts
+ * (join tokens): the admin API's CreateJoinToken reaches it. At most one
+ * configured attestor may issue tokens.
+ */
+export interface TokenIssuingNodeAttestor extends ServerNodeAttestor {
+  issueToken(opts: { ttlSeconds?: number; spiffeId?: string }): Promise<{ token: string; expiresAt: number }>
+}
+
+export function issuesTokens(a: ServerNodeAttestor): a is TokenIssuingNodeAttestor {
+  return typeof (a as Partial<TokenIssuingNodeAttestor>).issueToken === 'function'
+}
+
 /** Agent half of a node attestor. */
 export interface AgentNodeAttestor {
+  /**
+   * False when the proof can be presented only once (a join token): the agent
+   * then renews its SVID instead of attesting again, and stops when the server
+   * rejects it. Default true.
+   */
+  readonly canReattest?: boolean
   payload(opts: CallOpts): Promise<Uint8Array>
   answer(challenge: Uint8Array, opts: CallOpts): Promise<Uint8Array>
 }

@@ -4,7 +4,6 @@ import { z } from 'zod'
 import { duration } from '../common/config/duration.js'
 import { configError, zodIssues, type ConfigIssue } from '../common/config/issues.js'
 import { healthChecksSchema, healthEndpoint, metricsEndpoint, metricsSchema, splitHostPort, type HealthEndpointConfig, type MetricsEndpointConfig } from '../common/config/observability.js'
-import { resolvePluginBlockPaths } from '../common/config/plugin-paths.js'
 import { hostPort, logLevel, trustDomain } from '../common/config/refinements.js'
 import { ConnectionLimitsSchema, toConnectionLimits } from '../common/config/connection-limits.js'
 import type { ConnectionGuardLimits } from '../common/net/connection-guard.js'
@@ -12,8 +11,11 @@ import { federationConfigSchema, type FederationFileConfig } from './federation/
 import { BoundsConfigSchema, boundsFromConfig } from './bounds/config.js'
 import type { BoundsSet } from '../spiffe/bounds/index.js'
 import { IdentityError } from '../errors/identity-error.js'
-import type { KeyType } from '../keymanager/key-manager.js'
+import type { KeyManager, KeyType } from '../keymanager/key-manager.js'
+import { errorPrefixing, selectPlugins, type AnyPlugin, type ConfiguredPlugin } from '../plugin/catalog.js'
+import type { ServerNodeAttestor, ServerNodeAttestorDeps } from '../plugin/contracts.js'
 import type { TrustDomain } from '../spiffe/trust-domain.js'
+import type { DataStore } from './datastore/types.js'
 
 const KEY_TYPE = z.enum(['ec-p256', 'ec-p384', 'rsa-2048', 'rsa-3072', 'rsa-4096'])
 
@@ -49,25 +51,44 @@ const ServerSection = z
   })
   .strict()
 
-const PluginBlocks = z.record(z.string(), z.record(z.string(), z.unknown()).default({}))
+// The plugins table is the catalog's to check (selectPlugins), block by block.
+const FileConfig = z.object({ server: ServerSection, plugins: z.unknown().optional() }).strict()
 
-const FileConfig = z
-  .object({
-    server: ServerSection,
-    plugins: z
-      .object({
-        key_manager: PluginBlocks.optional(),
-        datastore: PluginBlocks.optional(),
-        node_attestor: PluginBlocks.optional(),
-      })
-      .strict()
-      .default({}),
-  })
-  .strict()
+type PluginBlockDefaults = Readonly<Record<string, Readonly<Record<string, unknown>>>>
 
-export interface PluginSelection {
-  name: string
-  raw: unknown
+/** The plugin definitions the server may use, registered by the composition root (src/cli/plugins.ts). */
+export interface ServerPluginRegistry {
+  keyManagers: readonly AnyPlugin<KeyManager>[]
+  datastores: readonly AnyPlugin<DataStore>[]
+  nodeAttestors: readonly AnyPlugin<ServerNodeAttestor, ServerNodeAttestorDeps>[]
+  /** The blocks a file that leaves a plugin type out gets, by type (e.g. the default datastore). */
+  defaults?: { key_manager?: PluginBlockDefaults; datastore?: PluginBlockDefaults; node_attestor?: PluginBlockDefaults }
+}
+
+/**
+ * The server's plugin types and their cardinality: exactly one key manager and
+ * one datastore, at least one node attestor (whose failures the catalog labels
+ * `nodeattestor(<name>): `).
+ */
+export function serverCatalog(r: ServerPluginRegistry) {
+  const d = r.defaults ?? {}
+  return {
+    key_manager: { cardinality: 'exactly_one' as const, plugins: r.keyManagers, ...(d.key_manager ? { defaults: d.key_manager } : {}) },
+    datastore: { cardinality: 'exactly_one' as const, plugins: r.datastores, ...(d.datastore ? { defaults: d.datastore } : {}) },
+    node_attestor: {
+      cardinality: 'at_least_one' as const,
+      plugins: r.nodeAttestors,
+      ...(d.node_attestor ? { defaults: d.node_attestor } : {}),
+      adapt: errorPrefixing<ServerNodeAttestor>(['attest'], 'ERR_NODE_ATTESTATION_FAILED'),
+    },
+  }
+}
+
+/** The plugins a server.toml selected, each with its validated config. */
+export interface ServerPlugins {
+  keyManager: ConfiguredPlugin<KeyManager>
+  datastore: ConfiguredPlugin<DataStore>
+  nodeAttestors: ConfiguredPlugin<ServerNodeAttestor, ServerNodeAttestorDeps>[]
 }
 
 export interface ServerConfig {
@@ -97,9 +118,7 @@ export interface ServerConfig {
   connectionLimits: Partial<ConnectionGuardLimits>
   /** Concurrent Attest calls (unauthenticated): in all and per source address. */
   attestationLimits: { maxConcurrent: number; maxConcurrentPerAddress: number }
-  keyManager: PluginSelection
-  datastore: { kind: 'sqlite'; path: string } | { kind: 'memory' }
-  nodeAttestors: PluginSelection[]
+  plugins: ServerPlugins
   /** Cross-field notes for `server validate` (not errors). */
   notes: string[]
 }
@@ -107,47 +126,20 @@ export interface ServerConfig {
 export { splitHostPort }
 
 /**
- * Validates a parsed server.toml as a whole: every problem (core keys and the
- * plugin choice) is reported together with its path. `baseDir` resolves
- * relative paths (the config file's directory).
+ * Validates a parsed server.toml as a whole: every problem (core keys, the
+ * plugin choice and every plugin block) is reported together with its path,
+ * in one pass. `baseDir` resolves relative paths (the config file's directory).
  */
-export function toServerConfig(raw: unknown, baseDir: string): ServerConfig {
+export function toServerConfig(raw: unknown, baseDir: string, registry: ServerPluginRegistry): ServerConfig {
+  const rawPlugins = typeof raw === 'object' && raw !== null ? (raw as Record<string, unknown>).plugins : undefined
+  const { selection, issues: pluginIssues } = selectPlugins(serverCatalog(registry), rawPlugins, { baseDir })
   const issues: ConfigIssue[] = []
   const r = FileConfig.safeParse(raw)
-  if (!r.success) throw configError(zodIssues(r.error), 'server configuration')
+  if (!r.success) throw configError([...zodIssues(r.error), ...pluginIssues], 'server configuration')
   const f = r.data
   const s = f.server
   const abs = (p: string) => (isAbsolute(p) ? p : resolve(baseDir, p))
   const dataDir = abs(s.data_dir)
-
-  const pick = (kind: string, blocks: Record<string, unknown> | undefined, allowed: readonly string[], def: string): PluginSelection | undefined => {
-    const names = Object.keys(blocks ?? {})
-    if (names.length === 0) return { name: def, raw: {} }
-    if (names.length > 1) {
-      issues.push({ path: `plugins.${kind}`, message: `exactly one ${kind} is allowed (found ${names.join(', ')})` })
-      return undefined
-    }
-    const name = names[0]!
-    if (!allowed.includes(name)) {
-      issues.push({ path: `plugins.${kind}.${name}`, message: `unknown ${kind} "${name}" (known: ${allowed.join(', ')})` })
-      return undefined
-    }
-    return { name, raw: blocks![name] }
-  }
-  // Relative file paths in plugin blocks resolve against the config file's directory (see plugin-paths.ts).
-  const withPaths = (kind: string, sel: PluginSelection | undefined): PluginSelection | undefined => (sel ? { name: sel.name, raw: resolvePluginBlockPaths(kind, sel.name, sel.raw, baseDir) } : undefined)
-  const keyManager = withPaths('key_manager', pick('key_manager', f.plugins.key_manager, ['memory', 'disk', 'pkcs11'], 'disk'))
-  const dsSel = pick('datastore', f.plugins.datastore, ['sqlite', 'memory'], 'sqlite')
-  let datastore: ServerConfig['datastore'] = { kind: 'sqlite', path: join(dataDir, 'datastore.sqlite3') }
-  if (dsSel?.name === 'memory') datastore = { kind: 'memory' }
-  else if (dsSel?.name === 'sqlite') {
-    const b = z.object({ path: z.string().min(1).optional() }).strict().safeParse(dsSel.raw ?? {})
-    if (!b.success) issues.push(...zodIssues(b.error, 'plugins.datastore.sqlite'))
-    else if (b.data.path) datastore = { kind: 'sqlite', path: isAbsolute(b.data.path) ? b.data.path : resolve(dataDir, b.data.path) }
-  }
-  const nodeBlocks = f.plugins.node_attestor ?? { join_token: {} }
-  const nodeAttestors = Object.entries(nodeBlocks).map(([name, raw]) => ({ name, raw: resolvePluginBlockPaths('node_attestor', name, raw, baseDir) }))
-  if (nodeAttestors.length === 0) issues.push({ path: 'plugins.node_attestor', message: 'at least one node attestor is required' })
 
   const notes: string[] = []
   if (s.default_x509_svid_ttl > s.ca_ttl / 6) notes.push(`default_x509_svid_ttl (${s.default_x509_svid_ttl / 1000}s) is longer than ca_ttl/6: SVIDs will be cut short at CA rotation`)
@@ -166,7 +158,8 @@ export function toServerConfig(raw: unknown, baseDir: string): ServerConfig {
   const bounds = boundsFromConfig(s.bounds, s.trust_domain, issues)
   const socketPath = abs(s.socket_path ?? join(s.data_dir, 'private', 'admin.sock'))
   if (Buffer.byteLength(socketPath) > 100) issues.push({ path: 'server.socket_path', message: 'path too long for a Unix socket (max ~100 bytes)' })
-  if (issues.length > 0 || !keyManager) throw configError(issues, 'server configuration')
+  issues.push(...pluginIssues)
+  if (issues.length > 0) throw configError(issues, 'server configuration')
   return {
     trustDomain: s.trust_domain,
     bindAddress: splitHostPort(s.bind_address),
@@ -207,9 +200,7 @@ export function toServerConfig(raw: unknown, baseDir: string): ServerConfig {
     bounds,
     connectionLimits: toConnectionLimits(s.connection_limits),
     attestationLimits: { maxConcurrent: s.max_concurrent_attestations, maxConcurrentPerAddress: s.max_concurrent_attestations_per_address },
-    keyManager,
-    datastore,
-    nodeAttestors,
+    plugins: { keyManager: selection.key_manager[0]!, datastore: selection.datastore[0]!, nodeAttestors: selection.node_attestor },
     notes,
   }
 }

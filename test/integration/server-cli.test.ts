@@ -231,4 +231,41 @@ describe('warrant server validate', () => {
       t.cleanup()
     }
   })
+
+  it('reports a core error and two broken plugin blocks in one pass, each under its full path', async () => {
+    const t = tempDir('wval-')
+    try {
+      const p = join(t.dir, 'server.toml')
+      writeFileSync(
+        p,
+        [
+          '[server]',
+          'trust_domain = "example.org"',
+          `data_dir = "${t.dir}/data"`,
+          'ca_ttl = "soon"',
+          '[plugins.key_manager.pkcs11]',
+          'module_path = "libsofthsm2.so"',
+          'token_label = "t"',
+          'pin = "1234"',
+          '[plugins.node_attestor.tpm]',
+          'pcr_bank = "md5"',
+          '',
+        ].join('\n'),
+      )
+      const r = await runCli(['server', 'validate', '--config', p, '--output', 'json'])
+      expect(r.code).toBe(1)
+      const j = JSON.parse(r.stdout) as { valid: boolean; issues: { path: string; message: string }[] }
+      expect(j.valid).toBe(false)
+      expect(j.issues.map((i) => i.path).sort()).toEqual([
+        'plugins.key_manager.pkcs11.pin',
+        'plugins.key_manager.pkcs11.pin_file',
+        'plugins.node_attestor.tpm.pcr_bank',
+        'server.ca_ttl',
+      ])
+      // the inline PIN is reported by its key, never echoed
+      expect(r.stdout).not.toContain('1234')
+    } finally {
+      t.cleanup()
+    }
+  })
 })

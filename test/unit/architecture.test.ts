@@ -130,6 +130,29 @@ function reachable(g: Map<string, string[]>, start: string, within: (f: string) 
 
 const all = [...files(join(root, 'src')), ...files(join(root, 'attestors'))].map((f) => ({ file: relative(root, f), imports: imports(f) }))
 
+/** Each built-in plugin name and where it may appear as a string literal: its plugin's own modules. */
+const PLUGIN_NAME_HOMES: Readonly<Record<string, readonly string[]>> = {
+  join_token: ['attestors/node/join-token/'],
+  tpm: ['attestors/node/tpm/'],
+  x509pop: ['attestors/node/x509pop/'],
+  unix: ['attestors/workload/unix/'],
+  pkcs11: ['src/keymanager/'],
+  disk: ['src/keymanager/'],
+  memory: ['src/keymanager/', 'src/server/datastore/memory/'],
+  sqlite: ['src/server/datastore/sqlite/'],
+}
+/** Besides them: the catalog registration, and the quickstart, which writes example config files. */
+const PLUGIN_NAME_ANYWHERE = ['src/cli/plugins.ts', 'src/cli/quickstart.ts']
+/** The rooms that host, load or configure plugins (elsewhere, e.g. a "unix" URI scheme is not a plugin name). */
+const PLUGIN_NAME_SCANNED = ['src/server/', 'src/agent/', 'src/plugin/', 'src/common/', 'src/keymanager/', 'src/cli/', 'attestors/']
+
+/** String literals (quotes or a plain template) equal to a plugin name, outside comments. */
+function pluginNameLiterals(text: string): string[] {
+  const code = text.replace(/\/\*[\s\S]*?\*\//g, '').replace(/(^|[^:'"`])\/\/.*$/gm, '$1')
+  const names = Object.keys(PLUGIN_NAME_HOMES).join('|')
+  return [...code.matchAll(new RegExp(`(['"\`])(${names})\\1`, 'g'))].map((m) => m[2]!)
+}
+
 describe('architecture', () => {
   it('scans a real tree', () => {
     expect(all.length).toBeGreaterThan(50)
@@ -178,6 +201,24 @@ describe('architecture', () => {
       .flatMap((f) => f.imports.filter((i) => i.target !== undefined && layer(i.target) === 'dev').map((i) => `${f.file} → ${i.spec}`))
     expect(bad).toEqual([])
     expect(all.some((f) => f.file === 'src/cli/quickstart.ts' && f.imports.some((i) => i.target?.startsWith('src/dev/')))).toBe(true)
+  })
+
+  it('plugin names appear as string literals only in their plugin and the catalog registration (no name lists in core)', () => {
+    const bad: string[] = []
+    for (const f of all) {
+      if (!PLUGIN_NAME_SCANNED.some((room) => f.file.startsWith(room)) || PLUGIN_NAME_ANYWHERE.includes(f.file)) continue
+      for (const name of pluginNameLiterals(readFileSync(join(root, f.file), 'utf8'))) {
+        if (!PLUGIN_NAME_HOMES[name]!.some((home) => f.file.startsWith(home))) bad.push(`${f.file}: '${name}'`)
+      }
+    }
+    expect(bad).toEqual([])
+    // the scan sees the names where they live
+    expect(pluginNameLiterals(readFileSync(join(root, 'attestors/node/join-token/server.ts'), 'utf8'))).toContain('join_token')
+  })
+
+  it('the plugin-name rule finds a literal and ignores comments and longer strings (self-check)', () => {
+    expect(pluginNameLiterals(`if (name !== 'join_token') x = "tpm"; y = \`memory\``)).toEqual(['join_token', 'tpm', 'memory'])
+    expect(pluginNameLiterals(`// 'join_token'\n/* "tpm" */ const a = 'unix:uid:1'; const b = ':memory:'; const c = 'https://x'`)).toEqual([])
   })
 
   it('no import cycles between files (type-only imports count too)', () => {

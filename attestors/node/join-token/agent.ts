@@ -9,6 +9,8 @@ const ConfigSchema = z.object({ token: z.string().min(1).optional() }).strict()
 export function joinTokenAgent(token: string): AgentNodeAttestor {
   if (!token) throw new IdentityError('ERR_CONFIG_INVALID', 'join_token: no token given')
   return {
+    // A token is single-use: the agent renews its SVID instead of attesting again.
+    canReattest: false,
     async payload() {
       return Buffer.from(token, 'utf8')
     },
@@ -22,7 +24,7 @@ export const joinTokenAgentPlugin: PluginDefinition<{ token: string | undefined 
   type: 'node_attestor',
   name: 'join_token',
   parseConfig(raw) {
-    return parseWith(ConfigSchema, raw ?? {}, 'plugins.node_attestor.join_token') as { token: string | undefined }
+    return parseWith(ConfigSchema, raw ?? {}) as { token: string | undefined }
   },
   async create(config) {
     return joinTokenAgent(config.token ?? '')

@@ -3,17 +3,16 @@
  * agent.toml`, `warrant agent healthcheck [--socket PATH]`.
  */
 import * as grpc from '@grpc/grpc-js'
-import { agentNodeAttestors, workloadAttestors } from '../../../attestors/index.js'
 import { loadProto } from '../../common/grpc/proto.js'
 import { startAgent } from '../../agent/agent.js'
 import { loadAgentConfig } from '../../agent/config.js'
 import { IdentityError } from '../../errors/identity-error.js'
-import { keyManagerPlugins } from '../../keymanager/index.js'
 import { outputFormat, parseFlags, printJson } from '../args.js'
 import { createLogger } from '../logging.js'
 import { reportError } from '../report-error.js'
 import { resolveSocket } from './api.js'
 import { runUntilSignal } from '../signals.js'
+import { agentPlugins } from '../plugins.js'
 
 export const usage = [
   '  agent run --config agent.toml          start the agent',
@@ -21,11 +20,9 @@ export const usage = [
   '  agent healthcheck [--socket PATH]      ask a running agent (Workload API socket) whether it is serving',
 ].join('\n')
 
-const plugins = { nodeAttestors: agentNodeAttestors, workloadAttestors, keyManagers: keyManagerPlugins }
-
 function load(path: string | undefined) {
   if (!path) throw new IdentityError('ERR_INVALID_ARGUMENT', '--config is required')
-  return loadAgentConfig(path, plugins)
+  return loadAgentConfig(path, agentPlugins)
 }
 
 export async function runAgentCommand(args: string[]): Promise<number> {

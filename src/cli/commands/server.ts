@@ -1,15 +1,19 @@
 import * as grpc from '@grpc/grpc-js'
-import { serverNodeAttestors } from '../../../attestors/index.js'
+import { readFileSync } from 'node:fs'
 import { readTomlFile } from '../../common/config/toml.js'
+import { brokerConfigOfServerToml, splitBrokerSection, startBrokerOfServerToml } from '../broker-composition.js'
 import { loadProto } from '../../common/grpc/proto.js'
-import { keyManagerPlugins } from '../../keymanager/index.js'
-import { configDir, toServerConfig } from '../../server/config.js'
-import { resolvePlugins, startServer } from '../../server/server.js'
+import { IdentityError } from '../../errors/identity-error.js'
+import type { UpstreamAuthority } from '../../server/ca/manager.js'
+import { upstreamAuthorityFromPem } from '../../server/ca/upstream.js'
+import { configDir, toServerConfig, type ServerConfig } from '../../server/config.js'
+import { startServer } from '../../server/server.js'
 import { outputFormat, parseFlags, printJson } from '../args.js'
 import { DEFAULT_ADMIN_SOCKET } from '../admin-client.js'
 import { createLogger } from '../logging.js'
 import { runUntilSignal } from '../signals.js'
 import { reportError } from '../report-error.js'
+import { serverPlugins } from '../plugins.js'
 
 
 export const usage = [
@@ -18,11 +22,23 @@ export const usage = [
   '  server healthcheck [--socket PATH]     ask a running server whether it is serving',
 ].join('\n')
 
-const catalog = { keyManagers: keyManagerPlugins, nodeAttestors: serverNodeAttestors }
-
 function load(path: string | undefined) {
   if (!path) throw Object.assign(new Error('--config is required'), { usage: true })
-  return toServerConfig(readTomlFile(path), configDir(path))
+  return toServerConfig(splitBrokerSection(readTomlFile(path)).server, configDir(path), serverPlugins)
+}
+
+/** Reads `server.upstream_authority`'s files (only this layer reads files) and builds the CA's upstream. */
+function readUpstream(cfg: ServerConfig): UpstreamAuthority | undefined {
+  if (!cfg.upstream) return undefined
+  const read = (key: string, path: string) => {
+    try {
+      return readFileSync(path, 'utf8')
+    } catch (cause) {
+      throw new IdentityError('ERR_CONFIG_INVALID', `upstream_authority.${key}: cannot read ${path} (${(cause as NodeJS.ErrnoException).code ?? 'error'})`, { cause })
+    }
+  }
+  const u = cfg.upstream
+  return upstreamAuthorityFromPem({ certPem: read('cert_file', u.certFile), keyPem: read('key_file', u.keyFile), bundlePem: u.bundleFile === undefined ? undefined : read('bundle_file', u.bundleFile) })
 }
 
 export async function run(args: string[]): Promise<number> {
@@ -33,16 +49,27 @@ export async function run(args: string[]): Promise<number> {
       const cfg = load(values.config)
       const log = createLogger({ name: 'warrant-server', level: cfg.logLevel })
       for (const n of cfg.notes) log.warn({ note: n }, 'Configuration note')
-      const server = await startServer(cfg, { log, catalog })
-      await runUntilSignal(log, () => server.stop())
+      const upstream = readUpstream(cfg)
+      const server = await startServer(cfg, { log, ...(upstream ? { upstream } : {}) })
+      // [broker]: the token broker, embedded (see cli/broker-composition.ts).
+      const broker = await startBrokerOfServerToml(readTomlFile(values.config!), configDir(values.config!), server, cfg, log).catch(async (err: unknown) => {
+        await server.stop()
+        throw err
+      })
+      await runUntilSignal(log, async () => {
+        await broker?.stop()
+        await server.stop()
+      })
       return 0
     }
     case 'validate': {
       const { values } = parseFlags(rest, { config: { type: 'string', short: 'c' }, output: { type: 'string' } })
       const fmt = outputFormat(values.output)
       try {
+        // One pass: core keys and every plugin block (toServerConfig), then the upstream authority's files.
         const cfg = load(values.config)
-        resolvePlugins(cfg, catalog)
+        brokerConfigOfServerToml(readTomlFile(values.config!), configDir(values.config!), cfg.dataDir)
+        readUpstream(cfg)
         if (fmt === 'json') printJson({ valid: true, notes: cfg.notes })
         else {
           process.stdout.write('Configuration is valid.\n')

@@ -1,8 +1,8 @@
-import { X509Certificate, createHash, randomBytes } from 'node:crypto'
+import { X509Certificate, createHash } from 'node:crypto'
 import { IdentityError } from '../../errors/identity-error.js'
 import type { Clock } from '../../common/clock.js'
 import { F, type Logger } from '../../common/log/logger.js'
-import type { CallOpts, ServerNodeAttestor } from '../../plugin/contracts.js'
+import { issuesTokens, type CallOpts, type ServerNodeAttestor, type TokenIssuingNodeAttestor } from '../../plugin/contracts.js'
 import { SpiffeId } from '../../spiffe/spiffe-id.js'
 import type { TrustDomain } from '../../spiffe/trust-domain.js'
 import { parseCsr } from '../../spiffe/x509-svid/csr.js'
@@ -13,9 +13,9 @@ import type { Metrics } from '../metrics.js'
 import type { RegistrationService } from '../registration/service.js'
 import { isAgentId, serverIdOf } from '../registration/validate.js'
 
-export const JOIN_TOKEN = 'join_token'
-const MAX_JOIN_TOKEN_TTL_S = 30 * 86_400
 const VERIFIED_CACHE_MAX = 10_000
+/** Codes of a plugin failure passed on as they are; any other becomes ERR_NODE_ATTESTATION_FAILED. */
+const KEPT_CODES: ReadonlySet<string> = new Set(['ERR_ATTESTATION_PAYLOAD_INVALID', 'ERR_TPM_PAYLOAD_INVALID', 'ERR_REQUEST_MALFORMED', 'ERR_JOIN_TOKEN_INVALID'])
 
 export interface AttestOutcome {
   node: AttestedNode
@@ -34,6 +34,7 @@ export class NodeAttestationService {
   readonly #ca: CaManager
   readonly #reg: RegistrationService
   readonly #attestors: ReadonlyMap<string, ServerNodeAttestor>
+  readonly #tokenIssuer: TokenIssuingNodeAttestor | undefined
   readonly #clock: Clock
   readonly #log: Logger
   readonly #agentTtlMs: number
@@ -56,6 +57,9 @@ export class NodeAttestationService {
     this.#ca = o.ca
     this.#reg = o.registration
     this.#attestors = o.attestors
+    const issuers = [...o.attestors.values()].filter(issuesTokens)
+    if (issuers.length > 1) throw new IdentityError('ERR_CONFIG_INVALID', 'at most one node attestor may issue join tokens')
+    this.#tokenIssuer = issuers[0]
     this.#clock = o.clock
     this.#log = o.log.child({ [F.SUBSYSTEM]: 'node_attestation' })
     this.#agentTtlMs = o.agentTtlMs
@@ -63,29 +67,16 @@ export class NodeAttestationService {
   }
 
   attestorNames(): string[] {
-    return [JOIN_TOKEN, ...this.#attestors.keys()]
+    return [...this.#attestors.keys()]
   }
 
-  /** Creates a one-use join token; only its SHA-256 is stored. */
+  /**
+   * Creates a single-use join token through the configured node attestor that
+   * issues them; ERR_NOT_CONFIGURED when none is configured.
+   */
   async createJoinToken(opts: { ttlSeconds?: number; spiffeId?: string }): Promise<{ token: string; expiresAt: number }> {
-    // undefined or 0 = the default; anything else (negative, NaN, fractional, too long) is refused
-    const ttl = opts.ttlSeconds === undefined || opts.ttlSeconds === 0 ? 600 : opts.ttlSeconds
-    if (!Number.isInteger(ttl) || ttl < 1 || ttl > MAX_JOIN_TOKEN_TTL_S) {
-      throw new IdentityError('ERR_INVALID_ARGUMENT', `ttl must be an integer between 1 and ${MAX_JOIN_TOKEN_TTL_S} seconds`)
-    }
-    let alias = ''
-    if (opts.spiffeId) {
-      const id = SpiffeId.fromString(opts.spiffeId)
-      if (!id.memberOf(this.#td) || id.isTrustDomainId() || id.path.startsWith('/warrant/')) {
-        throw new IdentityError('ERR_INVALID_ARGUMENT', 'spiffe_id must be a non-reserved ID in the local trust domain')
-      }
-      alias = id.toString()
-    }
-    const token = randomBytes(24).toString('base64url')
-    const expiresAt = this.#clock.now() + ttl * 1000
-    await this.#ds.joinTokens.create({ tokenHash: hashToken(token), expiresAt, spiffeId: alias })
-    this.#log.info({ token_id: tokenId(token), expires_at: new Date(expiresAt).toISOString() }, 'Join token created')
-    return { token, expiresAt }
+    if (!this.#tokenIssuer) throw new IdentityError('ERR_NOT_CONFIGURED', 'no configured node attestor issues join tokens')
+    return this.#tokenIssuer.issueToken(opts)
   }
 
   /**
@@ -102,41 +93,28 @@ export class NodeAttestationService {
     const attestor = params.attestor
     try {
       const csr = parseCsr(params.csr)
-      let agentId: SpiffeId
-      let selectors: Selector[]
-      let canReattest: boolean
-      let alias = ''
-      if (attestor === JOIN_TOKEN) {
-        const token = Buffer.from(params.payload).toString('utf8')
-        if (token.length === 0 || token.length > 256) throw new IdentityError('ERR_JOIN_TOKEN_INVALID', 'join_token: malformed token')
-        const rec = await this.#ds.joinTokens.consume(hashToken(token))
-        if (!rec) throw new IdentityError('ERR_JOIN_TOKEN_INVALID', `join_token: token ${tokenId(token)} does not exist or was already used`)
-        if (rec.expiresAt <= this.#clock.now()) throw new IdentityError('ERR_JOIN_TOKEN_INVALID', `join_token: token ${tokenId(token)} expired`)
-        agentId = SpiffeId.fromSegments(this.#td, 'warrant', 'agent', JOIN_TOKEN, tokenId(token))
-        selectors = [{ type: JOIN_TOKEN, value: tokenId(token) }]
-        canReattest = false
-        alias = rec.spiffeId
-      } else {
-        const plugin = this.#attestors.get(attestor)
-        if (!plugin) throw new IdentityError('ERR_NODE_ATTESTATION_FAILED', `no node attestor named "${attestor.slice(0, 64)}" is configured`)
-        let res
-        try {
-          res = await plugin.attest(params.payload, challenge, opts)
-        } catch (err) {
-          if (err instanceof IdentityError) {
-            // Malformed input (the payload, or a challenge answer that does not decode) is the caller's fault: INVALID_ARGUMENT.
-            const code = err.code === 'ERR_ATTESTATION_PAYLOAD_INVALID' || err.code === 'ERR_TPM_PAYLOAD_INVALID' || err.code === 'ERR_REQUEST_MALFORMED' ? err.code : 'ERR_NODE_ATTESTATION_FAILED'
-            throw new IdentityError(code, `nodeattestor(${attestor}): ${err.message}`, { cause: err })
-          }
-          throw new IdentityError('ERR_NODE_ATTESTATION_FAILED', `nodeattestor(${attestor}): ${(err as Error).message}`, { cause: err })
-        }
-        agentId = res.agentId
-        if (!agentId.memberOf(this.#td) || !isAgentId(agentId)) {
-          throw new IdentityError('ERR_NODE_ATTESTATION_FAILED', `nodeattestor(${attestor}): returned an agent ID outside ${this.#td.idString()}/warrant/agent/`)
-        }
-        selectors = res.selectorValues.map((v) => ({ type: attestor, value: v }))
-        canReattest = res.canReattest
+      const plugin = this.#attestors.get(attestor)
+      if (!plugin) throw new IdentityError('ERR_NODE_ATTESTATION_FAILED', `no node attestor named "${attestor.slice(0, 64)}" is configured`)
+      let res
+      try {
+        // The catalog labels the plugin's failures (nodeattestor(<name>): ...).
+        res = await plugin.attest(params.payload, challenge, opts)
+      } catch (err) {
+        // Malformed input (the payload, or a challenge answer that does not decode) is the caller's fault: INVALID_ARGUMENT.
+        // A refused proof keeps its own code when it has one; anything else is a failed attestation.
+        if (err instanceof IdentityError && KEPT_CODES.has(err.code)) throw err
+        throw new IdentityError('ERR_NODE_ATTESTATION_FAILED', err instanceof Error ? err.message : String(err), { cause: err })
       }
+      const agentId = res.agentId
+      if (!agentId.memberOf(this.#td) || !isAgentId(agentId)) {
+        throw new IdentityError('ERR_NODE_ATTESTATION_FAILED', `nodeattestor(${attestor}): returned an agent ID outside ${this.#td.idString()}/warrant/agent/`)
+      }
+      const alias = res.nodeAlias
+      if (alias && (!alias.memberOf(this.#td) || alias.isTrustDomainId() || alias.path.startsWith('/warrant/'))) {
+        throw new IdentityError('ERR_NODE_ATTESTATION_FAILED', `nodeattestor(${attestor}): returned a node alias that is not a non-reserved ID of ${this.#td.name}`)
+      }
+      const selectors: Selector[] = res.selectorValues.map((v) => ({ type: attestor, value: v }))
+      const canReattest = res.canReattest
       const existing = await this.#ds.nodes.find(agentId.toString())
       if (existing?.banned) throw new IdentityError('ERR_AGENT_BANNED', `agent ${agentId.toString()} is banned`)
       const svid = await this.#ca.signX509Svid({ spiffeId: agentId, publicKey: csr.publicKey, ttlMs: this.#agentTtlMs })
@@ -153,7 +131,7 @@ export class NodeAttestationService {
       if (alias) {
         await this.#reg
           .createInternal({
-            spiffeId: alias,
+            spiffeId: alias.toString(),
             parentId: serverIdOf(this.#td).toString(),
             selectors,
             x509SvidTtl: 0,
@@ -256,13 +234,3 @@ function checkAgentId(agentId: string, td: TrustDomain): string {
   if (!id.memberOf(td) || !isAgentId(id)) throw new IdentityError('ERR_INVALID_ARGUMENT', 'not an agent ID of this trust domain')
   return id.toString()
 }
-
-export function hashToken(token: string): string {
-  return createHash('sha256').update(token, 'utf8').digest('hex')
-}
-
-/** A non-secret identifier for a token (for agent IDs and logs): the first 32 hex of its SHA-256. */
-export function tokenId(token: string): string {
-  return hashToken(token).slice(0, 32)
-}
-

@@ -3,10 +3,13 @@ import { join, resolve } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { formatDuration, parseDuration } from '../../../src/common/config/duration.js'
 import { IdentityError } from '../../../src/errors/identity-error.js'
-import { toServerConfig, type ServerConfig } from '../../../src/server/config.js'
+import { serverPlugins } from '../../../src/cli/plugins.js'
+import { toServerConfig as toServerConfigWith, type ServerConfig } from '../../../src/server/config.js'
 import { tempDir } from '../../helpers/temp.js'
 
 const BASE = '/etc/warrant'
+const toServerConfig = (raw: unknown, base: string) => toServerConfigWith(raw, base, serverPlugins)
+const names = (list: readonly { name: string }[]) => list.map((p) => p.name)
 type Issue = { path: string; message: string }
 
 function issues(raw: unknown, base = BASE): Issue[] {
@@ -37,9 +40,10 @@ describe('toServerConfig defaults', () => {
     expect(c.rotationCheckIntervalMs).toBe(10_000)
     expect(c.dataDir).toBe('/etc/warrant/.warrant/server')
     expect(c.socketPath).toBe('/etc/warrant/.warrant/server/private/admin.sock')
-    expect(c.datastore).toEqual({ kind: 'sqlite', path: '/etc/warrant/.warrant/server/datastore.sqlite3' })
-    expect(c.keyManager).toEqual({ name: 'disk', raw: {} })
-    expect(c.nodeAttestors).toEqual([{ name: 'join_token', raw: {} }])
+    // the registration's defaults: disk keys under data_dir/keys, SQLite in data_dir, join tokens
+    expect(c.plugins.datastore).toMatchObject({ type: 'datastore', name: 'sqlite', label: 'datastore(sqlite)', config: {} })
+    expect(c.plugins.keyManager).toMatchObject({ type: 'key_manager', name: 'disk', label: 'keymanager(disk)', config: { keys_path: 'keys' } })
+    expect(names(c.plugins.nodeAttestors)).toEqual(['join_token'])
     expect(c.bindAddress).toEqual({ host: '127.0.0.1', port: 8081 })
     expect(c).toMatchObject({ logLevel: 'info', logFormat: 'json', caKeyType: 'ec-p256', jwtKeyType: 'ec-p256', jwtIssuer: undefined, upstream: undefined, health: undefined, metrics: undefined, federation: undefined, caSubject: undefined })
     expect(c.notes).toEqual([])
@@ -49,14 +53,14 @@ describe('toServerConfig defaults', () => {
     const c = cfg({ data_dir: '/var/lib/warrant' })
     expect(c.dataDir).toBe('/var/lib/warrant')
     expect(c.socketPath).toBe('/var/lib/warrant/private/admin.sock')
-    expect(c.datastore).toEqual({ kind: 'sqlite', path: '/var/lib/warrant/datastore.sqlite3' })
   })
 
   it('takes explicit plugin choices', () => {
-    const c = cfg({}, { plugins: { key_manager: { memory: {} }, datastore: { memory: {} }, node_attestor: { join_token: {}, tpm: { ek_ca_path: 'x' } } } })
-    expect(c.keyManager).toEqual({ name: 'memory', raw: {} })
-    expect(c.datastore).toEqual({ kind: 'memory' })
-    expect(c.nodeAttestors).toEqual([{ name: 'join_token', raw: {} }, { name: 'tpm', raw: { ek_ca_path: '/etc/warrant/x' } }])
+    const c = cfg({}, { plugins: { key_manager: { memory: {} }, datastore: { memory: {} }, node_attestor: { join_token: {}, tpm: { ek_ca_paths: ['x'] } } } })
+    expect(c.plugins.keyManager.name).toBe('memory')
+    expect(c.plugins.datastore.name).toBe('memory')
+    expect(names(c.plugins.nodeAttestors)).toEqual(['join_token', 'tpm'])
+    expect(c.plugins.nodeAttestors[1]!.config).toMatchObject({ ekCaPaths: ['/etc/warrant/x'] })
   })
 
   it('agent_ttl, health, metrics and ca_subject', () => {
@@ -112,7 +116,11 @@ describe('toServerConfig refusals', () => {
     { title: 'unknown ca_subject key', raw: server({ ca_subject: { country: 'FR' } }), path: 'server.ca_subject', message: /country/ },
     { title: 'unknown upstream_authority key', raw: server({ upstream_authority: { cert_file: 'a', key_file: 'b', pin: 'x' } }), path: 'server.upstream_authority', message: /pin/ },
     { title: 'unknown health_checks key', raw: server({ health_checks: { bind_address: ':1', extra: 1 } }), path: 'server.health_checks', message: /extra/ },
-    { title: 'unknown plugin kind', raw: { ...server(), plugins: { workload_attestor: {} } }, path: 'plugins', message: /workload_attestor/ },
+    { title: 'unknown plugin kind', raw: { ...server(), plugins: { workload_attestor: {} } }, path: 'plugins.workload_attestor', message: /unknown plugin type/ },
+    { title: 'join_token takes no settings', raw: { ...server(), plugins: { node_attestor: { join_token: { ttl: '1h' } } } }, path: 'plugins.node_attestor.join_token', message: /ttl/ },
+    { title: 'a plugin block that is not a table', raw: { ...server(), plugins: { node_attestor: { join_token: 'yes' } } }, path: 'plugins.node_attestor.join_token', message: /table/ },
+    { title: 'a tpm block without EK trust', raw: { ...server(), plugins: { node_attestor: { tpm: {} } } }, path: 'plugins.node_attestor.tpm.ek_ca_paths' },
+    { title: 'a disk key manager without keys_path', raw: { ...server(), plugins: { key_manager: { disk: {} } } }, path: 'plugins.key_manager.disk.keys_path' },
     { title: 'unknown sqlite option', raw: { ...server(), plugins: { datastore: { sqlite: { journal: 'wal' } } } }, path: 'plugins.datastore.sqlite', message: /journal/ },
     { title: 'missing trust_domain', raw: { server: {} }, path: 'server.trust_domain' },
     { title: 'missing server section', raw: {}, path: 'server' },
@@ -141,7 +149,21 @@ describe('toServerConfig refusals', () => {
 
   it('reports several cross-field and plugin problems together', () => {
     const list = issues({ ...server({ ca_ttl: '30s', default_jwt_svid_ttl: '10ms' }), plugins: { key_manager: { memory: {}, pkcs11: {} }, datastore: { mysql: {} } } })
-    expect(list.map((i) => i.path).sort()).toEqual(['plugins.datastore.mysql', 'plugins.key_manager', 'server.ca_ttl', 'server.default_jwt_svid_ttl'])
+    expect(list.map((i) => i.path).sort()).toEqual([
+      'plugins.datastore.mysql',
+      'plugins.key_manager',
+      'plugins.key_manager.pkcs11.module_path',
+      'plugins.key_manager.pkcs11.pin_file',
+      'plugins.key_manager.pkcs11.token_label',
+      'server.ca_ttl',
+      'server.default_jwt_svid_ttl',
+    ])
+  })
+
+  it('reports a core schema error and two broken plugin blocks in one pass', () => {
+    const list = issues({ server: { trust_domain: 'example.org', ca_ttl: 'soon' }, plugins: { node_attestor: { tpm: { pcr_bank: 'md5' } }, key_manager: { pkcs11: { module_path: 'libsofthsm2.so', slot: -1, pin_file: 'pin' } } } })
+    expect(list.map((i) => i.path).sort()).toEqual(['plugins.key_manager.pkcs11.slot', 'plugins.node_attestor.tpm.pcr_bank', 'server.ca_ttl'])
+    expect(list.find((i) => i.path === 'plugins.node_attestor.tpm.pcr_bank')!.message).toMatch(/sha256/)
   })
 })
 
@@ -156,9 +178,10 @@ describe('toServerConfig paths and notes', () => {
     const c = toServerConfig({ server: { trust_domain: 'example.org', data_dir: 'data', socket_path: 'run/admin.sock' }, plugins: { datastore: { sqlite: { path: 'db/x.sqlite3' } } } }, tmp.dir)
     expect(c.dataDir).toBe(join(tmp.dir, 'data'))
     expect(c.socketPath).toBe(join(tmp.dir, 'run/admin.sock'))
-    expect(c.datastore).toEqual({ kind: 'sqlite', path: join(tmp.dir, 'data/db/x.sqlite3') })
+    // the sqlite path is the data dir's (the plugin resolves it there), not the config file's
+    expect(c.plugins.datastore.config).toEqual({ path: 'db/x.sqlite3' })
     const abs = toServerConfig({ server: { trust_domain: 'example.org', data_dir: '/srv/w', socket_path: '/run/w.sock' }, plugins: { datastore: { sqlite: { path: '/db/x.sqlite3' } } } }, tmp.dir)
-    expect(abs).toMatchObject({ dataDir: '/srv/w', socketPath: '/run/w.sock', datastore: { kind: 'sqlite', path: '/db/x.sqlite3' } })
+    expect(abs).toMatchObject({ dataDir: '/srv/w', socketPath: '/run/w.sock', plugins: { datastore: { config: { path: '/db/x.sqlite3' } } } })
   })
 
   it('upstream_authority files are resolved and must exist', () => {
@@ -233,12 +256,11 @@ describe('formatDuration', () => {
 describe('toServerConfig plugin paths', () => {
   it('resolves relative plugin file paths against the config directory; keys_path stays under data_dir, a bare module name with the loader', () => {
     const c = cfg({}, { plugins: { key_manager: { disk: { keys_path: 'keys' } }, node_attestor: { x509pop: { ca_bundle_path: ['pki/ca.pem', '/abs/ca2.pem'] }, tpm: { ek_ca_paths: ['tpm/root.pem'] } } } })
-    expect(c.keyManager).toEqual({ name: 'disk', raw: { keys_path: 'keys' } })
-    expect(c.nodeAttestors).toEqual([
-      { name: 'x509pop', raw: { ca_bundle_path: ['/etc/warrant/pki/ca.pem', '/abs/ca2.pem'] } },
-      { name: 'tpm', raw: { ek_ca_paths: ['/etc/warrant/tpm/root.pem'] } },
-    ])
+    expect(c.plugins.keyManager.config).toEqual({ keys_path: 'keys' })
+    expect(names(c.plugins.nodeAttestors)).toEqual(['x509pop', 'tpm'])
+    expect(c.plugins.nodeAttestors[0]!.config).toEqual({ caBundlePaths: ['/etc/warrant/pki/ca.pem', '/abs/ca2.pem'] })
+    expect(c.plugins.nodeAttestors[1]!.config).toMatchObject({ ekCaPaths: ['/etc/warrant/tpm/root.pem'] })
     const hsm = cfg({}, { plugins: { key_manager: { pkcs11: { module_path: 'libsofthsm2.so', token_label: 't', pin_file: '../secrets/pin' } } } })
-    expect(hsm.keyManager.raw).toEqual({ module_path: 'libsofthsm2.so', token_label: 't', pin_file: '/etc/secrets/pin' })
+    expect(hsm.plugins.keyManager.config).toEqual({ module_path: 'libsofthsm2.so', token_label: 't', pin_file: '/etc/secrets/pin' })
   })
 })

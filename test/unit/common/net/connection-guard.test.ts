@@ -10,6 +10,7 @@ import { agentNodeAttestors, workloadAttestors } from '../../../../attestors/ind
 import { parseAgentConfig } from '../../../../src/agent/config.js'
 import { parseToml } from '../../../../src/common/config/toml.js'
 import { keyManagerPlugins } from '../../../../src/keymanager/index.js'
+import { serverPlugins } from '../../../../src/cli/plugins.js'
 import { toServerConfig } from '../../../../src/server/config.js'
 
 /** Just enough of a net.Socket for admission: events, destroy(), bytesRead. */
@@ -132,8 +133,8 @@ token = "abc"
 
   it('server: set keys reach the config; unknown keys are ERR_CONFIG_INVALID', () => {
     const raw = (limits: Record<string, unknown> | undefined) => ({ server: { trust_domain: 'example.org', data_dir: '/tmp/wsrv', ...(limits ? { connection_limits: limits } : {}) } })
-    expect(toServerConfig(raw(undefined), '/tmp').connectionLimits).toEqual({})
-    expect(toServerConfig(raw({ max_per_peer: 5, handshake_timeout: '3s' }), '/tmp').connectionLimits).toEqual({ maxPerPeer: 5, handshakeTimeoutMs: 3000 })
-    expect(() => toServerConfig(raw({ per_address: 5 }), '/tmp')).toThrow(expect.objectContaining({ code: 'ERR_CONFIG_INVALID' }))
+    expect(toServerConfig(raw(undefined), '/tmp', serverPlugins).connectionLimits).toEqual({})
+    expect(toServerConfig(raw({ max_per_peer: 5, handshake_timeout: '3s' }), '/tmp', serverPlugins).connectionLimits).toEqual({ maxPerPeer: 5, handshakeTimeoutMs: 3000 })
+    expect(() => toServerConfig(raw({ per_address: 5 }), '/tmp', serverPlugins)).toThrow(expect.objectContaining({ code: 'ERR_CONFIG_INVALID' }))
   })
 })

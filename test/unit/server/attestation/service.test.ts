@@ -3,7 +3,9 @@ import { beforeEach, describe, expect, it } from 'vitest'
 import { IdentityError } from '../../../../src/errors/identity-error.js'
 import { MemoryKeyManager } from '../../../../src/keymanager/memory/index.js'
 import type { NodeAttestationResult, ServerNodeAttestor } from '../../../../src/plugin/contracts.js'
-import { hashToken, JOIN_TOKEN, NodeAttestationService, tokenId } from '../../../../src/server/attestation/service.js'
+import { hashToken, joinTokenServer, tokenId } from '../../../../attestors/node/join-token/server.js'
+import { errorPrefixing } from '../../../../src/plugin/catalog.js'
+import { NodeAttestationService } from '../../../../src/server/attestation/service.js'
 import { CaManager } from '../../../../src/server/ca/manager.js'
 import { createMemoryDataStore } from '../../../../src/server/datastore/memory/index.js'
 import type { DataStore, JoinToken } from '../../../../src/server/datastore/types.js'
@@ -17,6 +19,14 @@ import { captureLogger } from '../../../helpers/capture-logger.js'
 import { FakeClock } from '../../../helpers/fake-clock.js'
 
 const td = TrustDomain.fromString('example.org')
+const JOIN_TOKEN = 'join_token'
+// As the catalog creates them: failures labelled nodeattestor(<name>).
+const labelled = errorPrefixing<ServerNodeAttestor>(['attest'], 'ERR_NODE_ATTESTATION_FAILED')
+const attestorsOver = (store: DataStore) =>
+  new Map<string, ServerNodeAttestor>([
+    [JOIN_TOKEN, labelled(joinTokenServer({ trustDomain: td, tokens: store.joinTokens, clock, log }), 'nodeattestor(join_token)')],
+    ['fake', labelled(fake, 'nodeattestor(fake)')],
+  ])
 const MIN = 60_000
 const AGENT_TTL = 10 * MIN
 const opts = { signal: new AbortController().signal }
@@ -58,7 +68,7 @@ beforeEach(async () => {
   await ca.init()
   reg = new RegistrationService({ ds, clock, log, limits: { trustDomain: td, maxX509TtlSeconds: 86_400, maxJwtTtlSeconds: 3_600 } })
   plugin = { result: async () => agentResult() }
-  svc = new NodeAttestationService({ trustDomain: td, ds, ca, registration: reg, attestors: new Map([['fake', fake]]), clock, log, agentTtlMs: AGENT_TTL })
+  svc = new NodeAttestationService({ trustDomain: td, ds, ca, registration: reg, attestors: attestorsOver(ds), clock, log, agentTtlMs: AGENT_TTL })
 })
 
 async function attestJoin(token: string) {
@@ -85,7 +95,7 @@ describe('createJoinToken', () => {
         count: () => inner.count(),
       },
     }
-    svc = new NodeAttestationService({ trustDomain: td, ds: recording, ca, registration: reg, attestors: new Map(), clock, log, agentTtlMs: AGENT_TTL })
+    svc = new NodeAttestationService({ trustDomain: td, ds: recording, ca, registration: reg, attestors: attestorsOver(recording), clock, log, agentTtlMs: AGENT_TTL })
     const { token, expiresAt } = await svc.createJoinToken({})
     expect(token.length).toBeGreaterThanOrEqual(32)
     expect(expiresAt).toBe(clock.now() + 600_000)
@@ -172,8 +182,24 @@ describe('attest with a join token', () => {
     ['an oversized token', async () => 'x'.repeat(257)],
   ])('refuses %s with ERR_JOIN_TOKEN_INVALID and records nothing', async (_t, make) => {
     const token = await make()
-    await expect(attestJoin(token)).rejects.toMatchObject({ code: 'ERR_JOIN_TOKEN_INVALID' })
+    await expect(attestJoin(token)).rejects.toMatchObject({ code: 'ERR_JOIN_TOKEN_INVALID', message: expect.stringMatching(/^nodeattestor\(join_token\): /) })
     expect(await ds.nodes.count()).toBe(0)
+  })
+
+  it('without a token-issuing attestor: CreateJoinToken is not configured and a join token is refused like any unknown attestor', async () => {
+    svc = new NodeAttestationService({ trustDomain: td, ds, ca, registration: reg, attestors: new Map([['fake', fake]]), clock, log, agentTtlMs: AGENT_TTL })
+    await expect(svc.createJoinToken({})).rejects.toMatchObject({ code: 'ERR_NOT_CONFIGURED' })
+    const token = await joinTokenServer({ trustDomain: td, tokens: ds.joinTokens, clock, log }).issueToken({})
+    await expect(attestJoin(token.token)).rejects.toMatchObject({ code: 'ERR_NODE_ATTESTATION_FAILED' })
+    expect(await ds.nodes.count()).toBe(0)
+    expect(await ds.joinTokens.count()).toBe(1) // not consumed
+  })
+
+  it('refuses two token-issuing attestors', () => {
+    const jt = () => joinTokenServer({ trustDomain: td, tokens: ds.joinTokens, clock, log })
+    expect(() => new NodeAttestationService({ trustDomain: td, ds, ca, registration: reg, attestors: new Map([['a', jt()], ['b', jt()]]), clock, log, agentTtlMs: AGENT_TTL })).toThrow(
+      expect.objectContaining({ code: 'ERR_CONFIG_INVALID' }),
+    )
   })
 
   it('a malformed CSR → ERR_CSR_INVALID, nothing recorded, the token not spent', async () => {
@@ -215,7 +241,9 @@ describe('attest with a plugin', () => {
     const err = await attestFake().catch((e: unknown) => e)
     expect(err).toBeInstanceOf(IdentityError)
     expect(err).toMatchObject({ code, message })
-    expect((err as IdentityError).cause).toBe(thrown)
+    const causes: unknown[] = []
+    for (let c: unknown = (err as IdentityError).cause; c !== undefined; c = (c as Error).cause) causes.push(c)
+    expect(causes).toContain(thrown)
     expect(await ds.nodes.count()).toBe(0)
   })
 
@@ -227,6 +255,17 @@ describe('attest with a plugin', () => {
     plugin.result = async () => ({ agentId: SpiffeId.fromString(id), selectorValues: [], canReattest: true })
     await expect(attestFake()).rejects.toMatchObject({ code: 'ERR_NODE_ATTESTATION_FAILED', message: expect.stringMatching(/^nodeattestor\(fake\): /) })
     expect(await ds.nodes.count()).toBe(0)
+  })
+
+  it.each([
+    ['another trust domain', 'spiffe://other.org/nodes/x'],
+    ['the trust domain ID', 'spiffe://example.org'],
+    ['a reserved /warrant/ path', 'spiffe://example.org/warrant/server'],
+  ])('refuses a node alias in %s and records nothing', async (_t, alias) => {
+    plugin.result = async () => ({ ...agentResult(), nodeAlias: SpiffeId.fromString(alias) })
+    await expect(attestFake()).rejects.toMatchObject({ code: 'ERR_NODE_ATTESTATION_FAILED', message: expect.stringMatching(/node alias/) })
+    expect(await ds.nodes.count()).toBe(0)
+    expect(await reg.count({})).toBe(0)
   })
 
   it('refuses an attestor that is not configured', async () => {

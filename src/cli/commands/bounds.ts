@@ -6,6 +6,8 @@ import { outputFormat, parseFlags, printJson } from '../args.js'
 export const usage = [
   '  bounds set --prefix P [--x509-svid-ttl 15m] [--jwt-svid-ttl 5m] [--audience A ...] [--no-dns | --dns-suffix S ...]',
   '             [--federates-with TD ...] [--max-instances N] [--require-node-selector type:value ...]',
+  '             broker ceiling: [--scope S ...] [--resource URI ...] [--max-token-ttl 10m] [--max-renewals N]',
+  '             [--max-delegation-depth N] [--may-delegate-to ID|PREFIX/ ...] [--allow-bearer | --deny-bearer]',
   '  bounds show --prefix P | --signed                        declared and effective bounds, or the signed document',
   '  bounds list                                              every declared prefix',
   '  bounds delete --prefix P',
@@ -20,6 +22,13 @@ interface BoundsMsg {
   dns_suffixes?: List
   federates_with?: List
   require_node_selectors?: List
+  scopes?: List
+  resources?: List
+  max_token_ttl?: string
+  max_renewals?: string
+  max_delegation_depth?: string
+  may_delegate_to?: List
+  allow_bearer?: boolean
 }
 interface InfoMsg {
   prefix: string
@@ -40,6 +49,14 @@ const FLAGS = {
   'federates-with': { type: 'string', multiple: true },
   'max-instances': { type: 'string' },
   'require-node-selector': { type: 'string', multiple: true },
+  scope: { type: 'string', multiple: true },
+  resource: { type: 'string', multiple: true },
+  'max-token-ttl': { type: 'string' },
+  'max-renewals': { type: 'string' },
+  'max-delegation-depth': { type: 'string' },
+  'may-delegate-to': { type: 'string', multiple: true },
+  'allow-bearer': { type: 'boolean' },
+  'deny-bearer': { type: 'boolean' },
   signed: { type: 'boolean' },
   socket: { type: 'string' },
   output: { type: 'string' },
@@ -70,6 +87,20 @@ export function boundsFromFlags(values: Record<string, unknown>): Record<string,
   else if (v['dns-suffix']) m.dns_suffixes = { values: v['dns-suffix'] }
   if (v['federates-with']) m.federates_with = { values: v['federates-with'] }
   if (v['require-node-selector']) m.require_node_selectors = { values: v['require-node-selector'] }
+  if (v.scope) m.scopes = { values: v.scope }
+  if (v.resource) m.resources = { values: v.resource }
+  const t = ttlSeconds('max-token-ttl', v['max-token-ttl'])
+  if (t !== undefined) m.max_token_ttl = t
+  for (const [flag, key] of [['max-renewals', 'max_renewals'], ['max-delegation-depth', 'max_delegation_depth']] as const) {
+    const n = v[flag]
+    if (n === undefined) continue
+    if (!/^\d+$/.test(n)) throw new IdentityError('ERR_INVALID_ARGUMENT', `--${flag} must be a non-negative integer`)
+    m[key] = Number(n)
+  }
+  if (v['may-delegate-to']) m.may_delegate_to = { values: v['may-delegate-to'] }
+  if (v['allow-bearer'] && v['deny-bearer']) throw new IdentityError('ERR_INVALID_ARGUMENT', '--allow-bearer and --deny-bearer cannot be combined')
+  if (v['allow-bearer']) m.allow_bearer = true
+  if (v['deny-bearer']) m.allow_bearer = false
   return m
 }
 
@@ -84,6 +115,13 @@ function toJson(b: BoundsMsg | null): Record<string, unknown> | null {
   if (b.federates_with) out.federates_with = b.federates_with.values
   if (b.max_instances !== undefined) out.max_instances = Number(b.max_instances)
   if (b.require_node_selectors) out.require_node_selectors = b.require_node_selectors.values
+  if (b.scopes) out.scopes = b.scopes.values
+  if (b.resources) out.resources = b.resources.values
+  if (b.max_token_ttl !== undefined) out.max_token_ttl = Number(b.max_token_ttl)
+  if (b.max_renewals !== undefined) out.max_renewals = Number(b.max_renewals)
+  if (b.max_delegation_depth !== undefined) out.max_delegation_depth = Number(b.max_delegation_depth)
+  if (b.may_delegate_to) out.may_delegate_to = b.may_delegate_to.values
+  if (b.allow_bearer !== undefined) out.allow_bearer = b.allow_bearer
   return out
 }
 
@@ -103,6 +141,13 @@ function describe(b: BoundsMsg | null, indent: string): string {
   if (j.federates_with) lines.push(`Federates with     ${list(j.federates_with)}`)
   if (j.max_instances !== undefined) lines.push(`Max instances      ${String(j.max_instances)}`)
   if (j.require_node_selectors) lines.push(`Node selectors     ${list(j.require_node_selectors)} (all required)`)
+  if (j.scopes) lines.push(`Token scopes       ${list(j.scopes)}`)
+  if (j.resources) lines.push(`Token resources    ${list(j.resources)}`)
+  if (j.max_token_ttl !== undefined) lines.push(`Token TTL          <= ${formatDuration((j.max_token_ttl as number) * 1000)}`)
+  if (j.max_renewals !== undefined) lines.push(`Max renewals       ${String(j.max_renewals)}`)
+  if (j.max_delegation_depth !== undefined) lines.push(`Delegation depth   <= ${String(j.max_delegation_depth)}`)
+  if (j.may_delegate_to) lines.push(`May delegate to    ${list(j.may_delegate_to)}`)
+  if (j.allow_bearer !== undefined) lines.push(`Bearer tokens      ${j.allow_bearer ? 'allowed' : 'not allowed'}`)
   return lines.map((l) => `${indent}${l}\n`).join('')
 }
 

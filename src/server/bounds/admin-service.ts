@@ -35,6 +35,13 @@ export function msgToBounds(m: NamespaceBounds__Output | null | undefined): Boun
     dns_suffixes: m.dns_suffixes?.values,
     federates_with: m.federates_with?.values,
     require_node_selectors: m.require_node_selectors?.values,
+    scopes: m.scopes?.values,
+    resources: m.resources?.values,
+    max_token_ttl: int(m.max_token_ttl),
+    max_renewals: int(m.max_renewals),
+    max_delegation_depth: int(m.max_delegation_depth),
+    may_delegate_to: m.may_delegate_to?.values,
+    allow_bearer: m.allow_bearer,
   }
   return parseBounds(raw)
 }
@@ -48,6 +55,13 @@ export function boundsToMsg(b: Bounds): NamespaceBounds {
   if (b.dnsSuffixes !== undefined) m.dns_suffixes = { values: [...b.dnsSuffixes] }
   if (b.federatesWith !== undefined) m.federates_with = { values: [...b.federatesWith] }
   if (b.requireNodeSelectors !== undefined) m.require_node_selectors = { values: [...b.requireNodeSelectors] }
+  if (b.scopes !== undefined) m.scopes = { values: [...b.scopes] }
+  if (b.resources !== undefined) m.resources = { values: [...b.resources] }
+  if (b.maxTokenTtlSeconds !== undefined) m.max_token_ttl = b.maxTokenTtlSeconds
+  if (b.maxRenewals !== undefined) m.max_renewals = b.maxRenewals
+  if (b.maxDelegationDepth !== undefined) m.max_delegation_depth = b.maxDelegationDepth
+  if (b.mayDelegateTo !== undefined) m.may_delegate_to = { values: [...b.mayDelegateTo] }
+  if (b.allowBearer !== undefined) m.allow_bearer = b.allowBearer
   return m
 }
 

@@ -13,9 +13,20 @@ export interface NamespaceBounds {
   'federates_with'?: (_warrant_admin_v1_BoundsStringList | null);
   'max_instances'?: (number | string | Long);
   'require_node_selectors'?: (_warrant_admin_v1_BoundsStringList | null);
+  'scopes'?: (_warrant_admin_v1_BoundsStringList | null);
+  'resources'?: (_warrant_admin_v1_BoundsStringList | null);
+  'max_token_ttl'?: (number | string | Long);
+  'max_renewals'?: (number | string | Long);
+  'max_delegation_depth'?: (number | string | Long);
+  'may_delegate_to'?: (_warrant_admin_v1_BoundsStringList | null);
+  'allow_bearer'?: (boolean);
   '_x509_svid_ttl'?: "x509_svid_ttl";
   '_jwt_svid_ttl'?: "jwt_svid_ttl";
   '_max_instances'?: "max_instances";
+  '_max_token_ttl'?: "max_token_ttl";
+  '_max_renewals'?: "max_renewals";
+  '_max_delegation_depth'?: "max_delegation_depth";
+  '_allow_bearer'?: "allow_bearer";
 }
 
 export interface NamespaceBounds__Output {
@@ -26,7 +37,18 @@ export interface NamespaceBounds__Output {
   'federates_with': (_warrant_admin_v1_BoundsStringList__Output | null);
   'max_instances'?: (string);
   'require_node_selectors': (_warrant_admin_v1_BoundsStringList__Output | null);
+  'scopes': (_warrant_admin_v1_BoundsStringList__Output | null);
+  'resources': (_warrant_admin_v1_BoundsStringList__Output | null);
+  'max_token_ttl'?: (string);
+  'max_renewals'?: (string);
+  'max_delegation_depth'?: (string);
+  'may_delegate_to': (_warrant_admin_v1_BoundsStringList__Output | null);
+  'allow_bearer'?: (boolean);
   '_x509_svid_ttl'?: "x509_svid_ttl";
   '_jwt_svid_ttl'?: "jwt_svid_ttl";
   '_max_instances'?: "max_instances";
+  '_max_token_ttl'?: "max_token_ttl";
+  '_max_renewals'?: "max_renewals";
+  '_max_delegation_depth'?: "max_delegation_depth";
+  '_allow_bearer'?: "allow_bearer";
 }

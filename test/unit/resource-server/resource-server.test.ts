@@ -9,6 +9,7 @@ import { createServer as createHttp, request as httpRequest, type IncomingMessag
 import { createServer as createHttps, request as httpsRequest } from 'node:https'
 import type { AddressInfo } from 'node:net'
 import Fastify, { type FastifyInstance } from 'fastify'
+import * as oauth from 'oauth4webapi'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { captureLogger } from '../../helpers/capture-logger.js'
 import { httpsJwksFetcher, warrantFastify, warrantMiddleware, type ResourceServerOptions, type WarrantRequest } from '../../../src/resource-server/index.js'
@@ -213,5 +214,35 @@ describe('Fastify plugin', () => {
     const none = await call(`${origin}/tools/search`)
     expect([none.status, none.headers['www-authenticate']]).toEqual([401, expect.stringMatching(/^DPoP algs="/)])
     expect(jwksHits).toBeGreaterThan(0)
+  })
+})
+
+describe('interop with oauth4webapi, an OAuth client nobody here wrote', () => {
+  it('its DPoP proofs pass, it understands use_dpop_nonce and retries with our nonce, and it parses our insufficient_scope challenge', async () => {
+    const origin = `http://${await nodeServer({ dpopNonces: true })}`
+    const token = await mint()
+    const dpop = oauth.DPoP({}, holder.keys as never)
+    const opts = { DPoP: dpop, [oauth.allowInsecureRequests]: true }
+    const url = new URL(`${origin}/tools/search?q=x`)
+    let first: unknown
+    try {
+      await oauth.protectedResourceRequest(token, 'GET', url, new Headers(), null, opts)
+    } catch (err) {
+      first = err
+    }
+    expect(oauth.isDPoPNonceError(first)).toBe(true)
+    const ok = await oauth.protectedResourceRequest(token, 'GET', url, new Headers(), null, opts)
+    expect(ok.status).toBe(200)
+    expect(((await ok.json()) as { binding: string }).binding).toBe('dpop')
+    let refused: unknown
+    try {
+      await oauth.protectedResourceRequest(token, 'POST', new URL(`${origin}/tools/admin`), new Headers(), null, opts)
+    } catch (err) {
+      refused = err
+    }
+    expect(refused).toBeInstanceOf(oauth.WWWAuthenticateChallengeError)
+    const challenges = (refused as oauth.WWWAuthenticateChallengeError).cause
+    expect(challenges[0]?.scheme).toBe('dpop')
+    expect(challenges[0]?.parameters).toMatchObject({ error: 'insufficient_scope', scope: 'tools:admin' })
   })
 })

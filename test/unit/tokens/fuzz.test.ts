@@ -79,4 +79,18 @@ describe('fuzz', () => {
       { numRuns: 300 },
     )
   })
+
+  it('property: a request passes the scope check exactly when every required scope was granted', async () => {
+    const keys = iss.cache()
+    const universe = ['a', 'b', 'c', 'tools:read', 'tools:write']
+    await fc.assert(
+      fc.asyncProperty(fc.subarray(universe), fc.subarray(universe), async (granted, required) => {
+        const token = await iss.mint({ claims: { scope: granted.join(' ') } })
+        const run = verifyAccessToken(token, { issuer: ISSUER, audience: AUDIENCE, keys, nowSec: NOW, requiredScopes: required })
+        if (required.every((r) => granted.includes(r))) await expect(run).resolves.toBeDefined()
+        else await expect(run).rejects.toMatchObject({ code: 'ERR_SCOPE_INSUFFICIENT' })
+      }),
+      { numRuns: 100 },
+    )
+  })
 })

@@ -9,3 +9,31 @@ export { fromWorkloadApiError, isRetryable } from './errors.js'
 export { WorkloadApiClient, type CallOptions, type ValidatedJwtSvid, type Watcher, type WorkloadApiClientOptions } from './workload-api-client.js'
 export { parseJwtBundles, parseX509Bundles, parseX509Context, type X509Context } from './x509-context.js'
 export { X509Source, type SvidPicker, type X509SourceEvents, type X509SourceOptions } from './x509-source.js'
+export {
+  adaptMatcher,
+  authorizeAll,
+  authorizeAny,
+  authorizeId,
+  authorizeIf,
+  authorizeMemberOf,
+  authorizeOneOf,
+  authorizePrefix,
+  authorizeWithinBounds,
+  type Authorizer,
+  type WithinBoundsOptions,
+} from './tls/authorizer.js'
+export { peerCertificateChain, verifyPeerChain, type VerifiedPeer } from './tls/verify-peer.js'
+export {
+  connectMtls,
+  createMtlsHttpsServer,
+  createMtlsServer,
+  mtlsAgent,
+  mtlsClientOptions,
+  mtlsServerOptions,
+  peerOf,
+  serveMtls,
+  tlsServerOptions,
+  type MtlsBinding,
+  type MtlsClientOptionsExtra,
+  type ServeMtlsOptions,
+} from './tls/mtls.js'

@@ -2,6 +2,9 @@ import { createHash } from 'node:crypto'
 import { decodeJwt } from 'jose'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { DELEGATION_GRANT_TYP } from '../../../src/broker/service.js'
+import type { KeyManager, ManagedKey } from '../../../src/keymanager/key-manager.js'
+import { MemoryKeyManager } from '../../../src/keymanager/memory/index.js'
+import type { SignatureAlgorithm } from '../../../src/spiffe/signer.js'
 import { TOKEN_TYPE } from '../../../src/tokens/claims.js'
 import { A, ADMIN, API, B, bearer, C, cc, client, dpop, exchange, fixture, ISSUER, LEDGER, ORCH, OTHER, OUTSIDER, refused, RS, type Fixture } from './fixture.js'
 
@@ -336,6 +339,99 @@ describe('delegation', () => {
     const renewed = await f.svc.token(exchange(d.token), client(B), d.toKey)
     expect(decodeJwt(renewed.access_token).exp).toBe(parentExp)
     expect(decodeJwt(renewed.access_token).act).toEqual({ sub: B })
+  })
+})
+
+/**
+ * A fixture whose signatures wait while `hold(n)` is in force: the n calls
+ * started get past every check and into signing before any is stored, so
+ * only the re-checks inside the store transaction can decide between them.
+ */
+async function gatedFixture(): Promise<{ g: Fixture; hold<T>(calls: (() => Promise<T>)[], meanwhile?: () => Promise<unknown>): Promise<PromiseSettledResult<T>[]> }> {
+  const mem = new MemoryKeyManager()
+  let gate: Promise<void> | undefined
+  let arrived: (() => void) | undefined
+  const wrap = (k: ManagedKey): ManagedKey =>
+    Object.assign(Object.create(k) as ManagedKey, {
+      sign: async (d: Uint8Array, alg: SignatureAlgorithm) => {
+        if (gate) {
+          const g = gate
+          arrived?.()
+          await g
+        }
+        return k.sign(d, alg)
+      },
+    })
+  const km: KeyManager = {
+    generateKey: async (id, type) => wrap(await mem.generateKey(id, type)),
+    getKey: async (id) => wrap(await mem.getKey(id)),
+    listKeys: () => mem.listKeys(),
+    deleteKey: (id) => mem.deleteKey(id),
+  }
+  const g = await fixture({ km })
+  return {
+    g,
+    async hold(calls, meanwhile) {
+      let release!: () => void
+      gate = new Promise((r) => (release = r))
+      let count = 0
+      const all = new Promise<void>((r) => (arrived = () => ++count === calls.length && r()))
+      const ps = calls.map((c) => c())
+      for (const p of ps) p.catch(() => undefined)
+      await all
+      gate = undefined
+      await meanwhile?.()
+      release()
+      return Promise.allSettled(ps)
+    },
+  }
+}
+
+describe('concurrent requests (the re-checks inside the store transaction)', () => {
+  let gf: Awaited<ReturnType<typeof gatedFixture>>
+  beforeEach(async () => {
+    gf = await gatedFixture()
+  })
+  afterEach(async () => {
+    await gf.g.cleanup()
+  })
+
+  it('two renewals of one token at once: exactly one succeeds', async () => {
+    const { g } = gf
+    const t = await g.task()
+    const key = dpop()
+    const tok = (await g.svc.token(cc(t), client(A), key)).access_token
+    const before = g.svc.store.countTokens()
+    const results = await gf.hold([() => g.svc.token(exchange(tok), client(A), key), () => g.svc.token(exchange(tok), client(A), key)])
+    expect(results.map((r) => r.status).sort()).toEqual(['fulfilled', 'rejected'])
+    expect((results.find((r) => r.status === 'rejected') as PromiseRejectedResult).reason).toMatchObject({ code: 'ERR_GRANT_INVALID' })
+    expect(g.svc.store.countTokens()).toBe(before + 1)
+  })
+
+  it('two redemptions of one grant at once: exactly one succeeds', async () => {
+    const { g } = gf
+    const t = await g.task()
+    const key = dpop()
+    const tok = (await g.svc.token(cc(t), client(A), key)).access_token
+    const grant = (await g.svc.token(exchange(tok, { mayAct: B }), client(A), key)).access_token
+    const before = g.svc.store.countTokens()
+    const results = await gf.hold([() => g.svc.token(exchange(grant), client(B), dpop()), () => g.svc.token(exchange(grant), client(B), dpop())])
+    expect(results.map((r) => r.status).sort()).toEqual(['fulfilled', 'rejected'])
+    expect(g.svc.store.countTokens()).toBe(before + 1)
+  })
+
+  it('a revocation or a task end while a token is minted refuses it', async () => {
+    const { g } = gf
+    const t = await g.task()
+    const key = dpop()
+    const tok = (await g.svc.token(cc(t), client(A), key)).access_token
+    const before = g.svc.store.countTokens()
+    const [renewal] = await gf.hold([() => g.svc.token(exchange(tok), client(A), key)], () => g.svc.revoke(tok, client(A)))
+    expect(renewal).toMatchObject({ status: 'rejected', reason: { code: 'ERR_GRANT_INVALID' } })
+    const t2 = await g.task()
+    const [issued] = await gf.hold([() => g.svc.token(cc(t2), client(A), key)], () => g.svc.endTask(t2, 'admin'))
+    expect(issued).toMatchObject({ status: 'rejected', reason: { code: 'ERR_TASK_ENDED' } })
+    expect(g.svc.store.countTokens()).toBe(before)
   })
 })
 

@@ -7,7 +7,7 @@ const ConfigSchema = z.object({ token: z.string().min(1).optional() }).strict()
 
 /** Agent half of join_token: the payload is the token; there is no challenge. */
 export function joinTokenAgent(token: string): AgentNodeAttestor {
-  if (!token) throw new IdentityError('ERR_CONFIG_INVALID', 'join_token: no token given')
+  if (!token) throw new IdentityError('ERR_CONFIG_INVALID', 'no token given')
   return {
     // A token is single-use: the agent renews its SVID instead of attesting again.
     canReattest: false,
@@ -15,7 +15,7 @@ export function joinTokenAgent(token: string): AgentNodeAttestor {
       return Buffer.from(token, 'utf8')
     },
     async answer() {
-      throw new IdentityError('ERR_ATTESTATION_PAYLOAD_INVALID', 'join_token: unexpected challenge')
+      throw new IdentityError('ERR_ATTESTATION_PAYLOAD_INVALID', 'unexpected challenge')
     },
   }
 }

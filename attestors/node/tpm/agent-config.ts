@@ -20,7 +20,7 @@ export interface TpmAgentConfig {
 }
 
 export function parseTpmAgentConfig(raw: unknown): TpmAgentConfig {
-  const c = parseWith(AgentSchema, raw ?? {}, 'plugins.node_attestor.tpm')
+  const c = parseWith(AgentSchema, raw ?? {})
   return {
     transportUri: c.swtpm !== undefined ? `swtpm:${c.swtpm}` : `device:${c.device ?? '/dev/tpmrm0'}`,
     ekType: c.ek_type,

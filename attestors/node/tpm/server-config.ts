@@ -58,7 +58,7 @@ export interface TpmServerConfig {
 }
 
 export function parseTpmServerConfig(raw: unknown): TpmServerConfig {
-  const c = parseWith(ServerSchema, raw ?? {}, 'plugins.node_attestor.tpm')
+  const c = parseWith(ServerSchema, raw ?? {})
   const pcrPolicies = new Map<string, Map<number, string>>()
   for (const [name, policy] of Object.entries(c.pcr_policies ?? {})) {
     pcrPolicies.set(name, new Map(Object.entries(policy).map(([i, v]) => [Number(i), v.toLowerCase()])))

@@ -38,7 +38,7 @@ export const x509popAgentPlugin: PluginDefinition<X509PopAgentConfig, AgentNodeA
   type: 'node_attestor',
   name: 'x509pop',
   parseConfig(raw) {
-    const c = parseWith(ConfigSchema, raw ?? {}, 'plugins.node_attestor.x509pop')
+    const c = parseWith(ConfigSchema, raw ?? {})
     return { certificatePath: c.certificate_path, privateKeyPath: c.private_key_path, intermediatesPath: c.intermediates_path }
   },
   async create(config) {

@@ -56,7 +56,7 @@ export const x509popServerPlugin: PluginDefinition<X509PopServerConfig, ServerNo
   type: 'node_attestor',
   name: 'x509pop',
   parseConfig(raw) {
-    const c = parseWith(ConfigSchema, raw ?? {}, 'plugins.node_attestor.x509pop')
+    const c = parseWith(ConfigSchema, raw ?? {})
     return { caBundlePaths: Array.isArray(c.ca_bundle_path) ? c.ca_bundle_path : [c.ca_bundle_path] }
   },
   async create(config, deps) {

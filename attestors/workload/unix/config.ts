@@ -19,7 +19,7 @@ export interface UnixAttestorConfig {
 
 /** Validates the `[plugins.workload_attestor.unix]` block; ERR_CONFIG_INVALID with issue paths. */
 export function parseUnixAttestorConfig(raw: unknown): UnixAttestorConfig {
-  const c = parseWith(ConfigSchema, raw ?? {}, 'plugins.workload_attestor.unix')
+  const c = parseWith(ConfigSchema, raw ?? {})
   return {
     discoverWorkloadPath: c.discover_workload_path ?? true,
     workloadSizeLimit: c.workload_size_limit ?? DEFAULT_WORKLOAD_SIZE_LIMIT,

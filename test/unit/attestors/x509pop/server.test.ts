@@ -6,6 +6,7 @@ import * as x509 from '@peculiar/x509'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { decodeChallenge, encodeAnswer, encodePayload, signedData } from '../../../../attestors/node/x509pop/payload.js'
 import { verifyChain, x509popServerPlugin } from '../../../../attestors/node/x509pop/server.js'
+import { selectPlugins } from '../../../../src/plugin/catalog.js'
 import { nullLogger } from '../../../../src/common/log/logger.js'
 import { toPemBlock } from '../../../../src/common/crypto/pem.js'
 import { IdentityError } from '../../../../src/errors/index.js'
@@ -265,7 +266,11 @@ describe('x509pop server attestor', () => {
     { title: 'an empty CA bundle path', raw: { ca_bundle_path: '' } },
     { title: 'an empty list of CA bundles', raw: { ca_bundle_path: [] } },
   ])('rejects a config with $title', ({ raw }) => {
-    expect(() => x509popServerPlugin.parseConfig(raw)).toThrow(expect.objectContaining({ code: 'ERR_CONFIG_INVALID', message: expect.stringContaining('plugins.node_attestor.x509pop') }))
+    expect(() => x509popServerPlugin.parseConfig(raw)).toThrow(expect.objectContaining({ code: 'ERR_CONFIG_INVALID' }))
+    // the catalog reports the block's issues under its full path
+    const { issues } = selectPlugins({ node_attestor: { cardinality: 'at_least_one', plugins: [x509popServerPlugin] } }, { node_attestor: { x509pop: raw } }, { baseDir: '/' })
+    expect(issues.length).toBeGreaterThan(0)
+    for (const i of issues) expect(i.path).toMatch(/^plugins\.node_attestor\.x509pop(\.|$)/)
   })
 
   it('reads one or several CA bundle paths', () => {

@@ -33,7 +33,7 @@ import type {
 } from '../workload-api/manager.js'
 import { readProcessStartTime, type StartTimeReader } from '../workload/peer.js'
 import { EntryIndex, isTemplateEntry } from './entry-index.js'
-import { Instances } from './instances.js'
+import { Instances, type InstanceState } from './instances.js'
 import { JwtSvidCache } from './jwt-svid-cache.js'
 import { audienceOf, JwtSvids } from './jwt-svids.js'
 import { checkValidateRequest, validateVisible } from './jwt-validator.js'
@@ -269,7 +269,7 @@ export class AgentManager implements WorkloadManager {
 
   #mintMissing(proc: Proc | undefined, ids: string[]): void {
     const shared: string[] = []
-    const instances = []
+    const instances: InstanceState[] = []
     for (const id of ids) {
       const entry = this.#entries.get(id)
       const inst = entry && isTemplateEntry(entry) ? this.#instances?.instanceFor(proc, entry) : undefined

@@ -59,6 +59,30 @@ describe('parseAgentConfig', () => {
     for (const p of paths) expect(got).toContain(p)
   })
 
+  it('reports a core error and two broken plugin blocks in one pass, each under its full path', () => {
+    const text = base
+      .replace('"127.0.0.1:8081"', '"nohost"')
+      .replace('token = "abc"', 'token = ""')
+      .replace('[plugins.workload_attestor.unix]', '[plugins.workload_attestor.unix]\nbogus = 1\n[plugins.key_manager.pkcs11]\nmodule_path = "x.so"\nslot = 1\npin = "1234"')
+    expect(issues(text).sort()).toEqual([
+      'agent.server_address',
+      'plugins.key_manager.pkcs11.pin',
+      'plugins.key_manager.pkcs11.pin_file',
+      'plugins.node_attestor.join_token.token',
+      'plugins.workload_attestor.unix',
+    ])
+  })
+
+  it("labels the node attestor's failures and keeps its canReattest (join_token: single use)", async () => {
+    const c = parse(base)
+    const { PluginSet } = await import('../../../src/plugin/catalog.js')
+    const { nullLogger } = await import('../../../src/common/log/logger.js')
+    const set = new PluginSet({ log: nullLogger, clock: { now: () => 0 }, trustDomain: c.trustDomain, dataDir: c.dataDir })
+    const na = await set.create(c.nodeAttestor, {})
+    expect(na.canReattest).toBe(false)
+    await expect(na.answer(Uint8Array.of(1), {})).rejects.toMatchObject({ code: 'ERR_ATTESTATION_PAYLOAD_INVALID', message: 'nodeattestor(join_token): unexpected challenge' })
+  })
+
   it('resolves relative plugin file paths against the config directory, not the working directory', () => {
     const c = parse(
       base.replace(

@@ -151,6 +151,36 @@ describe('warrant server (process) via the admin CLI', () => {
   })
 })
 
+describe('warrant server without join_token', () => {
+  it('refuses to generate join tokens (ERR_NOT_CONFIGURED): join_token is an attestor like any other, present only when configured', async () => {
+    const t = tempDir('wnojt-')
+    let srv: ServerProcess | undefined
+    try {
+      writeFileSync(
+        join(t.dir, 'server.toml'),
+        [
+          '[server]',
+          `trust_domain = "${TD}"`,
+          'bind_address = "127.0.0.1:0"',
+          `data_dir = "${t.dir}/data"`,
+          '[plugins.key_manager.disk]',
+          'keys_path = "keys"',
+          '[plugins.node_attestor.tpm]',
+          `ek_hash_allow_list = ["${'ab'.repeat(32)}"]`,
+          '',
+        ].join('\n'),
+      )
+      srv = await ServerProcess.start({ dir: t.dir })
+      const r = await srv.cli(['token', 'generate'])
+      expect(r.code).not.toBe(0)
+      expect(r.stderr).toContain('[ERR_NOT_CONFIGURED]')
+    } finally {
+      await srv?.dispose()
+      t.cleanup()
+    }
+  })
+})
+
 describe('warrant server validate', () => {
   it('accepts the helper configuration', async () => {
     const t = tempDir('wval-')

@@ -527,7 +527,7 @@ export class BrokerServiceImpl implements BrokerService {
     })
   }
 
-  /** Signs `rec` and stores it in one transaction with `before` (re-checks) and `after` (writes that reference it). */
+  /** Signs `rec` and stores it in one (group-committed) transaction with `before` (re-checks) and `after` (writes that reference it). */
   async #mintAndStore(ctx: Ctx, rec: TokenRecord, task: Task | undefined, before: () => void, after?: () => void): Promise<TokenResponse> {
     await this.keys.maintain(rec.iat)
     const { key, kid, alg } = this.keys.active()
@@ -554,7 +554,7 @@ export class BrokerServiceImpl implements BrokerService {
     const token = await signJwt(claims, { signer: key, kid, alg, typ: rec.kind === 'grant' ? DELEGATION_GRANT_TYP : ACCESS_TOKEN_TYP })
     const stored: TokenRecord = { ...rec, kid }
     try {
-      this.store.tx(() => {
+      await this.store.txQueued(() => {
         before()
         this.store.insertToken(stored)
         after?.()

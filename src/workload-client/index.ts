@@ -8,6 +8,7 @@ export type { BackoffOptions } from './backoff.js'
 export { fromWorkloadApiError, isRetryable } from './errors.js'
 export { WorkloadApiClient, type CallOptions, type ValidatedJwtSvid, type Watcher, type WorkloadApiClientOptions } from './workload-api-client.js'
 export { parseJwtBundles, parseX509Bundles, parseX509Context, type X509Context } from './x509-context.js'
+export { JwtSource, type JwtSourceEvents, type JwtSourceOptions } from './jwt-source.js'
 export { X509Source, type SvidPicker, type X509SourceEvents, type X509SourceOptions } from './x509-source.js'
 export {
   adaptMatcher,

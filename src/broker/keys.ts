@@ -144,7 +144,12 @@ export class SigningKeys {
         if (due) await this.rotate(now)
         for (const k of this.#keys.filter((x) => x.record.state === 'previous')) {
           const until = Math.max(k.record.publishUntil ?? 0, this.#store.lastExpiryForKid(k.record.kid))
-          if (until >= now) continue
+          if (until >= now) {
+            // a token signed just before the rotation outlives the recorded bound: remember its expiry (no rescan per token)
+            this.#store.updateSigningKey(k.record.keyId, 'previous', { publishUntil: until })
+            k.record = { ...k.record, publishUntil: until }
+            continue
+          }
           await this.#km.deleteKey(k.record.keyId)
           this.#store.deleteSigningKey(k.record.keyId)
           this.#keys = this.#keys.filter((x) => x !== k)

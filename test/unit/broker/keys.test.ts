@@ -55,6 +55,26 @@ describe('SigningKeys', () => {
     await expect(km.getKey(prev.keyId)).rejects.toMatchObject({ code: 'ERR_KEY_NOT_FOUND' })
   })
 
+  it('a previous key stays published while a token it signed is still live, even past its recorded bound', async () => {
+    const keys = await SigningKeys.open(km, store, nullLogger, 1000, { rotationPeriodSeconds: 600, maxTokenLifetimeSeconds: 300 })
+    const first = keys.active()
+    store.insertToken({
+      jti: 'late', kind: 'access', sub: 's', clientId: 's', taskId: undefined, parentJti: undefined, rootJti: 'late', actors: [], depth: 0, scopes: [], resources: [], audiences: [],
+      authorizationDetails: undefined, cnfJkt: undefined, cnfX5t: undefined, mayAct: undefined, kid: first.kid, iat: 1000, exp: 2500, maxExp: 2500, renewals: 0, renewedBy: undefined, revokedAt: undefined,
+    })
+    await keys.rotate(1100) // publishUntil = max(2500, 1400)
+    expect(keys.records().find((r) => r.kid === first.kid)?.publishUntil).toBe(2500)
+    await keys.maintain(2500)
+    expect(keys.publicKeyFor(first.kid)).toBeDefined()
+    // a token it signed just before the rotation, stored just after, outlives the bound
+    store.insertToken({ ...store.getToken('late')!, jti: 'later', rootJti: 'later', exp: 3000, maxExp: 3000 })
+    await keys.maintain(2501)
+    expect(keys.publicKeyFor(first.kid)).toBeDefined()
+    expect(keys.records().find((r) => r.kid === first.kid)?.publishUntil).toBe(3000)
+    await keys.maintain(3001)
+    expect(keys.publicKeyFor(first.kid)).toBeUndefined()
+  })
+
   it('a reopened store finds its keys again; keys the manager lost are forgotten', async () => {
     const keys = await SigningKeys.open(km, store, nullLogger, 1000)
     const again = await SigningKeys.open(km, store, nullLogger, 1001)

@@ -450,3 +450,35 @@ describe('TLS', () => {
     expect(serial.toUpperCase()).toBe(new X509Certificate(next.certDer).serialNumber.toUpperCase())
   })
 })
+
+describe('connection guard', () => {
+  it('caps concurrent connections per source address', async () => {
+    const p = await freePort()
+    const small = await startBrokerHttpServer({
+      service: fakeService(),
+      config: httpConfig({ issuer: `https://localhost:${p}`, bindAddress: { host: '127.0.0.1', port: p }, limits: { bodyBytes: 16 * 1024, headerBytes: 8 * 1024, maxConnectionsPerAddress: 2, requestTimeoutMs: 10_000 } }),
+      trust: { localTrustDomain: () => TrustDomain.fromString('example.org'), bundles: () => bundles },
+      identity,
+      log: captureLogger(),
+    })
+    const open = () =>
+      new Promise<tls.TLSSocket>((resolve, reject) => {
+        const s = tls.connect({ host: '127.0.0.1', port: p, servername: 'localhost', ca: caPem }, () => resolve(s))
+        s.on('error', reject)
+      })
+    try {
+      const a = await open()
+      const b = await open()
+      await expect(open()).rejects.toThrow()
+      a.destroy()
+      // Once the server has seen the first connection close, a third is admitted again.
+      let c: tls.TLSSocket | undefined
+      for (let i = 0; i < 50 && !c; i++) c = await open().catch(() => undefined)
+      expect(c).toBeDefined()
+      b.destroy()
+      c!.destroy()
+    } finally {
+      await small.close()
+    }
+  })
+})

@@ -139,8 +139,9 @@ export class SigningKeys {
     const expired = this.#keys.some((k) => k.record.state === 'previous' && (k.record.publishUntil ?? 0) < now)
     if (!due && !expired) return
     if (this.#rotating) return this.#rotating
+    // cleared in a .finally (always after this assignment; a try/finally inside could run first when nothing awaits)
     this.#rotating = (async () => {
-      try {
+      {
         if (due) await this.rotate(now)
         for (const k of this.#keys.filter((x) => x.record.state === 'previous')) {
           const until = Math.max(k.record.publishUntil ?? 0, this.#store.lastExpiryForKid(k.record.kid))
@@ -155,10 +156,10 @@ export class SigningKeys {
           this.#keys = this.#keys.filter((x) => x !== k)
           this.#log.info({ [F.KEY_ID]: k.record.keyId, [F.KID]: k.record.kid }, 'Retired broker signing key')
         }
-      } finally {
-        this.#rotating = undefined
       }
-    })()
+    })().finally(() => {
+      this.#rotating = undefined
+    })
     return this.#rotating
   }
 

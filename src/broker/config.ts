@@ -67,6 +67,8 @@ export const BrokerSectionSchema = z
     introspectors: z.array(idOrPrefix()).default([]),
     /** Foreign trust domains whose workloads may authenticate (the local one always may). */
     federated_trust_domains: z.array(trustDomain()).default([]),
+    /** RFC 9396 `authorization_details` types clients may ask for (metadata and domain). */
+    authorization_details_types: z.array(z.string().min(1).max(128)).max(64).default([]),
     /** Longest lifetime accepted for a JWT-SVID client assertion (exp - iat, or exp - now). */
     max_assertion_lifetime: duration().default(300_000),
     dpop: DpopSection.default(DpopSection.parse({})),
@@ -102,6 +104,7 @@ export interface BrokerConfig {
   introspectors: IdMatcher
   federatedTrustDomains: readonly TrustDomain[]
   maxAssertionLifetimeSeconds: number
+  authorizationDetailsTypes: readonly string[]
   dpop: { nonceRequired: boolean; iatWindowSeconds: number; algorithms: readonly DpopAlgorithm[]; nonceTtlSeconds: number }
   limits: { bodyBytes: number; headerBytes: number; maxConnectionsPerAddress: number; requestTimeoutMs: number }
   /** The key manager block, paths resolved; undefined when embedded and the server's is used. */
@@ -160,6 +163,7 @@ function fromSection(b: z.infer<typeof BrokerSectionSchema>, baseDir: string, de
     introspectors: idList(b.introspectors),
     federatedTrustDomains: b.federated_trust_domains,
     maxAssertionLifetimeSeconds: Math.floor(b.max_assertion_lifetime / 1000),
+    authorizationDetailsTypes: [...new Set(b.authorization_details_types)],
     dpop: {
       nonceRequired: b.dpop.nonce_required,
       iatWindowSeconds: Math.floor(b.dpop.iat_window / 1000),

@@ -134,11 +134,11 @@ export async function startBroker(o: {
   const list = (m: { ids: readonly string[]; prefixes: readonly string[] }) => [...m.ids, ...m.prefixes]
   const service = await createBrokerService(
     { keyManager: o.keyManager, ceilings: boundsCeilingSource(o.bounds), jwtBundles: o.jwtBundles, log },
-    { issuer: cfg.issuer, storePath: cfg.storePath, defaultTokenTtlSeconds: cfg.defaultTokenTtlSeconds, orchestrators: list(cfg.orchestrators), introspectors: list(cfg.introspectors) },
+    { issuer: cfg.issuer, storePath: cfg.storePath, defaultTokenTtlSeconds: cfg.defaultTokenTtlSeconds, orchestrators: list(cfg.orchestrators), introspectors: list(cfg.introspectors), authorizationDetailsTypes: cfg.authorizationDetailsTypes },
   )
   let http: BrokerHttpServer | undefined
   try {
-    http = await startBrokerHttpServer({ service, config: cfg, trust: o.trust, identity: o.identity, log })
+    http = await startBrokerHttpServer({ service, config: cfg, trust: o.trust, identity: o.identity, log, authorizationDetailsTypes: cfg.authorizationDetailsTypes })
     const admin = await startBrokerAdminServer({ service, socketPath: cfg.adminSocketPath, log })
     log.info({ issuer: cfg.issuer, [F.PATH]: cfg.adminSocketPath }, 'Broker started')
     return {

@@ -1,7 +1,6 @@
 import * as grpc from '@grpc/grpc-js'
 import { readFileSync } from 'node:fs'
 import { readTomlFile } from '../../common/config/toml.js'
-import { brokerConfigOfServerToml, splitBrokerSection, startBrokerOfServerToml } from '../broker-composition.js'
 import { loadProto } from '../../common/grpc/proto.js'
 import { IdentityError } from '../../errors/identity-error.js'
 import type { UpstreamAuthority } from '../../server/ca/manager.js'
@@ -24,7 +23,17 @@ export const usage = [
 
 function load(path: string | undefined) {
   if (!path) throw Object.assign(new Error('--config is required'), { usage: true })
-  return toServerConfig(splitBrokerSection(readTomlFile(path)).server, configDir(path), serverPlugins)
+  return toServerConfig(withoutBroker(readTomlFile(path)), configDir(path), serverPlugins)
+}
+
+/** server.toml's `[broker]` section belongs to the broker (cli/broker-composition.ts), not to the server's schema. */
+function hasBroker(raw: unknown): boolean {
+  return typeof raw === 'object' && raw !== null && 'broker' in raw
+}
+function withoutBroker(raw: unknown): unknown {
+  if (!hasBroker(raw)) return raw
+  const { broker: _broker, ...rest } = raw as Record<string, unknown>
+  return rest
 }
 
 /** Reads `server.upstream_authority`'s files (only this layer reads files) and builds the CA's upstream. */
@@ -51,11 +60,14 @@ export async function run(args: string[]): Promise<number> {
       for (const n of cfg.notes) log.warn({ note: n }, 'Configuration note')
       const upstream = readUpstream(cfg)
       const server = await startServer(cfg, { log, ...(upstream ? { upstream } : {}) })
-      // [broker]: the token broker, embedded (see cli/broker-composition.ts).
-      const broker = await startBrokerOfServerToml(readTomlFile(values.config!), configDir(values.config!), server, cfg, log).catch(async (err: unknown) => {
-        await server.stop()
-        throw err
-      })
+      // [broker]: the token broker, embedded (see cli/broker-composition.ts; loaded only when configured).
+      const raw = readTomlFile(values.config!)
+      const broker = hasBroker(raw)
+        ? await (await import('../broker-composition.js')).startBrokerOfServerToml(raw, configDir(values.config!), server, cfg, log).catch(async (err: unknown) => {
+            await server.stop()
+            throw err
+          })
+        : undefined
       await runUntilSignal(log, async () => {
         await broker?.stop()
         await server.stop()
@@ -68,7 +80,8 @@ export async function run(args: string[]): Promise<number> {
       try {
         // One pass: core keys and every plugin block (toServerConfig), then the upstream authority's files.
         const cfg = load(values.config)
-        brokerConfigOfServerToml(readTomlFile(values.config!), configDir(values.config!), cfg.dataDir)
+        const raw = readTomlFile(values.config!)
+        if (hasBroker(raw)) (await import('../broker-composition.js')).brokerConfigOfServerToml(raw, configDir(values.config!), cfg.dataDir)
         readUpstream(cfg)
         if (fmt === 'json') printJson({ valid: true, notes: cfg.notes })
         else {

@@ -269,7 +269,7 @@ export async function startEmbeddedBroker(server: RunningServer, o: { config: Br
     const broker = await startBroker({
       config: o.config,
       keyManager: o.keyManager,
-      trust: { localTrustDomain: () => td, bundles: () => bundles },
+      trust: { localTrustDomain: () => td, bundles: () => bundles, version: () => bundles },
       jwtBundles: { getJwtBundleForTrustDomain: (t) => bundles.getJwtBundleForTrustDomain(t) },
       identity,
       bounds: () => boundsDoc.current(),
@@ -297,11 +297,15 @@ export async function startStandaloneBroker(o: { config: BrokerConfig; log: Logg
   const source = await X509Source.create({ client, log, ...(o.signal ? { signal: o.signal } : {}) })
   const abort = new AbortController()
   let jwtBundles = new BundleSet()
+  // Replaced (by identity) whenever the X.509 context or the JWT bundles change: see TrustSource.version.
+  let trustVersion = {}
+  source.on('update', () => (trustVersion = {}))
   const gotJwt = new Promise<void>((resolve) => {
     void client.watchJwtBundles(
       {
         onUpdate: (b) => {
           jwtBundles = b
+          trustVersion = {}
           resolve()
         },
         onError: (err) => log.warn({ [F.ERROR_CODE]: err.code }, 'JWT bundle watch error'),
@@ -336,7 +340,7 @@ export async function startStandaloneBroker(o: { config: BrokerConfig; log: Logg
   } else log.warn({}, 'No bounds document configured: every agent has the empty ceiling')
   const keyManager = await createBrokerKeyManager(cfg.keyManager, { log, trustDomain: td(), dataDir: join(cfg.storePath, '..') })
   try {
-    const broker = await startBroker({ config: cfg, keyManager, trust: { localTrustDomain: td, bundles: () => bundles }, jwtBundles: bundles, identity, bounds: () => boundsDoc?.current() ?? BoundsSet.empty(td()), log: o.log })
+    const broker = await startBroker({ config: cfg, keyManager, trust: { localTrustDomain: td, bundles: () => bundles, version: () => trustVersion }, jwtBundles: bundles, identity, bounds: () => boundsDoc?.current() ?? BoundsSet.empty(td()), log: o.log })
     return {
       ...broker,
       source,

@@ -482,3 +482,43 @@ describe('connection guard', () => {
     }
   })
 })
+
+describe('client certificate verified once per connection', () => {
+  it('is reused on a keep-alive connection until the bundles change, then verified again (and refused when its CA is gone)', async () => {
+    const p = await freePort()
+    let trusted = bundlesOf([local])
+    let version = {}
+    const svc2 = fakeService()
+    const s = await startBrokerHttpServer({
+      service: svc2,
+      config: httpConfig({ issuer: `https://localhost:${p}`, bindAddress: { host: '127.0.0.1', port: p } }),
+      trust: { localTrustDomain: () => TrustDomain.fromString('example.org'), bundles: () => trusted, version: () => version },
+      identity,
+      log: captureLogger(),
+    })
+    const { default: https } = await import('node:https')
+    const agentHttp = new https.Agent({ keepAlive: true, maxSockets: 1, ca: caPem, cert: agent.certPem, key: agent.keyPem })
+    const post = () =>
+      new Promise<number>((resolve, reject) => {
+        const r = https.request(`https://localhost:${p}/token`, { method: 'POST', agent: agentHttp, headers: FORM }, (res) => {
+          res.resume()
+          res.on('end', () => resolve(res.statusCode ?? 0))
+        })
+        r.on('error', reject)
+        r.end('grant_type=client_credentials')
+      })
+    try {
+      expect(await post()).toBe(200)
+      // Same bundles object replaced without the CA but the version unchanged: the connection's result is reused.
+      trusted = bundlesOf([partner])
+      expect(await post()).toBe(200)
+      // The version moves: verified again on the same connection, and refused.
+      version = {}
+      expect(await post()).toBe(401)
+      expect(svc2.calls.filter((c) => c.method === 'token')).toHaveLength(2)
+    } finally {
+      agentHttp.destroy()
+      await s.close()
+    }
+  })
+})

@@ -222,7 +222,7 @@ export async function startBrokerHttpServer(o: BrokerHttpOptions): Promise<Broke
           throw new IdentityError('ERR_DPOP_NONCE_REQUIRED', 'DPoP nonce required', { details: { reason: typeof n === 'string' ? 'nonce_stale' : 'nonce_missing' } })
         }
       }
-      const pending = await auth.verify(form, chainOf(req), { authorizationHeader: req.headers.authorization })
+      const pending = await auth.verify(form, chainOf(req), { authorizationHeader: req.headers.authorization, connection: req.raw.socket })
       const client = pending.client
       spiffeId = client.spiffeId
       let binding: KeyBinding
@@ -254,7 +254,7 @@ export async function startBrokerHttpServer(o: BrokerHttpOptions): Promise<Broke
   })
 
   const authenticated = async (req: FastifyRequest, form: Form): Promise<AuthenticatedClient> =>
-    auth.authenticate(form, chainOf(req), { authorizationHeader: req.headers.authorization })
+    auth.authenticate(form, chainOf(req), { authorizationHeader: req.headers.authorization, connection: req.raw.socket })
 
   app.post(`${endpoints.basePath}/introspect`, async (req, reply) => {
     let spiffeId: string | undefined
@@ -294,7 +294,7 @@ export async function startBrokerHttpServer(o: BrokerHttpOptions): Promise<Broke
 
   // Tasks for orchestrator workloads: mutual TLS with an X.509-SVID on the orchestrator allow-list; JSON.
   const orchestrator = async (req: FastifyRequest): Promise<AuthenticatedClient> => {
-    const client = await auth.authenticate(new Map(), chainOf(req), { authorizationHeader: req.headers.authorization })
+    const client = await auth.authenticate(new Map(), chainOf(req), { authorizationHeader: req.headers.authorization, connection: req.raw.socket })
     if (!matchesIdList(cfg.orchestrators, client.spiffeId)) {
       throw new IdentityError('ERR_CLIENT_UNAUTHORIZED', 'caller is not an orchestrator', { details: { reason: 'not on the orchestrator allow-list', spiffe_id: client.spiffeId } })
     }

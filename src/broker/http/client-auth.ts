@@ -19,7 +19,7 @@
  * reason in `details.reason` for the log; the caller learns only
  * `invalid_client`.
  */
-import { createHash } from 'node:crypto'
+import { createHash, X509Certificate } from 'node:crypto'
 import { IdentityError, isIdentityError } from '../../errors/identity-error.js'
 import type { JwtBundleSource, X509BundleSource } from '../../spiffe/bundle/sources.js'
 import type { JwtBundle } from '../../spiffe/bundle/jwt-bundle.js'
@@ -36,7 +36,17 @@ export interface TrustSource {
   /** The broker's own trust domain (from its SVID, or the server's config). */
   localTrustDomain(): TrustDomain
   bundles(): X509BundleSource & JwtBundleSource
+  /**
+   * A value that changes (by identity) whenever the bundles change. When
+   * given, a client certificate verified on a connection is reused for that
+   * connection's later requests until the bundles change, the leaf expires or
+   * a minute passes; without it, every request verifies.
+   */
+  version?(): unknown
 }
+
+/** How long one connection's verified client certificate is reused at most. */
+const CERT_CACHE_MS = 60_000
 
 export interface ClientAuthenticatorOptions {
   issuer: string
@@ -59,6 +69,8 @@ export class ClientAuthenticator {
   readonly #seen = new Map<string, number>()
   readonly #max: number
   #lastSweep = 0
+  /** Per connection: the verified client certificate, while the trust it was verified with holds. */
+  readonly #verified = new WeakMap<object, { leaf: Uint8Array; version: unknown; untilMs: number; client: AuthenticatedClient }>()
 
   constructor(o: ClientAuthenticatorOptions) {
     this.#o = o
@@ -89,7 +101,7 @@ export class ClientAuthenticator {
    * Authenticates the caller of one request. `peerChain` is the DER chain the
    * client presented in the TLS handshake (leaf first), empty when none.
    */
-  async authenticate(form: Form, peerChain: readonly Uint8Array[], opts: { authorizationHeader?: string | undefined } = {}): Promise<AuthenticatedClient> {
+  async authenticate(form: Form, peerChain: readonly Uint8Array[], opts: { authorizationHeader?: string | undefined; connection?: object } = {}): Promise<AuthenticatedClient> {
     const { client, commit } = await this.verify(form, peerChain, opts)
     commit()
     return client
@@ -102,7 +114,7 @@ export class ClientAuthenticator {
    * the request has passed its checks, so a request refused for a DPoP nonce
    * can be retried with the same assertion.
    */
-  async verify(form: Form, peerChain: readonly Uint8Array[], opts: { authorizationHeader?: string | undefined } = {}): Promise<{ client: AuthenticatedClient; commit(): void }> {
+  async verify(form: Form, peerChain: readonly Uint8Array[], opts: { authorizationHeader?: string | undefined; connection?: object } = {}): Promise<{ client: AuthenticatedClient; commit(): void }> {
     if (opts.authorizationHeader !== undefined) throw failed('Authorization header authentication is not supported')
     if (form.has('client_secret')) throw failed('client_secret is not supported')
     const assertionType = single(form, 'client_assertion_type')
@@ -118,7 +130,7 @@ export class ClientAuthenticator {
       client = { spiffeId: a.spiffeId, method }
       commit = a.commit
     } else if (peerChain.length > 0) {
-      client = await this.#certificate(peerChain)
+      client = await this.#certificate(peerChain, opts.connection)
     } else {
       throw failed('no client credentials')
     }
@@ -126,14 +138,26 @@ export class ClientAuthenticator {
     return { client, commit }
   }
 
-  async #certificate(chain: readonly Uint8Array[]): Promise<AuthenticatedClient> {
+  async #certificate(chain: readonly Uint8Array[], connection: object | undefined): Promise<AuthenticatedClient> {
+    const nowMs = this.#o.now()
+    const version = this.#o.trust.version?.()
+    const leaf = chain[0]!
+    if (connection !== undefined && version !== undefined) {
+      const hit = this.#verified.get(connection)
+      if (hit && hit.version === version && nowMs < hit.untilMs && Buffer.from(hit.leaf).equals(leaf)) return hit.client
+    }
     let verified
     try {
-      verified = await verifyX509Svid(chain, this.#admitted(), { now: new Date(this.#o.now()) })
+      verified = await verifyX509Svid(chain, this.#admitted(), { now: new Date(nowMs) })
     } catch (cause) {
       throw failed(isIdentityError(cause) ? `client certificate: ${cause.message}` : 'client certificate could not be verified', cause)
     }
-    return { spiffeId: verified.id.toString(), method: 'tls_client_auth', certDer: chain[0]! }
+    const client: AuthenticatedClient = { spiffeId: verified.id.toString(), method: 'tls_client_auth', certDer: leaf }
+    if (connection !== undefined && version !== undefined) {
+      const notAfter = Date.parse(new X509Certificate(leaf).validTo)
+      this.#verified.set(connection, { leaf, version, untilMs: Math.min(notAfter, nowMs + CERT_CACHE_MS), client })
+    }
+    return client
   }
 
   async #assertion(token: string): Promise<{ spiffeId: string; commit(): void }> {

@@ -9,7 +9,8 @@ import { SpiffeBundle } from '../../../../src/spiffe/bundle/spiffe-bundle.js'
 import { TrustDomain } from '../../../../src/spiffe/trust-domain.js'
 import { makeCaCert, makeJwk } from './test-certs.js'
 
-const REPO_ROOT = fileURLToPath(new URL('../../../../', import.meta.url))
+// Stryker runs the tests from a copy in <repo>/.stryker-tmp/<sandbox>/: the vectors sit beside the repo, not the copy.
+const REPO_ROOT = fileURLToPath(new URL('../../../../', import.meta.url)).replace(/[\\/]\.stryker-tmp[\\/][^\\/]+[\\/]$/, '/')
 const VECTORS = join(REPO_ROOT, '..', 'shared', 'vectors', 'spire-bundles')
 const td = TrustDomain.fromString('domain.test')
 

@@ -255,6 +255,17 @@ describe('validateJwtSvid: the reasons a key is refused', () => {
     expect(rsaOnEc.message).toBe('jwtsvid: key "k-es256" of trust domain "example.org" cannot verify RS256')
   })
 
+  it('a long kid is cut to 64 characters in the "unusable" and "cannot verify" reasons too', async () => {
+    const kid = 'q'.repeat(100)
+    const cut = 'q'.repeat(64)
+    const broken = new JwtBundle(TD, new Map<string, JsonWebKey>([[kid, { kty: 'EC', crv: 'P-256', x: 'AA', y: 'AA' }]]))
+    const unusable = await rejected(validate(forge({ ...H, kid }, baseClaims()), broken))
+    expect(unusable.message).toBe(`jwtsvid: key "${cut}" of trust domain "example.org" is unusable`)
+    const p384 = new JwtBundle(TD, new Map<string, JsonWebKey>([[kid, keys.es384.publicKey.export({ format: 'jwk' })]]))
+    const misfit = await rejected(validate(forge({ ...H, kid }, baseClaims()), p384))
+    expect(misfit.message).toBe(`jwtsvid: key "${cut}" of trust domain "example.org" cannot verify ES256`)
+  })
+
   it('a bad signature', async () => {
     const err = await rejected(validate(forge(H, baseClaims(), { key: keys.other.privateKey, alg: 'ES256' })))
     expect([err.code, err.message]).toEqual(['ERR_JWT_SVID_UNTRUSTED', 'jwtsvid: token signature verification failed'])

@@ -33,7 +33,7 @@ describe('JwtBundle.parseJwks: the reason for each refusal', () => {
     [jwks({ kid: '', ...ec.pub }), 'JWKS key 0 has no "kid"'],
     [jwks({ kid: 5, ...ec.pub }), 'JWKS key 0 has no "kid"'],
     [jwks({ kid: 'a', ...ec.pub }, { kid: 'a', ...ec.pub }), 'JWKS key 1 repeats key id "a"'],
-  ])('%s: %s', (doc, message) => {
+  ])('case %#: %s', (doc, message) => {
     const err = thrown(() => JwtBundle.parseJwks(td, doc))
     expect([err.code, err.message]).toEqual(['ERR_BUNDLE_INVALID', message])
   })
@@ -49,7 +49,7 @@ describe('new JwtBundle: what the constructor refuses and keeps', () => {
     [[[7, ec.pub]], 'JWT authority has an empty key id'],
     [[['a', null]], 'JWT authority is not a JWK object'],
     [[['a', 'jwk']], 'JWT authority is not a JWK object'],
-  ])('%j: %s', (entries, message) => {
+  ])('case %#: %s', (entries, message) => {
     const err = thrown(() => new JwtBundle(td, entries as unknown as Array<[string, JsonWebKey]>))
     expect([err.code, err.message]).toEqual(['ERR_BUNDLE_INVALID', message])
   })

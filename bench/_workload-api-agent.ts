@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto'
 import { parseUnixAttestorConfig, UnixWorkloadAttestor } from '../attestors/workload/unix/index.js'
 import { AgentManager } from '../src/agent/manager/manager.js'
 import type { AgentEntry, SvidSigner } from '../src/agent/server-client.js'
-import { attestWorkload } from '../src/agent/workload/attest-workload.js'
+import { attestationReuseMs, attestWorkload } from '../src/agent/workload/attest-workload.js'
 import { startWorkloadApi } from '../src/agent/workload-api/start-workload-api.js'
 import { systemClock } from '../src/common/clock.js'
 import { nullLogger } from '../src/common/log/logger.js'
@@ -76,7 +76,7 @@ echo.addService(
   { Echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => cb(null, call.request) },
 )
 await new Promise<void>((res, rej) => echo.bindAsync(`unix:${dir}/echo.sock`, grpc.ServerCredentials.createInsecure(), (e) => (e ? rej(e) : res())))
-await startWorkloadApi({ socketPath: `${dir}/api.sock`, manager, log: nullLogger })
+await startWorkloadApi({ socketPath: `${dir}/api.sock`, manager, log: nullLogger, attestationReuseMs: attestationReuseMs(attestors) })
 
 // A clean exit on SIGTERM lets --cpu-prof write its profile.
 process.on('SIGTERM', () => process.exit(0))

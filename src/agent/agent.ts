@@ -14,7 +14,7 @@ import type { SpiffeBundle } from '../spiffe/bundle/spiffe-bundle.js'
 import { SpiffeBundle as Bundle } from '../spiffe/bundle/spiffe-bundle.js'
 import { createCsr } from '../spiffe/x509-svid/csr.js'
 import { X509Svid } from '../spiffe/x509-svid/x509-svid.js'
-import { attestWorkload, type NamedWorkloadAttestor } from './workload/attest-workload.js'
+import { attestationReuseMs, attestWorkload, type NamedWorkloadAttestor } from './workload/attest-workload.js'
 import { startWorkloadApi, type WorkloadApiServer } from './workload-api/start-workload-api.js'
 import { AgentStore, readTrustBundle } from './agent-store.js'
 import type { AgentConfig } from './config.js'
@@ -284,7 +284,7 @@ async function startAgentWith(opts: StartAgentOptions, obs: AgentObservability):
 
   let api: WorkloadApiServer | undefined
   if (opts.workloadApi ?? true) {
-    api = await startWorkloadApi({ socketPath: cfg.socketPath, manager, log: opts.log, connectionLimits: cfg.connectionLimits, ...(obs.onCallEnd ? { onCallEnd: obs.onCallEnd } : {}), ...(obs.metrics ? { registry: obs.metrics.registry } : {}) })
+    api = await startWorkloadApi({ socketPath: cfg.socketPath, manager, log: opts.log, connectionLimits: cfg.connectionLimits, attestationReuseMs: attestationReuseMs(workloadAttestors), ...(obs.onCallEnd ? { onCallEnd: obs.onCallEnd } : {}), ...(obs.metrics ? { registry: obs.metrics.registry } : {}) })
     const listening = api
     obs.workloadApiListening(() => listening.connectionCount)
   }

@@ -132,4 +132,12 @@ export interface WorkloadCaller {
 /** Returns selector values (no type prefix) for the caller. */
 export interface WorkloadAttestor {
   attest(caller: WorkloadCaller, opts: CallOpts): Promise<string[]>
+  /**
+   * How long, in milliseconds, the selectors this attestor returned stay true
+   * for later calls on the same connection, given what the agent re-checks on
+   * every call anyway (the caller's ids, groups and executable unchanged since
+   * connect, the process alive). The agent then reuses them for that long
+   * instead of attesting again. Absent or 0: attest on every call.
+   */
+  readonly selectorsStableForMs?: number
 }

@@ -98,7 +98,7 @@ class FakeManager implements WorkloadManager {
 
 type Client = grpc.Client & Record<string, (...args: unknown[]) => unknown>
 
-function makeClient(socketPath: string): Client {
+function makeClient(socketPath: string, options: grpc.ClientOptions = {}): Client {
   const def = loadSync('spiffe/workload/workload.proto', {
     keepCase: true,
     longs: String,
@@ -107,8 +107,8 @@ function makeClient(socketPath: string): Client {
     oneofs: true,
     includeDirs: [PROTO_DIR],
   })
-  const Ctor = grpc.loadPackageDefinition(def).SpiffeWorkloadAPI as unknown as new (addr: string, creds: grpc.ChannelCredentials) => Client
-  return new Ctor(`unix://${socketPath}`, grpc.credentials.createInsecure())
+  const Ctor = grpc.loadPackageDefinition(def).SpiffeWorkloadAPI as unknown as new (addr: string, creds: grpc.ChannelCredentials, o: grpc.ClientOptions) => Client
+  return new Ctor(`unix://${socketPath}`, grpc.credentials.createInsecure(), options)
 }
 
 function healthClient(socketPath: string): Client {
@@ -432,6 +432,95 @@ describe('PID-reuse guard', () => {
     if (code === undefined) await expect(p).resolves.toMatchObject({ svids: [expect.anything()] })
     else await expect(p).rejects.toMatchObject({ code, details: 'workload attestation failed' })
     expect(reads).toBe(2) // once at accept, once after attestation
+  })
+})
+
+describe('attestation reuse per connection', () => {
+  let tmp: ReturnType<typeof tempDir>
+  let server: WorkloadApiServer | undefined
+  const clients: Client[] = []
+  beforeEach(() => {
+    tmp = tempDir('wreuse-')
+  })
+  afterEach(async () => {
+    for (const c of clients.splice(0)) c.close()
+    await server?.close()
+    tmp.cleanup()
+  })
+
+  async function start(reuseMs: number | undefined, readStartTime: StartTimeReader, clock: { t: number }) {
+    const manager = new FakeManager()
+    manager.grants.set(`unix:uid:${MY_UID}`, [identity('/web', '')])
+    const socketPath = join(tmp.dir, 'api.sock')
+    server = await startWorkloadApi({
+      socketPath,
+      manager,
+      log: nullLogger,
+      readStartTime,
+      now: () => clock.t,
+      ...(reuseMs !== undefined ? { attestationReuseMs: reuseMs } : {}),
+    })
+    const client = () => {
+      // Each its own connection (grpc-js shares subchannels between clients of one target otherwise).
+      const c = makeClient(socketPath, { 'grpc.use_local_subchannel_pool': 1 })
+      clients.push(c)
+      return c
+    }
+    return { manager, client }
+  }
+  const fetchJwt = (c: Client) => callUnary(c, 'FetchJWTSVID', { audience: ['a'] }, header())
+
+  it('reuses a connection attestation within the window and re-checks the caller on every call', async () => {
+    let reads = 0
+    const clock = { t: 1_000 }
+    const { manager, client } = await start(500, () => (reads++, '5000'), clock)
+    const c = client()
+    await fetchJwt(c)
+    clock.t += 499
+    await fetchJwt(c)
+    expect(manager.attested).toHaveLength(1)
+    expect(reads).toBe(3) // accept, then one re-check per call, reused or not
+    clock.t += 1 // the window is over: attest again
+    await fetchJwt(c)
+    expect(manager.attested).toHaveLength(2)
+  })
+
+  it('never reuses across connections', async () => {
+    const clock = { t: 0 }
+    const { manager, client } = await start(60_000, () => '5000', clock)
+    await fetchJwt(client())
+    await fetchJwt(client())
+    expect(manager.attested).toHaveLength(2)
+  })
+
+  it('a reused attestation is still refused when the re-check fails (pid now another process)', async () => {
+    let reads = 0
+    const clock = { t: 0 }
+    const { manager, client } = await start(60_000, () => (reads++ < 2 ? '5000' : '5001'), clock)
+    const c = client()
+    await expect(fetchJwt(c)).resolves.toMatchObject({ svids: [expect.anything()] })
+    await expect(fetchJwt(c)).rejects.toMatchObject({ code: grpc.status.UNAVAILABLE, details: 'workload attestation failed' })
+    expect(manager.attested).toHaveLength(1) // the second call reused it, and the re-check refused it
+  })
+
+  it('without a reuse window every call attests', async () => {
+    const clock = { t: 0 }
+    const { manager, client } = await start(undefined, () => '5000', clock)
+    const c = client()
+    await fetchJwt(c)
+    await fetchJwt(c)
+    expect(manager.attested).toHaveLength(2)
+  })
+
+  it('a failed attestation is not reused', async () => {
+    const clock = { t: 0 }
+    const { manager, client } = await start(60_000, () => '5000', clock)
+    const c = client()
+    manager.attestError = new Error('transient')
+    await expect(fetchJwt(c)).rejects.toMatchObject({ code: grpc.status.UNAVAILABLE })
+    manager.attestError = undefined
+    await expect(fetchJwt(c)).resolves.toMatchObject({ svids: [expect.anything()] })
+    expect(manager.attested).toHaveLength(2)
   })
 })
 

@@ -4,7 +4,7 @@ import { IdentityError } from '../../../src/errors/identity-error.js'
 import { F, type Logger } from '../../../src/common/log/logger.js'
 import type { CallOpts, WorkloadAttestor, WorkloadCaller } from '../../../src/plugin/contracts.js'
 import type { UnixAttestorConfig } from './config.js'
-import { NameDb } from './name-db.js'
+import { NAME_DB_RECHECK_MS, NameDb } from './name-db.js'
 
 export interface UnixAttestorOptions extends UnixAttestorConfig {
   log: Logger
@@ -39,6 +39,15 @@ export class UnixWorkloadAttestor implements WorkloadAttestor {
   readonly #groups: NameDb
   /** sha256 hex by `dev:ino:size:mtime:ctime` of the executable, least recently used first. */
   readonly #digests = new Map<string, string>()
+  /**
+   * Selectors come from the connection's kernel credentials (fixed), the
+   * executable (the agent refuses a call once it differs from the one at
+   * connect, and a running executable cannot be written: ETXTBSY) and the
+   * account files, whose names are themselves re-read at most every
+   * NAME_DB_RECHECK_MS. Reusing them that long adds no staleness beyond the
+   * name lookups' own; a rename of the executable shows in `path:` after it.
+   */
+  readonly selectorsStableForMs = NAME_DB_RECHECK_MS
   readonly #hashing = new Map<string, Promise<string | undefined>>()
 
   constructor(opts: UnixAttestorOptions) {

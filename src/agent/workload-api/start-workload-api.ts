@@ -28,6 +28,10 @@ export interface StartWorkloadApiOptions {
   connectionLimits?: Partial<ConnectionGuardLimits>
   /** Registry for the connection metrics (warrant_connections_*). */
   registry?: Registry
+  /** See WorkloadApiHandlerOptions.attestationReuseMs. Default 0. */
+  attestationReuseMs?: number
+  /** Tests only: the monotonic clock (ms) of attestation reuse. */
+  now?: () => number
 }
 
 export interface WorkloadApiServer {
@@ -71,6 +75,8 @@ export async function startWorkloadApi(opts: StartWorkloadApiOptions): Promise<W
       peers,
       log,
       ...(opts.allowUnauthenticatedVerifiers !== undefined ? { allowUnauthenticatedVerifiers: opts.allowUnauthenticatedVerifiers } : {}),
+      ...(opts.attestationReuseMs !== undefined ? { attestationReuseMs: opts.attestationReuseMs } : {}),
+      ...(opts.now ? { now: opts.now } : {}),
     }),
   )
   grpcServer.addService(healthPkg.grpc.health.v1.Health.service, health.handlers(log))

@@ -73,6 +73,15 @@ export interface WorkloadApiHandlerOptions {
   log: Logger
   /** SPIRE's `allow_unauthenticated_verifiers`: bundle RPCs and ValidateJWTSVID work without an identity. Default false. */
   allowUnauthenticatedVerifiers?: boolean
+  /**
+   * Milliseconds a connection's attestation result is reused for its later
+   * calls (the least `selectorsStableForMs` of the workload attestors; 0: attest
+   * every call). The caller's credentials, executable and liveness are
+   * re-checked on every call either way.
+   */
+  attestationReuseMs?: number
+  /** Monotonic milliseconds (tests). Default performance.now. */
+  now?: () => number
 }
 
 function checkSecurityHeader(metadata: Metadata): void {
@@ -319,6 +328,10 @@ export function workloadApiHandlers(opts: WorkloadApiHandlerOptions): UntypedSer
   const { manager, peers } = opts
   const log = opts.log.child({ [F.SUBSYSTEM]: 'workload_api' })
   const allowUnauthenticated = opts.allowUnauthenticatedVerifiers ?? false
+  const reuseMs = opts.attestationReuseMs ?? 0
+  const now = opts.now ?? (() => performance.now())
+  /** Per connection: the last attestation's selectors and until when they may be reused. */
+  const attested = new WeakMap<PeerInfo, { selectors: string[]; until: number }>()
   const x509Responses = new X509ResponseCache()
 
   /** Header check, then attestation of the caller and the PID-reuse re-check. */
@@ -331,15 +344,24 @@ export function workloadApiHandlers(opts: WorkloadApiHandlerOptions): UntypedSer
     const peer = peers.peerOf(call)
     peers.watchResets?.(call)
     let selectors: string[]
-    try {
-      // The kernel's record of the caller, not the connection's internals.
-      selectors = await manager.attest({ pid: peer.pid, uid: peer.uid, gid: peer.gid, groups: peer.groups }, opts)
-    } catch (cause) {
-      throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', `workload attestation failed for pid ${peer.pid}`, {
-        cause,
-        details: { pid: peer.pid },
-      })
+    const memo = reuseMs > 0 ? attested.get(peer) : undefined
+    if (memo !== undefined && now() < memo.until) {
+      selectors = memo.selectors
+    } else {
+      const started = now()
+      try {
+        // The kernel's record of the caller, not the connection's internals.
+        selectors = await manager.attest({ pid: peer.pid, uid: peer.uid, gid: peer.gid, groups: peer.groups }, opts)
+      } catch (cause) {
+        throw new IdentityError('ERR_WORKLOAD_ATTESTATION_FAILED', `workload attestation failed for pid ${peer.pid}`, {
+          cause,
+          details: { pid: peer.pid },
+        })
+      }
+      // Stored before the re-check: a refused re-check refuses every later call on this connection too.
+      if (reuseMs > 0) attested.set(peer, { selectors, until: started + reuseMs })
     }
+    // Always, reused selectors or not: ids, groups and executable unchanged since connect, process alive.
     peers.assertPeerAlive(peer)
     mlog.debug({ [F.PID]: peer.pid, [F.UID]: peer.uid, [F.SELECTORS]: selectors }, 'Workload attested')
     return { selectors, peer: { pid: peer.pid, uid: peer.uid, gid: peer.gid, groups: peer.groups, startTime: peer.startTime } }

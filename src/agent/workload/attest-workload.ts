@@ -89,3 +89,12 @@ function prefixed(name: string, values: readonly string[]): string[] {
   }
   return out
 }
+
+/**
+ * How long one attestation of a connection may be reused for its later calls:
+ * the least `selectorsStableForMs` of the attestors (0 when any does not say).
+ */
+export function attestationReuseMs(attestors: readonly NamedWorkloadAttestor[]): number {
+  if (attestors.length === 0) return 0
+  return Math.max(0, Math.min(...attestors.map((a) => a.attestor.selectorsStableForMs ?? 0)))
+}

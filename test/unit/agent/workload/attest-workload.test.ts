@@ -1,5 +1,8 @@
 import { describe, expect, it } from 'vitest'
-import { attestWorkload, type NamedWorkloadAttestor } from '../../../../src/agent/workload/attest-workload.js'
+import { attestationReuseMs, attestWorkload, type NamedWorkloadAttestor } from '../../../../src/agent/workload/attest-workload.js'
+import { UnixWorkloadAttestor } from '../../../../attestors/workload/unix/unix-attestor.js'
+import { NAME_DB_RECHECK_MS } from '../../../../attestors/workload/unix/name-db.js'
+import { nullLogger } from '../../../../src/common/log/logger.js'
 import { IdentityError } from '../../../../src/errors/index.js'
 import { captureLogger } from '../../../helpers/capture-logger.js'
 
@@ -59,5 +62,27 @@ describe('attestWorkload', () => {
 
   it('throws TypeError with no attestors', async () => {
     await expect(attestWorkload(CALLER, [], {}, captureLogger())).rejects.toBeInstanceOf(TypeError)
+  })
+})
+
+describe('attestationReuseMs', () => {
+  const stable = (name: string, ms: number | undefined): NamedWorkloadAttestor => ({
+    name,
+    attestor: { attest: async () => [], ...(ms !== undefined ? { selectorsStableForMs: ms } : {}) },
+  })
+  it.each([
+    { title: 'no attestors', attestors: [], ms: 0 },
+    { title: 'one that says nothing', attestors: [stable('a', undefined)], ms: 0 },
+    { title: 'one stable for 750 ms', attestors: [stable('a', 750)], ms: 750 },
+    { title: 'the least of several', attestors: [stable('a', 750), stable('b', 200)], ms: 200 },
+    { title: 'any that says nothing wins', attestors: [stable('a', 750), stable('b', undefined)], ms: 0 },
+    { title: 'a negative value is 0', attestors: [stable('a', -5)], ms: 0 },
+  ])('$title → $ms', ({ attestors, ms }) => {
+    expect(attestationReuseMs(attestors)).toBe(ms)
+  })
+
+  it('the unix attestor declares its name lookups\' own re-read interval', () => {
+    const unix = new UnixWorkloadAttestor({ discoverWorkloadPath: true, workloadSizeLimit: -1, log: nullLogger })
+    expect(unix.selectorsStableForMs).toBe(NAME_DB_RECHECK_MS)
   })
 })

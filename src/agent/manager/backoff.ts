@@ -35,5 +35,3 @@ export class Backoff {
   }
 }
 
-/** Renewal timing lives with the other rotation decisions; re-exported for the agent's own SVID. */
-export { renewalTime } from './rotation.js'

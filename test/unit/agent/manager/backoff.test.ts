@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { Backoff, renewalTime } from '../../../../src/agent/manager/backoff.js'
+import { Backoff } from '../../../../src/agent/manager/backoff.js'
+import { renewalTime } from '../../../../src/agent/manager/rotation.js'
 
 describe('Backoff', () => {
   it('doubles up to the maximum, jitters within bounds, and resets', () => {

@@ -20,7 +20,7 @@ import { FederatedBundles } from './bundle/federated.js'
 import { BoundsService } from './bounds/bounds-service.js'
 import { boundsAdminService } from './bounds/admin-service.js'
 import { InstanceService } from './instances/instance-service.js'
-import { FederationRefresher, RelationshipStore, federationAdminService, relationshipsFromConfig, startBundleEndpoint } from './federation/index.js'
+import { FederationRefresher, RelationshipStore, federationAdminService, relationshipsFromConfig, startBundleEndpoint, type ReadText } from './federation/index.js'
 import { publishBoundsDocument, publishBundleFiles } from './ca/bundle-files.js'
 import { CsrVerifierPool } from './ca/csr-verifier.js'
 import { nativeEcdsaError } from './ca/native-ecdsa.js'
@@ -60,6 +60,13 @@ export interface StartServerOptions {
   clock?: Clock
   /** `server.upstream_authority`, built by the caller from the files it read (ca/upstream.ts). */
   upstream?: UpstreamAuthority
+  /**
+   * Reads the files that configuration and the admin API name and that are
+   * read again while the server runs (the bundle endpoint's web certificate
+   * and key per connection, a relationship's web CA per fetch). Supplied by
+   * the CLI, the only layer that touches files by path.
+   */
+  readText: ReadText
 }
 
 /**
@@ -116,7 +123,7 @@ export async function startServer(cfg: ServerConfig, opts: StartServerOptions): 
     // Federation: relationships (config + admin API) and the refresher that polls foreign bundle endpoints.
     const relationships = new RelationshipStore({ kv: ds.kv, localTrustDomain: cfg.trustDomain, clock })
     for (const r of relationshipsFromConfig(cfg.federation ?? { federates_with: {} })) await relationships.upsert(r)
-    const refresher = new FederationRefresher({ relationships, federated, clock, log, registry: metrics.registry })
+    const refresher = new FederationRefresher({ relationships, federated, clock, log, registry: metrics.registry, readText: opts.readText })
 
     // The server's own X.509-SVID for TLS (tls/), and the bundle it trusts, published beside its state (ca/bundle-files.ts).
     const tls = new PushCertificateProvider()
@@ -228,7 +235,10 @@ export async function startServer(cfg: ServerConfig, opts: StartServerOptions): 
     if (be) {
       const ep = await startBundleEndpoint({
         address: be.address,
-        profile: be.profile === 'https_web' ? { kind: 'https_web', certFile: be.cert_file!, keyFile: be.key_file! } : { kind: 'https_spiffe', getServerSvid: () => serverSvid.current },
+        profile:
+          be.profile === 'https_web'
+            ? { kind: 'https_web', loadCredentials: () => ({ certChainPem: opts.readText(be.cert_file!), keyPem: opts.readText(be.key_file!) }) }
+            : { kind: 'https_spiffe', getServerSvid: () => serverSvid.current },
         getBundle: () => ca.bundle(),
         log,
         ...(be.refresh_hint !== undefined ? { refreshHintSeconds: Math.max(1, Math.round(be.refresh_hint / 1000)) } : {}),

@@ -1,5 +1,5 @@
 import * as grpc from '@grpc/grpc-js'
-import { writeFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Registry } from 'prom-client'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
@@ -42,7 +42,7 @@ describe('warrant federation CLI over the admin socket', () => {
   const ds = createMemoryDataStore()
   const federated = new FederatedBundles({ ds, localTrustDomain: LOCAL, log: nullLogger })
   const relationships = new RelationshipStore({ kv: ds.kv, localTrustDomain: LOCAL, clock: systemClock })
-  const refresher = new FederationRefresher({ relationships, federated, clock: systemClock, log: nullLogger, registry: new Registry() })
+  const refresher = new FederationRefresher({ relationships, federated, clock: systemClock, log: nullLogger, registry: new Registry(), readText: (path) => readFileSync(path, 'utf8') })
   const server = new grpc.Server()
   let ep: BundleEndpoint
   let bootstrapFile: string

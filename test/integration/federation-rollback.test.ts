@@ -5,7 +5,7 @@
  * still replaces the bundle with an older one (the operator's override).
  */
 import * as grpc from '@grpc/grpc-js'
-import { writeFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { run as bundleCli } from '../../src/cli/commands/bundle.js'
@@ -50,7 +50,7 @@ describe('federated bundle rollback', () => {
   const federated = new FederatedBundles({ ds, localTrustDomain: LOCAL, log })
   const relationships = new RelationshipStore({ kv: ds.kv, localTrustDomain: LOCAL, clock: systemClock })
   const metrics = createServerMetrics()
-  const refresher = new FederationRefresher({ relationships, federated, clock: systemClock, log, registry: metrics.registry })
+  const refresher = new FederationRefresher({ relationships, federated, clock: systemClock, log, registry: metrics.registry, readText: (path) => readFileSync(path, 'utf8') })
   const server = new grpc.Server()
   let ep: BundleEndpoint
   let ca: TestCa

@@ -36,16 +36,19 @@ function withoutBroker(raw: unknown): unknown {
   return rest
 }
 
-/** Reads `server.upstream_authority`'s files (only this layer reads files) and builds the CA's upstream. */
+/** Reads a file named in configuration (only this layer reads files by path); ERR_CONFIG_INVALID when it cannot. */
+function readConfigFile(path: string, what = 'file'): string {
+  try {
+    return readFileSync(path, 'utf8')
+  } catch (cause) {
+    throw new IdentityError('ERR_CONFIG_INVALID', `${what}: cannot read ${path} (${(cause as NodeJS.ErrnoException).code ?? 'error'})`, { cause })
+  }
+}
+
+/** Reads `server.upstream_authority`'s files and builds the CA's upstream. */
 function readUpstream(cfg: ServerConfig): UpstreamAuthority | undefined {
   if (!cfg.upstream) return undefined
-  const read = (key: string, path: string) => {
-    try {
-      return readFileSync(path, 'utf8')
-    } catch (cause) {
-      throw new IdentityError('ERR_CONFIG_INVALID', `upstream_authority.${key}: cannot read ${path} (${(cause as NodeJS.ErrnoException).code ?? 'error'})`, { cause })
-    }
-  }
+  const read = (key: string, path: string) => readConfigFile(path, `upstream_authority.${key}`)
   const u = cfg.upstream
   return upstreamAuthorityFromPem({ certPem: read('cert_file', u.certFile), keyPem: read('key_file', u.keyFile), bundlePem: u.bundleFile === undefined ? undefined : read('bundle_file', u.bundleFile) })
 }
@@ -59,7 +62,7 @@ export async function run(args: string[]): Promise<number> {
       const log = createLogger({ name: 'warrant-server', level: cfg.logLevel })
       for (const n of cfg.notes) log.warn({ note: n }, 'Configuration note')
       const upstream = readUpstream(cfg)
-      const server = await startServer(cfg, { log, ...(upstream ? { upstream } : {}) })
+      const server = await startServer(cfg, { log, readText: (path) => readConfigFile(path), ...(upstream ? { upstream } : {}) })
       // [broker]: the token broker, embedded (see cli/broker-composition.ts; loaded only when configured).
       const raw = readTomlFile(values.config!)
       const broker = hasBroker(raw)

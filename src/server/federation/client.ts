@@ -1,5 +1,4 @@
 import { X509Certificate } from 'node:crypto'
-import { readFileSync } from 'node:fs'
 import { request as httpRequest, type IncomingMessage } from 'node:http'
 import { isIP } from 'node:net'
 import { connect as tlsConnect, type PeerCertificate, type TLSSocket } from 'node:tls'
@@ -25,9 +24,7 @@ export type FetchProfile =
     }
   | {
       kind: 'https_web'
-      /** PEM CA file replacing the system roots; default: Node's root store. */
-      caFile?: string | undefined
-      /** PEM CA text (takes precedence over caFile). */
+      /** PEM CA text replacing the system roots; default: Node's root store. */
       ca?: string | undefined
     }
 
@@ -59,7 +56,7 @@ export async function fetchBundle(o: FetchBundleOptions): Promise<SpiffeBundle> 
   if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) throw new RangeError('timeoutMs must be positive')
   if (!Number.isSafeInteger(maxBytes) || maxBytes <= 0) throw new RangeError('maxBytes must be a positive integer')
   let url = checkBundleEndpointUrl(o.url)
-  const ca = o.profile.kind === 'https_web' ? (o.profile.ca ?? (o.profile.caFile ? readCaFile(o.profile.caFile) : undefined)) : undefined
+  const ca = o.profile.kind === 'https_web' ? o.profile.ca : undefined
 
   const ac = new AbortController()
   const timer = setTimeout(() => ac.abort(unavailable(`bundle endpoint did not answer within ${timeoutMs} ms`)), timeoutMs)
@@ -281,14 +278,6 @@ function peerChain(leaf: PeerCertificate & { issuerCertificate?: PeerCertificate
     c = c.issuerCertificate as typeof c
   }
   return out
-}
-
-function readCaFile(path: string): string {
-  try {
-    return readFileSync(path, 'utf8')
-  } catch (cause) {
-    throw new IdentityError('ERR_CONFIG_INVALID', `CA file "${path}" cannot be read`, { cause })
-  }
 }
 
 /** Web PKI rejections become ERR_X509_SVID_UNTRUSTED (a TLS identity mismatch); the rest is unavailability. */

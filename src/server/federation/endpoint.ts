@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs'
 import { createServer, type Server } from 'node:https'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
@@ -34,7 +33,11 @@ export interface ServerCredentials {
 
 export type BundleEndpointProfile =
   | { kind: 'https_spiffe'; getServerSvid: () => ServerCredentials }
-  | { kind: 'https_web'; certFile: string; keyFile: string }
+  /**
+   * Web PKI certificate and key, loaded per new connection (the composition
+   * root reads the configured files, so a replaced file is picked up at once).
+   */
+  | { kind: 'https_web'; loadCredentials: () => ServerCredentials }
 
 export interface BundleEndpointOptions {
   /** `host:port`, `[v6]:port` or `:port` (all IPv4 interfaces); port 0 picks a free port. */
@@ -206,8 +209,7 @@ function credentialSource(p: BundleEndpointProfile): CredentialSource {
     case 'https_web':
       return {
         load(prev) {
-          // Small files, read per new connection: replaced files are picked up at once.
-          const material = { certChainPem: readFileSync(p.certFile, 'utf8'), keyPem: readFileSync(p.keyFile, 'utf8') }
+          const material = p.loadCredentials()
           const stamp = `${material.certChainPem}\n${material.keyPem}`
           return prev && prev.stamp === stamp ? prev : build(material, stamp)
         },

@@ -11,7 +11,7 @@ export {
   type BundleEndpointProfile,
   type ServerCredentials,
 } from './endpoint.js'
-export { FederationRefresher, INITIAL_BACKOFF_MS, systemTimers, type FederationRefresherOptions, type RefreshStatus, type Timers } from './refresher.js'
+export { FederationRefresher, INITIAL_BACKOFF_MS, systemTimers, type FederationRefresherOptions, type ReadText, type RefreshStatus, type Timers } from './refresher.js'
 export {
   FEDERATION_KV_NAMESPACE,
   RelationshipStore,

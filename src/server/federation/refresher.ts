@@ -43,6 +43,9 @@ export interface RefreshStatus {
   lastSequence: number | undefined
 }
 
+/** Reads a text file named in configuration; throws ERR_CONFIG_INVALID when it cannot. */
+export type ReadText = (path: string) => string
+
 export interface FederationRefresherOptions {
   relationships: RelationshipStore
   federated: FederatedBundles
@@ -51,6 +54,11 @@ export interface FederationRefresherOptions {
   /** prom-client registry for the refresh counters. */
   registry: Registry
   timers?: Timers
+  /**
+   * Reads a relationship's `web_ca_file` (the composition root decides how
+   * files are read; an unreadable file is ERR_CONFIG_INVALID, a failed fetch).
+   */
+  readText: ReadText
   /** Replaceable for tests. */
   fetchBundle?: (o: FetchBundleOptions) => Promise<SpiffeBundle>
   /** In [0, 1); jitter source. */
@@ -340,7 +348,7 @@ export class FederationRefresher {
   }
 
   async #profile(rel: FederationRelationship, stored: SpiffeBundle | undefined): Promise<FetchBundleOptions['profile']> {
-    if (rel.profile === 'https_web') return { kind: 'https_web', caFile: rel.webCaFile || undefined }
+    if (rel.profile === 'https_web') return { kind: 'https_web', ca: rel.webCaFile ? this.#o.readText(rel.webCaFile) : undefined }
     const endpointSpiffeId = SpiffeId.fromString(rel.endpointSpiffeId)
     const endpointTd = endpointSpiffeId.trustDomain
     // The endpoint's SVID is checked against the last stored bundle of its trust

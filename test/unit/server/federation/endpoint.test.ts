@@ -207,7 +207,7 @@ describe('bundle endpoint (https_web)', () => {
     writeFileSync(certFile, c.certChainPem)
     writeFileSync(keyFile, c.keyPem)
     writeFileSync(join(dir, 'ca.pem'), pem(webCa.certificate))
-    ep = await startBundleEndpoint({ address: '127.0.0.1:0', profile: { kind: 'https_web', certFile, keyFile }, getBundle: () => bundle, log: nullLogger })
+    ep = await startBundleEndpoint({ address: '127.0.0.1:0', profile: { kind: 'https_web', loadCredentials: () => ({ certChainPem: readFileSync(certFile, 'utf8'), keyPem: readFileSync(keyFile, 'utf8') }) }, getBundle: () => bundle, log: nullLogger })
   })
   afterAll(async () => {
     await ep.close()
@@ -215,7 +215,7 @@ describe('bundle endpoint (https_web)', () => {
   })
 
   it('is accepted by an https_web client with the CA file, keeping the bundle refresh hint', async () => {
-    const got = await fetchBundle({ trustDomain: TD, url: `https://127.0.0.1:${ep.port}/`, profile: { kind: 'https_web', caFile: join(dir, 'ca.pem') } })
+    const got = await fetchBundle({ trustDomain: TD, url: `https://127.0.0.1:${ep.port}/`, profile: { kind: 'https_web', ca: readFileSync(join(dir, 'ca.pem'), 'utf8') } })
     expect(got.equals(bundle)).toBe(true)
     expect(got.refreshHintSeconds).toBe(30)
   })

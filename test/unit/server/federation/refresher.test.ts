@@ -1,5 +1,5 @@
 import { generateKeyPairSync } from 'node:crypto'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Registry } from 'prom-client'
@@ -30,7 +30,14 @@ function env(extra: Partial<FederationRefresherOptions> = {}) {
   const federated = new FederatedBundles({ ds, localTrustDomain: LOCAL, log })
   const relationships = new RelationshipStore({ kv: ds.kv, localTrustDomain: LOCAL, clock })
   const registry = new Registry()
-  const refresher = new FederationRefresher({ relationships, federated, clock, log, registry, timers, random: () => 0, ...extra })
+  const readText = (path: string) => {
+    try {
+      return readFileSync(path, 'utf8')
+    } catch (cause) {
+      throw new IdentityError('ERR_CONFIG_INVALID', `cannot read ${path}`, { cause })
+    }
+  }
+  const refresher = new FederationRefresher({ relationships, federated, clock, log, registry, timers, random: () => 0, readText, ...extra })
   let changes = 0
   federated.onChange(() => changes++)
   return {
@@ -321,6 +328,31 @@ describe('hostile bundle endpoints change nothing', () => {
     const line = e.log.lines.find((l) => l.msg.startsWith('Federated bundle refresh failed'))
     expect(line?.fields.relationship).toBe(PARTNER)
     expect(e.refresher.status(PARTNER)!.lastErrorCode).toBe(code)
+  })
+
+  it("reads the relationship's web CA through readText on every fetch; an unreadable one fails the fetch and changes nothing", async () => {
+    const read: string[] = []
+    let readable = true
+    const e = env({
+      fetchTimeoutMs: 2_000,
+      readText: (path) => {
+        read.push(path)
+        if (!readable) throw new IdentityError('ERR_CONFIG_INVALID', `cannot read ${path}`)
+        return readFileSync(path, 'utf8')
+      },
+    })
+    await e.federated.put(good)
+    await e.relationships.create({ trustDomain: PARTNER, bundleEndpointUrl: `https://127.0.0.1:${srv.port}/good`, profile: 'https_web', webCaFile: caFile })
+    await e.refresher.refresh(PARTNER)
+    expect((await e.stored()).sequenceNumber).toBe(2)
+    expect(read).toEqual([caFile])
+    readable = false
+    const changes = e.changes()
+    await expect(e.refresher.refresh(PARTNER)).rejects.toMatchObject({ code: 'ERR_CONFIG_INVALID' })
+    expect(read).toEqual([caFile, caFile])
+    expect((await e.stored()).sequenceNumber).toBe(2)
+    expect(e.changes()).toBe(changes)
+    expect(e.refresher.status(PARTNER)!.lastErrorCode).toBe('ERR_CONFIG_INVALID')
   })
 
   it('the same server with a good document is accepted (control)', async () => {

@@ -33,7 +33,7 @@ export const groups = {
     tests: ['test/unit/spiffe/bundle/**/*.test.ts', 'test/unit/spiffe/properties.test.ts'],
   },
   bounds: {
-    mutate: ['src/spiffe/bounds/{authorize,bounds,bounds-set,document}.ts'],
+    mutate: ['src/spiffe/bounds/{authorize,bounds,bounds-set,ceiling,document}.ts'],
     tests: ['test/unit/spiffe/bounds/**/*.test.ts'],
   },
 }

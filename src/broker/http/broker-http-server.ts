@@ -142,6 +142,9 @@ export async function startBrokerHttpServer(o: BrokerHttpOptions): Promise<Broke
           else perAddress.set(addr, left)
         })
       })
+      // No renegotiation (TLS 1.2 only; 1.3 has none): a connection's client certificate is fixed once the
+      // handshake is done, so its chain is read once per connection (getPeerCertificate is costly).
+      server.on('secureConnection', (socket: TLSSocket) => socket.disableRenegotiation())
       server.on('tlsClientError', (err) => log.debug({ [F.ERR]: err.message }, 'Broker TLS handshake failed'))
       return server
     },
@@ -189,7 +192,16 @@ export async function startBrokerHttpServer(o: BrokerHttpOptions): Promise<Broke
   })
   app.setNotFoundHandler((_req, reply) => noStore(reply).code(404).type('application/json').send({ error: 'not_found' }))
 
-  const chainOf = (req: FastifyRequest) => peerChain(req.raw.socket as TLSSocket)
+  const chains = new WeakMap<TLSSocket, readonly Uint8Array[]>()
+  const chainOf = (req: FastifyRequest): readonly Uint8Array[] => {
+    const socket = req.raw.socket as TLSSocket
+    let chain = chains.get(socket)
+    if (chain === undefined) {
+      chain = peerChain(socket)
+      chains.set(socket, chain)
+    }
+    return chain
+  }
   const formOf = (req: FastifyRequest): Form => {
     if (mediaType(req.headers['content-type']) !== FORM || typeof req.body !== 'string') {
       throw new IdentityError('ERR_TOKEN_REQUEST_INVALID', `content type must be ${FORM}`)

@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- broker-verify`: resource-side verification cost.
+ * Part of `npm run bench -- broker` (bench/broker.ts): resource-side verification cost.
  *
  * token_verify_vs_jose: verifyResourceRequest of a DPoP-bound ES256 access
  * token with its ES256 proof (JWKS cache lookup, every RFC 9068 / 9449 check,

@@ -1,0 +1,233 @@
+/**
+ * `npm run bench -- broker`: the broker's three figures.
+ *
+ * token_exchange_per_s_vs_raw_crypto: full token requests per second through
+ * the broker's real HTTPS token endpoint, composed as `warrant server run`
+ * composes it (startBroker: the domain, the SQLite store, Fastify on
+ * node:https, pino at info), signing key as in the quickstart (the pkcs11
+ * KeyManager on a SoftHSM2 token when softhsm2-util is installed, else the
+ * memory KeyManager; printed as `key_manager`). The client is another process
+ * (bench/_broker-client.ts): mutual TLS with its X.509-SVID over keep-alive
+ * connections, a fresh ES256 DPoP proof with the server nonce per request,
+ * `client_credentials` for a task, CONCURRENCY requests in flight. Each
+ * request is authenticated (certificate checked once per connection), its
+ * proof verified (one ES256 verify, replay cache), the task and ceiling
+ * decided, the token signed (one ES256 signature) and stored.
+ * Baseline in the same run: raw node:crypto, one ES256 verify plus one ES256
+ * sign per operation (the two signature operations a request costs the
+ * broker), CONCURRENCY operations in flight on libuv's pool. The two sides
+ * alternate in rounds so a load change hits both alike. Target ratio >= 0.5.
+ * The 1-minute load average before and after is printed with the figure.
+ *
+ * token_verify_vs_jose and delegated_verify_depth5_vs_depth0: see
+ * bench/_broker-verify.ts.
+ */
+import { spawn } from 'node:child_process'
+import { generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto'
+import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import net from 'node:net'
+import { loadavg, tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { createInterface } from 'node:readline'
+import { once } from 'node:events'
+import { createLogger } from '../src/cli/logging.js'
+import { createBrokerKeyManager, startBroker, type RunningBroker } from '../src/cli/broker-composition.js'
+import { toEmbeddedBrokerConfig } from '../src/broker/config.js'
+import { findSoftHsmModule, provisionSoftHsm } from '../src/dev/softhsm.js'
+import { BoundsSet } from '../src/spiffe/bounds/bounds-set.js'
+import { TrustDomain } from '../src/spiffe/trust-domain.js'
+import { bundlesOf, makeCa, makeSvid, pem } from '../test/helpers/broker-http-fixtures.js'
+import { report } from './lib.js'
+import { run as runVerify } from './_broker-verify.js'
+
+const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
+const TD = 'bench.example'
+const AGENT = `spiffe://${TD}/agent/o1/t1/i1`
+const RS = 'https://rs.bench.example'
+const CONCURRENCY = 8
+
+export async function run(args: string[]): Promise<void> {
+  await tokenExchange(args)
+  await runVerify(args)
+}
+
+async function freePort(): Promise<number> {
+  const s = net.createServer()
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()))
+  const port = (s.address() as net.AddressInfo).port
+  await new Promise<void>((r) => s.close(() => r()))
+  return port
+}
+
+function onPath(cmd: string): boolean {
+  return (process.env.PATH ?? '').split(':').some((d) => {
+    try {
+      readFileSync(join(d, cmd))
+      return true
+    } catch {
+      return false
+    }
+  })
+}
+
+export async function tokenExchange(args: string[]): Promise<void> {
+  const quick = args.includes('--quick')
+  const rounds = quick ? 2 : 3
+  const roundMs = quick ? 1000 : 2000
+  const dir = mkdtempSync(join(tmpdir(), 'wbench-broker-'))
+  const load0 = loadavg()[0]!
+  let broker: RunningBroker | undefined
+  let km: Awaited<ReturnType<typeof createBrokerKeyManager>> | undefined
+  let child: ReturnType<typeof spawn> | undefined
+  try {
+    // The signing key as the quickstart configures it.
+    let keyManager: Record<string, unknown>
+    let keyManagerName: string
+    if (process.env.WARRANT_BENCH_KEY_MANAGER !== 'memory' && onPath('softhsm2-util') && findSoftHsmModule()) {
+      const hsm = await provisionSoftHsm(dir)
+      process.env.SOFTHSM2_CONF = hsm.confPath
+      keyManager = { pkcs11: { module_path: hsm.modulePath, token_label: hsm.tokenLabel, pin_file: hsm.pinFile } }
+      keyManagerName = 'pkcs11 (SoftHSM2)'
+    } else {
+      keyManager = { memory: {} }
+      keyManagerName = process.env.WARRANT_BENCH_KEY_MANAGER === 'memory' ? 'memory (WARRANT_BENCH_KEY_MANAGER=memory)' : 'memory (softhsm2 not installed)'
+    }
+    const ca = await makeCa(TD)
+    const serverSvid = await makeSvid(ca, `spiffe://${TD}/warrant/broker`, { dnsNames: ['localhost'] })
+    const agent = await makeSvid(ca, AGENT)
+    const files = { ca: join(dir, 'ca.pem'), cert: join(dir, 'agent.pem'), key: join(dir, 'agent-key.pem') }
+    writeFileSync(files.ca, pem(ca.certificate))
+    writeFileSync(files.cert, agent.certPem)
+    writeFileSync(files.key, agent.keyPem, { mode: 0o600 })
+    const port = await freePort()
+    const config = toEmbeddedBrokerConfig({ issuer: `https://localhost:${port}`, bind_address: `127.0.0.1:${port}`, key_manager: keyManager, admin_socket_path: join(dir, 'admin.sock') }, dir, dir)!
+    const td = TrustDomain.fromString(TD)
+    const bundles = bundlesOf([ca])
+    const bounds = BoundsSet.parse(td, { '/agent': { scopes: ['tools:read', 'tools:write'], resources: [RS], max_token_ttl: 600 } })
+    const nullFd = openSync('/dev/null', 'w')
+    const log = createLogger({ name: 'warrant-broker-bench', level: 'info', destination: nullFd })
+    km = await createBrokerKeyManager(config.keyManager!, { log, trustDomain: td, dataDir: dir })
+    broker = await startBroker({
+      config,
+      keyManager: km,
+      trust: { localTrustDomain: () => td, bundles: () => bundles, version: () => bundles },
+      jwtBundles: bundles,
+      identity: { current: () => ({ certChainPem: serverSvid.certPem, keyPem: serverSvid.keyPem }), onChange: () => () => undefined },
+      bounds: () => bounds,
+      log,
+    })
+    const task = await broker.service.createTask({ taskId: 'bench-task', agent: AGENT, scopes: ['tools:read'], resources: [RS], ttlSeconds: 3600, maxRenewals: 0 }, 'admin')
+
+    const clientArgs = (process.env.WARRANT_CLIENT_NODE_ARGS ?? '').split(' ').filter(Boolean)
+    const c = spawn(process.execPath, [...clientArgs, '--import', 'tsx', join(REPO_ROOT, 'bench', '_broker-client.ts'), broker.http.endpoints.token, files.ca, files.cert, files.key, task.taskId], {
+      cwd: REPO_ROOT,
+      stdio: ['pipe', 'pipe', 'inherit'],
+    })
+    child = c
+    const lines = createInterface({ input: c.stdout! })[Symbol.asyncIterator]()
+    const read = async <T>(): Promise<T> => {
+      const n = await lines.next()
+      if (n.done) throw new Error('broker client exited')
+      const v = JSON.parse(n.value as string) as T & { error?: string }
+      if (v.error !== undefined) throw new Error(`broker client: ${v.error}`)
+      return v
+    }
+    const send = (o: unknown) => c.stdin!.write(`${JSON.stringify(o)}\n`)
+    await read<{ ready: boolean }>()
+    send({ round: 500, concurrency: CONCURRENCY }) // warm-up: the connections, JIT, the store
+    await read()
+
+    // Baseline operands: an ES256 proof-sized input to verify, a token-sized input to sign.
+    const { privateKey: proofKey, publicKey: proofPub } = generateKeyPairSync('ec', { namedCurve: 'P-256' })
+    const { privateKey: signKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' })
+    const proofInput = Buffer.alloc(330, 0x61)
+    const proofSig = sign('sha256', proofInput, { key: proofKey, dsaEncoding: 'ieee-p1363' })
+    const tokenInput = Buffer.alloc(640, 0x62)
+    const baseline = () => rawCrypto({ ms: roundMs, concurrency: CONCURRENCY, proofPub, proofInput, proofSig, signKey, tokenInput })
+    await rawCrypto({ ms: 300, concurrency: CONCURRENCY, proofPub, proofInput, proofSig, signKey, tokenInput })
+
+    let oursN = 0
+    let oursMs = 0
+    let baseN = 0
+    let baseMs = 0
+    let failed = 0
+    let nonceRetries = 0
+    let selfCpu = 0
+    let clientCpu = 0
+    for (let i = 0; i < rounds; i++) {
+      const b = await baseline()
+      baseN += b.n
+      baseMs += b.ms
+      const s0 = process.cpuUsage()
+      const c0 = cpuMicros(c.pid)
+      send({ round: roundMs, concurrency: CONCURRENCY })
+      const r = await read<{ ok: number; failed: number; nonceRetries: number; ms: number; detail?: string }>()
+      const s1 = process.cpuUsage(s0)
+      selfCpu += s1.user + s1.system
+      clientCpu += cpuMicros(c.pid) - c0
+      if (r.failed > 0) process.stderr.write(`broker: ${r.failed} requests failed: ${r.detail}\n`)
+      oursN += r.ok
+      oursMs += r.ms
+      failed += r.failed
+      nonceRetries += r.nonceRetries
+    }
+    send({ exit: true })
+    await Promise.race([once(c, 'exit'), new Promise((r) => setTimeout(r, 5000).unref())])
+    report('token_exchange_per_s_vs_raw_crypto', (oursN * 1000) / oursMs, (baseN * 1000) / baseMs, 'ops/s', {
+      grant: 'client_credentials',
+      client_auth: 'tls_client_auth',
+      binding: 'DPoP',
+      key_manager: keyManagerName,
+      concurrency: CONCURRENCY,
+      rounds,
+      round_ms: roundMs,
+      tokens: oursN,
+      failed,
+      nonce_retries: nonceRetries,
+      broker_cpu_us_per_token: Math.round(selfCpu / Math.max(1, oursN)),
+      client_cpu_us_per_token: Math.round(clientCpu / Math.max(1, oursN)),
+      load_avg_1m_before: Math.round(load0 * 100) / 100,
+      load_avg_1m_after: Math.round(loadavg()[0]! * 100) / 100,
+      target_ratio: 0.5,
+    })
+  } finally {
+    child?.kill('SIGKILL')
+    await broker?.stop()
+    await km?.close?.()
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+/** `concurrency` chains of (ES256 verify, ES256 sign) on libuv's pool for `ms`; operations and elapsed ms. */
+async function rawCrypto(o: { ms: number; concurrency: number; proofPub: KeyObject; proofInput: Buffer; proofSig: Buffer; signKey: KeyObject; tokenInput: Buffer }): Promise<{ n: number; ms: number }> {
+  const v = () =>
+    new Promise<void>((res, rej) =>
+      verify('sha256', o.proofInput, { key: o.proofPub, dsaEncoding: 'ieee-p1363' }, o.proofSig, (err, ok) => (err ? rej(err) : ok ? res() : rej(new Error('baseline verify failed')))),
+    )
+  const s = () => new Promise<void>((res, rej) => sign('sha256', o.tokenInput, { key: o.signKey, dsaEncoding: 'ieee-p1363' }, (err) => (err ? rej(err) : res())))
+  let n = 0
+  const start = performance.now()
+  const end = start + o.ms
+  const worker = async () => {
+    while (performance.now() < end) {
+      await v()
+      await s()
+      n++
+    }
+  }
+  await Promise.all(Array.from({ length: o.concurrency }, worker))
+  return { n, ms: performance.now() - start }
+}
+
+/** User + system CPU time of a process, in microseconds; 0 when unknown. */
+function cpuMicros(pid: number | undefined): number {
+  if (pid === undefined) return 0
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return ((Number(f[11]) + Number(f[12])) * 1e6) / 100
+  } catch {
+    return 0
+  }
+}

@@ -3,10 +3,13 @@
  * embedded defaults, a demo entry for the current user, and a demo workload
  * that fetches its X.509-SVID and a JWT-SVID and validates the JWT through the
  * Workload API. With swtpm installed the agent attests with a (software) TPM;
- * with softhsm2 installed the CA and JWT keys live in an HSM token.
+ * with softhsm2 installed the CA and JWT keys live in an HSM token. The server
+ * also runs the token broker (`[broker]`, its signing key in the same key
+ * manager), and the broker demo (quickstart-broker.ts) shows a task-scoped,
+ * DPoP-bound token, its renewal and a delegation to a sub-agent.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs'
+import { chmodSync, closeSync, copyFileSync, existsSync, linkSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
@@ -15,12 +18,16 @@ import { loadProto } from '../common/grpc/proto.js'
 import { provisionSoftHsm, findSoftHsmModule } from '../dev/softhsm.js'
 import { adminClient } from './admin-client.js'
 import { startSwtpm, type SwtpmInstance } from '../dev/swtpm.js'
+import { brokerServerToml, freePort, runBrokerDemo, waitForBroker } from './quickstart-broker.js'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
 const CLI = join(ROOT, 'bin', 'warrant.js')
 const TRUST_DOMAIN = 'example.org'
 const DEMO_ID = `spiffe://${TRUST_DOMAIN}/agents/demo/quickstart`
 const DEMO_AUDIENCE = `spiffe://${TRUST_DOMAIN}/svc/demo-api`
+/** The broker demo's resource server and sub-agent (each its own process, told apart by executable path). */
+const DEMO_API_ID = `spiffe://${TRUST_DOMAIN}/svc/demo-resource-server`
+const DEMO_SUB_AGENT_ID = `spiffe://${TRUST_DOMAIN}/agents/demo/sub-agent`
 
 const onPath = (cmd: string) => (process.env.PATH ?? '').split(':').some((d) => d && existsSync(join(d, cmd)))
 
@@ -163,6 +170,22 @@ async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeou
 
 let stopping = false
 
+/**
+ * `path` as a hard link to this node binary (a copy where a link is not
+ * allowed, e.g. across file systems), so that a demo process run through it
+ * has an executable path of its own for the unix workload attestor.
+ */
+function nodeLink(path: string): string {
+  rmSync(path, { force: true })
+  try {
+    linkSync(process.execPath, path)
+  } catch {
+    copyFileSync(process.execPath, path)
+    chmodSync(path, 0o755)
+  }
+  return path
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     args: process.argv.slice(2),
@@ -198,14 +221,17 @@ async function main(): Promise<void> {
   // Key manager: an HSM token (SoftHSM2) when available, else key files.
   const serverEnv: NodeJS.ProcessEnv = {}
   let keyManagerToml: string
+  let brokerKey: string
   if (onPath('softhsm2-util') && findSoftHsmModule()) {
     const hsm = await provisionSoftHsm(dataDir)
     serverEnv.SOFTHSM2_CONF = hsm.confPath
     keyManagerToml = `[plugins.key_manager.pkcs11]\nmodule_path = "${hsm.modulePath}"\ntoken_label = "${hsm.tokenLabel}"\npin_file = "${hsm.pinFile}"\n`
     say(`  key manager       : pkcs11 — CA and JWT keys generated inside SoftHSM token "${hsm.tokenLabel}" (sensitive, not extractable)`)
+    brokerKey = `signing key in SoftHSM token "${hsm.tokenLabel}"`
   } else {
     keyManagerToml = '[plugins.key_manager.disk]\nkeys_path = "keys"\n'
     say('  key manager       : disk (softhsm2 is not installed: `sudo apt-get install softhsm2` puts the CA keys in an HSM token)')
+    brokerKey = `signing key on disk in ${join(serverDir, 'keys')}`
   }
 
   // Node attestation: a TPM (swtpm) when available, else a join token.
@@ -224,6 +250,11 @@ async function main(): Promise<void> {
     say('  node attestation  : join_token (swtpm is not installed: `sudo apt-get install swtpm swtpm-tools` enables TPM attestation)')
   }
 
+  // The broker, embedded in the server: its issuer names its port, so the port is chosen now.
+  const brokerPort = await freePort()
+  const brokerIssuer = `https://localhost:${brokerPort}`
+  const brokerCa = join(serverDir, 'bundle.pem')
+  const brokerAdminSocket = join(serverDir, 'private', 'broker-admin.sock')
   writeFileSync(
     join(serverDir, 'server.toml'),
     [
@@ -233,6 +264,7 @@ async function main(): Promise<void> {
       `data_dir = "${serverDir}"`,
       `socket_path = "${adminSocket}"`,
       '',
+      brokerServerToml({ issuer: brokerIssuer, port: brokerPort, trustDomain: TRUST_DOMAIN, prefix: '/agents/demo/' }),
       keyManagerToml,
       serverAttestorToml,
     ].join('\n'),
@@ -261,6 +293,8 @@ async function main(): Promise<void> {
       throw new Error(msg)
     }).then(() => undefined)
   say(`  server            : ${serverAddr} (admin socket ${adminSocket})`)
+  await waitForBroker(brokerIssuer, readFileSync(brokerCa, 'utf8'), 60_000).catch((err: unknown) => fail(`${(err as Error).message}; see ${server.logFile}`))
+  say(`  broker            : ${brokerIssuer} (embedded in the server, ${brokerKey}; admin socket ${brokerAdminSocket})`)
 
   const entries = adminClient('Entries', adminSocket)
   const agents = adminClient('Agents', adminSocket)
@@ -316,9 +350,26 @@ async function main(): Promise<void> {
     })
     if (r.results[0]?.status.code !== 0) fail(`cannot create the demo entry: ${r.results[0]?.status.message}`)
   }
+  // The broker demo's resource server and sub-agent: the same user, told apart by the executable they run as.
+  const demoBin = join(dataDir, 'demo', 'bin')
+  mkdirSync(demoBin, { recursive: true, mode: 0o700 })
+  const apiExe = nodeLink(join(demoBin, 'warrant-demo-api'))
+  const subAgentExe = nodeLink(join(demoBin, 'warrant-demo-sub-agent'))
+  for (const e of [
+    { spiffe_id: DEMO_API_ID, exe: apiExe, dns_names: ['localhost'] },
+    { spiffe_id: DEMO_SUB_AGENT_ID, exe: subAgentExe, dns_names: [] },
+  ]) {
+    const have = await entries.call<{ entries: unknown[] }>('List', { spiffe_id: e.spiffe_id, parent_id: agentId })
+    if (have.entries.length > 0) continue
+    const r = await entries.call<{ results: { status: { code: number; message: string } }[] }>('BatchCreate', {
+      entries: [{ spiffe_id: e.spiffe_id, parent_id: agentId, selectors: [{ type: 'unix', value: `uid:${uid}` }, { type: 'unix', value: `path:${e.exe}` }], dns_names: e.dns_names, x509_svid_ttl: 3600, jwt_svid_ttl: 300 }],
+    })
+    if (r.results[0]?.status.code !== 0) fail(`cannot create the demo entry ${e.spiffe_id}: ${r.results[0]?.status.message}`)
+  }
   entries.close()
   agents.close()
   say(`  demo entry        : ${DEMO_ID} for unix:uid:${uid}`)
+  say(`  broker demo       : ${DEMO_API_ID} (resource server) and ${DEMO_SUB_AGENT_ID}, each also by unix:path under ${demoBin}`)
 
   // The demo workload: separate processes talking to the Workload API only.
   const env = { SPIFFE_ENDPOINT_SOCKET: `unix://${workloadSocket}` }
@@ -342,13 +393,31 @@ async function main(): Promise<void> {
   say(`  X.509-SVID        : ${x509.spiffe_id}, valid until ${x509.not_after}`)
   say(`  JWT-SVID          : ${DEMO_ID}, audience ${DEMO_AUDIENCE}, expires ${claims.exp ? new Date(claims.exp * 1000).toISOString() : '?'}`)
   say(`  JWT validation    : valid (ValidateJWTSVID returned ${(valid.json as { spiffe_id: string }).spiffe_id})`)
+  await runBrokerDemo({
+    issuer: brokerIssuer,
+    caFile: brokerCa,
+    brokerAdminSocket,
+    workloadSocket,
+    demoId: DEMO_ID,
+    apiId: DEMO_API_ID,
+    subAgentId: DEMO_SUB_AGENT_ID,
+    apiExe,
+    subAgentExe,
+    logDir: join(dataDir, 'demo'),
+    cli: async (args) => (await cli(args, { json: true })).json,
+    say,
+  }).catch((err: unknown) => fail(`broker demo: ${(err as Error).message}`))
   say('')
   say('Try it yourself:')
   say(`  export SPIFFE_ENDPOINT_SOCKET=unix://${workloadSocket}`)
   say('  npx warrant api fetch x509 --write /tmp/svid')
   say(`  npx warrant entry show --socket ${adminSocket}`)
+  say(`  npx warrant task list --socket ${brokerAdminSocket}`)
+  say(`  curl --cacert ${brokerCa} ${brokerIssuer}/.well-known/oauth-authorization-server`)
   say('')
   say(`SPIFFE_ENDPOINT_SOCKET=unix://${workloadSocket}`)
+  say(`WARRANT_BROKER_URL=${brokerIssuer}`)
+  say(`WARRANT_BROKER_CA=${brokerCa}`)
 
   if (values.once) {
     await shutdown()

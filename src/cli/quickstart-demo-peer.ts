@@ -1,0 +1,165 @@
+/**
+ * The quickstart's two demo workloads besides the demo agent, each a process
+ * of its own that the agent tells apart by its executable path (the
+ * quickstart runs them through hard links to node) and that gets its
+ * identity from the Workload API only:
+ *
+ * - `api`: the demo resource server, HTTPS with its X.509-SVID (DNS name
+ *   localhost), every request checked by src/resource-server's middleware
+ *   (`GET /data` needs `demo:read`, `POST /data` needs `demo:write`). Prints
+ *   `{"ready":{"url":...}}` once it listens, serves until SIGTERM.
+ * - `sub-agent`: reads a delegation grant on stdin, redeems it for a token
+ *   bound to its own DPoP key, calls the resource server, tries a route its
+ *   narrower token does not cover and asks the broker for more than it was
+ *   given. Prints `{"result":{...}}` and exits.
+ *
+ * Usage (from the quickstart): `<link to node> --import tsx quickstart-demo-peer.ts <role> <json args>`.
+ */
+import { readFileSync, writeFileSync } from 'node:fs'
+import { createServer, type Server } from 'node:https'
+import type { AddressInfo } from 'node:net'
+import { decodeJwt } from 'jose'
+import { toPemBlock } from '../common/crypto/pem.js'
+import type { Logger } from '../common/log/logger.js'
+import { warrantMiddleware, type WarrantRequest } from '../resource-server/index.js'
+import type { X509Svid } from '../spiffe/x509-svid/x509-svid.js'
+import { X509Source } from '../workload-client/x509-source.js'
+import { DemoOAuthClient, OAuthRefusal, oauthError } from './quickstart-oauth.js'
+
+export interface PeerArgs {
+  /** The SPIFFE ID this process expects from the Workload API. */
+  spiffeId: string
+  socketPath: string
+  issuer: string
+  /** PEM file verifying the broker's (and the resource server's) TLS certificate. */
+  caFile: string
+  /** The resource indicator (RFC 8707) of the demo resource server. */
+  resource: string
+  /** sub-agent: the resource server's URL. */
+  apiUrl?: string
+}
+
+/** What the sub-agent reports. */
+export interface SubAgentResult {
+  spiffeId: string
+  scope: string
+  expiresIn: number
+  act: unknown
+  call: { status: number }
+  widerCall: { status: number; error: string }
+  widerToken: { status: number; error: string }
+}
+
+/** A logger writing JSON lines to stderr (the quickstart sends it to a log file). */
+const stderrLog = (bound: Record<string, unknown> = {}): Logger => {
+  const at = (level: string) => (fields: Record<string, unknown>, msg: string) => process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level, msg, ...bound, ...fields }, (_k, v: unknown) => (v instanceof Error ? v.message : v))}\n`)
+  return { debug: () => {}, info: at('info'), warn: at('warn'), error: at('error'), child: (f) => stderrLog({ ...bound, ...f }) }
+}
+
+/** The X.509 source holding this workload's SVID (waits until the agent serves it). */
+async function sourceFor(a: PeerArgs, log: Logger): Promise<X509Source> {
+  const pick = (svids: readonly X509Svid[]) => {
+    const s = svids.find((x) => x.id.toString() === a.spiffeId)
+    if (!s) throw new Error(`no SVID for ${a.spiffeId} yet`)
+    return s
+  }
+  return X509Source.create({ socketPath: a.socketPath, picker: pick, log, signal: AbortSignal.timeout(90_000) })
+}
+
+function tlsOf(svid: X509Svid): { cert: string; key: string } {
+  return { cert: svid.certificates.map((c) => toPemBlock('CERTIFICATE', c)).join(''), key: svid.privateKey!.export({ type: 'pkcs8', format: 'pem' }) as string }
+}
+
+async function runApi(a: PeerArgs): Promise<void> {
+  const log = stderrLog({ role: 'demo-api' })
+  const source = await sourceFor(a, log)
+  let handle: (req: WarrantRequest, res: import('node:http').ServerResponse) => void = (_req, res) => {
+    res.writeHead(503)
+    res.end()
+  }
+  const server: Server = createServer({ ...tlsOf(source.getX509Svid()), minVersion: 'TLSv1.2' }, (req, res) => handle(req, res))
+  source.on('update', () => server.setSecureContext({ ...tlsOf(source.getX509Svid()), minVersion: 'TLSv1.2' }))
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
+  const origin = `https://localhost:${(server.address() as AddressInfo).port}`
+  const check = warrantMiddleware({
+    issuer: a.issuer,
+    audience: a.resource,
+    jwks: { url: `${a.issuer}/jwks`, caFile: a.caFile },
+    origin,
+    routeScopes: { 'GET /data': ['demo:read'], 'POST /data': ['demo:write'] },
+    log,
+  })
+  handle = (req, res) =>
+    check(req, res, () => {
+      const w = req.warrant!
+      log.info({ method: req.method, sub: w.claims.sub, actor: w.actor, scope: w.claims.scope }, 'Resource request served')
+      res.writeHead(200, { 'content-type': 'application/json' })
+      res.end(JSON.stringify({ ok: true, sub: w.claims.sub, actor: w.actor ?? null, scope: w.claims.scope }))
+    })
+  process.stdout.write(`${JSON.stringify({ ready: { url: origin, spiffeId: source.getX509Svid().id.toString() } })}\n`)
+  const stop = () => {
+    server.close()
+    server.closeAllConnections()
+    void source.close().then(() => process.exit(0))
+  }
+  process.once('SIGTERM', stop)
+  process.once('SIGINT', stop)
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = []
+  for await (const c of process.stdin) chunks.push(c as Buffer)
+  return Buffer.concat(chunks).toString('utf8').trim()
+}
+
+async function runSubAgent(a: PeerArgs): Promise<void> {
+  const log = stderrLog({ role: 'demo-sub-agent' })
+  const grant = await readStdin()
+  const source = await sourceFor(a, log)
+  try {
+    const ca = readFileSync(a.caFile, 'utf8')
+    const client = await DemoOAuthClient.create({ issuer: a.issuer, ca, svid: () => source.getX509Svid() })
+    const t = await client.redeem(grant)
+    const data = `${a.apiUrl}/data`
+    const call = await client.call(data, { method: 'GET', token: t.access_token, ca })
+    const wider = await client.call(data, { method: 'POST', token: t.access_token, ca })
+    let widerToken = { status: 200, error: '' }
+    try {
+      await client.renew(t.access_token, ['demo:read', 'demo:write'])
+    } catch (err) {
+      if (!(err instanceof OAuthRefusal)) throw err
+      widerToken = { status: err.status, error: err.error }
+    }
+    const result: SubAgentResult = {
+      spiffeId: source.getX509Svid().id.toString(),
+      scope: t.scope ?? '',
+      expiresIn: t.expires_in,
+      act: decodeJwt(t.access_token).act,
+      call: { status: call.status },
+      widerCall: { status: wider.status, error: oauthError(wider) },
+      widerToken,
+    }
+    process.stdout.write(`${JSON.stringify({ result })}\n`)
+  } finally {
+    await source.close()
+  }
+}
+
+async function main(): Promise<void> {
+  const [role, json] = process.argv.slice(2)
+  const a = JSON.parse(json ?? '{}') as PeerArgs
+  if (role === 'api') return runApi(a)
+  if (role === 'sub-agent') return runSubAgent(a)
+  throw new Error(`unknown role ${role ?? ''}`)
+}
+
+main().catch((err: unknown) => {
+  const msg = err instanceof OAuthRefusal ? err.message : (err as Error).message
+  process.stdout.write(`${JSON.stringify({ error: msg })}\n`)
+  try {
+    writeFileSync(2, `${(err as Error).stack ?? msg}\n`)
+  } catch {
+    // stderr gone
+  }
+  process.exit(1)
+})

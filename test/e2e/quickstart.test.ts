@@ -1,6 +1,8 @@
 /**
  * The quickstart as a user runs it (`scripts/quickstart.sh`, not --once) in a
- * temporary data dir: once it is up, its server is killed with SIGKILL; the
+ * temporary data dir: once it is up, its broker demo has shown each outcome,
+ * WARRANT_BROKER_CA verifies the broker's certificate on a real TLS
+ * connection (and the system roots do not), and its server is killed with SIGKILL; the
  * quickstart restarts it on the same port, and a workload then gets a
  * JWT-SVID for an audience never asked before (which needs the server) and
  * its X.509-SVID. The same for its agent. Ctrl-C (SIGINT) stops the
@@ -8,6 +10,8 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
+import { get } from 'node:https'
+import { checkServerIdentity, connect, type PeerCertificate } from 'node:tls'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { E2E_REPO, waitFor, warrant } from '../helpers/e2e-cluster.js'
@@ -41,6 +45,46 @@ const alive = (pid: number): boolean => {
   }
 }
 
+/** A TLS handshake with the broker at `url` (127.0.0.1, SNI the URL's host), its certificate verified against `ca` (default: the system roots). */
+function tlsHandshake(url: string, ca?: Buffer): Promise<{ authorized: boolean; error: string | undefined; cert: PeerCertificate }> {
+  const u = new URL(url)
+  return new Promise((resolve, reject) => {
+    const s = connect({ host: '127.0.0.1', port: Number(u.port), servername: u.hostname, rejectUnauthorized: false, ...(ca ? { ca } : {}) }, () => {
+      const authorized = s.authorized
+      const error = s.authorizationError === null ? undefined : String(s.authorizationError)
+      resolve({ authorized, error, cert: s.getPeerCertificate() })
+      s.end()
+    })
+    s.on('error', reject)
+  })
+}
+
+/** GET with TLS verified (certificate chain and host name) against `ca` only. */
+function httpsGet(url: string, ca: Buffer): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    get(url, { ca, agent: false }, (res) => {
+      let body = ''
+      res.on('data', (c: Buffer) => (body += c.toString()))
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
+    }).on('error', reject)
+  })
+}
+
+/** Checks WARRANT_BROKER_CA against the broker on a real connection: verified with it, not without it. */
+async function expectBrokerVerifiedBy(url: string, caFile: string): Promise<void> {
+  const ca = readFileSync(caFile)
+  const ok = await tlsHandshake(url, ca)
+  expect(ok.error).toBeUndefined()
+  expect(ok.authorized).toBe(true)
+  expect(checkServerIdentity(new URL(url).hostname, ok.cert)).toBeUndefined()
+  expect(ok.cert.subjectaltname).toContain('URI:spiffe://example.org/warrant/broker')
+  const untrusted = await tlsHandshake(url)
+  expect(untrusted.authorized).toBe(false)
+  const meta = await httpsGet(`${url}/.well-known/oauth-authorization-server`, ca)
+  expect(meta.status).toBe(200)
+  expect((JSON.parse(meta.body) as { issuer: string }).issuer).toBe(url)
+}
+
 describe('quickstart (scripts/quickstart.sh, kept running)', () => {
   const tmp = tempDir('wq-')
   const dataDir = join(tmp.dir, 'qs')
@@ -56,7 +100,7 @@ describe('quickstart (scripts/quickstart.sh, kept running)', () => {
     tmp.cleanup()
   })
 
-  it('restarts its server (and its agent) after SIGKILL; a workload then gets SVIDs again; SIGINT stops everything', async () => {
+  it('runs the broker demo and prints the broker lines; restarts its server (and its agent) after SIGKILL; a workload then gets SVIDs again; SIGINT stops everything', async () => {
     qs = spawn('bash', [join(E2E_REPO, 'scripts', 'quickstart.sh'), '--data-dir', dataDir], { cwd: E2E_REPO, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env } })
     const keep = (d: Buffer) => (out += d.toString())
     qs.stdout!.on('data', keep)
@@ -71,6 +115,23 @@ describe('quickstart (scripts/quickstart.sh, kept running)', () => {
       { timeoutMs: 240_000, hint: () => out },
     )
     const env = { SPIFFE_ENDPOINT_SOCKET: `unix://${socket}` }
+
+    // The broker: its issuer and a CA file that verifies its certificate, then the demo's outcomes.
+    const brokerUrl = /^WARRANT_BROKER_URL=(https:\/\/localhost:\d+)$/m.exec(out)?.[1]
+    const brokerCa = /^WARRANT_BROKER_CA=(.+)$/m.exec(out)?.[1]
+    expect(brokerUrl, out).toBeDefined()
+    expect(brokerCa, out).toBeDefined()
+    expect(existsSync(brokerCa!)).toBe(true)
+    await expectBrokerVerifiedBy(brokerUrl!, brokerCa!)
+    expect(out).toMatch(/^ {2}token {13}: DPoP-bound \(cnf\.jkt [^)]+\), scope "demo:read demo:write", expires in \d+ s$/m)
+    expect(out).toMatch(/^ {2}call with its key : GET \/data → 200$/m)
+    expect(out).toMatch(/^ {2}without its key {3}: same token as a bearer → 401 \w+; with another key's proof → 401 \w+$/m)
+    expect(out).toMatch(/^ {2}renewed {11}: new token, same key, .*; GET \/data → 200$/m)
+    expect(out).toMatch(/^ {2}delegated {9}: scope "demo:read" to spiffe:\/\/example\.org\/agents\/demo\/sub-agent /m)
+    expect(out).toMatch(/^ {2}sub-agent call {4}: GET \/data → 200$/m)
+    expect(out).toMatch(/^ {2}sub-agent wider {3}: POST \/data \(needs demo:write\) → 403 insufficient_scope; asking the broker for demo:write → 400 invalid_scope$/m)
+    // The demo's resource server and sub-agent are gone once the demo is done.
+    expect(childrenOf(qs.pid!).filter((p) => /quickstart-demo-peer/.test(cmdline(p)))).toEqual([])
     const serverPid = () => childrenOf(qs!.pid!).find((p) => / server run /.test(cmdline(p)))
     const agentPid = childrenOf(qs!.pid!).find((p) => / agent run /.test(cmdline(p)))
     const first = serverPid()
@@ -97,6 +158,9 @@ describe('quickstart (scripts/quickstart.sh, kept running)', () => {
     const x509 = await warrant(['api', 'fetch', 'x509', '--output', 'json'], { env })
     expect(x509.code, x509.stderr).toBe(0)
     expect((JSON.parse(x509.stdout) as { svids: { spiffe_id: string }[] }).svids.map((s) => s.spiffe_id)).toContain('spiffe://example.org/agents/demo/quickstart')
+    // The broker restarted with its server, on the same issuer, still verified by the same CA file.
+    await waitFor('the broker after the server restart', async () => (await httpsGet(`${brokerUrl!}/.well-known/oauth-authorization-server`, readFileSync(brokerCa!)).catch(() => ({ status: 0 }))).status === 200, { timeoutMs: 60_000, hint: () => out })
+    await expectBrokerVerifiedBy(brokerUrl!, brokerCa!)
 
     // The agent is kept running too: killed, it comes back on its persisted SVID and serves again.
     process.kill(agentPid!, 'SIGKILL')

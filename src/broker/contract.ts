@@ -29,6 +29,10 @@ export interface TokenRequest {
   readonly grantType: string
   readonly subjectToken?: string
   readonly subjectTokenType?: string
+  /**
+   * RFC 8693 §2.1 actor token: with a delegation grant as subject_token, a token of the actor's own (its
+   * JWT-SVID, or its own broker access token) whose subject must be the authenticated client.
+   */
   readonly actorToken?: string
   readonly actorTokenType?: string
   readonly requestedTokenType?: string

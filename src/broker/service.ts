@@ -60,6 +60,11 @@ const MAX_LIST = 256
 const NAME = /^[A-Za-z0-9._-]{1,128}$/
 const SCOPE_TOKEN = /^[\x21\x23-\x5B\x5D-\x7E]+$/
 const MAX_RENEWALS_LIMIT = 100_000
+/**
+ * RFC 8693 §2.1 `actor_token_type`s accepted: the actor's JWT-SVID (`...:jwt`, or SPIFFE's `...:jwt-svid`), or
+ * a broker access token of the actor's own (`...:access_token`, or `...:jwt` with JOSE `typ` at+jwt).
+ */
+const ACTOR_TOKEN_TYPES: ReadonlySet<string> = new Set([TOKEN_TYPE.jwt, TOKEN_TYPE.jwtSvid, TOKEN_TYPE.accessToken])
 
 /** Matches a SPIFFE ID against a list of IDs and prefixes ending in `/`. */
 function matchesList(list: readonly string[], id: string): boolean {
@@ -208,7 +213,10 @@ export class BrokerServiceImpl implements BrokerService {
     if (!req.subjectToken || !req.subjectTokenType) this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'subject_token and subject_token_type are required', 'missing subject token')
     if (req.actorToken !== undefined && req.actorTokenType === undefined) this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'actor_token_type is required with actor_token', 'actor token without type')
     if (req.actorToken === undefined && req.actorTokenType !== undefined) this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'actor_token_type without actor_token', 'actor token type without token')
-    if (req.actorToken !== undefined) this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'actor_token is not supported; delegate with a may_act grant', 'actor token sent')
+    if (req.actorToken !== undefined) {
+      if (!ACTOR_TOKEN_TYPES.has(req.actorTokenType!)) this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'unsupported actor_token_type', `actor_token_type ${String(req.actorTokenType).slice(0, 100)}`)
+      if (req.actorToken.length > MAX_TOKEN_LENGTH) this.#refuse(ctx, 'ERR_GRANT_INVALID', 'invalid actor_token', 'actor token too large')
+    }
     if (req.subjectToken.length > MAX_TOKEN_LENGTH) this.#refuse(ctx, 'ERR_GRANT_INVALID', 'invalid subject_token', 'subject token too large')
     const type = req.subjectTokenType
     let own: boolean
@@ -229,6 +237,7 @@ export class BrokerServiceImpl implements BrokerService {
         this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'unsupported requested_token_type', 'requested_token_type for a JWT-SVID exchange')
       }
       if (req.mayAct !== undefined) this.#refuse(ctx, 'ERR_DELEGATION_INVALID', 'delegation needs a broker token', 'may_act with a JWT-SVID subject token')
+      if (req.actorToken !== undefined) this.#refuse(ctx, 'ERR_DELEGATION_INVALID', 'delegation needs a broker token', 'actor_token with a JWT-SVID subject token')
       let svidId: string
       try {
         const svid = await validateJwtSvid(req.subjectToken, this.#deps.jwtBundles, {
@@ -254,6 +263,12 @@ export class BrokerServiceImpl implements BrokerService {
     if (rec.revokedAt !== undefined) this.#refuse(c, 'ERR_GRANT_INVALID', 'invalid subject_token', 'subject token is revoked')
     const task = rec.taskId !== undefined ? this.#liveTask(c, rec.taskId, now) : undefined
     if (rec.kind === 'grant') return this.#redeemGrant(c, req, binding, rec, task, now)
+    if (req.actorToken !== undefined) {
+      // RFC 8693 delegation straight from an access token would let anyone who copied a key-bound token (but not
+      // its key) turn it into a token bound to their own key: the holder delegates by a may_act grant instead,
+      // proving its key, and the actor presents that grant (which names it in may_act) with its actor_token.
+      this.#refuse(c, 'ERR_DELEGATION_INVALID', 'delegation not allowed', 'actor_token with an access token as subject_token: the subject token must be a may_act delegation grant')
+    }
     if (req.mayAct !== undefined) return this.#delegationGrant(c, req, binding, rec, task, now)
     return this.#renew(c, req, binding, rec, task, now)
   }
@@ -364,14 +379,14 @@ export class BrokerServiceImpl implements BrokerService {
   }
 
   /** Same key as the token's `cnf` (renewal and grant requests: proof of possession by the holder). */
-  #sameKey(ctx: Ctx, binding: KeyBinding, rec: TokenRecord): void {
+  #sameKey(ctx: Ctx, binding: KeyBinding, rec: TokenRecord, what: 'subject_token' | 'actor_token' = 'subject_token'): void {
     const ok =
       rec.cnfJkt !== undefined
         ? binding.kind === 'dpop' && binding.jkt === rec.cnfJkt
         : rec.cnfX5t !== undefined
           ? binding.kind === 'mtls' && binding.x5tS256 === rec.cnfX5t && ctx.client.certDer !== undefined && createHash('sha256').update(ctx.client.certDer).digest('base64url') === rec.cnfX5t
           : binding.kind === 'bearer'
-    if (!ok) this.#refuse(ctx, 'ERR_GRANT_INVALID', 'invalid subject_token', 'proof is not of the key the subject token is bound to', { binding: binding.kind })
+    if (!ok) this.#refuse(ctx, 'ERR_GRANT_INVALID', `invalid ${what}`, `proof is not of the key the ${what.replace('_', ' ')} is bound to`, { binding: binding.kind })
   }
 
   #expiry(ctx: Ctx, now: number, ceilings: readonly Ceiling[], cap: number, ttl = this.#o.defaultTokenTtlSeconds): number {
@@ -462,16 +477,7 @@ export class BrokerServiceImpl implements BrokerService {
     if (!SpiffeId.isValid(mayAct)) this.#refuse(c, 'ERR_DELEGATION_INVALID', 'may_act must be a SPIFFE ID', 'may_act is not a SPIFFE ID')
     if (rec.clientId !== ctx.client.spiffeId) this.#refuse(c, 'ERR_GRANT_INVALID', 'invalid subject_token', 'grant request by another client', { token_client: rec.clientId })
     this.#sameKey(c, binding, rec)
-    if (mayAct === rec.sub || rec.actors.includes(mayAct)) this.#refuse(c, 'ERR_DELEGATION_INVALID', 'delegation not allowed', 'may_act is already in the chain')
-    const holder = rec.actors[0] ?? rec.sub
-    const subCeiling = await this.#ceiling(rec.sub)
-    const holderCeiling = holder === rec.sub ? subCeiling : await this.#ceiling(holder)
-    const depth = rec.depth + 1
-    for (const ceil of holder === rec.sub ? [subCeiling] : [subCeiling, holderCeiling]) {
-      const f = checkCeiling(ceil, { delegationDepth: depth, delegateTo: mayAct })
-      if (f) this.#refuse(c, 'ERR_DELEGATION_INVALID', 'delegation not allowed', describeCeilingFailure(f), { depth, prefixes: ceil.prefixes })
-    }
-    const ceilings = holder === rec.sub ? [subCeiling] : [subCeiling, holderCeiling]
+    const ceilings = await this.#checkDelegation(c, rec, mayAct)
     const scopes = this.#scopes(c, req.scopes, intersect(rec.scopes, ...(task ? [task.scopes] : []), ...ceilings.map((x) => x.scopes)))
     const targets = this.#targets(c, req, intersect(rec.audiences, ...(task ? [task.resources] : []), ...ceilings.map((x) => x.resources)))
     const details = this.#details(c, req.authorizationDetails, rec.authorizationDetails)
@@ -488,6 +494,60 @@ export class BrokerServiceImpl implements BrokerService {
     })
   }
 
+  /**
+   * May the holder of a token with this chain delegate to `actor` (not already in the chain, depth within the
+   * subject's and the holder's `max_delegation_depth`, `actor` under their `may_delegate_to`)? Checked when a
+   * grant is issued and again, against the ceilings of the moment, when it is redeemed. Returns those ceilings.
+   */
+  async #checkDelegation(c: Ctx, chain: Pick<TokenRecord, 'sub' | 'actors' | 'depth'>, actor: string): Promise<Ceiling[]> {
+    if (actor === chain.sub || chain.actors.includes(actor)) this.#refuse(c, 'ERR_DELEGATION_INVALID', 'delegation not allowed', 'may_act is already in the chain')
+    const holder = chain.actors[0] ?? chain.sub
+    const subCeiling = await this.#ceiling(chain.sub)
+    const ceilings = holder === chain.sub ? [subCeiling] : [subCeiling, await this.#ceiling(holder)]
+    const depth = chain.depth + 1
+    for (const ceil of ceilings) {
+      const f = checkCeiling(ceil, { delegationDepth: depth, delegateTo: actor })
+      if (f) this.#refuse(c, 'ERR_DELEGATION_INVALID', 'delegation not allowed', describeCeilingFailure(f), { depth, prefixes: ceil.prefixes })
+    }
+    return ceilings
+  }
+
+  /**
+   * RFC 8693 §2.1 `actor_token`: a token of the actor's own, whose subject must be the authenticated client
+   * (so the client shows it holds it): its JWT-SVID for this broker, or a live broker access token issued to it
+   * directly (not delegated) and bound to the key this request proves.
+   */
+  async #checkActorToken(ctx: Ctx, req: TokenRequest, binding: KeyBinding, now: number): Promise<void> {
+    const token = req.actorToken!
+    let type = req.actorTokenType!
+    if (type === TOKEN_TYPE.jwt) {
+      let typ: unknown
+      try {
+        typ = decodeProtectedHeader(token).typ
+      } catch {
+        this.#refuse(ctx, 'ERR_GRANT_INVALID', 'invalid actor_token', 'actor token header is not JOSE')
+      }
+      type = typ === ACCESS_TOKEN_TYP ? TOKEN_TYPE.accessToken : TOKEN_TYPE.jwtSvid
+    }
+    let actor: string
+    if (type === TOKEN_TYPE.accessToken) {
+      const v = await this.#verifyOwn(token, now, true)
+      if (!v || v.record.kind !== 'access' || v.record.revokedAt !== undefined) return this.#refuse(ctx, 'ERR_GRANT_INVALID', 'invalid actor_token', 'actor token is not a live broker access token')
+      if (v.record.actors.length > 0) this.#refuse(ctx, 'ERR_GRANT_INVALID', 'invalid actor_token', 'actor token is a delegated token', { actor_jti: v.record.jti })
+      this.#sameKey(ctx, binding, v.record, 'actor_token')
+      actor = v.record.sub
+    } else {
+      try {
+        const svid = await validateJwtSvid(token, this.#deps.jwtBundles, { audience: this.issuer, now: new Date(this.#clock.now()), leewaySeconds: this.#o.leewaySeconds })
+        actor = svid.id.toString()
+      } catch (err) {
+        if (!(err instanceof IdentityError)) throw err
+        return this.#refuse(ctx, 'ERR_GRANT_INVALID', 'invalid actor_token', `JWT-SVID actor token: ${err.code}: ${err.message}`)
+      }
+    }
+    if (actor !== ctx.client.spiffeId) this.#refuse(ctx, 'ERR_GRANT_INVALID', 'invalid actor_token', 'actor token subject is not the authenticated client', { actor })
+  }
+
   async #redeemGrant(ctx: Ctx, req: TokenRequest, binding: KeyBinding, grant: TokenRecord, task: Task | undefined, now: number): Promise<TokenResponse> {
     if (req.requestedTokenType !== undefined && req.requestedTokenType !== TOKEN_TYPE.accessToken) {
       this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'unsupported requested_token_type', 'requested_token_type on grant redemption')
@@ -495,18 +555,16 @@ export class BrokerServiceImpl implements BrokerService {
     if (req.mayAct !== undefined) this.#refuse(ctx, 'ERR_DELEGATION_INVALID', 'a grant is exchanged for an access token first', 'may_act with a grant')
     if (req.taskId !== undefined && req.taskId !== grant.taskId) this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'task_id does not match the subject token', 'task_id differs on redemption')
     if (grant.mayAct !== ctx.client.spiffeId) this.#refuse(ctx, 'ERR_DELEGATION_INVALID', 'delegation not allowed', 'client is not may_act.sub of the grant', { may_act: grant.mayAct })
+    if (req.actorToken !== undefined) await this.#checkActorToken(ctx, req, binding, now)
     const used = this.store.grantUse(grant.jti)
     if (used) this.#refuse(ctx, 'ERR_GRANT_INVALID', 'invalid subject_token', 'grant already used', { used_by: used.usedBy, issued_jti: used.issuedJti })
     const parent = grant.parentJti !== undefined ? this.store.getToken(grant.parentJti) : undefined
     if (!parent || parent.revokedAt !== undefined) this.#refuse(ctx, 'ERR_GRANT_INVALID', 'invalid subject_token', 'delegating token is revoked or gone')
     const actor = ctx.client.spiffeId
-    const subCeiling = await this.#ceiling(grant.sub)
-    const actorCeiling = await this.#ceiling(actor)
-    const ceilings = [subCeiling, actorCeiling]
+    const [subCeiling] = await this.#checkDelegation(ctx, grant, actor)
+    const ceilings = [subCeiling!, await this.#ceiling(actor)]
     const actors = [actor, ...grant.actors]
     const depth = grant.depth + 1
-    const f = checkCeiling(subCeiling, { delegationDepth: depth })
-    if (f) this.#refuse(ctx, 'ERR_DELEGATION_INVALID', 'delegation not allowed', describeCeilingFailure(f), { depth })
     const scopes = this.#scopes(ctx, req.scopes, intersect(grant.scopes, ...(task ? [task.scopes] : []), ...ceilings.map((x) => x.scopes)))
     const targets = this.#targets(ctx, req, intersect(grant.resources, ...(task ? [task.resources] : []), ...ceilings.map((x) => x.resources)))
     const details = this.#details(ctx, req.authorizationDetails, grant.authorizationDetails)

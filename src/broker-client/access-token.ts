@@ -59,7 +59,7 @@ export class AccessToken implements TokenFields {
     return typeof this.claims.jti === 'string' ? this.claims.jti : undefined
   }
 
-  /** Seconds of lifetime the broker granted. */
+  /** Lifetime the broker granted (ms). */
   get ttlMs(): number {
     return this.expiresAt - this.receivedAt
   }

@@ -243,7 +243,7 @@ export class BrokerClient {
       receivedAt: now,
       expiresAt: now + exp * 1000,
     })
-    this.#log.debug({ [F.JTI]: token.jti, token_type: tokenType, expires_in: exp }, `Broker ${what} succeeded`)
+    this.#log.debug({ endpoint: what, [F.JTI]: token.jti, token_type: tokenType, expires_in: exp }, 'Broker token received')
     return token
   }
 

@@ -102,25 +102,33 @@ export function httpsTransport(o: HttpsTransportOptions = {}): HttpsTransport {
       const body = req.body === undefined ? undefined : typeof req.body === 'string' ? Buffer.from(req.body, 'utf8') : Buffer.from(req.body)
       const headers = { ...req.headers, ...(body !== undefined ? { 'content-length': String(body.length) } : {}) }
       const opts = { method: req.method, headers, timeout: timeoutMs, ...(req.signal ? { signal: req.signal } : {}) }
+      let settled = false
+      const fail = (err: unknown): void => {
+        if (settled) return
+        settled = true
+        if (err instanceof IdentityError) reject(err)
+        else reject(new IdentityError('ERR_UNAVAILABLE', `broker-client: ${u.host} unreachable: ${(err as Error)?.message ?? String(err)}`, { cause: err }))
+      }
       const onRes = (res: http.IncomingMessage) => {
         const chunks: Buffer[] = []
         let size = 0
         res.on('data', (c: Buffer) => {
           size += c.length
           if (size > maxBytes) {
-            r.destroy(new IdentityError('ERR_REQUEST_MALFORMED', 'broker-client: response body too large'))
+            fail(new IdentityError('ERR_REQUEST_MALFORMED', 'broker-client: response body too large'))
+            r.destroy()
             return
           }
           chunks.push(c)
         })
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }))
+        res.on('end', () => {
+          if (settled) return
+          settled = true
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) })
+        })
         res.on('error', fail)
       }
       const r = u.protocol === 'https:' ? https.request(u, { ...opts, agent: agentFor() }, onRes) : http.request(u, opts, onRes)
-      function fail(err: unknown) {
-        if (err instanceof IdentityError) reject(err)
-        else reject(new IdentityError('ERR_UNAVAILABLE', `broker-client: ${u.host} unreachable: ${(err as Error)?.message ?? String(err)}`, { cause: err }))
-      }
       r.on('timeout', () => r.destroy(new Error('timed out')))
       r.on('error', fail)
       r.end(body)

@@ -18,6 +18,27 @@
  *     Whether the process of a pidfd has exited (poll(2) reports it readable).
  *     While it has not, its pid cannot name any other process.
  *
+ *   procEventsOpen(): number
+ *     A non-blocking, close-on-exec NETLINK_CONNECTOR socket subscribed to
+ *     the kernel's process events (CN_IDX_PROC, PROC_CN_MCAST_LISTEN). It
+ *     returns only once the kernel acknowledged the subscription: a kernel
+ *     that ignores it (a listener outside the initial user or pid namespace)
+ *     or refuses it (EPERM without CAP_NET_ADMIN on older kernels) throws, as
+ *     does one without the connector (EPROTONOSUPPORT). Once acknowledged,
+ *     the subscription is narrowed to exec, uid and gid events where the
+ *     kernel can filter (Linux 6.6+; older kernels ignore that request and
+ *     keep sending every event).
+ *   procEventsDrain(fd: number): { tgids: number[], overflow: boolean }
+ *     Reads every event queued on that socket without blocking: the thread
+ *     group ids of the processes that exec'd (PROC_EVENT_EXEC) or changed a
+ *     uid or gid (PROC_EVENT_UID, PROC_EVENT_GID). The kernel sends them
+ *     inside the execve/setuid-family call, after the change, so an event of
+ *     a call that has returned is queued before any later drain. `overflow`
+ *     is true when events were lost (ENOBUFS: the socket's queue was full) or
+ *     a message came truncated: the caller must then assume any process changed.
+ *   procEventsClose(fd: number): void
+ *     Unsubscribes (PROC_CN_MCAST_IGNORE) and closes the socket.
+ *
  * Throws an Error whose `code` is the errno name ("EBADF", "ENOTSOCK",
  * "ENOPROTOOPT" from a kernel without SO_PEERPIDFD, "ENOSYS" without
  * pidfd_open, "ESRCH", ...) when the system call fails.
@@ -31,7 +52,11 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
+#include <time.h>
 #include <unistd.h>
+#include <linux/cn_proc.h>
+#include <linux/connector.h>
+#include <linux/netlink.h>
 #include <node_api.h>
 
 /* Older C library headers lack these; the numbers are the kernel's ABI. */
@@ -67,6 +92,13 @@ static const char *errno_name(int e) {
     case ENFILE: return "ENFILE";
     case ENOMEM: return "ENOMEM";
     case ERANGE: return "ERANGE";
+    case EPERM: return "EPERM";
+    case EACCES: return "EACCES";
+    case EPROTONOSUPPORT: return "EPROTONOSUPPORT";
+    case EAFNOSUPPORT: return "EAFNOSUPPORT";
+    case ENOBUFS: return "ENOBUFS";
+    case ETIMEDOUT: return "ETIMEDOUT";
+    case ENOENT: return "ENOENT";
     default: return "EIO";
   }
 }
@@ -244,6 +276,261 @@ static napi_value get_peer_groups(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* ---- process events connector ---- */
+
+/* Linux 6.6+ (uapi cn_proc.h): a LISTEN request that also names the events wanted. */
+struct warrant_proc_input {
+  uint32_t mcast_op;
+  uint32_t event_type;
+};
+
+/* Sends one connector message to the proc connector: `data` of `len` bytes, with `ack` as cn_msg.ack. */
+static int proc_cn_send(int fd, const void *data, uint16_t len, uint32_t ack) {
+  union {
+    char buf[NLMSG_SPACE(sizeof(struct cn_msg) + sizeof(struct warrant_proc_input))];
+    struct nlmsghdr align;
+  } u;
+  memset(&u, 0, sizeof(u));
+  struct nlmsghdr *nlh = (struct nlmsghdr *)u.buf;
+  struct cn_msg *cn = (struct cn_msg *)NLMSG_DATA(nlh);
+  nlh->nlmsg_len = NLMSG_LENGTH(sizeof(struct cn_msg) + len);
+  nlh->nlmsg_type = NLMSG_DONE;
+  nlh->nlmsg_pid = 0;
+  cn->id.idx = CN_IDX_PROC;
+  cn->id.val = CN_VAL_PROC;
+  cn->seq = ack;
+  cn->ack = ack;
+  cn->len = len;
+  memcpy(cn->data, data, len);
+  struct sockaddr_nl to;
+  memset(&to, 0, sizeof(to));
+  to.nl_family = AF_NETLINK;
+  ssize_t r;
+  do {
+    r = sendto(fd, u.buf, nlh->nlmsg_len, 0, (struct sockaddr *)&to, sizeof(to));
+  } while (r < 0 && errno == EINTR);
+  return r < 0 ? -1 : 0;
+}
+
+/* What one received connector message says. */
+enum proc_msg_kind { PM_OTHER, PM_CHANGE, PM_ACK };
+
+/* Reads the proc event in one netlink message (`len` bytes at `p`). */
+static enum proc_msg_kind proc_msg(const char *p, size_t len, int32_t *tgid, uint32_t *ack, uint32_t *err) {
+  if (len < NLMSG_HDRLEN + sizeof(struct cn_msg)) return PM_OTHER;
+  struct nlmsghdr nlh;
+  memcpy(&nlh, p, sizeof(nlh));
+  if (nlh.nlmsg_type == NLMSG_ERROR || nlh.nlmsg_type == NLMSG_NOOP) return PM_OTHER;
+  struct cn_msg cn;
+  memcpy(&cn, p + NLMSG_HDRLEN, sizeof(cn));
+  if (cn.id.idx != CN_IDX_PROC || cn.id.val != CN_VAL_PROC) return PM_OTHER;
+  const char *ev = p + NLMSG_HDRLEN + sizeof(struct cn_msg);
+  size_t evlen = len - NLMSG_HDRLEN - sizeof(struct cn_msg);
+  if (cn.len < evlen) evlen = cn.len;
+  /* what (u32), cpu (u32), timestamp_ns (u64), then event_data */
+  if (evlen < 16 + 8) return PM_OTHER;
+  uint32_t what;
+  memcpy(&what, ev, sizeof(what));
+  switch (what) {
+    case PROC_EVENT_NONE:
+      memcpy(err, ev + 16, sizeof(*err));
+      *ack = cn.ack;
+      return PM_ACK;
+    case PROC_EVENT_EXEC:
+    case PROC_EVENT_UID:
+    case PROC_EVENT_GID:
+      /* exec, id: process_pid then process_tgid */
+      memcpy(tgid, ev + 16 + 4, sizeof(*tgid));
+      return PM_CHANGE;
+    default:
+      return PM_OTHER;
+  }
+}
+
+static int64_t monotonic_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static napi_value proc_events_open(napi_env env, napi_callback_info info) {
+  (void)info;
+  int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_CONNECTOR);
+  if (fd < 0) return throw_errno(env, "socket(NETLINK_CONNECTOR)", errno);
+  /* A large queue: events wait there between Workload API calls. Root may exceed rmem_max. */
+  int rcvbuf = 4 * 1024 * 1024;
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf)) != 0) {
+    (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+  }
+  struct sockaddr_nl addr;
+  memset(&addr, 0, sizeof(addr));
+  addr.nl_family = AF_NETLINK;
+  addr.nl_groups = CN_IDX_PROC;
+  addr.nl_pid = 0; /* the kernel assigns a port id */
+  if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0) {
+    int e = errno;
+    close(fd);
+    return throw_errno(env, "bind(CN_IDX_PROC)", e);
+  }
+  /* The classic 4-byte LISTEN (every event), which every kernel acknowledges. */
+  uint32_t ack = (uint32_t)getpid() ^ (uint32_t)monotonic_ms() ^ 0x5741u;
+  uint32_t op = PROC_CN_MCAST_LISTEN;
+  if (proc_cn_send(fd, &op, sizeof(op), ack) != 0) {
+    int e = errno;
+    close(fd);
+    return throw_errno(env, "send(PROC_CN_MCAST_LISTEN)", e);
+  }
+  /* The acknowledgement is normally queued before send returns; wait at most 500 ms. */
+  char buf[1024] __attribute__((aligned(8)));
+  int64_t deadline = monotonic_ms() + 500;
+  for (;;) {
+    ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    if (n < 0) {
+      int e = errno;
+      if (e == EINTR || e == ENOBUFS) continue;
+      if (e != EAGAIN && e != EWOULDBLOCK) {
+        close(fd);
+        return throw_errno(env, "recv(proc connector)", e);
+      }
+      int64_t left = deadline - monotonic_ms();
+      if (left <= 0) {
+        close(fd);
+        napi_throw_error(env, "ETIMEDOUT",
+                         "the kernel did not acknowledge the process events subscription (a listener outside the initial pid or user namespace is ignored)");
+        return NULL;
+      }
+      struct pollfd p = {.fd = fd, .events = POLLIN, .revents = 0};
+      (void)poll(&p, 1, (int)left);
+      continue;
+    }
+    size_t left = (size_t)n;
+    const char *at = buf;
+    int done = 0;
+    while (left >= NLMSG_HDRLEN) {
+      struct nlmsghdr h;
+      memcpy(&h, at, sizeof(h));
+      if (h.nlmsg_len < NLMSG_HDRLEN || h.nlmsg_len > left) break;
+      int32_t tgid;
+      uint32_t got_ack = 0, err = 0;
+      if (proc_msg(at, h.nlmsg_len, &tgid, &got_ack, &err) == PM_ACK && got_ack == ack + 1) {
+        if (err != 0) {
+          close(fd);
+          return throw_errno(env, "PROC_CN_MCAST_LISTEN", (int)err);
+        }
+        done = 1;
+        break;
+      }
+      size_t step = NLMSG_ALIGN(h.nlmsg_len);
+      if (step > left) break;
+      at += step;
+      left -= step;
+    }
+    if (done) break;
+  }
+  /* Narrow to the events we read (Linux 6.6+). Older kernels ignore a request of this size. */
+  struct warrant_proc_input in = {.mcast_op = PROC_CN_MCAST_LISTEN, .event_type = PROC_EVENT_EXEC | PROC_EVENT_UID | PROC_EVENT_GID};
+  (void)proc_cn_send(fd, &in, sizeof(in), ack + 2);
+  return make_fd(env, fd);
+}
+
+#define DRAIN_BATCH 64
+#define DRAIN_MSG 256
+
+static napi_value proc_events_drain(napi_env env, napi_callback_info info) {
+  int32_t fd = fd_arg(env, info, "procEventsDrain");
+  if (fd < 0) return NULL;
+  char bufs[DRAIN_BATCH][DRAIN_MSG] __attribute__((aligned(8)));
+  struct mmsghdr msgs[DRAIN_BATCH];
+  struct iovec iovs[DRAIN_BATCH];
+  int32_t stack_tgids[128];
+  int32_t *tgids = stack_tgids;
+  size_t ntgids = 0, cap = sizeof(stack_tgids) / sizeof(stack_tgids[0]);
+  int overflow = 0;
+  for (;;) {
+    for (int i = 0; i < DRAIN_BATCH; i++) {
+      iovs[i].iov_base = bufs[i];
+      iovs[i].iov_len = DRAIN_MSG;
+      memset(&msgs[i].msg_hdr, 0, sizeof(msgs[i].msg_hdr));
+      msgs[i].msg_hdr.msg_iov = &iovs[i];
+      msgs[i].msg_hdr.msg_iovlen = 1;
+      msgs[i].msg_len = 0;
+    }
+    int n = recvmmsg(fd, msgs, DRAIN_BATCH, MSG_DONTWAIT, NULL);
+    if (n < 0) {
+      int e = errno;
+      if (e == EINTR) continue;
+      if (e == ENOBUFS) {
+        overflow = 1; /* events were dropped; the queue goes on after this report */
+        continue;
+      }
+      if (e == EAGAIN || e == EWOULDBLOCK) break;
+      if (tgids != stack_tgids) free(tgids);
+      return throw_errno(env, "recvmmsg(proc connector)", e);
+    }
+    for (int i = 0; i < n; i++) {
+      if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
+        overflow = 1;
+        continue;
+      }
+      size_t left = msgs[i].msg_len;
+      const char *at = bufs[i];
+      while (left >= NLMSG_HDRLEN) {
+        struct nlmsghdr h;
+        memcpy(&h, at, sizeof(h));
+        if (h.nlmsg_len < NLMSG_HDRLEN || h.nlmsg_len > left) {
+          overflow = 1; /* malformed: assume the worst */
+          break;
+        }
+        int32_t tgid = 0;
+        uint32_t ack = 0, err = 0;
+        if (proc_msg(at, h.nlmsg_len, &tgid, &ack, &err) == PM_CHANGE) {
+          if (ntgids == cap) {
+            size_t ncap = cap * 2;
+            int32_t *bigger = malloc(ncap * sizeof(int32_t));
+            if (bigger == NULL) {
+              overflow = 1; /* cannot keep them all: report as lost */
+              break;
+            }
+            memcpy(bigger, tgids, ntgids * sizeof(int32_t));
+            if (tgids != stack_tgids) free(tgids);
+            tgids = bigger;
+            cap = ncap;
+          }
+          tgids[ntgids++] = tgid;
+        }
+        size_t step = NLMSG_ALIGN(h.nlmsg_len);
+        if (step >= left) break;
+        at += step;
+        left -= step;
+      }
+    }
+    /* Until EAGAIN: an ENOBUFS the kernel noted after this batch is reported by the next recvmmsg. */
+  }
+  napi_value out, arr, ov;
+  if (napi_create_object(env, &out) != napi_ok || napi_create_array_with_length(env, ntgids, &arr) != napi_ok) goto fail;
+  for (size_t i = 0; i < ntgids; i++) {
+    napi_value v;
+    if (napi_create_int32(env, tgids[i], &v) != napi_ok || napi_set_element(env, arr, (uint32_t)i, v) != napi_ok) goto fail;
+  }
+  if (napi_get_boolean(env, overflow != 0, &ov) != napi_ok) goto fail;
+  if (napi_set_named_property(env, out, "tgids", arr) != napi_ok || napi_set_named_property(env, out, "overflow", ov) != napi_ok) goto fail;
+  if (tgids != stack_tgids) free(tgids);
+  return out;
+fail:
+  if (tgids != stack_tgids) free(tgids);
+  napi_throw_error(env, NULL, "peercred: Node-API call failed");
+  return NULL;
+}
+
+static napi_value proc_events_close(napi_env env, napi_callback_info info) {
+  int32_t fd = fd_arg(env, info, "procEventsClose");
+  if (fd < 0) return NULL;
+  uint32_t op = PROC_CN_MCAST_IGNORE;
+  (void)proc_cn_send(fd, &op, sizeof(op), 0);
+  if (close(fd) != 0) return throw_errno(env, "close(proc connector)", errno);
+  return NULL;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   static const struct {
     const char *name;
@@ -254,6 +541,9 @@ static napi_value init(napi_env env, napi_value exports) {
       {"getPeerPidfd", get_peer_pidfd},
       {"openPidfd", open_pidfd},
       {"pidfdExited", pidfd_exited},
+      {"procEventsOpen", proc_events_open},
+      {"procEventsDrain", proc_events_drain},
+      {"procEventsClose", proc_events_close},
   };
   for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
     napi_value fn;

@@ -1,6 +1,7 @@
 import { IdentityError } from '../../errors/identity-error.js'
 import { F, type Logger } from '../../common/log/logger.js'
 import type { CallOpts, WorkloadAttestor, WorkloadCaller } from '../../plugin/contracts.js'
+import { noteProcReads } from './proc-reads.js'
 
 /** A configured workload attestor and its plugin name (the selector type). */
 export interface NamedWorkloadAttestor {
@@ -16,8 +17,25 @@ export interface NamedWorkloadAttestor {
  * read here: a call context makes one only when something needs it). The
  * failure is ERR_WORKLOAD_ATTESTATION_FAILED, whose message the API boundary
  * replaces with "workload attestation failed".
+ *
+ * Attestors may read `/proc/<pid>/…`; once they are done, the caller's pid is
+ * marked (`proc-reads.ts`) so that the Workload API's re-check reads `/proc`
+ * in full before these selectors are used.
  */
 export async function attestWorkload(
+  caller: WorkloadCaller,
+  attestors: readonly NamedWorkloadAttestor[],
+  opts: CallOpts,
+  log: Logger,
+): Promise<string[]> {
+  try {
+    return await runAttestors(caller, attestors, opts, log)
+  } finally {
+    noteProcReads(caller.pid)
+  }
+}
+
+async function runAttestors(
   caller: WorkloadCaller,
   attestors: readonly NamedWorkloadAttestor[],
   opts: CallOpts,

@@ -50,6 +50,7 @@ import { ProcFileReader } from '../../common/procfs.js'
 import { ConnectionGuard, DEFAULT_WORKLOAD_API_LIMITS, type ConnectionGuardLimits } from '../../common/net/connection-guard.js'
 import type { Registry } from 'prom-client'
 import { parseProcCreds, sameProcCreds, type ProcCreds } from './proc-creds.js'
+import { openKernelProcEvents, PeerChangeWatcher, type PeerWatch, type ProcEventSource } from './proc-events.js'
 
 /** Kernel-reported credentials of the process that connected (at connect time). */
 export interface PeerCred {
@@ -85,6 +86,10 @@ interface PeerCredAddon {
   openPidfd?(pid: number): number
   /** Whether the process of a pidfd has exited. */
   pidfdExited?(pidfd: number): boolean
+  /** The kernel's process events (see proc-events.ts). */
+  procEventsOpen?(): number
+  procEventsDrain?(fd: number): { tgids: number[]; overflow: boolean }
+  procEventsClose?(fd: number): void
 }
 
 let addon: PeerCredAddon | undefined
@@ -347,6 +352,12 @@ export interface PeerTrackingServerOptions {
   connectionLimits?: Partial<ConnectionGuardLimits>
   /** Registry for the connection guard's metrics. */
   registry?: Registry
+  /**
+   * Injected for tests: subscribes to the kernel's process events (default:
+   * the proc connector through the native addon). When it throws, every call
+   * re-reads the caller's `/proc` in full, as on a kernel without them.
+   */
+  openProcEvents?: () => ProcEventSource
 }
 
 /**
@@ -375,6 +386,11 @@ export class PeerTrackingServer {
   readonly #holdStatFiles: boolean
   readonly #usePidfds: boolean
   readonly #ownCreds: boolean
+  readonly #openProcEvents: () => ProcEventSource
+  /** Which callers changed since their last full re-check (undefined: re-read `/proc` on every call). */
+  #watcher: PeerChangeWatcher | undefined
+  readonly #watches = new Map<PeerInfo, PeerWatch>()
+  #fullRechecks = 0
   readonly #resets = new Map<string, ResetBudget>()
   readonly #now: () => number
   readonly #sockets = new Set<net.Socket>()
@@ -395,6 +411,17 @@ export class PeerTrackingServer {
     this.#getPeerCred = opts.getPeerCred ?? getSocketPeerCred
     this.#ownCreds = opts.getPeerCred === undefined
     this.#now = opts.now ?? (() => performance.now())
+    this.#openProcEvents = opts.openProcEvents ?? (() => openKernelProcEvents(loadPeerCredAddon()))
+  }
+
+  /** Full re-reads of a caller's `/proc` status and executable so far (the others were a liveness check only). */
+  get fullRechecks(): number {
+    return this.#fullRechecks
+  }
+
+  /** Whether the kernel's process events tell which callers changed (else every call re-reads `/proc`). */
+  get watchesProcEvents(): boolean {
+    return this.#watcher !== undefined
   }
 
   /** Number of connections currently tracked. */
@@ -415,19 +442,43 @@ export class PeerTrackingServer {
     if (mkdirSync(dir, { recursive: true, mode: 0o755 }) !== undefined) chmodSync(dir, 0o755)
     removeStaleSocket(this.socketPath)
 
+    if (this.#holdStatFiles) this.#startWatcher()
     this.#injector = this.#guard.createInjector(this.#grpcServer, grpc.ServerCredentials.createInsecure())
     const server = net.createServer((socket) => this.#onConnection(socket))
     this.#server = server
-    await new Promise<void>((resolve, reject) => {
-      const onError = (err: Error) => reject(err)
-      server.once('error', onError)
-      server.listen(this.socketPath, () => {
-        server.off('error', onError)
-        resolve()
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const onError = (err: Error) => reject(err)
+        server.once('error', onError)
+        server.listen(this.socketPath, () => {
+          server.off('error', onError)
+          resolve()
+        })
       })
-    })
+    } catch (err) {
+      this.#watcher?.close()
+      this.#watcher = undefined
+      throw err
+    }
     chmodSync(this.socketPath, 0o777)
     server.on('error', (err) => this.#log.error({ [F.ERR]: err, [F.PATH]: this.socketPath }, 'Workload socket error'))
+  }
+
+  /** Subscribes to the kernel's process events; without them, logs once and re-reads `/proc` on every call. */
+  #startWatcher(): void {
+    let source: ProcEventSource
+    try {
+      source = this.#openProcEvents()
+    } catch (err) {
+      this.#log.info(
+        { [F.ERR]: err },
+        'Kernel process events unavailable (proc connector); the Workload API re-reads each caller\'s /proc status and executable on every call',
+      )
+      return
+    }
+    this.#watcher = new PeerChangeWatcher(source, (err) =>
+      this.#log.warn({ [F.ERR]: err }, 'Kernel process events failed; the Workload API now re-reads each caller\'s /proc status and executable on every call'),
+    )
   }
 
   #onConnection(socket: net.Socket): void {
@@ -436,16 +487,20 @@ export class PeerTrackingServer {
     let statFd: number | undefined
     let pidfd: number | undefined
     let proc: ProcState | undefined
+    let watch: PeerWatch | undefined
     let gone = false
     const release = () => {
       if (statFd !== undefined) closeSync(statFd)
       if (pidfd !== undefined) closeSync(pidfd)
       if (proc !== undefined) closeSync(proc.statusFd)
-      statFd = pidfd = proc = undefined
+      if (watch !== undefined) this.#watcher?.unregister(watch)
+      statFd = pidfd = proc = watch = undefined
     }
     try {
       cred = this.#getPeerCred(socket)
       if (this.#holdStatFiles) {
+        // Before the first read of its /proc: any exec or id change of the caller after that read is then reported against it.
+        watch = this.#watcher?.register(cred.pid)
         try {
           pidfd = this.#usePidfds ? openCallerPidfd(cred.pid, this.#ownCreds ? socket : undefined) : undefined
         } catch (err) {
@@ -493,6 +548,7 @@ export class PeerTrackingServer {
     const peer: PeerInfo = { id, pid: cred.pid, uid: cred.uid, gid: cred.gid, startTime, groups }
     this.#peers.set(id, peer)
     if (proc !== undefined) this.#procs.set(peer, proc)
+    if (watch !== undefined) this.#watches.set(peer, watch)
     if (statFd !== undefined) this.#statFds.set(peer, statFd)
     if (pidfd !== undefined) this.#pidfds.set(peer, pidfd)
     this.#sockets.add(socket)
@@ -512,6 +568,11 @@ export class PeerTrackingServer {
       if (ps !== undefined) {
         this.#procs.delete(peer)
         closeSync(ps.statusFd)
+      }
+      const w = this.#watches.get(peer)
+      if (w !== undefined) {
+        this.#watches.delete(peer)
+        this.#watcher?.unregister(w)
       }
       this.#resets.delete(id)
       this.#sockets.delete(socket)
@@ -575,10 +636,32 @@ export class PeerTrackingServer {
    * another executable (an execve since connect); ERR_WORKLOAD_ATTESTATION_FAILED
    * when it has exited or its pid now belongs to another process. The ids are
    * read before the liveness check, so they were that process's.
+   *
+   * With the kernel's process events, `/proc` is read in full only when they
+   * name the caller (an exec or an id change since the last full read),
+   * after lost events, on a connection's first call and after every
+   * attestation (which may have read `/proc` itself); otherwise nothing the
+   * events announce has happened to the caller, and only its liveness is
+   * checked. A `setgroups()` alone is seen at the next full read (see
+   * proc-events.ts). Without the events, every call reads `/proc` in full.
    */
   assertPeerAlive(peer: PeerInfo): void {
     const proc = this.#procs.get(peer)
-    if (proc !== undefined) this.#assertUnchanged(peer, proc)
+    if (proc !== undefined) {
+      const watch = this.#watcher === undefined ? undefined : this.#watches.get(peer)
+      if (watch === undefined) {
+        this.#fullRechecks++
+        this.#assertUnchanged(peer, proc)
+      } else {
+        // Drained before the reads: an event queued while reading waits for the next call.
+        const { needed, mark } = this.#watcher!.needsRecheck(watch)
+        if (needed) {
+          this.#fullRechecks++
+          this.#assertUnchanged(peer, proc) // throws: the connection stays dirty
+          this.#watcher!.checked(watch, mark)
+        }
+      }
+    }
     const pidfd = this.#pidfds.get(peer)
     if (pidfd !== undefined) {
       let exited: boolean
@@ -651,6 +734,9 @@ export class PeerTrackingServer {
     this.#pidfds.clear()
     for (const p of this.#procs.values()) closeSync(p.statusFd)
     this.#procs.clear()
+    this.#watches.clear()
+    this.#watcher?.close()
+    this.#watcher = undefined
     this.#peers.clear()
     this.#sockets.clear()
     removeStaleSocket(this.socketPath)

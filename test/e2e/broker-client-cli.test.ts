@@ -6,7 +6,8 @@
  * 0600 key file across invocations, renewal (narrower; wider refused),
  * delegation to a sub-agent that redeems the grant with its own key,
  * introspection, revocation of the chain, and a certificate-bound token
- * renewed with --token. `token generate` runs too (the agent's join token).
+ * renewed with --token, and a JWT-SVID exchange. `token generate` runs too
+ * (the agent's join token).
  */
 import net from 'node:net'
 import { readFileSync, statSync, writeFileSync, chmodSync } from 'node:fs'
@@ -142,6 +143,12 @@ describe('warrant token exchange|renew|delegate|introspect|revoke against a real
     const other = await warrant(['token', 'renew', '--token', r.access_token as string, '--spiffe-id', B], { env })
     expect(other.code).toBe(1)
     expect(other.stderr).toContain('ERR_GRANT_INVALID')
+  }, 60_000)
+
+  it('exchange --jwt-svid: the caller\'s JWT-SVID from the Workload API as the RFC 8693 subject token', async () => {
+    const t = (await tok(['exchange', '--spiffe-id', B, '--jwt-svid', '--task', 'cli-task', '--scope', 'read', '--key-file', join(tmp.dir, 'j.json')])).json()
+    expect(t).toMatchObject({ token_type: 'DPoP', sub: B, scope: 'read', task_id: 'cli-task' })
+    expect(decodeJwt(t.access_token as string).act).toBeUndefined()
   }, 60_000)
 
   it('refuses a key file others can read, and usage errors', async () => {

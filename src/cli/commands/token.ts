@@ -26,6 +26,7 @@ import { writeFileAtomic } from '../../common/fs/write-atomic.js'
 import { IdentityError } from '../../errors/identity-error.js'
 import type { AuthorizationDetail } from '../../tokens/claims.js'
 import type { X509Svid } from '../../spiffe/x509-svid/x509-svid.js'
+import { WorkloadApiClient } from '../../workload-client/workload-api-client.js'
 import { X509Source } from '../../workload-client/x509-source.js'
 import { adminClient, DEFAULT_ADMIN_SOCKET } from '../admin-client.js'
 import { outputFormat, parseFlags, printJson, type OutputFormat } from '../args.js'
@@ -34,7 +35,8 @@ import { DEFAULT_WORKLOAD_SOCKET } from './api.js'
 export const usage = [
   '  token generate [--ttl SECONDS] [--spiffe-id ID]   create a one-use join token',
   '  token exchange [--task ID] [--scope S]... [--resource URI]... [--audience A]... [--authorization-details JSON]',
-  '                 [--grant GRANT|@FILE] [--key-file PATH]   get a broker token (client_credentials, or redeem a delegation grant)',
+  '                 [--grant GRANT|@FILE | --jwt-svid] [--key-file PATH]   get a broker token (client_credentials; a delegation grant',
+  '                 redeemed; or the caller\'s JWT-SVID as RFC 8693 subject_token)',
   '  token renew    (--key-file PATH | --token T) [--scope S]... [--resource URI]...   renew (same key, never wider)',
   '  token delegate --to SPIFFE_ID (--key-file PATH | --token T) [--scope S]... [--resource URI]...   one-time grant for a sub-agent',
   '  token introspect|revoke (--key-file PATH | --token T)',
@@ -201,6 +203,8 @@ function printToken(fmt: OutputFormat, t: AccessToken, keyFile?: string): void {
 
 interface Session {
   client: BrokerClient
+  /** The caller's JWT-SVID for the broker (audience: the issuer), from the same Workload API. */
+  jwtSvid(): Promise<string>
   close(): Promise<void>
 }
 
@@ -220,18 +224,30 @@ async function session(v: { broker?: string | undefined; ca?: string | undefined
     if (!s) throw new IdentityError('ERR_NO_IDENTITY_ISSUED', `the Workload API has no X.509-SVID for ${want}`)
     return s
   }
-  const source = await X509Source.create({ socketPath, timeoutMs: ms, signal: AbortSignal.timeout(ms), ...(picker ? { picker } : {}) })
+  const api = new WorkloadApiClient({ socketPath, timeoutMs: ms })
+  let source: X509Source
+  try {
+    source = await X509Source.create({ client: api, signal: AbortSignal.timeout(ms), ...(picker ? { picker } : {}) })
+  } catch (err) {
+    api.close()
+    throw err
+  }
   try {
     const client = await BrokerClient.create({ issuer, source, binding: o.binding, timeoutMs: ms, ...(ca !== undefined ? { ca } : {}), ...(o.dpopKey ? { dpopKey: o.dpopKey } : {}) })
     return {
       client,
+      async jwtSvid() {
+        return (await api.fetchJwtSvid({ audience: issuer, spiffeId: source.getX509Svid().id })).token
+      },
       async close() {
         await client.close()
         await source.close()
+        api.close()
       },
     }
   } catch (err) {
     await source.close()
+    api.close()
     throw err
   }
 }
@@ -248,20 +264,24 @@ async function heldToken(v: { 'key-file'?: string | undefined; token?: string | 
 }
 
 async function exchange(rest: string[]): Promise<number> {
-  const { values: v } = parseFlags(rest, { ...BROKER_FLAGS, ...NARROW_FLAGS, task: { type: 'string' }, grant: { type: 'string' }, 'key-file': { type: 'string' }, binding: { type: 'string' } })
+  const { values: v } = parseFlags(rest, { ...BROKER_FLAGS, ...NARROW_FLAGS, task: { type: 'string' }, grant: { type: 'string' }, 'jwt-svid': { type: 'boolean' }, 'key-file': { type: 'string' }, binding: { type: 'string' } })
   const fmt = outputFormat(v.output)
   const binding = v.binding ?? (v['key-file'] !== undefined ? 'dpop' : 'mtls')
   if (binding !== 'dpop' && binding !== 'mtls') throw invalidArg('--binding must be "dpop" or "mtls"')
   if (binding === 'dpop' && v['key-file'] === undefined) throw invalidArg('a DPoP-bound token needs --key-file PATH to keep its key for later commands')
   if (binding === 'mtls' && v['key-file'] !== undefined) throw invalidArg('--key-file holds a DPoP key; it does not go with --binding mtls')
   if (v.grant !== undefined && v.task !== undefined) throw invalidArg('--task does not go with --grant (the grant names its task)')
+  if (v.grant !== undefined && v['jwt-svid'] === true) throw invalidArg('--jwt-svid does not go with --grant')
   const grant = v.grant === undefined ? undefined : v.grant.startsWith('@') ? readText(v.grant.slice(1), 'grant file').trim() : v.grant
   // The one place a DPoP key is made extractable: it must reach the key file.
   const key = binding === 'dpop' ? await DpopKey.generate({ extractable: true }) : undefined
   const s = await session(v, { binding, ...(key ? { dpopKey: key } : {}) })
   try {
     const p: TokenParams = { ...narrowParams(v), ...(v.task !== undefined ? { taskId: v.task } : {}) }
-    const t = grant !== undefined ? await s.client.redeemGrant(grant, p) : await s.client.requestToken(p)
+    const t =
+      grant !== undefined ? await s.client.redeemGrant(grant, p)
+      : v['jwt-svid'] === true ? await s.client.exchangeJwtSvid(await s.jwtSvid(), p)
+      : await s.client.requestToken(p)
     if (key) await writeKeyFile(v['key-file']!, s.client.issuer, key, undefined, t)
     printToken(fmt, t, v['key-file'])
     return 0

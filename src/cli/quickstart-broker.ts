@@ -94,6 +94,14 @@ export interface BrokerDemoOptions {
   say: (line?: string) => void
 }
 
+/** The demo processes running now (stopped by the demo, or by the quickstart's shutdown). */
+const running = new Set<Peer>()
+
+/** Stops any demo process still running (Ctrl-C during the demo). */
+export async function stopDemoProcesses(): Promise<void> {
+  await Promise.all([...running].map((p) => p.stop()))
+}
+
 /** A demo process: its stdout JSON lines, stderr to a log file. */
 class Peer {
   readonly child: ChildProcess
@@ -110,7 +118,9 @@ class Peer {
       this.#out += c.toString()
       for (const w of this.#waiters.splice(0)) w()
     })
+    running.add(this)
     this.child.on('exit', () => {
+      running.delete(this)
       for (const w of this.#waiters.splice(0)) w()
     })
   }

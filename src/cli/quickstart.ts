@@ -18,7 +18,7 @@ import { loadProto } from '../common/grpc/proto.js'
 import { provisionSoftHsm, findSoftHsmModule } from '../dev/softhsm.js'
 import { adminClient } from './admin-client.js'
 import { startSwtpm, type SwtpmInstance } from '../dev/swtpm.js'
-import { brokerServerToml, freePort, runBrokerDemo, waitForBroker } from './quickstart-broker.js'
+import { brokerServerToml, freePort, runBrokerDemo, stopDemoProcesses, waitForBroker } from './quickstart-broker.js'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
 const CLI = join(ROOT, 'bin', 'warrant.js')
@@ -208,6 +208,7 @@ async function main(): Promise<void> {
   let swtpm: SwtpmInstance | undefined
   const shutdown = async () => {
     stopping = true
+    await stopDemoProcesses()
     for (const c of children.reverse()) await c.stop()
     await swtpm?.stop()
   }

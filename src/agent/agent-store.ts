@@ -71,7 +71,7 @@ export class AgentStore {
 
   saveSvid(svid: X509Svid, key: KeyObject): void {
     if (!this.persist) return
-    writeFileAtomic(join(this.dir, AGENT_KEY_FILE), key.export({ type: 'pkcs8', format: 'pem' }) as string, 0o600)
+    writeFileAtomic(join(this.dir, AGENT_KEY_FILE), key.export({ type: 'pkcs8', format: 'pem' }), 0o600)
     writeFileAtomic(join(this.dir, AGENT_SVID_FILE), svid.certificatesPem(), 0o644)
   }
 

@@ -13,7 +13,6 @@ import { readTomlFile } from '../common/config/toml.js'
 import { ConnectionLimitsSchema, toConnectionLimits } from '../common/config/connection-limits.js'
 import type { ConnectionGuardLimits } from '../common/net/connection-guard.js'
 import { errorPrefixing, selectPlugins, type AnyPlugin, type ConfiguredPlugin } from '../plugin/catalog.js'
-import type { AgentNodeAttestor, WorkloadAttestor } from '../plugin/contracts.js'
 import type { TrustDomain } from '../spiffe/trust-domain.js'
 
 export const DEFAULT_X509_SVID_CACHE_MAX_SIZE = 1000

@@ -176,7 +176,7 @@ export function brokerConfigOfServerToml(raw: unknown, baseDir: string, serverDa
   const { broker } = splitBrokerSection(raw)
   const cfg = toEmbeddedBrokerConfig(broker, baseDir, serverDataDir)
   if (!cfg || cfg.keyManager) return cfg
-  const blocks = ((raw as { plugins?: { key_manager?: Record<string, unknown> } }).plugins?.key_manager ?? {}) as Record<string, unknown>
+  const blocks = ((raw as { plugins?: { key_manager?: Record<string, unknown> } }).plugins?.key_manager ?? {})
   const names = Object.keys(blocks)
   if (names.length !== 1) throw configError([{ path: 'broker.key_manager', message: 'required unless the server has exactly one [plugins.key_manager.<name>] block' }], 'broker configuration')
   return { ...cfg, keyManager: { name: names[0]!, raw: resolvePluginBlockPaths('key_manager', names[0]!, blocks[names[0]!], baseDir) } }

@@ -20,5 +20,5 @@ export function createLogger(opts: { level?: string; name: string; destination?:
       formatters: { level: (label) => ({ level: label }) },
     },
     pino.destination({ fd: opts.destination ?? 2, sync: false }),
-  ) as unknown as Logger
+  )
 }

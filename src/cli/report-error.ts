@@ -9,7 +9,7 @@ export function reportError(err: unknown): number {
   const e = err as { code?: number; details?: string; message?: string }
   if (typeof e?.code === 'number' && typeof e.details === 'string') {
     const code = (err as { metadata?: { get(k: string): unknown[] } }).metadata?.get('x-error-code')?.[0]
-    process.stderr.write(`warrant: ${e.details}${code ? ` [${String(code)}]` : ''}\n`)
+    process.stderr.write(`warrant: ${e.details}${typeof code === 'string' ? ` [${code}]` : ''}\n`)
     return 1
   }
   process.stderr.write(`warrant: ${e?.message ?? String(err)}\n`)

@@ -137,6 +137,7 @@ export function selectPlugins<S extends CatalogSpec>(spec: S, raw: unknown, opts
       }
       try {
         const resolved = resolvePluginPaths(block, opts.baseDir, def.dataDirRelativeKeys ? { dataDirRelative: def.dataDirRelativeKeys } : {})
+        // eslint-disable-next-line @typescript-eslint/no-unsafe-assignment -- the catalog holds plugins of every config type; this one's config came from its own parseConfig
         chosen.push({ type, name, label: pluginLabel(type, name), definition: def, config: def.parseConfig(resolved), ...(slot.adapt ? { adapt: slot.adapt } : {}) })
       } catch (err) {
         issues.push(...blockIssues(err, path))

@@ -247,7 +247,7 @@ export async function startServer(cfg: ServerConfig, opts: StartServerOptions): 
       closers.push(() => ep.close())
       writeFileAtomic(join(cfg.dataDir, 'bundle-endpoint.addr'), `${ep.host}:${ep.port}\n`)
     }
-    refresher.start()
+    refresher.start().catch((err: unknown) => log.error({ [F.ERR]: String(err) }, 'Federation refresher did not start'))
     closers.push(async () => refresher.stop())
 
     writeFileAtomic(join(cfg.dataDir, 'server.addr'), `${address.host}:${address.port}\n`)

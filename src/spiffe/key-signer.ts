@@ -104,7 +104,7 @@ export class KeyObjectSigner implements Signer {
     const hash = HASH[alg]
     if (alg.startsWith('ES')) return { hash, key: { key: this.#privateKey, dsaEncoding: 'ieee-p1363' } }
     if (alg.startsWith('PS')) {
-      return { hash, key: { key: this.#privateKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: HASH_LEN[hash]! } }
+      return { hash, key: { key: this.#privateKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: HASH_LEN[hash] } }
     }
     return { hash, key: { key: this.#privateKey, padding: constants.RSA_PKCS1_PADDING } }
   }

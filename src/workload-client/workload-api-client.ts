@@ -187,6 +187,7 @@ export class WorkloadApiClient {
         signal?.removeEventListener('abort', onAbort)
         call.cancel()
         if (err === undefined) resolve(v as T)
+        // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- the call's own error, passed on
         else reject(err)
       }
       const onAbort = () => finish(abortError(signal!))
@@ -250,6 +251,7 @@ export class WorkloadApiClient {
         settled = true
         signal.removeEventListener('abort', onAbort)
         if (err === undefined) resolve()
+        // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- the call's own error, passed on
         else reject(err)
       }
       const onAbort = () => {

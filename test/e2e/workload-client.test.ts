@@ -142,7 +142,7 @@ describe.runIf(isRoot)('workload-client e2e: agent-to-agent mutual TLS with SVID
     const leafKey = generateKeyPair('ec-p256')
     const leaf = await createX509Svid({ spiffeId: SpiffeId.fromString(CLIENT_ID), publicKey: leafKey.publicKey, signer: caSigner, issuer: { certificate: caCert }, notAfter: new Date(now + 3_600_000) })
     const outcome = await new Promise<string>((resolve) => {
-      const s = connect({ host: '127.0.0.1', port, cert: toPem('CERTIFICATE', leaf) + toPem('CERTIFICATE', caCert), key: leafKey.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, rejectUnauthorized: false })
+      const s = connect({ host: '127.0.0.1', port, cert: toPem('CERTIFICATE', leaf) + toPem('CERTIFICATE', caCert), key: leafKey.privateKey.export({ type: 'pkcs8', format: 'pem' }), rejectUnauthorized: false })
       s.on('secureConnect', () => s.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n'))
       s.on('data', (d: Buffer) => resolve(`data: ${d.toString().slice(0, 40)}`))
       s.on('error', (e: Error & { code?: string }) => resolve(`error: ${e.code ?? e.message}`))

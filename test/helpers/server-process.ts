@@ -135,14 +135,14 @@ export class ServerProcess {
       this.#output.push(b.toString())
       if (this.#output.length > 2000) this.#output.splice(0, 1000)
     }
-    child.stdout!.on('data', keep)
-    child.stderr!.on('data', keep)
+    child.stdout.on('data', keep)
+    child.stderr.on('data', keep)
     this.#exit = new Promise((res) => child.once('exit', (code, signal) => res({ code, signal })))
     const deadline = Date.now() + timeoutMs
     while (!existsSync(addrFile)) {
       if (!this.running) throw new Error(`server exited before serving:\n${this.output()}`)
       if (Date.now() > deadline) {
-        this.kill()
+        void this.kill()
         throw new Error(`server did not write server.addr within ${timeoutMs} ms:\n${this.output()}`)
       }
       await new Promise((r) => setTimeout(r, 50))
@@ -171,7 +171,7 @@ export class ServerProcess {
     const child = this.#child
     if (!child || !this.#exit) return { code: null, signal: null }
     if (this.running) child.kill('SIGTERM')
-    const t = setTimeout(() => this.kill(), timeoutMs)
+    const t = setTimeout(() => void this.kill(), timeoutMs)
     try {
       return await this.#exit
     } finally {

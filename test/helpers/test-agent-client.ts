@@ -135,7 +135,7 @@ export class TestAgentClient {
                 (r) => call.write({ challenge_response: Buffer.from(r) }),
                 (err: unknown) => {
                   call.cancel()
-                  reject(err as Error)
+                  reject(err)
                 },
               )
             }

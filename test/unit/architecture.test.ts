@@ -34,7 +34,7 @@ function imports(file: string): { spec: string; target: string | undefined }[] {
 const layer = (rel: string): string => {
   const parts = rel.split('/')
   if (parts[0] === 'attestors') return 'attestors'
-  if (parts[0] === 'src') return parts[1] === undefined ? 'src' : parts[1]!.replace(/\.ts$/, '')
+  if (parts[0] === 'src') return parts[1] === undefined ? 'src' : parts[1].replace(/\.ts$/, '')
   return parts[0]!
 }
 

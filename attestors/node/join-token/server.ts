@@ -75,6 +75,6 @@ export function joinTokenServer(o: { trustDomain: TrustDomain; tokens: JoinToken
 export const joinTokenServerPlugin: PluginDefinition<Record<string, never>, TokenIssuingNodeAttestor, ServerNodeAttestorDeps> = {
   type: 'node_attestor',
   name: NAME,
-  parseConfig: (raw) => parseWith(ConfigSchema, raw ?? {}) as Record<string, never>,
+  parseConfig: (raw) => parseWith<Record<string, never>>(ConfigSchema, raw ?? {}),
   create: async (_config, deps) => joinTokenServer({ trustDomain: deps.trustDomain, tokens: deps.joinTokens, clock: deps.clock, log: deps.log }),
 }

@@ -251,7 +251,7 @@ function raceAbort<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
       },
       (e: unknown) => {
         signal.removeEventListener('abort', onAbort)
-        reject(e as Error)
+        reject(e)
       },
     )
   })

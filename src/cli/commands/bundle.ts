@@ -31,13 +31,13 @@ export async function run(args: string[]): Promise<number> {
     switch (cmd) {
       case 'show': {
         const b = await c.call<BundleMsg>('Get', { trust_domain: values['trust-domain'] ?? '' })
-        if (fmt === 'json') printJson({ trust_domain: b.trust_domain, sequence: Number(b.sequence), bundle: JSON.parse(b.document) })
+        if (fmt === 'json') printJson({ trust_domain: b.trust_domain, sequence: Number(b.sequence), bundle: JSON.parse(b.document) as unknown })
         else process.stdout.write(render(b, values.format ?? 'pem'))
         return 0
       }
       case 'list': {
         const r = await c.call<{ bundles: BundleMsg[] }>('ListFederated', {})
-        if (fmt === 'json') printJson({ bundles: r.bundles.map((b) => ({ trust_domain: b.trust_domain, sequence: Number(b.sequence), bundle: JSON.parse(b.document) })) })
+        if (fmt === 'json') printJson({ bundles: r.bundles.map((b) => ({ trust_domain: b.trust_domain, sequence: Number(b.sequence), bundle: JSON.parse(b.document) as unknown })) })
         else for (const b of r.bundles) process.stdout.write(`****************************************\n* ${b.trust_domain}\n****************************************\n${render(b, values.format ?? 'pem')}\n`)
         return 0
       }

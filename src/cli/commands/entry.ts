@@ -87,14 +87,14 @@ function fromJsonFile(path: string): Entry[] {
   return list.map((x) => {
     const o = x as Record<string, unknown>
     return {
-      spiffe_id: String(o.spiffe_id ?? ''),
-      parent_id: String(o.parent_id ?? ''),
+      spiffe_id: text(o, 'spiffe_id'),
+      parent_id: text(o, 'parent_id'),
       selectors: ((o.selectors as unknown[]) ?? []).map((s) => (typeof s === 'string' ? parseSelector(s) : (s as { type: string; value: string }))),
       x509_svid_ttl: Number(o.x509_svid_ttl ?? 0),
       jwt_svid_ttl: Number(o.jwt_svid_ttl ?? 0),
       dns_names: (o.dns_names as string[]) ?? [],
       federates_with: (o.federates_with as string[]) ?? [],
-      hint: String(o.hint ?? ''),
+      hint: text(o, 'hint'),
       admin: !!o.admin,
       downstream: !!o.downstream,
       expires_at: String(Number(o.expires_at ?? 0) * 1000),
@@ -244,4 +244,12 @@ export async function run(args: string[]): Promise<number> {
       process.stderr.write(`usage:\n${usage}\n`)
       return 2
   }
+}
+
+/** A string field of an entry given with --data: absent is empty, anything else but a string is refused. */
+function text(o: Record<string, unknown>, key: string): string {
+  const v = o[key]
+  if (v === undefined || v === null) return ''
+  if (typeof v !== 'string') throw new IdentityError('ERR_INVALID_ARGUMENT', `--data: ${key} must be a string`)
+  return v
 }

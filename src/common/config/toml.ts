@@ -15,7 +15,7 @@ export function readTomlFile(path: string): Record<string, unknown> {
 
 export function parseToml(text: string, source = 'config'): Record<string, unknown> {
   try {
-    return parse(text) as Record<string, unknown>
+    return parse(text)
   } catch (cause) {
     throw new IdentityError('ERR_CONFIG_INVALID', `${source}: ${(cause as Error).message.split('\n')[0]}`, { cause })
   }

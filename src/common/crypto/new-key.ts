@@ -32,7 +32,7 @@ export function newPrivateKeyAsync(spec: { ec: EcCurve } | { rsa: number }): Pro
         try {
           resolve(imported(priv))
         } catch (e) {
-          reject(e as Error)
+          reject(e)
         }
       }
     }

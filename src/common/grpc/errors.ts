@@ -1,5 +1,5 @@
 import { Metadata, status as Status, type ServiceError } from '@grpc/grpc-js'
-import { ERROR_CODES, type ErrorCode } from '../../errors/codes.js'
+import { ERROR_CODES, GrpcStatus, type ErrorCode } from '../../errors/codes.js'
 import { IdentityError } from '../../errors/identity-error.js'
 import { F, type Logger } from '../log/logger.js'
 
@@ -48,7 +48,7 @@ function shown(err: unknown, log: Logger, fields: Record<string, unknown>, event
   if (err instanceof IdentityError) {
     const code = ERROR_CODES[err.code]
     const generic = GENERIC_MESSAGES[err.code] ?? infrastructureMessage(err, code)
-    const level = code === Status.INTERNAL ? 'error' : generic ? 'warn' : 'info'
+    const level = code === GrpcStatus.INTERNAL ? 'error' : generic ? 'warn' : 'info'
     log[level]({ ...fields, [F.ERROR_CODE]: err.code, [F.ERR]: describe(err) }, event ?? (GENERIC_MESSAGES[err.code] ? 'Request denied' : 'Request failed'))
     return { code, errorCode: err.code, message: generic ?? err.message }
   }
@@ -103,8 +103,8 @@ export function toItemStatus(err: unknown, log: Logger, fields: Record<string, u
  * "remote_addr=..."), which a caller must not learn. The log keeps it all.
  */
 function infrastructureMessage(err: IdentityError, code: number): string | undefined {
-  if (code === Status.INTERNAL) return 'internal error'
-  if (code === Status.UNAVAILABLE && relayedGrpcError(err)) return 'service unavailable'
+  if (code === GrpcStatus.INTERNAL) return 'internal error'
+  if (code === GrpcStatus.UNAVAILABLE && relayedGrpcError(err)) return 'service unavailable'
   return undefined
 }
 

@@ -65,7 +65,7 @@ class UnaryContext<Req> implements CallContext<Req> {
 export function unary<Req, Res>(log: Logger, method: string, fn: (req: Req, ctx: CallContext<Req>) => Promise<Res>, observe?: Observe): handleUnaryCall<Req, Res> {
   const mlog = log.child({ [F.METHOD]: method })
   return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
-    const ctx = new UnaryContext(call as ServerUnaryCall<Req, unknown>, mlog)
+    const ctx = new UnaryContext(call, mlog)
     const onCancelled = () => ctx.cancel()
     call.on('cancelled', onCancelled)
     const req = call.request
@@ -80,7 +80,7 @@ export function unary<Req, Res>(log: Logger, method: string, fn: (req: Req, ctx:
         call.removeListener('cancelled', onCancelled)
         const e = toGrpcError(err, mlog)
         observe?.(method, e.code)
-        callback(e as never)
+        callback(e)
       },
     )
   }
@@ -116,7 +116,7 @@ export function serverStream<Req, Res>(
     const req = call.request
     ;(req instanceof MalformedRequest
       ? Promise.reject(malformedRequestError('undecodable message', req.cause))
-      : fn(req, sink, { signal: ac.signal, call: call as ServerWritableStream<Req, unknown>, log: mlog })
+      : fn(req, sink, { signal: ac.signal, call: call, log: mlog })
     ).then(
       () => {
         observe?.(method, 0)
@@ -200,7 +200,7 @@ export function bidi<Req, Res>(
       },
       signal: ac.signal,
     }
-    fn(source, sink, { signal: ac.signal, call: call as ServerDuplexStream<Req, unknown>, log: mlog }).then(
+    fn(source, sink, { signal: ac.signal, call: call, log: mlog }).then(
       () => {
         if (answered) return
         observe?.(method, 0)

@@ -110,7 +110,7 @@ export function signWithKeyObject(privateKey: KeyObject, type: KeyType, data: Ui
       const sig = cryptoSign(hash, data, opts)
       return Promise.resolve(new Uint8Array(sig.buffer, sig.byteOffset, sig.byteLength))
     } catch (err) {
-      return Promise.reject(err as Error)
+      return Promise.reject(err)
     }
   }
   return new Promise((resolve, reject) => {

@@ -207,7 +207,7 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
           node,
           params.map((p) => ({ entryId: p.entry_id, csr: csrOf(p), instanceId: p.instance_id })),
         )
-        const results: X509SVIDResultWire[] = new Array(outcomes.length)
+        const results = new Array<X509SVIDResultWire>(outcomes.length)
         for (let i = 0; i < outcomes.length; i++) {
           const o = outcomes[i]!
           const entryId = params[i]!.entry_id

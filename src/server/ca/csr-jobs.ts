@@ -100,7 +100,7 @@ export function packLeafJobs(jobs: readonly LeafJob[]): PackedLeafJobs {
   const csrs = new Uint8Array(new SharedArrayBuffer(total))
   const ends = new Uint32Array(new SharedArrayBuffer(4 * jobs.length))
   const times = new Float64Array(new SharedArrayBuffer(16 * jobs.length))
-  const spiffeIds: string[] = new Array(jobs.length)
+  const spiffeIds = new Array<string>(jobs.length)
   let anyDns = false
   let at = 0
   for (let i = 0; i < jobs.length; i++) {
@@ -121,7 +121,7 @@ const NO_DNS: readonly string[] = []
 /** Job `i` of a packed batch (its CSR is a view of the shared buffer). */
 export function leafJobAt(p: PackedLeafJobs, i: number): LeafJob {
   const start = i === 0 ? 0 : p.ends[i - 1]!
-  return { csr: p.csrs.subarray(start, p.ends[i]!), spiffeId: p.spiffeIds[i]!, notBefore: p.times[2 * i]!, notAfter: p.times[2 * i + 1]!, dnsNames: p.dnsNames?.[i] ?? NO_DNS }
+  return { csr: p.csrs.subarray(start, p.ends[i]), spiffeId: p.spiffeIds[i]!, notBefore: p.times[2 * i]!, notAfter: p.times[2 * i + 1]!, dnsNames: p.dnsNames?.[i] ?? NO_DNS }
 }
 
 /**
@@ -168,12 +168,12 @@ export function packLeafOutcomes(outcomes: readonly LeafOutcome[]): { packed: Pa
     }
     ends[i] = at
   }
-  return { packed: { leaves, ends, errors }, transfer: [leaves.buffer as ArrayBuffer, ends.buffer as ArrayBuffer] }
+  return { packed: { leaves, ends, errors }, transfer: [leaves.buffer, ends.buffer] }
 }
 
 /** The outcomes of a packed answer; leaves are views of its one buffer. `n` items are expected (missing ones are ERR_INTERNAL). */
 export function unpackLeafOutcomes(p: PackedLeafOutcomes, n: number): LeafOutcome[] {
-  const out: LeafOutcome[] = new Array(n)
+  const out = new Array<LeafOutcome>(n)
   let start = 0
   for (let i = 0; i < n; i++) {
     if (i >= p.ends.length) {

@@ -386,7 +386,7 @@ export class CsrVerifierPool implements CsrVerifier {
     if (this.#closed) return csrs.map(() => Promise.resolve({ ok: false, error: new IdentityError('ERR_UNAVAILABLE', 'CSR verifier is closed') }))
     // Every worker lost and none could be restarted: check on this thread rather than refuse.
     if (this.#slots.length === 0) return inlineCsrVerifier.verify(csrs)
-    const out: Promise<CsrCheck>[] = new Array(csrs.length)
+    const out = new Array<Promise<CsrCheck>>(csrs.length)
     const sent: number[] = []
     for (let i = 0; i < csrs.length; i++) {
       if (plausibleCsr(csrs[i])) sent.push(i)
@@ -421,7 +421,7 @@ export class CsrVerifierPool implements CsrVerifier {
     let gen = this.#caGens.get(ca)
     if (gen === undefined) this.#caGens.set(ca, (gen = this.#nextGen++))
     const caGen = gen
-    const out: SignOutcome[] = new Array(items.length)
+    const out = new Array<SignOutcome>(items.length)
     const sent: number[] = []
     for (let i = 0; i < items.length; i++) {
       if (plausibleCsr(items[i]!.csr)) {

@@ -261,7 +261,7 @@ export class CaManager {
   async #prepareJwt(now: number): Promise<JwtSlot> {
     const keyId = `jwt-${++this.#journal.counter}`
     const key = await this.#o.keyManager.generateKey(keyId, this.#o.jwtKeyType)
-    const jwk = key.publicKey.export({ format: 'jwk' }) as JsonWebKey
+    const jwk = key.publicKey.export({ format: 'jwk' })
     const kid = randomBytes(16).toString('base64url')
     const slot: JwtSlot = { keyId, kid, jwk, notBefore: now, notAfter: now + this.#o.caTtlMs, status: 'prepared' }
     this.#journal.jwt.push(slot)

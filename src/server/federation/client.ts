@@ -275,7 +275,7 @@ function peerChain(leaf: PeerCertificate & { issuerCertificate?: PeerCertificate
     if (seen.has(fp)) break
     seen.add(fp)
     out.push(new Uint8Array(c.raw))
-    c = c.issuerCertificate as typeof c
+    c = c.issuerCertificate
   }
   return out
 }

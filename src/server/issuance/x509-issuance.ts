@@ -79,7 +79,7 @@ export class X509Issuance {
   async issue(node: AttestedNode, requests: readonly X509Request[]): Promise<X509Outcome[]> {
     if (requests.length === 0 || requests.length > MAX_X509_BATCH) throw new IdentityError('ERR_INVALID_ARGUMENT', `batch must hold 1-${MAX_X509_BATCH} requests`)
     const authorized = await this.#d.entries.of(node)
-    const out: X509Outcome[] = new Array(requests.length)
+    const out = new Array<X509Outcome>(requests.length)
     // With a software CA key and a worker pool, a leaf whose ID no namespace bounds (nothing to check, clamp or
     // count: what admitX509 answers for it) is checked and signed on a worker in one go; the rest (bounded IDs, HSM
     // keys) have their CSRs checked first, then are admitted and signed here.

@@ -18,6 +18,7 @@ export function checkSelector(sel: Selector): Selector {
   if (!TYPE_RE.test(sel.type)) {
     throw new IdentityError('ERR_INVALID_ARGUMENT', `selector type "${String(sel.type).slice(0, 80)}" must be 1-64 of [a-z0-9_]`)
   }
+  // eslint-disable-next-line no-control-regex -- control characters are what this refuses
   if (typeof sel.value !== 'string' || sel.value.length === 0 || sel.value.length > MAX_VALUE || /[\x00-\x1f\x7f]/.test(sel.value)) {
     throw new IdentityError('ERR_INVALID_ARGUMENT', `selector value for type "${sel.type}" must be 1-${MAX_VALUE} printable characters`)
   }

@@ -104,6 +104,7 @@ export class SyncStreams {
         finished = true
         for (const u of unsubs) u()
         clearInterval(timer)
+        // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- err is the stream's own error, passed on
         if (err) reject(err)
         else resolve()
       }

@@ -201,7 +201,7 @@ export function canonicalPublicJwk(key: KeyObject, what: string): JsonWebKey {
     if (typeof v !== 'string') throw bundleError(`${what} has an unsupported key type`)
     out[m] = v
   }
-  return out as JsonWebKey
+  return out
 }
 
 /** A canonical public JWK with SPIRE's member order: use, kty, kid, key members, then `tail` (x5c). */

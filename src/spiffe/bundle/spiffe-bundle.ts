@@ -87,7 +87,7 @@ export class SpiffeBundle implements X509BundleSource, JwtBundleSource {
       if (typeof kid !== 'string' || kid.length === 0) throw bundleError('JWT authority has an empty key id')
       if (jwt.has(kid)) throw bundleError(`JWT authority key id "${kid}" is repeated`)
       if (!isPlainObject(jwk)) throw bundleError(`JWT authority "${kid}" is not a JWK object`)
-      jwt.set(kid, importPublicJwk(jwk as Record<string, unknown>, `JWT authority "${kid}"`).jwk)
+      jwt.set(kid, importPublicJwk(jwk, `JWT authority "${kid}"`).jwk)
     }
     return new SpiffeBundle(init.trustDomain, x509, jwt, init.sequenceNumber, init.refreshHintSeconds)
   }
@@ -142,7 +142,7 @@ export class SpiffeBundle implements X509BundleSource, JwtBundleSource {
           if (x5c !== undefined && !Array.isArray(x5c)) throw bundleError(`${what} "x5c" must be an array`)
           const count = x5c?.length ?? 0
           if (count !== 1) throw bundleError(`${what} must hold exactly one "x5c" certificate, got ${count}`)
-          const b64 = x5c![0]
+          const b64: unknown = x5c![0]
           if (typeof b64 !== 'string') throw bundleError(`${what} "x5c" must hold base64 strings`)
           const der = decodeBase64Strict(b64)
           if (!der) throw bundleError(`${what} "x5c" certificate is not valid base64`)

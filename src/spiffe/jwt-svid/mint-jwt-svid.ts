@@ -1,6 +1,7 @@
 import { SIGNATURE_ALGORITHMS, type SignatureAlgorithm, type Signer } from '../signer.js'
 import { SpiffeId } from '../spiffe-id.js'
 import { algorithmsForKey, defaultAlgorithmForKey } from './parse.js'
+import { isList } from '../guards.js'
 
 /** Options of `mintJwtSvid`. */
 export interface MintJwtSvidOptions {
@@ -43,7 +44,7 @@ function b64json(value: unknown): string {
 export async function mintJwtSvid(opts: MintJwtSvidOptions): Promise<string> {
   const { spiffeId, audience, expiresAt, signer, kid } = opts
   if (!(spiffeId instanceof SpiffeId)) throw new TypeError('spiffeId must be a SpiffeId')
-  if (!Array.isArray(audience) || audience.length === 0) throw new TypeError('audience must be a non-empty array')
+  if (!isList(audience) || audience.length === 0) throw new TypeError('audience must be a non-empty array')
   for (const a of audience) {
     if (typeof a !== 'string' || a.length === 0) throw new TypeError('audience values must be non-empty strings')
   }

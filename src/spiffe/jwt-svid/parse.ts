@@ -3,6 +3,7 @@ import { IdentityError } from '../../errors/identity-error.js'
 import type { ErrorCode } from '../../errors/codes.js'
 import { SIGNATURE_ALGORITHMS, type SignatureAlgorithm } from '../signer.js'
 import { SpiffeId } from '../spiffe-id.js'
+import { isList } from '../guards.js'
 
 /**
  * Internal: the structural part of JWT-SVID parsing shared by
@@ -189,7 +190,7 @@ function audienceOf(aud: unknown): readonly string[] {
 /** Normalises the caller's expected audience; an empty expectation is a programming error. */
 export function expectedAudience(audience: string | readonly string[]): readonly string[] {
   const list = typeof audience === 'string' ? [audience] : audience
-  if (!Array.isArray(list) || list.length === 0) throw new TypeError('expected audience must be a non-empty string or list')
+  if (!isList(list) || list.length === 0) throw new TypeError('expected audience must be a non-empty string or list')
   for (const a of list) {
     if (typeof a !== 'string' || a.length === 0) throw new TypeError('expected audience values must be non-empty strings')
   }

@@ -388,7 +388,7 @@ function subjectKeyIds(key: KeyObject | SubjectPublicKey): { spki: Uint8Array; s
     }
     return { spki, ski: createHash('sha1').update(bits).digest() }
   }
-  return keyIds(key as KeyObject)
+  return keyIds(key)
 }
 
 /** Builds and signs an X.509-SVID leaf certificate. Returns DER. */

@@ -268,9 +268,9 @@ export function readTime(buf: Uint8Array, t: Tlv): Date {
   } else {
     throw new DerError('bad time')
   }
-  const [mo, d, h, mi, se] = [2, 3, 4, 5, 6].map((i) => Number(m![i]))
+  const [mo, d, h, mi, se] = [2, 3, 4, 5, 6].map((i) => Number(m[i]))
   if (mo! < 1 || mo! > 12 || d! < 1 || d! > 31 || h! > 23 || mi! > 59 || se! > 59) throw new DerError('bad time')
-  const date = new Date(Date.UTC(year, mo! - 1, d!, h!, mi!, se!))
+  const date = new Date(Date.UTC(year, mo! - 1, d, h, mi, se))
   if (date.getUTCDate() !== d) throw new DerError('bad time')
   return date
 }

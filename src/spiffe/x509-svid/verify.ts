@@ -6,6 +6,7 @@ import type { X509BundleSource } from '../bundle/sources.js'
 import type { SpiffeId } from '../spiffe-id.js'
 import type { CertificateFields } from './certificate-fields.js'
 import { checkLeaf, checkSigningCertificate, MAX_CHAIN_LENGTH, parseFields, svidError } from './svid-rules.js'
+import { isList } from '../guards.js'
 
 export interface VerifiedX509Svid {
   readonly id: SpiffeId
@@ -16,7 +17,7 @@ export interface VerifiedX509Svid {
 let cryptoEngine: pkijs.CryptoEngine | undefined
 /** pkijs engine on node's WebCrypto, passed explicitly (no global engine is set). */
 function engine(): pkijs.CryptoEngine {
-  cryptoEngine ??= new pkijs.CryptoEngine({ name: 'warrant-node', crypto: webcrypto as unknown as ConstructorParameters<typeof pkijs.CryptoEngine>[0]['crypto'] })
+  cryptoEngine ??= new pkijs.CryptoEngine({ name: 'warrant-node', crypto: webcrypto })
   return cryptoEngine
 }
 
@@ -59,7 +60,7 @@ export async function verifyX509Svid(
   bundles: X509BundleSource,
   opts: { now?: Date } = {},
 ): Promise<VerifiedX509Svid> {
-  if (!Array.isArray(chain)) throw new TypeError('chain must be an array of DER certificates')
+  if (!isList(chain)) throw new TypeError('chain must be an array of DER certificates')
   if (chain.length === 0) throw svidError('empty certificate chain')
   if (chain.length > MAX_CHAIN_LENGTH) throw svidError(`chain has more than ${MAX_CHAIN_LENGTH} certificates`)
   const now = opts.now ?? new Date()

@@ -283,7 +283,7 @@ export function verifyEk(p: VerifyEkParams): VerifiedEk {
   } else if (allow.has(ekHash)) {
     return { ekHash, caFingerprints: [], method: 'allow_list', tcg: {} }
   }
-  if (chainError) throw chainError
+  if (chainError) throw chainError as Error
   if (p.ekCert === undefined || p.ekCert.length === 0) fail('no EK certificate and the EK is not allow-listed')
   fail('EK certificate cannot be verified: no EK CA configured and the EK is not allow-listed')
 }

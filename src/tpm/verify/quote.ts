@@ -7,7 +7,7 @@ import {
   type TpmsClockInfo,
 } from '../structures.js'
 import { verifyAkPublic, type VerifiedAk } from './ak.js'
-import { hashAlgId, type TpmHashName } from './hash.js'
+import { hashAlgId } from './hash.js'
 import type { EkPublicInput } from './public-key.js'
 import { constantTimeEqual, parseAttest, verificationFailed, verifyTpmSignature } from './signature.js'
 
@@ -53,7 +53,7 @@ export function verifyQuote(p: VerifyQuoteParams): VerifiedQuote {
   if (attest.attested.type !== TPM_ST.ATTEST_QUOTE) verificationFailed('attestation is not a quote', { type: attest.type })
   if (!constantTimeEqual(attest.extraData, p.nonce)) verificationFailed('quote nonce does not match the challenge')
 
-  const bankAlg = hashAlgId(p.pcrs.hash as TpmHashName)
+  const bankAlg = hashAlgId(p.pcrs.hash)
   const valueSize = hashDigestSize(bankAlg)
   let quoted: number[] | undefined
   for (const sel of attest.attested.pcrSelect) {

@@ -6,6 +6,7 @@ import type { SpiffeId } from '../../spiffe/spiffe-id.js'
 import { checkSigningCertificate, MAX_CHAIN_LENGTH, parseFields } from '../../spiffe/x509-svid/svid-rules.js'
 import { parseLeafSpiffeId } from '../../spiffe/x509-svid/verify.js'
 import { X509Svid } from '../../spiffe/x509-svid/x509-svid.js'
+import { isList } from '../../spiffe/guards.js'
 
 /** A peer whose X.509-SVID verified against the bundle of its own trust domain. */
 export interface VerifiedPeer {
@@ -59,7 +60,7 @@ function signingPathLen(der: Uint8Array): number | undefined | false {
  * the peer's trust domain, which a union of CAs cannot.
  */
 export function verifyPeerChain(chain: readonly Uint8Array[], bundles: X509BundleSource, opts: { now?: Date } = {}): VerifiedPeer {
-  if (!Array.isArray(chain)) throw new TypeError('chain must be an array of DER certificates')
+  if (!isList(chain)) throw new TypeError('chain must be an array of DER certificates')
   if (chain.length === 0) throw untrusted('peer presented no certificate')
   if (chain.length > MAX_CHAIN_LENGTH) throw new IdentityError('ERR_X509_SVID_INVALID', `tlsconfig: peer chain has more than ${MAX_CHAIN_LENGTH} certificates`)
   const nowMs = (opts.now ?? new Date()).getTime()
@@ -119,7 +120,7 @@ export function peerCertificateChain(cert: PeerCertificate | undefined | null): 
     if (seen.has(c.fingerprint256)) break
     seen.add(c.fingerprint256)
     out.push(new Uint8Array(c.raw))
-    c = c.issuerCertificate as typeof c
+    c = c.issuerCertificate
   }
   return out
 }

@@ -31,7 +31,7 @@ describe('unary handler context', () => {
     tmp = tempDir('gh-')
     server = new grpc.Server()
     const handler = unary<Buffer, Buffer>(log, 'Call', (req, ctx) => body(req, ctx))
-    server.addService({ Call: method('Call') } as unknown as grpc.ServiceDefinition, { Call: handler })
+    server.addService({ Call: method('Call') }, { Call: handler })
     const addr = `unix:${join(tmp.dir, 's.sock')}`
     await new Promise<void>((res, rej) => server.bindAsync(addr, grpc.ServerCredentials.createInsecure(), (e) => (e ? rej(e) : res())))
     client = new grpc.Client(addr, grpc.credentials.createInsecure())

@@ -221,7 +221,7 @@ describe('interop with oauth4webapi, an OAuth client nobody here wrote', () => {
   it('its DPoP proofs pass, it understands use_dpop_nonce and retries with our nonce, and it parses our insufficient_scope challenge', async () => {
     const origin = `http://${await nodeServer({ dpopNonces: true })}`
     const token = await mint()
-    const dpop = oauth.DPoP({}, holder.keys as never)
+    const dpop = oauth.DPoP({}, holder.keys)
     const opts = { DPoP: dpop, [oauth.allowInsecureRequests]: true }
     const url = new URL(`${origin}/tools/search?q=x`)
     let first: unknown

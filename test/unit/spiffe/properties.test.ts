@@ -138,8 +138,8 @@ function bundleDocArbitrary(x5cPool: string[], jwkPool: Array<Record<string, unk
     { requiredKeys: [] },
   )
   const validKey = fc.oneof(
-    fc.constantFrom(...x5cPool).map((c) => ({ use: 'x509-svid', kty: 'EC', x5c: [c] }) as Record<string, unknown>),
-    fc.tuple(fc.constantFrom(...jwkPool), fc.constantFrom('k1', 'k2', 'k3', 'k4')).map(([j, kid]) => ({ ...j, kid }) as Record<string, unknown>),
+    fc.constantFrom(...x5cPool).map((c) => ({ use: 'x509-svid', kty: 'EC', x5c: [c] })),
+    fc.tuple(fc.constantFrom(...jwkPool), fc.constantFrom('k1', 'k2', 'k3', 'k4')).map(([j, kid]) => ({ ...j, kid })),
   )
   // A valid key with one member replaced by junk or removed.
   const mutatedKey = fc

@@ -54,7 +54,7 @@ describe('SwtpmTcpTransport framing', () => {
     servers.push(fake.server)
     const t = new SwtpmTcpTransport({ port: fake.port, framing })
     const [a, b, c] = await Promise.all([t.send(CMD), t.send(CMD), t.send(CMD)])
-    expect([a![10], b![10], c![10]]).toEqual([1, 2, 3])
+    expect([a[10], b[10], c[10]]).toEqual([1, 2, 3])
     expect(fake.chunks.map((c) => c.toString('hex'))).toEqual([wantHex, wantHex, wantHex])
     await t.close()
   })

@@ -95,14 +95,14 @@ export class FakeWorkloadApi {
         header(call.metadata)
         f.requests.push(call.request)
         const r = f.jwtSvids
-        if ('code' in r) cb(statusOf(r) as grpc.ServiceError)
+        if ('code' in r) cb(statusOf(r))
         else cb(null, r)
       },
       ValidateJWTSVID: (call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<unknown>) => {
         header(call.metadata)
         f.requests.push(call.request)
         const r = f.validate
-        if ('code' in r) cb(statusOf(r) as grpc.ServiceError)
+        if ('code' in r) cb(statusOf(r))
         else cb(null, r)
       },
       FetchWITSVID: (call: grpc.ServerWritableStream<unknown, unknown>) => call.emit('error', statusOf({ code: grpc.status.UNIMPLEMENTED, details: 'x' })),

@@ -16,9 +16,18 @@ export function normalizeEntryFilter(filter: EntryFilter | undefined): Normalize
   const out: NormalizedEntryFilter = {}
   if (filter === undefined) return out
   if (filter === null || typeof filter !== 'object') throw new TypeError('filter must be an object')
-  if (filter.spiffeId !== undefined) (checkString('filter.spiffeId', filter.spiffeId), (out.spiffeId = filter.spiffeId))
-  if (filter.parentId !== undefined) (checkString('filter.parentId', filter.parentId), (out.parentId = filter.parentId))
-  if (filter.hint !== undefined) (checkString('filter.hint', filter.hint), (out.hint = filter.hint))
+  if (filter.spiffeId !== undefined) {
+    checkString('filter.spiffeId', filter.spiffeId)
+    out.spiffeId = filter.spiffeId
+  }
+  if (filter.parentId !== undefined) {
+    checkString('filter.parentId', filter.parentId)
+    out.parentId = filter.parentId
+  }
+  if (filter.hint !== undefined) {
+    checkString('filter.hint', filter.hint)
+    out.hint = filter.hint
+  }
   if (filter.federatesWith !== undefined) {
     checkString('filter.federatesWith', filter.federatesWith)
     out.federatesWith = filter.federatesWith
@@ -42,8 +51,14 @@ export function normalizeNodeFilter(filter: AttestedNodeFilter | undefined): Nor
   const out: NormalizedNodeFilter = {}
   if (filter === undefined) return out
   if (filter === null || typeof filter !== 'object') throw new TypeError('filter must be an object')
-  if (filter.attestor !== undefined) (checkString('filter.attestor', filter.attestor), (out.attestor = filter.attestor))
-  if (filter.banned !== undefined) (checkBool('filter.banned', filter.banned), (out.banned = filter.banned))
+  if (filter.attestor !== undefined) {
+    checkString('filter.attestor', filter.attestor)
+    out.attestor = filter.attestor
+  }
+  if (filter.banned !== undefined) {
+    checkBool('filter.banned', filter.banned)
+    out.banned = filter.banned
+  }
   if (filter.expiresBefore !== undefined) {
     checkTime('filter.expiresBefore', filter.expiresBefore, false)
     out.expiresBefore = filter.expiresBefore

@@ -13,7 +13,8 @@ export function compareSelectors(a: Selector, b: Selector): number {
 export function normalizeSelectors(selectors: readonly Selector[]): Selector[] {
   if (!Array.isArray(selectors)) throw new TypeError('selectors must be an array')
   const out: Selector[] = []
-  for (const s of selectors) {
+  for (const item of selectors as readonly unknown[]) {
+    const s = item as Partial<Selector> | null | undefined
     if (typeof s?.type !== 'string' || typeof s.value !== 'string') {
       throw new TypeError('a selector needs string type and value')
     }

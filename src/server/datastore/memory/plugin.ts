@@ -11,6 +11,6 @@ export const memoryDataStorePlugin: PluginDefinition<Record<string, never>, Data
   type: 'datastore',
   name: 'memory',
   volatile: true,
-  parseConfig: (raw) => parseWith(ConfigSchema, raw ?? {}) as Record<string, never>,
+  parseConfig: (raw) => parseWith<Record<string, never>>(ConfigSchema, raw ?? {}),
   create: async (_config, deps) => createMemoryDataStore({ clock: deps.clock }),
 }

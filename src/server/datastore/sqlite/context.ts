@@ -91,7 +91,10 @@ export function sqliteContext(db: Db, clock: Clock): SqliteContext {
     const { size, after } = pageStart(page)
     const clauses = [...where.clauses]
     const params = { ...where.params }
-    if (after !== undefined) (clauses.push(`${alias}.${key} > @after`), (params.after = after))
+    if (after !== undefined) {
+      clauses.push(`${alias}.${key} > @after`)
+      params.after = after
+    }
     params.limit = size === 0 ? -1 : size + 1
     const sql = `SELECT ${columns} FROM ${table} ${alias}${clauses.length > 0 ? ` WHERE ${clauses.join(' AND ')}` : ''}
       ORDER BY ${alias}.${key} LIMIT @limit`

@@ -19,9 +19,18 @@ export const selectorJson = (set: readonly Selector[]): string => JSON.stringify
 export function entryWhere(f: NormalizedEntryFilter): Where {
   const clauses: string[] = []
   const params: Record<string, unknown> = {}
-  if (f.spiffeId !== undefined) (clauses.push('e.spiffe_id = @spiffeId'), (params.spiffeId = f.spiffeId))
-  if (f.parentId !== undefined) (clauses.push('e.parent_id = @parentId'), (params.parentId = f.parentId))
-  if (f.hint !== undefined) (clauses.push('e.hint = @hint'), (params.hint = f.hint))
+  if (f.spiffeId !== undefined) {
+    clauses.push('e.spiffe_id = @spiffeId')
+    params.spiffeId = f.spiffeId
+  }
+  if (f.parentId !== undefined) {
+    clauses.push('e.parent_id = @parentId')
+    params.parentId = f.parentId
+  }
+  if (f.hint !== undefined) {
+    clauses.push('e.hint = @hint')
+    params.hint = f.hint
+  }
   if (f.federatesWith !== undefined) {
     clauses.push('EXISTS (SELECT 1 FROM entry_federates_with fw WHERE fw.entry_id = e.id AND fw.trust_domain = @fed)')
     params.fed = f.federatesWith
@@ -35,10 +44,16 @@ export function entryWhere(f: NormalizedEntryFilter): Where {
     switch (f.selectors.match) {
       case 'any':
         if (n === 0) clauses.push('0')
-        else (clauses.push(`e.id IN (${ENTRY_SELECTOR_HITS})`), withSet())
+        else {
+          clauses.push(`e.id IN (${ENTRY_SELECTOR_HITS})`)
+          withSet()
+        }
         break
       case 'superset':
-        if (n > 0) (clauses.push(`e.id IN (${ENTRY_SELECTOR_HITS} GROUP BY s.entry_id HAVING COUNT(*) = @n)`), withSet())
+        if (n > 0) {
+          clauses.push(`e.id IN (${ENTRY_SELECTOR_HITS} GROUP BY s.entry_id HAVING COUNT(*) = @n)`)
+          withSet()
+        }
         break
       case 'exact':
         if (n === 0) clauses.push('e.selector_count = 0')
@@ -66,9 +81,18 @@ export function entryWhere(f: NormalizedEntryFilter): Where {
 export function nodeWhere(f: NormalizedNodeFilter): Where {
   const clauses: string[] = []
   const params: Record<string, unknown> = {}
-  if (f.attestor !== undefined) (clauses.push('n.attestor = @attestor'), (params.attestor = f.attestor))
-  if (f.banned !== undefined) (clauses.push('n.banned = @banned'), (params.banned = f.banned ? 1 : 0))
-  if (f.expiresBefore !== undefined) (clauses.push('n.expires_at < @expiresBefore'), (params.expiresBefore = f.expiresBefore))
+  if (f.attestor !== undefined) {
+    clauses.push('n.attestor = @attestor')
+    params.attestor = f.attestor
+  }
+  if (f.banned !== undefined) {
+    clauses.push('n.banned = @banned')
+    params.banned = f.banned ? 1 : 0
+  }
+  if (f.expiresBefore !== undefined) {
+    clauses.push('n.expires_at < @expiresBefore')
+    params.expiresBefore = f.expiresBefore
+  }
   if (f.selectors !== undefined && f.selectors.length > 0) {
     clauses.push(`n.agent_id IN (SELECT s.agent_id FROM json_each(@sel) j
       CROSS JOIN node_selectors s ON s.type = j.value ->> 0 AND s.value = j.value ->> 1

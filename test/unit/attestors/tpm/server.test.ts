@@ -259,7 +259,7 @@ describe('tpm server attestor with EK CA files', () => {
   const files = { root: '', inter: '' }
 
   async function makeCa(name: string, issuer?: Ca): Promise<Ca> {
-    const keys = (await webcrypto.subtle.generateKey(EC, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair
+    const keys = (await webcrypto.subtle.generateKey(EC, true, ['sign', 'verify']))
     const cert = await x509.X509CertificateGenerator.create({
       serialNumber: '0b',
       subject: name,

@@ -37,7 +37,7 @@ async function makeCert(
   name: string,
   opts: { issuer?: Cert; ca?: boolean; certSign?: boolean; notBefore?: number; notAfter?: number; signingKey?: CryptoKey; issuerName?: string } = {},
 ): Promise<Cert> {
-  const keys = (await webcrypto.subtle.generateKey(EC, true, ['sign', 'verify'])) as CryptoKeyPair
+  const keys = (await webcrypto.subtle.generateKey(EC, true, ['sign', 'verify']))
   const ca = opts.ca ?? false
   const exts: x509.Extension[] = [await x509.SubjectKeyIdentifierExtension.create(keys.publicKey)]
   if (ca) exts.push(new x509.BasicConstraintsExtension(true, undefined, true), new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign, true))

@@ -242,8 +242,8 @@ describe('boundsToJson and isUnbounded', () => {
   it('each field on its own makes the bounds bounded', () => {
     expect(isUnbounded({})).toBe(true)
     for (const [k, v] of Object.entries(full)) {
-      expect(isUnbounded({ [k]: v } as Bounds)).toBe(false)
-      expect(Object.keys(boundsToJson({ [k]: v } as Bounds))).toHaveLength(1)
+      expect(isUnbounded({ [k]: v })).toBe(false)
+      expect(Object.keys(boundsToJson({ [k]: v }))).toHaveLength(1)
     }
   })
 

@@ -56,7 +56,7 @@ describe('createCaCertificate / createX509Svid: structure (node, @peculiar/x509 
     expect([bc.ca, bc.critical]).toEqual([false, true])
     expect(p.getExtension(x509.ExtendedKeyUsageExtension)!.usages).toEqual(['1.3.6.1.5.5.7.3.1', '1.3.6.1.5.5.7.3.2'])
     const ski = p.getExtension(x509.SubjectKeyIdentifierExtension)!.keyId
-    expect(ski).toBe(await (await x509.SubjectKeyIdentifierExtension.create(leafKey.publicKey.export({ type: 'spki', format: 'der' }) as never, false, webcryptoProvider())).keyId)
+    expect(ski).toBe((await x509.SubjectKeyIdentifierExtension.create(leafKey.publicKey.export({ type: 'spki', format: 'der' }) as never, false, webcryptoProvider())).keyId)
     const rootSki = new x509.X509Certificate(root.certificate).getExtension(x509.SubjectKeyIdentifierExtension)!.keyId
     expect(p.getExtension(x509.AuthorityKeyIdentifierExtension)!.keyId).toBe(rootSki)
     expect(p.subjectName.getField('CN')).toEqual(['planner.example.org'])

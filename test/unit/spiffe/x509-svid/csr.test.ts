@@ -1,6 +1,6 @@
 import 'reflect-metadata'
 import * as x509 from '@peculiar/x509'
-import { generateKeyPairSync, webcrypto, type KeyObject } from 'node:crypto'
+import { generateKeyPairSync, webcrypto } from 'node:crypto'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -25,7 +25,7 @@ function csrCode(der: Uint8Array): string {
 }
 
 async function peculiarCsr(names: Array<{ type: 'url' | 'dns'; value: string }>, alg: 'P-256' | 'P-521' = 'P-256'): Promise<Uint8Array> {
-  const keys = (await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: alg }, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair
+  const keys = (await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: alg }, true, ['sign', 'verify']))
   const csr = await x509.Pkcs10CertificateRequestGenerator.create(
     {
       name: 'O=test',
@@ -91,7 +91,7 @@ describe('parseCsr rejects', () => {
       return new Uint8Array(der)
     }],
     ['a P-521 key', async () => createCsr({ privateKey: generateKeyPair('ec-p521').privateKey })],
-    ['an RSA-1024 key', async () => createCsr({ privateKey: rsa1024.privateKey as KeyObject })],
+    ['an RSA-1024 key', async () => createCsr({ privateKey: rsa1024.privateKey })],
     ['two URI SANs', async () => peculiarCsr([{ type: 'url', value: id.toString() }, { type: 'url', value: 'spiffe://example.org/b' }])],
     ['a URI SAN that is not a SPIFFE ID', async () => peculiarCsr([{ type: 'url', value: 'https://example.org/x' }])],
     ['an empty input', async () => new Uint8Array(0)],

@@ -32,7 +32,7 @@ interface Ca {
 }
 
 async function makeCa(name: string, issuer?: Ca, opts: { signingKey?: CryptoKey; notAfter?: number; ca?: boolean; extra?: x509.Extension[] } = {}): Promise<Ca> {
-  const keys = (await webcrypto.subtle.generateKey(EC, true, ['sign', 'verify'])) as CryptoKeyPair
+  const keys = (await webcrypto.subtle.generateKey(EC, true, ['sign', 'verify']))
   const exts: x509.Extension[] = [...(opts.extra ?? []), new x509.BasicConstraintsExtension(opts.ca ?? true, undefined, true), new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign, true), await x509.SubjectKeyIdentifierExtension.create(keys.publicKey)]
   const cert = await x509.X509CertificateGenerator.create({
     serialNumber: '0a',

@@ -11,7 +11,7 @@ export function kvStore(ctx: MemoryContext): SyncStores['kv'] {
       checkString('key', key)
       checkString('value', value)
       let ns = ctx.state.kv.get(namespace)
-      if (ns === undefined) ctx.state.kv.set(namespace, (ns = new Map()))
+      if (ns === undefined) ctx.state.kv.set(namespace, (ns = new Map<string, string>()))
       ns.set(key, value)
     },
     delete: (namespace, key) => ctx.state.kv.get(namespace)?.delete(key) ?? false,

@@ -10,7 +10,7 @@ export function liveInstancesStore(ctx: MemoryContext): SyncStores['liveInstance
       checkString('instanceKey', i.instanceKey)
       checkTime('expiresAt', i.expiresAt, false)
       let p = ctx.state.liveInstances.get(i.prefix)
-      if (p === undefined) ctx.state.liveInstances.set(i.prefix, (p = new Map()))
+      if (p === undefined) ctx.state.liveInstances.set(i.prefix, (p = new Map<string, number>()))
       const expiresAt = Math.max(p.get(i.instanceKey) ?? i.expiresAt, i.expiresAt)
       p.set(i.instanceKey, expiresAt)
       return { prefix: i.prefix, instanceKey: i.instanceKey, expiresAt }

@@ -9,7 +9,7 @@ export function nodesStore(ctx: MemoryContext): SyncStores['nodes'] {
   const { clock, copy, paged, countWhere, take } = ctx
   return {
     upsert(input) {
-      checkNodeFields(input as unknown as Record<string, unknown>, true)
+      checkNodeFields(input, true)
       const now = clock.now()
       const old = ctx.state.nodes.get(input.agentId)
       const node: AttestedNode = {
@@ -38,7 +38,7 @@ export function nodesStore(ctx: MemoryContext): SyncStores['nodes'] {
     },
     update(agentId, patch) {
       if (patch === null || typeof patch !== 'object') throw new TypeError('patch must be an object')
-      checkNodeFields(patch as Record<string, unknown>, false)
+      checkNodeFields(patch, false)
       const old = ctx.state.nodes.get(agentId)
       if (old === undefined) throw nodeNotFound()
       const next: AttestedNode = { ...old, updatedAt: clock.now() }

@@ -21,7 +21,7 @@ export function nodesStore(ctx: SqliteContext): SyncStores['nodes'] {
 
   return {
   upsert: atomic('upsert attested node', (input) => {
-    checkNodeFields(input as unknown as Record<string, unknown>, true)
+    checkNodeFields(input, true)
     const now = clock.now()
     stmt(`INSERT INTO attested_nodes (agent_id, attestor, serial, previous_serial, expires_at, banned, can_reattest,
         created_at, updated_at) VALUES (@agentId, @attestor, @serial, @previousSerial, @expiresAt, @banned, @canReattest, @now, @now)
@@ -48,7 +48,7 @@ export function nodesStore(ctx: SqliteContext): SyncStores['nodes'] {
   }),
   update: atomic('update attested node', (agentId, patch) => {
     if (patch === null || typeof patch !== 'object') throw new TypeError('patch must be an object')
-    checkNodeFields(patch as Record<string, unknown>, false)
+    checkNodeFields(patch, false)
     const old = findNode(agentId)
     if (old === undefined) throw nodeNotFound()
     stmt(`UPDATE attested_nodes SET serial = ?, previous_serial = ?, expires_at = ?, banned = ?, updated_at = ?

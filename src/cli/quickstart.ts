@@ -36,6 +36,8 @@ function say(line = ''): void {
 }
 
 function fail(msg: string): never {
+  // After Ctrl-C, steps cut short by the shutdown fail quietly: the shutdown exits once everything is stopped.
+  if (stopping) throw new Error('the quickstart is stopping')
   process.stderr.write(`quickstart: ${msg}\n`)
   process.exit(1)
 }
@@ -208,6 +210,9 @@ async function main(): Promise<void> {
   let swtpm: SwtpmInstance | undefined
   const shutdown = async () => {
     stopping = true
+    // What the shutdown interrupts (a demo step, a CLI call) may throw now; the shutdown decides how the process ends.
+    process.on('uncaughtException', () => undefined)
+    process.on('unhandledRejection', () => undefined)
     await stopDemoProcesses()
     for (const c of children.reverse()) await c.stop()
     await swtpm?.stop()

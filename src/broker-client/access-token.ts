@@ -43,7 +43,7 @@ export class AccessToken implements TokenFields {
     this.expiresAt = f.expiresAt
     let claims: Record<string, unknown> = {}
     try {
-      claims = decodeJwt(value) as Record<string, unknown>
+      claims = decodeJwt(value)
     } catch {
       // not a JWT: the client needs no claims
     }

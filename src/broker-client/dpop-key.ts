@@ -47,7 +47,7 @@ export class DpopKey {
 
   /** A fresh ES256 key; the private half is non-extractable unless `extractable` (CLI key files only). */
   static async generate(opts: { extractable?: boolean } = {}): Promise<DpopKey> {
-    const pair = (await webcrypto.subtle.generateKey(ALG, opts.extractable === true, ['sign', 'verify'])) as CryptoKeyPair
+    const pair = await webcrypto.subtle.generateKey(ALG, opts.extractable === true, ['sign', 'verify'])
     return DpopKey.#from(pair)
   }
 
@@ -61,7 +61,7 @@ export class DpopKey {
     try {
       const privateKey = await webcrypto.subtle.importKey('jwk', priv, ALG, false, ['sign'])
       const publicKey = await webcrypto.subtle.importKey('jwk', pub, ALG, true, ['verify'])
-      return await DpopKey.#from({ privateKey, publicKey } as CryptoKeyPair)
+      return await DpopKey.#from({ privateKey, publicKey })
     } catch (cause) {
       throw new IdentityError('ERR_KEY_INVALID', 'broker-client: the DPoP key could not be imported', { cause })
     }

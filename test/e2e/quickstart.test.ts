@@ -16,6 +16,7 @@ import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { E2E_REPO, waitFor, warrant } from '../helpers/e2e-cluster.js'
 import { tempDir } from '../helpers/temp.js'
+import { hasTool } from '../helpers/tools.js'
 
 /** Child pids of `pid` (Linux /proc/<pid>/task/<tid>/children). */
 function childrenOf(pid: number): number[] {
@@ -123,6 +124,8 @@ describe('quickstart (scripts/quickstart.sh, kept running)', () => {
     expect(brokerCa, out).toBeDefined()
     expect(existsSync(brokerCa!)).toBe(true)
     await expectBrokerVerifiedBy(brokerUrl!, brokerCa!)
+    // Its signing key: in the SoftHSM token when the quickstart has one (as the CA's), else the disk key manager.
+    expect(out).toMatch(hasTool('softhsm2-util') ? /^ {2}broker {12}: https:\/\/localhost:\d+ \(embedded in the server, signing key in SoftHSM token "warrant";/m : /^ {2}broker {12}: .*signing key on disk/m)
     expect(out).toMatch(/^ {2}token {13}: DPoP-bound \(cnf\.jkt [^)]+\), scope "demo:read demo:write", expires in \d+ s$/m)
     expect(out).toMatch(/^ {2}call with its key : GET \/data → 200$/m)
     expect(out).toMatch(/^ {2}without its key {3}: same token as a bearer → 401 \w+; with another key's proof → 401 \w+$/m)

@@ -307,8 +307,14 @@ export class BrokerClient {
    * tokens, `Bearer` for the others (an mTLS-bound token is proved by the
    * client certificate this client presents). A 401 `use_dpop_nonce` with a
    * DPoP-Nonce is retried once. The body must be replayable (string or bytes).
+   * Pass a TokenSource instead of a token to use its current token.
    */
-  async fetchWithToken(url: string, init: { method?: string; headers?: Record<string, string>; body?: string | Uint8Array; signal?: AbortSignal } = {}, token: AccessToken): Promise<Response> {
+  async fetchWithToken(
+    url: string,
+    init: { method?: string; headers?: Record<string, string>; body?: string | Uint8Array; signal?: AbortSignal } = {},
+    tokenOrSource: AccessToken | Pick<TokenSource, 'getToken'>,
+  ): Promise<Response> {
+    const token = tokenOrSource instanceof AccessToken ? tokenOrSource : await tokenOrSource.getToken()
     if (token.isGrant) throw new TypeError('broker-client: a delegation grant is not an access token')
     const method = (init.method ?? 'GET').toUpperCase()
     const u = new URL(url)

@@ -2,8 +2,8 @@
  * A token that renews itself (like oauth2's `TokenSource`): `getToken()`
  * answers the current token; at 75% of its lifetime a renewal (the broker's
  * token exchange with the same key) replaces it. A failed renewal is emitted
- * as 'error' and retried with backoff (1 s doubling to 30 s) while the token
- * is still valid; a refusal that cannot change on retry (`invalid_grant`,
+ * as 'error' (when someone listens; it is logged either way) and retried
+ * with backoff (1 s doubling to 30 s) while the token is still valid; a refusal that cannot change on retry (`invalid_grant`,
  * e.g. the renewal limit, a revoked token, an ended task; `invalid_scope`,
  * `invalid_target`, `unauthorized_client`) stops the retries. Once the token
  * has expired, `getToken()` acquires a fresh one (`acquire`, by default a new

@@ -173,6 +173,7 @@ describe('broker client against the real broker', () => {
     expect(next.jti).not.toBe(first.jti)
     expect(next.scopes).toEqual(['read'])
     expect(src.nextRenewalAt).toBe(next.receivedAt + 225_000)
+    expect((await a.fetchWithToken(`${rsUrl}/read`, {}, src)).status).toBe(200)
     src.close()
   })
 

@@ -9,6 +9,7 @@ import type {
   SelectorMatch,
 } from '../../src/server/datastore/index.js'
 import { FakeClock } from '../helpers/fake-clock.js'
+import { newEntry as baseEntry } from '../helpers/entries.js'
 
 export interface DataStoreHarness {
   ds: DataStore
@@ -34,20 +35,7 @@ const sel = (spec: string): Selector[] =>
       })
 
 function newEntry(over: Partial<NewEntry> = {}): NewEntry {
-  return {
-    spiffeId: 'spiffe://corp.example/web',
-    parentId: 'spiffe://corp.example/warrant/agent/join_token/a1',
-    selectors: sel('unix:uid:1000'),
-    x509SvidTtl: 0,
-    jwtSvidTtl: 0,
-    dnsNames: [],
-    federatesWith: [],
-    hint: '',
-    admin: false,
-    downstream: false,
-    expiresAt: null,
-    ...over,
-  }
+  return baseEntry({ spiffeId: 'spiffe://corp.example/web', parentId: 'spiffe://corp.example/warrant/agent/join_token/a1', selectors: sel('unix:uid:1000'), ...over })
 }
 
 function newNode(over: Partial<Omit<AttestedNode, 'createdAt' | 'updatedAt'>> = {}): Omit<AttestedNode, 'createdAt' | 'updatedAt'> {

@@ -17,6 +17,7 @@ import { createCaCertificate, createX509Svid } from '../../../../src/spiffe/x509
 import { createCsr } from '../../../../src/spiffe/x509-svid/csr.js'
 import { captureLogger } from '../../../helpers/capture-logger.js'
 import { FakeClock } from '../../../helpers/fake-clock.js'
+import { newEntry } from '../../../helpers/entries.js'
 
 const td = TrustDomain.fromString('example.org')
 const JOIN_TOKEN = 'join_token'
@@ -167,7 +168,7 @@ describe('attest with a join token', () => {
       selectors: node.selectors,
     })
     // workloads registered under the alias are authorized for the agent
-    await reg.createEntries([{ spiffeId: 'spiffe://example.org/ns/w', parentId: 'spiffe://example.org/nodes/edge-1', selectors: [{ type: 'unix', value: 'uid:1' }], x509SvidTtl: 0, jwtSvidTtl: 0, dnsNames: [], federatesWith: [], hint: '', admin: false, downstream: false, expiresAt: null }])
+    await reg.createEntries([newEntry({ spiffeId: 'spiffe://example.org/ns/w', parentId: 'spiffe://example.org/nodes/edge-1', selectors: [{ type: 'unix', value: 'uid:1' }] })])
     expect((await reg.authorizedEntries(node)).map((e) => e.spiffeId)).toEqual(['spiffe://example.org/ns/w'])
   })
 

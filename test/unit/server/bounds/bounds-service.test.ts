@@ -9,6 +9,7 @@ import { SpiffeId } from '../../../../src/spiffe/spiffe-id.js'
 import { TrustDomain } from '../../../../src/spiffe/trust-domain.js'
 import { FakeClock } from '../../../helpers/fake-clock.js'
 import { caWithJwtSigner } from './helpers.js'
+import { newEntry } from '../../../helpers/entries.js'
 
 const td = TrustDomain.fromString('corp.example')
 const API = 'spiffe://corp.example/svc/payments-api'
@@ -33,20 +34,8 @@ async function codeOf(p: Promise<unknown> | (() => unknown)): Promise<{ code: st
   return { code: 'OK', message: '' }
 }
 
-const entry = (o: Partial<NewEntry> = {}): NewEntry => ({
-  spiffeId: 'spiffe://corp.example/agents/payments/bot-1',
-  parentId: 'spiffe://corp.example/warrant/agent/join_token/n1',
-  selectors: [{ type: 'unix', value: 'uid:1000' }],
-  x509SvidTtl: 0,
-  jwtSvidTtl: 0,
-  dnsNames: [],
-  federatesWith: [],
-  hint: '',
-  admin: false,
-  downstream: false,
-  expiresAt: null,
-  ...o,
-})
+const entry = (o: Partial<NewEntry> = {}): NewEntry =>
+  newEntry({ spiffeId: 'spiffe://corp.example/agents/payments/bot-1', parentId: 'spiffe://corp.example/warrant/agent/join_token/n1', ...o })
 
 describe('BoundsService: set, delete, persistence', () => {
   it('sets bounds under a config prefix, persists them, and bumps the sequence', async () => {

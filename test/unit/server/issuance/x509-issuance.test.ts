@@ -24,6 +24,7 @@ import { TrustDomain } from '../../../../src/spiffe/trust-domain.js'
 import { createCsr } from '../../../../src/spiffe/x509-svid/csr.js'
 import { captureLogger } from '../../../helpers/capture-logger.js'
 import { FakeClock } from '../../../helpers/fake-clock.js'
+import { newEntry as baseEntry } from '../../../helpers/entries.js'
 
 const td = TrustDomain.fromString('example.org')
 const AGENT = 'spiffe://example.org/warrant/agent/join_token/n1'
@@ -45,20 +46,7 @@ const node = (selectors = [PROD]): AttestedNode => ({
   updatedAt: 0,
 })
 
-const newEntry = (spiffeId: string, o: Partial<NewEntry> = {}): NewEntry => ({
-  spiffeId,
-  parentId: AGENT,
-  selectors: [{ type: 'unix', value: 'uid:1000' }],
-  x509SvidTtl: 0,
-  jwtSvidTtl: 0,
-  dnsNames: [],
-  federatesWith: [],
-  hint: '',
-  admin: false,
-  downstream: false,
-  expiresAt: null,
-  ...o,
-})
+const newEntry = (spiffeId: string, o: Partial<NewEntry> = {}): NewEntry => baseEntry({ spiffeId, parentId: AGENT, ...o })
 
 const newKey = () => generateKeyPairSync('ec', { namedCurve: 'P-256' })
 

@@ -12,25 +12,13 @@ import { RegistrationService } from '../../../../src/server/registration/service
 import { TrustDomain } from '../../../../src/spiffe/trust-domain.js'
 import { captureLogger } from '../../../helpers/capture-logger.js'
 import { FakeClock } from '../../../helpers/fake-clock.js'
+import { newEntry as baseEntry } from '../../../helpers/entries.js'
 
 const td = TrustDomain.fromString('example.org')
 const AGENT = 'spiffe://example.org/warrant/agent/join_token/n1'
 const node = { agentId: AGENT, selectors: [{ type: 'join_token', value: 'n1' }] }
 
-const newEntry = (path: string, o: Partial<NewEntry> = {}): NewEntry => ({
-  spiffeId: `spiffe://example.org${path}`,
-  parentId: AGENT,
-  selectors: [{ type: 'unix', value: 'uid:1000' }],
-  x509SvidTtl: 0,
-  jwtSvidTtl: 0,
-  dnsNames: [],
-  federatesWith: [],
-  hint: '',
-  admin: false,
-  downstream: false,
-  expiresAt: null,
-  ...o,
-})
+const newEntry = (path: string, o: Partial<NewEntry> = {}): NewEntry => baseEntry({ spiffeId: `spiffe://example.org${path}`, parentId: AGENT, ...o })
 
 function setup() {
   const clock = new FakeClock()

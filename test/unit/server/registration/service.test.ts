@@ -6,6 +6,7 @@ import { RegistrationService, type EntryChange } from '../../../../src/server/re
 import { TrustDomain } from '../../../../src/spiffe/trust-domain.js'
 import { captureLogger } from '../../../helpers/capture-logger.js'
 import { FakeClock } from '../../../helpers/fake-clock.js'
+import { newEntry } from '../../../helpers/entries.js'
 
 const td = TrustDomain.fromString('example.org')
 const SERVER = 'spiffe://example.org/warrant/server'
@@ -14,20 +15,7 @@ const OTHER_AGENT = 'spiffe://example.org/warrant/agent/tpm/node-2'
 const sel = (type: string, value: string): Selector => ({ type, value })
 
 function entry(spiffePath: string, parentId: string, over: Partial<NewEntry> = {}): NewEntry {
-  return {
-    spiffeId: `spiffe://example.org${spiffePath}`,
-    parentId,
-    selectors: [sel('unix', 'uid:1000')],
-    x509SvidTtl: 0,
-    jwtSvidTtl: 0,
-    dnsNames: [],
-    federatesWith: [],
-    hint: '',
-    admin: false,
-    downstream: false,
-    expiresAt: null,
-    ...over,
-  }
+  return newEntry({ spiffeId: `spiffe://example.org${spiffePath}`, parentId, selectors: [sel('unix', 'uid:1000')], ...over })
 }
 
 let clock: FakeClock

@@ -18,6 +18,7 @@ import { parseBounds } from '../../../../src/spiffe/bounds/index.js'
 import { TrustDomain } from '../../../../src/spiffe/trust-domain.js'
 import { captureLogger } from '../../../helpers/capture-logger.js'
 import { FakeClock } from '../../../helpers/fake-clock.js'
+import { newEntry as baseEntry } from '../../../helpers/entries.js'
 
 const td = TrustDomain.fromString('example.org')
 const AGENT = 'spiffe://example.org/warrant/agent/join_token/n1'
@@ -36,20 +37,7 @@ const node = (selectors = [PROD]): AttestedNode => ({
   updatedAt: 0,
 })
 
-const newEntry = (path: string, o: Partial<NewEntry> = {}): NewEntry => ({
-  spiffeId: `spiffe://example.org${path}`,
-  parentId: AGENT,
-  selectors: [{ type: 'unix', value: 'uid:1000' }],
-  x509SvidTtl: 0,
-  jwtSvidTtl: 0,
-  dnsNames: [],
-  federatesWith: [],
-  hint: '',
-  admin: false,
-  downstream: false,
-  expiresAt: null,
-  ...o,
-})
+const newEntry = (path: string, o: Partial<NewEntry> = {}): NewEntry => baseEntry({ spiffeId: `spiffe://example.org${path}`, parentId: AGENT, ...o })
 
 async function newCa(trustDomain: TrustDomain, ds: DataStore, clock: FakeClock): Promise<CaManager> {
   const ca = new CaManager({ trustDomain, keyManager: new MemoryKeyManager(), ds, clock, log: captureLogger(), caTtlMs: 24 * 3_600_000, caKeyType: 'ec-p256', jwtKeyType: 'ec-p256', refreshHintSeconds: 300 })

@@ -101,6 +101,16 @@ describe('warrant server (process) via the admin CLI', () => {
     expect(await count()).toBe(before)
   })
 
+  it('refuses a --data entry whose string field is not a string (ERR_INVALID_ARGUMENT), and writes nothing', async () => {
+    const before = await count()
+    const file = join(dirname(srv.configPath), 'entries-bad.json')
+    writeFileSync(file, JSON.stringify([{ spiffe_id: { path: '/x' }, parent_id: SERVER_ID, selectors: ['unix:uid:1'] }]))
+    const r = await srv.cli(['entry', 'create', '--data', file])
+    expect(r.code).not.toBe(0)
+    expect(r.stderr).toContain('--data: spiffe_id must be a string')
+    expect(await count()).toBe(before)
+  })
+
   it('generates one-use join tokens with an expiry', async () => {
     const t0 = Date.now()
     const a = await srv.cliJson<{ token: string; expires_at: number }>(['token', 'generate', '--ttl', '120'])

@@ -25,7 +25,7 @@ export interface BrokerAdminServer {
 export async function startBrokerAdminServer(o: { service: BrokerService; socketPath: string; log: Logger; now?: () => number }): Promise<BrokerAdminServer> {
   const log = o.log.child({ [F.SUBSYSTEM]: 'broker_admin' })
   const now = o.now ?? Date.now
-  const app = Fastify({ logger: false, disableRequestLogging: true, bodyLimit: 64 * 1024, onProtoPoisoning: 'error', onConstructorPoisoning: 'error' })
+  const app = Fastify({ logger: false, bodyLimit: 64 * 1024, onProtoPoisoning: 'error', onConstructorPoisoning: 'error' })
   const fail = (reply: FastifyReply, err: unknown, endpoint: string) => {
     const code = isIdentityError(err) ? err.code : undefined
     const status = code === undefined && (err as { statusCode?: number }).statusCode === 400 ? 400 : taskErrorStatus(code)

@@ -144,13 +144,21 @@ export async function startBrokerHttpServer(o: BrokerHttpOptions): Promise<Broke
       })
       // No renegotiation (TLS 1.2 only; 1.3 has none): a connection's client certificate is fixed once the
       // handshake is done, so its chain is read once per connection (getPeerCertificate is costly).
-      server.on('secureConnection', (socket: TLSSocket) => socket.disableRenegotiation())
+      server.on('secureConnection', (socket: TLSSocket) => {
+        socket.disableRenegotiation()
+        // An attempt ends the connection (left alone, it hangs half-renegotiated).
+        socket.prependListener('error', (err: NodeJS.ErrnoException) => {
+          if (err.code === 'ERR_TLS_RENEGOTIATION_DISABLED') {
+            log.info({ [F.PEER]: socket.remoteAddress }, 'Broker TLS renegotiation refused')
+            socket.destroy()
+          }
+        })
+      })
       server.on('tlsClientError', (err) => log.debug({ [F.ERR]: err.message }, 'Broker TLS handshake failed'))
       return server
     },
     bodyLimit: cfg.limits.bodyBytes,
     logger: false,
-    disableRequestLogging: true,
     return503OnClosing: true,
     forceCloseConnections: true,
     onProtoPoisoning: 'error',

@@ -43,7 +43,10 @@ function fail(msg: string): never {
 }
 
 /** Runs the warrant CLI and returns stdout (parsed as JSON when asked). */
-function cli(args: string[], opts: { json?: boolean; env?: NodeJS.ProcessEnv; allowFail?: boolean } = {}): Promise<{ code: number; out: string; err: string; json: unknown }> {
+function cli(
+  args: string[],
+  opts: { json?: boolean; env?: NodeJS.ProcessEnv; allowFail?: boolean } = {},
+): Promise<{ code: number; out: string; err: string; json: unknown }> {
   return new Promise((resolveP) => {
     const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] })
     let out = ''
@@ -111,12 +114,16 @@ class Supervised {
     const now = Date.now()
     while (this.#restarts.length > 0 && now - this.#restarts[0]! > RESTART_WINDOW_MS) this.#restarts.shift()
     if (this.#restarts.length >= MAX_RESTARTS) {
-      process.stderr.write(`quickstart: ${this.name} exited ${MAX_RESTARTS + 1} times within ${RESTART_WINDOW_MS / 60_000} min; not restarting it again (see ${this.logFile}; Ctrl-C and run the quickstart again)\n`)
+      process.stderr.write(
+        `quickstart: ${this.name} exited ${MAX_RESTARTS + 1} times within ${RESTART_WINDOW_MS / 60_000} min; not restarting it again (see ${this.logFile}; Ctrl-C and run the quickstart again)\n`,
+      )
       return
     }
     const delay = RESTART_DELAY_MS[Math.min(this.#restarts.length, RESTART_DELAY_MS.length - 1)]!
     this.#restarts.push(now)
-    process.stderr.write(`quickstart: restarting ${this.name} in ${delay / 1000} s (restart ${this.#restarts.length} of at most ${MAX_RESTARTS} per ${RESTART_WINDOW_MS / 60_000} min)\n`)
+    process.stderr.write(
+      `quickstart: restarting ${this.name} in ${delay / 1000} s (restart ${this.#restarts.length} of at most ${MAX_RESTARTS} per ${RESTART_WINDOW_MS / 60_000} min)\n`,
+    )
     this.#timer = setTimeout(() => {
       this.#timer = undefined
       if (stopping) return
@@ -152,7 +159,11 @@ async function healthy(socket: string): Promise<boolean> {
   const client = new proto.grpc.health.v1.Health(`unix:${socket}`, grpc.credentials.createInsecure())
   try {
     return await new Promise<boolean>((resolveP) =>
-      (client as unknown as { Check: (r: unknown, o: grpc.CallOptions, cb: (e: Error | null, r?: { status: string }) => void) => void }).Check({ service: '' }, { deadline: Date.now() + 2000 }, (e, r) => resolveP(!e && r?.status === 'SERVING')),
+      (client as unknown as { Check: (r: unknown, o: grpc.CallOptions, cb: (e: Error | null, r?: { status: string }) => void) => void }).Check(
+        { service: '' },
+        { deadline: Date.now() + 2000 },
+        (e, r) => resolveP(!e && r?.status === 'SERVING'),
+      ),
     )
   } finally {
     client.close()
@@ -160,7 +171,13 @@ async function healthy(socket: string): Promise<boolean> {
 }
 
 /** Polls `fn` until it returns a value; after `timeoutMs`, `onTimeout` (default: exit with a message). */
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 60_000, logHint = '', onTimeout: (msg: string) => never = fail): Promise<T> {
+async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | undefined>,
+  timeoutMs = 60_000,
+  logHint = '',
+  onTimeout: (msg: string) => never = fail,
+): Promise<T> {
   const end = Date.now() + timeoutMs
   while (Date.now() < end) {
     const v = await fn()
@@ -368,7 +385,19 @@ async function main(): Promise<void> {
     const have = await entries.call<{ entries: unknown[] }>('List', { spiffe_id: e.spiffe_id, parent_id: agentId })
     if (have.entries.length > 0) continue
     const r = await entries.call<{ results: { status: { code: number; message: string } }[] }>('BatchCreate', {
-      entries: [{ spiffe_id: e.spiffe_id, parent_id: agentId, selectors: [{ type: 'unix', value: `uid:${uid}` }, { type: 'unix', value: `path:${e.exe}` }], dns_names: e.dns_names, x509_svid_ttl: 3600, jwt_svid_ttl: 300 }],
+      entries: [
+        {
+          spiffe_id: e.spiffe_id,
+          parent_id: agentId,
+          selectors: [
+            { type: 'unix', value: `uid:${uid}` },
+            { type: 'unix', value: `path:${e.exe}` },
+          ],
+          dns_names: e.dns_names,
+          x509_svid_ttl: 3600,
+          jwt_svid_ttl: 300,
+        },
+      ],
     })
     if (r.results[0]?.status.code !== 0) fail(`cannot create the demo entry ${e.spiffe_id}: ${r.results[0]?.status.message}`)
   }

@@ -102,7 +102,11 @@ describe('quickstart (scripts/quickstart.sh, kept running)', () => {
   })
 
   it('runs the broker demo and prints the broker lines; restarts its server (and its agent) after SIGKILL; a workload then gets SVIDs again; SIGINT stops everything', async () => {
-    qs = spawn('bash', [join(E2E_REPO, 'scripts', 'quickstart.sh'), '--data-dir', dataDir], { cwd: E2E_REPO, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env } })
+    qs = spawn('bash', [join(E2E_REPO, 'scripts', 'quickstart.sh'), '--data-dir', dataDir], {
+      cwd: E2E_REPO,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env },
+    })
     const keep = (d: Buffer) => (out += d.toString())
     qs.stdout!.on('data', keep)
     qs.stderr!.on('data', keep)
@@ -125,18 +129,24 @@ describe('quickstart (scripts/quickstart.sh, kept running)', () => {
     expect(existsSync(brokerCa!)).toBe(true)
     await expectBrokerVerifiedBy(brokerUrl!, brokerCa!)
     // Its signing key: in the SoftHSM token when the quickstart has one (as the CA's), else the disk key manager.
-    expect(out).toMatch(hasTool('softhsm2-util') ? /^ {2}broker {12}: https:\/\/localhost:\d+ \(embedded in the server, signing key in SoftHSM token "warrant";/m : /^ {2}broker {12}: .*signing key on disk/m)
+    expect(out).toMatch(
+      hasTool('softhsm2-util')
+        ? /^ {2}broker {12}: https:\/\/localhost:\d+ \(embedded in the server, signing key in SoftHSM token "warrant";/m
+        : /^ {2}broker {12}: .*signing key on disk/m,
+    )
     expect(out).toMatch(/^ {2}token {13}: DPoP-bound \(cnf\.jkt [^)]+\), scope "demo:read demo:write", expires in \d+ s$/m)
     expect(out).toMatch(/^ {2}call with its key : GET \/data → 200$/m)
     expect(out).toMatch(/^ {2}without its key {3}: same token as a bearer → 401 \w+; with another key's proof → 401 \w+$/m)
     expect(out).toMatch(/^ {2}renewed {11}: new token, same key, .*; GET \/data → 200$/m)
     expect(out).toMatch(/^ {2}delegated {9}: scope "demo:read" to spiffe:\/\/example\.org\/agents\/demo\/sub-agent /m)
     expect(out).toMatch(/^ {2}sub-agent call {4}: GET \/data → 200$/m)
-    expect(out).toMatch(/^ {2}sub-agent wider {3}: POST \/data \(needs demo:write\) → 403 insufficient_scope; asking the broker for demo:write → 400 invalid_scope$/m)
+    expect(out).toMatch(
+      /^ {2}sub-agent wider {3}: POST \/data \(needs demo:write\) → 403 insufficient_scope; asking the broker for demo:write → 400 invalid_scope$/m,
+    )
     // The demo's resource server and sub-agent are gone once the demo is done.
     expect(childrenOf(qs.pid!).filter((p) => /quickstart-demo-peer/.test(cmdline(p)))).toEqual([])
     const serverPid = () => childrenOf(qs!.pid!).find((p) => / server run /.test(cmdline(p)))
-    const agentPid = childrenOf(qs!.pid!).find((p) => / agent run /.test(cmdline(p)))
+    const agentPid = childrenOf(qs.pid!).find((p) => / agent run /.test(cmdline(p)))
     const first = serverPid()
     expect(first, `no server child of the quickstart:\n${out}`).toBeDefined()
     expect(agentPid).toBeDefined()
@@ -160,9 +170,15 @@ describe('quickstart (scripts/quickstart.sh, kept running)', () => {
     expect(jwt.svids[0]?.spiffe_id).toBe('spiffe://example.org/agents/demo/quickstart')
     const x509 = await warrant(['api', 'fetch', 'x509', '--output', 'json'], { env })
     expect(x509.code, x509.stderr).toBe(0)
-    expect((JSON.parse(x509.stdout) as { svids: { spiffe_id: string }[] }).svids.map((s) => s.spiffe_id)).toContain('spiffe://example.org/agents/demo/quickstart')
+    expect((JSON.parse(x509.stdout) as { svids: { spiffe_id: string }[] }).svids.map((s) => s.spiffe_id)).toContain(
+      'spiffe://example.org/agents/demo/quickstart',
+    )
     // The broker restarted with its server, on the same issuer, still verified by the same CA file.
-    await waitFor('the broker after the server restart', async () => (await httpsGet(`${brokerUrl!}/.well-known/oauth-authorization-server`, readFileSync(brokerCa!)).catch(() => ({ status: 0 }))).status === 200, { timeoutMs: 60_000, hint: () => out })
+    await waitFor(
+      'the broker after the server restart',
+      async () => (await httpsGet(`${brokerUrl!}/.well-known/oauth-authorization-server`, readFileSync(brokerCa!)).catch(() => ({ status: 0 }))).status === 200,
+      { timeoutMs: 60_000, hint: () => out },
+    )
     await expectBrokerVerifiedBy(brokerUrl!, brokerCa!)
 
     // The agent is kept running too: killed, it comes back on its persisted SVID and serves again.

@@ -158,5 +158,8 @@ describe('warrant token exchange|renew|delegate|introspect|revoke against a real
     expect(r.stderr).toContain('0600')
     expect((await warrant(['token', 'exchange', '--binding', 'dpop'], { env })).stderr).toContain('--key-file')
     expect((await warrant(['token', 'nope'], { env })).code).toBe(2)
+    const noSvid = await warrant(['token', 'exchange', '--spiffe-id', `spiffe://${TD}/agents/nobody`, '--task', 'cli-task'], { env })
+    expect(noSvid.code).toBe(1)
+    expect(noSvid.stderr).toContain('ERR_NO_IDENTITY_ISSUED')
   }, 60_000)
 })

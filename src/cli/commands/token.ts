@@ -227,6 +227,8 @@ async function session(v: { broker?: string | undefined; ca?: string | undefined
   const api = new WorkloadApiClient({ socketPath, timeoutMs: ms })
   let source: X509Source
   try {
+    // Fail fast, and plainly, when the caller has no SVID with the asked-for ID.
+    if (picker) picker((await api.fetchX509Context({ signal: AbortSignal.timeout(ms) })).svids)
     source = await X509Source.create({ client: api, signal: AbortSignal.timeout(ms), ...(picker ? { picker } : {}) })
   } catch (err) {
     api.close()

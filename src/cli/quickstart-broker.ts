@@ -112,7 +112,11 @@ class Peer {
   constructor(exe: string, role: string, args: PeerArgs, logFile: string) {
     this.logFile = logFile
     const fd = openSync(logFile, 'a')
-    this.child = spawn(exe, [...process.execArgv, PEER, role, JSON.stringify(args)], { cwd: ROOT, stdio: ['pipe', 'pipe', fd], env: { ...process.env, SPIFFE_ENDPOINT_SOCKET: `unix://${args.socketPath}` } })
+    this.child = spawn(exe, [...process.execArgv, PEER, role, JSON.stringify(args)], {
+      cwd: ROOT,
+      stdio: ['pipe', 'pipe', fd],
+      env: { ...process.env, SPIFFE_ENDPOINT_SOCKET: `unix://${args.socketPath}` },
+    })
     closeSync(fd)
     this.child.stdout!.on('data', (c: Buffer) => {
       this.#out += c.toString()
@@ -135,7 +139,8 @@ class Peer {
         if (typeof m.error === 'string') throw new Error(`${m.error} (see ${this.logFile})`)
         if (m[key] !== undefined) return m[key] as T
       }
-      if (this.child.exitCode !== null || this.child.signalCode !== null) throw new Error(`exited (${this.child.signalCode ?? this.child.exitCode}) without an answer; see ${this.logFile}`)
+      if (this.child.exitCode !== null || this.child.signalCode !== null)
+        throw new Error(`exited (${this.child.signalCode ?? this.child.exitCode}) without an answer; see ${this.logFile}`)
       const left = end - Date.now()
       if (left <= 0) throw new Error(`no answer within ${timeoutMs / 1000} s; see ${this.logFile}`)
       await new Promise<void>((r) => {
@@ -171,7 +176,27 @@ export async function runBrokerDemo(o: BrokerDemoOptions): Promise<void> {
   const say = o.say
   const ca = readFileSync(o.caFile, 'utf8')
   const taskId = `quickstart-${Date.now().toString(36)}`
-  await o.cli(['task', 'create', '--socket', o.brokerAdminSocket, '--agent', o.demoId, ...DEMO_SCOPES.flatMap((s) => ['--scope', s]), '--resource', DEMO_RESOURCE, '--ttl', '1h', '--max-renewals', '3', '--task-id', taskId, '--orchestration-id', 'quickstart', '--output', 'json'])
+  await o.cli([
+    'task',
+    'create',
+    '--socket',
+    o.brokerAdminSocket,
+    '--agent',
+    o.demoId,
+    ...DEMO_SCOPES.flatMap((s) => ['--scope', s]),
+    '--resource',
+    DEMO_RESOURCE,
+    '--ttl',
+    '1h',
+    '--max-renewals',
+    '3',
+    '--task-id',
+    taskId,
+    '--orchestration-id',
+    'quickstart',
+    '--output',
+    'json',
+  ])
 
   const peerArgs = { socketPath: o.workloadSocket, issuer: o.issuer, caFile: o.caFile, resource: DEMO_RESOURCE }
   const api = new Peer(o.apiExe, 'api', { ...peerArgs, spiffeId: o.apiId }, join(o.logDir, 'demo-api.log'))
@@ -207,7 +232,9 @@ export async function runBrokerDemo(o: BrokerDemoOptions): Promise<void> {
     const thief = await generateKeyPair('ES256', { extractable: false })
     const other = await client.call(data, { method: 'GET', token: t1.access_token, ca, proofKey: thief })
     expectStatus('GET /data with a proof of another key', other, 401)
-    say(`  without its key   : same token as a bearer → ${stolen.status} ${oauthError(stolen)}; with another key's proof → ${other.status} ${oauthError(other)}`)
+    say(
+      `  without its key   : same token as a bearer → ${stolen.status} ${oauthError(stolen)}; with another key's proof → ${other.status} ${oauthError(other)}`,
+    )
 
     const t2 = await client.renew(t1.access_token)
     const r2 = await client.call(data, { method: 'GET', token: t2.access_token, ca })
@@ -227,9 +254,13 @@ export async function runBrokerDemo(o: BrokerDemoOptions): Promise<void> {
     if (res.call.status !== 200) throw new Error(`the sub-agent's GET /data: expected HTTP 200, got ${res.call.status}`)
     if (res.widerCall.status !== 403) throw new Error(`the sub-agent's POST /data: expected HTTP 403, got ${res.widerCall.status}`)
     if (res.widerToken.status !== 400) throw new Error(`the sub-agent's wider renewal: expected HTTP 400, got ${res.widerToken.status}`)
-    say(`  delegated         : scope "${res.scope}" to ${res.spiffeId} (its own key; sub stays the demo workload, act.sub is the sub-agent), ${inSeconds(res.expiresIn)}`)
+    say(
+      `  delegated         : scope "${res.scope}" to ${res.spiffeId} (its own key; sub stays the demo workload, act.sub is the sub-agent), ${inSeconds(res.expiresIn)}`,
+    )
     say(`  sub-agent call    : GET /data → ${res.call.status}`)
-    say(`  sub-agent wider   : POST /data (needs demo:write) → ${res.widerCall.status} ${res.widerCall.error}; asking the broker for demo:write → ${res.widerToken.status} ${res.widerToken.error}`)
+    say(
+      `  sub-agent wider   : POST /data (needs demo:write) → ${res.widerCall.status} ${res.widerCall.error}; asking the broker for demo:write → ${res.widerToken.status} ${res.widerToken.error}`,
+    )
   } catch (err) {
     if (err instanceof OAuthRefusal) throw new Error(`broker demo: the broker refused a request: ${err.message} (see the server log)`)
     throw err

@@ -52,7 +52,10 @@ export interface SubAgentResult {
 
 /** A logger writing JSON lines to stderr (the quickstart sends it to a log file). */
 const stderrLog = (bound: Record<string, unknown> = {}): Logger => {
-  const at = (level: string) => (fields: Record<string, unknown>, msg: string) => process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level, msg, ...bound, ...fields }, (_k, v: unknown) => (v instanceof Error ? v.message : v))}\n`)
+  const at = (level: string) => (fields: Record<string, unknown>, msg: string) =>
+    process.stderr.write(
+      `${JSON.stringify({ time: new Date().toISOString(), level, msg, ...bound, ...fields }, (_k, v: unknown) => (v instanceof Error ? v.message : v))}\n`,
+    )
   return { debug: () => {}, info: at('info'), warn: at('warn'), error: at('error'), child: (f) => stderrLog({ ...bound, ...f }) }
 }
 

@@ -20,11 +20,17 @@ export interface HttpsReply {
 }
 
 /** One HTTPS request (no keep-alive), the server verified against `ca`; `svid` is presented as the client certificate. */
-export function httpsCall(url: string, o: { method: string; ca: string; svid?: X509Svid; headers?: Record<string, string>; body?: string; timeoutMs?: number }): Promise<HttpsReply> {
+export function httpsCall(
+  url: string,
+  o: { method: string; ca: string; svid?: X509Svid; headers?: Record<string, string>; body?: string; timeoutMs?: number },
+): Promise<HttpsReply> {
   return new Promise((resolve, reject) => {
     const headers = { ...o.headers, ...(o.body !== undefined ? { 'content-length': String(Buffer.byteLength(o.body)) } : {}) }
     const client = o.svid
-      ? { cert: o.svid.certificates.map((c) => toPemBlock('CERTIFICATE', c)).join(''), key: o.svid.privateKey!.export({ type: 'pkcs8', format: 'pem' }) as string }
+      ? {
+          cert: o.svid.certificates.map((c) => toPemBlock('CERTIFICATE', c)).join(''),
+          key: o.svid.privateKey!.export({ type: 'pkcs8', format: 'pem' }) as string,
+        }
       : {}
     const req = request(url, { method: o.method, ca: o.ca, headers, agent: false, timeout: o.timeoutMs ?? 10_000, ...client }, (res) => {
       const chunks: Buffer[] = []
@@ -102,7 +108,13 @@ export class DemoOAuthClient {
     const body = new URLSearchParams(params).toString()
     for (let attempt = 0; ; attempt++) {
       const proof = await createDpopProof(this.key, { method: 'POST', url, ...(this.#nonce !== undefined ? { nonce: this.#nonce } : {}) })
-      const r = await httpsCall(url, { method: 'POST', ca: this.#ca, svid: this.#svid(), headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json', dpop: proof }, body })
+      const r = await httpsCall(url, {
+        method: 'POST',
+        ca: this.#ca,
+        svid: this.#svid(),
+        headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json', dpop: proof },
+        body,
+      })
       if (r.headers['dpop-nonce'] !== undefined) this.#nonce = r.headers['dpop-nonce']
       if (r.status === 200) return JSON.parse(r.body) as TokenReply
       const error = oauthError(r)
@@ -117,12 +129,23 @@ export class DemoOAuthClient {
 
   /** Renewal: the token exchanged for its successor with proof of the same key (optionally asking for other scopes). */
   renew(token: string, scopes?: readonly string[]): Promise<TokenReply> {
-    return this.token({ grant_type: GRANT_TYPE.tokenExchange, subject_token: token, subject_token_type: TOKEN_TYPE.accessToken, ...(scopes ? { scope: scopes.join(' ') } : {}) })
+    return this.token({
+      grant_type: GRANT_TYPE.tokenExchange,
+      subject_token: token,
+      subject_token_type: TOKEN_TYPE.accessToken,
+      ...(scopes ? { scope: scopes.join(' ') } : {}),
+    })
   }
 
   /** A one-time delegation grant that only `subAgent` can redeem. */
   delegationGrant(token: string, subAgent: string, scopes: readonly string[]): Promise<TokenReply> {
-    return this.token({ grant_type: GRANT_TYPE.tokenExchange, subject_token: token, subject_token_type: TOKEN_TYPE.accessToken, may_act: subAgent, scope: scopes.join(' ') })
+    return this.token({
+      grant_type: GRANT_TYPE.tokenExchange,
+      subject_token: token,
+      subject_token_type: TOKEN_TYPE.accessToken,
+      may_act: subAgent,
+      scope: scopes.join(' '),
+    })
   }
 
   /** The sub-agent's side: a delegation grant redeemed for a token bound to this client's key. */

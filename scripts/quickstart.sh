@@ -14,7 +14,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "quickstart: installing system packages for: ${missing[*]}"
     bash scripts/install-system-deps.sh
   else
-    echo "quickstart: optional tools missing (${missing[*]}); run 'bash scripts/install-system-deps.sh' (as root or with sudo) for TPM attestation and an HSM-held CA. Continuing without them."
+    echo "quickstart: optional tools missing (${missing[*]}); run 'bash scripts/install-system-deps.sh' (as root or with sudo) for TPM attestation and an HSM-held CA and broker signing key. Continuing without them."
   fi
 fi
 exec node --import tsx src/cli/quickstart.ts "$@"

@@ -4,7 +4,7 @@
  * against `ca` (the PEM of WARRANT_BROKER_CA), else the trust bundles of the
  * SVID source, else the system roots, with the usual host-name check.
  * Keep-alive connections per SVID: when the source hands out another SVID
- * (rotation), new requests go over new connections with the new certificate.
+ * (rotation) or other bundles, new requests go over new connections.
  * Bodies are capped, requests have a deadline, redirects are not followed.
  */
 import http from 'node:http'
@@ -62,19 +62,19 @@ function bundlePem(b: BundleSet): string | undefined {
 export function httpsTransport(o: HttpsTransportOptions = {}): HttpsTransport {
   const timeoutMs = o.timeoutMs ?? 10_000
   const maxBytes = o.maxBytes ?? 1024 * 1024
-  let current: { svid: X509Svid | undefined; agent: https.Agent } | undefined
+  let current: { svid: X509Svid | undefined; bundles: BundleSet | undefined; agent: https.Agent } | undefined
   const retired: https.Agent[] = []
 
   const agentFor = (): https.Agent => {
     const svid = o.source?.getX509Svid()
-    if (current && current.svid === svid) return current.agent
-    // A rotated SVID: new connections, and the old agent's idle sockets are closed (busy ones finish).
+    const bundles = o.ca === undefined ? o.source?.getBundles?.() : undefined
+    if (current && current.svid === svid && current.bundles === bundles) return current.agent
+    // A rotated SVID (or new bundles): new connections, and the old agent's idle sockets are closed (busy ones finish).
     if (current) {
       retired.push(current.agent)
       for (const s of Object.values(current.agent.freeSockets).flat()) s?.destroy()
     }
-    const bundles = o.source?.getBundles ? bundlePem(o.source.getBundles()) : undefined
-    const ca = o.ca ?? bundles
+    const ca = o.ca ?? (bundles ? bundlePem(bundles) : undefined)
     const agent = new https.Agent({
       keepAlive: true,
       maxCachedSessions: 0,
@@ -82,7 +82,7 @@ export function httpsTransport(o: HttpsTransportOptions = {}): HttpsTransport {
       ...(ca !== undefined ? { ca } : {}),
       ...(svid ? { cert: svid.certificatesPem(), key: svid.privateKeyPem() } : {}),
     })
-    current = { svid, agent }
+    current = { svid, bundles, agent }
     return agent
   }
 

@@ -41,7 +41,7 @@ export const usage = [
   '  token delegate --to SPIFFE_ID (--key-file PATH | --token T) [--scope S]... [--resource URI]...   one-time grant for a sub-agent',
   '  token introspect|revoke (--key-file PATH | --token T)',
   '    (broker commands: [--broker URL] (WARRANT_BROKER_URL) [--ca FILE] (WARRANT_BROKER_CA, default: the Workload API bundles)',
-  '     [--socket ADDR] (SPIFFE_ENDPOINT_SOCKET) [--spiffe-id ID] (which SVID, when several) [--output json]; with --key-file the token is DPoP-bound and its key is kept',
+  '     [--socket ADDR] (SPIFFE_ENDPOINT_SOCKET) [--spiffe-id ID] (which SVID, when several) [--timeout 10s] [--output json]; with --key-file the token is DPoP-bound and its key is kept',
   '     in that 0600 file between commands; without it the token is bound to the caller\'s X.509-SVID)',
 ].join('\n')
 

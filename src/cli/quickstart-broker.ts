@@ -200,7 +200,8 @@ export async function runBrokerDemo(o: BrokerDemoOptions): Promise<void> {
 
   const peerArgs = { socketPath: o.workloadSocket, issuer: o.issuer, caFile: o.caFile, resource: DEMO_RESOURCE }
   const api = new Peer(o.apiExe, 'api', { ...peerArgs, spiffeId: o.apiId }, join(o.logDir, 'demo-api.log'))
-  let sub: Peer | undefined
+  // Started now, so that it has its SVID when the delegation grant (valid for a minute) comes.
+  const sub = new Peer(o.subAgentExe, 'sub-agent', { ...peerArgs, spiffeId: o.subAgentId }, join(o.logDir, 'demo-sub-agent.log'))
   const pick = (svids: readonly X509Svid[]) => {
     const s = svids.find((x) => x.id.toString() === o.demoId)
     if (!s) throw new Error(`no SVID for ${o.demoId}`)
@@ -244,8 +245,7 @@ export async function runBrokerDemo(o: BrokerDemoOptions): Promise<void> {
     say(`  renewed           : new token, same key, scope "${t2.scope}", ${inSeconds(t2.expires_in)}; GET /data → ${r2.status}`)
 
     const grant = await client.delegationGrant(t2.access_token, o.subAgentId, ['demo:read'])
-    sub = new Peer(o.subAgentExe, 'sub-agent', { ...peerArgs, spiffeId: o.subAgentId, apiUrl: ready.url }, join(o.logDir, 'demo-sub-agent.log'))
-    sub.child.stdin!.end(`${grant.access_token}\n`)
+    sub.child.stdin!.end(`${JSON.stringify({ grant: grant.access_token, apiUrl: ready.url })}\n`)
     const res = await sub.message<SubAgentResult>('result', 120_000).catch((err: unknown) => {
       throw new Error(`the demo sub-agent failed: ${(err as Error).message}`)
     })
@@ -265,7 +265,7 @@ export async function runBrokerDemo(o: BrokerDemoOptions): Promise<void> {
     if (err instanceof OAuthRefusal) throw new Error(`broker demo: the broker refused a request: ${err.message} (see the server log)`)
     throw err
   } finally {
-    await sub?.stop()
+    await sub.stop()
     await api.stop()
     await source?.close()
   }

@@ -8,7 +8,8 @@
  *   localhost), every request checked by src/resource-server's middleware
  *   (`GET /data` needs `demo:read`, `POST /data` needs `demo:write`). Prints
  *   `{"ready":{"url":...}}` once it listens, serves until SIGTERM.
- * - `sub-agent`: reads a delegation grant on stdin, redeems it for a token
+ * - `sub-agent`: reads a delegation grant and the resource server's URL
+ *   (JSON) on stdin, redeems the grant for a token
  *   bound to its own DPoP key, calls the resource server, tries a route its
  *   narrower token does not cover and asks the broker for more than it was
  *   given. Prints `{"result":{...}}` and exits.
@@ -35,8 +36,6 @@ export interface PeerArgs {
   caFile: string
   /** The resource indicator (RFC 8707) of the demo resource server. */
   resource: string
-  /** sub-agent: the resource server's URL. */
-  apiUrl?: string
 }
 
 /** What the sub-agent reports. */
@@ -117,13 +116,14 @@ async function readStdin(): Promise<string> {
 
 async function runSubAgent(a: PeerArgs): Promise<void> {
   const log = stderrLog({ role: 'demo-sub-agent' })
-  const grant = await readStdin()
+  // Identity first, so the (short-lived) grant waits for nothing once it arrives.
   const source = await sourceFor(a, log)
   try {
     const ca = readFileSync(a.caFile, 'utf8')
     const client = await DemoOAuthClient.create({ issuer: a.issuer, ca, svid: () => source.getX509Svid() })
+    const { grant, apiUrl } = JSON.parse(await readStdin()) as { grant: string; apiUrl: string }
     const t = await client.redeem(grant)
-    const data = `${a.apiUrl}/data`
+    const data = `${apiUrl}/data`
     const call = await client.call(data, { method: 'GET', token: t.access_token, ca })
     const wider = await client.call(data, { method: 'POST', token: t.access_token, ca })
     let widerToken = { status: 200, error: '' }

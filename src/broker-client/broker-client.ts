@@ -109,7 +109,8 @@ function formOf(params: TokenParams, extra: Record<string, string | undefined>):
   if (params.scopes !== undefined && params.scopes.length > 0) f.append('scope', params.scopes.join(' '))
   for (const r of params.resources ?? []) f.append('resource', r)
   for (const a of params.audiences ?? []) f.append('audience', a)
-  if (params.authorizationDetails !== undefined && params.authorizationDetails.length > 0) f.append('authorization_details', JSON.stringify(params.authorizationDetails))
+  if (params.authorizationDetails !== undefined && params.authorizationDetails.length > 0)
+    f.append('authorization_details', JSON.stringify(params.authorizationDetails))
   return f
 }
 
@@ -146,20 +147,33 @@ export class BrokerClient {
       throw new IdentityError('ERR_CONFIG_INVALID', 'broker-client: the issuer must be an absolute URL')
     }
     if (issuer.protocol !== 'https:') throw new IdentityError('ERR_CONFIG_INVALID', 'broker-client: the issuer must be https')
-    if (o.binding === 'mtls' && o.source === undefined) throw new IdentityError('ERR_CONFIG_INVALID', 'broker-client: certificate-bound tokens need an X.509-SVID source')
-    if (o.source === undefined && o.jwtSvid === undefined) throw new IdentityError('ERR_CONFIG_INVALID', 'broker-client: an X.509-SVID source or a JWT-SVID function is needed to authenticate')
-    const t = o.transport ? { request: o.transport, close: () => {} } : httpsTransport({ ...(o.source ? { source: o.source } : {}), ...(o.ca !== undefined ? { ca: o.ca } : {}), ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}) })
+    if (o.binding === 'mtls' && o.source === undefined)
+      throw new IdentityError('ERR_CONFIG_INVALID', 'broker-client: certificate-bound tokens need an X.509-SVID source')
+    if (o.source === undefined && o.jwtSvid === undefined)
+      throw new IdentityError('ERR_CONFIG_INVALID', 'broker-client: an X.509-SVID source or a JWT-SVID function is needed to authenticate')
+    const t = o.transport
+      ? { request: o.transport, close: () => {} }
+      : httpsTransport({
+          ...(o.source ? { source: o.source } : {}),
+          ...(o.ca !== undefined ? { ca: o.ca } : {}),
+          ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
+        })
     try {
       const path = issuer.pathname.replace(/\/+$/, '')
       const url = `${issuer.origin}/.well-known/oauth-authorization-server${path}`
       const res = await t.request(url, { method: 'GET', headers: { accept: 'application/json' }, ...(o.signal ? { signal: o.signal } : {}) })
       const m = json(res) as BrokerMetadata | undefined
-      if (res.status !== 200 || m === undefined || typeof m !== 'object') throw new IdentityError('ERR_UNAVAILABLE', `broker-client: no metadata at the issuer (HTTP ${res.status})`)
+      if (res.status !== 200 || m === undefined || typeof m !== 'object')
+        throw new IdentityError('ERR_UNAVAILABLE', `broker-client: no metadata at the issuer (HTTP ${res.status})`)
       // RFC 8414 §3.3: the issuer in the document must be the one asked for.
-      if (m.issuer !== o.issuer) throw new IdentityError('ERR_CONFIG_INVALID', 'broker-client: the metadata names another issuer', { details: { issuer: String(m.issuer).slice(0, 200) } })
+      if (m.issuer !== o.issuer)
+        throw new IdentityError('ERR_CONFIG_INVALID', 'broker-client: the metadata names another issuer', {
+          details: { issuer: String(m.issuer).slice(0, 200) },
+        })
       for (const k of ['token_endpoint', 'introspection_endpoint', 'revocation_endpoint', 'jwks_uri'] as const) {
         const v = m[k]
-        if (v !== undefined && (typeof v !== 'string' || !v.startsWith('https://'))) throw new IdentityError('ERR_CONFIG_INVALID', `broker-client: metadata ${k} is not an https URL`)
+        if (v !== undefined && (typeof v !== 'string' || !v.startsWith('https://')))
+          throw new IdentityError('ERR_CONFIG_INVALID', `broker-client: metadata ${k} is not an https URL`)
       }
       if (typeof m.token_endpoint !== 'string') throw new IdentityError('ERR_CONFIG_INVALID', 'broker-client: metadata has no token_endpoint')
       if ((o.binding ?? 'dpop') === 'dpop' && Array.isArray(m.dpop_signing_alg_values_supported) && !m.dpop_signing_alg_values_supported.includes('ES256')) {
@@ -186,19 +200,37 @@ export class BrokerClient {
 
   /** Token exchange with the agent's own JWT-SVID (audience: the issuer) as the subject token. */
   exchangeJwtSvid(jwtSvid: string, p: TokenParams = {}, opts: CallOpts = {}): Promise<AccessToken> {
-    return this.#token('token exchange', formOf(p, { grant_type: GRANT_TYPE.tokenExchange, subject_token: jwtSvid, subject_token_type: TOKEN_TYPE.jwtSvid }), opts)
+    return this.#token(
+      'token exchange',
+      formOf(p, { grant_type: GRANT_TYPE.tokenExchange, subject_token: jwtSvid, subject_token_type: TOKEN_TYPE.jwtSvid }),
+      opts,
+    )
   }
 
   /** A successor of `token` (same identity and key, fresh TTL, same or narrower scope and targets; counted against the renewal limit). */
   renew(token: AccessToken, p: NarrowParams = {}, opts: CallOpts = {}): Promise<AccessToken> {
-    return this.#token('renewal', formOf(p, { grant_type: GRANT_TYPE.tokenExchange, subject_token: token.value, subject_token_type: TOKEN_TYPE.accessToken }), opts)
+    return this.#token(
+      'renewal',
+      formOf(p, { grant_type: GRANT_TYPE.tokenExchange, subject_token: token.value, subject_token_type: TOKEN_TYPE.accessToken }),
+      opts,
+    )
   }
 
   /** A one-time delegation grant for the sub-agent `to` (narrower or equal scope), to hand to it for `redeemGrant`. */
   delegate(token: AccessToken, p: DelegateParams, opts: CallOpts = {}): Promise<AccessToken> {
     const { to, ...narrow } = p
     if (typeof to !== 'string' || !to.startsWith('spiffe://')) throw new TypeError('broker-client: delegate needs the sub-agent SPIFFE ID in "to"')
-    return this.#token('delegation', formOf(narrow, { grant_type: GRANT_TYPE.tokenExchange, subject_token: token.value, subject_token_type: TOKEN_TYPE.accessToken, requested_token_type: TOKEN_TYPE.jwt, may_act: to }), opts)
+    return this.#token(
+      'delegation',
+      formOf(narrow, {
+        grant_type: GRANT_TYPE.tokenExchange,
+        subject_token: token.value,
+        subject_token_type: TOKEN_TYPE.accessToken,
+        requested_token_type: TOKEN_TYPE.jwt,
+        may_act: to,
+      }),
+      opts,
+    )
   }
 
   /** The sub-agent's side: exchanges a delegation grant (a string, or the AccessToken `delegate` returned) for its own token. */
@@ -211,7 +243,10 @@ export class BrokerClient {
    * A source that holds a token and renews it at 75% of its lifetime; `acquire`
    * (default: `requestToken(p)`) gets the first one and a fresh one after expiry.
    */
-  async tokenSource(p: TokenParams = {}, o: Omit<TokenSourceOptions, 'acquire' | 'renew'> & { acquire?: () => Promise<AccessToken> } = {}): Promise<TokenSource> {
+  async tokenSource(
+    p: TokenParams = {},
+    o: Omit<TokenSourceOptions, 'acquire' | 'renew'> & { acquire?: () => Promise<AccessToken> } = {},
+  ): Promise<TokenSource> {
     const src = await TokenSource.start({
       clock: this.#clock,
       log: this.#log,
@@ -234,7 +269,8 @@ export class BrokerClient {
       throw new IdentityError('ERR_INTERNAL', `broker-client: malformed ${what} response`)
     }
     const tokenType: IssuedTokenType = /^dpop$/i.test(tt) ? 'DPoP' : /^n_a$/i.test(tt) ? 'N_A' : 'Bearer'
-    if (this.binding === 'dpop' && tokenType === 'Bearer') throw new IdentityError('ERR_TOKEN_REQUEST_INVALID', `broker-client: ${what} returned an unbound token for a DPoP request`)
+    if (this.binding === 'dpop' && tokenType === 'Bearer')
+      throw new IdentityError('ERR_TOKEN_REQUEST_INVALID', `broker-client: ${what} returned an unbound token for a DPoP request`)
     const now = this.#clock.now()
     const token = new AccessToken(at, {
       tokenType,
@@ -256,7 +292,8 @@ export class BrokerClient {
     const form = new URLSearchParams({ token: typeof token === 'string' ? token : token.value, token_type_hint: 'access_token' })
     const res = await this.#post('introspection', url, form, opts, false)
     const body = json(res) as Record<string, unknown> | undefined
-    if (res.status !== 200 || body === undefined || typeof body.active !== 'boolean') throw oauthError('introspection', res.status, body, header(res, 'www-authenticate'))
+    if (res.status !== 200 || body === undefined || typeof body.active !== 'boolean')
+      throw oauthError('introspection', res.status, body, header(res, 'www-authenticate'))
     return body.active ? (body as Introspection) : { active: false }
   }
 
@@ -288,7 +325,12 @@ export class BrokerClient {
       const headers: Record<string, string> = { 'content-type': FORM, accept: 'application/json' }
       if (dpop) {
         const nonce = this.#nonces.get(origin)
-        headers.dpop = await this.dpopKey.proof({ method: 'POST', url, nowSec: Math.floor(this.#clock.now() / 1000), ...(nonce !== undefined ? { nonce } : {}) })
+        headers.dpop = await this.dpopKey.proof({
+          method: 'POST',
+          url,
+          nowSec: Math.floor(this.#clock.now() / 1000),
+          ...(nonce !== undefined ? { nonce } : {}),
+        })
       }
       const res = await this.#request(url, { method: 'POST', headers, body, ...(signal ? { signal } : {}) })
       const fresh = header(res, 'dpop-nonce')
@@ -325,13 +367,26 @@ export class BrokerClient {
       if (token.tokenType === 'DPoP') {
         const nonce = this.#nonces.get(u.origin)
         headers.authorization = `DPoP ${token.value}`
-        headers.dpop = await this.dpopKey.proof({ method, url: htu, accessToken: token.value, nowSec: Math.floor(this.#clock.now() / 1000), ...(nonce !== undefined ? { nonce } : {}) })
+        headers.dpop = await this.dpopKey.proof({
+          method,
+          url: htu,
+          accessToken: token.value,
+          nowSec: Math.floor(this.#clock.now() / 1000),
+          ...(nonce !== undefined ? { nonce } : {}),
+        })
       } else headers.authorization = `Bearer ${token.value}`
       const signal = init.signal ?? this.#o.signal
       const res = await this.#request(url, { method, headers, ...(init.body !== undefined ? { body: init.body } : {}), ...(signal ? { signal } : {}) })
       const fresh = header(res, 'dpop-nonce')
       if (fresh !== undefined) this.#nonces.set(u.origin, fresh)
-      if (token.tokenType === 'DPoP' && attempt === 0 && res.status === 401 && fresh !== undefined && /error="use_dpop_nonce"/.test(header(res, 'www-authenticate') ?? '')) continue
+      if (
+        token.tokenType === 'DPoP' &&
+        attempt === 0 &&
+        res.status === 401 &&
+        fresh !== undefined &&
+        /error="use_dpop_nonce"/.test(header(res, 'www-authenticate') ?? '')
+      )
+        continue
       const h = new Headers()
       for (const [k, v] of Object.entries(res.headers)) if (v !== undefined) h.set(k, Array.isArray(v) ? v.join(', ') : v)
       const nullBody = res.status === 204 || res.status === 304 || method === 'HEAD'

@@ -53,7 +53,15 @@ export class DpopKey {
 
   /** Imports a private EC P-256 JWK (from a CLI key file) as a non-extractable key. */
   static async importPrivateJwk(jwk: JsonWebKey): Promise<DpopKey> {
-    if (jwk === null || typeof jwk !== 'object' || jwk.kty !== 'EC' || jwk.crv !== 'P-256' || typeof jwk.d !== 'string' || typeof jwk.x !== 'string' || typeof jwk.y !== 'string') {
+    if (
+      jwk === null ||
+      typeof jwk !== 'object' ||
+      jwk.kty !== 'EC' ||
+      jwk.crv !== 'P-256' ||
+      typeof jwk.d !== 'string' ||
+      typeof jwk.x !== 'string' ||
+      typeof jwk.y !== 'string'
+    ) {
       throw new IdentityError('ERR_KEY_INVALID', 'broker-client: the DPoP key must be an EC P-256 private JWK')
     }
     const priv = { kty: 'EC', crv: 'P-256', x: jwk.x, y: jwk.y, d: jwk.d }

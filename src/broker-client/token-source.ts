@@ -54,7 +54,17 @@ export interface TokenSourceEvents {
 }
 
 /** Codes a retry cannot change. */
-const FINAL = new Set(['ERR_GRANT_INVALID', 'ERR_TASK_NOT_FOUND', 'ERR_TASK_ENDED', 'ERR_DELEGATION_INVALID', 'ERR_SCOPE_INVALID', 'ERR_TARGET_INVALID', 'ERR_CLIENT_UNAUTHORIZED', 'ERR_TOKEN_REQUEST_INVALID', 'ERR_GRANT_TYPE_UNSUPPORTED'])
+const FINAL = new Set([
+  'ERR_GRANT_INVALID',
+  'ERR_TASK_NOT_FOUND',
+  'ERR_TASK_ENDED',
+  'ERR_DELEGATION_INVALID',
+  'ERR_SCOPE_INVALID',
+  'ERR_TARGET_INVALID',
+  'ERR_CLIENT_UNAUTHORIZED',
+  'ERR_TOKEN_REQUEST_INVALID',
+  'ERR_GRANT_TYPE_UNSUPPORTED',
+])
 
 /** When to renew a token: `renewAt` of the way from receipt to expiry. */
 export function renewalTime(token: Pick<AccessToken, 'receivedAt' | 'expiresAt'>, renewAt = 0.75): number {

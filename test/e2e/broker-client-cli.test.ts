@@ -75,7 +75,28 @@ describe('warrant token exchange|renew|delegate|introspect|revoke against a real
     }
     await fetchX509Until(agent, A, { accept: (j) => j.svids.some((s) => s.spiffe_id === B) })
     const socket = join(server.dataDir, 'private', 'broker-admin.sock')
-    const task = await warrant(['task', 'create', '--socket', socket, '--agent', `spiffe://${TD}/agents/`, '--scope', 'read', '--scope', 'write', '--resource', API, '--ttl', '1h', '--max-renewals', '3', '--task-id', 'cli-task', '--output', 'json'])
+    const task = await warrant([
+      'task',
+      'create',
+      '--socket',
+      socket,
+      '--agent',
+      `spiffe://${TD}/agents/`,
+      '--scope',
+      'read',
+      '--scope',
+      'write',
+      '--resource',
+      API,
+      '--ttl',
+      '1h',
+      '--max-renewals',
+      '3',
+      '--task-id',
+      'cli-task',
+      '--output',
+      'json',
+    ])
     expect(task.code, task.stderr).toBe(0)
     env = { WARRANT_BROKER_URL: issuer, WARRANT_BROKER_CA: server.bundlePemPath, SPIFFE_ENDPOINT_SOCKET: `unix://${agent.socketPath}` }
   }, 180_000)
@@ -145,7 +166,7 @@ describe('warrant token exchange|renew|delegate|introspect|revoke against a real
     expect(other.stderr).toContain('ERR_GRANT_INVALID')
   }, 60_000)
 
-  it('exchange --jwt-svid: the caller\'s JWT-SVID from the Workload API as the RFC 8693 subject token', async () => {
+  it("exchange --jwt-svid: the caller's JWT-SVID from the Workload API as the RFC 8693 subject token", async () => {
     const t = (await tok(['exchange', '--spiffe-id', B, '--jwt-svid', '--task', 'cli-task', '--scope', 'read', '--key-file', join(tmp.dir, 'j.json')])).json()
     expect(t).toMatchObject({ token_type: 'DPoP', sub: B, scope: 'read', task_id: 'cli-task' })
     expect(decodeJwt(t.access_token as string).act).toBeUndefined()

@@ -75,13 +75,23 @@ beforeAll(async () => {
   const port = await freePort()
   issuer = `https://localhost:${port}`
   const bounds = BoundsSet.parse(ca.td, {
-    '/agents': { scopes: ['read', 'write'], resources: [API], max_token_ttl: 600, max_renewals: 3, max_delegation_depth: 2, may_delegate_to: [`spiffe://${TD}/agents/`] },
+    '/agents': {
+      scopes: ['read', 'write'],
+      resources: [API],
+      max_token_ttl: 600,
+      max_renewals: 3,
+      max_delegation_depth: 2,
+      may_delegate_to: [`spiffe://${TD}/agents/`],
+    },
   })
   svc = await createBrokerService(
     { keyManager: new MemoryKeyManager(), ceilings: boundsCeilingSource(() => bounds), jwtBundles: { getJwtBundleForTrustDomain: () => jwtBundle(ca) }, log },
     { issuer, storePath: join(tmp.dir, 'broker.db'), introspectors: [`spiffe://${TD}/rs/`] },
   )
-  await svc.createTask({ taskId: TASK, agent: `spiffe://${TD}/agents/`, scopes: ['read', 'write'], resources: [API], ttlSeconds: 3600, maxRenewals: 3 }, 'admin')
+  await svc.createTask(
+    { taskId: TASK, agent: `spiffe://${TD}/agents/`, scopes: ['read', 'write'], resources: [API], ttlSeconds: 3600, maxRenewals: 3 },
+    'admin',
+  )
   const brokerSvid = await makeSvid(ca, `spiffe://${TD}/warrant/broker`, { dnsNames: ['localhost'] })
   broker = await startBrokerHttpServer({
     service: svc,
@@ -93,7 +103,13 @@ beforeAll(async () => {
 
   // The resource server: the middleware, its own DPoP nonces, client certificates requested (for certificate-bound tokens).
   const rsSvid = await makeSvid(ca, RS, { dnsNames: ['localhost'] })
-  const mw = warrantMiddleware({ issuer, audience: API, jwks: { url: `${issuer}/jwks`, ca: caPem }, routeScopes: { 'GET /read': ['read'], 'POST /write': ['write'] }, dpopNonces: true })
+  const mw = warrantMiddleware({
+    issuer,
+    audience: API,
+    jwks: { url: `${issuer}/jwks`, ca: caPem },
+    routeScopes: { 'GET /read': ['read'], 'POST /write': ['write'] },
+    dpopNonces: true,
+  })
   rsServer = https.createServer({ cert: rsSvid.certPem, key: rsSvid.keyPem, ca: caPem, requestCert: true, rejectUnauthorized: false }, (req, res) =>
     mw(req, res, () => {
       const w = (req as WarrantRequest).warrant!
@@ -123,7 +139,7 @@ describe('broker client against the real broker', () => {
   it('discovers the broker and gets a DPoP-bound token over mutual TLS (the broker demands a nonce first)', async () => {
     a = await newClient(A)
     expect(a.metadata.token_endpoint).toBe(`${issuer}/token`)
-    const before = log.lines.filter((l) => l.fields[ 'error_code'] === 'ERR_DPOP_NONCE_REQUIRED').length
+    const before = log.lines.filter((l) => l.fields['error_code'] === 'ERR_DPOP_NONCE_REQUIRED').length
     token = await a.requestToken({ taskId: TASK, scopes: ['read', 'write'], resources: [API] })
     expect(log.lines.filter((l) => l.fields['error_code'] === 'ERR_DPOP_NONCE_REQUIRED').length).toBe(before + 1)
     expect(token.tokenType).toBe('DPoP')
@@ -140,7 +156,9 @@ describe('broker client against the real broker', () => {
     expect(w.status).toBe(200)
     // The same token as a bearer token, or with another client's key: 401.
     const stolen = await new Promise<number>((resolve, reject) => {
-      https.get(`${rsUrl}/read`, { ca: caPem, headers: { authorization: `Bearer ${token.value}` } }, (r) => (r.resume(), resolve(r.statusCode ?? 0))).on('error', reject)
+      https
+        .get(`${rsUrl}/read`, { ca: caPem, headers: { authorization: `Bearer ${token.value}` } }, (r) => (r.resume(), resolve(r.statusCode ?? 0)))
+        .on('error', reject)
     })
     expect(stolen).toBe(401)
     const thief = await newClient(C)
@@ -152,7 +170,10 @@ describe('broker client against the real broker', () => {
     expect(renewed.scopes).toEqual(['read'])
     expect(claimsOf(renewed)).toMatchObject({ sub: A, cnf: { jkt: a.dpopKey.thumbprint } })
     expect(renewed.jti).not.toBe(token.jti)
-    await expect(a.renew(renewed, { scopes: ['read', 'write'] })).rejects.toMatchObject({ code: 'ERR_SCOPE_INVALID', details: { oauth_error: 'invalid_scope' } })
+    await expect(a.renew(renewed, { scopes: ['read', 'write'] })).rejects.toMatchObject({
+      code: 'ERR_SCOPE_INVALID',
+      details: { oauth_error: 'invalid_scope' },
+    })
     // the refusal changed nothing: the same token still renews
     const again = await a.renew(renewed)
     expect(again.scopes).toEqual(['read'])

@@ -36,13 +36,13 @@ export const usage = [
   '  token generate [--ttl SECONDS] [--spiffe-id ID]   create a one-use join token',
   '  token exchange [--task ID] [--scope S]... [--resource URI]... [--audience A]... [--authorization-details JSON]',
   '                 [--grant GRANT|@FILE | --jwt-svid] [--key-file PATH]   get a broker token (client_credentials; a delegation grant',
-  '                 redeemed; or the caller\'s JWT-SVID as RFC 8693 subject_token)',
+  "                 redeemed; or the caller's JWT-SVID as RFC 8693 subject_token)",
   '  token renew    (--key-file PATH | --token T) [--scope S]... [--resource URI]...   renew (same key, never wider)',
   '  token delegate --to SPIFFE_ID (--key-file PATH | --token T) [--scope S]... [--resource URI]...   one-time grant for a sub-agent',
   '  token introspect|revoke (--key-file PATH | --token T)',
   '    (broker commands: [--broker URL] (WARRANT_BROKER_URL) [--ca FILE] (WARRANT_BROKER_CA, default: the Workload API bundles)',
   '     [--socket ADDR] (SPIFFE_ENDPOINT_SOCKET) [--spiffe-id ID] (which SVID, when several) [--timeout 10s] [--output json]; with --key-file the token is DPoP-bound and its key is kept',
-  '     in that 0600 file between commands; without it the token is bound to the caller\'s X.509-SVID)',
+  "     in that 0600 file between commands; without it the token is bound to the caller's X.509-SVID)",
 ].join('\n')
 
 const KEY_FILE_VERSION = 1
@@ -92,7 +92,12 @@ function readText(path: string, what: string): string {
   }
 }
 
-function narrowParams(v: { scope?: string[] | undefined; resource?: string[] | undefined; audience?: string[] | undefined; 'authorization-details'?: string | undefined }): NarrowParams {
+function narrowParams(v: {
+  scope?: string[] | undefined
+  resource?: string[] | undefined
+  audience?: string[] | undefined
+  'authorization-details'?: string | undefined
+}): NarrowParams {
   let details: AuthorizationDetail[] | undefined
   if (v['authorization-details'] !== undefined) {
     try {
@@ -126,7 +131,8 @@ function readKeyFile(path: string): KeyFile {
   } catch (err) {
     throw new IdentityError('ERR_CONFIG_INVALID', `cannot read key file ${path}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`, { cause: err })
   }
-  if ((mode & 0o077) !== 0) throw new IdentityError('ERR_CONFIG_INVALID', `key file ${path} is readable by others (mode ${(mode & 0o777).toString(8)}); it must be 0600`)
+  if ((mode & 0o077) !== 0)
+    throw new IdentityError('ERR_CONFIG_INVALID', `key file ${path} is readable by others (mode ${(mode & 0o777).toString(8)}); it must be 0600`)
   let f: KeyFile
   try {
     f = JSON.parse(readText(path, 'key file')) as KeyFile
@@ -134,7 +140,14 @@ function readKeyFile(path: string): KeyFile {
     if (err instanceof IdentityError) throw err
     throw new IdentityError('ERR_CONFIG_INVALID', `key file ${path} is not JSON`)
   }
-  if (f === null || typeof f !== 'object' || f.version !== KEY_FILE_VERSION || typeof f.access_token !== 'string' || typeof f.issuer !== 'string' || typeof f.dpop_jwk !== 'object') {
+  if (
+    f === null ||
+    typeof f !== 'object' ||
+    f.version !== KEY_FILE_VERSION ||
+    typeof f.access_token !== 'string' ||
+    typeof f.issuer !== 'string' ||
+    typeof f.dpop_jwk !== 'object'
+  ) {
     throw new IdentityError('ERR_CONFIG_INVALID', `key file ${path} is not a warrant token key file`)
   }
   return f
@@ -209,7 +222,10 @@ interface Session {
 }
 
 /** The caller's X.509-SVID from the Workload API, and a broker client on it. */
-async function session(v: { broker?: string | undefined; ca?: string | undefined; socket?: string | undefined; timeout?: string | undefined; 'spiffe-id'?: string | undefined }, o: { dpopKey?: DpopKey; binding: 'dpop' | 'mtls'; issuer?: string }): Promise<Session> {
+async function session(
+  v: { broker?: string | undefined; ca?: string | undefined; socket?: string | undefined; timeout?: string | undefined; 'spiffe-id'?: string | undefined },
+  o: { dpopKey?: DpopKey; binding: 'dpop' | 'mtls'; issuer?: string },
+): Promise<Session> {
   const issuer = v.broker ?? process.env.WARRANT_BROKER_URL ?? o.issuer
   if (!issuer) throw invalidArg('the broker URL is needed: --broker URL or WARRANT_BROKER_URL')
   if (o.issuer !== undefined && issuer !== o.issuer) throw invalidArg('the key file belongs to another broker')
@@ -219,11 +235,14 @@ async function session(v: { broker?: string | undefined; ca?: string | undefined
   const socketPath = v.socket ?? process.env.SPIFFE_ENDPOINT_SOCKET ?? DEFAULT_WORKLOAD_SOCKET
   const want = v['spiffe-id']
   // With several SVIDs for the caller, --spiffe-id picks one (default: the Workload API's first).
-  const picker = want === undefined ? undefined : (svids: readonly X509Svid[]): X509Svid => {
-    const s = svids.find((x) => x.id.toString() === want)
-    if (!s) throw new IdentityError('ERR_NO_IDENTITY_ISSUED', `the Workload API has no X.509-SVID for ${want}`)
-    return s
-  }
+  const picker =
+    want === undefined
+      ? undefined
+      : (svids: readonly X509Svid[]): X509Svid => {
+          const s = svids.find((x) => x.id.toString() === want)
+          if (!s) throw new IdentityError('ERR_NO_IDENTITY_ISSUED', `the Workload API has no X.509-SVID for ${want}`)
+          return s
+        }
   const api = new WorkloadApiClient({ socketPath, timeoutMs: ms })
   let source: X509Source
   try {
@@ -235,7 +254,14 @@ async function session(v: { broker?: string | undefined; ca?: string | undefined
     throw err
   }
   try {
-    const client = await BrokerClient.create({ issuer, source, binding: o.binding, timeoutMs: ms, ...(ca !== undefined ? { ca } : {}), ...(o.dpopKey ? { dpopKey: o.dpopKey } : {}) })
+    const client = await BrokerClient.create({
+      issuer,
+      source,
+      binding: o.binding,
+      timeoutMs: ms,
+      ...(ca !== undefined ? { ca } : {}),
+      ...(o.dpopKey ? { dpopKey: o.dpopKey } : {}),
+    })
     return {
       client,
       async jwtSvid() {
@@ -258,7 +284,13 @@ async function session(v: { broker?: string | undefined; ca?: string | undefined
 async function heldToken(v: { 'key-file'?: string | undefined; token?: string | undefined }): Promise<{ token: AccessToken; key?: DpopKey; file?: KeyFile }> {
   if ((v['key-file'] === undefined) === (v.token === undefined)) throw invalidArg('give the token with exactly one of --key-file PATH or --token T')
   if (v.token !== undefined) {
-    const token = new AccessToken(v.token, { tokenType: 'Bearer', issuedTokenType: 'urn:ietf:params:oauth:token-type:access_token', scopes: [], receivedAt: 0, expiresAt: 0 })
+    const token = new AccessToken(v.token, {
+      tokenType: 'Bearer',
+      issuedTokenType: 'urn:ietf:params:oauth:token-type:access_token',
+      scopes: [],
+      receivedAt: 0,
+      expiresAt: 0,
+    })
     return { token }
   }
   const file = readKeyFile(v['key-file']!)
@@ -266,7 +298,15 @@ async function heldToken(v: { 'key-file'?: string | undefined; token?: string | 
 }
 
 async function exchange(rest: string[]): Promise<number> {
-  const { values: v } = parseFlags(rest, { ...BROKER_FLAGS, ...NARROW_FLAGS, task: { type: 'string' }, grant: { type: 'string' }, 'jwt-svid': { type: 'boolean' }, 'key-file': { type: 'string' }, binding: { type: 'string' } })
+  const { values: v } = parseFlags(rest, {
+    ...BROKER_FLAGS,
+    ...NARROW_FLAGS,
+    task: { type: 'string' },
+    grant: { type: 'string' },
+    'jwt-svid': { type: 'boolean' },
+    'key-file': { type: 'string' },
+    binding: { type: 'string' },
+  })
   const fmt = outputFormat(v.output)
   const binding = v.binding ?? (v['key-file'] !== undefined ? 'dpop' : 'mtls')
   if (binding !== 'dpop' && binding !== 'mtls') throw invalidArg('--binding must be "dpop" or "mtls"')
@@ -281,9 +321,11 @@ async function exchange(rest: string[]): Promise<number> {
   try {
     const p: TokenParams = { ...narrowParams(v), ...(v.task !== undefined ? { taskId: v.task } : {}) }
     const t =
-      grant !== undefined ? await s.client.redeemGrant(grant, p)
-      : v['jwt-svid'] === true ? await s.client.exchangeJwtSvid(await s.jwtSvid(), p)
-      : await s.client.requestToken(p)
+      grant !== undefined
+        ? await s.client.redeemGrant(grant, p)
+        : v['jwt-svid'] === true
+          ? await s.client.exchangeJwtSvid(await s.jwtSvid(), p)
+          : await s.client.requestToken(p)
     if (key) await writeKeyFile(v['key-file']!, s.client.issuer, key, undefined, t)
     printToken(fmt, t, v['key-file'])
     return 0
@@ -296,7 +338,11 @@ async function renew(rest: string[]): Promise<number> {
   const { values: v } = parseFlags(rest, { ...BROKER_FLAGS, ...NARROW_FLAGS, ...TOKEN_FLAGS })
   const fmt = outputFormat(v.output)
   const held = await heldToken(v)
-  const s = await session(v, { binding: held.key ? 'dpop' : 'mtls', ...(held.key ? { dpopKey: held.key } : {}), ...(held.file ? { issuer: held.file.issuer } : {}) })
+  const s = await session(v, {
+    binding: held.key ? 'dpop' : 'mtls',
+    ...(held.key ? { dpopKey: held.key } : {}),
+    ...(held.file ? { issuer: held.file.issuer } : {}),
+  })
   try {
     const t = await s.client.renew(held.token, narrowParams(v))
     if (held.file) await writeKeyFile(v['key-file']!, held.file.issuer, held.key!, held.file.dpop_jwk, t)
@@ -313,12 +359,27 @@ async function delegate(rest: string[]): Promise<number> {
   if (v.to === undefined) throw invalidArg('--to SPIFFE_ID (the sub-agent) is required')
   if (!v.to.startsWith('spiffe://')) throw invalidArg('--to must be a SPIFFE ID')
   const held = await heldToken(v)
-  const s = await session(v, { binding: held.key ? 'dpop' : 'mtls', ...(held.key ? { dpopKey: held.key } : {}), ...(held.file ? { issuer: held.file.issuer } : {}) })
+  const s = await session(v, {
+    binding: held.key ? 'dpop' : 'mtls',
+    ...(held.key ? { dpopKey: held.key } : {}),
+    ...(held.file ? { issuer: held.file.issuer } : {}),
+  })
   try {
     const g = await s.client.delegate(held.token, { to: v.to, ...narrowParams(v) })
-    if (fmt === 'json') printJson({ grant: g.value, issued_token_type: g.issuedTokenType, token_type: g.tokenType, may_act: v.to, expires_in: Math.round(g.ttlMs / 1000), expires_at: g.expiresAt, scope: g.scopes.join(' ') })
+    if (fmt === 'json')
+      printJson({
+        grant: g.value,
+        issued_token_type: g.issuedTokenType,
+        token_type: g.tokenType,
+        may_act: v.to,
+        expires_in: Math.round(g.ttlMs / 1000),
+        expires_at: g.expiresAt,
+        scope: g.scopes.join(' '),
+      })
     else {
-      process.stdout.write(`Grant:   ${g.value}\nFor:     ${v.to} (one use: warrant token exchange --grant GRANT)\nScope:   ${g.scopes.join(' ')}\nExpires: ${new Date(g.expiresAt).toISOString()}\n`)
+      process.stdout.write(
+        `Grant:   ${g.value}\nFor:     ${v.to} (one use: warrant token exchange --grant GRANT)\nScope:   ${g.scopes.join(' ')}\nExpires: ${new Date(g.expiresAt).toISOString()}\n`,
+      )
     }
     return 0
   } finally {

@@ -46,13 +46,35 @@ function transport(answers: HttpResponse[], meta: Record<string, unknown> = META
   return { request, seen }
 }
 
-const okToken = (extra: Record<string, unknown> = {}) => reply(200, { access_token: SECRET, token_type: 'DPoP', issued_token_type: 'urn:ietf:params:oauth:token-type:access_token', expires_in: 300, scope: 'read write', ...extra }, { 'dpop-nonce': 'n-next' })
+const okToken = (extra: Record<string, unknown> = {}) =>
+  reply(
+    200,
+    {
+      access_token: SECRET,
+      token_type: 'DPoP',
+      issued_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+      expires_in: 300,
+      scope: 'read write',
+      ...extra,
+    },
+    { 'dpop-nonce': 'n-next' },
+  )
 const source = {} as X509SvidSource
 
-async function client(answers: HttpResponse[], o: { meta?: Record<string, unknown>; binding?: 'dpop' | 'mtls'; jwtSvid?: (audience: string) => Promise<string> } = {}) {
+async function client(
+  answers: HttpResponse[],
+  o: { meta?: Record<string, unknown>; binding?: 'dpop' | 'mtls'; jwtSvid?: (audience: string) => Promise<string> } = {},
+) {
   const t = transport(answers, o.meta)
   const clock = new FakeClock(Date.UTC(2026, 11, 5, 8))
-  const c = await BrokerClient.create({ issuer: ISSUER, source, transport: t.request, clock, ...(o.binding ? { binding: o.binding } : {}), ...(o.jwtSvid ? { jwtSvid: o.jwtSvid } : {}) })
+  const c = await BrokerClient.create({
+    issuer: ISSUER,
+    source,
+    transport: t.request,
+    clock,
+    ...(o.binding ? { binding: o.binding } : {}),
+    ...(o.jwtSvid ? { jwtSvid: o.jwtSvid } : {}),
+  })
   return { c, seen: t.seen, clock }
 }
 
@@ -81,7 +103,13 @@ describe('BrokerClient: discovery', () => {
 describe('BrokerClient: token requests as the broker parses them', () => {
   it('client_credentials: task_id, one space-joined scope, repeated resource and audience, authorization_details JSON, a DPoP proof for the token endpoint', async () => {
     const { c, seen, clock } = await client([okToken()])
-    const t = await c.requestToken({ taskId: 't1', scopes: ['read', 'write'], resources: ['https://a.example/', 'https://b.example/'], audiences: ['x'], authorizationDetails: [{ type: 'tool', name: 'search' }] })
+    const t = await c.requestToken({
+      taskId: 't1',
+      scopes: ['read', 'write'],
+      resources: ['https://a.example/', 'https://b.example/'],
+      audiences: ['x'],
+      authorizationDetails: [{ type: 'tool', name: 'search' }],
+    })
     const s = seen[0]!
     expect(s.url).toBe(`${ISSUER}/token`)
     expect(s.req.headers['content-type']).toBe('application/x-www-form-urlencoded')
@@ -104,7 +132,13 @@ describe('BrokerClient: token requests as the broker parses them', () => {
   })
 
   it('renew, delegate and redeem are token exchanges with the subject token types the broker expects', async () => {
-    const grant = reply(200, { access_token: SECRET, token_type: 'N_A', issued_token_type: 'urn:ietf:params:oauth:token-type:jwt', expires_in: 60, scope: 'read' })
+    const grant = reply(200, {
+      access_token: SECRET,
+      token_type: 'N_A',
+      issued_token_type: 'urn:ietf:params:oauth:token-type:jwt',
+      expires_in: 60,
+      scope: 'read',
+    })
     const { c, seen } = await client([okToken(), okToken(), grant, okToken()])
     const t = await c.requestToken({ taskId: 't1' })
     await c.renew(t, { scopes: ['read'] })
@@ -112,8 +146,21 @@ describe('BrokerClient: token requests as the broker parses them', () => {
     expect(g.isGrant).toBe(true)
     await c.redeemGrant(g)
     const forms = seen.map((s) => Object.fromEntries(s.form.entries()))
-    expect(forms[1]).toEqual({ grant_type: TOKEN_EXCHANGE, subject_token: SECRET, subject_token_type: 'urn:ietf:params:oauth:token-type:access_token', scope: 'read' })
-    expect(forms[2]).toEqual({ grant_type: TOKEN_EXCHANGE, subject_token: SECRET, subject_token_type: 'urn:ietf:params:oauth:token-type:access_token', requested_token_type: 'urn:ietf:params:oauth:token-type:jwt', may_act: 'spiffe://example.org/sub', scope: 'read', resource: 'https://a.example/' })
+    expect(forms[1]).toEqual({
+      grant_type: TOKEN_EXCHANGE,
+      subject_token: SECRET,
+      subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+      scope: 'read',
+    })
+    expect(forms[2]).toEqual({
+      grant_type: TOKEN_EXCHANGE,
+      subject_token: SECRET,
+      subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+      requested_token_type: 'urn:ietf:params:oauth:token-type:jwt',
+      may_act: 'spiffe://example.org/sub',
+      scope: 'read',
+      resource: 'https://a.example/',
+    })
     expect(forms[3]).toEqual({ grant_type: TOKEN_EXCHANGE, subject_token: SECRET, subject_token_type: 'urn:ietf:params:oauth:token-type:jwt' })
     expect(() => c.delegate(t, { to: 'not-an-id' })).toThrow(TypeError)
   })
@@ -124,7 +171,14 @@ describe('BrokerClient: token requests as the broker parses them', () => {
     const { c, seen } = await client([okToken(), okToken()], { jwtSvid: async (aud) => (audiences.push(aud), `svid-${++n}`) })
     await c.exchangeJwtSvid('subject-svid', { taskId: 't1' })
     const f = Object.fromEntries(seen[0]!.form.entries())
-    expect(f).toMatchObject({ grant_type: TOKEN_EXCHANGE, subject_token: 'subject-svid', subject_token_type: 'urn:ietf:params:oauth:token-type:jwt-svid', task_id: 't1', client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-spiffe', client_assertion: 'svid-1' })
+    expect(f).toMatchObject({
+      grant_type: TOKEN_EXCHANGE,
+      subject_token: 'subject-svid',
+      subject_token_type: 'urn:ietf:params:oauth:token-type:jwt-svid',
+      task_id: 't1',
+      client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-spiffe',
+      client_assertion: 'svid-1',
+    })
     expect(audiences).toEqual([ISSUER])
   })
 
@@ -215,7 +269,12 @@ describe('BrokerClient: refusals are typed and say nothing secret', () => {
   })
 
   it('introspect and revoke post the token with client authentication only (no proof)', async () => {
-    const { c, seen } = await client([okToken(), reply(200, { active: true, sub: 'spiffe://example.org/a', scope: 'read' }), reply(200, undefined), reply(200, { active: false, extra: 'x' })])
+    const { c, seen } = await client([
+      okToken(),
+      reply(200, { active: true, sub: 'spiffe://example.org/a', scope: 'read' }),
+      reply(200, undefined),
+      reply(200, { active: false, extra: 'x' }),
+    ])
     const t = await c.requestToken()
     expect(await c.introspect(t)).toMatchObject({ active: true, sub: 'spiffe://example.org/a' })
     await c.revoke(t)

@@ -16,12 +16,25 @@ describe('DpopKey', () => {
 
   it('proof shape (RFC 9449 §4.2): typ dpop+jwt, ES256, public jwk only, jti/htm/htu/iat; ath and nonce when given', async () => {
     const key = await DpopKey.generate()
-    const proof = await key.proof({ method: 'post', url: 'https://RS.example:443/tools/search?q=1#f', accessToken: 'the-token', nonce: 'n-1', nowSec: 1_800_000_000 })
+    const proof = await key.proof({
+      method: 'post',
+      url: 'https://RS.example:443/tools/search?q=1#f',
+      accessToken: 'the-token',
+      nonce: 'n-1',
+      nowSec: 1_800_000_000,
+    })
     const h = decodeProtectedHeader(proof)
     expect(h).toEqual({ alg: 'ES256', typ: 'dpop+jwt', jwk: key.publicJwk })
     expect(h.jwk).not.toHaveProperty('d')
     const c = decodeJwt(proof)
-    expect(c).toEqual({ jti: expect.stringMatching(/^[0-9a-f-]{36}$/), htm: 'POST', htu: 'https://rs.example/tools/search', iat: 1_800_000_000, ath: accessTokenHash('the-token'), nonce: 'n-1' })
+    expect(c).toEqual({
+      jti: expect.stringMatching(/^[0-9a-f-]{36}$/),
+      htm: 'POST',
+      htu: 'https://rs.example/tools/search',
+      iat: 1_800_000_000,
+      ath: accessTokenHash('the-token'),
+      nonce: 'n-1',
+    })
     const bare = decodeJwt(await key.proof({ method: 'GET', url: 'https://rs.example/' }))
     expect(Object.keys(bare).sort()).toEqual(['htm', 'htu', 'iat', 'jti'])
     const two = decodeJwt(await key.proof({ method: 'GET', url: 'https://rs.example/' }))
@@ -34,7 +47,15 @@ describe('DpopKey', () => {
     const now = Math.floor(Date.now() / 1000)
     const nonce = nonces.issue(now)
     const proof = await key.proof({ method: 'GET', url: 'https://rs.example/x', accessToken: 'at', nonce, nowSec: now })
-    const v = await verifyDpopProof(proof, { method: 'GET', url: 'https://rs.example/x', nowSec: now, accessToken: 'at', expectedJkt: key.thumbprint, nonces, replay: new MemoryReplayCache() })
+    const v = await verifyDpopProof(proof, {
+      method: 'GET',
+      url: 'https://rs.example/x',
+      nowSec: now,
+      accessToken: 'at',
+      expectedJkt: key.thumbprint,
+      nonces,
+      replay: new MemoryReplayCache(),
+    })
     expect(v.jkt).toBe(key.thumbprint)
   })
 

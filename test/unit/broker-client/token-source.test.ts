@@ -42,7 +42,13 @@ class FakeTimers implements Timers {
 const T0 = Date.UTC(2026, 11, 5, 8)
 let serial = 0
 const tok = (clock: FakeClock, ttlSec: number) =>
-  new AccessToken(`h.${Buffer.from(JSON.stringify({ jti: `j${++serial}` })).toString('base64url')}.s`, { tokenType: 'DPoP', issuedTokenType: 'urn:ietf:params:oauth:token-type:access_token', scopes: ['read'], receivedAt: clock.now(), expiresAt: clock.now() + ttlSec * 1000 })
+  new AccessToken(`h.${Buffer.from(JSON.stringify({ jti: `j${++serial}` })).toString('base64url')}.s`, {
+    tokenType: 'DPoP',
+    issuedTokenType: 'urn:ietf:params:oauth:token-type:access_token',
+    scopes: ['read'],
+    receivedAt: clock.now(),
+    expiresAt: clock.now() + ttlSec * 1000,
+  })
 
 function setup(o: { renew?: (n: number) => Promise<void> } = {}) {
   const clock = new FakeClock(T0)

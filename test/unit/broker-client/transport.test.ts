@@ -61,7 +61,7 @@ describe('httpsTransport', () => {
     }
   })
 
-  it('verifies the server against the source\'s bundles when no CA is given, and refuses a server another CA vouches for', async () => {
+  it("verifies the server against the source's bundles when no CA is given, and refuses a server another CA vouches for", async () => {
     const withBundles = httpsTransport({ source: { getX509Svid: () => svid1, getBundles: () => bundlesOf([ca]) } })
     expect((await withBundles.request(`${base}/`, { method: 'GET', headers: {} })).status).toBe(200)
     withBundles.close()

@@ -56,9 +56,11 @@ const ALLOWED: Record<string, readonly string[]> = {
   tokens: ['tokens', 'spiffe', 'errors'],
   'workload-client': ['workload-client', 'gen', 'common', 'spiffe', 'errors'],
   'resource-server': ['resource-server', 'tokens', 'workload-client', 'common', 'spiffe', 'errors'],
+  /** The agent-side broker client: speaks the broker's wire; never imports the broker itself. */
+  'broker-client': ['broker-client', 'tokens', 'common', 'spiffe', 'errors'],
   broker: ['broker', 'tokens', 'workload-client', 'keymanager', 'plugin', 'common', 'spiffe', 'errors', 'gen'],
   cli: [
-    'cli', 'server', 'agent', 'broker', 'tokens', 'resource-server', 'workload-client',
+    'cli', 'server', 'agent', 'broker', 'broker-client', 'tokens', 'resource-server', 'workload-client',
     'gen', 'keymanager', 'plugin', 'common', 'spiffe', 'errors', 'attestors', 'tpm', 'dev',
   ],
 }

@@ -20,7 +20,7 @@ const out = (o: unknown) => process.stdout.write(`${JSON.stringify(o)}\n`)
 const ca = readFileSync(caPath, 'utf8')
 const cert = readFileSync(certPath, 'utf8')
 const key = readFileSync(keyPath, 'utf8')
-const dpopKey = (await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign', 'verify'])) as webcrypto.CryptoKeyPair
+const dpopKey = await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign', 'verify'])
 const body = new URLSearchParams({ grant_type: 'client_credentials', task_id: taskId, scope: 'tools:read' }).toString()
 let agent = new https.Agent({ keepAlive: true, maxSockets: 1, ca, cert, key })
 let nonce: string | undefined

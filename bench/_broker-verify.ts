@@ -12,7 +12,7 @@
  * five-hop `act` chain against a direct one, µs per verification. Target
  * ratio <= 1.2. The two sides of each figure alternate in batches of 50.
  */
-import { webcrypto, type JsonWebKey } from 'node:crypto'
+import { webcrypto } from 'node:crypto'
 import { EmbeddedJWK, exportJWK, generateKeyPair, jwtVerify, SignJWT } from 'jose'
 import { createDpopProof, jwkThumbprint, MemoryReplayCache } from '../src/tokens/dpop.js'
 import { JwksCache } from '../src/tokens/jwks-cache.js'
@@ -30,8 +30,8 @@ export async function run(args: string[]): Promise<void> {
 
   const issuer = await generateKeyPair('ES256')
   const jwks = { keys: [{ ...(await exportJWK(issuer.publicKey)), kid: 'k1', alg: 'ES256', use: 'sig' }] }
-  const holder = (await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign', 'verify'])) as webcrypto.CryptoKeyPair
-  const jkt = await jwkThumbprint((await exportJWK(holder.publicKey)) as JsonWebKey)
+  const holder = await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign', 'verify'])
+  const jkt = await jwkThumbprint(await exportJWK(holder.publicKey))
   const now = Math.floor(Date.now() / 1000)
   const mint = (act?: Record<string, unknown>) =>
     new SignJWT({
@@ -82,7 +82,10 @@ export async function run(args: string[]): Promise<void> {
     let ta = 0
     let tb = 0
     let n = 0
-    for (let i = 0; i < batch * 4; i++) await a(), await b()
+    for (let i = 0; i < batch * 4; i++) {
+      await a()
+      await b()
+    }
     const end = performance.now() + roundMs * rounds * 2
     while (performance.now() < end) {
       let t = performance.now()

@@ -125,15 +125,15 @@ export async function tokenExchange(args: string[]): Promise<void> {
       stdio: ['pipe', 'pipe', 'inherit'],
     })
     child = c
-    const lines = createInterface({ input: c.stdout! })[Symbol.asyncIterator]()
+    const lines = createInterface({ input: c.stdout })[Symbol.asyncIterator]()
     const read = async <T>(): Promise<T> => {
       const n = await lines.next()
       if (n.done) throw new Error('broker client exited')
-      const v = JSON.parse(n.value as string) as T & { error?: string }
+      const v = JSON.parse(n.value) as T & { error?: string }
       if (v.error !== undefined) throw new Error(`broker client: ${v.error}`)
       return v
     }
-    const send = (o: unknown) => c.stdin!.write(`${JSON.stringify(o)}\n`)
+    const send = (o: unknown) => c.stdin.write(`${JSON.stringify(o)}\n`)
     await read<{ ready: boolean }>()
     send({ round: 500, concurrency: CONCURRENCY }) // warm-up: the connections, JIT, the store
     await read()

@@ -92,7 +92,7 @@ export class SigningKeys {
         continue
       }
       const jwk = key.publicKey.export({ format: 'jwk' })
-      if ((await calculateJwkThumbprint(jwk as Parameters<typeof calculateJwkThumbprint>[0], 'sha256')) !== record.kid) {
+      if ((await calculateJwkThumbprint(jwk, 'sha256')) !== record.kid) {
         this.#log.error({ [F.KEY_ID]: record.keyId, [F.KID]: record.kid }, 'Broker signing key no longer matches its recorded kid; forgetting it')
         this.#store.deleteSigningKey(record.keyId)
         continue
@@ -106,7 +106,7 @@ export class SigningKeys {
     const keyId = `${this.#prefix}${randomBytes(8).toString('hex')}`
     const key = await this.#km.generateKey(keyId, this.#type)
     const jwk = key.publicKey.export({ format: 'jwk' })
-    const kid = await calculateJwkThumbprint(jwk as Parameters<typeof calculateJwkThumbprint>[0], 'sha256')
+    const kid = await calculateJwkThumbprint(jwk, 'sha256')
     const record: SigningKeyRecord = { keyId, kid, alg: this.#alg, state, createdAt: now, activatedAt: state === 'current' ? now : undefined, publishUntil: undefined }
     this.#store.insertSigningKey(record)
     this.#keys.push({ record, key, jwk })

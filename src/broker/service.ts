@@ -201,7 +201,7 @@ export class BrokerServiceImpl implements BrokerService {
     if (req.authorizationDetails !== undefined) {
       if (!Array.isArray(req.authorizationDetails) || req.authorizationDetails.length > MAX_LIST) this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'invalid authorization_details', 'authorization_details not a list')
       for (const d of req.authorizationDetails) {
-        if (d === null || typeof d !== 'object' || Array.isArray(d) || typeof d.type !== 'string') {
+        if (d === null || typeof d !== 'object' || Array.isArray(d) || typeof (d as { type?: unknown }).type !== 'string') {
           this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'invalid authorization_details', 'authorization_details entry without a type')
         }
       }
@@ -578,7 +578,7 @@ export class BrokerServiceImpl implements BrokerService {
     }
     return this.#mintAndStore(ctx, rec, task, () => {
       this.#recheckLive(grant.jti, 'grant')
-      this.#recheckLive(parent!.jti, 'delegating token')
+      this.#recheckLive(parent.jti, 'delegating token')
       if (task) this.#recheckTask(task.taskId, now)
     }, () => {
       if (!this.store.useGrant(grant.jti, actor, now, jti)) throw new Refusal('ERR_GRANT_INVALID', 'invalid subject_token', 'grant used concurrently')

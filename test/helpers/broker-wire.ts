@@ -1,5 +1,5 @@
 import net from 'node:net'
-import { webcrypto, type JsonWebKey } from 'node:crypto'
+import { webcrypto } from 'node:crypto'
 import { join } from 'node:path'
 import { decodeJwt, exportJWK } from 'jose'
 import { expect } from 'vitest'
@@ -40,8 +40,8 @@ const TD = TrustDomain.fromString('example.org')
 const FORM = { 'content-type': 'application/x-www-form-urlencoded' }
 
 export type KeyPair = webcrypto.CryptoKeyPair
-export const newKey = async (): Promise<KeyPair> => (await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign', 'verify'])) as KeyPair
-export const jktOf = async (k: KeyPair): Promise<string> => jwkThumbprint((await exportJWK(k.publicKey)) as JsonWebKey)
+export const newKey = async (): Promise<KeyPair> => await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign', 'verify'])
+export const jktOf = async (k: KeyPair): Promise<string> => jwkThumbprint(await exportJWK(k.publicKey))
 
 async function freePort(): Promise<number> {
   const s = net.createServer()

@@ -77,7 +77,7 @@ export function peerChain(socket: TLSSocket): Uint8Array[] {
   while (c?.raw && !seen.has(c.fingerprint256) && out.length < 8) {
     seen.add(c.fingerprint256)
     out.push(new Uint8Array(c.raw))
-    c = c.issuerCertificate as typeof leaf | undefined
+    c = c.issuerCertificate
   }
   return out
 }

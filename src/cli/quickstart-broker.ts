@@ -12,10 +12,11 @@ import { closeSync, openSync, readFileSync } from 'node:fs'
 import { createServer, type AddressInfo } from 'node:net'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { decodeJwt, generateKeyPair } from 'jose'
+import { BrokerClient, DpopKey, oauthErrorOf, type AccessToken } from '../broker-client/index.js'
+import { IdentityError } from '../errors/identity-error.js'
 import type { X509Svid } from '../spiffe/x509-svid/x509-svid.js'
 import { X509Source } from '../workload-client/x509-source.js'
-import { DemoOAuthClient, httpsCall, OAuthRefusal, oauthError, type HttpsReply } from './quickstart-oauth.js'
+import { httpsCall, oauthError, type HttpsReply } from './quickstart-oauth.js'
 import type { PeerArgs, SubAgentResult } from './quickstart-demo-peer.js'
 
 const PEER = join(dirname(fileURLToPath(import.meta.url)), 'quickstart-demo-peer.ts')
@@ -162,11 +163,21 @@ class Peer {
   }
 }
 
-function expectStatus(what: string, r: HttpsReply, want: number): void {
-  if (r.status !== want) throw new Error(`${what}: expected HTTP ${want}, got ${r.status} ${oauthError(r)}`)
+function expectStatus(what: string, r: { status: number }, want: number): void {
+  if (r.status !== want) throw new Error(`${what}: expected HTTP ${want}, got ${r.status}`)
 }
 
-const inSeconds = (expiresIn: number) => `expires in ${expiresIn} s`
+/** The token presented as a thief would: without a proof (as a bearer token), or with a proof of the thief's own key. */
+async function stolenCall(url: string, token: AccessToken, ca: string, thiefKey?: DpopKey): Promise<HttpsReply> {
+  const headers: Record<string, string> = thiefKey
+    ? { authorization: `DPoP ${token.value}`, dpop: await thiefKey.proof({ method: 'GET', url, accessToken: token.value }) }
+    : { authorization: `Bearer ${token.value}` }
+  return httpsCall(url, { method: 'GET', ca, headers })
+}
+
+const jktOf = (t: AccessToken) => (t.claims.cnf as { jkt?: string } | undefined)?.jkt
+
+const inSeconds = (t: { ttlMs: number }) => `expires in ${Math.round(t.ttlMs / 1000)} s`
 
 /**
  * The broker demo. Prints its outcome lines; throws when any step does not
@@ -208,10 +219,10 @@ export async function runBrokerDemo(o: BrokerDemoOptions): Promise<void> {
     return s
   }
   let source: X509Source | undefined
+  let client: BrokerClient | undefined
   try {
     source = await X509Source.create({ socketPath: o.workloadSocket, picker: pick, signal: AbortSignal.timeout(60_000) })
-    const src = source
-    const client = await DemoOAuthClient.create({ issuer: o.issuer, ca, svid: () => src.getX509Svid() })
+    client = await BrokerClient.create({ issuer: o.issuer, source, ca })
     const ready = await api.message<{ url: string; spiffeId: string }>('ready', 120_000).catch((err: unknown) => {
       throw new Error(`the demo resource server did not start: ${(err as Error).message}`)
     })
@@ -219,54 +230,55 @@ export async function runBrokerDemo(o: BrokerDemoOptions): Promise<void> {
 
     say('')
     say(`Broker demo (task ${taskId} for ${o.demoId}; resource server ${ready.spiffeId} at ${ready.url}):`)
-    const t1 = await client.taskToken({ taskId, scopes: DEMO_SCOPES, resource: DEMO_RESOURCE })
-    const jkt = (decodeJwt(t1.access_token).cnf as { jkt?: string } | undefined)?.jkt
-    if (t1.token_type !== 'DPoP' || !jkt) throw new Error(`the broker issued a ${t1.token_type} token, expected DPoP-bound`)
-    say(`  token             : ${t1.token_type}-bound (cnf.jkt ${jkt.slice(0, 12)}…), scope "${t1.scope}", ${inSeconds(t1.expires_in)}`)
+    const t1 = await client.requestToken({ taskId, scopes: DEMO_SCOPES, resources: [DEMO_RESOURCE] })
+    const jkt = jktOf(t1)
+    if (t1.tokenType !== 'DPoP' || !jkt) throw new Error(`the broker issued a ${t1.tokenType} token, expected DPoP-bound`)
+    say(`  token             : ${t1.tokenType}-bound (cnf.jkt ${jkt.slice(0, 12)}…), scope "${t1.scopes.join(' ')}", ${inSeconds(t1)}`)
 
-    const r1 = await client.call(data, { method: 'GET', token: t1.access_token, ca })
+    const r1 = await client.fetchWithToken(data, { method: 'GET' }, t1)
     expectStatus('GET /data with the token and its key', r1, 200)
     say(`  call with its key : GET /data → ${r1.status}`)
 
-    const stolen = await client.call(data, { method: 'GET', token: t1.access_token, ca, proofKey: null })
+    const stolen = await stolenCall(data, t1, ca)
     expectStatus('GET /data with the token as a bearer token', stolen, 401)
-    const thief = await generateKeyPair('ES256', { extractable: false })
-    const other = await client.call(data, { method: 'GET', token: t1.access_token, ca, proofKey: thief })
+    const other = await stolenCall(data, t1, ca, await DpopKey.generate())
     expectStatus('GET /data with a proof of another key', other, 401)
     say(
       `  without its key   : same token as a bearer → ${stolen.status} ${oauthError(stolen)}; with another key's proof → ${other.status} ${oauthError(other)}`,
     )
 
-    const t2 = await client.renew(t1.access_token)
-    const r2 = await client.call(data, { method: 'GET', token: t2.access_token, ca })
+    const t2 = await client.renew(t1)
+    const r2 = await client.fetchWithToken(data, { method: 'GET' }, t2)
     expectStatus('GET /data with the renewed token', r2, 200)
-    const jkt2 = (decodeJwt(t2.access_token).cnf as { jkt?: string } | undefined)?.jkt
-    if (jkt2 !== jkt) throw new Error('the renewed token is bound to another key')
-    say(`  renewed           : new token, same key, scope "${t2.scope}", ${inSeconds(t2.expires_in)}; GET /data → ${r2.status}`)
+    if (jktOf(t2) !== jkt) throw new Error('the renewed token is bound to another key')
+    say(`  renewed           : new token, same key, scope "${t2.scopes.join(' ')}", ${inSeconds(t2)}; GET /data → ${r2.status}`)
 
-    const grant = await client.delegationGrant(t2.access_token, o.subAgentId, ['demo:read'])
-    sub.child.stdin!.end(`${JSON.stringify({ grant: grant.access_token, apiUrl: ready.url })}\n`)
+    const grant = await client.delegate(t2, { to: o.subAgentId, scopes: ['demo:read'] })
+    sub.child.stdin!.end(`${JSON.stringify({ grant: grant.value, apiUrl: ready.url })}\n`)
     const res = await sub.message<SubAgentResult>('result', 120_000).catch((err: unknown) => {
       throw new Error(`the demo sub-agent failed: ${(err as Error).message}`)
     })
     const actor = (res.act as { sub?: string } | undefined)?.sub
     if (res.scope !== 'demo:read' || actor !== o.subAgentId) throw new Error(`the sub-agent's token has scope "${res.scope}" and actor ${actor ?? 'none'}`)
-    if (res.call.status !== 200) throw new Error(`the sub-agent's GET /data: expected HTTP 200, got ${res.call.status}`)
-    if (res.widerCall.status !== 403) throw new Error(`the sub-agent's POST /data: expected HTTP 403, got ${res.widerCall.status}`)
-    if (res.widerToken.status !== 400) throw new Error(`the sub-agent's wider renewal: expected HTTP 400, got ${res.widerToken.status}`)
+    expectStatus("the sub-agent's GET /data", res.call, 200)
+    expectStatus("the sub-agent's POST /data", res.widerCall, 403)
+    expectStatus("the sub-agent's renewal asking for demo:write", res.widerToken, 400)
     say(
-      `  delegated         : scope "${res.scope}" to ${res.spiffeId} (its own key; sub stays the demo workload, act.sub is the sub-agent), ${inSeconds(res.expiresIn)}`,
+      `  delegated         : scope "${res.scope}" to ${res.spiffeId} (its own key; sub stays the demo workload, act.sub is the sub-agent), expires in ${res.expiresIn} s`,
     )
     say(`  sub-agent call    : GET /data → ${res.call.status}`)
     say(
       `  sub-agent wider   : POST /data (needs demo:write) → ${res.widerCall.status} ${res.widerCall.error}; asking the broker for demo:write → ${res.widerToken.status} ${res.widerToken.error}`,
     )
   } catch (err) {
-    if (err instanceof OAuthRefusal) throw new Error(`broker demo: the broker refused a request: ${err.message} (see the server log)`)
+    const wire = oauthErrorOf(err)
+    if (wire !== undefined)
+      throw new Error(`the broker or resource server refused a request: ${wire} (${(err as IdentityError).message}; see the server log and ${o.logDir})`)
     throw err
   } finally {
     await sub.stop()
     await api.stop()
+    await client?.close()
     await source?.close()
   }
 }

@@ -19,13 +19,13 @@
 import { readFileSync, writeFileSync } from 'node:fs'
 import { createServer, type Server } from 'node:https'
 import type { AddressInfo } from 'node:net'
-import { decodeJwt } from 'jose'
 import { toPemBlock } from '../common/crypto/pem.js'
 import type { Logger } from '../common/log/logger.js'
 import { warrantMiddleware, type WarrantRequest } from '../resource-server/index.js'
+import { BrokerClient, oauthErrorOf } from '../broker-client/index.js'
+import { IdentityError } from '../errors/identity-error.js'
 import type { X509Svid } from '../spiffe/x509-svid/x509-svid.js'
 import { X509Source } from '../workload-client/x509-source.js'
-import { DemoOAuthClient, OAuthRefusal, oauthError } from './quickstart-oauth.js'
 
 export interface PeerArgs {
   /** The SPIFFE ID this process expects from the Workload API. */
@@ -116,34 +116,35 @@ async function readStdin(): Promise<string> {
 
 async function runSubAgent(a: PeerArgs): Promise<void> {
   const log = stderrLog({ role: 'demo-sub-agent' })
-  // Identity first, so the (short-lived) grant waits for nothing once it arrives.
+  // Identity and broker first, so the (short-lived) grant waits for nothing once it arrives.
   const source = await sourceFor(a, log)
+  const client = await BrokerClient.create({ issuer: a.issuer, source, ca: readFileSync(a.caFile, 'utf8'), log })
   try {
-    const ca = readFileSync(a.caFile, 'utf8')
-    const client = await DemoOAuthClient.create({ issuer: a.issuer, ca, svid: () => source.getX509Svid() })
     const { grant, apiUrl } = JSON.parse(await readStdin()) as { grant: string; apiUrl: string }
-    const t = await client.redeem(grant)
+    const t = await client.redeemGrant(grant)
     const data = `${apiUrl}/data`
-    const call = await client.call(data, { method: 'GET', token: t.access_token, ca })
-    const wider = await client.call(data, { method: 'POST', token: t.access_token, ca })
+    const call = await client.fetchWithToken(data, { method: 'GET' }, t)
+    const wider = await client.fetchWithToken(data, { method: 'POST' }, t)
     let widerToken = { status: 200, error: '' }
     try {
-      await client.renew(t.access_token, ['demo:read', 'demo:write'])
+      await client.renew(t, { scopes: ['demo:read', 'demo:write'] })
     } catch (err) {
-      if (!(err instanceof OAuthRefusal)) throw err
-      widerToken = { status: err.status, error: err.error }
+      const error = oauthErrorOf(err)
+      if (error === undefined) throw err
+      widerToken = { status: Number((err as IdentityError).details?.['status'] ?? 0), error }
     }
     const result: SubAgentResult = {
       spiffeId: source.getX509Svid().id.toString(),
-      scope: t.scope ?? '',
-      expiresIn: t.expires_in,
-      act: decodeJwt(t.access_token).act,
+      scope: t.scopes.join(' '),
+      expiresIn: Math.round(t.ttlMs / 1000),
+      act: t.claims.act,
       call: { status: call.status },
-      widerCall: { status: wider.status, error: oauthError(wider) },
+      widerCall: { status: wider.status, error: /error="([^"]+)"/.exec(wider.headers.get('www-authenticate') ?? '')?.[1] ?? '' },
       widerToken,
     }
     process.stdout.write(`${JSON.stringify({ result })}\n`)
   } finally {
+    await client.close()
     await source.close()
   }
 }
@@ -157,7 +158,7 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  const msg = err instanceof OAuthRefusal ? err.message : (err as Error).message
+  const msg = err instanceof IdentityError ? `${err.code}: ${err.message}` : (err as Error).message
   process.stdout.write(`${JSON.stringify({ error: msg })}\n`)
   try {
     writeFileSync(2, `${(err as Error).stack ?? msg}\n`)

@@ -356,6 +356,9 @@ function algForKey(key: CryptoKey): string {
   throw new TypeError(`no DPoP algorithm for key ${a.name}`)
 }
 
+/** Public JWKs of proof keys, exported once per key (a CryptoKey never changes). */
+const publicJwks = new WeakMap<CryptoKey, JWK>()
+
 /**
  * Creates a DPoP proof (RFC 9449 §4.2) with a key pair whose private half may
  * be non-extractable (only the public key is exported, into the header).
@@ -365,7 +368,11 @@ export async function createDpopProof(
   opts: { method: string; url: string; accessToken?: string; nonce?: string; nowSec?: number; jti?: string },
 ): Promise<string> {
   const alg = algForKey(key.privateKey)
-  const jwk = await exportJWK(key.publicKey)
+  let jwk = publicJwks.get(key.publicKey)
+  if (jwk === undefined) {
+    jwk = await exportJWK(key.publicKey)
+    publicJwks.set(key.publicKey, jwk)
+  }
   const claims: Record<string, unknown> = {
     jti: opts.jti ?? randomUUID(),
     htm: opts.method,

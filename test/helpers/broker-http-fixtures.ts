@@ -133,8 +133,9 @@ export function fakeService(issuer = 'https://localhost:0'): BrokerService & { c
     },
     async createTask(spec: TaskSpec, creator: AuthenticatedClient | 'admin') {
       calls.push({ method: 'createTask', args: [spec, creator] })
-      const now = Date.now()
-      const t: Task = { taskId: spec.taskId ?? `task-${++n}`, ...(spec.orchestrationId ? { orchestrationId: spec.orchestrationId } : {}), agent: spec.agent, scopes: spec.scopes, resources: spec.resources, ttlSeconds: spec.ttlSeconds, maxRenewals: spec.maxRenewals, createdBy: creator === 'admin' ? 'admin' : creator.spiffeId, createdAt: now, expiresAt: now + spec.ttlSeconds * 1000 }
+      // The domain keeps task times in seconds, like the tokens' iat and exp.
+      const now = Math.floor(Date.now() / 1000)
+      const t: Task = { taskId: spec.taskId ?? `task-${++n}`, ...(spec.orchestrationId ? { orchestrationId: spec.orchestrationId } : {}), agent: spec.agent, scopes: spec.scopes, resources: spec.resources, ttlSeconds: spec.ttlSeconds, maxRenewals: spec.maxRenewals, createdBy: creator === 'admin' ? 'admin' : creator.spiffeId, createdAt: now, expiresAt: now + spec.ttlSeconds }
       if (tasks.has(t.taskId)) throw new IdentityError('ERR_ALREADY_EXISTS', 'task exists')
       tasks.set(t.taskId, t)
       return t

@@ -38,6 +38,8 @@ describe('broker admin API and warrant task', () => {
 
     const show = await warrant(['task', 'show', 'deploy-1', '--socket', socket])
     expect(show.code).toBe(0)
+    // Task times are seconds on the wire; the CLI shows the real dates.
+    expect(show.stdout).toMatch(new RegExp(`Expires: +${new Date().getUTCFullYear()}-`))
     expect(show.stdout).toContain('deploy-1 (active)')
 
     const list = await warrant(['task', 'list', '--socket', socket, '--output', 'json'])

@@ -71,8 +71,11 @@ export interface TaskWire {
   ttl_seconds: number
   max_renewals: number
   created_by: string
+  /** Seconds since the epoch, like the tokens' `iat` and `exp`. */
   created_at: number
+  /** Seconds since the epoch. */
   expires_at: number
+  /** Seconds since the epoch. */
   ended_at?: number
   state: 'active' | 'ended' | 'expired'
 }
@@ -90,7 +93,7 @@ export function taskToWire(t: Task, nowMs: number): TaskWire {
     created_at: t.createdAt,
     expires_at: t.expiresAt,
     ...(t.endedAt !== undefined ? { ended_at: t.endedAt } : {}),
-    state: t.endedAt !== undefined ? 'ended' : t.expiresAt <= nowMs ? 'expired' : 'active',
+    state: t.endedAt !== undefined ? 'ended' : t.expiresAt * 1000 <= nowMs ? 'expired' : 'active',
   }
 }
 

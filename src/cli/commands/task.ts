@@ -71,9 +71,9 @@ function printTask(t: TaskWire): void {
     `Scopes:        ${t.scopes.join(' ') || '(none)'}`,
     `Resources:     ${t.resources.join(' ') || '(none)'}`,
     `Max renewals:  ${t.max_renewals}`,
-    `Created by:    ${t.created_by} at ${new Date(t.created_at).toISOString()}`,
-    `Expires:       ${new Date(t.expires_at).toISOString()}`,
-    ...(t.ended_at !== undefined ? [`Ended:         ${new Date(t.ended_at).toISOString()}`] : []),
+    `Created by:    ${t.created_by} at ${new Date(t.created_at * 1000).toISOString()}`,
+    `Expires:       ${new Date(t.expires_at * 1000).toISOString()}`,
+    ...(t.ended_at !== undefined ? [`Ended:         ${new Date(t.ended_at * 1000).toISOString()}`] : []),
   ]
   process.stdout.write(`${lines.join('\n')}\n`)
 }
@@ -132,7 +132,7 @@ export async function run(args: string[]): Promise<number> {
       const r = await call<{ tasks: TaskWire[] }>(values.socket ?? DEFAULT_BROKER_ADMIN_SOCKET, 'GET', `/v1/tasks${qs ? `?${qs}` : ''}`)
       if (fmt === 'json') printJson(r)
       else if (r.tasks.length === 0) process.stdout.write('No tasks.\n')
-      else for (const t of r.tasks) process.stdout.write(`${t.task_id}\t${t.state}\t${t.agent}\t${t.scopes.join(' ')}\texpires ${new Date(t.expires_at).toISOString()}\n`)
+      else for (const t of r.tasks) process.stdout.write(`${t.task_id}\t${t.state}\t${t.agent}\t${t.scopes.join(' ')}\texpires ${new Date(t.expires_at * 1000).toISOString()}\n`)
       return 0
     }
     default:

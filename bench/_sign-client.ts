@@ -67,7 +67,9 @@ function threadCpu(): Map<string, number> {
       const st = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8')
       const f = st.slice(st.lastIndexOf(')') + 2).split(' ')
       m.set(tid === String(process.pid) ? 'main' : tid, (Number(f[11]) + Number(f[12])) * 10000)
-    } catch {}
+    } catch {
+      // the thread ended between the listing and the read
+    }
   }
   return m
 }

@@ -72,7 +72,7 @@ const after = mem()
 const echo = new grpc.Server()
 const id = (b: Buffer) => b
 echo.addService(
-  { Echo: { path: '/bench.Echo/Echo', requestStream: false, responseStream: false, requestSerialize: id, requestDeserialize: id, responseSerialize: id, responseDeserialize: id, originalName: 'Echo' } } as unknown as grpc.ServiceDefinition,
+  { Echo: { path: '/bench.Echo/Echo', requestStream: false, responseStream: false, requestSerialize: id, requestDeserialize: id, responseSerialize: id, responseDeserialize: id, originalName: 'Echo' } },
   { Echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => cb(null, call.request) },
 )
 await new Promise<void>((res, rej) => echo.bindAsync(`unix:${dir}/echo.sock`, grpc.ServerCredentials.createInsecure(), (e) => (e ? rej(e) : res())))
@@ -82,11 +82,17 @@ await startWorkloadApi({ socketPath: `${dir}/api.sock`, manager, log: nullLogger
 process.on('SIGTERM', () => process.exit(0))
 
 let revision = 1
-process.on('message', async (m: string) => {
+const rotate = async () => {
+  revision++
+  await manager.applySync({ full: false, entries: [entry(0, revision)], deletedEntryIds: [], bundle: undefined, federatedBundles: undefined })
+  await manager.tick()
+}
+process.on('message', (m: string) => {
   if (m === 'rotate') {
-    revision++
-    await manager.applySync({ full: false, entries: [entry(0, revision)], deletedEntryIds: [], bundle: undefined, federatedBundles: undefined })
-    await manager.tick()
+    rotate().catch((err: unknown) => {
+      process.stderr.write(`rotation failed: ${String(err)}\n`)
+      process.exit(1)
+    })
   } else if (m === 'exit') process.exit(0)
 })
 process.send!({ ready: true, cached: manager.stats().cachedX509Svids, heapGrowth: after - before })

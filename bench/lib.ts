@@ -28,7 +28,7 @@ function round(n: number, digits = 3): number {
  * Runs `fn` repeatedly for about `ms` milliseconds (after a warm-up) and
  * returns operations per second. `fn` may do `batch` operations per call.
  */
-export async function opsPerSecond(fn: () => unknown | Promise<unknown>, opts: { ms?: number; warmupMs?: number; batch?: number } = {}): Promise<number> {
+export async function opsPerSecond(fn: () => unknown, opts: { ms?: number; warmupMs?: number; batch?: number } = {}): Promise<number> {
   const ms = opts.ms ?? 2000
   const warm = opts.warmupMs ?? 300
   const batch = opts.batch ?? 1

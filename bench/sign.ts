@@ -68,13 +68,13 @@ export async function run(_args: string[]): Promise<void> {
       stdio: ['pipe', 'pipe', 'inherit'],
     })
     try {
-      const lines = createInterface({ input: c.stdout! })[Symbol.asyncIterator]()
+      const lines = createInterface({ input: c.stdout })[Symbol.asyncIterator]()
       const read = async <T>(): Promise<T> => {
         const n = await lines.next()
         if (n.done) throw new Error('sign client exited')
-        return JSON.parse(n.value as string) as T
+        return JSON.parse(n.value) as T
       }
-      const send = (o: unknown) => c.stdin!.write(`${JSON.stringify(o)}\n`)
+      const send = (o: unknown) => c.stdin.write(`${JSON.stringify(o)}\n`)
       const { agentId } = await read<{ agentId: string }>()
       const entries = Array.from({ length: BATCH }, (_, i) => ({ spiffe_id: `spiffe://${TD}/bench/signed/w${i}`, parent_id: agentId, selectors: [{ type: 'unix', value: `uid:${i}` }] }))
       const r = await admin.call<EntryResults>('BatchCreate', { entries })

@@ -101,7 +101,7 @@ export function requireScopes(claims: AccessTokenClaims, required: readonly stri
  */
 function checkAct(act: unknown, maxDepth: number): ActClaim {
   let depth = 0
-  for (let a: unknown = act; a !== undefined; a = (a as Record<string, unknown>)['act']) {
+  for (let a: unknown = act; a !== undefined; a = (a)['act']) {
     if (++depth > maxDepth) throw invalidToken('act_depth', { max_depth: maxDepth })
     if (!isRecord(a)) throw invalidToken('act')
     if (!isSpiffeId(a['sub'])) throw invalidToken('act_sub')
@@ -117,7 +117,7 @@ function checkCnf(cnf: unknown): ConfirmationClaim {
   if (jkt === undefined && x5t === undefined) throw invalidToken('cnf')
   if (jkt !== undefined && (typeof jkt !== 'string' || !B64URL_SHA256.test(jkt))) throw invalidToken('cnf')
   if (x5t !== undefined && (typeof x5t !== 'string' || !B64URL_SHA256.test(x5t))) throw invalidToken('cnf')
-  return cnf as ConfirmationClaim
+  return cnf
 }
 
 /**
@@ -137,7 +137,7 @@ export async function verifyAccessToken(token: string, opts: VerifyAccessTokenOp
   if (!COMPACT_JWS.test(token)) throw invalidToken('malformed')
   let header: Record<string, unknown>
   try {
-    header = decodeProtectedHeader(token) as Record<string, unknown>
+    header = decodeProtectedHeader(token)
   } catch (err) {
     throw invalidToken('malformed', {}, err)
   }
@@ -169,7 +169,7 @@ export async function verifyAccessToken(token: string, opts: VerifyAccessTokenOp
 
   if (c['iss'] !== opts.issuer) throw invalidToken('iss')
   const aud = c['aud']
-  const auds = typeof aud === 'string' ? [aud] : Array.isArray(aud) && aud.length > 0 && aud.every((a) => isBoundedString(a)) ? (aud as string[]) : undefined
+  const auds = typeof aud === 'string' ? [aud] : Array.isArray(aud) && aud.length > 0 && aud.every((a) => isBoundedString(a)) ? (aud) : undefined
   if (auds === undefined) throw invalidToken('aud')
   if (opts.audience !== undefined) {
     const want = typeof opts.audience === 'string' ? [opts.audience] : opts.audience

@@ -192,7 +192,7 @@ export async function verifyDpopProof(proof: string, check: DpopCheck): Promise<
   if (!/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/.test(proof)) throw invalid('malformed')
   let header: Record<string, unknown>
   try {
-    header = decodeProtectedHeader(proof) as Record<string, unknown>
+    header = decodeProtectedHeader(proof)
   } catch (err) {
     throw invalid('malformed', {}, err)
   }
@@ -264,7 +264,7 @@ export async function verifyDpopProof(proof: string, check: DpopCheck): Promise<
   // 10. not seen before (keyed by key and jti, kept until the proof could no longer pass step 6)
   if (!check.replay.remember(`${jkt}.${jti}`, Math.floor(iat) + maxAge + skew)) throw invalid('replay', { jti })
 
-  const out: VerifiedDpopProof = { jkt, jti, iat, jwk: jwk as JsonWebKey }
+  const out: VerifiedDpopProof = { jkt, jti, iat, jwk: jwk }
   if (nonce !== undefined) out.nonce = nonce
   return out
 }
@@ -287,7 +287,7 @@ async function proofKey(jwk: Record<string, unknown>, alg: string): Promise<{ ke
   if (hit !== undefined) return hit
   let found: { key: VerifyKey; jkt: string }
   try {
-    found = { key: await importJWK(jwk as JWK, alg), jkt: await jwkThumbprint(jwk as JsonWebKey) }
+    found = { key: await importJWK(jwk as JWK, alg), jkt: await jwkThumbprint(jwk) }
   } catch (err) {
     throw invalid('jwk_invalid', {}, err)
   }
@@ -311,7 +311,7 @@ export function accessTokenHash(accessToken: string): string {
 
 /** RFC 7638 JWK thumbprint with SHA-256, base64url (the value of `cnf.jkt`). */
 export async function jwkThumbprint(jwk: JsonWebKey): Promise<string> {
-  return calculateJwkThumbprint(jwk as JWK, 'sha256')
+  return calculateJwkThumbprint(jwk, 'sha256')
 }
 
 /** RFC 8705 §3.1: base64url(SHA-256(DER certificate)), the value of `cnf.x5t#S256`. */

@@ -159,7 +159,7 @@ export class JwksCache {
       if (k['use'] !== undefined && k['use'] !== 'sig') continue
       if (PRIVATE_MEMBERS.some((m) => m in k)) continue
       if (listed.has(k['kid'])) continue
-      listed.set(k['kid'], k as JsonWebKey)
+      listed.set(k['kid'], k)
     }
     for (const [kid, e] of this.#keys) {
       const jwk = listed.get(kid)

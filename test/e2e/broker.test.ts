@@ -119,7 +119,7 @@ describe.runIf(requireTools('softhsm2-util'))('broker embedded in warrant server
     expect(task.code, task.stderr).toBe(0)
 
     const client: oauth.Client = { client_id: AGENT_ID }
-    const keyPair = (await generateKeyPair('ES256', { extractable: false })) as unknown as Parameters<typeof oauth.DPoP>[1]
+    const keyPair = await generateKeyPair('ES256', { extractable: false })
     const DPoP = oauth.DPoP(client, keyPair)
     const grant = () => oauth.clientCredentialsGrantRequest(as, client, oauth.TlsClientAuth(), { scope: 'repo:read', task_id: 'e2e-task', resource: 'https://git.broker.test/' }, { ...opts, DPoP })
     let result: oauth.TokenEndpointResponse

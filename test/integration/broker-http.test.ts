@@ -305,7 +305,7 @@ describe('token endpoint: request shape', () => {
 describe('token endpoint: DPoP', () => {
   let keys: Parameters<typeof createDpopProof>[0]
   beforeAll(async () => {
-    keys = (await joseKeyPair('ES256', { extractable: false })) as unknown as typeof keys
+    keys = await joseKeyPair('ES256', { extractable: false })
   })
   const post = (headers: Record<string, string | string[]>) => request(url('/token'), { method: 'POST', headers: { ...FORM, ...headers }, body: form({ grant_type: 'client_credentials' }), client: agent, ca: caPem })
 

@@ -51,7 +51,7 @@ export function fromValue(v: Partial<Record<string, unknown>>): unknown {
   if ('stringValue' in v && v.stringValue !== undefined) return v.stringValue
   if ('numberValue' in v && v.numberValue !== undefined) return v.numberValue
   if ('boolValue' in v && v.boolValue !== undefined) return v.boolValue
-  if ('structValue' in v && v.structValue !== undefined) return fromStruct(v.structValue as ProtoStruct)
+  if ('structValue' in v && v.structValue !== undefined) return fromStruct(v.structValue)
   if ('listValue' in v && v.listValue !== undefined) {
     return ((v.listValue as { values?: Partial<Record<string, unknown>>[] }).values ?? []).map(fromValue)
   }

@@ -108,7 +108,7 @@ export async function fixture(opts: Partial<BrokerServiceOptions> & { km?: KeyMa
     jwtSvid: (id, audience = [ISSUER], ttl = 120) =>
       mintJwtSvid({ spiffeId: SpiffeId.fromString(id), audience, issuedAt: new Date(clock.now()), expiresAt: new Date(clock.now() + ttl * 1000), signer: svidSigner, kid: 'td-jwt-1' }),
     verify: async (token, typ = 'at+jwt') => {
-      const jwks = createLocalJWKSet((await svc.jwks()) as unknown as Parameters<typeof createLocalJWKSet>[0])
+      const jwks = createLocalJWKSet(await svc.jwks())
       return (await jwtVerify(token, jwks, { issuer: ISSUER, typ, currentDate: new Date(clock.now()) })).payload
     },
     task: async (extra = {}) => {

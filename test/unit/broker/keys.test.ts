@@ -96,7 +96,7 @@ describe('tokens across a key rotation', () => {
       const nextKid = f.svc.keys.records().find((r) => r.state === 'next')!.kid
       expect((await f.svc.jwks()).keys.map((k) => k.kid)).toContain(nextKid) // published before use
       await f.svc.keys.rotate(Math.floor(f.clock.now() / 1000))
-      const jwks = createLocalJWKSet((await f.svc.jwks()) as unknown as Parameters<typeof createLocalJWKSet>[0])
+      const jwks = createLocalJWKSet(await f.svc.jwks())
       await expect(jwtVerify(tok, jwks, { issuer: ISSUER, currentDate: new Date(f.clock.now()) })).resolves.toBeDefined()
       const renewed = (await f.svc.token(exchange(tok), client(A), key)).access_token
       expect(decodeProtectedHeader(renewed).kid).toBe(nextKid)

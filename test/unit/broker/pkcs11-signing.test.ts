@@ -34,7 +34,7 @@ describe.runIf(requireTools('softhsm2-util'))('broker signing key on SoftHSM2', 
   it('signs tokens that verify with jose against the JWKS', async () => {
     const t = await f.task()
     const r = await f.svc.token(cc(t), client(A), dpop())
-    const jwks = createLocalJWKSet((await f.svc.jwks()) as unknown as Parameters<typeof createLocalJWKSet>[0])
+    const jwks = createLocalJWKSet(await f.svc.jwks())
     const { payload, protectedHeader } = await jwtVerify(r.access_token, jwks, { issuer: ISSUER, typ: 'at+jwt', algorithms: ['ES256'], currentDate: new Date(f.clock.now()) })
     expect(payload.sub).toBe(A)
     expect(protectedHeader.kid).toBe(f.svc.keys.active().kid)

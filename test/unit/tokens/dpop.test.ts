@@ -27,7 +27,7 @@ let keys: CryptoKeyPair
 let publicJwk: JWK
 
 beforeAll(async () => {
-  keys = (await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign', 'verify'])) as CryptoKeyPair
+  keys = (await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign', 'verify']))
   publicJwk = await exportJWK(keys.publicKey)
 })
 
@@ -40,7 +40,7 @@ async function rawProof(opts: { header?: Record<string, unknown>; claims?: Recor
   const claims: Record<string, unknown> = { jti: 'j-1', htm: 'POST', htu: URL_, iat: NOW, ...opts.claims }
   for (const k of opts.omit ?? []) delete claims[k]
   const header = { alg: 'ES256', typ: 'dpop+jwt', jwk: publicJwk, ...opts.header }
-  return new SignJWT(claims).setProtectedHeader(header as never).sign(opts.signer ?? keys.privateKey)
+  return new SignJWT(claims).setProtectedHeader(header).sign(opts.signer ?? keys.privateKey)
 }
 
 async function reason(p: Promise<unknown>): Promise<{ code: string; reason: unknown }> {
@@ -83,7 +83,7 @@ describe('verifyDpopProof accepts', () => {
     const nonces = createDpopNonces({ windowSec: 30 })
     const nonce = nonces.issue(NOW - 5)
     const proof = await createDpopProof(keys, { method: 'GET', url: URL_, accessToken: TOKEN, nonce, nowSec: NOW })
-    const jkt = await jwkThumbprint(publicJwk as JsonWebKey)
+    const jkt = await jwkThumbprint(publicJwk)
     const v = await verifyDpopProof(proof, check({ method: 'GET', accessToken: TOKEN, expectedJkt: jkt, nonces }))
     expect(v.nonce).toBe(nonce)
   })
@@ -157,7 +157,7 @@ describe('verifyDpopProof rejects, saying why', () => {
     const other = await generateKeyPair('ES256')
     expect(await reason(verifyDpopProof(await rawProof({ signer: other.privateKey }), check()))).toEqual(bad('signature'))
     const good = await rawProof()
-    const [h, p, s] = good.split('.') as [string, string, string]
+    const [h, _p, s] = good.split('.') as [string, string, string]
     const p2 = Buffer.from(JSON.stringify({ jti: 'j-1', htm: 'GET', htu: URL_, iat: NOW })).toString('base64url')
     expect(await reason(verifyDpopProof(`${h}.${p2}.${s}`, check({ method: 'GET' })))).toEqual(bad('signature'))
   })
@@ -209,7 +209,7 @@ describe('verifyDpopProof rejects, saying why', () => {
 
   it('a key other than the one the token is bound to', async () => {
     const other = await generateKeyPair('ES256')
-    const jkt = await jwkThumbprint((await exportJWK(other.publicKey)) as JsonWebKey)
+    const jkt = await jwkThumbprint((await exportJWK(other.publicKey)))
     expect(await reason(verifyDpopProof(await rawProof(), check({ expectedJkt: jkt })))).toEqual(bad('jkt'))
   })
 
@@ -228,7 +228,7 @@ describe('verifyDpopProof rejects, saying why', () => {
     const proof = await rawProof()
     await verifyDpopProof(proof, check({ replay }))
     expect(await reason(verifyDpopProof(proof, check({ replay })))).toEqual(bad('replay'))
-    const other = (await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign', 'verify'])) as CryptoKeyPair
+    const other = (await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign', 'verify']))
     await expect(verifyDpopProof(await createDpopProof(other, { method: 'POST', url: URL_, nowSec: NOW, jti: 'j-1' }), check({ replay }))).resolves.toBeDefined()
     // a proof rejected for its method does not consume its jti
     const fresh = await rawProof({ claims: { jti: 'j-2' } })
@@ -321,8 +321,8 @@ describe('thumbprints and htu', () => {
 
   it('x5tS256 is the SHA-256 thumbprint of the DER certificate (checked against @peculiar/x509)', async () => {
     const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' }
-    const k = (await webcrypto.subtle.generateKey(alg, false, ['sign', 'verify'])) as CryptoKeyPair
-    const cert = await X509CertificateGenerator.createSelfSigned({ serialNumber: '01', name: 'CN=t', keys: k, signingAlgorithm: alg }, webcrypto as never)
+    const k = (await webcrypto.subtle.generateKey(alg, false, ['sign', 'verify']))
+    const cert = await X509CertificateGenerator.createSelfSigned({ serialNumber: '01', name: 'CN=t', keys: k, signingAlgorithm: alg }, webcrypto)
     const expected = Buffer.from(await cert.getThumbprint('SHA-256', webcrypto as never)).toString('base64url')
     expect(x5tS256(new Uint8Array(cert.rawData))).toBe(expected)
   })

@@ -48,7 +48,7 @@ describe('fuzz', () => {
     const jwk = await exportJWK(holder.keys.publicKey)
     await fc.assert(
       fc.asyncProperty(claimsLike, fc.constantFrom('dpop+jwt', 'JWT', undefined), fc.constantFrom<unknown>(jwk, {}, 'x', { ...jwk, d: 'AA' }), async (claims, typ, hjwk) => {
-        const proof = await new SignJWT(claims as never).setProtectedHeader({ alg: 'ES256', ...(typ === undefined ? {} : { typ }), jwk: hjwk } as never).sign(holder.keys.privateKey)
+        const proof = await new SignJWT(claims).setProtectedHeader({ alg: 'ES256', ...(typ === undefined ? {} : { typ }), jwk: hjwk } as never).sign(holder.keys.privateKey)
         await onlyKnown(verifyDpopProof(proof, { method: 'GET', url: AUDIENCE, nowSec: NOW, replay: new MemoryReplayCache(), accessToken: 'x' }))
       }),
       { numRuns: 150 },
@@ -60,7 +60,7 @@ describe('fuzz', () => {
     await fc.assert(fc.asyncProperty(jwsLike, async (t) => onlyKnown(verifyAccessToken(t, { issuer: ISSUER, audience: AUDIENCE, keys, nowSec: NOW }))), { numRuns: 300 })
     await fc.assert(
       fc.asyncProperty(claimsLike, async (claims) => {
-        const t = await new SignJWT(claims as never).setProtectedHeader({ alg: 'ES256', typ: 'at+jwt', kid: iss.kid }).sign(iss.privateKey)
+        const t = await new SignJWT(claims).setProtectedHeader({ alg: 'ES256', typ: 'at+jwt', kid: iss.kid }).sign(iss.privateKey)
         await onlyKnown(verifyAccessToken(t, { issuer: ISSUER, audience: AUDIENCE, keys, nowSec: NOW }))
       }),
       { numRuns: 150 },

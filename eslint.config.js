@@ -6,7 +6,21 @@ import tseslint from 'typescript-eslint'
 
 export default tseslint.config(
   // vitest.mutate.config.ts reads the group list from the untyped stryker.config.mjs, so it is outside the TypeScript project.
-  { ignores: ['node_modules/', 'build/', 'dist/', 'coverage/', 'reports/', '.stryker-tmp/', 'src/gen/', '**/*.js', '**/*.mjs', '**/*.cjs', 'vitest.mutate.config.ts'] },
+  {
+    ignores: [
+      'node_modules/',
+      'build/',
+      'dist/',
+      'coverage/',
+      'reports/',
+      '.stryker-tmp/',
+      'src/gen/',
+      '**/*.js',
+      '**/*.mjs',
+      '**/*.cjs',
+      'vitest.mutate.config.ts',
+    ],
+  },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

@@ -16,12 +16,16 @@ export const groups = {
   },
   'spiffe-id': {
     mutate: ['src/spiffe/spiffe-id.ts', 'src/spiffe/trust-domain.ts', 'src/spiffe/match.ts'],
-    tests: ['test/unit/spiffe/spiffe-id.test.ts', 'test/unit/spiffe/trust-domain.test.ts', 'test/unit/spiffe/match.test.ts', 'test/unit/spiffe/properties.test.ts', 'test/unit/spiffe/spiffe-id-reasons.test.ts'],
+    tests: [
+      'test/unit/spiffe/spiffe-id.test.ts',
+      'test/unit/spiffe/trust-domain.test.ts',
+      'test/unit/spiffe/match.test.ts',
+      'test/unit/spiffe/properties.test.ts',
+      'test/unit/spiffe/spiffe-id-reasons.test.ts',
+    ],
   },
   'x509-svid': {
-    mutate: [
-      'src/spiffe/x509-svid/{certificate-fields,csr,der,pem,spki,svid-rules,verify,x509-svid}.ts',
-    ],
+    mutate: ['src/spiffe/x509-svid/{certificate-fields,csr,der,pem,spki,svid-rules,verify,x509-svid}.ts'],
     tests: ['test/unit/spiffe/x509-svid/**/*.test.ts'],
   },
   'jwt-svid': {

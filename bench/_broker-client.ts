@@ -33,15 +33,19 @@ interface Answer {
 
 function post(proof: string): Promise<Answer> {
   return new Promise((resolve, reject) => {
-    const req = https.request(url, { method: 'POST', agent, headers: { 'content-type': 'application/x-www-form-urlencoded', 'content-length': Buffer.byteLength(body), dpop: proof } }, (res) => {
-      const chunks: Buffer[] = []
-      res.on('data', (c: Buffer) => chunks.push(c))
-      res.on('end', () => {
-        const n = res.headers['dpop-nonce']
-        resolve({ status: res.statusCode ?? 0, nonce: typeof n === 'string' ? n : undefined, body: Buffer.concat(chunks).toString('utf8') })
-      })
-      res.on('error', reject)
-    })
+    const req = https.request(
+      url,
+      { method: 'POST', agent, headers: { 'content-type': 'application/x-www-form-urlencoded', 'content-length': Buffer.byteLength(body), dpop: proof } },
+      (res) => {
+        const chunks: Buffer[] = []
+        res.on('data', (c: Buffer) => chunks.push(c))
+        res.on('end', () => {
+          const n = res.headers['dpop-nonce']
+          resolve({ status: res.statusCode ?? 0, nonce: typeof n === 'string' ? n : undefined, body: Buffer.concat(chunks).toString('utf8') })
+        })
+        res.on('error', reject)
+      },
+    )
     req.on('error', reject)
     req.end(body)
   })

@@ -35,9 +35,22 @@ export async function run(args: string[]): Promise<void> {
   const now = Math.floor(Date.now() / 1000)
   const mint = (act?: Record<string, unknown>) =>
     new SignJWT({
-      iss: ISSUER, sub: 'spiffe://example.org/agent/o/t/i', aud: AUDIENCE, exp: now + 3600, iat: now, nbf: now, jti: webcrypto.randomUUID(),
-      scope: 'tools:read tools:write', client_id: 'spiffe://example.org/agent/o/t/i', task_id: 't', orchestration_id: 'o', cnf: { jkt }, ...(act ? { act } : {}),
-    }).setProtectedHeader({ alg: 'ES256', typ: 'at+jwt', kid: 'k1' }).sign(issuer.privateKey)
+      iss: ISSUER,
+      sub: 'spiffe://example.org/agent/o/t/i',
+      aud: AUDIENCE,
+      exp: now + 3600,
+      iat: now,
+      nbf: now,
+      jti: webcrypto.randomUUID(),
+      scope: 'tools:read tools:write',
+      client_id: 'spiffe://example.org/agent/o/t/i',
+      task_id: 't',
+      orchestration_id: 'o',
+      cnf: { jkt },
+      ...(act ? { act } : {}),
+    })
+      .setProtectedHeader({ alg: 'ES256', typ: 'at+jwt', kid: 'k1' })
+      .sign(issuer.privateKey)
   let act: Record<string, unknown> | undefined
   for (let i = 5; i >= 1; i--) act = { sub: `spiffe://example.org/agent/o/t/sub-${i}`, ...(act ? { act } : {}) }
   const direct = await mint()
@@ -45,12 +58,19 @@ export async function run(args: string[]): Promise<void> {
 
   // A pool of distinct proofs per token, reused with a fresh replay cache once exhausted.
   const poolSize = quick ? 2000 : 6000
-  const proofsFor = async (token: string) => Promise.all(Array.from({ length: poolSize }, () => createDpopProof(holder, { method: 'GET', url: URL_, accessToken: token, nowSec: now })))
+  const proofsFor = async (token: string) =>
+    Promise.all(Array.from({ length: poolSize }, () => createDpopProof(holder, { method: 'GET', url: URL_, accessToken: token, nowSec: now })))
   const directProofs = await proofsFor(direct)
   const delegatedProofs = await proofsFor(delegated)
 
   const keys = new JwksCache({ fetchJwks: async () => jwks })
-  const opts = (): ResourceRequestOptions => ({ issuer: ISSUER, audience: AUDIENCE, keys, requiredScopes: ['tools:read'], dpop: { replay: new MemoryReplayCache({ maxEntries: poolSize * 2 }) } })
+  const opts = (): ResourceRequestOptions => ({
+    issuer: ISSUER,
+    audience: AUDIENCE,
+    keys,
+    requiredScopes: ['tools:read'],
+    dpop: { replay: new MemoryReplayCache({ maxEntries: poolSize * 2 }) },
+  })
   const ours = (token: string, proofs: string[]) => {
     let i = 0
     let o = opts()

@@ -21,7 +21,11 @@ attester.close()
 const client = new GrpcServerClient({
   address: address!,
   trustDomain: TrustDomain.fromString(td ?? 'example.org'),
-  credentials: { rootsPem: bundlePem, keyPem: cred.key.export({ format: 'pem', type: 'pkcs8' }) as string, chainPem: cred.chain.map((c) => pemOf('CERTIFICATE', c)).join('') },
+  credentials: {
+    rootsPem: bundlePem,
+    keyPem: cred.key.export({ format: 'pem', type: 'pkcs8' }) as string,
+    chainPem: cred.chain.map((c) => pemOf('CERTIFICATE', c)).join(''),
+  },
 })
 out({ agentId: cred.agentId })
 

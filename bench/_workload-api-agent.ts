@@ -72,7 +72,18 @@ const after = mem()
 const echo = new grpc.Server()
 const id = (b: Buffer) => b
 echo.addService(
-  { Echo: { path: '/bench.Echo/Echo', requestStream: false, responseStream: false, requestSerialize: id, requestDeserialize: id, responseSerialize: id, responseDeserialize: id, originalName: 'Echo' } },
+  {
+    Echo: {
+      path: '/bench.Echo/Echo',
+      requestStream: false,
+      responseStream: false,
+      requestSerialize: id,
+      requestDeserialize: id,
+      responseSerialize: id,
+      responseDeserialize: id,
+      originalName: 'Echo',
+    },
+  },
   { Echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => cb(null, call.request) },
 )
 await new Promise<void>((res, rej) => echo.bindAsync(`unix:${dir}/echo.sock`, grpc.ServerCredentials.createInsecure(), (e) => (e ? rej(e) : res())))

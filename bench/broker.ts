@@ -101,7 +101,11 @@ export async function tokenExchange(args: string[]): Promise<void> {
     writeFileSync(files.cert, agent.certPem)
     writeFileSync(files.key, agent.keyPem, { mode: 0o600 })
     const port = await freePort()
-    const config = toEmbeddedBrokerConfig({ issuer: `https://localhost:${port}`, bind_address: `127.0.0.1:${port}`, key_manager: keyManager, admin_socket_path: join(dir, 'admin.sock') }, dir, dir)!
+    const config = toEmbeddedBrokerConfig(
+      { issuer: `https://localhost:${port}`, bind_address: `127.0.0.1:${port}`, key_manager: keyManager, admin_socket_path: join(dir, 'admin.sock') },
+      dir,
+      dir,
+    )!
     const td = TrustDomain.fromString(TD)
     const bundles = bundlesOf([ca])
     const bounds = BoundsSet.parse(td, { '/agent': { scopes: ['tools:read', 'tools:write'], resources: [RS], max_token_ttl: 600 } })
@@ -117,13 +121,30 @@ export async function tokenExchange(args: string[]): Promise<void> {
       bounds: () => bounds,
       log,
     })
-    const task = await broker.service.createTask({ taskId: 'bench-task', agent: AGENT, scopes: ['tools:read'], resources: [RS], ttlSeconds: 3600, maxRenewals: 0 }, 'admin')
+    const task = await broker.service.createTask(
+      { taskId: 'bench-task', agent: AGENT, scopes: ['tools:read'], resources: [RS], ttlSeconds: 3600, maxRenewals: 0 },
+      'admin',
+    )
 
     const clientArgs = (process.env.WARRANT_CLIENT_NODE_ARGS ?? '').split(' ').filter(Boolean)
-    const c = spawn(process.execPath, [...clientArgs, '--import', 'tsx', join(REPO_ROOT, 'bench', '_broker-client.ts'), broker.http.endpoints.token, files.ca, files.cert, files.key, task.taskId], {
-      cwd: REPO_ROOT,
-      stdio: ['pipe', 'pipe', 'inherit'],
-    })
+    const c = spawn(
+      process.execPath,
+      [
+        ...clientArgs,
+        '--import',
+        'tsx',
+        join(REPO_ROOT, 'bench', '_broker-client.ts'),
+        broker.http.endpoints.token,
+        files.ca,
+        files.cert,
+        files.key,
+        task.taskId,
+      ],
+      {
+        cwd: REPO_ROOT,
+        stdio: ['pipe', 'pipe', 'inherit'],
+      },
+    )
     child = c
     const lines = createInterface({ input: c.stdout })[Symbol.asyncIterator]()
     const read = async <T>(): Promise<T> => {
@@ -200,12 +221,23 @@ export async function tokenExchange(args: string[]): Promise<void> {
 }
 
 /** `concurrency` chains of (ES256 verify, ES256 sign) on libuv's pool for `ms`; operations and elapsed ms. */
-async function rawCrypto(o: { ms: number; concurrency: number; proofPub: KeyObject; proofInput: Buffer; proofSig: Buffer; signKey: KeyObject; tokenInput: Buffer }): Promise<{ n: number; ms: number }> {
+async function rawCrypto(o: {
+  ms: number
+  concurrency: number
+  proofPub: KeyObject
+  proofInput: Buffer
+  proofSig: Buffer
+  signKey: KeyObject
+  tokenInput: Buffer
+}): Promise<{ n: number; ms: number }> {
   const v = () =>
     new Promise<void>((res, rej) =>
-      verify('sha256', o.proofInput, { key: o.proofPub, dsaEncoding: 'ieee-p1363' }, o.proofSig, (err, ok) => (err ? rej(err) : ok ? res() : rej(new Error('baseline verify failed')))),
+      verify('sha256', o.proofInput, { key: o.proofPub, dsaEncoding: 'ieee-p1363' }, o.proofSig, (err, ok) =>
+        err ? rej(err) : ok ? res() : rej(new Error('baseline verify failed')),
+      ),
     )
-  const s = () => new Promise<void>((res, rej) => sign('sha256', o.tokenInput, { key: o.signKey, dsaEncoding: 'ieee-p1363' }, (err) => (err ? rej(err) : res())))
+  const s = () =>
+    new Promise<void>((res, rej) => sign('sha256', o.tokenInput, { key: o.signKey, dsaEncoding: 'ieee-p1363' }, (err) => (err ? rej(err) : res())))
   let n = 0
   const start = performance.now()
   const end = start + o.ms

@@ -127,7 +127,8 @@ export async function run(_args: string[]): Promise<void> {
     // manager is one pinned to the mode auto chose: the figures then compare the same kind of call throughout.
     await opsPerSecond(signBatch, { ms: 500, warmupMs: 100, batch: POOL_SIZE })
     const mode: 'sync' | 'async' = km._signTimer('ec-p256')?.async === false ? 'sync' : 'async'
-    if (mode === 'sync') kmSync = await Pkcs11KeyManager.open({ module_path: hsm.modulePath, token_label: hsm.tokenLabel, pin, session_pool_size: POOL_SIZE, sign_mode: 'sync' })
+    if (mode === 'sync')
+      kmSync = await Pkcs11KeyManager.open({ module_path: hsm.modulePath, token_label: hsm.tokenLabel, pin, session_pool_size: POOL_SIZE, sign_mode: 'sync' })
     const caMain = mode === 'sync' ? await kmSync!.getKey('bench-ca') : caAsync
     const issueBatch = issueBatchWith(caMain)
     const signBatchMain = signBatchWith(caMain)
@@ -147,7 +148,12 @@ export async function run(_args: string[]): Promise<void> {
       [issueBatch, svidRuns],
       [signBatchMain, signRuns],
       // When auto chose async, the forced-async pair is the pair above: not measured twice.
-      ...(mode === 'sync' ? ([[rawBatchAsync, rawAsyncRuns], [signBatchAsync, signAsyncRuns]] as [() => Promise<unknown>, number[]][]) : []),
+      ...(mode === 'sync'
+        ? ([
+            [rawBatchAsync, rawAsyncRuns],
+            [signBatchAsync, signAsyncRuns],
+          ] as [() => Promise<unknown>, number[]][])
+        : []),
     ]
     for (let r = 0; r < ROUNDS; r++) {
       for (const [fn, runs] of r % 2 === 0 ? steps : [...steps].reverse()) runs.push(await opsPerSecond(fn, opts))
@@ -156,10 +162,22 @@ export async function run(_args: string[]): Promise<void> {
     const raw = percentile(rawRuns, 50)
     const common = { pool_size: POOL_SIZE, in_flight: POOL_SIZE, baseline_sessions: POOL_SIZE, key: 'ec-p256', module: 'softhsm2' }
 
-    report('hsm_svid_issue_vs_raw_pkcs11', percentile(svidRuns, 50), raw, 'ops/s', { ...common, sign_mode: `${mode} (auto's choice)`, baseline_sign: mode === 'sync' ? 'C_Sign' : 'C_SignAsync' })
-    report('hsm_managed_sign_vs_raw_pkcs11', percentile(signRuns, 50), raw, 'ops/s', { ...common, sign_mode: `${mode} (auto's choice)`, baseline_sign: mode === 'sync' ? 'C_Sign' : 'C_SignAsync' })
+    report('hsm_svid_issue_vs_raw_pkcs11', percentile(svidRuns, 50), raw, 'ops/s', {
+      ...common,
+      sign_mode: `${mode} (auto's choice)`,
+      baseline_sign: mode === 'sync' ? 'C_Sign' : 'C_SignAsync',
+    })
+    report('hsm_managed_sign_vs_raw_pkcs11', percentile(signRuns, 50), raw, 'ops/s', {
+      ...common,
+      sign_mode: `${mode} (auto's choice)`,
+      baseline_sign: mode === 'sync' ? 'C_Sign' : 'C_SignAsync',
+    })
     const asyncPair = mode === 'sync' ? { ours: signAsyncRuns, raw: rawAsyncRuns } : { ours: signRuns, raw: rawRuns }
-    report('hsm_managed_sign_async_vs_raw_pkcs11_async', percentile(asyncPair.ours, 50), percentile(asyncPair.raw, 50), 'ops/s', { ...common, sign_mode: 'async', baseline_sign: 'C_SignAsync' })
+    report('hsm_managed_sign_async_vs_raw_pkcs11_async', percentile(asyncPair.ours, 50), percentile(asyncPair.raw, 50), 'ops/s', {
+      ...common,
+      sign_mode: 'async',
+      baseline_sign: 'C_SignAsync',
+    })
   } finally {
     await kmSync?.close()
     await kmAsync?.close()

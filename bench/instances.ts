@@ -33,7 +33,10 @@ interface ProbeOut {
 
 function probeOnce(probe: string, socket: string, uid?: number): Promise<ProbeOut> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [probe, socket, 'once'], { stdio: ['ignore', 'pipe', 'pipe'], ...(uid !== undefined ? { uid, gid: uid, cwd: '/' } : {}) })
+    const child = spawn(process.execPath, [probe, socket, 'once'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      ...(uid !== undefined ? { uid, gid: uid, cwd: '/' } : {}),
+    })
     let out = ''
     child.stdout.on('data', (d: Buffer) => (out += d.toString()))
     child.on('error', reject)
@@ -65,13 +68,27 @@ export async function run(args: string[]): Promise<void> {
     const config = join(adir, 'agent.toml')
     writeFileSync(
       config,
-      joinTokenAgentToml({ trustDomain: TD, serverAddress: server.address, socketPath: socket, dataDir: join(adir, 'data'), bundlePemPath: server.bundlePemPath, token, logLevel: 'warn' }),
+      joinTokenAgentToml({
+        trustDomain: TD,
+        serverAddress: server.address,
+        socketPath: socket,
+        dataDir: join(adir, 'data'),
+        bundlePemPath: server.bundlePemPath,
+        token,
+        logLevel: 'warn',
+      }),
     )
     const a = new WarrantProcess(['agent', 'run', '--config', config])
     agent = a
-    await waitFor('the agent socket', async () => (await warrant(['agent', 'healthcheck', '--socket', socket])).code === 0, { timeoutMs: 45_000, hint: () => a.output() })
+    await waitFor('the agent socket', async () => (await warrant(['agent', 'healthcheck', '--socket', socket])).code === 0, {
+      timeoutMs: 45_000,
+      hint: () => a.output(),
+    })
     const agentId = (await server.cliJson<{ agents: { agent_id: string }[] }>(['agent', 'list'])).agents[0]!.agent_id
-    for (const [id, uid] of [[`spiffe://${TD}/bench/tpl/{instance}`, 0], [`spiffe://${TD}/bench/cached`, NOBODY]] as const) {
+    for (const [id, uid] of [
+      [`spiffe://${TD}/bench/tpl/{instance}`, 0],
+      [`spiffe://${TD}/bench/cached`, NOBODY],
+    ] as const) {
       const r = await server.cli(['entry', 'create', '--spiffe-id', id, '--parent-id', agentId, '--selector', `unix:uid:${uid}`])
       if (r.code !== 0) throw new Error(`entry create: ${r.stderr}`)
     }

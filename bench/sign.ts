@@ -46,7 +46,14 @@ export async function run(_args: string[]): Promise<void> {
     const createBatch = async () => {
       const entries = Array.from({ length: BATCH }, () => {
         const i = k++
-        return { spiffe_id: `spiffe://${TD}/bench/e${i}`, parent_id: `spiffe://${TD}/warrant/server`, selectors: [{ type: 'unix', value: `uid:${i}` }, { type: 'unix', value: `gid:${i % 13}` }] }
+        return {
+          spiffe_id: `spiffe://${TD}/bench/e${i}`,
+          parent_id: `spiffe://${TD}/warrant/server`,
+          selectors: [
+            { type: 'unix', value: `uid:${i}` },
+            { type: 'unix', value: `gid:${i % 13}` },
+          ],
+        }
       })
       const r = await admin.call<EntryResults>('BatchCreate', { entries })
       if (r.results.some((x) => x.status.code !== 0)) throw new Error(`entry creation failed: ${r.results.find((x) => x.status.code !== 0)!.status.message}`)
@@ -63,10 +70,14 @@ export async function run(_args: string[]): Promise<void> {
     // The client process: token → attest → entries parented to it → rounds.
     const tok = await agents.call<{ token: string }>('CreateJoinToken', { ttl: 600, spiffe_id: '' })
     const clientArgs = (process.env.WARRANT_CLIENT_NODE_ARGS ?? '').split(' ').filter(Boolean)
-    const c = spawn(process.execPath, [...clientArgs, '--import', 'tsx', join(REPO_ROOT, 'bench', '_sign-client.ts'), srv.address, join(srv.dataDir, 'bundle.pem'), tok.token, TD], {
-      cwd: REPO_ROOT,
-      stdio: ['pipe', 'pipe', 'inherit'],
-    })
+    const c = spawn(
+      process.execPath,
+      [...clientArgs, '--import', 'tsx', join(REPO_ROOT, 'bench', '_sign-client.ts'), srv.address, join(srv.dataDir, 'bundle.pem'), tok.token, TD],
+      {
+        cwd: REPO_ROOT,
+        stdio: ['pipe', 'pipe', 'inherit'],
+      },
+    )
     try {
       const lines = createInterface({ input: c.stdout })[Symbol.asyncIterator]()
       const read = async <T>(): Promise<T> => {
@@ -76,7 +87,11 @@ export async function run(_args: string[]): Promise<void> {
       }
       const send = (o: unknown) => c.stdin.write(`${JSON.stringify(o)}\n`)
       const { agentId } = await read<{ agentId: string }>()
-      const entries = Array.from({ length: BATCH }, (_, i) => ({ spiffe_id: `spiffe://${TD}/bench/signed/w${i}`, parent_id: agentId, selectors: [{ type: 'unix', value: `uid:${i}` }] }))
+      const entries = Array.from({ length: BATCH }, (_, i) => ({
+        spiffe_id: `spiffe://${TD}/bench/signed/w${i}`,
+        parent_id: agentId,
+        selectors: [{ type: 'unix', value: `uid:${i}` }],
+      }))
       const r = await admin.call<EntryResults>('BatchCreate', { entries })
       send({ entries: r.results.map((x) => x.entry!.id) })
       await read<{ ready: boolean }>()
@@ -99,7 +114,11 @@ export async function run(_args: string[]): Promise<void> {
         const res = await read<{ signed: number; ms: number; threads: Record<string, number> }>()
         if (st0) {
           const st1 = threadsOf(srv.pid)
-          const server = Object.fromEntries([...st1].map(([t, v]) => [t === String(srv.pid) ? 'main' : t, Math.round((v - (st0.get(t) ?? 0)) / res.signed)]).filter(([, v]) => (v as number) > 0))
+          const server = Object.fromEntries(
+            [...st1]
+              .map(([t, v]) => [t === String(srv.pid) ? 'main' : t, Math.round((v - (st0.get(t) ?? 0)) / res.signed)])
+              .filter(([, v]) => (v as number) > 0),
+          )
           const client = Object.fromEntries(Object.entries(res.threads).map(([k, v]) => [k, Math.round(v / res.signed)]))
           console.error(JSON.stringify({ signed: res.signed, serverUsPerSvid: server, clientUsPerSvid: client }))
         }

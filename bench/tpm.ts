@@ -79,11 +79,46 @@ export async function run(_args: string[]): Promise<void> {
       await sh('tpm2_readpublic', '-c', PERSISTENT_EK_RSA, '-f', 'pem', '-o', f('ek.pem'))
       await sh('tpm2_createprimary', '-C', 'o', '-G', 'ecc256:null:aes128cfb', '-c', f('srk.ctx'))
       await sh('tpm2_flushcontext', '-t')
-      await sh('tpm2_create', '-C', f('srk.ctx'), '-G', 'ecc256:ecdsa-sha256:null', '-a', AK_ATTRIBUTES, '-u', f('ak.pub'), '-r', f('ak.priv'),
-        '--creation-data', f('ak.cdata'), '--creation-ticket', f('ak.ticket'), '--creation-hash', f('ak.chash'))
+      await sh(
+        'tpm2_create',
+        '-C',
+        f('srk.ctx'),
+        '-G',
+        'ecc256:ecdsa-sha256:null',
+        '-a',
+        AK_ATTRIBUTES,
+        '-u',
+        f('ak.pub'),
+        '-r',
+        f('ak.priv'),
+        '--creation-data',
+        f('ak.cdata'),
+        '--creation-ticket',
+        f('ak.ticket'),
+        '--creation-hash',
+        f('ak.chash'),
+      )
       await sh('tpm2_load', '-C', f('srk.ctx'), '-u', f('ak.pub'), '-r', f('ak.priv'), '-c', f('ak.ctx'), '-n', f('ak.name'))
       await sh('tpm2_flushcontext', '-t')
-      await sh('tpm2_certifycreation', '-C', f('ak.ctx'), '-c', f('ak.ctx'), '-d', f('ak.chash'), '-t', f('ak.ticket'), '-g', 'sha256', '-f', 'plain', '-o', f('cc.sig'), '--attestation', f('cc.attest'))
+      await sh(
+        'tpm2_certifycreation',
+        '-C',
+        f('ak.ctx'),
+        '-c',
+        f('ak.ctx'),
+        '-d',
+        f('ak.chash'),
+        '-t',
+        f('ak.ticket'),
+        '-g',
+        'sha256',
+        '-f',
+        'plain',
+        '-o',
+        f('cc.sig'),
+        '--attestation',
+        f('cc.attest'),
+      )
       await sh('tpm2_flushcontext', '-t')
       // Server: EK certificate chain to the swtpm CA and EK certificate key = EK public; AK public and its
       // CertifyCreation signature; MakeCredential to the EK for the AK's name.
@@ -103,9 +138,37 @@ export async function run(_args: string[]): Promise<void> {
       await sh('tpm2_flushcontext', '-t')
       await sh('tpm2_startauthsession', '--policy-session', '-S', f('session.ctx'))
       await sh('tpm2_policysecret', '-S', f('session.ctx'), '-c', 'e')
-      await sh('tpm2_activatecredential', '-c', f('ak.ctx'), '-C', PERSISTENT_EK_RSA, '-i', f('mkcred.out'), '-o', f('actcred.out'), '-P', `session:${f('session.ctx')}`)
+      await sh(
+        'tpm2_activatecredential',
+        '-c',
+        f('ak.ctx'),
+        '-C',
+        PERSISTENT_EK_RSA,
+        '-i',
+        f('mkcred.out'),
+        '-o',
+        f('actcred.out'),
+        '-P',
+        `session:${f('session.ctx')}`,
+      )
       await sh('tpm2_flushcontext', '-t')
-      await sh('tpm2_quote', '-c', f('ak.ctx'), '-l', `sha256:${PCRS.join(',')}`, '-q', nonce, '-m', f('quote.msg'), '-s', f('quote.sig'), '-o', f('quote.pcrs'), '-g', 'sha256')
+      await sh(
+        'tpm2_quote',
+        '-c',
+        f('ak.ctx'),
+        '-l',
+        `sha256:${PCRS.join(',')}`,
+        '-q',
+        nonce,
+        '-m',
+        f('quote.msg'),
+        '-s',
+        f('quote.sig'),
+        '-o',
+        f('quote.pcrs'),
+        '-g',
+        'sha256',
+      )
       await sh('tpm2_flushcontext', '-t')
       // Server: activated secret, quote signature, nonce and PCR digest.
       if (!(await readFile(f('actcred.out'))).equals(await readFile(f('secret.bin')))) throw new Error('activated secret does not match')

@@ -75,8 +75,7 @@ export async function run(args: string[]): Promise<void> {
     const { child } = await startAgent(dir, 10, profileDir)
     const echo = new grpc.Client(`unix:${dir}/echo.sock`, grpc.credentials.createInsecure())
     const id = (b: Buffer) => b
-    const echoCall = () =>
-      new Promise<void>((res, rej) => echo.makeUnaryRequest('/bench.Echo/Echo', id, id, Buffer.from('ping'), (e) => (e ? rej(e) : res())))
+    const echoCall = () => new Promise<void>((res, rej) => echo.makeUnaryRequest('/bench.Echo/Echo', id, id, Buffer.from('ping'), (e) => (e ? rej(e) : res())))
     const wl = workloadClient(`unix:${dir}/api.sock`)
     const jwtCall = () =>
       new Promise<void>((res, rej) => wl.FetchJWTSVID!({ audience: ['bench'] }, securityHeader(), (e: Error | null) => (e ? rej(e) : res())))

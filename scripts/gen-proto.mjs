@@ -13,8 +13,16 @@ execFileSync(
   [
     'node_modules/@grpc/proto-loader/build/bin/proto-loader-gen-types.js',
     ...protos,
-    '--keepCase', '--longs=String', '--enums=String', '--defaults', '--oneofs',
-    '--grpcLib=@grpc/grpc-js', '-O', out, '-I', 'proto',
+    '--keepCase',
+    '--longs=String',
+    '--enums=String',
+    '--defaults',
+    '--oneofs',
+    '--grpcLib=@grpc/grpc-js',
+    '-O',
+    out,
+    '-I',
+    'proto',
   ],
   { stdio: 'inherit' },
 )

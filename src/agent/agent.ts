@@ -62,7 +62,13 @@ function newKey(): KeyObject {
 
 export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent> {
   // Health and metrics first: /live answers and /ready says no while the node attests.
-  const obs = await AgentObservability.start({ health: opts.config.health, metrics: opts.config.metrics, clock: opts.clock ?? systemClock, log: opts.log.child({ [F.SUBSYSTEM]: 'agent' }), workloadApiRequired: opts.workloadApi ?? true })
+  const obs = await AgentObservability.start({
+    health: opts.config.health,
+    metrics: opts.config.metrics,
+    clock: opts.clock ?? systemClock,
+    log: opts.log.child({ [F.SUBSYSTEM]: 'agent' }),
+    workloadApiRequired: opts.workloadApi ?? true,
+  })
   try {
     return await startAgentWith(opts, obs)
   } catch (err) {
@@ -183,7 +189,10 @@ async function startAgentWith(opts: StartAgentOptions, obs: AgentObservability):
   async function onRejected(err: unknown): Promise<void> {
     if (!canReattest) {
       if (!rejected) {
-        log.error({ [F.ERR]: err, [F.PLUGIN_NAME]: attestorName }, 'The server rejected the agent SVID; its node attestor cannot attest again (single-use proof): a new one is needed')
+        log.error(
+          { [F.ERR]: err, [F.PLUGIN_NAME]: attestorName },
+          'The server rejected the agent SVID; its node attestor cannot attest again (single-use proof): a new one is needed',
+        )
       }
       rejected = true
       return
@@ -285,7 +294,15 @@ async function startAgentWith(opts: StartAgentOptions, obs: AgentObservability):
 
   let api: WorkloadApiServer | undefined
   if (opts.workloadApi ?? true) {
-    api = await startWorkloadApi({ socketPath: cfg.socketPath, manager, log: opts.log, connectionLimits: cfg.connectionLimits, attestationReuseMs: attestationReuseMs(workloadAttestors), ...(obs.onCallEnd ? { onCallEnd: obs.onCallEnd } : {}), ...(obs.metrics ? { registry: obs.metrics.registry } : {}) })
+    api = await startWorkloadApi({
+      socketPath: cfg.socketPath,
+      manager,
+      log: opts.log,
+      connectionLimits: cfg.connectionLimits,
+      attestationReuseMs: attestationReuseMs(workloadAttestors),
+      ...(obs.onCallEnd ? { onCallEnd: obs.onCallEnd } : {}),
+      ...(obs.metrics ? { registry: obs.metrics.registry } : {}),
+    })
     const listening = api
     obs.workloadApiListening(() => listening.connectionCount)
   }

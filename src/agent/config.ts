@@ -7,7 +7,14 @@
 import { dirname, isAbsolute, resolve } from 'node:path'
 import { z } from 'zod'
 import { configError, type ConfigIssue } from '../common/config/issues.js'
-import { healthChecksSchema, healthEndpoint, metricsEndpoint, metricsSchema, type HealthEndpointConfig, type MetricsEndpointConfig } from '../common/config/observability.js'
+import {
+  healthChecksSchema,
+  healthEndpoint,
+  metricsEndpoint,
+  metricsSchema,
+  type HealthEndpointConfig,
+  type MetricsEndpointConfig,
+} from '../common/config/observability.js'
 import { hostPort, logLevel, trustDomain } from '../common/config/refinements.js'
 import { readTomlFile } from '../common/config/toml.js'
 import { ConnectionLimitsSchema, toConnectionLimits } from '../common/config/connection-limits.js'
@@ -110,10 +117,7 @@ function issuesOf(err: z.ZodError, prefix: string): ConfigIssue[] {
  * Validates a parsed agent.toml. `baseDir` is the config file's directory.
  * Throws ERR_CONFIG_INVALID listing every issue (core and plugins).
  */
-export function parseAgentConfig<NA, WA, KM>(
-  raw: unknown,
-  opts: { baseDir: string; plugins: AgentPluginRegistry<NA, WA, KM> },
-): AgentConfig<NA, WA, KM> {
+export function parseAgentConfig<NA, WA, KM>(raw: unknown, opts: { baseDir: string; plugins: AgentPluginRegistry<NA, WA, KM> }): AgentConfig<NA, WA, KM> {
   const issues: ConfigIssue[] = []
   const r = FileSchema.safeParse(raw)
   if (!r.success) issues.push(...issuesOf(r.error, ''))

@@ -27,10 +27,14 @@ export async function attestNode(opts: AttestNodeOptions): Promise<AttestOutcome
   const csr = await createCsr({ privateKey: opts.privateKey })
   const payload = await opts.attestor.payload(callOpts)
   let rounds = 0
-  const out = await opts.client.attest({ attestor: opts.attestorName, payload, csr }, (challenge) => {
-    rounds++
-    return opts.attestor.answer(challenge, callOpts)
-  }, callOpts)
+  const out = await opts.client.attest(
+    { attestor: opts.attestorName, payload, csr },
+    (challenge) => {
+      rounds++
+      return opts.attestor.answer(challenge, callOpts)
+    },
+    callOpts,
+  )
   if (out.svidChain.length === 0) throw new IdentityError('ERR_NODE_ATTESTATION_FAILED', 'server returned no agent SVID')
   let id: SpiffeId
   try {

@@ -68,14 +68,23 @@ export class AgentObservability {
   }
 
   /** Starts the configured endpoints (none when neither is configured). */
-  static async start(opts: { health: HealthEndpointConfig | undefined; metrics: MetricsEndpointConfig | undefined; clock: Clock; log: Logger; workloadApiRequired: boolean }): Promise<AgentObservability> {
+  static async start(opts: {
+    health: HealthEndpointConfig | undefined
+    metrics: MetricsEndpointConfig | undefined
+    clock: Clock
+    log: Logger
+    workloadApiRequired: boolean
+  }): Promise<AgentObservability> {
     const o = new AgentObservability({ clock: opts.clock, metrics: opts.metrics !== undefined, workloadApiRequired: opts.workloadApiRequired })
     const hostPort = (host: string, port: number) => (host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`)
     try {
       if (opts.health) {
         const ep = await startHealthEndpoint(opts.health, { ready: () => o.readiness() })
         o.#endpoints.push(ep)
-        opts.log.info({ [F.ADDRESS]: hostPort(opts.health.host, ep.port), live_path: opts.health.livePath, ready_path: opts.health.readyPath }, 'Health endpoint listening')
+        opts.log.info(
+          { [F.ADDRESS]: hostPort(opts.health.host, ep.port), live_path: opts.health.livePath, ready_path: opts.health.readyPath },
+          'Health endpoint listening',
+        )
       }
       if (opts.metrics) {
         const ep = await startMetricsEndpoint(opts.metrics, o.metrics!.registry)

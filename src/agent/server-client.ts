@@ -19,9 +19,30 @@ import type { Entry__Output } from '../gen/warrant/types/v1/Entry.js'
 import type { Bundle__Output } from '../gen/warrant/types/v1/Bundle.js'
 import type { CallOpts } from '../plugin/contracts.js'
 import type { TrustDomain } from '../spiffe/trust-domain.js'
-import { MAX_X509_BATCH, type AgentEntry, type BundleDoc, type InstanceClient, type JwtSvidMint, type RegisteredInstance, type SvidSigner, type SyncMessage, type X509SvidParam, type X509SvidResultItem } from './manager/ports.js'
+import {
+  MAX_X509_BATCH,
+  type AgentEntry,
+  type BundleDoc,
+  type InstanceClient,
+  type JwtSvidMint,
+  type RegisteredInstance,
+  type SvidSigner,
+  type SyncMessage,
+  type X509SvidParam,
+  type X509SvidResultItem,
+} from './manager/ports.js'
 
-export type { AgentEntry, BundleDoc, InstanceClient, JwtSvidMint, RegisteredInstance, SvidSigner, SyncMessage, X509SvidParam, X509SvidResultItem } from './manager/ports.js'
+export type {
+  AgentEntry,
+  BundleDoc,
+  InstanceClient,
+  JwtSvidMint,
+  RegisteredInstance,
+  SvidSigner,
+  SyncMessage,
+  X509SvidParam,
+  X509SvidResultItem,
+} from './manager/ports.js'
 export { MAX_X509_BATCH } from './manager/ports.js'
 
 export interface AttestOutcome {
@@ -140,7 +161,12 @@ export class GrpcServerClient implements ServerClient {
     this.#td = opts.trustDomain
     this.#serverId = serverSpiffeId(opts.trustDomain)
     const pkg = loadProto('warrant/agent/v1/node.proto') as unknown as { warrant: { agent: { v1: { Node: grpc.ServiceClientConstructor } } } }
-    this.#ctor = directClientConstructor(pkg.warrant.agent.v1.Node.service, protoTypes('warrant/agent/v1/node.proto'), DIRECT_METHODS, 'warrant.agent.v1.Node') as unknown as NodeCtor
+    this.#ctor = directClientConstructor(
+      pkg.warrant.agent.v1.Node.service,
+      protoTypes('warrant/agent/v1/node.proto'),
+      DIRECT_METHODS,
+      'warrant.agent.v1.Node',
+    ) as unknown as NodeCtor
     this.#client = this.#build(opts.credentials)
   }
 
@@ -233,9 +259,7 @@ export class GrpcServerClient implements ServerClient {
   }
 
   renewAgent(csr: Uint8Array, opts: CallOpts = {}): Promise<Uint8Array[]> {
-    return this.#unary('RenewAgent', { csr: Buffer.from(csr) }, opts, (r: { svid_chain: Buffer[] }) =>
-      (r.svid_chain ?? []).map((d) => new Uint8Array(d)),
-    )
+    return this.#unary('RenewAgent', { csr: Buffer.from(csr) }, opts, (r: { svid_chain: Buffer[] }) => (r.svid_chain ?? []).map((d) => new Uint8Array(d)))
   }
 
   batchNewX509Svid(params: X509SvidParam[], opts: CallOpts = {}): Promise<X509SvidResultItem[]> {
@@ -247,7 +271,14 @@ export class GrpcServerClient implements ServerClient {
       'BatchNewX509SVID',
       req,
       opts,
-      (r: { results: readonly { entry_id: string; status: { code: number; error_code: string; message: string } | null; svid_chain: readonly Uint8Array[]; expires_at: unknown }[] }) =>
+      (r: {
+        results: readonly {
+          entry_id: string
+          status: { code: number; error_code: string; message: string } | null
+          svid_chain: readonly Uint8Array[]
+          expires_at: unknown
+        }[]
+      }) =>
         r.results.map((x) => {
           const st = x.status
           let error: IdentityError | undefined
@@ -261,18 +292,28 @@ export class GrpcServerClient implements ServerClient {
   }
 
   newJwtSvid(entryId: string, audience: string[], opts: CallOpts & { instanceId?: string } = {}): Promise<JwtSvidMint> {
-    return this.#unary('NewJWTSVID', { entry_id: entryId, audience, instance_id: opts.instanceId ?? '' }, opts, (r: { token: string; expires_at: string; issued_at: string }) => ({
-      token: r.token,
-      expiresAt: num(r.expires_at),
-      issuedAt: num(r.issued_at),
-    }))
+    return this.#unary(
+      'NewJWTSVID',
+      { entry_id: entryId, audience, instance_id: opts.instanceId ?? '' },
+      opts,
+      (r: { token: string; expires_at: string; issued_at: string }) => ({
+        token: r.token,
+        expiresAt: num(r.expires_at),
+        issuedAt: num(r.issued_at),
+      }),
+    )
   }
 
   registerInstance(entryId: string, proc: { pid: number; startTime: string }, opts: CallOpts = {}): Promise<RegisteredInstance> {
-    return this.#unary('RegisterInstance', { entry_id: entryId, pid: proc.pid, start_time: proc.startTime }, opts, (r: { instance_id: string; spiffe_id: string }) => {
-      if (!r.instance_id || !r.spiffe_id) throw new IdentityError('ERR_INTERNAL', 'RegisterInstance: server returned no instance')
-      return { instanceId: r.instance_id, spiffeId: r.spiffe_id }
-    })
+    return this.#unary(
+      'RegisterInstance',
+      { entry_id: entryId, pid: proc.pid, start_time: proc.startTime },
+      opts,
+      (r: { instance_id: string; spiffe_id: string }) => {
+        if (!r.instance_id || !r.spiffe_id) throw new IdentityError('ERR_INTERNAL', 'RegisterInstance: server returned no instance')
+        return { instanceId: r.instance_id, spiffeId: r.spiffe_id }
+      },
+    )
   }
 
   endInstance(instanceId: string, opts: CallOpts = {}): Promise<void> {
@@ -314,7 +355,12 @@ export class GrpcServerClient implements ServerClient {
     })
   }
 
-  #unary<Req, Raw, Out>(method: 'RenewAgent' | 'BatchNewX509SVID' | 'NewJWTSVID' | 'RegisterInstance' | 'EndInstance' | 'EndAllInstances', req: Req, opts: CallOpts, map: (r: Raw) => Out): Promise<Out> {
+  #unary<Req, Raw, Out>(
+    method: 'RenewAgent' | 'BatchNewX509SVID' | 'NewJWTSVID' | 'RegisterInstance' | 'EndInstance' | 'EndAllInstances',
+    req: Req,
+    opts: CallOpts,
+    map: (r: Raw) => Out,
+  ): Promise<Out> {
     return new Promise<Out>((resolve, reject) => {
       const fn = (this.#client as unknown as Record<string, (...a: unknown[]) => grpc.ClientUnaryCall>)[method]!
       const call = fn.call(this.#client, req, new grpc.Metadata(), { deadline: Date.now() + UNARY_DEADLINE_MS }, (err: grpc.ServiceError | null, res: Raw) => {

@@ -26,7 +26,8 @@ const idOrPrefix = () =>
     const id = v.endsWith('/') ? v.slice(0, -1) : v
     try {
       const parsed = SpiffeId.fromString(id)
-      if (v.endsWith('/') && parsed.path === '') ctx.addIssue({ code: 'custom', message: 'a prefix must name a path (use the trust domain list for a whole trust domain)' })
+      if (v.endsWith('/') && parsed.path === '')
+        ctx.addIssue({ code: 'custom', message: 'a prefix must name a path (use the trust domain list for a whole trust domain)' })
     } catch (e) {
       ctx.addIssue({ code: 'custom', message: (e as Error).message })
     }
@@ -46,8 +47,18 @@ const DpopSection = z
 
 const LimitsSection = z
   .object({
-    body_bytes: z.number().int().min(1024).max(1_048_576).default(64 * 1024),
-    header_bytes: z.number().int().min(4096).max(65_536).default(16 * 1024),
+    body_bytes: z
+      .number()
+      .int()
+      .min(1024)
+      .max(1_048_576)
+      .default(64 * 1024),
+    header_bytes: z
+      .number()
+      .int()
+      .min(4096)
+      .max(65_536)
+      .default(16 * 1024),
     max_connections_per_address: z.number().int().min(1).max(100_000).default(256),
     request_timeout: duration().default(10_000),
   })
@@ -133,11 +144,18 @@ function checkIssuer(issuer: string, issues: ConfigIssue[], path: string): void 
     return // reported by the schema
   }
   if (u.protocol !== 'https:') issues.push({ path, message: 'must be an https URL (RFC 8414 §2)' })
-  if (u.search !== '' || u.hash !== '' || issuer.includes('?') || issuer.includes('#')) issues.push({ path, message: 'must have no query or fragment (RFC 8414 §2)' })
+  if (u.search !== '' || u.hash !== '' || issuer.includes('?') || issuer.includes('#'))
+    issues.push({ path, message: 'must have no query or fragment (RFC 8414 §2)' })
   if (u.username !== '' || u.password !== '') issues.push({ path, message: 'must not carry credentials' })
 }
 
-function fromSection(b: z.infer<typeof BrokerSectionSchema>, baseDir: string, defaults: { dataDir: string }, prefix: string, issues: ConfigIssue[]): Omit<BrokerConfig, 'workloadApiSocket' | 'boundsDocumentPath'> {
+function fromSection(
+  b: z.infer<typeof BrokerSectionSchema>,
+  baseDir: string,
+  defaults: { dataDir: string },
+  prefix: string,
+  issues: ConfigIssue[],
+): Omit<BrokerConfig, 'workloadApiSocket' | 'boundsDocumentPath'> {
   const abs = (p: string) => (isAbsolute(p) ? p : resolve(baseDir, p))
   checkIssuer(b.issuer, issues, `${prefix}.issuer`)
   let keyManager: BrokerConfig['keyManager']
@@ -148,11 +166,13 @@ function fromSection(b: z.infer<typeof BrokerSectionSchema>, baseDir: string, de
     keyManager = { name, raw: resolvePluginBlockPaths('key_manager', name, b.key_manager![name], baseDir) }
   }
   const adminSocketPath = abs(b.admin_socket_path ?? resolve(defaults.dataDir, 'private', 'broker-admin.sock'))
-  if (Buffer.byteLength(adminSocketPath) > 100) issues.push({ path: `${prefix}.admin_socket_path`, message: 'path too long for a Unix socket (max ~100 bytes)' })
+  if (Buffer.byteLength(adminSocketPath) > 100)
+    issues.push({ path: `${prefix}.admin_socket_path`, message: 'path too long for a Unix socket (max ~100 bytes)' })
   if (b.default_token_ttl < 1000) issues.push({ path: `${prefix}.default_token_ttl`, message: 'must be at least 1s' })
   if (b.default_token_ttl > 3_600_000) issues.push({ path: `${prefix}.default_token_ttl`, message: 'must be at most 1h' })
   if (b.dpop.iat_window < 1000 || b.dpop.iat_window > 600_000) issues.push({ path: `${prefix}.dpop.iat_window`, message: 'must be between 1s and 10m' })
-  if (b.max_assertion_lifetime < 1000 || b.max_assertion_lifetime > 3_600_000) issues.push({ path: `${prefix}.max_assertion_lifetime`, message: 'must be between 1s and 1h' })
+  if (b.max_assertion_lifetime < 1000 || b.max_assertion_lifetime > 3_600_000)
+    issues.push({ path: `${prefix}.max_assertion_lifetime`, message: 'must be between 1s and 1h' })
   return {
     issuer: b.issuer,
     bindAddress: splitHostPort(b.bind_address),
@@ -170,7 +190,12 @@ function fromSection(b: z.infer<typeof BrokerSectionSchema>, baseDir: string, de
       algorithms: [...new Set(b.dpop.algorithms)],
       nonceTtlSeconds: Math.max(1, Math.floor(b.dpop.nonce_ttl / 1000)),
     },
-    limits: { bodyBytes: b.limits.body_bytes, headerBytes: b.limits.header_bytes, maxConnectionsPerAddress: b.limits.max_connections_per_address, requestTimeoutMs: b.limits.request_timeout },
+    limits: {
+      bodyBytes: b.limits.body_bytes,
+      headerBytes: b.limits.header_bytes,
+      maxConnectionsPerAddress: b.limits.max_connections_per_address,
+      requestTimeoutMs: b.limits.request_timeout,
+    },
     keyManager,
     logLevel: b.log_level ?? 'info',
   }
@@ -185,8 +210,9 @@ export function toEmbeddedBrokerConfig(raw: unknown, baseDir: string, serverData
   const r = BrokerSectionSchema.safeParse(raw)
   if (!r.success) throw configError(zodIssues(r.error, 'broker'), 'broker configuration')
   const issues: ConfigIssue[] = []
-  if (r.data.log_level !== undefined) issues.push({ path: 'broker.log_level', message: 'embedded, the broker logs at the server\'s log_level' })
-  if (r.data.bounds_document_path !== undefined) issues.push({ path: 'broker.bounds_document_path', message: 'embedded, the broker reads the server\'s own bounds document' })
+  if (r.data.log_level !== undefined) issues.push({ path: 'broker.log_level', message: "embedded, the broker logs at the server's log_level" })
+  if (r.data.bounds_document_path !== undefined)
+    issues.push({ path: 'broker.bounds_document_path', message: "embedded, the broker reads the server's own bounds document" })
   const cfg = fromSection(r.data, baseDir, { dataDir: serverDataDir }, 'broker', issues)
   if (issues.length > 0) throw configError(issues, 'broker configuration')
   return { ...cfg, workloadApiSocket: undefined, boundsDocumentPath: undefined }

@@ -19,10 +19,7 @@ export interface AuthenticatedClient {
 }
 
 /** The key the issued token is bound to, as the wire proved it. */
-export type KeyBinding =
-  | { readonly kind: 'dpop'; readonly jkt: string }
-  | { readonly kind: 'mtls'; readonly x5tS256: string }
-  | { readonly kind: 'bearer' }
+export type KeyBinding = { readonly kind: 'dpop'; readonly jkt: string } | { readonly kind: 'mtls'; readonly x5tS256: string } | { readonly kind: 'bearer' }
 
 /** A token request after form parsing (RFC 6749 §4.4, RFC 8693 §2.1, RFC 8707, RFC 9396). */
 export interface TokenRequest {

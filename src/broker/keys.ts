@@ -107,7 +107,15 @@ export class SigningKeys {
     const key = await this.#km.generateKey(keyId, this.#type)
     const jwk = key.publicKey.export({ format: 'jwk' })
     const kid = await calculateJwkThumbprint(jwk, 'sha256')
-    const record: SigningKeyRecord = { keyId, kid, alg: this.#alg, state, createdAt: now, activatedAt: state === 'current' ? now : undefined, publishUntil: undefined }
+    const record: SigningKeyRecord = {
+      keyId,
+      kid,
+      alg: this.#alg,
+      state,
+      createdAt: now,
+      activatedAt: state === 'current' ? now : undefined,
+      publishUntil: undefined,
+    }
     this.#store.insertSigningKey(record)
     this.#keys.push({ record, key, jwk })
     this.#log.info({ [F.KEY_ID]: keyId, [F.KID]: kid, state }, 'Generated broker signing key')

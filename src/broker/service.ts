@@ -9,16 +9,7 @@ import { checkCeiling, describeCeilingFailure, type Ceiling } from '../spiffe/bo
 import { validateJwtSvid } from '../spiffe/jwt-svid/validate-jwt-svid.js'
 import { SpiffeId } from '../spiffe/spiffe-id.js'
 import { ACCESS_TOKEN_TYP, GRANT_TYPE, TOKEN_TYPE, type ActClaim, type AuthorizationDetail } from '../tokens/claims.js'
-import type {
-  AuthenticatedClient,
-  BrokerService,
-  IntrospectionResponse,
-  KeyBinding,
-  Task,
-  TaskSpec,
-  TokenRequest,
-  TokenResponse,
-} from './contract.js'
+import type { AuthenticatedClient, BrokerService, IntrospectionResponse, KeyBinding, Task, TaskSpec, TokenRequest, TokenResponse } from './contract.js'
 import { SigningKeys, type SigningKeysOptions } from './keys.js'
 import { signJwt } from './mint.js'
 import type { BrokerDeps } from './ports.js'
@@ -174,7 +165,8 @@ export class BrokerServiceImpl implements BrokerService {
     if (!SpiffeId.isValid(client.spiffeId)) this.#refuse(ctx, 'ERR_CLIENT_UNAUTHORIZED', 'client not authorized', 'client ID is not a SPIFFE ID')
     this.#checkShape(ctx, req)
     if (req.grantType === GRANT_TYPE.clientCredentials) {
-      if (req.subjectToken !== undefined || req.actorToken !== undefined) this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'unexpected parameters', 'subject or actor token on client_credentials')
+      if (req.subjectToken !== undefined || req.actorToken !== undefined)
+        this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'unexpected parameters', 'subject or actor token on client_credentials')
       if (req.requestedTokenType !== undefined && req.requestedTokenType !== TOKEN_TYPE.accessToken) {
         this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'unsupported requested_token_type', 'requested_token_type on client_credentials')
       }
@@ -186,7 +178,11 @@ export class BrokerServiceImpl implements BrokerService {
   }
 
   #checkShape(ctx: Ctx, req: TokenRequest): void {
-    const lists: [string, readonly unknown[] | undefined][] = [['resource', req.resources], ['audience', req.audiences], ['scope', req.scopes]]
+    const lists: [string, readonly unknown[] | undefined][] = [
+      ['resource', req.resources],
+      ['audience', req.audiences],
+      ['scope', req.scopes],
+    ]
     for (const [name, l] of lists) {
       if (l === undefined) continue
       if (!Array.isArray(l) || l.length > MAX_LIST || l.some((x) => typeof x !== 'string' || x.length === 0 || x.length > 2048)) {
@@ -199,22 +195,28 @@ export class BrokerServiceImpl implements BrokerService {
       if (p) this.#refuse(ctx, 'ERR_TARGET_INVALID', 'invalid resource', p)
     }
     if (req.authorizationDetails !== undefined) {
-      if (!Array.isArray(req.authorizationDetails) || req.authorizationDetails.length > MAX_LIST) this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'invalid authorization_details', 'authorization_details not a list')
+      if (!Array.isArray(req.authorizationDetails) || req.authorizationDetails.length > MAX_LIST)
+        this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'invalid authorization_details', 'authorization_details not a list')
       for (const d of req.authorizationDetails) {
         if (d === null || typeof d !== 'object' || Array.isArray(d) || typeof (d as { type?: unknown }).type !== 'string') {
           this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'invalid authorization_details', 'authorization_details entry without a type')
         }
       }
     }
-    if (req.taskId !== undefined && (typeof req.taskId !== 'string' || !NAME.test(req.taskId))) this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'invalid task_id', 'malformed task_id')
+    if (req.taskId !== undefined && (typeof req.taskId !== 'string' || !NAME.test(req.taskId)))
+      this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'invalid task_id', 'malformed task_id')
   }
 
   async #exchange(ctx: Ctx, req: TokenRequest, binding: KeyBinding): Promise<TokenResponse> {
-    if (!req.subjectToken || !req.subjectTokenType) this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'subject_token and subject_token_type are required', 'missing subject token')
-    if (req.actorToken !== undefined && req.actorTokenType === undefined) this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'actor_token_type is required with actor_token', 'actor token without type')
-    if (req.actorToken === undefined && req.actorTokenType !== undefined) this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'actor_token_type without actor_token', 'actor token type without token')
+    if (!req.subjectToken || !req.subjectTokenType)
+      this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'subject_token and subject_token_type are required', 'missing subject token')
+    if (req.actorToken !== undefined && req.actorTokenType === undefined)
+      this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'actor_token_type is required with actor_token', 'actor token without type')
+    if (req.actorToken === undefined && req.actorTokenType !== undefined)
+      this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'actor_token_type without actor_token', 'actor token type without token')
     if (req.actorToken !== undefined) {
-      if (!ACTOR_TOKEN_TYPES.has(req.actorTokenType!)) this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'unsupported actor_token_type', `actor_token_type ${String(req.actorTokenType).slice(0, 100)}`)
+      if (!ACTOR_TOKEN_TYPES.has(req.actorTokenType!))
+        this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'unsupported actor_token_type', `actor_token_type ${String(req.actorTokenType).slice(0, 100)}`)
       if (req.actorToken.length > MAX_TOKEN_LENGTH) this.#refuse(ctx, 'ERR_GRANT_INVALID', 'invalid actor_token', 'actor token too large')
     }
     if (req.subjectToken.length > MAX_TOKEN_LENGTH) this.#refuse(ctx, 'ERR_GRANT_INVALID', 'invalid subject_token', 'subject token too large')
@@ -237,7 +239,8 @@ export class BrokerServiceImpl implements BrokerService {
         this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'unsupported requested_token_type', 'requested_token_type for a JWT-SVID exchange')
       }
       if (req.mayAct !== undefined) this.#refuse(ctx, 'ERR_DELEGATION_INVALID', 'delegation needs a broker token', 'may_act with a JWT-SVID subject token')
-      if (req.actorToken !== undefined) this.#refuse(ctx, 'ERR_DELEGATION_INVALID', 'delegation needs a broker token', 'actor_token with a JWT-SVID subject token')
+      if (req.actorToken !== undefined)
+        this.#refuse(ctx, 'ERR_DELEGATION_INVALID', 'delegation needs a broker token', 'actor_token with a JWT-SVID subject token')
       let svidId: string
       try {
         const svid = await validateJwtSvid(req.subjectToken, this.#deps.jwtBundles, {
@@ -250,7 +253,8 @@ export class BrokerServiceImpl implements BrokerService {
         if (!(err instanceof IdentityError)) throw err
         return this.#refuse(ctx, 'ERR_GRANT_INVALID', 'invalid subject_token', `JWT-SVID subject token: ${err.code}: ${err.message}`)
       }
-      if (svidId !== ctx.client.spiffeId) this.#refuse(ctx, 'ERR_GRANT_INVALID', 'invalid subject_token', 'JWT-SVID subject is not the authenticated client', { subject: svidId })
+      if (svidId !== ctx.client.spiffeId)
+        this.#refuse(ctx, 'ERR_GRANT_INVALID', 'invalid subject_token', 'JWT-SVID subject is not the authenticated client', { subject: svidId })
       return this.#issueDirect(ctx, svidId, req, binding)
     }
 
@@ -267,7 +271,12 @@ export class BrokerServiceImpl implements BrokerService {
       // RFC 8693 delegation straight from an access token would let anyone who copied a key-bound token (but not
       // its key) turn it into a token bound to their own key: the holder delegates by a may_act grant instead,
       // proving its key, and the actor presents that grant (which names it in may_act) with its actor_token.
-      this.#refuse(c, 'ERR_DELEGATION_INVALID', 'delegation not allowed', 'actor_token with an access token as subject_token: the subject token must be a may_act delegation grant')
+      this.#refuse(
+        c,
+        'ERR_DELEGATION_INVALID',
+        'delegation not allowed',
+        'actor_token with an access token as subject_token: the subject token must be a may_act delegation grant',
+      )
     }
     if (req.mayAct !== undefined) return this.#delegationGrant(c, req, binding, rec, task, now)
     return this.#renew(c, req, binding, rec, task, now)
@@ -336,34 +345,50 @@ export class BrokerServiceImpl implements BrokerService {
       return [...allowed]
     }
     const bad = want.filter((r) => !allowed.includes(r))
-    if (bad.length > 0) this.#refuse(ctx, 'ERR_TARGET_INVALID', 'requested resource not allowed', 'resource above task, ceiling or chain', { resources: bad, allowed })
+    if (bad.length > 0)
+      this.#refuse(ctx, 'ERR_TARGET_INVALID', 'requested resource not allowed', 'resource above task, ceiling or chain', { resources: bad, allowed })
     return want
   }
 
   /** RFC 9396 details: a fresh request may name the configured types; a derived token keeps or drops its parent's entries. */
-  #details(ctx: Ctx, requested: readonly AuthorizationDetail[] | undefined, parent: readonly AuthorizationDetail[] | undefined | 'fresh'): AuthorizationDetail[] | undefined {
+  #details(
+    ctx: Ctx,
+    requested: readonly AuthorizationDetail[] | undefined,
+    parent: readonly AuthorizationDetail[] | undefined | 'fresh',
+  ): AuthorizationDetail[] | undefined {
     if (parent === 'fresh') {
       if (requested === undefined || requested.length === 0) return undefined
       const bad = requested.find((d) => !this.#o.authorizationDetailsTypes.includes(d.type))
-      if (bad) this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'authorization_details type not supported', 'authorization_details type not configured', { type: bad.type.slice(0, 100) })
+      if (bad)
+        this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'authorization_details type not supported', 'authorization_details type not configured', {
+          type: bad.type.slice(0, 100),
+        })
       return requested.map((d) => ({ ...d }))
     }
     if (requested === undefined) return parent ? [...parent] : undefined
     if (requested.length === 0) return undefined
     const have = new Set((parent ?? []).map(canon))
-    if (requested.some((d) => !have.has(canon(d)))) this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'authorization_details wider than the subject token', 'authorization_details not in the parent token')
+    if (requested.some((d) => !have.has(canon(d))))
+      this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'authorization_details wider than the subject token', 'authorization_details not in the parent token')
     return requested.map((d) => ({ ...d }))
   }
 
   /** The confirmation claim for the proved key; bearer only when every ceiling allows it. */
   #cnf(ctx: Ctx, binding: KeyBinding, ceilings: readonly Ceiling[]): { jkt?: string; x5t?: string } {
     if (binding.kind === 'dpop') {
-      if (typeof binding.jkt !== 'string' || !/^[A-Za-z0-9_-]{43}$/.test(binding.jkt)) this.#refuse(ctx, 'ERR_DPOP_PROOF_INVALID', 'invalid DPoP proof', 'jkt is not a SHA-256 thumbprint')
+      if (typeof binding.jkt !== 'string' || !/^[A-Za-z0-9_-]{43}$/.test(binding.jkt))
+        this.#refuse(ctx, 'ERR_DPOP_PROOF_INVALID', 'invalid DPoP proof', 'jkt is not a SHA-256 thumbprint')
       return { jkt: binding.jkt }
     }
     if (binding.kind === 'mtls') {
       const cert = ctx.client.certDer
-      if (!cert || ctx.client.method !== 'tls_client_auth') this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'certificate binding needs mutual TLS client authentication', 'mtls binding without a client certificate')
+      if (!cert || ctx.client.method !== 'tls_client_auth')
+        this.#refuse(
+          ctx,
+          'ERR_TOKEN_REQUEST_INVALID',
+          'certificate binding needs mutual TLS client authentication',
+          'mtls binding without a client certificate',
+        )
       const x5t = createHash('sha256').update(cert).digest('base64url')
       if (x5t !== binding.x5tS256) this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'certificate binding mismatch', 'x5t#S256 is not the client certificate')
       return { x5t }
@@ -371,7 +396,10 @@ export class BrokerServiceImpl implements BrokerService {
     if (binding.kind === 'bearer') {
       for (const c of ceilings) {
         const f = checkCeiling(c, { bearer: true })
-        if (f) this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'a DPoP proof or a mutual-TLS client certificate is required', describeCeilingFailure(f), { prefixes: c.prefixes })
+        if (f)
+          this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'a DPoP proof or a mutual-TLS client certificate is required', describeCeilingFailure(f), {
+            prefixes: c.prefixes,
+          })
       }
       return {}
     }
@@ -384,9 +412,13 @@ export class BrokerServiceImpl implements BrokerService {
       rec.cnfJkt !== undefined
         ? binding.kind === 'dpop' && binding.jkt === rec.cnfJkt
         : rec.cnfX5t !== undefined
-          ? binding.kind === 'mtls' && binding.x5tS256 === rec.cnfX5t && ctx.client.certDer !== undefined && createHash('sha256').update(ctx.client.certDer).digest('base64url') === rec.cnfX5t
+          ? binding.kind === 'mtls' &&
+            binding.x5tS256 === rec.cnfX5t &&
+            ctx.client.certDer !== undefined &&
+            createHash('sha256').update(ctx.client.certDer).digest('base64url') === rec.cnfX5t
           : binding.kind === 'bearer'
-    if (!ok) this.#refuse(ctx, 'ERR_GRANT_INVALID', `invalid ${what}`, `proof is not of the key the ${what.replace('_', ' ')} is bound to`, { binding: binding.kind })
+    if (!ok)
+      this.#refuse(ctx, 'ERR_GRANT_INVALID', `invalid ${what}`, `proof is not of the key the ${what.replace('_', ' ')} is bound to`, { binding: binding.kind })
   }
 
   #expiry(ctx: Ctx, now: number, ceilings: readonly Ceiling[], cap: number, ttl = this.#o.defaultTokenTtlSeconds): number {
@@ -403,7 +435,11 @@ export class BrokerServiceImpl implements BrokerService {
     let task: Task | undefined
     if (req.taskId !== undefined) {
       task = this.#liveTask(ctx, req.taskId, now)
-      if (!taskCovers(task.agent, sub)) this.#refuse(ctx, 'ERR_CLIENT_UNAUTHORIZED', 'client not authorized for this task', 'task is for another agent', { task_id: task.taskId, task_agent: task.agent })
+      if (!taskCovers(task.agent, sub))
+        this.#refuse(ctx, 'ERR_CLIENT_UNAUTHORIZED', 'client not authorized for this task', 'task is for another agent', {
+          task_id: task.taskId,
+          task_agent: task.agent,
+        })
     } else if (this.#o.requireTask) this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'task_id is required', 'no task_id')
     const log = task ? ctx.log.child({ task_id: task.taskId }) : ctx.log
     const c: Ctx = { ...ctx, log }
@@ -415,9 +451,29 @@ export class BrokerServiceImpl implements BrokerService {
     const exp = this.#expiry(c, now, [ceiling], maxExp)
     const jti = randomUUID()
     const rec: TokenRecord = {
-      jti, kind: 'access', sub, clientId: ctx.client.spiffeId, taskId: task?.taskId, parentJti: undefined, rootJti: jti, actors: [], depth: 0,
-      scopes, resources: targets, audiences: targets, authorizationDetails: details, cnfJkt: cnf.jkt, cnfX5t: cnf.x5t, mayAct: undefined,
-      kid: '', iat: now, exp, maxExp, renewals: 0, renewedBy: undefined, revokedAt: undefined,
+      jti,
+      kind: 'access',
+      sub,
+      clientId: ctx.client.spiffeId,
+      taskId: task?.taskId,
+      parentJti: undefined,
+      rootJti: jti,
+      actors: [],
+      depth: 0,
+      scopes,
+      resources: targets,
+      audiences: targets,
+      authorizationDetails: details,
+      cnfJkt: cnf.jkt,
+      cnfX5t: cnf.x5t,
+      mayAct: undefined,
+      kid: '',
+      iat: now,
+      exp,
+      maxExp,
+      renewals: 0,
+      renewedBy: undefined,
+      revokedAt: undefined,
     }
     return this.#mintAndStore(c, rec, task, () => {
       if (task) this.#recheckTask(task.taskId, now)
@@ -439,8 +495,10 @@ export class BrokerServiceImpl implements BrokerService {
     if (req.requestedTokenType !== undefined && req.requestedTokenType !== TOKEN_TYPE.accessToken) {
       this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'unsupported requested_token_type', 'requested_token_type on a renewal')
     }
-    if (req.taskId !== undefined && req.taskId !== rec.taskId) this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'task_id does not match the subject token', 'task_id differs on renewal')
-    if (rec.clientId !== ctx.client.spiffeId) this.#refuse(ctx, 'ERR_GRANT_INVALID', 'invalid subject_token', 'renewal by another client', { token_client: rec.clientId })
+    if (req.taskId !== undefined && req.taskId !== rec.taskId)
+      this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'task_id does not match the subject token', 'task_id differs on renewal')
+    if (rec.clientId !== ctx.client.spiffeId)
+      this.#refuse(ctx, 'ERR_GRANT_INVALID', 'invalid subject_token', 'renewal by another client', { token_client: rec.clientId })
     this.#sameKey(ctx, binding, rec)
     if (rec.renewedBy !== undefined) this.#refuse(ctx, 'ERR_GRANT_INVALID', 'invalid subject_token', 'token was already renewed', { renewed_by: rec.renewedBy })
     const ceilings = [await this.#ceiling(rec.sub), ...(rec.actors[0] !== undefined ? [await this.#ceiling(rec.actors[0])] : [])]
@@ -457,8 +515,19 @@ export class BrokerServiceImpl implements BrokerService {
     const exp = this.#expiry(ctx, now, ceilings, Math.min(rec.maxExp, task?.expiresAt ?? Infinity))
     const jti = randomUUID()
     const next: TokenRecord = {
-      ...rec, jti, parentJti: rec.jti, scopes, resources: targets, audiences: targets, authorizationDetails: details,
-      iat: now, exp, renewals, renewedBy: undefined, revokedAt: undefined, kid: '',
+      ...rec,
+      jti,
+      parentJti: rec.jti,
+      scopes,
+      resources: targets,
+      audiences: targets,
+      authorizationDetails: details,
+      iat: now,
+      exp,
+      renewals,
+      renewedBy: undefined,
+      revokedAt: undefined,
+      kid: '',
     }
     return this.#mintAndStore(ctx, next, task, () => {
       this.#recheckLive(rec.jti, 'subject token')
@@ -469,13 +538,19 @@ export class BrokerServiceImpl implements BrokerService {
 
   async #delegationGrant(ctx: Ctx, req: TokenRequest, binding: KeyBinding, rec: TokenRecord, task: Task | undefined, now: number): Promise<TokenResponse> {
     if (req.requestedTokenType !== undefined && req.requestedTokenType !== TOKEN_TYPE.jwt) {
-      this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'a delegation grant is issued as urn:ietf:params:oauth:token-type:jwt', 'requested_token_type on a grant request')
+      this.#refuse(
+        ctx,
+        'ERR_TOKEN_REQUEST_INVALID',
+        'a delegation grant is issued as urn:ietf:params:oauth:token-type:jwt',
+        'requested_token_type on a grant request',
+      )
     }
     const mayAct = req.mayAct!
     const log = ctx.log.child({ may_act: mayAct })
     const c: Ctx = { ...ctx, log }
     if (!SpiffeId.isValid(mayAct)) this.#refuse(c, 'ERR_DELEGATION_INVALID', 'may_act must be a SPIFFE ID', 'may_act is not a SPIFFE ID')
-    if (rec.clientId !== ctx.client.spiffeId) this.#refuse(c, 'ERR_GRANT_INVALID', 'invalid subject_token', 'grant request by another client', { token_client: rec.clientId })
+    if (rec.clientId !== ctx.client.spiffeId)
+      this.#refuse(c, 'ERR_GRANT_INVALID', 'invalid subject_token', 'grant request by another client', { token_client: rec.clientId })
     this.#sameKey(c, binding, rec)
     const ceilings = await this.#checkDelegation(c, rec, mayAct)
     const scopes = this.#scopes(c, req.scopes, intersect(rec.scopes, ...(task ? [task.scopes] : []), ...ceilings.map((x) => x.scopes)))
@@ -484,9 +559,29 @@ export class BrokerServiceImpl implements BrokerService {
     const exp = this.#expiry(c, now, [], rec.exp, this.#o.grantTtlSeconds)
     const jti = randomUUID()
     const grant: TokenRecord = {
-      jti, kind: 'grant', sub: rec.sub, clientId: ctx.client.spiffeId, taskId: rec.taskId, parentJti: rec.jti, rootJti: rec.rootJti,
-      actors: rec.actors, depth: rec.depth, scopes, resources: targets, audiences: [this.issuer], authorizationDetails: details,
-      cnfJkt: undefined, cnfX5t: undefined, mayAct, kid: '', iat: now, exp, maxExp: rec.exp, renewals: 0, renewedBy: undefined, revokedAt: undefined,
+      jti,
+      kind: 'grant',
+      sub: rec.sub,
+      clientId: ctx.client.spiffeId,
+      taskId: rec.taskId,
+      parentJti: rec.jti,
+      rootJti: rec.rootJti,
+      actors: rec.actors,
+      depth: rec.depth,
+      scopes,
+      resources: targets,
+      audiences: [this.issuer],
+      authorizationDetails: details,
+      cnfJkt: undefined,
+      cnfX5t: undefined,
+      mayAct,
+      kid: '',
+      iat: now,
+      exp,
+      maxExp: rec.exp,
+      renewals: 0,
+      renewedBy: undefined,
+      revokedAt: undefined,
     }
     return this.#mintAndStore(c, grant, task, () => {
       this.#recheckLive(rec.jti, 'subject token')
@@ -500,7 +595,8 @@ export class BrokerServiceImpl implements BrokerService {
    * grant is issued and again, against the ceilings of the moment, when it is redeemed. Returns those ceilings.
    */
   async #checkDelegation(c: Ctx, chain: Pick<TokenRecord, 'sub' | 'actors' | 'depth'>, actor: string): Promise<Ceiling[]> {
-    if (actor === chain.sub || chain.actors.includes(actor)) this.#refuse(c, 'ERR_DELEGATION_INVALID', 'delegation not allowed', 'may_act is already in the chain')
+    if (actor === chain.sub || chain.actors.includes(actor))
+      this.#refuse(c, 'ERR_DELEGATION_INVALID', 'delegation not allowed', 'may_act is already in the chain')
     const holder = chain.actors[0] ?? chain.sub
     const subCeiling = await this.#ceiling(chain.sub)
     const ceilings = holder === chain.sub ? [subCeiling] : [subCeiling, await this.#ceiling(holder)]
@@ -532,20 +628,27 @@ export class BrokerServiceImpl implements BrokerService {
     let actor: string
     if (type === TOKEN_TYPE.accessToken) {
       const v = await this.#verifyOwn(token, now, true)
-      if (!v || v.record.kind !== 'access' || v.record.revokedAt !== undefined) return this.#refuse(ctx, 'ERR_GRANT_INVALID', 'invalid actor_token', 'actor token is not a live broker access token')
-      if (v.record.actors.length > 0) this.#refuse(ctx, 'ERR_GRANT_INVALID', 'invalid actor_token', 'actor token is a delegated token', { actor_jti: v.record.jti })
+      if (!v || v.record.kind !== 'access' || v.record.revokedAt !== undefined)
+        return this.#refuse(ctx, 'ERR_GRANT_INVALID', 'invalid actor_token', 'actor token is not a live broker access token')
+      if (v.record.actors.length > 0)
+        this.#refuse(ctx, 'ERR_GRANT_INVALID', 'invalid actor_token', 'actor token is a delegated token', { actor_jti: v.record.jti })
       this.#sameKey(ctx, binding, v.record, 'actor_token')
       actor = v.record.sub
     } else {
       try {
-        const svid = await validateJwtSvid(token, this.#deps.jwtBundles, { audience: this.issuer, now: new Date(this.#clock.now()), leewaySeconds: this.#o.leewaySeconds })
+        const svid = await validateJwtSvid(token, this.#deps.jwtBundles, {
+          audience: this.issuer,
+          now: new Date(this.#clock.now()),
+          leewaySeconds: this.#o.leewaySeconds,
+        })
         actor = svid.id.toString()
       } catch (err) {
         if (!(err instanceof IdentityError)) throw err
         return this.#refuse(ctx, 'ERR_GRANT_INVALID', 'invalid actor_token', `JWT-SVID actor token: ${err.code}: ${err.message}`)
       }
     }
-    if (actor !== ctx.client.spiffeId) this.#refuse(ctx, 'ERR_GRANT_INVALID', 'invalid actor_token', 'actor token subject is not the authenticated client', { actor })
+    if (actor !== ctx.client.spiffeId)
+      this.#refuse(ctx, 'ERR_GRANT_INVALID', 'invalid actor_token', 'actor token subject is not the authenticated client', { actor })
   }
 
   async #redeemGrant(ctx: Ctx, req: TokenRequest, binding: KeyBinding, grant: TokenRecord, task: Task | undefined, now: number): Promise<TokenResponse> {
@@ -553,8 +656,10 @@ export class BrokerServiceImpl implements BrokerService {
       this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'unsupported requested_token_type', 'requested_token_type on grant redemption')
     }
     if (req.mayAct !== undefined) this.#refuse(ctx, 'ERR_DELEGATION_INVALID', 'a grant is exchanged for an access token first', 'may_act with a grant')
-    if (req.taskId !== undefined && req.taskId !== grant.taskId) this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'task_id does not match the subject token', 'task_id differs on redemption')
-    if (grant.mayAct !== ctx.client.spiffeId) this.#refuse(ctx, 'ERR_DELEGATION_INVALID', 'delegation not allowed', 'client is not may_act.sub of the grant', { may_act: grant.mayAct })
+    if (req.taskId !== undefined && req.taskId !== grant.taskId)
+      this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'task_id does not match the subject token', 'task_id differs on redemption')
+    if (grant.mayAct !== ctx.client.spiffeId)
+      this.#refuse(ctx, 'ERR_DELEGATION_INVALID', 'delegation not allowed', 'client is not may_act.sub of the grant', { may_act: grant.mayAct })
     if (req.actorToken !== undefined) await this.#checkActorToken(ctx, req, binding, now)
     const used = this.store.grantUse(grant.jti)
     if (used) this.#refuse(ctx, 'ERR_GRANT_INVALID', 'invalid subject_token', 'grant already used', { used_by: used.usedBy, issued_jti: used.issuedJti })
@@ -572,17 +677,43 @@ export class BrokerServiceImpl implements BrokerService {
     const exp = this.#expiry(ctx, now, ceilings, Math.min(grant.maxExp, task?.expiresAt ?? Infinity))
     const jti = randomUUID()
     const rec: TokenRecord = {
-      jti, kind: 'access', sub: grant.sub, clientId: actor, taskId: grant.taskId, parentJti: grant.jti, rootJti: grant.rootJti, actors, depth,
-      scopes, resources: targets, audiences: targets, authorizationDetails: details, cnfJkt: cnf.jkt, cnfX5t: cnf.x5t, mayAct: undefined,
-      kid: '', iat: now, exp, maxExp: grant.maxExp, renewals: 0, renewedBy: undefined, revokedAt: undefined,
+      jti,
+      kind: 'access',
+      sub: grant.sub,
+      clientId: actor,
+      taskId: grant.taskId,
+      parentJti: grant.jti,
+      rootJti: grant.rootJti,
+      actors,
+      depth,
+      scopes,
+      resources: targets,
+      audiences: targets,
+      authorizationDetails: details,
+      cnfJkt: cnf.jkt,
+      cnfX5t: cnf.x5t,
+      mayAct: undefined,
+      kid: '',
+      iat: now,
+      exp,
+      maxExp: grant.maxExp,
+      renewals: 0,
+      renewedBy: undefined,
+      revokedAt: undefined,
     }
-    return this.#mintAndStore(ctx, rec, task, () => {
-      this.#recheckLive(grant.jti, 'grant')
-      this.#recheckLive(parent.jti, 'delegating token')
-      if (task) this.#recheckTask(task.taskId, now)
-    }, () => {
-      if (!this.store.useGrant(grant.jti, actor, now, jti)) throw new Refusal('ERR_GRANT_INVALID', 'invalid subject_token', 'grant used concurrently')
-    })
+    return this.#mintAndStore(
+      ctx,
+      rec,
+      task,
+      () => {
+        this.#recheckLive(grant.jti, 'grant')
+        this.#recheckLive(parent.jti, 'delegating token')
+        if (task) this.#recheckTask(task.taskId, now)
+      },
+      () => {
+        if (!this.store.useGrant(grant.jti, actor, now, jti)) throw new Refusal('ERR_GRANT_INVALID', 'invalid subject_token', 'grant used concurrently')
+      },
+    )
   }
 
   /** Signs `rec` and stores it in one (group-committed) transaction with `before` (re-checks) and `after` (writes that reference it). */
@@ -622,7 +753,19 @@ export class BrokerServiceImpl implements BrokerService {
       throw err
     }
     ctx.log.info(
-      { [F.JTI]: rec.jti, kind: rec.kind, sub: rec.sub, [F.KID]: kid, parent_jti: rec.parentJti, depth: rec.actors.length, scope: claims.scope, aud: rec.audiences, exp: rec.exp, renewals: rec.renewals, bound: cnf ? Object.keys(cnf)[0] : 'bearer' },
+      {
+        [F.JTI]: rec.jti,
+        kind: rec.kind,
+        sub: rec.sub,
+        [F.KID]: kid,
+        parent_jti: rec.parentJti,
+        depth: rec.actors.length,
+        scope: claims.scope,
+        aud: rec.audiences,
+        exp: rec.exp,
+        renewals: rec.renewals,
+        bound: cnf ? Object.keys(cnf)[0] : 'bearer',
+      },
       rec.kind === 'grant' ? 'Delegation grant issued' : 'Access token issued',
     )
     return {
@@ -674,7 +817,13 @@ export class BrokerServiceImpl implements BrokerService {
     }
     const rec = v.record
     if (rec.clientId !== caller.spiffeId && !matchesList(this.#o.revocationAdmins, caller.spiffeId)) {
-      this.#refuse({ log: log.child({ [F.JTI]: rec.jti }) }, 'ERR_CLIENT_UNAUTHORIZED', 'not authorized to revoke this token', 'caller is neither the token client nor a revocation admin', { token_client: rec.clientId })
+      this.#refuse(
+        { log: log.child({ [F.JTI]: rec.jti }) },
+        'ERR_CLIENT_UNAUTHORIZED',
+        'not authorized to revoke this token',
+        'caller is neither the token client nor a revocation admin',
+        { token_client: rec.clientId },
+      )
     }
     const n = this.store.tx(() => this.store.revokeTree(rec.jti, this.#now()))
     log.info({ [F.JTI]: rec.jti, [F.COUNT]: n }, 'Token and the tokens derived from it revoked')
@@ -694,12 +843,14 @@ export class BrokerServiceImpl implements BrokerService {
   async createTask(spec: TaskSpec, creator: AuthenticatedClient | 'admin'): Promise<Task> {
     const by = creator === 'admin' ? 'admin' : creator.spiffeId
     const log = this.#log.child({ created_by: by, [F.METHOD]: 'createTask' })
-    if (creator !== 'admin' && !matchesList(this.#o.orchestrators, creator.spiffeId)) this.#taskRefuse(log, 'ERR_CLIENT_UNAUTHORIZED', 'not authorized to create tasks')
+    if (creator !== 'admin' && !matchesList(this.#o.orchestrators, creator.spiffeId))
+      this.#taskRefuse(log, 'ERR_CLIENT_UNAUTHORIZED', 'not authorized to create tasks')
     if (spec === null || typeof spec !== 'object') this.#taskRefuse(log, 'ERR_TASK_INVALID', 'task spec must be an object')
     const issues: string[] = []
     const taskId = spec.taskId ?? `task-${randomUUID()}`
     if (typeof taskId !== 'string' || !NAME.test(taskId)) issues.push('task_id must match [A-Za-z0-9._-]{1,128}')
-    if (spec.orchestrationId !== undefined && (typeof spec.orchestrationId !== 'string' || !NAME.test(spec.orchestrationId))) issues.push('orchestration_id must match [A-Za-z0-9._-]{1,128}')
+    if (spec.orchestrationId !== undefined && (typeof spec.orchestrationId !== 'string' || !NAME.test(spec.orchestrationId)))
+      issues.push('orchestration_id must match [A-Za-z0-9._-]{1,128}')
     const agent = spec.agent
     let agentId: SpiffeId | undefined
     if (typeof agent === 'string') {
@@ -724,8 +875,10 @@ export class BrokerServiceImpl implements BrokerService {
     }
     const scopes = strList('scopes', spec.scopes, (s) => (SCOPE_TOKEN.test(s) ? undefined : `"${s.slice(0, 80)}" is not a scope token`))
     const resources = strList('resources', spec.resources, resourceProblem)
-    if (!Number.isSafeInteger(spec.ttlSeconds) || spec.ttlSeconds < 1 || spec.ttlSeconds > this.#o.maxTaskTtlSeconds) issues.push(`ttl must be between 1 and ${this.#o.maxTaskTtlSeconds} seconds`)
-    if (!Number.isSafeInteger(spec.maxRenewals) || spec.maxRenewals < 0 || spec.maxRenewals > MAX_RENEWALS_LIMIT) issues.push(`max_renewals must be between 0 and ${MAX_RENEWALS_LIMIT}`)
+    if (!Number.isSafeInteger(spec.ttlSeconds) || spec.ttlSeconds < 1 || spec.ttlSeconds > this.#o.maxTaskTtlSeconds)
+      issues.push(`ttl must be between 1 and ${this.#o.maxTaskTtlSeconds} seconds`)
+    if (!Number.isSafeInteger(spec.maxRenewals) || spec.maxRenewals < 0 || spec.maxRenewals > MAX_RENEWALS_LIMIT)
+      issues.push(`max_renewals must be between 0 and ${MAX_RENEWALS_LIMIT}`)
     if (issues.length > 0) {
       log.warn({ [F.ERROR_CODE]: 'ERR_TASK_INVALID', issues }, 'Broker request refused')
       throw new IdentityError('ERR_TASK_INVALID', `invalid task: ${issues.join('; ')}`, { details: { issues } })
@@ -738,8 +891,16 @@ export class BrokerServiceImpl implements BrokerService {
     }
     const now = this.#now()
     const task: Task = {
-      taskId, ...(spec.orchestrationId !== undefined ? { orchestrationId: spec.orchestrationId } : {}), agent, scopes, resources,
-      ttlSeconds: spec.ttlSeconds, maxRenewals: spec.maxRenewals, createdBy: by, createdAt: now, expiresAt: now + spec.ttlSeconds,
+      taskId,
+      ...(spec.orchestrationId !== undefined ? { orchestrationId: spec.orchestrationId } : {}),
+      agent,
+      scopes,
+      resources,
+      ttlSeconds: spec.ttlSeconds,
+      maxRenewals: spec.maxRenewals,
+      createdBy: by,
+      createdAt: now,
+      expiresAt: now + spec.ttlSeconds,
     }
     this.store.tx(() => {
       if (this.store.getTask(taskId)) throw new IdentityError('ERR_ALREADY_EXISTS', 'task already exists')
@@ -764,7 +925,8 @@ export class BrokerServiceImpl implements BrokerService {
     const log = this.#log.child({ [F.METHOD]: 'endTask', by: who, task_id: taskId })
     const t = typeof taskId === 'string' ? this.store.getTask(taskId) : undefined
     if (!t) this.#taskRefuse(log, 'ERR_TASK_NOT_FOUND', 'task not found')
-    if (by !== 'admin' && t.createdBy !== by.spiffeId) this.#taskRefuse(log, 'ERR_CLIENT_UNAUTHORIZED', 'not authorized to end this task', { created_by: t.createdBy })
+    if (by !== 'admin' && t.createdBy !== by.spiffeId)
+      this.#taskRefuse(log, 'ERR_CLIENT_UNAUTHORIZED', 'not authorized to end this task', { created_by: t.createdBy })
     if (this.store.tx(() => this.store.endTask(taskId, this.#now()))) log.info({}, 'Task ended')
     return this.store.getTask(taskId)!
   }
@@ -801,4 +963,3 @@ export async function createBrokerService(deps: BrokerDeps, options: BrokerServi
     throw err
   }
 }
-

@@ -7,7 +7,8 @@ type Unary = (req: unknown, md: grpc.Metadata, opts: grpc.CallOptions, cb: (err:
 
 /** A promise-based client for one admin service over the server's Unix socket. */
 export function adminClient(service: 'Entries' | 'Agents' | 'Bundles' | 'Instances' | 'Federation' | 'Bounds', socketPath: string) {
-  const file = service === 'Federation' ? 'warrant/admin/v1/federation.proto' : service === 'Bounds' ? 'warrant/admin/v1/bounds.proto' : 'warrant/admin/v1/admin.proto'
+  const file =
+    service === 'Federation' ? 'warrant/admin/v1/federation.proto' : service === 'Bounds' ? 'warrant/admin/v1/bounds.proto' : 'warrant/admin/v1/admin.proto'
   const proto = loadProto(file) as unknown as { warrant: { admin: { v1: Record<string, grpc.ServiceClientConstructor> } } }
   const Ctor = proto.warrant.admin.v1[service]!
   const client = new Ctor(`unix:${socketPath}`, grpc.credentials.createInsecure())

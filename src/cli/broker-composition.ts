@@ -53,19 +53,33 @@ export interface RunningBroker {
 const KEY_MANAGERS = [memoryKeyManagerPlugin, diskKeyManagerPlugin, pkcs11KeyManagerPlugin]
 
 /** Creates the broker's key manager from its `[broker.key_manager.<name>]` block. */
-export async function createBrokerKeyManager(sel: { name: string; raw: unknown }, o: { log: Logger; trustDomain: TrustDomain; dataDir: string }): Promise<KeyManager & { close?(): Promise<void> }> {
+export async function createBrokerKeyManager(
+  sel: { name: string; raw: unknown },
+  o: { log: Logger; trustDomain: TrustDomain; dataDir: string },
+): Promise<KeyManager & { close?(): Promise<void> }> {
   const def = KEY_MANAGERS.find((p) => p.name === sel.name)
-  if (!def) throw configError([{ path: `broker.key_manager.${sel.name}`, message: `unknown key manager "${sel.name}" (known: ${KEY_MANAGERS.map((p) => p.name).join(', ')})` }], 'broker configuration')
+  if (!def)
+    throw configError(
+      [{ path: `broker.key_manager.${sel.name}`, message: `unknown key manager "${sel.name}" (known: ${KEY_MANAGERS.map((p) => p.name).join(', ')})` }],
+      'broker configuration',
+    )
   let config: unknown
   try {
     config = def.parseConfig(sel.raw)
   } catch (err) {
     const e = err as IdentityError
-    const issues = (e.details?.issues as ConfigIssue[] | undefined)?.map((i) => ({ ...i, path: `broker.key_manager.${sel.name}.${i.path}` })) ?? [{ path: `broker.key_manager.${sel.name}`, message: e.message }]
+    const issues = (e.details?.issues as ConfigIssue[] | undefined)?.map((i) => ({ ...i, path: `broker.key_manager.${sel.name}.${i.path}` })) ?? [
+      { path: `broker.key_manager.${sel.name}`, message: e.message },
+    ]
     throw configError(issues, 'broker configuration')
   }
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  return (def.create as (c: any, d: any) => Promise<KeyManager & { close?(): Promise<void> }>)(config, { log: o.log.child({ [F.PLUGIN_TYPE]: 'key_manager', [F.PLUGIN_NAME]: def.name, [F.SUBSYSTEM]: 'broker' }), clock: systemClock, trustDomain: o.trustDomain, dataDir: o.dataDir })
+  return (def.create as (c: any, d: any) => Promise<KeyManager & { close?(): Promise<void> }>)(config, {
+    log: o.log.child({ [F.PLUGIN_TYPE]: 'key_manager', [F.PLUGIN_NAME]: def.name, [F.SUBSYSTEM]: 'broker' }),
+    clock: systemClock,
+    trustDomain: o.trustDomain,
+    dataDir: o.dataDir,
+  })
 }
 
 /**
@@ -134,11 +148,25 @@ export async function startBroker(o: {
   const list = (m: { ids: readonly string[]; prefixes: readonly string[] }) => [...m.ids, ...m.prefixes]
   const service = await createBrokerService(
     { keyManager: o.keyManager, ceilings: boundsCeilingSource(o.bounds), jwtBundles: o.jwtBundles, log },
-    { issuer: cfg.issuer, storePath: cfg.storePath, defaultTokenTtlSeconds: cfg.defaultTokenTtlSeconds, orchestrators: list(cfg.orchestrators), introspectors: list(cfg.introspectors), authorizationDetailsTypes: cfg.authorizationDetailsTypes },
+    {
+      issuer: cfg.issuer,
+      storePath: cfg.storePath,
+      defaultTokenTtlSeconds: cfg.defaultTokenTtlSeconds,
+      orchestrators: list(cfg.orchestrators),
+      introspectors: list(cfg.introspectors),
+      authorizationDetailsTypes: cfg.authorizationDetailsTypes,
+    },
   )
   let http: BrokerHttpServer | undefined
   try {
-    http = await startBrokerHttpServer({ service, config: cfg, trust: o.trust, identity: o.identity, log, authorizationDetailsTypes: cfg.authorizationDetailsTypes })
+    http = await startBrokerHttpServer({
+      service,
+      config: cfg,
+      trust: o.trust,
+      identity: o.identity,
+      log,
+      authorizationDetailsTypes: cfg.authorizationDetailsTypes,
+    })
     const admin = await startBrokerAdminServer({ service, socketPath: cfg.adminSocketPath, log })
     log.info({ issuer: cfg.issuer, [F.PATH]: cfg.adminSocketPath }, 'Broker started')
     return {
@@ -176,19 +204,36 @@ export function brokerConfigOfServerToml(raw: unknown, baseDir: string, serverDa
   const { broker } = splitBrokerSection(raw)
   const cfg = toEmbeddedBrokerConfig(broker, baseDir, serverDataDir)
   if (!cfg || cfg.keyManager) return cfg
-  const blocks = ((raw as { plugins?: { key_manager?: Record<string, unknown> } }).plugins?.key_manager ?? {})
+  const blocks = (raw as { plugins?: { key_manager?: Record<string, unknown> } }).plugins?.key_manager ?? {}
   const names = Object.keys(blocks)
-  if (names.length !== 1) throw configError([{ path: 'broker.key_manager', message: 'required unless the server has exactly one [plugins.key_manager.<name>] block' }], 'broker configuration')
+  if (names.length !== 1)
+    throw configError(
+      [{ path: 'broker.key_manager', message: 'required unless the server has exactly one [plugins.key_manager.<name>] block' }],
+      'broker configuration',
+    )
   return { ...cfg, keyManager: { name: names[0]!, raw: resolvePluginBlockPaths('key_manager', names[0]!, blocks[names[0]!], baseDir) } }
 }
 
 /** `warrant server run`: starts the broker when server.toml has `[broker]`; undefined otherwise. */
-export async function startBrokerOfServerToml(raw: unknown, baseDir: string, server: RunningServer, s: { trustDomain: TrustDomain; dataDir: string; defaultX509TtlMs: number }, log: Logger): Promise<RunningBroker | undefined> {
+export async function startBrokerOfServerToml(
+  raw: unknown,
+  baseDir: string,
+  server: RunningServer,
+  s: { trustDomain: TrustDomain; dataDir: string; defaultX509TtlMs: number },
+  log: Logger,
+): Promise<RunningBroker | undefined> {
   const cfg = brokerConfigOfServerToml(raw, baseDir, s.dataDir)
   if (!cfg) return undefined
   const keyManager = await createBrokerKeyManager(cfg.keyManager!, { log, trustDomain: s.trustDomain, dataDir: s.dataDir })
   try {
-    const broker = await startEmbeddedBroker(server, { config: cfg, trustDomain: s.trustDomain, dataDir: s.dataDir, svidTtlMs: s.defaultX509TtlMs, log, keyManager })
+    const broker = await startEmbeddedBroker(server, {
+      config: cfg,
+      trustDomain: s.trustDomain,
+      dataDir: s.dataDir,
+      svidTtlMs: s.defaultX509TtlMs,
+      log,
+      keyManager,
+    })
     return {
       ...broker,
       async stop() {
@@ -203,7 +248,10 @@ export async function startBrokerOfServerToml(raw: unknown, baseDir: string, ser
 }
 
 /** The broker embedded in a running server (see the module comment). */
-export async function startEmbeddedBroker(server: RunningServer, o: { config: BrokerConfig; trustDomain: TrustDomain; dataDir: string; svidTtlMs: number; log: Logger; keyManager: KeyManager }): Promise<RunningBroker> {
+export async function startEmbeddedBroker(
+  server: RunningServer,
+  o: { config: BrokerConfig; trustDomain: TrustDomain; dataDir: string; svidTtlMs: number; log: Logger; keyManager: KeyManager },
+): Promise<RunningBroker> {
   const log = o.log.child({ [F.SUBSYSTEM]: 'broker' })
   const td = o.trustDomain
   // Trust: the CA's bundle plus every federated bundle the server holds (config decides which are admitted).
@@ -232,11 +280,17 @@ export async function startEmbeddedBroker(server: RunningServer, o: { config: Br
   const renew = async (): Promise<void> => {
     const privateKey = newEcPrivateKey('P-256')
     const svid = await server.ca.signX509Svid({ spiffeId: brokerId, publicKey: createPublicKey(privateKey), ttlMs: o.svidTtlMs, dnsNames })
-    current = { certChainPem: svid.chain.map((c) => toPemBlock('CERTIFICATE', c)).join(''), keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }) as string }
+    current = {
+      certChainPem: svid.chain.map((c) => toPemBlock('CERTIFICATE', c)).join(''),
+      keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }) as string,
+    }
     for (const l of listeners) l()
     clearTimeout(timer)
     if (!stopped) {
-      timer = setTimeout(() => void renew().catch((err: unknown) => log.error({ [F.ERR]: String(err) }, 'Broker SVID renewal failed')), Math.max(1000, (svid.notAfter - Date.now()) / 2))
+      timer = setTimeout(
+        () => void renew().catch((err: unknown) => log.error({ [F.ERR]: String(err) }, 'Broker SVID renewal failed')),
+        Math.max(1000, (svid.notAfter - Date.now()) / 2),
+      )
       timer.unref()
     }
     log.info({ [F.SPIFFE_ID]: brokerId.toString(), [F.SERIAL]: svid.serial }, 'Broker SVID issued')
@@ -292,7 +346,8 @@ export async function startEmbeddedBroker(server: RunningServer, o: { config: Br
 export async function startStandaloneBroker(o: { config: BrokerConfig; log: Logger; signal?: AbortSignal }): Promise<RunningBroker & { source: X509Source }> {
   const cfg = o.config
   const log = o.log.child({ [F.SUBSYSTEM]: 'broker' })
-  if (!cfg.workloadApiSocket || !cfg.keyManager) throw new IdentityError('ERR_CONFIG_INVALID', 'standalone broker needs [workload_api] socket_path and [broker.key_manager]')
+  if (!cfg.workloadApiSocket || !cfg.keyManager)
+    throw new IdentityError('ERR_CONFIG_INVALID', 'standalone broker needs [workload_api] socket_path and [broker.key_manager]')
   const client = new WorkloadApiClient({ socketPath: cfg.workloadApiSocket, log })
   const source = await X509Source.create({ client, log, ...(o.signal ? { signal: o.signal } : {}) })
   const abort = new AbortController()
@@ -322,7 +377,10 @@ export async function startStandaloneBroker(o: { config: BrokerConfig; log: Logg
   }
   const pemOf = () => {
     const svid = source.getX509Svid()
-    return { certChainPem: svid.certificates.map((c) => toPemBlock('CERTIFICATE', c)).join(''), keyPem: svid.privateKey!.export({ type: 'pkcs8', format: 'pem' }) as string }
+    return {
+      certChainPem: svid.certificates.map((c) => toPemBlock('CERTIFICATE', c)).join(''),
+      keyPem: svid.privateKey!.export({ type: 'pkcs8', format: 'pem' }) as string,
+    }
   }
   let current = pemOf()
   const listeners = new Set<() => void>()
@@ -340,7 +398,15 @@ export async function startStandaloneBroker(o: { config: BrokerConfig; log: Logg
   } else log.warn({}, 'No bounds document configured: every agent has the empty ceiling')
   const keyManager = await createBrokerKeyManager(cfg.keyManager, { log, trustDomain: td(), dataDir: join(cfg.storePath, '..') })
   try {
-    const broker = await startBroker({ config: cfg, keyManager, trust: { localTrustDomain: td, bundles: () => bundles, version: () => trustVersion }, jwtBundles: bundles, identity, bounds: () => boundsDoc?.current() ?? BoundsSet.empty(td()), log: o.log })
+    const broker = await startBroker({
+      config: cfg,
+      keyManager,
+      trust: { localTrustDomain: td, bundles: () => bundles, version: () => trustVersion },
+      jwtBundles: bundles,
+      identity,
+      bounds: () => boundsDoc?.current() ?? BoundsSet.empty(td()),
+      log: o.log,
+    })
     return {
       ...broker,
       source,

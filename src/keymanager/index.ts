@@ -95,9 +95,7 @@ export const pkcs11KeyManagerPlugin: PluginDefinition<Pkcs11FileConfig, KeyManag
   parseConfig: (raw) => parseStrict(Pkcs11ConfigSchema, raw, 'pkcs11', pkcs11CrossChecks),
   create: async (config, deps) => {
     const log = deps.log.child({ [F.PLUGIN_TYPE]: 'key_manager', [F.PLUGIN_NAME]: 'pkcs11' })
-    const pin = resolvePin(config, deps.dataDir, (path) =>
-      log.warn({ [F.PATH]: path }, 'PIN file is readable or writable by group or others; chmod 600 it'),
-    )
+    const pin = resolvePin(config, deps.dataDir, (path) => log.warn({ [F.PATH]: path }, 'PIN file is readable or writable by group or others; chmod 600 it'))
     return Pkcs11KeyManager.open(
       {
         module_path: config.module_path,
@@ -124,7 +122,8 @@ export function resolvePin(config: Pick<Pkcs11FileConfig, 'pin_file' | 'pin_env'
     let text: string
     try {
       const st = statSync(path)
-      if (!st.isFile()) throw new IdentityError('ERR_CONFIG_INVALID', `pin_file ${path} is not a file`, { details: { issues: [{ path: 'pin_file', message: 'not a file' }] } })
+      if (!st.isFile())
+        throw new IdentityError('ERR_CONFIG_INVALID', `pin_file ${path} is not a file`, { details: { issues: [{ path: 'pin_file', message: 'not a file' }] } })
       if ((st.mode & 0o077) !== 0) warnMode(path)
       text = readFileSync(path, 'utf8')
     } catch (cause) {
@@ -134,7 +133,8 @@ export function resolvePin(config: Pick<Pkcs11FileConfig, 'pin_file' | 'pin_env'
       throw new IdentityError('ERR_CONFIG_INVALID', `pin_file ${path} ${message}`, { details: { issues: [{ path: 'pin_file', message }] } })
     }
     const pin = text.replace(/[\r\n]+$/, '')
-    if (pin === '') throw new IdentityError('ERR_CONFIG_INVALID', `pin_file ${path} is empty`, { details: { issues: [{ path: 'pin_file', message: 'is empty' }] } })
+    if (pin === '')
+      throw new IdentityError('ERR_CONFIG_INVALID', `pin_file ${path} is empty`, { details: { issues: [{ path: 'pin_file', message: 'is empty' }] } })
     return pin
   }
   if (config.pin_env !== undefined) {

@@ -121,7 +121,8 @@ export function selectPlugins<S extends CatalogSpec>(spec: S, raw: unknown, opts
     const names = Object.keys(blocks)
     const n = names.length
     const ok = slot.cardinality === 'exactly_one' ? n === 1 : slot.cardinality === 'at_most_one' ? n <= 1 : n >= 1
-    if (!ok) issues.push({ path: prefix, message: `${CARDINALITY_TEXT[slot.cardinality]} ${type} must be configured (found ${n === 0 ? 'none' : names.join(', ')})` })
+    if (!ok)
+      issues.push({ path: prefix, message: `${CARDINALITY_TEXT[slot.cardinality]} ${type} must be configured (found ${n === 0 ? 'none' : names.join(', ')})` })
     const chosen: ConfiguredPlugin<unknown>[] = []
     for (const name of names) {
       const path = `${prefix}.${name}`
@@ -137,8 +138,15 @@ export function selectPlugins<S extends CatalogSpec>(spec: S, raw: unknown, opts
       }
       try {
         const resolved = resolvePluginPaths(block, opts.baseDir, def.dataDirRelativeKeys ? { dataDirRelative: def.dataDirRelativeKeys } : {})
-        // eslint-disable-next-line @typescript-eslint/no-unsafe-assignment -- the catalog holds plugins of every config type; this one's config came from its own parseConfig
-        chosen.push({ type, name, label: pluginLabel(type, name), definition: def, config: def.parseConfig(resolved), ...(slot.adapt ? { adapt: slot.adapt } : {}) })
+        chosen.push({
+          type,
+          name,
+          label: pluginLabel(type, name),
+          // eslint-disable-next-line @typescript-eslint/no-unsafe-assignment -- the catalog holds plugins of every config type; this one's config came from its own parseConfig
+          definition: def,
+          config: def.parseConfig(resolved),
+          ...(slot.adapt ? { adapt: slot.adapt } : {}),
+        })
       } catch (err) {
         issues.push(...blockIssues(err, path))
       }
@@ -231,7 +239,9 @@ export class PluginSet {
   async close(): Promise<void> {
     while (this.#closers.length > 0) {
       const c = this.#closers.pop()!
-      await c.close().catch((err: unknown) => this.#base.log.warn({ [F.PLUGIN_TYPE]: c.type, [F.PLUGIN_NAME]: c.name, [F.ERR]: String(err) }, 'Plugin close failed'))
+      await c
+        .close()
+        .catch((err: unknown) => this.#base.log.warn({ [F.PLUGIN_TYPE]: c.type, [F.PLUGIN_NAME]: c.name, [F.ERR]: String(err) }, 'Plugin close failed'))
     }
   }
 }

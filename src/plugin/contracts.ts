@@ -83,11 +83,7 @@ export interface NodeAttestationResult {
  * with the detailed reason; the API layer tells the agent only "attestation failed".
  */
 export interface ServerNodeAttestor {
-  attest(
-    payload: Uint8Array,
-    challenge: (c: Uint8Array) => Promise<Uint8Array>,
-    opts: CallOpts,
-  ): Promise<NodeAttestationResult>
+  attest(payload: Uint8Array, challenge: (c: Uint8Array) => Promise<Uint8Array>, opts: CallOpts): Promise<NodeAttestationResult>
 }
 
 /**

@@ -33,7 +33,6 @@ const plugin: FastifyPluginAsync<ResourceServerOptions> = async (app: FastifyIns
       return reply.code(r.status).headers(r.headers).send(r.body)
     }
   })
-
 }
 ;(plugin as unknown as Record<symbol, boolean>)[Symbol.for('skip-override')] = true
 

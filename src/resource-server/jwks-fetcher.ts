@@ -27,32 +27,45 @@ export function httpsJwksFetcher(opts: HttpsJwksFetcherOptions): (signal?: Abort
   const maxBytes = opts.maxBytes ?? 256 * 1024
   return (signal?: AbortSignal) =>
     new Promise((resolve, reject) => {
-      const req = request(url, { method: 'GET', headers: { accept: 'application/json, application/jwk-set+json' }, timeout: timeoutMs, ...(ca === undefined ? {} : { ca }), ...(signal === undefined ? {} : { signal }) }, (res) => {
-        const type = String(res.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase()
-        if (res.statusCode !== 200 || (type !== 'application/json' && type !== 'application/jwk-set+json')) {
-          res.resume()
-          reject(new Error(`JWKS fetch: HTTP ${res.statusCode ?? 0} ${type ?? ''}`))
-          return
-        }
-        const chunks: Buffer[] = []
-        let size = 0
-        res.on('data', (c: Buffer) => {
-          size += c.length
-          if (size > maxBytes) {
-            req.destroy(new Error('JWKS fetch: body too large'))
+      const req = request(
+        url,
+        {
+          method: 'GET',
+          headers: { accept: 'application/json, application/jwk-set+json' },
+          timeout: timeoutMs,
+          ...(ca === undefined ? {} : { ca }),
+          ...(signal === undefined ? {} : { signal }),
+        },
+        (res) => {
+          const type = String(res.headers['content-type'] ?? '')
+            .split(';')[0]
+            ?.trim()
+            .toLowerCase()
+          if (res.statusCode !== 200 || (type !== 'application/json' && type !== 'application/jwk-set+json')) {
+            res.resume()
+            reject(new Error(`JWKS fetch: HTTP ${res.statusCode ?? 0} ${type ?? ''}`))
             return
           }
-          chunks.push(c)
-        })
-        res.on('end', () => {
-          try {
-            resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')))
-          } catch (err) {
-            reject(err)
-          }
-        })
-        res.on('error', reject)
-      })
+          const chunks: Buffer[] = []
+          let size = 0
+          res.on('data', (c: Buffer) => {
+            size += c.length
+            if (size > maxBytes) {
+              req.destroy(new Error('JWKS fetch: body too large'))
+              return
+            }
+            chunks.push(c)
+          })
+          res.on('end', () => {
+            try {
+              resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')))
+            } catch (err) {
+              reject(err)
+            }
+          })
+          res.on('error', reject)
+        },
+      )
       req.on('timeout', () => req.destroy(new Error('JWKS fetch: timeout')))
       req.on('error', reject)
       req.end()

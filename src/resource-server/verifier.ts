@@ -63,7 +63,8 @@ function scopesFor(opts: ResourceServerOptions, method: string, path: string): r
 }
 
 export function createRequestVerifier(opts: ResourceServerOptions): RequestVerifier {
-  const keys = opts.jwks instanceof JwksCache ? opts.jwks : new JwksCache({ fetchJwks: httpsJwksFetcher(opts.jwks), ...(opts.nowSec ? { nowSec: opts.nowSec } : {}) })
+  const keys =
+    opts.jwks instanceof JwksCache ? opts.jwks : new JwksCache({ fetchJwks: httpsJwksFetcher(opts.jwks), ...(opts.nowSec ? { nowSec: opts.nowSec } : {}) })
   const nonces = opts.dpopNonces === true ? createDpopNonces({ windowSec: 300 }) : opts.dpopNonces
   const replay = opts.replay ?? new MemoryReplayCache(opts.nowSec ? { nowSec: opts.nowSec } : {})
   const log = (opts.log ?? nullLogger).child({ [F.SUBSYSTEM]: 'resource-server' })
@@ -99,7 +100,13 @@ export function createRequestVerifier(opts: ResourceServerOptions): RequestVerif
       const dpop = req.headersDistinct['dpop']
       const required = route?.scopes ?? scopesFor(opts, method, route?.path ?? url.pathname)
       return verifyResourceRequest(
-        { authorization: req.headers.authorization, dpop: dpop ?? undefined, method, url: `${url.origin}${url.pathname}`, ...(certDer ? { clientCertDer: certDer } : {}) },
+        {
+          authorization: req.headers.authorization,
+          dpop: dpop ?? undefined,
+          method,
+          url: `${url.origin}${url.pathname}`,
+          ...(certDer ? { clientCertDer: certDer } : {}),
+        },
         { ...base, ...(required ? { requiredScopes: required } : {}), ...(opts.nowSec ? { nowSec: opts.nowSec() } : {}) },
       )
     },

@@ -3,7 +3,15 @@ import { dirname, isAbsolute, join, resolve } from 'node:path'
 import { z } from 'zod'
 import { duration } from '../common/config/duration.js'
 import { configError, zodIssues, type ConfigIssue } from '../common/config/issues.js'
-import { healthChecksSchema, healthEndpoint, metricsEndpoint, metricsSchema, splitHostPort, type HealthEndpointConfig, type MetricsEndpointConfig } from '../common/config/observability.js'
+import {
+  healthChecksSchema,
+  healthEndpoint,
+  metricsEndpoint,
+  metricsSchema,
+  splitHostPort,
+  type HealthEndpointConfig,
+  type MetricsEndpointConfig,
+} from '../common/config/observability.js'
 import { hostPort, logLevel, trustDomain } from '../common/config/refinements.js'
 import { ConnectionLimitsSchema, toConnectionLimits } from '../common/config/connection-limits.js'
 import type { ConnectionGuardLimits } from '../common/net/connection-guard.js'
@@ -36,7 +44,10 @@ const ServerSection = z
     jwt_issuer: z.string().url().optional(),
     refresh_hint: duration().default(300_000),
     rotation_check_interval: duration().default(10_000),
-    ca_subject: z.object({ organization: z.string().min(1).optional(), common_name: z.string().min(1).optional() }).strict().optional(),
+    ca_subject: z
+      .object({ organization: z.string().min(1).optional(), common_name: z.string().min(1).optional() })
+      .strict()
+      .optional(),
     upstream_authority: z
       .object({ cert_file: z.string().min(1), key_file: z.string().min(1), bundle_file: z.string().min(1).optional() })
       .strict()
@@ -142,7 +153,8 @@ export function toServerConfig(raw: unknown, baseDir: string, registry: ServerPl
   const dataDir = abs(s.data_dir)
 
   const notes: string[] = []
-  if (s.default_x509_svid_ttl > s.ca_ttl / 6) notes.push(`default_x509_svid_ttl (${s.default_x509_svid_ttl / 1000}s) is longer than ca_ttl/6: SVIDs will be cut short at CA rotation`)
+  if (s.default_x509_svid_ttl > s.ca_ttl / 6)
+    notes.push(`default_x509_svid_ttl (${s.default_x509_svid_ttl / 1000}s) is longer than ca_ttl/6: SVIDs will be cut short at CA rotation`)
   if (s.default_jwt_svid_ttl > s.ca_ttl / 6) notes.push('default_jwt_svid_ttl is longer than ca_ttl/6')
   if (s.ca_ttl < 60_000) issues.push({ path: 'server.ca_ttl', message: 'must be at least 1m' })
   if (s.default_x509_svid_ttl < 1000) issues.push({ path: 'server.default_x509_svid_ttl', message: 'must be at least 1s' })
@@ -150,8 +162,16 @@ export function toServerConfig(raw: unknown, baseDir: string, registry: ServerPl
 
   let upstream: ServerConfig['upstream']
   if (s.upstream_authority) {
-    upstream = { certFile: abs(s.upstream_authority.cert_file), keyFile: abs(s.upstream_authority.key_file), bundleFile: s.upstream_authority.bundle_file ? abs(s.upstream_authority.bundle_file) : undefined }
-    for (const [k, p] of [['cert_file', upstream.certFile], ['key_file', upstream.keyFile], ['bundle_file', upstream.bundleFile]] as const) {
+    upstream = {
+      certFile: abs(s.upstream_authority.cert_file),
+      keyFile: abs(s.upstream_authority.key_file),
+      bundleFile: s.upstream_authority.bundle_file ? abs(s.upstream_authority.bundle_file) : undefined,
+    }
+    for (const [k, p] of [
+      ['cert_file', upstream.certFile],
+      ['key_file', upstream.keyFile],
+      ['bundle_file', upstream.bundleFile],
+    ] as const) {
       if (p && !existsSync(p)) issues.push({ path: `server.upstream_authority.${k}`, message: `file not found: ${p}` })
     }
   }
@@ -176,7 +196,12 @@ export function toServerConfig(raw: unknown, baseDir: string, registry: ServerPl
     jwtIssuer: s.jwt_issuer,
     refreshHintSeconds: Math.max(1, Math.round(s.refresh_hint / 1000)),
     rotationCheckIntervalMs: s.rotation_check_interval,
-    caSubject: s.ca_subject ? { ...(s.ca_subject.organization ? { organization: s.ca_subject.organization } : {}), ...(s.ca_subject.common_name ? { commonName: s.ca_subject.common_name } : {}) } : undefined,
+    caSubject: s.ca_subject
+      ? {
+          ...(s.ca_subject.organization ? { organization: s.ca_subject.organization } : {}),
+          ...(s.ca_subject.common_name ? { commonName: s.ca_subject.common_name } : {}),
+        }
+      : undefined,
     upstream,
     health: healthEndpoint(s.health_checks),
     metrics: metricsEndpoint(s.metrics),

@@ -7,7 +7,12 @@ export function createServerMetrics(opts: { defaults?: boolean; countEntries?: (
   const r = { registers: [registry] }
   return {
     registry,
-    requests: new Counter({ name: 'warrant_server_rpc_requests_total', help: 'RPCs handled, by service, method and gRPC code', labelNames: ['method', 'code'] as const, ...r }),
+    requests: new Counter({
+      name: 'warrant_server_rpc_requests_total',
+      help: 'RPCs handled, by service, method and gRPC code',
+      labelNames: ['method', 'code'] as const,
+      ...r,
+    }),
     signings: new Counter({ name: 'warrant_server_svid_signed_total', help: 'SVIDs signed, by kind', labelNames: ['kind'] as const, ...r }),
     signLatency: new Histogram({
       name: 'warrant_server_svid_sign_seconds',
@@ -16,8 +21,17 @@ export function createServerMetrics(opts: { defaults?: boolean; countEntries?: (
       buckets: [0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25],
       ...r,
     }),
-    attestations: new Counter({ name: 'warrant_server_node_attestations_total', help: 'Node attestations, by attestor and outcome', labelNames: ['attestor', 'outcome'] as const, ...r }),
-    attestationsInFlight: new Gauge({ name: 'warrant_server_attestations_in_flight', help: 'Attest calls in flight (unauthenticated; capped by max_concurrent_attestations)', ...r }),
+    attestations: new Counter({
+      name: 'warrant_server_node_attestations_total',
+      help: 'Node attestations, by attestor and outcome',
+      labelNames: ['attestor', 'outcome'] as const,
+      ...r,
+    }),
+    attestationsInFlight: new Gauge({
+      name: 'warrant_server_attestations_in_flight',
+      help: 'Attest calls in flight (unauthenticated; capped by max_concurrent_attestations)',
+      ...r,
+    }),
     attestationsRefused: new Counter({
       name: 'warrant_server_attestations_refused_total',
       help: 'Attest calls refused before any of their request was read, by reason (global or per_address cap)',

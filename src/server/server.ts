@@ -20,7 +20,14 @@ import { FederatedBundles } from './bundle/federated.js'
 import { BoundsService } from './bounds/bounds-service.js'
 import { boundsAdminService } from './bounds/admin-service.js'
 import { InstanceService } from './instances/instance-service.js'
-import { FederationRefresher, RelationshipStore, federationAdminService, relationshipsFromConfig, startBundleEndpoint, type ReadText } from './federation/index.js'
+import {
+  FederationRefresher,
+  RelationshipStore,
+  federationAdminService,
+  relationshipsFromConfig,
+  startBundleEndpoint,
+  type ReadText,
+} from './federation/index.js'
 import { publishBoundsDocument, publishBundleFiles } from './ca/bundle-files.js'
 import { CsrVerifierPool } from './ca/csr-verifier.js'
 import { nativeEcdsaError } from './ca/native-ecdsa.js'
@@ -118,7 +125,17 @@ export async function startServer(cfg: ServerConfig, opts: StartServerOptions): 
     })
     const instances = new InstanceService({ ds, clock, log })
     const federated = new FederatedBundles({ ds, localTrustDomain: cfg.trustDomain, log })
-    const attestation = new NodeAttestationService({ trustDomain: cfg.trustDomain, ds, ca, registration, attestors, clock, log, agentTtlMs: cfg.agentTtlMs, metrics })
+    const attestation = new NodeAttestationService({
+      trustDomain: cfg.trustDomain,
+      ds,
+      ca,
+      registration,
+      attestors,
+      clock,
+      log,
+      agentTtlMs: cfg.agentTtlMs,
+      metrics,
+    })
 
     // Federation: relationships (config + admin API) and the refresher that polls foreign bundle endpoints.
     const relationships = new RelationshipStore({ kv: ds.kv, localTrustDomain: cfg.trustDomain, clock })
@@ -127,7 +144,14 @@ export async function startServer(cfg: ServerConfig, opts: StartServerOptions): 
 
     // The server's own X.509-SVID for TLS (tls/), and the bundle it trusts, published beside its state (ca/bundle-files.ts).
     const tls = new PushCertificateProvider()
-    const serverSvid = new ServerSvid({ ca, spiffeId: serverIdOf(cfg.trustDomain), ttlMs: cfg.defaultX509TtlMs, clock, log, onIssued: (p) => tls.setIdentity(p.certChainPem, p.keyPem) })
+    const serverSvid = new ServerSvid({
+      ca,
+      spiffeId: serverIdOf(cfg.trustDomain),
+      ttlMs: cfg.defaultX509TtlMs,
+      clock,
+      log,
+      onIssued: (p) => tls.setIdentity(p.certChainPem, p.keyPem),
+    })
     closers.push(async () => serverSvid.stop())
     const publishBundle = () => {
       const b = ca.bundle()
@@ -162,7 +186,6 @@ export async function startServer(cfg: ServerConfig, opts: StartServerOptions): 
     rotTimer.unref()
     closers.push(async () => clearInterval(rotTimer))
 
-
     // Agent API: TCP + TLS, client certificate requested but optional (Attest has none).
     const health = new HealthService(['warrant.agent.v1.Node'])
     const healthProto = loadProto('grpc/health/v1/health.proto') as unknown as { grpc: { health: { v1: { Health: grpc.ServiceClientConstructor } } } }
@@ -177,13 +200,22 @@ export async function startServer(cfg: ServerConfig, opts: StartServerOptions): 
     // share when idle), which also signs their leaves when the CA key is a software key; stopped after the gRPC server.
     const csrVerifier = await CsrVerifierPool.start()
     closers.push(() => csrVerifier.close())
-    if (!csrVerifier.nativeEcdsa) log.warn({ [F.ERR]: String(nativeEcdsaError()) }, 'Native ECDSA addon not loaded: CSRs are verified with node:crypto (slower)')
+    if (!csrVerifier.nativeEcdsa)
+      log.warn({ [F.ERR]: String(nativeEcdsaError()) }, 'Native ECDSA addon not loaded: CSRs are verified with node:crypto (slower)')
     // The agent API's services; the adapter only decodes, calls them and encodes.
     const authorized = new AuthorizedEntries({ registration, clock })
     closers.push(async () => authorized.close())
     const subjects = new Subjects(instances)
     const x509 = new X509Issuance({ entries: authorized, subjects, bounds, ca, metrics, defaultTtlMs: cfg.defaultX509TtlMs, csrVerifier })
-    const jwt = new JwtIssuance({ entries: authorized, subjects, bounds, ca, metrics, log: log.child({ [F.SUBSYSTEM]: 'issuance' }), defaultTtlMs: cfg.defaultJwtTtlMs })
+    const jwt = new JwtIssuance({
+      entries: authorized,
+      subjects,
+      bounds,
+      ca,
+      metrics,
+      log: log.child({ [F.SUBSYSTEM]: 'issuance' }),
+      defaultTtlMs: cfg.defaultJwtTtlMs,
+    })
     const sync = new SyncStreams({ registration, bounds, ca, federated, log: log.child({ [F.SUBSYSTEM]: 'sync' }) })
     agentApi.addService(nodeServiceDefinition(), nodeService({ attestation, x509, jwt, sync, entries: authorized, instances, bounds, ca, log, metrics }))
     agentApi.addService(healthProto.grpc.health.v1.Health.service, health.handlers(log))
@@ -191,9 +223,19 @@ export async function startServer(cfg: ServerConfig, opts: StartServerOptions): 
     // Accepted by a guarded listener (per-address cap, TLS handshake/preface and idle timeouts, reaping of sessions
     // Node's HTTP/2 layer gave up on: src/common/net/connection-guard.ts) and injected with the same credentials.
     const agentListener = await listenGuardedTcp({
-      grpcServer: agentApi, credentials: creds, host: cfg.bindAddress.host, port: cfg.bindAddress.port,
-      limits: { ...DEFAULT_AGENT_API_LIMITS, ...cfg.connectionLimits }, listener: 'agent_api', log, registry: metrics.registry,
-    }).catch((err: Error) => Promise.reject(new IdentityError('ERR_CONFIG_INVALID', `cannot listen on ${cfg.bindAddress.host}:${cfg.bindAddress.port}: ${err.message}`, { cause: err })))
+      grpcServer: agentApi,
+      credentials: creds,
+      host: cfg.bindAddress.host,
+      port: cfg.bindAddress.port,
+      limits: { ...DEFAULT_AGENT_API_LIMITS, ...cfg.connectionLimits },
+      listener: 'agent_api',
+      log,
+      registry: metrics.registry,
+    }).catch((err: Error) =>
+      Promise.reject(
+        new IdentityError('ERR_CONFIG_INVALID', `cannot listen on ${cfg.bindAddress.host}:${cfg.bindAddress.port}: ${err.message}`, { cause: err }),
+      ),
+    )
     const port = agentListener.port
     tls.republish()
     closers.push(() => agentListener.close())
@@ -211,13 +253,17 @@ export async function startServer(cfg: ServerConfig, opts: StartServerOptions): 
     adminApi.addService(adminProto.warrant.admin.v1.Agents!.service, admin.agents)
     adminApi.addService(adminProto.warrant.admin.v1.Bundles!.service, admin.bundles)
     adminApi.addService(adminProto.warrant.admin.v1.Instances!.service, admin.instances)
-    const federationProto = loadProto('warrant/admin/v1/federation.proto') as unknown as { warrant: { admin: { v1: { Federation: grpc.ServiceClientConstructor } } } }
+    const federationProto = loadProto('warrant/admin/v1/federation.proto') as unknown as {
+      warrant: { admin: { v1: { Federation: grpc.ServiceClientConstructor } } }
+    }
     const boundsProto = loadProto('warrant/admin/v1/bounds.proto') as unknown as { warrant: { admin: { v1: { Bounds: grpc.ServiceClientConstructor } } } }
     adminApi.addService(boundsProto.warrant.admin.v1.Bounds.service, boundsAdminService({ bounds, log }))
     adminApi.addService(federationProto.warrant.admin.v1.Federation.service, federationAdminService({ relationships, refresher, federated, log }))
     adminApi.addService(healthProto.grpc.health.v1.Health.service, health.handlers(log))
     await new Promise<void>((resolve, reject) => {
-      adminApi.bindAsync(`unix:${cfg.socketPath}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(new IdentityError('ERR_CONFIG_INVALID', `cannot listen on ${cfg.socketPath}: ${err.message}`, { cause: err })) : resolve()))
+      adminApi.bindAsync(`unix:${cfg.socketPath}`, grpc.ServerCredentials.createInsecure(), (err) =>
+        err ? reject(new IdentityError('ERR_CONFIG_INVALID', `cannot listen on ${cfg.socketPath}: ${err.message}`, { cause: err })) : resolve(),
+      )
     })
     chmodSync(cfg.socketPath, 0o600)
     closers.push(async () => {

@@ -3,9 +3,7 @@ import type { KeyObject } from 'node:crypto'
 /** JOSE algorithm names; the same names select the X.509 signature algorithm. */
 export type SignatureAlgorithm = 'ES256' | 'ES384' | 'ES512' | 'RS256' | 'RS384' | 'RS512' | 'PS256' | 'PS384' | 'PS512'
 
-export const SIGNATURE_ALGORITHMS: readonly SignatureAlgorithm[] = [
-  'ES256', 'ES384', 'ES512', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512',
-]
+export const SIGNATURE_ALGORITHMS: readonly SignatureAlgorithm[] = ['ES256', 'ES384', 'ES512', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512']
 
 /**
  * Something that signs without handing out its private key: an in-memory key,

@@ -104,7 +104,6 @@ export function truncate(s: string, n = 128): string {
   return s.length > n ? `${s.slice(0, n)}…` : s
 }
 
-
 /** SPIFFE IDs must be supported up to this many bytes (SPIFFE-ID §2.3). */
 export const MAX_SPIFFE_ID_BYTES = 2048
 const SCHEME = 'spiffe://'
@@ -246,13 +245,7 @@ function segmentProblem(seg: string): string | undefined {
   if (seg === '.' || seg === '..') return 'path cannot contain dot segments'
   for (let i = 0; i < seg.length; i++) {
     const c = seg.charCodeAt(i)
-    const ok =
-      (c >= 0x61 && c <= 0x7a) ||
-      (c >= 0x41 && c <= 0x5a) ||
-      (c >= 0x30 && c <= 0x39) ||
-      c === 0x2e ||
-      c === 0x2d ||
-      c === 0x5f
+    const ok = (c >= 0x61 && c <= 0x7a) || (c >= 0x41 && c <= 0x5a) || (c >= 0x30 && c <= 0x39) || c === 0x2e || c === 0x2d || c === 0x5f
     if (!ok) {
       if (c === 0x25) return 'path cannot be percent-encoded'
       if (c === 0x3f) return 'must not include a query'

@@ -101,7 +101,7 @@ export function requireScopes(claims: AccessTokenClaims, required: readonly stri
  */
 function checkAct(act: unknown, maxDepth: number): ActClaim {
   let depth = 0
-  for (let a: unknown = act; a !== undefined; a = (a)['act']) {
+  for (let a: unknown = act; a !== undefined; a = a['act']) {
     if (++depth > maxDepth) throw invalidToken('act_depth', { max_depth: maxDepth })
     if (!isRecord(a)) throw invalidToken('act')
     if (!isSpiffeId(a['sub'])) throw invalidToken('act_sub')
@@ -169,7 +169,7 @@ export async function verifyAccessToken(token: string, opts: VerifyAccessTokenOp
 
   if (c['iss'] !== opts.issuer) throw invalidToken('iss')
   const aud = c['aud']
-  const auds = typeof aud === 'string' ? [aud] : Array.isArray(aud) && aud.length > 0 && aud.every((a) => isBoundedString(a)) ? (aud) : undefined
+  const auds = typeof aud === 'string' ? [aud] : Array.isArray(aud) && aud.length > 0 && aud.every((a) => isBoundedString(a)) ? aud : undefined
   if (auds === undefined) throw invalidToken('aud')
   if (opts.audience !== undefined) {
     const want = typeof opts.audience === 'string' ? [opts.audience] : opts.audience

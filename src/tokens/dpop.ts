@@ -67,7 +67,9 @@ export class MemoryReplayCache implements DpopReplayCache {
     if (this.#entries.size >= this.#maxEntries) {
       this.#evictExpired(now, Number.POSITIVE_INFINITY)
       if (this.#entries.size >= this.#maxEntries) {
-        throw new IdentityError('ERR_RESOURCE_EXHAUSTED', 'DPoP replay cache is full', { details: { reason: 'replay_cache_full', max_entries: this.#maxEntries } })
+        throw new IdentityError('ERR_RESOURCE_EXHAUSTED', 'DPoP replay cache is full', {
+          details: { reason: 'replay_cache_full', max_entries: this.#maxEntries },
+        })
       }
     }
     this.#entries.set(key, expiresAtSec)
@@ -258,7 +260,8 @@ export async function verifyDpopProof(proof: string, check: DpopCheck): Promise<
   if (nonce !== undefined && typeof nonce !== 'string') throw invalid('nonce')
   if (check.nonces !== undefined) {
     if (nonce === undefined) throw new IdentityError('ERR_DPOP_NONCE_REQUIRED', 'DPoP nonce required', { details: { reason: 'nonce_missing' } })
-    if (!check.nonces.check(nonce, check.nowSec)) throw new IdentityError('ERR_DPOP_NONCE_REQUIRED', 'DPoP nonce required', { details: { reason: 'nonce_stale' } })
+    if (!check.nonces.check(nonce, check.nowSec))
+      throw new IdentityError('ERR_DPOP_NONCE_REQUIRED', 'DPoP nonce required', { details: { reason: 'nonce_stale' } })
   }
 
   // 10. not seen before (keyed by key and jti, kept until the proof could no longer pass step 6)

@@ -64,7 +64,12 @@ export class JwksCache {
     this.#overlap = opts.overlapSec ?? 300
     this.#maxKeys = opts.maxKeys ?? 64
     this.#now = opts.nowSec ?? (() => Math.floor(Date.now() / 1000))
-    for (const [name, v] of [['refetchIntervalSec', this.#refetchInterval], ['maxAgeSec', this.#maxAge], ['overlapSec', this.#overlap], ['maxKeys', this.#maxKeys]] as const) {
+    for (const [name, v] of [
+      ['refetchIntervalSec', this.#refetchInterval],
+      ['maxAgeSec', this.#maxAge],
+      ['overlapSec', this.#overlap],
+      ['maxKeys', this.#maxKeys],
+    ] as const) {
       if (!Number.isFinite(v) || v < 0) throw new RangeError(`${name} must be a non-negative number`)
     }
   }

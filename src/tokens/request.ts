@@ -73,7 +73,10 @@ export class ResourceRequestError extends IdentityError {
   /** The OAuth `error` value (also inside the challenge). */
   readonly error: string
 
-  constructor(code: ErrorCode, init: { status: number; error: string; wwwAuthenticate?: string; dpopNonce?: string; details?: Record<string, unknown>; cause?: unknown }) {
+  constructor(
+    code: ErrorCode,
+    init: { status: number; error: string; wwwAuthenticate?: string; dpopNonce?: string; details?: Record<string, unknown>; cause?: unknown },
+  ) {
     super(code, `request refused: ${init.error}`, { details: init.details ?? {}, cause: init.cause })
     this.name = 'ResourceRequestError'
     this.status = init.status
@@ -114,7 +117,12 @@ function statusFor(code: ErrorCode): number {
  * goes on the scheme the request used (DPoP when it used none). A request
  * with no credentials at all gets challenges without `error` (RFC 6750 §3.1).
  */
-function challenge(opts: ResourceRequestOptions, scheme: 'dpop' | 'bearer' | undefined, error: string | undefined, scope: readonly string[] | undefined): string {
+function challenge(
+  opts: ResourceRequestOptions,
+  scheme: 'dpop' | 'bearer' | undefined,
+  error: string | undefined,
+  scope: readonly string[] | undefined,
+): string {
   const attrs = (withError: boolean, extra: string[]): string => {
     const a: string[] = []
     if (opts.realm !== undefined) a.push(`realm=${quote(opts.realm)}`)

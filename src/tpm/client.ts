@@ -175,13 +175,19 @@ export class TpmClient {
     const cc = TPM_CC[command]
     const withSessions = auths !== undefined && auths.length > 0
     const w = new TpmWriter(64 + params.length)
-    w.u16(withSessions ? TPM_ST.SESSIONS : TPM_ST.NO_SESSIONS).u32(0).u32(cc)
+    w.u16(withSessions ? TPM_ST.SESSIONS : TPM_ST.NO_SESSIONS)
+      .u32(0)
+      .u32(cc)
     for (const h of handles) w.u32(h >>> 0)
     if (withSessions) {
       const a = new TpmWriter(64)
       for (const auth of auths) {
         if ('password' in auth) a.u32(TPM_RH.PW).tpm2b(EMPTY).u8(1).tpm2b(auth.password)
-        else a.u32(auth.session >>> 0).tpm2b(EMPTY).u8(auth.continueSession ? 1 : 0).tpm2b(EMPTY)
+        else
+          a.u32(auth.session >>> 0)
+            .tpm2b(EMPTY)
+            .u8(auth.continueSession ? 1 : 0)
+            .tpm2b(EMPTY)
       }
       const area = a.finish()
       w.u32(area.length).bytes(area)
@@ -234,17 +240,16 @@ export class TpmClient {
     }
   }
 
-  async getCapability(
-    capability: number,
-    property: number,
-    count: number,
-    opts?: CallOpts,
-  ): Promise<{ moreData: boolean; data: TpmCapabilityData }> {
+  async getCapability(capability: number, property: number, count: number, opts?: CallOpts): Promise<{ moreData: boolean; data: TpmCapabilityData }> {
     const { params: r } = await this.execute(
       'GetCapability',
       [],
       undefined,
-      new TpmWriter(12).u32(capability).u32(property >>> 0).u32(count).finish(),
+      new TpmWriter(12)
+        .u32(capability)
+        .u32(property >>> 0)
+        .u32(count)
+        .finish(),
       0,
       opts,
     )
@@ -313,10 +318,7 @@ export class TpmClient {
    * most 8 digests per call). Values come in selection order: bank by bank,
    * ascending index, as a quote's pcrDigest hashes them.
    */
-  async pcrRead(
-    selection: TpmlPcrSelection | PcrBankSelection[],
-    opts?: CallOpts,
-  ): Promise<{ updateCounter: number; values: PcrValue[] }> {
+  async pcrRead(selection: TpmlPcrSelection | PcrBankSelection[], opts?: CallOpts): Promise<{ updateCounter: number; values: PcrValue[] }> {
     const want = toSelection(selection, this.#pcrSelectSize)
     for (let restart = 0; restart < 3; restart++) {
       const got = new Map<string, Uint8Array>()
@@ -403,14 +405,7 @@ export class TpmClient {
     w.bytes(encodeTpm2bPublic(encodeTpmtPublic(template)))
     w.tpm2b(opts?.outsideInfo ?? EMPTY)
     writeTpmlPcrSelection(w, opts?.creationPcrs ?? [])
-    const { handles, params: r } = await this.execute(
-      'CreatePrimary',
-      [hierarchy],
-      [{ password: opts?.hierarchyAuth ?? EMPTY }],
-      w.finish(),
-      1,
-      opts,
-    )
+    const { handles, params: r } = await this.execute('CreatePrimary', [hierarchy], [{ password: opts?.hierarchyAuth ?? EMPTY }], w.finish(), 1, opts)
     const handle = handles[0]!
     try {
       const c = this.#readCreation(r)
@@ -443,12 +438,7 @@ export class TpmClient {
   }
 
   /** TPM2_Load of a child created by `create`. `pub` is TPMT_PUBLIC bytes. */
-  async load(
-    parent: number,
-    priv: Uint8Array,
-    pub: Uint8Array,
-    opts?: CallOpts & { parentAuth?: Uint8Array },
-  ): Promise<{ handle: number; name: Uint8Array }> {
+  async load(parent: number, priv: Uint8Array, pub: Uint8Array, opts?: CallOpts & { parentAuth?: Uint8Array }): Promise<{ handle: number; name: Uint8Array }> {
     const w = new TpmWriter(priv.length + pub.length + 4).tpm2b(priv).tpm2b(pub)
     const { handles, params: r } = await this.execute('Load', [parent], [{ password: opts?.parentAuth ?? EMPTY }], w.finish(), 1, opts)
     const handle = handles[0]!
@@ -508,14 +498,7 @@ export class TpmClient {
     const w = new TpmWriter(160).tpm2b(qualifyingData).tpm2b(creationHash)
     writeScheme(w, opts?.scheme ?? { scheme: TPM_ALG.NULL })
     writeTpmtTkCreation(w, ticket)
-    const { params: r } = await this.execute(
-      'CertifyCreation',
-      [signHandle, objectHandle],
-      [{ password: opts?.signAuth ?? EMPTY }],
-      w.finish(),
-      0,
-      opts,
-    )
+    const { params: r } = await this.execute('CertifyCreation', [signHandle, objectHandle], [{ password: opts?.signAuth ?? EMPTY }], w.finish(), 0, opts)
     return this.#readAttestResult(r, 'CertifyCreation')
   }
 
@@ -631,14 +614,7 @@ export class TpmClient {
     while (done < size) {
       const n = Math.min(chunk, size - done)
       const w = new TpmWriter(4).u16(n).u16(offset + done)
-      const { params: r } = await this.execute(
-        'NV_Read',
-        [opts?.authHandle ?? index, index],
-        [{ password: opts?.auth ?? EMPTY }],
-        w.finish(),
-        0,
-        opts,
-      )
+      const { params: r } = await this.execute('NV_Read', [opts?.authHandle ?? index, index], [{ password: opts?.auth ?? EMPTY }], w.finish(), 0, opts)
       const data = r.tpm2b('data', n)
       r.expectEnd('NV_Read')
       if (data.length !== n) throw invalid('NV_Read returned a short chunk')
@@ -652,12 +628,7 @@ export class TpmClient {
    * TPM2_EvictControl: persists `objectHandle` at `persistentHandle`, or (when
    * `objectHandle` is persistent) removes it.
    */
-  async evictControl(
-    auth: number,
-    objectHandle: number,
-    persistentHandle: number,
-    opts?: CallOpts & { authValue?: Uint8Array },
-  ): Promise<void> {
+  async evictControl(auth: number, objectHandle: number, persistentHandle: number, opts?: CallOpts & { authValue?: Uint8Array }): Promise<void> {
     const { params } = await this.execute(
       'EvictControl',
       [auth, objectHandle],

@@ -343,14 +343,7 @@ export type TpmtPublic = TpmtPublicRsa | TpmtPublicEcc
 
 const SYM_ALGS = new Set<number>([TPM_ALG.AES, TPM_ALG.SM4, TPM_ALG.CAMELLIA])
 const SYM_MODES = new Set<number>([TPM_ALG.CTR, TPM_ALG.OFB, TPM_ALG.CBC, TPM_ALG.CFB, TPM_ALG.ECB, TPM_ALG.NULL])
-const HASH_SCHEMES = new Set<number>([
-  TPM_ALG.RSASSA,
-  TPM_ALG.RSAPSS,
-  TPM_ALG.OAEP,
-  TPM_ALG.ECDSA,
-  TPM_ALG.ECDH,
-  TPM_ALG.HMAC,
-])
+const HASH_SCHEMES = new Set<number>([TPM_ALG.RSASSA, TPM_ALG.RSAPSS, TPM_ALG.OAEP, TPM_ALG.ECDSA, TPM_ALG.ECDH, TPM_ALG.HMAC])
 const KDF_SCHEMES = new Set<number>([TPM_ALG.MGF1, TPM_ALG.KDF1_SP800_56A, TPM_ALG.KDF2, TPM_ALG.KDF1_SP800_108])
 const RSA_KEY_BITS = new Set([1024, 2048, 3072, 4096])
 
@@ -404,7 +397,10 @@ export function decodeScheme(r: TpmReader, what: string, kdf = false): TpmtSchem
 }
 
 export function writeTpmtPublic(w: TpmWriter, pub: TpmtPublic): void {
-  w.u16(pub.type).u16(pub.nameAlg).u32(pub.objectAttributes >>> 0).tpm2b(pub.authPolicy)
+  w.u16(pub.type)
+    .u16(pub.nameAlg)
+    .u32(pub.objectAttributes >>> 0)
+    .tpm2b(pub.authPolicy)
   const p = pub.parameters
   writeSymDefObject(w, p.symmetric)
   writeScheme(w, p.scheme)
@@ -711,7 +707,10 @@ export function parseTpmsAttest(bytes: Uint8Array): TpmsAttest {
 
 export function writeTpmsAttest(w: TpmWriter, a: TpmsAttest): void {
   w.u32(a.magic).u16(a.attested.type).tpm2b(a.qualifiedSigner).tpm2b(a.extraData)
-  w.u64(a.clockInfo.clock).u32(a.clockInfo.resetCount).u32(a.clockInfo.restartCount).u8(a.clockInfo.safe ? 1 : 0)
+  w.u64(a.clockInfo.clock)
+    .u32(a.clockInfo.resetCount)
+    .u32(a.clockInfo.restartCount)
+    .u8(a.clockInfo.safe ? 1 : 0)
   w.u64(a.firmwareVersion)
   const at = a.attested
   if (at.type === TPM_ST.ATTEST_QUOTE) {
@@ -807,7 +806,9 @@ export function decodeTpmtTkCreation(r: TpmReader): TpmtTkCreation {
 }
 
 export function writeTpmtTkCreation(w: TpmWriter, t: TpmtTkCreation): void {
-  w.u16(t.tag).u32(t.hierarchy >>> 0).tpm2b(t.digest)
+  w.u16(t.tag)
+    .u32(t.hierarchy >>> 0)
+    .tpm2b(t.digest)
 }
 
 export function encodeTpmtTkCreation(t: TpmtTkCreation): Uint8Array {
@@ -915,7 +916,11 @@ export function decodeTpmsNvPublic(r: TpmReader): TpmsNvPublic {
 }
 
 export function writeTpmsNvPublic(w: TpmWriter, n: TpmsNvPublic): void {
-  w.u32(n.nvIndex >>> 0).u16(n.nameAlg).u32(n.attributes >>> 0).tpm2b(n.authPolicy).u16(n.dataSize)
+  w.u32(n.nvIndex >>> 0)
+    .u16(n.nameAlg)
+    .u32(n.attributes >>> 0)
+    .tpm2b(n.authPolicy)
+    .u16(n.dataSize)
 }
 
 export function encodeTpmsNvPublic(n: TpmsNvPublic): Uint8Array {
@@ -933,7 +938,10 @@ export function parseTpm2bNvPublic(bytes: Uint8Array): TpmsNvPublic {
 
 /** The Name of an NV index: nameAlg ‖ H(TPMS_NV_PUBLIC). */
 export function nvPublicName(n: TpmsNvPublic): Uint8Array {
-  return new TpmWriter(66).u16(n.nameAlg).bytes(tpmHash(n.nameAlg, encodeTpmsNvPublic(n))).finish()
+  return new TpmWriter(66)
+    .u16(n.nameAlg)
+    .bytes(tpmHash(n.nameAlg, encodeTpmsNvPublic(n)))
+    .finish()
 }
 
 // ------------------------------------------------------------ misc encoders

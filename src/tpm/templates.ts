@@ -13,12 +13,7 @@ export const EK_AUTH_POLICY_SHA256 = fromHex('837197674484b3f81a90cc8d46a5d724fd
 
 /** fixedTPM | fixedParent | sensitiveDataOrigin | adminWithPolicy | restricted | decrypt = 0x000300b2. */
 export const EK_ATTRIBUTES =
-  TPMA_OBJECT.fixedTPM |
-  TPMA_OBJECT.fixedParent |
-  TPMA_OBJECT.sensitiveDataOrigin |
-  TPMA_OBJECT.adminWithPolicy |
-  TPMA_OBJECT.restricted |
-  TPMA_OBJECT.decrypt
+  TPMA_OBJECT.fixedTPM | TPMA_OBJECT.fixedParent | TPMA_OBJECT.sensitiveDataOrigin | TPMA_OBJECT.adminWithPolicy | TPMA_OBJECT.restricted | TPMA_OBJECT.decrypt
 
 /** fixedTPM | fixedParent | sensitiveDataOrigin | userWithAuth | noDA | restricted | sign = 0x00050472. */
 export const AK_ATTRIBUTES =

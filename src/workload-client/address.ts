@@ -25,7 +25,8 @@ export function workloadApiTarget(address: string): string {
   } catch {
     throw invalid('workload endpoint address is not a URI or an absolute path')
   }
-  if (url.search !== '' || url.hash !== '' || address.includes('?') || address.includes('#')) throw invalid('workload endpoint URI must not have a query or fragment')
+  if (url.search !== '' || url.hash !== '' || address.includes('?') || address.includes('#'))
+    throw invalid('workload endpoint URI must not have a query or fragment')
   if (url.username !== '' || url.password !== '') throw invalid('workload endpoint URI must not have user info')
   switch (url.protocol) {
     case 'unix:': {

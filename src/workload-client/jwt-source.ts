@@ -43,7 +43,15 @@ export class JwtSource extends EventEmitter<JwtSourceEvents> implements JwtBundl
   readonly #inflight = new Map<string, Promise<JwtSvid>>()
   #closed = false
 
-  private constructor(bundles: BundleSet, client: WorkloadApiClient, ownsClient: boolean, abort: AbortController, watching: Promise<void>, clock: Clock, log: Logger) {
+  private constructor(
+    bundles: BundleSet,
+    client: WorkloadApiClient,
+    ownsClient: boolean,
+    abort: AbortController,
+    watching: Promise<void>,
+    clock: Clock,
+    log: Logger,
+  ) {
     super()
     this.#bundles = bundles
     this.#client = client
@@ -51,7 +59,9 @@ export class JwtSource extends EventEmitter<JwtSourceEvents> implements JwtBundl
     this.#abort = abort
     this.#clock = clock
     this.#log = log
-    this.#watch = watching.catch((err: unknown) => this.#report(err instanceof IdentityError ? err : new IdentityError('ERR_INTERNAL', 'workloadapi: JWT bundle watch failed', { cause: err })))
+    this.#watch = watching.catch((err: unknown) =>
+      this.#report(err instanceof IdentityError ? err : new IdentityError('ERR_INTERNAL', 'workloadapi: JWT bundle watch failed', { cause: err })),
+    )
   }
 
   static async create(opts: JwtSourceOptions = {}): Promise<JwtSource> {

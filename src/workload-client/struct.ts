@@ -4,7 +4,8 @@ type ProtoValue = { kind?: string; [member: string]: unknown }
 /** Struct → plain object. Objects are built without prototypes' setters, so a claim named `__proto__` stays data. */
 export function fromStruct(s: { fields?: Record<string, unknown> } | null | undefined, depth = 0): Record<string, unknown> {
   const out: Record<string, unknown> = {}
-  for (const [k, v] of Object.entries(s?.fields ?? {})) Object.defineProperty(out, k, { value: fromValue(v as ProtoValue, depth), enumerable: true, writable: true, configurable: true })
+  for (const [k, v] of Object.entries(s?.fields ?? {}))
+    Object.defineProperty(out, k, { value: fromValue(v as ProtoValue, depth), enumerable: true, writable: true, configurable: true })
   return out
 }
 

@@ -47,8 +47,18 @@ export interface WorkloadStub extends grpc.Client {
   FetchX509SVID(req: object, md: grpc.Metadata, opts?: grpc.CallOptions): grpc.ClientReadableStream<X509SvidResponseMsg>
   FetchX509Bundles(req: object, md: grpc.Metadata, opts?: grpc.CallOptions): grpc.ClientReadableStream<X509BundlesResponseMsg>
   FetchJWTBundles(req: object, md: grpc.Metadata, opts?: grpc.CallOptions): grpc.ClientReadableStream<JwtBundlesResponseMsg>
-  FetchJWTSVID(req: { audience: string[]; spiffe_id?: string }, md: grpc.Metadata, opts: grpc.CallOptions, cb: Callback<JwtSvidResponseMsg>): grpc.ClientUnaryCall
-  ValidateJWTSVID(req: { audience: string; svid: string }, md: grpc.Metadata, opts: grpc.CallOptions, cb: Callback<ValidateJwtSvidResponseMsg>): grpc.ClientUnaryCall
+  FetchJWTSVID(
+    req: { audience: string[]; spiffe_id?: string },
+    md: grpc.Metadata,
+    opts: grpc.CallOptions,
+    cb: Callback<JwtSvidResponseMsg>,
+  ): grpc.ClientUnaryCall
+  ValidateJWTSVID(
+    req: { audience: string; svid: string },
+    md: grpc.Metadata,
+    opts: grpc.CallOptions,
+    cb: Callback<ValidateJwtSvidResponseMsg>,
+  ): grpc.ClientUnaryCall
 }
 
 export function workloadStub(target: string, options: grpc.ChannelOptions = {}): WorkloadStub {

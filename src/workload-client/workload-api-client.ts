@@ -125,8 +125,11 @@ export class WorkloadApiClient {
     const audience = typeof req.audience === 'string' ? [req.audience] : [...req.audience]
     if (audience.length === 0 || audience.some((a) => typeof a !== 'string' || a === '')) throw new TypeError('audience must be one or more non-empty strings')
     const wanted = req.spiffeId === undefined ? undefined : typeof req.spiffeId === 'string' ? SpiffeId.fromString(req.spiffeId) : req.spiffeId
-    const res = await this.#unary<JwtSvidResponseMsg>('FetchJWTSVID', (md, co, cb) =>
-      this.#stub.FetchJWTSVID({ audience, ...(wanted ? { spiffe_id: wanted.toString() } : {}) }, md, co, cb), opts)
+    const res = await this.#unary<JwtSvidResponseMsg>(
+      'FetchJWTSVID',
+      (md, co, cb) => this.#stub.FetchJWTSVID({ audience, ...(wanted ? { spiffe_id: wanted.toString() } : {}) }, md, co, cb),
+      opts,
+    )
     if (!res.svids || res.svids.length === 0) throw new IdentityError('ERR_JWT_SVID_INVALID', 'workloadapi: FetchJWTSVID returned no JWT-SVIDs')
     return res.svids.map((s) => {
       const svid = JwtSvid.parseInsecure(s.svid, audience, { hint: s.hint ?? '' })
@@ -145,7 +148,11 @@ export class WorkloadApiClient {
   async validateJwtSvid(token: string, audience: string, opts: CallOptions = {}): Promise<ValidatedJwtSvid> {
     if (typeof token !== 'string' || token === '') throw new TypeError('token must be a non-empty string')
     if (typeof audience !== 'string' || audience === '') throw new TypeError('audience must be a non-empty string')
-    const res = await this.#unary<ValidateJwtSvidResponseMsg>('ValidateJWTSVID', (md, co, cb) => this.#stub.ValidateJWTSVID({ audience, svid: token }, md, co, cb), opts)
+    const res = await this.#unary<ValidateJwtSvidResponseMsg>(
+      'ValidateJWTSVID',
+      (md, co, cb) => this.#stub.ValidateJWTSVID({ audience, svid: token }, md, co, cb),
+      opts,
+    )
     const svid = JwtSvid.parseInsecure(token, audience)
     if (svid.id.toString() !== res.spiffe_id) throw new IdentityError('ERR_JWT_SVID_INVALID', 'workloadapi: validated SPIFFE ID differs from the token subject')
     return { svid, claims: fromStruct(res.claims) }
@@ -155,7 +162,11 @@ export class WorkloadApiClient {
     return { deadline: Date.now() + (opts.timeoutMs ?? this.#timeoutMs) }
   }
 
-  #unary<T>(method: string, call: (md: grpc.Metadata, co: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: T) => void) => grpc.ClientUnaryCall, opts: CallOptions): Promise<T> {
+  #unary<T>(
+    method: string,
+    call: (md: grpc.Metadata, co: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: T) => void) => grpc.ClientUnaryCall,
+    opts: CallOptions,
+  ): Promise<T> {
     const signal = opts.signal
     if (signal?.aborted) return Promise.reject(abortError(signal))
     return new Promise<T>((resolve, reject) => {
@@ -204,7 +215,12 @@ export class WorkloadApiClient {
     })
   }
 
-  async #watch<M, T>(method: 'FetchX509SVID' | 'FetchX509Bundles' | 'FetchJWTBundles', parse: (m: M) => T, watcher: Watcher<T>, signal: AbortSignal): Promise<void> {
+  async #watch<M, T>(
+    method: 'FetchX509SVID' | 'FetchX509Bundles' | 'FetchJWTBundles',
+    parse: (m: M) => T,
+    watcher: Watcher<T>,
+    signal: AbortSignal,
+  ): Promise<void> {
     if (!(signal instanceof AbortSignal)) throw new TypeError('a watch needs an AbortSignal to end it')
     const backoff = new Backoff(this.#backoff)
     const report = (err: IdentityError) => {

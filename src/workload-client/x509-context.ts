@@ -45,7 +45,8 @@ export function parseX509Context(msg: X509SvidResponseMsg): X509Context {
       if (cause instanceof IdentityError) throw cause
       throw malformed(`X.509-SVID ${i} cannot be parsed`, cause)
     }
-    if (svid.id.toString() !== s.spiffe_id) throw malformed(`X.509-SVID ${i} certificate is for "${svid.id.toString()}", not the announced "${String(s.spiffe_id).slice(0, 256)}"`)
+    if (svid.id.toString() !== s.spiffe_id)
+      throw malformed(`X.509-SVID ${i} certificate is for "${svid.id.toString()}", not the announced "${String(s.spiffe_id).slice(0, 256)}"`)
     bundles.set(X509Bundle.parseDer(svid.id.trustDomain, new Uint8Array(s.bundle)))
     return svid
   })

@@ -50,7 +50,15 @@ export class X509Source extends EventEmitter<X509SourceEvents> implements X509Bu
   readonly #log: Logger
   #closed = false
 
-  private constructor(ctx: X509Context, client: WorkloadApiClient, ownsClient: boolean, picker: SvidPicker, abort: AbortController, watch: (src: X509Source) => Promise<void>, log: Logger) {
+  private constructor(
+    ctx: X509Context,
+    client: WorkloadApiClient,
+    ownsClient: boolean,
+    picker: SvidPicker,
+    abort: AbortController,
+    watch: (src: X509Source) => Promise<void>,
+    log: Logger,
+  ) {
     super()
     this.#ctx = ctx
     this.#client = client
@@ -109,7 +117,8 @@ export class X509Source extends EventEmitter<X509SourceEvents> implements X509Bu
       () => rejectFirst(lastError ?? new IdentityError('ERR_UNAVAILABLE', 'workloadapi: X.509 context watch ended')),
       (err: unknown) => rejectFirst(err),
     )
-    const onAbort = () => rejectFirst(new IdentityError('ERR_UNAVAILABLE', 'workloadapi: no X.509 context received', { cause: lastError ?? opts.signal?.reason }))
+    const onAbort = () =>
+      rejectFirst(new IdentityError('ERR_UNAVAILABLE', 'workloadapi: no X.509 context received', { cause: lastError ?? opts.signal?.reason }))
     if (opts.signal?.aborted) onAbort()
     opts.signal?.addEventListener('abort', onAbort, { once: true })
     try {
@@ -122,9 +131,21 @@ export class X509Source extends EventEmitter<X509SourceEvents> implements X509Bu
     } finally {
       opts.signal?.removeEventListener('abort', onAbort)
     }
-    source = new X509Source(latest!, client, ownsClient, picker, abort, () => watching.then(() => undefined, (err: unknown) => {
-        if (source) source.#final(err)
-      }), log)
+    source = new X509Source(
+      latest!,
+      client,
+      ownsClient,
+      picker,
+      abort,
+      () =>
+        watching.then(
+          () => undefined,
+          (err: unknown) => {
+            if (source) source.#final(err)
+          },
+        ),
+      log,
+    )
     log.info({ spiffe_id: source.getX509Svid().id.toString() }, 'X.509 source ready')
     return source
   }

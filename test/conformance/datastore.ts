@@ -1,13 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { Clock } from '../../src/common/clock.js'
-import type {
-  AttestedNode,
-  DataStore,
-  NewEntry,
-  RegistrationEntry,
-  Selector,
-  SelectorMatch,
-} from '../../src/server/datastore/index.js'
+import type { AttestedNode, DataStore, NewEntry, RegistrationEntry, Selector, SelectorMatch } from '../../src/server/datastore/index.js'
 import { FakeClock } from '../helpers/fake-clock.js'
 import { newEntry as baseEntry } from '../helpers/entries.js'
 
@@ -35,7 +28,12 @@ const sel = (spec: string): Selector[] =>
       })
 
 function newEntry(over: Partial<NewEntry> = {}): NewEntry {
-  return baseEntry({ spiffeId: 'spiffe://corp.example/web', parentId: 'spiffe://corp.example/warrant/agent/join_token/a1', selectors: sel('unix:uid:1000'), ...over })
+  return baseEntry({
+    spiffeId: 'spiffe://corp.example/web',
+    parentId: 'spiffe://corp.example/warrant/agent/join_token/a1',
+    selectors: sel('unix:uid:1000'),
+    ...over,
+  })
 }
 
 function newNode(over: Partial<Omit<AttestedNode, 'createdAt' | 'updatedAt'>> = {}): Omit<AttestedNode, 'createdAt' | 'updatedAt'> {
@@ -210,9 +208,10 @@ export function dataStoreConformance(name: string, opts: DataStoreConformanceOpt
       it('update that would duplicate another entry throws ERR_ALREADY_EXISTS and changes nothing', async () => {
         const a = await ds.entries.create(newEntry({ selectors: sel('unix:uid:1') }))
         const b = await ds.entries.create(newEntry({ selectors: sel('unix:uid:2'), dnsNames: ['b.example'] }))
-        await expect(
-          ds.entries.update(b.id, { selectors: sel('unix:uid:1'), dnsNames: ['changed.example'] }),
-        ).rejects.toMatchObject({ code: 'ERR_ALREADY_EXISTS', details: { entryId: a.id } })
+        await expect(ds.entries.update(b.id, { selectors: sel('unix:uid:1'), dnsNames: ['changed.example'] })).rejects.toMatchObject({
+          code: 'ERR_ALREADY_EXISTS',
+          details: { entryId: a.id },
+        })
         expect(await ds.entries.get(b.id)).toEqual(b)
       })
 
@@ -229,14 +228,10 @@ export function dataStoreConformance(name: string, opts: DataStoreConformanceOpt
       it('rejects malformed input with TypeError / RangeError', async () => {
         await expect(ds.entries.create(newEntry({ x509SvidTtl: -1 }))).rejects.toBeInstanceOf(RangeError)
         await expect(ds.entries.create(newEntry({ jwtSvidTtl: 1.5 }))).rejects.toBeInstanceOf(RangeError)
-        await expect(ds.entries.create(newEntry({ selectors: 'unix:uid:1' as unknown as Selector[] }))).rejects.toBeInstanceOf(
-          TypeError,
-        )
+        await expect(ds.entries.create(newEntry({ selectors: 'unix:uid:1' as unknown as Selector[] }))).rejects.toBeInstanceOf(TypeError)
         await expect(ds.entries.create(newEntry({ admin: 1 as unknown as boolean }))).rejects.toBeInstanceOf(TypeError)
         await expect(ds.entries.list({}, { pageSize: -1 })).rejects.toBeInstanceOf(RangeError)
-        await expect(
-          ds.entries.list({ selectors: { set: [], match: 'most' as SelectorMatch } }),
-        ).rejects.toBeInstanceOf(TypeError)
+        await expect(ds.entries.list({ selectors: { set: [], match: 'most' as SelectorMatch } })).rejects.toBeInstanceOf(TypeError)
         expect(await ds.entries.count()).toBe(0)
       })
 
@@ -391,9 +386,7 @@ export function dataStoreConformance(name: string, opts: DataStoreConformanceOpt
       })
 
       it('serves many concurrent creates', async () => {
-        const made = await Promise.all(
-          Array.from({ length: 50 }, (_, i) => ds.entries.create(newEntry({ selectors: sel(`unix:uid:${i} unix:gid:${i % 3}`) }))),
-        )
+        const made = await Promise.all(Array.from({ length: 50 }, (_, i) => ds.entries.create(newEntry({ selectors: sel(`unix:uid:${i} unix:gid:${i % 3}`) }))))
         expect(new Set(ids(made)).size).toBe(50)
         expect(await ds.entries.count()).toBe(50)
         expect(await ds.entries.count({ selectors: { set: sel('unix:gid:0'), match: 'superset' } })).toBe(17)
@@ -503,9 +496,7 @@ export function dataStoreConformance(name: string, opts: DataStoreConformanceOpt
 
       it('concurrent consumes inside transactions: exactly one wins', async () => {
         await ds.joinTokens.create(token)
-        const results = await Promise.all(
-          Array.from({ length: 5 }, () => ds.tx(async (t) => t.joinTokens.consume(token.tokenHash))),
-        )
+        const results = await Promise.all(Array.from({ length: 5 }, () => ds.tx(async (t) => t.joinTokens.consume(token.tokenHash))))
         expect(results.filter((r) => r !== undefined)).toHaveLength(1)
       })
 
@@ -800,25 +791,25 @@ export function dataStoreConformance(name: string, opts: DataStoreConformanceOpt
 
     if (opts.persistent === true) {
       it('persists everything across reopen', async () => {
-      if (h.reopen === undefined) throw new TypeError('a persistent store harness must provide reopen()')
-      const e = await ds.entries.create(newEntry({ dnsNames: ['b.example', 'a.example'], federatesWith: ['p.example'], expiresAt: 42 }))
-      const u = await ds.entries.update(e.id, { hint: 'x' })
-      const n = await ds.nodes.upsert(newNode())
-      await ds.joinTokens.create({ tokenHash: 't', spiffeId: 's', expiresAt: 1 })
-      const b = await ds.bundles.put({ trustDomain: 'corp.example', document: '{}', sequence: 3 })
-      await ds.journal.put('x509', '{"slots":[]}')
-      await ds.kv.put('ns', 'k', 'v')
-      await ds.liveInstances.put({ prefix: '/p', instanceKey: 'a|e', expiresAt: 9_000 })
-      ds = await h.reopen()
-      expect(await ds.liveInstances.list('/p', 0)).toEqual([{ prefix: '/p', instanceKey: 'a|e', expiresAt: 9_000 }])
-      expect(await ds.entries.get(e.id)).toEqual(u)
-      expect(await ds.entries.count({ selectors: { set: u.selectors, match: 'exact' } })).toBe(1)
-      expect(await ds.nodes.get(n.agentId)).toEqual(n)
-      expect(await ds.joinTokens.consume('t')).toMatchObject({ tokenHash: 't', spiffeId: 's' })
-      expect(await ds.bundles.list()).toEqual([b])
-      expect(await ds.journal.get('x509')).toBe('{"slots":[]}')
-      expect(await ds.kv.list('ns')).toEqual([{ key: 'k', value: 'v' }])
-      await expect(ds.entries.create(newEntry())).rejects.toMatchObject({ code: 'ERR_ALREADY_EXISTS' })
+        if (h.reopen === undefined) throw new TypeError('a persistent store harness must provide reopen()')
+        const e = await ds.entries.create(newEntry({ dnsNames: ['b.example', 'a.example'], federatesWith: ['p.example'], expiresAt: 42 }))
+        const u = await ds.entries.update(e.id, { hint: 'x' })
+        const n = await ds.nodes.upsert(newNode())
+        await ds.joinTokens.create({ tokenHash: 't', spiffeId: 's', expiresAt: 1 })
+        const b = await ds.bundles.put({ trustDomain: 'corp.example', document: '{}', sequence: 3 })
+        await ds.journal.put('x509', '{"slots":[]}')
+        await ds.kv.put('ns', 'k', 'v')
+        await ds.liveInstances.put({ prefix: '/p', instanceKey: 'a|e', expiresAt: 9_000 })
+        ds = await h.reopen()
+        expect(await ds.liveInstances.list('/p', 0)).toEqual([{ prefix: '/p', instanceKey: 'a|e', expiresAt: 9_000 }])
+        expect(await ds.entries.get(e.id)).toEqual(u)
+        expect(await ds.entries.count({ selectors: { set: u.selectors, match: 'exact' } })).toBe(1)
+        expect(await ds.nodes.get(n.agentId)).toEqual(n)
+        expect(await ds.joinTokens.consume('t')).toMatchObject({ tokenHash: 't', spiffeId: 's' })
+        expect(await ds.bundles.list()).toEqual([b])
+        expect(await ds.journal.get('x509')).toBe('{"slots":[]}')
+        expect(await ds.kv.list('ns')).toEqual([{ key: 'k', value: 'v' }])
+        await expect(ds.entries.create(newEntry())).rejects.toMatchObject({ code: 'ERR_ALREADY_EXISTS' })
       })
     }
   })

@@ -29,9 +29,15 @@ export function allowedAlgorithms(type: KeyType): readonly SignatureAlgorithm[] 
 }
 
 const HASH: Record<SignatureAlgorithm, string> = {
-  ES256: 'sha256', ES384: 'sha384', ES512: 'sha512',
-  RS256: 'sha256', RS384: 'sha384', RS512: 'sha512',
-  PS256: 'sha256', PS384: 'sha384', PS512: 'sha512',
+  ES256: 'sha256',
+  ES384: 'sha384',
+  ES512: 'sha512',
+  RS256: 'sha256',
+  RS384: 'sha384',
+  RS512: 'sha512',
+  PS256: 'sha256',
+  PS384: 'sha384',
+  PS512: 'sha512',
 }
 
 /** Verifies a Signer-contract signature with node:crypto. */

@@ -23,7 +23,27 @@ function makePki(dir: string): void {
   mkdirSync(join(dir, 'pki'), { recursive: true })
   const o = (args: string[]) => execFileSync('openssl', args, { cwd: join(dir, 'pki'), stdio: ['ignore', 'pipe', 'pipe'] })
   writeFileSync(join(dir, 'pki', 'leaf.ext'), 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n')
-  o(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-subj', '/CN=ops test node CA', '-days', '2', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'])
+  o([
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    'ca.key',
+    '-out',
+    'ca.pem',
+    '-subj',
+    '/CN=ops test node CA',
+    '-days',
+    '2',
+    '-addext',
+    'basicConstraints=critical,CA:TRUE',
+    '-addext',
+    'keyUsage=critical,keyCertSign,cRLSign',
+  ])
   o(['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'node.key', '-out', 'node.csr', '-subj', '/CN=ops-node'])
   o(['x509', '-req', '-in', 'node.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'node.pem', '-days', '1', '-extfile', 'leaf.ext'])
 }
@@ -86,7 +106,8 @@ describe.runIf(requireTools('openssl'))('agent operability (server and agent pro
     server = await E2eServer.start({
       dir: join(tmp.dir, 's'),
       trustDomain: TD,
-      plugins: '[plugins.key_manager.disk]\nkeys_path = "keys"\n[plugins.node_attestor.join_token]\n[plugins.node_attestor.x509pop]\nca_bundle_path = "pki/ca.pem"\n',
+      plugins:
+        '[plugins.key_manager.disk]\nkeys_path = "keys"\n[plugins.node_attestor.join_token]\n[plugins.node_attestor.x509pop]\nca_bundle_path = "pki/ca.pem"\n',
     })
   })
 
@@ -108,7 +129,16 @@ describe.runIf(requireTools('openssl'))('agent operability (server and agent pro
     const port = (blackhole.address() as { port: number }).port
     const dir = join(tmp.dir, 'a0')
     mkdirSync(dir, { recursive: true })
-    writeFileSync(join(dir, 'agent.toml'), agentToml({ serverAddress: `127.0.0.1:${port}`, dir, nodeAttestor: '[plugins.node_attestor.join_token]\ntoken = "never-used"', trustBundlePath: server.bundlePemPath, extra: ENDPOINTS }))
+    writeFileSync(
+      join(dir, 'agent.toml'),
+      agentToml({
+        serverAddress: `127.0.0.1:${port}`,
+        dir,
+        nodeAttestor: '[plugins.node_attestor.join_token]\ntoken = "never-used"',
+        trustBundlePath: server.bundlePemPath,
+        extra: ENDPOINTS,
+      }),
+    )
     const p = new WarrantProcess(['agent', 'run', '--config', join(dir, 'agent.toml')])
     procs.push(p)
     const health = await loggedAddress(p, 'Health endpoint listening')
@@ -125,36 +155,72 @@ describe.runIf(requireTools('openssl'))('agent operability (server and agent pro
     const dir = join(tmp.dir, 'a1')
     mkdirSync(dir, { recursive: true })
     const token = await server.joinToken()
-    writeFileSync(join(dir, 'agent.toml'), agentToml({ serverAddress: server.address, dir, nodeAttestor: `[plugins.node_attestor.join_token]\ntoken = "${token}"`, trustBundlePath: server.bundlePemPath, extra: ENDPOINTS }))
+    writeFileSync(
+      join(dir, 'agent.toml'),
+      agentToml({
+        serverAddress: server.address,
+        dir,
+        nodeAttestor: `[plugins.node_attestor.join_token]\ntoken = "${token}"`,
+        trustBundlePath: server.bundlePemPath,
+        extra: ENDPOINTS,
+      }),
+    )
     const p = new WarrantProcess(['agent', 'run', '--config', join(dir, 'agent.toml')])
     procs.push(p)
     const health = await loggedAddress(p, 'Health endpoint listening')
     const metrics = await loggedAddress(p, 'Metrics endpoint listening')
-    const agentId = await waitFor('Agent started', () => /"agent_id":"(spiffe:\/\/[^"]+)"[^\n]*Agent started/.exec(p.output())?.[1], { timeoutMs: 45_000, hint: () => p.output() })
-    const ready = await waitFor('/ready 200', async () => {
-      const r = await get(`http://${health}/ready`)
-      return r.status === 200 ? r : undefined
-    }, { timeoutMs: 30_000, hint: () => p.output() })
+    const agentId = await waitFor('Agent started', () => /"agent_id":"(spiffe:\/\/[^"]+)"[^\n]*Agent started/.exec(p.output())?.[1], {
+      timeoutMs: 45_000,
+      hint: () => p.output(),
+    })
+    const ready = await waitFor(
+      '/ready 200',
+      async () => {
+        const r = await get(`http://${health}/ready`)
+        return r.status === 200 ? r : undefined
+      },
+      { timeoutMs: 30_000, hint: () => p.output() },
+    )
     expect(JSON.parse(ready.text)).toEqual({ ready: true, checks: { attested: true, bundle: true, synced: true, workload_api: true } })
 
     const created = await server.cli(['entry', 'create', '--spiffe-id', `spiffe://${TD}/ops/workload`, '--parent-id', agentId, '--selector', `unix:uid:${uid}`])
     expect(created.code, created.stderr).toBe(0)
     const sock = join(dir, 'api.sock')
-    const x509 = await waitFor('an X.509-SVID', async () => {
-      const r = await warrant(['api', 'fetch', 'x509', '--socket', sock, '--output', 'json'])
-      return r.code === 0 ? r : undefined
-    }, { timeoutMs: 30_000, hint: () => p.output() })
+    const x509 = await waitFor(
+      'an X.509-SVID',
+      async () => {
+        const r = await warrant(['api', 'fetch', 'x509', '--socket', sock, '--output', 'json'])
+        return r.code === 0 ? r : undefined
+      },
+      { timeoutMs: 30_000, hint: () => p.output() },
+    )
     expect(x509.stdout).toContain(`spiffe://${TD}/ops/workload`)
     const jwt = await warrant(['api', 'fetch', 'jwt', '--audience', 'ops-test', '--socket', sock, '--output', 'json'])
     expect(jwt.code, jwt.stderr).toBe(0)
     // A JWT-SVID for an ID this caller has no entry for: PermissionDenied (7).
-    const denied = await warrant(['api', 'fetch', 'jwt', '--audience', 'ops-test', '--spiffe-id', `spiffe://${TD}/not/mine`, '--socket', sock, '--output', 'json'])
+    const denied = await warrant([
+      'api',
+      'fetch',
+      'jwt',
+      '--audience',
+      'ops-test',
+      '--spiffe-id',
+      `spiffe://${TD}/not/mine`,
+      '--socket',
+      sock,
+      '--output',
+      'json',
+    ])
     expect(denied.code).not.toBe(0)
 
-    const m = await waitFor('the calls in /metrics', async () => {
-      const r = await get(`http://${metrics}/metrics`)
-      return r.status === 200 && sample(r.text, 'warrant_agent_workload_api_calls_total{method="FetchJWTSVID",code="7"}') === 1 ? r.text : undefined
-    }, { timeoutMs: 15_000 })
+    const m = await waitFor(
+      'the calls in /metrics',
+      async () => {
+        const r = await get(`http://${metrics}/metrics`)
+        return r.status === 200 && sample(r.text, 'warrant_agent_workload_api_calls_total{method="FetchJWTSVID",code="7"}') === 1 ? r.text : undefined
+      },
+      { timeoutMs: 15_000 },
+    )
     expect(sample(m, 'warrant_agent_workload_api_calls_total{method="FetchJWTSVID",code="0"}')).toBe(1)
     const x509Calls = m.split('\n').filter((l) => l.startsWith('warrant_agent_workload_api_calls_total{method="FetchX509SVID"'))
     expect(x509Calls.reduce((n, l) => n + Number(l.split(' ')[1]), 0)).toBeGreaterThanOrEqual(1)
@@ -173,10 +239,14 @@ describe.runIf(requireTools('openssl'))('agent operability (server and agent pro
 
     // Server gone: the Sync stream is down and its age grows; the agent still serves its cache, so it stays ready.
     await server.stop()
-    const down = await waitFor('sync_stream_up 0', async () => {
-      const t = (await get(`http://${metrics}/metrics`)).text
-      return sample(t, 'warrant_agent_sync_stream_up') === 0 && (sample(t, 'warrant_agent_last_sync_age_seconds') ?? 0) > 0 ? t : undefined
-    }, { timeoutMs: 30_000, hint: () => p.output() })
+    const down = await waitFor(
+      'sync_stream_up 0',
+      async () => {
+        const t = (await get(`http://${metrics}/metrics`)).text
+        return sample(t, 'warrant_agent_sync_stream_up') === 0 && (sample(t, 'warrant_agent_last_sync_age_seconds') ?? 0) > 0 ? t : undefined
+      },
+      { timeoutMs: 30_000, hint: () => p.output() },
+    )
     expect(sample(down, 'warrant_agent_last_sync_age_seconds')).toBeGreaterThan(0)
     expect((await get(`http://${health}/ready`)).status).toBe(200)
     await server.spawn()
@@ -203,10 +273,14 @@ describe.runIf(requireTools('openssl'))('agent operability (server and agent pro
     procs.push(p)
     expect(E2E_REPO).not.toBe(dir)
     const health = await loggedAddress(p, 'Health endpoint listening')
-    await waitFor('/ready 200', async () => {
-      if (!p.running) throw new Error(`agent exited:\n${p.output().slice(-4000)}`)
-      return (await get(`http://${health}/ready`)).status === 200
-    }, { timeoutMs: 45_000, hint: () => p.output() })
+    await waitFor(
+      '/ready 200',
+      async () => {
+        if (!p.running) throw new Error(`agent exited:\n${p.output().slice(-4000)}`)
+        return (await get(`http://${health}/ready`)).status === 200
+      },
+      { timeoutMs: 45_000, hint: () => p.output() },
+    )
     expect(p.output()).toMatch(/"agent_id":"spiffe:\/\/ops\.example\/warrant\/agent\/x509pop\/[0-9a-f]+"[^\n]*Agent started/)
     await p.stop()
   })
@@ -231,33 +305,73 @@ describe.runIf(requireTools('openssl'))('agent operability (server and agent pro
     const dir = join(tmp.dir, 'a3')
     mkdirSync(dir, { recursive: true })
     const token = await server.joinToken()
-    writeFileSync(join(dir, 'agent.toml'), agentToml({ serverAddress: server.address, dir, nodeAttestor: `[plugins.node_attestor.join_token]\ntoken = "${token}"`, trustBundlePath: server.bundlePemPath }))
+    writeFileSync(
+      join(dir, 'agent.toml'),
+      agentToml({
+        serverAddress: server.address,
+        dir,
+        nodeAttestor: `[plugins.node_attestor.join_token]\ntoken = "${token}"`,
+        trustBundlePath: server.bundlePemPath,
+      }),
+    )
     const agent = new WarrantProcess(['agent', 'run', '--config', join(dir, 'agent.toml')])
     procs.push(agent)
-    const agentId = await waitFor('Agent started', () => /"agent_id":"(spiffe:\/\/[^"]+)"[^\n]*Agent started/.exec(agent.output())?.[1], { timeoutMs: 45_000, hint: () => agent.output() })
+    const agentId = await waitFor('Agent started', () => /"agent_id":"(spiffe:\/\/[^"]+)"[^\n]*Agent started/.exec(agent.output())?.[1], {
+      timeoutMs: 45_000,
+      hint: () => agent.output(),
+    })
     const wl = `spiffe://${TD}/ops/watched`
-    const created = await server.cli(['entry', 'create', '--spiffe-id', wl, '--parent-id', agentId, '--selector', `unix:uid:${uid}`, '--federates-with', partner])
+    const created = await server.cli([
+      'entry',
+      'create',
+      '--spiffe-id',
+      wl,
+      '--parent-id',
+      agentId,
+      '--selector',
+      `unix:uid:${uid}`,
+      '--federates-with',
+      partner,
+    ])
     expect(created.code, created.stderr).toBe(0)
     const sock = join(dir, 'api.sock')
-    await waitFor('an X.509-SVID', async () => (await warrant(['api', 'fetch', 'x509', '--socket', sock])).stdout.includes(wl), { timeoutMs: 30_000, hint: () => agent.output() })
+    await waitFor('an X.509-SVID', async () => (await warrant(['api', 'fetch', 'x509', '--socket', sock])).stdout.includes(wl), {
+      timeoutMs: 30_000,
+      hint: () => agent.output(),
+    })
 
     const json = new WarrantProcess(['api', 'watch', '--socket', sock, '--output', 'json'])
     const text = new WarrantProcess(['api', 'watch', '--socket', sock])
     procs.push(json, text)
     type Line = { kind: string; svids?: { spiffe_id: string }[]; bundles?: Record<string, { keys: { kid?: string; use?: string }[] }> }
-    const lines = (): Line[] => json.output().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Line)
-    const partnerKids = (l: Line) => Object.entries(l.bundles ?? {}).filter(([td]) => td.includes(partner)).flatMap(([, b]) => b.keys.map((k) => k.kid))
+    const lines = (): Line[] =>
+      json
+        .output()
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as Line)
+    const partnerKids = (l: Line) =>
+      Object.entries(l.bundles ?? {})
+        .filter(([td]) => td.includes(partner))
+        .flatMap(([, b]) => b.keys.map((k) => k.kid))
     const jwtWith = (kid: string) => lines().find((l) => l.kind === 'jwt_bundles' && partnerKids(l).includes(kid))
 
-    const first = await waitFor('a JWT bundle update with partner-k1', () => {
-      if (!json.running) throw new Error(`watch exited:\n${json.output()}`)
-      return jwtWith('partner-k1')
-    }, { timeoutMs: 30_000, hint: () => json.output() })
+    const first = await waitFor(
+      'a JWT bundle update with partner-k1',
+      () => {
+        if (!json.running) throw new Error(`watch exited:\n${json.output()}`)
+        return jwtWith('partner-k1')
+      },
+      { timeoutMs: 30_000, hint: () => json.output() },
+    )
     expect(Object.keys(first.bundles!).some((td) => td.includes(TD))).toBe(true)
     expect(lines().some((l) => l.kind === 'x509_svids' && l.svids?.some((s) => s.spiffe_id === wl))).toBe(true)
 
     await setBundle('partner-k2', 2)
-    const second = await waitFor('a JWT bundle update with partner-k2', () => jwtWith('partner-k2'), { timeoutMs: 30_000, hint: () => `${json.output()}\n${agent.output().slice(-3000)}` })
+    const second = await waitFor('a JWT bundle update with partner-k2', () => jwtWith('partner-k2'), {
+      timeoutMs: 30_000,
+      hint: () => `${json.output()}\n${agent.output().slice(-3000)}`,
+    })
     expect(partnerKids(second)).toEqual(['partner-k2'])
     await waitFor('the text watch to show partner-k2', () => text.output().includes('kid partner-k2'), { timeoutMs: 30_000, hint: () => text.output() })
     expect(text.output()).toMatch(/Received JWT bundles for \d+ trust domains? after/)

@@ -18,11 +18,17 @@ const WORKLOAD_ID = `spiffe://${TD}/agents/outage`
 function fetchJwt(socketPath: string, audience: string): Promise<{ svids: { spiffe_id: string; svid: string }[] }> {
   const client = workloadClient(`unix:${socketPath}`)
   return new Promise<{ svids: { spiffe_id: string; svid: string }[] }>((resolve, reject) => {
-    ;(client as unknown as { FetchJWTSVID: (r: unknown, md: grpc.Metadata, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null, r: { svids: { spiffe_id: string; svid: string }[] }) => void) => void }).FetchJWTSVID(
-      { audience: [audience], spiffe_id: '' },
-      securityHeader(),
-      { deadline: Date.now() + 60_000 },
-      (err, res) => (err ? reject(err) : resolve(res)),
+    ;(
+      client as unknown as {
+        FetchJWTSVID: (
+          r: unknown,
+          md: grpc.Metadata,
+          o: grpc.CallOptions,
+          cb: (e: grpc.ServiceError | null, r: { svids: { spiffe_id: string; svid: string }[] }) => void,
+        ) => void
+      }
+    ).FetchJWTSVID({ audience: [audience], spiffe_id: '' }, securityHeader(), { deadline: Date.now() + 60_000 }, (err, res) =>
+      err ? reject(err) : resolve(res),
     )
   }).finally(() => client.close())
 }
@@ -38,7 +44,11 @@ describe('agent e2e: a server outage seen from a workload', () => {
     const agentId = await agent.attested()
     await server.cliJson(['entry', 'create', '--spiffe-id', WORKLOAD_ID, '--parent-id', agentId, '--selector', `unix:uid:${uid}`])
     // The entry has reached the agent once a JWT-SVID is served for it.
-    await waitFor('a JWT-SVID for the workload', async () => (await fetchJwt(agent.socketPath, 'https://before.example')).svids.some((s) => s.spiffe_id === WORKLOAD_ID), { timeoutMs: 45_000, hint: () => agent.output() })
+    await waitFor(
+      'a JWT-SVID for the workload',
+      async () => (await fetchJwt(agent.socketPath, 'https://before.example')).svids.some((s) => s.spiffe_id === WORKLOAD_ID),
+      { timeoutMs: 45_000, hint: () => agent.output() },
+    )
   }, 120_000)
 
   afterAll(async () => {
@@ -62,6 +72,14 @@ describe('agent e2e: a server outage seen from a workload', () => {
     const seen = JSON.stringify([err.message, err.details, err.metadata.toJSON()])
     for (const leak of [port, `${host}:${port}`, 'ECONNREFUSED', 'No connection established', 'NewJWTSVID']) expect(seen).not.toContain(leak)
     // The operator still has the reason, with the address, in the agent's log.
-    await waitFor('the agent to log the failure with its detail', () => agent.output().split('\n').some((l) => l.includes('ERR_UNAVAILABLE') && l.includes(port) && /ECONNREFUSED|No connection established/.test(l)), { timeoutMs: 20_000, hint: () => agent.output() })
+    await waitFor(
+      'the agent to log the failure with its detail',
+      () =>
+        agent
+          .output()
+          .split('\n')
+          .some((l) => l.includes('ERR_UNAVAILABLE') && l.includes(port) && /ECONNREFUSED|No connection established/.test(l)),
+      { timeoutMs: 20_000, hint: () => agent.output() },
+    )
   })
 })

@@ -171,7 +171,20 @@ keys_path = "keys"
 
   it('3. entries are created for uid 65534 and uid 0 (short X.509 TTL)', async () => {
     const mk = async (id: string, uid: number, ttl: number) => {
-      const r = await cli(['entry', 'create', '--socket', adminSock, '--spiffe-id', `spiffe://example.org/${id}`, '--parent-id', agentId, '--selector', `unix:uid:${uid}`, '--x509-svid-ttl', String(ttl)])
+      const r = await cli([
+        'entry',
+        'create',
+        '--socket',
+        adminSock,
+        '--spiffe-id',
+        `spiffe://example.org/${id}`,
+        '--parent-id',
+        agentId,
+        '--selector',
+        `unix:uid:${uid}`,
+        '--x509-svid-ttl',
+        String(ttl),
+      ])
       expect(r.code, r.stderr).toBe(0)
     }
     await mk('nobody', 65534, 3600)

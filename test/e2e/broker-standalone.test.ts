@@ -25,14 +25,30 @@ async function freePort(): Promise<number> {
   return port
 }
 
-function post(url: string, body: string, tls: { ca: string; cert?: string; key?: string }): Promise<{ status: number; body: string; peer: X509Certificate | undefined }> {
+function post(
+  url: string,
+  body: string,
+  tls: { ca: string; cert?: string; key?: string },
+): Promise<{ status: number; body: string; peer: X509Certificate | undefined }> {
   return new Promise((resolve, reject) => {
-    const req = https.request(url, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, ca: tls.ca, ...(tls.cert ? { cert: tls.cert, key: tls.key } : {}), agent: false }, (res) => {
-      const chunks: Buffer[] = []
-      const raw = (res.socket as import('node:tls').TLSSocket).getPeerCertificate().raw
-      res.on('data', (c: Buffer) => chunks.push(c))
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8'), peer: raw ? new X509Certificate(raw) : undefined }))
-    })
+    const req = https.request(
+      url,
+      {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        ca: tls.ca,
+        ...(tls.cert ? { cert: tls.cert, key: tls.key } : {}),
+        agent: false,
+      },
+      (res) => {
+        const chunks: Buffer[] = []
+        const raw = (res.socket as import('node:tls').TLSSocket).getPeerCertificate().raw
+        res.on('data', (c: Buffer) => chunks.push(c))
+        res.on('end', () =>
+          resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8'), peer: raw ? new X509Certificate(raw) : undefined }),
+        )
+      },
+    )
     req.on('error', reject)
     req.end(body)
   })
@@ -48,29 +64,51 @@ describe('standalone broker (warrant broker run) on a warrant agent', () => {
   beforeAll(async () => {
     const port = await freePort()
     issuer = `https://localhost:${port}`
-    server = await E2eServer.start({ dir: join(tmp.dir, 's'), trustDomain: TD, serverTables: ['[server.bounds."/services/"]', 'scopes = ["ops:read"]'].join('\n') })
+    server = await E2eServer.start({
+      dir: join(tmp.dir, 's'),
+      trustDomain: TD,
+      serverTables: ['[server.bounds."/services/"]', 'scopes = ["ops:read"]'].join('\n'),
+    })
     agent = E2eAgent.start({ dir: join(tmp.dir, 'a'), server, nodeAttestor: `[plugins.node_attestor.join_token]\ntoken = "${await server.joinToken()}"\n` })
     const agentId = await agent.attested()
-    const created = await server.cli(['entry', 'create', '--spiffe-id', BROKER_ID, '--parent-id', agentId, '--selector', `unix:uid:${process.getuid!()}`, '--dns', 'localhost'])
+    const created = await server.cli([
+      'entry',
+      'create',
+      '--spiffe-id',
+      BROKER_ID,
+      '--parent-id',
+      agentId,
+      '--selector',
+      `unix:uid:${process.getuid!()}`,
+      '--dns',
+      'localhost',
+    ])
     expect(created.code, created.stderr).toBe(0)
     const cfg = join(tmp.dir, 'broker.toml')
-    writeFileSync(cfg, [
-      '[broker]',
-      `issuer = "${issuer}"`,
-      `bind_address = "127.0.0.1:${port}"`,
-      `bounds_document_path = "${join(server.dataDir, 'bounds.jws')}"`,
-      'store_path = "b/broker.sqlite3"',
-      'admin_socket_path = "b/admin.sock"',
-      '[broker.key_manager.memory]',
-      '[workload_api]',
-      `socket_path = "${agent.socketPath}"`,
-      '',
-    ].join('\n'))
+    writeFileSync(
+      cfg,
+      [
+        '[broker]',
+        `issuer = "${issuer}"`,
+        `bind_address = "127.0.0.1:${port}"`,
+        `bounds_document_path = "${join(server.dataDir, 'bounds.jws')}"`,
+        'store_path = "b/broker.sqlite3"',
+        'admin_socket_path = "b/admin.sock"',
+        '[broker.key_manager.memory]',
+        '[workload_api]',
+        `socket_path = "${agent.socketPath}"`,
+        '',
+      ].join('\n'),
+    )
     broker = new WarrantProcess(['broker', 'run', '--config', cfg])
-    await waitFor('the standalone broker to listen', () => {
-      if (!broker!.running) throw new Error(`broker exited:\n${broker!.output().slice(-4000)}`)
-      return broker!.output().includes('Broker started')
-    }, { timeoutMs: 60_000, hint: () => broker!.output() })
+    await waitFor(
+      'the standalone broker to listen',
+      () => {
+        if (!broker!.running) throw new Error(`broker exited:\n${broker!.output().slice(-4000)}`)
+        return broker!.output().includes('Broker started')
+      },
+      { timeoutMs: 60_000, hint: () => broker!.output() },
+    )
   }, 180_000)
 
   afterAll(async () => {

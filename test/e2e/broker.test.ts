@@ -35,16 +35,20 @@ function httpsFetch(tls: { ca: string; cert?: string; key?: string }) {
       const headers: Record<string, string> = {}
       new Headers(init.headers).forEach((v, k) => (headers[k] = v))
       const body = init.body === undefined || init.body === null ? undefined : String(init.body)
-      const req = https.request(url, { method: init.method, headers, ca: tls.ca, ...(tls.cert ? { cert: tls.cert, key: tls.key } : {}), agent: false }, (res) => {
-        const chunks: Buffer[] = []
-        res.on('data', (c: Buffer) => chunks.push(c))
-        res.on('end', () => {
-          const h = new Headers()
-          for (const [k, v] of Object.entries(res.headers)) if (v !== undefined) h.set(k, Array.isArray(v) ? v.join(', ') : v)
-          const status = res.statusCode ?? 0
-          resolve(new Response(status === 204 || status === 304 ? null : Buffer.concat(chunks), { status, headers: h }))
-        })
-      })
+      const req = https.request(
+        url,
+        { method: init.method, headers, ca: tls.ca, ...(tls.cert ? { cert: tls.cert, key: tls.key } : {}), agent: false },
+        (res) => {
+          const chunks: Buffer[] = []
+          res.on('data', (c: Buffer) => chunks.push(c))
+          res.on('end', () => {
+            const h = new Headers()
+            for (const [k, v] of Object.entries(res.headers)) if (v !== undefined) h.set(k, Array.isArray(v) ? v.join(', ') : v)
+            const status = res.statusCode ?? 0
+            resolve(new Response(status === 204 || status === 304 ? null : Buffer.concat(chunks), { status, headers: h }))
+          })
+        },
+      )
       req.on('error', reject)
       if (body !== undefined) req.write(body)
       req.end()
@@ -80,7 +84,14 @@ describe.runIf(requireTools('softhsm2-util'))('broker embedded in warrant server
         '[broker.dpop]',
         'nonce_required = true',
       ].join('\n'),
-      plugins: ['[plugins.key_manager.pkcs11]', `module_path = "${hsm.modulePath}"`, `token_label = "${hsm.tokenLabel}"`, `pin_file = "${hsm.pinFile}"`, '[plugins.node_attestor.join_token]', ''].join('\n'),
+      plugins: [
+        '[plugins.key_manager.pkcs11]',
+        `module_path = "${hsm.modulePath}"`,
+        `token_label = "${hsm.tokenLabel}"`,
+        `pin_file = "${hsm.pinFile}"`,
+        '[plugins.node_attestor.join_token]',
+        '',
+      ].join('\n'),
       env: { SOFTHSM2_CONF: hsm.confPath },
     })
     agent = E2eAgent.start({ dir: join(tmp.dir, 'a'), server, nodeAttestor: `[plugins.node_attestor.join_token]\ntoken = "${await server.joinToken()}"\n` })
@@ -88,15 +99,30 @@ describe.runIf(requireTools('softhsm2-util'))('broker embedded in warrant server
     const created = await server.cli(['entry', 'create', '--spiffe-id', AGENT_ID, '--parent-id', agentId, '--selector', `unix:uid:${process.getuid!()}`])
     expect(created.code, created.stderr).toBe(0)
     const out = join(tmp.dir, 'svid')
-    await waitFor('the agent SVID on disk', async () => (await agent!.api(['fetch', 'x509', '--write', out])).code === 0 && readFileSync(join(out, 'svid.0.pem'), 'utf8').length > 0, { timeoutMs: 30_000, hint: () => agent!.output() })
-    tls = { ca: readFileSync(server.bundlePemPath, 'utf8'), cert: readFileSync(join(out, 'svid.0.pem'), 'utf8'), key: readFileSync(join(out, 'svid.0.key'), 'utf8') }
-    await waitFor('the broker to serve its metadata', async () => {
-      try {
-        return (await httpsFetch({ ca: tls.ca })(`${issuer}/.well-known/oauth-authorization-server`, { method: 'GET', headers: {}, redirect: 'manual' } as never)).status === 200
-      } catch {
-        return false
-      }
-    }, { timeoutMs: 30_000, hint: () => server!.output() })
+    await waitFor(
+      'the agent SVID on disk',
+      async () => (await agent!.api(['fetch', 'x509', '--write', out])).code === 0 && readFileSync(join(out, 'svid.0.pem'), 'utf8').length > 0,
+      { timeoutMs: 30_000, hint: () => agent!.output() },
+    )
+    tls = {
+      ca: readFileSync(server.bundlePemPath, 'utf8'),
+      cert: readFileSync(join(out, 'svid.0.pem'), 'utf8'),
+      key: readFileSync(join(out, 'svid.0.key'), 'utf8'),
+    }
+    await waitFor(
+      'the broker to serve its metadata',
+      async () => {
+        try {
+          return (
+            (await httpsFetch({ ca: tls.ca })(`${issuer}/.well-known/oauth-authorization-server`, { method: 'GET', headers: {}, redirect: 'manual' } as never))
+              .status === 200
+          )
+        } catch {
+          return false
+        }
+      },
+      { timeoutMs: 30_000, hint: () => server!.output() },
+    )
   }, 180_000)
 
   afterAll(async () => {
@@ -115,13 +141,39 @@ describe.runIf(requireTools('softhsm2-util'))('broker embedded in warrant server
 
     // The task, created by the operator on the broker's admin socket.
     const socket = join(server!.dataDir, 'private', 'broker-admin.sock')
-    const task = await warrant(['task', 'create', '--socket', socket, '--agent', `spiffe://${TD}/agents/`, '--scope', 'repo:read', '--resource', 'https://git.broker.test/', '--ttl', '1h', '--max-renewals', '2', '--task-id', 'e2e-task', '--output', 'json'])
+    const task = await warrant([
+      'task',
+      'create',
+      '--socket',
+      socket,
+      '--agent',
+      `spiffe://${TD}/agents/`,
+      '--scope',
+      'repo:read',
+      '--resource',
+      'https://git.broker.test/',
+      '--ttl',
+      '1h',
+      '--max-renewals',
+      '2',
+      '--task-id',
+      'e2e-task',
+      '--output',
+      'json',
+    ])
     expect(task.code, task.stderr).toBe(0)
 
     const client: oauth.Client = { client_id: AGENT_ID }
     const keyPair = await generateKeyPair('ES256', { extractable: false })
     const DPoP = oauth.DPoP(client, keyPair)
-    const grant = () => oauth.clientCredentialsGrantRequest(as, client, oauth.TlsClientAuth(), { scope: 'repo:read', task_id: 'e2e-task', resource: 'https://git.broker.test/' }, { ...opts, DPoP })
+    const grant = () =>
+      oauth.clientCredentialsGrantRequest(
+        as,
+        client,
+        oauth.TlsClientAuth(),
+        { scope: 'repo:read', task_id: 'e2e-task', resource: 'https://git.broker.test/' },
+        { ...opts, DPoP },
+      )
     let result: oauth.TokenEndpointResponse
     let nonceRetries = 0
     try {
@@ -138,7 +190,8 @@ describe.runIf(requireTools('softhsm2-util'))('broker embedded in warrant server
     expect(claims).toMatchObject({ iss: issuer, sub: AGENT_ID, client_id: AGENT_ID, task_id: 'e2e-task', scope: 'repo:read' })
     expect((claims.cnf as { jkt?: string }).jkt).toBe(await DPoP.calculateThumbprint())
 
-    const introspect = async () => oauth.processIntrospectionResponse(as, client, await oauth.introspectionRequest(as, client, oauth.TlsClientAuth(), result.access_token, opts))
+    const introspect = async () =>
+      oauth.processIntrospectionResponse(as, client, await oauth.introspectionRequest(as, client, oauth.TlsClientAuth(), result.access_token, opts))
     const active = await introspect()
     expect(active).toMatchObject({ active: true, sub: AGENT_ID })
 

@@ -34,18 +34,63 @@ type Jwk = Record<string, unknown> & { use?: string; x5c?: string[]; kid?: strin
 type BundleShow = { trust_domain: string; sequence: number; bundle: { keys: Jwk[] } }
 
 const derOfPem = (pem: string): Uint8Array[] =>
-  (pem.match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g) ?? []).map((b) => new Uint8Array(Buffer.from(b.replace(/-----[^-]+-----|\s/g, ''), 'base64')))
+  (pem.match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g) ?? []).map(
+    (b) => new Uint8Array(Buffer.from(b.replace(/-----[^-]+-----|\s/g, ''), 'base64')),
+  )
 const b64 = (d: Uint8Array) => Buffer.from(d).toString('base64')
-const x509Of = (keys: Jwk[]) => keys.filter((k) => k.use === 'x509-svid').map((k) => k.x5c![0]!).sort()
+const x509Of = (keys: Jwk[]) =>
+  keys
+    .filter((k) => k.use === 'x509-svid')
+    .map((k) => k.x5c![0]!)
+    .sort()
 
 /** A test CA and a serving certificate for 127.0.0.1 / localhost, made with openssl. */
 function webPki(dir: string): { caFile: string; certFile: string; keyFile: string } {
   const f = (n: string) => join(dir, n)
   const ossl = (args: string[]) => execFileSync('openssl', args, { stdio: 'pipe' })
-  ossl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', f('ca.key'), '-out', f('ca.pem'), '-days', '1', '-subj', '/CN=warrant e2e web CA', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'])
+  ossl([
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    f('ca.key'),
+    '-out',
+    f('ca.pem'),
+    '-days',
+    '1',
+    '-subj',
+    '/CN=warrant e2e web CA',
+    '-addext',
+    'basicConstraints=critical,CA:TRUE',
+    '-addext',
+    'keyUsage=critical,keyCertSign,cRLSign',
+  ])
   ossl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', f('ep.key'), '-out', f('ep.csr'), '-subj', '/CN=localhost'])
-  writeFileSync(f('ep.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n')
-  ossl(['x509', '-req', '-in', f('ep.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-out', f('ep.pem'), '-days', '1', '-extfile', f('ep.ext')])
+  writeFileSync(
+    f('ep.ext'),
+    'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n',
+  )
+  ossl([
+    'x509',
+    '-req',
+    '-in',
+    f('ep.csr'),
+    '-CA',
+    f('ca.pem'),
+    '-CAkey',
+    f('ca.key'),
+    '-CAcreateserial',
+    '-out',
+    f('ep.pem'),
+    '-days',
+    '1',
+    '-extfile',
+    f('ep.ext'),
+  ])
   return { caFile: f('ca.pem'), certFile: f('ep.pem'), keyFile: f('ep.key') }
 }
 
@@ -106,8 +151,18 @@ describe.runIf(requireTools('openssl'))('federation e2e: two trust domains, serv
     const set = await serverB.cli(['bundle', 'set', '--trust-domain', A, '--format', 'spiffe', '--path', serverA.bundleSpiffePath])
     expect(set.code, set.stderr).toBe(0)
     const created = await serverB.cli([
-      'federation', 'create', '--trust-domain', A, '--url', `https://${serverA.bundleEndpointAddress}`, '--profile', 'https_spiffe',
-      '--endpoint-spiffe-id', `spiffe://${A}/warrant/server`, '--refresh-hint', '5',
+      'federation',
+      'create',
+      '--trust-domain',
+      A,
+      '--url',
+      `https://${serverA.bundleEndpointAddress}`,
+      '--profile',
+      'https_spiffe',
+      '--endpoint-spiffe-id',
+      `spiffe://${A}/warrant/server`,
+      '--refresh-hint',
+      '5',
     ])
     expect(created.code, created.stderr).toBe(0)
 
@@ -127,25 +182,48 @@ describe.runIf(requireTools('openssl'))('federation e2e: two trust domains, serv
 
   it('both relationships refresh successfully', async () => {
     type Rel = { trust_domain: string; profile: string; last_success_at: string | null; refresh_hint_seconds: number }
-    const [relA, relB] = await waitFor('both relationships to have refreshed', async () => {
-      const ra = await serverA.cliJson<Rel[]>(['federation', 'list'])
-      const rb = await serverB.cliJson<Rel[]>(['federation', 'list'])
-      return ra[0]?.last_success_at && rb[0]?.last_success_at ? [ra, rb] : undefined
-    }, { hint: () => `${serverA.output()}\n${serverB.output()}` })
+    const [relA, relB] = await waitFor(
+      'both relationships to have refreshed',
+      async () => {
+        const ra = await serverA.cliJson<Rel[]>(['federation', 'list'])
+        const rb = await serverB.cliJson<Rel[]>(['federation', 'list'])
+        return ra[0]?.last_success_at && rb[0]?.last_success_at ? [ra, rb] : undefined
+      },
+      { hint: () => `${serverA.output()}\n${serverB.output()}` },
+    )
     expect(relA).toEqual([expect.objectContaining({ trust_domain: B, profile: 'https_web', refresh_hint_seconds: 5 })])
     expect(relB).toEqual([expect.objectContaining({ trust_domain: A, profile: 'https_spiffe', refresh_hint_seconds: 5 })])
     const bInA = await serverA.cliJson<BundleShow>(['bundle', 'show', '--trust-domain', B])
     expect(x509Of(bInA.bundle.keys)).toEqual(derOfPem(readFileSync(serverB.bundlePemPath, 'utf8')).map(b64).sort())
   })
 
-  it('a JWT-SVID minted in B validates through A\'s Workload API', async () => {
-    const jwt = await waitFor('a JWT-SVID from B', () => warrantJson<{ svids: { spiffe_id: string; token: string }[] }>(['api', 'fetch', 'jwt', '--audience', wlA, '--socket', agentB.socketPath]), { hint: () => agentB.output() })
+  it("a JWT-SVID minted in B validates through A's Workload API", async () => {
+    const jwt = await waitFor(
+      'a JWT-SVID from B',
+      () => warrantJson<{ svids: { spiffe_id: string; token: string }[] }>(['api', 'fetch', 'jwt', '--audience', wlA, '--socket', agentB.socketPath]),
+      { hint: () => agentB.output() },
+    )
     expect(jwt.svids[0]!.spiffe_id).toBe(wlB)
-    const v = await waitFor('A to validate B\'s JWT-SVID', () => warrantJson<{ valid: boolean; spiffe_id: string }>(['api', 'validate', 'jwt', '--audience', wlA, '--svid', jwt.svids[0]!.token, '--socket', agentA.socketPath]), { hint: () => agentA.output() })
+    const v = await waitFor(
+      "A to validate B's JWT-SVID",
+      () =>
+        warrantJson<{ valid: boolean; spiffe_id: string }>([
+          'api',
+          'validate',
+          'jwt',
+          '--audience',
+          wlA,
+          '--svid',
+          jwt.svids[0]!.token,
+          '--socket',
+          agentA.socketPath,
+        ]),
+      { hint: () => agentA.output() },
+    )
     expect(v).toMatchObject({ valid: true, spiffe_id: wlB })
   })
 
-  it('A\'s workload gets B\'s CA as a federated bundle, and B\'s X.509-SVID verifies against it', async () => {
+  it("A's workload gets B's CA as a federated bundle, and B's X.509-SVID verifies against it", async () => {
     await fetchX509Until(agentA, wlA, { accept: (j) => j.federated_bundles.some((f) => f.trust_domain === `spiffe://${B}`) })
     const dirA = join(tmp.dir, 'outa')
     const dirB = join(tmp.dir, 'outb')
@@ -166,7 +244,7 @@ describe.runIf(requireTools('openssl'))('federation e2e: two trust domains, serv
     await expect(verifyX509Svid(chainB, own)).rejects.toMatchObject({ code: expect.stringMatching(/^ERR_/) })
   })
 
-  it('the SPIRE bundle vectors parse and have the key shapes B\'s endpoint serves', async () => {
+  it("the SPIRE bundle vectors parse and have the key shapes B's endpoint serves", async () => {
     const served = JSON.parse(await getBundle(`https://${serverB.bundleEndpointAddress}`, readFileSync(pki.caFile, 'utf8'))) as { keys: Jwk[] }
     const shape = (keys: Jwk[], use: string) => [...new Set(keys.filter((k) => k.use === use).map((k) => Object.keys(k).sort().join(',')))]
     const vectors = ['ca.spiffe', 'ca2.spiffe'].map((f) => readFileSync(join(VECTORS, f), 'utf8'))
@@ -176,22 +254,32 @@ describe.runIf(requireTools('openssl'))('federation e2e: two trust domains, serv
     expect(shape(served.keys, 'jwt-svid')).toEqual(shape(spireKeys, 'jwt-svid'))
   })
 
-  it('a CA rotation in B reaches A within a few refresh intervals, and A\'s workload sees it', async () => {
+  it("a CA rotation in B reaches A within a few refresh intervals, and A's workload sees it", async () => {
     expect(bFirstCas).toHaveLength(1)
     // ca_ttl = 1m: B prepares (and publishes) its next CA 30 s after it started.
-    const inB = await waitFor('B to publish its next CA', () => {
-      const keys = (JSON.parse(readFileSync(serverB.bundleSpiffePath, 'utf8')) as { keys: Jwk[] }).keys
-      return x509Of(keys).length === 2 ? x509Of(keys) : undefined
-    }, { timeoutMs: Math.max(10_000, bStartedAt + 45_000 - Date.now()), intervalMs: 100, hint: () => serverB.output() })
+    const inB = await waitFor(
+      'B to publish its next CA',
+      () => {
+        const keys = (JSON.parse(readFileSync(serverB.bundleSpiffePath, 'utf8')) as { keys: Jwk[] }).keys
+        return x509Of(keys).length === 2 ? x509Of(keys) : undefined
+      },
+      { timeoutMs: Math.max(10_000, bStartedAt + 45_000 - Date.now()), intervalMs: 100, hint: () => serverB.output() },
+    )
     expect(inB).toEqual(expect.arrayContaining(bFirstCas))
     // A must hold it within ~2 refresh intervals (5 s each) of B writing it, plus CLI round trips.
     const publishedAt = statSync(serverB.bundleSpiffePath).mtimeMs
-    const inA = await waitFor('A to fetch B\'s rotated bundle', async () => {
-      const keys = x509Of((await serverA.cliJson<BundleShow>(['bundle', 'show', '--trust-domain', B])).bundle.keys)
-      return keys.length === 2 ? keys : undefined
-    }, { timeoutMs: Math.max(1, publishedAt + 12_000 - Date.now()), intervalMs: 100, hint: () => serverA.output() })
+    const inA = await waitFor(
+      "A to fetch B's rotated bundle",
+      async () => {
+        const keys = x509Of((await serverA.cliJson<BundleShow>(['bundle', 'show', '--trust-domain', B])).bundle.keys)
+        return keys.length === 2 ? keys : undefined
+      },
+      { timeoutMs: Math.max(1, publishedAt + 12_000 - Date.now()), intervalMs: 100, hint: () => serverA.output() },
+    )
     expect(inA).toEqual(inB)
-    const j = await fetchX509Until(agentA, wlA, { accept: (x) => x.federated_bundles.find((f) => f.trust_domain === `spiffe://${B}`)?.authorities.length === 2 })
+    const j = await fetchX509Until(agentA, wlA, {
+      accept: (x) => x.federated_bundles.find((f) => f.trust_domain === `spiffe://${B}`)?.authorities.length === 2,
+    })
     expect(j.federated_bundles.find((f) => f.trust_domain === `spiffe://${B}`)!.authorities).toHaveLength(2)
   }, 90_000)
 })

@@ -67,14 +67,23 @@ describe.runIf(isRoot || process.env.CI === 'true')('hostile connections e2e: se
       bundlePemPath: server.bundlePemPath,
       token: await server.joinToken(),
       logLevel: 'info',
-    }).replace('[plugins.node_attestor.join_token]', `[agent.connection_limits]\nmax_per_peer = ${MAX_PER_UID}\nhandshake_timeout = "2s"\ngrace = "500ms"\n[plugins.node_attestor.join_token]`)
+    }).replace(
+      '[plugins.node_attestor.join_token]',
+      `[agent.connection_limits]\nmax_per_peer = ${MAX_PER_UID}\nhandshake_timeout = "2s"\ngrace = "500ms"\n[plugins.node_attestor.join_token]`,
+    )
     writeFileSync(join(agentDir, 'agent.toml'), toml, { mode: 0o600 })
     agent = new WarrantProcess(['agent', 'run', '--config', join(agentDir, 'agent.toml')])
-    const agentId = await waitFor('the agent to start', () => {
-      if (!agent.running) throw new Error(`agent exited:\n${agent.output().slice(-4000)}`)
-      return /"agent_id":"(spiffe:\/\/[^"]+)"[^\n]*Agent started/.exec(agent.output())?.[1]
-    }, { timeoutMs: 45_000, hint: () => agent.output() })
-    await waitFor('the Workload API socket', async () => (await warrant(['agent', 'healthcheck', '--socket', socketPath])).code === 0, { hint: () => agent.output() })
+    const agentId = await waitFor(
+      'the agent to start',
+      () => {
+        if (!agent.running) throw new Error(`agent exited:\n${agent.output().slice(-4000)}`)
+        return /"agent_id":"(spiffe:\/\/[^"]+)"[^\n]*Agent started/.exec(agent.output())?.[1]
+      },
+      { timeoutMs: 45_000, hint: () => agent.output() },
+    )
+    await waitFor('the Workload API socket', async () => (await warrant(['agent', 'healthcheck', '--socket', socketPath])).code === 0, {
+      hint: () => agent.output(),
+    })
     spiffeId = 'spiffe://example.org/hostile/root'
     const r = await server.cli(['entry', 'create', '--spiffe-id', spiffeId, '--parent-id', agentId, '--selector', 'unix:uid:0', '--output', 'json'])
     expect(r.code, r.stderr).toBe(0)

@@ -99,7 +99,14 @@ function bundleOf(server: E2eServer): { x509: string[]; kids: string[] } {
 }
 
 const pkcs11Plugins = (hsm: ProvisionedSoftHsm, pinFile = hsm.pinFile) =>
-  ['[plugins.key_manager.pkcs11]', `module_path = "${hsm.modulePath}"`, `token_label = "${hsm.tokenLabel}"`, `pin_file = "${pinFile}"`, '[plugins.node_attestor.join_token]', ''].join('\n')
+  [
+    '[plugins.key_manager.pkcs11]',
+    `module_path = "${hsm.modulePath}"`,
+    `token_label = "${hsm.tokenLabel}"`,
+    `pin_file = "${pinFile}"`,
+    '[plugins.node_attestor.join_token]',
+    '',
+  ].join('\n')
 
 describe.runIf(requireTools('softhsm2-util'))('server process with the CA in a SoftHSM2 token', () => {
   const tmp = tempDir('whsm-')
@@ -153,7 +160,9 @@ describe.runIf(requireTools('softhsm2-util'))('server process with the CA in a S
     const out = join(tmp.dir, 'svid')
     const w = await agent.api(['fetch', 'x509', '--write', out])
     expect(w.code, w.stderr).toBe(0)
-    const chain = readFileSync(join(out, 'svid.0.pem'), 'utf8').match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g)!.map((pem) => new Uint8Array(Buffer.from(pem.replace(/-----[^-]+-----|\s/g, ''), 'base64')))
+    const chain = readFileSync(join(out, 'svid.0.pem'), 'utf8')
+      .match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g)!
+      .map((pem) => new Uint8Array(Buffer.from(pem.replace(/-----[^-]+-----|\s/g, ''), 'base64')))
     const verified = await verifyX509Svid(chain, SpiffeBundle.parse(td, readFileSync(server.bundleSpiffePath, 'utf8')))
     expect(verified.id.toString()).toBe(workloadId)
 
@@ -184,23 +193,35 @@ describe.runIf(requireTools('softhsm2-util'))('server process with the CA in a S
   it('rotation creates new token keys, and the retired keys leave the token once they expire out of the bundle', async () => {
     const first = bundleOf(server!)
     // ca_ttl 1m: the next keys are prepared at 30 s and published next to the old ones.
-    const both = await waitFor('the next CA key in the bundle', () => {
-      const b = bundleOf(server!)
-      return b.x509.length === 2 && b.kids.length === 2 ? b : undefined
-    }, { timeoutMs: 60_000, intervalMs: 500, hint: () => server!.output() })
+    const both = await waitFor(
+      'the next CA key in the bundle',
+      () => {
+        const b = bundleOf(server!)
+        return b.x509.length === 2 && b.kids.length === 2 ? b : undefined
+      },
+      { timeoutMs: 60_000, intervalMs: 500, hint: () => server!.output() },
+    )
     expect(both.x509).toEqual(expect.arrayContaining(first.x509))
     expect(labels(inspectToken(hsm))).toEqual(['warrant-jwt-2', 'warrant-jwt-4', 'warrant-x509-ca-1', 'warrant-x509-ca-3'])
 
     // At 60 s the first keys expire: they leave the bundle and are destroyed in the token
     // (by then the next generation may already be prepared next to keys 3 and 4).
-    await waitFor('the retired keys to leave the bundle', () => {
-      const b = bundleOf(server!)
-      return !b.x509.includes(first.x509[0]!) && !b.kids.includes(first.kids[0]!)
-    }, { timeoutMs: 60_000, intervalMs: 500, hint: () => server!.output() })
-    const objs = await waitFor('the retired key objects to be destroyed', () => {
-      const o = inspectToken(hsm)
-      return o.some((x) => x.label === 'warrant-x509-ca-1' || x.label === 'warrant-jwt-2') ? undefined : o
-    }, { timeoutMs: 10_000 })
+    await waitFor(
+      'the retired keys to leave the bundle',
+      () => {
+        const b = bundleOf(server!)
+        return !b.x509.includes(first.x509[0]!) && !b.kids.includes(first.kids[0]!)
+      },
+      { timeoutMs: 60_000, intervalMs: 500, hint: () => server!.output() },
+    )
+    const objs = await waitFor(
+      'the retired key objects to be destroyed',
+      () => {
+        const o = inspectToken(hsm)
+        return o.some((x) => x.label === 'warrant-x509-ca-1' || x.label === 'warrant-jwt-2') ? undefined : o
+      },
+      { timeoutMs: 10_000 },
+    )
     for (const cls of ['private', 'public'] as const) {
       expect(labels(objs, cls)).not.toContain('warrant-x509-ca-1')
       expect(labels(objs, cls)).not.toContain('warrant-jwt-2')

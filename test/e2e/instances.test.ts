@@ -67,7 +67,10 @@ class Workload {
   readonly first: Promise<ProbeOut>
   readonly exited: Promise<void>
   constructor(probe: string, socket: string, mode: 'once' | 'hold', uid?: number) {
-    this.child = spawn(process.execPath, [probe, socket, mode], { stdio: ['ignore', 'pipe', 'pipe'], ...(uid !== undefined ? { uid, gid: uid, cwd: '/' } : {}) })
+    this.child = spawn(process.execPath, [probe, socket, mode], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      ...(uid !== undefined ? { uid, gid: uid, cwd: '/' } : {}),
+    })
     let out = ''
     let err = ''
     // 'close', not 'exit': a quick process can exit before its stdout has been read.
@@ -106,7 +109,15 @@ class InstancesAgent {
     const config = join(dir, 'agent.toml')
     writeFileSync(
       config,
-      joinTokenAgentToml({ trustDomain: server.trustDomain, serverAddress: server.address, socketPath: this.socketPath, dataDir: join(dir, 'data'), bundlePemPath: server.bundlePemPath, token, logLevel: 'debug' }),
+      joinTokenAgentToml({
+        trustDomain: server.trustDomain,
+        serverAddress: server.address,
+        socketPath: this.socketPath,
+        dataDir: join(dir, 'data'),
+        bundlePemPath: server.bundlePemPath,
+        token,
+        logLevel: 'debug',
+      }),
       { mode: 0o600 },
     )
     this.proc = new WarrantProcess(['agent', 'run', '--config', config])
@@ -115,11 +126,17 @@ class InstancesAgent {
     return this.proc.output()
   }
   async attested(): Promise<string> {
-    const id = await waitFor('the agent to start', () => {
-      if (!this.proc.running) throw new Error(`agent exited:\n${this.output().slice(-4000)}`)
-      return /"agent_id":"(spiffe:\/\/[^"]+)"[^\n]*Agent started/.exec(this.output())?.[1]
-    }, { timeoutMs: 45_000, hint: () => this.output() })
-    await waitFor('the Workload API socket', async () => (await warrant(['agent', 'healthcheck', '--socket', this.socketPath])).code === 0, { hint: () => this.output() })
+    const id = await waitFor(
+      'the agent to start',
+      () => {
+        if (!this.proc.running) throw new Error(`agent exited:\n${this.output().slice(-4000)}`)
+        return /"agent_id":"(spiffe:\/\/[^"]+)"[^\n]*Agent started/.exec(this.output())?.[1]
+      },
+      { timeoutMs: 45_000, hint: () => this.output() },
+    )
+    await waitFor('the Workload API socket', async () => (await warrant(['agent', 'healthcheck', '--socket', this.socketPath])).code === 0, {
+      hint: () => this.output(),
+    })
     return id
   }
   stop() {
@@ -165,7 +182,10 @@ describe.runIf(isRoot || process.env.CI === 'true')('per-instance identities e2e
     probe = writeWorkloadProbe(tmp.dir)
     server = await E2eServer.start({ dir: join(tmp.dir, 'srv'), trustDomain: TD, serverExtra: ['default_x509_svid_ttl = "1h"'], serverTables: BOUNDS })
     agentId = await startAgent()
-    for (const [name, id, uid] of [['pay', PAY, process.getuid!()], ['churn', CHURN, NOBODY]] as const) {
+    for (const [name, id, uid] of [
+      ['pay', PAY, process.getuid!()],
+      ['churn', CHURN, NOBODY],
+    ] as const) {
       const r = await createEntry(id, uid)
       expect(r.code, r.stderr).toBe(0)
       payIds[name] = (JSON.parse(r.stdout) as { results: { entry: { id: string } }[] }).results[0]!.entry.id
@@ -189,7 +209,9 @@ describe.runIf(isRoot || process.env.CI === 'true')('per-instance identities e2e
 
   it('1. two processes matching one template get different instance IDs and keys, within the narrowed TTL', async () => {
     // The agent may still be syncing the new entries: retry with fresh processes until served.
-    await waitFor('the template entry to reach the agent', async () => (await workload('once').first).svids?.length ? true : undefined, { hint: () => agent.output() })
+    await waitFor('the template entry to reach the agent', async () => ((await workload('once').first).svids?.length ? true : undefined), {
+      hint: () => agent.output(),
+    })
     // That probe's instance counts under max_instances until the agent reports its end.
     await waitFor('the probe instance to end', async () => ((await list({ entryId: payIds.pay!, live: true })).length === 0 ? true : undefined))
     const [a, b] = [workload('hold'), workload('hold')]
@@ -209,10 +231,14 @@ describe.runIf(isRoot || process.env.CI === 'true')('per-instance identities e2e
     const [a] = live
     const id = instanceIdOf((await svidOf(a!)).spiffe_id)
     await a!.kill()
-    const ended = await waitFor('the instance to be ended', async () => {
-      const r = await show(id)
-      return Number(r.ended_at) > 0 ? r : undefined
-    }, { hint: () => agent.output() })
+    const ended = await waitFor(
+      'the instance to be ended',
+      async () => {
+        const r = await show(id)
+        return Number(r.ended_at) > 0 ? r : undefined
+      },
+      { hint: () => agent.output() },
+    )
     expect(Number(ended.ended_at)).toBeGreaterThanOrEqual(Number(ended.created_at))
     expect((await list({ entryId: payIds.pay!, live: true })).map((i) => i.instance_id)).not.toContain(id)
     live.shift()
@@ -226,7 +252,9 @@ describe.runIf(isRoot || process.env.CI === 'true')('per-instance identities e2e
     expect(server.output()).toMatch(/max_instances/)
     await c.kill()
     live.pop()
-    await waitFor('the ended instance to free its place', async () => ((await workload('once').first).svids?.length ? true : undefined), { hint: () => agent.output() + server.output() })
+    await waitFor('the ended instance to free its place', async () => ((await workload('once').first).svids?.length ? true : undefined), {
+      hint: () => agent.output() + server.output(),
+    })
   })
 
   it('4. an entry exceeding the bounds is refused at creation; a bound wider than its parent is refused at startup', async () => {
@@ -239,7 +267,11 @@ describe.runIf(isRoot || process.env.CI === 'true')('per-instance identities e2e
     const cfg = join(tmp.dir, 'bad.toml')
     writeFileSync(
       cfg,
-      e2eServerToml({ dir, trustDomain: TD, serverTables: `[server.bounds."/agents"]\nx509_svid_ttl = "1h"\n\n[server.bounds."/agents/payments"]\nx509_svid_ttl = "2h"\n` }),
+      e2eServerToml({
+        dir,
+        trustDomain: TD,
+        serverTables: `[server.bounds."/agents"]\nx509_svid_ttl = "1h"\n\n[server.bounds."/agents/payments"]\nx509_svid_ttl = "2h"\n`,
+      }),
     )
     const bad = await warrant(['server', 'run', '--config', cfg], { timeoutMs: 30_000 })
     expect(bad.code).not.toBe(0)
@@ -252,7 +284,9 @@ describe.runIf(isRoot || process.env.CI === 'true')('per-instance identities e2e
     await agent.stop()
     agent = new InstancesAgent(join(tmp.dir, 'agent'), server, 'used')
     await agent.attested()
-    await waitFor('EndAllInstances of the restarted agent', async () => (Number((await show(oldId)).ended_at) > 0 ? true : undefined), { hint: () => agent.output() })
+    await waitFor('EndAllInstances of the restarted agent', async () => (Number((await show(oldId)).ended_at) > 0 ? true : undefined), {
+      hint: () => agent.output(),
+    })
     expect(agent.output()).toMatch(/Reusing persisted agent SVID/)
     // The same process, asking again, gets a new instance; the old ID is never served again.
     const again = workload('hold')
@@ -280,7 +314,11 @@ describe.runIf(isRoot || process.env.CI === 'true')('per-instance identities e2e
       }
       return ids
     }
-    const allEnded = () => waitFor('every churn instance to be ended', async () => ((await list({ entryId: payIds.churn!, live: true })).length === 0 ? true : undefined), { timeoutMs: 60_000, hint: () => agent.output() })
+    const allEnded = () =>
+      waitFor('every churn instance to be ended', async () => ((await list({ entryId: payIds.churn!, live: true })).length === 0 ? true : undefined), {
+        timeoutMs: 60_000,
+        hint: () => agent.output(),
+      })
     // Warm-up with as many instances as the measured run: code paths, pools, caches, the V8 heap and the
     // allocator's arenas reach their working size, which they keep. A leak grows with every instance and
     // shows in the second run; working-size growth does not. (After 50- and 200-instance warm-ups, full-suite
@@ -292,10 +330,14 @@ describe.runIf(isRoot || process.env.CI === 'true')('per-instance identities e2e
     expect(ids.size).toBe(CHURN_COUNT)
     await allEnded()
     expect((await list({ entryId: payIds.churn! })).length).toBe(CHURN_COUNT + WARMUP_COUNT)
-    const after = await waitFor('agent usage back near the start', () => {
-      const u = agentUsage(pid)
-      return u.fds <= before.fds + 10 && u.rssKb <= before.rssKb + 30 * 1024 ? u : undefined
-    }, { timeoutMs: 20_000, hint: () => JSON.stringify({ before, now: agentUsage(pid) }) })
+    const after = await waitFor(
+      'agent usage back near the start',
+      () => {
+        const u = agentUsage(pid)
+        return u.fds <= before.fds + 10 && u.rssKb <= before.rssKb + 30 * 1024 ? u : undefined
+      },
+      { timeoutMs: 20_000, hint: () => JSON.stringify({ before, now: agentUsage(pid) }) },
+    )
     expect(after.fds - before.fds).toBeLessThanOrEqual(10)
     expect(after.rssKb - before.rssKb).toBeLessThanOrEqual(30 * 1024)
   }, 900_000)

@@ -49,8 +49,18 @@ interface WeakCase {
 const CASES: WeakCase[] = [
   { title: 'CKA_SENSITIVE false', priv: { sensitive: false, extractable: false }, problem: 'CKA_SENSITIVE is false' },
   { title: 'CKA_EXTRACTABLE true', priv: { sensitive: true, extractable: true }, problem: 'CKA_EXTRACTABLE is true' },
-  { title: 'made sensitive after creation', priv: { sensitive: false, extractable: false }, after: { sensitive: true }, problem: 'CKA_ALWAYS_SENSITIVE is false' },
-  { title: 'made non-extractable after creation', priv: { sensitive: true, extractable: true }, after: { extractable: false }, problem: 'CKA_NEVER_EXTRACTABLE is false' },
+  {
+    title: 'made sensitive after creation',
+    priv: { sensitive: false, extractable: false },
+    after: { sensitive: true },
+    problem: 'CKA_ALWAYS_SENSITIVE is false',
+  },
+  {
+    title: 'made non-extractable after creation',
+    priv: { sensitive: true, extractable: true },
+    after: { extractable: false },
+    problem: 'CKA_NEVER_EXTRACTABLE is false',
+  },
   { title: 'imported from outside the token', priv: { sensitive: true, extractable: false }, imported: true, problem: 'CKA_ALWAYS_SENSITIVE is false' },
 ]
 

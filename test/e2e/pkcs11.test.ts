@@ -116,7 +116,10 @@ describe.runIf(haveTools)('Pkcs11KeyManager with SoftHSM2', () => {
       const p = rawModule()
       const session = p.C_OpenSession(tokenSlot(p), pkcs11js.CKF_SERIAL_SESSION)
       try {
-        for (const [id, type] of [['ec', 'ec-p256'], ['rsa', 'rsa-2048']] as const) {
+        for (const [id, type] of [
+          ['ec', 'ec-p256'],
+          ['rsa', 'rsa-2048'],
+        ] as const) {
           await km.generateKey(id, type)
           p.C_FindObjectsInit(session, [
             { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY },
@@ -148,7 +151,10 @@ describe.runIf(haveTools)('Pkcs11KeyManager with SoftHSM2', () => {
     it('produces ECDSA signatures that openssl verifies (r||s converted to DER)', async () => {
       const km = await Pkcs11KeyManager.open(config())
       try {
-        for (const [type, alg, dgst] of [['ec-p256', 'ES256', '-sha256'], ['ec-p384', 'ES384', '-sha384']] as const) {
+        for (const [type, alg, dgst] of [
+          ['ec-p256', 'ES256', '-sha256'],
+          ['ec-p384', 'ES384', '-sha384'],
+        ] as const) {
           const key = await km.generateKey(`openssl-${type}`, type)
           const data = randomBytes(333)
           const raw = Buffer.from(await key.sign(data, alg))
@@ -168,7 +174,19 @@ describe.runIf(haveTools)('Pkcs11KeyManager with SoftHSM2', () => {
         writeFileSync(join(tmp.dir, 'sig.bin'), await rsa.sign(data, 'PS256'))
         const out = execFileSync(
           'openssl',
-          ['dgst', '-sha256', '-sigopt', 'rsa_padding_mode:pss', '-sigopt', 'rsa_pss_saltlen:32', '-verify', join(tmp.dir, 'pub.pem'), '-signature', join(tmp.dir, 'sig.bin'), join(tmp.dir, 'data.bin')],
+          [
+            'dgst',
+            '-sha256',
+            '-sigopt',
+            'rsa_padding_mode:pss',
+            '-sigopt',
+            'rsa_pss_saltlen:32',
+            '-verify',
+            join(tmp.dir, 'pub.pem'),
+            '-signature',
+            join(tmp.dir, 'sig.bin'),
+            join(tmp.dir, 'data.bin'),
+          ],
           { encoding: 'utf8' },
         )
         expect(out.trim()).toBe('Verified OK')
@@ -213,7 +231,11 @@ describe.runIf(haveTools)('Pkcs11KeyManager with SoftHSM2', () => {
     it.each(['sync', 'async', 'auto'] as const)('signs correctly in sign_mode %s, in parallel, with EC and RSA keys', async (mode) => {
       const km = await Pkcs11KeyManager.open(config({ sign_mode: mode, session_pool_size: 2 }))
       try {
-        for (const [type, alg] of [['ec-p256', 'ES256'], ['rsa-2048', 'PS256'], ['rsa-2048', 'RS256']] as const) {
+        for (const [type, alg] of [
+          ['ec-p256', 'ES256'],
+          ['rsa-2048', 'PS256'],
+          ['rsa-2048', 'RS256'],
+        ] as const) {
           const key = await km.generateKey(`mode-${mode}-${type}`, type)
           const inputs = Array.from({ length: 20 }, (_, i) => Buffer.from(`${mode} ${type} ${i}`))
           const sigs = await Promise.all(inputs.map((d) => key.sign(d, alg)))

@@ -153,14 +153,18 @@ describe.runIf(isRoot || process.env.CI === 'true')('setuid exec after connect: 
   const tmp = tempDir('wsu-')
   let server: E2eServer
   let agent: E2eAgent
-  let attack = ''
   let sleeper = ''
   let plainSleeper = ''
   let client = ''
 
   /** Runs the attack as uid 65534; the connecting process becomes `target` ('-': it stays as it is). */
   async function run(target: string): Promise<Outcome> {
-    const child = spawn(join(tmp.dir, 'attack'), [agent.socketPath, target, process.execPath, client], { uid: NOBODY, gid: NOBODY, cwd: '/', stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(join(tmp.dir, 'attack'), [agent.socketPath, target, process.execPath, client], {
+      uid: NOBODY,
+      gid: NOBODY,
+      cwd: '/',
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
     let out = ''
     let err = ''
     child.stdout.on('data', (d: Buffer) => (out += d.toString()))
@@ -180,7 +184,7 @@ describe.runIf(isRoot || process.env.CI === 'true')('setuid exec after connect: 
       execFileSync('cc', ['-O2', '-o', join(tmp.dir, name), join(tmp.dir, `${name}.c`)])
       return join(tmp.dir, name)
     }
-    attack = cc('attack', ATTACK_C)
+    cc('attack', ATTACK_C)
     sleeper = cc('suid-sleeper', SLEEPER_C)
     plainSleeper = cc('plain-sleeper', SLEEPER_C)
     chownSync(sleeper, 0, 0)
@@ -191,12 +195,18 @@ describe.runIf(isRoot || process.env.CI === 'true')('setuid exec after connect: 
     server = await E2eServer.start({ dir: join(tmp.dir, 'srv'), trustDomain: TD })
     agent = E2eAgent.start({ dir: join(tmp.dir, 'ag'), server, nodeAttestor: `[plugins.node_attestor.join_token]\ntoken = "${await server.joinToken()}"\n` })
     const agentId = await agent.attested()
-    for (const [id, uid] of [[ROOT_ONLY, 0], [NOBODY_ID, NOBODY]] as const) {
+    for (const [id, uid] of [
+      [ROOT_ONLY, 0],
+      [NOBODY_ID, NOBODY],
+    ] as const) {
       const r = await server.cli(['entry', 'create', '--spiffe-id', id, '--parent-id', agentId, '--selector', `unix:uid:${uid}`])
       expect(r.code, r.stderr).toBe(0)
     }
     // Both entries reached the agent: uid 65534 is served its own SVID.
-    await waitFor('the entries to reach the agent', async () => ((await run('-')).spiffeIds.includes(NOBODY_ID) ? true : undefined), { timeoutMs: 30_000, hint: () => agent.output() })
+    await waitFor('the entries to reach the agent', async () => ((await run('-')).spiffeIds.includes(NOBODY_ID) ? true : undefined), {
+      timeoutMs: 30_000,
+      hint: () => agent.output(),
+    })
   }, 120_000)
 
   afterAll(async () => {
@@ -215,8 +225,13 @@ describe.runIf(isRoot || process.env.CI === 'true')('setuid exec after connect: 
     // parentEuid 0: the attack really ran (the connecting pid is now effective root); 7: PERMISSION_DENIED.
     // Before the exec the same connection was served uid 65534's SVID.
     expect(r).toMatchObject({ before: { spiffeIds: [NOBODY_ID] }, parentEuid: 0, grpcStatus: 7, spiffeIds: [], bytes: 0 })
-    await waitFor('the refusal in the agent log', () => /Workload credentials changed since it connected/.test(agent.output()) || undefined, { hint: () => agent.output() })
-    const line = agent.output().split('\n').find((l) => l.includes('Workload credentials changed since it connected'))!
+    await waitFor('the refusal in the agent log', () => /Workload credentials changed since it connected/.test(agent.output()) || undefined, {
+      hint: () => agent.output(),
+    })
+    const line = agent
+      .output()
+      .split('\n')
+      .find((l) => l.includes('Workload credentials changed since it connected'))!
     // Both views are logged: the kernel's at connect and /proc's now.
     expect(JSON.parse(line)).toMatchObject({ at_connect: { uid: NOBODY }, now: { uids: [NOBODY, 0, 0, 0] } })
   }, 150_000)
@@ -225,6 +240,8 @@ describe.runIf(isRoot || process.env.CI === 'true')('setuid exec after connect: 
     const r = await run(plainSleeper)
     // The whole outcome in one assertion, so that a failure shows what the client saw.
     expect(r).toMatchObject({ before: { spiffeIds: [NOBODY_ID] }, parentEuid: NOBODY, grpcStatus: 7, spiffeIds: [] })
-    await waitFor('the refusal in the agent log', () => /Workload executable changed since it connected/.test(agent.output()) || undefined, { hint: () => agent.output() })
+    await waitFor('the refusal in the agent log', () => /Workload executable changed since it connected/.test(agent.output()) || undefined, {
+      hint: () => agent.output(),
+    })
   }, 150_000)
 })

@@ -54,9 +54,20 @@ describe.runIf(requireTools('swtpm', 'swtpm_setup'))('tpm node attestation again
     const ekHash = res.agentId.toString().split('/').pop()!
     expect(res.agentId.toString()).toMatch(/^spiffe:\/\/example\.org\/warrant\/agent\/tpm\/[0-9a-f]{64}$/)
     expect(res.canReattest).toBe(true)
-    const fps = caFiles.map((f) => createHash('sha256').update(Buffer.from(readFileSync(f, 'utf8').replace(/-----[^-]+-----|\s/g, ''), 'base64')).digest('hex'))
+    const fps = caFiles.map((f) =>
+      createHash('sha256')
+        .update(Buffer.from(readFileSync(f, 'utf8').replace(/-----[^-]+-----|\s/g, ''), 'base64'))
+        .digest('hex'),
+    )
     expect(res.selectorValues).toEqual(
-      expect.arrayContaining([`ek_hash:${ekHash}`, `ek_ca:${fps[1]}`, `ek_ca:${fps[0]}`, `pcr:sha256:16:${pcr16}`, `pcr:sha256:0:${'00'.repeat(32)}`, 'pcr_policy:e2e']),
+      expect.arrayContaining([
+        `ek_hash:${ekHash}`,
+        `ek_ca:${fps[1]}`,
+        `ek_ca:${fps[0]}`,
+        `pcr:sha256:16:${pcr16}`,
+        `pcr:sha256:0:${'00'.repeat(32)}`,
+        'pcr_policy:e2e',
+      ]),
     )
     expect(res.selectorValues.filter((s) => s.startsWith('pcr:')).length).toBe(PCRS.length)
 
@@ -139,23 +150,31 @@ describe.runIf(requireTools('swtpm', 'swtpm_setup'))('tpm node attestation again
     const agent = agentFor()
     let old: { answer: Uint8Array; nonce: Uint8Array } | undefined
     if (tamper === 'replay' || tamper === 'stale-nonce') {
-      await server.attest(await agent.payload({}), async (c) => {
-        const answer = await agent.answer(c, {})
-        old = { answer, nonce: decodeChallenge(c).nonce }
-        return answer
-      }, {})
+      await server.attest(
+        await agent.payload({}),
+        async (c) => {
+          const answer = await agent.answer(c, {})
+          old = { answer, nonce: decodeChallenge(c).nonce }
+          return answer
+        },
+        {},
+      )
     }
     const payload = await agent.payload({})
     const err = await server
-      .attest(payload, async (c) => {
-        if (tamper === 'replay') return old!.answer
-        if (tamper === 'stale-nonce') {
-          const challenge = decodeChallenge(c)
-          expect(Buffer.from(challenge.nonce).equals(old!.nonce)).toBe(false)
-          return agent.answer(encodeChallenge({ ...challenge, nonce: old!.nonce }), {})
-        }
-        return tamper(await agent.answer(c, {}))
-      }, {})
+      .attest(
+        payload,
+        async (c) => {
+          if (tamper === 'replay') return old!.answer
+          if (tamper === 'stale-nonce') {
+            const challenge = decodeChallenge(c)
+            expect(Buffer.from(challenge.nonce).equals(old!.nonce)).toBe(false)
+            return agent.answer(encodeChallenge({ ...challenge, nonce: old!.nonce }), {})
+          }
+          return tamper(await agent.answer(c, {}))
+        },
+        {},
+      )
       .catch((e: unknown) => e)
     expect(err).toMatchObject({ code: 'ERR_NODE_ATTESTATION_FAILED', message: reason })
   })

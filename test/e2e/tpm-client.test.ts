@@ -29,7 +29,12 @@ import { SwtpmTcpTransport, openTransport } from '../../src/tpm/transport.js'
 import { srkTemplateEcc } from '../../src/tpm/templates.js'
 
 const execFileP = promisify(execFile)
-const sha256 = (...b: Uint8Array[]) => new Uint8Array(createHash('sha256').update(concatBytes(...b)).digest())
+const sha256 = (...b: Uint8Array[]) =>
+  new Uint8Array(
+    createHash('sha256')
+      .update(concatBytes(...b))
+      .digest(),
+  )
 
 /** Checks a TPMT_SIGNATURE over TPMS_ATTEST bytes with node crypto. */
 function verifyAttest(pub: TpmtPublic, res: AttestResult): boolean {

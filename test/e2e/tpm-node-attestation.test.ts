@@ -25,7 +25,10 @@ const FF = 'ff'.repeat(32)
 
 type AgentsJson = { agents: { agent_id: string; attestor: string; selectors: { type: string; value: string }[] }[] }
 
-const fingerprint = (file: string) => createHash('sha256').update(Buffer.from(readFileSync(file, 'utf8').replace(/-----[^-]+-----|\s/g, ''), 'base64')).digest('hex')
+const fingerprint = (file: string) =>
+  createHash('sha256')
+    .update(Buffer.from(readFileSync(file, 'utf8').replace(/-----[^-]+-----|\s/g, ''), 'base64'))
+    .digest('hex')
 
 describe.runIf(requireTools('swtpm', 'swtpm_setup'))('tpm node attestation: server and agent processes with swtpm', () => {
   const tmp = tempDir('wtpm-')
@@ -74,7 +77,15 @@ describe.runIf(requireTools('swtpm', 'swtpm_setup'))('tpm node attestation: serv
     const node = list.agents[0]!
     expect(node.attestor).toBe('tpm')
     const sel = node.selectors.map((s) => `${s.type}:${s.value}`)
-    expect(sel).toEqual(expect.arrayContaining([`tpm:ek_hash:${ekHash}`, `tpm:ek_ca:${fingerprint(caFiles[0]!)}`, `tpm:ek_ca:${fingerprint(caFiles[1]!)}`, `tpm:pcr:sha256:0:${ZERO}`, 'tpm:pcr_policy:boot']))
+    expect(sel).toEqual(
+      expect.arrayContaining([
+        `tpm:ek_hash:${ekHash}`,
+        `tpm:ek_ca:${fingerprint(caFiles[0]!)}`,
+        `tpm:ek_ca:${fingerprint(caFiles[1]!)}`,
+        `tpm:pcr:sha256:0:${ZERO}`,
+        'tpm:pcr_policy:boot',
+      ]),
+    )
     expect(sel.filter((s) => s.startsWith('tpm:pcr:sha256:'))).toHaveLength(8)
     for (const s of sel.filter((x) => x.startsWith('tpm:pcr:sha256:'))) expect(s).toMatch(/^tpm:pcr:sha256:[0-7]:[0-9a-f]{64}$/)
 
@@ -92,7 +103,13 @@ describe.runIf(requireTools('swtpm', 'swtpm_setup'))('tpm node attestation: serv
       dir: join(tmp.dir, 's3'),
       trustDomain: TD,
       serverExtra: ['agent_ttl = "12s"'],
-      plugins: ['[plugins.key_manager.disk]', 'keys_path = "keys"', '[plugins.node_attestor.tpm]', `ek_ca_paths = ${JSON.stringify(caFiles)}`, 'pcrs = [0, 16]'].join('\n'),
+      plugins: [
+        '[plugins.key_manager.disk]',
+        'keys_path = "keys"',
+        '[plugins.node_attestor.tpm]',
+        `ek_ca_paths = ${JSON.stringify(caFiles)}`,
+        'pcrs = [0, 16]',
+      ].join('\n'),
     })
     servers.push(server)
     const agent = E2eAgent.start({ dir: join(tmp.dir, 'a3'), server, nodeAttestor: `[plugins.node_attestor.tpm]\nswtpm = "127.0.0.1:${tpm.port}"\n` })
@@ -100,7 +117,10 @@ describe.runIf(requireTools('swtpm', 'swtpm_setup'))('tpm node attestation: serv
     const agentId = await agent.attested()
     const pcr16 = async () => {
       const node = (await server.cliJson<AgentsJson & { agents: { serial: string }[] }>(['agent', 'list'])).agents.find((a) => a.agent_id === agentId)!
-      return { value: node.selectors.find((s) => s.value.startsWith('pcr:sha256:16:'))?.value.split(':')[3], serial: (node as unknown as { serial: string }).serial }
+      return {
+        value: node.selectors.find((s) => s.value.startsWith('pcr:sha256:16:'))?.value.split(':')[3],
+        serial: (node as unknown as { serial: string }).serial,
+      }
     }
     const before = await pcr16()
     expect(before.value).toMatch(/^[0-9a-f]{64}$/)
@@ -111,10 +131,14 @@ describe.runIf(requireTools('swtpm', 'swtpm_setup'))('tpm node attestation: serv
     } finally {
       await client.close()
     }
-    const after = await waitFor('the renewal quote to report the new PCR 16', async () => {
-      const now = await pcr16()
-      return now.value !== before.value ? now : undefined
-    }, { timeoutMs: 45_000, hint: () => server.output() })
+    const after = await waitFor(
+      'the renewal quote to report the new PCR 16',
+      async () => {
+        const now = await pcr16()
+        return now.value !== before.value ? now : undefined
+      },
+      { timeoutMs: 45_000, hint: () => server.output() },
+    )
     expect(after.value).toMatch(/^[0-9a-f]{64}$/)
     expect(after.serial).not.toBe(before.serial)
     expect(agent.output()).toContain('Agent re-attested')

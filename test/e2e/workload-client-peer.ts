@@ -20,13 +20,20 @@ const [mode, socketPath, ...rest] = process.argv.slice(2)
 const source = await X509Source.create({ socketPath: socketPath!, signal: AbortSignal.timeout(60_000) })
 
 if (mode === 'serve') {
-  const server = createMtlsHttpsServer(source, authorizeId(rest[0]!), (req, res) => {
-    const peer = peerOf(req.socket as TLSSocket)
-    res.setHeader('content-type', 'application/json')
-    res.end(JSON.stringify({ server: source.getX509Svid().id.toString(), client: peer?.id.toString() ?? null }))
-  }, { onRefused: (err) => out({ refused: (err as { code?: string }).code ?? 'unknown' }) })
+  const server = createMtlsHttpsServer(
+    source,
+    authorizeId(rest[0]!),
+    (req, res) => {
+      const peer = peerOf(req.socket as TLSSocket)
+      res.setHeader('content-type', 'application/json')
+      res.end(JSON.stringify({ server: source.getX509Svid().id.toString(), client: peer?.id.toString() ?? null }))
+    },
+    { onRefused: (err) => out({ refused: (err as { code?: string }).code ?? 'unknown' }) },
+  )
   source.on('update', () => out({ rotated: true, serial: serialOf(source.getX509Svid().leaf) }))
-  server.listen(0, '127.0.0.1', () => out({ port: (server.address() as AddressInfo).port, id: source.getX509Svid().id.toString(), serial: serialOf(source.getX509Svid().leaf) }))
+  server.listen(0, '127.0.0.1', () =>
+    out({ port: (server.address() as AddressInfo).port, id: source.getX509Svid().id.toString(), serial: serialOf(source.getX509Svid().leaf) }),
+  )
   const stop = () => server.close(() => void source.close().then(() => process.exit(0)))
   process.once('SIGTERM', stop)
 } else if (mode === 'call') {

@@ -84,7 +84,11 @@ describe.runIf(isRoot)('workload-client e2e: agent-to-agent mutual TLS with SVID
     server = await E2eServer.start({ dir: join(tmp.dir, 's'), trustDomain: TD })
     agent = E2eAgent.start({ dir: join(tmp.dir, 'a'), server, nodeAttestor: `[plugins.node_attestor.join_token]\ntoken = "${await server.joinToken()}"\n` })
     const agentId = await agent.attested()
-    for (const [id, gid, ttl] of [[SERVER_ID, 2001, '6'], [CLIENT_ID, 2002, '3600'], [INTRUDER_ID, 2003, '3600']] as const) {
+    for (const [id, gid, ttl] of [
+      [SERVER_ID, 2001, '6'],
+      [CLIENT_ID, 2002, '3600'],
+      [INTRUDER_ID, 2003, '3600'],
+    ] as const) {
       const r = await server.cli(['entry', 'create', '--spiffe-id', id, '--parent-id', agentId, '--selector', `unix:gid:${gid}`, '--x509-svid-ttl', ttl])
       expect(r.code, r.stderr).toBe(0)
     }
@@ -113,10 +117,14 @@ describe.runIf(isRoot)('workload-client e2e: agent-to-agent mutual TLS with SVID
     const first = await call(2002, agent.socketPath, port, SERVER_ID)
     expect(first.status).toBe(200)
     await toolServer.line((l) => l.rotated === true && l.serial !== first.server_serial, 'a rotation of the tool server SVID', 60_000)
-    const second = await waitFor('a connection on the rotated SVID', async () => {
-      const r = await call(2002, agent.socketPath, port, SERVER_ID)
-      return r.status === 200 && r.server_serial !== first.server_serial ? r : undefined
-    }, { timeoutMs: 60_000 })
+    const second = await waitFor(
+      'a connection on the rotated SVID',
+      async () => {
+        const r = await call(2002, agent.socketPath, port, SERVER_ID)
+        return r.status === 200 && r.server_serial !== first.server_serial ? r : undefined
+      },
+      { timeoutMs: 60_000 },
+    )
     expect(second.body).toEqual({ server: SERVER_ID, client: CLIENT_ID })
     const rotations = toolServer.lines.filter((l) => l.rotated === true).map((l) => l.serial)
     expect(rotations).toContain(second.server_serial)
@@ -127,7 +135,10 @@ describe.runIf(isRoot)('workload-client e2e: agent-to-agent mutual TLS with SVID
     const intruder = await call(2003, agent.socketPath, port, SERVER_ID)
     expect(intruder.status).toBeUndefined()
     expect(intruder.error).toBeTruthy()
-    await toolServer.line((l) => l.refused === 'ERR_ID_NOT_AUTHORIZED' && toolServer.lines.filter((x) => x.refused).length > before, 'the server to log the refusal')
+    await toolServer.line(
+      (l) => l.refused === 'ERR_ID_NOT_AUTHORIZED' && toolServer.lines.filter((x) => x.refused).length > before,
+      'the server to log the refusal',
+    )
 
     const wrongServer = await call(2002, agent.socketPath, port, `spiffe://${TD}/agents/other-tool`)
     expect(wrongServer).toMatchObject({ code: 'ERR_ID_NOT_AUTHORIZED' })
@@ -138,11 +149,29 @@ describe.runIf(isRoot)('workload-client e2e: agent-to-agent mutual TLS with SVID
     const ca = generateKeyPair('ec-p256')
     const caSigner = new KeyObjectSigner(ca.privateKey)
     const now = Date.now()
-    const caCert = await createCaCertificate({ trustDomain: td, publicKey: ca.publicKey, signer: caSigner, notBefore: new Date(now - 60_000), notAfter: new Date(now + 3_600_000) })
+    const caCert = await createCaCertificate({
+      trustDomain: td,
+      publicKey: ca.publicKey,
+      signer: caSigner,
+      notBefore: new Date(now - 60_000),
+      notAfter: new Date(now + 3_600_000),
+    })
     const leafKey = generateKeyPair('ec-p256')
-    const leaf = await createX509Svid({ spiffeId: SpiffeId.fromString(CLIENT_ID), publicKey: leafKey.publicKey, signer: caSigner, issuer: { certificate: caCert }, notAfter: new Date(now + 3_600_000) })
+    const leaf = await createX509Svid({
+      spiffeId: SpiffeId.fromString(CLIENT_ID),
+      publicKey: leafKey.publicKey,
+      signer: caSigner,
+      issuer: { certificate: caCert },
+      notAfter: new Date(now + 3_600_000),
+    })
     const outcome = await new Promise<string>((resolve) => {
-      const s = connect({ host: '127.0.0.1', port, cert: toPem('CERTIFICATE', leaf) + toPem('CERTIFICATE', caCert), key: leafKey.privateKey.export({ type: 'pkcs8', format: 'pem' }), rejectUnauthorized: false })
+      const s = connect({
+        host: '127.0.0.1',
+        port,
+        cert: toPem('CERTIFICATE', leaf) + toPem('CERTIFICATE', caCert),
+        key: leafKey.privateKey.export({ type: 'pkcs8', format: 'pem' }),
+        rejectUnauthorized: false,
+      })
       s.on('secureConnect', () => s.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n'))
       s.on('data', (d: Buffer) => resolve(`data: ${d.toString().slice(0, 40)}`))
       s.on('error', (e: Error & { code?: string }) => resolve(`error: ${e.code ?? e.message}`))

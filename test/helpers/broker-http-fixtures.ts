@@ -23,7 +23,7 @@ export interface Ca {
   certificate: Uint8Array
   signer: KeyObjectSigner
   /** The trust domain's JWT-SVID signing key. */
-  jwt: { signer: KeyObjectSigner; kid: string; jwk: import("node:crypto").JsonWebKey }
+  jwt: { signer: KeyObjectSigner; kid: string; jwk: import('node:crypto').JsonWebKey }
 }
 
 export function pem(der: Uint8Array): string {
@@ -33,9 +33,15 @@ export function pem(der: Uint8Array): string {
 export async function makeCa(td: string): Promise<Ca> {
   const kp = generateKeyPair('ec-p256')
   const signer = new KeyObjectSigner(kp.privateKey)
-  const certificate = await createCaCertificate({ trustDomain: TrustDomain.fromString(td), publicKey: kp.publicKey, signer, notBefore: new Date(Date.now() - HOUR), notAfter: new Date(Date.now() + 24 * HOUR) })
+  const certificate = await createCaCertificate({
+    trustDomain: TrustDomain.fromString(td),
+    publicKey: kp.publicKey,
+    signer,
+    notBefore: new Date(Date.now() - HOUR),
+    notAfter: new Date(Date.now() + 24 * HOUR),
+  })
   const jkp = generateKeyPair('ec-p256')
-  const jwk = jkp.publicKey.export({ format: "jwk" })
+  const jwk = jkp.publicKey.export({ format: 'jwk' })
   return { td: TrustDomain.fromString(td), certificate, signer, jwt: { signer: new KeyObjectSigner(jkp.privateKey), kid: `${td}-jwt-1`, jwk } }
 }
 
@@ -59,7 +65,12 @@ export async function makeSvid(ca: Ca, id: string, opts: { dnsNames?: string[]; 
   return { id, certDer, certPem: pem(certDer), keyPem: kp.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string }
 }
 
-export async function jwtSvid(ca: Ca, id: string, audience: string[], opts: { ttlSec?: number; iatOffsetSec?: number; jti?: string; signer?: KeyObjectSigner } = {}): Promise<string> {
+export async function jwtSvid(
+  ca: Ca,
+  id: string,
+  audience: string[],
+  opts: { ttlSec?: number; iatOffsetSec?: number; jti?: string; signer?: KeyObjectSigner } = {},
+): Promise<string> {
   const now = Date.now()
   const iat = new Date(now + (opts.iatOffsetSec ?? 0) * 1000)
   return mintJwtSvid({
@@ -119,7 +130,13 @@ export function fakeService(issuer = 'https://localhost:0'): BrokerService & { c
         svc.fail = undefined
         throw f
       }
-      return { access_token: `at-${++n}`, issued_token_type: 'urn:ietf:params:oauth:token-type:access_token', token_type: binding.kind === 'dpop' ? ('DPoP' as const) : ('Bearer' as const), expires_in: 300, scope: (req.scopes ?? []).join(' ') }
+      return {
+        access_token: `at-${++n}`,
+        issued_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+        token_type: binding.kind === 'dpop' ? ('DPoP' as const) : ('Bearer' as const),
+        expires_in: 300,
+        scope: (req.scopes ?? []).join(' '),
+      }
     },
     async introspect(token: string, caller: AuthenticatedClient) {
       calls.push({ method: 'introspect', args: [token, caller] })
@@ -135,7 +152,18 @@ export function fakeService(issuer = 'https://localhost:0'): BrokerService & { c
       calls.push({ method: 'createTask', args: [spec, creator] })
       // The domain keeps task times in seconds, like the tokens' iat and exp.
       const now = Math.floor(Date.now() / 1000)
-      const t: Task = { taskId: spec.taskId ?? `task-${++n}`, ...(spec.orchestrationId ? { orchestrationId: spec.orchestrationId } : {}), agent: spec.agent, scopes: spec.scopes, resources: spec.resources, ttlSeconds: spec.ttlSeconds, maxRenewals: spec.maxRenewals, createdBy: creator === 'admin' ? 'admin' : creator.spiffeId, createdAt: now, expiresAt: now + spec.ttlSeconds }
+      const t: Task = {
+        taskId: spec.taskId ?? `task-${++n}`,
+        ...(spec.orchestrationId ? { orchestrationId: spec.orchestrationId } : {}),
+        agent: spec.agent,
+        scopes: spec.scopes,
+        resources: spec.resources,
+        ttlSeconds: spec.ttlSeconds,
+        maxRenewals: spec.maxRenewals,
+        createdBy: creator === 'admin' ? 'admin' : creator.spiffeId,
+        createdAt: now,
+        expiresAt: now + spec.ttlSeconds,
+      }
       if (tasks.has(t.taskId)) throw new IdentityError('ERR_ALREADY_EXISTS', 'task exists')
       tasks.set(t.taskId, t)
       return t
@@ -171,7 +199,18 @@ export interface Res {
 }
 
 /** One HTTPS request on a fresh connection, optionally with a client certificate. */
-export function request(url: string, o: { method?: string; headers?: Record<string, string | string[]>; body?: string; client?: Svid; ca: string; minVersion?: 'TLSv1' | 'TLSv1.1' | 'TLSv1.2' | 'TLSv1.3'; maxVersion?: 'TLSv1' | 'TLSv1.1' | 'TLSv1.2' | 'TLSv1.3' }): Promise<Res> {
+export function request(
+  url: string,
+  o: {
+    method?: string
+    headers?: Record<string, string | string[]>
+    body?: string
+    client?: Svid
+    ca: string
+    minVersion?: 'TLSv1' | 'TLSv1.1' | 'TLSv1.2' | 'TLSv1.3'
+    maxVersion?: 'TLSv1' | 'TLSv1.1' | 'TLSv1.2' | 'TLSv1.3'
+  },
+): Promise<Res> {
   return new Promise((resolve, reject) => {
     const req = https.request(
       url,

@@ -33,7 +33,14 @@ export const D = 'spiffe://example.org/agents/d'
 export const TOOL = 'spiffe://example.org/tools/x'
 export const RS = 'spiffe://example.org/rs'
 export const BOUNDS = {
-  '/agents': { scopes: ['read', 'write'], resources: [API], max_token_ttl: 600, max_renewals: 3, max_delegation_depth: 2, may_delegate_to: ['spiffe://example.org/agents/'] },
+  '/agents': {
+    scopes: ['read', 'write'],
+    resources: [API],
+    max_token_ttl: 600,
+    max_renewals: 3,
+    max_delegation_depth: 2,
+    may_delegate_to: ['spiffe://example.org/agents/'],
+  },
   '/tools': { scopes: ['read'], resources: [API] },
 }
 const TD = TrustDomain.fromString('example.org')
@@ -77,7 +84,12 @@ export function ok(res: Res): Record<string, unknown> {
 
 /** The RFC 8693 request redeeming `grant` with an actor token. */
 export const redeem = (grant: string, actorToken: string, actorTokenType = JWT, extra: Record<string, string> = {}): Record<string, string> => ({
-  grant_type: TOKEN_EXCHANGE, subject_token: grant, subject_token_type: JWT, actor_token: actorToken, actor_token_type: actorTokenType, ...extra,
+  grant_type: TOKEN_EXCHANGE,
+  subject_token: grant,
+  subject_token_type: JWT,
+  actor_token: actorToken,
+  actor_token_type: actorTokenType,
+  ...extra,
 })
 
 export async function startBrokerWire(): Promise<BrokerWire> {
@@ -133,10 +145,25 @@ export async function startBrokerWire(): Promise<BrokerWire> {
       bounds = BoundsSet.parse(TD, raw)
     },
     post,
-    jwtSvid: (id, opts = {}) => jwtSvid(ca, id, opts.audience ?? [issuer], { ...(opts.ttlSec !== undefined ? { ttlSec: opts.ttlSec } : {}), ...(opts.iatOffsetSec !== undefined ? { iatOffsetSec: opts.iatOffsetSec } : {}) }),
+    jwtSvid: (id, opts = {}) =>
+      jwtSvid(ca, id, opts.audience ?? [issuer], {
+        ...(opts.ttlSec !== undefined ? { ttlSec: opts.ttlSec } : {}),
+        ...(opts.iatOffsetSec !== undefined ? { iatOffsetSec: opts.iatOffsetSec } : {}),
+      }),
     rootToken: async (key, opts = {}) => {
-      const t = await svc.createTask({ taskId: `t${++taskN}`, agent: opts.agent ?? 'spiffe://example.org/agents/', scopes: ['read', 'write'], resources: [API], ttlSeconds: opts.ttlSeconds ?? 3600, maxRenewals: 3 }, 'admin')
-      return ok(await post('/token', opts.client ?? A, { grant_type: 'client_credentials', task_id: t.taskId, scope: opts.scope ?? 'read write' }, key)).access_token as string
+      const t = await svc.createTask(
+        {
+          taskId: `t${++taskN}`,
+          agent: opts.agent ?? 'spiffe://example.org/agents/',
+          scopes: ['read', 'write'],
+          resources: [API],
+          ttlSeconds: opts.ttlSeconds ?? 3600,
+          maxRenewals: 3,
+        },
+        'admin',
+      )
+      return ok(await post('/token', opts.client ?? A, { grant_type: 'client_credentials', task_id: t.taskId, scope: opts.scope ?? 'read write' }, key))
+        .access_token as string
     },
     grantFor: async (holder, subject, key, to, extra = {}) => {
       const r = ok(await post('/token', holder, { grant_type: TOKEN_EXCHANGE, subject_token: subject, subject_token_type: AT, may_act: to, ...extra }, key))

@@ -48,7 +48,11 @@ export async function warrantJson<T = Record<string, unknown>>(args: string[], o
  * count as "not yet"); throws after `timeoutMs` with `what`, the last error
  * and `hint()` (e.g. a process log tail).
  */
-export async function waitFor<T>(what: string, fn: () => T | undefined | false | Promise<T | undefined | false>, o: { timeoutMs?: number; intervalMs?: number; hint?: () => string } = {}): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  fn: () => T | undefined | false | Promise<T | undefined | false>,
+  o: { timeoutMs?: number; intervalMs?: number; hint?: () => string } = {},
+): Promise<T> {
   const end = Date.now() + (o.timeoutMs ?? 20_000)
   let last: unknown
   for (;;) {
@@ -60,7 +64,9 @@ export async function waitFor<T>(what: string, fn: () => T | undefined | false |
     }
     if (Date.now() > end) {
       const hint = o.hint?.() ?? ''
-      throw new Error(`timed out waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}${hint ? `\n--- log tail ---\n${hint.slice(-4000)}` : ''}`)
+      throw new Error(
+        `timed out waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}${hint ? `\n--- log tail ---\n${hint.slice(-4000)}` : ''}`,
+      )
     }
     await new Promise((r) => setTimeout(r, o.intervalMs ?? 200))
   }
@@ -71,7 +77,15 @@ export async function waitFor<T>(what: string, fn: () => T | undefined | false |
  * agent.toml for a join-token agent whose unix attestor does not hash binaries
  * (workload_size_limit = -1), as the instance tests and benchmark use it.
  */
-export function joinTokenAgentToml(o: { trustDomain: string; serverAddress: string; socketPath: string; dataDir: string; bundlePemPath: string; token: string; logLevel: string }): string {
+export function joinTokenAgentToml(o: {
+  trustDomain: string
+  serverAddress: string
+  socketPath: string
+  dataDir: string
+  bundlePemPath: string
+  token: string
+  logLevel: string
+}): string {
   return [
     '[agent]',
     `trust_domain = "${o.trustDomain}"`,
@@ -126,7 +140,8 @@ export class WarrantProcess {
   }
 }
 
-export type BundleEndpointConfig = { profile: 'https_spiffe'; refreshHint?: string } | { profile: 'https_web'; certFile: string; keyFile: string; refreshHint?: string }
+export type BundleEndpointConfig =
+  { profile: 'https_spiffe'; refreshHint?: string } | { profile: 'https_web'; certFile: string; keyFile: string; refreshHint?: string }
 
 export interface E2eServerOptions {
   /** Directory the test owns (config, data dir and admin socket go under it; keep it short). */
@@ -239,7 +254,10 @@ export class E2eServer {
   async restart(over: Partial<Omit<E2eServerOptions, 'dir' | 'trustDomain'>> = {}): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
     const st = await this.stop()
     Object.assign(this.o, over)
-    writeFileSync(this.configPath, e2eServerToml(this.o, { bind: this.address, ...(this.bundleEndpointAddress ? { bundleEndpoint: this.bundleEndpointAddress } : {}) }))
+    writeFileSync(
+      this.configPath,
+      e2eServerToml(this.o, { bind: this.address, ...(this.bundleEndpointAddress ? { bundleEndpoint: this.bundleEndpointAddress } : {}) }),
+    )
     await this.spawn()
     return st
   }
@@ -321,7 +339,10 @@ export class E2eAgent {
       },
       { timeoutMs, hint: () => this.output() },
     ).then(async (id) => {
-      await waitFor('the Workload API socket', async () => (await warrant(['agent', 'healthcheck', '--socket', this.socketPath])).code === 0, { timeoutMs: 15_000, hint: () => this.output() })
+      await waitFor('the Workload API socket', async () => (await warrant(['agent', 'healthcheck', '--socket', this.socketPath])).code === 0, {
+        timeoutMs: 15_000,
+        hint: () => this.output(),
+      })
       return id
     })
   }
@@ -337,7 +358,11 @@ export class E2eAgent {
 }
 
 /** Polls `api fetch x509 --output json` until an SVID with `spiffeId` is served; returns the parsed response. */
-export async function fetchX509Until(agent: E2eAgent, spiffeId: string, o: { timeoutMs?: number; extraArgs?: string[]; accept?: (r: X509Json) => boolean } = {}): Promise<X509Json> {
+export async function fetchX509Until(
+  agent: E2eAgent,
+  spiffeId: string,
+  o: { timeoutMs?: number; extraArgs?: string[]; accept?: (r: X509Json) => boolean } = {},
+): Promise<X509Json> {
   return waitFor(
     `an X.509-SVID for ${spiffeId}`,
     async () => {

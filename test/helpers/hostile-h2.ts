@@ -237,7 +237,12 @@ export function startFlood(
     let out = ''
     let err = ''
     let ready = false
-    const lines = () => out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as HostileStats & { ready?: boolean })
+    const lines = () =>
+      out
+        .trim()
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as HostileStats & { ready?: boolean })
     child.stderr.on('data', (d: Buffer) => (err += d.toString()))
     child.stdout.on('data', (d: Buffer) => {
       out += d.toString()

@@ -112,7 +112,12 @@ export class RawCall {
         settled = true
         const raw = h['grpc-message']
         const ec = h['x-error-code']
-        resolve({ code: Number(s), message: typeof raw === 'string' ? decodeURIComponent(raw) : '', errorCode: typeof ec === 'string' ? ec : undefined, messages })
+        resolve({
+          code: Number(s),
+          message: typeof raw === 'string' ? decodeURIComponent(raw) : '',
+          errorCode: typeof ec === 'string' ? ec : undefined,
+          messages,
+        })
         // A client that has its answer stops sending (grpc-js clients do the same).
         if (!o.keepSending && !stream.closed) stream.close(constants.NGHTTP2_CANCEL)
         return true

@@ -21,10 +21,15 @@ export interface CliResult {
 /** Runs `node bin/warrant.js ...args` and collects its output (never throws on a non-zero exit). */
 export function runCli(args: string[], opts: { timeoutMs?: number; cwd?: string } = {}): Promise<CliResult> {
   return new Promise((resolvePromise) => {
-    execFile(process.execPath, [WARRANT_BIN, ...args], { cwd: opts.cwd ?? REPO_ROOT, timeout: opts.timeoutMs ?? 60_000, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : 1) : 0
-      resolvePromise({ code, stdout: String(stdout), stderr: String(stderr) })
-    })
+    execFile(
+      process.execPath,
+      [WARRANT_BIN, ...args],
+      { cwd: opts.cwd ?? REPO_ROOT, timeout: opts.timeoutMs ?? 60_000, maxBuffer: 64 * 1024 * 1024 },
+      (err, stdout, stderr) => {
+        const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0
+        resolvePromise({ code, stdout: String(stdout), stderr: String(stderr) })
+      },
+    )
   })
 }
 
@@ -129,7 +134,10 @@ export class ServerProcess {
     const addrFile = join(this.dataDir, 'server.addr')
     rmSync(addrFile, { force: true })
     this.#output = []
-    const child = spawn(process.execPath, [...this.#nodeArgs, WARRANT_BIN, 'server', 'run', '--config', this.configPath], { cwd: this.dir, stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(process.execPath, [...this.#nodeArgs, WARRANT_BIN, 'server', 'run', '--config', this.configPath], {
+      cwd: this.dir,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
     this.#child = child
     const keep = (b: Buffer) => {
       this.#output.push(b.toString())

@@ -13,7 +13,9 @@ import { loadProto } from '../../src/common/grpc/proto.js'
 import { createCsr } from '../../src/spiffe/x509-svid/csr.js'
 
 export const pemOf = (label: string, der: Uint8Array): string =>
-  `-----BEGIN ${label}-----\n${Buffer.from(der).toString('base64').replace(/.{1,64}/g, '$&\n')}-----END ${label}-----\n`
+  `-----BEGIN ${label}-----\n${Buffer.from(der)
+    .toString('base64')
+    .replace(/.{1,64}/g, '$&\n')}-----END ${label}-----\n`
 
 type NodeCtor = grpc.ServiceClientConstructor
 type Cb<T> = (err: grpc.ServiceError | null, res: T) => void
@@ -88,7 +90,10 @@ export class TestAgentClient {
   #build(cred: AgentCredential | undefined): grpc.Client {
     const serverId = `spiffe://${this.trustDomain}/warrant/server`
     const checkServerIdentity = (_host: string, cert: PeerCertificate): Error | undefined => {
-      const uris = (cert.subjectaltname ?? '').split(', ').filter((s) => s.startsWith('URI:')).map((s) => s.slice(4))
+      const uris = (cert.subjectaltname ?? '')
+        .split(', ')
+        .filter((s) => s.startsWith('URI:'))
+        .map((s) => s.slice(4))
       return uris.length === 1 && uris[0] === serverId ? undefined : new Error(`server certificate is not for ${serverId}`)
     }
     const creds = grpc.credentials.createSsl(
@@ -116,12 +121,20 @@ export class TestAgentClient {
     return createCsr({ privateKey: key }).then(
       (csr) =>
         new Promise<AgentCredential>((resolve, reject) => {
-          const call = (this.#anon as unknown as { Attest: (md: grpc.Metadata, o: grpc.CallOptions) => grpc.ClientDuplexStream<unknown, unknown> }).Attest(new grpc.Metadata(), { deadline: Date.now() + 60_000 })
+          const call = (this.#anon as unknown as { Attest: (md: grpc.Metadata, o: grpc.CallOptions) => grpc.ClientDuplexStream<unknown, unknown> }).Attest(
+            new grpc.Metadata(),
+            { deadline: Date.now() + 60_000 },
+          )
           let done = false
           call.on('data', (m: { challenge?: Buffer; result?: { agent_id: string; svid_chain: Buffer[]; bundle: WireBundle | null } }) => {
             if (m.result) {
               done = true
-              const cred: AgentCredential = { agentId: m.result.agent_id, key, chain: m.result.svid_chain.map((b) => new Uint8Array(b)), bundle: m.result.bundle }
+              const cred: AgentCredential = {
+                agentId: m.result.agent_id,
+                key,
+                chain: m.result.svid_chain.map((b) => new Uint8Array(b)),
+                bundle: m.result.bundle,
+              }
               call.end()
               this.useCredential(cred)
               resolve(cred)
@@ -176,7 +189,11 @@ export class TestAgentClient {
 
   /** BatchNewX509SVID; `anonymous` sends no client certificate. */
   batchNewX509Svid(params: { entryId: string; csr: Uint8Array; instanceId?: string }[], o: { anonymous?: boolean } = {}): Promise<X509SvidResult[]> {
-    return this.#unary<{ results: X509SvidResult[] }>('BatchNewX509SVID', { params: params.map((p) => ({ entry_id: p.entryId, csr: Buffer.from(p.csr), instance_id: p.instanceId ?? '' })) }, !o.anonymous).then((r) => r.results)
+    return this.#unary<{ results: X509SvidResult[] }>(
+      'BatchNewX509SVID',
+      { params: params.map((p) => ({ entry_id: p.entryId, csr: Buffer.from(p.csr), instance_id: p.instanceId ?? '' })) },
+      !o.anonymous,
+    ).then((r) => r.results)
   }
 
   newJwtSvid(entryId: string, audience: string[], o: { anonymous?: boolean } = {}): Promise<{ token: string; expires_at: string; issued_at: string }> {
@@ -190,7 +207,11 @@ export class TestAgentClient {
   /** Opens Sync; messages are queued and read with `next()`. */
   sync(o: { anonymous?: boolean } = {}): SyncStream {
     const client = o.anonymous ? this.#anon : (this.#mtls ?? this.#anon)
-    const call = (client as unknown as { Sync: (req: unknown, md: grpc.Metadata, o: grpc.CallOptions) => grpc.ClientReadableStream<SyncMsg> }).Sync({}, new grpc.Metadata(), {})
+    const call = (client as unknown as { Sync: (req: unknown, md: grpc.Metadata, o: grpc.CallOptions) => grpc.ClientReadableStream<SyncMsg> }).Sync(
+      {},
+      new grpc.Metadata(),
+      {},
+    )
     return new SyncStream(call)
   }
 

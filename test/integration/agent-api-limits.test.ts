@@ -34,7 +34,11 @@ const types = protoTypes('warrant/agent/v1/node.proto')
 const AttestRequest = types.lookupType('warrant.agent.v1.AttestRequest')
 const BatchRequest = types.lookupType('warrant.agent.v1.BatchNewX509SVIDRequest')
 const attestParams = (payloadBytes: number) =>
-  Buffer.from(AttestRequest.encode(AttestRequest.create({ params: { attestor: 'join_token', payload: Buffer.alloc(payloadBytes, 0x61), csr: Buffer.alloc(0) } })).finish())
+  Buffer.from(
+    AttestRequest.encode(
+      AttestRequest.create({ params: { attestor: 'join_token', payload: Buffer.alloc(payloadBytes, 0x61), csr: Buffer.alloc(0) } }),
+    ).finish(),
+  )
 
 /** VmRSS and VmHWM of a process, in bytes. */
 function memory(pid: number): { rss: number; hwm: number } {
@@ -103,7 +107,12 @@ describe('agent API receive limits (server process, raw HTTP/2 clients without a
     metricsPort = await freePort()
     srv = await ServerProcess.start({
       logLevel: 'info',
-      serverExtra: [`max_concurrent_attestations = ${GLOBAL_LIMIT}`, `max_concurrent_attestations_per_address = ${PER_ADDRESS_LIMIT}`, '[server.metrics]', `bind_address = "127.0.0.1:${metricsPort}"`].join('\n'),
+      serverExtra: [
+        `max_concurrent_attestations = ${GLOBAL_LIMIT}`,
+        `max_concurrent_attestations_per_address = ${PER_ADDRESS_LIMIT}`,
+        '[server.metrics]',
+        `bind_address = "127.0.0.1:${metricsPort}"`,
+      ].join('\n'),
     })
     caPem = srv.bundlePem()
     // Warm the server's TLS and gRPC paths once, so the baselines below are not its first connection.
@@ -136,7 +145,11 @@ describe('agent API receive limits (server process, raw HTTP/2 clients without a
       const h4 = await session('127.0.0.4')
       const hostile = Array.from({ length: 4 }, () => h4.open(ATTEST, { keepSending: true }))
       const sent = hostile.map((h) => new Promise<void>((r) => h.stream.end(big, () => r())))
-      const calls = [...hostile.map((h) => h.status), ...Array.from({ length: 20 }, (_, i) => (i % 2 ? s : s2).call(ATTEST, big)), ...Array.from({ length: 4 }, () => s.call(BATCH, batch))]
+      const calls = [
+        ...hostile.map((h) => h.status),
+        ...Array.from({ length: 20 }, (_, i) => (i % 2 ? s : s2).call(ATTEST, big)),
+        ...Array.from({ length: 4 }, () => s.call(BATCH, batch)),
+      ]
       statuses.push(...(await Promise.all(calls)))
       await Promise.all(sent)
       hostileBytes = h4.session.socket.bytesWritten
@@ -158,7 +171,9 @@ describe('agent API receive limits (server process, raw HTTP/2 clients without a
     // Streams that open Attest and send nothing hold their slot until they go.
     const a = await session('127.0.0.1')
     for (let i = 0; i < PER_ADDRESS_LIMIT; i++) held.push(a.open(ATTEST))
-    await waitFor('the per-address slots to fill', async () => (await metric('warrant_server_attestations_in_flight')) === PER_ADDRESS_LIMIT, { timeoutMs: 20_000 })
+    await waitFor('the per-address slots to fill', async () => (await metric('warrant_server_attestations_in_flight')) === PER_ADDRESS_LIMIT, {
+      timeoutMs: 20_000,
+    })
     const extra = await a.call(ATTEST, grpcFrame(attestParams(16)))
     expect(extra.code, extra.message).toBe(Status.RESOURCE_EXHAUSTED)
     expect(extra.errorCode).toBe('ERR_RESOURCE_EXHAUSTED')
@@ -195,10 +210,14 @@ describe('agent API receive limits (server process, raw HTTP/2 clients without a
           void call.write(partial)
         }
       }
-      await waitFor('all but the admitted streams to be refused', async () => {
-        const settled = await Promise.all(statuses.map((p) => Promise.race([p.then(() => 1), new Promise<number>((r) => setImmediate(() => r(0)))])))
-        return settled.reduce((a, b) => a + b, 0) >= 400 - GLOBAL_LIMIT
-      }, { timeoutMs: 60_000 })
+      await waitFor(
+        'all but the admitted streams to be refused',
+        async () => {
+          const settled = await Promise.all(statuses.map((p) => Promise.race([p.then(() => 1), new Promise<number>((r) => setImmediate(() => r(0)))])))
+          return settled.reduce((a, b) => a + b, 0) >= 400 - GLOBAL_LIMIT
+        },
+        { timeoutMs: 60_000 },
+      )
     })
     expect(await metric('warrant_server_attestations_in_flight')).toBeLessThanOrEqual(GLOBAL_LIMIT)
     for (const c of calls) c.cancel()
@@ -239,7 +258,9 @@ describe('agent API receive limits (server process, raw HTTP/2 clients without a
     const certPem = cred.chain.map((d) => pemOf('CERTIFICATE', d)).join('')
     const keyPem = cred.key.export({ type: 'pkcs8', format: 'pem' }) as string
     const s = await session(undefined, { certPem, keyPem })
-    const whole = Buffer.from(BatchRequest.encode(BatchRequest.create({ params: params.map((p) => ({ entry_id: p.entryId, csr: Buffer.from(p.csr) })) })).finish())
+    const whole = Buffer.from(
+      BatchRequest.encode(BatchRequest.create({ params: params.map((p) => ({ entry_id: p.entryId, csr: Buffer.from(p.csr) })) })).finish(),
+    )
     expect(whole.length).toBeGreaterThan(ATTEST_MAX_MESSAGE_BYTES)
     const st = await s.call(BATCH, grpcFrame(whole.subarray(0, whole.length - 1000)))
     expect(st.code, st.message).toBe(Status.INVALID_ARGUMENT)

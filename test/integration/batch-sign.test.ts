@@ -47,7 +47,11 @@ describe('BatchNewX509SVID through the worker pool (process)', () => {
   })
 
   const createEntries = async (n: number, prefix: string) => {
-    const entries = Array.from({ length: n }, (_, i) => ({ spiffe_id: `spiffe://${TD}/${prefix}/w${i}`, parent_id: agentId, selectors: [{ type: 'unix', value: `uid:${i}` }] }))
+    const entries = Array.from({ length: n }, (_, i) => ({
+      spiffe_id: `spiffe://${TD}/${prefix}/w${i}`,
+      parent_id: agentId,
+      selectors: [{ type: 'unix', value: `uid:${i}` }],
+    }))
     const r = await admin.call<{ results: EntryResult[] }>('BatchCreate', { entries })
     expect(r.results.map((x) => x.status.code)).toEqual(entries.map(() => 0))
     return r.results.map((x) => x.entry!.id)
@@ -71,7 +75,10 @@ describe('BatchNewX509SVID through the worker pool (process)', () => {
     for (const i of [0, 7, 31, 59]) {
       const r = results[i]!
       expect(r.entry_id).toBe(ids[i])
-      const v = await verifyX509Svid(r.svid_chain.map((b) => new Uint8Array(b)), bundle)
+      const v = await verifyX509Svid(
+        r.svid_chain.map((b) => new Uint8Array(b)),
+        bundle,
+      )
       expect(v.id.toString()).toBe(`spiffe://${TD}/many/w${i}`)
       expect(new X509Certificate(r.svid_chain[0]!).publicKey.equals(keys[i]!.publicKey)).toBe(true)
     }

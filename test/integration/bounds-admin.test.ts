@@ -51,11 +51,21 @@ describe('warrant bounds CLI over the admin socket', () => {
   beforeAll(async () => {
     const c = await caWithJwtSigner(td, ds, clock)
     ca = c.ca
-    svc = new BoundsService({ trustDomain: td, ds, config: BoundsSet.parse(td, { '/agents': { x509_svid_ttl: 3600 } }), clock, log: nullLogger, jwtSigner: c.jwtSigner })
+    svc = new BoundsService({
+      trustDomain: td,
+      ds,
+      config: BoundsSet.parse(td, { '/agents': { x509_svid_ttl: 3600 } }),
+      clock,
+      log: nullLogger,
+      jwtSigner: c.jwtSigner,
+    })
     await svc.init()
-    const def = (loadProto('warrant/admin/v1/bounds.proto') as unknown as { warrant: { admin: { v1: { Bounds: grpc.ServiceClientConstructor } } } }).warrant.admin.v1.Bounds
+    const def = (loadProto('warrant/admin/v1/bounds.proto') as unknown as { warrant: { admin: { v1: { Bounds: grpc.ServiceClientConstructor } } } }).warrant
+      .admin.v1.Bounds
     server.addService(def.service, boundsAdminService({ bounds: svc, log: nullLogger }))
-    await new Promise<void>((resolve, reject) => server.bindAsync(`unix:${socket}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? reject(e) : resolve())))
+    await new Promise<void>((resolve, reject) =>
+      server.bindAsync(`unix:${socket}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? reject(e) : resolve())),
+    )
   })
   afterAll(() => {
     server.forceShutdown()
@@ -64,23 +74,58 @@ describe('warrant bounds CLI over the admin socket', () => {
 
   it('set → show → show --signed → list → delete', async () => {
     const set = await cli([
-      'set', '--socket', socket, '--output', 'json', '--prefix', '/agents/payments', '--x509-svid-ttl', '15m', '--jwt-svid-ttl', '5m',
-      '--audience', 'spiffe://corp.example/svc/payments-api', '--audience', 'https://payments.corp.example', '--no-dns',
-      '--federates-with', 'partner.example', '--max-instances', '50', '--require-node-selector', 'tpm:pcr_policy:prod',
+      'set',
+      '--socket',
+      socket,
+      '--output',
+      'json',
+      '--prefix',
+      '/agents/payments',
+      '--x509-svid-ttl',
+      '15m',
+      '--jwt-svid-ttl',
+      '5m',
+      '--audience',
+      'spiffe://corp.example/svc/payments-api',
+      '--audience',
+      'https://payments.corp.example',
+      '--no-dns',
+      '--federates-with',
+      'partner.example',
+      '--max-instances',
+      '50',
+      '--require-node-selector',
+      'tpm:pcr_policy:prod',
     ])
     expect(set.code).toBe(0)
     const declared = {
-      x509_svid_ttl: 900, jwt_svid_ttl: 300, jwt_audiences: ['https://payments.corp.example', 'spiffe://corp.example/svc/payments-api'],
-      dns_suffixes: [], federates_with: ['partner.example'], max_instances: 50, require_node_selectors: ['tpm:pcr_policy:prod'],
+      x509_svid_ttl: 900,
+      jwt_svid_ttl: 300,
+      jwt_audiences: ['https://payments.corp.example', 'spiffe://corp.example/svc/payments-api'],
+      dns_suffixes: [],
+      federates_with: ['partner.example'],
+      max_instances: 50,
+      require_node_selectors: ['tpm:pcr_policy:prod'],
     }
-    expect(JSON.parse(set.out)).toMatchObject({ prefix: '/agents/payments', source: 'api', declared, effective: declared, effective_from: ['/agents', '/agents/payments'] })
+    expect(JSON.parse(set.out)).toMatchObject({
+      prefix: '/agents/payments',
+      source: 'api',
+      declared,
+      effective: declared,
+      effective_from: ['/agents', '/agents/payments'],
+    })
 
     const child = await cli(['set', '--socket', socket, '--prefix', '/agents/payments/refunds', '--jwt-svid-ttl', '60s'])
     expect(child.code).toBe(0)
     expect(child.out).toContain('JWT-SVID TTL       <= 1m')
 
     const show = await cli(['show', '--socket', socket, '--prefix', '/agents/payments/refunds/bot-1', '--output', 'json'])
-    expect(JSON.parse(show.out)).toMatchObject({ declared: null, source: null, effective: { jwt_svid_ttl: 60, x509_svid_ttl: 900, max_instances: 50 }, effective_from: ['/agents', '/agents/payments', '/agents/payments/refunds'] })
+    expect(JSON.parse(show.out)).toMatchObject({
+      declared: null,
+      source: null,
+      effective: { jwt_svid_ttl: 60, x509_svid_ttl: 900, max_instances: 50 },
+      effective_from: ['/agents', '/agents/payments', '/agents/payments/refunds'],
+    })
 
     const signed = await cli(['show', '--socket', socket, '--signed', '--output', 'json'])
     const s = JSON.parse(signed.out) as { document: string; sequence: number; kid: string; trust_domain: string }
@@ -93,17 +138,30 @@ describe('warrant bounds CLI over the admin socket', () => {
 
     const list = await cli(['list', '--socket', socket, '--output', 'json'])
     expect((JSON.parse(list.out) as { bounds: { prefix: string; source: string }[] }).bounds.map((b) => [b.prefix, b.source])).toEqual([
-      ['/agents', 'config'], ['/agents/payments', 'api'], ['/agents/payments/refunds', 'api'],
+      ['/agents', 'config'],
+      ['/agents/payments', 'api'],
+      ['/agents/payments/refunds', 'api'],
     ])
 
     expect((await cli(['delete', '--socket', socket, '--prefix', '/agents/payments/refunds'])).code).toBe(0)
     expect(svc.get('/agents/payments/refunds')).toBeUndefined()
-    expect(await failure(['delete', '--socket', socket, '--prefix', '/agents/payments/refunds'])).toMatchObject({ status: grpc.status.NOT_FOUND, code: 'ERR_NOT_FOUND' })
+    expect(await failure(['delete', '--socket', socket, '--prefix', '/agents/payments/refunds'])).toMatchObject({
+      status: grpc.status.NOT_FOUND,
+      code: 'ERR_NOT_FOUND',
+    })
   })
 
   it.each([
-    ['a child that widens its parent', ['--prefix', '/agents/payments/x', '--jwt-svid-ttl', '10m'], '/agents/payments/x.jwt_svid_ttl: widens ancestor "/agents/payments"'],
-    ['a parent that a child would exceed', ['--prefix', '/agents/payments', '--x509-svid-ttl', '15m', '--max-instances', '10', '--jwt-svid-ttl', '30s'], 'widens ancestor'],
+    [
+      'a child that widens its parent',
+      ['--prefix', '/agents/payments/x', '--jwt-svid-ttl', '10m'],
+      '/agents/payments/x.jwt_svid_ttl: widens ancestor "/agents/payments"',
+    ],
+    [
+      'a parent that a child would exceed',
+      ['--prefix', '/agents/payments', '--x509-svid-ttl', '15m', '--max-instances', '10', '--jwt-svid-ttl', '30s'],
+      'widens ancestor',
+    ],
     ['a config prefix', ['--prefix', '/agents', '--x509-svid-ttl', '1m'], 'declared in the server configuration'],
     ['a bad selector', ['--prefix', '/agents/q', '--require-node-selector', 'prod'], '/agents/q.require_node_selectors.0'],
     ['a bad trust domain', ['--prefix', '/agents/q', '--federates-with', 'Not A TD'], '/agents/q.federates_with.0'],

@@ -52,11 +52,21 @@ describe('broker ceilings in bounds over the admin socket and the CLI', () => {
   beforeAll(async () => {
     const c = await caWithJwtSigner(td, ds, clock)
     ca = c.ca
-    svc = new BoundsService({ trustDomain: td, ds, config: BoundsSet.parse(td, { '/agents': { scopes: ['read', 'write'], max_renewals: 5 } }), clock, log: nullLogger, jwtSigner: c.jwtSigner })
+    svc = new BoundsService({
+      trustDomain: td,
+      ds,
+      config: BoundsSet.parse(td, { '/agents': { scopes: ['read', 'write'], max_renewals: 5 } }),
+      clock,
+      log: nullLogger,
+      jwtSigner: c.jwtSigner,
+    })
     await svc.init()
-    const def = (loadProto('warrant/admin/v1/bounds.proto') as unknown as { warrant: { admin: { v1: { Bounds: grpc.ServiceClientConstructor } } } }).warrant.admin.v1.Bounds
+    const def = (loadProto('warrant/admin/v1/bounds.proto') as unknown as { warrant: { admin: { v1: { Bounds: grpc.ServiceClientConstructor } } } }).warrant
+      .admin.v1.Bounds
     server.addService(def.service, boundsAdminService({ bounds: svc, log: nullLogger }))
-    await new Promise<void>((resolve, reject) => server.bindAsync(`unix:${socket}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? reject(e) : resolve())))
+    await new Promise<void>((resolve, reject) =>
+      server.bindAsync(`unix:${socket}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? reject(e) : resolve())),
+    )
   })
   afterAll(() => {
     server.forceShutdown()
@@ -65,17 +75,56 @@ describe('broker ceilings in bounds over the admin socket and the CLI', () => {
 
   it('sets, shows and signs every ceiling field', async () => {
     const set = await cli([
-      'set', '--socket', socket, '--output', 'json', '--prefix', '/agents/payments', '--scope', 'read', '--resource', 'https://api.corp.example',
-      '--max-token-ttl', '10m', '--max-renewals', '3', '--max-delegation-depth', '2', '--may-delegate-to', 'spiffe://corp.example/agents/payments/', '--deny-bearer',
+      'set',
+      '--socket',
+      socket,
+      '--output',
+      'json',
+      '--prefix',
+      '/agents/payments',
+      '--scope',
+      'read',
+      '--resource',
+      'https://api.corp.example',
+      '--max-token-ttl',
+      '10m',
+      '--max-renewals',
+      '3',
+      '--max-delegation-depth',
+      '2',
+      '--may-delegate-to',
+      'spiffe://corp.example/agents/payments/',
+      '--deny-bearer',
     ])
     expect(set.code).toBe(0)
-    const declared = { scopes: ['read'], resources: ['https://api.corp.example'], max_token_ttl: 600, max_renewals: 3, max_delegation_depth: 2, may_delegate_to: ['spiffe://corp.example/agents/payments/'], allow_bearer: false }
+    const declared = {
+      scopes: ['read'],
+      resources: ['https://api.corp.example'],
+      max_token_ttl: 600,
+      max_renewals: 3,
+      max_delegation_depth: 2,
+      may_delegate_to: ['spiffe://corp.example/agents/payments/'],
+      allow_bearer: false,
+    }
     expect(JSON.parse(set.out)).toMatchObject({ declared, effective: declared })
     const text = await cli(['show', '--socket', socket, '--prefix', '/agents/payments'])
-    for (const l of ['Token scopes       read', 'Token TTL          <= 10m', 'Max renewals       3', 'Delegation depth   <= 2', 'Bearer tokens      not allowed']) expect(text.out).toContain(l)
+    for (const l of [
+      'Token scopes       read',
+      'Token TTL          <= 10m',
+      'Max renewals       3',
+      'Delegation depth   <= 2',
+      'Bearer tokens      not allowed',
+    ])
+      expect(text.out).toContain(l)
     const signed = JSON.parse((await cli(['show', '--socket', socket, '--signed', '--output', 'json'])).out) as { document: string }
     const doc = await verifyBoundsDocument(signed.document, ca.bundle(), { trustDomain: td })
-    expect(ceilingFor(doc.set, SpiffeId.fromString('spiffe://corp.example/agents/payments/i-1'))).toMatchObject({ scopes: ['read'], maxTokenTtlSeconds: 600, maxRenewals: 3, maxDelegationDepth: 2, allowBearer: false })
+    expect(ceilingFor(doc.set, SpiffeId.fromString('spiffe://corp.example/agents/payments/i-1'))).toMatchObject({
+      scopes: ['read'],
+      maxTokenTtlSeconds: 600,
+      maxRenewals: 3,
+      maxDelegationDepth: 2,
+      allowBearer: false,
+    })
   })
 
   it.each([

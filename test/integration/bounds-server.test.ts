@@ -14,8 +14,14 @@ const TD = 'example.org'
 const td = TrustDomain.fromString(TD)
 const WEB = 'https://payments.example.org'
 const BOUNDS = [
-  '[server.bounds."/agents/payments"]', 'x509_svid_ttl = "15m"', 'jwt_svid_ttl = "5m"', `jwt_audiences = ["${WEB}"]`, 'dns_suffixes = []', 'max_instances = 1',
-  '[server.bounds."/agents/prod"]', 'require_node_selectors = ["tpm:pcr_policy:prod"]',
+  '[server.bounds."/agents/payments"]',
+  'x509_svid_ttl = "15m"',
+  'jwt_svid_ttl = "5m"',
+  `jwt_audiences = ["${WEB}"]`,
+  'dns_suffixes = []',
+  'max_instances = 1',
+  '[server.bounds."/agents/prod"]',
+  'require_node_selectors = ["tpm:pcr_policy:prod"]',
 ].join('\n')
 
 describe('namespace bounds in a running server', () => {
@@ -42,9 +48,11 @@ describe('namespace bounds in a running server', () => {
     return { c, cred: await c.attestJoinToken(t) }
   }
   const create = (spiffeId: string, parentId: string, extra: Record<string, unknown> = {}) =>
-    entries.call<{ results: { status: { code: number; error_code: string; message: string }; entry: { id: string } | null }[] }>('BatchCreate', {
-      entries: [{ spiffe_id: spiffeId, parent_id: parentId, selectors: [{ type: 'unix', value: 'uid:1000' }], ...extra }],
-    }).then((r) => r.results[0]!)
+    entries
+      .call<{ results: { status: { code: number; error_code: string; message: string }; entry: { id: string } | null }[] }>('BatchCreate', {
+        entries: [{ spiffe_id: spiffeId, parent_id: parentId, selectors: [{ type: 'unix', value: 'uid:1000' }], ...extra }],
+      })
+      .then((r) => r.results[0]!)
 
   it('refuses entries that exceed their bounds, naming bound and prefix', async () => {
     const { cred } = await agent()

@@ -4,7 +4,25 @@ import { verifyAccessToken } from '../../src/tokens/access-token.js'
 import { x5tS256 } from '../../src/tokens/dpop.js'
 import { JwksCache } from '../../src/tokens/jwks-cache.js'
 import type { Res } from '../helpers/broker-http-fixtures.js'
-import { A, API, AT, B, BOUNDS, C, D, JWT, JWT_SVID, TOKEN_EXCHANGE, jktOf, newKey, ok as okRes, redeem, startBrokerWire, type BrokerWire, type KeyPair } from '../helpers/broker-wire.js'
+import {
+  A,
+  API,
+  AT,
+  B,
+  BOUNDS,
+  C,
+  D,
+  JWT,
+  JWT_SVID,
+  TOKEN_EXCHANGE,
+  jktOf,
+  newKey,
+  ok as okRes,
+  redeem,
+  startBrokerWire,
+  type BrokerWire,
+  type KeyPair,
+} from '../helpers/broker-wire.js'
 
 /**
  * RFC 8693 delegation with `actor_token` (§2.1, §4.1) over real HTTPS against
@@ -31,7 +49,8 @@ beforeEach(() => w.setBounds())
 
 const token = (client: string, params: Record<string, string>, key?: KeyPair) => w.post('/token', client, params, key)
 const ok = async (res: Res) => okRes(res)
-const jwtSvid = (id: string, audience?: string[], opts: { ttlSec?: number; iatOffsetSec?: number } = {}) => w.jwtSvid(id, { ...(audience ? { audience } : {}), ...opts })
+const jwtSvid = (id: string, audience?: string[], opts: { ttlSec?: number; iatOffsetSec?: number } = {}) =>
+  w.jwtSvid(id, { ...(audience ? { audience } : {}), ...opts })
 const rootToken = (key: KeyPair) => w.rootToken(key)
 const grantFor = (holder: string, subject: string, key: KeyPair, to: string, extra: Record<string, string> = {}) => w.grantFor(holder, subject, key, to, extra)
 
@@ -174,14 +193,30 @@ describe('actor_token refusals: the RFC 6749 error, and nothing changes', () => 
 
   it('an access token (not a may_act grant) as subject_token with actor_token: invalid_grant, never a renewal', async () => {
     const root = await rootToken(aKey)
-    await refusedClean(token(B, { grant_type: TOKEN_EXCHANGE, subject_token: root, subject_token_type: AT, actor_token: bSvid, actor_token_type: JWT }, bKey), 'invalid_grant', grant)
+    await refusedClean(
+      token(B, { grant_type: TOKEN_EXCHANGE, subject_token: root, subject_token_type: AT, actor_token: bSvid, actor_token_type: JWT }, bKey),
+      'invalid_grant',
+      grant,
+    )
     // Even its own holder, with its key: an actor_token asks for delegation, which only a grant gives.
-    await refusedClean(token(A, { grant_type: TOKEN_EXCHANGE, subject_token: root, subject_token_type: AT, actor_token: await jwtSvid(A), actor_token_type: JWT }, aKey), 'invalid_grant', grant)
+    await refusedClean(
+      token(A, { grant_type: TOKEN_EXCHANGE, subject_token: root, subject_token_type: AT, actor_token: await jwtSvid(A), actor_token_type: JWT }, aKey),
+      'invalid_grant',
+      grant,
+    )
   })
 
   it('a JWT-SVID as subject_token with actor_token: invalid_grant', async () => {
     const t = await w.svc.createTask({ taskId: `svid${++taskN}`, agent: B, scopes: ['read'], resources: [API], ttlSeconds: 600, maxRenewals: 0 }, 'admin')
-    await refusedClean(token(B, { grant_type: TOKEN_EXCHANGE, subject_token: bSvid, subject_token_type: JWT_SVID, actor_token: bSvid, actor_token_type: JWT, task_id: t.taskId }, bKey), 'invalid_grant', grant)
+    await refusedClean(
+      token(
+        B,
+        { grant_type: TOKEN_EXCHANGE, subject_token: bSvid, subject_token_type: JWT_SVID, actor_token: bSvid, actor_token_type: JWT, task_id: t.taskId },
+        bKey,
+      ),
+      'invalid_grant',
+      grant,
+    )
     // Without the actor token, the same exchange is B's own token.
     await ok(await token(B, { grant_type: TOKEN_EXCHANGE, subject_token: bSvid, subject_token_type: JWT_SVID, task_id: t.taskId }, bKey))
   })

@@ -60,14 +60,29 @@ describe('a two-hop chain', () => {
   it('is verified offline from the JWKS alone: the act chain, the actor key binding, a lower depth cap refused', async () => {
     const claims = await verifyAccessToken(toC, { issuer: w.issuer, audience: API, keys: keysOf(), nowSec: nowSec() })
     expect(claims.act).toEqual({ sub: C, act: { sub: B } })
-    await expect(verifyAccessToken(toC, { issuer: w.issuer, audience: API, keys: keysOf(), nowSec: nowSec(), maxDelegationDepth: 1 })).rejects.toMatchObject({ code: 'ERR_ACCESS_TOKEN_INVALID' })
+    await expect(verifyAccessToken(toC, { issuer: w.issuer, audience: API, keys: keysOf(), nowSec: nowSec(), maxDelegationDepth: 1 })).rejects.toMatchObject({
+      code: 'ERR_ACCESS_TOKEN_INVALID',
+    })
     // At the resource: the proof must be the actor's (C's) key, not the delegator's.
     const url = `${API}/tools/search`
     const opts = { issuer: w.issuer, audience: API, keys: keysOf(), requiredScopes: ['read'], dpop: { replay: new MemoryReplayCache({ maxEntries: 100 }) } }
-    const good = await verifyResourceRequest({ authorization: `DPoP ${toC}`, dpop: await createDpopProof(cKey, { method: 'GET', url, accessToken: toC }), method: 'GET', url }, opts)
+    const good = await verifyResourceRequest(
+      { authorization: `DPoP ${toC}`, dpop: await createDpopProof(cKey, { method: 'GET', url, accessToken: toC }), method: 'GET', url },
+      opts,
+    )
     expect(good.claims.act).toEqual({ sub: C, act: { sub: B } })
-    await expect(verifyResourceRequest({ authorization: `DPoP ${toC}`, dpop: await createDpopProof(bKey, { method: 'GET', url, accessToken: toC }), method: 'GET', url }, opts)).rejects.toBeDefined()
-    await expect(verifyResourceRequest({ authorization: `DPoP ${toC}`, dpop: await createDpopProof(cKey, { method: 'GET', url, accessToken: toC }), method: 'GET', url }, { ...opts, requiredScopes: ['write'] })).rejects.toBeDefined()
+    await expect(
+      verifyResourceRequest(
+        { authorization: `DPoP ${toC}`, dpop: await createDpopProof(bKey, { method: 'GET', url, accessToken: toC }), method: 'GET', url },
+        opts,
+      ),
+    ).rejects.toBeDefined()
+    await expect(
+      verifyResourceRequest(
+        { authorization: `DPoP ${toC}`, dpop: await createDpopProof(cKey, { method: 'GET', url, accessToken: toC }), method: 'GET', url },
+        { ...opts, requiredScopes: ['write'] },
+      ),
+    ).rejects.toBeDefined()
   })
 
   it('records parent and root jti for every hop', () => {

@@ -30,10 +30,43 @@ describe('broker admin API and warrant task', () => {
   })
 
   it('creates, shows, lists and ends a task as admin', async () => {
-    const c = await warrant(['task', 'create', '--socket', socket, '--agent', 'spiffe://example.org/agents/', '--scope', 'repo:read', '--scope', 'repo:write', '--resource', 'https://git.example/', '--ttl', '2h', '--max-renewals', '5', '--task-id', 'deploy-1', '--orchestration-id', 'o-1', '--output', 'json'])
+    const c = await warrant([
+      'task',
+      'create',
+      '--socket',
+      socket,
+      '--agent',
+      'spiffe://example.org/agents/',
+      '--scope',
+      'repo:read',
+      '--scope',
+      'repo:write',
+      '--resource',
+      'https://git.example/',
+      '--ttl',
+      '2h',
+      '--max-renewals',
+      '5',
+      '--task-id',
+      'deploy-1',
+      '--orchestration-id',
+      'o-1',
+      '--output',
+      'json',
+    ])
     expect(c.stderr).toBe('')
     expect(c.code).toBe(0)
-    expect(JSON.parse(c.stdout)).toMatchObject({ task_id: 'deploy-1', orchestration_id: 'o-1', agent: 'spiffe://example.org/agents/', scopes: ['repo:read', 'repo:write'], resources: ['https://git.example/'], ttl_seconds: 7200, max_renewals: 5, created_by: 'admin', state: 'active' })
+    expect(JSON.parse(c.stdout)).toMatchObject({
+      task_id: 'deploy-1',
+      orchestration_id: 'o-1',
+      agent: 'spiffe://example.org/agents/',
+      scopes: ['repo:read', 'repo:write'],
+      resources: ['https://git.example/'],
+      ttl_seconds: 7200,
+      max_renewals: 5,
+      created_by: 'admin',
+      state: 'active',
+    })
     expect(svc.calls.find((x) => x.method === 'createTask')!.args[1]).toBe('admin')
 
     const show = await warrant(['task', 'show', 'deploy-1', '--socket', socket])

@@ -21,7 +21,15 @@ afterAll(async () => {
 describe('broker TLS', () => {
   it('refuses client-initiated renegotiation on a TLS 1.2 connection', async () => {
     const svid = w.svids[A]!
-    const socket = tls.connect({ host: '127.0.0.1', port: Number(new URL(w.issuer).port), servername: 'localhost', ca: pem(w.ca.certificate), cert: svid.certPem, key: svid.keyPem, maxVersion: 'TLSv1.2' })
+    const socket = tls.connect({
+      host: '127.0.0.1',
+      port: Number(new URL(w.issuer).port),
+      servername: 'localhost',
+      ca: pem(w.ca.certificate),
+      cert: svid.certPem,
+      key: svid.keyPem,
+      maxVersion: 'TLSv1.2',
+    })
     socket.on('error', () => undefined)
     await once(socket, 'secureConnect')
     expect(socket.getProtocol()).toBe('TLSv1.2')

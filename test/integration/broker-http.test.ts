@@ -134,7 +134,13 @@ describe('metadata and JWKS', () => {
 
 describe('token endpoint: client authentication', () => {
   it('tls_client_auth: the X.509-SVID names the client and the token is bound to its certificate', async () => {
-    const res = await request(url('/token'), { method: 'POST', headers: FORM, body: form({ grant_type: 'client_credentials', scope: 'read write', task_id: 't1' }), client: agent, ca: caPem })
+    const res = await request(url('/token'), {
+      method: 'POST',
+      headers: FORM,
+      body: form({ grant_type: 'client_credentials', scope: 'read write', task_id: 't1' }),
+      client: agent,
+      ca: caPem,
+    })
     expect(res.status).toBe(200)
     expect(res.headers['cache-control']).toBe('no-store')
     expect(res.json()).toMatchObject({ access_token: expect.stringMatching(/^at-/), token_type: 'Bearer' })
@@ -163,7 +169,13 @@ describe('token endpoint: client authentication', () => {
   })
 
   it('admits a federated trust domain named in config', async () => {
-    const res = await request(url('/token'), { method: 'POST', headers: FORM, body: form({ grant_type: 'client_credentials' }), client: partnerAgent, ca: caPem })
+    const res = await request(url('/token'), {
+      method: 'POST',
+      headers: FORM,
+      body: form({ grant_type: 'client_credentials' }),
+      client: partnerAgent,
+      ca: caPem,
+    })
     expect(res.status).toBe(200)
     expect((lastCall()!.args[1] as AuthenticatedClient).spiffeId).toBe('spiffe://partner.org/agent')
   })
@@ -183,20 +195,47 @@ describe('token endpoint: client authentication', () => {
   })
 
   it('refuses a client_id that is not the authenticated SPIFFE ID', async () => {
-    const res = await request(url('/token'), { method: 'POST', headers: FORM, body: form({ grant_type: 'client_credentials', client_id: 'spiffe://example.org/other' }), client: agent, ca: caPem })
+    const res = await request(url('/token'), {
+      method: 'POST',
+      headers: FORM,
+      body: form({ grant_type: 'client_credentials', client_id: 'spiffe://example.org/other' }),
+      client: agent,
+      ca: caPem,
+    })
     expectOAuthError(res, 401, 'invalid_client')
-    const ok = await request(url('/token'), { method: 'POST', headers: FORM, body: form({ grant_type: 'client_credentials', client_id: 'spiffe://example.org/agent' }), client: agent, ca: caPem })
+    const ok = await request(url('/token'), {
+      method: 'POST',
+      headers: FORM,
+      body: form({ grant_type: 'client_credentials', client_id: 'spiffe://example.org/agent' }),
+      client: agent,
+      ca: caPem,
+    })
     expect(ok.status).toBe(200)
   })
 
   it('refuses client secrets and Authorization-header authentication', async () => {
-    const r1 = await request(url('/token'), { method: 'POST', headers: FORM, body: form({ grant_type: 'client_credentials', client_secret: 's' }), client: agent, ca: caPem })
+    const r1 = await request(url('/token'), {
+      method: 'POST',
+      headers: FORM,
+      body: form({ grant_type: 'client_credentials', client_secret: 's' }),
+      client: agent,
+      ca: caPem,
+    })
     expectOAuthError(r1, 401, 'invalid_client')
-    const r2 = await request(url('/token'), { method: 'POST', headers: { ...FORM, authorization: 'Basic YTpi' }, body: form({ grant_type: 'client_credentials' }), client: agent, ca: caPem })
+    const r2 = await request(url('/token'), {
+      method: 'POST',
+      headers: { ...FORM, authorization: 'Basic YTpi' },
+      body: form({ grant_type: 'client_credentials' }),
+      client: agent,
+      ca: caPem,
+    })
     expectOAuthError(r2, 401, 'invalid_client')
   })
 
-  for (const [type, method] of [['urn:ietf:params:oauth:client-assertion-type:jwt-spiffe', 'jwt-spiffe'], ['urn:ietf:params:oauth:client-assertion-type:jwt-bearer', 'jwt-bearer']] as const) {
+  for (const [type, method] of [
+    ['urn:ietf:params:oauth:client-assertion-type:jwt-spiffe', 'jwt-spiffe'],
+    ['urn:ietf:params:oauth:client-assertion-type:jwt-bearer', 'jwt-bearer'],
+  ] as const) {
     it(`a JWT-SVID as ${method} client assertion authenticates once; the token is bearer without DPoP`, async () => {
       const a = await jwtSvid(local, 'spiffe://example.org/agent', [issuer])
       const body = form({ grant_type: 'client_credentials', client_assertion_type: type, client_assertion: a })
@@ -213,26 +252,70 @@ describe('token endpoint: client authentication', () => {
 
   it('an assertion wins over a presented certificate (one method per request)', async () => {
     const a = await jwtSvid(local, 'spiffe://example.org/other', [issuer])
-    const res = await request(url('/token'), { method: 'POST', headers: FORM, body: form({ grant_type: 'client_credentials', client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-spiffe', client_assertion: a }), client: agent, ca: caPem })
+    const res = await request(url('/token'), {
+      method: 'POST',
+      headers: FORM,
+      body: form({ grant_type: 'client_credentials', client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-spiffe', client_assertion: a }),
+      client: agent,
+      ca: caPem,
+    })
     expect(res.status).toBe(200)
     expect(lastCall()!.args[1]).toEqual({ spiffeId: 'spiffe://example.org/other', method: 'jwt-spiffe' })
     expect(lastCall()!.args[2]).toEqual({ kind: 'bearer' })
   })
 
   const badAssertions: [string, () => Promise<Record<string, string>>][] = [
-    ['audience is not the issuer', async () => ({ client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-spiffe', client_assertion: await jwtSvid(local, 'spiffe://example.org/agent', ['https://elsewhere']) })],
-    ['lives longer than allowed', async () => ({ client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-spiffe', client_assertion: await jwtSvid(local, 'spiffe://example.org/agent', [issuer], { ttlSec: 3600 }) })],
-    ['expired', async () => ({ client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-spiffe', client_assertion: await jwtSvid(local, 'spiffe://example.org/agent', [issuer], { ttlSec: 60, iatOffsetSec: -300 }) })],
-    ['signed by a key not in the bundle', async () => ({ client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-spiffe', client_assertion: await jwtSvid(local, 'spiffe://example.org/agent', [issuer], { signer: evil.jwt.signer }) })],
-    ['from a trust domain not admitted', async () => ({ client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-spiffe', client_assertion: await jwtSvid(evil, 'spiffe://evil.org/agent', [issuer]) })],
-    ['of an unknown assertion type', async () => ({ client_assertion_type: 'urn:example:saml', client_assertion: await jwtSvid(local, 'spiffe://example.org/agent', [issuer]) })],
+    [
+      'audience is not the issuer',
+      async () => ({
+        client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-spiffe',
+        client_assertion: await jwtSvid(local, 'spiffe://example.org/agent', ['https://elsewhere']),
+      }),
+    ],
+    [
+      'lives longer than allowed',
+      async () => ({
+        client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-spiffe',
+        client_assertion: await jwtSvid(local, 'spiffe://example.org/agent', [issuer], { ttlSec: 3600 }),
+      }),
+    ],
+    [
+      'expired',
+      async () => ({
+        client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-spiffe',
+        client_assertion: await jwtSvid(local, 'spiffe://example.org/agent', [issuer], { ttlSec: 60, iatOffsetSec: -300 }),
+      }),
+    ],
+    [
+      'signed by a key not in the bundle',
+      async () => ({
+        client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-spiffe',
+        client_assertion: await jwtSvid(local, 'spiffe://example.org/agent', [issuer], { signer: evil.jwt.signer }),
+      }),
+    ],
+    [
+      'from a trust domain not admitted',
+      async () => ({
+        client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-spiffe',
+        client_assertion: await jwtSvid(evil, 'spiffe://evil.org/agent', [issuer]),
+      }),
+    ],
+    [
+      'of an unknown assertion type',
+      async () => ({ client_assertion_type: 'urn:example:saml', client_assertion: await jwtSvid(local, 'spiffe://example.org/agent', [issuer]) }),
+    ],
     ['without its type', async () => ({ client_assertion: await jwtSvid(local, 'spiffe://example.org/agent', [issuer]) })],
     ['not a JWT', async () => ({ client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-spiffe', client_assertion: 'garbage' })],
   ]
   for (const [name, make] of badAssertions) {
     it(`refuses a client assertion ${name}`, async () => {
       const before = tokenCalls()
-      const res = await request(url('/token'), { method: 'POST', headers: FORM, body: form({ grant_type: 'client_credentials', ...(await make()) }), ca: caPem })
+      const res = await request(url('/token'), {
+        method: 'POST',
+        headers: FORM,
+        body: form({ grant_type: 'client_credentials', ...(await make()) }),
+        ca: caPem,
+      })
       expectOAuthError(res, 401, 'invalid_client')
       expect(res.headers['www-authenticate']).toContain('invalid_client')
       expect(tokenCalls()).toBe(before)
@@ -245,9 +328,19 @@ describe('token endpoint: request shape', () => {
     ['a repeated single-valued parameter', 'grant_type=client_credentials&scope=a&scope=b', 400, 'invalid_request'],
     ['a repeated grant_type', 'grant_type=client_credentials&grant_type=client_credentials', 400, 'invalid_request'],
     ['no grant_type', { scope: 'a' }, 400, 'invalid_request'],
-    ['token exchange without subject_token', { grant_type: TOKEN_EXCHANGE, subject_token_type: 'urn:ietf:params:oauth:token-type:jwt' }, 400, 'invalid_request'],
+    [
+      'token exchange without subject_token',
+      { grant_type: TOKEN_EXCHANGE, subject_token_type: 'urn:ietf:params:oauth:token-type:jwt' },
+      400,
+      'invalid_request',
+    ],
     ['token exchange without subject_token_type', { grant_type: TOKEN_EXCHANGE, subject_token: 'x' }, 400, 'invalid_request'],
-    ['actor_token without its type', { grant_type: TOKEN_EXCHANGE, subject_token: 'x', subject_token_type: 'urn:ietf:params:oauth:token-type:jwt', actor_token: 'y' }, 400, 'invalid_request'],
+    [
+      'actor_token without its type',
+      { grant_type: TOKEN_EXCHANGE, subject_token: 'x', subject_token_type: 'urn:ietf:params:oauth:token-type:jwt', actor_token: 'y' },
+      400,
+      'invalid_request',
+    ],
     ['a relative resource', { grant_type: 'client_credentials', resource: '/api' }, 400, 'invalid_target'],
     ['authorization_details that are not an array', { grant_type: 'client_credentials', authorization_details: '{"type":"x"}' }, 400, 'invalid_request'],
   ]
@@ -264,34 +357,77 @@ describe('token endpoint: request shape', () => {
     const res = await request(url('/token'), {
       method: 'POST',
       headers: FORM,
-      body: form({ grant_type: TOKEN_EXCHANGE, subject_token: 'st', subject_token_type: 'urn:ietf:params:oauth:token-type:jwt', resource: ['https://a.example/x', 'https://b.example/'], audience: ['a', 'b'], authorization_details: '[{"type":"tool_call","actions":["run"]}]' }),
+      body: form({
+        grant_type: TOKEN_EXCHANGE,
+        subject_token: 'st',
+        subject_token_type: 'urn:ietf:params:oauth:token-type:jwt',
+        resource: ['https://a.example/x', 'https://b.example/'],
+        audience: ['a', 'b'],
+        authorization_details: '[{"type":"tool_call","actions":["run"]}]',
+      }),
       client: agent,
       ca: caPem,
     })
     expect(res.status).toBe(200)
-    expect(lastCall()!.args[0]).toMatchObject({ grantType: TOKEN_EXCHANGE, subjectToken: 'st', resources: ['https://a.example/x', 'https://b.example/'], audiences: ['a', 'b'], authorizationDetails: [{ type: 'tool_call', actions: ['run'] }] })
+    expect(lastCall()!.args[0]).toMatchObject({
+      grantType: TOKEN_EXCHANGE,
+      subjectToken: 'st',
+      resources: ['https://a.example/x', 'https://b.example/'],
+      audiences: ['a', 'b'],
+      authorizationDetails: [{ type: 'tool_call', actions: ['run'] }],
+    })
   })
 
   it('refuses a body that is not a form (JSON): invalid_request', async () => {
     const before = tokenCalls()
-    const res = await request(url('/token'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"grant_type":"client_credentials"}', client: agent, ca: caPem })
+    const res = await request(url('/token'), {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"grant_type":"client_credentials"}',
+      client: agent,
+      ca: caPem,
+    })
     expectOAuthError(res, 400, 'invalid_request')
-    const res2 = await request(url('/token'), { method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'grant_type=client_credentials', client: agent, ca: caPem })
+    const res2 = await request(url('/token'), {
+      method: 'POST',
+      headers: { 'content-type': 'text/plain' },
+      body: 'grant_type=client_credentials',
+      client: agent,
+      ca: caPem,
+    })
     expectOAuthError(res2, 400, 'invalid_request')
     expect(tokenCalls()).toBe(before)
   })
 
   it('refuses a body over the limit and headers over the limit', async () => {
-    const big = await request(url('/token'), { method: 'POST', headers: FORM, body: `grant_type=client_credentials&scope=${'a'.repeat(20_000)}`, client: agent, ca: caPem })
+    const big = await request(url('/token'), {
+      method: 'POST',
+      headers: FORM,
+      body: `grant_type=client_credentials&scope=${'a'.repeat(20_000)}`,
+      client: agent,
+      ca: caPem,
+    })
     expect(big.status).toBe(413)
     expect(big.json()).toEqual({ error: 'invalid_request' })
-    const hdr = await request(url('/token'), { method: 'POST', headers: { ...FORM, 'x-big': 'a'.repeat(10_000) }, body: 'grant_type=client_credentials', client: agent, ca: caPem })
+    const hdr = await request(url('/token'), {
+      method: 'POST',
+      headers: { ...FORM, 'x-big': 'a'.repeat(10_000) },
+      body: 'grant_type=client_credentials',
+      client: agent,
+      ca: caPem,
+    })
     expect(hdr.status).toBe(431)
   })
 
   it('maps domain errors to their OAuth form and hides unexpected ones', async () => {
     svc.fail = new IdentityError('ERR_SCOPE_INVALID', 'scope admin is outside the ceiling of /agents/ (internal detail)')
-    const r1 = await request(url('/token'), { method: 'POST', headers: FORM, body: form({ grant_type: 'client_credentials', scope: 'admin' }), client: agent, ca: caPem })
+    const r1 = await request(url('/token'), {
+      method: 'POST',
+      headers: FORM,
+      body: form({ grant_type: 'client_credentials', scope: 'admin' }),
+      client: agent,
+      ca: caPem,
+    })
     expectOAuthError(r1, 400, 'invalid_scope')
     expect(r1.body).not.toContain('ceiling')
     svc.fail = new Error('database is on fire at /var/lib/x')
@@ -307,7 +443,8 @@ describe('token endpoint: DPoP', () => {
   beforeAll(async () => {
     keys = await joseKeyPair('ES256', { extractable: false })
   })
-  const post = (headers: Record<string, string | string[]>) => request(url('/token'), { method: 'POST', headers: { ...FORM, ...headers }, body: form({ grant_type: 'client_credentials' }), client: agent, ca: caPem })
+  const post = (headers: Record<string, string | string[]>) =>
+    request(url('/token'), { method: 'POST', headers: { ...FORM, ...headers }, body: form({ grant_type: 'client_credentials' }), client: agent, ca: caPem })
 
   it('answers use_dpop_nonce with a DPoP-Nonce header, then binds the token to the key (cnf.jkt)', async () => {
     const before = tokenCalls()
@@ -320,7 +457,10 @@ describe('token endpoint: DPoP', () => {
     expect(second.status).toBe(200)
     expect(second.json().token_type).toBe('DPoP')
     expect(second.headers['dpop-nonce']).toBeDefined()
-    expect(lastCall()!.args[2]).toEqual({ kind: 'dpop', jkt: await jwkThumbprint((await crypto.subtle.exportKey('jwk', keys.publicKey)) as Parameters<typeof jwkThumbprint>[0]) })
+    expect(lastCall()!.args[2]).toEqual({
+      kind: 'dpop',
+      jkt: await jwkThumbprint((await crypto.subtle.exportKey('jwk', keys.publicKey)) as Parameters<typeof jwkThumbprint>[0]),
+    })
   })
 
   it('refuses a replayed proof, a proof for another URL or method, a forged nonce and two DPoP headers', async () => {
@@ -331,7 +471,11 @@ describe('token endpoint: DPoP', () => {
     expectOAuthError(await post({ dpop: good }), 400, 'invalid_dpop_proof')
     expectOAuthError(await post({ dpop: await createDpopProof(keys, { method: 'POST', url: `${issuer}/introspect`, nonce }) }), 400, 'invalid_dpop_proof')
     expectOAuthError(await post({ dpop: await createDpopProof(keys, { method: 'GET', url: `${issuer}/token`, nonce }) }), 400, 'invalid_dpop_proof')
-    expectOAuthError(await post({ dpop: await createDpopProof(keys, { method: 'POST', url: `${issuer}/token`, nonce: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA' }) }), 400, 'use_dpop_nonce')
+    expectOAuthError(
+      await post({ dpop: await createDpopProof(keys, { method: 'POST', url: `${issuer}/token`, nonce: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA' }) }),
+      400,
+      'use_dpop_nonce',
+    )
     const p1 = await createDpopProof(keys, { method: 'POST', url: `${issuer}/token`, nonce })
     const p2 = await createDpopProof(keys, { method: 'POST', url: `${issuer}/token`, nonce })
     expectOAuthError(await post({ dpop: [p1, p2] }), 400, 'invalid_dpop_proof')
@@ -341,11 +485,25 @@ describe('token endpoint: DPoP', () => {
 
   it('a nonce challenge does not consume the client assertion: the retry with the same assertion succeeds', async () => {
     const assertion = await jwtSvid(local, 'spiffe://example.org/agent', [issuer])
-    const body = form({ grant_type: 'client_credentials', client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-spiffe', client_assertion: assertion })
-    const first = await request(url('/token'), { method: 'POST', headers: { ...FORM, dpop: await createDpopProof(keys, { method: 'POST', url: `${issuer}/token` }) }, body, ca: caPem })
+    const body = form({
+      grant_type: 'client_credentials',
+      client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-spiffe',
+      client_assertion: assertion,
+    })
+    const first = await request(url('/token'), {
+      method: 'POST',
+      headers: { ...FORM, dpop: await createDpopProof(keys, { method: 'POST', url: `${issuer}/token` }) },
+      body,
+      ca: caPem,
+    })
     expectOAuthError(first, 400, 'use_dpop_nonce')
     const nonce = first.headers['dpop-nonce'] as string
-    const second = await request(url('/token'), { method: 'POST', headers: { ...FORM, dpop: await createDpopProof(keys, { method: 'POST', url: `${issuer}/token`, nonce }) }, body, ca: caPem })
+    const second = await request(url('/token'), {
+      method: 'POST',
+      headers: { ...FORM, dpop: await createDpopProof(keys, { method: 'POST', url: `${issuer}/token`, nonce }) },
+      body,
+      ca: caPem,
+    })
     expect(second.status).toBe(200)
     expect(lastCall()!.args[2]).toMatchObject({ kind: 'dpop' })
   })
@@ -360,7 +518,8 @@ describe('token endpoint: DPoP', () => {
 })
 
 describe('introspection and revocation', () => {
-  const introspect = (client: Svid | undefined, body: Record<string, string>) => request(url('/introspect'), { method: 'POST', headers: FORM, body: form(body), ...(client ? { client } : {}), ca: caPem })
+  const introspect = (client: Svid | undefined, body: Record<string, string>) =>
+    request(url('/introspect'), { method: 'POST', headers: FORM, body: form(body), ...(client ? { client } : {}), ca: caPem })
 
   it('answers a resource server on the allow-list', async () => {
     const res = await introspect(rs, { token: 'at-1' })
@@ -380,7 +539,13 @@ describe('introspection and revocation', () => {
   })
 
   it('revokes for an authenticated client (200, empty) and refuses unauthenticated ones', async () => {
-    const ok = await request(url('/revoke'), { method: 'POST', headers: FORM, body: form({ token: 'at-1', token_type_hint: 'access_token' }), client: agent, ca: caPem })
+    const ok = await request(url('/revoke'), {
+      method: 'POST',
+      headers: FORM,
+      body: form({ token: 'at-1', token_type_hint: 'access_token' }),
+      client: agent,
+      ca: caPem,
+    })
     expect(ok.status).toBe(200)
     expect(ok.body).toBe('')
     expect(lastCall()).toMatchObject({ method: 'revoke', args: ['at-1', { spiffeId: 'spiffe://example.org/agent' }] })
@@ -393,7 +558,15 @@ describe('introspection and revocation', () => {
 
 describe('tasks for orchestrators', () => {
   const json = { 'content-type': 'application/json' }
-  const spec = { task_id: 'build-42', orchestration_id: 'orch-1', agent: 'spiffe://example.org/agent', scopes: ['repo:read'], resources: ['https://git.example/'], ttl_seconds: 600, max_renewals: 3 }
+  const spec = {
+    task_id: 'build-42',
+    orchestration_id: 'orch-1',
+    agent: 'spiffe://example.org/agent',
+    scopes: ['repo:read'],
+    resources: ['https://git.example/'],
+    ttl_seconds: 600,
+    max_renewals: 3,
+  }
 
   it('an orchestrator creates, reads, lists and ends its task', async () => {
     const c = await request(url('/tasks'), { method: 'POST', headers: json, body: JSON.stringify(spec), client: orch, ca: caPem })
@@ -422,7 +595,13 @@ describe('tasks for orchestrators', () => {
     expect(a.json()).toEqual({ error: 'unauthorized_client' })
     const u = await request(url('/tasks'), { method: 'POST', headers: json, body: JSON.stringify({ ...spec, task_id: 'x2' }), ca: caPem })
     expect(u.status).toBe(401)
-    const bad = await request(url('/tasks'), { method: 'POST', headers: json, body: JSON.stringify({ ...spec, task_id: 'x3', ttl_seconds: -1, extra: 1 }), client: orch, ca: caPem })
+    const bad = await request(url('/tasks'), {
+      method: 'POST',
+      headers: json,
+      body: JSON.stringify({ ...spec, task_id: 'x3', ttl_seconds: -1, extra: 1 }),
+      client: orch,
+      ca: caPem,
+    })
     expect(bad.status).toBe(400)
     expect(bad.json().error_description).toContain('ttl_seconds')
     const notJson = await request(url('/tasks'), { method: 'POST', headers: json, body: '{', client: orch, ca: caPem })
@@ -456,7 +635,11 @@ describe('connection guard', () => {
     const p = await freePort()
     const small = await startBrokerHttpServer({
       service: fakeService(),
-      config: httpConfig({ issuer: `https://localhost:${p}`, bindAddress: { host: '127.0.0.1', port: p }, limits: { bodyBytes: 16 * 1024, headerBytes: 8 * 1024, maxConnectionsPerAddress: 2, requestTimeoutMs: 10_000 } }),
+      config: httpConfig({
+        issuer: `https://localhost:${p}`,
+        bindAddress: { host: '127.0.0.1', port: p },
+        limits: { bodyBytes: 16 * 1024, headerBytes: 8 * 1024, maxConnectionsPerAddress: 2, requestTimeoutMs: 10_000 },
+      }),
       trust: { localTrustDomain: () => TrustDomain.fromString('example.org'), bundles: () => bundles },
       identity,
       log: captureLogger(),

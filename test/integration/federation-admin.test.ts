@@ -42,7 +42,14 @@ describe('warrant federation CLI over the admin socket', () => {
   const ds = createMemoryDataStore()
   const federated = new FederatedBundles({ ds, localTrustDomain: LOCAL, log: nullLogger })
   const relationships = new RelationshipStore({ kv: ds.kv, localTrustDomain: LOCAL, clock: systemClock })
-  const refresher = new FederationRefresher({ relationships, federated, clock: systemClock, log: nullLogger, registry: new Registry(), readText: (path) => readFileSync(path, 'utf8') })
+  const refresher = new FederationRefresher({
+    relationships,
+    federated,
+    clock: systemClock,
+    log: nullLogger,
+    registry: new Registry(),
+    readText: (path) => readFileSync(path, 'utf8'),
+  })
   const server = new grpc.Server()
   let ep: BundleEndpoint
   let bootstrapFile: string
@@ -58,9 +65,12 @@ describe('warrant federation CLI over the admin socket', () => {
     })
     bootstrapFile = join(tmp.dir, 'bootstrap.pem')
     writeFileSync(bootstrapFile, pem(ca.certificate))
-    const def = (loadProto('warrant/admin/v1/federation.proto') as unknown as { warrant: { admin: { v1: { Federation: grpc.ServiceClientConstructor } } } }).warrant.admin.v1.Federation
+    const def = (loadProto('warrant/admin/v1/federation.proto') as unknown as { warrant: { admin: { v1: { Federation: grpc.ServiceClientConstructor } } } })
+      .warrant.admin.v1.Federation
     server.addService(def.service, federationAdminService({ relationships, refresher, federated, log: nullLogger }))
-    await new Promise<void>((resolve, reject) => server.bindAsync(`unix:${socket}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? reject(e) : resolve())))
+    await new Promise<void>((resolve, reject) =>
+      server.bindAsync(`unix:${socket}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? reject(e) : resolve())),
+    )
   })
   afterAll(async () => {
     await refresher.stop()
@@ -71,9 +81,31 @@ describe('warrant federation CLI over the admin socket', () => {
 
   it('create → list → refresh → show → update → delete', async () => {
     const url = `https://127.0.0.1:${ep.port}/`
-    const created = await cli(['create', '--socket', socket, '--trust-domain', PARTNER, '--url', url, '--profile', 'https_spiffe', '--endpoint-spiffe-id', ENDPOINT_ID, '--bootstrap-bundle', bootstrapFile, '--output', 'json'])
+    const created = await cli([
+      'create',
+      '--socket',
+      socket,
+      '--trust-domain',
+      PARTNER,
+      '--url',
+      url,
+      '--profile',
+      'https_spiffe',
+      '--endpoint-spiffe-id',
+      ENDPOINT_ID,
+      '--bootstrap-bundle',
+      bootstrapFile,
+      '--output',
+      'json',
+    ])
     expect(created.code).toBe(0)
-    expect(JSON.parse(created.out)).toMatchObject({ trust_domain: PARTNER, profile: 'https_spiffe', endpoint_spiffe_id: ENDPOINT_ID, bundle_endpoint_url: url, last_sequence: null })
+    expect(JSON.parse(created.out)).toMatchObject({
+      trust_domain: PARTNER,
+      profile: 'https_spiffe',
+      endpoint_spiffe_id: ENDPOINT_ID,
+      bundle_endpoint_url: url,
+      last_sequence: null,
+    })
     // The bootstrap bundle is stored (PEM: no sequence yet).
     expect(SpiffeBundle.parse(TrustDomain.fromString(PARTNER), (await federated.get(PARTNER)).document).x509Authorities).toHaveLength(1)
 
@@ -102,7 +134,10 @@ describe('warrant federation CLI over the admin socket', () => {
     [['create', '--trust-domain', 'x.test', '--url', 'http://x.test/', '--profile', 'https_web'], 'ERR_INVALID_ARGUMENT'],
     [['create', '--trust-domain', 'local.test', '--url', 'https://x.test/', '--profile', 'https_web'], 'ERR_INVALID_ARGUMENT'],
     [['create', '--trust-domain', 'x.test', '--url', 'https://x.test/', '--profile', 'https_spiffe'], 'ERR_INVALID_ARGUMENT'],
-    [['create', '--trust-domain', 'x.test', '--url', 'https://x.test/', '--profile', 'https_web', '--endpoint-spiffe-id', 'spiffe://x.test/s'], 'ERR_INVALID_ARGUMENT'],
+    [
+      ['create', '--trust-domain', 'x.test', '--url', 'https://x.test/', '--profile', 'https_web', '--endpoint-spiffe-id', 'spiffe://x.test/s'],
+      'ERR_INVALID_ARGUMENT',
+    ],
   ])('%j fails with %s and stores nothing', async (args, code) => {
     const err = await run([...args, '--socket', socket]).catch((e: unknown) => e)
     expect((err as grpc.ServiceError).metadata?.get('x-error-code')).toEqual([code])

@@ -50,7 +50,14 @@ describe('federated bundle rollback', () => {
   const federated = new FederatedBundles({ ds, localTrustDomain: LOCAL, log })
   const relationships = new RelationshipStore({ kv: ds.kv, localTrustDomain: LOCAL, clock: systemClock })
   const metrics = createServerMetrics()
-  const refresher = new FederationRefresher({ relationships, federated, clock: systemClock, log, registry: metrics.registry, readText: (path) => readFileSync(path, 'utf8') })
+  const refresher = new FederationRefresher({
+    relationships,
+    federated,
+    clock: systemClock,
+    log,
+    registry: metrics.registry,
+    readText: (path) => readFileSync(path, 'utf8'),
+  })
   const server = new grpc.Server()
   let ep: BundleEndpoint
   let ca: TestCa
@@ -65,13 +72,21 @@ describe('federated bundle rollback', () => {
     const creds = await svidCredentials(ca, ENDPOINT_ID)
     served = bundleOf(PARTNER, [ca], { sequence: 5, hint: 300 })
     ep = await startBundleEndpoint({ address: '127.0.0.1:0', profile: { kind: 'https_spiffe', getServerSvid: () => creds }, getBundle: () => served, log })
-    const def = (loadProto('warrant/admin/v1/admin.proto') as unknown as { warrant: { admin: { v1: Record<string, grpc.ServiceClientConstructor> } } }).warrant.admin.v1
+    const def = (loadProto('warrant/admin/v1/admin.proto') as unknown as { warrant: { admin: { v1: Record<string, grpc.ServiceClientConstructor> } } }).warrant
+      .admin.v1
     // Only the Bundles service is served here: it needs the federated store, the logger and the metrics.
     const admin = adminServices({ federated, log, metrics } as unknown as AdminDeps)
     server.addService(def.Bundles!.service, admin.bundles)
-    await new Promise<void>((resolve, reject) => server.bindAsync(`unix:${socket}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? reject(e) : resolve())))
+    await new Promise<void>((resolve, reject) =>
+      server.bindAsync(`unix:${socket}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? reject(e) : resolve())),
+    )
     await federated.set(PARTNER, 'pem', pem(ca.certificate)) // bootstrap
-    await relationships.create({ trustDomain: PARTNER, bundleEndpointUrl: `https://127.0.0.1:${ep.port}/`, profile: 'https_spiffe', endpointSpiffeId: ENDPOINT_ID })
+    await relationships.create({
+      trustDomain: PARTNER,
+      bundleEndpointUrl: `https://127.0.0.1:${ep.port}/`,
+      profile: 'https_spiffe',
+      endpointSpiffeId: ENDPOINT_ID,
+    })
   })
   afterAll(async () => {
     await refresher.stop()

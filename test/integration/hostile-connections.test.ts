@@ -59,7 +59,14 @@ class GrantAll implements WorkloadManager {
 type Client = grpc.Client & Record<string, (...args: unknown[]) => unknown>
 
 function makeClient(socketPath: string): Client {
-  const def = loadSync('spiffe/workload/workload.proto', { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true, includeDirs: [join(REPO, 'proto')] })
+  const def = loadSync('spiffe/workload/workload.proto', {
+    keepCase: true,
+    longs: String,
+    enums: String,
+    defaults: true,
+    oneofs: true,
+    includeDirs: [join(REPO, 'proto')],
+  })
   const Ctor = grpc.loadPackageDefinition(def).SpiffeWorkloadAPI as unknown as new (addr: string, creds: grpc.ChannelCredentials) => Client
   return new Ctor(`unix://${socketPath}`, grpc.credentials.createInsecure())
 }
@@ -176,24 +183,28 @@ describe('Workload API under hostile HTTP/2 connections', () => {
     expect(stats.maxOpenMs).toBeLessThan(10_000)
   }, 60_000)
 
-  it.skipIf(!isRoot)('flood from one uid: capped per uid (metric, log line); another uid keeps getting its SVID; all released after', async () => {
-    const base = await settledBaseline()
-    const rejected = async () => (await registry.getSingleMetric('warrant_connections_rejected_total')!.get()).values.reduce((a, v) => a + v.value, 0)
-    const rejected0 = await rejected()
-    const flood = await startFlood(script, { count: LIMITS.maxPerPeer + 30, path: socketPath, waitMs: 60_000 }, { uid: 65534, gid: 65534 })
-    let refused = 0
-    const end = Date.now() + 10_000
-    while ((refused = (await rejected()) - rejected0) < 30 && Date.now() < end) await new Promise((r) => setTimeout(r, 100))
-    // The cap holds: the flooding uid keeps at most maxPerPeer connections, the rest are refused, counted and logged.
-    expect(refused).toBe(30)
-    expect(api.connectionCount).toBe(LIMITS.maxPerPeer)
-    expect(log.lines.some((l) => l.msg === 'Connection limit per peer reached; refusing connections' && l.fields.uid === 65534)).toBe(true)
-    // Our uid is not affected by the other uid's flood.
-    expect(await fetchSvid(socketPath)).toBe(`${TD}/uid/${myUid}`)
-    const stats = await flood.stop()
-    expect(stats.serverClosed).toBeGreaterThanOrEqual(30)
-    expect(await until(() => api.connectionCount === 0 && fdCount() <= base + FD_TOLERANCE, 15_000)).toBe(true)
-  }, 60_000)
+  it.skipIf(!isRoot)(
+    'flood from one uid: capped per uid (metric, log line); another uid keeps getting its SVID; all released after',
+    async () => {
+      const base = await settledBaseline()
+      const rejected = async () => (await registry.getSingleMetric('warrant_connections_rejected_total')!.get()).values.reduce((a, v) => a + v.value, 0)
+      const rejected0 = await rejected()
+      const flood = await startFlood(script, { count: LIMITS.maxPerPeer + 30, path: socketPath, waitMs: 60_000 }, { uid: 65534, gid: 65534 })
+      let refused = 0
+      const end = Date.now() + 10_000
+      while ((refused = (await rejected()) - rejected0) < 30 && Date.now() < end) await new Promise((r) => setTimeout(r, 100))
+      // The cap holds: the flooding uid keeps at most maxPerPeer connections, the rest are refused, counted and logged.
+      expect(refused).toBe(30)
+      expect(api.connectionCount).toBe(LIMITS.maxPerPeer)
+      expect(log.lines.some((l) => l.msg === 'Connection limit per peer reached; refusing connections' && l.fields.uid === 65534)).toBe(true)
+      // Our uid is not affected by the other uid's flood.
+      expect(await fetchSvid(socketPath)).toBe(`${TD}/uid/${myUid}`)
+      const stats = await flood.stop()
+      expect(stats.serverClosed).toBeGreaterThanOrEqual(30)
+      expect(await until(() => api.connectionCount === 0 && fdCount() <= base + FD_TOLERANCE, 15_000)).toBe(true)
+    },
+    60_000,
+  )
 
   it('a held connection without streams is closed after the idle timeout', async () => {
     const base = await settledBaseline()

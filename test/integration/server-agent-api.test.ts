@@ -51,7 +51,27 @@ async function rejection(p: Promise<unknown>): Promise<unknown> {
 function makeX509PopPki(dir: string): { caPath: string; chain: X509Certificate[]; keyPem: string } {
   const o = (args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] })
   writeFileSync(join(dir, 'leaf.ext'), 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n')
-  o(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-subj', '/CN=warrant test node CA', '-days', '2', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'])
+  o([
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    'ca.key',
+    '-out',
+    'ca.pem',
+    '-subj',
+    '/CN=warrant test node CA',
+    '-days',
+    '2',
+    '-addext',
+    'basicConstraints=critical,CA:TRUE',
+    '-addext',
+    'keyUsage=critical,keyCertSign,cRLSign',
+  ])
   o(['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'node.key', '-out', 'node.csr', '-subj', '/CN=node-1'])
   o(['x509', '-req', '-in', 'node.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'node.pem', '-days', '1', '-extfile', 'leaf.ext'])
   return { caPath: join(dir, 'ca.pem'), chain: [new X509Certificate(readFileSync(join(dir, 'node.pem')))], keyPem: readFileSync(join(dir, 'node.key'), 'utf8') }
@@ -88,7 +108,9 @@ describe.runIf(requireTools('openssl'))('warrant server agent API (process, mutu
   const token = async (ttl?: number) => (await agents.call<{ token: string }>('CreateJoinToken', { ttl: ttl ?? 0, spiffe_id: '' })).token
   const createEntry = async (spiffeId: string, parentId: string, selector = 'unix:uid:1000') => {
     const [type, ...v] = selector.split(':')
-    const r = await admin.call<{ results: EntryResult[] }>('BatchCreate', { entries: [{ spiffe_id: spiffeId, parent_id: parentId, selectors: [{ type, value: v.join(':') }] }] })
+    const r = await admin.call<{ results: EntryResult[] }>('BatchCreate', {
+      entries: [{ spiffe_id: spiffeId, parent_id: parentId, selectors: [{ type, value: v.join(':') }] }],
+    })
     expect(r.results[0]!.status.message).toBe('')
     return r.results[0]!.entry!
   }
@@ -177,7 +199,10 @@ describe.runIf(requireTools('openssl'))('warrant server agent API (process, mutu
     ])
     expect(results.map((r) => r.status.code)).toEqual([Status.OK, Status.PERMISSION_DENIED, Status.INVALID_ARGUMENT, Status.PERMISSION_DENIED])
     const ok = results[0]!
-    const v = await verifyX509Svid(ok.svid_chain.map((b) => new Uint8Array(b)), bundle())
+    const v = await verifyX509Svid(
+      ok.svid_chain.map((b) => new Uint8Array(b)),
+      bundle(),
+    )
     expect(v.id.toString()).toBe(`spiffe://${TD}/batch/mine`)
     expect(new X509Certificate(ok.svid_chain[0]!).publicKey.equals(k.publicKey)).toBe(true)
     expect(Number(ok.expires_at)).toBeGreaterThan(Date.now())
@@ -244,7 +269,12 @@ describe.runIf(requireTools('openssl'))('warrant server agent API (process, mutu
     const cred = await c.attestX509Pop(pki.chain, key)
     expect(cred.agentId).toMatch(new RegExp(`^spiffe://${TD.replace('.', '\\.')}/warrant/agent/x509pop/[0-9a-f]{40}$`))
     expect((await verifyX509Svid(cred.chain, bundle())).id.toString()).toBe(cred.agentId)
-    const shown = await srv.cliJson<{ agent_id: string; attestor: string; selectors: { type: string; value: string }[]; can_reattest: boolean }>(['agent', 'show', '--id', cred.agentId])
+    const shown = await srv.cliJson<{ agent_id: string; attestor: string; selectors: { type: string; value: string }[]; can_reattest: boolean }>([
+      'agent',
+      'show',
+      '--id',
+      cred.agentId,
+    ])
     expect(shown).toMatchObject({ agent_id: cred.agentId, attestor: 'x509pop', can_reattest: true })
     expect(shown.selectors).toContainEqual({ type: 'x509pop', value: 'subject:cn:node-1' })
 

@@ -42,12 +42,30 @@ describe('warrant server (process) via the admin CLI', () => {
 
   it('creates, shows, updates, counts and deletes an entry with --output json', async () => {
     const before = await count()
-    const created = await srv.cliJson<BatchJson>(['entry', 'create', '--spiffe-id', `spiffe://${TD}/crud`, '--parent-id', SERVER_ID, '--selector', 'unix:uid:1000', '--selector', 'unix:gid:50', '--x509-svid-ttl', '600'])
+    const created = await srv.cliJson<BatchJson>([
+      'entry',
+      'create',
+      '--spiffe-id',
+      `spiffe://${TD}/crud`,
+      '--parent-id',
+      SERVER_ID,
+      '--selector',
+      'unix:uid:1000',
+      '--selector',
+      'unix:gid:50',
+      '--x509-svid-ttl',
+      '600',
+    ])
     expect(created.results).toHaveLength(1)
     expect(created.results[0]!.status.code).toBe(0)
     const e = created.results[0]!.entry!
     expect(e).toMatchObject({ spiffe_id: `spiffe://${TD}/crud`, parent_id: SERVER_ID, x509_svid_ttl: 600 })
-    expect(e.selectors).toEqual(expect.arrayContaining([{ type: 'unix', value: 'uid:1000' }, { type: 'unix', value: 'gid:50' }]))
+    expect(e.selectors).toEqual(
+      expect.arrayContaining([
+        { type: 'unix', value: 'uid:1000' },
+        { type: 'unix', value: 'gid:50' },
+      ]),
+    )
     expect(await count()).toBe(before + 1)
 
     const shown = await srv.cliJson<EntryJson>(['entry', 'show', '--id', e.id])
@@ -73,11 +91,31 @@ describe('warrant server (process) via the admin CLI', () => {
   })
 
   const bad: { title: string; args: string[]; code: string }[] = [
-    { title: 'a selector without type:value', args: ['entry', 'create', '--spiffe-id', `spiffe://${TD}/bad1`, '--parent-id', SERVER_ID, '--selector', 'bad'], code: 'ERR_INVALID_ARGUMENT' },
-    { title: 'a SPIFFE ID outside the trust domain', args: ['entry', 'create', '--spiffe-id', 'spiffe://other.org/bad2', '--parent-id', SERVER_ID, '--selector', 'unix:uid:1'], code: 'ERR_ENTRY_INVALID' },
-    { title: 'a parent that does not exist', args: ['entry', 'create', '--spiffe-id', `spiffe://${TD}/bad3`, '--parent-id', `spiffe://${TD}/no/such/parent`, '--selector', 'unix:uid:1'], code: 'ERR_ENTRY_INVALID' },
-    { title: 'an X.509-SVID TTL above the CA TTL', args: ['entry', 'create', '--spiffe-id', `spiffe://${TD}/bad4`, '--parent-id', SERVER_ID, '--selector', 'unix:uid:1', '--x509-svid-ttl', '99999999'], code: 'ERR_ENTRY_INVALID' },
-    { title: 'a negative-looking TTL', args: ['entry', 'create', '--spiffe-id', `spiffe://${TD}/bad5`, '--parent-id', SERVER_ID, '--selector', 'unix:uid:1', '--jwt-svid-ttl', '-5'], code: 'ERR_INVALID_ARGUMENT' },
+    {
+      title: 'a selector without type:value',
+      args: ['entry', 'create', '--spiffe-id', `spiffe://${TD}/bad1`, '--parent-id', SERVER_ID, '--selector', 'bad'],
+      code: 'ERR_INVALID_ARGUMENT',
+    },
+    {
+      title: 'a SPIFFE ID outside the trust domain',
+      args: ['entry', 'create', '--spiffe-id', 'spiffe://other.org/bad2', '--parent-id', SERVER_ID, '--selector', 'unix:uid:1'],
+      code: 'ERR_ENTRY_INVALID',
+    },
+    {
+      title: 'a parent that does not exist',
+      args: ['entry', 'create', '--spiffe-id', `spiffe://${TD}/bad3`, '--parent-id', `spiffe://${TD}/no/such/parent`, '--selector', 'unix:uid:1'],
+      code: 'ERR_ENTRY_INVALID',
+    },
+    {
+      title: 'an X.509-SVID TTL above the CA TTL',
+      args: ['entry', 'create', '--spiffe-id', `spiffe://${TD}/bad4`, '--parent-id', SERVER_ID, '--selector', 'unix:uid:1', '--x509-svid-ttl', '99999999'],
+      code: 'ERR_ENTRY_INVALID',
+    },
+    {
+      title: 'a negative-looking TTL',
+      args: ['entry', 'create', '--spiffe-id', `spiffe://${TD}/bad5`, '--parent-id', SERVER_ID, '--selector', 'unix:uid:1', '--jwt-svid-ttl', '-5'],
+      code: 'ERR_INVALID_ARGUMENT',
+    },
     { title: 'no selector', args: ['entry', 'create', '--spiffe-id', `spiffe://${TD}/bad6`, '--parent-id', SERVER_ID], code: 'ERR_ENTRY_INVALID' },
     { title: 'show an unknown entry id', args: ['entry', 'show', '--id', 'no-such-entry'], code: 'ERR_ENTRY_NOT_FOUND' },
     { title: 'update an unknown entry id', args: ['entry', 'update', '--id', 'no-such-entry', '--hint', 'x'], code: 'ERR_ENTRY_NOT_FOUND' },
@@ -93,7 +131,18 @@ describe('warrant server (process) via the admin CLI', () => {
 
   it('reports a per-item error code in --output json for a rejected create', async () => {
     const before = await count()
-    const r = await srv.cli(['entry', 'create', '--spiffe-id', 'spiffe://other.org/x', '--parent-id', SERVER_ID, '--selector', 'unix:uid:1', '--output', 'json'])
+    const r = await srv.cli([
+      'entry',
+      'create',
+      '--spiffe-id',
+      'spiffe://other.org/x',
+      '--parent-id',
+      SERVER_ID,
+      '--selector',
+      'unix:uid:1',
+      '--output',
+      'json',
+    ])
     expect(r.code).toBe(1)
     const j = JSON.parse(r.stdout) as BatchJson
     expect(j.results[0]!.status.error_code).toBe('ERR_ENTRY_INVALID')
@@ -196,7 +245,10 @@ describe('warrant server validate', () => {
     const t = tempDir('wval-')
     try {
       const p = join(t.dir, 'server.toml')
-      writeFileSync(p, `[server]\ntrust_domain = "example.org"\nbind_address = "127.0.0.1:0"\ndata_dir = "${t.dir}/data"\n[plugins.key_manager.disk]\nkeys_path = "keys"\n[plugins.node_attestor.join_token]\n`)
+      writeFileSync(
+        p,
+        `[server]\ntrust_domain = "example.org"\nbind_address = "127.0.0.1:0"\ndata_dir = "${t.dir}/data"\n[plugins.key_manager.disk]\nkeys_path = "keys"\n[plugins.node_attestor.join_token]\n`,
+      )
       const r = await runCli(['server', 'validate', '--config', p, '--output', 'json'])
       expect(r.code).toBe(0)
       expect(JSON.parse(r.stdout)).toMatchObject({ valid: true })

@@ -31,7 +31,9 @@ describe('per-instance identities (server)', () => {
     return { c, cred: await c.attestJoinToken(t) }
   }
   const create = (spiffeId: string, parentId: string) =>
-    entries.call<{ results: Result[] }>('BatchCreate', { entries: [{ spiffe_id: spiffeId, parent_id: parentId, selectors: [{ type: 'unix', value: 'uid:1000' }] }] }).then((r) => r.results[0]!)
+    entries
+      .call<{ results: Result[] }>('BatchCreate', { entries: [{ spiffe_id: spiffeId, parent_id: parentId, selectors: [{ type: 'unix', value: 'uid:1000' }] }] })
+      .then((r) => r.results[0]!)
   const csr = () => createCsr({ privateKey: newP256().privateKey })
 
   beforeAll(async () => {
@@ -75,7 +77,9 @@ describe('per-instance identities (server)', () => {
     expect(ra!.status.code).toBe(0)
     expect(uriOf(ra!.svid_chain[0]!)).toBe(`URI:${a.spiffe_id}`)
     expect(uriOf(rb!.svid_chain[0]!)).toBe(`URI:${b.spiffe_id}`)
-    expect(new X509Certificate(ra!.svid_chain[0]!).publicKey.export({ format: 'jwk' })).not.toEqual(new X509Certificate(rb!.svid_chain[0]!).publicKey.export({ format: 'jwk' }))
+    expect(new X509Certificate(ra!.svid_chain[0]!).publicKey.export({ format: 'jwk' })).not.toEqual(
+      new X509Certificate(rb!.svid_chain[0]!).publicKey.export({ format: 'jwk' }),
+    )
     const jwt = await c.call<{ token: string }>('NewJWTSVID', { entry_id: e.id, audience: ['svc'], instance_id: b.instance_id })
     expect(JwtSvid.parseInsecure(jwt.token, ['svc']).id.toString()).toBe(b.spiffe_id)
     const list = await instances.call<{ instances: { instance_id: string; pid: number; ended_at: string }[] }>('List', { entry_id: e.id, live_only: true })

@@ -37,7 +37,16 @@ describe('warrant server process lifecycle', () => {
 
   it('exits 0 on SIGTERM, removes its socket, and leaves a database that passes integrity_check', async () => {
     srv = await ServerProcess.start()
-    const created = await srv.cliJson<{ results: { status: { code: number } }[] }>(['entry', 'create', '--spiffe-id', `spiffe://${TD}/term`, '--parent-id', `spiffe://${TD}/warrant/server`, '--selector', 'unix:uid:1'])
+    const created = await srv.cliJson<{ results: { status: { code: number } }[] }>([
+      'entry',
+      'create',
+      '--spiffe-id',
+      `spiffe://${TD}/term`,
+      '--parent-id',
+      `spiffe://${TD}/warrant/server`,
+      '--selector',
+      'unix:uid:1',
+    ])
     expect(created.results[0]!.status.code).toBe(0)
     const exit = await srv.stop()
     expect(exit).toEqual({ code: 0, signal: null })
@@ -60,7 +69,16 @@ describe('warrant server process lifecycle', () => {
           try {
             const r = await admin.call<{ results: { status: { code: number; message: string }; entry: { id: string } | null }[] }>(
               'BatchCreate',
-              { entries: [{ spiffe_id: `spiffe://${TD}/crash/w${i}`, parent_id: `spiffe://${TD}/warrant/server`, selectors: [{ type: 'unix', value: `uid:${i}` }], dns_names: [`w${i}.example`] }] },
+              {
+                entries: [
+                  {
+                    spiffe_id: `spiffe://${TD}/crash/w${i}`,
+                    parent_id: `spiffe://${TD}/warrant/server`,
+                    selectors: [{ type: 'unix', value: `uid:${i}` }],
+                    dns_names: [`w${i}.example`],
+                  },
+                ],
+              },
               5000,
             )
             const res = r.results[0]!

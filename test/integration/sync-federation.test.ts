@@ -129,8 +129,25 @@ describe('a real agent: what a workload sees follows the current bounds', () => 
     agent = E2eAgent.start({ dir: join(tmp.dir, 'a'), server, nodeAttestor: `[plugins.node_attestor.join_token]\ntoken = "${token}"` })
     const agentId = await agent.attested()
     const workloadId = `spiffe://${TD}/agents/pay/workload`
-    await ok(['entry', 'create', '--spiffe-id', workloadId, '--parent-id', agentId, '--selector', `unix:uid:${process.getuid!()}`, '--federates-with', A, '--federates-with', B])
-    const fed = (j: { federated_bundles: { trust_domain: string }[] }) => j.federated_bundles.map((b) => b.trust_domain.replace(/^spiffe:\/\//, '')).sort().join(',')
+    await ok([
+      'entry',
+      'create',
+      '--spiffe-id',
+      workloadId,
+      '--parent-id',
+      agentId,
+      '--selector',
+      `unix:uid:${process.getuid!()}`,
+      '--federates-with',
+      A,
+      '--federates-with',
+      B,
+    ])
+    const fed = (j: { federated_bundles: { trust_domain: string }[] }) =>
+      j.federated_bundles
+        .map((b) => b.trust_domain.replace(/^spiffe:\/\//, ''))
+        .sort()
+        .join(',')
     expect(fed(await fetchX509Until(agent, workloadId, { accept: (j) => fed(j) === `${A},${B}` }))).toBe(`${A},${B}`)
 
     await ok(['bounds', 'set', '--prefix', '/agents/pay', '--federates-with', A])

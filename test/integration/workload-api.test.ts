@@ -16,14 +16,7 @@ import { UnixWorkloadAttestor } from '../../attestors/workload/unix/unix-attesto
 import { attestWorkload } from '../../src/agent/workload/attest-workload.js'
 import { parseProcCreds } from '../../src/agent/workload/proc-creds.js'
 import type { StartTimeReader } from '../../src/agent/workload/peer.js'
-import type {
-  JwtSvidResult,
-  ValidatedJwtSvid,
-  WorkloadIdentity,
-  WorkloadManager,
-  WorkloadPeer,
-  WorkloadUpdate,
-} from '../../src/agent/workload-api/manager.js'
+import type { JwtSvidResult, ValidatedJwtSvid, WorkloadIdentity, WorkloadManager, WorkloadPeer, WorkloadUpdate } from '../../src/agent/workload-api/manager.js'
 import { startWorkloadApi, type WorkloadApiServer } from '../../src/agent/workload-api/start-workload-api.js'
 import { fromStruct } from '../../src/agent/workload-api/struct.js'
 import { nullLogger } from '../../src/common/log/logger.js'
@@ -107,7 +100,11 @@ function makeClient(socketPath: string, options: grpc.ClientOptions = {}): Clien
     oneofs: true,
     includeDirs: [PROTO_DIR],
   })
-  const Ctor = grpc.loadPackageDefinition(def).SpiffeWorkloadAPI as unknown as new (addr: string, creds: grpc.ChannelCredentials, o: grpc.ClientOptions) => Client
+  const Ctor = grpc.loadPackageDefinition(def).SpiffeWorkloadAPI as unknown as new (
+    addr: string,
+    creds: grpc.ChannelCredentials,
+    o: grpc.ClientOptions,
+  ) => Client
   return new Ctor(`unix://${socketPath}`, grpc.credentials.createInsecure(), options)
 }
 

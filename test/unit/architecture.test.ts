@@ -60,8 +60,23 @@ const ALLOWED: Record<string, readonly string[]> = {
   'broker-client': ['broker-client', 'tokens', 'common', 'spiffe', 'errors'],
   broker: ['broker', 'tokens', 'workload-client', 'keymanager', 'plugin', 'common', 'spiffe', 'errors', 'gen'],
   cli: [
-    'cli', 'server', 'agent', 'broker', 'broker-client', 'tokens', 'resource-server', 'workload-client',
-    'gen', 'keymanager', 'plugin', 'common', 'spiffe', 'errors', 'attestors', 'tpm', 'dev',
+    'cli',
+    'server',
+    'agent',
+    'broker',
+    'broker-client',
+    'tokens',
+    'resource-server',
+    'workload-client',
+    'gen',
+    'keymanager',
+    'plugin',
+    'common',
+    'spiffe',
+    'errors',
+    'attestors',
+    'tpm',
+    'dev',
   ],
 }
 
@@ -188,7 +203,11 @@ describe('architecture', () => {
   it('src/spiffe and src/tokens do no I/O and load no gRPC, HTTP framework or logging library', () => {
     const bad = all
       .filter((f) => layer(f.file) === 'spiffe' || layer(f.file) === 'tokens')
-      .flatMap((f) => f.imports.filter((i) => IO_MODULES.includes(i.spec) || i.spec.startsWith('@grpc/') || i.spec === 'pino' || i.spec === 'fastify').map((i) => `${f.file} → ${i.spec}`))
+      .flatMap((f) =>
+        f.imports
+          .filter((i) => IO_MODULES.includes(i.spec) || i.spec.startsWith('@grpc/') || i.spec === 'pino' || i.spec === 'fastify')
+          .map((i) => `${f.file} → ${i.spec}`),
+      )
     expect(bad).toEqual([])
   })
 

@@ -12,7 +12,13 @@ import { parseWith } from '../../../src/common/config/issues.js'
 import type { Clock } from '../../../src/common/clock.js'
 import type { Logger } from '../../../src/common/log/logger.js'
 import { IdentityError } from '../../../src/errors/identity-error.js'
-import type { JoinTokenRecords, NodeAttestationResult, PluginDefinition, ServerNodeAttestorDeps, TokenIssuingNodeAttestor } from '../../../src/plugin/contracts.js'
+import type {
+  JoinTokenRecords,
+  NodeAttestationResult,
+  PluginDefinition,
+  ServerNodeAttestorDeps,
+  TokenIssuingNodeAttestor,
+} from '../../../src/plugin/contracts.js'
 import { SpiffeId } from '../../../src/spiffe/spiffe-id.js'
 import type { TrustDomain } from '../../../src/spiffe/trust-domain.js'
 

@@ -7,7 +7,10 @@ const AgentSchema = z
     /** TPM character device (default /dev/tpmrm0, the kernel resource manager). */
     device: z.string().startsWith('/', 'must be an absolute path').optional(),
     /** swtpm / mssim simulator as host:port (tests and development). */
-    swtpm: z.string().regex(/^(?:\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$/, 'must be host:port').optional(),
+    swtpm: z
+      .string()
+      .regex(/^(?:\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$/, 'must be host:port')
+      .optional(),
     ek_type: z.enum(['rsa', 'ecc']).default('rsa'),
   })
   .strict()

@@ -30,7 +30,12 @@ function isDefaultEk(pub: TpmtPublic, kind: TpmKeyKind): boolean {
  * template's shape (no key generation), otherwise a freshly created primary,
  * which is flushed afterwards.
  */
-async function withEkHandle<R>(client: TpmClient, kind: TpmKeyKind, fn: (ek: { handle: number; public: TpmtPublic; publicBytes: Uint8Array }) => Promise<R>, opts: Co): Promise<R> {
+async function withEkHandle<R>(
+  client: TpmClient,
+  kind: TpmKeyKind,
+  fn: (ek: { handle: number; public: TpmtPublic; publicBytes: Uint8Array }) => Promise<R>,
+  opts: Co,
+): Promise<R> {
   try {
     const p = await client.readPublic(PERSISTENT_EK[kind], opts)
     if (isDefaultEk(p.public, kind)) return await fn({ handle: PERSISTENT_EK[kind], public: p.public, publicBytes: p.publicBytes })
@@ -112,19 +117,23 @@ export function createTpmAgentAttestor(config: TpmAgentConfig, deps: TpmAgentDep
       const o = co(opts)
       const bank = BANK_ALG[c.pcrBank]
       return withClient(async (client) =>
-        client.withFlush(loadAk(client, blobs, o), async (ak) => {
-          const activatedSecret = await withEkHandle(
-            client,
-            config.ekType,
-            (ek) => client.activateCredential(ak.handle, ek.handle, tpm2bContent(c.credentialBlob), tpm2bContent(c.encryptedSecret), o),
-            o,
-          )
-          const quote = await client.quote(ak.handle, c.nonce, [{ hash: bank, pcrs: c.pcrs }], o)
-          const read = await client.pcrRead([{ hash: bank, pcrs: c.pcrs }], o)
-          const pcrValues = new Map<number, Uint8Array>()
-          for (const v of read.values) if (v.hash === bank) pcrValues.set(v.pcr, v.digest)
-          return encodeAnswer({ activatedSecret, quoteAttest: quote.attest, quoteSignature: quote.signature, pcrValues })
-        }, o),
+        client.withFlush(
+          loadAk(client, blobs, o),
+          async (ak) => {
+            const activatedSecret = await withEkHandle(
+              client,
+              config.ekType,
+              (ek) => client.activateCredential(ak.handle, ek.handle, tpm2bContent(c.credentialBlob), tpm2bContent(c.encryptedSecret), o),
+              o,
+            )
+            const quote = await client.quote(ak.handle, c.nonce, [{ hash: bank, pcrs: c.pcrs }], o)
+            const read = await client.pcrRead([{ hash: bank, pcrs: c.pcrs }], o)
+            const pcrValues = new Map<number, Uint8Array>()
+            for (const v of read.values) if (v.hash === bank) pcrValues.set(v.pcr, v.digest)
+            return encodeAnswer({ activatedSecret, quoteAttest: quote.attest, quoteSignature: quote.signature, pcrValues })
+          },
+          o,
+        ),
       )
     },
   }

@@ -15,7 +15,10 @@ const ServerSchema = z
     /** PEM files with EK manufacturer CA certificates (roots and intermediates). */
     ek_ca_paths: z.array(z.string().min(1)).min(1).optional(),
     /** SHA-256 hex of EK PKIX public keys accepted without a certificate chain. */
-    ek_hash_allow_list: z.array(z.string().regex(/^[0-9a-fA-F]{64}$/, 'must be 64 hex characters (SHA-256)')).min(1).optional(),
+    ek_hash_allow_list: z
+      .array(z.string().regex(/^[0-9a-fA-F]{64}$/, 'must be 64 hex characters (SHA-256)'))
+      .min(1)
+      .optional(),
     pcr_bank: z.enum(PCR_BANKS).default('sha256'),
     pcrs: z
       .array(pcrIndex)
@@ -24,7 +27,12 @@ const ServerSchema = z
       .refine((a) => new Set(a).size === a.length, 'PCR indices must be unique')
       .default([...DEFAULT_PCRS]),
     /** Named PCR policies: PCR index → expected value (hex). A policy matches when every listed PCR equals its value. */
-    pcr_policies: z.record(z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'policy names use A-Z a-z 0-9 _ . -'), z.record(z.string().regex(/^(?:[0-9]|1[0-9]|2[0-3])$/, 'must be a PCR index 0..23'), hex)).optional(),
+    pcr_policies: z
+      .record(
+        z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'policy names use A-Z a-z 0-9 _ . -'),
+        z.record(z.string().regex(/^(?:[0-9]|1[0-9]|2[0-3])$/, 'must be a PCR index 0..23'), hex),
+      )
+      .optional(),
     /** Reject agents whose quoted PCRs do not match this named policy. */
     require_pcr_policy: z.string().min(1).optional(),
   })
@@ -37,7 +45,8 @@ const ServerSchema = z
       if (Object.keys(policy).length === 0) ctx.addIssue({ code: 'custom', path: ['pcr_policies', name], message: 'policy lists no PCR' })
       for (const [idx, value] of Object.entries(policy)) {
         if (!c.pcrs.includes(Number(idx))) ctx.addIssue({ code: 'custom', path: ['pcr_policies', name, idx], message: 'PCR is not in pcrs' })
-        if (value.length !== PCR_HEX_LEN[c.pcr_bank]) ctx.addIssue({ code: 'custom', path: ['pcr_policies', name, idx], message: `value size does not fit the ${c.pcr_bank} bank` })
+        if (value.length !== PCR_HEX_LEN[c.pcr_bank])
+          ctx.addIssue({ code: 'custom', path: ['pcr_policies', name, idx], message: `value size does not fit the ${c.pcr_bank} bank` })
       }
     }
     if (c.require_pcr_policy !== undefined && c.pcr_policies?.[c.require_pcr_policy] === undefined) {

@@ -38,11 +38,22 @@ function asRejection(err: unknown): unknown {
  *  4. answer: the activated secret (constant-time) and a quote over the
  *     selection carrying the nonce; PCR policies are evaluated on the quoted values.
  */
-export function createTpmServerAttestor(config: TpmServerConfig, anchors: EkTrustAnchors, deps: Pick<PluginDeps, 'clock' | 'trustDomain' | 'log'>): ServerNodeAttestor {
+export function createTpmServerAttestor(
+  config: TpmServerConfig,
+  anchors: EkTrustAnchors,
+  deps: Pick<PluginDeps, 'clock' | 'trustDomain' | 'log'>,
+): ServerNodeAttestor {
   return {
     async attest(payload, challenge, opts): Promise<NodeAttestationResult> {
       let p: ReturnType<typeof decodePayload>
-      let state: { ekHash: string; caFingerprints: string[]; ak: ReturnType<typeof verifyAkPublic>; secret: Uint8Array; nonce: Uint8Array; challenge: Uint8Array }
+      let state: {
+        ekHash: string
+        caFingerprints: string[]
+        ak: ReturnType<typeof verifyAkPublic>
+        secret: Uint8Array
+        nonce: Uint8Array
+        challenge: Uint8Array
+      }
       try {
         p = decodePayload(payload)
         if ((p.ek.public.objectAttributes & EK_REQUIRED) !== EK_REQUIRED || (p.ek.public.objectAttributes & TPMA_OBJECT.sign) !== 0) {

@@ -34,4 +34,3 @@ export class Backoff {
     return this.#attempt
   }
 }
-

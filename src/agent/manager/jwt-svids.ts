@@ -73,8 +73,13 @@ export class JwtSvids {
     // Fresh cached tokens are answered without a round of promises per identity.
     const fresh = unique.map((t) => cache.fresh(this.#key(t.entry, audience, t.inst)))
     const out = fresh.every((j) => j !== undefined)
-      ? (fresh)
-      : await Promise.all(unique.map((t, i) => { const f = fresh[i]; return f !== undefined ? Promise.resolve(f) : this.#jwtFor(t.entry, audience, opts, t.inst) }))
+      ? fresh
+      : await Promise.all(
+          unique.map((t, i) => {
+            const f = fresh[i]
+            return f !== undefined ? Promise.resolve(f) : this.#jwtFor(t.entry, audience, opts, t.inst)
+          }),
+        )
     return out.map((j, i) => ({ spiffeId: unique[i]!.spiffeId, token: j.token, hint: unique[i]!.entry.hint }))
   }
 

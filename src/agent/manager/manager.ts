@@ -23,14 +23,7 @@ import { IdentityError } from '../../errors/identity-error.js'
 import type { CallOpts } from '../../plugin/contracts.js'
 import type { SpiffeBundle } from '../../spiffe/bundle/spiffe-bundle.js'
 import type { TrustDomain } from '../../spiffe/trust-domain.js'
-import type {
-  JwtSvidResult,
-  ValidatedJwtSvid,
-  WorkloadCallContext,
-  WorkloadManager,
-  WorkloadPeer,
-  WorkloadUpdate,
-} from '../workload-api/manager.js'
+import type { JwtSvidResult, ValidatedJwtSvid, WorkloadCallContext, WorkloadManager, WorkloadPeer, WorkloadUpdate } from '../workload-api/manager.js'
 import { readProcessStartTime, type StartTimeReader } from '../workload/peer.js'
 import { EntryIndex, isTemplateEntry } from './entry-index.js'
 import { Instances, type InstanceState } from './instances.js'
@@ -184,7 +177,12 @@ export class AgentManager implements WorkloadManager {
     let bundlesChanged = false
     if (msg.bundle) bundlesChanged = this.#bundles.applyLocal(msg.bundle) || bundlesChanged
     if (msg.federatedBundles) bundlesChanged = this.#bundles.applyFederated(msg.federatedBundles) || bundlesChanged
-    if (changed.size > 0) this.#subs.rematch((s) => this.#entries.match(s), changed, (id) => this.#entries.has(id))
+    if (changed.size > 0)
+      this.#subs.rematch(
+        (s) => this.#entries.match(s),
+        changed,
+        (id) => this.#entries.has(id),
+      )
     if (bundlesChanged) this.#subs.markAll()
     const work = this.#x509.maintain()
     if (msg.full && !this.#ready) {

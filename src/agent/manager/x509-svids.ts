@@ -185,7 +185,10 @@ export class X509Svids {
     try {
       results = await signer.batchNewX509Svid(items.map((it) => ({ entryId: it.entry.id, csr: it.csr })))
     } catch (err) {
-      this.#failed(items.map((it) => it.entry.id), err)
+      this.#failed(
+        items.map((it) => it.entry.id),
+        err,
+      )
       return
     }
     const byId = new Map(results.map((r) => [r.entryId, r]))

@@ -335,11 +335,7 @@ export function workloadApiHandlers(opts: WorkloadApiHandlerOptions): UntypedSer
   const x509Responses = new X509ResponseCache()
 
   /** Header check, then attestation of the caller and the PID-reuse re-check. */
-  async function attestCaller(
-    call: CallContext<unknown>['call'],
-    opts: CallOpts,
-    mlog: Logger,
-  ): Promise<{ selectors: string[]; peer: WorkloadPeer }> {
+  async function attestCaller(call: CallContext<unknown>['call'], opts: CallOpts, mlog: Logger): Promise<{ selectors: string[]; peer: WorkloadPeer }> {
     checkSecurityHeader(call.metadata)
     const peer = peers.peerOf(call)
     peers.watchResets?.(call)
@@ -378,13 +374,9 @@ export function workloadApiHandlers(opts: WorkloadApiHandlerOptions): UntypedSer
   return {
     FetchX509SVID: watch('FetchX509SVID', (u) => (u.identities.length === 0 ? noIdentity() : x509Responses.get(u))),
 
-    FetchX509Bundles: watch('FetchX509Bundles', (u) =>
-      u.identities.length === 0 && !allowUnauthenticated ? noIdentity() : x509BundlesResponse(u),
-    ),
+    FetchX509Bundles: watch('FetchX509Bundles', (u) => (u.identities.length === 0 && !allowUnauthenticated ? noIdentity() : x509BundlesResponse(u))),
 
-    FetchJWTBundles: watch('FetchJWTBundles', (u) =>
-      u.identities.length === 0 && !allowUnauthenticated ? noIdentity() : jwtBundlesResponse(u),
-    ),
+    FetchJWTBundles: watch('FetchJWTBundles', (u) => (u.identities.length === 0 && !allowUnauthenticated ? noIdentity() : jwtBundlesResponse(u))),
 
     FetchJWTSVID: unary(log, 'FetchJWTSVID', async (req: JWTSVIDRequestMessage, ctx) => {
       checkSecurityHeader(ctx.call.metadata)
@@ -438,13 +430,17 @@ export function workloadApiHandlers(opts: WorkloadApiHandlerOptions): UntypedSer
     return new Promise<void>((resolve, reject) => {
       let settled = false
       let unsubscribe: (() => void) | undefined
-      const u = manager.subscribe(selectors, (update) => {
-        if (settled) return
-        settled = true
-        unsubscribe?.()
-        if (update.identities.length === 0) reject(noIdentity())
-        else resolve()
-      }, { peer })
+      const u = manager.subscribe(
+        selectors,
+        (update) => {
+          if (settled) return
+          settled = true
+          unsubscribe?.()
+          if (update.identities.length === 0) reject(noIdentity())
+          else resolve()
+        },
+        { peer },
+      )
       if (settled) u()
       else unsubscribe = u
     })

@@ -22,12 +22,7 @@ export interface NamedWorkloadAttestor {
  * marked (`proc-reads.ts`) so that the Workload API's re-check reads `/proc`
  * in full before these selectors are used.
  */
-export async function attestWorkload(
-  caller: WorkloadCaller,
-  attestors: readonly NamedWorkloadAttestor[],
-  opts: CallOpts,
-  log: Logger,
-): Promise<string[]> {
+export async function attestWorkload(caller: WorkloadCaller, attestors: readonly NamedWorkloadAttestor[], opts: CallOpts, log: Logger): Promise<string[]> {
   try {
     return await runAttestors(caller, attestors, opts, log)
   } finally {
@@ -35,12 +30,7 @@ export async function attestWorkload(
   }
 }
 
-async function runAttestors(
-  caller: WorkloadCaller,
-  attestors: readonly NamedWorkloadAttestor[],
-  opts: CallOpts,
-  log: Logger,
-): Promise<string[]> {
+async function runAttestors(caller: WorkloadCaller, attestors: readonly NamedWorkloadAttestor[], opts: CallOpts, log: Logger): Promise<string[]> {
   if (attestors.length === 0) throw new TypeError('attestWorkload: no workload attestors configured')
   const pid = caller.pid
   if (attestors.length === 1) {
@@ -66,7 +56,7 @@ async function runAttestors(
     const name = attestors[i]!.name
     if (r.status === 'rejected') {
       failures++
-      log.warn({ [F.PID]: pid, [F.PLUGIN_NAME]: name, [F.ERR]: r.reason }, 'Workload attestor failed')
+      log.warn({ [F.PID]: pid, [F.PLUGIN_NAME]: name, [F.ERR]: r.reason as unknown }, 'Workload attestor failed')
       return
     }
     for (const v of r.value) {

@@ -113,11 +113,7 @@ export function loadPeerCredAddon(): PeerCredAddon {
     addon = mod as PeerCredAddon
     return addon
   } catch (cause) {
-    throw new IdentityError(
-      'ERR_NOT_CONFIGURED',
-      `native addon ${path} failed to load: rebuild it with \`npm rebuild\` or \`npx node-gyp rebuild\``,
-      { cause },
-    )
+    throw new IdentityError('ERR_NOT_CONFIGURED', `native addon ${path} failed to load: rebuild it with \`npm rebuild\` or \`npx node-gyp rebuild\``, { cause })
   }
 }
 
@@ -401,7 +397,14 @@ export class PeerTrackingServer {
   readonly #guard: ConnectionGuard
 
   constructor(opts: PeerTrackingServerOptions) {
-    this.#guard = new ConnectionGuard({ ...DEFAULT_WORKLOAD_API_LIMITS, ...opts.connectionLimits, listener: 'workload_api', peerKind: 'uid', log: opts.log, ...(opts.registry ? { registry: opts.registry } : {}) })
+    this.#guard = new ConnectionGuard({
+      ...DEFAULT_WORKLOAD_API_LIMITS,
+      ...opts.connectionLimits,
+      listener: 'workload_api',
+      peerKind: 'uid',
+      log: opts.log,
+      ...(opts.registry ? { registry: opts.registry } : {}),
+    })
     this.socketPath = opts.socketPath
     this.#grpcServer = opts.grpcServer
     this.#log = opts.log
@@ -472,12 +475,12 @@ export class PeerTrackingServer {
     } catch (err) {
       this.#log.info(
         { [F.ERR]: err },
-        'Kernel process events unavailable (proc connector); the Workload API re-reads each caller\'s /proc status and executable on every call',
+        "Kernel process events unavailable (proc connector); the Workload API re-reads each caller's /proc status and executable on every call",
       )
       return
     }
     this.#watcher = new PeerChangeWatcher(source, (err) =>
-      this.#log.warn({ [F.ERR]: err }, 'Kernel process events failed; the Workload API now re-reads each caller\'s /proc status and executable on every call'),
+      this.#log.warn({ [F.ERR]: err }, "Kernel process events failed; the Workload API now re-reads each caller's /proc status and executable on every call"),
     )
   }
 
@@ -703,7 +706,13 @@ export class PeerTrackingServer {
     if (!sameProcCreds(proc.creds, statusReader.buffer, n)) {
       const now = parseProcCreds(statusReader.buffer, n)
       this.#log.warn(
-        { [F.PID]: peer.pid, [F.UID]: peer.uid, [F.PEER]: peer.id, at_connect: { uid: peer.uid, gid: peer.gid, groups: peer.groups, ...credsView(proc.creds) }, now: credsView(now) ?? 'unreadable' },
+        {
+          [F.PID]: peer.pid,
+          [F.UID]: peer.uid,
+          [F.PEER]: peer.id,
+          at_connect: { uid: peer.uid, gid: peer.gid, groups: peer.groups, ...credsView(proc.creds) },
+          now: credsView(now) ?? 'unreadable',
+        },
         'Workload credentials changed since it connected; refusing the call',
       )
       throw new IdentityError('ERR_WORKLOAD_CREDENTIALS_CHANGED', 'caller credentials changed since connect', { details: { pid: peer.pid } })

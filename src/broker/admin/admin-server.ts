@@ -33,7 +33,10 @@ export async function startBrokerAdminServer(o: { service: BrokerService; socket
     if (status >= 500) log.error(fields, 'Admin request failed')
     else log.info(fields, 'Admin request refused')
     // The operator gets the message (it is their own socket), never a stack.
-    return reply.code(status).send({ error: code ?? (status === 400 ? 'ERR_REQUEST_MALFORMED' : 'ERR_INTERNAL'), message: status >= 500 ? 'internal error' : err instanceof Error ? err.message : String(err) })
+    return reply.code(status).send({
+      error: code ?? (status === 400 ? 'ERR_REQUEST_MALFORMED' : 'ERR_INTERNAL'),
+      message: status >= 500 ? 'internal error' : err instanceof Error ? err.message : String(err),
+    })
   }
   app.setErrorHandler((err, req, reply) => fail(reply, err, req.url))
   app.setNotFoundHandler((_req, reply) => reply.code(404).send({ error: 'ERR_NOT_FOUND', message: 'no such endpoint' }))

@@ -39,7 +39,10 @@ export interface TlsIdentity {
   onChange(fn: () => void): () => void
 }
 
-export type BrokerHttpConfig = Pick<BrokerConfig, 'issuer' | 'bindAddress' | 'introspectors' | 'orchestrators' | 'federatedTrustDomains' | 'maxAssertionLifetimeSeconds' | 'dpop' | 'limits'>
+export type BrokerHttpConfig = Pick<
+  BrokerConfig,
+  'issuer' | 'bindAddress' | 'introspectors' | 'orchestrators' | 'federatedTrustDomains' | 'maxAssertionLifetimeSeconds' | 'dpop' | 'limits'
+>
 
 export interface BrokerHttpOptions {
   service: BrokerService
@@ -100,10 +103,19 @@ export async function startBrokerHttpServer(o: BrokerHttpOptions): Promise<Broke
   const nowSec = () => Math.floor(now() / 1000)
   const log = o.log.child({ [F.SUBSYSTEM]: 'broker_http' })
   const endpoints = brokerEndpoints(cfg.issuer)
-  const auth = new ClientAuthenticator({ issuer: cfg.issuer, trust: o.trust, federatedTrustDomains: cfg.federatedTrustDomains, maxAssertionLifetimeSeconds: cfg.maxAssertionLifetimeSeconds, now })
+  const auth = new ClientAuthenticator({
+    issuer: cfg.issuer,
+    trust: o.trust,
+    federatedTrustDomains: cfg.federatedTrustDomains,
+    maxAssertionLifetimeSeconds: cfg.maxAssertionLifetimeSeconds,
+    now,
+  })
   const replay = new MemoryReplayCache({ nowSec })
   const nonces: DpopNonces | undefined = cfg.dpop.nonceRequired ? createDpopNonces({ windowSec: cfg.dpop.nonceTtlSeconds }) : undefined
-  const metadata = brokerMetadata(endpoints, { dpopAlgorithms: cfg.dpop.algorithms, ...(o.authorizationDetailsTypes ? { authorizationDetailsTypes: o.authorizationDetailsTypes } : {}) })
+  const metadata = brokerMetadata(endpoints, {
+    dpopAlgorithms: cfg.dpop.algorithms,
+    ...(o.authorizationDetailsTypes ? { authorizationDetailsTypes: o.authorizationDetailsTypes } : {}),
+  })
 
   const tlsOptions = () => {
     const id = o.identity.current()
@@ -180,7 +192,10 @@ export async function startBrokerHttpServer(o: BrokerHttpOptions): Promise<Broke
   app.addContentTypeParser(FORM, { parseAs: 'string' }, (_req, body, done) => done(null, body))
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
     try {
-      done(null, JSON.parse(body as string, (k, v: unknown) => (k === '__proto__' || k === 'constructor' ? undefined : v)))
+      done(
+        null,
+        JSON.parse(body as string, (k, v: unknown) => (k === '__proto__' || k === 'constructor' ? undefined : v)),
+      )
     } catch {
       done(new IdentityError('ERR_REQUEST_MALFORMED', 'request body is not JSON'), undefined)
     }
@@ -221,7 +236,12 @@ export async function startBrokerHttpServer(o: BrokerHttpOptions): Promise<Broke
   // RFC 8414 metadata (and the same document under the issuer for clients that look there).
   app.get(endpoints.metadataPath, async (_req, reply) => reply.header('cache-control', 'public, max-age=300').send(metadata))
 
-  app.get(`${endpoints.basePath}/jwks`, async (_req, reply) => reply.header('cache-control', 'public, max-age=60').type('application/jwk-set+json').send(await o.service.jwks()))
+  app.get(`${endpoints.basePath}/jwks`, async (_req, reply) =>
+    reply
+      .header('cache-control', 'public, max-age=60')
+      .type('application/jwk-set+json')
+      .send(await o.service.jwks()),
+  )
 
   app.post(`${endpoints.basePath}/token`, async (req, reply) => {
     let spiffeId: string | undefined
@@ -239,7 +259,9 @@ export async function startBrokerHttpServer(o: BrokerHttpOptions): Promise<Broke
       if (proof !== undefined && nonces) {
         const n = proofNonce(proof)
         if (typeof n !== 'string' || !nonces.check(n, nowSec())) {
-          throw new IdentityError('ERR_DPOP_NONCE_REQUIRED', 'DPoP nonce required', { details: { reason: typeof n === 'string' ? 'nonce_stale' : 'nonce_missing' } })
+          throw new IdentityError('ERR_DPOP_NONCE_REQUIRED', 'DPoP nonce required', {
+            details: { reason: typeof n === 'string' ? 'nonce_stale' : 'nonce_missing' },
+          })
         }
       }
       const pending = await auth.verify(form, chainOf(req), { authorizationHeader: req.headers.authorization, connection: req.raw.socket })
@@ -265,7 +287,10 @@ export async function startBrokerHttpServer(o: BrokerHttpOptions): Promise<Broke
       const tokenRequest = parseTokenRequest(form)
       pending.commit()
       const res = await o.service.token(tokenRequest, client, binding)
-      log.info({ endpoint: 'token', [F.SPIFFE_ID]: client.spiffeId, grant_type: tokenRequest.grantType, binding: binding.kind, auth_method: client.method }, 'Token issued')
+      log.info(
+        { endpoint: 'token', [F.SPIFFE_ID]: client.spiffeId, grant_type: tokenRequest.grantType, binding: binding.kind, auth_method: client.method },
+        'Token issued',
+      )
       return withNonce(noStore(reply)).type('application/json').send(res)
     } catch (err) {
       withNonce(reply)
@@ -316,11 +341,14 @@ export async function startBrokerHttpServer(o: BrokerHttpOptions): Promise<Broke
   const orchestrator = async (req: FastifyRequest): Promise<AuthenticatedClient> => {
     const client = await auth.authenticate(new Map(), chainOf(req), { authorizationHeader: req.headers.authorization, connection: req.raw.socket })
     if (!matchesIdList(cfg.orchestrators, client.spiffeId)) {
-      throw new IdentityError('ERR_CLIENT_UNAUTHORIZED', 'caller is not an orchestrator', { details: { reason: 'not on the orchestrator allow-list', spiffe_id: client.spiffeId } })
+      throw new IdentityError('ERR_CLIENT_UNAUTHORIZED', 'caller is not an orchestrator', {
+        details: { reason: 'not on the orchestrator allow-list', spiffe_id: client.spiffeId },
+      })
     }
     return client
   }
-  const taskRoute = (endpoint: string, fn: (req: FastifyRequest, client: AuthenticatedClient) => Promise<{ status: number; body: unknown }>) =>
+  const taskRoute =
+    (endpoint: string, fn: (req: FastifyRequest, client: AuthenticatedClient) => Promise<{ status: number; body: unknown }>) =>
     async (req: FastifyRequest, reply: FastifyReply) => {
       let spiffeId: string | undefined
       try {
@@ -331,11 +359,28 @@ export async function startBrokerHttpServer(o: BrokerHttpOptions): Promise<Broke
       } catch (err) {
         const code = isIdentityError(err) ? err.code : undefined
         const status = taskErrorStatus(code)
-        const fields = { endpoint, [F.ERROR_CODE]: code ?? 'internal', [F.SPIFFE_ID]: spiffeId, [F.ERR]: err instanceof Error ? err.message : String(err), ...(isIdentityError(err) && err.details ? { details: err.details } : {}) }
+        const fields = {
+          endpoint,
+          [F.ERROR_CODE]: code ?? 'internal',
+          [F.SPIFFE_ID]: spiffeId,
+          [F.ERR]: err instanceof Error ? err.message : String(err),
+          ...(isIdentityError(err) && err.details ? { details: err.details } : {}),
+        }
         if (status >= 500) log.error(fields, 'Task request failed')
         else log.info(fields, 'Task request refused')
         // Invalid specs are described (the caller's own input); everything else is a bare code.
-        const body: Record<string, unknown> = { error: code === 'ERR_CLIENT_AUTH_FAILED' ? 'invalid_client' : code === 'ERR_CLIENT_UNAUTHORIZED' ? 'unauthorized_client' : status === 404 ? 'not_found' : status >= 500 ? 'server_error' : 'invalid_request' }
+        const body: Record<string, unknown> = {
+          error:
+            code === 'ERR_CLIENT_AUTH_FAILED'
+              ? 'invalid_client'
+              : code === 'ERR_CLIENT_UNAUTHORIZED'
+                ? 'unauthorized_client'
+                : status === 404
+                  ? 'not_found'
+                  : status >= 500
+                    ? 'server_error'
+                    : 'invalid_request',
+        }
         if (code === 'ERR_TASK_INVALID' && isIdentityError(err)) body.error_description = err.message.slice(0, 500)
         return noStore(reply).code(status).type('application/json').send(body)
       }
@@ -343,36 +388,52 @@ export async function startBrokerHttpServer(o: BrokerHttpOptions): Promise<Broke
   const ownTask = async (id: string, client: AuthenticatedClient) => {
     const t = await o.service.getTask(id)
     // An orchestrator sees and ends only the tasks it created; others' look like unknown ones.
-    if (t.createdBy !== client.spiffeId) throw new IdentityError('ERR_TASK_NOT_FOUND', 'task not found', { details: { reason: 'created by another orchestrator', created_by: t.createdBy } })
+    if (t.createdBy !== client.spiffeId)
+      throw new IdentityError('ERR_TASK_NOT_FOUND', 'task not found', { details: { reason: 'created by another orchestrator', created_by: t.createdBy } })
     return t
   }
-  app.post(`${endpoints.basePath}/tasks`, taskRoute('tasks.create', async (req, client) => {
-    if (mediaType(req.headers['content-type']) !== 'application/json') throw new IdentityError('ERR_TASK_INVALID', 'invalid task: content type must be application/json')
-    const t = await o.service.createTask(taskSpecFromWire(req.body), client)
-    log.info({ endpoint: 'tasks.create', [F.SPIFFE_ID]: client.spiffeId, task_id: t.taskId, agent: t.agent }, 'Task created')
-    return { status: 201, body: taskToWire(t, now()) }
-  }))
-  app.get(`${endpoints.basePath}/tasks`, taskRoute('tasks.list', async (req, client) => {
-    const tasks = await o.service.listTasks(taskListFilterFromWire(req.query))
-    return { status: 200, body: { tasks: tasks.filter((t) => t.createdBy === client.spiffeId).map((t) => taskToWire(t, now())) } }
-  }))
-  app.get(`${endpoints.basePath}/tasks/:id`, taskRoute('tasks.get', async (req, client) => {
-    const t = await ownTask(taskId((req.params as { id?: unknown }).id), client)
-    return { status: 200, body: taskToWire(t, now()) }
-  }))
-  app.post(`${endpoints.basePath}/tasks/:id/end`, taskRoute('tasks.end', async (req, client) => {
-    const t = await ownTask(taskId((req.params as { id?: unknown }).id), client)
-    const ended = await o.service.endTask(t.taskId, client)
-    log.info({ endpoint: 'tasks.end', [F.SPIFFE_ID]: client.spiffeId, task_id: t.taskId }, 'Task ended')
-    return { status: 200, body: taskToWire(ended, now()) }
-  }))
+  app.post(
+    `${endpoints.basePath}/tasks`,
+    taskRoute('tasks.create', async (req, client) => {
+      if (mediaType(req.headers['content-type']) !== 'application/json')
+        throw new IdentityError('ERR_TASK_INVALID', 'invalid task: content type must be application/json')
+      const t = await o.service.createTask(taskSpecFromWire(req.body), client)
+      log.info({ endpoint: 'tasks.create', [F.SPIFFE_ID]: client.spiffeId, task_id: t.taskId, agent: t.agent }, 'Task created')
+      return { status: 201, body: taskToWire(t, now()) }
+    }),
+  )
+  app.get(
+    `${endpoints.basePath}/tasks`,
+    taskRoute('tasks.list', async (req, client) => {
+      const tasks = await o.service.listTasks(taskListFilterFromWire(req.query))
+      return { status: 200, body: { tasks: tasks.filter((t) => t.createdBy === client.spiffeId).map((t) => taskToWire(t, now())) } }
+    }),
+  )
+  app.get(
+    `${endpoints.basePath}/tasks/:id`,
+    taskRoute('tasks.get', async (req, client) => {
+      const t = await ownTask(taskId((req.params as { id?: unknown }).id), client)
+      return { status: 200, body: taskToWire(t, now()) }
+    }),
+  )
+  app.post(
+    `${endpoints.basePath}/tasks/:id/end`,
+    taskRoute('tasks.end', async (req, client) => {
+      const t = await ownTask(taskId((req.params as { id?: unknown }).id), client)
+      const ended = await o.service.endTask(t.taskId, client)
+      log.info({ endpoint: 'tasks.end', [F.SPIFFE_ID]: client.spiffeId, task_id: t.taskId }, 'Task ended')
+      return { status: 200, body: taskToWire(ended, now()) }
+    }),
+  )
 
   try {
     await app.listen({ host: cfg.bindAddress.host, port: cfg.bindAddress.port })
   } catch (err) {
     unsubscribe()
     await app.close().catch(() => undefined)
-    throw new IdentityError('ERR_CONFIG_INVALID', `broker cannot listen on ${cfg.bindAddress.host}:${cfg.bindAddress.port}: ${(err as Error).message}`, { cause: err })
+    throw new IdentityError('ERR_CONFIG_INVALID', `broker cannot listen on ${cfg.bindAddress.host}:${cfg.bindAddress.port}: ${(err as Error).message}`, {
+      cause: err,
+    })
   }
   const addr = server!.address() as AddressInfo
   log.info({ [F.ADDRESS]: `${addr.address}:${addr.port}`, issuer: cfg.issuer }, 'Broker listening')

@@ -60,7 +60,10 @@ export interface ClientAuthenticatorOptions {
 }
 
 function failed(reason: string, cause?: unknown, details?: Record<string, unknown>): IdentityError {
-  return new IdentityError('ERR_CLIENT_AUTH_FAILED', 'client authentication failed', { ...(cause !== undefined ? { cause } : {}), details: { reason, ...details } })
+  return new IdentityError('ERR_CLIENT_AUTH_FAILED', 'client authentication failed', {
+    ...(cause !== undefined ? { cause } : {}),
+    details: { reason, ...details },
+  })
 }
 
 export class ClientAuthenticator {
@@ -101,7 +104,11 @@ export class ClientAuthenticator {
    * Authenticates the caller of one request. `peerChain` is the DER chain the
    * client presented in the TLS handshake (leaf first), empty when none.
    */
-  async authenticate(form: Form, peerChain: readonly Uint8Array[], opts: { authorizationHeader?: string | undefined; connection?: object } = {}): Promise<AuthenticatedClient> {
+  async authenticate(
+    form: Form,
+    peerChain: readonly Uint8Array[],
+    opts: { authorizationHeader?: string | undefined; connection?: object } = {},
+  ): Promise<AuthenticatedClient> {
     const { client, commit } = await this.verify(form, peerChain, opts)
     commit()
     return client
@@ -114,7 +121,11 @@ export class ClientAuthenticator {
    * the request has passed its checks, so a request refused for a DPoP nonce
    * can be retried with the same assertion.
    */
-  async verify(form: Form, peerChain: readonly Uint8Array[], opts: { authorizationHeader?: string | undefined; connection?: object } = {}): Promise<{ client: AuthenticatedClient; commit(): void }> {
+  async verify(
+    form: Form,
+    peerChain: readonly Uint8Array[],
+    opts: { authorizationHeader?: string | undefined; connection?: object } = {},
+  ): Promise<{ client: AuthenticatedClient; commit(): void }> {
     if (opts.authorizationHeader !== undefined) throw failed('Authorization header authentication is not supported')
     if (form.has('client_secret')) throw failed('client_secret is not supported')
     const assertionType = single(form, 'client_assertion_type')
@@ -124,7 +135,8 @@ export class ClientAuthenticator {
     let commit = (): void => {}
     if (assertionType !== undefined || assertion !== undefined) {
       if (assertionType === undefined || assertion === undefined) throw failed('client_assertion and client_assertion_type go together')
-      const method = assertionType === CLIENT_ASSERTION_TYPE.jwtSpiffe ? 'jwt-spiffe' : assertionType === CLIENT_ASSERTION_TYPE.jwtBearer ? 'jwt-bearer' : undefined
+      const method =
+        assertionType === CLIENT_ASSERTION_TYPE.jwtSpiffe ? 'jwt-spiffe' : assertionType === CLIENT_ASSERTION_TYPE.jwtBearer ? 'jwt-bearer' : undefined
       if (!method) throw failed('unsupported client_assertion_type', undefined, { assertion_type: assertionType.slice(0, 100) })
       const a = await this.#assertion(assertion)
       client = { spiffeId: a.spiffeId, method }
@@ -134,7 +146,8 @@ export class ClientAuthenticator {
     } else {
       throw failed('no client credentials')
     }
-    if (clientId !== undefined && clientId !== client.spiffeId) throw failed('client_id does not name the authenticated client', undefined, { client_id: clientId.slice(0, 2048), spiffe_id: client.spiffeId })
+    if (clientId !== undefined && clientId !== client.spiffeId)
+      throw failed('client_id does not name the authenticated client', undefined, { client_id: clientId.slice(0, 2048), spiffe_id: client.spiffeId })
     return { client, commit }
   }
 
@@ -177,7 +190,10 @@ export class ClientAuthenticator {
       throw failed('client assertion lives too long', undefined, { spiffe_id: svid.id.toString(), lifetime_s: lifetime })
     }
     const spiffeId = svid.id.toString()
-    const key = typeof svid.claims.jti === 'string' && svid.claims.jti !== '' ? `jti:${spiffeId}:${svid.claims.jti}` : `sha256:${createHash('sha256').update(token).digest('base64url')}`
+    const key =
+      typeof svid.claims.jti === 'string' && svid.claims.jti !== ''
+        ? `jti:${spiffeId}:${svid.claims.jti}`
+        : `sha256:${createHash('sha256').update(token).digest('base64url')}`
     this.#sweep(nowMs)
     if (this.#seen.has(key)) throw failed('client assertion replayed', undefined, { spiffe_id: spiffeId })
     return {

@@ -45,7 +45,10 @@ export function brokerEndpoints(issuer: string): BrokerEndpoints {
 /** The SVID signature algorithms (SPIFFE JWT-SVID: RS/ES/PS only). */
 const SVID_ALGS = ['ES256', 'ES384', 'ES512', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512']
 
-export function brokerMetadata(e: BrokerEndpoints, opts: { dpopAlgorithms: readonly string[]; authorizationDetailsTypes?: readonly string[] }): Record<string, unknown> {
+export function brokerMetadata(
+  e: BrokerEndpoints,
+  opts: { dpopAlgorithms: readonly string[]; authorizationDetailsTypes?: readonly string[] },
+): Record<string, unknown> {
   const authMethods = ['tls_client_auth', 'private_key_jwt']
   return {
     issuer: e.issuer,

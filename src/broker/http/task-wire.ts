@@ -6,7 +6,11 @@ import { z } from 'zod'
 import { IdentityError } from '../../errors/identity-error.js'
 import type { Task, TaskSpec } from '../contract.js'
 
-const ID = z.string().min(1).max(256).regex(/^[A-Za-z0-9._~-]+$/, 'letters, digits and ._~- only')
+const ID = z
+  .string()
+  .min(1)
+  .max(256)
+  .regex(/^[A-Za-z0-9._~-]+$/, 'letters, digits and ._~- only')
 
 export const TaskSpecWire = z
   .object({
@@ -15,7 +19,11 @@ export const TaskSpecWire = z
     agent: z.string().min(1).max(2048),
     scopes: z.array(z.string().min(1).max(256)).max(256),
     resources: z.array(z.string().min(1).max(2048)).max(256).default([]),
-    ttl_seconds: z.number().int().min(1).max(31 * 86_400),
+    ttl_seconds: z
+      .number()
+      .int()
+      .min(1)
+      .max(31 * 86_400),
     max_renewals: z.number().int().min(0).max(1_000_000).default(0),
   })
   .strict()

@@ -302,7 +302,18 @@ export class BrokerStore {
     this.#stmt(
       `INSERT INTO tasks (task_id, orchestration_id, agent, scopes, resources, ttl_seconds, max_renewals, created_by, created_at, expires_at, ended_at)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)`,
-    ).run(t.taskId, t.orchestrationId ?? null, t.agent, JSON.stringify(t.scopes), JSON.stringify(t.resources), t.ttlSeconds, t.maxRenewals, t.createdBy, t.createdAt, t.expiresAt)
+    ).run(
+      t.taskId,
+      t.orchestrationId ?? null,
+      t.agent,
+      JSON.stringify(t.scopes),
+      JSON.stringify(t.resources),
+      t.ttlSeconds,
+      t.maxRenewals,
+      t.createdBy,
+      t.createdAt,
+      t.expiresAt,
+    )
   }
 
   getTask(taskId: string): Task | undefined {
@@ -339,10 +350,27 @@ export class BrokerStore {
          authorization_details, cnf_jkt, cnf_x5t, may_act, kid, iat, exp, max_exp, renewals, renewed_by, revoked_at)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)`,
     ).run(
-      t.jti, t.kind, t.sub, t.clientId, t.taskId ?? null, t.parentJti ?? null, t.rootJti, JSON.stringify(t.actors), t.depth,
-      JSON.stringify(t.scopes), JSON.stringify(t.resources), JSON.stringify(t.audiences),
+      t.jti,
+      t.kind,
+      t.sub,
+      t.clientId,
+      t.taskId ?? null,
+      t.parentJti ?? null,
+      t.rootJti,
+      JSON.stringify(t.actors),
+      t.depth,
+      JSON.stringify(t.scopes),
+      JSON.stringify(t.resources),
+      JSON.stringify(t.audiences),
       t.authorizationDetails === undefined ? null : JSON.stringify(t.authorizationDetails),
-      t.cnfJkt ?? null, t.cnfX5t ?? null, t.mayAct ?? null, t.kid, t.iat, t.exp, t.maxExp, t.renewals,
+      t.cnfJkt ?? null,
+      t.cnfX5t ?? null,
+      t.mayAct ?? null,
+      t.kid,
+      t.iat,
+      t.exp,
+      t.maxExp,
+      t.renewals,
     )
   }
 
@@ -358,11 +386,15 @@ export class BrokerStore {
 
   /** Records a one-time grant as used; false when it was used before. */
   useGrant(jti: string, usedBy: string, at: number, issuedJti: string): boolean {
-    return this.#stmt('INSERT INTO used_grants (jti, used_by, used_at, issued_jti) VALUES (?, ?, ?, ?) ON CONFLICT (jti) DO NOTHING').run(jti, usedBy, at, issuedJti).changes === 1
+    return (
+      this.#stmt('INSERT INTO used_grants (jti, used_by, used_at, issued_jti) VALUES (?, ?, ?, ?) ON CONFLICT (jti) DO NOTHING').run(jti, usedBy, at, issuedJti)
+        .changes === 1
+    )
   }
 
   grantUse(jti: string): { usedBy: string; usedAt: number; issuedJti: string } | undefined {
-    const r = this.#stmt('SELECT used_by, used_at, issued_jti FROM used_grants WHERE jti = ?').get(jti) as { used_by: string; used_at: number; issued_jti: string } | undefined
+    const r = this.#stmt('SELECT used_by, used_at, issued_jti FROM used_grants WHERE jti = ?').get(jti) as
+      { used_by: string; used_at: number; issued_jti: string } | undefined
     return r ? { usedBy: r.used_by, usedAt: r.used_at, issuedJti: r.issued_jti } : undefined
   }
 
@@ -391,13 +423,22 @@ export class BrokerStore {
 
   insertSigningKey(k: SigningKeyRecord): void {
     this.#stmt('INSERT INTO signing_keys (key_id, kid, alg, state, created_at, activated_at, publish_until) VALUES (?, ?, ?, ?, ?, ?, ?)').run(
-      k.keyId, k.kid, k.alg, k.state, k.createdAt, k.activatedAt ?? null, k.publishUntil ?? null,
+      k.keyId,
+      k.kid,
+      k.alg,
+      k.state,
+      k.createdAt,
+      k.activatedAt ?? null,
+      k.publishUntil ?? null,
     )
   }
 
   updateSigningKey(keyId: string, state: SigningKeyRecord['state'], fields: { activatedAt?: number; publishUntil?: number }): void {
     this.#stmt('UPDATE signing_keys SET state = ?, activated_at = COALESCE(?, activated_at), publish_until = COALESCE(?, publish_until) WHERE key_id = ?').run(
-      state, fields.activatedAt ?? null, fields.publishUntil ?? null, keyId,
+      state,
+      fields.activatedAt ?? null,
+      fields.publishUntil ?? null,
+      keyId,
     )
   }
 

@@ -12,7 +12,15 @@ export const usage = [
   '  agent ban --id AGENT_ID                  blocks the agent until it is evicted',
 ].join('\n')
 
-type Node = { agent_id: string; attestor: string; selectors: { type: string; value: string }[]; serial: string; expires_at: string; banned: boolean; can_reattest: boolean }
+type Node = {
+  agent_id: string
+  attestor: string
+  selectors: { type: string; value: string }[]
+  serial: string
+  expires_at: string
+  banned: boolean
+  can_reattest: boolean
+}
 
 function printNode(n: Node): void {
   process.stdout.write(
@@ -34,7 +42,13 @@ export async function run(args: string[]): Promise<number> {
     const mod = await import('./agent-run.js')
     return mod.runAgentCommand(args)
   }
-  const flags = { id: { type: 'string' }, attestor: { type: 'string' }, banned: { type: 'string' }, socket: { type: 'string' }, output: { type: 'string' } } as const
+  const flags = {
+    id: { type: 'string' },
+    attestor: { type: 'string' },
+    banned: { type: 'string' },
+    socket: { type: 'string' },
+    output: { type: 'string' },
+  } as const
   if (!['list', 'show', 'evict', 'ban'].includes(cmd ?? '')) {
     process.stderr.write(`usage:\n${usage}\n`)
     return 2
@@ -47,7 +61,12 @@ export async function run(args: string[]): Promise<number> {
       const all: Node[] = []
       let token = ''
       do {
-        const r = await c.call<{ agents: Node[]; next_page_token: string }>('List', { attestor: values.attestor ?? '', banned: values.banned ?? '', page_size: 500, page_token: token })
+        const r = await c.call<{ agents: Node[]; next_page_token: string }>('List', {
+          attestor: values.attestor ?? '',
+          banned: values.banned ?? '',
+          page_size: 500,
+          page_token: token,
+        })
         all.push(...r.agents)
         token = r.next_page_token
       } while (token)

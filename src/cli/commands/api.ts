@@ -59,7 +59,9 @@ export function securityHeader(): grpc.Metadata {
 
 function unaryCall<Res>(client: WorkloadClient, method: string, req: unknown, timeoutMs: number): Promise<Res> {
   return new Promise<Res>((resolve, reject) => {
-    client[method]!(req, securityHeader(), { deadline: Date.now() + timeoutMs }, (err: grpc.ServiceError | null, res: Res) => (err ? reject(err) : resolve(res)))
+    client[method]!(req, securityHeader(), { deadline: Date.now() + timeoutMs }, (err: grpc.ServiceError | null, res: Res) =>
+      err ? reject(err) : resolve(res),
+    )
   })
 }
 
@@ -158,7 +160,9 @@ function describeX509(resp: X509SvidResponseMsg, elapsedMs: number, fmt: OutputF
     lines.push('')
   }
   for (const f of federated) {
-    f.authorities.forEach((c, i) => lines.push(`[${f.trust_domain}] CA #${i + 1} Valid After:\t${c.notBefore}`, `[${f.trust_domain}] CA #${i + 1} Valid Until:\t${c.notAfter}`))
+    f.authorities.forEach((c, i) =>
+      lines.push(`[${f.trust_domain}] CA #${i + 1} Valid After:\t${c.notBefore}`, `[${f.trust_domain}] CA #${i + 1} Valid Until:\t${c.notAfter}`),
+    )
   }
   process.stdout.write(`${lines.join('\n')}\n`)
 }
@@ -266,7 +270,10 @@ export async function run(args: string[]): Promise<number> {
     case 'fetch jwt': {
       const { values } = parseFlags(restArgs, { ...common, audience: { type: 'string', short: 'a' }, 'spiffe-id': { type: 'string' } })
       const fmt = outputFormat(values.output)
-      const audience = (values.audience ?? '').split(',').map((a) => a.trim()).filter((a) => a !== '')
+      const audience = (values.audience ?? '')
+        .split(',')
+        .map((a) => a.trim())
+        .filter((a) => a !== '')
       if (audience.length === 0) throw new IdentityError('ERR_INVALID_ARGUMENT', '--audience is required')
       const client = workloadClient(resolveSocket(values.socket))
       try {

@@ -65,13 +65,16 @@ const FLAGS = {
 function ttlSeconds(flag: string, v: string | undefined): number | undefined {
   if (v === undefined) return undefined
   const ms = /^\d+$/.test(v) ? Number(v) * 1000 : parseDuration(v)
-  if (ms === undefined || ms < 1000 || ms % 1000 !== 0) throw new IdentityError('ERR_INVALID_ARGUMENT', `--${flag} must be a duration of whole seconds (e.g. 90s, 15m)`)
+  if (ms === undefined || ms < 1000 || ms % 1000 !== 0)
+    throw new IdentityError('ERR_INVALID_ARGUMENT', `--${flag} must be a duration of whole seconds (e.g. 90s, 15m)`)
   return ms / 1000
 }
 
 /** The flags of `bounds set` as a NamespaceBounds message. Exported for tests. */
 export function boundsFromFlags(values: Record<string, unknown>): Record<string, unknown> {
-  const v = values as { [K in keyof typeof FLAGS]?: (typeof FLAGS)[K]['type'] extends 'boolean' ? boolean : (typeof FLAGS)[K] extends { multiple: true } ? string[] : string }
+  const v = values as {
+    [K in keyof typeof FLAGS]?: (typeof FLAGS)[K]['type'] extends 'boolean' ? boolean : (typeof FLAGS)[K] extends { multiple: true } ? string[] : string
+  }
   if (v['no-dns'] && v['dns-suffix']) throw new IdentityError('ERR_INVALID_ARGUMENT', '--no-dns and --dns-suffix cannot be combined')
   const m: Record<string, unknown> = {}
   const x = ttlSeconds('x509-svid-ttl', v['x509-svid-ttl'])
@@ -91,7 +94,10 @@ export function boundsFromFlags(values: Record<string, unknown>): Record<string,
   if (v.resource) m.resources = { values: v.resource }
   const t = ttlSeconds('max-token-ttl', v['max-token-ttl'])
   if (t !== undefined) m.max_token_ttl = t
-  for (const [flag, key] of [['max-renewals', 'max_renewals'], ['max-delegation-depth', 'max_delegation_depth']] as const) {
+  for (const [flag, key] of [
+    ['max-renewals', 'max_renewals'],
+    ['max-delegation-depth', 'max_delegation_depth'],
+  ] as const) {
     const n = v[flag]
     if (n === undefined) continue
     if (!/^\d+$/.test(n)) throw new IdentityError('ERR_INVALID_ARGUMENT', `--${flag} must be a non-negative integer`)
@@ -126,7 +132,14 @@ function toJson(b: BoundsMsg | null): Record<string, unknown> | null {
 }
 
 function infoJson(i: InfoMsg) {
-  return { prefix: i.prefix, source: i.source || null, declared: toJson(i.declared), effective: toJson(i.effective), effective_from: i.effective_from, sequence: Number(i.sequence) }
+  return {
+    prefix: i.prefix,
+    source: i.source || null,
+    declared: toJson(i.declared),
+    effective: toJson(i.effective),
+    effective_from: i.effective_from,
+    sequence: Number(i.sequence),
+  }
 }
 
 function describe(b: BoundsMsg | null, indent: string): string {

@@ -17,13 +17,23 @@ type BundleMsg = { trust_domain: string; document: string; sequence: string }
 
 function render(b: BundleMsg, format: string): string {
   if (format === 'spiffe') return `${JSON.stringify(JSON.parse(b.document), null, 4)}\n`
-  if (format === 'pem') return new X509Bundle(TrustDomain.fromString(b.trust_domain), SpiffeBundle.parse(TrustDomain.fromString(b.trust_domain), b.document).x509Authorities).toPem()
+  if (format === 'pem')
+    return new X509Bundle(
+      TrustDomain.fromString(b.trust_domain),
+      SpiffeBundle.parse(TrustDomain.fromString(b.trust_domain), b.document).x509Authorities,
+    ).toPem()
   throw new IdentityError('ERR_INVALID_ARGUMENT', '--format must be "pem" or "spiffe"')
 }
 
 export async function run(args: string[]): Promise<number> {
   const [cmd, ...rest] = args
-  const flags = { 'trust-domain': { type: 'string' }, format: { type: 'string' }, path: { type: 'string' }, socket: { type: 'string' }, output: { type: 'string' } } as const
+  const flags = {
+    'trust-domain': { type: 'string' },
+    format: { type: 'string' },
+    path: { type: 'string' },
+    socket: { type: 'string' },
+    output: { type: 'string' },
+  } as const
   const { values } = parseFlags(rest, flags)
   const c = adminClient('Bundles', values.socket ?? DEFAULT_ADMIN_SOCKET)
   const fmt = outputFormat(values.output)
@@ -37,8 +47,15 @@ export async function run(args: string[]): Promise<number> {
       }
       case 'list': {
         const r = await c.call<{ bundles: BundleMsg[] }>('ListFederated', {})
-        if (fmt === 'json') printJson({ bundles: r.bundles.map((b) => ({ trust_domain: b.trust_domain, sequence: Number(b.sequence), bundle: JSON.parse(b.document) as unknown })) })
-        else for (const b of r.bundles) process.stdout.write(`****************************************\n* ${b.trust_domain}\n****************************************\n${render(b, values.format ?? 'pem')}\n`)
+        if (fmt === 'json')
+          printJson({
+            bundles: r.bundles.map((b) => ({ trust_domain: b.trust_domain, sequence: Number(b.sequence), bundle: JSON.parse(b.document) as unknown })),
+          })
+        else
+          for (const b of r.bundles)
+            process.stdout.write(
+              `****************************************\n* ${b.trust_domain}\n****************************************\n${render(b, values.format ?? 'pem')}\n`,
+            )
         return 0
       }
       case 'set': {

@@ -62,7 +62,10 @@ function entryFromFlags(v: EntryFlags): { entry: Entry; mask: string[] } {
   }
   set('spiffe_id', v['spiffe-id'])
   set('parent_id', v['parent-id'])
-  set('selectors', v.selector?.map((s) => parseSelector(s)))
+  set(
+    'selectors',
+    v.selector?.map((s) => parseSelector(s)),
+  )
   set('x509_svid_ttl', int(v['x509-svid-ttl'], 'x509-svid-ttl'))
   set('jwt_svid_ttl', int(v['jwt-svid-ttl'], 'jwt-svid-ttl'))
   set('dns_names', v.dns)

@@ -159,7 +159,9 @@ async function withClient<T>(socket: string | undefined, fn: (call: Call) => Pro
   const client = new Client(`unix:${socket ?? DEFAULT_ADMIN_SOCKET}`, grpc.credentials.createInsecure())
   const call: Call = <Req, Res>(method: string, req: Req) =>
     new Promise<Res>((resolve, reject) => {
-      const fnc = (client as unknown as Record<string, (r: Req, m: grpc.Metadata, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null, v: Res) => void) => void>)[method]!
+      const fnc = (
+        client as unknown as Record<string, (r: Req, m: grpc.Metadata, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null, v: Res) => void) => void>
+      )[method]!
       // Refresh waits for a fetch (up to its own timeout); give it room.
       fnc.call(client, req, new grpc.Metadata(), { deadline: Date.now() + (method === 'Refresh' ? 60_000 : 15_000) }, (e, v) => (e ? reject(e) : resolve(v)))
     })

@@ -7,7 +7,16 @@ export const usage = [
   '  instance show --id INSTANCE_ID',
 ].join('\n')
 
-type Instance = { instance_id: string; spiffe_id: string; entry_id: string; agent_id: string; pid: number; start_time: string; created_at: string; ended_at: string }
+type Instance = {
+  instance_id: string
+  spiffe_id: string
+  entry_id: string
+  agent_id: string
+  pid: number
+  start_time: string
+  created_at: string
+  ended_at: string
+}
 
 const when = (ms: string) => (Number(ms) ? new Date(Number(ms)).toISOString() : '-')
 
@@ -31,7 +40,14 @@ export async function run(args: string[]): Promise<number> {
     process.stderr.write(`usage:\n${usage}\n`)
     return 2
   }
-  const { values } = parseFlags(rest, { id: { type: 'string' }, 'agent-id': { type: 'string' }, 'entry-id': { type: 'string' }, live: { type: 'boolean' }, socket: { type: 'string' }, output: { type: 'string' } })
+  const { values } = parseFlags(rest, {
+    id: { type: 'string' },
+    'agent-id': { type: 'string' },
+    'entry-id': { type: 'string' },
+    live: { type: 'boolean' },
+    socket: { type: 'string' },
+    output: { type: 'string' },
+  })
   const fmt = outputFormat(values.output)
   const c = adminClient('Instances', values.socket ?? DEFAULT_ADMIN_SOCKET)
   try {
@@ -42,7 +58,11 @@ export async function run(args: string[]): Promise<number> {
       else print(i)
       return 0
     }
-    const r = await c.call<{ instances: Instance[] }>('List', { agent_id: values['agent-id'] ?? '', entry_id: values['entry-id'] ?? '', live_only: !!values.live })
+    const r = await c.call<{ instances: Instance[] }>('List', {
+      agent_id: values['agent-id'] ?? '',
+      entry_id: values['entry-id'] ?? '',
+      live_only: !!values.live,
+    })
     if (fmt === 'json') printJson(r)
     else {
       process.stdout.write(`Found ${r.instances.length} instance${r.instances.length === 1 ? '' : 's'}\n\n`)

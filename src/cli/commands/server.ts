@@ -14,7 +14,6 @@ import { runUntilSignal } from '../signals.js'
 import { reportError } from '../report-error.js'
 import { serverPlugins } from '../plugins.js'
 
-
 export const usage = [
   '  server run --config server.toml        start the server',
   '  server validate --config server.toml   check the configuration without starting',
@@ -50,7 +49,11 @@ function readUpstream(cfg: ServerConfig): UpstreamAuthority | undefined {
   if (!cfg.upstream) return undefined
   const read = (key: string, path: string) => readConfigFile(path, `upstream_authority.${key}`)
   const u = cfg.upstream
-  return upstreamAuthorityFromPem({ certPem: read('cert_file', u.certFile), keyPem: read('key_file', u.keyFile), bundlePem: u.bundleFile === undefined ? undefined : read('bundle_file', u.bundleFile) })
+  return upstreamAuthorityFromPem({
+    certPem: read('cert_file', u.certFile),
+    keyPem: read('key_file', u.keyFile),
+    bundlePem: u.bundleFile === undefined ? undefined : read('bundle_file', u.bundleFile),
+  })
 }
 
 export async function run(args: string[]): Promise<number> {
@@ -66,10 +69,14 @@ export async function run(args: string[]): Promise<number> {
       // [broker]: the token broker, embedded (see cli/broker-composition.ts; loaded only when configured).
       const raw = readTomlFile(values.config!)
       const broker = hasBroker(raw)
-        ? await (await import('../broker-composition.js')).startBrokerOfServerToml(raw, configDir(values.config!), server, cfg, log).catch(async (err: unknown) => {
-            await server.stop()
-            throw err
-          })
+        ? await (
+            await import('../broker-composition.js')
+          )
+            .startBrokerOfServerToml(raw, configDir(values.config!), server, cfg, log)
+            .catch(async (err: unknown) => {
+              await server.stop()
+              throw err
+            })
         : undefined
       await runUntilSignal(log, async () => {
         await broker?.stop()
@@ -108,7 +115,11 @@ export async function run(args: string[]): Promise<number> {
       const client = new proto.grpc.health.v1.Health(`unix:${socket}`, grpc.credentials.createInsecure())
       try {
         const res = await new Promise<{ status: string }>((resolve, reject) =>
-          (client as unknown as { Check: (r: unknown, o: grpc.CallOptions, cb: (e: Error | null, r: { status: string }) => void) => void }).Check({ service: '' }, { deadline: Date.now() + 5000 }, (e, r) => (e ? reject(e) : resolve(r))),
+          (client as unknown as { Check: (r: unknown, o: grpc.CallOptions, cb: (e: Error | null, r: { status: string }) => void) => void }).Check(
+            { service: '' },
+            { deadline: Date.now() + 5000 },
+            (e, r) => (e ? reject(e) : resolve(r)),
+          ),
         )
         const ok = res.status === 'SERVING'
         if (outputFormat(values.output) === 'json') printJson({ healthy: ok, status: res.status })

@@ -30,26 +30,35 @@ interface TaskWire {
 function call<T>(socketPath: string, method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
   return new Promise((resolve, reject) => {
     const payload = body === undefined ? undefined : JSON.stringify(body)
-    const req = http.request({ socketPath, method, path, headers: payload === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }, timeout: 30_000 }, (res) => {
-      const chunks: Buffer[] = []
-      res.on('data', (c: Buffer) => chunks.push(c))
-      res.on('end', () => {
-        let parsed: unknown
-        try {
-          parsed = JSON.parse(Buffer.concat(chunks).toString('utf8'))
-        } catch {
-          reject(new IdentityError('ERR_UNAVAILABLE', `broker admin API answered ${res.statusCode} without JSON`))
-          return
-        }
-        if ((res.statusCode ?? 500) >= 400) {
-          const e = parsed as { error?: string; message?: string }
-          const code = e.error !== undefined && e.error in ERROR_CODES ? (e.error as ErrorCode) : 'ERR_INTERNAL'
-          reject(new IdentityError(code, e.message ?? 'request failed'))
-          return
-        }
-        resolve(parsed as T)
-      })
-    })
+    const req = http.request(
+      {
+        socketPath,
+        method,
+        path,
+        headers: payload === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
+        timeout: 30_000,
+      },
+      (res) => {
+        const chunks: Buffer[] = []
+        res.on('data', (c: Buffer) => chunks.push(c))
+        res.on('end', () => {
+          let parsed: unknown
+          try {
+            parsed = JSON.parse(Buffer.concat(chunks).toString('utf8'))
+          } catch {
+            reject(new IdentityError('ERR_UNAVAILABLE', `broker admin API answered ${res.statusCode} without JSON`))
+            return
+          }
+          if ((res.statusCode ?? 500) >= 400) {
+            const e = parsed as { error?: string; message?: string }
+            const code = e.error !== undefined && e.error in ERROR_CODES ? (e.error as ErrorCode) : 'ERR_INTERNAL'
+            reject(new IdentityError(code, e.message ?? 'request failed'))
+            return
+          }
+          resolve(parsed as T)
+        })
+      },
+    )
     req.on('timeout', () => req.destroy(new Error('timed out')))
     req.on('error', (err) => reject(new IdentityError('ERR_UNAVAILABLE', `cannot reach the broker admin API at ${socketPath}: ${err.message}`, { cause: err })))
     if (payload !== undefined) req.write(payload)
@@ -95,7 +104,8 @@ export async function run(args: string[]): Promise<number> {
       })
       const fmt = outputFormat(values.output)
       if (!values.agent) throw new IdentityError('ERR_INVALID_ARGUMENT', '--agent is required')
-      if (values['max-renewals'] !== undefined && !/^\d+$/.test(values['max-renewals'])) throw new IdentityError('ERR_INVALID_ARGUMENT', '--max-renewals must be a whole number')
+      if (values['max-renewals'] !== undefined && !/^\d+$/.test(values['max-renewals']))
+        throw new IdentityError('ERR_INVALID_ARGUMENT', '--max-renewals must be a whole number')
       const body = {
         agent: values.agent,
         scopes: values.scope ?? [],
@@ -116,7 +126,11 @@ export async function run(args: string[]): Promise<number> {
       const fmt = outputFormat(values.output)
       if (positionals.length !== 1) throw new IdentityError('ERR_INVALID_ARGUMENT', `usage: warrant task ${cmd} TASK_ID`)
       const id = encodeURIComponent(positionals[0]!)
-      const t = await call<TaskWire>(values.socket ?? DEFAULT_BROKER_ADMIN_SOCKET, cmd === 'end' ? 'POST' : 'GET', cmd === 'end' ? `/v1/tasks/${id}/end` : `/v1/tasks/${id}`)
+      const t = await call<TaskWire>(
+        values.socket ?? DEFAULT_BROKER_ADMIN_SOCKET,
+        cmd === 'end' ? 'POST' : 'GET',
+        cmd === 'end' ? `/v1/tasks/${id}/end` : `/v1/tasks/${id}`,
+      )
       if (fmt === 'json') printJson(t)
       else printTask(t)
       return 0
@@ -132,7 +146,9 @@ export async function run(args: string[]): Promise<number> {
       const r = await call<{ tasks: TaskWire[] }>(values.socket ?? DEFAULT_BROKER_ADMIN_SOCKET, 'GET', `/v1/tasks${qs ? `?${qs}` : ''}`)
       if (fmt === 'json') printJson(r)
       else if (r.tasks.length === 0) process.stdout.write('No tasks.\n')
-      else for (const t of r.tasks) process.stdout.write(`${t.task_id}\t${t.state}\t${t.agent}\t${t.scopes.join(' ')}\texpires ${new Date(t.expires_at * 1000).toISOString()}\n`)
+      else
+        for (const t of r.tasks)
+          process.stdout.write(`${t.task_id}\t${t.state}\t${t.agent}\t${t.scopes.join(' ')}\texpires ${new Date(t.expires_at * 1000).toISOString()}\n`)
       return 0
     }
     default:

@@ -2,8 +2,7 @@ import { z } from 'zod'
 import type { ConnectionGuardLimits } from '../net/connection-guard.js'
 import { duration } from './duration.js'
 
-const positiveDuration = () =>
-  duration().refine((ms) => ms > 0, 'must be greater than zero')
+const positiveDuration = () => duration().refine((ms) => ms > 0, 'must be greater than zero')
 
 /**
  * `[agent.connection_limits]` / `[server.connection_limits]`: every key is

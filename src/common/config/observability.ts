@@ -7,7 +7,13 @@ import { z } from 'zod'
 import { hostPort } from './refinements.js'
 
 export const healthChecksSchema = () =>
-  z.object({ bind_address: hostPort(), live_path: z.string().startsWith('/', 'must start with /').default('/live'), ready_path: z.string().startsWith('/', 'must start with /').default('/ready') }).strict()
+  z
+    .object({
+      bind_address: hostPort(),
+      live_path: z.string().startsWith('/', 'must start with /').default('/live'),
+      ready_path: z.string().startsWith('/', 'must start with /').default('/ready'),
+    })
+    .strict()
 
 export const metricsSchema = () => z.object({ bind_address: hostPort() }).strict()
 

@@ -23,7 +23,6 @@ export const spiffeId = () =>
   })
 
 /** `host:port` or `:port`. */
-export const hostPort = () =>
-  z.string().regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]*):\d{1,5}$/, 'must be host:port')
+export const hostPort = () => z.string().regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]*):\d{1,5}$/, 'must be host:port')
 
 export const logLevel = () => z.enum(['debug', 'info', 'warn', 'error'])

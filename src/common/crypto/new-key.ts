@@ -19,7 +19,11 @@ function imported(pkcs8: Buffer): KeyObject {
 
 /** A new EC private key (synchronous). */
 export function newEcPrivateKey(curve: EcCurve = 'P-256'): KeyObject {
-  const { privateKey } = generateKeyPairSync('ec', { namedCurve: curve, privateKeyEncoding: { type: 'pkcs8', format: 'der' }, publicKeyEncoding: { type: 'spki', format: 'der' } })
+  const { privateKey } = generateKeyPairSync('ec', {
+    namedCurve: curve,
+    privateKeyEncoding: { type: 'pkcs8', format: 'der' },
+    publicKeyEncoding: { type: 'spki', format: 'der' },
+  })
   return imported(privateKey)
 }
 
@@ -37,9 +41,22 @@ export function newPrivateKeyAsync(spec: { ec: EcCurve } | { rsa: number }): Pro
       }
     }
     if ('ec' in spec) {
-      generateKeyPair('ec', { namedCurve: spec.ec, privateKeyEncoding: { type: 'pkcs8', format: 'der' }, publicKeyEncoding: { type: 'spki', format: 'der' } }, done)
+      generateKeyPair(
+        'ec',
+        { namedCurve: spec.ec, privateKeyEncoding: { type: 'pkcs8', format: 'der' }, publicKeyEncoding: { type: 'spki', format: 'der' } },
+        done,
+      )
     } else {
-      generateKeyPair('rsa', { modulusLength: spec.rsa, publicExponent: 0x10001, privateKeyEncoding: { type: 'pkcs8', format: 'der' }, publicKeyEncoding: { type: 'spki', format: 'der' } }, done)
+      generateKeyPair(
+        'rsa',
+        {
+          modulusLength: spec.rsa,
+          publicExponent: 0x10001,
+          privateKeyEncoding: { type: 'pkcs8', format: 'der' },
+          publicKeyEncoding: { type: 'spki', format: 'der' },
+        },
+        done,
+      )
     }
   })
 }

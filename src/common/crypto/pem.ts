@@ -11,5 +11,7 @@ export function pemCertificates(pem: string): X509Certificate[] {
 
 /** DER → PEM with 64-column lines. */
 export function toPemBlock(label: string, der: Uint8Array): string {
-  return `-----BEGIN ${label}-----\n${Buffer.from(der).toString('base64').replace(/.{1,64}/g, '$&\n')}-----END ${label}-----\n`
+  return `-----BEGIN ${label}-----\n${Buffer.from(der)
+    .toString('base64')
+    .replace(/.{1,64}/g, '$&\n')}-----END ${label}-----\n`
 }

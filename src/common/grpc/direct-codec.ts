@@ -52,8 +52,14 @@ export function withDirectCodecs(service: ServiceDefinition, root: protobuf.Root
     if (!m) throw new TypeError(`withDirectCodecs: no method ${name}`)
     const req = root.lookupType(fullName(m.path, root, 'request', name))
     const res = root.lookupType(fullName(m.path, root, 'response', name))
-    const encode = (t: protobuf.Type) => (value: unknown): Buffer => t.encode(value as protobuf.Message).finish() as Buffer
-    const decode = (t: protobuf.Type) => (bytes: Buffer): unknown => t.decode(bytes)
+    const encode =
+      (t: protobuf.Type) =>
+      (value: unknown): Buffer =>
+        t.encode(value as protobuf.Message).finish() as Buffer
+    const decode =
+      (t: protobuf.Type) =>
+      (bytes: Buffer): unknown =>
+        t.decode(bytes)
     out[name] =
       side === 'server'
         ? { ...m, requestDeserialize: decode(req), responseSerialize: encode(res) }
@@ -63,7 +69,12 @@ export function withDirectCodecs(service: ServiceDefinition, root: protobuf.Root
 }
 
 /** A client constructor for `service` with direct codecs on `methods` (see `withDirectCodecs`). */
-export function directClientConstructor(service: ServiceDefinition, root: protobuf.Root, methods: readonly string[], serviceName: string): ServiceClientConstructor {
+export function directClientConstructor(
+  service: ServiceDefinition,
+  root: protobuf.Root,
+  methods: readonly string[],
+  serviceName: string,
+): ServiceClientConstructor {
   return makeGenericClientConstructor(withDirectCodecs(service, root, methods, 'client'), serviceName)
 }
 

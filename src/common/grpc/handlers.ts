@@ -62,7 +62,12 @@ class UnaryContext<Req> implements CallContext<Req> {
 }
 
 /** Adapts `async (req, ctx) => res` to a grpc-js unary handler; errors go through toGrpcError. */
-export function unary<Req, Res>(log: Logger, method: string, fn: (req: Req, ctx: CallContext<Req>) => Promise<Res>, observe?: Observe): handleUnaryCall<Req, Res> {
+export function unary<Req, Res>(
+  log: Logger,
+  method: string,
+  fn: (req: Req, ctx: CallContext<Req>) => Promise<Res>,
+  observe?: Observe,
+): handleUnaryCall<Req, Res> {
   const mlog = log.child({ [F.METHOD]: method })
   return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
     const ctx = new UnaryContext(call, mlog)

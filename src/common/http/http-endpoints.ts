@@ -20,7 +20,10 @@ export interface Readiness {
   checks?: Record<string, boolean>
 }
 
-export async function startHealthEndpoint(cfg: HealthEndpointConfig, probes: { live?: () => boolean; ready: () => boolean | Readiness }): Promise<HttpEndpoint> {
+export async function startHealthEndpoint(
+  cfg: HealthEndpointConfig,
+  probes: { live?: () => boolean; ready: () => boolean | Readiness },
+): Promise<HttpEndpoint> {
   const srv = createServer((req, res) => {
     const path = (req.url ?? '').split('?')[0]
     let status: number

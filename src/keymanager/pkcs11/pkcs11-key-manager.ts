@@ -295,8 +295,14 @@ export class Pkcs11KeyManager implements KeyManager {
       return await this.#pool.use(async (s) => {
         const label = this.#label(id)
         const old = [
-          ...this.#find(s, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY }, { type: pkcs11js.CKA_LABEL, value: label }]),
-          ...this.#find(s, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PUBLIC_KEY }, { type: pkcs11js.CKA_LABEL, value: label }]),
+          ...this.#find(s, [
+            { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY },
+            { type: pkcs11js.CKA_LABEL, value: label },
+          ]),
+          ...this.#find(s, [
+            { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PUBLIC_KEY },
+            { type: pkcs11js.CKA_LABEL, value: label },
+          ]),
         ]
         const { mechanism, pub, priv } = templates(type, label, Buffer.from(id, 'utf8'))
         const kp = await this.#p.C_GenerateKeyPairAsync(s, mechanism, pub, priv)
@@ -365,7 +371,10 @@ export class Pkcs11KeyManager implements KeyManager {
       await this.#pool.use((s) => {
         const label = this.#label(id)
         for (const cls of [pkcs11js.CKO_PRIVATE_KEY, pkcs11js.CKO_PUBLIC_KEY]) {
-          for (const h of this.#find(s, [{ type: pkcs11js.CKA_CLASS, value: cls }, { type: pkcs11js.CKA_LABEL, value: label }])) {
+          for (const h of this.#find(s, [
+            { type: pkcs11js.CKA_CLASS, value: cls },
+            { type: pkcs11js.CKA_LABEL, value: label },
+          ])) {
             this.#p.C_DestroyObject(s, h)
           }
         }
@@ -404,14 +413,20 @@ export class Pkcs11KeyManager implements KeyManager {
 
   #lookup(session: Handle, id: string): { handle: Handle; info: KeyInfo } | undefined {
     const label = this.#label(id)
-    const privs = this.#find(session, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY }, { type: pkcs11js.CKA_LABEL, value: label }])
+    const privs = this.#find(session, [
+      { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY },
+      { type: pkcs11js.CKA_LABEL, value: label },
+    ])
     const priv = privs[0]
     if (priv === undefined) return undefined
     if (privs.length > 1) {
       // Only a crash between C_GenerateKeyPair and destroying the replaced pair leaves two; generateKey again to repair.
       this.#log.warn({ [F.KEY_ID]: id, [F.COUNT]: privs.length }, 'PKCS#11: several private keys carry this label; using the first')
     }
-    const [pub] = this.#find(session, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PUBLIC_KEY }, { type: pkcs11js.CKA_LABEL, value: label }])
+    const [pub] = this.#find(session, [
+      { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PUBLIC_KEY },
+      { type: pkcs11js.CKA_LABEL, value: label },
+    ])
     let info: KeyInfo
     try {
       info = this.#readKeyInfo(session, priv, pub)

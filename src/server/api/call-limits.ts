@@ -78,7 +78,12 @@ function baseCallOf(call: ServerInterceptingCallInterface): BaseCallInternals | 
   let c: unknown = call
   for (let i = 0; i < 16 && c !== null && typeof c === 'object'; i++) {
     const d = (c as { decoder?: { maxReadMessageLength?: unknown } }).decoder
-    if (d !== null && typeof d === 'object' && typeof d.maxReadMessageLength === 'number' && typeof (c as { maxReceiveMessageSize?: unknown }).maxReceiveMessageSize === 'number') {
+    if (
+      d !== null &&
+      typeof d === 'object' &&
+      typeof d.maxReadMessageLength === 'number' &&
+      typeof (c as { maxReceiveMessageSize?: unknown }).maxReceiveMessageSize === 'number'
+    ) {
       return c as BaseCallInternals
     }
     c = (c as { nextCall?: unknown }).nextCall
@@ -152,7 +157,17 @@ export function agentApiCallLimits(o: { limits: AttestationLimits; log: Logger; 
     refusedSinceLog++
     const now = Date.now()
     if (now - lastLog >= 10_000) {
-      log.warn({ [F.REASON]: reason, [F.PEER]: address, [F.COUNT]: refusedSinceLog, in_flight: inFlight, max_concurrent: maxConcurrent, max_per_address: maxConcurrentPerAddress }, 'Attestations refused: too many in flight')
+      log.warn(
+        {
+          [F.REASON]: reason,
+          [F.PEER]: address,
+          [F.COUNT]: refusedSinceLog,
+          in_flight: inFlight,
+          max_concurrent: maxConcurrent,
+          max_per_address: maxConcurrentPerAddress,
+        },
+        'Attestations refused: too many in flight',
+      )
       lastLog = now
       refusedSinceLog = 0
     }
@@ -197,7 +212,9 @@ export function agentApiCallLimits(o: { limits: AttestationLimits; log: Logger; 
       base?.stream?.once('close', release)
       return new ServerInterceptingCall(call, { start: (next) => next({ onCancel: release }) })
     }
-    const authenticated = base?.stream?.session?.socket ? base.stream.session.socket.authorized === true : call.getAuthContext().sslPeerCertificate !== undefined
+    const authenticated = base?.stream?.session?.socket
+      ? base.stream.session.socket.authorized === true
+      : call.getAuthContext().sslPeerCertificate !== undefined
     if (authenticated) return unchanged(call)
     if (base) stopReadingAfterRefusal(base)
     if (path.startsWith(NODE_SERVICE_PREFIX)) return refuse(call, Status.UNAUTHENTICATED, 'ERR_UNAUTHENTICATED', 'unauthenticated')

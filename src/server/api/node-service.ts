@@ -213,7 +213,12 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
           const entryId = params[i]!.entry_id
           results[i] = o.ok
             ? { entry_id: entryId, status: OK_ITEM_STATUS, svid_chain: o.chain, expires_at: o.notAfter }
-            : { entry_id: entryId, status: toItemStatus(o.error, ctx.log, { [F.AGENT_ID]: node.agentId, [F.ENTRY_ID]: entryId.slice(0, 64) }, 'X509-SVID not signed'), svid_chain: [], expires_at: 0 }
+            : {
+                entry_id: entryId,
+                status: toItemStatus(o.error, ctx.log, { [F.AGENT_ID]: node.agentId, [F.ENTRY_ID]: entryId.slice(0, 64) }, 'X509-SVID not signed'),
+                svid_chain: [],
+                expires_at: 0,
+              }
         }
         return { results }
       },
@@ -238,7 +243,8 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
         const node = await auth(ctx.call)
         const entry = await d.entries.entry(node, req.entry_id ?? '')
         if (!isTemplateId(entry.spiffeId)) throw new IdentityError('ERR_INVALID_ARGUMENT', 'entry is not a per-instance template')
-        if (!d.bounds.allowsNode(boundsSpiffeId(entry.spiffeId), node.selectors)) throw new IdentityError('ERR_ID_NOT_AUTHORIZED', `node does not meet the bounds of ${entry.spiffeId}`)
+        if (!d.bounds.allowsNode(boundsSpiffeId(entry.spiffeId), node.selectors))
+          throw new IdentityError('ERR_ID_NOT_AUTHORIZED', `node does not meet the bounds of ${entry.spiffeId}`)
         const r = await d.instances.register(node.agentId, entry, { pid: req.pid ?? 0, startTime: req.start_time ?? '' })
         return { instance_id: r.instanceId, spiffe_id: r.spiffeId }
       },

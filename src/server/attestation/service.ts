@@ -15,7 +15,12 @@ import { isAgentId, serverIdOf } from '../registration/validate.js'
 
 const VERIFIED_CACHE_MAX = 10_000
 /** Codes of a plugin failure passed on as they are; any other becomes ERR_NODE_ATTESTATION_FAILED. */
-const KEPT_CODES: ReadonlySet<string> = new Set(['ERR_ATTESTATION_PAYLOAD_INVALID', 'ERR_TPM_PAYLOAD_INVALID', 'ERR_REQUEST_MALFORMED', 'ERR_JOIN_TOKEN_INVALID'])
+const KEPT_CODES: ReadonlySet<string> = new Set([
+  'ERR_ATTESTATION_PAYLOAD_INVALID',
+  'ERR_TPM_PAYLOAD_INVALID',
+  'ERR_REQUEST_MALFORMED',
+  'ERR_JOIN_TOKEN_INVALID',
+])
 
 export interface AttestOutcome {
   node: AttestedNode
@@ -111,7 +116,10 @@ export class NodeAttestationService {
       }
       const alias = res.nodeAlias
       if (alias && (!alias.memberOf(this.#td) || alias.isTrustDomainId() || alias.path.startsWith('/warrant/'))) {
-        throw new IdentityError('ERR_NODE_ATTESTATION_FAILED', `nodeattestor(${attestor}): returned a node alias that is not a non-reserved ID of ${this.#td.name}`)
+        throw new IdentityError(
+          'ERR_NODE_ATTESTATION_FAILED',
+          `nodeattestor(${attestor}): returned a node alias that is not a non-reserved ID of ${this.#td.name}`,
+        )
       }
       const selectors: Selector[] = res.selectorValues.map((v) => ({ type: attestor, value: v }))
       const canReattest = res.canReattest

@@ -88,36 +88,59 @@ export function boundsAdminService(d: BoundsAdminDeps): UntypedServiceImplementa
   const log = d.log.child({ [F.SUBSYSTEM]: 'admin_api' })
   const svc = d.bounds
   return {
-    Set: unary<SetBoundsRequest__Output, BoundsInfo>(log, 'Bounds/Set', async (req) => {
-      const prefix = requirePrefix(req.prefix)
-      let bounds: Bounds
-      try {
-        bounds = msgToBounds(req.bounds)
-      } catch (err) {
-        // Report paths under the prefix, as the config does.
-        if (err instanceof IdentityError && err.code === 'ERR_BOUNDS_INVALID') {
-          const issues = ((err.details?.issues as { path: string; message: string }[]) ?? []).map((i) => ({ path: `${prefix}.${i.path}`, message: i.message }))
-          throw new IdentityError('ERR_BOUNDS_INVALID', `invalid bounds: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`, { details: { issues } })
+    Set: unary<SetBoundsRequest__Output, BoundsInfo>(
+      log,
+      'Bounds/Set',
+      async (req) => {
+        const prefix = requirePrefix(req.prefix)
+        let bounds: Bounds
+        try {
+          bounds = msgToBounds(req.bounds)
+        } catch (err) {
+          // Report paths under the prefix, as the config does.
+          if (err instanceof IdentityError && err.code === 'ERR_BOUNDS_INVALID') {
+            const issues = ((err.details?.issues as { path: string; message: string }[]) ?? []).map((i) => ({
+              path: `${prefix}.${i.path}`,
+              message: i.message,
+            }))
+            throw new IdentityError('ERR_BOUNDS_INVALID', `invalid bounds: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`, { details: { issues } })
+          }
+          throw err
         }
-        throw err
-      }
-      const r = await svc.set(prefix, bounds)
-      return info(svc, r.prefix)
-    }, d.observe),
+        const r = await svc.set(prefix, bounds)
+        return info(svc, r.prefix)
+      },
+      d.observe,
+    ),
     Get: unary<GetBoundsRequest__Output, BoundsInfo>(log, 'Bounds/Get', async (req) => info(svc, requirePrefix(req.prefix)), d.observe),
-    List: unary<unknown, ListBoundsResponse>(log, 'Bounds/List', async () => ({
-      bounds: svc.list().map((b) => info(svc, b.prefix)),
-      sequence: svc.sequence,
-    }), d.observe),
-    Delete: unary<GetBoundsRequest__Output, BoundsInfo>(log, 'Bounds/Delete', async (req) => {
-      const r = await svc.delete(requirePrefix(req.prefix))
-      return { prefix: r.prefix, declared: boundsToMsg(r.bounds), effective_from: [], source: r.source, sequence: svc.sequence }
-    }, d.observe),
-    GetSigned: unary<unknown, SignedBoundsDocument>(log, 'Bounds/GetSigned', async () => {
-      const document = await svc.signedDocument()
-      const header = JSON.parse(Buffer.from(document.split('.')[0]!, 'base64url').toString('utf8')) as { kid: string }
-      const payload = JSON.parse(Buffer.from(document.split('.')[1]!, 'base64url').toString('utf8')) as { trust_domain: string; sequence: number }
-      return { document, trust_domain: payload.trust_domain, sequence: payload.sequence, kid: header.kid }
-    }, d.observe),
+    List: unary<unknown, ListBoundsResponse>(
+      log,
+      'Bounds/List',
+      async () => ({
+        bounds: svc.list().map((b) => info(svc, b.prefix)),
+        sequence: svc.sequence,
+      }),
+      d.observe,
+    ),
+    Delete: unary<GetBoundsRequest__Output, BoundsInfo>(
+      log,
+      'Bounds/Delete',
+      async (req) => {
+        const r = await svc.delete(requirePrefix(req.prefix))
+        return { prefix: r.prefix, declared: boundsToMsg(r.bounds), effective_from: [], source: r.source, sequence: svc.sequence }
+      },
+      d.observe,
+    ),
+    GetSigned: unary<unknown, SignedBoundsDocument>(
+      log,
+      'Bounds/GetSigned',
+      async () => {
+        const document = await svc.signedDocument()
+        const header = JSON.parse(Buffer.from(document.split('.')[0]!, 'base64url').toString('utf8')) as { kid: string }
+        const payload = JSON.parse(Buffer.from(document.split('.')[1]!, 'base64url').toString('utf8')) as { trust_domain: string; sequence: number }
+        return { document, trust_domain: payload.trust_domain, sequence: payload.sequence, kid: header.kid }
+      },
+      d.observe,
+    ),
   }
 }

@@ -149,7 +149,10 @@ export class BoundsService {
       }
     }
     if (issues.length > 0 || !set) {
-      throw configError(issues.map((i): ConfigIssue => ({ path: `bounds.${i.path}`, message: i.message })), 'namespace bounds (config together with the bounds stored through the API)')
+      throw configError(
+        issues.map((i): ConfigIssue => ({ path: `bounds.${i.path}`, message: i.message })),
+        'namespace bounds (config together with the bounds stored through the API)',
+      )
     }
     this.#api = api
     this.#set = set
@@ -369,7 +372,14 @@ export class BoundsService {
    * and drops DNS names the bounds no longer allow. Throws ERR_ID_NOT_AUTHORIZED.
    * The admission is stored before this resolves, so a restart keeps it.
    */
-  async admitX509(a: { spiffeId: string | SpiffeId; ttlMs: number; dnsNames: readonly string[]; nodeSelectors: readonly Selector[]; instanceKey: string; lookup?: BoundsLookup }): Promise<{ ttlMs: number; dnsNames: string[] }> {
+  async admitX509(a: {
+    spiffeId: string | SpiffeId
+    ttlMs: number
+    dnsNames: readonly string[]
+    nodeSelectors: readonly Selector[]
+    instanceKey: string
+    lookup?: BoundsLookup
+  }): Promise<{ ttlMs: number; dnsNames: string[] }> {
     const id = asId(a.spiffeId)
     // The effective bounds are looked up once (or taken from `a.lookup`) and every check below uses them.
     const eff = this.#effectiveOf(id, a.lookup)
@@ -385,7 +395,13 @@ export class BoundsService {
   }
 
   /** JWT-SVID issuance in one call: node selectors, audiences, instance limit, clamped TTL. Throws ERR_ID_NOT_AUTHORIZED. */
-  async admitJwt(a: { spiffeId: string | SpiffeId; ttlMs: number; audience: readonly string[]; nodeSelectors: readonly Selector[]; instanceKey: string }): Promise<{ ttlMs: number }> {
+  async admitJwt(a: {
+    spiffeId: string | SpiffeId
+    ttlMs: number
+    audience: readonly string[]
+    nodeSelectors: readonly Selector[]
+    instanceKey: string
+  }): Promise<{ ttlMs: number }> {
     const id = asId(a.spiffeId)
     const eff = this.#set.boundsFor(id)
     if (!eff) return { ttlMs: a.ttlMs }
@@ -444,7 +460,10 @@ export class BoundsService {
               })
               if (full) {
                 const others = live.get(full.prefix)!.size - (live.get(full.prefix)!.has(a.key) ? 1 : 0)
-                refused.set(a, this.#denial(a.id, { prefix: full.prefix, bound: 'max_instances', message: `${others} live instances already (limit ${full.max})` }))
+                refused.set(
+                  a,
+                  this.#denial(a.id, { prefix: full.prefix, bound: 'max_instances', message: `${others} live instances already (limit ${full.max})` }),
+                )
                 continue
               }
               for (const { prefix } of a.limits) {

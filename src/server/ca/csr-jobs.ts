@@ -121,7 +121,13 @@ const NO_DNS: readonly string[] = []
 /** Job `i` of a packed batch (its CSR is a view of the shared buffer). */
 export function leafJobAt(p: PackedLeafJobs, i: number): LeafJob {
   const start = i === 0 ? 0 : p.ends[i - 1]!
-  return { csr: p.csrs.subarray(start, p.ends[i]), spiffeId: p.spiffeIds[i]!, notBefore: p.times[2 * i]!, notAfter: p.times[2 * i + 1]!, dnsNames: p.dnsNames?.[i] ?? NO_DNS }
+  return {
+    csr: p.csrs.subarray(start, p.ends[i]),
+    spiffeId: p.spiffeIds[i]!,
+    notBefore: p.times[2 * i]!,
+    notAfter: p.times[2 * i + 1]!,
+    dnsNames: p.dnsNames?.[i] ?? NO_DNS,
+  }
 }
 
 /**

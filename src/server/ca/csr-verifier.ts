@@ -8,7 +8,19 @@ import { IdentityError } from '../../errors/identity-error.js'
 import { MAX_CSR_BYTES, verifyCsr, type VerifiedCsr, type VerifyCsrOptions } from '../../spiffe/x509-svid/csr.js'
 import { KeyObjectSigner } from '../../spiffe/key-signer.js'
 import type { SyncSigner } from '../../spiffe/x509-svid/certificate-builder.js'
-import { checkJob, claimRuns, type CsrOutcome, leafJobAt, packLeafJobs, signJob, unpackLeafOutcomes, type LeafJob, type LeafOutcome, type PackedLeafJobs, type PackedLeafOutcomes } from './csr-jobs.js'
+import {
+  checkJob,
+  claimRuns,
+  type CsrOutcome,
+  leafJobAt,
+  packLeafJobs,
+  signJob,
+  unpackLeafOutcomes,
+  type LeafJob,
+  type LeafOutcome,
+  type PackedLeafJobs,
+  type PackedLeafOutcomes,
+} from './csr-jobs.js'
 import type { X509CaDelegate } from './manager.js'
 import { nativeEcSigner } from './native-ec-signer.js'
 import { nativeEcdsa } from './native-ecdsa.js'
@@ -183,7 +195,14 @@ class SignBatch {
   readonly #out: SignOutcome[]
   readonly #resolve: (out: SignOutcome[]) => void
 
-  constructor(packed: PackedLeafJobs, chunk: number, positions: readonly number[], ca: X509CaDelegate, out: SignOutcome[], resolve: (out: SignOutcome[]) => void) {
+  constructor(
+    packed: PackedLeafJobs,
+    chunk: number,
+    positions: readonly number[],
+    ca: X509CaDelegate,
+    out: SignOutcome[],
+    resolve: (out: SignOutcome[]) => void,
+  ) {
     this.packed = packed
     this.chunk = chunk
     this.positions = positions
@@ -255,10 +274,13 @@ function workerSpec(): { entry: URL | string; eval: boolean; workerData?: unknow
   const entry = new URL(`./csr-verifier-worker${ext}`, self)
   if (ext === '.js') return { entry, eval: false }
   // tsx's ESM API module (the package maps `tsx/esm/api` to index.cjs for require, index.mjs for import).
-  const api = pathToFileURL(createRequire(self).resolve('tsx/esm/api').replace(/\.cjs$/, '.mjs')).href
+  const api = pathToFileURL(
+    createRequire(self)
+      .resolve('tsx/esm/api')
+      .replace(/\.cjs$/, '.mjs'),
+  ).href
   const code =
-    "const { workerData } = require('node:worker_threads');" +
-    'import(workerData.api).then((m) => { m.register(); return import(workerData.entry) });'
+    "const { workerData } = require('node:worker_threads');" + 'import(workerData.api).then((m) => { m.register(); return import(workerData.entry) });'
   return { entry: code, eval: true, workerData: { api, entry: entry.href } }
 }
 
@@ -458,7 +480,8 @@ export class CsrVerifierPool implements CsrVerifier {
             const leaves = m.leaves ? unpackLeafOutcomes(m.leaves, count) : []
             let k = 0
             for (let r = 0; r + 1 < runs.length; r += 2) {
-              for (let i = runs[r]!; i < runs[r + 1]! && i < b.n; i++) b.put(i, leaves[k++] ?? { code: 'ERR_INTERNAL', message: 'CSR verifier worker answered short' })
+              for (let i = runs[r]!; i < runs[r + 1]! && i < b.n; i++)
+                b.put(i, leaves[k++] ?? { code: 'ERR_INTERNAL', message: 'CSR verifier worker answered short' })
             }
             this.#settleBatch(b)
             return count
@@ -532,7 +555,7 @@ export class CsrVerifierPool implements CsrVerifier {
   /** The calling thread's turn: one run of the oldest signing batch it claims from, else one queued chunk; then the next turn if work is left. */
   #runInline(): void {
     this.#inlineScheduled = false
-    for (let k = 0; k < this.#batches.length; ) {
+    for (let k = 0; k < this.#batches.length;) {
       const b = this.#batches[k]!
       if (!this.#claimsHere(b)) {
         k++
@@ -544,10 +567,16 @@ export class CsrVerifierPool implements CsrVerifier {
       const options = inlineVerifyOptions()
       let count = 0
       try {
-        claimRuns(b.claim, b.n, b.chunk, (i) => {
-          b.put(i, signJob(leafJobAt(b.packed, i), c, options))
-          count++
-        }, 1)
+        claimRuns(
+          b.claim,
+          b.n,
+          b.chunk,
+          (i) => {
+            b.put(i, signJob(leafJobAt(b.packed, i), c, options))
+            count++
+          },
+          1,
+        )
       } catch {
         b.failRest('ERR_INTERNAL', 'X.509-SVID signing failed unexpectedly')
       }

@@ -223,7 +223,9 @@ export class CaManager {
       await this.#loadActive()
       await this.#publish()
       for (const s of expired) {
-        await this.#o.keyManager.deleteKey(s.keyId).catch((err: unknown) => this.#log.warn({ [F.KEY_ID]: s.keyId, [F.ERR]: String(err) }, 'Retired key could not be destroyed'))
+        await this.#o.keyManager
+          .deleteKey(s.keyId)
+          .catch((err: unknown) => this.#log.warn({ [F.KEY_ID]: s.keyId, [F.ERR]: String(err) }, 'Retired key could not be destroyed'))
         this.#log.info({ [F.KEY_ID]: s.keyId }, 'Retired key destroyed')
       }
     } else if (!this.#x509 || !this.#jwt) {
@@ -287,9 +289,7 @@ export class CaManager {
   async #publish(): Promise<void> {
     const td = this.#o.trustDomain
     const prev = await this.#o.ds.bundles.get(td.name)
-    const x509Authorities = this.#o.upstream
-      ? this.#o.upstream.roots
-      : this.#journal.x509.map((s) => new Uint8Array(Buffer.from(s.cert, 'base64')))
+    const x509Authorities = this.#o.upstream ? this.#o.upstream.roots : this.#journal.x509.map((s) => new Uint8Array(Buffer.from(s.cert, 'base64')))
     const build = (sequenceNumber: number) =>
       SpiffeBundle.from({
         trustDomain: td,
@@ -334,7 +334,12 @@ export class CaManager {
    * Signs an X.509-SVID with the active CA. Returns the chain (leaf first).
    * `publicKey` may be SPKI DER (`{ spki }`, e.g. from a verified CSR): no KeyObject is needed.
    */
-  async signX509Svid(opts: { spiffeId: SpiffeId; publicKey: KeyObject | SubjectPublicKey; ttlMs: number; dnsNames?: readonly string[] }): Promise<{ chain: Uint8Array[]; serial: string; notAfter: number }> {
+  async signX509Svid(opts: {
+    spiffeId: SpiffeId
+    publicKey: KeyObject | SubjectPublicKey
+    ttlMs: number
+    dnsNames?: readonly string[]
+  }): Promise<{ chain: Uint8Array[]; serial: string; notAfter: number }> {
     const ca = this.#x509
     if (!ca) throw new IdentityError('ERR_NOT_CONFIGURED', 'CA is not initialised')
     const now = this.#o.clock.now()
@@ -382,7 +387,11 @@ export class CaManager {
   }
 
   /** Mints a JWT-SVID with the active JWT key; `exp` never passes the key's own expiry. */
-  async mintJwtSvid(opts: { spiffeId: SpiffeId; audience: readonly string[]; ttlMs: number }): Promise<{ token: string; expiresAt: number; issuedAt: number; kid: string }> {
+  async mintJwtSvid(opts: {
+    spiffeId: SpiffeId
+    audience: readonly string[]
+    ttlMs: number
+  }): Promise<{ token: string; expiresAt: number; issuedAt: number; kid: string }> {
     const jwt = this.#jwt
     if (!jwt) throw new IdentityError('ERR_NOT_CONFIGURED', 'CA is not initialised')
     const now = this.#o.clock.now()
@@ -409,7 +418,10 @@ export class CaManager {
   }
 
   /** A summary of the slots, for `bundle show`-style diagnostics and tests. */
-  slots(): { x509: { keyId: string; status: SlotStatus; notAfter: number; fingerprint: string }[]; jwt: { kid: string; status: SlotStatus; notAfter: number }[] } {
+  slots(): {
+    x509: { keyId: string; status: SlotStatus; notAfter: number; fingerprint: string }[]
+    jwt: { kid: string; status: SlotStatus; notAfter: number }[]
+  } {
     return {
       x509: this.#journal.x509.map((s) => ({
         keyId: s.keyId,

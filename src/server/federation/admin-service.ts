@@ -9,13 +9,7 @@ import type { ListFederationRelationshipsResponse } from '../../gen/warrant/admi
 import type { UpdateFederationRelationshipRequest__Output } from '../../gen/warrant/admin/v1/UpdateFederationRelationshipRequest.js'
 import type { FederatedBundles } from '../bundle/federated.js'
 import type { FederationRefresher, RefreshStatus } from './refresher.js'
-import {
-  type FederationProfile,
-  type FederationRelationship,
-  type RelationshipInput,
-  type RelationshipPatch,
-  type RelationshipStore,
-} from './relationships.js'
+import { type FederationProfile, type FederationRelationship, type RelationshipInput, type RelationshipPatch, type RelationshipStore } from './relationships.js'
 
 export interface FederationAdminDeps {
   relationships: RelationshipStore
@@ -26,7 +20,15 @@ export interface FederationAdminDeps {
   observe?: Observe
 }
 
-const MUTABLE_FIELDS = ['bundle_endpoint_url', 'profile', 'endpoint_spiffe_id', 'web_ca_file', 'refresh_hint_seconds', 'bootstrap_bundle', 'bootstrap_format'] as const
+const MUTABLE_FIELDS = [
+  'bundle_endpoint_url',
+  'profile',
+  'endpoint_spiffe_id',
+  'web_ca_file',
+  'refresh_hint_seconds',
+  'bootstrap_bundle',
+  'bootstrap_format',
+] as const
 type MutableField = (typeof MUTABLE_FIELDS)[number]
 
 /**
@@ -97,12 +99,7 @@ export function federationAdminService(d: FederationAdminDeps): UntypedServiceIm
       async (req) => msg(await d.relationships.get(required(req.trust_domain))),
       d.observe,
     ),
-    List: unary<unknown, ListFederationRelationshipsResponse>(
-      log,
-      'List',
-      async () => ({ relationships: (await d.relationships.list()).map(msg) }),
-      d.observe,
-    ),
+    List: unary<unknown, ListFederationRelationshipsResponse>(log, 'List', async () => ({ relationships: (await d.relationships.list()).map(msg) }), d.observe),
     Refresh: unary<FederationRelationshipRequest__Output, FederationRelationshipMsg>(
       log,
       'Refresh',

@@ -237,15 +237,12 @@ function connectVerified(url: URL, o: FetchBundleOptions, ca: string | undefined
     socket.once('error', (err: NodeJS.ErrnoException) => fail(tlsError(err)))
     socket.once('secureConnect', () => {
       const check = p.kind === 'https_spiffe' ? verifyPeerSvid(socket, p.endpointSpiffeId, p.trustBundle, o.now?.() ?? new Date()) : Promise.resolve()
-      check.then(
-        () => {
-          if (settled) return
-          settled = true
-          signal.removeEventListener('abort', onAbort)
-          resolve(socket)
-        },
-        fail,
-      )
+      check.then(() => {
+        if (settled) return
+        settled = true
+        signal.removeEventListener('abort', onAbort)
+        resolve(socket)
+      }, fail)
     })
   })
 }

@@ -31,7 +31,8 @@ export const bundleEndpointConfigSchema = z
   .strict()
   .superRefine((v, ctx) => {
     const files = v.cert_file !== undefined || v.key_file !== undefined
-    if (v.profile === 'https_web' && (!v.cert_file || !v.key_file)) ctx.addIssue({ code: 'custom', message: 'https_web needs cert_file and key_file', path: ['profile'] })
+    if (v.profile === 'https_web' && (!v.cert_file || !v.key_file))
+      ctx.addIssue({ code: 'custom', message: 'https_web needs cert_file and key_file', path: ['profile'] })
     if (v.profile === 'https_spiffe' && files) ctx.addIssue({ code: 'custom', message: 'cert_file and key_file apply to https_web only', path: ['profile'] })
     if (v.refresh_hint !== undefined && v.refresh_hint < 1000) ctx.addIssue({ code: 'custom', message: 'must be at least 1s', path: ['refresh_hint'] })
   })

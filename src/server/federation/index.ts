@@ -1,5 +1,14 @@
 export { federationAdminService, relationshipToMsg, type FederationAdminDeps } from './admin-service.js'
-export { checkBundleEndpointUrl, DEFAULT_FETCH_TIMEOUT_MS, DEFAULT_MAX_BUNDLE_BYTES, fetchBundle, MAX_REDIRECTS, parseDocument, type FetchBundleOptions, type FetchProfile } from './client.js'
+export {
+  checkBundleEndpointUrl,
+  DEFAULT_FETCH_TIMEOUT_MS,
+  DEFAULT_MAX_BUNDLE_BYTES,
+  fetchBundle,
+  MAX_REDIRECTS,
+  parseDocument,
+  type FetchBundleOptions,
+  type FetchProfile,
+} from './client.js'
 export { bundleEndpointConfigSchema, federatesWithConfigSchema, federationConfigSchema, relationshipsFromConfig, type FederationFileConfig } from './config.js'
 export {
   DEFAULT_REFRESH_HINT_SECONDS,
@@ -11,7 +20,15 @@ export {
   type BundleEndpointProfile,
   type ServerCredentials,
 } from './endpoint.js'
-export { FederationRefresher, INITIAL_BACKOFF_MS, systemTimers, type FederationRefresherOptions, type ReadText, type RefreshStatus, type Timers } from './refresher.js'
+export {
+  FederationRefresher,
+  INITIAL_BACKOFF_MS,
+  systemTimers,
+  type FederationRefresherOptions,
+  type ReadText,
+  type RefreshStatus,
+  type Timers,
+} from './refresher.js'
 export {
   FEDERATION_KV_NAMESPACE,
   RelationshipStore,

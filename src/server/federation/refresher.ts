@@ -165,9 +165,11 @@ export class FederationRefresher {
 
   /** Re-reads the relationships: new or changed ones are polled now, deleted ones are dropped. */
   sync(): Promise<void> {
-    this.#syncing = this.#syncing.then(() => this.#sync()).catch((err: unknown) => {
-      this.#log.error({ [F.ERR]: describe(err) }, 'Federation relationships cannot be loaded')
-    })
+    this.#syncing = this.#syncing
+      .then(() => this.#sync())
+      .catch((err: unknown) => {
+        this.#log.error({ [F.ERR]: describe(err) }, 'Federation relationships cannot be loaded')
+      })
     return this.#syncing
   }
 
@@ -281,7 +283,10 @@ export class FederationRefresher {
           // A rollback (a replayed or stale document) would bring back authorities the partner has retired: the stored
           // bundle stays. Only an operator can go back (`warrant bundle set`, which does not pass through here).
           this.#rollbacks.inc({ relationship: rel.trustDomain })
-          log.warn({ sequence: fetched.sequenceNumber, stored_sequence: stored.sequenceNumber }, 'Bundle endpoint served an older spiffe_sequence; keeping the stored bundle')
+          log.warn(
+            { sequence: fetched.sequenceNumber, stored_sequence: stored.sequenceNumber },
+            'Bundle endpoint served an older spiffe_sequence; keeping the stored bundle',
+          )
           throw new IdentityError(
             'ERR_BUNDLE_INVALID',
             `bundle endpoint served spiffe_sequence ${fetched.sequenceNumber}, older than the stored ${stored.sequenceNumber}`,
@@ -362,7 +367,16 @@ export class FederationRefresher {
 }
 
 function emptyStatus(trustDomain: string): RefreshStatus {
-  return { trustDomain, lastAttemptAt: 0, lastSuccessAt: 0, lastError: '', lastErrorCode: '', consecutiveFailures: 0, nextAttemptAt: 0, lastSequence: undefined }
+  return {
+    trustDomain,
+    lastAttemptAt: 0,
+    lastSuccessAt: 0,
+    lastError: '',
+    lastErrorCode: '',
+    consecutiveFailures: 0,
+    nextAttemptAt: 0,
+    lastSequence: undefined,
+  }
 }
 
 function asIdentityError(err: unknown): IdentityError {

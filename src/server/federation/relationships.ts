@@ -46,10 +46,7 @@ function bad(message: string): IdentityError {
  * canonical SPIFFE ID). Throws ERR_INVALID_ARGUMENT (or ERR_TRUST_DOMAIN_INVALID /
  * ERR_SPIFFE_ID_INVALID from the parsers).
  */
-export function validateRelationship(
-  input: RelationshipInput,
-  localTrustDomain: TrustDomain,
-): Omit<FederationRelationship, 'createdAt' | 'updatedAt'> {
+export function validateRelationship(input: RelationshipInput, localTrustDomain: TrustDomain): Omit<FederationRelationship, 'createdAt' | 'updatedAt'> {
   if (typeof input !== 'object' || input === null) throw new TypeError('relationship must be an object')
   const td = TrustDomain.fromString(String(input.trustDomain ?? ''))
   if (td.equals(localTrustDomain)) throw bad('cannot federate with the local trust domain')

@@ -88,7 +88,10 @@ export class InstanceService {
   async authorize(agentId: string, entryId: string, instanceId: string): Promise<InstanceRecord> {
     const r = await this.find(instanceId)
     if (!r || r.agentId !== agentId || r.entryId !== entryId) {
-      throw new IdentityError('ERR_ID_NOT_AUTHORIZED', `instance ${instanceId.slice(0, 32)} is not recorded for agent ${agentId} and entry ${entryId.slice(0, 64)}`)
+      throw new IdentityError(
+        'ERR_ID_NOT_AUTHORIZED',
+        `instance ${instanceId.slice(0, 32)} is not recorded for agent ${agentId} and entry ${entryId.slice(0, 64)}`,
+      )
     }
     if (r.endedAt !== null) throw new IdentityError('ERR_ID_NOT_AUTHORIZED', `instance ${instanceId} has ended`)
     return r
@@ -121,7 +124,10 @@ export class InstanceService {
   async list(filter: { agentId?: string; entryId?: string; liveOnly?: boolean } = {}): Promise<InstanceRecord[]> {
     const all = (await this.#ds.kv.list(NS)).map((kv) => JSON.parse(kv.value) as InstanceRecord)
     return all
-      .filter((r) => (!filter.agentId || r.agentId === filter.agentId) && (!filter.entryId || r.entryId === filter.entryId) && (!filter.liveOnly || r.endedAt === null))
+      .filter(
+        (r) =>
+          (!filter.agentId || r.agentId === filter.agentId) && (!filter.entryId || r.entryId === filter.entryId) && (!filter.liveOnly || r.endedAt === null),
+      )
       .sort((a, b) => a.createdAt - b.createdAt)
   }
 }

@@ -54,7 +54,8 @@ export class JwtIssuance {
   async issue(node: AttestedNode, r: JwtRequest): Promise<JwtSvidIssued> {
     const audience = r.audience.filter((a) => a.length > 0)
     if (audience.length === 0) throw new IdentityError('ERR_INVALID_ARGUMENT', 'audience must be specified')
-    if (audience.some((a) => a.length > MAX_AUDIENCE_LENGTH) || audience.length > MAX_AUDIENCES) throw new IdentityError('ERR_INVALID_ARGUMENT', 'audience too large')
+    if (audience.some((a) => a.length > MAX_AUDIENCE_LENGTH) || audience.length > MAX_AUDIENCES)
+      throw new IdentityError('ERR_INVALID_ARGUMENT', 'audience too large')
     const entry = await this.#d.entries.entry(node, r.entryId)
     const subject = await this.#d.subjects.of(entry, node.agentId, r.instanceId)
     const admitted = await this.#d.bounds.admitJwt({

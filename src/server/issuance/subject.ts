@@ -37,7 +37,9 @@ export class Subjects {
       return { spiffeId: this.#parsed(entry.spiffeId), instanceKey: `${agentId}|${entry.id}` }
     }
     if (!instanceId) throw new IdentityError('ERR_INVALID_ARGUMENT', 'instance_id is required for a per-instance template entry')
-    return this.#instances.authorize(agentId, entry.id, instanceId).then((inst) => ({ spiffeId: this.#parsed(inst.spiffeId), instanceKey: `${agentId}|${inst.instanceId}` }))
+    return this.#instances
+      .authorize(agentId, entry.id, instanceId)
+      .then((inst) => ({ spiffeId: this.#parsed(inst.spiffeId), instanceKey: `${agentId}|${inst.instanceId}` }))
   }
 
   #parsed(id: string): SpiffeId {

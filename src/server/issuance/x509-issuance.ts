@@ -77,7 +77,8 @@ export class X509Issuance {
 
   /** Issues an SVID per request, in order. Throws (the whole call fails) only for an empty or oversized batch. */
   async issue(node: AttestedNode, requests: readonly X509Request[]): Promise<X509Outcome[]> {
-    if (requests.length === 0 || requests.length > MAX_X509_BATCH) throw new IdentityError('ERR_INVALID_ARGUMENT', `batch must hold 1-${MAX_X509_BATCH} requests`)
+    if (requests.length === 0 || requests.length > MAX_X509_BATCH)
+      throw new IdentityError('ERR_INVALID_ARGUMENT', `batch must hold 1-${MAX_X509_BATCH} requests`)
     const authorized = await this.#d.entries.of(node)
     const out = new Array<X509Outcome>(requests.length)
     // With a software CA key and a worker pool, a leaf whose ID no namespace bounds (nothing to check, clamp or
@@ -99,7 +100,10 @@ export class X509Issuance {
           continue
         }
         const v = delegate.validity(this.#ttlOf(entry))
-        direct.push({ at: i, item: { csr: r.csr, spiffeId: subject.spiffeId.toString(), notBefore: v.notBefore, notAfter: v.notAfter, dnsNames: [...entry.dnsNames] } })
+        direct.push({
+          at: i,
+          item: { csr: r.csr, spiffeId: subject.spiffeId.toString(), notBefore: v.notBefore, notAfter: v.notAfter, dnsNames: [...entry.dnsNames] },
+        })
       } catch (error) {
         out[i] = { ok: false, error }
       }
@@ -144,7 +148,14 @@ export class X509Issuance {
         .then((check) => {
           if (!check.ok) throw check.error
           // admitX509 queues the admission before it returns.
-          const admission = this.#d.bounds.admitX509({ spiffeId, ttlMs: this.#ttlOf(entry), dnsNames: entry.dnsNames, nodeSelectors: node.selectors, instanceKey, lookup: bounds })
+          const admission = this.#d.bounds.admitX509({
+            spiffeId,
+            ttlMs: this.#ttlOf(entry),
+            dnsNames: entry.dnsNames,
+            nodeSelectors: node.selectors,
+            instanceKey,
+            lookup: bounds,
+          })
           admission.catch(() => undefined) // handled below, as this item's outcome
           return { spki: check.csr.spki, admission }
         })

@@ -60,9 +60,13 @@ export class RegistrationService {
     if (isAgentId(parent)) return
     const { entries } = await ds.entries.list({ spiffeId: e.parentId }, { pageSize: 1 })
     if (entries.length === 0) {
-      throw new IdentityError('ERR_ENTRY_INVALID', `invalid entry: parent_id: "${e.parentId}" is neither the server, an agent ID nor the SPIFFE ID of an existing entry`, {
-        details: { issues: [{ path: 'parent_id', message: 'parent does not exist' }] },
-      })
+      throw new IdentityError(
+        'ERR_ENTRY_INVALID',
+        `invalid entry: parent_id: "${e.parentId}" is neither the server, an agent ID nor the SPIFFE ID of an existing entry`,
+        {
+          details: { issues: [{ path: 'parent_id', message: 'parent does not exist' }] },
+        },
+      )
     }
   }
 

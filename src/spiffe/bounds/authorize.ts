@@ -43,7 +43,8 @@ function checkOne(prefix: string, b: Bounds, r: BoundsRequest): BoundsFailure | 
   }
   if (r.dnsNames && b.dnsSuffixes) {
     const bad = r.dnsNames.find((d) => !b.dnsSuffixes!.some((s) => dnsNameUnder(d, s)))
-    if (bad !== undefined) return fail('dns_suffixes', b.dnsSuffixes.length === 0 ? `DNS name ${q(bad)}: no DNS names are allowed` : `DNS name ${q(bad)} is not allowed`)
+    if (bad !== undefined)
+      return fail('dns_suffixes', b.dnsSuffixes.length === 0 ? `DNS name ${q(bad)}: no DNS names are allowed` : `DNS name ${q(bad)} is not allowed`)
   }
   if (r.federatesWith && b.federatesWith) {
     const bad = r.federatesWith.find((t) => !b.federatesWith!.includes(t))
@@ -155,7 +156,13 @@ export function authorize(svid: X509Svid | JwtSvid | SpiffeId, opts: AuthorizeOp
   const f = checkBounds(set, id, req)
   if (f) deny(id, describeFailure(f))
   if (lifetime) {
-    const lf = checkBounds(set, id, lifetime.bound === 'x509' ? { x509SvidTtlSeconds: Math.max(0, lifetime.seconds - leeway) } : { jwtSvidTtlSeconds: Math.max(0, lifetime.seconds - leeway) })
+    const lf = checkBounds(
+      set,
+      id,
+      lifetime.bound === 'x509'
+        ? { x509SvidTtlSeconds: Math.max(0, lifetime.seconds - leeway) }
+        : { jwtSvidTtlSeconds: Math.max(0, lifetime.seconds - leeway) },
+    )
     if (lf) deny(id, `SVID lifetime ${describeFailure(lf)}`)
   }
   return eff

@@ -74,8 +74,20 @@ export interface BoundsViolation {
 export type BoundName = keyof BoundsJson
 
 export const BOUND_NAMES: readonly BoundName[] = [
-  'x509_svid_ttl', 'jwt_svid_ttl', 'jwt_audiences', 'dns_suffixes', 'federates_with', 'max_instances', 'require_node_selectors',
-  'scopes', 'resources', 'max_token_ttl', 'max_renewals', 'max_delegation_depth', 'may_delegate_to', 'allow_bearer',
+  'x509_svid_ttl',
+  'jwt_svid_ttl',
+  'jwt_audiences',
+  'dns_suffixes',
+  'federates_with',
+  'max_instances',
+  'require_node_selectors',
+  'scopes',
+  'resources',
+  'max_token_ttl',
+  'max_renewals',
+  'max_delegation_depth',
+  'may_delegate_to',
+  'allow_bearer',
 ]
 
 const FIELD: Record<BoundName, keyof Bounds> = {
@@ -119,7 +131,13 @@ function join(path: string, key: string): string {
   return path ? `${path}.${key}` : key
 }
 
-function stringList(v: unknown, path: string, issues: BoundsIssue[], check: (s: string) => string | undefined, normalize: (s: string) => string = (s) => s): string[] | undefined {
+function stringList(
+  v: unknown,
+  path: string,
+  issues: BoundsIssue[],
+  check: (s: string) => string | undefined,
+  normalize: (s: string) => string = (s) => s,
+): string[] | undefined {
   if (!Array.isArray(v)) {
     issues.push({ path, message: 'must be a list of strings' })
     return undefined
@@ -336,10 +354,11 @@ function intersectSuffixes(a: readonly string[] | undefined, b: readonly string[
   if (a === undefined) return b
   if (b === undefined) return a
   const out = new Set<string>()
-  for (const x of a) for (const y of b) {
-    if (dnsNameUnder(x, y)) out.add(x)
-    else if (dnsNameUnder(y, x)) out.add(y)
-  }
+  for (const x of a)
+    for (const y of b) {
+      if (dnsNameUnder(x, y)) out.add(x)
+      else if (dnsNameUnder(y, x)) out.add(y)
+    }
   return [...out].sort()
 }
 
@@ -348,10 +367,11 @@ function intersectPatterns(a: readonly string[] | undefined, b: readonly string[
   if (a === undefined) return b
   if (b === undefined) return a
   const out = new Set<string>()
-  for (const x of a) for (const y of b) {
-    if (delegateeCovered(y, x)) out.add(x)
-    else if (delegateeCovered(x, y)) out.add(y)
-  }
+  for (const x of a)
+    for (const y of b) {
+      if (delegateeCovered(y, x)) out.add(x)
+      else if (delegateeCovered(x, y)) out.add(y)
+    }
   return [...out].sort()
 }
 

@@ -145,7 +145,8 @@ export async function verifyBoundsDocument(doc: string, bundles: JwtBundleSource
   try {
     key = bundles.getJwtBundleForTrustDomain(td).findKey(kid)
   } catch (cause) {
-    if (isIdentityError(cause, 'ERR_BUNDLE_NOT_FOUND') || isIdentityError(cause, 'ERR_BUNDLE_INVALID')) untrusted(`no usable JWT bundle for trust domain "${td.name}"`, cause)
+    if (isIdentityError(cause, 'ERR_BUNDLE_NOT_FOUND') || isIdentityError(cause, 'ERR_BUNDLE_INVALID'))
+      untrusted(`no usable JWT bundle for trust domain "${td.name}"`, cause)
     throw cause
   }
   if (!key) untrusted(`no key "${kid.slice(0, 64)}" in the JWT bundle of "${td.name}"`)
@@ -175,7 +176,8 @@ export async function verifyBoundsDocument(doc: string, bundles: JwtBundleSource
   try {
     set = BoundsSet.parse(td, payload.bounds)
   } catch (cause) {
-    if (isIdentityError(cause, 'ERR_BOUNDS_INVALID')) throw new IdentityError('ERR_BOUNDS_INVALID', `bounds document: ${cause.message}`, { cause, ...(cause.details ? { details: { ...cause.details } } : {}) })
+    if (isIdentityError(cause, 'ERR_BOUNDS_INVALID'))
+      throw new IdentityError('ERR_BOUNDS_INVALID', `bounds document: ${cause.message}`, { cause, ...(cause.details ? { details: { ...cause.details } } : {}) })
     throw cause
   }
   return Object.freeze({ trustDomain: td, sequence: seq as number, issuedAt: new Date(iat * 1000), kid, set })

@@ -50,13 +50,7 @@ export class SpiffeBundle implements X509BundleSource, JwtBundleSource {
   #x509Bundle: X509Bundle | undefined
   #jwtBundle: JwtBundle | undefined
 
-  private constructor(
-    td: TrustDomain,
-    x509: readonly Authority[],
-    jwt: ReadonlyMap<string, JsonWebKey>,
-    seq: number | undefined,
-    hint: number | undefined,
-  ) {
+  private constructor(td: TrustDomain, x509: readonly Authority[], jwt: ReadonlyMap<string, JsonWebKey>, seq: number | undefined, hint: number | undefined) {
     this.trustDomain = td
     this.#x509 = Object.freeze([...x509])
     this.#jwt = jwt

@@ -78,7 +78,9 @@ export class X509Bundle implements X509BundleSource {
   }
 
   hasAuthority(der: Uint8Array): boolean {
-    return this.#authorities.some((a) => Buffer.compare(Buffer.from(a.buffer, a.byteOffset, a.byteLength), Buffer.from(der.buffer, der.byteOffset, der.byteLength)) === 0)
+    return this.#authorities.some(
+      (a) => Buffer.compare(Buffer.from(a.buffer, a.byteOffset, a.byteLength), Buffer.from(der.buffer, der.byteOffset, der.byteLength)) === 0,
+    )
   }
 
   getX509BundleForTrustDomain(td: TrustDomain): X509Bundle {

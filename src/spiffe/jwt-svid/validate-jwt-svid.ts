@@ -49,7 +49,8 @@ export async function validateJwtSvid(token: string, bundles: JwtBundleSource, o
     key = bundles.getJwtBundleForTrustDomain(td).findKey(parsed.kid)
   } catch (cause) {
     if (isIdentityError(cause, 'ERR_BUNDLE_NOT_FOUND')) fail('ERR_JWT_SVID_UNTRUSTED', `no bundle found for trust domain "${td.name}"`, cause)
-    if (isIdentityError(cause, 'ERR_BUNDLE_INVALID')) fail('ERR_JWT_SVID_UNTRUSTED', `key "${parsed.kid.slice(0, 64)}" of trust domain "${td.name}" is unusable`, cause)
+    if (isIdentityError(cause, 'ERR_BUNDLE_INVALID'))
+      fail('ERR_JWT_SVID_UNTRUSTED', `key "${parsed.kid.slice(0, 64)}" of trust domain "${td.name}" is unusable`, cause)
     throw cause
   }
   if (!key) fail('ERR_JWT_SVID_UNTRUSTED', `no key "${parsed.kid.slice(0, 64)}" found for trust domain "${td.name}"`)

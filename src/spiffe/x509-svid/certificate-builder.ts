@@ -25,14 +25,7 @@ import {
   unsignedInteger,
 } from './der.js'
 import { keyIds, spkiOf } from './spki.js'
-import {
-  decodeBasicConstraints,
-  decodeKeyUsage,
-  decodeSubjectKeyId,
-  OID,
-  parseCertificateFields,
-  spkiKeyBits,
-} from './certificate-fields.js'
+import { decodeBasicConstraints, decodeKeyUsage, decodeSubjectKeyId, OID, parseCertificateFields, spkiKeyBits } from './certificate-fields.js'
 
 /**
  * Builds CA certificates and X.509-SVIDs with a small DER encoder, signing
@@ -348,23 +341,10 @@ export async function createCaCertificate(opts: CreateCaCertificateOptions): Pro
     issuerName = subject
   }
   const bc = seq(DER_TRUE, ...(opts.maxPathLength === undefined ? [] : [smallInteger(opts.maxPathLength)]))
-  const exts: Buffer[] = [
-    extension(EXT_OID.bc, true, bc),
-    CA_KEY_USAGE,
-    extension(EXT_OID.ski, false, octetString(ski)),
-  ]
+  const exts: Buffer[] = [extension(EXT_OID.bc, true, bc), CA_KEY_USAGE, extension(EXT_OID.ski, false, octetString(ski))]
   if (aki) exts.push(aki)
   exts.push(extension(EXT_OID.san, false, uriSan(opts.trustDomain.idString(), undefined)))
-  const tbs = seq(
-    VERSION_3,
-    unsignedInteger(serial),
-    keyInfo.algId,
-    issuerName,
-    validity(notBefore, notAfter),
-    subject,
-    spki,
-    tlv(0xa3, seq(...exts)),
-  )
+  const tbs = seq(VERSION_3, unsignedInteger(serial), keyInfo.algId, issuerName, validity(notBefore, notAfter), subject, spki, tlv(0xa3, seq(...exts)))
   return signTbs(tbs, opts.signer, keyInfo)
 }
 
@@ -445,7 +425,12 @@ function leafTbs(opts: CreateX509SvidOptions): { tbs: Buffer; keyInfo: SignerKey
   if (dnsNames) for (const d of dnsNames) names.push(cons(0x82, Buffer.from(d, 'latin1')))
   const sanValue = cons(TAG.OCTET_STRING, cons(TAG.SEQUENCE, ...names))
   const san = subjectEmpty ? cons(TAG.SEQUENCE, SAN_OID, DER_TRUE, sanValue) : cons(TAG.SEQUENCE, SAN_OID, sanValue)
-  const exts: DerNode[] = [LEAF_KEY_USAGE, LEAF_EXT_KEY_USAGE, LEAF_BASIC_CONSTRAINTS, cons(TAG.SEQUENCE, SKI_OID, cons(TAG.OCTET_STRING, cons(TAG.OCTET_STRING, ski)))]
+  const exts: DerNode[] = [
+    LEAF_KEY_USAGE,
+    LEAF_EXT_KEY_USAGE,
+    LEAF_BASIC_CONSTRAINTS,
+    cons(TAG.SEQUENCE, SKI_OID, cons(TAG.OCTET_STRING, cons(TAG.OCTET_STRING, ski))),
+  ]
   if (issuer.akiExtension) exts.push(issuer.akiExtension)
   exts.push(san)
   const tbs = encode(

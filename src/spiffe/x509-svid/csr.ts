@@ -76,13 +76,7 @@ export function verifyCsr(der: Uint8Array, opts: VerifyCsrOptions = {}): Verifie
  * uncompressed public point, `signature` the DER Ecdsa-Sig-Value, which must
  * be strict DER. Answers 'bad-key' when the point is not on the curve.
  */
-export type EcdsaVerify = (
-  curve: 'P-256' | 'P-384',
-  point: Uint8Array,
-  hash: Hash,
-  data: Uint8Array,
-  signature: Uint8Array,
-) => 'valid' | 'invalid' | 'bad-key'
+export type EcdsaVerify = (curve: 'P-256' | 'P-384', point: Uint8Array, hash: Hash, data: Uint8Array, signature: Uint8Array) => 'valid' | 'invalid' | 'bad-key'
 
 export interface VerifyCsrOptions {
   /** Checks EC signatures on P-256/P-384 keys with uncompressed points; other keys still go through node:crypto. */

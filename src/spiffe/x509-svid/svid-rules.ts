@@ -1,13 +1,6 @@
 import { IdentityError } from '../../errors/identity-error.js'
 import { SpiffeId } from '../spiffe-id.js'
-import {
-  decodeBasicConstraints,
-  decodeKeyUsage,
-  decodeSubjectAltName,
-  OID,
-  parseCertificateFields,
-  type CertificateFields,
-} from './certificate-fields.js'
+import { decodeBasicConstraints, decodeKeyUsage, decodeSubjectAltName, OID, parseCertificateFields, type CertificateFields } from './certificate-fields.js'
 
 /** Internal: the X.509-SVID rules (SPIFFE X509-SVID §4, §5; go-spiffe x509svid) shared by parse and verify. */
 

@@ -55,11 +55,7 @@ export function parseLeafSpiffeId(der: Uint8Array): SpiffeId {
  * not yet valid leaf), ERR_BUNDLE_NOT_FOUND (no bundle for the trust domain),
  * ERR_X509_SVID_UNTRUSTED (no valid path to the bundle).
  */
-export async function verifyX509Svid(
-  chain: readonly Uint8Array[],
-  bundles: X509BundleSource,
-  opts: { now?: Date } = {},
-): Promise<VerifiedX509Svid> {
+export async function verifyX509Svid(chain: readonly Uint8Array[], bundles: X509BundleSource, opts: { now?: Date } = {}): Promise<VerifiedX509Svid> {
   if (!isList(chain)) throw new TypeError('chain must be an array of DER certificates')
   if (chain.length === 0) throw svidError('empty certificate chain')
   if (chain.length > MAX_CHAIN_LENGTH) throw svidError(`chain has more than ${MAX_CHAIN_LENGTH} certificates`)

@@ -53,10 +53,7 @@ export function makeCredential(p: MakeCredentialParams): MakeCredentialResult {
   if (target.kind === 'rsa') {
     seed = random(digestSize)
     encSecret = new Uint8Array(
-      publicEncrypt(
-        { key: target.publicKey, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: hash, oaepLabel: Buffer.from('IDENTITY\0', 'latin1') },
-        seed,
-      ),
+      publicEncrypt({ key: target.publicKey, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: hash, oaepLabel: Buffer.from('IDENTITY\0', 'latin1') }, seed),
     )
   } else {
     const curve = CURVE_NODE[target.curve]

@@ -63,7 +63,9 @@ function invalid(message: string, cause?: unknown): never {
 
 /** Lowercase hex SHA-256 of a key's PKIX (SubjectPublicKeyInfo) DER: the EK identity used in agent IDs and allow-lists. */
 export function publicKeyHash(key: KeyObject): string {
-  return createHash('sha256').update(key.export({ format: 'der', type: 'spki' })).digest('hex')
+  return createHash('sha256')
+    .update(key.export({ format: 'der', type: 'spki' }))
+    .digest('hex')
 }
 
 /** Lowercase hex SHA-256 of a certificate's DER. */
@@ -206,9 +208,7 @@ export function verifyEkChain(leaf: X509Certificate, anchors: EkTrustAnchors, no
   checkValidity(leaf, now, 'EK certificate')
   let current = leaf
   for (let depth = 0; depth < MAX_CHAIN_DEPTH; depth++) {
-    const issuer = candidates.find(
-      (c) => c.ca && current.checkIssued(c) && !chain.includes(certFingerprint(c)) && current.verify(c.publicKey),
-    )
+    const issuer = candidates.find((c) => c.ca && current.checkIssued(c) && !chain.includes(certFingerprint(c)) && current.verify(c.publicKey))
     if (!issuer) fail('EK certificate does not chain to a configured CA', { depth, issuer: current.issuer })
     checkValidity(issuer, now, 'EK CA certificate')
     if (depth > 0) checkCaCritical(current)
@@ -225,7 +225,13 @@ export function verifyEkChain(leaf: X509Certificate, anchors: EkTrustAnchors, no
 
 function checkCaCritical(ca: X509Certificate): void {
   for (const e of readExtensions(new Uint8Array(ca.raw))) {
-    if (e.critical && !HANDLED_CRITICAL_CA.has(e.oid) && e.oid !== OID_NAME_CONSTRAINTS && e.oid !== OID_POLICY_CONSTRAINTS && e.oid !== OID_INHIBIT_ANY_POLICY) {
+    if (
+      e.critical &&
+      !HANDLED_CRITICAL_CA.has(e.oid) &&
+      e.oid !== OID_NAME_CONSTRAINTS &&
+      e.oid !== OID_POLICY_CONSTRAINTS &&
+      e.oid !== OID_INHIBIT_ANY_POLICY
+    ) {
       fail('EK CA certificate has an unhandled critical extension', { oid: e.oid })
     }
   }

@@ -1,13 +1,5 @@
 import type { KeyObject } from 'node:crypto'
-import {
-  ECC_CURVE_INFO,
-  TPM_ALG,
-  encodeTpmtPublic,
-  parseTpm2bPublic,
-  parseTpmtPublic,
-  publicKeyFromTpmtPublic,
-  type TpmtPublic,
-} from '../structures.js'
+import { ECC_CURVE_INFO, TPM_ALG, encodeTpmtPublic, parseTpm2bPublic, parseTpmtPublic, publicKeyFromTpmtPublic, type TpmtPublic } from '../structures.js'
 import { IdentityError } from '../../errors/index.js'
 
 /** A public area given as TPMT_PUBLIC bytes, TPM2B_PUBLIC bytes, or decoded. */

@@ -1,11 +1,4 @@
-import {
-  TPM_ST,
-  hashDigestSize,
-  pcrSelectIndices,
-  tpmHash,
-  type TpmsAttest,
-  type TpmsClockInfo,
-} from '../structures.js'
+import { TPM_ST, hashDigestSize, pcrSelectIndices, tpmHash, type TpmsAttest, type TpmsClockInfo } from '../structures.js'
 import { verifyAkPublic, type VerifiedAk } from './ak.js'
 import { hashAlgId } from './hash.js'
 import type { EkPublicInput } from './public-key.js'

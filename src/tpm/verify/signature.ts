@@ -45,7 +45,12 @@ const STRONG_HASHES = new Set<number>([TPM_ALG.SHA256, TPM_ALG.SHA384, TPM_ALG.S
  * has one), and its hash must be SHA-256 or stronger. Returns the decoded
  * signature.
  */
-export function verifyTpmSignature(signer: { public: TpmtPublic; key: KeyObject }, message: Uint8Array, signature: Uint8Array | TpmtSignature, what: string): TpmtSignature {
+export function verifyTpmSignature(
+  signer: { public: TpmtPublic; key: KeyObject },
+  message: Uint8Array,
+  signature: Uint8Array | TpmtSignature,
+  what: string,
+): TpmtSignature {
   const sig = signature instanceof Uint8Array ? parseOrFail(`${what} signature`, () => parseTpmtSignature(signature)) : signature
   const pub = signer.public
   if (!STRONG_HASHES.has(sig.hash)) verificationFailed(`${what} signature uses a weak or unsupported hash`, { hash: sig.hash })

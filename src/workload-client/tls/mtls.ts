@@ -49,7 +49,9 @@ export function peerOf(socket: tls.TLSSocket): VerifiedPeer | undefined {
 /** Verifies the peer of a finished handshake against `source` and runs `authorizer`; throws the typed refusal. */
 function checkPeer(socket: tls.TLSSocket, source: X509Source, authorizer: Authorizer, now: () => Date): VerifiedPeer {
   if (!socket.authorized) {
-    throw new IdentityError('ERR_X509_SVID_UNTRUSTED', 'tlsconfig: peer certificate was not verified by TLS', { details: { reason: String(socket.authorizationError ?? 'no certificate') } })
+    throw new IdentityError('ERR_X509_SVID_UNTRUSTED', 'tlsconfig: peer certificate was not verified by TLS', {
+      details: { reason: String(socket.authorizationError ?? 'no certificate') },
+    })
   }
   const peer = verifyPeerChain(peerCertificateChain(socket.getPeerCertificate(true)), source, { now: now() })
   authorizer(peer)
@@ -147,7 +149,11 @@ export function connectMtls(source: X509Source, authorizer: Authorizer, opts: tl
  * resumed session would skip the check). Keep-alive connections keep the SVID
  * they were opened with.
  */
-export function mtlsAgent(source: X509Source, authorizer: Authorizer, agentOptions: Omit<import('node:https').AgentOptions, 'maxCachedSessions'> = {}): HttpsAgent {
+export function mtlsAgent(
+  source: X509Source,
+  authorizer: Authorizer,
+  agentOptions: Omit<import('node:https').AgentOptions, 'maxCachedSessions'> = {},
+): HttpsAgent {
   const agent = new HttpsAgent({ ...agentOptions, maxCachedSessions: 0 })
   const createConnection = (options: tls.ConnectionOptions, cb?: () => void): tls.TLSSocket => {
     let peer: VerifiedPeer | undefined
@@ -195,7 +201,10 @@ export function serveMtls(server: tls.Server, source: X509Source, authorizer: Au
       return true
     } catch (err) {
       const code = err instanceof IdentityError ? err.code : 'ERR_INTERNAL'
-      log.warn({ error_code: code, err: err instanceof Error ? err.message : String(err), peer: `${socket.remoteAddress ?? ''}:${socket.remotePort ?? ''}` }, 'Mutual TLS peer refused')
+      log.warn(
+        { error_code: code, err: err instanceof Error ? err.message : String(err), peer: `${socket.remoteAddress ?? ''}:${socket.remotePort ?? ''}` },
+        'Mutual TLS peer refused',
+      )
       socket.destroy()
       try {
         opts.onRefused?.(err, socket)
@@ -225,7 +234,12 @@ export function serveMtls(server: tls.Server, source: X509Source, authorizer: Au
 }
 
 /** A tls.Server serving mutual TLS on the source's SVID (see `serveMtls`); the binding ends when the server closes. */
-export function createMtlsServer(source: X509Source, authorizer: Authorizer, listener?: (socket: tls.TLSSocket) => void, opts: ServeMtlsOptions = {}): tls.Server {
+export function createMtlsServer(
+  source: X509Source,
+  authorizer: Authorizer,
+  listener?: (socket: tls.TLSSocket) => void,
+  opts: ServeMtlsOptions = {},
+): tls.Server {
   const server = tls.createServer(mtlsServerOptions(source))
   const binding = serveMtls(server, source, authorizer, opts)
   if (listener) server.on('secureConnection', listener)

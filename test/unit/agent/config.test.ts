@@ -23,7 +23,7 @@ function issues(text: string): string[] {
     parse(text)
   } catch (err) {
     expect((err as { code: string }).code).toBe('ERR_CONFIG_INVALID')
-    return ((err as { details: { issues: { path: string }[] } }).details.issues).map((i) => i.path)
+    return (err as { details: { issues: { path: string }[] } }).details.issues.map((i) => i.path)
   }
   throw new Error('expected ERR_CONFIG_INVALID')
 }
@@ -45,7 +45,11 @@ describe('parseAgentConfig', () => {
 
   const cases: [string, string, string[]][] = [
     ['unknown core key', base.replace('[agent]', '[agent]\nbogus = 1'), ['agent.bogus']],
-    ['bad trust domain and address', base.replace('"example.org"', '"Bad TD!"').replace('"127.0.0.1:8081"', '"nohost"'), ['agent.trust_domain', 'agent.server_address']],
+    [
+      'bad trust domain and address',
+      base.replace('"example.org"', '"Bad TD!"').replace('"127.0.0.1:8081"', '"nohost"'),
+      ['agent.trust_domain', 'agent.server_address'],
+    ],
     ['no trust source', base.replace('trust_bundle_path = "bundle.pem"', ''), ['agent.trust_bundle_path']],
     ['both trust sources', base.replace('[plugins', 'insecure_bootstrap = true\n[plugins'), ['agent.insecure_bootstrap']],
     ['unknown plugin', `${base}\n[plugins.node_attestor.nope]`, ['plugins.node_attestor.nope', 'plugins.node_attestor']],
@@ -63,7 +67,10 @@ describe('parseAgentConfig', () => {
     const text = base
       .replace('"127.0.0.1:8081"', '"nohost"')
       .replace('token = "abc"', 'token = ""')
-      .replace('[plugins.workload_attestor.unix]', '[plugins.workload_attestor.unix]\nbogus = 1\n[plugins.key_manager.pkcs11]\nmodule_path = "x.so"\nslot = 1\npin = "1234"')
+      .replace(
+        '[plugins.workload_attestor.unix]',
+        '[plugins.workload_attestor.unix]\nbogus = 1\n[plugins.key_manager.pkcs11]\nmodule_path = "x.so"\nslot = 1\npin = "1234"',
+      )
     expect(issues(text).sort()).toEqual([
       'agent.server_address',
       'plugins.key_manager.pkcs11.pin',
@@ -80,7 +87,10 @@ describe('parseAgentConfig', () => {
     const set = new PluginSet({ log: nullLogger, clock: { now: () => 0 }, trustDomain: c.trustDomain, dataDir: c.dataDir })
     const na = await set.create(c.nodeAttestor, {})
     expect(na.canReattest).toBe(false)
-    await expect(na.answer(Uint8Array.of(1), {})).rejects.toMatchObject({ code: 'ERR_ATTESTATION_PAYLOAD_INVALID', message: 'nodeattestor(join_token): unexpected challenge' })
+    await expect(na.answer(Uint8Array.of(1), {})).rejects.toMatchObject({
+      code: 'ERR_ATTESTATION_PAYLOAD_INVALID',
+      message: 'nodeattestor(join_token): unexpected challenge',
+    })
   })
 
   it('resolves relative plugin file paths against the config directory, not the working directory', () => {
@@ -90,14 +100,21 @@ describe('parseAgentConfig', () => {
         '[plugins.node_attestor.x509pop]\ncertificate_path = "pki/node.pem"\nprivate_key_path = "/abs/node.key"\nintermediates_path = "../shared/inter.pem"',
       ) + '\n[plugins.key_manager.disk]\nkeys_path = "keys"\n',
     )
-    expect(c.nodeAttestor.config).toEqual({ certificatePath: '/etc/warrant/pki/node.pem', privateKeyPath: '/abs/node.key', intermediatesPath: '/etc/shared/inter.pem' })
+    expect(c.nodeAttestor.config).toEqual({
+      certificatePath: '/etc/warrant/pki/node.pem',
+      privateKeyPath: '/abs/node.key',
+      intermediatesPath: '/etc/shared/inter.pem',
+    })
     // keys_path names state under data_dir: the disk key manager resolves it there.
     expect(c.keyManager?.config).toEqual({ keys_path: 'keys' })
   })
 
   it('pkcs11 module_path: a relative path resolves against the config directory, a bare library name is left to the loader', () => {
     const km = (mod: string) =>
-      parse(`${base}\n[plugins.key_manager.pkcs11]\nmodule_path = "${mod}"\ntoken_label = "t"\npin_file = "hsm/pin"\n`).keyManager?.config as { module_path: string; pin_file: string }
+      parse(`${base}\n[plugins.key_manager.pkcs11]\nmodule_path = "${mod}"\ntoken_label = "t"\npin_file = "hsm/pin"\n`).keyManager?.config as {
+        module_path: string
+        pin_file: string
+      }
     expect(km('lib/softhsm2.so')).toMatchObject({ module_path: '/etc/warrant/lib/softhsm2.so', pin_file: '/etc/warrant/hsm/pin' })
     expect(km('libsofthsm2.so').module_path).toBe('libsofthsm2.so')
   })

@@ -23,9 +23,12 @@ describe('parseForm', () => {
     expect(f.get('audience')).toEqual(['x', 'y'])
   })
 
-  it.each(['scope=a&scope=b', 'grant_type=a&grant_type=b', 'client_assertion=a&client_assertion=b', 'subject_token=a&subject_token=a', 'task_id=a&task_id=b'])('refuses a repeated single-valued parameter: %s', (body) => {
-    expect(code(() => parseForm(body))).toBe('ERR_TOKEN_REQUEST_INVALID')
-  })
+  it.each(['scope=a&scope=b', 'grant_type=a&grant_type=b', 'client_assertion=a&client_assertion=b', 'subject_token=a&subject_token=a', 'task_id=a&task_id=b'])(
+    'refuses a repeated single-valued parameter: %s',
+    (body) => {
+      expect(code(() => parseForm(body))).toBe('ERR_TOKEN_REQUEST_INVALID')
+    },
+  )
 
   it('refuses too many parameters and nameless ones', () => {
     expect(code(() => parseForm(Array.from({ length: 65 }, (_, i) => `p${i}=1`).join('&')))).toBe('ERR_TOKEN_REQUEST_INVALID')
@@ -36,13 +39,28 @@ describe('parseForm', () => {
 describe('parseTokenRequest', () => {
   it('client_credentials with scopes (deduplicated), task and authorization details', () => {
     expect(req('grant_type=client_credentials&scope=b+a+b&task_id=t&authorization_details=%5B%7B%22type%22%3A%22tool%22%7D%5D')).toEqual({
-      grantType: 'client_credentials', resources: [], audiences: [], scopes: ['b', 'a'], taskId: 't', authorizationDetails: [{ type: 'tool' }],
+      grantType: 'client_credentials',
+      resources: [],
+      audiences: [],
+      scopes: ['b', 'a'],
+      taskId: 't',
+      authorizationDetails: [{ type: 'tool' }],
     })
   })
 
   it('token exchange with subject, actor, requested type, may_act', () => {
-    expect(req(`grant_type=${encodeURIComponent(TE)}&subject_token=s&subject_token_type=${JWT}&actor_token=a&actor_token_type=${JWT}&requested_token_type=${JWT}&may_act=spiffe%3A%2F%2Fx%2Fy`)).toMatchObject({
-      grantType: TE, subjectToken: 's', subjectTokenType: JWT, actorToken: 'a', actorTokenType: JWT, requestedTokenType: JWT, mayAct: 'spiffe://x/y',
+    expect(
+      req(
+        `grant_type=${encodeURIComponent(TE)}&subject_token=s&subject_token_type=${JWT}&actor_token=a&actor_token_type=${JWT}&requested_token_type=${JWT}&may_act=spiffe%3A%2F%2Fx%2Fy`,
+      ),
+    ).toMatchObject({
+      grantType: TE,
+      subjectToken: 's',
+      subjectTokenType: JWT,
+      actorToken: 'a',
+      actorTokenType: JWT,
+      requestedTokenType: JWT,
+      mayAct: 'spiffe://x/y',
     })
   })
 
@@ -68,10 +86,35 @@ describe('parseTokenRequest', () => {
 
   it('random bodies yield a request or a typed error, never anything else', () => {
     fc.assert(
-      fc.property(fc.oneof(fc.string(), fc.array(fc.tuple(fc.constantFrom('grant_type', 'scope', 'resource', 'audience', 'subject_token', 'subject_token_type', 'actor_token', 'actor_token_type', 'authorization_details', 'task_id', 'x'), fc.string())).map((kv) => new URLSearchParams(kv).toString())), (body) => {
-        const c = code(() => req(body))
-        expect(c === undefined || !c.startsWith('untyped')).toBe(true)
-      }),
+      fc.property(
+        fc.oneof(
+          fc.string(),
+          fc
+            .array(
+              fc.tuple(
+                fc.constantFrom(
+                  'grant_type',
+                  'scope',
+                  'resource',
+                  'audience',
+                  'subject_token',
+                  'subject_token_type',
+                  'actor_token',
+                  'actor_token_type',
+                  'authorization_details',
+                  'task_id',
+                  'x',
+                ),
+                fc.string(),
+              ),
+            )
+            .map((kv) => new URLSearchParams(kv).toString()),
+        ),
+        (body) => {
+          const c = code(() => req(body))
+          expect(c === undefined || !c.startsWith('untyped')).toBe(true)
+        },
+      ),
       { numRuns: 500 },
     )
   })

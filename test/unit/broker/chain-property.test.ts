@@ -22,7 +22,9 @@ const AGENTS = [A, B, C, 'spiffe://corp.example/agents/d', 'spiffe://corp.exampl
 const SCOPES = ['read', 'write', 'admin']
 const TARGETS = [API, LEDGER, OTHER]
 
-const scopesArb = fc.option(fc.oneof({ weight: 4, arbitrary: fc.subarray(['read', 'write']) }, { weight: 1, arbitrary: fc.subarray(SCOPES) }), { nil: undefined })
+const scopesArb = fc.option(fc.oneof({ weight: 4, arbitrary: fc.subarray(['read', 'write']) }, { weight: 1, arbitrary: fc.subarray(SCOPES) }), {
+  nil: undefined,
+})
 const targetsArb = fc.oneof({ weight: 4, arbitrary: fc.subarray([API, LEDGER]) }, { weight: 1, arbitrary: fc.subarray(TARGETS) })
 
 const op = fc.oneof(
@@ -96,7 +98,14 @@ describe('delegation chains (property)', () => {
           } catch (err) {
             if (!(err instanceof IdentityError)) throw err
             seen.refused++
-            expect(['ERR_GRANT_INVALID', 'ERR_SCOPE_INVALID', 'ERR_TARGET_INVALID', 'ERR_DELEGATION_INVALID', 'ERR_TASK_ENDED', 'ERR_TOKEN_REQUEST_INVALID']).toContain(err.code)
+            expect([
+              'ERR_GRANT_INVALID',
+              'ERR_SCOPE_INVALID',
+              'ERR_TARGET_INVALID',
+              'ERR_DELEGATION_INVALID',
+              'ERR_TASK_ENDED',
+              'ERR_TOKEN_REQUEST_INVALID',
+            ]).toContain(err.code)
           }
         }
       }),

@@ -45,7 +45,10 @@ export const BOUNDS = {
 }
 
 export const client = (spiffeId: string, extra: Partial<AuthenticatedClient> = {}): AuthenticatedClient => ({ spiffeId, method: 'jwt-spiffe', ...extra })
-export const dpop = (seed = randomBytes(8).toString('hex')): KeyBinding & { kind: 'dpop' } => ({ kind: 'dpop', jkt: createHash('sha256').update(seed).digest('base64url') })
+export const dpop = (seed = randomBytes(8).toString('hex')): KeyBinding & { kind: 'dpop' } => ({
+  kind: 'dpop',
+  jkt: createHash('sha256').update(seed).digest('base64url'),
+})
 export const bearer: KeyBinding = { kind: 'bearer' }
 
 export const cc = (taskId: string | undefined, extra: Partial<TokenRequest> = {}): TokenRequest => ({
@@ -77,7 +80,9 @@ export interface Fixture {
   jwtSvid(id: string, audience?: string[], ttlSeconds?: number): Promise<string>
   /** Verifies a broker token with jose against the broker's JWKS. */
   verify(token: string, typ?: string): Promise<JWTPayload>
-  task(extra?: Partial<{ taskId: string; agent: string; scopes: string[]; resources: string[]; ttlSeconds: number; maxRenewals: number; orchestrationId: string }>): Promise<string>
+  task(
+    extra?: Partial<{ taskId: string; agent: string; scopes: string[]; resources: string[]; ttlSeconds: number; maxRenewals: number; orchestrationId: string }>,
+  ): Promise<string>
   cleanup(): Promise<void>
 }
 
@@ -93,7 +98,14 @@ export async function fixture(opts: Partial<BrokerServiceOptions> & { km?: KeyMa
   const { km: _km, ...rest } = opts
   const svc = await createBrokerService(
     { keyManager: km, ceilings: boundsCeilingSource(() => set), jwtBundles: { getJwtBundleForTrustDomain: () => bundle }, clock, log },
-    { issuer: ISSUER, storePath: join(dir, 'broker.db'), orchestrators: [ORCH], introspectors: ['spiffe://corp.example/rs/'], revocationAdmins: [ADMIN], ...rest },
+    {
+      issuer: ISSUER,
+      storePath: join(dir, 'broker.db'),
+      orchestrators: [ORCH],
+      introspectors: ['spiffe://corp.example/rs/'],
+      revocationAdmins: [ADMIN],
+      ...rest,
+    },
   )
   let n = 0
   return {
@@ -106,14 +118,29 @@ export async function fixture(opts: Partial<BrokerServiceOptions> & { km?: KeyMa
       set = BoundsSet.parse(td, raw)
     },
     jwtSvid: (id, audience = [ISSUER], ttl = 120) =>
-      mintJwtSvid({ spiffeId: SpiffeId.fromString(id), audience, issuedAt: new Date(clock.now()), expiresAt: new Date(clock.now() + ttl * 1000), signer: svidSigner, kid: 'td-jwt-1' }),
+      mintJwtSvid({
+        spiffeId: SpiffeId.fromString(id),
+        audience,
+        issuedAt: new Date(clock.now()),
+        expiresAt: new Date(clock.now() + ttl * 1000),
+        signer: svidSigner,
+        kid: 'td-jwt-1',
+      }),
     verify: async (token, typ = 'at+jwt') => {
       const jwks = createLocalJWKSet(await svc.jwks())
       return (await jwtVerify(token, jwks, { issuer: ISSUER, typ, currentDate: new Date(clock.now()) })).payload
     },
     task: async (extra = {}) => {
       const t = await svc.createTask(
-        { taskId: extra.taskId ?? `t${++n}`, agent: extra.agent ?? A, scopes: extra.scopes ?? ['read', 'write'], resources: extra.resources ?? [API, LEDGER], ttlSeconds: extra.ttlSeconds ?? 3600, maxRenewals: extra.maxRenewals ?? 2, ...(extra.orchestrationId ? { orchestrationId: extra.orchestrationId } : {}) },
+        {
+          taskId: extra.taskId ?? `t${++n}`,
+          agent: extra.agent ?? A,
+          scopes: extra.scopes ?? ['read', 'write'],
+          resources: extra.resources ?? [API, LEDGER],
+          ttlSeconds: extra.ttlSeconds ?? 3600,
+          maxRenewals: extra.maxRenewals ?? 2,
+          ...(extra.orchestrationId ? { orchestrationId: extra.orchestrationId } : {}),
+        },
         'admin',
       )
       return t.taskId

@@ -23,7 +23,12 @@ describe('SigningKeys', () => {
 
   it('starts with a current and a published next key; kid is the RFC 7638 thumbprint', async () => {
     const keys = await SigningKeys.open(km, store, nullLogger, 1000)
-    expect(keys.records().map((r) => r.state).sort()).toEqual(['current', 'next'])
+    expect(
+      keys
+        .records()
+        .map((r) => r.state)
+        .sort(),
+    ).toEqual(['current', 'next'])
     const jwks = keys.jwks()
     expect(jwks.keys).toHaveLength(2)
     for (const k of jwks.keys) {
@@ -59,8 +64,29 @@ describe('SigningKeys', () => {
     const keys = await SigningKeys.open(km, store, nullLogger, 1000, { rotationPeriodSeconds: 600, maxTokenLifetimeSeconds: 300 })
     const first = keys.active()
     store.insertToken({
-      jti: 'late', kind: 'access', sub: 's', clientId: 's', taskId: undefined, parentJti: undefined, rootJti: 'late', actors: [], depth: 0, scopes: [], resources: [], audiences: [],
-      authorizationDetails: undefined, cnfJkt: undefined, cnfX5t: undefined, mayAct: undefined, kid: first.kid, iat: 1000, exp: 2500, maxExp: 2500, renewals: 0, renewedBy: undefined, revokedAt: undefined,
+      jti: 'late',
+      kind: 'access',
+      sub: 's',
+      clientId: 's',
+      taskId: undefined,
+      parentJti: undefined,
+      rootJti: 'late',
+      actors: [],
+      depth: 0,
+      scopes: [],
+      resources: [],
+      audiences: [],
+      authorizationDetails: undefined,
+      cnfJkt: undefined,
+      cnfX5t: undefined,
+      mayAct: undefined,
+      kid: first.kid,
+      iat: 1000,
+      exp: 2500,
+      maxExp: 2500,
+      renewals: 0,
+      renewedBy: undefined,
+      revokedAt: undefined,
     })
     await keys.rotate(1100) // publishUntil = max(2500, 1400)
     expect(keys.records().find((r) => r.kid === first.kid)?.publishUntil).toBe(2500)

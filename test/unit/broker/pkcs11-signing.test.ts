@@ -35,7 +35,12 @@ describe.runIf(requireTools('softhsm2-util'))('broker signing key on SoftHSM2', 
     const t = await f.task()
     const r = await f.svc.token(cc(t), client(A), dpop())
     const jwks = createLocalJWKSet(await f.svc.jwks())
-    const { payload, protectedHeader } = await jwtVerify(r.access_token, jwks, { issuer: ISSUER, typ: 'at+jwt', algorithms: ['ES256'], currentDate: new Date(f.clock.now()) })
+    const { payload, protectedHeader } = await jwtVerify(r.access_token, jwks, {
+      issuer: ISSUER,
+      typ: 'at+jwt',
+      algorithms: ['ES256'],
+      currentDate: new Date(f.clock.now()),
+    })
     expect(payload.sub).toBe(A)
     expect(protectedHeader.kid).toBe(f.svc.keys.active().kid)
     expect(decodeProtectedHeader(r.access_token).alg).toBe('ES256')
@@ -60,7 +65,11 @@ describe.runIf(requireTools('softhsm2-util'))('broker signing key on SoftHSM2', 
       const found = p.C_FindObjects(session, 10)
       p.C_FindObjectsFinal(session)
       expect(found).toHaveLength(1)
-      const attrs = p.C_GetAttributeValue(session, found[0]!, [{ type: pkcs11js.CKA_SENSITIVE }, { type: pkcs11js.CKA_EXTRACTABLE }, { type: pkcs11js.CKA_TOKEN }])
+      const attrs = p.C_GetAttributeValue(session, found[0]!, [
+        { type: pkcs11js.CKA_SENSITIVE },
+        { type: pkcs11js.CKA_EXTRACTABLE },
+        { type: pkcs11js.CKA_TOKEN },
+      ])
       expect(attrs.map((a) => a.value[0])).toEqual([1, 0, 1])
       expect(() => p.C_GetAttributeValue(session, found[0]!, [{ type: pkcs11js.CKA_VALUE }])).toThrow('CKR_ATTRIBUTE_SENSITIVE')
     } finally {

@@ -6,7 +6,27 @@ import type { KeyManager, ManagedKey } from '../../../src/keymanager/key-manager
 import { MemoryKeyManager } from '../../../src/keymanager/memory/index.js'
 import type { SignatureAlgorithm } from '../../../src/spiffe/signer.js'
 import { TOKEN_TYPE } from '../../../src/tokens/claims.js'
-import { A, ADMIN, API, B, bearer, C, cc, client, dpop, exchange, fixture, ISSUER, LEDGER, ORCH, OTHER, OUTSIDER, refused, RS, type Fixture } from './fixture.js'
+import {
+  A,
+  ADMIN,
+  API,
+  B,
+  bearer,
+  C,
+  cc,
+  client,
+  dpop,
+  exchange,
+  fixture,
+  ISSUER,
+  LEDGER,
+  ORCH,
+  OTHER,
+  OUTSIDER,
+  refused,
+  RS,
+  type Fixture,
+} from './fixture.js'
 
 let f: Fixture
 beforeEach(async () => {
@@ -34,7 +54,16 @@ describe('client_credentials', () => {
     const r = await f.svc.token(cc(task, { scopes: ['read'], resources: [API] }), client(A), key)
     expect(r).toMatchObject({ issued_token_type: TOKEN_TYPE.accessToken, token_type: 'DPoP', expires_in: 300, scope: 'read' })
     const claims = await f.verify(r.access_token)
-    expect(claims).toMatchObject({ iss: ISSUER, sub: A, aud: API, scope: 'read', client_id: A, task_id: task, orchestration_id: 'orch-1', cnf: { jkt: key.jkt } })
+    expect(claims).toMatchObject({
+      iss: ISSUER,
+      sub: A,
+      aud: API,
+      scope: 'read',
+      client_id: A,
+      task_id: task,
+      orchestration_id: 'orch-1',
+      cnf: { jkt: key.jkt },
+    })
     expect(claims.exp! - claims.iat!).toBe(300)
     expect(claims.nbf).toBe(claims.iat)
     expect(claims.act).toBeUndefined()
@@ -55,7 +84,10 @@ describe('client_credentials', () => {
     const r = await f.svc.token(cc(task), client(A, { method: 'tls_client_auth', certDer: der }), { kind: 'mtls', x5tS256: x5t })
     expect(r.token_type).toBe('Bearer')
     expect(decodeJwt(r.access_token).cnf).toEqual({ 'x5t#S256': x5t })
-    await refusedClean(() => f.svc.token(cc(task), client(A, { method: 'tls_client_auth', certDer: der }), { kind: 'mtls', x5tS256: 'A'.repeat(43) }), 'ERR_TOKEN_REQUEST_INVALID')
+    await refusedClean(
+      () => f.svc.token(cc(task), client(A, { method: 'tls_client_auth', certDer: der }), { kind: 'mtls', x5tS256: 'A'.repeat(43) }),
+      'ERR_TOKEN_REQUEST_INVALID',
+    )
     await refusedClean(() => f.svc.token(cc(task), client(A), { kind: 'mtls', x5tS256: x5t }), 'ERR_TOKEN_REQUEST_INVALID')
   })
 
@@ -162,7 +194,11 @@ describe('token exchange with a JWT-SVID subject token', () => {
   ])('refuses %s', async (_t, mk, code) => {
     const t = await f.task()
     const svid = await mk()
-    await refusedClean(() => f.svc.token(exchange(svid, { subjectTokenType: TOKEN_TYPE.jwtSvid, taskId: t }), client(A), dpop()), code, svid.length > 20 ? svid : undefined)
+    await refusedClean(
+      () => f.svc.token(exchange(svid, { subjectTokenType: TOKEN_TYPE.jwtSvid, taskId: t }), client(A), dpop()),
+      code,
+      svid.length > 20 ? svid : undefined,
+    )
   })
 
   it('refuses an expired JWT-SVID', async () => {
@@ -178,9 +214,18 @@ describe('token exchange with a JWT-SVID subject token', () => {
     const { subjectTokenType: _omit, ...noType } = exchange(svid, { taskId: t })
     await refusedClean(() => f.svc.token(noType, client(A), dpop()), 'ERR_TOKEN_REQUEST_INVALID')
     await refusedClean(() => f.svc.token(exchange(svid, { subjectTokenType: 'urn:x:unknown', taskId: t }), client(A), dpop()), 'ERR_TOKEN_REQUEST_INVALID')
-    await refusedClean(() => f.svc.token(exchange(svid, { subjectTokenType: TOKEN_TYPE.jwtSvid, requestedTokenType: TOKEN_TYPE.txnToken, taskId: t }), client(A), dpop()), 'ERR_TOKEN_REQUEST_INVALID')
-    await refusedClean(() => f.svc.token(exchange(svid, { subjectTokenType: TOKEN_TYPE.jwtSvid, actorToken: 'x', taskId: t }), client(A), dpop()), 'ERR_TOKEN_REQUEST_INVALID')
-    await refusedClean(() => f.svc.token(exchange(svid, { subjectTokenType: TOKEN_TYPE.jwtSvid, actorTokenType: TOKEN_TYPE.jwt, taskId: t }), client(A), dpop()), 'ERR_TOKEN_REQUEST_INVALID')
+    await refusedClean(
+      () => f.svc.token(exchange(svid, { subjectTokenType: TOKEN_TYPE.jwtSvid, requestedTokenType: TOKEN_TYPE.txnToken, taskId: t }), client(A), dpop()),
+      'ERR_TOKEN_REQUEST_INVALID',
+    )
+    await refusedClean(
+      () => f.svc.token(exchange(svid, { subjectTokenType: TOKEN_TYPE.jwtSvid, actorToken: 'x', taskId: t }), client(A), dpop()),
+      'ERR_TOKEN_REQUEST_INVALID',
+    )
+    await refusedClean(
+      () => f.svc.token(exchange(svid, { subjectTokenType: TOKEN_TYPE.jwtSvid, actorTokenType: TOKEN_TYPE.jwt, taskId: t }), client(A), dpop()),
+      'ERR_TOKEN_REQUEST_INVALID',
+    )
   })
 })
 
@@ -296,7 +341,10 @@ describe('delegation', () => {
     const two = await delegate(one.token, B, one.toKey, 'spiffe://corp.example/agents/d')
     expect(decodeJwt(two.token).act).toEqual({ sub: 'spiffe://corp.example/agents/d', act: { sub: B } })
     expect(decodeJwt(two.token).sub).toBe(A)
-    await refusedClean(() => f.svc.token(exchange(two.token, { mayAct: 'spiffe://corp.example/agents/e' }), client('spiffe://corp.example/agents/d'), two.toKey), 'ERR_DELEGATION_INVALID')
+    await refusedClean(
+      () => f.svc.token(exchange(two.token, { mayAct: 'spiffe://corp.example/agents/e' }), client('spiffe://corp.example/agents/d'), two.toKey),
+      'ERR_DELEGATION_INVALID',
+    )
   })
 
   it('a grant is used once, only by may_act.sub', async () => {
@@ -315,7 +363,10 @@ describe('delegation', () => {
     await refusedClean(() => f.svc.token(exchange(token, { mayAct: B }), client(B), key), 'ERR_GRANT_INVALID')
     await refusedClean(() => f.svc.token(exchange(token, { mayAct: B }), client(A), dpop()), 'ERR_GRANT_INVALID')
     await refusedClean(() => f.svc.token(exchange(token, { mayAct: B, scopes: ['write'] }), client(A), key), 'ERR_SCOPE_INVALID')
-    await refusedClean(() => f.svc.token(exchange(token, { mayAct: B, requestedTokenType: TOKEN_TYPE.accessToken }), client(A), key), 'ERR_TOKEN_REQUEST_INVALID')
+    await refusedClean(
+      () => f.svc.token(exchange(token, { mayAct: B, requestedTokenType: TOKEN_TYPE.accessToken }), client(A), key),
+      'ERR_TOKEN_REQUEST_INVALID',
+    )
   })
 
   it('the sub-agent ceiling narrows too; step 2 may narrow, never widen', async () => {
@@ -347,7 +398,10 @@ describe('delegation', () => {
  * started get past every check and into signing before any is stored, so
  * only the re-checks inside the store transaction can decide between them.
  */
-async function gatedFixture(): Promise<{ g: Fixture; hold<T>(calls: (() => Promise<T>)[], meanwhile?: () => Promise<unknown>): Promise<PromiseSettledResult<T>[]> }> {
+async function gatedFixture(): Promise<{
+  g: Fixture
+  hold<T>(calls: (() => Promise<T>)[], meanwhile?: () => Promise<unknown>): Promise<PromiseSettledResult<T>[]>
+}> {
   const mem = new MemoryKeyManager()
   let gate: Promise<void> | undefined
   let arrived: (() => void) | undefined
@@ -495,7 +549,10 @@ describe('revocation and introspection', () => {
 
 describe('tasks', () => {
   it('created by an allowed orchestrator within the ceiling; listed, shown, ended by its creator', async () => {
-    const task = await f.svc.createTask({ agent: 'spiffe://corp.example/agents/', scopes: ['read'], resources: [API], ttlSeconds: 600, maxRenewals: 3, orchestrationId: 'o-1' }, client(ORCH))
+    const task = await f.svc.createTask(
+      { agent: 'spiffe://corp.example/agents/', scopes: ['read'], resources: [API], ttlSeconds: 600, maxRenewals: 3, orchestrationId: 'o-1' },
+      client(ORCH),
+    )
     expect(task).toMatchObject({ agent: 'spiffe://corp.example/agents/', createdBy: ORCH, orchestrationId: 'o-1', expiresAt: task.createdAt + 600 })
     expect(task.taskId).toMatch(/^task-/)
     expect(await f.svc.getTask(task.taskId)).toEqual(task)

@@ -5,9 +5,29 @@ import { BrokerStore, type TokenRecord } from '../../../src/broker/store/broker-
 import { tempDir } from '../../helpers/temp.js'
 
 const tok = (jti: string, parentJti?: string): TokenRecord => ({
-  jti, kind: 'access', sub: 'spiffe://td/a', clientId: 'spiffe://td/a', taskId: undefined, parentJti, rootJti: parentJti ?? jti, actors: [], depth: 0,
-  scopes: ['read'], resources: ['https://x.example'], audiences: ['https://x.example'], authorizationDetails: undefined, cnfJkt: 'k', cnfX5t: undefined,
-  mayAct: undefined, kid: 'kid', iat: 1, exp: 100, maxExp: 100, renewals: 0, renewedBy: undefined, revokedAt: undefined,
+  jti,
+  kind: 'access',
+  sub: 'spiffe://td/a',
+  clientId: 'spiffe://td/a',
+  taskId: undefined,
+  parentJti,
+  rootJti: parentJti ?? jti,
+  actors: [],
+  depth: 0,
+  scopes: ['read'],
+  resources: ['https://x.example'],
+  audiences: ['https://x.example'],
+  authorizationDetails: undefined,
+  cnfJkt: 'k',
+  cnfX5t: undefined,
+  mayAct: undefined,
+  kid: 'kid',
+  iat: 1,
+  exp: 100,
+  maxExp: 100,
+  renewals: 0,
+  renewedBy: undefined,
+  revokedAt: undefined,
 })
 
 describe('BrokerStore', () => {

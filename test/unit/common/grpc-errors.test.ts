@@ -38,7 +38,9 @@ describe('toGrpcError', () => {
 
   it('passes the message through for ordinary errors and logs it once', () => {
     const log = captureLogger()
-    const e = toGrpcError(new IdentityError('ERR_ENTRY_INVALID', 'invalid entry: hint: too long', { details: { issues: [{ path: 'hint' }] } }), log, { method: 'BatchCreateEntry' })
+    const e = toGrpcError(new IdentityError('ERR_ENTRY_INVALID', 'invalid entry: hint: too long', { details: { issues: [{ path: 'hint' }] } }), log, {
+      method: 'BatchCreateEntry',
+    })
     expect(e.details).toBe('invalid entry: hint: too long')
     expect(e.message).toBe('invalid entry: hint: too long')
     expect(log.lines).toHaveLength(1)
@@ -68,7 +70,11 @@ describe('toGrpcError', () => {
     expect(JSON.stringify([e.details, e.message, e.metadata.getMap()])).not.toContain('PCR 7')
     expect(trailer(e)).toEqual([code])
     expect(log.lines).toHaveLength(1)
-    expect(log.lines[0]).toMatchObject({ level: 'warn', msg: 'Request denied', fields: { error_code: code, err: { message: secret, cause: 'Error: inner cause' } } })
+    expect(log.lines[0]).toMatchObject({
+      level: 'warn',
+      msg: 'Request denied',
+      fields: { error_code: code, err: { message: secret, cause: 'Error: inner cause' } },
+    })
   })
 
   it.each([
@@ -142,10 +148,19 @@ describe('toItemStatus (per-item statuses of batch calls)', () => {
 
   it('hides an authorization failure of one item behind "permission denied" and logs the reason once, under the given event', () => {
     const log = captureLogger()
-    const s = toItemStatus(new IdentityError('ERR_ID_NOT_AUTHORIZED', 'entry e1 is not authorized for agent spiffe://example.org/warrant/agent/x'), log, { entry_id: 'e1' }, 'X509-SVID not signed')
+    const s = toItemStatus(
+      new IdentityError('ERR_ID_NOT_AUTHORIZED', 'entry e1 is not authorized for agent spiffe://example.org/warrant/agent/x'),
+      log,
+      { entry_id: 'e1' },
+      'X509-SVID not signed',
+    )
     expect(s).toEqual({ code: Status.PERMISSION_DENIED, error_code: 'ERR_ID_NOT_AUTHORIZED', message: 'permission denied' })
     expect(log.lines).toHaveLength(1)
-    expect(log.lines[0]).toMatchObject({ level: 'warn', msg: 'X509-SVID not signed', fields: { entry_id: 'e1', error_code: 'ERR_ID_NOT_AUTHORIZED', err: { message: expect.stringContaining('warrant/agent/x') } } })
+    expect(log.lines[0]).toMatchObject({
+      level: 'warn',
+      msg: 'X509-SVID not signed',
+      fields: { entry_id: 'e1', error_code: 'ERR_ID_NOT_AUTHORIZED', err: { message: expect.stringContaining('warrant/agent/x') } },
+    })
   })
 
   it('answers an unexpected error with INTERNAL "internal error" and ERR_INTERNAL, keeping the cause in the log only', () => {
@@ -155,7 +170,11 @@ describe('toItemStatus (per-item statuses of batch calls)', () => {
   })
 
   it('keeps the reason of a caller mistake (a bad CSR)', () => {
-    expect(toItemStatus(new IdentityError('ERR_CSR_INVALID', 'invalid CSR: bad signature'), captureLogger())).toEqual({ code: Status.INVALID_ARGUMENT, error_code: 'ERR_CSR_INVALID', message: 'invalid CSR: bad signature' })
+    expect(toItemStatus(new IdentityError('ERR_CSR_INVALID', 'invalid CSR: bad signature'), captureLogger())).toEqual({
+      code: Status.INVALID_ARGUMENT,
+      error_code: 'ERR_CSR_INVALID',
+      message: 'invalid CSR: bad signature',
+    })
     expect(OK_ITEM_STATUS).toEqual({ code: Status.OK, error_code: '', message: '' })
   })
 })

@@ -92,7 +92,11 @@ describe('parseConfig', () => {
     },
   ])('rejects $title with every issue path', ({ plugin, raw, paths }) => {
     const issues = issuesOf(() => (plugin.parseConfig as (r: unknown) => unknown)(raw))
-    for (const p of paths) expect(issues.map((i) => i.path), p).toContain(p)
+    for (const p of paths)
+      expect(
+        issues.map((i) => i.path),
+        p,
+      ).toContain(p)
     expect(JSON.stringify(issues)).not.toContain('1234')
   })
 })
@@ -118,9 +122,10 @@ describe('create', () => {
   it('pkcs11 with a missing pin_file fails with ERR_CONFIG_INVALID before touching the module', async () => {
     const t = tempDir('wkp-')
     cleanups.push(t.cleanup)
-    await expect(
-      pkcs11KeyManagerPlugin.create({ module_path: '/nope.so', token_label: 't', pin_file: 'pin' }, deps(t.dir)),
-    ).rejects.toMatchObject({ code: 'ERR_CONFIG_INVALID', details: { issues: [{ path: 'pin_file' }] } })
+    await expect(pkcs11KeyManagerPlugin.create({ module_path: '/nope.so', token_label: 't', pin_file: 'pin' }, deps(t.dir))).rejects.toMatchObject({
+      code: 'ERR_CONFIG_INVALID',
+      details: { issues: [{ path: 'pin_file' }] },
+    })
   })
 })
 

@@ -17,11 +17,19 @@ import { createDpopProof, x5tS256 } from '../../../src/tokens/dpop.js'
 import { makeRoot, pem, svidCredentials, webCredentials, type TestCa } from '../server/federation/pki.js'
 import { actChain, AGENT, AUDIENCE, dpopKey, ISSUER, testIssuer, type CryptoKeyPair, type TestIssuer } from '../tokens/token-fixtures.js'
 
-interface Reply { status: number; headers: IncomingMessage['headers']; body: string }
+interface Reply {
+  status: number
+  headers: IncomingMessage['headers']
+  body: string
+}
 
 function call(url: string, opts: { method?: string; headers?: Record<string, string>; cert?: string; key?: string; ca?: string } = {}): Promise<Reply> {
   const u = new URL(url)
-  const req = (u.protocol === 'https:' ? httpsRequest : httpRequest)(u, { method: opts.method ?? 'GET', headers: opts.headers ?? {}, ...(opts.cert ? { cert: opts.cert, key: opts.key, ca: opts.ca } : opts.ca ? { ca: opts.ca } : {}) })
+  const req = (u.protocol === 'https:' ? httpsRequest : httpRequest)(u, {
+    method: opts.method ?? 'GET',
+    headers: opts.headers ?? {},
+    ...(opts.cert ? { cert: opts.cert, key: opts.key, ca: opts.ca } : opts.ca ? { ca: opts.ca } : {}),
+  })
   return new Promise((resolve, reject) => {
     req.on('response', (res) => {
       let body = ''
@@ -55,16 +63,29 @@ const servers: Server[] = []
 const apps: FastifyInstance[] = []
 
 function nodeServer(opts: Partial<ResourceServerOptions> = {}, tls?: { cert: string; key: string }): Promise<string> {
-  const mw = warrantMiddleware({ issuer: ISSUER, audience: AUDIENCE, jwks: { url: jwksUrl, ca: caPem }, requiredScopes: ['tools:read'], routeScopes: { 'POST /tools/admin': ['tools:admin'] }, ...opts })
+  const mw = warrantMiddleware({
+    issuer: ISSUER,
+    audience: AUDIENCE,
+    jwks: { url: jwksUrl, ca: caPem },
+    requiredScopes: ['tools:read'],
+    routeScopes: { 'POST /tools/admin': ['tools:admin'] },
+    ...opts,
+  })
   const handler = (req: IncomingMessage, res: ServerResponse) => mw(req, res, () => echo(req, res))
   const server = tls ? createHttps({ ...tls, requestCert: true, rejectUnauthorized: true, ca: caPem }, handler) : createHttp(handler)
   servers.push(server)
   return listen(server)
 }
 
-async function dpopCall(origin: string, path: string, token: string, opts: { method?: string; proof?: string; nonce?: string } = {}): Promise<Reply & { proof: string }> {
+async function dpopCall(
+  origin: string,
+  path: string,
+  token: string,
+  opts: { method?: string; proof?: string; nonce?: string } = {},
+): Promise<Reply & { proof: string }> {
   const method = opts.method ?? 'GET'
-  const proof = opts.proof ?? (await createDpopProof(holder.keys, { method, url: `${origin}${path}`, accessToken: token, ...(opts.nonce ? { nonce: opts.nonce } : {}) }))
+  const proof =
+    opts.proof ?? (await createDpopProof(holder.keys, { method, url: `${origin}${path}`, accessToken: token, ...(opts.nonce ? { nonce: opts.nonce } : {}) }))
   return { ...(await call(`${origin}${path}`, { method, headers: { authorization: `DPoP ${token}`, dpop: proof } })), proof }
 }
 
@@ -162,9 +183,11 @@ describe('Node http middleware', () => {
   it('a handler that throws inside next() gets a logged 500, not a crash', async () => {
     const log = captureLogger()
     const mw = warrantMiddleware({ issuer: ISSUER, audience: AUDIENCE, jwks: { url: jwksUrl, ca: caPem }, log })
-    const server = createHttp((req, res) => mw(req, res, () => {
-      throw new Error('handler bug')
-    }))
+    const server = createHttp((req, res) =>
+      mw(req, res, () => {
+        throw new Error('handler bug')
+      }),
+    )
     servers.push(server)
     const origin = `http://${await listen(server)}`
     const r = await dpopCall(origin, '/x', await mint())

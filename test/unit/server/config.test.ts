@@ -45,7 +45,18 @@ describe('toServerConfig defaults', () => {
     expect(c.plugins.keyManager).toMatchObject({ type: 'key_manager', name: 'disk', label: 'keymanager(disk)', config: { keys_path: 'keys' } })
     expect(names(c.plugins.nodeAttestors)).toEqual(['join_token'])
     expect(c.bindAddress).toEqual({ host: '127.0.0.1', port: 8081 })
-    expect(c).toMatchObject({ logLevel: 'info', logFormat: 'json', caKeyType: 'ec-p256', jwtKeyType: 'ec-p256', jwtIssuer: undefined, upstream: undefined, health: undefined, metrics: undefined, federation: undefined, caSubject: undefined })
+    expect(c).toMatchObject({
+      logLevel: 'info',
+      logFormat: 'json',
+      caKeyType: 'ec-p256',
+      jwtKeyType: 'ec-p256',
+      jwtIssuer: undefined,
+      upstream: undefined,
+      health: undefined,
+      metrics: undefined,
+      federation: undefined,
+      caSubject: undefined,
+    })
     expect(c.notes).toEqual([])
   })
 
@@ -64,7 +75,13 @@ describe('toServerConfig defaults', () => {
   })
 
   it('agent_ttl, health, metrics and ca_subject', () => {
-    const c = cfg({ agent_ttl: '2h', health_checks: { bind_address: ':8080' }, metrics: { bind_address: '0.0.0.0:9090' }, ca_subject: { organization: 'Acme', common_name: 'Acme CA' }, bind_address: '[::1]:9000' })
+    const c = cfg({
+      agent_ttl: '2h',
+      health_checks: { bind_address: ':8080' },
+      metrics: { bind_address: '0.0.0.0:9090' },
+      ca_subject: { organization: 'Acme', common_name: 'Acme CA' },
+      bind_address: '[::1]:9000',
+    })
     expect(c.agentTtlMs).toBe(7_200_000)
     expect(c.health).toEqual({ host: '127.0.0.1', port: 8080, livePath: '/live', readyPath: '/ready' })
     expect(c.metrics).toEqual({ host: '0.0.0.0', port: 9090 })
@@ -76,7 +93,10 @@ describe('toServerConfig defaults', () => {
 describe('toServerConfig attestation limits', () => {
   it('defaults to 64 concurrent attestations, 16 per source address; both can be set', () => {
     expect(cfg().attestationLimits).toEqual({ maxConcurrent: 64, maxConcurrentPerAddress: 16 })
-    expect(cfg({ max_concurrent_attestations: 8, max_concurrent_attestations_per_address: 2 }).attestationLimits).toEqual({ maxConcurrent: 8, maxConcurrentPerAddress: 2 })
+    expect(cfg({ max_concurrent_attestations: 8, max_concurrent_attestations_per_address: 2 }).attestationLimits).toEqual({
+      maxConcurrent: 8,
+      maxConcurrentPerAddress: 2,
+    })
   })
 })
 
@@ -92,7 +112,10 @@ describe('toServerConfig durations', () => {
     expect(cfg({ rotation_check_interval: v }).rotationCheckIntervalMs).toBe(ms)
   })
 
-  it.each([['1h30m', 5_400_000], [7200, 7_200_000]])('ca_ttl %s → %s ms', (v, ms) => {
+  it.each([
+    ['1h30m', 5_400_000],
+    [7200, 7_200_000],
+  ])('ca_ttl %s → %s ms', (v, ms) => {
     expect(cfg({ ca_ttl: v }).caTtlMs).toBe(ms)
   })
 
@@ -114,27 +137,61 @@ describe('toServerConfig refusals', () => {
     { title: 'unknown top-level key', raw: { ...server(), agent: {} }, path: '(root)', message: /agent/ },
     { title: 'unknown server key', raw: server({ ca_tll: '1h' }), path: 'server', message: /ca_tll/ },
     { title: 'unknown ca_subject key', raw: server({ ca_subject: { country: 'FR' } }), path: 'server.ca_subject', message: /country/ },
-    { title: 'unknown upstream_authority key', raw: server({ upstream_authority: { cert_file: 'a', key_file: 'b', pin: 'x' } }), path: 'server.upstream_authority', message: /pin/ },
+    {
+      title: 'unknown upstream_authority key',
+      raw: server({ upstream_authority: { cert_file: 'a', key_file: 'b', pin: 'x' } }),
+      path: 'server.upstream_authority',
+      message: /pin/,
+    },
     { title: 'unknown health_checks key', raw: server({ health_checks: { bind_address: ':1', extra: 1 } }), path: 'server.health_checks', message: /extra/ },
-    { title: 'unknown plugin kind', raw: { ...server(), plugins: { workload_attestor: {} } }, path: 'plugins.workload_attestor', message: /unknown plugin type/ },
-    { title: 'join_token takes no settings', raw: { ...server(), plugins: { node_attestor: { join_token: { ttl: '1h' } } } }, path: 'plugins.node_attestor.join_token', message: /ttl/ },
-    { title: 'a plugin block that is not a table', raw: { ...server(), plugins: { node_attestor: { join_token: 'yes' } } }, path: 'plugins.node_attestor.join_token', message: /table/ },
+    {
+      title: 'unknown plugin kind',
+      raw: { ...server(), plugins: { workload_attestor: {} } },
+      path: 'plugins.workload_attestor',
+      message: /unknown plugin type/,
+    },
+    {
+      title: 'join_token takes no settings',
+      raw: { ...server(), plugins: { node_attestor: { join_token: { ttl: '1h' } } } },
+      path: 'plugins.node_attestor.join_token',
+      message: /ttl/,
+    },
+    {
+      title: 'a plugin block that is not a table',
+      raw: { ...server(), plugins: { node_attestor: { join_token: 'yes' } } },
+      path: 'plugins.node_attestor.join_token',
+      message: /table/,
+    },
     { title: 'a tpm block without EK trust', raw: { ...server(), plugins: { node_attestor: { tpm: {} } } }, path: 'plugins.node_attestor.tpm.ek_ca_paths' },
     { title: 'a disk key manager without keys_path', raw: { ...server(), plugins: { key_manager: { disk: {} } } }, path: 'plugins.key_manager.disk.keys_path' },
-    { title: 'unknown sqlite option', raw: { ...server(), plugins: { datastore: { sqlite: { journal: 'wal' } } } }, path: 'plugins.datastore.sqlite', message: /journal/ },
+    {
+      title: 'unknown sqlite option',
+      raw: { ...server(), plugins: { datastore: { sqlite: { journal: 'wal' } } } },
+      path: 'plugins.datastore.sqlite',
+      message: /journal/,
+    },
     { title: 'missing trust_domain', raw: { server: {} }, path: 'server.trust_domain' },
     { title: 'missing server section', raw: {}, path: 'server' },
     { title: 'bad trust_domain', raw: server({ trust_domain: 'Not A TD' }), path: 'server.trust_domain' },
     { title: 'bad bind_address', raw: server({ bind_address: 'localhost' }), path: 'server.bind_address' },
     { title: 'bad key type', raw: server({ ca_key_type: 'dsa' }), path: 'server.ca_key_type' },
     { title: 'bad log level', raw: server({ log_level: 'trace' }), path: 'server.log_level' },
-    { title: 'more than one key manager', raw: { ...server(), plugins: { key_manager: { memory: {}, disk: {} } } }, path: 'plugins.key_manager', message: /exactly one/ },
+    {
+      title: 'more than one key manager',
+      raw: { ...server(), plugins: { key_manager: { memory: {}, disk: {} } } },
+      path: 'plugins.key_manager',
+      message: /exactly one/,
+    },
     { title: 'unknown key manager', raw: { ...server(), plugins: { key_manager: { vault: {} } } }, path: 'plugins.key_manager.vault' },
     { title: 'more than one datastore', raw: { ...server(), plugins: { datastore: { memory: {}, sqlite: {} } } }, path: 'plugins.datastore' },
     { title: 'no node attestor', raw: { ...server(), plugins: { node_attestor: {} } }, path: 'plugins.node_attestor' },
     { title: 'socket path too long', raw: server({ socket_path: `/${'s'.repeat(120)}.sock` }), path: 'server.socket_path' },
     { title: 'zero concurrent attestations', raw: server({ max_concurrent_attestations: 0 }), path: 'server.max_concurrent_attestations' },
-    { title: 'fractional attestations per address', raw: server({ max_concurrent_attestations_per_address: 1.5 }), path: 'server.max_concurrent_attestations_per_address' },
+    {
+      title: 'fractional attestations per address',
+      raw: server({ max_concurrent_attestations_per_address: 1.5 }),
+      path: 'server.max_concurrent_attestations_per_address',
+    },
   ])('$title → ERR_CONFIG_INVALID at $path', ({ raw, path, message }) => {
     const list = issues(raw)
     const hit = list.find((i) => i.path === path)
@@ -148,7 +205,10 @@ describe('toServerConfig refusals', () => {
   })
 
   it('reports several cross-field and plugin problems together', () => {
-    const list = issues({ ...server({ ca_ttl: '30s', default_jwt_svid_ttl: '10ms' }), plugins: { key_manager: { memory: {}, pkcs11: {} }, datastore: { mysql: {} } } })
+    const list = issues({
+      ...server({ ca_ttl: '30s', default_jwt_svid_ttl: '10ms' }),
+      plugins: { key_manager: { memory: {}, pkcs11: {} }, datastore: { mysql: {} } },
+    })
     expect(list.map((i) => i.path).sort()).toEqual([
       'plugins.datastore.mysql',
       'plugins.key_manager',
@@ -161,7 +221,10 @@ describe('toServerConfig refusals', () => {
   })
 
   it('reports a core schema error and two broken plugin blocks in one pass', () => {
-    const list = issues({ server: { trust_domain: 'example.org', ca_ttl: 'soon' }, plugins: { node_attestor: { tpm: { pcr_bank: 'md5' } }, key_manager: { pkcs11: { module_path: 'libsofthsm2.so', slot: -1, pin_file: 'pin' } } } })
+    const list = issues({
+      server: { trust_domain: 'example.org', ca_ttl: 'soon' },
+      plugins: { node_attestor: { tpm: { pcr_bank: 'md5' } }, key_manager: { pkcs11: { module_path: 'libsofthsm2.so', slot: -1, pin_file: 'pin' } } },
+    })
     expect(list.map((i) => i.path).sort()).toEqual(['plugins.key_manager.pkcs11.slot', 'plugins.node_attestor.tpm.pcr_bank', 'server.ca_ttl'])
     expect(list.find((i) => i.path === 'plugins.node_attestor.tpm.pcr_bank')!.message).toMatch(/sha256/)
   })
@@ -175,12 +238,24 @@ describe('toServerConfig paths and notes', () => {
   afterEach(() => tmp.cleanup())
 
   it('resolves relative paths against the base dir (sqlite path against the data dir)', () => {
-    const c = toServerConfig({ server: { trust_domain: 'example.org', data_dir: 'data', socket_path: 'run/admin.sock' }, plugins: { datastore: { sqlite: { path: 'db/x.sqlite3' } } } }, tmp.dir)
+    const c = toServerConfig(
+      {
+        server: { trust_domain: 'example.org', data_dir: 'data', socket_path: 'run/admin.sock' },
+        plugins: { datastore: { sqlite: { path: 'db/x.sqlite3' } } },
+      },
+      tmp.dir,
+    )
     expect(c.dataDir).toBe(join(tmp.dir, 'data'))
     expect(c.socketPath).toBe(join(tmp.dir, 'run/admin.sock'))
     // the sqlite path is the data dir's (the plugin resolves it there), not the config file's
     expect(c.plugins.datastore.config).toEqual({ path: 'db/x.sqlite3' })
-    const abs = toServerConfig({ server: { trust_domain: 'example.org', data_dir: '/srv/w', socket_path: '/run/w.sock' }, plugins: { datastore: { sqlite: { path: '/db/x.sqlite3' } } } }, tmp.dir)
+    const abs = toServerConfig(
+      {
+        server: { trust_domain: 'example.org', data_dir: '/srv/w', socket_path: '/run/w.sock' },
+        plugins: { datastore: { sqlite: { path: '/db/x.sqlite3' } } },
+      },
+      tmp.dir,
+    )
     expect(abs).toMatchObject({ dataDir: '/srv/w', socketPath: '/run/w.sock', plugins: { datastore: { config: { path: '/db/x.sqlite3' } } } })
   })
 
@@ -197,7 +272,12 @@ describe('toServerConfig paths and notes', () => {
     { title: 'no note with defaults', extra: {}, notes: 0 },
     { title: 'X.509 TTL over ca_ttl/6', extra: { ca_ttl: '1h', default_x509_svid_ttl: '11m' }, notes: 1, match: /default_x509_svid_ttl/ },
     { title: 'X.509 TTL at exactly ca_ttl/6', extra: { ca_ttl: '1h', default_x509_svid_ttl: '10m' }, notes: 0 },
-    { title: 'both TTLs over ca_ttl/6', extra: { ca_ttl: '1h', default_x509_svid_ttl: '1h', default_jwt_svid_ttl: '20m' }, notes: 2, match: /default_jwt_svid_ttl/ },
+    {
+      title: 'both TTLs over ca_ttl/6',
+      extra: { ca_ttl: '1h', default_x509_svid_ttl: '1h', default_jwt_svid_ttl: '20m' },
+      notes: 2,
+      match: /default_jwt_svid_ttl/,
+    },
   ])('notes: $title', ({ extra, notes, match }) => {
     const c = cfg(extra)
     expect(c.notes).toHaveLength(notes)
@@ -255,7 +335,15 @@ describe('formatDuration', () => {
 
 describe('toServerConfig plugin paths', () => {
   it('resolves relative plugin file paths against the config directory; keys_path stays under data_dir, a bare module name with the loader', () => {
-    const c = cfg({}, { plugins: { key_manager: { disk: { keys_path: 'keys' } }, node_attestor: { x509pop: { ca_bundle_path: ['pki/ca.pem', '/abs/ca2.pem'] }, tpm: { ek_ca_paths: ['tpm/root.pem'] } } } })
+    const c = cfg(
+      {},
+      {
+        plugins: {
+          key_manager: { disk: { keys_path: 'keys' } },
+          node_attestor: { x509pop: { ca_bundle_path: ['pki/ca.pem', '/abs/ca2.pem'] }, tpm: { ek_ca_paths: ['tpm/root.pem'] } },
+        },
+      },
+    )
     expect(c.plugins.keyManager.config).toEqual({ keys_path: 'keys' })
     expect(names(c.plugins.nodeAttestors)).toEqual(['x509pop', 'tpm'])
     expect(c.plugins.nodeAttestors[0]!.config).toEqual({ caBundlePaths: ['/etc/warrant/pki/ca.pem', '/abs/ca2.pem'] })

@@ -29,9 +29,7 @@ function onlyIdentityErrors(fn: () => unknown): boolean {
 const TD_CHARS = 'abcdefghijklmnopqrstuvwxyz0123456789.-_'.split('')
 const PATH_CHARS = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_'.split('')
 const tdName = fc.string({ unit: fc.constantFrom(...TD_CHARS), minLength: 1, maxLength: 40 })
-const segment = fc
-  .string({ unit: fc.constantFrom(...PATH_CHARS), minLength: 1, maxLength: 20 })
-  .filter((s) => s !== '.' && s !== '..')
+const segment = fc.string({ unit: fc.constantFrom(...PATH_CHARS), minLength: 1, maxLength: 20 }).filter((s) => s !== '.' && s !== '..')
 const validId = fc.record({ td: tdName, segs: fc.array(segment, { maxLength: 8 }) })
 
 /** Strings close to SPIFFE IDs: a valid-looking prefix plus noise from the interesting characters. */
@@ -99,7 +97,14 @@ describe('SpiffeId / TrustDomain properties', () => {
         expect(TrustDomain.fromString(t.idString()).equals(t)).toBe(true)
         // Every ancestor path is a prefix on a segment boundary.
         for (let i = 0; i <= segs.length; i++) {
-          expect(id.hasPathPrefix(segs.slice(0, i).map((s) => `/${s}`).join(''))).toBe(true)
+          expect(
+            id.hasPathPrefix(
+              segs
+                .slice(0, i)
+                .map((s) => `/${s}`)
+                .join(''),
+            ),
+          ).toBe(true)
         }
       }),
       RUNS,

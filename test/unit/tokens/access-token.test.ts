@@ -109,7 +109,17 @@ describe('verifyAccessToken rejects, saying why', () => {
     for (const c of ['exp', 'iat', 'nbf', 'jti', 'sub', 'scope', 'client_id']) {
       expect(await why(verifyAccessToken(await iss.mint({ omit: [c] }), opts()))).toEqual(bad(c))
     }
-    const wrong: Record<string, unknown> = { exp: String(NOW + 300), iat: -1, nbf: null, jti: '', sub: 'not-a-spiffe-id', scope: ['tools:read'], client_id: 42, task_id: 5, orchestration_id: '' }
+    const wrong: Record<string, unknown> = {
+      exp: String(NOW + 300),
+      iat: -1,
+      nbf: null,
+      jti: '',
+      sub: 'not-a-spiffe-id',
+      scope: ['tools:read'],
+      client_id: 42,
+      task_id: 5,
+      orchestration_id: '',
+    }
     for (const [c, v] of Object.entries(wrong)) {
       expect(await why(verifyAccessToken(await iss.mint({ claims: { [c]: v } }), opts()))).toEqual(bad(c))
     }
@@ -125,7 +135,9 @@ describe('verifyAccessToken rejects, saying why', () => {
   it('a delegation chain too deep, or with a hop that is not a SPIFFE ID', async () => {
     expect(await why(verifyAccessToken(await iss.mint({ claims: { act: actChain(6) } }), opts()))).toEqual(bad('act_depth'))
     expect(await why(verifyAccessToken(await iss.mint({ claims: { act: actChain(3) } }), opts({ maxDelegationDepth: 2 })))).toEqual(bad('act_depth'))
-    expect(await why(verifyAccessToken(await iss.mint({ claims: { act: { sub: 'spiffe://example.org/a', act: { sub: 'bob' } } } }), opts()))).toEqual(bad('act_sub'))
+    expect(await why(verifyAccessToken(await iss.mint({ claims: { act: { sub: 'spiffe://example.org/a', act: { sub: 'bob' } } } }), opts()))).toEqual(
+      bad('act_sub'),
+    )
     expect(await why(verifyAccessToken(await iss.mint({ claims: { act: { act: { sub: AGENT } } } }), opts()))).toEqual(bad('act_sub'))
     expect(await why(verifyAccessToken(await iss.mint({ claims: { act: 'spiffe://example.org/a' } }), opts()))).toEqual(bad('act'))
     expect(await why(verifyAccessToken(await iss.mint({ claims: { act: { sub: AGENT, act: [1] } } }), opts()))).toEqual(bad('act'))
@@ -140,7 +152,10 @@ describe('verifyAccessToken rejects, saying why', () => {
 
   it('a valid token without a required scope is ERR_SCOPE_INSUFFICIENT', async () => {
     const t = await iss.mint({ claims: { scope: 'tools:read' } })
-    expect(await why(verifyAccessToken(t, opts({ requiredScopes: ['tools:read', 'tools:admin'] })))).toEqual({ code: 'ERR_SCOPE_INSUFFICIENT', reason: 'scope' })
+    expect(await why(verifyAccessToken(t, opts({ requiredScopes: ['tools:read', 'tools:admin'] })))).toEqual({
+      code: 'ERR_SCOPE_INSUFFICIENT',
+      reason: 'scope',
+    })
     const c = await verifyAccessToken(t, opts())
     expect(() => requireScopes(c, ['tools:rea'])).toThrow(IdentityError)
     expect(() => requireScopes(c, [])).not.toThrow()

@@ -27,7 +27,7 @@ let keys: CryptoKeyPair
 let publicJwk: JWK
 
 beforeAll(async () => {
-  keys = (await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign', 'verify']))
+  keys = await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign', 'verify'])
   publicJwk = await exportJWK(keys.publicKey)
 })
 
@@ -36,7 +36,9 @@ function check(over: Partial<DpopCheck> = {}): DpopCheck {
 }
 
 /** A proof with any header and claims, signed by `signer` (default: the test key). */
-async function rawProof(opts: { header?: Record<string, unknown>; claims?: Record<string, unknown>; signer?: CryptoKey | Uint8Array; omit?: string[] } = {}): Promise<string> {
+async function rawProof(
+  opts: { header?: Record<string, unknown>; claims?: Record<string, unknown>; signer?: CryptoKey | Uint8Array; omit?: string[] } = {},
+): Promise<string> {
   const claims: Record<string, unknown> = { jti: 'j-1', htm: 'POST', htu: URL_, iat: NOW, ...opts.claims }
   for (const k of opts.omit ?? []) delete claims[k]
   const header = { alg: 'ES256', typ: 'dpop+jwt', jwk: publicJwk, ...opts.header }
@@ -91,7 +93,10 @@ describe('verifyDpopProof accepts', () => {
   it('Ed25519, RSA-PSS and P-384 keys', async () => {
     const pairs = [
       await webcrypto.subtle.generateKey({ name: 'Ed25519' }, false, ['sign', 'verify']),
-      await webcrypto.subtle.generateKey({ name: 'RSA-PSS', modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]), hash: 'SHA-256' }, false, ['sign', 'verify']),
+      await webcrypto.subtle.generateKey({ name: 'RSA-PSS', modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]), hash: 'SHA-256' }, false, [
+        'sign',
+        'verify',
+      ]),
       await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-384' }, false, ['sign', 'verify']),
     ] as CryptoKeyPair[]
     for (const pair of pairs) {
@@ -118,7 +123,7 @@ describe('verifyDpopProof rejects, saying why', () => {
     expect(await reason(verifyDpopProof(await rawProof({ header: { typ: 'at+jwt' } }), check()))).toEqual(bad('typ'))
   })
 
-  it('alg none, an HMAC, or one outside the caller\'s list', async () => {
+  it("alg none, an HMAC, or one outside the caller's list", async () => {
     const enc = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64url')
     const none = `${enc({ alg: 'none', typ: 'dpop+jwt', jwk: publicJwk })}.${enc({ jti: 'n', htm: 'POST', htu: URL_, iat: NOW })}.AA`
     expect(await reason(verifyDpopProof(none, check()))).toEqual(bad('alg'))
@@ -170,7 +175,9 @@ describe('verifyDpopProof rejects, saying why', () => {
 
   it('a payload that is not a JSON object', async () => {
     for (const body of ['not json', '[1,2]', 'null', '"s"']) {
-      const jws = await new CompactSign(new TextEncoder().encode(body)).setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: publicJwk }).sign(keys.privateKey)
+      const jws = await new CompactSign(new TextEncoder().encode(body))
+        .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: publicJwk })
+        .sign(keys.privateKey)
       expect(await reason(verifyDpopProof(jws, check()))).toEqual(bad('payload'))
     }
   })
@@ -190,7 +197,14 @@ describe('verifyDpopProof rejects, saying why', () => {
   it('another method or URL', async () => {
     expect(await reason(verifyDpopProof(await rawProof({ claims: { htm: 'post' } }), check()))).toEqual(bad('htm'))
     expect(await reason(verifyDpopProof(await rawProof({ claims: { htm: 'GET' } }), check()))).toEqual(bad('htm'))
-    for (const htu of ['https://rs.example.com/api/tool', 'https://rs.example.org/api/tools', 'http://rs.example.com/api/tools', 'https://rs.example.com:8443/api/tools', 'not a url', 'ftp://rs.example.com/api/tools']) {
+    for (const htu of [
+      'https://rs.example.com/api/tool',
+      'https://rs.example.org/api/tools',
+      'http://rs.example.com/api/tools',
+      'https://rs.example.com:8443/api/tools',
+      'not a url',
+      'ftp://rs.example.com/api/tools',
+    ]) {
       expect(await reason(verifyDpopProof(await rawProof({ claims: { htu } }), check()))).toEqual(bad('htu'))
     }
   })
@@ -209,7 +223,7 @@ describe('verifyDpopProof rejects, saying why', () => {
 
   it('a key other than the one the token is bound to', async () => {
     const other = await generateKeyPair('ES256')
-    const jkt = await jwkThumbprint((await exportJWK(other.publicKey)))
+    const jkt = await jwkThumbprint(await exportJWK(other.publicKey))
     expect(await reason(verifyDpopProof(await rawProof(), check({ expectedJkt: jkt })))).toEqual(bad('jkt'))
   })
 
@@ -217,9 +231,15 @@ describe('verifyDpopProof rejects, saying why', () => {
     const nonces = createDpopNonces({ windowSec: 30 })
     expect(await reason(verifyDpopProof(await rawProof(), check({ nonces })))).toEqual({ code: 'ERR_DPOP_NONCE_REQUIRED', reason: 'nonce_missing' })
     const stale = nonces.issue(NOW - 31)
-    expect(await reason(verifyDpopProof(await rawProof({ claims: { nonce: stale } }), check({ nonces })))).toEqual({ code: 'ERR_DPOP_NONCE_REQUIRED', reason: 'nonce_stale' })
+    expect(await reason(verifyDpopProof(await rawProof({ claims: { nonce: stale } }), check({ nonces })))).toEqual({
+      code: 'ERR_DPOP_NONCE_REQUIRED',
+      reason: 'nonce_stale',
+    })
     const foreign = createDpopNonces({ windowSec: 30 }).issue(NOW)
-    expect(await reason(verifyDpopProof(await rawProof({ claims: { nonce: foreign } }), check({ nonces })))).toEqual({ code: 'ERR_DPOP_NONCE_REQUIRED', reason: 'nonce_stale' })
+    expect(await reason(verifyDpopProof(await rawProof({ claims: { nonce: foreign } }), check({ nonces })))).toEqual({
+      code: 'ERR_DPOP_NONCE_REQUIRED',
+      reason: 'nonce_stale',
+    })
     expect(await reason(verifyDpopProof(await rawProof({ claims: { nonce: 42 } }), check({ nonces })))).toEqual(bad('nonce'))
   })
 
@@ -228,8 +248,10 @@ describe('verifyDpopProof rejects, saying why', () => {
     const proof = await rawProof()
     await verifyDpopProof(proof, check({ replay }))
     expect(await reason(verifyDpopProof(proof, check({ replay })))).toEqual(bad('replay'))
-    const other = (await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign', 'verify']))
-    await expect(verifyDpopProof(await createDpopProof(other, { method: 'POST', url: URL_, nowSec: NOW, jti: 'j-1' }), check({ replay }))).resolves.toBeDefined()
+    const other = await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign', 'verify'])
+    await expect(
+      verifyDpopProof(await createDpopProof(other, { method: 'POST', url: URL_, nowSec: NOW, jti: 'j-1' }), check({ replay })),
+    ).resolves.toBeDefined()
     // a proof rejected for its method does not consume its jti
     const fresh = await rawProof({ claims: { jti: 'j-2' } })
     await expect(verifyDpopProof(fresh, check({ replay, method: 'GET' }))).rejects.toThrow(IdentityError)
@@ -321,7 +343,7 @@ describe('thumbprints and htu', () => {
 
   it('x5tS256 is the SHA-256 thumbprint of the DER certificate (checked against @peculiar/x509)', async () => {
     const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' }
-    const k = (await webcrypto.subtle.generateKey(alg, false, ['sign', 'verify']))
+    const k = await webcrypto.subtle.generateKey(alg, false, ['sign', 'verify'])
     const cert = await X509CertificateGenerator.createSelfSigned({ serialNumber: '01', name: 'CN=t', keys: k, signingAlgorithm: alg }, webcrypto)
     const expected = Buffer.from(await cert.getThumbprint('SHA-256', webcrypto as never)).toString('base64url')
     expect(x5tS256(new Uint8Array(cert.rawData))).toBe(expected)

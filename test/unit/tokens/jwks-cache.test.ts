@@ -113,7 +113,7 @@ describe('JwksCache', () => {
     expect(c.kids()).toEqual(['m1', 'm2'])
   })
 
-  it("refuses a key for another algorithm than its own alg or its curve", async () => {
+  it('refuses a key for another algorithm than its own alg or its curve', async () => {
     const c = new JwksCache({ fetchJwks: async () => ({ keys: [await jwk('a', { alg: 'ES256' }), await jwk('b')] }), nowSec: () => 1 })
     expect(await codeOf(c.getKey('a', 'ES384'))).toEqual(['ERR_ACCESS_TOKEN_INVALID', 'alg_key_mismatch'])
     expect(await codeOf(c.getKey('b', 'ES384'))).toEqual(['ERR_ACCESS_TOKEN_INVALID', 'alg_key_mismatch'])

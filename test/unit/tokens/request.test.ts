@@ -14,7 +14,7 @@ let otherCertDer: Uint8Array
 
 async function selfSigned(): Promise<Uint8Array> {
   const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' }
-  const k = (await webcrypto.subtle.generateKey(alg, false, ['sign', 'verify']))
+  const k = await webcrypto.subtle.generateKey(alg, false, ['sign', 'verify'])
   const c = await X509CertificateGenerator.createSelfSigned({ serialNumber: '01', name: 'CN=agent', keys: k as never, signingAlgorithm: alg }, webcrypto)
   return new Uint8Array(c.rawData)
 }
@@ -27,11 +27,27 @@ beforeAll(async () => {
 })
 
 function opts(over: Partial<ResourceRequestOptions> = {}): ResourceRequestOptions {
-  return { issuer: ISSUER, audience: AUDIENCE, keys: iss.cache(), nowSec: NOW, dpop: { replay: new MemoryReplayCache({ nowSec: () => NOW }), algorithms: ['ES256', 'PS256'] }, ...over }
+  return {
+    issuer: ISSUER,
+    audience: AUDIENCE,
+    keys: iss.cache(),
+    nowSec: NOW,
+    dpop: { replay: new MemoryReplayCache({ nowSec: () => NOW }), algorithms: ['ES256', 'PS256'] },
+    ...over,
+  }
 }
 
-async function dpopRequest(token: string, over: { method?: string; url?: string; proofKeys?: CryptoKeyPair; nonce?: string; ath?: string } = {}): Promise<ResourceRequest> {
-  const proof = await createDpopProof(over.proofKeys ?? holder.keys, { method: over.method ?? 'GET', url: over.url ?? URL_, accessToken: over.ath ?? token, nowSec: NOW, ...(over.nonce === undefined ? {} : { nonce: over.nonce }) })
+async function dpopRequest(
+  token: string,
+  over: { method?: string; url?: string; proofKeys?: CryptoKeyPair; nonce?: string; ath?: string } = {},
+): Promise<ResourceRequest> {
+  const proof = await createDpopProof(over.proofKeys ?? holder.keys, {
+    method: over.method ?? 'GET',
+    url: over.url ?? URL_,
+    accessToken: over.ath ?? token,
+    nowSec: NOW,
+    ...(over.nonce === undefined ? {} : { nonce: over.nonce }),
+  })
   return { authorization: `DPoP ${token}`, dpop: proof, method: 'GET', url: URL_ }
 }
 
@@ -178,7 +194,9 @@ describe('verifyResourceRequest refuses, with the wire form', () => {
     const nonces = createDpopNonces({ windowSec: 60 })
     const token = await iss.mint({ claims: { cnf: { jkt: holder.jkt } } })
     for (const nonce of [undefined, nonces.issue(NOW - 61)]) {
-      const e = await refused(verifyResourceRequest(await dpopRequest(token, nonce === undefined ? {} : { nonce }), opts({ dpop: { replay: new MemoryReplayCache(), nonces } })))
+      const e = await refused(
+        verifyResourceRequest(await dpopRequest(token, nonce === undefined ? {} : { nonce }), opts({ dpop: { replay: new MemoryReplayCache(), nonces } })),
+      )
       expect([e.status, e.code, e.error]).toEqual([401, 'ERR_DPOP_NONCE_REQUIRED', 'use_dpop_nonce'])
       expect(e.wwwAuthenticate).toContain('DPoP error="use_dpop_nonce"')
       expect(nonces.check(e.dpopNonce ?? '', NOW)).toBe(true)
@@ -188,10 +206,19 @@ describe('verifyResourceRequest refuses, with the wire form', () => {
   it('JWKS unreachable: 503 without a challenge; an unexpected error: 500 server_error', async () => {
     const token = await iss.mint({ claims: { cnf: { jkt: holder.jkt } } })
     const { JwksCache } = await import('../../../src/tokens/jwks-cache.js')
-    const down = new JwksCache({ fetchJwks: async () => { throw new Error('refused') }, nowSec: () => NOW })
+    const down = new JwksCache({
+      fetchJwks: async () => {
+        throw new Error('refused')
+      },
+      nowSec: () => NOW,
+    })
     const e = await refused(verifyResourceRequest(await dpopRequest(token), opts({ keys: down })))
     expect([e.status, e.code, e.wwwAuthenticate]).toEqual([503, 'ERR_UNAVAILABLE', undefined])
-    const broken = { remember: () => { throw new Error('bug') } }
+    const broken = {
+      remember: () => {
+        throw new Error('bug')
+      },
+    }
     const e2 = await refused(verifyResourceRequest(await dpopRequest(token), opts({ dpop: { replay: broken } })))
     expect([e2.status, e2.code, e2.error]).toEqual([500, 'ERR_INTERNAL', 'server_error'])
   })

@@ -58,8 +58,8 @@ export async function testIssuer(kid = 'k1'): Promise<TestIssuer> {
 
 /** A DPoP key pair (non-extractable private key) and its thumbprint. */
 export async function dpopKey(): Promise<{ keys: CryptoKeyPair; jkt: string }> {
-  const keys = (await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign', 'verify']))
-  return { keys, jkt: await jwkThumbprint((await exportJWK(keys.publicKey))) }
+  const keys = await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign', 'verify'])
+  return { keys, jkt: await jwkThumbprint(await exportJWK(keys.publicKey)) }
 }
 
 /** A nested act claim of `depth` hops (outermost first). */

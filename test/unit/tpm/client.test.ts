@@ -48,7 +48,14 @@ describe('TpmClient with a scripted transport', () => {
   })
 
   it.each([
-    ['size field mismatch', (() => { const r = response(0, new Uint8Array(1)); r[5] = 0xff; return r })()],
+    [
+      'size field mismatch',
+      (() => {
+        const r = response(0, new Uint8Array(1))
+        r[5] = 0xff
+        return r
+      })(),
+    ],
     ['trailing parameter bytes', response(0, new TpmWriter().u8(0).u32(6).u32(0).u8(9).finish())],
     ['wrong capability', response(0, new TpmWriter().u8(0).u32(1).u32(0).finish())],
     ['truncated header', new Uint8Array([0x80, 0x01, 0, 0])],
@@ -73,7 +80,11 @@ describe('TpmClient with a scripted transport', () => {
     const c = new TpmClient(new FakeTransport([answer, answer, answer]))
     const { updateCounter, values } = await c.pcrRead([{ hash: TPM_ALG.SHA256, pcrs: [23, 1, 16] }])
     expect(updateCounter).toBe(7)
-    expect(values.map((v) => [v.pcr, v.digest[0]])).toEqual([[1, 1], [16, 16], [23, 23]])
+    expect(values.map((v) => [v.pcr, v.digest[0]])).toEqual([
+      [1, 1],
+      [16, 16],
+      [23, 23],
+    ])
   })
 
   it('startup maps TPM_RC_INITIALIZE to success but not other codes', async () => {
@@ -85,11 +96,12 @@ describe('TpmClient with a scripted transport', () => {
     const t = new FakeTransport([response(0), response(0)])
     const c = new TpmClient(t)
     expect(await c.withFlush({ handle: 0x80000001 }, async () => 5)).toBe(5)
-    await expect(c.withFlush({ handle: 0x80000002 }, async () => { throw new RangeError('x') })).rejects.toBeInstanceOf(RangeError)
-    expect(t.sent.map((s) => Buffer.from(s).toString('hex'))).toEqual([
-      '80010000000e0000016580000001',
-      '80010000000e0000016580000002',
-    ])
+    await expect(
+      c.withFlush({ handle: 0x80000002 }, async () => {
+        throw new RangeError('x')
+      }),
+    ).rejects.toBeInstanceOf(RangeError)
+    expect(t.sent.map((s) => Buffer.from(s).toString('hex'))).toEqual(['80010000000e0000016580000001', '80010000000e0000016580000002'])
   })
 
   it('fuzz: random response bodies only produce IdentityError', async () => {

@@ -5,15 +5,7 @@ import { TpmReader, TpmWriter, fromHex, toHex } from '../../../src/tpm/marshal.j
 
 describe('TpmWriter / TpmReader', () => {
   it('round-trips every primitive big-endian', () => {
-    const bytes = new TpmWriter(4)
-      .u8(0xab)
-      .u16(0x1234)
-      .u32(0xdeadbeef)
-      .u64(0x0102030405060708n)
-      .i32(-2)
-      .tpm2b(fromHex('cafe'))
-      .bytes(fromHex('ff'))
-      .finish()
+    const bytes = new TpmWriter(4).u8(0xab).u16(0x1234).u32(0xdeadbeef).u64(0x0102030405060708n).i32(-2).tpm2b(fromHex('cafe')).bytes(fromHex('ff')).finish()
     expect(toHex(bytes)).toBe('ab1234deadbeef0102030405060708fffffffe0002cafeff')
     const r = new TpmReader(bytes)
     expect(r.u8()).toBe(0xab)
@@ -60,13 +52,26 @@ describe('TpmWriter / TpmReader', () => {
         try {
           for (const op of ops) {
             switch (op) {
-              case 0: r.u8(); break
-              case 1: r.u16(); break
-              case 2: r.u32(); break
-              case 3: r.u64(); break
-              case 4: r.tpm2b(); break
-              case 5: r.sized('s', (i) => i.u16()); break
-              default: r.expectEnd()
+              case 0:
+                r.u8()
+                break
+              case 1:
+                r.u16()
+                break
+              case 2:
+                r.u32()
+                break
+              case 3:
+                r.u64()
+                break
+              case 4:
+                r.tpm2b()
+                break
+              case 5:
+                r.sized('s', (i) => i.u16())
+                break
+              default:
+                r.expectEnd()
             }
           }
         } catch (err) {

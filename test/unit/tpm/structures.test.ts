@@ -38,10 +38,7 @@ import {
 } from '../../../src/tpm/structures.js'
 import { akTemplateEcc, akTemplateRsa, ekTemplateEcc, ekTemplateRsa, srkTemplateEcc } from '../../../src/tpm/templates.js'
 
-const RSA_EK_L1 =
-  '0001000b000300b20020837197674484b3f81a90cc8d46a5d724fd52d76e06520b64f2a1da1b331469aa' +
-  '00060080004300100800000000000100' +
-  '00'.repeat(256)
+const RSA_EK_L1 = '0001000b000300b20020837197674484b3f81a90cc8d46a5d724fd52d76e06520b64f2a1da1b331469aa' + '00060080004300100800000000000100' + '00'.repeat(256)
 const ECC_EK_L2 =
   '0023000b000300b20020837197674484b3f81a90cc8d46a5d724fd52d76e06520b64f2a1da1b331469aa' +
   '0006008000430010000300100020' +
@@ -88,8 +85,7 @@ describe('templates encode as the TCG / tpm2-tools bytes', () => {
 
 describe('TPMT_PUBLIC', () => {
   it.each(['rsa', 'ecc'] as const)('%s: round-trip, name and public key', (kind) => {
-    const { publicKey } =
-      kind === 'rsa' ? generateKeyPairSync('rsa', { modulusLength: 2048 }) : generateKeyPairSync('ec', { namedCurve: 'P-256' })
+    const { publicKey } = kind === 'rsa' ? generateKeyPairSync('rsa', { modulusLength: 2048 }) : generateKeyPairSync('ec', { namedCurve: 'P-256' })
     const pub = pubFromKey(kind, publicKey)
     const bytes = encodeTpmtPublic(pub)
     expect(parseTpmtPublic(bytes)).toEqual(pub)
@@ -138,9 +134,7 @@ describe('PCR selection', () => {
   it('encodes PCRs 0-7 and 16 as 03 ff 00 01', () => {
     const sel = pcrSelection([{ hash: TPM_ALG.SHA256, pcrs: [0, 1, 2, 3, 4, 5, 6, 7, 16] }])
     expect(toHex(encodeTpmlPcrSelection(sel))).toBe('00000001000b03ff0001')
-    expect(pcrSelectionToBanks(parseTpmlPcrSelection(encodeTpmlPcrSelection(sel)))).toEqual([
-      { hash: TPM_ALG.SHA256, pcrs: [0, 1, 2, 3, 4, 5, 6, 7, 16] },
-    ])
+    expect(pcrSelectionToBanks(parseTpmlPcrSelection(encodeTpmlPcrSelection(sel)))).toEqual([{ hash: TPM_ALG.SHA256, pcrs: [0, 1, 2, 3, 4, 5, 6, 7, 16] }])
   })
   it('rejects out-of-range PCRs with RangeError', () => {
     expect(() => pcrSelection([{ hash: TPM_ALG.SHA256, pcrs: [24] }])).toThrow(RangeError)
@@ -250,9 +244,7 @@ describe('ticket, creation data, NV public, credential blob', () => {
   })
   it('rejects a wrong ticket tag and a non-NV handle', () => {
     expect(() => parseTpmtTkCreation(fromHex('80224000000100'))).toThrow(expect.objectContaining({ code: 'ERR_TPM_PAYLOAD_INVALID' }))
-    expect(() => parseTpm2bNvPublic(fromHex('000e81000000000b00000000000000'))).toThrow(
-      expect.objectContaining({ code: 'ERR_TPM_PAYLOAD_INVALID' }),
-    )
+    expect(() => parseTpm2bNvPublic(fromHex('000e81000000000b00000000000000'))).toThrow(expect.objectContaining({ code: 'ERR_TPM_PAYLOAD_INVALID' }))
   })
 })
 
@@ -282,19 +274,15 @@ describe('fuzz: parsers throw only ERR_TPM_PAYLOAD_INVALID', () => {
   })
   it.each(parsers)('%s on mutated valid input', (_n, parse, seed) => {
     fc.assert(
-      fc.property(
-        fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 4 }),
-        fc.nat({ max: seed.length }),
-        (edits, cut) => {
-          const b = seed.slice(0, Math.max(cut, seed.length - 8))
-          for (const [i, v] of edits) if (b.length > 0) b[i % b.length] = v
-          try {
-            parse(b)
-          } catch (err) {
-            expect(isPayloadError(err)).toBe(true)
-          }
-        },
-      ),
+      fc.property(fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 4 }), fc.nat({ max: seed.length }), (edits, cut) => {
+        const b = seed.slice(0, Math.max(cut, seed.length - 8))
+        for (const [i, v] of edits) if (b.length > 0) b[i % b.length] = v
+        try {
+          parse(b)
+        } catch (err) {
+          expect(isPayloadError(err)).toBe(true)
+        }
+      }),
       { numRuns: 3000 },
     )
   })

@@ -35,11 +35,7 @@ afterEach(async () => {
 describe('SwtpmTcpTransport framing', () => {
   it.each<[SwtpmFraming, string, (r: Uint8Array) => Buffer]>([
     ['raw', toHex(CMD), (r) => Buffer.from(r)],
-    [
-      'mssim',
-      '00000008' + '00' + '0000000c' + toHex(CMD),
-      (r) => Buffer.concat([Buffer.from([0, 0, 0, r.length]), Buffer.from(r), Buffer.alloc(4)]),
-    ],
+    ['mssim', '00000008' + '00' + '0000000c' + toHex(CMD), (r) => Buffer.concat([Buffer.from([0, 0, 0, r.length]), Buffer.from(r), Buffer.alloc(4)])],
   ])('%s: one write per command, responses reassembled from fragments, queued in order', async (framing, wantHex, frame) => {
     let n = 0
     const fake = await fakeTpm((sock) => {

@@ -24,7 +24,14 @@ export interface Leaf {
 /** A leaf X.509-SVID for `id` signed by `ca` (chain: leaf, then `extra` certificates). */
 export async function makeLeaf(ca: TestCa, id: string, o: { notAfter?: Date; extra?: Uint8Array[] } = {}): Promise<Leaf> {
   const kp = generateKeyPair('ec-p256')
-  const der = await createX509Svid({ spiffeId: SpiffeId.fromString(id), publicKey: kp.publicKey, signer: ca.signer, issuer: { certificate: ca.certificate }, notBefore: new Date(NOW.getTime() - HOUR), notAfter: o.notAfter ?? new Date(NOW.getTime() + HOUR) })
+  const der = await createX509Svid({
+    spiffeId: SpiffeId.fromString(id),
+    publicKey: kp.publicKey,
+    signer: ca.signer,
+    issuer: { certificate: ca.certificate },
+    notBefore: new Date(NOW.getTime() - HOUR),
+    notAfter: o.notAfter ?? new Date(NOW.getTime() + HOUR),
+  })
   return { chain: [der, ...(o.extra ?? [])], key: kp.privateKey.export({ type: 'pkcs8', format: 'der' }), id }
 }
 
@@ -108,7 +115,9 @@ export class FakeWorkloadApi {
       FetchWITSVID: (call: grpc.ServerWritableStream<unknown, unknown>) => call.emit('error', statusOf({ code: grpc.status.UNIMPLEMENTED, details: 'x' })),
       FetchWITBundles: (call: grpc.ServerWritableStream<unknown, unknown>) => call.emit('error', statusOf({ code: grpc.status.UNIMPLEMENTED, details: 'x' })),
     })
-    await new Promise<void>((res, rej) => f.server.bindAsync(`unix:${f.socketPath}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? rej(err) : res())))
+    await new Promise<void>((res, rej) =>
+      f.server.bindAsync(`unix:${f.socketPath}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? rej(err) : res())),
+    )
     return f
   }
 

@@ -81,17 +81,38 @@ describe('verifyPeerChain', () => {
   it('refuses a peer of a trust domain without a bundle', async () => {
     const caC = await makeRoot('c.test')
     const leaf = await makeLeaf(caC, 'spiffe://c.test/x')
-    expect(() => verifyPeerChain(leaf.chain, bundles)).toThrow(expect.objectContaining({ code: 'ERR_X509_SVID_UNTRUSTED', cause: expect.objectContaining({ code: 'ERR_BUNDLE_NOT_FOUND' }) }))
+    expect(() => verifyPeerChain(leaf.chain, bundles)).toThrow(
+      expect.objectContaining({ code: 'ERR_X509_SVID_UNTRUSTED', cause: expect.objectContaining({ code: 'ERR_BUNDLE_NOT_FOUND' }) }),
+    )
   })
 
   it('refuses leaves that are not X.509-SVIDs, expired, tampered, or signed by a non-CA', async () => {
     const k = generateKeyPair('ec-p256').publicKey
     const cases: [string, Uint8Array[], string][] = [
-      ['two URI SANs', [await peculiarLeaf(caA, k, { uris: ['spiffe://a.test/x', 'spiffe://a.test/y'], keyUsage: KU.digitalSignature })], 'ERR_X509_SVID_INVALID'],
+      [
+        'two URI SANs',
+        [await peculiarLeaf(caA, k, { uris: ['spiffe://a.test/x', 'spiffe://a.test/y'], keyUsage: KU.digitalSignature })],
+        'ERR_X509_SVID_INVALID',
+      ],
       ['no URI SAN', [await peculiarLeaf(caA, k, { dnsNames: ['x.a.test'], keyUsage: KU.digitalSignature })], 'ERR_X509_SVID_INVALID'],
-      ['CA leaf', [await peculiarLeaf(caA, k, { uris: ['spiffe://a.test/x'], ca: true, keyUsage: KU.digitalSignature | KU.keyCertSign })], 'ERR_X509_SVID_INVALID'],
+      [
+        'CA leaf',
+        [await peculiarLeaf(caA, k, { uris: ['spiffe://a.test/x'], ca: true, keyUsage: KU.digitalSignature | KU.keyCertSign })],
+        'ERR_X509_SVID_INVALID',
+      ],
       ['trust-domain ID', [await peculiarLeaf(caA, k, { uris: ['spiffe://a.test'], keyUsage: KU.digitalSignature })], 'ERR_X509_SVID_INVALID'],
-      ['expired', [await peculiarLeaf(caA, k, { uris: ['spiffe://a.test/x'], keyUsage: KU.digitalSignature, notBefore: new Date(NOW.getTime() - 3 * HOUR), notAfter: new Date(NOW.getTime() - HOUR) })], 'ERR_X509_SVID_INVALID'],
+      [
+        'expired',
+        [
+          await peculiarLeaf(caA, k, {
+            uris: ['spiffe://a.test/x'],
+            keyUsage: KU.digitalSignature,
+            notBefore: new Date(NOW.getTime() - 3 * HOUR),
+            notAfter: new Date(NOW.getTime() - HOUR),
+          }),
+        ],
+        'ERR_X509_SVID_INVALID',
+      ],
     ]
     const good = await makeLeaf(caA, 'spiffe://a.test/x')
     const tampered = new Uint8Array(good.chain[0]!)
@@ -99,7 +120,10 @@ describe('verifyPeerChain', () => {
     cases.push(['tampered signature', [tampered], 'ERR_X509_SVID_UNTRUSTED'])
     // a leaf "issued" by another leaf (not a CA) that chains to the bundle
     const leafKey = createPrivateKey({ key: good.key, format: 'der', type: 'pkcs8' })
-    const underLeaf = await peculiarLeaf({ certificate: good.chain[0]!, privateKey: leafKey, publicKey: k, signer: new KeyObjectSigner(leafKey) }, k, { uris: ['spiffe://a.test/y'], keyUsage: KU.digitalSignature })
+    const underLeaf = await peculiarLeaf({ certificate: good.chain[0]!, privateKey: leafKey, publicKey: k, signer: new KeyObjectSigner(leafKey) }, k, {
+      uris: ['spiffe://a.test/y'],
+      keyUsage: KU.digitalSignature,
+    })
     cases.push(['issued by a non-CA', [underLeaf, good.chain[0]!], 'ERR_X509_SVID_UNTRUSTED'])
     for (const [what, chain, code] of cases) {
       expect(() => verifyPeerChain(chain, bundles), what).toThrow(expect.objectContaining({ code }))
@@ -225,13 +249,17 @@ describe('mutual TLS over sockets', () => {
   it('the client refuses a server with another ID: the handshake fails before any data', async () => {
     const srv = createMtlsServer(server, authorizeAny(), (sock) => sock.end('secret'))
     const port = await listen(srv)
-    await expect(connectMtls(client, authorizeId('spiffe://a.test/other'), { host: '127.0.0.1', port })).rejects.toMatchObject({ code: 'ERR_ID_NOT_AUTHORIZED' })
+    await expect(connectMtls(client, authorizeId('spiffe://a.test/other'), { host: '127.0.0.1', port })).rejects.toMatchObject({
+      code: 'ERR_ID_NOT_AUTHORIZED',
+    })
   })
 
   it('the server refuses a client its authorizer does not allow: the HTTP handler never runs, the refusal is logged', async () => {
     let handled = 0
     const refused: string[] = []
-    const srv = createMtlsHttpsServer(server, authorizePrefix('spiffe://a.test/agents'), (_req, res) => (handled++, res.end('ok')), { onRefused: (e) => refused.push((e as { code: string }).code) })
+    const srv = createMtlsHttpsServer(server, authorizePrefix('spiffe://a.test/agents'), (_req, res) => (handled++, res.end('ok')), {
+      onRefused: (e) => refused.push((e as { code: string }).code),
+    })
     const port = await listen(srv)
     const agent = mtlsAgent(client, authorizeId(SERVER))
     const err = await new Promise<Error | undefined>((resolve) => {

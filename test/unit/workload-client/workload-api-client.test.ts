@@ -108,7 +108,10 @@ describe('WorkloadApiClient', () => {
     const ac = new AbortController()
     let gotTwo!: () => void
     const two = new Promise<void>((r) => (gotTwo = r))
-    const w = client().watchX509Context({ onUpdate: (c) => (updates.push(c), updates.length === 2 && gotTwo()), onError: (e) => errors.push(e.code) }, { signal: ac.signal })
+    const w = client().watchX509Context(
+      { onUpdate: (c) => (updates.push(c), updates.length === 2 && gotTwo()), onError: (e) => errors.push(e.code) },
+      { signal: ac.signal },
+    )
     await waitUntil(() => updates.length === 1)
     fake.push(x509Response([l2], [caA.certificate]))
     await two
@@ -148,14 +151,22 @@ describe('WorkloadApiClient', () => {
     fake.x509Script.push({ code, details: 'final' })
     const calls = fake.x509Calls
     const errors: string[] = []
-    await expect(client().watchX509Context({ onUpdate: () => {}, onError: (e) => errors.push(e.code) }, { signal: new AbortController().signal })).rejects.toMatchObject({ code: errCode })
+    await expect(
+      client().watchX509Context({ onUpdate: () => {}, onError: (e) => errors.push(e.code) }, { signal: new AbortController().signal }),
+    ).rejects.toMatchObject({ code: errCode })
     expect(fake.x509Calls).toBe(calls + 1)
     expect(errors).toEqual([errCode])
   })
 
   it('fetches JWT-SVIDs (audience and ID sent, token checked) and JWT bundles; validates through the agent', async () => {
     const kp = generateKeyPair('ec-p256')
-    const token = await mintJwtSvid({ spiffeId: SpiffeId.fromString(A), audience: ['svc'], signer: new KeyObjectSigner(kp.privateKey), kid: 'k1', expiresAt: new Date(Date.now() + 600_000) })
+    const token = await mintJwtSvid({
+      spiffeId: SpiffeId.fromString(A),
+      audience: ['svc'],
+      signer: new KeyObjectSigner(kp.privateKey),
+      kid: 'k1',
+      expiresAt: new Date(Date.now() + 600_000),
+    })
     fake.jwtSvids = { svids: [{ spiffe_id: A, svid: token, hint: 'h' }] }
     const svid = await client().fetchJwtSvid({ audience: 'svc', spiffeId: A })
     expect(svid.id.toString()).toBe(A)
@@ -174,7 +185,15 @@ describe('WorkloadApiClient', () => {
     const bundles = await client().fetchJwtBundles()
     expect(bundles.getJwtBundleForTrustDomain(TrustDomain.fromString('a.test')).findKey('k1')).toBeDefined()
 
-    fake.validate = { spiffe_id: A, claims: { fields: { sub: { kind: 'stringValue', stringValue: A }, aud: { kind: 'listValue', listValue: { values: [{ kind: 'stringValue', stringValue: 'svc' }] } } } } }
+    fake.validate = {
+      spiffe_id: A,
+      claims: {
+        fields: {
+          sub: { kind: 'stringValue', stringValue: A },
+          aud: { kind: 'listValue', listValue: { values: [{ kind: 'stringValue', stringValue: 'svc' }] } },
+        },
+      },
+    }
     const v = await client().validateJwtSvid(token, 'svc')
     expect(v.svid.id.toString()).toBe(A)
     expect(v.claims).toEqual({ sub: A, aud: ['svc'] })

@@ -1,15 +1,6 @@
 import { AsyncLocalStorage } from 'node:async_hooks'
 import { IdentityError } from '../../../errors/index.js'
-import type {
-  AttestedNodeStore,
-  BundleStore,
-  CaJournalStore,
-  DataStore,
-  EntryStore,
-  JoinTokenStore,
-  KvStore,
-  LiveInstanceStore,
-} from '../types.js'
+import type { AttestedNodeStore, BundleStore, CaJournalStore, DataStore, EntryStore, JoinTokenStore, KvStore, LiveInstanceStore } from '../types.js'
 
 /** The synchronous twin of a store interface: what an implementation writes. */
 export type Sync<T> = {

@@ -45,7 +45,10 @@ export function createMemoryDataStore(opts: MemoryDataStoreOptions = {}): DataSt
       snapshots.length = 0
     },
   }
-  return createLockedDataStore(memoryStores(opts.clock ?? systemClock, () => state), driver)
+  return createLockedDataStore(
+    memoryStores(opts.clock ?? systemClock, () => state),
+    driver,
+  )
 }
 
 function memoryStores(clock: Clock, current: () => MemoryState): SyncStores {

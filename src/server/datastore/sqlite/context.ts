@@ -31,7 +31,6 @@ export function datastoreError(op: string, err: unknown): IdentityError {
   })
 }
 
-
 export interface SqliteContext {
   readonly db: Db
   readonly clock: Clock
@@ -42,7 +41,16 @@ export interface SqliteContext {
   /** A single read statement: no transaction needed. */
   read<A extends unknown[], R>(op: string, fn: (...args: A) => R): (...args: A) => R
   /** One page of `table` ordered by `key`, and the token of the next page ('' at the end). */
-  paged<Row, T>(table: string, alias: string, columns: string, key: string, where: Where, page: Page | undefined, map: (r: Row) => T, keyOf: (t: T) => string): { items: T[]; next: string }
+  paged<Row, T>(
+    table: string,
+    alias: string,
+    columns: string,
+    key: string,
+    where: Where,
+    page: Page | undefined,
+    map: (r: Row) => T,
+    keyOf: (t: T) => string,
+  ): { items: T[]; next: string }
   countWhere(table: string, alias: string, where: Where): number
 }
 

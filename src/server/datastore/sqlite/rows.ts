@@ -82,4 +82,3 @@ export function toNode(r: NodeRow): AttestedNode {
     updatedAt: r.updated_at,
   }
 }
-

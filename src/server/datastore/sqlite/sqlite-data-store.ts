@@ -59,16 +59,13 @@ function migrate(db: Db, log: Logger, migrations: readonly Migration[]): number 
     applied_at INTEGER NOT NULL
   ) STRICT`)
   const latest = migrations[migrations.length - 1]?.version ?? 0
-  const current = (): number =>
-    (db.prepare('SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations').get() as { v: number }).v
+  const current = (): number => (db.prepare('SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations').get() as { v: number }).v
   const apply = db.transaction(() => {
     const from = current()
     if (from > latest) {
-      throw new IdentityError(
-        'ERR_DATASTORE',
-        `datastore schema version ${from} is newer than this build of warrant supports (${latest}); upgrade warrant`,
-        { details: { schemaVersion: from, supportedVersion: latest } },
-      )
+      throw new IdentityError('ERR_DATASTORE', `datastore schema version ${from} is newer than this build of warrant supports (${latest}); upgrade warrant`, {
+        details: { schemaVersion: from, supportedVersion: latest },
+      })
     }
     for (const m of migrations) {
       if (m.version <= from) continue

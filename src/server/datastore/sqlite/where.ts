@@ -102,4 +102,3 @@ export function nodeWhere(f: NormalizedNodeFilter): Where {
   }
   return { clauses, params }
 }
-

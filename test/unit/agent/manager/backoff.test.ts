@@ -14,11 +14,7 @@ describe('Backoff', () => {
     expect(high.next()).toBe(120)
   })
 
-  it.each([
-    [{ initialMs: 0 }],
-    [{ initialMs: 10, maxMs: 5 }],
-    [{ jitter: 1 }],
-  ])('rejects bad options %j', (opts) => {
+  it.each([[{ initialMs: 0 }], [{ initialMs: 10, maxMs: 5 }], [{ jitter: 1 }]])('rejects bad options %j', (opts) => {
     expect(() => new Backoff(opts)).toThrow(RangeError)
   })
 })

@@ -72,9 +72,15 @@ class FakeServer implements SvidSigner, InstanceClient {
     return params.map((p) => {
       this.signed.push(p)
       const inst = p.instanceId ? this.live.get(p.instanceId) : undefined
-      if (p.instanceId && !inst) return { entryId: p.entryId, error: new IdentityError('ERR_ID_NOT_AUTHORIZED', 'permission denied'), svidChain: [], expiresAt: 0 }
+      if (p.instanceId && !inst)
+        return { entryId: p.entryId, error: new IdentityError('ERR_ID_NOT_AUTHORIZED', 'permission denied'), svidChain: [], expiresAt: 0 }
       const id = inst ? inst.spiffeId : `spiffe://example.org/${p.entryId}`
-      return { entryId: p.entryId, error: undefined, svidChain: [new Uint8Array(Buffer.from(`${id}#${++this.serial}`))], expiresAt: this.clock.now() + X509_TTL }
+      return {
+        entryId: p.entryId,
+        error: undefined,
+        svidChain: [new Uint8Array(Buffer.from(`${id}#${++this.serial}`))],
+        expiresAt: this.clock.now() + X509_TTL,
+      }
     })
   }
   async newJwtSvid(entryId: string, audience: string[], opts: { instanceId?: string } = {}): Promise<JwtSvidMint> {
@@ -86,7 +92,18 @@ class FakeServer implements SvidSigner, InstanceClient {
 }
 
 function entry(id: string, spiffeId: string): AgentEntry {
-  return { id, spiffeId, parentId: 'spiffe://example.org/agent', selectors: SEL, x509SvidTtl: 0, jwtSvidTtl: 0, dnsNames: [], federatesWith: [], hint: '', revision: 1 }
+  return {
+    id,
+    spiffeId,
+    parentId: 'spiffe://example.org/agent',
+    selectors: SEL,
+    x509SvidTtl: 0,
+    jwtSvidTtl: 0,
+    dnsNames: [],
+    federatesWith: [],
+    hint: '',
+    revision: 1,
+  }
 }
 
 const localBundle: BundleDoc = { trustDomain: 'example.org', document: SpiffeBundle.from({ trustDomain: TD }).marshal(), sequence: 1 }
@@ -157,7 +174,12 @@ describe('AgentManager: per-instance identities', () => {
     await settle()
     expect(a2.instance()!.spiffeId).toBe(ia.spiffeId)
     expect(server.calls.filter((c) => c.startsWith('register:'))).toEqual(['register:101', 'register:102'])
-    expect(server.signed.filter((p) => p.entryId === 'tpl').map((p) => p.instanceId).sort()).toEqual([...server.live.keys()].sort())
+    expect(
+      server.signed
+        .filter((p) => p.entryId === 'tpl')
+        .map((p) => p.instanceId)
+        .sort(),
+    ).toEqual([...server.live.keys()].sort())
     expect(manager.stats()).toMatchObject({ instances: 2, processes: 2 })
   })
 
@@ -220,7 +242,7 @@ describe('AgentManager: per-instance identities', () => {
     expect(server.calls.filter((c) => c.startsWith('register:'))).toHaveLength(2)
   })
 
-  it('JWT-SVIDs of a template entry are minted for the caller\'s instance', async () => {
+  it("JWT-SVIDs of a template entry are minted for the caller's instance", async () => {
     const { manager, server } = setup()
     await manager.applySync(full([entry('tpl', TEMPLATE), entry('plain', 'spiffe://example.org/plain')]))
     const peerA = { pid: 101, uid: 1000, gid: 1000, groups: [], startTime: '5000' }
@@ -277,7 +299,7 @@ describe('AgentManager: per-instance identities', () => {
     expect(manager.stats().pendingEnds).toBe(2)
   })
 
-  it('on start, ends the previous run\'s instances before registering any new one, retrying until it succeeds', async () => {
+  it("on start, ends the previous run's instances before registering any new one, retrying until it succeeds", async () => {
     const { manager, server, clock } = setup()
     server.down = true
     const started = manager.endPreviousInstances()
@@ -305,8 +327,15 @@ describe('AgentManager: per-instance identities', () => {
     // The new run talks to the same server.
     const clock = first.clock
     const m2 = new AgentManager({
-      trustDomain: TD, signer: first.server, instances: first.server, clock, log: nullLogger, attestWorkload: async () => SEL,
-      autoTick: false, random: () => 0.5, readStartTime: (pid) => first.procs.get(pid),
+      trustDomain: TD,
+      signer: first.server,
+      instances: first.server,
+      clock,
+      log: nullLogger,
+      attestWorkload: async () => SEL,
+      autoTick: false,
+      random: () => 0.5,
+      readStartTime: (pid) => first.procs.get(pid),
     })
     await m2.endPreviousInstances()
     await m2.applySync(full([entry('tpl', TEMPLATE)]))
@@ -324,7 +353,13 @@ describe('AgentManager: per-instance identities', () => {
     await settle()
     const id1 = a.instance()!.spiffeId.split('/').at(-1)!
     server.templates.set('tpl', 'spiffe://example.org/agents/other/{instance}')
-    await manager.applySync({ full: false, entries: [{ ...entry('tpl', 'spiffe://example.org/agents/other/{instance}'), revision: 2 }], deletedEntryIds: [], bundle: undefined, federatedBundles: undefined })
+    await manager.applySync({
+      full: false,
+      entries: [{ ...entry('tpl', 'spiffe://example.org/agents/other/{instance}'), revision: 2 }],
+      deletedEntryIds: [],
+      bundle: undefined,
+      federatedBundles: undefined,
+    })
     await settle()
     expect(server.ended.has(id1)).toBe(true)
     expect(a.ids()[0]).toMatch(/^spiffe:\/\/example\.org\/agents\/other\/i\d{25}$/)

@@ -126,7 +126,10 @@ describe('AgentManager: entries, matching and subscribers', () => {
 
     const cases: [string[], string[]][] = [
       [['unix:uid:1000'], ['spiffe://example.org/a']],
-      [['unix:uid:1000', 'unix:gid:5'], ['spiffe://example.org/a', 'spiffe://example.org/b']],
+      [
+        ['unix:uid:1000', 'unix:gid:5'],
+        ['spiffe://example.org/a', 'spiffe://example.org/b'],
+      ],
       [['unix:uid:65534'], ['spiffe://example.org/c']],
       [['unix:gid:5'], []],
       [[], []],
@@ -223,7 +226,15 @@ describe('AgentManager: rotation and resilience', () => {
   it('jitter spreads rotation times over ±10% of the half-life', () => {
     const clocks = [0, 0.25, 0.5, 0.75, 0.999].map((r) => {
       const clock = new FakeClock()
-      const m = new AgentManager({ trustDomain: TD, signer: new FakeSigner(clock), clock, log: nullLogger, attestWorkload: async () => [], autoTick: false, random: () => r })
+      const m = new AgentManager({
+        trustDomain: TD,
+        signer: new FakeSigner(clock),
+        clock,
+        log: nullLogger,
+        attestWorkload: async () => [],
+        autoTick: false,
+        random: () => r,
+      })
       return { m, clock }
     })
     return Promise.all(

@@ -74,11 +74,18 @@ describe('Subscribers', () => {
     const { subs } = setup()
     const one: WorkloadUpdate[] = []
     const two: WorkloadUpdate[] = []
-    const matches = new Map([['s:1', new Set(['a'])], ['s:2', new Set(['b'])]])
+    const matches = new Map([
+      ['s:1', new Set(['a'])],
+      ['s:2', new Set(['b'])],
+    ])
     const off = subs.add(new Set(['s:1']), new Set(['a']), (u) => one.push(u), undefined)
     subs.add(new Set(['s:2']), new Set(['b']), (u) => two.push(u), undefined)
     expect(subs.pinned('a') && subs.pinned('b')).toBe(true)
-    subs.rematch((sel) => matches.get([...sel][0]!) ?? new Set(), new Set(['b']), () => true)
+    subs.rematch(
+      (sel) => matches.get([...sel][0]!) ?? new Set(),
+      new Set(['b']),
+      () => true,
+    )
     subs.queueFlush()
     await flushed()
     expect([one.length, two.length]).toEqual([1, 2])
@@ -110,9 +117,14 @@ describe('Subscribers', () => {
   it('a subscriber that throws is logged and does not stop delivery to others', async () => {
     const { subs, log } = setup()
     const got: WorkloadUpdate[] = []
-    subs.add(new Set(), new Set(), () => {
-      throw new Error('boom')
-    }, undefined)
+    subs.add(
+      new Set(),
+      new Set(),
+      () => {
+        throw new Error('boom')
+      },
+      undefined,
+    )
     subs.add(new Set(), new Set(), (u) => got.push(u), undefined)
     expect(got).toHaveLength(1)
     expect(log.lines.some((l) => l.msg === 'Subscriber failed to take an update')).toBe(true)

@@ -51,8 +51,7 @@ describe('Workload API response builders', () => {
 })
 
 describe('X509ResponseCache and workloadApiService', () => {
-  const svc = () =>
-    (loadProto('spiffe/workload/workload.proto').SpiffeWorkloadAPI as unknown as { service: grpc.ServiceDefinition }).service
+  const svc = () => (loadProto('spiffe/workload/workload.proto').SpiffeWorkloadAPI as unknown as { service: grpc.ServiceDefinition }).service
   /** A fresh update sharing nothing with `update` but what `change` keeps. */
   const copy = (u: WorkloadUpdate): WorkloadUpdate => ({ ...u, identities: [...u.identities], federatedBundles: new Map(u.federatedBundles) })
 

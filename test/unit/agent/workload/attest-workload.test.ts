@@ -81,7 +81,7 @@ describe('attestationReuseMs', () => {
     expect(attestationReuseMs(attestors)).toBe(ms)
   })
 
-  it('the unix attestor declares its name lookups\' own re-read interval', () => {
+  it("the unix attestor declares its name lookups' own re-read interval", () => {
     const unix = new UnixWorkloadAttestor({ discoverWorkloadPath: true, workloadSizeLimit: -1, log: nullLogger })
     expect(unix.selectorsStableForMs).toBe(NAME_DB_RECHECK_MS)
   })

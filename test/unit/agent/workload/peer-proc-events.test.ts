@@ -252,20 +252,32 @@ describe('PeerTrackingServer with the kernel process events', () => {
       ...(opts.openProcEvents ? { openProcEvents: opts.openProcEvents } : {}),
     })
     const tracker = pts
-    const method = { path: '/t.T/Recheck', requestStream: false, responseStream: false, requestSerialize: id, requestDeserialize: id, responseSerialize: id, responseDeserialize: id }
-    grpcServer.addService({ Recheck: method } as unknown as grpc.ServiceDefinition, {
-      Recheck: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
-        try {
-          tracker.assertPeerAlive(tracker.peerOf(call))
-          cb(null, Buffer.from('ok'))
-        } catch (err) {
-          cb(null, Buffer.from((err as { code?: string }).code ?? String(err)))
-        }
+    const method = {
+      path: '/t.T/Recheck',
+      requestStream: false,
+      responseStream: false,
+      requestSerialize: id,
+      requestDeserialize: id,
+      responseSerialize: id,
+      responseDeserialize: id,
+    }
+    grpcServer.addService(
+      { Recheck: method },
+      {
+        Recheck: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
+          try {
+            tracker.assertPeerAlive(tracker.peerOf(call))
+            cb(null, Buffer.from('ok'))
+          } catch (err) {
+            cb(null, Buffer.from((err as { code?: string }).code ?? String(err)))
+          }
+        },
       },
-    })
+    )
     await pts.listen()
     const c = new grpc.Client(`unix:${socketPath}`, grpc.credentials.createInsecure())
-    const ask = () => new Promise<string>((resolve, reject) => c.makeUnaryRequest(method.path, id, id, Buffer.alloc(0), (e, r) => (e ? reject(e) : resolve(r!.toString()))))
+    const ask = () =>
+      new Promise<string>((resolve, reject) => c.makeUnaryRequest(method.path, id, id, Buffer.alloc(0), (e, r) => (e ? reject(e) : resolve(r!.toString()))))
     return { ask, close: () => c.close(), socketPath }
   }
 
@@ -406,7 +418,9 @@ describe('PeerTrackingServer with the kernel process events', () => {
           await vi.waitFor(() => expect(pts!.connectionCount).toBe(2))
           await h.send('setgroups')
           const id = (b: Buffer) => b
-          const answer = await new Promise<string>((res, rej) => r2.makeUnaryRequest('/t.T/Recheck', id, id, Buffer.alloc(0), (e, v) => (e ? rej(e) : res(v!.toString()))))
+          const answer = await new Promise<string>((res, rej) =>
+            r2.makeUnaryRequest('/t.T/Recheck', id, id, Buffer.alloc(0), (e, v) => (e ? rej(e) : res(v!.toString()))),
+          )
           expect(answer).toBe('ERR_WORKLOAD_CREDENTIALS_CHANGED')
         } finally {
           r2.close()
@@ -445,9 +459,13 @@ describe('PeerTrackingServer with the kernel process events', () => {
 
     it('without the events (open fails): logs once at info, reads /proc in full on every call and refuses a change', async () => {
       const log = captureLogger()
-      const { h, r } = await helperRig('fallback', () => {
-        throw Object.assign(new Error('socket(NETLINK_CONNECTOR) failed'), { code: 'EPROTONOSUPPORT' })
-      }, log)
+      const { h, r } = await helperRig(
+        'fallback',
+        () => {
+          throw Object.assign(new Error('socket(NETLINK_CONNECTOR) failed'), { code: 'EPROTONOSUPPORT' })
+        },
+        log,
+      )
       try {
         expect(pts!.watchesProcEvents).toBe(false)
         expect(await r.ask()).toBe('ok')
@@ -482,7 +500,12 @@ describe('PeerTrackingServer with the kernel process events', () => {
       const r = await rig(`suid-${open ? 'fallback' : 'events'}`, { ...(open ? { openProcEvents: open } : {}) })
       try {
         expect(pts!.watchesProcEvents).toBe(open === undefined)
-        const child = spawn(attack, [r.socketPath, suidSleeper, process.execPath, client], { uid: NOBODY, gid: NOBODY, cwd: '/', stdio: ['ignore', 'pipe', 'inherit'] })
+        const child = spawn(attack, [r.socketPath, suidSleeper, process.execPath, client], {
+          uid: NOBODY,
+          gid: NOBODY,
+          cwd: '/',
+          stdio: ['ignore', 'pipe', 'inherit'],
+        })
         helpers.push(child)
         let out = ''
         child.stdout.on('data', (d: Buffer) => (out += d.toString()))

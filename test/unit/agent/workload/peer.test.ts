@@ -40,7 +40,6 @@ function connectChild(socketPath: string, ids?: { uid: number; gid: number }) {
   return { child, reported }
 }
 
-
 /** A server on `path` (world-connectable) that takes one connection and stops listening. */
 function acceptOne(path: string): Promise<net.Socket> {
   return new Promise<net.Socket>((resolve) => {
@@ -60,10 +59,7 @@ describe('SO_PEERCRED addon', () => {
   })
   afterEach(() => tmp.cleanup())
 
-  const cases = [
-    { title: 'same user as the test', ids: undefined },
-    ...(isRoot ? [{ title: 'uid/gid 65534 (nobody)', ids: { uid: 65534, gid: 65534 } }] : []),
-  ]
+  const cases = [{ title: 'same user as the test', ids: undefined }, ...(isRoot ? [{ title: 'uid/gid 65534 (nobody)', ids: { uid: 65534, gid: 65534 } }] : [])]
   it.each(cases)('reports the pid, uid and gid of a connecting child: $title', async ({ ids }) => {
     const path = join(tmp.dir, 'a.sock')
     const accepted = acceptOne(path)
@@ -307,24 +303,45 @@ describe('PeerTrackingServer', () => {
     const id = (b: Buffer) => b
     const caller = spawn('sleep', ['30'], { stdio: 'ignore' })
     const callerExited = new Promise((resolve) => caller.once('exit', resolve))
-    const ownFds = () => readdirSync('/proc/self/fd').map((fd) => { try { return readlinkSync(`/proc/self/fd/${fd}`) } catch { return '' } })
-    const held = () => ({ pidfds: ownFds().filter((l) => l === 'anon_inode:[pidfd]').length, statFiles: ownFds().filter((l) => l === `/proc/${caller.pid}/stat`).length })
+    const ownFds = () =>
+      readdirSync('/proc/self/fd').map((fd) => {
+        try {
+          return readlinkSync(`/proc/self/fd/${fd}`)
+        } catch {
+          return ''
+        }
+      })
+    const held = () => ({
+      pidfds: ownFds().filter((l) => l === 'anon_inode:[pidfd]').length,
+      statFiles: ownFds().filter((l) => l === `/proc/${caller.pid}/stat`).length,
+    })
     const before = held()
     // The connection is credited to `caller` (pidfd_open of its pid, or its /proc/<pid>/stat kept open).
     pts = new PeerTrackingServer({ socketPath, grpcServer, log: nullLogger, getPeerCred: () => ({ pid: caller.pid!, uid: 0, gid: 0 }), pidfds })
     const tracker = pts
-    const method = { path: '/t.T/Alive', requestStream: false, responseStream: false, requestSerialize: id, requestDeserialize: id, responseSerialize: id, responseDeserialize: id }
-    grpcServer.addService({ Alive: method }, {
-      Alive: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
-        try {
-          const peer = tracker.peerOf(call)
-          tracker.assertPeerAlive(peer)
-          cb(null, Buffer.from(`ok ${peer.pid}`))
-        } catch (err) {
-          cb(null, Buffer.from(isIdentityError(err, 'ERR_WORKLOAD_ATTESTATION_FAILED') ? 'failed' : `other ${String(err)}`))
-        }
+    const method = {
+      path: '/t.T/Alive',
+      requestStream: false,
+      responseStream: false,
+      requestSerialize: id,
+      requestDeserialize: id,
+      responseSerialize: id,
+      responseDeserialize: id,
+    }
+    grpcServer.addService(
+      { Alive: method },
+      {
+        Alive: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
+          try {
+            const peer = tracker.peerOf(call)
+            tracker.assertPeerAlive(peer)
+            cb(null, Buffer.from(`ok ${peer.pid}`))
+          } catch (err) {
+            cb(null, Buffer.from(isIdentityError(err, 'ERR_WORKLOAD_ATTESTATION_FAILED') ? 'failed' : `other ${String(err)}`))
+          }
+        },
       },
-    })
+    )
     await pts.listen()
     const client = new grpc.Client(`unix:${socketPath}`, grpc.credentials.createInsecure())
     const ask = () =>
@@ -355,21 +372,34 @@ describe('PeerTrackingServer', () => {
     const id = (b: Buffer) => b
     pts = new PeerTrackingServer({ socketPath, grpcServer, log, getPeerCred: () => ({ pid: caller.pid!, ...atConnect }) })
     const tracker = pts
-    const method = { path: '/t.T/Recheck', requestStream: false, responseStream: false, requestSerialize: id, requestDeserialize: id, responseSerialize: id, responseDeserialize: id }
-    grpcServer.addService({ Recheck: method }, {
-      Recheck: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
-        try {
-          tracker.assertPeerAlive(tracker.peerOf(call))
-          cb(null, Buffer.from('ok'))
-        } catch (err) {
-          cb(null, Buffer.from((err as { code?: string }).code ?? String(err)))
-        }
+    const method = {
+      path: '/t.T/Recheck',
+      requestStream: false,
+      responseStream: false,
+      requestSerialize: id,
+      requestDeserialize: id,
+      responseSerialize: id,
+      responseDeserialize: id,
+    }
+    grpcServer.addService(
+      { Recheck: method },
+      {
+        Recheck: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
+          try {
+            tracker.assertPeerAlive(tracker.peerOf(call))
+            cb(null, Buffer.from('ok'))
+          } catch (err) {
+            cb(null, Buffer.from((err as { code?: string }).code ?? String(err)))
+          }
+        },
       },
-    })
+    )
     await pts.listen()
     const client = new grpc.Client(`unix:${socketPath}`, grpc.credentials.createInsecure())
     const ask = () =>
-      new Promise<string>((resolve, reject) => client.makeUnaryRequest(method.path, id, id, Buffer.alloc(0), (e, r) => (e ? reject(e) : resolve(r!.toString()))))
+      new Promise<string>((resolve, reject) =>
+        client.makeUnaryRequest(method.path, id, id, Buffer.alloc(0), (e, r) => (e ? reject(e) : resolve(r!.toString()))),
+      )
     return { ask, close: () => client.close() }
   }
 
@@ -470,13 +500,24 @@ describe('PeerTrackingServer', () => {
       now: () => 0, // no refill: the budget is exactly RESET_BURST
     })
     const tracker = pts
-    const method = { path: '/t.T/S', requestStream: false, responseStream: true, requestSerialize: id, requestDeserialize: id, responseSerialize: id, responseDeserialize: id }
-    grpcServer.addService({ S: method }, {
-      S: (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
-        tracker.watchResets(call)
-        call.write(Buffer.from('m'))
+    const method = {
+      path: '/t.T/S',
+      requestStream: false,
+      responseStream: true,
+      requestSerialize: id,
+      requestDeserialize: id,
+      responseSerialize: id,
+      responseDeserialize: id,
+    }
+    grpcServer.addService(
+      { S: method },
+      {
+        S: (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
+          tracker.watchResets(call)
+          call.write(Buffer.from('m'))
+        },
       },
-    })
+    )
     await pts.listen()
     const client = new grpc.Client(`unix:${socketPath}`, grpc.credentials.createInsecure())
     const n = RESET_BURST * 2 + 200 // past nghttp2's own burst of 1,000 resets

@@ -6,8 +6,16 @@ const STATUS = 'Name:\tUid:\t9\nUmask:\t0022\nUid:\t1\t2\t3\t4\nGid:\t5\t6\t7\t8
 
 describe('parseProcCreds', () => {
   it.each([
-    { title: 'all four ids and the groups; names inside other lines are not lines', text: STATUS, expected: { uids: [1, 2, 3, 4], gids: [5, 6, 7, 8], groups: [9, 10] } },
-    { title: 'empty Groups line, last line without newline', text: 'Name:\tx\nGroups:\t\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t4294967294', expected: { uids: [0, 0, 0, 0], gids: [0, 0, 0, 4294967294], groups: [] } },
+    {
+      title: 'all four ids and the groups; names inside other lines are not lines',
+      text: STATUS,
+      expected: { uids: [1, 2, 3, 4], gids: [5, 6, 7, 8], groups: [9, 10] },
+    },
+    {
+      title: 'empty Groups line, last line without newline',
+      text: 'Name:\tx\nGroups:\t\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t4294967294',
+      expected: { uids: [0, 0, 0, 0], gids: [0, 0, 0, 4294967294], groups: [] },
+    },
   ])('$title', ({ text, expected }) => {
     expect(parseProcCreds(Buffer.from(text))).toMatchObject(expected)
     // Bytes past the length are not read.

@@ -24,8 +24,22 @@ const payload: TpmAttestationPayload = {
   akCreationAttest: new Uint8Array([4, 5]),
   akCreationSignature: new Uint8Array([6]),
 }
-const challenge = { credentialBlob: new Uint8Array(70).fill(1), encryptedSecret: new Uint8Array(70).fill(2), nonce: new Uint8Array(32).fill(3), pcrBank: 'sha256' as const, pcrs: [0, 7, 16] }
-const answer = { activatedSecret: new Uint8Array(32).fill(4), quoteAttest: new Uint8Array(100).fill(5), quoteSignature: new Uint8Array(70).fill(6), pcrValues: new Map([[16, new Uint8Array(32).fill(7)], [0, new Uint8Array(32)]]) }
+const challenge = {
+  credentialBlob: new Uint8Array(70).fill(1),
+  encryptedSecret: new Uint8Array(70).fill(2),
+  nonce: new Uint8Array(32).fill(3),
+  pcrBank: 'sha256' as const,
+  pcrs: [0, 7, 16],
+}
+const answer = {
+  activatedSecret: new Uint8Array(32).fill(4),
+  quoteAttest: new Uint8Array(100).fill(5),
+  quoteSignature: new Uint8Array(70).fill(6),
+  pcrValues: new Map([
+    [16, new Uint8Array(32).fill(7)],
+    [0, new Uint8Array(32)],
+  ]),
+}
 
 const obj = (b: Uint8Array): Record<string, unknown> => JSON.parse(Buffer.from(b).toString()) as Record<string, unknown>
 const enc = (o: unknown): Uint8Array => Buffer.from(JSON.stringify(o))
@@ -60,7 +74,11 @@ describe('tpm payload', () => {
     { title: 'non-canonical base64', decode: decodePayload, bytes: enc({ ...p, ak_creation_data: 'AQJ=' }) },
     { title: 'base64 without padding', decode: decodePayload, bytes: enc({ ...p, ak_creation_signature: 'Bg' }) },
     { title: 'a garbage public area', decode: decodePayload, bytes: enc({ ...p, ak_public: Buffer.from([0, 3, 0, 1, 0]).toString('base64') }) },
-    { title: 'a public area with trailing bytes', decode: decodePayload, bytes: enc({ ...p, ak_public: Buffer.concat([Buffer.from(payload.akPublic), Buffer.from([0])]).toString('base64') }) },
+    {
+      title: 'a public area with trailing bytes',
+      decode: decodePayload,
+      bytes: enc({ ...p, ak_public: Buffer.concat([Buffer.from(payload.akPublic), Buffer.from([0])]).toString('base64') }),
+    },
     { title: 'an oversized EK certificate', decode: decodePayload, bytes: enc({ ...p, ek_cert: Buffer.alloc(9000).toString('base64') }) },
     { title: 'a short nonce', decode: decodeChallenge, bytes: enc({ ...c, nonce: Buffer.alloc(16).toString('base64') }) },
     { title: 'an unknown PCR bank', decode: decodeChallenge, bytes: enc({ ...c, pcr_bank: 'sm3_256' }) },
@@ -69,7 +87,11 @@ describe('tpm payload', () => {
     { title: 'a fractional PCR index', decode: decodeChallenge, bytes: enc({ ...c, pcrs: [1.5] }) },
     { title: 'a PCR value that is not hex', decode: decodeAnswer, bytes: enc({ ...a, pcr_values: { '0': 'zz'.repeat(32) } }) },
     { title: 'a PCR key that is not an index', decode: decodeAnswer, bytes: enc({ ...a, pcr_values: { '07': '00'.repeat(32) } }) },
-    { title: 'a PCR value of the wrong size for the bank', decode: (b) => decodeAnswer(b, 'sha256'), bytes: enc({ ...a, pcr_values: { '0': '00'.repeat(20) } }) },
+    {
+      title: 'a PCR value of the wrong size for the bank',
+      decode: (b) => decodeAnswer(b, 'sha256'),
+      bytes: enc({ ...a, pcr_values: { '0': '00'.repeat(20) } }),
+    },
     { title: 'pcr_values as an array', decode: decodeAnswer, bytes: enc({ ...a, pcr_values: [] }) },
     { title: 'an empty activated secret', decode: decodeAnswer, bytes: enc({ ...a, activated_secret: '' }) },
   ]
@@ -99,21 +121,33 @@ describe('tpm payload', () => {
   it('throws only typed errors for mutated valid messages', () => {
     const messages = [encodePayload(payload), encodeChallenge(challenge), encodeAnswer(answer)]
     fc.assert(
-      fc.property(fc.integer({ min: 0, max: 2 }), fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 8 }), fc.nat(), (which, edits, cut) => {
-        const m = Buffer.from(messages[which]!)
-        for (const [pos, v] of edits) m[pos % m.length] = v
-        const bytes = m.subarray(0, m.length - (cut % 4))
-        onlyTypedErrors(() => decodePayload(bytes))
-        onlyTypedErrors(() => decodeChallenge(bytes))
-        onlyTypedErrors(() => decodeAnswer(bytes, 'sha256'))
-      }),
+      fc.property(
+        fc.integer({ min: 0, max: 2 }),
+        fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 8 }),
+        fc.nat(),
+        (which, edits, cut) => {
+          const m = Buffer.from(messages[which]!)
+          for (const [pos, v] of edits) m[pos % m.length] = v
+          const bytes = m.subarray(0, m.length - (cut % 4))
+          onlyTypedErrors(() => decodePayload(bytes))
+          onlyTypedErrors(() => decodeChallenge(bytes))
+          onlyTypedErrors(() => decodeAnswer(bytes, 'sha256'))
+        },
+      ),
       { numRuns: 1000 },
     )
   })
 
   it('throws only typed errors for structurally valid JSON with random field values', () => {
     const b64 = fc.uint8Array({ maxLength: 300 }).map((b) => Buffer.from(b).toString('base64'))
-    const field = fc.oneof(b64, fc.string(), fc.integer(), fc.constant(null), fc.array(fc.integer({ min: -2, max: 30 })), fc.dictionary(fc.string(), fc.string()))
+    const field = fc.oneof(
+      b64,
+      fc.string(),
+      fc.integer(),
+      fc.constant(null),
+      fc.array(fc.integer({ min: -2, max: 30 })),
+      fc.dictionary(fc.string(), fc.string()),
+    )
     fc.assert(
       fc.property(fc.dictionary(fc.constantFrom(...Object.keys(p), ...Object.keys(c), ...Object.keys(a)), field), (o) => {
         const bytes = enc({ v: 1, ...o })

@@ -13,7 +13,17 @@ import { TrustDomain } from '../../../../src/spiffe/trust-domain.js'
 import { TPM_ALG, TPM_ST, TPMA_OBJECT, encodeTpm2bPublic, encodeTpmsCreationData, pcrSelection, tpmHash } from '../../../../src/tpm/structures.js'
 import { publicKeyHash } from '../../../../src/tpm/verify/ek.js'
 import { tempDir } from '../../../helpers/temp.js'
-import { AK_ATTRS, EK_ATTRS, attestBytes, softActivateCredential, softEccKey, softQuote, softRsaKey, softSign, type SoftKey } from '../../tpm/verify/soft-tpm.js'
+import {
+  AK_ATTRS,
+  EK_ATTRS,
+  attestBytes,
+  softActivateCredential,
+  softEccKey,
+  softQuote,
+  softRsaKey,
+  softSign,
+  type SoftKey,
+} from '../../tpm/verify/soft-tpm.js'
 
 const td = TrustDomain.fromString('example.org')
 const deps = { log: nullLogger, clock: { now: () => Date.now() }, trustDomain: td }
@@ -24,7 +34,17 @@ const PCR16 = new Uint8Array(randomBytes(32))
 function softAgent(
   ek: SoftKey,
   ak: SoftKey,
-  opts: { ekCert?: Uint8Array; certifySigner?: SoftKey; creationData?: boolean; badSecret?: boolean; nonce?: Uint8Array; pcr16?: Uint8Array; dropPcr?: number; extraPcr?: number; tamperPcr?: number } = {},
+  opts: {
+    ekCert?: Uint8Array
+    certifySigner?: SoftKey
+    creationData?: boolean
+    badSecret?: boolean
+    nonce?: Uint8Array
+    pcr16?: Uint8Array
+    dropPcr?: number
+    extraPcr?: number
+    tamperPcr?: number
+  } = {},
 ) {
   const creationData = encodeTpmsCreationData({
     pcrSelect: pcrSelection([]),
@@ -47,12 +67,17 @@ function softAgent(
   const answer = async (bytes: Uint8Array): Promise<Uint8Array> => {
     const c = decodeChallenge(bytes)
     const secret = softActivateCredential(ek, ak.name, c.credentialBlob, c.encryptedSecret)
-    const values = new Map(c.pcrs.map((i) => [i, i === 16 ? opts.pcr16 ?? PCR16 : new Uint8Array(32)]))
+    const values = new Map(c.pcrs.map((i) => [i, i === 16 ? (opts.pcr16 ?? PCR16) : new Uint8Array(32)]))
     const q = softQuote(ak, opts.nonce ?? c.nonce, values)
     if (opts.dropPcr !== undefined) values.delete(opts.dropPcr)
     if (opts.extraPcr !== undefined) values.set(opts.extraPcr, new Uint8Array(32))
     if (opts.tamperPcr !== undefined) values.set(opts.tamperPcr, new Uint8Array(32).fill(0xaa))
-    return encodeAnswer({ activatedSecret: opts.badSecret ? new Uint8Array(randomBytes(32)) : secret, quoteAttest: q.attest, quoteSignature: q.signature, pcrValues: values })
+    return encodeAnswer({
+      activatedSecret: opts.badSecret ? new Uint8Array(randomBytes(32)) : secret,
+      quoteAttest: q.attest,
+      quoteSignature: q.signature,
+      pcrValues: values,
+    })
   }
   return { payload, answer }
 }
@@ -62,20 +87,49 @@ describe('tpm server attestor (software TPM)', () => {
   const ak = softEccKey()
   const hash = publicKeyHash(ek.publicKey)
   const config = (extra: Record<string, unknown> = {}) =>
-    parseTpmServerConfig({ ek_hash_allow_list: [hash], pcrs: [0, 16], pcr_policies: { golden: { '16': Buffer.from(PCR16).toString('hex') }, other: { '0': '11'.repeat(32) } }, ...extra })
+    parseTpmServerConfig({
+      ek_hash_allow_list: [hash],
+      pcrs: [0, 16],
+      pcr_policies: { golden: { '16': Buffer.from(PCR16).toString('hex') }, other: { '0': '11'.repeat(32) } },
+      ...extra,
+    })
 
   it('attests an allow-listed EK and reports selectors', async () => {
     const agent = softAgent(ek, ak)
-    const res = await createTpmServerAttestor(config({ require_pcr_policy: 'golden' }), { roots: [], intermediates: [] }, deps).attest(agent.payload, agent.answer, {})
+    const res = await createTpmServerAttestor(config({ require_pcr_policy: 'golden' }), { roots: [], intermediates: [] }, deps).attest(
+      agent.payload,
+      agent.answer,
+      {},
+    )
     expect(res.agentId.toString()).toBe(`spiffe://example.org/warrant/agent/tpm/${hash}`)
-    expect(res.selectorValues).toEqual([`ek_hash:${hash}`, `pcr:sha256:0:${'00'.repeat(32)}`, `pcr:sha256:16:${Buffer.from(PCR16).toString('hex')}`, 'pcr_policy:golden'])
+    expect(res.selectorValues).toEqual([
+      `ek_hash:${hash}`,
+      `pcr:sha256:0:${'00'.repeat(32)}`,
+      `pcr:sha256:16:${Buffer.from(PCR16).toString('hex')}`,
+      'pcr_policy:golden',
+    ])
     expect(res.canReattest).toBe(true)
   })
 
   const cases: { title: string; agent: () => ReturnType<typeof softAgent>; extra?: Record<string, unknown>; reason: string; challenged: boolean }[] = [
-    { title: 'an EK that is not allow-listed', agent: () => softAgent(softRsaKey({ ek: true }), ak), reason: 'no EK certificate and the EK is not allow-listed', challenged: false },
-    { title: 'an AK without restricted', agent: () => softAgent(ek, softEccKey({ attrs: AK_ATTRS & ~TPMA_OBJECT.restricted })), reason: 'AK attribute restricted is not set', challenged: false },
-    { title: 'an AK without fixedTPM', agent: () => softAgent(ek, softEccKey({ attrs: AK_ATTRS & ~TPMA_OBJECT.fixedTPM })), reason: 'AK attribute fixedTPM is not set', challenged: false },
+    {
+      title: 'an EK that is not allow-listed',
+      agent: () => softAgent(softRsaKey({ ek: true }), ak),
+      reason: 'no EK certificate and the EK is not allow-listed',
+      challenged: false,
+    },
+    {
+      title: 'an AK without restricted',
+      agent: () => softAgent(ek, softEccKey({ attrs: AK_ATTRS & ~TPMA_OBJECT.restricted })),
+      reason: 'AK attribute restricted is not set',
+      challenged: false,
+    },
+    {
+      title: 'an AK without fixedTPM',
+      agent: () => softAgent(ek, softEccKey({ attrs: AK_ATTRS & ~TPMA_OBJECT.fixedTPM })),
+      reason: 'AK attribute fixedTPM is not set',
+      challenged: false,
+    },
     {
       title: 'a creation certification by another key',
       agent: () => softAgent(ek, ak, { certifySigner: softEccKey() }),
@@ -88,13 +142,38 @@ describe('tpm server attestor (software TPM)', () => {
       reason: 'AK creation data does not match the certified creation hash',
       challenged: false,
     },
-    { title: 'a wrong activation answer', agent: () => softAgent(ek, ak, { badSecret: true }), reason: 'activated credential does not match the challenge', challenged: true },
-    { title: 'a quote over an old nonce', agent: () => softAgent(ek, ak, { nonce: new Uint8Array(randomBytes(32)) }), reason: 'quote nonce does not match the challenge', challenged: true },
+    {
+      title: 'a wrong activation answer',
+      agent: () => softAgent(ek, ak, { badSecret: true }),
+      reason: 'activated credential does not match the challenge',
+      challenged: true,
+    },
+    {
+      title: 'a quote over an old nonce',
+      agent: () => softAgent(ek, ak, { nonce: new Uint8Array(randomBytes(32)) }),
+      reason: 'quote nonce does not match the challenge',
+      challenged: true,
+    },
     { title: 'a missing PCR value', agent: () => softAgent(ek, ak, { dropPcr: 0 }), reason: 'reported PCRs are not the requested selection', challenged: true },
-    { title: 'a missing last PCR value', agent: () => softAgent(ek, ak, { dropPcr: 16 }), reason: 'reported PCRs are not the requested selection', challenged: true },
-    { title: 'an EK certificate that is not DER', agent: () => softAgent(ek, ak, { ekCert: new Uint8Array([1, 2, 3]) }), reason: 'EK certificate is not a DER SEQUENCE', challenged: false },
+    {
+      title: 'a missing last PCR value',
+      agent: () => softAgent(ek, ak, { dropPcr: 16 }),
+      reason: 'reported PCRs are not the requested selection',
+      challenged: true,
+    },
+    {
+      title: 'an EK certificate that is not DER',
+      agent: () => softAgent(ek, ak, { ekCert: new Uint8Array([1, 2, 3]) }),
+      reason: 'EK certificate is not a DER SEQUENCE',
+      challenged: false,
+    },
     { title: 'an extra PCR value', agent: () => softAgent(ek, ak, { extraPcr: 7 }), reason: 'reported PCRs are not the requested selection', challenged: true },
-    { title: 'PCR values reported for other indices', agent: () => softAgent(ek, ak, { dropPcr: 0, extraPcr: 7 }), reason: 'reported PCRs are not the requested selection', challenged: true },
+    {
+      title: 'PCR values reported for other indices',
+      agent: () => softAgent(ek, ak, { dropPcr: 0, extraPcr: 7 }),
+      reason: 'reported PCRs are not the requested selection',
+      challenged: true,
+    },
     {
       title: 'a tampered PCR value',
       agent: () => softAgent(ek, ak, { tamperPcr: 16 }),
@@ -111,11 +190,19 @@ describe('tpm server attestor (software TPM)', () => {
     {
       title: 'PCRs that satisfy another policy but not the required one',
       agent: () => softAgent(ek, ak),
-      extra: { pcr_policies: { golden: { '16': Buffer.from(PCR16).toString('hex') }, zero: { '0': '00'.repeat(32) }, other: { '0': '11'.repeat(32) } }, require_pcr_policy: 'other' },
+      extra: {
+        pcr_policies: { golden: { '16': Buffer.from(PCR16).toString('hex') }, zero: { '0': '00'.repeat(32) }, other: { '0': '11'.repeat(32) } },
+        require_pcr_policy: 'other',
+      },
       reason: 'quoted PCR values do not satisfy the required PCR policy',
       challenged: true,
     },
-    { title: 'an AK used as EK (not a decryption key)', agent: () => softAgent(softRsaKey(), ak), reason: 'EK public area is not a restricted decryption key', challenged: false },
+    {
+      title: 'an AK used as EK (not a decryption key)',
+      agent: () => softAgent(softRsaKey(), ak),
+      reason: 'EK public area is not a restricted decryption key',
+      challenged: false,
+    },
     {
       title: 'an EK that can also sign',
       agent: () => softAgent(softRsaKey({ ek: true, attrs: EK_ATTRS | TPMA_OBJECT.sign }), ak),
@@ -136,7 +223,9 @@ describe('tpm server attestor (software TPM)', () => {
       asked = true
       return a.answer(c)
     }
-    const err = await createTpmServerAttestor(config(extra), { roots: [], intermediates: [] }, deps).attest(a.payload, answer, {}).catch((e: unknown) => e)
+    const err = await createTpmServerAttestor(config(extra), { roots: [], intermediates: [] }, deps)
+      .attest(a.payload, answer, {})
+      .catch((e: unknown) => e)
     expect(err).toMatchObject({ ...FAILED, message: reason })
     expect(asked).toBe(challenged)
   })
@@ -158,7 +247,9 @@ describe('tpm server attestor (software TPM)', () => {
 
   it('rejects an EK certificate that is not DER with the payload error as cause', async () => {
     const agent = softAgent(ek, ak, { ekCert: new Uint8Array([1, 2, 3]) })
-    const err = await createTpmServerAttestor(config(), { roots: [], intermediates: [] }, deps).attest(agent.payload, agent.answer, {}).catch((e: unknown) => e)
+    const err = await createTpmServerAttestor(config(), { roots: [], intermediates: [] }, deps)
+      .attest(agent.payload, agent.answer, {})
+      .catch((e: unknown) => e)
     expect((err as IdentityError).cause).toMatchObject({ code: 'ERR_TPM_PAYLOAD_INVALID' })
   })
 
@@ -168,10 +259,14 @@ describe('tpm server attestor (software TPM)', () => {
     ac.abort(new Error('stop'))
     let asked = false
     const err = await createTpmServerAttestor(config(), { roots: [], intermediates: [] }, deps)
-      .attest(agent.payload, async (c) => {
-        asked = true
-        return agent.answer(c)
-      }, { signal: ac.signal })
+      .attest(
+        agent.payload,
+        async (c) => {
+          asked = true
+          return agent.answer(c)
+        },
+        { signal: ac.signal },
+      )
       .catch((e: unknown) => e)
     expect(err).toMatchObject({ message: 'stop' })
     expect(asked).toBe(false)
@@ -181,9 +276,13 @@ describe('tpm server attestor (software TPM)', () => {
     const agent = softAgent(ek, ak)
     const gone = new IdentityError('ERR_HSM_UNAVAILABLE', 'stream closed')
     const err = await createTpmServerAttestor(config(), { roots: [], intermediates: [] }, deps)
-      .attest(agent.payload, async () => {
-        throw gone
-      }, {})
+      .attest(
+        agent.payload,
+        async () => {
+          throw gone
+        },
+        {},
+      )
       .catch((e: unknown) => e)
     expect(err).toBe(gone)
   })
@@ -192,10 +291,14 @@ describe('tpm server attestor (software TPM)', () => {
     let challenged = false
     const attestor = createTpmServerAttestor(config(), { roots: [], intermediates: [] }, deps)
     const err = await attestor
-      .attest(new Uint8Array([1, 2, 3]), async () => {
-        challenged = true
-        return new Uint8Array(0)
-      }, {})
+      .attest(
+        new Uint8Array([1, 2, 3]),
+        async () => {
+          challenged = true
+          return new Uint8Array(0)
+        },
+        {},
+      )
       .catch((e: unknown) => e)
     expect(err).toMatchObject({ ...FAILED, message: 'tpm: payload is not JSON' })
     expect((err as IdentityError).cause).toMatchObject({ code: 'ERR_ATTESTATION_PAYLOAD_INVALID' })
@@ -212,7 +315,9 @@ describe('tpm server attestor (software TPM)', () => {
 
   it('carries the details of a verification failure', async () => {
     const agent = softAgent(ek, softEccKey({ attrs: AK_ATTRS & ~TPMA_OBJECT.sign }))
-    const err = await createTpmServerAttestor(config(), { roots: [], intermediates: [] }, deps).attest(agent.payload, agent.answer, {}).catch((e: unknown) => e)
+    const err = await createTpmServerAttestor(config(), { roots: [], intermediates: [] }, deps)
+      .attest(agent.payload, agent.answer, {})
+      .catch((e: unknown) => e)
     expect(err).toMatchObject({ ...FAILED, message: 'AK attribute sign is not set', details: { attributes: AK_ATTRS & ~TPMA_OBJECT.sign } })
     expect((err as IdentityError).cause).toMatchObject({ code: 'ERR_TPM_VERIFICATION_FAILED' })
   })
@@ -259,7 +364,7 @@ describe('tpm server attestor with EK CA files', () => {
   const files = { root: '', inter: '' }
 
   async function makeCa(name: string, issuer?: Ca): Promise<Ca> {
-    const keys = (await webcrypto.subtle.generateKey(EC, true, ['sign', 'verify']))
+    const keys = await webcrypto.subtle.generateKey(EC, true, ['sign', 'verify'])
     const cert = await x509.X509CertificateGenerator.create({
       serialNumber: '0b',
       subject: name,
@@ -289,7 +394,9 @@ describe('tpm server attestor with EK CA files', () => {
       issuer: inter.cert.subject,
       notBefore: new Date(Date.now() - 86_400_000),
       notAfter: new Date(Date.now() + 86_400_000),
-      publicKey: await webcrypto.subtle.importKey('spki', ek.publicKey.export({ format: 'der', type: 'spki' }), { name: 'RSA-OAEP', hash: 'SHA-256' }, true, ['encrypt']),
+      publicKey: await webcrypto.subtle.importKey('spki', ek.publicKey.export({ format: 'der', type: 'spki' }), { name: 'RSA-OAEP', hash: 'SHA-256' }, true, [
+        'encrypt',
+      ]),
       signingKey: inter.keys.privateKey,
       signingAlgorithm: EC,
       extensions: [await x509.AuthorityKeyIdentifierExtension.create(inter.keys.publicKey)],
@@ -315,11 +422,17 @@ describe('tpm server attestor with EK CA files', () => {
   it('refuses an EK certificate when its intermediate is not configured, with the reason', async () => {
     const attestor = await create({ ek_ca_paths: [files.root] })
     const agent = softAgent(ek, ak, { ekCert })
-    await expect(attestor.attest(agent.payload, agent.answer, {})).rejects.toMatchObject({ ...FAILED, message: 'EK certificate does not chain to a configured CA' })
+    await expect(attestor.attest(agent.payload, agent.answer, {})).rejects.toMatchObject({
+      ...FAILED,
+      message: 'EK certificate does not chain to a configured CA',
+    })
   })
 
   it('refuses CA files without a root, or that cannot be read', async () => {
-    await expect(create({ ek_ca_paths: [files.inter] })).rejects.toMatchObject({ code: 'ERR_CONFIG_INVALID', message: 'ek_ca_paths holds no self-signed root CA certificate' })
+    await expect(create({ ek_ca_paths: [files.inter] })).rejects.toMatchObject({
+      code: 'ERR_CONFIG_INVALID',
+      message: 'ek_ca_paths holds no self-signed root CA certificate',
+    })
     const missing = join(tmp.dir, 'missing.pem')
     const err = await create({ ek_ca_paths: [missing] }).catch((e: unknown) => e)
     expect(err).toMatchObject({ code: 'ERR_CONFIG_INVALID', message: `cannot read EK CA file ${missing}` })

@@ -88,7 +88,14 @@ describe('unix workload attestor: fake /proc', () => {
   it('takes ids and thousands of groups from the caller record, never from /proc/<pid>/status', async () => {
     const groups = Array.from({ length: 3000 }, (_, i) => 20000 + i)
     const sys = fakeSystem(tmp.dir)
-    const a = new UnixWorkloadAttestor({ discoverWorkloadPath: false, workloadSizeLimit: 0, log: nullLogger, procRoot: sys.proc, passwdPath: sys.passwd, groupPath: sys.group })
+    const a = new UnixWorkloadAttestor({
+      discoverWorkloadPath: false,
+      workloadSizeLimit: 0,
+      log: nullLogger,
+      procRoot: sys.proc,
+      passwdPath: sys.passwd,
+      groupPath: sys.group,
+    })
     const sel = await a.attest(caller(77, 5, 6, groups), {})
     expect(sel.filter((s) => s.startsWith('supplementary_gid:'))).toEqual(groups.map((g) => `supplementary_gid:${g}`))
     expect(sel.slice(0, 2)).toEqual(['uid:5', 'gid:6'])
@@ -98,7 +105,14 @@ describe('unix workload attestor: fake /proc', () => {
 
   it('caches the digest per file version: same-size rewrite, new file and concurrent callers', async () => {
     const sys = fakeSystem(tmp.dir, { exeContent: Buffer.from('version-1') })
-    const a = new UnixWorkloadAttestor({ discoverWorkloadPath: true, workloadSizeLimit: 0, log: nullLogger, procRoot: sys.proc, passwdPath: sys.passwd, groupPath: sys.group })
+    const a = new UnixWorkloadAttestor({
+      discoverWorkloadPath: true,
+      workloadSizeLimit: 0,
+      log: nullLogger,
+      procRoot: sys.proc,
+      passwdPath: sys.passwd,
+      groupPath: sys.group,
+    })
     const shaOf = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`
     const digest = async () => (await a.attest(CALLER, {})).find((s) => s.startsWith('sha256:'))
     utimesSync(sys.exe, 1000, 1000)
@@ -117,7 +131,14 @@ describe('unix workload attestor: fake /proc', () => {
   it('logs when the size limit skips hashing', async () => {
     const sys = fakeSystem(tmp.dir, { exeContent: Buffer.alloc(64) })
     const log = captureLogger()
-    const a = new UnixWorkloadAttestor({ discoverWorkloadPath: true, workloadSizeLimit: 10, log, procRoot: sys.proc, passwdPath: sys.passwd, groupPath: sys.group })
+    const a = new UnixWorkloadAttestor({
+      discoverWorkloadPath: true,
+      workloadSizeLimit: 10,
+      log,
+      procRoot: sys.proc,
+      passwdPath: sys.passwd,
+      groupPath: sys.group,
+    })
     const sel = await a.attest(CALLER, {})
     expect(sel.some((s) => s.startsWith('sha256:'))).toBe(false)
     expect(log.lines.some((l) => l.level === 'warn' && l.fields.pid === 77)).toBe(true)
@@ -125,7 +146,14 @@ describe('unix workload attestor: fake /proc', () => {
 
   it('fails with ERR_WORKLOAD_ATTESTATION_FAILED when the executable of a missing process is needed', async () => {
     const sys = fakeSystem(tmp.dir)
-    const a = new UnixWorkloadAttestor({ discoverWorkloadPath: true, workloadSizeLimit: 0, log: nullLogger, procRoot: sys.proc, passwdPath: sys.passwd, groupPath: sys.group })
+    const a = new UnixWorkloadAttestor({
+      discoverWorkloadPath: true,
+      workloadSizeLimit: 0,
+      log: nullLogger,
+      procRoot: sys.proc,
+      passwdPath: sys.passwd,
+      groupPath: sys.group,
+    })
     await expect(a.attest(caller(78, 1000, 1000), {})).rejects.toMatchObject({ code: 'ERR_WORKLOAD_ATTESTATION_FAILED' })
   })
 
@@ -145,7 +173,15 @@ describe('unix workload attestor: the test process itself', () => {
     const a = new UnixWorkloadAttestor({ discoverWorkloadPath: true, workloadSizeLimit: 0, log: nullLogger })
     const uid = process.geteuid!()
     const gid = process.getegid!()
-    const sel = await a.attest(caller(process.pid, uid, gid, process.getgroups!().filter((g) => g !== gid)), {})
+    const sel = await a.attest(
+      caller(
+        process.pid,
+        uid,
+        gid,
+        process.getgroups!().filter((g) => g !== gid),
+      ),
+      {},
+    )
     expect(sel[0]).toBe(`uid:${uid}`)
     expect(sel).toContain(`gid:${gid}`)
     const passwd = parseAccountFile(readFileSync('/etc/passwd', 'utf8'))

@@ -37,7 +37,7 @@ async function makeCert(
   name: string,
   opts: { issuer?: Cert; ca?: boolean; certSign?: boolean; notBefore?: number; notAfter?: number; signingKey?: CryptoKey; issuerName?: string } = {},
 ): Promise<Cert> {
-  const keys = (await webcrypto.subtle.generateKey(EC, true, ['sign', 'verify']))
+  const keys = await webcrypto.subtle.generateKey(EC, true, ['sign', 'verify'])
   const ca = opts.ca ?? false
   const exts: x509.Extension[] = [await x509.SubjectKeyIdentifierExtension.create(keys.publicKey)]
   if (ca) exts.push(new x509.BasicConstraintsExtension(true, undefined, true), new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign, true))
@@ -71,16 +71,25 @@ describe('x509pop server attestor', () => {
   let now = NOW
 
   const create = async (caBundle: string | string[]) =>
-    x509popServerPlugin.create(x509popServerPlugin.parseConfig({ ca_bundle_path: caBundle }), { log: nullLogger, clock: { now: () => now }, trustDomain: td, dataDir: tmp.dir })
+    x509popServerPlugin.create(x509popServerPlugin.parseConfig({ ca_bundle_path: caBundle }), {
+      log: nullLogger,
+      clock: { now: () => now },
+      trustDomain: td,
+      dataDir: tmp.dir,
+    })
 
   /** An agent holding `key` that sends `chain` and signs the server's nonce (or what `tamper` makes of it). */
   const attest = (chain: Uint8Array[], key: KeyObject, tamper?: (nonce: Uint8Array) => Buffer, on = attestor) => {
     let challenged = false
-    const result = on.attest(encodePayload({ chain }), async (c) => {
-      challenged = true
-      const { nonce } = decodeChallenge(c)
-      return encodeAnswer({ signature: sign('sha256', tamper ? tamper(nonce) : signedData(nonce), key) })
-    }, {})
+    const result = on.attest(
+      encodePayload({ chain }),
+      async (c) => {
+        challenged = true
+        const { nonce } = decodeChallenge(c)
+        return encodeAnswer({ signature: sign('sha256', tamper ? tamper(nonce) : signedData(nonce), key) })
+      },
+      {},
+    )
     return { result, challenged: () => challenged }
   }
 
@@ -107,7 +116,12 @@ describe('x509pop server attestor', () => {
 
   it('attests through an intermediate sent by the agent, listing the chain above the leaf', async () => {
     const res = await attest([interLeaf.der, inter.der], interLeaf.key).result
-    expect(res.selectorValues).toEqual(['subject:cn:node-2', expect.stringMatching(/^serialnumber:[0-9a-f]+$/), `ca:fingerprint:${sha1(inter.der)}`, `ca:fingerprint:${sha1(root.der)}`])
+    expect(res.selectorValues).toEqual([
+      'subject:cn:node-2',
+      expect.stringMatching(/^serialnumber:[0-9a-f]+$/),
+      `ca:fingerprint:${sha1(inter.der)}`,
+      `ca:fingerprint:${sha1(root.der)}`,
+    ])
   })
 
   it('gives no subject selector to a leaf without a CN', async () => {
@@ -134,19 +148,35 @@ describe('x509pop server attestor', () => {
     }
   })
 
-  const rejects: { title: string; chain: () => Promise<{ chain: Uint8Array[]; key: KeyObject; at?: number }>; reason: string; tamper?: (nonce: Uint8Array) => Buffer }[] = [
-    { title: 'a leaf of another CA with the same name', chain: async () => { const c = await makeCert('CN=node-x', { issuer: otherRoot }); return { chain: [c.der], key: c.key } }, reason: 'certificate does not chain to a trusted CA' },
+  const rejects: {
+    title: string
+    chain: () => Promise<{ chain: Uint8Array[]; key: KeyObject; at?: number }>
+    reason: string
+    tamper?: (nonce: Uint8Array) => Buffer
+  }[] = [
     {
-      title: "a leaf naming the configured CA (issuer and AKI) but signed by another key",
+      title: 'a leaf of another CA with the same name',
+      chain: async () => {
+        const c = await makeCert('CN=node-x', { issuer: otherRoot })
+        return { chain: [c.der], key: c.key }
+      },
+      reason: 'certificate does not chain to a trusted CA',
+    },
+    {
+      title: 'a leaf naming the configured CA (issuer and AKI) but signed by another key',
       chain: async () => {
         const c = await makeCert('CN=node-x', { issuer: root, signingKey: otherRoot.keys.privateKey })
         return { chain: [c.der], key: c.key }
       },
       reason: 'certificate does not chain to a trusted CA',
     },
-    { title: 'a leaf of the configured CA with one bit of its signature flipped', chain: async () => ({ chain: [flipLastByte(leaf.der)], key: leaf.key }), reason: 'certificate does not chain to a trusted CA' },
     {
-      title: "an intermediate naming the configured CA (issuer and AKI) but signed by another key",
+      title: 'a leaf of the configured CA with one bit of its signature flipped',
+      chain: async () => ({ chain: [flipLastByte(leaf.der)], key: leaf.key }),
+      reason: 'certificate does not chain to a trusted CA',
+    },
+    {
+      title: 'an intermediate naming the configured CA (issuer and AKI) but signed by another key',
       chain: async () => {
         const forged = await makeCert('CN=x509pop intermediate', { ca: true, issuer: root, signingKey: otherRoot.keys.privateKey })
         const c = await makeCert('CN=node-x', { issuer: forged })
@@ -162,9 +192,16 @@ describe('x509pop server attestor', () => {
       },
       reason: 'certificate does not chain to a trusted CA',
     },
-    { title: 'a leaf of another CA sent with a genuine intermediate', chain: async () => { const c = await makeCert('CN=node-x', { issuer: otherRoot }); return { chain: [c.der, inter.der], key: c.key } }, reason: 'certificate does not chain to a trusted CA' },
     {
-      title: "a leaf naming the genuine intermediate (issuer and AKI) but signed by another key",
+      title: 'a leaf of another CA sent with a genuine intermediate',
+      chain: async () => {
+        const c = await makeCert('CN=node-x', { issuer: otherRoot })
+        return { chain: [c.der, inter.der], key: c.key }
+      },
+      reason: 'certificate does not chain to a trusted CA',
+    },
+    {
+      title: 'a leaf naming the genuine intermediate (issuer and AKI) but signed by another key',
       chain: async () => {
         const c = await makeCert('CN=node-x', { issuer: inter, signingKey: otherRoot.keys.privateKey })
         return { chain: [c.der, inter.der], key: c.key }
@@ -179,13 +216,46 @@ describe('x509pop server attestor', () => {
       },
       reason: 'certificate does not chain to a trusted CA',
     },
-    { title: 'a leaf whose intermediate is missing', chain: async () => ({ chain: [interLeaf.der], key: interLeaf.key }), reason: 'certificate does not chain to a trusted CA' },
+    {
+      title: 'a leaf whose intermediate is missing',
+      chain: async () => ({ chain: [interLeaf.der], key: interLeaf.key }),
+      reason: 'certificate does not chain to a trusted CA',
+    },
     { title: 'a CA certificate as leaf', chain: async () => ({ chain: [inter.der], key: inter.key }), reason: 'leaf certificate is a CA' },
-    { title: 'bytes that are not a certificate', chain: async () => ({ chain: [new Uint8Array([0x30, 3, 1, 2, 3])], key: leaf.key }), reason: 'certificate cannot be parsed' },
-    { title: 'an expired leaf', chain: async () => { const c = await makeCert('CN=old', { issuer: root, notAfter: NOW - 1000 }); return { chain: [c.der], key: c.key } }, reason: 'certificate is expired or not yet valid' },
-    { title: 'a leaf 1 ms after its notAfter', chain: async () => { const c = await makeCert('CN=old', { issuer: root, notAfter: NOW + 1000 }); return { chain: [c.der], key: c.key, at: NOW + 1001 } }, reason: 'certificate is expired or not yet valid' },
-    { title: 'a leaf 1 ms before its notBefore', chain: async () => { const c = await makeCert('CN=new', { issuer: root, notBefore: NOW + 1000 }); return { chain: [c.der], key: c.key, at: NOW + 999 } }, reason: 'certificate is expired or not yet valid' },
-    { title: 'a leaf checked after the CA expired', chain: async () => ({ chain: [leaf.der], key: leaf.key, at: NOW + DAY + 1000 }), reason: 'certificate is expired or not yet valid' },
+    {
+      title: 'bytes that are not a certificate',
+      chain: async () => ({ chain: [new Uint8Array([0x30, 3, 1, 2, 3])], key: leaf.key }),
+      reason: 'certificate cannot be parsed',
+    },
+    {
+      title: 'an expired leaf',
+      chain: async () => {
+        const c = await makeCert('CN=old', { issuer: root, notAfter: NOW - 1000 })
+        return { chain: [c.der], key: c.key }
+      },
+      reason: 'certificate is expired or not yet valid',
+    },
+    {
+      title: 'a leaf 1 ms after its notAfter',
+      chain: async () => {
+        const c = await makeCert('CN=old', { issuer: root, notAfter: NOW + 1000 })
+        return { chain: [c.der], key: c.key, at: NOW + 1001 }
+      },
+      reason: 'certificate is expired or not yet valid',
+    },
+    {
+      title: 'a leaf 1 ms before its notBefore',
+      chain: async () => {
+        const c = await makeCert('CN=new', { issuer: root, notBefore: NOW + 1000 })
+        return { chain: [c.der], key: c.key, at: NOW + 999 }
+      },
+      reason: 'certificate is expired or not yet valid',
+    },
+    {
+      title: 'a leaf checked after the CA expired',
+      chain: async () => ({ chain: [leaf.der], key: leaf.key, at: NOW + DAY + 1000 }),
+      reason: 'certificate is expired or not yet valid',
+    },
     {
       title: 'a valid leaf under an expired intermediate',
       chain: async () => {
@@ -204,7 +274,11 @@ describe('x509pop server attestor', () => {
       },
       reason: 'intermediate is expired or not a CA',
     },
-    { title: 'a proof of possession by another key', chain: async () => ({ chain: [leaf.der], key: interLeaf.key }), reason: 'proof of possession failed: signature does not verify' },
+    {
+      title: 'a proof of possession by another key',
+      chain: async () => ({ chain: [leaf.der], key: interLeaf.key }),
+      reason: 'proof of possession failed: signature does not verify',
+    },
     {
       title: 'a proof of possession over another nonce',
       chain: async () => ({ chain: [leaf.der], key: leaf.key }),
@@ -237,7 +311,10 @@ describe('x509pop server attestor', () => {
       const file = join(tmp.dir, `${sha1(r.der)}.pem`)
       writeFileSync(file, toPemBlock('CERTIFICATE', r.der))
       const c = await makeCert('CN=node-x', { issuer: r })
-      await expect(attest([c.der], c.key, undefined, await create(file)).result).rejects.toMatchObject({ ...FAILED, message: 'x509pop: trusted CA is expired or not a CA' })
+      await expect(attest([c.der], c.key, undefined, await create(file)).result).rejects.toMatchObject({
+        ...FAILED,
+        message: 'x509pop: trusted CA is expired or not a CA',
+      })
     }
   })
 
@@ -245,7 +322,10 @@ describe('x509pop server attestor', () => {
     const X = (c: Cert) => new X509Certificate(Buffer.from(c.der))
     const unused = X(inter)
     expect(verifyChain(X(leaf), [unused], [X(root)], new Date(NOW)).map((c) => c.fingerprint256)).toEqual([X(root).fingerprint256])
-    expect(verifyChain(X(interLeaf), [X(inter)], [X(root)], new Date(NOW)).map((c) => c.fingerprint256)).toEqual([X(inter).fingerprint256, X(root).fingerprint256])
+    expect(verifyChain(X(interLeaf), [X(inter)], [X(root)], new Date(NOW)).map((c) => c.fingerprint256)).toEqual([
+      X(inter).fingerprint256,
+      X(root).fingerprint256,
+    ])
   })
 
   it('follows at most eight links: seven intermediates chain, eight do not', async () => {
@@ -268,7 +348,11 @@ describe('x509pop server attestor', () => {
   ])('rejects a config with $title', ({ raw }) => {
     expect(() => x509popServerPlugin.parseConfig(raw)).toThrow(expect.objectContaining({ code: 'ERR_CONFIG_INVALID' }))
     // the catalog reports the block's issues under its full path
-    const { issues } = selectPlugins({ node_attestor: { cardinality: 'at_least_one', plugins: [x509popServerPlugin] } }, { node_attestor: { x509pop: raw } }, { baseDir: '/' })
+    const { issues } = selectPlugins(
+      { node_attestor: { cardinality: 'at_least_one', plugins: [x509popServerPlugin] } },
+      { node_attestor: { x509pop: raw } },
+      { baseDir: '/' },
+    )
     expect(issues.length).toBeGreaterThan(0)
     for (const i of issues) expect(i.path).toMatch(/^plugins\.node_attestor\.x509pop(\.|$)/)
   })
@@ -283,7 +367,10 @@ describe('x509pop server attestor', () => {
     expect(err).toMatchObject({ code: 'ERR_CONFIG_INVALID', message: `x509pop: cannot read ca_bundle_path ${join(tmp.dir, 'missing.pem')}` })
     expect((err as IdentityError).cause).toMatchObject({ code: 'ENOENT' })
     writeFileSync(join(tmp.dir, 'empty.pem'), 'no certificate here\n')
-    await expect(create(join(tmp.dir, 'empty.pem'))).rejects.toMatchObject({ code: 'ERR_CONFIG_INVALID', message: 'x509pop: ca_bundle_path holds no certificate' })
+    await expect(create(join(tmp.dir, 'empty.pem'))).rejects.toMatchObject({
+      code: 'ERR_CONFIG_INVALID',
+      message: 'x509pop: ca_bundle_path holds no certificate',
+    })
   })
 
   it('rejects a malformed payload without a challenge', async () => {

@@ -28,7 +28,12 @@ describe('direct codecs', () => {
       ],
     })
     expect(Buffer.compare(viaDirect, viaLoader)).toBe(0)
-    const req = { params: [{ entry_id: 'e1', csr: leaf, instance_id: '' }, { entry_id: 'e2', csr: leaf.subarray(3, 7), instance_id: 'i-1' }] }
+    const req = {
+      params: [
+        { entry_id: 'e1', csr: leaf, instance_id: '' },
+        { entry_id: 'e2', csr: leaf.subarray(3, 7), instance_id: 'i-1' },
+      ],
+    }
     expect(Buffer.compare(client.requestSerialize(req), plain.requestSerialize({ params: req.params.map((p) => ({ ...p, csr: Buffer.from(p.csr) })) }))).toBe(0)
   })
 
@@ -45,7 +50,9 @@ describe('direct codecs', () => {
     expect(req.params[1]!.instance_id).toBe('')
     expect(req.params[1]!.csr).not.toBeInstanceOf(Uint8Array)
     expect(req.params[1]!.csr).toHaveLength(0)
-    const res = client.responseDeserialize(plain.responseSerialize({ results: [{ entry_id: 'e1', svid_chain: [Buffer.from(leaf)], expires_at: '1767225600000' }, {}] })) as {
+    const res = client.responseDeserialize(
+      plain.responseSerialize({ results: [{ entry_id: 'e1', svid_chain: [Buffer.from(leaf)], expires_at: '1767225600000' }, {}] }),
+    ) as {
       results: { entry_id: string; status: unknown; svid_chain: Uint8Array[]; expires_at: unknown }[]
     }
     expect(int64(res.results[0]!.expires_at)).toBe(1767225600000)

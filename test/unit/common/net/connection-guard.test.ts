@@ -123,7 +123,10 @@ token = "abc"
 [plugins.workload_attestor.unix]
 `
   const agent = (extra: string) =>
-    parseAgentConfig(parseToml(agentToml(extra)), { baseDir: '/etc/warrant', plugins: { nodeAttestors: agentNodeAttestors, workloadAttestors, keyManagers: keyManagerPlugins } })
+    parseAgentConfig(parseToml(agentToml(extra)), {
+      baseDir: '/etc/warrant',
+      plugins: { nodeAttestors: agentNodeAttestors, workloadAttestors, keyManagers: keyManagerPlugins },
+    })
 
   it('agent: absent means defaults; set keys reach the config; unknown keys are ERR_CONFIG_INVALID', () => {
     expect(agent('').connectionLimits).toEqual({})
@@ -132,9 +135,14 @@ token = "abc"
   })
 
   it('server: set keys reach the config; unknown keys are ERR_CONFIG_INVALID', () => {
-    const raw = (limits: Record<string, unknown> | undefined) => ({ server: { trust_domain: 'example.org', data_dir: '/tmp/wsrv', ...(limits ? { connection_limits: limits } : {}) } })
+    const raw = (limits: Record<string, unknown> | undefined) => ({
+      server: { trust_domain: 'example.org', data_dir: '/tmp/wsrv', ...(limits ? { connection_limits: limits } : {}) },
+    })
     expect(toServerConfig(raw(undefined), '/tmp', serverPlugins).connectionLimits).toEqual({})
-    expect(toServerConfig(raw({ max_per_peer: 5, handshake_timeout: '3s' }), '/tmp', serverPlugins).connectionLimits).toEqual({ maxPerPeer: 5, handshakeTimeoutMs: 3000 })
+    expect(toServerConfig(raw({ max_per_peer: 5, handshake_timeout: '3s' }), '/tmp', serverPlugins).connectionLimits).toEqual({
+      maxPerPeer: 5,
+      handshakeTimeoutMs: 3000,
+    })
     expect(() => toServerConfig(raw({ per_address: 5 }), '/tmp', serverPlugins)).toThrow(expect.objectContaining({ code: 'ERR_CONFIG_INVALID' }))
   })
 })

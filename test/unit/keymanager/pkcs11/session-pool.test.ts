@@ -58,25 +58,22 @@ describe('SessionPool', () => {
     expect(maxParallel).toBe(3)
   })
 
-  it.each(['CKR_SESSION_HANDLE_INVALID', 'CKR_SESSION_CLOSED', 'CKR_USER_NOT_LOGGED_IN'])(
-    're-opens, logs in again and retries once after %s',
-    async (ckr) => {
-      const { p, state } = fakeModule({ loginErrors: [] })
-      const pool = SessionPool.open(p, slot, { pin: '1111', size: 1, log })
-      let calls = 0
-      const seen: number[] = []
-      const out = await pool.use((s) => {
-        calls += 1
-        seen.push(s[0]!)
-        if (calls === 1) throw new Error(ckr)
-        return 'ok'
-      })
-      expect(out).toBe('ok')
-      expect(seen).toEqual([1, 2])
-      expect(state.closed).toEqual([1])
-      expect(state.logins).toBe(2)
-    },
-  )
+  it.each(['CKR_SESSION_HANDLE_INVALID', 'CKR_SESSION_CLOSED', 'CKR_USER_NOT_LOGGED_IN'])('re-opens, logs in again and retries once after %s', async (ckr) => {
+    const { p, state } = fakeModule({ loginErrors: [] })
+    const pool = SessionPool.open(p, slot, { pin: '1111', size: 1, log })
+    let calls = 0
+    const seen: number[] = []
+    const out = await pool.use((s) => {
+      calls += 1
+      seen.push(s[0]!)
+      if (calls === 1) throw new Error(ckr)
+      return 'ok'
+    })
+    expect(out).toBe('ok')
+    expect(seen).toEqual([1, 2])
+    expect(state.closed).toEqual([1])
+    expect(state.logins).toBe(2)
+  })
 
   it('gives up after one retry and passes other errors through untouched', async () => {
     const { p, state } = fakeModule()

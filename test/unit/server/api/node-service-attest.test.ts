@@ -77,7 +77,9 @@ describe('Node/Attest handler (in-process gRPC)', () => {
         attestTimeoutsMs: TIMEOUTS,
       }),
     )
-    await new Promise<void>((resolve, reject) => server.bindAsync(`unix:${socket}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())))
+    await new Promise<void>((resolve, reject) =>
+      server.bindAsync(`unix:${socket}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
+    )
     client = new grpc.Client(`unix:${socket}`, grpc.credentials.createInsecure())
   })
   afterAll(async () => {
@@ -87,10 +89,18 @@ describe('Node/Attest handler (in-process gRPC)', () => {
   })
 
   /** Opens Attest with raw-bytes codecs; resolves with the messages received and the final status. */
-  const attest = (send: (call: grpc.ClientDuplexStream<Buffer, Buffer>, received: Buffer[]) => void): Promise<{ received: Buffer[]; err: grpc.ServiceError | undefined; ms: number }> =>
+  const attest = (
+    send: (call: grpc.ClientDuplexStream<Buffer, Buffer>, received: Buffer[]) => void,
+  ): Promise<{ received: Buffer[]; err: grpc.ServiceError | undefined; ms: number }> =>
     new Promise((resolve) => {
       const t0 = performance.now()
-      const call = client.makeBidiStreamRequest<Buffer, Buffer>('/warrant.agent.v1.Node/Attest', (b) => b, (b) => b, new grpc.Metadata(), { deadline: Date.now() + 30_000 })
+      const call = client.makeBidiStreamRequest<Buffer, Buffer>(
+        '/warrant.agent.v1.Node/Attest',
+        (b) => b,
+        (b) => b,
+        new grpc.Metadata(),
+        { deadline: Date.now() + 30_000 },
+      )
       const received: Buffer[] = []
       let err: grpc.ServiceError | undefined
       call.on('data', (m: Buffer) => {
@@ -103,7 +113,9 @@ describe('Node/Attest handler (in-process gRPC)', () => {
     })
   const params = async (payload: string) => {
     const csr = await createCsr({ privateKey: generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey })
-    return Buffer.from(AttestRequest.encode(AttestRequest.create({ params: { attestor: 'challenger', payload: Buffer.from(payload), csr: Buffer.from(csr) } })).finish())
+    return Buffer.from(
+      AttestRequest.encode(AttestRequest.create({ params: { attestor: 'challenger', payload: Buffer.from(payload), csr: Buffer.from(csr) } })).finish(),
+    )
   }
 
   it('ends a call that never sends its params (PERMISSION_DENIED after the params timeout)', async () => {

@@ -65,7 +65,17 @@ beforeEach(async () => {
   clock = new FakeClock()
   ds = createMemoryDataStore({ clock })
   log = captureLogger()
-  ca = new CaManager({ trustDomain: td, keyManager: new MemoryKeyManager(), ds, clock, log, caTtlMs: 24 * 60 * MIN, caKeyType: 'ec-p256', jwtKeyType: 'ec-p256', refreshHintSeconds: 60 })
+  ca = new CaManager({
+    trustDomain: td,
+    keyManager: new MemoryKeyManager(),
+    ds,
+    clock,
+    log,
+    caTtlMs: 24 * 60 * MIN,
+    caKeyType: 'ec-p256',
+    jwtKeyType: 'ec-p256',
+    refreshHintSeconds: 60,
+  })
   await ca.init()
   reg = new RegistrationService({ ds, clock, log, limits: { trustDomain: td, maxX509TtlSeconds: 86_400, maxJwtTtlSeconds: 3_600 } })
   plugin = { result: async () => agentResult() }
@@ -96,7 +106,16 @@ describe('createJoinToken', () => {
         count: () => inner.count(),
       },
     }
-    svc = new NodeAttestationService({ trustDomain: td, ds: recording, ca, registration: reg, attestors: attestorsOver(recording), clock, log, agentTtlMs: AGENT_TTL })
+    svc = new NodeAttestationService({
+      trustDomain: td,
+      ds: recording,
+      ca,
+      registration: reg,
+      attestors: attestorsOver(recording),
+      clock,
+      log,
+      agentTtlMs: AGENT_TTL,
+    })
     const { token, expiresAt } = await svc.createJoinToken({})
     expect(token.length).toBeGreaterThanOrEqual(32)
     expect(expiresAt).toBe(clock.now() + 600_000)
@@ -168,16 +187,21 @@ describe('attest with a join token', () => {
       selectors: node.selectors,
     })
     // workloads registered under the alias are authorized for the agent
-    await reg.createEntries([newEntry({ spiffeId: 'spiffe://example.org/ns/w', parentId: 'spiffe://example.org/nodes/edge-1', selectors: [{ type: 'unix', value: 'uid:1' }] })])
+    await reg.createEntries([
+      newEntry({ spiffeId: 'spiffe://example.org/ns/w', parentId: 'spiffe://example.org/nodes/edge-1', selectors: [{ type: 'unix', value: 'uid:1' }] }),
+    ])
     expect((await reg.authorizedEntries(node)).map((e) => e.spiffeId)).toEqual(['spiffe://example.org/ns/w'])
   })
 
   it.each([
-    ['an expired token', async () => {
-      const { token } = await svc.createJoinToken({ ttlSeconds: 60 })
-      clock.advance(60_000)
-      return token
-    }],
+    [
+      'an expired token',
+      async () => {
+        const { token } = await svc.createJoinToken({ ttlSeconds: 60 })
+        clock.advance(60_000)
+        return token
+      },
+    ],
     ['a token never issued', async () => 'never-issued-token'],
     ['an empty token', async () => ''],
     ['an oversized token', async () => 'x'.repeat(257)],
@@ -198,15 +222,32 @@ describe('attest with a join token', () => {
 
   it('refuses two token-issuing attestors', () => {
     const jt = () => joinTokenServer({ trustDomain: td, tokens: ds.joinTokens, clock, log })
-    expect(() => new NodeAttestationService({ trustDomain: td, ds, ca, registration: reg, attestors: new Map([['a', jt()], ['b', jt()]]), clock, log, agentTtlMs: AGENT_TTL })).toThrow(
-      expect.objectContaining({ code: 'ERR_CONFIG_INVALID' }),
-    )
+    expect(
+      () =>
+        new NodeAttestationService({
+          trustDomain: td,
+          ds,
+          ca,
+          registration: reg,
+          attestors: new Map([
+            ['a', jt()],
+            ['b', jt()],
+          ]),
+          clock,
+          log,
+          agentTtlMs: AGENT_TTL,
+        }),
+    ).toThrow(expect.objectContaining({ code: 'ERR_CONFIG_INVALID' }))
   })
 
   it('a malformed CSR → ERR_CSR_INVALID, nothing recorded, the token not spent', async () => {
     const { token } = await svc.createJoinToken({})
-    await expect(svc.attest({ attestor: JOIN_TOKEN, payload: Buffer.from(token), csr: Uint8Array.of(0x30, 0x03, 1, 2, 3) }, noChallenge, opts)).rejects.toMatchObject({ code: 'ERR_CSR_INVALID' })
-    await expect(svc.attest({ attestor: 'fake', payload: Uint8Array.of(0), csr: new Uint8Array(0) }, noChallenge, opts)).rejects.toMatchObject({ code: 'ERR_CSR_INVALID' })
+    await expect(
+      svc.attest({ attestor: JOIN_TOKEN, payload: Buffer.from(token), csr: Uint8Array.of(0x30, 0x03, 1, 2, 3) }, noChallenge, opts),
+    ).rejects.toMatchObject({ code: 'ERR_CSR_INVALID' })
+    await expect(svc.attest({ attestor: 'fake', payload: Uint8Array.of(0), csr: new Uint8Array(0) }, noChallenge, opts)).rejects.toMatchObject({
+      code: 'ERR_CSR_INVALID',
+    })
     expect(await ds.nodes.count()).toBe(0)
     expect(await ds.joinTokens.count()).toBe(1)
     await expect(attestJoin(token)).resolves.toBeDefined()
@@ -227,14 +268,34 @@ describe('attest with a plugin', () => {
       canReattest: true,
     })
     expect(node.selectors).toHaveLength(2)
-    expect(node.selectors).toEqual(expect.arrayContaining([{ type: 'fake', value: 'model:x' }, { type: 'fake', value: 'ek:1' }]))
+    expect(node.selectors).toEqual(
+      expect.arrayContaining([
+        { type: 'fake', value: 'model:x' },
+        { type: 'fake', value: 'ek:1' },
+      ]),
+    )
   })
 
   it.each<{ title: string; thrown: unknown; code: string; message: string }>([
-    { title: 'a coded verification failure', thrown: new IdentityError('ERR_TPM_VERIFICATION_FAILED', 'quote does not verify'), code: 'ERR_NODE_ATTESTATION_FAILED', message: 'nodeattestor(fake): quote does not verify' },
+    {
+      title: 'a coded verification failure',
+      thrown: new IdentityError('ERR_TPM_VERIFICATION_FAILED', 'quote does not verify'),
+      code: 'ERR_NODE_ATTESTATION_FAILED',
+      message: 'nodeattestor(fake): quote does not verify',
+    },
     { title: 'a plain Error', thrown: new Error('socket closed'), code: 'ERR_NODE_ATTESTATION_FAILED', message: 'nodeattestor(fake): socket closed' },
-    { title: 'a payload error (keeps its code)', thrown: new IdentityError('ERR_ATTESTATION_PAYLOAD_INVALID', 'truncated'), code: 'ERR_ATTESTATION_PAYLOAD_INVALID', message: 'nodeattestor(fake): truncated' },
-    { title: 'a TPM payload error (keeps its code)', thrown: new IdentityError('ERR_TPM_PAYLOAD_INVALID', 'bad TPMS_ATTEST'), code: 'ERR_TPM_PAYLOAD_INVALID', message: 'nodeattestor(fake): bad TPMS_ATTEST' },
+    {
+      title: 'a payload error (keeps its code)',
+      thrown: new IdentityError('ERR_ATTESTATION_PAYLOAD_INVALID', 'truncated'),
+      code: 'ERR_ATTESTATION_PAYLOAD_INVALID',
+      message: 'nodeattestor(fake): truncated',
+    },
+    {
+      title: 'a TPM payload error (keeps its code)',
+      thrown: new IdentityError('ERR_TPM_PAYLOAD_INVALID', 'bad TPMS_ATTEST'),
+      code: 'ERR_TPM_PAYLOAD_INVALID',
+      message: 'nodeattestor(fake): bad TPMS_ATTEST',
+    },
   ])('wraps $title', async ({ thrown, code, message }) => {
     plugin.result = async () => {
       throw thrown
@@ -270,7 +331,9 @@ describe('attest with a plugin', () => {
   })
 
   it('refuses an attestor that is not configured', async () => {
-    await expect(svc.attest({ attestor: 'tpm', payload: Uint8Array.of(0), csr: await csr() }, noChallenge, opts)).rejects.toMatchObject({ code: 'ERR_NODE_ATTESTATION_FAILED' })
+    await expect(svc.attest({ attestor: 'tpm', payload: Uint8Array.of(0), csr: await csr() }, noChallenge, opts)).rejects.toMatchObject({
+      code: 'ERR_NODE_ATTESTATION_FAILED',
+    })
     expect(svc.attestorNames()).toEqual([JOIN_TOKEN, 'fake'])
   })
 
@@ -290,8 +353,21 @@ describe('authenticate', () => {
     const kp = generateKeyPair('ec-p256')
     const signer = new KeyObjectSigner(kp.privateKey)
     const now = clock.now()
-    const root = await createCaCertificate({ trustDomain: td, publicKey: kp.publicKey, signer, notBefore: new Date(now - MIN), notAfter: new Date(now + 60 * MIN) })
-    const leaf = await createX509Svid({ spiffeId: SpiffeId.fromString('spiffe://example.org/warrant/agent/fake/node-1'), publicKey: generateKeyPair('ec-p256').publicKey, signer, issuer: { certificate: root }, notBefore: new Date(now - MIN), notAfter: new Date(now + 10 * MIN) })
+    const root = await createCaCertificate({
+      trustDomain: td,
+      publicKey: kp.publicKey,
+      signer,
+      notBefore: new Date(now - MIN),
+      notAfter: new Date(now + 60 * MIN),
+    })
+    const leaf = await createX509Svid({
+      spiffeId: SpiffeId.fromString('spiffe://example.org/warrant/agent/fake/node-1'),
+      publicKey: generateKeyPair('ec-p256').publicKey,
+      signer,
+      issuer: { certificate: root },
+      notBefore: new Date(now - MIN),
+      notAfter: new Date(now + 10 * MIN),
+    })
     return [leaf]
   }
 
@@ -302,12 +378,21 @@ describe('authenticate', () => {
     { title: 'an agent SVID from another CA', chain: foreignAgentSvid, code: 'ERR_UNAUTHENTICATED' },
     {
       title: 'a workload (non-agent) SVID of our CA',
-      chain: async () => (await ca.signX509Svid({ spiffeId: SpiffeId.fromString('spiffe://example.org/ns/web'), publicKey: generateKeyPair('ec-p256').publicKey, ttlMs: MIN })).chain,
+      chain: async () =>
+        (await ca.signX509Svid({ spiffeId: SpiffeId.fromString('spiffe://example.org/ns/web'), publicKey: generateKeyPair('ec-p256').publicKey, ttlMs: MIN }))
+          .chain,
       code: 'ERR_UNAUTHENTICATED',
     },
     {
       title: 'an agent SVID of our CA with no node record (evicted)',
-      chain: async () => (await ca.signX509Svid({ spiffeId: SpiffeId.fromString('spiffe://example.org/warrant/agent/fake/ghost'), publicKey: generateKeyPair('ec-p256').publicKey, ttlMs: MIN })).chain,
+      chain: async () =>
+        (
+          await ca.signX509Svid({
+            spiffeId: SpiffeId.fromString('spiffe://example.org/warrant/agent/fake/ghost'),
+            publicKey: generateKeyPair('ec-p256').publicKey,
+            ttlMs: MIN,
+          })
+        ).chain,
       code: 'ERR_AGENT_EVICTED',
     },
   ])('rejects $title → $code', async ({ chain, code }) => {

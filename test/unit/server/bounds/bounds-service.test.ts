@@ -14,9 +14,20 @@ import { newEntry } from '../../../helpers/entries.js'
 const td = TrustDomain.fromString('corp.example')
 const API = 'spiffe://corp.example/svc/payments-api'
 const WEB = 'https://payments.corp.example'
-const PAYMENTS = { x509_svid_ttl: 900, jwt_svid_ttl: 300, jwt_audiences: [API, WEB], dns_suffixes: [], federates_with: ['partner.example'], max_instances: 2, require_node_selectors: ['tpm:pcr_policy:prod'] }
+const PAYMENTS = {
+  x509_svid_ttl: 900,
+  jwt_svid_ttl: 300,
+  jwt_audiences: [API, WEB],
+  dns_suffixes: [],
+  federates_with: ['partner.example'],
+  max_instances: 2,
+  require_node_selectors: ['tpm:pcr_policy:prod'],
+}
 const config = BoundsSet.parse(td, { '/agents': { x509_svid_ttl: 3600, max_instances: 100 } })
-const PROD = [{ type: 'tpm', value: 'pcr_policy:prod' }, { type: 'tpm', value: 'ek_hash:ab' }]
+const PROD = [
+  { type: 'tpm', value: 'pcr_policy:prod' },
+  { type: 'tpm', value: 'ek_hash:ab' },
+]
 
 async function setup(ds: DataStore = createMemoryDataStore(), clock = new FakeClock()) {
   const svc = new BoundsService({ trustDomain: td, ds, config, clock, log: nullLogger })
@@ -48,7 +59,10 @@ describe('BoundsService: set, delete, persistence', () => {
     expect(svc.sequence).toBe(seq0 + 1)
     expect(changes.map((c) => [c.kind, c.prefix, c.sequence])).toEqual([['set', '/agents/payments', seq0 + 1]])
     expect(svc.effective('spiffe://corp.example/agents/payments/bot-1')?.prefixes).toEqual(['/agents', '/agents/payments'])
-    expect(svc.list().map((d) => [d.prefix, d.source])).toEqual([['/agents', 'config'], ['/agents/payments', 'api']])
+    expect(svc.list().map((d) => [d.prefix, d.source])).toEqual([
+      ['/agents', 'config'],
+      ['/agents/payments', 'api'],
+    ])
 
     // A restart on the same datastore sees the same bounds and sequence.
     const again = new BoundsService({ trustDomain: td, ds, config, clock, log: nullLogger })
@@ -154,10 +168,15 @@ describe('BoundsService: issuance hooks', () => {
     const { svc } = await setup()
     await svc.set('/agents/payments', parseBounds(PAYMENTS))
     const id = 'spiffe://corp.example/agents/payments/bot-1'
-    expect(await svc.admitX509({ spiffeId: id, ttlMs: 3_600_000, dnsNames: ['bot.corp.example'], nodeSelectors: PROD, instanceKey: 'a1|e1' })).toEqual({ ttlMs: 900_000, dnsNames: [] })
+    expect(await svc.admitX509({ spiffeId: id, ttlMs: 3_600_000, dnsNames: ['bot.corp.example'], nodeSelectors: PROD, instanceKey: 'a1|e1' })).toEqual({
+      ttlMs: 900_000,
+      dnsNames: [],
+    })
     expect(svc.clampJwtTtlMs(id, 3_600_000)).toBe(300_000)
     expect(svc.clampX509TtlMs('spiffe://corp.example/svc/web', 3_600_000)).toBe(3_600_000)
-    const r = await codeOf(() => svc.admitX509({ spiffeId: id, ttlMs: 1000, dnsNames: [], nodeSelectors: [{ type: 'tpm', value: 'pcr_policy:dev' }], instanceKey: 'a2|e1' }))
+    const r = await codeOf(() =>
+      svc.admitX509({ spiffeId: id, ttlMs: 1000, dnsNames: [], nodeSelectors: [{ type: 'tpm', value: 'pcr_policy:dev' }], instanceKey: 'a2|e1' }),
+    )
     expect(r).toMatchObject({ code: 'ERR_ID_NOT_AUTHORIZED' })
     expect(r.message).toContain('require_node_selectors')
     expect(svc.allowsNode(id, PROD)).toBe(true)
@@ -171,7 +190,10 @@ describe('BoundsService: issuance hooks', () => {
     try {
       const fresh = svc.lookup(id)
       expect(fresh.effective?.prefixes).toEqual(['/agents'])
-      expect(await svc.admitX509({ spiffeId: id, ttlMs: 7_200_000, dnsNames: [], nodeSelectors: [], instanceKey: 'a1|e1', lookup: fresh })).toEqual({ ttlMs: 3_600_000, dnsNames: [] })
+      expect(await svc.admitX509({ spiffeId: id, ttlMs: 7_200_000, dnsNames: [], nodeSelectors: [], instanceKey: 'a1|e1', lookup: fresh })).toEqual({
+        ttlMs: 3_600_000,
+        dnsNames: [],
+      })
       expect(lookups).toHaveBeenCalledTimes(1) // the lookup was reused
       // Bounds change between the lookup and the admission: the stale lookup (no /agents/payments) is not trusted.
       const stale = svc.lookup(id)
@@ -181,7 +203,9 @@ describe('BoundsService: issuance hooks', () => {
       expect(r.message).toContain('require_node_selectors')
       // A lookup for another ID is not used for this one.
       const other = svc.lookup(SpiffeId.fromString('spiffe://corp.example/svc/web'))
-      expect((await codeOf(() => svc.admitX509({ spiffeId: id, ttlMs: 1000, dnsNames: [], nodeSelectors: [], instanceKey: 'a3|e1', lookup: other }))).code).toBe('ERR_ID_NOT_AUTHORIZED')
+      expect(
+        (await codeOf(() => svc.admitX509({ spiffeId: id, ttlMs: 1000, dnsNames: [], nodeSelectors: [], instanceKey: 'a3|e1', lookup: other }))).code,
+      ).toBe('ERR_ID_NOT_AUTHORIZED')
     } finally {
       lookups.mockRestore()
     }
@@ -192,7 +216,9 @@ describe('BoundsService: issuance hooks', () => {
     await svc.set('/agents/payments', parseBounds(PAYMENTS))
     const id = 'spiffe://corp.example/agents/payments/bot-1'
     expect(await svc.admitJwt({ spiffeId: id, ttlMs: 3_600_000, audience: [WEB], nodeSelectors: PROD, instanceKey: 'a1|e1' })).toEqual({ ttlMs: 300_000 })
-    const r = await codeOf(() => svc.admitJwt({ spiffeId: id, ttlMs: 60_000, audience: [WEB, 'https://evil.example'], nodeSelectors: PROD, instanceKey: 'a1|e1' }))
+    const r = await codeOf(() =>
+      svc.admitJwt({ spiffeId: id, ttlMs: 60_000, audience: [WEB, 'https://evil.example'], nodeSelectors: PROD, instanceKey: 'a1|e1' }),
+    )
     expect(r.code).toBe('ERR_ID_NOT_AUTHORIZED')
     expect(r.message).toContain('jwt_audiences of "/agents/payments"')
     expect((await codeOf(() => svc.checkAudience(id, ['x']))).code).toBe('ERR_ID_NOT_AUTHORIZED')
@@ -238,7 +264,8 @@ describe('BoundsService: issuance hooks', () => {
   it('holds the instance limit until SVIDs expire; renewals are the same instance', async () => {
     const { svc, clock } = await setup()
     await svc.set('/agents/payments', parseBounds(PAYMENTS)) // max_instances 2
-    const admit = (key: string, n = 1) => svc.admitX509({ spiffeId: `spiffe://corp.example/agents/payments/bot-${n}`, ttlMs: 600_000, dnsNames: [], nodeSelectors: PROD, instanceKey: key })
+    const admit = (key: string, n = 1) =>
+      svc.admitX509({ spiffeId: `spiffe://corp.example/agents/payments/bot-${n}`, ttlMs: 600_000, dnsNames: [], nodeSelectors: PROD, instanceKey: key })
     await admit('a1|e1', 1)
     await admit('a2|e2', 2)
     await admit('a1|e1', 1) // renewal
@@ -306,7 +333,8 @@ describe('BoundsService: issuance hooks', () => {
   it('a refusal under one prefix records nothing under the others', async () => {
     const { svc, ds, clock } = await setup()
     await svc.set('/agents/payments', parseBounds({ max_instances: 1 }))
-    const admit = (key: string) => svc.admitJwt({ spiffeId: 'spiffe://corp.example/agents/payments/x', ttlMs: 60_000, audience: [WEB], nodeSelectors: PROD, instanceKey: key })
+    const admit = (key: string) =>
+      svc.admitJwt({ spiffeId: 'spiffe://corp.example/agents/payments/x', ttlMs: 60_000, audience: [WEB], nodeSelectors: PROD, instanceKey: key })
     await admit('a1|e1')
     expect((await codeOf(admit('a2|e2'))).code).toBe('ERR_ID_NOT_AUTHORIZED')
     expect((await ds.liveInstances.list('/agents', clock.now())).map((i) => i.instanceKey)).toEqual(['a1|e1'])

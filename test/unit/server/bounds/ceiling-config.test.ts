@@ -27,8 +27,13 @@ allow_bearer = false
 `)
     expect(issues).toEqual([])
     expect(set.get('/agents')).toEqual({
-      scopes: ['read', 'write'], resources: ['https://api.corp.example'], maxTokenTtlSeconds: 600, maxRenewals: 4, maxDelegationDepth: 2,
-      mayDelegateTo: ['spiffe://corp.example/agents/'], allowBearer: false,
+      scopes: ['read', 'write'],
+      resources: ['https://api.corp.example'],
+      maxTokenTtlSeconds: 600,
+      maxRenewals: 4,
+      maxDelegationDepth: 2,
+      mayDelegateTo: ['spiffe://corp.example/agents/'],
+      allowBearer: false,
     })
   })
 

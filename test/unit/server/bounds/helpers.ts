@@ -14,7 +14,17 @@ import type { FakeClock } from '../../../helpers/fake-clock.js'
  */
 export async function caWithJwtSigner(td: TrustDomain, ds: DataStore, clock: FakeClock): Promise<{ ca: CaManager; jwtSigner: JwtSignerSource }> {
   const km = new MemoryKeyManager()
-  const ca = new CaManager({ trustDomain: td, keyManager: km, ds, clock, log: nullLogger, caTtlMs: 24 * 3_600_000, caKeyType: 'ec-p256', jwtKeyType: 'ec-p256', refreshHintSeconds: 300 })
+  const ca = new CaManager({
+    trustDomain: td,
+    keyManager: km,
+    ds,
+    clock,
+    log: nullLogger,
+    caTtlMs: 24 * 3_600_000,
+    caKeyType: 'ec-p256',
+    jwtKeyType: 'ec-p256',
+    refreshHintSeconds: 300,
+  })
   await ca.init()
   const jwtSigner: JwtSignerSource = async () => {
     const j = JSON.parse((await ds.journal.get('ca'))!) as { jwt: { keyId: string; kid: string; status: string }[] }

@@ -1,6 +1,15 @@
 import { generateKeyPairSync, X509Certificate } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
-import { claimRuns, leafJobAt, packLeafJobs, packLeafOutcomes, signJob, unpackLeafOutcomes, type LeafJob, type LeafOutcome } from '../../../../src/server/ca/csr-jobs.js'
+import {
+  claimRuns,
+  leafJobAt,
+  packLeafJobs,
+  packLeafOutcomes,
+  signJob,
+  unpackLeafOutcomes,
+  type LeafJob,
+  type LeafOutcome,
+} from '../../../../src/server/ca/csr-jobs.js'
 import { KeyObjectSigner } from '../../../../src/spiffe/key-signer.js'
 import { SpiffeId } from '../../../../src/spiffe/spiffe-id.js'
 import { TrustDomain } from '../../../../src/spiffe/trust-domain.js'
@@ -8,18 +17,34 @@ import { createCaCertificate, createX509Svid, createX509SvidSync } from '../../.
 import { createCsr, verifyCsr } from '../../../../src/spiffe/x509-svid/csr.js'
 
 const bytes = (n: number, seed: number) => Uint8Array.from({ length: n }, (_, i) => (i * 7 + seed) & 0xff)
-const job = (csr: Uint8Array, spiffeId: string, dnsNames: string[] = []): LeafJob => ({ csr, spiffeId, notBefore: 1_767_225_600_000, notAfter: 1_767_229_200_000 + csr.length, dnsNames })
+const job = (csr: Uint8Array, spiffeId: string, dnsNames: string[] = []): LeafJob => ({
+  csr,
+  spiffeId,
+  notBefore: 1_767_225_600_000,
+  notAfter: 1_767_229_200_000 + csr.length,
+  dnsNames,
+})
 
 async function newCa() {
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' })
   const signer = new KeyObjectSigner(privateKey)
-  const certificate = await createCaCertificate({ trustDomain: TrustDomain.fromString('example.org'), publicKey, signer, notBefore: new Date(Date.now() - 60_000), notAfter: new Date(Date.now() + 3_600_000) })
+  const certificate = await createCaCertificate({
+    trustDomain: TrustDomain.fromString('example.org'),
+    publicKey,
+    signer,
+    notBefore: new Date(Date.now() - 60_000),
+    notAfter: new Date(Date.now() + 3_600_000),
+  })
   return { signer, certificate }
 }
 
 describe('packed leaf jobs', () => {
   it('round-trip: CSR bytes, IDs, times and DNS names per job, on shared memory that a clone does not copy', () => {
-    const jobs = [job(bytes(200, 1), 'spiffe://example.org/a', ['a.example.org', 'b.example.org']), job(bytes(1, 2), 'spiffe://example.org/b'), job(bytes(333, 3), 'spiffe://example.org/c')]
+    const jobs = [
+      job(bytes(200, 1), 'spiffe://example.org/a', ['a.example.org', 'b.example.org']),
+      job(bytes(1, 2), 'spiffe://example.org/b'),
+      job(bytes(333, 3), 'spiffe://example.org/c'),
+    ]
     const packed = packLeafJobs(jobs)
     for (const a of [packed.csrs, packed.ends, packed.times]) expect(a.buffer).toBeInstanceOf(SharedArrayBuffer)
     // A structured clone, as postMessage does: the clone sees the same memory.
@@ -80,7 +105,15 @@ describe('createX509SvidSync', () => {
   it('builds the certificate createX509Svid builds, signed without a promise', async () => {
     const ca = await newCa()
     const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' })
-    const opts = { spiffeId: SpiffeId.fromString('spiffe://example.org/s'), publicKey, signer: ca.signer, issuer: { certificate: ca.certificate }, notBefore: new Date(1_767_225_600_000), notAfter: new Date(1_767_229_200_000), dnsNames: ['s.example.org'] }
+    const opts = {
+      spiffeId: SpiffeId.fromString('spiffe://example.org/s'),
+      publicKey,
+      signer: ca.signer,
+      issuer: { certificate: ca.certificate },
+      notBefore: new Date(1_767_225_600_000),
+      notAfter: new Date(1_767_229_200_000),
+      dnsNames: ['s.example.org'],
+    }
     const a = new X509Certificate(createX509SvidSync(opts))
     const b = new X509Certificate(await createX509Svid(opts))
     expect(a.verify(new X509Certificate(ca.certificate).publicKey)).toBe(true)

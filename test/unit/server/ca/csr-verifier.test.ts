@@ -52,7 +52,9 @@ describe.each([
 
   it('hands back the SPKI verifyCsr reads', async () => {
     const got = await Promise.all(v.verify(good))
-    expect(got.map((c) => (c.ok ? Buffer.from(c.csr.spki).toString('hex') : c.error.code))).toEqual(good.map((g) => Buffer.from(verifyCsr(g).spki).toString('hex')))
+    expect(got.map((c) => (c.ok ? Buffer.from(c.csr.spki).toString('hex') : c.error.code))).toEqual(
+      good.map((g) => Buffer.from(verifyCsr(g).spki).toString('hex')),
+    )
   })
 
   it('accepts views into a larger buffer and an empty batch', async () => {

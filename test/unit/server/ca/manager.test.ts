@@ -50,7 +50,9 @@ const fp = (der: Uint8Array) => new X509Certificate(der).fingerprint256
 const bundleFps = (b: SpiffeBundle) => b.x509Authorities.map(fp).sort()
 const activeCaDer = (ca: CaManager): Uint8Array => {
   const active = ca.slots().x509.find((s) => s.status === 'active')!
-  const der = ca.bundle().x509Authorities.find((d) => Buffer.from(new X509Certificate(d).fingerprint256.replaceAll(':', ''), 'hex').toString('hex') === active.fingerprint)
+  const der = ca
+    .bundle()
+    .x509Authorities.find((d) => Buffer.from(new X509Certificate(d).fingerprint256.replaceAll(':', ''), 'hex').toString('hex') === active.fingerprint)
   if (!der) throw new Error('active CA not in bundle')
   return der
 }
@@ -112,7 +114,20 @@ describe('CaManager lifecycle', () => {
   })
 
   it('refuses a ca_ttl under a minute', () => {
-    expect(() => new CaManager({ trustDomain: td, keyManager: km, ds, clock, log: captureLogger(), caTtlMs: 59_999, caKeyType: 'ec-p256', jwtKeyType: 'ec-p256', refreshHintSeconds: 1 })).toThrow(RangeError)
+    expect(
+      () =>
+        new CaManager({
+          trustDomain: td,
+          keyManager: km,
+          ds,
+          clock,
+          log: captureLogger(),
+          caTtlMs: 59_999,
+          caKeyType: 'ec-p256',
+          jwtKeyType: 'ec-p256',
+          refreshHintSeconds: 1,
+        }),
+    ).toThrow(RangeError)
   })
 
   it('rotates through prepare (1/2), activate (5/6), retire and destroy', async () => {
@@ -307,7 +322,14 @@ describe('CaManager with an upstream authority', () => {
   async function upstreamRoot(notAfterMs: number): Promise<UpstreamAuthority> {
     const kp = generateKeyPair('ec-p256')
     const signer = new KeyObjectSigner(kp.privateKey)
-    const root = await createCaCertificate({ trustDomain: td, publicKey: kp.publicKey, signer, notBefore: new Date(t0 - MIN), notAfter: new Date(notAfterMs), subject: { organization: 'Upstream', commonName: 'upstream root' } })
+    const root = await createCaCertificate({
+      trustDomain: td,
+      publicKey: kp.publicKey,
+      signer,
+      notBefore: new Date(t0 - MIN),
+      notAfter: new Date(notAfterMs),
+      subject: { organization: 'Upstream', commonName: 'upstream root' },
+    })
     return { certificate: root, signer, roots: [root], intermediates: [] }
   }
 

@@ -59,9 +59,21 @@ describe('native EC signer (ecsign addon)', () => {
 
   it('a leaf signed natively is the certificate KeyObjectSigner would make, and verifies under the CA', async () => {
     const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' })
-    const certificate = await createCaCertificate({ trustDomain: TrustDomain.fromString('example.org'), publicKey, signer: new KeyObjectSigner(privateKey), notBefore: new Date(Date.now() - 60_000), notAfter: new Date(Date.now() + 3_600_000) })
+    const certificate = await createCaCertificate({
+      trustDomain: TrustDomain.fromString('example.org'),
+      publicKey,
+      signer: new KeyObjectSigner(privateKey),
+      notBefore: new Date(Date.now() - 60_000),
+      notAfter: new Date(Date.now() + 3_600_000),
+    })
     const spki = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'der', type: 'spki' })
-    const leaf = createX509SvidSync({ spiffeId: SpiffeId.fromString('spiffe://example.org/w'), publicKey: { spki }, signer: signerFor(privateKey), issuer: { certificate }, notAfter: new Date(Date.now() + 600_000) })
+    const leaf = createX509SvidSync({
+      spiffeId: SpiffeId.fromString('spiffe://example.org/w'),
+      publicKey: { spki },
+      signer: signerFor(privateKey),
+      issuer: { certificate },
+      notAfter: new Date(Date.now() + 600_000),
+    })
     const cert = new X509Certificate(leaf)
     expect(cert.verify(createPublicKey(privateKey))).toBe(true)
     expect(cert.checkIssued(new X509Certificate(certificate))).toBe(true)

@@ -36,17 +36,59 @@ describe('native ECDSA verification (ecverify addon)', () => {
   const v = loaded()
   const data = Buffer.from('to be signed: a CertificationRequestInfo')
 
-  const cases: { name: string; curve: Curve; hash: Hash; make: (k: ReturnType<typeof keyPair>) => { point: Uint8Array; data: Uint8Array; sig: Uint8Array }; want: string }[] = [
+  const cases: {
+    name: string
+    curve: Curve
+    hash: Hash
+    make: (k: ReturnType<typeof keyPair>) => { point: Uint8Array; data: Uint8Array; sig: Uint8Array }
+    want: string
+  }[] = [
     { name: 'P-256 SHA-256', curve: 'P-256', hash: 'sha256', make: (k) => ({ point: k.point, data, sig: sign('sha256', data, k.privateKey) }), want: 'valid' },
     { name: 'P-256 SHA-384', curve: 'P-256', hash: 'sha384', make: (k) => ({ point: k.point, data, sig: sign('sha384', data, k.privateKey) }), want: 'valid' },
     { name: 'P-384 SHA-384', curve: 'P-384', hash: 'sha384', make: (k) => ({ point: k.point, data, sig: sign('sha384', data, k.privateKey) }), want: 'valid' },
     { name: 'P-384 SHA-512', curve: 'P-384', hash: 'sha512', make: (k) => ({ point: k.point, data, sig: sign('sha512', data, k.privateKey) }), want: 'valid' },
-    { name: 'hash differs from the signer’s', curve: 'P-256', hash: 'sha384', make: (k) => ({ point: k.point, data, sig: sign('sha256', data, k.privateKey) }), want: 'invalid' },
-    { name: 'other data', curve: 'P-256', hash: 'sha256', make: (k) => ({ point: k.point, data: Buffer.from('other'), sig: sign('sha256', data, k.privateKey) }), want: 'invalid' },
-    { name: 'other key', curve: 'P-256', hash: 'sha256', make: (k) => ({ point: keyPair('P-256').point, data, sig: sign('sha256', data, k.privateKey) }), want: 'invalid' },
-    { name: 'non-canonical DER', curve: 'P-256', hash: 'sha256', make: (k) => ({ point: k.point, data, sig: nonCanonical(sign('sha256', data, k.privateKey)) }), want: 'invalid' },
-    { name: 'trailing byte after the signature', curve: 'P-256', hash: 'sha256', make: (k) => ({ point: k.point, data, sig: Buffer.concat([sign('sha256', data, k.privateKey), Buffer.from([0])]) }), want: 'invalid' },
-    { name: 'P1363 instead of DER', curve: 'P-256', hash: 'sha256', make: (k) => ({ point: k.point, data, sig: sign('sha256', data, { key: k.privateKey, dsaEncoding: 'ieee-p1363' }) }), want: 'invalid' },
+    {
+      name: 'hash differs from the signer’s',
+      curve: 'P-256',
+      hash: 'sha384',
+      make: (k) => ({ point: k.point, data, sig: sign('sha256', data, k.privateKey) }),
+      want: 'invalid',
+    },
+    {
+      name: 'other data',
+      curve: 'P-256',
+      hash: 'sha256',
+      make: (k) => ({ point: k.point, data: Buffer.from('other'), sig: sign('sha256', data, k.privateKey) }),
+      want: 'invalid',
+    },
+    {
+      name: 'other key',
+      curve: 'P-256',
+      hash: 'sha256',
+      make: (k) => ({ point: keyPair('P-256').point, data, sig: sign('sha256', data, k.privateKey) }),
+      want: 'invalid',
+    },
+    {
+      name: 'non-canonical DER',
+      curve: 'P-256',
+      hash: 'sha256',
+      make: (k) => ({ point: k.point, data, sig: nonCanonical(sign('sha256', data, k.privateKey)) }),
+      want: 'invalid',
+    },
+    {
+      name: 'trailing byte after the signature',
+      curve: 'P-256',
+      hash: 'sha256',
+      make: (k) => ({ point: k.point, data, sig: Buffer.concat([sign('sha256', data, k.privateKey), Buffer.from([0])]) }),
+      want: 'invalid',
+    },
+    {
+      name: 'P1363 instead of DER',
+      curve: 'P-256',
+      hash: 'sha256',
+      make: (k) => ({ point: k.point, data, sig: sign('sha256', data, { key: k.privateKey, dsaEncoding: 'ieee-p1363' }) }),
+      want: 'invalid',
+    },
     { name: 'empty signature', curve: 'P-256', hash: 'sha256', make: (k) => ({ point: k.point, data, sig: new Uint8Array(0) }), want: 'invalid' },
     {
       name: 'point off the curve',
@@ -59,9 +101,27 @@ describe('native ECDSA verification (ecverify addon)', () => {
       },
       want: 'bad-key',
     },
-    { name: 'P-384 point given as P-256', curve: 'P-256', hash: 'sha256', make: () => ({ point: keyPair('P-384').point, data, sig: new Uint8Array(8) }), want: 'bad-key' },
-    { name: 'compressed point', curve: 'P-256', hash: 'sha256', make: (k) => ({ point: Uint8Array.of(0x02 | (k.point[64]! & 1), ...k.point.subarray(1, 33)), data, sig: sign('sha256', data, k.privateKey) }), want: 'bad-key' },
-    { name: 'all-zero point', curve: 'P-256', hash: 'sha256', make: () => ({ point: Uint8Array.of(4, ...new Uint8Array(64)), data, sig: new Uint8Array(8) }), want: 'bad-key' },
+    {
+      name: 'P-384 point given as P-256',
+      curve: 'P-256',
+      hash: 'sha256',
+      make: () => ({ point: keyPair('P-384').point, data, sig: new Uint8Array(8) }),
+      want: 'bad-key',
+    },
+    {
+      name: 'compressed point',
+      curve: 'P-256',
+      hash: 'sha256',
+      make: (k) => ({ point: Uint8Array.of(0x02 | (k.point[64]! & 1), ...k.point.subarray(1, 33)), data, sig: sign('sha256', data, k.privateKey) }),
+      want: 'bad-key',
+    },
+    {
+      name: 'all-zero point',
+      curve: 'P-256',
+      hash: 'sha256',
+      make: () => ({ point: Uint8Array.of(4, ...new Uint8Array(64)), data, sig: new Uint8Array(8) }),
+      want: 'bad-key',
+    },
   ]
   it.each(cases)('$name → $want', ({ curve, hash, make, want }) => {
     const k = keyPair(curve)
@@ -80,7 +140,7 @@ describe('native ECDSA verification (ecverify addon)', () => {
         (curve, hash, msg, flip) => {
           const k = keys[curve]
           const sig = sign(hash, msg, k.privateKey)
-          if (flip !== undefined) sig[flip % sig.length] = sig[flip % sig.length]! ^ (1 << flip % 8)
+          if (flip !== undefined) sig[flip % sig.length] = sig[flip % sig.length]! ^ (1 << (flip % 8))
           const spki = Buffer.concat([curve === 'P-256' ? P256_SPKI_PREFIX : P384_SPKI_PREFIX, k.point])
           let expected: boolean
           try {

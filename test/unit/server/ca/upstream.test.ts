@@ -27,29 +27,60 @@ async function chain() {
   const rootKey = generateKeyPair('ec-p256')
   const root = await createCaCertificate({ trustDomain: td, publicKey: rootKey.publicKey, signer: new KeyObjectSigner(rootKey.privateKey), ...validity })
   const interKey = generateKeyPair('ec-p256')
-  const inter = await createCaCertificate({ trustDomain: td, publicKey: interKey.publicKey, signer: new KeyObjectSigner(rootKey.privateKey), issuer: { certificate: root }, ...validity })
+  const inter = await createCaCertificate({
+    trustDomain: td,
+    publicKey: interKey.publicKey,
+    signer: new KeyObjectSigner(rootKey.privateKey),
+    issuer: { certificate: root },
+    ...validity,
+  })
   const leafKey = generateKeyPair('ec-p256')
-  const leaf = await createX509Svid({ spiffeId: SpiffeId.fromString('spiffe://upstream.example/w'), publicKey: leafKey.publicKey, signer: new KeyObjectSigner(interKey.privateKey), issuer: { certificate: inter }, ...validity })
+  const leaf = await createX509Svid({
+    spiffeId: SpiffeId.fromString('spiffe://upstream.example/w'),
+    publicKey: leafKey.publicKey,
+    signer: new KeyObjectSigner(interKey.privateKey),
+    issuer: { certificate: inter },
+    ...validity,
+  })
   return { root, rootKey, inter, interKey, leaf, leafKey }
 }
 
 describe('upstreamAuthorityFromPem', () => {
   it('takes the CA certificate and its key; roots default to the last certificate, the rest are intermediates', async () => {
     const c = await chain()
-    const u = upstreamAuthorityFromPem({ certPem: toPemBlock('CERTIFICATE', c.inter) + toPemBlock('CERTIFICATE', c.root), keyPem: keyPem(c.interKey), bundlePem: undefined })
+    const u = upstreamAuthorityFromPem({
+      certPem: toPemBlock('CERTIFICATE', c.inter) + toPemBlock('CERTIFICATE', c.root),
+      keyPem: keyPem(c.interKey),
+      bundlePem: undefined,
+    })
     expect(Buffer.from(u.certificate)).toEqual(Buffer.from(c.inter))
     expect(u.roots.map((r) => Buffer.from(r))).toEqual([Buffer.from(c.root)])
     expect(u.intermediates.map((r) => Buffer.from(r))).toEqual([Buffer.from(c.root)])
     expect(u.signer.publicKey.equals(c.interKey.publicKey)).toBe(true)
-    const withBundle = upstreamAuthorityFromPem({ certPem: toPemBlock('CERTIFICATE', c.root), keyPem: keyPem(c.rootKey), bundlePem: toPemBlock('CERTIFICATE', c.root) + toPemBlock('CERTIFICATE', c.inter) })
+    const withBundle = upstreamAuthorityFromPem({
+      certPem: toPemBlock('CERTIFICATE', c.root),
+      keyPem: keyPem(c.rootKey),
+      bundlePem: toPemBlock('CERTIFICATE', c.root) + toPemBlock('CERTIFICATE', c.inter),
+    })
     expect(withBundle.roots).toHaveLength(2)
   })
 
   it.each<{ title: string; make: (c: Awaited<ReturnType<typeof chain>>) => { certPem: string; keyPem: string }; message: RegExp }>([
     { title: 'no certificate', make: (c) => ({ certPem: '', keyPem: keyPem(c.rootKey) }), message: /holds no certificate/ },
-    { title: 'a key of another certificate', make: (c) => ({ certPem: toPemBlock('CERTIFICATE', c.root), keyPem: keyPem(c.interKey) }), message: /does not match/ },
+    {
+      title: 'a key of another certificate',
+      make: (c) => ({ certPem: toPemBlock('CERTIFICATE', c.root), keyPem: keyPem(c.interKey) }),
+      message: /does not match/,
+    },
     { title: 'a certificate that is not a CA', make: (c) => ({ certPem: toPemBlock('CERTIFICATE', c.leaf), keyPem: keyPem(c.leafKey) }), message: /not a CA/ },
-    { title: 'a key that does not parse', make: (c) => ({ certPem: toPemBlock('CERTIFICATE', c.root), keyPem: '-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleS1ieXRlcw==\n-----END PRIVATE KEY-----\n' }), message: /upstream_authority: / },
+    {
+      title: 'a key that does not parse',
+      make: (c) => ({
+        certPem: toPemBlock('CERTIFICATE', c.root),
+        keyPem: '-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleS1ieXRlcw==\n-----END PRIVATE KEY-----\n',
+      }),
+      message: /upstream_authority: /,
+    },
   ])('refuses $title with ERR_CONFIG_INVALID, never echoing the key', async ({ make, message }) => {
     const c = await chain()
     const p = make(c)
@@ -74,12 +105,24 @@ describe('bundle files', () => {
 
   it("writes the CA's bundle as PEM and as a SPIFFE bundle document, leaving no temporary file; the bounds JWS beside them", async () => {
     const clock = new FakeClock()
-    const ca = new CaManager({ trustDomain: td, keyManager: new MemoryKeyManager(), ds: createMemoryDataStore({ clock }), clock, log: captureLogger(), caTtlMs: 86_400_000, caKeyType: 'ec-p256', jwtKeyType: 'ec-p256', refreshHintSeconds: 60 })
+    const ca = new CaManager({
+      trustDomain: td,
+      keyManager: new MemoryKeyManager(),
+      ds: createMemoryDataStore({ clock }),
+      clock,
+      log: captureLogger(),
+      caTtlMs: 86_400_000,
+      caKeyType: 'ec-p256',
+      jwtKeyType: 'ec-p256',
+      refreshHintSeconds: 60,
+    })
     await ca.init()
     const b = ca.bundle()
     const pem = publishBundleFiles(tmp.dir, b)
     expect(readFileSync(join(tmp.dir, 'bundle.pem'), 'utf8')).toBe(pem)
-    expect(X509Bundle.parsePem(td, pem).authorities.map((d) => new X509Certificate(d).fingerprint256)).toEqual(b.x509Authorities.map((d) => new X509Certificate(d).fingerprint256))
+    expect(X509Bundle.parsePem(td, pem).authorities.map((d) => new X509Certificate(d).fingerprint256)).toEqual(
+      b.x509Authorities.map((d) => new X509Certificate(d).fingerprint256),
+    )
     const doc = SpiffeBundle.parse(td, readFileSync(join(tmp.dir, 'bundle.spiffe'), 'utf8'))
     expect(doc.sequenceNumber).toBe(b.sequenceNumber)
     publishBoundsDocument(tmp.dir, 'a.b.c')

@@ -18,7 +18,17 @@ const CA_TTL = 60 * MIN
 let clock: FakeClock
 
 function newCa(keyManager: KeyManager): CaManager {
-  return new CaManager({ trustDomain: td, keyManager, ds: createMemoryDataStore({ clock }), clock, log: captureLogger(), caTtlMs: CA_TTL, caKeyType: 'ec-p256', jwtKeyType: 'ec-p256', refreshHintSeconds: 60 })
+  return new CaManager({
+    trustDomain: td,
+    keyManager,
+    ds: createMemoryDataStore({ clock }),
+    clock,
+    log: captureLogger(),
+    caTtlMs: CA_TTL,
+    caKeyType: 'ec-p256',
+    jwtKeyType: 'ec-p256',
+    refreshHintSeconds: 60,
+  })
 }
 
 /** A key manager whose keys, like an HSM's, only sign: no in-process handle. */
@@ -119,7 +129,13 @@ describe.each([
       ...good.slice(2).map((c, i) => item(c, `spiffe://example.org/w${i}`, d)),
     ]
     const out = await pool.verifyAndSign(items, d)
-    expect(out.map((o) => (o.ok ? 'ok' : o.error.code))).toEqual(['ok', 'ERR_CSR_INVALID', 'ERR_CSR_INVALID', 'ERR_CSR_INVALID', ...good.slice(2).map(() => 'ok')])
+    expect(out.map((o) => (o.ok ? 'ok' : o.error.code))).toEqual([
+      'ok',
+      'ERR_CSR_INVALID',
+      'ERR_CSR_INVALID',
+      'ERR_CSR_INVALID',
+      ...good.slice(2).map(() => 'ok'),
+    ])
     for (const [i, o] of out.entries()) {
       if (!o.ok) continue
       const leaf = leafOf(o)
@@ -143,14 +159,23 @@ describe.each([
     await ca.init()
     const a = ca.x509Delegate()!
     const csrs = await Promise.all(Array.from({ length: 6 }, csrFor))
-    const before = await pool.verifyAndSign(csrs.map((c) => item(c, 'spiffe://example.org/r', a)), a)
+    const before = await pool.verifyAndSign(
+      csrs.map((c) => item(c, 'spiffe://example.org/r', a)),
+      a,
+    )
     for (const o of before) expect(issuedBy(leafOf(o), a.certificate)).toBe(true)
     await ca.forceRotate()
     const b = ca.x509Delegate()!
     // Both in flight at once: every worker switches CA per job, in order.
     const [afterB, againA] = await Promise.all([
-      pool.verifyAndSign(csrs.map((c) => item(c, 'spiffe://example.org/r', b)), b),
-      pool.verifyAndSign(csrs.map((c) => item(c, 'spiffe://example.org/r', a)), a),
+      pool.verifyAndSign(
+        csrs.map((c) => item(c, 'spiffe://example.org/r', b)),
+        b,
+      ),
+      pool.verifyAndSign(
+        csrs.map((c) => item(c, 'spiffe://example.org/r', a)),
+        a,
+      ),
     ])
     for (const o of afterB) {
       expect(issuedBy(leafOf(o), b.certificate)).toBe(true)
@@ -165,7 +190,10 @@ describe.each([
     const d = ca.x509Delegate()!
     const own = await CsrVerifierPool.start({ size: 1 })
     const csrs = await Promise.all(Array.from({ length: 4 }, csrFor))
-    const inFlight = own.verifyAndSign(csrs.map((c) => item(c, 'spiffe://example.org/x', d)), d)
+    const inFlight = own.verifyAndSign(
+      csrs.map((c) => item(c, 'spiffe://example.org/x', d)),
+      d,
+    )
     await own.close()
     for (const o of await inFlight) if (!o.ok) expect(o.error.code).toBe('ERR_UNAVAILABLE')
     const after = await own.verifyAndSign([item(csrs[0]!, 'spiffe://example.org/x', d)], d)

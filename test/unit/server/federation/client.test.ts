@@ -27,7 +27,12 @@ describe('fetchBundle, https_spiffe', () => {
     otherCa = await makeRoot(TD.name)
     bundle = bundleOf(TD.name, [ca], { sequence: 4, hint: 60 })
     creds = await svidCredentials(ca, ENDPOINT_ID)
-    ep = await startBundleEndpoint({ address: '127.0.0.1:0', profile: { kind: 'https_spiffe', getServerSvid: () => creds }, getBundle: () => bundle, log: nullLogger })
+    ep = await startBundleEndpoint({
+      address: '127.0.0.1:0',
+      profile: { kind: 'https_spiffe', getServerSvid: () => creds },
+      getBundle: () => bundle,
+      log: nullLogger,
+    })
   })
   afterAll(() => ep.close())
 
@@ -51,16 +56,18 @@ describe('fetchBundle, https_spiffe', () => {
   })
 
   it('rejects an expired SVID (time from `now`)', async () => {
-    await expect(
-      fetchBundle({ trustDomain: TD, url: url(), profile: profile(), now: () => new Date(Date.now() + 3 * 3600_000) }),
-    ).rejects.toMatchObject({ code: 'ERR_X509_SVID_UNTRUSTED' })
+    await expect(fetchBundle({ trustDomain: TD, url: url(), profile: profile(), now: () => new Date(Date.now() + 3 * 3600_000) })).rejects.toMatchObject({
+      code: 'ERR_X509_SVID_UNTRUSTED',
+    })
   })
 
   it('rejects a plain Web PKI certificate (not an SVID)', async () => {
     const web = await webCredentials(ca)
     const srv = await startTestServer(() => web, { '/': json(bundle.marshal()) })
     try {
-      await expect(fetchBundle({ trustDomain: TD, url: `https://127.0.0.1:${srv.port}/`, profile: profile() })).rejects.toMatchObject({ code: 'ERR_X509_SVID_UNTRUSTED' })
+      await expect(fetchBundle({ trustDomain: TD, url: `https://127.0.0.1:${srv.port}/`, profile: profile() })).rejects.toMatchObject({
+        code: 'ERR_X509_SVID_UNTRUSTED',
+      })
       expect(srv.hits.get('/') ?? 0).toBe(0) // verified before the request was sent
     } finally {
       await srv.close()
@@ -78,7 +85,9 @@ describe('fetchBundle, https_spiffe', () => {
     try {
       const got = await fetchBundle({ trustDomain: TD, url: `https://127.0.0.1:${good.port}/moved`, profile: profile() })
       expect(got.sequenceNumber).toBe(4)
-      await expect(fetchBundle({ trustDomain: TD, url: `https://127.0.0.1:${good.port}/away`, profile: profile() })).rejects.toMatchObject({ code: 'ERR_X509_SVID_UNTRUSTED' })
+      await expect(fetchBundle({ trustDomain: TD, url: `https://127.0.0.1:${good.port}/away`, profile: profile() })).rejects.toMatchObject({
+        code: 'ERR_X509_SVID_UNTRUSTED',
+      })
       expect(bad.hits.get('/') ?? 0).toBe(0)
     } finally {
       await Promise.all([bad.close(), good.close()])
@@ -124,13 +133,17 @@ describe('fetchBundle, https_web', () => {
   })
 
   it('rejects a redirect to http', async () => {
-    await expect(fetchBundle({ trustDomain: TD, url: `https://127.0.0.1:${srv.port}/r`, profile: { kind: 'https_web', ca: readFileSync(caFile, 'utf8') } })).rejects.toMatchObject({
+    await expect(
+      fetchBundle({ trustDomain: TD, url: `https://127.0.0.1:${srv.port}/r`, profile: { kind: 'https_web', ca: readFileSync(caFile, 'utf8') } }),
+    ).rejects.toMatchObject({
       code: 'ERR_INVALID_ARGUMENT',
     })
   })
 
   it('reports a closed port as ERR_UNAVAILABLE', async () => {
-    await expect(fetchBundle({ trustDomain: TD, url: 'https://127.0.0.1:1/', profile: { kind: 'https_web', ca: readFileSync(caFile, 'utf8') } })).rejects.toMatchObject({ code: 'ERR_UNAVAILABLE' })
+    await expect(
+      fetchBundle({ trustDomain: TD, url: 'https://127.0.0.1:1/', profile: { kind: 'https_web', ca: readFileSync(caFile, 'utf8') } }),
+    ).rejects.toMatchObject({ code: 'ERR_UNAVAILABLE' })
   })
 })
 
@@ -138,12 +151,17 @@ describe('checkBundleEndpointUrl', () => {
   it.each(['https://bundle.example/', 'https://127.0.0.1:8443/path?x=1', 'https://[::1]:443/'])('accepts %s', (u) => {
     expect(checkBundleEndpointUrl(u).protocol).toBe('https:')
   })
-  it.each(['http://bundle.example/', 'https://user:pw@bundle.example/', 'https://user@bundle.example/', 'https://bundle.example/#frag', 'ftp://x/', 'not a url', ''])(
-    'rejects %j',
-    (u) => {
-      expect(() => checkBundleEndpointUrl(u)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARGUMENT' }))
-    },
-  )
+  it.each([
+    'http://bundle.example/',
+    'https://user:pw@bundle.example/',
+    'https://user@bundle.example/',
+    'https://bundle.example/#frag',
+    'ftp://x/',
+    'not a url',
+    '',
+  ])('rejects %j', (u) => {
+    expect(() => checkBundleEndpointUrl(u)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARGUMENT' }))
+  })
 })
 
 describe('parseDocument', () => {

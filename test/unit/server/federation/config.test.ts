@@ -27,7 +27,12 @@ describe('federation config', () => {
     expect(cfg.bundle_endpoint).toMatchObject({ address: '0.0.0.0:8443', refresh_hint: 300_000, profile: 'https_spiffe' })
     const rels = relationshipsFromConfig(cfg)
     expect(rels).toEqual([
-      { trustDomain: 'partner.example', bundleEndpointUrl: 'https://partner.example:8443', profile: 'https_spiffe', endpointSpiffeId: 'spiffe://partner.example/warrant/server' },
+      {
+        trustDomain: 'partner.example',
+        bundleEndpointUrl: 'https://partner.example:8443',
+        profile: 'https_spiffe',
+        endpointSpiffeId: 'spiffe://partner.example/warrant/server',
+      },
       { trustDomain: 'web.example', bundleEndpointUrl: 'https://web.example/bundle', profile: 'https_web', webCaFile: '/etc/ca.pem', refreshHintSeconds: 60 },
     ])
     for (const r of rels) expect(() => validateRelationship(r, TrustDomain.fromString('local.test'))).not.toThrow()

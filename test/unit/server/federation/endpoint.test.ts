@@ -23,11 +23,14 @@ interface RawResponse {
 
 function rawRequest(port: number, method: string, path: string, opts: { servername?: string } = {}): Promise<RawResponse> {
   return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, method, path, rejectUnauthorized: false, agent: false, ...(opts.servername ? { servername: opts.servername } : {}) }, (res) => {
-      const chunks: Buffer[] = []
-      res.on('data', (c: Buffer) => chunks.push(c))
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }))
-    })
+    const req = request(
+      { host: '127.0.0.1', port, method, path, rejectUnauthorized: false, agent: false, ...(opts.servername ? { servername: opts.servername } : {}) },
+      (res) => {
+        const chunks: Buffer[] = []
+        res.on('data', (c: Buffer) => chunks.push(c))
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }))
+      },
+    )
     req.on('error', reject)
     req.end()
   })
@@ -207,7 +210,12 @@ describe('bundle endpoint (https_web)', () => {
     writeFileSync(certFile, c.certChainPem)
     writeFileSync(keyFile, c.keyPem)
     writeFileSync(join(dir, 'ca.pem'), pem(webCa.certificate))
-    ep = await startBundleEndpoint({ address: '127.0.0.1:0', profile: { kind: 'https_web', loadCredentials: () => ({ certChainPem: readFileSync(certFile, 'utf8'), keyPem: readFileSync(keyFile, 'utf8') }) }, getBundle: () => bundle, log: nullLogger })
+    ep = await startBundleEndpoint({
+      address: '127.0.0.1:0',
+      profile: { kind: 'https_web', loadCredentials: () => ({ certChainPem: readFileSync(certFile, 'utf8'), keyPem: readFileSync(keyFile, 'utf8') }) },
+      getBundle: () => bundle,
+      log: nullLogger,
+    })
   })
   afterAll(async () => {
     await ep.close()
@@ -215,7 +223,11 @@ describe('bundle endpoint (https_web)', () => {
   })
 
   it('is accepted by an https_web client with the CA file, keeping the bundle refresh hint', async () => {
-    const got = await fetchBundle({ trustDomain: TD, url: `https://127.0.0.1:${ep.port}/`, profile: { kind: 'https_web', ca: readFileSync(join(dir, 'ca.pem'), 'utf8') } })
+    const got = await fetchBundle({
+      trustDomain: TD,
+      url: `https://127.0.0.1:${ep.port}/`,
+      profile: { kind: 'https_web', ca: readFileSync(join(dir, 'ca.pem'), 'utf8') },
+    })
     expect(got.equals(bundle)).toBe(true)
     expect(got.refreshHintSeconds).toBe(30)
   })

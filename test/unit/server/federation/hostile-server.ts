@@ -6,7 +6,10 @@ import type { ServerCredentials } from '../../../../src/server/federation/endpoi
 export type Route = (req: IncomingMessage, res: ServerResponse) => void
 
 /** A tiny HTTPS server whose answers are chosen per path, for misbehaving bundle endpoints. */
-export async function startTestServer(creds: () => ServerCredentials, routes: Record<string, Route>): Promise<{ port: number; hits: Map<string, number>; close(): Promise<void> }> {
+export async function startTestServer(
+  creds: () => ServerCredentials,
+  routes: Record<string, Route>,
+): Promise<{ port: number; hits: Map<string, number>; close(): Promise<void> }> {
   const hits = new Map<string, number>()
   const c0 = creds()
   const server: Server = createServer({ cert: c0.certChainPem, key: c0.keyPem }, (req, res) => {

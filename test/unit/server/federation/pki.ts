@@ -25,7 +25,10 @@ export async function svidCredentials(ca: TestCa, id: string, opts: { notAfter?:
 }
 
 /** A Web PKI server certificate (SAN DNS localhost, IP 127.0.0.1) issued by `ca`. */
-export async function webCredentials(ca: TestCa, names: { dns?: string[]; ips?: string[] } = { dns: ['localhost'], ips: ['127.0.0.1'] }): Promise<ServerCredentials> {
+export async function webCredentials(
+  ca: TestCa,
+  names: { dns?: string[]; ips?: string[] } = { dns: ['localhost'], ips: ['127.0.0.1'] },
+): Promise<ServerCredentials> {
   const kp = generateKeyPair('ec-p256')
   const alg = { name: 'ECDSA', namedCurve: 'P-256' }
   const signingKey = await webcrypto.subtle.importKey('pkcs8', ca.privateKey.export({ type: 'pkcs8', format: 'der' }), alg, false, ['sign'])
@@ -33,7 +36,11 @@ export async function webCredentials(ca: TestCa, names: { dns?: string[]; ips?: 
   const sans = [...(names.dns ?? []).map((value) => ({ type: 'dns' as const, value })), ...(names.ips ?? []).map((value) => ({ type: 'ip' as const, value }))]
   const cert = await x509.X509CertificateGenerator.create(
     {
-      serialNumber: '01' + Math.floor(Math.random() * 1e12).toString(16).padStart(12, '0'),
+      serialNumber:
+        '01' +
+        Math.floor(Math.random() * 1e12)
+          .toString(16)
+          .padStart(12, '0'),
       subject: 'CN=bundle-endpoint.test',
       issuer: new x509.X509Certificate(ca.certificate).subjectName,
       notBefore: new Date(NOW.getTime() - HOUR),

@@ -86,7 +86,12 @@ describe('FederationRefresher with a real https_spiffe endpoint', () => {
   it('polls at the refresh hint, follows CA rotation (validating against the last stored bundle), keeps the bundle on failure', async () => {
     const e = env()
     await e.federated.set(PARTNER, 'pem', pem(ca1.certificate)) // bootstrap bundle
-    await e.relationships.create({ trustDomain: PARTNER, bundleEndpointUrl: `https://127.0.0.1:${ep.port}/`, profile: 'https_spiffe', endpointSpiffeId: ENDPOINT_ID })
+    await e.relationships.create({
+      trustDomain: PARTNER,
+      bundleEndpointUrl: `https://127.0.0.1:${ep.port}/`,
+      profile: 'https_spiffe',
+      endpointSpiffeId: ENDPOINT_ID,
+    })
     await e.refresher.start()
     expect(e.timers.advance(0)).toBe(1)
     await e.refresher.idle()
@@ -138,7 +143,12 @@ describe('FederationRefresher with a real https_spiffe endpoint', () => {
 
   it('https_spiffe without a bootstrap bundle fails with ERR_NOT_CONFIGURED', async () => {
     const e = env()
-    await e.relationships.create({ trustDomain: PARTNER, bundleEndpointUrl: `https://127.0.0.1:${ep.port}/`, profile: 'https_spiffe', endpointSpiffeId: ENDPOINT_ID })
+    await e.relationships.create({
+      trustDomain: PARTNER,
+      bundleEndpointUrl: `https://127.0.0.1:${ep.port}/`,
+      profile: 'https_spiffe',
+      endpointSpiffeId: ENDPOINT_ID,
+    })
     await expect(e.refresher.refresh(PARTNER)).rejects.toMatchObject({ code: 'ERR_NOT_CONFIGURED' })
     await expect(e.federated.get(PARTNER)).rejects.toMatchObject({ code: 'ERR_BUNDLE_NOT_FOUND' })
   })
@@ -146,7 +156,12 @@ describe('FederationRefresher with a real https_spiffe endpoint', () => {
   it('manual refresh returns the status; unknown relationship is ERR_NOT_FOUND', async () => {
     const e = env()
     await e.federated.set(PARTNER, 'spiffe', bundleOf(PARTNER, [ca1]).marshal())
-    await e.relationships.create({ trustDomain: PARTNER, bundleEndpointUrl: `https://127.0.0.1:${ep.port}/`, profile: 'https_spiffe', endpointSpiffeId: ENDPOINT_ID })
+    await e.relationships.create({
+      trustDomain: PARTNER,
+      bundleEndpointUrl: `https://127.0.0.1:${ep.port}/`,
+      profile: 'https_spiffe',
+      endpointSpiffeId: ENDPOINT_ID,
+    })
     served = bundleOf(PARTNER, [ca1], { sequence: 10, hint: 60 })
     const st = await e.refresher.refresh(PARTNER)
     expect(st.lastSequence).toBe(10)
@@ -160,7 +175,12 @@ describe('FederationRefresher scheduling (fake fetch)', () => {
   beforeAll(async () => {
     ca = await makeRoot(PARTNER)
   })
-  const rel = (o: Partial<RelationshipInput> = {}): RelationshipInput => ({ trustDomain: PARTNER, bundleEndpointUrl: 'https://bundle.partner.test/', profile: 'https_web', ...o })
+  const rel = (o: Partial<RelationshipInput> = {}): RelationshipInput => ({
+    trustDomain: PARTNER,
+    bundleEndpointUrl: 'https://bundle.partner.test/',
+    profile: 'https_web',
+    ...o,
+  })
 
   it('backs off exponentially with jitter, capped at the refresh interval, then returns to the interval', async () => {
     let fail = true

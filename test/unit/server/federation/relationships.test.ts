@@ -5,7 +5,12 @@ import { TrustDomain } from '../../../../src/spiffe/trust-domain.js'
 import { FakeClock } from '../../../helpers/fake-clock.js'
 
 const LOCAL = TrustDomain.fromString('local.test')
-const spiffe: RelationshipInput = { trustDomain: 'partner.test', bundleEndpointUrl: 'https://bundle.partner.test:8443/', profile: 'https_spiffe', endpointSpiffeId: 'spiffe://partner.test/warrant/server' }
+const spiffe: RelationshipInput = {
+  trustDomain: 'partner.test',
+  bundleEndpointUrl: 'https://bundle.partner.test:8443/',
+  profile: 'https_spiffe',
+  endpointSpiffeId: 'spiffe://partner.test/warrant/server',
+}
 const web: RelationshipInput = { trustDomain: 'web.test', bundleEndpointUrl: 'https://web.test/bundle', profile: 'https_web' }
 
 describe('validateRelationship', () => {

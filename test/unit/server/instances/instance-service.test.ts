@@ -19,7 +19,8 @@ describe('InstanceService: ending an instance frees its max_instances place in t
     const a = await svc.register(AGENT, template, { pid: 10, startTime: '1' })
     const b = await svc.register(AGENT, template, { pid: 11, startTime: '2' })
     for (const r of [a, b]) {
-      for (const prefix of ['/agents', '/agents/bot']) await ds.liveInstances.put({ prefix, instanceKey: liveInstanceKey(AGENT, r.instanceId), expiresAt: clock.now() + 60_000 })
+      for (const prefix of ['/agents', '/agents/bot'])
+        await ds.liveInstances.put({ prefix, instanceKey: liveInstanceKey(AGENT, r.instanceId), expiresAt: clock.now() + 60_000 })
     }
     await svc.end(AGENT, a.instanceId)
     expect((await ds.liveInstances.list('/agents/bot', clock.now())).map((l) => l.instanceKey)).toEqual([liveInstanceKey(AGENT, b.instanceId)])

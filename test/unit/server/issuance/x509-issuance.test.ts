@@ -63,7 +63,17 @@ async function world(): Promise<World> {
   const clock = new FakeClock()
   const log = captureLogger()
   const ds = createMemoryDataStore({ clock })
-  const ca = new CaManager({ trustDomain: td, keyManager: new MemoryKeyManager(), ds, clock, log, caTtlMs: 24 * 3_600_000, caKeyType: 'ec-p256', jwtKeyType: 'ec-p256', refreshHintSeconds: 300 })
+  const ca = new CaManager({
+    trustDomain: td,
+    keyManager: new MemoryKeyManager(),
+    ds,
+    clock,
+    log,
+    caTtlMs: 24 * 3_600_000,
+    caKeyType: 'ec-p256',
+    jwtKeyType: 'ec-p256',
+    refreshHintSeconds: 300,
+  })
   await ca.init()
   const bounds = new BoundsService({ trustDomain: td, ds, config: BOUNDS, clock, log })
   await bounds.init()
@@ -132,7 +142,10 @@ describe.each([
     const out = await w.issuance(verifier()).issue(node(), requests)
     expect(out.map(codeOf)).toEqual(['OK', 'ERR_ID_NOT_AUTHORIZED', 'ERR_CSR_INVALID', 'ERR_ID_NOT_AUTHORIZED', 'ERR_INVALID_ARGUMENT', 'OK'])
     const ca = new X509Certificate(w.ca.bundle().x509Authorities[0]!)
-    for (const [i, key, id] of [[0, ka, a.spiffeId], [5, kb, b.spiffeId]] as const) {
+    for (const [i, key, id] of [
+      [0, ka, a.spiffeId],
+      [5, kb, b.spiffeId],
+    ] as const) {
       const c = leaf(out[i]!)
       expect(c.subjectAltName).toBe(`URI:${id}`)
       expect(c.publicKey.equals(key.publicKey)).toBe(true)
@@ -157,7 +170,10 @@ describe.each([
     expect((denied[0] as { error: Error }).error.message).toContain('require_node_selectors')
     expect(await w.bounds.instances('/bounded')).toBe(0)
 
-    const out = await issuance.issue(node(), es.map((e) => ({ entryId: e.id, csr, instanceId: '' })))
+    const out = await issuance.issue(
+      node(),
+      es.map((e) => ({ entryId: e.id, csr, instanceId: '' })),
+    )
     expect(out.map(codeOf)).toEqual(['OK', 'OK', 'ERR_ID_NOT_AUTHORIZED']) // max_instances 2
     expect((out[2] as { error: Error }).error.message).toContain('max_instances')
     const c = leaf(out[0]!)
@@ -175,7 +191,10 @@ describe.each([
     const issuance = w.issuance(verifier())
     const lookups = vi.spyOn(BoundsSet.prototype, 'boundsFor')
     const admissions = vi.spyOn(w.bounds, 'admitX509')
-    const out = await issuance.issue(node(), [...bounded, ...free].map((e) => ({ entryId: e.id, csr, instanceId: '' })))
+    const out = await issuance.issue(
+      node(),
+      [...bounded, ...free].map((e) => ({ entryId: e.id, csr, instanceId: '' })),
+    )
     expect(out.map(codeOf)).toEqual(['OK', 'OK', 'OK', 'OK', 'OK'])
     expect(lookups).toHaveBeenCalledTimes(5)
     // The bounded items were admitted (with the lookup handed on), whichever the path.

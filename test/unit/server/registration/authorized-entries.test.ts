@@ -22,7 +22,12 @@ const newEntry = (path: string, o: Partial<NewEntry> = {}): NewEntry => baseEntr
 
 function setup() {
   const clock = new FakeClock()
-  const registration = new RegistrationService({ ds: createMemoryDataStore({ clock }), clock, log: captureLogger(), limits: { trustDomain: td, maxX509TtlSeconds: 86_400, maxJwtTtlSeconds: 3_600 } })
+  const registration = new RegistrationService({
+    ds: createMemoryDataStore({ clock }),
+    clock,
+    log: captureLogger(),
+    limits: { trustDomain: td, maxX509TtlSeconds: 86_400, maxJwtTtlSeconds: 3_600 },
+  })
   const queries = vi.spyOn(registration, 'authorizedSet')
   const cache = new AuthorizedEntries({ registration, clock })
   const create = async (e: NewEntry): Promise<RegistrationEntry> => {
@@ -104,7 +109,10 @@ describe('AuthorizedEntries', () => {
   it('stops following entry writes once closed', () => {
     const { registration } = setup()
     const unsub = vi.fn()
-    const cache = new AuthorizedEntries({ registration: { authorizedSet: registration.authorizedSet.bind(registration), onChange: () => unsub }, clock: new FakeClock() })
+    const cache = new AuthorizedEntries({
+      registration: { authorizedSet: registration.authorizedSet.bind(registration), onChange: () => unsub },
+      clock: new FakeClock(),
+    })
     cache.close()
     expect(unsub).toHaveBeenCalledTimes(1)
   })

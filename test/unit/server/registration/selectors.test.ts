@@ -62,7 +62,11 @@ describe('checkSelector', () => {
 describe('canonicalSelectors', () => {
   it.each([
     { title: 'empty', input: [], expected: [] },
-    { title: 'sorts by type:value', input: [sel('unix', 'uid:1'), sel('k8s', 'ns:a'), sel('unix', 'gid:2')], expected: [sel('k8s', 'ns:a'), sel('unix', 'gid:2'), sel('unix', 'uid:1')] },
+    {
+      title: 'sorts by type:value',
+      input: [sel('unix', 'uid:1'), sel('k8s', 'ns:a'), sel('unix', 'gid:2')],
+      expected: [sel('k8s', 'ns:a'), sel('unix', 'gid:2'), sel('unix', 'uid:1')],
+    },
     { title: 'removes duplicates', input: [sel('a', 'x'), sel('a', 'x'), sel('a', 'y'), sel('a', 'x')], expected: [sel('a', 'x'), sel('a', 'y')] },
     { title: 'type and value split matters only as text', input: [sel('a', 'b:c'), sel('a', 'b')], expected: [sel('a', 'b'), sel('a', 'b:c')] },
   ])('$title', ({ input, expected }) => {

@@ -25,7 +25,13 @@ let reg: RegistrationService
 let changes: EntryChange[]
 
 function make(bounds?: { checkEntry(e: NewEntry): void }): RegistrationService {
-  const r = new RegistrationService({ ds, clock, log, limits: { trustDomain: td, maxX509TtlSeconds: 86_400, maxJwtTtlSeconds: 3_600 }, ...(bounds ? { bounds } : {}) })
+  const r = new RegistrationService({
+    ds,
+    clock,
+    log,
+    limits: { trustDomain: td, maxX509TtlSeconds: 86_400, maxJwtTtlSeconds: 3_600 },
+    ...(bounds ? { bounds } : {}),
+  })
   r.onChange((c) => changes.push(c))
   return r
 }
@@ -81,7 +87,9 @@ describe('RegistrationService.createEntries', () => {
   })
 
   it('stores the normalised entry', async () => {
-    const e = await createOk(entry('/ns/n', AGENT, { selectors: [sel('unix', 'uid:2'), sel('k8s', 'ns:a'), sel('unix', 'uid:2')], federatesWith: ['b.example', 'a.example'] }))
+    const e = await createOk(
+      entry('/ns/n', AGENT, { selectors: [sel('unix', 'uid:2'), sel('k8s', 'ns:a'), sel('unix', 'uid:2')], federatesWith: ['b.example', 'a.example'] }),
+    )
     expect(e.selectors).toEqual([sel('k8s', 'ns:a'), sel('unix', 'uid:2')])
     expect(e.federatesWith).toEqual(['a.example', 'b.example'])
     expect(await ds.entries.get(e.id)).toEqual(e)
@@ -205,7 +213,11 @@ describe('RegistrationService bounds hook', () => {
   })
 
   it('a non-IdentityError from the hook becomes ERR_INTERNAL for that item', async () => {
-    reg = make({ checkEntry: () => { throw new Error('boom') } })
+    reg = make({
+      checkEntry: () => {
+        throw new Error('boom')
+      },
+    })
     const [r] = await reg.createEntries([entry('/ns/a', AGENT)])
     expect(codeOf(r)).toBe('ERR_INTERNAL')
     expect(await ds.entries.count()).toBe(0)

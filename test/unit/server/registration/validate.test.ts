@@ -48,7 +48,16 @@ describe('validateEntry', () => {
     { title: 'self-parent', over: { parentId: 'spiffe://example.org/ns/web' }, path: 'parent_id' },
     { title: 'no selectors', over: { selectors: [] }, path: 'selectors' },
     { title: 'selectors not an array', over: { selectors: undefined as unknown as [] }, path: 'selectors' },
-    { title: 'selector with a bad type', over: { selectors: [{ type: 'unix', value: 'uid:1' }, { type: 'Bad-Type', value: 'x' }] }, path: 'selectors.1' },
+    {
+      title: 'selector with a bad type',
+      over: {
+        selectors: [
+          { type: 'unix', value: 'uid:1' },
+          { type: 'Bad-Type', value: 'x' },
+        ],
+      },
+      path: 'selectors.1',
+    },
     { title: 'selector with an empty value', over: { selectors: [{ type: 'unix', value: '' }] }, path: 'selectors.0' },
     { title: 'negative x509 TTL', over: { x509SvidTtl: -1 }, path: 'x509_svid_ttl' },
     { title: 'x509 TTL over the limit', over: { x509SvidTtl: 86_401 }, path: 'x509_svid_ttl' },
@@ -76,7 +85,15 @@ describe('validateEntry', () => {
   })
 
   it('reports several problems together, and the message names each path', () => {
-    const e = entry({ spiffeId: 'spiffe://other.org/x', selectors: [], x509SvidTtl: -1, dnsNames: ['bad name'], federatesWith: ['example.org'], hint: 'x'.repeat(2000), expiresAt: -3 })
+    const e = entry({
+      spiffeId: 'spiffe://other.org/x',
+      selectors: [],
+      x509SvidTtl: -1,
+      dnsNames: ['bad name'],
+      federatesWith: ['example.org'],
+      hint: 'x'.repeat(2000),
+      expiresAt: -3,
+    })
     let err: IdentityError | undefined
     try {
       validateEntry(e, limits)
@@ -126,7 +143,13 @@ describe('validateEntry', () => {
   })
 
   it('does not modify its input', () => {
-    const e = entry({ selectors: [{ type: 'z', value: '1' }, { type: 'a', value: '1' }], federatesWith: ['b.example', 'a.example'] })
+    const e = entry({
+      selectors: [
+        { type: 'z', value: '1' },
+        { type: 'a', value: '1' },
+      ],
+      federatesWith: ['b.example', 'a.example'],
+    })
     const copy = structuredClone(e)
     validateEntry(e, limits)
     expect(e).toEqual(copy)

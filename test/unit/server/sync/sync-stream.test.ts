@@ -40,7 +40,17 @@ const node = (selectors = [PROD]): AttestedNode => ({
 const newEntry = (path: string, o: Partial<NewEntry> = {}): NewEntry => baseEntry({ spiffeId: `spiffe://example.org${path}`, parentId: AGENT, ...o })
 
 async function newCa(trustDomain: TrustDomain, ds: DataStore, clock: FakeClock): Promise<CaManager> {
-  const ca = new CaManager({ trustDomain, keyManager: new MemoryKeyManager(), ds, clock, log: captureLogger(), caTtlMs: 24 * 3_600_000, caKeyType: 'ec-p256', jwtKeyType: 'ec-p256', refreshHintSeconds: 300 })
+  const ca = new CaManager({
+    trustDomain,
+    keyManager: new MemoryKeyManager(),
+    ds,
+    clock,
+    log: captureLogger(),
+    caTtlMs: 24 * 3_600_000,
+    caKeyType: 'ec-p256',
+    jwtKeyType: 'ec-p256',
+    refreshHintSeconds: 300,
+  })
   await ca.init()
   return ca
 }
@@ -92,7 +102,7 @@ async function setup(recheckMs?: number) {
 }
 
 describe('SyncStreams', () => {
-  it('sends the full set first, then only what changed, and nothing for changes that are not the agent\'s', async () => {
+  it("sends the full set first, then only what changed, and nothing for changes that are not the agent's", async () => {
     const w = await setup()
     const a = await w.create(newEntry('/a'))
     const s = w.open(node())

@@ -16,7 +16,17 @@ const TTL = 3_600_000
 async function setup() {
   const clock = new FakeClock()
   const log = captureLogger()
-  const ca = new CaManager({ trustDomain: td, keyManager: new MemoryKeyManager(), ds: createMemoryDataStore({ clock }), clock, log, caTtlMs: 24 * TTL, caKeyType: 'ec-p256', jwtKeyType: 'ec-p256', refreshHintSeconds: 60 })
+  const ca = new CaManager({
+    trustDomain: td,
+    keyManager: new MemoryKeyManager(),
+    ds: createMemoryDataStore({ clock }),
+    clock,
+    log,
+    caTtlMs: 24 * TTL,
+    caKeyType: 'ec-p256',
+    jwtKeyType: 'ec-p256',
+    refreshHintSeconds: 60,
+  })
   await ca.init()
   const issued: ServerSvidPem[] = []
   const svid = new ServerSvid({ ca, spiffeId: serverIdOf(td), ttlMs: TTL, clock, log, onIssued: (p) => issued.push(p) })

@@ -93,7 +93,7 @@ describe('narrows', () => {
   ])('%s', (_t, child, bounds) => {
     expect(narrows(child, parent).map((v) => v.bound)).toEqual(bounds)
   })
-  it('DNS suffixes must lie under the parent\'s', () => {
+  it("DNS suffixes must lie under the parent's", () => {
     expect(narrows({ dnsSuffixes: ['a.pay.example'] }, { dnsSuffixes: ['pay.example'] })).toEqual([])
     expect(narrows({ dnsSuffixes: ['xpay.example'] }, { dnsSuffixes: ['pay.example'] }).map((v) => v.bound)).toEqual(['dns_suffixes'])
   })
@@ -109,7 +109,13 @@ describe('BoundsSet', () => {
   it('effective bounds intersect every matching prefix', () => {
     const eff = set.boundsFor(id('/agents/payments/refunds/bot-7'))!
     expect(eff.prefixes).toEqual(['/agents', '/agents/payments', '/agents/payments/refunds'])
-    expect(eff.bounds).toMatchObject({ x509SvidTtlSeconds: 900, jwtSvidTtlSeconds: 300, jwtAudiences: ['https://payments.corp.example'], maxInstances: 5, dnsSuffixes: [] })
+    expect(eff.bounds).toMatchObject({
+      x509SvidTtlSeconds: 900,
+      jwtSvidTtlSeconds: 300,
+      jwtAudiences: ['https://payments.corp.example'],
+      maxInstances: 5,
+      dnsSuffixes: [],
+    })
     expect(boundsFor(id('/agents/payments/refunds/bot-7').toString(), set)).toBe(eff)
   })
 
@@ -136,7 +142,7 @@ describe('BoundsSet', () => {
     ['grandchild widens the grandparent', { '/a': { max_instances: 5 }, '/a/b/c': { max_instances: 6 } }, ['/a/b/c.max_instances']],
     ['overlapping spellings', { '/a': {}, '/a/': {} }, ['/a/']],
     ['dot segments (cyclic path)', { '/a/../a': {} }, ['/a/../a']],
-    ['relative prefix', { 'agents': {} }, ['agents']],
+    ['relative prefix', { agents: {} }, ['agents']],
     ['unknown key', { '/a': { ttl: 1 } }, ['/a.ttl']],
     ['local trust domain federation', { '/a': { federates_with: ['corp.example'] } }, ['/a.federates_with']],
   ])('refuses %s', (_t, raw, paths) => {

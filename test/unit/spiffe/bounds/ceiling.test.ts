@@ -99,7 +99,15 @@ describe('ceiling fields: narrowing', () => {
   it('narrower values and omitted fields are no violation', () => {
     expect(
       narrows(
-        { scopes: ['ledger:read'], resources: [], maxTokenTtlSeconds: 60, maxRenewals: 0, maxDelegationDepth: 0, mayDelegateTo: ['spiffe://corp.example/agents/sub/', 'spiffe://corp.example/agents/x'], allowBearer: false },
+        {
+          scopes: ['ledger:read'],
+          resources: [],
+          maxTokenTtlSeconds: 60,
+          maxRenewals: 0,
+          maxDelegationDepth: 0,
+          mayDelegateTo: ['spiffe://corp.example/agents/sub/', 'spiffe://corp.example/agents/x'],
+          allowBearer: false,
+        },
         parent,
       ),
     ).toEqual([])
@@ -113,9 +121,33 @@ describe('ceiling fields: narrowing', () => {
   })
 
   it('intersect narrows each field', () => {
-    const a: Bounds = { scopes: ['a', 'b'], resources: ['https://x.example'], maxTokenTtlSeconds: 600, maxRenewals: 5, maxDelegationDepth: 4, mayDelegateTo: ['spiffe://corp.example/agents/'], allowBearer: true }
-    const b: Bounds = { scopes: ['b', 'c'], resources: [], maxTokenTtlSeconds: 300, maxRenewals: 9, maxDelegationDepth: 2, mayDelegateTo: ['spiffe://corp.example/agents/sub/', 'spiffe://corp.example/tools/'], allowBearer: false }
-    const want: Bounds = { scopes: ['b'], resources: [], maxTokenTtlSeconds: 300, maxRenewals: 5, maxDelegationDepth: 2, mayDelegateTo: ['spiffe://corp.example/agents/sub/'], allowBearer: false }
+    const a: Bounds = {
+      scopes: ['a', 'b'],
+      resources: ['https://x.example'],
+      maxTokenTtlSeconds: 600,
+      maxRenewals: 5,
+      maxDelegationDepth: 4,
+      mayDelegateTo: ['spiffe://corp.example/agents/'],
+      allowBearer: true,
+    }
+    const b: Bounds = {
+      scopes: ['b', 'c'],
+      resources: [],
+      maxTokenTtlSeconds: 300,
+      maxRenewals: 9,
+      maxDelegationDepth: 2,
+      mayDelegateTo: ['spiffe://corp.example/agents/sub/', 'spiffe://corp.example/tools/'],
+      allowBearer: false,
+    }
+    const want: Bounds = {
+      scopes: ['b'],
+      resources: [],
+      maxTokenTtlSeconds: 300,
+      maxRenewals: 5,
+      maxDelegationDepth: 2,
+      mayDelegateTo: ['spiffe://corp.example/agents/sub/'],
+      allowBearer: false,
+    }
     expect(intersect(a, b)).toEqual(want)
     expect(intersect(b, a)).toEqual(want)
     expect(intersect({ allowBearer: true }, {})).toEqual({ allowBearer: true })
@@ -155,7 +187,17 @@ describe('ceilingFor / checkCeiling', () => {
 
   it('accepts what lies inside and names the first bound a request exceeds', () => {
     const c = ceilingFor(set, id('/agents/payments/i-1'))
-    expect(checkCeiling(c, { scopes: ['payments:read'], resources: ['https://payments.corp.example'], ttlSeconds: 300, maxRenewals: 10, delegationDepth: 3, delegateTo: 'spiffe://corp.example/agents/payments/sub', bearer: false })).toBeUndefined()
+    expect(
+      checkCeiling(c, {
+        scopes: ['payments:read'],
+        resources: ['https://payments.corp.example'],
+        ttlSeconds: 300,
+        maxRenewals: 10,
+        delegationDepth: 3,
+        delegateTo: 'spiffe://corp.example/agents/payments/sub',
+        bearer: false,
+      }),
+    ).toBeUndefined()
     expect(checkCeiling(c, { scopes: ['ledger:read'] })?.bound).toBe('scopes')
     expect(checkCeiling(c, { resources: ['https://evil.example'] })?.bound).toBe('resources')
     expect(checkCeiling(c, { ttlSeconds: 301 })?.bound).toBe('max_token_ttl')

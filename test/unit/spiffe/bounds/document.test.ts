@@ -52,17 +52,59 @@ describe('signed bounds document', () => {
     ['issued in the future', () => sign(), { now: new Date(NOW.getTime() - 3_600_000) }, 'ERR_BOUNDS_UNTRUSTED'],
     ['rolled back', () => sign(), { minSequence: 8 }, 'ERR_BOUNDS_UNTRUSTED'],
     ['not a JWS', async () => 'abc', {}, 'ERR_BOUNDS_INVALID'],
-    ['a JWT-SVID typ', async () => { const d = await sign(); return [b64({ alg: 'ES256', kid: 'k1', typ: 'JWT' }), ...d.split('.').slice(1)].join('.') }, {}, 'ERR_BOUNDS_INVALID'],
-    ['an extra header', async () => { const d = await sign(); return [b64({ alg: 'ES256', kid: 'k1', typ: BOUNDS_DOCUMENT_TYPE, jku: 'x' }), ...d.split('.').slice(1)].join('.') }, {}, 'ERR_BOUNDS_INVALID'],
-    ['alg none', async () => { const d = await sign(); return [b64({ alg: 'none', kid: 'k1', typ: BOUNDS_DOCUMENT_TYPE }), d.split('.')[1], ''].join('.') }, {}, 'ERR_BOUNDS_INVALID'],
-    ['a tampered payload', async () => { const d = await sign(); const p = part(d, 1); p.bounds = []; return [d.split('.')[0], b64(p), d.split('.')[2]].join('.') }, {}, 'ERR_BOUNDS_UNTRUSTED'],
+    [
+      'a JWT-SVID typ',
+      async () => {
+        const d = await sign()
+        return [b64({ alg: 'ES256', kid: 'k1', typ: 'JWT' }), ...d.split('.').slice(1)].join('.')
+      },
+      {},
+      'ERR_BOUNDS_INVALID',
+    ],
+    [
+      'an extra header',
+      async () => {
+        const d = await sign()
+        return [b64({ alg: 'ES256', kid: 'k1', typ: BOUNDS_DOCUMENT_TYPE, jku: 'x' }), ...d.split('.').slice(1)].join('.')
+      },
+      {},
+      'ERR_BOUNDS_INVALID',
+    ],
+    [
+      'alg none',
+      async () => {
+        const d = await sign()
+        return [b64({ alg: 'none', kid: 'k1', typ: BOUNDS_DOCUMENT_TYPE }), d.split('.')[1], ''].join('.')
+      },
+      {},
+      'ERR_BOUNDS_INVALID',
+    ],
+    [
+      'a tampered payload',
+      async () => {
+        const d = await sign()
+        const p = part(d, 1)
+        p.bounds = []
+        return [d.split('.')[0], b64(p), d.split('.')[2]].join('.')
+      },
+      {},
+      'ERR_BOUNDS_UNTRUSTED',
+    ],
   ])('refuses %s', async (_t, mk, opts, want) => {
     expect(await code(verifyBoundsDocument(await mk(), bundle, opts))).toBe(want)
   })
 
   it('refuses a validly signed document whose bounds widen a parent', async () => {
     const h = b64({ alg: 'ES256', kid: 'k1', typ: BOUNDS_DOCUMENT_TYPE })
-    const p = b64({ trust_domain: 'corp.example', sequence: 1, issued_at: 1, bounds: [{ prefix: '/a', jwt_svid_ttl: 60 }, { prefix: '/a/b', jwt_svid_ttl: 120 }] })
+    const p = b64({
+      trust_domain: 'corp.example',
+      sequence: 1,
+      issued_at: 1,
+      bounds: [
+        { prefix: '/a', jwt_svid_ttl: 60 },
+        { prefix: '/a/b', jwt_svid_ttl: 120 },
+      ],
+    })
     const sig = Buffer.from(await signer.sign(Buffer.from(`${h}.${p}`), 'ES256')).toString('base64url')
     expect(await code(verifyBoundsDocument(`${h}.${p}.${sig}`, bundle))).toBe('ERR_BOUNDS_INVALID')
   })

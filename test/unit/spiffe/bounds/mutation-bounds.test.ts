@@ -44,7 +44,12 @@ describe('parseBounds error', () => {
     expect(err).toMatchObject({
       code: 'ERR_BOUNDS_INVALID',
       message: `invalid bounds: /p.x509_svid_ttl: ${TTL_MSG}; /p.max_instances: must be a non-negative integer`,
-      details: { issues: [{ path: '/p.x509_svid_ttl', message: TTL_MSG }, { path: '/p.max_instances', message: 'must be a non-negative integer' }] },
+      details: {
+        issues: [
+          { path: '/p.x509_svid_ttl', message: TTL_MSG },
+          { path: '/p.max_instances', message: 'must be a non-negative integer' },
+        ],
+      },
     })
   })
 
@@ -91,7 +96,11 @@ describe('collectBounds issues', () => {
       expect(issues({ [key]: 1 })).toEqual([])
       expect(issues({ [key]: MAX_TTL })).toEqual([])
     }
-    expect(parseBounds({ x509_svid_ttl: 1, jwt_svid_ttl: MAX_TTL, max_token_ttl: 2 })).toEqual({ x509SvidTtlSeconds: 1, jwtSvidTtlSeconds: MAX_TTL, maxTokenTtlSeconds: 2 })
+    expect(parseBounds({ x509_svid_ttl: 1, jwt_svid_ttl: MAX_TTL, max_token_ttl: 2 })).toEqual({
+      x509SvidTtlSeconds: 1,
+      jwtSvidTtlSeconds: MAX_TTL,
+      maxTokenTtlSeconds: 2,
+    })
   })
 
   it('counts are non negative safe integers', () => {
@@ -122,7 +131,19 @@ describe('collectBounds issues', () => {
   it('every list field is refused when not a list', () => {
     for (const key of ['jwt_audiences', 'dns_suffixes', 'federates_with', 'require_node_selectors', 'scopes', 'resources', 'may_delegate_to']) {
       expect(issues({ [key]: 'x' })).toEqual([{ path: `/a.${key}`, message: 'must be a list of strings' }])
-      expect(parseBounds({ [key]: [] })).toEqual({ [key === 'jwt_audiences' ? 'jwtAudiences' : key === 'dns_suffixes' ? 'dnsSuffixes' : key === 'federates_with' ? 'federatesWith' : key === 'require_node_selectors' ? 'requireNodeSelectors' : key === 'may_delegate_to' ? 'mayDelegateTo' : key]: [] })
+      expect(parseBounds({ [key]: [] })).toEqual({
+        [key === 'jwt_audiences'
+          ? 'jwtAudiences'
+          : key === 'dns_suffixes'
+            ? 'dnsSuffixes'
+            : key === 'federates_with'
+              ? 'federatesWith'
+              : key === 'require_node_selectors'
+                ? 'requireNodeSelectors'
+                : key === 'may_delegate_to'
+                  ? 'mayDelegateTo'
+                  : key]: [],
+      })
     }
   })
 
@@ -204,7 +225,17 @@ describe('item problems', () => {
     for (const ok of ['spiffe://corp.example/', 'spiffe://corp.example/a', 'spiffe://corp.example/a/', 'spiffe://corp.example/a/b']) {
       expect(delegateePatternProblem(ok)).toBeUndefined()
     }
-    for (const s of ['spiffe://corp.example', 'spiffe://Corp.example/', 'spiffe://corp example/', 'https://corp.example/', 'spiffe://corp.example/a//', 'spiffe://corp.example/a b', 'spiffe:/', 'corp.example/', `spiffe://corp.example/${long}//`]) {
+    for (const s of [
+      'spiffe://corp.example',
+      'spiffe://Corp.example/',
+      'spiffe://corp example/',
+      'https://corp.example/',
+      'spiffe://corp.example/a//',
+      'spiffe://corp.example/a b',
+      'spiffe:/',
+      'corp.example/',
+      `spiffe://corp.example/${long}//`,
+    ]) {
       expect(delegateePatternProblem(s)).toBe(bad(s))
     }
     expect(issues({ may_delegate_to: ['x'] })).toEqual([{ path: '/a.may_delegate_to.0', message: bad('x') }])
@@ -225,15 +256,37 @@ describe('item problems', () => {
 
 describe('boundsToJson and isUnbounded', () => {
   const full: Bounds = {
-    x509SvidTtlSeconds: 1, jwtSvidTtlSeconds: 2, jwtAudiences: ['a'], dnsSuffixes: ['d.example'], federatesWith: ['f.example'], maxInstances: 3,
-    requireNodeSelectors: ['s:1'], scopes: ['sc'], resources: ['urn:r'], maxTokenTtlSeconds: 4, maxRenewals: 5, maxDelegationDepth: 6,
-    mayDelegateTo: ['spiffe://corp.example/'], allowBearer: false,
+    x509SvidTtlSeconds: 1,
+    jwtSvidTtlSeconds: 2,
+    jwtAudiences: ['a'],
+    dnsSuffixes: ['d.example'],
+    federatesWith: ['f.example'],
+    maxInstances: 3,
+    requireNodeSelectors: ['s:1'],
+    scopes: ['sc'],
+    resources: ['urn:r'],
+    maxTokenTtlSeconds: 4,
+    maxRenewals: 5,
+    maxDelegationDepth: 6,
+    mayDelegateTo: ['spiffe://corp.example/'],
+    allowBearer: false,
   }
   it('maps every field and leaves out absent ones', () => {
     expect(boundsToJson(full)).toStrictEqual({
-      x509_svid_ttl: 1, jwt_svid_ttl: 2, jwt_audiences: ['a'], dns_suffixes: ['d.example'], federates_with: ['f.example'], max_instances: 3,
-      require_node_selectors: ['s:1'], scopes: ['sc'], resources: ['urn:r'], max_token_ttl: 4, max_renewals: 5, max_delegation_depth: 6,
-      may_delegate_to: ['spiffe://corp.example/'], allow_bearer: false,
+      x509_svid_ttl: 1,
+      jwt_svid_ttl: 2,
+      jwt_audiences: ['a'],
+      dns_suffixes: ['d.example'],
+      federates_with: ['f.example'],
+      max_instances: 3,
+      require_node_selectors: ['s:1'],
+      scopes: ['sc'],
+      resources: ['urn:r'],
+      max_token_ttl: 4,
+      max_renewals: 5,
+      max_delegation_depth: 6,
+      may_delegate_to: ['spiffe://corp.example/'],
+      allow_bearer: false,
     })
     expect(boundsToJson({})).toStrictEqual({})
     expect(parseBounds(boundsToJson(full))).toEqual(full)
@@ -348,7 +401,9 @@ describe('narrows messages', () => {
   })
 
   it('lists name the extra items and the parent list', () => {
-    expect(narrows({ jwtAudiences: ['a', 'x', 'y'] }, { jwtAudiences: ['a', 'b'] })).toEqual([{ bound: 'jwt_audiences', message: '"x", "y" not allowed by "a", "b"' }])
+    expect(narrows({ jwtAudiences: ['a', 'x', 'y'] }, { jwtAudiences: ['a', 'b'] })).toEqual([
+      { bound: 'jwt_audiences', message: '"x", "y" not allowed by "a", "b"' },
+    ])
     expect(narrows({ federatesWith: ['x'] }, { federatesWith: [] })).toEqual([{ bound: 'federates_with', message: '"x" not allowed by none' }])
     expect(narrows({ scopes: ['x'] }, { scopes: ['a'] })).toEqual([{ bound: 'scopes', message: '"x" not allowed by "a"' }])
     expect(narrows({ resources: ['urn:x'] }, { resources: [] })).toEqual([{ bound: 'resources', message: '"urn:x" not allowed by none' }])
@@ -357,21 +412,29 @@ describe('narrows messages', () => {
   })
 
   it('DNS suffixes name those not under the parent', () => {
-    expect(narrows({ dnsSuffixes: ['a.ok.example', 'bad.example'] }, { dnsSuffixes: ['ok.example'] })).toEqual([{ bound: 'dns_suffixes', message: '"bad.example" not under "ok.example"' }])
+    expect(narrows({ dnsSuffixes: ['a.ok.example', 'bad.example'] }, { dnsSuffixes: ['ok.example'] })).toEqual([
+      { bound: 'dns_suffixes', message: '"bad.example" not under "ok.example"' },
+    ])
     expect(narrows({ dnsSuffixes: ['a.example'] }, { dnsSuffixes: [] })).toEqual([{ bound: 'dns_suffixes', message: '"a.example" not under none' }])
     expect(narrows({ dnsSuffixes: ['a.example'] }, {})).toEqual([])
     expect(narrows({}, { dnsSuffixes: [] })).toEqual([])
   })
 
   it('required selectors name the dropped ones', () => {
-    expect(narrows({ requireNodeSelectors: ['b:1'] }, { requireNodeSelectors: ['a:1', 'b:1', 'c:1'] })).toEqual([{ bound: 'require_node_selectors', message: 'drops required "a:1", "c:1"' }])
+    expect(narrows({ requireNodeSelectors: ['b:1'] }, { requireNodeSelectors: ['a:1', 'b:1', 'c:1'] })).toEqual([
+      { bound: 'require_node_selectors', message: 'drops required "a:1", "c:1"' },
+    ])
     expect(narrows({ requireNodeSelectors: [] }, {})).toEqual([])
     expect(narrows({}, { requireNodeSelectors: ['a:1'] })).toEqual([])
   })
 
   it('delegatee patterns name those not covered', () => {
-    expect(narrows({ mayDelegateTo: ['spiffe://t/a/b', 'spiffe://t/c'] }, { mayDelegateTo: ['spiffe://t/a/'] })).toEqual([{ bound: 'may_delegate_to', message: '"spiffe://t/c" not covered by "spiffe://t/a/"' }])
-    expect(narrows({ mayDelegateTo: ['spiffe://t/a'] }, { mayDelegateTo: [] })).toEqual([{ bound: 'may_delegate_to', message: '"spiffe://t/a" not covered by none' }])
+    expect(narrows({ mayDelegateTo: ['spiffe://t/a/b', 'spiffe://t/c'] }, { mayDelegateTo: ['spiffe://t/a/'] })).toEqual([
+      { bound: 'may_delegate_to', message: '"spiffe://t/c" not covered by "spiffe://t/a/"' },
+    ])
+    expect(narrows({ mayDelegateTo: ['spiffe://t/a'] }, { mayDelegateTo: [] })).toEqual([
+      { bound: 'may_delegate_to', message: '"spiffe://t/a" not covered by none' },
+    ])
     expect(narrows({ mayDelegateTo: ['spiffe://t/a'] }, {})).toEqual([])
     expect(narrows({}, { mayDelegateTo: [] })).toEqual([])
   })
@@ -385,11 +448,53 @@ describe('narrows messages', () => {
   })
 
   it('reports every violation in field order', () => {
-    const parent: Bounds = { x509SvidTtlSeconds: 1, jwtSvidTtlSeconds: 1, jwtAudiences: [], federatesWith: [], dnsSuffixes: [], maxInstances: 1, requireNodeSelectors: ['a:1'], scopes: [], resources: [], maxTokenTtlSeconds: 1, maxRenewals: 1, maxDelegationDepth: 1, mayDelegateTo: [], allowBearer: false }
-    const child: Bounds = { x509SvidTtlSeconds: 2, jwtSvidTtlSeconds: 2, jwtAudiences: ['x'], federatesWith: ['x'], dnsSuffixes: ['x'], maxInstances: 2, requireNodeSelectors: [], scopes: ['x'], resources: ['urn:x'], maxTokenTtlSeconds: 2, maxRenewals: 2, maxDelegationDepth: 2, mayDelegateTo: ['spiffe://t/x'], allowBearer: true }
+    const parent: Bounds = {
+      x509SvidTtlSeconds: 1,
+      jwtSvidTtlSeconds: 1,
+      jwtAudiences: [],
+      federatesWith: [],
+      dnsSuffixes: [],
+      maxInstances: 1,
+      requireNodeSelectors: ['a:1'],
+      scopes: [],
+      resources: [],
+      maxTokenTtlSeconds: 1,
+      maxRenewals: 1,
+      maxDelegationDepth: 1,
+      mayDelegateTo: [],
+      allowBearer: false,
+    }
+    const child: Bounds = {
+      x509SvidTtlSeconds: 2,
+      jwtSvidTtlSeconds: 2,
+      jwtAudiences: ['x'],
+      federatesWith: ['x'],
+      dnsSuffixes: ['x'],
+      maxInstances: 2,
+      requireNodeSelectors: [],
+      scopes: ['x'],
+      resources: ['urn:x'],
+      maxTokenTtlSeconds: 2,
+      maxRenewals: 2,
+      maxDelegationDepth: 2,
+      mayDelegateTo: ['spiffe://t/x'],
+      allowBearer: true,
+    }
     expect(narrows(child, parent).map((v) => v.bound)).toEqual([
-      'x509_svid_ttl', 'jwt_svid_ttl', 'jwt_audiences', 'federates_with', 'dns_suffixes', 'max_instances', 'require_node_selectors',
-      'scopes', 'resources', 'max_token_ttl', 'max_renewals', 'max_delegation_depth', 'may_delegate_to', 'allow_bearer',
+      'x509_svid_ttl',
+      'jwt_svid_ttl',
+      'jwt_audiences',
+      'federates_with',
+      'dns_suffixes',
+      'max_instances',
+      'require_node_selectors',
+      'scopes',
+      'resources',
+      'max_token_ttl',
+      'max_renewals',
+      'max_delegation_depth',
+      'may_delegate_to',
+      'allow_bearer',
     ])
   })
 })

@@ -67,10 +67,11 @@ describe('BoundsSet.from and parse issues', () => {
   })
 
   it('tree issues come sorted by prefix', () => {
-    expect(refusal(() => BoundsSet.parse(td, { '/z': { max_instances: 1 }, '/z/b': { max_instances: 2 }, '/a': { max_instances: 1 }, '/a/b': { max_instances: 2 } })).issues.map((i) => i.path)).toEqual([
-      '/a/b.max_instances',
-      '/z/b.max_instances',
-    ])
+    expect(
+      refusal(() =>
+        BoundsSet.parse(td, { '/z': { max_instances: 1 }, '/z/b': { max_instances: 2 }, '/a': { max_instances: 1 }, '/a/b': { max_instances: 2 } }),
+      ).issues.map((i) => i.path),
+    ).toEqual(['/a/b.max_instances', '/z/b.max_instances'])
   })
 
   it('siblings and prefixes spelled alike are not ancestors', () => {
@@ -88,7 +89,9 @@ describe('BoundsSet.from and parse issues', () => {
   })
 
   it('list items are parsed with the prefix as their path', () => {
-    expect(refusal(() => BoundsSet.parse(td, [{ prefix: '/a', max_instances: -1 }])).issues).toEqual([{ path: '/a.max_instances', message: 'must be a non-negative integer' }])
+    expect(refusal(() => BoundsSet.parse(td, [{ prefix: '/a', max_instances: -1 }])).issues).toEqual([
+      { path: '/a.max_instances', message: 'must be a non-negative integer' },
+    ])
     const s = BoundsSet.parse(td, [{ prefix: '/a/', max_instances: 1 }])
     expect(s.get('/a')).toEqual({ maxInstances: 1 })
   })
@@ -130,8 +133,18 @@ describe('BoundsSet queries', () => {
   it('lists prefixes and entries sorted', () => {
     expect(set.size).toBe(4)
     expect(set.prefixes()).toEqual(['/', '/a', '/a/x/y', '/b'])
-    expect(set.entries()).toEqual([['/', { maxInstances: 10 }], ['/a', { maxInstances: 5 }], ['/a/x/y', { maxInstances: 3 }], ['/b', { maxInstances: 9 }]])
-    expect(set.toJSON()).toEqual([{ prefix: '/', max_instances: 10 }, { prefix: '/a', max_instances: 5 }, { prefix: '/a/x/y', max_instances: 3 }, { prefix: '/b', max_instances: 9 }])
+    expect(set.entries()).toEqual([
+      ['/', { maxInstances: 10 }],
+      ['/a', { maxInstances: 5 }],
+      ['/a/x/y', { maxInstances: 3 }],
+      ['/b', { maxInstances: 9 }],
+    ])
+    expect(set.toJSON()).toEqual([
+      { prefix: '/', max_instances: 10 },
+      { prefix: '/a', max_instances: 5 },
+      { prefix: '/a/x/y', max_instances: 3 },
+      { prefix: '/b', max_instances: 9 },
+    ])
   })
 
   it('ancestors are declared prefixes strictly above, shallowest first', () => {
@@ -195,8 +208,12 @@ describe('BoundsSet with and without', () => {
   it('with refuses an invalid prefix or a widening', () => {
     expect(refusal(() => set.with('a', {})).issues).toEqual([{ path: 'a', message: 'prefix must be a SPIFFE ID path starting with "/"' }])
     expect(refusal(() => set.with(`z${'q'.repeat(300)}`, {})).issues[0]!.path).toHaveLength(200)
-    expect(refusal(() => set.with('/a/b', { maxInstances: 6 })).issues).toEqual([{ path: '/a/b.max_instances', message: 'widens ancestor "/a": 6 is wider than 5' }])
-    expect(refusal(() => set.with('/a', { federatesWith: ['corp.example'] })).issues).toEqual([{ path: '/a.federates_with', message: 'cannot name the local trust domain' }])
+    expect(refusal(() => set.with('/a/b', { maxInstances: 6 })).issues).toEqual([
+      { path: '/a/b.max_instances', message: 'widens ancestor "/a": 6 is wider than 5' },
+    ])
+    expect(refusal(() => set.with('/a', { federatesWith: ['corp.example'] })).issues).toEqual([
+      { path: '/a.federates_with', message: 'cannot name the local trust domain' },
+    ])
   })
 
   it('without removes the normalised prefix and refuses an invalid one', () => {

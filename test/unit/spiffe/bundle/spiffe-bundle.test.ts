@@ -164,10 +164,7 @@ describe('SpiffeBundle.parse accepts', () => {
   })
 
   it('ignores unknown top-level and key members, and a kid on an X.509 key', () => {
-    const b = SpiffeBundle.parse(
-      td,
-      doc([{ use: 'x509-svid', kty: 'EC', kid: 'ignored', alg: 'ES256', x5c: [b64(ec)] }], { extra: { nested: true } }),
-    )
+    const b = SpiffeBundle.parse(td, doc([{ use: 'x509-svid', kty: 'EC', kid: 'ignored', alg: 'ES256', x5c: [b64(ec)] }], { extra: { nested: true } }))
     expect(b.x509Authorities.map(b64)).toEqual([b64(ec)])
   })
 
@@ -330,7 +327,10 @@ describe('SpiffeBundle.from, accessors and marshal', () => {
       }),
     ],
     ['a private JWK', () => ({ trustDomain: td, jwtAuthorities: [['a', makeJwk().priv]] as Array<[string, typeof k1]> })],
-    ['a JWK that does not import', () => ({ trustDomain: td, jwtAuthorities: [['a', { kty: 'EC', crv: 'P-256', x: 'AA', y: 'AA' }]] as Array<[string, typeof k1]> })],
+    [
+      'a JWK that does not import',
+      () => ({ trustDomain: td, jwtAuthorities: [['a', { kty: 'EC', crv: 'P-256', x: 'AA', y: 'AA' }]] as Array<[string, typeof k1]> }),
+    ],
   ])('from() rejects %s with ERR_BUNDLE_INVALID', (_name, init) => {
     expect(codeOf(() => SpiffeBundle.from(init()))).toBe('ERR_BUNDLE_INVALID')
   })

@@ -18,7 +18,7 @@ let serial = 1
 /** A self-signed CA certificate (DER) for the trust domain, as a SPIRE root CA would look. */
 export async function makeCaCert(type: TestKeyType = 'ec-p256', td = 'domain.test'): Promise<Uint8Array> {
   const alg = ALGS[type]
-  const keys = (await webcrypto.subtle.generateKey(alg as never, true, ['sign', 'verify']))
+  const keys = await webcrypto.subtle.generateKey(alg as never, true, ['sign', 'verify'])
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
     serialNumber: (serial++).toString(16).padStart(2, '0'),
     name: 'O=SPIFFE',

@@ -113,7 +113,10 @@ describe('X509Bundle.parsePem / toPem', () => {
     ['mismatched END label', () => pemA().replace('END CERTIFICATE', 'END X509 CRL')],
     ['invalid base64 body', () => '-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n'],
     ['empty body', () => '-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n'],
-    ['a body that is not a certificate', () => `-----BEGIN CERTIFICATE-----\n${Buffer.from([0x30, 3, 2, 1, 1]).toString('base64')}\n-----END CERTIFICATE-----\n`],
+    [
+      'a body that is not a certificate',
+      () => `-----BEGIN CERTIFICATE-----\n${Buffer.from([0x30, 3, 2, 1, 1]).toString('base64')}\n-----END CERTIFICATE-----\n`,
+    ],
     ['two certificates in one block', () => `-----BEGIN CERTIFICATE-----\n${Buffer.from(cat(a, b)).toString('base64')}\n-----END CERTIFICATE-----\n`],
     ['a block with headers', () => pemA().replace('-----\n', '-----\nProc-Type: 4,ENCRYPTED\n\n')],
     ['input over the size cap', () => ' '.repeat(MAX_BUNDLE_BYTES + 1)],

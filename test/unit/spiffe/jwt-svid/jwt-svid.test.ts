@@ -78,8 +78,14 @@ describe('JwtSvid fuzzing', () => {
 
   it('random headers and payloads only ever fail with IdentityError', async () => {
     const claim = fc.oneof(fc.constant(undefined), fc.jsonValue(), fc.constant(ID.toString()), fc.integer())
-    const header = fc.record({ alg: fc.oneof(fc.constantFrom('ES256', 'RS256', 'none', 'HS256'), fc.jsonValue()), kid: fc.oneof(fc.constant('k-es256'), fc.jsonValue()), typ: claim }, { requiredKeys: [] })
-    const payload = fc.record({ sub: claim, aud: fc.oneof(fc.constant('svc'), fc.jsonValue()), exp: claim, iat: claim, nbf: claim, iss: claim }, { requiredKeys: [] })
+    const header = fc.record(
+      { alg: fc.oneof(fc.constantFrom('ES256', 'RS256', 'none', 'HS256'), fc.jsonValue()), kid: fc.oneof(fc.constant('k-es256'), fc.jsonValue()), typ: claim },
+      { requiredKeys: [] },
+    )
+    const payload = fc.record(
+      { sub: claim, aud: fc.oneof(fc.constant('svc'), fc.jsonValue()), exp: claim, iat: claim, nbf: claim, iss: claim },
+      { requiredKeys: [] },
+    )
     await fc.assert(
       fc.asyncProperty(header, payload, fc.stringMatching(/^[A-Za-z0-9_-]{0,100}$/), async (h, p, sig) => {
         const t = `${b64(h)}.${b64(p)}.${sig}`

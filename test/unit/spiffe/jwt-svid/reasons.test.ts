@@ -58,19 +58,35 @@ describe('JWT-SVID structure: the reason for each refusal (parseInsecure and val
     ['empty signature', () => `${headerSeg}.${payloadSeg}.`, 'malformed token: signature is not base64url'],
     ['signature with padding', () => `${headerSeg}.${payloadSeg}.AA==`, 'malformed token: signature is not base64url'],
     ['signature of 4n+1 characters', () => `${headerSeg}.${payloadSeg}.AAAAA`, 'malformed token: signature is not base64url'],
-    ['header of 4n+1 characters', () => `${headerSeg}${headerSeg.length % 4 === 0 ? 'A' : 'AAAAA'.slice(0, 5 - (headerSeg.length % 4))}.${payloadSeg}.AAAA`, 'malformed token: header is not base64url'],
-    ['payload of 4n+1 characters', () => `${headerSeg}.${payloadSeg}${'A'.repeat((5 - (payloadSeg.length % 4)) % 4 || 4)}.AAAA`, 'malformed token: payload is not base64url'],
+    [
+      'header of 4n+1 characters',
+      () => `${headerSeg}${headerSeg.length % 4 === 0 ? 'A' : 'AAAAA'.slice(0, 5 - (headerSeg.length % 4))}.${payloadSeg}.AAAA`,
+      'malformed token: header is not base64url',
+    ],
+    [
+      'payload of 4n+1 characters',
+      () => `${headerSeg}.${payloadSeg}${'A'.repeat((5 - (payloadSeg.length % 4)) % 4 || 4)}.AAAA`,
+      'malformed token: payload is not base64url',
+    ],
     ['header not JSON', () => `${b64('nope')}.${payloadSeg}.AAAA`, 'malformed token: header is not a JSON object'],
     ['header null', () => `${b64('null')}.${payloadSeg}.AAAA`, 'malformed token: header is not a JSON object'],
     ['header a number', () => `${b64('1')}.${payloadSeg}.AAAA`, 'malformed token: header is not a JSON object'],
     ['header an array', () => `${b64('[{"alg":"ES256"}]')}.${payloadSeg}.AAAA`, 'malformed token: header is not a JSON object'],
-    ['header with invalid UTF-8 inside a string', () => `${Buffer.concat([Buffer.from('{"alg":"ES256","kid":"k'), Buffer.from([0xff]), Buffer.from('"}')]).toString('base64url')}.${payloadSeg}.AAAA`, 'malformed token: header is not a JSON object'],
+    [
+      'header with invalid UTF-8 inside a string',
+      () => `${Buffer.concat([Buffer.from('{"alg":"ES256","kid":"k'), Buffer.from([0xff]), Buffer.from('"}')]).toString('base64url')}.${payloadSeg}.AAAA`,
+      'malformed token: header is not a JSON object',
+    ],
     ['payload null', () => `${headerSeg}.${b64('null')}.AAAA`, 'malformed token: payload is not a JSON object'],
     ['payload a string', () => `${headerSeg}.${b64('"spiffe://example.org/x"')}.AAAA`, 'malformed token: payload is not a JSON object'],
     ['payload an array', () => `${headerSeg}.${b64([baseClaims()])}.AAAA`, 'malformed token: payload is not a JSON object'],
     ['payload not JSON', () => `${headerSeg}.${b64('{sub')}.AAAA`, 'malformed token: payload is not a JSON object'],
     ['unknown header member', () => forge({ ...H, x5u: 'https://x' }, baseClaims()), 'token header member "x5u" is not allowed'],
-    ['long header member name (cut to 32)', () => forge({ ...H, ['m'.repeat(100)]: 1 }, baseClaims()), `token header member "${'m'.repeat(32)}" is not allowed`],
+    [
+      'long header member name (cut to 32)',
+      () => forge({ ...H, ['m'.repeat(100)]: 1 }, baseClaims()),
+      `token header member "${'m'.repeat(32)}" is not allowed`,
+    ],
     ['alg none', () => forge({ ...H, alg: 'none' }, baseClaims()), 'unsupported token signature algorithm "none"'],
     ['long alg (cut to 16)', () => forge({ ...H, alg: 'X'.repeat(40) }, baseClaims()), `unsupported token signature algorithm "${'X'.repeat(16)}"`],
     ['no alg', () => forge(without(H, 'alg'), baseClaims()), 'token header missing alg'],
@@ -84,7 +100,11 @@ describe('JWT-SVID structure: the reason for each refusal (parseInsecure and val
     ['sub not a SPIFFE ID', () => forge(H, { ...baseClaims(), sub: 'spiffe://example.org/a/' }), 'token has an invalid subject claim'],
     ['no exp', () => forge(H, without(baseClaims(), 'exp')), 'token missing exp claim'],
     ['string exp', () => forge(H, { ...baseClaims(), exp: String(NOW_S + 300) }), 'token has an invalid exp claim'],
-    ['exp that overflows to Infinity', () => `${headerSeg}.${Buffer.from(`{"sub":"${ID.toString()}","aud":"svc","exp":1e400}`).toString('base64url')}.AAAA`, 'token has an invalid exp claim'],
+    [
+      'exp that overflows to Infinity',
+      () => `${headerSeg}.${Buffer.from(`{"sub":"${ID.toString()}","aud":"svc","exp":1e400}`).toString('base64url')}.AAAA`,
+      'token has an invalid exp claim',
+    ],
     ['exp just past the Date range', () => forge(H, { ...baseClaims(), exp: 8.64e12 + 1 }), 'token has an invalid exp claim'],
     ['string iat', () => forge(H, { ...baseClaims(), iat: 'now' }), 'token has an invalid iat claim'],
     ['negative nbf past the Date range', () => forge(H, { ...baseClaims(), nbf: -8.64e12 - 1 }), 'token has an invalid nbf claim'],
@@ -160,7 +180,10 @@ describe('JWT-SVID times and audience: the reasons', () => {
   it('an audience mismatch names the expected audiences, cut to 256 characters', async () => {
     const t = forge(H, { ...baseClaims(), aud: ['other'] })
     const err = await rejected(validate(t, bundles, { audience: ['a', 'b'] }))
-    expect([err.code, err.message]).toEqual(['ERR_JWT_AUDIENCE_MISMATCH', 'jwtsvid: token audience does not contain any expected audience (expected ["a","b"])'])
+    expect([err.code, err.message]).toEqual([
+      'ERR_JWT_AUDIENCE_MISMATCH',
+      'jwtsvid: token audience does not contain any expected audience (expected ["a","b"])',
+    ])
     const long = 'x'.repeat(400)
     const cut = await rejected(validate(t, bundles, { audience: long }))
     expect(cut.message).toBe(`jwtsvid: token audience does not contain any expected audience (expected ${JSON.stringify([long]).slice(0, 256)})`)
@@ -181,7 +204,13 @@ describe('JWT-SVID options: programming errors', () => {
   ] as Array<[{ audience: string | string[]; now?: Date; leewaySeconds?: number; hint?: string }, Error]>)('%j', async (opts, error) => {
     await expect(validateJwtSvid(t, bundles, { now: NOW, ...opts })).rejects.toThrow(error)
     if (!('audience' in opts && Array.isArray(opts.audience) && opts.audience.length !== 1)) {
-      expect(() => JwtSvid.parseInsecure(t, opts.audience, { now: opts.now ?? NOW, ...(opts.leewaySeconds === undefined ? {} : { leewaySeconds: opts.leewaySeconds }), ...(opts.hint === undefined ? {} : { hint: opts.hint }) })).toThrow(error)
+      expect(() =>
+        JwtSvid.parseInsecure(t, opts.audience, {
+          now: opts.now ?? NOW,
+          ...(opts.leewaySeconds === undefined ? {} : { leewaySeconds: opts.leewaySeconds }),
+          ...(opts.hint === undefined ? {} : { hint: opts.hint }),
+        }),
+      ).toThrow(error)
     }
   })
 

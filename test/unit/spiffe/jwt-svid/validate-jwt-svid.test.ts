@@ -101,8 +101,16 @@ describe('validateJwtSvid: rules', () => {
       code: 'ERR_JWT_SVID_UNTRUSTED',
       token: () => forge({ ...H, kid: 'k-other' }, baseClaims(), { key: keys.other.privateKey, alg: 'ES256' }),
     },
-    { title: 'alg does not fit the key curve', code: 'ERR_JWT_SVID_UNTRUSTED', token: () => forge({ ...H, alg: 'ES384' }, baseClaims(), { key: keys.es384.privateKey, alg: 'ES384' }) },
-    { title: 'RS256 naming an EC key', code: 'ERR_JWT_SVID_UNTRUSTED', token: () => forge({ ...H, alg: 'RS256' }, baseClaims(), { key: keys.rsa.privateKey, alg: 'RS256' }) },
+    {
+      title: 'alg does not fit the key curve',
+      code: 'ERR_JWT_SVID_UNTRUSTED',
+      token: () => forge({ ...H, alg: 'ES384' }, baseClaims(), { key: keys.es384.privateKey, alg: 'ES384' }),
+    },
+    {
+      title: 'RS256 naming an EC key',
+      code: 'ERR_JWT_SVID_UNTRUSTED',
+      token: () => forge({ ...H, alg: 'RS256' }, baseClaims(), { key: keys.rsa.privateKey, alg: 'RS256' }),
+    },
     { title: 'signed by another key', code: 'ERR_JWT_SVID_UNTRUSTED', token: () => forge(H, baseClaims(), { key: keys.other.privateKey, alg: 'ES256' }) },
     {
       title: 'tampered payload',
@@ -126,14 +134,23 @@ describe('validateJwtSvid: rules', () => {
     { title: 'string exp', code: 'ERR_JWT_SVID_INVALID', token: () => forge(H, { ...baseClaims(), exp: String(NOW_S + 300) }) },
     { title: 'exp beyond Date range', code: 'ERR_JWT_SVID_INVALID', token: () => forge(H, { ...baseClaims(), exp: 1e300 }) },
     { title: 'expired beyond leeway', code: 'ERR_JWT_SVID_EXPIRED', token: () => forge(H, { ...baseClaims(), exp: NOW_S - 31 }) },
-    { title: 'expired within leeway, leeway 0', code: 'ERR_JWT_SVID_EXPIRED', token: () => forge(H, { ...baseClaims(), exp: NOW_S - 20 }), opts: { leewaySeconds: 0 } },
+    {
+      title: 'expired within leeway, leeway 0',
+      code: 'ERR_JWT_SVID_EXPIRED',
+      token: () => forge(H, { ...baseClaims(), exp: NOW_S - 20 }),
+      opts: { leewaySeconds: 0 },
+    },
     { title: 'nbf in the future', code: 'ERR_JWT_SVID_INVALID', token: () => forge(H, { ...baseClaims(), nbf: NOW_S + 31 }) },
     { title: 'iat in the future', code: 'ERR_JWT_SVID_INVALID', token: () => forge(H, { ...baseClaims(), iat: NOW_S + 31 }) },
     { title: 'missing sub', code: 'ERR_JWT_SVID_INVALID', token: () => forge(H, without(baseClaims(), 'sub')) },
     { title: 'sub not a SPIFFE ID', code: 'ERR_JWT_SVID_INVALID', token: () => forge(H, { ...baseClaims(), sub: 'https://example.org/bot' }) },
     { title: 'sub with upper-case trust domain', code: 'ERR_JWT_SVID_INVALID', token: () => forge(H, { ...baseClaims(), sub: 'spiffe://Example.org/bot' }) },
     { title: 'sub not a string', code: 'ERR_JWT_SVID_INVALID', token: () => forge(H, { ...baseClaims(), sub: 42 }) },
-    { title: 'sub in a trust domain without a bundle', code: 'ERR_JWT_SVID_UNTRUSTED', token: () => forge(H, { ...baseClaims(), sub: 'spiffe://unknown.org/bot' }) },
+    {
+      title: 'sub in a trust domain without a bundle',
+      code: 'ERR_JWT_SVID_UNTRUSTED',
+      token: () => forge(H, { ...baseClaims(), sub: 'spiffe://unknown.org/bot' }),
+    },
     { title: 'iss not a string', code: 'ERR_JWT_SVID_INVALID', token: () => forge(H, { ...baseClaims(), iss: 1 }) },
     { title: "typ 'foo'", code: 'ERR_JWT_SVID_INVALID', token: () => forge({ ...H, typ: 'foo' }, baseClaims()) },
     { title: 'crit header', code: 'ERR_JWT_SVID_INVALID', token: () => forge({ ...H, crit: ['exp'] }, baseClaims()) },
@@ -207,7 +224,14 @@ describe('validateJwtSvid: rules', () => {
 
 describe('validateJwtSvid: jose interop', () => {
   it('a token we mint verifies with plain jose.jwtVerify', async () => {
-    const token = await mintJwtSvid({ spiffeId: ID, audience: ['svc'], expiresAt: new Date(NOW.getTime() + 300_000), issuedAt: NOW, signer: keys.es256, kid: 'k-es256' })
+    const token = await mintJwtSvid({
+      spiffeId: ID,
+      audience: ['svc'],
+      expiresAt: new Date(NOW.getTime() + 300_000),
+      issuedAt: NOW,
+      signer: keys.es256,
+      kid: 'k-es256',
+    })
     const { payload, protectedHeader } = await jose.jwtVerify(token, keys.es256.publicKey, { audience: 'svc', currentDate: NOW, algorithms: ['ES256'] })
     expect(protectedHeader).toEqual({ alg: 'ES256', kid: 'k-es256', typ: 'JWT' })
     expect(payload).toMatchObject({ sub: ID.toString(), aud: 'svc', exp: NOW_S + 300, iat: NOW_S })

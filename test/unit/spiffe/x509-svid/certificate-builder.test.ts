@@ -56,7 +56,9 @@ describe('createCaCertificate / createX509Svid: structure (node, @peculiar/x509 
     expect([bc.ca, bc.critical]).toEqual([false, true])
     expect(p.getExtension(x509.ExtendedKeyUsageExtension)!.usages).toEqual(['1.3.6.1.5.5.7.3.1', '1.3.6.1.5.5.7.3.2'])
     const ski = p.getExtension(x509.SubjectKeyIdentifierExtension)!.keyId
-    expect(ski).toBe((await x509.SubjectKeyIdentifierExtension.create(leafKey.publicKey.export({ type: 'spki', format: 'der' }) as never, false, webcryptoProvider())).keyId)
+    expect(ski).toBe(
+      (await x509.SubjectKeyIdentifierExtension.create(leafKey.publicKey.export({ type: 'spki', format: 'der' }) as never, false, webcryptoProvider())).keyId,
+    )
     const rootSki = new x509.X509Certificate(root.certificate).getExtension(x509.SubjectKeyIdentifierExtension)!.keyId
     expect(p.getExtension(x509.AuthorityKeyIdentifierExtension)!.keyId).toBe(rootSki)
     expect(p.subjectName.getField('CN')).toEqual(['planner.example.org'])
@@ -119,25 +121,51 @@ describe('createCaCertificate / createX509Svid: structure (node, @peculiar/x509 
   const misuse: Array<[string, () => Promise<unknown>, ErrorConstructor | TypeErrorConstructor | RangeErrorConstructor]> = [
     ['a trust-domain ID as leaf ID', async () => leafOf(await makeRoot(), generateKeyPair('ec-p256').publicKey, { spiffeId: td.id() }), TypeError],
     ['a private key as leaf public key', async () => leafOf(await makeRoot(), generateKeyPair('ec-p256').privateKey), TypeError],
-    ['a signer that does not match the issuer', async () => {
-      const root = await makeRoot()
-      const other = await makeRoot()
-      return leafOf({ ...root, signer: other.signer }, generateKeyPair('ec-p256').publicKey)
-    }, TypeError],
-    ['a leaf as issuer', async () => {
-      const root = await makeRoot()
-      const k = generateKeyPair('ec-p256')
-      const leaf = await leafOf(root, k.publicKey)
-      return leafOf({ certificate: leaf, signer: new KeyObjectSigner(k.privateKey), ...k }, generateKeyPair('ec-p256').publicKey)
-    }, TypeError],
-    ['garbage as issuer', async () => leafOf({ ...(await makeRoot()), certificate: new Uint8Array([1, 2, 3]) }, generateKeyPair('ec-p256').publicKey), TypeError],
+    [
+      'a signer that does not match the issuer',
+      async () => {
+        const root = await makeRoot()
+        const other = await makeRoot()
+        return leafOf({ ...root, signer: other.signer }, generateKeyPair('ec-p256').publicKey)
+      },
+      TypeError,
+    ],
+    [
+      'a leaf as issuer',
+      async () => {
+        const root = await makeRoot()
+        const k = generateKeyPair('ec-p256')
+        const leaf = await leafOf(root, k.publicKey)
+        return leafOf({ certificate: leaf, signer: new KeyObjectSigner(k.privateKey), ...k }, generateKeyPair('ec-p256').publicKey)
+      },
+      TypeError,
+    ],
+    [
+      'garbage as issuer',
+      async () => leafOf({ ...(await makeRoot()), certificate: new Uint8Array([1, 2, 3]) }, generateKeyPair('ec-p256').publicKey),
+      TypeError,
+    ],
     ['an invalid DNS name', async () => leafOf(await makeRoot(), generateKeyPair('ec-p256').publicKey, { dnsNames: ['bad name'] }), TypeError],
-    ['notAfter before notBefore', async () => leafOf(await makeRoot(), generateKeyPair('ec-p256').publicKey, { notBefore: NOW, notAfter: new Date(NOW.getTime() - 1000) }), RangeError],
-    ['a root whose signer holds another key', async () => {
-      const a = generateKeyPair('ec-p256')
-      const b = generateKeyPair('ec-p256')
-      return createCaCertificate({ trustDomain: td, publicKey: a.publicKey, signer: new KeyObjectSigner(b.privateKey), notBefore: NOW, notAfter: new Date(NOW.getTime() + DAY) })
-    }, TypeError],
+    [
+      'notAfter before notBefore',
+      async () => leafOf(await makeRoot(), generateKeyPair('ec-p256').publicKey, { notBefore: NOW, notAfter: new Date(NOW.getTime() - 1000) }),
+      RangeError,
+    ],
+    [
+      'a root whose signer holds another key',
+      async () => {
+        const a = generateKeyPair('ec-p256')
+        const b = generateKeyPair('ec-p256')
+        return createCaCertificate({
+          trustDomain: td,
+          publicKey: a.publicKey,
+          signer: new KeyObjectSigner(b.privateKey),
+          notBefore: NOW,
+          notAfter: new Date(NOW.getTime() + DAY),
+        })
+      },
+      TypeError,
+    ],
   ]
   it.each(misuse)('rejects %s', async (_name, fn, errType) => {
     await expect(fn()).rejects.toThrow(errType)
@@ -157,8 +185,20 @@ describe('Signer interface: no private key needed', () => {
       },
     })
     expect(Object.keys(remote).sort()).toEqual(['publicKey', 'sign'])
-    const root = await createCaCertificate({ trustDomain: td, publicKey: caKeys.publicKey, signer: remote, notBefore: new Date(NOW.getTime() - HOUR), notAfter: new Date(NOW.getTime() + DAY) })
-    const leaf = await createX509Svid({ spiffeId: id, publicKey: generateKeyPair('ec-p256').publicKey, signer: remote, issuer: { certificate: root }, notAfter: new Date(NOW.getTime() + HOUR) })
+    const root = await createCaCertificate({
+      trustDomain: td,
+      publicKey: caKeys.publicKey,
+      signer: remote,
+      notBefore: new Date(NOW.getTime() - HOUR),
+      notAfter: new Date(NOW.getTime() + DAY),
+    })
+    const leaf = await createX509Svid({
+      spiffeId: id,
+      publicKey: generateKeyPair('ec-p256').publicKey,
+      signer: remote,
+      issuer: { certificate: root },
+      notAfter: new Date(NOW.getTime() + HOUR),
+    })
     expect(calls).toEqual(['ES384', 'ES384'])
     const r = await verifyX509Svid([leaf], new X509Bundle(td, [root]), { now: NOW })
     expect(r.id.equals(id)).toBe(true)
@@ -167,7 +207,15 @@ describe('Signer interface: no private key needed', () => {
   it('reports a signer that returns a malformed ECDSA signature', async () => {
     const root = await makeRoot()
     const broken: Signer = { publicKey: root.publicKey, sign: async () => new Uint8Array(63) }
-    await expect(createX509Svid({ spiffeId: id, publicKey: generateKeyPair('ec-p256').publicKey, signer: broken, issuer: { certificate: root.certificate }, notAfter: new Date(NOW.getTime() + HOUR) })).rejects.toMatchObject({ code: 'ERR_INTERNAL' })
+    await expect(
+      createX509Svid({
+        spiffeId: id,
+        publicKey: generateKeyPair('ec-p256').publicKey,
+        signer: broken,
+        issuer: { certificate: root.certificate },
+        notAfter: new Date(NOW.getTime() + HOUR),
+      }),
+    ).rejects.toMatchObject({ code: 'ERR_INTERNAL' })
   })
 })
 

@@ -25,7 +25,7 @@ function csrCode(der: Uint8Array): string {
 }
 
 async function peculiarCsr(names: Array<{ type: 'url' | 'dns'; value: string }>, alg: 'P-256' | 'P-521' = 'P-256'): Promise<Uint8Array> {
-  const keys = (await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: alg }, true, ['sign', 'verify']))
+  const keys = await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: alg }, true, ['sign', 'verify'])
   const csr = await x509.Pkcs10CertificateRequestGenerator.create(
     {
       name: 'O=test',
@@ -65,7 +65,13 @@ describe('createCsr → parseCsr round trip', () => {
     const root = await makeRoot()
     const kp = generateKeyPair('ec-p256')
     const { publicKey } = parseCsr(await createCsr({ privateKey: kp.privateKey }))
-    const leaf = await createX509Svid({ spiffeId: id, publicKey, signer: root.signer, issuer: { certificate: root.certificate }, notAfter: new Date(NOW.getTime() + HOUR) })
+    const leaf = await createX509Svid({
+      spiffeId: id,
+      publicKey,
+      signer: root.signer,
+      issuer: { certificate: root.certificate },
+      notAfter: new Date(NOW.getTime() + HOUR),
+    })
     expect(parseLeafSpiffeId(leaf).equals(id)).toBe(true)
     expect(new x509.X509Certificate(leaf).publicKey.rawData).toEqual(kp.publicKey.export({ type: 'spki', format: 'der' }).buffer.slice(0))
   })
@@ -78,21 +84,34 @@ describe('createCsr → parseCsr round trip', () => {
 describe('parseCsr rejects', () => {
   const rsa1024 = generateKeyPairSync('rsa', { modulusLength: 1024 })
   const cases: Array<[string, () => Promise<Uint8Array>]> = [
-    ['a tampered signature', async () => {
-      const der = await createCsr({ privateKey: generateKeyPair('ec-p256').privateKey, spiffeId: id })
-      const bad = new Uint8Array(der)
-      bad[bad.length - 3] = bad[bad.length - 3]! ^ 0x40
-      return bad
-    }],
-    ['a tampered SPIFFE ID', async () => {
-      const der = Buffer.from(await createCsr({ privateKey: generateKeyPair('ec-p256').privateKey, spiffeId: id }))
-      const at = der.indexOf('join_token')
-      der[at] = 'J'.charCodeAt(0)
-      return new Uint8Array(der)
-    }],
+    [
+      'a tampered signature',
+      async () => {
+        const der = await createCsr({ privateKey: generateKeyPair('ec-p256').privateKey, spiffeId: id })
+        const bad = new Uint8Array(der)
+        bad[bad.length - 3] = bad[bad.length - 3]! ^ 0x40
+        return bad
+      },
+    ],
+    [
+      'a tampered SPIFFE ID',
+      async () => {
+        const der = Buffer.from(await createCsr({ privateKey: generateKeyPair('ec-p256').privateKey, spiffeId: id }))
+        const at = der.indexOf('join_token')
+        der[at] = 'J'.charCodeAt(0)
+        return new Uint8Array(der)
+      },
+    ],
     ['a P-521 key', async () => createCsr({ privateKey: generateKeyPair('ec-p521').privateKey })],
     ['an RSA-1024 key', async () => createCsr({ privateKey: rsa1024.privateKey })],
-    ['two URI SANs', async () => peculiarCsr([{ type: 'url', value: id.toString() }, { type: 'url', value: 'spiffe://example.org/b' }])],
+    [
+      'two URI SANs',
+      async () =>
+        peculiarCsr([
+          { type: 'url', value: id.toString() },
+          { type: 'url', value: 'spiffe://example.org/b' },
+        ]),
+    ],
     ['a URI SAN that is not a SPIFFE ID', async () => peculiarCsr([{ type: 'url', value: 'https://example.org/x' }])],
     ['an empty input', async () => new Uint8Array(0)],
     ['a truncated CSR', async () => (await createCsr({ privateKey: generateKeyPair('ec-p256').privateKey })).subarray(0, 60)],
@@ -124,7 +143,20 @@ describe.runIf(requireTools('openssl'))('openssl agrees on CSRs', () => {
     const keyPath = join(dir, 'k.pem')
     writeFileSync(keyPath, generateKeyPair('ec-p256').privateKey.export({ type: 'pkcs8', format: 'pem' }))
     const theirs = join(dir, 'theirs.der')
-    openssl(['req', '-new', '-key', keyPath, '-subj', '/O=x', '-addext', `subjectAltName=URI:${id.toString()},DNS:a.example.org`, '-outform', 'DER', '-out', theirs])
+    openssl([
+      'req',
+      '-new',
+      '-key',
+      keyPath,
+      '-subj',
+      '/O=x',
+      '-addext',
+      `subjectAltName=URI:${id.toString()},DNS:a.example.org`,
+      '-outform',
+      'DER',
+      '-out',
+      theirs,
+    ])
     const { readFileSync } = await import('node:fs')
     const parsed = parseCsr(new Uint8Array(readFileSync(theirs)))
     expect([parsed.spiffeId?.toString(), parsed.dnsNames]).toEqual([id.toString(), ['a.example.org']])

@@ -37,7 +37,12 @@ export async function makeRoot(td = 'example.org', type: KeyPairType = 'ec-p256'
   return { certificate, signer, ...kp }
 }
 
-export async function makeIntermediate(parent: TestCa, td = 'example.org', type: KeyPairType = 'ec-p256', opts: { maxPathLength?: number } = {}): Promise<TestCa> {
+export async function makeIntermediate(
+  parent: TestCa,
+  td = 'example.org',
+  type: KeyPairType = 'ec-p256',
+  opts: { maxPathLength?: number } = {},
+): Promise<TestCa> {
   const kp = generateKeyPair(type)
   const certificate = await createCaCertificate({
     trustDomain: TrustDomain.fromString(td),
@@ -53,7 +58,9 @@ export async function makeIntermediate(parent: TestCa, td = 'example.org', type:
 
 async function cryptoKeys(ca: TestCa, leafPublic: KeyObject): Promise<{ signingKey: webcrypto.CryptoKey; publicKey: webcrypto.CryptoKey }> {
   const ec = ca.privateKey.asymmetricKeyType === 'ec'
-  const alg = ec ? { name: 'ECDSA', namedCurve: ca.privateKey.asymmetricKeyDetails?.namedCurve === 'secp384r1' ? 'P-384' : 'P-256' } : { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' }
+  const alg = ec
+    ? { name: 'ECDSA', namedCurve: ca.privateKey.asymmetricKeyDetails?.namedCurve === 'secp384r1' ? 'P-384' : 'P-256' }
+    : { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' }
   const signingKey = await webcrypto.subtle.importKey('pkcs8', ca.privateKey.export({ type: 'pkcs8', format: 'der' }), alg, false, ['sign'])
   const leafAlg = { name: 'ECDSA', namedCurve: leafPublic.asymmetricKeyDetails?.namedCurve === 'secp384r1' ? 'P-384' : 'P-256' }
   const publicKey = await webcrypto.subtle.importKey('spki', leafPublic.export({ type: 'spki', format: 'der' }), leafAlg, true, ['verify'])
@@ -83,7 +90,11 @@ export async function peculiarLeaf(issuer: TestCa, leafPublic: KeyObject, o: Pec
   const ec = issuer.privateKey.asymmetricKeyType === 'ec'
   const cert = await x509.X509CertificateGenerator.create(
     {
-      serialNumber: '01' + Math.floor(Math.random() * 1e12).toString(16).padStart(12, '0'),
+      serialNumber:
+        '01' +
+        Math.floor(Math.random() * 1e12)
+          .toString(16)
+          .padStart(12, '0'),
       subject: o.subject ?? 'O=test',
       issuer: issuerName,
       notBefore: o.notBefore ?? new Date(NOW.getTime() - HOUR),
@@ -101,7 +112,9 @@ export async function peculiarLeaf(issuer: TestCa, leafPublic: KeyObject, o: Pec
 export const KU = x509.KeyUsageFlags
 
 export function pem(der: Uint8Array): string {
-  const b64 = Buffer.from(der).toString('base64').replace(/(.{64})/g, '$1\n')
+  const b64 = Buffer.from(der)
+    .toString('base64')
+    .replace(/(.{64})/g, '$1\n')
   return `-----BEGIN CERTIFICATE-----\n${b64}${b64.endsWith('\n') ? '' : '\n'}-----END CERTIFICATE-----\n`
 }
 

@@ -63,7 +63,7 @@ describe('verifyCsr', () => {
     const key = ec('P-256')
     const der = await createCsr({ privateKey: key, spiffeId: id, dnsNames: ['a.example.org', 'b.example.org'] })
     const v = verifyCsr(der)
-    expect(Buffer.from(v.spki)).toEqual((parseCsr(der).publicKey).export({ type: 'spki', format: 'der' }))
+    expect(Buffer.from(v.spki)).toEqual(parseCsr(der).publicKey.export({ type: 'spki', format: 'der' }))
     expect(v.spiffeId).toBe(id.toString())
     expect(v.dnsNames).toEqual(['a.example.org', 'b.example.org'])
     expect(structuredClone(v)).toEqual(v)
@@ -89,7 +89,13 @@ describe('createX509Svid with { spki }', () => {
     const root = await makeRoot()
     const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' })
     const spki = new Uint8Array(publicKey.export({ type: 'spki', format: 'der' }))
-    const common = { spiffeId: id, signer: root.signer, issuer: { certificate: root.certificate }, notBefore: new Date(NOW.getTime() - 1000), notAfter: new Date(NOW.getTime() + HOUR) }
+    const common = {
+      spiffeId: id,
+      signer: root.signer,
+      issuer: { certificate: root.certificate },
+      notBefore: new Date(NOW.getTime() - 1000),
+      notAfter: new Date(NOW.getTime() + HOUR),
+    }
     const a = new X509Certificate(await createX509Svid({ ...common, publicKey: { spki } }))
     const b = new X509Certificate(await createX509Svid({ ...common, publicKey }))
     expect(a.publicKey.export({ type: 'spki', format: 'der' })).toEqual(b.publicKey.export({ type: 'spki', format: 'der' }))
@@ -107,7 +113,13 @@ describe('createX509Svid with { spki }', () => {
   ])('TypeError for $name', async ({ spki }) => {
     const root = await makeRoot()
     await expect(
-      createX509Svid({ spiffeId: id, publicKey: { spki: spki as Uint8Array }, signer: root.signer, issuer: { certificate: root.certificate }, notAfter: new Date(Date.now() + HOUR) }),
+      createX509Svid({
+        spiffeId: id,
+        publicKey: { spki: spki as Uint8Array },
+        signer: root.signer,
+        issuer: { certificate: root.certificate },
+        notAfter: new Date(Date.now() + HOUR),
+      }),
     ).rejects.toBeInstanceOf(TypeError)
   })
 })

@@ -53,8 +53,16 @@ describe('verifyX509Svid: leaf rules (leaves built by @peculiar/x509)', () => {
     ['keyUsage without digitalSignature', { uris: [ID], keyUsage: KU.keyEncipherment }, 'ERR_X509_SVID_INVALID'],
     ['empty subject with critical SAN', { uris: [ID], keyUsage: DS, subject: '', sanCritical: true }, 'ok'],
     ['empty subject with non-critical SAN', { uris: [ID], keyUsage: DS, subject: '', sanCritical: false }, 'ERR_X509_SVID_INVALID'],
-    ['an expired leaf', { uris: [ID], keyUsage: DS, notBefore: new Date(NOW.getTime() - 3 * HOUR), notAfter: new Date(NOW.getTime() - HOUR) }, 'ERR_X509_SVID_INVALID'],
-    ['a not-yet-valid leaf', { uris: [ID], keyUsage: DS, notBefore: new Date(NOW.getTime() + HOUR), notAfter: new Date(NOW.getTime() + 3 * HOUR) }, 'ERR_X509_SVID_INVALID'],
+    [
+      'an expired leaf',
+      { uris: [ID], keyUsage: DS, notBefore: new Date(NOW.getTime() - 3 * HOUR), notAfter: new Date(NOW.getTime() - HOUR) },
+      'ERR_X509_SVID_INVALID',
+    ],
+    [
+      'a not-yet-valid leaf',
+      { uris: [ID], keyUsage: DS, notBefore: new Date(NOW.getTime() + HOUR), notAfter: new Date(NOW.getTime() + 3 * HOUR) },
+      'ERR_X509_SVID_INVALID',
+    ],
   ]
   it.each(cases)('%s → %s', async (_name, opts, want) => {
     const leaf = await peculiarLeaf(root, leafKey.publicKey, opts)
@@ -142,7 +150,11 @@ describe('verifyX509Svid: chains and trust', () => {
       async () => {
         const shortRoot = await makeRoot('example.org', 'ec-p256', { notAfter: new Date(NOW.getTime() + HOUR / 2) })
         // @peculiar/x509 does not clamp the leaf to its issuer, as our builder does.
-        const leaf = await peculiarLeaf(shortRoot, leafKey.publicKey, { uris: [ID], keyUsage: KU.digitalSignature, notAfter: new Date(NOW.getTime() + 2 * HOUR) })
+        const leaf = await peculiarLeaf(shortRoot, leafKey.publicKey, {
+          uris: [ID],
+          keyUsage: KU.digitalSignature,
+          notAfter: new Date(NOW.getTime() + 2 * HOUR),
+        })
         return [[leaf], new X509Bundle(td, [shortRoot.certificate])]
       },
       'ERR_X509_SVID_UNTRUSTED',
@@ -169,7 +181,11 @@ describe('verifyX509Svid: chains and trust', () => {
   it('rejects a non-CA certificate used as an intermediate', async () => {
     // A leaf built by peculiar but "issued" by another leaf's key.
     const fakeIssuerKey = generateKeyPair('ec-p256')
-    const fakeIssuer = await peculiarLeaf(root, fakeIssuerKey.publicKey, { uris: ['spiffe://example.org/fake'], keyUsage: KU.digitalSignature | KU.keyCertSign, subject: 'O=fake' })
+    const fakeIssuer = await peculiarLeaf(root, fakeIssuerKey.publicKey, {
+      uris: ['spiffe://example.org/fake'],
+      keyUsage: KU.digitalSignature | KU.keyCertSign,
+      subject: 'O=fake',
+    })
     const pseudoCa: TestCa = { certificate: fakeIssuer, privateKey: fakeIssuerKey.privateKey, publicKey: fakeIssuerKey.publicKey, signer: undefined as never }
     const leaf = await peculiarLeaf(pseudoCa, leafKey.publicKey, { uris: [ID], keyUsage: KU.digitalSignature })
     expect(await codeOf(verifyX509Svid([leaf, fakeIssuer], bundle, { now: NOW }))).toBe('ERR_X509_SVID_UNTRUSTED')

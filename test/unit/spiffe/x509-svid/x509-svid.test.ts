@@ -27,7 +27,13 @@ function codeOf(fn: () => unknown): ErrorCode | 'ok' {
 beforeAll(async () => {
   root = await makeRoot()
   inter = await makeIntermediate(root)
-  leaf = await createX509Svid({ spiffeId: id, publicKey: key.publicKey, signer: inter.signer, issuer: { certificate: inter.certificate }, notAfter: new Date(NOW.getTime() + HOUR) })
+  leaf = await createX509Svid({
+    spiffeId: id,
+    publicKey: key.publicKey,
+    signer: inter.signer,
+    issuer: { certificate: inter.certificate },
+    notAfter: new Date(NOW.getTime() + HOUR),
+  })
 })
 
 describe('X509Svid.parse / fromChain', () => {
@@ -46,7 +52,13 @@ describe('X509Svid.parse / fromChain', () => {
   it('accepts SEC1 and PKCS#1 PEM keys', async () => {
     expect(X509Svid.parse(pem(leaf), key.privateKey.export({ type: 'sec1', format: 'pem' }) as string).privateKey).toBeDefined()
     const rsa = generateKeyPair('rsa-2048')
-    const rsaLeaf = await createX509Svid({ spiffeId: id, publicKey: rsa.publicKey, signer: root.signer, issuer: { certificate: root.certificate }, notAfter: new Date(NOW.getTime() + HOUR) })
+    const rsaLeaf = await createX509Svid({
+      spiffeId: id,
+      publicKey: rsa.publicKey,
+      signer: root.signer,
+      issuer: { certificate: root.certificate },
+      notAfter: new Date(NOW.getTime() + HOUR),
+    })
     expect(X509Svid.parse(pem(rsaLeaf), rsa.privateKey.export({ type: 'pkcs1', format: 'pem' }) as string).privateKey?.asymmetricKeyType).toBe('rsa')
   })
 
@@ -57,10 +69,18 @@ describe('X509Svid.parse / fromChain', () => {
   })
 
   const bad: Array<[string, () => unknown, ErrorCode]> = [
-    ['a mismatched private key', () => X509Svid.parse(pem(leaf), generateKeyPair('ec-p256').privateKey.export({ type: 'pkcs8', format: 'der' })), 'ERR_KEY_INVALID'],
+    [
+      'a mismatched private key',
+      () => X509Svid.parse(pem(leaf), generateKeyPair('ec-p256').privateKey.export({ type: 'pkcs8', format: 'der' })),
+      'ERR_KEY_INVALID',
+    ],
     ['a mismatched KeyObject', () => X509Svid.fromChain([leaf], generateKeyPair('ec-p256').privateKey), 'ERR_KEY_INVALID'],
     ['an unparsable key', () => X509Svid.parse(pem(leaf), new Uint8Array([0x30, 1, 2])), 'ERR_KEY_INVALID'],
-    ['an encrypted key', () => X509Svid.parse(pem(leaf), key.privateKey.export({ type: 'pkcs8', format: 'pem', cipher: 'aes-128-cbc', passphrase: 'x' })), 'ERR_KEY_INVALID'],
+    [
+      'an encrypted key',
+      () => X509Svid.parse(pem(leaf), key.privateKey.export({ type: 'pkcs8', format: 'pem', cipher: 'aes-128-cbc', passphrase: 'x' })),
+      'ERR_KEY_INVALID',
+    ],
     ['no certificates', () => X509Svid.parse('no pem here'), 'ERR_X509_SVID_INVALID'],
     ['a CA as leaf', () => X509Svid.fromChain([root.certificate]), 'ERR_X509_SVID_INVALID'],
     ['a leaf as intermediate', () => X509Svid.fromChain([leaf, leaf]), 'ERR_X509_SVID_INVALID'],
@@ -113,17 +133,31 @@ describe('properties: parsers only ever throw IdentityError', () => {
   const truncatedLeaf = fc.nat().map((n) => leaf.subarray(0, n % leaf.length))
 
   it('X509Svid.parse on bytes and strings', () => {
-    fc.assert(fc.property(fc.oneof(derish, mutatedLeaf, truncatedLeaf), (b) => onlyIdentityErrors(() => X509Svid.parse(b))), { numRuns: 500 })
-    fc.assert(fc.property(fc.string({ maxLength: 400 }), (s) => onlyIdentityErrors(() => X509Svid.parse(s))), { numRuns: 300 })
     fc.assert(
-      fc.property(fc.base64String({ maxLength: 400 }), (s) => onlyIdentityErrors(() => X509Svid.parse(`-----BEGIN CERTIFICATE-----\n${s}\n-----END CERTIFICATE-----\n`))),
+      fc.property(fc.oneof(derish, mutatedLeaf, truncatedLeaf), (b) => onlyIdentityErrors(() => X509Svid.parse(b))),
+      { numRuns: 500 },
+    )
+    fc.assert(
+      fc.property(fc.string({ maxLength: 400 }), (s) => onlyIdentityErrors(() => X509Svid.parse(s))),
       { numRuns: 300 },
     )
-    fc.assert(fc.property(derish, (b) => onlyIdentityErrors(() => X509Svid.parse(pem(leaf), b))), { numRuns: 200 })
+    fc.assert(
+      fc.property(fc.base64String({ maxLength: 400 }), (s) =>
+        onlyIdentityErrors(() => X509Svid.parse(`-----BEGIN CERTIFICATE-----\n${s}\n-----END CERTIFICATE-----\n`)),
+      ),
+      { numRuns: 300 },
+    )
+    fc.assert(
+      fc.property(derish, (b) => onlyIdentityErrors(() => X509Svid.parse(pem(leaf), b))),
+      { numRuns: 200 },
+    )
   })
 
   it('parseLeafSpiffeId', () => {
-    fc.assert(fc.property(fc.oneof(derish, mutatedLeaf, truncatedLeaf), (b) => onlyIdentityErrors(() => parseLeafSpiffeId(b))), { numRuns: 1000 })
+    fc.assert(
+      fc.property(fc.oneof(derish, mutatedLeaf, truncatedLeaf), (b) => onlyIdentityErrors(() => parseLeafSpiffeId(b))),
+      { numRuns: 1000 },
+    )
   })
 
   it('parseCsr', async () => {
@@ -134,6 +168,9 @@ describe('properties: parsers only ever throw IdentityError', () => {
       b[i % b.length] = b[i % b.length]! ^ x
       return b
     })
-    fc.assert(fc.property(fc.oneof(derish, mutated), (b) => onlyIdentityErrors(() => parseCsr(b))), { numRuns: 1000 })
+    fc.assert(
+      fc.property(fc.oneof(derish, mutated), (b) => onlyIdentityErrors(() => parseCsr(b))),
+      { numRuns: 1000 },
+    )
   })
 })

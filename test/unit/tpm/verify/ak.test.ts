@@ -18,24 +18,75 @@ describe('verifyAkPublic', () => {
     expect(Buffer.from(v.name).equals(k.name)).toBe(true)
   })
 
-  const withParams = (k: SoftKey, change: (p: TpmtPublic['parameters']) => TpmtPublic['parameters']): TpmtPublic => ({ ...k.public, parameters: change(k.public.parameters) }) as TpmtPublic
+  const withParams = (k: SoftKey, change: (p: TpmtPublic['parameters']) => TpmtPublic['parameters']): TpmtPublic =>
+    ({ ...k.public, parameters: change(k.public.parameters) }) as TpmtPublic
   const cases: { title: string; key: () => SoftKey | TpmtPublic; reason: string; details?: Record<string, unknown> }[] = [
-    { title: 'without restricted', key: () => softEccKey({ attrs: AK_ATTRS & ~TPMA_OBJECT.restricted }), reason: 'AK attribute restricted is not set', details: { attributes: AK_ATTRS & ~TPMA_OBJECT.restricted } },
+    {
+      title: 'without restricted',
+      key: () => softEccKey({ attrs: AK_ATTRS & ~TPMA_OBJECT.restricted }),
+      reason: 'AK attribute restricted is not set',
+      details: { attributes: AK_ATTRS & ~TPMA_OBJECT.restricted },
+    },
     { title: 'without fixedTPM', key: () => softEccKey({ attrs: AK_ATTRS & ~TPMA_OBJECT.fixedTPM }), reason: 'AK attribute fixedTPM is not set' },
     { title: 'without fixedParent', key: () => softEccKey({ attrs: AK_ATTRS & ~TPMA_OBJECT.fixedParent }), reason: 'AK attribute fixedParent is not set' },
-    { title: 'without sensitiveDataOrigin', key: () => softEccKey({ attrs: AK_ATTRS & ~TPMA_OBJECT.sensitiveDataOrigin }), reason: 'AK attribute sensitiveDataOrigin is not set' },
+    {
+      title: 'without sensitiveDataOrigin',
+      key: () => softEccKey({ attrs: AK_ATTRS & ~TPMA_OBJECT.sensitiveDataOrigin }),
+      reason: 'AK attribute sensitiveDataOrigin is not set',
+    },
     { title: 'without sign', key: () => softEccKey({ attrs: AK_ATTRS & ~TPMA_OBJECT.sign }), reason: 'AK attribute sign is not set' },
-    { title: 'with decrypt', key: () => softEccKey({ attrs: AK_ATTRS | TPMA_OBJECT.decrypt }), reason: 'AK attribute decrypt is set', details: { attributes: AK_ATTRS | TPMA_OBJECT.decrypt } },
-    { title: 'with a SHA-1 nameAlg', key: () => softEccKey({ nameAlg: TPM_ALG.SHA1 }), reason: 'AK nameAlg must be SHA-256 or stronger', details: { nameAlg: TPM_ALG.SHA1 } },
+    {
+      title: 'with decrypt',
+      key: () => softEccKey({ attrs: AK_ATTRS | TPMA_OBJECT.decrypt }),
+      reason: 'AK attribute decrypt is set',
+      details: { attributes: AK_ATTRS | TPMA_OBJECT.decrypt },
+    },
+    {
+      title: 'with a SHA-1 nameAlg',
+      key: () => softEccKey({ nameAlg: TPM_ALG.SHA1 }),
+      reason: 'AK nameAlg must be SHA-256 or stronger',
+      details: { nameAlg: TPM_ALG.SHA1 },
+    },
     { title: 'with RSA-1024', key: () => softRsaKey({ bits: 1024 }), reason: 'AK RSA key is shorter than 2048 bits', details: { keyBits: 1024 } },
     { title: 'that is an EK (storage key)', key: () => softRsaKey({ ek: true }), reason: 'AK attribute sign is not set' },
-    { title: 'on curve P-521', key: () => withParams(softEccKey(), (p) => ({ ...p, curveId: TPM_ECC_CURVE.P521 })), reason: 'AK curve must be P-256 or P-384', details: { curve: 'P-521' } },
-    { title: 'on an unknown curve', key: () => withParams(softEccKey(), (p) => ({ ...p, curveId: 0x0020 })), reason: 'AK curve must be P-256 or P-384', details: { curve: 0x0020 } },
-    { title: 'without a signing scheme', key: () => withParams(softEccKey(), (p) => ({ ...p, scheme: { scheme: TPM_ALG.NULL } })), reason: 'AK signing scheme must be RSASSA, RSAPSS or ECDSA with SHA-256 or stronger', details: { scheme: TPM_ALG.NULL } },
-    { title: 'with an ECDSA SHA-1 scheme', key: () => withParams(softEccKey(), (p) => ({ ...p, scheme: { scheme: TPM_ALG.ECDSA, hashAlg: TPM_ALG.SHA1 } })), reason: 'AK signing scheme must be RSASSA, RSAPSS or ECDSA with SHA-256 or stronger' },
-    { title: 'ECC with an RSASSA scheme', key: () => withParams(softEccKey(), (p) => ({ ...p, scheme: { scheme: TPM_ALG.RSASSA, hashAlg: TPM_ALG.SHA256 } })), reason: 'AK signing scheme does not fit its key type' },
-    { title: 'RSA with an ECDSA scheme', key: () => withParams(softRsaKey(), (p) => ({ ...p, scheme: { scheme: TPM_ALG.ECDSA, hashAlg: TPM_ALG.SHA256 } })), reason: 'AK signing scheme does not fit its key type' },
-    { title: 'with a symmetric algorithm', key: () => withParams(softEccKey(), (p) => ({ ...p, symmetric: { algorithm: TPM_ALG.AES, keyBits: 128, mode: TPM_ALG.CFB } })), reason: 'AK must not be a storage key (symmetric set)' },
+    {
+      title: 'on curve P-521',
+      key: () => withParams(softEccKey(), (p) => ({ ...p, curveId: TPM_ECC_CURVE.P521 })),
+      reason: 'AK curve must be P-256 or P-384',
+      details: { curve: 'P-521' },
+    },
+    {
+      title: 'on an unknown curve',
+      key: () => withParams(softEccKey(), (p) => ({ ...p, curveId: 0x0020 })),
+      reason: 'AK curve must be P-256 or P-384',
+      details: { curve: 0x0020 },
+    },
+    {
+      title: 'without a signing scheme',
+      key: () => withParams(softEccKey(), (p) => ({ ...p, scheme: { scheme: TPM_ALG.NULL } })),
+      reason: 'AK signing scheme must be RSASSA, RSAPSS or ECDSA with SHA-256 or stronger',
+      details: { scheme: TPM_ALG.NULL },
+    },
+    {
+      title: 'with an ECDSA SHA-1 scheme',
+      key: () => withParams(softEccKey(), (p) => ({ ...p, scheme: { scheme: TPM_ALG.ECDSA, hashAlg: TPM_ALG.SHA1 } })),
+      reason: 'AK signing scheme must be RSASSA, RSAPSS or ECDSA with SHA-256 or stronger',
+    },
+    {
+      title: 'ECC with an RSASSA scheme',
+      key: () => withParams(softEccKey(), (p) => ({ ...p, scheme: { scheme: TPM_ALG.RSASSA, hashAlg: TPM_ALG.SHA256 } })),
+      reason: 'AK signing scheme does not fit its key type',
+    },
+    {
+      title: 'RSA with an ECDSA scheme',
+      key: () => withParams(softRsaKey(), (p) => ({ ...p, scheme: { scheme: TPM_ALG.ECDSA, hashAlg: TPM_ALG.SHA256 } })),
+      reason: 'AK signing scheme does not fit its key type',
+    },
+    {
+      title: 'with a symmetric algorithm',
+      key: () => withParams(softEccKey(), (p) => ({ ...p, symmetric: { algorithm: TPM_ALG.AES, keyBits: 128, mode: TPM_ALG.CFB } })),
+      reason: 'AK must not be a storage key (symmetric set)',
+    },
   ]
   it.each(cases)('rejects an AK $title, with the reason', ({ key, reason, details }) => {
     const k = key()
@@ -92,9 +143,19 @@ describe('verifyCertifyCreation', () => {
   const other = softEccKey()
   const cases = [
     { title: 'another object', ...certify(other.name, creationData), creationData, reason: 'AK creation certification is for another object' },
-    { title: 'other creation data', ...certify(ak.name, creationData), creationData: creationData.map((b, i) => (i === 60 ? b ^ 1 : b)), reason: 'AK creation data does not match the certified creation hash' },
+    {
+      title: 'other creation data',
+      ...certify(ak.name, creationData),
+      creationData: creationData.map((b, i) => (i === 60 ? b ^ 1 : b)),
+      reason: 'AK creation data does not match the certified creation hash',
+    },
     { title: 'a signature by another key', ...certify(ak.name, creationData, other), creationData, reason: 'AK creation certification signature is invalid' },
-    { title: 'creation data that does not parse', ...certify(ak.name, new Uint8Array([0, 0, 0])), creationData: new Uint8Array([0, 0, 0]), reason: 'AK creation data is malformed' },
+    {
+      title: 'creation data that does not parse',
+      ...certify(ak.name, new Uint8Array([0, 0, 0])),
+      creationData: new Uint8Array([0, 0, 0]),
+      reason: 'AK creation data is malformed',
+    },
     {
       title: 'a quote instead of a creation certification',
       attest: attestBytes({ type: TPM_ST.ATTEST_QUOTE, pcrSelect: [], pcrDigest: randomBytes(32) }, new Uint8Array(0)),
@@ -103,14 +164,23 @@ describe('verifyCertifyCreation', () => {
       reason: 'AK creation certification has the wrong attestation type',
       details: { type: TPM_ST.ATTEST_QUOTE },
     },
-    { title: 'a truncated certification', attest: new Uint8Array([0xff, 0x54]), signature: new Uint8Array(0), creationData, reason: 'AK creation certification is malformed' },
+    {
+      title: 'a truncated certification',
+      attest: new Uint8Array([0xff, 0x54]),
+      signature: new Uint8Array(0),
+      creationData,
+      reason: 'AK creation certification is malformed',
+    },
   ]
-  it.each(cases as (typeof cases[number] & { details?: Record<string, unknown> })[])('rejects $title, with the reason', ({ attest, signature, creationData: cd, title, reason, details }) => {
-    const sig = title.startsWith('a quote') || title.startsWith('a truncated') ? softSign(ak, attest) : signature
-    expect(() => verifyCertifyCreation({ ak: verified, attest, signature: sig, creationData: cd })).toThrow(
-      expect.objectContaining({ ...FAILED, message: reason, ...(details ? { details } : {}) }),
-    )
-  })
+  it.each(cases as ((typeof cases)[number] & { details?: Record<string, unknown> })[])(
+    'rejects $title, with the reason',
+    ({ attest, signature, creationData: cd, title, reason, details }) => {
+      const sig = title.startsWith('a quote') || title.startsWith('a truncated') ? softSign(ak, attest) : signature
+      expect(() => verifyCertifyCreation({ ak: verified, attest, signature: sig, creationData: cd })).toThrow(
+        expect.objectContaining({ ...FAILED, message: reason, ...(details ? { details } : {}) }),
+      )
+    },
+  )
 
   it('checks qualifying data when the verifier chose it', () => {
     const q = new Uint8Array(randomBytes(16))

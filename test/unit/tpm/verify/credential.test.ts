@@ -69,7 +69,9 @@ describe('makeCredential bounds', () => {
   const ak = softEccKey()
 
   it('names the allowed credential size', () => {
-    expect(() => makeCredential({ ekPublic: rsaEk.bytes, akName: ak.name, secret: new Uint8Array(33) })).toThrow(new RangeError('credential must be 1..32 bytes'))
+    expect(() => makeCredential({ ekPublic: rsaEk.bytes, akName: ak.name, secret: new Uint8Array(33) })).toThrow(
+      new RangeError('credential must be 1..32 bytes'),
+    )
   })
 
   it('refuses an AK name shorter than its algorithm ID, and takes one of two bytes', () => {
@@ -85,13 +87,15 @@ describe('makeCredential bounds', () => {
 
   it.each([64, 129, 512])('refuses a %i-bit EK symmetric key', (bits) => {
     const target = { ...ekTargetFromPublic(rsaEk.bytes), symKeyBits: bits }
-    expect(() => makeCredential({ ekPublic: target, akName: ak.name, secret: new Uint8Array(16) })).toThrow(new RangeError(`unsupported EK symmetric key size ${bits}`))
+    expect(() => makeCredential({ ekPublic: target, akName: ak.name, secret: new Uint8Array(16) })).toThrow(
+      new RangeError(`unsupported EK symmetric key size ${bits}`),
+    )
   })
 
   it('is deterministic given the randomness (ECC ephemeral key and seed)', () => {
     const ecc = softEccKey({ ek: true })
     let n = 0
-    const random = (size: number) => new Uint8Array(size).fill(++n % 200 + 1)
+    const random = (size: number) => new Uint8Array(size).fill((++n % 200) + 1)
     const a = makeCredential({ ekPublic: ecc.bytes, akName: ak.name, secret: new Uint8Array(16), random })
     n = 0
     const b = makeCredential({ ekPublic: ecc.bytes, akName: ak.name, secret: new Uint8Array(16), random })

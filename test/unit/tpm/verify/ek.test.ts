@@ -31,9 +31,18 @@ interface Ca {
   keys: CryptoKeyPair
 }
 
-async function makeCa(name: string, issuer?: Ca, opts: { signingKey?: CryptoKey; notAfter?: number; ca?: boolean; extra?: x509.Extension[] } = {}): Promise<Ca> {
-  const keys = (await webcrypto.subtle.generateKey(EC, true, ['sign', 'verify']))
-  const exts: x509.Extension[] = [...(opts.extra ?? []), new x509.BasicConstraintsExtension(opts.ca ?? true, undefined, true), new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign, true), await x509.SubjectKeyIdentifierExtension.create(keys.publicKey)]
+async function makeCa(
+  name: string,
+  issuer?: Ca,
+  opts: { signingKey?: CryptoKey; notAfter?: number; ca?: boolean; extra?: x509.Extension[] } = {},
+): Promise<Ca> {
+  const keys = await webcrypto.subtle.generateKey(EC, true, ['sign', 'verify'])
+  const exts: x509.Extension[] = [
+    ...(opts.extra ?? []),
+    new x509.BasicConstraintsExtension(opts.ca ?? true, undefined, true),
+    new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign, true),
+    await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+  ]
   const cert = await x509.X509CertificateGenerator.create({
     serialNumber: '0a',
     subject: name,
@@ -54,7 +63,10 @@ async function importRsa(key: KeyObject): Promise<CryptoKey> {
 
 async function makeEkCert(ek: KeyObject, issuer: Ca, opts: { notAfter?: number; extraCritical?: boolean; signingKey?: CryptoKey } = {}): Promise<Uint8Array> {
   const exts: x509.Extension[] = [
-    new x509.SubjectAlternativeNameExtension([{ type: 'dn', value: '2.23.133.2.1=id:00001014, 2.23.133.2.2=swtpm, 2.23.133.2.3=id:20191023' } as unknown as x509.JsonGeneralName], true),
+    new x509.SubjectAlternativeNameExtension(
+      [{ type: 'dn', value: '2.23.133.2.1=id:00001014, 2.23.133.2.2=swtpm, 2.23.133.2.3=id:20191023' } as unknown as x509.JsonGeneralName],
+      true,
+    ),
     new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyEncipherment, true),
     new x509.ExtendedKeyUsageExtension(['2.23.133.8.1']),
     await x509.AuthorityKeyIdentifierExtension.create(issuer.keys.publicKey),
@@ -132,7 +144,11 @@ describe('EK verification', () => {
 
   const NO_CHAIN = 'EK certificate does not chain to a configured CA'
   const rejects: { title: string; params: () => Promise<Parameters<typeof verifyEk>[0]>; reason: string; details?: Record<string, unknown> }[] = [
-    { title: 'a certificate that does not chain', params: async () => ({ ekPublicKey: ek.publicKey, ekCert: await makeEkCert(ek.publicKey, otherInter), anchors, now: NOW }), reason: NO_CHAIN },
+    {
+      title: 'a certificate that does not chain',
+      params: async () => ({ ekPublicKey: ek.publicKey, ekCert: await makeEkCert(ek.publicKey, otherInter), anchors, now: NOW }),
+      reason: NO_CHAIN,
+    },
     {
       title: 'a certificate whose key is not the EK',
       params: async () => ({ ekPublicKey: otherEk.publicKey, ekCert, anchors, now: NOW }),
@@ -148,7 +164,11 @@ describe('EK verification', () => {
       params: async () => ({ ekPublicKey: ek.publicKey, ekCert: await makeEkCert(ek.publicKey, inter, { notAfter: NOW - 1000 }), anchors, now: NOW }),
       reason: 'EK certificate is not valid at the current time',
     },
-    { title: 'a certificate checked after it and its CAs expired', params: async () => ({ ekPublicKey: ek.publicKey, ekCert, anchors, now: NOW + 400 * DAY }), reason: 'EK certificate is not valid at the current time' },
+    {
+      title: 'a certificate checked after it and its CAs expired',
+      params: async () => ({ ekPublicKey: ek.publicKey, ekCert, anchors, now: NOW + 400 * DAY }),
+      reason: 'EK certificate is not valid at the current time',
+    },
     {
       title: 'a valid certificate whose intermediate CA expired',
       params: async () => {
@@ -163,7 +183,12 @@ describe('EK verification', () => {
       reason: 'EK certificate has an unhandled critical extension',
       details: { oid: '1.2.3.4.5' },
     },
-    { title: 'a chain missing its intermediate', params: async () => ({ ekPublicKey: ek.publicKey, ekCert, anchors: trustAnchorsFrom([node(root)]), now: NOW }), reason: NO_CHAIN, details: { depth: 0 } },
+    {
+      title: 'a chain missing its intermediate',
+      params: async () => ({ ekPublicKey: ek.publicKey, ekCert, anchors: trustAnchorsFrom([node(root)]), now: NOW }),
+      reason: NO_CHAIN,
+      details: { depth: 0 },
+    },
     {
       title: 'an intermediate configured as the only CA (no root)',
       params: async () => ({ ekPublicKey: ek.publicKey, ekCert, anchors: trustAnchorsFrom([node(inter)]), now: NOW }),
@@ -177,13 +202,18 @@ describe('EK verification', () => {
     // Forgeries: issuer name and authority key identifier name the trusted CA,
     // so only the signature check of the chain step can refuse them.
     {
-      title: "a certificate naming the trusted intermediate (issuer and AKI) but signed by another key",
-      params: async () => ({ ekPublicKey: ek.publicKey, ekCert: await makeEkCert(ek.publicKey, inter, { signingKey: otherInter.keys.privateKey }), anchors, now: NOW }),
+      title: 'a certificate naming the trusted intermediate (issuer and AKI) but signed by another key',
+      params: async () => ({
+        ekPublicKey: ek.publicKey,
+        ekCert: await makeEkCert(ek.publicKey, inter, { signingKey: otherInter.keys.privateKey }),
+        anchors,
+        now: NOW,
+      }),
       reason: NO_CHAIN,
       details: { depth: 0 },
     },
     {
-      title: "a certificate of the trusted intermediate with one bit of its signature flipped",
+      title: 'a certificate of the trusted intermediate with one bit of its signature flipped',
       params: async () => ({ ekPublicKey: ek.publicKey, ekCert: flipSignature(ekCert), anchors, now: NOW }),
       reason: NO_CHAIN,
       details: { depth: 0 },
@@ -223,7 +253,12 @@ describe('EK verification', () => {
       title: 'a certificate issued by a configured certificate that is not a CA',
       params: async () => {
         const notCa = await makeCa('CN=test-not-ca', root, { ca: false })
-        return { ekPublicKey: ek.publicKey, ekCert: await makeEkCert(ek.publicKey, notCa), anchors: trustAnchorsFrom([node(root), node(inter), node(notCa)]), now: NOW }
+        return {
+          ekPublicKey: ek.publicKey,
+          ekCert: await makeEkCert(ek.publicKey, notCa),
+          anchors: trustAnchorsFrom([node(root), node(inter), node(notCa)]),
+          now: NOW,
+        }
       },
       reason: NO_CHAIN,
       details: { depth: 0 },
@@ -231,7 +266,9 @@ describe('EK verification', () => {
   ]
   it.each(rejects)('rejects $title', async ({ params, reason, details }) => {
     const p = await params()
-    expect(() => verifyEk(p)).toThrow(expect.objectContaining({ ...FAILED, message: reason, ...(details ? { details: expect.objectContaining(details) } : {}) }))
+    expect(() => verifyEk(p)).toThrow(
+      expect.objectContaining({ ...FAILED, message: reason, ...(details ? { details: expect.objectContaining(details) } : {}) }),
+    )
   })
 
   it('does not take a self-signed certificate with a forged signature for a root', () => {
@@ -282,7 +319,11 @@ describe('EK certificate parsing and chain bounds', () => {
 
   it.each([
     { title: 'NV framing with a zero length', bytes: [0x10, 0x01, 0x00, 0x00, 0x00, 0x30, 0x00], message: 'EK certificate NV framing has an invalid length' },
-    { title: 'NV framing one byte longer than its content', bytes: [0x10, 0x01, 0x00, 0x00, 0x03, 0x30, 0x00], message: 'EK certificate NV framing has an invalid length' },
+    {
+      title: 'NV framing one byte longer than its content',
+      bytes: [0x10, 0x01, 0x00, 0x00, 0x03, 0x30, 0x00],
+      message: 'EK certificate NV framing has an invalid length',
+    },
     { title: 'five bytes that only look like NV framing', bytes: [0x10, 0x01, 0x00, 0x00, 0x00], message: 'EK certificate is not a DER SEQUENCE' },
     { title: 'NV framing around one byte', bytes: [0x10, 0x01, 0x00, 0x00, 0x01, 0x30], message: 'EK certificate is not a DER SEQUENCE' },
     { title: 'a lone SEQUENCE tag', bytes: [0x30], message: 'EK certificate is not a DER SEQUENCE' },
@@ -306,7 +347,9 @@ describe('EK certificate parsing and chain bounds', () => {
     { title: 'a three-byte long-form length', bytes: [0x30, 0x83, 0x00, 0x00, 0x01, 0x00, 0xff], out: 6 },
     { title: 'NV framing of exactly its content', bytes: [0x10, 0x01, 0x00, 0x00, 0x02, 0x30, 0x00, 0xff], out: 2 },
   ])('unwrapping keeps $title', ({ bytes, out }) => {
-    expect(unwrapEkCertificateBytes(new Uint8Array(bytes))).toEqual(new Uint8Array(bytes).subarray(bytes[0] === 0x10 ? 5 : 0, (bytes[0] === 0x10 ? 5 : 0) + out))
+    expect(unwrapEkCertificateBytes(new Uint8Array(bytes))).toEqual(
+      new Uint8Array(bytes).subarray(bytes[0] === 0x10 ? 5 : 0, (bytes[0] === 0x10 ? 5 : 0) + out),
+    )
   })
 
   it('reads a two-byte long-form length (a real certificate) and takes padding up to the size limit', () => {
@@ -330,7 +373,10 @@ describe('EK certificate parsing and chain bounds', () => {
 
   it('reads the TCG attributes from a directoryName among other general names, and accepts a certificate without SAN', async () => {
     const san = new x509.SubjectAlternativeNameExtension(
-      [{ type: 'dns', value: 'tpm.example' }, { type: 'dn', value: '2.23.133.2.2=model-x, 2.5.4.3=ignored, 2.23.133.2.1=id:0000ABCD' } as unknown as x509.JsonGeneralName],
+      [
+        { type: 'dns', value: 'tpm.example' },
+        { type: 'dn', value: '2.23.133.2.2=model-x, 2.5.4.3=ignored, 2.23.133.2.1=id:0000ABCD' } as unknown as x509.JsonGeneralName,
+      ],
       true,
     )
     expect(parseEkCertificate(await leafWith(inter, [san])).tcg).toEqual({ manufacturer: 'id:0000ABCD', model: 'model-x' })
@@ -350,10 +396,14 @@ describe('EK certificate parsing and chain bounds', () => {
   it('parses PEM bundles and names the source of a bad one', () => {
     const pem = [root, inter].map((c) => c.cert.toString('pem')).join('\n')
     expect(parsePemCertificates(pem).map((c) => c.subject)).toEqual(['CN=bounds-root', 'CN=bounds-ca'])
-    expect(() => parsePemCertificates('nothing', 'ca.pem')).toThrow(expect.objectContaining({ code: 'ERR_CONFIG_INVALID', message: 'no certificate found in ca.pem' }))
+    expect(() => parsePemCertificates('nothing', 'ca.pem')).toThrow(
+      expect.objectContaining({ code: 'ERR_CONFIG_INVALID', message: 'no certificate found in ca.pem' }),
+    )
     expect(() => parsePemCertificates('nothing')).toThrow(expect.objectContaining({ message: 'no certificate found in PEM' }))
     const broken = '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----'
-    expect(() => parsePemCertificates(broken, 'ca.pem')).toThrow(expect.objectContaining({ code: 'ERR_CONFIG_INVALID', message: 'invalid certificate in ca.pem', cause: expect.any(Error) }))
+    expect(() => parsePemCertificates(broken, 'ca.pem')).toThrow(
+      expect.objectContaining({ code: 'ERR_CONFIG_INVALID', message: 'invalid certificate in ca.pem', cause: expect.any(Error) }),
+    )
   })
 
   it('accepts a certificate exactly at the bounds of its validity, and not 1 ms outside', async () => {
@@ -362,7 +412,11 @@ describe('EK certificate parsing and chain bounds', () => {
     expect(verifyEkChain(cert, anchors, T - 1000)).toEqual([fp(inter), fp(root)])
     expect(verifyEkChain(cert, anchors, T + 1000)).toEqual([fp(inter), fp(root)])
     expect(() => verifyEkChain(cert, anchors, T - 1001)).toThrow(
-      expect.objectContaining({ ...FAILED, message: 'EK certificate is not valid at the current time', details: { validFrom: cert.validFrom, validTo: cert.validTo } }),
+      expect.objectContaining({
+        ...FAILED,
+        message: 'EK certificate is not valid at the current time',
+        details: { validFrom: cert.validFrom, validTo: cert.validTo },
+      }),
     )
     expect(() => verifyEkChain(cert, anchors, T + 1001)).toThrow(failed('EK certificate is not valid at the current time'))
   })
@@ -382,7 +436,10 @@ describe('EK certificate parsing and chain bounds', () => {
 
   it.each(['intermediate', 'root'] as const)('refuses an unhandled critical extension on the %s CA, and allows critical name constraints', async (which) => {
     const ext = (oid: string) => new x509.Extension(oid, true, oid === '2.5.29.30' ? new Uint8Array([0x30, 0x00]) : new Uint8Array([5, 0]))
-    for (const [oid, ok] of [['1.2.3.4.7', false], ['2.5.29.30', true]] as const) {
+    for (const [oid, ok] of [
+      ['1.2.3.4.7', false],
+      ['2.5.29.30', true],
+    ] as const) {
       const r = which === 'root' ? await makeCa('CN=crit-root', undefined, { extra: [ext(oid)] }) : root
       const i = await makeCa('CN=crit-ca', r, which === 'intermediate' ? { extra: [ext(oid)] } : {})
       const cert = parseEkCertificate(await makeEkCert(ek.publicKey, i)).cert
@@ -394,17 +451,35 @@ describe('EK certificate parsing and chain bounds', () => {
 
   it('falls back to the allow-list when there is no CA, or an empty certificate', () => {
     const hash = publicKeyHash(ek.publicKey)
-    expect(verifyEk({ ekPublicKey: ek.publicKey, ekCert: der, allowList: [hash], now: NOW })).toEqual({ ekHash: hash, caFingerprints: [], method: 'allow_list', tcg: parseEkCertificate(der).tcg })
-    expect(verifyEk({ ekPublicKey: ek.publicKey, ekCert: der, anchors: { roots: [], intermediates: [] }, allowList: [hash], now: NOW }).method).toBe('allow_list')
-    expect(verifyEk({ ekPublicKey: ek.publicKey, ekCert: new Uint8Array(0), allowList: [hash], now: NOW })).toEqual({ ekHash: hash, caFingerprints: [], method: 'allow_list', tcg: {} })
+    expect(verifyEk({ ekPublicKey: ek.publicKey, ekCert: der, allowList: [hash], now: NOW })).toEqual({
+      ekHash: hash,
+      caFingerprints: [],
+      method: 'allow_list',
+      tcg: parseEkCertificate(der).tcg,
+    })
+    expect(verifyEk({ ekPublicKey: ek.publicKey, ekCert: der, anchors: { roots: [], intermediates: [] }, allowList: [hash], now: NOW }).method).toBe(
+      'allow_list',
+    )
+    expect(verifyEk({ ekPublicKey: ek.publicKey, ekCert: new Uint8Array(0), allowList: [hash], now: NOW })).toEqual({
+      ekHash: hash,
+      caFingerprints: [],
+      method: 'allow_list',
+      tcg: {},
+    })
     expect(() => verifyEk({ ekPublicKey: ek.publicKey, ekCert: new Uint8Array(0), anchors: trustAnchorsFrom([node(root), node(inter)]), now: NOW })).toThrow(
       failed('no EK certificate and the EK is not allow-listed'),
     )
-    expect(() => verifyEk({ ekPublicKey: ek.publicKey, ekCert: der, now: NOW })).toThrow(failed('EK certificate cannot be verified: no EK CA configured and the EK is not allow-listed'))
+    expect(() => verifyEk({ ekPublicKey: ek.publicKey, ekCert: der, now: NOW })).toThrow(
+      failed('EK certificate cannot be verified: no EK CA configured and the EK is not allow-listed'),
+    )
   })
 
   it('hashes the EK public key and fingerprints certificates as SHA-256 hex of their DER', () => {
-    expect(publicKeyHash(ek.publicKey)).toBe(createHash('sha256').update(ek.publicKey.export({ format: 'der', type: 'spki' })).digest('hex'))
+    expect(publicKeyHash(ek.publicKey)).toBe(
+      createHash('sha256')
+        .update(ek.publicKey.export({ format: 'der', type: 'spki' }))
+        .digest('hex'),
+    )
     expect(certFingerprint(node(root))).toBe(fp(root))
   })
 })

@@ -3,7 +3,8 @@ import { TPM_ALG, encodeTpm2bPublic, type TpmtPublic } from '../../../../src/tpm
 import { decodePublicInput, ekTargetFromPublic } from '../../../../src/tpm/verify/public-key.js'
 import { softEccKey, softRsaKey } from './soft-tpm.js'
 
-const withSym = (pub: TpmtPublic, symmetric: TpmtPublic['parameters']['symmetric']): TpmtPublic => ({ ...pub, parameters: { ...pub.parameters, symmetric } }) as TpmtPublic
+const withSym = (pub: TpmtPublic, symmetric: TpmtPublic['parameters']['symmetric']): TpmtPublic =>
+  ({ ...pub, parameters: { ...pub.parameters, symmetric } }) as TpmtPublic
 
 describe('EK public input', () => {
   it('decodes TPMT_PUBLIC bytes, TPM2B_PUBLIC bytes and decoded areas to the same canonical bytes', () => {
@@ -25,9 +26,21 @@ describe('EK public input', () => {
   const ek = softRsaKey({ ek: true }).public
   it.each([
     { title: 'no symmetric algorithm', pub: withSym(ek, { algorithm: TPM_ALG.NULL }), reason: 'EK symmetric algorithm must be AES-CFB' },
-    { title: 'AES in another mode', pub: withSym(ek, { algorithm: TPM_ALG.AES, keyBits: 128, mode: TPM_ALG.CTR }), reason: 'EK symmetric algorithm must be AES-CFB' },
-    { title: 'another cipher in CFB mode', pub: withSym(ek, { algorithm: 0x0026, keyBits: 128, mode: TPM_ALG.CFB }), reason: 'EK symmetric algorithm must be AES-CFB' },
-    { title: 'an unknown curve', pub: { ...softEccKey({ ek: true }).public, parameters: { ...softEccKey({ ek: true }).public.parameters, curveId: 0x0020 } }, reason: 'unsupported EK curve' },
+    {
+      title: 'AES in another mode',
+      pub: withSym(ek, { algorithm: TPM_ALG.AES, keyBits: 128, mode: TPM_ALG.CTR }),
+      reason: 'EK symmetric algorithm must be AES-CFB',
+    },
+    {
+      title: 'another cipher in CFB mode',
+      pub: withSym(ek, { algorithm: 0x0026, keyBits: 128, mode: TPM_ALG.CFB }),
+      reason: 'EK symmetric algorithm must be AES-CFB',
+    },
+    {
+      title: 'an unknown curve',
+      pub: { ...softEccKey({ ek: true }).public, parameters: { ...softEccKey({ ek: true }).public.parameters, curveId: 0x0020 } },
+      reason: 'unsupported EK curve',
+    },
   ])('refuses an EK with $title', ({ pub, reason }) => {
     expect(() => ekTargetFromPublic(pub as TpmtPublic)).toThrow(expect.objectContaining({ code: 'ERR_TPM_VERIFICATION_FAILED', message: reason }))
   })

@@ -33,18 +33,24 @@ describe('parseOrFail', () => {
     { title: 'a RangeError', err: new RangeError('out of range') },
     { title: 'a TypeError', err: new TypeError('wrong type') },
   ])('turns $title into a verification failure', ({ err }) => {
-    const e = catching(() => parseOrFail('thing', () => {
-      throw err
-    })) as IdentityError
+    const e = catching(() =>
+      parseOrFail('thing', () => {
+        throw err
+      }),
+    ) as IdentityError
     expect(e).toMatchObject({ ...FAILED, message: 'thing is malformed' })
     expect(e.cause).toBe(err)
   })
 
   it('passes other errors through and returns the value', () => {
     const other = new Error('bug')
-    expect(catching(() => parseOrFail('thing', () => {
-      throw other
-    }))).toBe(other)
+    expect(
+      catching(() =>
+        parseOrFail('thing', () => {
+          throw other
+        }),
+      ),
+    ).toBe(other)
     expect(parseOrFail('thing', () => 42)).toBe(42)
   })
 })
@@ -54,7 +60,10 @@ describe('verifyTpmSignature', () => {
   const ecc = softEccKey()
   const rsa = softRsaKey()
   const signer = (k: typeof ecc) => ({ public: k.public, key: k.publicKey })
-  const nullScheme = (k: typeof ecc) => ({ public: { ...k.public, parameters: { ...k.public.parameters, scheme: { scheme: TPM_ALG.NULL } } } as TpmtPublic, key: k.publicKey })
+  const nullScheme = (k: typeof ecc) => ({
+    public: { ...k.public, parameters: { ...k.public.parameters, scheme: { scheme: TPM_ALG.NULL } } } as TpmtPublic,
+    key: k.publicKey,
+  })
 
   it('accepts a decoded signature and returns it', () => {
     const sig = parseTpmtSignature(softSign(ecc, msg))
@@ -67,13 +76,44 @@ describe('verifyTpmSignature', () => {
   })
 
   it.each([
-    { title: 'a hash other than the key scheme', run: () => verifyTpmSignature(signer(ecc), msg, softSign(ecc, msg, { hash: TPM_ALG.SHA384 }), 'x'), reason: "x signature scheme does not match the signing key's scheme", details: { sigAlg: TPM_ALG.ECDSA, keyScheme: TPM_ALG.ECDSA } },
-    { title: 'a scheme other than the key scheme', run: () => verifyTpmSignature(signer(rsa), msg, softSign(rsa, msg, { sigAlg: TPM_ALG.RSAPSS }), 'x'), reason: "x signature scheme does not match the signing key's scheme", details: { sigAlg: TPM_ALG.RSAPSS, keyScheme: TPM_ALG.RSASSA } },
-    { title: 'an ECDSA signature from an RSA key', run: () => verifyTpmSignature(nullScheme(rsa), msg, softSign(ecc, msg), 'x'), reason: 'x ECDSA signature from a non-ECC key' },
-    { title: 'an RSA signature from an ECC key', run: () => verifyTpmSignature(nullScheme(ecc), msg, softSign(rsa, msg), 'x'), reason: 'x RSA signature from a non-RSA key' },
-    { title: 'a SHA-1 signature', run: () => verifyTpmSignature(nullScheme(rsa), msg, softSign(rsa, msg, { hash: TPM_ALG.SHA1 }), 'x'), reason: 'x signature uses a weak or unsupported hash', details: { hash: TPM_ALG.SHA1 } },
-    { title: 'an RSA signature of the wrong length', run: () => verifyTpmSignature(signer(rsa), msg, { ...parseTpmtSignature(softSign(rsa, msg)), sig: new Uint8Array(7) } as never, 'x'), reason: 'x signature is invalid' },
-    { title: 'bytes that are not a signature', run: () => verifyTpmSignature(signer(rsa), msg, new Uint8Array([0, 0x14]), 'x'), reason: 'x signature is malformed' },
+    {
+      title: 'a hash other than the key scheme',
+      run: () => verifyTpmSignature(signer(ecc), msg, softSign(ecc, msg, { hash: TPM_ALG.SHA384 }), 'x'),
+      reason: "x signature scheme does not match the signing key's scheme",
+      details: { sigAlg: TPM_ALG.ECDSA, keyScheme: TPM_ALG.ECDSA },
+    },
+    {
+      title: 'a scheme other than the key scheme',
+      run: () => verifyTpmSignature(signer(rsa), msg, softSign(rsa, msg, { sigAlg: TPM_ALG.RSAPSS }), 'x'),
+      reason: "x signature scheme does not match the signing key's scheme",
+      details: { sigAlg: TPM_ALG.RSAPSS, keyScheme: TPM_ALG.RSASSA },
+    },
+    {
+      title: 'an ECDSA signature from an RSA key',
+      run: () => verifyTpmSignature(nullScheme(rsa), msg, softSign(ecc, msg), 'x'),
+      reason: 'x ECDSA signature from a non-ECC key',
+    },
+    {
+      title: 'an RSA signature from an ECC key',
+      run: () => verifyTpmSignature(nullScheme(ecc), msg, softSign(rsa, msg), 'x'),
+      reason: 'x RSA signature from a non-RSA key',
+    },
+    {
+      title: 'a SHA-1 signature',
+      run: () => verifyTpmSignature(nullScheme(rsa), msg, softSign(rsa, msg, { hash: TPM_ALG.SHA1 }), 'x'),
+      reason: 'x signature uses a weak or unsupported hash',
+      details: { hash: TPM_ALG.SHA1 },
+    },
+    {
+      title: 'an RSA signature of the wrong length',
+      run: () => verifyTpmSignature(signer(rsa), msg, { ...parseTpmtSignature(softSign(rsa, msg)), sig: new Uint8Array(7) } as never, 'x'),
+      reason: 'x signature is invalid',
+    },
+    {
+      title: 'bytes that are not a signature',
+      run: () => verifyTpmSignature(signer(rsa), msg, new Uint8Array([0, 0x14]), 'x'),
+      reason: 'x signature is malformed',
+    },
   ])('rejects $title, with the reason', ({ run, reason, details }) => {
     expect(run).toThrow(expect.objectContaining({ ...FAILED, message: reason, ...(details ? { details } : {}) }))
   })

@@ -25,7 +25,13 @@ export function bundlesStore(ctx: MemoryContext): SyncStores['bundles'] {
       const b = ctx.state.bundles.get(trustDomain)
       return b === undefined ? undefined : copy(b)
     },
-    list: () => paged(ctx.state.bundles.values(), () => true, (b) => b.trustDomain, undefined).items,
+    list: () =>
+      paged(
+        ctx.state.bundles.values(),
+        () => true,
+        (b) => b.trustDomain,
+        undefined,
+      ).items,
     delete(trustDomain) {
       take(ctx.state.bundles, trustDomain, () => new IdentityError('ERR_NOT_FOUND', 'bundle not found'))
     },

@@ -2,7 +2,16 @@
 import { randomUUID } from 'node:crypto'
 import { entryMatches, normalizeEntryFilter } from '../../internal/filters.js'
 import type { SyncStores } from '../../internal/locked-store.js'
-import { checkEntryFields, checkNewEntry, checkTime, entryExists, entryNotFound, entryUniqueKey, normalizeSelectors, revisionMismatch } from '../../internal/normalize.js'
+import {
+  checkEntryFields,
+  checkNewEntry,
+  checkTime,
+  entryExists,
+  entryNotFound,
+  entryUniqueKey,
+  normalizeSelectors,
+  revisionMismatch,
+} from '../../internal/normalize.js'
 import type { RegistrationEntry } from '../../types.js'
 import type { MemoryContext } from '../context.js'
 
@@ -88,7 +97,12 @@ export function entriesStore(ctx: MemoryContext): SyncStores['entries'] {
     delete: remove,
     list(filter, page) {
       const f = normalizeEntryFilter(filter)
-      const { items, next } = paged(ctx.state.entries.values(), (e) => entryMatches(e, f), (e) => e.id, page)
+      const { items, next } = paged(
+        ctx.state.entries.values(),
+        (e) => entryMatches(e, f),
+        (e) => e.id,
+        page,
+      )
       return { entries: items, nextPageToken: next }
     },
     count(filter) {

@@ -53,7 +53,12 @@ export function nodesStore(ctx: MemoryContext): SyncStores['nodes'] {
     delete: (agentId) => take(ctx.state.nodes, agentId, nodeNotFound),
     list(filter, page) {
       const f = normalizeNodeFilter(filter)
-      const { items, next } = paged(ctx.state.nodes.values(), (n) => nodeMatches(n, f), (n) => n.agentId, page)
+      const { items, next } = paged(
+        ctx.state.nodes.values(),
+        (n) => nodeMatches(n, f),
+        (n) => n.agentId,
+        page,
+      )
       return { nodes: items, nextPageToken: next }
     },
     count(filter) {

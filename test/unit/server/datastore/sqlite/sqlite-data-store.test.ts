@@ -174,7 +174,14 @@ describe('openSqliteDataStore', () => {
     expect(entries.every((e) => e.selectors.length === 2 && e.dnsNames.length === 1 && e.federatesWith.length === 1)).toBe(true)
     const hit = await ds.entries.list({
       parentId: 'spiffe://corp.example/a',
-      selectors: { set: [{ type: 'unix', value: 'uid:3' }, { type: 'unix', value: 'gid:0' }, { type: 'unix', value: 'uid:4' }], match: 'subset' },
+      selectors: {
+        set: [
+          { type: 'unix', value: 'uid:3' },
+          { type: 'unix', value: 'gid:0' },
+          { type: 'unix', value: 'uid:4' },
+        ],
+        match: 'subset',
+      },
     })
     expect(hit.entries.map((e) => e.spiffeId)).toEqual(['spiffe://corp.example/w3'])
     await ds.close()

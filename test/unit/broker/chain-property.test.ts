@@ -109,7 +109,7 @@ describe('delegation chains (property)', () => {
           }
         }
       }),
-      { numRuns: 60 },
+      { numRuns: 200 },
     )
     // the property held over real chains, not only over refusals
     expect(seen.renew).toBeGreaterThan(5)

@@ -158,6 +158,21 @@ export class BrokerServiceImpl implements BrokerService {
     throw new IdentityError(code, publicMessage)
   }
 
+  /** The SPIFFE ID of a JWT-SVID presented as the subject or actor token (audience: this issuer); invalid_grant otherwise. */
+  async #jwtSvidId(ctx: Ctx, token: string, role: 'subject' | 'actor'): Promise<string> {
+    try {
+      const svid = await validateJwtSvid(token, this.#deps.jwtBundles, {
+        audience: this.issuer,
+        now: new Date(this.#clock.now()),
+        leewaySeconds: this.#o.leewaySeconds,
+      })
+      return svid.id.toString()
+    } catch (err) {
+      if (!(err instanceof IdentityError)) throw err
+      return this.#refuse(ctx, 'ERR_GRANT_INVALID', `invalid ${role}_token`, `JWT-SVID ${role} token: ${err.code}: ${err.message}`)
+    }
+  }
+
   // ---------------------------------------------------------------- token
 
   async token(req: TokenRequest, client: AuthenticatedClient, binding: KeyBinding): Promise<TokenResponse> {
@@ -241,18 +256,7 @@ export class BrokerServiceImpl implements BrokerService {
       if (req.mayAct !== undefined) this.#refuse(ctx, 'ERR_DELEGATION_INVALID', 'delegation needs a broker token', 'may_act with a JWT-SVID subject token')
       if (req.actorToken !== undefined)
         this.#refuse(ctx, 'ERR_DELEGATION_INVALID', 'delegation needs a broker token', 'actor_token with a JWT-SVID subject token')
-      let svidId: string
-      try {
-        const svid = await validateJwtSvid(req.subjectToken, this.#deps.jwtBundles, {
-          audience: this.issuer,
-          now: new Date(this.#clock.now()),
-          leewaySeconds: this.#o.leewaySeconds,
-        })
-        svidId = svid.id.toString()
-      } catch (err) {
-        if (!(err instanceof IdentityError)) throw err
-        return this.#refuse(ctx, 'ERR_GRANT_INVALID', 'invalid subject_token', `JWT-SVID subject token: ${err.code}: ${err.message}`)
-      }
+      const svidId = await this.#jwtSvidId(ctx, req.subjectToken, 'subject')
       if (svidId !== ctx.client.spiffeId)
         this.#refuse(ctx, 'ERR_GRANT_INVALID', 'invalid subject_token', 'JWT-SVID subject is not the authenticated client', { subject: svidId })
       return this.#issueDirect(ctx, svidId, req, binding)
@@ -635,17 +639,7 @@ export class BrokerServiceImpl implements BrokerService {
       this.#sameKey(ctx, binding, v.record, 'actor_token')
       actor = v.record.sub
     } else {
-      try {
-        const svid = await validateJwtSvid(token, this.#deps.jwtBundles, {
-          audience: this.issuer,
-          now: new Date(this.#clock.now()),
-          leewaySeconds: this.#o.leewaySeconds,
-        })
-        actor = svid.id.toString()
-      } catch (err) {
-        if (!(err instanceof IdentityError)) throw err
-        return this.#refuse(ctx, 'ERR_GRANT_INVALID', 'invalid actor_token', `JWT-SVID actor token: ${err.code}: ${err.message}`)
-      }
+      actor = await this.#jwtSvidId(ctx, token, 'actor')
     }
     if (actor !== ctx.client.spiffeId)
       this.#refuse(ctx, 'ERR_GRANT_INVALID', 'invalid actor_token', 'actor token subject is not the authenticated client', { actor })

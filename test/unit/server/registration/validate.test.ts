@@ -4,25 +4,13 @@ import type { NewEntry } from '../../../../src/server/datastore/types.js'
 import { AGENT_PATH_PREFIX, isAgentId, serverIdOf, validateEntry, type EntryLimits } from '../../../../src/server/registration/validate.js'
 import { SpiffeId } from '../../../../src/spiffe/spiffe-id.js'
 import { TrustDomain } from '../../../../src/spiffe/trust-domain.js'
+import { newEntry } from '../../../helpers/entries.js'
 
 const td = TrustDomain.fromString('example.org')
 const limits: EntryLimits = { trustDomain: td, maxX509TtlSeconds: 86_400, maxJwtTtlSeconds: 3_600 }
 
 function entry(over: Partial<NewEntry> = {}): NewEntry {
-  return {
-    spiffeId: 'spiffe://example.org/ns/web',
-    parentId: 'spiffe://example.org/warrant/agent/join_token/abc',
-    selectors: [{ type: 'unix', value: 'uid:1000' }],
-    x509SvidTtl: 0,
-    jwtSvidTtl: 0,
-    dnsNames: [],
-    federatesWith: [],
-    hint: '',
-    admin: false,
-    downstream: false,
-    expiresAt: null,
-    ...over,
-  }
+  return newEntry({ spiffeId: 'spiffe://example.org/ns/web', parentId: 'spiffe://example.org/warrant/agent/join_token/abc', ...over })
 }
 
 function issuesOf(e: NewEntry): { path: string; message: string }[] {

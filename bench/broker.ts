@@ -19,6 +19,11 @@
  * alternate in rounds so a load change hits both alike. Target ratio >= 0.5.
  * The 1-minute load average before and after is printed with the figure.
  *
+ * token_endpoint_ceiling_vs_raw_crypto (context, no target): the same client
+ * process, TLS and concurrency against an HTTPS endpoint that checks nothing
+ * and answers a canned token. It is the most any token endpoint can reach on
+ * this machine with this client, and shows how much of it the broker keeps.
+ *
  * token_verify_vs_jose and delegated_verify_depth5_vs_depth0: see
  * bench/_broker-verify.ts.
  */
@@ -26,7 +31,8 @@ import { spawn } from 'node:child_process'
 import { generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto'
 import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
-import { loadavg, tmpdir } from 'node:os'
+import { cpus, loadavg, tmpdir } from 'node:os'
+import https from 'node:https'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createInterface } from 'node:readline'
@@ -80,6 +86,8 @@ export async function tokenExchange(args: string[]): Promise<void> {
   let broker: RunningBroker | undefined
   let km: Awaited<ReturnType<typeof createBrokerKeyManager>> | undefined
   let child: ReturnType<typeof spawn> | undefined
+  let ceilingChild: ReturnType<typeof spawn> | undefined
+  let ceiling: https.Server | undefined
   try {
     // The signing key as the quickstart configures it.
     let keyManager: Record<string, unknown>
@@ -212,7 +220,70 @@ export async function tokenExchange(args: string[]): Promise<void> {
       load_avg_1m_after: Math.round(loadavg()[0]! * 100) / 100,
       target_ratio: 0.5,
     })
+
+    // The ceiling this machine sets: the same client, the same TLS (mutual, keep-alive), a DPoP proof built per request,
+    // against an HTTPS endpoint that checks nothing and answers a canned token. No broker can exceed it here.
+    const canned = JSON.stringify({ access_token: 'x'.repeat(600), token_type: 'DPoP', expires_in: 600 })
+    ceiling = https.createServer(
+      { cert: serverSvid.certPem, key: serverSvid.keyPem, ca: pem(ca.certificate), requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.2' },
+      (req, res) => {
+        req.resume()
+        req.on('end', () => {
+          res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store', 'dpop-nonce': 'n' })
+          res.end(canned)
+        })
+      },
+    )
+    const cport = await freePort()
+    await new Promise<void>((r) => ceiling!.listen(cport, '127.0.0.1', () => r()))
+    const cc = spawn(
+      process.execPath,
+      [
+        ...clientArgs,
+        '--import',
+        'tsx',
+        join(REPO_ROOT, 'bench', '_broker-client.ts'),
+        `https://localhost:${cport}/token`,
+        files.ca,
+        files.cert,
+        files.key,
+        task.taskId,
+      ],
+      { cwd: REPO_ROOT, stdio: ['pipe', 'pipe', 'inherit'] },
+    )
+    ceilingChild = cc
+    const clines = createInterface({ input: cc.stdout })[Symbol.asyncIterator]()
+    const cread = async <T>(): Promise<T> => {
+      const n = await clines.next()
+      if (n.done) throw new Error('ceiling client exited')
+      return JSON.parse(n.value) as T
+    }
+    await cread()
+    cc.stdin.write(`${JSON.stringify({ round: 500, concurrency: CONCURRENCY })}\n`)
+    await cread()
+    let ceilN = 0
+    let ceilMs = 0
+    let ceilClientCpu = 0
+    for (let i = 0; i < rounds; i++) {
+      const c0 = cpuMicros(cc.pid)
+      cc.stdin.write(`${JSON.stringify({ round: roundMs, concurrency: CONCURRENCY })}\n`)
+      const r = await cread<{ ok: number; ms: number }>()
+      ceilClientCpu += cpuMicros(cc.pid) - c0
+      ceilN += r.ok
+      ceilMs += r.ms
+    }
+    cc.stdin.write(`${JSON.stringify({ exit: true })}\n`)
+    report('token_endpoint_ceiling_vs_raw_crypto', (ceilN * 1000) / ceilMs, (baseN * 1000) / baseMs, 'ops/s', {
+      what: 'the same client and TLS against an endpoint that checks nothing and answers a canned token: the most any token endpoint reaches on this machine',
+      concurrency: CONCURRENCY,
+      requests: ceilN,
+      client_cpu_us_per_request: Math.round(ceilClientCpu / Math.max(1, ceilN)),
+      cpus: cpus().length,
+      broker_share_of_ceiling: Math.round((((oursN * 1000) / oursMs) * 1000) / ((ceilN * 1000) / ceilMs)) / 1000,
+    })
   } finally {
+    ceilingChild?.kill('SIGKILL')
+    ceiling?.close()
     child?.kill('SIGKILL')
     await broker?.stop()
     await km?.close?.()

@@ -13,7 +13,7 @@ import type { AuthenticatedClient, BrokerService, IntrospectionResponse, KeyBind
 import { SigningKeys, type SigningKeysOptions } from './keys.js'
 import { signJwt } from './mint.js'
 import type { BrokerDeps } from './ports.js'
-import { BrokerStore, type TokenRecord } from './store/broker-store.js'
+import { BrokerStore, type Durability, type TokenRecord } from './store/broker-store.js'
 
 /** JOSE `typ` of a one-time delegation grant: not an access token, so no resource server accepts it. */
 export const DELEGATION_GRANT_TYP = 'warrant-delegation-grant+jwt'
@@ -479,7 +479,7 @@ export class BrokerServiceImpl implements BrokerService {
       renewedBy: undefined,
       revokedAt: undefined,
     }
-    return this.#mintAndStore(c, rec, task, () => {
+    return this.#mintAndStore(c, rec, task, 'process', () => {
       if (task) this.#recheckTask(task.taskId, now)
     })
   }
@@ -533,7 +533,7 @@ export class BrokerServiceImpl implements BrokerService {
       revokedAt: undefined,
       kid: '',
     }
-    return this.#mintAndStore(ctx, next, task, () => {
+    return this.#mintAndStore(ctx, next, task, 'disk', () => {
       this.#recheckLive(rec.jti, 'subject token')
       if (task) this.#recheckTask(task.taskId, now)
       if (!this.store.markRenewed(rec.jti, jti)) throw new Refusal('ERR_GRANT_INVALID', 'invalid subject_token', 'token was renewed concurrently')
@@ -587,7 +587,7 @@ export class BrokerServiceImpl implements BrokerService {
       renewedBy: undefined,
       revokedAt: undefined,
     }
-    return this.#mintAndStore(c, grant, task, () => {
+    return this.#mintAndStore(c, grant, task, 'process', () => {
       this.#recheckLive(rec.jti, 'subject token')
       if (task) this.#recheckTask(task.taskId, now)
     })
@@ -699,6 +699,7 @@ export class BrokerServiceImpl implements BrokerService {
       ctx,
       rec,
       task,
+      'disk',
       () => {
         this.#recheckLive(grant.jti, 'grant')
         this.#recheckLive(parent.jti, 'delegating token')
@@ -710,8 +711,20 @@ export class BrokerServiceImpl implements BrokerService {
     )
   }
 
-  /** Signs `rec` and stores it in one (group-committed) transaction with `before` (re-checks) and `after` (writes that reference it). */
-  async #mintAndStore(ctx: Ctx, rec: TokenRecord, task: Task | undefined, before: () => void, after?: () => void): Promise<TokenResponse> {
+  /**
+   * Signs `rec` and stores it in one (group-committed) transaction with `before` (re-checks) and `after` (writes that reference it).
+   * `durability` (see BrokerStore.txQueued): `process` only for a fresh token or grant, whose lost record fails closed (introspection,
+   * renewal and delegation refuse what the store does not know); `disk` whenever the write counts a renewal or uses a grant, which a
+   * power cut must not undo once the token is released (or the same token could be renewed, or the same grant redeemed, twice).
+   */
+  async #mintAndStore(
+    ctx: Ctx,
+    rec: TokenRecord,
+    task: Task | undefined,
+    durability: Durability,
+    before: () => void,
+    after?: () => void,
+  ): Promise<TokenResponse> {
     await this.keys.maintain(rec.iat)
     const { key, kid, alg } = this.keys.active()
     const act = nestAct(rec.actors)
@@ -741,7 +754,7 @@ export class BrokerServiceImpl implements BrokerService {
         before()
         this.store.insertToken(stored)
         after?.()
-      })
+      }, durability)
     } catch (err) {
       if (err instanceof Refusal) this.#refuse(ctx, err.code, err.publicMessage, err.reason)
       throw err

@@ -1,4 +1,4 @@
-import { chmodSync, closeSync, constants, mkdirSync, openSync, statSync } from 'node:fs'
+import { chmodSync, closeSync, constants, fdatasync, fdatasyncSync, mkdirSync, openSync, statSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import Database from 'better-sqlite3'
 import { F, type Logger, nullLogger } from '../../common/log/logger.js'
@@ -199,7 +199,12 @@ export interface BrokerStoreOptions {
   /** Database file; created 0600 (directory 0700) when missing. ':memory:' for a throwaway store. */
   path: string
   log?: Logger
+  /** How the WAL file reaches the disk after a group commit; default node:fs fdatasync on libuv's pool. Tests inject one. */
+  syncJournal?: (fd: number, done: (err: Error | null) => void) => void
 }
+
+/** When a group-committed call settles: `disk` after its round's WAL is fdatasync'ed, `process` once the round is committed. */
+export type Durability = 'disk' | 'process'
 
 /**
  * The broker's SQLite store (one file, WAL, synchronous=FULL: a used grant or
@@ -210,9 +215,15 @@ export interface BrokerStoreOptions {
 export class BrokerStore {
   readonly #db: Db
   readonly #stmts = new Map<string, Database.Statement>()
+  /** The WAL file, opened once, fdatasync'ed off the event loop after each group commit; undefined in memory. */
+  readonly #walFd: number | undefined
 
-  private constructor(db: Db) {
+  readonly #syncJournal: (fd: number, done: (err: Error | null) => void) => void
+
+  private constructor(db: Db, walFd: number | undefined, syncJournal: BrokerStoreOptions['syncJournal']) {
     this.#db = db
+    this.#walFd = walFd
+    this.#syncJournal = syncJournal ?? fdatasync
   }
 
   static open(opts: BrokerStoreOptions): BrokerStore {
@@ -220,6 +231,7 @@ export class BrokerStore {
     const inMemory = opts.path === ':memory:'
     const path = inMemory ? opts.path : resolve(opts.path)
     let db: Db | undefined
+    let walFd: number | undefined
     try {
       if (!inMemory) prepareFile(path, log)
       db = new Database(path)
@@ -229,12 +241,19 @@ export class BrokerStore {
       db.pragma('foreign_keys = ON')
       if (db.pragma('foreign_keys', { simple: true }) !== 1) throw new Error('foreign keys are not enforced')
       migrate(db, log, BROKER_MIGRATIONS)
+      // The WAL file exists while a connection is open in WAL mode (SQLite deletes it only when the last one closes).
+      if (!inMemory) walFd = openSync(`${path}-wal`, constants.O_RDONLY | constants.O_NOFOLLOW)
     } catch (err) {
       db?.close()
       if (err instanceof IdentityError) throw err
       throw new IdentityError('ERR_DATASTORE', 'cannot open the broker store', { cause: err, details: { path } })
     }
-    return new BrokerStore(db)
+    return new BrokerStore(db, walFd, opts.syncJournal)
+  }
+
+  /** The connection's synchronous level (2 = FULL) between transactions; for tests and diagnostics. */
+  synchronousLevel(): number {
+    return this.#db.pragma('synchronous', { simple: true }) as number
   }
 
   #stmt(sql: string): Database.Statement {
@@ -251,49 +270,112 @@ export class BrokerStore {
     return this.#db.transaction(fn).immediate()
   }
 
-  #queue: { fn: () => unknown; resolve: (v: unknown) => void; reject: (e: unknown) => void }[] = []
+  #queue: { fn: () => unknown; durability: Durability; resolve: (v: unknown) => void; reject: (e: unknown) => void }[] = []
+  /** Committed rounds whose callers wait for the WAL to reach the disk. */
+  #unsynced: ((syncErr: unknown) => void)[] = []
+  #syncing = false
+  #closeAfterSync = false
 
   /**
    * Like `tx`, group-committed: the calls queued in one turn of the event
    * loop run in call order inside one IMMEDIATE transaction, each in its own
    * savepoint (a call that throws undoes only its own writes and rejects
    * only its own promise; later calls see earlier calls' writes), and share
-   * one synchronous=FULL commit. If the commit fails, every call rejects.
-   * One fsync per token cost ~10 ms here; shared, it is paid once per round.
+   * one commit. If the commit fails, every call rejects.
+   *
+   * Durability, per call: `disk` (the default) is synchronous=FULL's,
+   * without its fsync on the event loop: the round commits with
+   * synchronous=NORMAL (the frames are written to the WAL, so a killed
+   * process loses nothing), then an fdatasync of the WAL file runs on
+   * libuv's pool, and only then does any call of the round settle (so no
+   * renewal or grant use is released before it is on disk). Rounds that
+   * commit while an fdatasync is running share the next one. `process`: the
+   * call settles once the round is committed to the WAL (it survives the
+   * process being killed; a power loss before the next sync may lose it).
+   * Only for writes whose loss fails closed: a fresh token whose record is
+   * lost is unknown to introspection, renewal and delegation. A round with
+   * any `disk` call waits for the sync as a whole. Everything else this
+   * store writes (tx, single statements) keeps synchronous=FULL.
    */
-  txQueued<T>(fn: () => T): Promise<T> {
+  txQueued<T>(fn: () => T, durability: Durability = 'disk'): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      this.#queue.push({ fn, resolve: resolve as (v: unknown) => void, reject })
-      if (this.#queue.length === 1) setImmediate(() => this.#flush())
+      this.#queue.push({ fn, durability, resolve: resolve as (v: unknown) => void, reject })
+      if (this.#queue.length === 1) setImmediate(() => this.#flush(false))
     })
   }
 
-  #flush(): void {
+  #flush(closing: boolean): void {
     const round = this.#queue
     this.#queue = []
     if (round.length === 0) return
     const outcomes: ({ ok: true; value: unknown } | { ok: false; err: unknown })[] = []
+    const deferSync = this.#walFd !== undefined && !closing
     try {
-      this.#db
-        .transaction(() => {
-          for (const item of round) {
-            try {
-              outcomes.push({ ok: true, value: this.#db.transaction(item.fn)() })
-            } catch (err) {
-              outcomes.push({ ok: false, err })
+      if (deferSync) this.#db.pragma('synchronous = NORMAL')
+      try {
+        this.#db
+          .transaction(() => {
+            for (const item of round) {
+              try {
+                outcomes.push({ ok: true, value: this.#db.transaction(item.fn)() })
+              } catch (err) {
+                outcomes.push({ ok: false, err })
+              }
             }
-          }
-        })
-        .immediate()
+          })
+          .immediate()
+      } finally {
+        if (deferSync) this.#db.pragma('synchronous = FULL')
+      }
     } catch (err) {
       for (const item of round) item.reject(err)
       return
     }
-    round.forEach((item, i) => {
-      const o = outcomes[i]!
-      if (o.ok) item.resolve(o.value)
-      else item.reject(o.err)
+    const settle = (syncErr: unknown) => {
+      round.forEach((item, i) => {
+        const o = outcomes[i]!
+        if (syncErr !== undefined) item.reject(syncErr)
+        else if (o.ok) item.resolve(o.value)
+        else item.reject(o.err)
+      })
+    }
+    if (!deferSync) {
+      // closing: the connection's own FULL sync (or none in memory) already happened; make the NORMAL rounds before it durable too
+      settle(this.#syncNow())
+      return
+    }
+    if (round.every((item) => item.durability === 'process')) settle(undefined)
+    else {
+      this.#unsynced.push(settle)
+      this.#startSync()
+    }
+  }
+
+  /** One fdatasync of the WAL on libuv's pool for every round committed before it started; then the next, if rounds are waiting. */
+  #startSync(): void {
+    if (this.#syncing || this.#unsynced.length === 0 || this.#walFd === undefined) return
+    this.#syncing = true
+    const waiting = this.#unsynced
+    this.#unsynced = []
+    this.#syncJournal(this.#walFd, (err) => {
+      this.#syncing = false
+      // A failed sync fails every waiting call: nothing of theirs is released (the rows may still reach the disk; unreleased, they grant nothing).
+      const e = err ? new IdentityError('ERR_DATASTORE', 'the broker store could not sync its journal', { cause: err }) : undefined
+      for (const settle of waiting) settle(e)
+      if (this.#closeAfterSync) closeSync(this.#walFd!)
+      else this.#startSync()
     })
+  }
+
+  /** fdatasync of the WAL on this thread; the error, if any. */
+  #syncNow(): unknown {
+    if (this.#walFd === undefined) return undefined
+    try {
+      fdatasyncSync(this.#walFd)
+      return undefined
+    } catch (err) {
+      return new IdentityError('ERR_DATASTORE', 'the broker store could not sync its journal', { cause: err })
+    }
   }
 
   // tasks
@@ -447,8 +529,17 @@ export class BrokerStore {
   }
 
   close(): void {
-    if (this.#queue.length > 0) this.#flush()
+    if (this.#queue.length > 0) this.#flush(true)
+    if (this.#unsynced.length > 0) {
+      const waiting = this.#unsynced
+      this.#unsynced = []
+      const e = this.#syncNow()
+      for (const settle of waiting) settle(e)
+    }
     this.#stmts.clear()
     if (this.#db.open) this.#db.close()
+    // An fdatasync still running on the pool owns the fd until its callback.
+    if (this.#syncing) this.#closeAfterSync = true
+    else if (this.#walFd !== undefined) closeSync(this.#walFd)
   }
 }

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
 import { decodeJwt } from 'jose'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { DELEGATION_GRANT_TYP } from '../../../src/broker/service.js'
 import type { KeyManager, ManagedKey } from '../../../src/keymanager/key-manager.js'
 import { MemoryKeyManager } from '../../../src/keymanager/memory/index.js'
@@ -333,6 +333,17 @@ describe('delegation', () => {
     const rec = f.svc.store.getToken(claims.jti as string)!
     expect(rec).toMatchObject({ parentJti: g.jti, rootJti: decodeJwt(token).jti, depth: 1, actors: [B] })
     expect(f.svc.store.grantUse(g.jti as string)?.issuedJti).toBe(claims.jti)
+  })
+
+  it('durability: a fresh token or grant settles once committed; a renewal and a grant redemption only once on disk', async () => {
+    const spy = vi.spyOn(f.svc.store, 'txQueued')
+    const { key, token } = await holder()
+    const renewed = await f.svc.token(exchange(token), client(A), key)
+    const grant = await f.svc.token(exchange(renewed.access_token, { mayAct: B }), client(A), key)
+    await f.svc.token(exchange(grant.access_token), client(B), dpop())
+    // issue, renew (counts the renewal), grant (a fresh record), redeem (uses the grant)
+    expect(spy.mock.calls.map((c) => c[1])).toEqual(['process', 'disk', 'process', 'disk'])
+    spy.mockRestore()
   })
 
   it('nests act for a second hop and refuses beyond max_delegation_depth', async () => {

@@ -9,7 +9,7 @@ import * as crypto from 'node:crypto'
 
 type OneShot = (algorithm: string, data: Uint8Array, encoding: 'buffer') => Buffer
 const oneShot: OneShot =
-  typeof (crypto as { hash?: unknown }).hash === 'function' ? (crypto.hash as OneShot) : (_alg, data) => crypto.createHash('sha256').update(data).digest()
+  typeof (crypto as { hash?: unknown }).hash === 'function' ? crypto.hash : (_alg, data) => crypto.createHash('sha256').update(data).digest()
 
 let scratch = Buffer.alloc(64 * 1024)
 

@@ -1,0 +1,317 @@
+/**
+ * The audit log: one SQLite file (WAL, synchronous=FULL), appended with group
+ * commit. `append` validates and canonicalizes the event at once, queues it,
+ * and the queue of one event-loop turn is written in one IMMEDIATE
+ * transaction (events, chain values, the tree's new right edge) with one
+ * durable commit; each promise resolves only after that commit, with the
+ * event's seq, leaf index and chain value. If the store cannot be written
+ * (closed, locked past the busy timeout, disk full, I/O error) every append
+ * of the batch rejects with IdentityError ERR_AUDIT_UNAVAILABLE, the
+ * `appendFailed` hook is called (a metric counter), and nothing of the batch
+ * is kept: the caller must not release the credential.
+ *
+ * Checkpoints (checkpoint.ts) are signed on demand (`checkpoint()`) and, with
+ * `checkpointIntervalMs`, periodically when the log grew, by a NoteSigner over
+ * a KeyManager key, and stored in the same file.
+ */
+import { chmodSync, closeSync, constants, mkdirSync, openSync, statSync } from 'node:fs'
+import { dirname, resolve } from 'node:path'
+import Database from 'better-sqlite3'
+import { F, type Logger, nullLogger } from '../../common/log/logger.js'
+import type { ErrorCode } from '../../errors/codes.js'
+import { IdentityError } from '../../errors/identity-error.js'
+import { canonicalBytes } from '../canonical.js'
+import { signCheckpoint, type NoteSigner } from '../checkpoint.js'
+import { AUDIT_EVENT_VERSION, parseAuditEvent, type AuditEvent, type AuditEventInput } from '../event.js'
+import { chainHash, GENESIS } from '../hash-chain.js'
+import { HASH_SIZE, leafHash, MerkleAccumulator } from '../merkle.js'
+import type { AuditReceipt, AuditSink } from '../sink.js'
+import { AUDIT_MIGRATIONS } from './migrations.js'
+
+type Db = Database.Database
+
+export interface AuditLogHooks {
+  /** Called once per failed append (store unavailable): count it. */
+  appendFailed?(code: ErrorCode): void
+  /** Called after each durable batch. */
+  batchCommitted?(events: number, ms: number): void
+}
+
+export interface AuditLogOptions {
+  /** Database file; created 0600 (directory 0700) when missing. */
+  path: string
+  /** The checkpoint origin line (and the signing key's name), e.g. `example.org/warrant/audit`. */
+  origin: string
+  /** Signs checkpoints; without it `checkpoint()` throws ERR_NOT_CONFIGURED. */
+  signer?: NoteSigner
+  /** Sign a checkpoint every this many ms when the log grew (0 or absent: only on demand). */
+  checkpointIntervalMs?: number
+  /** Event time when the caller gives none (ms since the epoch). */
+  now?: () => number
+  log?: Logger
+  hooks?: AuditLogHooks
+  /** SQLite busy timeout (default 5000 ms). */
+  busyTimeoutMs?: number
+}
+
+export interface StoredCheckpoint {
+  readonly size: number
+  readonly rootHash: Buffer
+  readonly note: string
+}
+
+interface Pending {
+  event: AuditEvent
+  bytes: Uint8Array
+  resolve: (r: AuditReceipt) => void
+  reject: (e: unknown) => void
+}
+
+function prepareFile(path: string, log: Logger): void {
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 })
+  closeSync(openSync(path, constants.O_CREAT | constants.O_RDWR, 0o600))
+  for (const p of [path, `${path}-wal`, `${path}-shm`]) {
+    let mode: number
+    try {
+      mode = statSync(p).mode & 0o777
+    } catch {
+      continue
+    }
+    if ((mode & 0o077) !== 0) {
+      chmodSync(p, 0o600)
+      log.warn({ [F.PATH]: p, mode: mode.toString(8) }, 'Tightened audit log file permissions to 0600')
+    }
+  }
+}
+
+function migrate(db: Db, log: Logger): void {
+  db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY NOT NULL, name TEXT NOT NULL, applied_at INTEGER NOT NULL) STRICT')
+  const latest = AUDIT_MIGRATIONS[AUDIT_MIGRATIONS.length - 1]?.version ?? 0
+  db.transaction(() => {
+    const from = (db.prepare('SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations').get() as { v: number }).v
+    if (from > latest)
+      throw new IdentityError('ERR_DATASTORE', `audit log schema version ${from} is newer than this build supports (${latest}); upgrade warrant`)
+    for (const m of AUDIT_MIGRATIONS) {
+      if (m.version <= from) continue
+      db.exec(m.sql)
+      db.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)').run(m.version, m.name, Date.now())
+      log.info({ version: m.version, name: m.name }, 'Applied audit log migration')
+    }
+  }).immediate()
+}
+
+const unavailable = (message: string, cause?: unknown): IdentityError =>
+  new IdentityError('ERR_AUDIT_UNAVAILABLE', message, cause === undefined ? undefined : { cause })
+
+export class AuditLog implements AuditSink {
+  readonly #db: Db
+  readonly #origin: string
+  readonly #signer: NoteSigner | undefined
+  readonly #now: () => number
+  readonly #log: Logger
+  readonly #hooks: AuditLogHooks
+  readonly #insert: Database.Statement
+  readonly #saveTree: Database.Statement
+  #tree: MerkleAccumulator
+  #chain: Buffer
+  #queue: Pending[] = []
+  #barriers: (() => void)[] = []
+  #closed = false
+  #timer: NodeJS.Timeout | undefined
+  #lastCheckpointSize = 0
+
+  private constructor(db: Db, opts: AuditLogOptions, tree: MerkleAccumulator, chain: Buffer) {
+    this.#db = db
+    this.#origin = opts.origin
+    this.#signer = opts.signer
+    this.#now = opts.now ?? Date.now
+    this.#log = opts.log ?? nullLogger
+    this.#hooks = opts.hooks ?? {}
+    this.#tree = tree
+    this.#chain = chain
+    this.#insert = db.prepare('INSERT INTO audit_events (seq, time_ms, type, actor, task_id, event, chain_hash) VALUES (?, ?, ?, ?, ?, ?, ?)')
+    this.#saveTree = db.prepare(
+      'INSERT INTO audit_tree (id, size, chain_hash, edge) VALUES (1, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET size = excluded.size, chain_hash = excluded.chain_hash, edge = excluded.edge',
+    )
+    this.#lastCheckpointSize = (db.prepare('SELECT COALESCE(MAX(tree_size), 0) AS s FROM audit_checkpoints').get() as { s: number }).s
+    const every = opts.checkpointIntervalMs ?? 0
+    if (every > 0) {
+      this.#timer = setInterval(() => {
+        if (this.#tree.size > this.#lastCheckpointSize && this.#signer) {
+          this.checkpoint().catch((err: unknown) => this.#log.error({ err }, 'Periodic audit checkpoint failed'))
+        }
+      }, every)
+      this.#timer.unref()
+    }
+  }
+
+  /** Opens (creating when missing) the log file. Throws ERR_AUDIT_UNAVAILABLE when it cannot be opened or its tree state does not match its last event. */
+  static open(opts: AuditLogOptions): AuditLog {
+    const log = opts.log ?? nullLogger
+    const path = resolve(opts.path)
+    let db: Db | undefined
+    try {
+      prepareFile(path, log)
+      db = new Database(path)
+      db.pragma(`busy_timeout = ${Math.max(0, Math.floor(opts.busyTimeoutMs ?? 5000))}`)
+      if (db.pragma('journal_mode = WAL', { simple: true }) !== 'wal') throw new Error('journal_mode WAL was not applied')
+      db.pragma('synchronous = FULL')
+      migrate(db, log)
+      const origin = db.prepare("SELECT value FROM audit_meta WHERE key = 'origin'").get() as { value: string } | undefined
+      if (origin === undefined) db.prepare("INSERT INTO audit_meta (key, value) VALUES ('origin', ?)").run(opts.origin)
+      else if (origin.value !== opts.origin)
+        throw new IdentityError('ERR_CONFIG_INVALID', `audit log ${path} has origin "${origin.value}", not "${opts.origin}"`)
+      const { tree, chain } = loadTree(db)
+      return new AuditLog(db, opts, tree, chain)
+    } catch (err) {
+      db?.close()
+      if (err instanceof IdentityError) throw err
+      throw unavailable(`cannot open the audit log ${path}`, err)
+    }
+  }
+
+  get size(): number {
+    return this.#tree.size
+  }
+
+  get origin(): string {
+    return this.#origin
+  }
+
+  /** Appends an event; resolves once it is durable. Rejects ERR_AUDIT_EVENT_INVALID (nothing written) or ERR_AUDIT_UNAVAILABLE (fail closed). */
+  append(input: AuditEventInput): Promise<AuditReceipt> {
+    if (this.#closed) return Promise.reject(this.#failed(unavailable('the audit log is closed')))
+    let event: AuditEvent
+    let bytes: Uint8Array
+    try {
+      event = parseAuditEvent({ ...input, v: input.v ?? AUDIT_EVENT_VERSION, time: input.time ?? new Date(this.#now()).toISOString() })
+      bytes = canonicalBytes(event)
+    } catch (err) {
+      return Promise.reject(err instanceof IdentityError ? err : new IdentityError('ERR_AUDIT_EVENT_INVALID', (err as Error).message, { cause: err }))
+    }
+    return new Promise<AuditReceipt>((res, rej) => {
+      this.#queue.push({ event, bytes, resolve: res, reject: rej })
+      if (this.#queue.length === 1) setImmediate(() => this.#flush())
+    })
+  }
+
+  #failed(err: IdentityError): IdentityError {
+    try {
+      this.#hooks.appendFailed?.(err.code)
+    } catch {
+      // a metric hook never changes the outcome
+    }
+    return err
+  }
+
+  #flush(): void {
+    const batch = this.#queue
+    const barriers = this.#barriers
+    this.#queue = []
+    this.#barriers = []
+    try {
+      if (batch.length === 0) return
+      if (this.#closed) {
+        for (const p of batch) p.reject(this.#failed(unavailable('the audit log is closed')))
+        return
+      }
+      const started = performance.now()
+      const tree = this.#tree.clone()
+      let chain = this.#chain
+      const receipts: AuditReceipt[] = []
+      try {
+        this.#db
+          .transaction(() => {
+            for (const p of batch) {
+              const seq = tree.size + 1
+              chain = chainHash(chain, p.bytes)
+              tree.push(leafHash(p.bytes))
+              this.#insert.run(seq, Date.parse(p.event.time), p.event.type, p.event.actor?.spiffe_id ?? null, p.event.task_id ?? null, p.bytes, chain)
+              receipts.push({ seq, leafIndex: seq - 1, chainHash: chain.toString('hex'), time: p.event.time })
+            }
+            this.#saveTree.run(tree.size, chain, Buffer.concat(tree.edge))
+          })
+          .immediate()
+      } catch (cause) {
+        this.#log.error({ err: cause, events: batch.length }, 'Audit log write failed; the batch is refused')
+        for (const p of batch) p.reject(this.#failed(unavailable('the audit log cannot be written', cause)))
+        return
+      }
+      this.#tree = tree
+      this.#chain = chain
+      batch.forEach((p, i) => p.resolve(receipts[i]!))
+      this.#hooks.batchCommitted?.(batch.length, performance.now() - started)
+    } finally {
+      for (const b of barriers) b()
+    }
+  }
+
+  /** Resolves after the appends queued so far were written (or refused). */
+  #settled(): Promise<void> {
+    if (this.#queue.length === 0) return Promise.resolve()
+    return new Promise((r) => this.#barriers.push(r))
+  }
+
+  /**
+   * Signs a checkpoint of the log as it is once the appends queued before
+   * this call are settled, stores it, and returns it. ERR_NOT_CONFIGURED
+   * without a signer; ERR_AUDIT_UNAVAILABLE when it cannot be stored.
+   */
+  async checkpoint(): Promise<StoredCheckpoint> {
+    if (!this.#signer) throw new IdentityError('ERR_NOT_CONFIGURED', 'the audit log has no checkpoint signer')
+    await this.#settled()
+    if (this.#closed) throw unavailable('the audit log is closed')
+    const size = this.#tree.size
+    const rootHash = this.#tree.root()
+    const note = await signCheckpoint({ origin: this.#origin, size, rootHash, extensions: [] }, [this.#signer])
+    if (this.#closed) throw unavailable('the audit log is closed')
+    try {
+      this.#db.transaction(() => {
+        const have = this.#db.prepare('SELECT root_hash FROM audit_checkpoints WHERE tree_size = ?').get(size) as { root_hash: Buffer } | undefined
+        if (have !== undefined) {
+          if (!have.root_hash.equals(rootHash)) throw new Error(`a checkpoint at size ${size} with another root is already stored`)
+          return
+        }
+        this.#db.prepare('INSERT INTO audit_checkpoints (tree_size, root_hash, note, created_at) VALUES (?, ?, ?, ?)').run(size, rootHash, note, this.#now())
+      })()
+    } catch (cause) {
+      throw unavailable('cannot store the audit checkpoint', cause)
+    }
+    if (size > this.#lastCheckpointSize) this.#lastCheckpointSize = size
+    this.#log.info({ size }, 'Signed audit checkpoint')
+    return { size, rootHash, note }
+  }
+
+  /** Stops the timer, writes what is queued, checkpoints the WAL and closes the file. */
+  async close(): Promise<void> {
+    if (this.#closed) return
+    if (this.#timer) clearInterval(this.#timer)
+    await this.#settled()
+    this.#closed = true
+    try {
+      this.#db.pragma('wal_checkpoint(TRUNCATE)')
+    } catch {
+      // best effort: the WAL is replayed at the next open
+    }
+    this.#db.close()
+  }
+}
+
+/** The tree's right edge and last chain value, from `audit_tree`, checked against the last stored event. */
+function loadTree(db: Db): { tree: MerkleAccumulator; chain: Buffer } {
+  const row = db.prepare('SELECT size, chain_hash, edge FROM audit_tree WHERE id = 1').get() as { size: number; chain_hash: Buffer; edge: Buffer } | undefined
+  const last = db.prepare('SELECT seq, chain_hash FROM audit_events ORDER BY seq DESC LIMIT 1').get() as { seq: number; chain_hash: Buffer } | undefined
+  if (row === undefined) {
+    if (last !== undefined) throw new IdentityError('ERR_AUDIT_LOG_TAMPERED', 'the audit log has events but no tree state')
+    return { tree: new MerkleAccumulator(), chain: Buffer.from(GENESIS) }
+  }
+  if ((last?.seq ?? 0) !== row.size || (last !== undefined && !last.chain_hash.equals(row.chain_hash))) {
+    throw new IdentityError(
+      'ERR_AUDIT_LOG_TAMPERED',
+      `the audit log's tree state (size ${row.size}) does not match its last event (${last?.seq ?? 0}); run warrant audit verify`,
+    )
+  }
+  const edge: Buffer[] = []
+  for (let i = 0; i < row.edge.byteLength; i += HASH_SIZE) edge.push(row.edge.subarray(i, i + HASH_SIZE))
+  return { tree: MerkleAccumulator.fromState(row.size, edge), chain: row.chain_hash }
+}

@@ -84,6 +84,9 @@ export interface Task extends Required<Omit<TaskSpec, 'orchestrationId'>> {
   readonly endedAt?: number
 }
 
+import type { RevocationRequest } from './revocations.js'
+import type { StoredRevocation } from './store/broker-store.js'
+
 /** What the wire needs from the domain. */
 export interface BrokerService {
   /** The issuer URL (`iss`, metadata `issuer`). */
@@ -99,5 +102,11 @@ export interface BrokerService {
   getTask(taskId: string): Promise<Task>
   listTasks(filter?: { agent?: string; orchestrationId?: string; includeEnded?: boolean }): Promise<Task[]>
   endTask(taskId: string, by: AuthenticatedClient | 'admin'): Promise<Task>
+  /** Records a revocation at one of the five levels (admin socket, `warrant revoke`); idempotent per kind and value. */
+  revokeAt(req: RevocationRequest, by: AuthenticatedClient | 'admin'): Promise<{ entry: StoredRevocation; created: boolean; tokens: number }>
+  /** Unexpired revocations after `sinceSeq`, in feed order. */
+  listRevocations(sinceSeq?: number, includeExpired?: boolean): Promise<StoredRevocation[]>
+  /** New revocations, after they are durable; returns the unsubscribe. */
+  onRevocation(fn: (e: StoredRevocation) => void): () => void
   close(): Promise<void>
 }

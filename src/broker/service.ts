@@ -13,7 +13,8 @@ import type { AuthenticatedClient, BrokerService, IntrospectionResponse, KeyBind
 import { SigningKeys, type SigningKeysOptions } from './keys.js'
 import { signJwt } from './mint.js'
 import type { BrokerDeps } from './ports.js'
-import { BrokerStore, type Durability, type TokenRecord } from './store/broker-store.js'
+import { BrokerStore, type Durability, type StoredRevocation, type TokenRecord } from './store/broker-store.js'
+import { BrokerRevocations, type RevocationRequest } from './revocations.js'
 
 /** JOSE `typ` of a one-time delegation grant: not an access token, so no resource server accepts it. */
 export const DELEGATION_GRANT_TYP = 'warrant-delegation-grant+jwt'
@@ -122,6 +123,7 @@ export class BrokerServiceImpl implements BrokerService {
   readonly issuer: string
   readonly store: BrokerStore
   readonly keys: SigningKeys
+  readonly revocations: BrokerRevocations
   readonly #deps: BrokerDeps
   readonly #log: Logger
   readonly #clock: Clock
@@ -146,6 +148,11 @@ export class BrokerServiceImpl implements BrokerService {
       authorizationDetailsTypes: opts.authorizationDetailsTypes ?? [],
       leewaySeconds: opts.leewaySeconds ?? 30,
     }
+    this.revocations = new BrokerRevocations(store, {
+      maxTokenTtlSeconds: this.#o.maxTokenTtlSeconds,
+      now: () => this.#now(),
+      log: this.#log.child({ [F.SUBSYSTEM]: 'broker_revocation' }),
+    })
   }
 
   #now(): number {
@@ -711,6 +718,12 @@ export class BrokerServiceImpl implements BrokerService {
     )
   }
 
+  /** Refuses a token whose subject, client, task or actors (or its own lineage) a revocation covers. */
+  #notRevoked(ctx: Ctx, rec: TokenRecord): void {
+    const r = this.revocations.covering(rec)
+    if (r) this.#refuse(ctx, 'ERR_REVOKED', 'revoked', 'a revocation covers the token to be issued', { seq: r.seq, revocation: r.kind, value: r.value })
+  }
+
   /**
    * Signs `rec` and stores it in one (group-committed) transaction with `before` (re-checks) and `after` (writes that reference it).
    * `durability` (see BrokerStore.txQueued): `process` only for a fresh token or grant, whose lost record fails closed (introspection,
@@ -725,6 +738,7 @@ export class BrokerServiceImpl implements BrokerService {
     before: () => void,
     after?: () => void,
   ): Promise<TokenResponse> {
+    this.#notRevoked(ctx, rec)
     await this.keys.maintain(rec.iat)
     const { key, kid, alg } = this.keys.active()
     const act = nestAct(rec.actors)
@@ -752,6 +766,9 @@ export class BrokerServiceImpl implements BrokerService {
     try {
       await this.store.txQueued(() => {
         before()
+        // again inside the transaction: a revocation recorded while the token was signed covers it too
+        const r = this.revocations.covering(rec)
+        if (r) throw new Refusal('ERR_REVOKED', 'revoked', `revoked while the token was minted: ${r.kind} ${r.value}`)
         this.store.insertToken(stored)
         after?.()
       }, durability)
@@ -799,6 +816,11 @@ export class BrokerServiceImpl implements BrokerService {
       return { active: false }
     }
     const rec = v.record
+    const covered = this.revocations.covering(rec)
+    if (covered) {
+      log.debug({ [F.JTI]: rec.jti, [F.REASON]: 'revoked', seq: covered.seq }, 'Token inactive')
+      return { active: false }
+    }
     if (rec.revokedAt !== undefined) {
       log.debug({ [F.JTI]: rec.jti, [F.REASON]: 'revoked' }, 'Token inactive')
       return { active: false }
@@ -832,8 +854,8 @@ export class BrokerServiceImpl implements BrokerService {
         { token_client: rec.clientId },
       )
     }
-    const n = this.store.tx(() => this.store.revokeTree(rec.jti, this.#now()))
-    log.info({ [F.JTI]: rec.jti, [F.COUNT]: n }, 'Token and the tokens derived from it revoked')
+    const { tokens } = this.revocations.revoke({ kind: 'token', value: rec.jti }, caller.spiffeId)
+    log.info({ [F.JTI]: rec.jti, [F.COUNT]: tokens }, 'Token and the tokens derived from it revoked')
   }
 
   async jwks(): Promise<{ keys: Record<string, unknown>[] }> {
@@ -936,6 +958,29 @@ export class BrokerServiceImpl implements BrokerService {
       this.#taskRefuse(log, 'ERR_CLIENT_UNAUTHORIZED', 'not authorized to end this task', { created_by: t.createdBy })
     if (this.store.tx(() => this.store.endTask(taskId, this.#now()))) log.info({}, 'Task ended')
     return this.store.getTask(taskId)!
+  }
+
+  // ------------------------------------------------------------ revocations
+
+  async revokeAt(req: RevocationRequest, by: AuthenticatedClient | 'admin'): Promise<{ entry: StoredRevocation; created: boolean; tokens: number }> {
+    const who = by === 'admin' ? 'admin' : by.spiffeId
+    if (by !== 'admin' && !matchesList(this.#o.revocationAdmins, by.spiffeId)) {
+      this.#refuse(
+        { log: this.#log.child({ [F.METHOD]: 'revokeAt', by: who }) },
+        'ERR_CLIENT_UNAUTHORIZED',
+        'not authorized to revoke',
+        'not a revocation admin',
+      )
+    }
+    return this.revocations.revoke(req, who)
+  }
+
+  async listRevocations(sinceSeq = 0, includeExpired = false): Promise<StoredRevocation[]> {
+    return this.revocations.list(sinceSeq, includeExpired)
+  }
+
+  onRevocation(fn: (e: StoredRevocation) => void): () => void {
+    return this.revocations.onRevocation(fn)
   }
 
   async close(): Promise<void> {

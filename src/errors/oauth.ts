@@ -18,6 +18,7 @@ export const OAUTH_ERRORS: Partial<Record<ErrorCode, OAuthWireError>> = {
   ERR_GRANT_INVALID: { error: 'invalid_grant', status: 400 },
   ERR_TASK_NOT_FOUND: { error: 'invalid_grant', status: 400 },
   ERR_TASK_ENDED: { error: 'invalid_grant', status: 400 },
+  ERR_REVOKED: { error: 'invalid_grant', status: 400 },
   ERR_DELEGATION_INVALID: { error: 'invalid_grant', status: 400 },
   ERR_CLIENT_UNAUTHORIZED: { error: 'unauthorized_client', status: 400 },
   ERR_GRANT_TYPE_UNSUPPORTED: { error: 'unsupported_grant_type', status: 400 },

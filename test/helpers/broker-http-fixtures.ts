@@ -13,6 +13,8 @@ import { TrustDomain } from '../../src/spiffe/trust-domain.js'
 import { createCaCertificate, createX509Svid } from '../../src/spiffe/x509-svid/index.js'
 import type { AuthenticatedClient, BrokerService, KeyBinding, Task, TaskSpec, TokenRequest } from '../../src/broker/contract.js'
 import type { BrokerHttpConfig } from '../../src/broker/http/broker-http-server.js'
+import type { StoredRevocation } from '../../src/broker/store/broker-store.js'
+import type { RevocationRequest } from '../../src/broker/revocations.js'
 
 /** Test PKI and a recording fake BrokerService for the broker's wire tests (unit and integration). */
 
@@ -118,6 +120,9 @@ export function fakeService(issuer = 'https://localhost:0'): BrokerService & { c
   const calls: Call[] = []
   const tasks = new Map<string, Task>()
   let n = 0
+  const revocations: StoredRevocation[] = []
+  const revListeners = new Set<(e: StoredRevocation) => void>()
+  let revSeq = 0
   const svc = {
     issuer,
     calls,
@@ -185,6 +190,22 @@ export function fakeService(issuer = 'https://localhost:0'): BrokerService & { c
       const e = { ...t, endedAt: Date.now() }
       tasks.set(id, e)
       return e
+    },
+    async revokeAt(req: RevocationRequest, by: AuthenticatedClient | 'admin') {
+      calls.push({ method: 'revokeAt', args: [req, by] })
+      if (svc.fail) throw svc.fail
+      const entry = { seq: ++revSeq, kind: req.kind, value: req.value, createdBy: by === 'admin' ? 'admin' : by.spiffeId, createdAt: 1, expiresAt: 2 ** 31 }
+      revocations.push(entry)
+      for (const fn of revListeners) fn(entry)
+      return { entry, created: true, tokens: 0 }
+    },
+    async listRevocations(since = 0) {
+      calls.push({ method: 'listRevocations', args: [since] })
+      return revocations.filter((e) => e.seq > since)
+    },
+    onRevocation(fn: (e: StoredRevocation) => void) {
+      revListeners.add(fn)
+      return () => revListeners.delete(fn)
     },
     async close() {},
   }

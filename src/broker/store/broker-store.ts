@@ -4,6 +4,7 @@ import Database from 'better-sqlite3'
 import { F, type Logger, nullLogger } from '../../common/log/logger.js'
 import { IdentityError } from '../../errors/identity-error.js'
 import type { AuthorizationDetail } from '../../tokens/claims.js'
+import type { RevocationEntry, RevocationKind } from '../../tokens/revocation.js'
 import type { Task } from '../contract.js'
 import { BROKER_MIGRATIONS, type Migration } from './migrations.js'
 
@@ -102,6 +103,24 @@ interface KeyRow {
   publish_until: number | null
 }
 
+/** A revocation as the broker stores it: the feed entry plus who made it and why. */
+export interface StoredRevocation extends RevocationEntry {
+  readonly reason?: string
+  readonly createdBy: string
+}
+
+interface RevocationRow {
+  seq: number
+  kind: RevocationKind
+  value: string
+  jtis: string | null
+  reason: string | null
+  created_by: string
+  created_at: number
+  not_after: number | null
+  expires_at: number
+}
+
 const opt = <T>(v: T | null): T | undefined => (v === null ? undefined : v)
 const list = (s: string): string[] => JSON.parse(s) as string[]
 
@@ -130,6 +149,20 @@ function toToken(r: TokenRow): TokenRecord {
     renewals: r.renewals,
     renewedBy: opt(r.renewed_by),
     revokedAt: opt(r.revoked_at),
+  })
+}
+
+function toRevocation(r: RevocationRow): StoredRevocation {
+  return Object.freeze({
+    seq: r.seq,
+    kind: r.kind,
+    value: r.value,
+    ...(r.jtis !== null ? { jtis: list(r.jtis) } : {}),
+    ...(r.reason !== null ? { reason: r.reason } : {}),
+    createdBy: r.created_by,
+    createdAt: r.created_at,
+    ...(r.not_after !== null ? { notAfter: r.not_after } : {}),
+    expiresAt: r.expires_at,
   })
 }
 
@@ -486,6 +519,69 @@ export class BrokerStore {
       `WITH RECURSIVE tree(jti) AS (SELECT jti FROM tokens WHERE jti = ? UNION SELECT t.jti FROM tokens t JOIN tree ON t.parent_jti = tree.jti)
        UPDATE tokens SET revoked_at = ? WHERE jti IN (SELECT jti FROM tree) AND revoked_at IS NULL`,
     ).run(jti, at).changes
+  }
+
+  /** `jti` and every token derived from it, transitively. */
+  subtreeJtis(jti: string): string[] {
+    return (
+      this.#stmt(
+        `WITH RECURSIVE tree(jti) AS (SELECT jti FROM tokens WHERE jti = ? UNION SELECT t.jti FROM tokens t JOIN tree ON t.parent_jti = tree.jti)
+       SELECT jti FROM tree`,
+      ).all(jti) as { jti: string }[]
+    ).map((r) => r.jti)
+  }
+
+  /** The latest `exp` among `jtis` (0 when none is known). */
+  maxExpiry(jtis: readonly string[]): number {
+    let max = 0
+    const q = this.#stmt('SELECT exp FROM tokens WHERE jti = ?')
+    for (const j of jtis) max = Math.max(max, (q.get(j) as { exp: number } | undefined)?.exp ?? 0)
+    return max
+  }
+
+  /** Marks `jtis` revoked; returns how many were newly revoked. */
+  markRevoked(jtis: readonly string[], at: number): number {
+    const q = this.#stmt('UPDATE tokens SET revoked_at = ? WHERE jti = ? AND revoked_at IS NULL')
+    let n = 0
+    for (const j of jtis) n += q.run(at, j).changes
+    return n
+  }
+
+  // revocations
+
+  insertRevocation(r: Omit<StoredRevocation, 'seq'>): StoredRevocation {
+    const info = this.#stmt(
+      'INSERT INTO revocations (kind, value, jtis, reason, created_by, created_at, not_after, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+    ).run(r.kind, r.value, r.jtis ? JSON.stringify(r.jtis) : null, r.reason ?? null, r.createdBy, r.createdAt, r.notAfter ?? null, r.expiresAt)
+    return { ...r, seq: Number(info.lastInsertRowid) }
+  }
+
+  /** An unexpired revocation of this kind and value, if any (the newest). */
+  findRevocation(kind: RevocationKind, value: string, now: number): StoredRevocation | undefined {
+    const r = this.#stmt('SELECT * FROM revocations WHERE kind = ? AND value = ? AND expires_at > ? ORDER BY seq DESC LIMIT 1').get(kind, value, now) as
+      RevocationRow | undefined
+    return r ? toRevocation(r) : undefined
+  }
+
+  /** Revocations after `sinceSeq` in feed order; unexpired ones only unless asked. */
+  listRevocations(opts: { sinceSeq?: number; now: number; includeExpired?: boolean }): StoredRevocation[] {
+    const rows = (
+      opts.includeExpired
+        ? this.#stmt('SELECT * FROM revocations WHERE seq > ? ORDER BY seq').all(opts.sinceSeq ?? 0)
+        : this.#stmt('SELECT * FROM revocations WHERE seq > ? AND expires_at > ? ORDER BY seq').all(opts.sinceSeq ?? 0, opts.now)
+    ) as RevocationRow[]
+    return rows.map(toRevocation)
+  }
+
+  /** Deletes revocations that expired at or before `now`; returns how many. */
+  sweepRevocations(now: number): number {
+    return this.#stmt('DELETE FROM revocations WHERE expires_at <= ?').run(now).changes
+  }
+
+  /** The highest seq ever assigned (0 when none); expired, swept entries included. */
+  lastRevocationSeq(): number {
+    const r = this.#stmt("SELECT seq FROM sqlite_sequence WHERE name = 'revocations'").get() as { seq: number } | undefined
+    return r?.seq ?? 0
   }
 
   /** The latest `exp` of any token signed with `kid` (0 when none). */

@@ -81,4 +81,25 @@ CREATE TABLE signing_keys (
 ) STRICT, WITHOUT ROWID;
 `,
   },
+  {
+    version: 2,
+    name: 'revocations',
+    sql: `
+-- Revocations at five levels (tokens/revocation.ts), in feed order. jtis: the
+-- token jtis a token or chain-by-jti revocation covers, expanded when it was made.
+CREATE TABLE revocations (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  kind TEXT NOT NULL CHECK (kind IN ('token', 'chain', 'instance', 'task', 'prefix')),
+  value TEXT NOT NULL,
+  jtis TEXT,
+  reason TEXT,
+  created_by TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  not_after INTEGER,
+  expires_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX revocations_kind_value ON revocations (kind, value);
+CREATE INDEX revocations_expires ON revocations (expires_at);
+`,
+  },
 ]

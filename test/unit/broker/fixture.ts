@@ -70,6 +70,8 @@ export const exchange = (subjectToken: string, extra: Partial<TokenRequest> = {}
 
 export interface Fixture {
   svc: BrokerServiceImpl
+  /** Closes the service and opens a new one on the same store (a restart); `svc` becomes the new one. */
+  reopen(): Promise<BrokerServiceImpl>
   clock: FakeClock
   log: ReturnType<typeof captureLogger>
   km: KeyManager
@@ -96,20 +98,27 @@ export async function fixture(opts: Partial<BrokerServiceOptions> & { km?: KeyMa
   const bundle = new JwtBundle(td, new Map([['td-jwt-1', svidSigner.publicKey.export({ format: 'jwk' })]]))
   const km = opts.km ?? new MemoryKeyManager()
   const { km: _km, ...rest } = opts
-  const svc = await createBrokerService(
-    { keyManager: km, ceilings: boundsCeilingSource(() => set), jwtBundles: { getJwtBundleForTrustDomain: () => bundle }, clock, log },
-    {
-      issuer: ISSUER,
-      storePath: join(dir, 'broker.db'),
-      orchestrators: [ORCH],
-      introspectors: ['spiffe://corp.example/rs/'],
-      revocationAdmins: [ADMIN],
-      ...rest,
-    },
-  )
+  const open = () =>
+    createBrokerService(
+      { keyManager: km, ceilings: boundsCeilingSource(() => set), jwtBundles: { getJwtBundleForTrustDomain: () => bundle }, clock, log },
+      {
+        issuer: ISSUER,
+        storePath: join(dir, 'broker.db'),
+        orchestrators: [ORCH],
+        introspectors: ['spiffe://corp.example/rs/'],
+        revocationAdmins: [ADMIN],
+        ...rest,
+      },
+    )
+  const svc = await open()
   let n = 0
-  return {
+  const fx: Fixture = {
     svc,
+    reopen: async () => {
+      await fx.svc.close()
+      fx.svc = await open()
+      return fx.svc
+    },
     clock,
     log,
     km,
@@ -146,10 +155,11 @@ export async function fixture(opts: Partial<BrokerServiceOptions> & { km?: KeyMa
       return t.taskId
     },
     cleanup: async () => {
-      await svc.close()
+      await fx.svc.close()
       cleanup()
     },
   }
+  return fx
 }
 
 /** Runs `fn`, expects an IdentityError with `code`, returns it. */

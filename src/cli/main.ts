@@ -26,6 +26,7 @@ const GROUPS: Record<string, () => Promise<CommandModule>> = {
   instance: () => import('./commands/instance.js'),
   broker: () => import('./commands/broker.js'),
   task: () => import('./commands/task.js'),
+  audit: () => import('./commands/audit.js'),
 }
 
 export async function main(argv: string[]): Promise<number> {

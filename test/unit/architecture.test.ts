@@ -59,8 +59,11 @@ const ALLOWED: Record<string, readonly string[]> = {
   /** The agent-side broker client: speaks the broker's wire; never imports the broker itself. */
   'broker-client': ['broker-client', 'tokens', 'common', 'spiffe', 'errors'],
   broker: ['broker', 'tokens', 'workload-client', 'keymanager', 'plugin', 'common', 'spiffe', 'errors', 'gen'],
+  /** The audit log: pure except its store (`src/audit/store/`); never imports the server, agent or broker it records. */
+  audit: ['audit', 'keymanager', 'common', 'spiffe', 'errors'],
   cli: [
     'cli',
+    'audit',
     'server',
     'agent',
     'broker',
@@ -209,6 +212,16 @@ describe('architecture', () => {
           .map((i) => `${f.file} → ${i.spec}`),
       )
     expect(bad).toEqual([])
+  })
+
+  it('src/audit does no I/O outside its store (src/audit/store/)', () => {
+    const bad = all
+      .filter((f) => layer(f.file) === 'audit' && !f.file.startsWith('src/audit/store/'))
+      .flatMap((f) =>
+        f.imports.filter((i) => IO_MODULES.includes(i.spec) || i.spec === 'better-sqlite3' || i.spec === 'pino').map((i) => `${f.file} → ${i.spec}`),
+      )
+    expect(bad).toEqual([])
+    expect(all.some((f) => f.file.startsWith('src/audit/store/') && f.imports.some((i) => i.spec === 'better-sqlite3'))).toBe(true)
   })
 
   it('pino is created only in cli/', () => {

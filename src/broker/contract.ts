@@ -84,8 +84,22 @@ export interface Task extends Required<Omit<TaskSpec, 'orchestrationId'>> {
   readonly endedAt?: number
 }
 
-import type { RevocationRequest } from './revocations.js'
-import type { StoredRevocation } from './store/broker-store.js'
+import type { RevocationEntry, RevocationKind } from '../tokens/revocation.js'
+
+/** A revocation to record (admin socket, `warrant revoke`, a revocation admin). */
+export interface RevocationRequest {
+  readonly kind: RevocationKind
+  readonly value: string
+  readonly reason?: string
+  /** Prefix quarantines only: the end, epoch seconds. */
+  readonly notAfter?: number
+}
+
+/** A revocation as the broker stores it: the feed entry plus who made it and why. */
+export interface StoredRevocation extends RevocationEntry {
+  readonly reason?: string
+  readonly createdBy: string
+}
 
 /** What the wire needs from the domain. */
 export interface BrokerService {
@@ -106,6 +120,8 @@ export interface BrokerService {
   revokeAt(req: RevocationRequest, by: AuthenticatedClient | 'admin'): Promise<{ entry: StoredRevocation; created: boolean; tokens: number }>
   /** Unexpired revocations after `sinceSeq`, in feed order. */
   listRevocations(sinceSeq?: number, includeExpired?: boolean): Promise<StoredRevocation[]>
+  /** The signed revocation list: a JWS (`typ` revocation-list+jwt) with every unexpired entry, its last seq and a short expiry. */
+  signedRevocationList(): Promise<string>
   /** New revocations, after they are durable; returns the unsubscribe. */
   onRevocation(fn: (e: StoredRevocation) => void): () => void
   close(): Promise<void>

@@ -9,16 +9,11 @@
 import { F, type Logger } from '../common/log/logger.js'
 import { IdentityError } from '../errors/identity-error.js'
 import { SpiffeId } from '../spiffe/spiffe-id.js'
-import { type RevocableClaims, type RevocationKind, REVOCATION_KINDS, RevocationSet } from '../tokens/revocation.js'
-import type { BrokerStore, StoredRevocation, TokenRecord } from './store/broker-store.js'
+import { type RevocableClaims, REVOCATION_KINDS, RevocationSet } from '../tokens/revocation.js'
+import type { RevocationRequest, StoredRevocation } from './contract.js'
+import type { BrokerStore, TokenRecord } from './store/broker-store.js'
 
-export interface RevocationRequest {
-  readonly kind: RevocationKind
-  readonly value: string
-  readonly reason?: string
-  /** Prefix quarantines only: the end, epoch seconds. */
-  readonly notAfter?: number
-}
+export type { RevocationRequest }
 
 export interface BrokerRevocationsOptions {
   /** The longest lifetime of any token the broker issues, seconds. */

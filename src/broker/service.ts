@@ -15,6 +15,10 @@ import { signJwt } from './mint.js'
 import type { BrokerDeps } from './ports.js'
 import { BrokerStore, type Durability, type StoredRevocation, type TokenRecord } from './store/broker-store.js'
 import { BrokerRevocations, type RevocationRequest } from './revocations.js'
+import { REVOCATION_LIST_TYP, revocationEntryToWire } from '../tokens/revocation.js'
+
+/** How long a signed revocation list is good for: an offline verifier fetches a fresh one before then. */
+const REVOCATION_LIST_TTL_SECONDS = 300
 
 /** JOSE `typ` of a one-time delegation grant: not an access token, so no resource server accepts it. */
 export const DELEGATION_GRANT_TYP = 'warrant-delegation-grant+jwt'
@@ -977,6 +981,21 @@ export class BrokerServiceImpl implements BrokerService {
 
   async listRevocations(sinceSeq = 0, includeExpired = false): Promise<StoredRevocation[]> {
     return this.revocations.list(sinceSeq, includeExpired)
+  }
+
+  async signedRevocationList(): Promise<string> {
+    const now = this.#now()
+    await this.keys.maintain(now)
+    const { key, kid, alg } = this.keys.active()
+    const entries = this.revocations.list(0)
+    const claims = {
+      iss: this.issuer,
+      iat: now,
+      exp: now + REVOCATION_LIST_TTL_SECONDS,
+      seq: this.revocations.lastSeq,
+      revocations: entries.map(revocationEntryToWire),
+    }
+    return signJwt(claims, { signer: key, kid, alg, typ: REVOCATION_LIST_TYP })
   }
 
   onRevocation(fn: (e: StoredRevocation) => void): () => void {

@@ -26,6 +26,8 @@ const GROUPS: Record<string, () => Promise<CommandModule>> = {
   instance: () => import('./commands/instance.js'),
   broker: () => import('./commands/broker.js'),
   task: () => import('./commands/task.js'),
+  revoke: () => import('./commands/revoke.js'),
+  revocation: () => import('./commands/revocation.js'),
   audit: () => import('./commands/audit.js'),
 }
 

@@ -12,6 +12,7 @@ import { createDpopNonces, MemoryReplayCache, type DpopNonces, type DpopReplayCa
 import { JwksCache } from '../tokens/jwks-cache.js'
 import { ResourceRequestError, verifyResourceRequest, type ResourceRequestOptions, type VerifiedResourceRequest } from '../tokens/request.js'
 import { httpsJwksFetcher } from './jwks-fetcher.js'
+import type { RevocationSet } from '../tokens/revocation.js'
 
 /** `{ 'GET /tools/search': ['tools:read'], '/admin': ['admin'] }` (method-specific first), or a function. */
 export type RouteScopes = Readonly<Record<string, readonly string[]>> | ((method: string, path: string) => readonly string[] | undefined)
@@ -41,6 +42,8 @@ export interface ResourceServerOptions {
   dpopAlgorithms?: readonly string[]
   replay?: DpopReplayCache
   realm?: string
+  /** Revocations to refuse (a RevocationFeed from subscribeRevocations, or any RevocationSet). */
+  revocations?: Pick<RevocationSet, 'covering'>
   log?: Logger
   nowSec?: () => number
 }
@@ -80,6 +83,7 @@ export function createRequestVerifier(opts: ResourceServerOptions): RequestVerif
     ...(opts.maxDelegationDepth !== undefined ? { maxDelegationDepth: opts.maxDelegationDepth } : {}),
     ...(opts.clockSkewSec !== undefined ? { clockSkewSec: opts.clockSkewSec } : {}),
     ...(opts.realm !== undefined ? { realm: opts.realm } : {}),
+    ...(opts.revocations !== undefined ? { revocations: opts.revocations } : {}),
   }
 
   return {

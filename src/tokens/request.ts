@@ -9,6 +9,7 @@
  * challenge (RFC 6750 §3, RFC 9449 §7.1), and a fresh `DPoP-Nonce` when the
  * proof lacked a valid one (RFC 9449 §9). Pure.
  */
+import { revocableClaims, type RevocationSet } from './revocation.js'
 import { ERROR_CODES, IdentityError, type ErrorCode } from '../errors/index.js'
 import { oauthWireError } from '../errors/oauth.js'
 import { verifyAccessToken, requireScopes, invalidToken, type VerifyAccessTokenOptions } from './access-token.js'
@@ -46,6 +47,12 @@ export interface ResourceRequestOptions extends Omit<VerifyAccessTokenOptions, '
   }
   /** `realm` of the challenges, if any. */
   realm?: string
+  /**
+   * The revocations this verifier knows (a RevocationSet fed by the broker's
+   * revocation feed or a signed list): a covered token is refused as
+   * invalid_token, like an expired one.
+   */
+  revocations?: Pick<RevocationSet, 'covering'>
 }
 
 export type Binding = 'dpop' | 'mtls' | 'bearer'
@@ -183,9 +190,11 @@ export async function verifyResourceRequest(req: ResourceRequest, opts: Resource
     const proofs = req.dpop === undefined ? [] : typeof req.dpop === 'string' ? [req.dpop] : req.dpop
     if (proofs.length > 1) throw new IdentityError('ERR_DPOP_PROOF_INVALID', 'invalid DPoP proof', { details: { reason: 'multiple' } })
 
-    // 2. the token itself
+    // 2. the token itself, and whether a revocation covers it
     const claims = await verifyAccessToken(token, { ...opts, nowSec })
     const cnf = claims.cnf
+    const revoked = opts.revocations?.covering(revocableClaims(claims as unknown as Record<string, unknown>), nowSec)
+    if (revoked !== undefined) throw invalidToken('revoked', { jti: claims.jti, seq: revoked.seq, revocation: revoked.kind })
 
     // 3. its binding
     let binding: Binding

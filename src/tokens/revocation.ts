@@ -21,7 +21,12 @@
  *
  * Times are epoch seconds.
  */
+import { compactVerify, decodeProtectedHeader } from 'jose'
 import { IdentityError } from '../errors/identity-error.js'
+import type { JwksCache } from './jwks-cache.js'
+
+/** JOSE `typ` of the broker's signed revocation list. */
+export const REVOCATION_LIST_TYP = 'revocation-list+jwt'
 
 export const REVOCATION_KINDS = ['token', 'chain', 'instance', 'task', 'prefix'] as const
 export type RevocationKind = (typeof REVOCATION_KINDS)[number]
@@ -222,4 +227,57 @@ export class RevocationSet {
       }
     return e
   }
+}
+
+export interface VerifiedRevocationList {
+  readonly seq: number
+  readonly issuedAt: number
+  readonly expiresAt: number
+  readonly entries: RevocationEntry[]
+}
+
+/**
+ * Verifies the broker's signed revocation list with the issuer's JWKS only
+ * (`typ` revocation-list+jwt, ES256/ES384 by `kid`, `iss`, not expired) and
+ * returns its entries. Throws ERR_REVOCATION_INVALID: an offline verifier that
+ * cannot verify a fresh list must not treat its tokens as unrevoked.
+ */
+export async function verifyRevocationList(
+  jws: string,
+  opts: { issuer: string; keys: Pick<JwksCache, 'getKey'>; nowSec?: number; algorithms?: readonly string[] },
+): Promise<VerifiedRevocationList> {
+  const bad = (why: string, cause?: unknown): never => {
+    throw new IdentityError('ERR_REVOCATION_INVALID', `invalid revocation list: ${why}`, cause === undefined ? {} : { cause })
+  }
+  const now = opts.nowSec ?? Math.floor(Date.now() / 1000)
+  if (typeof jws !== 'string' || jws.length === 0 || jws.length > 16 * 1024 * 1024) return bad('not a compact JWS')
+  let header: ReturnType<typeof decodeProtectedHeader>
+  try {
+    header = decodeProtectedHeader(jws)
+  } catch (err) {
+    return bad('malformed', err)
+  }
+  if (header.typ !== REVOCATION_LIST_TYP) return bad('typ')
+  const algorithms = opts.algorithms ?? ['ES256', 'ES384']
+  if (typeof header.alg !== 'string' || !algorithms.includes(header.alg)) return bad('alg')
+  if (typeof header.kid !== 'string' || header.kid.length === 0 || header.kid.length > 256) return bad('kid')
+  if (header.jwk !== undefined || header.jku !== undefined || header.x5c !== undefined || header.x5u !== undefined) return bad('header key')
+  const key = await opts.keys.getKey(header.kid, header.alg)
+  let payload: unknown
+  try {
+    const r = await compactVerify(jws, key, { algorithms: [header.alg] })
+    payload = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(r.payload))
+  } catch (err) {
+    return bad('signature', err)
+  }
+  if (payload === null || typeof payload !== 'object' || Array.isArray(payload)) return bad('payload')
+  const c = payload as Record<string, unknown>
+  if (c.iss !== opts.issuer) return bad('iss')
+  const num = (k: string): number => (typeof c[k] === 'number' && Number.isSafeInteger(c[k]) && (c[k]) >= 0 ? (c[k]) : bad(k))
+  const iat = num('iat')
+  const exp = num('exp')
+  const seq = num('seq')
+  if (exp <= now) return bad('expired')
+  if (!Array.isArray(c.revocations)) return bad('revocations')
+  return { seq, issuedAt: iat, expiresAt: exp, entries: c.revocations.map(parseRevocationEntry) }
 }

@@ -203,6 +203,9 @@ export function fakeService(issuer = 'https://localhost:0'): BrokerService & { c
       calls.push({ method: 'listRevocations', args: [since] })
       return revocations.filter((e) => e.seq > since)
     },
+    async signedRevocationList() {
+      return 'unsigned.list.fake'
+    },
     onRevocation(fn: (e: StoredRevocation) => void) {
       revListeners.add(fn)
       return () => revListeners.delete(fn)

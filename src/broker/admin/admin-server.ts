@@ -16,6 +16,9 @@ import { F, type Logger } from '../../common/log/logger.js'
 import { IdentityError, isIdentityError } from '../../errors/identity-error.js'
 import type { BrokerService } from '../contract.js'
 import { taskErrorStatus, taskId, taskListFilterFromWire, taskSpecFromWire, taskToWire } from '../http/task-wire.js'
+import type { RevocationRequest } from '../revocations.js'
+import type { StoredRevocation } from '../store/broker-store.js'
+import { revocationEntryToWire } from '../../tokens/revocation.js'
 
 export interface BrokerAdminServer {
   readonly socketPath: string
@@ -75,6 +78,27 @@ export async function startBrokerAdminServer(o: { service: BrokerService; socket
     }
   })
 
+  app.post('/v1/revocations', async (req, reply) => {
+    try {
+      const r = await o.service.revokeAt(revocationRequestFromWire(req.body), 'admin')
+      log.info({ endpoint: 'revocations.create', seq: r.entry.seq, kind: r.entry.kind, created: r.created }, 'Revocation by admin')
+      return reply.code(r.created ? 201 : 200).send({ ...revocationToWire(r.entry), created: r.created, tokens_revoked: r.tokens })
+    } catch (err) {
+      return fail(reply, err, 'revocations.create')
+    }
+  })
+  app.get('/v1/revocations', async (req, reply) => {
+    try {
+      const q = req.query as { since?: unknown; include_expired?: unknown }
+      const since = q.since === undefined ? 0 : Number(q.since)
+      if (!Number.isSafeInteger(since) || since < 0) throw new IdentityError('ERR_REVOCATION_INVALID', 'since must be a sequence number')
+      const list = await o.service.listRevocations(since, q.include_expired === 'true')
+      return reply.send({ revocations: list.map(revocationToWire) })
+    } catch (err) {
+      return fail(reply, err, 'revocations.list')
+    }
+  })
+
   mkdirSync(dirname(o.socketPath), { recursive: true, mode: 0o700 })
   chmodSync(dirname(o.socketPath), 0o700)
   rmSync(o.socketPath, { force: true })
@@ -94,4 +118,31 @@ export async function startBrokerAdminServer(o: { service: BrokerService; socket
       rmSync(o.socketPath, { force: true })
     },
   }
+}
+
+/** A revocation request from admin JSON: `{kind, value, reason?, not_after?}` (not_after: epoch seconds or RFC 3339). */
+function revocationRequestFromWire(body: unknown): RevocationRequest {
+  if (body === null || typeof body !== 'object' || Array.isArray(body))
+    throw new IdentityError('ERR_REVOCATION_INVALID', 'invalid revocation: body must be an object')
+  const b = body as Record<string, unknown>
+  for (const k of Object.keys(b))
+    if (!['kind', 'value', 'reason', 'not_after'].includes(k))
+      throw new IdentityError('ERR_REVOCATION_INVALID', `invalid revocation: unknown field "${k.slice(0, 40)}"`)
+  let notAfter: number | undefined
+  if (typeof b.not_after === 'number') notAfter = b.not_after
+  else if (typeof b.not_after === 'string') {
+    const ms = Date.parse(b.not_after)
+    if (Number.isNaN(ms)) throw new IdentityError('ERR_REVOCATION_INVALID', 'invalid revocation: not_after is not a time')
+    notAfter = Math.floor(ms / 1000)
+  } else if (b.not_after !== undefined) throw new IdentityError('ERR_REVOCATION_INVALID', 'invalid revocation: not_after is not a time')
+  return {
+    kind: b.kind as RevocationRequest['kind'],
+    value: b.value as string,
+    ...(b.reason !== undefined ? { reason: b.reason as string } : {}),
+    ...(notAfter !== undefined ? { notAfter } : {}),
+  }
+}
+
+function revocationToWire(e: StoredRevocation): Record<string, unknown> {
+  return { ...revocationEntryToWire(e), created_by: e.createdBy, ...(e.reason !== undefined ? { reason: e.reason } : {}) }
 }

@@ -31,6 +31,8 @@ import { parseForm, parseTokenRequest, single, type Form } from './form.js'
 import { brokerEndpoints, brokerMetadata, type BrokerEndpoints } from './metadata.js'
 import { noStore, replyOAuthError } from './oauth-reply.js'
 import { taskErrorStatus, taskId, taskListFilterFromWire, taskSpecFromWire, taskToWire } from './task-wire.js'
+import { revocationEntryToWire } from '../../tokens/revocation.js'
+import type { StoredRevocation } from '../store/broker-store.js'
 
 /** The broker's own TLS certificate and key (PEM), current and on change. */
 export interface TlsIdentity {
@@ -96,6 +98,11 @@ function proofNonce(proof: string): unknown {
     return undefined
   }
 }
+
+/** Bytes a revocation subscriber may leave unread before it is disconnected. */
+const FEED_MAX_BUFFERED_BYTES = 4 * 1024 * 1024
+/** A comment line on an idle feed, so proxies and the subscriber see the connection alive. */
+const FEED_PING_MS = 15_000
 
 export async function startBrokerHttpServer(o: BrokerHttpOptions): Promise<BrokerHttpServer> {
   const cfg = o.config
@@ -334,6 +341,75 @@ export async function startBrokerHttpServer(o: BrokerHttpOptions): Promise<Broke
       return noStore(reply).code(200).send()
     } catch (err) {
       return replyOAuthError(reply, err, { log, endpoint: 'revoke', spiffeId, realm })
+    }
+  })
+
+  // Revocations for verifiers (any authenticated SVID client): a Server-Sent Events feed, resumable from a seq
+  // (Last-Event-ID or ?since=), and the signed list for offline verifiers.
+  const subscriber = async (req: FastifyRequest): Promise<AuthenticatedClient> =>
+    auth.authenticate(new Map(), chainOf(req), { authorizationHeader: req.headers.authorization, connection: req.raw.socket })
+  const sinceOf = (req: FastifyRequest): number => {
+    const h = req.headers['last-event-id']
+    const q = (req.query as { since?: unknown }).since
+    const v = typeof h === 'string' ? h : q
+    if (v === undefined) return 0
+    if (typeof v !== 'string' || !/^[0-9]{1,15}$/.test(v)) throw new IdentityError('ERR_TOKEN_REQUEST_INVALID', 'since must be a sequence number')
+    return Number(v)
+  }
+  app.get(`${endpoints.basePath}/revocations/feed`, async (req, reply) => {
+    let spiffeId: string | undefined
+    let since: number
+    try {
+      const client = await subscriber(req)
+      spiffeId = client.spiffeId
+      since = sinceOf(req)
+    } catch (err) {
+      return replyOAuthError(reply, err, { log, endpoint: 'revocations.feed', spiffeId, realm })
+    }
+    reply.hijack()
+    const raw = reply.raw
+    raw.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', 'x-accel-buffering': 'no' })
+    let last = since
+    let live = false
+    const pending: StoredRevocation[] = []
+    const send = (e: StoredRevocation) => {
+      if (e.seq <= last) return
+      last = e.seq
+      raw.write(`id: ${e.seq}\nevent: revocation\ndata: ${JSON.stringify(revocationEntryToWire(e))}\n\n`)
+      // A subscriber that does not read is cut off (it resumes from its last seq when it reconnects).
+      if (raw.writableLength > FEED_MAX_BUFFERED_BYTES) {
+        log.warn({ endpoint: 'revocations.feed', [F.SPIFFE_ID]: spiffeId, seq: e.seq }, 'Revocation subscriber too slow; disconnected')
+        raw.destroy()
+      }
+    }
+    // Subscribe before reading the backlog, so nothing recorded in between is missed.
+    const unsubscribe = o.service.onRevocation((e) => (live ? send(e) : pending.push(e)))
+    const ping = setInterval(() => raw.write(': ping\n\n'), FEED_PING_MS)
+    ping.unref()
+    raw.once('close', () => {
+      clearInterval(ping)
+      unsubscribe()
+      log.debug({ endpoint: 'revocations.feed', [F.SPIFFE_ID]: spiffeId, seq: last }, 'Revocation subscriber left')
+    })
+    try {
+      for (const e of await o.service.listRevocations(since)) send(e)
+      for (const e of pending.splice(0)) send(e)
+      live = true
+      raw.write(`event: synced\ndata: ${JSON.stringify({ seq: last })}\n\n`)
+      log.info({ endpoint: 'revocations.feed', [F.SPIFFE_ID]: spiffeId, since, seq: last }, 'Revocation subscriber joined')
+    } catch (err) {
+      log.error({ endpoint: 'revocations.feed', [F.ERR]: err instanceof Error ? err.message : String(err) }, 'Revocation feed failed')
+      raw.destroy()
+    }
+  })
+  app.get(`${endpoints.basePath}/revocations/list`, async (req, reply) => {
+    let spiffeId: string | undefined
+    try {
+      spiffeId = (await subscriber(req)).spiffeId
+      const jws = await o.service.signedRevocationList()
+      return noStore(reply).type('application/jwt').send(jws)
+    } catch (err) {
+      return replyOAuthError(reply, err, { log, endpoint: 'revocations.list', spiffeId, realm })
     }
   })
 

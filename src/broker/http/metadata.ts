@@ -19,6 +19,9 @@ export interface BrokerEndpoints {
   introspection: string
   revocation: string
   tasks: string
+  /** The revocation feed (Server-Sent Events, resumable by seq) and the signed revocation list. */
+  revocationFeed: string
+  revocationList: string
   /** Path prefix of every route (the issuer's path, no trailing slash; '' at the root). */
   basePath: string
   /** Path of the metadata document (RFC 8414 §3: the well-known segment goes before the issuer's path). */
@@ -37,6 +40,8 @@ export function brokerEndpoints(issuer: string): BrokerEndpoints {
     introspection: at('/introspect'),
     revocation: at('/revoke'),
     tasks: at('/tasks'),
+    revocationFeed: at('/revocations/feed'),
+    revocationList: at('/revocations/list'),
     basePath,
     metadataPath: `/.well-known/oauth-authorization-server${basePath}`,
   }
@@ -69,5 +74,8 @@ export function brokerMetadata(
     tls_client_certificate_bound_access_tokens: true,
     token_types_supported: [TOKEN_TYPE.accessToken, TOKEN_TYPE.jwt, TOKEN_TYPE.jwtSvid],
     authorization_details_types_supported: [...(opts.authorizationDetailsTypes ?? [])],
+    // warrant extensions: where verifiers learn of revocations (mutual TLS with an SVID)
+    warrant_revocation_feed_endpoint: e.revocationFeed,
+    warrant_revocation_list_endpoint: e.revocationList,
   }
 }

@@ -114,6 +114,7 @@ export function taskErrorStatus(code: string | undefined): number {
     case 'ERR_SCOPE_INVALID':
     case 'ERR_TARGET_INVALID':
     case 'ERR_BOUNDS_INVALID':
+    case 'ERR_REVOCATION_INVALID':
       return 400
     case 'ERR_CLIENT_AUTH_FAILED':
       return 401

@@ -4,8 +4,10 @@ import Database from 'better-sqlite3'
 import { F, type Logger, nullLogger } from '../../common/log/logger.js'
 import { IdentityError } from '../../errors/identity-error.js'
 import type { AuthorizationDetail } from '../../tokens/claims.js'
-import type { RevocationEntry, RevocationKind } from '../../tokens/revocation.js'
-import type { Task } from '../contract.js'
+import type { RevocationKind } from '../../tokens/revocation.js'
+import type { StoredRevocation, Task } from '../contract.js'
+
+export type { StoredRevocation }
 import { BROKER_MIGRATIONS, type Migration } from './migrations.js'
 
 type Db = Database.Database
@@ -101,12 +103,6 @@ interface KeyRow {
   created_at: number
   activated_at: number | null
   publish_until: number | null
-}
-
-/** A revocation as the broker stores it: the feed entry plus who made it and why. */
-export interface StoredRevocation extends RevocationEntry {
-  readonly reason?: string
-  readonly createdBy: string
 }
 
 interface RevocationRow {

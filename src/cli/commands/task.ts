@@ -1,10 +1,8 @@
-import http from 'node:http'
-import { ERROR_CODES, type ErrorCode } from '../../errors/codes.js'
 import { IdentityError } from '../../errors/identity-error.js'
 import { outputFormat, parseFlags, printJson } from '../args.js'
+import { brokerAdminCall as call } from '../broker-admin-client.js'
 
-/** Default admin socket of a broker embedded in a server with the default data_dir. */
-export const DEFAULT_BROKER_ADMIN_SOCKET = './.warrant/server/private/broker-admin.sock'
+import { DEFAULT_BROKER_ADMIN_SOCKET } from '../broker-admin-client.js'
 
 export const usage = [
   '  task create --agent ID|PREFIX/ --scope S [--scope S] [--resource URI] [--ttl 1h] [--max-renewals N] [--task-id ID] [--orchestration-id ID]',
@@ -24,46 +22,6 @@ interface TaskWire {
   expires_at: number
   ended_at?: number
   state: string
-}
-
-/** One JSON request to the broker's admin API over its Unix socket; errors come back as IdentityError with the broker's code. */
-function call<T>(socketPath: string, method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const payload = body === undefined ? undefined : JSON.stringify(body)
-    const req = http.request(
-      {
-        socketPath,
-        method,
-        path,
-        headers: payload === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
-        timeout: 30_000,
-      },
-      (res) => {
-        const chunks: Buffer[] = []
-        res.on('data', (c: Buffer) => chunks.push(c))
-        res.on('end', () => {
-          let parsed: unknown
-          try {
-            parsed = JSON.parse(Buffer.concat(chunks).toString('utf8'))
-          } catch {
-            reject(new IdentityError('ERR_UNAVAILABLE', `broker admin API answered ${res.statusCode} without JSON`))
-            return
-          }
-          if ((res.statusCode ?? 500) >= 400) {
-            const e = parsed as { error?: string; message?: string }
-            const code = e.error !== undefined && e.error in ERROR_CODES ? (e.error as ErrorCode) : 'ERR_INTERNAL'
-            reject(new IdentityError(code, e.message ?? 'request failed'))
-            return
-          }
-          resolve(parsed as T)
-        })
-      },
-    )
-    req.on('timeout', () => req.destroy(new Error('timed out')))
-    req.on('error', (err) => reject(new IdentityError('ERR_UNAVAILABLE', `cannot reach the broker admin API at ${socketPath}: ${err.message}`, { cause: err })))
-    if (payload !== undefined) req.write(payload)
-    req.end()
-  })
 }
 
 function parseTtl(v: string): number {

@@ -193,7 +193,7 @@ export class LogVerifier {
           // placed at the checkpoint's end: a precise finding inside the range (a gap, a broken link) comes first
           p.size,
         )
-      } else if (this.#problem === undefined) {
+      } else if (this.#problemAt > p.size) {
         this.#verifiedSize = p.size
       }
     }

@@ -5,7 +5,9 @@
  * (the agent's X.509-SVID from a real agent's Workload API) and DPoP
  * (including its use_dpop_nonce retry), introspection and revocation.
  */
+import { spawn } from 'node:child_process'
 import https from 'node:https'
+import { createInterface } from 'node:readline'
 import net from 'node:net'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -205,4 +207,105 @@ describe.runIf(requireTools('softhsm2-util'))('broker embedded in warrant server
     expect(((await refused.json()) as { error: string }).error).toBe('invalid_client')
     expect(server!.output()).not.toContain(result.access_token)
   }, 120_000)
+
+  it('warrant revoke reaches a resource-server process over the feed, which then refuses the token; the revocation survives kill -9 and the feed resumes', async () => {
+    const fetchFn = httpsFetch(tls)
+    const opts = { [oauth.customFetch]: fetchFn }
+    const as = await oauth.processDiscoveryResponse(new URL(issuer), await oauth.discoveryRequest(new URL(issuer), { ...opts, algorithm: 'oauth2' }))
+    expect(as.warrant_revocation_feed_endpoint).toBe(`${issuer}/revocations/feed`)
+    const socket = join(server!.dataDir, 'private', 'broker-admin.sock')
+    const task = await warrant([
+      'task',
+      'create',
+      '--socket',
+      socket,
+      '--agent',
+      AGENT_ID,
+      '--scope',
+      'repo:read',
+      '--resource',
+      'https://git.broker.test/',
+      '--task-id',
+      'rev-task',
+    ])
+    expect(task.code, task.stderr).toBe(0)
+    const client: oauth.Client = { client_id: AGENT_ID }
+    const DPoP = oauth.DPoP(client, await generateKeyPair('ES256', { extractable: false }))
+    const grant = () =>
+      oauth.clientCredentialsGrantRequest(
+        as,
+        client,
+        oauth.TlsClientAuth(),
+        { scope: 'repo:read', task_id: 'rev-task', resource: 'https://git.broker.test/' },
+        { ...opts, DPoP },
+      )
+    let token: string
+    try {
+      token = (await oauth.processClientCredentialsResponse(as, client, await grant())).access_token
+    } catch (err) {
+      if (!oauth.isDPoPNonceError(err)) throw err
+      token = (await oauth.processClientCredentialsResponse(as, client, await grant())).access_token
+    }
+
+    // The resource server: another process, subscribed with the agent's SVID (any SVID of the trust domain may subscribe).
+    const svid = join(tmp.dir, 'svid')
+    const rs = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        join(process.cwd(), 'test', 'helpers', 'revocation-subscriber.ts'),
+        issuer,
+        server!.bundlePemPath,
+        join(svid, 'svid.0.pem'),
+        join(svid, 'svid.0.key'),
+        'https://git.broker.test/',
+      ],
+      { stdio: ['pipe', 'pipe', 'pipe'] },
+    )
+    let rsErr = ''
+    rs.stderr.on('data', (d: Buffer) => (rsErr += d.toString()))
+    const lines: Record<string, unknown>[] = []
+    createInterface({ input: rs.stdout }).on('line', (l) => lines.push(JSON.parse(l) as Record<string, unknown>))
+    const next = async (what: string, pred: (l: Record<string, unknown>) => boolean) => {
+      let found: Record<string, unknown> | undefined
+      await waitFor(what, async () => (found = lines.find(pred)) !== undefined, { timeoutMs: 30_000, hint: () => `${rsErr}\n${JSON.stringify(lines)}` })
+      return found!
+    }
+    try {
+      await next('the feed to sync', (l) => l.synced === true)
+      rs.stdin.write(`${token}\n`)
+      expect(await next('the first verdict', (l) => l.token === 1)).toEqual({ token: 1, ok: true })
+
+      const revoked = await warrant(['revoke', 'instance', AGENT_ID, '--reason', 'e2e', '--socket', socket, '--output', 'json'])
+      expect(revoked.code, revoked.stderr).toBe(0)
+      const returned = Date.now()
+      const entry = JSON.parse(revoked.stdout) as { seq: number; kind: string; created: boolean }
+      expect(entry).toMatchObject({ kind: 'instance', value: AGENT_ID, created: true, reason: 'e2e' })
+      const pushed = await next('the pushed entry', (l) => (l.entry as { seq?: number } | undefined)?.seq === entry.seq)
+      // pushed, not polled: the entry is there well inside the feed's reconnect backoff (informational; bench revocation measures it)
+      expect(typeof pushed.at).toBe('number')
+      process.stdout.write(`revocation reached the resource-server process ${(pushed.at as number) - returned} ms after warrant revoke returned\n`)
+      rs.stdin.write(`${token}\n`)
+      expect(await next('the second verdict', (l) => l.token === 2)).toMatchObject({ token: 2, ok: false, code: 'revoked', seq: entry.seq })
+      // the broker refuses the instance a new token at once
+      await expect(grant().then((r) => oauth.processClientCredentialsResponse(as, client, r))).rejects.toMatchObject({ error: 'invalid_grant' })
+
+      // kill -9 the server (and its embedded broker): the acknowledged revocation is there after a restart
+      await server!.stop('SIGKILL')
+      await server!.restart()
+      const listed = await warrant(['revocation', 'list', '--socket', socket, '--output', 'json'])
+      expect(listed.code, listed.stderr).toBe(0)
+      expect((JSON.parse(listed.stdout) as { revocations: { seq: number }[] }).revocations.map((r) => r.seq)).toContain(entry.seq)
+      // the subscriber reconnects by itself and resumes after the seq it holds: a new revocation reaches it
+      const second = await warrant(['revoke', 'task', 'rev-task', '--socket', socket, '--output', 'json'], { timeoutMs: 30_000 })
+      expect(second.code, second.stderr).toBe(0)
+      const seq2 = (JSON.parse(second.stdout) as { seq: number }).seq
+      await next('the entry made after the restart', (l) => (l.entry as { seq?: number } | undefined)?.seq === seq2)
+      expect(lines.filter((l) => (l.entry as { seq?: number } | undefined)?.seq === entry.seq)).toHaveLength(1)
+      expect(server!.output()).not.toContain(token)
+    } finally {
+      rs.kill('SIGKILL')
+    }
+  }, 180_000)
 })

@@ -1,0 +1,208 @@
+/**
+ * `npm run bench -- revocation`: revocation_propagation_p99_ms.
+ *
+ * The broker as `warrant server run` composes it (startBroker: SQLite store,
+ * Fastify on node:https, its admin socket), 1,000 verifiers subscribed to its
+ * revocation feed (RevocationFeed, each its own mutual-TLS connection with an
+ * X.509-SVID) in 4 processes. Each revocation is made through the admin
+ * socket (as `warrant revoke` does: recorded with synchronous=FULL before the
+ * answer); the figure is the time from the admin call being made to each
+ * verifier holding the entry (from which the request verifier refuses the
+ * token), p99 over every (revocation, verifier) pair: a bound on the time from
+ * the call returning, which is printed too (0 when the entry arrived before
+ * the answer did). Target p99 <= 1000 ms.
+ *
+ * Baseline in the same run, same processes and connections: a plain HTTPS
+ * server that writes the same SSE event to the same 1,000 subscriptions the
+ * moment it is told to (no store, no admin socket): the fan-out alone.
+ *
+ * Not measured here: the agents' Sync streams (the SVID side of an instance
+ * revocation is pushed by the server; see the instance-revocation e2e test).
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs'
+import https from 'node:https'
+import net from 'node:net'
+import { loadavg, tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
+import { createLogger } from '../src/cli/logging.js'
+import { brokerAdminCall } from '../src/cli/broker-admin-client.js'
+import { createBrokerKeyManager, startBroker, type RunningBroker } from '../src/cli/broker-composition.js'
+import { toEmbeddedBrokerConfig } from '../src/broker/config.js'
+import { BoundsSet } from '../src/spiffe/bounds/bounds-set.js'
+import { TrustDomain } from '../src/spiffe/trust-domain.js'
+import { revocationEntryToWire } from '../src/tokens/revocation.js'
+import { bundlesOf, makeCa, makeSvid, pem } from '../test/helpers/broker-http-fixtures.js'
+import { report } from './lib.js'
+
+const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
+const TD = 'bench.example'
+
+async function freePort(): Promise<number> {
+  const s = net.createServer()
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()))
+  const port = (s.address() as net.AddressInfo).port
+  await new Promise<void>((r) => s.close(() => r()))
+  return port
+}
+
+const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!
+
+interface Group {
+  child: ChildProcess
+  lines: AsyncIterator<string>
+}
+
+async function subscribers(url: string, files: { ca: string; cert: string; key: string }, procs: number, perProc: number): Promise<Group[]> {
+  const groups: Group[] = []
+  for (let i = 0; i < procs; i++) {
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', join(REPO_ROOT, 'bench', '_revocation-subscribers.ts'), url, files.ca, files.cert, files.key, String(perProc)],
+      {
+        cwd: REPO_ROOT,
+        stdio: ['pipe', 'pipe', 'inherit'],
+      },
+    )
+    groups.push({ child, lines: createInterface({ input: child.stdout })[Symbol.asyncIterator]() })
+  }
+  for (const g of groups) {
+    const l = await g.lines.next()
+    if (l.done) throw new Error('a subscriber process exited before it was ready')
+  }
+  return groups
+}
+
+/** Waits until every group reports `seq`; the arrival times of all its subscribers. */
+async function arrivalsOf(groups: Group[], seq: number): Promise<number[]> {
+  const all: number[] = []
+  for (const g of groups) {
+    for (;;) {
+      const l = await g.lines.next()
+      if (l.done) throw new Error('a subscriber process exited')
+      const m = JSON.parse(l.value) as { seq: number; arrivals: number[] }
+      if (m.seq === seq) {
+        all.push(...m.arrivals)
+        break
+      }
+    }
+  }
+  return all
+}
+
+export async function run(args: string[]): Promise<void> {
+  const quick = args.includes('--quick')
+  const procs = 4
+  const perProc = quick ? 50 : 250
+  const revocations = quick ? 5 : 20
+  const dir = mkdtempSync(join(tmpdir(), 'wbench-rev-'))
+  const load0 = loadavg()[0]!
+  let broker: RunningBroker | undefined
+  let km: Awaited<ReturnType<typeof createBrokerKeyManager>> | undefined
+  let groups: Group[] = []
+  let raw: https.Server | undefined
+  try {
+    const ca = await makeCa(TD)
+    const serverSvid = await makeSvid(ca, `spiffe://${TD}/warrant/broker`, { dnsNames: ['localhost'] })
+    const rs = await makeSvid(ca, `spiffe://${TD}/rs/verifier`)
+    const files = { ca: join(dir, 'ca.pem'), cert: join(dir, 'rs.pem'), key: join(dir, 'rs-key.pem') }
+    writeFileSync(files.ca, pem(ca.certificate))
+    writeFileSync(files.cert, rs.certPem)
+    writeFileSync(files.key, rs.keyPem, { mode: 0o600 })
+    const port = await freePort()
+    const adminSocket = join(dir, 'admin.sock')
+    const config = toEmbeddedBrokerConfig(
+      {
+        issuer: `https://localhost:${port}`,
+        bind_address: `127.0.0.1:${port}`,
+        key_manager: { memory: {} },
+        admin_socket_path: adminSocket,
+        limits: { max_connections_per_address: 4 * perProc + 64 },
+      },
+      dir,
+      dir,
+    )!
+    const td = TrustDomain.fromString(TD)
+    const bundles = bundlesOf([ca])
+    const log = createLogger({ name: 'warrant-revocation-bench', level: 'info', destination: openSync('/dev/null', 'w') })
+    km = await createBrokerKeyManager(config.keyManager!, { log, trustDomain: td, dataDir: dir })
+    broker = await startBroker({
+      config,
+      keyManager: km,
+      trust: { localTrustDomain: () => td, bundles: () => bundles, version: () => bundles },
+      jwtBundles: bundles,
+      identity: { current: () => ({ certChainPem: serverSvid.certPem, keyPem: serverSvid.keyPem }), onChange: () => () => undefined },
+      bounds: () => BoundsSet.parse(td, { '/agent': { scopes: ['read'], resources: ['https://rs.bench.example'] } }),
+      log,
+    })
+
+    // ours: the broker's feed
+    groups = await subscribers(broker.http.endpoints.revocationFeed, files, procs, perProc)
+    const ours: number[] = []
+    const afterReturn: number[] = []
+    for (let i = 0; i < revocations; i++) {
+      const called = Date.now()
+      const r = await brokerAdminCall<{ seq: number }>(adminSocket, 'POST', '/v1/revocations', { kind: 'instance', value: `spiffe://${TD}/agent/i${i}` })
+      const returned = Date.now()
+      for (const t of await arrivalsOf(groups, r.seq)) {
+        ours.push(t - called)
+        afterReturn.push(Math.max(0, t - returned))
+      }
+      await new Promise((res) => setTimeout(res, 50))
+    }
+    for (const g of groups) g.child.stdin!.end()
+    groups = []
+
+    // baseline: the same subscriptions to a server that only fans the same event out
+    const rawPort = await freePort()
+    const conns = new Set<import('node:http').ServerResponse>()
+    raw = https.createServer(
+      { cert: serverSvid.certPem, key: serverSvid.keyPem, ca: pem(ca.certificate), requestCert: true, rejectUnauthorized: true },
+      (req, res) => {
+        res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store' })
+        res.write(`event: synced\ndata: {"seq":0}\n\n`)
+        conns.add(res)
+        req.on('close', () => conns.delete(res))
+      },
+    )
+    raw.maxConnections = 4 * perProc + 64
+    await new Promise<void>((r) => raw!.listen(rawPort, '127.0.0.1', () => r()))
+    groups = await subscribers(`https://localhost:${rawPort}/feed`, files, procs, perProc)
+    const base: number[] = []
+    for (let i = 0; i < revocations; i++) {
+      const seq = 1000 + i
+      const e = { seq, kind: 'instance' as const, value: `spiffe://${TD}/agent/i${i}`, createdAt: Math.floor(Date.now() / 1000), expiresAt: 2 ** 31 }
+      const bytes = `id: ${seq}\nevent: revocation\ndata: ${JSON.stringify(revocationEntryToWire(e))}\n\n`
+      const returned = Date.now()
+      for (const c of conns) c.write(bytes)
+      for (const t of await arrivalsOf(groups, seq)) base.push(t - returned)
+      await new Promise((res) => setTimeout(res, 50))
+    }
+    ours.sort((a, b) => a - b)
+    base.sort((a, b) => a - b)
+    afterReturn.sort((a, b) => a - b)
+    report('revocation_propagation_p99_ms', Math.max(1, pct(ours, 99)), Math.max(1, pct(base, 99)), 'ms', {
+      subscribers: procs * perProc,
+      processes: procs,
+      revocations,
+      samples: ours.length,
+      p50_ms: pct(ours, 50),
+      p99_after_call_returned_ms: pct(afterReturn, 99),
+      max_ms: ours.at(-1),
+      baseline_p50_ms: pct(base, 50),
+      what_baseline: 'the same subscriptions fed the same SSE event by a server that only writes it (no store, no admin call)',
+      load_avg_1m_before: Math.round(load0 * 100) / 100,
+      load_avg_1m_after: Math.round(loadavg()[0]! * 100) / 100,
+      target_ms: 1000,
+    })
+  } finally {
+    for (const g of groups) g.child.kill('SIGKILL')
+    raw?.close()
+    raw?.closeAllConnections()
+    await broker?.stop()
+    await km?.close?.()
+    rmSync(dir, { recursive: true, force: true })
+  }
+}

@@ -64,6 +64,16 @@ const LimitsSection = z
   })
   .strict()
 
+const AuditSection = z
+  .object({
+    /** Every token issuance, renewal, delegation and revocation is appended, durably, before the token is released. */
+    enabled: z.boolean().default(true),
+    path: z.string().min(1).optional(),
+    /** A checkpoint (C2SP signed note, key in the key manager) is signed this often when the log grew; 0: on demand only. */
+    checkpoint_interval: duration().default(60_000),
+  })
+  .strict()
+
 export const BrokerSectionSchema = z
   .object({
     /** The issuer identifier (RFC 8414 §2): https, no query or fragment. Metadata, `iss` and client-assertion `aud`. */
@@ -84,6 +94,7 @@ export const BrokerSectionSchema = z
     max_assertion_lifetime: duration().default(300_000),
     dpop: DpopSection.default(DpopSection.parse({})),
     limits: LimitsSection.default(LimitsSection.parse({})),
+    audit: AuditSection.default(AuditSection.parse({})),
     /** The broker's signing-key manager: one `[broker.key_manager.<name>]` block. Embedded, the server's is used when absent. */
     key_manager: z.record(z.string(), z.record(z.string(), z.unknown())).optional(),
     /** Standalone only. */
@@ -118,6 +129,8 @@ export interface BrokerConfig {
   authorizationDetailsTypes: readonly string[]
   dpop: { nonceRequired: boolean; iatWindowSeconds: number; algorithms: readonly DpopAlgorithm[]; nonceTtlSeconds: number }
   limits: { bodyBytes: number; headerBytes: number; maxConnectionsPerAddress: number; requestTimeoutMs: number }
+  /** The broker's audit log (src/audit), or undefined when `[broker.audit] enabled = false`. */
+  audit: { path: string; checkpointIntervalMs: number } | undefined
   /** The key manager block, paths resolved; undefined when embedded and the server's is used. */
   keyManager: { name: string; raw: unknown } | undefined
   logLevel: 'debug' | 'info' | 'warn' | 'error'
@@ -178,6 +191,9 @@ function fromSection(
     bindAddress: splitHostPort(b.bind_address),
     adminSocketPath,
     storePath: abs(b.store_path ?? resolve(defaults.dataDir, 'broker.sqlite3')),
+    audit: b.audit.enabled
+      ? { path: abs(b.audit.path ?? resolve(defaults.dataDir, 'broker-audit.sqlite3')), checkpointIntervalMs: b.audit.checkpoint_interval }
+      : undefined,
     defaultTokenTtlSeconds: Math.floor(b.default_token_ttl / 1000),
     orchestrators: idList(b.orchestrators),
     introspectors: idList(b.introspectors),

@@ -5,6 +5,7 @@
  * standalone from the Workload API (JWT bundles) and a signed bounds document
  * (see ARCHITECTURE.md, "The broker's domain").
  */
+import type { AuditSink } from '../audit/sink.js'
 import type { Clock } from '../common/clock.js'
 import type { Logger } from '../common/log/logger.js'
 import type { KeyManager } from '../keymanager/key-manager.js'
@@ -42,4 +43,9 @@ export interface BrokerDeps {
   jwtBundles: JwtBundleSource
   clock?: Clock
   log?: Logger
+  /**
+   * The audit log. When present, a token is released only once its event is
+   * durable; when the log is unavailable issuance stops (ERR_AUDIT_UNAVAILABLE).
+   */
+  audit?: AuditSink
 }

@@ -1,3 +1,4 @@
+import { delegationChainHash, type AuditEventInput, type AuditEventType } from '../audit/event.js'
 import { createHash, randomUUID } from 'node:crypto'
 import { compactVerify, decodeProtectedHeader } from 'jose'
 import { systemClock, type Clock } from '../common/clock.js'
@@ -490,7 +491,7 @@ export class BrokerServiceImpl implements BrokerService {
       renewedBy: undefined,
       revokedAt: undefined,
     }
-    return this.#mintAndStore(c, rec, task, 'process', () => {
+    return this.#mintAndStore(c, rec, task, 'process', 'token.exchanged', () => {
       if (task) this.#recheckTask(task.taskId, now)
     })
   }
@@ -544,7 +545,7 @@ export class BrokerServiceImpl implements BrokerService {
       revokedAt: undefined,
       kid: '',
     }
-    return this.#mintAndStore(ctx, next, task, 'disk', () => {
+    return this.#mintAndStore(ctx, next, task, 'disk', 'token.renewed', () => {
       this.#recheckLive(rec.jti, 'subject token')
       if (task) this.#recheckTask(task.taskId, now)
       if (!this.store.markRenewed(rec.jti, jti)) throw new Refusal('ERR_GRANT_INVALID', 'invalid subject_token', 'token was renewed concurrently')
@@ -598,7 +599,7 @@ export class BrokerServiceImpl implements BrokerService {
       renewedBy: undefined,
       revokedAt: undefined,
     }
-    return this.#mintAndStore(c, grant, task, 'process', () => {
+    return this.#mintAndStore(c, grant, task, 'process', 'token.delegated', () => {
       this.#recheckLive(rec.jti, 'subject token')
       if (task) this.#recheckTask(task.taskId, now)
     })
@@ -711,6 +712,7 @@ export class BrokerServiceImpl implements BrokerService {
       rec,
       task,
       'disk',
+      'token.delegated',
       () => {
         this.#recheckLive(grant.jti, 'grant')
         this.#recheckLive(parent.jti, 'delegating token')
@@ -720,6 +722,47 @@ export class BrokerServiceImpl implements BrokerService {
         if (!this.store.useGrant(grant.jti, actor, now, jti)) throw new Refusal('ERR_GRANT_INVALID', 'invalid subject_token', 'grant used concurrently')
       },
     )
+  }
+
+  /**
+   * Appends the issuance's audit event and waits until it is durable. If the log is unavailable the token is never
+   * released: its record is marked revoked and the caller gets ERR_AUDIT_UNAVAILABLE (fail closed).
+   */
+  async #audited(ctx: Ctx, rec: TokenRecord, type: AuditEventType, kid: string, orchestrationId: string | undefined): Promise<void> {
+    const sink = this.#deps.audit
+    if (sink === undefined) return
+    try {
+      await sink.append({
+        type,
+        outcome: 'success',
+        actor: { spiffe_id: rec.clientId },
+        subject: rec.sub,
+        ...(rec.taskId !== undefined ? { task_id: rec.taskId } : {}),
+        ...(orchestrationId !== undefined ? { orchestration_id: orchestrationId } : {}),
+        resource: [...rec.audiences],
+        scope: [...rec.scopes],
+        delegation_depth: rec.depth,
+        ...(rec.actors.length > 0 ? { act_chain_hash: delegationChainHash(rec.actors) } : {}),
+        token_id: rec.jti,
+        key_id: kid,
+        attributes: { kind: rec.kind, ...(rec.parentJti !== undefined ? { parent_token_id: rec.parentJti } : {}) },
+      })
+    } catch (err) {
+      try {
+        this.store.markRevoked([rec.jti], this.#now())
+      } catch {
+        // the record is unreleased either way
+      }
+      ctx.log.error({ [F.JTI]: rec.jti, [F.ERR]: err instanceof Error ? err.message : String(err) }, 'Audit log unavailable; token withheld')
+      throw new IdentityError('ERR_AUDIT_UNAVAILABLE', 'temporarily unavailable')
+    }
+  }
+
+  /** Audits what is not a credential release (revocations, tasks): logged, never blocking the operation it records. */
+  #auditQuietly(e: AuditEventInput): void {
+    const sink = this.#deps.audit
+    if (sink === undefined) return
+    sink.append(e).catch((err: unknown) => this.#log.error({ [F.ERR]: err instanceof Error ? err.message : String(err), type: e.type }, 'Audit event lost'))
   }
 
   /** Refuses a token whose subject, client, task or actors (or its own lineage) a revocation covers. */
@@ -739,6 +782,7 @@ export class BrokerServiceImpl implements BrokerService {
     rec: TokenRecord,
     task: Task | undefined,
     durability: Durability,
+    event: 'token.exchanged' | 'token.renewed' | 'token.delegated',
     before: () => void,
     after?: () => void,
   ): Promise<TokenResponse> {
@@ -780,6 +824,7 @@ export class BrokerServiceImpl implements BrokerService {
       if (err instanceof Refusal) this.#refuse(ctx, err.code, err.publicMessage, err.reason)
       throw err
     }
+    await this.#audited(ctx, rec, event, kid, task?.orchestrationId)
     ctx.log.info(
       {
         [F.JTI]: rec.jti,
@@ -858,7 +903,8 @@ export class BrokerServiceImpl implements BrokerService {
         { token_client: rec.clientId },
       )
     }
-    const { tokens } = this.revocations.revoke({ kind: 'token', value: rec.jti }, caller.spiffeId)
+    const { tokens, entry, created } = this.revocations.revoke({ kind: 'token', value: rec.jti }, caller.spiffeId)
+    if (created) this.#auditRevocation(entry)
     log.info({ [F.JTI]: rec.jti, [F.COUNT]: tokens }, 'Token and the tokens derived from it revoked')
   }
 
@@ -976,7 +1022,26 @@ export class BrokerServiceImpl implements BrokerService {
         'not a revocation admin',
       )
     }
-    return this.revocations.revoke(req, who)
+    const r = this.revocations.revoke(req, who)
+    if (r.created) this.#auditRevocation(r.entry)
+    return r
+  }
+
+  #auditRevocation(e: StoredRevocation): void {
+    const byId = e.createdBy.startsWith('spiffe://') ? { actor: { spiffe_id: e.createdBy } } : {}
+    const target =
+      e.kind === 'task'
+        ? { task_id: e.value }
+        : e.kind === 'token' || (e.kind === 'chain' && !e.value.startsWith('spiffe://'))
+          ? { token_id: e.value }
+          : { subject: e.value }
+    this.#auditQuietly({
+      type: 'token.revoked',
+      outcome: 'success',
+      ...byId,
+      ...target,
+      attributes: { level: e.kind, seq: e.seq, tokens: e.jtis?.length ?? 0, by: e.createdBy === 'admin' ? 'admin' : 'client' },
+    })
   }
 
   async listRevocations(sinceSeq = 0, includeExpired = false): Promise<StoredRevocation[]> {

@@ -13,6 +13,9 @@
  *   an X509Source (rotation followed), JWT bundles from a watch, and ceilings
  *   from a signed bounds document file.
  */
+import { AuditLog } from '../audit/store/audit-log.js'
+import { isIdentityError } from '../errors/identity-error.js'
+import { ecdsaNoteSigner, verifierKey } from '../audit/checkpoint.js'
 import { createPublicKey } from 'node:crypto'
 import { readFileSync, unwatchFile, watchFile } from 'node:fs'
 import { isIP } from 'node:net'
@@ -146,8 +149,9 @@ export async function startBroker(o: {
   const cfg = o.config
   const log = o.log.child({ [F.SUBSYSTEM]: 'broker' })
   const list = (m: { ids: readonly string[]; prefixes: readonly string[] }) => [...m.ids, ...m.prefixes]
+  const audit = cfg.audit ? await openBrokerAuditLog(cfg.audit, o.keyManager, `${o.trust.localTrustDomain().name}/warrant/broker-audit`, log) : undefined
   const service = await createBrokerService(
-    { keyManager: o.keyManager, ceilings: boundsCeilingSource(o.bounds), jwtBundles: o.jwtBundles, log },
+    { keyManager: o.keyManager, ceilings: boundsCeilingSource(o.bounds), jwtBundles: o.jwtBundles, log, ...(audit ? { audit } : {}) },
     {
       issuer: cfg.issuer,
       storePath: cfg.storePath,
@@ -177,14 +181,40 @@ export async function startBroker(o: {
         await http!.close().catch((err: unknown) => log.warn({ [F.ERR]: String(err) }, 'Broker HTTPS close failed'))
         await admin.close().catch((err: unknown) => log.warn({ [F.ERR]: String(err) }, 'Broker admin close failed'))
         await service.close()
+        await audit?.close()
         log.info({}, 'Broker stopped')
       },
     }
   } catch (err) {
     await http?.close().catch(() => undefined)
     await service.close().catch(() => undefined)
+    await audit?.close().catch(() => undefined)
     throw err
   }
+}
+
+/** Key id of the broker's audit checkpoint key in its key manager (in the quickstart: SoftHSM, never extractable). */
+const AUDIT_CHECKPOINT_KEY_ID = 'broker-audit-checkpoint'
+
+/** Opens the broker's audit log, its checkpoints signed by a P-256 key the key manager holds (created on first use). */
+async function openBrokerAuditLog(cfg: { path: string; checkpointIntervalMs: number }, km: KeyManager, origin: string, log: Logger): Promise<AuditLog> {
+  let key
+  try {
+    key = await km.getKey(AUDIT_CHECKPOINT_KEY_ID)
+  } catch (err) {
+    if (!isIdentityError(err) || err.code !== 'ERR_KEY_NOT_FOUND') throw err
+    key = await km.generateKey(AUDIT_CHECKPOINT_KEY_ID, 'ec-p256')
+    log.info({ [F.KEY_ID]: AUDIT_CHECKPOINT_KEY_ID }, 'Generated the audit checkpoint key')
+  }
+  const auditLog = AuditLog.open({
+    path: cfg.path,
+    origin,
+    signer: ecdsaNoteSigner(origin, key),
+    checkpointIntervalMs: cfg.checkpointIntervalMs,
+    log: log.child({ [F.SUBSYSTEM]: 'audit' }),
+  })
+  log.info({ [F.PATH]: cfg.path, origin, verifier_key: verifierKey(origin, key.publicKey) }, 'Broker audit log open')
+  return auditLog
 }
 
 /** `server.toml`'s raw `[broker]` section, and the rest of the file for the server's own config. */

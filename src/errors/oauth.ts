@@ -30,6 +30,7 @@ export const OAUTH_ERRORS: Partial<Record<ErrorCode, OAuthWireError>> = {
   ERR_SCOPE_INSUFFICIENT: { error: 'insufficient_scope', status: 403 },
   ERR_RESOURCE_EXHAUSTED: { error: 'temporarily_unavailable', status: 503 },
   ERR_UNAVAILABLE: { error: 'temporarily_unavailable', status: 503 },
+  ERR_AUDIT_UNAVAILABLE: { error: 'temporarily_unavailable', status: 503 },
 }
 
 /** The wire form of any error: known codes map, everything else is a 500 `server_error` that reveals nothing. */

@@ -58,7 +58,7 @@ const ALLOWED: Record<string, readonly string[]> = {
   'resource-server': ['resource-server', 'tokens', 'workload-client', 'common', 'spiffe', 'errors'],
   /** The agent-side broker client: speaks the broker's wire; never imports the broker itself. */
   'broker-client': ['broker-client', 'tokens', 'common', 'spiffe', 'errors'],
-  broker: ['broker', 'tokens', 'workload-client', 'keymanager', 'plugin', 'common', 'spiffe', 'errors', 'gen'],
+  broker: ['broker', 'tokens', 'audit', 'workload-client', 'keymanager', 'plugin', 'common', 'spiffe', 'errors', 'gen'],
   /** The audit log: pure except its store (`src/audit/store/`); never imports the server, agent or broker it records. */
   audit: ['audit', 'keymanager', 'common', 'spiffe', 'errors'],
   cli: [

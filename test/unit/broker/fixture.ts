@@ -1,3 +1,4 @@
+import type { AuditSink } from '../../../src/audit/sink.js'
 import { createHash, randomBytes } from 'node:crypto'
 import { join } from 'node:path'
 import { createLocalJWKSet, jwtVerify, type JWTPayload } from 'jose'
@@ -88,7 +89,7 @@ export interface Fixture {
   cleanup(): Promise<void>
 }
 
-export async function fixture(opts: Partial<BrokerServiceOptions> & { km?: KeyManager } = {}): Promise<Fixture> {
+export async function fixture(opts: Partial<BrokerServiceOptions> & { km?: KeyManager; audit?: AuditSink } = {}): Promise<Fixture> {
   const { dir, cleanup } = tempDir('wb-')
   const clock = new FakeClock(Date.UTC(2026, 0, 1, 12))
   const log = captureLogger()
@@ -97,10 +98,17 @@ export async function fixture(opts: Partial<BrokerServiceOptions> & { km?: KeyMa
   const svidSigner = new KeyObjectSigner(privateKey)
   const bundle = new JwtBundle(td, new Map([['td-jwt-1', svidSigner.publicKey.export({ format: 'jwk' })]]))
   const km = opts.km ?? new MemoryKeyManager()
-  const { km: _km, ...rest } = opts
+  const { km: _km, audit, ...rest } = opts
   const open = () =>
     createBrokerService(
-      { keyManager: km, ceilings: boundsCeilingSource(() => set), jwtBundles: { getJwtBundleForTrustDomain: () => bundle }, clock, log },
+      {
+        keyManager: km,
+        ceilings: boundsCeilingSource(() => set),
+        jwtBundles: { getJwtBundleForTrustDomain: () => bundle },
+        clock,
+        log,
+        ...(audit ? { audit } : {}),
+      },
       {
         issuer: ISSUER,
         storePath: join(dir, 'broker.db'),

@@ -69,8 +69,18 @@ export class MerkleAccumulator {
 
   /** Appends a leaf by its leaf hash. */
   push(leaf: Buffer): void {
-    let node = leaf
-    let height = 0
+    this.pushSubtree(leaf, 0)
+  }
+
+  /**
+   * Appends 2^height leaves at once by the root of their perfect subtree;
+   * the size must be a multiple of 2^height (the subtree is aligned), as it
+   * is in the tree of RFC 9162.
+   */
+  pushSubtree(root: Buffer, height: number): void {
+    if (this.#size % 2 ** height !== 0) throw new RangeError(`a subtree of height ${height} cannot start at leaf ${this.#size}`)
+    const leaves = 2 ** height
+    let node = root
     while (this.#heights.length > 0 && this.#heights[this.#heights.length - 1] === height) {
       node = nodeHash(this.#nodes.pop()!, node)
       this.#heights.pop()
@@ -78,7 +88,7 @@ export class MerkleAccumulator {
     }
     this.#nodes.push(node)
     this.#heights.push(height)
-    this.#size++
+    this.#size += leaves
   }
 
   root(): Buffer {

@@ -72,6 +72,22 @@ export interface LogVerifierOptions {
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex')
 
+/**
+ * The per-event check of `checkEvents`: the stored bytes parse as an audit
+ * event and are exactly its RFC 8785 form. Undefined when they are.
+ */
+export function checkEventBytes(bytes: Uint8Array): { kind: 'event_invalid' | 'non_canonical'; message: string } | undefined {
+  const text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8')
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(text)
+    parseAuditEvent(parsed)
+  } catch (err) {
+    return { kind: 'event_invalid', message: `is not a valid audit event: ${(err as Error).message}` }
+  }
+  return canonicalJson(parsed) === text ? undefined : { kind: 'non_canonical', message: 'is not in canonical (RFC 8785) form' }
+}
+
 export class LogVerifier {
   readonly #checkEvents: boolean
   readonly #tree = new MerkleAccumulator()
@@ -152,32 +168,72 @@ export class LogVerifier {
 
   /** One stored event, in ascending seq order: its seq, its stored bytes and its stored chain value. */
   push(seq: number, event: Uint8Array, storedChain: Uint8Array): void {
+    if (this.#checkEvents) this.#checkEvent(seq, event)
+    const leaf = leafHash(event)
+    const linkOk = chainHash(this.#prevChain, event).equals(storedChain)
+    // the next link is checked from the stored value, so one broken link is reported once, at its place
+    this.#prevChain = storedChain.byteLength === 32 ? storedChain : GENESIS
+    this.pushHashed(seq, leaf, linkOk)
+  }
+
+  /**
+   * One event whose leaf hash and chain link (chain_seq = SHA-256(stored
+   * chain_{seq-1} || bytes) against the stored chain_seq) were computed
+   * elsewhere, e.g. by a worker thread; in ascending seq order.
+   */
+  pushHashed(seq: number, leaf: Buffer, linkOk: boolean): void {
+    this.#gap(seq)
+    if (!linkOk) this.#brokenLink(seq)
+    this.#tree.push(leaf)
+    this.#seq = seq
+    this.#reachCheckpoints()
+  }
+
+  /**
+   * 2^height events from `firstSeq` at once, by the root of their subtree:
+   * they must be contiguous, start at a leaf index that is a multiple of
+   * 2^height, and no checkpoint may fall strictly inside them
+   * (`needsLeaves` says when one does). `brokenLinks` are the seqs whose
+   * chain link failed.
+   */
+  pushSubtree(firstSeq: number, height: number, root: Buffer, brokenLinks: readonly number[]): void {
+    this.#gap(firstSeq)
+    for (const s of brokenLinks) this.#brokenLink(s)
+    this.#tree.pushSubtree(root, height)
+    this.#seq = firstSeq + 2 ** height - 1
+    this.#reachCheckpoints()
+  }
+
+  /** True when events firstSeq..lastSeq cannot be pushed as one subtree: a checkpoint falls strictly inside, or the tree is not where they start. */
+  needsLeaves(firstSeq: number, lastSeq: number): boolean {
+    if (this.#tree.size !== firstSeq - 1) return true
+    return this.#pending.some((p) => p.size >= firstSeq && p.size < lastSeq)
+  }
+
+  /** A schema or canonical-form problem of event `seq` found elsewhere (a worker thread). */
+  reportEvent(seq: number, kind: 'event_invalid' | 'non_canonical', message: string): void {
+    this.#fail({ code: 'ERR_AUDIT_LOG_TAMPERED', kind, seq, message }, seq)
+  }
+
+  #gap(seq: number): void {
     const expected = this.#seq + 1
     if (seq !== expected) {
+      // carry on from the stored seq, so later checkpoints still locate what follows
       this.#fail(
         { code: 'ERR_AUDIT_LOG_TAMPERED', kind: 'seq_gap', seq: expected, message: `event ${expected} is missing (the next stored event is ${seq})` },
         expected,
       )
-      // carry on from the stored seq, so later checkpoints still locate what follows
     }
-    if (this.#checkEvents) this.#checkEvent(seq, event)
-    const leaf = leafHash(event)
-    const chain = chainHash(this.#prevChain, event)
-    if (!chain.equals(storedChain)) {
-      this.#fail(
-        {
-          code: 'ERR_AUDIT_LOG_TAMPERED',
-          kind: 'chain_mismatch',
-          seq,
-          message: `event ${seq} does not chain from event ${seq - 1} (edited, moved or inserted)`,
-        },
-        seq,
-      )
-    }
-    // the next link is checked from the stored value, so one broken link is reported once, at its place
-    this.#prevChain = storedChain.byteLength === 32 ? storedChain : chain
-    this.#tree.push(leaf)
-    this.#seq = seq
+  }
+
+  #brokenLink(seq: number): void {
+    this.#fail(
+      { code: 'ERR_AUDIT_LOG_TAMPERED', kind: 'chain_mismatch', seq, message: `event ${seq} does not chain from event ${seq - 1} (edited, moved or inserted)` },
+      seq,
+    )
+  }
+
+  #reachCheckpoints(): void {
     while (this.#pending.length > 0 && this.#pending[0]!.size <= this.#tree.size) {
       const p = this.#pending.shift()!
       if (p.size !== this.#tree.size) continue // a size skipped by a seq gap: reported as the gap
@@ -200,21 +256,8 @@ export class LogVerifier {
   }
 
   #checkEvent(seq: number, bytes: Uint8Array): void {
-    const text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8')
-    let parsed: unknown
-    try {
-      parsed = JSON.parse(text)
-      parseAuditEvent(parsed)
-    } catch (err) {
-      this.#fail(
-        { code: 'ERR_AUDIT_LOG_TAMPERED', kind: 'event_invalid', seq, message: `event ${seq} is not a valid audit event: ${(err as Error).message}` },
-        seq,
-      )
-      return
-    }
-    if (canonicalJson(parsed) !== text) {
-      this.#fail({ code: 'ERR_AUDIT_LOG_TAMPERED', kind: 'non_canonical', seq, message: `event ${seq} is not in canonical (RFC 8785) form` }, seq)
-    }
+    const problem = checkEventBytes(bytes)
+    if (problem) this.reportEvent(seq, problem.kind, `event ${seq} ${problem.message}`)
   }
 
   finish(): VerifyReport {

@@ -45,6 +45,10 @@ describe('warrant audit (CLI)', () => {
     expect(r.code).toBe(1)
     expect(JSON.parse(r.stdout).problem).toMatchObject({ code: 'ERR_AUDIT_LOG_TAMPERED', kind: 'seq_gap', seq: 17 })
     expect(r.stderr).toMatch(/verification failed at event 17 \(seq_gap\).*\[ERR_AUDIT_LOG_TAMPERED\]/)
+    // on this thread only (the default hashes on worker threads): the same report
+    const single = await warrant(['audit', 'verify', '--log', copy, '--key', key.vkey, '--workers', '0', '--output', 'json'])
+    expect(single.code).toBe(1)
+    expect(JSON.parse(single.stdout)).toEqual(JSON.parse(r.stdout))
   })
 
   it('verify: a log checked with another key exits 1 with ERR_AUDIT_CHECKPOINT_INVALID', async () => {

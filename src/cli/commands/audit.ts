@@ -6,16 +6,17 @@
  * consistency) proof that `verify-proof` checks offline.
  */
 import { createPublicKey } from 'node:crypto'
+import { availableParallelism } from 'node:os'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { parseVerifierKey, verifierKey, verifyConsistencyBundle, verifyInclusionBundle, type NoteVerifier, type VerifyReport } from '../../audit/index.js'
-import { AuditLogReader } from '../../audit/store/log-reader.js'
+import { AuditLogReader, verifyFileInParallel } from '../../audit/store/log-reader.js'
 import { IdentityError } from '../../errors/identity-error.js'
 import { outputFormat, parseFlags, printJson } from '../args.js'
 
 export const usage = [
   '  audit tail --log FILE [-n 20]                             the last events, oldest first',
   '  audit search --log FILE [--type T] [--actor SPIFFE_ID] [--task ID] [--since TIME] [--until TIME] [--limit N]',
-  '  audit verify --log FILE (--key VKEY | --key-file F) [--checkpoint NOTE_FILE ...] [--no-event-check]',
+  '  audit verify --log FILE (--key VKEY | --key-file F) [--checkpoint NOTE_FILE ...] [--no-event-check] [--workers N]',
   '                                                            re-derive chain and tree, check every checkpoint; exit 1 where it breaks',
   '  audit prove --log FILE --seq N [--size M] [--out F]       inclusion proof of one event against a checkpoint',
   '  audit prove --log FILE --from-size A --size B [--out F]   consistency proof between two checkpoints',
@@ -36,6 +37,7 @@ const FLAGS = {
   'key-file': { type: 'string' },
   checkpoint: { type: 'string', multiple: true },
   'no-event-check': { type: 'boolean' },
+  workers: { type: 'string' },
   seq: { type: 'string' },
   size: { type: 'string' },
   'from-size': { type: 'string' },
@@ -177,9 +179,12 @@ export async function run(args: string[]): Promise<number> {
       const v = verifier(values)
       const external = (values.checkpoint ?? []).map((f) => readText(f, 'checkpoint'))
       const r = openLog(values.log)
+      // hashing on worker threads (one per core, at most 4) unless --workers 0
+      const workers = int(values.workers, 'workers', 0) ?? Math.min(4, availableParallelism())
+      const opts = { verifier: v, external, checkEvents: !values['no-event-check'] }
       let report: VerifyReport
       try {
-        report = r.verify({ verifier: v, external, checkEvents: !values['no-event-check'] })
+        report = workers === 0 ? r.verify(opts) : await verifyFileInParallel(r, { ...opts, workers })
       } finally {
         r.close()
       }

@@ -4,7 +4,12 @@
  * and the queue of one event-loop turn is written in one IMMEDIATE
  * transaction (events, chain values, the tree's new right edge) with one
  * durable commit; each promise resolves only after that commit, with the
- * event's seq, leaf index and chain value. If the store cannot be written
+ * event's seq, leaf index and chain value. The commit is synchronous=FULL's
+ * without its fsync on the event loop: the batch commits with
+ * synchronous=NORMAL (its frames are in the WAL, so a killed process loses
+ * nothing) and its promises resolve after an fdatasync of the WAL file run on
+ * libuv's pool (batches committed meanwhile share the next one). A failed
+ * fdatasync rejects the batch and closes the log for appends (fail closed). If the store cannot be written
  * (closed, locked past the busy timeout, disk full, I/O error) every append
  * of the batch rejects with IdentityError ERR_AUDIT_UNAVAILABLE, the
  * `appendFailed` hook is called (a metric counter), and nothing of the batch
@@ -14,7 +19,7 @@
  * `checkpointIntervalMs`, periodically when the log grew, by a NoteSigner over
  * a KeyManager key, and stored in the same file.
  */
-import { chmodSync, closeSync, constants, mkdirSync, openSync, statSync } from 'node:fs'
+import { chmodSync, closeSync, constants, fdatasync, mkdirSync, openSync, statSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import Database from 'better-sqlite3'
 import { F, type Logger, nullLogger } from '../../common/log/logger.js'
@@ -120,7 +125,15 @@ export class AuditLog implements AuditSink {
   #timer: NodeJS.Timeout | undefined
   #lastCheckpointSize = 0
 
-  private constructor(db: Db, opts: AuditLogOptions, tree: MerkleAccumulator, chain: Buffer) {
+  /** The WAL file: fdatasync'ed off the event loop after each batch. */
+  readonly #walFd: number
+  #syncing = false
+  #unsynced: ((err: IdentityError | undefined) => void)[] = []
+  #idle: (() => void)[] = []
+  #broken: IdentityError | undefined
+
+  private constructor(db: Db, opts: AuditLogOptions, tree: MerkleAccumulator, chain: Buffer, walFd: number) {
+    this.#walFd = walFd
     this.#db = db
     this.#origin = opts.origin
     this.#signer = opts.signer
@@ -162,7 +175,9 @@ export class AuditLog implements AuditSink {
       else if (origin.value !== opts.origin)
         throw new IdentityError('ERR_CONFIG_INVALID', `audit log ${path} has origin "${origin.value}", not "${opts.origin}"`)
       const { tree, chain } = loadTree(db)
-      return new AuditLog(db, opts, tree, chain)
+      // The WAL file exists while a connection is open in WAL mode (SQLite deletes it only when the last one closes).
+      const walFd = openSync(`${path}-wal`, constants.O_RDONLY | constants.O_NOFOLLOW)
+      return new AuditLog(db, opts, tree, chain, walFd)
     } catch (err) {
       db?.close()
       if (err instanceof IdentityError) throw err
@@ -181,6 +196,7 @@ export class AuditLog implements AuditSink {
   /** Appends an event; resolves once it is durable. Rejects ERR_AUDIT_EVENT_INVALID (nothing written) or ERR_AUDIT_UNAVAILABLE (fail closed). */
   append(input: AuditEventInput): Promise<AuditReceipt> {
     if (this.#closed) return Promise.reject(this.#failed(unavailable('the audit log is closed')))
+    if (this.#broken) return Promise.reject(this.#failed(this.#broken))
     let event: AuditEvent
     let bytes: Uint8Array
     try {
@@ -209,6 +225,7 @@ export class AuditLog implements AuditSink {
     const barriers = this.#barriers
     this.#queue = []
     this.#barriers = []
+    let deferred = false
     try {
       if (batch.length === 0) return
       if (this.#closed) {
@@ -220,6 +237,7 @@ export class AuditLog implements AuditSink {
       let chain = this.#chain
       const receipts: AuditReceipt[] = []
       try {
+        this.#db.pragma('synchronous = NORMAL')
         this.#db
           .transaction(() => {
             for (const p of batch) {
@@ -236,14 +254,58 @@ export class AuditLog implements AuditSink {
         this.#log.error({ err: cause, events: batch.length }, 'Audit log write failed; the batch is refused')
         for (const p of batch) p.reject(this.#failed(unavailable('the audit log cannot be written', cause)))
         return
+      } finally {
+        try {
+          this.#db.pragma('synchronous = FULL')
+        } catch {
+          // the connection is gone; the next write fails and says so
+        }
       }
       this.#tree = tree
       this.#chain = chain
-      batch.forEach((p, i) => p.resolve(receipts[i]!))
-      this.#hooks.batchCommitted?.(batch.length, performance.now() - started)
+      deferred = true
+      this.#unsynced.push((err) => {
+        if (err) for (const p of batch) p.reject(this.#failed(err))
+        else {
+          batch.forEach((p, i) => p.resolve(receipts[i]!))
+          this.#hooks.batchCommitted?.(batch.length, performance.now() - started)
+        }
+        for (const b of barriers) b()
+      })
+      this.#startSync()
     } finally {
-      for (const b of barriers) b()
+      if (!deferred) for (const b of barriers) b()
     }
+  }
+
+  /** One fdatasync of the WAL on libuv's pool for every batch committed before it started; then the next, if batches wait. */
+  #startSync(): void {
+    if (this.#syncing) return
+    if (this.#unsynced.length === 0) {
+      for (const r of this.#idle.splice(0)) r()
+      return
+    }
+    this.#syncing = true
+    const waiting = this.#unsynced
+    this.#unsynced = []
+    fdatasync(this.#walFd, (cause) => {
+      this.#syncing = false
+      let err: IdentityError | undefined
+      if (cause) {
+        // Whether those frames reached the disk is unknown: refuse the batch and every later append.
+        err = unavailable('the audit log could not sync its journal', cause)
+        this.#broken ??= err
+        this.#log.error({ err: cause }, 'Audit log sync failed; appends refused from now on')
+      }
+      for (const settle of waiting) settle(err)
+      this.#startSync()
+    })
+  }
+
+  /** Resolves when no fdatasync is running or waiting. */
+  #synced(): Promise<void> {
+    if (!this.#syncing && this.#unsynced.length === 0) return Promise.resolve()
+    return new Promise((r) => this.#idle.push(r))
   }
 
   /** Resolves after the appends queued so far were written (or refused). */
@@ -287,6 +349,7 @@ export class AuditLog implements AuditSink {
     if (this.#closed) return
     if (this.#timer) clearInterval(this.#timer)
     await this.#settled()
+    await this.#synced()
     this.#closed = true
     try {
       this.#db.pragma('wal_checkpoint(TRUNCATE)')
@@ -294,6 +357,7 @@ export class AuditLog implements AuditSink {
       // best effort: the WAL is replayed at the next open
     }
     this.#db.close()
+    closeSync(this.#walFd)
   }
 }
 

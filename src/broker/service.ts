@@ -725,14 +725,14 @@ export class BrokerServiceImpl implements BrokerService {
   }
 
   /**
-   * Appends the issuance's audit event and waits until it is durable. If the log is unavailable the token is never
-   * released: its record is marked revoked and the caller gets ERR_AUDIT_UNAVAILABLE (fail closed).
+   * Starts appending the issuance's audit event; the promise says whether it became durable (a failure is logged
+   * here). Undefined without an audit sink.
    */
-  async #audited(ctx: Ctx, rec: TokenRecord, type: AuditEventType, kid: string, orchestrationId: string | undefined): Promise<void> {
+  #auditIssuance(rec: TokenRecord, type: AuditEventType, kid: string, orchestrationId: string | undefined): Promise<boolean> | undefined {
     const sink = this.#deps.audit
-    if (sink === undefined) return
-    try {
-      await sink.append({
+    if (sink === undefined) return undefined
+    return sink
+      .append({
         type,
         outcome: 'success',
         actor: { spiffe_id: rec.clientId },
@@ -747,15 +747,13 @@ export class BrokerServiceImpl implements BrokerService {
         key_id: kid,
         attributes: { kind: rec.kind, ...(rec.parentJti !== undefined ? { parent_token_id: rec.parentJti } : {}) },
       })
-    } catch (err) {
-      try {
-        this.store.markRevoked([rec.jti], this.#now())
-      } catch {
-        // the record is unreleased either way
-      }
-      ctx.log.error({ [F.JTI]: rec.jti, [F.ERR]: err instanceof Error ? err.message : String(err) }, 'Audit log unavailable; token withheld')
-      throw new IdentityError('ERR_AUDIT_UNAVAILABLE', 'temporarily unavailable')
-    }
+      .then(
+        () => true,
+        (err: unknown) => {
+          this.#log.error({ [F.JTI]: rec.jti, [F.ERR]: err instanceof Error ? err.message : String(err) }, 'Audit append failed')
+          return false
+        },
+      )
   }
 
   /** Audits what is not a credential release (revocations, tasks): logged, never blocking the operation it records. */
@@ -809,9 +807,13 @@ export class BrokerServiceImpl implements BrokerService {
       ...(rec.kind === 'grant' ? { may_act: { sub: rec.mayAct } } : {}),
       ...(cnf ? { cnf } : {}),
     }
-    const token = await signJwt(claims, { signer: key, kid, alg, typ: rec.kind === 'grant' ? DELEGATION_GRANT_TYP : ACCESS_TOKEN_TYP })
+    // The audit event is appended while the token is signed and stored (its durable write overlaps theirs); the token is
+    // released only when all three are done. If signing or storing then fails, an `error` event for the same token follows.
+    const audit = this.#auditIssuance(rec, event, kid, task?.orchestrationId)
     const stored: TokenRecord = { ...rec, kid }
+    let token: string
     try {
+      token = await signJwt(claims, { signer: key, kid, alg, typ: rec.kind === 'grant' ? DELEGATION_GRANT_TYP : ACCESS_TOKEN_TYP })
       await this.store.txQueued(() => {
         before()
         // again inside the transaction: a revocation recorded while the token was signed covers it too
@@ -821,10 +823,30 @@ export class BrokerServiceImpl implements BrokerService {
         after?.()
       }, durability)
     } catch (err) {
+      if (audit)
+        void audit.then((ok) => {
+          if (ok)
+            this.#auditQuietly({
+              type: event,
+              outcome: 'error',
+              reason: err instanceof Refusal ? err.code : 'withheld',
+              actor: { spiffe_id: rec.clientId },
+              subject: rec.sub,
+              token_id: rec.jti,
+            })
+        })
       if (err instanceof Refusal) this.#refuse(ctx, err.code, err.publicMessage, err.reason)
       throw err
     }
-    await this.#audited(ctx, rec, event, kid, task?.orchestrationId)
+    if (audit && !(await audit)) {
+      try {
+        this.store.markRevoked([rec.jti], this.#now())
+      } catch {
+        // the record is unreleased either way
+      }
+      ctx.log.error({ [F.JTI]: rec.jti }, 'Audit log unavailable; token withheld')
+      throw new IdentityError('ERR_AUDIT_UNAVAILABLE', 'temporarily unavailable')
+    }
     ctx.log.info(
       {
         [F.JTI]: rec.jti,

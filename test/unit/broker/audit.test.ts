@@ -68,6 +68,29 @@ describe('the broker audits what it issues and revokes', () => {
     expect((await f.svc.introspect(ok, client(RS))).active).toBe(true)
   })
 
+  it('a revocation recorded while the token is signed stops it inside the store transaction; an error event for the same token follows', async () => {
+    const sink = new RecordingSink()
+    f = await fixture({ audit: sink })
+    const t = await f.task()
+    const fx = f
+    const append = sink.append.bind(sink)
+    let armed = true
+    sink.append = async (e) => {
+      // the broker has checked revocations and started signing: revoke the instance now
+      if (armed && e.type === 'token.exchanged') {
+        armed = false
+        await fx.svc.revokeAt({ kind: 'instance', value: A }, 'admin')
+      }
+      return append(e)
+    }
+    await refused(() => fx.svc.token(cc(t), client(A), dpop()), 'ERR_REVOKED')
+    for (let i = 0; i < 10 && sink.events.filter((e) => e.type === 'token.exchanged').length < 2; i++) await new Promise((r) => setImmediate(r))
+    const exchanged = sink.events.filter((e) => e.type === 'token.exchanged')
+    expect(exchanged.map((e) => e.outcome)).toEqual(['success', 'error'])
+    expect(exchanged[1]).toMatchObject({ reason: 'ERR_REVOKED', token_id: exchanged[0]!.token_id })
+    expect(fx.svc.store.getToken(exchanged[0]!.token_id!)).toBeUndefined()
+  })
+
   it('with the real AuditLog, the issued token is in the log when it is returned', async () => {
     const tmp = tempDir('wba-')
     const path = join(tmp.dir, 'audit.sqlite3')

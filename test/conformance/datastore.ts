@@ -612,6 +612,110 @@ export function dataStoreConformance(name: string, opts: DataStoreConformanceOpt
       })
     })
 
+    describe('revocations', () => {
+      const inst = (value: string, expiresAt: number | null = clock.now() + 10_000) => ({
+        kind: 'instance' as const,
+        value,
+        reason: '',
+        notAfter: null,
+        expiresAt,
+      })
+      const prefix = (value: string, notAfter: number | null) => ({ kind: 'prefix' as const, value, reason: 'quarantine', notAfter, expiresAt: notAfter })
+
+      it('creates records with increasing ids, the store clock as createdAt, and lists them by id', async () => {
+        const a = await ds.revocations.create({ ...inst('iaaa'), reason: 'compromised' })
+        expect(a.created).toBe(true)
+        expect(a.revocation).toEqual({
+          id: a.revocation.id,
+          kind: 'instance',
+          value: 'iaaa',
+          reason: 'compromised',
+          createdAt: clock.now(),
+          notAfter: null,
+          expiresAt: clock.now() + 10_000,
+        })
+        clock.advance(5)
+        const b = await ds.revocations.create(prefix('spiffe://corp.example/agents', null))
+        expect(b.revocation.id).toBeGreaterThan(a.revocation.id)
+        expect(b.revocation).toMatchObject({ kind: 'prefix', notAfter: null, expiresAt: null, createdAt: clock.now() })
+        expect(await ds.revocations.list()).toEqual([a.revocation, b.revocation])
+        expect(await ds.revocations.find(b.revocation.id)).toEqual(b.revocation)
+        expect(await ds.revocations.find(b.revocation.id + 100)).toBeUndefined()
+      })
+
+      it('is idempotent on kind and value: the active record comes back unchanged', async () => {
+        const a = await ds.revocations.create(inst('spiffe://corp.example/x'))
+        clock.advance(1)
+        const again = await ds.revocations.create({ ...inst('spiffe://corp.example/x', clock.now() + 99_999), reason: 'other' })
+        expect(again).toEqual({ revocation: a.revocation, created: false })
+        // the same value under the other kind is another record
+        const p = await ds.revocations.create(prefix('spiffe://corp.example/x', null))
+        expect(p.created).toBe(true)
+        expect((await ds.revocations.list()).length).toBe(2)
+      })
+
+      it('replaces an expired record of the same kind and value with a new id', async () => {
+        const a = await ds.revocations.create(inst('iexp', clock.now() + 10))
+        clock.advance(10)
+        const b = await ds.revocations.create(inst('iexp', clock.now() + 10))
+        expect(b.created).toBe(true)
+        expect(b.revocation.id).toBeGreaterThan(a.revocation.id)
+        expect(await ds.revocations.list()).toEqual([b.revocation])
+      })
+
+      it('lists only the active ones at now, and sweeps the expired (expiresAt at or before now)', async () => {
+        const never = await ds.revocations.create(prefix('spiffe://corp.example/p', null))
+        const soon = await ds.revocations.create(inst('isoon', 1_000))
+        const later = await ds.revocations.create(inst('ilater', 2_000))
+        expect((await ds.revocations.list({ now: 999 })).map((r) => r.id)).toEqual([never.revocation.id, soon.revocation.id, later.revocation.id])
+        expect((await ds.revocations.list({ now: 1_000 })).map((r) => r.id)).toEqual([never.revocation.id, later.revocation.id])
+        expect(await ds.revocations.pruneExpired(1_000)).toEqual([soon.revocation])
+        expect(await ds.revocations.pruneExpired(1_000)).toEqual([])
+        expect((await ds.revocations.list()).map((r) => r.id)).toEqual([never.revocation.id, later.revocation.id])
+        expect(await ds.revocations.pruneExpired(Number.MAX_SAFE_INTEGER)).toEqual([later.revocation])
+        expect(await ds.revocations.list()).toEqual([never.revocation])
+      })
+
+      it('deletes by id (ERR_NOT_FOUND when absent) and never reuses an id', async () => {
+        const a = await ds.revocations.create(inst('ia'))
+        const b = await ds.revocations.create(inst('ib'))
+        expect(await ds.revocations.delete(b.revocation.id)).toEqual(b.revocation)
+        await expect(ds.revocations.delete(b.revocation.id)).rejects.toMatchObject({ code: 'ERR_NOT_FOUND' })
+        const c = await ds.revocations.create(inst('ic'))
+        expect(c.revocation.id).toBeGreaterThan(b.revocation.id)
+        expect((await ds.revocations.list()).map((r) => r.id)).toEqual([a.revocation.id, c.revocation.id])
+      })
+
+      it('refuses malformed input and stores nothing', async () => {
+        const bad: unknown[] = [
+          { ...inst('x'), kind: 'task' },
+          { ...inst(''), value: '' },
+          { ...inst('x'), value: 7 },
+          { ...inst('x'), reason: undefined },
+          { ...inst('x'), expiresAt: 1.5 },
+          { ...inst('x'), notAfter: '2026' },
+          null,
+        ]
+        for (const r of bad) await expect(ds.revocations.create(r as never)).rejects.toSatisfy((e) => e instanceof TypeError || e instanceof RangeError)
+        await expect(ds.revocations.delete(0)).rejects.toBeInstanceOf(RangeError)
+        await expect(ds.revocations.find(1.5)).rejects.toBeInstanceOf(RangeError)
+        await expect(ds.revocations.list({ now: Number.NaN })).rejects.toBeInstanceOf(RangeError)
+        expect(await ds.revocations.list()).toEqual([])
+      })
+
+      it('rolls back with its transaction', async () => {
+        const kept = await ds.revocations.create(inst('ikept'))
+        await expect(
+          ds.tx(async (t) => {
+            await t.revocations.create(inst('inew'))
+            await t.revocations.delete(kept.revocation.id)
+            throw new Error('abort')
+          }),
+        ).rejects.toThrow('abort')
+        expect(await ds.revocations.list()).toEqual([kept.revocation])
+      })
+    })
+
     describe('transactions', () => {
       async function writeOneOfEach(d: DataStore): Promise<void> {
         await d.entries.create(newEntry())
@@ -800,7 +904,14 @@ export function dataStoreConformance(name: string, opts: DataStoreConformanceOpt
         await ds.journal.put('x509', '{"slots":[]}')
         await ds.kv.put('ns', 'k', 'v')
         await ds.liveInstances.put({ prefix: '/p', instanceKey: 'a|e', expiresAt: 9_000 })
+        const rv = await ds.revocations.create({ kind: 'prefix', value: 'spiffe://corp.example/q', reason: 'r', notAfter: 7, expiresAt: 7 })
+        const gone = await ds.revocations.create({ kind: 'instance', value: 'igone', reason: '', notAfter: null, expiresAt: null })
+        await ds.revocations.delete(gone.revocation.id)
         ds = await h.reopen()
+        expect(await ds.revocations.list()).toEqual([rv.revocation])
+        // ids are never reused, across a restart either
+        const next = await ds.revocations.create({ kind: 'instance', value: 'inext', reason: '', notAfter: null, expiresAt: null })
+        expect(next.revocation.id).toBeGreaterThan(gone.revocation.id)
         expect(await ds.liveInstances.list('/p', 0)).toEqual([{ prefix: '/p', instanceKey: 'a|e', expiresAt: 9_000 }])
         expect(await ds.entries.get(e.id)).toEqual(u)
         expect(await ds.entries.count({ selectors: { set: u.selectors, match: 'exact' } })).toBe(1)

@@ -204,6 +204,46 @@ export interface LiveInstanceStore {
   pruneExpired(now: number): Promise<number>
 }
 
+/** What a revocation covers: one per-instance identity (its instance ID or SPIFFE ID), or every SPIFFE ID under a path prefix. */
+export type RevocationKind = 'instance' | 'prefix'
+
+/**
+ * A revoked instance or a quarantined SPIFFE ID prefix: no SVID is issued or
+ * served for what it covers while it is active (expiresAt null or after now).
+ */
+export interface Revocation {
+  /** The sequence number: assigned in increasing order, never reused (not even after a delete or sweep). */
+  id: number
+  kind: RevocationKind
+  /** An instance ID or a SPIFFE ID (kind instance), or a SPIFFE ID path prefix (kind prefix). */
+  value: string
+  /** '' when none was given. */
+  reason: string
+  createdAt: number
+  /** Optional end of a prefix quarantine (epoch ms); null = none. */
+  notAfter: number | null
+  /** When the record stops applying and may be dropped (epoch ms); null = never. */
+  expiresAt: number | null
+}
+
+export type NewRevocation = Omit<Revocation, 'id' | 'createdAt'>
+
+export interface RevocationStore {
+  /**
+   * Stores a revocation. When one with the same kind and value is stored and has
+   * not expired (by the store's clock), returns it unchanged with `created`
+   * false (an expired one is replaced). Malformed input throws TypeError / RangeError.
+   */
+  create(r: NewRevocation): Promise<{ revocation: Revocation; created: boolean }>
+  find(id: number): Promise<Revocation | undefined>
+  /** Ordered by id; with `now`, only those still active at `now` (expiresAt null or after it). */
+  list(opts?: { now?: number }): Promise<Revocation[]>
+  /** Throws ERR_NOT_FOUND. Returns the deleted record. */
+  delete(id: number): Promise<Revocation>
+  /** Deletes the records whose expiresAt is at or before `now`; returns them. */
+  pruneExpired(now: number): Promise<Revocation[]>
+}
+
 export interface DataStore {
   entries: EntryStore
   nodes: AttestedNodeStore
@@ -212,6 +252,7 @@ export interface DataStore {
   journal: CaJournalStore
   kv: KvStore
   liveInstances: LiveInstanceStore
+  revocations: RevocationStore
   /**
    * Runs `fn` in one transaction: all of its writes happen, or none (a throw rolls
    * back and rethrows the same error). Transactions run one at a time and other

@@ -1,6 +1,16 @@
 import { AsyncLocalStorage } from 'node:async_hooks'
 import { IdentityError } from '../../../errors/index.js'
-import type { AttestedNodeStore, BundleStore, CaJournalStore, DataStore, EntryStore, JoinTokenStore, KvStore, LiveInstanceStore } from '../types.js'
+import type {
+  AttestedNodeStore,
+  BundleStore,
+  CaJournalStore,
+  DataStore,
+  EntryStore,
+  JoinTokenStore,
+  KvStore,
+  LiveInstanceStore,
+  RevocationStore,
+} from '../types.js'
 
 /** The synchronous twin of a store interface: what an implementation writes. */
 export type Sync<T> = {
@@ -19,6 +29,7 @@ export interface SyncStores {
   journal: Sync<CaJournalStore>
   kv: Sync<KvStore>
   liveInstances: Sync<LiveInstanceStore>
+  revocations: Sync<RevocationStore>
 }
 
 /** How an implementation opens, commits and rolls back (nested) transactions. depth 0 = outermost. */
@@ -29,7 +40,7 @@ export interface TxDriver {
   close(): void
 }
 
-const STORE_NAMES = ['entries', 'nodes', 'joinTokens', 'bundles', 'journal', 'kv', 'liveInstances'] as const
+const STORE_NAMES = ['entries', 'nodes', 'joinTokens', 'bundles', 'journal', 'kv', 'liveInstances', 'revocations'] as const
 
 /** A FIFO async lock. */
 class Mutex {

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
 import { IdentityError } from '../../../errors/index.js'
-import type { EntryPatch, NewEntry, Page, Selector } from '../types.js'
+import type { EntryPatch, NewEntry, NewRevocation, Page, Selector } from '../types.js'
 
 /** Code-unit order on (type, value): the same in every implementation. */
 export function compareSelectors(a: Selector, b: Selector): number {
@@ -130,4 +130,29 @@ export function nodeNotFound(): IdentityError {
 
 export function nodeSelectorKey(s: Selector): string {
   return JSON.stringify([s.type, s.value])
+}
+
+/** Shape checks of a new revocation (programmer errors: TypeError / RangeError); the meaning is the service's to check. */
+export function checkNewRevocation(r: NewRevocation): void {
+  if (r === null || typeof r !== 'object') throw new TypeError('revocation must be an object')
+  if (r.kind !== 'instance' && r.kind !== 'prefix') throw new TypeError("kind must be 'instance' or 'prefix'")
+  checkString('value', r.value)
+  if (r.value === '') throw new TypeError('value must not be empty')
+  checkString('reason', r.reason)
+  checkTime('notAfter', r.notAfter, true)
+  checkTime('expiresAt', r.expiresAt, true)
+}
+
+/** A revocation ID: the positive integer its store assigned. */
+export function checkRevocationId(id: unknown): void {
+  if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 1) throw new RangeError('revocation id must be a positive integer')
+}
+
+export function revocationNotFound(): IdentityError {
+  return new IdentityError('ERR_NOT_FOUND', 'revocation not found')
+}
+
+/** Is the revocation still in force at `now` (epoch ms)? */
+export function revocationActive(r: { expiresAt: number | null }, now: number): boolean {
+  return r.expiresAt === null || r.expiresAt > now
 }

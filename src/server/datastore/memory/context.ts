@@ -6,7 +6,7 @@
  */
 import type { Clock } from '../../../common/clock.js'
 import { cutPage, pageStart } from '../internal/page.js'
-import type { AttestedNode, BundleRecord, JoinToken, Page, RegistrationEntry } from '../types.js'
+import type { AttestedNode, BundleRecord, JoinToken, Page, RegistrationEntry, Revocation } from '../types.js'
 
 /** Everything the memory datastore holds; a transaction snapshots and restores it whole. */
 export interface MemoryState {
@@ -20,6 +20,10 @@ export interface MemoryState {
   kv: Map<string, Map<string, string>>
   /** prefix → instance key → expiresAt */
   liveInstances: Map<string, Map<string, number>>
+  /** id → revocation */
+  revocations: Map<number, Revocation>
+  /** The last revocation id assigned (ids are never reused). */
+  revocationSeq: number
 }
 
 export function emptyState(): MemoryState {
@@ -32,6 +36,8 @@ export function emptyState(): MemoryState {
     journal: new Map(),
     kv: new Map(),
     liveInstances: new Map(),
+    revocations: new Map(),
+    revocationSeq: 0,
   }
 }
 

@@ -9,6 +9,7 @@ import { joinTokensStore } from './stores/join-tokens.js'
 import { kvStore } from './stores/kv.js'
 import { liveInstancesStore } from './stores/live-instances.js'
 import { nodesStore } from './stores/nodes.js'
+import { revocationsStore } from './stores/revocations.js'
 
 /*
  * The memory datastore, in the SQLite datastore's shape: the state and the
@@ -61,5 +62,6 @@ function memoryStores(clock: Clock, current: () => MemoryState): SyncStores {
     journal: journalStore(ctx),
     kv: kvStore(ctx),
     liveInstances: liveInstancesStore(ctx),
+    revocations: revocationsStore(ctx),
   }
 }

@@ -128,6 +128,24 @@ CREATE INDEX live_instances_instance_key ON live_instances (instance_key);
 CREATE INDEX live_instances_expires_at ON live_instances (expires_at);
 `,
   },
+  {
+    version: 3,
+    name: 'revocations of instances and SPIFFE ID prefixes',
+    // AUTOINCREMENT: the id is the revocation's sequence number and is never reused, not even after a delete or sweep.
+    sql: `
+CREATE TABLE revocations (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  kind TEXT NOT NULL CHECK (kind IN ('instance', 'prefix')),
+  value TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  not_after INTEGER,
+  expires_at INTEGER,
+  UNIQUE (kind, value)
+) STRICT;
+CREATE INDEX revocations_expires_at ON revocations (expires_at) WHERE expires_at IS NOT NULL;
+`,
+  },
 ]
 
 /** The schema version this code writes. */

@@ -15,6 +15,7 @@ import { joinTokensStore } from './stores/join-tokens.js'
 import { kvStore } from './stores/kv.js'
 import { liveInstancesStore } from './stores/live-instances.js'
 import { nodesStore } from './stores/nodes.js'
+import { revocationsStore } from './stores/revocations.js'
 
 /*
  * The SQLite datastore: opening the file (permissions, pragmas, migrations)
@@ -172,5 +173,6 @@ function sqliteStores(db: Db, clock: Clock): SyncStores {
     journal: journalStore(ctx),
     kv: kvStore(ctx),
     liveInstances: liveInstancesStore(ctx),
+    revocations: revocationsStore(ctx),
   }
 }

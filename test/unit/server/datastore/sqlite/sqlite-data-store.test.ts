@@ -63,7 +63,7 @@ describe('openSqliteDataStore', () => {
     await ds.close()
     // Make it what version 1 wrote.
     const db = raw(false)
-    db.exec('DROP TABLE live_instances; DELETE FROM schema_migrations WHERE version > 1')
+    db.exec('DROP TABLE live_instances; DROP TABLE revocations; DELETE FROM schema_migrations WHERE version > 1')
     db.close()
     const log = captureLogger()
     const up = await openSqliteDataStore({ path, log })
@@ -71,6 +71,7 @@ describe('openSqliteDataStore', () => {
     expect(await up.kv.get('ns', 'k')).toBe('v')
     await up.liveInstances.put({ prefix: '/p', instanceKey: 'a|e', expiresAt: 10 })
     expect(await up.liveInstances.list('/p', 0)).toEqual([{ prefix: '/p', instanceKey: 'a|e', expiresAt: 10 }])
+    expect((await up.revocations.create({ kind: 'prefix', value: 'spiffe://td/q', reason: '', notAfter: null, expiresAt: null })).created).toBe(true)
     await up.close()
   })
 

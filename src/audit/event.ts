@@ -54,7 +54,22 @@ const REASON_RE = /^[A-Za-z0-9_.:/-]{1,128}$/
 const SCOPE_RE = /^[\x21\x23-\x5b\x5d-\x7e]{1,128}$/
 const ATTR_NAME_RE = /^[a-z][a-z0-9_]{0,63}$/
 
-const spiffeId = z.string().refine((s) => SpiffeId.isValid(s), 'must be a SPIFFE ID')
+/**
+ * SpiffeId.isValid, remembered: a log sees the same few thousand IDs again and
+ * again, and the full check is a sizeable part of validating an event (on the
+ * append path and in `verify`). Only valid IDs are kept; the cache is
+ * dropped whole when it fills.
+ */
+const validIds = new Set<string>()
+function isSpiffeId(s: string): boolean {
+  if (validIds.has(s)) return true
+  if (!SpiffeId.isValid(s)) return false
+  if (validIds.size >= 10_000) validIds.clear()
+  validIds.add(s)
+  return true
+}
+
+const spiffeId = z.string().refine(isSpiffeId, 'must be a SPIFFE ID')
 const id = z.string().regex(ID_RE, 'must be an identifier (1-128 characters of A-Z a-z 0-9 . _ : ~ @ / + = -)')
 
 export const AuditEventSchema = z

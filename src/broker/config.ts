@@ -86,6 +86,8 @@ export const BrokerSectionSchema = z
     orchestrators: z.array(idOrPrefix()).default([]),
     /** Resource servers that may introspect tokens: SPIFFE IDs or prefixes. */
     introspectors: z.array(idOrPrefix()).default([]),
+    /** Workloads that may revoke any token, instance, task, chain or prefix over HTTPS (POST <issuer>/revocations): IDs or prefixes. */
+    revocation_admins: z.array(idOrPrefix()).default([]),
     /** Foreign trust domains whose workloads may authenticate (the local one always may). */
     federated_trust_domains: z.array(trustDomain()).default([]),
     /** RFC 9396 `authorization_details` types clients may ask for (metadata and domain). */
@@ -124,6 +126,7 @@ export interface BrokerConfig {
   defaultTokenTtlSeconds: number
   orchestrators: IdMatcher
   introspectors: IdMatcher
+  revocationAdmins: IdMatcher
   federatedTrustDomains: readonly TrustDomain[]
   maxAssertionLifetimeSeconds: number
   authorizationDetailsTypes: readonly string[]
@@ -197,6 +200,7 @@ function fromSection(
     defaultTokenTtlSeconds: Math.floor(b.default_token_ttl / 1000),
     orchestrators: idList(b.orchestrators),
     introspectors: idList(b.introspectors),
+    revocationAdmins: idList(b.revocation_admins),
     federatedTrustDomains: b.federated_trust_domains,
     maxAssertionLifetimeSeconds: Math.floor(b.max_assertion_lifetime / 1000),
     authorizationDetailsTypes: [...new Set(b.authorization_details_types)],

@@ -158,6 +158,7 @@ export async function startBroker(o: {
       defaultTokenTtlSeconds: cfg.defaultTokenTtlSeconds,
       orchestrators: list(cfg.orchestrators),
       introspectors: list(cfg.introspectors),
+      revocationAdmins: list(cfg.revocationAdmins),
       authorizationDetailsTypes: cfg.authorizationDetailsTypes,
     },
   )

@@ -105,7 +105,7 @@ export async function startBrokerWire(): Promise<BrokerWire> {
   const issuer = `https://localhost:${port}`
   const svc = await createBrokerService(
     { keyManager: new MemoryKeyManager(), ceilings: boundsCeilingSource(() => bounds), jwtBundles: bundles, log: captureLogger() },
-    { issuer, storePath: join(tmp.dir, 'broker.db'), introspectors: [RS] },
+    { issuer, storePath: join(tmp.dir, 'broker.db'), introspectors: [RS], revocationAdmins: [TOOL] },
   )
   let broker: BrokerHttpServer
   try {

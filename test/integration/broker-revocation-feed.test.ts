@@ -7,7 +7,7 @@ import { JwksCache } from '../../src/tokens/jwks-cache.js'
 import { verifyResourceRequest } from '../../src/tokens/request.js'
 import { verifyRevocationList, type RevocationEntry } from '../../src/tokens/revocation.js'
 import { pem, request } from '../helpers/broker-http-fixtures.js'
-import { A, API, B, C, RS, newKey, startBrokerWire, type BrokerWire, type KeyPair } from '../helpers/broker-wire.js'
+import { A, API, B, C, RS, TOOL, newKey, startBrokerWire, type BrokerWire, type KeyPair } from '../helpers/broker-wire.js'
 
 /**
  * The revocation feed over real HTTPS and mutual TLS: a resource server's
@@ -132,5 +132,23 @@ describe('the revocation feed', () => {
     })
     const anon = await request(`${w.issuer}/revocations/list`, { ca: caPem })
     expect(anon.status).toBe(401)
+  })
+
+  it('revocation admins revoke over HTTPS (JSON, mutual TLS); anyone else is refused and nothing is recorded', async () => {
+    const post = (as: string, body: string, type = 'application/json') =>
+      request(`${w.issuer}/revocations`, { method: 'POST', headers: { 'content-type': type }, body, client: w.svids[as]!, ca: caPem })
+    const before = (await w.svc.listRevocations(0, true)).length
+    const denied = await post(RS, JSON.stringify({ kind: 'instance', value: 'spiffe://example.org/agents/z' }))
+    expect({ status: denied.status, body: denied.json() }).toEqual({ status: 403, body: { error: 'unauthorized_client' } })
+    const bad = await post(TOOL, JSON.stringify({ kind: 'instance', value: 'not-an-id' }))
+    expect({ status: bad.status, error: bad.json().error }).toEqual({ status: 400, error: 'invalid_request' })
+    const form = await post(TOOL, 'kind=instance', 'application/x-www-form-urlencoded')
+    expect(form.status).toBe(400)
+    expect((await w.svc.listRevocations(0, true)).length).toBe(before)
+    const ok = await post(TOOL, JSON.stringify({ kind: 'instance', value: 'spiffe://example.org/agents/z', reason: 'anomaly' }))
+    expect(ok.status).toBe(201)
+    expect(ok.json()).toMatchObject({ kind: 'instance', value: 'spiffe://example.org/agents/z', created: true })
+    const again = await post(TOOL, JSON.stringify({ kind: 'instance', value: 'spiffe://example.org/agents/z' }))
+    expect({ status: again.status, created: again.json().created }).toEqual({ status: 200, created: false })
   })
 })

@@ -32,6 +32,7 @@ import { brokerEndpoints, brokerMetadata, type BrokerEndpoints } from './metadat
 import { noStore, replyOAuthError } from './oauth-reply.js'
 import { taskErrorStatus, taskId, taskListFilterFromWire, taskSpecFromWire, taskToWire } from './task-wire.js'
 import { revocationEntryToWire } from '../../tokens/revocation.js'
+import { revocationRequestFromWire } from './revocation-wire.js'
 import type { StoredRevocation } from '../store/broker-store.js'
 
 /** The broker's own TLS certificate and key (PEM), current and on change. */
@@ -400,6 +401,40 @@ export async function startBrokerHttpServer(o: BrokerHttpOptions): Promise<Broke
     } catch (err) {
       log.error({ endpoint: 'revocations.feed', [F.ERR]: err instanceof Error ? err.message : String(err) }, 'Revocation feed failed')
       raw.destroy()
+    }
+  })
+  // Revocation admins (mTLS or JWT-SVID, on the broker's revocation_admins list): the admin socket's POST /v1/revocations over HTTPS.
+  app.post(`${endpoints.basePath}/revocations`, async (req, reply) => {
+    let spiffeId: string | undefined
+    try {
+      const client = await subscriber(req)
+      spiffeId = client.spiffeId
+      if (mediaType(req.headers['content-type']) !== 'application/json')
+        throw new IdentityError('ERR_REVOCATION_INVALID', 'invalid revocation: content type must be application/json')
+      const r = await o.service.revokeAt(revocationRequestFromWire(req.body), client)
+      log.info({ endpoint: 'revocations.create', [F.SPIFFE_ID]: client.spiffeId, seq: r.entry.seq, kind: r.entry.kind, created: r.created }, 'Revocation')
+      return noStore(reply)
+        .code(r.created ? 201 : 200)
+        .type('application/json')
+        .send({ ...revocationEntryToWire(r.entry), created: r.created, tokens_revoked: r.tokens })
+    } catch (err) {
+      const code = isIdentityError(err) ? err.code : undefined
+      const status = code === 'ERR_CLIENT_AUTH_FAILED' ? 401 : code === 'ERR_CLIENT_UNAUTHORIZED' ? 403 : code === 'ERR_REVOCATION_INVALID' ? 400 : 500
+      log[status >= 500 ? 'error' : 'info'](
+        {
+          endpoint: 'revocations.create',
+          [F.SPIFFE_ID]: spiffeId,
+          [F.ERROR_CODE]: code ?? 'internal',
+          [F.ERR]: err instanceof Error ? err.message : String(err),
+        },
+        'Revocation request refused',
+      )
+      const body: Record<string, unknown> = {
+        error: status === 401 ? 'invalid_client' : status === 403 ? 'unauthorized_client' : status === 400 ? 'invalid_request' : 'server_error',
+      }
+      // the caller's own malformed request is described; nothing else is
+      if (status === 400 && err instanceof Error) body.error_description = err.message.slice(0, 300)
+      return noStore(reply).code(status).type('application/json').send(body)
     }
   })
   app.get(`${endpoints.basePath}/revocations/list`, async (req, reply) => {

@@ -57,6 +57,8 @@ export interface AuditLogOptions {
   hooks?: AuditLogHooks
   /** SQLite busy timeout (default 5000 ms). */
   busyTimeoutMs?: number
+  /** How the WAL reaches the disk after a batch; default node:fs fdatasync on libuv's pool. Tests inject one. */
+  syncJournal?: (fd: number, done: (err: Error | null) => void) => void
 }
 
 export interface StoredCheckpoint {
@@ -131,9 +133,11 @@ export class AuditLog implements AuditSink {
   #unsynced: ((err: IdentityError | undefined) => void)[] = []
   #idle: (() => void)[] = []
   #broken: IdentityError | undefined
+  readonly #syncJournal: (fd: number, done: (err: Error | null) => void) => void
 
   private constructor(db: Db, opts: AuditLogOptions, tree: MerkleAccumulator, chain: Buffer, walFd: number) {
     this.#walFd = walFd
+    this.#syncJournal = opts.syncJournal ?? fdatasync
     this.#db = db
     this.#origin = opts.origin
     this.#signer = opts.signer
@@ -288,7 +292,7 @@ export class AuditLog implements AuditSink {
     this.#syncing = true
     const waiting = this.#unsynced
     this.#unsynced = []
-    fdatasync(this.#walFd, (cause) => {
+    this.#syncJournal(this.#walFd, (cause) => {
       this.#syncing = false
       let err: IdentityError | undefined
       if (cause) {

@@ -2,6 +2,7 @@ import { generateKeyPairSync } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
 import { DerError } from '../../../../src/spiffe/x509-svid/der.js'
 import { X509Svid } from '../../../../src/spiffe/x509-svid/index.js'
+import { toPem } from '../../../../src/spiffe/x509-svid/pem.js'
 import { ca, HOUR, ID, leaf, LEAF_KEY, NOW, refusal } from './mutation-certs.js'
 
 // x509-svid.ts: X509Svid.parse / fromChain refusals with their exact code,
@@ -78,6 +79,18 @@ describe('X509Svid.fromChain', () => {
     expect(() => X509Svid.fromChain([leafDer], 'key' as never)).toThrow(err)
   })
 
+  it('TypeError for a function posing as a private key', () => {
+    expect(() => X509Svid.fromChain([leafDer], Object.assign(() => undefined, { type: 'private' }) as never)).toThrow(
+      new TypeError('privateKey must be a private KeyObject'),
+    )
+  })
+
+  it('refuses an object posing as a private KeyObject, with the cause', () => {
+    const r = refusal(() => X509Svid.fromChain([leafDer], { type: 'private' } as never))
+    expect(r).toMatchObject(keyInvalid('private key cannot be used'))
+    expect(r.cause).toBeInstanceOf(Error)
+  })
+
   it('refuses a private key of another certificate', () => {
     const r = refusal(() => X509Svid.fromChain([leafDer], generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey))
     expect(r).toMatchObject(keyInvalid('private key does not match certificate public key'))
@@ -104,6 +117,7 @@ describe('X509Svid output forms', () => {
     const b64 = Buffer.from(leafDer).toString('base64')
     expect(text.startsWith(`-----BEGIN CERTIFICATE-----\n${b64.slice(0, 64)}\n${b64.slice(64, 128)}\n`)).toBe(true)
     expect(text.split('-----BEGIN CERTIFICATE-----')).toHaveLength(3)
+    expect(text).toBe(toPem('CERTIFICATE', leafDer) + toPem('CERTIFICATE', inter.der))
     expect(X509Svid.parse(text).certificates).toEqual([leafDer, inter.der])
   })
 

@@ -347,6 +347,16 @@ describe('verifyCsr with an outside ECDSA verifier', () => {
     )
   })
 
+  it('sends a point with unused bits to node:crypto', () => {
+    // OpenSSL reads the BIT STRING as bytes; a key whose last byte is even gives the same point.
+    let k = generateKeyPairSync('ec', { namedCurve: 'P-256' })
+    while ((spkiDer(k.publicKey).at(-1)! & 1) !== 0) k = generateKeyPairSync('ec', { namedCurve: 'P-256' })
+    const spki = seq(seq(oid(EC_PUBLIC_KEY), oid(P256)), tlv(0x03, Buffer.from([1]), spkiDer(k.publicKey).subarray(-65)))
+    const { calls, ecdsa } = recorder('invalid')
+    expect(Buffer.from(verifyCsr(csr({ spki, key: k.privateKey }), { ecdsa }).spki)).toEqual(spki)
+    expect(calls).toHaveLength(0)
+  })
+
   it('sends a compressed point to node:crypto', () => {
     const compressed = ECDH.convertKey(point, 'prime256v1', undefined, undefined, 'compressed') as Buffer
     const spki = seq(seq(oid(EC_PUBLIC_KEY), oid(P256)), bitString(compressed))

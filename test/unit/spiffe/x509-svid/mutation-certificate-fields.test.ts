@@ -111,6 +111,7 @@ describe('parseCertificateFields', () => {
     [new Uint8Array(seq(tbs(), ALG)), 'certificate must have 3 elements'],
     [new Uint8Array(seq(tbs(), ALG, bitString(Buffer.from([1])), DER_NULL)), 'certificate must have 3 elements'],
     [new Uint8Array(seq(set(), ALG, bitString(Buffer.from([1])))), 'tbsCertificate: unexpected or missing element'],
+    [new Uint8Array(seq(seq(), ALG, bitString(Buffer.from([1])))), 'serialNumber: unexpected or missing element'],
     [new Uint8Array(seq(tbs(), set(), bitString(Buffer.from([1])))), 'signatureAlgorithm: unexpected or missing element'],
     [new Uint8Array(seq(tbs(), ALG, octetString(Buffer.from([1])))), 'signatureValue: unexpected or missing element'],
     [cert({ version: tlv(0xa0, smallInteger(2), smallInteger(2)) }), 'bad version'],

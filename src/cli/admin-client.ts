@@ -6,7 +6,7 @@ export const DEFAULT_ADMIN_SOCKET = './.warrant/server/private/admin.sock'
 type Unary = (req: unknown, md: grpc.Metadata, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res: unknown) => void) => void
 
 /** A promise-based client for one admin service over the server's Unix socket. */
-export function adminClient(service: 'Entries' | 'Agents' | 'Bundles' | 'Instances' | 'Federation' | 'Bounds', socketPath: string) {
+export function adminClient(service: 'Entries' | 'Agents' | 'Bundles' | 'Instances' | 'Revocations' | 'Federation' | 'Bounds', socketPath: string) {
   const file =
     service === 'Federation' ? 'warrant/admin/v1/federation.proto' : service === 'Bounds' ? 'warrant/admin/v1/bounds.proto' : 'warrant/admin/v1/admin.proto'
   const proto = loadProto(file) as unknown as { warrant: { admin: { v1: Record<string, grpc.ServiceClientConstructor> } } }

@@ -13,6 +13,7 @@ import type { CountResponse as _warrant_admin_v1_CountResponse, CountResponse__O
 import type { CreateJoinTokenRequest as _warrant_admin_v1_CreateJoinTokenRequest, CreateJoinTokenRequest__Output as _warrant_admin_v1_CreateJoinTokenRequest__Output } from './warrant/admin/v1/CreateJoinTokenRequest.js';
 import type { CreateJoinTokenResponse as _warrant_admin_v1_CreateJoinTokenResponse, CreateJoinTokenResponse__Output as _warrant_admin_v1_CreateJoinTokenResponse__Output } from './warrant/admin/v1/CreateJoinTokenResponse.js';
 import type { DeleteResponse as _warrant_admin_v1_DeleteResponse, DeleteResponse__Output as _warrant_admin_v1_DeleteResponse__Output } from './warrant/admin/v1/DeleteResponse.js';
+import type { DeleteRevocationRequest as _warrant_admin_v1_DeleteRevocationRequest, DeleteRevocationRequest__Output as _warrant_admin_v1_DeleteRevocationRequest__Output } from './warrant/admin/v1/DeleteRevocationRequest.js';
 import type { EntriesClient as _warrant_admin_v1_EntriesClient, EntriesDefinition as _warrant_admin_v1_EntriesDefinition } from './warrant/admin/v1/Entries.js';
 import type { EntryResult as _warrant_admin_v1_EntryResult, EntryResult__Output as _warrant_admin_v1_EntryResult__Output } from './warrant/admin/v1/EntryResult.js';
 import type { GetAgentRequest as _warrant_admin_v1_GetAgentRequest, GetAgentRequest__Output as _warrant_admin_v1_GetAgentRequest__Output } from './warrant/admin/v1/GetAgentRequest.js';
@@ -29,10 +30,15 @@ import type { ListFederatedBundlesRequest as _warrant_admin_v1_ListFederatedBund
 import type { ListFederatedBundlesResponse as _warrant_admin_v1_ListFederatedBundlesResponse, ListFederatedBundlesResponse__Output as _warrant_admin_v1_ListFederatedBundlesResponse__Output } from './warrant/admin/v1/ListFederatedBundlesResponse.js';
 import type { ListInstancesRequest as _warrant_admin_v1_ListInstancesRequest, ListInstancesRequest__Output as _warrant_admin_v1_ListInstancesRequest__Output } from './warrant/admin/v1/ListInstancesRequest.js';
 import type { ListInstancesResponse as _warrant_admin_v1_ListInstancesResponse, ListInstancesResponse__Output as _warrant_admin_v1_ListInstancesResponse__Output } from './warrant/admin/v1/ListInstancesResponse.js';
+import type { ListRevocationsRequest as _warrant_admin_v1_ListRevocationsRequest, ListRevocationsRequest__Output as _warrant_admin_v1_ListRevocationsRequest__Output } from './warrant/admin/v1/ListRevocationsRequest.js';
+import type { ListRevocationsResponse as _warrant_admin_v1_ListRevocationsResponse, ListRevocationsResponse__Output as _warrant_admin_v1_ListRevocationsResponse__Output } from './warrant/admin/v1/ListRevocationsResponse.js';
+import type { RevocationsClient as _warrant_admin_v1_RevocationsClient, RevocationsDefinition as _warrant_admin_v1_RevocationsDefinition } from './warrant/admin/v1/Revocations.js';
+import type { RevokeRequest as _warrant_admin_v1_RevokeRequest, RevokeRequest__Output as _warrant_admin_v1_RevokeRequest__Output } from './warrant/admin/v1/RevokeRequest.js';
 import type { SetBundleRequest as _warrant_admin_v1_SetBundleRequest, SetBundleRequest__Output as _warrant_admin_v1_SetBundleRequest__Output } from './warrant/admin/v1/SetBundleRequest.js';
 import type { AttestedNode as _warrant_types_v1_AttestedNode, AttestedNode__Output as _warrant_types_v1_AttestedNode__Output } from './warrant/types/v1/AttestedNode.js';
 import type { Bundle as _warrant_types_v1_Bundle, Bundle__Output as _warrant_types_v1_Bundle__Output } from './warrant/types/v1/Bundle.js';
 import type { Entry as _warrant_types_v1_Entry, Entry__Output as _warrant_types_v1_Entry__Output } from './warrant/types/v1/Entry.js';
+import type { Revocation as _warrant_types_v1_Revocation, Revocation__Output as _warrant_types_v1_Revocation__Output } from './warrant/types/v1/Revocation.js';
 import type { Selector as _warrant_types_v1_Selector, Selector__Output as _warrant_types_v1_Selector__Output } from './warrant/types/v1/Selector.js';
 import type { Status as _warrant_types_v1_Status, Status__Output as _warrant_types_v1_Status__Output } from './warrant/types/v1/Status.js';
 
@@ -54,6 +60,7 @@ export interface ProtoGrpcType {
         CreateJoinTokenRequest: MessageTypeDefinition<_warrant_admin_v1_CreateJoinTokenRequest, _warrant_admin_v1_CreateJoinTokenRequest__Output>
         CreateJoinTokenResponse: MessageTypeDefinition<_warrant_admin_v1_CreateJoinTokenResponse, _warrant_admin_v1_CreateJoinTokenResponse__Output>
         DeleteResponse: MessageTypeDefinition<_warrant_admin_v1_DeleteResponse, _warrant_admin_v1_DeleteResponse__Output>
+        DeleteRevocationRequest: MessageTypeDefinition<_warrant_admin_v1_DeleteRevocationRequest, _warrant_admin_v1_DeleteRevocationRequest__Output>
         Entries: SubtypeConstructor<typeof grpc.Client, _warrant_admin_v1_EntriesClient> & { service: _warrant_admin_v1_EntriesDefinition }
         EntryResult: MessageTypeDefinition<_warrant_admin_v1_EntryResult, _warrant_admin_v1_EntryResult__Output>
         GetAgentRequest: MessageTypeDefinition<_warrant_admin_v1_GetAgentRequest, _warrant_admin_v1_GetAgentRequest__Output>
@@ -70,6 +77,10 @@ export interface ProtoGrpcType {
         ListFederatedBundlesResponse: MessageTypeDefinition<_warrant_admin_v1_ListFederatedBundlesResponse, _warrant_admin_v1_ListFederatedBundlesResponse__Output>
         ListInstancesRequest: MessageTypeDefinition<_warrant_admin_v1_ListInstancesRequest, _warrant_admin_v1_ListInstancesRequest__Output>
         ListInstancesResponse: MessageTypeDefinition<_warrant_admin_v1_ListInstancesResponse, _warrant_admin_v1_ListInstancesResponse__Output>
+        ListRevocationsRequest: MessageTypeDefinition<_warrant_admin_v1_ListRevocationsRequest, _warrant_admin_v1_ListRevocationsRequest__Output>
+        ListRevocationsResponse: MessageTypeDefinition<_warrant_admin_v1_ListRevocationsResponse, _warrant_admin_v1_ListRevocationsResponse__Output>
+        Revocations: SubtypeConstructor<typeof grpc.Client, _warrant_admin_v1_RevocationsClient> & { service: _warrant_admin_v1_RevocationsDefinition }
+        RevokeRequest: MessageTypeDefinition<_warrant_admin_v1_RevokeRequest, _warrant_admin_v1_RevokeRequest__Output>
         SetBundleRequest: MessageTypeDefinition<_warrant_admin_v1_SetBundleRequest, _warrant_admin_v1_SetBundleRequest__Output>
       }
     }
@@ -78,6 +89,7 @@ export interface ProtoGrpcType {
         AttestedNode: MessageTypeDefinition<_warrant_types_v1_AttestedNode, _warrant_types_v1_AttestedNode__Output>
         Bundle: MessageTypeDefinition<_warrant_types_v1_Bundle, _warrant_types_v1_Bundle__Output>
         Entry: MessageTypeDefinition<_warrant_types_v1_Entry, _warrant_types_v1_Entry__Output>
+        Revocation: MessageTypeDefinition<_warrant_types_v1_Revocation, _warrant_types_v1_Revocation__Output>
         Selector: MessageTypeDefinition<_warrant_types_v1_Selector, _warrant_types_v1_Selector__Output>
         Status: MessageTypeDefinition<_warrant_types_v1_Status, _warrant_types_v1_Status__Output>
       }

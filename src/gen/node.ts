@@ -26,6 +26,7 @@ import type { X509SVIDResult as _warrant_agent_v1_X509SVIDResult, X509SVIDResult
 import type { AttestedNode as _warrant_types_v1_AttestedNode, AttestedNode__Output as _warrant_types_v1_AttestedNode__Output } from './warrant/types/v1/AttestedNode.js';
 import type { Bundle as _warrant_types_v1_Bundle, Bundle__Output as _warrant_types_v1_Bundle__Output } from './warrant/types/v1/Bundle.js';
 import type { Entry as _warrant_types_v1_Entry, Entry__Output as _warrant_types_v1_Entry__Output } from './warrant/types/v1/Entry.js';
+import type { Revocation as _warrant_types_v1_Revocation, Revocation__Output as _warrant_types_v1_Revocation__Output } from './warrant/types/v1/Revocation.js';
 import type { Selector as _warrant_types_v1_Selector, Selector__Output as _warrant_types_v1_Selector__Output } from './warrant/types/v1/Selector.js';
 import type { Status as _warrant_types_v1_Status, Status__Output as _warrant_types_v1_Status__Output } from './warrant/types/v1/Status.js';
 
@@ -64,6 +65,7 @@ export interface ProtoGrpcType {
         AttestedNode: MessageTypeDefinition<_warrant_types_v1_AttestedNode, _warrant_types_v1_AttestedNode__Output>
         Bundle: MessageTypeDefinition<_warrant_types_v1_Bundle, _warrant_types_v1_Bundle__Output>
         Entry: MessageTypeDefinition<_warrant_types_v1_Entry, _warrant_types_v1_Entry__Output>
+        Revocation: MessageTypeDefinition<_warrant_types_v1_Revocation, _warrant_types_v1_Revocation__Output>
         Selector: MessageTypeDefinition<_warrant_types_v1_Selector, _warrant_types_v1_Selector__Output>
         Status: MessageTypeDefinition<_warrant_types_v1_Status, _warrant_types_v1_Status__Output>
       }

@@ -42,6 +42,8 @@ import { JwtIssuance } from './issuance/jwt-issuance.js'
 import { Subjects } from './issuance/subject.js'
 import { X509Issuance } from './issuance/x509-issuance.js'
 import { SyncStreams } from './sync/sync-stream.js'
+import { RevocationService } from './revocation/revocation-service.js'
+import { revocationsAdminService } from './api/revocations-admin.js'
 import { serverIdOf } from './registration/validate.js'
 import { PushCertificateProvider } from './tls/push-certificate-provider.js'
 import { ServerSvid } from './tls/server-svid.js'
@@ -124,6 +126,17 @@ export async function startServer(cfg: ServerConfig, opts: StartServerOptions): 
       limits: { trustDomain: cfg.trustDomain, maxX509TtlSeconds: Math.floor(cfg.caTtlMs / 1000), maxJwtTtlSeconds: Math.floor(cfg.caTtlMs / 1000) },
     })
     const instances = new InstanceService({ ds, clock, log })
+    const revocations = new RevocationService({
+      ds,
+      instances,
+      trustDomain: cfg.trustDomain,
+      clock,
+      log,
+      defaultX509TtlMs: cfg.defaultX509TtlMs,
+      defaultJwtTtlMs: cfg.defaultJwtTtlMs,
+    })
+    await revocations.start()
+    closers.push(async () => revocations.stop())
     const federated = new FederatedBundles({ ds, localTrustDomain: cfg.trustDomain, log })
     const attestation = new NodeAttestationService({
       trustDomain: cfg.trustDomain,
@@ -206,7 +219,7 @@ export async function startServer(cfg: ServerConfig, opts: StartServerOptions): 
     const authorized = new AuthorizedEntries({ registration, clock })
     closers.push(async () => authorized.close())
     const subjects = new Subjects(instances)
-    const x509 = new X509Issuance({ entries: authorized, subjects, bounds, ca, metrics, defaultTtlMs: cfg.defaultX509TtlMs, csrVerifier })
+    const x509 = new X509Issuance({ entries: authorized, subjects, bounds, ca, metrics, defaultTtlMs: cfg.defaultX509TtlMs, csrVerifier, revocations })
     const jwt = new JwtIssuance({
       entries: authorized,
       subjects,
@@ -215,8 +228,9 @@ export async function startServer(cfg: ServerConfig, opts: StartServerOptions): 
       metrics,
       log: log.child({ [F.SUBSYSTEM]: 'issuance' }),
       defaultTtlMs: cfg.defaultJwtTtlMs,
+      revocations,
     })
-    const sync = new SyncStreams({ registration, bounds, ca, federated, log: log.child({ [F.SUBSYSTEM]: 'sync' }) })
+    const sync = new SyncStreams({ registration, bounds, ca, federated, revocations, log: log.child({ [F.SUBSYSTEM]: 'sync' }) })
     agentApi.addService(nodeServiceDefinition(), nodeService({ attestation, x509, jwt, sync, entries: authorized, instances, bounds, ca, log, metrics }))
     agentApi.addService(healthProto.grpc.health.v1.Health.service, health.handlers(log))
     const creds = grpc.experimental.createCertificateProviderServerCredentials(tls, tls, false)
@@ -253,6 +267,7 @@ export async function startServer(cfg: ServerConfig, opts: StartServerOptions): 
     adminApi.addService(adminProto.warrant.admin.v1.Agents!.service, admin.agents)
     adminApi.addService(adminProto.warrant.admin.v1.Bundles!.service, admin.bundles)
     adminApi.addService(adminProto.warrant.admin.v1.Instances!.service, admin.instances)
+    adminApi.addService(adminProto.warrant.admin.v1.Revocations!.service, revocationsAdminService({ revocations, log }))
     const federationProto = loadProto('warrant/admin/v1/federation.proto') as unknown as {
       warrant: { admin: { v1: { Federation: grpc.ServiceClientConstructor } } }
     }

@@ -1,5 +1,6 @@
 import { IdentityError } from '../../errors/identity-error.js'
-import type { AttestedNode, BundleRecord, NewEntry, RegistrationEntry } from '../datastore/types.js'
+import type { AttestedNode, BundleRecord, NewEntry, RegistrationEntry, Revocation } from '../datastore/types.js'
+import type { Revocation as RevocationMsg } from '../../gen/warrant/types/v1/Revocation.js'
 import type { Entry, Entry__Output } from '../../gen/warrant/types/v1/Entry.js'
 import type { AttestedNode as AttestedNodeMsg } from '../../gen/warrant/types/v1/AttestedNode.js'
 import type { Bundle } from '../../gen/warrant/types/v1/Bundle.js'
@@ -59,4 +60,17 @@ export function nodeToMsg(n: AttestedNode): AttestedNodeMsg {
 
 export function bundleToMsg(b: BundleRecord): Bundle {
   return { trust_domain: b.trustDomain, document: b.document, sequence: String(b.sequence) }
+}
+
+/** A revocation as a wire message (0 for an absent time). */
+export function revocationToMsg(r: Revocation): RevocationMsg {
+  return {
+    id: String(r.id),
+    kind: r.kind,
+    value: r.value,
+    reason: r.reason,
+    created_at: String(r.createdAt),
+    not_after: String(r.notAfter ?? 0),
+    expires_at: String(r.expiresAt ?? 0),
+  }
 }

@@ -29,7 +29,7 @@ import type { Metrics } from '../metrics.js'
 import type { AuthorizedEntries } from '../registration/authorized-entries.js'
 import { boundsSpiffeId, isTemplateId } from '../registration/validate.js'
 import type { SyncStreams, SyncUpdate } from '../sync/sync-stream.js'
-import { bundleToMsg, entryToMsg } from './convert.js'
+import { bundleToMsg, entryToMsg, revocationToMsg } from './convert.js'
 
 /**
  * What the agent API calls: each RPC decodes its request, calls one of these
@@ -111,6 +111,10 @@ function syncMsg(u: SyncUpdate): SyncResponse {
   if (u.federatedBundles) {
     msg.federated_bundles = u.federatedBundles.map(bundleToMsg)
     msg.federated_bundles_changed = true
+  }
+  if (u.revocations) {
+    msg.revocations = u.revocations.map(revocationToMsg)
+    msg.revocations_changed = true
   }
   return msg
 }

@@ -5,6 +5,7 @@ import type { CaManager } from '../ca/manager.js'
 import type { AttestedNode } from '../datastore/types.js'
 import type { Metrics } from '../metrics.js'
 import type { AuthorizedEntries } from '../registration/authorized-entries.js'
+import type { RevocationService } from '../revocation/revocation-service.js'
 import type { Subjects } from './subject.js'
 
 /** Audiences one JWT-SVID may carry, and the length of each. */
@@ -28,13 +29,15 @@ export interface JwtSvidIssued {
 
 export interface JwtIssuanceDeps {
   entries: Pick<AuthorizedEntries, 'entry'>
-  subjects: Pick<Subjects, 'of'>
+  subjects: Pick<Subjects, 'of' | 'claimed'>
   bounds: Pick<BoundsService, 'admitJwt'>
   ca: Pick<CaManager, 'mintJwtSvid'>
   metrics: Pick<Metrics, 'signLatency' | 'signings'>
   log: Logger
   /** The TTL of entries that set none. */
   defaultTtlMs: number
+  /** Refuses revoked instances and quarantined prefixes (ERR_REVOKED); absent, nothing is refused. */
+  revocations?: Pick<RevocationService, 'refuse'>
 }
 
 /**
@@ -57,6 +60,8 @@ export class JwtIssuance {
     if (audience.some((a) => a.length > MAX_AUDIENCE_LENGTH) || audience.length > MAX_AUDIENCES)
       throw new IdentityError('ERR_INVALID_ARGUMENT', 'audience too large')
     const entry = await this.#d.entries.entry(node, r.entryId)
+    // A revoked instance is refused as such, before its (then ended) record is looked at.
+    this.#d.revocations?.refuse(this.#d.subjects.claimed(entry, r.instanceId), r.instanceId)
     const subject = await this.#d.subjects.of(entry, node.agentId, r.instanceId)
     const admitted = await this.#d.bounds.admitJwt({
       spiffeId: subject.spiffeId,

@@ -2,7 +2,7 @@ import { IdentityError } from '../../errors/identity-error.js'
 import { SpiffeId } from '../../spiffe/spiffe-id.js'
 import type { RegistrationEntry } from '../datastore/types.js'
 import type { InstanceService } from '../instances/instance-service.js'
-import { isTemplateId } from '../registration/validate.js'
+import { instanceSpiffeId, isTemplateId } from '../registration/validate.js'
 
 /** The SPIFFE ID an SVID is issued for, and the key its live instance is counted under (namespace bounds' `max_instances`). */
 export interface Subject {
@@ -40,6 +40,15 @@ export class Subjects {
     return this.#instances
       .authorize(agentId, entry.id, instanceId)
       .then((inst) => ({ spiffeId: this.#parsed(inst.spiffeId), instanceKey: `${agentId}|${inst.instanceId}` }))
+  }
+
+  /**
+   * The SPIFFE ID a request for `entry` (and `instanceId`) asks for, before
+   * anything is authorized: what revocations are checked against, so a
+   * revoked instance is refused as such even once it has ended.
+   */
+  claimed(entry: RegistrationEntry, instanceId: string): string {
+    return isTemplateId(entry.spiffeId) && instanceId ? instanceSpiffeId(entry.spiffeId, instanceId) : entry.spiffeId
   }
 
   #parsed(id: string): SpiffeId {

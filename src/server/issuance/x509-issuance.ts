@@ -6,6 +6,7 @@ import type { CaManager } from '../ca/manager.js'
 import type { AttestedNode, RegistrationEntry } from '../datastore/types.js'
 import type { Metrics } from '../metrics.js'
 import type { AuthorizedEntries } from '../registration/authorized-entries.js'
+import type { RevocationService } from '../revocation/revocation-service.js'
 import type { Subjects } from './subject.js'
 
 /** Items one batch may hold. */
@@ -24,12 +25,14 @@ export type X509Outcome = { ok: true; chain: readonly Uint8Array[]; notAfter: nu
 
 export interface X509IssuanceDeps {
   entries: Pick<AuthorizedEntries, 'of'>
-  subjects: Pick<Subjects, 'of'>
+  subjects: Pick<Subjects, 'of' | 'claimed'>
   bounds: Pick<BoundsService, 'lookup' | 'admitX509'>
   ca: Pick<CaManager, 'x509Delegate' | 'signX509Svid'>
   metrics: Pick<Metrics, 'signLatency' | 'signings'>
   /** The TTL of entries that set none. */
   defaultTtlMs: number
+  /** Refuses revoked instances and quarantined prefixes (ERR_REVOKED); absent, nothing is refused. */
+  revocations?: Pick<RevocationService, 'refuse'>
   /** Checks CSRs (default: on the main thread; the server passes a worker pool, which also signs with a software CA key). */
   csrVerifier?: CsrVerifier
 }
@@ -92,6 +95,8 @@ export class X509Issuance {
       try {
         const entry = authorized.get(r.entryId)
         if (!entry) throw new IdentityError('ERR_ID_NOT_AUTHORIZED', `entry ${r.entryId.slice(0, 64)} is not authorized for agent ${node.agentId}`)
+        // A revoked instance is refused as such, before its (then ended) record is looked at.
+        this.#d.revocations?.refuse(this.#d.subjects.claimed(entry, r.instanceId), r.instanceId)
         const s = this.#d.subjects.of(entry, node.agentId, r.instanceId)
         const subject = s instanceof Promise ? await s : s
         const bounds = this.#d.bounds.lookup(subject.spiffeId)

@@ -3,8 +3,9 @@ import type { SpiffeBundle } from '../../spiffe/bundle/spiffe-bundle.js'
 import type { BoundsService } from '../bounds/bounds-service.js'
 import type { FederatedBundles } from '../bundle/federated.js'
 import type { CaManager } from '../ca/manager.js'
-import type { AttestedNode, BundleRecord, RegistrationEntry } from '../datastore/types.js'
+import type { AttestedNode, BundleRecord, RegistrationEntry, Revocation } from '../datastore/types.js'
 import type { RegistrationService } from '../registration/service.js'
+import type { RevocationService } from '../revocation/revocation-service.js'
 import { boundsSpiffeId } from '../registration/validate.js'
 
 /** How often an open stream re-authenticates its agent (evicted or banned agents lose it; selectors may change). */
@@ -20,6 +21,8 @@ export interface SyncUpdate {
   bundle?: SpiffeBundle
   /** The federated bundles the agent gets, when that set or any of them changed. */
   federatedBundles?: BundleRecord[]
+  /** The revocations in force, full set, when they changed (always in the first update when revocations are served). */
+  revocations?: Revocation[]
 }
 
 export interface SyncStreamsDeps {
@@ -27,6 +30,8 @@ export interface SyncStreamsDeps {
   bounds: Pick<BoundsService, 'allowsNode' | 'federationFor' | 'onChange'>
   ca: Pick<CaManager, 'bundle' | 'onBundleChange'>
   federated: Pick<FederatedBundles, 'listFor' | 'onChange'>
+  /** Revoked instances and quarantined prefixes, pushed to every agent as they change; absent, none are sent. */
+  revocations?: Pick<RevocationService, 'active' | 'onChange'>
   log: Logger
   /** How often an open stream re-authenticates its agent (default 30 s). */
   recheckMs?: number
@@ -66,6 +71,7 @@ export class SyncStreams {
     let dirtyEntries = true
     let dirtyBundle = true
     let dirtyFederated = true
+    let dirtyRevocations = d.revocations !== undefined
     // Trust domains whose bundles this agent gets: those its entries federate with, within the current bounds.
     let federatesWith = new Set<string>()
 
@@ -91,7 +97,11 @@ export class SyncStreams {
         dirtyFederated = false
         u.federatedBundles = await d.federated.listFor(federatesWith)
       }
-      const empty = !first && !u.bundle && !u.federatedBundles && (u.entries?.length ?? 0) === 0 && (u.deletedEntryIds?.length ?? 0) === 0
+      if (dirtyRevocations && d.revocations) {
+        dirtyRevocations = false
+        u.revocations = d.revocations.active()
+      }
+      const empty = !first && !u.bundle && !u.federatedBundles && !u.revocations && (u.entries?.length ?? 0) === 0 && (u.deletedEntryIds?.length ?? 0) === 0
       first = false
       if (!empty) opts.send(u)
     }
@@ -129,6 +139,14 @@ export class SyncStreams {
           schedule()
         }),
       )
+      // A revocation reaches every connected agent at once (push, not poll).
+      if (d.revocations)
+        unsubs.push(
+          d.revocations.onChange(() => {
+            dirtyRevocations = true
+            schedule()
+          }),
+        )
       // Changed bounds can withdraw entries and federated bundles (or give them back).
       unsubs.push(
         d.bounds.onChange(() => {

@@ -4,6 +4,7 @@
 
 import type { Entry as _warrant_types_v1_Entry, Entry__Output as _warrant_types_v1_Entry__Output } from '../../../warrant/types/v1/Entry.js';
 import type { Bundle as _warrant_types_v1_Bundle, Bundle__Output as _warrant_types_v1_Bundle__Output } from '../../../warrant/types/v1/Bundle.js';
+import type { Revocation as _warrant_types_v1_Revocation, Revocation__Output as _warrant_types_v1_Revocation__Output } from '../../../warrant/types/v1/Revocation.js';
 
 export interface SyncResponse {
   'full'?: (boolean);
@@ -12,6 +13,8 @@ export interface SyncResponse {
   'bundle'?: (_warrant_types_v1_Bundle | null);
   'federated_bundles'?: (_warrant_types_v1_Bundle)[];
   'federated_bundles_changed'?: (boolean);
+  'revocations'?: (_warrant_types_v1_Revocation)[];
+  'revocations_changed'?: (boolean);
 }
 
 export interface SyncResponse__Output {
@@ -21,4 +24,6 @@ export interface SyncResponse__Output {
   'bundle': (_warrant_types_v1_Bundle__Output | null);
   'federated_bundles': (_warrant_types_v1_Bundle__Output)[];
   'federated_bundles_changed': (boolean);
+  'revocations': (_warrant_types_v1_Revocation__Output)[];
+  'revocations_changed': (boolean);
 }

@@ -273,7 +273,7 @@ export async function verifyRevocationList(
   if (payload === null || typeof payload !== 'object' || Array.isArray(payload)) return bad('payload')
   const c = payload as Record<string, unknown>
   if (c.iss !== opts.issuer) return bad('iss')
-  const num = (k: string): number => (typeof c[k] === 'number' && Number.isSafeInteger(c[k]) && (c[k]) >= 0 ? (c[k]) : bad(k))
+  const num = (k: string): number => (typeof c[k] === 'number' && Number.isSafeInteger(c[k]) && c[k] >= 0 ? c[k] : bad(k))
   const iat = num('iat')
   const exp = num('exp')
   const seq = num('seq')

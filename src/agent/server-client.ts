@@ -143,6 +143,11 @@ export function syncFromMsg(m: SyncResponse__Output): SyncMessage {
     deletedEntryIds: m.deleted_entry_ids ?? [],
     bundle: bundleFromMsg(m.bundle),
     federatedBundles: m.federated_bundles_changed ? (m.federated_bundles ?? []).map((b) => bundleFromMsg(b)!).filter(Boolean) : undefined,
+    revocations: m.revocations_changed
+      ? (m.revocations ?? [])
+          .filter((r) => r.kind === 'instance' || r.kind === 'prefix')
+          .map((r) => ({ id: num(r.id), kind: r.kind as 'instance' | 'prefix', value: r.value, expiresAt: num(r.expires_at) }))
+      : undefined,
   }
 }
 

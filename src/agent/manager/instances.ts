@@ -67,6 +67,8 @@ export interface InstancesOptions {
   changed(inst: InstanceState): void
   flush(): void
   closed(): boolean
+  /** Is the instance's identity revoked (its SVIDs are then neither minted, renewed nor kept)? Default: never. */
+  revoked?(inst: InstanceState): boolean
 }
 
 export class Instances {
@@ -164,6 +166,11 @@ export class Instances {
     return this.#instances.get(`${procKey}|${entryId}`)?.svid
   }
 
+  /** The instance ID of a process's instance of an entry, if registered. */
+  instanceIdOf(procKey: string | undefined, entryId: string): string | undefined {
+    return procKey === undefined ? undefined : this.#instances.get(`${procKey}|${entryId}`)?.instanceId
+  }
+
   /** Registers the instance at the server once (shared by concurrent callers); failures set its retry time. */
   ensureRegistered(inst: InstanceState): Promise<void> {
     if (inst.instanceId !== undefined || inst.ended) return Promise.resolve()
@@ -192,12 +199,12 @@ export class Instances {
 
   /** Registers (as needed) and mints the SVIDs of instances, in batches. */
   async mint(list: InstanceState[]): Promise<void> {
-    const todo = list.filter((i) => !i.inflight && !i.ended)
+    const todo = list.filter((i) => !i.inflight && !i.ended && !this.#o.revoked?.(i))
     if (todo.length === 0) return
     for (const i of todo) i.inflight = true
     try {
       await Promise.all(todo.map((i) => this.ensureRegistered(i).catch(() => undefined)))
-      const ready = todo.filter((i) => i.instanceId !== undefined && !i.ended && this.#o.entries.has(i.entryId))
+      const ready = todo.filter((i) => i.instanceId !== undefined && !i.ended && this.#o.entries.has(i.entryId) && !this.#o.revoked?.(i))
       for (let k = 0; k < ready.length; k += MAX_X509_BATCH) {
         if (this.#o.closed()) return
         await this.#mintBatch(ready.slice(k, k + MAX_X509_BATCH))
@@ -209,6 +216,26 @@ export class Instances {
       }
       this.#o.flush()
     }
+  }
+
+  /**
+   * Drops what revoked instances hold (X.509-SVID, cached JWT-SVIDs); they
+   * stay recorded, so their processes get no fresh instance, and are not
+   * renewed. Returns how many instances lost something.
+   */
+  dropRevoked(): number {
+    let n = 0
+    for (const inst of this.#instances.values()) {
+      if (!this.#o.revoked?.(inst)) continue
+      if (inst.svid === undefined && inst.jwtKeys.size === 0) continue
+      for (const k of inst.jwtKeys) this.#o.dropJwt(k)
+      inst.jwtKeys.clear()
+      inst.svid = undefined
+      this.#o.changed(inst)
+      this.#o.log.info({ instance_id: inst.instanceId, [F.ENTRY_ID]: inst.entryId, [F.PID]: inst.pid }, 'Revoked instance no longer served')
+      n++
+    }
+    return n
   }
 
   /** A template entry changed parameters (same template): its instances renew now. */
@@ -294,6 +321,7 @@ export class Instances {
   }
 
   #maintainSvids(now: number): Promise<void> {
+    this.dropRevoked()
     const due: InstanceState[] = []
     for (const inst of this.#instances.values()) {
       if (inst.svid && isExpired(inst.svid, now)) {
@@ -326,7 +354,7 @@ export class Instances {
     for (let k = 0; k < items.length; k++) {
       const { inst, entry, key } = items[k]!
       const r = results[k]
-      if (inst.ended) continue
+      if (inst.ended || this.#o.revoked?.(inst)) continue
       if (!r || r.entryId !== entry.id || r.error || r.svidChain.length === 0) {
         this.#failed(inst, r?.error ?? new IdentityError('ERR_INTERNAL', 'server returned no X509-SVID'), 'Instance X509-SVID signing failed; will retry')
         continue

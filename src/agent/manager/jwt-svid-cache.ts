@@ -103,4 +103,16 @@ export class JwtSvidCache {
   delete(key: string): void {
     this.#tokens.delete(key)
   }
+
+  /** Drops every token of a subject (SPIFFE ID or instance ID); returns how many. */
+  deleteSubject(subject: string): number {
+    let n = 0
+    for (const key of [...this.#tokens.keys()]) {
+      if (key.startsWith(`${subject}\n`)) {
+        this.#tokens.delete(key)
+        n++
+      }
+    }
+    return n
+  }
 }

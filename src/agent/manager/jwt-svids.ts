@@ -35,6 +35,8 @@ export interface JwtSvidsOptions {
   cache: JwtSvidCache
   signer: SvidSigner
   clock: Clock
+  /** Is the identity revoked (never served, minted or kept)? Default: never. */
+  revoked?(spiffeId: string, instanceId: string | undefined): boolean
 }
 
 export class JwtSvids {
@@ -51,7 +53,8 @@ export class JwtSvids {
     for (const id of matched) {
       const e = entries.get(id)!
       if (!isTemplateEntry(e)) {
-        if (spiffeId === undefined || e.spiffeId === spiffeId) targets.push({ entry: e, spiffeId: e.spiffeId, inst: undefined })
+        if ((spiffeId === undefined || e.spiffeId === spiffeId) && !this.#o.revoked?.(e.spiffeId, undefined))
+          targets.push({ entry: e, spiffeId: e.spiffeId, inst: undefined })
         continue
       }
       if (spiffeId !== undefined && !templateCovers(e.spiffeId, spiffeId)) continue
@@ -64,7 +67,7 @@ export class JwtSvids {
           throw err instanceof IdentityError ? err : new IdentityError('ERR_UNAVAILABLE', 'cannot register instance', { cause: err })
         }
       }
-      if (inst.ended || inst.spiffeId === undefined) continue
+      if (inst.ended || inst.spiffeId === undefined || this.#o.revoked?.(inst.spiffeId, inst.instanceId)) continue
       if (spiffeId === undefined || inst.spiffeId === spiffeId) targets.push({ entry: e, spiffeId: inst.spiffeId, inst })
     }
     targets.sort((a, b) => (a.spiffeId < b.spiffeId ? -1 : a.spiffeId > b.spiffeId ? 1 : a.entry.id < b.entry.id ? -1 : 1))
@@ -102,7 +105,7 @@ export class JwtSvids {
     return cache.get(this.#key(entry, audience, inst), mint, {
       spiffeId: entry.spiffeId,
       // The process is gone: nothing of it is kept.
-      keep: () => !inst?.ended,
+      keep: () => !inst?.ended && !this.#o.revoked?.(inst?.spiffeId ?? entry.spiffeId, inst?.instanceId),
       onKept: (key) => inst?.jwtKeys.add(key),
     })
   }

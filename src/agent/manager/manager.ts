@@ -31,6 +31,7 @@ import { JwtSvidCache } from './jwt-svid-cache.js'
 import { audienceOf, JwtSvids } from './jwt-svids.js'
 import { checkValidateRequest, validateVisible } from './jwt-validator.js'
 import type { AgentEntry, BundleDoc, InstanceClient, SvidSigner, SyncMessage } from './ports.js'
+import { Revocations } from './revocations.js'
 import { isExpired } from './rotation.js'
 import { procOf, Subscribers, type DeliverySources, type EntryStatus, type Proc, type ServedIdentity } from './subscribers.js'
 import { TrustBundles } from './trust-bundles.js'
@@ -91,6 +92,7 @@ export class AgentManager implements WorkloadManager {
   readonly #instances: Instances | undefined
   readonly #jwtCache: JwtSvidCache
   readonly #jwt: JwtSvids
+  readonly #revocations = new Revocations()
 
   #ready = false
   #readyWaiters: (() => void)[] = []
@@ -123,6 +125,7 @@ export class AgentManager implements WorkloadManager {
       settled: (id) => this.#subs.markEntry(id),
       flush,
       closed,
+      revoked: (e) => this.#revocations.covers(e.spiffeId, undefined, this.#clock.now()),
     })
     this.#jwtCache = new JwtSvidCache({ clock: opts.clock, log: this.#log, maxSize: opts.jwtSvidCacheMaxSize ?? 1000 })
     this.#instances = opts.instances
@@ -141,9 +144,17 @@ export class AgentManager implements WorkloadManager {
           changed: (inst) => this.#subs.markInstance(inst.procKey, inst.entryId),
           flush,
           closed,
+          revoked: (inst) => this.#instanceRevoked(inst),
         })
       : undefined
-    this.#jwt = new JwtSvids({ entries: this.#entries, instances: this.#instances, cache: this.#jwtCache, signer: opts.signer, clock: opts.clock })
+    this.#jwt = new JwtSvids({
+      entries: this.#entries,
+      instances: this.#instances,
+      cache: this.#jwtCache,
+      signer: opts.signer,
+      clock: opts.clock,
+      revoked: (spiffeId, instanceId) => this.#revocations.covers(spiffeId, instanceId, this.#clock.now()),
+    })
     if (opts.autoTick ?? true) {
       this.#timer = setInterval(() => void this.tick(), opts.tickIntervalMs ?? 250)
       this.#timer.unref()
@@ -177,6 +188,7 @@ export class AgentManager implements WorkloadManager {
     let bundlesChanged = false
     if (msg.bundle) bundlesChanged = this.#bundles.applyLocal(msg.bundle) || bundlesChanged
     if (msg.federatedBundles) bundlesChanged = this.#bundles.applyFederated(msg.federatedBundles) || bundlesChanged
+    if (msg.revocations && this.#revocations.set(msg.revocations)) this.#applyRevocations()
     if (changed.size > 0)
       this.#subs.rematch(
         (s) => this.#entries.match(s),
@@ -191,6 +203,29 @@ export class AgentManager implements WorkloadManager {
     }
     this.#subs.queueFlush()
     await work
+  }
+
+  /**
+   * The revocations changed: what they cover is dropped at once (cached
+   * X.509-SVIDs, JWT-SVIDs) and every subscriber gets an update without it;
+   * what they no longer cover is minted again on delivery.
+   */
+  #applyRevocations(): void {
+    const now = this.#clock.now()
+    for (const id of this.#x509.dropRevoked()) this.#subs.markEntry(id)
+    for (const id of this.#entries.ids()) {
+      const e = this.#entries.get(id)
+      if (e && !isTemplateEntry(e) && this.#revocations.covers(e.spiffeId, undefined, now)) this.#jwtCache.deleteSubject(e.spiffeId)
+    }
+    this.#instances?.dropRevoked()
+    this.#subs.markAll()
+    this.#subs.queueFlush()
+    this.#log.info({ [F.COUNT]: this.#revocations.size }, 'Revocations applied')
+  }
+
+  #instanceRevoked(inst: InstanceState): boolean {
+    if (inst.instanceId === undefined) return false
+    return this.#revocations.covers(inst.spiffeId, inst.instanceId, this.#clock.now())
   }
 
   #putEntry(e: AgentEntry, changed: Set<string>): void {
@@ -255,10 +290,11 @@ export class AgentManager implements WorkloadManager {
     const entry = this.#entries.get(id)
     if (entry && isTemplateEntry(entry)) {
       const inst = this.#instances?.instanceFor(proc, entry)
-      if (!inst) return 'ready'
+      if (!inst || this.#instanceRevoked(inst)) return 'ready'
       if (inst.inflight) return 'waiting'
       return !(inst.svid && !isExpired(inst.svid, now)) && inst.failedUntil <= now ? 'missing' : 'ready'
     }
+    if (entry && this.#revocations.covers(entry.spiffeId, undefined, now)) return 'ready' // nothing is served for it
     if (this.#x509.isInflight(id)) return 'waiting'
     const svid = this.#x509.get(id)
     if (svid && !isExpired(svid, now)) return 'ready'
@@ -281,6 +317,7 @@ export class AgentManager implements WorkloadManager {
   #served(proc: Proc | undefined, id: string, now: number): ServedIdentity | undefined {
     const svid = proc ? (this.#instances?.svidOf(proc.key, id) ?? this.#x509.get(id)) : this.#x509.get(id)
     if (!svid || isExpired(svid, now)) return undefined
+    if (this.#revocations.covers(svid.spiffeId, this.#instances?.instanceIdOf(proc?.key, id), now)) return undefined
     svid.lastUsed = now
     return svid
   }
@@ -324,6 +361,11 @@ export class AgentManager implements WorkloadManager {
   tick(): Promise<void> {
     if (this.#closed) return Promise.resolve()
     const now = this.#clock.now()
+    // A quarantine that ended: what it covered is minted and served again.
+    if (this.#revocations.expire(now)) {
+      this.#subs.markAll()
+      this.#log.info({ [F.COUNT]: this.#revocations.size }, 'Revocations expired')
+    }
     this.#instances?.checkIfDue(now)
     const work = [this.#x509.maintain(), ...(this.#instances?.maintain(now) ?? [])]
     this.#subs.queueFlush()

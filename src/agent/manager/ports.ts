@@ -33,6 +33,15 @@ export interface BundleDoc {
   sequence: number
 }
 
+/** A revoked instance (value: instance ID or SPIFFE ID) or a quarantined SPIFFE ID prefix, as Sync brings it. */
+export interface AgentRevocation {
+  id: number
+  kind: 'instance' | 'prefix'
+  value: string
+  /** Epoch ms; 0 = never. */
+  expiresAt: number
+}
+
 export interface SyncMessage {
   full: boolean
   entries: AgentEntry[]
@@ -41,6 +50,8 @@ export interface SyncMessage {
   bundle: BundleDoc | undefined
   /** The full federated set, set only when it changed. */
   federatedBundles: BundleDoc[] | undefined
+  /** The full set of revocations in force, set only when it changed. */
+  revocations?: AgentRevocation[] | undefined
 }
 
 export interface X509SvidResultItem {

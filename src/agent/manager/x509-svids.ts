@@ -41,6 +41,8 @@ export interface X509SvidsOptions {
   /** Deliver what is owed. */
   flush(): void
   closed(): boolean
+  /** Is the entry's identity revoked (its SVID is then neither minted, renewed nor kept)? Default: never. */
+  revoked?(e: AgentEntry): boolean
 }
 
 export class X509Svids {
@@ -92,6 +94,19 @@ export class X509Svids {
     this.#failedUntil.delete(e.id)
   }
 
+  /** Drops the cached SVIDs of revoked identities; returns their entry ids. */
+  dropRevoked(): string[] {
+    const dropped: string[] = []
+    for (const id of [...this.#svids.keys()]) {
+      const e = this.#o.entries.get(id)
+      if (e && this.#o.revoked?.(e)) {
+        this.#svids.delete(id)
+        dropped.push(id)
+      }
+    }
+    return dropped
+  }
+
   entryRemoved(entryId: string): void {
     this.#svids.delete(entryId)
     this.#failedUntil.delete(entryId)
@@ -112,13 +127,14 @@ export class X509Svids {
         log.warn({ [F.ENTRY_ID]: id, [F.SPIFFE_ID]: svid.spiffeId }, 'X509-SVID expired before it could be rotated')
       }
     }
+    for (const id of this.dropRevoked()) this.#o.settled(id)
     const due: string[] = []
     for (const [id, svid] of this.#svids) {
       if (isDue(svid, now) && !this.#inflight.has(id)) due.push(id)
     }
     let room = this.#o.maxSize - this.#svids.size - this.#inflight.size
     for (const [id, e] of entries.entries()) {
-      if (this.#svids.has(id) || this.#inflight.has(id) || e.selectors.length === 0 || isTemplateEntry(e)) continue
+      if (this.#svids.has(id) || this.#inflight.has(id) || e.selectors.length === 0 || isTemplateEntry(e) || this.#o.revoked?.(e)) continue
       if (this.retryBlocked(id, now)) continue
       if (this.#o.pinned(id)) due.push(id)
       else if (room > 0) {
@@ -139,7 +155,7 @@ export class X509Svids {
   /** Mints SVIDs for `ids` (those known, not template entries and not already being minted), in batches. */
   async mint(ids: string[]): Promise<void> {
     const { entries } = this.#o
-    const todo = ids.filter((id) => !this.#inflight.has(id) && entries.has(id) && !isTemplateEntry(entries.get(id)!))
+    const todo = ids.filter((id) => !this.#inflight.has(id) && entries.has(id) && !isTemplateEntry(entries.get(id)!) && !this.#o.revoked?.(entries.get(id)!))
     if (todo.length === 0) return
     for (const id of todo) this.#inflight.add(id)
     try {
@@ -203,7 +219,8 @@ export class X509Svids {
         continue
       }
       const current = entries.get(it.entry.id)
-      if (!current || current.spiffeId !== it.entry.spiffeId) continue
+      // Gone, changed identity, or revoked while it was being signed: not kept.
+      if (!current || current.spiffeId !== it.entry.spiffeId || this.#o.revoked?.(current)) continue
       const expiresAt = expiryOf(r)
       if (expiresAt === undefined) {
         failed.push(it.entry.id)

@@ -341,4 +341,26 @@ describe.runIf(isRoot || process.env.CI === 'true')('per-instance identities e2e
     expect(after.fds - before.fds).toBeLessThanOrEqual(10)
     expect(after.rssKb - before.rssKb).toBeLessThanOrEqual(30 * 1024)
   }, 900_000)
+  it('7. a quarantine pushed over Sync stops the agent serving a cached SVID at once; lifting it serves it again', async () => {
+    const plain = `spiffe://${TD}/quarantined/svc`
+    const r = await createEntry(plain, NOBODY)
+    expect(r.code, r.stderr).toBe(0)
+    const served = async () => ((await workload('once', NOBODY).first).svids ?? []).some((x) => x.spiffe_id === plain)
+    await waitFor('the plain entry to be served', async () => ((await served()) ? true : undefined), { hint: () => agent.output() })
+    // The agent holds this SVID already: only the pushed revocation can stop it being served.
+    const q = await server.cliJson<{ id: string | number }>([
+      'instance',
+      'quarantine',
+      '--prefix',
+      `spiffe://${TD}/quarantined`,
+      '--reason',
+      'e2e',
+      '--output',
+      'json',
+    ])
+    await waitFor('the quarantine to reach the agent', async () => ((await served()) ? undefined : true), { hint: () => agent.output() })
+    expect(agent.output()).toMatch(/Revocations applied/)
+    await server.cliJson(['instance', 'unquarantine', '--id', String(q.id), '--output', 'json'])
+    await waitFor('the lifted quarantine to reach the agent', async () => ((await served()) ? true : undefined), { hint: () => agent.output() })
+  }, 120_000)
 })

@@ -277,11 +277,26 @@ describe.runIf(requireTools('softhsm2-util'))('broker embedded in warrant server
       rs.stdin.write(`${token}\n`)
       expect(await next('the first verdict', (l) => l.token === 1)).toEqual({ token: 1, ok: true })
 
-      const revoked = await warrant(['revoke', 'instance', AGENT_ID, '--reason', 'e2e', '--socket', socket, '--output', 'json'])
+      // One command for both sides: the broker's tokens and, with --server-socket, the server's SVIDs.
+      const serverSocket = server!.socketPath
+      const revoked = await warrant([
+        'revoke',
+        'instance',
+        AGENT_ID,
+        '--reason',
+        'e2e',
+        '--socket',
+        socket,
+        '--server-socket',
+        serverSocket,
+        '--output',
+        'json',
+      ])
       expect(revoked.code, revoked.stderr).toBe(0)
       const returned = Date.now()
       const entry = JSON.parse(revoked.stdout) as { seq: number; kind: string; created: boolean }
       expect(entry).toMatchObject({ kind: 'instance', value: AGENT_ID, created: true, reason: 'e2e' })
+      expect(JSON.parse(revoked.stdout)).toMatchObject({ server_revocation: { kind: 'instance', value: AGENT_ID, reason: 'e2e' } })
       const pushed = await next('the pushed entry', (l) => (l.entry as { seq?: number } | undefined)?.seq === entry.seq)
       // pushed, not polled: the entry is there well inside the feed's reconnect backoff (informational; bench revocation measures it)
       expect(typeof pushed.at).toBe('number')
@@ -297,6 +312,9 @@ describe.runIf(requireTools('softhsm2-util'))('broker embedded in warrant server
       const listed = await warrant(['revocation', 'list', '--socket', socket, '--output', 'json'])
       expect(listed.code, listed.stderr).toBe(0)
       expect((JSON.parse(listed.stdout) as { revocations: { seq: number }[] }).revocations.map((r) => r.seq)).toContain(entry.seq)
+      const atServer = await warrant(['instance', 'revocations', '--socket', serverSocket, '--output', 'json'])
+      expect(atServer.code, atServer.stderr).toBe(0)
+      expect((JSON.parse(atServer.stdout) as { revocations: { value: string }[] }).revocations.map((r) => r.value)).toContain(AGENT_ID)
       // the subscriber reconnects by itself and resumes after the seq it holds: a new revocation reaches it
       const second = await warrant(['revoke', 'task', 'rev-task', '--socket', socket, '--output', 'json'], { timeoutMs: 30_000 })
       expect(second.code, second.stderr).toBe(0)

@@ -394,3 +394,43 @@ describe('AgentManager: per-instance identities', () => {
     expect(manager.stats()).toMatchObject({ instances: 0, processes: 0, pendingEnds: 0, subscribers: 0, cachedJwtSvids: 0, cachedX509Svids: 0 })
   })
 })
+
+describe('AgentManager: a revoked instance', () => {
+  it('pushed on Sync by instance ID: only that instance loses its X.509- and JWT-SVIDs, is not renewed, and the others keep theirs', async () => {
+    const { manager, server, clock } = setup()
+    await manager.applySync(full([entry('tpl', TEMPLATE), entry('plain', 'spiffe://example.org/plain')]))
+    const a = watch(manager, 101, '5000')
+    const b = watch(manager, 102, '5001')
+    await settle()
+    const ia = a.instance()!.spiffeId
+    const ib = b.instance()!.spiffeId
+    const idA = ia.split('/').at(-1)!
+    const peerA = { pid: 101, uid: 1000, gid: 1000, groups: [], startTime: '5000' }
+    expect((await manager.fetchJwtSvids(SEL, { audience: ['svc'] }, { peer: peerA })).map((j) => j.spiffeId)).toContain(ia)
+
+    await manager.applySync({
+      full: false,
+      entries: [],
+      deletedEntryIds: [],
+      bundle: undefined,
+      federatedBundles: undefined,
+      revocations: [{ id: 1, kind: 'instance', value: idA, expiresAt: 0 }],
+    })
+    await settle()
+    expect(a.ids()).toEqual(['spiffe://example.org/plain'])
+    expect(b.ids()).toContain(ib)
+    const jwtBefore = server.jwt.length
+    expect((await manager.fetchJwtSvids(SEL, { audience: ['svc'] }, { peer: peerA })).map((j) => j.spiffeId)).toEqual(['spiffe://example.org/plain'])
+    expect(server.jwt.slice(jwtBefore).map((j) => j.instanceId)).not.toContain(idA)
+
+    // Past half-life: B's instance renews, A's is neither renewed nor served.
+    const signedBefore = server.signed.length
+    clock.advance(X509_TTL / 2 + 1)
+    await manager.tick()
+    await settle()
+    const renewed = server.signed.slice(signedBefore).map((p) => p.instanceId)
+    expect(renewed).toContain(ib.split('/').at(-1))
+    expect(renewed).not.toContain(idA)
+    expect(a.ids()).toEqual(['spiffe://example.org/plain'])
+  })
+})

@@ -62,8 +62,20 @@ const ServerSection = z
   })
   .strict()
 
+/** `[audit]`: the server's audit log (src/audit), the shape of the broker's `[broker.audit]`. */
+const AuditSection = z
+  .object({
+    /** Attestations, SVIDs, instances, entry, bounds and revocation changes are appended (server/audit/server-audit.ts). */
+    enabled: z.boolean().default(true),
+    /** Default: `<data_dir>/server-audit.sqlite3`. */
+    path: z.string().min(1).optional(),
+    /** A checkpoint (C2SP signed note, key `server-audit-checkpoint` in the key manager) is signed this often when the log grew; 0: on demand only. */
+    checkpoint_interval: duration().default(60_000),
+  })
+  .strict()
+
 // The plugins table is the catalog's to check (selectPlugins), block by block.
-const FileConfig = z.object({ server: ServerSection, plugins: z.unknown().optional() }).strict()
+const FileConfig = z.object({ server: ServerSection, audit: AuditSection.optional(), plugins: z.unknown().optional() }).strict()
 
 type PluginBlockDefaults = Readonly<Record<string, Readonly<Record<string, unknown>>>>
 
@@ -130,6 +142,8 @@ export interface ServerConfig {
   /** Concurrent Attest calls (unauthenticated): in all and per source address. */
   attestationLimits: { maxConcurrent: number; maxConcurrentPerAddress: number }
   plugins: ServerPlugins
+  /** The server's audit log (`[audit]`, on by default), or undefined when `enabled = false`. */
+  audit: { path: string; checkpointIntervalMs: number } | undefined
   /** Cross-field notes for `server validate` (not errors). */
   notes: string[]
 }
@@ -151,6 +165,7 @@ export function toServerConfig(raw: unknown, baseDir: string, registry: ServerPl
   const s = f.server
   const abs = (p: string) => (isAbsolute(p) ? p : resolve(baseDir, p))
   const dataDir = abs(s.data_dir)
+  const audit = f.audit ?? AuditSection.parse({})
 
   const notes: string[] = []
   if (s.default_x509_svid_ttl > s.ca_ttl / 6)
@@ -226,6 +241,7 @@ export function toServerConfig(raw: unknown, baseDir: string, registry: ServerPl
     connectionLimits: toConnectionLimits(s.connection_limits),
     attestationLimits: { maxConcurrent: s.max_concurrent_attestations, maxConcurrentPerAddress: s.max_concurrent_attestations_per_address },
     plugins: { keyManager: selection.key_manager[0]!, datastore: selection.datastore[0]!, nodeAttestors: selection.node_attestor },
+    audit: audit.enabled ? { path: abs(audit.path ?? join(dataDir, 'server-audit.sqlite3')), checkpointIntervalMs: audit.checkpoint_interval } : undefined,
     notes,
   }
 }

@@ -11,7 +11,9 @@ import { shutdownGrpc } from '../common/grpc/shutdown.js'
 import { F, type Logger } from '../common/log/logger.js'
 import { DEFAULT_AGENT_API_LIMITS } from '../common/net/connection-guard.js'
 import { listenGuardedTcp } from '../common/net/guarded-listener.js'
+import type { KeyManager } from '../keymanager/key-manager.js'
 import { PluginSet } from '../plugin/catalog.js'
+import { ServerAudit, type ServerAuditSink } from './audit/server-audit.js'
 import { NodeAttestationService } from './attestation/service.js'
 import { adminServices } from './api/admin-service.js'
 import { nodeService, nodeServiceDefinition } from './api/node-service.js'
@@ -76,6 +78,12 @@ export interface StartServerOptions {
    * the CLI, the only layer that touches files by path.
    */
   readText: ReadText
+  /**
+   * Opens the audit log `[audit]` configures (the CLI's: src/audit's AuditLog, checkpoints signed by a key of
+   * `keyManager`); called once the key manager exists, closed after everything else. Absent (or `[audit]
+   * enabled = false`), nothing is audited.
+   */
+  openAudit?: (cfg: NonNullable<ServerConfig['audit']>, keyManager: KeyManager) => Promise<ServerAuditSink & { close(): Promise<void> }>
 }
 
 /**
@@ -99,6 +107,11 @@ export async function startServer(cfg: ServerConfig, opts: StartServerOptions): 
     const km = await plugins.create(cfg.plugins.keyManager, {})
     const ds = await plugins.create(cfg.plugins.datastore, {})
     const metrics = createServerMetrics({ defaults: true, countEntries: () => ds.entries.count(), countAgents: () => ds.nodes.count() })
+    // The audit log closes after every service that appends to it (closers run in reverse).
+    const auditSink = cfg.audit && opts.openAudit ? await opts.openAudit(cfg.audit, km) : undefined
+    if (auditSink) closers.push(() => auditSink.close())
+    const audit = auditSink ? new ServerAudit({ sink: auditSink, log, registry: metrics.registry }) : undefined
+    const withAudit = audit ? { audit } : {}
     const attestors = await plugins.createAll(cfg.plugins.nodeAttestors, { joinTokens: ds.joinTokens })
 
     const ca = new CaManager({
@@ -116,7 +129,7 @@ export async function startServer(cfg: ServerConfig, opts: StartServerOptions): 
       ...(opts.upstream ? { upstream: opts.upstream } : {}),
     })
     await ca.init()
-    const bounds = new BoundsService({ trustDomain: cfg.trustDomain, ds, config: cfg.bounds, clock, log, jwtSigner: () => ca.jwtSigner() })
+    const bounds = new BoundsService({ trustDomain: cfg.trustDomain, ds, config: cfg.bounds, clock, log, jwtSigner: () => ca.jwtSigner(), ...withAudit })
     await bounds.init()
     const registration = new RegistrationService({
       ds,
@@ -124,8 +137,9 @@ export async function startServer(cfg: ServerConfig, opts: StartServerOptions): 
       log,
       bounds,
       limits: { trustDomain: cfg.trustDomain, maxX509TtlSeconds: Math.floor(cfg.caTtlMs / 1000), maxJwtTtlSeconds: Math.floor(cfg.caTtlMs / 1000) },
+      ...withAudit,
     })
-    const instances = new InstanceService({ ds, clock, log })
+    const instances = new InstanceService({ ds, clock, log, ...withAudit })
     const revocations = new RevocationService({
       ds,
       instances,
@@ -134,6 +148,7 @@ export async function startServer(cfg: ServerConfig, opts: StartServerOptions): 
       log,
       defaultX509TtlMs: cfg.defaultX509TtlMs,
       defaultJwtTtlMs: cfg.defaultJwtTtlMs,
+      ...withAudit,
     })
     await revocations.start()
     closers.push(async () => revocations.stop())
@@ -148,6 +163,7 @@ export async function startServer(cfg: ServerConfig, opts: StartServerOptions): 
       log,
       agentTtlMs: cfg.agentTtlMs,
       metrics,
+      ...withAudit,
     })
 
     // Federation: relationships (config + admin API) and the refresher that polls foreign bundle endpoints.
@@ -219,7 +235,17 @@ export async function startServer(cfg: ServerConfig, opts: StartServerOptions): 
     const authorized = new AuthorizedEntries({ registration, clock })
     closers.push(async () => authorized.close())
     const subjects = new Subjects(instances)
-    const x509 = new X509Issuance({ entries: authorized, subjects, bounds, ca, metrics, defaultTtlMs: cfg.defaultX509TtlMs, csrVerifier, revocations })
+    const x509 = new X509Issuance({
+      entries: authorized,
+      subjects,
+      bounds,
+      ca,
+      metrics,
+      defaultTtlMs: cfg.defaultX509TtlMs,
+      csrVerifier,
+      revocations,
+      ...withAudit,
+    })
     const jwt = new JwtIssuance({
       entries: authorized,
       subjects,
@@ -229,6 +255,7 @@ export async function startServer(cfg: ServerConfig, opts: StartServerOptions): 
       log: log.child({ [F.SUBSYSTEM]: 'issuance' }),
       defaultTtlMs: cfg.defaultJwtTtlMs,
       revocations,
+      ...withAudit,
     })
     const sync = new SyncStreams({ registration, bounds, ca, federated, revocations, log: log.child({ [F.SUBSYSTEM]: 'sync' }) })
     agentApi.addService(nodeServiceDefinition(), nodeService({ attestation, x509, jwt, sync, entries: authorized, instances, bounds, ca, log, metrics }))

@@ -13,6 +13,7 @@ import { createLogger } from '../logging.js'
 import { runUntilSignal } from '../signals.js'
 import { reportError } from '../report-error.js'
 import { serverPlugins } from '../plugins.js'
+import { openServerAuditLog } from '../server-audit.js'
 
 export const usage = [
   '  server run --config server.toml        start the server',
@@ -65,7 +66,12 @@ export async function run(args: string[]): Promise<number> {
       const log = createLogger({ name: 'warrant-server', level: cfg.logLevel })
       for (const n of cfg.notes) log.warn({ note: n }, 'Configuration note')
       const upstream = readUpstream(cfg)
-      const server = await startServer(cfg, { log, readText: (path) => readConfigFile(path), ...(upstream ? { upstream } : {}) })
+      const server = await startServer(cfg, {
+        log,
+        readText: (path) => readConfigFile(path),
+        openAudit: (a, km) => openServerAuditLog(a, km, cfg.trustDomain, log),
+        ...(upstream ? { upstream } : {}),
+      })
       // [broker]: the token broker, embedded (see cli/broker-composition.ts; loaded only when configured).
       const raw = readTomlFile(values.config!)
       const broker = hasBroker(raw)

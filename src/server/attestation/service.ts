@@ -8,6 +8,7 @@ import type { TrustDomain } from '../../spiffe/trust-domain.js'
 import { parseCsr } from '../../spiffe/x509-svid/csr.js'
 import { verifyX509Svid } from '../../spiffe/x509-svid/verify.js'
 import { serialOf, type CaManager } from '../ca/manager.js'
+import { isoTime, type ServerAudit, type ServerAuditEvent } from '../audit/server-audit.js'
 import type { AttestedNode, DataStore, Selector } from '../datastore/types.js'
 import type { Metrics } from '../metrics.js'
 import type { RegistrationService } from '../registration/service.js'
@@ -21,6 +22,8 @@ const KEPT_CODES: ReadonlySet<string> = new Set([
   'ERR_REQUEST_MALFORMED',
   'ERR_JOIN_TOKEN_INVALID',
 ])
+/** Codes of a failure that is the server's, not a refusal of the agent (audited as outcome `error`). */
+const SERVER_FAULTS: ReadonlySet<string> = new Set(['ERR_INTERNAL', 'ERR_DATASTORE', 'ERR_HSM_UNAVAILABLE', 'ERR_AUDIT_UNAVAILABLE'])
 
 export interface AttestOutcome {
   node: AttestedNode
@@ -44,6 +47,7 @@ export class NodeAttestationService {
   readonly #log: Logger
   readonly #agentTtlMs: number
   readonly #metrics: Metrics | undefined
+  readonly #audit: ServerAudit | undefined
   readonly #verified = new Map<string, { id: SpiffeId; sequence: number | undefined; notAfter: number }>()
 
   constructor(o: {
@@ -56,6 +60,8 @@ export class NodeAttestationService {
     log: Logger
     agentTtlMs: number
     metrics?: Metrics
+    /** Each attestation, accepted or refused, and each agent SVID renewal is appended, durably, before the agent gets an answer. */
+    audit?: ServerAudit
   }) {
     this.#td = o.trustDomain
     this.#ds = o.ds
@@ -69,6 +75,7 @@ export class NodeAttestationService {
     this.#log = o.log.child({ [F.SUBSYSTEM]: 'node_attestation' })
     this.#agentTtlMs = o.agentTtlMs
     this.#metrics = o.metrics
+    this.#audit = o.audit
   }
 
   attestorNames(): string[] {
@@ -88,6 +95,10 @@ export class NodeAttestationService {
    * Runs attestation. `challenge` sends bytes to the agent and waits for its answer.
    * Failures throw IdentityError with the reason (logged by the API boundary; the
    * agent only learns "attestation failed"). Nothing is recorded on failure.
+   * With an audit log, the outcome is appended (an acceptance with the agent
+   * SVID's serial and expiry, a refusal with its code, never the evidence)
+   * and durable before the agent is answered; an acceptance that cannot be
+   * audited is refused with ERR_AUDIT_UNAVAILABLE before the node is recorded.
    */
   async attest(
     params: { attestor: string; payload: Uint8Array; csr: Uint8Array },
@@ -96,6 +107,8 @@ export class NodeAttestationService {
   ): Promise<AttestOutcome> {
     const started = this.#clock.now()
     const attestor = params.attestor
+    let agent: string | undefined
+    let audited = false
     try {
       const csr = parseCsr(params.csr)
       const plugin = this.#attestors.get(attestor)
@@ -123,9 +136,22 @@ export class NodeAttestationService {
       }
       const selectors: Selector[] = res.selectorValues.map((v) => ({ type: attestor, value: v }))
       const canReattest = res.canReattest
+      agent = agentId.toString()
       const existing = await this.#ds.nodes.find(agentId.toString())
       if (existing?.banned) throw new IdentityError('ERR_AGENT_BANNED', `agent ${agentId.toString()} is banned`)
       const svid = await this.#ca.signX509Svid({ spiffeId: agentId, publicKey: csr.publicKey, ttlMs: this.#agentTtlMs })
+      if (this.#audit) {
+        audited = true
+        const ok = await this.#audit.durable({
+          type: 'node_attestation.accepted',
+          outcome: 'success',
+          actor: { spiffe_id: agent },
+          subject: agent,
+          node: agent,
+          attributes: { attestor, serial: svid.serial, not_after: isoTime(svid.notAfter), selectors: selectors.length, can_reattest: canReattest },
+        })
+        if (!ok) throw new IdentityError('ERR_AUDIT_UNAVAILABLE', 'attestation not audited (audit log unavailable); nothing recorded')
+      }
       const node = await this.#ds.nodes.upsert({
         agentId: agentId.toString(),
         attestor,
@@ -160,7 +186,20 @@ export class NodeAttestationService {
       return { node, chain: svid.chain }
     } catch (err) {
       this.#metrics?.attestations.inc({ attestor: attestor.slice(0, 32), outcome: 'failure' })
+      if (this.#audit && !audited) await this.#audit.durable(this.#refusal(attestor, agent, err))
       throw err
+    }
+  }
+
+  /** A refused (or failed) attestation's event: the code, the attestor if it is one of ours, the agent ID if the attestor named one. */
+  #refusal(attestor: string, agent: string | undefined, err: unknown): ServerAuditEvent {
+    const code = err instanceof IdentityError ? err.code : 'ERR_INTERNAL'
+    return {
+      type: 'node_attestation.refused',
+      outcome: SERVER_FAULTS.has(code) ? 'error' : 'refused',
+      reason: code,
+      ...(agent !== undefined ? { actor: { spiffe_id: agent }, node: agent } : {}),
+      attributes: { attestor: this.#attestors.has(attestor) ? attestor : 'unknown' },
     }
   }
 
@@ -219,6 +258,17 @@ export class NodeAttestationService {
     }
     const csr = parseCsr(csrDer)
     const svid = await this.#ca.signX509Svid({ spiffeId: SpiffeId.fromString(node.agentId), publicKey: csr.publicKey, ttlMs: this.#agentTtlMs })
+    if (this.#audit) {
+      const ok = await this.#audit.durable({
+        type: 'x509_svid.issued',
+        outcome: 'success',
+        actor: { spiffe_id: node.agentId },
+        subject: node.agentId,
+        node: node.agentId,
+        attributes: { kind: 'agent', serial: svid.serial, not_after: isoTime(svid.notAfter) },
+      })
+      if (!ok) throw new IdentityError('ERR_AUDIT_UNAVAILABLE', 'agent SVID not audited (audit log unavailable); not renewed')
+    }
     await this.#ds.nodes.update(node.agentId, { serial: svid.serial, previousSerial: node.serial, expiresAt: svid.notAfter })
     this.#log.info({ [F.AGENT_ID]: node.agentId, [F.SERIAL]: svid.serial }, 'Agent SVID renewed')
     return svid.chain

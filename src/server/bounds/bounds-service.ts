@@ -11,6 +11,7 @@ import { signBoundsDocument } from '../../spiffe/bounds/document.js'
 import type { Signer } from '../../spiffe/signer.js'
 import { SpiffeId } from '../../spiffe/spiffe-id.js'
 import type { TrustDomain } from '../../spiffe/trust-domain.js'
+import type { ServerAudit } from '../audit/server-audit.js'
 import type { DataStore, NewEntry, Selector } from '../datastore/types.js'
 
 /** KvStore namespace of API-set bounds: key = prefix, value = BoundsJson; plus `sequence` and `config_digest`. */
@@ -32,6 +33,11 @@ export interface BoundsServiceOptions {
   jwtSigner?: JwtSignerSource
   /** How long a signed document is reused before it is signed again (default 5 min); a change or a new key re-signs at once. */
   documentMaxAgeMs?: number
+  /**
+   * Each change through the API is appended (`bounds.changed`: the prefix, set or delete, the new sequence and a
+   * SHA-256 of the bounds) and durable before it is answered; a lost event is logged and counted, the change stands.
+   */
+  audit?: Pick<ServerAudit, 'durable'>
 }
 
 export type BoundsSource = 'config' | 'api'
@@ -214,6 +220,7 @@ export class BoundsService {
       })
       this.#api.set(p, bounds)
       this.#commit(next, seq, 'set', p)
+      await this.#audited('set', p, seq, bounds)
       return { prefix: p, bounds: next.get(p)!, source: 'api' as const }
     })
   }
@@ -232,7 +239,21 @@ export class BoundsService {
       })
       this.#api.delete(p)
       this.#commit(this.#set.without(p), seq, 'delete', p)
+      await this.#audited('delete', p, seq, old)
       return { prefix: p, bounds: old, source: 'api' as const }
+    })
+  }
+
+  async #audited(action: BoundsChange['kind'], prefix: string, sequence: number, bounds: Bounds): Promise<void> {
+    if (!this.#o.audit) return
+    const digest = createHash('sha256')
+      .update(JSON.stringify(boundsToJson(bounds)))
+      .digest('hex')
+    await this.#o.audit.durable({
+      type: 'bounds.changed',
+      outcome: 'success',
+      subject: prefix === '/' ? this.#o.trustDomain.idString() : `${this.#o.trustDomain.idString()}${prefix}`,
+      attributes: { via: 'admin', action, sequence, bounds_sha256: digest },
     })
   }
 

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { IdentityError } from '../../errors/identity-error.js'
 import type { Clock } from '../../common/clock.js'
 import { F, type Logger } from '../../common/log/logger.js'
+import type { ServerAudit } from '../audit/server-audit.js'
 import type { DataStore, RegistrationEntry } from '../datastore/types.js'
 import { instanceSpiffeId, isTemplateId } from '../registration/validate.js'
 
@@ -23,6 +24,9 @@ export interface InstanceRecord {
 const NS = 'instances'
 const INSTANCE_ID_RE = /^i[0-9a-z]{25}$/
 
+/** Why an instance ended: its agent said so, its agent restarted (EndAllInstances), or it was revoked at the server. */
+export type InstanceEndCause = 'agent' | 'agent_restart' | 'revoked'
+
 /** The key an instance is counted under for `max_instances` (the node API signs with the same). */
 export const liveInstanceKey = (agentId: string, instanceId: string): string => `${agentId}|${instanceId}`
 
@@ -42,11 +46,25 @@ export class InstanceService {
   readonly #ds: DataStore
   readonly #clock: Clock
   readonly #log: Logger
+  readonly #audit: Pick<ServerAudit, 'record'> | undefined
 
-  constructor(o: { ds: DataStore; clock: Clock; log: Logger }) {
+  /** `audit`: each start and end is recorded (`instance.started`, `instance.ended`), without waiting (see server-audit.ts). */
+  constructor(o: { ds: DataStore; clock: Clock; log: Logger; audit?: Pick<ServerAudit, 'record'> }) {
     this.#ds = o.ds
     this.#clock = o.clock
     this.#log = o.log.child({ [F.SUBSYSTEM]: 'instances' })
+    this.#audit = o.audit
+  }
+
+  #record(type: 'instance.started' | 'instance.ended', r: InstanceRecord, attributes: Record<string, string | number>): void {
+    this.#audit?.record({
+      type,
+      outcome: 'success',
+      actor: { spiffe_id: r.spiffeId, instance: r.instanceId },
+      subject: r.spiffeId,
+      node: r.agentId,
+      attributes: { entry_id: r.entryId, ...attributes },
+    })
   }
 
   async register(agentId: string, entry: RegistrationEntry, proc: { pid: number; startTime: string }): Promise<InstanceRecord> {
@@ -66,6 +84,7 @@ export class InstanceService {
     }
     await this.#ds.kv.put(NS, instanceId, JSON.stringify(rec))
     this.#log.info({ instance_id: instanceId, [F.AGENT_ID]: agentId, [F.ENTRY_ID]: entry.id, [F.PID]: proc.pid }, 'Instance started')
+    this.#record('instance.started', rec, { pid: proc.pid })
     return rec
   }
 
@@ -101,7 +120,7 @@ export class InstanceService {
    * Marks an instance ended (idempotent) and, in the same transaction, frees
    * its place under every `max_instances` limit. Only its agent may end it.
    */
-  async end(agentId: string, instanceId: string): Promise<InstanceRecord> {
+  async end(agentId: string, instanceId: string, cause: InstanceEndCause = 'agent'): Promise<InstanceRecord> {
     const r = await this.find(instanceId)
     if (!r || r.agentId !== agentId) throw new IdentityError('ERR_NOT_FOUND', 'instance not found')
     if (r.endedAt !== null) return r
@@ -111,13 +130,14 @@ export class InstanceService {
       await t.liveInstances.release(liveInstanceKey(agentId, instanceId))
     })
     this.#log.info({ instance_id: instanceId, [F.AGENT_ID]: agentId }, 'Instance ended')
+    this.#record('instance.ended', ended, { cause })
     return ended
   }
 
   /** Ends every live instance of an agent (a restarted agent lost track of its processes' instances). */
   async endAll(agentId: string): Promise<InstanceRecord[]> {
     const live = await this.list({ agentId, liveOnly: true })
-    for (const r of live) await this.end(agentId, r.instanceId)
+    for (const r of live) await this.end(agentId, r.instanceId, 'agent_restart')
     return live
   }
 

@@ -1,5 +1,6 @@
 import { F, type Logger } from '../../common/log/logger.js'
 import { IdentityError } from '../../errors/identity-error.js'
+import { isoTime, type ServerAudit } from '../audit/server-audit.js'
 import type { BoundsService } from '../bounds/bounds-service.js'
 import type { CaManager } from '../ca/manager.js'
 import type { AttestedNode } from '../datastore/types.js'
@@ -38,6 +39,8 @@ export interface JwtIssuanceDeps {
   defaultTtlMs: number
   /** Refuses revoked instances and quarantined prefixes (ERR_REVOKED); absent, nothing is refused. */
   revocations?: Pick<RevocationService, 'refuse'>
+  /** Records each minted JWT-SVID (`jwt_svid.issued`: ID, instance, agent, audience, kid, exp; never the token), without waiting. */
+  audit?: Pick<ServerAudit, 'record'>
 }
 
 /**
@@ -75,6 +78,19 @@ export class JwtIssuance {
     this.#d.metrics.signLatency.observe({ kind: 'jwt' }, (performance.now() - t0) / 1000)
     this.#d.metrics.signings.inc({ kind: 'jwt' })
     this.#d.log.debug({ [F.AGENT_ID]: node.agentId, [F.SPIFFE_ID]: subject.spiffeId.toString(), [F.KID]: minted.kid }, 'JWT-SVID minted')
+    if (this.#d.audit) {
+      const id = subject.spiffeId.toString()
+      this.#d.audit.record({
+        type: 'jwt_svid.issued',
+        outcome: 'success',
+        actor: r.instanceId === '' ? { spiffe_id: id } : { spiffe_id: id, instance: r.instanceId },
+        subject: id,
+        node: node.agentId,
+        resource: audience,
+        key_id: minted.kid,
+        attributes: { entry_id: r.entryId, expires_at: isoTime(minted.expiresAt) },
+      })
+    }
     return { token: minted.token, expiresAt: minted.expiresAt, issuedAt: minted.issuedAt }
   }
 }

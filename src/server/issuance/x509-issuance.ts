@@ -1,8 +1,9 @@
 import { IdentityError } from '../../errors/identity-error.js'
 import type { SpiffeId } from '../../spiffe/spiffe-id.js'
+import { isoTime, type ServerAudit } from '../audit/server-audit.js'
 import type { BoundsLookup, BoundsService } from '../bounds/bounds-service.js'
 import { inlineCsrVerifier, type CsrVerifier, type SignItem } from '../ca/csr-verifier.js'
-import type { CaManager } from '../ca/manager.js'
+import { serialOf, type CaManager } from '../ca/manager.js'
 import type { AttestedNode, RegistrationEntry } from '../datastore/types.js'
 import type { Metrics } from '../metrics.js'
 import type { AuthorizedEntries } from '../registration/authorized-entries.js'
@@ -35,6 +36,8 @@ export interface X509IssuanceDeps {
   revocations?: Pick<RevocationService, 'refuse'>
   /** Checks CSRs (default: on the main thread; the server passes a worker pool, which also signs with a software CA key). */
   csrVerifier?: CsrVerifier
+  /** Records each issued SVID (`x509_svid.issued`: ID, instance, agent, serial, not_after), without waiting (see server-audit.ts). */
+  audit?: Pick<ServerAudit, 'record'>
 }
 
 /** An item that passed authorization and has its subject, before its CSR is checked. */
@@ -114,14 +117,32 @@ export class X509Issuance {
       }
     }
     const pending: Promise<void>[] = []
-    if (direct.length > 0) pending.push(this.#signOnPool(direct, delegate!, out))
+    if (direct.length > 0) pending.push(this.#signOnPool(node, requests, direct, delegate!, out))
     if (here.length > 0) this.#admitAndSign(node, here, requests, out, pending)
     if (pending.length > 0) await Promise.all(pending)
     return out
   }
 
+  /** Records one issued SVID (not awaited). */
+  #audit(node: AttestedNode, r: X509Request, spiffeId: string, serial: string, notAfter: number): void {
+    this.#d.audit!.record({
+      type: 'x509_svid.issued',
+      outcome: 'success',
+      actor: r.instanceId === '' ? { spiffe_id: spiffeId } : { spiffe_id: spiffeId, instance: r.instanceId },
+      subject: spiffeId,
+      node: node.agentId,
+      attributes: { kind: 'workload', entry_id: r.entryId, serial, not_after: isoTime(notAfter) },
+    })
+  }
+
   /** Checks and signs unbounded items on the worker pool in one go. */
-  async #signOnPool(direct: { at: number; item: SignItem }[], delegate: NonNullable<ReturnType<CaManager['x509Delegate']>>, out: X509Outcome[]): Promise<void> {
+  async #signOnPool(
+    node: AttestedNode,
+    requests: readonly X509Request[],
+    direct: { at: number; item: SignItem }[],
+    delegate: NonNullable<ReturnType<CaManager['x509Delegate']>>,
+    out: X509Outcome[],
+  ): Promise<void> {
     const t0 = performance.now()
     const tail = delegate.chainTail
     const signed = await this.#csr.verifyAndSign!(
@@ -132,6 +153,7 @@ export class X509Issuance {
       const { at, item } = direct[k]!
       const o = signed[k]!
       out[at] = o.ok ? this.#ok(tail.length === 0 ? [o.leaf] : [o.leaf, ...tail], item.notAfter, t0) : { ok: false, error: o.error }
+      if (o.ok && this.#d.audit) this.#audit(node, requests[at]!, item.spiffeId, serialOf(o.leaf), item.notAfter)
     }
   }
 
@@ -171,6 +193,7 @@ export class X509Issuance {
             const a = await q.admission
             const t0 = performance.now()
             const svid = await this.#d.ca.signX509Svid({ spiffeId, publicKey: { spki: q.spki }, ttlMs: a.ttlMs, dnsNames: a.dnsNames })
+            if (this.#d.audit) this.#audit(node, requests[at]!, spiffeId.toString(), svid.serial, svid.notAfter)
             return this.#ok(svid.chain, svid.notAfter, t0)
           })
           .catch((error: unknown): X509Outcome => ({ ok: false, error }))

@@ -3,6 +3,7 @@ import { IdentityError } from '../../errors/identity-error.js'
 import type { Clock } from '../../common/clock.js'
 import { F, type Logger } from '../../common/log/logger.js'
 import { SpiffeId } from '../../spiffe/spiffe-id.js'
+import { fits, type ServerAudit, type ServerAuditEvent } from '../audit/server-audit.js'
 import type { AttestedNode, DataStore, EntryFilter, EntryPatch, NewEntry, Page, RegistrationEntry } from '../datastore/types.js'
 import { formatSelector } from './selectors.js'
 import { INSTANCE_SAMPLE, instanceSpiffeId, isAgentId, isTemplateId, serverIdOf, validateEntry, type EntryLimits } from './validate.js'
@@ -33,9 +34,15 @@ export class RegistrationService {
   readonly #events = new EventEmitter()
   readonly #serverId: string
   readonly #bounds: EntryBoundsCheck | undefined
+  readonly #audit: Pick<ServerAudit, 'durable'> | undefined
 
-  constructor(opts: { ds: DataStore; limits: EntryLimits; log: Logger; clock: Clock; bounds?: EntryBoundsCheck }) {
+  /**
+   * `audit`: each entry written (`entry.created`, `entry.updated`, `entry.deleted`) is appended, and a batch is
+   * answered once its events are durable; a lost event is logged and counted, the write stands.
+   */
+  constructor(opts: { ds: DataStore; limits: EntryLimits; log: Logger; clock: Clock; bounds?: EntryBoundsCheck; audit?: Pick<ServerAudit, 'durable'> }) {
     this.#bounds = opts.bounds
+    this.#audit = opts.audit
     this.#ds = opts.ds
     this.#limits = opts.limits
     this.#log = opts.log.child({ [F.SUBSYSTEM]: 'registration' })
@@ -52,6 +59,12 @@ export class RegistrationService {
 
   #emit(c: EntryChange): void {
     if (c.upserted.length + c.deleted.length > 0) this.#events.emit('change', c)
+  }
+
+  /** Appends one event per entry and waits until they are durable (one group commit for the batch). */
+  async #auditEntries(type: 'entry.created' | 'entry.updated' | 'entry.deleted', entries: readonly RegistrationEntry[], via: string): Promise<void> {
+    if (!this.#audit || entries.length === 0) return
+    await Promise.all(entries.map((e) => this.#audit!.durable(entryEvent(type, e, via))))
   }
 
   async #checkParent(ds: DataStore, e: NewEntry): Promise<void> {
@@ -90,6 +103,7 @@ export class RegistrationService {
       }
     }
     this.#emit({ upserted: created, deleted: [] })
+    await this.#auditEntries('entry.created', created, 'admin')
     return out
   }
 
@@ -115,6 +129,7 @@ export class RegistrationService {
       }
     }
     this.#emit({ upserted: changed, deleted: [] })
+    await this.#auditEntries('entry.updated', changed, 'admin')
     return out
   }
 
@@ -133,6 +148,7 @@ export class RegistrationService {
       }
     }
     this.#emit({ deleted, upserted: [] })
+    await this.#auditEntries('entry.deleted', deleted, 'admin')
     return out
   }
 
@@ -154,6 +170,7 @@ export class RegistrationService {
     this.#bounds?.checkEntry(boundsView(v))
     const entry = await this.#ds.entries.create(v)
     this.#emit({ upserted: [entry], deleted: [] })
+    await this.#auditEntries('entry.created', [entry], 'server')
     return entry
   }
 
@@ -217,6 +234,34 @@ export class RegistrationService {
   }
 
   static selectorKey = formatSelector
+}
+
+/**
+ * An entry's event: its SPIFFE ID (a template, which is no SPIFFE ID, as the `template` attribute), id, revision, parent
+ * and TTLs; selectors and DNS names only counted (a selector value may name a person), no hint (free text).
+ */
+function entryEvent(type: 'entry.created' | 'entry.updated' | 'entry.deleted', e: RegistrationEntry, via: string): ServerAuditEvent {
+  const template = isTemplateId(e.spiffeId)
+  const parent = fits(e.parentId)
+  const tpl = template ? fits(e.spiffeId) : undefined
+  return {
+    type,
+    outcome: 'success',
+    ...(template ? {} : { subject: e.spiffeId }),
+    attributes: {
+      via,
+      entry_id: e.id,
+      revision: e.revision,
+      ...(tpl !== undefined ? { template: tpl } : {}),
+      ...(parent !== undefined ? { parent_id: parent } : {}),
+      selectors: e.selectors.length,
+      dns_names: e.dnsNames.length,
+      x509_svid_ttl: e.x509SvidTtl,
+      jwt_svid_ttl: e.jwtSvidTtl,
+      admin: e.admin,
+      downstream: e.downstream,
+    },
+  }
 }
 
 /** Bounds apply to a template as to any instance it can produce. */

@@ -9,6 +9,7 @@ import { F, type Logger } from '../../common/log/logger.js'
 import { IdentityError } from '../../errors/identity-error.js'
 import { SpiffeId } from '../../spiffe/spiffe-id.js'
 import type { TrustDomain } from '../../spiffe/trust-domain.js'
+import { isoTime, type ServerAudit, type ServerAuditEvent } from '../audit/server-audit.js'
 import type { DataStore, Revocation, RevocationKind } from '../datastore/types.js'
 import type { InstanceRecord, InstanceService } from '../instances/instance-service.js'
 
@@ -37,6 +38,11 @@ export interface RevocationServiceDeps {
   /** The TTLs of entries that set none (ms): an instance's longest SVID lifetime bounds its record's expiry. */
   defaultX509TtlMs: number
   defaultJwtTtlMs: number
+  /**
+   * Each new record and each deletion is appended (`instance.revoked`, `prefix.quarantined`, `revocation.deleted`;
+   * never the free-text reason) and durable before the caller is answered; a lost event is logged and counted.
+   */
+  audit?: Pick<ServerAudit, 'durable'>
 }
 
 const invalid = (msg: string): IdentityError => new IdentityError('ERR_REVOCATION_INVALID', msg)
@@ -145,9 +151,10 @@ export class RevocationService {
         kind === 'prefix' ? 'SPIFFE ID prefix quarantined' : 'Instance revoked',
       )
       await this.#changed()
+      await this.#d.audit?.durable(this.#event(out.revocation, instance))
     }
     if (instance && instance.endedAt === null) {
-      await this.#d.instances.end(instance.agentId, instance.instanceId).catch((err: unknown) => {
+      await this.#d.instances.end(instance.agentId, instance.instanceId, 'revoked').catch((err: unknown) => {
         this.#log.warn({ instance_id: instance.instanceId, [F.ERR]: err }, 'Ending a revoked instance failed')
       })
     }
@@ -165,7 +172,29 @@ export class RevocationService {
     const r = await this.#d.ds.revocations.delete(id)
     this.#log.warn({ revocation_id: r.id, kind: r.kind, value: r.value, [F.REASON]: r.reason }, 'Revocation deleted')
     await this.#changed()
+    await this.#d.audit?.durable({ ...this.#event(r, undefined), type: 'revocation.deleted' })
     return r
+  }
+
+  /** A record's event: its SPIFFE ID (a prefix without its trailing `/`) or instance ID, its id and end; never its reason (free text). */
+  #event(r: Revocation, instance: InstanceRecord | undefined): ServerAuditEvent {
+    const byInstanceId = r.kind === 'instance' && INSTANCE_ID_RE.test(r.value)
+    const subject = byInstanceId ? instance?.spiffeId : r.value.replace(/\/$/, '')
+    const instanceId = byInstanceId ? r.value : instance?.instanceId
+    return {
+      type: r.kind === 'prefix' ? 'prefix.quarantined' : 'instance.revoked',
+      outcome: 'success',
+      ...(subject !== undefined ? { subject } : {}),
+      ...(instance ? { node: instance.agentId } : {}),
+      attributes: {
+        via: 'admin',
+        kind: r.kind,
+        revocation_id: r.id,
+        ...(instanceId !== undefined ? { instance_id: instanceId } : {}),
+        ...(r.notAfter !== null ? { not_after: isoTime(r.notAfter) } : {}),
+        ...(r.expiresAt !== null ? { expires_at: isoTime(r.expiresAt) } : {}),
+      },
+    }
   }
 
   /** Drops expired records from the datastore and tells the listeners; returns how many. */

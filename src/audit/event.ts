@@ -37,6 +37,8 @@ export const AUDIT_EVENT_TYPES = [
   'token.delegated',
   'token.introspected',
   'token.revoked',
+  'txn_token.issued',
+  'gateway.call',
   'approval',
   'signal',
 ] as const

@@ -88,6 +88,10 @@ export const BrokerSectionSchema = z
     introspectors: z.array(idOrPrefix()).default([]),
     /** Workloads that may revoke any token, instance, task, chain or prefix over HTTPS (POST <issuer>/revocations): IDs or prefixes. */
     revocation_admins: z.array(idOrPrefix()).default([]),
+    /** Workloads (gateways) that may ask for a Txn-Token for another workload: IDs or prefixes. */
+    txn_token_requesters: z.array(idOrPrefix()).default([]),
+    /** Lifetime of a Txn-Token (never beyond its subject token). */
+    txn_token_ttl: duration().default(60_000),
     /** Foreign trust domains whose workloads may authenticate (the local one always may). */
     federated_trust_domains: z.array(trustDomain()).default([]),
     /** RFC 9396 `authorization_details` types clients may ask for (metadata and domain). */
@@ -127,6 +131,8 @@ export interface BrokerConfig {
   orchestrators: IdMatcher
   introspectors: IdMatcher
   revocationAdmins: IdMatcher
+  txnTokenRequesters: IdMatcher
+  txnTokenTtlSeconds: number
   federatedTrustDomains: readonly TrustDomain[]
   maxAssertionLifetimeSeconds: number
   authorizationDetailsTypes: readonly string[]
@@ -187,6 +193,7 @@ function fromSection(
   if (b.default_token_ttl < 1000) issues.push({ path: `${prefix}.default_token_ttl`, message: 'must be at least 1s' })
   if (b.default_token_ttl > 3_600_000) issues.push({ path: `${prefix}.default_token_ttl`, message: 'must be at most 1h' })
   if (b.dpop.iat_window < 1000 || b.dpop.iat_window > 600_000) issues.push({ path: `${prefix}.dpop.iat_window`, message: 'must be between 1s and 10m' })
+  if (b.txn_token_ttl < 1000 || b.txn_token_ttl > 3_600_000) issues.push({ path: `${prefix}.txn_token_ttl`, message: 'must be between 1s and 1h' })
   if (b.max_assertion_lifetime < 1000 || b.max_assertion_lifetime > 3_600_000)
     issues.push({ path: `${prefix}.max_assertion_lifetime`, message: 'must be between 1s and 1h' })
   return {
@@ -201,6 +208,8 @@ function fromSection(
     orchestrators: idList(b.orchestrators),
     introspectors: idList(b.introspectors),
     revocationAdmins: idList(b.revocation_admins),
+    txnTokenRequesters: idList(b.txn_token_requesters),
+    txnTokenTtlSeconds: Math.floor(b.txn_token_ttl / 1000),
     federatedTrustDomains: b.federated_trust_domains,
     maxAssertionLifetimeSeconds: Math.floor(b.max_assertion_lifetime / 1000),
     authorizationDetailsTypes: [...new Set(b.authorization_details_types)],

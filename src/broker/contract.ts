@@ -50,6 +50,10 @@ export interface TokenRequest {
    * that sub-agent can exchange for its own token.
    */
   readonly mayAct?: string
+  /** Txn-Token requests (draft-ietf-oauth-transaction-tokens): `request_details`, a JSON object that becomes `tctx`. */
+  readonly requestDetails?: Readonly<Record<string, unknown>>
+  /** Txn-Token requests: `request_context`, a JSON object that becomes `rctx`. */
+  readonly requestContext?: Readonly<Record<string, unknown>>
 }
 
 /** RFC 6749 §5.1 / RFC 8693 §2.2.1 success body. */

@@ -16,6 +16,7 @@ import { signJwt } from './mint.js'
 import type { BrokerDeps } from './ports.js'
 import { BrokerStore, type Durability, type StoredRevocation, type TokenRecord } from './store/broker-store.js'
 import { BrokerRevocations, type RevocationRequest } from './revocations.js'
+import { TxnTokenIssuer, type Refuse, type TxnTokenHost } from './txn-tokens.js'
 import { REVOCATION_LIST_TYP, revocationEntryToWire } from '../tokens/revocation.js'
 
 /** How long a signed revocation list is good for: an offline verifier fetches a fresh one before then. */
@@ -50,6 +51,12 @@ export interface BrokerServiceOptions {
   /** Clock-skew leeway for JWT-SVID subject tokens. Default 30 s. */
   leewaySeconds?: number
   signing?: Omit<SigningKeysOptions, 'maxTokenLifetimeSeconds'>
+  /** The trust domain (`spiffe://<td>`): `aud` of Txn-Tokens. Without it the broker issues no Txn-Tokens. */
+  trustDomain?: string
+  /** Lifetime of a Txn-Token. Default 60 s. */
+  txnTokenTtlSeconds?: number
+  /** Workloads (IDs or prefixes) that may ask for a Txn-Token for another workload (gateways): see txn-tokens.ts. */
+  txnTokenRequesters?: readonly string[]
 }
 
 const MAX_TOKEN_LENGTH = 16 * 1024
@@ -132,7 +139,8 @@ export class BrokerServiceImpl implements BrokerService {
   readonly #deps: BrokerDeps
   readonly #log: Logger
   readonly #clock: Clock
-  readonly #o: Required<Omit<BrokerServiceOptions, 'signing' | 'storePath' | 'issuer'>>
+  readonly #txn: TxnTokenIssuer | undefined
+  readonly #o: Required<Omit<BrokerServiceOptions, 'signing' | 'storePath' | 'issuer' | 'trustDomain' | 'txnTokenTtlSeconds' | 'txnTokenRequesters'>>
 
   constructor(deps: BrokerDeps, opts: BrokerServiceOptions, store: BrokerStore, keys: SigningKeys) {
     this.#deps = deps
@@ -153,10 +161,59 @@ export class BrokerServiceImpl implements BrokerService {
       authorizationDetailsTypes: opts.authorizationDetailsTypes ?? [],
       leewaySeconds: opts.leewaySeconds ?? 30,
     }
+    this.#txn = opts.trustDomain === undefined ? undefined : this.#txnIssuer(opts)
     this.revocations = new BrokerRevocations(store, {
       maxTokenTtlSeconds: this.#o.maxTokenTtlSeconds,
       now: () => this.#now(),
       log: this.#log.child({ [F.SUBSYSTEM]: 'broker_revocation' }),
+    })
+  }
+
+  #txnIssuer(opts: BrokerServiceOptions): TxnTokenIssuer {
+    const host: TxnTokenHost = {
+      issuer: this.issuer,
+      keys: this.keys,
+      now: () => this.#now(),
+      verifyAccessToken: async (token) => {
+        const now = this.#now()
+        const v = await this.#verifyOwn(token, now, true)
+        if (!v) return undefined
+        const task = v.record.taskId !== undefined ? this.store.getTask(v.record.taskId) : undefined
+        if (v.record.taskId !== undefined && (!task || task.endedAt !== undefined || task.expiresAt <= now)) return undefined
+        return { record: v.record, ...(task?.orchestrationId !== undefined ? { orchestrationId: task.orchestrationId } : {}) }
+      },
+      jwtSvidId: async (token, refuse) => {
+        try {
+          const svid = await validateJwtSvid(token, this.#deps.jwtBundles, {
+            audience: this.issuer,
+            now: new Date(this.#clock.now()),
+            leewaySeconds: this.#o.leewaySeconds,
+          })
+          return svid.id.toString()
+        } catch (err) {
+          if (!(err instanceof IdentityError)) throw err
+          return refuse('ERR_GRANT_INVALID', 'invalid subject_token', `JWT-SVID subject token: ${err.code}: ${err.message}`)
+        }
+      },
+      ceiling: (id) => this.#ceiling(id),
+      covering: (c) => this.revocations.set.covering(c, this.#now()),
+      ...(this.#deps.audit
+        ? {
+            audit: (e: AuditEventInput) =>
+              this.#deps.audit!.append(e).then(
+                () => true,
+                (err: unknown) => {
+                  this.#log.error({ [F.ERR]: err instanceof Error ? err.message : String(err) }, 'Audit append failed')
+                  return false
+                },
+              ),
+          }
+        : {}),
+    }
+    return new TxnTokenIssuer(host, {
+      trustDomain: opts.trustDomain!,
+      ...(opts.txnTokenTtlSeconds !== undefined ? { ttlSeconds: opts.txnTokenTtlSeconds } : {}),
+      ...(opts.txnTokenRequesters !== undefined ? { trustedRequesters: opts.txnTokenRequesters } : {}),
     })
   }
 
@@ -191,6 +248,8 @@ export class BrokerServiceImpl implements BrokerService {
     const ctx: Ctx = { log: this.#log.child({ client_id: client.spiffeId, grant_type: req.grantType }), client, grantType: req.grantType }
     if (!SpiffeId.isValid(client.spiffeId)) this.#refuse(ctx, 'ERR_CLIENT_UNAUTHORIZED', 'client not authorized', 'client ID is not a SPIFFE ID')
     this.#checkShape(ctx, req)
+    if ((req.requestDetails !== undefined || req.requestContext !== undefined) && req.requestedTokenType !== TOKEN_TYPE.txnToken)
+      this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'unexpected parameters', 'request_details or request_context without requested_token_type txn_token')
     if (req.grantType === GRANT_TYPE.clientCredentials) {
       if (req.subjectToken !== undefined || req.actorToken !== undefined)
         this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'unexpected parameters', 'subject or actor token on client_credentials')
@@ -245,6 +304,13 @@ export class BrokerServiceImpl implements BrokerService {
       if (!ACTOR_TOKEN_TYPES.has(req.actorTokenType!))
         this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'unsupported actor_token_type', `actor_token_type ${String(req.actorTokenType).slice(0, 100)}`)
       if (req.actorToken.length > MAX_TOKEN_LENGTH) this.#refuse(ctx, 'ERR_GRANT_INVALID', 'invalid actor_token', 'actor token too large')
+    }
+    if (req.requestedTokenType === TOKEN_TYPE.txnToken) {
+      if (!this.#txn) return this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'unsupported requested_token_type', 'Txn-Tokens are not enabled (no trust domain)')
+      const refuse: Refuse = (code, msg, reason, fields) => this.#refuse(ctx, code, msg, reason, fields)
+      const r = await this.#txn.issue(req, ctx.client, refuse)
+      ctx.log.info({ scope: r.scope, exp_in: r.expires_in }, 'Txn-Token issued')
+      return r
     }
     if (req.subjectToken.length > MAX_TOKEN_LENGTH) this.#refuse(ctx, 'ERR_GRANT_INVALID', 'invalid subject_token', 'subject token too large')
     const type = req.subjectTokenType

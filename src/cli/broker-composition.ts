@@ -160,6 +160,9 @@ export async function startBroker(o: {
       introspectors: list(cfg.introspectors),
       revocationAdmins: list(cfg.revocationAdmins),
       authorizationDetailsTypes: cfg.authorizationDetailsTypes,
+      trustDomain: o.trust.localTrustDomain().idString(),
+      txnTokenRequesters: list(cfg.txnTokenRequesters),
+      txnTokenTtlSeconds: cfg.txnTokenTtlSeconds,
     },
   )
   let http: BrokerHttpServer | undefined

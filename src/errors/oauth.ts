@@ -28,6 +28,8 @@ export const OAUTH_ERRORS: Partial<Record<ErrorCode, OAuthWireError>> = {
   ERR_DPOP_NONCE_REQUIRED: { error: 'use_dpop_nonce', status: 400 },
   ERR_ACCESS_TOKEN_INVALID: { error: 'invalid_token', status: 401 },
   ERR_SCOPE_INSUFFICIENT: { error: 'insufficient_scope', status: 403 },
+  ERR_TXN_TOKEN_INVALID: { error: 'invalid_token', status: 401 },
+  ERR_CALL_CHAIN_REFUSED: { error: 'access_denied', status: 403 },
   ERR_RESOURCE_EXHAUSTED: { error: 'temporarily_unavailable', status: 503 },
   ERR_UNAVAILABLE: { error: 'temporarily_unavailable', status: 503 },
   ERR_AUDIT_UNAVAILABLE: { error: 'temporarily_unavailable', status: 503 },

@@ -18,6 +18,7 @@ const MULTI_VALUED = new Set(['resource', 'audience'])
 const MAX_PARAMS = 64
 const MAX_SCOPES = 64
 const MAX_AUTHORIZATION_DETAILS = 16
+const MAX_JSON_PARAM = 8192
 /** RFC 6749 appendix A.4: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ). */
 const SCOPE_TOKEN = /^[\x21\x23-\x5B\x5D-\x7E]+$/
 
@@ -87,6 +88,20 @@ function parseAuthorizationDetails(v: string): AuthorizationDetail[] {
   return parsed as AuthorizationDetail[]
 }
 
+/** A small JSON object parameter (`request_details`, `request_context`). */
+function parseJsonObject(v: string, name: string): Record<string, unknown> {
+  if (v.length > MAX_JSON_PARAM) throw invalid(`${name} too large`)
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(v)
+  } catch {
+    throw invalid(`${name} must be JSON`)
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw invalid(`${name} must be a JSON object`)
+  if (Object.keys(parsed).length > 64) throw invalid(`${name} has too many members`)
+  return parsed as Record<string, unknown>
+}
+
 /**
  * The token request of a form (after client authentication, whose parameters
  * it ignores). Checks the request's shape only; what it may get is the
@@ -124,6 +139,8 @@ export function parseTokenRequest(form: Form): TokenRequest {
   const requestedTokenType = single(form, 'requested_token_type')
   const taskId = single(form, 'task_id')
   const mayAct = single(form, 'may_act')
+  const details = single(form, 'request_details')
+  const context = single(form, 'request_context')
   return {
     grantType,
     ...(subjectToken !== undefined ? { subjectToken } : {}),
@@ -137,5 +154,7 @@ export function parseTokenRequest(form: Form): TokenRequest {
     ...(ad !== undefined ? { authorizationDetails: parseAuthorizationDetails(ad) } : {}),
     ...(taskId !== undefined ? { taskId } : {}),
     ...(mayAct !== undefined ? { mayAct } : {}),
+    ...(details !== undefined ? { requestDetails: parseJsonObject(details, 'request_details') } : {}),
+    ...(context !== undefined ? { requestContext: parseJsonObject(context, 'request_context') } : {}),
   }
 }

@@ -176,10 +176,10 @@ export class RevocationService {
     return r
   }
 
-  /** A record's event: its SPIFFE ID (a prefix without its trailing `/`) or instance ID, its id and end; never its reason (free text). */
+  /** A record's event: its SPIFFE ID (of the instance, or the prefix) or instance ID, its id and end; never its reason (free text). */
   #event(r: Revocation, instance: InstanceRecord | undefined): ServerAuditEvent {
     const byInstanceId = r.kind === 'instance' && INSTANCE_ID_RE.test(r.value)
-    const subject = byInstanceId ? instance?.spiffeId : r.value.replace(/\/$/, '')
+    const subject = byInstanceId ? instance?.spiffeId : r.value
     const instanceId = byInstanceId ? r.value : instance?.instanceId
     return {
       type: r.kind === 'prefix' ? 'prefix.quarantined' : 'instance.revoked',

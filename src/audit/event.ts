@@ -51,13 +51,14 @@ export type AuditOutcome = (typeof AUDIT_OUTCOMES)[number]
 export const AUDIT_EVENT_VERSION = 1
 
 /** RFC 3339 in UTC with `Z`, as `Date.prototype.toISOString` writes it (fractional seconds optional). */
-const TIME_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/
+export const TIME_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/
 /** Task, orchestration, instance, token (`jti`) and key (`kid`) identifiers: opaque, short, no spaces. */
-const ID_RE = /^[A-Za-z0-9._:~@/+=-]{1,128}$/
+export const ID_RE = /^[A-Za-z0-9._:~@/+=-]{1,128}$/
 /** A reason is a code (`ERR_JOIN_TOKEN_INVALID`, `ceiling.scope`), not prose. */
-const REASON_RE = /^[A-Za-z0-9_.:/-]{1,128}$/
-const SCOPE_RE = /^[\x21\x23-\x5b\x5d-\x7e]{1,128}$/
-const ATTR_NAME_RE = /^[a-z][a-z0-9_]{0,63}$/
+export const REASON_RE = /^[A-Za-z0-9_.:/-]{1,128}$/
+export const SCOPE_RE = /^[\x21\x23-\x5b\x5d-\x7e]{1,128}$/
+export const ATTR_NAME_RE = /^[a-z][a-z0-9_]{0,63}$/
+export const ACT_CHAIN_HASH_RE = /^[0-9a-f]{64}$/
 
 /**
  * SpiffeId.isValid, remembered: a log sees the same few thousand IDs again and
@@ -66,7 +67,7 @@ const ATTR_NAME_RE = /^[a-z][a-z0-9_]{0,63}$/
  * dropped whole when it fills.
  */
 const validIds = new Set<string>()
-function isSpiffeId(s: string): boolean {
+export function isSpiffeId(s: string): boolean {
   if (validIds.has(s)) return true
   if (!SpiffeId.isValid(s)) return false
   if (validIds.size >= 10_000) validIds.clear()
@@ -101,10 +102,7 @@ export const AuditEventSchema = z
     scope: z.array(z.string().regex(SCOPE_RE, 'must be an OAuth scope token')).max(64).optional(),
     delegation_depth: z.number().int().min(0).max(64).optional(),
     /** `delegationChainHash` of the `act` chain (current actor first): links events of one chain without listing it. */
-    act_chain_hash: z
-      .string()
-      .regex(/^[0-9a-f]{64}$/, 'must be a hex SHA-256')
-      .optional(),
+    act_chain_hash: z.string().regex(ACT_CHAIN_HASH_RE, 'must be a hex SHA-256').optional(),
     /** A token's `jti` (an identifier; never the token). */
     token_id: id.optional(),
     /** A signing key's `kid` or key ID (never the key). */

@@ -25,10 +25,10 @@ export function hashIdentifier(salt: Uint8Array, value: string): string {
 }
 
 /** Three base64url segments starting with a JSON header (`eyJ`): a compact JWS (or, with five, a JWE). */
-const JWT_RE = /eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*\.?/
-const PEM_RE = /-----BEGIN [A-Z0-9 ]+-----/
+export const JWT_RE = /eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*\.?/
+export const PEM_RE = /-----BEGIN [A-Z0-9 ]+-----/
 /** Field names that would hold a secret or a prompt. */
-const SECRET_NAME_RE =
+export const SECRET_NAME_RE =
   /(^|_)(token|access_token|refresh_token|id_token|assertion|jwt|password|passwd|pin|secret|private_key|key_material|prompt|authorization|cookie)$/i
 
 /**

@@ -119,3 +119,22 @@ describe('parseTokenRequest', () => {
     )
   })
 })
+
+describe('Txn-Token request parameters', () => {
+  const base = `grant_type=${encodeURIComponent(TE)}&subject_token=t&subject_token_type=${encodeURIComponent(JWT)}`
+  it('request_details and request_context are JSON objects', () => {
+    const r = req(`${base}&request_details=${encodeURIComponent('{"purpose":"refund"}')}&request_context=${encodeURIComponent('{"req_ip":"10.0.0.1"}')}`)
+    expect([r.requestDetails, r.requestContext]).toEqual([{ purpose: 'refund' }, { req_ip: '10.0.0.1' }])
+  })
+  it.each([
+    '[1]',
+    '"x"',
+    'null',
+    '{bad',
+    JSON.stringify({ a: 'x'.repeat(9000) }),
+    JSON.stringify(Object.fromEntries(Array.from({ length: 65 }, (_, i) => [`k${i}`, i]))),
+  ])('refuses request_details %#', (v) => {
+    expect(code(() => req(`${base}&request_details=${encodeURIComponent(v)}`))).toBe('ERR_TOKEN_REQUEST_INVALID')
+    expect(code(() => req(`${base}&request_context=${encodeURIComponent(v)}`))).toBe('ERR_TOKEN_REQUEST_INVALID')
+  })
+})

@@ -1,3 +1,4 @@
+import fc from 'fast-check'
 import { decodeJwt, decodeProtectedHeader } from 'jose'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { TokenRequest } from '../../../src/broker/contract.js'
@@ -198,6 +199,38 @@ describe('Txn-Tokens (draft-ietf-oauth-transaction-tokens)', () => {
       await refused(() => f.svc.token(txnReq(at, TOKEN_TYPE.txnToken), client(A), bearer), 'ERR_GRANT_INVALID')
       await refused(() => f.svc.token({ ...txnReq(t1), requestedTokenType: TOKEN_TYPE.accessToken }, client(GW), dpop()), 'ERR_GRANT_INVALID')
     })
+  })
+
+  it('property: a chain of replacements never widens the scope, never extends exp, and keeps txn and sub', async () => {
+    const at = await agentToken(f)
+    const hops = ['spiffe://corp.example/svc/s0', 'spiffe://corp.example/svc/s1', 'spiffe://corp.example/svc/s2', 'spiffe://corp.example/svc/s3']
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.subarray(['read', 'write', 'admin']), { minLength: 1, maxLength: 4 }), async (asks) => {
+        const t0 = (await f.svc.token(txnReq(at), client(GW), bearer)).access_token
+        const c0 = decodeJwt(t0)
+        let cur = t0
+        let scope = new Set(String(c0.scope).split(' '))
+        for (const [i, ask] of asks.entries()) {
+          const req = txnReq(cur, TOKEN_TYPE.txnToken, ask.length > 0 ? { scopes: ask } : {})
+          const wider = ask.some((s) => !scope.has(s))
+          let next: string | undefined
+          try {
+            next = (await f.svc.token(req, client(hops[i]!), bearer)).access_token
+          } catch (e) {
+            expect((e as { code: string }).code).toBe('ERR_SCOPE_INVALID')
+          }
+          expect(next === undefined).toBe(wider)
+          if (next === undefined) return
+          const c = decodeJwt(next)
+          const got = String(c.scope).split(' ').filter(Boolean)
+          expect(got.every((s) => scope.has(s))).toBe(true)
+          expect([c.txn, c.sub, c.exp! <= c0.exp!]).toEqual([c0.txn, c0.sub, true])
+          scope = new Set(got)
+          cur = next
+        }
+      }),
+      { numRuns: 40 },
+    )
   })
 
   describe('revocation', () => {

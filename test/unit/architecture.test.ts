@@ -61,12 +61,15 @@ const ALLOWED: Record<string, readonly string[]> = {
   broker: ['broker', 'tokens', 'audit', 'workload-client', 'keymanager', 'plugin', 'common', 'spiffe', 'errors', 'gen'],
   /** The audit log: pure except its store (`src/audit/store/`); never imports the server, agent or broker it records. */
   audit: ['audit', 'keymanager', 'common', 'spiffe', 'errors'],
+  /** The agentic gateway (registry, policy, proxy): a workload of its own; never the server, agent or broker it fronts. */
+  gateway: ['gateway', 'tokens', 'spiffe', 'resource-server', 'audit', 'broker-client', 'workload-client', 'common', 'errors'],
   cli: [
     'cli',
     'audit',
     'server',
     'agent',
     'broker',
+    'gateway',
     'broker-client',
     'tokens',
     'resource-server',
@@ -222,6 +225,21 @@ describe('architecture', () => {
       )
     expect(bad).toEqual([])
     expect(all.some((f) => f.file.startsWith('src/audit/store/') && f.imports.some((i) => i.spec === 'better-sqlite3'))).toBe(true)
+  })
+
+  it('src/gateway never imports the server, agent or broker, and only cli/ imports it', () => {
+    const bad = all.flatMap((f) =>
+      f.imports
+        .filter(
+          (i) =>
+            i.target !== undefined &&
+            ((layer(f.file) === 'gateway' && ['server', 'agent', 'broker'].includes(layer(i.target))) ||
+              (layer(i.target) === 'gateway' && !['gateway', 'cli'].includes(layer(f.file)))),
+        )
+        .map((i) => `${f.file} → ${i.spec}`),
+    )
+    expect(bad).toEqual([])
+    expect(all.some((f) => layer(f.file) === 'gateway')).toBe(true)
   })
 
   it('pino is created only in cli/', () => {

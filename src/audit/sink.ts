@@ -1,9 +1,10 @@
 /**
  * What a credential operation needs from the audit log: one method. The
- * broker and the server take an `AuditSink` from their composition root and
- * release a token or an SVID only once `append` has resolved (its event is
- * durable); a rejection (IdentityError ERR_AUDIT_UNAVAILABLE) means the
- * operation must fail closed.
+ * broker takes an `AuditSink` from its composition root and releases a token
+ * only once `append` has resolved (its event is durable); a rejection
+ * (IdentityError ERR_AUDIT_UNAVAILABLE) means the operation must fail closed.
+ * The server declares its own port (server/audit/server-audit.ts), which
+ * `AuditLog` fits; which of its events wait for durability is said there.
  */
 import type { AuditEventInput } from './event.js'
 

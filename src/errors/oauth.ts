@@ -39,3 +39,23 @@ export const OAUTH_ERRORS: Partial<Record<ErrorCode, OAuthWireError>> = {
 export function oauthWireError(code: ErrorCode | undefined): OAuthWireError {
   return (code !== undefined ? OAUTH_ERRORS[code] : undefined) ?? { error: 'server_error', status: 500 }
 }
+
+/**
+ * How a SET refusal appears on the Shared Signals wire: the RFC 8935 §2.4
+ * `err` value (IANA "Security Event Token Error Codes") that a push receiver
+ * answers with 400 and a poll receiver returns in `setErrs` (RFC 8936 §2.4.4).
+ */
+export const SET_DELIVERY_ERRORS: Partial<Record<ErrorCode, string>> = {
+  ERR_SET_INVALID: 'invalid_request',
+  ERR_SET_REPLAYED: 'invalid_request',
+  ERR_SET_KEY_INVALID: 'invalid_key',
+  ERR_SET_ISSUER_INVALID: 'invalid_issuer',
+  ERR_SET_AUDIENCE_INVALID: 'invalid_audience',
+  ERR_CLIENT_AUTH_FAILED: 'authentication_failed',
+  ERR_ID_NOT_AUTHORIZED: 'access_denied',
+}
+
+/** The RFC 8935 `err` of any refusal; anything unknown is `invalid_request`. */
+export function setDeliveryError(code: ErrorCode | undefined): string {
+  return (code !== undefined ? SET_DELIVERY_ERRORS[code] : undefined) ?? 'invalid_request'
+}

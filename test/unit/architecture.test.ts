@@ -54,11 +54,13 @@ const ALLOWED: Record<string, readonly string[]> = {
   attestors: ['attestors', 'plugin', 'common', 'spiffe', 'errors', 'tpm'],
   /** The token-verification library: pure, like src/spiffe, so any resource server can use it. */
   tokens: ['tokens', 'spiffe', 'errors'],
+  /** Shared Signals (SETs, response policies): pure like src/tokens, for the broker and any receiver. */
+  signals: ['signals', 'tokens', 'common', 'spiffe', 'errors'],
   'workload-client': ['workload-client', 'gen', 'common', 'spiffe', 'errors'],
   'resource-server': ['resource-server', 'tokens', 'workload-client', 'common', 'spiffe', 'errors'],
   /** The agent-side broker client: speaks the broker's wire; never imports the broker itself. */
   'broker-client': ['broker-client', 'tokens', 'common', 'spiffe', 'errors'],
-  broker: ['broker', 'tokens', 'audit', 'workload-client', 'keymanager', 'plugin', 'common', 'spiffe', 'errors', 'gen'],
+  broker: ['broker', 'signals', 'tokens', 'audit', 'workload-client', 'keymanager', 'plugin', 'common', 'spiffe', 'errors', 'gen'],
   /** The audit log: pure except its store (`src/audit/store/`); never imports the server, agent or broker it records. */
   audit: ['audit', 'keymanager', 'common', 'spiffe', 'errors'],
   /** The agentic gateway (registry, policy, proxy): a workload of its own; never the server, agent or broker it fronts. */
@@ -71,6 +73,7 @@ const ALLOWED: Record<string, readonly string[]> = {
     'broker',
     'gateway',
     'broker-client',
+    'signals',
     'tokens',
     'resource-server',
     'workload-client',
@@ -206,9 +209,9 @@ describe('architecture', () => {
     expect(bad).toEqual([])
   })
 
-  it('src/spiffe and src/tokens do no I/O and load no gRPC, HTTP framework or logging library', () => {
+  it('src/spiffe, src/tokens and src/signals do no I/O and load no gRPC, HTTP framework or logging library', () => {
     const bad = all
-      .filter((f) => layer(f.file) === 'spiffe' || layer(f.file) === 'tokens')
+      .filter((f) => ['spiffe', 'tokens', 'signals'].includes(layer(f.file)))
       .flatMap((f) =>
         f.imports
           .filter((i) => IO_MODULES.includes(i.spec) || i.spec.startsWith('@grpc/') || i.spec === 'pino' || i.spec === 'fastify')

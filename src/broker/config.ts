@@ -90,6 +90,11 @@ export const BrokerSectionSchema = z
     revocation_admins: z.array(idOrPrefix()).default([]),
     /** Workloads (gateways) that may ask for a Txn-Token for another workload: IDs or prefixes. */
     txn_token_requesters: z.array(idOrPrefix()).default([]),
+    /** Trusted user-token issuers (IdPs): a user's access token from one (aud = the broker's issuer) may be the subject of a Txn-Token request on the user's behalf. */
+    txn_token_user_issuers: z
+      .array(z.object({ issuer: z.string().url(), jwks_uri: z.string().url(), ca_file: z.string().min(1).optional() }).strict())
+      .max(16)
+      .default([]),
     /** Lifetime of a Txn-Token (never beyond its subject token). */
     txn_token_ttl: duration().default(60_000),
     /** Foreign trust domains whose workloads may authenticate (the local one always may). */
@@ -133,6 +138,7 @@ export interface BrokerConfig {
   revocationAdmins: IdMatcher
   txnTokenRequesters: IdMatcher
   txnTokenTtlSeconds: number
+  txnTokenUserIssuers: readonly { issuer: string; jwksUri: string; caFile?: string }[]
   federatedTrustDomains: readonly TrustDomain[]
   maxAssertionLifetimeSeconds: number
   authorizationDetailsTypes: readonly string[]
@@ -193,6 +199,10 @@ function fromSection(
   if (b.default_token_ttl < 1000) issues.push({ path: `${prefix}.default_token_ttl`, message: 'must be at least 1s' })
   if (b.default_token_ttl > 3_600_000) issues.push({ path: `${prefix}.default_token_ttl`, message: 'must be at most 1h' })
   if (b.dpop.iat_window < 1000 || b.dpop.iat_window > 600_000) issues.push({ path: `${prefix}.dpop.iat_window`, message: 'must be between 1s and 10m' })
+  b.txn_token_user_issuers.forEach((u, i) => {
+    if (!u.jwks_uri.startsWith('https://')) issues.push({ path: `${prefix}.txn_token_user_issuers[${i}].jwks_uri`, message: 'must be https' })
+    if (u.issuer === b.issuer) issues.push({ path: `${prefix}.txn_token_user_issuers[${i}].issuer`, message: 'must not be the broker itself' })
+  })
   if (b.txn_token_ttl < 1000 || b.txn_token_ttl > 3_600_000) issues.push({ path: `${prefix}.txn_token_ttl`, message: 'must be between 1s and 1h' })
   if (b.max_assertion_lifetime < 1000 || b.max_assertion_lifetime > 3_600_000)
     issues.push({ path: `${prefix}.max_assertion_lifetime`, message: 'must be between 1s and 1h' })
@@ -210,6 +220,11 @@ function fromSection(
     revocationAdmins: idList(b.revocation_admins),
     txnTokenRequesters: idList(b.txn_token_requesters),
     txnTokenTtlSeconds: Math.floor(b.txn_token_ttl / 1000),
+    txnTokenUserIssuers: b.txn_token_user_issuers.map((u) => ({
+      issuer: u.issuer,
+      jwksUri: u.jwks_uri,
+      ...(u.ca_file !== undefined ? { caFile: abs(u.ca_file) } : {}),
+    })),
     federatedTrustDomains: b.federated_trust_domains,
     maxAssertionLifetimeSeconds: Math.floor(b.max_assertion_lifetime / 1000),
     authorizationDetailsTypes: [...new Set(b.authorization_details_types)],

@@ -13,6 +13,7 @@ import type { BoundsSet } from '../spiffe/bounds/bounds-set.js'
 import { ceilingFor, type Ceiling } from '../spiffe/bounds/ceiling.js'
 import type { JwtBundleSource } from '../spiffe/bundle/jwt-bundle.js'
 import type { SpiffeId } from '../spiffe/spiffe-id.js'
+import type { UserToken } from '../tokens/user-token.js'
 
 export type { Clock } from '../common/clock.js'
 export type { Logger } from '../common/log/logger.js'
@@ -48,4 +49,9 @@ export interface BrokerDeps {
    * durable; when the log is unavailable issuance stops (ERR_AUDIT_UNAVAILABLE).
    */
   audit?: AuditSink
+  /**
+   * Users' access tokens from trusted issuers, accepted as the subject of a Txn-Token request on a user's behalf:
+   * undefined when the token's `iss` is not a trusted issuer; ERR_GRANT_INVALID when it is and the token fails.
+   */
+  userTokens?: (token: string) => Promise<UserToken | undefined>
 }

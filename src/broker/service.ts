@@ -196,6 +196,7 @@ export class BrokerServiceImpl implements BrokerService {
         }
       },
       ceiling: (id) => this.#ceiling(id),
+      ...(this.#deps.userTokens ? { verifyUserToken: this.#deps.userTokens } : {}),
       covering: (c) => this.revocations.set.covering(c, this.#now()),
       ...(this.#deps.audit
         ? {

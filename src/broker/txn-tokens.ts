@@ -13,6 +13,9 @@
  * - `unsigned_json` (`{"sub": "spiffe://..."}`): only from a trusted
  *   requester, which vouches that it authenticated that workload (the
  *   gateway after mTLS); within that workload's ceiling.
+ * - a user's access token from a trusted issuer (on-behalf-of): the
+ *   transaction is the user's (`sub`, `tctx.principal_issuer`), the requesting
+ *   agent is `act`, within the user's scopes ∩ the agent's ceiling.
  * - a Txn-Token this broker issued: a replacement. `txn`, `sub`, `aud`,
  *   `tctx` and `act` are kept, `scope` can only narrow, `exp` never moves
  *   later, and the requesting workload is appended to `txn_path`.
@@ -40,6 +43,7 @@ import {
   type TxnPathHop,
   type TxnTokenClaims,
 } from '../tokens/txn-token.js'
+import type { UserToken } from '../tokens/user-token.js'
 import type { AuthenticatedClient, TokenRequest, TokenResponse } from './contract.js'
 import type { SigningKeys } from './keys.js'
 import { signJwt } from './mint.js'
@@ -57,7 +61,7 @@ export const TXN_SUBJECT_TOKEN_TYPES: readonly string[] = [
 const MAX_TOKEN_LENGTH = 32 * 1024
 const MAX_CTX_STRING = 2048
 /** Members of request_details the broker sets itself and never takes from the request. */
-const RESERVED_TCTX = new Set(['task_id', 'orchestration_id', 'authorization_details', 'agentic'])
+const RESERVED_TCTX = new Set(['task_id', 'orchestration_id', 'authorization_details', 'agentic', 'principal_issuer'])
 const AGENT_DECLARED = ['agent_type', 'agent_version', 'intent'] as const
 
 /** A refusal: code, what the caller is told, what the log is told. */
@@ -73,6 +77,8 @@ export interface TxnTokenHost {
   /** The SPIFFE ID of a valid JWT-SVID with `aud` = the issuer; refuses otherwise. */
   jwtSvidId(token: string, refuse: Refuse): Promise<string>
   ceiling(id: string): Promise<Ceiling>
+  /** A user's access token from a trusted issuer (on-behalf-of); undefined when the token's `iss` is not one. Throws ERR_GRANT_INVALID when it is one and the token fails. */
+  verifyUserToken?(token: string): Promise<UserToken | undefined>
   covering(c: RevocableClaims): RevocationEntry | undefined
   /** Appends the issuance event; resolves false when the audit log is unavailable. Undefined without an audit log. */
   audit?(e: AuditEventInput): Promise<boolean>
@@ -111,6 +117,8 @@ interface Subject {
   taskId?: string
   orchestrationId?: string
   authn: string
+  /** On-behalf-of: the user's issuer. */
+  principalIssuer?: string
   /** Replacement only. */
   previous?: TxnTokenClaims
 }
@@ -268,6 +276,20 @@ export class TxnTokenIssuer {
       mayPresent(id, 'JWT-SVID')
       return this.#fromCeiling(id, now, 'jwt-svid')
     }
+    const user = await this.#userToken(token, refuse)
+    if (user) {
+      // on behalf of a user: the transaction is the user's, the requesting agent acts, within the agent's own ceiling
+      const c = await this.#host.ceiling(client.spiffeId)
+      const mine = new Set(c.scopes)
+      return {
+        sub: user.sub,
+        actors: [client.spiffeId],
+        scopes: user.scopes.filter((s) => mine.has(s)),
+        exp: user.exp,
+        authn: 'user_token',
+        principalIssuer: user.iss,
+      }
+    }
     const v = await this.#host.verifyAccessToken(token)
     if (!v || v.record.kind !== 'access') return refuse('ERR_GRANT_INVALID', 'invalid subject_token', 'subject token is not a live broker access token')
     const rec = v.record
@@ -282,6 +304,20 @@ export class TxnTokenIssuer {
       ...(rec.taskId !== undefined ? { taskId: rec.taskId } : {}),
       ...(v.orchestrationId !== undefined ? { orchestrationId: v.orchestrationId } : {}),
       authn: 'access_token',
+    }
+  }
+
+  async #userToken(token: string, refuse: Refuse): Promise<UserToken | undefined> {
+    if (!this.#host.verifyUserToken) return undefined
+    try {
+      return await this.#host.verifyUserToken(token)
+    } catch (err) {
+      if (!(err instanceof IdentityError)) throw err
+      return refuse(
+        'ERR_GRANT_INVALID',
+        'invalid subject_token',
+        `user token: ${typeof err.details?.['reason'] === 'string' ? err.details['reason'] : err.code}`,
+      )
     }
   }
 
@@ -345,6 +381,7 @@ export class TxnTokenIssuer {
     }
     if (s.taskId !== undefined) out['task_id'] = s.taskId
     if (s.orchestrationId !== undefined) out['orchestration_id'] = s.orchestrationId
+    if (s.principalIssuer !== undefined) out['principal_issuer'] = s.principalIssuer
     const agentic: AgenticContext = {
       agent_id: s.actors[0] ?? s.sub,
       ...(s.actors.length > 1 ? { delegation_chain: s.actors.slice(1) } : {}),

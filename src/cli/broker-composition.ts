@@ -45,6 +45,9 @@ import { TrustDomain } from '../spiffe/trust-domain.js'
 import type { JwtBundleSource } from '../spiffe/bundle/sources.js'
 import { WorkloadApiClient } from '../workload-client/workload-api-client.js'
 import { X509Source } from '../workload-client/x509-source.js'
+import { httpsJwksFetcher } from '../resource-server/jwks-fetcher.js'
+import { JwksCache } from '../tokens/jwks-cache.js'
+import { unverifiedIssuer, verifyUserToken, type UserToken } from '../tokens/user-token.js'
 
 export interface RunningBroker {
   readonly http: BrokerHttpServer
@@ -151,7 +154,14 @@ export async function startBroker(o: {
   const list = (m: { ids: readonly string[]; prefixes: readonly string[] }) => [...m.ids, ...m.prefixes]
   const audit = cfg.audit ? await openBrokerAuditLog(cfg.audit, o.keyManager, `${o.trust.localTrustDomain().name}/warrant/broker-audit`, log) : undefined
   const service = await createBrokerService(
-    { keyManager: o.keyManager, ceilings: boundsCeilingSource(o.bounds), jwtBundles: o.jwtBundles, log, ...(audit ? { audit } : {}) },
+    {
+      keyManager: o.keyManager,
+      ceilings: boundsCeilingSource(o.bounds),
+      jwtBundles: o.jwtBundles,
+      log,
+      ...(audit ? { audit } : {}),
+      ...(cfg.txnTokenUserIssuers.length > 0 ? { userTokens: userTokenVerifier(cfg.txnTokenUserIssuers, cfg.issuer) } : {}),
+    },
     {
       issuer: cfg.issuer,
       storePath: cfg.storePath,
@@ -194,6 +204,18 @@ export async function startBroker(o: {
     await service.close().catch(() => undefined)
     await audit?.close().catch(() => undefined)
     throw err
+  }
+}
+
+/** Users' access tokens from the configured IdPs (their JWKS over HTTPS, cached by kid), for on-behalf-of Txn-Tokens. */
+function userTokenVerifier(list: BrokerConfig['txnTokenUserIssuers'], audience: string): (token: string) => Promise<UserToken | undefined> {
+  const issuers = new Map(
+    list.map((u) => [u.issuer, new JwksCache({ fetchJwks: httpsJwksFetcher({ url: u.jwksUri, ...(u.caFile ? { caFile: u.caFile } : {}) }) })]),
+  )
+  return async (token) => {
+    const iss = unverifiedIssuer(token)
+    if (iss === undefined || !issuers.has(iss)) return undefined
+    return verifyUserToken(token, { issuers, audience }, Math.floor(Date.now() / 1000))
   }
 }
 

@@ -2,7 +2,7 @@ import type { AuditSink } from '../../../src/audit/sink.js'
 import { createHash, randomBytes } from 'node:crypto'
 import { join } from 'node:path'
 import { createLocalJWKSet, jwtVerify, type JWTPayload } from 'jose'
-import { boundsCeilingSource } from '../../../src/broker/ports.js'
+import { boundsCeilingSource, type BrokerDeps } from '../../../src/broker/ports.js'
 import { createBrokerService, type BrokerServiceImpl, type BrokerServiceOptions } from '../../../src/broker/service.js'
 import type { AuthenticatedClient, KeyBinding, TokenRequest } from '../../../src/broker/contract.js'
 import type { KeyManager } from '../../../src/keymanager/key-manager.js'
@@ -89,7 +89,9 @@ export interface Fixture {
   cleanup(): Promise<void>
 }
 
-export async function fixture(opts: Partial<BrokerServiceOptions> & { km?: KeyManager; audit?: AuditSink } = {}): Promise<Fixture> {
+export async function fixture(
+  opts: Partial<BrokerServiceOptions> & { km?: KeyManager; audit?: AuditSink; userTokens?: BrokerDeps['userTokens'] } = {},
+): Promise<Fixture> {
   const { dir, cleanup } = tempDir('wb-')
   const clock = new FakeClock(Date.UTC(2026, 0, 1, 12))
   const log = captureLogger()
@@ -98,7 +100,7 @@ export async function fixture(opts: Partial<BrokerServiceOptions> & { km?: KeyMa
   const svidSigner = new KeyObjectSigner(privateKey)
   const bundle = new JwtBundle(td, new Map([['td-jwt-1', svidSigner.publicKey.export({ format: 'jwk' })]]))
   const km = opts.km ?? new MemoryKeyManager()
-  const { km: _km, audit, ...rest } = opts
+  const { km: _km, audit, userTokens, ...rest } = opts
   const open = () =>
     createBrokerService(
       {
@@ -108,6 +110,7 @@ export async function fixture(opts: Partial<BrokerServiceOptions> & { km?: KeyMa
         clock,
         log,
         ...(audit ? { audit } : {}),
+        ...(userTokens ? { userTokens } : {}),
       },
       {
         issuer: ISSUER,

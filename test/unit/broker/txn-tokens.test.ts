@@ -5,6 +5,8 @@ import type { TokenRequest } from '../../../src/broker/contract.js'
 import { GRANT_TYPE, TOKEN_TYPE } from '../../../src/tokens/claims.js'
 import { JwksCache } from '../../../src/tokens/jwks-cache.js'
 import { RevocationSet } from '../../../src/tokens/revocation.js'
+import { unverifiedIssuer, verifyUserToken } from '../../../src/tokens/user-token.js'
+import { testIssuer } from '../tokens/token-fixtures.js'
 import { UNSIGNED_JSON_TOKEN_TYPE, verifyTxnToken, type TxnTokenClaims } from '../../../src/tokens/txn-token.js'
 import { A, ADMIN, B, bearer, cc, client, dpop, fixture, ISSUER, RS, refused, type Fixture } from './fixture.js'
 
@@ -275,6 +277,41 @@ describe('Txn-Tokens (draft-ietf-oauth-transaction-tokens)', () => {
       const e = events.find((x) => (x as { type: string }).type === 'txn_token.issued') as Record<string, unknown>
       expect(e).toMatchObject({ outcome: 'success', actor: { spiffe_id: A }, subject: A, token_id: decodeJwt(r.access_token).jti, task_id: taskId })
       expect(JSON.stringify(events)).not.toContain(r.access_token.split('.')[2])
+    } finally {
+      await g.cleanup()
+    }
+  })
+
+  it('on behalf of a user: a trusted IdP’s token makes the user the subject and the agent the actor, within user scopes ∩ agent ceiling', async () => {
+    const idp = await testIssuer('idp-1')
+    const IDP = 'https://idp.corp.example'
+    const trust = { issuers: new Map([[IDP, idp.cache({ nowSec: () => Math.floor(f.clock.now() / 1000) })]]), audience: ISSUER }
+    const g = await fixture({
+      trustDomain: TD,
+      userTokens: async (t) => (unverifiedIssuer(t) === IDP ? verifyUserToken(t, trust, Math.floor(g.clock.now() / 1000)) : undefined),
+    })
+    try {
+      const now = Math.floor(g.clock.now() / 1000)
+      const user = await idp.mint({
+        claims: { iss: IDP, aud: ISSUER, sub: 'alice', scope: 'read admin deploy', iat: now, nbf: now, exp: now + 600 },
+        omit: ['client_id', 'task_id', 'orchestration_id'],
+      })
+      const c = decodeJwt((await g.svc.token(txnReq(user), client('spiffe://corp.example/agents/c'), bearer)).access_token)
+      expect([c.sub, c.act, c.scope, (c.tctx as Record<string, unknown>).principal_issuer, (c.rctx as Record<string, unknown>).authn]).toEqual([
+        'alice',
+        { sub: 'spiffe://corp.example/agents/c' },
+        'read',
+        IDP,
+        'user_token',
+      ])
+      await refused(
+        () => g.svc.token(txnReq(user, TOKEN_TYPE.accessToken, { scopes: ['admin'] }), client('spiffe://corp.example/agents/c'), bearer),
+        'ERR_SCOPE_INVALID',
+      )
+      const wrongAud = await idp.mint({ claims: { iss: IDP, aud: 'https://x', sub: 'alice', iat: now, nbf: now, exp: now + 600 } })
+      await refused(() => g.svc.token(txnReq(wrongAud), client(A), bearer), 'ERR_GRANT_INVALID')
+      const untrusted = await (await testIssuer('k')).mint({ claims: { iss: 'https://evil', aud: ISSUER, sub: 'alice', iat: now, nbf: now, exp: now + 600 } })
+      await refused(() => g.svc.token(txnReq(untrusted), client(A), bearer), 'ERR_GRANT_INVALID')
     } finally {
       await g.cleanup()
     }

@@ -25,6 +25,7 @@ const GROUPS: Record<string, () => Promise<CommandModule>> = {
   bounds: () => import('./commands/bounds.js'),
   instance: () => import('./commands/instance.js'),
   broker: () => import('./commands/broker.js'),
+  gateway: () => import('./commands/gateway.js'),
   task: () => import('./commands/task.js'),
   revoke: () => import('./commands/revoke.js'),
   revocation: () => import('./commands/revocation.js'),

@@ -1,0 +1,282 @@
+/**
+ * `warrant gateway run|validate --config gateway.toml`: the composition root of
+ * the agentic gateway (src/gateway). The gateway is a SPIFFE workload: its TLS
+ * certificate (towards agents, the broker and tools) and its bundles come
+ * from the Workload API through an X509Source, the JWT bundles that verify
+ * the server's signed bounds document from a watch (as `warrant broker run`
+ * gets them), and the ceilings from that document (BoundsDocumentFile,
+ * re-read on change). The tool registry is read from its directory once at
+ * start; a bad document refuses the start. Every call is one `gateway.call`
+ * event in the gateway's own audit log, its checkpoints signed by a key of
+ * its key manager (default: a disk key manager beside the log).
+ */
+import { readdirSync, readFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { ecdsaNoteSigner, verifierKey } from '../../audit/checkpoint.js'
+import { AuditLog } from '../../audit/store/audit-log.js'
+import { httpsTransport } from '../../broker-client/transport.js'
+import { systemClock } from '../../common/clock.js'
+import { configError, type ConfigIssue } from '../../common/config/issues.js'
+import { readTomlFile } from '../../common/config/toml.js'
+import { toPemBlock } from '../../common/crypto/pem.js'
+import { F, type Logger } from '../../common/log/logger.js'
+import { isIdentityError, type IdentityError } from '../../errors/identity-error.js'
+import { toGatewayConfig, type GatewayConfig } from '../../gateway/config.js'
+import { startGatewayServer, type GatewayIdentity } from '../../gateway/gateway-server.js'
+import { ToolRegistry } from '../../gateway/registry.js'
+import { TxnTokenClient } from '../../gateway/txn-token-client.js'
+import { keyManagerPlugins, type KeyManager } from '../../keymanager/index.js'
+import { configDir } from '../../server/config.js'
+import { ceilingFor } from '../../spiffe/bounds/ceiling.js'
+import { BundleSet } from '../../spiffe/bundle/bundle-set.js'
+import { MemoryReplayCache } from '../../tokens/dpop.js'
+import { JwksCache } from '../../tokens/jwks-cache.js'
+import { WorkloadApiClient } from '../../workload-client/workload-api-client.js'
+import { X509Source, type SvidPicker } from '../../workload-client/x509-source.js'
+import { outputFormat, parseFlags, printJson } from '../args.js'
+import { BoundsDocumentFile } from '../broker-composition.js'
+import { createLogger } from '../logging.js'
+import { reportError } from '../report-error.js'
+import { runUntilSignal } from '../signals.js'
+
+export const usage = [
+  '  gateway run --config gateway.toml        start the agentic gateway (SVID and bundles from a warrant agent)',
+  '  gateway validate --config gateway.toml   check the configuration and the tool registry without starting',
+].join('\n')
+
+function load(path: string | undefined): GatewayConfig {
+  if (!path) throw Object.assign(new Error('--config is required'), { usage: true })
+  return toGatewayConfig(readTomlFile(path), configDir(path))
+}
+
+/** The tool documents (`*.json`) of the registry directory, parsed together. */
+export function loadToolRegistry(dir: string): ToolRegistry {
+  let names: string[]
+  try {
+    names = readdirSync(dir)
+      .filter((n) => n.endsWith('.json'))
+      .sort()
+  } catch (err) {
+    throw configError(
+      [{ path: 'gateway.tools_dir', message: `cannot be read (${(err as NodeJS.ErrnoException).code ?? String(err)})` }],
+      'gateway configuration',
+    )
+  }
+  const docs = names.map((n) => {
+    const source = join(dir, n)
+    return { source, text: readFileSync(source, 'utf8') }
+  })
+  return ToolRegistry.fromDocuments(docs)
+}
+
+const AUDIT_CHECKPOINT_KEY_ID = 'gateway-audit-checkpoint'
+
+async function openAuditKeyManager(cfg: GatewayConfig, log: Logger, trustDomain: X509Source): Promise<KeyManager & { close?(): Promise<void> }> {
+  const sel = cfg.audit.keyManager ?? { name: 'disk', raw: { keys_path: 'keys' } }
+  const def = keyManagerPlugins.find((p) => p.name === sel.name)
+  if (!def)
+    throw configError(
+      [{ path: `gateway.audit.key_manager.${sel.name}`, message: `unknown key manager (known: ${keyManagerPlugins.map((p) => p.name).join(', ')})` }],
+      'gateway configuration',
+    )
+  let config: unknown
+  try {
+    config = def.parseConfig(sel.raw)
+  } catch (err) {
+    const issues = (err as IdentityError).details?.issues as ConfigIssue[] | undefined
+    throw configError(
+      (issues ?? [{ path: '', message: String(err) }]).map((i) => ({ ...i, path: `gateway.audit.key_manager.${sel.name}.${i.path}` })),
+      'gateway configuration',
+    )
+  }
+  return def.create(config, {
+    log: log.child({ [F.PLUGIN_TYPE]: 'key_manager', [F.PLUGIN_NAME]: def.name, [F.SUBSYSTEM]: 'gateway' }),
+    clock: systemClock,
+    trustDomain: trustDomain.getX509Svid().id.trustDomain,
+    dataDir: dirname(cfg.audit.path),
+  })
+}
+
+async function openAuditLog(cfg: GatewayConfig, km: KeyManager, origin: string, log: Logger): Promise<AuditLog> {
+  let key
+  try {
+    key = await km.getKey(AUDIT_CHECKPOINT_KEY_ID)
+  } catch (err) {
+    if (!isIdentityError(err) || err.code !== 'ERR_KEY_NOT_FOUND') throw err
+    key = await km.generateKey(AUDIT_CHECKPOINT_KEY_ID, 'ec-p256')
+    log.info({ [F.KEY_ID]: AUDIT_CHECKPOINT_KEY_ID }, 'Generated the audit checkpoint key')
+  }
+  const auditLog = AuditLog.open({
+    path: cfg.audit.path,
+    origin,
+    signer: ecdsaNoteSigner(origin, key),
+    checkpointIntervalMs: cfg.audit.checkpointIntervalMs,
+    log: log.child({ [F.SUBSYSTEM]: 'audit' }),
+  })
+  log.info({ [F.PATH]: cfg.audit.path, origin, verifier_key: verifierKey(origin, key.publicKey) }, 'Gateway audit log open')
+  return auditLog
+}
+
+function bundlePem(b: BundleSet): string {
+  return b
+    .trustDomains()
+    .map((td) => b.getX509BundleForTrustDomain(td).toPem())
+    .join('')
+}
+
+export interface RunningGateway {
+  readonly port: number
+  stop(): Promise<void>
+}
+
+/** Starts the gateway (see the module comment). */
+export async function startGateway(cfg: GatewayConfig, log: Logger): Promise<RunningGateway> {
+  const registry = loadToolRegistry(cfg.toolsDir)
+  log.info({ [F.PATH]: cfg.toolsDir, [F.COUNT]: registry.size, tools: registry.names() }, 'Tool registry loaded')
+  const client = new WorkloadApiClient({ socketPath: cfg.workloadApiSocket, log })
+  const want = cfg.spiffeId
+  const picker: SvidPicker | undefined =
+    want === undefined
+      ? undefined
+      : (svids) => {
+          const s = svids.find((v) => v.id.toString() === want)
+          if (!s) throw new Error(`no SVID for ${want} from the Workload API`)
+          return s
+        }
+  const source = await X509Source.create({ client, log, ...(picker ? { picker } : {}) })
+  const cleanups: (() => Promise<void> | void)[] = [() => source.close()]
+  const stopAll = async () => {
+    for (const c of cleanups.reverse()) await Promise.resolve(c()).catch((err: unknown) => log.warn({ [F.ERR]: String(err) }, 'Gateway shutdown step failed'))
+  }
+  try {
+    const td = source.getX509Svid().id.trustDomain
+    log.info({ [F.SPIFFE_ID]: source.getX509Svid().id.toString() }, 'Gateway SVID ready')
+
+    // JWT bundles (they verify the bounds document), watched as the standalone broker does
+    const abort = new AbortController()
+    cleanups.push(() => abort.abort())
+    let jwtBundles = new BundleSet()
+    const gotJwt = new Promise<void>((resolve) => {
+      void client.watchJwtBundles(
+        {
+          onUpdate: (b) => {
+            jwtBundles = b
+            resolve()
+          },
+          onError: (err) => log.warn({ [F.ERROR_CODE]: err.code }, 'JWT bundle watch error'),
+        },
+        { signal: abort.signal },
+      )
+    })
+    await Promise.race([gotJwt, new Promise((r) => setTimeout(r, 10_000).unref())])
+    const bounds = new BoundsDocumentFile({ path: cfg.boundsDocumentPath, bundles: () => jwtBundles, trustDomain: td, log })
+    await bounds.reload()
+    cleanups.push(bounds.watch())
+
+    // the audit log
+    const km = await openAuditKeyManager(cfg, log, source)
+    cleanups.push(() => km.close?.())
+    const audit = await openAuditLog(cfg, km, `${td.name}/warrant/gateway-audit`, log)
+    cleanups.push(() => audit.close())
+
+    // the broker: Txn-Tokens over mTLS with our SVID, its JWKS for agents' access tokens
+    const transport = httpsTransport({
+      source,
+      ...(cfg.broker.caFile !== undefined ? { ca: readFileSync(cfg.broker.caFile, 'utf8') } : {}),
+      timeoutMs: cfg.limits.upstreamTimeoutMs,
+    })
+    cleanups.push(() => transport.close())
+    const txn = new TxnTokenClient({
+      issuer: cfg.broker.issuer,
+      trustDomain: () => td.idString(),
+      transport: transport.request,
+      cache: cfg.txnTokenCache,
+      timeoutMs: cfg.limits.upstreamTimeoutMs,
+    })
+    const keys = new JwksCache({ fetchJwks: () => txn.fetchJwks() })
+
+    // our TLS identity, following rotation
+    const pemOf = () => {
+      const svid = source.getX509Svid()
+      return {
+        certChainPem: svid.certificates.map((c) => toPemBlock('CERTIFICATE', c)).join(''),
+        keyPem: svid.privateKey!.export({ type: 'pkcs8', format: 'pem' }) as string,
+      }
+    }
+    let current = pemOf()
+    const listeners = new Set<() => void>()
+    source.on('update', () => {
+      current = pemOf()
+      for (const l of listeners) l()
+    })
+    const identity: GatewayIdentity = { current: () => current, onChange: (fn) => (listeners.add(fn), () => listeners.delete(fn)) }
+
+    const server = await startGatewayServer({
+      host: cfg.bindAddress.host,
+      port: cfg.bindAddress.port,
+      url: cfg.url,
+      identity,
+      trust: {
+        localTrustDomain: () => td,
+        bundles: () => source.getBundles(),
+        authoritiesPem: () => bundlePem(source.getBundles()),
+      },
+      federatedTrustDomains: cfg.federatedTrustDomains,
+      registry: () => registry,
+      ceilingFor: (id) => ceilingFor(bounds.current(), id),
+      broker: { issuer: cfg.broker.issuer, keys, replay: new MemoryReplayCache(), allowBearer: cfg.allowBearer, txnToken: (r) => txn.issue(r) },
+      ...(cfg.toolCaFile !== undefined ? { toolCa: readFileSync(cfg.toolCaFile, 'utf8') } : {}),
+      audit,
+      limits: cfg.limits,
+      log,
+    })
+    cleanups.push(() => server.close())
+    log.info({ url: cfg.url, issuer: cfg.broker.issuer }, 'Gateway started')
+    return {
+      port: server.port,
+      async stop() {
+        await stopAll()
+        log.info({}, 'Gateway stopped')
+      },
+    }
+  } catch (err) {
+    await stopAll()
+    throw err
+  }
+}
+
+export async function run(args: string[]): Promise<number> {
+  const [cmd, ...rest] = args
+  switch (cmd) {
+    case 'run': {
+      const { values } = parseFlags(rest, { config: { type: 'string', short: 'c' } })
+      const cfg = load(values.config)
+      const log = createLogger({ name: 'warrant-gateway', level: cfg.logLevel })
+      const gw = await startGateway(cfg, log)
+      process.stdout.write(`WARRANT_GATEWAY_URL=${cfg.url}\n`)
+      await runUntilSignal(log, () => gw.stop())
+      return 0
+    }
+    case 'validate': {
+      const { values } = parseFlags(rest, { config: { type: 'string', short: 'c' }, output: { type: 'string' } })
+      const fmt = outputFormat(values.output)
+      try {
+        const cfg = load(values.config)
+        const registry = loadToolRegistry(cfg.toolsDir)
+        if (fmt === 'json') printJson({ valid: true, tools: registry.names() })
+        else process.stdout.write(`Configuration is valid (${registry.size} tools).\n`)
+        return 0
+      } catch (err) {
+        const e = err as { details?: { issues?: unknown }; message?: string }
+        if (fmt === 'json') {
+          printJson({ valid: false, error: e.message, issues: e.details?.issues ?? [] })
+          return 1
+        }
+        return reportError(err)
+      }
+    }
+    default:
+      process.stderr.write(`usage:\n${usage}\n`)
+      return 2
+  }
+}

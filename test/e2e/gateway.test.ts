@@ -1,0 +1,317 @@
+/**
+ * `warrant gateway run` with real processes: a server with its embedded
+ * broker (the gateway listed in `txn_token_requesters`), an agent, the
+ * gateway and a demo tool server, each identified by the agent's unix
+ * attestor by its executable (hard links to node). An agent calls the tool
+ * through the gateway with its X.509-SVID: the tool sees a Txn-Token that
+ * verifies against the broker's JWKS, whose `sub` is the agent and whose
+ * path holds the gateway, and none of the agent's credentials; the agent
+ * never sees the Txn-Token. A caller outside the tool's `allowed_agents` is
+ * refused (403) without the tool being reached; an unknown tool is 404.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { X509Certificate } from 'node:crypto'
+import https from 'node:https'
+import net from 'node:net'
+import { chmodSync, copyFileSync, linkSync, mkdirSync, readdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { E2E_BIN, E2E_REPO, E2eAgent, E2eServer, waitFor, warrant } from '../helpers/e2e-cluster.js'
+import { tempDir } from '../helpers/temp.js'
+
+const TD = 'gateway.test'
+const AGENT_ID = `spiffe://${TD}/agents/a1`
+const ROGUE_ID = `spiffe://${TD}/rogue/r1`
+const GATEWAY_ID = `spiffe://${TD}/services/gateway`
+const TOOL_ID = `spiffe://${TD}/services/echo`
+const JWT_RE = /eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+/
+
+async function freePort(): Promise<number> {
+  const s = net.createServer()
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()))
+  const port = (s.address() as net.AddressInfo).port
+  await new Promise<void>((r) => s.close(() => r()))
+  return port
+}
+
+/** A hard link to node (a copy across file systems): a process run through it has its own `unix:path`. */
+function nodeLink(path: string): string {
+  try {
+    linkSync(process.execPath, path)
+  } catch {
+    copyFileSync(process.execPath, path)
+    chmodSync(path, 0o755)
+  }
+  return path
+}
+
+/** A child process with its output kept. */
+class Proc {
+  readonly child: ChildProcess
+  out = ''
+  constructor(exe: string, args: string[], env: NodeJS.ProcessEnv = {}) {
+    this.child = spawn(exe, args, { cwd: E2E_REPO, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+    const keep = (d: Buffer) => (this.out += d.toString())
+    this.child.stdout!.on('data', keep)
+    this.child.stderr!.on('data', keep)
+  }
+  get running(): boolean {
+    return this.child.exitCode === null && this.child.signalCode === null
+  }
+  async stop(): Promise<void> {
+    if (!this.running) return
+    const exited = new Promise((r) => this.child.once('exit', r))
+    this.child.kill('SIGTERM')
+    const t = setTimeout(() => this.child.kill('SIGKILL'), 10_000)
+    await exited
+    clearTimeout(t)
+  }
+}
+
+function call(
+  url: string,
+  o: { ca: string; cert?: string; key?: string; method?: string; body?: string; headers?: Record<string, string> },
+): Promise<{ status: number; headers: import('node:http').IncomingHttpHeaders; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = https.request(
+      url,
+      {
+        method: o.method ?? 'GET',
+        headers: { ...(o.body !== undefined ? { 'content-type': 'application/json' } : {}), ...o.headers },
+        ca: o.ca,
+        ...(o.cert ? { cert: o.cert, key: o.key } : {}),
+        agent: false,
+      },
+      (res) => {
+        const chunks: Buffer[] = []
+        res.on('data', (c: Buffer) => chunks.push(c))
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }))
+      },
+    )
+    req.on('error', reject)
+    req.end(o.body)
+  })
+}
+
+describe('agentic gateway (warrant gateway run) in front of a tool', () => {
+  const tmp = tempDir('wgw-')
+  let server: E2eServer | undefined
+  let agent: E2eAgent | undefined
+  let gateway: Proc | undefined
+  let tool: Proc | undefined
+  let gatewayUrl: string
+  let ca: string
+  const ids: Record<string, { cert: string; key: string }> = {}
+
+  const toolRequests = () =>
+    tool!.out
+      .split('\n')
+      .filter((l) => l.startsWith('{"kind":"request"'))
+      .map((l) => JSON.parse(l) as { path: string; status: number; sub?: string; reason?: string })
+
+  beforeAll(async () => {
+    const brokerPort = await freePort()
+    const gatewayPort = await freePort()
+    const issuer = `https://localhost:${brokerPort}`
+    gatewayUrl = `https://localhost:${gatewayPort}`
+    server = await E2eServer.start({
+      dir: join(tmp.dir, 's'),
+      trustDomain: TD,
+      serverTables: [
+        '[server.bounds."/agents/"]',
+        'scopes = ["tools:echo"]',
+        'resources = ["https://echo.gateway.test/"]',
+        '[server.bounds."/rogue/"]',
+        'scopes = ["tools:echo"]',
+        'resources = ["https://echo.gateway.test/"]',
+        '',
+        '[broker]',
+        `issuer = "${issuer}"`,
+        `bind_address = "127.0.0.1:${brokerPort}"`,
+        `txn_token_requesters = ["${GATEWAY_ID}"]`,
+      ].join('\n'),
+    })
+    agent = E2eAgent.start({ dir: join(tmp.dir, 'a'), server, nodeAttestor: `[plugins.node_attestor.join_token]\ntoken = "${await server.joinToken()}"\n` })
+    const agentId = await agent.attested()
+    ca = readFileSync(server.bundlePemPath, 'utf8')
+
+    // identities: the test's own callers by this node's path, the gateway and the tool by their own links
+    const bin = join(tmp.dir, 'bin')
+    mkdirSync(bin, { recursive: true })
+    const gatewayExe = nodeLink(join(bin, 'gw-node'))
+    const toolExe = nodeLink(join(bin, 'tool-node'))
+    const self = realpathSync(process.execPath)
+    for (const [id, exe, dns] of [
+      [AGENT_ID, self, []],
+      [ROGUE_ID, self, []],
+      [GATEWAY_ID, gatewayExe, ['--dns', 'localhost']],
+      [TOOL_ID, toolExe, ['--dns', 'localhost']],
+    ] as const) {
+      const r = await server.cli(['entry', 'create', '--spiffe-id', id, '--parent-id', agentId, '--selector', `unix:path:${exe}`, ...dns])
+      expect(r.code, r.stderr).toBe(0)
+    }
+
+    // the callers' SVIDs (both served to this node), by their URI SAN
+    const out = join(tmp.dir, 'svid')
+    await waitFor(
+      'both caller SVIDs',
+      async () => {
+        if ((await agent!.api(['fetch', 'x509', '--write', out])).code !== 0) return false
+        for (const f of readdirSync(out).filter((n) => /^svid\.\d+\.pem$/.test(n))) {
+          const pem = readFileSync(join(out, f), 'utf8')
+          const id = /URI:(spiffe:\/\/\S+?)(,|$)/.exec(new X509Certificate(pem).subjectAltName ?? '')?.[1]
+          if (id) ids[id] = { cert: pem, key: readFileSync(join(out, f.replace('.pem', '.key')), 'utf8') }
+        }
+        return ids[AGENT_ID] !== undefined && ids[ROGUE_ID] !== undefined
+      },
+      { timeoutMs: 30_000, hint: () => agent!.output() },
+    )
+
+    // the tool server, as its own process
+    tool = new Proc(toolExe, [
+      '--import',
+      'tsx',
+      join(E2E_REPO, 'test/helpers/demo-tool-server.ts'),
+      JSON.stringify({ issuer, trustDomain: `spiffe://${TD}`, ca, socketPath: agent.socketPath }),
+    ])
+    const toolPort = await waitFor(
+      'the tool server',
+      () => {
+        if (!tool!.running) throw new Error(`tool exited:\n${tool!.out}`)
+        const m = /\{"kind":"ready","port":(\d+),"spiffe_id":"([^"]+)"/.exec(tool!.out)
+        if (m) expect(m[2]).toBe(TOOL_ID)
+        return m ? Number(m[1]) : undefined
+      },
+      { timeoutMs: 60_000, hint: () => tool!.out },
+    )
+
+    // the tool registry and the gateway
+    const tools = join(tmp.dir, 'tools')
+    mkdirSync(tools)
+    writeFileSync(
+      join(tools, 'echo.json'),
+      JSON.stringify({
+        client_id: 'https://tools.gateway.test/echo',
+        client_name: 'Echo',
+        warrant_tool: {
+          name: 'echo',
+          endpoint: `https://localhost:${toolPort}/v1`,
+          audience: 'https://echo.gateway.test/',
+          scopes: ['tools:echo'],
+          allowed_agents: ['spiffe://gateway.test/agents/'],
+        },
+      }),
+    )
+    const cfg = join(tmp.dir, 'gateway.toml')
+    writeFileSync(
+      cfg,
+      [
+        '[gateway]',
+        `bind_address = "127.0.0.1:${gatewayPort}"`,
+        `url = "${gatewayUrl}"`,
+        `bounds_document_path = "${join(server.dataDir, 'bounds.jws')}"`,
+        'tools_dir = "tools"',
+        'log_level = "debug"',
+        '[gateway.broker]',
+        `issuer = "${issuer}"`,
+        '[gateway.audit]',
+        'path = "g/audit.sqlite3"',
+        '[workload_api]',
+        `socket_path = "${agent.socketPath}"`,
+        '',
+      ].join('\n'),
+    )
+    const valid = await warrant(['gateway', 'validate', '--config', cfg])
+    expect(valid.code, valid.stderr).toBe(0)
+    gateway = new Proc(gatewayExe, [E2E_BIN, 'gateway', 'run', '--config', cfg])
+    await waitFor(
+      'the gateway to listen',
+      () => {
+        if (!gateway!.running) throw new Error(`gateway exited:\n${gateway!.out.slice(-4000)}`)
+        return gateway!.out.includes('Gateway started')
+      },
+      { timeoutMs: 60_000, hint: () => gateway!.out },
+    )
+    expect(gateway.out).toContain(GATEWAY_ID)
+  }, 240_000)
+
+  afterAll(async () => {
+    await gateway?.stop()
+    await tool?.stop()
+    await agent?.stop('SIGKILL')
+    await server?.stop('SIGKILL')
+    tmp.cleanup()
+  })
+
+  it('an allowed agent over mTLS reaches the tool with a valid Txn-Token (sub = the agent, the gateway on its path) and never sees it', async () => {
+    const r = await call(`${gatewayUrl}/tools/echo/hello?x=1`, {
+      ca,
+      ...ids[AGENT_ID]!,
+      method: 'POST',
+      body: '{"q":"hi"}',
+      headers: { 'txn-purpose': 'e2e', 'txn-token': 'forged-by-the-agent' },
+    })
+    expect(r.status, `${r.body}\n${gateway!.out.slice(-3000)}`).toBe(200)
+    const b = JSON.parse(r.body) as {
+      sub: string
+      scope: string
+      path: string
+      body: string
+      req_wl: string
+      txn_path: { wl: string }[]
+      tctx: Record<string, unknown>
+      saw: { authorization: boolean; dpop: boolean }
+    }
+    expect(b.sub).toBe(AGENT_ID)
+    expect(b.scope).toBe('tools:echo')
+    expect(b.txn_path.map((h) => h.wl)).toContain(GATEWAY_ID)
+    expect(b.req_wl).toBe(GATEWAY_ID)
+    expect(b.tctx).toMatchObject({ tool: 'echo', purpose: 'e2e' })
+    expect(b.path).toBe('/v1/hello?x=1')
+    expect(b.body).toBe('{"q":"hi"}')
+    expect(b.saw).toEqual({ authorization: false, dpop: false })
+    // the agent's response carries no Txn-Token: neither the header the tool set nor a JWT anywhere
+    expect(r.headers['txn-token']).toBeUndefined()
+    expect(JSON.stringify(r.headers)).not.toMatch(JWT_RE)
+    expect(r.body).not.toMatch(JWT_RE)
+    expect(toolRequests().at(-1)).toMatchObject({ status: 200, sub: AGENT_ID })
+    // and the gateway logged no token
+    expect(gateway!.out).not.toMatch(JWT_RE)
+  }, 60_000)
+
+  it("a caller outside the tool's allowed_agents is refused (403) and the tool is never reached", async () => {
+    const before = toolRequests().length
+    const r = await call(`${gatewayUrl}/tools/echo/hello`, { ca, ...ids[ROGUE_ID]! })
+    expect(r.status).toBe(403)
+    expect(JSON.parse(r.body)).toEqual({ error: 'access_denied' })
+    await new Promise((res) => setTimeout(res, 300))
+    expect(toolRequests().length).toBe(before)
+    expect(gateway!.out).toContain('agent_not_allowed')
+  }, 30_000)
+
+  it('an unknown tool is 404, and a caller without credentials is 401', async () => {
+    const r = await call(`${gatewayUrl}/tools/nope/x`, { ca, ...ids[AGENT_ID]! })
+    expect(r.status).toBe(404)
+    expect(JSON.parse(r.body)).toEqual({ error: 'not_found' })
+    const anon = await call(`${gatewayUrl}/tools/echo/x`, { ca })
+    expect(anon.status).toBe(401)
+  }, 30_000)
+
+  it('every call, allowed or refused, is one gateway.call event in the gateway audit log (actor, tool, txn, decision, reason)', async () => {
+    const r = await warrant(['audit', 'search', '--log', join(tmp.dir, 'g', 'audit.sqlite3'), '--type', 'gateway.call', '--output', 'json'])
+    expect(r.code, r.stderr + r.stdout).toBe(0)
+    expect(r.stdout).not.toMatch(JWT_RE)
+    type Ev = { outcome: string; reason?: string; actor?: { spiffe_id: string }; token_id?: string; attributes?: Record<string, unknown> }
+    const events = (JSON.parse(r.stdout) as { event: Ev }[]).map((e) => e.event)
+    const allowed = events.filter((e) => e.outcome === 'success')
+    expect(allowed).toHaveLength(1)
+    expect(allowed[0]).toMatchObject({ actor: { spiffe_id: AGENT_ID }, attributes: { tool: 'echo', authn: 'x509-svid' } })
+    expect(allowed[0]!.token_id).toMatch(/^[0-9a-f-]{36}$/)
+    expect(allowed[0]!.attributes!['txn']).toMatch(/^[0-9a-f-]{36}$/)
+    expect(events.filter((e) => e.outcome === 'refused').map((e) => [e.actor?.spiffe_id ?? null, e.reason])).toEqual([
+      [ROGUE_ID, 'agent_not_allowed'],
+      [AGENT_ID, 'tool_unknown'],
+      [null, 'authn.no_credentials'],
+    ])
+  }, 30_000)
+})

@@ -240,6 +240,34 @@ export class BrokerClient {
   }
 
   /**
+   * A Txn-Token (draft-ietf-oauth-transaction-tokens) for a transaction this workload starts: the subject is its own
+   * broker token (default), its JWT-SVID, or what a gateway vouches for. `details` become `tctx`, `context` `rctx`.
+   * Send it onward in the `Txn-Token` header; it is not bound to a key and needs no DPoP proof.
+   */
+  txnToken(
+    subject: AccessToken | { token: string; type: string },
+    p: { scopes?: readonly string[]; details?: Record<string, unknown>; context?: Record<string, unknown>; audience?: string } = {},
+    opts: CallOpts = {},
+  ): Promise<AccessToken> {
+    const form = new URLSearchParams({
+      grant_type: GRANT_TYPE.tokenExchange,
+      requested_token_type: TOKEN_TYPE.txnToken,
+      subject_token: subject instanceof AccessToken ? subject.value : subject.token,
+      subject_token_type: subject instanceof AccessToken ? TOKEN_TYPE.accessToken : subject.type,
+    })
+    if (p.scopes && p.scopes.length > 0) form.set('scope', p.scopes.join(' '))
+    if (p.details) form.set('request_details', JSON.stringify(p.details))
+    if (p.context) form.set('request_context', JSON.stringify(p.context))
+    if (p.audience) form.set('audience', p.audience)
+    return this.#token('txn token request', form, opts, false)
+  }
+
+  /** A replacement of a Txn-Token this service received, to call onward: same transaction, same or narrower scope, this service appended to its path. */
+  replaceTxnToken(incoming: string, p: { scopes?: readonly string[] } = {}, opts: CallOpts = {}): Promise<AccessToken> {
+    return this.txnToken({ token: incoming, type: TOKEN_TYPE.txnToken }, p, opts)
+  }
+
+  /**
    * A source that holds a token and renews it at 75% of its lifetime; `acquire`
    * (default: `requestToken(p)`) gets the first one and a fresh one after expiry.
    */
@@ -259,9 +287,9 @@ export class BrokerClient {
     return src
   }
 
-  async #token(what: string, form: URLSearchParams, opts: CallOpts): Promise<AccessToken> {
+  async #token(what: string, form: URLSearchParams, opts: CallOpts, bound = true): Promise<AccessToken> {
     const url = this.metadata.token_endpoint
-    const res = await this.#post(what, url, form, opts, this.binding === 'dpop')
+    const res = await this.#post(what, url, form, opts, bound && this.binding === 'dpop')
     const body = json(res) as Record<string, unknown> | undefined
     if (res.status !== 200 || body === undefined) throw oauthError(what, res.status, body, header(res, 'www-authenticate'))
     const { access_token: at, token_type: tt, expires_in: exp, issued_token_type: itt, scope } = body
@@ -269,7 +297,7 @@ export class BrokerClient {
       throw new IdentityError('ERR_INTERNAL', `broker-client: malformed ${what} response`)
     }
     const tokenType: IssuedTokenType = /^dpop$/i.test(tt) ? 'DPoP' : /^n_a$/i.test(tt) ? 'N_A' : 'Bearer'
-    if (this.binding === 'dpop' && tokenType === 'Bearer')
+    if (bound && this.binding === 'dpop' && tokenType === 'Bearer')
       throw new IdentityError('ERR_TOKEN_REQUEST_INVALID', `broker-client: ${what} returned an unbound token for a DPoP request`)
     const now = this.#clock.now()
     const token = new AccessToken(at, {

@@ -165,6 +165,33 @@ describe('BrokerClient: token requests as the broker parses them', () => {
     expect(() => c.delegate(t, { to: 'not-an-id' })).toThrow(TypeError)
   })
 
+  it('txnToken and replaceTxnToken: requested_token_type txn_token, request_details/context as JSON, no DPoP proof, N_A accepted', async () => {
+    const txn = reply(200, {
+      access_token: SECRET,
+      token_type: 'N_A',
+      issued_token_type: 'urn:ietf:params:oauth:token-type:txn_token',
+      expires_in: 60,
+      scope: 'read',
+    })
+    const { c, seen } = await client([okToken(), txn, txn])
+    const t = await c.requestToken({ taskId: 't1' })
+    const x = await c.txnToken(t, { scopes: ['read'], details: { purpose: 'refund' }, context: { req_ip: '10.0.0.1' } })
+    expect([x.tokenType, x.issuedTokenType]).toEqual(['N_A', 'urn:ietf:params:oauth:token-type:txn_token'])
+    await c.replaceTxnToken('incoming.txn.token', { scopes: ['read'] })
+    const forms = seen.map((s) => Object.fromEntries(s.form.entries()))
+    expect(forms[1]).toEqual({
+      grant_type: TOKEN_EXCHANGE,
+      requested_token_type: 'urn:ietf:params:oauth:token-type:txn_token',
+      subject_token: SECRET,
+      subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+      scope: 'read',
+      request_details: '{"purpose":"refund"}',
+      request_context: '{"req_ip":"10.0.0.1"}',
+    })
+    expect(forms[2]).toMatchObject({ subject_token: 'incoming.txn.token', subject_token_type: 'urn:ietf:params:oauth:token-type:txn_token', scope: 'read' })
+    expect([seen[1]!.proof, seen[2]!.proof]).toEqual([undefined, undefined])
+  })
+
   it('JWT-SVID client authentication: a jwt-spiffe client assertion for the issuer on every request', async () => {
     const audiences: string[] = []
     let n = 0

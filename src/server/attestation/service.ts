@@ -8,7 +8,7 @@ import type { TrustDomain } from '../../spiffe/trust-domain.js'
 import { parseCsr } from '../../spiffe/x509-svid/csr.js'
 import { verifyX509Svid } from '../../spiffe/x509-svid/verify.js'
 import { serialOf, type CaManager } from '../ca/manager.js'
-import { isoTime, type ServerAudit, type ServerAuditEvent } from '../audit/server-audit.js'
+import { failureOf, isoTime, type ServerAudit, type ServerAuditEvent } from '../audit/server-audit.js'
 import type { AttestedNode, DataStore, Selector } from '../datastore/types.js'
 import type { Metrics } from '../metrics.js'
 import type { RegistrationService } from '../registration/service.js'
@@ -22,8 +22,6 @@ const KEPT_CODES: ReadonlySet<string> = new Set([
   'ERR_REQUEST_MALFORMED',
   'ERR_JOIN_TOKEN_INVALID',
 ])
-/** Codes of a failure that is the server's, not a refusal of the agent (audited as outcome `error`). */
-const SERVER_FAULTS: ReadonlySet<string> = new Set(['ERR_INTERNAL', 'ERR_DATASTORE', 'ERR_HSM_UNAVAILABLE', 'ERR_AUDIT_UNAVAILABLE'])
 
 export interface AttestOutcome {
   node: AttestedNode
@@ -193,11 +191,9 @@ export class NodeAttestationService {
 
   /** A refused (or failed) attestation's event: the code, the attestor if it is one of ours, the agent ID if the attestor named one. */
   #refusal(attestor: string, agent: string | undefined, err: unknown): ServerAuditEvent {
-    const code = err instanceof IdentityError ? err.code : 'ERR_INTERNAL'
     return {
       type: 'node_attestation.refused',
-      outcome: SERVER_FAULTS.has(code) ? 'error' : 'refused',
-      reason: code,
+      ...failureOf(err),
       ...(agent !== undefined ? { actor: { spiffe_id: agent }, node: agent } : {}),
       attributes: { attestor: this.#attestors.has(attestor) ? attestor : 'unknown' },
     }

@@ -24,6 +24,7 @@
  */
 import { Counter, type Registry } from 'prom-client'
 import { F, type Logger } from '../../common/log/logger.js'
+import { IdentityError } from '../../errors/identity-error.js'
 
 export type ServerAuditEventType =
   | 'node_attestation.accepted'
@@ -116,6 +117,18 @@ export class ServerAudit {
     )
   }
 }
+
+/** Codes of a failure that is the server's, not a refusal of the caller. */
+const SERVER_FAULTS: ReadonlySet<string> = new Set(['ERR_INTERNAL', 'ERR_DATASTORE', 'ERR_HSM_UNAVAILABLE', 'ERR_AUDIT_UNAVAILABLE'])
+
+/** A failed operation's outcome and reason: its code, outcome `error` for the server's own faults (and anything not an IdentityError). */
+export function failureOf(err: unknown): { outcome: 'refused' | 'error'; reason: string } {
+  const code = err instanceof IdentityError ? err.code : 'ERR_INTERNAL'
+  return { outcome: SERVER_FAULTS.has(code) ? 'error' : 'refused', reason: code }
+}
+
+/** An identifier a caller sent (an entry or instance ID), kept only when short and plain: no free text, no dots (so nothing JWT-like). */
+export const plainId = (s: string): string | undefined => (/^[A-Za-z0-9_:-]{1,128}$/.test(s) ? s : undefined)
 
 /** Epoch ms as the RFC 3339 time attributes use. */
 export const isoTime = (ms: number): string => new Date(ms).toISOString()

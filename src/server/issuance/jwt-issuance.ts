@@ -1,11 +1,12 @@
 import { F, type Logger } from '../../common/log/logger.js'
 import { IdentityError } from '../../errors/identity-error.js'
-import { isoTime, type ServerAudit } from '../audit/server-audit.js'
+import { failureOf, isoTime, plainId, type ServerAudit } from '../audit/server-audit.js'
 import type { BoundsService } from '../bounds/bounds-service.js'
 import type { CaManager } from '../ca/manager.js'
 import type { AttestedNode } from '../datastore/types.js'
 import type { Metrics } from '../metrics.js'
 import type { AuthorizedEntries } from '../registration/authorized-entries.js'
+import { isTemplateId } from '../registration/validate.js'
 import type { RevocationService } from '../revocation/revocation-service.js'
 import type { Subjects } from './subject.js'
 
@@ -39,7 +40,10 @@ export interface JwtIssuanceDeps {
   defaultTtlMs: number
   /** Refuses revoked instances and quarantined prefixes (ERR_REVOKED); absent, nothing is refused. */
   revocations?: Pick<RevocationService, 'refuse'>
-  /** Records each minted JWT-SVID (`jwt_svid.issued`: ID, instance, agent, audience, kid, exp; never the token), without waiting. */
+  /**
+   * Records each minted JWT-SVID (`jwt_svid.issued`: ID, instance, agent, entry, audience, kid, exp; never the token) and
+   * each refusal (the same type, outcome `refused` with its code), without waiting.
+   */
   audit?: Pick<ServerAudit, 'record'>
 }
 
@@ -58,11 +62,32 @@ export class JwtIssuance {
 
   /** ERR_INVALID_ARGUMENT for a missing or oversized audience; ERR_ID_NOT_AUTHORIZED when the entry, instance or bounds refuse. */
   async issue(node: AttestedNode, r: JwtRequest): Promise<JwtSvidIssued> {
+    if (!this.#d.audit) return this.#issue(node, r, {})
+    const seen: { claimed?: string } = {}
+    try {
+      return await this.#issue(node, r, seen)
+    } catch (err) {
+      const entryId = plainId(r.entryId)
+      const instance = /^i[0-9a-z]{25}$/.test(r.instanceId) ? r.instanceId : undefined
+      this.#d.audit.record({
+        type: 'jwt_svid.issued',
+        ...failureOf(err),
+        ...(seen.claimed !== undefined ? { actor: instance ? { spiffe_id: seen.claimed, instance } : { spiffe_id: seen.claimed }, subject: seen.claimed } : {}),
+        node: node.agentId,
+        attributes: entryId !== undefined ? { entry_id: entryId } : {},
+      })
+      throw err
+    }
+  }
+
+  /** `seen.claimed`: the ID asked for, once the entry is known to be the agent's (and the instance well-formed). */
+  async #issue(node: AttestedNode, r: JwtRequest, seen: { claimed?: string }): Promise<JwtSvidIssued> {
     const audience = r.audience.filter((a) => a.length > 0)
     if (audience.length === 0) throw new IdentityError('ERR_INVALID_ARGUMENT', 'audience must be specified')
     if (audience.some((a) => a.length > MAX_AUDIENCE_LENGTH) || audience.length > MAX_AUDIENCES)
       throw new IdentityError('ERR_INVALID_ARGUMENT', 'audience too large')
     const entry = await this.#d.entries.entry(node, r.entryId)
+    if (!isTemplateId(entry.spiffeId) || /^i[0-9a-z]{25}$/.test(r.instanceId)) seen.claimed = this.#d.subjects.claimed(entry, r.instanceId)
     // A revoked instance is refused as such, before its (then ended) record is looked at.
     this.#d.revocations?.refuse(this.#d.subjects.claimed(entry, r.instanceId), r.instanceId)
     const subject = await this.#d.subjects.of(entry, node.agentId, r.instanceId)

@@ -1,12 +1,13 @@
 import { IdentityError } from '../../errors/identity-error.js'
 import type { SpiffeId } from '../../spiffe/spiffe-id.js'
-import { isoTime, type ServerAudit } from '../audit/server-audit.js'
+import { failureOf, isoTime, plainId, type ServerAudit } from '../audit/server-audit.js'
 import type { BoundsLookup, BoundsService } from '../bounds/bounds-service.js'
 import { inlineCsrVerifier, type CsrVerifier, type SignItem } from '../ca/csr-verifier.js'
 import { serialOf, type CaManager } from '../ca/manager.js'
 import type { AttestedNode, RegistrationEntry } from '../datastore/types.js'
 import type { Metrics } from '../metrics.js'
 import type { AuthorizedEntries } from '../registration/authorized-entries.js'
+import { isTemplateId } from '../registration/validate.js'
 import type { RevocationService } from '../revocation/revocation-service.js'
 import type { Subjects } from './subject.js'
 
@@ -36,7 +37,10 @@ export interface X509IssuanceDeps {
   revocations?: Pick<RevocationService, 'refuse'>
   /** Checks CSRs (default: on the main thread; the server passes a worker pool, which also signs with a software CA key). */
   csrVerifier?: CsrVerifier
-  /** Records each issued SVID (`x509_svid.issued`: ID, instance, agent, serial, not_after), without waiting (see server-audit.ts). */
+  /**
+   * Records each issued SVID (`x509_svid.issued`: ID, instance, agent, entry, serial, not_after) and each refused item
+   * (the same type, outcome `refused` with its code), without waiting (see server-audit.ts).
+   */
   audit?: Pick<ServerAudit, 'record'>
 }
 
@@ -120,7 +124,26 @@ export class X509Issuance {
     if (direct.length > 0) pending.push(this.#signOnPool(node, requests, direct, delegate!, out))
     if (here.length > 0) this.#admitAndSign(node, here, requests, out, pending)
     if (pending.length > 0) await Promise.all(pending)
+    if (this.#d.audit)
+      for (let i = 0; i < out.length; i++) {
+        const o = out[i]!
+        if (!o.ok) this.#auditRefusal(node, requests[i]!, authorized.get(requests[i]!.entryId), o.error)
+      }
     return out
+  }
+
+  /** Records a refused item: its code, the ID it asked for when the entry is the agent's (and the instance well-formed). */
+  #auditRefusal(node: AttestedNode, r: X509Request, entry: RegistrationEntry | undefined, error: unknown): void {
+    const instance = /^i[0-9a-z]{25}$/.test(r.instanceId) ? r.instanceId : undefined
+    const claimed = entry && (!isTemplateId(entry.spiffeId) || instance) ? this.#d.subjects.claimed(entry, r.instanceId) : undefined
+    const entryId = plainId(r.entryId)
+    this.#d.audit!.record({
+      type: 'x509_svid.issued',
+      ...failureOf(error),
+      ...(claimed !== undefined ? { actor: instance ? { spiffe_id: claimed, instance } : { spiffe_id: claimed }, subject: claimed } : {}),
+      node: node.agentId,
+      attributes: { kind: 'workload', ...(entryId !== undefined ? { entry_id: entryId } : {}) },
+    })
   }
 
   /** Records one issued SVID (not awaited). */

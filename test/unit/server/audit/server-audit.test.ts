@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { ServerAudit, fits, isoTime } from '../../../../src/server/audit/server-audit.js'
+import { IdentityError } from '../../../../src/errors/identity-error.js'
+import { ServerAudit, failureOf, fits, isoTime, plainId } from '../../../../src/server/audit/server-audit.js'
 import { createServerMetrics } from '../../../../src/server/metrics.js'
 import { captureLogger } from '../../../helpers/capture-logger.js'
 import { memoryAudit } from './memory-sink.js'
@@ -49,6 +50,14 @@ describe('ServerAudit', () => {
     expect(() => throwing.record(event)).not.toThrow()
     expect(await throwing.durable(event)).toBe(false)
     expect(await lost()).toBe(1)
+  })
+
+  it('failureOf: the code, refused, or error for faults of the server and what is no IdentityError; plainId keeps only plain identifiers', () => {
+    expect(failureOf(new IdentityError('ERR_REVOKED', 'x'))).toEqual({ outcome: 'refused', reason: 'ERR_REVOKED' })
+    expect(failureOf(new IdentityError('ERR_DATASTORE', 'x'))).toEqual({ outcome: 'error', reason: 'ERR_DATASTORE' })
+    expect(failureOf(new Error('x'))).toEqual({ outcome: 'error', reason: 'ERR_INTERNAL' })
+    expect(plainId('3ac945aa-63e9-4e5d-99c2-2852d248b8fd')).toBe('3ac945aa-63e9-4e5d-99c2-2852d248b8fd')
+    for (const bad of ['', 'a b', 'eyJhbGciOiJub25lIn0.eyJ4IjoxfQ.', 'x'.repeat(129), 'a\nb']) expect(plainId(bad)).toBeUndefined()
   })
 
   it('fits leaves out values over 256 characters; isoTime is RFC 3339 UTC', () => {

@@ -4,7 +4,9 @@
  * CA's Signer for bounded IDs), with the SVID's ID, instance, agent, entry,
  * serial and not_after; `jwt_svid.issued` with the audience, kid and expiry but
  * never the token; `instance.started` and `instance.ended` with why it ended.
- * Refused items have no event; no event carries a certificate, CSR or token.
+ * A refused item is the same type with outcome `refused` and its code (the ID
+ * asked for only once the entry is known to be the agent's); no event carries
+ * a certificate, CSR or token, nor an identifier the agent sent that is not plain.
  */
 import { generateKeyPairSync, X509Certificate } from 'node:crypto'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
@@ -104,7 +106,7 @@ describe.each([
   ['the CSR worker pool', () => pool as CsrVerifier],
   ['checks then the Signer', () => inlineCsrVerifier],
 ])('x509_svid.issued through %s', (_name, verifier) => {
-  it('one event per signed SVID, with ID, agent, entry, serial and not_after; none for a refused item', async () => {
+  it('one event per signed SVID, with ID, agent, entry, serial and not_after; a refused item with its code', async () => {
     const free = await create(newEntry('spiffe://example.org/free/a'))
     const bounded = await create(newEntry('spiffe://example.org/bounded/b'))
     const out = await x509(verifier()).issue(node, [
@@ -113,8 +115,17 @@ describe.each([
       { entryId: bounded.id, csr: await csr(), instanceId: '' },
     ])
     await settle()
-    const issued = m.sink.of('x509_svid.issued')
+    const issued = m.sink.of('x509_svid.issued').filter((e) => e.outcome === 'success')
     expect(issued).toHaveLength(2)
+    expect(m.sink.of('x509_svid.issued').filter((e) => e.outcome !== 'success')).toEqual([
+      {
+        type: 'x509_svid.issued',
+        outcome: 'refused',
+        reason: 'ERR_ID_NOT_AUTHORIZED',
+        node: AGENT,
+        attributes: { kind: 'workload', entry_id: 'no-such-entry' },
+      },
+    ])
     for (const [i, e] of [
       [0, free],
       [2, bounded],
@@ -142,6 +153,31 @@ describe.each([
       expect.objectContaining({ actor: { spiffe_id: inst.spiffeId, instance: inst.instanceId }, subject: inst.spiffeId, node: AGENT }),
     ])
   })
+
+  it("a refusal names the ID asked for when the entry is the agent's; an identifier that is not plain is left out, and nothing is lost", async () => {
+    const tpl = await create(newEntry('spiffe://example.org/free/bot/{instance}'))
+    const unknown = 'i0000000000000000000000042'
+    await x509(verifier()).issue(node, [
+      { entryId: tpl.id, csr: await csr(), instanceId: unknown },
+      { entryId: tpl.id, csr: await csr(), instanceId: 'eyJhbGciOiJub25lIn0.eyJ4IjoxfQ.' },
+      { entryId: 'eyJhbGciOiJub25lIn0.eyJ4IjoxfQ.', csr: await csr(), instanceId: '' },
+    ])
+    await settle()
+    expect(m.sink.of('x509_svid.issued')).toEqual([
+      {
+        type: 'x509_svid.issued',
+        outcome: 'refused',
+        reason: 'ERR_ID_NOT_AUTHORIZED',
+        actor: { spiffe_id: 'spiffe://example.org/free/bot/' + unknown, instance: unknown },
+        subject: 'spiffe://example.org/free/bot/' + unknown,
+        node: AGENT,
+        attributes: { kind: 'workload', entry_id: tpl.id },
+      },
+      { type: 'x509_svid.issued', outcome: 'refused', reason: 'ERR_ID_NOT_AUTHORIZED', node: AGENT, attributes: { kind: 'workload', entry_id: tpl.id } },
+      { type: 'x509_svid.issued', outcome: 'refused', reason: 'ERR_ID_NOT_AUTHORIZED', node: AGENT, attributes: { kind: 'workload' } },
+    ])
+    expect(await m.lost()).toBe(0)
+  })
 })
 
 describe('jwt_svid.issued', () => {
@@ -163,8 +199,32 @@ describe('jwt_svid.issued', () => {
       },
     ])
     expectNoSecrets(m.sink.events, r.token.split('.')[2])
+  })
+
+  it("a refusal: its code, the ID asked for once the entry is the agent's, never the audience", async () => {
+    const e = await create(newEntry('spiffe://example.org/free/j', { selectors: [{ type: 'unix', value: 'uid:1' }] }))
     await expect(jwt.issue(node, { entryId: 'nope', audience: ['a'], instanceId: '' })).rejects.toMatchObject({ code: 'ERR_ID_NOT_AUTHORIZED' })
-    expect(m.sink.of('jwt_svid.issued')).toHaveLength(1)
+    await expect(jwt.issue(node, { entryId: e.id, audience: ['a'], instanceId: 'i0000000000000000000000042' })).rejects.toMatchObject({
+      code: 'ERR_INVALID_ARGUMENT',
+    })
+    // a template with an instance ID that is none: no ID is claimed
+    const tpl = await create(newEntry('spiffe://example.org/free/bot/{instance}'))
+    await expect(jwt.issue(node, { entryId: tpl.id, audience: ['a'], instanceId: 'not/an/instance' })).rejects.toMatchObject({ code: 'ERR_ID_NOT_AUTHORIZED' })
+    await settle()
+    expect(m.sink.of('jwt_svid.issued')).toEqual([
+      { type: 'jwt_svid.issued', outcome: 'refused', reason: 'ERR_ID_NOT_AUTHORIZED', node: AGENT, attributes: { entry_id: 'nope' } },
+      {
+        type: 'jwt_svid.issued',
+        outcome: 'refused',
+        reason: 'ERR_INVALID_ARGUMENT',
+        actor: { spiffe_id: e.spiffeId, instance: 'i0000000000000000000000042' },
+        subject: e.spiffeId,
+        node: AGENT,
+        attributes: { entry_id: e.id },
+      },
+      { type: 'jwt_svid.issued', outcome: 'refused', reason: 'ERR_ID_NOT_AUTHORIZED', node: AGENT, attributes: { entry_id: tpl.id } },
+    ])
+    expect(await m.lost()).toBe(0)
   })
 
   it('issuance does not wait for the log, and a lost event does not fail it (logged and counted)', async () => {

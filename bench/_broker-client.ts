@@ -7,7 +7,12 @@
  * nonce and counted apart). Line protocol on stdin/stdout (one JSON object per
  * line): `{round: ms, concurrency}` → `{ok, failed, nonceRetries, ms}`.
  *
- * argv: <token endpoint URL> <CA PEM file> <cert PEM file> <key PEM file> <task id>
+ * argv: <token endpoint URL> <CA PEM file> <cert PEM file> <key PEM file> <task id> [txn]
+ *
+ * With `txn`, the client first gets one DPoP-bound access token as above, then
+ * each request asks for a Txn-Token with it as the subject token
+ * (`requested_token_type` txn_token, `request_details`, no DPoP proof: a
+ * Txn-Token is not key-bound and the client authenticates by mutual TLS).
  */
 import https from 'node:https'
 import { readFileSync } from 'node:fs'
@@ -15,13 +20,13 @@ import { webcrypto } from 'node:crypto'
 import { createInterface } from 'node:readline'
 import { createDpopProof } from '../src/tokens/dpop.js'
 
-const [url, caPath, certPath, keyPath, taskId] = process.argv.slice(2) as [string, string, string, string, string]
+const [url, caPath, certPath, keyPath, taskId, mode] = process.argv.slice(2) as [string, string, string, string, string, string | undefined]
 const out = (o: unknown) => process.stdout.write(`${JSON.stringify(o)}\n`)
 const ca = readFileSync(caPath, 'utf8')
 const cert = readFileSync(certPath, 'utf8')
 const key = readFileSync(keyPath, 'utf8')
 const dpopKey = await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign', 'verify'])
-const body = new URLSearchParams({ grant_type: 'client_credentials', task_id: taskId, scope: 'tools:read' }).toString()
+let body = new URLSearchParams({ grant_type: 'client_credentials', task_id: taskId, scope: 'tools:read' }).toString()
 let agent = new https.Agent({ keepAlive: true, maxSockets: 1, ca, cert, key })
 let nonce: string | undefined
 
@@ -31,11 +36,19 @@ interface Answer {
   body: string
 }
 
-function post(proof: string): Promise<Answer> {
+function post(proof: string | undefined): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const req = https.request(
       url,
-      { method: 'POST', agent, headers: { 'content-type': 'application/x-www-form-urlencoded', 'content-length': Buffer.byteLength(body), dpop: proof } },
+      {
+        method: 'POST',
+        agent,
+        headers: {
+          'content-type': 'application/x-www-form-urlencoded',
+          'content-length': Buffer.byteLength(body),
+          ...(proof !== undefined ? { dpop: proof } : {}),
+        },
+      },
       (res) => {
         const chunks: Buffer[] = []
         res.on('data', (c: Buffer) => chunks.push(c))
@@ -53,6 +66,11 @@ function post(proof: string): Promise<Answer> {
 
 /** One token request; returns whether a token came back and whether a nonce retry was needed. */
 async function exchangeOnce(): Promise<{ ok: boolean; retried: boolean; detail?: string }> {
+  if (txnBody !== undefined) {
+    const r = await post(undefined)
+    const ok = r.status === 200 && r.body.includes('"issued_token_type":"urn:ietf:params:oauth:token-type:txn_token"')
+    return ok ? { ok, retried: false } : { ok, retried: false, detail: `${r.status} ${r.body.slice(0, 200)}` }
+  }
   let r = await post(await createDpopProof(dpopKey, { method: 'POST', url, ...(nonce !== undefined ? { nonce } : {}) }))
   if (r.nonce !== undefined) nonce = r.nonce
   let retried = false
@@ -65,11 +83,34 @@ async function exchangeOnce(): Promise<{ ok: boolean; retried: boolean; detail?:
   return ok ? { ok, retried } : { ok, retried, detail: `${r.status} ${r.body.slice(0, 200)}` }
 }
 
+let txnBody: string | undefined
 // Warm-up: fetch a nonce and check that a token comes back.
 const first = await exchangeOnce()
 if (!first.ok) {
   out({ error: first.detail })
   process.exit(1)
+}
+if (mode === 'txn') {
+  const r = await post(await createDpopProof(dpopKey, { method: 'POST', url, ...(nonce !== undefined ? { nonce } : {}) }))
+  const at = (JSON.parse(r.body) as { access_token?: string }).access_token
+  if (r.status !== 200 || at === undefined) {
+    out({ error: `${r.status} ${r.body.slice(0, 200)}` })
+    process.exit(1)
+  }
+  txnBody = new URLSearchParams({
+    grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+    requested_token_type: 'urn:ietf:params:oauth:token-type:txn_token',
+    subject_token: at,
+    subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+    scope: 'tools:read',
+    request_details: JSON.stringify({ tool: 'search', purpose: 'bench' }),
+  }).toString()
+  body = txnBody
+  const check = await exchangeOnce()
+  if (!check.ok) {
+    out({ error: check.detail })
+    process.exit(1)
+  }
 }
 out({ ready: true })
 

@@ -28,6 +28,10 @@
  * and answers a canned token. It is the most any token endpoint can reach on
  * this machine with this client, and shows how much of it the broker keeps.
  *
+ * txn_token_issue_per_s_vs_raw_crypto: the same client, task and baseline,
+ * each request a Txn-Token request with the client's access token as the
+ * subject token (`-- broker --txn` runs only this figure). Target >= 0.5.
+ *
  * token_verify_vs_jose and delegated_verify_depth5_vs_depth0: see
  * bench/_broker-verify.ts.
  */
@@ -58,12 +62,18 @@ const RS = 'https://rs.bench.example'
 const CONCURRENCY = 8
 
 export async function run(args: string[]): Promise<void> {
+  // `-- broker --txn`: only the Txn-Token figure
+  if (args.includes('--txn')) {
+    await tokenExchange(args, { mode: 'txn' })
+    return
+  }
   const audited = await tokenExchange(args)
   const unaudited = await tokenExchange(args, { audit: false })
   report('token_exchange_audited_vs_unaudited', audited, unaudited, 'ops/s', {
     what: 'the same exchange with the broker audit log on (each token released once its event is durable) against it off, in this run',
     target_ratio: 0.8,
   })
+  await tokenExchange(args, { mode: 'txn' })
   await runVerify(args)
 }
 
@@ -87,8 +97,9 @@ function onPath(cmd: string): boolean {
 }
 
 /** Runs the token-exchange figure (and, audited, the machine's ceiling); returns the broker's tokens per second. */
-export async function tokenExchange(args: string[], opts: { audit?: boolean } = {}): Promise<number> {
+export async function tokenExchange(args: string[], opts: { audit?: boolean; mode?: 'txn' } = {}): Promise<number> {
   const audit = opts.audit ?? true
+  const txn = opts.mode === 'txn'
   const quick = args.includes('--quick')
   const rounds = quick ? 2 : 3
   const roundMs = quick ? 1000 : 2000
@@ -164,6 +175,7 @@ export async function tokenExchange(args: string[], opts: { audit?: boolean } = 
         files.cert,
         files.key,
         task.taskId,
+        ...(txn ? ['txn'] : []),
       ],
       {
         cwd: REPO_ROOT,
@@ -222,6 +234,22 @@ export async function tokenExchange(args: string[], opts: { audit?: boolean } = 
     await Promise.race([once(c, 'exit'), new Promise((r) => setTimeout(r, 5000).unref())])
     const oursPerS = (oursN * 1000) / oursMs
     if (!audit) return oursPerS
+    if (txn) {
+      report('txn_token_issue_per_s_vs_raw_crypto', oursPerS, (baseN * 1000) / baseMs, 'ops/s', {
+        what: 'Txn-Tokens per second through the real HTTPS token endpoint: mTLS client auth, the agent access token as subject_token (one ES256 verify), a txntoken+jwt signed (one ES256 sign), audit on; baseline one ES256 verify + one ES256 sign',
+        key_manager: keyManagerName,
+        concurrency: CONCURRENCY,
+        rounds,
+        round_ms: roundMs,
+        tokens: oursN,
+        failed,
+        broker_cpu_us_per_token: Math.round(selfCpu / Math.max(1, oursN)),
+        load_avg_1m_before: Math.round(load0 * 100) / 100,
+        load_avg_1m_after: Math.round(loadavg()[0]! * 100) / 100,
+        target_ratio: 0.5,
+      })
+      return oursPerS
+    }
     report('token_exchange_per_s_vs_raw_crypto', oursPerS, (baseN * 1000) / baseMs, 'ops/s', {
       audit: 'on (the quickstart default)',
       grant: 'client_credentials',

@@ -301,7 +301,7 @@ export async function startGatewayServer(o: GatewayServerOptions): Promise<Gatew
     const d = decide(tool, who.caller, o.ceilingFor(SpiffeId.fromString(agentId)))
     if (!d.allow) {
       fields['detail'] = d.detail
-      return refused(refusalOf(403, d.error, d.reason), { ...actor, ...scope, ...(who.jti ? { attributes: { agent_token: who.jti } } : {}) })
+      return refused(refusalOf(403, d.error, d.reason), { ...actor, ...scope, ...(who.jti ? { attributes: { agent_token_jti: who.jti } } : {}) })
     }
     const purposeHeader = req.headers['txn-purpose']
     const purpose = typeof purposeHeader === 'string' && purposeHeader !== '' ? purposeHeader : undefined
@@ -343,7 +343,7 @@ export async function startGatewayServer(o: GatewayServerOptions): Promise<Gatew
         ...(txn.txn !== undefined ? { txn: txn.txn } : {}),
         authn: who.authn,
         cached: txn.cached,
-        ...(who.jti ? { agent_token: who.jti } : {}),
+        ...(who.jti ? { agent_token_jti: who.jti } : {}),
       },
     })
     if (!ok) {

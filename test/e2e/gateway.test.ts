@@ -18,6 +18,9 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { E2E_BIN, E2E_REPO, E2eAgent, E2eServer, waitFor, warrant } from '../helpers/e2e-cluster.js'
 import { tempDir } from '../helpers/temp.js'
+import { BrokerClient } from '../../src/broker-client/broker-client.js'
+import { WorkloadApiClient } from '../../src/workload-client/workload-api-client.js'
+import { X509Source } from '../../src/workload-client/x509-source.js'
 
 const TD = 'gateway.test'
 const AGENT_ID = `spiffe://${TD}/agents/a1`
@@ -100,6 +103,7 @@ describe('agentic gateway (warrant gateway run) in front of a tool', () => {
   let gateway: Proc | undefined
   let tool: Proc | undefined
   let gatewayUrl: string
+  let issuer: string
   let ca: string
   const ids: Record<string, { cert: string; key: string }> = {}
 
@@ -112,7 +116,7 @@ describe('agentic gateway (warrant gateway run) in front of a tool', () => {
   beforeAll(async () => {
     const brokerPort = await freePort()
     const gatewayPort = await freePort()
-    const issuer = `https://localhost:${brokerPort}`
+    issuer = `https://localhost:${brokerPort}`
     gatewayUrl = `https://localhost:${gatewayPort}`
     server = await E2eServer.start({
       dir: join(tmp.dir, 's'),
@@ -297,6 +301,53 @@ describe('agentic gateway (warrant gateway run) in front of a tool', () => {
     expect(anon.status).toBe(401)
   }, 30_000)
 
+  it('an agent with a DPoP-bound broker token (its task) reaches the tool; the Txn-Token carries the task; without the proof: 401', async () => {
+    const task = await warrant([
+      'task',
+      'create',
+      '--socket',
+      join(server!.dataDir, 'private', 'broker-admin.sock'),
+      '--agent',
+      `spiffe://${TD}/agents/`,
+      '--scope',
+      'tools:echo',
+      '--resource',
+      'https://echo.gateway.test/',
+      '--ttl',
+      '1h',
+      '--task-id',
+      'gw-task',
+      '--output',
+      'json',
+    ])
+    expect(task.code, task.stderr).toBe(0)
+    const source = await X509Source.create({
+      client: new WorkloadApiClient({ socketPath: agent!.socketPath }),
+      picker: (svids) => svids.find((s) => s.id.toString() === AGENT_ID)!,
+    })
+    const broker = await BrokerClient.create({ issuer, source, ca })
+    try {
+      const t = await broker.requestToken({ taskId: 'gw-task', scopes: ['tools:echo'], resources: ['https://echo.gateway.test/'] })
+      expect(t.tokenType).toBe('DPoP')
+      const res = await broker.fetchWithToken(`${gatewayUrl}/tools/echo/with-token`, { method: 'GET' }, t)
+      const text = await res.text()
+      expect(res.status, `${text}\n${gateway!.out.slice(-3000)}`).toBe(200)
+      const b = JSON.parse(text) as { sub: string; path: string; tctx: Record<string, unknown>; rctx: Record<string, unknown>; saw: unknown }
+      expect(b).toMatchObject({ sub: AGENT_ID, path: '/v1/with-token', tctx: { tool: 'echo', task_id: 'gw-task' }, rctx: { authn: 'access_token' } })
+      expect(b.saw).toEqual({ authorization: false, dpop: false })
+      expect(res.headers.get('txn-token')).toBeNull()
+      // the token without its DPoP proof (and no client certificate): refused before the tool
+      const before = toolRequests().length
+      const bare = await call(`${gatewayUrl}/tools/echo/with-token`, { ca, headers: { authorization: `DPoP ${t.value}` } })
+      expect(bare.status).toBe(401)
+      expect(bare.headers['www-authenticate']).toContain('DPoP')
+      expect(toolRequests().length).toBe(before)
+    } finally {
+      await broker.close()
+      await source.close()
+    }
+  }, 60_000)
+
   it('every call, allowed or refused, is one gateway.call event in the gateway audit log (actor, tool, txn, decision, reason)', async () => {
     const r = await warrant(['audit', 'search', '--log', join(tmp.dir, 'g', 'audit.sqlite3'), '--type', 'gateway.call', '--output', 'json'])
     expect(r.code, r.stderr + r.stdout).toBe(0)
@@ -304,14 +355,16 @@ describe('agentic gateway (warrant gateway run) in front of a tool', () => {
     type Ev = { outcome: string; reason?: string; actor?: { spiffe_id: string }; token_id?: string; attributes?: Record<string, unknown> }
     const events = (JSON.parse(r.stdout) as { event: Ev }[]).map((e) => e.event)
     const allowed = events.filter((e) => e.outcome === 'success')
-    expect(allowed).toHaveLength(1)
+    expect(allowed).toHaveLength(2)
     expect(allowed[0]).toMatchObject({ actor: { spiffe_id: AGENT_ID }, attributes: { tool: 'echo', authn: 'x509-svid' } })
+    expect(allowed[1]).toMatchObject({ actor: { spiffe_id: AGENT_ID }, attributes: { tool: 'echo', authn: 'access-token' } })
     expect(allowed[0]!.token_id).toMatch(/^[0-9a-f-]{36}$/)
     expect(allowed[0]!.attributes!['txn']).toMatch(/^[0-9a-f-]{36}$/)
     expect(events.filter((e) => e.outcome === 'refused').map((e) => [e.actor?.spiffe_id ?? null, e.reason])).toEqual([
       [ROGUE_ID, 'agent_not_allowed'],
       [AGENT_ID, 'tool_unknown'],
       [null, 'authn.no_credentials'],
+      [null, expect.stringMatching(/^authn\./)],
     ])
   }, 30_000)
 })

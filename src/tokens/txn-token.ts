@@ -326,6 +326,11 @@ export interface ChainPolicy {
   readonly scopes?: readonly string[]
   /** At most this many hops. */
   readonly maxHops?: number
+  /**
+   * `tctx` members that must have exactly these values (e.g. `{ tool: 'payments' }`, so a Txn-Token minted for a call
+   * to one tool is refused by another tool of the trust domain it was replayed to).
+   */
+  readonly context?: Readonly<Record<string, string | number | boolean>>
 }
 
 export function matchesWorkload(id: string, pattern: WorkloadPattern): boolean {
@@ -354,6 +359,9 @@ export function checkChainPolicy(c: Pick<TxnTokenClaims, 'txn' | 'sub' | 'req_wl
       if (i === path.length) throw chainRefused('missing_hop', { txn: c.txn, required: pat })
       i++
     }
+  }
+  if (p.context) {
+    for (const [k, v] of Object.entries(p.context)) if (c.tctx[k] !== v) throw chainRefused('context', { txn: c.txn, member: k })
   }
   if (p.purposes && !(typeof c.tctx.purpose === 'string' && p.purposes.includes(c.tctx.purpose))) throw chainRefused('purpose', { txn: c.txn })
   if (p.scopes) {

@@ -170,6 +170,9 @@ describe('checkChainPolicy', () => {
     expect(why({ scopes: ['pay:admin'] })).toBe('scope')
     expect(why({ maxHops: 3 })).toBe('ok')
     expect(why({ maxHops: 2 })).toBe('max_hops')
+    expect(why({ context: { purpose: 'refund', task_id: 'task-1' } })).toBe('ok')
+    expect(why({ context: { tool: 'payments' } })).toBe('context')
+    expect(why({ context: { purpose: 'refund', task_id: 'task-2' } })).toBe('context')
   })
 
   it('matchesWorkload: an ID matches itself only; a prefix matches strictly under it, by path segment', () => {

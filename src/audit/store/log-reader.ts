@@ -4,12 +4,14 @@
  * and consistency proofs (which recompute the leaf hashes from the events,
  * never trusting stored hashes).
  */
+import { resolve } from 'node:path'
 import Database from 'better-sqlite3'
 import { IdentityError } from '../../errors/identity-error.js'
 import { consistencyProof, inclusionProof, leafHash } from '../merkle.js'
 import { CONSISTENCY_FORMAT, INCLUSION_FORMAT, type ConsistencyBundle, type InclusionBundle } from '../proof.js'
 import { LogVerifier, type VerifyReport } from '../verify.js'
 import type { NoteVerifier } from '../checkpoint.js'
+import { PageVerifier } from './page-verify.js'
 import { PAGE_HEIGHT, verifyInParallel } from './parallel-verify.js'
 
 export interface StoredEventRow {
@@ -30,9 +32,12 @@ export interface EventFilter {
 
 export class AuditLogReader {
   readonly #db: Database.Database
+  /** The file, as opened (worker threads of `verifyFileInParallel` open it too). */
+  readonly path: string
 
-  private constructor(db: Database.Database) {
+  private constructor(db: Database.Database, path: string) {
     this.#db = db
+    this.path = path
   }
 
   /** Opens read-only; ERR_AUDIT_UNAVAILABLE when the file is missing or is not an audit log. */
@@ -41,7 +46,7 @@ export class AuditLogReader {
     try {
       db = new Database(path, { readonly: true, fileMustExist: true })
       db.prepare('SELECT 1 FROM audit_events LIMIT 1').get()
-      return new AuditLogReader(db)
+      return new AuditLogReader(db, resolve(path))
     } catch (cause) {
       db?.close()
       throw new IdentityError('ERR_AUDIT_UNAVAILABLE', `cannot read the audit log ${path}`, { cause })
@@ -75,6 +80,11 @@ export class AuditLogReader {
       yield rows
       after = rows[rows.length - 1]![0]
     }
+  }
+
+  /** Reads and hashes pages of rows by seq range on this connection (page-verify.ts). */
+  pageVerifier(): PageVerifier {
+    return new PageVerifier(this.#db)
   }
 
   checkpoints(): { size: number; note: string; createdAt: number }[] {
@@ -208,7 +218,13 @@ export class AuditLogReader {
  */
 export async function verifyFileInParallel(
   reader: AuditLogReader,
-  opts: { verifier: NoteVerifier; external?: readonly string[]; checkEvents?: boolean; workers: number },
+  opts: {
+    verifier: NoteVerifier
+    external?: readonly string[]
+    checkEvents?: boolean
+    workers: number
+    /** For tests: no page on this thread. */ workersOnly?: boolean
+  },
 ): Promise<VerifyReport> {
   let checkpoints: string[]
   try {
@@ -216,22 +232,22 @@ export async function verifyFileInParallel(
   } catch (err) {
     return unreadable(0, err)
   }
-  let last = 0
-  function* pages(): Generator<[number, Buffer, Buffer][]> {
-    for (const p of reader.pages()) {
-      yield p
-      last = p[p.length - 1]![0]
-    }
+  let source: { path: string; maxSeq: number; local: PageVerifier }
+  try {
+    source = { path: reader.path, maxSeq: reader.count(), local: reader.pageVerifier() }
+  } catch (err) {
+    return unreadable(0, err)
   }
   try {
     return await verifyInParallel(
-      pages(),
+      source,
       { verifier: opts.verifier, checkpoints, ...(opts.external ? { external: opts.external } : {}), checkEvents: opts.checkEvents ?? true },
       opts.workers,
+      opts.workersOnly ? { workersOnly: true } : undefined,
     )
   } catch (err) {
-    if (err instanceof Error && (err as { code?: unknown }).code === 'SQLITE_CORRUPT') return unreadable(last, err)
-    if (err instanceof Error && err.name === 'SqliteError') return unreadable(last, err)
+    const last = typeof (err as { lastSeq?: unknown }).lastSeq === 'number' ? (err as { lastSeq: number }).lastSeq : 0
+    if (err instanceof Error && (err.name === 'SqliteError' || String((err as { code?: unknown }).code).startsWith('SQLITE_'))) return unreadable(last, err)
     throw err
   }
 }

@@ -1,42 +1,33 @@
 /**
- * `verify` on worker threads: the main thread reads the file page by page
- * (4,096 events) and keeps the one LogVerifier; workers hash. Each page
- * goes to a worker with the stored chain value before it, so every link is
- * checked independently; a whole page aligned on 4,096 leaves with no
- * checkpoint inside comes back as one subtree root, so the main thread does
- * no hashing for it. Results are applied in page order: the report is the
- * same as the single-threaded one's (test/unit/audit/store/parallel-verify.test.ts).
+ * `verify` on worker threads. The log is cut into pages by seq (4,096
+ * events, page-verify.ts); each page is read from the file and hashed by
+ * whichever thread takes it: a worker with its own read-only connection, or
+ * the main thread itself while no worker is free (or still starting), so
+ * reading is spread like hashing and a slow start costs nothing. The main
+ * thread keeps the one LogVerifier and applies the pages in order: a whole
+ * aligned page with no checkpoint inside as one subtree root, any other
+ * page row by row. The report is the single-threaded one's
+ * (test/unit/audit/store/parallel-verify.test.ts).
  */
 import { createRequire } from 'node:module'
 import { pathToFileURL } from 'node:url'
 import { Worker } from 'node:worker_threads'
-import { chainHash, GENESIS } from '../hash-chain.js'
-import { leafHash } from '../merkle.js'
-import { checkEventBytes, LogVerifier, type LogVerifierOptions, type VerifyReport } from '../verify.js'
+import { LogVerifier, type LogVerifierOptions, type VerifyReport } from '../verify.js'
+import { PAGE_HEIGHT, pageBounds, pageCount, type PageResult, type PageVerifier } from './page-verify.js'
 
-export const PAGE_HEIGHT = 12
-const PAGE = 2 ** PAGE_HEIGHT
+export { PAGE_HEIGHT } from './page-verify.js'
 
 export interface VerifyJob {
   id: number
-  firstSeq: number
-  count: number
-  events: Uint8Array
-  offsets: Uint32Array
-  chains: Uint8Array
-  prev: Uint8Array
+  path: string
+  lo: number
+  hi: number
   checkEvents: boolean
-  subtree: boolean
 }
 
-export interface VerifyJobResult {
-  id: number
-  leaves: Uint8Array
-  root?: Uint8Array
-  /** The first seq of the page whose chain link fails, 0 when none. */
-  brokenLink: number
-  eventProblem?: { seq: number; kind: 'event_invalid' | 'non_canonical'; message: string }
-}
+export type VerifyJobResult = PageResult & { id: number }
+
+type WorkerReply = VerifyJobResult | { id: number; error: { name: string; message: string; code?: string } } | { ready: true }
 
 function workerSpec(): { entry: URL | string; eval: boolean; workerData?: unknown } {
   const self = import.meta.url
@@ -54,25 +45,42 @@ function workerSpec(): { entry: URL | string; eval: boolean; workerData?: unknow
   return { entry: code, eval: true, workerData: { api, entry: entry.href } }
 }
 
+/** Jobs a worker may hold at once: one running, one waiting, so it never idles on the main thread. */
+const PER_WORKER = 2
+
+interface Slot {
+  readonly worker: Worker
+  ready: boolean
+  busy: number
+}
+
 class Pool {
-  readonly #workers: Worker[] = []
-  readonly #waiting = new Map<number, { resolve: (r: VerifyJobResult) => void; reject: (e: unknown) => void }>()
-  #next = 0
+  readonly #slots: Slot[] = []
+  readonly #waiting = new Map<number, { slot: Slot; resolve: (r: PageResult) => void; reject: (e: unknown) => void }>()
 
   constructor(size: number) {
     for (let i = 0; i < size; i++) {
       const spec = workerSpec()
       const w = new Worker(spec.entry, { eval: spec.eval, ...(spec.workerData === undefined ? {} : { workerData: spec.workerData }) })
-      w.on('message', (r: VerifyJobResult) => {
+      const slot: Slot = { worker: w, ready: false, busy: 0 }
+      w.on('message', (r: WorkerReply) => {
+        if ('ready' in r) {
+          slot.ready = true
+          return
+        }
         const p = this.#waiting.get(r.id)
         this.#waiting.delete(r.id)
-        p?.resolve(r)
+        slot.busy--
+        if (p === undefined) return
+        if ('error' in r) p.reject(Object.assign(new Error(r.error.message), { name: r.error.name }, r.error.code !== undefined ? { code: r.error.code } : {}))
+        else p.resolve(r)
       })
       w.on('error', (err) => this.#failAll(err))
       w.on('exit', (code) => {
+        slot.ready = false
         if (code !== 0) this.#failAll(new Error(`audit verify worker exited with code ${code}`))
       })
-      this.#workers.push(w)
+      this.#slots.push(slot)
     }
   }
 
@@ -81,88 +89,103 @@ class Pool {
     this.#waiting.clear()
   }
 
-  run(job: VerifyJob): Promise<VerifyJobResult> {
-    const w = this.#workers[this.#next++ % this.#workers.length]!
+  /** The started worker with the fewest jobs, if one can take another. */
+  free(): Slot | undefined {
+    let best: Slot | undefined
+    for (const s of this.#slots) if (s.ready && s.busy < PER_WORKER && (best === undefined || s.busy < best.busy)) best = s
+    return best
+  }
+
+  run(slot: Slot, job: VerifyJob): Promise<PageResult> {
+    slot.busy++
     return new Promise((resolve, reject) => {
-      this.#waiting.set(job.id, { resolve, reject })
-      w.postMessage(job, [job.events.buffer as ArrayBuffer, job.chains.buffer as ArrayBuffer, job.offsets.buffer as ArrayBuffer])
+      this.#waiting.set(job.id, { slot, resolve, reject })
+      slot.worker.postMessage(job)
     })
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.#workers.map((w) => w.terminate()))
+    await Promise.all(this.#slots.map((s) => s.worker.terminate()))
   }
 }
 
-type Row = [number, Buffer, Buffer]
+interface Page {
+  result?: PageResult
+  error?: Error
+  settled?: Promise<void>
+}
+
+const turn = (): Promise<void> => new Promise((r) => setImmediate(r))
 
 /**
- * Verifies the pages of rows (each in seq order, pages in order) with
- * `workers` threads. Same report as feeding every row to `LogVerifier.push`.
+ * Verifies the log file at `path` (whose largest seq is `maxSeq`, read on
+ * this thread through `local`) with `workers` threads besides this one. Same report as feeding every row to
+ * `LogVerifier.push`. A read failure (SqliteError) throws, carrying in
+ * `lastSeq` the last event applied before it.
  */
-export async function verifyInParallel(pages: Iterable<Row[]>, opts: LogVerifierOptions, workers: number): Promise<VerifyReport> {
+export async function verifyInParallel(
+  source: { path: string; maxSeq: number; local: PageVerifier },
+  opts: LogVerifierOptions,
+  workers: number,
+  /** For tests: every page goes to a worker, none to this thread. */
+  test?: { workersOnly?: boolean },
+): Promise<VerifyReport> {
   const v = new LogVerifier(opts)
   const checkEvents = opts.checkEvents ?? true
+  const count = pageCount(source.maxSeq)
+  const local = source.local
   const pool = new Pool(Math.max(1, workers))
-  const inflight: { rows: Row[]; firstSeq: number; aligned: boolean; result: Promise<VerifyJobResult> }[] = []
-  let prev: Uint8Array = GENESIS
-  let id = 0
+  const pages: Page[] = []
+  let applied = 0
+  let lastSeq = 0
 
-  const apply = async (): Promise<void> => {
-    const job = inflight.shift()!
-    const r = await job.result
+  const apply = (r: PageResult): void => {
     if (r.eventProblem) v.reportEvent(r.eventProblem.seq, r.eventProblem.kind, r.eventProblem.message)
-    const last = job.firstSeq + job.rows.length - 1
-    if (job.aligned && r.root !== undefined && !v.needsLeaves(job.firstSeq, last)) {
-      v.pushSubtree(job.firstSeq, PAGE_HEIGHT, Buffer.from(r.root), r.brokenLink === 0 ? [] : [r.brokenLink])
-      return
+    const n = r.seqs.length
+    if (n === 0) return
+    const first = r.seqs[0]!
+    if (r.root !== undefined && !v.needsLeaves(first, r.seqs[n - 1]!)) {
+      v.pushSubtree(first, PAGE_HEIGHT, Buffer.from(r.root), r.brokenLink === 0 ? [] : [r.brokenLink])
+    } else {
+      const leaves = Buffer.from(r.leaves.buffer, r.leaves.byteOffset, r.leaves.byteLength)
+      for (let i = 0; i < n; i++) v.pushHashed(r.seqs[i]!, leaves.subarray(32 * i, 32 * i + 32), r.seqs[i] !== r.brokenLink)
     }
-    const leaves = Buffer.from(r.leaves.buffer, r.leaves.byteOffset, r.leaves.byteLength)
-    for (let i = 0; i < job.rows.length; i++) {
-      const seq = job.firstSeq + i
-      v.pushHashed(seq, leaves.subarray(32 * i, 32 * i + 32), seq !== r.brokenLink)
-    }
+    lastSeq = r.seqs[n - 1]!
   }
 
   try {
-    for (const rows of pages) {
-      if (rows.length === 0) continue
-      const firstSeq = rows[0]![0]
-      const contiguous = rows[rows.length - 1]![0] - firstSeq + 1 === rows.length
-      if (!contiguous) {
-        // a gap: settle what is in flight, then this page on this thread, row by row
-        while (inflight.length > 0) await apply()
-        for (const [seq, bytes, stored] of rows) {
-          if (checkEvents) {
-            const p = checkEventBytes(bytes)
-            if (p) v.reportEvent(seq, p.kind, `event ${seq} ${p.message}`)
-          }
-          v.pushHashed(seq, leafHash(bytes), chainHash(prev, bytes).equals(stored))
-          prev = stored.byteLength === 32 ? stored : GENESIS
+    let next = 0
+    while (applied < count) {
+      // apply what is done, in page order
+      for (let p = pages[applied]; p !== undefined && (p.result !== undefined || p.error !== undefined); p = pages[applied]) {
+        if (p.error !== undefined) throw p.error
+        apply(p.result!)
+        pages[applied++] = {}
+      }
+      if (applied === count) break
+      if (next < count) {
+        const { lo, hi } = pageBounds(next, count)
+        const slot = pool.free()
+        if (slot !== undefined) {
+          const page: Page = {}
+          page.settled = pool.run(slot, { id: next, path: source.path, lo, hi, checkEvents }).then(
+            (r) => void (page.result = r),
+            (err: unknown) => void (page.error = err instanceof Error ? err : new Error(String(err))),
+          )
+          pages[next++] = page
+        } else if (test?.workersOnly) {
+          await new Promise((r) => setTimeout(r, 1))
+        } else {
+          // no worker free: this thread takes the page, then lets the workers' replies in
+          pages[next++] = { result: local.verify(lo, hi, checkEvents) }
+          await turn()
         }
         continue
       }
-      let total = 0
-      for (const r of rows) total += r[1].byteLength
-      const events = new Uint8Array(total)
-      const offsets = new Uint32Array(rows.length + 1)
-      const chains = new Uint8Array(32 * rows.length)
-      let at = 0
-      rows.forEach(([, bytes, stored], i) => {
-        events.set(bytes, at)
-        at += bytes.byteLength
-        offsets[i + 1] = at
-        // a stored chain value of the wrong size cannot match: zeros make its link fail
-        if (stored.byteLength === 32) chains.set(stored, 32 * i)
-      })
-      const aligned = rows.length === PAGE && (firstSeq - 1) % PAGE === 0
-      const job: VerifyJob = { id: id++, firstSeq, count: rows.length, events, offsets, chains, prev: new Uint8Array(prev), checkEvents, subtree: aligned }
-      const lastStored = rows[rows.length - 1]![2]
-      prev = lastStored.byteLength === 32 ? lastStored : GENESIS
-      inflight.push({ rows, firstSeq, aligned, result: pool.run(job) })
-      if (inflight.length >= 2 * Math.max(1, workers)) await apply()
+      await pages[applied]!.settled
     }
-    while (inflight.length > 0) await apply()
+  } catch (err) {
+    throw err instanceof Error ? Object.assign(err, { lastSeq }) : new Error(String(err))
   } finally {
     await pool.close()
   }

@@ -1,42 +1,37 @@
 /**
- * A worker thread of `verifyInParallel`: for one page of stored events it
- * computes the leaf hashes, checks every chain link against the stored chain
- * values, optionally checks each event's schema and canonical form, and, for
- * a whole aligned page, the root of its subtree. Pure computation; the
- * main thread reads the file and keeps the verdict (LogVerifier).
+ * A worker thread of `verifyInParallel`: for each page it is given (a seq
+ * range of the log file) it reads the rows through its own read-only
+ * connection and hashes them (page-verify.ts), and sends back the leaf hashes,
+ * the first broken link and event problem, and for a whole aligned page the
+ * subtree root. Reading and hashing only; the main thread keeps the verdict
+ * (LogVerifier).
  */
+import Database from 'better-sqlite3'
 import { parentPort } from 'node:worker_threads'
-import { chainHash } from '../hash-chain.js'
-import { leafHash, MerkleAccumulator } from '../merkle.js'
-import { checkEventBytes } from '../verify.js'
 import type { VerifyJob, VerifyJobResult } from './parallel-verify.js'
+import { PageVerifier } from './page-verify.js'
+
+const open = new Map<string, PageVerifier>()
 
 function run(job: VerifyJob): VerifyJobResult {
-  const events = Buffer.from(job.events.buffer, job.events.byteOffset, job.events.byteLength)
-  const chains = Buffer.from(job.chains.buffer, job.chains.byteOffset, job.chains.byteLength)
-  const leaves = new Uint8Array(32 * job.count)
-  const tree = job.subtree ? new MerkleAccumulator() : undefined
-  let prev: Uint8Array = job.prev
-  let brokenLink = 0
-  let eventProblem: VerifyJobResult['eventProblem']
-  for (let i = 0; i < job.count; i++) {
-    const bytes = events.subarray(job.offsets[i], job.offsets[i + 1])
-    const stored = chains.subarray(32 * i, 32 * i + 32)
-    const seq = job.firstSeq + i
-    if (job.checkEvents && eventProblem === undefined) {
-      const p = checkEventBytes(bytes)
-      if (p) eventProblem = { seq, kind: p.kind, message: `event ${seq} ${p.message}` }
-    }
-    const leaf = leafHash(bytes)
-    leaves.set(leaf, 32 * i)
-    tree?.push(leaf)
-    if (brokenLink === 0 && !chainHash(prev, bytes).equals(stored)) brokenLink = seq
-    prev = stored
+  let pv = open.get(job.path)
+  if (pv === undefined) {
+    pv = new PageVerifier(new Database(job.path, { readonly: true, fileMustExist: true }))
+    open.set(job.path, pv)
   }
-  return { id: job.id, leaves, ...(tree ? { root: new Uint8Array(tree.root()) } : {}), brokenLink, ...(eventProblem ? { eventProblem } : {}) }
+  return { id: job.id, ...pv.verify(job.lo, job.hi, job.checkEvents) }
 }
 
 parentPort?.on('message', (job: VerifyJob) => {
-  const r = run(job)
-  parentPort!.postMessage(r, [r.leaves.buffer as ArrayBuffer])
+  let r: VerifyJobResult
+  try {
+    r = run(job)
+  } catch (err) {
+    const e = err as Error & { code?: unknown }
+    parentPort!.postMessage({ id: job.id, error: { name: e.name, message: e.message, ...(typeof e.code === 'string' ? { code: e.code } : {}) } })
+    return
+  }
+  parentPort!.postMessage(r, [r.seqs.buffer as ArrayBuffer, r.leaves.buffer as ArrayBuffer])
 })
+
+parentPort?.postMessage({ ready: true })

@@ -47,6 +47,9 @@ describe('verify on worker threads gives the single-threaded report', () => {
       const single = reader.verify({ verifier, checkEvents })
       const parallel = await verifyFileInParallel(reader, { verifier, checkEvents, workers: 2 })
       expect(parallel).toEqual(single)
+      // every page read and hashed on a worker thread
+      const onWorkers = await verifyFileInParallel(reader, { verifier, checkEvents, workers: 2, workersOnly: true })
+      expect(onWorkers).toEqual(single)
       return single
     } finally {
       reader.close()
@@ -66,7 +69,7 @@ describe('verify on worker threads gives the single-threaded report', () => {
     expect((await both((db) => setEvent(db, 5000, (s) => s.replace('"read"', '"reae"')))).problem).toMatchObject({ kind: 'chain_mismatch', seq: 5000 })
   })
 
-  it('a deleted row (the page with the gap is verified on the main thread)', async () => {
+  it('a deleted row (the page with the gap is applied row by row)', async () => {
     expect((await both((db) => db.prepare('DELETE FROM audit_events WHERE seq = 9000').run())).problem).toMatchObject({ kind: 'seq_gap', seq: 9000 })
   })
 

@@ -5,9 +5,10 @@
  * server stopped, `warrant audit verify` checks the log with the verifier key
  * the server logged at start (chain, tree, signed checkpoints), and
  * `warrant audit search` finds each event with its fields and no token,
- * certificate or key in any of them.
+ * certificate or key in any of them; a copy with one event changed fails.
  */
-import { existsSync } from 'node:fs'
+import { copyFileSync, existsSync } from 'node:fs'
+import Database from 'better-sqlite3'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { E2eAgent, E2eServer, fetchX509Until, waitFor, warrant } from '../helpers/e2e-cluster.js'
@@ -126,5 +127,21 @@ describe('server audit log (e2e)', () => {
     expect(all.code).toBe(0)
     expect(all.stdout).not.toMatch(/eyJ[A-Za-z0-9_-]+\.|-----BEGIN|MII[A-Za-z0-9+/]{20}/)
     expect(all.stdout).not.toMatch(/join_token:|"token"/)
+  })
+
+  it('4. a copy whose entry.updated event was rewritten fails verify at that event', async () => {
+    const vkey = /"verifier_key":"([^"]+)"[^\n]*Server audit log open/.exec(server.output())![1]!
+    const copy = join(tmp.dir, 'tampered.sqlite3')
+    copyFileSync(logPath, copy)
+    const db = new Database(copy)
+    const row = db.prepare("SELECT seq, event FROM audit_events WHERE type = 'entry.updated'").get() as { seq: number; event: Buffer }
+    db.prepare('UPDATE audit_events SET event = ? WHERE seq = ?').run(
+      Buffer.from(row.event.toString().replace('"jwt_svid_ttl":120', '"jwt_svid_ttl":999')),
+      row.seq,
+    )
+    db.close()
+    const r = await warrant(['audit', 'verify', '--log', copy, '--key', vkey, '--output', 'json'])
+    expect(r.code).toBe(1)
+    expect(JSON.parse(r.stdout)).toMatchObject({ ok: false, problem: { code: 'ERR_AUDIT_LOG_TAMPERED', seq: row.seq } })
   })
 })

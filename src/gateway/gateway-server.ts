@@ -384,7 +384,8 @@ export async function startGatewayServer(o: GatewayServerOptions): Promise<Gatew
       fail(502, 'temporarily_unavailable', 'tool_request', err)
       return
     }
-    upstreamReq.on('timeout', () => fail(504, 'temporarily_unavailable', 'tool_timeout'))
+    // before the answer: 504; a tool that stalls mid-body: the stream is cut (the agent sees an incomplete response)
+    upstreamReq.on('timeout', () => (done ? upstreamReq.destroy() : fail(504, 'temporarily_unavailable', 'tool_timeout')))
     upstreamReq.on('error', (err) => {
       clearTimeout(deadline)
       fail(502, 'temporarily_unavailable', 'tool_unreachable', err)
@@ -399,6 +400,7 @@ export async function startGatewayServer(o: GatewayServerOptions): Promise<Gatew
       res.writeHead(up.statusCode ?? 502, agentResponseHeaders(up.headers))
       up.pipe(res)
       up.on('error', () => res.destroy())
+      up.on('aborted', () => res.destroy())
       up.on('end', () => log.debug({ ...fields, status: up.statusCode, [F.DURATION_MS]: now() - started }, 'Gateway call forwarded'))
     })
     req.on('data', (c: Buffer) => {

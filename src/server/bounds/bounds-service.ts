@@ -36,6 +36,7 @@ export interface BoundsServiceOptions {
   /**
    * Each change through the API is appended (`bounds.changed`: the prefix, set or delete, the new sequence and a
    * SHA-256 of the bounds) and durable before it is answered; a lost event is logged and counted, the change stands.
+   * A start whose config bounds differ from the last start's appends one too (action `config`, the trust domain as subject).
    */
   audit?: Pick<ServerAudit, 'durable'>
 }
@@ -170,6 +171,13 @@ export class BoundsService {
       await this.#o.ds.tx(async (t) => {
         await t.kv.put(BOUNDS_KV_NAMESPACE, SEQUENCE_KEY, String(this.#sequence))
         await t.kv.put(BOUNDS_KV_NAMESPACE, CONFIG_DIGEST_KEY, digest)
+      })
+      // The config's bounds as a whole: the trust domain as subject, the digest stored beside them.
+      await this.#o.audit?.durable({
+        type: 'bounds.changed',
+        outcome: 'success',
+        subject: this.#o.trustDomain.idString(),
+        attributes: { via: 'config', action: 'config', sequence: this.#sequence, bounds_sha256: digest, prefixes: this.#config.size },
       })
     }
     this.#log.info({ prefixes: set.size, sequence: this.#sequence }, 'Namespace bounds loaded')

@@ -13,6 +13,7 @@ import type { DataStore, NewEntry } from '../../../../src/server/datastore/types
 import { InstanceService } from '../../../../src/server/instances/instance-service.js'
 import { RegistrationService } from '../../../../src/server/registration/service.js'
 import { RevocationService } from '../../../../src/server/revocation/revocation-service.js'
+import { BoundsSet } from '../../../../src/spiffe/bounds/bounds-set.js'
 import { parseBounds } from '../../../../src/spiffe/bounds/index.js'
 import { TrustDomain } from '../../../../src/spiffe/trust-domain.js'
 import { captureLogger } from '../../../helpers/capture-logger.js'
@@ -40,6 +41,8 @@ beforeEach(async () => {
   m = memoryAudit()
   bounds = new BoundsService({ trustDomain: td, ds, clock, log, audit: m.audit })
   await bounds.init()
+  expect(m.sink.events).toEqual([expect.objectContaining({ type: 'bounds.changed', attributes: expect.objectContaining({ action: 'config' }) as unknown })])
+  m.sink.events.length = 0 // the first start's (empty) config bounds
   registration = new RegistrationService({
     ds,
     clock,
@@ -147,6 +150,28 @@ describe('bounds.changed', () => {
     // the same bounds hash the same, whether set or deleted
     expect(m.sink.events[1]!.attributes!.bounds_sha256).toBe(m.sink.events[0]!.attributes!.bounds_sha256)
     expect(m.sink.events[2]!.attributes!.bounds_sha256).not.toBe(m.sink.events[0]!.attributes!.bounds_sha256)
+  })
+})
+
+describe('bounds.changed at start', () => {
+  it('config bounds that differ from the last start are one event (the trust domain, action config, digest); the same again none', async () => {
+    const log = captureLogger()
+    const start = async (config: BoundsSet) => {
+      const b = new BoundsService({ trustDomain: td, ds, clock, log, config, audit: m.audit })
+      await b.init()
+      return b
+    }
+    m.sink.events.length = 0
+    const one = BoundsSet.parse(td, { '/agents': { x509_svid_ttl: 600 } })
+    await start(one)
+    await start(one)
+    await start(BoundsSet.parse(td, { '/agents': { x509_svid_ttl: 300 }, '/svc': { x509_svid_ttl: 600 } }))
+    expect(m.sink.events.map((e) => [e.type, e.subject, e.attributes?.via, e.attributes?.action, e.attributes?.sequence, e.attributes?.prefixes])).toEqual([
+      ['bounds.changed', 'spiffe://example.org', 'config', 'config', 2, 1],
+      ['bounds.changed', 'spiffe://example.org', 'config', 'config', 3, 2],
+    ])
+    expect(m.sink.events[0]!.attributes!.bounds_sha256).toMatch(/^[0-9a-f]{64}$/)
+    expect(m.sink.events[1]!.attributes!.bounds_sha256).not.toBe(m.sink.events[0]!.attributes!.bounds_sha256)
   })
 })
 

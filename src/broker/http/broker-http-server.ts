@@ -34,6 +34,8 @@ import { taskErrorStatus, taskId, taskListFilterFromWire, taskSpecFromWire, task
 import { revocationEntryToWire } from '../../tokens/revocation.js'
 import { revocationRequestFromWire } from './revocation-wire.js'
 import type { StoredRevocation } from '../store/broker-store.js'
+import type { SsfTransmitter } from '../ssf-transmitter.js'
+import { registerSsfRoutes } from './ssf-wire.js'
 
 /** The broker's own TLS certificate and key (PEM), current and on change. */
 export interface TlsIdentity {
@@ -57,6 +59,8 @@ export interface BrokerHttpOptions {
   now?: () => number
   /** RFC 9396 types the domain understands (metadata only). */
   authorizationDetailsTypes?: readonly string[]
+  /** The Shared Signals transmitter, when configured: its routes are in ssf-wire.ts. */
+  ssf?: SsfTransmitter
 }
 
 export interface BrokerHttpServer {
@@ -447,6 +451,8 @@ export async function startBrokerHttpServer(o: BrokerHttpOptions): Promise<Broke
       return replyOAuthError(reply, err, { log, endpoint: 'revocations.list', spiffeId, realm })
     }
   })
+
+  if (o.ssf) registerSsfRoutes(app, { transmitter: o.ssf, basePath: endpoints.basePath, authenticate: subscriber, log })
 
   // Tasks for orchestrator workloads: mutual TLS with an X.509-SVID on the orchestrator allow-list; JSON.
   const orchestrator = async (req: FastifyRequest): Promise<AuthenticatedClient> => {

@@ -1,0 +1,139 @@
+/**
+ * The broker's Shared Signals transmitter on its HTTPS wire (SSF 1.0, RFC 8936):
+ *
+ *   GET    /.well-known/ssf-configuration[issuer path]   transmitter metadata (public)
+ *   POST   <issuer>/ssf/streams              create a poll stream (201)
+ *   GET    <issuer>/ssf/streams[?stream_id]  one stream, or the caller's streams
+ *   DELETE <issuer>/ssf/streams?stream_id    delete (204)
+ *   GET    <issuer>/ssf/status?stream_id     stream status
+ *   POST   <issuer>/ssf/status               change it
+ *   POST   <issuer>/ssf/verify               queue a verification event (204)
+ *   POST   <issuer>/ssf/poll/:stream_id      RFC 8936 poll: ack, setErrs, then SETs
+ *
+ * Receivers authenticate as every broker client does (client-auth.ts: their
+ * X.509-SVID over mutual TLS, or a JWT-SVID `Authorization: Bearer`) and must
+ * be on the transmitter's receivers list; a stream is visible only to the
+ * receiver that created it. JSON in and out, `Cache-Control: no-store`.
+ * Refusals: 400 (the caller's malformed request, described), 401, 403, 404
+ * (unknown or another's stream), 429 (too many streams, verification too
+ * soon), 500; the reason is only logged.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { F, type Logger } from '../../common/log/logger.js'
+import { IdentityError, isIdentityError } from '../../errors/identity-error.js'
+import type { AuthenticatedClient } from '../contract.js'
+import type { SsfTransmitter } from '../ssf-transmitter.js'
+import { noStore } from './oauth-reply.js'
+
+export interface SsfWireOptions {
+  readonly transmitter: SsfTransmitter
+  /** The issuer's path ('' at the root), as in BrokerEndpoints.basePath. */
+  readonly basePath: string
+  /** Authenticates the caller by its SVID (the broker's ClientAuthenticator). */
+  readonly authenticate: (req: FastifyRequest) => Promise<AuthenticatedClient>
+  readonly log: Logger
+}
+
+function mediaType(h: string | undefined): string {
+  return (h ?? '').split(';')[0]!.trim().toLowerCase()
+}
+
+const STATUS: Partial<Record<string, number>> = {
+  ERR_CLIENT_AUTH_FAILED: 401,
+  ERR_CLIENT_UNAUTHORIZED: 403,
+  ERR_REQUEST_MALFORMED: 400,
+  ERR_NOT_FOUND: 404,
+  ERR_RESOURCE_EXHAUSTED: 429,
+}
+
+const ERROR: Partial<Record<number, string>> = { 400: 'invalid_request', 401: 'invalid_client', 403: 'access_denied', 404: 'not_found', 429: 'slow_down' }
+
+export function registerSsfRoutes(app: FastifyInstance, o: SsfWireOptions): void {
+  const t = o.transmitter
+  const base = o.basePath
+
+  const route =
+    (endpoint: string, fn: (req: FastifyRequest, client: AuthenticatedClient) => Promise<{ status: number; body?: unknown }>) =>
+    async (req: FastifyRequest, reply: FastifyReply) => {
+      let spiffeId: string | undefined
+      try {
+        const client = await o.authenticate(req)
+        spiffeId = client.spiffeId
+        const r = await fn(req, client)
+        noStore(reply).code(r.status)
+        return r.body === undefined ? reply.send() : reply.type('application/json').send(r.body)
+      } catch (err) {
+        const code = isIdentityError(err) ? err.code : undefined
+        const status = (code !== undefined ? STATUS[code] : undefined) ?? 500
+        const fields = {
+          endpoint,
+          [F.ERROR_CODE]: code ?? 'internal',
+          [F.SPIFFE_ID]: spiffeId,
+          [F.ERR]: err instanceof Error ? err.message : String(err),
+          ...(isIdentityError(err) && err.details ? { details: err.details } : {}),
+        }
+        if (status >= 500) o.log.error(fields, 'SSF request failed')
+        else o.log.info(fields, 'SSF request refused')
+        const body: Record<string, string> = { error: ERROR[status] ?? 'server_error' }
+        if (status === 400 && err instanceof Error) body.error_description = err.message.slice(0, 300)
+        if (status === 401) reply.header('www-authenticate', 'Bearer error="invalid_client"')
+        return noStore(reply).code(status).type('application/json').send(body)
+      }
+    }
+
+  const json = (req: FastifyRequest): unknown => {
+    if (mediaType(req.headers['content-type']) !== 'application/json') throw new IdentityError('ERR_REQUEST_MALFORMED', 'content type must be application/json')
+    return req.body
+  }
+  const streamIdOf = (req: FastifyRequest): unknown => (req.query as { stream_id?: unknown }).stream_id
+
+  app.get(`/.well-known/ssf-configuration${base}`, async (_req, reply) => reply.header('cache-control', 'public, max-age=300').send(t.configuration()))
+
+  app.post(
+    `${base}/ssf/streams`,
+    route('ssf.streams.create', async (req, c) => ({ status: 201, body: t.createStream(c.spiffeId, json(req)) })),
+  )
+  app.get(
+    `${base}/ssf/streams`,
+    route('ssf.streams.get', async (req, c) => {
+      const id = streamIdOf(req)
+      return { status: 200, body: id === undefined ? t.listStreams(c.spiffeId) : t.getStream(c.spiffeId, id) }
+    }),
+  )
+  app.delete(
+    `${base}/ssf/streams`,
+    route('ssf.streams.delete', async (req, c) => {
+      t.deleteStream(c.spiffeId, streamIdOf(req))
+      return { status: 204 }
+    }),
+  )
+  app.get(
+    `${base}/ssf/status`,
+    route('ssf.status.get', async (req, c) => ({ status: 200, body: t.getStatus(c.spiffeId, streamIdOf(req)) })),
+  )
+  app.post(
+    `${base}/ssf/status`,
+    route('ssf.status.update', async (req, c) => ({ status: 200, body: t.setStatus(c.spiffeId, json(req)) })),
+  )
+  app.post(
+    `${base}/ssf/verify`,
+    route('ssf.verify', async (req, c) => {
+      t.requestVerification(c.spiffeId, json(req))
+      return { status: 204 }
+    }),
+  )
+  app.post(
+    `${base}/ssf/poll/:streamId`,
+    route('ssf.poll', async (req, c) => {
+      const body = req.body === undefined || req.body === '' ? {} : json(req)
+      const abort = new AbortController()
+      const onClose = () => abort.abort()
+      req.raw.socket.once('close', onClose)
+      try {
+        return { status: 200, body: await t.poll(c.spiffeId, (req.params as { streamId?: unknown }).streamId, body, { signal: abort.signal }) }
+      } finally {
+        req.raw.socket.off('close', onClose)
+      }
+    }),
+  )
+}

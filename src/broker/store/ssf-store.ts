@@ -1,0 +1,215 @@
+/**
+ * The Shared Signals transmitter's store: its own SQLite file (WAL,
+ * synchronous=FULL, 0600) beside the broker's, so a stream's unacknowledged
+ * events survive a restart. Streams belong to the receiver (SPIFFE ID) that
+ * created them; events are kept per stream in order (`seq`) until that
+ * receiver acknowledges them; `last_revocation_seq` is how far the broker's
+ * revocations have been turned into events, so a crash between a revocation
+ * and its events loses nothing (the transmitter catches up at start).
+ */
+import { chmodSync, closeSync, constants, mkdirSync, openSync } from 'node:fs'
+import { dirname, resolve } from 'node:path'
+import Database from 'better-sqlite3'
+import { IdentityError } from '../../errors/identity-error.js'
+
+type Db = Database.Database
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS ssf_streams (
+  stream_id TEXT PRIMARY KEY NOT NULL,
+  owner TEXT NOT NULL,
+  aud TEXT NOT NULL,
+  events_requested TEXT NOT NULL,
+  events_delivered TEXT NOT NULL,
+  delivery_method TEXT NOT NULL,
+  description TEXT,
+  status TEXT NOT NULL CHECK (status IN ('enabled', 'paused', 'disabled')),
+  status_reason TEXT,
+  created_at INTEGER NOT NULL,
+  verified_at INTEGER
+) STRICT, WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ssf_streams_owner ON ssf_streams (owner);
+CREATE TABLE IF NOT EXISTS ssf_events (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  stream_id TEXT NOT NULL REFERENCES ssf_streams (stream_id) ON DELETE CASCADE,
+  jti TEXT NOT NULL,
+  claims TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  UNIQUE (stream_id, jti)
+) STRICT;
+CREATE TABLE IF NOT EXISTS ssf_state (
+  name TEXT PRIMARY KEY NOT NULL,
+  value INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+`
+
+export type StreamStatus = 'enabled' | 'paused' | 'disabled'
+
+export interface StreamRecord {
+  readonly streamId: string
+  readonly owner: string
+  readonly aud: string
+  readonly eventsRequested: readonly string[]
+  readonly eventsDelivered: readonly string[]
+  readonly deliveryMethod: string
+  readonly description?: string
+  readonly status: StreamStatus
+  readonly statusReason?: string
+  /** Epoch seconds. */
+  readonly createdAt: number
+  readonly verifiedAt?: number
+}
+
+export interface QueuedEvent {
+  readonly seq: number
+  readonly jti: string
+  /** The SET claims (JSON), signed when delivered. */
+  readonly claims: string
+}
+
+interface StreamRow {
+  stream_id: string
+  owner: string
+  aud: string
+  events_requested: string
+  events_delivered: string
+  delivery_method: string
+  description: string | null
+  status: StreamStatus
+  status_reason: string | null
+  created_at: number
+  verified_at: number | null
+}
+
+function toStream(r: StreamRow): StreamRecord {
+  return Object.freeze({
+    streamId: r.stream_id,
+    owner: r.owner,
+    aud: r.aud,
+    eventsRequested: JSON.parse(r.events_requested) as string[],
+    eventsDelivered: JSON.parse(r.events_delivered) as string[],
+    deliveryMethod: r.delivery_method,
+    ...(r.description !== null ? { description: r.description } : {}),
+    status: r.status,
+    ...(r.status_reason !== null ? { statusReason: r.status_reason } : {}),
+    createdAt: r.created_at,
+    ...(r.verified_at !== null ? { verifiedAt: r.verified_at } : {}),
+  })
+}
+
+export class SsfStore {
+  readonly #db: Db
+
+  private constructor(db: Db) {
+    this.#db = db
+  }
+
+  /** Opens (creating 0600, directory 0700) the store at `path`; ':memory:' for a throwaway one. */
+  static open(path: string): SsfStore {
+    const inMemory = path === ':memory:'
+    const file = inMemory ? path : resolve(path)
+    let db: Db | undefined
+    try {
+      if (!inMemory) {
+        mkdirSync(dirname(file), { recursive: true, mode: 0o700 })
+        closeSync(openSync(file, constants.O_CREAT | constants.O_RDWR, 0o600))
+        chmodSync(file, 0o600)
+      }
+      db = new Database(file)
+      db.pragma('busy_timeout = 5000')
+      if (!inMemory && db.pragma('journal_mode = WAL', { simple: true }) !== 'wal') throw new Error('journal_mode WAL was not applied')
+      db.pragma('synchronous = FULL')
+      db.pragma('foreign_keys = ON')
+      db.exec(SCHEMA)
+    } catch (err) {
+      db?.close()
+      throw new IdentityError('ERR_DATASTORE', 'cannot open the shared signals store', { cause: err, details: { path: file } })
+    }
+    return new SsfStore(db)
+  }
+
+  close(): void {
+    this.#db.close()
+  }
+
+  tx<T>(fn: () => T): T {
+    return this.#db.transaction(fn).immediate()
+  }
+
+  insertStream(s: StreamRecord): void {
+    this.#db
+      .prepare(
+        'INSERT INTO ssf_streams (stream_id, owner, aud, events_requested, events_delivered, delivery_method, description, status, status_reason, created_at, verified_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)',
+      )
+      .run(
+        s.streamId,
+        s.owner,
+        s.aud,
+        JSON.stringify(s.eventsRequested),
+        JSON.stringify(s.eventsDelivered),
+        s.deliveryMethod,
+        s.description ?? null,
+        s.status,
+        s.statusReason ?? null,
+        s.createdAt,
+      )
+  }
+
+  getStream(streamId: string): StreamRecord | undefined {
+    const r = this.#db.prepare('SELECT * FROM ssf_streams WHERE stream_id = ?').get(streamId) as StreamRow | undefined
+    return r ? toStream(r) : undefined
+  }
+
+  listStreams(owner?: string): StreamRecord[] {
+    const rows = (
+      owner === undefined
+        ? this.#db.prepare('SELECT * FROM ssf_streams ORDER BY created_at, stream_id').all()
+        : this.#db.prepare('SELECT * FROM ssf_streams WHERE owner = ? ORDER BY created_at, stream_id').all(owner)
+    ) as StreamRow[]
+    return rows.map(toStream)
+  }
+
+  deleteStream(streamId: string): boolean {
+    return this.#db.prepare('DELETE FROM ssf_streams WHERE stream_id = ?').run(streamId).changes > 0
+  }
+
+  setStatus(streamId: string, status: StreamStatus, reason: string | undefined): void {
+    this.#db.prepare('UPDATE ssf_streams SET status = ?, status_reason = ? WHERE stream_id = ?').run(status, reason ?? null, streamId)
+  }
+
+  setVerifiedAt(streamId: string, at: number): void {
+    this.#db.prepare('UPDATE ssf_streams SET verified_at = ? WHERE stream_id = ?').run(at, streamId)
+  }
+
+  /** Queues an event; false when the stream already holds `maxQueued` events (the event is not stored). */
+  enqueue(streamId: string, jti: string, claims: string, at: number, maxQueued: number): boolean {
+    if (this.queued(streamId) >= maxQueued) return false
+    this.#db.prepare('INSERT INTO ssf_events (stream_id, jti, claims, created_at) VALUES (?, ?, ?, ?)').run(streamId, jti, claims, at)
+    return true
+  }
+
+  queued(streamId: string): number {
+    return (this.#db.prepare('SELECT COUNT(*) AS n FROM ssf_events WHERE stream_id = ?').get(streamId) as { n: number }).n
+  }
+
+  /** The oldest `limit` unacknowledged events of a stream, in order. */
+  pending(streamId: string, limit: number): QueuedEvent[] {
+    return this.#db.prepare('SELECT seq, jti, claims FROM ssf_events WHERE stream_id = ? ORDER BY seq LIMIT ?').all(streamId, limit) as QueuedEvent[]
+  }
+
+  /** Drops acknowledged (or refused) events of a stream; returns how many were held. */
+  acknowledge(streamId: string, jtis: readonly string[]): number {
+    const del = this.#db.prepare('DELETE FROM ssf_events WHERE stream_id = ? AND jti = ?')
+    let n = 0
+    for (const j of jtis) n += del.run(streamId, j).changes
+    return n
+  }
+
+  getState(name: string): number | undefined {
+    return (this.#db.prepare('SELECT value FROM ssf_state WHERE name = ?').get(name) as { value: number } | undefined)?.value
+  }
+
+  setState(name: string, value: number): void {
+    this.#db.prepare('INSERT INTO ssf_state (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value').run(name, value)
+  }
+}

@@ -82,11 +82,23 @@ export class NodeAttestationService {
 
   /**
    * Creates a single-use join token through the configured node attestor that
-   * issues them; ERR_NOT_CONFIGURED when none is configured.
+   * issues them; ERR_NOT_CONFIGURED when none is configured. With an audit
+   * log, the token is handed out only once its event (`join_token.created`:
+   * its expiry and alias, never the token) is durable, else ERR_AUDIT_UNAVAILABLE.
    */
   async createJoinToken(opts: { ttlSeconds?: number; spiffeId?: string }): Promise<{ token: string; expiresAt: number }> {
     if (!this.#tokenIssuer) throw new IdentityError('ERR_NOT_CONFIGURED', 'no configured node attestor issues join tokens')
-    return this.#tokenIssuer.issueToken(opts)
+    const t = await this.#tokenIssuer.issueToken(opts)
+    if (this.#audit) {
+      const ok = await this.#audit.durable({
+        type: 'join_token.created',
+        outcome: 'success',
+        ...(opts.spiffeId ? { subject: opts.spiffeId } : {}),
+        attributes: { via: 'admin', expires_at: isoTime(t.expiresAt) },
+      })
+      if (!ok) throw new IdentityError('ERR_AUDIT_UNAVAILABLE', 'join token not audited (audit log unavailable); not handed out')
+    }
+    return t
   }
 
   /**
@@ -270,17 +282,25 @@ export class NodeAttestationService {
     return svid.chain
   }
 
+  /** Evicts an agent (it must attest again); with an audit log, answered once `node.evicted` is durable (a lost event is logged and counted). */
   async evict(agentId: string): Promise<AttestedNode> {
     const n = await this.#ds.nodes.delete(checkAgentId(agentId, this.#td))
     this.#log.info({ [F.AGENT_ID]: agentId }, 'Agent evicted')
+    await this.#audit?.durable(nodeEvent('node.evicted', n))
     return n
   }
 
+  /** Bans an agent (no attestation, no call); with an audit log, answered once `node.banned` is durable. */
   async ban(agentId: string): Promise<AttestedNode> {
     const n = await this.#ds.nodes.update(checkAgentId(agentId, this.#td), { banned: true, serial: '', previousSerial: '' })
     this.#log.info({ [F.AGENT_ID]: agentId }, 'Agent banned')
+    await this.#audit?.durable(nodeEvent('node.banned', n))
     return n
   }
+}
+
+function nodeEvent(type: 'node.evicted' | 'node.banned', n: AttestedNode): ServerAuditEvent {
+  return { type, outcome: 'success', subject: n.agentId, node: n.agentId, attributes: { via: 'admin', attestor: n.attestor } }
 }
 
 function checkAgentId(agentId: string, td: TrustDomain): string {

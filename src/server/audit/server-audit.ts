@@ -40,6 +40,9 @@ export type ServerAuditEventType =
   | 'entry.updated'
   | 'entry.deleted'
   | 'bounds.changed'
+  | 'join_token.created'
+  | 'node.evicted'
+  | 'node.banned'
 
 /** An event as the server writes it: the members of `src/audit`'s event (snake_case) it uses. */
 export interface ServerAuditEvent {

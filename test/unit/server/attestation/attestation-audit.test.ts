@@ -157,6 +157,42 @@ describe('node attestation audit', () => {
     expect(await m.lost()).toBe(1) // the acceptance; no refusal is attempted for the audit's own failure
   })
 
+  it('join_token.created: the expiry and the alias, never the token; not handed out when it cannot be audited', async () => {
+    const t = await svc.createJoinToken({ ttlSeconds: 60, spiffeId: 'spiffe://example.org/nodes/edge-1' })
+    expect(m.sink.events).toEqual([
+      {
+        type: 'join_token.created',
+        outcome: 'success',
+        subject: 'spiffe://example.org/nodes/edge-1',
+        attributes: { via: 'admin', expires_at: new Date(t.expiresAt).toISOString() },
+      },
+    ])
+    expectNoSecrets(m.sink.events, t.token)
+    m.sink.failing = true
+    await expect(svc.createJoinToken({})).rejects.toMatchObject({ code: 'ERR_AUDIT_UNAVAILABLE' })
+  })
+
+  it('node.evicted and node.banned: the agent and its attestor, answered once durable', async () => {
+    await attest('fake')
+    m.sink.events.length = 0
+    for (const op of [() => svc.evict(AGENT), () => svc.ban(AGENT)]) {
+      m.sink.hold()
+      let settled = false
+      const p = op()
+        .catch(() => undefined)
+        .finally(() => (settled = true))
+      await new Promise((r) => setTimeout(r, 20))
+      expect(settled).toBe(false)
+      m.sink.release()
+      await p
+      await attest('fake').catch(() => undefined)
+    }
+    expect(m.sink.events.filter((e) => e.type.startsWith('node.'))).toEqual([
+      { type: 'node.evicted', outcome: 'success', subject: AGENT, node: AGENT, attributes: { via: 'admin', attestor: 'fake' } },
+      { type: 'node.banned', outcome: 'success', subject: AGENT, node: AGENT, attributes: { via: 'admin', attestor: 'fake' } },
+    ])
+  })
+
   it('an agent SVID renewal is x509_svid.issued (kind agent), durable before the node takes the new serial', async () => {
     const { node } = await attest('fake')
     const chain = await svc.renew(node, await csr())

@@ -17,6 +17,7 @@ import type { Ceiling } from '../../../src/spiffe/bounds/ceiling.js'
 import { MemoryReplayCache } from '../../../src/tokens/dpop.js'
 import { JwksCache } from '../../../src/tokens/jwks-cache.js'
 import { bundlesOf, makeCa, makeSvid, pem, type Ca, type Svid } from '../../helpers/broker-http-fixtures.js'
+import { makeRoot, webCredentials } from '../server/federation/pki.js'
 
 const TD = 'gw.test'
 const AGENT = `spiffe://${TD}/agents/a1`
@@ -65,6 +66,10 @@ describe('gateway server', () => {
   const svids: Record<string, Svid> = {}
   let tool: https.Server
   let gw: GatewayServer
+  let gwWithCa: GatewayServer
+  let webTool: https.Server
+  let wrongName: https.Server
+  let impostor: https.Server
   const seen: Seen[] = []
   const events: AuditEventInput[] = []
   const broker = { fail: undefined as IdentityError | undefined, calls: 0 }
@@ -89,6 +94,35 @@ describe('gateway server', () => {
     })
     await new Promise<void>((r) => tool.listen(0, '127.0.0.1', () => r()))
     const toolPort = (tool.address() as AddressInfo).port
+    // a tool with an ordinary web certificate (no SVID), from its own CA
+    const webCa = await makeRoot('web-ca.test')
+    const web = await webCredentials(webCa)
+    webTool = https.createServer({ cert: web.certChainPem, key: web.keyPem }, (req, res) => {
+      req.resume()
+      req.on('end', () => {
+        seen.push({ method: req.method!, url: req.url!, headers: req.headers, body: '' })
+        res.writeHead(200, { 'content-type': 'text/plain' })
+        res.end('web tool')
+      })
+    })
+    await new Promise<void>((r) => webTool.listen(0, '127.0.0.1', () => r()))
+    const webPort = (webTool.address() as AddressInfo).port
+    // the same CA, a certificate for another name
+    const other = await webCredentials(webCa, { dns: ['elsewhere.test'] })
+    wrongName = https.createServer({ cert: other.certChainPem, key: other.keyPem }, (req, res) => {
+      seen.push({ method: req.method!, url: req.url!, headers: req.headers, body: '' })
+      res.end()
+    })
+    await new Promise<void>((r) => wrongName.listen(0, '127.0.0.1', () => r()))
+    const wrongPort = (wrongName.address() as AddressInfo).port
+    // an SVID naming this trust domain, signed by another trust domain's CA (which OpenSSL trusts: it is in the bundles)
+    const impostorSvid = await makeSvid(foreign, `spiffe://${TD}/services/tool`, { dnsNames: ['localhost'] })
+    impostor = https.createServer({ cert: impostorSvid.certPem, key: impostorSvid.keyPem }, (req, res) => {
+      seen.push({ method: req.method!, url: req.url!, headers: req.headers, body: '' })
+      res.end()
+    })
+    await new Promise<void>((r) => impostor.listen(0, '127.0.0.1', () => r()))
+    const impostorPort = (impostor.address() as AddressInfo).port
     const registry = ToolRegistry.fromDocuments([
       {
         source: 'echo.json',
@@ -101,6 +135,48 @@ describe('gateway server', () => {
             audience: 'https://echo/',
             scopes: ['echo'],
             allowed_agents: [`spiffe://${TD}/agents/`, 'spiffe://other.test/agents/'],
+          },
+        }),
+      },
+      {
+        source: 'web.json',
+        text: JSON.stringify({
+          client_id: 'https://tools/web',
+          client_name: 'Web',
+          warrant_tool: {
+            name: 'web',
+            endpoint: `https://localhost:${webPort}`,
+            audience: 'https://echo/',
+            scopes: ['echo'],
+            allowed_agents: [`spiffe://${TD}/agents/`],
+          },
+        }),
+      },
+      {
+        source: 'web-by-ip.json',
+        text: JSON.stringify({
+          client_id: 'https://tools/web-by-ip',
+          client_name: 'Web by a name its certificate lacks',
+          warrant_tool: {
+            name: 'web-by-ip',
+            endpoint: `https://localhost:${wrongPort}`,
+            audience: 'https://echo/',
+            scopes: ['echo'],
+            allowed_agents: [`spiffe://${TD}/agents/`],
+          },
+        }),
+      },
+      {
+        source: 'impostor.json',
+        text: JSON.stringify({
+          client_id: 'https://tools/impostor',
+          client_name: 'Impostor',
+          warrant_tool: {
+            name: 'impostor',
+            endpoint: `https://localhost:${impostorPort}`,
+            audience: 'https://echo/',
+            scopes: ['echo'],
+            allowed_agents: [`spiffe://${TD}/agents/`],
           },
         }),
       },
@@ -123,42 +199,50 @@ describe('gateway server', () => {
     const gwSvid = svids[`spiffe://${TD}/services/gateway`]!
     const ceiling: Ceiling = { scopes: ['echo'], resources: ['https://echo/'], maxDelegationDepth: 5, mayDelegateTo: [], allowBearer: false, prefixes: [] }
     let n = 0
-    gw = await startGatewayServer({
-      host: '127.0.0.1',
-      port: 0,
-      url: 'https://localhost:1',
-      identity: { current: () => ({ certChainPem: gwSvid.certPem, keyPem: gwSvid.keyPem }), onChange: () => () => {} },
-      trust: { localTrustDomain: () => ca.td, bundles: () => bundles, authoritiesPem: () => caPem + pem(foreign.certificate) },
-      federatedTrustDomains: [],
-      registry: () => registry,
-      ceilingFor: () => ceiling,
-      broker: {
-        issuer: 'https://broker',
-        keys: new JwksCache({ fetchJwks: () => Promise.resolve({ keys: [] }) }),
-        replay: new MemoryReplayCache(),
-        allowBearer: false,
-        txnToken: (): Promise<IssuedTxnToken> => {
-          broker.calls++
-          if (broker.fail) return Promise.reject(broker.fail)
-          n++
-          return Promise.resolve({ token: `txn.token.${n}`, exp: Math.floor(Date.now() / 1000) + 60, jti: `j${n}`, txn: `t${n}`, cached: false })
+    const start = (toolCa?: string) =>
+      startGatewayServer({
+        host: '127.0.0.1',
+        port: 0,
+        url: 'https://localhost:1',
+        identity: { current: () => ({ certChainPem: gwSvid.certPem, keyPem: gwSvid.keyPem }), onChange: () => () => {} },
+        trust: { localTrustDomain: () => ca.td, bundles: () => bundles, authoritiesPem: () => caPem + pem(foreign.certificate) },
+        federatedTrustDomains: [],
+        registry: () => registry,
+        ceilingFor: () => ceiling,
+        broker: {
+          issuer: 'https://broker',
+          keys: new JwksCache({ fetchJwks: () => Promise.resolve({ keys: [] }) }),
+          replay: new MemoryReplayCache(),
+          allowBearer: false,
+          txnToken: (): Promise<IssuedTxnToken> => {
+            broker.calls++
+            if (broker.fail) return Promise.reject(broker.fail)
+            n++
+            return Promise.resolve({ token: `txn.token.${n}`, exp: Math.floor(Date.now() / 1000) + 60, jti: `j${n}`, txn: `t${n}`, cached: false })
+          },
         },
-      },
-      audit: {
-        append: (e) => {
-          if (auditDown) return Promise.reject(new IdentityError('ERR_AUDIT_UNAVAILABLE', 'down'))
-          events.push(e)
-          return Promise.resolve({ seq: events.length, leafIndex: events.length - 1, chainHash: '00', time: new Date().toISOString() })
+        audit: {
+          append: (e) => {
+            if (auditDown) return Promise.reject(new IdentityError('ERR_AUDIT_UNAVAILABLE', 'down'))
+            events.push(e)
+            return Promise.resolve({ seq: events.length, leafIndex: events.length - 1, chainHash: '00', time: new Date().toISOString() })
+          },
         },
-      },
-      limits: { headerBytes: 16384, bodyBytes: 1024, requestTimeoutMs: 10_000, upstreamTimeoutMs: 5_000, maxConnectionsPerAddress: 100 },
-      log: nullLogger,
-    })
+        limits: { headerBytes: 16384, bodyBytes: 1024, requestTimeoutMs: 10_000, upstreamTimeoutMs: 5_000, maxConnectionsPerAddress: 100 },
+        log: nullLogger,
+        ...(toolCa !== undefined ? { toolCa } : {}),
+      })
+    gw = await start()
+    gwWithCa = await start(pem(webCa.certificate))
   })
 
   afterAll(async () => {
     await gw.close()
+    await gwWithCa.close()
     await new Promise<void>((r) => tool.close(() => r()))
+    await new Promise<void>((r) => webTool.close(() => r()))
+    await new Promise<void>((r) => wrongName.close(() => r()))
+    await new Promise<void>((r) => impostor.close(() => r()))
   })
 
   beforeEach(() => {
@@ -244,5 +328,19 @@ describe('gateway server', () => {
     const big = await call(gw.port, '/tools/echo/x', { ca: caPem, svid: svids[AGENT]!, method: 'POST', body: 'x'.repeat(4096) })
     expect(big.status).toBe(413)
     expect((await call(gw.port, '/tools/down/x', { ca: caPem, svid: svids[AGENT]! })).status).toBe(502)
+  })
+
+  it('verifies a tool without an SVID only against the configured tool CA and its host name (502 otherwise); an SVID tool still by its bundle', async () => {
+    expect((await call(gw.port, '/tools/web/x', { ca: caPem, svid: svids[AGENT]! })).status).toBe(502)
+    expect(seen).toHaveLength(0)
+    const ok = await call(gwWithCa.port, '/tools/web/x', { ca: caPem, svid: svids[AGENT]! })
+    expect(ok.status).toBe(200)
+    expect(ok.body).toBe('web tool')
+    expect((await call(gwWithCa.port, '/tools/web-by-ip/x', { ca: caPem, svid: svids[AGENT]! })).status).toBe(502)
+    expect((await call(gwWithCa.port, '/tools/echo/x', { ca: caPem, svid: svids[AGENT]! })).status).toBe(201)
+    expect(seen).toHaveLength(2)
+    // an SVID is checked against the bundle of its own trust domain, not any trusted CA
+    expect((await call(gw.port, '/tools/impostor/x', { ca: caPem, svid: svids[AGENT]! })).status).toBe(502)
+    expect(seen).toHaveLength(2)
   })
 })

@@ -74,6 +74,20 @@ const AuditSection = z
   })
   .strict()
 
+/** `[broker.signals]`: the Shared Signals transmitter (README, Shared Signals). */
+const SignalsSection = z
+  .object({
+    /** Workloads that may create SSF streams and poll their events: SPIFFE IDs or prefixes. Empty: no transmitter. */
+    receivers: z.array(idOrPrefix()).default([]),
+    /** The transmitter's store (streams and unacknowledged events). Default `<data_dir>/broker-ssf.sqlite3`. */
+    store_path: z.string().min(1).optional(),
+    /** Longest wait of a poll without returnImmediately. */
+    poll_wait: duration().default(25_000),
+    max_streams_per_receiver: z.number().int().min(1).max(64).default(4),
+    max_queued_per_stream: z.number().int().min(1).max(1_000_000).default(10_000),
+  })
+  .strict()
+
 export const BrokerSectionSchema = z
   .object({
     /** The issuer identifier (RFC 8414 §2): https, no query or fragment. Metadata, `iss` and client-assertion `aud`. */
@@ -106,6 +120,7 @@ export const BrokerSectionSchema = z
     dpop: DpopSection.default(DpopSection.parse({})),
     limits: LimitsSection.default(LimitsSection.parse({})),
     audit: AuditSection.default(AuditSection.parse({})),
+    signals: SignalsSection.default(SignalsSection.parse({})),
     /** The broker's signing-key manager: one `[broker.key_manager.<name>]` block. Embedded, the server's is used when absent. */
     key_manager: z.record(z.string(), z.record(z.string(), z.unknown())).optional(),
     /** Standalone only. */
@@ -144,6 +159,8 @@ export interface BrokerConfig {
   authorizationDetailsTypes: readonly string[]
   dpop: { nonceRequired: boolean; iatWindowSeconds: number; algorithms: readonly DpopAlgorithm[]; nonceTtlSeconds: number }
   limits: { bodyBytes: number; headerBytes: number; maxConnectionsPerAddress: number; requestTimeoutMs: number }
+  /** The Shared Signals transmitter, or undefined when `[broker.signals] receivers` is empty. */
+  signals?: { receivers: IdMatcher; storePath: string; pollWaitMs: number; maxStreamsPerReceiver: number; maxQueuedPerStream: number } | undefined
   /** The broker's audit log (src/audit), or undefined when `[broker.audit] enabled = false`. */
   audit: { path: string; checkpointIntervalMs: number } | undefined
   /** The key manager block, paths resolved; undefined when embedded and the server's is used. */
@@ -206,6 +223,7 @@ function fromSection(
   if (b.txn_token_ttl < 1000 || b.txn_token_ttl > 3_600_000) issues.push({ path: `${prefix}.txn_token_ttl`, message: 'must be between 1s and 1h' })
   if (b.max_assertion_lifetime < 1000 || b.max_assertion_lifetime > 3_600_000)
     issues.push({ path: `${prefix}.max_assertion_lifetime`, message: 'must be between 1s and 1h' })
+  if (b.signals.poll_wait < 1000 || b.signals.poll_wait > 120_000) issues.push({ path: `${prefix}.signals.poll_wait`, message: 'must be between 1s and 2m' })
   return {
     issuer: b.issuer,
     bindAddress: splitHostPort(b.bind_address),
@@ -242,6 +260,16 @@ function fromSection(
     },
     keyManager,
     logLevel: b.log_level ?? 'info',
+    signals:
+      b.signals.receivers.length === 0
+        ? undefined
+        : {
+            receivers: idList(b.signals.receivers),
+            storePath: abs(b.signals.store_path ?? resolve(defaults.dataDir, 'broker-ssf.sqlite3')),
+            pollWaitMs: b.signals.poll_wait,
+            maxStreamsPerReceiver: b.signals.max_streams_per_receiver,
+            maxQueuedPerStream: b.signals.max_queued_per_stream,
+          },
   }
 }
 

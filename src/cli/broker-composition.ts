@@ -33,6 +33,8 @@ import { startBrokerHttpServer, type BrokerHttpServer, type TlsIdentity } from '
 import type { TrustSource } from '../broker/http/client-auth.js'
 import { boundsCeilingSource } from '../broker/ports.js'
 import { createBrokerService, type BrokerServiceImpl } from '../broker/service.js'
+import { SsfTransmitter } from '../broker/ssf-transmitter.js'
+import { SsfStore } from '../broker/store/ssf-store.js'
 import { diskKeyManagerPlugin, memoryKeyManagerPlugin, pkcs11KeyManagerPlugin } from '../keymanager/index.js'
 import type { KeyManager } from '../keymanager/key-manager.js'
 import type { RunningServer } from '../server/server.js'
@@ -176,7 +178,23 @@ export async function startBroker(o: {
     },
   )
   let http: BrokerHttpServer | undefined
+  let ssfStore: SsfStore | undefined
+  let ssf: SsfTransmitter | undefined
   try {
+    if (cfg.signals) {
+      ssfStore = SsfStore.open(cfg.signals.storePath)
+      ssf = await SsfTransmitter.start({
+        issuer: cfg.issuer,
+        store: ssfStore,
+        signingKey: () => service.keys.active(),
+        receivers: cfg.signals.receivers,
+        revocations: service,
+        log: log.child({ [F.SUBSYSTEM]: 'ssf' }),
+        pollWaitMs: cfg.signals.pollWaitMs,
+        maxStreamsPerReceiver: cfg.signals.maxStreamsPerReceiver,
+        maxQueuedPerStream: cfg.signals.maxQueuedPerStream,
+      })
+    }
     http = await startBrokerHttpServer({
       service,
       config: cfg,
@@ -184,6 +202,7 @@ export async function startBroker(o: {
       identity: o.identity,
       log,
       authorizationDetailsTypes: cfg.authorizationDetailsTypes,
+      ...(ssf ? { ssf } : {}),
     })
     const admin = await startBrokerAdminServer({ service, socketPath: cfg.adminSocketPath, log })
     log.info({ issuer: cfg.issuer, [F.PATH]: cfg.adminSocketPath }, 'Broker started')
@@ -192,15 +211,19 @@ export async function startBroker(o: {
       admin,
       service,
       async stop() {
+        ssf?.close()
         await http!.close().catch((err: unknown) => log.warn({ [F.ERR]: String(err) }, 'Broker HTTPS close failed'))
         await admin.close().catch((err: unknown) => log.warn({ [F.ERR]: String(err) }, 'Broker admin close failed'))
+        ssfStore?.close()
         await service.close()
         await audit?.close()
         log.info({}, 'Broker stopped')
       },
     }
   } catch (err) {
+    ssf?.close()
     await http?.close().catch(() => undefined)
+    ssfStore?.close()
     await service.close().catch(() => undefined)
     await audit?.close().catch(() => undefined)
     throw err

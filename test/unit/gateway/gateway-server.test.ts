@@ -327,6 +327,17 @@ describe('gateway server', () => {
     expect((await call(gw.port, '/elsewhere', { ca: caPem, svid: svids[AGENT]! })).status).toBe(404)
     const big = await call(gw.port, '/tools/echo/x', { ca: caPem, svid: svids[AGENT]!, method: 'POST', body: 'x'.repeat(4096) })
     expect(big.status).toBe(413)
+    expect(broker.calls).toBe(0)
+    expect(events.at(-1)).toMatchObject({ outcome: 'refused', reason: 'body_too_large' })
+    // without a content-length, the body is cut while it streams
+    const chunked = await call(gw.port, '/tools/echo/x', {
+      ca: caPem,
+      svid: svids[AGENT]!,
+      method: 'POST',
+      body: 'x'.repeat(4096),
+      headers: { 'transfer-encoding': 'chunked' },
+    })
+    expect(chunked.status).toBe(413)
     expect((await call(gw.port, '/tools/down/x', { ca: caPem, svid: svids[AGENT]! })).status).toBe(502)
   })
 

@@ -25,7 +25,7 @@ import { toGatewayConfig, type GatewayConfig } from '../../gateway/config.js'
 import { startGatewayServer, type GatewayIdentity } from '../../gateway/gateway-server.js'
 import { ToolRegistry } from '../../gateway/registry.js'
 import { TxnTokenClient } from '../../gateway/txn-token-client.js'
-import { keyManagerPlugins, type KeyManager } from '../../keymanager/index.js'
+import { diskKeyManagerPlugin, keyManagerPlugins, type KeyManager } from '../../keymanager/index.js'
 import { configDir } from '../../server/config.js'
 import { ceilingFor } from '../../spiffe/bounds/ceiling.js'
 import { BundleSet } from '../../spiffe/bundle/bundle-set.js'
@@ -72,7 +72,7 @@ export function loadToolRegistry(dir: string): ToolRegistry {
 const AUDIT_CHECKPOINT_KEY_ID = 'gateway-audit-checkpoint'
 
 async function openAuditKeyManager(cfg: GatewayConfig, log: Logger, trustDomain: X509Source): Promise<KeyManager & { close?(): Promise<void> }> {
-  const sel = cfg.audit.keyManager ?? { name: 'disk', raw: { keys_path: 'keys' } }
+  const sel = cfg.audit.keyManager ?? { name: diskKeyManagerPlugin.name, raw: { keys_path: 'keys' } }
   const def = keyManagerPlugins.find((p) => p.name === sel.name)
   if (!def)
     throw configError(

@@ -40,11 +40,12 @@ import type { X509BundleSource } from '../spiffe/bundle/x509-bundle.js'
 import { SpiffeId } from '../spiffe/spiffe-id.js'
 import type { TrustDomain } from '../spiffe/trust-domain.js'
 import { parseLeafSpiffeId, verifyX509Svid } from '../spiffe/x509-svid/verify.js'
-import type { DpopReplayCache } from '../tokens/dpop.js'
+import { DPOP_ALGORITHMS, type DpopReplayCache } from '../tokens/dpop.js'
 import type { JwksCache } from '../tokens/jwks-cache.js'
 import { ResourceRequestError, verifyResourceRequest } from '../tokens/request.js'
 import { peerCertificateChain, verifyPeerChain } from '../workload-client/tls/verify-peer.js'
 import { agentResponseHeaders, toolRequestHeaders } from './headers.js'
+import { isMetadataPath, mcpChallenge, mcpResource, metadataAnswer, schemeOf, type McpContext } from './mcp.js'
 import { decide, type Caller } from './policy.js'
 import { routeOf, TOOL_NAME_RE, type Tool, type ToolRegistry } from './registry.js'
 import type { IssuedTxnToken, TxnTokenRequest } from './txn-token-client.js'
@@ -131,6 +132,7 @@ export async function startGatewayServer(o: GatewayServerOptions): Promise<Gatew
   const log = o.log.child({ [F.SUBSYSTEM]: 'gateway' })
   const now = o.now ?? Date.now
   const origin = new URL(o.url).origin
+  const mcp: McpContext = { origin, issuer: o.broker.issuer, dpopAlgorithms: DPOP_ALGORITHMS }
   const perAddress = new Map<string, number>()
   /** Per TLS connection: the verified client SVID, while the bundles and the leaf hold (getPeerCertificate is costly). */
   const verified = new WeakMap<object, { id: string; certDer: Uint8Array | undefined; bundles: unknown; untilMs: number } | null>()
@@ -226,7 +228,8 @@ export async function startGatewayServer(o: GatewayServerOptions): Promise<Gatew
         },
         {
           issuer: o.broker.issuer,
-          audience: [origin, `${origin}/`, ...(tool ? [tool.audience] : [])],
+          // an MCP tool takes only tokens for its own resource URI (RFC 8707)
+          audience: tool?.mcp === true ? [mcpResource(origin, tool)] : [origin, `${origin}/`, ...(tool ? [tool.audience] : [])],
           keys: o.broker.keys,
           dpop: { replay: o.broker.replay },
           allowBearer: o.broker.allowBearer,
@@ -266,6 +269,13 @@ export async function startGatewayServer(o: GatewayServerOptions): Promise<Gatew
     const toolName = route && TOOL_NAME_RE.test(route.name) ? route.name : undefined
     const tool = toolName !== undefined ? o.registry().get(toolName) : undefined
     const path = target.split('?')[0]!
+    if (isMetadataPath(path)) {
+      // RFC 9728 protected resource metadata of the MCP tools: public, no authentication, no audit event
+      const a = metadataAnswer(req.method ?? 'GET', path, (n) => o.registry().get(n), mcp)
+      res.writeHead(a.status, { ...a.headers, 'content-length': Buffer.byteLength(a.body) })
+      res.end(req.method === 'HEAD' ? undefined : a.body)
+      return
+    }
     const fields: Record<string, unknown> = { [F.METHOD]: req.method, tool: toolName ?? null }
     const refused = async (r: Refusal, extra: Omit<AuditEventInput, 'type' | 'outcome'> = {}, outcome: 'refused' | 'error' = 'refused') => {
       log.warn({ ...fields, [F.REASON]: r.reason, status: r.status }, 'Gateway call refused')
@@ -282,6 +292,8 @@ export async function startGatewayServer(o: GatewayServerOptions): Promise<Gatew
         const status = err.status === 403 ? 401 : err.status
         const headers: Record<string, string> = {}
         if (err.wwwAuthenticate !== undefined) headers['www-authenticate'] = err.wwwAuthenticate
+        if (tool?.mcp === true && status === 401)
+          headers['www-authenticate'] = mcpChallenge(tool, mcp, { error: err.error, scheme: schemeOf(req.headers.authorization) })
         if (err.dpopNonce !== undefined) headers['dpop-nonce'] = err.dpopNonce
         fields[F.ERROR_CODE] = err.code
         return refused(refusalOf(status, status >= 500 ? 'temporarily_unavailable' : err.error, `authn.${reasonOf(err)}`, headers))
@@ -289,8 +301,12 @@ export async function startGatewayServer(o: GatewayServerOptions): Promise<Gatew
       fields[F.ERROR_CODE] = isIdentityError(err) ? err.code : 'ERR_INTERNAL'
       fields[F.ERR] = isIdentityError(err) ? err.message : String(err)
       const reason = isIdentityError(err) ? reasonOf(err) : 'internal'
-      return refused(refusalOf(401, 'invalid_client', `authn.${reason}`, { 'www-authenticate': 'DPoP algs="ES256"' }))
+      const challenge = tool?.mcp === true ? mcpChallenge(tool, mcp) : 'DPoP algs="ES256"'
+      return refused(refusalOf(401, tool?.mcp === true ? 'invalid_token' : 'invalid_client', `authn.${reason}`, { 'www-authenticate': challenge }))
     }
+    // an MCP tool is an OAuth resource server: an access token for it on every call, an SVID alone is not enough
+    if (tool?.mcp === true && who.authn !== 'access-token')
+      return refused(refusalOf(401, 'invalid_token', 'mcp.token_required', { 'www-authenticate': mcpChallenge(tool, mcp) }))
     const agentId = who.caller.spiffeId
     fields[F.SPIFFE_ID] = agentId
     const actor = { actor: { spiffe_id: agentId } }
@@ -301,7 +317,8 @@ export async function startGatewayServer(o: GatewayServerOptions): Promise<Gatew
     const d = decide(tool, who.caller, o.ceilingFor(SpiffeId.fromString(agentId)))
     if (!d.allow) {
       fields['detail'] = d.detail
-      return refused(refusalOf(403, d.error, d.reason), { ...actor, ...scope, ...(who.jti ? { attributes: { agent_token_jti: who.jti } } : {}) })
+      const challenge = tool.mcp === true && d.error === 'insufficient_scope' ? { 'www-authenticate': mcpChallenge(tool, mcp, { error: d.error }) } : undefined
+      return refused(refusalOf(403, d.error, d.reason, challenge), { ...actor, ...scope, ...(who.jti ? { attributes: { agent_token_jti: who.jti } } : {}) })
     }
     const purposeHeader = req.headers['txn-purpose']
     const purpose = typeof purposeHeader === 'string' && purposeHeader !== '' ? purposeHeader : undefined

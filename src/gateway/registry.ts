@@ -38,6 +38,8 @@ export interface Tool {
   readonly allowedAgents: readonly string[]
   /** Call-chain requirements the tool declares (recorded; the tool enforces them on the Txn-Token). */
   readonly chain?: ToolChainPolicy
+  /** An MCP server: the gateway is its OAuth resource server (mcp.ts). */
+  readonly mcp?: boolean
   /** The file the document came from. */
   readonly source: string
 }
@@ -82,6 +84,7 @@ const WarrantToolSchema = z.strictObject({
       max_hops: z.number().int().min(1).max(32).optional(),
     })
     .optional(),
+  mcp: z.boolean().optional(),
 })
 
 /** The document: client metadata members are allowed (the Client ID Metadata Document is open), `warrant_tool` is strict. */
@@ -115,6 +118,7 @@ export function parseToolDocument(source: string, text: string): Tool {
     scopes: Object.freeze([...new Set(t.scopes)]),
     allowedAgents: Object.freeze([...t.allowed_agents]),
     ...(chain ? { chain: Object.freeze({ ...chain }) as ToolChainPolicy } : {}),
+    ...(t.mcp === true ? { mcp: true } : {}),
     source,
   })
 }

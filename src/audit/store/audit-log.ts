@@ -25,7 +25,8 @@ import Database from 'better-sqlite3'
 import { F, type Logger, nullLogger } from '../../common/log/logger.js'
 import type { ErrorCode } from '../../errors/codes.js'
 import { IdentityError } from '../../errors/identity-error.js'
-import { canonicalBytes } from '../canonical.js'
+import { canonicalBytes, canonicalJson } from '../canonical.js'
+import { isCanonicalAuditEvent } from '../canonical-event.js'
 import { signCheckpoint, type NoteSigner } from '../checkpoint.js'
 import { AUDIT_EVENT_VERSION, parseAuditEvent, type AuditEvent, type AuditEventInput } from '../event.js'
 import { chainHash, GENESIS } from '../hash-chain.js'
@@ -107,6 +108,30 @@ function migrate(db: Db, log: Logger): void {
   }).immediate()
 }
 
+/** fdatasyncs of the WAL that may run at once (each on its own descriptor, on libuv's pool of 4 threads by default). */
+const CONCURRENT_SYNCS = 2
+
+const utf8 = new TextEncoder()
+
+/**
+ * The event and its bytes when the canonical form of `raw` is certainly a
+ * valid event (canonical-event.ts, the check `verify` runs on every stored
+ * event): the usual append, without the schema's parse (several times the
+ * cost of the rest of an append). Undefined otherwise; then the schema
+ * decides and names what is wrong.
+ */
+function canonicalValidEvent(raw: unknown): { event: AuditEvent; bytes: Uint8Array } | undefined {
+  let text: string
+  try {
+    text = canonicalJson(raw)
+  } catch {
+    return undefined
+  }
+  const bytes = utf8.encode(text)
+  // the bytes are what is stored and hashed; the event (its search columns) is read back from them
+  return isCanonicalAuditEvent(bytes) ? { event: JSON.parse(text) as AuditEvent, bytes } : undefined
+}
+
 const unavailable = (message: string, cause?: unknown): IdentityError =>
   new IdentityError('ERR_AUDIT_UNAVAILABLE', message, cause === undefined ? undefined : { cause })
 
@@ -119,6 +144,9 @@ export class AuditLog implements AuditSink {
   readonly #hooks: AuditLogHooks
   readonly #insert: Database.Statement
   readonly #saveTree: Database.Statement
+  /** synchronous=NORMAL for a batch and back to FULL, prepared once (a pragma() call prepares a statement each time). */
+  readonly #syncNormal: Database.Statement
+  readonly #syncFull: Database.Statement
   #tree: MerkleAccumulator
   #chain: Buffer
   #queue: Pending[] = []
@@ -128,15 +156,19 @@ export class AuditLog implements AuditSink {
   #lastCheckpointSize = 0
 
   /** The WAL file: fdatasync'ed off the event loop after each batch. */
-  readonly #walFd: number
-  #syncing = false
+  readonly #walFds: readonly number[]
+  /** WAL descriptors not in use by a running sync. */
+  readonly #freeFds: number[]
+  /** Running syncs, oldest first; each settles its batches only once it and every older one succeeded. */
+  readonly #inflight: { settles: ((err: IdentityError | undefined) => void)[]; done: boolean }[] = []
   #unsynced: ((err: IdentityError | undefined) => void)[] = []
   #idle: (() => void)[] = []
   #broken: IdentityError | undefined
   readonly #syncJournal: (fd: number, done: (err: Error | null) => void) => void
 
-  private constructor(db: Db, opts: AuditLogOptions, tree: MerkleAccumulator, chain: Buffer, walFd: number) {
-    this.#walFd = walFd
+  private constructor(db: Db, opts: AuditLogOptions, tree: MerkleAccumulator, chain: Buffer, walFds: number[]) {
+    this.#walFds = walFds
+    this.#freeFds = [...walFds]
     this.#syncJournal = opts.syncJournal ?? fdatasync
     this.#db = db
     this.#origin = opts.origin
@@ -150,6 +182,8 @@ export class AuditLog implements AuditSink {
     this.#saveTree = db.prepare(
       'INSERT INTO audit_tree (id, size, chain_hash, edge) VALUES (1, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET size = excluded.size, chain_hash = excluded.chain_hash, edge = excluded.edge',
     )
+    this.#syncNormal = db.prepare('PRAGMA synchronous = NORMAL')
+    this.#syncFull = db.prepare('PRAGMA synchronous = FULL')
     this.#lastCheckpointSize = (db.prepare('SELECT COALESCE(MAX(tree_size), 0) AS s FROM audit_checkpoints').get() as { s: number }).s
     const every = opts.checkpointIntervalMs ?? 0
     if (every > 0) {
@@ -180,8 +214,16 @@ export class AuditLog implements AuditSink {
         throw new IdentityError('ERR_CONFIG_INVALID', `audit log ${path} has origin "${origin.value}", not "${opts.origin}"`)
       const { tree, chain } = loadTree(db)
       // The WAL file exists while a connection is open in WAL mode (SQLite deletes it only when the last one closes).
-      const walFd = openSync(`${path}-wal`, constants.O_RDONLY | constants.O_NOFOLLOW)
-      return new AuditLog(db, opts, tree, chain, walFd)
+      // One descriptor per sync that may run at once: a write-back error is reported to every descriptor opened before it,
+      // so two overlapping syncs both see it (on one descriptor, the first to return would take it from the other).
+      const walFds: number[] = []
+      try {
+        for (let i = 0; i < CONCURRENT_SYNCS; i++) walFds.push(openSync(`${path}-wal`, constants.O_RDONLY | constants.O_NOFOLLOW))
+      } catch (err) {
+        for (const fd of walFds) closeSync(fd)
+        throw err
+      }
+      return new AuditLog(db, opts, tree, chain, walFds)
     } catch (err) {
       db?.close()
       if (err instanceof IdentityError) throw err
@@ -203,11 +245,16 @@ export class AuditLog implements AuditSink {
     if (this.#broken) return Promise.reject(this.#failed(this.#broken))
     let event: AuditEvent
     let bytes: Uint8Array
-    try {
-      event = parseAuditEvent({ ...input, v: input.v ?? AUDIT_EVENT_VERSION, time: input.time ?? new Date(this.#now()).toISOString() })
-      bytes = canonicalBytes(event)
-    } catch (err) {
-      return Promise.reject(err instanceof IdentityError ? err : new IdentityError('ERR_AUDIT_EVENT_INVALID', (err as Error).message, { cause: err }))
+    const raw = { ...input, v: input.v ?? AUDIT_EVENT_VERSION, time: input.time ?? new Date(this.#now()).toISOString() }
+    const fast = canonicalValidEvent(raw)
+    if (fast !== undefined) ({ event, bytes } = fast)
+    else {
+      try {
+        event = parseAuditEvent(raw)
+        bytes = canonicalBytes(event)
+      } catch (err) {
+        return Promise.reject(err instanceof IdentityError ? err : new IdentityError('ERR_AUDIT_EVENT_INVALID', (err as Error).message, { cause: err }))
+      }
     }
     return new Promise<AuditReceipt>((res, rej) => {
       this.#queue.push({ event, bytes, resolve: res, reject: rej })
@@ -241,7 +288,7 @@ export class AuditLog implements AuditSink {
       let chain = this.#chain
       const receipts: AuditReceipt[] = []
       try {
-        this.#db.pragma('synchronous = NORMAL')
+        this.#syncNormal.run()
         this.#db
           .transaction(() => {
             for (const p of batch) {
@@ -260,7 +307,7 @@ export class AuditLog implements AuditSink {
         return
       } finally {
         try {
-          this.#db.pragma('synchronous = FULL')
+          this.#syncFull.run()
         } catch {
           // the connection is gone; the next write fails and says so
         }
@@ -282,33 +329,54 @@ export class AuditLog implements AuditSink {
     }
   }
 
-  /** One fdatasync of the WAL on libuv's pool for every batch committed before it started; then the next, if batches wait. */
+  /**
+   * An fdatasync of the WAL on libuv's pool for every batch committed before
+   * it started. Up to CONCURRENT_SYNCS run at once, so a batch committed while
+   * one runs need not wait for it to end before its own starts (it would wait
+   * up to twice a sync); batches are still acknowledged in commit order, each
+   * once its sync and every older one succeeded. A failed sync refuses every
+   * batch not yet acknowledged and every later append.
+   */
   #startSync(): void {
-    if (this.#syncing) return
-    if (this.#unsynced.length === 0) {
-      for (const r of this.#idle.splice(0)) r()
+    while (this.#unsynced.length > 0 && this.#freeFds.length > 0 && this.#broken === undefined) {
+      const fd = this.#freeFds.pop()!
+      const group = { settles: this.#unsynced, done: false }
+      this.#unsynced = []
+      this.#inflight.push(group)
+      this.#syncJournal(fd, (cause) => {
+        this.#freeFds.push(fd)
+        group.done = true
+        if (cause && this.#broken === undefined) {
+          // Whether those frames reached the disk is unknown: refuse the batch and every later append.
+          this.#broken = unavailable('the audit log could not sync its journal', cause)
+          this.#log.error({ err: cause }, 'Audit log sync failed; appends refused from now on')
+        }
+        this.#settle()
+        this.#startSync()
+      })
+    }
+    if (this.#broken !== undefined) this.#settle()
+    if (this.#idleNow()) for (const r of this.#idle.splice(0)) r()
+  }
+
+  /** No sync running (every descriptor back) and none waiting. */
+  #idleNow(): boolean {
+    return this.#freeFds.length === this.#walFds.length && this.#inflight.length === 0 && this.#unsynced.length === 0
+  }
+
+  /** Acknowledges the oldest synced batches in order; once broken, refuses all that are not acknowledged. */
+  #settle(): void {
+    if (this.#broken !== undefined) {
+      const groups = [...this.#inflight.splice(0).map((g) => g.settles), this.#unsynced.splice(0)]
+      for (const settles of groups) for (const settle of settles) settle(this.#broken)
       return
     }
-    this.#syncing = true
-    const waiting = this.#unsynced
-    this.#unsynced = []
-    this.#syncJournal(this.#walFd, (cause) => {
-      this.#syncing = false
-      let err: IdentityError | undefined
-      if (cause) {
-        // Whether those frames reached the disk is unknown: refuse the batch and every later append.
-        err = unavailable('the audit log could not sync its journal', cause)
-        this.#broken ??= err
-        this.#log.error({ err: cause }, 'Audit log sync failed; appends refused from now on')
-      }
-      for (const settle of waiting) settle(err)
-      this.#startSync()
-    })
+    while (this.#inflight.length > 0 && this.#inflight[0]!.done) for (const settle of this.#inflight.shift()!.settles) settle(undefined)
   }
 
   /** Resolves when no fdatasync is running or waiting. */
   #synced(): Promise<void> {
-    if (!this.#syncing && this.#unsynced.length === 0) return Promise.resolve()
+    if (this.#idleNow()) return Promise.resolve()
     return new Promise((r) => this.#idle.push(r))
   }
 
@@ -361,7 +429,7 @@ export class AuditLog implements AuditSink {
       // best effort: the WAL is replayed at the next open
     }
     this.#db.close()
-    closeSync(this.#walFd)
+    for (const fd of this.#walFds) closeSync(fd)
   }
 }
 

@@ -25,7 +25,7 @@ describe('AuditLog durability', () => {
     return log
   }
 
-  it('an append resolves only after its batch is synced; batches written meanwhile share the next sync', async () => {
+  it('an append resolves only after its batch is synced; two syncs run at once, later batches share the next', async () => {
     const l = open()
     const settled: number[] = []
     const a = l.append(sampleEvent(1)).then((r) => settled.push(r.seq))
@@ -37,19 +37,47 @@ describe('AuditLog durability', () => {
     const reader = AuditLogReader.open(join(tmp.dir, 'a.sqlite3'))
     expect(reader.tail(5)).toHaveLength(1)
     reader.close()
+    // the second batch's sync starts at once, beside the first
     const b = l.append(sampleEvent(2)).then((r) => settled.push(r.seq))
     await turn()
+    await turn()
+    expect(syncs).toHaveLength(2)
+    // the third and fourth wait for a free sync, together
     const c = l.append(sampleEvent(3)).then((r) => settled.push(r.seq))
     await turn()
+    const d = l.append(sampleEvent(4)).then((r) => settled.push(r.seq))
     await turn()
-    expect(syncs).toHaveLength(1)
+    await turn()
+    expect(syncs).toHaveLength(2)
+    // the second sync ends first: its batch waits for the first (acknowledged in commit order)
+    syncs.pop()!.done(null)
+    await turn()
+    await turn()
+    expect(settled).toEqual([])
+    expect(syncs).toHaveLength(2)
     syncs.shift()!.done(null)
-    await a
-    expect(settled).toEqual([1])
-    expect(syncs).toHaveLength(1)
+    await Promise.all([a, b])
+    expect(settled).toEqual([1, 2])
     syncs.shift()!.done(null)
-    await Promise.all([b, c])
-    expect(settled).toEqual([1, 2, 3])
+    await Promise.all([c, d])
+    expect(settled).toEqual([1, 2, 3, 4])
+    expect(syncs).toHaveLength(0)
+  })
+
+  it('a failed sync also refuses a younger batch whose own sync succeeded', async () => {
+    const l = open()
+    const a = l.append(sampleEvent(1))
+    await turn()
+    await turn()
+    const b = l.append(sampleEvent(2))
+    await turn()
+    await turn()
+    expect(syncs).toHaveLength(2)
+    syncs.pop()!.done(null)
+    syncs.shift()!.done(Object.assign(new Error('EIO'), { code: 'EIO' }))
+    await expect(a).rejects.toMatchObject({ code: 'ERR_AUDIT_UNAVAILABLE' })
+    await expect(b).rejects.toMatchObject({ code: 'ERR_AUDIT_UNAVAILABLE' })
+    await expect(l.append(sampleEvent(3))).rejects.toMatchObject({ code: 'ERR_AUDIT_UNAVAILABLE' })
   })
 
   it('a failed sync rejects its batch with ERR_AUDIT_UNAVAILABLE and every later append (fail closed)', async () => {

@@ -30,6 +30,7 @@ const GROUPS: Record<string, () => Promise<CommandModule>> = {
   revoke: () => import('./commands/revoke.js'),
   revocation: () => import('./commands/revocation.js'),
   audit: () => import('./commands/audit.js'),
+  witness: () => import('./commands/witness.js'),
 }
 
 export async function main(argv: string[]): Promise<number> {

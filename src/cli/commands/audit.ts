@@ -10,13 +10,16 @@ import { availableParallelism } from 'node:os'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { parseVerifierKey, verifierKey, verifyConsistencyBundle, verifyInclusionBundle, type NoteVerifier, type VerifyReport } from '../../audit/index.js'
 import { AuditLogReader, verifyFileInParallel } from '../../audit/store/log-reader.js'
+import { openCheckpoint } from '../../audit/checkpoint.js'
+import { parseWitnessVerifierKey } from '../../audit/witness.js'
 import { IdentityError } from '../../errors/identity-error.js'
 import { outputFormat, parseFlags, printJson } from '../args.js'
 
 export const usage = [
   '  audit tail --log FILE [-n 20]                             the last events, oldest first',
   '  audit search --log FILE [--type T] [--actor SPIFFE_ID] [--task ID] [--since TIME] [--until TIME] [--limit N]',
-  '  audit verify --log FILE (--key VKEY | --key-file F) [--checkpoint NOTE_FILE ...] [--no-event-check] [--workers N]',
+  '  audit verify --log FILE (--key VKEY | --key-file F) [--checkpoint NOTE_FILE ...] [--witness-key VKEY ...] [--no-event-check] [--workers N]',
+  '                                                            --witness-key: every --checkpoint must carry that witness cosignature',
   '                                                            re-derive chain and tree, check every checkpoint; exit 1 where it breaks',
   '  audit prove --log FILE --seq N [--size M] [--out F]       inclusion proof of one event against a checkpoint',
   '  audit prove --log FILE --from-size A --size B [--out F]   consistency proof between two checkpoints',
@@ -36,6 +39,7 @@ const FLAGS = {
   key: { type: 'string' },
   'key-file': { type: 'string' },
   checkpoint: { type: 'string', multiple: true },
+  'witness-key': { type: 'string', multiple: true },
   'no-event-check': { type: 'boolean' },
   workers: { type: 'string' },
   seq: { type: 'string' },
@@ -178,6 +182,10 @@ export async function run(args: string[]): Promise<number> {
     case 'verify': {
       const v = verifier(values)
       const external = (values.checkpoint ?? []).map((f) => readText(f, 'checkpoint'))
+      const witnesses = (values['witness-key'] ?? []).map((k) => parseWitnessVerifierKey(k.includes('+') ? k : readText(k, 'witness key').trim()))
+      if (witnesses.length > 0 && external.length === 0) throw arg('--witness-key checks the cosignatures of --checkpoint files: give at least one')
+      // a witness's cosignature: that witness saw this checkpoint as the log's latest consistent tree (no split view)
+      for (const note of external) for (const w of witnesses) openCheckpoint(note, w)
       const r = openLog(values.log)
       // hashing on worker threads (one per core, at most 4) unless --workers 0
       const workers = int(values.workers, 'workers', 0) ?? Math.min(4, availableParallelism())

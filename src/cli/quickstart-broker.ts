@@ -37,16 +37,26 @@ export async function freePort(): Promise<number> {
 
 /**
  * server.toml tables: the demo agents' permission ceiling (namespace bounds
- * under `prefix`, signed into bounds.jws, which the broker reads) and the
- * embedded broker. Without `[broker.key_manager]` the broker's signing key
+ * under `prefix`, signed into bounds.jws, which the broker and the gateway
+ * read) and the embedded broker (with the gateway as a Txn-Token requester). Without `[broker.key_manager]` the broker's signing key
  * comes from the server's own key manager block (the SoftHSM token, or the
  * disk key manager), under its own key ids.
  */
-export function brokerServerToml(o: { issuer: string; port: number; trustDomain: string; prefix: string }): string {
+export function brokerServerToml(o: {
+  issuer: string
+  port: number
+  trustDomain: string
+  prefix: string
+  /** More scopes and resources for the ceiling (the gateway demo's tools). */
+  scopes?: readonly string[]
+  resources?: readonly string[]
+  /** Workloads that may ask for a Txn-Token for a workload they authenticated (the gateway). */
+  txnTokenRequesters?: readonly string[]
+}): string {
   return [
     `[server.bounds."${o.prefix}"]`,
-    `scopes = ${JSON.stringify(DEMO_SCOPES)}`,
-    `resources = ["${DEMO_RESOURCE}"]`,
+    `scopes = ${JSON.stringify([...DEMO_SCOPES, ...(o.scopes ?? [])])}`,
+    `resources = ${JSON.stringify([DEMO_RESOURCE, ...(o.resources ?? [])])}`,
     'max_token_ttl = "5m"',
     'max_renewals = 3',
     'max_delegation_depth = 2',
@@ -56,6 +66,7 @@ export function brokerServerToml(o: { issuer: string; port: number; trustDomain:
     `issuer = "${o.issuer}"`,
     `bind_address = "127.0.0.1:${o.port}"`,
     'default_token_ttl = "5m"',
+    `txn_token_requesters = ${JSON.stringify(o.txnTokenRequesters ?? [])}`,
     '',
   ].join('\n')
 }

@@ -19,13 +19,10 @@
 import { readFileSync, writeFileSync } from 'node:fs'
 import { createServer, type Server } from 'node:https'
 import type { AddressInfo } from 'node:net'
-import { toPemBlock } from '../common/crypto/pem.js'
-import type { Logger } from '../common/log/logger.js'
 import { warrantMiddleware, type WarrantRequest } from '../resource-server/index.js'
 import { BrokerClient, oauthErrorOf } from '../broker-client/index.js'
 import { IdentityError } from '../errors/identity-error.js'
-import type { X509Svid } from '../spiffe/x509-svid/x509-svid.js'
-import { X509Source } from '../workload-client/x509-source.js'
+import { sourceFor, stderrLog, tlsOf } from './quickstart-demo-support.js'
 
 export interface PeerArgs {
   /** The SPIFFE ID this process expects from the Workload API. */
@@ -47,29 +44,6 @@ export interface SubAgentResult {
   call: { status: number }
   widerCall: { status: number; error: string }
   widerToken: { status: number; error: string }
-}
-
-/** A logger writing JSON lines to stderr (the quickstart sends it to a log file). */
-const stderrLog = (bound: Record<string, unknown> = {}): Logger => {
-  const at = (level: string) => (fields: Record<string, unknown>, msg: string) =>
-    process.stderr.write(
-      `${JSON.stringify({ time: new Date().toISOString(), level, msg, ...bound, ...fields }, (_k, v: unknown) => (v instanceof Error ? v.message : v))}\n`,
-    )
-  return { debug: () => {}, info: at('info'), warn: at('warn'), error: at('error'), child: (f) => stderrLog({ ...bound, ...f }) }
-}
-
-/** The X.509 source holding this workload's SVID (waits until the agent serves it). */
-async function sourceFor(a: PeerArgs, log: Logger): Promise<X509Source> {
-  const pick = (svids: readonly X509Svid[]) => {
-    const s = svids.find((x) => x.id.toString() === a.spiffeId)
-    if (!s) throw new Error(`no SVID for ${a.spiffeId} yet`)
-    return s
-  }
-  return X509Source.create({ socketPath: a.socketPath, picker: pick, log, signal: AbortSignal.timeout(90_000) })
-}
-
-function tlsOf(svid: X509Svid): { cert: string; key: string } {
-  return { cert: svid.certificates.map((c) => toPemBlock('CERTIFICATE', c)).join(''), key: svid.privateKey!.export({ type: 'pkcs8', format: 'pem' }) as string }
 }
 
 async function runApi(a: PeerArgs): Promise<void> {

@@ -1,8 +1,10 @@
 /**
- * Raw HTTPS for the quickstart's broker demo, for what a well-behaved client
- * (src/broker-client) never does: waiting for the broker's metadata, and
+ * Raw HTTPS for the quickstart's demos, for what a well-behaved client
+ * (src/broker-client) never does: waiting for the broker's metadata,
  * presenting a token the way a thief would (as a bearer token, or with a
- * proof of another key) to show the resource server refusing it.
+ * proof of another key) to show the resource server refusing it, and plain
+ * HTTPS calls (with an X.509-SVID as client certificate) through the gateway
+ * and between the gateway demo's services.
  */
 import { request } from 'node:https'
 
@@ -12,14 +14,15 @@ export interface HttpsReply {
   body: string
 }
 
-/** One HTTPS request (no keep-alive), the server verified against `ca` (chain and host name). */
+/** One HTTPS request (no keep-alive), the server verified against `ca` (chain and host name); `cert` and `key`: a client certificate (mutual TLS). */
 export function httpsCall(
   url: string,
-  o: { method: string; ca: string; headers?: Record<string, string>; body?: string; timeoutMs?: number },
+  o: { method: string; ca: string; cert?: string; key?: string; headers?: Record<string, string>; body?: string; timeoutMs?: number },
 ): Promise<HttpsReply> {
   return new Promise((resolve, reject) => {
     const headers = { ...o.headers, ...(o.body !== undefined ? { 'content-length': String(Buffer.byteLength(o.body)) } : {}) }
-    const req = request(url, { method: o.method, ca: o.ca, headers, agent: false, timeout: o.timeoutMs ?? 10_000 }, (res) => {
+    const client = o.cert !== undefined && o.key !== undefined ? { cert: o.cert, key: o.key } : {}
+    const req = request(url, { method: o.method, ca: o.ca, ...client, headers, agent: false, timeout: o.timeoutMs ?? 10_000 }, (res) => {
       const chunks: Buffer[] = []
       res.on('data', (c: Buffer) => chunks.push(c))
       res.on('end', () => {

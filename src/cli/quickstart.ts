@@ -6,7 +6,11 @@
  * with softhsm2 installed the CA and JWT keys live in an HSM token. The server
  * also runs the token broker (`[broker]`, its signing key in the same key
  * manager), and the broker demo (quickstart-broker.ts) shows a task-scoped,
- * DPoP-bound token, its renewal and a delegation to a sub-agent.
+ * DPoP-bound token, its renewal and a delegation to a sub-agent. The gateway
+ * demo (quickstart-gateway.ts) runs `warrant gateway run` in front of a demo
+ * tool, a payments service and a fraud-check service, and shows a tool call,
+ * a payment refused for a missing fraud-check hop, a caller outside the
+ * tool's namespace refused, and a payment through the fraud check.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { chmodSync, closeSync, copyFileSync, existsSync, linkSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -19,6 +23,16 @@ import { provisionSoftHsm, findSoftHsmModule } from '../dev/softhsm.js'
 import { adminClient } from './admin-client.js'
 import { startSwtpm, type SwtpmInstance } from '../dev/swtpm.js'
 import { brokerServerToml, freePort, runBrokerDemo, stopDemoProcesses, waitForBroker } from './quickstart-broker.js'
+import {
+  GATEWAY_DEMO_RESOURCES,
+  GATEWAY_DEMO_SCOPES,
+  gatewayDemoEntries,
+  gatewayDemoIds,
+  runGatewayDemo,
+  startGatewayDemo,
+  stopGatewayDemoProcesses,
+  type GatewayDemoRole,
+} from './quickstart-gateway.js'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
 const CLI = join(ROOT, 'bin', 'warrant.js')
@@ -74,7 +88,8 @@ const RESTART_WINDOW_MS = 5 * 60_000
 const RESTART_DELAY_MS = [1000, 2000, 4000, 8000, 16_000, 30_000]
 
 /**
- * A warrant process the quickstart keeps running: when it exits on its own
+ * A process the quickstart keeps running (the warrant CLI, or a demo
+ * service, through `exe`): when it exits on its own
  * (killed, crashed), it is started again with the same arguments after a
  * backoff, at most MAX_RESTARTS times per RESTART_WINDOW_MS; past that it is
  * left stopped and the quickstart says so. `onRestart` runs once a restarted
@@ -84,23 +99,26 @@ class Supervised {
   readonly name: string
   readonly logFile: string
   child: ChildProcess
-  readonly #args: string[]
+  readonly #exe: string
+  readonly #argv: string[]
   readonly #env: NodeJS.ProcessEnv
   readonly #restarts: number[] = []
   #timer: NodeJS.Timeout | undefined
   onRestart: (() => Promise<void>) | undefined
 
-  constructor(name: string, args: string[], logFile: string, env: NodeJS.ProcessEnv = {}) {
+  /** `argv` as node takes it after `exe` (a link to node): the CLI path or a script first. */
+  constructor(name: string, exe: string, argv: string[], logFile: string, env: NodeJS.ProcessEnv = {}) {
     this.name = name
     this.logFile = logFile
-    this.#args = args
+    this.#exe = exe
+    this.#argv = argv
     this.#env = env
     this.child = this.#spawn()
   }
 
   #spawn(): ChildProcess {
     const fd = openSync(this.logFile, 'a')
-    const child = spawn(process.execPath, [CLI, ...this.#args], { env: { ...process.env, ...this.#env }, stdio: ['ignore', fd, fd] })
+    const child = spawn(this.#exe, this.#argv, { cwd: ROOT, env: { ...process.env, ...this.#env }, stdio: ['ignore', fd, fd] })
     closeSync(fd)
     child.on('exit', (code, sig) => {
       if (stopping) return
@@ -230,6 +248,7 @@ async function main(): Promise<void> {
     // What the shutdown interrupts (a demo step, a CLI call) may throw now; the shutdown decides how the process ends.
     process.on('uncaughtException', () => undefined)
     process.on('unhandledRejection', () => undefined)
+    stopGatewayDemoProcesses()
     await stopDemoProcesses()
     for (const c of children.reverse()) await c.stop()
     await swtpm?.stop()
@@ -287,13 +306,21 @@ async function main(): Promise<void> {
       `data_dir = "${serverDir}"`,
       `socket_path = "${adminSocket}"`,
       '',
-      brokerServerToml({ issuer: brokerIssuer, port: brokerPort, trustDomain: TRUST_DOMAIN, prefix: '/agents/demo/' }),
+      brokerServerToml({
+        issuer: brokerIssuer,
+        port: brokerPort,
+        trustDomain: TRUST_DOMAIN,
+        prefix: '/agents/demo/',
+        scopes: GATEWAY_DEMO_SCOPES,
+        resources: GATEWAY_DEMO_RESOURCES,
+        txnTokenRequesters: [gatewayDemoIds(TRUST_DOMAIN).gateway],
+      }),
       keyManagerToml,
       serverAttestorToml,
     ].join('\n'),
   )
   const serverToml = join(serverDir, 'server.toml')
-  const server = new Supervised('server', ['server', 'run', '--config', serverToml], join(serverDir, 'server.log'), serverEnv)
+  const server = new Supervised('server', process.execPath, [CLI, 'server', 'run', '--config', serverToml], join(serverDir, 'server.log'), serverEnv)
   children.push(server)
   const addrFile = join(serverDir, 'server.addr')
   const startedAt = Date.now()
@@ -341,7 +368,7 @@ async function main(): Promise<void> {
     ].join('\n'),
     { mode: 0o600 },
   )
-  const agent = new Supervised('agent', ['agent', 'run', '--config', join(agentDir, 'agent.toml')], join(agentDir, 'agent.log'))
+  const agent = new Supervised('agent', process.execPath, [CLI, 'agent', 'run', '--config', join(agentDir, 'agent.toml')], join(agentDir, 'agent.log'))
   children.push(agent)
   await waitFor(
     'the agent',
@@ -378,9 +405,13 @@ async function main(): Promise<void> {
   mkdirSync(demoBin, { recursive: true, mode: 0o700 })
   const apiExe = nodeLink(join(demoBin, 'warrant-demo-api'))
   const subAgentExe = nodeLink(join(demoBin, 'warrant-demo-sub-agent'))
+  // The gateway demo's workloads: the gateway, its tool, payments, fraud-check and an agent outside the tools' namespace.
+  const gatewayEntries = gatewayDemoEntries(TRUST_DOMAIN).map((e) => ({ ...e, path: nodeLink(join(demoBin, e.exe)) }))
+  const gatewayExes = Object.fromEntries(gatewayEntries.map((e) => [e.role, e.path])) as Record<GatewayDemoRole, string>
   for (const e of [
     { spiffe_id: DEMO_API_ID, exe: apiExe, dns_names: ['localhost'] },
     { spiffe_id: DEMO_SUB_AGENT_ID, exe: subAgentExe, dns_names: [] },
+    ...gatewayEntries.map((g) => ({ spiffe_id: g.spiffeId, exe: g.path, dns_names: g.dnsNames })),
   ]) {
     const have = await entries.call<{ entries: unknown[] }>('List', { spiffe_id: e.spiffe_id, parent_id: agentId })
     if (have.entries.length > 0) continue
@@ -405,6 +436,25 @@ async function main(): Promise<void> {
   agents.close()
   say(`  demo entry        : ${DEMO_ID} for unix:uid:${uid}`)
   say(`  broker demo       : ${DEMO_API_ID} (resource server) and ${DEMO_SUB_AGENT_ID}, each also by unix:path under ${demoBin}`)
+  say(`  gateway demo      : ${gatewayEntries.map((g) => g.spiffeId).join(', ')}, each also by unix:path under ${demoBin}`)
+
+  // The gateway and its demo services start now and get their SVIDs while the other demos run.
+  const gatewayDemo = {
+    trustDomain: TRUST_DOMAIN,
+    issuer: brokerIssuer,
+    caFile: brokerCa,
+    workloadSocket,
+    boundsDocumentPath: join(serverDir, 'bounds.jws'),
+    cli: CLI,
+    exes: gatewayExes,
+    dataDir,
+    supervise: (name: string, exe: string, argv: string[], logFile: string) => {
+      const p = new Supervised(name, exe, argv, logFile)
+      children.push(p)
+      return p
+    },
+  }
+  const gateway = await startGatewayDemo(gatewayDemo)
 
   // The demo workload: separate processes talking to the Workload API only.
   const env = { SPIFFE_ENDPOINT_SOCKET: `unix://${workloadSocket}` }
@@ -442,6 +492,7 @@ async function main(): Promise<void> {
     cli: async (args) => (await cli(args, { json: true })).json,
     say,
   }).catch((err: unknown) => fail(`broker demo: ${(err as Error).message}`))
+  await runGatewayDemo({ ...gatewayDemo, demoId: DEMO_ID, say }, gateway).catch((err: unknown) => fail(`gateway demo: ${(err as Error).message}`))
   say('')
   say('Try it yourself:')
   say(`  export SPIFFE_ENDPOINT_SOCKET=unix://${workloadSocket}`)
@@ -449,16 +500,19 @@ async function main(): Promise<void> {
   say(`  npx warrant entry show --socket ${adminSocket}`)
   say(`  npx warrant task list --socket ${brokerAdminSocket}`)
   say(`  curl --cacert ${brokerCa} ${brokerIssuer}/.well-known/oauth-authorization-server`)
+  say(`  curl --cacert ${brokerCa} --cert /tmp/svid/svid.0.pem --key /tmp/svid/svid.0.key ${gateway.gatewayUrl}/tools/search/search?q=hi`)
   say('')
   say(`SPIFFE_ENDPOINT_SOCKET=unix://${workloadSocket}`)
   say(`WARRANT_BROKER_URL=${brokerIssuer}`)
   say(`WARRANT_BROKER_CA=${brokerCa}`)
+  say(`WARRANT_GATEWAY_URL=${gateway.gatewayUrl}`)
+  say(`WARRANT_GATEWAY_CA=${brokerCa}`)
 
   if (values.once) {
     await shutdown()
     return
   }
-  say('Server and agent keep running (restarted if they exit); press Ctrl-C to stop them.')
+  say('Server, agent, gateway and demo services keep running (restarted if they exit); press Ctrl-C to stop them.')
   await new Promise<void>(() => undefined)
 }
 

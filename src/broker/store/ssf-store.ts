@@ -37,6 +37,24 @@ CREATE TABLE IF NOT EXISTS ssf_events (
   created_at INTEGER NOT NULL,
   UNIQUE (stream_id, jti)
 ) STRICT;
+-- Receiver side: our stream at each transmitter, and every signal received with what was done.
+CREATE TABLE IF NOT EXISTS ssf_subscriptions (
+  issuer TEXT PRIMARY KEY NOT NULL,
+  stream_id TEXT NOT NULL,
+  poll_url TEXT NOT NULL,
+  created_at INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ssf_received (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  issuer TEXT NOT NULL,
+  jti TEXT NOT NULL,
+  event_type TEXT NOT NULL,
+  subject TEXT NOT NULL,
+  decision TEXT NOT NULL,
+  outcome TEXT NOT NULL,
+  received_at INTEGER NOT NULL,
+  UNIQUE (issuer, jti)
+) STRICT;
 CREATE TABLE IF NOT EXISTS ssf_state (
   name TEXT PRIMARY KEY NOT NULL,
   value INTEGER NOT NULL
@@ -65,6 +83,21 @@ export interface QueuedEvent {
   readonly jti: string
   /** The SET claims (JSON), signed when delivered. */
   readonly claims: string
+}
+
+/** A signal this broker received as a receiver, and what it did. */
+export interface ReceivedSignal {
+  readonly id: number
+  readonly issuer: string
+  readonly jti: string
+  readonly eventType: string
+  readonly subject: unknown
+  /** The policy's decision (src/signals/policy.ts). */
+  readonly decision: unknown
+  /** `applied`, `recorded` (no action), or `failed: <code>`. */
+  readonly outcome: string
+  /** Epoch seconds. */
+  readonly receivedAt: number
 }
 
 interface StreamRow {
@@ -203,6 +236,63 @@ export class SsfStore {
     let n = 0
     for (const j of jtis) n += del.run(streamId, j).changes
     return n
+  }
+
+  getSubscription(issuer: string): { streamId: string; pollUrl: string } | undefined {
+    const r = this.#db.prepare('SELECT stream_id, poll_url FROM ssf_subscriptions WHERE issuer = ?').get(issuer) as
+      { stream_id: string; poll_url: string } | undefined
+    return r ? { streamId: r.stream_id, pollUrl: r.poll_url } : undefined
+  }
+
+  setSubscription(issuer: string, streamId: string, pollUrl: string, at: number): void {
+    this.#db
+      .prepare(
+        'INSERT INTO ssf_subscriptions (issuer, stream_id, poll_url, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (issuer) DO UPDATE SET stream_id = excluded.stream_id, poll_url = excluded.poll_url, created_at = excluded.created_at',
+      )
+      .run(issuer, streamId, pollUrl, at)
+  }
+
+  deleteSubscription(issuer: string): void {
+    this.#db.prepare('DELETE FROM ssf_subscriptions WHERE issuer = ?').run(issuer)
+  }
+
+  /** Records a received signal once (by issuer and jti); false when it was already recorded. */
+  recordReceived(r: Omit<ReceivedSignal, 'id'>): boolean {
+    return (
+      this.#db
+        .prepare(
+          'INSERT INTO ssf_received (issuer, jti, event_type, subject, decision, outcome, received_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (issuer, jti) DO NOTHING',
+        )
+        .run(r.issuer, r.jti, r.eventType, JSON.stringify(r.subject), JSON.stringify(r.decision), r.outcome, r.receivedAt).changes > 0
+    )
+  }
+
+  isReceived(issuer: string, jti: string): boolean {
+    return this.#db.prepare('SELECT 1 FROM ssf_received WHERE issuer = ? AND jti = ?').get(issuer, jti) !== undefined
+  }
+
+  /** Received signals after `sinceId`, oldest first. */
+  listReceived(sinceId = 0, limit = 1000): ReceivedSignal[] {
+    const rows = this.#db.prepare('SELECT * FROM ssf_received WHERE id > ? ORDER BY id LIMIT ?').all(sinceId, limit) as {
+      id: number
+      issuer: string
+      jti: string
+      event_type: string
+      subject: string
+      decision: string
+      outcome: string
+      received_at: number
+    }[]
+    return rows.map((r) => ({
+      id: r.id,
+      issuer: r.issuer,
+      jti: r.jti,
+      eventType: r.event_type,
+      subject: JSON.parse(r.subject) as unknown,
+      decision: JSON.parse(r.decision) as unknown,
+      outcome: r.outcome,
+      receivedAt: r.received_at,
+    }))
   }
 
   getState(name: string): number | undefined {

@@ -1,0 +1,280 @@
+/**
+ * The broker as a Shared Signals receiver: for each configured transmitter it
+ * reads the transmitter's configuration (SSF 1.0 §7; `issuer` must be the one
+ * configured), keeps one poll stream there (created once, remembered in the
+ * SSF store), and polls it (RFC 8936). Each SET is verified (`src/signals`:
+ * signature against the transmitter's JWKS, `iss`, `aud` = this broker's
+ * SPIFFE ID, `iat`, `jti` replay, `typ`), the response policy decides, and
+ * the decision is applied through the broker's revocations with a reason that
+ * names the signal. Then the SET is acknowledged; a refused SET goes back in
+ * `setErrs` with its RFC 8935 `err`; a SET that could not be applied for a
+ * reason that may pass (keys unavailable, store busy) is neither, so it comes
+ * again. Every signal is recorded once with what was done
+ * (`SsfStore.listReceived`). I/O goes through an injected transport.
+ */
+import { F, type Logger } from '../common/log/logger.js'
+import { IdentityError, isIdentityError } from '../errors/identity-error.js'
+import { setDeliveryError } from '../errors/oauth.js'
+import { EVENT_TYPES, STREAM_EVENT_TYPES, SUPPORTED_EVENT_TYPES } from '../signals/event-types.js'
+import { decide, signalOf, type PolicyDecision, type SignalPolicy } from '../signals/policy.js'
+import { MemorySetReplayCache, setReplayKey, verifySet, type VerifiedSet } from '../signals/set.js'
+import { JwksCache } from '../tokens/jwks-cache.js'
+import type { RevocationRequest } from './contract.js'
+import { POLL_DELIVERY } from './ssf-transmitter.js'
+import type { SsfStore } from './store/ssf-store.js'
+
+export interface SsfTransport {
+  /** GET → the JSON body; non-2xx or network failures throw. */
+  getJson(url: string, opts?: { signal?: AbortSignal }): Promise<unknown>
+  /** POST JSON → status and JSON body (undefined when empty). */
+  postJson(url: string, body: unknown, opts?: { signal?: AbortSignal }): Promise<{ status: number; body: unknown }>
+}
+
+export interface ReceiverTransmitter {
+  /** The transmitter's issuer (its configuration lives under `/.well-known/ssf-configuration`). */
+  readonly issuer: string
+  /** Confidence of its events that carry none (0..1); absent: rules with min_confidence never match them. */
+  readonly defaultConfidence?: number
+}
+
+export interface SsfReceiverOptions {
+  readonly transmitters: readonly ReceiverTransmitter[]
+  /** This broker's SPIFFE ID: the `aud` its streams' SETs must carry. */
+  readonly audience: string
+  /** This broker's issuer: `jwt_id` subjects name our tokens only with it. */
+  readonly tokenIssuer: string
+  readonly policy: SignalPolicy
+  /** Records a revocation (the broker's `revokeAt(req, 'admin')`). */
+  readonly revoke: (req: RevocationRequest) => Promise<unknown>
+  readonly store: SsfStore
+  readonly transport: SsfTransport
+  readonly log: Logger
+  /** Milliseconds since the epoch (default Date.now). */
+  readonly now?: () => number
+  /** Wait after a failed poll, doubled up to 60 s (default 1 s). */
+  readonly retryMs?: number
+}
+
+/** A transmitter we hold a stream at. */
+export interface Subscription {
+  readonly issuer: string
+  readonly streamId: string
+  readonly pollUrl: string
+  readonly keys: JwksCache
+  readonly defaultConfidence?: number
+}
+
+export interface DeliveryOutcome {
+  readonly ack: string[]
+  readonly setErrs: Record<string, { err: string; description: string }>
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v)
+}
+
+function unavailable(message: string, details: Record<string, unknown> = {}): IdentityError {
+  return new IdentityError('ERR_UNAVAILABLE', message, { details })
+}
+
+/** `https://h/p` → `https://h/.well-known/ssf-configuration/p` (SSF 1.0 §7.2.1). */
+export function configurationUrl(issuer: string): string {
+  const u = new URL(issuer)
+  return `${u.origin}/.well-known/ssf-configuration${u.pathname.replace(/\/+$/, '')}`
+}
+
+function shortType(t: string): string {
+  return t.slice(t.lastIndexOf('/') + 1)
+}
+
+export class SsfReceiver {
+  readonly #o: SsfReceiverOptions
+  readonly #now: () => number
+  readonly #replay: MemorySetReplayCache
+  readonly #abort = new AbortController()
+  readonly #loops: Promise<void>[] = []
+
+  constructor(o: SsfReceiverOptions) {
+    this.#o = o
+    this.#now = o.now ?? Date.now
+    this.#replay = new MemorySetReplayCache({ nowSec: () => Math.floor(this.#now() / 1000) })
+  }
+
+  /** Starts one poll loop per transmitter (until close). */
+  start(): void {
+    for (const t of this.#o.transmitters) this.#loops.push(this.#loop(t))
+  }
+
+  async close(): Promise<void> {
+    this.#abort.abort()
+    await Promise.allSettled(this.#loops)
+  }
+
+  /** Discovery and our stream at `t` (created when we have none or it is gone). */
+  async subscribe(t: ReceiverTransmitter, opts: { signal?: AbortSignal } = {}): Promise<Subscription> {
+    const cfg = await this.#o.transport.getJson(configurationUrl(t.issuer), opts)
+    if (!isRecord(cfg) || cfg['issuer'] !== t.issuer) throw unavailable('transmitter configuration names another issuer', { issuer: t.issuer })
+    const jwksUri = cfg['jwks_uri']
+    const configEndpoint = cfg['configuration_endpoint']
+    if (typeof jwksUri !== 'string' || !jwksUri.startsWith('https://') || typeof configEndpoint !== 'string' || !configEndpoint.startsWith('https://'))
+      throw unavailable('transmitter configuration lacks https jwks_uri or configuration_endpoint', { issuer: t.issuer })
+    const methods = cfg['delivery_methods_supported']
+    if (!Array.isArray(methods) || !methods.includes(POLL_DELIVERY)) throw unavailable('transmitter does not offer poll delivery', { issuer: t.issuer })
+    const keys = new JwksCache({
+      fetchJwks: () => this.#o.transport.getJson(jwksUri, { signal: this.#abort.signal }),
+      nowSec: () => Math.floor(this.#now() / 1000),
+    })
+    const known = this.#o.store.getSubscription(t.issuer)
+    if (known !== undefined) {
+      const r = await this.#o.transport.postJson(known.pollUrl, { maxEvents: 0, returnImmediately: true }, opts)
+      if (r.status === 200) return { issuer: t.issuer, streamId: known.streamId, pollUrl: known.pollUrl, keys, ...dc(t) }
+      if (r.status !== 404) throw unavailable('transmitter poll endpoint failed', { issuer: t.issuer, status: r.status })
+      this.#o.log.warn({ issuer: t.issuer, stream_id: known.streamId }, 'SSF stream gone at the transmitter; creating another')
+    }
+    const requested = SUPPORTED_EVENT_TYPES.filter((e) => !STREAM_EVENT_TYPES.includes(e))
+    const r = await this.#o.transport.postJson(configEndpoint, { delivery: { method: POLL_DELIVERY }, events_requested: requested }, opts)
+    const s = r.body
+    if (r.status !== 201 && r.status !== 200) throw unavailable('transmitter refused the stream', { issuer: t.issuer, status: r.status })
+    if (!isRecord(s) || typeof s['stream_id'] !== 'string' || s['iss'] !== t.issuer)
+      throw unavailable('transmitter stream configuration is invalid', { issuer: t.issuer })
+    const aud = s['aud']
+    if (!(aud === this.#o.audience || (Array.isArray(aud) && aud.includes(this.#o.audience))))
+      throw unavailable('transmitter stream is for another audience', { issuer: t.issuer })
+    const delivery = s['delivery']
+    const pollUrl = isRecord(delivery) && delivery['method'] === POLL_DELIVERY ? delivery['endpoint_url'] : undefined
+    if (typeof pollUrl !== 'string' || !pollUrl.startsWith('https://')) throw unavailable('transmitter stream has no https poll endpoint', { issuer: t.issuer })
+    this.#o.store.setSubscription(t.issuer, s['stream_id'], pollUrl, Math.floor(this.#now() / 1000))
+    this.#o.log.info({ issuer: t.issuer, stream_id: s['stream_id'], events: s['events_delivered'] }, 'SSF stream created at transmitter')
+    return { issuer: t.issuer, streamId: s['stream_id'], pollUrl, keys, ...dc(t) }
+  }
+
+  /** One poll: sends the previous outcome, handles what comes. Returns the outcome to send next and whether more is waiting. */
+  async pollOnce(
+    sub: Subscription,
+    prev: DeliveryOutcome,
+    opts: { returnImmediately?: boolean; signal?: AbortSignal } = {},
+  ): Promise<{ next: DeliveryOutcome; more: boolean }> {
+    const body = { maxEvents: 100, returnImmediately: opts.returnImmediately ?? false, ack: prev.ack, setErrs: prev.setErrs }
+    const r = await this.#o.transport.postJson(sub.pollUrl, body, opts.signal ? { signal: opts.signal } : {})
+    if (r.status !== 200 || !isRecord(r.body) || !isRecord(r.body['sets']))
+      throw unavailable('transmitter poll failed', { issuer: sub.issuer, status: r.status })
+    const sets: Record<string, string> = {}
+    for (const [jti, set] of Object.entries(r.body['sets'])) if (typeof set === 'string') sets[jti] = set
+    return { next: await this.handle(sub, sets), more: r.body['moreAvailable'] === true }
+  }
+
+  /** Verifies, decides and applies one delivery, in order; returns what to acknowledge and what was refused. */
+  async handle(sub: Subscription, sets: Readonly<Record<string, string>>): Promise<DeliveryOutcome> {
+    const out: DeliveryOutcome = { ack: [], setErrs: {} }
+    const nowSec = Math.floor(this.#now() / 1000)
+    for (const [jti, token] of Object.entries(sets)) {
+      let v: VerifiedSet
+      try {
+        v = await verifySet(token, {
+          issuer: sub.issuer,
+          audience: this.#o.audience,
+          keys: sub.keys,
+          replay: this.#replay,
+          nowSec,
+        })
+        if (v.claims.jti !== jti) {
+          this.#replay.forget(setReplayKey(v.claims))
+          throw new IdentityError('ERR_SET_INVALID', 'invalid security event token', { details: { reason: 'jti_key_mismatch' } })
+        }
+      } catch (err) {
+        const code = isIdentityError(err) ? err.code : undefined
+        if (code === 'ERR_SET_REPLAYED') {
+          out.ack.push(jti)
+          continue
+        }
+        if (code === 'ERR_UNAVAILABLE' || code === 'ERR_RESOURCE_EXHAUSTED') {
+          this.#o.log.warn({ issuer: sub.issuer, jti, [F.ERROR_CODE]: code }, 'SSF event not verified yet; will retry')
+          continue
+        }
+        const reason = isIdentityError(err) ? err.details?.['reason'] : undefined
+        this.#o.log.warn({ issuer: sub.issuer, jti, [F.ERROR_CODE]: code ?? 'internal', reason }, 'SSF event refused')
+        out.setErrs[jti] = { err: setDeliveryError(code), description: typeof reason === 'string' ? reason : 'refused' }
+        this.#o.store.recordReceived({
+          issuer: sub.issuer,
+          jti,
+          eventType: 'unknown',
+          subject: null,
+          decision: null,
+          outcome: `refused: ${code ?? 'internal'}`,
+          receivedAt: nowSec,
+        })
+        continue
+      }
+      if (this.#o.store.isReceived(sub.issuer, jti)) {
+        out.ack.push(jti)
+        continue
+      }
+      if (v.eventType === EVENT_TYPES.streamUpdated)
+        this.#o.log.warn({ issuer: sub.issuer, status: v.event['status'], reason: v.event['reason'] }, 'SSF stream status changed by the transmitter')
+      const decision = decide(this.#o.policy, signalOf(v, sub.defaultConfidence), { nowSec, tokenIssuer: this.#o.tokenIssuer })
+      let outcome: string
+      try {
+        outcome = await this.#apply(decision, v, sub)
+      } catch (err) {
+        const code = isIdentityError(err) ? err.code : undefined
+        if (code !== 'ERR_REVOCATION_INVALID') {
+          // may pass: not acknowledged, so it comes again
+          this.#replay.forget(setReplayKey(v.claims))
+          this.#o.log.error(
+            { issuer: sub.issuer, jti, [F.ERROR_CODE]: code ?? 'internal', [F.ERR]: err instanceof Error ? err.message : String(err) },
+            'SSF signal not applied; will retry',
+          )
+          continue
+        }
+        outcome = `failed: ${code}`
+      }
+      this.#o.store.recordReceived({ issuer: sub.issuer, jti, eventType: v.eventType, subject: v.subject, decision, outcome, receivedAt: nowSec })
+      this.#o.log.info({ issuer: sub.issuer, jti, event_type: shortType(v.eventType), action: decision.action, outcome }, 'SSF signal received')
+      out.ack.push(jti)
+    }
+    return out
+  }
+
+  async #apply(d: PolicyDecision, v: VerifiedSet, sub: Subscription): Promise<string> {
+    const reason = `signal ${shortType(v.eventType)} ${v.claims.jti.slice(0, 128)} from ${sub.issuer.slice(0, 256)}${d.rule !== undefined ? ` (rule ${d.rule})` : ''}`
+    switch (d.action) {
+      case 'record':
+        return 'recorded'
+      case 'revoke':
+        await this.#o.revoke({ kind: d.level, value: d.value, reason })
+        return 'applied'
+      case 'quarantine':
+        await this.#o.revoke({ kind: 'prefix', value: d.prefix, reason, ...(d.notAfter !== undefined ? { notAfter: d.notAfter } : {}) })
+        return 'applied'
+    }
+  }
+
+  async #loop(t: ReceiverTransmitter): Promise<void> {
+    const signal = this.#abort.signal
+    let backoff = this.#o.retryMs ?? 1000
+    let sub: Subscription | undefined
+    let prev: DeliveryOutcome = { ack: [], setErrs: {} }
+    while (!signal.aborted) {
+      try {
+        sub ??= await this.subscribe(t, { signal })
+        const r = await this.pollOnce(sub, prev, { signal })
+        prev = r.next
+        backoff = this.#o.retryMs ?? 1000
+      } catch (err) {
+        if (signal.aborted) return
+        this.#o.log.warn({ issuer: t.issuer, [F.ERR]: err instanceof Error ? err.message : String(err) }, 'SSF poll failed; retrying')
+        sub = undefined
+        await new Promise<void>((r) => {
+          const timer = setTimeout(r, backoff)
+          timer.unref()
+          signal.addEventListener('abort', () => (clearTimeout(timer), r()), { once: true })
+        })
+        backoff = Math.min(backoff * 2, 60_000)
+      }
+    }
+  }
+}
+
+function dc(t: ReceiverTransmitter): { defaultConfidence?: number } {
+  return t.defaultConfidence !== undefined ? { defaultConfidence: t.defaultConfidence } : {}
+}

@@ -5,12 +5,16 @@
  * connection (and the system roots do not), and its server is killed with SIGKILL; the
  * quickstart restarts it on the same port, and a workload then gets a
  * JWT-SVID for an audience never asked before (which needs the server) and
- * its X.509-SVID. The same for its agent. Ctrl-C (SIGINT) stops the
+ * its X.509-SVID. The same for its agent. Its gateway demo has shown the
+ * three outcomes (a tool call through the gateway, payments refused for the
+ * missing fraud-check hop, an agent outside the tool's namespace refused) and
+ * a payment through fraud-check, and WARRANT_GATEWAY_URL/WARRANT_GATEWAY_CA
+ * reach the gateway with the demo workload's SVID. Ctrl-C (SIGINT) stops the
  * quickstart and its processes.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
-import { get } from 'node:https'
+import { get, request } from 'node:https'
 import { checkServerIdentity, connect, type PeerCertificate } from 'node:tls'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
@@ -71,6 +75,19 @@ function httpsGet(url: string, ca: Buffer): Promise<{ status: number; body: stri
   })
 }
 
+/** GET over mutual TLS: the server verified against `ca`, the client certificate and key given. */
+function httpsGetMtls(url: string, o: { ca: Buffer; cert: Buffer; key: Buffer }): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { ca: o.ca, cert: o.cert, key: o.key, agent: false }, (res) => {
+      let body = ''
+      res.on('data', (c: Buffer) => (body += c.toString()))
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
+    })
+    req.on('error', reject)
+    req.end()
+  })
+}
+
 /** Checks WARRANT_BROKER_CA against the broker on a real connection: verified with it, not without it. */
 async function expectBrokerVerifiedBy(url: string, caFile: string): Promise<void> {
   const ca = readFileSync(caFile)
@@ -101,7 +118,7 @@ describe('quickstart (scripts/quickstart.sh, kept running)', () => {
     tmp.cleanup()
   })
 
-  it('runs the broker demo and prints the broker lines; restarts its server (and its agent) after SIGKILL; a workload then gets SVIDs again; SIGINT stops everything', async () => {
+  it('runs the broker and gateway demos and prints the broker and gateway lines; restarts its server (and its agent) after SIGKILL; a workload then gets SVIDs again; SIGINT stops everything', async () => {
     qs = spawn('bash', [join(E2E_REPO, 'scripts', 'quickstart.sh'), '--data-dir', dataDir], {
       cwd: E2E_REPO,
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -143,6 +160,40 @@ describe('quickstart (scripts/quickstart.sh, kept running)', () => {
     expect(out).toMatch(
       /^ {2}sub-agent wider {3}: POST \/data \(needs demo:write\) → 403 insufficient_scope; asking the broker for demo:write → 400 invalid_scope$/m,
     )
+    // The gateway demo: one line per outcome, and the lines for clients of the gateway.
+    expect(out).toMatch(/^Gateway demo \(gateway spiffe:\/\/example\.org\/svc\/gateway at https:\/\/localhost:\d+; /m)
+    expect(out).toMatch(/^ {2}tool call {9}: GET \/tools\/search\/search → 200 \(.*path \/svc\/gateway\)$/m)
+    expect(out).toMatch(/^ {2}payments direct {3}: POST \/tools\/payments\/payments → 403 access_denied \(missing hop: .*\/svc\/fraud-check\)$/m)
+    expect(out).toMatch(
+      /^ {2}outside namespace : spiffe:\/\/example\.org\/agents\/sandbox\/outsider → GET \/tools\/search\/search → 403 access_denied \(not in the tool's allowed_agents/m,
+    )
+    expect(out).toMatch(/^ {2}via fraud-check {3}: POST \/tools\/fraud-check\/check → 201 payment pay-\w+ \(.*path \/svc\/gateway → \/svc\/fraud-check\)$/m)
+    const gatewayUrl = /^WARRANT_GATEWAY_URL=(https:\/\/localhost:\d+)$/m.exec(out)?.[1]
+    const gatewayCa = /^WARRANT_GATEWAY_CA=(.+)$/m.exec(out)?.[1]
+    expect(gatewayUrl, out).toBeDefined()
+    expect(gatewayCa, out).toBeDefined()
+    const gw = await tlsHandshake(gatewayUrl!, readFileSync(gatewayCa!))
+    expect(gw.authorized, gw.error).toBe(true)
+    expect(checkServerIdentity('localhost', gw.cert)).toBeUndefined()
+    expect(gw.cert.subjectaltname).toContain('URI:spiffe://example.org/svc/gateway')
+    // A client of the gateway: the demo workload's SVID from the Workload API reaches the tool with those two lines.
+    const svidDir = join(tmp.dir, 'svid')
+    const fetched = await warrant(['api', 'fetch', 'x509', '--write', svidDir], { env })
+    expect(fetched.code, fetched.stderr).toBe(0)
+    const viaGateway = await httpsGetMtls(`${gatewayUrl!}/tools/search/search?q=e2e`, {
+      ca: readFileSync(gatewayCa!),
+      cert: readFileSync(join(svidDir, 'svid.0.pem')),
+      key: readFileSync(join(svidDir, 'svid.0.key')),
+    })
+    expect(viaGateway.status, viaGateway.body).toBe(200)
+    expect(JSON.parse(viaGateway.body)).toMatchObject({
+      query: 'e2e',
+      sub: 'spiffe://example.org/agents/demo/quickstart',
+      path: ['spiffe://example.org/svc/gateway'],
+    })
+    const gatewayPid = childrenOf(qs.pid!).find((p) => / gateway run /.test(cmdline(p)))
+    expect(gatewayPid, `no gateway child of the quickstart:\n${out}`).toBeDefined()
+
     // The demo's resource server and sub-agent are gone once the demo is done.
     expect(childrenOf(qs.pid!).filter((p) => /quickstart-demo-peer/.test(cmdline(p)))).toEqual([])
     const serverPid = () => childrenOf(qs!.pid!).find((p) => / server run /.test(cmdline(p)))
@@ -196,6 +247,6 @@ describe('quickstart (scripts/quickstart.sh, kept running)', () => {
     qs.kill('SIGINT')
     const st = await exited
     expect(st.code, out).toBe(0)
-    await waitFor('the server and agent to be gone', () => !alive(second!) && !alive(agentPid2!), { timeoutMs: 30_000 })
+    await waitFor('the server, agent and gateway to be gone', () => !alive(second!) && !alive(agentPid2!) && !alive(gatewayPid!), { timeoutMs: 30_000 })
   }, 420_000)
 })

@@ -211,6 +211,7 @@ export async function startGateway(cfg: GatewayConfig, log: Logger): Promise<Run
     })
     const identity: GatewayIdentity = { current: () => current, onChange: (fn) => (listeners.add(fn), () => listeners.delete(fn)) }
 
+    let authorities: { bundles: BundleSet; pem: string } | undefined
     const server = await startGatewayServer({
       host: cfg.bindAddress.host,
       port: cfg.bindAddress.port,
@@ -219,7 +220,12 @@ export async function startGateway(cfg: GatewayConfig, log: Logger): Promise<Run
       trust: {
         localTrustDomain: () => td,
         bundles: () => source.getBundles(),
-        authoritiesPem: () => bundlePem(source.getBundles()),
+        authoritiesPem: () => {
+          // once per bundle change, not per call
+          const b = source.getBundles()
+          if (authorities?.bundles !== b) authorities = { bundles: b, pem: bundlePem(b) }
+          return authorities.pem
+        },
       },
       federatedTrustDomains: cfg.federatedTrustDomains,
       registry: () => registry,

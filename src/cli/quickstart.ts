@@ -82,6 +82,8 @@ function cli(
   })
 }
 
+/** How long a process may take to exit after SIGTERM. */
+const STOP_GRACE_MS = 15_000
 /** Restarts of one process allowed within RESTART_WINDOW_MS; the delay before each doubles from 1 s up to 30 s. */
 const MAX_RESTARTS = 5
 const RESTART_WINDOW_MS = 5 * 60_000
@@ -160,13 +162,15 @@ class Supervised {
     return this.child.exitCode === null && this.child.signalCode === null
   }
 
-  /** Stops the process (SIGTERM) and any pending restart. */
+  /** Stops the process (SIGTERM; SIGKILL after STOP_GRACE_MS) and any pending restart. */
   async stop(): Promise<void> {
     clearTimeout(this.#timer)
     if (this.running) {
       const exited = new Promise((r) => this.child.once('exit', r))
       this.child.kill('SIGTERM')
+      const kill = setTimeout(() => this.child.kill('SIGKILL'), STOP_GRACE_MS)
       await exited
+      clearTimeout(kill)
     }
   }
 }
@@ -253,6 +257,11 @@ async function main(): Promise<void> {
     for (const c of children.reverse()) await c.stop()
     await swtpm?.stop()
   }
+  // A quickstart that fails (or is ended otherwise) leaves no process behind to hold its ports and sockets.
+  process.on('exit', () => {
+    stopping = true
+    for (const c of children) if (c.running) c.child.kill('SIGTERM')
+  })
   process.once('SIGINT', () => void shutdown().then(() => process.exit(0)))
   process.once('SIGTERM', () => void shutdown().then(() => process.exit(0)))
 

@@ -13,6 +13,7 @@ import { configError, zodIssues, type ConfigIssue } from '../common/config/issue
 import { resolvePluginBlockPaths } from '../common/config/plugin-paths.js'
 import { splitHostPort } from '../common/config/observability.js'
 import { hostPort, logLevel, trustDomain } from '../common/config/refinements.js'
+import { SignalPolicySchema, type SignalPolicy } from '../signals/policy.js'
 import { SpiffeId } from '../spiffe/spiffe-id.js'
 import type { TrustDomain } from '../spiffe/trust-domain.js'
 
@@ -85,6 +86,23 @@ const SignalsSection = z
     poll_wait: duration().default(25_000),
     max_streams_per_receiver: z.number().int().min(1).max(64).default(4),
     max_queued_per_stream: z.number().int().min(1).max(1_000_000).default(10_000),
+    /** Receiver: transmitters this broker polls (SSF 1.0, RFC 8936) with its own SVID. */
+    transmitters: z
+      .array(
+        z
+          .object({
+            issuer: z.string().url(),
+            /** PEM bundle that verifies the transmitter's TLS certificate (default: the system's CAs). */
+            ca_file: z.string().min(1).optional(),
+            /** Confidence of its events that carry none (0..1). */
+            default_confidence: z.number().min(0).max(1).optional(),
+          })
+          .strict(),
+      )
+      .max(16)
+      .default([]),
+    /** Receiver: the response policy, rules in order (src/signals/policy.ts). */
+    policy: SignalPolicySchema.default([]),
   })
   .strict()
 
@@ -159,8 +177,18 @@ export interface BrokerConfig {
   authorizationDetailsTypes: readonly string[]
   dpop: { nonceRequired: boolean; iatWindowSeconds: number; algorithms: readonly DpopAlgorithm[]; nonceTtlSeconds: number }
   limits: { bodyBytes: number; headerBytes: number; maxConnectionsPerAddress: number; requestTimeoutMs: number }
-  /** The Shared Signals transmitter, or undefined when `[broker.signals] receivers` is empty. */
-  signals?: { receivers: IdMatcher; storePath: string; pollWaitMs: number; maxStreamsPerReceiver: number; maxQueuedPerStream: number } | undefined
+  /** Shared Signals: the transmitter (when `receivers` is not empty) and the receiver (when `transmitters` is not empty); undefined when neither. */
+  signals?:
+    | {
+        receivers: IdMatcher
+        storePath: string
+        pollWaitMs: number
+        maxStreamsPerReceiver: number
+        maxQueuedPerStream: number
+        transmitters: readonly { issuer: string; caFile?: string; defaultConfidence?: number }[]
+        policy: SignalPolicy
+      }
+    | undefined
   /** The broker's audit log (src/audit), or undefined when `[broker.audit] enabled = false`. */
   audit: { path: string; checkpointIntervalMs: number } | undefined
   /** The key manager block, paths resolved; undefined when embedded and the server's is used. */
@@ -224,6 +252,12 @@ function fromSection(
   if (b.max_assertion_lifetime < 1000 || b.max_assertion_lifetime > 3_600_000)
     issues.push({ path: `${prefix}.max_assertion_lifetime`, message: 'must be between 1s and 1h' })
   if (b.signals.poll_wait < 1000 || b.signals.poll_wait > 120_000) issues.push({ path: `${prefix}.signals.poll_wait`, message: 'must be between 1s and 2m' })
+  b.signals.transmitters.forEach((t, i) => {
+    checkIssuer(t.issuer, issues, `${prefix}.signals.transmitters.${i}.issuer`)
+    if (t.issuer === b.issuer) issues.push({ path: `${prefix}.signals.transmitters.${i}.issuer`, message: 'must not be the broker itself' })
+  })
+  if (b.signals.policy.length > 0 && b.signals.transmitters.length === 0)
+    issues.push({ path: `${prefix}.signals.policy`, message: 'a response policy needs at least one transmitter' })
   return {
     issuer: b.issuer,
     bindAddress: splitHostPort(b.bind_address),
@@ -261,7 +295,7 @@ function fromSection(
     keyManager,
     logLevel: b.log_level ?? 'info',
     signals:
-      b.signals.receivers.length === 0
+      b.signals.receivers.length === 0 && b.signals.transmitters.length === 0
         ? undefined
         : {
             receivers: idList(b.signals.receivers),
@@ -269,6 +303,12 @@ function fromSection(
             pollWaitMs: b.signals.poll_wait,
             maxStreamsPerReceiver: b.signals.max_streams_per_receiver,
             maxQueuedPerStream: b.signals.max_queued_per_stream,
+            transmitters: b.signals.transmitters.map((t) => ({
+              issuer: t.issuer,
+              ...(t.ca_file !== undefined ? { caFile: abs(t.ca_file) } : {}),
+              ...(t.default_confidence !== undefined ? { defaultConfidence: t.default_confidence } : {}),
+            })),
+            policy: { rules: b.signals.policy },
           },
   }
 }

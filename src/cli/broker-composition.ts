@@ -16,7 +16,7 @@
 import { AuditLog } from '../audit/store/audit-log.js'
 import { isIdentityError } from '../errors/identity-error.js'
 import { ecdsaNoteSigner, verifierKey } from '../audit/checkpoint.js'
-import { createPublicKey } from 'node:crypto'
+import { createPublicKey, X509Certificate } from 'node:crypto'
 import { readFileSync, unwatchFile, watchFile } from 'node:fs'
 import { isIP } from 'node:net'
 import { join } from 'node:path'
@@ -34,6 +34,8 @@ import type { TrustSource } from '../broker/http/client-auth.js'
 import { boundsCeilingSource } from '../broker/ports.js'
 import { createBrokerService, type BrokerServiceImpl } from '../broker/service.js'
 import { SsfTransmitter } from '../broker/ssf-transmitter.js'
+import { SsfReceiver } from '../broker/ssf-receiver.js'
+import { httpsSsfTransport } from '../broker/http/ssf-client.js'
 import { SsfStore } from '../broker/store/ssf-store.js'
 import { diskKeyManagerPlugin, memoryKeyManagerPlugin, pkcs11KeyManagerPlugin } from '../keymanager/index.js'
 import type { KeyManager } from '../keymanager/key-manager.js'
@@ -180,20 +182,40 @@ export async function startBroker(o: {
   let http: BrokerHttpServer | undefined
   let ssfStore: SsfStore | undefined
   let ssf: SsfTransmitter | undefined
+  const receivers: SsfReceiver[] = []
   try {
-    if (cfg.signals) {
-      ssfStore = SsfStore.open(cfg.signals.storePath)
+    const sig = cfg.signals
+    if (sig) ssfStore = SsfStore.open(sig.storePath)
+    if (sig && ssfStore && (sig.receivers.ids.length > 0 || sig.receivers.prefixes.length > 0)) {
       ssf = await SsfTransmitter.start({
         issuer: cfg.issuer,
         store: ssfStore,
         signingKey: () => service.keys.active(),
-        receivers: cfg.signals.receivers,
+        receivers: sig.receivers,
         revocations: service,
         log: log.child({ [F.SUBSYSTEM]: 'ssf' }),
-        pollWaitMs: cfg.signals.pollWaitMs,
-        maxStreamsPerReceiver: cfg.signals.maxStreamsPerReceiver,
-        maxQueuedPerStream: cfg.signals.maxQueuedPerStream,
+        pollWaitMs: sig.pollWaitMs,
+        maxStreamsPerReceiver: sig.maxStreamsPerReceiver,
+        maxQueuedPerStream: sig.maxQueuedPerStream,
       })
+    }
+    if (sig && ssfStore) {
+      const audience = svidIdOf(o.identity.current().certChainPem)
+      for (const t of sig.transmitters) {
+        const caPem = t.caFile !== undefined ? readFileSync(t.caFile, 'utf8') : undefined
+        const r = new SsfReceiver({
+          transmitters: [{ issuer: t.issuer, ...(t.defaultConfidence !== undefined ? { defaultConfidence: t.defaultConfidence } : {}) }],
+          audience,
+          tokenIssuer: cfg.issuer,
+          policy: sig.policy,
+          revoke: (req) => service.revokeAt(req, 'admin'),
+          store: ssfStore,
+          transport: httpsSsfTransport({ identity: () => o.identity.current(), ...(caPem !== undefined ? { caPem } : {}) }),
+          log: log.child({ [F.SUBSYSTEM]: 'ssf_receiver' }),
+        })
+        r.start()
+        receivers.push(r)
+      }
     }
     http = await startBrokerHttpServer({
       service,
@@ -212,6 +234,7 @@ export async function startBroker(o: {
       service,
       async stop() {
         ssf?.close()
+        await Promise.all(receivers.map((r) => r.close()))
         await http!.close().catch((err: unknown) => log.warn({ [F.ERR]: String(err) }, 'Broker HTTPS close failed'))
         await admin.close().catch((err: unknown) => log.warn({ [F.ERR]: String(err) }, 'Broker admin close failed'))
         ssfStore?.close()
@@ -222,12 +245,24 @@ export async function startBroker(o: {
     }
   } catch (err) {
     ssf?.close()
+    await Promise.all(receivers.map((r) => r.close()))
     await http?.close().catch(() => undefined)
     ssfStore?.close()
     await service.close().catch(() => undefined)
     await audit?.close().catch(() => undefined)
     throw err
   }
+}
+
+/** The SPIFFE ID of the leaf of a PEM chain (this broker's SVID): the `aud` its SSF streams carry. */
+function svidIdOf(certChainPem: string): string {
+  const san = new X509Certificate(certChainPem).subjectAltName ?? ''
+  const uri = san
+    .split(',')
+    .map((s) => s.trim())
+    .find((s) => s.startsWith('URI:spiffe://'))
+  if (uri === undefined) throw new IdentityError('ERR_CONFIG_INVALID', "the broker's certificate has no SPIFFE ID")
+  return SpiffeId.fromString(uri.slice(4)).toString()
 }
 
 /** Users' access tokens from the configured IdPs (their JWKS over HTTPS, cached by kid), for on-behalf-of Txn-Tokens. */

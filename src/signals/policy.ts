@@ -111,7 +111,8 @@ const RuleSchema = z.discriminatedUnion('action', [
   z.object({ ...common, action: z.literal('record') }).strict(),
 ])
 
-const PolicySchema = z.array(RuleSchema).max(1000, 'at most 1000 rules')
+/** The rules, in order (embedded as `[[broker.signals.policy]]` in the broker's config schema, so it is checked in the same pass). */
+export const SignalPolicySchema = z.array(RuleSchema).max(1000, 'at most 1000 rules')
 
 export type SignalRule = z.output<typeof RuleSchema>
 
@@ -122,7 +123,7 @@ export interface SignalPolicy {
 
 /** Parses the policy's rules (an array, e.g. `[[broker.signals.policy]]`); throws ERR_CONFIG_INVALID listing every issue with its path under `prefix`. */
 export function parseSignalPolicy(raw: unknown, prefix = 'signals.policy'): SignalPolicy {
-  return { rules: parseWith(PolicySchema, raw ?? [], prefix, 'signal response policy') }
+  return { rules: parseWith(SignalPolicySchema, raw ?? [], prefix, 'signal response policy') }
 }
 
 /** What the policy is asked about. */

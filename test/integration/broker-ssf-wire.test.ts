@@ -5,6 +5,9 @@ import { startBrokerHttpServer, type BrokerHttpServer } from '../../src/broker/h
 import { boundsCeilingSource } from '../../src/broker/ports.js'
 import { createBrokerService, type BrokerServiceImpl } from '../../src/broker/service.js'
 import { SsfTransmitter } from '../../src/broker/ssf-transmitter.js'
+import { SsfReceiver } from '../../src/broker/ssf-receiver.js'
+import { httpsSsfTransport } from '../../src/broker/http/ssf-client.js'
+import { parseSignalPolicy } from '../../src/signals/policy.js'
 import { SsfStore } from '../../src/broker/store/ssf-store.js'
 import { MemoryKeyManager } from '../../src/keymanager/memory/index.js'
 import { EVENT_TYPES } from '../../src/signals/event-types.js'
@@ -143,5 +146,40 @@ describe('SSF transmitter on the broker', () => {
     expect((await call('POST', '/ssf/verify', RX2, { stream_id: id })).status).toBe(429)
     expect((await call('DELETE', `/ssf/streams?stream_id=${id}`, RX2)).status).toBe(204)
     expect((await call('GET', `/ssf/streams?stream_id=${id}`, RX2)).status).toBe(404)
+  })
+
+  it("a second broker's receiver, over HTTPS with its SVID, revokes only the instance the transmitter revoked", async () => {
+    const other = 'spiffe://example.org/agents/other'
+    const svcB = await createBrokerService(
+      { keyManager: new MemoryKeyManager(), ceilings: boundsCeilingSource(() => BoundsSet.parse(TD, {})), jwtBundles: bundlesOf([ca]), log: captureLogger() },
+      { issuer: 'https://broker-b.example.org', storePath: join(tmp.dir, 'broker-b.db') },
+    )
+    const storeB = SsfStore.open(join(tmp.dir, 'ssf-b.db'))
+    const rx = new SsfReceiver({
+      transmitters: [{ issuer }],
+      audience: RX,
+      tokenIssuer: 'https://broker-b.example.org',
+      policy: parseSignalPolicy([{ event: 'credential-change', match: { prefix: 'spiffe://example.org/agents/' }, action: 'revoke', level: 'instance' }]),
+      revoke: (r) => svcB.revokeAt(r, 'admin'),
+      store: storeB,
+      transport: httpsSsfTransport({ identity: () => ({ certChainPem: svids[RX]!.certPem, keyPem: svids[RX]!.keyPem }), caPem, timeoutMs: 5_000 }),
+      log: captureLogger(),
+    })
+    try {
+      const sub = await rx.subscribe({ issuer })
+      await svc.revokeAt({ kind: 'instance', value: 'spiffe://example.org/agents/compromised' }, 'admin')
+      const r = await rx.pollOnce(sub, { ack: [], setErrs: {} }, { returnImmediately: true })
+      expect(r.next.ack).toHaveLength(1)
+      const got = await svcB.listRevocations()
+      expect(got.map((e) => [e.kind, e.value])).toEqual([['instance', 'spiffe://example.org/agents/compromised']])
+      expect(got[0]!.reason).toMatch(/^signal credential-change /)
+      expect(got.some((e) => e.value === other)).toBe(false)
+      // acknowledged at the transmitter
+      expect((await rx.pollOnce(sub, r.next, { returnImmediately: true })).next).toEqual({ ack: [], setErrs: {} })
+    } finally {
+      await rx.close()
+      await svcB.close()
+      storeB.close()
+    }
   })
 })

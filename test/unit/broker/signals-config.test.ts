@@ -26,6 +26,8 @@ describe('[broker.signals]', () => {
       pollWaitMs: 10_000,
       maxStreamsPerReceiver: 4,
       maxQueuedPerStream: 10_000,
+      transmitters: [],
+      policy: { rules: [] },
     })
     expect(
       toEmbeddedBrokerConfig({ issuer: ISSUER, signals: { receivers: ['spiffe://example.org/rx'], store_path: 'ssf.db' } }, '/etc/warrant', '/x')!.signals!
@@ -38,6 +40,36 @@ describe('[broker.signals]', () => {
     expect(paths).toEqual(expect.arrayContaining(['broker.signals.receivers.0', 'broker.signals']))
     expect(issuesOf({ issuer: ISSUER, signals: { receivers: ['spiffe://example.org/rx'], poll_wait: '5m' } })).toEqual([
       { path: 'broker.signals.poll_wait', message: 'must be between 1s and 2m' },
+    ])
+  })
+
+  it('configures the receiver: transmitters and the response policy, checked in the same pass', () => {
+    const c = toEmbeddedBrokerConfig(
+      {
+        issuer: ISSUER,
+        signals: {
+          transmitters: [{ issuer: 'https://idp.example.com/ssf', ca_file: 'idp-ca.pem', default_confidence: 0.5 }],
+          policy: [{ event: 'credential-compromise', match: { prefix: 'spiffe://example.org/agents/' }, action: 'revoke', level: 'instance' }],
+        },
+      },
+      '/etc/warrant',
+      '/var/lib/warrant',
+    )!
+    expect(c.signals!.receivers).toEqual({ ids: [], prefixes: [] })
+    expect(c.signals!.transmitters).toEqual([{ issuer: 'https://idp.example.com/ssf', caFile: '/etc/warrant/idp-ca.pem', defaultConfidence: 0.5 }])
+    expect(c.signals!.policy.rules).toHaveLength(1)
+    const paths = issuesOf({
+      issuer: ISSUER,
+      signals: {
+        transmitters: [{ issuer: 'http://idp.example.com' }, { issuer: ISSUER }],
+        policy: [{ event: 'credential-compromise', match: {}, action: 'revoke', level: 'instance' }],
+      },
+    }).map((i) => i.path)
+    expect(paths).toEqual(['broker.signals.policy.0.match'])
+    const second = issuesOf({ issuer: ISSUER, signals: { transmitters: [{ issuer: 'http://idp.example.com' }, { issuer: ISSUER }] } }).map((i) => i.path)
+    expect(second).toEqual(['broker.signals.transmitters.0.issuer', 'broker.signals.transmitters.1.issuer'])
+    expect(issuesOf({ issuer: ISSUER, signals: { policy: [{ event: 'session-revoked', match: { task: 't' }, action: 'record' }] } })).toEqual([
+      { path: 'broker.signals.policy', message: 'a response policy needs at least one transmitter' },
     ])
   })
 })

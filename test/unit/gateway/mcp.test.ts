@@ -9,6 +9,9 @@
 import https from 'node:https'
 import type { IncomingHttpHeaders } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { extractWWWAuthenticateParams } from '@modelcontextprotocol/sdk/client/auth.js'
+import { OAuthProtectedResourceMetadataSchema } from '@modelcontextprotocol/sdk/shared/auth.js'
+import { checkResourceAllowed } from '@modelcontextprotocol/sdk/shared/auth-utils.js'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { nullLogger } from '../../../src/common/log/logger.js'
 import { startGatewayServer, type GatewayServer } from '../../../src/gateway/gateway-server.js'
@@ -101,6 +104,21 @@ describe('MCP protected resource metadata and challenges (pure)', () => {
       `Bearer scope="orders:read orders:write", ${md}, DPoP error="invalid_token", scope="orders:read orders:write", ${md}, algs="ES256 EdDSA"`,
     )
     expect([schemeOf('Bearer x'), schemeOf('dpop x'), schemeOf('Basic x'), schemeOf(undefined)]).toEqual(['bearer', 'dpop', undefined, undefined])
+  })
+
+  it('the official MCP SDK reads them: the metadata parses, the tool URL (and paths under it) is the resource, the challenge yields the metadata URL, scope and error', () => {
+    const md = OAuthProtectedResourceMetadataSchema.parse(protectedResourceMetadata(orders, ctx))
+    expect(md.authorization_servers).toEqual([ISSUER])
+    for (const url of ['https://localhost:1/tools/orders', 'https://localhost:1/tools/orders/mcp'])
+      expect(checkResourceAllowed({ requestedResource: url, configuredResource: md.resource })).toBe(true)
+    expect(checkResourceAllowed({ requestedResource: 'https://localhost:1/tools/billing', configuredResource: md.resource })).toBe(false)
+    const res = (www: string) => new Response(null, { status: 401, headers: { 'www-authenticate': www } })
+    expect(extractWWWAuthenticateParams(res(mcpChallenge(orders, ctx)))).toEqual({
+      resourceMetadataUrl: new URL(mcpMetadataUrl(ORIGIN, orders)),
+      scope: 'orders:read orders:write',
+      error: undefined,
+    })
+    expect(extractWWWAuthenticateParams(res(mcpChallenge(orders, ctx, { error: 'insufficient_scope' })))).toMatchObject({ error: 'insufficient_scope' })
   })
 })
 

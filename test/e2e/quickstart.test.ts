@@ -9,7 +9,8 @@
  * three outcomes (a tool call through the gateway, payments refused for the
  * missing fraud-check hop, an agent outside the tool's namespace refused) and
  * a payment through fraud-check, and WARRANT_GATEWAY_URL/WARRANT_GATEWAY_CA
- * reach the gateway with the demo workload's SVID. Ctrl-C (SIGINT) stops the
+ * reach the gateway with the demo workload's SVID; killed, the gateway comes
+ * back on the same URL and forwards again. Ctrl-C (SIGINT) stops the
  * quickstart and its processes.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
@@ -118,7 +119,7 @@ describe('quickstart (scripts/quickstart.sh, kept running)', () => {
     tmp.cleanup()
   })
 
-  it('runs the broker and gateway demos and prints the broker and gateway lines; restarts its server (and its agent) after SIGKILL; a workload then gets SVIDs again; SIGINT stops everything', async () => {
+  it('runs the broker and gateway demos and prints the broker and gateway lines; restarts its server (and its agent, and its gateway) after SIGKILL; a workload then gets SVIDs again; SIGINT stops everything', async () => {
     qs = spawn('bash', [join(E2E_REPO, 'scripts', 'quickstart.sh'), '--data-dir', dataDir], {
       cwd: E2E_REPO,
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -180,11 +181,8 @@ describe('quickstart (scripts/quickstart.sh, kept running)', () => {
     const svidDir = join(tmp.dir, 'svid')
     const fetched = await warrant(['api', 'fetch', 'x509', '--write', svidDir], { env })
     expect(fetched.code, fetched.stderr).toBe(0)
-    const viaGateway = await httpsGetMtls(`${gatewayUrl!}/tools/search/search?q=e2e`, {
-      ca: readFileSync(gatewayCa!),
-      cert: readFileSync(join(svidDir, 'svid.0.pem')),
-      key: readFileSync(join(svidDir, 'svid.0.key')),
-    })
+    const demoAgentTls = { ca: readFileSync(gatewayCa!), cert: readFileSync(join(svidDir, 'svid.0.pem')), key: readFileSync(join(svidDir, 'svid.0.key')) }
+    const viaGateway = await httpsGetMtls(`${gatewayUrl!}/tools/search/search?q=e2e`, demoAgentTls)
     expect(viaGateway.status, viaGateway.body).toBe(200)
     expect(JSON.parse(viaGateway.body)).toMatchObject({
       query: 'e2e',
@@ -244,9 +242,21 @@ describe('quickstart (scripts/quickstart.sh, kept running)', () => {
       { timeoutMs: 90_000, hint: () => out },
     )
 
+    // The gateway is kept running too: killed, it comes back on the same URL and forwards again.
+    process.kill(gatewayPid!, 'SIGKILL')
+    await waitFor('the quickstart to restart its gateway', () => /gateway restarted \(pid (\d+)\)/.exec(out)?.[1], { timeoutMs: 90_000, hint: () => out })
+    const gatewayPid2 = childrenOf(qs.pid!).find((p) => / gateway run /.test(cmdline(p)))
+    expect(gatewayPid2).toBeDefined()
+    expect(gatewayPid2).not.toBe(gatewayPid)
+    await waitFor(
+      'a tool call through the restarted gateway',
+      async () => (await httpsGetMtls(`${gatewayUrl!}/tools/search/search?q=again`, demoAgentTls).catch(() => ({ status: 0 }))).status === 200,
+      { timeoutMs: 90_000, hint: () => out },
+    )
+
     qs.kill('SIGINT')
     const st = await exited
     expect(st.code, out).toBe(0)
-    await waitFor('the server, agent and gateway to be gone', () => !alive(second!) && !alive(agentPid2!) && !alive(gatewayPid!), { timeoutMs: 30_000 })
+    await waitFor('the server, agent and gateway to be gone', () => !alive(second!) && !alive(agentPid2!) && !alive(gatewayPid2!), { timeoutMs: 30_000 })
   }, 420_000)
 })

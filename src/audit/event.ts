@@ -42,6 +42,9 @@ export const AUDIT_EVENT_TYPES = [
   'token.revoked',
   'txn_token.issued',
   'gateway.call',
+  'credential.stored',
+  'credential.deleted',
+  'credential.released',
   'approval',
   'signal',
 ] as const

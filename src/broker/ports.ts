@@ -35,6 +35,15 @@ export function boundsCeilingSource(current: () => BoundsSet): CeilingSource {
   return { ceilingFor: (id) => ceilingFor(current(), id) }
 }
 
+/**
+ * Seals tools' static credentials (credentials.ts): AES-256-GCM under a key the key manager holds (in an HSM,
+ * generated in the token and never extractable); `open` throws on any change to the sealed bytes or the AAD.
+ */
+export interface CredentialSealer {
+  seal(plaintext: Uint8Array, aad: Uint8Array): Promise<Uint8Array>
+  open(sealed: Uint8Array, aad: Uint8Array): Promise<Uint8Array>
+}
+
 /** Everything the broker's domain is built from. */
 export interface BrokerDeps {
   /** Holds the token signing keys (in the quickstart: SoftHSM, sensitive and never extractable). */

@@ -13,6 +13,39 @@ import { BROKER_MIGRATIONS, type Migration } from './migrations.js'
 type Db = Database.Database
 
 /** One issued token (access token or delegation grant), as stored. Times in epoch seconds. */
+/** A tool's static credential as stored: sealed, never in clear. */
+export interface StoredCredential {
+  readonly tool: string
+  readonly header: string
+  readonly scheme?: string
+  readonly sealed: Uint8Array
+  readonly version: number
+  readonly createdBy: string
+  readonly createdAt: number
+}
+
+interface CredentialRow {
+  tool: string
+  header: string
+  scheme: string | null
+  sealed: Buffer
+  version: number
+  created_by: string
+  created_at: number
+}
+
+function credentialOf(r: CredentialRow): StoredCredential {
+  return {
+    tool: r.tool,
+    header: r.header,
+    ...(r.scheme !== null ? { scheme: r.scheme } : {}),
+    sealed: new Uint8Array(r.sealed),
+    version: r.version,
+    createdBy: r.created_by,
+    createdAt: r.created_at,
+  }
+}
+
 export interface TokenRecord {
   readonly jti: string
   readonly kind: 'access' | 'grant'
@@ -405,6 +438,35 @@ export class BrokerStore {
     } catch (err) {
       return new IdentityError('ERR_DATASTORE', 'the broker store could not sync its journal', { cause: err })
     }
+  }
+
+  // tool credentials (sealed)
+
+  putCredential(c: StoredCredential): StoredCredential {
+    const prev = this.getCredential(c.tool)
+    const rec = { ...c, version: (prev?.version ?? 0) + 1 }
+    this.#stmt(
+      `INSERT INTO tool_credentials (tool, header, scheme, sealed, version, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (tool) DO UPDATE SET header = excluded.header, scheme = excluded.scheme, sealed = excluded.sealed,
+         version = excluded.version, created_by = excluded.created_by, created_at = excluded.created_at`,
+    ).run(rec.tool, rec.header, rec.scheme ?? null, Buffer.from(rec.sealed), rec.version, rec.createdBy, rec.createdAt)
+    return rec
+  }
+
+  getCredential(tool: string): StoredCredential | undefined {
+    const r = this.#stmt('SELECT tool, header, scheme, sealed, version, created_by, created_at FROM tool_credentials WHERE tool = ?').get(tool) as
+      CredentialRow | undefined
+    return r ? credentialOf(r) : undefined
+  }
+
+  listCredentials(): StoredCredential[] {
+    return (
+      this.#stmt('SELECT tool, header, scheme, sealed, version, created_by, created_at FROM tool_credentials ORDER BY tool').all() as CredentialRow[]
+    ).map(credentialOf)
+  }
+
+  deleteCredential(tool: string): boolean {
+    return this.#stmt('DELETE FROM tool_credentials WHERE tool = ?').run(tool).changes > 0
   }
 
   // tasks

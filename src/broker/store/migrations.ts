@@ -102,4 +102,21 @@ CREATE INDEX revocations_kind_value ON revocations (kind, value);
 CREATE INDEX revocations_expires ON revocations (expires_at);
 `,
   },
+  {
+    version: 3,
+    name: 'tool_credentials',
+    sql: `
+-- Static credentials of tools that accept nothing better (credentials.ts), sealed
+-- (AES-256-GCM) under a key in the key manager; the header they go in, never the value in clear.
+CREATE TABLE tool_credentials (
+  tool TEXT PRIMARY KEY,
+  header TEXT NOT NULL,
+  scheme TEXT,
+  sealed BLOB NOT NULL,
+  version INTEGER NOT NULL,
+  created_by TEXT NOT NULL,
+  created_at INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+`,
+  },
 ]

@@ -27,8 +27,11 @@ import { ToolRegistry } from '../../gateway/registry.js'
 import { TxnTokenClient } from '../../gateway/txn-token-client.js'
 import { diskKeyManagerPlugin, keyManagerPlugins, type KeyManager } from '../../keymanager/index.js'
 import { configDir } from '../../server/config.js'
-import { ceilingFor } from '../../spiffe/bounds/ceiling.js'
+import { ceilingFor, type Ceiling } from '../../spiffe/bounds/ceiling.js'
 import { BundleSet } from '../../spiffe/bundle/bundle-set.js'
+import type { SpiffeId } from '../../spiffe/spiffe-id.js'
+import type { TrustDomain } from '../../spiffe/trust-domain.js'
+import type { X509Svid } from '../../spiffe/x509-svid/x509-svid.js'
 import { MemoryReplayCache } from '../../tokens/dpop.js'
 import { JwksCache } from '../../tokens/jwks-cache.js'
 import { WorkloadApiClient } from '../../workload-client/workload-api-client.js'
@@ -71,7 +74,7 @@ export function loadToolRegistry(dir: string): ToolRegistry {
 
 const AUDIT_CHECKPOINT_KEY_ID = 'gateway-audit-checkpoint'
 
-async function openAuditKeyManager(cfg: GatewayConfig, log: Logger, trustDomain: X509Source): Promise<KeyManager & { close?(): Promise<void> }> {
+async function openAuditKeyManager(cfg: GatewayConfig, log: Logger, trustDomain: TrustDomain): Promise<KeyManager & { close?(): Promise<void> }> {
   const sel = cfg.audit.keyManager ?? { name: diskKeyManagerPlugin.name, raw: { keys_path: 'keys' } }
   const def = keyManagerPlugins.find((p) => p.name === sel.name)
   if (!def)
@@ -92,7 +95,7 @@ async function openAuditKeyManager(cfg: GatewayConfig, log: Logger, trustDomain:
   return def.create(config, {
     log: log.child({ [F.PLUGIN_TYPE]: 'key_manager', [F.PLUGIN_NAME]: def.name, [F.SUBSYSTEM]: 'gateway' }),
     clock: systemClock,
-    trustDomain: trustDomain.getX509Svid().id.trustDomain,
+    trustDomain,
     dataDir: dirname(cfg.audit.path),
   })
 }
@@ -129,10 +132,15 @@ export interface RunningGateway {
   stop(): Promise<void>
 }
 
-/** Starts the gateway (see the module comment). */
+/** The gateway's X.509-SVID and bundles: an X509Source of the Workload API, or anything with the same getters (a benchmark's static SVID). */
+export interface GatewaySvidSource {
+  getX509Svid(): X509Svid
+  getBundles(): BundleSet
+  on(event: 'update', fn: () => void): unknown
+}
+
+/** Starts the gateway (see the module comment): its SVID, bundles and bounds document from the Workload API, then `startGatewayWith`. */
 export async function startGateway(cfg: GatewayConfig, log: Logger): Promise<RunningGateway> {
-  const registry = loadToolRegistry(cfg.toolsDir)
-  log.info({ [F.PATH]: cfg.toolsDir, [F.COUNT]: registry.size, tools: registry.names() }, 'Tool registry loaded')
   const client = new WorkloadApiClient({ socketPath: cfg.workloadApiSocket, log })
   const want = cfg.spiffeId
   const picker: SvidPicker | undefined =
@@ -173,8 +181,45 @@ export async function startGateway(cfg: GatewayConfig, log: Logger): Promise<Run
     await bounds.reload()
     cleanups.push(bounds.watch())
 
+    const gw = await startGatewayWith({ cfg, source, ceilingFor: (id) => ceilingFor(bounds.current(), id), log })
+    cleanups.push(() => gw.stop())
+    return {
+      port: gw.port,
+      async stop() {
+        await stopAll()
+        log.info({}, 'Gateway stopped')
+      },
+    }
+  } catch (err) {
+    await stopAll()
+    throw err
+  }
+}
+
+/**
+ * The gateway once its SVID and ceilings are at hand: the tool registry read
+ * from `tools_dir`, its audit log, the broker's Txn-Token client over mutual
+ * TLS with the SVID, and the HTTPS server. `warrant gateway run` and the
+ * gateway benchmark both start it here.
+ */
+export async function startGatewayWith(o: {
+  cfg: GatewayConfig
+  source: GatewaySvidSource
+  ceilingFor: (id: SpiffeId) => Ceiling
+  log: Logger
+}): Promise<RunningGateway> {
+  const { cfg, source, log } = o
+  const registry = loadToolRegistry(cfg.toolsDir)
+  log.info({ [F.PATH]: cfg.toolsDir, [F.COUNT]: registry.size, tools: registry.names() }, 'Tool registry loaded')
+  const cleanups: (() => Promise<void> | void)[] = []
+  const stopAll = async () => {
+    for (const c of cleanups.reverse()) await Promise.resolve(c()).catch((err: unknown) => log.warn({ [F.ERR]: String(err) }, 'Gateway shutdown step failed'))
+  }
+  try {
+    const td = source.getX509Svid().id.trustDomain
+
     // the audit log
-    const km = await openAuditKeyManager(cfg, log, source)
+    const km = await openAuditKeyManager(cfg, log, td)
     cleanups.push(() => km.close?.())
     const audit = await openAuditLog(cfg, km, `${td.name}/warrant/gateway-audit`, log)
     cleanups.push(() => audit.close())
@@ -229,7 +274,7 @@ export async function startGateway(cfg: GatewayConfig, log: Logger): Promise<Run
       },
       federatedTrustDomains: cfg.federatedTrustDomains,
       registry: () => registry,
-      ceilingFor: (id) => ceilingFor(bounds.current(), id),
+      ceilingFor: o.ceilingFor,
       broker: { issuer: cfg.broker.issuer, keys, replay: new MemoryReplayCache(), allowBearer: cfg.allowBearer, txnToken: (r) => txn.issue(r) },
       ...(cfg.toolCaFile !== undefined ? { toolCa: readFileSync(cfg.toolCaFile, 'utf8') } : {}),
       audit,
@@ -238,13 +283,7 @@ export async function startGateway(cfg: GatewayConfig, log: Logger): Promise<Run
     })
     cleanups.push(() => server.close())
     log.info({ url: cfg.url, issuer: cfg.broker.issuer }, 'Gateway started')
-    return {
-      port: server.port,
-      async stop() {
-        await stopAll()
-        log.info({}, 'Gateway stopped')
-      },
-    }
+    return { port: server.port, stop: stopAll }
   } catch (err) {
     await stopAll()
     throw err

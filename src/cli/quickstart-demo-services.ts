@@ -96,7 +96,7 @@ function paymentOf(text: string): { amount: number; to: string } | undefined {
   return undefined
 }
 
-type Handler = (req: TxnRequest & { txn: TxnTokenClaims }, res: ServerResponse) => Promise<void>
+type Handler = (req: TxnRequest & { txn: TxnTokenClaims }, res: ServerResponse) => void | Promise<void>
 
 /**
  * An HTTPS service with this workload's SVID (rotated in place): `GET
@@ -109,11 +109,13 @@ async function serve(a: ServiceArgs, source: X509Source, log: Logger, routes: Tx
     if (req.method === 'GET' && req.url === '/healthz') return reply(res, 200, { ok: true })
     check(req, res, () => {
       const r = req as TxnRequest & { txn: TxnTokenClaims }
-      handle(r, res).catch((err: unknown) => {
-        log.error({ err, path: req.url }, 'Demo service request failed')
-        if (!res.headersSent) reply(res, 500, { error: 'server_error' })
-        else res.destroy()
-      })
+      Promise.resolve()
+        .then(() => handle(r, res))
+        .catch((err: unknown) => {
+          log.error({ err, path: req.url }, 'Demo service request failed')
+          if (!res.headersSent) reply(res, 500, { error: 'server_error' })
+          else res.destroy()
+        })
     })
   })
   source.on('update', () => server.setSecureContext({ ...tlsOf(source.getX509Svid()), minVersion: 'TLSv1.2' }))
@@ -136,7 +138,7 @@ async function runTool(a: ServiceArgs): Promise<void> {
   const source = await sourceFor(a, log)
   // The tool takes only Txn-Tokens minted for it (tctx.tool), so one replayed from a call to another tool is refused.
   const routes = { 'GET /search': { scopes: [SEARCH_SCOPE], policy: { context: { tool: 'search' } } } }
-  await serve(a, source, log, routes, async (req, res) => {
+  await serve(a, source, log, routes, (req, res) => {
     const url = new URL(req.url ?? '/', 'https://localhost')
     if (req.method !== 'GET' || url.pathname !== '/search') return reply(res, 404, { error: 'not_found' })
     const q = url.searchParams.get('q') ?? ''
@@ -148,7 +150,6 @@ async function runTool(a: ServiceArgs): Promise<void> {
       txn: req.txn.txn,
       path: pathOf(req.txn),
     })
-    return Promise.resolve()
   })
 }
 

@@ -29,6 +29,7 @@ const GROUPS: Record<string, () => Promise<CommandModule>> = {
   task: () => import('./commands/task.js'),
   revoke: () => import('./commands/revoke.js'),
   revocation: () => import('./commands/revocation.js'),
+  signal: () => import('./commands/signal.js'),
   audit: () => import('./commands/audit.js'),
   witness: () => import('./commands/witness.js'),
 }

@@ -168,6 +168,11 @@ export class SsfReceiver {
     const out: DeliveryOutcome = { ack: [], setErrs: {} }
     const nowSec = Math.floor(this.#now() / 1000)
     for (const [jti, token] of Object.entries(sets)) {
+      if (jti.length === 0 || jti.length > 256) {
+        // not a jti any valid SET has: neither recorded nor answered
+        this.#o.log.warn({ issuer: sub.issuer, length: jti.length }, 'SSF delivery with an impossible jti ignored')
+        continue
+      }
       let v: VerifiedSet
       try {
         v = await verifySet(token, {

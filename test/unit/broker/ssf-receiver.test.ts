@@ -166,6 +166,11 @@ describe('SsfReceiver', () => {
       'not-a-set': 'invalid_request',
     })
     expect(rxStore.listReceived().every((s) => s.outcome.startsWith('refused'))).toBe(true)
+    // a key no SET can have is neither recorded nor answered
+    const before = rxStore.listReceived().length
+    inject.push({ ['x'.repeat(300)]: 'garbage' })
+    expect((await rx.pollOnce(sub, empty, { returnImmediately: true })).next).toEqual(empty)
+    expect(rxStore.listReceived()).toHaveLength(before)
   })
 
   it('acts once on a replayed SET (acknowledged, nothing done) and refuses a SET filed under another jti', async () => {

@@ -156,8 +156,9 @@ export type AnyKeyManagerPlugin = PluginDefinition<any, KeyManager>
 /** Every built-in key manager plugin. */
 export const keyManagerPlugins: readonly AnyKeyManagerPlugin[] = [memoryKeyManagerPlugin, diskKeyManagerPlugin, pkcs11KeyManagerPlugin]
 
-export type { KeyManager, ManagedKey, KeyType } from './key-manager.js'
-export { KEY_TYPES } from './key-manager.js'
+export type { KeyManager, ManagedKey, KeyType, SealingKey, SealingKeyManager } from './key-manager.js'
+export { KEY_TYPES, canSeal } from './key-manager.js'
+export { MAX_SEALED_PLAINTEXT, SEALED_VERSION } from './sealed-envelope.js'
 export { MemoryKeyManager } from './memory/index.js'
 export { DiskKeyManager } from './disk/index.js'
 export { Pkcs11KeyManager, type Pkcs11Config } from './pkcs11/index.js'

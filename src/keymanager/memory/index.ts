@@ -12,3 +12,4 @@ export {
   HASH_LENGTH,
   type HashName,
 } from './software-key.js'
+export { SoftwareSealingKey, SEALING_KEY_BYTES } from './software-sealing-key.js'

@@ -14,8 +14,7 @@
  *   from a signed bounds document file.
  */
 import { AuditLog } from '../audit/store/audit-log.js'
-import { isIdentityError } from '../errors/identity-error.js'
-import { ecdsaNoteSigner, verifierKey } from '../audit/checkpoint.js'
+import { openSignedAuditLog } from './audit-composition.js'
 import { createPublicKey, X509Certificate } from 'node:crypto'
 import { readFileSync, unwatchFile, watchFile } from 'node:fs'
 import { isIP } from 'node:net'
@@ -31,7 +30,8 @@ import { startBrokerAdminServer, type BrokerAdminServer } from '../broker/admin/
 import { toEmbeddedBrokerConfig, type BrokerConfig } from '../broker/config.js'
 import { startBrokerHttpServer, type BrokerHttpServer, type TlsIdentity } from '../broker/http/broker-http-server.js'
 import type { TrustSource } from '../broker/http/client-auth.js'
-import { boundsCeilingSource } from '../broker/ports.js'
+import { boundsCeilingSource, type CredentialSealer } from '../broker/ports.js'
+import { CredentialVault } from '../broker/credentials.js'
 import { createBrokerService, type BrokerServiceImpl } from '../broker/service.js'
 import { SsfTransmitter } from '../broker/ssf-transmitter.js'
 import { SsfReceiver } from '../broker/ssf-receiver.js'
@@ -217,6 +217,7 @@ export async function startBroker(o: {
         receivers.push(r)
       }
     }
+    const credentials = await credentialVault(cfg, o.keyManager, service, log)
     http = await startBrokerHttpServer({
       service,
       config: cfg,
@@ -225,8 +226,9 @@ export async function startBroker(o: {
       log,
       authorizationDetailsTypes: cfg.authorizationDetailsTypes,
       ...(ssf ? { ssf } : {}),
+      ...(credentials ? { credentials } : {}),
     })
-    const admin = await startBrokerAdminServer({ service, socketPath: cfg.adminSocketPath, log })
+    const admin = await startBrokerAdminServer({ service, socketPath: cfg.adminSocketPath, log, ...(credentials ? { credentials } : {}) })
     log.info({ issuer: cfg.issuer, [F.PATH]: cfg.adminSocketPath }, 'Broker started')
     return {
       http,
@@ -277,28 +279,30 @@ function userTokenVerifier(list: BrokerConfig['txnTokenUserIssuers'], audience: 
   }
 }
 
+/** Key id of the sealing key of tools' static credentials in the broker's key manager. */
+const CREDENTIAL_SEALING_KEY_ID = 'broker-tool-credentials'
+
+/** The credential vault when `credential_readers` names someone and the key manager can seal (memory, disk, PKCS#11). */
+async function credentialVault(cfg: BrokerConfig, km: KeyManager, service: BrokerServiceImpl, log: Logger): Promise<CredentialVault | undefined> {
+  if (cfg.credentialReaders.ids.length + cfg.credentialReaders.prefixes.length === 0) return undefined
+  const sealing = km as KeyManager & { sealingKey?: (id: string) => Promise<CredentialSealer> }
+  if (typeof sealing.sealingKey !== 'function')
+    throw new IdentityError('ERR_CONFIG_INVALID', 'credential_readers needs a key manager that seals (memory, disk or pkcs11)')
+  const sealer = await sealing.sealingKey(CREDENTIAL_SEALING_KEY_ID)
+  return new CredentialVault(service.store, sealer, {
+    readers: [...cfg.credentialReaders.ids, ...cfg.credentialReaders.prefixes],
+    now: () => Math.floor(Date.now() / 1000),
+    log,
+    audit: (e) => service.auditQuietly(e),
+  })
+}
+
 /** Key id of the broker's audit checkpoint key in its key manager (in the quickstart: SoftHSM, never extractable). */
 const AUDIT_CHECKPOINT_KEY_ID = 'broker-audit-checkpoint'
 
 /** Opens the broker's audit log, its checkpoints signed by a P-256 key the key manager holds (created on first use). */
-async function openBrokerAuditLog(cfg: { path: string; checkpointIntervalMs: number }, km: KeyManager, origin: string, log: Logger): Promise<AuditLog> {
-  let key
-  try {
-    key = await km.getKey(AUDIT_CHECKPOINT_KEY_ID)
-  } catch (err) {
-    if (!isIdentityError(err) || err.code !== 'ERR_KEY_NOT_FOUND') throw err
-    key = await km.generateKey(AUDIT_CHECKPOINT_KEY_ID, 'ec-p256')
-    log.info({ [F.KEY_ID]: AUDIT_CHECKPOINT_KEY_ID }, 'Generated the audit checkpoint key')
-  }
-  const auditLog = AuditLog.open({
-    path: cfg.path,
-    origin,
-    signer: ecdsaNoteSigner(origin, key),
-    checkpointIntervalMs: cfg.checkpointIntervalMs,
-    log: log.child({ [F.SUBSYSTEM]: 'audit' }),
-  })
-  log.info({ [F.PATH]: cfg.path, origin, verifier_key: verifierKey(origin, key.publicKey) }, 'Broker audit log open')
-  return auditLog
+function openBrokerAuditLog(cfg: { path: string; checkpointIntervalMs: number }, km: KeyManager, origin: string, log: Logger): Promise<AuditLog> {
+  return openSignedAuditLog({ ...cfg, origin, keyId: AUDIT_CHECKPOINT_KEY_ID, keyManager: km, owner: 'broker', log })
 }
 
 /** `server.toml`'s raw `[broker]` section, and the rest of the file for the server's own config. */

@@ -5,10 +5,8 @@
  * use; with PKCS#11, generated in the token and never extractable). The server
  * takes it as its `ServerAuditSink` (src/server/audit/server-audit.ts).
  */
-import { ecdsaNoteSigner, verifierKey } from '../audit/checkpoint.js'
-import { AuditLog } from '../audit/store/audit-log.js'
-import { F, type Logger } from '../common/log/logger.js'
-import { isIdentityError } from '../errors/identity-error.js'
+import { openSignedAuditLog } from './audit-composition.js'
+import type { Logger } from '../common/log/logger.js'
 import type { KeyManager } from '../keymanager/key-manager.js'
 import type { ServerAuditSink } from '../server/audit/server-audit.js'
 import type { TrustDomain } from '../spiffe/trust-domain.js'
@@ -25,23 +23,14 @@ export async function openServerAuditLog(
   td: TrustDomain,
   log: Logger,
 ): Promise<ServerAuditSink & { close(): Promise<void> }> {
-  let key
-  try {
-    key = await km.getKey(SERVER_AUDIT_CHECKPOINT_KEY_ID)
-  } catch (err) {
-    if (!isIdentityError(err) || err.code !== 'ERR_KEY_NOT_FOUND') throw err
-    key = await km.generateKey(SERVER_AUDIT_CHECKPOINT_KEY_ID, 'ec-p256')
-    log.info({ [F.KEY_ID]: SERVER_AUDIT_CHECKPOINT_KEY_ID }, 'Generated the server audit checkpoint key')
-  }
-  const origin = serverAuditOrigin(td)
-  const auditLog = AuditLog.open({
-    path: cfg.path,
-    origin,
-    signer: ecdsaNoteSigner(origin, key),
-    checkpointIntervalMs: cfg.checkpointIntervalMs,
-    log: log.child({ [F.SUBSYSTEM]: 'audit' }),
+  const auditLog = await openSignedAuditLog({
+    ...cfg,
+    origin: serverAuditOrigin(td),
+    keyId: SERVER_AUDIT_CHECKPOINT_KEY_ID,
+    keyManager: km,
+    owner: 'server',
+    log,
   })
-  log.info({ [F.PATH]: cfg.path, origin, verifier_key: verifierKey(origin, key.publicKey) }, 'Server audit log open')
   // The server's event type is a subset of the log's: this assignment is the compile-time check that they fit.
   const sink: ServerAuditSink & { close(): Promise<void> } = auditLog
   return sink

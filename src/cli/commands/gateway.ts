@@ -12,15 +12,15 @@
  */
 import { readdirSync, readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
-import { ecdsaNoteSigner, verifierKey } from '../../audit/checkpoint.js'
-import { AuditLog } from '../../audit/store/audit-log.js'
+import type { AuditLog } from '../../audit/store/audit-log.js'
+import { openSignedAuditLog } from '../audit-composition.js'
 import { httpsTransport } from '../../broker-client/transport.js'
 import { systemClock } from '../../common/clock.js'
 import { configError, type ConfigIssue } from '../../common/config/issues.js'
 import { readTomlFile } from '../../common/config/toml.js'
 import { toPemBlock } from '../../common/crypto/pem.js'
 import { F, type Logger } from '../../common/log/logger.js'
-import { isIdentityError, type IdentityError } from '../../errors/identity-error.js'
+import type { IdentityError } from '../../errors/identity-error.js'
 import { toGatewayConfig, type GatewayConfig } from '../../gateway/config.js'
 import { startGatewayServer, type GatewayIdentity } from '../../gateway/gateway-server.js'
 import { ToolRegistry } from '../../gateway/registry.js'
@@ -100,24 +100,9 @@ async function openAuditKeyManager(cfg: GatewayConfig, log: Logger, trustDomain:
   })
 }
 
-async function openAuditLog(cfg: GatewayConfig, km: KeyManager, origin: string, log: Logger): Promise<AuditLog> {
-  let key
-  try {
-    key = await km.getKey(AUDIT_CHECKPOINT_KEY_ID)
-  } catch (err) {
-    if (!isIdentityError(err) || err.code !== 'ERR_KEY_NOT_FOUND') throw err
-    key = await km.generateKey(AUDIT_CHECKPOINT_KEY_ID, 'ec-p256')
-    log.info({ [F.KEY_ID]: AUDIT_CHECKPOINT_KEY_ID }, 'Generated the audit checkpoint key')
-  }
-  const auditLog = AuditLog.open({
-    path: cfg.audit.path,
-    origin,
-    signer: ecdsaNoteSigner(origin, key),
-    checkpointIntervalMs: cfg.audit.checkpointIntervalMs,
-    log: log.child({ [F.SUBSYSTEM]: 'audit' }),
-  })
-  log.info({ [F.PATH]: cfg.audit.path, origin, verifier_key: verifierKey(origin, key.publicKey) }, 'Gateway audit log open')
-  return auditLog
+function openAuditLog(cfg: GatewayConfig, km: KeyManager, origin: string, log: Logger): Promise<AuditLog> {
+  const { path, checkpointIntervalMs } = cfg.audit
+  return openSignedAuditLog({ path, checkpointIntervalMs, origin, keyId: AUDIT_CHECKPOINT_KEY_ID, keyManager: km, owner: 'gateway', log })
 }
 
 function bundlePem(b: BundleSet): string {
@@ -275,7 +260,7 @@ export async function startGatewayWith(o: {
       federatedTrustDomains: cfg.federatedTrustDomains,
       registry: () => registry,
       ceilingFor: o.ceilingFor,
-      broker: { issuer: cfg.broker.issuer, keys, replay: new MemoryReplayCache(), allowBearer: cfg.allowBearer, txnToken: (r) => txn.issue(r) },
+      broker: { issuer: cfg.broker.issuer, keys, replay: new MemoryReplayCache(), allowBearer: cfg.allowBearer, txnToken: (r) => txn.issue(r), releaseCredential: (t) => txn.releaseCredential(t) },
       ...(cfg.toolCaFile !== undefined ? { toolCa: readFileSync(cfg.toolCaFile, 'utf8') } : {}),
       audit,
       limits: cfg.limits,

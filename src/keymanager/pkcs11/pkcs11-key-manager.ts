@@ -3,13 +3,16 @@
  * Keys are generated inside the token, are sensitive and non-extractable, and
  * are found again by label (`<key_label_prefix><id>`) after a restart; a key
  * found that way is refused unless the token has always kept it secret.
+ * Sealing keys are AES-256 secret keys generated in the token under
+ * `<key_label_prefix>sealing-<id>`, used with CKM_AES_GCM, held to the same rule.
  */
-import { createHash, createPublicKey, type KeyObject } from 'node:crypto'
+import { createHash, createPublicKey, randomBytes, type KeyObject } from 'node:crypto'
 import { IdentityError } from '../../errors/index.js'
 import { F, nullLogger, type Logger } from '../../common/log/logger.js'
 import type { SignatureAlgorithm } from '../../spiffe/signer.js'
-import type { KeyManager, KeyType, ManagedKey } from '../key-manager.js'
+import type { KeyManager, KeyType, ManagedKey, SealingKey } from '../key-manager.js'
 import { assertKeyId, assertKeyType, hashForAlgorithm, HASH_LENGTH, type HashName } from '../memory/software-key.js'
+import { assertOpenArgs, assertSealArgs, buildEnvelope, parseEnvelope, sealedDataInvalid, SEALED_IV_BYTES, SEALED_TAG_BYTES } from '../sealed-envelope.js'
 import { acquireModule, ckrName, isCkr, isLastReference, pkcs11js, releaseModule, type Handle, type Pkcs11 } from './module.js'
 import { SessionPool } from './session-pool.js'
 
@@ -200,6 +203,102 @@ export class Pkcs11Key implements ManagedKey {
 }
 
 /**
+ * What a token answers C_Decrypt with when the GCM tag does not verify: PKCS#11 3.0 says
+ * CKR_AEAD_DECRYPT_FAILED, 2.40 tokens say CKR_ENCRYPTED_DATA_INVALID, and SoftHSM2 2.6
+ * says CKR_GENERAL_ERROR (the envelope's shape has been checked before, so nothing else
+ * about the input is wrong by then).
+ */
+const TAG_REFUSED = ['CKR_AEAD_DECRYPT_FAILED', 'CKR_ENCRYPTED_DATA_INVALID', 'CKR_ENCRYPTED_DATA_LEN_RANGE', 'CKR_GENERAL_ERROR']
+
+function gcmMechanism(iv: Buffer, aad: Uint8Array): { mechanism: number; parameter: pkcs11js.GcmParams } {
+  return {
+    mechanism: pkcs11js.CKM_AES_GCM,
+    parameter: {
+      type: pkcs11js.CK_PARAMS_GCM,
+      iv,
+      ivBits: SEALED_IV_BYTES * 8,
+      aad: Buffer.from(aad.buffer, aad.byteOffset, aad.byteLength),
+      tagBits: SEALED_TAG_BYTES * 8,
+    },
+  }
+}
+
+/**
+ * An AES-256 key held in the token. seal and open run CKM_AES_GCM on a pooled
+ * session (C_EncryptAsync / C_DecryptAsync, off the event loop); the key value
+ * never leaves the token. `ckaId` (random, set at generation) tells this key
+ * from another one later put under the same label.
+ */
+export class Pkcs11SealingKey implements SealingKey {
+  readonly id: string
+  readonly #km: Pkcs11KeyManager
+  readonly #ckaId: Buffer
+  #handle: Handle
+
+  /** @internal created by Pkcs11KeyManager */
+  constructor(km: Pkcs11KeyManager, id: string, handle: Handle, ckaId: Buffer) {
+    this.#km = km
+    this.id = id
+    this.#handle = handle
+    this.#ckaId = ckaId
+  }
+
+  async seal(plaintext: Uint8Array, aad: Uint8Array): Promise<Uint8Array> {
+    assertSealArgs(plaintext, aad)
+    const iv = randomBytes(SEALED_IV_BYTES)
+    const input = Buffer.from(plaintext.buffer, plaintext.byteOffset, plaintext.byteLength)
+    const ct = await this.#run('C_Encrypt', (p, session, handle) => {
+      p.C_EncryptInit(session, gcmMechanism(iv, aad), handle)
+      return p.C_EncryptAsync(session, input, Buffer.alloc(input.length + SEALED_TAG_BYTES))
+    })
+    if (ct.length !== input.length + SEALED_TAG_BYTES) throw new IdentityError('ERR_HSM_UNAVAILABLE', 'PKCS#11 C_Encrypt returned an unexpected length')
+    return buildEnvelope(iv, ct)
+  }
+
+  async open(sealed: Uint8Array, aad: Uint8Array): Promise<Uint8Array> {
+    assertOpenArgs(sealed, aad)
+    const { iv, ciphertextAndTag } = parseEnvelope(this.id, sealed)
+    // Room for ciphertext and tag: some tokens want the input's length even though the tag is not returned.
+    const out = Buffer.alloc(ciphertextAndTag.length)
+    let pt: Buffer
+    try {
+      pt = await this.#run('C_Decrypt', (p, session, handle) => {
+        p.C_DecryptInit(session, gcmMechanism(iv, aad), handle)
+        return p.C_DecryptAsync(session, ciphertextAndTag, out)
+      })
+    } catch (err) {
+      out.fill(0) // whatever the token wrote before refusing never leaves this function
+      if (err instanceof IdentityError && isCkr(err.cause, ...TAG_REFUSED)) throw sealedDataInvalid(this.id, 'authentication_failed', err.cause)
+      throw err
+    }
+    if (pt.length !== ciphertextAndTag.length - SEALED_TAG_BYTES) {
+      out.fill(0)
+      throw new IdentityError('ERR_HSM_UNAVAILABLE', 'PKCS#11 C_Decrypt returned an unexpected length')
+    }
+    return new Uint8Array(pt.buffer, pt.byteOffset, pt.byteLength)
+  }
+
+  async #run(op: string, fn: (p: Pkcs11, session: Handle, handle: Handle) => Promise<Buffer>): Promise<Buffer> {
+    try {
+      return await this.#km._withSession((p, session) => fn(p, session, this.#handle))
+    } catch (err) {
+      if (!isCkr(err, 'CKR_KEY_HANDLE_INVALID', 'CKR_OBJECT_HANDLE_INVALID')) throw hsmError(op, err)
+      // Handle gone (key deleted, or the token re-indexed its objects): use the key under the label only if it is this one.
+      this.#handle = await this.#km._findSameSealingKey(this.id, this.#ckaId)
+      try {
+        return await this.#km._withSession((p, session) => fn(p, session, this.#handle))
+      } catch (err2) {
+        throw hsmError(op, err2)
+      }
+    }
+  }
+
+  toJSON(): { id: string } {
+    return { id: this.id }
+  }
+}
+
+/**
  * PKCS#11 KeyManager. Open with `Pkcs11KeyManager.open(config)`; close it to
  * log out, close its sessions and (when it is the module's last user) C_Finalize.
  */
@@ -212,6 +311,8 @@ export class Pkcs11KeyManager implements KeyManager {
   readonly #tokenLabel: string
   readonly #signMode: SignMode
   readonly #timers = new Map<KeyType, SignTimer>()
+  /** sealingKey calls in flight, so that one process creates a sealing key once. */
+  readonly #sealingInFlight = new Map<string, Promise<SealingKey>>()
   #closed = false
 
   private constructor(p: Pkcs11, modulePath: string, pool: SessionPool, prefix: string, tokenLabel: string, signMode: SignMode, log: Logger) {
@@ -385,6 +486,136 @@ export class Pkcs11KeyManager implements KeyManager {
     this.#log.info({ [F.KEY_ID]: id }, 'PKCS#11 key deleted')
   }
 
+  #sealingLabel(id: string): string {
+    return `${this.#prefix}sealing-${id}`
+  }
+
+  /**
+   * The sealing key `id`, generated in the token on first use (CKM_AES_KEY_GEN,
+   * 256 bits, token, private, sensitive, never extractable, encrypt/decrypt
+   * only). ERR_KEY_INVALID when the object under the label is not such a key.
+   */
+  async sealingKey(id: string): Promise<SealingKey> {
+    assertKeyId(id)
+    let p = this.#sealingInFlight.get(id)
+    if (p === undefined) {
+      p = this.#loadOrGenerateSealingKey(id).finally(() => this.#sealingInFlight.delete(id))
+      this.#sealingInFlight.set(id, p)
+    }
+    return p
+  }
+
+  async #loadOrGenerateSealingKey(id: string): Promise<SealingKey> {
+    let op = 'C_FindObjects'
+    try {
+      return await this.#pool.use(async (s) => {
+        const existing = this.#lookupSealing(s, id)
+        if (existing !== undefined) return new Pkcs11SealingKey(this, id, existing.handle, existing.ckaId)
+        op = 'C_GenerateKey'
+        const ckaId = randomBytes(16)
+        const handle = await this.#p.C_GenerateKeyAsync(s, { mechanism: pkcs11js.CKM_AES_KEY_GEN }, sealingTemplate(this.#sealingLabel(id), ckaId))
+        // Another process may have generated one at the same moment: every process keeps the key with the smallest
+        // CKA_ID, and a process whose own key lost destroys it before anything was sealed under it.
+        const chosen = this.#lookupSealing(s, id)
+        if (chosen === undefined) throw notFound(id)
+        if (!chosen.ckaId.equals(ckaId)) {
+          try {
+            this.#p.C_DestroyObject(s, handle)
+          } catch (err) {
+            this.#log.warn({ [F.KEY_ID]: id, [F.REASON]: ckrName(err) }, 'PKCS#11: could not destroy a sealing key that lost a creation race')
+          }
+        }
+        this.#log.info({ [F.KEY_ID]: id }, 'PKCS#11 sealing key generated')
+        return new Pkcs11SealingKey(this, id, chosen.handle, chosen.ckaId)
+      })
+    } catch (err) {
+      throw hsmError(op, err)
+    }
+  }
+
+  /** Destroys every secret key under the sealing key's label; a no-op when there is none. */
+  async deleteSealingKey(id: string): Promise<void> {
+    assertKeyId(id)
+    try {
+      await this.#pool.use((s) => {
+        for (const h of this.#find(s, this.#sealingTemplate(id))) this.#p.C_DestroyObject(s, h)
+      })
+    } catch (err) {
+      throw hsmError('C_DestroyObject', err)
+    }
+    this.#log.info({ [F.KEY_ID]: id }, 'PKCS#11 sealing key deleted')
+  }
+
+  /** @internal re-finds the sealing key by label; ERR_KEY_NOT_FOUND unless it is still the key with `ckaId` */
+  async _findSameSealingKey(id: string, ckaId: Buffer): Promise<Handle> {
+    const found = await this.#pool.use((s) => this.#lookupSealing(s, id))
+    if (found === undefined || !found.ckaId.equals(ckaId)) throw notFound(id)
+    return found.handle
+  }
+
+  #sealingTemplate(id: string): Array<{ type: number; value: number | string }> {
+    return [
+      { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY },
+      { type: pkcs11js.CKA_LABEL, value: this.#sealingLabel(id) },
+    ]
+  }
+
+  /**
+   * The secret key under the sealing label (the smallest CKA_ID when there are
+   * several), after checking every one of them: an AES-256 key for encrypt and
+   * decrypt that the token has always kept secret and that needs a login.
+   * Anything else under the label fails with ERR_KEY_INVALID.
+   */
+  #lookupSealing(session: Handle, id: string): { handle: Handle; ckaId: Buffer } | undefined {
+    const handles = this.#find(session, this.#sealingTemplate(id))
+    if (handles.length === 0) return undefined
+    if (handles.length > 1)
+      this.#log.warn({ [F.KEY_ID]: id, [F.COUNT]: handles.length }, 'PKCS#11: several sealing keys carry this label; using the smallest CKA_ID')
+    let best: { handle: Handle; ckaId: Buffer } | undefined
+    for (const handle of handles) {
+      const ckaId = this.#assertSealingKeyProtected(session, handle, id)
+      if (best === undefined || Buffer.compare(ckaId, best.ckaId) < 0) best = { handle, ckaId }
+    }
+    return best
+  }
+
+  #assertSealingKeyProtected(session: Handle, handle: Handle, id: string): Buffer {
+    const a = this.#p.C_GetAttributeValue(session, handle, [
+      { type: pkcs11js.CKA_KEY_TYPE },
+      { type: pkcs11js.CKA_VALUE_LEN },
+      { type: pkcs11js.CKA_ID },
+      { type: pkcs11js.CKA_SENSITIVE },
+      { type: pkcs11js.CKA_EXTRACTABLE },
+      { type: pkcs11js.CKA_ALWAYS_SENSITIVE },
+      { type: pkcs11js.CKA_NEVER_EXTRACTABLE },
+      { type: pkcs11js.CKA_PRIVATE },
+      { type: pkcs11js.CKA_ENCRYPT },
+      { type: pkcs11js.CKA_DECRYPT },
+    ])
+    const isTrue = (i: number): boolean => (a[i]?.value.length ?? 0) > 0 && a[i]!.value[0] !== 0
+    const keyType = a[0] === undefined ? -1 : ulong(a[0].value)
+    const valueLen = a[1] === undefined ? -1 : ulong(a[1].value)
+    if (keyType !== pkcs11js.CKK_AES || valueLen !== 32 || !isTrue(8) || !isTrue(9)) {
+      this.#log.error({ [F.KEY_ID]: id }, 'PKCS#11: refusing a sealing key that is not an AES-256 encrypt/decrypt key')
+      throw new IdentityError('ERR_KEY_INVALID', `PKCS#11 sealing key "${id}" is not an AES-256 key for encryption and decryption`, {
+        details: { key_id: id, reason: 'key_malformed' },
+      })
+    }
+    const problems: string[] = []
+    if (!isTrue(3)) problems.push('CKA_SENSITIVE is false')
+    if (isTrue(4)) problems.push('CKA_EXTRACTABLE is true')
+    if (!isTrue(5)) problems.push('CKA_ALWAYS_SENSITIVE is false')
+    if (!isTrue(6)) problems.push('CKA_NEVER_EXTRACTABLE is false')
+    if (!isTrue(7)) problems.push('CKA_PRIVATE is false')
+    if (problems.length > 0) {
+      this.#log.error({ [F.KEY_ID]: id, [F.REASON]: problems.join(', ') }, 'PKCS#11: refusing a sealing key the token does not keep secret')
+      throw new IdentityError('ERR_KEY_INVALID', `PKCS#11 sealing key "${id}" is not protected by the token: ${problems.join(', ')}`, {
+        details: { key_id: id, reason: 'key_not_protected', problems },
+      })
+    }
+    return a[2]?.value ?? Buffer.alloc(0)
+  }
+
   /** Logs out (when no other manager shares the module), closes the sessions, C_Finalize. Idempotent. */
   async close(): Promise<void> {
     if (this.#closed) return
@@ -543,6 +774,27 @@ function templates(type: KeyType, label: string, ckaId: Buffer) {
     ],
     priv: [...priv, { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_RSA }],
   }
+}
+
+function sealingTemplate(label: string, ckaId: Buffer) {
+  return [
+    { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY },
+    { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_AES },
+    { type: pkcs11js.CKA_VALUE_LEN, value: 32 },
+    { type: pkcs11js.CKA_TOKEN, value: true },
+    { type: pkcs11js.CKA_PRIVATE, value: true },
+    { type: pkcs11js.CKA_SENSITIVE, value: true },
+    { type: pkcs11js.CKA_EXTRACTABLE, value: false },
+    { type: pkcs11js.CKA_ENCRYPT, value: true },
+    { type: pkcs11js.CKA_DECRYPT, value: true },
+    { type: pkcs11js.CKA_WRAP, value: false },
+    { type: pkcs11js.CKA_UNWRAP, value: false },
+    { type: pkcs11js.CKA_SIGN, value: false },
+    { type: pkcs11js.CKA_VERIFY, value: false },
+    { type: pkcs11js.CKA_DERIVE, value: false },
+    { type: pkcs11js.CKA_LABEL, value: label },
+    { type: pkcs11js.CKA_ID, value: ckaId },
+  ]
 }
 
 function findSlot(p: Pkcs11, config: Pkcs11Config): { slot: Handle; label: string } {

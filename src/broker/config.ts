@@ -120,6 +120,8 @@ export const BrokerSectionSchema = z
     introspectors: z.array(idOrPrefix()).default([]),
     /** Workloads that may revoke any token, instance, task, chain or prefix over HTTPS (POST <issuer>/revocations): IDs or prefixes. */
     revocation_admins: z.array(idOrPrefix()).default([]),
+    /** Workloads (gateways) that may have tools' static credentials released to inject them (credential shielding): IDs or prefixes. */
+    credential_readers: z.array(idOrPrefix()).default([]),
     /** Workloads (gateways) that may ask for a Txn-Token for another workload: IDs or prefixes. */
     txn_token_requesters: z.array(idOrPrefix()).default([]),
     /** Trusted user-token issuers (IdPs): a user's access token from one (aud = the broker's issuer) may be the subject of a Txn-Token request on the user's behalf. */
@@ -170,6 +172,7 @@ export interface BrokerConfig {
   introspectors: IdMatcher
   revocationAdmins: IdMatcher
   txnTokenRequesters: IdMatcher
+  credentialReaders: IdMatcher
   txnTokenTtlSeconds: number
   txnTokenUserIssuers: readonly { issuer: string; jwksUri: string; caFile?: string }[]
   federatedTrustDomains: readonly TrustDomain[]
@@ -271,6 +274,7 @@ function fromSection(
     introspectors: idList(b.introspectors),
     revocationAdmins: idList(b.revocation_admins),
     txnTokenRequesters: idList(b.txn_token_requesters),
+    credentialReaders: idList(b.credential_readers),
     txnTokenTtlSeconds: Math.floor(b.txn_token_ttl / 1000),
     txnTokenUserIssuers: b.txn_token_user_issuers.map((u) => ({
       issuer: u.issuer,

@@ -823,6 +823,11 @@ export class BrokerServiceImpl implements BrokerService {
       )
   }
 
+  /** Audits what is not a token release (revocations, tasks, tool credentials): logged, never blocking the operation it records. */
+  auditQuietly(e: AuditEventInput): void {
+    this.#auditQuietly(e)
+  }
+
   /** Audits what is not a credential release (revocations, tasks): logged, never blocking the operation it records. */
   #auditQuietly(e: AuditEventInput): void {
     const sink = this.#deps.audit

@@ -32,6 +32,7 @@ const GROUPS: Record<string, () => Promise<CommandModule>> = {
   signal: () => import('./commands/signal.js'),
   audit: () => import('./commands/audit.js'),
   witness: () => import('./commands/witness.js'),
+  credential: () => import('./commands/credential.js'),
 }
 
 export async function main(argv: string[]): Promise<number> {

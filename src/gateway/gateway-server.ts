@@ -84,6 +84,8 @@ export interface GatewayServerOptions {
     allowBearer: boolean
     /** A Txn-Token for one call. */
     txnToken(r: TxnTokenRequest): Promise<IssuedTxnToken>
+    /** A tool's static credential from the broker (credential shielding); only for tools with `credential: true`. */
+    releaseCredential?(tool: string): Promise<{ header: string; value: string }>
   }
   /** PEM of a CA for tool servers without an SVID. */
   toolCa?: string
@@ -352,6 +354,18 @@ export async function startGatewayServer(o: GatewayServerOptions): Promise<Gatew
     fields[F.JTI] = txn.jti
     fields['txn'] = txn.txn
 
+    // credential shielding: the tool's static credential, from the broker, for the forwarded request only
+    let credential: { header: string; value: string } | undefined
+    if (tool.credential === true) {
+      try {
+        if (!o.broker.releaseCredential) throw new IdentityError('ERR_UNAVAILABLE', 'no credential source')
+        credential = await o.broker.releaseCredential(tool.name)
+      } catch (err) {
+        log.error({ ...fields, [F.ERROR_CODE]: isIdentityError(err) ? err.code : 'ERR_INTERNAL' }, 'Tool credential unavailable')
+        return refused(refusalOf(503, 'temporarily_unavailable', 'credential.unavailable'), { ...actor, ...scope }, 'error')
+      }
+    }
+
     // the decision is durable before anything reaches the tool
     const ok = await audit({
       outcome: 'success',
@@ -371,11 +385,20 @@ export async function startGatewayServer(o: GatewayServerOptions): Promise<Gatew
       send(res, refusalOf(503, 'temporarily_unavailable', 'audit_unavailable'))
       return
     }
-    forward(req, res, tool, route.rest, txn.token, fields, started)
+    forward(req, res, tool, route.rest, txn.token, fields, started, credential)
   }
 
   // ---------------------------------------------------------------- forwarding
-  const forward = (req: IncomingMessage, res: ServerResponse, tool: Tool, rest: string, token: string, fields: Record<string, unknown>, started: number) => {
+  const forward = (
+    req: IncomingMessage,
+    res: ServerResponse,
+    tool: Tool,
+    rest: string,
+    token: string,
+    fields: Record<string, unknown>,
+    started: number,
+    credential?: { header: string; value: string },
+  ) => {
     const url = new URL(tool.endpoint + rest)
     let upstreamReq: ClientRequest
     let received = 0
@@ -395,6 +418,7 @@ export async function startGatewayServer(o: GatewayServerOptions): Promise<Gatew
         headers: toolRequestHeaders(req.headers, {
           txnToken: token,
           host: url.host,
+          ...(credential ? { credential } : {}),
           ...(req.socket.remoteAddress !== undefined ? { forwardedFor: req.socket.remoteAddress } : {}),
         }),
         agent: upstreamAgent(),

@@ -48,10 +48,16 @@ function copy(h: IncomingHttpHeaders, drop: (name: string) => boolean): Outgoing
 }
 
 /** Headers of the request forwarded to the tool. */
-export function toolRequestHeaders(inbound: IncomingHttpHeaders, o: { txnToken: string; host: string; forwardedFor?: string }): OutgoingHttpHeaders {
-  const out = copy(inbound, (n) => CREDENTIAL_HEADERS.has(n) || n === 'host' || n === 'forwarded' || n === 'txn-purpose')
+export function toolRequestHeaders(
+  inbound: IncomingHttpHeaders,
+  o: { txnToken: string; host: string; forwardedFor?: string; credential?: { header: string; value: string } },
+): OutgoingHttpHeaders {
+  const injected = o.credential?.header.toLowerCase()
+  // the agent can neither see nor supply the tool's own credential header
+  const out = copy(inbound, (n) => CREDENTIAL_HEADERS.has(n) || n === 'host' || n === 'forwarded' || n === 'txn-purpose' || n === injected)
   out['host'] = o.host
   out['txn-token'] = o.txnToken
+  if (o.credential !== undefined) out[injected!] = o.credential.value
   if (o.forwardedFor !== undefined) out['forwarded'] = `for="${o.forwardedFor.replace(/["\\]/g, '')}"`
   return out
 }

@@ -40,6 +40,8 @@ export interface Tool {
   readonly chain?: ToolChainPolicy
   /** An MCP server: the gateway is its OAuth resource server (mcp.ts). */
   readonly mcp?: boolean
+  /** The tool takes only a static credential: the broker holds it sealed and the gateway injects it (credential shielding). */
+  readonly credential?: boolean
   /** The file the document came from. */
   readonly source: string
 }
@@ -85,6 +87,7 @@ const WarrantToolSchema = z.strictObject({
     })
     .optional(),
   mcp: z.boolean().optional(),
+  credential: z.boolean().optional(),
 })
 
 /** The document: client metadata members are allowed (the Client ID Metadata Document is open), `warrant_tool` is strict. */
@@ -119,6 +122,7 @@ export function parseToolDocument(source: string, text: string): Tool {
     allowedAgents: Object.freeze([...t.allowed_agents]),
     ...(chain ? { chain: Object.freeze({ ...chain }) as ToolChainPolicy } : {}),
     ...(t.mcp === true ? { mcp: true } : {}),
+    ...(t.credential === true ? { credential: true } : {}),
     source,
   })
 }

@@ -77,6 +77,7 @@ export class TxnTokenClient {
   readonly #o: TxnTokenClientOptions
   readonly #now: () => number
   readonly #cache = new Map<string, IssuedTxnToken>()
+  readonly #credentials = new Map<string, { credential: { header: string; value: string }; until: number }>()
   #endpoints: Promise<BrokerEndpoints> | undefined
 
   constructor(o: TxnTokenClientOptions) {
@@ -138,6 +139,35 @@ export class TxnTokenClient {
   }
 
   /** A Txn-Token for this call (from the cache when enabled and fresh). */
+  /**
+   * A tool's static credential, released by the broker to this gateway (a `credential_readers` workload) over the same
+   * mutual TLS; kept in memory for 30 s, never logged.
+   */
+  async releaseCredential(tool: string): Promise<{ header: string; value: string }> {
+    const hit = this.#credentials.get(tool)
+    if (hit && hit.until > this.#now()) return hit.credential
+    const url = `${this.#o.issuer.replace(/\/+$/, '')}/credentials/release`
+    const res = await this.#o.transport(url, {
+      method: 'POST',
+      headers: { 'content-type': FORM, accept: 'application/json' },
+      body: new URLSearchParams({ tool }).toString(),
+      ...this.#signal(),
+    })
+    let body: unknown
+    try {
+      body = JSON.parse(res.body.toString('utf8')) as unknown
+    } catch {
+      body = undefined
+    }
+    if (res.status !== 200) throw oauthError('credential release', res.status, body, undefined)
+    const b = (typeof body === 'object' && body !== null ? body : {}) as Record<string, unknown>
+    if (typeof b['header'] !== 'string' || typeof b['value'] !== 'string')
+      throw new IdentityError('ERR_UNAVAILABLE', 'gateway: the broker answered without a credential')
+    const credential = { header: b['header'], value: b['value'] }
+    this.#credentials.set(tool, { credential, until: this.#now() + 30 })
+    return credential
+  }
+
   async issue(r: TxnTokenRequest): Promise<IssuedTxnToken> {
     const key = this.#o.cache ? this.#key(r) : undefined
     if (key !== undefined) {

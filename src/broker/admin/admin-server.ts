@@ -18,6 +18,7 @@ import type { BrokerService } from '../contract.js'
 import { taskErrorStatus, taskId, taskListFilterFromWire, taskSpecFromWire, taskToWire } from '../http/task-wire.js'
 import { revocationRequestFromWire } from '../http/revocation-wire.js'
 import type { StoredRevocation } from '../store/broker-store.js'
+import type { CredentialVault } from '../credentials.js'
 import { revocationEntryToWire } from '../../tokens/revocation.js'
 
 export interface BrokerAdminServer {
@@ -25,7 +26,18 @@ export interface BrokerAdminServer {
   close(): Promise<void>
 }
 
-export async function startBrokerAdminServer(o: { service: BrokerService; socketPath: string; log: Logger; now?: () => number }): Promise<BrokerAdminServer> {
+function toolParam(params: unknown): string {
+  const t = (params as { tool?: unknown } | null)?.tool
+  return typeof t === 'string' ? t : ''
+}
+
+export async function startBrokerAdminServer(o: {
+  service: BrokerService
+  socketPath: string
+  log: Logger
+  now?: () => number
+  credentials?: CredentialVault
+}): Promise<BrokerAdminServer> {
   const log = o.log.child({ [F.SUBSYSTEM]: 'broker_admin' })
   const now = o.now ?? Date.now
   const app = Fastify({ logger: false, bodyLimit: 64 * 1024, onProtoPoisoning: 'error', onConstructorPoisoning: 'error' })
@@ -75,6 +87,45 @@ export async function startBrokerAdminServer(o: { service: BrokerService; socket
       return reply.send(taskToWire(t, now()))
     } catch (err) {
       return fail(reply, err, 'tasks.end')
+    }
+  })
+
+  // Tools' static credentials: put (sealed at once), list (never a value), delete.
+  app.post('/v1/credentials/:tool', async (req, reply) => {
+    try {
+      if (!o.credentials)
+        throw new IdentityError('ERR_UNSUPPORTED', 'credential shielding is not configured (broker credential_readers, a key manager that seals)')
+      const b = (req.body ?? {}) as { header?: unknown; scheme?: unknown; value?: unknown }
+      const tool = toolParam(req.params)
+      const info = await o.credentials.put(
+        {
+          tool,
+          header: typeof b.header === 'string' ? b.header : '',
+          ...(typeof b.scheme === 'string' ? { scheme: b.scheme } : {}),
+          value: typeof b.value === 'string' ? b.value : '',
+        },
+        'admin',
+      )
+      return reply.code(201).send(info)
+    } catch (err) {
+      return fail(reply, err, 'credentials.put')
+    }
+  })
+  app.get('/v1/credentials', async (_req, reply) => {
+    try {
+      if (!o.credentials) throw new IdentityError('ERR_UNSUPPORTED', 'credential shielding is not configured')
+      return reply.send({ credentials: o.credentials.list() })
+    } catch (err) {
+      return fail(reply, err, 'credentials.list')
+    }
+  })
+  app.post('/v1/credentials/:tool/delete', async (req, reply) => {
+    try {
+      if (!o.credentials) throw new IdentityError('ERR_UNSUPPORTED', 'credential shielding is not configured')
+      const gone = o.credentials.delete(toolParam(req.params), 'admin')
+      return reply.send({ deleted: gone })
+    } catch (err) {
+      return fail(reply, err, 'credentials.delete')
     }
   })
 

@@ -34,6 +34,7 @@ import { taskErrorStatus, taskId, taskListFilterFromWire, taskSpecFromWire, task
 import { revocationEntryToWire } from '../../tokens/revocation.js'
 import { revocationRequestFromWire } from './revocation-wire.js'
 import type { StoredRevocation } from '../store/broker-store.js'
+import type { CredentialVault } from '../credentials.js'
 import type { SsfTransmitter } from '../ssf-transmitter.js'
 import { registerSsfRoutes } from './ssf-wire.js'
 
@@ -59,6 +60,8 @@ export interface BrokerHttpOptions {
   now?: () => number
   /** RFC 9396 types the domain understands (metadata only). */
   authorizationDetailsTypes?: readonly string[]
+  /** Tools' sealed static credentials (credential shielding): `POST <issuer>/credentials/release` for credential readers. */
+  credentials?: CredentialVault
   /** The Shared Signals transmitter, when configured: its routes are in ssf-wire.ts. */
   ssf?: SsfTransmitter
 }
@@ -331,6 +334,26 @@ export async function startBrokerHttpServer(o: BrokerHttpOptions): Promise<Broke
       return replyOAuthError(reply, err, { log, endpoint: 'introspect', spiffeId, realm })
     }
   })
+
+  // Credential shielding: a credential reader (the gateway) gets a tool's static credential to inject into the request it
+  // forwards. Form `tool=<name>`; the answer is no-store JSON; a refusal is unauthorized_client whatever the reason.
+  if (o.credentials) {
+    const vault = o.credentials
+    app.post(`${endpoints.basePath}/credentials/release`, async (req, reply) => {
+      let spiffeId: string | undefined
+      try {
+        const form = formOf(req)
+        const client = await authenticated(req, form)
+        spiffeId = client.spiffeId
+        const tool = single(form, 'tool')
+        if (tool === undefined) throw new IdentityError('ERR_TOKEN_REQUEST_INVALID', 'parameter "tool" is required')
+        const c = await vault.release(tool, client)
+        return noStore(reply).type('application/json').send({ tool: c.tool, header: c.header, value: c.value, version: c.version })
+      } catch (err) {
+        return replyOAuthError(reply, err, { log, endpoint: 'credentials.release', spiffeId, realm })
+      }
+    })
+  }
 
   app.post(`${endpoints.basePath}/revoke`, async (req, reply) => {
     let spiffeId: string | undefined

@@ -32,14 +32,16 @@
  * p90, p99, the calls and the 1-minute load average before and after are
  * printed with each figure.
  *
- * What a call through the gateway adds is mostly durability, not CPU: the
- * broker's audit event for the Txn-Token and the gateway's `gateway.call`
- * event are each made durable (an fdatasync of a SQLite WAL, group-committed
- * per event-loop turn) before the call goes on, one after the other, and the
- * token is signed in SoftHSM; the direct call to an echo has none of these.
- * The ratio therefore follows the disk's fdatasync latency far more than the
- * gateway's code, and a 2.0 target against an echo is out of reach wherever
- * one fdatasync costs more than the direct call itself.
+ * What a call through the gateway adds, beyond the direct call to an echo:
+ * two more TLS hops on keep-alive connections (agent to gateway, gateway to
+ * broker), the broker's token exchange (Fastify, the ceiling, one ES256
+ * signature in SoftHSM), and two durable audit events one after the other
+ * (the broker's for the Txn-Token, the gateway's `gateway.call`: each an
+ * fdatasync of a SQLite WAL, group-committed per event-loop turn). The
+ * process's CPU per call is printed (`server_cpu_us_per_call`, broker,
+ * gateways and tool together, against the tool alone) to tell CPU from
+ * waiting on the disk; `TMPDIR=/dev/shm` puts both audit logs on tmpfs to
+ * show the part the disk takes.
  */
 import { spawn } from 'node:child_process'
 import { mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -248,11 +250,15 @@ export async function run(args: string[]): Promise<void> {
     for (const p of order) await round(p, 500) // warm-up: connections, JIT, the stores
 
     const lat: Record<Path, number[]> = { direct: [], gateway: [], cached: [] }
+    const cpu: Record<Path, number> = { direct: 0, gateway: 0, cached: 0 }
     const failed: Record<Path, number> = { direct: 0, gateway: 0, cached: 0 }
     const bytes: Record<Path, number> = { direct: 0, gateway: 0, cached: 0 }
     for (let i = 0; i < rounds; i++) {
       for (const p of i % 2 === 0 ? order : [...order].reverse()) {
+        const c0 = process.cpuUsage()
         const r = await round(p, roundMs)
+        const c1 = process.cpuUsage(c0)
+        cpu[p] += c1.user + c1.system
         lat[p].push(...r.lat)
         failed[p] += r.failed
         bytes[p] = r.bytes
@@ -284,6 +290,9 @@ export async function run(args: string[]): Promise<void> {
         direct_p90_ms: ms(direct.p90),
         direct_p99_ms: ms(direct.p99),
         added_p50_ms: ms(percentile(s, 50) - direct.p50),
+        // CPU of this process (broker, gateways and tool) per call, and per direct call (the tool alone)
+        server_cpu_us_per_call: Math.round(cpu[p] / Math.max(1, s.length)),
+        direct_server_cpu_us_per_call: Math.round(cpu.direct / Math.max(1, lat.direct.length)),
         request_bytes: REQUEST_BYTES,
         answer_bytes: bytes[p],
         direct_answer_bytes: bytes.direct,

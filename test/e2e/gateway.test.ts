@@ -10,7 +10,7 @@
  * refused (403) without the tool being reached; an unknown tool is 404.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { X509Certificate } from 'node:crypto'
+import { createHash, X509Certificate } from 'node:crypto'
 import https from 'node:https'
 import net from 'node:net'
 import { chmodSync, copyFileSync, linkSync, mkdirSync, readdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs'
@@ -27,6 +27,7 @@ const AGENT_ID = `spiffe://${TD}/agents/a1`
 const ROGUE_ID = `spiffe://${TD}/rogue/r1`
 const GATEWAY_ID = `spiffe://${TD}/services/gateway`
 const TOOL_ID = `spiffe://${TD}/services/echo`
+const API_KEY = 'sk_live_e2e_9f8e7d6c5b4a3928'
 const JWT_RE = /eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+/
 
 async function freePort(): Promise<number> {
@@ -133,6 +134,7 @@ describe('agentic gateway (warrant gateway run) in front of a tool', () => {
         `issuer = "${issuer}"`,
         `bind_address = "127.0.0.1:${brokerPort}"`,
         `txn_token_requesters = ["${GATEWAY_ID}"]`,
+        `credential_readers = ["${GATEWAY_ID}"]`,
       ].join('\n'),
     })
     agent = E2eAgent.start({ dir: join(tmp.dir, 'a'), server, nodeAttestor: `[plugins.node_attestor.join_token]\ntoken = "${await server.joinToken()}"\n` })
@@ -206,6 +208,40 @@ describe('agentic gateway (warrant gateway run) in front of a tool', () => {
         },
       }),
     )
+    // credential shielding: a tool that takes only a static API key, held sealed by the broker
+    writeFileSync(
+      join(tools, 'vault.json'),
+      JSON.stringify({
+        client_id: 'https://tools.gateway.test/vault',
+        client_name: 'Vault-keyed echo',
+        warrant_tool: {
+          name: 'vault',
+          endpoint: `https://localhost:${toolPort}/v1`,
+          audience: 'https://echo.gateway.test/',
+          scopes: ['tools:echo'],
+          allowed_agents: ['spiffe://gateway.test/agents/'],
+          credential: true,
+        },
+      }),
+    )
+    writeFileSync(join(tmp.dir, 'api-key'), `${API_KEY}\n`, { mode: 0o600 })
+    const put = await warrant([
+      'credential',
+      'put',
+      '--tool',
+      'vault',
+      '--header',
+      'X-Api-Key',
+      '--value-file',
+      join(tmp.dir, 'api-key'),
+      '--socket',
+      join(server.dataDir, 'private', 'broker-admin.sock'),
+      '--output',
+      'json',
+    ])
+    expect(put.code, put.stderr).toBe(0)
+    expect(JSON.parse(put.stdout)).toMatchObject({ tool: 'vault', header: 'x-api-key', version: 1 })
+    expect(put.stdout + put.stderr).not.toContain(API_KEY)
     const cfg = join(tmp.dir, 'gateway.toml')
     writeFileSync(
       cfg,
@@ -367,4 +403,29 @@ describe('agentic gateway (warrant gateway run) in front of a tool', () => {
       [null, expect.stringMatching(/^authn\./)],
     ])
   }, 30_000)
+
+  it('credential shielding: the tool gets its static key from the gateway, the agent never sees it and cannot supply its own', async () => {
+    const r = await call(`${gatewayUrl}/tools/vault/hello`, { ca, ...ids[AGENT_ID]!, headers: { 'x-api-key': 'chosen-by-the-agent' } })
+    expect(r.status, `${r.body}\n${gateway!.out.slice(-3000)}`).toBe(200)
+    const b = JSON.parse(r.body) as { api_key_sha256?: string; sub: string }
+    expect(b.sub).toBe(AGENT_ID)
+    expect(b.api_key_sha256).toBe(createHash('sha256').update(API_KEY).digest('hex'))
+    expect(JSON.stringify(r.headers) + r.body).not.toContain(API_KEY)
+    expect(gateway!.out).not.toContain(API_KEY)
+    expect(server!.output()).not.toContain(API_KEY)
+    // the release endpoint is the gateway's only: the agent itself is refused, and learns nothing
+    const direct = await call(`${issuer}/credentials/release`, {
+      ca,
+      ...ids[AGENT_ID]!,
+      method: 'POST',
+      body: 'tool=vault',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    })
+    expect(direct.status).toBe(400)
+    expect(JSON.parse(direct.body)).toMatchObject({ error: 'unauthorized_client' })
+    expect(direct.body).not.toContain(API_KEY)
+    // a tool without credential: true gets no key (the agent's header passes as any other)
+    const plain = await call(`${gatewayUrl}/tools/echo/hello`, { ca, ...ids[AGENT_ID]! })
+    expect((JSON.parse(plain.body) as { api_key_sha256?: string }).api_key_sha256).toBeUndefined()
+  }, 60_000)
 })

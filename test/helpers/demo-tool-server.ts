@@ -11,6 +11,7 @@
  * (with `socketPath`, the agent's Workload API); it prints `{"kind":"ready","port":N}` and
  * one `{"kind":"request",...}` line per request on stdout.
  */
+import { createHash } from 'node:crypto'
 import https from 'node:https'
 import type { AddressInfo } from 'node:net'
 import { fileURLToPath } from 'node:url'
@@ -81,6 +82,8 @@ export async function startDemoToolServer(o: DemoToolOptions): Promise<DemoToolS
               tctx: c.tctx,
               rctx: c.rctx ?? null,
               saw: { authorization: req.headers.authorization !== undefined, dpop: req.headers.dpop !== undefined },
+              // a credential the gateway injected, by its hash only (so no response can carry it)
+              ...(typeof req.headers['x-api-key'] === 'string' ? { api_key_sha256: createHash('sha256').update(req.headers['x-api-key']).digest('hex') } : {}),
             },
             { sub: c.sub, txn: c.txn },
           ),

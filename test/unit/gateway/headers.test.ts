@@ -43,4 +43,15 @@ describe('gateway headers', () => {
     })
     expect(out).toEqual({ 'content-type': 'application/json', 'x-a': '1' })
   })
+
+  it('injects a shielded credential under its header, replacing any value the agent sent (case-insensitively)', () => {
+    const out = toolRequestHeaders(
+      { 'x-api-key': 'agent-chosen', 'x-a': '1' },
+      { txnToken: 't', host: 'tool', credential: { header: 'X-Api-Key', value: 'real' } },
+    )
+    expect(out['x-api-key']).toBe('real')
+    expect(out['X-Api-Key']).toBeUndefined()
+    expect(out['x-a']).toBe('1')
+    expect(toolRequestHeaders({ 'x-api-key': 'agent' }, { txnToken: 't', host: 'tool' })['x-api-key']).toBe('agent')
+  })
 })

@@ -1,0 +1,134 @@
+/**
+ * Shared Signals end to end (issue 22): two `warrant server run` processes,
+ * each with its embedded broker. A's broker is an SSF transmitter for B's
+ * broker (`[broker.signals] receivers`, B's trust bundle set on A so A's
+ * broker admits B's SVID over mutual TLS); B's broker is a receiver polling A
+ * (`[[broker.signals.transmitters]]`, A's bundle as `ca_file`) with a response
+ * policy mapping `credential-change` about `spiffe://a.example/agents/...` to
+ * `revoke instance`. Checked through the processes' CLIs only: `warrant revoke
+ * instance` on A ends in B revoking that instance and nothing else (B's
+ * revocation list; `warrant signal list` on B's SSF store names the signal);
+ * and an event queued while A is killed with SIGKILL (B stopped, so it cannot
+ * have polled it) reaches B after both restart.
+ */
+import net from 'node:net'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { E2eServer, waitFor, warrant, warrantJson } from '../helpers/e2e-cluster.js'
+import { tempDir } from '../helpers/temp.js'
+
+const A = 'a.example'
+const B = 'b.example'
+const X = `spiffe://${A}/agents/compromised`
+const Y = `spiffe://${A}/agents/healthy`
+const Z = `spiffe://${A}/agents/later`
+
+async function freePort(): Promise<number> {
+  const s = net.createServer()
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()))
+  const port = (s.address() as net.AddressInfo).port
+  await new Promise<void>((r) => s.close(() => r()))
+  return port
+}
+
+type Revocation = { kind: string; value: string; reason?: string }
+type Signal = { jti: string; issuer: string; eventType: string; outcome: string; decision: { action?: string; level?: string; value?: string } | null }
+
+describe('Shared Signals e2e: a transmitter broker and a receiver broker as separate processes', () => {
+  const tmp = tempDir('wsig-')
+  let serverA: E2eServer
+  let serverB: E2eServer
+  let issuerA = ''
+  const brokerSock = (s: E2eServer) => join(s.dataDir, 'private', 'broker-admin.sock')
+  const revocations = async (s: E2eServer) => (await warrantJson<{ revocations: Revocation[] }>(['revocation', 'list', '--socket', brokerSock(s)])).revocations
+  const signalsAtB = async () => (await warrantJson<{ signals: Signal[] }>(['signal', 'list', '--store', join(serverB.dataDir, 'broker-ssf.sqlite3')])).signals
+  const hint = () => `--- A ---\n${serverA?.output().slice(-3000)}\n--- B ---\n${serverB?.output().slice(-3000)}`
+
+  beforeAll(async () => {
+    const [portA, portB] = [await freePort(), await freePort()]
+    issuerA = `https://localhost:${portA}`
+    serverA = await E2eServer.start({
+      dir: join(tmp.dir, 'sa'),
+      trustDomain: A,
+      serverTables: [
+        '[broker]',
+        `issuer = "${issuerA}"`,
+        `bind_address = "127.0.0.1:${portA}"`,
+        `federated_trust_domains = ["${B}"]`,
+        '[broker.signals]',
+        `receivers = ["spiffe://${B}/warrant/broker"]`,
+        'poll_wait = "2s"',
+      ].join('\n'),
+    })
+    serverB = await E2eServer.start({
+      dir: join(tmp.dir, 'sb'),
+      trustDomain: B,
+      serverTables: [
+        '[broker]',
+        `issuer = "https://localhost:${portB}"`,
+        `bind_address = "127.0.0.1:${portB}"`,
+        '[broker.signals]',
+        'poll_wait = "2s"',
+        '[[broker.signals.transmitters]]',
+        `issuer = "${issuerA}"`,
+        `ca_file = "${serverA.bundlePemPath}"`,
+        '[[broker.signals.policy]]',
+        'event = "credential-change"',
+        `match = { prefix = "spiffe://${A}/agents/" }`,
+        'action = "revoke"',
+        'level = "instance"',
+      ].join('\n'),
+    })
+    // A's broker admits B's broker SVID: B's trust bundle, set by hand on A.
+    const set = await serverA.cli(['bundle', 'set', '--trust-domain', B, '--format', 'spiffe', '--path', serverB.bundleSpiffePath])
+    expect(set.code, set.stderr).toBe(0)
+    // B's receiver creates its stream at A once A admits its SVID (B's store remembers it across restarts).
+    await waitFor('B to subscribe at A', () => /SSF stream created at transmitter/.test(serverB.output()) || undefined, { timeoutMs: 60_000, hint })
+  }, 120_000)
+
+  afterAll(async () => {
+    for (const s of [serverA, serverB]) await s?.stop('SIGKILL')
+    tmp.cleanup()
+  })
+
+  it('warrant revoke instance on A revokes that instance at B, and only it', async () => {
+    const r = await warrant(['revoke', 'instance', X, '--reason', 'e2e compromise', '--socket', brokerSock(serverA), '--output', 'json'])
+    expect(r.code, r.stderr).toBe(0)
+    const got = await waitFor(
+      'B to revoke the instance',
+      async () => {
+        const list = await revocations(serverB)
+        return list.length > 0 ? list : undefined
+      },
+      { timeoutMs: 60_000, hint },
+    )
+    expect(got.map((e) => [e.kind, e.value])).toEqual([['instance', X]])
+    expect(got[0]!.reason).toMatch(/^signal credential-change \S+ from https:\/\/localhost:\d+ \(rule 0\)/)
+    expect(got.some((e) => e.value === Y)).toBe(false)
+    const signals = await signalsAtB()
+    expect(signals).toEqual([
+      expect.objectContaining({ issuer: issuerA, decision: expect.objectContaining({ action: 'revoke', level: 'instance', value: X }) }),
+    ])
+  }, 90_000)
+
+  it('an event queued at A survives a SIGKILL of A before B polls it', async () => {
+    await serverB.stop()
+    const r = await warrant(['revoke', 'instance', Z, '--socket', brokerSock(serverA), '--output', 'json'])
+    expect(r.code, r.stderr).toBe(0)
+    await serverA.stop('SIGKILL')
+    await serverA.spawn()
+    await serverB.spawn()
+    const got = await waitFor(
+      'B to revoke the second instance',
+      async () => {
+        const list = await revocations(serverB)
+        return list.some((e) => e.value === Z) ? list : undefined
+      },
+      { timeoutMs: 90_000, hint },
+    )
+    expect(got.map((e) => e.value).sort()).toEqual([X, Z].sort())
+    expect(got.some((e) => e.value === Y)).toBe(false)
+    // one signal each, none applied twice
+    expect((await signalsAtB()).map((s) => s.decision?.value)).toEqual([X, Z])
+  }, 150_000)
+})

@@ -29,7 +29,7 @@ import type { SsfStore, StreamRecord, StreamStatus } from './store/ssf-store.js'
 export const POLL_DELIVERY = 'urn:ietf:rfc:8936'
 export const PUSH_DELIVERY = 'urn:ietf:rfc:8935'
 /** The event types this transmitter emits (stream events are always delivered). */
-export const TRANSMITTED_EVENT_TYPES: readonly SetEventType[] = [EVENT_TYPES.sessionRevoked, EVENT_TYPES.credentialChange]
+export const TRANSMITTED_EVENT_TYPES: readonly SetEventType[] = [EVENT_TYPES.sessionRevoked, EVENT_TYPES.credentialChange, EVENT_TYPES.credentialCompromise]
 
 const LAST_REVOCATION_SEQ = 'last_revocation_seq'
 const MAX_DESCRIPTION = 512
@@ -119,6 +119,42 @@ export function revocationEvent(e: StoredRevocation, issuer: string): { type: Se
         subject: subjectFor({ spiffeId: e.value }),
         event: { ...common, credential_type: 'x509', change_type: 'revoke' },
       }
+  }
+}
+
+/** Events an operator may send by hand (`warrant signal send`), by short name. */
+export const MANUAL_EVENTS: Readonly<Record<string, SetEventType>> = {
+  'credential-change': EVENT_TYPES.credentialChange,
+  'session-revoked': EVENT_TYPES.sessionRevoked,
+  'credential-compromise': EVENT_TYPES.credentialCompromise,
+}
+
+/** A signal sent by hand, as the admin socket takes it (`POST /v1/signals`). */
+export interface ManualSignal {
+  event: string
+  subject: string
+  instance?: string
+  reason?: string
+  confidence?: number
+}
+
+/** Checks the wire form of a signal sent by hand. */
+export function manualSignalFromWire(body: unknown): ManualSignal {
+  if (!isRecord(body)) throw invalid('a signal must be a JSON object')
+  const { event, subject, instance, reason, confidence } = body
+  if (typeof event !== 'string' || !Object.hasOwn(MANUAL_EVENTS, event)) throw invalid(`event must be one of ${Object.keys(MANUAL_EVENTS).join(', ')}`)
+  if (typeof subject !== 'string' || !/^spiffe:\/\/[^/\s]+(\/\S*)?$/.test(subject) || subject.length > 2048) throw invalid('subject must be a SPIFFE ID')
+  if (instance !== undefined && (typeof instance !== 'string' || instance.length === 0 || instance.length > 256))
+    throw invalid('instance must be a short string')
+  if (reason !== undefined && (typeof reason !== 'string' || reason.length > 512)) throw invalid('reason must be a string of at most 512 characters')
+  if (confidence !== undefined && (typeof confidence !== 'number' || !(confidence >= 0 && confidence <= 1)))
+    throw invalid('confidence must be a number in [0, 1]')
+  return {
+    event,
+    subject,
+    ...(instance !== undefined ? { instance } : {}),
+    ...(reason !== undefined && reason.length > 0 ? { reason } : {}),
+    ...(confidence !== undefined ? { confidence } : {}),
   }
 }
 
@@ -357,6 +393,35 @@ export class SsfTransmitter {
     const max = this.#o.maxQueuedPerStream ?? 10_000
     if (!this.#o.store.enqueue(s.streamId, claims.jti, JSON.stringify(claims), this.#nowSec, max))
       this.#o.log.error({ stream_id: s.streamId, [F.SPIFFE_ID]: s.owner, max }, 'SSF stream queue full; event dropped (the receiver is not polling)')
+  }
+
+  /**
+   * A signal sent by hand (`warrant signal send`): one SET on every enabled
+   * stream that asked for its type, stored until acknowledged like the
+   * revocation events. Returns the streams it was queued on.
+   */
+  send(sig: ManualSignal): { event_type: SetEventType; streams: string[] } {
+    const type = MANUAL_EVENTS[sig.event]!
+    const subject = subjectFor({ spiffeId: sig.subject, ...(sig.instance !== undefined ? { instanceId: sig.instance } : {}) })
+    const event: Record<string, unknown> = {
+      event_timestamp: this.#nowSec,
+      initiating_entity: 'admin',
+      ...(sig.reason !== undefined ? { reason_admin: { en: sig.reason } } : {}),
+      ...(sig.confidence !== undefined ? { confidence: sig.confidence } : {}),
+      ...(type === EVENT_TYPES.credentialChange ? { credential_type: 'x509', change_type: 'revoke' } : {}),
+      ...(type === EVENT_TYPES.credentialCompromise ? { credential_type: 'x509' } : {}),
+    }
+    const streams: string[] = []
+    this.#o.store.tx(() => {
+      for (const s of this.#o.store.listStreams()) {
+        if (s.status === 'disabled' || !s.eventsDelivered.includes(type)) continue
+        this.#queue(s, type, subject, event, undefined)
+        streams.push(s.streamId)
+      }
+    })
+    this.#o.log.info({ event_type: sig.event, [F.SPIFFE_ID]: sig.subject, streams: streams.length }, 'SSF signal sent by admin')
+    for (const id of streams) this.#wake(id)
+    return { event_type: type, streams }
   }
 
   #onRevocation(e: StoredRevocation): void {

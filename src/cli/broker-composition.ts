@@ -228,7 +228,13 @@ export async function startBroker(o: {
       ...(ssf ? { ssf } : {}),
       ...(credentials ? { credentials } : {}),
     })
-    const admin = await startBrokerAdminServer({ service, socketPath: cfg.adminSocketPath, log, ...(credentials ? { credentials } : {}) })
+    const admin = await startBrokerAdminServer({
+      service,
+      socketPath: cfg.adminSocketPath,
+      log,
+      ...(credentials ? { credentials } : {}),
+      ...(ssf ? { signals: ssf } : {}),
+    })
     log.info({ issuer: cfg.issuer, [F.PATH]: cfg.adminSocketPath }, 'Broker started')
     return {
       http,

@@ -8,7 +8,8 @@
  * `revoke instance`. Checked through the processes' CLIs only: `warrant revoke
  * instance` on A ends in B revoking that instance and nothing else (B's
  * revocation list; `warrant signal list` on B's SSF store names the signal);
- * and an event queued while A is killed with SIGKILL (B stopped, so it cannot
+ * `warrant signal send` on A (a signal by hand, no revocation at A) does the
+ * same; and an event queued while A is killed with SIGKILL (B stopped, so it cannot
  * have polled it) reaches B after both restart.
  */
 import net from 'node:net'
@@ -22,6 +23,7 @@ const B = 'b.example'
 const X = `spiffe://${A}/agents/compromised`
 const Y = `spiffe://${A}/agents/healthy`
 const Z = `spiffe://${A}/agents/later`
+const M = `spiffe://${A}/agents/by-hand`
 
 async function freePort(): Promise<number> {
   const s = net.createServer()
@@ -111,6 +113,37 @@ describe('Shared Signals e2e: a transmitter broker and a receiver broker as sepa
     ])
   }, 90_000)
 
+  it('warrant signal send on A (no revocation at A) ends in the same response at B', async () => {
+    const sent = await warrantJson<{ event_type: string; streams: string[] }>([
+      'signal',
+      'send',
+      '--event',
+      'credential-change',
+      '--subject',
+      M,
+      '--instance',
+      'i-42',
+      '--reason',
+      'edr alert',
+      '--socket',
+      brokerSock(serverA),
+    ])
+    expect(sent.streams).toHaveLength(1)
+    expect((await revocations(serverA)).map((e) => e.value)).toEqual([X])
+    const got = await waitFor(
+      'B to revoke the instance signalled by hand',
+      async () => {
+        const list = await revocations(serverB)
+        return list.some((e) => e.value === M) ? list : undefined
+      },
+      { timeoutMs: 60_000, hint },
+    )
+    expect(got.map((e) => [e.kind, e.value])).toEqual([
+      ['instance', X],
+      ['instance', M],
+    ])
+  }, 90_000)
+
   it('an event queued at A survives a SIGKILL of A before B polls it', async () => {
     await serverB.stop()
     const r = await warrant(['revoke', 'instance', Z, '--socket', brokerSock(serverA), '--output', 'json'])
@@ -126,9 +159,9 @@ describe('Shared Signals e2e: a transmitter broker and a receiver broker as sepa
       },
       { timeoutMs: 90_000, hint },
     )
-    expect(got.map((e) => e.value).sort()).toEqual([X, Z].sort())
+    expect(got.map((e) => e.value).sort()).toEqual([X, M, Z].sort())
     expect(got.some((e) => e.value === Y)).toBe(false)
     // one signal each, none applied twice
-    expect((await signalsAtB()).map((s) => s.decision?.value)).toEqual([X, Z])
+    expect((await signalsAtB()).map((s) => s.decision?.value)).toEqual([X, M, Z])
   }, 150_000)
 })

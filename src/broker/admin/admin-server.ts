@@ -19,6 +19,7 @@ import { taskErrorStatus, taskId, taskListFilterFromWire, taskSpecFromWire, task
 import { revocationRequestFromWire } from '../http/revocation-wire.js'
 import type { StoredRevocation } from '../store/broker-store.js'
 import type { CredentialVault } from '../credentials.js'
+import { manualSignalFromWire, type SsfTransmitter } from '../ssf-transmitter.js'
 import { revocationEntryToWire } from '../../tokens/revocation.js'
 
 export interface BrokerAdminServer {
@@ -37,6 +38,8 @@ export async function startBrokerAdminServer(o: {
   log: Logger
   now?: () => number
   credentials?: CredentialVault
+  /** The SSF transmitter, for signals sent by hand (POST /v1/signals). */
+  signals?: SsfTransmitter
 }): Promise<BrokerAdminServer> {
   const log = o.log.child({ [F.SUBSYSTEM]: 'broker_admin' })
   const now = o.now ?? Date.now
@@ -126,6 +129,15 @@ export async function startBrokerAdminServer(o: {
       return reply.send({ deleted: gone })
     } catch (err) {
       return fail(reply, err, 'credentials.delete')
+    }
+  })
+
+  app.post('/v1/signals', async (req, reply) => {
+    try {
+      if (!o.signals) throw new IdentityError('ERR_UNSUPPORTED', 'no SSF transmitter ([broker.signals] receivers is empty)')
+      return reply.code(201).send(o.signals.send(manualSignalFromWire(req.body)))
+    } catch (err) {
+      return fail(reply, err, 'signals.send')
     }
   })
 

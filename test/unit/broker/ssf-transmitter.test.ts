@@ -1,7 +1,7 @@
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { StoredRevocation } from '../../../src/broker/contract.js'
-import { parsePoll, revocationEvent, SsfTransmitter, type SsfTransmitterOptions } from '../../../src/broker/ssf-transmitter.js'
+import { manualSignalFromWire, parsePoll, revocationEvent, SsfTransmitter, type SsfTransmitterOptions } from '../../../src/broker/ssf-transmitter.js'
 import { SsfStore } from '../../../src/broker/store/ssf-store.js'
 import { MemoryKeyManager } from '../../../src/keymanager/memory/index.js'
 import { EVENT_TYPES } from '../../../src/signals/event-types.js'
@@ -155,6 +155,41 @@ describe('SsfTransmitter', () => {
     // acknowledging one (and reporting the other as refused) empties the queue
     const after = await t.poll(RX, id, { returnImmediately: true, ack: [jtis[0]!], setErrs: { [jtis[1]!]: { err: 'invalid_request', description: 'x' } } })
     expect(after).toEqual({ sets: {}, moreAvailable: false })
+  })
+
+  it('sends a signal by hand on every enabled stream that asked for its type, as a verifiable SET', async () => {
+    const { t, verify } = await setup()
+    const all = t.createStream(RX, { events_requested: [EVENT_TYPES.credentialCompromise, EVENT_TYPES.credentialChange] }).stream_id
+    const sessions = t.createStream(RX, { events_requested: [EVENT_TYPES.sessionRevoked] }).stream_id
+    const off = t.createStream(OTHER, { events_requested: [EVENT_TYPES.credentialCompromise] }).stream_id
+    t.setStatus(OTHER, { stream_id: off, status: 'disabled' })
+    const sent = t.send(manualSignalFromWire({ event: 'credential-compromise', subject: AGENT, instance: 'i-77', reason: 'edr alert', confidence: 0.95 }))
+    expect(sent).toEqual({ event_type: EVENT_TYPES.credentialCompromise, streams: [all] })
+    const got = await t.poll(RX, all, { returnImmediately: true })
+    const sets = Object.values(got.sets)
+    expect(sets).toHaveLength(1)
+    const v = await verify(sets[0]!)
+    expect(v.eventType).toBe(EVENT_TYPES.credentialCompromise)
+    expect(v.agent).toEqual({ spiffeId: AGENT, instanceId: 'i-77' })
+    expect(v.event).toMatchObject({ credential_type: 'x509', reason_admin: { en: 'edr alert' }, confidence: 0.95, initiating_entity: 'admin' })
+    expect((await t.poll(RX, sessions, { returnImmediately: true })).sets).toEqual({})
+    expect(t.send(manualSignalFromWire({ event: 'session-revoked', subject: AGENT })).streams).toEqual([sessions])
+    const cc = t.send(manualSignalFromWire({ event: 'credential-change', subject: AGENT }))
+    expect(cc.streams).toEqual([all])
+    const second = Object.values((await t.poll(RX, all, { returnImmediately: true, ack: Object.keys(got.sets) })).sets)
+    expect((await verify(second[0]!)).event).toMatchObject({ credential_type: 'x509', change_type: 'revoke' })
+  })
+
+  it('refuses a malformed signal sent by hand', () => {
+    for (const bad of [
+      null,
+      { event: 'nope', subject: AGENT },
+      { event: 'credential-change', subject: 'https://x' },
+      { event: 'credential-change', subject: AGENT, instance: '' },
+      { event: 'credential-change', subject: AGENT, confidence: 2 },
+      { event: 'credential-change', subject: AGENT, reason: 'x'.repeat(513) },
+    ])
+      expect(() => manualSignalFromWire(bad)).toThrow(expect.objectContaining({ code: 'ERR_REQUEST_MALFORMED' }))
   })
 
   it('delivers only what a stream asked for, nothing while paused (kept), nothing queued while disabled', async () => {

@@ -167,8 +167,9 @@ describe.runIf(requireTools('softhsm2-util'))('server process with the CA in a S
     expect(verified.id.toString()).toBe(workloadId)
 
     const objs = inspectToken(hsm)
-    expect(labels(objs)).toEqual(['warrant-jwt-2', 'warrant-x509-ca-1'])
-    expect(labels(objs, 'public')).toEqual(['warrant-jwt-2', 'warrant-x509-ca-1'])
+    // the CA and JWT keys, and the server audit log's checkpoint key ([audit] is on by default)
+    expect(labels(objs)).toEqual(['warrant-jwt-2', 'warrant-server-audit-checkpoint', 'warrant-x509-ca-1'])
+    expect(labels(objs, 'public')).toEqual(['warrant-jwt-2', 'warrant-server-audit-checkpoint', 'warrant-x509-ca-1'])
     for (const o of objs.filter((x) => x.cls === 'private')) {
       expect(o).toMatchObject({ private: true, sensitive: true, extractable: false, valueRead: 'CKR_ATTRIBUTE_SENSITIVE' })
     }
@@ -202,7 +203,7 @@ describe.runIf(requireTools('softhsm2-util'))('server process with the CA in a S
       { timeoutMs: 60_000, intervalMs: 500, hint: () => server!.output() },
     )
     expect(both.x509).toEqual(expect.arrayContaining(first.x509))
-    expect(labels(inspectToken(hsm))).toEqual(['warrant-jwt-2', 'warrant-jwt-4', 'warrant-x509-ca-1', 'warrant-x509-ca-3'])
+    expect(labels(inspectToken(hsm))).toEqual(['warrant-jwt-2', 'warrant-jwt-4', 'warrant-server-audit-checkpoint', 'warrant-x509-ca-1', 'warrant-x509-ca-3'])
 
     // At 60 s the first keys expire: they leave the bundle and are destroyed in the token
     // (by then the next generation may already be prepared next to keys 3 and 4).

@@ -12,6 +12,7 @@
  * again. Every signal is recorded once with what was done
  * (`SsfStore.listReceived`). I/O goes through an injected transport.
  */
+import { isSpiffeId, type AuditEventInput } from '../audit/event.js'
 import { F, type Logger } from '../common/log/logger.js'
 import { IdentityError, isIdentityError } from '../errors/identity-error.js'
 import { setDeliveryError } from '../errors/oauth.js'
@@ -53,6 +54,8 @@ export interface SsfReceiverOptions {
   readonly now?: () => number
   /** Wait after a failed poll, doubled up to 60 s (default 1 s). */
   readonly retryMs?: number
+  /** Audit sink: one `signal` event for each SET applied, recorded or refused (never blocks). */
+  readonly audit?: (e: AuditEventInput) => void
 }
 
 /** A transmitter we hold a stream at. */
@@ -199,6 +202,12 @@ export class SsfReceiver {
         const reason = isIdentityError(err) ? err.details?.['reason'] : undefined
         this.#o.log.warn({ issuer: sub.issuer, jti, [F.ERROR_CODE]: code ?? 'internal', reason }, 'SSF event refused')
         out.setErrs[jti] = { err: setDeliveryError(code), description: typeof reason === 'string' ? reason : 'refused' }
+        this.#audit({
+          type: 'signal',
+          outcome: 'refused',
+          reason: code ?? 'internal',
+          attributes: { issuer: sub.issuer.slice(0, 256), jti: jti.slice(0, 256) },
+        })
         this.#o.store.recordReceived({
           issuer: sub.issuer,
           jti,
@@ -234,10 +243,43 @@ export class SsfReceiver {
         outcome = `failed: ${code}`
       }
       this.#o.store.recordReceived({ issuer: sub.issuer, jti, eventType: v.eventType, subject: v.subject, decision, outcome, receivedAt: nowSec })
+      this.#auditApplied(sub.issuer, v, decision, outcome)
       this.#o.log.info({ issuer: sub.issuer, jti, event_type: shortType(v.eventType), action: decision.action, outcome }, 'SSF signal received')
       out.ack.push(jti)
     }
     return out
+  }
+
+  #audit(e: AuditEventInput): void {
+    try {
+      this.#o.audit?.(e)
+    } catch (err) {
+      this.#o.log.error({ [F.ERR]: err instanceof Error ? err.message : String(err) }, 'Audit event for a signal lost')
+    }
+  }
+
+  /** The audit event of a signal acted on: what it was (issuer, jti, event type), what the policy decided, and how it went. */
+  #auditApplied(issuer: string, v: VerifiedSet, d: PolicyDecision, outcome: string): void {
+    const dec = d as { action: string; level?: string; value?: string; prefix?: string; rule?: number }
+    const failed = outcome.startsWith('failed')
+    const spiffeId = v.agent?.spiffeId
+    this.#audit({
+      type: 'signal',
+      outcome: failed ? 'error' : 'success',
+      ...(failed ? { reason: outcome.slice('failed: '.length) || 'failed' } : {}),
+      ...(spiffeId !== undefined && isSpiffeId(spiffeId) ? { subject: spiffeId } : {}),
+      attributes: {
+        issuer: issuer.slice(0, 256),
+        jti: v.claims.jti.slice(0, 256),
+        event_type: shortType(v.eventType).slice(0, 256),
+        action: dec.action,
+        outcome: outcome.slice(0, 256),
+        ...(dec.level !== undefined ? { level: dec.level } : {}),
+        ...(dec.value !== undefined ? { value: dec.value.slice(0, 256) } : {}),
+        ...(dec.prefix !== undefined ? { prefix: dec.prefix.slice(0, 256) } : {}),
+        ...(dec.rule !== undefined ? { rule: dec.rule } : {}),
+      },
+    })
   }
 
   async #apply(d: PolicyDecision, v: VerifiedSet, sub: Subscription): Promise<string> {

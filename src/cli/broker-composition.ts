@@ -212,6 +212,7 @@ export async function startBroker(o: {
           store: ssfStore,
           transport: httpsSsfTransport({ identity: () => o.identity.current(), ...(caPem !== undefined ? { caPem } : {}) }),
           log: log.child({ [F.SUBSYSTEM]: 'ssf_receiver' }),
+          audit: (e) => service.auditQuietly(e),
         })
         r.start()
         receivers.push(r)

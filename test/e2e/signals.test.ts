@@ -7,7 +7,8 @@
  * policy mapping `credential-change` about `spiffe://a.example/agents/...` to
  * `revoke instance`. Checked through the processes' CLIs only: `warrant revoke
  * instance` on A ends in B revoking that instance and nothing else (B's
- * revocation list; `warrant signal list` on B's SSF store names the signal);
+ * revocation list; `warrant signal list` on B's SSF store and B's broker audit
+ * log name the signal);
  * `warrant signal send` on A (a signal by hand, no revocation at A) does the
  * same; and an event queued while A is killed with SIGKILL (B stopped, so it cannot
  * have polled it) reaches B after both restart.
@@ -110,6 +111,30 @@ describe('Shared Signals e2e: a transmitter broker and a receiver broker as sepa
     const signals = await signalsAtB()
     expect(signals).toEqual([
       expect.objectContaining({ issuer: issuerA, decision: expect.objectContaining({ action: 'revoke', level: 'instance', value: X }) }),
+    ])
+    // B's broker audit log has the signal, named, with what was done
+    const audited = await waitFor(
+      "the signal in B's audit log",
+      async () => {
+        const rows = await warrantJson<{ seq: number; event: Record<string, unknown> }[]>([
+          'audit',
+          'search',
+          '--log',
+          join(serverB.dataDir, 'broker-audit.sqlite3'),
+          '--type',
+          'signal',
+        ])
+        return rows.length > 0 ? rows : undefined
+      },
+      { timeoutMs: 20_000, hint },
+    )
+    expect(audited.map((r) => r.event)).toEqual([
+      expect.objectContaining({
+        type: 'signal',
+        outcome: 'success',
+        subject: X,
+        attributes: expect.objectContaining({ issuer: issuerA, jti: signals[0]!.jti, event_type: 'credential-change', action: 'revoke', value: X }),
+      }),
     ])
   }, 90_000)
 

@@ -1,3 +1,4 @@
+import { parseAuditEvent, type AuditEventInput } from '../../../src/audit/event.js'
 import { randomUUID } from 'node:crypto'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { RevocationRequest, StoredRevocation } from '../../../src/broker/contract.js'
@@ -82,6 +83,7 @@ async function setup(o: { audience?: string; revoke?: (r: RevocationRequest) => 
     },
   }
   const revoked: RevocationRequest[] = []
+  const audits: AuditEventInput[] = []
   const rxStore = SsfStore.open(':memory:')
   const rx = new SsfReceiver({
     transmitters: [{ issuer: TX }],
@@ -93,10 +95,11 @@ async function setup(o: { audience?: string; revoke?: (r: RevocationRequest) => 
     transport,
     log: captureLogger(),
     now: () => NOW * 1000,
+    audit: (e) => void audits.push(e),
   })
   cleanups.push(() => rx.close())
   const sign = async (claims: Record<string, unknown>, signer = key) => signJwt(claims, { signer, kid: 'k1', alg: 'ES256', typ: SET_TYP })
-  return { tx, txStore, rx, rxStore, txRevoke, revoked, inject, transport, calls, sign }
+  return { tx, txStore, rx, rxStore, txRevoke, revoked, inject, transport, calls, sign, audits }
 }
 
 const empty = { ack: [], setErrs: {} }
@@ -119,6 +122,36 @@ describe('SsfReceiver', () => {
     expect(rxStore.listReceived().map((r) => [r.eventType, r.outcome])).toEqual([[EVENT_TYPES.credentialChange, 'applied']])
     // the same subscription is found again (a restart polls the stream it has)
     expect((await rx.subscribe({ issuer: TX })).streamId).toBe(sub.streamId)
+  })
+
+  it('audits each signal it applies, records or refuses, naming it (issuer, jti, event type) and the decision', async () => {
+    const { rx, txRevoke, inject, audits } = await setup()
+    const sub = await rx.subscribe({ issuer: TX })
+    txRevoke('instance', AGENT)
+    inject.push({ 'not-a-set': 'garbage' })
+    await rx.pollOnce(sub, empty, { returnImmediately: true })
+    const events = audits.map((e) => parseAuditEvent({ ...e, v: 1, time: new Date(NOW * 1000).toISOString() }))
+    expect(events).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({
+          type: 'signal',
+          outcome: 'success',
+          subject: AGENT,
+          attributes: expect.objectContaining({
+            issuer: TX,
+            jti: expect.any(String),
+            event_type: 'credential-change',
+            action: 'revoke',
+            level: 'instance',
+            value: AGENT,
+            rule: 0,
+            outcome: 'applied',
+          }),
+        }),
+        expect.objectContaining({ type: 'signal', outcome: 'refused', reason: 'ERR_SET_INVALID', attributes: { issuer: TX, jti: 'not-a-set' } }),
+      ]),
+    )
+    expect(events).toHaveLength(2)
   })
 
   it('quarantines by the policy and only records what no rule covers', async () => {

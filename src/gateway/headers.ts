@@ -52,12 +52,11 @@ export function toolRequestHeaders(
   inbound: IncomingHttpHeaders,
   o: { txnToken: string; host: string; forwardedFor?: string; credential?: { header: string; value: string } },
 ): OutgoingHttpHeaders {
-  const injected = o.credential?.header.toLowerCase()
-  // the agent can neither see nor supply the tool's own credential header
-  const out = copy(inbound, (n) => CREDENTIAL_HEADERS.has(n) || n === 'host' || n === 'forwarded' || n === 'txn-purpose' || n === injected)
+  const out = copy(inbound, (n) => CREDENTIAL_HEADERS.has(n) || n === 'host' || n === 'forwarded' || n === 'txn-purpose')
   out['host'] = o.host
   out['txn-token'] = o.txnToken
-  if (o.credential !== undefined) out[injected!] = o.credential.value
+  // the tool's own credential replaces whatever the agent sent under that (lower-cased) name
+  if (o.credential !== undefined) out[o.credential.header.toLowerCase()] = o.credential.value
   if (o.forwardedFor !== undefined) out['forwarded'] = `for="${o.forwardedFor.replace(/["\\]/g, '')}"`
   return out
 }

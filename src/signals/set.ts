@@ -22,6 +22,7 @@ import { randomUUID, type KeyObject, type webcrypto } from 'node:crypto'
 import { CompactSign, compactVerify, decodeProtectedHeader } from 'jose'
 import { IdentityError, isIdentityError } from '../errors/identity-error.js'
 import { ACCESS_TOKEN_ALGORITHMS, DEFAULT_CLOCK_SKEW_SEC } from '../tokens/access-token.js'
+import { MemoryReplayCache } from '../tokens/dpop.js'
 import type { JwksCache } from '../tokens/jwks-cache.js'
 import {
   checkEvent,
@@ -83,47 +84,10 @@ export function setReplayKey(c: Pick<SetClaims, 'iss' | 'jti'>): string {
   return `${c.iss}\n${c.jti}`
 }
 
-/**
- * An in-memory replay cache with a bounded number of entries. Expired entries
- * go as new ones arrive; a cache full of live entries refuses with
- * ERR_RESOURCE_EXHAUSTED rather than forget one, which would let that SET be
- * replayed. Entries live as long as `iat` is inside the verifier's window.
- */
-export class MemorySetReplayCache implements SetReplayCache {
-  readonly #entries = new Map<string, number>()
-  readonly #maxEntries: number
-  readonly #nowSec: () => number
-
+/** The in-memory, bounded replay cache (the DPoP proofs' one), named `SET` in its error. */
+export class MemorySetReplayCache extends MemoryReplayCache implements SetReplayCache {
   constructor(opts: { maxEntries?: number; nowSec?: () => number } = {}) {
-    const max = opts.maxEntries ?? 100_000
-    if (!Number.isInteger(max) || max < 1) throw new RangeError('maxEntries must be a positive integer')
-    this.#maxEntries = max
-    this.#nowSec = opts.nowSec ?? (() => Math.floor(Date.now() / 1000))
-  }
-
-  get size(): number {
-    return this.#entries.size
-  }
-
-  remember(key: string, expiresAtSec: number): boolean {
-    const now = this.#nowSec()
-    const seen = this.#entries.get(key)
-    if (seen !== undefined && seen >= now) return false
-    if (seen !== undefined) this.#entries.delete(key)
-    if (this.#entries.size >= this.#maxEntries) {
-      for (const [k, exp] of this.#entries) if (exp < now) this.#entries.delete(k)
-      if (this.#entries.size >= this.#maxEntries) {
-        throw new IdentityError('ERR_RESOURCE_EXHAUSTED', 'SET replay cache is full', {
-          details: { reason: 'replay_cache_full', max_entries: this.#maxEntries },
-        })
-      }
-    }
-    this.#entries.set(key, expiresAtSec)
-    return true
-  }
-
-  forget(key: string): void {
-    this.#entries.delete(key)
+    super({ ...opts, what: 'SET' })
   }
 }
 

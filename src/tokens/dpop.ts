@@ -47,11 +47,15 @@ export class MemoryReplayCache implements DpopReplayCache {
   readonly #maxEntries: number
   readonly #nowSec: () => number
 
-  constructor(opts: { maxEntries?: number; nowSec?: () => number } = {}) {
+  readonly #what: string
+
+  /** `what` names the cache in its error (default `DPoP`; the SET receiver's is `SET`). */
+  constructor(opts: { maxEntries?: number; nowSec?: () => number; what?: string } = {}) {
     const max = opts.maxEntries ?? 100_000
     if (!Number.isInteger(max) || max < 1) throw new RangeError('maxEntries must be a positive integer')
     this.#maxEntries = max
     this.#nowSec = opts.nowSec ?? (() => Math.floor(Date.now() / 1000))
+    this.#what = opts.what ?? 'DPoP'
   }
 
   get size(): number {
@@ -67,13 +71,18 @@ export class MemoryReplayCache implements DpopReplayCache {
     if (this.#entries.size >= this.#maxEntries) {
       this.#evictExpired(now, Number.POSITIVE_INFINITY)
       if (this.#entries.size >= this.#maxEntries) {
-        throw new IdentityError('ERR_RESOURCE_EXHAUSTED', 'DPoP replay cache is full', {
+        throw new IdentityError('ERR_RESOURCE_EXHAUSTED', `${this.#what} replay cache is full`, {
           details: { reason: 'replay_cache_full', max_entries: this.#maxEntries },
         })
       }
     }
     this.#entries.set(key, expiresAtSec)
     return true
+  }
+
+  /** Forgets `key` (a receiver that failed to apply a SET forgets it, so its retransmission is processed). */
+  forget(key: string): void {
+    this.#entries.delete(key)
   }
 
   /** Drops expired entries: the oldest `limit` in insertion order (stopping at the first live one), or all when limit is Infinity. */

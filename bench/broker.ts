@@ -38,7 +38,6 @@
 import { spawn } from 'node:child_process'
 import { generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto'
 import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import net from 'node:net'
 import { cpus, loadavg, tmpdir } from 'node:os'
 import https from 'node:https'
 import { dirname, join } from 'node:path'
@@ -52,7 +51,7 @@ import { findSoftHsmModule, provisionSoftHsm } from '../src/dev/softhsm.js'
 import { BoundsSet } from '../src/spiffe/bounds/bounds-set.js'
 import { TrustDomain } from '../src/spiffe/trust-domain.js'
 import { bundlesOf, makeCa, makeSvid, pem } from '../test/helpers/broker-http-fixtures.js'
-import { report } from './lib.js'
+import { freePort, onPath, report } from './lib.js'
 import { run as runVerify } from './_broker-verify.js'
 
 const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
@@ -84,25 +83,6 @@ export async function run(args: string[]): Promise<void> {
   if (auditOnly) return
   await tokenExchange(args, { mode: 'txn' })
   await runVerify(args)
-}
-
-async function freePort(): Promise<number> {
-  const s = net.createServer()
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()))
-  const port = (s.address() as net.AddressInfo).port
-  await new Promise<void>((r) => s.close(() => r()))
-  return port
-}
-
-function onPath(cmd: string): boolean {
-  return (process.env.PATH ?? '').split(':').some((d) => {
-    try {
-      readFileSync(join(d, cmd))
-      return true
-    } catch {
-      return false
-    }
-  })
 }
 
 /** Runs the token-exchange figure (and, audited, the machine's ceiling); returns the broker's tokens per second. */

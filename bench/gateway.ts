@@ -44,9 +44,8 @@
  * show the part the disk takes.
  */
 import { spawn } from 'node:child_process'
-import { mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs'
 import https from 'node:https'
-import net from 'node:net'
 import { loadavg, tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { createInterface } from 'node:readline'
@@ -63,7 +62,7 @@ import { ceilingFor } from '../src/spiffe/bounds/ceiling.js'
 import { TrustDomain } from '../src/spiffe/trust-domain.js'
 import { X509Svid } from '../src/spiffe/x509-svid/x509-svid.js'
 import { bundlesOf, makeCa, makeSvid, pem } from '../test/helpers/broker-http-fixtures.js'
-import { percentile, report } from './lib.js'
+import { freePort, onPath, percentile, report } from './lib.js'
 
 const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
 const TD = 'bench.example'
@@ -75,25 +74,6 @@ const REQUEST_BYTES = 256
 const ANSWER = JSON.stringify({ results: 'r'.repeat(1024 - 14) })
 
 type Path = 'direct' | 'gateway' | 'cached'
-
-async function freePort(): Promise<number> {
-  const s = net.createServer()
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()))
-  const port = (s.address() as net.AddressInfo).port
-  await new Promise<void>((r) => s.close(() => r()))
-  return port
-}
-
-function onPath(cmd: string): boolean {
-  return (process.env.PATH ?? '').split(':').some((d) => {
-    try {
-      readFileSync(join(d, cmd))
-      return true
-    } catch {
-      return false
-    }
-  })
-}
 
 export async function run(args: string[]): Promise<void> {
   const quick = args.includes('--quick')

@@ -1,4 +1,8 @@
 /** Shared benchmark helpers: every figure is printed as one JSON line. */
+import { readFileSync } from 'node:fs'
+import net from 'node:net'
+import { join } from 'node:path'
+
 export interface Figure {
   metric: string
   value: number
@@ -66,4 +70,25 @@ export function percentile(samples: number[], p: number): number {
   const s = [...samples].sort((a, b) => a - b)
   const idx = Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))
   return s[idx]!
+}
+
+/** A free TCP port on 127.0.0.1 (closed again before it is returned). */
+export async function freePort(): Promise<number> {
+  const s = net.createServer()
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()))
+  const port = (s.address() as net.AddressInfo).port
+  await new Promise<void>((r) => s.close(() => r()))
+  return port
+}
+
+/** Whether `cmd` is a file in a PATH directory. */
+export function onPath(cmd: string): boolean {
+  return (process.env.PATH ?? '').split(':').some((d) => {
+    try {
+      readFileSync(join(d, cmd))
+      return true
+    } catch {
+      return false
+    }
+  })
 }

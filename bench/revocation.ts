@@ -22,7 +22,6 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs'
 import https from 'node:https'
-import net from 'node:net'
 import { loadavg, tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { createInterface } from 'node:readline'
@@ -35,18 +34,10 @@ import { BoundsSet } from '../src/spiffe/bounds/bounds-set.js'
 import { TrustDomain } from '../src/spiffe/trust-domain.js'
 import { revocationEntryToWire } from '../src/tokens/revocation.js'
 import { bundlesOf, makeCa, makeSvid, pem } from '../test/helpers/broker-http-fixtures.js'
-import { report } from './lib.js'
+import { freePort, report } from './lib.js'
 
 const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
 const TD = 'bench.example'
-
-async function freePort(): Promise<number> {
-  const s = net.createServer()
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()))
-  const port = (s.address() as net.AddressInfo).port
-  await new Promise<void>((r) => s.close(() => r()))
-  return port
-}
 
 const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!
 

@@ -24,12 +24,10 @@
  * is the broker's, RFC 8414 §3.3), as the SDK's discovery state, and refuses
  * a resource whose metadata names another authorization server.
  */
-import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import https from 'node:https'
-import net from 'node:net'
 import { Readable } from 'node:stream'
-import { chmodSync, copyFileSync, linkSync, mkdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import type { OAuthClientProvider, OAuthDiscoveryState } from '@modelcontextprotocol/sdk/client/auth.js'
@@ -38,6 +36,7 @@ import type { OAuthClientInformationMixed, OAuthClientMetadata, OAuthTokens } fr
 import type { FetchLike } from '@modelcontextprotocol/sdk/shared/transport.js'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { E2E_BIN, E2E_REPO, E2eAgent, E2eServer, waitFor, warrant } from '../helpers/e2e-cluster.js'
+import { freePort, nodeLink, Proc } from '../helpers/e2e-procs.js'
 import { tempDir } from '../helpers/temp.js'
 import { toPemBlock } from '../../src/common/crypto/pem.js'
 import { WorkloadApiClient } from '../../src/workload-client/workload-api-client.js'
@@ -48,47 +47,6 @@ const AGENT_ID = `spiffe://${TD}/agents/a1`
 const GATEWAY_ID = `spiffe://${TD}/services/gateway`
 const MCP_ID = `spiffe://${TD}/services/orders-mcp`
 const JWT_RE = /eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+/
-
-async function freePort(): Promise<number> {
-  const s = net.createServer()
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()))
-  const port = (s.address() as net.AddressInfo).port
-  await new Promise<void>((r) => s.close(() => r()))
-  return port
-}
-
-/** A hard link to node (a copy across file systems): a process run through it has its own `unix:path`. */
-function nodeLink(path: string): string {
-  try {
-    linkSync(process.execPath, path)
-  } catch {
-    copyFileSync(process.execPath, path)
-    chmodSync(path, 0o755)
-  }
-  return path
-}
-
-class Proc {
-  readonly child: ChildProcess
-  out = ''
-  constructor(exe: string, args: string[]) {
-    this.child = spawn(exe, args, { cwd: E2E_REPO, env: process.env, stdio: ['ignore', 'pipe', 'pipe'] })
-    const keep = (d: Buffer) => (this.out += d.toString())
-    this.child.stdout!.on('data', keep)
-    this.child.stderr!.on('data', keep)
-  }
-  get running(): boolean {
-    return this.child.exitCode === null && this.child.signalCode === null
-  }
-  async stop(): Promise<void> {
-    if (!this.running) return
-    const exited = new Promise((r) => this.child.once('exit', r))
-    this.child.kill('SIGTERM')
-    const t = setTimeout(() => this.child.kill('SIGKILL'), 10_000)
-    await exited
-    clearTimeout(t)
-  }
-}
 
 interface Sent {
   method: string

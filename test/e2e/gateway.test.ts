@@ -9,15 +9,14 @@
  * never sees the Txn-Token. A caller outside the tool's `allowed_agents` is
  * refused (403) without the tool being reached; an unknown tool is 404.
  */
-import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash, X509Certificate } from 'node:crypto'
 import https from 'node:https'
-import net from 'node:net'
-import { chmodSync, copyFileSync, linkSync, mkdirSync, readdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { E2E_BIN, E2E_REPO, E2eAgent, E2eServer, waitFor, warrant } from '../helpers/e2e-cluster.js'
 import { tempDir } from '../helpers/temp.js'
+import { freePort, nodeLink, Proc } from '../helpers/e2e-procs.js'
 import { BrokerClient } from '../../src/broker-client/broker-client.js'
 import { WorkloadApiClient } from '../../src/workload-client/workload-api-client.js'
 import { X509Source } from '../../src/workload-client/x509-source.js'
@@ -29,48 +28,6 @@ const GATEWAY_ID = `spiffe://${TD}/services/gateway`
 const TOOL_ID = `spiffe://${TD}/services/echo`
 const API_KEY = 'sk_live_e2e_9f8e7d6c5b4a3928'
 const JWT_RE = /eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+/
-
-async function freePort(): Promise<number> {
-  const s = net.createServer()
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()))
-  const port = (s.address() as net.AddressInfo).port
-  await new Promise<void>((r) => s.close(() => r()))
-  return port
-}
-
-/** A hard link to node (a copy across file systems): a process run through it has its own `unix:path`. */
-function nodeLink(path: string): string {
-  try {
-    linkSync(process.execPath, path)
-  } catch {
-    copyFileSync(process.execPath, path)
-    chmodSync(path, 0o755)
-  }
-  return path
-}
-
-/** A child process with its output kept. */
-class Proc {
-  readonly child: ChildProcess
-  out = ''
-  constructor(exe: string, args: string[], env: NodeJS.ProcessEnv = {}) {
-    this.child = spawn(exe, args, { cwd: E2E_REPO, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
-    const keep = (d: Buffer) => (this.out += d.toString())
-    this.child.stdout!.on('data', keep)
-    this.child.stderr!.on('data', keep)
-  }
-  get running(): boolean {
-    return this.child.exitCode === null && this.child.signalCode === null
-  }
-  async stop(): Promise<void> {
-    if (!this.running) return
-    const exited = new Promise((r) => this.child.once('exit', r))
-    this.child.kill('SIGTERM')
-    const t = setTimeout(() => this.child.kill('SIGKILL'), 10_000)
-    await exited
-    clearTimeout(t)
-  }
-}
 
 function call(
   url: string,

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages warrant needs: swtpm and tpm2-tools (TPM
 # attestation), softhsm2 (the HSM in tests), openssl (certificate cross-checks),
-# build tools for the native addons. Safe to run again; needs root (or sudo).
+# build tools for the native addons, postgresql (the postgres datastore; tests
+# start their own cluster with initdb/pg_ctl as the postgres user), chromium
+# (the operator console's browser tests, driven by playwright-core). Safe to run again; needs root (or sudo).
 set -euo pipefail
-PKGS=(swtpm swtpm-tools tpm2-tools libtss2-tcti-swtpm0 softhsm2 openssl sqlite3 python3 make g++ procps)
+PKGS=(swtpm swtpm-tools tpm2-tools libtss2-tcti-swtpm0 softhsm2 openssl sqlite3 python3 make g++ procps postgresql chromium)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

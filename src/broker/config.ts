@@ -141,6 +141,10 @@ export const BrokerSectionSchema = z
     limits: LimitsSection.default(LimitsSection.parse({})),
     audit: AuditSection.default(AuditSection.parse({})),
     signals: SignalsSection.default(SignalsSection.parse({})),
+    /** `[broker.intents]`: intent declaration, risk rules and human approval; parsed by src/broker/intents/config.ts. */
+    intents: z.record(z.string(), z.unknown()).optional(),
+    /** `[broker.console]`: the operator console's HTTPS listener and operators; parsed by src/console/config.ts. */
+    console: z.record(z.string(), z.unknown()).optional(),
     /** The broker's signing-key manager: one `[broker.key_manager.<name>]` block. Embedded, the server's is used when absent. */
     key_manager: z.record(z.string(), z.record(z.string(), z.unknown())).optional(),
     /** Standalone only. */
@@ -192,6 +196,11 @@ export interface BrokerConfig {
         policy: SignalPolicy
       }
     | undefined
+  /**
+   * Raw sections parsed by the room that owns them (`intents`: src/broker/intents/config.ts;
+   * `console`: src/console/config.ts), with the directories their relative paths resolve against.
+   */
+  sections: { intents: Record<string, unknown> | undefined; console: Record<string, unknown> | undefined; baseDir: string; dataDir: string }
   /** The broker's audit log (src/audit), or undefined when `[broker.audit] enabled = false`. */
   audit: { path: string; checkpointIntervalMs: number } | undefined
   /** The key manager block, paths resolved; undefined when embedded and the server's is used. */
@@ -298,6 +307,7 @@ function fromSection(
     },
     keyManager,
     logLevel: b.log_level ?? 'info',
+    sections: { intents: b.intents, console: b.console, baseDir, dataDir: defaults.dataDir },
     signals:
       b.signals.receivers.length === 0 && b.signals.transmitters.length === 0
         ? undefined

@@ -33,6 +33,13 @@ export const OAUTH_ERRORS: Partial<Record<ErrorCode, OAuthWireError>> = {
   ERR_RESOURCE_EXHAUSTED: { error: 'temporarily_unavailable', status: 503 },
   ERR_UNAVAILABLE: { error: 'temporarily_unavailable', status: 503 },
   ERR_AUDIT_UNAVAILABLE: { error: 'temporarily_unavailable', status: 503 },
+  // intents and CIBA (OpenID CIBA Core §11 and §13)
+  ERR_INTENT_INVALID: { error: 'invalid_authorization_details', status: 400 },
+  ERR_INTENT_REFUSED: { error: 'access_denied', status: 403 },
+  ERR_INTENT_MISMATCH: { error: 'access_denied', status: 403 },
+  ERR_APPROVAL_PENDING: { error: 'authorization_pending', status: 400 },
+  ERR_APPROVAL_DENIED: { error: 'access_denied', status: 400 },
+  ERR_APPROVAL_EXPIRED: { error: 'expired_token', status: 400 },
 }
 
 /** The wire form of any error: known codes map, everything else is a 500 `server_error` that reveals nothing. */

@@ -24,6 +24,7 @@ import { Backoff } from './manager/backoff.js'
 import { renewalTime } from './manager/rotation.js'
 import { attestNode } from './node-attestation.js'
 import { GrpcServerClient, isAgentRejected, type BundleDoc, type ClientCredentials, type SyncMessage } from './server-client.js'
+import { ServerEndpoints, type LookupAll } from './server-endpoints.js'
 
 export interface StartAgentOptions {
   config: AgentConfig<AgentNodeAttestor, WorkloadAttestor, unknown>
@@ -32,11 +33,15 @@ export interface StartAgentOptions {
   random?: () => number
   /** Tests: start without the Workload API socket. */
   workloadApi?: boolean
+  /** Tests: resolves server host names (default: the system resolver). */
+  lookup?: LookupAll
 }
 
 export interface RunningAgent {
   readonly manager: AgentManager
   readonly agentId: string
+  /** The server the agent talks to now (one of `server_address`, after failover). */
+  readonly serverAddress: string
   readonly workloadApi: WorkloadApiServer | undefined
   /** Health and metrics endpoints (ports, metrics registry, readiness). */
   readonly observability: AgentObservability
@@ -101,10 +106,33 @@ async function startAgentWith(opts: StartAgentOptions, obs: AgentObservability):
   let svid!: X509Svid
   let key!: KeyObject
   const attestorName = cfg.nodeAttestor.name
+  // The servers of the trust domain: the agent stays on one and fails over to the next when it fails.
+  const endpoints = new ServerEndpoints({ addresses: cfg.serverAddresses, log, ...(opts.lookup ? { lookup: opts.lookup } : {}) })
+  await endpoints.resolve()
+  let client: GrpcServerClient | undefined
 
+  /**
+   * Attests at the current server; a server that cannot be reached (UNAVAILABLE) is
+   * skipped for the next, once around the list. Any other refusal is final (a join
+   * token the server refused is not offered to another).
+   */
   async function attest(signal?: AbortSignal): Promise<void> {
+    for (let tried = 1; ; tried++) {
+      try {
+        await attestAt(endpoints.current, signal)
+        client?.setAddress(endpoints.current)
+        return
+      } catch (err) {
+        if (signal?.aborted || !(err instanceof IdentityError) || err.code !== 'ERR_UNAVAILABLE' || tried >= endpoints.size) throw err
+        log.warn({ [F.ADDRESS]: endpoints.current, [F.ERR]: err }, 'Server unavailable for node attestation')
+        await endpoints.failover()
+      }
+    }
+  }
+
+  async function attestAt(address: string, signal?: AbortSignal): Promise<void> {
     const k = newKey()
-    const boot = new GrpcServerClient({ address: cfg.serverAddress, trustDomain: td, credentials: { rootsPem: rootsPem() } })
+    const boot = new GrpcServerClient({ address, trustDomain: td, credentials: { rootsPem: rootsPem() } })
     try {
       const out = await attestNode({
         client: boot,
@@ -158,18 +186,19 @@ async function startAgentWith(opts: StartAgentOptions, obs: AgentObservability):
     keyPem: key.export({ type: 'pkcs8', format: 'pem' }) as string,
     chainPem: svid.certificatesPem(),
   })
-  const client = new GrpcServerClient({ address: cfg.serverAddress, trustDomain: td, credentials: creds() })
+  client = new GrpcServerClient({ address: endpoints.current, trustDomain: td, credentials: creds() })
+  const server = client
 
   const manager = new AgentManager({
     trustDomain: td,
-    signer: client,
+    signer: server,
     clock,
     log: opts.log,
     random,
     x509SvidCacheMaxSize: cfg.x509SvidCacheMaxSize,
     jwtSvidCacheMaxSize: cfg.jwtSvidCacheMaxSize,
     attestWorkload: (peer, o) => attestWorkload(peer, workloadAttestors, o, opts.log),
-    instances: client,
+    instances: server,
   })
   // Instances of a previous run belong to processes this run cannot know: end them before registering new ones.
   void manager.endPreviousInstances()
@@ -199,25 +228,32 @@ async function startAgentWith(opts: StartAgentOptions, obs: AgentObservability):
     }
     log.warn({ [F.ERR]: err }, 'The server rejected the agent SVID; attesting again')
     await attest(stop.signal)
-    client.setCredentials(creds())
+    server.setCredentials(creds())
     scheduleRenewal()
   }
 
   // ---- Sync loop ----
+  // A broken stream moves the agent to the next server (failover); the Workload API keeps serving from the caches
+  // meanwhile. The backoff grows while no server answers and resets at the first message.
   const syncBackoff = new Backoff({ initialMs: 250, maxMs: 15_000, random })
   const syncLoop = (async () => {
     while (!stop.signal.aborted) {
       syncAbort = new AbortController()
       const signal = AbortSignal.any([stop.signal, syncAbort.signal])
+      let connected = false
       try {
-        await client.sync(
+        await server.sync(
           (msg: SyncMessage) => {
             obs.syncMessage()
             syncBackoff.reset()
             rejected = false
+            if (!connected) {
+              connected = true
+              log.info({ [F.ADDRESS]: server.address }, 'Sync stream connected')
+            }
             if (msg.bundle && updateBundle(msg.bundle)) {
               log.info({ [F.TRUST_DOMAIN]: td.name }, 'Trust bundle changed')
-              queueMicrotask(() => client.setCredentials(creds()))
+              queueMicrotask(() => server.setCredentials(creds()))
             }
             manager.applySync(msg).catch((err: unknown) => log.warn({ [F.ERR]: err }, 'Applying a sync message failed'))
           },
@@ -235,7 +271,9 @@ async function startAgentWith(opts: StartAgentOptions, obs: AgentObservability):
             log.warn({ [F.ERR]: e }, 'Re-attestation failed')
           }
         } else {
-          log.warn({ [F.ERR]: err }, 'Sync stream failed; reconnecting')
+          log.warn({ [F.ERR]: err, [F.ADDRESS]: server.address }, 'Sync stream failed; reconnecting')
+          // Any other server of the trust domain serves the same entries: try the next one.
+          if (endpoints.size > 1) server.setAddress(await endpoints.failover())
         }
       }
       await sleep(syncBackoff.next(), stop.signal)
@@ -257,7 +295,7 @@ async function startAgentWith(opts: StartAgentOptions, obs: AgentObservability):
       if (canReattest) {
         // Re-attestation is the renewal (a TPM agent sends a fresh quote; the server refuses RenewAgent for it).
         await attest(stop.signal)
-        client.setCredentials(creds())
+        server.setCredentials(creds())
         renewBackoff.reset()
         log.info({ [F.AGENT_ID]: svid.id.toString(), not_after: svid.notAfter.toISOString() }, 'Agent re-attested')
         syncAbort.abort()
@@ -265,12 +303,12 @@ async function startAgentWith(opts: StartAgentOptions, obs: AgentObservability):
         return
       }
       const k = newKey()
-      const chain = await client.renewAgent(await createCsr({ privateKey: k }), { signal: stop.signal })
+      const chain = await server.renewAgent(await createCsr({ privateKey: k }), { signal: stop.signal })
       const next = X509Svid.fromChain(chain, k)
       svid = next
       key = k
       store.saveSvid(svid, key)
-      client.setCredentials(creds())
+      server.setCredentials(creds())
       renewBackoff.reset()
       log.info({ [F.AGENT_ID]: svid.id.toString(), not_after: svid.notAfter.toISOString() }, 'Agent SVID renewed')
       syncAbort.abort() // the Sync stream moves to the new certificate
@@ -306,13 +344,16 @@ async function startAgentWith(opts: StartAgentOptions, obs: AgentObservability):
     const listening = api
     obs.workloadApiListening(() => listening.connectionCount)
   }
-  log.info({ [F.AGENT_ID]: svid.id.toString(), [F.ADDRESS]: cfg.serverAddress }, 'Agent started')
+  log.info({ [F.AGENT_ID]: svid.id.toString(), [F.ADDRESS]: server.address }, 'Agent started')
 
   let closing: Promise<void> | undefined
   return {
     manager,
     get agentId() {
       return svid.id.toString()
+    },
+    get serverAddress() {
+      return server.address
     },
     workloadApi: api,
     observability: obs,
@@ -324,7 +365,7 @@ async function startAgentWith(opts: StartAgentOptions, obs: AgentObservability):
         await api?.close()
         manager.close()
         await syncLoop
-        client.close()
+        server.close()
         await plugins.close()
         await obs.close()
         log.info({}, 'Agent stopped')

@@ -28,7 +28,8 @@ export const DEFAULT_JWT_SVID_CACHE_MAX_SIZE = 1000
 const AgentBlockSchema = z
   .object({
     trust_domain: trustDomain(),
-    server_address: hostPort(),
+    // One server, or several of one trust domain (failover in list order); a name may resolve to several addresses.
+    server_address: z.union([hostPort(), z.array(hostPort()).min(1, 'must name at least one server').max(64)]),
     socket_path: z.string().min(1, 'must not be empty'),
     data_dir: z.string().min(1, 'must not be empty'),
     log_level: logLevel().optional(),
@@ -78,8 +79,10 @@ export function agentCatalog<NA, WA, KM>(r: AgentPluginRegistry<NA, WA, KM>) {
 
 export interface AgentConfig<NA = unknown, WA = unknown, KM = unknown> {
   trustDomain: TrustDomain
-  /** `host:port` of the server's agent API. */
+  /** `host:port` of the server's agent API: the first of `serverAddresses`. */
   serverAddress: string
+  /** Every configured server (`server_address`, a string or a list), in the order the agent tries them. */
+  serverAddresses: string[]
   socketPath: string
   dataDir: string
   logLevel: 'debug' | 'info' | 'warn' | 'error'
@@ -139,7 +142,8 @@ export function parseAgentConfig<NA, WA, KM>(raw: unknown, opts: { baseDir: stri
   const abs = (p: string) => (isAbsolute(p) ? p : resolve(opts.baseDir, p))
   return {
     trustDomain: a.trust_domain,
-    serverAddress: a.server_address,
+    serverAddress: typeof a.server_address === 'string' ? a.server_address : a.server_address[0]!,
+    serverAddresses: typeof a.server_address === 'string' ? [a.server_address] : [...new Set(a.server_address)],
     socketPath: abs(a.socket_path),
     dataDir: abs(a.data_dir),
     logLevel: a.log_level ?? 'info',

@@ -3,9 +3,11 @@
  *
  * The server presents an X.509-SVID for `spiffe://<td>/warrant/server` (URI
  * SAN only): the client trusts the given roots and checks that URI SAN itself
- * (the host name does not matter). Every RPC but Attest presents the agent's
- * SVID as client certificate; `setCredentials` builds a new channel, so a
- * renewed SVID or a new bundle is used from the next call on.
+ * (the host name does not matter: any server of the trust domain is trusted
+ * alike). Every RPC but Attest presents the agent's SVID as client
+ * certificate; `setCredentials` and `setAddress` build a new channel, so a
+ * renewed SVID, a new bundle or another server (failover) is used from the
+ * next call on.
  */
 import * as grpc from '@grpc/grpc-js'
 import type { PeerCertificate } from 'node:tls'
@@ -155,7 +157,8 @@ type NodeCtor = new (address: string, creds: grpc.ChannelCredentials, options?: 
 
 /** The gRPC implementation of ServerClient. */
 export class GrpcServerClient implements ServerClient {
-  readonly #address: string
+  #address: string
+  #credentials: ClientCredentials
   readonly #serverId: string
   readonly #td: TrustDomain
   #client: NodeClient
@@ -163,6 +166,7 @@ export class GrpcServerClient implements ServerClient {
 
   constructor(opts: { address: string; trustDomain: TrustDomain; credentials: ClientCredentials }) {
     this.#address = opts.address
+    this.#credentials = opts.credentials
     this.#td = opts.trustDomain
     this.#serverId = serverSpiffeId(opts.trustDomain)
     const pkg = loadProto('warrant/agent/v1/node.proto') as unknown as { warrant: { agent: { v1: { Node: grpc.ServiceClientConstructor } } } }
@@ -177,9 +181,22 @@ export class GrpcServerClient implements ServerClient {
 
   /** Replaces the channel (new client certificate or trusted roots). Calls in flight finish on the old one. */
   setCredentials(c: ClientCredentials): void {
+    this.#credentials = c
     const old = this.#client
     this.#client = this.#build(c)
     old.close()
+  }
+
+  /** The server address calls go to. */
+  get address(): string {
+    return this.#address
+  }
+
+  /** Moves to another server (failover): a new channel with the same credentials. Calls in flight finish on the old one. */
+  setAddress(address: string): void {
+    if (address === this.#address) return
+    this.#address = address
+    this.setCredentials(this.#credentials)
   }
 
   close(): void {

@@ -63,6 +63,15 @@ describe('parseAgentConfig', () => {
     for (const p of paths) expect(got).toContain(p)
   })
 
+  it('takes one server or a list of servers (failover order, duplicates dropped)', () => {
+    expect(parse(base).serverAddresses).toEqual(['127.0.0.1:8081'])
+    const c = parse(base.replace('"127.0.0.1:8081"', '["a.example:8081", "10.0.0.2:8081", "a.example:8081"]'))
+    expect(c.serverAddress).toBe('a.example:8081')
+    expect(c.serverAddresses).toEqual(['a.example:8081', '10.0.0.2:8081'])
+    expect(issues(base.replace('"127.0.0.1:8081"', '[]'))).toContain('agent.server_address')
+    expect(issues(base.replace('"127.0.0.1:8081"', '["a.example:8081", "nohost"]')).some((p) => p.startsWith('agent.server_address'))).toBe(true)
+  })
+
   it('reports a core error and two broken plugin blocks in one pass, each under its full path', () => {
     const text = base
       .replace('"127.0.0.1:8081"', '"nohost"')

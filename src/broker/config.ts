@@ -86,7 +86,7 @@ const SignalsSection = z
     poll_wait: duration().default(25_000),
     max_streams_per_receiver: z.number().int().min(1).max(64).default(4),
     max_queued_per_stream: z.number().int().min(1).max(1_000_000).default(10_000),
-    /** Receiver: transmitters this broker polls (SSF 1.0, RFC 8936) with its own SVID. */
+    /** Receiver: transmitters this broker subscribes to (SSF 1.0) with its own SVID, polling (RFC 8936) or pushed to (RFC 8935). */
     transmitters: z
       .array(
         z
@@ -96,6 +96,8 @@ const SignalsSection = z
             ca_file: z.string().min(1).optional(),
             /** Confidence of its events that carry none (0..1). */
             default_confidence: z.number().min(0).max(1).optional(),
+            /** `poll` (default), or `push`: the transmitter POSTs each SET to `<issuer>/ssf/push/<path>` on this broker. */
+            delivery: z.enum(['poll', 'push']).default('poll'),
           })
           .strict(),
       )
@@ -192,7 +194,7 @@ export interface BrokerConfig {
         pollWaitMs: number
         maxStreamsPerReceiver: number
         maxQueuedPerStream: number
-        transmitters: readonly { issuer: string; caFile?: string; defaultConfidence?: number }[]
+        transmitters: readonly { issuer: string; caFile?: string; defaultConfidence?: number; delivery: 'poll' | 'push' }[]
         policy: SignalPolicy
       }
     | undefined
@@ -319,6 +321,7 @@ function fromSection(
             maxQueuedPerStream: b.signals.max_queued_per_stream,
             transmitters: b.signals.transmitters.map((t) => ({
               issuer: t.issuer,
+              delivery: t.delivery,
               ...(t.ca_file !== undefined ? { caFile: abs(t.ca_file) } : {}),
               ...(t.default_confidence !== undefined ? { defaultConfidence: t.default_confidence } : {}),
             })),

@@ -11,7 +11,15 @@
  * reason that may pass (keys unavailable, store busy) is neither, so it comes
  * again. Every signal is recorded once with what was done
  * (`SsfStore.listReceived`). I/O goes through an injected transport.
+ *
+ * A transmitter configured with `delivery = "push"` gets a push stream
+ * instead (RFC 8935): its endpoint is `<our issuer>/ssf/push/<random path>`
+ * and it must send `Authorization: Bearer <random secret>` (only its SHA-256
+ * is stored). Each pushed SET goes through the same verification and policy;
+ * the answer is 202 (applied, recorded or a replay), 400 with the RFC 8935
+ * `err` (refused: not sent again), or 503 when it may pass later.
  */
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
 import { isSpiffeId, type AuditEventInput } from '../audit/event.js'
 import { F, type Logger } from '../common/log/logger.js'
 import { IdentityError, isIdentityError } from '../errors/identity-error.js'
@@ -21,7 +29,7 @@ import { decide, signalOf, type PolicyDecision, type SignalPolicy } from '../sig
 import { MemorySetReplayCache, setReplayKey, verifySet, type VerifiedSet } from '../signals/set.js'
 import { JwksCache } from '../tokens/jwks-cache.js'
 import type { RevocationRequest } from './contract.js'
-import { POLL_DELIVERY } from './ssf-transmitter.js'
+import { POLL_DELIVERY, PUSH_DELIVERY } from './ssf-transmitter.js'
 import type { SsfStore } from './store/ssf-store.js'
 
 export interface SsfTransport {
@@ -29,6 +37,8 @@ export interface SsfTransport {
   getJson(url: string, opts?: { signal?: AbortSignal }): Promise<unknown>
   /** POST JSON → status and JSON body (undefined when empty). */
   postJson(url: string, body: unknown, opts?: { signal?: AbortSignal }): Promise<{ status: number; body: unknown }>
+  /** GET → status and JSON body, whatever the status; network failures throw. */
+  getJsonStatus(url: string, opts?: { signal?: AbortSignal }): Promise<{ status: number; body: unknown }>
 }
 
 export interface ReceiverTransmitter {
@@ -36,6 +46,14 @@ export interface ReceiverTransmitter {
   readonly issuer: string
   /** Confidence of its events that carry none (0..1); absent: rules with min_confidence never match them. */
   readonly defaultConfidence?: number
+  /** How its events reach us (default poll). */
+  readonly delivery?: 'poll' | 'push'
+}
+
+/** The answer to one pushed SET (RFC 8935 §2.2 and §2.3). */
+export interface PushAnswer {
+  readonly status: 202 | 400 | 401 | 404 | 503
+  readonly body?: { err: string; description: string }
 }
 
 export interface SsfReceiverOptions {
@@ -62,7 +80,10 @@ export interface SsfReceiverOptions {
 export interface Subscription {
   readonly issuer: string
   readonly streamId: string
+  /** Poll delivery; empty for push. */
   readonly pollUrl: string
+  /** Push delivery: our endpoint's path segment and the SHA-256 of the bearer secret. */
+  readonly push?: { readonly path: string; readonly secretHash: string }
   readonly keys: JwksCache
   readonly defaultConfidence?: number
 }
@@ -86,6 +107,23 @@ export function configurationUrl(issuer: string): string {
   return `${u.origin}/.well-known/ssf-configuration${u.pathname.replace(/\/+$/, '')}`
 }
 
+function sha256(s: string): Buffer {
+  return createHash('sha256').update(s, 'utf8').digest()
+}
+
+/** The `jti` of a compact JWS, read before it is verified (verification checks it again). */
+function unverifiedJti(token: string): string | undefined {
+  const parts = token.split('.')
+  if (parts.length !== 3 || parts[1]!.length > 64 * 1024) return undefined
+  try {
+    const claims = JSON.parse(Buffer.from(parts[1]!, 'base64url').toString('utf8')) as unknown
+    const jti = isRecord(claims) ? claims['jti'] : undefined
+    return typeof jti === 'string' ? jti : undefined
+  } catch {
+    return undefined
+  }
+}
+
 function shortType(t: string): string {
   return t.slice(t.lastIndexOf('/') + 1)
 }
@@ -96,6 +134,8 @@ export class SsfReceiver {
   readonly #replay: MemorySetReplayCache
   readonly #abort = new AbortController()
   readonly #loops: Promise<void>[] = []
+  /** Push subscriptions in force, by endpoint path. */
+  readonly #pushed = new Map<string, Subscription>()
 
   constructor(o: SsfReceiverOptions) {
     this.#o = o
@@ -121,14 +161,18 @@ export class SsfReceiver {
     const configEndpoint = cfg['configuration_endpoint']
     if (typeof jwksUri !== 'string' || !jwksUri.startsWith('https://') || typeof configEndpoint !== 'string' || !configEndpoint.startsWith('https://'))
       throw unavailable('transmitter configuration lacks https jwks_uri or configuration_endpoint', { issuer: t.issuer })
+    const push = t.delivery === 'push'
+    const method = push ? PUSH_DELIVERY : POLL_DELIVERY
     const methods = cfg['delivery_methods_supported']
-    if (!Array.isArray(methods) || !methods.includes(POLL_DELIVERY)) throw unavailable('transmitter does not offer poll delivery', { issuer: t.issuer })
+    if (!Array.isArray(methods) || !methods.includes(method))
+      throw unavailable(`transmitter does not offer ${push ? 'push' : 'poll'} delivery`, { issuer: t.issuer })
     const keys = new JwksCache({
       fetchJwks: () => this.#o.transport.getJson(jwksUri, { signal: this.#abort.signal }),
       nowSec: () => Math.floor(this.#now() / 1000),
     })
     const known = this.#o.store.getSubscription(t.issuer)
-    if (known !== undefined) {
+    if (push) return this.#subscribePush(t, known, configEndpoint, keys, opts)
+    if (known !== undefined && known.pushPath === undefined) {
       const r = await this.#o.transport.postJson(known.pollUrl, { maxEvents: 0, returnImmediately: true }, opts)
       if (r.status === 200) return { issuer: t.issuer, streamId: known.streamId, pollUrl: known.pollUrl, keys, ...dc(t) }
       if (r.status !== 404) throw unavailable('transmitter poll endpoint failed', { issuer: t.issuer, status: r.status })
@@ -149,6 +193,69 @@ export class SsfReceiver {
     this.#o.store.setSubscription(t.issuer, s['stream_id'], pollUrl, Math.floor(this.#now() / 1000))
     this.#o.log.info({ issuer: t.issuer, stream_id: s['stream_id'], events: s['events_delivered'] }, 'SSF stream created at transmitter')
     return { issuer: t.issuer, streamId: s['stream_id'], pollUrl, keys, ...dc(t) }
+  }
+
+  /** Our push stream at `t`: the one we hold when the transmitter still has it, else a new one with a fresh path and secret. */
+  async #subscribePush(
+    t: ReceiverTransmitter,
+    known: ReturnType<SsfStore['getSubscription']>,
+    configEndpoint: string,
+    keys: JwksCache,
+    opts: { signal?: AbortSignal },
+  ): Promise<Subscription> {
+    if (known?.pushPath !== undefined && known.pushSecretHash !== undefined) {
+      const r = await this.#o.transport.getJsonStatus(`${configEndpoint}?stream_id=${encodeURIComponent(known.streamId)}`, opts)
+      if (r.status === 200 && isRecord(r.body) && isRecord(r.body['delivery']) && r.body['delivery']['method'] === PUSH_DELIVERY)
+        return { issuer: t.issuer, streamId: known.streamId, pollUrl: '', push: { path: known.pushPath, secretHash: known.pushSecretHash }, keys, ...dc(t) }
+      if (r.status !== 404 && r.status !== 200) throw unavailable('transmitter stream lookup failed', { issuer: t.issuer, status: r.status })
+      this.#o.log.warn({ issuer: t.issuer, stream_id: known.streamId }, 'SSF push stream gone at the transmitter; creating another')
+    }
+    const path = randomBytes(16).toString('hex')
+    const secret = randomBytes(32).toString('base64url')
+    const endpoint = `${this.#o.tokenIssuer.replace(/\/+$/, '')}/ssf/push/${path}`
+    const requested = SUPPORTED_EVENT_TYPES.filter((e) => !STREAM_EVENT_TYPES.includes(e))
+    const r = await this.#o.transport.postJson(
+      configEndpoint,
+      { delivery: { method: PUSH_DELIVERY, endpoint_url: endpoint, authorization_header: `Bearer ${secret}` }, events_requested: requested },
+      opts,
+    )
+    const s = r.body
+    if (r.status !== 201 && r.status !== 200) throw unavailable('transmitter refused the stream', { issuer: t.issuer, status: r.status })
+    if (!isRecord(s) || typeof s['stream_id'] !== 'string' || s['iss'] !== t.issuer)
+      throw unavailable('transmitter stream configuration is invalid', { issuer: t.issuer })
+    const aud = s['aud']
+    if (!(aud === this.#o.audience || (Array.isArray(aud) && aud.includes(this.#o.audience))))
+      throw unavailable('transmitter stream is for another audience', { issuer: t.issuer })
+    const delivery = s['delivery']
+    if (!isRecord(delivery) || delivery['method'] !== PUSH_DELIVERY || delivery['endpoint_url'] !== endpoint)
+      throw unavailable('transmitter stream does not push to our endpoint', { issuer: t.issuer })
+    const secretHash = sha256(`Bearer ${secret}`).toString('base64url')
+    this.#o.store.setSubscription(t.issuer, s['stream_id'], '', Math.floor(this.#now() / 1000), { path, secretHash })
+    this.#o.log.info({ issuer: t.issuer, stream_id: s['stream_id'], events: s['events_delivered'], delivery: 'push' }, 'SSF stream created at transmitter')
+    return { issuer: t.issuer, streamId: s['stream_id'], pollUrl: '', push: { path, secretHash }, keys, ...dc(t) }
+  }
+
+  /**
+   * One pushed SET (RFC 8935) at `<issuer>/ssf/push/<path>`: the path names the
+   * subscription, the Authorization header must carry its secret, then the SET
+   * is handled like a polled one.
+   */
+  async receivePush(path: string, authorization: string | undefined, token: string): Promise<PushAnswer> {
+    const sub = this.#pushed.get(path)
+    if (sub?.push === undefined) return { status: 404 }
+    const expected = Buffer.from(sub.push.secretHash, 'base64url')
+    const given = sha256(authorization ?? '')
+    if (authorization === undefined || !timingSafeEqual(expected, given)) {
+      this.#o.log.warn({ issuer: sub.issuer }, 'SSF push refused: wrong or missing authorization')
+      return { status: 401 }
+    }
+    const jti = unverifiedJti(token)
+    if (jti === undefined) return { status: 400, body: { err: 'invalid_request', description: 'not a security event token' } }
+    const out = await this.handle(sub, { [jti]: token })
+    const refused = out.setErrs[jti]
+    if (refused !== undefined) return { status: 400, body: refused }
+    if (out.ack.includes(jti)) return { status: 202 }
+    return { status: 503 }
   }
 
   /** One poll: sends the previous outcome, handles what comes. Returns the outcome to send next and whether more is waiting. */
@@ -304,6 +411,12 @@ export class SsfReceiver {
     while (!signal.aborted) {
       try {
         sub ??= await this.subscribe(t, { signal })
+        if (sub.push !== undefined) {
+          // push: events come to receivePush; nothing to do here until we close
+          this.#pushed.set(sub.push.path, sub)
+          await new Promise<void>((r) => signal.addEventListener('abort', () => r(), { once: true }))
+          return
+        }
         const r = await this.pollOnce(sub, prev, { signal })
         prev = r.next
         backoff = this.#o.retryMs ?? 1000

@@ -3,7 +3,9 @@
  * with an SVID, on the `receivers` list) create event streams, and every
  * revocation the broker records becomes a CAEP event on each enabled stream
  * that asked for its type, stored until the receiver acknowledges it and
- * delivered by poll (RFC 8936) as a SET signed with the broker's current
+ * delivered by poll (RFC 8936) or push (RFC 8935: one loop per push stream
+ * POSTs its events in order, one at a time, retrying with backoff until the
+ * receiver accepts or refuses each) as a SET signed with the broker's current
  * signing key at delivery (so retransmissions carry the same `jti` and key
  * rotation never strands a queued event).
  *
@@ -54,6 +56,15 @@ export interface SsfTransmitterOptions {
   readonly pollWaitMs?: number
   /** Least time between two verification requests of a stream (default 5 s). */
   readonly minVerificationIntervalSec?: number
+  /** Push delivery (RFC 8935); without it only poll streams can be created. */
+  readonly push?: SetPushTransport
+  /** First wait after a failed push, doubled up to 60 s (default 1 s). */
+  readonly pushRetryMs?: number
+}
+
+/** How a SET reaches a push receiver: one POST; the receiver is the stream owner's SPIFFE ID (its endpoint must present that SVID). */
+export interface SetPushTransport {
+  push(url: string, set: string, target: { receiver: string; authorization?: string }): Promise<{ status: number; body: unknown }>
 }
 
 export interface StreamConfig {
@@ -164,6 +175,8 @@ export class SsfTransmitter {
   readonly #waiters = new Map<string, Set<() => void>>()
   #unsubscribe: (() => void) | undefined
   #lastSeq = 0
+  readonly #closed = new AbortController()
+  readonly #pushers = new Map<string, Promise<void>>()
 
   private constructor(o: SsfTransmitterOptions) {
     this.#o = o
@@ -181,6 +194,7 @@ export class SsfTransmitter {
       for (const e of await o.revocations.listRevocations(t.#lastSeq, true)) t.#onRevocation(e)
       for (const e of early.splice(0)) t.#onRevocation(e)
       live = true
+      for (const s of o.store.listStreams()) if (s.deliveryMethod === PUSH_DELIVERY) t.#startPusher(s.streamId)
     } catch (err) {
       t.#unsubscribe()
       throw err
@@ -193,6 +207,7 @@ export class SsfTransmitter {
   }
 
   close(): void {
+    this.#closed.abort()
     this.#unsubscribe?.()
     for (const ws of this.#waiters.values()) for (const w of ws) w()
     this.#waiters.clear()
@@ -205,7 +220,7 @@ export class SsfTransmitter {
       spec_version: '1_0',
       issuer: i,
       jwks_uri: `${i}/jwks`,
-      delivery_methods_supported: [POLL_DELIVERY],
+      delivery_methods_supported: this.#o.push !== undefined ? [POLL_DELIVERY, PUSH_DELIVERY] : [POLL_DELIVERY],
       configuration_endpoint: `${i}/ssf/streams`,
       status_endpoint: `${i}/ssf/status`,
       verification_endpoint: `${i}/ssf/verify`,
@@ -236,20 +251,28 @@ export class SsfTransmitter {
       events_supported: TRANSMITTED_EVENT_TYPES,
       events_requested: s.eventsRequested,
       events_delivered: s.eventsDelivered,
-      delivery: { method: s.deliveryMethod, endpoint_url: `${this.#o.issuer}/ssf/poll/${s.streamId}` },
+      // the Authorization header a push receiver gave is never returned
+      delivery: { method: s.deliveryMethod, endpoint_url: s.pushEndpoint ?? `${this.#o.issuer}/ssf/poll/${s.streamId}` },
       min_verification_interval: this.#o.minVerificationIntervalSec ?? 5,
       ...(s.description !== undefined ? { description: s.description } : {}),
     }
   }
 
-  /** SSF 1.0 §8.1.1.1: creates a poll stream for `receiver`; `aud` of its SETs is the receiver's SPIFFE ID. */
+  /**
+   * SSF 1.0 §8.1.1.1: creates a poll or push stream for `receiver`; `aud` of
+   * its SETs is the receiver's SPIFFE ID. A push `endpoint_url` must be https;
+   * it will have to present the receiver's own SVID (SetPushTransport).
+   */
   createStream(receiver: string, body: unknown): StreamConfig {
     this.#authorize(receiver)
     if (!isRecord(body)) throw invalid('stream configuration must be a JSON object')
     const delivery = body['delivery']
     const method = isRecord(delivery) ? delivery['method'] : POLL_DELIVERY
-    if (method !== POLL_DELIVERY) throw invalid(`delivery method must be ${POLL_DELIVERY}`)
-    if (isRecord(delivery) && delivery['endpoint_url'] !== undefined) throw invalid('endpoint_url is chosen by the transmitter for poll delivery')
+    const push = method === PUSH_DELIVERY ? pushTarget(delivery) : undefined
+    if (method === PUSH_DELIVERY && this.#o.push === undefined) throw invalid(`delivery method must be ${POLL_DELIVERY}`)
+    if (method !== POLL_DELIVERY && method !== PUSH_DELIVERY) throw invalid(`delivery method must be ${POLL_DELIVERY} or ${PUSH_DELIVERY}`)
+    if (method === POLL_DELIVERY && isRecord(delivery) && delivery['endpoint_url'] !== undefined)
+      throw invalid('endpoint_url is chosen by the transmitter for poll delivery')
     const requested = body['events_requested'] ?? []
     if (!Array.isArray(requested) || requested.length > 32 || !requested.every((t) => typeof t === 'string' && t.length <= 256))
       throw invalid('events_requested must be a list of event type URIs')
@@ -265,17 +288,19 @@ export class SsfTransmitter {
       aud: receiver,
       eventsRequested: requested as string[],
       eventsDelivered: TRANSMITTED_EVENT_TYPES.filter((t) => (requested as string[]).includes(t)),
-      deliveryMethod: POLL_DELIVERY,
+      deliveryMethod: method,
       ...(description !== undefined ? { description } : {}),
       status: 'enabled',
       createdAt: this.#nowSec,
+      ...(push !== undefined ? { pushEndpoint: push.endpoint, ...(push.authorization !== undefined ? { pushAuthorization: push.authorization } : {}) } : {}),
     }
     this.#o.store.tx(() => {
       if (this.#o.store.listStreams(receiver).length >= max)
         throw new IdentityError('ERR_RESOURCE_EXHAUSTED', 'too many streams', { details: { reason: 'max_streams', max } })
       this.#o.store.insertStream(s)
     })
-    this.#o.log.info({ [F.SPIFFE_ID]: receiver, stream_id: s.streamId, events: s.eventsDelivered }, 'SSF stream created')
+    this.#o.log.info({ [F.SPIFFE_ID]: receiver, stream_id: s.streamId, events: s.eventsDelivered, delivery: method }, 'SSF stream created')
+    if (push !== undefined) this.#startPusher(s.streamId)
     return this.#toConfig(s)
   }
 
@@ -333,6 +358,7 @@ export class SsfTransmitter {
   /** RFC 8936 §2.4: acknowledges, then returns the oldest unacknowledged events (none while the stream is not enabled). */
   async poll(receiver: string, streamId: unknown, body: unknown, opts: { signal?: AbortSignal } = {}): Promise<PollResponse> {
     let s = this.#own(receiver, streamId)
+    if (s.deliveryMethod !== POLL_DELIVERY) throw invalid('this stream delivers by push')
     const req = parsePoll(body)
     const acks = [...(req.ack ?? []), ...Object.keys(req.setErrs ?? {})]
     if (acks.length > 0) this.#o.store.acknowledge(s.streamId, acks)
@@ -373,6 +399,74 @@ export class SsfTransmitter {
       signal?.addEventListener('abort', done, { once: true })
       ws.add(done)
     })
+  }
+
+  #startPusher(streamId: string): void {
+    if (this.#o.push === undefined || this.#pushers.has(streamId) || this.#closed.signal.aborted) return
+    const loop = this.#pushLoop(streamId, this.#o.push).finally(() => this.#pushers.delete(streamId))
+    this.#pushers.set(streamId, loop)
+  }
+
+  /** Push delivery of one stream, in order: each SET until the receiver accepts (202) or refuses (400) it; anything else is retried with backoff. */
+  async #pushLoop(streamId: string, transport: SetPushTransport): Promise<void> {
+    const signal = this.#closed.signal
+    const first = this.#o.pushRetryMs ?? 1000
+    let backoff = first
+    while (!signal.aborted) {
+      const s = this.#o.store.getStream(streamId)
+      if (s === undefined || s.pushEndpoint === undefined) return
+      const [e] = s.status === 'enabled' ? this.#o.store.pending(streamId, 1) : []
+      if (e === undefined) {
+        await this.#wait(streamId, signal)
+        continue
+      }
+      let outcome: 'done' | 'retry'
+      try {
+        const { key, kid, alg } = this.#o.signingKey()
+        const set = await signJwt(JSON.parse(e.claims) as Record<string, unknown>, { signer: key, kid, alg, typ: SET_TYP })
+        const r = await transport.push(s.pushEndpoint, set, {
+          receiver: s.owner,
+          ...(s.pushAuthorization !== undefined ? { authorization: s.pushAuthorization } : {}),
+        })
+        if (r.status === 202 || r.status === 200) outcome = 'done'
+        else if (r.status === 400) {
+          // RFC 8935 §2.3: the receiver refused this SET; it is not sent again
+          const b = isRecord(r.body) ? r.body : {}
+          this.#o.log.warn(
+            {
+              [F.SPIFFE_ID]: s.owner,
+              stream_id: streamId,
+              jti: e.jti,
+              err: (typeof b['err'] === 'string' ? b['err'] : '').slice(0, 64),
+              description: (typeof b['description'] === 'string' ? b['description'] : '').slice(0, 256),
+            },
+            'SSF receiver refused a pushed SET',
+          )
+          outcome = 'done'
+        } else {
+          this.#o.log.warn({ [F.SPIFFE_ID]: s.owner, stream_id: streamId, status: r.status, retry_ms: backoff }, 'SSF push not accepted; retrying')
+          outcome = 'retry'
+        }
+      } catch (err) {
+        if (signal.aborted) return
+        this.#o.log.warn(
+          { [F.SPIFFE_ID]: s.owner, stream_id: streamId, [F.ERR]: err instanceof Error ? err.message : String(err), retry_ms: backoff },
+          'SSF push failed; retrying',
+        )
+        outcome = 'retry'
+      }
+      if (outcome === 'done') {
+        this.#o.store.acknowledge(streamId, [e.jti])
+        backoff = first
+        continue
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, backoff)
+        timer.unref()
+        signal.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true })
+      })
+      backoff = Math.min(backoff * 2, 60_000)
+    }
   }
 
   #wake(streamId: string): void {
@@ -445,6 +539,25 @@ export class SsfTransmitter {
     }
     for (const id of woken) this.#wake(id)
   }
+}
+
+/** The push delivery of a stream request: an https `endpoint_url` and an optional `authorization_header` (SSF 1.0 §8.1.1). */
+function pushTarget(delivery: unknown): { endpoint: string; authorization?: string } {
+  if (!isRecord(delivery)) throw invalid('delivery is required for push')
+  const url = delivery['endpoint_url']
+  if (typeof url !== 'string' || url.length > 2048) throw invalid('push delivery needs an endpoint_url')
+  let u: URL
+  try {
+    u = new URL(url)
+  } catch {
+    throw invalid('endpoint_url must be an https URL')
+  }
+  if (u.protocol !== 'https:' || u.username !== '' || u.password !== '' || u.hash !== '')
+    throw invalid('endpoint_url must be an https URL without credentials or fragment')
+  const auth = delivery['authorization_header']
+  if (auth !== undefined && (typeof auth !== 'string' || auth.length === 0 || auth.length > 1024 || /[\r\n]/.test(auth)))
+    throw invalid('authorization_header must be one short header value')
+  return { endpoint: url, ...(typeof auth === 'string' ? { authorization: auth } : {}) }
 }
 
 /** Checks an RFC 8936 poll request body. */

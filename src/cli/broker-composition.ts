@@ -34,8 +34,9 @@ import { boundsCeilingSource, type CredentialSealer } from '../broker/ports.js'
 import { CredentialVault } from '../broker/credentials.js'
 import { createBrokerService, type BrokerServiceImpl } from '../broker/service.js'
 import { SsfTransmitter } from '../broker/ssf-transmitter.js'
-import { SsfReceiver } from '../broker/ssf-receiver.js'
+import { SsfReceiver, type PushAnswer } from '../broker/ssf-receiver.js'
 import { httpsSsfTransport } from '../broker/http/ssf-client.js'
+import { httpsSetPushTransport } from '../broker/http/ssf-push-client.js'
 import { SsfStore } from '../broker/store/ssf-store.js'
 import { diskKeyManagerPlugin, memoryKeyManagerPlugin, pkcs11KeyManagerPlugin } from '../keymanager/index.js'
 import type { KeyManager } from '../keymanager/key-manager.js'
@@ -52,6 +53,17 @@ import { X509Source } from '../workload-client/x509-source.js'
 import { httpsJwksFetcher } from '../resource-server/jwks-fetcher.js'
 import { JwksCache } from '../tokens/jwks-cache.js'
 import { unverifiedIssuer, verifyUserToken, type UserToken } from '../tokens/user-token.js'
+
+/** A pushed SET goes to the receiver holding the subscription its path names (404 when none does). */
+function pushToReceivers(receivers: readonly SsfReceiver[]) {
+  return async (path: string, authorization: string | undefined, set: string): Promise<PushAnswer> => {
+    for (const r of receivers) {
+      const a = await r.receivePush(path, authorization, set)
+      if (a.status !== 404) return a
+    }
+    return { status: 404 }
+  }
+}
 
 export interface RunningBroker {
   readonly http: BrokerHttpServer
@@ -197,6 +209,7 @@ export async function startBroker(o: {
         pollWaitMs: sig.pollWaitMs,
         maxStreamsPerReceiver: sig.maxStreamsPerReceiver,
         maxQueuedPerStream: sig.maxQueuedPerStream,
+        push: httpsSetPushTransport({ identity: () => o.identity.current(), bundles: () => o.trust.bundles() }),
       })
     }
     if (sig && ssfStore) {
@@ -204,7 +217,7 @@ export async function startBroker(o: {
       for (const t of sig.transmitters) {
         const caPem = t.caFile !== undefined ? readFileSync(t.caFile, 'utf8') : undefined
         const r = new SsfReceiver({
-          transmitters: [{ issuer: t.issuer, ...(t.defaultConfidence !== undefined ? { defaultConfidence: t.defaultConfidence } : {}) }],
+          transmitters: [{ issuer: t.issuer, delivery: t.delivery, ...(t.defaultConfidence !== undefined ? { defaultConfidence: t.defaultConfidence } : {}) }],
           audience,
           tokenIssuer: cfg.issuer,
           policy: sig.policy,
@@ -227,6 +240,7 @@ export async function startBroker(o: {
       log,
       authorizationDetailsTypes: cfg.authorizationDetailsTypes,
       ...(ssf ? { ssf } : {}),
+      ...(receivers.length > 0 ? { ssfPush: pushToReceivers(receivers) } : {}),
       ...(credentials ? { credentials } : {}),
     })
     const admin = await startBrokerAdminServer({

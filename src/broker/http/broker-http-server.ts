@@ -36,7 +36,8 @@ import { revocationRequestFromWire } from './revocation-wire.js'
 import type { StoredRevocation } from '../store/broker-store.js'
 import type { CredentialVault } from '../credentials.js'
 import type { SsfTransmitter } from '../ssf-transmitter.js'
-import { registerSsfRoutes } from './ssf-wire.js'
+import type { PushAnswer } from '../ssf-receiver.js'
+import { registerSsfPushRoute, registerSsfRoutes } from './ssf-wire.js'
 
 /** The broker's own TLS certificate and key (PEM), current and on change. */
 export interface TlsIdentity {
@@ -64,6 +65,8 @@ export interface BrokerHttpOptions {
   credentials?: CredentialVault
   /** The Shared Signals transmitter, when configured: its routes are in ssf-wire.ts. */
   ssf?: SsfTransmitter
+  /** The Shared Signals receivers' push endpoint (RFC 8935), when one subscribes by push. */
+  ssfPush?: (path: string, authorization: string | undefined, set: string) => Promise<PushAnswer>
 }
 
 export interface BrokerHttpServer {
@@ -476,6 +479,7 @@ export async function startBrokerHttpServer(o: BrokerHttpOptions): Promise<Broke
   })
 
   if (o.ssf) registerSsfRoutes(app, { transmitter: o.ssf, basePath: endpoints.basePath, authenticate: subscriber, log })
+  if (o.ssfPush) registerSsfPushRoute(app, { basePath: endpoints.basePath, receive: o.ssfPush, log })
 
   // Tasks for orchestrator workloads: mutual TLS with an X.509-SVID on the orchestrator allow-list; JSON.
   const orchestrator = async (req: FastifyRequest): Promise<AuthenticatedClient> => {

@@ -80,5 +80,6 @@ export function httpsSsfTransport(o: SsfClientOptions): SsfTransport {
       return r.body
     },
     postJson: (url, body, opts = {}) => send('POST', url, body, opts.signal),
+    getJsonStatus: (url, opts = {}) => send('GET', url, undefined, opts.signal),
   }
 }

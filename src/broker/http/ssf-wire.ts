@@ -17,11 +17,20 @@
  * Refusals: 400 (the caller's malformed request, described), 401, 403, 404
  * (unknown or another's stream), 429 (too many streams, verification too
  * soon), 500; the reason is only logged.
+ *
+ * As a receiver with push streams (RFC 8935), the broker also serves
+ *
+ *   POST   <issuer>/ssf/push/:path           one SET (application/secevent+jwt)
+ *
+ * authenticated by the stream's bearer secret (not by client certificate: the
+ * SET's signature proves the transmitter); 202, 400 `{err, description}`, 401,
+ * 404, or 503 when the SET may be applied later (the transmitter retries).
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { F, type Logger } from '../../common/log/logger.js'
 import { IdentityError, isIdentityError } from '../../errors/identity-error.js'
 import type { AuthenticatedClient } from '../contract.js'
+import type { PushAnswer } from '../ssf-receiver.js'
 import type { SsfTransmitter } from '../ssf-transmitter.js'
 import { noStore } from './oauth-reply.js'
 
@@ -136,4 +145,32 @@ export function registerSsfRoutes(app: FastifyInstance, o: SsfWireOptions): void
       }
     }),
   )
+}
+
+export const SET_MEDIA_TYPE = 'application/secevent+jwt'
+
+/** The push endpoint of this broker's receivers: `receive` answers for the subscription the path names (404 when none does). */
+export function registerSsfPushRoute(
+  app: FastifyInstance,
+  o: { basePath: string; receive: (path: string, authorization: string | undefined, set: string) => Promise<PushAnswer>; log: Logger },
+): void {
+  app.addContentTypeParser(SET_MEDIA_TYPE, { parseAs: 'string', bodyLimit: 64 * 1024 }, (_req, body, done) => done(null, body))
+  app.post(`${o.basePath}/ssf/push/:path`, async (req, reply) => {
+    noStore(reply)
+    const path = (req.params as { path?: unknown }).path
+    if (mediaType(req.headers['content-type']) !== SET_MEDIA_TYPE || typeof req.body !== 'string')
+      return reply
+        .code(400)
+        .type('application/json')
+        .send({ err: 'invalid_request', description: `content type must be ${SET_MEDIA_TYPE}` })
+    if (typeof path !== 'string' || !/^[0-9a-f]{32}$/.test(path)) return reply.code(404).send()
+    try {
+      const r = await o.receive(path, req.headers.authorization, req.body)
+      if (r.status === 401) reply.header('www-authenticate', 'Bearer')
+      return r.body === undefined ? reply.code(r.status).send() : reply.code(r.status).type('application/json').send(r.body)
+    } catch (err) {
+      o.log.error({ endpoint: 'ssf.push', [F.ERR]: err instanceof Error ? err.message : String(err) }, 'SSF push failed')
+      return reply.code(503).send()
+    }
+  })
 }

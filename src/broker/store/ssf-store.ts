@@ -61,6 +61,32 @@ CREATE TABLE IF NOT EXISTS ssf_state (
 ) STRICT, WITHOUT ROWID;
 `
 
+/** Columns added after the first schema (push delivery, RFC 8935), added to older files at open. */
+const ADDED_COLUMNS: readonly { table: string; column: string; ddl: string }[] = [
+  { table: 'ssf_streams', column: 'push_endpoint', ddl: 'ALTER TABLE ssf_streams ADD COLUMN push_endpoint TEXT' },
+  { table: 'ssf_streams', column: 'push_authorization', ddl: 'ALTER TABLE ssf_streams ADD COLUMN push_authorization TEXT' },
+  { table: 'ssf_subscriptions', column: 'push_path', ddl: 'ALTER TABLE ssf_subscriptions ADD COLUMN push_path TEXT' },
+  { table: 'ssf_subscriptions', column: 'push_secret_hash', ddl: 'ALTER TABLE ssf_subscriptions ADD COLUMN push_secret_hash TEXT' },
+]
+
+function addColumns(db: Db): void {
+  for (const c of ADDED_COLUMNS) {
+    const cols = db.prepare(`PRAGMA table_info(${c.table})`).all() as { name: string }[]
+    if (!cols.some((x) => x.name === c.column)) db.exec(c.ddl)
+  }
+}
+
+/** Our stream at a transmitter: polled at `pollUrl`, or pushed to us at `<issuer>/ssf/push/<pushPath>` with a bearer secret (its SHA-256 kept). */
+export interface SubscriptionRecord {
+  readonly issuer: string
+  readonly streamId: string
+  /** Poll delivery: the transmitter's poll endpoint; push delivery: empty. */
+  readonly pollUrl: string
+  readonly pushPath?: string
+  /** base64url SHA-256 of the bearer secret the transmitter must send. */
+  readonly pushSecretHash?: string
+}
+
 export type StreamStatus = 'enabled' | 'paused' | 'disabled'
 
 export interface StreamRecord {
@@ -76,6 +102,9 @@ export interface StreamRecord {
   /** Epoch seconds. */
   readonly createdAt: number
   readonly verifiedAt?: number
+  /** Push delivery (RFC 8935): the receiver's endpoint and the Authorization header value it asked for. */
+  readonly pushEndpoint?: string
+  readonly pushAuthorization?: string
 }
 
 export interface QueuedEvent {
@@ -112,6 +141,26 @@ interface StreamRow {
   status_reason: string | null
   created_at: number
   verified_at: number | null
+  push_endpoint: string | null
+  push_authorization: string | null
+}
+
+interface SubscriptionRow {
+  issuer: string
+  stream_id: string
+  poll_url: string
+  push_path: string | null
+  push_secret_hash: string | null
+}
+
+function toSubscription(r: SubscriptionRow): SubscriptionRecord {
+  return {
+    issuer: r.issuer,
+    streamId: r.stream_id,
+    pollUrl: r.poll_url,
+    ...(r.push_path !== null ? { pushPath: r.push_path } : {}),
+    ...(r.push_secret_hash !== null ? { pushSecretHash: r.push_secret_hash } : {}),
+  }
 }
 
 function toStream(r: StreamRow): StreamRecord {
@@ -127,6 +176,8 @@ function toStream(r: StreamRow): StreamRecord {
     ...(r.status_reason !== null ? { statusReason: r.status_reason } : {}),
     createdAt: r.created_at,
     ...(r.verified_at !== null ? { verifiedAt: r.verified_at } : {}),
+    ...(r.push_endpoint !== null ? { pushEndpoint: r.push_endpoint } : {}),
+    ...(r.push_authorization !== null ? { pushAuthorization: r.push_authorization } : {}),
   })
 }
 
@@ -154,6 +205,7 @@ export class SsfStore {
       db.pragma('synchronous = FULL')
       db.pragma('foreign_keys = ON')
       db.exec(SCHEMA)
+      addColumns(db)
     } catch (err) {
       db?.close()
       throw new IdentityError('ERR_DATASTORE', 'cannot open the shared signals store', { cause: err, details: { path: file } })
@@ -172,7 +224,7 @@ export class SsfStore {
   insertStream(s: StreamRecord): void {
     this.#db
       .prepare(
-        'INSERT INTO ssf_streams (stream_id, owner, aud, events_requested, events_delivered, delivery_method, description, status, status_reason, created_at, verified_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)',
+        'INSERT INTO ssf_streams (stream_id, owner, aud, events_requested, events_delivered, delivery_method, description, status, status_reason, created_at, verified_at, push_endpoint, push_authorization) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)',
       )
       .run(
         s.streamId,
@@ -185,6 +237,8 @@ export class SsfStore {
         s.status,
         s.statusReason ?? null,
         s.createdAt,
+        s.pushEndpoint ?? null,
+        s.pushAuthorization ?? null,
       )
   }
 
@@ -238,18 +292,23 @@ export class SsfStore {
     return n
   }
 
-  getSubscription(issuer: string): { streamId: string; pollUrl: string } | undefined {
-    const r = this.#db.prepare('SELECT stream_id, poll_url FROM ssf_subscriptions WHERE issuer = ?').get(issuer) as
-      { stream_id: string; poll_url: string } | undefined
-    return r ? { streamId: r.stream_id, pollUrl: r.poll_url } : undefined
+  getSubscription(issuer: string): SubscriptionRecord | undefined {
+    const r = this.#db.prepare('SELECT * FROM ssf_subscriptions WHERE issuer = ?').get(issuer) as SubscriptionRow | undefined
+    return r ? toSubscription(r) : undefined
   }
 
-  setSubscription(issuer: string, streamId: string, pollUrl: string, at: number): void {
+  /** The push subscription whose endpoint path is `pushPath`. */
+  subscriptionByPushPath(pushPath: string): SubscriptionRecord | undefined {
+    const r = this.#db.prepare('SELECT * FROM ssf_subscriptions WHERE push_path = ?').get(pushPath) as SubscriptionRow | undefined
+    return r ? toSubscription(r) : undefined
+  }
+
+  setSubscription(issuer: string, streamId: string, pollUrl: string, at: number, push?: { path: string; secretHash: string }): void {
     this.#db
       .prepare(
-        'INSERT INTO ssf_subscriptions (issuer, stream_id, poll_url, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (issuer) DO UPDATE SET stream_id = excluded.stream_id, poll_url = excluded.poll_url, created_at = excluded.created_at',
+        'INSERT INTO ssf_subscriptions (issuer, stream_id, poll_url, created_at, push_path, push_secret_hash) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (issuer) DO UPDATE SET stream_id = excluded.stream_id, poll_url = excluded.poll_url, created_at = excluded.created_at, push_path = excluded.push_path, push_secret_hash = excluded.push_secret_hash',
       )
-      .run(issuer, streamId, pollUrl, at)
+      .run(issuer, streamId, pollUrl, at, push?.path ?? null, push?.secretHash ?? null)
   }
 
   deleteSubscription(issuer: string): void {

@@ -66,6 +66,9 @@ async function setup(o: { audience?: string; revoke?: (r: RevocationRequest) => 
       if (url === `${TX}/jwks`) return jwks
       throw new Error(`unexpected GET ${url}`)
     },
+    getJsonStatus: async (url) => {
+      throw new Error(`unexpected GET ${url}`)
+    },
     postJson: async (url, body) => {
       calls.push(`POST ${url}`)
       try {
@@ -108,7 +111,7 @@ describe('SsfReceiver', () => {
   it('subscribes once, and a compromised instance at the transmitter revokes only that instance here, with a reason naming the signal', async () => {
     const { rx, rxStore, txRevoke, revoked } = await setup()
     const sub = await rx.subscribe({ issuer: TX })
-    expect(rxStore.getSubscription(TX)).toEqual({ streamId: sub.streamId, pollUrl: `${TX}/ssf/poll/${sub.streamId}` })
+    expect(rxStore.getSubscription(TX)).toEqual({ issuer: TX, streamId: sub.streamId, pollUrl: `${TX}/ssf/poll/${sub.streamId}` })
     txRevoke('instance', AGENT)
     const first = await rx.pollOnce(sub, empty, { returnImmediately: true })
     expect(revoked).toEqual([

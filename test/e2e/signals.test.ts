@@ -2,7 +2,8 @@
  * Shared Signals end to end (issue 22): two `warrant server run` processes,
  * each with its embedded broker. A's broker is an SSF transmitter for B's
  * broker (`[broker.signals] receivers`, B's trust bundle set on A so A's
- * broker admits B's SVID over mutual TLS); B's broker is a receiver polling A
+ * broker admits B's SVID over mutual TLS); B's broker is a receiver, polling A or pushed to by A
+ * (each file run twice, `delivery = "poll"` and `"push"`)
  * (`[[broker.signals.transmitters]]`, A's bundle as `ca_file`) with a response
  * policy mapping `credential-change` about `spiffe://a.example/agents/...` to
  * `revoke instance`. Checked through the processes' CLIs only: `warrant revoke
@@ -13,6 +14,8 @@
  * same; and an event queued while A is killed with SIGKILL (B stopped, so it cannot
  * have polled it) reaches B after both restart.
  */
+import Database from 'better-sqlite3'
+import https from 'node:https'
 import net from 'node:net'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -37,11 +40,12 @@ async function freePort(): Promise<number> {
 type Revocation = { kind: string; value: string; reason?: string }
 type Signal = { jti: string; issuer: string; eventType: string; outcome: string; decision: { action?: string; level?: string; value?: string } | null }
 
-describe('Shared Signals e2e: a transmitter broker and a receiver broker as separate processes', () => {
+describe.each(['poll', 'push'] as const)('Shared Signals e2e: a transmitter broker and a receiver broker as separate processes (%s delivery)', (delivery) => {
   const tmp = tempDir('wsig-')
   let serverA: E2eServer
   let serverB: E2eServer
   let issuerA = ''
+  let issuerB = ''
   const brokerSock = (s: E2eServer) => join(s.dataDir, 'private', 'broker-admin.sock')
   const revocations = async (s: E2eServer) => (await warrantJson<{ revocations: Revocation[] }>(['revocation', 'list', '--socket', brokerSock(s)])).revocations
   const signalsAtB = async () => (await warrantJson<{ signals: Signal[] }>(['signal', 'list', '--store', join(serverB.dataDir, 'broker-ssf.sqlite3')])).signals
@@ -50,6 +54,7 @@ describe('Shared Signals e2e: a transmitter broker and a receiver broker as sepa
   beforeAll(async () => {
     const [portA, portB] = [await freePort(), await freePort()]
     issuerA = `https://localhost:${portA}`
+    issuerB = `https://localhost:${portB}`
     serverA = await E2eServer.start({
       dir: join(tmp.dir, 'sa'),
       trustDomain: A,
@@ -68,13 +73,14 @@ describe('Shared Signals e2e: a transmitter broker and a receiver broker as sepa
       trustDomain: B,
       serverTables: [
         '[broker]',
-        `issuer = "https://localhost:${portB}"`,
+        `issuer = "${issuerB}"`,
         `bind_address = "127.0.0.1:${portB}"`,
         '[broker.signals]',
         'poll_wait = "2s"',
         '[[broker.signals.transmitters]]',
         `issuer = "${issuerA}"`,
         `ca_file = "${serverA.bundlePemPath}"`,
+        `delivery = "${delivery}"`,
         '[[broker.signals.policy]]',
         'event = "credential-change"',
         `match = { prefix = "spiffe://${A}/agents/" }`,
@@ -137,6 +143,29 @@ describe('Shared Signals e2e: a transmitter broker and a receiver broker as sepa
       }),
     ])
   }, 90_000)
+
+  if (delivery === 'push')
+    it("B's push endpoint refuses a SET without the stream's secret (401) and at an unknown path (404), and changes nothing", async () => {
+      const db = new Database(join(serverB.dataDir, 'broker-ssf.sqlite3'), { readonly: true })
+      const path = (db.prepare('SELECT push_path FROM ssf_subscriptions').get() as { push_path: string }).push_path
+      db.close()
+      expect(path).toMatch(/^[0-9a-f]{32}$/)
+      const post = (p: string, headers: Record<string, string>) =>
+        new Promise<number>((resolve, reject) => {
+          const req = https.request(
+            `${issuerB}/ssf/push/${p}`,
+            { method: 'POST', rejectUnauthorized: false, headers: { 'content-type': 'application/secevent+jwt', ...headers } },
+            (res) => (res.resume(), resolve(res.statusCode ?? 0)),
+          )
+          req.on('error', reject)
+          req.end('eyJhbGciOiJub25lIn0.eyJqdGkiOiJ4In0.')
+        })
+      const before = await revocations(serverB)
+      expect(await post(path, {})).toBe(401)
+      expect(await post(path, { authorization: 'Bearer guess' })).toBe(401)
+      expect(await post('0'.repeat(32), { authorization: 'Bearer guess' })).toBe(404)
+      expect(await revocations(serverB)).toEqual(before)
+    })
 
   it('warrant signal send on A (no revocation at A) ends in the same response at B', async () => {
     const sent = await warrantJson<{ event_type: string; streams: string[] }>([

@@ -30,6 +30,11 @@ const KEY_TYPE = z.enum(['ec-p256', 'ec-p384', 'rsa-2048', 'rsa-3072', 'rsa-4096
 const ServerSection = z
   .object({
     trust_domain: trustDomain(),
+    // This server among several on one datastore (its CA journal and keys); default: kept in data_dir/server-id.
+    server_id: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9-]{0,31}$/, 'must be 1-32 of [a-z0-9-], starting with a letter or digit')
+      .optional(),
     bind_address: hostPort().default('127.0.0.1:8081'),
     socket_path: z.string().min(1).optional(),
     data_dir: z.string().min(1).default('./.warrant/server'),
@@ -116,6 +121,8 @@ export interface ServerPlugins {
 
 export interface ServerConfig {
   trustDomain: TrustDomain
+  /** `server_id`; undefined: the one kept in the data directory (ca/server-id.ts). */
+  serverId: string | undefined
   bindAddress: { host: string; port: number }
   socketPath: string
   dataDir: string
@@ -197,6 +204,7 @@ export function toServerConfig(raw: unknown, baseDir: string, registry: ServerPl
   if (issues.length > 0) throw configError(issues, 'server configuration')
   return {
     trustDomain: s.trust_domain,
+    serverId: s.server_id,
     bindAddress: splitHostPort(s.bind_address),
     socketPath,
     dataDir,

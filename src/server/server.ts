@@ -34,6 +34,7 @@ import { publishBoundsDocument, publishBundleFiles } from './ca/bundle-files.js'
 import { CsrVerifierPool } from './ca/csr-verifier.js'
 import { nativeEcdsaError } from './ca/native-ecdsa.js'
 import { CaManager, type UpstreamAuthority } from './ca/manager.js'
+import { serverIdFor } from './ca/server-id.js'
 import type { ServerConfig } from './config.js'
 import type { DataStore } from './datastore/types.js'
 import { startServerHttp } from './http/observability.js'
@@ -53,6 +54,8 @@ import { ServerSvid } from './tls/server-svid.js'
 export interface RunningServer {
   /** Bound TCP address of the agent API. */
   address: { host: string; port: number }
+  /** This server's ID among the servers sharing its datastore (`server_id`, or kept in the data directory). */
+  serverId: string
   /** Port of the SPIFFE bundle endpoint, when federation.bundle_endpoint is configured. */
   bundleEndpointPort: number | undefined
   socketPath: string
@@ -114,7 +117,10 @@ export async function startServer(cfg: ServerConfig, opts: StartServerOptions): 
     const withAudit = audit ? { audit } : {}
     const attestors = await plugins.createAll(cfg.plugins.nodeAttestors, { joinTokens: ds.joinTokens })
 
+    // Several servers may share the datastore: each has its own CA journal and keys, named by its ID.
+    const serverId = serverIdFor(cfg.dataDir, cfg.serverId)
     const ca = new CaManager({
+      serverId,
       trustDomain: cfg.trustDomain,
       keyManager: km,
       ds,
@@ -339,11 +345,15 @@ export async function startServer(cfg: ServerConfig, opts: StartServerOptions): 
     closers.push(async () => refresher.stop())
 
     writeFileAtomic(join(cfg.dataDir, 'server.addr'), `${address.host}:${address.port}\n`)
-    log.info({ [F.TRUST_DOMAIN]: cfg.trustDomain.name, [F.ADDRESS]: `${address.host}:${address.port}`, [F.PATH]: cfg.socketPath }, 'Server started')
+    log.info(
+      { [F.TRUST_DOMAIN]: cfg.trustDomain.name, server_id: serverId, [F.ADDRESS]: `${address.host}:${address.port}`, [F.PATH]: cfg.socketPath },
+      'Server started',
+    )
 
     let stopped = false
     return {
       address,
+      serverId,
       bundleEndpointPort: bundleEndpoint?.port,
       socketPath: cfg.socketPath,
       ca,

@@ -12,6 +12,7 @@ import type { TrustDomain } from '../../spiffe/trust-domain.js'
 import { createCaCertificate, createX509Svid, type SubjectPublicKey, type X509Subject } from '../../spiffe/x509-svid/certificate-builder.js'
 import { readTlv } from '../../spiffe/x509-svid/der.js'
 import type { DataStore } from '../datastore/types.js'
+import { AUTHORITIES_NAMESPACE, DEFAULT_SERVER_KEY, putAuthorities, unionOfAuthorities, type ServerAuthorities } from './shared-bundle.js'
 
 /** An upstream CA: our X.509 CA certificates become intermediates it signs. */
 export interface UpstreamAuthority {
@@ -36,6 +37,12 @@ export interface CaManagerOptions {
   jwtIssuer?: string
   refreshHintSeconds: number
   upstream?: UpstreamAuthority
+  /**
+   * This server's ID among the servers sharing the datastore (server/ca/server-id.ts): its journal is
+   * `ca/<id>`, its keys `<id>.x509-ca-<n>` and `<id>.jwt-<n>` (no clash in a shared HSM), and its
+   * authorities are published under it (shared-bundle.ts). Absent: the single-server names (`ca`, `x509-ca-<n>`).
+   */
+  serverId?: string
 }
 
 type SlotStatus = 'prepared' | 'active' | 'old'
@@ -62,6 +69,8 @@ interface Journal {
   counter: number
   x509: X509Slot[]
   jwt: JwtSlot[]
+  /** Set on the single-server journal `ca` once a server adopted it under its own name (it is then never adopted again). */
+  movedTo?: string
 }
 
 interface ActiveX509 {
@@ -91,7 +100,8 @@ interface ActiveJwt {
   key: ManagedKey
 }
 
-const JOURNAL_NAME = 'ca'
+/** The journal of a server without an ID (one server per datastore), and the one a server with an ID adopts on upgrade. */
+const LEGACY_JOURNAL_NAME = 'ca'
 
 /**
  * The server CA and its key rotation, modelled on SPIRE's ca/manager: each of
@@ -100,6 +110,12 @@ const JOURNAL_NAME = 'ca'
  * sixths, and a retired key stays in the bundle until it expires. Keys live in
  * the KeyManager; the CA only ever holds a Signer. Every bundle change bumps
  * `spiffe_sequence`.
+ *
+ * Several servers on one datastore each run their own CaManager (their own
+ * keys and journal, `serverId`); the bundle is the union of every server's
+ * authorities (shared-bundle.ts), read again at each rotation check, so
+ * another server's new key reaches this server's agents and TLS trust within
+ * one `rotation_check_interval`, long before that key signs anything.
  */
 export class CaManager {
   readonly #o: CaManagerOptions
@@ -110,26 +126,71 @@ export class CaManager {
   #jwt: ActiveJwt | undefined
   #bundle: SpiffeBundle | undefined
   #busy: Promise<unknown> = Promise.resolve()
+  readonly #journalName: string
+  readonly #serverKey: string
+  readonly #keyPrefix: string
 
   constructor(opts: CaManagerOptions) {
     if (opts.caTtlMs < 60_000) throw new RangeError('ca_ttl must be at least 1m')
+    if (opts.serverId !== undefined && !/^[a-z0-9][a-z0-9-]{0,31}$/.test(opts.serverId)) throw new RangeError('server id must match [a-z0-9][a-z0-9-]{0,31}')
     this.#o = opts
+    this.#journalName = opts.serverId === undefined ? LEGACY_JOURNAL_NAME : `ca/${opts.serverId}`
+    this.#serverKey = opts.serverId ?? DEFAULT_SERVER_KEY
+    this.#keyPrefix = opts.serverId === undefined ? '' : `${opts.serverId}.`
     this.#log = opts.log.child({ [F.SUBSYSTEM]: 'ca' })
     this.#events.setMaxListeners(0)
   }
 
   /** Loads the journal (or creates the first keys) and publishes the bundle. */
   async init(): Promise<void> {
-    const raw = await this.#o.ds.journal.get(JOURNAL_NAME)
+    const raw = await this.#o.ds.journal.get(this.#journalName)
     if (raw) {
-      try {
-        const j = JSON.parse(raw) as Journal
-        if (j.version === 1 && Array.isArray(j.x509) && Array.isArray(j.jwt)) this.#journal = j
-      } catch (cause) {
-        throw new IdentityError('ERR_DATASTORE', 'CA journal is corrupt', { cause })
-      }
+      const j = parseJournal(raw)
+      if (j) this.#journal = j
+    } else if (this.#o.serverId !== undefined) {
+      await this.#adoptLegacyJournal()
     }
     await this.#serial(() => this.#rotateLocked(true))
+  }
+
+  /**
+   * Upgrade from one server without an ID: its journal `ca` becomes this server's when
+   * this server's key manager holds every key of it (it is that server, restarted with
+   * an ID), and `ca` is marked moved so that no other server takes it. Its content stays,
+   * so an older version started again still finds its keys.
+   */
+  async #adoptLegacyJournal(): Promise<void> {
+    const ds = this.#o.ds
+    const legacyRaw = await ds.journal.get(LEGACY_JOURNAL_NAME)
+    if (!legacyRaw) return
+    const legacy = parseJournal(legacyRaw)
+    if (!legacy || legacy.movedTo !== undefined) return
+    const now = this.#o.clock.now()
+    const live = [...legacy.x509, ...legacy.jwt].filter((s) => s.notAfter > now)
+    if (live.length === 0) return
+    for (const s of live) {
+      try {
+        await this.#o.keyManager.getKey(s.keyId)
+      } catch {
+        return // another server's journal (its keys are not in this key manager)
+      }
+    }
+    const adopted = await ds.tx(async (t) => {
+      const again = parseJournal((await t.journal.get(LEGACY_JOURNAL_NAME)) ?? '')
+      if (!again || again.movedTo !== undefined || (await t.journal.get(this.#journalName)) !== undefined) return undefined
+      await t.journal.put(this.#journalName, JSON.stringify(again))
+      await t.journal.put(LEGACY_JOURNAL_NAME, JSON.stringify({ ...again, movedTo: this.#journalName }))
+      // The single server's authorities are now this server's record.
+      await t.kv.delete(AUTHORITIES_NAMESPACE, DEFAULT_SERVER_KEY)
+      return again
+    })
+    if (!adopted) {
+      const mine = parseJournal((await ds.journal.get(this.#journalName)) ?? '')
+      if (mine) this.#journal = mine
+      return
+    }
+    this.#journal = adopted
+    this.#log.info({ journal: this.#journalName }, 'Adopted the single-server CA journal')
   }
 
   /**
@@ -219,7 +280,7 @@ export class CaManager {
     }
 
     if (changed) {
-      await this.#o.ds.journal.put(JOURNAL_NAME, JSON.stringify(j))
+      await this.#o.ds.journal.put(this.#journalName, JSON.stringify(j))
       await this.#loadActive()
       await this.#publish()
       for (const s of expired) {
@@ -228,15 +289,26 @@ export class CaManager {
           .catch((err: unknown) => this.#log.warn({ [F.KEY_ID]: s.keyId, [F.ERR]: String(err) }, 'Retired key could not be destroyed'))
         this.#log.info({ [F.KEY_ID]: s.keyId }, 'Retired key destroyed')
       }
-    } else if (!this.#x509 || !this.#jwt) {
-      await this.#loadActive()
+    } else {
+      if (!this.#x509 || !this.#jwt) await this.#loadActive()
       if (!this.#bundle) await this.#publish()
+      // Other servers' rotations (their authorities in the datastore) reach this one here.
+      else await this.#adoptUnion()
     }
     return changed
   }
 
+  /**
+   * Reads every server's authorities from the datastore again and adopts the bundle they
+   * make (e.g. when the datastore signals that another server's authorities changed).
+   * Returns true when this server's bundle changed; onBundleChange listeners have been called.
+   */
+  refreshBundle(): Promise<boolean> {
+    return this.#serial(async () => (this.#bundle ? this.#adoptUnion() : false))
+  }
+
   async #prepareX509(now: number): Promise<X509Slot> {
-    const keyId = `x509-ca-${++this.#journal.counter}`
+    const keyId = `${this.#keyPrefix}x509-ca-${++this.#journal.counter}`
     const key = await this.#o.keyManager.generateKey(keyId, this.#o.caKeyType)
     const notBefore = now - 10_000
     let notAfter = now + this.#o.caTtlMs
@@ -261,7 +333,7 @@ export class CaManager {
   }
 
   async #prepareJwt(now: number): Promise<JwtSlot> {
-    const keyId = `jwt-${++this.#journal.counter}`
+    const keyId = `${this.#keyPrefix}jwt-${++this.#journal.counter}`
     const key = await this.#o.keyManager.generateKey(keyId, this.#o.jwtKeyType)
     const jwk = key.publicKey.export({ format: 'jwk' })
     const kid = randomBytes(16).toString('base64url')
@@ -286,32 +358,68 @@ export class CaManager {
     this.#jwt = { slot: js, key: await this.#o.keyManager.getKey(js.keyId) }
   }
 
+  /** Publishes this server's authorities, then adopts the union of every server's. */
   async #publish(): Promise<void> {
+    await putAuthorities(this.#o.ds.kv, this.#serverKey, this.#ownAuthorities())
+    await this.#adoptUnion()
+  }
+
+  #ownAuthorities(): ServerAuthorities {
+    const up = this.#o.upstream
+    return {
+      version: 1,
+      x509: up
+        ? up.roots.map((r) => ({ cert: Buffer.from(r).toString('base64'), notAfter: Date.parse(new X509Certificate(r).validTo) }))
+        : this.#journal.x509.map((s) => ({ cert: s.cert, notAfter: s.notAfter })),
+      jwt: this.#journal.jwt.map((s) => ({ kid: s.kid, jwk: s.jwk, notAfter: s.notAfter })),
+    }
+  }
+
+  /**
+   * The union of every server's authorities becomes the stored bundle (its sequence moved
+   * only when the union changed; checked again in a transaction, so servers racing agree)
+   * and this server's bundle. Returns true when this server's bundle changed.
+   */
+  async #adoptUnion(): Promise<boolean> {
     const td = this.#o.trustDomain
-    const prev = await this.#o.ds.bundles.get(td.name)
-    const x509Authorities = this.#o.upstream ? this.#o.upstream.roots : this.#journal.x509.map((s) => new Uint8Array(Buffer.from(s.cert, 'base64')))
-    const build = (sequenceNumber: number) =>
+    const ds = this.#o.ds
+    const now = this.#o.clock.now()
+    const buildFrom = (u: Awaited<ReturnType<typeof unionOfAuthorities>>, sequenceNumber: number) =>
       SpiffeBundle.from({
         trustDomain: td,
-        x509Authorities,
-        jwtAuthorities: new Map(this.#journal.jwt.map((s) => [s.kid, s.jwk])),
+        x509Authorities: u.x509,
+        jwtAuthorities: new Map(u.jwt),
         sequenceNumber,
         refreshHintSeconds: this.#o.refreshHintSeconds,
       })
-    // Unchanged content (e.g. a restart) keeps its sequence: spiffe_sequence changes only with the bundle.
-    if (prev) {
-      const same = build(prev.sequence)
-      if (same.marshal() === prev.document) {
-        this.#bundle = same
-        return
-      }
+    // Unchanged content (e.g. a restart, or a check with nothing new) keeps its sequence: spiffe_sequence changes only with the bundle.
+    const current = async (t: DataStore) => {
+      const u = await unionOfAuthorities(t.kv, now)
+      const prev = await t.bundles.get(td.name)
+      const same = prev ? buildFrom(u, prev.sequence) : undefined
+      return { u, prev, same: same && same.marshal() === prev!.document ? same : undefined }
     }
-    const sequence = (prev?.sequence ?? 0) + 1
-    const bundle = build(sequence)
-    await this.#o.ds.bundles.put({ trustDomain: td.name, document: bundle.marshal(), sequence })
+    let { same: bundle } = await current(ds)
+    let wrote = false
+    if (!bundle) {
+      bundle = await ds.tx(async (t) => {
+        const c = await current(t)
+        if (c.same) return c.same
+        const sequence = (c.prev?.sequence ?? 0) + 1
+        const b = buildFrom(c.u, sequence)
+        await t.bundles.put({ trustDomain: td.name, document: b.marshal(), sequence })
+        // Servers whose authorities have all expired are gone: their records go too.
+        for (const s of c.u.servers) if (!s.live && s.key !== this.#serverKey) await t.kv.delete(AUTHORITIES_NAMESPACE, s.key)
+        this.#log.info({ [F.TRUST_DOMAIN]: td.name, sequence }, 'Bundle published')
+        wrote = true
+        return b
+      })
+    }
+    // A restart that finds its bundle as it was changes nothing for anyone.
+    const changed = this.#bundle === undefined ? wrote : this.#bundle.marshal() !== bundle.marshal()
     this.#bundle = bundle
-    this.#log.info({ [F.TRUST_DOMAIN]: td.name, sequence }, 'Bundle published')
-    this.#events.emit('bundle', bundle)
+    if (changed) this.#events.emit('bundle', bundle)
+    return changed
   }
 
   /** The local trust domain's current bundle. */
@@ -431,6 +539,16 @@ export class CaManager {
       })),
       jwt: this.#journal.jwt.map((s) => ({ kid: s.kid, status: s.status, notAfter: s.notAfter })),
     }
+  }
+}
+
+function parseJournal(raw: string): Journal | undefined {
+  if (raw === '') return undefined
+  try {
+    const j = JSON.parse(raw) as Journal
+    return j.version === 1 && Array.isArray(j.x509) && Array.isArray(j.jwt) ? j : undefined
+  } catch (cause) {
+    throw new IdentityError('ERR_DATASTORE', 'CA journal is corrupt', { cause })
   }
 }
 

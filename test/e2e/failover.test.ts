@@ -1,0 +1,128 @@
+/**
+ * Two servers of one trust domain on one datastore, and an agent that fails
+ * over from one to the other: real `warrant server run` processes A and B on
+ * one SQLite file (WAL, busy_timeout: several processes on one machine), each
+ * with its own CA key in its own disk key manager; a `warrant agent run`
+ * process with both addresses in `server_address`, attested at A with a join
+ * token. After `kill -9` of A, the agent keeps serving its workload's SVID
+ * from its cache, moves its Sync stream to B with the SVID A's CA signed (B
+ * trusts it through the shared bundle), and gets from B what B's operator
+ * registers; with both servers down, the cache still serves.
+ */
+import { readFileSync, writeFileSync, mkdirSync } from 'node:fs'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { E2eServer, WarrantProcess, type E2eAgent, fetchX509Until, waitFor, warrant, type X509Json } from '../helpers/e2e-cluster.js'
+import { tempDir } from '../helpers/temp.js'
+
+const TD = 'failover.example'
+const uid = process.getuid?.() ?? 0
+const FIRST = `spiffe://${TD}/ops/first`
+const SECOND = `spiffe://${TD}/ops/second`
+
+const certCount = (pemPath: string) => (readFileSync(pemPath, 'utf8').match(/BEGIN CERTIFICATE/g) ?? []).length
+
+describe('e2e: two servers on one datastore, agent failover', () => {
+  const tmp = tempDir('fo-')
+  const shared = join(tmp.dir, 'shared.sqlite3')
+  let a: E2eServer
+  let b: E2eServer
+  let agent: WarrantProcess
+  let agentSocket: string
+  let agentId: string
+
+  const server = (name: string) =>
+    E2eServer.start({
+      dir: join(tmp.dir, name),
+      trustDomain: TD,
+      // Each server's rotation check also reads the other servers' authorities: 1 s here.
+      serverExtra: [`server_id = "${name}"`, 'rotation_check_interval = "1s"'],
+      plugins: `[plugins.key_manager.disk]\nkeys_path = "keys"\n[plugins.datastore.sqlite]\npath = "${shared}"\n[plugins.node_attestor.join_token]\n`,
+    })
+  const fetchX509 = async (): Promise<X509Json | undefined> => {
+    const r = await warrant(['api', 'fetch', 'x509', '--output', 'json', '--socket', agentSocket])
+    return r.code === 0 ? (JSON.parse(r.stdout) as X509Json) : undefined
+  }
+  // fetchX509Until needs only api() and output() of an agent; this one's config names two servers.
+  const agentHandle = () => ({
+    api: (args: string[]) => warrant(['api', ...args, '--socket', agentSocket]),
+    output: () => agent.output(),
+  })
+
+  beforeAll(async () => {
+    a = await server('a')
+    b = await server('b')
+    // B's CA reaches A's bundle at A's next rotation check; the agent bootstraps from A's bundle file.
+    await waitFor('both CAs in A’s bundle', () => certCount(a.bundlePemPath) === 2, { hint: () => a.output() })
+    expect(certCount(b.bundlePemPath)).toBe(2)
+
+    const dir = join(tmp.dir, 'ag')
+    mkdirSync(dir, { recursive: true })
+    agentSocket = join(dir, 'api.sock')
+    const cfg = join(dir, 'agent.toml')
+    writeFileSync(
+      cfg,
+      [
+        '[agent]',
+        `trust_domain = "${TD}"`,
+        `server_address = ["${a.address}", "${b.address}"]`,
+        `socket_path = "${agentSocket}"`,
+        `data_dir = "${join(dir, 'data')}"`,
+        'log_level = "debug"',
+        `trust_bundle_path = "${a.bundlePemPath}"`,
+        '[plugins.node_attestor.join_token]',
+        `token = "${await a.joinToken()}"`,
+        '[plugins.workload_attestor.unix]',
+        'workload_size_limit = -1',
+        '',
+      ].join('\n'),
+      { mode: 0o600 },
+    )
+    agent = new WarrantProcess(['agent', 'run', '--config', cfg])
+    agentId = await waitFor('the agent to attest at A', () => /"agent_id":"(spiffe:\/\/[^"]+)"[^\n]*Agent started/.exec(agent.output())?.[1], {
+      timeoutMs: 45_000,
+      hint: () => agent.output(),
+    })
+    await a.cliJson(['entry', 'create', '--spiffe-id', FIRST, '--parent-id', agentId, '--selector', `unix:uid:${uid}`])
+    await fetchX509Until(agentHandle() as unknown as E2eAgent, FIRST, { timeoutMs: 45_000 })
+  }, 150_000)
+
+  afterAll(async () => {
+    await agent?.stop('SIGKILL')
+    await a?.stop('SIGKILL')
+    await b?.stop('SIGKILL')
+    tmp.cleanup()
+  })
+
+  it('1. the agent syncs with A, the first server of its list', () => {
+    expect(agent.output()).toMatch(new RegExp(`"address":"${a.address}"[^\\n]*Sync stream connected`))
+  })
+
+  it('2. kill -9 of A: the workload keeps its SVID from the cache, and the agent fails over to B with its SVID from A', async () => {
+    const before = await fetchX509()
+    const svid = before?.svids.find((s) => s.spiffe_id === FIRST)
+    expect(svid).toBeDefined()
+    await a.stop('SIGKILL')
+    // Served at once, whichever server the agent reaches: the same SVID, from the cache.
+    const during = await fetchX509()
+    expect(during?.svids.find((s) => s.spiffe_id === FIRST)).toEqual(svid)
+    await waitFor('the agent’s Sync stream on B', () => new RegExp(`"address":"${b.address}"[^\\n]*Sync stream connected`).test(agent.output()), {
+      timeoutMs: 30_000,
+      hint: () => agent.output(),
+    })
+    expect(agent.output()).toContain('Failing over to another server')
+    // B knows the agent (shared datastore) and pushes what its operator registers.
+    await b.cliJson(['entry', 'create', '--spiffe-id', SECOND, '--parent-id', agentId, '--selector', `unix:uid:${uid}`])
+    const after = await fetchX509Until(agentHandle() as unknown as E2eAgent, SECOND, { timeoutMs: 30_000 })
+    expect(after.svids.map((s) => s.spiffe_id).sort()).toEqual([FIRST, SECOND])
+    expect(agent.running).toBe(true)
+  })
+
+  it('3. with every server down, the Workload API still serves the cached SVIDs', async () => {
+    const before = await fetchX509()
+    await b.stop('SIGKILL')
+    const during = await fetchX509()
+    expect(during?.svids.map((s) => s.spiffe_id).sort()).toEqual([FIRST, SECOND])
+    expect(during?.svids).toEqual(before?.svids)
+  })
+})

@@ -21,7 +21,8 @@ import { F, type Logger } from '../common/log/logger.js'
 import { IdentityError } from '../errors/identity-error.js'
 import { EVENT_TYPES, type SetEventType } from '../signals/event-types.js'
 import { buildSet, SET_TYP } from '../signals/set.js'
-import { streamSubject, subjectFor, type SubjectIdentifier } from '../signals/subject.js'
+import { canonicalJson } from '../audit/canonical.js'
+import { checkSubject, streamSubject, subjectFor, type SubjectIdentifier } from '../signals/subject.js'
 import { matchesIdList, type IdMatcher } from './config.js'
 import type { BrokerService, StoredRevocation } from './contract.js'
 import type { ActiveKey } from './keys.js'
@@ -223,6 +224,8 @@ export class SsfTransmitter {
       delivery_methods_supported: this.#o.push !== undefined ? [POLL_DELIVERY, PUSH_DELIVERY] : [POLL_DELIVERY],
       configuration_endpoint: `${i}/ssf/streams`,
       status_endpoint: `${i}/ssf/status`,
+      add_subject_endpoint: `${i}/ssf/subjects:add`,
+      remove_subject_endpoint: `${i}/ssf/subjects:remove`,
       verification_endpoint: `${i}/ssf/verify`,
       authorization_schemes: [{ spec_urn: 'urn:ietf:rfc:8705' }, { spec_urn: 'urn:ietf:params:oauth:client-assertion-type:jwt-spiffe' }],
       default_subjects: 'ALL',
@@ -306,6 +309,54 @@ export class SsfTransmitter {
 
   getStream(receiver: string, streamId: unknown): StreamConfig {
     return this.#toConfig(this.#own(receiver, streamId))
+  }
+
+  /**
+   * SSF 1.0 §8.1.1.3 (PATCH, `replace` false: only the members given change)
+   * and §8.1.1.4 (PUT, `replace` true: members left out take their defaults).
+   * The receiver may change `events_requested` and `description`; the
+   * transmitter-supplied members, when sent, must equal the stream's; the
+   * delivery method and endpoint are not changed in place (delete the stream
+   * and create another).
+   */
+  updateStream(receiver: string, body: unknown, replace: boolean): StreamConfig {
+    if (!isRecord(body)) throw invalid('stream configuration must be a JSON object')
+    const s = this.#own(receiver, body['stream_id'])
+    const current = this.#toConfig(s)
+    for (const k of ['iss', 'aud', 'events_supported', 'events_delivered', 'min_verification_interval'] as const)
+      if (body[k] !== undefined && canonicalJson(body[k]) !== canonicalJson(current[k])) throw invalid(`${k} is set by the transmitter`)
+    if (body['delivery'] !== undefined && canonicalJson(body['delivery']) !== canonicalJson(current.delivery))
+      throw invalid('delivery cannot be changed; delete the stream and create another')
+    const requested = body['events_requested'] ?? (replace ? [] : s.eventsRequested)
+    if (!Array.isArray(requested) || requested.length > 32 || !requested.every((t) => typeof t === 'string' && t.length <= 256))
+      throw invalid('events_requested must be a list of event type URIs')
+    const description = body['description'] ?? (replace ? undefined : s.description)
+    if (description !== undefined && (typeof description !== 'string' || description.length > MAX_DESCRIPTION))
+      throw invalid('description must be a short string')
+    const eventsDelivered = TRANSMITTED_EVENT_TYPES.filter((t) => (requested as string[]).includes(t))
+    this.#o.store.updateStream(s.streamId, { eventsRequested: requested as string[], eventsDelivered, description })
+    this.#o.log.info({ [F.SPIFFE_ID]: receiver, stream_id: s.streamId, events: eventsDelivered }, 'SSF stream updated')
+    return this.#toConfig(this.#o.store.getStream(s.streamId)!)
+  }
+
+  /**
+   * SSF 1.0 §8.1.3.2 and §8.1.3.3: with `default_subjects` ALL every subject
+   * is on a stream until the receiver removes it; adding it back includes it
+   * again. A removed subject's events are not queued for that stream (a
+   * complex subject is left out when any of its members was removed).
+   */
+  setSubject(receiver: string, body: unknown, add: boolean): void {
+    if (!isRecord(body)) throw invalid('subject request must be a JSON object')
+    const s = this.#own(receiver, body['stream_id'])
+    let subject: SubjectIdentifier
+    try {
+      subject = checkSubject(body['subject'])
+    } catch {
+      throw invalid('subject must be a subject identifier (RFC 9493)')
+    }
+    if (body['verified'] !== undefined && typeof body['verified'] !== 'boolean') throw invalid('verified must be a boolean')
+    this.#o.store.setSubjectRemoved(s.streamId, canonicalJson(subject), !add)
+    this.#o.log.info({ [F.SPIFFE_ID]: receiver, stream_id: s.streamId, format: subject.format }, add ? 'SSF subject added' : 'SSF subject removed')
   }
 
   listStreams(receiver: string): StreamConfig[] {
@@ -475,6 +526,7 @@ export class SsfTransmitter {
 
   /** Stores one event for a stream; logs and drops it when the stream's queue is full. */
   #queue(s: StreamRecord, type: SetEventType, subject: SubjectIdentifier, event: Record<string, unknown>, txn: string | undefined): void {
+    if (type !== EVENT_TYPES.verification && type !== EVENT_TYPES.streamUpdated && removedFrom(this.#o.store.removedSubjects(s.streamId), subject)) return
     const claims = buildSet({
       issuer: this.#o.issuer,
       audience: s.aud,
@@ -539,6 +591,14 @@ export class SsfTransmitter {
     }
     for (const id of woken) this.#wake(id)
   }
+}
+
+/** Whether a subject, or (for a complex one) any of its members, is among the removed (canonical JSON). */
+function removedFrom(removed: ReadonlySet<string>, subject: SubjectIdentifier): boolean {
+  if (removed.size === 0) return false
+  if (removed.has(canonicalJson(subject))) return true
+  if (subject.format !== 'complex') return false
+  return Object.entries(subject).some(([k, m]) => k !== 'format' && typeof m === 'object' && removed.has(canonicalJson(m)))
 }
 
 /** The push delivery of a stream request: an https `endpoint_url` and an optional `authorization_header` (SSF 1.0 §8.1.1). */

@@ -138,6 +138,65 @@ describe('SSF transmitter on the broker', () => {
     expect(acked.json()).toEqual({ sets: {}, moreAvailable: false })
   })
 
+  it('updates a stream (PATCH keeps what is left out, PUT resets it) and refuses changing what the transmitter sets', async () => {
+    const id = (
+      (await call('POST', '/ssf/streams', RX2, { events_requested: [EVENT_TYPES.credentialChange], description: 'first' })).json() as { stream_id: string }
+    ).stream_id
+    const patched = await call('PATCH', '/ssf/streams', RX2, { stream_id: id, events_requested: [EVENT_TYPES.sessionRevoked] })
+    expect(patched.status).toBe(200)
+    expect(patched.json()).toMatchObject({
+      stream_id: id,
+      events_requested: [EVENT_TYPES.sessionRevoked],
+      events_delivered: [EVENT_TYPES.sessionRevoked],
+      description: 'first',
+    })
+    const put = await call('PUT', '/ssf/streams', RX2, { stream_id: id, events_requested: [EVENT_TYPES.credentialChange] })
+    expect(put.status).toBe(200)
+    expect(put.json()).toMatchObject({ events_delivered: [EVENT_TYPES.credentialChange] })
+    expect((put.json() as { description?: string }).description).toBeUndefined()
+    for (const bad of [
+      { aud: 'spiffe://example.org/else' },
+      { iss: 'https://evil.example' },
+      { delivery: { method: 'urn:ietf:rfc:8935', endpoint_url: 'https://evil.example/x' } },
+    ]) {
+      const r = await call('PATCH', '/ssf/streams', RX2, { stream_id: id, ...bad })
+      expect([r.status, r.json().error]).toEqual([400, 'invalid_request'])
+    }
+    // another receiver's stream is not found
+    expect((await call('PATCH', '/ssf/streams', RX, { stream_id: id, description: 'mine now' })).status).toBe(404)
+    expect((await call('GET', `/ssf/streams?stream_id=${id}`, RX2)).json()).toMatchObject({ events_delivered: [EVENT_TYPES.credentialChange] })
+    await call('DELETE', `/ssf/streams?stream_id=${id}`, RX2)
+  })
+
+  it('removing a subject leaves its events out of that stream, adding it back includes them again; the configuration names both endpoints', async () => {
+    const cfg = (await call('GET', '/.well-known/ssf-configuration', undefined)).json() as Record<string, string>
+    expect(new URL(cfg['remove_subject_endpoint']!).pathname).toBe('/ssf/subjects:remove')
+    expect(new URL(cfg['add_subject_endpoint']!).pathname).toBe('/ssf/subjects:add')
+    const stream = (await call('POST', '/ssf/streams', RX2, { events_requested: [EVENT_TYPES.credentialChange] })).json() as {
+      stream_id: string
+      delivery: { endpoint_url: string }
+    }
+    const quiet = 'spiffe://example.org/agents/quiet'
+    const loud = 'spiffe://example.org/agents/loud'
+    const rm = await call('POST', '/ssf/subjects:remove', RX2, { stream_id: stream.stream_id, subject: { format: 'uri', uri: quiet } })
+    expect(rm.status).toBe(204)
+    const bad = await call('POST', '/ssf/subjects:remove', RX2, { stream_id: stream.stream_id, subject: { format: 'uri' } })
+    expect([bad.status, bad.json().error]).toEqual([400, 'invalid_request'])
+    await svc.revokeAt({ kind: 'instance', value: quiet, reason: 'left out' }, 'admin')
+    await svc.revokeAt({ kind: 'instance', value: loud, reason: 'delivered' }, 'admin')
+    const pollPath = new URL(stream.delivery.endpoint_url).pathname
+    const first = (await call('POST', pollPath, RX2, { returnImmediately: true })).json() as { sets: Record<string, string> }
+    const about = (set: string) => (JSON.parse(Buffer.from(set.split('.')[1]!, 'base64url').toString()) as { sub_id: { uri: string } }).sub_id.uri
+    expect(Object.values(first.sets).map(about)).toEqual([loud])
+    expect((await call('POST', '/ssf/subjects:add', RX2, { stream_id: stream.stream_id, subject: { format: 'uri', uri: quiet }, verified: true })).status).toBe(
+      200,
+    )
+    ssf.send({ event: 'credential-change', subject: quiet })
+    const second = (await call('POST', pollPath, RX2, { ack: Object.keys(first.sets), returnImmediately: true })).json() as { sets: Record<string, string> }
+    expect(Object.values(second.sets).map(about)).toEqual([quiet])
+    await call('DELETE', `/ssf/streams?stream_id=${stream.stream_id}`, RX2)
+  })
+
   it('manages status, verification and deletion', async () => {
     const id = ((await call('POST', '/ssf/streams', RX2, {})).json() as { stream_id: string }).stream_id
     expect((await call('GET', `/ssf/status?stream_id=${id}`, RX2)).json()).toEqual({ stream_id: id, status: 'enabled' })

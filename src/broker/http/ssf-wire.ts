@@ -4,7 +4,11 @@
  *   GET    /.well-known/ssf-configuration[issuer path]   transmitter metadata (public)
  *   POST   <issuer>/ssf/streams              create a poll stream (201)
  *   GET    <issuer>/ssf/streams[?stream_id]  one stream, or the caller's streams
+ *   PATCH  <issuer>/ssf/streams              update events_requested, description (200)
+ *   PUT    <issuer>/ssf/streams              replace them (200)
  *   DELETE <issuer>/ssf/streams?stream_id    delete (204)
+ *   POST   <issuer>/ssf/subjects:add         include a subject again (200)
+ *   POST   <issuer>/ssf/subjects:remove      leave a subject's events out (204)
  *   GET    <issuer>/ssf/status?stream_id     stream status
  *   POST   <issuer>/ssf/status               change it
  *   POST   <issuer>/ssf/verify               queue a verification event (204)
@@ -107,6 +111,28 @@ export function registerSsfRoutes(app: FastifyInstance, o: SsfWireOptions): void
     route('ssf.streams.get', async (req, c) => {
       const id = streamIdOf(req)
       return { status: 200, body: id === undefined ? t.listStreams(c.spiffeId) : t.getStream(c.spiffeId, id) }
+    }),
+  )
+  app.patch(
+    `${base}/ssf/streams`,
+    route('ssf.streams.update', async (req, c) => ({ status: 200, body: t.updateStream(c.spiffeId, json(req), false) })),
+  )
+  app.put(
+    `${base}/ssf/streams`,
+    route('ssf.streams.replace', async (req, c) => ({ status: 200, body: t.updateStream(c.spiffeId, json(req), true) })),
+  )
+  app.post(
+    `${base}/ssf/subjects::add`,
+    route('ssf.subjects.add', async (req, c) => {
+      t.setSubject(c.spiffeId, json(req), true)
+      return { status: 200 }
+    }),
+  )
+  app.post(
+    `${base}/ssf/subjects::remove`,
+    route('ssf.subjects.remove', async (req, c) => {
+      t.setSubject(c.spiffeId, json(req), false)
+      return { status: 204 }
     }),
   )
   app.delete(

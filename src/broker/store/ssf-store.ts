@@ -55,6 +55,12 @@ CREATE TABLE IF NOT EXISTS ssf_received (
   received_at INTEGER NOT NULL,
   UNIQUE (issuer, jti)
 ) STRICT;
+-- Subjects a receiver removed from its stream (SSF 1.0 §8.1.3; default_subjects is ALL): canonical JSON.
+CREATE TABLE IF NOT EXISTS ssf_removed_subjects (
+  stream_id TEXT NOT NULL REFERENCES ssf_streams (stream_id) ON DELETE CASCADE,
+  subject TEXT NOT NULL,
+  PRIMARY KEY (stream_id, subject)
+) STRICT, WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS ssf_state (
   name TEXT PRIMARY KEY NOT NULL,
   value INTEGER NOT NULL
@@ -262,6 +268,27 @@ export class SsfStore {
 
   setStatus(streamId: string, status: StreamStatus, reason: string | undefined): void {
     this.#db.prepare('UPDATE ssf_streams SET status = ?, status_reason = ? WHERE stream_id = ?').run(status, reason ?? null, streamId)
+  }
+
+  /** Replaces what a receiver may change of its stream (SSF 1.0 §8.1.1.3 and §8.1.1.4). */
+  updateStream(streamId: string, u: { eventsRequested: readonly string[]; eventsDelivered: readonly string[]; description: string | undefined }): void {
+    this.#db
+      .prepare('UPDATE ssf_streams SET events_requested = ?, events_delivered = ?, description = ? WHERE stream_id = ?')
+      .run(JSON.stringify(u.eventsRequested), JSON.stringify(u.eventsDelivered), u.description ?? null, streamId)
+  }
+
+  /** Marks a subject (canonical JSON) removed from a stream, or included again; returns whether anything changed. */
+  setSubjectRemoved(streamId: string, subject: string, removed: boolean): boolean {
+    const st = removed
+      ? this.#db.prepare('INSERT INTO ssf_removed_subjects (stream_id, subject) VALUES (?, ?) ON CONFLICT DO NOTHING')
+      : this.#db.prepare('DELETE FROM ssf_removed_subjects WHERE stream_id = ? AND subject = ?')
+    return st.run(streamId, subject).changes > 0
+  }
+
+  /** The subjects (canonical JSON) removed from a stream. */
+  removedSubjects(streamId: string): Set<string> {
+    const rows = this.#db.prepare('SELECT subject FROM ssf_removed_subjects WHERE stream_id = ?').all(streamId) as { subject: string }[]
+    return new Set(rows.map((r) => r.subject))
   }
 
   setVerifiedAt(streamId: string, at: number): void {

@@ -15,6 +15,7 @@
  */
 import { AuditLog } from '../audit/store/audit-log.js'
 import { openSignedAuditLog } from './audit-composition.js'
+import { observeTokenEndpoint, RateCounter, startBrokerConsole } from './console-composition.js'
 import { createPublicKey, X509Certificate } from 'node:crypto'
 import { readFileSync, unwatchFile, watchFile } from 'node:fs'
 import { isIP } from 'node:net'
@@ -195,6 +196,9 @@ export async function startBroker(o: {
   let ssfStore: SsfStore | undefined
   let ssf: SsfTransmitter | undefined
   const receivers: SsfReceiver[] = []
+  // The operator console ([broker.console]): token endpoint decisions counted for its chart.
+  const rates = cfg.sections.console ? new RateCounter() : undefined
+  let consoleServer: Awaited<ReturnType<typeof startBrokerConsole>>
   try {
     const sig = cfg.signals
     if (sig) ssfStore = SsfStore.open(sig.storePath)
@@ -233,7 +237,7 @@ export async function startBroker(o: {
     }
     const credentials = await credentialVault(cfg, o.keyManager, service, log)
     http = await startBrokerHttpServer({
-      service,
+      service: rates ? observeTokenEndpoint(service, rates) : service,
       config: cfg,
       trust: o.trust,
       identity: o.identity,
@@ -243,6 +247,16 @@ export async function startBroker(o: {
       ...(receivers.length > 0 ? { ssfPush: pushToReceivers(receivers) } : {}),
       ...(credentials ? { credentials } : {}),
     })
+    if (rates)
+      consoleServer = await startBrokerConsole({
+        config: cfg,
+        service,
+        rates,
+        identity: o.identity,
+        keyManager: o.keyManager,
+        ...(ssfStore ? { ssfStore } : {}),
+        log,
+      })
     const admin = await startBrokerAdminServer({
       service,
       socketPath: cfg.adminSocketPath,
@@ -258,6 +272,7 @@ export async function startBroker(o: {
       async stop() {
         ssf?.close()
         await Promise.all(receivers.map((r) => r.close()))
+        await consoleServer?.close().catch((err: unknown) => log.warn({ [F.ERR]: String(err) }, 'Console close failed'))
         await http!.close().catch((err: unknown) => log.warn({ [F.ERR]: String(err) }, 'Broker HTTPS close failed'))
         await admin.close().catch((err: unknown) => log.warn({ [F.ERR]: String(err) }, 'Broker admin close failed'))
         ssfStore?.close()
@@ -269,6 +284,7 @@ export async function startBroker(o: {
   } catch (err) {
     ssf?.close()
     await Promise.all(receivers.map((r) => r.close()))
+    await consoleServer?.close().catch(() => undefined)
     await http?.close().catch(() => undefined)
     ssfStore?.close()
     await service.close().catch(() => undefined)

@@ -65,8 +65,11 @@ const ALLOWED: Record<string, readonly string[]> = {
   audit: ['audit', 'keymanager', 'common', 'spiffe', 'errors'],
   /** The agentic gateway (registry, policy, proxy): a workload of its own; never the server, agent or broker it fronts. */
   gateway: ['gateway', 'tokens', 'spiffe', 'resource-server', 'audit', 'broker-client', 'workload-client', 'common', 'errors'],
+  /** The operator console: its own HTTPS wire and pages; the broker only through its ports (ports.ts) and the intents' contract types. */
+  console: ['console', 'broker', 'common', 'errors'],
   cli: [
     'cli',
+    'console',
     'audit',
     'server',
     'agent',

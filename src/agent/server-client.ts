@@ -77,6 +77,38 @@ export interface ClientCredentials {
 /** Methods whose messages skip proto-loader's object conversion (common/grpc/direct-codec.ts); the server does the same. */
 const DIRECT_METHODS = ['BatchNewX509SVID'] as const
 const UNARY_DEADLINE_MS = 30_000
+/** Entries one Sync update may bring in pages (a server that never ends its pages cannot fill the agent's memory). */
+export const MAX_SYNC_ENTRIES = 1_000_000
+
+/**
+ * Puts the pages of a Sync update back together: a message with `more` starts
+ * (or continues) an update, the next message without it ends it. Returns the
+ * whole update when it is complete, else undefined. More than `maxEntries`
+ * entries in one update end the stream (ERR_INTERNAL).
+ */
+export class SyncPages {
+  readonly #max: number
+  #open: SyncResponse__Output | undefined
+
+  constructor(maxEntries = MAX_SYNC_ENTRIES) {
+    this.#max = maxEntries
+  }
+
+  accept(m: SyncResponse__Output): SyncResponse__Output | undefined {
+    let whole: SyncResponse__Output
+    if (this.#open) {
+      for (const e of m.entries ?? []) this.#open.entries.push(e)
+      whole = this.#open
+    } else whole = m.more ? { ...m, entries: [...(m.entries ?? [])] } : m
+    if ((whole.entries?.length ?? 0) > this.#max) throw new IdentityError('ERR_INTERNAL', `sync: more than ${this.#max} entries in one update`)
+    if (m.more) {
+      this.#open = whole
+      return undefined
+    }
+    this.#open = undefined
+    return whole
+  }
+}
 const FLOW_CONTROL_WINDOW = 4 * 1024 * 1024
 
 /** The server's SPIFFE ID for a trust domain. */
@@ -363,10 +395,13 @@ export class GrpcServerClient implements ServerClient {
       }
       if (opts.signal?.aborted) return onAbort()
       opts.signal?.addEventListener('abort', onAbort)
+      // Pages of one update (`more`) are applied together, once the last one has come.
+      const pages = new SyncPages()
       call.on('data', (m: SyncResponse__Output) => {
         if (settled) return
         try {
-          onMessage(syncFromMsg(m))
+          const whole = pages.accept(m)
+          if (whole) onMessage(syncFromMsg(whole))
         } catch (err) {
           call.cancel()
           finish(err)

@@ -29,6 +29,7 @@ import { decide, signalOf, type PolicyDecision, type SignalPolicy } from '../sig
 import { MemorySetReplayCache, setReplayKey, verifySet, type VerifiedSet } from '../signals/set.js'
 import { JwksCache } from '../tokens/jwks-cache.js'
 import type { RevocationRequest } from './contract.js'
+import type { Narrowing } from './narrowings.js'
 import { POLL_DELIVERY, PUSH_DELIVERY } from './ssf-transmitter.js'
 import type { SsfStore } from './store/ssf-store.js'
 
@@ -65,6 +66,8 @@ export interface SsfReceiverOptions {
   readonly policy: SignalPolicy
   /** Records a revocation (the broker's `revokeAt(req, 'admin')`). */
   readonly revoke: (req: RevocationRequest) => Promise<unknown>
+  /** Records a ceiling narrowing (src/broker/narrowings.ts); without it a `narrow` decision fails. */
+  readonly narrow?: (n: Narrowing) => Promise<void>
   readonly store: SsfStore
   readonly transport: SsfTransport
   readonly log: Logger
@@ -399,6 +402,16 @@ export class SsfReceiver {
         return 'applied'
       case 'quarantine':
         await this.#o.revoke({ kind: 'prefix', value: d.prefix, reason, ...(d.notAfter !== undefined ? { notAfter: d.notAfter } : {}) })
+        return 'applied'
+      case 'narrow':
+        if (this.#o.narrow === undefined) throw new IdentityError('ERR_REVOCATION_INVALID', 'narrowing is not available here')
+        await this.#o.narrow({
+          prefix: d.prefix,
+          scopes: d.scopes,
+          ...(d.resources !== undefined ? { resources: d.resources } : {}),
+          notAfter: d.notAfter,
+          reason,
+        })
         return 'applied'
     }
   }

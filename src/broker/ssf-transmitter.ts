@@ -26,13 +26,19 @@ import { checkSubject, streamSubject, subjectFor, type SubjectIdentifier } from 
 import { matchesIdList, type IdMatcher } from './config.js'
 import type { BrokerService, StoredRevocation } from './contract.js'
 import type { ActiveKey } from './keys.js'
+import type { Narrowing } from './narrowings.js'
 import { signJwt } from './mint.js'
 import type { SsfStore, StreamRecord, StreamStatus } from './store/ssf-store.js'
 
 export const POLL_DELIVERY = 'urn:ietf:rfc:8936'
 export const PUSH_DELIVERY = 'urn:ietf:rfc:8935'
 /** The event types this transmitter emits (stream events are always delivered). */
-export const TRANSMITTED_EVENT_TYPES: readonly SetEventType[] = [EVENT_TYPES.sessionRevoked, EVENT_TYPES.credentialChange, EVENT_TYPES.credentialCompromise]
+export const TRANSMITTED_EVENT_TYPES: readonly SetEventType[] = [
+  EVENT_TYPES.sessionRevoked,
+  EVENT_TYPES.credentialChange,
+  EVENT_TYPES.credentialCompromise,
+  EVENT_TYPES.tokenClaimsChange,
+]
 
 const LAST_REVOCATION_SEQ = 'last_revocation_seq'
 const MAX_DESCRIPTION = 512
@@ -568,6 +574,33 @@ export class SsfTransmitter {
     this.#o.log.info({ event_type: sig.event, [F.SPIFFE_ID]: sig.subject, streams: streams.length }, 'SSF signal sent by admin')
     for (const id of streams) this.#wake(id)
     return { event_type: type, streams }
+  }
+
+  /**
+   * CAEP `token-claims-change` about a prefix (`uri`, the SPIFFE ID) whose
+   * ceiling narrowed: `claims.scope` is what its tokens may still carry,
+   * `warrant_narrowing` the rest (`resources`, `not_after`). One SET on every
+   * enabled stream that asked for it. Returns the streams it was queued on.
+   */
+  ceilingNarrowed(n: Narrowing): string[] {
+    const type = EVENT_TYPES.tokenClaimsChange
+    const event: Record<string, unknown> = {
+      event_timestamp: this.#nowSec,
+      initiating_entity: 'policy',
+      reason_admin: { en: n.reason.slice(0, 512) },
+      claims: { scope: n.scopes.join(' ') },
+      warrant_narrowing: { prefix: n.prefix, not_after: n.notAfter, ...(n.resources !== undefined ? { resources: n.resources } : {}) },
+    }
+    const streams: string[] = []
+    this.#o.store.tx(() => {
+      for (const s of this.#o.store.listStreams()) {
+        if (s.status === 'disabled' || !s.eventsDelivered.includes(type)) continue
+        this.#queue(s, type, { format: 'uri', uri: n.prefix }, event, undefined)
+        streams.push(s.streamId)
+      }
+    })
+    for (const id of streams) this.#wake(id)
+    return streams
   }
 
   #onRevocation(e: StoredRevocation): void {

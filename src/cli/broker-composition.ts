@@ -32,6 +32,7 @@ import { toEmbeddedBrokerConfig, type BrokerConfig } from '../broker/config.js'
 import { startBrokerHttpServer, type BrokerHttpServer, type TlsIdentity } from '../broker/http/broker-http-server.js'
 import type { TrustSource } from '../broker/http/client-auth.js'
 import { boundsCeilingSource, type CredentialSealer } from '../broker/ports.js'
+import { narrowedCeilingSource, Narrowings } from '../broker/narrowings.js'
 import { CredentialVault } from '../broker/credentials.js'
 import { createBrokerService, type BrokerServiceImpl } from '../broker/service.js'
 import { SsfTransmitter } from '../broker/ssf-transmitter.js'
@@ -170,10 +171,12 @@ export async function startBroker(o: {
   const log = o.log.child({ [F.SUBSYSTEM]: 'broker' })
   const list = (m: { ids: readonly string[]; prefixes: readonly string[] }) => [...m.ids, ...m.prefixes]
   const audit = cfg.audit ? await openBrokerAuditLog(cfg.audit, o.keyManager, `${o.trust.localTrustDomain().name}/warrant/broker-audit`, log) : undefined
+  // ceilings narrowed by signals ([broker.signals] policy `narrow`), kept in the SSF store
+  const narrowings = new Narrowings()
   const service = await createBrokerService(
     {
       keyManager: o.keyManager,
-      ceilings: boundsCeilingSource(o.bounds),
+      ceilings: narrowedCeilingSource(boundsCeilingSource(o.bounds), narrowings),
       jwtBundles: o.jwtBundles,
       log,
       ...(audit ? { audit } : {}),
@@ -217,6 +220,7 @@ export async function startBroker(o: {
       })
     }
     if (sig && ssfStore) {
+      for (const n of ssfStore.listNarrowings(Math.floor(Date.now() / 1000))) narrowings.add(n)
       const audience = svidIdOf(o.identity.current().certChainPem)
       for (const t of sig.transmitters) {
         const caPem = t.caFile !== undefined ? readFileSync(t.caFile, 'utf8') : undefined
@@ -226,6 +230,12 @@ export async function startBroker(o: {
           tokenIssuer: cfg.issuer,
           policy: sig.policy,
           revoke: (req) => service.revokeAt(req, 'admin'),
+          narrow: async (n) => {
+            ssfStore!.addNarrowing(n, Math.floor(Date.now() / 1000))
+            narrowings.add(n)
+            log.warn({ prefix: n.prefix, scopes: n.scopes, not_after: n.notAfter, reason: n.reason }, 'Ceiling narrowed by a signal')
+            ssf?.ceilingNarrowed(n)
+          },
           store: ssfStore,
           transport: httpsSsfTransport({ identity: () => o.identity.current(), ...(caPem !== undefined ? { caPem } : {}) }),
           log: log.child({ [F.SUBSYSTEM]: 'ssf_receiver' }),

@@ -11,6 +11,9 @@
  *   and everything under it);
  * - `quarantine` a prefix (the rule's, else the subject's SPIFFE ID) until an
  *   operator releases it or, with `duration`, for that long: no new tokens;
+ * - `narrow` a prefix (the rule's, else the subject's SPIFFE ID) for
+ *   `duration`: its agents may then be given only the rule's `scopes` (and
+ *   `resources`, when listed) of what their bounds allow;
  * - `record`: nothing but the record.
  *
  * A subject-derived prefix is never a bare trust domain, and a subject that
@@ -108,6 +111,20 @@ const RuleSchema = z.discriminatedUnion('action', [
         .optional(),
     })
     .strict(),
+  z
+    .object({
+      ...common,
+      action: z.literal('narrow'),
+      prefix: prefixString().optional(),
+      /** The scopes that remain allowed (may be empty: none). */
+      scopes: z.array(z.string().min(1).max(256)).max(256),
+      /** The resources that remain allowed; absent: not narrowed. */
+      resources: z.array(z.string().min(1).max(2048)).max(256).optional(),
+      duration: duration()
+        .refine((ms) => ms >= 1000, 'must be at least 1s')
+        .refine((ms) => ms <= 30 * 86_400_000, 'must be at most 30 days'),
+    })
+    .strict(),
   z.object({ ...common, action: z.literal('record') }).strict(),
 ])
 
@@ -143,6 +160,14 @@ export function signalOf(s: VerifiedSet, defaultConfidence?: number): Signal {
 export type PolicyDecision =
   | { readonly action: 'revoke'; readonly rule: number; readonly level: RevocationKind; readonly value: string }
   | { readonly action: 'quarantine'; readonly rule: number; readonly prefix: string; readonly notAfter?: number }
+  | {
+      readonly action: 'narrow'
+      readonly rule: number
+      readonly prefix: string
+      readonly scopes: readonly string[]
+      readonly resources?: readonly string[]
+      readonly notAfter: number
+    }
   | { readonly action: 'record'; readonly rule?: number; readonly reason: 'rule' | 'no_rule' | 'target_missing' }
 
 export interface DecideOptions {
@@ -212,6 +237,18 @@ export function decide(policy: SignalPolicy, s: Signal, o: DecideOptions): Polic
         rule: i,
         prefix,
         ...(rule.duration !== undefined ? { notAfter: Math.floor(o.nowSec) + Math.ceil(rule.duration / 1000) } : {}),
+      }
+    }
+    case 'narrow': {
+      const prefix = rule.prefix ?? subjectPrefix(s.agent)
+      if (prefix === undefined) return { action: 'record', rule: i, reason: 'target_missing' }
+      return {
+        action: 'narrow',
+        rule: i,
+        prefix,
+        scopes: rule.scopes,
+        ...(rule.resources !== undefined ? { resources: rule.resources } : {}),
+        notAfter: Math.floor(o.nowSec) + Math.ceil(rule.duration / 1000),
       }
     }
   }

@@ -11,6 +11,7 @@ import { chmodSync, closeSync, constants, mkdirSync, openSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import Database from 'better-sqlite3'
 import { IdentityError } from '../../errors/identity-error.js'
+import type { Narrowing } from '../narrowings.js'
 
 type Db = Database.Database
 
@@ -61,6 +62,15 @@ CREATE TABLE IF NOT EXISTS ssf_removed_subjects (
   subject TEXT NOT NULL,
   PRIMARY KEY (stream_id, subject)
 ) STRICT, WITHOUT ROWID;
+-- Ceiling narrowings a signal's policy made (src/broker/narrowings.ts), kept until they end.
+CREATE TABLE IF NOT EXISTS ssf_narrowings (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  prefix TEXT NOT NULL,
+  scopes TEXT NOT NULL,
+  resources TEXT,
+  not_after INTEGER NOT NULL,
+  reason TEXT NOT NULL
+) STRICT;
 CREATE TABLE IF NOT EXISTS ssf_state (
   name TEXT PRIMARY KEY NOT NULL,
   value INTEGER NOT NULL
@@ -378,6 +388,34 @@ export class SsfStore {
       decision: JSON.parse(r.decision) as unknown,
       outcome: r.outcome,
       receivedAt: r.received_at,
+    }))
+  }
+
+  /** Records a narrowing; those ended before `nowSec` are dropped at the same time. */
+  addNarrowing(n: Narrowing, nowSec: number): void {
+    this.tx(() => {
+      this.#db.prepare('DELETE FROM ssf_narrowings WHERE not_after <= ?').run(nowSec)
+      this.#db
+        .prepare('INSERT INTO ssf_narrowings (prefix, scopes, resources, not_after, reason) VALUES (?, ?, ?, ?, ?)')
+        .run(n.prefix, JSON.stringify(n.scopes), n.resources === undefined ? null : JSON.stringify(n.resources), n.notAfter, n.reason)
+    })
+  }
+
+  /** The narrowings still in force at `nowSec`, oldest first. */
+  listNarrowings(nowSec: number): Narrowing[] {
+    const rows = this.#db.prepare('SELECT * FROM ssf_narrowings WHERE not_after > ? ORDER BY id').all(nowSec) as {
+      prefix: string
+      scopes: string
+      resources: string | null
+      not_after: number
+      reason: string
+    }[]
+    return rows.map((r) => ({
+      prefix: r.prefix,
+      scopes: JSON.parse(r.scopes) as string[],
+      ...(r.resources !== null ? { resources: JSON.parse(r.resources) as string[] } : {}),
+      notAfter: r.not_after,
+      reason: r.reason,
     }))
   }
 

@@ -116,6 +116,7 @@ function syncMsg(u: SyncUpdate): SyncResponse {
     msg.revocations = u.revocations.map(revocationToMsg)
     msg.revocations_changed = true
   }
+  if (u.more) msg.more = true
   return msg
 }
 

@@ -11,6 +11,14 @@ import { boundsSpiffeId } from '../registration/validate.js'
 /** How often an open stream re-authenticates its agent (evicted or banned agents lose it; selectors may change). */
 const RECHECK_MS = 30_000
 
+/**
+ * Entries of one Sync message, by their estimated encoded size: 1 MiB, a
+ * quarter of gRPC's usual 4 MB message limit (an entry's encoding is at most
+ * a few hundred bytes more than the estimate, and at most 2,000 entries of a
+ * page could each add that). 20,000 typical entries make 5 pages.
+ */
+export const SYNC_PAGE_BYTES = 1024 * 1024
+
 /** One update of an agent's Sync stream: what changed since the previous one (everything in the first, `full`). */
 export interface SyncUpdate {
   full: boolean
@@ -23,6 +31,51 @@ export interface SyncUpdate {
   federatedBundles?: BundleRecord[]
   /** The revocations in force, full set, when they changed (always in the first update when revocations are served). */
   revocations?: Revocation[]
+  /** This is a page of a larger update: the next message continues it (see pageSyncUpdate). */
+  more?: boolean
+}
+
+/** An entry's protobuf size, give or take the varints and tags (a few bytes per field). */
+export function estimatedEntryBytes(e: RegistrationEntry): number {
+  let n = 64 + e.id.length + e.spiffeId.length + e.parentId.length + e.hint.length
+  for (const s of e.selectors) n += 8 + s.type.length + s.value.length
+  for (const d of e.dnsNames) n += 4 + d.length
+  for (const t of e.federatesWith) n += 4 + t.length
+  return n
+}
+
+/**
+ * Splits an update whose entries exceed `pageBytes` into pages: the first
+ * carries `full`, the deletions, the bundles and the revocations and as many
+ * entries as fit; the next ones only entries; all but the last have `more`.
+ * An update that fits is returned as it is. An agent applies the pages as one
+ * update (an agent that does not know `more` applies them one by one: the first
+ * full page, then the rest as additions, and ends with the same set).
+ */
+export function pageSyncUpdate(u: SyncUpdate, pageBytes = SYNC_PAGE_BYTES): SyncUpdate[] {
+  const entries = u.entries ?? []
+  let total = 0
+  for (const e of entries) total += estimatedEntryBytes(e)
+  if (total <= pageBytes) return [u]
+  const pages: SyncUpdate[] = []
+  let page: RegistrationEntry[] = []
+  let size = 0
+  const flush = () => {
+    const p: SyncUpdate = pages.length === 0 ? { ...u, entries: page } : { full: false, entries: page }
+    p.more = true
+    pages.push(p)
+    page = []
+    size = 0
+  }
+  for (const e of entries) {
+    const b = estimatedEntryBytes(e)
+    if (page.length > 0 && size + b > pageBytes) flush()
+    page.push(e)
+    size += b
+  }
+  flush()
+  delete pages[pages.length - 1]!.more
+  return pages
 }
 
 export interface SyncStreamsDeps {
@@ -35,6 +88,8 @@ export interface SyncStreamsDeps {
   log: Logger
   /** How often an open stream re-authenticates its agent (default 30 s). */
   recheckMs?: number
+  /** Entries per message, by estimated size (default SYNC_PAGE_BYTES). */
+  pageBytes?: number
 }
 
 export interface SyncStreamOptions {
@@ -51,8 +106,10 @@ export interface SyncStreamOptions {
  * namespace bounds its node meets), the local bundle and the federated
  * bundles its entries may use, first in full, then as changes: every entry
  * write, bundle rotation, federated refresh or bounds change pushes what it
- * changed. Pushes are serialised; a failing push or re-authentication ends
- * the stream with its error.
+ * changed. An update with more entries than fit in a page is sent as pages
+ * (pageSyncUpdate), so no message nears gRPC's 4 MB limit however many
+ * entries an agent has. Pushes are serialised; a failing push or
+ * re-authentication ends the stream with its error.
  */
 export class SyncStreams {
   readonly #d: SyncStreamsDeps
@@ -103,7 +160,7 @@ export class SyncStreams {
       }
       const empty = !first && !u.bundle && !u.federatedBundles && !u.revocations && (u.entries?.length ?? 0) === 0 && (u.deletedEntryIds?.length ?? 0) === 0
       first = false
-      if (!empty) opts.send(u)
+      if (!empty) for (const page of pageSyncUpdate(u, d.pageBytes)) opts.send(page)
     }
 
     await new Promise<void>((resolve, reject) => {

@@ -15,6 +15,7 @@ import { parseSignalPolicy } from '../../../src/signals/policy.js'
 import { buildSet, SET_TYP } from '../../../src/signals/set.js'
 import { EVENT_TYPES } from '../../../src/signals/event-types.js'
 import { captureLogger } from '../../helpers/capture-logger.js'
+import type { Narrowing } from '../../../src/broker/narrowings.js'
 
 const TX = 'https://tx-broker.example.org'
 const ME = 'spiffe://example.org/warrant/broker'
@@ -38,7 +39,15 @@ const until = async (what: string, cond: () => boolean) => {
   throw new Error(`timed out waiting for ${what}`)
 }
 
-async function setup(o: { failPushes?: number; authorization?: (given: string | undefined) => string | undefined; push?: boolean } = {}) {
+async function setup(
+  o: {
+    failPushes?: number
+    authorization?: (given: string | undefined) => string | undefined
+    push?: boolean
+    policy?: ReturnType<typeof parseSignalPolicy>
+    narrow?: (n: Narrowing) => Promise<void>
+  } = {},
+) {
   const key = await new MemoryKeyManager().generateKey('tx', 'ec-p256')
   const jwks = { keys: [{ ...key.publicKey.export({ format: 'jwk' }), kid: 'k1', alg: 'ES256' }] }
   const entries: StoredRevocation[] = []
@@ -108,8 +117,9 @@ async function setup(o: { failPushes?: number; authorization?: (given: string | 
     transmitters: [{ issuer: TX, delivery: 'push' }],
     audience: ME,
     tokenIssuer: MY_ISSUER,
-    policy: POLICY,
+    policy: o.policy ?? POLICY,
     revoke: async (r) => void revoked.push(r),
+    ...(o.narrow ? { narrow: o.narrow } : {}),
     store: rxStore,
     transport,
     log,
@@ -220,5 +230,47 @@ describe('SSF push delivery (RFC 8935)', () => {
       tx2.createStream(ME, { delivery: { method: PUSH_DELIVERY, endpoint_url: 'https://rx.example.org/push', authorization_header: 'Bearer a\r\nX-Evil: 1' } }),
     ).toThrow(/authorization_header/)
     expect(() => tx2.createStream(ME, { delivery: { method: 'urn:example:carrier-pigeon' } })).toThrow(/delivery method/)
+  })
+
+  it("a narrow rule records a narrowing for the subject's prefix, for the rule's duration; without a narrowing sink the signal is recorded as failed", async () => {
+    const policy = parseSignalPolicy([
+      { event: 'credential-change', match: { prefix: 'spiffe://example.org/agents/' }, action: 'narrow', scopes: ['read'], duration: '1h' },
+    ])
+    const got: Narrowing[] = []
+    const { rx, rxStore, revokeAtTx, revoked } = await setup({ policy, narrow: async (n) => void got.push(n) })
+    rx.start()
+    await until('the push stream', () => rxStore.getSubscription(TX) !== undefined)
+    revokeAtTx(A1)
+    await until('the narrowing', () => got.length === 1)
+    expect(got[0]).toEqual({ prefix: A1, scopes: ['read'], notAfter: NOW + 3600, reason: expect.stringMatching(/^signal credential-change /) })
+    expect(revoked).toEqual([])
+    await until('the record', () => rxStore.listReceived().length === 1)
+    expect(rxStore.listReceived()[0]).toMatchObject({ outcome: 'applied', decision: { action: 'narrow', prefix: A1, scopes: ['read'] } })
+
+    const { rx: rx2, rxStore: rxStore2, revokeAtTx: revoke2 } = await setup({ policy })
+    rx2.start()
+    await until('the push stream', () => rxStore2.getSubscription(TX) !== undefined)
+    revoke2(A2)
+    await until('the record', () => rxStore2.listReceived().length === 1)
+    expect(rxStore2.listReceived()[0]!.outcome).toBe('failed: ERR_REVOCATION_INVALID')
+  })
+
+  it('ceilingNarrowed queues a CAEP token-claims-change about the prefix on streams that asked for it, with the scopes left', async () => {
+    const { tx, txStore, rx, rxStore } = await setup()
+    rx.start()
+    await until('the push stream', () => rxStore.getSubscription(TX) !== undefined)
+    const streamId = rxStore.getSubscription(TX)!.streamId
+    expect(tx.getStream(ME, streamId).events_delivered).toContain(EVENT_TYPES.tokenClaimsChange)
+    tx.close() // stop pushing, so the event stays queued to be read
+    const streams = tx.ceilingNarrowed({ prefix: A1, scopes: ['read', 'list'], notAfter: NOW + 60, reason: 'signal x' })
+    expect(streams).toEqual([streamId])
+    const [e] = txStore.pending(streamId, 10)
+    const claims = JSON.parse(e!.claims) as { sub_id: unknown; events: Record<string, Record<string, unknown>> }
+    expect(claims.sub_id).toEqual({ format: 'uri', uri: A1 })
+    expect(claims.events[EVENT_TYPES.tokenClaimsChange]).toMatchObject({
+      initiating_entity: 'policy',
+      claims: { scope: 'read list' },
+      warrant_narrowing: { prefix: A1, not_after: NOW + 60 },
+    })
   })
 })

@@ -48,7 +48,7 @@ describe('parseSignalPolicy', () => {
       { event: 'verification', match: { task: 't' }, action: 'record' },
       { event: 'credential-compromise', match: { task: 't', instance: 'i' }, action: 'revoke', level: 'instance' },
       { event: 'credential-compromise', match: { spiffe_id: 'not-an-id' }, action: 'revoke', level: 'galaxy' },
-      { event: 'credential-compromise', match: { task: 't' }, action: 'narrow' },
+      { event: 'credential-compromise', match: { task: 't' }, action: 'teleport' },
       { event: 'credential-compromise', match: { task: 't' }, action: 'record', min_confidence: 2, extra: 1 },
       { event: 'credential-compromise', match: { task: 't' }, action: 'revoke', level: 'instance', prefix: 'spiffe://example.org/a' },
       { event: 'credential-compromise', match: { task: 't' }, action: 'quarantine', duration: '10ms', prefix: 'nope' },

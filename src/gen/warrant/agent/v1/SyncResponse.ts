@@ -15,6 +15,7 @@ export interface SyncResponse {
   'federated_bundles_changed'?: (boolean);
   'revocations'?: (_warrant_types_v1_Revocation)[];
   'revocations_changed'?: (boolean);
+  'more'?: (boolean);
 }
 
 export interface SyncResponse__Output {
@@ -26,4 +27,5 @@ export interface SyncResponse__Output {
   'federated_bundles_changed': (boolean);
   'revocations': (_warrant_types_v1_Revocation__Output)[];
   'revocations_changed': (boolean);
+  'more': (boolean);
 }

@@ -60,6 +60,10 @@ export interface ApprovalView {
   readonly expiresAt: number
   /** The CIBA request carrying it, when one does. */
   readonly authReqId?: string
+  /** The CIBA `binding_message` the agent sent with it, shown to the approver (plain text, short). */
+  readonly bindingMessage?: string
+  /** The `jti` of the action-bound token issued for it, once there is one (an identifier, never the token). */
+  readonly tokenId?: string
 }
 
 /** What approvers (console, CLI) may do with the queue. Errors are IdentityErrors with stable codes. */

@@ -318,6 +318,11 @@ export class BrokerStore {
     return this.#db.pragma('synchronous', { simple: true }) as number
   }
 
+  /** A prepared statement on this store's connection, cached by its text: for the tables other modules of `store/` own (intent-store.ts). */
+  statement(sql: string): Database.Statement {
+    return this.#stmt(sql)
+  }
+
   #stmt(sql: string): Database.Statement {
     let s = this.#stmts.get(sql)
     if (!s) {

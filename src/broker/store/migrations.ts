@@ -119,4 +119,47 @@ CREATE TABLE tool_credentials (
 ) STRICT, WITHOUT ROWID;
 `,
   },
+  {
+    version: 4,
+    name: 'intents',
+    sql: `
+-- Declared intents (src/broker/intents): what an agent said it is about to do, the risk
+-- the rules gave it, who decided and how it ended. Never the parameters, only their digest.
+-- factors, delegation, detail: JSON. Times are epoch seconds.
+CREATE TABLE intents (
+  id TEXT PRIMARY KEY NOT NULL,
+  auth_req_id TEXT UNIQUE,
+  agent TEXT NOT NULL,
+  client_id TEXT NOT NULL,
+  task_id TEXT,
+  action TEXT NOT NULL,
+  resource TEXT NOT NULL,
+  audience TEXT NOT NULL,
+  params_digest TEXT NOT NULL,
+  declared_risk REAL,
+  risk REAL NOT NULL,
+  factors TEXT NOT NULL,
+  decision TEXT NOT NULL CHECK (decision IN ('auto-approve', 'needs-human', 'refuse')),
+  decided_by TEXT NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('approved', 'pending', 'denied', 'refused', 'expired', 'used', 'mismatch')),
+  approver_group TEXT,
+  approver_id TEXT,
+  approver_method TEXT,
+  reason TEXT,
+  binding_message TEXT,
+  node_attestation TEXT,
+  delegation TEXT NOT NULL,
+  detail TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL,
+  decided_at INTEGER,
+  token_jti TEXT UNIQUE,
+  token_exp INTEGER,
+  outcome TEXT,
+  outcome_at INTEGER
+) STRICT, WITHOUT ROWID;
+CREATE INDEX intents_status ON intents (status, created_at);
+CREATE INDEX intents_agent ON intents (agent, created_at);
+`,
+  },
 ]

@@ -18,6 +18,7 @@ import { BrokerStore, type Durability, type StoredRevocation, type TokenRecord }
 import { BrokerRevocations, type RevocationRequest } from './revocations.js'
 import { TxnTokenIssuer, type Refuse, type TxnTokenHost } from './txn-tokens.js'
 import { REVOCATION_LIST_TYP, revocationEntryToWire } from '../tokens/revocation.js'
+import { INTENT_DETAIL_TYPE, isActionBound } from './intents/intent.js'
 
 /** How long a signed revocation list is good for: an offline verifier fetches a fresh one before then. */
 const REVOCATION_LIST_TTL_SECONDS = 300
@@ -99,6 +100,29 @@ function nestAct(actors: readonly string[]): ActClaim | undefined {
 
 const uniq = (l: readonly string[]): string[] => [...new Set(l)]
 const intersect = (a: readonly string[], ...rest: (readonly string[])[]): string[] => a.filter((x) => rest.every((r) => r.includes(x)))
+
+/** The intent an action-bound token was issued for, as an audit attribute. */
+function intentAttribute(details: readonly AuthorizationDetail[] | undefined): { intent_id?: string } {
+  const id = details?.find((d) => d.type === INTENT_DETAIL_TYPE)?.intent_id
+  return typeof id === 'string' ? { intent_id: id } : {}
+}
+
+/** An action-bound token to issue for an approved intent (src/broker/intents). */
+export interface ActionTokenRequest {
+  /** The agent: `sub`, and the client that must ask. */
+  readonly sub: string
+  readonly taskId?: string
+  /** `aud`: the allowed resource covering the intent's location. */
+  readonly audience: string
+  readonly scopes: readonly string[]
+  /** The token's one `authorization_details` entry. */
+  readonly detail: AuthorizationDetail
+  readonly ttlSeconds: number
+  /** The grant type asked with (for the log). */
+  readonly grantType: string
+  /** Runs inside the store transaction that stores the token: records it as the intent's one token, or throws. */
+  readonly claim: (jti: string, exp: number) => void
+}
 
 /** Thrown inside a store transaction when a re-check fails; carries the refusal out. */
 class Refusal extends Error {
@@ -348,6 +372,8 @@ export class BrokerServiceImpl implements BrokerService {
     const log = ctx.log.child({ [F.JTI]: rec.jti, ...(rec.taskId ? { task_id: rec.taskId } : {}) })
     const c: Ctx = { ...ctx, log }
     if (rec.revokedAt !== undefined) this.#refuse(c, 'ERR_GRANT_INVALID', 'invalid subject_token', 'subject token is revoked')
+    // an action-bound token (an approved intent) is good for one action, once: nothing is derived from it
+    if (isActionBound(rec.authorizationDetails)) this.#refuse(c, 'ERR_GRANT_INVALID', 'invalid subject_token', 'subject token is action-bound (an intent)')
     const task = rec.taskId !== undefined ? this.#liveTask(c, rec.taskId, now) : undefined
     if (rec.kind === 'grant') return this.#redeemGrant(c, req, binding, rec, task, now)
     if (req.actorToken !== undefined) {
@@ -441,7 +467,7 @@ export class BrokerServiceImpl implements BrokerService {
   ): AuthorizationDetail[] | undefined {
     if (parent === 'fresh') {
       if (requested === undefined || requested.length === 0) return undefined
-      const bad = requested.find((d) => !this.#o.authorizationDetailsTypes.includes(d.type))
+      const bad = requested.find((d) => d.type === INTENT_DETAIL_TYPE || !this.#o.authorizationDetailsTypes.includes(d.type))
       if (bad)
         this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'authorization_details type not supported', 'authorization_details type not configured', {
           type: bad.type.slice(0, 100),
@@ -561,6 +587,56 @@ export class BrokerServiceImpl implements BrokerService {
     return this.#mintAndStore(c, rec, task, 'process', 'token.exchanged', () => {
       if (task) this.#recheckTask(task.taskId, now)
     })
+  }
+
+  /**
+   * The token of an approved intent: `authorization_details` with exactly that action on that resource, `aud` the resource
+   * that covers it, short-lived, bound like every broker token, never renewed or delegated. `claim` records it as the
+   * intent's one token in the same transaction (durable on disk before it is released, like a used grant).
+   */
+  async issueActionToken(
+    a: ActionTokenRequest,
+    client: AuthenticatedClient,
+    binding: KeyBinding,
+  ): Promise<TokenResponse & { authorization_details: AuthorizationDetail[] }> {
+    const ctx: Ctx = { log: this.#log.child({ client_id: client.spiffeId, grant_type: a.grantType }), client, grantType: a.grantType }
+    if (client.spiffeId !== a.sub) this.#refuse(ctx, 'ERR_GRANT_INVALID', 'invalid grant', 'intent of another client')
+    const now = this.#now()
+    const ceiling = await this.#ceiling(a.sub)
+    const task = a.taskId !== undefined ? this.#liveTask(ctx, a.taskId, now) : undefined
+    const cnf = this.#cnf(ctx, binding, [ceiling])
+    const exp = this.#expiry(ctx, now, [ceiling], task?.expiresAt ?? Infinity, a.ttlSeconds)
+    const jti = randomUUID()
+    const rec: TokenRecord = {
+      jti,
+      kind: 'access',
+      sub: a.sub,
+      clientId: client.spiffeId,
+      taskId: task?.taskId,
+      parentJti: undefined,
+      rootJti: jti,
+      actors: [],
+      depth: 0,
+      scopes: [...a.scopes],
+      resources: [a.audience],
+      audiences: [a.audience],
+      authorizationDetails: [a.detail],
+      cnfJkt: cnf.jkt,
+      cnfX5t: cnf.x5t,
+      mayAct: undefined,
+      kid: '',
+      iat: now,
+      exp,
+      maxExp: exp,
+      renewals: 0,
+      renewedBy: undefined,
+      revokedAt: undefined,
+    }
+    const res = await this.#mintAndStore(ctx, rec, task, 'disk', 'token.exchanged', () => {
+      if (task) this.#recheckTask(task.taskId, now)
+      a.claim(jti, exp)
+    })
+    return { ...res, authorization_details: [a.detail] }
   }
 
   #recheckTask(taskId: string, now: number): void {
@@ -812,7 +888,11 @@ export class BrokerServiceImpl implements BrokerService {
         ...(rec.actors.length > 0 ? { act_chain_hash: delegationChainHash(rec.actors) } : {}),
         token_id: rec.jti,
         key_id: kid,
-        attributes: { kind: rec.kind, ...(rec.parentJti !== undefined ? { parent_token_id: rec.parentJti } : {}) },
+        attributes: {
+          kind: rec.kind,
+          ...(rec.parentJti !== undefined ? { parent_token_id: rec.parentJti } : {}),
+          ...intentAttribute(rec.authorizationDetails),
+        },
       })
       .then(
         () => true,

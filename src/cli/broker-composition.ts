@@ -15,6 +15,8 @@
  */
 import { AuditLog } from '../audit/store/audit-log.js'
 import { openSignedAuditLog } from './audit-composition.js'
+import { nodeAttestationFromEntries, startIntents, type RunningIntents } from './intents-composition.js'
+import type { IntentService } from '../broker/intents/intent-service.js'
 import { observeTokenEndpoint, RateCounter, startBrokerConsole } from './console-composition.js'
 import { createPublicKey, X509Certificate } from 'node:crypto'
 import { readFileSync, unwatchFile, watchFile } from 'node:fs'
@@ -71,6 +73,8 @@ export interface RunningBroker {
   readonly http: BrokerHttpServer
   readonly admin: BrokerAdminServer
   readonly service: BrokerServiceImpl
+  /** Intents and the approval queue, with `[broker.intents]`. */
+  readonly intents?: IntentService
   stop(): Promise<void>
 }
 
@@ -166,6 +170,8 @@ export async function startBroker(o: {
   identity: TlsIdentity
   bounds: () => BoundsSet
   log: Logger
+  /** Embedded: how the node serving an agent was attested (intents' risk). */
+  nodeAttestation?: (agent: string) => Promise<string | undefined>
 }): Promise<RunningBroker> {
   const cfg = o.config
   const log = o.log.child({ [F.SUBSYSTEM]: 'broker' })
@@ -199,6 +205,7 @@ export async function startBroker(o: {
   let ssfStore: SsfStore | undefined
   let ssf: SsfTransmitter | undefined
   const receivers: SsfReceiver[] = []
+  let intents: RunningIntents | undefined
   // The operator console ([broker.console]): token endpoint decisions counted for its chart.
   const rates = cfg.sections.console ? new RateCounter() : undefined
   let consoleServer: Awaited<ReturnType<typeof startBrokerConsole>>
@@ -246,6 +253,7 @@ export async function startBroker(o: {
       }
     }
     const credentials = await credentialVault(cfg, o.keyManager, service, log)
+    intents = startIntents({ config: cfg, service, ceilings: boundsCeilingSource(o.bounds), audit, ssf, ssfStore, nodeAttestation: o.nodeAttestation, log })
     http = await startBrokerHttpServer({
       service: rates ? observeTokenEndpoint(service, rates) : service,
       config: cfg,
@@ -256,6 +264,7 @@ export async function startBroker(o: {
       ...(ssf ? { ssf } : {}),
       ...(receivers.length > 0 ? { ssfPush: pushToReceivers(receivers) } : {}),
       ...(credentials ? { credentials } : {}),
+      ...(intents ? { intents: intents.service } : {}),
     })
     if (rates)
       consoleServer = await startBrokerConsole({
@@ -273,13 +282,16 @@ export async function startBroker(o: {
       log,
       ...(credentials ? { credentials } : {}),
       ...(ssf ? { signals: ssf } : {}),
+      ...(intents ? { approvals: intents.service } : {}),
     })
     log.info({ issuer: cfg.issuer, [F.PATH]: cfg.adminSocketPath }, 'Broker started')
     return {
       http,
       admin,
       service,
+      ...(intents ? { intents: intents.service } : {}),
       async stop() {
+        intents?.stop()
         ssf?.close()
         await Promise.all(receivers.map((r) => r.close()))
         await consoleServer?.close().catch((err: unknown) => log.warn({ [F.ERR]: String(err) }, 'Console close failed'))
@@ -292,6 +304,7 @@ export async function startBroker(o: {
       },
     }
   } catch (err) {
+    intents?.stop()
     ssf?.close()
     await Promise.all(receivers.map((r) => r.close()))
     await consoleServer?.close().catch(() => undefined)
@@ -493,6 +506,7 @@ export async function startEmbeddedBroker(
       identity,
       bounds: () => boundsDoc.current(),
       log: o.log,
+      nodeAttestation: nodeAttestationFromEntries(server),
     })
     return {
       ...broker,

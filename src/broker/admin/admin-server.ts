@@ -8,6 +8,7 @@
  *   GET  /v1/tasks[?agent=&orchestration_id=&include_ended=true]
  *   GET  /v1/tasks/:id
  *   POST /v1/tasks/:id/end
+ *   GET/POST /v1/approvals...   the approval queue (intents/admin-routes.ts)
  */
 import { chmodSync, mkdirSync, rmSync } from 'node:fs'
 import { dirname } from 'node:path'
@@ -21,6 +22,8 @@ import type { StoredRevocation } from '../store/broker-store.js'
 import type { CredentialVault } from '../credentials.js'
 import { manualSignalFromWire, type SsfTransmitter } from '../ssf-transmitter.js'
 import { revocationEntryToWire } from '../../tokens/revocation.js'
+import type { ApprovalQueue } from '../intents/contract.js'
+import { registerApprovalAdminRoutes } from '../intents/admin-routes.js'
 
 export interface BrokerAdminServer {
   readonly socketPath: string
@@ -40,6 +43,8 @@ export async function startBrokerAdminServer(o: {
   credentials?: CredentialVault
   /** The SSF transmitter, for signals sent by hand (POST /v1/signals). */
   signals?: SsfTransmitter
+  /** The approval queue of intents (`[broker.intents]`): `warrant approval`. */
+  approvals?: ApprovalQueue
 }): Promise<BrokerAdminServer> {
   const log = o.log.child({ [F.SUBSYSTEM]: 'broker_admin' })
   const now = o.now ?? Date.now
@@ -140,6 +145,8 @@ export async function startBrokerAdminServer(o: {
       return fail(reply, err, 'signals.send')
     }
   })
+
+  if (o.approvals) registerApprovalAdminRoutes(app, { queue: o.approvals, log })
 
   app.post('/v1/revocations', async (req, reply) => {
     try {

@@ -7,6 +7,7 @@
  *   POST <issuer>/introspect   RFC 7662, callers on the introspection allow-list
  *   POST <issuer>/revoke       RFC 7009
  *   POST/GET <issuer>/tasks[/:id[/end]]   tasks, for orchestrators (JSON, mutual TLS)
+ *   POST <issuer>/bc-authorize, <issuer>/intents/outcome   intents (OpenID CIBA, outcome reports): intents/http.ts
  *
  * TLS requests a client certificate but does not verify it
  * (`rejectUnauthorized: false`): clients without one may authenticate with a
@@ -38,6 +39,8 @@ import type { CredentialVault } from '../credentials.js'
 import type { SsfTransmitter } from '../ssf-transmitter.js'
 import type { PushAnswer } from '../ssf-receiver.js'
 import { registerSsfPushRoute, registerSsfRoutes } from './ssf-wire.js'
+import type { IntentService } from '../intents/intent-service.js'
+import { registerIntentRoutes, replyIntentError } from '../intents/http.js'
 
 /** The broker's own TLS certificate and key (PEM), current and on change. */
 export interface TlsIdentity {
@@ -65,6 +68,8 @@ export interface BrokerHttpOptions {
   credentials?: CredentialVault
   /** The Shared Signals transmitter, when configured: its routes are in ssf-wire.ts. */
   ssf?: SsfTransmitter
+  /** Intents and human approval (`[broker.intents]`): CIBA and outcome routes in intents/http.ts, the CIBA grant and inline intents at /token. */
+  intents?: IntentService
   /** The Shared Signals receivers' push endpoint (RFC 8935), when one subscribes by push. */
   ssfPush?: (path: string, authorization: string | undefined, set: string) => Promise<PushAnswer>
 }
@@ -133,6 +138,7 @@ export async function startBrokerHttpServer(o: BrokerHttpOptions): Promise<Broke
   const metadata = brokerMetadata(endpoints, {
     dpopAlgorithms: cfg.dpop.algorithms,
     ...(o.authorizationDetailsTypes ? { authorizationDetailsTypes: o.authorizationDetailsTypes } : {}),
+    intents: o.intents !== undefined,
   })
 
   const tlsOptions = () => {
@@ -304,7 +310,9 @@ export async function startBrokerHttpServer(o: BrokerHttpOptions): Promise<Broke
       }
       const tokenRequest = parseTokenRequest(form)
       pending.commit()
-      const res = await o.service.token(tokenRequest, client, binding)
+      const res = o.intents?.handles(tokenRequest)
+        ? await o.intents.token(tokenRequest, single(form, 'auth_req_id'), client, binding)
+        : await o.service.token(tokenRequest, client, binding)
       log.info(
         { endpoint: 'token', [F.SPIFFE_ID]: client.spiffeId, grant_type: tokenRequest.grantType, binding: binding.kind, auth_method: client.method },
         'Token issued',
@@ -312,7 +320,7 @@ export async function startBrokerHttpServer(o: BrokerHttpOptions): Promise<Broke
       return withNonce(noStore(reply)).type('application/json').send(res)
     } catch (err) {
       withNonce(reply)
-      return replyOAuthError(reply, err, { log, endpoint: 'token', spiffeId, realm })
+      return replyIntentError(reply, err, { log, endpoint: 'token', spiffeId, realm })
     }
   })
 
@@ -480,6 +488,16 @@ export async function startBrokerHttpServer(o: BrokerHttpOptions): Promise<Broke
 
   if (o.ssf) registerSsfRoutes(app, { transmitter: o.ssf, basePath: endpoints.basePath, authenticate: subscriber, log })
   if (o.ssfPush) registerSsfPushRoute(app, { basePath: endpoints.basePath, receive: o.ssfPush, log })
+  if (o.intents)
+    registerIntentRoutes(app, {
+      intents: o.intents,
+      basePath: endpoints.basePath,
+      authenticate: authenticated,
+      formOf,
+      reporters: o.intents.config.outcomeReporters ?? cfg.introspectors,
+      realm,
+      log,
+    })
 
   // Tasks for orchestrator workloads: mutual TLS with an X.509-SVID on the orchestrator allow-list; JSON.
   const orchestrator = async (req: FastifyRequest): Promise<AuthenticatedClient> => {

@@ -11,6 +11,7 @@
  * signature algorithms in `token_endpoint_auth_signing_alg_values_supported`.
  */
 import { CLIENT_ASSERTION_TYPE, GRANT_TYPE, TOKEN_TYPE } from '../../tokens/claims.js'
+import { CIBA_GRANT_TYPE, INTENT_DETAIL_TYPE } from '../intents/intent.js'
 
 export interface BrokerEndpoints {
   issuer: string
@@ -22,6 +23,9 @@ export interface BrokerEndpoints {
   /** The revocation feed (Server-Sent Events, resumable by seq) and the signed revocation list. */
   revocationFeed: string
   revocationList: string
+  /** OpenID CIBA's backchannel authentication endpoint and the intents' outcome reports (with `[broker.intents]`). */
+  backchannelAuthentication: string
+  intentOutcome: string
   /** Path prefix of every route (the issuer's path, no trailing slash; '' at the root). */
   basePath: string
   /** Path of the metadata document (RFC 8414 §3: the well-known segment goes before the issuer's path). */
@@ -42,6 +46,8 @@ export function brokerEndpoints(issuer: string): BrokerEndpoints {
     tasks: at('/tasks'),
     revocationFeed: at('/revocations/feed'),
     revocationList: at('/revocations/list'),
+    backchannelAuthentication: at('/bc-authorize'),
+    intentOutcome: at('/intents/outcome'),
     basePath,
     metadataPath: `/.well-known/oauth-authorization-server${basePath}`,
   }
@@ -52,16 +58,17 @@ const SVID_ALGS = ['ES256', 'ES384', 'ES512', 'RS256', 'RS384', 'RS512', 'PS256'
 
 export function brokerMetadata(
   e: BrokerEndpoints,
-  opts: { dpopAlgorithms: readonly string[]; authorizationDetailsTypes?: readonly string[] },
+  opts: { dpopAlgorithms: readonly string[]; authorizationDetailsTypes?: readonly string[]; intents?: boolean },
 ): Record<string, unknown> {
   const authMethods = ['tls_client_auth', 'private_key_jwt']
+  const detailTypes = [...new Set([...(opts.authorizationDetailsTypes ?? []), ...(opts.intents ? [INTENT_DETAIL_TYPE] : [])])]
   return {
     issuer: e.issuer,
     token_endpoint: e.token,
     jwks_uri: e.jwks,
     introspection_endpoint: e.introspection,
     revocation_endpoint: e.revocation,
-    grant_types_supported: [GRANT_TYPE.tokenExchange, GRANT_TYPE.clientCredentials],
+    grant_types_supported: [GRANT_TYPE.tokenExchange, GRANT_TYPE.clientCredentials, ...(opts.intents ? [CIBA_GRANT_TYPE] : [])],
     response_types_supported: [],
     token_endpoint_auth_methods_supported: authMethods,
     token_endpoint_auth_signing_alg_values_supported: SVID_ALGS,
@@ -73,7 +80,16 @@ export function brokerMetadata(
     dpop_signing_alg_values_supported: [...opts.dpopAlgorithms],
     tls_client_certificate_bound_access_tokens: true,
     token_types_supported: [TOKEN_TYPE.accessToken, TOKEN_TYPE.jwt, TOKEN_TYPE.jwtSvid],
-    authorization_details_types_supported: [...(opts.authorizationDetailsTypes ?? [])],
+    authorization_details_types_supported: detailTypes,
+    // OpenID CIBA (intents that wait for a human): poll mode, no user code; the approver group is the login_hint
+    ...(opts.intents
+      ? {
+          backchannel_authentication_endpoint: e.backchannelAuthentication,
+          backchannel_token_delivery_modes_supported: ['poll'],
+          backchannel_user_code_parameter_supported: false,
+          warrant_intent_outcome_endpoint: e.intentOutcome,
+        }
+      : {}),
     // warrant extensions: where verifiers learn of revocations (mutual TLS with an SVID)
     warrant_revocation_feed_endpoint: e.revocationFeed,
     warrant_revocation_list_endpoint: e.revocationList,

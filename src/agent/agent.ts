@@ -272,8 +272,9 @@ async function startAgentWith(opts: StartAgentOptions, obs: AgentObservability):
           }
         } else {
           log.warn({ [F.ERR]: err, [F.ADDRESS]: server.address }, 'Sync stream failed; reconnecting')
-          // Any other server of the trust domain serves the same entries: try the next one.
-          if (endpoints.size > 1) server.setAddress(await endpoints.failover())
+          // Any other server of the trust domain serves the same entries: try the next one (with one server, its
+          // name is resolved again, so a server that moved is found).
+          server.setAddress(await endpoints.failover())
         }
       }
       await sleep(syncBackoff.next(), stop.signal)

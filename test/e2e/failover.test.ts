@@ -49,6 +49,44 @@ describe('e2e: two servers on one datastore, agent failover', () => {
     output: () => agent.output(),
   })
 
+  /** A `warrant agent run` process with `servers` in server_address, attesting with `token`. */
+  const startAgent = (name: string, servers: string[], token: string, bundlePem: string) => {
+    const dir = join(tmp.dir, name)
+    mkdirSync(dir, { recursive: true })
+    const socket = join(dir, 'api.sock')
+    const cfg = join(dir, 'agent.toml')
+    writeFileSync(
+      cfg,
+      [
+        '[agent]',
+        `trust_domain = "${TD}"`,
+        `server_address = [${servers.map((s) => `"${s}"`).join(', ')}]`,
+        `socket_path = "${socket}"`,
+        `data_dir = "${join(dir, 'data')}"`,
+        'log_level = "debug"',
+        `trust_bundle_path = "${bundlePem}"`,
+        '[plugins.node_attestor.join_token]',
+        `token = "${token}"`,
+        '[plugins.workload_attestor.unix]',
+        'workload_size_limit = -1',
+        '',
+      ].join('\n'),
+      { mode: 0o600 },
+    )
+    return { proc: new WarrantProcess(['agent', 'run', '--config', cfg]), socket }
+  }
+  /** Waits for "Agent started" on `address`; returns the agent's SPIFFE ID. */
+  const attestedAt = (p: WarrantProcess, address: string) =>
+    waitFor(
+      `the agent to attest at ${address}`,
+      () => {
+        if (!p.running) throw new Error(`agent exited:\n${p.output().slice(-4000)}`)
+        const m = /"agent_id":"(spiffe:\/\/[^"]+)"[^\n]*"address":"([^"]+)"[^\n]*Agent started/.exec(p.output())
+        return m && m[2] === address ? m[1] : undefined
+      },
+      { timeoutMs: 45_000, hint: () => p.output() },
+    )
+
   beforeAll(async () => {
     a = await server('a')
     b = await server('b')
@@ -56,33 +94,10 @@ describe('e2e: two servers on one datastore, agent failover', () => {
     await waitFor('both CAs in A’s bundle', () => certCount(a.bundlePemPath) === 2, { hint: () => a.output() })
     expect(certCount(b.bundlePemPath)).toBe(2)
 
-    const dir = join(tmp.dir, 'ag')
-    mkdirSync(dir, { recursive: true })
-    agentSocket = join(dir, 'api.sock')
-    const cfg = join(dir, 'agent.toml')
-    writeFileSync(
-      cfg,
-      [
-        '[agent]',
-        `trust_domain = "${TD}"`,
-        `server_address = ["${a.address}", "${b.address}"]`,
-        `socket_path = "${agentSocket}"`,
-        `data_dir = "${join(dir, 'data')}"`,
-        'log_level = "debug"',
-        `trust_bundle_path = "${a.bundlePemPath}"`,
-        '[plugins.node_attestor.join_token]',
-        `token = "${await a.joinToken()}"`,
-        '[plugins.workload_attestor.unix]',
-        'workload_size_limit = -1',
-        '',
-      ].join('\n'),
-      { mode: 0o600 },
-    )
-    agent = new WarrantProcess(['agent', 'run', '--config', cfg])
-    agentId = await waitFor('the agent to attest at A', () => /"agent_id":"(spiffe:\/\/[^"]+)"[^\n]*Agent started/.exec(agent.output())?.[1], {
-      timeoutMs: 45_000,
-      hint: () => agent.output(),
-    })
+    const started = startAgent('ag', [a.address, b.address], await a.joinToken(), a.bundlePemPath)
+    agent = started.proc
+    agentSocket = started.socket
+    agentId = await attestedAt(agent, a.address)
     await a.cliJson(['entry', 'create', '--spiffe-id', FIRST, '--parent-id', agentId, '--selector', `unix:uid:${uid}`])
     await fetchX509Until(agentHandle() as unknown as E2eAgent, FIRST, { timeoutMs: 45_000 })
   }, 150_000)
@@ -118,7 +133,18 @@ describe('e2e: two servers on one datastore, agent failover', () => {
     expect(agent.running).toBe(true)
   })
 
-  it('3. with every server down, the Workload API still serves the cached SVIDs', async () => {
+  it('3. an agent whose first server is down attests at the next one', async () => {
+    const second = startAgent('ag2', [a.address, b.address], await b.joinToken(), b.bundlePemPath)
+    try {
+      const id = await attestedAt(second.proc, b.address)
+      expect(id).toMatch(new RegExp(`^spiffe://${TD}/`))
+      expect(second.proc.output()).toContain('Server unavailable for node attestation')
+    } finally {
+      await second.proc.stop('SIGKILL')
+    }
+  })
+
+  it('4. with every server down, the Workload API still serves the cached SVIDs', async () => {
     const before = await fetchX509()
     await b.stop('SIGKILL')
     const during = await fetchX509()

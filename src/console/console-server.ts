@@ -5,7 +5,8 @@
  * Security properties, each enforced in one place here:
  * - every response carries a strict Content-Security-Policy (`default-src
  *   'self'`, scripts and styles only from /static, no inline anything,
- *   `frame-ancestors 'none'`), X-Frame-Options DENY, nosniff, no-referrer,
+ *   `frame-ancestors 'none'`), X-Frame-Options DENY, nosniff, a same-origin
+ *   referrer policy (`no-referrer` would make Chromium send `Origin: null`),
  *   HSTS and `Cache-Control: no-store`;
  * - the session cookie (`__Host-warrant-console`) is HttpOnly, Secure,
  *   SameSite=Strict, Path=/, and carries only a random id; the session lives
@@ -143,7 +144,7 @@ export async function startConsoleServer(o: ConsoleServerOptions): Promise<Conso
     reply.header('Content-Security-Policy', CONTENT_SECURITY_POLICY)
     reply.header('X-Frame-Options', 'DENY')
     reply.header('X-Content-Type-Options', 'nosniff')
-    reply.header('Referrer-Policy', 'no-referrer')
+    reply.header('Referrer-Policy', 'same-origin')
     reply.header('Strict-Transport-Security', 'max-age=31536000')
     reply.header('Cross-Origin-Opener-Policy', 'same-origin')
     reply.header('Cross-Origin-Resource-Policy', 'same-origin')
@@ -206,7 +207,8 @@ export async function startConsoleServer(o: ConsoleServerOptions): Promise<Conso
     const s = req.session
     if (s?.kind === 'operator' && s.operator !== undefined && (s.method === 'webauthn' || s.method === 'totp'))
       return s as Session & { operator: string; method: 'webauthn' | 'totp' }
-    void reply.redirect(req.cookies[SESSION_COOKIE] ? '/login?done=expired' : '/login', 303)
+    // a cookie the server no longer knows: the session ended (idle, lifetime, restart)
+    void reply.redirect(!s && req.cookies[SESSION_COOKIE] ? '/login?done=expired' : '/login', 303)
     return undefined
   }
   const identity = (s: { operator: string; method: 'webauthn' | 'totp' }): OperatorIdentity => ({ id: s.operator, method: s.method })
@@ -228,6 +230,8 @@ export async function startConsoleServer(o: ConsoleServerOptions): Promise<Conso
   // static files (the only script and stylesheet)
   app.get('/static/console.js', async (_req, reply) => reply.header('Cache-Control', 'no-cache').type('text/javascript; charset=utf-8').send(CONSOLE_JS))
   app.get('/static/console.css', async (_req, reply) => reply.header('Cache-Control', 'no-cache').type('text/css; charset=utf-8').send(CONSOLE_CSS))
+
+  app.get('/favicon.ico', async (_req, reply) => reply.code(204).send())
 
   // sign-in
   app.get('/login', async (req: Req, reply) => {

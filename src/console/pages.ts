@@ -49,7 +49,7 @@ export function layout(ctx: PageContext, title: string, body: HtmlValue): Html {
         <meta charset="utf-8" />
         <meta name="viewport" content="width=device-width, initial-scale=1" />
         <meta name="csrf-token" content="${ctx.csrf}" />
-        <meta name="referrer" content="no-referrer" />
+        <meta name="referrer" content="same-origin" />
         <title>${title} · warrant console</title>
         <link rel="stylesheet" href="/static/console.css" />
         <script src="/static/console.js" defer></script>

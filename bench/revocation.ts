@@ -16,8 +16,15 @@
  * server that writes the same SSE event to the same 1,000 subscriptions the
  * moment it is told to (no store, no admin socket): the fan-out alone.
  *
- * Not measured here: the agents' Sync streams (the SVID side of an instance
- * revocation is pushed by the server; see the instance-revocation e2e test).
+ * The agents' side in the same samples: a server (`startServer`: SQLite,
+ * memory key manager, its admin socket) with 100 node agents (20 with
+ * `--quick`) in another process, each attested with its own join token and
+ * holding its Sync stream over gRPC and TLS. Each revocation is made at both
+ * the broker and the server, as `warrant revoke instance --server-socket`
+ * does; the figure is p99 over every verifier and every agent holding it,
+ * and `agents_p99_ms` / `verifiers_p99_ms` are printed beside it. The
+ * baseline fans out to the verifiers only (no plain server-side counterpart
+ * of the Sync stream is measured).
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs'
@@ -34,6 +41,14 @@ import { BoundsSet } from '../src/spiffe/bounds/bounds-set.js'
 import { TrustDomain } from '../src/spiffe/trust-domain.js'
 import { revocationEntryToWire } from '../src/tokens/revocation.js'
 import { bundlesOf, makeCa, makeSvid, pem } from '../test/helpers/broker-http-fixtures.js'
+import { randomBytes } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { hashToken } from '../attestors/node/join-token/server.js'
+import { revokeOnServer } from '../src/cli/server-revocation-client.js'
+import { serverPlugins } from '../src/cli/plugins.js'
+import { nullLogger } from '../src/common/log/logger.js'
+import { toServerConfig } from '../src/server/config.js'
+import { startServer } from '../src/server/server.js'
 import { freePort, report } from './lib.js'
 
 const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
@@ -66,6 +81,35 @@ async function subscribers(url: string, files: { ca: string; cert: string; key: 
   return groups
 }
 
+/** N agents on their Sync streams to `server`, in one child process; resolves once every stream has its first full update. */
+async function syncAgents(server: Awaited<ReturnType<typeof startServer>>, n: number, bundleFile: string, td: string): Promise<Group> {
+  const tokens: string[] = []
+  for (let i = 0; i < n; i++) {
+    const token = randomBytes(16).toString('hex')
+    await server.ds.joinTokens.create({ tokenHash: hashToken(token), expiresAt: Date.now() + 600_000, spiffeId: '' })
+    tokens.push(token)
+  }
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', join(REPO_ROOT, 'bench', '_revocation-agents.ts'), `${server.address.host}:${server.address.port}`, td, bundleFile, ...tokens],
+    { cwd: REPO_ROOT, stdio: ['pipe', 'pipe', 'inherit'] },
+  )
+  const g = { child, lines: createInterface({ input: child.stdout })[Symbol.asyncIterator]() }
+  const l = await g.lines.next()
+  if (l.done) throw new Error('the agents process exited before it was ready')
+  return g
+}
+
+/** Waits until the agents report `value`; their arrival times. */
+async function agentArrivals(g: Group, value: string): Promise<number[]> {
+  for (;;) {
+    const l = await g.lines.next()
+    if (l.done) throw new Error('the agents process exited')
+    const m = JSON.parse(l.value) as { value: string; arrivals: number[] }
+    if (m.value === value) return m.arrivals
+  }
+}
+
 /** Waits until every group reports `seq`; the arrival times of all its subscribers. */
 async function arrivalsOf(groups: Group[], seq: number): Promise<number[]> {
   const all: number[] = []
@@ -94,7 +138,31 @@ export async function run(args: string[]): Promise<void> {
   let km: Awaited<ReturnType<typeof createBrokerKeyManager>> | undefined
   let groups: Group[] = []
   let raw: https.Server | undefined
+  let server: Awaited<ReturnType<typeof startServer>> | undefined
+  let agents: Group | undefined
+  const nAgents = quick ? 20 : 100
   try {
+    // the server and its agents on Sync (the SVID side)
+    const scfg = toServerConfig(
+      {
+        server: {
+          trust_domain: TD,
+          bind_address: '127.0.0.1:0',
+          data_dir: join(dir, 'server'),
+          socket_path: join(dir, 'server-admin.sock'),
+          log_level: 'warn',
+        },
+        audit: { enabled: false },
+        plugins: { key_manager: { memory: {} }, datastore: { sqlite: {} }, node_attestor: { join_token: {} } },
+      },
+      dir,
+      serverPlugins,
+    )
+    server = await startServer(scfg, { log: nullLogger, readText: (p) => readFileSync(p, 'utf8') })
+    const serverBundle = join(dir, 'server-bundle.pem')
+    writeFileSync(serverBundle, server.ca.bundle().x509Bundle().toPem())
+    agents = await syncAgents(server, nAgents, serverBundle, TD)
+
     const ca = await makeCa(TD)
     const serverSvid = await makeSvid(ca, `spiffe://${TD}/warrant/broker`, { dnsNames: ['localhost'] })
     const rs = await makeSvid(ca, `spiffe://${TD}/rs/verifier`)
@@ -133,12 +201,25 @@ export async function run(args: string[]): Promise<void> {
     groups = await subscribers(broker.http.endpoints.revocationFeed, files, procs, perProc)
     const ours: number[] = []
     const afterReturn: number[] = []
+    const verifiers: number[] = []
+    const onSync: number[] = []
     for (let i = 0; i < revocations; i++) {
+      const value = `spiffe://${TD}/agent/i${i}`
       const called = Date.now()
-      const r = await brokerAdminCall<{ seq: number }>(adminSocket, 'POST', '/v1/revocations', { kind: 'instance', value: `spiffe://${TD}/agent/i${i}` })
+      // both sides, as `warrant revoke instance --server-socket` records them
+      const [r] = await Promise.all([
+        brokerAdminCall<{ seq: number }>(adminSocket, 'POST', '/v1/revocations', { kind: 'instance', value }),
+        revokeOnServer(scfg.socketPath, { kind: 'instance', value, reason: 'bench' }),
+      ])
       const returned = Date.now()
       for (const t of await arrivalsOf(groups, r.seq)) {
         ours.push(t - called)
+        verifiers.push(t - called)
+        afterReturn.push(Math.max(0, t - returned))
+      }
+      for (const t of await agentArrivals(agents, value)) {
+        ours.push(t - called)
+        onSync.push(t - called)
         afterReturn.push(Math.max(0, t - returned))
       }
       await new Promise((res) => setTimeout(res, 50))
@@ -173,9 +254,14 @@ export async function run(args: string[]): Promise<void> {
     }
     ours.sort((a, b) => a - b)
     base.sort((a, b) => a - b)
+    verifiers.sort((a, b) => a - b)
+    onSync.sort((a, b) => a - b)
     afterReturn.sort((a, b) => a - b)
     report('revocation_propagation_p99_ms', Math.max(1, pct(ours, 99)), Math.max(1, pct(base, 99)), 'ms', {
       subscribers: procs * perProc,
+      agents_on_sync: nAgents,
+      verifiers_p99_ms: pct(verifiers, 99),
+      agents_p99_ms: pct(onSync, 99),
       processes: procs,
       revocations,
       samples: ours.length,
@@ -183,13 +269,16 @@ export async function run(args: string[]): Promise<void> {
       p99_after_call_returned_ms: pct(afterReturn, 99),
       max_ms: ours.at(-1),
       baseline_p50_ms: pct(base, 50),
-      what_baseline: 'the same subscriptions fed the same SSE event by a server that only writes it (no store, no admin call)',
+      what_baseline:
+        'the same verifier subscriptions fed the same SSE event by a server that only writes it (no store, no admin call; the agents are not in the baseline)',
       load_avg_1m_before: Math.round(load0 * 100) / 100,
       load_avg_1m_after: Math.round(loadavg()[0]! * 100) / 100,
       target_ms: 1000,
     })
   } finally {
     for (const g of groups) g.child.kill('SIGKILL')
+    agents?.child.kill('SIGKILL')
+    await server?.stop(1000)
     raw?.close()
     raw?.closeAllConnections()
     await broker?.stop()

@@ -137,6 +137,8 @@ header nav a { color: #fff; text-decoration: none; padding: 4px 2px; }
 header nav a[aria-current="page"] { border-bottom: 3px solid #f0a202; }
 header .who { margin-left: auto; display: flex; gap: 12px; align-items: center; }
 header .who button { background: transparent; color: #fff; border: 1px solid #fff; }
+header .muted { color: #d5dde5; }
+.sr-only { position: absolute; width: 1px; height: 1px; padding: 0; margin: -1px; overflow: hidden; clip: rect(0, 0, 0, 0); white-space: nowrap; border: 0; }
 main { padding: 16px 24px 48px; max-width: 1200px; }
 h1 { font-size: 1.6rem; margin: 8px 0 16px; } h2 { font-size: 1.25rem; margin: 24px 0 8px; } h3 { font-size: 1.05rem; margin: 16px 0 8px; }
 table { border-collapse: collapse; width: 100%; margin: 8px 0 16px; font-size: 0.95rem; }

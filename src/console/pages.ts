@@ -213,10 +213,11 @@ export function approvalsPage(ctx: PageContext, o: { configured: boolean; pendin
 }
 
 function revokeForm(ctx: PageContext, level: string, value: string, label: string, id: string): Html {
+  // the button's accessible name says what it revokes (several rows have a "Token" button)
   return html`<form method="post" action="/revoke" class="inline">
     ${csrfField(ctx)}<input type="hidden" name="level" value="${level}" /><input type="hidden" name="value" value="${value}" />
     <div><label for="${id}">Reason</label><input id="${id}" name="reason" required maxlength="400" /></div>
-    <button type="submit" class="danger">${label}</button>
+    <button type="submit" class="danger">${label}<span class="sr-only"> (revoke ${level} ${value})</span></button>
   </form>`
 }
 

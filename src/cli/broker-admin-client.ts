@@ -45,3 +45,46 @@ export function brokerAdminCall<T>(socketPath: string, method: 'GET' | 'POST', p
     req.end()
   })
 }
+
+/** An intent as the admin socket lists it (src/broker/intents/intent.ts `approvalToWire`). */
+export interface ApprovalWire {
+  id: string
+  status: string
+  action: string
+  resource: string
+  params_digest: string
+  declared_risk?: number
+  risk: number
+  factors: { rule: string; weight: number; detail: string }[]
+  decided_by?: string
+  approver?: { id: string; method: string }
+  reason?: string
+  approver_group?: string
+  agent: string
+  task_id?: string
+  node_attestation?: string
+  delegation: string[]
+  created_at: number
+  expires_at: number
+  binding_message?: string
+  token_id?: string
+}
+
+/** The approval queue (`warrant approval list`): newest first, `status` all when undefined. */
+export async function listApprovals(socketPath: string, o: { status?: string; limit?: number } = {}): Promise<ApprovalWire[]> {
+  const q = new URLSearchParams({ ...(o.status !== undefined ? { status: o.status } : {}), ...(o.limit !== undefined ? { limit: String(o.limit) } : {}) })
+  const qs = q.toString()
+  return (await brokerAdminCall<{ approvals: ApprovalWire[] }>(socketPath, 'GET', `/v1/approvals${qs ? `?${qs}` : ''}`)).approvals
+}
+
+export function getApproval(socketPath: string, id: string): Promise<ApprovalWire> {
+  return brokerAdminCall<ApprovalWire>(socketPath, 'GET', `/v1/approvals/${encodeURIComponent(id)}`)
+}
+
+/** Approves or denies a pending intent as this user (recorded as approver `cli:<uid>`, method `unix-socket`). */
+export function decideApproval(socketPath: string, id: string, decision: 'approve' | 'deny', reason?: string): Promise<ApprovalWire> {
+  return brokerAdminCall<ApprovalWire>(socketPath, 'POST', `/v1/approvals/${encodeURIComponent(id)}/${decision}`, {
+    uid: process.getuid?.() ?? 0,
+    ...(reason !== undefined ? { reason } : {}),
+  })
+}

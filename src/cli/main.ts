@@ -33,6 +33,7 @@ const GROUPS: Record<string, () => Promise<CommandModule>> = {
   audit: () => import('./commands/audit.js'),
   witness: () => import('./commands/witness.js'),
   credential: () => import('./commands/credential.js'),
+  approval: () => import('./commands/approval.js'),
 }
 
 export async function main(argv: string[]): Promise<number> {

@@ -30,15 +30,19 @@ const policy = (over: Record<string, unknown> = {}): RiskPolicy =>
   )!.policy
 
 const NOON = Date.UTC(2026, 0, 1, 12) / 1000
-const input = (over: Partial<RiskInput> = {}): RiskInput => ({
-  agent: `${TD}/agents/a`,
-  action: 'repo:read',
-  resource: 'https://git.example/repo',
-  nowSec: NOON,
-  nodeAttestation: 'tpm',
-  history: { refusals: 0, denials: 0, mismatches: 0, signals: 0 },
-  ...over,
-})
+/** A RiskInput whose optional members may be given as undefined (dropped). */
+type Loose = { [K in keyof RiskInput]?: RiskInput[K] | undefined }
+const clean = (i: Loose): RiskInput => Object.fromEntries(Object.entries(i).filter(([, v]) => v !== undefined)) as unknown as RiskInput
+const input = (over: Loose = {}): RiskInput =>
+  clean({
+    agent: `${TD}/agents/a`,
+    action: 'repo:read',
+    resource: 'https://git.example/repo',
+    nowSec: NOON,
+    nodeAttestation: 'tpm',
+    history: { refusals: 0, denials: 0, mismatches: 0, signals: 0 },
+    ...over,
+  })
 
 describe('risk engine', () => {
   it('approves a low-risk intent automatically, naming the threshold', () => {
@@ -150,7 +154,6 @@ describe('risk engine', () => {
       nowSec: fc.integer({ min: 0, max: 4_000_000_000 }),
       history: histories,
     })
-    const clean = (i: RiskInput): RiskInput => Object.fromEntries(Object.entries(i).filter(([, v]) => v !== undefined)) as unknown as RiskInput
 
     it('risk is always within [0, 1] and the factors are what it adds up from', () => {
       const p = policy({ hours: { utc: '08:00-18:00' } })

@@ -16,6 +16,8 @@ const pkg = loadProto('warrant/agent/v1/node.proto') as unknown as {
   warrant: { agent: { v1: { Node: { service: Record<string, grpc.MethodDefinition<SyncResponse, SyncResponse__Output>> } } } }
 }
 const wire = pkg.warrant.agent.v1.Node.service.Sync!
+// The server writes the input shape (SyncResponse), the agent reads the output shape.
+const serialize = wire.responseSerialize as unknown as (m: SyncResponse) => Buffer
 
 function entry(i: number, selectors = 2): RegistrationEntry {
   return {
@@ -39,7 +41,7 @@ function entry(i: number, selectors = 2): RegistrationEntry {
 
 /** As node-service.ts encodes an update (entries, full, more), through the real protobuf codec. */
 function encode(u: SyncUpdate): Buffer {
-  return wire.responseSerialize({ full: u.full, entries: (u.entries ?? []).map(entryToMsg), deleted_entry_ids: u.deletedEntryIds ?? [], more: u.more ?? false })
+  return serialize({ full: u.full, entries: (u.entries ?? []).map(entryToMsg), deleted_entry_ids: u.deletedEntryIds ?? [], more: u.more ?? false })
 }
 
 describe('Sync pages', () => {

@@ -25,6 +25,7 @@ import { renewalTime } from './manager/rotation.js'
 import { attestNode } from './node-attestation.js'
 import { GrpcServerClient, isAgentRejected, type BundleDoc, type ClientCredentials, type SyncMessage } from './server-client.js'
 import { ServerEndpoints, type LookupAll } from './server-endpoints.js'
+import { watchUnavailable } from './unavailable-watch.js'
 
 export interface StartAgentOptions {
   config: AgentConfig<AgentNodeAttestor, WorkloadAttestor, unknown>
@@ -188,17 +189,27 @@ async function startAgentWith(opts: StartAgentOptions, obs: AgentObservability):
   })
   client = new GrpcServerClient({ address: endpoints.current, trustDomain: td, credentials: creds() })
   const server = client
+  // A call the server answers UNAVAILABLE (going down, its datastore unreachable) moves the agent on, like a broken
+  // Sync stream: the Sync loop fails over before it reconnects.
+  let failoverWanted = false
+  let syncAbort = new AbortController()
+  const calls = watchUnavailable(server, (address) => {
+    if (failoverWanted || endpoints.size < 2) return // with one server, reconnecting the Sync stream would not help
+    log.warn({ [F.ADDRESS]: address }, 'Server unavailable for calls; failing over')
+    failoverWanted = true
+    syncAbort.abort()
+  })
 
   const manager = new AgentManager({
     trustDomain: td,
-    signer: server,
+    signer: calls,
     clock,
     log: opts.log,
     random,
     x509SvidCacheMaxSize: cfg.x509SvidCacheMaxSize,
     jwtSvidCacheMaxSize: cfg.jwtSvidCacheMaxSize,
     attestWorkload: (peer, o) => attestWorkload(peer, workloadAttestors, o, opts.log),
-    instances: server,
+    instances: calls,
   })
   // Instances of a previous run belong to processes this run cannot know: end them before registering new ones.
   void manager.endPreviousInstances()
@@ -211,7 +222,6 @@ async function startAgentWith(opts: StartAgentOptions, obs: AgentObservability):
   })
 
   const stop = new AbortController()
-  let syncAbort = new AbortController()
   let rejected = false
 
   /** The server no longer accepts our SVID: attest again when the attestor can, else stop asking. */
@@ -238,6 +248,10 @@ async function startAgentWith(opts: StartAgentOptions, obs: AgentObservability):
   const syncBackoff = new Backoff({ initialMs: 250, maxMs: 15_000, random })
   const syncLoop = (async () => {
     while (!stop.signal.aborted) {
+      if (failoverWanted) {
+        failoverWanted = false
+        server.setAddress(await endpoints.failover())
+      }
       syncAbort = new AbortController()
       const signal = AbortSignal.any([stop.signal, syncAbort.signal])
       let connected = false
@@ -274,6 +288,7 @@ async function startAgentWith(opts: StartAgentOptions, obs: AgentObservability):
           log.warn({ [F.ERR]: err, [F.ADDRESS]: server.address }, 'Sync stream failed; reconnecting')
           // Any other server of the trust domain serves the same entries: try the next one (with one server, its
           // name is resolved again, so a server that moved is found).
+          failoverWanted = false
           server.setAddress(await endpoints.failover())
         }
       }

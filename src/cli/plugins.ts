@@ -11,11 +11,12 @@ import type { AgentNodeAttestor, WorkloadAttestor } from '../plugin/contracts.js
 import type { KeyManager } from '../keymanager/key-manager.js'
 import type { ServerPluginRegistry } from '../server/config.js'
 import { memoryDataStorePlugin } from '../server/datastore/memory/plugin.js'
+import { postgresDataStorePlugin } from '../server/datastore/postgres/plugin.js'
 import { sqliteDataStorePlugin } from '../server/datastore/sqlite/plugin.js'
 
 export const serverPlugins: ServerPluginRegistry = {
   keyManagers: keyManagerPlugins,
-  datastores: [sqliteDataStorePlugin, memoryDataStorePlugin],
+  datastores: [sqliteDataStorePlugin, postgresDataStorePlugin, memoryDataStorePlugin],
   nodeAttestors: serverNodeAttestors,
   defaults: {
     key_manager: { disk: { keys_path: 'keys' } },

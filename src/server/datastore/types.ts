@@ -1,7 +1,8 @@
 /**
  * Domain records and the small repository interfaces of the server's datastore.
  * Plain data only: IDs are strings (validated above this layer), times are epoch
- * milliseconds, TTLs are seconds. Implementations: sqlite (default), memory (tests).
+ * milliseconds, TTLs are seconds. Implementations: sqlite (default), postgres
+ * (several servers on one database), memory (tests).
  */
 
 export interface Selector {
@@ -244,6 +245,42 @@ export interface RevocationStore {
   pruneExpired(now: number): Promise<Revocation[]>
 }
 
+/** What a change-feed record is about. */
+export type DataStoreChangeKind = 'entry' | 'node' | 'bundle' | 'revocation' | 'bounds' | 'federation' | 'task'
+
+/**
+ * One committed change: which record changed, not its new value (read it, or
+ * learn it is gone). Node changes are bans, selector changes, attestations and
+ * deletions (not SVID renewals); bounds, federation and task changes are those
+ * of the kv namespaces `bounds`, `federation` and `tasks`.
+ */
+export interface DataStoreChange {
+  /** Increases with every change, in commit order, across every server of the database. */
+  seq: number
+  kind: DataStoreChangeKind
+  /** Entry id, agent id, trust domain, revocation id (decimal), or the kv key (bounds prefix, federation trust domain, task id). */
+  key: string
+  op: 'put' | 'delete'
+  /** When it was committed (epoch ms, the writing server's clock). */
+  at: number
+}
+
+export type ChangeFeedEvent =
+  /** Changes after the previous event's seq, in seq order; `seq` is the last one's. */
+  | { type: 'changes'; changes: DataStoreChange[]; seq: number }
+  /**
+   * The feed cannot say what changed since `fromSeq` (those records were pruned):
+   * reload everything, then carry on; changes after `seq` follow.
+   */
+  | { type: 'reset'; seq: number }
+
+export interface ChangeFeed {
+  /** The sequence number the subscriber has been given everything up to. */
+  readonly seq: number
+  /** Stops listening; idempotent. */
+  close(): Promise<void>
+}
+
 export interface DataStore {
   entries: EntryStore
   nodes: AttestedNodeStore
@@ -264,4 +301,19 @@ export interface DataStore {
   tx<T>(fn: (ds: DataStore) => Promise<T>): Promise<T>
   /** Waits for the running transaction, then closes; idempotent. Later calls reject with ERR_DATASTORE. */
   close(): Promise<void>
+  /**
+   * Optional (postgres): follows every change committed to the database by any
+   * server, pushed (LISTEN/NOTIFY), with no polling. Resolves once listening,
+   * with `seq` the sequence number the feed starts after: `fromSeq` when given
+   * (the changes since then are delivered first, caught up from the change log),
+   * else the current head (subscribe, then load the state: a change that lands in
+   * between is delivered, and applying a change twice is harmless since it
+   * only names the record). Events come one at a time, in order (an async
+   * `onEvent` is awaited; a throw is logged and the feed moves on). A lost
+   * connection is re-established with backoff and the feed resumes from the
+   * last seq it delivered: nothing is missed, nothing is reloaded in full,
+   * unless the log was pruned past that point (a `reset` event). Only on the
+   * root store; the feed ends with `close()` of the feed or of the store.
+   */
+  changes?(opts: { fromSeq?: number }, onEvent: (event: ChangeFeedEvent) => void | Promise<void>): Promise<ChangeFeed>
 }

@@ -274,6 +274,7 @@ export async function startBroker(o: {
         identity: o.identity,
         keyManager: o.keyManager,
         ...(ssfStore ? { ssfStore } : {}),
+        ...(intents ? { approvals: intents.service } : {}),
         log,
       })
     const admin = await startBrokerAdminServer({

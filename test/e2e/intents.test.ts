@@ -41,7 +41,7 @@ function httpsFetch(tls: Tls) {
     new Promise((resolve, reject) => {
       const headers: Record<string, string> = {}
       new Headers(init.headers).forEach((v, k) => (headers[k] = v))
-      const body = init.body === undefined || init.body === null ? undefined : String(init.body as string)
+      const body = init.body === undefined || init.body === null ? undefined : String(init.body)
       const req = https.request(
         url,
         { method: init.method ?? 'GET', headers, ca: tls.ca, ...(tls.cert ? { cert: tls.cert, key: tls.key } : {}), agent: false },

@@ -9,7 +9,8 @@
  * trusts it through the shared bundle), and gets from B what B's operator
  * registers; with both servers down, the cache still serves.
  */
-import { readFileSync, writeFileSync, mkdirSync } from 'node:fs'
+import { X509Certificate } from 'node:crypto'
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { E2eServer, WarrantProcess, type E2eAgent, fetchX509Until, waitFor, warrant, type X509Json } from '../helpers/e2e-cluster.js'
@@ -21,6 +22,7 @@ const FIRST = `spiffe://${TD}/ops/first`
 const SECOND = `spiffe://${TD}/ops/second`
 
 const certCount = (pemPath: string) => (readFileSync(pemPath, 'utf8').match(/BEGIN CERTIFICATE/g) ?? []).length
+const pemCerts = (pem: string) => (pem.match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g) ?? []).map((c) => new X509Certificate(c))
 
 describe('e2e: two servers on one datastore, agent failover', () => {
   const tmp = tempDir('fo-')
@@ -44,6 +46,18 @@ describe('e2e: two servers on one datastore, agent failover', () => {
     return r.code === 0 ? (JSON.parse(r.stdout) as X509Json) : undefined
   }
   // fetchX509Until needs only api() and output() of an agent; this one's config names two servers.
+  /** The agent's SVIDs (leaf by SPIFFE ID) and local bundle, as `api fetch x509 --write` writes them. */
+  const written = async () => {
+    const dir = mkdtempSync(join(tmp.dir, 'w-'))
+    const r = await warrant(['api', 'fetch', 'x509', '--write', dir, '--socket', agentSocket])
+    if (r.code !== 0) throw new Error(r.stderr)
+    const leaves = new Map<string, X509Certificate>()
+    for (const f of readdirSync(dir).filter((x) => /^svid\.\d+\.pem$/.test(x))) {
+      const leaf = pemCerts(readFileSync(join(dir, f), 'utf8'))[0]!
+      leaves.set(leaf.subjectAltName!.replace(/^URI:/, ''), leaf)
+    }
+    return { leaves, bundle: pemCerts(readFileSync(join(dir, 'bundle.0.pem'), 'utf8')) }
+  }
   const agentHandle = () => ({
     api: (args: string[]) => warrant(['api', ...args, '--socket', agentSocket]),
     output: () => agent.output(),
@@ -113,7 +127,22 @@ describe('e2e: two servers on one datastore, agent failover', () => {
     expect(agent.output()).toMatch(new RegExp(`"address":"${a.address}"[^\\n]*Sync stream connected`))
   })
 
-  it('2. kill -9 of A: the workload keeps its SVID from the cache, and the agent fails over to B with its SVID from A', async () => {
+  it('2. a server started later joins the bundle the agent holds (through A, its server)', async () => {
+    const c = await server('c')
+    try {
+      const fps = (xs: X509Certificate[]) => xs.map((x) => x.fingerprint256).sort()
+      const ofC = () => fps(pemCerts(readFileSync(c.bundlePemPath, 'utf8')))
+      expect(ofC()).toHaveLength(3) // A, B and C
+      await waitFor('C’s CA in the agent’s bundle', async () => JSON.stringify(fps((await written()).bundle)) === JSON.stringify(ofC()), {
+        timeoutMs: 30_000,
+        hint: () => agent.output(),
+      })
+    } finally {
+      await c.stop()
+    }
+  })
+
+  it('3. kill -9 of A: the workload keeps its SVID from the cache, and the agent fails over to B with its SVID from A', async () => {
     const before = await fetchX509()
     const svid = before?.svids.find((s) => s.spiffe_id === FIRST)
     expect(svid).toBeDefined()
@@ -131,9 +160,17 @@ describe('e2e: two servers on one datastore, agent failover', () => {
     const after = await fetchX509Until(agentHandle() as unknown as E2eAgent, SECOND, { timeoutMs: 30_000 })
     expect(after.svids.map((s) => s.spiffe_id).sort()).toEqual([FIRST, SECOND])
     expect(agent.running).toBe(true)
+    // The new SVID is B's (its CA, not A's), and verifies against the bundle the agent serves.
+    const { leaves, bundle } = await written()
+    const issuer = (leaf: X509Certificate) => bundle.find((ca) => leaf.checkIssued(ca) && leaf.verify(ca.publicKey))
+    const caOf = (s: E2eServer) => pemCerts(readFileSync(s.bundlePemPath, 'utf8'))
+    expect(issuer(leaves.get(SECOND)!)?.fingerprint256).toBeDefined()
+    expect(issuer(leaves.get(FIRST)!)?.fingerprint256).toBeDefined()
+    expect(issuer(leaves.get(SECOND)!)?.fingerprint256).not.toBe(issuer(leaves.get(FIRST)!)?.fingerprint256)
+    expect(caOf(b).map((x) => x.fingerprint256)).toContain(issuer(leaves.get(SECOND)!)!.fingerprint256)
   })
 
-  it('3. an agent whose first server is down attests at the next one', async () => {
+  it('4. an agent whose first server is down attests at the next one', async () => {
     const second = startAgent('ag2', [a.address, b.address], await b.joinToken(), b.bundlePemPath)
     try {
       const id = await attestedAt(second.proc, b.address)
@@ -144,7 +181,7 @@ describe('e2e: two servers on one datastore, agent failover', () => {
     }
   })
 
-  it('4. with every server down, the Workload API still serves the cached SVIDs', async () => {
+  it('5. with every server down, the Workload API still serves the cached SVIDs', async () => {
     const before = await fetchX509()
     await b.stop('SIGKILL')
     const during = await fetchX509()

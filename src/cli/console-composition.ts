@@ -8,7 +8,7 @@
  * - live instances and their tokens: the broker store's `tokens` table read
  *   through a read-only connection of its own (WAL: never blocks the
  *   broker), unexpired, unrevoked and not covered by a revocation, grouped
- *   by subject; never a token value;
+ *   by the instance holding them (`client_id`); never a token value;
  * - revocations: `BrokerService.revokeAt` (as `admin`, the operator and the
  *   method in the reason, so the revocation's audit event names them);
  * - the audit log: its file read-only (`AuditLogReader`), verified with the
@@ -116,9 +116,10 @@ export function brokerConsoleBackend(p: ConsoleBrokerParts): ConsoleBackend & { 
         iat: r.iat,
         exp: r.exp,
       }
-      const list = by.get(r.sub) ?? []
+      // the instance is who holds the token (its client): a delegated token's `sub` is whom it acts for
+      const list = by.get(r.client_id) ?? []
       list.push(t)
-      by.set(r.sub, list)
+      by.set(r.client_id, list)
     }
     return [...by.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([spiffeId, tokens]) => ({ spiffeId, tokens }))
   }

@@ -32,6 +32,7 @@ import type { Html } from './html.js'
 import { OperatorAuth, OperatorAuthError } from './operator-auth.js'
 import { OperatorStore } from './operator-store.js'
 import {
+  approvalPage,
   approvalsPage,
   auditPage,
   errorPage,
@@ -395,6 +396,15 @@ export async function startConsoleServer(o: ConsoleServerOptions): Promise<Conso
       .sort((x, y) => y.createdAt - x.createdAt)
       .slice(0, 50)
     return sendPage(reply, approvalsPage(ctxOf(req, s), { configured: true, pending, recent }))
+  })
+
+  app.get('/approvals/:id', async (req: Req, reply) => {
+    const s = operatorOf(req, reply)
+    if (!s) return reply
+    if (!b.approvals) return sendPage(reply, approvalsPage(ctxOf(req, s), { configured: false, pending: [], recent: [] }))
+    const param = (req.params as { id?: unknown }).id
+    const v = typeof param === 'string' && param.length <= 256 ? await b.approvals.get(param) : undefined
+    return sendPage(reply.code(v ? 200 : 404), approvalPage(ctxOf(req, s), v))
   })
 
   app.post('/approvals/:id/decide', async (req: Req, reply) => {

@@ -144,7 +144,7 @@ function custodyNodes(a: ApprovalView): { id: string; label: string }[] {
 
 function decisionForms(ctx: PageContext, a: ApprovalView): Html {
   const rid = `reason-${a.id}`
-  return html`<form method="post" action="/approvals/${a.id}/decide" class="inline">
+  return html`<form method="post" action="/approvals/${encodeURIComponent(a.id)}/decide" class="inline">
     ${csrfField(ctx)}
     <div><label for="${rid}">Reason</label><input id="${rid}" name="reason" maxlength="500" /></div>
     <button type="submit" name="decision" value="approve">Approve</button>
@@ -154,23 +154,7 @@ function decisionForms(ctx: PageContext, a: ApprovalView): Html {
 
 export function approvalsPage(ctx: PageContext, o: { configured: boolean; pending: readonly ApprovalView[]; recent: readonly ApprovalView[] }): Html {
   if (!o.configured) return layout(ctx, 'Approvals', html`<p class="notice">Approvals are not configured on this broker ([broker.intents]).</p>`)
-  const card = (a: ApprovalView, decide: boolean) =>
-    html`<article class="card" aria-labelledby="i-${a.id}">
-      <h2 id="i-${a.id}"><code>${a.action}</code> on <code>${a.resource}</code></h2>
-      <p>
-        Intent <code>${a.id}</code> · status
-        <span class="badge ${a.status === 'approved' ? 'ok' : a.status === 'pending' ? 'warn' : 'bad'}">${a.status}</span> · risk
-        <strong>${a.risk.toFixed(2)}</strong>${a.declaredRisk !== undefined ? html` (declared ${a.declaredRisk.toFixed(2)})` : undefined}
-        ${a.approverGroup ? html`· group <code>${a.approverGroup}</code>` : undefined} · expires ${time(a.expiresAt)}
-      </p>
-      <p class="muted">Parameters digest <code>${a.paramsDigest}</code>${a.decidedBy ? html` · routed by rule <code>${a.decidedBy}</code>` : undefined}</p>
-      ${a.approver ? html`<p>Decided by <strong>${a.approver.id}</strong> (${a.approver.method})${a.reason ? html`: ${a.reason}` : undefined}</p>` : undefined}
-      <h3>Risk breakdown</h3>
-      <div class="scroll">${riskBars(a.factors, a.risk, `Risk of intent ${a.id}`)}</div>
-      <h3>Chain of custody</h3>
-      <div class="scroll">${chainGraph(custodyNodes(a), `Chain of custody of intent ${a.id}`)}</div>
-      ${decide ? decisionForms(ctx, a) : undefined}
-    </article>`
+  const card = (a: ApprovalView, decide: boolean) => approvalCard(ctx, a, decide)
   return layout(
     ctx,
     'Approvals',
@@ -212,6 +196,46 @@ export function approvalsPage(ctx: PageContext, o: { configured: boolean; pendin
   )
 }
 
+function approvalCard(ctx: PageContext, a: ApprovalView, decide: boolean): Html {
+  return html`<article class="card" aria-labelledby="i-${a.id}">
+    <h2 id="i-${a.id}"><code>${a.action}</code> on <code>${a.resource}</code></h2>
+    <p>
+      Intent <code>${a.id}</code> · status <span class="badge ${a.status === 'approved' ? 'ok' : a.status === 'pending' ? 'warn' : 'bad'}">${a.status}</span> ·
+      risk <strong>${a.risk.toFixed(2)}</strong>${a.declaredRisk !== undefined ? html` (declared ${a.declaredRisk.toFixed(2)})` : undefined}
+      ${a.approverGroup ? html`· group <code>${a.approverGroup}</code>` : undefined} · expires ${time(a.expiresAt)}
+    </p>
+    ${a.bindingMessage ? html`<p>Message from the agent: <q>${a.bindingMessage}</q></p>` : undefined}
+    <p class="muted">
+      Parameters digest <code>${a.paramsDigest}</code>${a.decidedBy ? html` · routed by rule <code>${a.decidedBy}</code>` : undefined}${
+        a.tokenId ? html` · token <code>${a.tokenId}</code>` : undefined
+      }
+    </p>
+    ${a.approver ? html`<p>Decided by <strong>${a.approver.id}</strong> (${a.approver.method})${a.reason ? html`: ${a.reason}` : undefined}</p>` : undefined}
+    <h3>Risk breakdown</h3>
+    <div class="scroll">${riskBars(a.factors, a.risk, `Risk of intent ${a.id}`)}</div>
+    <h3>Chain of custody</h3>
+    <div class="scroll">${chainGraph(custodyNodes(a), `Chain of custody of intent ${a.id}`)}</div>
+    ${decide ? decisionForms(ctx, a) : undefined}
+  </article>`
+}
+
+/** One intent (the link notifications carry: `[broker.intents] console_url = "https://.../approvals/{id}"`). */
+export function approvalPage(ctx: PageContext, a: ApprovalView | undefined): Html {
+  if (!a)
+    return layout(
+      ctx,
+      'Intent',
+      html`<p>No such intent.</p>
+        <p><a href="/approvals">All approvals</a></p>`,
+    )
+  return layout(
+    ctx,
+    `Intent ${a.id}`,
+    html`${approvalCard(ctx, a, a.status === 'pending')}
+      <p><a href="/approvals">All approvals</a></p>`,
+  )
+}
+
 function revokeForm(ctx: PageContext, level: string, value: string, label: string, id: string): Html {
   // the button's accessible name says what it revokes (several rows have a "Token" button)
   return html`<form method="post" action="/revoke" class="inline">
@@ -221,8 +245,10 @@ function revokeForm(ctx: PageContext, level: string, value: string, label: strin
   </form>`
 }
 
+/** Who delegated to whom, outermost first: the subject, then each actor (`act` lists the current actor first). */
 function tokenChain(t: LiveToken): { id: string; label: string }[] {
-  return [...[...t.actors].reverse().map((a) => ({ id: a, label: 'actor' })), { id: t.sub, label: 'subject' }]
+  const actors = [...t.actors].reverse()
+  return [{ id: t.sub, label: 'subject' }, ...actors.map((a, i) => ({ id: a, label: i === actors.length - 1 ? 'holder (current actor)' : 'actor' }))]
 }
 
 export function instancesPage(ctx: PageContext, o: { instances: readonly LiveInstance[] }): Html {

@@ -32,7 +32,7 @@ export interface LiveToken {
   readonly exp: number
 }
 
-/** An agent instance (its SPIFFE ID) and the live tokens issued for it. */
+/** An agent instance (its SPIFFE ID) and the live tokens it holds (their client). */
 export interface LiveInstance {
   readonly spiffeId: string
   readonly tokens: readonly LiveToken[]

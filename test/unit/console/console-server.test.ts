@@ -281,6 +281,9 @@ describe('console server', () => {
     const deny = await client.post('/approvals/int-2/decide', { _csrf: csrfOf(page.body), decision: 'deny' })
     expect(deny.headers.location).toBe('/approvals?done=denied')
     expect(await backend.approvals.get('int-2')).toMatchObject({ status: 'denied', approver: { id: 'admin', method: 'totp' } })
+    const one = await client.get('/approvals/int-1')
+    expect(one.body).toContain('Decided by <strong>admin</strong> (totp): on call, checked')
+    expect((await client.get('/approvals/nope')).status).toBe(404)
     const twice = await client.post('/approvals/int-1/decide', { _csrf: csrfOf(page.body), decision: 'deny' })
     expect(twice.headers.location).toBe('/approvals?error=decision')
     // without the token nothing is decided

@@ -126,6 +126,8 @@ describe('console server', () => {
     const r = await client.post('/bootstrap', { _csrf: csrfOf(page.body), token: bootstrap! })
     expect(r.status).toBe(303)
     expect(r.headers.location).toBe('/setup')
+    // a setup session registers a credential and nothing else
+    expect((await client.get('/instances')).headers.location).toBe('/login')
     page = await client.get('/setup')
     const offered = await client.post('/setup/totp', { _csrf: csrfOf(page.body) })
     const secret = /<code>([A-Z2-7]+)<\/code>/.exec(offered.body)![1]!

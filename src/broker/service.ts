@@ -122,6 +122,13 @@ export interface ActionTokenRequest {
   readonly grantType: string
   /** Runs inside the store transaction that stores the token: records it as the intent's one token, or throws. */
   readonly claim: (jti: string, exp: number) => void
+  /**
+   * `process` for an intent declared in the same request (its row is stored with the token: a lost write loses both and
+   * fails closed, like a fresh token); `disk` when the token is claimed from a stored approval (a lost claim could mint twice).
+   */
+  readonly durability: Durability
+  /** Audit events made durable with the issuance's, in its batch (the intent's decision). */
+  readonly audit?: readonly AuditEventInput[]
 }
 
 /** Thrown inside a store transaction when a re-check fails; carries the refusal out. */
@@ -592,7 +599,7 @@ export class BrokerServiceImpl implements BrokerService {
   /**
    * The token of an approved intent: `authorization_details` with exactly that action on that resource, `aud` the resource
    * that covers it, short-lived, bound like every broker token, never renewed or delegated. `claim` records it as the
-   * intent's one token in the same transaction (durable on disk before it is released, like a used grant).
+   * intent's one token in the same transaction (see `durability`).
    */
   async issueActionToken(
     a: ActionTokenRequest,
@@ -632,10 +639,19 @@ export class BrokerServiceImpl implements BrokerService {
       renewedBy: undefined,
       revokedAt: undefined,
     }
-    const res = await this.#mintAndStore(ctx, rec, task, 'disk', 'token.exchanged', () => {
-      if (task) this.#recheckTask(task.taskId, now)
-      a.claim(jti, exp)
-    })
+    const res = await this.#mintAndStore(
+      ctx,
+      rec,
+      task,
+      a.durability,
+      'token.exchanged',
+      () => {
+        if (task) this.#recheckTask(task.taskId, now)
+        a.claim(jti, exp)
+      },
+      undefined,
+      a.audit,
+    )
     return { ...res, authorization_details: [a.detail] }
   }
 
@@ -871,36 +887,43 @@ export class BrokerServiceImpl implements BrokerService {
    * Starts appending the issuance's audit event; the promise says whether it became durable (a failure is logged
    * here). Undefined without an audit sink.
    */
-  #auditIssuance(rec: TokenRecord, type: AuditEventType, kid: string, orchestrationId: string | undefined): Promise<boolean> | undefined {
+  #auditIssuance(
+    rec: TokenRecord,
+    type: AuditEventType,
+    kid: string,
+    orchestrationId: string | undefined,
+    before: readonly AuditEventInput[] = [],
+  ): Promise<boolean> | undefined {
     const sink = this.#deps.audit
     if (sink === undefined) return undefined
-    return sink
-      .append({
-        type,
-        outcome: 'success',
-        actor: { spiffe_id: rec.clientId },
-        subject: rec.sub,
-        ...(rec.taskId !== undefined ? { task_id: rec.taskId } : {}),
-        ...(orchestrationId !== undefined ? { orchestration_id: orchestrationId } : {}),
-        resource: [...rec.audiences],
-        scope: [...rec.scopes],
-        delegation_depth: rec.depth,
-        ...(rec.actors.length > 0 ? { act_chain_hash: delegationChainHash(rec.actors) } : {}),
-        token_id: rec.jti,
-        key_id: kid,
-        attributes: {
-          kind: rec.kind,
-          ...(rec.parentJti !== undefined ? { parent_token_id: rec.parentJti } : {}),
-          ...intentAttribute(rec.authorizationDetails),
-        },
-      })
-      .then(
-        () => true,
-        (err: unknown) => {
-          this.#log.error({ [F.JTI]: rec.jti, [F.ERR]: err instanceof Error ? err.message : String(err) }, 'Audit append failed')
-          return false
-        },
-      )
+    // events that must be durable with this one (an intent's decision) go in the same turn: one batch, one sync
+    const first = before.map((e) => sink.append(e))
+    const issued = sink.append({
+      type,
+      outcome: 'success',
+      actor: { spiffe_id: rec.clientId },
+      subject: rec.sub,
+      ...(rec.taskId !== undefined ? { task_id: rec.taskId } : {}),
+      ...(orchestrationId !== undefined ? { orchestration_id: orchestrationId } : {}),
+      resource: [...rec.audiences],
+      scope: [...rec.scopes],
+      delegation_depth: rec.depth,
+      ...(rec.actors.length > 0 ? { act_chain_hash: delegationChainHash(rec.actors) } : {}),
+      token_id: rec.jti,
+      key_id: kid,
+      attributes: {
+        kind: rec.kind,
+        ...(rec.parentJti !== undefined ? { parent_token_id: rec.parentJti } : {}),
+        ...intentAttribute(rec.authorizationDetails),
+      },
+    })
+    return Promise.all([...first, issued]).then(
+      () => true,
+      (err: unknown) => {
+        this.#log.error({ [F.JTI]: rec.jti, [F.ERR]: err instanceof Error ? err.message : String(err) }, 'Audit append failed')
+        return false
+      },
+    )
   }
 
   /** Audits what is not a token release (revocations, tasks, tool credentials): logged, never blocking the operation it records. */
@@ -935,6 +958,7 @@ export class BrokerServiceImpl implements BrokerService {
     event: 'token.exchanged' | 'token.renewed' | 'token.delegated',
     before: () => void,
     after?: () => void,
+    auditFirst?: readonly AuditEventInput[],
   ): Promise<TokenResponse> {
     this.#notRevoked(ctx, rec)
     await this.keys.maintain(rec.iat)
@@ -961,7 +985,7 @@ export class BrokerServiceImpl implements BrokerService {
     }
     // The audit event is appended while the token is signed and stored (its durable write overlaps theirs); the token is
     // released only when all three are done. If signing or storing then fails, an `error` event for the same token follows.
-    const audit = this.#auditIssuance(rec, event, kid, task?.orchestrationId)
+    const audit = this.#auditIssuance(rec, event, kid, task?.orchestrationId, auditFirst)
     const stored: TokenRecord = { ...rec, kid }
     let token: string
     try {

@@ -37,7 +37,7 @@ interface Tls {
 
 /** One HTTPS request with optional client certificate; the answer as a fetch Response (oauth4webapi's customFetch). */
 function httpsFetch(tls: Tls) {
-  return (url: string, init: { method?: string; headers?: HeadersInit; body?: unknown }): Promise<Response> =>
+  return (url: string, init: { method?: string; headers?: ConstructorParameters<typeof Headers>[0]; body?: unknown }): Promise<Response> =>
     new Promise((resolve, reject) => {
       const headers: Record<string, string> = {}
       new Headers(init.headers).forEach((v, k) => (headers[k] = v))

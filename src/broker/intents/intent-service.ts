@@ -315,10 +315,10 @@ export class IntentService implements ApprovalQueue {
         details: { ciba: { auth_req_id: r.authReqId, expires_in: r.expiresAt - r.createdAt, interval: this.#d.config.pollIntervalSeconds, intent_id: r.id } },
       })
     }
-    // Approved by rule: the intent, its decision event and its token in one step (the intent row in the token's transaction).
+    // Approved by rule: the intent, its decision event and its token in one step (the intent row in the token's transaction,
+    // the decision event in the issuance's audit batch, both durable before the token is released).
     const r: IntentRecord = { ...base, status: 'approved' }
-    const audited = this.#auditDurably(this.#decisionEvent(r))
-    audited.catch(() => undefined)
+    let issued: IntentRecord = r
     const res = await this.#d.broker.issueActionToken(
       {
         sub: r.agent,
@@ -328,14 +328,18 @@ export class IntentService implements ApprovalQueue {
         detail: r.detail,
         ttlSeconds: this.#d.config.tokenTtlSeconds,
         grantType: req.grantType,
-        claim: (jti, exp) => this.#store.insert({ ...r, tokenJti: jti, tokenExp: exp, expiresAt: exp }),
+        claim: (jti, exp) => {
+          issued = { ...r, tokenJti: jti, tokenExp: exp, expiresAt: exp }
+          this.#store.insert(issued)
+        },
+        durability: 'process',
+        audit: [this.#decisionEvent(r)],
       },
       client,
       binding,
     )
-    await audited
     this.#log.info({ intent_id: r.id, client_id: r.agent, action: r.action, resource: r.resource, risk: r.risk, rule: r.decidedBy }, 'Intent approved by rule')
-    this.#emit(this.#store.get(r.id) ?? r)
+    this.#emit(issued)
     return { ...res, intent_id: r.id } as TokenResponse
   }
 
@@ -390,6 +394,7 @@ export class IntentService implements ApprovalQueue {
         claim: (jti, exp) => {
           if (!this.#store.claimToken(intent.id, jti, exp, now)) throw new IdentityError('ERR_GRANT_INVALID', 'invalid auth_req_id')
         },
+        durability: 'disk',
       },
       client,
       binding,
@@ -545,8 +550,7 @@ export class IntentService implements ApprovalQueue {
       { intent_id: id, approver: approver.id, method: approver.method, client_id: r.agent },
       to === 'approved' ? 'Intent approved' : 'Intent denied',
     )
-    const v = this.#emit(r)
-    return v
+    return this.#emit(r) ?? toApprovalView(r)
   }
 
   // ------------------------------------------------------------- internals
@@ -567,7 +571,8 @@ export class IntentService implements ApprovalQueue {
     }
   }
 
-  #emit(r: IntentRecord): ApprovalView {
+  #emit(r: IntentRecord): ApprovalView | undefined {
+    if (this.#listeners.size === 0) return undefined
     const v = toApprovalView(r)
     for (const fn of this.#listeners) {
       try {
@@ -608,10 +613,11 @@ export class IntentService implements ApprovalQueue {
         intent_id: r.id,
         decision: r.decision,
         rule: r.decidedBy.slice(0, 256),
-        risk: r.risk,
+        // as text: the log's fast path takes integers only, and the text is exactly what was decided
+        risk: String(r.risk),
         status: r.status,
         params_digest: r.paramsDigest,
-        ...(r.declaredRisk !== undefined ? { declared_risk: r.declaredRisk } : {}),
+        ...(r.declaredRisk !== undefined ? { declared_risk: String(r.declaredRisk) } : {}),
         ...(r.approverGroup !== undefined ? { approver_group: r.approverGroup } : {}),
         ...(r.nodeAttestation !== undefined ? { node_attestation: r.nodeAttestation.slice(0, 64) } : {}),
         ...Object.fromEntries(Object.entries(attrs).map(([k, v]) => [k, typeof v === 'string' ? v.slice(0, 256) : v])),

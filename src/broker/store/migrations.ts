@@ -159,7 +159,7 @@ CREATE TABLE intents (
   outcome_at INTEGER
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX intents_status ON intents (status, created_at);
-CREATE INDEX intents_agent ON intents (agent, created_at);
+CREATE INDEX intents_agent ON intents (agent, status, created_at);
 `,
   },
 ]

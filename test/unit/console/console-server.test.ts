@@ -229,6 +229,30 @@ describe('console server', () => {
     expect(page.body).not.toContain('unknown operator')
   })
 
+  it('a passkey assertion without its challenge, or forged, fails with one generic answer and is logged', async () => {
+    const { client } = await start()
+    const csrf = csrfOf((await client.get('/login')).body)
+    const h = { 'x-csrf-token': csrf }
+    const forged = {
+      id: 'AAAA',
+      rawId: 'AAAA',
+      type: 'public-key',
+      response: { clientDataJSON: 'e30', authenticatorData: 'AAAA', signature: 'AAAA' },
+      clientExtensionResults: {},
+    }
+    const noChallenge = await client.request('POST', '/login/webauthn', { json: forged, headers: h })
+    expect([noChallenge.status, JSON.parse(noChallenge.body)]).toEqual([401, { error: 'login failed' }])
+    expect(log.lines.some((l) => l.fields.reason === 'no login challenge in this session')).toBe(true)
+    const opts = JSON.parse((await client.request('POST', '/login/webauthn/options', { json: {}, headers: h })).body) as { challenge: string; rpId: string }
+    expect(opts.rpId).toBe('localhost')
+    const unknown = await client.request('POST', '/login/webauthn', { json: forged, headers: h })
+    expect([unknown.status, JSON.parse(unknown.body)]).toEqual([401, { error: 'login failed' }])
+    expect(log.lines.some((l) => l.fields.reason === 'unknown credential')).toBe(true)
+    // the challenge is single-use: a second try has none
+    expect((await client.request('POST', '/login/webauthn', { json: forged, headers: h })).status).toBe(401)
+    expect((await client.get('/')).status).toBe(303)
+  })
+
   it('rate-limits failed logins per address', async () => {
     const { client } = await start({ login_attempts: 3 })
     const secret = await signIn(client)

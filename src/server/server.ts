@@ -135,6 +135,9 @@ export async function startServer(cfg: ServerConfig, opts: StartServerOptions): 
       ...(opts.upstream ? { upstream: opts.upstream } : {}),
     })
     await ca.init()
+    // Other servers' CA changes reach this one at once when the datastore pushes its changes (else at each rotation check).
+    const stopFollowing = await ca.followDatastoreChanges()
+    if (stopFollowing) closers.push(stopFollowing)
     const bounds = new BoundsService({ trustDomain: cfg.trustDomain, ds, config: cfg.bounds, clock, log, jwtSigner: () => ca.jwtSigner(), ...withAudit })
     await bounds.init()
     const registration = new RegistrationService({

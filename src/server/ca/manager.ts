@@ -11,7 +11,7 @@ import type { SpiffeId } from '../../spiffe/spiffe-id.js'
 import type { TrustDomain } from '../../spiffe/trust-domain.js'
 import { createCaCertificate, createX509Svid, type SubjectPublicKey, type X509Subject } from '../../spiffe/x509-svid/certificate-builder.js'
 import { readTlv } from '../../spiffe/x509-svid/der.js'
-import type { DataStore } from '../datastore/types.js'
+import type { ChangeFeedEvent, DataStore } from '../datastore/types.js'
 import { AUTHORITIES_NAMESPACE, DEFAULT_SERVER_KEY, putAuthorities, unionOfAuthorities, type ServerAuthorities } from './shared-bundle.js'
 
 /** An upstream CA: our X.509 CA certificates become intermediates it signs. */
@@ -305,6 +305,28 @@ export class CaManager {
    */
   refreshBundle(): Promise<boolean> {
     return this.#serial(async () => (this.#bundle ? this.#adoptUnion() : false))
+  }
+
+  /**
+   * With a datastore that pushes its changes (PostgreSQL), follows them: a change of the
+   * local trust domain's bundle record, written by any server when the union of
+   * authorities changed, or a feed reset, makes this server adopt the union at once
+   * instead of at its next rotation check. Returns the function that stops following,
+   * or undefined when the datastore has no change feed (the rotation check still runs).
+   */
+  async followDatastoreChanges(): Promise<(() => Promise<void>) | undefined> {
+    const ds = this.#o.ds
+    if (!ds.changes) return undefined
+    const td = this.#o.trustDomain.name
+    const onEvent = (ev: ChangeFeedEvent) => {
+      if (ev.type === 'changes' && !ev.changes.some((c) => c.kind === 'bundle' && c.key === td)) return
+      return this.refreshBundle().then(
+        () => undefined,
+        (err: unknown) => this.#log.warn({ [F.ERR]: String(err) }, 'Bundle not refreshed after a datastore change'),
+      )
+    }
+    const feed = await ds.changes({}, onEvent)
+    return () => feed.close()
   }
 
   async #prepareX509(now: number): Promise<X509Slot> {

@@ -8,7 +8,7 @@ import { MemoryKeyManager } from '../../../../src/keymanager/memory/index.js'
 import { CaManager } from '../../../../src/server/ca/manager.js'
 import { AUTHORITIES_NAMESPACE } from '../../../../src/server/ca/shared-bundle.js'
 import { createMemoryDataStore } from '../../../../src/server/datastore/memory/index.js'
-import type { DataStore } from '../../../../src/server/datastore/types.js'
+import type { ChangeFeedEvent, DataStore } from '../../../../src/server/datastore/types.js'
 import type { SpiffeBundle } from '../../../../src/spiffe/bundle/spiffe-bundle.js'
 import { validateJwtSvid } from '../../../../src/spiffe/jwt-svid/index.js'
 import { generateKeyPair } from '../../../../src/spiffe/key-signer.js'
@@ -177,6 +177,53 @@ describe('CaManager with several servers on one datastore', () => {
     const a = await started('a') // another key manager
     expect(activeFp(a)).not.toBe(activeFp(legacy))
     expect(JSON.parse((await ds.journal.get('ca'))!)).not.toHaveProperty('movedTo')
+  })
+
+  it('follows a datastore that pushes its changes: another server’s bundle write is adopted at once, other changes are ignored', async () => {
+    let push: ((e: ChangeFeedEvent) => void | Promise<void>) | undefined
+    let closed = false
+    const a = newCa('a', new MemoryKeyManager())
+    const feedDs: DataStore = Object.assign(Object.create(ds) as DataStore, {
+      changes: async (_o: { fromSeq?: number }, onEvent: (e: ChangeFeedEvent) => void | Promise<void>) => {
+        push = onEvent
+        return {
+          seq: 0,
+          close: async () => {
+            closed = true
+          },
+        }
+      },
+    })
+    const followed = new CaManager({
+      trustDomain: td,
+      keyManager: new MemoryKeyManager(),
+      ds: feedDs,
+      clock,
+      log: captureLogger(),
+      caTtlMs: CA_TTL,
+      caKeyType: 'ec-p256',
+      jwtKeyType: 'ec-p256',
+      refreshHintSeconds: 120,
+      serverId: 'f',
+    })
+    await followed.init()
+    const stop = await followed.followDatastoreChanges()
+    expect(stop).toBeDefined()
+    await a.init() // another server joins: it writes the bundle record
+    const change = (kind: 'bundle' | 'entry', key: string) => ({
+      type: 'changes' as const,
+      seq: 1,
+      changes: [{ seq: 1, kind, key, op: 'put' as const, at: 0 }],
+    })
+    await push!(change('entry', 'some-entry'))
+    await push!(change('bundle', 'other.example'))
+    expect(fps(followed.bundle())).not.toContain(activeFp(a))
+    await push!(change('bundle', 'example.org'))
+    expect(fps(followed.bundle())).toContain(activeFp(a))
+    await stop!()
+    expect(closed).toBe(true)
+    // Without a change feed there is nothing to follow (the rotation check does it).
+    expect(await a.followDatastoreChanges()).toBeUndefined()
   })
 
   it('refuses a malformed server id', () => {

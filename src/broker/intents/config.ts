@@ -110,6 +110,8 @@ export const IntentsSectionSchema = z
     approval_ttl: duration().default(600_000),
     /** The CIBA polling interval. */
     poll_interval: duration().default(2_000),
+    /** Most intents of one agent waiting for a human at once (beyond: temporarily_unavailable), so no agent floods approvers. */
+    max_pending_per_agent: z.number().int().min(1).max(10_000).default(16),
     /** The operator console, linked from notifications; `{id}` is replaced by the intent's id. */
     console_url: z.string().url().optional(),
     default_approver_group: z.string().regex(GROUP).default('operators'),
@@ -151,6 +153,7 @@ export interface IntentsConfig {
   readonly tokenTtlSeconds: number
   readonly approvalTtlSeconds: number
   readonly pollIntervalSeconds: number
+  readonly maxPendingPerAgent: number
   readonly historyWindowSeconds: number
   readonly consoleUrl?: string
   /** undefined: the broker's introspectors. */
@@ -241,6 +244,7 @@ export function parseIntentsConfig(raw: unknown, o: { baseDir: string }): Intent
     tokenTtlSeconds: Math.floor(s.token_ttl / 1000),
     approvalTtlSeconds: Math.floor(s.approval_ttl / 1000),
     pollIntervalSeconds: Math.max(1, Math.floor(s.poll_interval / 1000)),
+    maxPendingPerAgent: s.max_pending_per_agent,
     historyWindowSeconds: Math.floor(s.history.window / 1000),
     ...(s.console_url !== undefined ? { consoleUrl: s.console_url } : {}),
     ...(s.outcome_reporters !== undefined

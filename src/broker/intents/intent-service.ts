@@ -243,6 +243,10 @@ export class IntentService implements ApprovalQueue {
 
   /** Stores an intent that is not released at once (pending, refused, or approved for a CIBA poll) and records its decision. */
   async #record(r: IntentRecord): Promise<void> {
+    if (r.status === 'pending' && this.#store.pendingCount(r.agent) >= this.#d.config.maxPendingPerAgent) {
+      this.#log.warn({ client_id: r.agent, max: this.#d.config.maxPendingPerAgent }, 'Intent refused: too many waiting for a human')
+      throw new IdentityError('ERR_RESOURCE_EXHAUSTED', 'too many intents waiting for approval')
+    }
     await this.#d.broker.store.txQueued(() => this.#store.insert(r), 'process')
     const event = this.#decisionEvent(r)
     if (r.status === 'approved') await this.#auditDurably(event)

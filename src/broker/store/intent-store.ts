@@ -263,6 +263,11 @@ export class IntentStore {
     return out
   }
 
+  /** How many intents of the agent wait for a human now. */
+  pendingCount(agent: string): number {
+    return (this.#s.statement("SELECT COUNT(*) AS n FROM intents WHERE agent = ? AND status = 'pending'").get(agent) as { n: number }).n
+  }
+
   /** The agent's intents since `since` that a rule refused, a human denied, or that did not match their outcome. */
   history(agent: string, since: number): { refusals: number; denials: number; mismatches: number } {
     const rows = this.#s

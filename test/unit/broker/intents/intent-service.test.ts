@@ -292,6 +292,17 @@ describe('intents: declared, decided, bound into one token', () => {
     await refused(() => svc.list({ limit: 0 }), 'ERR_INVALID_ARGUMENT')
   })
 
+  it('no agent floods approvers: at most max_pending_per_agent intents wait at once', async () => {
+    const { task, svc, notified } = await setup({ max_pending_per_agent: 2 })
+    const ask = (n: number) => svc.bcAuthorize({ authorizationDetails: detail('write', `${API}/p/${n}`), taskId: task, unsupported: [] }, client(A))
+    const first = await ask(1)
+    await ask(2)
+    await refused(() => ask(3), 'ERR_RESOURCE_EXHAUSTED')
+    expect(notified).toHaveLength(2)
+    await svc.deny(first.intent_id, { id: 'cli:0', method: 'unix-socket' })
+    await ask(4)
+  })
+
   it('covering resource: equal, or below it, the longest', () => {
     expect(coveringResource([API, `${API}/v1/`], `${API}/v1/x`)).toBe(`${API}/v1/`)
     expect(coveringResource([API], API)).toBe(API)

@@ -11,6 +11,8 @@
  *   renew          token exchange with the agent's own token as subject_token (same key; never wider)
  *   delegate       the same with `may_act`: a one-time delegation grant for one sub-agent
  *   redeemGrant    the sub-agent exchanges that grant for a token bound to its own key
+ *   backchannelAuthorize / approvedToken   OpenID CIBA (poll mode): an intent that waits for a
+ *                  human, then its action-bound token once approved
  *   introspect / revoke (RFC 7662 / 7009), and `fetchWithToken` for resource servers.
  *
  * A `use_dpop_nonce` answer (broker: 400; resource server: 401) is retried
@@ -88,6 +90,18 @@ export interface CallOpts {
 }
 
 const FORM = 'application/x-www-form-urlencoded'
+
+/** OpenID CIBA Core §10.1: the grant type of a poll for an approved request's token. */
+export const CIBA_GRANT_TYPE = 'urn:openid:params:grant-type:ciba'
+
+/** A CIBA request the broker accepted (OpenID CIBA Core §7.3). */
+export interface BackchannelRequest {
+  readonly authReqId: string
+  /** Seconds until the request expires. */
+  readonly expiresIn: number
+  /** Least seconds between two polls. */
+  readonly interval: number
+}
 
 function json(res: HttpResponse): unknown {
   try {
@@ -309,6 +323,63 @@ export class BrokerClient {
     })
     this.#log.debug({ endpoint: what, [F.JTI]: token.jti, token_type: tokenType, expires_in: exp }, 'Broker token received')
     return token
+  }
+
+  // ------------------------------------------------------------ CIBA
+
+  /**
+   * OpenID CIBA §7.1 on the broker's `backchannel_authentication_endpoint`:
+   * asks for approval of what `authorizationDetails` declare (a
+   * `warrant_intent`); a forbidden intent is refused here
+   * (ERR_INTENT_REFUSED, `access_denied`).
+   */
+  async backchannelAuthorize(
+    p: { authorizationDetails: readonly AuthorizationDetail[]; bindingMessage?: string; loginHint?: string; scopes?: readonly string[] },
+    opts: CallOpts = {},
+  ): Promise<BackchannelRequest> {
+    const url = this.metadata['backchannel_authentication_endpoint']
+    if (typeof url !== 'string') throw new IdentityError('ERR_UNSUPPORTED', 'broker-client: the broker has no backchannel authentication endpoint')
+    const form = formOf(
+      { authorizationDetails: p.authorizationDetails, ...(p.scopes ? { scopes: p.scopes } : {}) },
+      {
+        binding_message: p.bindingMessage,
+        login_hint: p.loginHint,
+      },
+    )
+    const res = await this.#post('backchannel authentication', url, form, opts, false)
+    const body = json(res) as Record<string, unknown> | undefined
+    if (res.status !== 200 || body === undefined) throw oauthError('backchannel authentication', res.status, body, header(res, 'www-authenticate'))
+    const { auth_req_id: id, expires_in: exp, interval } = body
+    if (typeof id !== 'string' || typeof exp !== 'number')
+      throw new IdentityError('ERR_INTERNAL', 'broker-client: malformed backchannel authentication response')
+    return { authReqId: id, expiresIn: exp, interval: typeof interval === 'number' && interval > 0 ? interval : 5 }
+  }
+
+  /**
+   * One CIBA poll (§10.1): the token once a human approved; ERR_APPROVAL_PENDING
+   * (`authorization_pending`, or `slow_down`: wait longer) while nobody has,
+   * ERR_APPROVAL_DENIED (`access_denied`), ERR_APPROVAL_EXPIRED (`expired_token`).
+   */
+  approvedToken(authReqId: string, opts: CallOpts = {}): Promise<AccessToken> {
+    return this.#token('backchannel token request', new URLSearchParams({ grant_type: CIBA_GRANT_TYPE, auth_req_id: authReqId }), opts)
+  }
+
+  /** Polls `approvedToken` at the request's interval until approved (the token), denied or expired (thrown), or `opts.signal` aborts. */
+  async waitForApproval(req: BackchannelRequest, opts: CallOpts = {}): Promise<AccessToken> {
+    let interval = req.interval
+    for (;;) {
+      try {
+        return await this.approvedToken(req.authReqId, opts)
+      } catch (err) {
+        const wire = err instanceof IdentityError ? err.details?.['oauth_error'] : undefined
+        if (wire === 'slow_down') interval += 5
+        else if (wire !== 'authorization_pending') throw err
+      }
+      await new Promise<void>((resolve, reject) => {
+        const t = setTimeout(resolve, interval * 1000)
+        opts.signal?.addEventListener('abort', () => (clearTimeout(t), reject(opts.signal!.reason as Error)), { once: true })
+      })
+    }
   }
 
   // ------------------------------------------------- introspect, revoke

@@ -6,6 +6,8 @@
 export { AccessToken, type IssuedTokenType, type TokenFields } from './access-token.js'
 export {
   BrokerClient,
+  CIBA_GRANT_TYPE,
+  type BackchannelRequest,
   type BrokerClientOptions,
   type BrokerMetadata,
   type CallOpts,

@@ -10,7 +10,11 @@
  * demo (quickstart-gateway.ts) runs `warrant gateway run` in front of a demo
  * tool, a payments service and a fraud-check service, and shows a tool call,
  * a payment refused for a missing fraud-check hop, a caller outside the
- * tool's namespace refused, and a payment through the fraud check.
+ * tool's namespace refused, and a payment through the fraud check. The
+ * intents demo (quickstart-intents.ts) declares a low-risk intent (approved
+ * by rule) and a high-risk one that waits for a human in the operator
+ * console (its URL and one-time login printed; `--once` approves it through
+ * `warrant approval approve`).
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { chmodSync, closeSync, copyFileSync, existsSync, linkSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -23,6 +27,7 @@ import { provisionSoftHsm, findSoftHsmModule } from '../dev/softhsm.js'
 import { adminClient } from './admin-client.js'
 import { startSwtpm, type SwtpmInstance } from '../dev/swtpm.js'
 import { brokerServerToml, freePort, runBrokerDemo, stopDemoProcesses, waitForBroker } from './quickstart-broker.js'
+import { consoleLogin, intentsServerToml, runIntentsDemo } from './quickstart-intents.js'
 import {
   GATEWAY_DEMO_RESOURCES,
   GATEWAY_DEMO_SCOPES,
@@ -247,8 +252,10 @@ async function main(): Promise<void> {
 
   const children: Supervised[] = []
   let swtpm: SwtpmInstance | undefined
+  let intentsDemo: { close(): Promise<void> } | undefined
   const shutdown = async () => {
     stopping = true
+    await intentsDemo?.close().catch(() => undefined)
     // What the shutdown interrupts (a demo step, a CLI call) may throw now; the shutdown decides how the process ends.
     process.on('uncaughtException', () => undefined)
     process.on('unhandledRejection', () => undefined)
@@ -306,6 +313,9 @@ async function main(): Promise<void> {
   const brokerIssuer = `https://localhost:${brokerPort}`
   const brokerCa = join(serverDir, 'bundle.pem')
   const brokerAdminSocket = join(serverDir, 'private', 'broker-admin.sock')
+  // The operator console (its own HTTPS listener) for the intents demo's approvals.
+  const consolePort = await freePort()
+  const consoleUrl = `https://localhost:${consolePort}`
   writeFileSync(
     join(serverDir, 'server.toml'),
     [
@@ -324,6 +334,7 @@ async function main(): Promise<void> {
         resources: GATEWAY_DEMO_RESOURCES,
         txnTokenRequesters: [gatewayDemoIds(TRUST_DOMAIN).gateway],
       }),
+      intentsServerToml({ consolePort, prefix: '/agents/demo/', trustDomain: TRUST_DOMAIN }),
       keyManagerToml,
       serverAttestorToml,
     ].join('\n'),
@@ -502,6 +513,22 @@ async function main(): Promise<void> {
     say,
   }).catch((err: unknown) => fail(`broker demo: ${(err as Error).message}`))
   await runGatewayDemo({ ...gatewayDemo, demoId: DEMO_ID, say }, gateway).catch((err: unknown) => fail(`gateway demo: ${(err as Error).message}`))
+  const intents = await runIntentsDemo({
+    issuer: brokerIssuer,
+    caFile: brokerCa,
+    brokerAdminSocket,
+    workloadSocket,
+    demoId: DEMO_ID,
+    consoleUrl,
+    once: values.once === true,
+    cli: async (args) => (await cli(args, { json: true })).json,
+    say,
+  }).catch((err: unknown) => fail(`intents demo: ${(err as Error).message}`))
+  intentsDemo = intents
+  const login = await waitFor('the console', async () => consoleLogin(server.logFile), 30_000, server.logFile)
+  say(
+    `  console           : ${consoleUrl} (certificate: ${brokerCa}); sign in as "${login.operator}" with the one-time login below, then add a passkey or TOTP`,
+  )
   say('')
   say('Try it yourself:')
   say(`  export SPIFFE_ENDPOINT_SOCKET=unix://${workloadSocket}`)
@@ -516,6 +543,9 @@ async function main(): Promise<void> {
   say(`WARRANT_BROKER_CA=${brokerCa}`)
   say(`WARRANT_GATEWAY_URL=${gateway.gatewayUrl}`)
   say(`WARRANT_GATEWAY_CA=${brokerCa}`)
+  say(`WARRANT_CONSOLE_URL=${consoleUrl}`)
+  say(`WARRANT_CONSOLE_CA=${brokerCa}`)
+  say(`WARRANT_CONSOLE_LOGIN=${login.token}`)
 
   if (values.once) {
     await shutdown()

@@ -192,6 +192,37 @@ describe('quickstart (scripts/quickstart.sh, kept running)', () => {
     const gatewayPid = childrenOf(qs.pid!).find((p) => / gateway run /.test(cmdline(p)))
     expect(gatewayPid, `no gateway child of the quickstart:\n${out}`).toBeDefined()
 
+    // Intents: the low-risk one approved by rule, the high-risk one waiting in the console until an operator decides.
+    expect(out).toMatch(/^ {2}low risk {10}: demo:read \S+reports\/q3 → approved by rule; token DPoP-bound, authorization_details demo:read on /m)
+    const intentId = /^ {2}high risk {9}: demo:write \S+control\/breaker-reset → waits for a human \(risk [\d.]+, [^)]+\); intent (int-[\w-]+),/m.exec(out)?.[1]
+    expect(intentId, out).toBeDefined()
+    expect(out).not.toMatch(/^ {2}approved {10}:/m)
+    const consoleUrl = /^WARRANT_CONSOLE_URL=(https:\/\/localhost:\d+)$/m.exec(out)?.[1]
+    const consoleCa = /^WARRANT_CONSOLE_CA=(.+)$/m.exec(out)?.[1]
+    expect(/^WARRANT_CONSOLE_LOGIN=[A-Za-z0-9_-]{20,}$/m.test(out), out).toBe(true)
+    const con = await tlsHandshake(consoleUrl!, readFileSync(consoleCa!))
+    expect(con.authorized, con.error).toBe(true)
+    const approved = await warrant([
+      'approval',
+      'approve',
+      intentId!,
+      '--reason',
+      'e2e',
+      '--socket',
+      join(dataDir, 'server', 'private', 'broker-admin.sock'),
+      '--output',
+      'json',
+    ])
+    expect(approved.code, approved.stderr).toBe(0)
+    await waitFor(
+      'the quickstart to print the approved token',
+      () => new RegExp(`^ {2}approved {10}: intent ${intentId!} → token DPoP-bound`, 'm').test(out) || undefined,
+      {
+        timeoutMs: 30_000,
+        hint: () => out,
+      },
+    )
+
     // The demo's resource server and sub-agent are gone once the demo is done.
     expect(childrenOf(qs.pid!).filter((p) => /quickstart-demo-peer/.test(cmdline(p)))).toEqual([])
     const serverPid = () => childrenOf(qs!.pid!).find((p) => / server run /.test(cmdline(p)))

@@ -123,7 +123,7 @@ class Peer {
 
   constructor(exe: string, role: string, args: PeerArgs, logFile: string) {
     this.logFile = logFile
-    const fd = openSync(logFile, 'a')
+    const fd = openSync(logFile, 'a', 0o600)
     this.child = spawn(exe, [...process.execArgv, PEER, role, JSON.stringify(args)], {
       cwd: ROOT,
       stdio: ['pipe', 'pipe', fd],

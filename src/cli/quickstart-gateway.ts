@@ -224,7 +224,7 @@ export function stopGatewayDemoProcesses(): void {
 /** Runs the outsider demo agent as its own process and returns what it reports. */
 function runOutsider(exe: string, args: ServiceArgs, logFile: string, timeoutMs: number): Promise<OutsiderResult> {
   return new Promise((resolveP, reject) => {
-    const fd = openSync(logFile, 'a')
+    const fd = openSync(logFile, 'a', 0o600)
     const child = spawn(exe, [...process.execArgv, SERVICES, 'outsider', JSON.stringify(args)], { cwd: ROOT, stdio: ['ignore', 'pipe', fd] })
     closeSync(fd)
     running.add(child)

@@ -124,7 +124,7 @@ class Supervised {
   }
 
   #spawn(): ChildProcess {
-    const fd = openSync(this.logFile, 'a')
+    const fd = openSync(this.logFile, 'a', 0o600)
     const child = spawn(this.#exe, this.#argv, { cwd: ROOT, env: { ...process.env, ...this.#env }, stdio: ['ignore', fd, fd] })
     closeSync(fd)
     child.on('exit', (code, sig) => {

@@ -246,19 +246,19 @@ export interface RevocationStore {
 }
 
 /** What a change-feed record is about. */
-export type DataStoreChangeKind = 'entry' | 'node' | 'bundle' | 'revocation' | 'bounds' | 'federation' | 'task'
+export type DataStoreChangeKind = 'entry' | 'node' | 'bundle' | 'revocation' | 'bounds' | 'federation' | 'authority' | 'task'
 
 /**
  * One committed change: which record changed, not its new value (read it, or
  * learn it is gone). Node changes are bans, selector changes, attestations and
- * deletions (not SVID renewals); bounds, federation and task changes are those
- * of the kv namespaces `bounds`, `federation` and `tasks`.
+ * deletions (not SVID renewals); bounds, federation, authority and task changes
+ * are those of the kv namespaces `bounds`, `federation`, `ca_authorities` and `tasks`.
  */
 export interface DataStoreChange {
   /** Increases with every change, in commit order, across every server of the database. */
   seq: number
   kind: DataStoreChangeKind
-  /** Entry id, agent id, trust domain, revocation id (decimal), or the kv key (bounds prefix, federation trust domain, task id). */
+  /** Entry id, agent id, trust domain, revocation id (decimal), or the kv key (bounds prefix, federation trust domain, server ID, task id). */
   key: string
   op: 'put' | 'delete'
   /** When it was committed (epoch ms, the writing server's clock). */

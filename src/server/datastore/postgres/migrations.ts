@@ -129,6 +129,30 @@ CREATE TABLE revocations (
 CREATE INDEX revocations_expires_at ON revocations (expires_at) WHERE expires_at IS NOT NULL;
 `,
   },
+  {
+    version: 2,
+    name: 'change log for the change feed',
+    // One counter row, updated by every writing transaction just before its COMMIT: its row lock orders those commits,
+    // so the sequence numbers are gapless and a reader that sees seq N has already been able to see every seq below N.
+    sql: `
+CREATE TABLE change_counter (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  last BIGINT NOT NULL,
+  -- every change up to this seq was pruned: a reader behind it must reload
+  pruned_through BIGINT NOT NULL
+);
+INSERT INTO change_counter (id, last, pruned_through) VALUES (1, 0, 0);
+
+CREATE TABLE changes (
+  seq BIGINT PRIMARY KEY,
+  kind TEXT COLLATE "C" NOT NULL,
+  key TEXT COLLATE "C" NOT NULL,
+  op TEXT COLLATE "C" NOT NULL CHECK (op IN ('put', 'delete')),
+  at BIGINT NOT NULL
+);
+CREATE INDEX changes_at ON changes (at);
+`,
+  },
 ]
 
 /** The schema version this code writes. */

@@ -17,6 +17,7 @@ const ConfigSchema = z.strictObject({
   password_env: z.string().regex(ENV_NAME, 'must be an environment variable name').optional(),
   pool_size: z.number().int('must be an integer').min(1, 'must be at least 1').max(1000, 'must be at most 1000').optional(),
   connect_timeout: duration().optional(),
+  change_retention: duration().optional(),
   tls: z
     .strictObject({
       ca_file: z.string().min(1, 'must not be empty').optional(),
@@ -91,7 +92,8 @@ export function resolvePassword(c: Pick<PostgresFileConfig, 'password_file' | 'p
  * database, which several servers of one trust domain may share.
  * `connection_string` (`postgresql://user@host:port/database`, never with a
  * password), the password from `password_file` or `password_env`,
- * `pool_size` (default 10), `connect_timeout` (default 5s), and `[tls]`:
+ * `pool_size` (default 10), `connect_timeout` (default 5s), `change_retention`
+ * (how long the change feed's log keeps a change, default 24h), and `[tls]`:
  * `ca_file` to verify the server against, `require` (default: TLS for any
  * host but a Unix socket or loopback; false allows plain TCP).
  */
@@ -118,6 +120,7 @@ export const postgresDataStorePlugin: PluginDefinition<PostgresFileConfig, DataS
       ssl,
       ...(config.pool_size !== undefined ? { poolSize: config.pool_size } : {}),
       ...(config.connect_timeout !== undefined ? { connectTimeoutMs: config.connect_timeout } : {}),
+      ...(config.change_retention !== undefined ? { changeRetentionMs: config.change_retention } : {}),
       log,
       clock: deps.clock,
     })

@@ -4,7 +4,8 @@ import { type Clock, systemClock } from '../../../common/clock.js'
 import { configError } from '../../../common/config/issues.js'
 import { F, type Logger, nullLogger } from '../../../common/log/logger.js'
 import { IdentityError } from '../../../errors/index.js'
-import type { DataStore } from '../types.js'
+import type { ChangeFeed, ChangeFeedEvent, DataStore } from '../types.js'
+import { ChangeListener, flushChanges, pruneChanges } from './changes.js'
 import { checkConnectionString, type ConnectionTarget } from './connection.js'
 import { datastoreError, isConnectionError, reasonOf, sqlState } from './errors.js'
 import { MIGRATIONS, type Migration } from './migrations.js'
@@ -22,8 +23,9 @@ import { revocationsStore } from './stores/revocations.js'
  * The PostgreSQL datastore: the pool, opening (migrations under an advisory
  * lock) and the composition here; transactions, locking, retries and error
  * mapping in runner.ts and errors.ts; the statement runner and paging in
- * context.ts; row shapes in rows.ts; WHERE building in where.ts; one module
- * per store under stores/.
+ * context.ts; the change feed (log, NOTIFY, listeners, pruning) in
+ * changes.ts; connection-string and TLS rules in connection.ts; row shapes in
+ * rows.ts; WHERE building in where.ts; one module per store under stores/.
  */
 
 export interface PostgresDataStoreOptions {
@@ -37,6 +39,8 @@ export interface PostgresDataStoreOptions {
   poolSize?: number
   /** How long to wait for a connection before an operation fails as unavailable (ms, default 5000). */
   connectTimeoutMs?: number
+  /** How long the change log keeps a change (ms, default 24 h): a change feed disconnected for longer reloads. */
+  changeRetentionMs?: number
   log?: Logger
   /** Source of createdAt / updatedAt; defaults to the system clock. */
   clock?: Clock
@@ -101,12 +105,14 @@ export async function openPostgresDataStore(opts: PostgresDataStoreOptions): Pro
   if (opts.password !== undefined && (typeof opts.password !== 'string' || opts.password === '')) throw new TypeError('password must be a non-empty string')
   const poolSize = opts.poolSize ?? 10
   if (!Number.isSafeInteger(poolSize) || poolSize < 1) throw new RangeError('poolSize must be a positive integer')
+  const retentionMs = opts.changeRetentionMs ?? 24 * 3_600_000
+  if (!Number.isSafeInteger(retentionMs) || retentionMs < 0) throw new RangeError('changeRetentionMs must be a non-negative integer')
   const log = opts.log ?? nullLogger
   const clock = opts.clock ?? systemClock
   const where = describe(target)
 
   // The fields, not the string: the driver would let the string's (empty) password and TLS settings override these.
-  const pool = new pg.Pool({
+  const clientConfig: pg.ClientConfig = {
     ...(target.host !== '' ? { host: target.host } : {}),
     ...(target.port !== '' ? { port: Number(target.port) } : {}),
     ...(target.database !== '' ? { database: target.database } : {}),
@@ -114,15 +120,15 @@ export async function openPostgresDataStore(opts: PostgresDataStoreOptions): Pro
     ...(target.options !== undefined ? { options: target.options } : {}),
     ...(opts.password !== undefined ? { password: opts.password } : {}),
     ssl: opts.ssl ?? false,
-    max: poolSize,
     connectionTimeoutMillis: opts.connectTimeoutMs ?? 5000,
-    idleTimeoutMillis: 30_000,
     keepAlive: true,
+    keepAliveInitialDelayMillis: 10_000,
     application_name: target.applicationName ?? 'warrant',
     // A session stuck inside a transaction (a hung server) would hold the transaction lock of every server.
     idle_in_transaction_session_timeout: 60_000,
     types: TYPES,
-  })
+  }
+  const pool = new pg.Pool({ ...clientConfig, max: poolSize, idleTimeoutMillis: 30_000 })
   let lostLogged = 0
   const onLost = (err: unknown): void => {
     // A connection failed (the server stopped or restarted, the network dropped): the pool replaces it. Logged at most every 10 s.
@@ -173,12 +179,53 @@ export async function openPostgresDataStore(opts: PostgresDataStoreOptions): Pro
     liveInstances: liveInstancesStore(),
     revocations: revocationsStore(),
   } as unknown as StoreOps
+
+  const prune = (): void => {
+    void pruneChanges(pool, clock.now() - retentionMs).then(
+      (n) => {
+        if (n > 0) log.debug({ [F.COUNT]: n }, 'Pruned the change log')
+      },
+      (err: unknown) => log.debug({ [F.REASON]: reasonOf(err) }, 'Change log prune failed; retried later'),
+    )
+  }
+  prune()
+  const pruneTimer = setInterval(prune, Math.min(3_600_000, Math.max(60_000, retentionMs / 4)))
+  pruneTimer.unref()
+  const feeds = new Set<ChangeListener>()
+
   return createPostgresRunner({
     pool,
     clock,
     ops,
-    flushChanges: async () => {},
-    onClose: async () => {},
+    flushChanges: (client, changes) => flushChanges(client, changes, clock.now()),
+    rootExtras: ({ guard, detach }) => ({
+      changes: async (o: { fromSeq?: number }, onEvent: (event: ChangeFeedEvent) => void | Promise<void>): Promise<ChangeFeed> => {
+        guard()
+        if (o === null || typeof o !== 'object') throw new TypeError('changes: options must be an object')
+        if (o.fromSeq !== undefined && (!Number.isSafeInteger(o.fromSeq) || o.fromSeq < 0)) throw new RangeError('fromSeq must be a non-negative integer')
+        if (typeof onEvent !== 'function') throw new TypeError('changes: onEvent must be a function')
+        const feed = new ChangeListener({
+          newClient: () => new pg.Client(clientConfig),
+          log,
+          fromSeq: o.fromSeq,
+          onEvent,
+          detach,
+          onClosed: (f) => feeds.delete(f),
+        })
+        feeds.add(feed)
+        try {
+          await feed.start()
+        } catch (err) {
+          await feed.close()
+          throw datastoreError('listen for changes', err)
+        }
+        return feed
+      },
+    }),
+    onClose: async () => {
+      clearInterval(pruneTimer)
+      await Promise.all([...feeds].map((f) => f.close()))
+    },
     health: {
       lost: onLost,
       restored: () => {

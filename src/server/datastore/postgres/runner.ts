@@ -125,8 +125,8 @@ export interface RunnerOptions {
   ops: StoreOps
   /** Writes the changes of a transaction, just before its COMMIT (on the transaction's connection). */
   flushChanges: (client: pg.PoolClient, changes: readonly ChangeRecord[]) => Promise<void>
-  /** Extra members of the root store (the change feed). */
-  rootExtras?: (guardRoot: () => void) => Partial<DataStore>
+  /** Extra members of the root store (the change feed): `guard` refuses a closed store and a call from inside tx; `detach` runs outside any transaction's context. */
+  rootExtras?: (ctx: { guard: () => void; detach: <T>(fn: () => T) => T }) => Partial<DataStore>
   /** Runs once, when the store closes, after the running transaction (before the pool ends). */
   onClose: () => Promise<void>
   /** An operation failed for want of PostgreSQL; the next one that succeeds after that calls `restored`. */
@@ -463,10 +463,7 @@ export function createPostgresRunner(o: RunnerOptions): DataStore {
           release()
         }
       }
-      Object.assign(
-        ds,
-        o.rootExtras?.(() => guard(level)),
-      )
+      Object.assign(ds, o.rootExtras?.({ guard: () => guard(level), detach: (fn) => als.exit(fn) }))
     } else ds.close = (): Promise<void> => Promise.reject(new TypeError('datastore: close() called on a transaction'))
     return Object.freeze(ds) as unknown as DataStore
   }

@@ -12,9 +12,9 @@ describe.skipIf(postgresBinDir() === undefined)('postgres datastore', () => {
     if (db === undefined) return cluster.createDatabase('conf')
     const tables = await cluster.sql<{ t: string }>(
       db.name,
-      "SELECT quote_ident(tablename) AS t FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations'",
+      "SELECT quote_ident(tablename) AS t FROM pg_tables WHERE schemaname = 'public' AND tablename NOT IN ('schema_migrations', 'change_counter')",
     )
-    if (tables.length > 0) await cluster.sql(db.name, `TRUNCATE ${tables.map((r) => r.t).join(', ')} RESTART IDENTITY CASCADE`)
+    await cluster.sql(db.name, `TRUNCATE ${tables.map((r) => r.t).join(', ')} RESTART IDENTITY; UPDATE change_counter SET last = 0, pruned_through = 0`)
     return db
   }
 

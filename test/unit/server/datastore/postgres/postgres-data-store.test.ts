@@ -295,18 +295,29 @@ describe.skipIf(postgresBinDir() === undefined)('postgres datastore', () => {
     afterAll(async () => {
       await tlsCluster?.destroy()
     })
+    let app = ''
     const config = (tls: Record<string, unknown> | undefined) => {
       const pwFile = join(tmp.dir, 'tls-password')
       writeFileSync(pwFile, tlsCluster.password, { mode: 0o600 })
-      return postgresDataStorePlugin.parseConfig({ connection_string: tlsCluster.url('postgres'), password_file: pwFile, ...(tls ? { tls } : {}) })
+      app = `tls-${Math.random().toString(36).slice(2)}`
+      return postgresDataStorePlugin.parseConfig({
+        connection_string: `${tlsCluster.url('postgres')}?application_name=${app}`,
+        password_file: pwFile,
+        ...(tls ? { tls } : {}),
+      })
     }
-    const sslInUse = async () =>
-      (
-        await tlsCluster.sql<{ ssl: boolean }>(
-          'postgres',
-          "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'warrant' AND a.datname = 'postgres'",
-        )
-      ).map((r) => r.ssl)
+    /** Whether each of the store's connections uses TLS. */
+    const sslInUse = async () => [
+      ...new Set(
+        (
+          await tlsCluster.sql<{ ssl: boolean }>(
+            'postgres',
+            'SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = $1',
+            [app],
+          )
+        ).map((r) => r.ssl),
+      ),
+    ]
 
     it('with ca_file the connection is TLS, verified against that CA', async () => {
       const ca = join(tmp.dir, 'pg-ca.pem')

@@ -19,6 +19,7 @@ import { adminServices } from './api/admin-service.js'
 import { nodeService, nodeServiceDefinition } from './api/node-service.js'
 import { AGENT_API_MAX_MESSAGE_BYTES, agentApiCallLimits } from './api/call-limits.js'
 import { FederatedBundles } from './bundle/federated.js'
+import { followChanges } from './changes/follower.js'
 import { BoundsService } from './bounds/bounds-service.js'
 import { boundsAdminService } from './bounds/admin-service.js'
 import { InstanceService } from './instances/instance-service.js'
@@ -179,6 +180,9 @@ export async function startServer(cfg: ServerConfig, opts: StartServerOptions): 
     const relationships = new RelationshipStore({ kv: ds.kv, localTrustDomain: cfg.trustDomain, clock })
     for (const r of relationshipsFromConfig(cfg.federation ?? { federates_with: {} })) await relationships.upsert(r)
     const refresher = new FederationRefresher({ relationships, federated, clock, log, registry: metrics.registry, readText: opts.readText })
+    // Changes written through any server sharing the datastore (PostgreSQL's change feed) reach this one's services at once.
+    const follower = await followChanges(ds, { registration, revocations, bounds, federated, nodes: attestation, federation: refresher }, log)
+    if (follower) closers.push(() => follower.close())
 
     // The server's own X.509-SVID for TLS (tls/), and the bundle it trusts, published beside its state (ca/bundle-files.ts).
     const tls = new PushCertificateProvider()
@@ -266,7 +270,7 @@ export async function startServer(cfg: ServerConfig, opts: StartServerOptions): 
       revocations,
       ...withAudit,
     })
-    const sync = new SyncStreams({ registration, bounds, ca, federated, revocations, log: log.child({ [F.SUBSYSTEM]: 'sync' }) })
+    const sync = new SyncStreams({ registration, bounds, ca, federated, revocations, nodes: attestation, log: log.child({ [F.SUBSYSTEM]: 'sync' }) })
     agentApi.addService(nodeServiceDefinition(), nodeService({ attestation, x509, jwt, sync, entries: authorized, instances, bounds, ca, log, metrics }))
     agentApi.addService(healthProto.grpc.health.v1.Health.service, health.handlers(log))
     const creds = grpc.experimental.createCertificateProviderServerCredentials(tls, tls, false)

@@ -47,6 +47,7 @@ export class NodeAttestationService {
   readonly #metrics: Metrics | undefined
   readonly #audit: ServerAudit | undefined
   readonly #verified = new Map<string, { id: SpiffeId; sequence: number | undefined; notAfter: number }>()
+  readonly #nodeListeners = new Set<(agentId: string) => void>()
 
   constructor(o: {
     trustDomain: TrustDomain
@@ -74,6 +75,28 @@ export class NodeAttestationService {
     this.#agentTtlMs = o.agentTtlMs
     this.#metrics = o.metrics
     this.#audit = o.audit
+  }
+
+  /**
+   * Calls `fn` with an agent ID whose node record changed in the datastore (banned, evicted, re-attested),
+   * through this server or another sharing the datastore: an open Sync stream of that agent authenticates
+   * again at once instead of at its next periodic check. Returns the unsubscribe function.
+   */
+  onNodeChange(fn: (agentId: string) => void): () => void {
+    this.#nodeListeners.add(fn)
+    return () => this.#nodeListeners.delete(fn)
+  }
+
+  /** The change feed's node changes (or this server's own bans and evictions): tells the listeners. */
+  applyNodeChanges(agentIds: Iterable<string>): void {
+    for (const id of new Set(agentIds))
+      for (const fn of [...this.#nodeListeners]) {
+        try {
+          fn(id)
+        } catch (err) {
+          this.#log.warn({ [F.ERR]: String(err) }, 'Node change listener failed')
+        }
+      }
   }
 
   attestorNames(): string[] {
@@ -286,6 +309,7 @@ export class NodeAttestationService {
   async evict(agentId: string): Promise<AttestedNode> {
     const n = await this.#ds.nodes.delete(checkAgentId(agentId, this.#td))
     this.#log.info({ [F.AGENT_ID]: agentId }, 'Agent evicted')
+    this.applyNodeChanges([n.agentId])
     await this.#audit?.durable(nodeEvent('node.evicted', n))
     return n
   }
@@ -294,6 +318,7 @@ export class NodeAttestationService {
   async ban(agentId: string): Promise<AttestedNode> {
     const n = await this.#ds.nodes.update(checkAgentId(agentId, this.#td), { banned: true, serial: '', previousSerial: '' })
     this.#log.info({ [F.AGENT_ID]: agentId }, 'Agent banned')
+    this.applyNodeChanges([n.agentId])
     await this.#audit?.durable(nodeEvent('node.banned', n))
     return n
   }

@@ -183,6 +183,47 @@ export class BoundsService {
     this.#log.info({ prefixes: set.size, sequence: this.#sequence }, 'Namespace bounds loaded')
   }
 
+  /**
+   * Reads the API-set bounds again (another server sharing the datastore set or deleted some: its change feed)
+   * and adopts them when the stored sequence moved past this server's, telling the listeners as a local change
+   * does. Stored bounds that no longer fit with the config are logged and the current ones kept. Returns true
+   * when the bounds changed.
+   */
+  reload(): Promise<boolean> {
+    return this.#serial(async () => {
+      const rows = await this.#o.ds.kv.list(BOUNDS_KV_NAMESPACE)
+      let storedSeq = 0
+      const issues: BoundsIssue[] = []
+      const api = new Map<string, Bounds>()
+      for (const { key, value } of rows) {
+        if (key === SEQUENCE_KEY) storedSeq = Number(value) || 0
+        else if (key.startsWith('/') && !this.#config.has(key)) {
+          try {
+            api.set(key, collectBounds(JSON.parse(value), key, issues))
+          } catch {
+            issues.push({ path: key, message: 'stored bounds are not JSON' })
+          }
+        }
+      }
+      if (storedSeq <= this.#sequence) return false
+      let set: BoundsSet
+      try {
+        if (issues.length > 0) throw boundsError(issues)
+        set = BoundsSet.from(this.#o.trustDomain, [...this.#config.entries(), ...api])
+      } catch (err) {
+        this.#log.error({ [F.ERR]: String(err), sequence: storedSeq }, 'Namespace bounds changed by another server not adopted')
+        return false
+      }
+      const changed = [...new Set([...api.keys(), ...this.#api.keys()])].filter(
+        (p) => JSON.stringify(api.has(p) ? boundsToJson(api.get(p)!) : null) !== JSON.stringify(this.#api.has(p) ? boundsToJson(this.#api.get(p)!) : null),
+      )
+      this.#api = api
+      const prefix = changed[0] ?? '/'
+      this.#commit(set, storedSeq, api.has(prefix) ? 'set' : 'delete', prefix)
+      return true
+    })
+  }
+
   /** The current bounds (config and API together). */
   current(): BoundsSet {
     return this.#set

@@ -29,6 +29,16 @@ export class FederatedBundles {
     return () => this.#events.off('change', fn)
   }
 
+  /**
+   * A foreign trust domain's bundle changed in the datastore, possibly through another server sharing it (its
+   * change feed): the listeners (agents' Sync streams) read the set again. The local trust domain's is the CA's.
+   */
+  applyRemoteChange(trustDomain: string): void {
+    if (trustDomain === this.#local.name) return
+    this.#log.debug({ [F.TRUST_DOMAIN]: trustDomain }, 'Federated bundle changed by another server')
+    this.#events.emit('change')
+  }
+
   async list(): Promise<BundleRecord[]> {
     return (await this.#ds.bundles.list()).filter((b) => b.trustDomain !== this.#local.name)
   }

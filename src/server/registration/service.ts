@@ -16,7 +16,12 @@ export interface EntryBoundsCheck {
 export interface EntryChange {
   upserted: RegistrationEntry[]
   deleted: RegistrationEntry[]
+  /** Entries deleted through another server sharing the datastore (only their ids are known). */
+  deletedIds?: string[]
 }
+
+/** How many of its own writes a server remembers so that the change feed's echo of them is not emitted twice. */
+const OWN_WRITES_MAX = 10_000
 
 export type ItemResult<T> = { ok: true; value: T } | { ok: false; error: IdentityError }
 
@@ -35,6 +40,8 @@ export class RegistrationService {
   readonly #serverId: string
   readonly #bounds: EntryBoundsCheck | undefined
   readonly #audit: Pick<ServerAudit, 'durable'> | undefined
+  /** Entries this server wrote, by id: the revision written, or null for a deletion (the feed's echo is skipped). */
+  readonly #ownWrites = new Map<string, number | null>()
 
   /**
    * `audit`: each entry written (`entry.created`, `entry.updated`, `entry.deleted`) is appended, and a batch is
@@ -57,8 +64,47 @@ export class RegistrationService {
     return () => this.#events.off('change', fn)
   }
 
-  #emit(c: EntryChange): void {
-    if (c.upserted.length + c.deleted.length > 0) this.#events.emit('change', c)
+  #emit(c: EntryChange, own = true): void {
+    if (own) {
+      for (const e of c.upserted) this.#remember(e.id, e.revision)
+      for (const e of c.deleted) this.#remember(e.id, null)
+    }
+    if (c.upserted.length + c.deleted.length + (c.deletedIds?.length ?? 0) > 0) this.#events.emit('change', c)
+  }
+
+  #remember(id: string, revision: number | null): void {
+    this.#ownWrites.delete(id)
+    this.#ownWrites.set(id, revision)
+    if (this.#ownWrites.size > OWN_WRITES_MAX) this.#ownWrites.delete(this.#ownWrites.keys().next().value!)
+  }
+
+  /**
+   * Entries changed in the datastore, possibly by another server sharing it (its change feed): each is read
+   * again (or learnt deleted) and emitted as a local write is, so agents' Sync streams and the authorized-entries
+   * cache follow. The echo of this server's own writes (same revision, or a deletion it made) is not emitted again.
+   */
+  async applyRemoteEntryChanges(ids: readonly string[]): Promise<void> {
+    const upserted: RegistrationEntry[] = []
+    const deletedIds: string[] = []
+    for (const id of new Set(ids)) {
+      const e = await this.#ds.entries.find(id)
+      const own = this.#ownWrites.get(id)
+      if (own !== undefined && (e ? own === e.revision : own === null)) {
+        this.#ownWrites.delete(id)
+        continue
+      }
+      this.#ownWrites.delete(id)
+      if (e) upserted.push(e)
+      else deletedIds.push(id)
+    }
+    if (upserted.length + deletedIds.length > 0) this.#log.debug({ [F.COUNT]: upserted.length + deletedIds.length }, 'Entries changed by another server')
+    this.#emit({ upserted, deleted: [], deletedIds }, false)
+  }
+
+  /** Everything may have changed (the change feed was reset): every listener recomputes. */
+  reloadAll(): void {
+    this.#ownWrites.clear()
+    this.#events.emit('change', { upserted: [], deleted: [], deletedIds: [] } satisfies EntryChange)
   }
 
   /** Appends one event per entry and waits until they are durable (one group commit for the batch). */

@@ -239,6 +239,20 @@ export class RevocationService {
     return max
   }
 
+  /**
+   * Reads the records again (another server sharing the datastore revoked, quarantined or deleted one: its
+   * change feed) and tells the listeners when the set in force changed; the echo of this server's own change
+   * changes nothing and tells no one.
+   */
+  async reload(): Promise<boolean> {
+    const before = fingerprint(this.#active)
+    await this.#reload()
+    if (fingerprint(this.#active) === before) return false
+    this.#log.info({ [F.COUNT]: this.#active.length }, 'Revocations changed by another server')
+    this.#notify()
+    return true
+  }
+
   async #reload(): Promise<void> {
     const list = await this.#d.ds.revocations.list({ now: this.#d.clock.now() })
     const byInstanceId = new Map<string, Revocation>()
@@ -257,6 +271,10 @@ export class RevocationService {
 
   async #changed(): Promise<void> {
     await this.#reload()
+    this.#notify()
+  }
+
+  #notify(): void {
     for (const fn of [...this.#listeners]) {
       try {
         fn()
@@ -265,4 +283,8 @@ export class RevocationService {
       }
     }
   }
+}
+
+function fingerprint(list: readonly Revocation[]): string {
+  return list.map((r) => `${r.id}:${r.expiresAt ?? ''}`).join(',')
 }

@@ -86,6 +86,8 @@ export interface SyncStreamsDeps {
   /** Revoked instances and quarantined prefixes, pushed to every agent as they change; absent, none are sent. */
   revocations?: Pick<RevocationService, 'active' | 'onChange'>
   log: Logger
+  /** Node records changed (ban, eviction; any server's, with a change feed): the agent's stream re-authenticates at once. */
+  nodes?: { onNodeChange(fn: (agentId: string) => void): () => void }
   /** How often an open stream re-authenticates its agent (default 30 s). */
   recheckMs?: number
   /** Entries per message, by estimated size (default SYNC_PAGE_BYTES). */
@@ -212,7 +214,7 @@ export class SyncStreams {
         }),
       )
       // An evicted or banned agent loses its stream; node selectors may also change on re-attestation.
-      const timer = setInterval(() => {
+      const recheck = () => {
         opts
           .reauthenticate()
           .then((n) => {
@@ -223,7 +225,14 @@ export class SyncStreams {
             }
           })
           .catch((err: unknown) => done(err))
-      }, d.recheckMs ?? RECHECK_MS)
+      }
+      const timer = setInterval(recheck, d.recheckMs ?? RECHECK_MS)
+      if (d.nodes)
+        unsubs.push(
+          d.nodes.onNodeChange((id) => {
+            if (id === node.agentId) recheck()
+          }),
+        )
       timer.unref()
       opts.signal.addEventListener('abort', () => done())
       log.debug({}, 'Sync stream opened')

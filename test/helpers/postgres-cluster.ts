@@ -36,6 +36,17 @@ export function postgresBinDir(): string | undefined {
   return join(PG_ROOT, String(Math.max(...versions)), 'bin')
 }
 
+/**
+ * True when PostgreSQL is installed. For `describe.runIf(requirePostgres())`:
+ * outside CI a missing PostgreSQL skips; in CI (`CI=true`) it throws, so the
+ * run fails instead of skipping.
+ */
+export function requirePostgres(): boolean {
+  if (postgresBinDir() !== undefined) return true
+  if (process.env.CI === 'true') throw new Error(`PostgreSQL is not installed (${PG_ROOT}/<version>/bin); CI must install it (scripts/install-system-deps.sh)`)
+  return false
+}
+
 export interface PostgresDatabase {
   name: string
   /** `postgresql://postgres@127.0.0.1:<port>/<name>`: no password in it (see `password`). */

@@ -4,7 +4,7 @@ import { openPostgresDataStore, type PostgresDataStoreOptions } from '../../../.
 import { captureLogger } from '../../../../helpers/capture-logger.js'
 import { newEntry } from '../../../../helpers/entries.js'
 import { FakeClock } from '../../../../helpers/fake-clock.js'
-import { postgresBinDir, startPostgresCluster, type PostgresCluster, type PostgresDatabase } from '../../../../helpers/postgres-cluster.js'
+import { requirePostgres, startPostgresCluster, type PostgresCluster, type PostgresDatabase } from '../../../../helpers/postgres-cluster.js'
 
 const sel = (v: string) => [{ type: 'unix', value: v }]
 
@@ -34,7 +34,7 @@ function recorder() {
 
 const brief = (c: DataStoreChange) => `${c.kind}:${c.op}:${c.key}`
 
-describe.skipIf(postgresBinDir() === undefined)('postgres change feed', () => {
+describe.runIf(requirePostgres())('postgres change feed', () => {
   let cluster: PostgresCluster
   const open = (db: PostgresDatabase, extra: Partial<PostgresDataStoreOptions> = {}): Promise<DataStore> =>
     openPostgresDataStore({ connectionString: db.connectionString, password: cluster.password, ...extra })

@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe } from 'vitest'
 import { openPostgresDataStore } from '../../../../../src/server/datastore/postgres/index.js'
 import { dataStoreConformance } from '../../../../conformance/datastore.js'
-import { postgresBinDir, startPostgresCluster, type PostgresCluster, type PostgresDatabase } from '../../../../helpers/postgres-cluster.js'
+import { requirePostgres, startPostgresCluster, type PostgresCluster, type PostgresDatabase } from '../../../../helpers/postgres-cluster.js'
 
-describe.skipIf(postgresBinDir() === undefined)('postgres datastore', () => {
+describe.runIf(requirePostgres())('postgres datastore', () => {
   let cluster: PostgresCluster
   // A database per store the suite opens, emptied (TRUNCATE) and reused once that store is done: creating one takes ~100 ms.
   const idle: PostgresDatabase[] = []

@@ -13,12 +13,13 @@ import { checkConnectionString, sslOptions } from '../../../../../src/server/dat
 import { TrustDomain } from '../../../../../src/spiffe/spiffe-id.js'
 import { captureLogger } from '../../../../helpers/capture-logger.js'
 import { newEntry } from '../../../../helpers/entries.js'
-import { postgresBinDir, startPostgresCluster, type PostgresCluster, type PostgresDatabase } from '../../../../helpers/postgres-cluster.js'
+import { requirePostgres, startPostgresCluster, type PostgresCluster, type PostgresDatabase } from '../../../../helpers/postgres-cluster.js'
 import { tempDir } from '../../../../helpers/temp.js'
+import { requireTools } from '../../../../helpers/tools.js'
 
 const sel = (v: string) => [{ type: 'unix', value: v }]
 
-describe.skipIf(postgresBinDir() === undefined)('postgres datastore', () => {
+describe.runIf(requirePostgres())('postgres datastore', () => {
   let cluster: PostgresCluster
   const tmp = tempDir('w-pgt-')
   const open = (db: PostgresDatabase, extra: Partial<PostgresDataStoreOptions> = {}): Promise<DataStore> =>
@@ -287,7 +288,7 @@ describe.skipIf(postgresBinDir() === undefined)('postgres datastore', () => {
     })
   })
 
-  describe('TLS', () => {
+  describe.runIf(requireTools('openssl'))('TLS', () => {
     let tlsCluster: PostgresCluster
     beforeAll(async () => {
       tlsCluster = await startPostgresCluster({ tls: true })

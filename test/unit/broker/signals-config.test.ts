@@ -56,7 +56,9 @@ describe('[broker.signals]', () => {
       '/var/lib/warrant',
     )!
     expect(c.signals!.receivers).toEqual({ ids: [], prefixes: [] })
-    expect(c.signals!.transmitters).toEqual([{ issuer: 'https://idp.example.com/ssf', caFile: '/etc/warrant/idp-ca.pem', defaultConfidence: 0.5, delivery: 'poll' }])
+    expect(c.signals!.transmitters).toEqual([
+      { issuer: 'https://idp.example.com/ssf', caFile: '/etc/warrant/idp-ca.pem', defaultConfidence: 0.5, delivery: 'poll' },
+    ])
     expect(c.signals!.policy.rules).toHaveLength(1)
     const paths = issuesOf({
       issuer: ISSUER,

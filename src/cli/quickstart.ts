@@ -232,14 +232,39 @@ function nodeLink(path: string): string {
   return path
 }
 
+/** `[plugins.datastore.postgres]` for `--datastore postgres://...` (password from $PGPASSWORD); nothing for the SQLite default. */
+function datastoreToml(url: string | undefined): string {
+  if (url === undefined) return ''
+  let u: URL
+  try {
+    u = new URL(url)
+  } catch {
+    fail('--datastore must be a postgres:// URL')
+  }
+  if (u.protocol !== 'postgres:' && u.protocol !== 'postgresql:') fail('--datastore must be a postgres:// URL')
+  if (u.password !== '') fail('--datastore must not carry a password: put it in $PGPASSWORD')
+  return [
+    '[plugins.datastore.postgres]',
+    `connection_string = ${JSON.stringify(url)}`,
+    ...(process.env.PGPASSWORD !== undefined ? ['password_env = "PGPASSWORD"'] : []),
+    '',
+  ].join('\n')
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     args: process.argv.slice(2),
-    options: { 'data-dir': { type: 'string', default: './.warrant' }, once: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h' } },
+    options: {
+      'data-dir': { type: 'string', default: './.warrant' },
+      once: { type: 'boolean', default: false },
+      datastore: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
     strict: true,
   })
   if (values.help) {
-    say('usage: npm run quickstart -- [--data-dir DIR] [--once]')
+    say('usage: npm run quickstart -- [--data-dir DIR] [--once] [--datastore postgres://USER@HOST:PORT/DB]')
+    say('  --datastore: the server on PostgreSQL instead of its SQLite file (the password, if any, from $PGPASSWORD, never in the URL)')
     return
   }
   const dataDir = resolve(values['data-dir'])
@@ -336,6 +361,7 @@ async function main(): Promise<void> {
       }),
       intentsServerToml({ consolePort, prefix: '/agents/demo/', trustDomain: TRUST_DOMAIN }),
       keyManagerToml,
+      datastoreToml(values.datastore),
       serverAttestorToml,
     ].join('\n'),
   )
@@ -363,6 +389,9 @@ async function main(): Promise<void> {
       throw new Error(msg)
     }).then(() => undefined)
   say(`  server            : ${serverAddr} (admin socket ${adminSocket})`)
+  say(
+    `  datastore         : ${values.datastore !== undefined ? `postgres ${new URL(values.datastore).host}${new URL(values.datastore).pathname}` : `sqlite ${join(serverDir, 'datastore.sqlite3')} (--datastore postgres://... for PostgreSQL)`}`,
+  )
   await waitForBroker(brokerIssuer, readFileSync(brokerCa, 'utf8'), 60_000).catch((err: unknown) => fail(`${(err as Error).message}; see ${server.logFile}`))
   say(`  broker            : ${brokerIssuer} (embedded in the server, ${brokerKey}; admin socket ${brokerAdminSocket})`)
 

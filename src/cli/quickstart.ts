@@ -267,6 +267,7 @@ async function main(): Promise<void> {
     say('  --datastore: the server on PostgreSQL instead of its SQLite file (the password, if any, from $PGPASSWORD, never in the URL)')
     return
   }
+  const datastoreBlock = datastoreToml(values.datastore) // checked before anything starts
   const dataDir = resolve(values['data-dir'])
   const serverDir = join(dataDir, 'server')
   const agentDir = join(dataDir, 'agent')
@@ -361,7 +362,7 @@ async function main(): Promise<void> {
       }),
       intentsServerToml({ consolePort, prefix: '/agents/demo/', trustDomain: TRUST_DOMAIN }),
       keyManagerToml,
-      datastoreToml(values.datastore),
+      datastoreBlock,
       serverAttestorToml,
     ].join('\n'),
   )

@@ -52,6 +52,9 @@ import { serverIdOf } from './registration/validate.js'
 import { PushCertificateProvider } from './tls/push-certificate-provider.js'
 import { ServerSvid } from './tls/server-svid.js'
 
+/** How often an agent's open Sync stream re-authenticates when node changes are pushed (change feed); else 30 s. */
+const SYNC_RECHECK_WITH_FEED_MS = 300_000
+
 export interface RunningServer {
   /** Bound TCP address of the agent API. */
   address: { host: string; port: number }
@@ -270,7 +273,18 @@ export async function startServer(cfg: ServerConfig, opts: StartServerOptions): 
       revocations,
       ...withAudit,
     })
-    const sync = new SyncStreams({ registration, bounds, ca, federated, revocations, nodes: attestation, log: log.child({ [F.SUBSYSTEM]: 'sync' }) })
+    // With a change feed, a ban, eviction or re-attestation anywhere reaches the agent's stream at once (nodes), so the
+    // periodic re-authentication (a datastore read per agent) is only a backstop (an expired agent SVID, a dropped CA).
+    const sync = new SyncStreams({
+      registration,
+      bounds,
+      ca,
+      federated,
+      revocations,
+      nodes: attestation,
+      ...(follower ? { recheckMs: SYNC_RECHECK_WITH_FEED_MS } : {}),
+      log: log.child({ [F.SUBSYSTEM]: 'sync' }),
+    })
     agentApi.addService(nodeServiceDefinition(), nodeService({ attestation, x509, jwt, sync, entries: authorized, instances, bounds, ca, log, metrics }))
     agentApi.addService(healthProto.grpc.health.v1.Health.service, health.handlers(log))
     const creds = grpc.experimental.createCertificateProviderServerCredentials(tls, tls, false)

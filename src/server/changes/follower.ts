@@ -41,6 +41,13 @@ export async function followChanges(ds: Pick<DataStore, 'changes'>, targets: Cha
     await applyChangeEvent(ev, targets, flog)
     applied = ev.seq
   })
+  // The services loaded their state before this subscription: what was committed in between is read now (a change
+  // after the subscription is delivered, and reading it twice is harmless).
+  for (const [what, svc] of [
+    ['revocation', targets.revocations],
+    ['bounds', targets.bounds],
+  ] as const)
+    await svc.reload().catch((err: unknown) => flog.warn({ [F.ERR]: String(err), kind: what }, 'Datastore change not applied'))
   return {
     get seq() {
       return Math.max(applied, feed.seq)

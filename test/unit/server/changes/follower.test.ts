@@ -276,6 +276,25 @@ describe('change follower', () => {
     expect(federatedTold).toBe(1)
   })
 
+  it('what was committed between a service loading its state and the subscription is read once subscribed', async () => {
+    const clock = new FakeClock()
+    const ds = createMemoryDataStore({ clock })
+    const a = await services(ds, clock)
+    const b = await services(ds, clock, 'b')
+    cleanups.push(
+      () => a.revocations.stop(),
+      () => b.revocations.stop(),
+    )
+    const id = 'spiffe://example.org/late'
+    await a.revocations.revoke({ kind: 'instance', value: id })
+    await a.bounds.set('/late', parseBounds({ x509_svid_ttl: 3600 }, '/late'))
+    expect(b.revocations.covering(id, undefined)).toBeUndefined()
+    const follower = await followChanges({ changes: new FakeFeed().changes }, b, b.log)
+    cleanups.push(() => follower!.close())
+    expect(b.revocations.covering(id, undefined)).toBeDefined()
+    expect(b.bounds.get('/late')).toBeDefined()
+  })
+
   it('a service that fails to apply a change is logged and the others still apply theirs', async () => {
     const log = captureLogger()
     const applied: string[] = []

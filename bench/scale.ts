@@ -17,7 +17,10 @@
  *    SVID, with real SVIDs the server signed (baseline: the DER chain and the
  *    PKCS#8 key of one, as bytes). Target: ≤ 3 KiB.
  *
- * `npm run bench -- scale [entries] [--rounds=N] [--svids=N]`.
+ * Then the figures of several servers on PostgreSQL (bench/_scale-postgres.ts: entry_change_to_agent_p99_ms,
+ * entry_writes_per_s_postgres_vs_raw_insert, server_steady_state_queries_per_agent_per_s).
+ *
+ * `npm run bench -- scale [entries] [--rounds=N] [--svids=N] [--skip-postgres | --only-postgres] [PostgreSQL flags]`.
  */
 import * as grpc from '@grpc/grpc-js'
 import { fork } from 'node:child_process'
@@ -36,6 +39,7 @@ import { entryToMsg } from '../src/server/api/convert.js'
 import { toServerConfig } from '../src/server/config.js'
 import { startServer } from '../src/server/server.js'
 import { percentile, report } from './lib.js'
+import { runScalePostgres } from './_scale-postgres.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const TD = 'scale.example'
@@ -46,6 +50,11 @@ function flag(args: string[], name: string, dflt: number): number {
 }
 
 export async function run(args: string[]): Promise<void> {
+  if (!args.includes('--only-postgres')) await runSingleAgent(args)
+  if (!args.includes('--skip-postgres')) await runScalePostgres(args)
+}
+
+async function runSingleAgent(args: string[]): Promise<void> {
   const n = Number(args.find((a) => /^\d+$/.test(a)) ?? 20_000)
   const rounds = flag(args, 'rounds', 5)
   const svids = flag(args, 'svids', Math.min(n, 5_000))

@@ -295,6 +295,30 @@ describe('change follower', () => {
     expect(b.bounds.get('/late')).toBeDefined()
   })
 
+  it("a federation relationship changed at another server makes the refresher sync its relationships; task changes are not the services'", async () => {
+    const called: string[] = []
+    const targets = {
+      registration: { applyRemoteEntryChanges: async () => void called.push('entry'), reloadAll: () => void called.push('entries') },
+      revocations: { reload: async () => void called.push('revocation') },
+      bounds: { reload: async () => void called.push('bounds') },
+      federated: { applyRemoteChange: () => void called.push('bundle') },
+      nodes: { applyNodeChanges: () => void called.push('node') },
+      federation: { sync: async () => void called.push('federation') },
+    }
+    const change = (kind: DataStoreChange['kind'], key: string): ChangeFeedEvent => ({
+      type: 'changes',
+      seq: 1,
+      changes: [{ seq: 1, kind, key, op: 'put', at: 0 }],
+    })
+    await applyChangeEvent(change('federation', 'other.org'), targets, captureLogger())
+    expect(called).toEqual(['federation'])
+    called.length = 0
+    await applyChangeEvent(change('task', 't1'), targets, captureLogger())
+    expect(called).toEqual([])
+    await applyChangeEvent({ type: 'reset', seq: 2 }, targets, captureLogger())
+    expect(called.sort()).toEqual(['bounds', 'bundle', 'entries', 'federation', 'revocation'])
+  })
+
   it('a service that fails to apply a change is logged and the others still apply theirs', async () => {
     const log = captureLogger()
     const applied: string[] = []

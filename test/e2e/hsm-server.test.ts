@@ -112,6 +112,8 @@ describe.runIf(requireTools('softhsm2-util'))('server process with the CA in a S
   const tmp = tempDir('whsm-')
   let hsm: ProvisionedSoftHsm
   let server: E2eServer | undefined
+  /** The server's ID (kept in its data directory): its CA and JWT key labels carry it, so several servers on one token stay apart. */
+  const sid = () => readFileSync(join(server!.dataDir, 'server-id'), 'utf8').trim()
   let agent: E2eAgent | undefined
   const workloadId = `spiffe://${TD}/workload/hsm`
 
@@ -168,8 +170,8 @@ describe.runIf(requireTools('softhsm2-util'))('server process with the CA in a S
 
     const objs = inspectToken(hsm)
     // the CA and JWT keys, and the server audit log's checkpoint key ([audit] is on by default)
-    expect(labels(objs)).toEqual(['warrant-jwt-2', 'warrant-server-audit-checkpoint', 'warrant-x509-ca-1'])
-    expect(labels(objs, 'public')).toEqual(['warrant-jwt-2', 'warrant-server-audit-checkpoint', 'warrant-x509-ca-1'])
+    expect(labels(objs)).toEqual([`warrant-${sid()}.jwt-2`, 'warrant-server-audit-checkpoint', `warrant-${sid()}.x509-ca-1`].sort())
+    expect(labels(objs, 'public')).toEqual([`warrant-${sid()}.jwt-2`, 'warrant-server-audit-checkpoint', `warrant-${sid()}.x509-ca-1`].sort())
     for (const o of objs.filter((x) => x.cls === 'private')) {
       expect(o).toMatchObject({ private: true, sensitive: true, extractable: false, valueRead: 'CKR_ATTRIBUTE_SENSITIVE' })
     }
@@ -203,7 +205,15 @@ describe.runIf(requireTools('softhsm2-util'))('server process with the CA in a S
       { timeoutMs: 60_000, intervalMs: 500, hint: () => server!.output() },
     )
     expect(both.x509).toEqual(expect.arrayContaining(first.x509))
-    expect(labels(inspectToken(hsm))).toEqual(['warrant-jwt-2', 'warrant-jwt-4', 'warrant-server-audit-checkpoint', 'warrant-x509-ca-1', 'warrant-x509-ca-3'])
+    expect(labels(inspectToken(hsm))).toEqual(
+      [
+        `warrant-${sid()}.jwt-2`,
+        `warrant-${sid()}.jwt-4`,
+        'warrant-server-audit-checkpoint',
+        `warrant-${sid()}.x509-ca-1`,
+        `warrant-${sid()}.x509-ca-3`,
+      ].sort(),
+    )
 
     // At 60 s the first keys expire: they leave the bundle and are destroyed in the token
     // (by then the next generation may already be prepared next to keys 3 and 4).
@@ -219,14 +229,14 @@ describe.runIf(requireTools('softhsm2-util'))('server process with the CA in a S
       'the retired key objects to be destroyed',
       () => {
         const o = inspectToken(hsm)
-        return o.some((x) => x.label === 'warrant-x509-ca-1' || x.label === 'warrant-jwt-2') ? undefined : o
+        return o.some((x) => x.label === `warrant-${sid()}.x509-ca-1` || x.label === `warrant-${sid()}.jwt-2`) ? undefined : o
       },
       { timeoutMs: 10_000 },
     )
     for (const cls of ['private', 'public'] as const) {
-      expect(labels(objs, cls)).not.toContain('warrant-x509-ca-1')
-      expect(labels(objs, cls)).not.toContain('warrant-jwt-2')
-      expect(labels(objs, cls)).toEqual(expect.arrayContaining(['warrant-x509-ca-3', 'warrant-jwt-4']))
+      expect(labels(objs, cls)).not.toContain(`warrant-${sid()}.x509-ca-1`)
+      expect(labels(objs, cls)).not.toContain(`warrant-${sid()}.jwt-2`)
+      expect(labels(objs, cls)).toEqual(expect.arrayContaining([`warrant-${sid()}.x509-ca-3`, `warrant-${sid()}.jwt-4`]))
     }
     const now = bundleOf(server!)
     expect(now.x509).toEqual(expect.arrayContaining(both.x509.filter((c) => c !== first.x509[0])))

@@ -101,6 +101,8 @@ export interface BackchannelRequest {
   readonly expiresIn: number
   /** Least seconds between two polls. */
   readonly interval: number
+  /** warrant's id of the intent (`intent_id`, an extension): what approvers see in `warrant approval` and the console. */
+  readonly intentId?: string
 }
 
 function json(res: HttpResponse): unknown {
@@ -352,7 +354,12 @@ export class BrokerClient {
     const { auth_req_id: id, expires_in: exp, interval } = body
     if (typeof id !== 'string' || typeof exp !== 'number')
       throw new IdentityError('ERR_INTERNAL', 'broker-client: malformed backchannel authentication response')
-    return { authReqId: id, expiresIn: exp, interval: typeof interval === 'number' && interval > 0 ? interval : 5 }
+    return {
+      authReqId: id,
+      expiresIn: exp,
+      interval: typeof interval === 'number' && interval > 0 ? interval : 5,
+      ...(typeof body.intent_id === 'string' ? { intentId: body.intent_id } : {}),
+    }
   }
 
   /**

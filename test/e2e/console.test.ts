@@ -6,7 +6,7 @@
  * 1. Against a real `warrant server run` process with the embedded broker
  *    and `[broker.console]`, a real agent and tokens from `warrant token`:
  *    the bootstrap token the process printed registers a passkey; sign out;
- *    sign in with the passkey; the CSP header; intents declared by agent B
+ *    sign in with the passkey; the CSP header; intents declared by agent B (an agent process)
  *    over CIBA (with its SVID from the real agent) approved and denied in
  *    the console, the approved one then yielding its action-bound token;
  *    a POST without the CSRF token
@@ -18,10 +18,8 @@
  *    approve and deny from the approval queue, and the session ending after
  *    its idle time.
  */
-import { createHash, X509Certificate } from 'node:crypto'
-import https from 'node:https'
 import net from 'node:net'
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { Secret, TOTP } from 'otpauth'
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core'
@@ -29,7 +27,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { parseConsoleConfig } from '../../src/console/config.js'
 import { CONTENT_SECURITY_POLICY, startConsoleServer, type ConsoleServer } from '../../src/console/console-server.js'
 import { nullLogger } from '../../src/common/log/logger.js'
-import { E2eAgent, E2eServer, fetchX509Until, waitFor, warrant } from '../helpers/e2e-cluster.js'
+import { E2E_REPO, E2eAgent, E2eServer, fetchX509Until, waitFor, warrant } from '../helpers/e2e-cluster.js'
+import { Proc } from '../helpers/e2e-procs.js'
 import { makeCa, makeSvid } from '../helpers/broker-http-fixtures.js'
 import { tempDir } from '../helpers/temp.js'
 import { demoBackend, type DemoBackend } from '../unit/console/demo-backend.js'
@@ -47,43 +46,6 @@ async function freePort(): Promise<number> {
   await new Promise<void>((r) => s.close(() => r()))
   return port
 }
-
-/** A form POST over mutual TLS with an agent's X.509-SVID (as an agent's client does), to the broker. */
-function postAs(
-  url: string,
-  tls: { ca: string; cert: string; key: string },
-  params: Record<string, string>,
-): Promise<{ status: number; json: Record<string, unknown> }> {
-  return new Promise((resolve, reject) => {
-    const body = new URLSearchParams(params).toString()
-    const req = https.request(
-      url,
-      { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, ca: tls.ca, cert: tls.cert, key: tls.key, agent: false },
-      (res) => {
-        const chunks: Buffer[] = []
-        res.on('data', (c: Buffer) => chunks.push(c))
-        res.on('end', () =>
-          resolve({ status: res.statusCode ?? 0, json: JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}') as Record<string, unknown> }),
-        )
-      },
-    )
-    req.on('error', reject)
-    req.end(body)
-  })
-}
-
-/** The SVID (certificate and key PEM) for `id` among those `api fetch x509 --write` wrote. */
-function svidFiles(dir: string, id: string): { cert: string; key: string } {
-  for (let i = 0; existsSync(join(dir, `svid.${i}.pem`)); i++) {
-    const cert = readFileSync(join(dir, `svid.${i}.pem`), 'utf8')
-    if ((new X509Certificate(cert).subjectAltName ?? '').includes(`URI:${id}`)) return { cert, key: readFileSync(join(dir, `svid.${i}.key`), 'utf8') }
-  }
-  throw new Error(`no SVID for ${id} in ${dir}`)
-}
-
-const digest = (s: string) => createHash('sha256').update(s).digest('base64url')
-const intentDetail = (action: string, resource: string) =>
-  JSON.stringify([{ type: 'warrant_intent', actions: [action], locations: [resource], params_digest: digest(`${action} ${resource}`), declared_risk: 0.2 }])
 
 function launch(): Promise<Browser> {
   return chromium.launch({
@@ -135,7 +97,6 @@ describe.runIf(existsSync(CHROMIUM))('operator console in Chromium', () => {
     let agent: E2eAgent | undefined
     let env: NodeJS.ProcessEnv
     let issuer: string
-    let tlsB: { ca: string; cert: string; key: string }
     let consoleUrl: string
     let bootstrap: string
     let context: BrowserContext
@@ -223,9 +184,6 @@ describe.runIf(existsSync(CHROMIUM))('operator console in Chromium', () => {
         const r = await tok(['exchange', '--spiffe-id', id, '--task', 'console-task', '--scope', 'read', '--resource', API, '--key-file', key])
         expect(r.code, r.stderr).toBe(0)
       }
-      const svids = join(tmp.dir, 'svids')
-      expect((await agent.api(['fetch', 'x509', '--write', svids])).code).toBe(0)
-      tlsB = { ca: readFileSync(server.bundlePemPath, 'utf8'), ...svidFiles(svids, B) }
       context = await browser.newContext({ ignoreHTTPSErrors: true })
       page = await pageWithAuthenticator(context)
     }, 240_000)
@@ -272,41 +230,69 @@ describe.runIf(existsSync(CHROMIUM))('operator console in Chromium', () => {
       expect(await page.locator('main').textContent()).toContain('token.exchanged')
     }, 60_000)
 
-    it('real pending intents (CIBA from agent B) approved and denied in the console: the approved one yields its action-bound token, the denied one access_denied', async () => {
-      const declare = async (resource: string) => {
-        const r = await postAs(`${issuer}/bc-authorize`, tlsB, {
-          authorization_details: intentDetail('write', resource),
-          task_id: 'console-task',
-          binding_message: 'e2e',
+    it('real pending intents, declared over CIBA by an agent process (broker-client, its SVID from the Workload API), approved and denied in the console: the approved one yields its action-bound token, the denied one access_denied', async () => {
+      const deployUrl = `${API}deploy`
+      const dropUrl = `${API}drop`
+      const intents = new Proc(process.execPath, [
+        '--import',
+        'tsx',
+        join(E2E_REPO, 'test', 'helpers', 'intent-agent.ts'),
+        JSON.stringify({
+          socketPath: agent!.socketPath,
+          spiffeId: B,
+          issuer,
+          caFile: server!.bundlePemPath,
+          task: 'console-task',
+          action: 'write',
+          resources: [deployUrl, dropUrl],
+        }),
+      ])
+      try {
+        type Line = { declared?: { resource: string; intentId: string }[]; resource?: string; outcome?: string; scope?: string; details?: unknown }
+        const lines = () =>
+          intents.out
+            .split('\n')
+            .filter((l) => l.startsWith('{'))
+            .map((l) => JSON.parse(l) as Line)
+        const declared = await waitFor('the agent to declare its intents', () => lines().find((l) => l.declared)?.declared, {
+          timeoutMs: 60_000,
+          hint: () => intents.out,
         })
-        expect(r.status, JSON.stringify(r.json)).toBe(200)
-        return r.json as { auth_req_id: string; intent_id: string }
+        const deploy = declared.find((d) => d.resource === deployUrl)!
+        const drop = declared.find((d) => d.resource === dropUrl)!
+        expect(lines().filter((l) => l.outcome)).toEqual([]) // both wait for a human
+
+        await page.goto(`${consoleUrl}/approvals`)
+        const main = await page.locator('main').textContent()
+        expect(main).toContain(deploy.intentId)
+        expect(main).toContain(drop.intentId)
+        expect(main).toContain(B)
+        const card = (id: string) => page.locator('article', { has: page.locator('code', { hasText: id }) })
+        await card(deploy.intentId).getByLabel('Reason').fill('release window, checked')
+        await card(deploy.intentId).getByRole('button', { name: 'Approve' }).click()
+        await page.waitForURL(`${consoleUrl}/approvals?done=approved`)
+        await card(drop.intentId).getByRole('button', { name: 'Deny' }).click()
+        await page.waitForURL(`${consoleUrl}/approvals?done=denied`)
+        const decided = await page.locator('main').textContent()
+        expect(decided).toContain('admin (webauthn)')
+
+        const outcomes = await waitFor(
+          'the agent to learn both decisions',
+          () => {
+            const o = lines().filter((l) => l.outcome)
+            return o.length === 2 ? o : undefined
+          },
+          { timeoutMs: 30_000, hint: () => intents.out },
+        )
+        expect(outcomes.find((l) => l.resource === deployUrl)).toMatchObject({
+          outcome: 'token',
+          scope: 'write',
+          details: [{ type: 'warrant_intent', actions: ['write'], locations: [deployUrl] }],
+        })
+        expect(outcomes.find((l) => l.resource === dropUrl)).toMatchObject({ outcome: 'access_denied' })
+      } finally {
+        await intents.stop()
       }
-      const deploy = await declare(`${API}deploy`)
-      const drop = await declare(`${API}drop`)
-      const poll = (id: string) => postAs(`${issuer}/token`, tlsB, { grant_type: 'urn:openid:params:grant-type:ciba', auth_req_id: id })
-      expect((await poll(deploy.auth_req_id)).json.error).toBe('authorization_pending')
-
-      await page.goto(`${consoleUrl}/approvals`)
-      const main = await page.locator('main').textContent()
-      expect(main).toContain(deploy.intent_id)
-      expect(main).toContain(drop.intent_id)
-      expect(main).toContain(B)
-      const card = (id: string) => page.locator('article', { has: page.locator('code', { hasText: id }) })
-      await card(deploy.intent_id).getByLabel('Reason').fill('release window, checked')
-      await card(deploy.intent_id).getByRole('button', { name: 'Approve' }).click()
-      await page.waitForURL(`${consoleUrl}/approvals?done=approved`)
-      await card(drop.intent_id).getByRole('button', { name: 'Deny' }).click()
-      await page.waitForURL(`${consoleUrl}/approvals?done=denied`)
-      const decided = await page.locator('main').textContent()
-      expect(decided).toContain('admin (webauthn)')
-
-      await new Promise((r) => setTimeout(r, 1100)) // the CIBA interval
-      const token = await poll(deploy.auth_req_id)
-      expect(token.status, JSON.stringify(token.json)).toBe(200)
-      expect(token.json).toMatchObject({ scope: 'write', intent_id: deploy.intent_id })
-      const denied = await poll(drop.auth_req_id)
-      expect(denied.json.error).toBe('access_denied')
     }, 90_000)
 
     it('a POST without the CSRF token is refused and revokes nothing', async () => {

@@ -38,7 +38,11 @@ export const TRANSMITTED_EVENT_TYPES: readonly SetEventType[] = [
   EVENT_TYPES.credentialChange,
   EVENT_TYPES.credentialCompromise,
   EVENT_TYPES.tokenClaimsChange,
+  EVENT_TYPES.assuranceLevelChange,
 ]
+
+/** The `namespace` of warrant's `assurance-level-change` events: how a node proved itself (its attestor), or `none`. */
+export const NODE_ATTESTATION_NAMESPACE = 'warrant-node-attestation'
 
 const LAST_REVOCATION_SEQ = 'last_revocation_seq'
 const MAX_DESCRIPTION = 512
@@ -600,6 +604,36 @@ export class SsfTransmitter {
       }
     })
     for (const id of streams) this.#wake(id)
+    return streams
+  }
+
+  /**
+   * CAEP `assurance-level-change` about a node agent (`uri`, its SPIFFE ID):
+   * in the `warrant-node-attestation` namespace, `current_level` `none` when
+   * it was banned or evicted (`previous_level` its attestor). One SET on every
+   * enabled stream that asked for it; returns the streams.
+   */
+  assuranceChanged(a: { subject: string; current: string; previous?: string; direction?: 'increase' | 'decrease'; reason: string }): string[] {
+    const type = EVENT_TYPES.assuranceLevelChange
+    const event: Record<string, unknown> = {
+      event_timestamp: this.#nowSec,
+      initiating_entity: 'admin',
+      reason_admin: { en: a.reason.slice(0, 512) },
+      namespace: NODE_ATTESTATION_NAMESPACE,
+      current_level: a.current,
+      ...(a.previous !== undefined ? { previous_level: a.previous } : {}),
+      ...(a.direction !== undefined ? { change_direction: a.direction } : {}),
+    }
+    const streams: string[] = []
+    this.#o.store.tx(() => {
+      for (const s of this.#o.store.listStreams()) {
+        if (s.status === 'disabled' || !s.eventsDelivered.includes(type)) continue
+        this.#queue(s, type, { format: 'uri', uri: a.subject }, event, undefined)
+        streams.push(s.streamId)
+      }
+    })
+    for (const id of streams) this.#wake(id)
+    this.#o.log.info({ [F.SPIFFE_ID]: a.subject, current_level: a.current, streams: streams.length }, 'SSF assurance level change sent')
     return streams
   }
 

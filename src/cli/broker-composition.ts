@@ -58,6 +58,32 @@ import { httpsJwksFetcher } from '../resource-server/jwks-fetcher.js'
 import { JwksCache } from '../tokens/jwks-cache.js'
 import { unverifiedIssuer, verifyUserToken, type UserToken } from '../tokens/user-token.js'
 
+/**
+ * After a node change: an `assurance-level-change` (current `none`, previous
+ * its attestor) when the node is banned or gone (evicted); nothing for an
+ * attestation or a selector change. Failures are logged.
+ */
+export async function announceNodeAssurance(
+  nodes: { find(agentId: string): Promise<{ banned: boolean; attestor: string } | undefined> },
+  signals: Pick<SsfTransmitter, 'assuranceChanged'>,
+  agentId: string,
+  log: Logger,
+): Promise<void> {
+  try {
+    const n = await nodes.find(agentId)
+    if (n !== undefined && !n.banned) return
+    signals.assuranceChanged({
+      subject: agentId,
+      current: 'none',
+      ...(n !== undefined ? { previous: n.attestor } : {}),
+      direction: 'decrease',
+      reason: n === undefined ? 'node evicted' : 'node banned',
+    })
+  } catch (err) {
+    log.error({ [F.AGENT_ID]: agentId, [F.ERR]: err instanceof Error ? err.message : String(err) }, 'Assurance level change not sent')
+  }
+}
+
 /** A pushed SET goes to the receiver holding the subscription its path names (404 when none does). */
 function pushToReceivers(receivers: readonly SsfReceiver[]) {
   return async (path: string, authorization: string | undefined, set: string): Promise<PushAnswer> => {
@@ -75,6 +101,8 @@ export interface RunningBroker {
   readonly service: BrokerServiceImpl
   /** Intents and the approval queue, with `[broker.intents]`. */
   readonly intents?: IntentService
+  /** The Shared Signals transmitter, with `[broker.signals] receivers`. */
+  readonly signals?: SsfTransmitter
   stop(): Promise<void>
 }
 
@@ -291,6 +319,7 @@ export async function startBroker(o: {
       admin,
       service,
       ...(intents ? { intents: intents.service } : {}),
+      ...(ssf ? { signals: ssf } : {}),
       async stop() {
         intents?.stop()
         ssf?.close()
@@ -509,9 +538,14 @@ export async function startEmbeddedBroker(
       log: o.log,
       nodeAttestation: nodeAttestationFromEntries(server),
     })
+    // A node banned or evicted (here, or at another server through the change feed): its assurance drops to none.
+    const unsubNodes = broker.signals
+      ? server.attestation.onNodeChange((agentId) => void announceNodeAssurance(server.ds.nodes, broker.signals!, agentId, log))
+      : () => undefined
     return {
       ...broker,
       async stop() {
+        unsubNodes()
         cleanup()
         await broker.stop()
       },

@@ -19,7 +19,7 @@ import https from 'node:https'
 import net from 'node:net'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { E2eServer, waitFor, warrant, warrantJson } from '../helpers/e2e-cluster.js'
+import { E2eAgent, E2eServer, waitFor, warrant, warrantJson } from '../helpers/e2e-cluster.js'
 import { tempDir } from '../helpers/temp.js'
 
 const A = 'a.example'
@@ -167,6 +167,28 @@ describe.each(['poll', 'push'] as const)('Shared Signals e2e: a transmitter brok
       expect(await revocations(serverB)).toEqual(before)
     })
 
+  if (delivery === 'push')
+    it('a node banned at A is announced to B as an assurance-level-change (current none, previous its attestor), recorded at B', async () => {
+      const agent = E2eAgent.start({
+        dir: join(tmp.dir, 'agent-a'),
+        server: serverA,
+        nodeAttestor: `[plugins.node_attestor.join_token]\ntoken = "${await serverA.joinToken()}"\n`,
+      })
+      try {
+        const node = await agent.attested()
+        const banned = await serverA.cli(['agent', 'ban', '--id', node])
+        expect(banned.code, banned.stderr).toBe(0)
+        const got = await waitFor(
+          'B to record the assurance level change',
+          async () => (await signalsAtB()).find((x) => x.eventType.endsWith('/assurance-level-change')),
+          { timeoutMs: 30_000, hint },
+        )
+        expect(got).toMatchObject({ issuer: issuerA, outcome: 'recorded' })
+      } finally {
+        await agent.stop()
+      }
+    })
+
   it('warrant signal send on A (no revocation at A) ends in the same response at B', async () => {
     const sent = await warrantJson<{ event_type: string; streams: string[] }>([
       'signal',
@@ -216,6 +238,6 @@ describe.each(['poll', 'push'] as const)('Shared Signals e2e: a transmitter brok
     expect(got.map((e) => e.value).sort()).toEqual([X, M, Z].sort())
     expect(got.some((e) => e.value === Y)).toBe(false)
     // one signal each, none applied twice
-    expect((await signalsAtB()).map((s) => s.decision?.value)).toEqual([X, M, Z])
+    expect((await signalsAtB()).filter((s) => s.eventType.endsWith('/credential-change')).map((s) => s.decision?.value)).toEqual([X, M, Z])
   }, 150_000)
 })

@@ -586,14 +586,18 @@ export class SsfTransmitter {
    * `warrant_narrowing` the rest (`resources`, `not_after`). One SET on every
    * enabled stream that asked for it. Returns the streams it was queued on.
    */
-  ceilingNarrowed(n: Narrowing): string[] {
+  ceilingNarrowed(n: Omit<Narrowing, 'notAfter'> & { notAfter?: number }): string[] {
     const type = EVENT_TYPES.tokenClaimsChange
     const event: Record<string, unknown> = {
       event_timestamp: this.#nowSec,
       initiating_entity: 'policy',
       reason_admin: { en: n.reason.slice(0, 512) },
       claims: { scope: n.scopes.join(' ') },
-      warrant_narrowing: { prefix: n.prefix, not_after: n.notAfter, ...(n.resources !== undefined ? { resources: n.resources } : {}) },
+      warrant_narrowing: {
+        prefix: n.prefix,
+        ...(n.notAfter !== undefined ? { not_after: n.notAfter } : {}),
+        ...(n.resources !== undefined ? { resources: n.resources } : {}),
+      },
     }
     const streams: string[] = []
     this.#o.store.tx(() => {

@@ -84,6 +84,30 @@ export async function announceNodeAssurance(
   }
 }
 
+/**
+ * The prefixes whose scopes a new bounds set narrowed (some removed, or the
+ * prefix gone: none left), as SPIFFE IDs with the scopes left; each becomes a
+ * CAEP `token-claims-change` on the broker's transmitter.
+ */
+export function boundsNarrowings(prev: BoundsSet, next: BoundsSet, td: TrustDomain): { prefix: string; scopes: string[] }[] {
+  const out: { prefix: string; scopes: string[] }[] = []
+  for (const [prefix, b] of prev.entries()) {
+    const before = b.scopes ?? []
+    const after = next.get(prefix)?.scopes ?? []
+    if (before.some((x) => !after.includes(x))) out.push({ prefix: `${td.idString()}${prefix.replace(/\/+$/, '')}`, scopes: [...after] })
+  }
+  return out
+}
+
+function announceBoundsNarrowing(doc: BoundsDocumentFile, broker: RunningBroker, td: TrustDomain, log: Logger): () => void {
+  return doc.onChange((prev, next) => {
+    for (const n of boundsNarrowings(prev, next, td)) {
+      log.info({ prefix: n.prefix, scopes: n.scopes }, 'Ceiling narrowed by the bounds document')
+      broker.signals?.ceilingNarrowed({ ...n, reason: 'bounds document narrowed' })
+    }
+  })
+}
+
 /** A pushed SET goes to the receiver holding the subscription its path names (404 when none does). */
 function pushToReceivers(receivers: readonly SsfReceiver[]) {
   return async (path: string, authorization: string | undefined, set: string): Promise<PushAnswer> => {
@@ -150,6 +174,7 @@ export class BoundsDocumentFile {
   readonly #bundles: () => JwtBundleSource
   readonly #td: TrustDomain
   readonly #log: Logger
+  readonly #listeners = new Set<(prev: BoundsSet, next: BoundsSet) => void>()
 
   constructor(o: { path: string; bundles: () => JwtBundleSource; trustDomain: TrustDomain; log: Logger }) {
     this.#path = o.path
@@ -174,12 +199,21 @@ export class BoundsDocumentFile {
     try {
       const d = await verifyBoundsDocument(doc, this.#bundles(), { trustDomain: this.#td, minSequence: this.#sequence })
       if (d.sequence === this.#sequence) return
+      const prev = this.#set
+      const first = this.#sequence < 0
       this.#set = d.set
       this.#sequence = d.sequence
+      if (!first) for (const l of this.#listeners) l(prev, d.set)
       this.#log.info({ [F.PATH]: this.#path, sequence: d.sequence }, 'Broker ceilings loaded from the bounds document')
     } catch (err) {
       this.#log.error({ [F.PATH]: this.#path, [F.ERR]: String(err) }, 'Bounds document refused: ceilings unchanged')
     }
+  }
+
+  /** Called with the previous and the new set at each new document after the first; returns the unsubscribe function. */
+  onChange(fn: (prev: BoundsSet, next: BoundsSet) => void): () => void {
+    this.#listeners.add(fn)
+    return () => this.#listeners.delete(fn)
   }
 
   /** Re-reads on change (stat polling: works across atomic renames). Returns the stop function. */
@@ -538,6 +572,7 @@ export async function startEmbeddedBroker(
       log: o.log,
       nodeAttestation: nodeAttestationFromEntries(server),
     })
+    const unsubNarrowing = announceBoundsNarrowing(boundsDoc, broker, td, log)
     // A node banned or evicted (here, or at another server through the change feed): its assurance drops to none.
     const unsubNodes = broker.signals
       ? server.attestation.onNodeChange((agentId) => void announceNodeAssurance(server.ds.nodes, broker.signals!, agentId, log))
@@ -546,6 +581,7 @@ export async function startEmbeddedBroker(
       ...broker,
       async stop() {
         unsubNodes()
+        unsubNarrowing()
         cleanup()
         await broker.stop()
       },
@@ -621,10 +657,12 @@ export async function startStandaloneBroker(o: { config: BrokerConfig; log: Logg
       bounds: () => boundsDoc?.current() ?? BoundsSet.empty(td()),
       log: o.log,
     })
+    const unsubNarrowing = boundsDoc ? announceBoundsNarrowing(boundsDoc, broker, td(), log) : () => undefined
     return {
       ...broker,
       source,
       async stop() {
+        unsubNarrowing()
         unwatch()
         abort.abort()
         await broker.stop()

@@ -189,6 +189,23 @@ describe.each(['poll', 'push'] as const)('Shared Signals e2e: a transmitter brok
       }
     })
 
+  if (delivery === 'push')
+    it("narrowing a prefix's scopes in A's bounds is announced to B as a token-claims-change with the scopes left", async () => {
+      const set = (scopes: string[]) => serverA.cli(['bounds', 'set', '--prefix', '/agents/ci', ...scopes.flatMap((x) => ['--scope', x])])
+      const wide = await set(['read', 'write'])
+      expect(wide.code, wide.stderr).toBe(0)
+      // the broker reads the signed bounds document the server rewrites (stat polling, 1 s)
+      await new Promise((r) => setTimeout(r, 2500))
+      const narrow = await set(['read'])
+      expect(narrow.code, narrow.stderr).toBe(0)
+      const got = await waitFor(
+        'B to record the token claims change',
+        async () => (await signalsAtB()).find((x) => x.eventType.endsWith('/token-claims-change')),
+        { timeoutMs: 30_000, hint },
+      )
+      expect(got).toMatchObject({ issuer: issuerA, outcome: 'recorded', subject: { format: 'uri', uri: `spiffe://${A}/agents/ci` } })
+    })
+
   it('warrant signal send on A (no revocation at A) ends in the same response at B', async () => {
     const sent = await warrantJson<{ event_type: string; streams: string[] }>([
       'signal',

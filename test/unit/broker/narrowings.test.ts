@@ -82,3 +82,25 @@ describe('ceiling narrowings', () => {
     expect(decide(policy, { eventType: EVENT_TYPES.credentialChange, agent: { instanceId: 'i-1' } }, o)).toMatchObject({ action: 'record' })
   })
 })
+
+describe('bounds document narrowings', () => {
+  it('names each prefix whose scopes a new bounds set removed (a prefix gone: none left), with the scopes left; widening or no change names none', async () => {
+    const { boundsNarrowings } = await import('../../../src/cli/broker-composition.js')
+    const prev = BoundsSet.parse(TD, {
+      '/agents/ci': { scopes: ['read', 'write'] },
+      '/agents/ops': { scopes: ['read'] },
+      '/agents/old': { scopes: ['read'] },
+      '/agents/same': { scopes: ['read'] },
+    })
+    const next = BoundsSet.parse(TD, {
+      '/agents/ci': { scopes: ['read'] },
+      '/agents/ops': { scopes: ['read', 'write'] },
+      '/agents/same': { scopes: ['read'] },
+    })
+    expect(boundsNarrowings(prev, next, TD).sort((a, b) => a.prefix.localeCompare(b.prefix))).toEqual([
+      { prefix: 'spiffe://example.org/agents/ci', scopes: ['read'] },
+      { prefix: 'spiffe://example.org/agents/old', scopes: [] },
+    ])
+    expect(boundsNarrowings(next, next, TD)).toEqual([])
+  })
+})

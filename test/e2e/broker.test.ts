@@ -309,8 +309,15 @@ describe.runIf(requireTools('softhsm2-util'))('broker embedded in warrant server
       // kill -9 the server (and its embedded broker): the acknowledged revocation is there after a restart
       await server!.stop('SIGKILL')
       await server!.restart()
-      const listed = await warrant(['revocation', 'list', '--socket', socket, '--output', 'json'])
-      expect(listed.code, listed.stderr).toBe(0)
+      // the broker's admin socket comes up once the embedded broker has started (after the server's own socket)
+      const listed = await waitFor(
+        "the broker's admin socket after the restart",
+        async () => {
+          const r = await warrant(['revocation', 'list', '--socket', socket, '--output', 'json'])
+          return r.code === 0 ? r : undefined
+        },
+        { timeoutMs: 30_000 },
+      )
       expect((JSON.parse(listed.stdout) as { revocations: { seq: number }[] }).revocations.map((r) => r.seq)).toContain(entry.seq)
       const atServer = await warrant(['instance', 'revocations', '--socket', serverSocket, '--output', 'json'])
       expect(atServer.code, atServer.stderr).toBe(0)

@@ -61,7 +61,7 @@ export const TXN_SUBJECT_TOKEN_TYPES: readonly string[] = [
 const MAX_TOKEN_LENGTH = 32 * 1024
 const MAX_CTX_STRING = 2048
 /** Members of request_details the broker sets itself and never takes from the request. */
-const RESERVED_TCTX = new Set(['task_id', 'orchestration_id', 'authorization_details', 'agentic', 'principal_issuer'])
+const RESERVED_TCTX = new Set(['task_id', 'orchestration_id', 'authorization_details', 'agentic', 'principal_issuer', 'source_jti'])
 const AGENT_DECLARED = ['agent_type', 'agent_version', 'intent'] as const
 
 /** A refusal: code, what the caller is told, what the log is told. */
@@ -119,6 +119,8 @@ interface Subject {
   authn: string
   /** On-behalf-of: the user's issuer. */
   principalIssuer?: string
+  /** The broker access token the transaction starts from (its jti): a revocation of that token covers the transaction. */
+  sourceJti?: string
   /** Replacement only. */
   previous?: TxnTokenClaims
 }
@@ -303,6 +305,7 @@ export class TxnTokenIssuer {
       exp: rec.exp,
       ...(rec.taskId !== undefined ? { taskId: rec.taskId } : {}),
       ...(v.orchestrationId !== undefined ? { orchestrationId: v.orchestrationId } : {}),
+      sourceJti: rec.jti,
       authn: 'access_token',
     }
   }
@@ -382,6 +385,7 @@ export class TxnTokenIssuer {
     if (s.taskId !== undefined) out['task_id'] = s.taskId
     if (s.orchestrationId !== undefined) out['orchestration_id'] = s.orchestrationId
     if (s.principalIssuer !== undefined) out['principal_issuer'] = s.principalIssuer
+    if (s.sourceJti !== undefined) out['source_jti'] = s.sourceJti
     const agentic: AgenticContext = {
       agent_id: s.actors[0] ?? s.sub,
       ...(s.actors.length > 1 ? { delegation_chain: s.actors.slice(1) } : {}),

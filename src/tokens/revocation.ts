@@ -8,7 +8,9 @@
  * has already verified:
  * - `token`: a token and every token derived from it (renewals, delegations),
  *   by `jti`. The broker expands the subtree when it revokes and ships the
- *   `jtis`; nothing can be derived from a revoked token afterwards.
+ *   `jtis`; nothing can be derived from a revoked token afterwards. Txn-Tokens
+ *   are not in the broker's tree: one started from a covered access token
+ *   names it in `tctx.source_jti` (RevocableClaims.sourceJtis).
  * - `chain`: a whole delegation chain. By `jti`: every token of the tree that
  *   token belongs to, from its root (the broker ships the `jtis`). By SPIFFE
  *   ID: every token in whose `act` chain that agent appears, at any depth.
@@ -54,6 +56,12 @@ export interface RevocableClaims {
   readonly taskId?: string
   /** The `act` chain, current actor first. */
   readonly actors: readonly string[]
+  /**
+   * The tokens this one was derived from without being recorded in the
+   * broker's token tree (a Txn-Token's `tctx.source_jti`): a token or chain
+   * revocation that covers one of them covers this token too.
+   */
+  readonly sourceJtis?: readonly string[]
 }
 
 const MAX_VALUE = 2048
@@ -138,14 +146,18 @@ export function revocationEntryToWire(e: RevocationEntry): Record<string, unknow
 }
 
 /** Whether one entry covers a token at `now`. */
+function coversJti(jtis: readonly string[], c: RevocableClaims): boolean {
+  return jtis.includes(c.jti) || (c.sourceJtis?.some((j) => jtis.includes(j)) ?? false)
+}
+
 export function entryCovers(e: RevocationEntry, c: RevocableClaims, now: number): boolean {
   if (e.expiresAt <= now) return false
   const parties = (): string[] => [c.sub, ...(c.clientId !== undefined ? [c.clientId] : []), ...c.actors]
   switch (e.kind) {
     case 'token':
-      return e.jtis!.includes(c.jti)
+      return coversJti(e.jtis!, c)
     case 'chain':
-      return e.jtis !== undefined ? e.jtis.includes(c.jti) : c.actors.includes(e.value)
+      return e.jtis !== undefined ? coversJti(e.jtis, c) : c.actors.includes(e.value)
     case 'instance':
       return parties().includes(e.value)
     case 'task':
@@ -218,6 +230,7 @@ export class RevocationSet {
     }
     const parties = [c.sub, ...(c.clientId !== undefined ? [c.clientId] : []), ...c.actors]
     let e = hit(this.#byJti.get(c.jti)) ?? (c.taskId !== undefined ? hit(this.#byTask.get(c.taskId)) : undefined)
+    for (let i = 0; e === undefined && i < (c.sourceJtis?.length ?? 0); i++) e = hit(this.#byJti.get(c.sourceJtis![i]!))
     for (let i = 0; e === undefined && i < parties.length; i++) e = hit(this.#byParty.get(parties[i]!))
     for (let i = 0; e === undefined && i < c.actors.length; i++) e = hit(this.#byActor.get(c.actors[i]!))
     if (e === undefined)

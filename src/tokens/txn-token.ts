@@ -72,6 +72,8 @@ export interface TransactionContext {
   readonly orchestration_id?: string
   readonly authorization_details?: readonly AuthorizationDetail[]
   readonly agentic?: AgenticContext
+  /** The jti of the broker access token the transaction started from (set by the broker): revoking that token, or its chain, revokes the transaction. */
+  readonly source_jti?: string
   /** Further request_details members (strings, numbers, booleans). */
   readonly [k: string]: unknown
 }
@@ -118,6 +120,7 @@ export const TCTX_JSON_SCHEMA = {
     purpose: { type: 'string', maxLength: 256 },
     task_id: { type: 'string', maxLength: 256 },
     orchestration_id: { type: 'string', maxLength: 256 },
+    source_jti: { type: 'string', maxLength: 256 },
     authorization_details: { type: 'array', items: { type: 'object', required: ['type'], properties: { type: { type: 'string' } } } },
     agentic: {
       type: 'object',
@@ -298,6 +301,7 @@ export function txnRevocableClaims(c: TxnTokenClaims): RevocableClaims {
     sub: c.sub,
     ...(c.tctx.agentic ? { clientId: c.tctx.agentic.agent_id } : {}),
     ...(typeof c.tctx.task_id === 'string' ? { taskId: c.tctx.task_id } : {}),
+    ...(typeof c.tctx.source_jti === 'string' ? { sourceJtis: [c.tctx.source_jti] } : {}),
     actors,
   }
 }

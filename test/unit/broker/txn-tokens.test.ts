@@ -61,7 +61,7 @@ describe('Txn-Tokens (draft-ietf-oauth-transaction-tokens)', () => {
     expect(c.scope).toBe('read write')
     expect(c.txn).toMatch(/^[0-9a-f-]{36}$/)
     expect(c.jti).not.toBe(c.txn)
-    expect(c.tctx).toEqual({ purpose: 'refund', tool: 'pay', task_id: atc.task_id, orchestration_id: 'orch-9', agentic: { agent_id: A } })
+    expect(c.tctx).toEqual({ purpose: 'refund', tool: 'pay', task_id: atc.task_id, orchestration_id: 'orch-9', source_jti: atc.jti, agentic: { agent_id: A } })
     expect(c.rctx).toEqual({ req_ip: '10.0.0.7', authn: 'access_token' })
     expect(c.act).toEqual({ sub: A })
     expect(c.txn_path).toEqual([{ wl: A, iat: c.iat, scope: 'read write' }])
@@ -246,6 +246,33 @@ describe('Txn-Tokens (draft-ietf-oauth-transaction-tokens)', () => {
       for (const e of await f.svc.listRevocations()) set.apply(e)
       await expect(verify(f, t1, { revocations: set })).rejects.toMatchObject({ code: 'ERR_TXN_TOKEN_INVALID', details: { reason: 'revoked' } })
       await expect(verify(f, t1)).resolves.toBeDefined()
+    })
+
+    it('revoking the access token a transaction started from (token or chain, by jti) covers its Txn-Tokens and their replacements (tctx.source_jti)', async () => {
+      for (const kind of ['token', 'chain'] as const) {
+        const at = await agentToken(f)
+        const other = await agentToken(f)
+        const t1 = (await f.svc.token(txnReq(at), client(A), bearer)).access_token
+        const t2 = (await f.svc.token(txnReq(t1, TOKEN_TYPE.txnToken), client(PAY), bearer)).access_token
+        const u1 = (await f.svc.token(txnReq(other), client(A), bearer)).access_token
+        expect((await verify(f, t2)).tctx.source_jti).toBe(decodeJwt(at).jti)
+        await f.svc.revokeAt({ kind, value: decodeJwt(at).jti! }, 'admin')
+        const set = new RevocationSet()
+        for (const e of await f.svc.listRevocations()) set.apply(e)
+        await expect(verify(f, t1, { revocations: set })).rejects.toMatchObject({ code: 'ERR_TXN_TOKEN_INVALID', details: { reason: 'revoked', kind } })
+        await expect(verify(f, t2, { revocations: set })).rejects.toMatchObject({ code: 'ERR_TXN_TOKEN_INVALID', details: { reason: 'revoked', kind } })
+        await expect(verify(f, u1, { revocations: set })).resolves.toMatchObject({ sub: A })
+        // the broker replaces neither (the transaction is revoked with its source)
+        await refused(() => f.svc.token(txnReq(t1, TOKEN_TYPE.txnToken), client(FRAUD), bearer), 'ERR_REVOKED')
+      }
+    })
+
+    it('a caller cannot set tctx.source_jti (it would point the transaction at a token of its choosing)', async () => {
+      const at = await agentToken(f)
+      await refused(
+        () => f.svc.token(txnReq(at, TOKEN_TYPE.accessToken, { requestDetails: { source_jti: 'x' } }), client(A), bearer),
+        'ERR_TOKEN_REQUEST_INVALID',
+      )
     })
 
     it('a task revocation covers the transaction (tctx.task_id)', async () => {

@@ -15,7 +15,9 @@
  *   checkpoint key's verifier key (re-verified at most every 30 s);
  * - received signals: the SSF store;
  * - rates: a `RateCounter` fed by `observeTokenEndpoint`, which wraps the
- *   service the HTTPS wire calls.
+ *   service the HTTPS wire calls;
+ * - TOTP secrets set up in the console: sealed under the key manager's
+ *   `console-totp-secrets` key (memory, disk or PKCS#11: in an HSM).
  */
 import { readFileSync } from 'node:fs'
 import Database from 'better-sqlite3'
@@ -32,7 +34,7 @@ import { IdentityError, isIdentityError } from '../errors/identity-error.js'
 import type { KeyManager } from '../keymanager/key-manager.js'
 import { parseConsoleConfig } from '../console/config.js'
 import { startConsoleServer, type ConsoleServer } from '../console/console-server.js'
-import type { AuditEntryView, AuditStatus, ConsoleBackend, LiveInstance, LiveToken, SignalView } from '../console/ports.js'
+import type { AuditEntryView, AuditStatus, ConsoleBackend, LiveInstance, LiveToken, SecretSealer, SignalView } from '../console/ports.js'
 import { RateCounter } from '../console/rates.js'
 
 export { RateCounter }
@@ -266,11 +268,15 @@ export async function startBrokerConsole(o: {
     : o.identity
   const print = o.print ?? ((line: string) => process.stdout.write(`${line}\n`))
   try {
+    const sealing = o.keyManager as KeyManager & { sealingKey?: (id: string) => Promise<SecretSealer> }
+    const sealer = typeof sealing.sealingKey === 'function' ? await sealing.sealingKey(CONSOLE_TOTP_SEALING_KEY_ID) : undefined
+    if (!sealer) log.warn({}, 'Console TOTP secrets are stored unsealed: the key manager cannot seal')
     const server = await startConsoleServer({
       config: cfg,
       backend,
       tls,
       log,
+      ...(sealer ? { sealer } : {}),
       onBootstrapToken: (token, url) =>
         print(`warrant console: sign in at ${url} with the one-time bootstrap token for operator "${cfg.bootstrapOperator}": ${token}`),
     })
@@ -287,6 +293,9 @@ export async function startBrokerConsole(o: {
     throw err
   }
 }
+
+/** Key id of the key that seals operators' TOTP secrets in the broker's key manager (AES-256-GCM; in an HSM, never extractable). */
+const CONSOLE_TOTP_SEALING_KEY_ID = 'console-totp-secrets'
 
 /** The audit log's origin line (its checkpoint key's name), read from the file. */
 function auditOrigin(path: string): string {

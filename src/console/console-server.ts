@@ -44,7 +44,7 @@ import {
   signalsPage,
   type PageContext,
 } from './pages.js'
-import { REVOCATION_LEVELS, type ConsoleBackend, type OperatorIdentity, type RevocationLevel } from './ports.js'
+import { REVOCATION_LEVELS, type ConsoleBackend, type OperatorIdentity, type RevocationLevel, type SecretSealer } from './ports.js'
 import { csrfMatches, LoginLimiter, SessionStore, type Session } from './sessions.js'
 
 export const SESSION_COOKIE = '__Host-warrant-console'
@@ -75,6 +75,8 @@ export interface ConsoleServerOptions {
   now?: () => number
   /** Receives the one-time bootstrap token when the bootstrap operator has no credential (the CLI prints it). */
   onBootstrapToken?: (token: string, loginUrl: string) => void
+  /** Seals TOTP secrets set up in the console (the broker's key manager); without it they are stored unsealed (0600 file). */
+  sealer?: SecretSealer
 }
 
 export interface ConsoleServer {
@@ -109,7 +111,7 @@ export async function startConsoleServer(o: ConsoleServerOptions): Promise<Conso
   const now = o.now ?? Date.now
   const log = o.log.child({ [F.SUBSYSTEM]: 'console' })
   const store = OperatorStore.open(cfg.storePath)
-  const auth = new OperatorAuth(cfg, store, now)
+  const auth = new OperatorAuth(cfg, store, now, o.sealer)
   const sessions = new SessionStore({ idleMs: cfg.sessionIdleMs, ttlMs: cfg.sessionTtlMs, now })
   const limiter = new LoginLimiter({ limit: cfg.loginAttempts, windowMs: cfg.loginWindowMs, now })
   const tlsOptions = () => {
@@ -278,7 +280,7 @@ export async function startConsoleServer(o: ConsoleServerOptions): Promise<Conso
       return reply.redirect('/login?error=limited', 303)
     }
     try {
-      const operator = auth.loginTotp(name, b.code)
+      const operator = await auth.loginTotp(name, b.code)
       limiter.succeed(keys)
       loginSession(reply, s, operator, 'totp')
       log.info({ ...peer(req), operator, [F.METHOD]: 'totp' }, 'Operator signed in')
@@ -337,7 +339,7 @@ export async function startConsoleServer(o: ConsoleServerOptions): Promise<Conso
     if (!s) return reply
     try {
       if (s.pendingTotp === undefined) throw new OperatorAuthError('no TOTP secret offered in this session')
-      auth.confirmTotp(s.operator, s.pendingTotp, (req.body as { code?: unknown }).code)
+      await auth.confirmTotp(s.operator, s.pendingTotp, (req.body as { code?: unknown }).code)
     } catch (err) {
       refuseLogin(req, [`ip:${req.ip}`], err, 'totp-setup')
       return reply.redirect('/setup?error=code', 303)

@@ -24,6 +24,7 @@ import { Secret, TOTP } from 'otpauth'
 import { IdentityError } from '../errors/identity-error.js'
 import type { ConsoleConfig } from './config.js'
 import type { OperatorStore } from './operator-store.js'
+import type { SecretSealer } from './ports.js'
 
 /** A refusal: generic to the client, `reason` for the log. */
 export class OperatorAuthError extends IdentityError {
@@ -36,6 +37,10 @@ export class OperatorAuthError extends IdentityError {
 
 const CHALLENGE_TTL_MS = 5 * 60_000
 const TOTP_PERIOD = 30
+/** A stored TOTP secret sealed by the SecretSealer: this prefix, then the sealed bytes in base64url. */
+const SEALED_PREFIX = 'sealed:'
+/** The AAD of an operator's sealed secret: a sealed value moved to another operator's row does not open. */
+const totpAad = (operator: string): Buffer => Buffer.from(`warrant console totp\u0000${operator}`, 'utf8')
 
 export class OperatorAuth {
   readonly #cfg: ConsoleConfig
@@ -44,10 +49,18 @@ export class OperatorAuth {
   /** SHA-256 of the bootstrap token, until used. */
   #bootstrapHash: Buffer | undefined
 
-  constructor(cfg: ConsoleConfig, store: OperatorStore, now: () => number = Date.now) {
+  readonly #sealer: SecretSealer | undefined
+
+  /**
+   * With a `sealer`, secrets set up in the console are stored sealed (a
+   * plaintext one left by an earlier version is sealed at its next use);
+   * without one they are stored as they are (the store file is 0600).
+   */
+  constructor(cfg: ConsoleConfig, store: OperatorStore, now: () => number = Date.now, sealer?: SecretSealer) {
     this.#cfg = cfg
     this.#store = store
     this.#now = now
+    this.#sealer = sealer
   }
 
   isOperator(name: string): boolean {
@@ -166,17 +179,17 @@ export class OperatorAuth {
     return new TOTP({ issuer: 'warrant console', label: operator, secret: Secret.fromBase32(secret), period: TOTP_PERIOD }).toString()
   }
 
-  /** Confirms a secret offered during setup with a first code, then stores it. */
-  confirmTotp(operator: string, secret: string, code: unknown): void {
+  /** Confirms a secret offered during setup with a first code, then stores it (sealed, with a sealer). */
+  async confirmTotp(operator: string, secret: string, code: unknown): Promise<void> {
     const step = this.#checkCode(secret, code)
-    this.#store.setTotp(operator, secret, this.#now())
+    this.#store.setTotp(operator, await this.#stored(operator, secret), this.#now())
     this.#store.useTotpStep(operator, step)
   }
 
   /** Checks an operator's TOTP code (accepted once: its time step is recorded). */
-  loginTotp(operator: unknown, code: unknown): string {
+  async loginTotp(operator: unknown, code: unknown): Promise<string> {
     if (typeof operator !== 'string' || !this.isOperator(operator)) throw new OperatorAuthError('unknown operator')
-    const secret = this.#secretOf(operator)
+    const secret = await this.#secretOf(operator)
     if (secret === undefined) throw new OperatorAuthError('operator has no TOTP secret')
     const step = this.#checkCode(secret, code)
     if (!this.#store.useTotpStep(operator, step)) throw new OperatorAuthError('TOTP code already used')
@@ -191,12 +204,32 @@ export class OperatorAuth {
     return TOTP.counter({ period: TOTP_PERIOD, timestamp }) + delta
   }
 
-  #secretOf(operator: string): string | undefined {
+  /** What the store keeps for `secret`: sealed to the operator with a sealer, else the secret. */
+  async #stored(operator: string, secret: string): Promise<string> {
+    if (this.#sealer === undefined) return secret
+    const sealed = await this.#sealer.seal(Buffer.from(secret, 'utf8'), totpAad(operator))
+    return SEALED_PREFIX + Buffer.from(sealed).toString('base64url')
+  }
+
+  async #secretOf(operator: string): Promise<string | undefined> {
     const file = this.#cfg.operators.find((o) => o.name === operator)?.totpSecretFile
     if (file !== undefined) {
       if ((statSync(file).mode & 0o077) !== 0) throw new OperatorAuthError(`TOTP secret file ${file} is readable by others`)
       return readFileSync(file, 'utf8').trim().replace(/\s+/g, '').toUpperCase()
     }
-    return this.#store.totpSecret(operator) || undefined
+    const stored = this.#store.totpSecret(operator) || undefined
+    if (stored === undefined) return undefined
+    if (!stored.startsWith(SEALED_PREFIX)) {
+      // a secret stored before sealing was configured: sealed now, kept as it is if that fails
+      if (this.#sealer !== undefined) this.#store.replaceTotpSecret(operator, stored, await this.#stored(operator, stored).catch(() => stored))
+      return stored
+    }
+    if (this.#sealer === undefined) throw new OperatorAuthError('TOTP secret is sealed and no sealer is configured')
+    try {
+      const plain = await this.#sealer.open(Buffer.from(stored.slice(SEALED_PREFIX.length), 'base64url'), totpAad(operator))
+      return Buffer.from(plain).toString('utf8')
+    } catch {
+      throw new OperatorAuthError('TOTP secret does not open (changed, or sealed for another operator or key)')
+    }
   }
 }

@@ -100,6 +100,11 @@ export class OperatorStore {
       .run(operator, secret, at)
   }
 
+  /** Replaces an operator's stored secret if it is still `from` (keeps the last used step). */
+  replaceTotpSecret(operator: string, from: string, to: string): void {
+    this.#db.prepare('UPDATE totp SET secret = ? WHERE operator = ? AND secret = ?').run(to, operator, from)
+  }
+
   totpSecret(operator: string): string | undefined {
     return (this.#db.prepare('SELECT secret FROM totp WHERE operator = ?').get(operator) as { secret: string } | undefined)?.secret
   }

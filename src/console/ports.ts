@@ -9,6 +9,16 @@ import type { ApprovalQueue, Approver } from '../broker/intents/contract.js'
 
 export type { ApprovalQueue, ApprovalView, Approver } from '../broker/intents/contract.js'
 
+/**
+ * Seals the TOTP secrets operators set up in the console (AES-256-GCM under
+ * a key the broker's key manager holds: in an HSM, never extractable); `open`
+ * throws on any change to the sealed bytes or the AAD.
+ */
+export interface SecretSealer {
+  seal(plaintext: Uint8Array, aad: Uint8Array): Promise<Uint8Array>
+  open(sealed: Uint8Array, aad: Uint8Array): Promise<Uint8Array>
+}
+
 /** The four revocation levels an operator uses from the console. */
 export const REVOCATION_LEVELS = ['token', 'instance', 'task', 'chain'] as const
 export type RevocationLevel = (typeof REVOCATION_LEVELS)[number]

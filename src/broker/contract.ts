@@ -91,6 +91,12 @@ export interface Task extends Required<Omit<TaskSpec, 'orchestrationId'>> {
 import type { RevocationEntry, RevocationKind } from '../tokens/revocation.js'
 
 /** A revocation to record (admin socket, `warrant revoke`, a revocation admin). */
+/** A person who revoked through an admin surface (the console): recorded in the audit event. */
+export interface RevocationOperator {
+  readonly id: string
+  readonly method: string
+}
+
 export interface RevocationRequest {
   readonly kind: RevocationKind
   readonly value: string
@@ -121,7 +127,12 @@ export interface BrokerService {
   listTasks(filter?: { agent?: string; orchestrationId?: string; includeEnded?: boolean }): Promise<Task[]>
   endTask(taskId: string, by: AuthenticatedClient | 'admin'): Promise<Task>
   /** Records a revocation at one of the five levels (admin socket, `warrant revoke`); idempotent per kind and value. */
-  revokeAt(req: RevocationRequest, by: AuthenticatedClient | 'admin'): Promise<{ entry: StoredRevocation; created: boolean; tokens: number }>
+  /** With `by` = 'admin', `operator` names the person behind it (the console's signed-in operator) in the audit event. */
+  revokeAt(
+    req: RevocationRequest,
+    by: AuthenticatedClient | 'admin',
+    operator?: RevocationOperator,
+  ): Promise<{ entry: StoredRevocation; created: boolean; tokens: number }>
   /** Unexpired revocations after `sinceSeq`, in feed order. */
   listRevocations(sinceSeq?: number, includeExpired?: boolean): Promise<StoredRevocation[]>
   /** The signed revocation list: a JWS (`typ` revocation-list+jwt) with every unexpired entry, its last seq and a short expiry. */

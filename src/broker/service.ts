@@ -10,7 +10,17 @@ import { checkCeiling, describeCeilingFailure, type Ceiling } from '../spiffe/bo
 import { validateJwtSvid } from '../spiffe/jwt-svid/validate-jwt-svid.js'
 import { SpiffeId } from '../spiffe/spiffe-id.js'
 import { ACCESS_TOKEN_TYP, GRANT_TYPE, TOKEN_TYPE, type ActClaim, type AuthorizationDetail } from '../tokens/claims.js'
-import type { AuthenticatedClient, BrokerService, IntrospectionResponse, KeyBinding, Task, TaskSpec, TokenRequest, TokenResponse } from './contract.js'
+import type {
+  AuthenticatedClient,
+  BrokerService,
+  IntrospectionResponse,
+  KeyBinding,
+  RevocationOperator,
+  Task,
+  TaskSpec,
+  TokenRequest,
+  TokenResponse,
+} from './contract.js'
 import { SigningKeys, type SigningKeysOptions } from './keys.js'
 import { signJwt } from './mint.js'
 import type { BrokerDeps } from './ports.js'
@@ -1210,7 +1220,11 @@ export class BrokerServiceImpl implements BrokerService {
 
   // ------------------------------------------------------------ revocations
 
-  async revokeAt(req: RevocationRequest, by: AuthenticatedClient | 'admin'): Promise<{ entry: StoredRevocation; created: boolean; tokens: number }> {
+  async revokeAt(
+    req: RevocationRequest,
+    by: AuthenticatedClient | 'admin',
+    operator?: RevocationOperator,
+  ): Promise<{ entry: StoredRevocation; created: boolean; tokens: number }> {
     const who = by === 'admin' ? 'admin' : by.spiffeId
     if (by !== 'admin' && !matchesList(this.#o.revocationAdmins, by.spiffeId)) {
       this.#refuse(
@@ -1221,11 +1235,11 @@ export class BrokerServiceImpl implements BrokerService {
       )
     }
     const r = this.revocations.revoke(req, who)
-    if (r.created) this.#auditRevocation(r.entry)
+    if (r.created) this.#auditRevocation(r.entry, by === 'admin' ? operator : undefined)
     return r
   }
 
-  #auditRevocation(e: StoredRevocation): void {
+  #auditRevocation(e: StoredRevocation, operator?: RevocationOperator): void {
     const byId = e.createdBy.startsWith('spiffe://') ? { actor: { spiffe_id: e.createdBy } } : {}
     const target =
       e.kind === 'task'
@@ -1238,7 +1252,13 @@ export class BrokerServiceImpl implements BrokerService {
       outcome: 'success',
       ...byId,
       ...target,
-      attributes: { level: e.kind, seq: e.seq, tokens: e.jtis?.length ?? 0, by: e.createdBy === 'admin' ? 'admin' : 'client' },
+      attributes: {
+        level: e.kind,
+        seq: e.seq,
+        tokens: e.jtis?.length ?? 0,
+        by: operator ? 'operator' : e.createdBy === 'admin' ? 'admin' : 'client',
+        ...(operator ? { operator: operator.id.slice(0, 256), method: operator.method.slice(0, 64) } : {}),
+      },
     })
   }
 

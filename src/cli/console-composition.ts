@@ -9,8 +9,8 @@
  *   through a read-only connection of its own (WAL: never blocks the
  *   broker), unexpired, unrevoked and not covered by a revocation, grouped
  *   by the instance holding them (`client_id`); never a token value;
- * - revocations: `BrokerService.revokeAt` (as `admin`, the operator and the
- *   method in the reason, so the revocation's audit event names them);
+ * - revocations: `BrokerService.revokeAt` (as `admin`, with the operator and
+ *   the method in the reason and as the audit event's `operator` and `method`);
  * - the audit log: its file read-only (`AuditLogReader`), verified with the
  *   checkpoint key's verifier key (re-verified at most every 30 s);
  * - received signals: the SSF store;
@@ -202,7 +202,11 @@ export function brokerConsoleBackend(p: ConsoleBrokerParts): ConsoleBackend & { 
     ...(p.approvals ? { approvals: p.approvals } : {}),
     instances,
     async revoke(req, by) {
-      const r = await p.service.revokeAt({ kind: req.level, value: req.value, reason: `console ${by.id} (${by.method}): ${req.reason}`.slice(0, 512) }, 'admin')
+      const r = await p.service.revokeAt(
+        { kind: req.level, value: req.value, reason: `console ${by.id} (${by.method}): ${req.reason}`.slice(0, 512) },
+        'admin',
+        { id: by.id, method: `console-${by.method}` },
+      )
       return { seq: r.entry.seq, created: r.created, tokens: r.tokens }
     },
     async revocations() {

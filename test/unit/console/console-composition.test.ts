@@ -6,6 +6,7 @@
  * endpoint's decisions counted.
  */
 import { join } from 'node:path'
+import type { AuditEventInput } from '../../../src/audit/index.js'
 import { decodeJwt } from 'jose'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { brokerConsoleBackend, observeTokenEndpoint, RateCounter } from '../../../src/cli/console-composition.js'
@@ -21,6 +22,31 @@ afterEach(async () => {
 })
 
 describe('brokerConsoleBackend', () => {
+  it('a console revocation’s audit event names the operator and the sign-in method; an admin-socket one says admin', async () => {
+    const events: AuditEventInput[] = []
+    const g = await fixture({
+      audit: {
+        append: async (e) => {
+          events.push(e)
+          return { seq: events.length } as never
+        },
+      },
+    })
+    const backend = brokerConsoleBackend({ service: g.svc, storePath: join(g.dir, 'broker.db'), rates: new RateCounter(), now: () => g.clock.now() })
+    try {
+      await backend.revoke({ level: 'instance', value: B, reason: 'host compromised' }, { id: 'alice', method: 'webauthn' })
+      await g.svc.revokeAt({ kind: 'instance', value: A, reason: 'cli' }, 'admin')
+      const revoked = events.filter((e) => e.type === 'token.revoked')
+      expect(revoked.map((e) => [e.subject, e.attributes])).toEqual([
+        [B, { level: 'instance', seq: 1, tokens: 0, by: 'operator', operator: 'alice', method: 'console-webauthn' }],
+        [A, { level: 'instance', seq: 2, tokens: 0, by: 'admin' }],
+      ])
+    } finally {
+      backend.close()
+      await g.cleanup()
+    }
+  })
+
   it('lists live instances with their tokens by jti (never a token), keeps the delegation chain, revokes with the operator in the reason', async () => {
     const t = await f.task({ scopes: ['read'], resources: [API] })
     const aKey = dpop()

@@ -3,10 +3,11 @@
  * own that the agent tells apart by its executable path (a hard link to node)
  * and that gets its identity from the Workload API only:
  *
- * - `tool`: the demo tool `search` behind the gateway. HTTPS with its
- *   X.509-SVID; `GET /search` needs a Txn-Token (`txnTokenMiddleware`,
- *   scope `tools:search`, minted for this tool) and answers what the token
- *   says about the call (subject, transaction, path), never the token.
+ * - `tool`: the demo MCP server `search` behind the gateway (quickstart-demo-mcp.ts,
+ *   built with the official MCP SDK). HTTPS with its X.509-SVID; every MCP
+ *   request needs a Txn-Token (`txnTokenMiddleware`, scope `tools:search`,
+ *   minted for this tool, the gateway on its path); its tools answer what the
+ *   token says about the call (subject, transaction, path), never the token.
  * - `payments`: `POST /payments` needs a Txn-Token with `payments:write`
  *   whose path has passed the fraud-check service (`require`), so an agent
  *   that calls it through the gateway alone is refused (403 access_denied).
@@ -15,8 +16,9 @@
  *   (`BrokerClient.replaceTxnToken`, mutual TLS with its own SVID: the
  *   replacement keeps the transaction and appends fraud-check to its path)
  *   and calls payments with the replacement.
- * - `outsider`: a demo agent outside the tool's namespace; calls the tool
- *   through the gateway with its X.509-SVID, prints `{"result":{...}}` and exits.
+ * - `outsider`: a demo agent outside the tool's namespace; calls the MCP tool
+ *   through the gateway with the SDK's client (a broker token for the tool
+ *   from its own task), prints `{"result":{...}}` and exits.
  *
  * The services answer `GET /healthz` without a token (the quickstart waits on
  * it) and serve until SIGTERM; the quickstart restarts them on the same port.
@@ -33,7 +35,9 @@ import { IdentityError } from '../errors/identity-error.js'
 import { txnTokenMiddleware, type TxnRequest, type TxnRoutes } from '../resource-server/index.js'
 import type { TxnTokenClaims } from '../tokens/txn-token.js'
 import type { X509Source } from '../workload-client/x509-source.js'
+import { startDemoMcpServer } from './quickstart-demo-mcp.js'
 import { FRAUD_LIMIT, PAYMENTS_SCOPE, SEARCH_SCOPE, sourceFor, stderrLog, tlsOf } from './quickstart-demo-support.js'
+import { callMcpTool, McpCallError } from './quickstart-mcp-agent.js'
 import { httpsCall, oauthError } from './quickstart-oauth.js'
 
 export interface ServiceArgs {
@@ -53,13 +57,15 @@ export interface ServiceArgs {
   paymentsUrl?: string
   /** payments: the hop every payment must have passed. */
   fraudCheckId?: string
-  /** outsider: the tool URL (through the gateway) to call. */
+  /** outsider: the MCP tool's URL at the gateway, and its task. tool: gatewayId (on every Txn-Token's path). */
   toolUrl?: string
+  taskId?: string
 }
 
-/** What the outsider reports. */
+/** What the outsider reports: the broker's answer to its token request, the gateway's to its MCP call with that token. */
 export interface OutsiderResult {
   spiffeId: string
+  tokenStatus: number
   status: number
   error: string
 }
@@ -135,22 +141,36 @@ async function serve(a: ServiceArgs, source: X509Source, log: Logger, routes: Tx
 
 async function runTool(a: ServiceArgs): Promise<void> {
   const log = stderrLog({ role: 'demo-tool' })
+  if (!a.gatewayId) throw new Error('the tool needs gatewayId')
   const source = await sourceFor(a, log)
-  // The tool takes only Txn-Tokens minted for it (tctx.tool), so one replayed from a call to another tool is refused.
-  const routes = { 'GET /search': { scopes: [SEARCH_SCOPE], policy: { context: { tool: 'search' } } } }
-  await serve(a, source, log, routes, (req, res) => {
-    const url = new URL(req.url ?? '/', 'https://localhost')
-    if (req.method !== 'GET' || url.pathname !== '/search') return reply(res, 404, { error: 'not_found' })
-    const q = url.searchParams.get('q') ?? ''
-    log.info({ sub: req.txn.sub, txn: req.txn.txn, path: pathOf(req.txn) }, 'Tool call served')
-    reply(res, 200, {
-      query: q,
-      results: [`${q}: SPIFFE workload identity for AI agents`, `${q}: transaction tokens`],
-      sub: req.txn.sub,
-      txn: req.txn.txn,
-      path: pathOf(req.txn),
-    })
+  const { cert, key } = tlsOf(source.getX509Svid())
+  // Every MCP request needs a Txn-Token minted for this tool (tctx.tool, so one replayed from a call to another
+  // tool is refused) on a path through the gateway.
+  const server = await startDemoMcpServer({
+    issuer: a.issuer,
+    trustDomain: a.trustDomain,
+    ca: readFileSync(a.caFile, 'utf8'),
+    route: { scopes: [SEARCH_SCOPE], policy: { require: [a.gatewayId], context: { tool: 'search' } } },
+    cert,
+    key,
+    ...(a.port !== undefined ? { port: a.port } : {}),
+    name: 'warrant-demo-search',
+    log,
+    onRequest: (r) => log.info({ ...r }, 'MCP request served'),
   })
+  source.on('update', () => {
+    const c = tlsOf(source.getX509Svid())
+    server.setCredentials(c.cert, c.key)
+  })
+  log.info({ port: server.port, spiffe_id: source.getX509Svid().id.toString() }, 'Demo MCP tool started')
+  const stop = () => {
+    void server
+      .close()
+      .then(() => source.close())
+      .then(() => process.exit(0))
+  }
+  process.once('SIGTERM', stop)
+  process.once('SIGINT', stop)
 }
 
 async function runPayments(a: ServiceArgs): Promise<void> {
@@ -202,11 +222,29 @@ async function runFraudCheck(a: ServiceArgs): Promise<void> {
 
 async function runOutsider(a: ServiceArgs): Promise<void> {
   const log = stderrLog({ role: 'demo-outsider' })
-  if (!a.toolUrl) throw new Error('outsider needs toolUrl')
+  if (!a.toolUrl || !a.taskId) throw new Error('outsider needs toolUrl and taskId')
   const source = await sourceFor(a, log)
+  const spiffeId = source.getX509Svid().id.toString()
   try {
-    const r = await httpsCall(a.toolUrl, { method: 'GET', ca: readFileSync(a.caFile, 'utf8'), ...tlsOf(source.getX509Svid()) })
-    const result: OutsiderResult = { spiffeId: source.getX509Svid().id.toString(), status: r.status, error: oauthError(r) }
+    // The SDK's MCP client with its OAuth flow: the broker gives this agent a token for the tool (its own
+    // namespace's bounds allow that resource), and the gateway refuses it all the same (the tool's allowed_agents).
+    const outcome = await callMcpTool({
+      url: a.toolUrl,
+      ca: readFileSync(a.caFile, 'utf8'),
+      creds: () => tlsOf(source.getX509Svid()),
+      spiffeId,
+      issuer: a.issuer,
+      scope: SEARCH_SCOPE,
+      taskId: a.taskId,
+      tool: 'search',
+      arguments: { query: 'payroll' },
+    }).then(
+      (r) => r.sent,
+      (err: unknown) => (err instanceof McpCallError ? err.sent : Promise.reject(err)),
+    )
+    const call = outcome.filter((e) => e.url === a.toolUrl && e.authorized).at(-1)
+    const token = outcome.find((e) => e.url === `${a.issuer}/token`)
+    const result: OutsiderResult = { spiffeId, tokenStatus: token?.status ?? 0, status: call?.status ?? 0, error: call?.error ?? '' }
     process.stdout.write(`${JSON.stringify({ result })}\n`)
   } finally {
     await source.close()

@@ -2,14 +2,19 @@
  * The quickstart's gateway part: `warrant gateway run` (a workload with its
  * own SVID, listed in the broker's `txn_token_requesters`) in front of three
  * demo services (quickstart-demo-services.ts, each a process with its own
- * SVID): the tool `search`, a payments service that takes only payments that
- * passed the fraud-check service, and that fraud-check service. The demo
- * agent (this process) then calls the tool through the gateway (200), calls
- * payments through the gateway directly (403: the Txn-Token's path lacks the
- * fraud-check hop), pays through fraud-check (201: fraud-check replaced the
- * Txn-Token, so it is on the path), and a second demo agent outside the
- * tool's namespace calls the tool (403). The gateway and the services keep
- * running with the quickstart (restarted on the same ports when they exit).
+ * SVID): the MCP tool `search` (an MCP server built with the official SDK,
+ * quickstart-demo-mcp.ts, which the gateway fronts as an OAuth resource
+ * server), a payments service that takes only payments that passed the
+ * fraud-check service, and that fraud-check service. The demo agent (this
+ * process) then calls the MCP tool through the gateway with the SDK's client
+ * (tools/list and tools/call; 401, RFC 9728 discovery and a broker token
+ * bound to its SVID first, quickstart-mcp-agent.ts), calls payments through
+ * the gateway directly (403: the Txn-Token's path lacks the fraud-check hop),
+ * pays through fraud-check (201: fraud-check replaced the Txn-Token, so it is
+ * on the path), and a second demo agent outside the tool's namespace calls
+ * the MCP tool with a broker token of its own (403 at the gateway). The
+ * gateway and the services keep running with the quickstart (restarted on
+ * the same ports when they exit).
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs'
@@ -20,14 +25,22 @@ import type { X509Svid } from '../spiffe/x509-svid/x509-svid.js'
 import { X509Source } from '../workload-client/x509-source.js'
 import type { OutsiderResult, ServiceArgs } from './quickstart-demo-services.js'
 import { PAYMENTS_SCOPE, SEARCH_SCOPE, tlsOf } from './quickstart-demo-support.js'
+import { mcpResource } from '../gateway/mcp.js'
 import { freePort } from './quickstart-broker.js'
+import type { DemoMcpAnswer } from './quickstart-demo-mcp.js'
+import { callMcpTool, McpCallError } from './quickstart-mcp-agent.js'
 import { httpsCall, oauthError, type HttpsReply } from './quickstart-oauth.js'
 
 const SERVICES = join(dirname(fileURLToPath(import.meta.url)), 'quickstart-demo-services.ts')
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
 
+/** The MCP tool's resource URI (RFC 8707): its URL at the gateway. */
+export const gatewayDemoMcpResource = (gatewayUrl: string): string => mcpResource(new URL(gatewayUrl).origin, { name: 'search' })
+
 /** The tools' resource indicators (their audiences; the demo agents' ceiling must include them). */
-export const GATEWAY_DEMO_RESOURCES = ['https://search.example.org/', 'https://payments.example.org/', 'https://fraud-check.example.org/'] as const
+export function gatewayDemoResources(gatewayUrl: string): string[] {
+  return [gatewayDemoMcpResource(gatewayUrl), 'https://payments.example.org/', 'https://fraud-check.example.org/']
+}
 /** The scopes the demo agents' ceiling must include for the gateway demo. */
 export const GATEWAY_DEMO_SCOPES = [SEARCH_SCOPE, PAYMENTS_SCOPE] as const
 
@@ -41,6 +54,23 @@ export function gatewayDemoIds(trustDomain: string): { gateway: string; tool: st
     // another namespace than the demo agents' /agents/demo/, which is all the tools allow
     outsider: `spiffe://${trustDomain}/agents/sandbox/outsider`,
   }
+}
+
+/**
+ * server.toml: the outsider's namespace bounds. Its ceiling allows the MCP
+ * tool's resource and scope, so the broker gives it a token for the tool;
+ * the tool's own `allowed_agents` (the demo agents' namespace only) is what
+ * the gateway refuses it by.
+ */
+export function gatewayDemoServerToml(o: { trustDomain: string; gatewayUrl: string }): string {
+  const outsider = gatewayDemoIds(o.trustDomain).outsider
+  return [
+    `[server.bounds."${outsider.slice(`spiffe://${o.trustDomain}`.length, outsider.lastIndexOf('/') + 1)}"]`,
+    `scopes = ${JSON.stringify([SEARCH_SCOPE])}`,
+    `resources = ${JSON.stringify([gatewayDemoMcpResource(o.gatewayUrl)])}`,
+    'max_token_ttl = "5m"',
+    '',
+  ].join('\n')
 }
 
 export type GatewayDemoRole = 'gateway' | 'tool' | 'payments' | 'fraud-check' | 'outsider'
@@ -63,6 +93,8 @@ export type Supervise = (name: string, exe: string, argv: string[], logFile: str
 export interface GatewayDemoOptions {
   trustDomain: string
   issuer: string
+  /** The gateway's port on 127.0.0.1 (chosen before the server's bounds, which name the MCP tool's URL). */
+  gatewayPort: number
   /** PEM file verifying the broker's, the gateway's and the services' certificates (the trust bundle). */
   caFile: string
   workloadSocket: string
@@ -124,22 +156,24 @@ export async function startGatewayDemo(o: GatewayDemoOptions): Promise<StartedGa
   const toolsDir = join(dir, 'tools')
   mkdirSync(toolsDir, { recursive: true, mode: 0o700 })
   mkdirSync(logDir, { recursive: true, mode: 0o700 })
-  const [gatewayPort, toolPort, paymentsPort, fraudPort] = [await freePort(), await freePort(), await freePort(), await freePort()]
+  const [toolPort, paymentsPort, fraudPort] = [await freePort(), await freePort(), await freePort()]
   const origin = (port: number) => `https://localhost:${port}`
-  const gatewayUrl = origin(gatewayPort)
+  const gatewayUrl = origin(o.gatewayPort)
+  const resources = gatewayDemoResources(gatewayUrl)
   const agents = [`spiffe://${o.trustDomain}/agents/demo/`]
   const tools = [
-    { name: 'search', endpoint: origin(toolPort), audience: GATEWAY_DEMO_RESOURCES[0], scopes: [SEARCH_SCOPE], allowed_agents: agents },
+    // an MCP server: the gateway is its OAuth resource server, its audience the tool's URL at the gateway
+    { name: 'search', endpoint: `${origin(toolPort)}/mcp`, audience: resources[0], scopes: [SEARCH_SCOPE], allowed_agents: agents, mcp: true },
     // `chain` is recorded by the gateway; payments itself enforces it on the Txn-Token
     {
       name: 'payments',
       endpoint: origin(paymentsPort),
-      audience: GATEWAY_DEMO_RESOURCES[1],
+      audience: resources[1],
       scopes: [PAYMENTS_SCOPE],
       allowed_agents: agents,
       chain: { require: [ids.fraudCheck] },
     },
-    { name: 'fraud-check', endpoint: origin(fraudPort), audience: GATEWAY_DEMO_RESOURCES[2], scopes: [PAYMENTS_SCOPE], allowed_agents: agents },
+    { name: 'fraud-check', endpoint: origin(fraudPort), audience: resources[2], scopes: [PAYMENTS_SCOPE], allowed_agents: agents },
   ]
   for (const t of tools)
     writeFileSync(
@@ -151,7 +185,7 @@ export async function startGatewayDemo(o: GatewayDemoOptions): Promise<StartedGa
     gatewayConfig,
     [
       '[gateway]',
-      `bind_address = "127.0.0.1:${gatewayPort}"`,
+      `bind_address = "127.0.0.1:${o.gatewayPort}"`,
       `url = "${gatewayUrl}"`,
       `spiffe_id = "${ids.gateway}"`,
       `bounds_document_path = "${o.boundsDocumentPath}"`,
@@ -169,7 +203,7 @@ export async function startGatewayDemo(o: GatewayDemoOptions): Promise<StartedGa
 
   const common = { socketPath: o.workloadSocket, issuer: o.issuer, trustDomain: `spiffe://${o.trustDomain}`, caFile: o.caFile }
   const services: { role: GatewayDemoRole; port: number; args: ServiceArgs }[] = [
-    { role: 'tool', port: toolPort, args: { ...common, spiffeId: ids.tool, port: toolPort } },
+    { role: 'tool', port: toolPort, args: { ...common, spiffeId: ids.tool, port: toolPort, gatewayId: ids.gateway } },
     { role: 'payments', port: paymentsPort, args: { ...common, spiffeId: ids.payments, port: paymentsPort, fraudCheckId: ids.fraudCheck } },
     {
       role: 'fraud-check',
@@ -260,7 +294,34 @@ const json = (r: HttpsReply): Record<string, unknown> => {
 export interface GatewayDemoRunOptions extends GatewayDemoOptions {
   /** The demo agent (this process's SVID). */
   demoId: string
+  /** The broker's admin socket (the MCP tool's tasks are created there) and the warrant CLI (JSON output). */
+  brokerAdminSocket: string
+  runCli: (args: string[]) => Promise<unknown>
   say: (line?: string) => void
+}
+
+/** An orchestrator's task for `agent`: the MCP tool's scope and resource (client_credentials needs a task). */
+async function mcpTask(o: GatewayDemoRunOptions, agent: string, resource: string, name: string): Promise<string> {
+  const taskId = `quickstart-mcp-${name}-${Date.now().toString(36)}`
+  await o.runCli([
+    'task',
+    'create',
+    '--socket',
+    o.brokerAdminSocket,
+    '--agent',
+    agent,
+    '--scope',
+    SEARCH_SCOPE,
+    '--resource',
+    resource,
+    '--ttl',
+    '1h',
+    '--task-id',
+    taskId,
+    '--output',
+    'json',
+  ])
+  return taskId
 }
 
 /**
@@ -277,6 +338,8 @@ export async function runGatewayDemo(o: GatewayDemoRunOptions, g: StartedGateway
     if (!s) throw new Error(`no SVID for ${o.demoId}`)
     return s
   }
+  const mcpUrl = gatewayDemoMcpResource(g.gatewayUrl)
+  const [demoTask, outsiderTask] = [await mcpTask(o, o.demoId, mcpUrl, 'demo'), await mcpTask(o, ids.outsider, mcpUrl, 'outsider')]
   // the outsider boots (and waits for its SVID) while the services come up
   const outsider = runOutsider(
     o.exes.outsider,
@@ -286,7 +349,8 @@ export async function runGatewayDemo(o: GatewayDemoRunOptions, g: StartedGateway
       issuer: o.issuer,
       trustDomain: `spiffe://${o.trustDomain}`,
       caFile: o.caFile,
-      toolUrl: `${g.gatewayUrl}/tools/search/search?q=payroll`,
+      toolUrl: mcpUrl,
+      taskId: outsiderTask,
     },
     join(logDir, 'demo-outsider.log'),
     180_000,
@@ -309,12 +373,38 @@ export async function runGatewayDemo(o: GatewayDemoRunOptions, g: StartedGateway
     const pathText = (b: Record<string, unknown>) => (Array.isArray(b.path) ? b.path.map(short).join(' → ') : '?')
 
     say('')
-    say(`Gateway demo (gateway ${ids.gateway} at ${g.gatewayUrl}; tools search, payments, fraud-check; demo agent ${o.demoId}):`)
-    const search = await call('GET', '/tools/search/search?q=warrant')
-    expectStatus('the tool through the gateway', search, 200)
-    const s = json(search)
-    if (s.sub !== o.demoId) throw new Error(`the tool saw a Txn-Token for ${String(s.sub)}, expected ${o.demoId}`)
-    say(`  tool call         : GET /tools/search/search → ${search.status} (the tool saw only a Txn-Token: sub the demo agent, path ${pathText(s)})`)
+    say(`Gateway demo (gateway ${ids.gateway} at ${g.gatewayUrl}; tools search (MCP), payments, fraud-check; demo agent ${o.demoId}):`)
+    // The MCP tool, with the official SDK's client and its OAuth flow, authenticated by the SVID.
+    const m = await callMcpTool({
+      url: mcpUrl,
+      ca,
+      creds: () => tlsOf(source.getX509Svid()),
+      spiffeId: o.demoId,
+      issuer: o.issuer,
+      scope: SEARCH_SCOPE,
+      taskId: demoTask,
+      tool: 'search',
+      arguments: { query: 'warrant' },
+    }).catch((err: unknown) => {
+      const sent = err instanceof McpCallError ? err.sent.map((e) => `${e.method} ${e.url} → ${e.status}${e.error ? ` ${e.error}` : ''}`).join('; ') : ''
+      throw new Error(`the MCP tool through the gateway: ${(err as Error).message}${sent ? ` (${sent})` : ''}`)
+    })
+    const a = JSON.parse(m.text) as Partial<DemoMcpAnswer>
+    if (a.sub !== o.demoId) throw new Error(`the MCP tool saw a Txn-Token for ${String(a.sub)}, expected ${o.demoId}`)
+    if (a.saw?.authorization !== false || a.saw.dpop !== false) throw new Error("the MCP tool saw the agent's credentials")
+    const first = m.sent.find((e) => e.url === mcpUrl)
+    const token = m.sent.find((e) => e.url === `${o.issuer}/token`)
+    const calls = m.sent.filter((e) => e.url === mcpUrl && e.authorized)
+    if (first?.status !== 401 || first.authorized || !first.wwwAuthenticate?.includes('resource_metadata='))
+      throw new Error(`the MCP tool's first request answered ${first?.status ?? 'nothing'}, expected 401 with resource_metadata`)
+    if (token?.status !== 200 || calls.length < 3 || calls.some((e) => e.status >= 300))
+      throw new Error(`the MCP calls with the token: ${calls.map((e) => e.status).join(', ')}`)
+    say(
+      `  MCP tool call     : tools/list → ${m.tools.join(', ')}; tools/call search → "${String((a.results as string[] | undefined)?.[0] ?? '')}" (the MCP server saw only a Txn-Token: sub the demo agent, path ${pathText(a)})`,
+    )
+    say(
+      `  MCP authorization : first request → 401 with resource_metadata; broker token for ${mcpUrl} (client_credentials, SVID over mTLS, certificate-bound) → ${token.status}; ${calls.length} MCP requests with it → ${[...new Set(calls.map((e) => e.status))].join('/')}`,
+    )
 
     const payment = { amount: 42, to: 'acme-supplies' }
     const direct = await call('POST', '/tools/payments/payments', payment)
@@ -326,9 +416,11 @@ export async function runGatewayDemo(o: GatewayDemoRunOptions, g: StartedGateway
 
     const out = await outsider
     if (out.spiffeId !== ids.outsider) throw new Error(`the outsider agent has ${out.spiffeId}`)
-    expectStatus('the tool called by an agent outside its namespace', out, 403)
+    if (out.tokenStatus !== 200) throw new Error(`the outsider got no token for the MCP tool from the broker (${out.tokenStatus})`)
+    expectStatus('the MCP tool called by an agent outside its namespace', out, 403)
+    if (out.error !== 'access_denied') throw new Error(`the gateway refused the outsider with ${out.error}, expected access_denied`)
     say(
-      `  outside namespace : ${out.spiffeId} → GET /tools/search/search → ${out.status} ${out.error} (not in the tool's allowed_agents ${short(`spiffe://${o.trustDomain}/agents/demo/`)})`,
+      `  outside namespace : ${out.spiffeId} → MCP initialize with its broker token → ${out.status} ${out.error} (not in the tool's allowed_agents ${short(`spiffe://${o.trustDomain}/agents/demo/`)})`,
     )
 
     const paid = await call('POST', '/tools/fraud-check/check', payment)

@@ -29,7 +29,8 @@ import { startSwtpm, type SwtpmInstance } from '../dev/swtpm.js'
 import { brokerServerToml, freePort, runBrokerDemo, stopDemoProcesses, waitForBroker } from './quickstart-broker.js'
 import { consoleLogin, intentsServerToml, runIntentsDemo } from './quickstart-intents.js'
 import {
-  GATEWAY_DEMO_RESOURCES,
+  gatewayDemoResources,
+  gatewayDemoServerToml,
   GATEWAY_DEMO_SCOPES,
   gatewayDemoEntries,
   gatewayDemoIds,
@@ -342,6 +343,9 @@ async function main(): Promise<void> {
   // The operator console (its own HTTPS listener) for the intents demo's approvals.
   const consolePort = await freePort()
   const consoleUrl = `https://localhost:${consolePort}`
+  // The gateway: its MCP tool's resource URI (in the demo agents' ceiling) names its port.
+  const gatewayPort = await freePort()
+  const gatewayUrl = `https://localhost:${gatewayPort}`
   writeFileSync(
     join(serverDir, 'server.toml'),
     [
@@ -357,9 +361,10 @@ async function main(): Promise<void> {
         trustDomain: TRUST_DOMAIN,
         prefix: '/agents/demo/',
         scopes: GATEWAY_DEMO_SCOPES,
-        resources: GATEWAY_DEMO_RESOURCES,
+        resources: gatewayDemoResources(gatewayUrl),
         txnTokenRequesters: [gatewayDemoIds(TRUST_DOMAIN).gateway],
       }),
+      gatewayDemoServerToml({ trustDomain: TRUST_DOMAIN, gatewayUrl }),
       intentsServerToml({ consolePort, prefix: '/agents/demo/', trustDomain: TRUST_DOMAIN }),
       keyManagerToml,
       datastoreBlock,
@@ -492,6 +497,7 @@ async function main(): Promise<void> {
   const gatewayDemo = {
     trustDomain: TRUST_DOMAIN,
     issuer: brokerIssuer,
+    gatewayPort,
     caFile: brokerCa,
     workloadSocket,
     boundsDocumentPath: join(serverDir, 'bounds.jws'),
@@ -542,7 +548,10 @@ async function main(): Promise<void> {
     cli: async (args) => (await cli(args, { json: true })).json,
     say,
   }).catch((err: unknown) => fail(`broker demo: ${(err as Error).message}`))
-  await runGatewayDemo({ ...gatewayDemo, demoId: DEMO_ID, say }, gateway).catch((err: unknown) => fail(`gateway demo: ${(err as Error).message}`))
+  await runGatewayDemo(
+    { ...gatewayDemo, demoId: DEMO_ID, brokerAdminSocket, runCli: async (args) => (await cli(args, { json: true })).json, say },
+    gateway,
+  ).catch((err: unknown) => fail(`gateway demo: ${(err as Error).message}`))
   const intents = await runIntentsDemo({
     issuer: brokerIssuer,
     caFile: brokerCa,
@@ -566,7 +575,10 @@ async function main(): Promise<void> {
   say(`  npx warrant entry show --socket ${adminSocket}`)
   say(`  npx warrant task list --socket ${brokerAdminSocket}`)
   say(`  curl --cacert ${brokerCa} ${brokerIssuer}/.well-known/oauth-authorization-server`)
-  say(`  curl --cacert ${brokerCa} --cert /tmp/svid/svid.0.pem --key /tmp/svid/svid.0.key ${gateway.gatewayUrl}/tools/search/search?q=hi`)
+  say(`  curl --cacert ${brokerCa} ${gateway.gatewayUrl}/.well-known/oauth-protected-resource/tools/search`)
+  say(
+    `  curl --cacert ${brokerCa} --cert /tmp/svid/svid.0.pem --key /tmp/svid/svid.0.key -H 'content-type: application/json' -d '{"amount":7,"to":"me"}' ${gateway.gatewayUrl}/tools/fraud-check/check`,
+  )
   say('')
   say(`SPIFFE_ENDPOINT_SOCKET=unix://${workloadSocket}`)
   say(`WARRANT_BROKER_URL=${brokerIssuer}`)

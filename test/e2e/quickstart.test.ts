@@ -6,10 +6,13 @@
  * quickstart restarts it on the same port, and a workload then gets a
  * JWT-SVID for an audience never asked before (which needs the server) and
  * its X.509-SVID. The same for its agent. Its gateway demo has shown the
- * three outcomes (a tool call through the gateway, payments refused for the
- * missing fraud-check hop, an agent outside the tool's namespace refused) and
- * a payment through fraud-check, and WARRANT_GATEWAY_URL/WARRANT_GATEWAY_CA
- * reach the gateway with the demo workload's SVID; killed, the gateway comes
+ * three outcomes (an MCP tool call through the gateway with the SDK's client,
+ * the MCP server seeing only a Txn-Token; payments refused for the missing
+ * fraud-check hop; an agent outside the tool's namespace refused by the
+ * gateway although the broker gave it a token) and a payment through
+ * fraud-check, and WARRANT_GATEWAY_URL/WARRANT_GATEWAY_CA reach the gateway
+ * with the demo workload's SVID (the MCP tool asks it for a token with its
+ * RFC 9728 challenge; fraud-check takes the SVID); killed, the gateway comes
  * back on the same URL and forwards again. Ctrl-C (SIGINT) stops the
  * quickstart and its processes.
  */
@@ -76,16 +79,21 @@ function httpsGet(url: string, ca: Buffer): Promise<{ status: number; body: stri
   })
 }
 
-/** GET over mutual TLS: the server verified against `ca`, the client certificate and key given. */
-function httpsGetMtls(url: string, o: { ca: Buffer; cert: Buffer; key: Buffer }): Promise<{ status: number; body: string }> {
+/** A JSON POST over mutual TLS: the server verified against `ca`, the client certificate and key given. */
+function httpsPostMtls(
+  url: string,
+  o: { ca: Buffer; cert: Buffer; key: Buffer },
+  json: unknown,
+): Promise<{ status: number; body: string; wwwAuthenticate: string | undefined }> {
   return new Promise((resolve, reject) => {
-    const req = request(url, { ca: o.ca, cert: o.cert, key: o.key, agent: false }, (res) => {
+    const headers = { 'content-type': 'application/json', accept: 'application/json, text/event-stream' }
+    const req = request(url, { method: 'POST', headers, ca: o.ca, cert: o.cert, key: o.key, agent: false }, (res) => {
       let body = ''
       res.on('data', (c: Buffer) => (body += c.toString()))
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body, wwwAuthenticate: res.headers['www-authenticate'] }))
     })
     req.on('error', reject)
-    req.end()
+    req.end(JSON.stringify(json))
   })
 }
 
@@ -163,10 +171,16 @@ describe('quickstart (scripts/quickstart.sh, kept running)', () => {
     )
     // The gateway demo: one line per outcome, and the lines for clients of the gateway.
     expect(out).toMatch(/^Gateway demo \(gateway spiffe:\/\/example\.org\/svc\/gateway at https:\/\/localhost:\d+; /m)
-    expect(out).toMatch(/^ {2}tool call {9}: GET \/tools\/search\/search → 200 \(.*path \/svc\/gateway\)$/m)
+    // the MCP tool, with the SDK's client: the tool's result, from a server that saw only a Txn-Token for the demo agent
+    expect(out).toMatch(
+      /^ {2}MCP tool call {5}: tools\/list → search, lookup_order; tools\/call search → "warrant: SPIFFE workload identity for AI agents" \(the MCP server saw only a Txn-Token: sub the demo agent, path \/svc\/gateway\)$/m,
+    )
+    expect(out).toMatch(
+      /^ {2}MCP authorization : first request → 401 with resource_metadata; broker token for https:\/\/localhost:\d+\/tools\/search \(client_credentials, SVID over mTLS, certificate-bound\) → 200; \d+ MCP requests with it → 20[02](\/20[02])*$/m,
+    )
     expect(out).toMatch(/^ {2}payments direct {3}: POST \/tools\/payments\/payments → 403 access_denied \(missing hop: .*\/svc\/fraud-check\)$/m)
     expect(out).toMatch(
-      /^ {2}outside namespace : spiffe:\/\/example\.org\/agents\/sandbox\/outsider → GET \/tools\/search\/search → 403 access_denied \(not in the tool's allowed_agents/m,
+      /^ {2}outside namespace : spiffe:\/\/example\.org\/agents\/sandbox\/outsider → MCP initialize with its broker token → 403 access_denied \(not in the tool's allowed_agents/m,
     )
     expect(out).toMatch(/^ {2}via fraud-check {3}: POST \/tools\/fraud-check\/check → 201 payment pay-\w+ \(.*path \/svc\/gateway → \/svc\/fraud-check\)$/m)
     const gatewayUrl = /^WARRANT_GATEWAY_URL=(https:\/\/localhost:\d+)$/m.exec(out)?.[1]
@@ -177,17 +191,27 @@ describe('quickstart (scripts/quickstart.sh, kept running)', () => {
     expect(gw.authorized, gw.error).toBe(true)
     expect(checkServerIdentity('localhost', gw.cert)).toBeUndefined()
     expect(gw.cert.subjectaltname).toContain('URI:spiffe://example.org/svc/gateway')
-    // A client of the gateway: the demo workload's SVID from the Workload API reaches the tool with those two lines.
+    // A client of the gateway: the demo workload's SVID from the Workload API, with those two lines.
     const svidDir = join(tmp.dir, 'svid')
     const fetched = await warrant(['api', 'fetch', 'x509', '--write', svidDir], { env })
     expect(fetched.code, fetched.stderr).toBe(0)
     const demoAgentTls = { ca: readFileSync(gatewayCa!), cert: readFileSync(join(svidDir, 'svid.0.pem')), key: readFileSync(join(svidDir, 'svid.0.key')) }
-    const viaGateway = await httpsGetMtls(`${gatewayUrl!}/tools/search/search?q=e2e`, demoAgentTls)
-    expect(viaGateway.status, viaGateway.body).toBe(200)
+    // The MCP tool takes no SVID alone: 401 with the challenge that points at its RFC 9728 metadata.
+    const svidOnly = await httpsPostMtls(`${gatewayUrl!}/tools/search`, demoAgentTls, { jsonrpc: '2.0', id: 1, method: 'tools/list' })
+    expect(svidOnly.status, svidOnly.body).toBe(401)
+    expect(svidOnly.wwwAuthenticate).toMatch(
+      new RegExp(`^Bearer scope="tools:search", resource_metadata="${gatewayUrl!}/\\.well-known/oauth-protected-resource/tools/search"`),
+    )
+    const prm = await httpsGet(`${gatewayUrl!}/.well-known/oauth-protected-resource/tools/search`, readFileSync(gatewayCa!))
+    expect(prm.status).toBe(200)
+    expect(JSON.parse(prm.body)).toMatchObject({ resource: `${gatewayUrl!}/tools/search`, scopes_supported: ['tools:search'] })
+    // fraud-check takes the SVID: a payment through it, with the gateway and fraud-check on its path.
+    const viaGateway = await httpsPostMtls(`${gatewayUrl!}/tools/fraud-check/check`, demoAgentTls, { amount: 5, to: 'e2e' })
+    expect(viaGateway.status, viaGateway.body).toBe(201)
     expect(JSON.parse(viaGateway.body)).toMatchObject({
-      query: 'e2e',
+      amount: 5,
       sub: 'spiffe://example.org/agents/demo/quickstart',
-      path: ['spiffe://example.org/svc/gateway'],
+      path: ['spiffe://example.org/svc/gateway', 'spiffe://example.org/svc/fraud-check'],
     })
     const gatewayPid = childrenOf(qs.pid!).find((p) => / gateway run /.test(cmdline(p)))
     expect(gatewayPid, `no gateway child of the quickstart:\n${out}`).toBeDefined()
@@ -281,7 +305,8 @@ describe('quickstart (scripts/quickstart.sh, kept running)', () => {
     expect(gatewayPid2).not.toBe(gatewayPid)
     await waitFor(
       'a tool call through the restarted gateway',
-      async () => (await httpsGetMtls(`${gatewayUrl!}/tools/search/search?q=again`, demoAgentTls).catch(() => ({ status: 0 }))).status === 200,
+      async () =>
+        (await httpsPostMtls(`${gatewayUrl!}/tools/fraud-check/check`, demoAgentTls, { amount: 6, to: 'again' }).catch(() => ({ status: 0 }))).status === 201,
       { timeoutMs: 90_000, hint: () => out },
     )
 

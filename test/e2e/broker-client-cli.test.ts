@@ -143,7 +143,7 @@ describe('warrant token exchange|renew|delegate|introspect|revoke against a real
     expect(d).toMatchObject({ token_type: 'DPoP', sub: A, scope: 'read', act: { sub: B } })
     const again = await warrant(['token', 'exchange', '--spiffe-id', B, '--grant', g.grant as string, '--key-file', join(tmp.dir, 'b2.json')], { env })
     expect(again.code).toBe(1)
-    expect(again.stderr).toContain('ERR_GRANT_INVALID')
+    expect(again.stderr).toContain('ERR_TOKEN_REQUEST_INVALID')
     const wider = await warrant(['token', 'delegate', '--key-file', keyB, '--spiffe-id', B, '--to', A, '--scope', 'write'], { env })
     expect(wider.code).toBe(1)
   }, 60_000)
@@ -163,7 +163,7 @@ describe('warrant token exchange|renew|delegate|introspect|revoke against a real
     expect(r).toMatchObject({ scope: 'read', sub: A })
     const other = await warrant(['token', 'renew', '--token', r.access_token as string, '--spiffe-id', B], { env })
     expect(other.code).toBe(1)
-    expect(other.stderr).toContain('ERR_GRANT_INVALID')
+    expect(other.stderr).toContain('ERR_TOKEN_REQUEST_INVALID')
   }, 60_000)
 
   it("exchange --jwt-svid: the caller's JWT-SVID from the Workload API as the RFC 8693 subject token", async () => {

@@ -103,7 +103,7 @@ describe('actor_token: the actor presents the grant naming it and a token of its
     const own = (await ok(await token(B, { grant_type: 'client_credentials', task_id: t.taskId }, bKey))).access_token as string
     const grant = await grantFor(A, root, aKey, B)
     // The same token under another proof key is refused (the actor must hold it), and that changes nothing.
-    await refusedClean(token(B, redeem(grant, own, AT), await newKey()), 'invalid_grant', grant)
+    await refusedClean(token(B, redeem(grant, own, AT), await newKey()), 'invalid_request', grant)
     const r = await ok(await token(B, redeem(grant, own, AT), bKey))
     expect(decodeJwt(r.access_token as string)).toMatchObject({ sub: A, act: { sub: B }, cnf: { jkt: await jktOf(bKey) } })
     // Its typ tells a broker token apart under the generic jwt type too.
@@ -120,7 +120,7 @@ describe('actor_token: the actor presents the grant naming it and a token of its
     const toC = (await ok(await token(C, redeem(await grantFor(B, toB, bKey, C), await jwtSvid(C)), cKey))).access_token as string
     expect(decodeJwt(toC)).toMatchObject({ sub: A, act: { sub: C, act: { sub: B } } })
     expect(w.svc.store.getToken(decodeJwt(toC).jti!)).toMatchObject({ actors: [C, B], depth: 2, rootJti: decodeJwt(root).jti })
-    await refusedClean(token(C, { grant_type: TOKEN_EXCHANGE, subject_token: toC, subject_token_type: AT, may_act: D }, cKey), 'invalid_grant')
+    await refusedClean(token(C, { grant_type: TOKEN_EXCHANGE, subject_token: toC, subject_token_type: AT, may_act: D }, cKey), 'invalid_request')
   })
 })
 
@@ -157,29 +157,29 @@ describe('actor_token refusals: the RFC 6749 error, and nothing changes', () => 
     await refusedClean(token(B, redeem(grant, bSvid, 'urn:example:token-type:unknown'), bKey), 'invalid_request', grant)
   })
 
-  it('an actor token of someone other than the client: invalid_grant', async () => {
-    await refusedClean(token(B, redeem(grant, await jwtSvid(C)), bKey), 'invalid_grant', grant)
+  it('an actor token of someone other than the client: invalid_request (RFC 8693 §2.2.2)', async () => {
+    await refusedClean(token(B, redeem(grant, await jwtSvid(C)), bKey), 'invalid_request', grant)
   })
 
-  it('an actor JWT-SVID for another audience, expired, or garbage: invalid_grant', async () => {
-    await refusedClean(token(B, redeem(grant, await jwtSvid(B, ['https://elsewhere.example'])), bKey), 'invalid_grant', grant)
-    await refusedClean(token(B, redeem(grant, await jwtSvid(B, undefined, { ttlSec: 10, iatOffsetSec: -120 })), bKey), 'invalid_grant', grant)
-    await refusedClean(token(B, redeem(grant, 'not-a-jwt'), bKey), 'invalid_grant', grant)
+  it('an actor JWT-SVID for another audience, expired, or garbage: invalid_request (RFC 8693 §2.2.2)', async () => {
+    await refusedClean(token(B, redeem(grant, await jwtSvid(B, ['https://elsewhere.example'])), bKey), 'invalid_request', grant)
+    await refusedClean(token(B, redeem(grant, await jwtSvid(B, undefined, { ttlSec: 10, iatOffsetSec: -120 })), bKey), 'invalid_request', grant)
+    await refusedClean(token(B, redeem(grant, 'not-a-jwt'), bKey), 'invalid_request', grant)
   })
 
-  it('an actor the grant does not name (may_act), with its own valid actor token: invalid_grant', async () => {
-    await refusedClean(token(C, redeem(grant, await jwtSvid(C)), await newKey()), 'invalid_grant', grant)
+  it('an actor the grant does not name (may_act), with its own valid actor token: invalid_request (RFC 8693 §2.2.2)', async () => {
+    await refusedClean(token(C, redeem(grant, await jwtSvid(C)), await newKey()), 'invalid_request', grant)
   })
 
-  it('an actor no longer under may_delegate_to when the grant is redeemed: invalid_grant', async () => {
+  it('an actor no longer under may_delegate_to when the grant is redeemed: invalid_request (RFC 8693 §2.2.2)', async () => {
     w.setBounds({ ...BOUNDS, '/agents': { ...BOUNDS['/agents'], may_delegate_to: ['spiffe://example.org/agents/c'] } })
-    await refusedClean(token(B, redeem(grant, bSvid), bKey), 'invalid_grant', grant)
+    await refusedClean(token(B, redeem(grant, bSvid), bKey), 'invalid_request', grant)
     w.setBounds()
   })
 
-  it('a depth cap lowered below the hop when the grant is redeemed: invalid_grant', async () => {
+  it('a depth cap lowered below the hop when the grant is redeemed: invalid_request (RFC 8693 §2.2.2)', async () => {
     w.setBounds({ ...BOUNDS, '/agents': { ...BOUNDS['/agents'], max_delegation_depth: 0 } })
-    await refusedClean(token(B, redeem(grant, bSvid), bKey), 'invalid_grant', grant)
+    await refusedClean(token(B, redeem(grant, bSvid), bKey), 'invalid_request', grant)
     w.setBounds()
   })
 
@@ -191,22 +191,22 @@ describe('actor_token refusals: the RFC 6749 error, and nothing changes', () => 
     await refusedClean(token(B, redeem(grant, bSvid, JWT, { resource: 'https://other.example.org' }), bKey), 'invalid_target', grant)
   })
 
-  it('an access token (not a may_act grant) as subject_token with actor_token: invalid_grant, never a renewal', async () => {
+  it('an access token (not a may_act grant) as subject_token with actor_token: invalid_request (RFC 8693 §2.2.2), never a renewal', async () => {
     const root = await rootToken(aKey)
     await refusedClean(
       token(B, { grant_type: TOKEN_EXCHANGE, subject_token: root, subject_token_type: AT, actor_token: bSvid, actor_token_type: JWT }, bKey),
-      'invalid_grant',
+      'invalid_request',
       grant,
     )
     // Even its own holder, with its key: an actor_token asks for delegation, which only a grant gives.
     await refusedClean(
       token(A, { grant_type: TOKEN_EXCHANGE, subject_token: root, subject_token_type: AT, actor_token: await jwtSvid(A), actor_token_type: JWT }, aKey),
-      'invalid_grant',
+      'invalid_request',
       grant,
     )
   })
 
-  it('a JWT-SVID as subject_token with actor_token: invalid_grant', async () => {
+  it('a JWT-SVID as subject_token with actor_token: invalid_request (RFC 8693 §2.2.2)', async () => {
     const t = await w.svc.createTask({ taskId: `svid${++taskN}`, agent: B, scopes: ['read'], resources: [API], ttlSeconds: 600, maxRenewals: 0 }, 'admin')
     await refusedClean(
       token(
@@ -214,7 +214,7 @@ describe('actor_token refusals: the RFC 6749 error, and nothing changes', () => 
         { grant_type: TOKEN_EXCHANGE, subject_token: bSvid, subject_token_type: JWT_SVID, actor_token: bSvid, actor_token_type: JWT, task_id: t.taskId },
         bKey,
       ),
-      'invalid_grant',
+      'invalid_request',
       grant,
     )
     // Without the actor token, the same exchange is B's own token.

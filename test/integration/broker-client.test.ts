@@ -178,10 +178,10 @@ describe('broker client against the real broker', () => {
     const again = await a.renew(renewed)
     expect(again.scopes).toEqual(['read'])
     // a token is renewed once; its successor carries on
-    await expect(a.renew(renewed)).rejects.toMatchObject({ code: 'ERR_GRANT_INVALID' })
+    await expect(a.renew(renewed)).rejects.toMatchObject({ code: 'ERR_TOKEN_REQUEST_INVALID' })
     // another client (another key) cannot renew A's token
     const c = await newClient(C)
-    await expect(c.renew(again)).rejects.toMatchObject({ code: 'ERR_GRANT_INVALID' })
+    await expect(c.renew(again)).rejects.toMatchObject({ code: 'ERR_TOKEN_REQUEST_INVALID' })
     expect((await a.fetchWithToken(`${rsUrl}/write`, { method: 'POST' }, again)).status).toBe(403)
   })
 
@@ -208,12 +208,12 @@ describe('broker client against the real broker', () => {
     expect(grant.issuedTokenType).toBe('urn:ietf:params:oauth:token-type:jwt')
     // only the named sub-agent can redeem it
     const c = await newClient(C)
-    await expect(c.redeemGrant(grant.value)).rejects.toMatchObject({ code: 'ERR_GRANT_INVALID' })
+    await expect(c.redeemGrant(grant.value)).rejects.toMatchObject({ code: 'ERR_TOKEN_REQUEST_INVALID' })
     delegated = await b.redeemGrant(grant.value)
     expect(delegated.scopes).toEqual(['read'])
     expect(claimsOf(delegated)).toMatchObject({ sub: A, client_id: B, act: { sub: B }, cnf: { jkt: b.dpopKey.thumbprint } })
     expect(delegated.expiresAt).toBeLessThanOrEqual(token.expiresAt + 1000)
-    await expect(b.redeemGrant(grant.value)).rejects.toMatchObject({ code: 'ERR_GRANT_INVALID' })
+    await expect(b.redeemGrant(grant.value)).rejects.toMatchObject({ code: 'ERR_TOKEN_REQUEST_INVALID' })
     const res = await b.fetchWithToken(`${rsUrl}/read`, {}, delegated)
     expect(await res.json()).toEqual({ sub: A, scope: 'read', binding: 'dpop', act: { sub: B } })
     expect((await b.fetchWithToken(`${rsUrl}/write`, { method: 'POST' }, delegated)).status).toBe(403)
@@ -224,7 +224,7 @@ describe('broker client against the real broker', () => {
     await expect(a.delegate(readOnly, { to: B, scopes: ['read', 'write'] })).rejects.toMatchObject({ code: 'ERR_SCOPE_INVALID' })
     const grant = await a.delegate(readOnly, { to: B })
     await expect(b.redeemGrant(grant, { scopes: ['write'] })).rejects.toMatchObject({ code: 'ERR_SCOPE_INVALID' })
-    await expect(a.delegate(readOnly, { to: RS })).rejects.toMatchObject({ code: 'ERR_GRANT_INVALID', details: { oauth_error: 'invalid_grant' } })
+    await expect(a.delegate(readOnly, { to: RS })).rejects.toMatchObject({ code: 'ERR_TOKEN_REQUEST_INVALID', details: { oauth_error: 'invalid_request' } })
   })
 
   it('introspection (by an allowed resource server) and revocation, which ends the delegated token too', async () => {
@@ -235,7 +235,7 @@ describe('broker client against the real broker', () => {
     await a.revoke(token)
     expect(await rs.introspect(token)).toEqual({ active: false })
     expect(await rs.introspect(delegated)).toEqual({ active: false })
-    await expect(a.renew(token)).rejects.toMatchObject({ code: 'ERR_GRANT_INVALID' })
+    await expect(a.renew(token)).rejects.toMatchObject({ code: 'ERR_TOKEN_REQUEST_INVALID' })
     // RFC 7009: revoking an unknown token succeeds
     await a.revoke('not-a-token')
   })

@@ -53,7 +53,7 @@ describe('a two-hop chain', () => {
     expect(decodeJwt(toC)).toMatchObject({ sub: A, act: { sub: C, act: { sub: B } }, scope: 'read' })
     const before = w.svc.store.countTokens()
     const r = await w.post('/token', C, { grant_type: TOKEN_EXCHANGE, subject_token: toC, subject_token_type: AT, may_act: D }, cKey)
-    expect({ status: r.status, error: r.json().error }).toEqual({ status: 400, error: 'invalid_grant' })
+    expect({ status: r.status, error: r.json().error }).toEqual({ status: 400, error: 'invalid_request' })
     expect(w.svc.store.countTokens()).toBe(before)
   })
 
@@ -139,7 +139,7 @@ describe('revocation', () => {
     for (const t of [root, toB2]) expect(await introspect(t)).toEqual({ active: false })
     // And nothing can be derived from a revoked chain any more.
     const r = await w.post('/token', B, { grant_type: TOKEN_EXCHANGE, subject_token: toB2, subject_token_type: AT }, bKey)
-    expect({ status: r.status, error: r.json().error }).toEqual({ status: 400, error: 'invalid_grant' })
+    expect({ status: r.status, error: r.json().error }).toEqual({ status: 400, error: 'invalid_request' })
   })
 
   it('a revoked grant cannot be redeemed', async () => {
@@ -149,7 +149,7 @@ describe('revocation', () => {
     expect((await w.post('/revoke', A, { token: root })).status).toBe(200)
     const before = w.svc.store.countTokens()
     const r = await w.post('/token', B, redeem(grant, await w.jwtSvid(B)), bKey)
-    expect({ status: r.status, error: r.json().error }).toEqual({ status: 400, error: 'invalid_grant' })
+    expect({ status: r.status, error: r.json().error }).toEqual({ status: 400, error: 'invalid_request' })
     expect(w.svc.store.countTokens()).toBe(before)
   })
 })

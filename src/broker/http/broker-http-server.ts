@@ -269,8 +269,10 @@ export async function startBrokerHttpServer(o: BrokerHttpOptions): Promise<Broke
 
   app.post(`${endpoints.basePath}/token`, async (req, reply) => {
     let spiffeId: string | undefined
+    let grantType: string | undefined
     try {
       const form = formOf(req)
+      grantType = single(form, 'grant_type')
       // RFC 9449 §4.3 check 1: at most one DPoP header (Node joins repeated ones with ", "; a JWS has no comma).
       const dpopHeader = req.headers.dpop
       const proofCount = req.raw.rawHeaders.filter((_, i) => i % 2 === 0 && req.raw.rawHeaders[i]!.toLowerCase() === 'dpop').length
@@ -320,7 +322,7 @@ export async function startBrokerHttpServer(o: BrokerHttpOptions): Promise<Broke
       return withNonce(noStore(reply)).type('application/json').send(res)
     } catch (err) {
       withNonce(reply)
-      return replyIntentError(reply, err, { log, endpoint: 'token', spiffeId, realm })
+      return replyIntentError(reply, err, { log, endpoint: 'token', spiffeId, realm, grantType })
     }
   })
 

@@ -9,6 +9,7 @@
 import type { FastifyReply } from 'fastify'
 import { isIdentityError } from '../../errors/identity-error.js'
 import { oauthWireError } from '../../errors/oauth.js'
+import { GRANT_TYPE } from '../../tokens/claims.js'
 import { F, type Logger } from '../../common/log/logger.js'
 
 /** Codes whose message describes the caller's own malformed input and may be returned. */
@@ -21,6 +22,8 @@ export function noStore(reply: FastifyReply): FastifyReply {
 export interface ErrorContext {
   log: Logger
   endpoint: string
+  /** The request's `grant_type` on the token endpoint, when known. */
+  grantType?: string | undefined
   spiffeId?: string | undefined
   /** The realm for `WWW-Authenticate` on 401 (the issuer). */
   realm: string
@@ -39,7 +42,10 @@ export function replyOAuthError(reply: FastifyReply, err: unknown, ctx: ErrorCon
   }
   if (wire.status >= 500) ctx.log.error(fields, 'Broker request failed')
   else ctx.log.info(fields, 'Broker request refused')
-  const body: Record<string, string> = { error: wire.error }
+  // RFC 8693 §2.2.2: a token exchange whose subject or actor token is invalid, or unacceptable by policy, MUST be
+  // answered invalid_request (the log keeps the precise code); every other grant keeps invalid_grant.
+  const error = wire.error === 'invalid_grant' && ctx.grantType === GRANT_TYPE.tokenExchange ? 'invalid_request' : wire.error
+  const body: Record<string, string> = { error }
   if (code !== undefined && DESCRIBED.has(code) && isIdentityError(err)) body.error_description = err.message.slice(0, 200)
   noStore(reply).code(wire.status)
   if (wire.status === 401) {

@@ -168,6 +168,11 @@ class Supervised {
     return this.child.exitCode === null && this.child.signalCode === null
   }
 
+  /** How the current process ended (`code 1`, `SIGKILL`), for messages. */
+  get exitStatus(): string {
+    return this.child.signalCode ?? `code ${this.child.exitCode}`
+  }
+
   /** Stops the process (SIGTERM; SIGKILL after STOP_GRACE_MS) and any pending restart. */
   async stop(): Promise<void> {
     clearTimeout(this.#timer)
@@ -291,10 +296,11 @@ async function main(): Promise<void> {
     for (const c of children.reverse()) await c.stop()
     await swtpm?.stop()
   }
-  // A quickstart that fails (or is ended otherwise) leaves no process behind to hold its ports and sockets.
+  // A quickstart that fails (or is ended otherwise) leaves no process behind to hold its ports and sockets (swtpm included).
   process.on('exit', () => {
     stopping = true
     for (const c of children) if (c.running) c.child.kill('SIGTERM')
+    swtpm?.kill()
   })
   process.once('SIGINT', () => void shutdown().then(() => process.exit(0)))
   process.once('SIGTERM', () => void shutdown().then(() => process.exit(0)))
@@ -380,6 +386,8 @@ async function main(): Promise<void> {
     waitFor(
       'the server',
       async () => {
+        // at the first start, a server that exits is misconfigured: say so now, not after the restarts and the timeout
+        if (onTimeout === undefined && !server.running) fail(`the server exited during start-up (${server.exitStatus}); see ${server.logFile}`)
         if (!server.running || !existsSync(addrFile) || !existsSync(adminSocket)) return undefined
         return (await healthy(adminSocket)) ? readFileSync(addrFile, 'utf8').trim() : undefined
       },
@@ -428,6 +436,7 @@ async function main(): Promise<void> {
   await waitFor(
     'the agent',
     async () => {
+      if (!agent.running) fail(`the agent exited during start-up (${agent.exitStatus}); see ${agent.logFile}`)
       if (!existsSync(workloadSocket)) return undefined
       return (await healthy(workloadSocket)) ? true : undefined
     },

@@ -21,6 +21,8 @@ export interface SwtpmInstance {
   /** TCTI string for tpm2-tools: `swtpm:host=127.0.0.1,port=<port>`. */
   tcti: string
   stop(): Promise<void>
+  /** SIGTERM now, without waiting (for a process `exit` handler, where nothing asynchronous runs). */
+  kill(): void
 }
 
 function tryListen(port: number): Promise<number | undefined> {
@@ -163,5 +165,8 @@ export async function startSwtpm(opts: { dir: string; withEkCert?: boolean; reus
     transportUri: `swtpm:127.0.0.1:${port}`,
     tcti: `swtpm:host=127.0.0.1,port=${port}`,
     stop,
+    kill: () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM')
+    },
   }
 }

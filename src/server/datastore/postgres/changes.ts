@@ -1,10 +1,11 @@
 /**
  * The PostgreSQL datastore's change feed. Writing: each operation records
  * which records it changes (entries, a node's standing, bundles,
- * revocations, and the kv namespaces other servers must follow); just before
- * its COMMIT, the transaction numbers them from the one-row `change_counter`
- * (whose row lock orders those commits, so sequence numbers are gapless and
- * commit-ordered), appends them to `changes` and NOTIFYs `warrant_changes`
+ * revocations, and the kv namespaces other servers must follow); in the same
+ * round trip as its COMMIT, the transaction numbers them from the one-row
+ * `change_counter` (whose row lock orders those commits, so sequence numbers
+ * are gapless and commit-ordered; it is held only while PostgreSQL runs that
+ * last query), appends them to `changes` and NOTIFYs `warrant_changes`
  * (delivered at the commit). Reading: a listener on its own connection
  * LISTENs, and on each notification reads the rows after the last seq it
  * delivered. After a lost connection it reconnects with backoff and catches
@@ -42,9 +43,20 @@ export const CHANGE_CHANNEL = 'warrant_changes'
 const BATCH = 1000
 const HEARTBEAT_MS = 30_000
 
-/** Appends the changes of a transaction about to commit (on its connection); one statement. */
-export async function flushChanges(client: pg.PoolClient, changes: readonly ChangeRecord[], now: number): Promise<void> {
-  if (changes.length === 0) return
+/**
+ * Commits a transaction with its changes: the changes are numbered from the `change_counter` row, appended to
+ * `changes` and NOTIFYed, and the transaction commits, in one round trip (one simple query of two statements,
+ * the values inlined as escaped literals). The counter's row lock, which orders the commits that carry changes,
+ * is so held only while PostgreSQL runs that query, never across a round trip to this process. A failure of the
+ * first statement skips the COMMIT (the caller rolls back). Throws when PostgreSQL answers the COMMIT with a
+ * ROLLBACK (the transaction had failed).
+ */
+export async function commitWithChanges(client: pg.PoolClient, changes: readonly ChangeRecord[], now: number): Promise<void> {
+  if (changes.length === 0) {
+    const r = await client.query('COMMIT')
+    if (r.command !== 'COMMIT') throw new RolledBack()
+    return
+  }
   // One record per changed record (the last operation on it), in the order of those last operations.
   const last = new Map<string, ChangeRecord>()
   for (const c of changes) {
@@ -53,18 +65,51 @@ export async function flushChanges(client: pg.PoolClient, changes: readonly Chan
     last.set(k, c)
   }
   const list = [...last.values()]
-  const r = await client.query<{ n: number }>(
-    `WITH c AS (UPDATE change_counter SET last = last + $1 WHERE id = 1 RETURNING last),
+  if (!Number.isSafeInteger(now)) throw new TypeError('commitWithChanges: now must be an integer')
+  const lit = (v: string): string => client.escapeLiteral(v)
+  const values = list.map((c, i) => `(${i + 1}, ${lit(c.kind)}, ${lit(c.key)}, ${lit(c.op)})`).join(', ')
+  const n = list.length
+  // A missing counter row inserts nothing: the cast then fails the statement (its text is in the error), so the
+  // COMMIT after it does not run; a change the feed would not carry is never committed.
+  const flush = `WITH c AS (UPDATE change_counter SET last = last + ${n} WHERE id = 1 RETURNING last),
       ins AS (
         INSERT INTO changes (seq, kind, key, op, at)
-        SELECT c.last - $1 + u.ord, u.kind, u.key, u.op, $5
-        FROM c, unnest($2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS u(kind, key, op, ord)
+        SELECT c.last - ${n} + u.ord, u.kind, u.key, u.op, ${now}
+        FROM c, (VALUES ${values}) AS u(ord, kind, key, op)
         RETURNING seq)
-    SELECT pg_notify('${CHANGE_CHANNEL}', MAX(seq)::text), COUNT(*)::int AS n FROM ins`,
-    [list.length, list.map((c) => c.kind), list.map((c) => c.key), list.map((c) => c.op), now],
-  )
-  // Never commit a change the feed would not carry.
-  if (r.rows[0]?.n !== list.length) throw new Error('the change log counter row is missing')
+    SELECT pg_notify('${CHANGE_CHANNEL}', MAX(seq)::text),
+      CASE WHEN COUNT(*) = ${n} THEN COUNT(*) ELSE ('the change log counter row is missing: ' || COUNT(*))::int END AS n FROM ins`
+  const results = (await client.query(`${flush}; COMMIT`)) as unknown as pg.QueryResult[]
+  if (results[1]?.command !== 'COMMIT') throw new RolledBack()
+}
+
+/** PostgreSQL answered COMMIT with ROLLBACK: the transaction had failed, nothing was committed. */
+export class RolledBack extends Error {
+  constructor() {
+    super('PostgreSQL rolled the transaction back')
+    this.name = 'RolledBack'
+  }
+}
+
+/**
+ * The change log inside one statement that commits on its own (an `alone` operation, `Exec.alone`): `ctes` number
+ * one change of record `key` (a parameter reference) from the counter row when CTE `when` (at most one row)
+ * has a row, and append it; `check` (a select-list expression evaluated once: the number logged) NOTIFYs it and
+ * fails the statement when the counter row is missing. The row lock is taken in the statement and released by its own commit, so the
+ * sequence stays gapless and commit-ordered as with `commitWithChanges`.
+ */
+export function changeLogSql(o: { kind: DataStoreChangeKind; key: string; op: 'put' | 'delete'; at: string; when: string }): {
+  ctes: string
+  check: string
+} {
+  const known: readonly string[] = ['entry', 'node', 'bundle', 'revocation', ...Object.values(KV_CHANGE_KINDS)]
+  if (!known.includes(o.kind) || (o.op !== 'put' && o.op !== 'delete')) throw new TypeError(`changeLogSql: unknown change ${o.kind} ${o.op}`)
+  return {
+    ctes: `_log_c AS (UPDATE change_counter SET last = last + 1 WHERE id = 1 AND EXISTS (SELECT 1 FROM ${o.when}) RETURNING last),
+      _log AS (INSERT INTO changes (seq, kind, key, op, at) SELECT _log_c.last, '${o.kind}', ${o.key}, '${o.op}', ${o.at} FROM _log_c RETURNING seq)`,
+    check: `(SELECT CASE WHEN COUNT(*) = (SELECT COUNT(*) FROM ${o.when}) THEN COUNT(*) ELSE ('the change log counter row is missing: ' || COUNT(*))::int END
+      FROM _log, LATERAL (SELECT pg_notify('${CHANGE_CHANNEL}', _log.seq::text)) _notified)`,
+  }
 }
 
 /** Deletes the changes older than `before` (epoch ms); returns how many. */
@@ -76,6 +121,16 @@ export async function pruneChanges(pool: pg.Pool, before: number): Promise<numbe
     [before],
   )
   return r.rows[0]?.n ?? 0
+}
+
+interface CatchUpRow {
+  last: number
+  pruned_through: number
+  seq: number | null
+  kind: DataStoreChangeKind | null
+  key: string | null
+  op: 'put' | 'delete' | null
+  at: number | null
 }
 
 interface ChangeRow {
@@ -133,7 +188,11 @@ export class ChangeListener implements ChangeFeed {
     const client = this.#o.newClient()
     client.on('error', (err) => this.#lost(client, err))
     client.on('end', () => this.#lost(client, new Error('Connection terminated')))
-    client.on('notification', () => this.#kick())
+    // The payload is the highest seq the commit carried: one this listener has delivered already needs no catch-up.
+    client.on('notification', (n) => {
+      const seq = Number(n.payload)
+      if (!(Number.isSafeInteger(seq) && seq <= this.#seq)) this.#kick()
+    })
     try {
       await client.connect()
       await client.query(`LISTEN ${CHANGE_CHANNEL}`)
@@ -215,13 +274,19 @@ export class ChangeListener implements ChangeFeed {
       if (client === undefined || this.#closed) return
       let rows: ChangeRow[]
       try {
-        const counter = (await client.query<{ last: number; pruned_through: number }>('SELECT last, pruned_through FROM change_counter WHERE id = 1')).rows[0]
+        // The head and the rows after our seq in one query (a row of nulls when there is none after it).
+        const r = (
+          await client.query<CatchUpRow>({
+            name: 'warrant_catch_up',
+            text: `SELECT k.last, k.pruned_through, c.seq, c.kind, c.key, c.op, c.at FROM change_counter k
+            LEFT JOIN LATERAL (SELECT seq, kind, key, op, at FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2) c ON true WHERE k.id = 1 ORDER BY c.seq`,
+            values: [this.#seq, BATCH],
+          })
+        ).rows
+        const counter = r[0]
         const head = counter?.last ?? 0
         if (head === this.#seq) return
-        rows =
-          head < this.#seq
-            ? []
-            : (await client.query<ChangeRow>('SELECT seq, kind, key, op, at FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2', [this.#seq, BATCH])).rows
+        rows = head < this.#seq ? [] : (r.filter((x) => x.seq !== null) as ChangeRow[])
         // Sequence numbers have no gaps: a missing one was pruned (or the database is not the one the seq came from).
         // The subscriber reloads, then follows from the head.
         if (head < this.#seq || this.#seq < (counter?.pruned_through ?? 0) || rows[0]?.seq !== this.#seq + 1) {

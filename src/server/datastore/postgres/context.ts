@@ -18,6 +18,12 @@ export interface Exec {
   /** Records a change for the change feed, committed with the operation's writes (call it before the statements). */
   change(c: ChangeRecord): void
   readonly clock: Clock
+  /**
+   * The operation (declared `alone`) runs by itself outside any transaction: its one statement commits on its
+   * own, so it writes its change-log rows in that statement (`changeLogCte`) instead of calling `change`. False
+   * inside a transaction, where it records its changes with `change` as any other write.
+   */
+  readonly alone: boolean
 }
 
 export interface OpSpec {
@@ -35,6 +41,17 @@ export interface OpSpec {
    * retried even when a lost connection leaves unknown whether it committed.
    */
   idempotent?: boolean
+  /**
+   * Outside a transaction it runs as exactly one statement that commits on its own and carries its own
+   * change-log rows (`Exec.alone`); inside one, it is an ordinary write (a savepoint, `change`).
+   */
+  alone?: boolean
+  /**
+   * Its statements are fixed texts: each is prepared once per connection (named by a hash of its text) and its
+   * plan reused, instead of parsed and planned at every call. Only for a bounded set of texts (no SQL built from
+   * the arguments).
+   */
+  prepare?: boolean
 }
 
 export interface Op<A extends unknown[] = never[], R = unknown> {

@@ -5,7 +5,7 @@ import { configError } from '../../../common/config/issues.js'
 import { F, type Logger, nullLogger } from '../../../common/log/logger.js'
 import { IdentityError } from '../../../errors/index.js'
 import type { ChangeFeed, ChangeFeedEvent, DataStore } from '../types.js'
-import { ChangeListener, flushChanges, pruneChanges } from './changes.js'
+import { ChangeListener, commitWithChanges, pruneChanges } from './changes.js'
 import { checkConnectionString, type ConnectionTarget } from './connection.js'
 import { datastoreError, isConnectionError, reasonOf, sqlState } from './errors.js'
 import { MIGRATIONS, type Migration } from './migrations.js'
@@ -197,7 +197,7 @@ export async function openPostgresDataStore(opts: PostgresDataStoreOptions): Pro
     pool,
     clock,
     ops,
-    flushChanges: (client, changes) => flushChanges(client, changes, clock.now()),
+    commit: (client, changes) => commitWithChanges(client, changes, clock.now()),
     rootExtras: ({ guard, detach }) => ({
       changes: async (o: { fromSeq?: number }, onEvent: (event: ChangeFeedEvent) => void | Promise<void>): Promise<ChangeFeed> => {
         guard()

@@ -22,12 +22,13 @@
  *   enabled only while a transaction is open.
  */
 import { AsyncLocalStorage } from 'node:async_hooks'
+import { createHash } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type pg from 'pg'
 import type { Clock } from '../../../common/clock.js'
 import { IdentityError } from '../../../errors/index.js'
 import type { DataStore } from '../types.js'
-import type { ChangeRecord } from './changes.js'
+import { RolledBack, type ChangeRecord } from './changes.js'
 import type { Exec, Op } from './context.js'
 import { closedError, datastoreError, isConnectionError, isRetryableConflict, passThrough, unavailableError } from './errors.js'
 import { Mutex, RwLock } from './locks.js'
@@ -88,13 +89,31 @@ function checkParams(params: readonly unknown[] | undefined): void {
   if (params.some(bad)) throw new IdentityError('ERR_INVALID_ARGUMENT', 'datastore: text must not contain NUL characters')
 }
 
+/** Names of prepared statements by their text (the fixed texts of `prepare` operations, so the map stays small). */
+const statementNames = new Map<string, string>()
+
+/** The statement to send: named (prepared once per connection, its plan reused) for a `prepare` operation. */
+function statement(sql: string, params: readonly unknown[] | undefined, prepare: boolean): pg.QueryConfig {
+  if (!prepare) return { text: sql, values: params as unknown[] }
+  let name = statementNames.get(sql)
+  if (name === undefined) {
+    name = `warrant_${createHash('sha256').update(sql).digest('hex').slice(0, 24)}`
+    statementNames.set(sql, name)
+  }
+  return { name, text: sql, values: params as unknown[] }
+}
+
 interface ExecHooks {
-  query: (sql: string, params: readonly unknown[] | undefined) => Promise<pg.QueryResult>
+  query: (q: pg.QueryConfig) => Promise<pg.QueryResult>
+  /** OpSpec.prepare */
+  prepare?: boolean
   /** Runs before each statement (a lazy BEGIN). */
   before?: () => Promise<void>
   changes: ChangeRecord[] | undefined
   /** A statement failed. */
   onFail?: () => void
+  /** Exec.alone */
+  alone?: boolean
 }
 
 function makeExec(clock: Clock, h: ExecHooks): Exec {
@@ -102,7 +121,7 @@ function makeExec(clock: Clock, h: ExecHooks): Exec {
     checkParams(params)
     if (h.before !== undefined) await h.before()
     try {
-      return await h.query(sql, params)
+      return await h.query(statement(sql, params, h.prepare === true))
     } catch (err) {
       h.onFail?.()
       throw err
@@ -116,6 +135,7 @@ function makeExec(clock: Clock, h: ExecHooks): Exec {
       if (h.changes === undefined) throw new TypeError('datastore: a read operation recorded a change')
       h.changes.push(c)
     },
+    alone: h.alone === true,
   }
 }
 
@@ -123,8 +143,11 @@ export interface RunnerOptions {
   pool: pg.Pool
   clock: Clock
   ops: StoreOps
-  /** Writes the changes of a transaction, just before its COMMIT (on the transaction's connection). */
-  flushChanges: (client: pg.PoolClient, changes: readonly ChangeRecord[]) => Promise<void>
+  /**
+   * Writes the changes of a transaction and commits it, in one round trip (on the transaction's connection);
+   * throws when it did not commit (a statement failed, or COMMIT answered ROLLBACK).
+   */
+  commit: (client: pg.PoolClient, changes: readonly ChangeRecord[]) => Promise<void>
   /** Extra members of the root store (the change feed): `guard` refuses a closed store and a call from inside tx; `detach` runs outside any transaction's context. */
   rootExtras?: (ctx: { guard: () => void; detach: <T>(fn: () => T) => T }) => Partial<DataStore>
   /** Runs once, when the store closes, after the running transaction (before the pool ends). */
@@ -156,7 +179,7 @@ export function createPostgresRunner(o: RunnerOptions): DataStore {
   async function readAtRoot(op: Op<never[], unknown>, args: never[]): Promise<unknown> {
     for (let attempt = 1; ; attempt++) {
       try {
-        return await op.fn(makeExec(clock, { query: (sql, params) => pool.query(sql, params as unknown[]), changes: undefined }), ...args)
+        return await op.fn(makeExec(clock, { query: (q) => pool.query(q), prepare: op.spec.prepare === true, changes: undefined }), ...args)
       } catch (err) {
         if (passThrough(err)) throw err
         if (attempt < MAX_ATTEMPTS && (isConnectionError(err) || isRetryableConflict(err))) {
@@ -181,13 +204,16 @@ export function createPostgresRunner(o: RunnerOptions): DataStore {
           guard(rootLevel)
           const c = await pool.connect()
           client = c
+          const alone = op.spec.alone === true
           const x = makeExec(clock, {
-            query: (sql, params) => c.query(sql, params as unknown[]),
+            query: (q) => c.query(q),
+            prepare: op.spec.prepare === true,
             changes,
+            alone,
             before: async () => {
               if (begun) return
-              // One statement and nothing for the change log: it commits on its own.
-              if (op.spec.single === true && changes.length === 0) {
+              // One statement and nothing for the change log (or it writes its own): it commits on its own.
+              if ((op.spec.single === true || alone) && changes.length === 0) {
                 if (autocommitSent) throw new TypeError(`datastore: ${op.spec.name} declared one statement but ran more`)
                 autocommitSent = true
                 return
@@ -199,9 +225,8 @@ export function createPostgresRunner(o: RunnerOptions): DataStore {
           const result = await op.fn(x, ...args)
           if (autocommitSent && changes.length > 0) throw new TypeError(`datastore: ${op.spec.name} recorded a change after its statement`)
           if (begun) {
-            await o.flushChanges(c, changes)
             committing = true
-            await c.query('COMMIT')
+            await o.commit(c, changes)
           }
           releaseClient(c)
           return result
@@ -209,7 +234,9 @@ export function createPostgresRunner(o: RunnerOptions): DataStore {
           const lost = isConnectionError(err)
           if (client !== undefined) {
             let destroy = lost
-            if (begun && !committing && !lost) await client.query('ROLLBACK').catch(() => (destroy = true))
+            // After a failed commit query the transaction may still be open (its first statement failed): ROLLBACK
+            // ends it, or only warns when the COMMIT ran.
+            if (begun && !lost) await client.query('ROLLBACK').catch(() => (destroy = true))
             releaseClient(client, destroy)
           }
           if (passThrough(err)) throw err
@@ -243,7 +270,8 @@ export function createPostgresRunner(o: RunnerOptions): DataStore {
       const changes: ChangeRecord[] = []
       let failed = false
       const x = makeExec(clock, {
-        query: (sql, params) => c.query(sql, params as unknown[]),
+        query: (q) => c.query(q),
+        prepare: op.spec.prepare === true,
         changes: op.spec.kind === 'write' ? changes : undefined,
         onFail: () => (failed = true),
       })
@@ -366,20 +394,18 @@ export function createPostgresRunner(o: RunnerOptions): DataStore {
       ;(level.parent as Level).changes.push(...level.changes)
       return
     }
-    let committing = false
     try {
-      await o.flushChanges(c, level.changes)
-      committing = true
-      const r = await c.query('COMMIT')
-      // COMMIT of an aborted transaction answers ROLLBACK instead of failing.
-      if (r.command !== 'COMMIT') throw new IdentityError('ERR_DATASTORE', 'datastore: commit: PostgreSQL rolled the transaction back')
+      await o.commit(c, level.changes)
       releaseClient(c)
     } catch (err) {
       const lost = isConnectionError(err)
       let destroy = lost
-      if (!lost && !committing) await c.query('ROLLBACK').catch(() => (destroy = true))
+      if (!lost) await c.query('ROLLBACK').catch(() => (destroy = true))
       releaseClient(c, destroy)
-      if (lost) throw unavailableError('commit', err, committing)
+      // The commit was sent with the changes: a connection lost now leaves the outcome unknown.
+      if (lost) throw unavailableError('commit', err, true)
+      // COMMIT of an aborted transaction answers ROLLBACK instead of failing.
+      if (err instanceof RolledBack) throw new IdentityError('ERR_DATASTORE', 'datastore: commit: PostgreSQL rolled the transaction back')
       throw datastoreError('commit', err)
     }
   }

@@ -13,6 +13,7 @@ import {
 } from '../../internal/normalize.js'
 import type { EntryStore, RegistrationEntry, Selector } from '../../types.js'
 import { countWhere, op, paged, type Exec, type OpsOf } from '../context.js'
+import { changeLogSql } from '../changes.js'
 import { sqlState } from '../errors.js'
 import { ENTRY_COLUMNS, selectorsJson, toEntry, type EntryRow } from '../rows.js'
 import { entryWhere } from '../where.js'
@@ -34,59 +35,82 @@ async function writeSelectors(x: Exec, id: string, selectors: readonly Selector[
 
 export function entriesStore(): OpsOf<EntryStore> {
   return {
-    create: op({ name: 'create entry', kind: 'write' }, async (x, input) => {
+    create: op({ name: 'create entry', kind: 'write', alone: true, prepare: true }, async (x, input) => {
       checkNewEntry(input)
       const selectors = normalizeSelectors(input.selectors)
       const uniqueKey = entryUniqueKey(input.spiffeId, input.parentId, selectors)
       const id = input.id ?? randomUUID()
       const now = x.clock.now()
-      if ((await x.rows('SELECT 1 FROM entries WHERE id = $1', [id])).length > 0) throw entryExists(id)
+      const params = [
+        id,
+        input.spiffeId,
+        input.parentId,
+        input.x509SvidTtl,
+        input.jwtSvidTtl,
+        input.hint,
+        input.admin,
+        input.downstream,
+        input.expiresAt,
+        now,
+        selectorsJson(selectors),
+        selectors.length,
+        [...input.dnsNames],
+        [...input.federatesWith],
+        uniqueKey,
+        selectors.map((s) => s.type),
+        selectors.map((s) => s.value),
+      ]
+      // The entry and its selector rows in one statement. A duplicate (same SPIFFE ID, parent and selectors) is no
+      // error here; a taken id is (a unique violation; inside a transaction the operation's savepoint keeps the
+      // transaction usable).
+      const insert = `e AS (
+          INSERT INTO entries AS e (id, spiffe_id, parent_id, x509_ttl, jwt_ttl, hint, admin, downstream, expires_at,
+            created_at, updated_at, revision, selectors, selector_count, dns_names, federates_with, unique_key)
+          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, 1, $11, $12, $13, $14, $15)
+          ON CONFLICT (unique_key) DO NOTHING
+          RETURNING ${ENTRY_COLUMNS}),
+        s AS (INSERT INTO entry_selectors (entry_id, type, value) SELECT e.id, u.t, u.v FROM e, unnest($16::text[], $17::text[]) AS u(t, v))`
+      const taken = (err: unknown): never => {
+        throw sqlState(err) === '23505' ? entryExists(id) : err
+      }
+      if (x.alone) {
+        // Outside a transaction: one round trip that also logs the change and commits; when nothing was inserted
+        // it answers why (the id is taken, or the entry that has the same identity).
+        const log = changeLogSql({ kind: 'entry', key: '$1', op: 'put', at: '$10', when: 'e' })
+        const [r] = await x
+          .rows<EntryRow & { logged: number | null; taken_id: boolean; existing: string | null }>(
+            `WITH ${insert}, ${log.ctes}
+            SELECT e.*, ${log.check} AS logged,
+              e.id IS NULL AND EXISTS (SELECT 1 FROM entries WHERE id = $1) AS taken_id,
+              CASE WHEN e.id IS NULL THEN (SELECT id FROM entries WHERE unique_key = $15) END AS existing
+            FROM (SELECT 1) AS one LEFT JOIN e ON true`,
+            params,
+          )
+          .catch(taken)
+        if (r === undefined || r.id === null) {
+          if (r?.taken_id === true && input.id !== undefined) throw entryExists(id)
+          throw entryExists(r?.existing ?? undefined)
+        }
+        return toEntry(r)
+      }
       x.change({ kind: 'entry', key: id, op: 'put' })
-      // A duplicate (same SPIFFE ID, parent and selectors) is no error here, so an enclosing transaction stays usable.
-      const inserted = await x
-        .rows<EntryRow>(
-          `INSERT INTO entries AS e (id, spiffe_id, parent_id, x509_ttl, jwt_ttl, hint, admin, downstream, expires_at,
-          created_at, updated_at, revision, selectors, selector_count, dns_names, federates_with, unique_key)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, 1, $11, $12, $13, $14, $15)
-        ON CONFLICT (unique_key) DO NOTHING
-        RETURNING ${ENTRY_COLUMNS}`,
-          [
-            id,
-            input.spiffeId,
-            input.parentId,
-            input.x509SvidTtl,
-            input.jwtSvidTtl,
-            input.hint,
-            input.admin,
-            input.downstream,
-            input.expiresAt,
-            now,
-            selectorsJson(selectors),
-            selectors.length,
-            [...input.dnsNames],
-            [...input.federatesWith],
-            uniqueKey,
-          ],
-        )
-        .catch((err: unknown) => {
-          // Another server took the id between the check and the insert.
-          throw sqlState(err) === '23505' ? entryExists(id) : err
-        })
+      const inserted = await x.rows<EntryRow>(`WITH ${insert} SELECT * FROM e`, params).catch(taken)
       const row = inserted[0]
       if (row === undefined) {
+        // A taken id is reported as such even when the identity is a duplicate too.
+        if (input.id !== undefined && (await x.rows('SELECT 1 FROM entries WHERE id = $1', [id])).length > 0) throw entryExists(id)
         const [existing] = await x.rows<{ id: string }>('SELECT id FROM entries WHERE unique_key = $1', [uniqueKey])
         throw entryExists(existing?.id)
       }
-      await writeSelectors(x, id, selectors, false)
       return toEntry(row)
     }),
-    get: op({ name: 'get entry', kind: 'read' }, async (x, id) => {
+    get: op({ name: 'get entry', kind: 'read', prepare: true }, async (x, id) => {
       const e = await findEntry(x, id)
       if (e === undefined) throw entryNotFound()
       return e
     }),
-    find: op({ name: 'find entry', kind: 'read' }, async (x, id) => findEntry(x, id)),
-    update: op({ name: 'update entry', kind: 'write' }, async (x, id, patch, options) => {
+    find: op({ name: 'find entry', kind: 'read', prepare: true }, async (x, id) => findEntry(x, id)),
+    update: op({ name: 'update entry', kind: 'write', prepare: true }, async (x, id, patch, options) => {
       if (patch === null || typeof patch !== 'object') throw new TypeError('patch must be an object')
       checkEntryFields(patch, false)
       const old = await findEntry(x, id, true)
@@ -134,7 +158,7 @@ export function entriesStore(): OpsOf<EntryStore> {
       if (patch.selectors !== undefined) await writeSelectors(x, id, selectors, true)
       return toEntry(rows[0] as EntryRow)
     }),
-    delete: op({ name: 'delete entry', kind: 'write', single: true }, async (x, id) => {
+    delete: op({ name: 'delete entry', kind: 'write', single: true, prepare: true }, async (x, id) => {
       x.change({ kind: 'entry', key: id, op: 'delete' })
       const [row] = await x.rows<EntryRow>(`DELETE FROM entries e WHERE e.id = $1 RETURNING ${ENTRY_COLUMNS}`, [id])
       if (row === undefined) throw entryNotFound()

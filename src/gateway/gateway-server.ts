@@ -104,6 +104,17 @@ type Refusal = { status: number; error: string; reason: string; headers?: Record
 
 const PURPOSE_RE = /^[\x20-\x7e]{1,256}$/
 
+/** Where one call's time went, for the debug log (milliseconds per phase, in order; each from the end of the one before). */
+class Phases {
+  readonly all: Record<string, number> = {}
+  #t = performance.now()
+  mark(name: string): void {
+    const t = performance.now()
+    this.all[name] = Math.round((t - this.#t) * 1000) / 1000
+    this.#t = t
+  }
+}
+
 function refusalOf(status: number, error: string, reason: string, headers?: Record<string, string>): Refusal {
   return { status, error, reason, ...(headers ? { headers } : {}) }
 }
@@ -266,6 +277,7 @@ export async function startGatewayServer(o: GatewayServerOptions): Promise<Gatew
   // ---------------------------------------------------------------- one call
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const started = now()
+    const phases = new Phases()
     const target = req.url ?? '/'
     const route = routeOf(target)
     const toolName = route && TOOL_NAME_RE.test(route.name) ? route.name : undefined
@@ -289,6 +301,7 @@ export async function startGatewayServer(o: GatewayServerOptions): Promise<Gatew
     let who: Authenticated
     try {
       who = await authenticate(req, path, tool)
+      phases.mark('authn_ms')
     } catch (err) {
       if (err instanceof ResourceRequestError) {
         const status = err.status === 403 ? 401 : err.status
@@ -317,6 +330,7 @@ export async function startGatewayServer(o: GatewayServerOptions): Promise<Gatew
 
     // policy
     const d = decide(tool, who.caller, o.ceilingFor(SpiffeId.fromString(agentId)))
+    phases.mark('policy_ms')
     if (!d.allow) {
       fields['detail'] = d.detail
       const challenge = tool.mcp === true && d.error === 'insufficient_scope' ? { 'www-authenticate': mcpChallenge(tool, mcp, { error: d.error }) } : undefined
@@ -351,6 +365,7 @@ export async function startGatewayServer(o: GatewayServerOptions): Promise<Gatew
       log.error({ ...fields, [F.ERR]: String(err) }, 'Txn-Token request failed')
       return refused(refusalOf(503, 'temporarily_unavailable', 'txn_token.unavailable'), { ...actor, ...scope }, 'error')
     }
+    phases.mark('txn_token_ms')
     fields[F.JTI] = txn.jti
     fields['txn'] = txn.txn
 
@@ -385,7 +400,8 @@ export async function startGatewayServer(o: GatewayServerOptions): Promise<Gatew
       send(res, refusalOf(503, 'temporarily_unavailable', 'audit_unavailable'))
       return
     }
-    forward(req, res, tool, route.rest, txn.token, fields, started, credential)
+    phases.mark('audit_ms')
+    forward(req, res, tool, route.rest, txn.token, fields, started, phases, credential)
   }
 
   // ---------------------------------------------------------------- forwarding
@@ -397,6 +413,7 @@ export async function startGatewayServer(o: GatewayServerOptions): Promise<Gatew
     token: string,
     fields: Record<string, unknown>,
     started: number,
+    phases: Phases,
     credential?: { header: string; value: string },
   ) => {
     const url = new URL(tool.endpoint + rest)
@@ -442,11 +459,15 @@ export async function startGatewayServer(o: GatewayServerOptions): Promise<Gatew
         return
       }
       done = true
+      phases.mark('tool_headers_ms')
       res.writeHead(up.statusCode ?? 502, agentResponseHeaders(up.headers))
       up.pipe(res)
       up.on('error', () => res.destroy())
       up.on('aborted', () => res.destroy())
-      up.on('end', () => log.debug({ ...fields, status: up.statusCode, [F.DURATION_MS]: now() - started }, 'Gateway call forwarded'))
+      up.on('end', () => {
+        phases.mark('tool_body_ms')
+        log.debug({ ...fields, status: up.statusCode, [F.DURATION_MS]: now() - started, phases: phases.all }, 'Gateway call forwarded')
+      })
     })
     req.on('data', (c: Buffer) => {
       received += c.length

@@ -8,7 +8,7 @@ import type { IncomingHttpHeaders } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import type { AuditEventInput } from '../../../src/audit/event.js'
-import { nullLogger } from '../../../src/common/log/logger.js'
+import { nullLogger, type Logger } from '../../../src/common/log/logger.js'
 import { IdentityError } from '../../../src/errors/identity-error.js'
 import { startGatewayServer, type GatewayServer } from '../../../src/gateway/gateway-server.js'
 import { ToolRegistry } from '../../../src/gateway/registry.js'
@@ -20,6 +20,13 @@ import { bundlesOf, makeCa, makeSvid, pem, type Ca, type Svid } from '../../help
 import { makeRoot, webCredentials } from '../server/federation/pki.js'
 
 const TD = 'gw.test'
+/** What the gateway logged (every level, with its fields). */
+const logged: { level: string; msg: string; fields: Record<string, unknown> }[] = []
+const capturingAt = (bound: Record<string, unknown>): Logger => {
+  const at = (level: string) => (fields: Record<string, unknown>, msg: string) => void logged.push({ level, msg, fields: { ...bound, ...fields } })
+  return { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), child: (f) => capturingAt({ ...bound, ...f }) }
+}
+const capturing = capturingAt({})
 const AGENT = `spiffe://${TD}/agents/a1`
 
 interface Seen {
@@ -229,7 +236,7 @@ describe('gateway server', () => {
           },
         },
         limits: { headerBytes: 16384, bodyBytes: 1024, requestTimeoutMs: 10_000, upstreamTimeoutMs: 5_000, maxConnectionsPerAddress: 100 },
-        log: nullLogger,
+        log: toolCa === undefined ? capturing : nullLogger,
         ...(toolCa !== undefined ? { toolCa } : {}),
       })
     gw = await start()
@@ -286,6 +293,23 @@ describe('gateway server', () => {
       token_id: 'j1',
       attributes: { tool: 'echo', txn: 't1', authn: 'x509-svid' },
     })
+  })
+
+  it("logs where a forwarded call's time went (debug: each phase in order, in ms) and never the Txn-Token", async () => {
+    logged.length = 0
+    const ok = await call(gw.port, '/tools/echo/p', { ca: caPem, svid: svids[AGENT]!, method: 'POST', body: 'x' })
+    expect(ok.status).toBe(201)
+    // logged when the tool's answer ends, which may be just after the agent has it
+    let line = logged.find((l) => l.msg === 'Gateway call forwarded')
+    for (let i = 0; i < 200 && line === undefined; i++) {
+      await new Promise((r) => setTimeout(r, 10))
+      line = logged.find((l) => l.msg === 'Gateway call forwarded')
+    }
+    if (line === undefined) throw new Error('no forwarded line')
+    const phases = line.fields['phases'] as Record<string, number>
+    expect(Object.keys(phases)).toEqual(['authn_ms', 'policy_ms', 'txn_token_ms', 'audit_ms', 'tool_headers_ms', 'tool_body_ms'])
+    expect(Object.values(phases).every((v) => typeof v === 'number' && v >= 0)).toBe(true)
+    expect(JSON.stringify(logged)).not.toContain('txn.token.')
   })
 
   it('refuses a caller outside allowed_agents (403) without asking the broker or reaching the tool', async () => {

@@ -30,14 +30,13 @@ import { Readable } from 'node:stream'
 import { mkdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Client } from '@modelcontextprotocol/sdk/client/index.js'
-import type { OAuthClientProvider, OAuthDiscoveryState } from '@modelcontextprotocol/sdk/client/auth.js'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
-import type { OAuthClientInformationMixed, OAuthClientMetadata, OAuthTokens } from '@modelcontextprotocol/sdk/shared/auth.js'
 import type { FetchLike } from '@modelcontextprotocol/sdk/shared/transport.js'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { E2E_BIN, E2E_REPO, E2eAgent, E2eServer, waitFor, warrant } from '../helpers/e2e-cluster.js'
 import { freePort, nodeLink, Proc } from '../helpers/e2e-procs.js'
 import { tempDir } from '../helpers/temp.js'
+import { SvidClientCredentialsProvider } from '../../src/cli/quickstart-mcp-agent.js'
 import { toPemBlock } from '../../src/common/crypto/pem.js'
 import { WorkloadApiClient } from '../../src/workload-client/workload-api-client.js'
 import { X509Source } from '../../src/workload-client/x509-source.js'
@@ -89,79 +88,6 @@ function mtlsFetch(creds: () => { cert: string; key: string }, ca: string, sent:
       req.on('error', reject)
       req.end(body)
     })
-  }
-}
-
-/**
- * The agent's OAuth client for the SDK: client_credentials with its task,
- * `tls_client_auth` (the mutual-TLS fetch carries the SVID; `client_id` names
- * it), the broker pinned as authorization server (its metadata fetched and
- * its `issuer` checked by `pin`), a resource naming another authorization
- * server refused before any token request.
- */
-class SvidClientCredentialsProvider implements OAuthClientProvider {
-  readonly #o: { spiffeId: string; issuer: string; scope: string; taskId: string }
-  #tokens: OAuthTokens | undefined
-  #discovery: OAuthDiscoveryState | undefined
-  constructor(o: { spiffeId: string; issuer: string; scope: string; taskId: string }) {
-    this.#o = o
-  }
-  /** The broker's RFC 8414 metadata, fetched by the agent: its issuer must be the one pinned (RFC 8414 §3.3). */
-  async pin(fetchFn: FetchLike): Promise<void> {
-    const res = await fetchFn(`${this.#o.issuer}/.well-known/oauth-authorization-server`, { headers: { accept: 'application/json' } })
-    const metadata = (await res.json()) as Record<string, unknown>
-    if (res.status !== 200 || metadata['issuer'] !== this.#o.issuer) throw new Error('authorization server metadata names another issuer')
-    this.#discovery = {
-      authorizationServerUrl: this.#o.issuer,
-      authorizationServerMetadata: metadata as unknown as NonNullable<OAuthDiscoveryState['authorizationServerMetadata']>,
-    }
-  }
-  get redirectUrl(): undefined {
-    return undefined
-  }
-  get clientMetadata(): OAuthClientMetadata {
-    return {
-      client_name: 'warrant e2e agent',
-      redirect_uris: [],
-      grant_types: ['client_credentials'],
-      token_endpoint_auth_method: 'tls_client_auth',
-      scope: this.#o.scope,
-    }
-  }
-  clientInformation(): OAuthClientInformationMixed {
-    return { client_id: this.#o.spiffeId, issuer: this.#o.issuer }
-  }
-  tokens(): OAuthTokens | undefined {
-    return this.#tokens
-  }
-  saveTokens(tokens: OAuthTokens): void {
-    this.#tokens = tokens
-  }
-  redirectToAuthorization(): void {
-    throw new Error('no authorization endpoint: client_credentials only')
-  }
-  saveCodeVerifier(): void {}
-  codeVerifier(): string {
-    throw new Error('no authorization code flow')
-  }
-  prepareTokenRequest(scope?: string): URLSearchParams {
-    const p = new URLSearchParams({ grant_type: 'client_credentials', task_id: this.#o.taskId })
-    if (scope) p.set('scope', scope)
-    return p
-  }
-  /** tls_client_auth (RFC 8705 §2.1): the certificate authenticates, client_id names the client. */
-  addClientAuthentication = (_headers: Headers, params: URLSearchParams): void => {
-    params.set('client_id', this.#o.spiffeId)
-  }
-  discoveryState(): OAuthDiscoveryState | undefined {
-    return this.#discovery
-  }
-  saveDiscoveryState(state: OAuthDiscoveryState): void {
-    // the resource must name the pinned authorization server (else nothing is sent to the broker for it)
-    if (state.resourceMetadata && !(state.resourceMetadata.authorization_servers ?? []).includes(this.#o.issuer))
-      throw new Error('the resource names another authorization server')
-    if (String(state.authorizationServerUrl) !== this.#o.issuer) throw new Error('another authorization server')
-    this.#discovery = state
   }
 }
 

@@ -17,6 +17,15 @@
  *   ERR_DATASTORE_UNAVAILABLE) and nothing is committed. An operation inside
  *   runs under a savepoint (unless it is one statement), so a failed one can
  *   be caught and the rest commits; a nested `tx` is a savepoint too.
+ * - A write that changes records the feed carries sends its change-log rows
+ *   and COMMIT as one query (changes.ts `commitWithChanges`), so the
+ *   change_counter row lock that orders those commits is held only inside
+ *   PostgreSQL, never across a round trip to this process. An `alone`
+ *   operation (an entry created outside a transaction) is one statement that
+ *   writes its row, its selector rows and its change-log row and commits by
+ *   itself: one round trip. A write outside `tx` takes no advisory lock (only
+ *   `tx` serializes). Operations declared `prepare` (fixed statement texts)
+ *   run as named statements, parsed and planned once per connection.
  * - An AsyncLocalStorage tells which transaction a call comes from, to refuse
  *   the outer store inside `tx` (a TypeError instead of a deadlock). It is
  *   enabled only while a transaction is open.

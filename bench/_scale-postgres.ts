@@ -8,7 +8,9 @@
  *    Baseline: the same BatchCreate carries a second entry, for an agent connected to A itself. Target ≤ 1,000 ms.
  *  - `entry_writes_per_s_postgres_vs_raw_insert`: entries created one per BatchCreate through A's admin API (C calls
  *    in flight) against a raw `pg` loop inserting the same rows (the entry and its selector rows, one transaction
- *    each, C connections) into the same tables, rounds alternating. Target ≥ 0.3.
+ *    each, C connections) into the same tables, rounds alternating. Target ≥ 0.3. Also reported: the same calls
+ *    with an entry the server refuses before any datastore work (`admin_api_calls_per_s_without_write`), the
+ *    ceiling the admin API's gRPC round trip alone puts on the figure.
  *  - `server_steady_state_queries_per_agent_per_s`: N agents (half on A, half on B) with their Sync streams open
  *    and E entries among them, then a quiet window: the queries both servers send to PostgreSQL (counted at the
  *    `pg` driver in this process), less those of a window with no agent, per agent per second. Target: 0 (no per-agent polling; SPIRE:
@@ -261,6 +263,25 @@ export async function runScalePostgres(args: string[]): Promise<void> {
       )
       return n / ((performance.now() - t0) / 1000)
     }
+    // The ceiling of the admin API itself: calls refused at validation (an invalid SPIFFE ID), nothing written.
+    const refusedRound = async (): Promise<number> => {
+      let n = 0
+      const end = performance.now() + writeS * 1000
+      const t0 = performance.now()
+      await Promise.all(
+        Array.from({ length: concurrency }, async () => {
+          while (performance.now() < end) {
+            const r = await adminA.call<EntryResults>('BatchCreate', {
+              entries: [{ spiffe_id: 'not-a-spiffe-id', parent_id: SERVER, selectors: [{ type: 'unix', value: 'uid:1' }] }],
+            })
+            if (r.results[0]!.status.code === 0) throw new Error('an invalid entry was accepted')
+            n++
+          }
+        }),
+      )
+      return n / ((performance.now() - t0) / 1000)
+    }
+    const refusedRate = await refusedRound()
     const apiRates: number[] = []
     const rawRates: number[] = []
     for (let r = 0; r < 2; r++) {
@@ -274,6 +295,7 @@ export async function runScalePostgres(args: string[]): Promise<void> {
       target: 0.3,
       api_entries_per_s: Math.round(api),
       raw_insert_rows_per_s: Math.round(raw),
+      admin_api_calls_per_s_without_write: Math.round(refusedRate),
       concurrency,
       rounds_s: writeS,
     })

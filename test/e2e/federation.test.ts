@@ -193,8 +193,19 @@ describe.runIf(requireTools('openssl'))('federation e2e: two trust domains, serv
     )
     expect(relA).toEqual([expect.objectContaining({ trust_domain: B, profile: 'https_web', refresh_hint_seconds: 5 })])
     expect(relB).toEqual([expect.objectContaining({ trust_domain: A, profile: 'https_spiffe', refresh_hint_seconds: 5 })])
-    const bInA = await serverA.cliJson<BundleShow>(['bundle', 'show', '--trust-domain', B])
-    expect(x509Of(bInA.bundle.keys)).toEqual(derOfPem(readFileSync(serverB.bundlePemPath, 'utf8')).map(b64).sort())
+    // B's CA rotates every minute here (its next authority joins its bundle before use): A holds B's current bundle
+    // within one refresh (hint 5 s) of each change, so compare until they agree rather than at one instant
+    const agreed = await waitFor(
+      "A to hold B's current X.509 authorities",
+      async () => {
+        const inA = x509Of((await serverA.cliJson<BundleShow>(['bundle', 'show', '--trust-domain', B])).bundle.keys)
+        const ofB = derOfPem(readFileSync(serverB.bundlePemPath, 'utf8')).map(b64).sort()
+        return JSON.stringify(inA) === JSON.stringify(ofB) ? { inA, ofB } : undefined
+      },
+      { timeoutMs: 30_000, hint: () => `${serverA.output()}\n${serverB.output()}` },
+    )
+    expect(agreed.inA.length).toBeGreaterThan(0)
+    expect(agreed.inA).toEqual(agreed.ofB)
   })
 
   it("a JWT-SVID minted in B validates through A's Workload API", async () => {

@@ -272,6 +272,11 @@ function fromSection(
   })
   if (b.signals.policy.length > 0 && b.signals.transmitters.length === 0)
     issues.push({ path: `${prefix}.signals.policy`, message: 'a response policy needs at least one transmitter' })
+  const intentsOn = b.intents !== undefined && b.intents['enabled'] !== false
+  b.signals.policy.forEach((r, i) => {
+    if (r.action === 'step_up' && !intentsOn)
+      issues.push({ path: `${prefix}.signals.policy.${i}.action`, message: 'step_up needs [broker.intents] (the agent is routed through human approval)' })
+  })
   return {
     issuer: b.issuer,
     bindAddress: splitHostPort(b.bind_address),

@@ -14,6 +14,7 @@ import { ceilingFor, type Ceiling } from '../spiffe/bounds/ceiling.js'
 import type { JwtBundleSource } from '../spiffe/bundle/jwt-bundle.js'
 import type { SpiffeId } from '../spiffe/spiffe-id.js'
 import type { UserToken } from '../tokens/user-token.js'
+import type { StepUpGate } from './step-ups.js'
 
 export type { Clock } from '../common/clock.js'
 export type { Logger } from '../common/log/logger.js'
@@ -63,4 +64,9 @@ export interface BrokerDeps {
    * undefined when the token's `iss` is not a trusted issuer; ERR_GRANT_INVALID when it is and the token fails.
    */
   userTokens?: (token: string) => Promise<UserToken | undefined>
+  /**
+   * Step-ups a Shared Signal put on agents (src/broker/step-ups.ts): while one stands for the client, or for the
+   * subject or an actor of the token to be issued, no plain token is issued (ERR_STEP_UP_REQUIRED); intents' tokens are.
+   */
+  stepUps?: StepUpGate
 }

@@ -108,6 +108,10 @@ function nestAct(actors: readonly string[]): ActClaim | undefined {
   return act
 }
 
+/** What a stepped-up agent is told (`error_description` of `interaction_required`): stable, and never which signal. */
+export const STEP_UP_DESCRIPTION =
+  'step-up required: declare this request as an intent at the backchannel authentication endpoint (/bc-authorize) for a human to approve'
+
 const uniq = (l: readonly string[]): string[] => [...new Set(l)]
 const intersect = (a: readonly string[], ...rest: (readonly string[])[]): string[] => a.filter((x) => rest.every((r) => r.includes(x)))
 
@@ -289,6 +293,8 @@ export class BrokerServiceImpl implements BrokerService {
   async token(req: TokenRequest, client: AuthenticatedClient, binding: KeyBinding): Promise<TokenResponse> {
     const ctx: Ctx = { log: this.#log.child({ client_id: client.spiffeId, grant_type: req.grantType }), client, grantType: req.grantType }
     if (!SpiffeId.isValid(client.spiffeId)) this.#refuse(ctx, 'ERR_CLIENT_UNAUTHORIZED', 'client not authorized', 'client ID is not a SPIFFE ID')
+    // intents (the way through a step-up) never come here: the wire sends them to the intent service
+    this.#notSteppedUp(ctx, [client.spiffeId])
     this.#checkShape(ctx, req)
     if ((req.requestDetails !== undefined || req.requestContext !== undefined) && req.requestedTokenType !== TOKEN_TYPE.txnToken)
       this.#refuse(ctx, 'ERR_TOKEN_REQUEST_INVALID', 'unexpected parameters', 'request_details or request_context without requested_token_type txn_token')
@@ -948,6 +954,20 @@ export class BrokerServiceImpl implements BrokerService {
     sink.append(e).catch((err: unknown) => this.#log.error({ [F.ERR]: err instanceof Error ? err.message : String(err), type: e.type }, 'Audit event lost'))
   }
 
+  /**
+   * Refuses a plain token while a step-up stands for one of `ids` (a Shared Signal's `step_up`, src/broker/step-ups.ts):
+   * the agent must declare an intent at /bc-authorize, which a human approves. The agent is told where, never which signal.
+   */
+  #notSteppedUp(ctx: Ctx, ids: readonly string[]): void {
+    const s = this.#deps.stepUps?.covering(ids)
+    if (s === undefined) return
+    ctx.log.warn(
+      { [F.ERROR_CODE]: 'ERR_STEP_UP_REQUIRED', [F.REASON]: s.reason, step_up: s.id, target: s.target, value: s.value },
+      'Broker request refused: a step-up stands',
+    )
+    throw new IdentityError('ERR_STEP_UP_REQUIRED', STEP_UP_DESCRIPTION)
+  }
+
   /** Refuses a token whose subject, client, task or actors (or its own lineage) a revocation covers. */
   #notRevoked(ctx: Ctx, rec: TokenRecord): void {
     const r = this.revocations.covering(rec)
@@ -971,6 +991,8 @@ export class BrokerServiceImpl implements BrokerService {
     auditFirst?: readonly AuditEventInput[],
   ): Promise<TokenResponse> {
     this.#notRevoked(ctx, rec)
+    // its subject and actors too (a delegated token of a stepped-up agent is its permissions anew); an intent's token is the way through
+    if (!isActionBound(rec.authorizationDetails)) this.#notSteppedUp(ctx, [rec.clientId, rec.sub, ...rec.actors])
     await this.keys.maintain(rec.iat)
     const { key, kid, alg } = this.keys.active()
     const act = nestAct(rec.actors)

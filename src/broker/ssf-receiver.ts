@@ -5,8 +5,8 @@
  * SSF store), and polls it (RFC 8936). Each SET is verified (`src/signals`:
  * signature against the transmitter's JWKS, `iss`, `aud` = this broker's
  * SPIFFE ID, `iat`, `jti` replay, `typ`), the response policy decides, and
- * the decision is applied through the broker's revocations with a reason that
- * names the signal. Then the SET is acknowledged; a refused SET goes back in
+ * the decision is applied through the broker's revocations (or its narrowings
+ * and step-ups) with a reason that names the signal. Then the SET is acknowledged; a refused SET goes back in
  * `setErrs` with its RFC 8935 `err`; a SET that could not be applied for a
  * reason that may pass (keys unavailable, store busy) is neither, so it comes
  * again. Every signal is recorded once with what was done
@@ -30,6 +30,7 @@ import { MemorySetReplayCache, setReplayKey, verifySet, type VerifiedSet } from 
 import { JwksCache } from '../tokens/jwks-cache.js'
 import type { RevocationRequest } from './contract.js'
 import type { Narrowing } from './narrowings.js'
+import type { StepUpRequest } from './step-ups.js'
 import { POLL_DELIVERY, PUSH_DELIVERY } from './ssf-transmitter.js'
 import type { SsfStore } from './store/ssf-store.js'
 
@@ -68,6 +69,8 @@ export interface SsfReceiverOptions {
   readonly revoke: (req: RevocationRequest) => Promise<unknown>
   /** Records a ceiling narrowing (src/broker/narrowings.ts); without it a `narrow` decision fails. */
   readonly narrow?: (n: Narrowing) => Promise<void>
+  /** Records a step-up (src/broker/step-ups.ts); without it a `step_up` decision fails. */
+  readonly stepUp?: (s: StepUpRequest) => Promise<void>
   readonly store: SsfStore
   readonly transport: SsfTransport
   readonly log: Logger
@@ -370,7 +373,7 @@ export class SsfReceiver {
 
   /** The audit event of a signal acted on: what it was (issuer, jti, event type), what the policy decided, and how it went. */
   #auditApplied(issuer: string, v: VerifiedSet, d: PolicyDecision, outcome: string): void {
-    const dec = d as { action: string; level?: string; value?: string; prefix?: string; rule?: number }
+    const dec = d as { action: string; level?: string; target?: string; value?: string; prefix?: string; rule?: number; notAfter?: number }
     const failed = outcome.startsWith('failed')
     const spiffeId = v.agent?.spiffeId
     this.#audit({
@@ -385,6 +388,8 @@ export class SsfReceiver {
         action: dec.action,
         outcome: outcome.slice(0, 256),
         ...(dec.level !== undefined ? { level: dec.level } : {}),
+        ...(dec.target !== undefined ? { target: dec.target } : {}),
+        ...(dec.action === 'step_up' && dec.notAfter !== undefined ? { not_after: dec.notAfter } : {}),
         ...(dec.value !== undefined ? { value: dec.value.slice(0, 256) } : {}),
         ...(dec.prefix !== undefined ? { prefix: dec.prefix.slice(0, 256) } : {}),
         ...(dec.rule !== undefined ? { rule: dec.rule } : {}),
@@ -410,6 +415,17 @@ export class SsfReceiver {
           scopes: d.scopes,
           ...(d.resources !== undefined ? { resources: d.resources } : {}),
           notAfter: d.notAfter,
+          reason,
+        })
+        return 'applied'
+      case 'step_up':
+        if (this.#o.stepUp === undefined) throw new IdentityError('ERR_REVOCATION_INVALID', 'step-up is not available here')
+        await this.#o.stepUp({
+          target: d.target,
+          value: d.value,
+          clearOnApproval: d.clearOnApproval,
+          ...(d.notAfter !== undefined ? { notAfter: d.notAfter } : {}),
+          signal: { issuer: sub.issuer, jti: v.claims.jti, eventType: shortType(v.eventType) },
           reason,
         })
         return 'applied'

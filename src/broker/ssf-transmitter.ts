@@ -614,14 +614,23 @@ export class SsfTransmitter {
   /**
    * CAEP `assurance-level-change` about a node agent (`uri`, its SPIFFE ID):
    * in the `warrant-node-attestation` namespace, `current_level` `none` when
-   * it was banned or evicted (`previous_level` its attestor). One SET on every
+   * it was banned or evicted, or attesting again was refused (`previous_level`
+   * its attestor). One SET on every
    * enabled stream that asked for it; returns the streams.
    */
-  assuranceChanged(a: { subject: string; current: string; previous?: string; direction?: 'increase' | 'decrease'; reason: string }): string[] {
+  assuranceChanged(a: {
+    subject: string
+    current: string
+    previous?: string
+    direction?: 'increase' | 'decrease'
+    reason: string
+    /** CAEP `initiating_entity` (default `admin`: a ban or an eviction; `system` for a re-attestation the server refused). */
+    initiatingEntity?: 'admin' | 'user' | 'policy' | 'system'
+  }): string[] {
     const type = EVENT_TYPES.assuranceLevelChange
     const event: Record<string, unknown> = {
       event_timestamp: this.#nowSec,
-      initiating_entity: 'admin',
+      initiating_entity: a.initiatingEntity ?? 'admin',
       reason_admin: { en: a.reason.slice(0, 512) },
       namespace: NODE_ATTESTATION_NAMESPACE,
       current_level: a.current,

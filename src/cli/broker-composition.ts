@@ -35,6 +35,7 @@ import { startBrokerHttpServer, type BrokerHttpServer, type TlsIdentity } from '
 import type { TrustSource } from '../broker/http/client-auth.js'
 import { boundsCeilingSource, type CredentialSealer } from '../broker/ports.js'
 import { narrowedCeilingSource, Narrowings } from '../broker/narrowings.js'
+import { StepUps } from '../broker/step-ups.js'
 import { CredentialVault } from '../broker/credentials.js'
 import { createBrokerService, type BrokerServiceImpl } from '../broker/service.js'
 import { SsfTransmitter } from '../broker/ssf-transmitter.js'
@@ -45,6 +46,7 @@ import { SsfStore } from '../broker/store/ssf-store.js'
 import { diskKeyManagerPlugin, memoryKeyManagerPlugin, pkcs11KeyManagerPlugin } from '../keymanager/index.js'
 import type { KeyManager } from '../keymanager/key-manager.js'
 import type { RunningServer } from '../server/server.js'
+import type { ReattestationRefusal } from '../server/attestation/service.js'
 import { BoundsSet } from '../spiffe/bounds/bounds-set.js'
 import { verifyBoundsDocument } from '../spiffe/bounds/document.js'
 import { BundleSet } from '../spiffe/bundle/bundle-set.js'
@@ -81,6 +83,31 @@ export async function announceNodeAssurance(
     })
   } catch (err) {
     log.error({ [F.AGENT_ID]: agentId, [F.ERR]: err instanceof Error ? err.message : String(err) }, 'Assurance level change not sent')
+  }
+}
+
+/**
+ * A node attested here attested again and was refused (NodeAttestationService.onReattestationRefused): an
+ * `assurance-level-change` about it, current `none`, previous its attestor, decrease, initiated by the system, the
+ * reason naming the failed re-attestation and the server's own reason. Sent by the server that saw the refusal
+ * only (nothing of it is in the shared datastore). Failures are logged.
+ */
+export function announceReattestationRefused(
+  signals: Pick<SsfTransmitter, 'assuranceChanged'>,
+  r: Pick<ReattestationRefusal, 'agentId' | 'attestor' | 'nodeAttestor' | 'reason'>,
+  log: Logger,
+): void {
+  try {
+    signals.assuranceChanged({
+      subject: r.agentId,
+      current: 'none',
+      previous: r.nodeAttestor,
+      direction: 'decrease',
+      reason: `node re-attestation refused (${r.attestor}): ${r.reason}`,
+      initiatingEntity: 'system',
+    })
+  } catch (err) {
+    log.error({ [F.AGENT_ID]: r.agentId, [F.ERR]: err instanceof Error ? err.message : String(err) }, 'Assurance level change not sent')
   }
 }
 
@@ -127,6 +154,8 @@ export interface RunningBroker {
   readonly intents?: IntentService
   /** The Shared Signals transmitter, with `[broker.signals] receivers`. */
   readonly signals?: SsfTransmitter
+  /** Agents a signal stepped up (`[broker.signals]` policy `step_up`). */
+  readonly stepUps: StepUps
   stop(): Promise<void>
 }
 
@@ -241,10 +270,13 @@ export async function startBroker(o: {
   const audit = cfg.audit ? await openBrokerAuditLog(cfg.audit, o.keyManager, `${o.trust.localTrustDomain().name}/warrant/broker-audit`, log) : undefined
   // ceilings narrowed by signals ([broker.signals] policy `narrow`), kept in the SSF store
   const narrowings = new Narrowings()
+  // agents a signal stepped up ([broker.signals] policy `step_up`), kept in the SSF store: no plain token, their next intent to a human
+  const stepUps = new StepUps({ log: log.child({ [F.SUBSYSTEM]: 'ssf_receiver' }), audit: (e) => service.auditQuietly(e) })
   const service = await createBrokerService(
     {
       keyManager: o.keyManager,
       ceilings: narrowedCeilingSource(boundsCeilingSource(o.bounds), narrowings),
+      stepUps,
       jwtBundles: o.jwtBundles,
       log,
       ...(audit ? { audit } : {}),
@@ -290,6 +322,7 @@ export async function startBroker(o: {
     }
     if (sig && ssfStore) {
       for (const n of ssfStore.listNarrowings(Math.floor(Date.now() / 1000))) narrowings.add(n)
+      stepUps.attach(ssfStore)
       const audience = svidIdOf(o.identity.current().certChainPem)
       for (const t of sig.transmitters) {
         const caPem = t.caFile !== undefined ? readFileSync(t.caFile, 'utf8') : undefined
@@ -305,6 +338,7 @@ export async function startBroker(o: {
             log.warn({ prefix: n.prefix, scopes: n.scopes, not_after: n.notAfter, reason: n.reason }, 'Ceiling narrowed by a signal')
             ssf?.ceilingNarrowed(n)
           },
+          stepUp: async (s) => void stepUps.add(s),
           store: ssfStore,
           transport: httpsSsfTransport({ identity: () => o.identity.current(), ...(caPem !== undefined ? { caPem } : {}) }),
           log: log.child({ [F.SUBSYSTEM]: 'ssf_receiver' }),
@@ -315,7 +349,17 @@ export async function startBroker(o: {
       }
     }
     const credentials = await credentialVault(cfg, o.keyManager, service, log)
-    intents = startIntents({ config: cfg, service, ceilings: boundsCeilingSource(o.bounds), audit, ssf, ssfStore, nodeAttestation: o.nodeAttestation, log })
+    intents = startIntents({
+      config: cfg,
+      service,
+      ceilings: boundsCeilingSource(o.bounds),
+      audit,
+      ssf,
+      ssfStore,
+      stepUps,
+      nodeAttestation: o.nodeAttestation,
+      log,
+    })
     http = await startBrokerHttpServer({
       service: rates ? observeTokenEndpoint(service, rates) : service,
       config: cfg,
@@ -346,6 +390,7 @@ export async function startBroker(o: {
       ...(credentials ? { credentials } : {}),
       ...(ssf ? { signals: ssf } : {}),
       ...(intents ? { approvals: intents.service } : {}),
+      stepUps,
     })
     log.info({ issuer: cfg.issuer, [F.PATH]: cfg.adminSocketPath }, 'Broker started')
     return {
@@ -354,6 +399,7 @@ export async function startBroker(o: {
       service,
       ...(intents ? { intents: intents.service } : {}),
       ...(ssf ? { signals: ssf } : {}),
+      stepUps,
       async stop() {
         intents?.stop()
         ssf?.close()
@@ -577,9 +623,14 @@ export async function startEmbeddedBroker(
     const unsubNodes = broker.signals
       ? server.attestation.onNodeChange((agentId) => void announceNodeAssurance(server.ds.nodes, broker.signals!, agentId, log))
       : () => undefined
+    // A node attested here whose re-attestation this server refused (a PCR policy no longer met, ...): the same, at once.
+    const unsubRefused = broker.signals
+      ? server.attestation.onReattestationRefused((r) => announceReattestationRefused(broker.signals!, r, log))
+      : () => undefined
     return {
       ...broker,
       async stop() {
+        unsubRefused()
         unsubNodes()
         unsubNarrowing()
         cleanup()

@@ -16,6 +16,7 @@ import type { CeilingSource } from '../broker/ports.js'
 import type { BrokerServiceImpl } from '../broker/service.js'
 import type { SsfTransmitter } from '../broker/ssf-transmitter.js'
 import type { SsfStore } from '../broker/store/ssf-store.js'
+import type { StepUpPort } from '../broker/step-ups.js'
 import type { RunningServer } from '../server/server.js'
 
 export interface RunningIntents {
@@ -32,6 +33,7 @@ export function startIntents(o: {
   audit?: AuditSink | undefined
   ssf?: SsfTransmitter | undefined
   ssfStore?: SsfStore | undefined
+  stepUps?: StepUpPort | undefined
   nodeAttestation?: ((agent: string) => Promise<string | undefined>) | undefined
   log: Logger
 }): RunningIntents | undefined {
@@ -53,6 +55,7 @@ export function startIntents(o: {
     ...(o.audit ? { audit: o.audit } : {}),
     ...(o.nodeAttestation ? { nodeAttestation: o.nodeAttestation } : {}),
     ...(o.ssfStore ? { signalsAbout: receivedSignalCounter(o.ssfStore) } : {}),
+    ...(o.stepUps ? { stepUps: o.stepUps } : {}),
     ...(ssf ? { raiseSignal: (s) => void ssf.send({ event: s.event, subject: s.subject, reason: s.reason, confidence: s.confidence }) } : {}),
     notifier,
     log,

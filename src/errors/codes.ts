@@ -107,6 +107,8 @@ export const ERROR_CODES = {
   ERR_APPROVAL_PENDING: GrpcStatus.UNAVAILABLE,
   ERR_APPROVAL_DENIED: GrpcStatus.PERMISSION_DENIED,
   ERR_APPROVAL_EXPIRED: GrpcStatus.DEADLINE_EXCEEDED,
+  /** A Shared Signal's step-up stands for the agent: no plain token until a human approves one of its intents. */
+  ERR_STEP_UP_REQUIRED: GrpcStatus.FAILED_PRECONDITION,
   ERR_OPERATOR_AUTH_FAILED: GrpcStatus.UNAUTHENTICATED,
   ERR_CSRF: GrpcStatus.PERMISSION_DENIED,
   // audit log

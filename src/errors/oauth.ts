@@ -40,6 +40,9 @@ export const OAUTH_ERRORS: Partial<Record<ErrorCode, OAuthWireError>> = {
   ERR_APPROVAL_PENDING: { error: 'authorization_pending', status: 400 },
   ERR_APPROVAL_DENIED: { error: 'access_denied', status: 400 },
   ERR_APPROVAL_EXPIRED: { error: 'expired_token', status: 400 },
+  // a step-up (a Shared Signal's `step_up` action): OpenID Connect Core §3.1.2.6 `interaction_required`, a human must act
+  // before anything is issued; the description says where (src/broker/step-ups.ts)
+  ERR_STEP_UP_REQUIRED: { error: 'interaction_required', status: 400 },
 }
 
 /** The wire form of any error: known codes map, everything else is a 500 `server_error` that reveals nothing. */

@@ -81,6 +81,11 @@ export interface NodeAttestationResult {
  * resolves with its answer; it may be called any number of times.
  * Failures throw IdentityError (ERR_NODE_ATTESTATION_FAILED / ERR_ATTESTATION_PAYLOAD_INVALID)
  * with the detailed reason; the API layer tells the agent only "attestation failed".
+ * A refusal of a proof that got far enough to show whose it is (the TPM
+ * attestor: after the credential activation) may name that agent ID in
+ * `details.agent_id`: the server then knows an attested node failed to attest
+ * again (NodeAttestationService.onReattestationRefused). Never a claim the
+ * proof has not shown.
  */
 export interface ServerNodeAttestor {
   attest(payload: Uint8Array, challenge: (c: Uint8Array) => Promise<Uint8Array>, opts: CallOpts): Promise<NodeAttestationResult>

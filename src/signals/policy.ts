@@ -14,6 +14,13 @@
  * - `narrow` a prefix (the rule's, else the subject's SPIFFE ID) for
  *   `duration`: its agents may then be given only the rule's `scopes` (and
  *   `resources`, when listed) of what their bounds allow;
+ * - `step_up` an agent (`target = "instance"`: the subject's SPIFFE ID) or a
+ *   prefix (`target = "prefix"`: the rule's `prefix`, else the subject's
+ *   SPIFFE ID and everything under it): the agent's next intent goes to a
+ *   human whatever its risk, and no plain token is issued to it meanwhile;
+ *   one human approval satisfies it (for that agent), unless
+ *   `clear_on_approval = false`, which holds it until `duration` ends;
+ *   `duration`, when given, ends it in any case (src/broker/step-ups.ts);
  * - `record`: nothing but the record.
  *
  * A subject-derived prefix is never a bare trust domain, and a subject that
@@ -28,6 +35,13 @@
  * min_confidence = 0.8                         # optional; a signal without confidence then never matches
  * action = "revoke"
  * level = "instance"                           # token | instance | task | chain | prefix
+ *
+ * [[broker.signals.policy]]
+ * event = "credential-change"
+ * match = { prefix = "spiffe://corp.example/agents/" }
+ * action = "step_up"
+ * target = "instance"                          # instance | prefix (then `prefix`, default the subject's SPIFFE ID)
+ * duration = "4h"                              # optional; required with clear_on_approval = false
  * ```
  */
 import { z } from 'zod'
@@ -76,6 +90,10 @@ const prefixString = () =>
     .string()
     .transform((v) => (v.endsWith('/') ? v.slice(0, -1) : v))
     .refine((v) => SpiffeId.isValid(v), 'must be a SPIFFE ID (a prefix)')
+/** What a `step_up` rule holds: one agent (the subject's SPIFFE ID) or a prefix. */
+export const STEP_UP_TARGETS = ['instance', 'prefix'] as const
+export type StepUpTarget = (typeof STEP_UP_TARGETS)[number]
+
 const boundedId = () => z.string().min(1, 'must not be empty').max(2048)
 
 const MatchSchema = z
@@ -125,6 +143,27 @@ const RuleSchema = z.discriminatedUnion('action', [
         .refine((ms) => ms <= 30 * 86_400_000, 'must be at most 30 days'),
     })
     .strict(),
+  z
+    .object({
+      ...common,
+      action: z.literal('step_up'),
+      /** `instance`: the subject's SPIFFE ID exactly; `prefix`: the rule's `prefix`, else the subject's SPIFFE ID and everything under it. */
+      target: z.enum(STEP_UP_TARGETS),
+      prefix: prefixString().optional(),
+      /** Ends the step-up this long after the signal (satisfied or not); absent: until satisfied or cleared by an operator. */
+      duration: duration()
+        .refine((ms) => ms >= 1000, 'must be at least 1s')
+        .refine((ms) => ms <= 30 * 86_400_000, 'must be at most 30 days')
+        .optional(),
+      /** A human approving one intent of the agent satisfies the step-up (default); false: every intent goes to a human until `duration` ends. */
+      clear_on_approval: z.boolean().default(true),
+    })
+    .strict()
+    .superRefine((r, ctx) => {
+      if (r.prefix !== undefined && r.target !== 'prefix') ctx.addIssue({ code: 'custom', path: ['prefix'], message: 'only for target = "prefix"' })
+      if (!r.clear_on_approval && r.duration === undefined)
+        ctx.addIssue({ code: 'custom', path: ['duration'], message: 'required when clear_on_approval = false (the step-up would never end by itself)' })
+    }),
   z.object({ ...common, action: z.literal('record') }).strict(),
 ])
 
@@ -167,6 +206,16 @@ export type PolicyDecision =
       readonly scopes: readonly string[]
       readonly resources?: readonly string[]
       readonly notAfter: number
+    }
+  | {
+      readonly action: 'step_up'
+      readonly rule: number
+      readonly target: StepUpTarget
+      /** A SPIFFE ID: the agent itself (`instance`), or it and everything under it (`prefix`). */
+      readonly value: string
+      readonly clearOnApproval: boolean
+      /** Unix seconds; absent: until satisfied or cleared. */
+      readonly notAfter?: number
     }
   | { readonly action: 'record'; readonly rule?: number; readonly reason: 'rule' | 'no_rule' | 'target_missing' }
 
@@ -249,6 +298,18 @@ export function decide(policy: SignalPolicy, s: Signal, o: DecideOptions): Polic
         scopes: rule.scopes,
         ...(rule.resources !== undefined ? { resources: rule.resources } : {}),
         notAfter: Math.floor(o.nowSec) + Math.ceil(rule.duration / 1000),
+      }
+    }
+    case 'step_up': {
+      const value = rule.target === 'instance' ? spiffeOf(s.agent)?.toString() : (rule.prefix ?? subjectPrefix(s.agent))
+      if (value === undefined) return { action: 'record', rule: i, reason: 'target_missing' }
+      return {
+        action: 'step_up',
+        rule: i,
+        target: rule.target,
+        value,
+        clearOnApproval: rule.clear_on_approval,
+        ...(rule.duration !== undefined ? { notAfter: Math.floor(o.nowSec) + Math.ceil(rule.duration / 1000) } : {}),
       }
     }
   }

@@ -29,6 +29,15 @@ function asRejection(err: unknown): unknown {
 }
 
 /**
+ * A refusal once the credential activation proved the EK: it names the node (`details.agent_id`), so the server
+ * knows which attested node failed to attest again (NodeAttestationService.onReattestationRefused).
+ */
+function naming(err: unknown, agentId: string | undefined): unknown {
+  if (agentId === undefined || !isIdentityError(err) || err.code !== 'ERR_NODE_ATTESTATION_FAILED') return err
+  return new IdentityError(err.code, err.message, { ...(err.cause !== undefined ? { cause: err.cause } : {}), details: { ...err.details, agent_id: agentId } })
+}
+
+/**
  * Server half of the `tpm` node attestor:
  *  1. EK: certificate chain to a configured manufacturer CA (with the
  *     certificate's key equal to the EK public area), or an allow-listed EK hash;
@@ -37,6 +46,8 @@ function asRejection(err: unknown): unknown {
  *     the AK name, plus a fresh 32-byte nonce and the PCR selection;
  *  4. answer: the activated secret (constant-time) and a quote over the
  *     selection carrying the nonce; PCR policies are evaluated on the quoted values.
+ * A refusal after step 4's activation (the EK proven: a quote that fails, a
+ * required PCR policy not met) names the agent ID in `details.agent_id`.
  */
 export function createTpmServerAttestor(
   config: TpmServerConfig,
@@ -86,9 +97,13 @@ export function createTpmServerAttestor(
       opts.signal?.throwIfAborted()
       const answerBytes = await challenge(state.challenge)
 
+      const agentId = SpiffeId.fromSegments(deps.trustDomain, 'warrant', 'agent', 'tpm', state.ekHash)
+      let proven: string | undefined
       try {
         const answer = decodeAnswer(answerBytes, config.pcrBank)
         if (!constantTimeEqual(answer.activatedSecret, state.secret)) reject('activated credential does not match the challenge')
+        // only the TPM holding this EK (with the AK loaded beside it) could activate the credential
+        proven = agentId.toString()
         const reported = [...answer.pcrValues.keys()].sort((a, b) => a - b)
         if (reported.length !== config.pcrs.length || reported.some((v, i) => v !== config.pcrs[i])) {
           reject('reported PCRs are not the requested selection')
@@ -115,13 +130,9 @@ export function createTpmServerAttestor(
           ...[...hexPcrs].map(([i, v]) => `pcr:${config.pcrBank}:${i}:${v}`),
           ...matched.map((name) => `pcr_policy:${name}`),
         ]
-        return {
-          agentId: SpiffeId.fromSegments(deps.trustDomain, 'warrant', 'agent', 'tpm', state.ekHash),
-          selectorValues,
-          canReattest: true,
-        }
+        return { agentId, selectorValues, canReattest: true }
       } catch (err) {
-        throw asRejection(err)
+        throw naming(asRejection(err), proven)
       }
     },
   }

@@ -9,6 +9,8 @@
  *   GET  /v1/tasks/:id
  *   POST /v1/tasks/:id/end
  *   GET/POST /v1/approvals...   the approval queue (intents/admin-routes.ts)
+ *   GET  /v1/step-ups[?all=true]  step-ups a signal put on agents (src/broker/step-ups.ts)
+ *   POST /v1/step-ups/:id/clear   {"uid": <the CLI's uid>, "reason"?: "..."}: cleared as `cli:<uid>`
  */
 import { chmodSync, mkdirSync, rmSync } from 'node:fs'
 import { dirname } from 'node:path'
@@ -24,6 +26,7 @@ import { manualSignalFromWire, type SsfTransmitter } from '../ssf-transmitter.js
 import { revocationEntryToWire } from '../../tokens/revocation.js'
 import type { ApprovalQueue } from '../intents/contract.js'
 import { registerApprovalAdminRoutes } from '../intents/admin-routes.js'
+import { stepUpToWire, type StepUps } from '../step-ups.js'
 
 export interface BrokerAdminServer {
   readonly socketPath: string
@@ -45,6 +48,8 @@ export async function startBrokerAdminServer(o: {
   signals?: SsfTransmitter
   /** The approval queue of intents (`[broker.intents]`): `warrant approval`. */
   approvals?: ApprovalQueue
+  /** Step-ups a signal put on agents: `warrant signal step-ups`, `warrant signal clear-step-up`. */
+  stepUps?: StepUps
 }): Promise<BrokerAdminServer> {
   const log = o.log.child({ [F.SUBSYSTEM]: 'broker_admin' })
   const now = o.now ?? Date.now
@@ -147,6 +152,33 @@ export async function startBrokerAdminServer(o: {
   })
 
   if (o.approvals) registerApprovalAdminRoutes(app, { queue: o.approvals, log })
+
+  app.get('/v1/step-ups', async (req, reply) => {
+    try {
+      if (!o.stepUps) throw new IdentityError('ERR_UNSUPPORTED', 'no step-ups here ([broker.signals] transmitters and a step_up rule)')
+      const all = (req.query as { all?: unknown }).all === 'true'
+      return reply.send({ step_ups: o.stepUps.list(all).map(stepUpToWire) })
+    } catch (err) {
+      return fail(reply, err, 'step_ups.list')
+    }
+  })
+  app.post('/v1/step-ups/:id/clear', async (req, reply) => {
+    try {
+      if (!o.stepUps) throw new IdentityError('ERR_UNSUPPORTED', 'no step-ups here ([broker.signals] transmitters and a step_up rule)')
+      const raw = (req.params as { id?: unknown }).id
+      const id = typeof raw === 'string' && /^[1-9][0-9]{0,14}$/.test(raw) ? Number(raw) : undefined
+      if (id === undefined) throw new IdentityError('ERR_INVALID_ARGUMENT', 'invalid step-up id')
+      const b = (req.body ?? {}) as { uid?: unknown; reason?: unknown }
+      if (typeof b.uid !== 'number' || !Number.isSafeInteger(b.uid) || b.uid < 0) throw new IdentityError('ERR_INVALID_ARGUMENT', 'uid is required')
+      if (b.reason !== undefined && (typeof b.reason !== 'string' || b.reason.length > 256))
+        throw new IdentityError('ERR_INVALID_ARGUMENT', 'reason must be a string of at most 256 characters')
+      const s = o.stepUps.clear(id, `cli:${b.uid}`, b.reason)
+      log.info({ endpoint: 'step_ups.clear', step_up: id, by: `cli:${b.uid}` }, 'Step-up cleared by admin')
+      return reply.send(stepUpToWire(s))
+    } catch (err) {
+      return fail(reply, err, 'step_ups.clear')
+    }
+  })
 
   app.post('/v1/revocations', async (req, reply) => {
     try {

@@ -3,7 +3,8 @@
  * once with everything (code, reason, client), answers the RFC 6749 §5.2
  * JSON body from `oauthWireError` with `Cache-Control: no-store`, and says
  * little: a description only for request-shape errors (the caller's own
- * input), nothing for authentication and authorization failures, and a
+ * input) and for a step-up (the fixed text telling the agent where to go;
+ * never which signal), nothing for authentication and authorization failures, and a
  * bare `server_error` for anything unexpected.
  */
 import type { FastifyReply } from 'fastify'
@@ -13,7 +14,7 @@ import { GRANT_TYPE } from '../../tokens/claims.js'
 import { F, type Logger } from '../../common/log/logger.js'
 
 /** Codes whose message describes the caller's own malformed input and may be returned. */
-const DESCRIBED = new Set(['ERR_TOKEN_REQUEST_INVALID', 'ERR_REQUEST_MALFORMED', 'ERR_GRANT_TYPE_UNSUPPORTED'])
+const DESCRIBED = new Set(['ERR_TOKEN_REQUEST_INVALID', 'ERR_REQUEST_MALFORMED', 'ERR_GRANT_TYPE_UNSUPPORTED', 'ERR_STEP_UP_REQUIRED'])
 
 export function noStore(reply: FastifyReply): FastifyReply {
   return reply.header('cache-control', 'no-store').header('pragma', 'no-cache')

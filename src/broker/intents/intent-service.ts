@@ -41,6 +41,7 @@ import type { IntentsConfig } from './config.js'
 import type { ApprovalQueue, ApprovalView, Approver, IntentStatus } from './contract.js'
 import { CIBA_GRANT_TYPE, INTENT_STATUSES, parseIntentDetails, toApprovalView, tokenDetail, type DeclaredIntent } from './intent.js'
 import { assessRisk, type RiskAssessment } from './risk.js'
+import { signalRef, type StepUpPort } from '../step-ups.js'
 
 /** What the intents need from the broker's domain (BrokerServiceImpl). */
 export interface IntentBroker {
@@ -70,6 +71,8 @@ export interface IntentServiceDeps {
   /** How many Shared Signals about `agent` were received since `sinceSec`. */
   readonly signalsAbout?: (agent: string, sinceSec: number) => number
   readonly raiseSignal?: (s: IntentSignal) => void
+  /** Step-ups a Shared Signal put on agents (src/broker/step-ups.ts): their next intent needs a human; a human's approval satisfies them. */
+  readonly stepUps?: StepUpPort
   readonly notifier?: { notify(v: ApprovalView): void }
   readonly clock?: Clock
   readonly log: Logger
@@ -201,6 +204,7 @@ export class IntentService implements ApprovalQueue {
     const since = now - cfg.historyWindowSeconds
     const h = this.#store.history(agent, since)
     const signals = this.#d.signalsAbout?.(agent, since) ?? 0
+    const stepUps = (this.#d.stepUps?.standing(agent) ?? []).map((x) => ({ id: x.id, signal: signalRef(x.signal), reason: x.reason }))
     const a: RiskAssessment = assessRisk(cfg.policy, {
       agent,
       action: declared.action,
@@ -209,6 +213,7 @@ export class IntentService implements ApprovalQueue {
       ...(nodeAttestation !== undefined ? { nodeAttestation } : {}),
       nowSec: now,
       history: { ...h, signals },
+      ...(stepUps.length > 0 ? { stepUps } : {}),
     })
     // The ceiling (task ∩ bounds) is not a risk: an action or resource beyond it is forbidden whatever the rules say.
     const ceilingRule = !scopes.includes(declared.action) ? 'ceiling:scope' : audience === undefined ? 'ceiling:resource' : undefined
@@ -554,10 +559,26 @@ export class IntentService implements ApprovalQueue {
       { intent_id: id, approver: approver.id, method: approver.method, client_id: r.agent },
       to === 'approved' ? 'Intent approved' : 'Intent denied',
     )
+    if (to === 'approved') this.#satisfyStepUps(r, approver.id)
     return this.#emit(r) ?? toApprovalView(r)
   }
 
   // ------------------------------------------------------------- internals
+
+  /** A human approved `r`: the step-ups its assessment named (factors `step_up:<id>`) are satisfied for its agent. */
+  #satisfyStepUps(r: IntentRecord, approver: string): void {
+    const ids = r.factors.flatMap((f) => {
+      const m = /^step_up:([0-9]{1,15})$/.exec(f.rule)
+      return m ? [Number(m[1])] : []
+    })
+    if (ids.length === 0 || !this.#d.stepUps) return
+    try {
+      this.#d.stepUps.satisfy(r.agent, ids, { intentId: r.id, approver })
+    } catch (err) {
+      // the approval stands (it is durable); the step-up stays until an operator clears it
+      this.#log.error({ intent_id: r.id, client_id: r.agent, [F.ERR]: err instanceof Error ? err.message : String(err) }, 'Step-up not marked satisfied')
+    }
+  }
 
   #expireDue(): void {
     let gone: IntentRecord[]

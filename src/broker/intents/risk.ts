@@ -11,7 +11,10 @@
  *
  * The decision, first that applies: a forbidding rule (action or resource
  * rule with `forbid`, or the namespace's `forbidden_actions`) refuses; a risk
- * at or above `refuse_at` refuses; a rule that always wants a human (action or
+ * at or above `refuse_at` refuses; a step-up standing for the agent (a Shared
+ * Signal's `step_up` action, src/broker/step-ups.ts; a factor `step_up:<id>`
+ * naming the signal, weight 0) routes it to a human whatever its risk
+ * (`human:step_up:<event>:<jti>`); a rule that always wants a human (action or
  * resource rule with `human`, the namespace's `human_actions`, a time window
  * with `outside_requires_human`) routes it to one; a risk above the
  * namespace's (else the global) `max_autonomous_risk` routes it to one;
@@ -84,6 +87,15 @@ export interface RiskHistory {
   readonly signals: number
 }
 
+/** A step-up standing for the agent (src/broker/step-ups.ts): its next intent needs a human. */
+export interface RiskStepUp {
+  readonly id: number
+  /** The signal it came from, compact: `<event>:<jti>` (`signalRef`). */
+  readonly signal: string
+  /** Its reason in full (`signal <event> <jti> from <issuer> (rule N)`). */
+  readonly reason: string
+}
+
 export interface RiskInput {
   readonly agent: string
   readonly action: string
@@ -94,6 +106,8 @@ export interface RiskInput {
   /** Unix seconds (only its UTC time of day is used). */
   readonly nowSec: number
   readonly history: RiskHistory
+  /** Step-ups standing for the agent, oldest first. */
+  readonly stepUps?: readonly RiskStepUp[]
 }
 
 export interface RiskAssessment {
@@ -192,6 +206,9 @@ export function assessRisk(policy: RiskPolicy, input: RiskInput): RiskAssessment
     add('declared', clamp01(input.declaredRisk) * policy.declaredRiskWeight, `declared risk ${input.declaredRisk}`)
   }
 
+  // A step-up adds no risk (it is not a score): it is listed so the approver sees which signal asks for them.
+  for (const s of input.stepUps ?? []) factors.push({ rule: `step_up:${s.id}`, weight: 0, detail: `step-up required by ${s.reason}`.slice(0, 512) })
+
   const risk = round4(clamp01(factors.reduce((s, f) => s + f.weight, 0)))
   const threshold = ns?.maxAutonomousRisk ?? policy.maxAutonomousRisk
   const approverGroup = ns?.approverGroup ?? policy.defaultApproverGroup
@@ -202,6 +219,8 @@ export function assessRisk(policy: RiskPolicy, input: RiskInput): RiskAssessment
   const nsForbid = ns?.forbiddenActions.find((g) => globMatch(g, input.action))
   if (ns && nsForbid !== undefined) return out('refuse', `forbid:namespace:${ns.prefix}:${nsForbid}`)
   if (policy.refuseAt !== undefined && risk >= policy.refuseAt) return out('refuse', `refuse_at:${policy.refuseAt}`)
+  const stepUp = input.stepUps?.[0]
+  if (stepUp !== undefined) return out('needs-human', `human:step_up:${stepUp.signal}`)
   if (actionRule?.human) return out('needs-human', `human:action:${actionRule.match}`)
   if (resourceRule?.human) return out('needs-human', `human:resource:${resourceRule.match}`)
   const nsHuman = ns?.humanActions.find((g) => globMatch(g, input.action))

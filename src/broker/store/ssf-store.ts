@@ -12,6 +12,7 @@ import { dirname, resolve } from 'node:path'
 import Database from 'better-sqlite3'
 import { IdentityError } from '../../errors/identity-error.js'
 import type { Narrowing } from '../narrowings.js'
+import type { StepUp, StepUpRequest, StepUpStore } from '../step-ups.js'
 
 type Db = Database.Database
 
@@ -71,6 +72,31 @@ CREATE TABLE IF NOT EXISTS ssf_narrowings (
   not_after INTEGER NOT NULL,
   reason TEXT NOT NULL
 ) STRICT;
+-- Step-ups a signal's policy made (src/broker/step-ups.ts): the next intent of an agent (or of each agent under a prefix)
+-- goes to a human; kept until they end, are cleared by an operator, or (per agent) are satisfied by a human's approval.
+CREATE TABLE IF NOT EXISTS ssf_step_ups (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  target TEXT NOT NULL CHECK (target IN ('instance', 'prefix')),
+  value TEXT NOT NULL,
+  clear_on_approval INTEGER NOT NULL CHECK (clear_on_approval IN (0, 1)),
+  not_after INTEGER,
+  issuer TEXT NOT NULL,
+  jti TEXT NOT NULL,
+  event_type TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  cleared_at INTEGER,
+  cleared_by TEXT,
+  clear_reason TEXT
+) STRICT;
+CREATE TABLE IF NOT EXISTS ssf_step_up_satisfied (
+  step_up_id INTEGER NOT NULL REFERENCES ssf_step_ups (id) ON DELETE CASCADE,
+  agent TEXT NOT NULL,
+  intent_id TEXT NOT NULL,
+  approver TEXT NOT NULL,
+  at INTEGER NOT NULL,
+  PRIMARY KEY (step_up_id, agent)
+) STRICT, WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS ssf_state (
   name TEXT PRIMARY KEY NOT NULL,
   value INTEGER NOT NULL
@@ -197,7 +223,26 @@ function toStream(r: StreamRow): StreamRecord {
   })
 }
 
-export class SsfStore {
+interface StepUpRow {
+  id: number
+  target: 'instance' | 'prefix'
+  value: string
+  clear_on_approval: number
+  not_after: number | null
+  issuer: string
+  jti: string
+  event_type: string
+  reason: string
+  created_at: number
+  cleared_at: number | null
+  cleared_by: string | null
+  clear_reason: string | null
+}
+
+/** Step-ups that ended (cleared, or past their end) this long ago are dropped when a new one is recorded. */
+const STEP_UP_KEEP_SECONDS = 30 * 86_400
+
+export class SsfStore implements StepUpStore {
   readonly #db: Db
 
   private constructor(db: Db) {
@@ -417,6 +462,94 @@ export class SsfStore {
       notAfter: r.not_after,
       reason: r.reason,
     }))
+  }
+
+  /** Records a step-up; those that ended more than 30 days before `nowSec` are dropped at the same time. */
+  addStepUp(r: StepUpRequest, nowSec: number): StepUp {
+    return this.tx(() => {
+      const old = nowSec - STEP_UP_KEEP_SECONDS
+      this.#db
+        .prepare('DELETE FROM ssf_step_ups WHERE (cleared_at IS NOT NULL AND cleared_at <= ?) OR (not_after IS NOT NULL AND not_after <= ?)')
+        .run(old, old)
+      const id = this.#db
+        .prepare(
+          'INSERT INTO ssf_step_ups (target, value, clear_on_approval, not_after, issuer, jti, event_type, reason, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+        )
+        .run(
+          r.target,
+          r.value,
+          r.clearOnApproval ? 1 : 0,
+          r.notAfter ?? null,
+          r.signal.issuer,
+          r.signal.jti,
+          r.signal.eventType,
+          r.reason,
+          nowSec,
+        ).lastInsertRowid
+      return this.#stepUp(Number(id))!
+    })
+  }
+
+  /** The step-ups not cleared and not ended at `nowSec` (every one kept with `includeEnded`), oldest first, with who satisfied them. */
+  listStepUps(nowSec: number, includeEnded = false): StepUp[] {
+    const rows = (
+      includeEnded
+        ? this.#db.prepare('SELECT * FROM ssf_step_ups ORDER BY id').all()
+        : this.#db.prepare('SELECT * FROM ssf_step_ups WHERE cleared_at IS NULL AND (not_after IS NULL OR not_after > ?) ORDER BY id').all(nowSec)
+    ) as StepUpRow[]
+    return rows.map((r) => this.#toStepUp(r))
+  }
+
+  getStepUp(id: number): StepUp | undefined {
+    return this.#stepUp(id)
+  }
+
+  /** Records that a human's approval of `intentId` satisfied step-up `id` for `agent`; false when it already was. */
+  satisfyStepUp(id: number, s: { agent: string; intentId: string; approver: string }, at: number): boolean {
+    return (
+      this.#db
+        .prepare('INSERT INTO ssf_step_up_satisfied (step_up_id, agent, intent_id, approver, at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING')
+        .run(id, s.agent, s.intentId, s.approver, at).changes > 0
+    )
+  }
+
+  /** Clears a step-up (an operator); false when it is unknown or already cleared. */
+  clearStepUp(id: number, c: { by: string; reason?: string }, at: number): boolean {
+    return (
+      this.#db
+        .prepare('UPDATE ssf_step_ups SET cleared_at = ?, cleared_by = ?, clear_reason = ? WHERE id = ? AND cleared_at IS NULL')
+        .run(at, c.by, c.reason ?? null, id).changes > 0
+    )
+  }
+
+  #stepUp(id: number): StepUp | undefined {
+    const r = this.#db.prepare('SELECT * FROM ssf_step_ups WHERE id = ?').get(id) as StepUpRow | undefined
+    return r ? this.#toStepUp(r) : undefined
+  }
+
+  #toStepUp(r: StepUpRow): StepUp {
+    const satisfied = this.#db
+      .prepare('SELECT agent, intent_id, approver, at FROM ssf_step_up_satisfied WHERE step_up_id = ? ORDER BY at, agent')
+      .all(r.id) as {
+      agent: string
+      intent_id: string
+      approver: string
+      at: number
+    }[]
+    return {
+      id: r.id,
+      target: r.target,
+      value: r.value,
+      clearOnApproval: r.clear_on_approval === 1,
+      ...(r.not_after !== null ? { notAfter: r.not_after } : {}),
+      signal: { issuer: r.issuer, jti: r.jti, eventType: r.event_type },
+      reason: r.reason,
+      createdAt: r.created_at,
+      ...(r.cleared_at !== null
+        ? { cleared: { at: r.cleared_at, by: r.cleared_by ?? '', ...(r.clear_reason !== null ? { reason: r.clear_reason } : {}) } }
+        : {}),
+      satisfied: satisfied.map((x) => ({ agent: x.agent, intentId: x.intent_id, approver: x.approver, at: x.at })),
+    }
   }
 
   getState(name: string): number | undefined {

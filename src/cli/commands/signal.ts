@@ -1,6 +1,8 @@
 /**
  * `warrant signal list`: the Shared Signals the broker received as a receiver, and what it did with each.
  * `warrant signal send`: a signal sent by hand through the broker's transmitter (its admin socket).
+ * `warrant signal step-ups` and `warrant signal clear-step-up`: the step-ups a signal put on agents, and
+ * an operator clearing one (its admin socket), as `warrant instance unquarantine` lifts a quarantine.
  */
 import { existsSync } from 'node:fs'
 import { SsfStore, type ReceivedSignal } from '../../broker/store/ssf-store.js'
@@ -15,6 +17,8 @@ export const usage = [
   '  signal list [--since ID] [--limit N]   signals received from SSF transmitters and what was done (--store PATH, --output json)',
   '  signal send --event credential-change|session-revoked|credential-compromise --subject SPIFFE_ID [--instance ID] [--reason TEXT] [--confidence N]',
   '    the broker transmits it on every enabled stream that asked for that event type (--socket PATH, --output json)',
+  '  signal step-ups [--all]   step-ups a signal put on agents (their next intent goes to a human); --all: cleared and ended too (--socket PATH, --output json)',
+  '  signal clear-step-up --id N [--reason TEXT]   clears step-up N for every agent it covers (--socket PATH, --output json)',
 ].join('\n')
 
 async function send(rest: string[]): Promise<number> {
@@ -43,8 +47,70 @@ async function send(rest: string[]): Promise<number> {
   return 0
 }
 
+interface StepUpWire {
+  id: number
+  target: string
+  value: string
+  clear_on_approval: boolean
+  not_after?: number
+  created_at: number
+  reason: string
+  signal: { issuer: string; jti: string; event_type: string }
+  cleared?: { at: number; by: string; reason?: string }
+  satisfied: { agent: string; intent_id: string; approver: string; at: number }[]
+}
+
+const iso = (s: number) => new Date(s * 1000).toISOString()
+
+function printStepUp(s: StepUpWire): void {
+  process.stdout.write(
+    [
+      `Step-up          : ${s.id}`,
+      `Target           : ${s.target} ${s.value}`,
+      `Signal           : ${s.signal.event_type} ${s.signal.jti} from ${s.signal.issuer}`,
+      `Created          : ${iso(s.created_at)}`,
+      `Until            : ${s.not_after !== undefined ? iso(s.not_after) : s.clear_on_approval ? 'a human approves an intent' : '-'}`,
+      `Clears on approval: ${s.clear_on_approval ? 'yes' : 'no'}`,
+      ...(s.cleared ? [`Cleared          : ${iso(s.cleared.at)} by ${s.cleared.by}${s.cleared.reason ? ` (${s.cleared.reason})` : ''}`] : []),
+      ...s.satisfied.map((x) => `Satisfied        : ${x.agent} by intent ${x.intent_id} (${x.approver}, ${iso(x.at)})`),
+    ].join('\n') + '\n\n',
+  )
+}
+
+async function stepUps(cmd: 'step-ups' | 'clear-step-up', rest: string[]): Promise<number> {
+  const { values } = parseFlags(rest, {
+    all: { type: 'boolean' },
+    id: { type: 'string' },
+    reason: { type: 'string' },
+    socket: { type: 'string' },
+    output: { type: 'string' },
+  })
+  const fmt = outputFormat(values.output)
+  const socket = values.socket ?? DEFAULT_BROKER_ADMIN_SOCKET
+  if (cmd === 'clear-step-up') {
+    if (values.id === undefined || !/^[1-9][0-9]{0,14}$/.test(values.id)) throw new IdentityError('ERR_INVALID_ARGUMENT', '--id must be a step-up number')
+    const r = await brokerAdminCall<StepUpWire>(socket, 'POST', `/v1/step-ups/${values.id}/clear`, {
+      uid: process.getuid?.() ?? 0,
+      ...(values.reason !== undefined ? { reason: values.reason } : {}),
+    })
+    if (fmt === 'json') printJson(r)
+    else {
+      process.stdout.write(`Cleared step-up ${r.id}\n\n`)
+      printStepUp(r)
+    }
+    return 0
+  }
+  const r = await brokerAdminCall<{ step_ups: StepUpWire[] }>(socket, 'GET', `/v1/step-ups${values.all ? '?all=true' : ''}`)
+  if (fmt === 'json') printJson(r)
+  else {
+    process.stdout.write(`Found ${r.step_ups.length} step-up${r.step_ups.length === 1 ? '' : 's'}\n\n`)
+    r.step_ups.forEach(printStepUp)
+  }
+  return 0
+}
+
 function printSignal(s: ReceivedSignal): void {
-  const decision = s.decision as { action?: string; level?: string; value?: string; prefix?: string; rule?: number } | null
+  const decision = s.decision as { action?: string; level?: string; target?: string; value?: string; prefix?: string; rule?: number } | null
   const what =
     decision === null
       ? '-'
@@ -52,7 +118,9 @@ function printSignal(s: ReceivedSignal): void {
         ? `revoke ${decision.level ?? ''} ${decision.value ?? ''}`
         : decision.action === 'quarantine'
           ? `quarantine ${decision.prefix ?? ''}`
-          : (decision.action ?? '-')
+          : decision.action === 'step_up'
+            ? `step-up ${decision.target ?? ''} ${decision.value ?? ''}`
+            : (decision.action ?? '-')
   process.stdout.write(
     `#${s.id} ${new Date(s.receivedAt * 1000).toISOString()} ${s.issuer}\n  jti: ${s.jti}\n  event: ${s.eventType}\n  action: ${what}${decision?.rule !== undefined ? ` (rule ${decision.rule})` : ''}\n  outcome: ${s.outcome}\n\n`,
   )
@@ -61,6 +129,7 @@ function printSignal(s: ReceivedSignal): void {
 export async function run(args: string[]): Promise<number> {
   const [cmd, ...rest] = args
   if (cmd === 'send') return send(rest)
+  if (cmd === 'step-ups' || cmd === 'clear-step-up') return stepUps(cmd, rest)
   if (cmd !== 'list') {
     process.stderr.write(`usage:\n${usage}\n`)
     return 2

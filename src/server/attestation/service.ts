@@ -1,5 +1,5 @@
 import { X509Certificate, createHash } from 'node:crypto'
-import { IdentityError } from '../../errors/identity-error.js'
+import { IdentityError, isIdentityError } from '../../errors/identity-error.js'
 import type { Clock } from '../../common/clock.js'
 import { F, type Logger } from '../../common/log/logger.js'
 import { issuesTokens, type CallOpts, type ServerNodeAttestor, type TokenIssuingNodeAttestor } from '../../plugin/contracts.js'
@@ -29,6 +29,28 @@ export interface AttestOutcome {
 }
 
 /**
+ * A node already attested here (it has a node record, not banned) attested again and was refused: its attestor
+ * refused the proof (a PCR policy no longer met, a quote that fails). Known only when the attestor names the node
+ * in its refusal (`details.agent_id`), which it does only once the proof got far enough to show whose it is (the
+ * TPM attestor: once the credential activation proved the EK; a refusal before that, such as an EK no longer
+ * trusted, names nobody, since anyone may send another node's EK public area). A refusal of a node never seen, a
+ * call that broke off (the challenge round trip failed, the call was cancelled) or a banned node's attempt is not one.
+ */
+export interface ReattestationRefusal {
+  readonly agentId: string
+  /** The attestor of the refused attempt. */
+  readonly attestor: string
+  /** The attestor of the node's record (how it was attested until now). */
+  readonly nodeAttestor: string
+  /** The error code and the internal reason (never sent to the agent). */
+  readonly code: string
+  readonly reason: string
+}
+
+/** Nodes whose refusal was announced since their last accepted attestation, at most (then forgotten, and announced again). */
+const ANNOUNCED_MAX = 10_000
+
+/**
  * Node attestation and agent authentication: runs the named attestor's
  * challenge/response, issues the agent SVID from the agent's CSR, records the
  * attested node, and checks each later call's client certificate against that
@@ -48,6 +70,9 @@ export class NodeAttestationService {
   readonly #audit: ServerAudit | undefined
   readonly #verified = new Map<string, { id: SpiffeId; sequence: number | undefined; notAfter: number }>()
   readonly #nodeListeners = new Set<(agentId: string) => void>()
+  readonly #refusalListeners = new Set<(r: ReattestationRefusal) => void>()
+  /** Nodes whose refused re-attestation was announced, until they attest again: an agent retrying is announced once. */
+  readonly #announced = new Set<string>()
 
   constructor(o: {
     trustDomain: TrustDomain
@@ -99,6 +124,16 @@ export class NodeAttestationService {
       }
   }
 
+  /**
+   * Calls `fn` when a node already attested here attests again and is refused (see ReattestationRefusal), once
+   * until it attests again. Only this server's own refusals: nothing about them is in the shared datastore, so a
+   * server sharing it does not hear of them. Returns the unsubscribe function.
+   */
+  onReattestationRefused(fn: (r: ReattestationRefusal) => void): () => void {
+    this.#refusalListeners.add(fn)
+    return () => this.#refusalListeners.delete(fn)
+  }
+
   attestorNames(): string[] {
     return [...this.#attestors.keys()]
   }
@@ -142,15 +177,27 @@ export class NodeAttestationService {
     const attestor = params.attestor
     let agent: string | undefined
     let audited = false
+    // a refusal by the attestor (its verdict on the proof), not a round trip that broke off
+    let verdict = false
+    let brokeOff = false
     try {
       const csr = parseCsr(params.csr)
       const plugin = this.#attestors.get(attestor)
       if (!plugin) throw new IdentityError('ERR_NODE_ATTESTATION_FAILED', `no node attestor named "${attestor.slice(0, 64)}" is configured`)
+      const ask = async (c: Uint8Array): Promise<Uint8Array> => {
+        try {
+          return await challenge(c)
+        } catch (err) {
+          brokeOff = true
+          throw err
+        }
+      }
       let res
       try {
         // The catalog labels the plugin's failures (nodeattestor(<name>): ...).
-        res = await plugin.attest(params.payload, challenge, opts)
+        res = await plugin.attest(params.payload, ask, opts)
       } catch (err) {
+        verdict = !brokeOff && !(opts.signal?.aborted ?? false)
         // Malformed input (the payload, or a challenge answer that does not decode) is the caller's fault: INVALID_ARGUMENT.
         // A refused proof keeps its own code when it has one; anything else is a failed attestation.
         if (err instanceof IdentityError && KEPT_CODES.has(err.code)) throw err
@@ -214,23 +261,59 @@ export class NodeAttestationService {
             if (!(err instanceof IdentityError && err.code === 'ERR_ALREADY_EXISTS')) throw err
           })
       }
+      this.#announced.delete(node.agentId)
       this.#log.info({ [F.AGENT_ID]: node.agentId, attestor, [F.SELECTORS]: selectors.length, [F.DURATION_MS]: this.#clock.now() - started }, 'Node attested')
       this.#metrics?.attestations.inc({ attestor, outcome: 'success' })
       return { node, chain: svid.chain }
     } catch (err) {
       this.#metrics?.attestations.inc({ attestor: attestor.slice(0, 32), outcome: 'failure' })
-      if (this.#audit && !audited) await this.#audit.durable(this.#refusal(attestor, agent, err))
+      const refused = verdict && isIdentityError(err, 'ERR_NODE_ATTESTATION_FAILED') ? await this.#refusedNode(err) : undefined
+      if (this.#audit && !audited) await this.#audit.durable(this.#refusal(attestor, agent ?? refused?.agentId, err, refused !== undefined))
+      if (refused) this.#announceRefusal(refused, attestor, err as IdentityError)
       throw err
     }
   }
 
-  /** A refused (or failed) attestation's event: the code, the attestor if it is one of ours, the agent ID if the attestor named one. */
-  #refusal(attestor: string, agent: string | undefined, err: unknown): ServerAuditEvent {
+  /** The node a refused proof was for, when the attestor named it (`details.agent_id`) and it is one attested here, not banned. Never throws. */
+  async #refusedNode(err: IdentityError): Promise<AttestedNode | undefined> {
+    const named = namedAgent(err)
+    if (named === undefined || !SpiffeId.isValid(named)) return undefined
+    const id = SpiffeId.fromString(named)
+    if (!id.memberOf(this.#td) || !isAgentId(id)) return undefined
+    try {
+      const node = await this.#ds.nodes.find(id.toString())
+      return node !== undefined && !node.banned ? node : undefined
+    } catch (e) {
+      this.#log.warn({ [F.AGENT_ID]: id.toString(), [F.ERR]: e instanceof Error ? e.message : String(e) }, 'Node of a refused attestation not looked up')
+      return undefined
+    }
+  }
+
+  #announceRefusal(node: AttestedNode, attestor: string, err: IdentityError): void {
+    this.#log.warn({ [F.AGENT_ID]: node.agentId, attestor, [F.ERROR_CODE]: err.code, [F.REASON]: err.message }, 'Re-attestation of an attested node refused')
+    if (this.#announced.has(node.agentId)) return
+    if (this.#announced.size >= ANNOUNCED_MAX) this.#announced.clear()
+    this.#announced.add(node.agentId)
+    const r: ReattestationRefusal = { agentId: node.agentId, attestor, nodeAttestor: node.attestor, code: err.code, reason: err.message }
+    for (const fn of [...this.#refusalListeners]) {
+      try {
+        fn(r)
+      } catch (e) {
+        this.#log.warn({ [F.ERR]: String(e) }, 'Re-attestation refusal listener failed')
+      }
+    }
+  }
+
+  /**
+   * A refused (or failed) attestation's event: the code, the attestor if it is one of ours, the agent ID if the attestor named one
+   * (for a node attested here attesting again, that node and `reattestation: true`).
+   */
+  #refusal(attestor: string, agent: string | undefined, err: unknown, reattestation: boolean): ServerAuditEvent {
     return {
       type: 'node_attestation.refused',
       ...failureOf(err),
       ...(agent !== undefined ? { actor: { spiffe_id: agent }, node: agent } : {}),
-      attributes: { attestor: this.#attestors.has(attestor) ? attestor : 'unknown' },
+      attributes: { attestor: this.#attestors.has(attestor) ? attestor : 'unknown', ...(reattestation ? { reattestation: true } : {}) },
     }
   }
 
@@ -322,6 +405,15 @@ export class NodeAttestationService {
     await this.#audit?.durable(nodeEvent('node.banned', n))
     return n
   }
+}
+
+/** The agent ID an attestor named in its refusal (`details.agent_id`), looked for through the causes (the catalog and this service wrap it). */
+function namedAgent(err: unknown): string | undefined {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    const v = isIdentityError(e) ? e.details?.['agent_id'] : undefined
+    if (typeof v === 'string') return v
+  }
+  return undefined
 }
 
 function nodeEvent(type: 'node.evicted' | 'node.banned', n: AttestedNode): ServerAuditEvent {

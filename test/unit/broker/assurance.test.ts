@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import type { StoredRevocation } from '../../../src/broker/contract.js'
 import { NODE_ATTESTATION_NAMESPACE, SsfTransmitter } from '../../../src/broker/ssf-transmitter.js'
 import { SsfStore } from '../../../src/broker/store/ssf-store.js'
-import { announceNodeAssurance } from '../../../src/cli/broker-composition.js'
+import { announceNodeAssurance, announceReattestationRefused } from '../../../src/cli/broker-composition.js'
 import { MemoryKeyManager } from '../../../src/keymanager/memory/index.js'
 import { checkEvent, EVENT_TYPES } from '../../../src/signals/event-types.js'
 import { captureLogger } from '../../helpers/capture-logger.js'
@@ -69,5 +69,40 @@ describe('assurance-level-change for nodes', () => {
       log,
     )
     expect(queued()).toEqual([])
+  })
+
+  it('a refused re-attestation: current none, previous its attestor, decrease, initiated by the system, the reason naming the failed re-attestation', async () => {
+    const { tx, queued } = await transmitter()
+    announceReattestationRefused(
+      tx,
+      { agentId: NODE, attestor: 'tpm', nodeAttestor: 'tpm', reason: 'nodeattestor(tpm): quoted PCR values do not satisfy the required PCR policy' },
+      captureLogger(),
+    )
+    const [set] = queued()
+    expect(set!.sub_id).toEqual({ format: 'uri', uri: NODE })
+    const e = set!.events[EVENT_TYPES.assuranceLevelChange]!
+    expect(e).toMatchObject({
+      namespace: NODE_ATTESTATION_NAMESPACE,
+      current_level: 'none',
+      previous_level: 'tpm',
+      change_direction: 'decrease',
+      initiating_entity: 'system',
+      reason_admin: { en: 'node re-attestation refused (tpm): nodeattestor(tpm): quoted PCR values do not satisfy the required PCR policy' },
+    })
+    expect(() => checkEvent(EVENT_TYPES.assuranceLevelChange, e)).not.toThrow()
+  })
+
+  it('a transmitter that fails is logged, not thrown', () => {
+    const log = captureLogger()
+    announceReattestationRefused(
+      {
+        assuranceChanged: () => {
+          throw new Error('store busy')
+        },
+      },
+      { agentId: NODE, attestor: 'tpm', nodeAttestor: 'tpm', reason: 'x' },
+      log,
+    )
+    expect(log.lines).toContainEqual(expect.objectContaining({ level: 'error', msg: 'Assurance level change not sent' }))
   })
 })

@@ -90,7 +90,7 @@ export interface Fixture {
 }
 
 export async function fixture(
-  opts: Partial<BrokerServiceOptions> & { km?: KeyManager; audit?: AuditSink; userTokens?: BrokerDeps['userTokens'] } = {},
+  opts: Partial<BrokerServiceOptions> & { km?: KeyManager; audit?: AuditSink; userTokens?: BrokerDeps['userTokens']; stepUps?: BrokerDeps['stepUps'] } = {},
 ): Promise<Fixture> {
   const { dir, cleanup } = tempDir('wb-')
   const clock = new FakeClock(Date.UTC(2026, 0, 1, 12))
@@ -100,7 +100,7 @@ export async function fixture(
   const svidSigner = new KeyObjectSigner(privateKey)
   const bundle = new JwtBundle(td, new Map([['td-jwt-1', svidSigner.publicKey.export({ format: 'jwk' })]]))
   const km = opts.km ?? new MemoryKeyManager()
-  const { km: _km, audit, userTokens, ...rest } = opts
+  const { km: _km, audit, userTokens, stepUps, ...rest } = opts
   const open = () =>
     createBrokerService(
       {
@@ -111,6 +111,7 @@ export async function fixture(
         log,
         ...(audit ? { audit } : {}),
         ...(userTokens ? { userTokens } : {}),
+        ...(stepUps ? { stepUps } : {}),
       },
       {
         issuer: ISSUER,

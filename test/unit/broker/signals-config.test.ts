@@ -74,4 +74,19 @@ describe('[broker.signals]', () => {
       { path: 'broker.signals.policy', message: 'a response policy needs at least one transmitter' },
     ])
   })
+
+  it('a step_up rule needs [broker.intents] (on), reported with the rule', () => {
+    const signals = {
+      transmitters: [{ issuer: 'https://idp.example.com/ssf' }],
+      policy: [
+        { event: 'credential-compromise', match: { task: 't' }, action: 'record' },
+        { event: 'credential-change', match: { prefix: 'spiffe://example.org/agents/' }, action: 'step_up', target: 'instance' },
+      ],
+    }
+    const message = 'step_up needs [broker.intents] (the agent is routed through human approval)'
+    expect(issuesOf({ issuer: ISSUER, signals })).toEqual([{ path: 'broker.signals.policy.1.action', message }])
+    expect(issuesOf({ issuer: ISSUER, signals, intents: { enabled: false } })).toEqual([{ path: 'broker.signals.policy.1.action', message }])
+    const c = toEmbeddedBrokerConfig({ issuer: ISSUER, signals, intents: {} }, '/etc/warrant', '/var/lib/warrant')!
+    expect(c.signals!.policy.rules[1]).toMatchObject({ action: 'step_up', target: 'instance', clear_on_approval: true })
+  })
 })

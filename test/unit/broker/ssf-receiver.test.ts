@@ -9,7 +9,8 @@ import { signJwt } from '../../../src/broker/mint.js'
 import { isIdentityError } from '../../../src/errors/identity-error.js'
 import { MemoryKeyManager } from '../../../src/keymanager/memory/index.js'
 import { EVENT_TYPES } from '../../../src/signals/event-types.js'
-import { parseSignalPolicy } from '../../../src/signals/policy.js'
+import { parseSignalPolicy, type SignalPolicy } from '../../../src/signals/policy.js'
+import type { StepUpRequest } from '../../../src/broker/step-ups.js'
 import { buildSet, SET_TYP } from '../../../src/signals/set.js'
 import { captureLogger } from '../../helpers/capture-logger.js'
 
@@ -30,7 +31,9 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c()
 })
 
-async function setup(o: { audience?: string; revoke?: (r: RevocationRequest) => Promise<unknown> } = {}) {
+async function setup(
+  o: { audience?: string; revoke?: (r: RevocationRequest) => Promise<unknown>; policy?: SignalPolicy; stepUp?: (s: StepUpRequest) => Promise<void> } = {},
+) {
   const key = await new MemoryKeyManager().generateKey('tx', 'ec-p256')
   const jwks = { keys: [{ ...key.publicKey.export({ format: 'jwk' }), kid: 'k1', alg: 'ES256' }] }
   const entries: StoredRevocation[] = []
@@ -92,8 +95,9 @@ async function setup(o: { audience?: string; revoke?: (r: RevocationRequest) => 
     transmitters: [{ issuer: TX }],
     audience: o.audience ?? ME,
     tokenIssuer: MY_ISSUER,
-    policy: POLICY,
+    policy: o.policy ?? POLICY,
     revoke: o.revoke ?? (async (r) => void revoked.push(r)),
+    ...(o.stepUp ? { stepUp: o.stepUp } : {}),
     store: rxStore,
     transport,
     log: captureLogger(),
@@ -167,6 +171,44 @@ describe('SsfReceiver', () => {
       { kind: 'prefix', value: 'spiffe://example.org/agents/ci', notAfter: NOW + 3600, reason: expect.stringContaining('session-revoked') },
     ])
     expect(rxStore.listReceived().map((r) => r.outcome)).toEqual(['applied', 'recorded'])
+  })
+
+  it('steps up the agent by the policy, naming the signal (recorded and audited); without step-ups here the signal is recorded as failed', async () => {
+    const policy = parseSignalPolicy([
+      { event: 'credential-change', match: { prefix: 'spiffe://example.org/agents/' }, action: 'step_up', target: 'instance', duration: '2h' },
+    ])
+    const steps: StepUpRequest[] = []
+    const { rx, txRevoke, revoked, rxStore, audits } = await setup({ policy, stepUp: async (s) => void steps.push(s) })
+    const sub = await rx.subscribe({ issuer: TX })
+    txRevoke('instance', AGENT)
+    await rx.pollOnce(sub, empty, { returnImmediately: true })
+    const [got] = rxStore.listReceived()
+    expect(steps).toEqual([
+      {
+        target: 'instance',
+        value: AGENT,
+        clearOnApproval: true,
+        notAfter: NOW + 7200,
+        signal: { issuer: TX, jti: got!.jti, eventType: 'credential-change' },
+        reason: `signal credential-change ${got!.jti} from ${TX} (rule 0)`,
+      },
+    ])
+    expect(revoked).toEqual([])
+    expect(got).toMatchObject({ outcome: 'applied', decision: { action: 'step_up', target: 'instance', value: AGENT } })
+    const e = parseAuditEvent({ ...audits[0]!, v: 1, time: new Date(NOW * 1000).toISOString() })
+    expect(e).toMatchObject({
+      type: 'signal',
+      outcome: 'success',
+      subject: AGENT,
+      attributes: { action: 'step_up', target: 'instance', value: AGENT, not_after: NOW + 7200, jti: got!.jti, rule: 0, outcome: 'applied' },
+    })
+
+    const bare = await setup({ policy })
+    const s2 = await bare.rx.subscribe({ issuer: TX })
+    bare.txRevoke('instance', AGENT)
+    const r = await bare.rx.pollOnce(s2, empty, { returnImmediately: true })
+    expect(r.next.ack).toHaveLength(1)
+    expect(bare.rxStore.listReceived().map((x) => x.outcome)).toEqual(['failed: ERR_REVOCATION_INVALID'])
   })
 
   it('refuses forged, wrong-audience, unsigned and malformed SETs with their RFC 8935 err, and changes nothing', async () => {

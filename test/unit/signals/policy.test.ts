@@ -73,6 +73,40 @@ describe('parseSignalPolicy', () => {
     expect(got.find((i) => i.path === 'broker.signals.policy.0.event')!.message).toMatch(/unknown event type "verification"/)
   })
 
+  it('step_up: a target (instance or prefix), an optional end, clearing on approval by default; checked in the same pass', () => {
+    const p = parseSignalPolicy([
+      { event: 'credential-change', match: { prefix: 'spiffe://example.org/agents/' }, action: 'step_up', target: 'instance' },
+      { event: 'session-revoked', match: { task: 't' }, action: 'step_up', target: 'prefix', prefix: 'spiffe://example.org/agents/ci/', duration: '4h' },
+      { event: 'assurance-level-change', match: { task: 't' }, action: 'step_up', target: 'instance', duration: '1h', clear_on_approval: false },
+    ])
+    expect(p.rules[0]).toMatchObject({ action: 'step_up', target: 'instance', clear_on_approval: true })
+    expect(p.rules[0]).not.toHaveProperty('duration')
+    expect(p.rules[1]).toMatchObject({ target: 'prefix', prefix: 'spiffe://example.org/agents/ci', duration: 4 * 3_600_000, clear_on_approval: true })
+    expect(p.rules[2]).toMatchObject({ duration: 3_600_000, clear_on_approval: false })
+    const got = issues([
+      { event: 'credential-change', match: { task: 't' }, action: 'step_up' },
+      { event: 'credential-change', match: { task: 't' }, action: 'step_up', target: 'agent' },
+      { event: 'credential-change', match: { task: 't' }, action: 'step_up', target: 'instance', prefix: 'spiffe://example.org/a' },
+      { event: 'credential-change', match: { task: 't' }, action: 'step_up', target: 'instance', clear_on_approval: false },
+      { event: 'credential-change', match: { task: 't' }, action: 'step_up', target: 'prefix', duration: '31d', level: 'instance' },
+      { event: 'credential-change', match: { task: 't' }, action: 'step_up', target: 'prefix', prefix: 'not-an-id', duration: '10ms' },
+    ])
+    expect(got.map((i) => i.path)).toEqual(
+      expect.arrayContaining([
+        'broker.signals.policy.0.target',
+        'broker.signals.policy.1.target',
+        'broker.signals.policy.2.prefix',
+        'broker.signals.policy.3.duration',
+        'broker.signals.policy.4.duration',
+        'broker.signals.policy.4',
+        'broker.signals.policy.5.prefix',
+        'broker.signals.policy.5.duration',
+      ]),
+    )
+    expect(got.find((i) => i.path === 'broker.signals.policy.3.duration')!.message).toMatch(/required when clear_on_approval = false/)
+    expect(got.find((i) => i.path === 'broker.signals.policy.2.prefix')!.message).toBe('only for target = "prefix"')
+  })
+
   it('refuses a policy that is not a list', () => {
     expect(issues({ event: 'x' })[0]!.path).toBe('broker.signals.policy')
   })
@@ -169,6 +203,54 @@ describe('decide', () => {
       rule: 7,
       level: 'prefix',
       value: 'spiffe://example.org/agents/x',
+    })
+  })
+
+  it('steps up the subject (instance) or a prefix, with the end when the rule has one; a subject without the target is recorded', () => {
+    const p = parseSignalPolicy([
+      { event: 'credential-change', match: { prefix: 'spiffe://example.org/agents/' }, action: 'step_up', target: 'instance' },
+      { event: 'session-revoked', match: { prefix: 'spiffe://example.org/agents/' }, action: 'step_up', target: 'prefix', duration: '2h' },
+      {
+        event: 'assurance-level-change',
+        match: { task: 't' },
+        action: 'step_up',
+        target: 'prefix',
+        prefix: 'spiffe://example.org/agents/ci',
+        duration: '1h',
+        clear_on_approval: false,
+      },
+      { event: 'credential-compromise', match: { task: 't' }, action: 'step_up', target: 'instance' },
+    ])
+    expect(decide(p, signal({ spiffeId: AGENT }, EVENT_TYPES.credentialChange), opts)).toEqual({
+      action: 'step_up',
+      rule: 0,
+      target: 'instance',
+      value: AGENT,
+      clearOnApproval: true,
+    })
+    expect(decide(p, signal({ spiffeId: AGENT }, EVENT_TYPES.sessionRevoked), opts)).toEqual({
+      action: 'step_up',
+      rule: 1,
+      target: 'prefix',
+      value: AGENT,
+      clearOnApproval: true,
+      notAfter: NOW + 7200,
+    })
+    expect(decide(p, signal({ taskId: 't' }, EVENT_TYPES.assuranceLevelChange), opts)).toEqual({
+      action: 'step_up',
+      rule: 2,
+      target: 'prefix',
+      value: 'spiffe://example.org/agents/ci',
+      clearOnApproval: false,
+      notAfter: NOW + 3600,
+    })
+    // an instance needs the subject's SPIFFE ID; a prefix from the subject is never a bare trust domain
+    expect(decide(p, signal({ taskId: 't' }, EVENT_TYPES.credentialCompromise), opts)).toEqual({ action: 'record', rule: 3, reason: 'target_missing' })
+    const prefixOnly = parseSignalPolicy([{ event: 'session-revoked', match: { task: 't' }, action: 'step_up', target: 'prefix' }])
+    expect(decide(prefixOnly, signal({ taskId: 't', spiffeId: 'spiffe://example.org' }, EVENT_TYPES.sessionRevoked), opts)).toEqual({
+      action: 'record',
+      rule: 0,
+      reason: 'target_missing',
     })
   })
 

@@ -230,6 +230,22 @@ describe('tpm server attestor (software TPM)', () => {
     expect(asked).toBe(challenged)
   })
 
+  it('names the node in a refusal only once the credential activation proved its EK (a PCR policy or quote failure), never before', async () => {
+    const refusal = async (a: ReturnType<typeof softAgent>, extra?: Record<string, unknown>) =>
+      (await createTpmServerAttestor(config(extra), { roots: [], intermediates: [] }, deps)
+        .attest(a.payload, a.answer, {})
+        .catch((e: unknown) => e)) as IdentityError
+    const id = `spiffe://example.org/warrant/agent/tpm/${hash}`
+    const policy = await refusal(softAgent(ek, ak, { pcr16: new Uint8Array(32) }), { require_pcr_policy: 'golden' })
+    expect(policy).toMatchObject({ ...FAILED, message: 'quoted PCR values do not satisfy the required PCR policy', details: { agent_id: id } })
+    expect((await refusal(softAgent(ek, ak, { tamperPcr: 16 }))).details).toMatchObject({ agent_id: id })
+    expect((await refusal(softAgent(ek, ak, { nonce: new Uint8Array(randomBytes(32)) }))).details).toMatchObject({ agent_id: id })
+    // before: anyone may send another node's EK public area, so nothing is named
+    expect((await refusal(softAgent(ek, ak, { badSecret: true }))).details?.agent_id).toBeUndefined()
+    expect((await refusal(softAgent(ek, softEccKey({ attrs: AK_ATTRS & ~TPMA_OBJECT.restricted })))).details?.agent_id).toBeUndefined()
+    expect((await refusal(softAgent(softRsaKey({ ek: true }), ak))).details?.agent_id).toBeUndefined()
+  })
+
   it('reports every PCR policy the quote satisfies, and attests without a required one', async () => {
     const agent = softAgent(ek, ak)
     const c = config({

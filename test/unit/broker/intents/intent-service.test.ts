@@ -12,7 +12,9 @@ import { IdentityError } from '../../../../src/errors/identity-error.js'
 import { BoundsSet } from '../../../../src/spiffe/bounds/bounds-set.js'
 import type { TokenRequest } from '../../../../src/broker/contract.js'
 import { GRANT_TYPE } from '../../../../src/tokens/claims.js'
-import { A, API, B, BOUNDS, client, dpop, exchange, fixture, refused, RS, td, type Fixture } from '../fixture.js'
+import { captureLogger } from '../../../helpers/capture-logger.js'
+import { StepUps } from '../../../../src/broker/step-ups.js'
+import { A, API, B, BOUNDS, cc, client, dpop, exchange, fixture, refused, RS, td, type Fixture } from '../fixture.js'
 
 class RecordingSink implements AuditSink {
   readonly events: AuditEventInput[] = []
@@ -47,9 +49,9 @@ afterEach(async () => {
   f = undefined
 })
 
-async function setup(extra: Record<string, unknown> = {}) {
+async function setup(extra: Record<string, unknown> = {}, o: { stepUps?: StepUps } = {}) {
   const sink = new RecordingSink()
-  f = await fixture({ audit: sink })
+  f = await fixture({ audit: sink, ...(o.stepUps ? { stepUps: o.stepUps } : {}) })
   const signals: IntentSignal[] = []
   const notified: ApprovalView[] = []
   const cfg = parseIntentsConfig(
@@ -77,6 +79,7 @@ async function setup(extra: Record<string, unknown> = {}) {
     signalsAbout: () => 0,
     raiseSignal: (s) => signals.push(s),
     notifier: { notify: (v) => notified.push(v) },
+    ...(o.stepUps ? { stepUps: o.stepUps } : {}),
     clock: f.clock,
     log: f.log,
   })
@@ -215,6 +218,55 @@ describe('intents: declared, decided, bound into one token', () => {
     await svc.approve(handle.intent_id, { id: 'cli:0', method: 'unix-socket' })
     fx.clock.advance(3000)
     expect((await svc.token(ciba(), handle.auth_req_id, client(A), dpop())).access_token).toBeTruthy()
+  })
+
+  it("a step-up sends the agent's next intent to a human whatever its risk; a human's approval satisfies it and tokens come again", async () => {
+    const audited: AuditEventInput[] = []
+    const stepUps = new StepUps({ log: captureLogger(), audit: (e) => audited.push(e) })
+    const { sink, task, svc, fx } = await setup({}, { stepUps })
+    // declared before the signal, approved after: its approver never saw the step-up, so it does not satisfy it
+    const before = await svc.bcAuthorize({ authorizationDetails: detail('write', `${API}/early`), taskId: task, unsupported: [] }, client(A))
+    const s = stepUps.add({
+      target: 'instance',
+      value: A,
+      clearOnApproval: true,
+      signal: { issuer: 'https://idp.example', jti: 'jti-7', eventType: 'credential-change' },
+      reason: 'signal credential-change jti-7 from https://idp.example (rule 0)',
+    })
+    await refused(() => fx.svc.token(cc(task), client(A), dpop()), 'ERR_STEP_UP_REQUIRED')
+    // a read is approved by rule otherwise: now it waits for a human, the rule naming the signal
+    const pending = (await refused(
+      () => svc.token(inline(task, 'read', `${API}/r/9`), undefined, client(A), dpop()),
+      'ERR_APPROVAL_PENDING',
+    )) as unknown as IdentityError
+    const handle = pending.details!.ciba as { auth_req_id: string; intent_id: string }
+    const view = (await svc.get(handle.intent_id))!
+    expect(view).toMatchObject({ status: 'pending', decidedBy: 'human:step_up:credential-change:jti-7' })
+    expect(view.factors).toContainEqual({ rule: `step_up:${s.id}`, weight: 0, detail: expect.stringContaining('jti-7 from https://idp.example') })
+    await settle()
+    expect(sink.events.find((e) => e.type === 'approval' && e.attributes?.intent_id === handle.intent_id)).toMatchObject({
+      attributes: { stage: 'declared', decision: 'needs-human', rule: 'human:step_up:credential-change:jti-7' },
+    })
+    await svc.approve(before.intent_id, { id: 'alice', method: 'webauthn' })
+    await refused(() => fx.svc.token(cc(task), client(A), dpop()), 'ERR_STEP_UP_REQUIRED')
+    // a denial does not satisfy it either
+    const denied = await svc.bcAuthorize({ authorizationDetails: detail('read', `${API}/r/10`), taskId: task, unsupported: [] }, client(A))
+    await svc.deny(denied.intent_id, { id: 'alice', method: 'webauthn' })
+    await refused(() => fx.svc.token(cc(task), client(A), dpop()), 'ERR_STEP_UP_REQUIRED')
+    expect(audited).toEqual([])
+    // the human approves the one that named it: satisfied, audited naming the signal; its token, then plain tokens again
+    await svc.approve(handle.intent_id, { id: 'bob', method: 'totp' })
+    expect(audited).toEqual([
+      expect.objectContaining({
+        type: 'signal',
+        subject: A,
+        attributes: expect.objectContaining({ stage: 'satisfied', jti: 'jti-7', intent_id: handle.intent_id, approver: 'bob' }),
+      }),
+    ])
+    fx.clock.advance(3000)
+    expect((await svc.token(ciba(), handle.auth_req_id, client(A), dpop())).access_token).toBeTruthy()
+    expect((await fx.svc.token(cc(task), client(A), dpop())).access_token).toBeTruthy()
+    expect((await svc.token(inline(task, 'read', `${API}/r/11`), undefined, client(A), dpop())).access_token).toBeTruthy()
   })
 
   it('outcome reports: a match consumes the token; a repeated use or another action is a mismatch, refused before, revoked and signalled', async () => {

@@ -135,6 +135,38 @@ describe('risk engine', () => {
     })
   })
 
+  it('a step-up sends the intent to a human whatever its risk, naming the signal; forbidding rules still refuse', () => {
+    const p = policy()
+    const stepUps = [
+      { id: 7, signal: 'credential-change:jti-1', reason: 'signal credential-change jti-1 from https://idp.example (rule 0)' },
+      { id: 9, signal: 'session-revoked:jti-2', reason: 'signal session-revoked jti-2 from https://idp.example (rule 1)' },
+    ]
+    const low = assessRisk(p, input())
+    expect(low.decision).toBe('auto-approve')
+    const stepped = assessRisk(p, input({ stepUps }))
+    expect(stepped).toMatchObject({ decision: 'needs-human', rule: 'human:step_up:credential-change:jti-1', approverGroup: 'ops' })
+    // listed for the approver, weighing nothing: the risk is the same
+    expect(stepped.risk).toBe(low.risk)
+    expect(stepped.factors.filter((f) => f.rule.startsWith('step_up:'))).toEqual([
+      { rule: 'step_up:7', weight: 0, detail: 'step-up required by signal credential-change jti-1 from https://idp.example (rule 0)' },
+      { rule: 'step_up:9', weight: 0, detail: 'step-up required by signal session-revoked jti-2 from https://idp.example (rule 1)' },
+    ])
+    // it decides before the other human rules, so the decision names the signal
+    expect(assessRisk(p, input({ action: 'payments:refund', stepUps }))).toMatchObject({
+      decision: 'needs-human',
+      rule: 'human:step_up:credential-change:jti-1',
+    })
+    expect(assessRisk(p, input({ action: 'db:drop', stepUps }))).toMatchObject({ decision: 'refuse', rule: 'forbid:action:db:drop' })
+    expect(
+      assessRisk(policy({ refuse_at: 0.9 }), input({ action: 'api:execute', resource: 'https://grid.example/control/x', declaredRisk: 1, stepUps })),
+    ).toMatchObject({
+      decision: 'refuse',
+      rule: 'refuse_at:0.9',
+    })
+    // no step-up, or an empty list: as before
+    expect(assessRisk(p, input({ stepUps: [] }))).toEqual(low)
+  })
+
   it('globs: * spans any characters, the rest is literal', () => {
     expect(globMatch('payments:*', 'payments:transfer')).toBe(true)
     expect(globMatch('https://a.example/*', 'https://a.example/x/y?z')).toBe(true)
@@ -181,6 +213,20 @@ describe('risk engine', () => {
           expect(rank[b.decision]).toBeGreaterThanOrEqual(rank[a.decision])
           // and declaring nothing is never riskier than declaring something
           expect(assessRisk(p, clean({ ...i, declaredRisk: undefined })).risk).toBeLessThanOrEqual(a.risk)
+        }),
+      )
+    })
+
+    it('a step-up never lets an intent through automatically, and never changes a refusal', () => {
+      const p = policy()
+      fc.assert(
+        fc.property(inputs, (i) => {
+          const without = assessRisk(p, clean(i))
+          const withStepUp = assessRisk(p, clean({ ...i, stepUps: [{ id: 1, signal: 'credential-change:x', reason: 'signal credential-change x' }] }))
+          expect(withStepUp.decision).not.toBe('auto-approve')
+          expect(withStepUp.risk).toBe(without.risk)
+          if (without.decision === 'refuse') expect(withStepUp).toMatchObject({ decision: 'refuse', rule: without.rule })
+          else expect(withStepUp.rule).toBe('human:step_up:credential-change:x')
         }),
       )
     })

@@ -158,6 +158,8 @@ export interface ManualSignal {
   instance?: string
   reason?: string
   confidence?: number
+  /** CAEP `initiating_entity`: `admin` (default: a signal sent by hand) or `policy` (the broker's own rule, e.g. an intent mismatch). Never from the wire. */
+  initiatingEntity?: 'admin' | 'policy'
 }
 
 /** Checks the wire form of a signal sent by hand. */
@@ -561,7 +563,7 @@ export class SsfTransmitter {
     const subject = subjectFor({ spiffeId: sig.subject, ...(sig.instance !== undefined ? { instanceId: sig.instance } : {}) })
     const event: Record<string, unknown> = {
       event_timestamp: this.#nowSec,
-      initiating_entity: 'admin',
+      initiating_entity: sig.initiatingEntity ?? 'admin',
       ...(sig.reason !== undefined ? { reason_admin: { en: sig.reason } } : {}),
       ...(sig.confidence !== undefined ? { confidence: sig.confidence } : {}),
       ...(type === EVENT_TYPES.credentialChange ? { credential_type: 'x509', change_type: 'revoke' } : {}),

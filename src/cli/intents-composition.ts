@@ -56,7 +56,9 @@ export function startIntents(o: {
     ...(o.nodeAttestation ? { nodeAttestation: o.nodeAttestation } : {}),
     ...(o.ssfStore ? { signalsAbout: receivedSignalCounter(o.ssfStore) } : {}),
     ...(o.stepUps ? { stepUps: o.stepUps } : {}),
-    ...(ssf ? { raiseSignal: (s) => void ssf.send({ event: s.event, subject: s.subject, reason: s.reason, confidence: s.confidence }) } : {}),
+    ...(ssf
+      ? { raiseSignal: (s) => void ssf.send({ event: s.event, subject: s.subject, reason: s.reason, confidence: s.confidence, initiatingEntity: 'policy' }) }
+      : {}),
     notifier,
     log,
   })

@@ -177,7 +177,13 @@ describe('SsfTransmitter', () => {
     const cc = t.send(manualSignalFromWire({ event: 'credential-change', subject: AGENT }))
     expect(cc.streams).toEqual([all])
     const second = Object.values((await t.poll(RX, all, { returnImmediately: true, ack: Object.keys(got.sets) })).sets)
-    expect((await verify(second[0]!)).event).toMatchObject({ credential_type: 'x509', change_type: 'revoke' })
+    expect((await verify(second[0]!)).event).toMatchObject({ credential_type: 'x509', change_type: 'revoke', initiating_entity: 'admin' })
+    // the broker's own rule (an intent mismatch) says policy; the wire cannot ask for it
+    t.send({ event: 'session-revoked', subject: AGENT, reason: 'intent mismatch', confidence: 1, initiatingEntity: 'policy' })
+    const third = Object.values((await t.poll(RX, sessions, { returnImmediately: true })).sets)
+    expect(third).toHaveLength(2)
+    expect((await verify(third[1]!)).event).toMatchObject({ initiating_entity: 'policy', reason_admin: { en: 'intent mismatch' } })
+    expect(manualSignalFromWire({ event: 'session-revoked', subject: AGENT, initiatingEntity: 'policy' }).initiatingEntity).toBeUndefined()
   })
 
   it('refuses a malformed signal sent by hand', () => {

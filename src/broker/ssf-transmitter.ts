@@ -26,6 +26,7 @@ import { checkSubject, streamSubject, subjectFor, type SubjectIdentifier } from 
 import { matchesIdList, type IdMatcher } from './config.js'
 import type { BrokerService, StoredRevocation } from './contract.js'
 import type { ActiveKey } from './keys.js'
+import { isSsfClientId } from './ssf-clients.js'
 import type { Narrowing } from './narrowings.js'
 import { signJwt } from './mint.js'
 import type { SsfStore, StreamRecord, StreamStatus } from './store/ssf-store.js'
@@ -57,6 +58,8 @@ export interface SsfTransmitterOptions {
   readonly signingKey: () => ActiveKey
   /** Who may create and read streams: SPIFFE IDs and prefixes. */
   readonly receivers: IdMatcher
+  /** Registered SSF receiver clients (`ssf:<name>`, ssf-clients.ts): receivers without being on `receivers`, poll delivery only. */
+  readonly clients?: { isRegistered(clientId: string): boolean }
   readonly revocations: Pick<BrokerService, 'onRevocation' | 'listRevocations'>
   readonly log: Logger
   /** Milliseconds since the epoch (default Date.now). */
@@ -239,12 +242,20 @@ export class SsfTransmitter {
       add_subject_endpoint: `${i}/ssf/subjects:add`,
       remove_subject_endpoint: `${i}/ssf/subjects:remove`,
       verification_endpoint: `${i}/ssf/verify`,
-      authorization_schemes: [{ spec_urn: 'urn:ietf:rfc:8705' }, { spec_urn: 'urn:ietf:params:oauth:client-assertion-type:jwt-spiffe' }],
+      authorization_schemes: [
+        { spec_urn: 'urn:ietf:rfc:6749' },
+        { spec_urn: 'urn:ietf:rfc:8705' },
+        { spec_urn: 'urn:ietf:params:oauth:client-assertion-type:jwt-spiffe' },
+      ],
       default_subjects: 'ALL',
     }
   }
 
   #authorize(receiver: string): void {
+    if (isSsfClientId(receiver)) {
+      if (this.#o.clients?.isRegistered(receiver) === true) return
+      throw new IdentityError('ERR_CLIENT_UNAUTHORIZED', 'caller is not a signals receiver', { details: { reason: 'not a registered SSF client' } })
+    }
     if (!matchesIdList(this.#o.receivers, receiver))
       throw new IdentityError('ERR_CLIENT_UNAUTHORIZED', 'caller is not a signals receiver', { details: { reason: 'not on the receivers list' } })
   }
@@ -283,6 +294,9 @@ export class SsfTransmitter {
     if (!isRecord(body)) throw invalid('stream configuration must be a JSON object')
     const delivery = body['delivery']
     const method = isRecord(delivery) ? delivery['method'] : POLL_DELIVERY
+    // a push endpoint is checked against the receiver's SVID (SetPushTransport); an OAuth client has none
+    if (method === PUSH_DELIVERY && isSsfClientId(receiver))
+      throw invalid(`push delivery needs an SVID receiver (the endpoint must present the receiver's SVID); an OAuth client uses ${POLL_DELIVERY}`)
     const push = method === PUSH_DELIVERY ? pushTarget(delivery) : undefined
     if (method === PUSH_DELIVERY && this.#o.push === undefined) throw invalid(`delivery method must be ${POLL_DELIVERY}`)
     if (method !== POLL_DELIVERY && method !== PUSH_DELIVERY) throw invalid(`delivery method must be ${POLL_DELIVERY} or ${PUSH_DELIVERY}`)

@@ -43,6 +43,7 @@ import { SsfReceiver, type PushAnswer } from '../broker/ssf-receiver.js'
 import { httpsSsfTransport } from '../broker/http/ssf-client.js'
 import { httpsSetPushTransport } from '../broker/http/ssf-push-client.js'
 import { SsfStore } from '../broker/store/ssf-store.js'
+import { SsfClients } from '../broker/ssf-clients.js'
 import { diskKeyManagerPlugin, memoryKeyManagerPlugin, pkcs11KeyManagerPlugin } from '../keymanager/index.js'
 import type { KeyManager } from '../keymanager/key-manager.js'
 import type { RunningServer } from '../server/server.js'
@@ -298,6 +299,7 @@ export async function startBroker(o: {
   let http: BrokerHttpServer | undefined
   let ssfStore: SsfStore | undefined
   let ssf: SsfTransmitter | undefined
+  let ssfClients: SsfClients | undefined
   const receivers: SsfReceiver[] = []
   let intents: RunningIntents | undefined
   // The operator console ([broker.console]): token endpoint decisions counted for its chart.
@@ -306,12 +308,23 @@ export async function startBroker(o: {
   try {
     const sig = cfg.signals
     if (sig) ssfStore = SsfStore.open(sig.storePath)
-    if (sig && ssfStore && (sig.receivers.ids.length > 0 || sig.receivers.prefixes.length > 0)) {
+    if (sig && ssfStore)
+      ssfClients = new SsfClients({
+        issuer: cfg.issuer,
+        store: ssfStore,
+        signingKey: () => service.keys.active(),
+        publicKeyFor: (kid) => service.keys.publicKeyFor(kid),
+        log: log.child({ [F.SUBSYSTEM]: 'ssf' }),
+        audit: (e) => service.auditQuietly(e),
+      })
+    // the transmitter runs for SVID receivers, or for SSF clients registered already (the first one takes effect at restart)
+    if (sig && ssfStore && (sig.receivers.ids.length > 0 || sig.receivers.prefixes.length > 0 || ssfStore.listClients().length > 0)) {
       ssf = await SsfTransmitter.start({
         issuer: cfg.issuer,
         store: ssfStore,
         signingKey: () => service.keys.active(),
         receivers: sig.receivers,
+        ...(ssfClients ? { clients: ssfClients } : {}),
         revocations: service,
         log: log.child({ [F.SUBSYSTEM]: 'ssf' }),
         pollWaitMs: sig.pollWaitMs,
@@ -368,6 +381,7 @@ export async function startBroker(o: {
       log,
       authorizationDetailsTypes: cfg.authorizationDetailsTypes,
       ...(ssf ? { ssf } : {}),
+      ...(ssf && ssfClients ? { ssfClients } : {}),
       ...(receivers.length > 0 ? { ssfPush: pushToReceivers(receivers) } : {}),
       ...(credentials ? { credentials } : {}),
       ...(intents ? { intents: intents.service } : {}),
@@ -389,6 +403,7 @@ export async function startBroker(o: {
       log,
       ...(credentials ? { credentials } : {}),
       ...(ssf ? { signals: ssf } : {}),
+      ...(ssfClients ? { ssfClients } : {}),
       ...(intents ? { approvals: intents.service } : {}),
       stepUps,
     })

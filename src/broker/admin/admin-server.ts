@@ -11,6 +11,9 @@
  *   GET/POST /v1/approvals...   the approval queue (intents/admin-routes.ts)
  *   GET  /v1/step-ups[?all=true]  step-ups a signal put on agents (src/broker/step-ups.ts)
  *   POST /v1/step-ups/:id/clear   {"uid": <the CLI's uid>, "reason"?: "..."}: cleared as `cli:<uid>`
+ *   POST /v1/signals/clients  {"name": "..."}: registers SSF client `ssf:<name>`; its secret is in this answer only
+ *   GET  /v1/signals/clients
+ *   POST /v1/signals/clients/:name/delete   (its streams too; its live tokens stop working at once)
  */
 import { chmodSync, mkdirSync, rmSync } from 'node:fs'
 import { dirname } from 'node:path'
@@ -27,6 +30,7 @@ import { revocationEntryToWire } from '../../tokens/revocation.js'
 import type { ApprovalQueue } from '../intents/contract.js'
 import { registerApprovalAdminRoutes } from '../intents/admin-routes.js'
 import { stepUpToWire, type StepUps } from '../step-ups.js'
+import type { SsfClients } from '../ssf-clients.js'
 
 export interface BrokerAdminServer {
   readonly socketPath: string
@@ -50,6 +54,8 @@ export async function startBrokerAdminServer(o: {
   approvals?: ApprovalQueue
   /** Step-ups a signal put on agents: `warrant signal step-ups`, `warrant signal clear-step-up`. */
   stepUps?: StepUps
+  /** Registered SSF receiver clients: `warrant signal client create|list|delete`. */
+  ssfClients?: SsfClients
 }): Promise<BrokerAdminServer> {
   const log = o.log.child({ [F.SUBSYSTEM]: 'broker_admin' })
   const now = o.now ?? Date.now
@@ -148,6 +154,38 @@ export async function startBrokerAdminServer(o: {
       return reply.code(201).send(o.signals.send(manualSignalFromWire(req.body)))
     } catch (err) {
       return fail(reply, err, 'signals.send')
+    }
+  })
+
+  const ssfClients = (): SsfClients => {
+    if (!o.ssfClients) throw new IdentityError('ERR_UNSUPPORTED', 'no SSF transmitter here ([broker.signals])')
+    return o.ssfClients
+  }
+  app.post('/v1/signals/clients', async (req, reply) => {
+    try {
+      const c = ssfClients().create((req.body as { name?: unknown } | null)?.name)
+      log.info({ endpoint: 'signals.clients.create', client_id: c.client_id }, 'SSF client created by admin')
+      return reply.code(201).header('cache-control', 'no-store').send(c)
+    } catch (err) {
+      return fail(reply, err, 'signals.clients.create')
+    }
+  })
+  app.get('/v1/signals/clients', async (_req, reply) => {
+    try {
+      return reply.send({ clients: ssfClients().list() })
+    } catch (err) {
+      return fail(reply, err, 'signals.clients.list')
+    }
+  })
+  app.post('/v1/signals/clients/:name/delete', async (req, reply) => {
+    try {
+      const name = (req.params as { name?: unknown }).name
+      const gone = ssfClients().delete(name)
+      if (!gone) throw new IdentityError('ERR_NOT_FOUND', 'no such SSF client')
+      log.info({ endpoint: 'signals.clients.delete', client_id: `ssf:${String(name)}` }, 'SSF client deleted by admin')
+      return reply.send({ deleted: true })
+    } catch (err) {
+      return fail(reply, err, 'signals.clients.delete')
     }
   })
 

@@ -37,6 +37,7 @@ import { revocationRequestFromWire } from './revocation-wire.js'
 import type { StoredRevocation } from '../store/broker-store.js'
 import type { CredentialVault } from '../credentials.js'
 import type { SsfTransmitter } from '../ssf-transmitter.js'
+import type { SsfClients } from '../ssf-clients.js'
 import type { PushAnswer } from '../ssf-receiver.js'
 import { registerSsfPushRoute, registerSsfRoutes } from './ssf-wire.js'
 import type { IntentService } from '../intents/intent-service.js'
@@ -68,6 +69,8 @@ export interface BrokerHttpOptions {
   credentials?: CredentialVault
   /** The Shared Signals transmitter, when configured: its routes are in ssf-wire.ts. */
   ssf?: SsfTransmitter
+  /** Registered SSF receiver clients: `client_credentials` with HTTP Basic at /token, their Bearer token at the SSF API only. */
+  ssfClients?: SsfClients
   /** Intents and human approval (`[broker.intents]`): CIBA and outcome routes in intents/http.ts, the CIBA grant and inline intents at /token. */
   intents?: IntentService
   /** The Shared Signals receivers' push endpoint (RFC 8935), when one subscribes by push. */
@@ -267,12 +270,41 @@ export async function startBrokerHttpServer(o: BrokerHttpOptions): Promise<Broke
       .send(await o.service.jwks()),
   )
 
+  // SSF receiver clients (ssf-clients.ts): HTTP Basic is theirs alone, answered apart from the agents' path, so
+  // their credentials never reach client-auth.ts (tasks, exchange, introspection, revocation know nothing of them).
+  const ssfClientToken = async (req: FastifyRequest, reply: FastifyReply, form: Form) => {
+    try {
+      const res = await o.ssfClients!.token(req.headers.authorization, form)
+      return noStore(reply).type('application/json').send(res)
+    } catch (err) {
+      const code = isIdentityError(err) ? err.code : undefined
+      if (code === 'ERR_CLIENT_AUTH_FAILED') {
+        log.info(
+          {
+            endpoint: 'token',
+            grant_type: 'client_credentials',
+            [F.ERROR_CODE]: code,
+            ...(isIdentityError(err) && err.details ? { details: err.details } : {}),
+          },
+          'SSF client authentication failed',
+        )
+        return noStore(reply)
+          .code(401)
+          .header('www-authenticate', `Basic realm="${realm.replace(/["\\]/g, '')}"`)
+          .type('application/json')
+          .send({ error: 'invalid_client' })
+      }
+      return replyOAuthError(reply, err, { log, endpoint: 'token', realm, grantType: 'client_credentials' })
+    }
+  }
+
   app.post(`${endpoints.basePath}/token`, async (req, reply) => {
     let spiffeId: string | undefined
     let grantType: string | undefined
     try {
       const form = formOf(req)
       grantType = single(form, 'grant_type')
+      if (o.ssfClients !== undefined && /^basic /i.test(req.headers.authorization ?? '')) return await ssfClientToken(req, reply, form)
       // RFC 9449 §4.3 check 1: at most one DPoP header (Node joins repeated ones with ", "; a JWS has no comma).
       const dpopHeader = req.headers.dpop
       const proofCount = req.raw.rawHeaders.filter((_, i) => i % 2 === 0 && req.raw.rawHeaders[i]!.toLowerCase() === 'dpop').length
@@ -488,7 +520,14 @@ export async function startBrokerHttpServer(o: BrokerHttpOptions): Promise<Broke
     }
   })
 
-  if (o.ssf) registerSsfRoutes(app, { transmitter: o.ssf, basePath: endpoints.basePath, authenticate: subscriber, log })
+  if (o.ssf)
+    registerSsfRoutes(app, {
+      transmitter: o.ssf,
+      basePath: endpoints.basePath,
+      authenticate: subscriber,
+      ...(o.ssfClients ? { clients: o.ssfClients } : {}),
+      log,
+    })
   if (o.ssfPush) registerSsfPushRoute(app, { basePath: endpoints.basePath, receive: o.ssfPush, log })
   if (o.intents)
     registerIntentRoutes(app, {

@@ -16,8 +16,10 @@
  *
  * Receivers authenticate as every broker client does (client-auth.ts: their
  * X.509-SVID over mutual TLS, or a JWT-SVID `Authorization: Bearer`) and must
- * be on the transmitter's receivers list; a stream is visible only to the
- * receiver that created it. JSON in and out, `Cache-Control: no-store`.
+ * be on the transmitter's receivers list, or are registered SSF clients
+ * (ssf-clients.ts) with the broker's `at+jwt` Bearer token from `/token`
+ * (`client_credentials`), their receiver identity `ssf:<name>`; a stream is
+ * visible only to the receiver that created it. JSON in and out, `Cache-Control: no-store`.
  * Refusals: 400 (the caller's malformed request, described), 401, 403, 404
  * (unknown or another's stream), 429 (too many streams, verification too
  * soon), 500; the reason is only logged.
@@ -36,6 +38,8 @@ import { IdentityError, isIdentityError } from '../../errors/identity-error.js'
 import type { AuthenticatedClient } from '../contract.js'
 import type { PushAnswer } from '../ssf-receiver.js'
 import type { SsfTransmitter } from '../ssf-transmitter.js'
+import type { SsfClients } from '../ssf-clients.js'
+import { ACCESS_TOKEN_TYP } from '../../tokens/claims.js'
 import { noStore } from './oauth-reply.js'
 
 export interface SsfWireOptions {
@@ -44,6 +48,8 @@ export interface SsfWireOptions {
   readonly basePath: string
   /** Authenticates the caller by its SVID (the broker's ClientAuthenticator). */
   readonly authenticate: (req: FastifyRequest) => Promise<AuthenticatedClient>
+  /** Registered SSF clients: a Bearer `at+jwt` token is theirs (anything else is the SVID path). */
+  readonly clients?: SsfClients
   readonly log: Logger
 }
 
@@ -61,18 +67,34 @@ const STATUS: Partial<Record<string, number>> = {
 
 const ERROR: Partial<Record<number, string>> = { 400: 'invalid_request', 401: 'invalid_client', 403: 'access_denied', 404: 'not_found', 429: 'slow_down' }
 
+/** The `Authorization: Bearer` token when its (unverified) JOSE `typ` is the broker's access token type: an SSF client's. */
+function ssfClientToken(authorization: string | undefined): string | undefined {
+  const m = /^Bearer ([A-Za-z0-9_.-]+)$/i.exec(authorization ?? '')
+  if (m === null) return undefined
+  try {
+    const header = JSON.parse(Buffer.from(m[1]!.split('.')[0]!, 'base64url').toString('utf8')) as { typ?: unknown } | null
+    return header !== null && typeof header === 'object' && header.typ === ACCESS_TOKEN_TYP ? m[1] : undefined
+  } catch {
+    return undefined
+  }
+}
+
 export function registerSsfRoutes(app: FastifyInstance, o: SsfWireOptions): void {
   const t = o.transmitter
   const base = o.basePath
+  /** The receiver: an SSF client's `ssf:<name>` (its Bearer token), or the caller's SPIFFE ID (its SVID). */
+  const receiverOf = async (req: FastifyRequest): Promise<string> => {
+    const token = o.clients !== undefined ? ssfClientToken(req.headers.authorization) : undefined
+    return token !== undefined ? o.clients!.verifyBearer(token) : (await o.authenticate(req)).spiffeId
+  }
 
   const route =
-    (endpoint: string, fn: (req: FastifyRequest, client: AuthenticatedClient) => Promise<{ status: number; body?: unknown }>) =>
+    (endpoint: string, fn: (req: FastifyRequest, c: { spiffeId: string }) => Promise<{ status: number; body?: unknown }>) =>
     async (req: FastifyRequest, reply: FastifyReply) => {
       let spiffeId: string | undefined
       try {
-        const client = await o.authenticate(req)
-        spiffeId = client.spiffeId
-        const r = await fn(req, client)
+        spiffeId = await receiverOf(req)
+        const r = await fn(req, { spiffeId })
         noStore(reply).code(r.status)
         return r.body === undefined ? reply.send() : reply.type('application/json').send(r.body)
       } catch (err) {

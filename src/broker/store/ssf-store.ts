@@ -97,6 +97,13 @@ CREATE TABLE IF NOT EXISTS ssf_step_up_satisfied (
   at INTEGER NOT NULL,
   PRIMARY KEY (step_up_id, agent)
 ) STRICT, WITHOUT ROWID;
+-- SSF receivers that are not SPIFFE workloads (a SIEM, an IdP): OAuth clients the broker registered
+-- (src/broker/ssf-clients.ts); only the SHA-256 of each secret is kept.
+CREATE TABLE IF NOT EXISTS ssf_clients (
+  client_id TEXT PRIMARY KEY NOT NULL,
+  secret_sha256 BLOB NOT NULL CHECK (length(secret_sha256) = 32),
+  created_at INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS ssf_state (
   name TEXT PRIMARY KEY NOT NULL,
   value INTEGER NOT NULL
@@ -221,6 +228,20 @@ function toStream(r: StreamRow): StreamRecord {
     ...(r.push_endpoint !== null ? { pushEndpoint: r.push_endpoint } : {}),
     ...(r.push_authorization !== null ? { pushAuthorization: r.push_authorization } : {}),
   })
+}
+
+/** An SSF receiver client the broker registered: only the SHA-256 of its secret. */
+export interface SsfClientRecord {
+  readonly clientId: string
+  readonly secretSha256: Uint8Array
+  /** Epoch seconds. */
+  readonly createdAt: number
+}
+
+interface ClientRow {
+  client_id: string
+  secret_sha256: Buffer
+  created_at: number
 }
 
 interface StepUpRow {
@@ -550,6 +571,31 @@ export class SsfStore implements StepUpStore {
         : {}),
       satisfied: satisfied.map((x) => ({ agent: x.agent, intentId: x.intent_id, approver: x.approver, at: x.at })),
     }
+  }
+
+  /** Registers an SSF receiver client; false when `clientId` is taken. */
+  insertClient(c: SsfClientRecord): boolean {
+    return (
+      this.#db
+        .prepare('INSERT INTO ssf_clients (client_id, secret_sha256, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING')
+        .run(c.clientId, c.secretSha256, c.createdAt).changes === 1
+    )
+  }
+
+  getClient(clientId: string): SsfClientRecord | undefined {
+    const r = this.#db.prepare('SELECT client_id, secret_sha256, created_at FROM ssf_clients WHERE client_id = ?').get(clientId) as ClientRow | undefined
+    return r === undefined ? undefined : { clientId: r.client_id, secretSha256: new Uint8Array(r.secret_sha256), createdAt: r.created_at }
+  }
+
+  listClients(): { clientId: string; createdAt: number }[] {
+    return (this.#db.prepare('SELECT client_id, created_at FROM ssf_clients ORDER BY client_id').all() as Omit<ClientRow, 'secret_sha256'>[]).map((r) => ({
+      clientId: r.client_id,
+      createdAt: r.created_at,
+    }))
+  }
+
+  deleteClient(clientId: string): boolean {
+    return this.#db.prepare('DELETE FROM ssf_clients WHERE client_id = ?').run(clientId).changes === 1
   }
 
   getState(name: string): number | undefined {

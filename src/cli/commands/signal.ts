@@ -3,6 +3,8 @@
  * `warrant signal send`: a signal sent by hand through the broker's transmitter (its admin socket).
  * `warrant signal step-ups` and `warrant signal clear-step-up`: the step-ups a signal put on agents, and
  * an operator clearing one (its admin socket), as `warrant instance unquarantine` lifts a quarantine.
+ * `warrant signal client create|list|delete`: SSF receiver clients that are not SPIFFE workloads (OAuth
+ * client credentials; the secret is printed once, at creation).
  */
 import { existsSync } from 'node:fs'
 import { SsfStore, type ReceivedSignal } from '../../broker/store/ssf-store.js'
@@ -19,6 +21,8 @@ export const usage = [
   '    the broker transmits it on every enabled stream that asked for that event type (--socket PATH, --output json)',
   '  signal step-ups [--all]   step-ups a signal put on agents (their next intent goes to a human); --all: cleared and ended too (--socket PATH, --output json)',
   '  signal clear-step-up --id N [--reason TEXT]   clears step-up N for every agent it covers (--socket PATH, --output json)',
+  '  signal client create NAME   registers SSF receiver client ssf:NAME; prints client_id and client_secret once, as JSON (--socket PATH)',
+  '  signal client list | signal client delete NAME   SSF receiver clients (--socket PATH, --output json)',
 ].join('\n')
 
 async function send(rest: string[]): Promise<number> {
@@ -126,9 +130,40 @@ function printSignal(s: ReceivedSignal): void {
   )
 }
 
+async function client(rest: string[]): Promise<number> {
+  const [sub, ...more] = rest
+  const { values, positionals } = parseFlags(more, { socket: { type: 'string' }, output: { type: 'string' } }, { positionals: true })
+  const fmt = outputFormat(values.output)
+  const socket = values.socket ?? DEFAULT_BROKER_ADMIN_SOCKET
+  if (sub === 'list' && positionals.length === 0) {
+    const r = await brokerAdminCall<{ clients: { client_id: string; created_at: number }[] }>(socket, 'GET', '/v1/signals/clients')
+    if (fmt === 'json') printJson(r)
+    else {
+      process.stdout.write(`Found ${r.clients.length} SSF client${r.clients.length === 1 ? '' : 's'}\n`)
+      for (const c of r.clients) process.stdout.write(`${c.client_id}  created ${iso(c.created_at)}\n`)
+    }
+    return 0
+  }
+  const name = positionals[0]
+  if ((sub !== 'create' && sub !== 'delete') || positionals.length !== 1 || name === undefined || !/^[a-z0-9-]{1,64}$/.test(name)) {
+    process.stderr.write(`usage:\n${usage}\n`)
+    return 2
+  }
+  if (sub === 'create') {
+    // JSON always: the secret is shown this once, for a machine to store
+    printJson(await brokerAdminCall(socket, 'POST', '/v1/signals/clients', { name }))
+    return 0
+  }
+  const r = await brokerAdminCall<{ deleted: boolean }>(socket, 'POST', `/v1/signals/clients/${name}/delete`, {})
+  if (fmt === 'json') printJson(r)
+  else process.stdout.write(`Deleted SSF client ssf:${name}\n`)
+  return 0
+}
+
 export async function run(args: string[]): Promise<number> {
   const [cmd, ...rest] = args
   if (cmd === 'send') return send(rest)
+  if (cmd === 'client') return client(rest)
   if (cmd === 'step-ups' || cmd === 'clear-step-up') return stepUps(cmd, rest)
   if (cmd !== 'list') {
     process.stderr.write(`usage:\n${usage}\n`)

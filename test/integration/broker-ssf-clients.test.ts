@@ -3,7 +3,7 @@ import net from 'node:net'
 import { join } from 'node:path'
 import * as oauth from 'oauth4webapi'
 import { decodeJwt, decodeProtectedHeader } from 'jose'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
 import { startBrokerAdminServer, type BrokerAdminServer } from '../../src/broker/admin/admin-server.js'
 import { startBrokerHttpServer, type BrokerHttpServer } from '../../src/broker/http/broker-http-server.js'
 import { signJwt } from '../../src/broker/mint.js'
@@ -13,6 +13,7 @@ import { SsfClients } from '../../src/broker/ssf-clients.js'
 import { SsfTransmitter } from '../../src/broker/ssf-transmitter.js'
 import { SsfStore } from '../../src/broker/store/ssf-store.js'
 import { brokerAdminCall } from '../../src/cli/broker-admin-client.js'
+import { run as signalCli } from '../../src/cli/commands/signal.js'
 import { MemoryKeyManager } from '../../src/keymanager/memory/index.js'
 import { EVENT_TYPES } from '../../src/signals/event-types.js'
 import { MemorySetReplayCache, verifySet } from '../../src/signals/set.js'
@@ -343,5 +344,37 @@ describe('SSF receiver clients (OAuth client credentials)', () => {
   it('the configuration names the OAuth (RFC 6749) and mTLS (RFC 8705) authorization schemes', async () => {
     const cfg = (await request(`${issuer}/.well-known/ssf-configuration`, { ca: caPem })).json() as { authorization_schemes: { spec_urn: string }[] }
     expect(cfg.authorization_schemes.map((s) => s.spec_urn)).toEqual(expect.arrayContaining(['urn:ietf:rfc:6749', 'urn:ietf:rfc:8705']))
+  })
+
+  describe('warrant signal client', () => {
+    afterEach(() => vi.restoreAllMocks())
+    const cli = async (args: string[]): Promise<{ code: number; out: string; err: string }> => {
+      let out = ''
+      let err = ''
+      vi.spyOn(process.stdout, 'write').mockImplementation((c: string | Uint8Array) => ((out += String(c)), true))
+      vi.spyOn(process.stderr, 'write').mockImplementation((c: string | Uint8Array) => ((err += String(c)), true))
+      try {
+        return { code: await signalCli(args), out, err }
+      } finally {
+        vi.restoreAllMocks()
+      }
+    }
+
+    it('creates (printing the id and secret once, as JSON), lists and deletes through the admin socket; refuses a bad name', async () => {
+      const made = await cli(['client', 'create', 'cli-made', '--socket', socket()])
+      expect(made.code).toBe(0)
+      const c = JSON.parse(made.out) as { client_id: string; client_secret: string }
+      expect(c.client_id).toBe('ssf:cli-made')
+      // the secret works at /token
+      expect(decodeJwt(await getToken(c.client_id, c.client_secret)).sub).toBe('ssf:cli-made')
+      const listed = await cli(['client', 'list', '--socket', socket(), '--output', 'json'])
+      expect((JSON.parse(listed.out) as { clients: { client_id: string }[] }).clients.map((x) => x.client_id)).toContain('ssf:cli-made')
+      expect(listed.out).not.toContain(c.client_secret)
+      expect((await cli(['client', 'delete', 'cli-made', '--socket', socket()])).out).toBe('Deleted SSF client ssf:cli-made\n')
+      expect((await cli(['client', 'list', '--socket', socket()])).out).not.toContain('ssf:cli-made')
+      const bad = await cli(['client', 'create', 'Bad/Name', '--socket', socket()])
+      expect([bad.code, bad.out]).toEqual([2, ''])
+      expect(bad.err).toContain('signal client create NAME')
+    })
   })
 })

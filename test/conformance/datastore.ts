@@ -232,6 +232,9 @@ export function dataStoreConformance(name: string, opts: DataStoreConformanceOpt
         await expect(ds.entries.create(newEntry({ admin: 1 as unknown as boolean }))).rejects.toBeInstanceOf(TypeError)
         await expect(ds.entries.list({}, { pageSize: -1 })).rejects.toBeInstanceOf(RangeError)
         await expect(ds.entries.list({ selectors: { set: [], match: 'most' as SelectorMatch } })).rejects.toBeInstanceOf(TypeError)
+        await expect(ds.entries.list({ parentIds: 'p1' as unknown as string[] })).rejects.toBeInstanceOf(TypeError)
+        await expect(ds.entries.list({ parentIds: ['p1', 7 as unknown as string] })).rejects.toBeInstanceOf(TypeError)
+        await expect(ds.entries.list({ parentIds: Array.from({ length: 1001 }, (_, i) => `p${i}`) })).rejects.toBeInstanceOf(TypeError)
         expect(await ds.entries.count()).toBe(0)
       })
 
@@ -263,6 +266,11 @@ export function dataStoreConformance(name: string, opts: DataStoreConformanceOpt
           { title: 'federatesWith a', filter: { federatesWith: 'a.example' }, want: ['web2', 'api'] },
           { title: 'federatesWith b + parent', filter: { federatesWith: 'b.example', parentId: 'p2' }, want: [] },
           { title: 'unknown parent', filter: { parentId: 'nope' }, want: [] },
+          { title: 'parentIds one', filter: { parentIds: ['p1'] }, want: ['web', 'api'] },
+          { title: 'parentIds two, repeated and unknown', filter: { parentIds: ['p2', 'nope', 'p1', 'p2'] }, want: ['web', 'web2', 'api', 'db'] },
+          { title: 'parentIds empty', filter: { parentIds: [] }, want: [] },
+          { title: 'parentIds + spiffeId', filter: { parentIds: ['p1', 'p2'], spiffeId: 'spiffe://corp.example/web' }, want: ['web', 'web2'] },
+          { title: 'parentIds + parentId', filter: { parentIds: ['p1', 'p2'], parentId: 'p2' }, want: ['web2', 'db'] },
         ])('$title', async ({ filter, want }) => {
           const { entries, nextPageToken } = await ds.entries.list(filter)
           expect(nextPageToken).toBe('')

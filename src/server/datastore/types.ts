@@ -42,9 +42,14 @@ export type EntryPatch = Partial<Omit<RegistrationEntry, 'id' | 'createdAt' | 'u
 
 export type SelectorMatch = 'exact' | 'subset' | 'superset' | 'any'
 
+/** How many parents one `parentIds` filter may name. */
+export const MAX_PARENT_IDS = 1000
+
 export interface EntryFilter {
   spiffeId?: string
   parentId?: string
+  /** Entries whose parent is any of these (at most MAX_PARENT_IDS; an empty list matches nothing). */
+  parentIds?: readonly string[]
   /**
    * exact: the entry's selectors equal the set; subset: the entry's selectors are
    * a subset of the set (what a workload with these selectors may have);

@@ -4,7 +4,16 @@ import type { Clock } from '../../common/clock.js'
 import { F, type Logger } from '../../common/log/logger.js'
 import { SpiffeId } from '../../spiffe/spiffe-id.js'
 import { fits, type ServerAudit, type ServerAuditEvent } from '../audit/server-audit.js'
-import type { AttestedNode, DataStore, EntryFilter, EntryPatch, NewEntry, Page, RegistrationEntry } from '../datastore/types.js'
+import {
+  MAX_PARENT_IDS,
+  type AttestedNode,
+  type DataStore,
+  type EntryFilter,
+  type EntryPatch,
+  type NewEntry,
+  type Page,
+  type RegistrationEntry,
+} from '../datastore/types.js'
 import { formatSelector } from './selectors.js'
 import { INSTANCE_SAMPLE, instanceSpiffeId, isAgentId, isTemplateId, serverIdOf, validateEntry, type EntryLimits } from './validate.js'
 
@@ -31,6 +40,13 @@ const MAX_BATCH = 500
  * Registration entries: validation on write, batches, the change feed that
  * agents' Sync streams follow, and the set of entries each agent may serve.
  */
+/**
+ * How many parents `authorizedSet` follows at most. Each one past the agent and its aliases is an entry already
+ * found, so the walk ends anyway; the bound only caps the work of a pathological graph. (It was 10,000 while each
+ * parent cost a query, which left the nested entries under an agent's 10,001st workload out.)
+ */
+const MAX_PARENTS_FOLLOWED = 1_000_000
+
 export class RegistrationService {
   readonly #ds: DataStore
   readonly #limits: EntryLimits
@@ -257,21 +273,31 @@ export class RegistrationService {
         consider(a.expiresAt)
       }
     }
+    // Breadth first, one query per MAX_PARENT_IDS parents of a level (not one per parent: 20,000 workload
+    // entries under one agent are 20,000 parents to look under, nearly all childless).
     const seenParents = new Set<string>()
     const out = new Map<string, RegistrationEntry>()
-    while (parents.length > 0 && seenParents.size < 10_000) {
-      const p = parents.shift()!
-      if (seenParents.has(p)) continue
-      seenParents.add(p)
-      const { entries } = await this.#ds.entries.list({ parentId: p })
-      for (const e of entries) {
-        if (e.expiresAt !== null && e.expiresAt <= now) continue
-        if (!out.has(e.id)) {
-          out.set(e.id, e)
-          parents.push(e.spiffeId)
-          consider(e.expiresAt)
+    let level = parents
+    while (level.length > 0 && seenParents.size < MAX_PARENTS_FOLLOWED) {
+      const fresh: string[] = []
+      for (const p of level) {
+        if (seenParents.has(p) || seenParents.size >= MAX_PARENTS_FOLLOWED) continue
+        seenParents.add(p)
+        fresh.push(p)
+      }
+      const next: string[] = []
+      for (let i = 0; i < fresh.length; i += MAX_PARENT_IDS) {
+        const { entries } = await this.#ds.entries.list({ parentIds: fresh.slice(i, i + MAX_PARENT_IDS) })
+        for (const e of entries) {
+          if (e.expiresAt !== null && e.expiresAt <= now) continue
+          if (!out.has(e.id)) {
+            out.set(e.id, e)
+            next.push(e.spiffeId)
+            consider(e.expiresAt)
+          }
         }
       }
+      level = next
     }
     return { entries: [...out.values()], validUntil }
   }

@@ -1,4 +1,12 @@
-import type { AttestedNode, AttestedNodeFilter, EntryFilter, RegistrationEntry, Selector, SelectorMatch } from '../types.js'
+import {
+  MAX_PARENT_IDS,
+  type AttestedNode,
+  type AttestedNodeFilter,
+  type EntryFilter,
+  type RegistrationEntry,
+  type Selector,
+  type SelectorMatch,
+} from '../types.js'
 import { checkBool, checkString, checkTime, normalizeSelectors } from './normalize.js'
 
 const MATCHES: readonly SelectorMatch[] = ['exact', 'subset', 'superset', 'any']
@@ -6,6 +14,8 @@ const MATCHES: readonly SelectorMatch[] = ['exact', 'subset', 'superset', 'any']
 export interface NormalizedEntryFilter {
   spiffeId?: string
   parentId?: string
+  /** Distinct, in the order given. */
+  parentIds?: string[]
   selectors?: { set: Selector[]; match: SelectorMatch }
   federatesWith?: string
   hint?: string
@@ -23,6 +33,17 @@ export function normalizeEntryFilter(filter: EntryFilter | undefined): Normalize
   if (filter.parentId !== undefined) {
     checkString('filter.parentId', filter.parentId)
     out.parentId = filter.parentId
+  }
+  if (filter.parentIds !== undefined) {
+    const ids: unknown = filter.parentIds
+    if (!Array.isArray(ids)) throw new TypeError('filter.parentIds must be an array of strings')
+    if (ids.length > MAX_PARENT_IDS) throw new TypeError(`filter.parentIds may name at most ${MAX_PARENT_IDS} parents`)
+    const list: string[] = []
+    for (const id of ids as unknown[]) {
+      checkString('filter.parentIds[]', id)
+      list.push(id as string)
+    }
+    out.parentIds = [...new Set(list)]
   }
   if (filter.hint !== undefined) {
     checkString('filter.hint', filter.hint)
@@ -90,6 +111,7 @@ export function selectorsMatch(entrySelectors: readonly Selector[], set: readonl
 export function entryMatches(e: RegistrationEntry, f: NormalizedEntryFilter): boolean {
   if (f.spiffeId !== undefined && e.spiffeId !== f.spiffeId) return false
   if (f.parentId !== undefined && e.parentId !== f.parentId) return false
+  if (f.parentIds !== undefined && !f.parentIds.includes(e.parentId)) return false
   if (f.hint !== undefined && e.hint !== f.hint) return false
   if (f.federatesWith !== undefined && !e.federatesWith.includes(f.federatesWith)) return false
   if (f.selectors !== undefined && !selectorsMatch(e.selectors, f.selectors.set, f.selectors.match)) return false

@@ -17,6 +17,7 @@ export function entryWhere(f: NormalizedEntryFilter): Where {
   const clauses: string[] = []
   if (f.spiffeId !== undefined) clauses.push(`e.spiffe_id = ${p.add(f.spiffeId)}`)
   if (f.parentId !== undefined) clauses.push(`e.parent_id = ${p.add(f.parentId)}`)
+  if (f.parentIds !== undefined) clauses.push(`e.parent_id = ANY(${p.add(f.parentIds)}::text[])`)
   if (f.hint !== undefined) clauses.push(`e.hint = ${p.add(f.hint)}`)
   if (f.federatesWith !== undefined) clauses.push(`e.federates_with @> ARRAY[${p.add(f.federatesWith)}::text]`)
   if (f.selectors !== undefined) {

@@ -27,6 +27,11 @@ export function entryWhere(f: NormalizedEntryFilter): Where {
     clauses.push('e.parent_id = @parentId')
     params.parentId = f.parentId
   }
+  if (f.parentIds !== undefined) {
+    // one lookup in the parent_id index per given parent (json_each as the outer loop)
+    clauses.push('e.parent_id IN (SELECT value FROM json_each(@parentIds))')
+    params.parentIds = JSON.stringify(f.parentIds)
+  }
   if (f.hint !== undefined) {
     clauses.push('e.hint = @hint')
     params.hint = f.hint

@@ -257,6 +257,23 @@ describe('RegistrationService.authorizedEntries', () => {
     expect(await ids()).toEqual(['/ds/1', '/ds/2', '/ds/3'])
   })
 
+  it('an agent with more than 10,000 entries gets what is nested under the last of them, in one query per 1,000 parents', async () => {
+    const n = 10_050
+    for (let i = 0; i < n; i++) await ds.entries.create(entry(`/w/${i}`, AGENT, { selectors: [sel('unix', `uid:${i}`)] }))
+    await ds.entries.create(entry('/nested/under-last', `spiffe://example.org/w/${n - 1}`))
+    let lists = 0
+    // the memory store is frozen: count through objects that inherit from it
+    const list = (...a: Parameters<DataStore['entries']['list']>) => (lists++, ds.entries.list(...a))
+    const entries = Object.create(ds.entries, { list: { value: list } }) as DataStore['entries']
+    const counted = Object.create(ds, { entries: { value: entries } }) as DataStore
+    const r = new RegistrationService({ ds: counted, clock, log, limits: { trustDomain: td, maxX509TtlSeconds: 86_400, maxJwtTtlSeconds: 3_600 } })
+    const got = await r.authorizedEntries({ agentId: AGENT, selectors: [] })
+    expect(got).toHaveLength(n + 1)
+    expect(got.some((e) => e.spiffeId === 'spiffe://example.org/nested/under-last')).toBe(true)
+    // the agent; its 10,050 entries in 11 batches; the nested one
+    expect(lists).toBe(1 + 11 + 1)
+  })
+
   it('terminates on cycles', async () => {
     await createOk(entry('/c/a', AGENT))
     const b = await createOk(entry('/c/b', 'spiffe://example.org/c/a'))

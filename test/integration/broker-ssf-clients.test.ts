@@ -322,7 +322,7 @@ describe('SSF receiver clients (OAuth client credentials)', () => {
       ['unregistered', await sign({ ...base, sub: 'ssf:ghost' })],
     ] as const) {
       const r = await bearer('GET', '/ssf/streams', token)
-      expect([what, r.status, r.json().error]).toEqual([what, 401, 'invalid_client'])
+      expect([what, r.status, r.json().error, r.headers['www-authenticate']]).toEqual([what, 401, 'invalid_token', 'Bearer error="invalid_token"'])
     }
     // and a transmitter asked directly for an unregistered client refuses it
     expect(() => ssf.listStreams('ssf:ghost')).toThrow(expect.objectContaining({ code: 'ERR_CLIENT_UNAUTHORIZED' }))
@@ -334,7 +334,7 @@ describe('SSF receiver clients (OAuth client credentials)', () => {
     const id = ((await bearer('POST', '/ssf/streams', token, {})).json() as { stream_id: string }).stream_id
     expect(await brokerAdminCall(socket(), 'POST', '/v1/signals/clients/leaving/delete', {})).toEqual({ deleted: true })
     const r = await bearer('GET', `/ssf/streams?stream_id=${id}`, token)
-    expect([r.status, r.json().error]).toEqual([401, 'invalid_client'])
+    expect([r.status, r.json().error]).toEqual([401, 'invalid_token'])
     expect(store.getStream(id)).toBeUndefined()
     expect((await tokenRequest(c.client_id, c.client_secret)).status).toBe(401)
     await expect(brokerAdminCall(socket(), 'POST', '/v1/signals/clients/leaving/delete', {})).rejects.toMatchObject({ code: 'ERR_NOT_FOUND' })

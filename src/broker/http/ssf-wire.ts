@@ -109,9 +109,11 @@ export function registerSsfRoutes(app: FastifyInstance, o: SsfWireOptions): void
         }
         if (status >= 500) o.log.error(fields, 'SSF request failed')
         else o.log.info(fields, 'SSF request refused')
-        const body: Record<string, string> = { error: ERROR[status] ?? 'server_error' }
+        // RFC 6750 §3.1: a refused Bearer token (an SSF client's) is invalid_token; a caller without one (an SVID) invalid_client
+        const bearerRefused = status === 401 && o.clients !== undefined && ssfClientToken(req.headers.authorization) !== undefined
+        const body: Record<string, string> = { error: bearerRefused ? 'invalid_token' : (ERROR[status] ?? 'server_error') }
         if (status === 400 && err instanceof Error) body.error_description = err.message.slice(0, 300)
-        if (status === 401) reply.header('www-authenticate', 'Bearer error="invalid_client"')
+        if (status === 401) reply.header('www-authenticate', `Bearer error="${body.error}"`)
         return noStore(reply).code(status).type('application/json').send(body)
       }
     }

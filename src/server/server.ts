@@ -139,9 +139,6 @@ export async function startServer(cfg: ServerConfig, opts: StartServerOptions): 
       ...(opts.upstream ? { upstream: opts.upstream } : {}),
     })
     await ca.init()
-    // Other servers' CA changes reach this one at once when the datastore pushes its changes (else at each rotation check).
-    const stopFollowing = await ca.followDatastoreChanges()
-    if (stopFollowing) closers.push(stopFollowing)
     const bounds = new BoundsService({ trustDomain: cfg.trustDomain, ds, config: cfg.bounds, clock, log, jwtSigner: () => ca.jwtSigner(), ...withAudit })
     await bounds.init()
     const registration = new RegistrationService({
@@ -184,7 +181,9 @@ export async function startServer(cfg: ServerConfig, opts: StartServerOptions): 
     for (const r of relationshipsFromConfig(cfg.federation ?? { federates_with: {} })) await relationships.upsert(r)
     const refresher = new FederationRefresher({ relationships, federated, clock, log, registry: metrics.registry, readText: opts.readText })
     // Changes written through any server sharing the datastore (PostgreSQL's change feed) reach this one's services at once.
-    const follower = await followChanges(ds, { registration, revocations, bounds, federated, nodes: attestation, federation: refresher }, log)
+    // Other servers' CA changes reach this one's CA through the same subscription (else at each rotation check).
+    const localBundle = { trustDomain: cfg.trustDomain.name, refresh: () => ca.refreshBundle() }
+    const follower = await followChanges(ds, { registration, revocations, bounds, federated, nodes: attestation, federation: refresher, localBundle }, log)
     if (follower) closers.push(() => follower.close())
 
     // The server's own X.509-SVID for TLS (tls/), and the bundle it trusts, published beside its state (ca/bundle-files.ts).

@@ -313,6 +313,8 @@ export class CaManager {
    * authorities changed, or a feed reset, makes this server adopt the union at once
    * instead of at its next rotation check. Returns the function that stops following,
    * or undefined when the datastore has no change feed (the rotation check still runs).
+   * A whole server does not call this: its change follower (changes/follower.ts,
+   * `localBundle`) calls refreshBundle from the server's one subscription.
    */
   async followDatastoreChanges(): Promise<(() => Promise<void>) | undefined> {
     const ds = this.#o.ds

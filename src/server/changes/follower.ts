@@ -21,6 +21,11 @@ export interface ChangeTargets {
   nodes: { applyNodeChanges(agentIds: Iterable<string>): void }
   /** Federation relationships changed (FederationRefresher.sync). */
   federation?: { sync(): Promise<void> }
+  /**
+   * The local trust domain's bundle record changed (another server's CA authorities): the CA adopts the union again
+   * (CaManager.refreshBundle). One subscription for the whole server, so each commit wakes one listener here.
+   */
+  localBundle?: { trustDomain: string; refresh(): Promise<unknown> }
 }
 
 export interface ChangeFollower {
@@ -48,6 +53,7 @@ export async function followChanges(ds: Pick<DataStore, 'changes'>, targets: Cha
     ['bounds', targets.bounds],
   ] as const)
     await svc.reload().catch((err: unknown) => flog.warn({ [F.ERR]: String(err), kind: what }, 'Datastore change not applied'))
+  await targets.localBundle?.refresh().catch((err: unknown) => flog.warn({ [F.ERR]: String(err), kind: 'bundle' }, 'Datastore change not applied'))
   return {
     get seq() {
       return Math.max(applied, feed.seq)
@@ -72,6 +78,7 @@ export async function applyChangeEvent(ev: ChangeFeedEvent, t: ChangeTargets, lo
     await step('entry', () => t.registration.reloadAll())
     await step('federation', () => t.federation?.sync())
     await step('bundle', () => t.federated.applyRemoteChange(''))
+    await step('bundle', () => t.localBundle?.refresh())
     return
   }
   const by = groupByKind(ev.changes)
@@ -80,7 +87,9 @@ export async function applyChangeEvent(ev: ChangeFeedEvent, t: ChangeTargets, lo
   if (by.node) await step('node', () => t.nodes.applyNodeChanges(by.node!.map((c) => c.key)))
   if (by.bounds) await step('bounds', () => t.bounds.reload())
   if (by.entry) await step('entry', () => t.registration.applyRemoteEntryChanges(by.entry!.map((c) => c.key)))
-  if (by.bundle) for (const td of new Set(by.bundle.map((c) => c.key))) await step('bundle', () => t.federated.applyRemoteChange(td))
+  if (by.bundle)
+    for (const td of new Set(by.bundle.map((c) => c.key)))
+      await step('bundle', () => (td === t.localBundle?.trustDomain ? t.localBundle.refresh() : t.federated.applyRemoteChange(td)))
   if (by.federation) await step('federation', () => t.federation?.sync())
 }
 

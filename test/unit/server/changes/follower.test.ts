@@ -102,7 +102,8 @@ async function services(ds: DataStore, clock: FakeClock, serverId = 'a') {
       for (const id of ids) for (const fn of nodeListeners) fn(id)
     },
   }
-  return { ca, bounds, registration, revocations, federated, nodes, log }
+  const localBundle = { trustDomain: td.name, refresh: () => ca.refreshBundle() }
+  return { ca, bounds, registration, revocations, federated, nodes, log, localBundle }
 }
 
 const cleanups: (() => void | Promise<void>)[] = []
@@ -231,6 +232,19 @@ describe('change follower', () => {
     await feed.push({ kind: 'bundle', key: 'other.org', op: 'put' })
     expect(told).toBe(1)
     expect((await b.federated.listFor(new Set(['other.org']))).map((r) => r.trustDomain)).toEqual(['other.org'])
+  })
+
+  it("a change of the local bundle record (a third server's CA joined) makes B's CA adopt the union, through the one subscription", async () => {
+    const { ds, clock, b, feed } = await twoServers()
+    const c = await services(ds, clock, 'c')
+    cleanups.push(() => c.revocations.stop())
+    const der = (x: { x509Authorities: readonly Uint8Array[] }) => x.x509Authorities.map((a) => Buffer.from(a).toString('base64'))
+    const cAuthority = der(c.ca.bundle()).find((x) => !der(b.ca.bundle()).includes(x))
+    expect(cAuthority).toBeDefined()
+    await feed.push({ kind: 'bundle', key: 'other.org', op: 'put' })
+    expect(der(b.ca.bundle())).not.toContain(cAuthority)
+    await feed.push({ kind: 'bundle', key: td.name, op: 'put' })
+    expect(der(b.ca.bundle())).toContain(cAuthority)
   })
 
   it("a node change (a ban at A) makes the agent's open Sync stream at B authenticate again at once and end", async () => {

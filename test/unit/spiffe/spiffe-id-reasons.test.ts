@@ -3,6 +3,7 @@ import { IdentityError } from '../../../src/errors/index.js'
 import { matchId, matchMemberOf, matchOneOf, matchPathPrefix } from '../../../src/spiffe/match.js'
 import { MAX_SPIFFE_ID_BYTES, SpiffeId } from '../../../src/spiffe/spiffe-id.js'
 import { TrustDomain, truncate } from '../../../src/spiffe/trust-domain.js'
+import { thrown } from '../../helpers/thrown.js'
 
 /*
  * The reason a SPIFFE ID or trust domain is refused is what an operator reads
@@ -12,16 +13,6 @@ import { TrustDomain, truncate } from '../../../src/spiffe/trust-domain.js'
  */
 
 const td = TrustDomain.fromString('domain.test')
-
-function thrown(fn: () => unknown): IdentityError {
-  try {
-    fn()
-  } catch (err) {
-    if (err instanceof IdentityError) return err
-    throw err
-  }
-  throw new Error('expected an IdentityError, nothing was thrown')
-}
 
 const TD_CHARS = 'characters are limited to lowercase letters, numbers, dots, dashes, and underscores'
 const PATH_CHARS = 'path segment characters are limited to letters, numbers, dots, dashes, and underscores'

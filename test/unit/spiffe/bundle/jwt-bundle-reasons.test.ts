@@ -1,25 +1,15 @@
 import type { JsonWebKey } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
-import { IdentityError } from '../../../../src/errors/index.js'
 import { JwtBundle } from '../../../../src/spiffe/bundle/jwt-bundle.js'
 import { TrustDomain } from '../../../../src/spiffe/trust-domain.js'
 import { makeJwk } from './test-certs.js'
+import { thrown } from '../../../helpers/thrown.js'
 
 /* The reason a JWT bundle is refused (logged by the agent and the federation refresher), and what it keeps. */
 
 const td = TrustDomain.fromString('domain.test')
 const ec = makeJwk('ec-p256')
 const jwks = (...keys: unknown[]) => JSON.stringify({ keys })
-
-function thrown(fn: () => unknown): IdentityError {
-  try {
-    fn()
-  } catch (err) {
-    if (err instanceof IdentityError) return err
-    throw err
-  }
-  throw new Error('expected an IdentityError, nothing was thrown')
-}
 
 describe('JwtBundle.parseJwks: the reason for each refusal', () => {
   it.each([

@@ -1,6 +1,5 @@
 import { X509Certificate, createSecretKey, generateKeyPairSync, type KeyObject } from 'node:crypto'
 import { beforeAll, describe, expect, it } from 'vitest'
-import { IdentityError } from '../../../../src/errors/index.js'
 import {
   bundleError,
   canonicalPublicJwk,
@@ -17,6 +16,7 @@ import {
   toPemBlock,
 } from '../../../../src/spiffe/bundle/encoding.js'
 import { makeCaCert, makeJwk } from './test-certs.js'
+import { thrown } from '../../../helpers/thrown.js'
 
 /*
  * The shared bundle helpers (src/spiffe/bundle/encoding.ts), each refusal by
@@ -24,16 +24,6 @@ import { makeCaCert, makeJwk } from './test-certs.js'
  * mutation run (`WARRANT_MUTATE_GROUP=bundle npm run mutate`): test titles
  * stay plain (no JSON, no regex characters), see test/mutation-survivors.md.
  */
-
-function thrown(fn: () => unknown): IdentityError {
-  try {
-    fn()
-  } catch (err) {
-    if (err instanceof IdentityError) return err
-    throw err
-  }
-  throw new Error('expected an IdentityError, nothing was thrown')
-}
 
 function refusal(fn: () => unknown): [string, string] {
   const err = thrown(fn)

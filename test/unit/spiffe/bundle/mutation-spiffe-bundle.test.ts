@@ -1,11 +1,11 @@
 import type { JsonWebKey } from 'node:crypto'
 import { beforeAll, describe, expect, it } from 'vitest'
-import { IdentityError } from '../../../../src/errors/index.js'
 import { JwtBundle } from '../../../../src/spiffe/bundle/jwt-bundle.js'
 import { SpiffeBundle, type SpiffeBundleInit } from '../../../../src/spiffe/bundle/spiffe-bundle.js'
 import { X509Bundle } from '../../../../src/spiffe/bundle/x509-bundle.js'
 import { TrustDomain } from '../../../../src/spiffe/trust-domain.js'
 import { makeCaCert, makeJwk } from './test-certs.js'
+import { refusal } from '../../../helpers/thrown.js'
 
 /*
  * SpiffeBundle (src/spiffe/bundle/spiffe-bundle.ts): each refusal of parse()
@@ -13,21 +13,6 @@ import { makeCaCert, makeJwk } from './test-certs.js'
  * and around it, equality, emptiness. Plain test titles (the mutation run
  * selects tests by title; a title holding JSON is never run against mutants).
  */
-
-function thrown(fn: () => unknown): IdentityError {
-  try {
-    fn()
-  } catch (err) {
-    if (err instanceof IdentityError) return err
-    throw err
-  }
-  throw new Error('expected an IdentityError, nothing was thrown')
-}
-
-const refusal = (fn: () => unknown): [string, string] => {
-  const err = thrown(fn)
-  return [err.code, err.message]
-}
 
 const td = TrustDomain.fromString('domain.test')
 const other = TrustDomain.fromString('other.test')

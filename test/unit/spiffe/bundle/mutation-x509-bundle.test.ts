@@ -1,31 +1,16 @@
 import { X509Certificate } from 'node:crypto'
 import { beforeAll, describe, expect, it } from 'vitest'
-import { IdentityError } from '../../../../src/errors/index.js'
 import { MAX_BUNDLE_BYTES } from '../../../../src/spiffe/bundle/encoding.js'
 import { X509Bundle } from '../../../../src/spiffe/bundle/x509-bundle.js'
 import { TrustDomain } from '../../../../src/spiffe/trust-domain.js'
 import { makeCaCert } from './test-certs.js'
+import { thrown, refusal } from '../../../helpers/thrown.js'
 
 /*
  * X509Bundle (src/spiffe/bundle/x509-bundle.ts): each refusal by code and
  * exact message, the size limit from both sides, equality and lookups.
  * Plain test titles (the mutation run selects tests by title).
  */
-
-function thrown(fn: () => unknown): IdentityError {
-  try {
-    fn()
-  } catch (err) {
-    if (err instanceof IdentityError) return err
-    throw err
-  }
-  throw new Error('expected an IdentityError, nothing was thrown')
-}
-
-const refusal = (fn: () => unknown): [string, string] => {
-  const err = thrown(fn)
-  return [err.code, err.message]
-}
 
 const td = TrustDomain.fromString('domain.test')
 const other = TrustDomain.fromString('other.test')

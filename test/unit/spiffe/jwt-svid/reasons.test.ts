@@ -7,6 +7,7 @@ import type { JwtBundleSource } from '../../../../src/spiffe/bundle/sources.js'
 import { JwtSvid, validateJwtSvid } from '../../../../src/spiffe/jwt-svid/index.js'
 import { algorithmsForKey, defaultAlgorithmForKey, MAX_JWT_SVID_LENGTH } from '../../../../src/spiffe/jwt-svid/parse.js'
 import { b64, baseClaims, bundles, forge, ID, keys, NOW, NOW_S, TD } from './fixtures.js'
+import { thrown } from '../../../helpers/thrown.js'
 
 /*
  * A refused JWT-SVID is logged with its reason (never the token); the caller
@@ -20,16 +21,6 @@ const without = (o: Record<string, unknown>, k: string): Record<string, unknown>
   const c = { ...o }
   delete c[k]
   return c
-}
-
-function thrown(fn: () => unknown): IdentityError {
-  try {
-    fn()
-  } catch (err) {
-    if (err instanceof IdentityError) return err
-    throw err
-  }
-  throw new Error('expected an IdentityError, nothing was thrown')
 }
 
 async function rejected(p: Promise<unknown>): Promise<IdentityError> {

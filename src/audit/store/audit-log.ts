@@ -1,14 +1,18 @@
 /**
- * The audit log: one SQLite file (WAL, synchronous=FULL), appended with group
+ * The audit log: one SQLite file (WAL), appended with group
  * commit. `append` validates and canonicalizes the event at once, queues it,
  * and the queue of one event-loop turn is written in one IMMEDIATE
- * transaction (events, chain values, the tree's new right edge) with one
- * durable commit; each promise resolves only after that commit, with the
- * event's seq, leaf index and chain value. The commit is synchronous=FULL's
- * without its fsync on the event loop: the batch commits with
- * synchronous=NORMAL (its frames are in the WAL, so a killed process loses
- * nothing) and its promises resolve after an fdatasync of the WAL file run on
- * libuv's pool (batches committed meanwhile share the next one). A failed
+ * transaction (events and chain values) with one durable commit; each promise
+ * resolves only after that commit, with the event's seq, leaf index and chain
+ * value. The commit is synchronous=FULL's without its fsync on the event
+ * loop: appends commit with synchronous=NORMAL (their frames are in the WAL,
+ * so a killed process loses nothing) and their promises resolve after an
+ * fdatasync of the WAL file run on libuv's pool (batches committed meanwhile
+ * share the next one); checkpoints and migrations commit with
+ * synchronous=FULL. The tree's right edge and last chain value are saved in
+ * `audit_tree` at most every TREE_SAVE_EVERY events (and on close); opening
+ * replays the events after the saved state, checking each stored chain value,
+ * so a batch writes one row per event and nothing else. A failed
  * fdatasync rejects the batch and closes the log for appends (fail closed). If the store cannot be written
  * (closed, locked past the busy timeout, disk full, I/O error) every append
  * of the batch rejects with IdentityError ERR_AUDIT_UNAVAILABLE, the
@@ -108,6 +112,9 @@ function migrate(db: Db, log: Logger): void {
   }).immediate()
 }
 
+/** The tree state is saved with the batch that takes it this many events past the last save (and on close). */
+export const TREE_SAVE_EVERY = 1024
+
 /** fdatasyncs of the WAL that may run at once (each on its own descriptor, on libuv's pool of 4 threads by default). */
 const CONCURRENT_SYNCS = 2
 
@@ -144,11 +151,15 @@ export class AuditLog implements AuditSink {
   readonly #hooks: AuditLogHooks
   readonly #insert: Database.Statement
   readonly #saveTree: Database.Statement
-  /** synchronous=NORMAL for a batch and back to FULL, prepared once (a pragma() call prepares a statement each time). */
+  /** synchronous=FULL for a checkpoint and back to NORMAL, prepared once (a pragma() call prepares a statement each time). */
   readonly #syncNormal: Database.Statement
   readonly #syncFull: Database.Statement
+  /** One batch's rows (and, every TREE_SAVE_EVERY events, the tree state) in one IMMEDIATE transaction; built once. */
+  readonly #writeBatch: (batch: readonly Pending[], tree: MerkleAccumulator, chain: Buffer, receipts: AuditReceipt[]) => Buffer
   #tree: MerkleAccumulator
   #chain: Buffer
+  /** The tree size saved in `audit_tree`. */
+  #savedSize: number
   #queue: Pending[] = []
   #barriers: (() => void)[] = []
   #closed = false
@@ -166,7 +177,7 @@ export class AuditLog implements AuditSink {
   #broken: IdentityError | undefined
   readonly #syncJournal: (fd: number, done: (err: Error | null) => void) => void
 
-  private constructor(db: Db, opts: AuditLogOptions, tree: MerkleAccumulator, chain: Buffer, walFds: number[]) {
+  private constructor(db: Db, opts: AuditLogOptions, tree: MerkleAccumulator, chain: Buffer, savedSize: number, walFds: number[]) {
     this.#walFds = walFds
     this.#freeFds = [...walFds]
     this.#syncJournal = opts.syncJournal ?? fdatasync
@@ -178,12 +189,25 @@ export class AuditLog implements AuditSink {
     this.#hooks = opts.hooks ?? {}
     this.#tree = tree
     this.#chain = chain
+    this.#savedSize = savedSize
     this.#insert = db.prepare('INSERT INTO audit_events (seq, time_ms, type, actor, task_id, event, chain_hash) VALUES (?, ?, ?, ?, ?, ?, ?)')
     this.#saveTree = db.prepare(
       'INSERT INTO audit_tree (id, size, chain_hash, edge) VALUES (1, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET size = excluded.size, chain_hash = excluded.chain_hash, edge = excluded.edge',
     )
     this.#syncNormal = db.prepare('PRAGMA synchronous = NORMAL')
     this.#syncFull = db.prepare('PRAGMA synchronous = FULL')
+    const write = db.transaction((batch: readonly Pending[], tree: MerkleAccumulator, chain: Buffer, receipts: AuditReceipt[]): Buffer => {
+      for (const p of batch) {
+        const seq = tree.size + 1
+        chain = chainHash(chain, p.bytes)
+        tree.push(leafHash(p.bytes))
+        this.#insert.run(seq, Date.parse(p.event.time), p.event.type, p.event.actor?.spiffe_id ?? null, p.event.task_id ?? null, p.bytes, chain)
+        receipts.push({ seq, leafIndex: seq - 1, chainHash: chain.toString('hex'), time: p.event.time })
+      }
+      if (tree.size - this.#savedSize >= TREE_SAVE_EVERY) this.#saveTree.run(tree.size, chain, Buffer.concat(tree.edge))
+      return chain
+    })
+    this.#writeBatch = (batch, tree, chain, receipts) => write.immediate(batch, tree, chain, receipts)
     this.#lastCheckpointSize = (db.prepare('SELECT COALESCE(MAX(tree_size), 0) AS s FROM audit_checkpoints').get() as { s: number }).s
     const every = opts.checkpointIntervalMs ?? 0
     if (every > 0) {
@@ -212,7 +236,8 @@ export class AuditLog implements AuditSink {
       if (origin === undefined) db.prepare("INSERT INTO audit_meta (key, value) VALUES ('origin', ?)").run(opts.origin)
       else if (origin.value !== opts.origin)
         throw new IdentityError('ERR_CONFIG_INVALID', `audit log ${path} has origin "${origin.value}", not "${opts.origin}"`)
-      const { tree, chain } = loadTree(db)
+      const { tree, chain, savedSize } = loadTree(db)
+      db.pragma('synchronous = NORMAL')
       // The WAL file exists while a connection is open in WAL mode (SQLite deletes it only when the last one closes).
       // One descriptor per sync that may run at once: a write-back error is reported to every descriptor opened before it,
       // so two overlapping syncs both see it (on one descriptor, the first to return would take it from the other).
@@ -223,7 +248,7 @@ export class AuditLog implements AuditSink {
         for (const fd of walFds) closeSync(fd)
         throw err
       }
-      return new AuditLog(db, opts, tree, chain, walFds)
+      return new AuditLog(db, opts, tree, chain, savedSize, walFds)
     } catch (err) {
       db?.close()
       if (err instanceof IdentityError) throw err
@@ -288,30 +313,13 @@ export class AuditLog implements AuditSink {
       let chain = this.#chain
       const receipts: AuditReceipt[] = []
       try {
-        this.#syncNormal.run()
-        this.#db
-          .transaction(() => {
-            for (const p of batch) {
-              const seq = tree.size + 1
-              chain = chainHash(chain, p.bytes)
-              tree.push(leafHash(p.bytes))
-              this.#insert.run(seq, Date.parse(p.event.time), p.event.type, p.event.actor?.spiffe_id ?? null, p.event.task_id ?? null, p.bytes, chain)
-              receipts.push({ seq, leafIndex: seq - 1, chainHash: chain.toString('hex'), time: p.event.time })
-            }
-            this.#saveTree.run(tree.size, chain, Buffer.concat(tree.edge))
-          })
-          .immediate()
+        chain = this.#writeBatch(batch, tree, chain, receipts)
       } catch (cause) {
         this.#log.error({ err: cause, events: batch.length }, 'Audit log write failed; the batch is refused')
         for (const p of batch) p.reject(this.#failed(unavailable('the audit log cannot be written', cause)))
         return
-      } finally {
-        try {
-          this.#syncFull.run()
-        } catch {
-          // the connection is gone; the next write fails and says so
-        }
       }
+      if (tree.size - this.#savedSize >= TREE_SAVE_EVERY) this.#savedSize = tree.size
       this.#tree = tree
       this.#chain = chain
       deferred = true
@@ -400,6 +408,7 @@ export class AuditLog implements AuditSink {
     const note = await signCheckpoint({ origin: this.#origin, size, rootHash, extensions: [] }, [this.#signer])
     if (this.#closed) throw unavailable('the audit log is closed')
     try {
+      this.#syncFull.run()
       this.#db.transaction(() => {
         const have = this.#db.prepare('SELECT root_hash FROM audit_checkpoints WHERE tree_size = ?').get(size) as { root_hash: Buffer } | undefined
         if (have !== undefined) {
@@ -410,6 +419,12 @@ export class AuditLog implements AuditSink {
       })()
     } catch (cause) {
       throw unavailable('cannot store the audit checkpoint', cause)
+    } finally {
+      try {
+        this.#syncNormal.run()
+      } catch {
+        // the connection is gone; the next write fails and says so
+      }
     }
     if (size > this.#lastCheckpointSize) this.#lastCheckpointSize = size
     this.#log.info({ size }, 'Signed audit checkpoint')
@@ -424,6 +439,14 @@ export class AuditLog implements AuditSink {
     await this.#synced()
     this.#closed = true
     try {
+      if (this.#tree.size !== this.#savedSize) {
+        this.#syncFull.run()
+        this.#saveTree.run(this.#tree.size, this.#chain, Buffer.concat(this.#tree.edge))
+      }
+    } catch {
+      // best effort: the next open replays the events after the saved state
+    }
+    try {
       this.#db.pragma('wal_checkpoint(TRUNCATE)')
     } catch {
       // best effort: the WAL is replayed at the next open
@@ -433,21 +456,35 @@ export class AuditLog implements AuditSink {
   }
 }
 
-/** The tree's right edge and last chain value, from `audit_tree`, checked against the last stored event. */
-function loadTree(db: Db): { tree: MerkleAccumulator; chain: Buffer } {
+/**
+ * The tree's right edge and last chain value: the state saved in `audit_tree` (its chain value checked against the
+ * event it ends at), then every later event replayed, each stored chain value checked. A mismatch, a gap or a saved
+ * state past the last event is ERR_AUDIT_LOG_TAMPERED.
+ */
+function loadTree(db: Db): { tree: MerkleAccumulator; chain: Buffer; savedSize: number } {
   const row = db.prepare('SELECT size, chain_hash, edge FROM audit_tree WHERE id = 1').get() as { size: number; chain_hash: Buffer; edge: Buffer } | undefined
-  const last = db.prepare('SELECT seq, chain_hash FROM audit_events ORDER BY seq DESC LIMIT 1').get() as { seq: number; chain_hash: Buffer } | undefined
-  if (row === undefined) {
-    if (last !== undefined) throw new IdentityError('ERR_AUDIT_LOG_TAMPERED', 'the audit log has events but no tree state')
-    return { tree: new MerkleAccumulator(), chain: Buffer.from(GENESIS) }
+  const tampered = (what: string) => new IdentityError('ERR_AUDIT_LOG_TAMPERED', `the audit log${what}; run warrant audit verify`)
+  let tree = new MerkleAccumulator()
+  let chain: Buffer = Buffer.from(GENESIS)
+  const savedSize = row?.size ?? 0
+  if (row !== undefined && row.size > 0) {
+    const at = db.prepare('SELECT chain_hash FROM audit_events WHERE seq = ?').get(row.size) as { chain_hash: Buffer } | undefined
+    if (at === undefined || !at.chain_hash.equals(row.chain_hash)) throw tampered(`'s tree state (size ${row.size}) does not match its event ${row.size}`)
+    const edge: Buffer[] = []
+    for (let i = 0; i < row.edge.byteLength; i += HASH_SIZE) edge.push(row.edge.subarray(i, i + HASH_SIZE))
+    tree = MerkleAccumulator.fromState(row.size, edge)
+    chain = row.chain_hash
   }
-  if ((last?.seq ?? 0) !== row.size || (last !== undefined && !last.chain_hash.equals(row.chain_hash))) {
-    throw new IdentityError(
-      'ERR_AUDIT_LOG_TAMPERED',
-      `the audit log's tree state (size ${row.size}) does not match its last event (${last?.seq ?? 0}); run warrant audit verify`,
-    )
+  const later = db.prepare('SELECT seq, event, chain_hash FROM audit_events WHERE seq > ? ORDER BY seq').iterate(savedSize) as Iterable<{
+    seq: number
+    event: Buffer
+    chain_hash: Buffer
+  }>
+  for (const e of later) {
+    if (e.seq !== tree.size + 1) throw tampered(` has no event ${tree.size + 1} before event ${e.seq}`)
+    chain = chainHash(chain, e.event)
+    if (!chain.equals(e.chain_hash)) throw tampered(`'s event ${e.seq} does not match its chain value`)
+    tree.push(leafHash(e.event))
   }
-  const edge: Buffer[] = []
-  for (let i = 0; i < row.edge.byteLength; i += HASH_SIZE) edge.push(row.edge.subarray(i, i + HASH_SIZE))
-  return { tree: MerkleAccumulator.fromState(row.size, edge), chain: row.chain_hash }
+  return { tree, chain, savedSize }
 }

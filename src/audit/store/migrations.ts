@@ -6,8 +6,9 @@
  * `audit_events.event` holds the exact bytes that are chained and hashed (the
  * event's RFC 8785 form, UTF-8); `time_ms`, `type`, `actor` and `task_id` are
  * copies for searching, not authenticated (results show the event itself).
- * `audit_tree` keeps the tree's right edge and the last chain value, so
- * opening a large log reads one row, not every leaf.
+ * `audit_tree` keeps the tree's right edge and chain value as of a saved
+ * size (saved every TREE_SAVE_EVERY events and on close), so opening a large
+ * log reads one row and replays at most the events after it, not every leaf.
  */
 export interface AuditMigration {
   version: number

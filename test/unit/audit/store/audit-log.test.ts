@@ -1,9 +1,10 @@
-import { mkdtempSync, rmSync, statSync } from 'node:fs'
+import { copyFileSync, mkdtempSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { AuditLog } from '../../../../src/audit/store/audit-log.js'
+import { AuditLog, TREE_SAVE_EVERY } from '../../../../src/audit/store/audit-log.js'
+import { MerkleAccumulator } from '../../../../src/audit/merkle.js'
 import { AuditLogReader } from '../../../../src/audit/store/log-reader.js'
 import {
   leafHash,
@@ -94,6 +95,100 @@ describe('AuditLog (SQLite, group commit)', () => {
     expect(report).toMatchObject({ ok: true, events: 13, verifiedSize: 13, unsignedTail: 0 })
     reader.close()
     expect(() => AuditLog.open({ path, origin: 'other.example/audit' })).toThrow(/origin/)
+  })
+
+  it('saves its tree state every TREE_SAVE_EVERY events and on close, and reopens by replaying the events after it', async () => {
+    const { signer, vkey } = await checkpointKey()
+    const path = join(dir, 'a.db')
+    const saved = () => {
+      const db = new Database(path, { readonly: true })
+      try {
+        return (db.prepare('SELECT size FROM audit_tree WHERE id = 1').get() as { size: number } | undefined)?.size
+      } finally {
+        db.close()
+      }
+    }
+    let log = AuditLog.open({ path, origin: ORIGIN })
+    await Promise.all(Array.from({ length: TREE_SAVE_EVERY - 1 }, (_, i) => log.append(sampleEvent(i))))
+    expect(saved()).toBeUndefined() // a batch writes its events and nothing else
+    await log.append(sampleEvent(TREE_SAVE_EVERY - 1))
+    expect(saved()).toBe(TREE_SAVE_EVERY)
+    for (let i = TREE_SAVE_EVERY; i < TREE_SAVE_EVERY + 7; i++) await log.append(sampleEvent(i))
+    expect(saved()).toBe(TREE_SAVE_EVERY)
+    await log.close()
+    expect(saved()).toBe(TREE_SAVE_EVERY + 7)
+    // a state saved before the last events (as after a kill): the rest is replayed and the log carries on one chain and tree
+    const reference = new MerkleAccumulator()
+    for (let i = 0; i < TREE_SAVE_EVERY; i++) reference.push(leafHash(canonicalBytes({ v: 1, ...sampleEvent(i) })))
+    const db = new Database(path)
+    db.prepare('UPDATE audit_tree SET size = ?, chain_hash = (SELECT chain_hash FROM audit_events WHERE seq = ?), edge = ? WHERE id = 1').run(
+      TREE_SAVE_EVERY,
+      TREE_SAVE_EVERY,
+      Buffer.concat(reference.edge),
+    )
+    db.close()
+    log = AuditLog.open({ path, origin: ORIGIN, signer })
+    expect(log.size).toBe(TREE_SAVE_EVERY + 7)
+    await log.append(sampleEvent(TREE_SAVE_EVERY + 7))
+    await log.checkpoint()
+    await log.close()
+    const reader = AuditLogReader.open(path)
+    expect(reader.verify({ verifier: parseVerifierKey(vkey) })).toMatchObject({ ok: true, events: TREE_SAVE_EVERY + 8, verifiedSize: TREE_SAVE_EVERY + 8 })
+    reader.close()
+  })
+
+  it('refuses to open a log whose events after the saved tree state, or the state itself, do not match (ERR_AUDIT_LOG_TAMPERED)', async () => {
+    const original = join(dir, 'original.db')
+    const log = AuditLog.open({ path: original, origin: ORIGIN })
+    for (let i = 0; i < 6; i++) await log.append(sampleEvent(i))
+    await log.close()
+    let copies = 0
+    const opened = (edit: (db: Database.Database) => void): unknown => {
+      const path = join(dir, `copy-${copies++}.db`)
+      copyFileSync(original, path)
+      const db = new Database(path)
+      db.prepare('DELETE FROM audit_tree').run() // no saved state: every event is replayed from the genesis value
+      edit(db)
+      db.close()
+      try {
+        AuditLog.open({ path, origin: ORIGIN })
+          .close()
+          .catch(() => undefined)
+        return 'opened'
+      } catch (err) {
+        return isIdentityError(err) ? { code: err.code, message: err.message } : err
+      }
+    }
+    expect(opened(() => undefined)).toBe('opened')
+    expect(opened((db) => db.prepare('UPDATE audit_events SET chain_hash = zeroblob(32) WHERE seq = 4').run())).toEqual({
+      code: 'ERR_AUDIT_LOG_TAMPERED',
+      message: "the audit log's event 4 does not match its chain value; run warrant audit verify",
+    })
+    expect(
+      opened((db) => db.prepare("UPDATE audit_events SET event = CAST(replace(CAST(event AS TEXT), 'success', 'refused') AS BLOB) WHERE seq = 2").run()),
+    ).toMatchObject({
+      code: 'ERR_AUDIT_LOG_TAMPERED',
+      message: expect.stringContaining('event 2 does not match') as string,
+    })
+    expect(opened((db) => db.prepare('DELETE FROM audit_events WHERE seq = 3').run())).toMatchObject({
+      code: 'ERR_AUDIT_LOG_TAMPERED',
+      message: 'the audit log has no event 3 before event 4; run warrant audit verify',
+    })
+    // a saved state past the last event, or not ending at the chain value of its event
+    const state = (size: number, chainOf: number) => (db: Database.Database) =>
+      db
+        .prepare('INSERT INTO audit_tree (id, size, chain_hash, edge) VALUES (1, ?, (SELECT chain_hash FROM audit_events WHERE seq = ?), ?)')
+        .run(size, chainOf, Buffer.alloc(32 * (size.toString(2).split('1').length - 1)))
+    expect(
+      opened((db) => {
+        state(6, 6)(db)
+        db.prepare('DELETE FROM audit_events WHERE seq = 6').run()
+      }),
+    ).toMatchObject({
+      code: 'ERR_AUDIT_LOG_TAMPERED',
+      message: "the audit log's tree state (size 6) does not match its event 6; run warrant audit verify",
+    })
+    expect(opened(state(4, 3))).toMatchObject({ code: 'ERR_AUDIT_LOG_TAMPERED', message: expect.stringContaining('tree state (size 4)') as string })
   })
 
   it('signs checkpoints on demand after pending appends, and periodically when the log grew', async () => {

@@ -197,7 +197,13 @@ export function nodeService(d: NodeServiceDeps): UntypedServiceImplementation {
       'Sync',
       async (_req, sink, ctx) => {
         const node = await auth(ctx.call)
-        await d.sync.serve(node, { send: (u) => sink.send(syncMsg(u)), reauthenticate: () => auth(ctx.call), signal: sink.signal })
+        const notAfter = Date.parse(ctx.call.getAuthContext?.()?.sslPeerCertificate?.valid_to ?? '')
+        await d.sync.serve(node, {
+          send: (u) => sink.send(syncMsg(u)),
+          reauthenticate: () => auth(ctx.call),
+          ...(Number.isFinite(notAfter) ? { credentialExpiresAt: notAfter } : {}),
+          signal: sink.signal,
+        })
       },
       observe,
     ),

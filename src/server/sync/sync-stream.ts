@@ -99,6 +99,11 @@ export interface SyncStreamOptions {
   send(update: SyncUpdate): void
   /** The agent, authenticated again by its current SVID (rejects when it was evicted or banned). */
   reauthenticate(): Promise<AttestedNode>
+  /**
+   * When the SVID the agent's connection authenticated with expires (epoch ms): the stream re-authenticates then,
+   * which fails for an expired SVID and ends the stream, instead of at the next periodic recheck.
+   */
+  credentialExpiresAt?: number
   /** Aborted when the agent goes away: the stream then ends normally. */
   signal: AbortSignal
 }
@@ -173,6 +178,7 @@ export class SyncStreams {
         finished = true
         for (const u of unsubs) u()
         clearInterval(timer)
+        clearTimeout(expiry)
         // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- err is the stream's own error, passed on
         if (err) reject(err)
         else resolve()
@@ -227,6 +233,10 @@ export class SyncStreams {
           .catch((err: unknown) => done(err))
       }
       const timer = setInterval(recheck, d.recheckMs ?? RECHECK_MS)
+      // the connection's SVID expiring ends the stream then (a 1 ms margin past notAfter; timers cap at 2^31 - 1 ms)
+      const expiry =
+        opts.credentialExpiresAt === undefined ? undefined : setTimeout(recheck, Math.min(2 ** 31 - 1, Math.max(0, opts.credentialExpiresAt - Date.now() + 1)))
+      expiry?.unref()
       if (d.nodes)
         unsubs.push(
           d.nodes.onNodeChange((id) => {

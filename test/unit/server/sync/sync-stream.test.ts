@@ -98,7 +98,7 @@ async function setup(recheckMs?: number) {
     const done = sync.serve(n, { send: rec.send, reauthenticate, signal: ac.signal })
     return { ...rec, first, done, ac }
   }
-  return { clock, ds, ca, bounds, registration, federated, create, open }
+  return { clock, ds, ca, bounds, registration, federated, create, open, sync }
 }
 
 describe('SyncStreams', () => {
@@ -161,6 +161,37 @@ describe('SyncStreams', () => {
     expect((await next).entries!.map((e) => e.id)).toEqual([g.id])
     fail = new IdentityError('ERR_AGENT_EVICTED', 'agent evicted')
     await expect(s.done).rejects.toMatchObject({ code: 'ERR_AGENT_EVICTED' })
+  })
+
+  it("ends the stream when the connection's SVID expires, not at the next periodic recheck", async () => {
+    const w = await setup() // the periodic recheck every 30 s
+    await w.create(newEntry('/a'))
+    const expiresAt = Date.now() + 150
+    let calls = 0
+    const rec = recorder()
+    const first = rec.next()
+    const ac = new AbortController()
+    streams.push(ac)
+    const done = w.sync.serve(node(), {
+      send: rec.send,
+      reauthenticate: async () => {
+        calls++
+        if (Date.now() >= expiresAt) throw new IdentityError('ERR_X509_SVID_INVALID', 'the agent SVID has expired')
+        return node()
+      },
+      credentialExpiresAt: expiresAt,
+      signal: ac.signal,
+    })
+    expect((await first).entries!.map((e) => e.spiffeId)).toEqual(['spiffe://example.org/a'])
+    const ended = await Promise.race([
+      done.then(
+        () => 'ended quietly',
+        (err: unknown) => err,
+      ),
+      new Promise((r) => setTimeout(() => r('still open'), 3000)),
+    ])
+    expect(ended).toMatchObject({ code: 'ERR_X509_SVID_INVALID' })
+    expect(calls).toBe(1)
   })
 
   it('pushes a new local bundle after a CA rotation, and ends quietly when the agent goes away', async () => {

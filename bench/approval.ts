@@ -30,11 +30,10 @@ import { once } from 'node:events'
 import { createLogger } from '../src/cli/logging.js'
 import { createBrokerKeyManager, startBroker, type RunningBroker } from '../src/cli/broker-composition.js'
 import { toEmbeddedBrokerConfig } from '../src/broker/config.js'
-import { findSoftHsmModule, provisionSoftHsm } from '../src/dev/softhsm.js'
 import { BoundsSet } from '../src/spiffe/bounds/bounds-set.js'
 import { TrustDomain } from '../src/spiffe/trust-domain.js'
 import { bundlesOf, makeCa, makeSvid, pem } from '../test/helpers/broker-http-fixtures.js'
-import { freePort, onPath, percentile, report } from './lib.js'
+import { benchKeyManager, freePort, percentile, report } from './lib.js'
 
 const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
 const TD = 'bench.example'
@@ -52,17 +51,7 @@ export async function run(args: string[]): Promise<void> {
   let km: Awaited<ReturnType<typeof createBrokerKeyManager>> | undefined
   let child: ReturnType<typeof spawn> | undefined
   try {
-    let keyManager: Record<string, unknown>
-    let keyManagerName: string
-    if (process.env.WARRANT_BENCH_KEY_MANAGER !== 'memory' && onPath('softhsm2-util') && findSoftHsmModule()) {
-      const hsm = await provisionSoftHsm(dir)
-      process.env.SOFTHSM2_CONF = hsm.confPath
-      keyManager = { pkcs11: { module_path: hsm.modulePath, token_label: hsm.tokenLabel, pin_file: hsm.pinFile } }
-      keyManagerName = 'pkcs11 (SoftHSM2)'
-    } else {
-      keyManager = { memory: {} }
-      keyManagerName = 'memory'
-    }
+    const { keyManager, keyManagerName } = await benchKeyManager(dir)
     const ca = await makeCa(TD)
     const serverSvid = await makeSvid(ca, `spiffe://${TD}/warrant/broker`, { dnsNames: ['localhost'] })
     const agent = await makeSvid(ca, AGENT)

@@ -69,13 +69,12 @@ import { once } from 'node:events'
 import { createLogger } from '../src/cli/logging.js'
 import { startGatewayWith, type RunningGateway } from '../src/cli/commands/gateway.js'
 import { toGatewayConfig } from '../src/gateway/config.js'
-import { findSoftHsmModule, provisionSoftHsm } from '../src/dev/softhsm.js'
 import { BoundsSet } from '../src/spiffe/bounds/bounds-set.js'
 import { ceilingFor } from '../src/spiffe/bounds/ceiling.js'
 import { TrustDomain } from '../src/spiffe/trust-domain.js'
 import { X509Svid } from '../src/spiffe/x509-svid/x509-svid.js'
 import { bundlesOf, makeCa, makeSvid, pem } from '../test/helpers/broker-http-fixtures.js'
-import { freePort, onPath, percentile, report } from './lib.js'
+import { benchKeyManager, freePort, percentile, report } from './lib.js'
 import { composeGatewayBenchBroker, type BrokerParams } from './_gateway-broker.js'
 
 const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
@@ -119,17 +118,7 @@ export async function run(args: string[]): Promise<void> {
   let child: ReturnType<typeof spawn> | undefined
   try {
     // the broker, as bench/broker.ts composes it
-    let keyManager: Record<string, unknown>
-    let keyManagerName: string
-    if (process.env.WARRANT_BENCH_KEY_MANAGER !== 'memory' && onPath('softhsm2-util') && findSoftHsmModule()) {
-      const hsm = await provisionSoftHsm(dir)
-      process.env.SOFTHSM2_CONF = hsm.confPath
-      keyManager = { pkcs11: { module_path: hsm.modulePath, token_label: hsm.tokenLabel, pin_file: hsm.pinFile } }
-      keyManagerName = 'pkcs11 (SoftHSM2)'
-    } else {
-      keyManager = { memory: {} }
-      keyManagerName = process.env.WARRANT_BENCH_KEY_MANAGER === 'memory' ? 'memory (WARRANT_BENCH_KEY_MANAGER=memory)' : 'memory (softhsm2 not installed)'
-    }
+    const { keyManager, keyManagerName } = await benchKeyManager(dir)
     const ca = await makeCa(TD)
     const caPem = pem(ca.certificate)
     const brokerSvid = await makeSvid(ca, `spiffe://${TD}/warrant/broker`, { dnsNames: ['localhost'] })

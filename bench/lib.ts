@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs'
 import net from 'node:net'
 import { join } from 'node:path'
+import { findSoftHsmModule, provisionSoftHsm } from '../src/dev/softhsm.js'
 
 export interface Figure {
   metric: string
@@ -91,4 +92,19 @@ export function onPath(cmd: string): boolean {
       return false
     }
   })
+}
+
+/**
+ * The broker signing key as the quickstart configures it: the pkcs11 KeyManager on a SoftHSM2 token provisioned in
+ * `dir` (SOFTHSM2_CONF set for this process) when softhsm2-util is installed, else the memory KeyManager;
+ * WARRANT_BENCH_KEY_MANAGER=memory forces the latter. The config block and a name to print with the figures.
+ */
+export async function benchKeyManager(dir: string): Promise<{ keyManager: Record<string, unknown>; keyManagerName: string }> {
+  if (process.env.WARRANT_BENCH_KEY_MANAGER !== 'memory' && onPath('softhsm2-util') && findSoftHsmModule()) {
+    const hsm = await provisionSoftHsm(dir)
+    process.env.SOFTHSM2_CONF = hsm.confPath
+    return { keyManager: { pkcs11: { module_path: hsm.modulePath, token_label: hsm.tokenLabel, pin_file: hsm.pinFile } }, keyManagerName: 'pkcs11 (SoftHSM2)' }
+  }
+  const why = process.env.WARRANT_BENCH_KEY_MANAGER === 'memory' ? 'WARRANT_BENCH_KEY_MANAGER=memory' : 'softhsm2 not installed'
+  return { keyManager: { memory: {} }, keyManagerName: `memory (${why})` }
 }
